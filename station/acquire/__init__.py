@@ -1,0 +1,1 @@
+"""Image acquisition: camera drivers and trigger sources."""

@@ -1,0 +1,1 @@
+"""Reject outputs and the reject scheduler."""

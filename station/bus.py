@@ -1,0 +1,70 @@
+"""Fan-out of results and status events to the slow consumers.
+
+The hot path calls :meth:`Bus.publish`, which only does ``put_nowait`` into
+each subscriber's bounded queue: a slow or stalled consumer (SQLite, a web
+client, MQTT) can never block a decision. A full queue drops the event for
+that subscriber and counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Subscription:
+    """One consumer's bounded queue and its drop counter."""
+
+    def __init__(self, name: str, maxsize: int):
+        self.name = name
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self.dropped = 0
+        self.delivered = 0
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Next event; raises ``queue.Empty`` after ``timeout``."""
+        return self.queue.get(timeout=timeout)
+
+    @property
+    def pending(self) -> int:
+        """Events waiting in the queue."""
+        return self.queue.qsize()
+
+
+class Bus:
+    """Publish/subscribe with one bounded queue per subscriber."""
+
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, name: str, maxsize: int = 1000) -> Subscription:
+        """Add a consumer; it must drain its queue from its own thread."""
+        sub = Subscription(name, maxsize)
+        with self._lock:
+            self._subs = [*self._subs, sub]
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Remove a consumer (a closed web client)."""
+        with self._lock:
+            self._subs = [s for s in self._subs if s is not sub]
+
+    def publish(self, event: Any) -> None:
+        """Offer ``event`` to every subscriber without ever blocking."""
+        for sub in self._subs:  # copy-on-write list: no lock needed to read
+            try:
+                sub.queue.put_nowait(event)
+                sub.delivered += 1
+            except queue.Full:
+                sub.dropped += 1
+                if sub.dropped == 1 or sub.dropped % 1000 == 0:
+                    log.warning("bus subscriber %s is full: %d events dropped", sub.name, sub.dropped)
+
+    def subscriptions(self) -> list[Subscription]:
+        """Current subscribers."""
+        return list(self._subs)

@@ -1,0 +1,131 @@
+"""The station's configuration tree: pydantic v2 models loaded from one YAML file.
+
+Every section forbids unknown keys and documents every field, so
+``station check-config FILE`` can name the field and the fix, and
+``station config-schema`` prints the whole reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from .actuate import OutputConfig, RejectConfig, SimulatedOutputConfig
+from .base import StrictModel
+from .camera import CameraConfig, FolderCameraConfig, SoftwareTriggerConfig, SyntheticCameraConfig, TimerTriggerConfig, TriggerConfig
+from .inspect import InspectorConfig, OnnxInspectorConfig, ReferenceInspectorConfig, TilingConfig
+from .rules import ClassRule, IgnoreZone, RulesConfig
+from .store import StoreConfig
+from .web import WebConfig
+
+__all__ = [
+    "CalibrationConfig", "CameraConfig", "ClassRule", "ConfigError", "FolderCameraConfig", "IgnoreZone",
+    "InspectorConfig", "OnnxInspectorConfig", "OutputConfig", "PipelineConfig", "ReferenceInspectorConfig",
+    "RejectConfig", "RulesConfig", "SimulatedOutputConfig", "SoftwareTriggerConfig", "StationConfig", "StoreConfig",
+    "StrictModel", "SyntheticCameraConfig", "TilingConfig", "TimerTriggerConfig", "TriggerConfig", "WebConfig",
+    "config_hash", "load_config", "parse_config",
+]
+
+
+class CalibrationConfig(StrictModel):
+    """Pixel-to-millimetre scale, referenced by every verdict."""
+
+    id: str = Field("nominal", description="Calibration id stored with every verdict (from `calibration` runs).")
+    mm_per_px: float = Field(0.1, gt=0, description="Millimetres per pixel on the part plane (used for min_area_mm2).")
+    file: Path | None = Field(None, description="A calibration JSON written by `python -m calibration`; overrides id and mm_per_px.")
+
+
+class PipelineConfig(StrictModel):
+    """Queues between the threads of the hot path."""
+
+    frame_queue: int = Field(4, ge=1, le=1000, description="Frames waiting for the inspector; when full the newest part is FAILSAFE (drop-new).")
+    grab_timeout_ms: float = Field(500.0, gt=0, description="A camera that returns no frame within this time fails the part (FAILSAFE).")
+
+
+class StationConfig(StrictModel):
+    """The whole station."""
+
+    name: str = Field("station-1", description="Station name shown on screens and in published messages.")
+    cameras: list[CameraConfig] = Field(
+        default_factory=lambda: [SyntheticCameraConfig()],
+        description="Cameras that view each part; with several, their frames are combined into one verdict.",
+    )
+    trigger: TriggerConfig = Field(default_factory=TimerTriggerConfig, description="What starts the inspection of a part.")
+    inspector: InspectorConfig = Field(default_factory=ReferenceInspectorConfig, description="The defect model backend.")
+    rules: RulesConfig = Field(default_factory=RulesConfig, description="How detections become a verdict.")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="Pixel scale of the part plane.")
+    reject: RejectConfig = Field(default_factory=RejectConfig, description="Reject timing and output.")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Hot-path queues.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="SQLite and image storage.")
+    web: WebConfig = Field(default_factory=WebConfig, description="Operator screen and review UI.")
+
+    @model_validator(mode="after")
+    def _camera_ids_unique(self) -> "StationConfig":
+        ids = [c.id for c in self.cameras]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"camera ids must be unique; repeated: {', '.join(dup)} (give each camera its own `id`)")
+        if not self.cameras:
+            raise ValueError("at least one camera is needed (add an entry under `cameras`)")
+        return self
+
+
+class ConfigError(ValueError):
+    """A config file that does not validate; ``errors`` are (field path, message) pairs."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]]):
+        self.source = source
+        self.errors = errors
+        lines = [f"{source}: {len(errors)} error(s)"] + [f"  {path}: {msg}" for path, msg in errors]
+        super().__init__("\n".join(lines))
+
+
+def _hint(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    msg = err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key; remove it or check its spelling (`station config-schema` lists every field)"
+    if kind == "missing":
+        return "required field is missing; add it"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return "missing `type`; say which driver to use"
+    return f"{msg} (got {err.get('input')!r})" if "input" in err and not isinstance(err["input"], dict) else msg
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "<config>") -> StationConfig:
+    """Validate a config mapping; raise ConfigError naming each bad field."""
+    try:
+        return StationConfig.model_validate(data or {})
+    except ValidationError as exc:
+        errors = [(".".join(str(p) for p in e["loc"]) or "<root>", _hint(e)) for e in exc.errors()]
+        raise ConfigError(source, errors) from None
+
+
+def load_config(path: str | Path | None) -> StationConfig:
+    """Load and validate a YAML config file; ``None`` gives the embedded default."""
+    if path is None:
+        return StationConfig()
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(p), [("<file>", "file not found")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [("<yaml>", f"not valid YAML: {exc}")]) from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(str(p), [("<root>", "the top level must be a mapping of sections (name:, cameras:, ...)")])
+    return parse_config(data, str(p))
+
+
+def config_hash(cfg: StationConfig) -> str:
+    """Short stable hash of the effective config, stored with every verdict."""
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,58 @@
+"""Decision rules: how detections become one verdict."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import StrictModel
+
+
+class ClassRule(StrictModel):
+    """Thresholds for one defect class."""
+
+    reject_conf: float = Field(0.5, ge=0.0, le=1.0, description="Confidence at or above which the defect rejects the part.")
+    uncertain_conf: float = Field(
+        0.3, ge=0.0, le=1.0, description="Confidence at or above which (and below reject_conf) the part is UNCERTAIN."
+    )
+    min_area_mm2: float = Field(0.0, ge=0.0, description="Defects smaller than this (in mm^2, from calibration) are ignored.")
+    max_count: int = Field(
+        0, ge=0, description="Up to this many rejecting defects of the class are tolerated (0 = any one rejects)."
+    )
+    enabled: bool = Field(True, description="False: detections of this class never affect the verdict.")
+
+    @model_validator(mode="after")
+    def _band_is_ordered(self) -> "ClassRule":
+        if self.uncertain_conf > self.reject_conf:
+            raise ValueError(
+                f"uncertain_conf ({self.uncertain_conf}) must be <= reject_conf ({self.reject_conf}); "
+                "set uncertain_conf = reject_conf to disable the uncertain band"
+            )
+        return self
+
+
+class IgnoreZone(StrictModel):
+    """A rectangle (frame pixels) where detections are ignored, e.g. a fixture."""
+
+    camera_id: str | None = Field(None, description="Camera the zone applies to (None = all cameras).")
+    x1: float = Field(..., description="Left edge in frame pixels.")
+    y1: float = Field(..., description="Top edge in frame pixels.")
+    x2: float = Field(..., description="Right edge in frame pixels.")
+    y2: float = Field(..., description="Bottom edge in frame pixels.")
+    min_overlap: float = Field(0.5, gt=0.0, le=1.0, description="Ignore a detection when this fraction of its box lies in the zone.")
+
+
+class RulesConfig(StrictModel):
+    """Per-class thresholds, ignore zones and what UNCERTAIN does."""
+
+    default: ClassRule = Field(default_factory=ClassRule, description="Rule for classes not listed in `classes`.")
+    classes: dict[str, ClassRule] = Field(default_factory=dict, description="Per-class rules by class name.")
+    ignore_zones: list[IgnoreZone] = Field(default_factory=list, description="Regions where detections never count.")
+    uncertain_action: Literal["reject", "pass"] = Field(
+        "reject", description="What the ejector does with an UNCERTAIN part (it is queued for review either way)."
+    )
+
+    def for_class(self, name: str) -> ClassRule:
+        """The rule that applies to class ``name``."""
+        return self.classes.get(name, self.default)

@@ -1,0 +1,1 @@
+"""Defect inspection: model backends turning a Frame into Detections."""

@@ -1,0 +1,55 @@
+"""The inspector (model backend) contract and its registry."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ..registry import Registry
+from ..types import Detections, Frame
+
+
+class InspectorError(RuntimeError):
+    """The inspector could not inspect a frame. The part is FAILSAFE."""
+
+
+class ModelLoadError(ValueError):
+    """A model file was refused (corrupt, wrong inputs/outputs, not an Ultralytics export)."""
+
+
+@runtime_checkable
+class Inspector(Protocol):
+    """A model backend.
+
+    ``ready`` is False while the backend still needs to learn (reference
+    backend learning its template); frames inspected then are passed to
+    :meth:`learn` by the pipeline and the part is decided as FAILSAFE with the
+    reason "learning".
+    """
+
+    model_id: str
+    names: tuple[str, ...]
+
+    @property
+    def ready(self) -> bool:
+        """True when :meth:`inspect` can be called."""
+
+    def learn(self, frame: Frame) -> None:
+        """Offer one frame for learning (no-op for trained models)."""
+
+    def inspect(self, frame: Frame) -> Detections:
+        """Find defects on one frame; boxes in frame pixels."""
+
+    def warmup(self) -> None:
+        """Run once on a dummy input so the first part is not slow."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+INSPECTORS: Registry[Inspector] = Registry(
+    "inspector",
+    {
+        "reference": "station.inspect.reference:ReferenceInspector",
+        "onnx": "station.inspect.onnx_backend:OnnxInspector",
+    },
+)

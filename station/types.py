@@ -1,0 +1,177 @@
+"""Contracts between the stages of the station: small frozen dataclasses.
+
+Every object that crosses a stage boundary (trigger -> acquire -> inspect ->
+decide -> actuate -> record/publish) is one of these. They carry no behaviour
+beyond trivial derived properties, so any stage can be tested alone.
+
+Times are ``time.monotonic_ns()`` on the station host unless the name says
+otherwise (``*_wall`` is UNIX time in seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Outcome(StrEnum):
+    """The four verdicts a part can get."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+    UNCERTAIN = "UNCERTAIN"
+    FAILSAFE = "FAILSAFE"
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One part entering the inspection point.
+
+    ``part_id`` is unique and monotonic for the life of the database; it
+    follows the part to the ejector and into the records.
+    """
+
+    part_id: int
+    seq: int
+    t_trigger_ns: int
+    encoder_count: int | None = None
+    source: str = "timer"
+    t_trigger_wall: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One image of one part from one camera.
+
+    ``meta`` carries driver facts (exposure, gain, file name) and, for the
+    synthetic camera, the ground truth under the key ``"truth"``.
+    """
+
+    part_id: int
+    camera_id: str
+    image: np.ndarray
+    t_exposure_ns: int
+    meta: Mapping[str, Any] = field(default=_EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """What a model found on one frame, in pixel coordinates of that frame.
+
+    ``boxes_xyxy`` is (N, 4) float32, ``scores`` (N,) float32, ``class_ids``
+    (N,) int32. ``masks`` is an optional (N, H, W) bool array at frame size.
+    ``areas_px`` is the defect area in pixels when the backend knows it better
+    than the box (blobs, masks); otherwise the box area is used.
+    """
+
+    boxes_xyxy: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    names: tuple[str, ...]
+    model_id: str
+    masks: np.ndarray | None = None
+    areas_px: np.ndarray | None = None
+    timings_ms: Mapping[str, float] = field(default=_EMPTY)
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @staticmethod
+    def empty(names: tuple[str, ...], model_id: str, timings_ms: Mapping[str, float] = _EMPTY) -> "Detections":
+        """No detections."""
+        return Detections(
+            boxes_xyxy=np.zeros((0, 4), np.float32),
+            scores=np.zeros((0,), np.float32),
+            class_ids=np.zeros((0,), np.int32),
+            names=names,
+            model_id=model_id,
+            timings_ms=timings_ms,
+        )
+
+    def area_px(self, i: int) -> float:
+        """Area of detection ``i`` in pixels (blob/mask area if known, else box)."""
+        if self.areas_px is not None:
+            return float(self.areas_px[i])
+        x1, y1, x2, y2 = self.boxes_xyxy[i]
+        return float(max(0.0, x2 - x1) * max(0.0, y2 - y1))
+
+
+@dataclass(frozen=True, slots=True)
+class Defect:
+    """One detection after the rules judged it.
+
+    ``action`` is ``"reject"``, ``"uncertain"`` or ``"ignore"``; ``rule`` says
+    which rule decided (for the operator and the audit).
+    """
+
+    class_name: str
+    confidence: float
+    box_xyxy: tuple[float, float, float, float]
+    area_mm2: float
+    camera_id: str
+    action: str
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The one decision about one part; made only by ``station.decide``."""
+
+    part_id: int
+    outcome: Outcome
+    reasons: tuple[str, ...]
+    defects: tuple[Defect, ...]
+    model_id: str
+    config_hash: str
+    calibration_id: str
+    timings_ms: Mapping[str, float]
+    t_trigger_ns: int = 0
+    t_decided_ns: int = 0
+
+    @property
+    def rejects(self) -> bool:
+        """True when the part must leave the line (FAIL or FAILSAFE)."""
+        return self.outcome in (Outcome.FAIL, Outcome.FAILSAFE)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectCommand:
+    """Fire the ejector for one part, at a time or at an encoder count."""
+
+    part_id: int
+    pulse_ms: float
+    line: str
+    fire_at_ns: int | None = None
+    fire_at_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """A component changed state (camera lost, PLC back, writer stalled...)."""
+
+    component: str
+    state: str  # "ok" | "warning" | "alarm"
+    message: str
+    t_wall: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PartResult:
+    """Everything known about one part once its verdict is final.
+
+    This is what the bus carries to the recorder, the live screen and the
+    publishers. ``frames`` and ``detections`` may be empty for a part that
+    never got an image (FAILSAFE on a dropped frame).
+    """
+
+    trigger: Trigger
+    verdict: Verdict
+    frames: tuple[Frame, ...] = ()
+    detections: tuple[Detections, ...] = ()
+    reject_fire_at_ns: int | None = None
