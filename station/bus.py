@@ -24,10 +24,15 @@ class Subscription:
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
         self.dropped = 0
         self.delivered = 0
+        self._dropped_by_kind: dict[type, int] = {}
 
     def get(self, timeout: float | None = None) -> Any:
         """Next event; raises ``queue.Empty`` after ``timeout``."""
         return self.queue.get(timeout=timeout)
+
+    def dropped_of(self, kind: type) -> int:
+        """Events of type ``kind`` this subscriber lost to a full queue."""
+        return self._dropped_by_kind.get(kind, 0)
 
     @property
     def pending(self) -> int:
@@ -62,6 +67,7 @@ class Bus:
                 sub.delivered += 1
             except queue.Full:
                 sub.dropped += 1
+                sub._dropped_by_kind[type(event)] = sub._dropped_by_kind.get(type(event), 0) + 1
                 if sub.dropped == 1 or sub.dropped % 1000 == 0:
                     log.warning("bus subscriber %s is full: %d events dropped", sub.name, sub.dropped)
 

@@ -57,7 +57,7 @@ class Frame:
     camera_id: str
     image: np.ndarray
     t_exposure_ns: int
-    meta: Mapping[str, Any] = field(default=_EMPTY)
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ class Detections:
     model_id: str
     masks: np.ndarray | None = None
     areas_px: np.ndarray | None = None
-    timings_ms: Mapping[str, float] = field(default=_EMPTY)
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])

@@ -41,5 +41,7 @@ CAMERAS: Registry[CameraDriver] = Registry(
     {
         "synthetic": "station.acquire.synthetic:SyntheticCamera",
         "folder": "station.acquire.folder:FolderCamera",
+        "pylon": "station.acquire.pylon:PylonCamera",
+        "opencv": "station.acquire.opencv_cam:OpenCvCamera",
     },
 )

@@ -36,5 +36,9 @@ OUTPUTS: Registry[OutputDriver] = Registry(
     "output",
     {
         "simulated": "station.actuate.simulated:SimulatedOutput",
+        "pylon": "station.actuate.pylon_output:PylonOutput",
+        "modbus": "station.actuate.modbus_output:ModbusOutput",
+        "gpiod": "station.actuate.gpiod_output:GpiodOutput",
+        "opcua": "station.actuate.opcua_output:OpcUaOutput",
     },
 )

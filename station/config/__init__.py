@@ -16,6 +16,8 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from .actuate import OutputConfig, RejectConfig, SimulatedOutputConfig
+from .actuate import GpiodOutputConfig, ModbusOutputConfig, OpcUaOutputConfig
+from .plant import EncoderConfig, ModbusEndpointConfig, MqttConfig, OpcUaServerConfig, PlcConfig, PublishConfig, RejectVerifyConfig
 from .base import StrictModel
 from .camera import CameraConfig, FolderCameraConfig, SoftwareTriggerConfig, SyntheticCameraConfig, TimerTriggerConfig, TriggerConfig
 from .inspect import InspectorConfig, OnnxInspectorConfig, ReferenceInspectorConfig, TilingConfig
@@ -30,6 +32,7 @@ __all__ = [
     "StrictModel", "SyntheticCameraConfig", "TilingConfig", "TimerTriggerConfig", "TriggerConfig", "WebConfig",
     "config_hash", "load_config", "parse_config",
 ]
+__all__ += ["GpiodOutputConfig", "ModbusOutputConfig", "OpcUaOutputConfig", "EncoderConfig", "ModbusEndpointConfig", "MqttConfig", "OpcUaServerConfig", "PlcConfig", "PublishConfig", "RejectVerifyConfig"]
 
 
 class CalibrationConfig(StrictModel):
@@ -63,6 +66,18 @@ class StationConfig(StrictModel):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Hot-path queues.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="SQLite and image storage.")
     web: WebConfig = Field(default_factory=WebConfig, description="Operator screen and review UI.")
+    publish: PublishConfig = Field(default_factory=PublishConfig, description="MQTT and OPC UA publishing of results and status.")
+    plc: PlcConfig | None = Field(None, description="Modbus TCP handshake with the line PLC (ready, heartbeat, results, recipe); off when absent.")
+    recipes: dict[int, Path] = Field(
+        default_factory=dict,
+        description="Recipe (product) number -> ONNX model file; selected by the PLC (RECIPE_REQUEST) or OPC UA (SelectRecipe). Needs inspector.type onnx.",
+    )
+
+    @model_validator(mode="after")
+    def _plc_mode_needs_plc(self) -> "StationConfig":
+        if self.reject.mode == "plc" and self.plc is None:
+            raise ValueError("reject.mode: plc needs a `plc:` section (the PLC endpoint that receives the results)")
+        return self
 
     @model_validator(mode="after")
     def _camera_ids_unique(self) -> "StationConfig":

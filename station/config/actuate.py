@@ -7,6 +7,8 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from .base import StrictModel
+from .camera import ReconnectConfig
+from .plant import EncoderConfig, ModbusEndpointConfig, RejectVerifyConfig
 
 
 class SimulatedOutputConfig(StrictModel):
@@ -16,20 +18,159 @@ class SimulatedOutputConfig(StrictModel):
     max_edges: int = Field(100000, ge=10, description="Edges kept in memory (oldest dropped first).")
 
 
-OutputConfig = Annotated[Union[SimulatedOutputConfig], Field(discriminator="type")]
+class ModbusOutputConfig(ModbusEndpointConfig):
+    """Output lines as coils (or holding registers) of a PLC / remote I/O over Modbus TCP."""
+
+    type: Literal["modbus"] = Field("modbus", description="Driver: Modbus TCP coils / holding registers.")
+    coils: dict[str, int] = Field(
+        default_factory=lambda: {"reject": 0},
+        description="Output line name -> coil address (FC5). The reject line defaults to coil 0 (REJECT in docs/plc.md).",
+    )
+    registers: dict[str, int] = Field(
+        default_factory=dict, description="Output line name -> holding register address, written 1/0 (FC6), for PLCs that expose no coils."
+    )
+
+    @model_validator(mode="after")
+    def _lines_unique(self) -> "ModbusOutputConfig":
+        both = sorted(set(self.coils) & set(self.registers))
+        if both:
+            raise ValueError(f"lines {both} are mapped both to a coil and to a register; keep one")
+        if not self.coils and not self.registers:
+            raise ValueError("no output lines: map at least the reject line under `coils` (e.g. reject: 0)")
+        return self
+
+
+class GpiodOutputConfig(StrictModel):
+    """Linux GPIO lines (Jetson, Raspberry Pi, industrial PCs) through libgpiod v2."""
+
+    type: Literal["gpiod"] = Field("gpiod", description="Driver: libgpiod v2 character-device GPIO.")
+    chip: str = Field("/dev/gpiochip0", description="GPIO chip device path (see `gpiodetect`).")
+    lines: dict[str, int | str] = Field(
+        default_factory=lambda: {"reject": 0},
+        description="Output line name -> line offset on the chip, or the line's name (e.g. 'PQ.05' on a Jetson; see `gpioinfo`).",
+    )
+    active_low: bool = Field(False, description="The ejector fires when the pin is low (inverted driver stage).")
+    consumer: str = Field("inspection-station", description="Consumer label shown by `gpioinfo` for the requested lines.")
+    backend: str = Field(
+        "libgpiod", description="GPIO API implementation: 'libgpiod' (the gpiod Python package) or 'fake' (in-memory chip for tests and demos)."
+    )
+
+    @model_validator(mode="after")
+    def _has_lines(self) -> "GpiodOutputConfig":
+        if not self.lines:
+            raise ValueError("no output lines: map at least the reject line under `lines` (e.g. reject: 17)")
+        return self
+
+
+class OpcUaOutputConfig(StrictModel):
+    """Output lines as Boolean variables of a remote OPC UA server (a PLC's OPC UA interface)."""
+
+    type: Literal["opcua"] = Field("opcua", description="Driver: write Boolean nodes on an OPC UA server.")
+    endpoint: str = Field("opc.tcp://127.0.0.1:4840", description="Server endpoint URL.")
+    nodes: dict[str, str] = Field(
+        default_factory=lambda: {"reject": "ns=2;s=Reject"}, description="Output line name -> NodeId string of a writable Boolean variable."
+    )
+    timeout_s: float = Field(1.0, gt=0, le=60, description="Request timeout; a write that takes longer fails the edge.")
+    reconnect_min_s: float = Field(0.5, gt=0, le=60, description="First wait before reconnecting after a failure.")
+    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Longest wait between reconnect attempts.")
+
+    @model_validator(mode="after")
+    def _has_nodes(self) -> "OpcUaOutputConfig":
+        if not self.nodes:
+            raise ValueError("no output lines: map at least the reject line under `nodes`")
+        return self
+
+
+class PylonOutputLineConfig(StrictModel):
+    """One camera I/O line driven by a camera user output."""
+
+    line: str = Field("Line2", description="Camera I/O line (LineSelector), set to LineMode Output with LineSource = `user_output`.")
+    user_output: str = Field("UserOutput1", description="The user output (UserOutputSelector) that drives the line; its UserOutputValue is the level.")
+    invert: bool = Field(False, description="Invert the line electrically (LineInverter): the ejector fires on low.")
+
+
+class PylonOutputConfig(StrictModel):
+    """Output lines of a Basler camera (UserOutput -> LineN), e.g. an ejector wired to the camera's opto output."""
+
+    type: Literal["pylon"] = Field("pylon", description="Driver: Basler camera user outputs (pypylon).")
+    camera_id: str | None = Field(
+        None,
+        description="Use the device of this station camera (a `pylon` camera): the output shares the open device, is re-configured "
+        "after every camera reconnect and reports an error while the camera is away. Leave unset to open a camera of its own "
+        "with `serial` / `user_name`.",
+    )
+    serial: str | None = Field(None, description="Own device only: serial number of the camera whose outputs are driven.")
+    user_name: str | None = Field(None, description="Own device only: user-defined name (DeviceUserID) of that camera.")
+    lines: dict[str, PylonOutputLineConfig] = Field(
+        default_factory=lambda: {"reject": PylonOutputLineConfig()},
+        description="Station output line name (e.g. reject) -> camera line and user output.",
+    )
+    verify: bool = Field(
+        False, description="Read UserOutputValue back after every write and fail the edge when it differs (one more round trip per edge)."
+    )
+    lock_timeout_ms: float = Field(
+        20.0, gt=0, le=1000, description="Longest wait for the camera device (while it is being reconfigured) before an edge fails."
+    )
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Own device only: reconnection after the camera is lost.")
+
+    @model_validator(mode="after")
+    def _identity_and_lines(self) -> "PylonOutputConfig":
+        if self.camera_id is not None and (self.serial is not None or self.user_name is not None):
+            raise ValueError("set either `camera_id` (share a station camera) or `serial`/`user_name` (own device), not both")
+        if self.serial is not None and self.user_name is not None:
+            raise ValueError("set either `serial` or `user_name`, not both")
+        if not self.lines:
+            raise ValueError("no output lines: map at least the reject line under `lines` (e.g. reject: {line: Line2})")
+        for attr in ("line", "user_output"):
+            values = [getattr(v, attr) for v in self.lines.values()]
+            dup = sorted({v for v in values if values.count(v) > 1})
+            if dup:
+                raise ValueError(f"`lines`: {attr} {', '.join(dup)} used by more than one output line; give each its own")
+        return self
+
+
+OutputConfig = Annotated[
+    Union[SimulatedOutputConfig, ModbusOutputConfig, GpiodOutputConfig, OpcUaOutputConfig, PylonOutputConfig],
+    Field(discriminator="type"),
+]
 
 
 class RejectConfig(StrictModel):
     """When and how the ejector fires."""
 
-    mode: Literal["time"] = Field("time", description="time: fire at trigger time + travel_ms (constant belt speed).")
-    travel_ms: float = Field(1000.0, gt=0, le=600000, description="Time for a part to travel from the camera to the ejector.")
+    mode: Literal["time", "encoder", "plc"] = Field(
+        "time",
+        description=(
+            "time: fire at trigger time + travel_ms (constant belt speed); "
+            "encoder: fire when the belt encoder reaches the count at trigger + travel_counts (variable speed); "
+            "plc: hand part id + result to the PLC (section `plc`), which times the reject itself."
+        ),
+    )
+    travel_ms: float = Field(
+        1000.0,
+        gt=0,
+        le=600000,
+        description="Time for a part to travel from the camera to the ejector; in encoder mode, the SHORTEST such time (fastest belt): it sets the decision deadline.",
+    )
     safety_margin_ms: float = Field(
         100.0, ge=0, description="The decision deadline is travel_ms - safety_margin_ms; a later verdict is FAILSAFE."
     )
     pulse_ms: float = Field(50.0, gt=0, le=10000, description="Width of the reject pulse.")
     line: str = Field("reject", description="Name of the output line that drives the ejector.")
     output: OutputConfig = Field(default_factory=SimulatedOutputConfig, description="The output driver.")
+    realtime_priority: int = Field(
+        10,
+        ge=0,
+        le=99,
+        description="SCHED_FIFO priority of the reject scheduler thread so edges stay on time under load (needs CAP_SYS_NICE; 0 = normal priority).",
+    )
+    travel_counts: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="encoder mode: encoder counts from the camera to the ejector."
+    )
+    encoder: EncoderConfig | None = Field(None, description="encoder mode: where the belt encoder count is read.")
+    verify: RejectVerifyConfig | None = Field(
+        None, description="Optional sensor confirming each rejected part left the line; unconfirmed pulses raise an alarm."
+    )
 
     @model_validator(mode="after")
     def _deadline_positive(self) -> "RejectConfig":
@@ -38,6 +179,14 @@ class RejectConfig(StrictModel):
                 f"safety_margin_ms ({self.safety_margin_ms}) must be smaller than travel_ms ({self.travel_ms}): "
                 "no time would be left to decide"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _encoder_mode_complete(self) -> "RejectConfig":
+        if self.mode == "encoder":
+            missing = [k for k in ("travel_counts", "encoder") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"mode: encoder needs {' and '.join(missing)} (counts from camera to ejector, and where to read the count)")
         return self
 
     @property

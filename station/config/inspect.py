@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import StrictModel
 
@@ -15,7 +15,9 @@ class ReferenceInspectorConfig(StrictModel):
 
     type: Literal["reference"] = Field("reference", description="Backend: golden template / variation model.")
     learn_from: Path | None = Field(
-        None, description="Folder of good images to learn from at start; if unset, learn from the first `learn_parts` parts."
+        None,
+        description="Folder of good images to learn from at start (all of its images, same size as the camera frames); if unset, "
+        "learn from the first `learn_parts` parts of the line.",
     )
     learn_parts: int = Field(20, ge=1, le=10000, description="Number of parts used to learn the template when no folder is given.")
     learn_only_good: bool = Field(
@@ -23,16 +25,55 @@ class ReferenceInspectorConfig(StrictModel):
         description="When learning from the line, skip frames whose ground truth says defective (synthetic camera only).",
     )
     scale: float = Field(0.5, gt=0.05, le=1.0, description="Work at this fraction of the frame size (speed vs smallest defect).")
-    blur_px: int = Field(3, ge=0, le=31, description="Gaussian blur kernel (odd, 0 = none) applied before comparison.")
+    blur_px: int = Field(0, ge=0, le=31, description="Gaussian blur kernel at working scale (odd, 0 = none) applied before comparison; the downscale already averages noise.")
     sigma_k: float = Field(5.0, gt=0, le=50, description="A pixel is abnormal when it differs from the template by more than k x its learned spread.")
-    min_abs_diff: float = Field(18.0, ge=0, le=255, description="Floor on the abnormal-pixel threshold, in grey levels.")
+    min_abs_diff: float = Field(12.0, ge=0, le=255, description="Floor on the abnormal-pixel threshold, in grey levels.")
     min_blob_px: int = Field(12, ge=1, description="Ignore blobs smaller than this, in full-resolution pixels.")
     align: Literal["none", "translation", "euclidean"] = Field(
         "euclidean", description="Register each frame to the template before comparing."
     )
     score_scale: float = Field(
-        4.0, gt=0, description="A blob's score is 1 - exp(-mean_excess / score_scale): a soft confidence in 0..1."
+        3.0,
+        gt=0,
+        description="A blob's score is 1 - exp(-mean_excess / score_scale), where mean_excess is the mean over the blob of how far "
+        "each pixel lies beyond its threshold, in units of its learned spread (std): a soft confidence in 0..1.",
     )
+    std_floor: float = Field(2.0, ge=0, le=255, description="Floor on the learned per-pixel spread, in grey levels (a pixel never looked steadier than this).")
+    edge_tolerance_px: float = Field(
+        1.0,
+        ge=0,
+        le=20,
+        description="Residual misalignment tolerated at strong template edges, in full-resolution pixels: the threshold there is raised "
+        "to this x the local grey-level gradient, so jitter does not create blobs along edges.",
+    )
+    border_px: int = Field(
+        6, ge=0, le=200, description="Ignore this many full-resolution pixels inside the part's outline (the outline itself moves with jitter)."
+    )
+    lowpass_px: int = Field(
+        32,
+        ge=0,
+        le=1000,
+        description="Remove slow deviations (tint, coating, shading) wider than about this many full-resolution pixels from the "
+        "difference to the template; each pixel's difference is clipped at 2 x min_abs_diff first, so real defects are kept "
+        "(0 = off; also off when min_abs_diff is 0).",
+    )
+    align_scale: float = Field(
+        0.125, gt=0.02, le=1.0, description="Estimate the alignment on the frame downscaled to this fraction (small = fast; 0.125 for ~1 MP frames), "
+        "but never to less than 160 px wide."
+    )
+    max_blobs: int = Field(64, ge=1, le=10000, description="Report at most this many blobs per frame (the largest first).")
+    template_path: Path | None = Field(
+        None,
+        description="Learned template file (.npz). Loaded at start when it exists (no relearning after a restart); written when the "
+        "template has been learned from the line or from `learn_from`. Delete it to relearn.",
+    )
+
+    @field_validator("blur_px")
+    @classmethod
+    def _odd_blur(cls, v: int) -> int:
+        if v and v % 2 == 0:
+            raise ValueError(f"blur_px must be 0 or odd (got {v}); use {v - 1} or {v + 1}")
+        return v
 
 
 class TilingConfig(StrictModel):
@@ -41,6 +82,15 @@ class TilingConfig(StrictModel):
     enabled: bool = Field(False, description="Run the model on overlapping tiles and merge the detections.")
     overlap: float = Field(0.2, ge=0.0, lt=0.9, description="Overlap between neighbouring tiles, as a fraction of the tile size.")
     include_full_frame: bool = Field(False, description="Also run one downscaled pass over the whole frame (for large defects).")
+    min_frame_ratio: float = Field(
+        1.5, ge=1.0, le=100.0, description="Tile only frames at least this many times the model input size in width or height; smaller frames get one letterboxed pass."
+    )
+    max_batch: int = Field(
+        8, ge=1, le=256, description="Tiles per onnxruntime run when the model has a dynamic batch dimension (memory: 4.9 MB per tile at 640x640); static-batch models run one tile at a time."
+    )
+    merge_ios: float = Field(
+        0.5, gt=0.0, le=1.0, description="Pieces of one defect cut by a tile border are merged when their overlap exceeds this fraction of the smaller box."
+    )
 
 
 class OnnxInspectorConfig(StrictModel):

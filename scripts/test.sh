@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite (real SQLite, ONNX models exported by Ultralytics,
+# pylon emulator, mosquitto, pymodbus, asyncua, headless Chromium).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
+exec .venv/bin/python -m pytest "$@"

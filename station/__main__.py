@@ -1,0 +1,5 @@
+"""``python -m station``."""
+
+from .cli import main
+
+raise SystemExit(main())

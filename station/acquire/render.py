@@ -1,0 +1,609 @@
+"""Procedural parts with known defects: the images of the synthetic camera.
+
+Pure functions of a :class:`numpy.random.Generator` and a
+:class:`~station.config.SyntheticCameraConfig`; no global random state.
+
+How a frame is made (fast: a few ms per 1 MP frame on one core):
+
+1. Once per (product, frame size) a *base* is built and cached: the clean
+   part drawn in its own crop (the "structure"), the same part with its
+   removable features absent (for the ``missing`` defect), a few zero-centred
+   texture layers, the part's silhouette mask, the conveyor belt texture, and
+   a bank of sensor noise. The base comes from a fixed internal seed, so every
+   run of every station sees the same product.
+2. Per part, every random number is drawn first (defects, harmless mark, pose,
+   texture weights, lighting, belt and noise offsets) so that
+   ``render_part(rng, cfg, draw_defects=False)`` renders the very same part
+   without its defects (used by tests to check the ground truth).
+3. The textures are mixed into a copy of the crop with random weights
+   (per-part surface variation), defects are drawn in crop coordinates, the
+   crop is rotated and shifted onto the belt with one ``cv2.warpAffine`` into
+   the part's bounding box, and lighting (gain and a gentle linear gradient)
+   and sensor noise are applied to the whole frame with 8-bit cv2 arithmetic.
+
+Sensor noise comes from a precomputed bank read at a random offset, which is
+what keeps the frame cost down (drawing 1 M normal numbers costs ~10 ms);
+parts get different noise because their offsets differ.
+
+Ground truth boxes are in frame pixels (``x1, y1`` = left/top edge,
+``x2, y2`` = right/bottom edge), clipped to the frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..config.camera import SyntheticCameraConfig
+
+log = logging.getLogger(__name__)
+
+PRODUCTS: tuple[str, ...] = ("machined", "pcb")
+DEFECT_CLASSES: tuple[str, ...] = ("scratch", "spot", "missing")
+HARMLESS_CLASSES: tuple[str, ...] = ("mark",)
+
+_BELT_PAD = 256  # extra belt width: the belt texture slides by up to this much
+_NOISE_PAD = 128  # extra noise-bank size in x and y: the read offset range
+_BASE_SEED = {"machined": 1701, "pcb": 2602}
+
+
+@dataclass(frozen=True, slots=True)
+class TruthDefect:
+    """One drawn defect (or harmless mark) of a rendered part.
+
+    ``box_xyxy`` is in frame pixels (edges, clipped to the frame); ``area_px``
+    is the number of frame pixels the defect changed (approximately).
+    """
+
+    class_name: str
+    box_xyxy: tuple[float, float, float, float]
+    area_px: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (box as a list)."""
+        d = asdict(self)
+        d["box_xyxy"] = list(self.box_xyxy)
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPart:
+    """A rendered frame and what is on it."""
+
+    image: np.ndarray  # (H, W) uint8
+    product: str
+    truth: tuple[TruthDefect, ...]  # the defects
+    marks: tuple[TruthDefect, ...]  # harmless features (class "mark"), not defects
+    pose: tuple[float, float, float]  # dx, dy (px) and rotation (deg) of the part
+    gain: float  # global lighting gain of this frame
+
+    @property
+    def defective(self) -> bool:
+        """True when the part carries at least one defect."""
+        return bool(self.truth)
+
+
+# --------------------------------------------------------------------------- base
+
+
+@dataclass(frozen=True, slots=True)
+class _Feature:
+    """A removable feature (bolt hole, component) in crop coordinates."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    mask: np.ndarray  # (y1-y0, x1-x0) uint8 0/255: pixels replaced when it is missing
+    area: int  # pixels that visibly change when it is missing
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    """Everything about a product that does not change from part to part."""
+
+    product: str
+    s: float  # geometry scale relative to 1280x800
+    crop: np.ndarray  # the clean part (uint8), fill value outside its silhouette
+    empty: np.ndarray  # the same with every removable feature absent
+    textures: tuple[np.ndarray, ...]  # uint8 layers centred on 128 (128 = no change)
+    tex_weights: tuple[tuple[float, float], ...]  # per-layer random weight range
+    mask: np.ndarray  # uint8 0/255 silhouette of the part in the crop
+    features: tuple[_Feature, ...]
+    region: tuple[str, tuple[float, ...]]  # where surface defects go: ("annulus", (cx, cy, r1, r2)) | ("rect", (x0, y0, x1, y1))
+    belt: np.ndarray  # (H, W + _BELT_PAD) uint8
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Gaussian-filtered white noise scaled to unit standard deviation (float32)."""
+    n = rng.standard_normal(shape, dtype=np.float32)
+    if sigma > 0:
+        n = cv2.GaussianBlur(n, (0, 0), sigma)
+    sd = float(n.std()) or 1.0
+    return n / sd
+
+
+def _to_layer(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """A texture layer: 128 + values inside ``where``, 128 elsewhere (uint8)."""
+    layer = np.full(values.shape, 128.0, np.float32)
+    layer[where] += values[where]
+    return np.clip(np.rint(layer), 0, 255).astype(np.uint8)
+
+
+def _i(v: float) -> int:
+    return int(round(v))
+
+
+def _build_belt(rng: np.random.Generator, width: int, height: int, s: float) -> np.ndarray:
+    w = width + _BELT_PAD
+    yy, xx = np.mgrid[0:height, 0:w].astype(np.float32)
+    belt = 50.0 + 5.0 * _smooth_noise(rng, (height, w), 1.2 * max(s, 0.3))
+    belt += 2.5 * np.sin((xx + yy) * (2 * np.pi / max(6.0 * s, 3.0)))  # weave
+    belt += 4.0 * _smooth_noise(rng, (height, w), 40 * max(s, 0.1))  # wear, dirt
+    period = max(_i(420 * s), 8)
+    for x in range(period // 2, w, period):  # belt joints
+        cv2.line(belt, (x, 0), (x + _i(30 * s), height - 1), 34.0, max(_i(3 * s), 1))
+    return np.clip(np.rint(belt), 0, 255).astype(np.uint8)
+
+
+def _feature_from(crop: np.ndarray, empty: np.ndarray, box: tuple[int, int, int, int], pad: int) -> _Feature:
+    """The feature in ``box`` (crop coords): pixels where crop and empty differ."""
+    h, w = crop.shape
+    x0, y0, x1, y1 = max(box[0] - pad, 0), max(box[1] - pad, 0), min(box[2] + pad, w), min(box[3] + pad, h)
+    diff = cv2.absdiff(crop[y0:y1, x0:x1], empty[y0:y1, x0:x1])
+    changed = (diff > 10).astype(np.uint8) * 255
+    m = cv2.dilate(changed, np.ones((3, 3), np.uint8))
+    ys, xs = np.nonzero(m)
+    if len(xs) == 0:
+        return _Feature(x0, y0, x0 + 1, y0 + 1, np.zeros((1, 1), np.uint8), 0)
+    bx0, bx1, by0, by1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    return _Feature(
+        x0 + int(bx0), y0 + int(by0), x0 + int(bx1), y0 + int(by1),
+        np.ascontiguousarray(m[by0:by1, bx0:bx1]), int(np.count_nonzero(changed)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Drawn:
+    """What a product builder draws (before features and the belt are derived)."""
+
+    crop: np.ndarray  # float32 clean part
+    empty: np.ndarray  # float32, removable features absent
+    mask: np.ndarray  # uint8 0/255 silhouette
+    feature_boxes: list[tuple[int, int, int, int]]  # removable features, crop coords
+    textures: tuple[np.ndarray, ...]
+    tex_weights: tuple[tuple[float, float], ...]
+    region: tuple[str, tuple[float, ...]]
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _build_machined(rng: np.random.Generator, s: float) -> _Drawn:
+    """A turned flange: chamfered rim, hub with groove, bore, six bolt holes."""
+    R = 330.0 * s
+    half = _i(R + 10 * s) + 2
+    size = 2 * half + 1
+    c = float(half)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    r = np.hypot(xx - c, yy - c)
+    th = np.arctan2(yy - c, xx - c)
+    r_bore, r_hub, r_bolt, r_hole = 80.0 * s, 150.0 * s, 240.0 * s, max(22.0 * s, 2.0)
+
+    face = np.full((size, size), 150.0, np.float32)
+    face[r < r_hub] = 160.0
+    face += 3.0 * _smooth_noise(rng, face.shape, 0.8 * max(s, 0.3))  # static grain
+    face += 6.0 * _smooth_noise(rng, face.shape, 25 * max(s, 0.1))  # static tone
+    groove = np.abs(r - r_hub) < max(1.5 * s, 0.75)
+    face[groove] = 100.0
+    rim = (r > R - 9 * s) & (r <= R)
+    face[rim] = 200.0 - 30.0 * ((r[rim] - (R - 9 * s)) / max(9 * s, 1.0))
+    bore_ch = (r >= r_bore) & (r < r_bore + 7 * s)
+    face[bore_ch] = 195.0
+    face[r < r_bore] = 22.0
+    fill = 52.0
+    face[r > R] = fill
+    part_mask = (r <= R + 0.5).astype(np.uint8) * 255
+
+    empty = face.copy()
+    holes = []
+    crop = face.copy()
+    for k in range(6):
+        a = k * math.pi / 3 + math.pi / 6
+        hx, hy = c + r_bolt * math.cos(a), c + r_bolt * math.sin(a)
+        rr = np.hypot(xx - hx, yy - hy)
+        crop[(rr < r_hole + 4 * s) & (rr >= r_hole)] = 190.0
+        crop[rr < r_hole] = 22.0
+        m = _i(r_hole + 6 * s) + 2
+        holes.append((_i(hx) - m, _i(hy) - m, _i(hx) + m + 1, _i(hy) + m + 1))
+
+    face_area = (r > r_bore + 8 * s) & (r < R - 10 * s)
+    turning = 10.0 * np.sin(2 * np.pi * r / max(3.2 * s, 2.0))
+    turning2 = 8.0 * np.sin(2 * np.pi * r / max(5.1 * s, 2.5) + 1.3)
+    sheen = 14.0 * np.cos(2 * th) * np.clip(r / R, 0, 1)
+    grain = 5.0 * _smooth_noise(rng, face.shape, 1.5 * max(s, 0.3))
+    textures = tuple(_to_layer(v, face_area) for v in (turning, turning2, sheen, grain))
+    weights = ((0.5, 1.3), (0.0, 0.8), (0.6, 1.0), (0.0, 1.0))
+    region = ("annulus", (c, c, r_bore + 20 * s, R - 25 * s))
+    return _Drawn(crop, empty, part_mask, holes, textures, weights, region)
+
+
+def _build_pcb(rng: np.random.Generator, s: float) -> _Drawn:
+    """A populated board: traces, vias, fiducials, ICs with pins, passives."""
+    bw, bh = 900.0 * s, 560.0 * s
+    m = _i(10 * s) + 2
+    cw, ch = _i(bw) + 2 * m, _i(bh) + 2 * m
+    fill = 52.0
+    board = np.full((ch, cw), fill, np.float32)
+    mask = np.zeros((ch, cw), np.uint8)
+    rad = max(_i(14 * s), 1)
+    x0, y0, x1, y1 = m, m, m + _i(bw) - 1, m + _i(bh) - 1
+    cv2.rectangle(mask, (x0 + rad, y0), (x1 - rad, y1), 255, -1)
+    cv2.rectangle(mask, (x0, y0 + rad), (x1, y1 - rad), 255, -1)
+    for cx, cy in ((x0 + rad, y0 + rad), (x1 - rad, y0 + rad), (x0 + rad, y1 - rad), (x1 - rad, y1 - rad)):
+        cv2.circle(mask, (cx, cy), rad, 255, -1)
+    inside = mask > 0
+    board[inside] = 95.0
+    board += np.where(inside, 2.5 * _smooth_noise(rng, board.shape, 0.7 * max(s, 0.3)), 0)
+
+    def P(x: float, y: float) -> tuple[int, int]:
+        return (x0 + _i(x * s), y0 + _i(y * s))
+
+    # copper traces under the solder mask (slightly brighter), fixed layout
+    trng = np.random.default_rng(77)
+    tw = max(_i(5 * s), 1)
+    for _ in range(38):
+        xa, ya = trng.uniform(40, 860), trng.uniform(40, 520)
+        xb = xa + trng.choice([-1, 1]) * trng.uniform(60, 260)
+        yb = ya + trng.choice([-1, 1]) * trng.uniform(40, 200)
+        xb, yb = float(np.clip(xb, 30, 870)), float(np.clip(yb, 30, 530))
+        cv2.polylines(board, [np.array([P(xa, ya), P(xb, ya), P(xb, yb)], np.int32)], False, 118.0, tw, cv2.LINE_AA)
+    for _ in range(30):  # vias
+        vx, vy = P(trng.uniform(40, 860), trng.uniform(40, 520))
+        cv2.circle(board, (vx, vy), max(_i(6 * s), 1), 170.0, -1, cv2.LINE_AA)
+        cv2.circle(board, (vx, vy), max(_i(2.5 * s), 1), 30.0, -1, cv2.LINE_AA)
+    for fx, fy in ((40, 40), (860, 40), (40, 520)):  # fiducials
+        cv2.circle(board, P(fx, fy), max(_i(16 * s), 1), 70.0, -1, cv2.LINE_AA)
+        cv2.circle(board, P(fx, fy), max(_i(8 * s), 1), 215.0, -1, cv2.LINE_AA)
+    for hx, hy in ((40, 280), (860, 520), (860, 280)):  # mounting holes
+        cv2.circle(board, P(hx, hy), max(_i(18 * s), 2), 185.0, -1, cv2.LINE_AA)
+        cv2.circle(board, P(hx, hy), max(_i(12 * s), 1), 22.0, -1, cv2.LINE_AA)
+
+    empty = board.copy()  # footprints only: ICs and passive bodies are removable
+    crop = board.copy()
+    boxes: list[tuple[int, int, int, int]] = []
+    pitch = 16.0
+    ics = ((210, 150, 150, 90), (520, 170, 110, 110), (330, 390, 180, 70), (690, 400, 90, 60))
+    silk_t = max(_i(2 * s), 1)
+    for cx, cy, w, h in ics:
+        n = int(w // pitch) - 1
+        bx0, by0, bx1, by1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        for img in (crop, empty):
+            cv2.rectangle(img, P(bx0 - 10, by0 - 26), P(bx1 + 10, by1 + 26), 215.0, silk_t)
+        for k in range(n):
+            px = bx0 + (k + 1) * pitch
+            for top in (True, False):
+                ya, yb = (by0 - 16, by0 + 2) if top else (by1 - 2, by1 + 16)
+                cv2.rectangle(empty, P(px - 4, ya + 3), P(px + 4, yb), 175.0, -1)  # bare footprint pad
+                cv2.rectangle(crop, P(px - 4, ya + 3), P(px + 4, yb), 175.0, -1)
+                cv2.rectangle(crop, P(px - 3, ya), P(px + 3, yb), 190.0, -1)  # pin on the pad
+        cv2.rectangle(crop, P(bx0, by0), P(bx1, by1), 38.0, -1)
+        cv2.circle(crop, P(bx0 + 12, by0 + 12), max(_i(4 * s), 1), 120.0, -1, cv2.LINE_AA)
+        boxes.append((*P(bx0 - 6, by0 - 18), *P(bx1 + 6, by1 + 18)))
+    prng = np.random.default_rng(99)
+    passives = []
+    while len(passives) < 14:
+        px, py = prng.uniform(80, 820), prng.uniform(80, 480)
+        vertical = bool(prng.integers(0, 2))
+        if any(abs(px - qx) < 60 and abs(py - qy) < 60 for qx, qy, _ in passives):
+            continue
+        if any(cx - w / 2 - 45 < px < cx + w / 2 + 45 and cy - h / 2 - 50 < py < cy + h / 2 + 50 for cx, cy, w, h in ics):
+            continue
+        passives.append((px, py, vertical))
+    for px, py, vertical in passives:
+        hw, hh = (9, 24) if vertical else (24, 9)  # half extents of the body
+        for sgn in (-1, 1):
+            ox, oy = (0, sgn * 22) if vertical else (sgn * 22, 0)
+            for img in (crop, empty):
+                cv2.rectangle(img, P(px + ox - 9, py + oy - 9), P(px + ox + 9, py + oy + 9), 180.0, -1)
+        cv2.rectangle(crop, P(px - hw + (0 if vertical else 6), py - hh + (6 if vertical else 0)),
+                      P(px + hw - (0 if vertical else 6), py + hh - (6 if vertical else 0)), 45.0, -1)
+        boxes.append((*P(px - hw - 2, py - hh - 2), *P(px + hw + 2, py + hh + 2)))
+
+    weave = 4.0 * np.sin(np.add.outer(np.arange(ch), np.arange(cw)).astype(np.float32) * (2 * np.pi / max(7 * s, 3)))
+    blotch = 9.0 * _smooth_noise(rng, board.shape, 30 * max(s, 0.1))
+    grain = 5.0 * _smooth_noise(rng, board.shape, 1.2 * max(s, 0.3))
+    textures = tuple(_to_layer(v, inside) for v in (weave, blotch, grain))
+    weights = ((0.5, 1.5), (-1.0, 1.0), (0.0, 1.0))
+    region = ("rect", (x0 + 30 * s, y0 + 30 * s, x1 - 30 * s, y1 - 30 * s))
+    crop[~inside] = fill
+    empty[~inside] = fill
+    return _Drawn(crop, empty, mask, boxes, textures, weights, region)
+
+
+@lru_cache(maxsize=8)
+def product_base(product: str, width: int, height: int) -> _Base:
+    """The cached base of ``product`` for frames of ``width`` x ``height``.
+
+    Built once (tens of ms) from a fixed seed; call it at camera open so the
+    first part is not slow.
+    """
+    if product not in PRODUCTS:
+        raise ValueError(f"unknown product {product!r}; expected one of {PRODUCTS}")
+    s = min(width / 1280.0, height / 800.0)
+    rng = np.random.default_rng(_BASE_SEED[product])
+    build = _build_machined if product == "machined" else _build_pcb
+    drawn = build(rng, s)
+    crop, empty = _u8(drawn.crop), _u8(drawn.empty)
+    features = tuple(_feature_from(crop, empty, b, pad=_i(3 * s) + 1) for b in drawn.feature_boxes)
+    features = tuple(f for f in features if f.area > 0)
+    belt = _build_belt(np.random.default_rng(_BASE_SEED[product] + 1), width, height, s)
+    log.debug("built %s base %dx%d (crop %s, %d features)", product, width, height, crop.shape, len(features))
+    return _Base(product, s, crop, empty, drawn.textures, drawn.tex_weights, drawn.mask, features, drawn.region, belt)
+
+
+@lru_cache(maxsize=8)
+def _noise_bank(width: int, height: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative parts of a fixed bank of Gaussian sensor noise."""
+    rng = np.random.default_rng(31337)
+    n = np.rint(rng.standard_normal((height + _NOISE_PAD, width + _NOISE_PAD), dtype=np.float32) * sigma)
+    n = np.clip(n, -255, 255)
+    return np.maximum(n, 0).astype(np.uint8), np.maximum(-n, 0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """One thing to draw on the crop: a defect or a harmless mark."""
+
+    kind: str  # scratch | spot | missing | mark
+    params: tuple[float, ...]
+
+
+def _sample_point(rng: np.random.Generator, base: _Base) -> tuple[float, float]:
+    kind, p = base.region
+    for _ in range(12):
+        if kind == "annulus":
+            cx, cy, r1, r2 = p
+            r = math.sqrt(rng.uniform(r1 * r1, r2 * r2))
+            a = rng.uniform(0, 2 * math.pi)
+            x, y = cx + r * math.cos(a), cy + r * math.sin(a)
+        else:
+            x, y = rng.uniform(p[0], p[2]), rng.uniform(p[1], p[3])
+        # keep surface defects off removable features, where they would hide
+        if not any(f.x0 - 4 <= x <= f.x1 + 4 and f.y0 - 4 <= y <= f.y1 + 4 for f in base.features):
+            break
+    return x, y
+
+
+def _plan_marks(rng: np.random.Generator, cfg: SyntheticCameraConfig, base: _Base) -> list[_Mark]:
+    s = base.s
+    marks: list[_Mark] = []
+    classes = list(cfg.defect_classes)
+    defective = bool(classes) and rng.random() < cfg.defect_rate
+    n = (1 if rng.random() < 0.6 else 2) if defective else 0
+    used_features: set[int] = set()
+    for _ in range(n):
+        kind = classes[int(rng.integers(0, len(classes)))]
+        if kind == "missing" and len(used_features) >= len(base.features):
+            kind = "spot"
+        if kind == "scratch":
+            x, y = _sample_point(rng, base)
+            length = max(rng.uniform(30, 200) * s, 6.0)
+            ang = rng.uniform(0, math.pi)
+            bend = rng.uniform(-0.08, 0.08) * length
+            width = max(float(rng.integers(2, 5)) * s, 1.0)
+            delta = rng.uniform(30, 90) * (1 if rng.random() < 0.5 else -1)
+            marks.append(_Mark("scratch", (x, y, length, ang, bend, width, delta)))
+        elif kind == "spot":
+            x, y = _sample_point(rng, base)
+            d = max(rng.uniform(8, 40) * s, 3.0)
+            ratio = rng.uniform(0.6, 1.0)
+            ang = rng.uniform(0, 180)
+            delta = rng.uniform(30, 75) * (1 if rng.random() < 0.35 else -1)
+            marks.append(_Mark("spot", (x, y, d, ratio, ang, delta)))
+        else:
+            free = [i for i in range(len(base.features)) if i not in used_features]
+            idx = free[int(rng.integers(0, len(free)))]
+            used_features.add(idx)
+            marks.append(_Mark("missing", (float(idx),)))
+    if cfg.harmless_mark_rate > 0 and rng.random() < cfg.harmless_mark_rate:
+        x, y = _sample_point(rng, base)
+        rad = max(rng.uniform(7, 11) * s, 2.0)
+        delta = -rng.uniform(60, 90)
+        marks.append(_Mark("mark", (x, y, rad, delta)))
+    return marks
+
+
+# --------------------------------------------------------------------------- draw
+
+
+def _apply_delta(img: np.ndarray, x0: int, y0: int, alpha: np.ndarray, delta: float) -> tuple[int, int, int, int, int]:
+    """img[roi] += delta * alpha/255 (clipped); returns the changed box and area."""
+    h, w = img.shape
+    ah, aw = alpha.shape
+    cx0, cy0 = max(x0, 0), max(y0, 0)
+    cx1, cy1 = min(x0 + aw, w), min(y0 + ah, h)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return 0, 0, 0, 0, 0
+    a = alpha[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    roi = img[cy0:cy1, cx0:cx1]
+    new = roi.astype(np.float32) + a.astype(np.float32) * (delta / 255.0)
+    roi[...] = np.clip(np.rint(new), 0, 255).astype(np.uint8)
+    ys, xs = np.nonzero(a)
+    if len(xs) == 0:
+        return 0, 0, 0, 0, 0
+    area = int(np.count_nonzero(a >= 128))
+    return cx0 + int(xs.min()), cy0 + int(ys.min()), cx0 + int(xs.max()) + 1, cy0 + int(ys.max()) + 1, area
+
+
+def _draw_scratch(img: np.ndarray, p: tuple[float, ...]) -> tuple[int, int, int, int, int]:
+    x, y, length, ang, bend, width, delta = p
+    ux, uy = math.cos(ang), math.sin(ang)
+    t = np.linspace(-0.5, 0.5, 9)
+    pts = np.stack([x + t * length * ux - (1 - 4 * t * t) * bend * uy, y + t * length * uy + (1 - 4 * t * t) * bend * ux], 1)
+    pad = int(width) + 3
+    x0, y0 = int(pts[:, 0].min()) - pad, int(pts[:, 1].min()) - pad
+    x1, y1 = int(pts[:, 0].max()) + pad + 1, int(pts[:, 1].max()) + pad + 1
+    alpha = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    local = np.rint((pts - (x0, y0)) * 16).astype(np.int32)
+    cv2.polylines(alpha, [local], False, 255, max(int(round(width)), 1), cv2.LINE_AA, 4)
+    return _apply_delta(img, x0, y0, alpha, delta)
+
+
+def _draw_spot(img: np.ndarray, p: tuple[float, ...]) -> tuple[int, int, int, int, int]:
+    x, y, d, ratio, ang, delta = p
+    pad = int(d / 2) + 4
+    x0, y0 = int(x) - pad, int(y) - pad
+    alpha = np.zeros((2 * pad + 1, 2 * pad + 1), np.uint8)
+    centre = (int(round((x - x0) * 16)), int(round((y - y0) * 16)))
+    axes = (max(int(round(d / 2 * 16)), 16), max(int(round(d / 2 * ratio * 16)), 16))
+    cv2.ellipse(alpha, centre, axes, ang, 0, 360, 255, -1, cv2.LINE_AA, 4)
+    alpha = cv2.GaussianBlur(alpha, (5, 5), 0)
+    return _apply_delta(img, x0, y0, alpha, delta)
+
+
+def _draw_ring_mark(img: np.ndarray, p: tuple[float, ...]) -> tuple[int, int, int, int, int]:
+    """A harmless ink stamp: a thin ring with a dot in the middle."""
+    x, y, rad, delta = p
+    pad = int(rad) + 4
+    x0, y0 = int(x) - pad, int(y) - pad
+    alpha = np.zeros((2 * pad + 1, 2 * pad + 1), np.uint8)
+    c = (int(round((x - x0) * 16)), int(round((y - y0) * 16)))
+    cv2.circle(alpha, c, int(round(rad * 16)), 255, max(int(round(rad / 4)), 1), cv2.LINE_AA, 4)
+    cv2.circle(alpha, c, max(int(round(rad * 16 / 4)), 16), 255, -1, cv2.LINE_AA, 4)
+    return _apply_delta(img, x0, y0, alpha, delta)
+
+
+def _draw_missing(img: np.ndarray, base: _Base, p: tuple[float, ...], tex_w: tuple[float, ...]) -> tuple[int, int, int, int, int]:
+    f = base.features[int(p[0])]
+    ys, xs = slice(f.y0, f.y1), slice(f.x0, f.x1)
+    patch = base.empty[ys, xs]
+    for layer, w in zip(base.textures, tex_w):
+        patch = cv2.addWeighted(patch, 1.0, layer[ys, xs], w, -128.0 * w)
+    cv2.copyTo(patch, f.mask, img[ys, xs])
+    return f.x0, f.y0, f.x1, f.y1, f.area
+
+
+def _box_to_frame(M: np.ndarray, box: tuple[int, int, int, int], width: int, height: int) -> tuple[float, float, float, float]:
+    """Map a crop box (pixel edges) through the crop->frame affine; clip to the frame."""
+    x0, y0, x1, y1 = box
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64) - 0.5  # edges -> centre coords
+    mapped = corners @ M[:, :2].T + M[:, 2] + 0.5
+    fx0, fy0 = mapped.min(0) - 0.5  # half a pixel for the bilinear spread
+    fx1, fy1 = mapped.max(0) + 0.5
+    return (
+        float(np.clip(fx0, 0, width)), float(np.clip(fy0, 0, height)),
+        float(np.clip(fx1, 0, width)), float(np.clip(fy1, 0, height)),
+    )
+
+
+def render_part(rng: np.random.Generator, cfg: SyntheticCameraConfig, *, draw_defects: bool = True) -> RenderedPart:
+    """Render one part of ``cfg.product`` on the belt, with its ground truth.
+
+    Every random number comes from ``rng``; the same generator state gives the
+    same frame. ``draw_defects=False`` renders the identical part without its
+    defects and harmless marks (the returned truth still lists them): tests use
+    it to see exactly which pixels the defects changed.
+    """
+    W, H = cfg.width, cfg.height
+    base = product_base(cfg.product, W, H)
+    marks = _plan_marks(rng, cfg, base)
+    ang = float(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg))
+    dx = float(rng.uniform(-cfg.jitter_px, cfg.jitter_px))
+    dy = float(rng.uniform(-cfg.jitter_px, cfg.jitter_px))
+    tex_w = tuple(float(rng.uniform(lo, hi)) for lo, hi in base.tex_weights)
+    lv = cfg.lighting_variation
+    gain = float(1.0 + rng.uniform(-lv, lv))
+    gx, gy = (float(v) for v in rng.uniform(-lv / 2, lv / 2, 2))
+    belt_off = int(rng.integers(0, _BELT_PAD + 1))
+    nx, ny = (int(v) for v in rng.integers(0, _NOISE_PAD + 1, 2))
+
+    # 1. the part in its crop: textures with this part's weights, then defects
+    part = base.crop
+    for layer, w in zip(base.textures, tex_w):
+        part = cv2.addWeighted(part, 1.0, layer, w, -128.0 * w)
+    if part is base.crop:
+        part = part.copy()
+    ch, cw = part.shape
+    M = cv2.getRotationMatrix2D(((cw - 1) / 2.0, (ch - 1) / 2.0), ang, 1.0)
+    M[0, 2] += (W - 1) / 2.0 - (cw - 1) / 2.0 + dx
+    M[1, 2] += (H - 1) / 2.0 - (ch - 1) / 2.0 + dy
+    truth: list[TruthDefect] = []
+    harmless: list[TruthDefect] = []
+    for mk in marks:
+        if draw_defects:
+            if mk.kind == "scratch":
+                bx = _draw_scratch(part, mk.params)
+            elif mk.kind == "spot":
+                bx = _draw_spot(part, mk.params)
+            elif mk.kind == "mark":
+                bx = _draw_ring_mark(part, mk.params)
+            else:
+                bx = _draw_missing(part, base, mk.params, tex_w)
+        else:  # same geometry, drawn on a scratch copy so truth is identical
+            bx = _truth_only(part, base, mk, tex_w)
+        box = _box_to_frame(M, bx[:4], W, H)
+        td = TruthDefect(mk.kind, tuple(round(v, 2) for v in box), float(bx[4]))  # type: ignore[arg-type]
+        if box[2] - box[0] <= 0 or box[3] - box[1] <= 0 or bx[4] == 0:
+            continue  # drawn outside the frame (tiny frames only)
+        (harmless if mk.kind == "mark" else truth).append(td)
+
+    # 2. onto the belt: warp only into the part's bounding box
+    out = np.ascontiguousarray(base.belt[:, belt_off:belt_off + W])
+    corners = np.array([[-0.5, -0.5], [cw - 0.5, -0.5], [-0.5, ch - 0.5], [cw - 0.5, ch - 0.5]]) @ M[:, :2].T + M[:, 2]
+    x0, y0 = max(int(math.floor(corners[:, 0].min())), 0), max(int(math.floor(corners[:, 1].min())), 0)
+    x1, y1 = min(int(math.ceil(corners[:, 0].max())) + 1, W), min(int(math.ceil(corners[:, 1].max())) + 1, H)
+    if x1 > x0 and y1 > y0:
+        Mr = M.copy()
+        Mr[0, 2] -= x0
+        Mr[1, 2] -= y0
+        size = (x1 - x0, y1 - y0)
+        warped = cv2.warpAffine(part, Mr, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        wmask = cv2.warpAffine(base.mask, Mr, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        cv2.copyTo(warped, wmask, out[y0:y1, x0:x1])
+
+    # 3. lighting: gain x (1 + linear gradient), as an 8-bit multiply (gain/128)
+    if lv > 0:
+        gw, gh = 17, 11
+        u = (np.arange(gw, dtype=np.float32) * (W / gw) + W / gw / 2 - W / 2) / W
+        v = (np.arange(gh, dtype=np.float32) * (H / gh) + H / gh / 2 - H / 2) / H
+        field = gain * (1.0 + 2 * gx * u[None, :] + 2 * gy * v[:, None]) * 128.0
+        field_u8 = np.clip(np.rint(field), 0, 255).astype(np.uint8)
+        out = cv2.multiply(out, cv2.resize(field_u8, (W, H), interpolation=cv2.INTER_LINEAR), scale=1.0 / 128.0)
+
+    # 4. sensor noise from the bank at this part's offset
+    if cfg.noise_sigma > 0:
+        pos, neg = _noise_bank(W, H, float(cfg.noise_sigma))
+        out = cv2.add(out, pos[ny:ny + H, nx:nx + W])
+        out = cv2.subtract(out, neg[ny:ny + H, nx:nx + W])
+
+    return RenderedPart(out, cfg.product, tuple(truth), tuple(harmless), (dx, dy, ang), gain)
+
+
+def _truth_only(part: np.ndarray, base: _Base, mk: _Mark, tex_w: tuple[float, ...]) -> tuple[int, int, int, int, int]:
+    """Box and area of a mark as if drawn, without touching ``part``."""
+    if mk.kind == "missing":
+        f = base.features[int(mk.params[0])]
+        return f.x0, f.y0, f.x1, f.y1, f.area
+    scratch = part.copy()
+    draw = {"scratch": _draw_scratch, "spot": _draw_spot, "mark": _draw_ring_mark}[mk.kind]
+    return draw(scratch, mk.params)
+
+
+def part_rng(seed: int, part_id: int) -> np.random.Generator:
+    """The generator of part ``part_id`` on a line seeded with ``seed``.
+
+    The same (seed, part_id) always gives the same part, whatever order parts
+    are rendered in.
+    """
+    return np.random.default_rng([int(seed) % (1 << 63), int(part_id) % (1 << 63)])

@@ -1,0 +1,45 @@
+"""Active alarms by component, published on the bus when they change."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from .types import StatusEvent
+
+log = logging.getLogger(__name__)
+
+
+class AlarmBoard:
+    """The latest state of every component; ``raise_``/``clear`` publish changes."""
+
+    def __init__(self, publish: Callable[[StatusEvent], None]):
+        self._publish = publish
+        self._state: dict[str, StatusEvent] = {}
+        self._lock = threading.Lock()
+
+    def report(self, component: str, state: str, message: str) -> None:
+        """Set a component's state ("ok", "warning", "alarm"); publishes only changes."""
+        ev = StatusEvent(component, state, message, time.time())
+        with self._lock:
+            old = self._state.get(component)
+            if old is not None and old.state == state and old.message == message:
+                return
+            if old is None and state == "ok":
+                self._state[component] = ev
+                return
+            self._state[component] = ev
+        (log.warning if state != "ok" else log.info)("%s: %s %s", component, state, message)
+        self._publish(ev)
+
+    def active(self) -> list[StatusEvent]:
+        """Components not ok, most recent first."""
+        with self._lock:
+            return sorted((e for e in self._state.values() if e.state != "ok"), key=lambda e: -e.t_wall)
+
+    def all(self) -> list[StatusEvent]:
+        """Every component's last state."""
+        with self._lock:
+            return list(self._state.values())

@@ -1,0 +1,233 @@
+"""Composition root: build every driver from the config, start in order, stop in reverse.
+
+:class:`Station` is also the service object the web app, the publishers and
+the tests talk to: counters, alarms, the bus, the last result, triggering
+and model hot swap all hang off it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from .acquire.base import CAMERAS, CameraDriver
+from .acquire.triggers import TRIGGERS, TriggerSource
+from .actuate.base import OUTPUTS, OutputDriver
+from .actuate.scheduler import RejectScheduler
+from .actuate.modes import prepare_output, scheduler_factory
+from .alarms import AlarmBoard
+from .bus import Bus
+from .config import CalibrationConfig, StationConfig, config_hash
+from .counters import CounterValues, Counters, reconcile
+from .decide import Decider
+from .inspect.base import INSPECTORS, Inspector
+from .inspect.swap import SwappableInspector
+from .pipeline import Line
+from .plant import PlantServices
+from .serialize import event_to_dict
+from .store import queries
+from .store.db import open_db
+from .store.images import ImageStore
+from .store.recorder import Recorder
+from .types import PartResult, StatusEvent, Trigger
+
+log = logging.getLogger(__name__)
+
+
+def effective_calibration(cfg: CalibrationConfig) -> CalibrationConfig:
+    """The calibration in force: from ``cfg.file`` when set (written by ``python -m calibration``)."""
+    if cfg.file is None:
+        return cfg
+    from calibration.chessboard import load
+
+    res = load(cfg.file)
+    return cfg.model_copy(update={"id": res.id, "mm_per_px": res.mm_per_px})
+
+
+def build_inspector(cfg: StationConfig) -> Inspector:
+    """The configured inspector backend (not yet warmed up)."""
+    return INSPECTORS.create(cfg.inspector)
+
+
+class Station:
+    """One inspection station: cameras, inspector, decision, reject, recording."""
+
+    def __init__(
+        self,
+        cfg: StationConfig,
+        *,
+        max_parts: int | None = None,
+        cameras: list[CameraDriver] | None = None,
+        inspector: Inspector | None = None,
+        output: OutputDriver | None = None,
+    ):
+        """Build every component from ``cfg``; ``cameras``/``inspector``/``output`` replace the configured ones."""
+        self.cfg = cfg
+        self.config_hash = config_hash(cfg)
+        self.bus = Bus()
+        self.alarms = AlarmBoard(self.bus.publish)
+        self.last_result: PartResult | None = None
+        self._started = False
+        self._lock = threading.Lock()
+
+        cfg.store.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = open_db(cfg.store.db_path)  # migrations run here, before any thread starts
+        persisted = queries.load_counters(self.db)
+        restored = queries.resume_counters(self.db)
+        if persisted and restored and persisted["triggers"] > restored["triggers"]:
+            log.warning(
+                "%d part(s) in flight at the last stop have no record (the PLC must have rejected them)",
+                persisted["triggers"] - restored["triggers"],
+            )
+        self.counters = Counters(CounterValues(**restored) if restored else None)
+        first_part_id = queries.last_part_id(self.db) + 1
+
+        self.images = ImageStore(cfg.store.images_dir, cfg.store.image_format, cfg.store.keep_pass_every, cfg.store.disk_budget_mb)
+        self.recorder = Recorder(
+            cfg.store.db_path,
+            self.images,
+            self.counters,
+            self.bus.subscribe("recorder", maxsize=cfg.store.queue_size),
+            batch_size=cfg.store.batch_size,
+            on_status=self._on_status,
+        )
+
+        self.cameras: list[CameraDriver] = (
+            cameras if cameras is not None else [CAMERAS.create(c, on_status=self.alarms.report) for c in cfg.cameras]
+        )
+        self.inspector = SwappableInspector(inspector if inspector is not None else build_inspector(cfg))
+        # an output hosted by a station camera (pylon UserOutput) shares that camera's open device
+        out_kw: dict[str, Any] = {"cameras": {c.camera_id: c for c in self.cameras}} if getattr(cfg.reject.output, "camera_id", None) else {}
+        self.output: OutputDriver = output if output is not None else OUTPUTS.create(cfg.reject.output, **out_kw)
+        self.output = prepare_output(cfg.reject, self.output, self.alarms.report)  # alarms + optional reject verification
+        self.decider = Decider(cfg.rules, effective_calibration(cfg.calibration), self.config_hash)
+        self.scheduler = scheduler_factory(cfg.reject, self.alarms.report)(
+            cfg.reject,
+            self.output,
+            self.decider,
+            self.counters,
+            self._on_final,
+            reject_uncertain=cfg.rules.uncertain_action == "reject",
+            model_id=lambda: self.inspector.model_id,
+        )
+        self.line = Line(
+            self.cameras,
+            self.inspector,
+            self.decider,
+            self.scheduler,
+            self.counters,
+            self.alarms,
+            first_part_id=first_part_id,
+            frame_queue=cfg.pipeline.frame_queue,
+            grab_timeout_s=cfg.pipeline.grab_timeout_ms / 1000,
+        )
+        # a camera trigger: the frames of a hardware-triggered / free-running camera create the parts
+        trig_kw: dict[str, Any] = (
+            {"cameras": {c.camera_id: c for c in self.cameras}, "on_frame": self.line.trigger_from_camera} if cfg.trigger.type == "camera" else {}
+        )
+        self.trigger_source: TriggerSource = TRIGGERS.create(cfg.trigger, fire=self._fire, max_parts=max_parts, **trig_kw)
+        self.plant = PlantServices(self)  # PLC handshake, MQTT, OPC UA: only the configured ones
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> None:
+        """Start everything, consumers first, the trigger last."""
+        # Python switches threads every 5 ms by default: too coarse for reject edges.
+        sys.setswitchinterval(0.0005)
+        self.recorder.start()
+        self.output.open()
+        self.scheduler.start()
+        self.inspector.warmup()
+        for cam in self.cameras:
+            cam.open()
+        self.line.start()
+        self.plant.start()
+        self.trigger_source.start()
+        # Move everything built so far out of the collector's view: fewer, shorter GC pauses.
+        gc.collect()
+        gc.freeze()
+        self._started = True
+        self.alarms.report("station", "ok", "running")
+        log.info("station %s running (config %s, model %s)", self.cfg.name, self.config_hash, self.inspector.model_id)
+
+    def stop(self, drain_s: float | None = None) -> None:
+        """Stop in reverse order; parts in flight get their verdicts and pulses first."""
+        if not self._started:
+            return
+        self._started = False
+        self.trigger_source.stop()
+        self.line.stop()
+        self.scheduler.stop(drain_s=self.cfg.reject.travel_ms / 1000 + 0.5 if drain_s is None else drain_s)
+        self.plant.stop()
+        for cam in self.cameras:
+            cam.close()
+        self.inspector.close()
+        self.output.close()
+        self.recorder.stop()
+        self.db.close()
+        log.info("station stopped: %s", self.counters.snapshot().as_dict())
+
+    def __enter__(self) -> "Station":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- services -----------------------------------------------------------
+    def trigger(self, source: str = "software", encoder_count: int | None = None) -> Trigger | None:
+        """Trigger one part now (software trigger, API, PLC bit)."""
+        return self.line.trigger(source, encoder_count)
+
+    def trigger_source_done(self) -> bool:
+        """True when a bounded run (``max_parts``) has triggered all its parts and decided them."""
+        return bool(getattr(self.trigger_source, "done", threading.Event()).is_set()) and self.scheduler.in_flight == 0
+
+    def pause(self, paused: bool) -> None:
+        """Stop or resume accepting triggers (parts in flight finish)."""
+        self.line.paused = paused
+        self.alarms.report("line", "warning" if paused else "ok", "paused" if paused else "running")
+
+    def swap_model(self, path: Path, on_done: Any = None) -> None:
+        """Load another ONNX model in the background and swap it in between two parts."""
+        new_cfg = self.cfg.inspector.model_copy(update={"model": Path(path)}) if self.cfg.inspector.type == "onnx" else None
+        if new_cfg is None:
+            raise ValueError("hot swap needs an onnx inspector (inspector.type: onnx)")
+        self.inspector.load_async(lambda: INSPECTORS.create(new_cfg), on_done)
+
+    def reconcile(self) -> list[str]:
+        """Broken counter invariants right now (empty when they add up)."""
+        return reconcile(
+            self.counters.snapshot(),
+            pending_verdicts=self.scheduler.in_flight,
+            pending_records=self.recorder.pending,
+            pending_rejects=self.scheduler.pending_rejects,
+        )
+
+    def health(self) -> dict[str, Any]:
+        """Health of every component (for /health and the operator screen)."""
+        comps = {f"camera:{c.camera_id}": c.health() for c in self.cameras}
+        comps["output"] = self.output.health()
+        comps.update(self.plant.health())
+        return {
+            "running": self._started,
+            "paused": self.line.paused,
+            "model_id": self.inspector.model_id,
+            "config_hash": self.config_hash,
+            "components": comps,
+            "alarms": [event_to_dict(e) for e in self.alarms.active()],
+        }
+
+    # -- callbacks ----------------------------------------------------------
+    def _fire(self, source: str) -> object:
+        return self.line.trigger(source)
+
+    def _on_final(self, result: PartResult) -> None:
+        self.last_result = result
+        self.bus.publish(result)
+
+    def _on_status(self, event: StatusEvent) -> None:
+        self.alarms.report(event.component, event.state, event.message)

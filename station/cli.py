@@ -1,0 +1,156 @@
+"""The ``station`` command: run, replay, check-config, config-schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .config import ConfigError, FolderCameraConfig, StationConfig, config_hash, load_config
+
+log = logging.getLogger("station")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def _load(path: str | None) -> StationConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file; print each error with its field path."""
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.config}: ok (config hash {config_hash(cfg)}; {len(cfg.cameras)} camera(s), inspector {cfg.inspector.type})")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    """Print the JSON schema of the config (every field with its description)."""
+    print(json.dumps(StationConfig.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the station until Ctrl-C (or ``--parts`` parts)."""
+    from .app import Station
+
+    cfg = _load(args.config)
+    if args.port is not None:
+        cfg = cfg.model_copy(update={"web": cfg.web.model_copy(update={"port": args.port})})
+    station = Station(cfg, max_parts=args.parts)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    station.start()
+    try:
+        if cfg.web.enabled and not args.no_web:
+            from .web.server import serve
+
+            serve(station, cfg.web, stop_event=stop)  # returns on Ctrl-C / SIGTERM / stop
+        else:
+            while not stop.is_set() and not station.trigger_source_done():
+                stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        station.stop()
+    snap = station.counters.snapshot()
+    print(json.dumps({"counters": snap.as_dict(), "reconcile": station.reconcile()}, indent=None))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Run the production inspect+decide path over a folder; one JSON line per image."""
+    from .acquire.base import CameraError
+    from .acquire.folder import FolderCamera
+    from .app import build_inspector, effective_calibration
+    from .decide import Decider
+    from .pipeline import inspect_part
+    from .serialize import result_to_dict
+    from .types import PartResult, Trigger
+
+    cfg = _load(args.config)
+    cam = FolderCamera(FolderCameraConfig(path=Path(args.folder), loop=False, grayscale=not args.color))
+    cam.open()
+    inspector = build_inspector(cfg)
+    inspector.warmup()
+    decider = Decider(cfg.rules, effective_calibration(cfg.calibration), config_hash(cfg))
+    out = open(args.out, "w") if args.out != "-" else sys.stdout
+    counts: dict[str, int] = {}
+    try:
+        for i, path in enumerate(cam.files, start=1):
+            trig = Trigger(part_id=i, seq=i, t_trigger_ns=time.monotonic_ns(), source="replay", t_trigger_wall=time.time())
+            try:
+                frame = cam.grab(trig, timeout_s=5.0)
+            except CameraError as exc:
+                result = PartResult(trig, decider.failsafe(trig, f"camera: {exc}", inspector.model_id))
+            else:
+                result = inspect_part(inspector, decider, trig, [frame])
+            row = result_to_dict(result)
+            row["file"] = path.name
+            out.write(json.dumps(row) + "\n")
+            counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        cam.close()
+        inspector.close()
+    print(json.dumps({"images": sum(counts.values()), **counts}), file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    p = argparse.ArgumentParser(prog="station", description="Vision inspection station")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run the station (default config: synthetic line, web UI on 127.0.0.1:8000)")
+    r.add_argument("-c", "--config", help="YAML config file (default: the embedded default)")
+    r.add_argument("--parts", type=int, default=None, help="stop after this many parts")
+    r.add_argument("--no-web", action="store_true", help="do not serve the web UI")
+    r.add_argument("--port", type=int, default=None, help="override web.port")
+    r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("replay", help="inspect a folder of images offline through the production path")
+    rp.add_argument("folder", help="folder of images")
+    rp.add_argument("--out", default="-", help="JSON-lines output file (default stdout)")
+    rp.add_argument("-c", "--config", help="YAML config file (inspector and rules)")
+    rp.add_argument("--color", action="store_true", help="load images as BGR instead of Mono8")
+    rp.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("config")
+    c.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("config-schema", help="print the config JSON schema with every field's description")
+    s.set_defaults(func=cmd_config_schema)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``station`` command."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""JSON forms of the stage contracts, shared by replay, the web and publishers."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .types import Defect, PartResult, StatusEvent, Verdict
+
+
+def _jsonable(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _jsonable(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item") and callable(v.item):  # numpy scalar
+        return v.item()
+    return v
+
+
+def defect_to_dict(d: Defect) -> dict[str, Any]:
+    """A judged defect as JSON."""
+    return {
+        "class_name": d.class_name,
+        "confidence": round(d.confidence, 4),
+        "box_xyxy": [round(x, 1) for x in d.box_xyxy],
+        "area_mm2": round(d.area_mm2, 4),
+        "camera_id": d.camera_id,
+        "action": d.action,
+        "rule": d.rule,
+    }
+
+
+def verdict_to_dict(v: Verdict) -> dict[str, Any]:
+    """A verdict as JSON (no images)."""
+    return {
+        "part_id": v.part_id,
+        "outcome": v.outcome.value,
+        "reasons": list(v.reasons),
+        "defects": [defect_to_dict(d) for d in v.defects],
+        "model_id": v.model_id,
+        "config_hash": v.config_hash,
+        "calibration_id": v.calibration_id,
+        "timings_ms": {k: round(x, 3) for k, x in v.timings_ms.items()},
+    }
+
+
+def result_to_dict(r: PartResult) -> dict[str, Any]:
+    """A part's result as JSON: verdict, trigger, per-frame facts and ground truth (if any)."""
+    d = verdict_to_dict(r.verdict)
+    d["seq"] = r.trigger.seq
+    d["t_trigger_wall"] = r.trigger.t_trigger_wall
+    d["source"] = r.trigger.source
+    d["frames"] = [
+        {
+            "camera_id": f.camera_id,
+            "width": int(f.image.shape[1]),
+            "height": int(f.image.shape[0]),
+            **{k: _jsonable(x) for k, x in f.meta.items()},
+        }
+        for f in r.frames
+    ]
+    return d
+
+
+def event_to_dict(e: StatusEvent) -> dict[str, Any]:
+    """A status event as JSON."""
+    return {"component": e.component, "state": e.state, "message": e.message, "t_wall": e.t_wall}

@@ -1,0 +1,124 @@
+"""Opening the station database: one SQLite file in WAL mode, migrated on open.
+
+Durability choice
+-----------------
+The database runs in WAL mode. With ``synchronous=NORMAL`` a WAL database
+survives a *process* crash (SIGKILL, segfault) with every committed
+transaction intact, but an *OS* crash or power cut can lose the last
+transactions, because the WAL is only fsynced at checkpoints. The station's
+promise is "a crash loses no committed row", and a power cut is a crash on a
+factory floor, so the default here is ``synchronous=FULL``: every COMMIT
+fsyncs the WAL. That costs one fsync per transaction, which is cheap because
+the only writer (:class:`~station.store.recorder.Recorder`) commits batches
+of rows, not single rows. Readers (web, tools) may pass ``NORMAL``; the
+setting only matters for connections that write.
+
+Other settings: ``foreign_keys=ON`` (rows of ``defects``/``images`` must
+belong to an inspection), ``busy_timeout`` so a reader never fails at once on a
+momentary lock. No STRICT tables and no ``->>`` operator: the Python on a
+Jetson (Ubuntu 20.04) links SQLite 3.31.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Iterator, Literal
+
+import sqlite_utils
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used as it is; the message names the file and the fix."""
+
+
+def is_memory(path: Path | str | None) -> bool:
+    """True for the in-memory database (``None`` or ``":memory:"``)."""
+    return path is None or str(path) == ":memory:"
+
+
+def open_db(
+    path: Path | str | None,
+    *,
+    synchronous: Synchronous = "FULL",
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    migrate: bool = True,
+    check_same_thread: bool = True,
+) -> sqlite_utils.Database:
+    """Open (creating if needed) the station database and apply pending migrations.
+
+    ``path`` ``None`` or ``":memory:"`` gives a private in-memory database (tests).
+    A file database is put in WAL mode; its parent folder is created.
+    ``check_same_thread=False`` lets a connection be handed to another thread
+    (the caller then serialises its use). Raises :class:`StoreError` when the
+    file is not a database, cannot be created, or was migrated by a newer
+    version of the station.
+    """
+    if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+    if is_memory(path):
+        conn = sqlite3.connect(":memory:", check_same_thread=check_same_thread)
+        where = ":memory:"
+    else:
+        p = Path(path)  # type: ignore[arg-type]
+        where = str(p)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(p), timeout=busy_timeout_ms / 1000, check_same_thread=check_same_thread)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{where}: cannot open the database ({exc}); check that the folder exists and is writable (store.db_path)") from None
+    try:
+        db = sqlite_utils.Database(conn, execute_plugins=False)
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if not is_memory(path):
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("%s: journal_mode is %s, not WAL (is the file on a network share?)", where, mode)
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        db.execute("PRAGMA foreign_keys = ON")
+        if migrate:
+            from .migrations import apply_migrations
+
+            apply_migrations(db, where=where)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreError(f"{where}: the database is locked by another process ({exc}); stop it or wait and retry") from None
+        raise StoreError(
+            f"{where}: not a usable station database ({exc}); point store.db_path at a new file or restore a backup"
+        ) from None
+    except BaseException:
+        conn.close()
+        raise
+    return db
+
+
+@contextlib.contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error.
+
+    IMMEDIATE takes the write lock at the start, so a busy database fails (after
+    ``busy_timeout``) before any work is done, and two writers can never
+    deadlock upgrading read locks. Not re-entrant.
+    """
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,248 @@
+"""Images on disk by content hash, with a retention policy and a disk budget.
+
+Layout: ``<root>/ab/cd/<sha256>.<fmt>`` where ``sha256`` is the hash of the
+*encoded* file bytes, so the same content is stored once and a file's name
+proves its content. Files are written to a temporary name in the same folder,
+fsynced, then renamed (``os.replace``): a reader or a crash never sees half a
+file.
+
+Budget policy: :meth:`ImageStore.enforce_budget` deletes the files of the
+oldest PASS images first, then the oldest of the others, and *marks* their
+rows deleted (``images.deleted_at``) instead of removing them, because labels
+refer to image ids and the record of which part had which image is history
+worth keeping. A file shared by several rows is removed only with all of them.
+The row is committed as deleted before the file is unlinked: a crash in
+between leaves an orphan file (wasted space), never a row pointing at a
+missing file. Usage is accounted from the database, so files written but whose
+rows were never committed (a crash between the two) are not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from ..types import Outcome
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+    from ..config.store import StoreConfig
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("png", "jpg")
+_SHA_RE = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """Where an encoded image went and what it is."""
+
+    sha256: str
+    relpath: str
+    bytes: int
+    width: int
+    height: int
+    format: str
+
+
+def valid_sha256(sha256: object) -> str:
+    """Return ``sha256`` lower-cased if it is exactly 64 hex characters, else raise ValueError."""
+    if not isinstance(sha256, str) or not _SHA_RE.fullmatch(sha256):
+        raise ValueError(f"not an image id (64 hex characters expected): {str(sha256)[:80]!r}")
+    return sha256.lower()
+
+
+def relpath_for(sha256: str, fmt: str) -> str:
+    """``ab/cd/<sha>.<fmt>`` for a validated hash and a known format."""
+    sha = valid_sha256(sha256)
+    if fmt not in FORMATS:
+        raise ValueError(f"image format must be one of {FORMATS}, not {fmt!r}")
+    return f"{sha[:2]}/{sha[2:4]}/{sha}.{fmt}"
+
+
+class ImageStore:
+    """Content-addressed image files under ``root`` with keep and budget rules."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        fmt: str = "png",
+        keep_pass_every: int = 25,
+        disk_budget_mb: float = 2000.0,
+        *,
+        jpeg_quality: int = 95,
+        fsync: bool = True,
+        low_water: float = 0.9,
+    ):
+        """``low_water``: when over budget, delete down to this fraction of it (fewer, larger sweeps)."""
+        if fmt not in FORMATS:
+            raise ValueError(f"store.image_format must be one of {FORMATS}, not {fmt!r}")
+        if keep_pass_every < 0:
+            raise ValueError(f"store.keep_pass_every must be >= 0, not {keep_pass_every}")
+        if disk_budget_mb <= 0:
+            raise ValueError(f"store.disk_budget_mb must be > 0, not {disk_budget_mb}")
+        if not 0 < low_water <= 1:
+            raise ValueError(f"low_water must be in (0, 1], not {low_water}")
+        self.root = Path(root)
+        self.fmt = fmt
+        self.keep_pass_every = keep_pass_every
+        self.budget_bytes = int(disk_budget_mb * 1024 * 1024)
+        self.jpeg_quality = jpeg_quality
+        self.fsync = fsync
+        self.low_water = low_water
+        self._used_estimate: int | None = None  # None = unknown: ask the database
+
+    @classmethod
+    def from_config(cls, cfg: "StoreConfig") -> "ImageStore":
+        """Build from a :class:`~station.config.StoreConfig`."""
+        return cls(cfg.images_dir, cfg.image_format, cfg.keep_pass_every, cfg.disk_budget_mb)
+
+    # -- policy -------------------------------------------------------------
+    def should_keep(self, outcome: Outcome | str, part_id: int) -> str | None:
+        """Why the image of this part is kept ("fail", "uncertain", "failsafe", "pass-sample"), or None.
+
+        Every FAIL/UNCERTAIN/FAILSAFE image is kept; one PASS in ``keep_pass_every``
+        (by part id, so the sample is the same across restarts).
+        """
+        o = Outcome(outcome)
+        if o is Outcome.PASS:
+            if self.keep_pass_every and part_id % self.keep_pass_every == 0:
+                return "pass-sample"
+            return None
+        return o.value.lower()
+
+    # -- files --------------------------------------------------------------
+    def encode(self, image: np.ndarray) -> bytes:
+        """Encode ``image`` (uint8/uint16 gray or BGR) in the store's format."""
+        if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+            raise ValueError(f"cannot store image: expected a 2-D or 3-D array, got {getattr(image, 'shape', type(image))}")
+        params = [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality] if self.fmt == "jpg" else []
+        try:
+            ok, buf = cv2.imencode("." + self.fmt, image, params)
+        except cv2.error as exc:
+            raise ValueError(f"OpenCV cannot encode a {image.dtype} {image.shape} image as {self.fmt}: {exc}") from None
+        if not ok:
+            raise ValueError(f"OpenCV could not encode a {image.dtype} {image.shape} image as {self.fmt}")
+        return buf.tobytes()
+
+    def save(self, image: np.ndarray) -> StoredImage:
+        """Encode and store ``image``; storing the same content twice writes it once."""
+        data = self.encode(image)
+        sha = hashlib.sha256(data).hexdigest()
+        rel = relpath_for(sha, self.fmt)
+        path = self.root / rel
+        try:
+            if path.stat().st_size == len(data):
+                return StoredImage(sha, rel, len(data), int(image.shape[1]), int(image.shape[0]), self.fmt)
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + self.fmt, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        if self._used_estimate is not None:
+            self._used_estimate += len(data)
+        return StoredImage(sha, rel, len(data), int(image.shape[1]), int(image.shape[0]), self.fmt)
+
+    def open_path(self, sha256: str, fmt: str | None = None) -> Path:
+        """The file of image ``sha256`` (format ``fmt``, default the store's).
+
+        ``sha256`` must be exactly 64 hex characters, so no input can name a
+        path outside the store (``../``, absolute paths and encoded variants are
+        refused with ValueError). Raises FileNotFoundError if the file is gone.
+        """
+        path = self.root / relpath_for(sha256, fmt or self.fmt)
+        # defence in depth: the validated name cannot escape root, check anyway
+        if os.path.commonpath([os.path.abspath(path), os.path.abspath(self.root)]) != os.path.abspath(self.root):
+            raise ValueError(f"image path escapes the store: {sha256!r}")
+        if not path.is_file():
+            raise FileNotFoundError(f"image {sha256.lower()}.{fmt or self.fmt} is not in {self.root} (deleted by the disk budget?)")
+        return path
+
+    # -- budget -------------------------------------------------------------
+    def used_bytes(self, db: "sqlite_utils.Database") -> int:
+        """Bytes of the image files the database says are on disk (each file once)."""
+        row = db.execute(
+            "SELECT COALESCE(SUM(b), 0) FROM (SELECT MAX(bytes) AS b FROM images WHERE deleted_at IS NULL GROUP BY sha256, format)"
+        ).fetchone()
+        return int(row[0])
+
+    def enforce_budget(self, db: "sqlite_utils.Database", *, force: bool = False) -> int:
+        """Delete oldest PASS images, then oldest others, until under budget; return bytes freed.
+
+        Must run on the thread that writes ``db`` (the recorder), so no new row
+        can refer to a file while it is being deleted. Cheap when under budget:
+        the usage estimate is kept up to date by :meth:`save` and re-read from
+        the database only when it says the budget is exceeded (or ``force``).
+        """
+        if not force and self._used_estimate is not None and self._used_estimate <= self.budget_bytes:
+            return 0
+        used = self.used_bytes(db)
+        self._used_estimate = used
+        if used <= self.budget_bytes:
+            return 0
+        target = int(self.budget_bytes * self.low_water)
+        # One entry per file: a file is as precious as the most precious row using it,
+        # and as old as its newest row.
+        cur = db.execute(
+            """
+            SELECT i.sha256, i.format, MAX(i.bytes),
+                   MAX(CASE WHEN p.outcome = 'PASS' THEN 0 ELSE 1 END) AS precious,
+                   MAX(i.id) AS newest
+            FROM images i JOIN inspections p ON p.part_id = i.part_id
+            WHERE i.deleted_at IS NULL
+            GROUP BY i.sha256, i.format
+            ORDER BY precious, newest
+            """
+        )
+        victims: list[tuple[str, str, int]] = []
+        freeing = 0
+        for sha, fmt, nbytes, _precious, _newest in cur:
+            if used - freeing <= target:
+                break
+            victims.append((sha, fmt, int(nbytes)))
+            freeing += int(nbytes)
+        cur.close()
+        if not victims:
+            return 0
+        now = time.time()
+        from .db import write_transaction
+
+        with write_transaction(db):
+            db.conn.executemany(
+                "UPDATE images SET deleted_at = ?, deleted_reason = 'disk budget' WHERE sha256 = ? AND format = ? AND deleted_at IS NULL",
+                [(now, sha, fmt) for sha, fmt, _ in victims],
+            )
+        freed = 0
+        for sha, fmt, nbytes in victims:
+            try:
+                os.unlink(self.root / relpath_for(sha, fmt))
+                freed += nbytes
+            except FileNotFoundError:
+                log.warning("image %s.%s was already missing from %s", sha, fmt, self.root)
+        self._used_estimate = used - freeing
+        log.info("disk budget %.0f MB: deleted %d image files, freed %.1f MB", self.budget_bytes / 2**20, len(victims), freed / 2**20)
+        return freed
+

@@ -1,0 +1,302 @@
+"""Ordered, recorded schema migrations.
+
+A migration is a plain function ``fn(db)`` registered with ``@migration``; the
+order of registration is the order of application. ``_migrations`` records the
+name and time of each applied migration, so opening a database applies only
+the new ones. Each migration runs in its own ``BEGIN IMMEDIATE`` transaction
+together with its record: it is applied completely or not at all, and two
+processes opening the same file cannot both apply it.
+
+Never edit or reorder a migration that has shipped: add a new one.
+
+Schema notes: JSON columns are TEXT holding JSON; times ``*_wall``/``*_at``
+are UNIX seconds (REAL). ``labels`` and ``audit`` are append-only (triggers
+refuse UPDATE and DELETE): a relabel inserts a new label row that
+``supersedes`` the old one, a removal inserts a row with status 'deleted'.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from typing import Callable, Sequence
+
+import sqlite_utils
+
+from .db import StoreError, write_transaction
+
+log = logging.getLogger(__name__)
+
+MigrationFn = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[tuple[str, MigrationFn]] = []
+TABLE = "_migrations"
+
+
+def migration(fn: MigrationFn) -> MigrationFn:
+    """Register ``fn`` as the next migration, named after the function."""
+    name = fn.__name__
+    if any(n == name for n, _ in MIGRATIONS):
+        raise ValueError(f"migration {name!r} is registered twice")
+    MIGRATIONS.append((name, fn))
+    return fn
+
+
+def _ensure_table(db: sqlite_utils.Database) -> None:
+    db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+
+
+def applied_migrations(db: sqlite_utils.Database) -> list[tuple[str, float]]:
+    """(name, applied_at) of every applied migration, in the order applied."""
+    if TABLE not in db.table_names():
+        return []
+    return [(r[0], r[1]) for r in db.execute(f"SELECT name, applied_at FROM {TABLE} ORDER BY rowid")]
+
+
+def apply_migrations(
+    db: sqlite_utils.Database, migrations: Sequence[tuple[str, MigrationFn]] | None = None, *, where: str = "database"
+) -> list[str]:
+    """Apply the migrations not yet recorded in ``db``; return their names.
+
+    Raises :class:`StoreError` if the database records migrations this code
+    does not know (it was written by a newer version of the station).
+    """
+    migrations = MIGRATIONS if migrations is None else migrations
+    applied = [n for n, _ in applied_migrations(db)]
+    known = {n for n, _ in migrations}
+    unknown = [n for n in applied if n not in known]
+    if unknown:
+        raise StoreError(
+            f"{where}: migrated by a newer station version (unknown migrations: {', '.join(unknown)}); "
+            "upgrade the station software or restore a backup made by this version"
+        )
+    todo = [(n, fn) for n, fn in migrations if n not in set(applied)]
+    if not todo:
+        return []  # nothing to do: no write lock taken, so opening never waits for the writer
+    if TABLE not in db.table_names():
+        _ensure_table(db)
+    done: list[str] = []
+    for name, fn in todo:
+        with write_transaction(db):
+            # re-checked inside the write lock: another process may have just applied it
+            if db.execute(f"SELECT 1 FROM {TABLE} WHERE name = ?", [name]).fetchone():
+                continue
+            fn(db)
+            db.execute(f"INSERT INTO {TABLE} (name, applied_at) VALUES (?, ?)", [name, time.time()])
+        done.append(name)
+        log.info("%s: applied migration %s", where, name)
+    return done
+
+
+def _script(db: sqlite_utils.Database, sql: str) -> None:
+    """Run ``;``-separated DDL inside the caller's transaction (no implicit COMMIT)."""
+    for stmt in _split(sql):
+        db.conn.execute(stmt)
+
+
+def _split(sql: str) -> list[str]:
+    """Split a script into complete statements (trigger bodies stay whole)."""
+    out, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip() and not all(l.strip().startswith("--") or not l.strip() for l in buf.splitlines()):
+        raise ValueError(f"incomplete SQL statement in migration: {buf.strip()[:80]!r}")
+    return out
+
+
+@migration
+def m0001_core(db: sqlite_utils.Database) -> None:
+    """Inspections, defects, images, counters, alarms."""
+    _script(
+        db,
+        """
+        CREATE TABLE inspections (
+            part_id INTEGER PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            t_trigger_wall REAL,
+            t_decided_wall REAL,
+            t_recorded_wall REAL NOT NULL,
+            outcome TEXT NOT NULL CHECK (outcome IN ('PASS', 'FAIL', 'UNCERTAIN', 'FAILSAFE')),
+            reasons TEXT NOT NULL DEFAULT '[]',
+            model_id TEXT NOT NULL,
+            config_hash TEXT NOT NULL,
+            calibration_id TEXT NOT NULL,
+            timings TEXT NOT NULL DEFAULT '{}',
+            deadline_slack_ms REAL,
+            ground_truth TEXT,
+            defect_count INTEGER NOT NULL DEFAULT 0,
+            max_score REAL,
+            source TEXT NOT NULL,
+            station TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX inspections_outcome ON inspections (outcome, part_id);
+        CREATE INDEX inspections_t_trigger ON inspections (t_trigger_wall);
+        CREATE INDEX inspections_model ON inspections (model_id, part_id);
+
+        CREATE TABLE defects (
+            id INTEGER PRIMARY KEY,
+            part_id INTEGER NOT NULL REFERENCES inspections (part_id),
+            camera_id TEXT NOT NULL,
+            class_name TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+            area_mm2 REAL,
+            action TEXT NOT NULL CHECK (action IN ('reject', 'uncertain', 'ignore')),
+            rule TEXT NOT NULL DEFAULT '',
+            model_id TEXT NOT NULL
+        );
+        CREATE INDEX defects_part ON defects (part_id);
+        CREATE INDEX defects_class ON defects (class_name, part_id);
+
+        -- One row per kept frame. Files are content-addressed (sha256 of the
+        -- encoded bytes), so two rows may share a file. Budget enforcement marks
+        -- rows deleted (deleted_at) instead of removing them: labels refer to
+        -- image ids, and the history "this part had an image" is kept.
+        CREATE TABLE images (
+            id INTEGER PRIMARY KEY,
+            part_id INTEGER NOT NULL REFERENCES inspections (part_id),
+            camera_id TEXT NOT NULL,
+            sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
+            relpath TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            format TEXT NOT NULL CHECK (format IN ('png', 'jpg')),
+            bytes INTEGER NOT NULL,
+            kept_reason TEXT NOT NULL,
+            deleted_at REAL,
+            deleted_reason TEXT
+        );
+        CREATE INDEX images_part ON images (part_id);
+        CREATE INDEX images_sha ON images (sha256);
+
+        -- The station counters as of the last committed batch (key 'station').
+        CREATE TABLE counters (
+            key TEXT PRIMARY KEY,
+            counters TEXT NOT NULL,
+            last_part_id INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL
+        );
+
+        CREATE TABLE alarms (
+            id INTEGER PRIMARY KEY,
+            t_wall REAL NOT NULL,
+            component TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('warning', 'alarm')),
+            message TEXT NOT NULL,
+            acknowledged_by TEXT,
+            acknowledged_at REAL
+        );
+        CREATE INDEX alarms_t ON alarms (t_wall);
+        CREATE INDEX alarms_open ON alarms (acknowledged_at, t_wall);
+        """,
+    )
+
+
+@migration
+def m0002_labels_audit_models(db: sqlite_utils.Database) -> None:
+    """Append-only labels and audit trail; the model registry."""
+    _script(
+        db,
+        """
+        CREATE TABLE labels (
+            id INTEGER PRIMARY KEY,
+            part_id INTEGER NOT NULL REFERENCES inspections (part_id),
+            image_id INTEGER REFERENCES images (id),
+            class_name TEXT NOT NULL,
+            x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('model', 'qa', 'import')),
+            status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deleted')),
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            supersedes INTEGER REFERENCES labels (id)
+        );
+        CREATE INDEX labels_image ON labels (image_id, status);
+        CREATE INDEX labels_part ON labels (part_id);
+        CREATE INDEX labels_supersedes ON labels (supersedes);
+        CREATE TRIGGER labels_no_update BEFORE UPDATE ON labels BEGIN
+            SELECT RAISE(ABORT, 'labels are append-only: insert a row that supersedes this one');
+        END;
+        CREATE TRIGGER labels_no_delete BEFORE DELETE ON labels BEGIN
+            SELECT RAISE(ABORT, 'labels are append-only: insert a row with status deleted');
+        END;
+
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            t_wall REAL NOT NULL,
+            user TEXT NOT NULL,
+            action TEXT NOT NULL,
+            object_type TEXT NOT NULL,
+            object_id TEXT,
+            before TEXT,
+            after TEXT,
+            reason TEXT
+        );
+        CREATE INDEX audit_t ON audit (t_wall);
+        CREATE INDEX audit_object ON audit (object_type, object_id);
+        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN
+            SELECT RAISE(ABORT, 'the audit trail is append-only');
+        END;
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN
+            SELECT RAISE(ABORT, 'the audit trail is append-only');
+        END;
+
+        CREATE TABLE models (
+            id INTEGER PRIMARY KEY,
+            sha256 TEXT NOT NULL UNIQUE,
+            path TEXT NOT NULL,
+            task TEXT NOT NULL,
+            names TEXT NOT NULL DEFAULT '[]',
+            imgsz INTEGER,
+            created_at REAL NOT NULL,
+            parent_sha TEXT,
+            dataset_snapshot TEXT,
+            metrics TEXT,
+            trained_by TEXT,
+            promoted_by TEXT,
+            promoted_at REAL,
+            status TEXT NOT NULL DEFAULT 'candidate'
+        );
+        CREATE INDEX models_status ON models (status);
+        """,
+    )
+
+
+@migration
+def m0003_users_sessions(db: sqlite_utils.Database) -> None:
+    """Users with roles, and login sessions (tokens stored hashed)."""
+    _script(
+        db,
+        """
+        CREATE TABLE users (
+            username TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('operator', 'qa', 'admin')),
+            created_at REAL NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            username TEXT NOT NULL REFERENCES users (username) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            csrf TEXT NOT NULL
+        );
+        CREATE INDEX sessions_user ON sessions (username);
+        CREATE INDEX sessions_expiry ON sessions (expires_at);
+        """,
+    )
+
+
+@migration
+def m0004_inspection_frames_rejected(db: sqlite_utils.Database) -> None:
+    """Per inspection: frames acquired and whether a reject was scheduled (counters resume from these)."""
+    _script(
+        db,
+        """
+        ALTER TABLE inspections ADD COLUMN n_frames INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE inspections ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;
+        """,
+    )

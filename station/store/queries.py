@@ -1,0 +1,134 @@
+"""Read functions over the station database, for the web app and the tools.
+
+Every function takes an open :class:`sqlite_utils.Database` and returns plain
+dicts/tuples with JSON columns already decoded. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import sqlite_utils
+
+from ..counters import CounterValues
+from ..types import Outcome
+
+_JSON_COLUMNS = ("reasons", "timings", "ground_truth")
+
+
+def _decode(row: dict[str, Any], columns: tuple[str, ...] = _JSON_COLUMNS) -> dict[str, Any]:
+    for c in columns:
+        if c in row and isinstance(row[c], str):
+            row[c] = json.loads(row[c])
+    return row
+
+
+def _rows(db: sqlite_utils.Database, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    cur = db.execute(sql, list(params))
+    keys = [d[0] for d in cur.description]
+    return [dict(zip(keys, r)) for r in cur.fetchall()]
+
+
+def recent_inspections(
+    db: sqlite_utils.Database, limit: int = 50, outcome: Outcome | str | None = None, before_part_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The newest inspections, newest first; page back with ``before_part_id`` (the last id of a page).
+
+    ``outcome`` filters to one of PASS/FAIL/UNCERTAIN/FAILSAFE (ValueError otherwise).
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, not {limit}")
+    where, params = [], []
+    if outcome is not None:
+        where.append("outcome = ?")
+        params.append(Outcome(outcome).value)
+    if before_part_id is not None:
+        where.append("part_id < ?")
+        params.append(int(before_part_id))
+    sql = "SELECT * FROM inspections" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY part_id DESC LIMIT ?"
+    params.append(int(limit))
+    return [_decode(r) for r in _rows(db, sql, params)]
+
+
+def get_inspection(db: sqlite_utils.Database, part_id: int) -> dict[str, Any] | None:
+    """One inspection with ``defects`` and ``images`` (deleted images included, with ``deleted_at``); None if unknown."""
+    rows = _rows(db, "SELECT * FROM inspections WHERE part_id = ?", [int(part_id)])
+    if not rows:
+        return None
+    out = _decode(rows[0])
+    out["defects"] = _rows(db, "SELECT * FROM defects WHERE part_id = ? ORDER BY id", [int(part_id)])
+    out["images"] = _rows(db, "SELECT * FROM images WHERE part_id = ? ORDER BY id", [int(part_id)])
+    return out
+
+
+def image_for(db: sqlite_utils.Database, image_id: int) -> tuple[str, str] | None:
+    """(sha256, format) of image ``image_id``; None if unknown or deleted by the disk budget."""
+    row = db.execute("SELECT sha256, format FROM images WHERE id = ? AND deleted_at IS NULL", [int(image_id)]).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def last_part_id(db: sqlite_utils.Database) -> int:
+    """The highest part id ever recorded (0 for a new database); the next part is this + 1."""
+    a = db.execute("SELECT COALESCE(MAX(part_id), 0) FROM inspections").fetchone()[0]
+    b = db.execute("SELECT COALESCE(MAX(last_part_id), 0) FROM counters").fetchone()[0]
+    return int(max(a, b))
+
+
+def load_counters(db: sqlite_utils.Database) -> dict[str, Any] | None:
+    """The counters as of the last committed batch, or None for a new database.
+
+    Only keys that :class:`~station.counters.CounterValues` knows are returned, so
+    ``CounterValues(**load_counters(db))`` works across versions that add or drop a counter.
+    """
+    row = db.execute("SELECT counters FROM counters WHERE key = 'station'").fetchone()
+    if not row:
+        return None
+    known = {f.name for f in dataclasses.fields(CounterValues)}
+    return {k: v for k, v in json.loads(row[0]).items() if k in known}
+
+
+def outcome_counts(db: sqlite_utils.Database) -> dict[str, int]:
+    """Number of recorded inspections per outcome (every outcome present, 0 if none)."""
+    counts = {o.value: 0 for o in Outcome}
+    for outcome, n in db.execute("SELECT outcome, COUNT(*) FROM inspections GROUP BY outcome"):
+        counts[outcome] = int(n)
+    return counts
+
+
+def recent_alarms(db: sqlite_utils.Database, limit: int = 50, unacknowledged: bool = False) -> list[dict[str, Any]]:
+    """The newest alarms first; only those nobody acknowledged if ``unacknowledged``."""
+    sql = "SELECT * FROM alarms" + (" WHERE acknowledged_at IS NULL" if unacknowledged else "") + " ORDER BY t_wall DESC, id DESC LIMIT ?"
+    return _rows(db, sql, [int(limit)])
+
+
+def resume_counters(db: sqlite_utils.Database) -> dict[str, Any] | None:
+    """Counters to resume with after a restart, rebuilt from the committed rows.
+
+    Parts in flight when the station stopped (or was killed) have no row and
+    are not counted: after a restart every counter reconciles with the
+    database. Returns None for a new database. The persisted snapshot is kept
+    for ``started_wall`` and for the log line that says how many parts were lost.
+    """
+    snap = load_counters(db)
+    if snap is None:
+        return None
+    row = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(n_frames > 0), 0), COALESCE(SUM(rejected), 0) FROM inspections"
+    ).fetchone()
+    n, with_frames, rejected = (int(x) for x in row)
+    counts = outcome_counts(db)
+    resumed = {
+        **snap,
+        "triggers": n,
+        "frames": with_frames,
+        "dropped": n - with_frames,
+        "verdicts": n,
+        **counts,
+        "rejects_scheduled": rejected,
+        "rejects_fired": rejected,
+        "records_written": n,
+        "records_dropped": 0,
+    }
+    return resumed

@@ -1,0 +1,464 @@
+"""The one SQLite writer: drains the bus into the database, a batch per transaction.
+
+The recorder owns a thread and its own connection (opened in that thread).
+Each loop takes up to ``batch_size`` events from its bus subscription,
+encodes and stores the kept images (outside any transaction: encoding is the
+slow part), then writes the whole batch in ONE transaction: the inspections,
+their defects and images, alarms, and the ``counters`` row with
+``records_written`` already counting this batch. Only after COMMIT does the
+in-memory ``counters.records_written`` move, so the database and the counters
+agree at every commit.
+
+When the database cannot be written (locked by another process, disk full,
+read-only file system) the thread does not die: it logs, reports an alarm
+through ``on_status``, keeps the batch it holds (at most ``batch_size``
+records) and retries with exponential backoff. Meanwhile it takes nothing
+more from its queue, so the queue fills and the bus drops (and counts) what
+does not fit: ``bus.publish`` never blocks. Reconciliation::
+
+    written + records_dropped + pending == PartResults published to this subscription
+
+where ``records_dropped`` is ``subscription.dropped`` plus any record refused
+as invalid (duplicate part id, CHECK constraint). Caveat: the bus counts drops
+of *every* event, so a StatusEvent dropped by a full queue is counted as a
+dropped record too. The recorder mirrors ``records_dropped`` into
+``counters.records_dropped`` (nobody else should increment it).
+
+A record that the database refuses (IntegrityError) is dropped, logged and
+counted rather than retried forever: retrying cannot fix bad data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..bus import Subscription
+from ..counters import Counters
+from ..types import Outcome, PartResult, StatusEvent
+from .db import StoreError, is_memory, open_db, write_transaction
+from .images import ImageStore, StoredImage
+
+log = logging.getLogger(__name__)
+
+SLACK_KEYS = ("deadline_slack", "deadline_slack_ms", "slack")
+
+
+def to_jsonable(v: Any) -> Any:
+    """Dataclasses, tuples, numpy scalars/arrays, enums -> plain JSON values."""
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return to_jsonable(dataclasses.asdict(v))
+    if isinstance(v, dict) or hasattr(v, "items") and callable(v.items):
+        return {str(k): to_jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [to_jsonable(x) for x in v]
+    if hasattr(v, "tolist") and callable(v.tolist):  # numpy array or scalar
+        return to_jsonable(v.tolist())
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def dumps(v: Any) -> str:
+    """Compact JSON of anything :func:`to_jsonable` understands."""
+    return json.dumps(to_jsonable(v), separators=(",", ":"), allow_nan=False)
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """One PartResult turned into rows, its images already on disk."""
+
+    part_id: int
+    inspection: tuple[Any, ...]
+    defects: list[tuple[Any, ...]]
+    images: list[tuple[str, StoredImage, str]]  # camera_id, stored file, kept reason
+
+
+_INSERT_INSPECTION = """
+INSERT INTO inspections (part_id, seq, t_trigger_wall, t_decided_wall, t_recorded_wall, outcome, reasons, model_id,
+    config_hash, calibration_id, timings, deadline_slack_ms, ground_truth, defect_count, max_score, source, station,
+    n_frames, rejected)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_DEFECT = """
+INSERT INTO defects (part_id, camera_id, class_name, confidence, x1, y1, x2, y2, area_mm2, action, rule, model_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_IMAGE = """
+INSERT INTO images (part_id, camera_id, sha256, relpath, width, height, format, bytes, kept_reason)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_ALARM = "INSERT INTO alarms (t_wall, component, state, message) VALUES (?, ?, ?, ?)"
+_UPSERT_COUNTERS = """
+INSERT INTO counters (key, counters, last_part_id, updated_at) VALUES ('station', ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET counters = excluded.counters,
+    last_part_id = MAX(counters.last_part_id, excluded.last_part_id), updated_at = excluded.updated_at
+"""
+
+
+class Recorder:
+    """Writes PartResults and alarms from a bus subscription to SQLite, in batches."""
+
+    def __init__(
+        self,
+        db_path: Path | str,
+        images: ImageStore,
+        counters: Counters,
+        subscription: Subscription,
+        batch_size: int = 64,
+        *,
+        on_status: Callable[[StatusEvent], None] | None = None,
+        on_commit: Callable[[list[int]], None] | None = None,
+        station: str = "",
+        component: str = "recorder",
+        busy_timeout_ms: int = 1000,
+        max_batch_s: float = 0.5,
+        max_backoff_s: float = 5.0,
+        poll_s: float = 0.2,
+    ):
+        """``on_status`` gets the recorder's own alarms: component ``component`` "alarm" when
+        database writes fail and "ok" when they resume (these are also written to the alarms
+        table directly, since the database may be down when they happen), and
+        ``<component>:images`` "warning"/"ok" when image files cannot be saved; ``on_commit`` gets the part ids of each committed batch. Both run on the
+        recorder thread and must not block. ``max_batch_s`` caps how long a batch is gathered
+        before it is written; ``busy_timeout_ms`` is how long one write waits for a lock."""
+        if is_memory(db_path):
+            raise ValueError("the recorder needs a database file (store.db_path), not an in-memory database")
+        if batch_size < 1:
+            raise ValueError(f"store.batch_size must be >= 1, not {batch_size}")
+        self.db_path = Path(db_path)
+        self.images = images
+        self.counters = counters
+        self.subscription = subscription
+        self.batch_size = batch_size
+        self.on_status = on_status
+        self.on_commit = on_commit
+        self.station = station
+        self.component = component
+        self.busy_timeout_ms = busy_timeout_ms
+        self.max_batch_s = max_batch_s
+        self.max_backoff_s = max_backoff_s
+        self.poll_s = poll_s
+
+        self._lock = threading.Lock()
+        self._batch: list[_Prepared] = []
+        self._alarm_rows: list[tuple[float, str, str, str]] = []
+        self._in_hand = 0  # PartResults taken from the queue and not yet committed or refused
+        self._written = 0
+        self._rejected = 0
+        self._dropped_synced = 0
+        self._max_part_id = 0
+        self._last_committed = 0
+        self._stalled_since: float | None = None
+        self.last_error: str | None = None
+        self._image_failing = False
+
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+        self._deadline = math.inf
+        self._lost_on_stop = 0
+
+    # -- public state -------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """PartResults queued for the recorder plus those in its hands, not yet committed."""
+        q = self.subscription.queue
+        with q.mutex:  # a C-level copy: the publisher waits microseconds at most
+            queued = list(q.queue)
+        n = sum(1 for e in queued if isinstance(e, PartResult))
+        return n + self._in_hand
+
+    @property
+    def records_dropped(self) -> int:
+        """Records that will never be written: dropped by the bus (full queue) or refused as invalid."""
+        return self.subscription.dropped_of(PartResult) + self._rejected
+
+    @property
+    def records_written(self) -> int:
+        """PartResults committed by this recorder since it was created."""
+        return self._written
+
+    @property
+    def records_rejected(self) -> int:
+        """PartResults the database refused (duplicate part id, invalid values); included in records_dropped."""
+        return self._rejected
+
+    @property
+    def last_committed_part_id(self) -> int:
+        """Highest part id committed so far (0 before the first commit)."""
+        return self._last_committed
+
+    @property
+    def stalled(self) -> bool:
+        """True while writes are failing and being retried."""
+        return self._stalled_since is not None
+
+    @property
+    def running(self) -> bool:
+        """True while the writer thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self, open_timeout_s: float = 30.0) -> None:
+        """Start the writer thread; raises StoreError if its database cannot be opened."""
+        if self._thread is not None:
+            raise RuntimeError("recorder already started")
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(open_timeout_s):
+            raise StoreError(f"{self.db_path}: the recorder could not open the database within {open_timeout_s:g} s")
+        if self._open_error is not None:
+            self._thread.join()
+            raise self._open_error
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Write everything queued, then stop. Returns True if nothing was left unwritten.
+
+        If the database stays unwritable for ``timeout`` seconds the thread gives
+        up; what it held stays counted in :attr:`pending`.
+        """
+        if self._thread is None:
+            return True
+        self._deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout + 2 * self.busy_timeout_ms / 1000 + 1.0)
+        if self._thread.is_alive():
+            log.error("recorder did not stop within %.1f s (%d records pending)", timeout, self.pending)
+            return False
+        self._sync_dropped()
+        left = self.pending
+        if left:
+            log.error("recorder stopped with %d records not written to %s", left, self.db_path)
+        return left == 0
+
+    # -- thread -------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            db = open_db(self.db_path, synchronous="FULL", busy_timeout_ms=self.busy_timeout_ms)
+        except BaseException as exc:  # reported to start() in the caller's thread
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        backoff = 0.05
+        try:
+            while True:
+                self._sync_dropped()
+                stopping = self._stopping.is_set()
+                if not self._batch and not self._alarm_rows:
+                    if stopping and (self.subscription.queue.empty() or time.monotonic() > self._deadline):
+                        break
+                    self._collect(block=not stopping)
+                if not self._batch and not self._alarm_rows:
+                    continue
+                if self._write(db):
+                    backoff = 0.05
+                    self._enforce_budget(db)
+                    continue
+                if stopping and time.monotonic() > self._deadline:
+                    log.error("recorder gives up at stop: %d records not written (%s)", self._in_hand, self.last_error)
+                    break
+                self._wake.wait(backoff)
+                self._wake.clear()
+                backoff = min(backoff * 2, self.max_backoff_s)
+        finally:
+            db.close()
+
+    def _collect(self, block: bool) -> None:
+        """Take up to ``batch_size`` events; store kept images as they come."""
+        t_first: float | None = None
+        for taken in range(self.batch_size):
+            try:
+                if taken == 0 and block:
+                    event = self.subscription.get(timeout=self.poll_s)
+                else:
+                    event = self.subscription.queue.get_nowait()
+            except queue.Empty:
+                return
+            if t_first is None:
+                t_first = time.monotonic()
+            self._take(event)
+            if time.monotonic() - t_first > self.max_batch_s:
+                return
+
+    def _take(self, event: Any) -> None:
+        if isinstance(event, PartResult):
+            with self._lock:
+                self._in_hand += 1
+            try:
+                prepared = self._prepare(event)
+            except Exception:  # a malformed result must not stop the recorder
+                log.exception("recorder: cannot record part %s; dropped", getattr(event.trigger, "part_id", "?"))
+                with self._lock:
+                    self._in_hand -= 1
+                    self._rejected += 1
+                return
+            self._batch.append(prepared)
+            self._max_part_id = max(self._max_part_id, prepared.part_id)
+        elif isinstance(event, StatusEvent):
+            # our own alarms are written directly (they may be raised while the DB is down)
+            if event.component != self.component and event.state in ("warning", "alarm"):
+                self._alarm_rows.append((event.t_wall or time.time(), str(event.component), event.state, str(event.message)))
+        else:
+            log.debug("recorder ignores %s", type(event).__name__)
+
+    def _prepare(self, r: PartResult) -> _Prepared:
+        """Rows for one part; kept images are encoded and written to disk here."""
+        v, t = r.verdict, r.trigger
+        outcome = Outcome(v.outcome).value
+        slack = next((float(v.timings_ms[k]) for k in SLACK_KEYS if k in v.timings_ms), None)
+        t_trig_wall = float(t.t_trigger_wall) if t.t_trigger_wall else None
+        t_decided_wall = None
+        if t_trig_wall is not None and v.t_decided_ns and (v.t_trigger_ns or t.t_trigger_ns):
+            t_decided_wall = t_trig_wall + (v.t_decided_ns - (v.t_trigger_ns or t.t_trigger_ns)) / 1e9
+        truth = {f.camera_id: f.meta["truth"] for f in r.frames if "truth" in f.meta}
+        scores = [float(d.confidence) for d in v.defects]
+        inspection = (
+            int(t.part_id),
+            int(t.seq),
+            t_trig_wall,
+            t_decided_wall,
+            time.time(),
+            outcome,
+            dumps(list(v.reasons)),
+            str(v.model_id),
+            str(v.config_hash),
+            str(v.calibration_id),
+            dumps({str(k): float(x) for k, x in v.timings_ms.items()}),
+            slack,
+            dumps(truth) if truth else None,
+            len(v.defects),
+            max(scores) if scores else None,
+            str(t.source),
+            self.station,
+            len(r.frames),
+            int(r.reject_fire_at_ns is not None),
+        )
+        defects = [
+            (int(t.part_id), str(d.camera_id), str(d.class_name), float(d.confidence), *(float(x) for x in d.box_xyxy),
+             float(d.area_mm2), str(d.action), str(d.rule), str(v.model_id))
+            for d in v.defects
+        ]
+        images: list[tuple[str, StoredImage, str]] = []
+        reason = self.images.should_keep(outcome, int(t.part_id))
+        if reason is not None:
+            for f in r.frames:
+                try:
+                    images.append((f.camera_id, self.images.save(f.image), reason))
+                except (OSError, ValueError) as exc:
+                    log.error("image of part %s camera %s not saved: %s", t.part_id, f.camera_id, exc)
+                    if not self._image_failing:
+                        self._image_failing = True
+                        self._status("warning", f"images not saved: {exc}", f"{self.component}:images")
+                    continue
+                if self._image_failing:
+                    self._image_failing = False
+                    self._status("ok", "images saved again", f"{self.component}:images")
+        return _Prepared(int(t.part_id), inspection, defects, images)
+
+    def _write(self, db: Any) -> bool:
+        """Write the batch in one transaction; False if the database refused (retry later)."""
+        batch = self._batch
+        conn: sqlite3.Connection = db.conn
+        accepted: list[int] = []
+        refused: list[tuple[int, str]] = []
+        try:
+            with write_transaction(db):
+                for p in batch:
+                    conn.execute("SAVEPOINT part")
+                    try:
+                        conn.execute(_INSERT_INSPECTION, p.inspection)
+                        if p.defects:
+                            conn.executemany(_INSERT_DEFECT, p.defects)
+                        if p.images:
+                            conn.executemany(
+                                _INSERT_IMAGE,
+                                [(p.part_id, cam, s.sha256, s.relpath, s.width, s.height, s.format, s.bytes, why) for cam, s, why in p.images],
+                            )
+                        conn.execute("RELEASE part")
+                        accepted.append(p.part_id)
+                    except sqlite3.IntegrityError as exc:
+                        conn.execute("ROLLBACK TO part")
+                        conn.execute("RELEASE part")
+                        refused.append((p.part_id, str(exc)))
+                if self._alarm_rows:
+                    conn.executemany(_INSERT_ALARM, self._alarm_rows)
+                snap = self.counters.snapshot().as_dict()
+                snap["records_written"] += len(accepted)
+                snap["records_dropped"] = snap["records_dropped"] + (self.records_dropped + len(refused) - self._dropped_synced)
+                conn.execute(_UPSERT_COUNTERS, (dumps(snap), self._max_part_id, time.time()))
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return False
+        with self._lock:
+            self.counters.add("records_written", len(accepted))
+            self._written += len(accepted)
+            self._rejected += len(refused)
+            self._in_hand -= len(batch)
+            self._batch = []
+        self._alarm_rows = []
+        self._sync_dropped()
+        for part_id, why in refused:
+            log.error("part %d refused by the database and dropped: %s", part_id, why)
+        if accepted:
+            self._last_committed = max(self._last_committed, max(accepted))
+        if self._stalled_since is not None:
+            secs = time.monotonic() - self._stalled_since
+            self._stalled_since = None
+            self.last_error = None
+            log.warning("recorder writing again after %.1f s", secs)
+            self._status("ok", f"writing again after {secs:.1f} s")
+        if self.on_commit is not None and accepted:
+            try:
+                self.on_commit(accepted)
+            except Exception:
+                log.exception("recorder on_commit callback failed")
+        return True
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self._stalled_since is None:
+            self._stalled_since = time.monotonic()
+            msg = f"database writes failing ({exc}); {self._in_hand} records held, retrying"
+            log.error("recorder: %s", msg)
+            self._alarm_rows.append((time.time(), self.component, "alarm", msg))
+            self._status("alarm", msg)
+        else:
+            log.debug("recorder write failed again: %s", exc)
+
+    def _status(self, state: str, message: str, component: str | None = None) -> None:
+        if self.on_status is None:
+            return
+        try:
+            self.on_status(StatusEvent(component or self.component, state, message, time.time()))
+        except Exception:
+            log.exception("recorder on_status callback failed")
+
+    def _sync_dropped(self) -> None:
+        """Mirror subscription drops and refusals into ``counters.records_dropped``."""
+        with self._lock:
+            d = self.records_dropped
+            delta = d - self._dropped_synced
+            if delta:
+                self.counters.add("records_dropped", delta)
+                self._dropped_synced = d
+
+    def _enforce_budget(self, db: Any) -> None:
+        try:
+            self.images.enforce_budget(db)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("disk budget not enforced this time: %s", exc)

@@ -1,0 +1,62 @@
+"""``create_app(station)``: the FastAPI app of one station."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from ..config import WebConfig
+from . import auth
+from .routes_auth import router as auth_router
+from .routes_operator import router as operator_router
+from .routes_system import router as system_router
+from .security import SecurityMiddleware
+from .state import WebState
+
+if TYPE_CHECKING:
+    from ..app import Station
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(station: "Station", web_cfg: WebConfig | None = None, *, bootstrap_admin: bool = True) -> FastAPI:
+    """The web app serving ``station``: operator screen, REST API, live events, /health, /metrics.
+
+    ``web_cfg`` defaults to ``station.cfg.web``. The app opens its own
+    connection to the station database (closed at shutdown). With
+    ``bootstrap_admin`` and no admin user yet, user ``admin`` is created with a
+    random password printed once on stdout.
+    """
+    cfg = web_cfg or station.cfg.web
+    state = WebState(station, cfg)
+    if bootstrap_admin:
+        with state.db.use() as db:
+            auth.ensure_admin(db)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            state.db.close()
+
+    app = FastAPI(
+        title=f"Inspection station {station.cfg.name}",
+        version="1",
+        docs_url=None,  # Swagger UI would load scripts from a CDN; /openapi.json stays
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.web = state
+    app.add_middleware(SecurityMiddleware, state=state)
+    app.include_router(auth_router)
+    app.include_router(operator_router)
+    app.include_router(system_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

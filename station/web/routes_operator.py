@@ -1,0 +1,245 @@
+"""The operator screen and its API: live view, counters, rejects, alarms, pause/resume, trigger, model swap."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, Field
+
+from . import auth
+from .auth import Session, require, session_of, viewer
+from .live import EventStream, counters_payload, safe_result_dict, status_payload
+from .pages import render
+from .state import PauseInfo, WebState
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def _state(request: Request) -> WebState:
+    return request.app.state.web
+
+
+class PauseBody(BaseModel):
+    """Why the line stops (shown on every screen and kept in the audit trail)."""
+
+    reason: str = Field(..., min_length=1, max_length=200, description="Why the line is paused, e.g. 'material change'.")
+
+
+class ResumeBody(BaseModel):
+    """Optional note when the line starts again."""
+
+    reason: str = Field("", max_length=200, description="Optional note for the audit trail.")
+
+
+class SwapBody(BaseModel):
+    """A model from the registry (the ``models`` table), named by its sha256: never a path."""
+
+    sha256: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of a registered model file.")
+    reason: str = Field("", max_length=200, description="Why the model changes (audit trail).")
+
+
+# -- pages --------------------------------------------------------------------
+@router.get("/", include_in_schema=False)
+def operator_screen(request: Request) -> Response:
+    """The line-side operator screen (read-only without login when web.anonymous_view)."""
+    state = _state(request)
+    if not state.cfg.anonymous_view and session_of(request) is None:
+        return RedirectResponse("/login?next=/", status.HTTP_303_SEE_OTHER)
+    return render("index.html", station=state.station.cfg.name)
+
+
+# -- read-only live API ---------------------------------------------------------
+@router.get("/api/status", summary="Station state for the screen header")
+def get_status(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
+    """Running, paused (by whom and why), model, trigger type, active alarms."""
+    return status_payload(_state(request))
+
+
+@router.get("/api/counters", summary="Counters with yield and parts/min")
+def get_counters(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
+    """The station counters plus ``yield_pct``, ``parts_per_min`` (rolling 60 s) and ``rejects``."""
+    return counters_payload(_state(request))
+
+
+@router.get("/api/result/last", summary="The last part's result")
+def last_result(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
+    """``{"result": ...}`` as sent on the event stream, or ``{"result": null}`` before the first part."""
+    r = _state(request).station.last_result
+    return {"result": safe_result_dict(r) if r is not None else None}
+
+
+@router.get("/api/rejects", summary="Recent rejected parts")
+def rejects(request: Request, limit: int = Query(20, ge=1, le=500), _: Any = Depends(viewer)) -> list[dict[str, Any]]:
+    """The newest recorded parts whose outcome fires the ejector: part id, time, outcome, reasons."""
+    state = _state(request)
+    outcomes = state.reject_outcomes()
+    sql = (
+        "SELECT part_id, t_trigger_wall, outcome, reasons FROM inspections WHERE outcome IN ("
+        + ",".join("?" * len(outcomes)) + ") ORDER BY part_id DESC LIMIT ?"
+    )
+    with state.db.use() as db:
+        rows = db.execute(sql, [*outcomes, limit]).fetchall()
+    return [{"part_id": r[0], "t_wall": r[1], "outcome": r[2], "reasons": json.loads(r[3] or "[]")} for r in rows]
+
+
+@router.get("/api/alarms", summary="Active alarms and the alarm log")
+def alarms(request: Request, limit: int = Query(30, ge=1, le=500), _: Any = Depends(viewer)) -> dict[str, Any]:
+    """``active``: components not ok now; ``log``: recorded alarms, unacknowledged first, newest first."""
+    state = _state(request)
+    with state.db.use() as db:
+        cur = db.execute(
+            "SELECT id, t_wall, component, state, message, acknowledged_by, acknowledged_at FROM alarms "
+            "ORDER BY acknowledged_at IS NOT NULL, t_wall DESC, id DESC LIMIT ?",
+            [limit],
+        )
+        keys = [d[0] for d in cur.description]
+        rows = [dict(zip(keys, r)) for r in cur.fetchall()]
+        unacked = db.execute("SELECT COUNT(*) FROM alarms WHERE acknowledged_at IS NULL").fetchone()[0]
+    return {"active": status_payload(state)["alarms"], "log": rows, "unacknowledged": int(unacked)}
+
+
+@router.get("/api/live/image", summary="JPEG of the last part's first frame")
+def live_image(request: Request, part_id: int | None = Query(None, ge=0), _: Any = Depends(viewer)) -> Response:
+    """The downscaled image of ``part_id`` if still cached, else of the newest part (``X-Part-Id`` says which).
+
+    Encoded on demand, at most ``web.live_fps`` new images per second. 404 before the first image.
+    """
+    state = _state(request)
+    img = state.live.get(state.station.last_result, part_id)
+    if img is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no image yet")
+    exact = part_id is not None and img.part_id == part_id
+    return Response(
+        img.jpeg,
+        media_type="image/jpeg",
+        headers={
+            "X-Part-Id": str(img.part_id),
+            "X-Camera-Id": img.camera_id,
+            "X-Frame-Width": str(img.frame_width),
+            "X-Frame-Height": str(img.frame_height),
+            "Cache-Control": "private, max-age=60" if exact else "no-store",
+        },
+    )
+
+
+@router.get("/api/events", summary="Server-Sent Events: results, status, counters")
+def events(request: Request, _: Any = Depends(viewer)) -> EventStream:
+    """``text/event-stream`` with ``hello``, ``result``, ``status`` and ``counters`` events (see live.EventStream)."""
+    return EventStream(_state(request))
+
+
+# -- writes (login + role + CSRF) ----------------------------------------------------
+@router.post("/api/alarms/{alarm_id}/ack", summary="Acknowledge one alarm (operator)")
+def ack_alarm(request: Request, alarm_id: int, session: Session = Depends(require("operator"))) -> dict[str, Any]:
+    """404 unknown alarm, 409 already acknowledged (the answer says by whom)."""
+    state = _state(request)
+    user, now = session.user.username, time.time()
+    with state.db.use() as db:
+        row = db.execute("SELECT acknowledged_by, component, message FROM alarms WHERE id = ?", [alarm_id]).fetchone()
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alarm {alarm_id}")
+        if row[0] is not None:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"alarm {alarm_id} was already acknowledged by {row[0]}")
+        with auth.write_transaction(db):
+            db.execute(
+                "UPDATE alarms SET acknowledged_by = ?, acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL",
+                [user, now, alarm_id],
+            )
+        auth.audit(db, user, "alarm_ack", "alarm", alarm_id, reason=f"{row[1]}: {row[2]}")
+    return {"id": alarm_id, "acknowledged_by": user, "acknowledged_at": now}
+
+
+@router.post("/api/alarms/ack-all", summary="Acknowledge every open alarm (operator)")
+def ack_all(request: Request, session: Session = Depends(require("operator"))) -> dict[str, Any]:
+    """Acknowledges every alarm recorded so far; returns how many."""
+    state = _state(request)
+    user, now = session.user.username, time.time()
+    with state.db.use() as db:
+        with auth.write_transaction(db):
+            n = db.execute(
+                "UPDATE alarms SET acknowledged_by = ?, acknowledged_at = ? WHERE acknowledged_at IS NULL", [user, now]
+            ).rowcount
+        if n:
+            auth.audit(db, user, "alarm_ack_all", "alarm", reason=f"{n} alarms")
+    return {"acknowledged": n, "acknowledged_by": user, "acknowledged_at": now}
+
+
+@router.post("/api/line/pause", summary="Pause the line (operator)")
+def pause(request: Request, body: PauseBody, session: Session = Depends(require("operator"))) -> dict[str, Any]:
+    """Stop accepting triggers (parts in flight finish); the reason is shown on every screen."""
+    state = _state(request)
+    reason = body.reason.strip()
+    if not reason:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "reason must not be blank")
+    state.pause = PauseInfo(session.user.username, reason, time.time())
+    state.station.pause(True)
+    with state.db.use() as db:
+        auth.audit(db, session.user.username, "pause", "line", state.station.cfg.name, reason=reason)
+    return status_payload(state)
+
+
+@router.post("/api/line/resume", summary="Resume the line (operator)")
+def resume(request: Request, body: ResumeBody | None = None, session: Session = Depends(require("operator"))) -> dict[str, Any]:
+    """Accept triggers again."""
+    state = _state(request)
+    state.station.pause(False)
+    state.pause = None
+    with state.db.use() as db:
+        auth.audit(db, session.user.username, "resume", "line", state.station.cfg.name, reason=(body.reason if body else "") or None)
+    return status_payload(state)
+
+
+@router.post("/api/trigger", summary="Software trigger: inspect one part now (operator)")
+def trigger(request: Request, session: Session = Depends(require("operator"))) -> dict[str, Any]:
+    """409 when the line is paused or not running."""
+    t = _state(request).station.trigger("api")
+    if t is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the line is paused or not running: resume it first")
+    return {"part_id": t.part_id, "seq": t.seq, "t_trigger_wall": t.t_trigger_wall}
+
+
+@router.post("/api/model/swap", status_code=202, summary="Hot-swap the model (admin)")
+def swap_model(request: Request, body: SwapBody, session: Session = Depends(require("admin"))) -> dict[str, Any]:
+    """Load a registered model in the background and swap it in between two parts.
+
+    The model is named by its sha256 in the registry; the path comes from the
+    database, never from the client. 404 unknown model, 409 when this station
+    cannot swap (not an onnx inspector). The outcome is reported as the
+    ``model`` alarm component (and in the audit trail).
+    """
+    state = _state(request)
+    sha = body.sha256.lower()
+    user = session.user.username
+    with state.db.use() as db:
+        row = db.execute("SELECT path, status FROM models WHERE sha256 = ?", [sha]).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no registered model with sha256 {sha}")
+    before = state.station.inspector.model_id
+
+    def done(error: Exception | None) -> None:
+        if error is None:
+            state.station.alarms.report("model", "ok", f"model {state.station.inspector.model_id} loaded")
+        else:
+            state.station.alarms.report("model", "alarm", f"model swap to {sha[:12]} failed: {error}")
+        try:
+            with state.db.use() as db:
+                auth.audit(db, user, "model_swap" if error is None else "model_swap_failed", "model", sha,
+                           before=before, after=None if error else state.station.inspector.model_id,
+                           reason=body.reason or (str(error) if error else None))
+        except RuntimeError:
+            log.warning("model swap finished after the web app closed its database")
+
+    try:
+        state.station.swap_model(Path(row[0]), done)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    with state.db.use() as db:
+        auth.audit(db, user, "model_swap_requested", "model", sha, before=before, reason=body.reason or None)
+    return {"sha256": sha, "status": "loading", "current_model_id": before}

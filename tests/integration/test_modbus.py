@@ -1,0 +1,261 @@
+"""A real Station against a real Modbus TCP server (pymodbus) playing the PLC, on loopback.
+
+The test reads the PLC's memory as a PLC program would: reject pulses on the REJECT coil,
+the handshake (PART_ID / RESULT_CODE / RESULT_VALID / RESULT_ACK), the heartbeat, STATION_READY,
+RECIPE_REQUEST -> model switch, reject verification, and the PLC going away and coming back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from station.app import Station
+from station.plc import registers as R
+from station.types import Outcome
+from tests.fixtures_plant import PlcProgram, PlcSim, Results, plc, wait_for, wait_parts  # noqa: F401 - plc is a fixture
+
+CODE = {Outcome.PASS: 1, Outcome.FAIL: 2, Outcome.UNCERTAIN: 3, Outcome.FAILSAFE: 4}
+FAST = {"timeout_ms": 100, "reconnect_min_s": 0.1, "reconnect_max_s": 0.4}
+
+
+class CoilSampler:
+    """Samples one coil from the PLC datastore every ~1 ms (what a PLC scan would see)."""
+
+    def __init__(self, plc: PlcSim, address: int):
+        self.samples: list[tuple[int, bool]] = []
+        self._plc, self._addr = plc, address
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.001):
+            if self._plc.running:
+                self.samples.append((time.monotonic_ns(), self._plc.bit("coil", self._addr)))
+
+    def pulses(self) -> int:
+        self._stop.set()
+        self._t.join(2)
+        return sum(1 for (_, a), (_, b) in zip(self.samples, self.samples[1:]) if b and not a)
+
+
+def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc):
+    cfg = make_config(
+        reject={"travel_ms": 300, "safety_margin_ms": 100, "pulse_ms": 20, "output": {"type": "modbus", "port": plc.port, **FAST}},
+        trigger={"type": "timer", "parts_per_minute": 1200},
+    )
+    station = Station(cfg, max_parts=30)
+    results = Results(station)
+    sampler = CoilSampler(plc, R.REJECT.address)
+    station.start()
+    try:
+        wait_parts(station, 30)
+    finally:
+        station.stop()
+        results.close()
+    n_pulses_seen = sampler.pulses()
+
+    rejecting = sorted(r.trigger.part_id for r in results.items if r.verdict.outcome is not Outcome.PASS)
+    assert len(results.items) == 30 and rejecting and len(rejecting) < 30
+    fired = sorted(station.scheduler.fired, key=lambda f: f.scheduled_ns)
+    assert sorted(f.part_id for f in fired) == rejecting
+    writes = plc.coil_writes(R.REJECT.address)
+    rises = [w.t_ns for w in writes if w.values == (1,)]
+    falls = [w.t_ns for w in writes if w.values == (0,)]
+    assert len(rises) == len(rejecting), "one FC5 write of 1 per rejected part (parts 50 ms apart, pulses 20 ms)"
+    for f, rise in zip(fired, rises):
+        late_ms = (rise - f.scheduled_ns) / 1e6
+        assert 0 <= late_ms <= 15, f"part {f.part_id}: coil set {late_ms:.2f} ms after its schedule"
+        fall = next(t for t in falls if t > rise)
+        assert 10 <= (fall - rise) / 1e6 <= 35, "the coil drops again after pulse_ms"
+    assert n_pulses_seen == len(rejecting), "a PLC scanning its memory sees every pulse"
+    assert plc.bit("coil", R.REJECT.address) is False
+    assert station.scheduler.output_errors == 0
+    assert station.reconcile() == []
+
+
+def test_plc_handshake_hands_every_result_over_in_order(make_config, plc):
+    cfg = make_config(
+        reject={"mode": "plc", "travel_ms": 400, "safety_margin_ms": 100, "pulse_ms": 20},
+        plc={"modbus": {"port": plc.port, **FAST}, "poll_ms": 5, "heartbeat_s": 1.0},
+        trigger={"type": "timer", "parts_per_minute": 600},
+    )
+    program = PlcProgram(plc)
+    station = Station(cfg, max_parts=25)
+    results = Results(station)
+    station.start()
+    try:
+        wait_for(lambda: plc.bit("coil", R.STATION_READY.address), 5, "STATION_READY")
+        wait_parts(station, 25)
+        wait_for(lambda: len(program.handed) >= 25, 5, "all results handed over")
+        time.sleep(0.6)  # one more heartbeat edge
+    finally:
+        station.stop()
+        results.close()
+        program.stop()
+
+    verdicts = [(r.trigger.part_id, CODE[r.verdict.outcome]) for r in results.items]
+    assert [(h.part_id, h.code) for h in program.handed] == verdicts, "every verdict once, in order, with its code"
+    assert [h.counter for h in program.handed] == list(range(1, 26))
+    hs = station.plant.handshake
+    assert hs.acked == 25 and hs.ack_timeouts == 0 and hs.stale_dropped == 0
+    assert station.scheduler.fired == type(station.scheduler.fired)(), "the PLC times the reject in plc mode"
+    beats = plc.coil_writes(R.HEARTBEAT.address)
+    assert len(beats) >= 3
+    assert all(a.values != b.values for a, b in zip(beats, beats[1:])), "the heartbeat toggles"
+    gaps = [(b.t_ns - a.t_ns) / 1e9 for a, b in zip(beats, beats[1:])]
+    assert all(0.85 <= g <= 1.25 for g in gaps), f"heartbeat every second: {gaps}"
+    assert plc.bit("coil", R.STATION_READY.address) is False, "STATION_READY drops on stop"
+    assert plc.bit("coil", R.RESULT_VALID.address) is False
+
+
+def test_plc_away_alarm_then_recovery_and_the_line_keeps_deciding(make_config, plc):
+    cfg = make_config(
+        reject={"mode": "plc", "travel_ms": 300, "safety_margin_ms": 100, "pulse_ms": 20},
+        plc={"modbus": {"port": plc.port, **FAST}, "poll_ms": 5, "ack_timeout_ms": 300, "result_max_age_ms": 400},
+        trigger={"type": "timer", "parts_per_minute": 600},
+    )
+    program = PlcProgram(plc)
+    station = Station(cfg, max_parts=40)
+    results = Results(station)
+    station.start()
+    try:
+        wait_for(lambda: len(program.handed) >= 5, 10, "first results handed over")
+        plc.stop()
+        wait_for(lambda: any(e.component == "plc" and e.state == "alarm" for e in station.alarms.active()), 5, "plc alarm")
+        v0 = station.counters.snapshot().verdicts
+        time.sleep(1.0)
+        assert station.counters.snapshot().verdicts >= v0 + 7, "the line keeps deciding while the PLC is away"
+        n_before = len(program.handed)
+        plc.start()  # same port, memory cleared
+        wait_for(lambda: not any(e.component == "plc" for e in station.alarms.active()), 5, "plc alarm cleared")
+        wait_for(lambda: len(program.handed) > n_before + 3, 5, "handshake resumed")
+        wait_parts(station, 40)
+        wait_for(lambda: not station.plant.handshake._queue and station.plant.handshake._state == "idle", 5, "handshake drained")
+    finally:
+        station.stop()
+        results.close()
+        program.stop()
+
+    handed = [h.part_id for h in program.handed]
+    hs = station.plant.handshake
+    all_ids = [r.trigger.part_id for r in results.items]
+    assert len(all_ids) == 40
+    assert handed == sorted(set(handed)), "no result handed twice, order kept"
+    assert hs.stale_dropped > 0, "results decided during the outage were too old to hand over"
+    assert set(handed) | set(range(min(all_ids), max(all_ids) + 1)) == set(all_ids)
+    assert len(handed) + hs.stale_dropped >= 40 - 1, "every result is handed over or counted as stale (one may be in flight at the cut)"
+    assert station.plant.handshake.link.reconnects >= 1
+    assert any(s.component == "plc" and s.state == "ok" for s in results.status)
+
+
+def test_recipe_request_switches_the_model(make_config, plc):
+    from tests.model_factory import detecting_model, tiny_model
+
+    model_a, model_b = tiny_model("detect"), detecting_model()
+    cfg = make_config(
+        inspector={"type": "onnx", "model": str(model_a), "keepalive_s": 0},
+        recipes={1: str(model_a), 2: str(model_b)},
+        reject={"mode": "plc", "travel_ms": 600, "safety_margin_ms": 100, "pulse_ms": 20},
+        plc={"modbus": {"port": plc.port, **FAST}, "poll_ms": 5},
+        trigger={"type": "timer", "parts_per_minute": 300},
+    )
+    program = PlcProgram(plc)
+    station = Station(cfg)
+    results = Results(station)
+    station.start()
+    try:
+        id_a = station.inspector.model_id
+        wait_for(lambda: len(program.handed) >= 2, 10, "parts on recipe A")
+        plc.set("input", R.RECIPE_REQUEST.address, [2])
+        wait_for(lambda: station.inspector.model_id != id_a, 15, "model switch")
+        wait_for(lambda: plc.read("holding", R.ACTIVE_RECIPE.address)[0] == 2, 5, "ACTIVE_RECIPE = 2")
+        id_b = station.inspector.model_id
+        n = len(results.items)
+        wait_for(lambda: len(results.items) >= n + 3, 10, "parts on recipe B")
+        plc.set("input", R.RECIPE_REQUEST.address, [7])  # not configured
+        wait_for(lambda: any(e.component == "recipe" and e.state == "alarm" for e in station.alarms.active()), 5, "unknown recipe alarm")
+        time.sleep(0.3)
+        assert station.inspector.model_id == id_b, "an unknown recipe keeps the running model"
+        assert plc.read("holding", R.ACTIVE_RECIPE.address)[0] == 2
+    finally:
+        station.stop()
+        results.close()
+        program.stop()
+    ids = [r.verdict.model_id for r in results.items]
+    assert ids[0] == id_a and ids[-1] == id_b and id_a != id_b
+    switch = ids.index(id_b)
+    assert all(i == id_a for i in ids[:switch]) and all(i == id_b for i in ids[switch:]), "one clean switch between two parts"
+
+
+def test_unconfirmed_reject_raises_an_alarm(make_config, plc):
+    """The PLC confirms every reject through REJECT_CONFIRM except one: that one is an alarm and a count."""
+    cfg = make_config(
+        reject={
+            "travel_ms": 300, "safety_margin_ms": 100, "pulse_ms": 20,
+            "output": {"type": "modbus", "port": plc.port, **FAST},
+            "verify": {"modbus": {"port": plc.port, **FAST}, "delay_ms": 40, "window_ms": 150, "poll_ms": 3},
+        },
+        trigger={"type": "timer", "parts_per_minute": 600},
+    )  # fmt: skip
+    station = Station(cfg, max_parts=20)
+    results = Results(station)
+    stop = threading.Event()
+    skipped: list[int] = []
+
+    def sensor() -> None:  # the part drops past a light barrier 40 ms after the ejector fires
+        seen = 0
+        while not stop.wait(0.002):
+            rises = [w for w in plc.coil_writes(R.REJECT.address) if w.values == (1,)]
+            while seen < len(rises):
+                seen += 1
+                if seen == 3:
+                    skipped.append(seen)  # this part is not seen by the sensor
+                    continue
+                time.sleep(0.04)
+                plc.set("discrete", R.REJECT_CONFIRM.address, [True])
+                time.sleep(0.02)
+                plc.set("discrete", R.REJECT_CONFIRM.address, [False])
+
+    t = threading.Thread(target=sensor, daemon=True)
+    t.start()
+    station.start()
+    try:
+        wait_parts(station, 20)
+        wait_for(lambda: station.output.pending == 0, 3, "verification windows closed")
+    finally:
+        station.stop()
+        stop.set()
+        t.join(2)
+        results.close()
+    fired = len(station.scheduler.fired)
+    assert fired >= 4 and skipped == [3]
+    print("DELAYS", list(station.output.confirm_delays_ms), station.output.unconfirmed, fired)
+    assert station.output.unconfirmed == 1
+    assert station.output.confirmed == fired - 1
+    assert station.health()["components"]["output"]["rejects_unconfirmed"] == 1
+    events = [(e.state, e.message) for e in results.status if e.component == "reject-verify"]
+    assert [st for st, _ in events if st == "alarm"] == ["alarm"], f"one alarm for the unconfirmed reject: {events}"
+    assert "not confirmed within 150 ms" in next(m for st, m in events if st == "alarm")
+    assert events[-1][0] == "ok", "a later confirmed reject clears it"
+
+
+@pytest.mark.parametrize("bad", [{"coils": {"reject": 60000}}])
+def test_refused_address_is_an_output_error_not_a_disconnect(plc, bad):
+    from station.actuate.base import OutputError
+    from station.actuate.modbus_output import ModbusOutput
+    from station.config import ModbusOutputConfig
+
+    out = ModbusOutput(ModbusOutputConfig(port=plc.port, **bad))
+    out.open()
+    try:
+        with pytest.raises(OutputError, match="refused"):
+            out.set("reject", True)
+        assert out.connected, "an exception response keeps the connection"
+        with pytest.raises(OutputError, match="not mapped"):
+            out.set("horn", True)
+    finally:
+        out.close()

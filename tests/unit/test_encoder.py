@@ -1,0 +1,206 @@
+"""Reject timing by encoder counts, against a real pymodbus server whose count register moves at varying speed."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+
+from station.actuate.encoder import CounterUnwrapper, EncoderRejectScheduler
+from station.actuate.simulated import SimulatedOutput
+from station.config import CalibrationConfig, EncoderConfig, ModbusEndpointConfig, RejectConfig, RulesConfig, SimulatedOutputConfig
+from station.counters import Counters
+from station.decide import Decider
+from station.types import Outcome, PartResult, Trigger, Verdict
+from tests.fixtures_plant import PlcSim, plc, wait_for  # noqa: F401 - plc is a fixture
+
+START = 2**32 - 9000  # the count wraps around 2**32 a fraction of a second into the run
+
+
+def test_unwrapper_32_bit_wraps_and_steps_back():
+    u = CounterUnwrapper(32)
+    assert u.update(2**32 - 10) == 2**32 - 10
+    assert u.update(5) == 2**32 + 5  # wrapped forward by 15
+    assert u.update(2) == 2**32 + 2  # a small step back (encoder jitter) stays a step back
+    assert u.unwrap(2**32 - 1) == 2**32 - 1  # a count latched just before the wrap
+    assert u.unwrap(40) == 2**32 + 40
+
+
+def test_unwrapper_16_bit_counts_many_turns():
+    u = CounterUnwrapper(16)
+    total = 0
+    raw = 0
+    u.update(raw)
+    for step in [30000, 30000, 30000, 5000, 30000]:  # each step < half the range
+        total += step
+        raw = (raw + step) % 65536
+        assert u.update(raw) == total
+
+
+class Belt:
+    """The PLC's encoder: count(t) = START + v0 (t + a T/2π (1 - cos 2πt/T)), written to input registers 0-1."""
+
+    def __init__(self, plc: PlcSim, v0: float = 20000.0, a: float = 0.6, period_s: float = 0.7):
+        self.plc, self.v0, self.a, self.period = plc, v0, a, period_s
+        self.writes: list[tuple[int, int]] = []  # (t_ns after the register holds it, count)
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self.t0 = time.monotonic_ns() / 1e9
+        self.plc.set_u32("input", 0, START)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def count(self, t: float) -> int:
+        w = 2 * math.pi / self.period
+        return START + int(self.v0 * (t + self.a / w * (1 - math.cos(w * t))))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._paused.is_set() and self.plc.running:
+                c = self.count(time.monotonic_ns() / 1e9 - self.t0)
+                try:
+                    self.plc.set_u32("input", 0, c)
+                except (AssertionError, RuntimeError):
+                    pass  # the PLC is being restarted
+                else:
+                    self.writes.append((time.monotonic_ns(), c))
+            time.sleep(0.0005)
+
+    def crossing_ns(self, target: int) -> int:
+        """When the physical belt reached ``target`` (the register follows it within ~1 ms)."""
+        lo, hi = 0.0, 60.0
+        for _ in range(60):  # count(t) is monotonic: bisect
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.count(mid) < target else (lo, mid)
+        return int((self.t0 + hi) * 1e9)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+class Harness:
+    def __init__(self, plc: PlcSim, travel_counts: int = 6000, travel_ms: float = 150.0, margin_ms: float = 50.0):
+        enc = EncoderConfig(modbus=ModbusEndpointConfig(port=plc.port, timeout_ms=100, reconnect_min_s=0.05, reconnect_max_s=0.2), poll_ms=2.0, stale_ms=100)
+        self.cfg = RejectConfig(mode="encoder", travel_ms=travel_ms, safety_margin_ms=margin_ms, pulse_ms=10, travel_counts=travel_counts, encoder=enc)
+        self.out = SimulatedOutput(SimulatedOutputConfig())
+        self.counters = Counters()
+        self.final: list[PartResult] = []
+        self.alarms: list[tuple[str, str, str]] = []
+        self.sched = EncoderRejectScheduler(
+            self.cfg, self.out, Decider(RulesConfig(), CalibrationConfig(), "cfg"), self.counters, self.final.append,
+            report=lambda c, s, m: self.alarms.append((c, s, m)),
+        )
+
+    def trigger(self, part_id: int, encoder_count: int | None = None) -> Trigger:
+        t = Trigger(part_id, part_id, time.monotonic_ns(), encoder_count)
+        self.sched.register(t)
+        return t
+
+    def verdict(self, t: Trigger, outcome: Outcome) -> None:
+        v = Verdict(t.part_id, outcome, (), (), "m", "cfg", "cal", {}, t.t_trigger_ns, time.monotonic_ns())
+        assert self.sched.submit(PartResult(t, v))
+
+    def rising(self) -> list[int]:
+        return [e.t_ns for e in self.out.edges("reject") if e.value]
+
+
+def test_rejects_fire_at_their_count_while_the_belt_speed_varies(plc):
+    belt = Belt(plc)
+    h = Harness(plc)
+    h.sched.start()
+    try:
+        wait_for(lambda: h.sched.tracker.count is not None, what="first encoder reading")
+        parts: list[tuple[Trigger, Outcome, int]] = []
+        pattern = [Outcome.FAIL, Outcome.PASS, Outcome.FAIL, Outcome.UNCERTAIN, Outcome.PASS, Outcome.FAILSAFE]
+        for i in range(18):
+            t = h.trigger(i + 1)
+            target = h.sched.tracker.target_of(t.part_id)
+            assert target is not None
+            h.verdict(t, pattern[i % len(pattern)])
+            parts.append((t, pattern[i % len(pattern)], target))
+            time.sleep(0.06 + 0.03 * (i % 3))  # irregular part spacing
+        wait_for(lambda: h.sched.tracker.pending == 0 and h.sched.pending_rejects == 0, timeout=10, what="all parts past the ejector")
+    finally:
+        h.sched.stop(drain_s=1.0)
+        belt.stop()
+
+    fired = {f.part_id: f for f in h.sched.fired}
+    rejecting = [(t, tgt) for t, o, tgt in parts if o is not Outcome.PASS]
+    assert set(fired) == {t.part_id for t, _ in rejecting}, "exactly the FAIL/UNCERTAIN/FAILSAFE parts are rejected"
+    assert any(tgt >= 2**32 for _, tgt in rejecting), "the run crossed the 32-bit wrap-around"
+    rising = h.rising()
+    assert len(rising) == len(rejecting)  # 10 ms pulses, parts >= 60 ms apart: no merged pulses
+    for (t, target), edge in zip(rejecting, rising):
+        true_ns = belt.crossing_ns(target)
+        err_ms = (edge - true_ns) / 1e6
+        # within a few polls of the count (2 ms each) and the register's lag behind the belt; at most ~a poll early
+        assert -3.0 <= err_ms <= 12.0, f"part {t.part_id}: edge {err_ms:+.2f} ms from its count"
+    travel_ms = [(belt.crossing_ns(tgt) - t.t_trigger_ns) / 1e6 for t, tgt in rejecting]
+    assert max(travel_ms) - min(travel_ms) > 40, f"belt speed did vary: travel times {travel_ms}"
+    snap = h.counters.snapshot()
+    assert snap.rejects_fired == snap.rejects_scheduled == len(rejecting)
+
+
+def test_part_at_the_ejector_without_verdict_is_rejected_once(plc):
+    belt = Belt(plc, v0=20000, a=0.0)
+    h = Harness(plc, travel_counts=1000, travel_ms=300.0, margin_ms=100.0)  # belt much faster than travel_ms says
+    h.sched.start()
+    try:
+        wait_for(lambda: h.sched.tracker.count is not None, what="first encoder reading")
+        t1 = h.trigger(1)
+        t2 = h.trigger(2)
+        wait_for(lambda: h.sched.tracker.pending == 0, timeout=5, what="parts past the ejector")
+        h.verdict(t1, Outcome.PASS)  # too late to save it: the part was already rejected (fail safe)
+        wait_for(lambda: len(h.final) == 2, timeout=5, what="deadline of part 2")
+    finally:
+        h.sched.stop(drain_s=0.5)
+        belt.stop()
+    assert sorted(f.part_id for f in h.sched.fired) == [1, 2]
+    assert h.sched.tracker.early_arrivals == 2
+    by_id = {r.trigger.part_id: r.verdict.outcome for r in h.final}
+    assert by_id == {1: Outcome.PASS, 2: Outcome.FAILSAFE}
+    snap = h.counters.snapshot()
+    assert snap.rejects_fired == snap.rejects_scheduled == 2, "an early reject is counted once, not again at the verdict"
+
+
+def test_encoder_lost_then_back_pending_rejects_follow_the_count(plc):
+    belt = Belt(plc, v0=10000, a=0.0)
+    h = Harness(plc, travel_counts=4000, travel_ms=200.0, margin_ms=50.0)
+    h.sched.start()
+    try:
+        wait_for(lambda: h.sched.tracker.count is not None, what="first encoder reading")
+        t = h.trigger(1)
+        target = h.sched.tracker.target_of(1)
+        h.verdict(t, Outcome.FAIL)
+        plc.stop()  # the PLC (and its count) disappears before the part reaches the ejector
+        wait_for(lambda: any(c == "encoder" and s == "alarm" for c, s, _ in h.alarms), timeout=5, what="encoder alarm")
+        assert h.rising() == [], "no count, no reject"
+        time.sleep(0.5)  # the belt keeps moving while the PLC is away: the part passes its count
+        plc.start()
+        wait_for(lambda: len(h.rising()) == 1, timeout=5, what="the pending reject after the encoder came back")
+        assert any(c == "encoder" and s == "ok" for c, s, _ in h.alarms)
+    finally:
+        h.sched.stop(drain_s=0.5)
+        belt.stop()
+    assert target is not None
+    assert h.sched.tracker.count is not None and h.sched.tracker.count >= target
+
+
+@pytest.mark.parametrize("word_order", ["big", "little"])
+def test_explicit_trigger_count_is_unwrapped(plc, word_order):
+    regs = [0xFFFF, 0xFF00] if word_order == "big" else [0xFF00, 0xFFFF]
+    plc.set("holding", 10, regs)
+    enc = EncoderConfig(modbus=ModbusEndpointConfig(port=plc.port), table="holding", address=10, word_order=word_order)
+    cfg = RejectConfig(mode="encoder", travel_ms=200, safety_margin_ms=50, pulse_ms=10, travel_counts=500, encoder=enc)
+    sched = EncoderRejectScheduler(cfg, SimulatedOutput(SimulatedOutputConfig()), Decider(RulesConfig(), CalibrationConfig(), "c"), Counters(), lambda r: None)
+    sched.start()
+    try:
+        assert sched.tracker.count == 0xFFFFFF00
+        sched.register(Trigger(1, 1, time.monotonic_ns(), encoder_count=0x10))  # latched by the PLC just after the wrap
+        assert sched.tracker.target_of(1) == 2**32 + 0x10 + 500
+        assert sched.command_for(Trigger(1, 1, 0)).fire_at_count == 2**32 + 0x10 + 500
+    finally:
+        sched.stop()

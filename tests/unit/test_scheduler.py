@@ -1,0 +1,124 @@
+"""The reject scheduler: deadlines make FAILSAFE, pulses land on time."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from station.actuate.scheduler import RejectScheduler
+from station.actuate.simulated import SimulatedOutput
+from station.config import CalibrationConfig, RejectConfig, RulesConfig, SimulatedOutputConfig
+from station.counters import Counters, reconcile
+from station.decide import Decider
+from station.types import Outcome, PartResult, Trigger, Verdict
+
+
+class Harness:
+    def __init__(self, travel_ms=120.0, margin_ms=40.0, pulse_ms=20.0, reject_uncertain=True):
+        self.cfg = RejectConfig(travel_ms=travel_ms, safety_margin_ms=margin_ms, pulse_ms=pulse_ms)
+        self.out = SimulatedOutput(SimulatedOutputConfig())
+        self.decider = Decider(RulesConfig(), CalibrationConfig(), "cfg")
+        self.counters = Counters()
+        self.final: list[PartResult] = []
+        self.done = threading.Condition()
+        self.sched = RejectScheduler(
+            self.cfg, self.out, self.decider, self.counters, self._on_final, reject_uncertain=reject_uncertain
+        )
+        self.sched.start()
+
+    def _on_final(self, r: PartResult) -> None:
+        with self.done:
+            self.final.append(r)
+            self.done.notify_all()
+
+    def trigger(self, part_id: int) -> Trigger:
+        t = Trigger(part_id, part_id, time.monotonic_ns())
+        self.sched.register(t)
+        return t
+
+    def verdict(self, t: Trigger, outcome: Outcome) -> bool:
+        v = Verdict(t.part_id, outcome, (), (), "m", "cfg", "cal", {}, t.t_trigger_ns, time.monotonic_ns())
+        return self.sched.submit(PartResult(t, v))
+
+    def finish(self) -> None:
+        self.sched.stop(drain_s=2.0)
+
+    def by_part(self) -> dict[int, PartResult]:
+        return {r.trigger.part_id: r for r in self.final}
+
+
+def rising_edges(out: SimulatedOutput) -> list[int]:
+    return [e.t_ns for e in out.edges("reject") if e.value]
+
+
+def test_fail_fires_at_travel_time_and_pass_does_not():
+    h = Harness()
+    t1, t2 = h.trigger(1), h.trigger(2)
+    assert h.verdict(t1, Outcome.FAIL)
+    assert h.verdict(t2, Outcome.PASS)
+    h.finish()
+    edges = rising_edges(h.out)
+    assert len(edges) == 1
+    assert abs(edges[0] - (t1.t_trigger_ns + 120_000_000)) < 5_000_000
+    falls = [e.t_ns for e in h.out.edges("reject") if not e.value]
+    assert abs((falls[0] - edges[0]) / 1e6 - 20.0) < 5
+    assert h.counters.snapshot().rejects_fired == 1
+
+
+def test_no_verdict_by_deadline_is_failsafe_and_rejected():
+    h = Harness()
+    t = h.trigger(1)
+    with h.done:
+        assert h.done.wait_for(lambda: h.final, timeout=2)
+    r = h.final[0]
+    assert r.verdict.outcome is Outcome.FAILSAFE and "deadline" in r.verdict.reasons[0]
+    decided_after_ms = (r.verdict.t_decided_ns - t.t_trigger_ns) / 1e6
+    assert decided_after_ms >= 80.0  # travel 120 - margin 40
+    assert not h.verdict(t, Outcome.PASS), "a late verdict must not be accepted"
+    h.finish()
+    assert h.sched.late_verdicts == 1
+    assert len(rising_edges(h.out)) == 1
+
+
+@pytest.mark.parametrize("reject_uncertain,expected", [(True, 1), (False, 0)])
+def test_uncertain_action(reject_uncertain, expected):
+    h = Harness(reject_uncertain=reject_uncertain)
+    h.verdict(h.trigger(1), Outcome.UNCERTAIN)
+    h.finish()
+    assert len(rising_edges(h.out)) == expected
+
+
+def test_overlapping_pulses_keep_line_high_until_last_release():
+    h = Harness(travel_ms=100, margin_ms=50, pulse_ms=60)
+    t1 = h.trigger(1)
+    time.sleep(0.02)  # test pacing only: the second part arrives 20 ms later
+    t2 = h.trigger(2)
+    h.verdict(t1, Outcome.FAIL)
+    h.verdict(t2, Outcome.FAIL)
+    h.finish()
+    edges = h.out.edges("reject")
+    assert [e.value for e in edges] == [True, False]  # one merged pulse
+    assert (edges[1].t_ns - t2.t_trigger_ns) / 1e6 == pytest.approx(160, abs=5)
+    assert h.counters.snapshot().rejects_fired == 2
+
+
+def test_many_parts_reconcile():
+    h = Harness(travel_ms=60, margin_ms=20, pulse_ms=5)
+    outcomes = [Outcome.PASS, Outcome.FAIL, Outcome.UNCERTAIN, None] * 25
+    for i, o in enumerate(outcomes, start=1):
+        t = h.trigger(i)
+        h.counters.add("triggers")
+        h.counters.add("frames")
+        if o is not None:
+            h.verdict(t, o)
+        time.sleep(0.003)  # test pacing: 330 parts/s
+    h.finish()
+    snap = h.counters.snapshot()
+    snap.records_written = snap.verdicts  # no recorder in this test
+    assert reconcile(snap, pending_verdicts=h.sched.in_flight, pending_rejects=h.sched.pending_rejects) == []
+    assert snap.FAILSAFE == 25 and snap.PASS == 25 and snap.FAIL == 25 and snap.UNCERTAIN == 25
+    assert snap.rejects_fired == 75
+    errors = [f.error_ms for f in h.sched.fired]
+    assert max(abs(e) for e in errors) < 5.0

@@ -1,0 +1,74 @@
+"""Helpers shared by the web tests (fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from fastapi.testclient import TestClient
+
+from station.app import Station
+from station.config import StationConfig, parse_config
+from station.store.db import open_db
+from station.web import auth
+
+PASSWORDS = {"op": "operator-secret-1", "qa": "qa-secret-12345", "boss": "admin-secret-123"}
+ROLES = {"op": "operator", "qa": "qa", "boss": "admin"}
+
+
+def web_station_config(tmp_path: Path, **overrides: Any) -> StationConfig:
+    """A small synthetic line writing into ``tmp_path``; top-level sections can be overridden."""
+    data: dict[str, Any] = {
+        "name": "line-7",
+        "cameras": [{"type": "synthetic", "id": "cam0", "width": 640, "height": 400, "defect_rate": 0.5, "seed": 11}],
+        "trigger": {"type": "software"},
+        "inspector": {"type": "reference", "learn_parts": 3},
+        "reject": {"travel_ms": 600, "safety_margin_ms": 100, "pulse_ms": 20},
+        "store": {"db_path": str(tmp_path / "station.db"), "images_dir": str(tmp_path / "images"), "keep_pass_every": 5},
+        "web": {"port": 0},
+    }
+    for k, v in overrides.items():
+        data[k] = {**data[k], **v} if isinstance(data.get(k), dict) and isinstance(v, dict) and k != "trigger" else v
+    return parse_config(data)
+
+
+def add_users(db_path: Path) -> None:
+    """The three test users (one per role), written with the same functions the CLI uses."""
+    db = open_db(db_path)
+    try:
+        for name, pw in PASSWORDS.items():
+            auth.create_user(db, name, pw, ROLES[name])
+    finally:
+        db.close()
+
+
+def login(client: TestClient, username: str, password: str | None = None) -> str:
+    """Log ``username`` in through the API; returns the session's CSRF token."""
+    tok = client.get("/api/login").json()["csrf"]
+    r = client.post("/api/login", json={"username": username, "password": password or PASSWORDS[username]},
+                    headers={"X-CSRF-Token": tok})
+    assert r.status_code == 200, r.text
+    return r.json()["csrf"]
+
+
+def wait_for(pred: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``pred`` until it returns something truthy; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def decided(station: Station, n: int, timeout_s: float = 15.0) -> None:
+    """Trigger parts until ``n`` more verdicts exist (software trigger)."""
+    start = station.counters.snapshot().verdicts
+    for _ in range(n):
+        assert station.trigger("test") is not None
+        time.sleep(0.03)
+    wait_for(lambda: station.counters.snapshot().verdicts >= start + n, timeout_s, f"{n} verdicts")

@@ -1,0 +1,154 @@
+"""The operator screen in headless Chromium against a real station and a real uvicorn server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from station.app import Station
+from station.web.server import start_in_thread
+
+from .helpers import PASSWORDS, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    ctx = browser.new_context(viewport={"width": 1920, "height": 1080})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def serve(station: Station) -> Iterator[str]:
+    server, thread, port = start_in_thread(station, station.cfg.web)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def running_line(make_station: Any) -> Iterator[tuple[Station, str]]:
+    """A timer-triggered line at 300 parts/min with 1280x800 frames, served on a free port."""
+    st = make_station(
+        trigger={"type": "timer", "parts_per_minute": 300},
+        cameras=[{"type": "synthetic", "id": "cam0", "width": 1280, "height": 800, "defect_rate": 0.5, "seed": 5}],
+        inspector={"type": "reference", "learn_parts": 5},
+    )
+    for base in serve(st):
+        yield st, base
+
+
+@pytest.fixture
+def quiet_line(station: Station) -> Iterator[tuple[Station, str]]:
+    """A software-triggered station (no parts unless triggered), served on a free port."""
+    for base in serve(station):
+        yield station, base
+
+
+def num(page: Page, sel: str) -> int:
+    return int(page.locator(sel).inner_text().replace(",", "") or 0)
+
+
+def test_operator_screen_updates_live(running_line: tuple[Station, str], page: Page) -> None:
+    station, base = running_line
+    page.goto(base + "/")
+    page.evaluate("window.__sameDocument = true")
+    expect(page.locator("#conn-text")).to_have_text("LIVE", timeout=10_000)
+    expect(page.locator("#run-state")).to_contain_text("RUNNING")
+
+    page.wait_for_function("() => Number(document.getElementById('verdict-part').textContent) > 0", timeout=10_000)
+    first_part = num(page, "#verdict-part")
+    first_triggers = num(page, "#c-triggers")
+    # the verdict follows the line: several new parts arrive without any reload
+    page.wait_for_function(f"() => Number(document.getElementById('verdict-part').textContent) >= {first_part + 4}", timeout=15_000)
+    word = page.locator("#verdict-word").inner_text()
+    assert word in {"PASS", "FAIL", "UNCERTAIN", "FAILSAFE"}
+    assert page.locator("#verdict").get_attribute("data-outcome") == word
+    page.wait_for_function(f"() => Number(document.getElementById('c-triggers').textContent.replace(/,/g, '')) >= {first_triggers + 4}",
+                           timeout=15_000)
+    assert num(page, "#c-triggers") <= station.counters.snapshot().triggers
+    expect(page.locator("#c-ppm")).not_to_have_text("-", timeout=10_000)
+
+    # the live image loads and is a real decoded picture of a recent part
+    page.wait_for_function("() => document.getElementById('live-img').naturalWidth > 0", timeout=10_000)
+    assert page.evaluate("document.getElementById('live-img').naturalWidth") == 1000
+    assert num(page, "#live-part") >= first_part
+
+    # a rejected part shows its boxes with a text label (not colour alone)
+    page.wait_for_function("() => document.getElementById('live-defects').textContent.includes('REJECT')", timeout=30_000)
+    painted = page.evaluate("""() => {
+        const c = document.getElementById('overlay');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }""")
+    assert painted > 100
+    expect(page.locator("#rejects-body tr").first).not_to_have_class("empty", timeout=10_000)
+    assert page.evaluate("window.__sameDocument") is True  # never reloaded
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "operator_screen.png"))
+
+
+def test_login_pause_resume_ack_in_browser(quiet_line: tuple[Station, str], page: Page) -> None:
+    station, base = quiet_line
+    page.goto(base + "/")
+    expect(page.locator("#conn-text")).to_have_text("LIVE", timeout=10_000)
+    expect(page.locator("#pause-form")).to_be_hidden()
+    expect(page.locator("#controls-anon")).to_be_visible()
+
+    page.click("#login-link")
+    page.wait_for_url(base + "/login?next=/")
+    page.fill("#username", "op")
+    page.fill("#password", "not-the-password")
+    page.click("#login-btn")
+    expect(page.locator("#login-error")).to_have_text("Wrong username or password.")
+    page.fill("#password", PASSWORDS["op"])
+    page.click("#login-btn")
+    page.wait_for_url(base + "/")
+    expect(page.locator("#user-name")).to_have_text("op (operator)")
+    expect(page.locator("#pause-form")).to_be_visible()
+
+    page.select_option("#pause-reason-select", "Maintenance")
+    page.fill("#pause-note", "belt tension")
+    page.click("#pause-btn")
+    expect(page.locator("#pause-banner")).to_be_visible()
+    expect(page.locator("#pause-reason")).to_have_text("Maintenance: belt tension")
+    expect(page.locator("#run-state")).to_contain_text("PAUSED")
+    assert station.line.paused
+    page.click("#resume-btn")
+    expect(page.locator("#pause-banner")).to_be_hidden()
+    assert not station.line.paused
+
+    page.click("#trigger-btn")
+    wait_for(lambda: station.counters.snapshot().verdicts >= 1, 10, "the part triggered from the browser")
+
+    station.alarms.report("camera:cam0", "alarm", "no frame within 500 ms")
+    ack = page.locator("#alarm-list li", has_text="no frame within 500 ms").locator("button.ack")
+    expect(ack).to_be_visible(timeout=10_000)
+    ack.click()
+    expect(page.locator("#alarm-list li", has_text="no frame within 500 ms").first).to_contain_text("ack op")
+
+    page.click("#logout")
+    expect(page.locator("#login-link")).to_be_visible()
+    expect(page.locator("#pause-form")).to_be_hidden()

@@ -1,0 +1,376 @@
+"""Security of the web app: role matrix of every write route, CSRF, login rate limit, sessions, cookies."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from station.app import Station
+from station.store.db import open_db
+from station.web import auth, create_app
+from station.web.auth import LoginLimiter
+
+from .helpers import PASSWORDS, login, wait_for
+
+ROLE_USER = {"operator": "op", "qa": "qa", "admin": "boss"}
+ALL = {"anonymous": 401, "operator": 200, "qa": 200, "admin": 200}
+
+# Expected status of every write route for each role, in the order the matrix sends them.
+# admin's model swap names an unregistered model: 404 proves it passed the role check.
+EXPECTED: dict[tuple[str, str], dict[str, int]] = {
+    ("POST", "/api/alarms/{alarm_id}/ack"): ALL,
+    ("POST", "/api/alarms/ack-all"): ALL,
+    ("POST", "/api/line/pause"): ALL,
+    ("POST", "/api/line/resume"): ALL,
+    ("POST", "/api/trigger"): ALL,
+    ("POST", "/api/model/swap"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 404},
+    ("POST", "/api/users"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 201},
+    ("POST", "/api/me/password"): ALL,
+    ("POST", "/api/logout"): ALL,
+}
+# Read routes that need a role even when anonymous view is on.
+EXPECTED_READ: dict[tuple[str, str], dict[str, int]] = {
+    ("GET", "/api/users"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 200},
+    ("GET", "/api/me"): {"anonymous": 401, "operator": 200, "qa": 200, "admin": 200},
+}
+NOT_ROLE_GATED = {("POST", "/api/login")}  # checks its own double-submit token
+
+
+def raise_alarm(client: TestClient, station: Station, component: str) -> int:
+    """Raise a real alarm through the station's alarm board; wait until the recorder wrote it; return its id."""
+    station.alarms.report(component, "alarm", f"{component} test alarm")
+
+    def row() -> Any:
+        log = client.get("/api/alarms", params={"limit": 100}).json()["log"]
+        return next((a["id"] for a in log if a["component"] == component), None)
+
+    return wait_for(row, 10, f"alarm row of {component}")
+
+
+def body_for(route: tuple[str, str], role: str) -> tuple[str, dict[str, Any] | None]:
+    """(concrete path, JSON body) for one request of the matrix."""
+    user = ROLE_USER.get(role, "nobody")
+    path = route[1]
+    return {
+        "/api/line/pause": (path, {"reason": f"matrix {role}"}),
+        "/api/line/resume": (path, {}),
+        "/api/model/swap": (path, {"sha256": "ab" * 32}),
+        "/api/users": (path, {"username": f"new-{role}", "password": "new-user-pass-1", "role": "operator"}),
+        "/api/me/password": (path, {"old_password": PASSWORDS.get(user, "x" * 10), "new_password": PASSWORDS.get(user, "x") + "-2"}),
+    }.get(path, (path, None))
+
+
+def api_routes(routes: Any) -> Iterator[APIRoute]:
+    """Every APIRoute of an app, including those of included routers (FastAPI may wrap them)."""
+    for r in routes:
+        if isinstance(r, APIRoute):
+            yield r
+        else:
+            inner = getattr(r, "original_router", None)
+            if inner is not None:
+                yield from api_routes(inner.routes)
+
+
+def test_every_write_route_is_in_the_matrix_and_role_gated(client: TestClient) -> None:
+    """A new non-GET route without an entry here (or without require(role)) fails this test."""
+    app = client.app
+    in_schema = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops if m.upper() not in ("GET", "HEAD")}
+    routes = {(m, r.path): r for r in api_routes(app.routes) for m in r.methods if m not in ("GET", "HEAD")}
+    assert set(routes) == in_schema == set(EXPECTED) | NOT_ROLE_GATED
+    for key, r in routes.items():
+        if key in NOT_ROLE_GATED:
+            continue
+        roles = [getattr(d.call, "required_role", None) for d in r.dependant.dependencies]
+        assert any(roles), f"{key} has no require(role) dependency"
+
+
+def test_role_matrix(client: TestClient, station: Station) -> None:
+    """Every write route x (anonymous, operator, qa, admin) gives the expected status."""
+    got: dict[tuple[tuple[str, str], str], int] = {}
+    for role in ("anonymous", "operator", "qa", "admin"):
+        client.cookies.clear()
+        csrf = login(client, ROLE_USER[role]) if role != "anonymous" else "not-a-token"
+        for route in EXPECTED_READ:
+            got[(route, role)] = client.request(route[0], route[1]).status_code
+        for route in EXPECTED:  # logout comes last
+            path, body = body_for(route, role)
+            if "{alarm_id}" in path:
+                path = path.replace("{alarm_id}", str(raise_alarm(client, station, f"matrix-{role}")))
+            r = client.request(route[0], path, json=body, headers={"X-CSRF-Token": csrf})
+            got[(route, role)] = r.status_code
+            if route[1] == "/api/me/password" and r.status_code == 200:
+                csrf = r.json()["csrf"]  # a password change ends the session and starts a new one
+    expected = {(route, role): code for table in (EXPECTED, EXPECTED_READ) for route, codes in table.items() for role, code in codes.items()}
+    wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
+    assert not wrong, f"(route, role): (got, expected): {wrong}"
+    # the writes really happened, by the right users
+    db = open_db(station.cfg.store.db_path, migrate=False)
+    try:
+        actions = db.execute("SELECT user, action FROM audit ORDER BY id").fetchall()
+    finally:
+        db.close()
+    for user in ROLE_USER.values():
+        for action in ("alarm_ack", "pause", "resume", "password_change", "logout"):
+            assert (user, action) in actions, (user, action)
+    assert ("boss", "user_create") in actions and ("op", "user_create") not in actions
+    assert not station.line.paused
+
+
+def test_write_without_csrf_is_refused_and_does_nothing(client: TestClient, station: Station) -> None:
+    csrf = login(client, "op")
+    before = station.counters.snapshot().triggers
+    assert client.post("/api/trigger").status_code == 403
+    assert client.post("/api/trigger", headers={"X-CSRF-Token": "wrong"}).status_code == 403
+    # the token of another session does not work either
+    other = TestClient(client.app)  # no `with`: the app's lifespan belongs to `client`
+    other_csrf = login(other, "qa")
+    assert client.post("/api/trigger", headers={"X-CSRF-Token": other_csrf}).status_code == 403
+    assert client.post("/api/line/pause", json={"reason": "x"}).status_code == 403
+    assert not station.line.paused
+    assert station.counters.snapshot().triggers == before
+    ok = client.post("/api/trigger", headers={"X-CSRF-Token": csrf})
+    assert ok.status_code == 200 and ok.json()["part_id"] >= 1
+    # an unknown path still needs login + CSRF for writes (secure by default)
+    assert client.post("/api/not-a-route").status_code == 403
+    client.cookies.clear()
+    assert client.post("/api/not-a-route", headers={"X-CSRF-Token": csrf}).status_code == 401
+
+
+def test_login_needs_its_double_submit_token(client: TestClient) -> None:
+    creds = {"username": "op", "password": PASSWORDS["op"]}
+    assert client.post("/api/login", json=creds).status_code == 403  # no cookie, no header
+    tok = client.get("/api/login").json()["csrf"]
+    assert client.post("/api/login", json=creds).status_code == 403  # cookie but no header
+    assert client.post("/api/login", json=creds, headers={"X-CSRF-Token": tok + "x"}).status_code == 403
+    client.cookies.clear()
+    assert client.post("/api/login", json=creds, headers={"X-CSRF-Token": tok}).status_code == 403  # header but no cookie
+    tok = client.get("/api/login").json()["csrf"]
+    r = client.post("/api/login", json=creds, headers={"X-CSRF-Token": tok})
+    assert r.status_code == 200 and r.json()["role"] == "operator"
+
+
+def test_form_login_without_javascript(client: TestClient) -> None:
+    page = client.get("/login")
+    assert page.status_code == 200
+    tok = re.search(r'name="csrf_token" id="csrf_token" value="([^"]+)"', page.text).group(1)
+    bad = client.post("/api/login", data={"username": "op", "password": "nope-nope", "csrf_token": tok})
+    assert bad.status_code == 401 and "Wrong username or password" in bad.text
+    r = client.post("/api/login", data={"username": "op", "password": PASSWORDS["op"], "csrf_token": tok, "next": "//evil.example/x"},
+                    follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"  # no open redirect
+    assert client.get("/api/me").json()["username"] == "op"
+
+
+def test_failed_login_rate_limit(client: TestClient) -> None:
+    tok = client.get("/api/login").json()["csrf"]
+    h = {"X-CSRF-Token": tok}
+    for _ in range(5):
+        assert client.post("/api/login", json={"username": "op", "password": "wrong-password"}, headers=h).status_code == 401
+    r = client.post("/api/login", json={"username": "op", "password": "wrong-password"}, headers=h)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    # even the right password is refused while limited
+    assert client.post("/api/login", json={"username": "op", "password": PASSWORDS["op"]}, headers=h).status_code == 429
+    # another user from the same client is not locked out by op's failures
+    assert client.post("/api/login", json={"username": "qa", "password": PASSWORDS["qa"]}, headers=h).status_code == 200
+
+
+def test_login_limiter_window() -> None:
+    lim = LoginLimiter(max_failures=3, window_s=60)
+    for t in (0.0, 1.0, 2.0):
+        assert lim.retry_after("u", "1.2.3.4", now=t) == 0
+        lim.failed("u", "1.2.3.4", now=t)
+    assert lim.retry_after("u", "1.2.3.4", now=3.0) == pytest.approx(57.0)
+    assert lim.retry_after("u", "5.6.7.8", now=3.0) == 0  # another client
+    assert lim.retry_after("u", "1.2.3.4", now=60.5) == 0  # the first failure left the window
+    # one client spraying many usernames is limited too (4 x max_failures)
+    for i in range(12):
+        lim.failed(f"user{i}", "9.9.9.9", now=100.0)
+    assert lim.retry_after("fresh-name", "9.9.9.9", now=101.0) > 0
+
+
+def test_session_expiry(client: TestClient, station: Station) -> None:
+    before = time.time()
+    csrf = login(client, "op")
+    me = client.get("/api/me").json()
+    assert me["expires_at"] == pytest.approx(before + station.cfg.web.session_hours * 3600, abs=5)
+    token = client.cookies.get(auth.SESSION_COOKIE)
+    db = open_db(station.cfg.store.db_path, migrate=False)
+    try:
+        n = db.execute("UPDATE sessions SET expires_at = ? WHERE token_hash = ?", [time.time() - 1, auth.token_hash(token)]).rowcount
+        db.conn.commit()
+    finally:
+        db.close()
+    assert n == 1
+    assert client.get("/api/me").status_code == 401
+    assert client.post("/api/trigger", headers={"X-CSRF-Token": csrf}).status_code == 401
+
+
+def test_disabled_user_loses_its_session(client: TestClient, station: Station) -> None:
+    csrf = login(client, "qa")
+    db = open_db(station.cfg.store.db_path, migrate=False)
+    try:
+        auth.set_disabled(db, "qa")
+    finally:
+        db.close()
+    assert client.post("/api/trigger", headers={"X-CSRF-Token": csrf}).status_code == 401
+    tok = client.get("/api/login").json()["csrf"]
+    assert client.post("/api/login", json={"username": "qa", "password": PASSWORDS["qa"]}, headers={"X-CSRF-Token": tok}).status_code == 401
+
+
+def _set_cookie(resp: Any, name: str) -> str:
+    return next(c for c in resp.headers.get_list("set-cookie") if c.startswith(name + "="))
+
+
+def test_session_cookie_flags_over_http(client: TestClient, station: Station) -> None:
+    tok = client.get("/api/login").json()["csrf"]
+    r = client.post("/api/login", json={"username": "op", "password": PASSWORDS["op"]}, headers={"X-CSRF-Token": tok})
+    c = _set_cookie(r, auth.SESSION_COOKIE).lower()
+    assert "httponly" in c and "samesite=strict" in c and "path=/" in c
+    assert f"max-age={int(station.cfg.web.session_hours * 3600)}" in c
+    assert "secure" not in c  # plain http: a Secure cookie would never come back
+    # the token is stored hashed only
+    token = client.cookies.get(auth.SESSION_COOKIE)
+    db = open_db(station.cfg.store.db_path, migrate=False)
+    try:
+        rows = db.execute("SELECT token_hash FROM sessions").fetchall()
+        pw = db.execute("SELECT password_hash FROM users WHERE username = 'op'").fetchone()[0]
+    finally:
+        db.close()
+    assert (hashlib.sha256(token.encode()).hexdigest(),) in rows and (token,) not in rows
+    assert pw.startswith("$argon2id$") and PASSWORDS["op"] not in pw
+
+
+@pytest.mark.parametrize("mode,base_url,secure", [("auto", "https://testserver", True), ("always", "https://testserver", True),
+                                                  ("never", "https://testserver", False)])
+def test_session_cookie_secure_flag(make_station: Any, mode: str, base_url: str, secure: bool) -> None:
+    st = make_station(web={"cookie_secure": mode})
+    with TestClient(create_app(st), base_url=base_url) as c:
+        first = c.get("/api/login")
+        assert ("; secure" in _set_cookie(first, auth.LOGIN_CSRF_COOKIE).lower()) is secure
+        r = c.post("/api/login", json={"username": "op", "password": PASSWORDS["op"]}, headers={"X-CSRF-Token": first.json()["csrf"]})
+        assert r.status_code == 200
+        assert ("; secure" in _set_cookie(r, auth.SESSION_COOKIE).lower()) is secure
+
+
+def test_cookie_secure_always_refuses_plain_http_login(make_station: Any) -> None:
+    """With cookie_secure: always, a plain-http client never returns the Secure login cookie, so login fails closed."""
+    st = make_station(web={"cookie_secure": "always"})
+    with TestClient(create_app(st)) as c:
+        tok = c.get("/api/login").json()["csrf"]
+        r = c.post("/api/login", json={"username": "op", "password": PASSWORDS["op"]}, headers={"X-CSRF-Token": tok})
+        assert r.status_code == 403
+
+
+def test_anonymous_view_off_needs_login_everywhere(make_station: Any) -> None:
+    st = make_station(web={"anonymous_view": False})
+    with TestClient(create_app(st)) as c:
+        r = c.get("/", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+        for path in ("/api/events", "/api/live/image", "/api/status", "/api/counters", "/api/rejects", "/api/alarms", "/health"):
+            assert c.get(path).status_code == 401, path
+        assert c.get("/metrics").status_code == 200  # metrics_anonymous (default)
+        login(c, "op")
+        assert c.get("/").status_code == 200
+        assert c.get("/api/status").json()["station"] == "line-7"
+        assert c.get("/health").status_code == 200
+
+
+def test_anonymous_view_on_reads_but_cannot_write(client: TestClient) -> None:
+    assert client.get("/").status_code == 200
+    assert client.get("/api/status").status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.post("/api/line/pause", json={"reason": "x"}).status_code == 401
+
+
+def test_metrics_can_require_login(make_station: Any) -> None:
+    st = make_station(web={"metrics_anonymous": False})
+    with TestClient(create_app(st)) as c:
+        assert c.get("/metrics").status_code == 401
+        login(c, "op")
+        assert c.get("/metrics").status_code == 200
+
+
+def test_security_headers_and_no_external_assets(client: TestClient) -> None:
+    r = client.get("/")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/api/status").headers["cache-control"] == "no-store"
+    web = Path(auth.__file__).parent
+    for f in [*web.glob("static/*"), *web.glob("templates/*")]:
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", f.read_text()), f"{f.name} refers to another origin"
+    assert client.get("/docs").status_code == 404  # Swagger UI would load from a CDN
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_no_route_takes_a_filesystem_path(client: TestClient) -> None:
+    allowed = {"alarm_id", "part_id", "limit", "next"}
+    routes = list(api_routes(client.app.routes))
+    assert len(routes) > 20
+    for r in routes:
+        params = {p.name for p in (*r.dependant.query_params, *r.dependant.path_params)}
+        assert params <= allowed, (r.path, params - allowed)
+        for b in r.dependant.body_params:
+            fields = getattr(b.field_info.annotation, "model_fields", {})
+            for name, f in fields.items():
+                assert f.annotation is not Path and "path" not in name.lower(), (r.path, name)
+
+
+def test_model_swap_by_registry_id_only(client: TestClient, station: Station) -> None:
+    csrf = login(client, "boss")
+    h = {"X-CSRF-Token": csrf}
+    assert client.post("/api/model/swap", json={"sha256": "../../etc/passwd"}, headers=h).status_code == 422
+    sha = "cd" * 32
+    db = open_db(station.cfg.store.db_path, migrate=False)
+    try:
+        db.execute("INSERT INTO models (sha256, path, task, created_at) VALUES (?, ?, 'detect', ?)", [sha, "models/x.onnx", time.time()])
+        db.conn.commit()
+    finally:
+        db.close()
+    r = client.post("/api/model/swap", json={"sha256": sha}, headers=h)
+    assert r.status_code == 409 and "onnx" in r.json()["detail"]  # this station runs the reference inspector
+
+
+def test_first_start_creates_admin_once(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "fresh.db")
+    try:
+        said: list[str] = []
+        pw = auth.ensure_admin(db, announce=said.append)
+        assert pw and len(said) == 1 and pw in said[0]
+        assert auth.ensure_admin(db, announce=said.append) is None and len(said) == 1
+        assert auth.verify_user(db, "admin", pw) == auth.User("admin", "admin")
+        assert auth.verify_user(db, "admin", pw + "x") is None
+        auth.set_password(db, "admin", "a-new-admin-password")
+        assert auth.verify_user(db, "admin", pw) is None
+        assert auth.verify_user(db, "admin", "a-new-admin-password") is not None
+        with pytest.raises(auth.AuthError, match="already exists"):
+            auth.create_user(db, "admin", "whatever-123", "qa")
+        with pytest.raises(auth.AuthError, match="too short"):
+            auth.create_user(db, "shorty", "short", "qa")
+        with pytest.raises(auth.AuthError, match="unknown role"):
+            auth.create_user(db, "root", "long-enough-pw", "root")
+        with pytest.raises(auth.AuthError, match="invalid username"):
+            auth.create_user(db, "../x", "long-enough-pw", "qa")
+    finally:
+        db.close()
+
+
+def test_password_change_needs_old_password_and_ends_other_sessions(client: TestClient, station: Station) -> None:
+    csrf = login(client, "op")
+    other = TestClient(client.app)  # no `with`: the app's lifespan belongs to `client`
+    other_csrf = login(other, "op")
+    r = client.post("/api/me/password", json={"old_password": "not-it-at-all", "new_password": "op-new-password"},
+                    headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 403
+    r = client.post("/api/me/password", json={"old_password": PASSWORDS["op"], "new_password": "op-new-password"},
+                    headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200
+    assert client.get("/api/me").status_code == 200  # this client got a new session
+    assert other.post("/api/trigger", headers={"X-CSRF-Token": other_csrf}).status_code == 401
