@@ -31,13 +31,13 @@ class AlarmBoard:
                 self._state[component] = ev
                 return
             self._state[component] = ev
-        (log.warning if state != "ok" else log.info)("%s: %s %s", component, state, message)
+        (log.warning if state in ("warning", "alarm") else log.info)("%s: %s %s", component, state, message)
         self._publish(ev)
 
     def active(self) -> list[StatusEvent]:
         """Components not ok, most recent first."""
         with self._lock:
-            return sorted((e for e in self._state.values() if e.state != "ok"), key=lambda e: -e.t_wall)
+            return sorted((e for e in self._state.values() if e.state in ("warning", "alarm")), key=lambda e: -e.t_wall)
 
     def all(self) -> list[StatusEvent]:
         """Every component's last state."""

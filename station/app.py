@@ -179,7 +179,15 @@ class Station:
 
     # -- services -----------------------------------------------------------
     def trigger(self, source: str = "software", encoder_count: int | None = None) -> Trigger | None:
-        """Trigger one part now (software trigger, API, PLC bit)."""
+        """Trigger one part now (software trigger, API, PLC bit).
+
+        Returns None when the line is paused, or when the parts are created by a
+        camera's own frames (``trigger.type: camera``): an extra software trigger
+        would steal a frame from the next real part.
+        """
+        if self.cfg.trigger.type == "camera":
+            log.warning("software trigger from %s refused: parts are triggered by camera frames", source)
+            return None
         return self.line.trigger(source, encoder_count)
 
     def trigger_source_done(self) -> bool:
@@ -189,7 +197,8 @@ class Station:
     def pause(self, paused: bool) -> None:
         """Stop or resume accepting triggers (parts in flight finish)."""
         self.line.paused = paused
-        self.alarms.report("line", "warning" if paused else "ok", "paused" if paused else "running")
+        # "info": shown on screens and published, but not an alarm someone must acknowledge
+        self.alarms.report("line", "info" if paused else "ok", "paused" if paused else "running")
 
     def swap_model(self, path: Path, on_done: Any = None) -> None:
         """Load another ONNX model in the background and swap it in between two parts."""
@@ -199,12 +208,18 @@ class Station:
         self.inspector.load_async(lambda: INSPECTORS.create(new_cfg), on_done)
 
     def reconcile(self) -> list[str]:
-        """Broken counter invariants right now (empty when they add up)."""
+        """Broken counter invariants right now (empty when they add up).
+
+        Exact when the line is stopped or idle; while parts flow, the snapshot
+        and the in-flight counts are read a few microseconds apart, so a
+        transient mismatch can appear (the web app re-checks before alarming).
+        """
         return reconcile(
             self.counters.snapshot(),
             pending_verdicts=self.scheduler.in_flight,
             pending_records=self.recorder.pending,
             pending_rejects=self.scheduler.pending_rejects,
+            pending_frames=self.line.acquiring,
         )
 
     def health(self) -> dict[str, Any]:

@@ -56,14 +56,21 @@ class Counters:
             return CounterValues(**asdict(self._v))
 
 
-def reconcile(v: CounterValues, pending_verdicts: int = 0, pending_records: int = 0, pending_rejects: int = 0) -> list[str]:
+def reconcile(
+    v: CounterValues,
+    pending_verdicts: int = 0,
+    pending_records: int = 0,
+    pending_rejects: int = 0,
+    pending_frames: int = 0,
+) -> list[str]:
     """Return the broken invariants (empty when everything adds up).
 
-    ``pending_*`` are the parts still in flight when the snapshot was taken.
+    ``pending_*`` are the parts still in flight when the snapshot was taken
+    (being grabbed, waiting for a verdict, a record or a pulse).
     """
     problems = []
-    if v.triggers != v.frames + v.dropped:
-        problems.append(f"triggers {v.triggers} != frames {v.frames} + dropped {v.dropped}")
+    if v.triggers != v.frames + v.dropped + pending_frames:
+        problems.append(f"triggers {v.triggers} != frames {v.frames} + dropped {v.dropped} + being acquired {pending_frames}")
     if v.verdicts + pending_verdicts != v.triggers:
         problems.append(f"verdicts {v.verdicts} + in flight {pending_verdicts} != triggers {v.triggers}")
     if v.PASS + v.FAIL + v.UNCERTAIN + v.FAILSAFE != v.verdicts:

@@ -146,6 +146,12 @@ class Line:
             t.join(timeout=5)
         self._threads.clear()
 
+    @property
+    def acquiring(self) -> int:
+        """Parts triggered whose frames are not all acquired yet."""
+        with self._asm_lock:
+            return len(self._assembly)
+
     def trigger(self, source: str = "software", encoder_count: int | None = None) -> Trigger | None:
         """A part is at the camera: register it and ask every camera for its frame.
 

@@ -156,7 +156,7 @@ class StatusEvent:
     """A component changed state (camera lost, PLC back, writer stalled...)."""
 
     component: str
-    state: str  # "ok" | "warning" | "alarm"
+    state: str  # "ok" | "info" | "warning" | "alarm" (only warning and alarm need acknowledging)
     message: str
     t_wall: float = 0.0
 

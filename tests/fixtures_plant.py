@@ -4,6 +4,8 @@ a mosquitto broker, free loopback ports. Everything listens on 127.0.0.1 only.""
 from __future__ import annotations
 
 import asyncio
+import getpass
+import math
 import shutil
 import socket
 import subprocess
@@ -62,6 +64,7 @@ class PlcSim:
     def __init__(self, port: int | None = None):
         self.port = port or free_port()
         self.writes: list[Write] = []
+        self.on_write: list[Callable[[Write], None]] = []  # called in the PLC's event loop, like PLC logic
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -124,9 +127,24 @@ class PlcSim:
         vals = [bool(v) for v in values] if table in ("coil", "discrete") else [int(v) & 0xFFFF for v in values]
         self._run(self._server.async_setValues(0, FC_SET[table], address, vals))  # type: ignore[union-attr]
 
-    def set_u32(self, table: str, address: int, value: int) -> None:
+    def set_u32(self, table: str, address: int, value: int) -> int:
+        """Write a 32-bit value (high word first); returns when it was set, stamped in the server's own thread."""
         value &= 0xFFFFFFFF
-        self.set(table, address, [value >> 16, value & 0xFFFF])
+        vals = [value >> 16, value & 0xFFFF]
+        server = self._server
+
+        async def set_and_stamp() -> int:
+            await server.async_setValues(0, FC_SET[table], address, vals)  # type: ignore[union-attr]
+            return time.monotonic_ns()
+
+        return int(self._run(set_and_stamp()))
+
+    def set_later(self, delay_s: float, table: str, address: int, values: list[Any]) -> None:
+        """From PLC logic (an ``on_write`` callback): change the PLC memory ``delay_s`` from now."""
+        vals = [bool(v) for v in values] if table in ("coil", "discrete") else [int(v) & 0xFFFF for v in values]
+        assert self._loop is not None and self._server is not None
+        server = self._server
+        self._loop.call_later(delay_s, lambda: self._loop.create_task(server.async_setValues(0, FC_SET[table], address, vals)))  # type: ignore[union-attr]
 
     def coil_writes(self, address: int) -> list[Write]:
         """FC5 writes to one coil, in arrival order."""
@@ -135,7 +153,7 @@ class PlcSim:
 
     def _run(self, coro: Any) -> Any:
         assert self._loop is not None and self.running, "PLC simulator is not running"
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(5)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(2)
 
     # -- datastore ----------------------------------------------------------
     def _device(self) -> SimDevice:
@@ -156,6 +174,8 @@ class PlcSim:
             w = Write(time.monotonic_ns(), fc, address, tuple(int(v) for v in values))
             with self._lock:
                 self.writes.append(w)
+            for fn in self.on_write:
+                fn(w)
         return None
 
 
@@ -170,14 +190,20 @@ def plc() -> Any:
 class Mosquitto:
     """A real mosquitto broker on a free loopback port, started with a generated config."""
 
-    def __init__(self, tmp: Path, port: int | None = None):
+    def __init__(self, tmp: Path, port: int | None = None, persistence: bool = False):
         exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
         if exe is None:
-            pytest.skip("mosquitto is not installed (scripts/setup.sh test installs it)")
+            pytest.fail("mosquitto is not installed: run scripts/setup.sh test (or apt-get install mosquitto)")
         self.exe = exe
         self.port = port or free_port()
         self.conf = tmp / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # as root, mosquitto would switch to user "mosquitto", which cannot write tmp_path
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", f"user {getpass.getuser()}"]
+        if persistence:  # keeps sessions and queued QoS 1 messages across a restart
+            lines += ["persistence true", f"persistence_location {tmp}/", "autosave_interval 1"]
+        else:
+            lines += ["persistence false"]
+        self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Mosquitto":
@@ -285,3 +311,214 @@ class Results:
 def wait_parts(station: Any, n: int, timeout: float = 30.0) -> None:
     """Wait until ``n`` verdicts exist (and a bounded trigger source is done)."""
     wait_for(lambda: station.counters.snapshot().verdicts >= n and station.trigger_source_done(), timeout, f"{n} verdicts")
+
+
+class MqttCollector:
+    """A real paho-mqtt subscriber (QoS 1) collecting every message of ``topic`` with its arrival order.
+
+    With ``persistent=True`` it keeps a broker session (clean_session False): messages published
+    while it is disconnected are queued for it by the broker (with broker persistence, across a
+    broker restart too).
+    """
+
+    def __init__(self, port: int, topic: str, client_id: str = "test-collector", persistent: bool = False):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[str, bytes, bool]] = []  # (topic, payload, retain)
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        self.topic = topic
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent)
+        self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)  # type: ignore[arg-type]
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        if not self.connected.wait(5):
+            raise RuntimeError("test subscriber could not connect")
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        client.subscribe(self.topic, qos=1)
+        self.connected.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def of(self, suffix: str) -> list[tuple[bytes, bool]]:
+        """Payloads (and retain flags) of the topics ending with ``suffix``."""
+        with self._lock:
+            return [(p, r) for t, p, r in self.messages if t.endswith(suffix)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class RemoteOpcUaServer:
+    """An asyncua server playing a PLC's OPC UA interface: writable Boolean ``ns=2;s=<name>`` nodes.
+
+    Every write a client makes is recorded with its arrival time (``writes``).
+    """
+
+    def __init__(self, names: tuple[str, ...] = ("Reject",), port: int | None = None):
+        self.port = port or free_port()
+        self.names = names
+        self.writes: list[tuple[int, str, Any]] = []  # (t_ns, node id string, value)
+        self.endpoint = f"opc.tcp://127.0.0.1:{self.port}"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> "RemoteOpcUaServer":
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="remote-opcua", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(15):
+            raise RuntimeError("remote OPC UA server did not start")
+        return self
+
+    async def _main(self) -> None:
+        from asyncua import Server, ua
+        from asyncua.common.callback import CallbackType
+
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        server = Server()
+        await server.init()
+        server.set_endpoint(self.endpoint + "/")
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        idx = await server.register_namespace("urn:test-plc")
+        plc = await server.nodes.objects.add_object(ua.NodeId("PLC", idx), ua.QualifiedName("PLC", idx))
+        for name in self.names:
+            var = await plc.add_variable(ua.NodeId(name, idx), ua.QualifiedName(name, idx), ua.Variant(False, ua.VariantType.Boolean))
+            await var.set_writable()
+
+        async def on_write(event: Any, dispatcher: Any) -> None:
+            t = time.monotonic_ns()
+            for wv in event.request_params.NodesToWrite:
+                self.writes.append((t, wv.NodeId.to_string(), wv.Value.Value.Value))
+
+        server.subscribe_server_callback(CallbackType.PostWrite, on_write)
+        async with server:
+            self._ready.set()
+            await self._stopping.wait()
+
+    def values(self, node: str) -> list[Any]:
+        return [v for _, n, v in self.writes if n == node]
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+BELT_START = 2**32 - 9000  # the count wraps around 2**32 a fraction of a second into a run
+
+
+class _BeltTimeline:
+    """count(t) = start + v0 (t + a T/2π (1 - cos 2πt/T)): speed v0 (1 + a sin 2πt/T), always > 0 for a < 1."""
+
+    v0: float
+    a: float
+    period: float
+    t0: float
+    start: int
+    writes: list[tuple[int, int]]  # (t_ns the PLC register holds it, count)
+
+    def count(self, t: float) -> int:
+        w = 2 * math.pi / self.period
+        return self.start + int(self.v0 * (t + self.a / w * (1 - math.cos(w * t))))
+
+    def crossing_ns(self, target: int) -> int:
+        """When the physical belt reached ``target``."""
+        lo, hi = 0.0, 60.0
+        for _ in range(60):  # count(t) is monotonic: bisect
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.count(mid) < target else (lo, mid)
+        return int((self.t0 + hi) * 1e9)
+
+    def register_at(self, t_ns: int) -> int:
+        """The count the PLC register held at ``t_ns`` (what any reader could see then)."""
+        return max((c for t, c in self.writes if t <= t_ns), default=self.start)
+
+    def register_crossing_ns(self, target: int) -> int:
+        """When the register first held a count >= ``target``."""
+        return next(t for t, c in self.writes if c >= target)
+
+
+class Belt(_BeltTimeline):
+    """The PLC's encoder on a belt of varying speed, written to ENCODER_COUNT (input registers 0-1) every ~0.5 ms,
+    by a thread of this process (fine for behaviour; for timing use :class:`BeltProcess`)."""
+
+    def __init__(self, plc: PlcSim, v0: float = 20000.0, a: float = 0.6, period_s: float = 0.7, start: int = BELT_START):
+        self.plc, self.v0, self.a, self.period, self.start = plc, v0, a, period_s, start
+        self._stop = threading.Event()
+        self.t0 = time.monotonic_ns() / 1e9
+        self.writes = [(self.plc.set_u32("input", 0, start), start)]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.plc.running:
+                c = self.count(time.monotonic_ns() / 1e9 - self.t0)
+                try:
+                    t_set = self.plc.set_u32("input", 0, c)
+                except (AssertionError, RuntimeError, TimeoutError):
+                    pass  # the PLC is being stopped or restarted
+                else:
+                    self.writes.append((t_set, c))
+            time.sleep(0.0005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+_BELT_PROCESS = """
+import sys
+sys.path.insert(0, {repo!r})
+from tests.fixtures_plant import Belt, PlcSim
+plc = PlcSim().start()
+belt = Belt(plc, v0={v0!r}, a={a!r}, period_s={period!r}, start={start!r})
+print(plc.port, repr(belt.t0), flush=True)
+sys.stdin.readline()
+belt.stop()
+print("\\n".join(f"{{t}} {{c}}" for t, c in belt.writes), flush=True)
+plc.stop()
+"""
+
+
+class BeltProcess(_BeltTimeline):
+    """A PLC (pymodbus server) with its belt encoder in its own process, like PLC hardware:
+    its own GIL, and SCHED_FIFO when permitted, so the count register follows the belt within ~1 ms
+    whatever the station's process is doing. ``writes`` (stamped in the PLC's server thread; the
+    clock is the system-wide monotonic clock) is available after ``stop()``."""
+
+    def __init__(self, v0: float = 20000.0, a: float = 0.6, period_s: float = 0.7, start: int = BELT_START):
+        import os
+        import sys
+
+        self.v0, self.a, self.period, self.start = v0, a, period_s, start
+        self.writes = []
+        repo = str(Path(__file__).resolve().parents[1])
+        code = _BELT_PROCESS.format(repo=repo, v0=v0, a=a, period=period_s, start=start)
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        port, t0 = self.proc.stdout.readline().split()
+        self.port, self.t0 = int(port), float(t0)
+        try:
+            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+                os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(20))
+        except (PermissionError, OSError):
+            pass
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        out, _ = self.proc.communicate("stop\n", timeout=10)
+        self.writes = [(int(a), int(b)) for a, b in (line.split() for line in out.splitlines() if line.strip())]

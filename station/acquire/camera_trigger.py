@@ -85,11 +85,13 @@ class CameraTrigger:
                 frame = self.camera.wait_frame(poll_s)
             except CameraError as exc:  # a broken frame: a part was there, it is FAILSAFE
                 self.failed += 1
-                self.on_frame(cam_id, None, str(exc))
+                trig = self.on_frame(cam_id, None, str(exc))
             else:
                 if frame is None:
                     continue
-                self.on_frame(cam_id, frame, "")
+                trig = self.on_frame(cam_id, frame, "")
+            if trig is None:
+                continue  # line paused: the frame was discarded, no part
             self.count += 1
             if self.max_parts is not None and self.count >= self.max_parts:
                 break

@@ -78,7 +78,8 @@ class _Reader:
         with self.cond:
             self.cond.notify_all()
         if self.thread.is_alive() and self.thread is not threading.current_thread():
-            self.thread.join(timeout=5)
+            # a read blocks at most the stream timeout; the capture must not be released under it
+            self.thread.join(timeout=self.silent_s + 2.0)
 
     def _fail(self, reason: str) -> None:
         with self.cond:

@@ -8,8 +8,9 @@ counter, and fires through the scheduler's own pulse machinery, so pulse
 width, overlapping pulses, timing statistics and counters stay in one place.
 
 To land between two polls, the tracker predicts the crossing from the belt
-speed of the last poll interval and hands the scheduler an exact time when
-it falls before the next poll; the scheduler's heap then times the edge.
+speed over the last 20 ms and hands the scheduler an exact time when it
+falls before the next poll; the scheduler's heap then times the edge. Only
+readings whose request was quick enough to be well timed are used.
 
 Decision deadlines stay time-based (``travel_ms`` = the shortest travel
 time, at top belt speed). A part that reaches the ejector before it has a
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -99,7 +101,8 @@ class ModbusCountSource:
 @dataclass(slots=True)
 class _Slot:
     part_id: int
-    target: int
+    t_trigger_ns: int
+    target: int | None = None  # None until a reading after the trigger lets us interpolate its count
     reject: bool | None = None  # None = no verdict yet
 
 
@@ -109,25 +112,41 @@ FireFn = Callable[[int, int, bool], None]  # (part_id, t_ns, decided)
 class EncoderTracker:
     """The shift register between camera and ejector, clocked by the encoder."""
 
-    def __init__(self, cfg: EncoderConfig, travel_counts: int, fire: FireFn, source: CountSource, report: ReportFn | None = None):
+    def __init__(
+        self,
+        cfg: EncoderConfig,
+        travel_counts: int,
+        fire: FireFn,
+        source: CountSource,
+        report: ReportFn | None = None,
+        realtime_priority: int = 0,
+    ):
         self.cfg = cfg
+        self.realtime_priority = realtime_priority
         self.travel_counts = travel_counts
         self._fire = fire
         self._source = source
         self._report = report
         self._unwrap = CounterUnwrapper(cfg.bits)
-        self._samples: deque[tuple[int, int]] = deque(maxlen=256)  # (t_ns, unwrapped count)
+        self._samples: deque[tuple[int, int]] = deque(maxlen=256)  # (t_ns, unwrapped count) of well-timed readings
+        self._latest: int | None = None
         self._fifo: deque[_Slot] = deque()
         self._slots: dict[int, _Slot] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._poll_ns = int(cfg.poll_ms * 1e6)
+        # a reading whose request took longer than this has an uncertain time: no prediction from it
+        self._sharp_ns = max(500_000, self._poll_ns // 4)
+        # belt speed for predictions is measured over at least this long: robust to a count register
+        # that the PLC updates in steps once per scan, and to a stalled poll
+        self._speed_window_ns = max(20_000_000, 10 * self._poll_ns)
         self._last_ok_ns = 0
         self._stale = False
         self.reads = 0
         self.read_errors = 0
         self.early_arrivals = 0
+        self.fired_log: deque[tuple[int, int, int]] = deque(maxlen=10000)  # (part_id, target count, fire time ns)
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
@@ -146,19 +165,22 @@ class EncoderTracker:
         self._source.close()
 
     # -- the shift register -------------------------------------------------
-    def add(self, trigger: Trigger) -> int | None:
-        """A part at the camera: its target count, or None when no count is known (encoder never read)."""
+    def add(self, trigger: Trigger) -> bool:
+        """A part at the camera: into the shift register. False when the encoder was never read (not tracked).
+
+        The count at trigger is the one latched with the trigger (``Trigger.encoder_count``) or, when
+        there is none, interpolated between the readings just before and just after the trigger
+        time (resolved at the next poll, never extrapolated).
+        """
         with self._lock:
-            if trigger.encoder_count is not None and self._unwrap.last_raw is not None:
-                at = self._unwrap.unwrap(trigger.encoder_count)
-            else:
-                at = self._count_at(trigger.t_trigger_ns)
-            if at is None:
-                return None
-            slot = _Slot(trigger.part_id, at + self.travel_counts)
+            if self._unwrap.last_raw is None:
+                return False
+            slot = _Slot(trigger.part_id, trigger.t_trigger_ns)
+            if trigger.encoder_count is not None:
+                slot.target = self._unwrap.unwrap(trigger.encoder_count) + self.travel_counts
             self._fifo.append(slot)
             self._slots[slot.part_id] = slot
-            return slot.target
+            return True
 
     def decide(self, part_id: int, reject: bool) -> bool:
         """Record the verdict of a tracked part; False when the part is not (or no longer) in the register."""
@@ -185,24 +207,24 @@ class EncoderTracker:
     def count(self) -> int | None:
         """Latest unwrapped count."""
         with self._lock:
-            return self._samples[-1][1] if self._samples else None
+            return self._latest
 
     # -- internals ----------------------------------------------------------
     def _count_at(self, t_ns: int) -> int | None:
-        """Count at ``t_ns`` interpolated between polls (extrapolated past the last one). Lock held."""
+        """Count at ``t_ns`` interpolated between the readings around it; None while none is later. Lock held."""
         s = self._samples
-        if not s:
+        if not s or s[-1][0] < t_ns:
             return None
-        if len(s) == 1 or t_ns <= s[0][0]:
-            return s[0][1] if t_ns <= s[0][0] else s[-1][1]
-        times = [x[0] for x in s]
-        i = bisect.bisect_left(times, t_ns)
-        (t0, c0), (t1, c1) = (s[-2], s[-1]) if i >= len(s) else (s[i - 1], s[i])
+        if t_ns <= s[0][0]:
+            return s[0][1]  # older than the history (a part stuck behind a long outage)
+        i = bisect.bisect_left([x[0] for x in s], t_ns)
+        (t0, c0), (t1, c1) = s[i - 1], s[i]
         if t1 == t0:
             return c1
         return int(round(c0 + (c1 - c0) * (t_ns - t0) / (t1 - t0)))
 
     def _run(self) -> None:
+        _raise_priority(self.realtime_priority)
         next_t = time.monotonic_ns()
         while not self._stop.is_set():
             next_t += self._poll_ns
@@ -225,6 +247,7 @@ class EncoderTracker:
             return
         t_b = time.monotonic_ns()
         t = (t_a + t_b) // 2  # the register was read somewhere in between
+        sharp = t_b - t_a <= self._sharp_ns
         self.reads += 1
         self._last_ok_ns = t_b
         if self._stale:
@@ -233,11 +256,23 @@ class EncoderTracker:
         fires: list[tuple[int, int, bool]] = []
         with self._lock:
             count = self._unwrap.update(raw)
+            self._latest = count
             prev = self._samples[-1] if self._samples else None
-            self._samples.append((t, count))
-            while self._fifo:
+            speed = self._speed(t, count) if sharp else None
+            if sharp or not self._samples or t - self._samples[-1][0] > 5 * self._poll_ns:
+                # well-timed readings make the timeline used for trigger counts and speed (a slow one
+                # only when nothing better came for a while: a degraded timeline beats none)
+                self._samples.append((t, count))
+            for slot in self._fifo:
+                if slot.target is None:
+                    at = self._count_at(slot.t_trigger_ns)
+                    if at is None:
+                        break  # later parts were triggered later still
+                    slot.target = at + self.travel_counts
+            while self._fifo and self._fifo[0].target is not None:
                 slot = self._fifo[0]
-                t_fire = self._due(slot.target, prev, t, count)
+                assert slot.target is not None
+                t_fire = self._due(slot.target, prev, t, count, speed)
                 if t_fire is None:
                     break
                 self._fifo.popleft()
@@ -247,22 +282,33 @@ class EncoderTracker:
                     fires.append((slot.part_id, t_fire, False))
                 elif slot.reject:
                     fires.append((slot.part_id, t_fire, True))
+                if slot.reject is not False:
+                    self.fired_log.append((slot.part_id, slot.target, t_fire))
         for part_id, t_fire, decided in fires:
             if not decided:
                 log.warning("part %d reached the ejector before its verdict: rejected (belt faster than travel_ms allows)", part_id)
             self._fire(part_id, t_fire, decided)
 
-    def _due(self, target: int, prev: tuple[int, int] | None, t: int, count: int) -> int | None:
-        """When the count reaches ``target``: the crossing time if it is past or before the next poll, else None."""
-        if prev is None:
-            return t if count >= target else None
-        t0, c0 = prev
+    def _speed(self, t: int, count: int) -> float | None:
+        """Counts per ns over the last speed window (None when the history is too short or the belt stands). Lock held."""
+        old = None
+        for ts, c in reversed(self._samples):
+            if t - ts >= self._speed_window_ns:
+                old = (ts, c)
+                break
+        if old is None or count <= old[1]:
+            return None
+        return (count - old[1]) / (t - old[0])
+
+    def _due(self, target: int, prev: tuple[int, int] | None, t: int, count: int, speed: float | None) -> int | None:
+        """When the count reaches ``target``: the crossing time if it is past, or predicted before the next poll, else None."""
         if count >= target:
-            if count == c0 or c0 >= target:
+            if prev is None or count == prev[1] or prev[1] >= target:
                 return t
-            return t0 + int((target - c0) * (t - t0) / (count - c0))  # crossed between the polls
-        if count > c0 and t > t0:
-            t_pred = t + int((target - count) * (t - t0) / (count - c0))  # at the speed of the last interval
+            t0, c0 = prev
+            return t0 + int((target - c0) * (t - t0) / (count - c0))  # crossed between the polls (for statistics)
+        if speed is not None:
+            t_pred = t + int((target - count) / speed)
             if t_pred <= t + self._poll_ns:
                 return t_pred  # before the next poll: let the scheduler time it exactly
         return None
@@ -272,6 +318,16 @@ class EncoderTracker:
             self._report("encoder", state, message)
         elif state != "ok":
             log.warning("encoder: %s", message)
+
+
+def _raise_priority(priority: int) -> None:
+    """SCHED_FIFO for the calling thread: the count poll is part of the reject timing (needs CAP_SYS_NICE)."""
+    if priority <= 0 or not hasattr(os, "sched_setscheduler"):
+        return
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError) as exc:
+        log.info("encoder tracker at normal priority (SCHED_FIFO refused: %s)", exc)
 
 
 class EncoderRejectScheduler(RejectScheduler):
@@ -288,7 +344,12 @@ class EncoderRejectScheduler(RejectScheduler):
         super().__init__(cfg, *args, **kwargs)  # type: ignore[arg-type]
         assert cfg.encoder is not None and cfg.travel_counts is not None, "RejectConfig validation guarantees these in encoder mode"
         self.tracker = EncoderTracker(
-            cfg.encoder, cfg.travel_counts, self._fire_by_count, source or ModbusCountSource(cfg.encoder, report), report
+            cfg.encoder,
+            cfg.travel_counts,
+            self._fire_by_count,
+            source or ModbusCountSource(cfg.encoder, report),
+            report,
+            realtime_priority=cfg.realtime_priority,
         )
         self._fired_early: set[int] = set()
         self.time_fallbacks = 0
@@ -309,7 +370,7 @@ class EncoderRejectScheduler(RejectScheduler):
     def register(self, trigger: Trigger) -> None:
         """Start the part's deadline clock and put it in the shift register."""
         super().register(trigger)
-        if self.tracker.add(trigger) is None:
+        if not self.tracker.add(trigger):
             log.warning("part %d: no encoder count yet; its reject (if any) falls back to travel_ms", trigger.part_id)
 
     def command_for(self, trigger: Trigger) -> RejectCommand:

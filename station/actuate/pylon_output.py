@@ -198,11 +198,16 @@ class PylonOutput:
         self.last_error = ""
 
     def get(self, line: str) -> bool:
-        """Read the line's UserOutputValue back from the camera."""
-        spec = self.cfg.lines[line]
-        with self._device(1.0) as cam, self._lock:
-            cam.UserOutputSelector.SetValue(spec.user_output)
-            return bool(cam.UserOutputValue.GetValue())
+        """Read the line's UserOutputValue back from the camera; OutputError when the camera is away."""
+        spec = self.cfg.lines.get(line)
+        if spec is None:
+            raise OutputError(f"pylon output has no line {line!r} (known: {', '.join(self.cfg.lines)})")
+        try:
+            with self._device(1.0) as cam, self._lock:
+                cam.UserOutputSelector.SetValue(spec.user_output)
+                return bool(cam.UserOutputValue.GetValue())
+        except (CameraError, genicam.GenericException) as exc:
+            raise OutputError(f"pylon output {line}: cannot read {spec.user_output}: {str(exc).split(' : ')[0]}") from None
 
     def edges(self, line: str | None = None) -> list[OutputEdge]:
         """Every confirmed edge so far (optionally of one line)."""

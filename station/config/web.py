@@ -20,7 +20,16 @@ class WebConfig(StrictModel):
     live_width: int = Field(1000, ge=160, le=4096, description="The live image is downscaled to at most this width in pixels (never upscaled).")
     live_jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of the live image (higher = sharper and larger).")
     sse_queue: int = Field(
-        64, ge=4, le=10000, description="Events buffered per live client; a client that falls further behind misses events (counted in /metrics)."
+        32,
+        ge=4,
+        le=10000,
+        description=(
+            "Events buffered per live client; a client that falls further behind misses events (counted in /metrics). "
+            "Each buffered result holds its frames in memory, so keep this small."
+        ),
+    )
+    max_live_clients: int = Field(
+        16, ge=1, le=1000, description="Most live screens (event streams) at once; one more gets HTTP 503 and retries."
     )
     anonymous_view: bool = Field(
         True,

@@ -82,7 +82,7 @@ _FEATURE_CONTRAST = 30.0  # grey levels from the surface level that make a templ
 _BLOCK_PX = 16  # brightness-fit block size at working scale
 _ALIGN_MIN_PX = 160  # the alignment level is at least this wide
 _LP_CLIP = 2.0  # the low-pass of the residual sees each pixel clipped at this x min_abs_diff
-_ECC_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 1e-4)
+_ECC_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 6, 1e-4)  # 6 steps: as accurate as 10 here, half the time
 
 
 def _gray(image: np.ndarray) -> np.ndarray:

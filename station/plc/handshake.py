@@ -179,7 +179,7 @@ class PlcHandshake:
             self._written["recipe"] = self.active_recipe
 
         ack = self.link.read_bits("discrete", db + R.RESULT_ACK.address, 1)[0]
-        self._results(ack, now)
+        self._results(ack)
         if self.cfg.follow_recipe and self._on_recipe is not None:
             requested = self.link.read_registers("input", ib + R.RECIPE_REQUEST.address, 1)[0]
             if requested != self._recipe_seen:
@@ -188,7 +188,7 @@ class PlcHandshake:
                     log.info("PLC requests recipe %d", requested)
                     self._on_recipe(requested)
 
-    def _results(self, ack: bool, now: float) -> None:
+    def _results(self, ack: bool) -> None:
         cb, hb = self.cfg.coil_base, self.cfg.holding_base
         t_ns = time.monotonic_ns()
         if self._state == _WAIT_ACK:

@@ -3,7 +3,8 @@
 Topics (``<p>`` = ``publish.mqtt.topic_prefix``, ``<n>`` = station name):
 
 * ``<p>/<n>/result`` — one message per part, in decision order (not retained).
-* ``<p>/<n>/status`` — on every status change: the event plus the station's
+* ``<p>/<n>/status`` — on every status change (``event``: component, state,
+  message) and after every (re)connect (``event`` null), with the station's
   state and active alarms (retained: a new subscriber sees the latest).
 * ``<p>/<n>/online`` — ``online`` when connected, ``offline`` as the last
   will (broker-published if the station vanishes) and on a clean stop (retained).
@@ -76,6 +77,7 @@ class MqttPublisher:
         self._conn_failed: str | None = None
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
         self._dropped_reason: str | None = None
+        self._snapshot_due = False
         self._acked: list[int] = []
         self._last_sent = 0
         self._stop = threading.Event()
@@ -110,7 +112,7 @@ class MqttPublisher:
     @property
     def outbox_pending(self) -> int:
         """Messages not yet acknowledged by the broker."""
-        return len(self._outbox) if self._outbox is not None and self._thread is not None and self._thread.is_alive() else 0
+        return len(self._outbox) if self._outbox is not None else 0
 
     @property
     def connected(self) -> bool:
@@ -124,7 +126,7 @@ class MqttPublisher:
             "message": f"{self.cfg.host}:{self.cfg.port} {'connected' if self._connected else 'not connected: storing'}",
             "published": self.published,
             "acked": self.acked,
-            "outbox_dropped": self._outbox.dropped if self._outbox else 0,
+            "outbox_dropped": self._outbox.dropped if self._outbox is not None else 0,
         }
 
     # -- the thread ---------------------------------------------------------
@@ -135,6 +137,9 @@ class MqttPublisher:
                 self._store(self._drain(0.0 if self._connected else 0.05))
                 if not self._connected and self._backoff.due():
                     self._connect()
+                if self._snapshot_due:
+                    self._snapshot_due = False
+                    self._store([None])  # the current state, retained, after every (re)connect
                 if self._connected:
                     self._send_window()
                     self._network(0.01)
@@ -165,7 +170,7 @@ class MqttPublisher:
             try:
                 if isinstance(ev, PartResult):
                     rows.append((self.topics["result"], self._result_payload(ev), self.cfg.qos, False, now))
-                elif isinstance(ev, StatusEvent):
+                elif isinstance(ev, StatusEvent) or ev is None:
                     rows.append((self.topics["status"], self._status_payload(ev), self.cfg.qos, True, now))
             except (TypeError, ValueError) as exc:
                 self.encode_errors += 1
@@ -185,8 +190,8 @@ class MqttPublisher:
         d["reject_fire_at_ns"] = r.reject_fire_at_ns
         return json.dumps(d, default=str, separators=(",", ":")).encode()
 
-    def _status_payload(self, ev: StatusEvent) -> bytes:
-        d = {"station": self.station_name, "event": event_to_dict(ev), **self._status_fn()}
+    def _status_payload(self, ev: StatusEvent | None) -> bytes:
+        d = {"station": self.station_name, "event": None if ev is None else event_to_dict(ev), **self._status_fn()}
         return json.dumps(d, default=str, separators=(",", ":")).encode()
 
     # -- broker -------------------------------------------------------------
@@ -225,6 +230,7 @@ class MqttPublisher:
         self._inflight.clear()
         self._dropped_reason = None
         self._last_sent = 0  # everything still in the outbox goes again, oldest first
+        self._snapshot_due = True
         client.publish(self.topics["online"], "online", qos=1, retain=True)
         self._emit("ok", f"connected to {self.cfg.host}:{self.cfg.port}")
 
@@ -271,7 +277,7 @@ class MqttPublisher:
         self._connected = False
         self._inflight.clear()
         wait = self._backoff.failed()
-        pending = len(self._outbox) if self._outbox else 0
+        pending = len(self._outbox) if self._outbox is not None else 0
         self._emit("warning", f"{why}; storing ({pending} waiting), retrying in {wait:.1f} s")
 
     def _drop_client(self) -> None:

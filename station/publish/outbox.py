@@ -35,7 +35,7 @@ class Message(NamedTuple):
 
 
 class Outbox:
-    """Used from one thread only (the publisher's)."""
+    """Used from one thread (the publisher's); ``len()`` may be read from any thread."""
 
     def __init__(self, path: Path, max_rows: int):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +47,7 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         except sqlite3.DatabaseError as exc:
             raise RuntimeError(
                 f"MQTT outbox {path} is not usable ({exc}); move it aside (its unsent messages are in it) or set publish.mqtt.outbox_path"
@@ -59,10 +60,13 @@ class Outbox:
             return 0
         with self._tx():
             self._db.executemany("INSERT INTO outbox (topic, payload, qos, retain, t_wall) VALUES (?, ?, ?, ?, ?)", rows)
-            excess = len(self) - self.max_rows
+            count = self._count + len(rows)
+            excess = count - self.max_rows
             if excess > 0:
                 self._db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (excess,))
                 self.dropped += excess
+                count -= excess
+        self._count = count
         return len(rows)
 
     def after(self, seq: int, limit: int) -> list[Message]:
@@ -77,10 +81,12 @@ class Outbox:
         seqs = list(seqs)
         if seqs:
             with self._tx():
-                self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+                cur = self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            self._count -= max(0, cur.rowcount)
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        """Messages stored (kept in memory: safe to read from another thread)."""
+        return self._count
 
     def close(self) -> None:
         """Close the file."""

@@ -300,3 +300,134 @@ def m0004_inspection_frames_rejected(db: sqlite_utils.Database) -> None:
         ALTER TABLE inspections ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;
         """,
     )
+
+
+@migration
+def m0005_labeling(db: sqlite_utils.Database) -> None:
+    """QA review: model detections as label rows, review verdicts per image, frozen dataset snapshots.
+
+    - ``labels.defect_id`` links a ``source='model'`` label to the detection it came from. Two
+      triggers create those rows: whichever of a ``defects`` row and the ``images`` row of the same
+      (part, camera) is inserted second inserts the label, so every kept image carries its model
+      detections as label rows from the moment it is recorded (the backfill does the same for older
+      rows). QA edits then only ever *append* rows that supersede these.
+    - ``labels_supersedes_once``: a label is superseded at most once (history is a chain, never a fork).
+    - ``image_reviews``: append-only log of QA verdicts per image ('labeled' or 'good'); the latest
+      row is the image's review state (view ``image_review_latest``).
+    - ``dataset_snapshots`` / ``dataset_snapshot_items``: append-only, the frozen image and label
+      list of a training dataset (lineage for trained models; re-export is identical).
+    """
+    _script(
+        db,
+        """
+        ALTER TABLE labels ADD COLUMN defect_id INTEGER REFERENCES defects (id);
+        CREATE INDEX labels_defect ON labels (defect_id);
+        CREATE UNIQUE INDEX labels_supersedes_once ON labels (supersedes) WHERE supersedes IS NOT NULL;
+
+        INSERT INTO labels (part_id, image_id, class_name, x1, y1, x2, y2, source, status, created_by, created_at,
+                            supersedes, defect_id)
+        SELECT d.part_id, i.id, d.class_name, d.x1, d.y1, d.x2, d.y2, 'model', 'active', 'model:' || d.model_id,
+               p.t_recorded_wall, NULL, d.id
+        FROM defects d
+        JOIN images i ON i.part_id = d.part_id AND i.camera_id = d.camera_id
+        JOIN inspections p ON p.part_id = d.part_id
+        ORDER BY i.id, d.id;
+
+        CREATE TRIGGER images_model_labels AFTER INSERT ON images BEGIN
+            INSERT INTO labels (part_id, image_id, class_name, x1, y1, x2, y2, source, status, created_by, created_at,
+                                supersedes, defect_id)
+            SELECT d.part_id, NEW.id, d.class_name, d.x1, d.y1, d.x2, d.y2, 'model', 'active', 'model:' || d.model_id,
+                   (SELECT p.t_recorded_wall FROM inspections p WHERE p.part_id = NEW.part_id), NULL, d.id
+            FROM defects d
+            WHERE d.part_id = NEW.part_id AND d.camera_id = NEW.camera_id
+            ORDER BY d.id;
+        END;
+        CREATE TRIGGER defects_model_labels AFTER INSERT ON defects BEGIN
+            INSERT INTO labels (part_id, image_id, class_name, x1, y1, x2, y2, source, status, created_by, created_at,
+                                supersedes, defect_id)
+            SELECT NEW.part_id, i.id, NEW.class_name, NEW.x1, NEW.y1, NEW.x2, NEW.y2, 'model', 'active',
+                   'model:' || NEW.model_id,
+                   (SELECT p.t_recorded_wall FROM inspections p WHERE p.part_id = NEW.part_id), NULL, NEW.id
+            FROM images i
+            WHERE i.part_id = NEW.part_id AND i.camera_id = NEW.camera_id
+            ORDER BY i.id;
+        END;
+
+        CREATE TABLE image_reviews (
+            id INTEGER PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images (id),
+            verdict TEXT NOT NULL CHECK (verdict IN ('labeled', 'good')),
+            reviewed_by TEXT NOT NULL,
+            reviewed_at REAL NOT NULL
+        );
+        CREATE INDEX image_reviews_image ON image_reviews (image_id, id);
+        CREATE TRIGGER image_reviews_no_update BEFORE UPDATE ON image_reviews BEGIN
+            SELECT RAISE(ABORT, 'image reviews are append-only: insert a new review');
+        END;
+        CREATE TRIGGER image_reviews_no_delete BEFORE DELETE ON image_reviews BEGIN
+            SELECT RAISE(ABORT, 'image reviews are append-only: insert a new review');
+        END;
+        CREATE VIEW image_review_latest AS
+            SELECT r.* FROM image_reviews r
+            WHERE r.id = (SELECT MAX(r2.id) FROM image_reviews r2 WHERE r2.image_id = r.image_id);
+
+        CREATE TABLE dataset_snapshots (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            params TEXT NOT NULL DEFAULT '{}',
+            class_names TEXT NOT NULL,
+            content_sha256 TEXT NOT NULL CHECK (length(content_sha256) = 64),
+            n_images INTEGER NOT NULL,
+            n_labels INTEGER NOT NULL
+        );
+        CREATE INDEX dataset_snapshots_sha ON dataset_snapshots (content_sha256);
+        CREATE TABLE dataset_snapshot_items (
+            snapshot_id INTEGER NOT NULL REFERENCES dataset_snapshots (id),
+            image_id INTEGER NOT NULL REFERENCES images (id),
+            part_id INTEGER NOT NULL,
+            camera_id TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            format TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            t_wall REAL,
+            verdict TEXT,
+            labels TEXT NOT NULL DEFAULT '[]',
+            PRIMARY KEY (snapshot_id, image_id)
+        );
+        CREATE TRIGGER dataset_snapshots_no_update BEFORE UPDATE ON dataset_snapshots BEGIN
+            SELECT RAISE(ABORT, 'dataset snapshots are frozen: create a new snapshot');
+        END;
+        CREATE TRIGGER dataset_snapshots_no_delete BEFORE DELETE ON dataset_snapshots BEGIN
+            SELECT RAISE(ABORT, 'dataset snapshots are frozen: create a new snapshot');
+        END;
+        CREATE TRIGGER dataset_snapshot_items_no_update BEFORE UPDATE ON dataset_snapshot_items BEGIN
+            SELECT RAISE(ABORT, 'dataset snapshots are frozen: create a new snapshot');
+        END;
+        CREATE TRIGGER dataset_snapshot_items_no_delete BEFORE DELETE ON dataset_snapshot_items BEGIN
+            SELECT RAISE(ABORT, 'dataset snapshots are frozen: create a new snapshot');
+        END;
+        """,
+    )
+
+
+@migration
+def m0006_models_lifecycle(db: sqlite_utils.Database) -> None:
+    """Model registry details (models/registry.py): input size (h, w), kept training weights, lineage.
+
+    ``imgsz`` (m0002) holds one number; Ultralytics exports may be non-square, so ``input_hw`` keeps
+    ``[height, width]`` as JSON. ``weights_path`` is the ``.pt`` kept to fine-tune from (ONNX cannot
+    be trained); ``lineage`` is the JSON lineage read from the model's metadata (dataset snapshot,
+    parent sha, seed). At most one model is ``current`` (partial unique index).
+    """
+    _script(
+        db,
+        """
+        ALTER TABLE models ADD COLUMN input_hw TEXT;
+        ALTER TABLE models ADD COLUMN weights_path TEXT;
+        ALTER TABLE models ADD COLUMN lineage TEXT NOT NULL DEFAULT '{}';
+        CREATE UNIQUE INDEX models_one_current ON models (status) WHERE status = 'current';
+        """,
+    )

@@ -92,7 +92,7 @@ def load_counters(db: sqlite_utils.Database) -> dict[str, Any] | None:
 def outcome_counts(db: sqlite_utils.Database) -> dict[str, int]:
     """Number of recorded inspections per outcome (every outcome present, 0 if none)."""
     counts = {o.value: 0 for o in Outcome}
-    for outcome, n in db.execute("SELECT outcome, COUNT(*) FROM inspections GROUP BY outcome"):
+    for outcome, n in db.execute("SELECT outcome, COUNT(*) FROM inspections WHERE source != 'import' GROUP BY outcome"):
         counts[outcome] = int(n)
     return counts
 
@@ -115,7 +115,7 @@ def resume_counters(db: sqlite_utils.Database) -> dict[str, Any] | None:
     if snap is None:
         return None
     row = db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(n_frames > 0), 0), COALESCE(SUM(rejected), 0) FROM inspections"
+        "SELECT COUNT(*), COALESCE(SUM(n_frames > 0), 0), COALESCE(SUM(rejected), 0) FROM inspections WHERE source != 'import'"
     ).fetchone()
     n, with_frames, rejected = (int(x) for x in row)
     counts = outcome_counts(db)

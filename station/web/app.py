@@ -7,7 +7,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..config import WebConfig
@@ -54,9 +56,17 @@ def create_app(station: "Station", web_cfg: WebConfig | None = None, *, bootstra
         lifespan=lifespan,
     )
     app.state.web = state
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(SecurityMiddleware, state=state)
     app.include_router(auth_router)
     app.include_router(operator_router)
     app.include_router(system_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each bad field, without echoing the submitted values (they may be passwords)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
+    return JSONResponse({"detail": detail}, status_code=422)

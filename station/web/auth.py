@@ -58,6 +58,10 @@ class AuthError(ValueError):
     """A user operation was refused; the message says why and what to do."""
 
 
+class UserExists(AuthError):
+    """The user name is taken."""
+
+
 @dataclass(frozen=True)
 class User:
     """A user as the web app sees it (never carries the password hash)."""
@@ -114,7 +118,7 @@ def create_user(db: sqlite_utils.Database, name: str, password: str, role: str) 
     pw_hash = hash_password(password)
     with write_transaction(db):
         if db.execute("SELECT 1 FROM users WHERE username = ?", [name]).fetchone():
-            raise AuthError(f"user {name!r} already exists: use set_password (station user passwd) to change its password")
+            raise UserExists(f"user {name!r} already exists: use set_password (station user passwd) to change its password")
         db.execute(
             "INSERT INTO users (username, password_hash, role, created_at, disabled) VALUES (?, ?, ?, ?, 0)",
             [name, pw_hash, role, time.time()],

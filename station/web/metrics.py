@@ -7,7 +7,7 @@ import statistics
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..store import queries
-from .live import counters_payload
+from .live import counters_payload, settled_reconcile
 
 if TYPE_CHECKING:
     from .state import WebState
@@ -95,7 +95,7 @@ def render_metrics(state: "WebState") -> str:
     e.one("station_parts_in_flight", "gauge", "Parts triggered without a verdict yet.", st.scheduler.in_flight)
     e.one("station_records_pending", "gauge", "Verdicts not yet committed to the database.", st.recorder.pending)
     e.one("station_rejects_pending", "gauge", "Reject pulses scheduled that have not fired yet.", st.scheduler.pending_rejects)
-    problems = st.reconcile()
+    problems = settled_reconcile(st)
     e.one("station_counters_reconciled", "gauge", "1 when the counter invariants add up (see /health).", 0 if problems else 1)
     e.one("station_alarms_active", "gauge", "Components not ok.", len(health.get("alarms", [])))
     subs = [s for s in st.bus.subscriptions() if not s.name.startswith("web-live-")]

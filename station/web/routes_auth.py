@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse, RedirectResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from . import auth
@@ -23,6 +23,7 @@ from .pages import render
 log = logging.getLogger(__name__)
 router = APIRouter()
 _LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_.-]*$")
+MAX_LOGIN_BODY = 16 * 1024
 
 
 class LoginBody(BaseModel):
@@ -100,17 +101,21 @@ async def login(request: Request) -> Response:
     login token, 429 too many failures (Retry-After says when to retry).
     """
     state = request.app.state.web
+    length = request.headers.get("content-length", "")
+    if not length.isdigit() or int(length) > MAX_LOGIN_BODY:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"send a login body with Content-Length of at most {MAX_LOGIN_BODY} bytes")
     ctype = request.headers.get("content-type", "")
     is_form = ctype.startswith("application/x-www-form-urlencoded") or ctype.startswith("multipart/form-data")
     if is_form:
-        form = await request.form()
+        form = await request.form(max_files=0, max_fields=8)
         username, password = str(form.get("username", "")), str(form.get("password", ""))
         given, nxt = str(form.get("csrf_token", "")) or request.headers.get(CSRF_HEADER), _safe_next(str(form.get("next", "/")))
     else:
         try:
-            body = LoginBody.model_validate(json.loads(await request.body() or b"null"))
-        except (ValueError, TypeError) as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"send JSON {{username, password}} or a form: {exc}") from None
+            body = LoginBody.model_validate_json(await request.body())
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"send JSON {{username, password}} or a form ({problems})") from None
         username, password, given, nxt = body.username, body.password, request.headers.get(CSRF_HEADER), "/"
     if not csrf_ok(request.cookies.get(LOGIN_CSRF_COOKIE), given):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong login token: GET /login or /api/login first, send it as X-CSRF-Token")
@@ -221,8 +226,9 @@ def add_user(request: Request, body: NewUser, session: Session = Depends(require
     with request.app.state.web.db.use() as db:
         try:
             user = auth.create_user(db, body.username, body.password, body.role)
+        except auth.UserExists as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         except AuthError as exc:
-            code = status.HTTP_409_CONFLICT if "already exists" in str(exc) else status.HTTP_400_BAD_REQUEST
-            raise HTTPException(code, str(exc)) from None
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
         auth.audit(db, session.user.username, "user_create", "user", user.username, after=json.dumps({"role": user.role}))
     return {"username": user.username, "role": user.role}

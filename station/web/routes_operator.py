@@ -130,9 +130,16 @@ def live_image(request: Request, part_id: int | None = Query(None, ge=0), _: Any
 
 
 @router.get("/api/events", summary="Server-Sent Events: results, status, counters")
-def events(request: Request, _: Any = Depends(viewer)) -> EventStream:
-    """``text/event-stream`` with ``hello``, ``result``, ``status`` and ``counters`` events (see live.EventStream)."""
-    return EventStream(_state(request))
+def events(request: Request, session: Session | None = Depends(viewer)) -> EventStream:
+    """``text/event-stream`` with ``hello``, ``result``, ``status`` and ``counters`` events (see live.EventStream).
+
+    503 when ``web.max_live_clients`` screens are already connected.
+    """
+    state = _state(request)
+    if not state.client_opened():
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{state.cfg.max_live_clients} live screens already connected",
+                            headers={"Retry-After": "5"})
+    return EventStream(state, until_wall=session.expires_at if session is not None else None)
 
 
 # -- writes (login + role + CSRF) ----------------------------------------------------

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .auth import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_ok, get_session
+from .auth import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, Session, csrf_ok, get_session
 
 if TYPE_CHECKING:
     from .state import WebState
@@ -42,14 +43,6 @@ HEADERS = {
     "cross-origin-resource-policy": "same-origin",
 }
 CSRF_EXEMPT = frozenset({"/api/login"})  # checks a double-submit token itself (there is no session yet)
-
-
-def _cookie(headers: Headers, name: str) -> str | None:
-    for part in headers.get("cookie", "").split(";"):
-        k, _, v = part.strip().partition("=")
-        if k == name:
-            return v
-    return None
 
 
 class SecurityMiddleware:
@@ -77,7 +70,7 @@ class SecurityMiddleware:
 
         if scope["method"] not in SAFE_METHODS and scope["path"] not in CSRF_EXEMPT:
             headers = Headers(scope=scope)
-            token = _cookie(headers, SESSION_COOKIE)
+            token = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE)
             session = None
             if token:
                 session = await anyio.to_thread.run_sync(self._lookup, token)
@@ -93,6 +86,6 @@ class SecurityMiddleware:
             scope.setdefault("state", {})["session"] = session  # the route's require() reuses it
         await self.app(scope, receive, send_with_headers)
 
-    def _lookup(self, token: str):  # noqa: ANN202 - Session | None
+    def _lookup(self, token: str) -> Session | None:
         with self.state.db.use() as db:
             return get_session(db, token)

@@ -84,10 +84,13 @@ class WebState:
             self._client_seq += 1
             return f"web-live-{self._client_seq}"
 
-    def client_opened(self) -> None:
-        """Count a connected live client."""
+    def client_opened(self) -> bool:
+        """Count a new live client; False (not counted) when ``web.max_live_clients`` are already connected."""
         with self._lock:
+            if self.sse_clients >= self.cfg.max_live_clients:
+                return False
             self.sse_clients += 1
+            return True
 
     def client_closed(self, dropped: int) -> None:
         """Count a disconnected live client and the events it missed."""

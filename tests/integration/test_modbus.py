@@ -65,13 +65,23 @@ def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc):
     writes = plc.coil_writes(R.REJECT.address)
     rises = [w.t_ns for w in writes if w.values == (1,)]
     falls = [w.t_ns for w in writes if w.values == (0,)]
-    assert len(rises) == len(rejecting), "one FC5 write of 1 per rejected part (parts 50 ms apart, pulses 20 ms)"
-    for f, rise in zip(fired, rises):
-        late_ms = (rise - f.scheduled_ns) / 1e6
-        assert 0 <= late_ms <= 15, f"part {f.part_id}: coil set {late_ms:.2f} ms after its schedule"
+    # Pulses of parts closer than pulse_ms (trigger jitter under load) merge into one: the coil stays on.
+    pulse_ns = int(cfg.reject.pulse_ms * 1e6)
+    groups: list[list] = []
+    for f in fired:
+        if groups and f.scheduled_ns < groups[-1][-1].scheduled_ns + pulse_ns:
+            groups[-1].append(f)
+        else:
+            groups.append([f])
+    assert len(rises) == len(groups), "one FC5 write of 1 per reject pulse"
+    for g, rise in zip(groups, rises):
+        late_ms = (rise - g[0].scheduled_ns) / 1e6
+        assert 0 <= late_ms <= 15, f"part {g[0].part_id}: coil set {late_ms:.2f} ms after its schedule"
         fall = next(t for t in falls if t > rise)
-        assert 10 <= (fall - rise) / 1e6 <= 35, "the coil drops again after pulse_ms"
-    assert n_pulses_seen == len(rejecting), "a PLC scanning its memory sees every pulse"
+        held_ms = (fall - rise) / 1e6
+        expect_ms = (g[-1].scheduled_ns - g[0].scheduled_ns) / 1e6 + cfg.reject.pulse_ms
+        assert expect_ms - 10 <= held_ms <= expect_ms + 15, f"the coil drops again after pulse_ms ({held_ms:.1f} ms held)"
+    assert n_pulses_seen == len(groups), "a PLC scanning its memory sees every pulse"
     assert plc.bit("coil", R.REJECT.address) is False
     assert station.scheduler.output_errors == 0
     assert station.reconcile() == []
@@ -197,49 +207,37 @@ def test_unconfirmed_reject_raises_an_alarm(make_config, plc):
         reject={
             "travel_ms": 300, "safety_margin_ms": 100, "pulse_ms": 20,
             "output": {"type": "modbus", "port": plc.port, **FAST},
-            "verify": {"modbus": {"port": plc.port, **FAST}, "delay_ms": 40, "window_ms": 150, "poll_ms": 3},
+            "verify": {"modbus": {"port": plc.port, **FAST}, "delay_ms": 40, "window_ms": 250, "poll_ms": 3},
         },
         trigger={"type": "timer", "parts_per_minute": 600},
     )  # fmt: skip
     station = Station(cfg, max_parts=20)
     results = Results(station)
-    stop = threading.Event()
-    skipped: list[int] = []
+    rises: list[int] = []
 
-    def sensor() -> None:  # the part drops past a light barrier 40 ms after the ejector fires
-        seen = 0
-        while not stop.wait(0.002):
-            rises = [w for w in plc.coil_writes(R.REJECT.address) if w.values == (1,)]
-            while seen < len(rises):
-                seen += 1
-                if seen == 3:
-                    skipped.append(seen)  # this part is not seen by the sensor
-                    continue
-                time.sleep(0.04)
-                plc.set("discrete", R.REJECT_CONFIRM.address, [True])
-                time.sleep(0.02)
-                plc.set("discrete", R.REJECT_CONFIRM.address, [False])
+    def light_barrier(w) -> None:  # PLC logic: the part drops past a light barrier 40 ms after the ejector fires
+        if w.fc == 5 and w.address == R.REJECT.address and w.values == (1,):
+            rises.append(w.t_ns)
+            if len(rises) != 3:  # the third rejected part is not seen by the sensor
+                plc.set_later(0.040, "discrete", R.REJECT_CONFIRM.address, [True])
+                plc.set_later(0.090, "discrete", R.REJECT_CONFIRM.address, [False])  # on for 50 ms
 
-    t = threading.Thread(target=sensor, daemon=True)
-    t.start()
+    plc.on_write.append(light_barrier)
     station.start()
     try:
         wait_parts(station, 20)
         wait_for(lambda: station.output.pending == 0, 3, "verification windows closed")
     finally:
         station.stop()
-        stop.set()
-        t.join(2)
         results.close()
     fired = len(station.scheduler.fired)
-    assert fired >= 4 and skipped == [3]
-    print("DELAYS", list(station.output.confirm_delays_ms), station.output.unconfirmed, fired)
+    assert fired >= 4 and len(rises) == fired
     assert station.output.unconfirmed == 1
     assert station.output.confirmed == fired - 1
     assert station.health()["components"]["output"]["rejects_unconfirmed"] == 1
     events = [(e.state, e.message) for e in results.status if e.component == "reject-verify"]
     assert [st for st, _ in events if st == "alarm"] == ["alarm"], f"one alarm for the unconfirmed reject: {events}"
-    assert "not confirmed within 150 ms" in next(m for st, m in events if st == "alarm")
+    assert "not confirmed within 250 ms" in next(m for st, m in events if st == "alarm")
     assert events[-1][0] == "ok", "a later confirmed reject clears it"
 
 
@@ -259,3 +257,41 @@ def test_refused_address_is_an_output_error_not_a_disconnect(plc, bad):
             out.set("horn", True)
     finally:
         out.close()
+
+
+def test_station_in_encoder_mode_rejects_at_the_count(make_config):
+    """A whole station with reject timing by encoder: the belt speed varies 3:1 during the run."""
+    from tests.fixtures_plant import BeltProcess
+
+    belt = BeltProcess(v0=20000, a=0.5, period_s=1.0)  # 10 000 .. 30 000 counts/s; PLC in its own process
+    cfg = make_config(
+        reject={
+            "mode": "encoder", "travel_counts": 9000, "travel_ms": 300, "safety_margin_ms": 100, "pulse_ms": 15,
+            "encoder": {"modbus": {"port": belt.port, **FAST}, "poll_ms": 2},
+        },
+        trigger={"type": "timer", "parts_per_minute": 600},
+    )  # fmt: skip
+    station = Station(cfg, max_parts=25)
+    results = Results(station)
+    station.start()
+    try:
+        wait_parts(station, 25)
+        wait_for(lambda: station.scheduler.tracker.pending == 0 and station.scheduler.pending_rejects == 0, 5, "belt emptied")
+    finally:
+        station.stop()
+        results.close()
+        belt.stop()
+    rejecting = {r.trigger.part_id: r for r in results.items if r.verdict.outcome is not Outcome.PASS}
+    fired = {f.part_id: f for f in station.scheduler.fired}
+    assert set(fired) == set(rejecting) and station.scheduler.time_fallbacks == 0
+    targets = {pid: target for pid, target, _ in station.scheduler.tracker.fired_log}
+    travel = []
+    for pid, f in fired.items():
+        trig = rejecting[pid].trigger
+        target = targets[pid]
+        assert abs(target - 9000 - belt.register_at(trig.t_trigger_ns)) <= 200, f"part {pid}: count at trigger off"
+        err_ms = (f.actual_ns - belt.register_crossing_ns(target)) / 1e6
+        assert -4 <= err_ms <= 15, f"part {pid}: reject {err_ms:+.1f} ms from its count"
+        travel.append((belt.register_crossing_ns(target) - trig.t_trigger_ns) / 1e6)
+    assert max(travel) - min(travel) > 60, f"travel time followed the belt speed: {sorted(travel)}"
+    assert station.reconcile() == []

@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from station.app import Station
-from station.types import Outcome
-from tests.fixtures_pylon import FRAME_H, FRAME_W, Results, pylon_emulator, pylon_station_config, render_parts, run_part  # noqa: F401
+pytest.importorskip("pypylon", reason="pypylon is in the `plant` extra: pip install -e .[plant]")
+
+from station.app import Station  # noqa: E402
+from station.types import Outcome  # noqa: E402
+from tests.fixtures_pylon import FRAME_H, FRAME_W, Results, pylon_emulator, pylon_station_config, render_parts, run_part  # noqa: E402, F401
 
 pytestmark = pytest.mark.usefixtures("pylon_emulator")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import threading
 import time
 
 import pytest
@@ -14,9 +12,7 @@ from station.config import CalibrationConfig, EncoderConfig, ModbusEndpointConfi
 from station.counters import Counters
 from station.decide import Decider
 from station.types import Outcome, PartResult, Trigger, Verdict
-from tests.fixtures_plant import PlcSim, plc, wait_for  # noqa: F401 - plc is a fixture
-
-START = 2**32 - 9000  # the count wraps around 2**32 a fraction of a second into the run
+from tests.fixtures_plant import Belt, BeltProcess, PlcSim, plc, wait_for  # noqa: F401 - plc is a fixture
 
 
 def test_unwrapper_32_bit_wraps_and_steps_back():
@@ -39,50 +35,8 @@ def test_unwrapper_16_bit_counts_many_turns():
         assert u.update(raw) == total
 
 
-class Belt:
-    """The PLC's encoder: count(t) = START + v0 (t + a T/2π (1 - cos 2πt/T)), written to input registers 0-1."""
-
-    def __init__(self, plc: PlcSim, v0: float = 20000.0, a: float = 0.6, period_s: float = 0.7):
-        self.plc, self.v0, self.a, self.period = plc, v0, a, period_s
-        self.writes: list[tuple[int, int]] = []  # (t_ns after the register holds it, count)
-        self._stop = threading.Event()
-        self._paused = threading.Event()
-        self.t0 = time.monotonic_ns() / 1e9
-        self.plc.set_u32("input", 0, START)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def count(self, t: float) -> int:
-        w = 2 * math.pi / self.period
-        return START + int(self.v0 * (t + self.a / w * (1 - math.cos(w * t))))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self._paused.is_set() and self.plc.running:
-                c = self.count(time.monotonic_ns() / 1e9 - self.t0)
-                try:
-                    self.plc.set_u32("input", 0, c)
-                except (AssertionError, RuntimeError):
-                    pass  # the PLC is being restarted
-                else:
-                    self.writes.append((time.monotonic_ns(), c))
-            time.sleep(0.0005)
-
-    def crossing_ns(self, target: int) -> int:
-        """When the physical belt reached ``target`` (the register follows it within ~1 ms)."""
-        lo, hi = 0.0, 60.0
-        for _ in range(60):  # count(t) is monotonic: bisect
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self.count(mid) < target else (lo, mid)
-        return int((self.t0 + hi) * 1e9)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-
-
 class Harness:
-    def __init__(self, plc: PlcSim, travel_counts: int = 6000, travel_ms: float = 150.0, margin_ms: float = 50.0):
+    def __init__(self, plc: PlcSim | BeltProcess, travel_counts: int = 6000, travel_ms: float = 150.0, margin_ms: float = 50.0):
         enc = EncoderConfig(modbus=ModbusEndpointConfig(port=plc.port, timeout_ms=100, reconnect_min_s=0.05, reconnect_max_s=0.2), poll_ms=2.0, stale_ms=100)
         self.cfg = RejectConfig(mode="encoder", travel_ms=travel_ms, safety_margin_ms=margin_ms, pulse_ms=10, travel_counts=travel_counts, encoder=enc)
         self.out = SimulatedOutput(SimulatedOutputConfig())
@@ -107,20 +61,18 @@ class Harness:
         return [e.t_ns for e in self.out.edges("reject") if e.value]
 
 
-def test_rejects_fire_at_their_count_while_the_belt_speed_varies(plc):
-    belt = Belt(plc)
-    h = Harness(plc)
+def test_rejects_fire_at_their_count_while_the_belt_speed_varies():
+    belt = BeltProcess()  # PLC + encoder in their own process, like PLC hardware
+    h = Harness(belt)
     h.sched.start()
     try:
         wait_for(lambda: h.sched.tracker.count is not None, what="first encoder reading")
-        parts: list[tuple[Trigger, Outcome, int]] = []
+        parts: list[tuple[Trigger, Outcome]] = []
         pattern = [Outcome.FAIL, Outcome.PASS, Outcome.FAIL, Outcome.UNCERTAIN, Outcome.PASS, Outcome.FAILSAFE]
         for i in range(18):
             t = h.trigger(i + 1)
-            target = h.sched.tracker.target_of(t.part_id)
-            assert target is not None
             h.verdict(t, pattern[i % len(pattern)])
-            parts.append((t, pattern[i % len(pattern)], target))
+            parts.append((t, pattern[i % len(pattern)]))
             time.sleep(0.06 + 0.03 * (i % 3))  # irregular part spacing
         wait_for(lambda: h.sched.tracker.pending == 0 and h.sched.pending_rejects == 0, timeout=10, what="all parts past the ejector")
     finally:
@@ -128,15 +80,18 @@ def test_rejects_fire_at_their_count_while_the_belt_speed_varies(plc):
         belt.stop()
 
     fired = {f.part_id: f for f in h.sched.fired}
-    rejecting = [(t, tgt) for t, o, tgt in parts if o is not Outcome.PASS]
+    targets = {pid: target for pid, target, _ in h.sched.tracker.fired_log}
+    rejecting = [(t, targets[t.part_id]) for t, o in parts if o is not Outcome.PASS]
     assert set(fired) == {t.part_id for t, _ in rejecting}, "exactly the FAIL/UNCERTAIN/FAILSAFE parts are rejected"
     assert any(tgt >= 2**32 for _, tgt in rejecting), "the run crossed the 32-bit wrap-around"
     rising = h.rising()
     assert len(rising) == len(rejecting)  # 10 ms pulses, parts >= 60 ms apart: no merged pulses
     for (t, target), edge in zip(rejecting, rising):
-        true_ns = belt.crossing_ns(target)
-        err_ms = (edge - true_ns) / 1e6
-        # within a few polls of the count (2 ms each) and the register's lag behind the belt; at most ~a poll early
+        # the count at trigger is what the register held then (interpolated between polls)
+        at_trigger = belt.register_at(t.t_trigger_ns)
+        assert abs(target - h.sched.tracker.travel_counts - at_trigger) <= 150, f"part {t.part_id}: count at trigger off"
+        err_ms = (edge - belt.register_crossing_ns(target)) / 1e6
+        # within a few polls (2 ms) of the register reaching the count; a prediction lands at most ~a poll early
         assert -3.0 <= err_ms <= 12.0, f"part {t.part_id}: edge {err_ms:+.2f} ms from its count"
     travel_ms = [(belt.crossing_ns(tgt) - t.t_trigger_ns) / 1e6 for t, tgt in rejecting]
     assert max(travel_ms) - min(travel_ms) > 40, f"belt speed did vary: travel times {travel_ms}"
@@ -173,6 +128,7 @@ def test_encoder_lost_then_back_pending_rejects_follow_the_count(plc):
     try:
         wait_for(lambda: h.sched.tracker.count is not None, what="first encoder reading")
         t = h.trigger(1)
+        wait_for(lambda: h.sched.tracker.target_of(1) is not None, what="count at trigger")
         target = h.sched.tracker.target_of(1)
         h.verdict(t, Outcome.FAIL)
         plc.stop()  # the PLC (and its count) disappears before the part reaches the ejector

@@ -34,12 +34,29 @@ def web_station_config(tmp_path: Path, **overrides: Any) -> StationConfig:
     return parse_config(data)
 
 
+_USER_ROWS: list[tuple[Any, ...]] = []
+
+
 def add_users(db_path: Path) -> None:
-    """The three test users (one per role), written with the same functions the CLI uses."""
+    """The three test users (one per role).
+
+    They are created once per test session with the functions the CLI uses
+    (``auth.create_user``: argon2 hashing is slow on purpose); each station
+    database then gets a copy of those rows.
+    """
+    if not _USER_ROWS:
+        first = open_db(db_path)
+        try:
+            for name, pw in PASSWORDS.items():
+                auth.create_user(first, name, pw, ROLES[name])
+            _USER_ROWS.extend(first.execute("SELECT username, password_hash, role, created_at, disabled FROM users").fetchall())
+        finally:
+            first.close()
+        return
     db = open_db(db_path)
     try:
-        for name, pw in PASSWORDS.items():
-            auth.create_user(db, name, pw, ROLES[name])
+        db.conn.executemany("INSERT INTO users (username, password_hash, role, created_at, disabled) VALUES (?, ?, ?, ?, ?)", _USER_ROWS)
+        db.conn.commit()
     finally:
         db.close()
 

@@ -15,12 +15,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from station.app import Station
+from station.store.db import open_db
 from station.types import Frame, Outcome, PartResult, StatusEvent, Trigger, Verdict
 from station.web import create_app
 from station.web.live import LiveImages, RateMeter, select_events
-from station.web.server import start_in_thread
+from station.web.server import serve, start_in_thread
 
-from .helpers import decided, login, wait_for
+from .helpers import PASSWORDS, decided, login, wait_for
 
 
 @pytest.fixture
@@ -33,11 +34,11 @@ def served(station: Station) -> Iterator[tuple[Station, str]]:
     assert not thread.is_alive()
 
 
-def read_events(resp: httpx.Response, until: Any, timeout_s: float = 15.0) -> list[tuple[str, Any]]:
-    """Parse SSE messages from ``resp`` until ``until(events)`` is true."""
+def read_events(lines: Iterator[str], until: Any, timeout_s: float = 15.0) -> list[tuple[str, Any]]:
+    """Parse SSE messages from ``lines`` (keep the iterator: dropping it closes the connection) until ``until(events)``."""
     events: list[tuple[str, Any]] = []
     name, deadline = None, time.monotonic() + timeout_s
-    for line in resp.iter_lines():
+    for line in lines:
         if line.startswith("event: "):
             name = line[7:]
         elif line.startswith("data: "):
@@ -68,7 +69,7 @@ def test_event_stream_results_counters_and_unsubscribe(served: tuple[Station, st
             results = [d for n, d in evs if n == "result"]
             return len(results) >= 3 and any(n == "counters" and d["verdicts"] >= results[-1]["part_id"] for n, d in evs)
 
-        events = read_events(resp, until)
+        events = read_events(resp.iter_lines(), until)
     hello = got_hello[0]
     assert hello["status"]["station"] == "line-7" and hello["counters"]["triggers"] >= 4
     assert hello["result"]["part_id"] == 4
@@ -80,6 +81,63 @@ def test_event_stream_results_counters_and_unsubscribe(served: tuple[Station, st
     assert counters["PASS"] + counters["FAIL"] + counters["UNCERTAIN"] + counters["FAILSAFE"] == counters["verdicts"]
     # the client is gone: its subscription too
     wait_for(lambda: not web_subs(station), 10, "the SSE subscription to be removed")
+
+
+def test_live_clients_are_limited(make_station: Any) -> None:
+    station = make_station(web={"max_live_clients": 1})
+    server, thread, port = start_in_thread(station, station.cfg.web)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            with c.stream("GET", "/api/events") as first:
+                lines = first.iter_lines()
+                read_events(lines, lambda evs: evs[0][0] == "hello")
+                with c.stream("GET", "/api/events") as refused:
+                    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+                assert len(web_subs(station)) == 1
+                lines.close()
+            wait_for(lambda: not web_subs(station), 10, "the first client to be released")
+            with c.stream("GET", "/api/events") as again:
+                assert read_events(again.iter_lines(), lambda evs: evs[0][0] == "hello")[0][1]["status"]["running"]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_event_stream_ends_when_the_viewer_session_expires(make_station: Any) -> None:
+    station = make_station(web={"anonymous_view": False})
+    server, thread, port = start_in_thread(station, station.cfg.web)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            assert c.get("/api/events").status_code == 401
+            tok = c.get("/api/login").json()["csrf"]
+            assert c.post("/api/login", json={"username": "qa", "password": PASSWORDS["qa"]}, headers={"X-CSRF-Token": tok}).status_code == 200
+            db = open_db(station.cfg.store.db_path, migrate=False)
+            try:
+                db.execute("UPDATE sessions SET expires_at = ?", [time.time() + 1.5])
+                db.conn.commit()
+            finally:
+                db.close()
+            t0 = time.monotonic()
+            with c.stream("GET", "/api/events") as resp:
+                assert resp.status_code == 200
+                names = [line for line in resp.iter_lines() if line.startswith("event: ")]  # ends when the server ends it
+            assert names[0] == "event: hello" and time.monotonic() - t0 < 8
+            assert c.get("/api/events").status_code == 401
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_serve_runs_until_stop_event(station: Station) -> None:
+    stop = threading.Event()
+    cfg = station.cfg.web.model_copy(update={"port": 0})
+    t = threading.Thread(target=serve, args=(station, cfg), kwargs={"stop_event": stop}, daemon=True)
+    t.start()
+    time.sleep(1.0)
+    assert t.is_alive()
+    stop.set()
+    t.join(10)
+    assert not t.is_alive()
 
 
 def test_live_image_is_the_last_part_downscaled(make_station: Any) -> None:
@@ -209,3 +267,14 @@ def test_health_and_metrics(client: TestClient, station: Station) -> None:
     assert samples['station_timing_p50_ms{stage="total"}'] > 0
     station.stop()
     assert client.get("/health").status_code == 503
+
+
+def test_health_reconciles_on_a_running_line(make_station: Any) -> None:
+    """Single reconcile() checks on a running line report parts in transit; /health reports only lasting problems."""
+    station = make_station(trigger={"type": "timer", "parts_per_minute": 1200})
+    with TestClient(create_app(station)) as c:
+        wait_for(lambda: station.counters.snapshot().verdicts >= 10, 15, "10 parts")
+        for _ in range(30):
+            body = c.get("/health").json()
+            assert body["running"] and body["reconcile"] == [], body["reconcile"]
+        assert "station_counters_reconciled 1" in c.get("/metrics").text

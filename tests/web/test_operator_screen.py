@@ -106,6 +106,8 @@ def test_operator_screen_updates_live(running_line: tuple[Station, str], page: P
     assert painted > 100
     expect(page.locator("#rejects-body tr").first).not_to_have_class("empty", timeout=10_000)
     assert page.evaluate("window.__sameDocument") is True  # never reloaded
+    if station.counters.snapshot().dropped == 0:
+        expect(page.locator("#live-note")).to_be_hidden()  # every part had an image: no "NO IMAGE" note
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "operator_screen.png"))
 

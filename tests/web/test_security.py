@@ -374,3 +374,15 @@ def test_password_change_needs_old_password_and_ends_other_sessions(client: Test
     assert r.status_code == 200
     assert client.get("/api/me").status_code == 200  # this client got a new session
     assert other.post("/api/trigger", headers={"X-CSRF-Token": other_csrf}).status_code == 401
+
+
+def test_login_body_limits_and_no_password_echo(client: TestClient) -> None:
+    tok = client.get("/api/login").json()["csrf"]
+    h = {"X-CSRF-Token": tok, "Content-Type": "application/json"}
+    assert client.post("/api/login", content=b"x" * 20000, headers=h).status_code == 413
+    r = client.post("/api/login", content=b'{"username": "op"}', headers=h)
+    assert r.status_code == 422 and "password" in r.json()["detail"]
+    csrf = login(client, "op")
+    secret = "my-secret-pw-that-is-much-too-long" * 40
+    r = client.post("/api/me/password", json={"old_password": PASSWORDS["op"], "new_password": secret}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and "new_password" in r.text and secret not in r.text

@@ -158,6 +158,7 @@
     if (!st.latest || r.part_id >= st.latest.part_id) {
       st.latest = r;
       renderVerdict(r);
+      if (r.model_id) $("model-id").textContent = r.model_id;  // follows learning and hot swaps
     }
     if (st.rejectOutcomes.includes(r.outcome)) addReject({ part_id: r.part_id, t_wall: r.t_trigger_wall, outcome: r.outcome, reasons: r.reasons });
   }
@@ -355,8 +356,10 @@
       st.imgUrl = url;
       st.shown = shown;
       $("live-part").textContent = shown.partId;
+      // an older image than asked for is normal under the live_fps limit; say so only when the part has no frame at all
       const note = $("live-note");
-      if (want !== null && shown.partId !== want) {
+      const wanted = want !== null ? st.results.get(want) : null;
+      if (wanted && shown.partId < want && !(wanted.frames && wanted.frames.length)) {
         note.hidden = false;
         note.textContent = "PART " + want + ": NO IMAGE (showing part " + shown.partId + ")";
       } else {
@@ -379,7 +382,17 @@
     const conn = $("conn");
     const es = new EventSource("/api/events");
     es.onopen = () => { conn.dataset.state = "live"; $("conn-text").textContent = "LIVE"; };
-    es.onerror = () => { conn.dataset.state = "lost"; $("conn-text").textContent = "RECONNECTING"; };
+    es.onerror = () => {
+      conn.dataset.state = "lost";
+      $("conn-text").textContent = "RECONNECTING";
+      if (es.readyState === EventSource.CLOSED) {  // refused (503: too many screens, 401: login needed): the browser gives up, we do not
+        es.close();
+        fetch("/api/status", { credentials: "same-origin" }).then((r) => {
+          if (r.status === 401) window.location.assign("/login?next=/");
+          else setTimeout(connect, 5000);
+        }, () => setTimeout(connect, 5000));
+      }
+    };
     es.addEventListener("hello", (ev) => {
       const d = JSON.parse(ev.data);
       renderStatus(d.status);

@@ -1,0 +1,129 @@
+"""The shipped default model on unseen synthetic parts: quality, and speed of the station path vs Ultralytics.
+
+Prints, in one run, on the same N frames (parts of a line seed and part-id range the model never
+saw in training, 1280x800 Mono8 as the synthetic camera gives them):
+
+1. precision / recall / mAP50 / escape rate / false-reject rate at the default rules, through the
+   station's production path (OnnxInspector + Decider via ``inspect_part``), and the same detection
+   figures from Ultralytics' own predictor on the same frames (a cross-check of the station's
+   pre/post-processing: the two columns should agree);
+2. milliseconds per part: station path (inspect + decide) vs ``YOLO(model.onnx).predict(frame)``,
+   interleaved part by part, with the ratio.
+
+    python bench/bench_default_model.py            # 300 parts
+    python bench/bench_default_model.py --n 60     # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+from models import DEFAULT_DIR  # noqa: E402
+from models.dataset import GOLDEN_START, make_golden_set  # noqa: E402
+from models.evaluate import ImageResult, _eligibility_decider, ejected, open_inspector, score  # noqa: E402
+from models.golden import iter_images  # noqa: E402
+from station.config import CalibrationConfig, RulesConfig, SyntheticCameraConfig  # noqa: E402
+from station.decide import Decider  # noqa: E402
+from station.inspect.model_meta import read_model_meta  # noqa: E402
+from station.pipeline import inspect_part  # noqa: E402
+from station.types import Detections, Frame, Trigger  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=DEFAULT_DIR / "model.onnx")
+    ap.add_argument("--n", type=int, default=300, help="unseen parts")
+    ap.add_argument("--seed", type=int, default=99, help="line seed of the parts (training used 2024, the card's test 777)")
+    ap.add_argument("--defect-rate", type=float, default=0.5)
+    ap.add_argument("--mark-rate", type=float, default=0.1)
+    args = ap.parse_args()
+
+    meta = read_model_meta(args.model)
+    rules, calib = RulesConfig(), CalibrationConfig()
+    cam = SyntheticCameraConfig(defect_rate=args.defect_rate, harmless_mark_rate=args.mark_rate)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-default-"))
+    t0 = time.monotonic()
+    golden = make_golden_set(tmp / "parts", args.n, args.seed, cam, start_id=GOLDEN_START + 2_000_000)
+    frames = list(iter_images(golden.items))
+    print(f"model {meta.model_id}: {meta.task} {list(meta.names)} input {list(meta.imgsz)}; "
+          f"{len(frames)} unseen parts (seed {args.seed}, {golden.n_defective} defective) rendered in {time.monotonic() - t0:.1f} s")
+
+    from ultralytics import YOLO  # the reference only
+
+    yolo = YOLO(str(args.model), task="detect")
+    inspector = open_inspector(args.model)  # production inspector, evaluation conf 0.01
+    decider = Decider(rules, calib, "bench")
+    elig = _eligibility_decider(rules, calib)
+    bgr = [cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img for _, img in frames]
+    for k in range(3):  # warm both
+        yolo.predict(bgr[k % len(bgr)], imgsz=list(meta.imgsz), conf=0.01, iou=0.5, verbose=False, device="cpu")
+    st_ms, ul_ms = [], []
+    st_res, ul_res = [], []
+    for i, ((item, img), img_bgr) in enumerate(zip(frames, bgr), 1):
+        h, w = img.shape[:2]
+        truth_boxes = item.boxes_xyxy(w, h)
+        # station path
+        t_ns = time.monotonic_ns()
+        trig = Trigger(part_id=i, seq=i, t_trigger_ns=t_ns, source="bench")
+        a = time.perf_counter()
+        res = inspect_part(inspector, decider, trig, [Frame(i, "cam0", img, t_ns)])
+        st_ms.append((time.perf_counter() - a) * 1e3)
+        det = res.detections[0]
+        ok = np.array([(d := elig.judge(det, j, "cam0")) is not None and d.action != "ignore" for j in range(len(det))], bool)
+        st_res.append(ImageResult(item.stem, item.class_ids, truth_boxes, det, ok, str(res.verdict.outcome), (),
+                                  ejected(res.verdict.outcome, rules), st_ms[-1]))
+        # Ultralytics predictor on the same frame
+        a = time.perf_counter()
+        pred = yolo.predict(img_bgr, imgsz=list(meta.imgsz), conf=0.01, iou=0.5, verbose=False, device="cpu")[0]
+        ul_ms.append((time.perf_counter() - a) * 1e3)
+        b = pred.boxes
+        udet = Detections(b.xyxy.numpy().astype(np.float32), b.conf.numpy().astype(np.float32), b.cls.numpy().astype(np.int32),
+                          meta.names, "ultralytics")
+        # Ultralytics has no rules: the part is ejected by the same Decider on its detections
+        v = decider.decide(trig, [Frame(i, "cam0", img, t_ns)], [udet], {})
+        uok = np.array([(d := elig.judge(udet, j, "cam0")) is not None and d.action != "ignore" for j in range(len(udet))], bool)
+        ul_res.append(ImageResult(item.stem, item.class_ids, truth_boxes, udet, uok, str(v.outcome), (), ejected(v.outcome, rules), ul_ms[-1]))
+    inspector.close()
+    s = score(st_res, meta.names, rules, model_id="station path", golden_id=golden.golden_id)
+    u = score(ul_res, meta.names, rules, model_id="ultralytics", golden_id=golden.golden_id)
+
+    def pct(v: float) -> str:
+        return "-" if v != v else f"{100 * v:.1f}%"
+
+    print(f"\n{'':<28}{'station path':>16}{'ultralytics':>16}")
+    rows = [
+        ("precision @ reject_conf", f"{s.precision:.3f}", f"{u.precision:.3f}"),
+        ("recall @ reject_conf", f"{s.recall:.3f}", f"{u.recall:.3f}"),
+        ("mAP50", f"{s.map50:.3f}", f"{u.map50:.3f}"),
+        ("escape rate", f"{pct(s.escape_rate)} ({s.escapes})", f"{pct(u.escape_rate)} ({u.escapes})"),
+        ("false-reject rate", f"{pct(s.false_reject_rate)} ({s.false_rejects})", f"{pct(u.false_reject_rate)} ({u.false_rejects})"),
+    ]
+    for name in meta.names:
+        rows.append((f"{name}: P / R", f"{s.per_class[name].precision:.3f} / {s.per_class[name].recall:.3f}",
+                     f"{u.per_class[name].precision:.3f} / {u.per_class[name].recall:.3f}"))
+    med_s, med_u = statistics.median(st_ms), statistics.median(ul_ms)
+    rows += [
+        ("ms / part, median", f"{med_s:.1f}", f"{med_u:.1f}"),
+        ("ms / part, p95", f"{np.percentile(st_ms, 95):.1f}", f"{np.percentile(ul_ms, 95):.1f}"),
+    ]
+    for label, a, b in rows:
+        print(f"{label:<28}{a:>16}{b:>16}")
+    print(f"\nspeed ratio (ultralytics / station, median): {med_u / med_s:.2f}x")
+    print("(station: Mono8 frame in, verdict out; ultralytics: BGR frame in, detections out - the grey->BGR copy is not timed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Frozen dataset snapshots: the exact images and labels a model is trained on.
+
+:func:`create_snapshot` resolves the current labels of the selected images once and stores
+them in ``dataset_snapshot_items`` (append-only, like the snapshot row itself). Exports read
+only the snapshot, so a later relabel never changes what a snapshot exports, and a trained
+model can name its dataset (``models.dataset_snapshot``: the snapshot id; the content hash
+confirms it).
+
+Content hash (``Snapshot.sha``): sha256 of the canonical JSON of the class list and, per image,
+the image file's sha256 with its label list (class, box rounded to 0.01 px), sorted. It does
+not depend on database ids, times or part ids, so the same images with the same labels hash
+the same in any database (e.g. after an export and an import elsewhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import sqlite_utils
+
+from . import audit
+from ._db import canonical_json, rows, transaction
+from .labels import clip_box, current_labels_many
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotLabel:
+    """One box of a snapshot image, in image pixels."""
+
+    label_id: int
+    class_name: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotItem:
+    """One image of a snapshot with its frozen labels (empty for a reviewed-good image)."""
+
+    image_id: int
+    part_id: int
+    camera_id: str
+    sha256: str
+    format: str
+    width: int
+    height: int
+    t_wall: float | None
+    verdict: str | None
+    labels: tuple[SnapshotLabel, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A frozen dataset: ``image_ids`` in id order, ``class_names`` in class-index order."""
+
+    id: int
+    created_at: float
+    image_ids: tuple[int, ...]
+    class_names: tuple[str, ...]
+    sha: str
+    name: str = ""
+    created_by: str = ""
+    n_labels: int = 0
+    params: dict[str, Any] | None = None
+
+
+def _round(v: float) -> float:
+    return round(float(v), 2)
+
+
+def content_sha(class_names: Sequence[str], items: Sequence[SnapshotItem]) -> str:
+    """The content hash of a class list and snapshot items (see the module docstring)."""
+    images = sorted(
+        [it.sha256, sorted([lab.class_name, _round(lab.x1), _round(lab.y1), _round(lab.x2), _round(lab.y2)] for lab in it.labels)]
+        for it in items
+    )
+    doc = {"classes": list(class_names), "images": images}
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+
+
+def _select(db: sqlite_utils.Database, since: float | None, until: float | None, only_reviewed: bool) -> list[dict[str, Any]]:
+    where = ["i.deleted_at IS NULL"]
+    params: list[Any] = []
+    if since is not None:
+        where.append("COALESCE(p.t_trigger_wall, p.t_recorded_wall) >= ?")
+        params.append(float(since))
+    if until is not None:
+        where.append("COALESCE(p.t_trigger_wall, p.t_recorded_wall) < ?")
+        params.append(float(until))
+    if only_reviewed:
+        where.append("r.verdict IS NOT NULL")
+    return rows(
+        db,
+        f"""
+        SELECT i.id AS image_id, i.part_id, i.camera_id, i.sha256, i.format, i.width, i.height,
+               COALESCE(p.t_trigger_wall, p.t_recorded_wall) AS t_wall, r.verdict
+        FROM images i JOIN inspections p ON p.part_id = i.part_id
+        LEFT JOIN image_review_latest r ON r.image_id = i.id
+        WHERE {' AND '.join(where)}
+        ORDER BY i.id
+        """,
+        params,
+    )
+
+
+def create_snapshot(
+    db: sqlite_utils.Database,
+    user: str,
+    *,
+    name: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    only_reviewed: bool = True,
+    class_names: Sequence[str] | None = None,
+) -> Snapshot:
+    """Freeze the current labels of the selected images into a new snapshot.
+
+    Selection: every image whose file is kept, triggered in [``since``, ``until``) (UNIX
+    seconds), and - with ``only_reviewed`` - reviewed by QA (imported images count as reviewed).
+    Boxes are clipped to their image; a box entirely outside it is dropped (logged).
+    ``class_names`` fixes the class order (class index = position; pass the deployed model's
+    names to keep indices stable across snapshots); by default it is the sorted set of classes
+    present. Raises ValueError when nothing matches, when no class is known, or when a label's
+    class is not in ``class_names``.
+    """
+    user = audit.check_user(user)
+    now = time.time()
+    with transaction(db):
+        sel = _select(db, since, until, only_reviewed)
+        if not sel:
+            what = "reviewed " if only_reviewed else ""
+            raise ValueError(
+                f"no {what}images with a kept file match (since={since}, until={until}); "
+                + ("review some images first or pass only_reviewed=False" if only_reviewed else "widen the time range")
+            )
+        labels = current_labels_many(db, [r["image_id"] for r in sel])
+        items: list[SnapshotItem] = []
+        for r in sel:
+            labs = []
+            for lab in labels.get(int(r["image_id"]), []):
+                box = clip_box(lab.box, r["width"], r["height"])
+                if box is None:
+                    log.warning("snapshot: label %d lies outside image %d; left out", lab.id, r["image_id"])
+                    continue
+                labs.append(SnapshotLabel(lab.id, lab.class_name, *box))
+            items.append(
+                SnapshotItem(
+                    int(r["image_id"]), int(r["part_id"]), str(r["camera_id"]), str(r["sha256"]), str(r["format"]),
+                    int(r["width"]), int(r["height"]), None if r["t_wall"] is None else float(r["t_wall"]),
+                    r["verdict"], tuple(labs),
+                )
+            )
+        present = sorted({lab.class_name for it in items for lab in it.labels})
+        if class_names is None:
+            classes = present
+        else:
+            classes = [str(c) for c in class_names]
+            if len(set(classes)) != len(classes):
+                raise ValueError(f"class_names has duplicates: {classes}")
+            unknown = [c for c in present if c not in classes]
+            if unknown:
+                raise ValueError(f"labels use classes not in class_names: {', '.join(unknown)}; add them to class_names")
+        if not classes:
+            raise ValueError("the selected images have no labels and no class_names were given: pass class_names")
+        sha = content_sha(classes, items)
+        n_labels = sum(len(it.labels) for it in items)
+        params = {"since": since, "until": until, "only_reviewed": bool(only_reviewed)}
+        name = name or time.strftime("snapshot-%Y%m%d-%H%M%S", time.gmtime(now))
+        cur = db.execute(
+            "INSERT INTO dataset_snapshots (name, created_at, created_by, params, class_names, content_sha256, n_images, n_labels) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [name, now, user, canonical_json(params), json.dumps(classes), sha, len(items), n_labels],
+        )
+        sid = int(cur.lastrowid)
+        db.conn.executemany(
+            "INSERT INTO dataset_snapshot_items (snapshot_id, image_id, part_id, camera_id, sha256, format, width, height, t_wall, "
+            "verdict, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    sid, it.image_id, it.part_id, it.camera_id, it.sha256, it.format, it.width, it.height, it.t_wall, it.verdict,
+                    json.dumps([[lab.label_id, lab.class_name, lab.x1, lab.y1, lab.x2, lab.y2] for lab in it.labels]),
+                )
+                for it in items
+            ],
+        )
+        snap = Snapshot(sid, now, tuple(it.image_id for it in items), tuple(classes), sha, name, user, n_labels, params)
+        audit.record(
+            db, user, "create", "dataset_snapshot", sid, None,
+            {"name": name, "sha": sha, "n_images": len(items), "n_labels": n_labels, "class_names": classes, **params},
+            t_wall=now,
+        )
+    log.info("snapshot %d %r: %d images, %d labels, sha %s", sid, name, len(items), n_labels, sha[:12])
+    return snap
+
+
+def get_snapshot(db: sqlite_utils.Database, snapshot_id: int) -> Snapshot:
+    """A snapshot by id; LookupError if there is none."""
+    r = db.execute(
+        "SELECT id, created_at, class_names, content_sha256, name, created_by, n_labels, params FROM dataset_snapshots WHERE id = ?",
+        [int(snapshot_id)],
+    ).fetchone()
+    if r is None:
+        raise LookupError(f"dataset snapshot {snapshot_id} does not exist; list them with `python -m labeling snapshots`")
+    ids = tuple(int(x[0]) for x in db.execute("SELECT image_id FROM dataset_snapshot_items WHERE snapshot_id = ? ORDER BY image_id", [int(r[0])]))
+    return Snapshot(int(r[0]), float(r[1]), ids, tuple(json.loads(r[2])), str(r[3]), str(r[4]), str(r[5]), int(r[6]), json.loads(r[7]))
+
+
+def list_snapshots(db: sqlite_utils.Database) -> list[Snapshot]:
+    """Every snapshot, oldest first."""
+    return [get_snapshot(db, int(r[0])) for r in db.execute("SELECT id FROM dataset_snapshots ORDER BY id")]
+
+
+def snapshot_items(db: sqlite_utils.Database, snapshot_id: int) -> list[SnapshotItem]:
+    """The frozen images and labels of a snapshot, in image id order."""
+    get_snapshot(db, snapshot_id)  # LookupError if unknown
+    out = []
+    for r in rows(db, "SELECT * FROM dataset_snapshot_items WHERE snapshot_id = ? ORDER BY image_id", [int(snapshot_id)]):
+        labs = tuple(SnapshotLabel(int(x[0]), str(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5])) for x in json.loads(r["labels"]))
+        out.append(
+            SnapshotItem(
+                int(r["image_id"]), int(r["part_id"]), str(r["camera_id"]), str(r["sha256"]), str(r["format"]), int(r["width"]),
+                int(r["height"]), r["t_wall"], r["verdict"], labs,
+            )
+        )
+    return out

@@ -1,0 +1,501 @@
+"""The ``models`` command: dataset, golden, train, export, evaluate, tune, register, list, promote, rollback, build-default.
+
+Only ``train``, ``export`` and ``build-default`` need the ``train`` extra (torch, ultralytics, onnx);
+``train`` and ``build-default`` run the training in a worker subprocess and print its progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = Path("data/station.db")
+
+
+def _db(args: argparse.Namespace) -> Any:
+    from station.store.db import open_db
+
+    return open_db(args.db)
+
+
+def _store(args: argparse.Namespace) -> Path:
+    return Path(args.store) if args.store else Path(args.db).resolve().parent / "models"
+
+
+def _rules_and_inspector(config: str | None) -> tuple[Any, Any, Any]:
+    """(rules, calibration, onnx inspector config or None) from a station config file, or the defaults."""
+    from station.config import CalibrationConfig, RulesConfig
+
+    if not config:
+        return RulesConfig(), CalibrationConfig(), None
+    from station.config import load_config
+
+    cfg = load_config(Path(config))
+    insp = cfg.inspector if cfg.inspector.type == "onnx" else None
+    return cfg.rules, cfg.calibration, insp
+
+
+# --------------------------------------------------------------------------- progress printing
+
+
+class ProgressPrinter:
+    """Prints job events as one updating terminal line per epoch."""
+
+    def __init__(self, stream: Any = None, width: int = 30):
+        self.stream = stream or sys.stdout
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._open_line = False
+
+    def _line(self, text: str, final: bool) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text + ("\n" if final else ""))
+            self._open_line = not final
+        elif final:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def __call__(self, state: Any, ev: Mapping[str, Any]) -> None:
+        kind = ev.get("event")
+        if kind == "phase":
+            if self._open_line:
+                self.stream.write("\n")
+                self._open_line = False
+            self.stream.write(f"[{ev.get('phase')}]\n")
+            self.stream.flush()
+        elif kind == "progress":
+            ph = ev.get("phase")
+            frac = float(ev.get("fraction") or 0.0)
+            bar = "#" * int(round(frac * self.width))
+            losses = " ".join(f"{k}={v:.3g}" for k, v in (ev.get("losses") or {}).items())
+            m = ev.get("metrics") or {}
+            mets = " ".join(f"{k}={m[k]:.3f}" for k in ("precision", "recall", "mAP50") if k in m)
+            eta = ev.get("eta_s")
+            eta_s = f" eta {int(eta // 60)}m{int(eta % 60):02d}s" if eta else ""
+            if ph == "batch":
+                self._line(f"epoch {ev['epoch']}/{ev['epochs']} [{bar:<{self.width}}] batch {ev['batch']}/{ev['batches']} {losses}{eta_s}", False)
+            elif ph == "epoch":
+                self._line(f"epoch {ev['epoch']}/{ev['epochs']} [{bar:<{self.width}}] {losses} | val {mets}{eta_s}", True)
+            elif ph == "final":
+                self._line(f"best weights: val {mets}", True)
+        elif kind in ("error", "cancelled"):
+            self._line(f"{kind}: {ev.get('message')}", True)
+        elif kind == "finished":
+            self._line(f"job {state.job_id} {ev.get('status')} (log: {state.log_path})", True)
+
+
+def _run_job(runner: Any, spec: Any) -> Any:
+    """Start a job, print its progress, cancel it on Ctrl-C; returns the final state."""
+    printer = ProgressPrinter()
+    state = runner.start(spec, printer)
+    print(f"job {state.job_id} started (pid {state.pid}); log {state.log_path}")
+    try:
+        while not state.finished:
+            runner.wait(state.job_id, timeout=0.5)
+    except KeyboardInterrupt:
+        print("\ncancelling (waiting for the worker to stop at the next batch) ...")
+        runner.cancel(state.job_id)
+        runner.wait(state.job_id)
+    return state
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from station.config.camera import SyntheticCameraConfig
+
+    from .dataset import TrainView, make_synthetic_dataset
+
+    cam = SyntheticCameraConfig(product=args.product, defect_rate=args.defect_rate, harmless_mark_rate=args.mark_rate)
+    view = TrainView(tuple(args.input_hw) if args.input_hw else None, args.crop)
+    y = make_synthetic_dataset(args.out, args.train, args.val, args.seed, cam, n_test=args.test, view=view)
+    print(y)
+    return 0
+
+
+def cmd_golden(args: argparse.Namespace) -> int:
+    if args.from_yaml:
+        from .golden import freeze_split
+
+        gs = freeze_split(args.from_yaml, args.split, args.out)
+    else:
+        from station.config.camera import SyntheticCameraConfig
+
+        from .dataset import make_golden_set
+
+        cam = SyntheticCameraConfig(product=args.product, defect_rate=args.defect_rate, harmless_mark_rate=args.mark_rate)
+        gs = make_golden_set(args.out, args.n, args.seed, cam)
+    print(f"golden set {gs.golden_id}: {len(gs)} images ({gs.n_defective} defective) in {gs.root}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .jobs import JobRunner, JobSpec
+
+    current = args.current
+    if args.register and not current:
+        from . import registry
+
+        db = _db(args)
+        try:
+            cur = registry.current(db)
+        finally:
+            db.close()
+        current = str(cur.path) if cur else None
+    synthetic = None
+    if args.synthetic:
+        n_train, n_val, seed = args.synthetic
+        synthetic = {"n_train": n_train, "n_val": n_val, "seed": seed}
+    spec = JobSpec(
+        data_yaml=args.data, synthetic=synthetic, model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+        seed=args.seed, hyp=json.loads(args.hyp) if args.hyp else {}, export_imgsz=tuple(args.export_imgsz) if args.export_imgsz else None,
+        golden=args.golden, current_model=current, db=str(args.db) if args.register else None,
+        store_dir=str(_store(args)) if args.register else None, trained_by=args.user,
+    )
+    runner = JobRunner(args.jobs_dir)
+    state = _run_job(runner, spec)
+    if state.status != "succeeded":
+        print(f"training {state.status}: {state.error}", file=sys.stderr)
+        return 1 if state.status == "failed" else 130
+    r = state.result or {}
+    print(f"model: {r.get('onnx')} (sha256 {str(r.get('sha256'))[:12]})")
+    if r.get("registered"):
+        print(f"registered as candidate {r['registered']['sha256'][:12]}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    lineage = json.loads(args.lineage) if args.lineage else {}
+    out = export_onnx(args.weights, args.out, args.imgsz if len(args.imgsz) == 2 else args.imgsz[0], lineage=lineage)
+    print(out)
+    return 0
+
+
+def _resolve_model(arg: str, db_path: Path | None) -> str:
+    """A model given as a file path, or as a registered sha256 (prefix) when --db is given."""
+    if Path(arg).is_file():
+        return arg
+    if db_path is not None:
+        from station.store.db import open_db
+
+        from . import registry
+
+        db = open_db(db_path)
+        try:
+            return str(registry.get(db, arg).path)
+        finally:
+            db.close()
+    raise SystemExit(f"model {arg}: no such file (give --db to name a registered model by its sha256)")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import compare
+
+    rules, calib, insp = _rules_and_inspector(args.config)
+    cand = _resolve_model(args.candidate, args.db if args.use_db else None)
+    current = None
+    if args.current:
+        current = _resolve_model(args.current, args.db if args.use_db else None)
+    elif args.use_db:
+        from . import registry
+
+        db = _db(args)
+        try:
+            cur = registry.current(db)
+        finally:
+            db.close()
+        current = str(cur.path) if cur else None
+    comp = compare(cand, current, args.golden, rules=rules, calibration=calib, inspector_cfg=insp)
+    print(comp.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(comp.summary(), indent=1) + "\n")
+    if args.use_db and args.record:
+        from . import registry
+
+        db = _db(args)
+        try:
+            for res in (comp.candidate, comp.current):
+                if res is None:
+                    continue
+                try:
+                    registry.record_evaluation(db, res.model_sha, res.summary())
+                    print(f"recorded evaluation of {res.model_sha[:12]} on golden set {res.golden_id}")
+                except registry.RegistryError as e:
+                    print(f"not recorded for {res.model_sha[:12]}: {e} (register it first)", file=sys.stderr)
+        finally:
+            db.close()
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, tune_thresholds
+
+    rules, calib, insp = _rules_and_inspector(args.config)
+    res = evaluate(args.model, args.golden, rules=rules, calibration=calib, inspector_cfg=insp)
+    t = tune_thresholds(res, args.target, calibration=calib)
+    print(t.table())
+    print("\nrules (paste under `rules:` in the station config):")
+    import yaml
+
+    print(yaml.safe_dump(t.rules.model_dump(mode="json"), sort_keys=False))
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from . import registry
+
+    db = _db(args)
+    try:
+        rec = registry.register(db, args.onnx, store_dir=_store(args), trained_by=args.user, weights=args.weights,
+                                dataset_snapshot=args.dataset_snapshot, parent_sha=args.parent_sha)
+    finally:
+        db.close()
+    print(f"registered {rec.sha256} ({rec.status}) -> {rec.path}")
+    return 0
+
+
+def _fmt_record(r: Any) -> str:
+    golden = r.metrics.get("golden") or {}
+    esc = ", ".join(f"{g}: escape {v.get('escape_rate')}" for g, v in golden.items())
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
+    return f"{r.sha256[:12]}  {r.status:<9} {when}  {r.task} {list(r.names)} {list(r.input_hw or [])}  {esc}"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from . import registry
+
+    db = _db(args)
+    try:
+        for r in registry.list_models(db, args.status):
+            print(_fmt_record(r))
+    finally:
+        db.close()
+    return 0
+
+
+def cmd_current(args: argparse.Namespace) -> int:
+    from . import registry
+
+    db = _db(args)
+    try:
+        r = registry.current(db)
+    finally:
+        db.close()
+    if r is None:
+        print("no current model")
+        return 1
+    print(_fmt_record(r))
+    print(r.path)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from . import registry
+
+    db = _db(args)
+    try:
+        r = registry.promote(db, args.sha, args.user, reason=args.reason, override=args.override, golden_id=args.golden_id)
+    except registry.PromotionRefused as e:
+        print(str(e), file=sys.stderr)
+        return 3
+    finally:
+        db.close()
+    print(f"current model: {r.sha256} -> {r.path}\n(a running station loads it with its model swap: web UI or POST /api/model/swap)")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from . import registry
+
+    db = _db(args)
+    try:
+        r = registry.rollback(db, args.sha, args.user, reason=args.reason)
+    finally:
+        db.close()
+    print(f"current model: {r.sha256} -> {r.path}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from . import registry
+
+    db = _db(args)
+    try:
+        for h in registry.history(db):
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["t_wall"]))
+            print(f"{when} {h['user']:<12} {h['action']:<24} {str(h['object_id'])[:12]}  {h['reason'] or ''}")
+    finally:
+        db.close()
+    return 0
+
+
+def cmd_build_default(args: argparse.Namespace) -> int:
+    from . import DEFAULT_DIR
+    from .default_model import QUICK, DefaultRecipe, build_default
+
+    recipe = QUICK if args.quick else DefaultRecipe()
+    out = Path(args.out) if args.out else DEFAULT_DIR
+    t0 = time.monotonic()
+    card = build_default(out, Path(args.work) if args.work else None, recipe, on_event=ProgressPrinter(),
+                         command="models build-default" + (" --quick" if args.quick else ""))
+    m = card["test"]["metrics"]
+    print(f"\ndefault model {card['sha256'][:12]} in {out} ({time.monotonic() - t0:.0f} s): "
+          f"test precision {m['precision']}, recall {m['recall']}, escape {m['escape_rate']}, false reject {m['false_reject_rate']}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``models`` command."""
+    p = argparse.ArgumentParser(prog="models", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def db_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--db", type=Path, default=DEFAULT_DB, help="station database (default data/station.db)")
+        sp.add_argument("--store", type=Path, default=None, help="model file store (default: models/ next to the database)")
+
+    def synth_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--product", default="machined", choices=["machined", "pcb"])
+        sp.add_argument("--defect-rate", type=float, default=0.5)
+        sp.add_argument("--mark-rate", type=float, default=0.0, help="fraction of parts with a harmless ink mark")
+
+    sp = sub.add_parser("dataset", help="render a synthetic YOLO dataset")
+    sp.add_argument("out", type=Path)
+    sp.add_argument("--train", type=int, required=True)
+    sp.add_argument("--val", type=int, required=True)
+    sp.add_argument("--test", type=int, default=0)
+    sp.add_argument("--seed", type=int, required=True)
+    sp.add_argument("--input-hw", type=int, nargs=2, default=None, metavar=("H", "W"), help="resize frames as a letterbox into HxW does")
+    sp.add_argument("--crop", type=int, default=None, help="then cut a CROPxCROP window around the part")
+    synth_args(sp)
+    sp.set_defaults(fn=cmd_dataset)
+
+    sp = sub.add_parser("golden", help="freeze a golden set (synthetic, or a split of a YOLO dataset)")
+    sp.add_argument("out", type=Path)
+    sp.add_argument("--n", type=int, default=200)
+    sp.add_argument("--seed", type=int, default=777)
+    sp.add_argument("--from-yaml", type=Path, default=None, help="freeze a split of this data.yaml instead")
+    sp.add_argument("--split", default="test")
+    synth_args(sp)
+    sp.set_defaults(fn=cmd_golden)
+
+    sp = sub.add_parser("train", help="train a model (a background job with progress; Ctrl-C cancels)")
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", default=None, help="YOLO data.yaml")
+    src.add_argument("--synthetic", type=int, nargs=3, metavar=("N_TRAIN", "N_VAL", "SEED"), help="render a synthetic dataset first")
+    sp.add_argument("--model", default="yolov8n.yaml", help="architecture .yaml, or a parent .pt/.onnx to fine-tune")
+    sp.add_argument("--epochs", type=int, default=50)
+    sp.add_argument("--imgsz", type=int, default=640)
+    sp.add_argument("--batch", type=int, default=16)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--hyp", default=None, help="more Ultralytics train arguments as JSON, e.g. '{\"mosaic\": 0}'")
+    sp.add_argument("--export-imgsz", type=int, nargs=2, default=None, metavar=("H", "W"))
+    sp.add_argument("--golden", default=None, help="evaluate the new model on this golden set")
+    sp.add_argument("--current", default=None, help="compare with this model (default with --register: the current model)")
+    sp.add_argument("--register", action="store_true", help="register the new model as a candidate in --db")
+    sp.add_argument("--user", default="cli")
+    sp.add_argument("--jobs-dir", type=Path, default=Path("data/jobs"))
+    db_args(sp)
+    sp.set_defaults(fn=cmd_train)
+
+    sp = sub.add_parser("export", help="export weights to ONNX with lineage metadata")
+    sp.add_argument("weights", type=Path)
+    sp.add_argument("out", type=Path)
+    sp.add_argument("--imgsz", type=int, nargs="+", default=[640], help="N or H W")
+    sp.add_argument("--lineage", default=None, help="JSON object, e.g. '{\"dataset_snapshot\": \"...\"}'")
+    sp.set_defaults(fn=cmd_export)
+
+    sp = sub.add_parser("evaluate", help="evaluate a candidate (and the current model) on a golden set via the production path")
+    sp.add_argument("--candidate", required=True, help="ONNX file (or a registered sha256 with --use-db)")
+    sp.add_argument("--current", default=None, help="ONNX file to compare with (default with --use-db: the registry's current)")
+    sp.add_argument("--golden", required=True, type=Path)
+    sp.add_argument("--config", default=None, help="station config: its rules, calibration and inspector settings")
+    sp.add_argument("--use-db", action="store_true", help="resolve models through the registry in --db")
+    sp.add_argument("--record", action="store_true", help="with --use-db: store the results in the registry (for the promotion gate)")
+    sp.add_argument("--json", default=None, help="also write the comparison as JSON here")
+    db_args(sp)
+    sp.set_defaults(fn=cmd_evaluate)
+
+    sp = sub.add_parser("tune", help="per-class thresholds for a target escape rate, and the false rejects they cost")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--golden", required=True, type=Path)
+    sp.add_argument("--target", type=float, required=True, help="target escape rate, e.g. 0.01")
+    sp.add_argument("--config", default=None)
+    sp.set_defaults(fn=cmd_tune)
+
+    sp = sub.add_parser("register", help="register an ONNX model as a candidate")
+    sp.add_argument("onnx", type=Path)
+    sp.add_argument("--weights", type=Path, default=None, help="its .pt (default: same stem next to it, if present)")
+    sp.add_argument("--dataset-snapshot", default=None)
+    sp.add_argument("--parent-sha", default=None)
+    sp.add_argument("--user", default="cli")
+    db_args(sp)
+    sp.set_defaults(fn=cmd_register)
+
+    sp = sub.add_parser("list", help="registered models")
+    sp.add_argument("--status", default=None, choices=["candidate", "current", "retired"])
+    db_args(sp)
+    sp.set_defaults(fn=cmd_list)
+
+    sp = sub.add_parser("current", help="the current model")
+    db_args(sp)
+    sp.set_defaults(fn=cmd_current)
+
+    sp = sub.add_parser("promote", help="make a candidate current (gated on the golden-set escape rate)")
+    sp.add_argument("sha")
+    sp.add_argument("--user", required=True)
+    sp.add_argument("--override", action="store_true", help="promote despite the gate (needs --reason; audited)")
+    sp.add_argument("--reason", default=None)
+    sp.add_argument("--golden-id", default=None, help="gate on this golden set (default: the latest both were evaluated on)")
+    db_args(sp)
+    sp.set_defaults(fn=cmd_promote)
+
+    sp = sub.add_parser("rollback", help="make a previous model current again")
+    sp.add_argument("sha", nargs="?", default=None, help="default: the model the last change replaced")
+    sp.add_argument("--user", required=True)
+    sp.add_argument("--reason", default=None)
+    db_args(sp)
+    sp.set_defaults(fn=cmd_rollback)
+
+    sp = sub.add_parser("history", help="promotions, refusals, overrides and rollbacks (audit trail)")
+    db_args(sp)
+    sp.set_defaults(fn=cmd_history)
+
+    sp = sub.add_parser("build-default", help="reproduce the shipped default model (trains ~25 min on 2 CPU cores)")
+    sp.add_argument("--out", default=None, help="default: models/default/")
+    sp.add_argument("--work", default=None, help="working folder (dataset, jobs, test set)")
+    sp.add_argument("--quick", action="store_true", help="a tiny smoke run of the whole script (useless model)")
+    sp.set_defaults(fn=cmd_build_default)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``models`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .golden import GoldenSetError
+    from .jobs import JobError
+    from .registry import RegistryError
+
+    try:
+        return int(args.fn(args) or 0)
+    except (RegistryError, JobError, GoldenSetError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,673 @@
+"""Evaluate models on a frozen golden set THROUGH THE PRODUCTION PATH, compare them, tune thresholds.
+
+Every golden image goes through :func:`station.pipeline.inspect_part` with the station's own
+:class:`~station.inspect.onnx_backend.OnnxInspector` and :class:`~station.decide.Decider` - the code
+the line runs - so a verdict here is the verdict the line would give.
+
+Figures (all on the golden set):
+
+- Detection quality, per class and overall: precision and recall at the operating point (detections
+  at or above the class's ``reject_conf``), and AP50: average precision at IoU 0.5 over all
+  detections the inspector emits at the evaluation ``conf`` (default 0.01), computed here with the
+  all-point interpolation (PASCAL VOC 2010+: area under the monotone precision envelope of the
+  precision/recall curve; detections in descending score order, each matched to the unmatched
+  ground-truth box of its class with the highest IoU >= 0.5, otherwise a false positive).
+  mAP50 = mean AP50 over classes that have ground truth. Numbers are close to, not identical with,
+  Ultralytics' val (which uses conf 0.001 and a 101-point interpolation).
+- Part decisions at the operating rules (:class:`~station.config.RulesConfig`): a part is *ejected*
+  when its verdict is FAIL or FAILSAFE, or UNCERTAIN with ``uncertain_action: reject``.
+  escape rate = defective parts not ejected / defective parts; false-reject rate = good parts
+  ejected / good parts; per class: escape rate among parts that carry that class.
+- A confusion table at the operating point (rows: truth class or background, columns: predicted
+  class or background; IoU >= 0.5, class-agnostic matching) and the truth x outcome table.
+
+Lowering ``conf`` below the line's value does not change a verdict as long as every rule's
+``uncertain_conf`` is at least the line's ``conf``: NMS is greedy by score, so low-scoring boxes
+never suppress higher ones, and the Decider ignores detections below ``uncertain_conf``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from station.config import CalibrationConfig, ClassRule, OnnxInspectorConfig, RulesConfig
+from station.decide import Decider
+from station.inspect.base import Inspector
+from station.inspect.model_meta import read_model_meta
+from station.pipeline import inspect_part
+from station.types import Detections, Frame, Outcome, Trigger
+
+from .golden import GoldenSet, iter_images, load_golden
+
+log = logging.getLogger(__name__)
+
+EVAL_CONF = 0.01
+IOU = 0.5
+BACKGROUND = "background"
+
+
+# --------------------------------------------------------------------------- geometry + AP
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of xyxy boxes."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float64)
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
+def average_precision(tp: np.ndarray, scores: np.ndarray, n_truth: int) -> float:
+    """All-point interpolated AP from per-detection TP flags and scores (VOC 2010+)."""
+    if n_truth == 0:
+        return float("nan")
+    if len(tp) == 0:
+        return 0.0
+    order = np.argsort(-scores, kind="stable")
+    tp = tp[order].astype(np.float64)
+    ctp = np.cumsum(tp)
+    cfp = np.cumsum(1.0 - tp)
+    recall = ctp / n_truth
+    precision = ctp / np.maximum(ctp + cfp, 1e-12)
+    mrec = np.concatenate([[0.0], recall, [recall[-1]]])
+    mpre = np.concatenate([[1.0], precision, [0.0]])
+    mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))  # precision envelope
+    idx = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def match_greedy(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndarray, iou: float = IOU) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy score-ordered matching of one class on one image.
+
+    Returns (tp flags per detection, index of the matched truth per detection or -1).
+    """
+    tp = np.zeros(len(det_boxes), bool)
+    which = np.full(len(det_boxes), -1, np.int64)
+    if len(det_boxes) == 0 or len(gt_boxes) == 0:
+        return tp, which
+    ious = box_iou(det_boxes, gt_boxes)
+    taken = np.zeros(len(gt_boxes), bool)
+    for i in np.argsort(-det_scores, kind="stable"):
+        cand = np.where(taken, -1.0, ious[i])
+        j = int(np.argmax(cand))
+        if cand[j] >= iou:
+            tp[i], which[i], taken[j] = True, j, True
+    return tp, which
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One golden image through the production path."""
+
+    stem: str
+    truth_classes: np.ndarray  # (N,) int32
+    truth_boxes: np.ndarray  # (N, 4) float32, frame px
+    detections: Detections  # what the inspector emitted (score >= evaluation conf)
+    eligible: np.ndarray  # (M,) bool: the rules would consider the detection (zones, area, enabled)
+    outcome: str
+    reasons: tuple[str, ...]
+    ejected: bool
+    ms: float  # inspect + decide
+
+    @property
+    def defective(self) -> bool:
+        """True when the image has ground-truth defects."""
+        return len(self.truth_classes) > 0
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """Detection and decision figures of one class."""
+
+    name: str
+    n_truth: int  # ground-truth boxes
+    n_parts: int  # parts carrying this class
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    ap50: float
+    escape_rate: float  # parts carrying this class that were not ejected / n_parts
+    escapes: int
+    reject_conf: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {k: _num(v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """A model on a golden set."""
+
+    model_path: str
+    model_sha: str
+    model_id: str
+    golden_id: str
+    names: tuple[str, ...]
+    rules: RulesConfig
+    conf: float
+    images: tuple[ImageResult, ...]
+    per_class: Mapping[str, ClassMetrics]
+    precision: float
+    recall: float
+    map50: float
+    escape_rate: float
+    false_reject_rate: float
+    uncertain_rate: float
+    n_defective: int
+    n_good: int
+    escapes: int
+    false_rejects: int
+    outcomes: Mapping[str, Mapping[str, int]]  # {"good"|"defective": {outcome: count}}
+    confusion: np.ndarray  # (nc + 1, nc + 1): rows truth, cols predicted; last = background
+    ms_per_part: float
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready figures (no per-image data): what the registry stores."""
+        return {
+            "golden_id": self.golden_id,
+            "model_sha": self.model_sha,
+            "n_images": len(self.images),
+            "n_defective": self.n_defective,
+            "n_good": self.n_good,
+            "precision": _num(self.precision),
+            "recall": _num(self.recall),
+            "mAP50": _num(self.map50),
+            "escape_rate": _num(self.escape_rate),
+            "false_reject_rate": _num(self.false_reject_rate),
+            "uncertain_rate": _num(self.uncertain_rate),
+            "escapes": self.escapes,
+            "false_rejects": self.false_rejects,
+            "per_class": {k: v.as_dict() for k, v in self.per_class.items()},
+            "outcomes": {k: dict(v) for k, v in self.outcomes.items()},
+            "confusion": {"labels": [*self.names, BACKGROUND], "rows_truth_cols_predicted": self.confusion.tolist()},
+            "ms_per_part": _num(self.ms_per_part),
+            "conf": self.conf,
+            "rules": self.rules.model_dump(mode="json"),
+        }
+
+    def table(self) -> str:
+        """A printable report."""
+        return format_table([self])
+
+
+def _num(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return None if np.isnan(f) else round(f, 5)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _eligibility_decider(rules: RulesConfig, calibration: CalibrationConfig) -> Decider:
+    """A Decider with every threshold at 0: its ``judge`` says whether zones/area/enabled let a detection count."""
+    zero = {"reject_conf": 0.0, "uncertain_conf": 0.0}
+    r0 = rules.model_copy(
+        update={
+            "default": rules.default.model_copy(update=zero),
+            "classes": {k: v.model_copy(update=zero) for k, v in rules.classes.items()},
+        }
+    )
+    return Decider(r0, calibration, "eligibility")
+
+
+def ejected(outcome: str, rules: RulesConfig) -> bool:
+    """Does a part with this outcome leave the line?"""
+    return outcome in (Outcome.FAIL, Outcome.FAILSAFE) or (outcome == Outcome.UNCERTAIN and rules.uncertain_action == "reject")
+
+
+def open_inspector(model_path: Path | str, inspector_cfg: OnnxInspectorConfig | None = None, conf: float = EVAL_CONF) -> Inspector:
+    """The production ONNX inspector for ``model_path`` (keep-alive off, evaluation ``conf``)."""
+    from station.inspect.onnx_backend import OnnxInspector
+
+    base = inspector_cfg or OnnxInspectorConfig()
+    cfg = base.model_copy(update={"model": Path(model_path), "keepalive_s": 0.0, "conf": float(conf)})
+    return OnnxInspector(cfg)
+
+
+def evaluate(
+    model_path: Path | str,
+    golden: GoldenSet | Path | str,
+    *,
+    rules: RulesConfig | None = None,
+    calibration: CalibrationConfig | None = None,
+    inspector_cfg: OnnxInspectorConfig | None = None,
+    conf: float = EVAL_CONF,
+    camera_id: str = "cam0",
+) -> EvalResult:
+    """Run ``model_path`` on every image of ``golden`` through the production path and score it.
+
+    ``rules``/``calibration``/``inspector_cfg`` default to the station defaults; pass the line's own
+    to evaluate at its operating point (the inspector's ``model``, ``conf`` and ``keepalive_s`` are
+    replaced). Class names must match the golden set's.
+    """
+    gs = golden if isinstance(golden, GoldenSet) else load_golden(golden)
+    rules = rules or RulesConfig()
+    calibration = calibration or CalibrationConfig()
+    meta = read_model_meta(model_path)
+    if tuple(meta.names) != tuple(gs.names):
+        raise ValueError(
+            f"model {model_path} classes {list(meta.names)} differ from golden set {gs.root} classes {list(gs.names)}; "
+            "evaluate on a golden set labelled with the model's classes"
+        )
+    t0 = time.monotonic()
+    inspector = open_inspector(model_path, inspector_cfg, conf)
+    try:
+        decider = Decider(rules, calibration, "evaluate")
+        elig = _eligibility_decider(rules, calibration)
+        images = []
+        for i, (item, img) in enumerate(iter_images(gs.items), 1):
+            t_ns = time.monotonic_ns()
+            trig = Trigger(part_id=i, seq=i, t_trigger_ns=t_ns, source="evaluate", t_trigger_wall=time.time())
+            frame = Frame(part_id=i, camera_id=camera_id, image=img, t_exposure_ns=t_ns, meta={"golden": item.stem})
+            res = inspect_part(inspector, decider, trig, [frame])
+            det = res.detections[0] if res.detections else Detections.empty(tuple(meta.names), inspector.model_id)
+            ok = np.array([(d := elig.judge(det, j, camera_id)) is not None and d.action != "ignore" for j in range(len(det))], bool)
+            h, w = img.shape[:2]
+            ms = float(res.verdict.timings_ms.get("inspect", 0.0)) + float(res.verdict.timings_ms.get("decide", 0.0))
+            images.append(
+                ImageResult(
+                    item.stem, item.class_ids, item.boxes_xyxy(w, h), det, ok, str(res.verdict.outcome),
+                    tuple(res.verdict.reasons), ejected(res.verdict.outcome, rules), ms,
+                )
+            )
+    finally:
+        inspector.close()
+    return score(images, meta.names, rules, model_path=str(model_path), model_sha=meta.sha256, model_id=meta.model_id,
+                 golden_id=gs.golden_id, conf=conf, seconds=time.monotonic() - t0)
+
+
+def score(
+    images: Sequence[ImageResult],
+    names: Sequence[str],
+    rules: RulesConfig,
+    *,
+    model_path: str = "",
+    model_sha: str = "",
+    model_id: str = "",
+    golden_id: str = "",
+    conf: float = EVAL_CONF,
+    seconds: float = 0.0,
+) -> EvalResult:
+    """All figures from per-image results (see the module docstring for the definitions)."""
+    names = tuple(names)
+    nc = len(names)
+    per_class: dict[str, ClassMetrics] = {}
+    all_tp = all_fp = all_fn = 0
+    aps = []
+    for c, name in enumerate(names):
+        thr = rules.for_class(name).reject_conf
+        flags, scores = [], []
+        op_tp = op_fp = n_truth = n_parts = escapes = 0
+        for im in images:
+            det = im.detections
+            gt = im.truth_boxes[im.truth_classes == c]
+            n_truth += len(gt)
+            if len(gt):
+                n_parts += 1
+                escapes += not im.ejected
+            sel = det.class_ids == c
+            boxes, sc = det.boxes_xyxy[sel], det.scores[sel]
+            tp, _ = match_greedy(boxes, sc, gt)
+            flags.append(tp)
+            scores.append(sc)
+            op = sc >= thr
+            tp_op, _ = match_greedy(boxes[op], sc[op], gt)
+            op_tp += int(tp_op.sum())
+            op_fp += int((~tp_op).sum())
+        ap = average_precision(np.concatenate(flags) if flags else np.zeros(0, bool), np.concatenate(scores) if scores else np.zeros(0), n_truth)
+        if n_truth:
+            aps.append(ap)
+        fn = n_truth - op_tp
+        all_tp, all_fp, all_fn = all_tp + op_tp, all_fp + op_fp, all_fn + fn
+        per_class[name] = ClassMetrics(
+            name, n_truth, n_parts, op_tp, op_fp, fn,
+            op_tp / (op_tp + op_fp) if op_tp + op_fp else float("nan"),
+            op_tp / n_truth if n_truth else float("nan"),
+            ap,
+            escapes / n_parts if n_parts else float("nan"),
+            escapes,
+            thr,
+        )
+    n_def = sum(1 for im in images if im.defective)
+    n_good = len(images) - n_def
+    escapes = sum(1 for im in images if im.defective and not im.ejected)
+    false_rejects = sum(1 for im in images if not im.defective and im.ejected)
+    outcomes: dict[str, dict[str, int]] = {"good": {}, "defective": {}}
+    for im in images:
+        row = outcomes["defective" if im.defective else "good"]
+        row[im.outcome] = row.get(im.outcome, 0) + 1
+    return EvalResult(
+        model_path=model_path,
+        model_sha=model_sha,
+        model_id=model_id,
+        golden_id=golden_id,
+        names=names,
+        rules=rules,
+        conf=conf,
+        images=tuple(images),
+        per_class=per_class,
+        precision=all_tp / (all_tp + all_fp) if all_tp + all_fp else float("nan"),
+        recall=all_tp / (all_tp + all_fn) if all_tp + all_fn else float("nan"),
+        map50=float(np.mean(aps)) if aps else float("nan"),
+        escape_rate=escapes / n_def if n_def else float("nan"),
+        false_reject_rate=false_rejects / n_good if n_good else float("nan"),
+        uncertain_rate=sum(1 for im in images if im.outcome == Outcome.UNCERTAIN) / max(len(images), 1),
+        n_defective=n_def,
+        n_good=n_good,
+        escapes=escapes,
+        false_rejects=false_rejects,
+        outcomes=outcomes,
+        confusion=confusion_matrix(images, nc, rules, names),
+        ms_per_part=float(np.mean([im.ms for im in images])) if images else float("nan"),
+        seconds=seconds,
+    )
+
+
+def confusion_matrix(images: Sequence[ImageResult], nc: int, rules: RulesConfig, names: Sequence[str]) -> np.ndarray:
+    """(nc + 1)^2 counts at the operating point: rows truth, cols predicted; index nc = background."""
+    m = np.zeros((nc + 1, nc + 1), np.int64)
+    thr = np.array([rules.for_class(n).reject_conf for n in names], np.float32)
+    for im in images:
+        det = im.detections
+        keep = det.scores >= thr[np.clip(det.class_ids, 0, nc - 1)] if len(det) else np.zeros(0, bool)
+        boxes, cls, sc = det.boxes_xyxy[keep], det.class_ids[keep], det.scores[keep]
+        _, which = match_greedy(boxes, sc, im.truth_boxes)
+        matched_truth = set()
+        for k, j in enumerate(which):
+            if j >= 0:
+                m[int(im.truth_classes[j]), int(cls[k])] += 1
+                matched_truth.add(int(j))
+            else:
+                m[nc, int(cls[k])] += 1
+        for j, c in enumerate(im.truth_classes):
+            if j not in matched_truth:
+                m[int(c), nc] += 1
+    return m
+
+
+def redecide(result: EvalResult, rules: RulesConfig, calibration: CalibrationConfig | None = None, camera_id: str = "cam0") -> EvalResult:
+    """The same detections decided again by the production Decider under other ``rules`` (no re-inference)."""
+    decider = Decider(rules, calibration or CalibrationConfig(), "redecide")
+    elig = _eligibility_decider(rules, calibration or CalibrationConfig())
+    out = []
+    for i, im in enumerate(result.images, 1):
+        trig = Trigger(part_id=i, seq=i, t_trigger_ns=time.monotonic_ns(), source="redecide")
+        frame = Frame(part_id=i, camera_id=camera_id, image=np.zeros((2, 2), np.uint8), t_exposure_ns=trig.t_trigger_ns)
+        v = decider.decide(trig, [frame], [im.detections], {})
+        det = im.detections
+        ok = np.array([(d := elig.judge(det, j, camera_id)) is not None and d.action != "ignore" for j in range(len(det))], bool)
+        out.append(dataclasses.replace(im, outcome=str(v.outcome), reasons=tuple(v.reasons), ejected=ejected(v.outcome, rules), eligible=ok))
+    return score(out, result.names, rules, model_path=result.model_path, model_sha=result.model_sha, model_id=result.model_id,
+                 golden_id=result.golden_id, conf=result.conf, seconds=result.seconds)
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """An image on which the candidate and the current model decide differently."""
+
+    stem: str
+    truth: tuple[str, ...]
+    candidate: str
+    current: str
+    candidate_right: bool
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate vs current model on the same golden set, at the same rules."""
+
+    candidate: EvalResult
+    current: EvalResult | None
+    disagreements: tuple[Disagreement, ...]
+
+    @property
+    def escape_not_worse(self) -> bool:
+        """The promotion gate: the candidate lets through no more defective parts than the current model."""
+        if self.current is None:
+            return True
+        return self.candidate.escape_rate <= self.current.escape_rate + 1e-12
+
+    def table(self) -> str:
+        """Side-by-side report, then the disagreements."""
+        cols = [self.candidate] + ([self.current] if self.current is not None else [])
+        out = [format_table(cols, ["candidate", "current"][: len(cols)])]
+        if self.current is not None:
+            out.append(f"\nverdicts differ on {len(self.disagreements)} of {len(self.candidate.images)} images")
+            if self.disagreements:
+                out.append(f"  {'image':<24} {'truth':<22} {'candidate':<10} {'current':<10} right")
+                for d in self.disagreements:
+                    truth = ",".join(d.truth) or "good"
+                    out.append(f"  {d.stem:<24} {truth:<22} {d.candidate:<10} {d.current:<10} {'candidate' if d.candidate_right else 'current'}")
+            out.append(f"gate (escape rate not worse): {'PASS' if self.escape_not_worse else 'FAIL'}")
+        return "\n".join(out)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "candidate": self.candidate.summary(),
+            "current": None if self.current is None else self.current.summary(),
+            "escape_not_worse": self.escape_not_worse,
+            "disagreements": [dataclasses.asdict(d) for d in self.disagreements],
+        }
+
+
+def compare(
+    candidate: EvalResult | Path | str,
+    current: EvalResult | Path | str | None,
+    golden: GoldenSet | Path | str,
+    **kw: Any,
+) -> Comparison:
+    """Evaluate (if paths are given) both models on ``golden`` and put them side by side."""
+    gs = golden if isinstance(golden, GoldenSet) else load_golden(golden)
+    cand = candidate if isinstance(candidate, EvalResult) else evaluate(candidate, gs, **kw)
+    cur = current if isinstance(current, EvalResult) or current is None else evaluate(current, gs, **kw)
+    dis: list[Disagreement] = []
+    if cur is not None:
+        if cur.golden_id != cand.golden_id:
+            raise ValueError(f"results are on different golden sets ({cand.golden_id} vs {cur.golden_id}): not comparable")
+        for a, b in zip(cand.images, cur.images, strict=True):
+            if a.outcome != b.outcome:
+                truth = tuple(cand.names[int(c)] for c in a.truth_classes)
+                dis.append(Disagreement(a.stem, truth, a.outcome, b.outcome, a.ejected == a.defective))
+    return Comparison(cand, cur, tuple(dis))
+
+
+def _pct(v: float) -> str:
+    return "   -  " if v is None or np.isnan(v) else f"{100 * v:5.1f}%"
+
+
+def _f3(v: float) -> str:
+    return "  -  " if v is None or np.isnan(v) else f"{v:.3f}"
+
+
+def format_table(results: Sequence[EvalResult], headers: Sequence[str] | None = None) -> str:
+    """Figures of one or more results side by side (same golden set)."""
+    headers = list(headers or [r.model_id for r in results])
+    w = max(14, *(len(h) + 2 for h in headers))
+    r0 = results[0]
+    lines = [f"golden set {r0.golden_id}: {len(r0.images)} images, {r0.n_defective} defective, {r0.n_good} good; "
+             f"eval conf {r0.conf}, eject = FAIL/FAILSAFE{' + UNCERTAIN' if r0.rules.uncertain_action == 'reject' else ''}"]
+    lines.append(f"{'':<28}" + "".join(f"{h:>{w}}" for h in headers))
+    lines.append(f"{'model':<28}" + "".join(f"{r.model_id:>{w}}" for r in results))
+
+    def row(label: str, vals: Sequence[str]) -> None:
+        lines.append(f"{label:<28}" + "".join(f"{v:>{w}}" for v in vals))
+
+    row("escape rate", [f"{_pct(r.escape_rate)} ({r.escapes})" for r in results])
+    row("false-reject rate", [f"{_pct(r.false_reject_rate)} ({r.false_rejects})" for r in results])
+    row("uncertain rate", [_pct(r.uncertain_rate) for r in results])
+    row("precision @ reject_conf", [_f3(r.precision) for r in results])
+    row("recall @ reject_conf", [_f3(r.recall) for r in results])
+    row("mAP50", [_f3(r.map50) for r in results])
+    row("ms / part (inspect+decide)", [f"{r.ms_per_part:.1f}" for r in results])
+    for name in r0.names:
+        row(f"{name}: P / R", [f"{_f3(r.per_class[name].precision)} / {_f3(r.per_class[name].recall)}" for r in results])
+        row(f"{name}: AP50", [_f3(r.per_class[name].ap50) for r in results])
+        row(f"{name}: escape", [f"{_pct(r.per_class[name].escape_rate)} of {r.per_class[name].n_parts}" for r in results])
+    for r, h in zip(results, headers):
+        lines.append(f"\n{h}: truth x outcome   " + "  ".join(f"{o}" for o in Outcome))
+        for t in ("good", "defective"):
+            lines.append(f"  {t:<12}" + "".join(f"{r.outcomes[t].get(o, 0):>{len(o) + 2}}" for o in Outcome))
+        labels = [*r.names, BACKGROUND]
+        lines.append(f"{h}: confusion at reject_conf (rows truth, cols predicted)")
+        lines.append("  " + " " * 12 + "".join(f"{lab[:10]:>12}" for lab in labels))
+        for i, lab in enumerate(labels):
+            lines.append(f"  {lab[:10]:<12}" + "".join(f"{int(v):>12}" for v in r.confusion[i]))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- threshold tuning
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Per-class reject thresholds that meet an escape-rate target, and what they cost."""
+
+    thresholds: Mapping[str, float]  # class -> the confidence at or above which it ejects a part
+    rules: RulesConfig  # the operating rules with those thresholds (checked with the Decider)
+    target_escape_rate: float
+    escape_rate: float
+    false_reject_rate: float
+    achieved: bool
+    floor_escape_rate: float  # the best any threshold can do: defective parts with no detection at all
+    result: EvalResult  # the golden set re-decided with ``rules``
+
+    def table(self) -> str:
+        """Printable."""
+        lines = [f"target escape rate {_pct(self.target_escape_rate)}: {'met' if self.achieved else 'NOT met'} "
+                 f"(lowest reachable {_pct(self.floor_escape_rate)})"]
+        for k, v in self.thresholds.items():
+            lines.append(f"  {k:<12} eject at conf >= {v:.3f}")
+        lines.append(f"  escape rate {_pct(self.escape_rate)}, false-reject rate {_pct(self.false_reject_rate)}")
+        return "\n".join(lines)
+
+
+def _part_scores(result: EvalResult) -> np.ndarray:
+    """(parts, classes) max eligible score per class (0 when none)."""
+    nc = len(result.names)
+    s = np.zeros((len(result.images), nc), np.float64)
+    for i, im in enumerate(result.images):
+        det = im.detections
+        for j in range(len(det)):
+            if im.eligible[j]:
+                c = int(det.class_ids[j])
+                if 0 <= c < nc:
+                    s[i, c] = max(s[i, c], float(det.scores[j]))
+    return s
+
+
+def tune_thresholds(
+    result: EvalResult,
+    target_escape_rate: float,
+    *,
+    calibration: CalibrationConfig | None = None,
+    min_conf: float | None = None,
+) -> Tuning:
+    """Per-class eject thresholds reaching ``target_escape_rate`` on the golden set at the least false-reject cost.
+
+    Greedy (not guaranteed optimal): start with nothing ejecting; repeatedly lower the one class
+    threshold whose next step removes the most escapes per added false reject, until the target
+    is met; then raise each threshold back as far as the target allows. Only detections the rules
+    would consider (zones, areas, enabled classes) count, and never below ``min_conf`` (default:
+    the evaluation conf - lower scores were not recorded). Assumes ``max_count`` 0. The returned
+    ``rules`` keep the uncertain band where possible and are checked by re-deciding the golden set
+    with the production Decider.
+    """
+    if not 0.0 <= target_escape_rate <= 1.0:
+        raise ValueError(f"target_escape_rate must be in 0..1, got {target_escape_rate}")
+    names = result.names
+    nc = len(names)
+    min_conf = result.conf if min_conf is None else min_conf
+    s = _part_scores(result)
+    defective = np.array([im.defective for im in result.images], bool)
+    n_def, n_good = int(defective.sum()), int((~defective).sum())
+    never = 1.0 + 1e-9
+    t = np.full(nc, never)
+    cand = [np.unique(s[:, c][s[:, c] >= min_conf])[::-1] for c in range(nc)]  # descending
+
+    def rates(th: np.ndarray) -> tuple[int, int]:
+        ej = (s >= th[None, :]).any(1)
+        return int((defective & ~ej).sum()), int((~defective & ej).sum())
+
+    target_escapes = int(np.floor(target_escape_rate * n_def + 1e-9))
+    esc, fr = rates(t)
+    while esc > target_escapes:
+        best = None
+        for c in range(nc):
+            lower = cand[c][cand[c] < t[c]]
+            for v in lower:  # the next step that removes at least one escape
+                th = t.copy()
+                th[c] = v
+                e2, f2 = rates(th)
+                if e2 < esc:
+                    gain = (esc - e2) / (f2 - fr + 0.5)
+                    if best is None or gain > best[0]:
+                        best = (gain, c, v, e2, f2)
+                    break
+        if best is None:
+            break
+        _, c, v, esc, fr = best
+        t[c] = v
+    for c in range(nc):  # give back what is not needed
+        for v in sorted(set(cand[c][cand[c] > t[c]]) | {never}):
+            th = t.copy()
+            th[c] = v
+            e2, f2 = rates(th)
+            if e2 <= max(esc, target_escapes):
+                t, esc, fr = th, e2, f2
+            else:
+                break
+    floor = float(rates(np.full(nc, min_conf))[0]) / n_def if n_def else 0.0
+    thresholds = {names[c]: float(min(t[c], 1.0)) for c in range(nc)}
+    rules = _rules_with(result.rules, thresholds)
+    checked = redecide(result, rules, calibration)
+    return Tuning(
+        thresholds=thresholds,
+        rules=rules,
+        target_escape_rate=target_escape_rate,
+        escape_rate=checked.escape_rate,
+        false_reject_rate=checked.false_reject_rate,
+        achieved=bool(checked.escape_rate <= target_escape_rate + 1e-12) if n_def else True,
+        floor_escape_rate=floor,
+        result=checked,
+    )
+
+
+def _rules_with(rules: RulesConfig, eject: Mapping[str, float]) -> RulesConfig:
+    """Rules under which class c ejects a part exactly when a (counted) detection scores >= eject[c]."""
+    classes: dict[str, ClassRule] = dict(rules.classes)
+    for name, e in eject.items():
+        old = rules.for_class(name)
+        if rules.uncertain_action == "reject":  # UNCERTAIN ejects too: the band's floor is the eject threshold
+            new = old.model_copy(update={"uncertain_conf": e, "reject_conf": max(e, old.reject_conf)})
+        else:
+            new = old.model_copy(update={"reject_conf": e, "uncertain_conf": min(e, old.uncertain_conf)})
+        classes[name] = ClassRule.model_validate(new.model_dump())
+    return rules.model_copy(update={"classes": classes})

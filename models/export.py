@@ -1,0 +1,104 @@
+"""ONNX export: Ultralytics' own exporter, plus lineage in the model's metadata.
+
+Ultralytics writes ``names``, ``imgsz``, ``stride``, ``task`` (and more) into the ONNX
+``metadata_props``; the station reads them from there (:mod:`station.inspect.model_meta`). This
+module keeps those and adds the model's lineage - dataset snapshot id, parent model sha256, training
+seed, and any other key given - as ``lineage_<key>`` properties plus one ``lineage`` JSON property,
+so a model file alone says where it came from.
+
+Reading lineage (:func:`read_lineage`) needs neither onnx nor torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+log = logging.getLogger(__name__)
+
+LINEAGE_KEY = "lineage"
+LINEAGE_PREFIX = "lineage_"
+
+
+class ExportError(RuntimeError):
+    """The export failed; the message names the file and the fix."""
+
+
+def export_onnx(
+    best_pt: Path | str,
+    out_path: Path | str,
+    imgsz: int | Sequence[int],
+    *,
+    lineage: Mapping[str, Any] | None = None,
+    simplify: bool = True,
+    keep_weights: bool = True,
+) -> Path:
+    """Export ``best_pt`` to a static-shape ONNX file at ``out_path`` with lineage metadata.
+
+    ``imgsz`` is an int (square) or (height, width), multiples of the model stride (32). ``lineage``
+    typically holds ``dataset_snapshot``, ``parent_sha``, ``train_seed``. ``simplify`` runs onnxslim
+    (offline). ``keep_weights`` copies the ``.pt`` next to the ONNX file with the same stem, so the
+    model can later be fine-tuned from (ONNX weights cannot be trained). Returns ``out_path``.
+    """
+    best_pt = Path(best_pt)
+    out = Path(out_path)
+    if not best_pt.is_file():
+        raise ExportError(f"weights {best_pt} do not exist (train first, or give the path of best.pt)")
+    size = [int(imgsz), int(imgsz)] if isinstance(imgsz, int) else [int(v) for v in imgsz]
+    if len(size) != 2 or any(v % 32 or v <= 0 for v in size):
+        raise ExportError(f"imgsz {imgsz!r}: give an int or (height, width), multiples of 32")
+    os.environ["YOLO_OFFLINE"] = "1"
+    import onnx  # lazy: export only
+    from ultralytics import YOLO
+
+    model = YOLO(str(best_pt), task="detect")
+    produced = Path(model.export(format="onnx", imgsz=size, simplify=simplify, dynamic=False, nms=False, device="cpu"))
+    proto = onnx.load(str(produced))
+    props = {p.key: p.value for p in proto.metadata_props}
+    missing = [k for k in ("names", "imgsz", "stride", "task") if k not in props]
+    if missing:
+        raise ExportError(f"Ultralytics export {produced} lacks metadata {missing}; this Ultralytics version is not supported")
+    lin = {str(k): v for k, v in dict(lineage or {}).items() if v is not None}
+    _set_props(proto, {**{f"{LINEAGE_PREFIX}{k}": _text(v) for k, v in lin.items()}, LINEAGE_KEY: json.dumps(lin, sort_keys=True, default=str)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, out)
+    if produced.resolve() != out.resolve():
+        produced.unlink(missing_ok=True)
+    if keep_weights:
+        pt = out.with_suffix(".pt")
+        if pt.resolve() != best_pt.resolve():
+            shutil.copyfile(best_pt, pt)
+    log.info("exported %s -> %s (imgsz %s, lineage %s)", best_pt, out, size, lin)
+    return out
+
+
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+
+
+def _set_props(proto: Any, values: Mapping[str, str]) -> None:
+    """Set (replace) metadata_props keys of an onnx ModelProto."""
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in values]
+    del proto.metadata_props[:]
+    for k, v in [*keep, *values.items()]:
+        e = proto.metadata_props.add()
+        e.key, e.value = k, v
+
+
+def read_lineage(raw: Mapping[str, str]) -> dict[str, Any]:
+    """The lineage dict from a model's metadata_props (``ModelMeta.raw``); {} when it has none."""
+    blob = raw.get(LINEAGE_KEY)
+    if blob:
+        try:
+            d = json.loads(blob)
+            if isinstance(d, dict):
+                return d
+        except ValueError:
+            log.warning("model metadata 'lineage' is not JSON: ignored")
+    return {k[len(LINEAGE_PREFIX):]: v for k, v in raw.items() if k.startswith(LINEAGE_PREFIX)}
