@@ -509,13 +509,15 @@ def _f3(v: float) -> str:
 
 def format_table(results: Sequence[EvalResult], headers: Sequence[str] | None = None) -> str:
     """Figures of one or more results side by side (same golden set)."""
+    named = headers is not None
     headers = list(headers or [r.model_id for r in results])
-    w = max(14, *(len(h) + 2 for h in headers))
+    w = max(14, *(len(h) + 2 for h in headers), *((len(r.model_id) + 2 for r in results) if named else ()))
     r0 = results[0]
     lines = [f"golden set {r0.golden_id}: {len(r0.images)} images, {r0.n_defective} defective, {r0.n_good} good; "
              f"eval conf {r0.conf}, eject = FAIL/FAILSAFE{' + UNCERTAIN' if r0.rules.uncertain_action == 'reject' else ''}"]
     lines.append(f"{'':<28}" + "".join(f"{h:>{w}}" for h in headers))
-    lines.append(f"{'model':<28}" + "".join(f"{r.model_id:>{w}}" for r in results))
+    if named:
+        lines.append(f"{'model':<28}" + "".join(f"{r.model_id:>{w}}" for r in results))
 
     def row(label: str, vals: Sequence[str]) -> None:
         lines.append(f"{label:<28}" + "".join(f"{v:>{w}}" for v in vals))
@@ -564,7 +566,7 @@ class Tuning:
         lines = [f"target escape rate {_pct(self.target_escape_rate)}: {'met' if self.achieved else 'NOT met'} "
                  f"(lowest reachable {_pct(self.floor_escape_rate)})"]
         for k, v in self.thresholds.items():
-            lines.append(f"  {k:<12} eject at conf >= {v:.3f}")
+            lines.append(f"  {k:<12} " + (f"eject at conf >= {v:.3f}" if v < 1.0 else "never ejects (1.0)"))
         lines.append(f"  escape rate {_pct(self.escape_rate)}, false-reject rate {_pct(self.false_reject_rate)}")
         return "\n".join(lines)
 

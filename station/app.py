@@ -27,6 +27,7 @@ from .decide import Decider
 from .inspect.base import INSPECTORS, Inspector
 from .inspect.swap import SwappableInspector
 from .pipeline import Line
+from .rt import set_realtime
 from .plant import PlantServices
 from .serialize import event_to_dict
 from .store import queries
@@ -76,6 +77,21 @@ class Station:
 
         cfg.store.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db = open_db(cfg.store.db_path)  # migrations run here, before any thread starts
+        try:
+            self._build(cfg, max_parts, cameras, inspector, output)
+        except BaseException:
+            self.db.close()  # a config that cannot be built must not leave the database open
+            raise
+
+    def _build(
+        self,
+        cfg: StationConfig,
+        max_parts: int | None,
+        cameras: list[CameraDriver] | None,
+        inspector: Inspector | None,
+        output: OutputDriver | None,
+    ) -> None:
+        """Build every driver and service from ``cfg`` (called once by ``__init__``)."""
         persisted = queries.load_counters(self.db)
         restored = queries.resume_counters(self.db)
         if persisted and restored and persisted["triggers"] > restored["triggers"]:
@@ -105,6 +121,8 @@ class Station:
         self.output: OutputDriver = output if output is not None else OUTPUTS.create(cfg.reject.output, **out_kw)
         self.output = prepare_output(cfg.reject, self.output, self.alarms.report)  # alarms + optional reject verification
         self.decider = Decider(cfg.rules, effective_calibration(cfg.calibration), self.config_hash)
+        self._apply_rules_override()  # thresholds tuned from the web (station/rules_overrides.py), kept across restarts
+        self.shadow: Any = None  # a ShadowRunner while shadow mode runs (start_shadow)
         self.scheduler = scheduler_factory(cfg.reject, self.alarms.report)(
             cfg.reject,
             self.output,
@@ -144,6 +162,8 @@ class Station:
         for cam in self.cameras:
             cam.open()
         self.line.start()
+        for t in self.line.threads:
+            set_realtime(self.cfg.pipeline.realtime_priority, f"thread {t.name}", t.native_id)
         self.plant.start()
         self.trigger_source.start()
         # Move everything built so far out of the collector's view: fewer, shorter GC pauses.
@@ -159,6 +179,7 @@ class Station:
             return
         self._started = False
         self.trigger_source.stop()
+        self.stop_shadow()
         self.line.stop()
         self.scheduler.stop(drain_s=self.cfg.reject.travel_ms / 1000 + 0.5 if drain_s is None else drain_s)
         self.plant.stop()
@@ -206,6 +227,40 @@ class Station:
         if new_cfg is None:
             raise ValueError("hot swap needs an onnx inspector (inspector.type: onnx)")
         self.inspector.load_async(lambda: INSPECTORS.create(new_cfg), on_done)
+
+    def start_shadow(self, model_path: Path, *, queue_size: int = 16) -> Any:
+        """Run ``model_path`` beside the line on every part, without acting (station/shadow.py); returns the runner.
+
+        One shadow model at a time: raises ShadowError while one runs (stop it first).
+        """
+        from .shadow import ShadowError, start_for_station
+
+        with self._lock:
+            if self.shadow is not None and self.shadow.running:
+                raise ShadowError(f"shadow mode already runs {self.shadow.stats.model_id}: stop it first")
+            self.shadow = start_for_station(self, Path(model_path), queue_size=queue_size)
+            return self.shadow
+
+    def stop_shadow(self) -> dict[str, Any] | None:
+        """Stop shadow mode; returns its final counters (None when it was not running)."""
+        with self._lock:
+            runner, self.shadow = self.shadow, None
+        return runner.stop() if runner is not None else None
+
+    def set_rules(self, rules: Any, config_hash: str) -> None:
+        """Decide the next parts by ``rules`` (verdicts carry ``config_hash``): a new Decider, swapped in between two parts."""
+        new = Decider(rules, self.decider.calibration, config_hash)
+        self.decider = new
+        self.line.decider = new  # read once per part by the inference worker
+        self.scheduler.decider = new  # FAILSAFE verdicts at the deadline
+
+    def _apply_rules_override(self) -> None:
+        from . import rules_overrides
+
+        rules, ov = rules_overrides.effective(self.db, self.cfg.rules)
+        if ov is not None and ov.classes:
+            self.decider = Decider(rules, self.decider.calibration, rules_overrides.tagged_hash(self.config_hash, ov))
+            log.info("rules override %d (by %s) in force: %s", ov.id, ov.user, dict(ov.classes))
 
     def reconcile(self) -> list[str]:
         """Broken counter invariants right now (empty when they add up).

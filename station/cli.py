@@ -116,6 +116,46 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user(args: argparse.Namespace) -> int:
+    """Manage web users in the station database (add, passwd, role, disable, enable, list)."""
+    import getpass
+
+    from .store.db import open_db
+    from .web.auth import AuthError, create_user, list_users, set_disabled, set_password, set_role
+
+    cfg = _load(args.config)
+    db = open_db(cfg.store.db_path)
+
+    def password() -> str:
+        if args.password_stdin:
+            return sys.stdin.readline().rstrip("\n")
+        first = getpass.getpass(f"password for {args.name}: ")
+        if first != getpass.getpass("again: "):
+            raise AuthError("the two passwords differ")
+        return first
+
+    try:
+        if args.action == "list":
+            for u in list_users(db):
+                print(f"{u['username']:20s} {u['role']:9s} {'disabled' if u.get('disabled') else ''}")
+        elif args.action == "add":
+            create_user(db, args.name, password(), args.role)
+        elif args.action == "passwd":
+            set_password(db, args.name, password())
+        elif args.action == "role":
+            set_role(db, args.name, args.role)
+        elif args.action in ("disable", "enable"):
+            set_disabled(db, args.name, args.action == "disable")
+    except (AuthError, LookupError) as exc:
+        print(f"user {args.action}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        db.close()
+    if args.action != "list":
+        print(f"user {args.name}: {args.action} done")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     p = argparse.ArgumentParser(prog="station", description="Vision inspection station")
@@ -139,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("config")
     c.set_defaults(func=cmd_check_config)
+
+    u = sub.add_parser("user", help="manage web users (operator, qa, admin)")
+    u.add_argument("action", choices=["add", "passwd", "role", "disable", "enable", "list"])
+    u.add_argument("name", nargs="?", default="", help="user name (not for list)")
+    u.add_argument("--role", choices=["operator", "qa", "admin"], default="operator")
+    u.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    u.add_argument("-c", "--config", help="station config (for store.db_path)")
+    u.set_defaults(func=cmd_user)
 
     s = sub.add_parser("config-schema", help="print the config JSON schema with every field's description")
     s.set_defaults(func=cmd_config_schema)

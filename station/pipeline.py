@@ -147,6 +147,11 @@ class Line:
         self._threads.clear()
 
     @property
+    def threads(self) -> list[threading.Thread]:
+        """The running acquisition and inference threads."""
+        return list(self._threads)
+
+    @property
     def acquiring(self) -> int:
         """Parts triggered whose frames are not all acquired yet."""
         with self._asm_lock:

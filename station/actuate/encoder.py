@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from ..config import EncoderConfig, RejectConfig
 from ..plc.link import ModbusLink, ModbusLinkError, ReportFn
 from ..plc.registers import join_u32
 from ..types import PartResult, RejectCommand, Trigger
+from ..rt import set_realtime
 from .scheduler import _FIRE, RejectScheduler
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class EncoderTracker:
         return int(round(c0 + (c1 - c0) * (t_ns - t0) / (t1 - t0)))
 
     def _run(self) -> None:
-        _raise_priority(self.realtime_priority)
+        set_realtime(self.realtime_priority, "encoder tracker")
         next_t = time.monotonic_ns()
         while not self._stop.is_set():
             next_t += self._poll_ns
@@ -318,16 +318,6 @@ class EncoderTracker:
             self._report("encoder", state, message)
         elif state != "ok":
             log.warning("encoder: %s", message)
-
-
-def _raise_priority(priority: int) -> None:
-    """SCHED_FIFO for the calling thread: the count poll is part of the reject timing (needs CAP_SYS_NICE)."""
-    if priority <= 0 or not hasattr(os, "sched_setscheduler"):
-        return
-    try:
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(priority))
-    except (PermissionError, OSError) as exc:
-        log.info("encoder tracker at normal priority (SCHED_FIFO refused: %s)", exc)
 
 
 class EncoderRejectScheduler(RejectScheduler):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from typing import Callable
 from ..config import RejectConfig
 from ..counters import Counters
 from ..decide import Decider
+from ..rt import set_realtime
 from ..types import Outcome, PartResult, RejectCommand, Trigger
 from .base import OutputDriver
 
@@ -186,23 +186,8 @@ class RejectScheduler:
         except Exception:  # noqa: BLE001 - a consumer bug must never stop the ejector
             log.exception("on_final failed for part %d", result.trigger.part_id)
 
-    def _raise_priority(self) -> None:
-        """Ask Linux for real-time scheduling of this thread, so edges stay on time under load.
-
-        Needs CAP_SYS_NICE (root, or ``AmbientCapabilities=CAP_SYS_NICE`` in the
-        systemd unit); without it the thread runs at normal priority and says so.
-        """
-        prio = self.cfg.realtime_priority
-        if prio <= 0 or not hasattr(os, "sched_setscheduler"):
-            return
-        try:
-            os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(prio))
-            log.info("reject scheduler runs with SCHED_FIFO priority %d", prio)
-        except (PermissionError, OSError) as exc:
-            log.info("reject scheduler at normal priority (SCHED_FIFO refused: %s)", exc)
-
     def _run(self) -> None:
-        self._raise_priority()
+        set_realtime(self.cfg.realtime_priority, "reject scheduler")
         while True:
             with self._cond:
                 while not self._stop:

@@ -48,6 +48,12 @@ class PipelineConfig(StrictModel):
 
     frame_queue: int = Field(4, ge=1, le=1000, description="Frames waiting for the inspector; when full the newest part is FAILSAFE (drop-new).")
     grab_timeout_ms: float = Field(500.0, gt=0, description="A camera that returns no frame within this time fails the part (FAILSAFE).")
+    realtime_priority: int = Field(
+        0,
+        ge=0,
+        le=98,
+        description="SCHED_FIFO priority for the acquisition and inference threads (0 = normal). Set it (e.g. 1, below reject.realtime_priority) on a dedicated station PC to keep reject edges on time when the CPU is saturated; needs CAP_SYS_NICE.",
+    )
 
 
 class StationConfig(StrictModel):

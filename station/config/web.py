@@ -54,6 +54,24 @@ class WebConfig(StrictModel):
     ssl_certfile: Path | None = Field(None, description="Serve HTTPS with this PEM certificate (needs ssl_keyfile); cookies are then Secure.")
     ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile.")
     access_log: bool = Field(False, description="Log every HTTP request (the live screen makes several per second).")
+    max_upload_mb: float = Field(
+        500.0,
+        gt=0,
+        le=100_000,
+        description=(
+            "Largest dataset zip (YOLO or COCO) the review page accepts for import, in MB; a bigger upload gets HTTP 413 "
+            "before it is stored. Uploads are written to a temporary folder next to store.images_dir."
+        ),
+    )
+    max_upload_unpacked_mb: float = Field(
+        4000.0,
+        gt=0,
+        le=1_000_000,
+        description="Most bytes an uploaded zip may unpack to, in MB (guards against zip bombs); more gets HTTP 413.",
+    )
+    max_upload_files: int = Field(
+        200_000, ge=1, le=10_000_000, description="Most entries an uploaded dataset zip may hold; more gets HTTP 413."
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "WebConfig":

@@ -431,3 +431,55 @@ def m0006_models_lifecycle(db: sqlite_utils.Database) -> None:
         CREATE UNIQUE INDEX models_one_current ON models (status) WHERE status = 'current';
         """,
     )
+
+
+@migration
+def m0007_shadow_rules_overrides(db: sqlite_utils.Database) -> None:
+    """Shadow-mode results (station/shadow.py) and per-class threshold overrides (station/rules_overrides.py).
+
+    - ``shadow_results``: one row per part a candidate model judged beside the production model,
+      without acting. ``outcome`` / ``model_id`` are the SHADOW model's (the review queue reads
+      ``shadow_results(part_id, outcome)``); ``production_outcome`` is what the line decided.
+      ``differs``: the outcomes differ; ``eject_differs``: one would eject the part and the other not.
+      No foreign key to ``inspections``: the recorder may write the part later (or drop it).
+    - ``rules_overrides``: append-only; the newest row's per-class thresholds are laid over the
+      configured ``rules`` when the station starts (and hot-applied when written from the web).
+      An empty ``classes`` object reverts to the configured rules.
+    """
+    _script(
+        db,
+        """
+        CREATE TABLE shadow_results (
+            id INTEGER PRIMARY KEY,
+            part_id INTEGER NOT NULL,
+            t_wall REAL NOT NULL,
+            production_outcome TEXT NOT NULL,
+            production_model_id TEXT NOT NULL,
+            outcome TEXT NOT NULL CHECK (outcome IN ('PASS', 'FAIL', 'UNCERTAIN', 'FAILSAFE')),
+            model_id TEXT NOT NULL,
+            model_sha TEXT NOT NULL,
+            reasons TEXT NOT NULL DEFAULT '[]',
+            defects TEXT NOT NULL DEFAULT '[]',
+            differs INTEGER NOT NULL,
+            eject_differs INTEGER NOT NULL,
+            ms REAL
+        );
+        CREATE INDEX shadow_results_part ON shadow_results (part_id);
+        CREATE INDEX shadow_results_model ON shadow_results (model_sha, differs, part_id);
+
+        CREATE TABLE rules_overrides (
+            id INTEGER PRIMARY KEY,
+            t_wall REAL NOT NULL,
+            user TEXT NOT NULL,
+            reason TEXT,
+            classes TEXT NOT NULL DEFAULT '{}',
+            source TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE TRIGGER rules_overrides_no_update BEFORE UPDATE ON rules_overrides BEGIN
+            SELECT RAISE(ABORT, 'rules overrides are append-only: insert a new row');
+        END;
+        CREATE TRIGGER rules_overrides_no_delete BEFORE DELETE ON rules_overrides BEGIN
+            SELECT RAISE(ABORT, 'rules overrides are append-only: insert a new row');
+        END;
+        """,
+    )

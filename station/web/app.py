@@ -15,7 +15,10 @@ from fastapi.staticfiles import StaticFiles
 from ..config import WebConfig
 from . import auth
 from .routes_auth import router as auth_router
+from .routes_models import router as models_router
 from .routes_operator import router as operator_router
+from .routes_review import router as review_router
+from .routes_stats import router as stats_router
 from .routes_system import router as system_router
 from .security import SecurityMiddleware
 from .state import WebState
@@ -57,12 +60,22 @@ def create_app(station: "Station", web_cfg: WebConfig | None = None, *, bootstra
     )
     app.state.web = state
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OverflowError, _out_of_range)
     app.add_middleware(SecurityMiddleware, state=state)
     app.include_router(auth_router)
     app.include_router(operator_router)
     app.include_router(system_router)
+    app.include_router(review_router)
+    app.include_router(stats_router)
+    app.include_router(models_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    """422 for an integer parameter beyond SQLite's 64-bit range (sqlite3 raises OverflowError), not a 500."""
+    log.info("%s %s: number out of range (%s)", request.method, request.url.path, exc)
+    return JSONResponse({"detail": f"a number in the request is out of range ({exc}): ids are 64-bit integers"}, status_code=422)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -53,6 +53,7 @@ def test_client_reads_state_counters_and_last_result(make_config):
             "LastResult.PartId", "LastResult.Outcome", "LastResult.OutcomeCode", "LastResult.Reasons", "LastResult.ModelId", "LastResult.Time",
         )  # fmt: skip
         station.pause(True)
+        refused = asyncio.run(_select(station.plant.opcua.endpoint, cfg.publish.opcua.namespace, 5))  # no recipes configured
         time.sleep(0.2)
         paused = read(station, "State.Paused", "State.SystemState", "State.ActiveAlarmCount", "State.ActiveAlarms")
     finally:
@@ -72,7 +73,9 @@ def test_client_reads_state_counters_and_last_result(make_config):
     assert v["LastResult.ModelId"] == last.verdict.model_id
     assert abs(v["LastResult.Time"].timestamp() - last.trigger.t_trigger_wall) < 0.01
     assert paused["State.Paused"] is True and paused["State.SystemState"] == "Paused"
-    assert paused["State.ActiveAlarmCount"] >= 1 and any(a.startswith("line: paused") for a in paused["State.ActiveAlarms"])
+    assert refused is False
+    assert paused["State.ActiveAlarmCount"] == len(paused["State.ActiveAlarms"]) >= 1
+    assert any(a.startswith("recipe: unknown recipe 5") for a in paused["State.ActiveAlarms"])
 
 
 def test_select_recipe_method_switches_the_model(make_config):

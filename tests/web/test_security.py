@@ -17,10 +17,14 @@ from station.store.db import open_db
 from station.web import auth, create_app
 from station.web.auth import LoginLimiter
 
+from tests.fixtures_review import recorded_station
+
 from .helpers import PASSWORDS, login, wait_for
 
 ROLE_USER = {"operator": "op", "qa": "qa", "admin": "boss"}
 ALL = {"anonymous": 401, "operator": 200, "qa": 200, "admin": 200}
+QA_ONLY = {"anonymous": 401, "operator": 403, "qa": 200, "admin": 200}
+QA_PAGE = {"anonymous": 303, "operator": 403, "qa": 200, "admin": 200}  # anonymous: redirected to the login page
 
 # Expected status of every write route for each role, in the order the matrix sends them.
 # admin's model swap names an unregistered model: 404 proves it passed the role check.
@@ -33,12 +37,37 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/api/model/swap"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 404},
     ("POST", "/api/users"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 201},
     ("POST", "/api/me/password"): ALL,
+    # QA review (station/web/routes_review.py): qa and admin only; {label_id} is the image's newest current label
+    ("POST", "/api/review/images/{image_id}/labels"): {**QA_ONLY, "qa": 201, "admin": 201},
+    ("PATCH", "/api/review/images/{image_id}/labels/{label_id}"): QA_ONLY,
+    ("POST", "/api/review/images/{image_id}/confirm"): QA_ONLY,
+    ("DELETE", "/api/review/images/{image_id}/labels/{label_id}"): QA_ONLY,
+    ("POST", "/api/review/images/{image_id}/good"): QA_ONLY,
+    ("POST", "/api/review/bulk/confirm"): QA_ONLY,
+    ("POST", "/api/review/bulk/good"): QA_ONLY,
+    ("POST", "/api/review/snapshots"): {**QA_ONLY, "qa": 201, "admin": 201},
+    # a JSON body is not a zip: 415 proves the request passed the role check
+    ("POST", "/api/review/import"): {**QA_ONLY, "qa": 415, "admin": 415},
     ("POST", "/api/logout"): ALL,
 }
 # Read routes that need a role even when anonymous view is on.
 EXPECTED_READ: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/api/users"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 200},
     ("GET", "/api/me"): {"anonymous": 401, "operator": 200, "qa": 200, "admin": 200},
+    # QA review data is never anonymous, even with web.anonymous_view
+    ("GET", "/review"): QA_PAGE,
+    ("GET", "/review/image/{image_id}"): QA_PAGE,
+    ("GET", "/review/dataset"): QA_PAGE,
+    ("GET", "/review/stats"): QA_PAGE,
+    ("GET", "/api/review/queue"): QA_ONLY,
+    ("GET", "/api/review/facets"): QA_ONLY,
+    ("GET", "/api/review/images/{image_id}"): QA_ONLY,
+    ("GET", "/api/review/images/{image_id}/thumb"): QA_ONLY,
+    ("GET", "/api/review/images/{image_id}/file"): QA_ONLY,
+    ("GET", "/api/review/snapshots"): QA_ONLY,
+    ("GET", "/api/review/snapshots/{snapshot_id}/yolo"): QA_ONLY,
+    ("GET", "/api/review/snapshots/{snapshot_id}/coco"): QA_ONLY,
+    ("GET", "/api/review/stats"): QA_ONLY,
 }
 NOT_ROLE_GATED = {("POST", "/api/login")}  # checks its own double-submit token
 
@@ -64,7 +93,51 @@ def body_for(route: tuple[str, str], role: str) -> tuple[str, dict[str, Any] | N
         "/api/model/swap": (path, {"sha256": "ab" * 32}),
         "/api/users": (path, {"username": f"new-{role}", "password": "new-user-pass-1", "role": "operator"}),
         "/api/me/password": (path, {"old_password": PASSWORDS.get(user, "x" * 10), "new_password": PASSWORDS.get(user, "x") + "-2"}),
+        "/api/review/images/{image_id}/labels": (path, {"box": [10, 10, 40, 30], "class_name": "scratch", "reason": f"matrix {role}"}),
+        "/api/review/images/{image_id}/labels/{label_id}": (path, {"box": [12, 12, 44, 33]} if route[0] == "PATCH" else None),
+        "/api/review/images/{image_id}/good": (path, {"reason": f"matrix {role}"}),
+        "/api/review/bulk/confirm": (path, {"image_ids": [REVIEW_IDS["image_id"]] if REVIEW_IDS else [1]}),
+        "/api/review/bulk/good": (path, {"image_ids": [REVIEW_IDS["image_id"]] if REVIEW_IDS else [1]}),
+        "/api/review/snapshots": (path, {"name": f"matrix-{role}"}),
+        "/api/review/import": (path + "?format=yolo", {"not": "a zip"}),
     }.get(path, (path, None))
+
+
+REVIEW_IDS: dict[str, int] = {}  # ids of real review objects for the matrix (filled by review_data)
+
+
+def review_data(station: Station) -> None:
+    """Recorded parts and one snapshot, so the review routes of the matrix act on real objects."""
+    import labeling
+
+    image_id = max(r[0] for r in _rows(station, "SELECT id FROM images WHERE deleted_at IS NULL"))
+    db = open_db(station.cfg.store.db_path, migrate=False)
+    try:
+        labeling.mark_image_good(db, "seed", image_id)
+        snap = labeling.create_snapshot(db, "seed", class_names=["scratch", "spot", "missing"])
+    finally:
+        db.close()
+    REVIEW_IDS.clear()
+    REVIEW_IDS.update(image_id=image_id, snapshot_id=snap.id)
+
+
+def _rows(station: Station, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    db = open_db(station.cfg.store.db_path, migrate=False)
+    try:
+        return [tuple(r) for r in db.execute(sql, params or []).fetchall()]
+    finally:
+        db.close()
+
+
+def concrete(station: Station, path: str) -> str:
+    """``path`` with its {image_id}, {label_id} and {snapshot_id} replaced by real ids."""
+    if "{label_id}" in path:
+        newest = _rows(station, "SELECT MAX(l.id) FROM labels l WHERE l.image_id = ? AND l.status = 'active' AND NOT EXISTS "
+                                "(SELECT 1 FROM labels s WHERE s.supersedes = l.id)", [REVIEW_IDS["image_id"]])[0][0]
+        path = path.replace("{label_id}", str(newest or 10**12))
+    for key, value in REVIEW_IDS.items():
+        path = path.replace("{" + key + "}", str(value))
+    return path
 
 
 def api_routes(routes: Any) -> Iterator[APIRoute]:
@@ -91,16 +164,31 @@ def test_every_write_route_is_in_the_matrix_and_role_gated(client: TestClient) -
         assert any(roles), f"{key} has no require(role) dependency"
 
 
-def test_role_matrix(client: TestClient, station: Station) -> None:
-    """Every write route x (anonymous, operator, qa, admin) gives the expected status."""
+@pytest.fixture
+def matrix_station(make_station: Any) -> Station:
+    """A station whose synthetic line has recorded parts (the review routes need real images)."""
+    st = recorded_station(make_station, parts=8)
+    review_data(st)
+    return st
+
+
+def test_role_matrix(matrix_station: Station) -> None:
+    """Every write route (and every role-gated read) x (anonymous, operator, qa, admin) gives the expected status."""
+    station = matrix_station
+    with TestClient(create_app(station)) as client:
+        _role_matrix(client, station)
+
+
+def _role_matrix(client: TestClient, station: Station) -> None:
     got: dict[tuple[tuple[str, str], str], int] = {}
     for role in ("anonymous", "operator", "qa", "admin"):
         client.cookies.clear()
         csrf = login(client, ROLE_USER[role]) if role != "anonymous" else "not-a-token"
         for route in EXPECTED_READ:
-            got[(route, role)] = client.request(route[0], route[1]).status_code
+            got[(route, role)] = client.request(route[0], concrete(station, route[1]), follow_redirects=False).status_code
         for route in EXPECTED:  # logout comes last
             path, body = body_for(route, role)
+            path = concrete(station, path)
             if "{alarm_id}" in path:
                 path = path.replace("{alarm_id}", str(raise_alarm(client, station, f"matrix-{role}")))
             r = client.request(route[0], path, json=body, headers={"X-CSRF-Token": csrf})
@@ -120,7 +208,18 @@ def test_role_matrix(client: TestClient, station: Station) -> None:
         for action in ("alarm_ack", "pause", "resume", "password_change", "logout"):
             assert (user, action) in actions, (user, action)
     assert ("boss", "user_create") in actions and ("op", "user_create") not in actions
+    for user in ("qa", "boss"):  # the review writes went through labeling, audited under the right user
+        for action in ("add", "move", "delete", "confirm", "mark_good", "create"):
+            assert (user, action) in actions, (user, action)
+    assert not any(u in ("op", "nobody") for u, a in actions if a in ("add", "move", "mark_good", "create"))
     assert not station.line.paused
+
+
+def test_every_review_read_route_is_in_the_matrix(client: TestClient) -> None:
+    """A new GET route of the review pages or API without an entry in EXPECTED_READ fails this test."""
+    reads = {("GET", r.path) for r in api_routes(client.app.routes) if "GET" in r.methods
+             and (r.path.startswith("/review") or r.path.startswith("/api/review"))}
+    assert reads and reads <= set(EXPECTED_READ), reads - set(EXPECTED_READ)
 
 
 def test_write_without_csrf_is_refused_and_does_nothing(client: TestClient, station: Station) -> None:
@@ -311,7 +410,10 @@ def test_security_headers_and_no_external_assets(client: TestClient) -> None:
 
 
 def test_no_route_takes_a_filesystem_path(client: TestClient) -> None:
-    allowed = {"alarm_id", "part_id", "limit", "next"}
+    allowed = {"alarm_id", "part_id", "limit", "next",
+               # review (ids are integers, the rest are filters and options; none names a file)
+               "image_id", "label_id", "snapshot_id", "outcome", "class_name", "min_conf", "max_conf", "since", "until", "model_id",
+               "reviewed", "offset", "size", "reason", "val_fraction", "split", "seed", "images", "format", "name", "bucket", "tz"}
     routes = list(api_routes(client.app.routes))
     assert len(routes) > 20
     for r in routes:

@@ -1,0 +1,32 @@
+"""Real-time scheduling for the threads that time the reject.
+
+Python threads share one GIL. Under CPU load the OS may preempt whichever
+thread holds it, and a real-time reject thread then waits for a thread that
+is not running (priority inversion). Giving the reject thread SCHED_FIFO, and
+optionally the station's own Python threads a lower SCHED_FIFO priority,
+keeps edges within a millisecond; see bench/bench_reject_timing.py.
+Needs CAP_SYS_NICE (root, or ``AmbientCapabilities=CAP_SYS_NICE`` in the
+systemd unit); without it threads run normally and a log line says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+log = logging.getLogger(__name__)
+
+
+def set_realtime(priority: int, what: str, native_id: int | None = None) -> bool:
+    """SCHED_FIFO ``priority`` for a thread (the calling one by default); False if refused or off."""
+    if priority <= 0 or not hasattr(os, "sched_setscheduler"):
+        return False
+    tid = native_id if native_id is not None else threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError) as exc:
+        log.info("%s at normal priority (SCHED_FIFO refused: %s)", what, exc)
+        return False
+    log.info("%s runs with SCHED_FIFO priority %d", what, priority)
+    return True

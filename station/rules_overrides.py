@@ -1,0 +1,154 @@
+"""Per-class threshold overrides: tuned thresholds applied to the line without editing its YAML.
+
+Threshold tuning (``models.evaluate.tune_thresholds``, from the web models page) proposes, per
+class, the confidence at which a part is ejected. "Apply" appends a row to ``rules_overrides``
+(append-only, with the user, the reason and where the numbers came from, plus an ``audit`` row)
+and the station switches to the new rules between two parts (:meth:`station.app.Station.set_rules`).
+At every start the newest row is laid over the configured ``rules`` again, so the change survives
+a restart. Only ``reject_conf`` / ``uncertain_conf`` of named classes are overridden; everything
+else (areas, zones, counts, ``uncertain_action``) stays as configured. A row with no classes
+reverts to the configured rules.
+
+Verdicts decided under an override carry ``config_hash`` = ``<config hash>+r<override id>``, so
+every recorded verdict says which thresholds judged it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import sqlite_utils
+
+from .config import ClassRule, RulesConfig
+from .store.db import write_transaction
+
+log = logging.getLogger(__name__)
+
+TABLE = "rules_overrides"
+
+
+class RulesOverrideError(ValueError):
+    """An override cannot be applied; the message names the class or value."""
+
+
+@dataclass(frozen=True)
+class RulesOverride:
+    """One row of ``rules_overrides``."""
+
+    id: int
+    t_wall: float
+    user: str
+    reason: str | None
+    classes: Mapping[str, Mapping[str, float]]  # class -> {"reject_conf": x, "uncertain_conf": y}
+    source: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"id": self.id, "t_wall": self.t_wall, "user": self.user, "reason": self.reason,
+                "classes": {k: dict(v) for k, v in self.classes.items()}, "source": dict(self.source)}
+
+
+def _check(classes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for name, th in classes.items():
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise RulesOverrideError(f"class name {name!r}: give 1-64 characters")
+        unknown = set(th) - {"reject_conf", "uncertain_conf"}
+        if unknown:
+            raise RulesOverrideError(f"class {name}: only reject_conf and uncertain_conf can be overridden, not {sorted(unknown)}")
+        vals = {}
+        for k, v in th.items():
+            f = float(v)
+            if not 0.0 <= f <= 1.0:
+                raise RulesOverrideError(f"class {name}: {k} must be in 0..1, got {v}")
+            vals[k] = f
+        out[name] = vals
+    return out
+
+
+def overlay(base: RulesConfig, classes: Mapping[str, Mapping[str, float]]) -> RulesConfig:
+    """``base`` with the given per-class thresholds (validated: uncertain_conf <= reject_conf)."""
+    merged: dict[str, ClassRule] = dict(base.classes)
+    for name, th in _check(classes).items():
+        old = base.for_class(name)
+        try:
+            merged[name] = ClassRule.model_validate({**old.model_dump(), **th})
+        except ValueError as e:
+            raise RulesOverrideError(f"class {name}: {e}") from None
+    return base.model_copy(update={"classes": merged})
+
+
+def thresholds_of(rules: RulesConfig, names: Any) -> dict[str, dict[str, float]]:
+    """{class: {reject_conf, uncertain_conf}} of ``rules`` for each class in ``names``."""
+    return {str(n): {"reject_conf": rules.for_class(str(n)).reject_conf, "uncertain_conf": rules.for_class(str(n)).uncertain_conf}
+            for n in names}
+
+
+def latest(db: sqlite_utils.Database) -> RulesOverride | None:
+    """The override in force (the newest row), or None when none was ever written."""
+    if TABLE not in db.table_names():
+        return None
+    r = db.execute(f"SELECT id, t_wall, user, reason, classes, source FROM {TABLE} ORDER BY id DESC LIMIT 1").fetchone()
+    if r is None:
+        return None
+    return RulesOverride(int(r[0]), float(r[1]), str(r[2]), r[3], json.loads(r[4] or "{}"), json.loads(r[5] or "{}"))
+
+
+def history(db: sqlite_utils.Database, limit: int = 50) -> list[RulesOverride]:
+    """Overrides, newest first."""
+    rows = db.execute(f"SELECT id, t_wall, user, reason, classes, source FROM {TABLE} ORDER BY id DESC LIMIT ?", [limit]).fetchall()
+    return [RulesOverride(int(r[0]), float(r[1]), str(r[2]), r[3], json.loads(r[4] or "{}"), json.loads(r[5] or "{}")) for r in rows]
+
+
+def record(
+    db: sqlite_utils.Database,
+    user: str,
+    classes: Mapping[str, Mapping[str, float]],
+    *,
+    reason: str | None,
+    source: Mapping[str, Any] | None = None,
+    base: RulesConfig | None = None,
+) -> RulesOverride:
+    """Append an override (and its audit row) in one transaction; returns it.
+
+    With ``base`` the merged rules are validated first (nothing is written when they are invalid).
+    """
+    checked = _check(classes)
+    if base is not None:
+        overlay(base, checked)
+    before = latest(db)
+    now = time.time()
+    with write_transaction(db):
+        cur = db.execute(
+            f"INSERT INTO {TABLE} (t_wall, user, reason, classes, source) VALUES (?, ?, ?, ?, ?)",
+            [now, user, reason, json.dumps(checked, sort_keys=True), json.dumps(dict(source or {}), sort_keys=True, default=str)],
+        )
+        oid = int(cur.lastrowid)
+        db.execute(
+            "INSERT INTO audit (t_wall, user, action, object_type, object_id, before, after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [now, user, "rules_override" if checked else "rules_override_reset", "rules", str(oid),
+             json.dumps(dict(before.classes) if before else {}, sort_keys=True), json.dumps(checked, sort_keys=True), reason],
+        )
+    log.info("rules override %d by %s: %s (%s)", oid, user, checked or "back to the configured rules", reason)
+    return RulesOverride(oid, now, user, reason, checked, dict(source or {}))
+
+
+def effective(db: sqlite_utils.Database, base: RulesConfig) -> tuple[RulesConfig, RulesOverride | None]:
+    """The rules the line runs with: ``base`` plus the override in force (if any, and if it still fits ``base``)."""
+    ov = latest(db)
+    if ov is None or not ov.classes:
+        return base, ov
+    try:
+        return overlay(base, ov.classes), ov
+    except RulesOverrideError as e:
+        log.error("rules override %d no longer fits the configured rules (%s): ignored, running the configured rules", ov.id, e)
+        return base, None
+
+
+def tagged_hash(config_hash: str, ov: RulesOverride | None) -> str:
+    """The config hash verdicts carry under override ``ov``."""
+    return config_hash if ov is None or not ov.classes else f"{config_hash}+r{ov.id}"

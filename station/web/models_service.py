@@ -1,0 +1,674 @@
+"""The model lifecycle behind the web models page: train, evaluate, shadow, promote, roll back, tune.
+
+One :class:`ModelsService` per web app (created on first use by :func:`service`). Files live next
+to the station database (the same places the ``models`` command uses by default)::
+
+    <data>/models/<sha256>.onnx   the registry's content-addressed model store (+ .pt weights)
+    <data>/jobs/<job id>/         training jobs (models.jobs.JobRunner: one at a time, subprocess)
+    <data>/evaluations/<eval id>/ evaluation jobs (station.web.model_eval: one at a time, subprocess)
+    <data>/golden/<name>/         frozen golden sets (models.golden); the page lists every one
+    <data>/exports/<...>/         YOLO exports of dataset snapshots, made for training runs
+
+where ``<data>`` is the folder of ``store.db_path``. Clients name models by sha256, golden sets by
+golden id, snapshots, jobs and evaluations by id - never by a path.
+
+Threshold overrides (:mod:`station.rules_overrides`) are applied to the running line at once
+(:meth:`station.app.Station.set_rules`, between two parts) and again at every start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .. import rules_overrides
+from ..store.db import open_db
+from . import auth
+from .model_eval import EvalRunner, EvalState
+
+if TYPE_CHECKING:
+    from models.registry import ModelRecord
+
+    from .state import WebState
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,60}$")
+
+
+class ServiceError(RuntimeError):
+    """A request cannot be done now; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _compact_eval(e: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("escape_rate", "false_reject_rate", "uncertain_rate", "precision", "recall", "mAP50", "n_images", "n_defective", "n_good",
+            "escapes", "false_rejects", "evaluated_at")
+    return {k: e.get(k) for k in keys}
+
+
+def record_dict(rec: "ModelRecord") -> dict[str, Any]:
+    """A registry record for the page (no server paths)."""
+    golden = rec.metrics.get("golden") or {}
+    return {
+        "sha256": rec.sha256,
+        "short": rec.short,
+        "task": rec.task,
+        "names": list(rec.names),
+        "imgsz": rec.imgsz,
+        "input_hw": list(rec.input_hw) if rec.input_hw else None,
+        "created_at": rec.created_at,
+        "parent_sha": rec.parent_sha,
+        "dataset_snapshot": rec.dataset_snapshot,
+        "trained_by": rec.trained_by,
+        "promoted_by": rec.promoted_by,
+        "promoted_at": rec.promoted_at,
+        "status": rec.status,
+        "has_weights": bool(rec.weights_path and rec.weights_path.exists()),
+        "train_metrics": dict(rec.metrics.get("train") or {}),
+        "golden": {gid: _compact_eval(v) for gid, v in golden.items()},
+    }
+
+
+class ModelsService:
+    """Everything the models routes do, with the station and the web app's database connection."""
+
+    def __init__(self, state: "WebState"):
+        from models.jobs import JobRunner
+
+        self.state = state
+        self.station = state.station
+        self.data_dir = Path(self.station.cfg.store.db_path).resolve().parent
+        self.store_dir = self.data_dir / "models"
+        self.jobs_dir = self.data_dir / "jobs"
+        self.golden_dir = self.data_dir / "golden"
+        self.exports_dir = self.data_dir / "exports"
+        self.runner = JobRunner(self.jobs_dir)
+        self.evals = EvalRunner(self.data_dir / "evaluations")
+        self.last_shadow: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._ensure_current()
+
+    # ------------------------------------------------------------------ registry
+
+    def _ensure_current(self) -> None:
+        """Register the model the line was configured with as the first current model (when none is yet)."""
+        from models import registry
+
+        insp = self.station.cfg.inspector
+        if insp.type != "onnx" or not Path(insp.model).is_file():
+            return
+        with self.state.db.use() as db:
+            if registry.current(db) is None:
+                rec = registry.ensure_current(db, insp.model, store_dir=self.store_dir, user="system")
+                log.info("registry: the configured model %s is the first current model", rec.short)
+
+    def running_sha12(self) -> str | None:
+        """The first 12 hex digits of the sha256 of the model on the line (onnx inspector), else None."""
+        mid = self.station.inspector.model_id
+        tail = mid.rsplit(":", 1)[-1] if ":" in mid else ""
+        return tail if re.fullmatch(r"[0-9a-f]{12}", tail) else None
+
+    def overview(self) -> dict[str, Any]:
+        """The registry, what runs on the line, active jobs: what the page shows at the top."""
+        from models import registry
+
+        with self.state.db.use() as db:
+            recs = registry.list_models(db)
+            cur = registry.current(db)
+        run12 = self.running_sha12()
+        return {
+            "station": self.station.cfg.name,
+            "inspector_type": self.station.cfg.inspector.type,
+            "running": {"model_id": self.station.inspector.model_id, "sha12": run12,
+                        "is_current": bool(cur and run12 and cur.sha256.startswith(run12))},
+            "current": cur.sha256 if cur else None,
+            "models": [record_dict(r) for r in recs],
+            "swaps": [{"t_wall": s.t_wall, "old": s.old_model_id, "new": s.new_model_id, "ok": s.ok, "error": s.error}
+                      for s in self.station.inspector.history[-10:]],
+        }
+
+    def record(self, sha: str) -> "ModelRecord":
+        """A registered model by sha256 (404 when unknown)."""
+        from models import registry
+
+        with self.state.db.use() as db:
+            try:
+                return registry.get(db, sha)
+            except registry.RegistryError as e:
+                raise ServiceError(404, str(e)) from None
+
+    def history(self) -> list[dict[str, Any]]:
+        """Promotions, refusals, overrides and rollbacks, newest first."""
+        from models import registry
+
+        with self.state.db.use() as db:
+            return list(reversed(registry.history(db)))
+
+    # ------------------------------------------------------------------ golden sets
+
+    def golden_sets(self) -> list[dict[str, Any]]:
+        """Every golden set under ``<data>/golden`` (not re-hashed here: the evaluation verifies)."""
+        from models.golden import GoldenSetError, load_golden
+
+        out = []
+        for m in sorted(self.golden_dir.glob("*/golden.json")):
+            try:
+                gs = load_golden(m.parent, verify=False)
+            except GoldenSetError as e:
+                log.warning("golden set %s unusable: %s", m.parent, e)
+                continue
+            out.append({"golden_id": gs.golden_id, "name": m.parent.name, "n": len(gs), "n_defective": gs.n_defective,
+                        "names": list(gs.names), "source": dict(gs.source)})
+        return out
+
+    def golden_root(self, golden_id: str | None) -> tuple[Path, str, str]:
+        """(root, golden_id, name) of a golden set (the newest when ``golden_id`` is None); 404 when unknown."""
+        sets = self.golden_sets()
+        if not sets:
+            raise ServiceError(409, f"no golden set yet: freeze one from a dataset snapshot on this page (or `models golden` into {self.golden_dir})")
+        if golden_id is None:
+            g = max(sets, key=lambda s: (self.golden_dir / s["name"] / "golden.json").stat().st_mtime)
+        else:
+            g = next((s for s in sets if s["golden_id"] == golden_id), None)
+            if g is None:
+                raise ServiceError(404, f"no golden set {golden_id}")
+        return self.golden_dir / g["name"], g["golden_id"], g["name"]
+
+    def freeze_golden(self, snapshot_id: int, name: str, user: str) -> dict[str, Any]:
+        """Freeze a dataset snapshot (every image, no split) as a new golden set ``<data>/golden/<name>``."""
+        import labeling
+        from models.golden import freeze_split
+
+        if not NAME_RE.match(name):
+            raise ServiceError(422, "name: 1-60 letters, digits, '.', '_' or '-'")
+        out = self.golden_dir / name
+        if out.exists():
+            raise ServiceError(409, f"golden set {name} exists already: a golden set is never overwritten; choose another name")
+        tmp = self.exports_dir / f"golden-{name}-{int(time.time())}"
+        db = open_db(self.station.cfg.store.db_path, migrate=False)
+        try:
+            try:
+                snap = labeling.get_snapshot(db, snapshot_id)
+                data_yaml = labeling.export_yolo(db, self.station.images, snapshot_id, tmp, val_fraction=0.0, link=False)
+            except LookupError as e:
+                raise ServiceError(404, str(e)) from None
+            except (FileNotFoundError, FileExistsError) as e:
+                raise ServiceError(409, str(e)) from None
+            gs = freeze_split(data_yaml, "train", out, source={"snapshot_id": snap.id, "snapshot_sha": snap.sha, "frozen_by": user})
+            auth.audit(db, user, "golden_freeze", "golden", gs.golden_id, after=json.dumps({"name": name, "snapshot_id": snap.id, "n": len(gs)}))
+        finally:
+            db.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+        return {"golden_id": gs.golden_id, "name": name, "n": len(gs), "n_defective": gs.n_defective, "names": list(gs.names)}
+
+    # ------------------------------------------------------------------ training
+
+    def start_training(self, body: Any, user: str) -> dict[str, Any]:
+        """Export the snapshot as a YOLO dataset and start a training job (train -> export -> evaluate -> register)."""
+        import labeling
+        from models import registry
+        from models.jobs import JobBusyError, JobError, JobSpec
+
+        if self.runner.active() is not None:
+            raise ServiceError(409, f"training job {self.runner.active().job_id} is running: one job at a time")  # type: ignore[union-attr]
+        golden_root, golden_id = None, None
+        if body.golden_id is not None or self.golden_sets():
+            golden_root, golden_id, _ = self.golden_root(body.golden_id)
+        db = open_db(self.station.cfg.store.db_path, migrate=False)
+        try:
+            try:
+                snap = labeling.get_snapshot(db, body.snapshot_id)
+            except LookupError as e:
+                raise ServiceError(404, str(e)) from None
+            cur = registry.current(db)
+            if golden_root is not None:
+                from models.golden import load_golden
+
+                gnames = tuple(load_golden(golden_root, verify=False).names)
+                if tuple(snap.class_names) != gnames:
+                    raise ServiceError(409, f"snapshot {snap.id} classes {list(snap.class_names)} differ from golden set {golden_id} classes "
+                                            f"{list(gnames)}: make the snapshot with the model's class order")
+            if body.base == "current":
+                if cur is None or not (cur.weights_path and cur.weights_path.exists()):
+                    raise ServiceError(409, "the current model has no .pt weights to fine-tune from: train from scratch")
+                model = str(cur.weights_path)
+            else:
+                model = "yolov8n.yaml"
+            out = self.exports_dir / f"snapshot-{snap.id}-{snap.sha[:12]}-v{body.val_fraction:g}-s{body.seed}"
+            data_yaml = out / "data.yaml"
+            if not data_yaml.is_file():
+                if out.exists():
+                    shutil.rmtree(out)
+                try:
+                    labeling.export_yolo(db, self.station.images, snap.id, out, val_fraction=body.val_fraction, seed=body.seed)
+                except (FileNotFoundError, FileExistsError, ValueError) as e:
+                    raise ServiceError(409, f"cannot export snapshot {snap.id}: {e}") from None
+        finally:
+            db.close()
+        export_hw = tuple(body.export_hw) if body.export_hw else (body.imgsz, body.imgsz)
+        compare_with = cur.path if (cur is not None and golden_root is not None and Path(cur.path).is_file()) else None
+        spec = JobSpec(
+            data_yaml=str(data_yaml), model=model, epochs=body.epochs, imgsz=body.imgsz, batch=body.batch, seed=body.seed,
+            export_imgsz=export_hw,  # type: ignore[arg-type]
+            lineage={"snapshot_id": snap.id, "parent_sha": cur.sha256 if body.base == "current" and cur else None},
+            golden=str(golden_root) if golden_root else None, current_model=str(compare_with) if compare_with else None,
+            rules=self.station.decider.rules.model_dump(mode="json"), db=str(self.station.cfg.store.db_path),
+            store_dir=str(self.store_dir), trained_by=user,
+        )
+        try:
+            st = self.runner.start(spec)
+        except JobBusyError as e:
+            raise ServiceError(409, str(e)) from None
+        except JobError as e:
+            raise ServiceError(422, str(e)) from None
+        with self.state.db.use() as wdb:
+            auth.audit(wdb, user, "model_train_start", "job", st.job_id, after=json.dumps(
+                {"snapshot_id": snap.id, "epochs": body.epochs, "imgsz": body.imgsz, "base": body.base, "golden_id": golden_id}))
+        return job_dict(st)
+
+    def cancel_training(self, job_id: str, user: str) -> dict[str, Any]:
+        """Ask the running job to stop."""
+        from models.jobs import JobError
+
+        try:
+            st = self.runner.cancel(job_id)
+        except JobError as e:
+            raise ServiceError(409, str(e)) from None
+        with self.state.db.use() as db:
+            auth.audit(db, user, "model_train_cancel", "job", job_id)
+        return job_dict(st)
+
+    def job(self, job_id: str | None) -> dict[str, Any]:
+        """A job's state (None: this app's current/last job)."""
+        from models.jobs import JobError
+
+        try:
+            return job_dict(self.runner.get(job_id))
+        except JobError as e:
+            raise ServiceError(404, str(e)) from None
+
+    def job_log(self, job_id: str, offset: int, max_bytes: int = 65536) -> dict[str, Any]:
+        """A piece of a job's log from byte ``offset`` (``offset`` < 0: the last ``max_bytes``)."""
+        from models.jobs import JobError
+
+        try:
+            st = self.runner.get(job_id)
+        except JobError as e:
+            raise ServiceError(404, str(e)) from None
+        p = st.log_path
+        size = p.stat().st_size if p.exists() else 0
+        start = max(0, size - max_bytes) if offset < 0 else min(offset, size)
+        data = b""
+        if size:
+            with open(p, "rb") as fh:
+                fh.seek(start)
+                data = fh.read(max_bytes)
+        return {"job_id": st.job_id, "offset": start, "next_offset": start + len(data), "size": size,
+                "text": data.decode("utf-8", "replace"), "finished": st.finished}
+
+    # ------------------------------------------------------------------ evaluation
+
+    def start_evaluation(self, sha: str, golden_id: str | None, user: str) -> dict[str, Any]:
+        """Evaluate a registered model against the current one on a golden set (a worker process)."""
+        from models import registry
+
+        cand = self.record(sha)
+        root, gid, gname = self.golden_root(golden_id)
+        with self.state.db.use() as db:
+            cur = registry.current(db)
+        if cur is not None and cur.sha256 == cand.sha256:
+            cur = None  # the current model alone
+        insp = self.station.cfg.inspector
+        spec = {
+            "candidate_path": str(cand.path), "current_path": str(cur.path) if cur else None, "golden_root": str(root),
+            "rules": self.station.decider.rules.model_dump(mode="json"),
+            "calibration": self.station.decider.calibration.model_dump(mode="json"),
+            "inspector": insp.model_dump(mode="json") if insp.type == "onnx" else None,
+        }
+        fields = {"candidate_sha": cand.sha256, "current_sha": cur.sha256 if cur else None, "golden_id": gid, "golden_name": gname,
+                  "started_by": user}
+        from .model_eval import EvalBusyError, EvalError
+
+        try:
+            st = self.evals.start(spec, fields, self._record_evaluation)
+        except EvalBusyError as e:
+            raise ServiceError(409, str(e)) from None
+        except EvalError as e:
+            raise ServiceError(500, str(e)) from None
+        with self.state.db.use() as db:
+            auth.audit(db, user, "model_evaluate", "model", cand.sha256, after=json.dumps({"eval_id": st.eval_id, "golden_id": gid,
+                                                                                              "current": fields["current_sha"]}))
+        return st.as_dict()
+
+    def _record_evaluation(self, st: EvalState, result: Mapping[str, Any]) -> None:
+        """Store both models' figures in the registry (the promotion gate reads them)."""
+        from models import registry
+
+        with self.state.db.use() as db:
+            for side in ("candidate", "current"):
+                r = result.get(side)
+                if r:
+                    registry.record_evaluation(db, r["summary"]["model_sha"], r["summary"])
+
+    def evaluation(self, eval_id: str) -> dict[str, Any]:
+        """An evaluation: its state and, once done, the side-by-side figures and the images where the models disagree."""
+        from .model_eval import EvalError
+
+        try:
+            st = self.evals.get(eval_id)
+        except LookupError as e:
+            raise ServiceError(404, str(e)) from None
+        out: dict[str, Any] = {"state": st.as_dict()}
+        if st.status == "running":
+            return out
+        try:
+            res = self.evals.result(eval_id)
+        except EvalError as e:
+            out["error"] = str(e)
+            return out
+        if res.get("status") != "succeeded":
+            out["error"] = res.get("error")
+            return out
+        cand, cur = res["candidate"], res.get("current")
+        names = cand["names"]
+        images = []
+        for i, im in enumerate(cand["images"]):
+            other = cur["images"][i] if cur else None
+            if other is not None and other["outcome"] == im["outcome"]:
+                continue
+            if other is None and im["ejected"] == bool(im["truth"]):
+                continue  # alone: show the mistakes
+            images.append({
+                "index": i, "stem": im["stem"], "truth": sorted({names[t[0]] for t in im["truth"]}) or ["good"],
+                "candidate": {"outcome": im["outcome"], "ejected": im["ejected"], "reasons": im["reasons"]},
+                "current": {"outcome": other["outcome"], "ejected": other["ejected"], "reasons": other["reasons"]} if other else None,
+                "candidate_right": im["ejected"] == bool(im["truth"]),
+                "thumb": f"/api/models/evaluations/{eval_id}/images/{i}",
+            })
+        out.update({
+            "names": names,
+            "candidate": cand["summary"], "current": cur["summary"] if cur else None,
+            "candidate_model_id": cand["model_id"], "current_model_id": cur["model_id"] if cur else None,
+            "escape_not_worse": res["escape_not_worse"], "images": images, "seconds": res.get("seconds"),
+        })
+        return out
+
+    def evaluation_image(self, eval_id: str, index: int, max_width: int = 360) -> bytes:
+        """JPEG of golden image ``index`` with the truth (green, solid), candidate (orange) and current (blue) boxes at reject_conf."""
+        import cv2
+        import numpy as np
+
+        from .model_eval import EvalError
+
+        try:
+            st = self.evals.get(eval_id)
+            res = self.evals.result(eval_id)
+            spec = self.evals.spec(eval_id)
+        except LookupError as e:
+            raise ServiceError(404, str(e)) from None
+        except EvalError as e:
+            raise ServiceError(409, str(e)) from None
+        if res.get("status") != "succeeded":
+            raise ServiceError(409, f"evaluation {st.eval_id} has no images ({res.get('error')})")
+        cand = res["candidate"]
+        if not 0 <= index < len(cand["images"]):
+            raise ServiceError(404, f"evaluation {eval_id} has {len(cand['images'])} images (0..{len(cand['images']) - 1})")
+        stem = cand["images"][index]["stem"]
+        root = Path(spec["golden_root"])
+        files = [p for p in (root / "images").glob(f"{stem}.*") if p.is_file()]
+        img = cv2.imread(str(files[0]), cv2.IMREAD_COLOR) if files else None
+        if img is None:
+            raise ServiceError(410, f"golden image {stem} is gone from its golden set")
+        from ..config import RulesConfig
+
+        rules = RulesConfig.model_validate(cand["summary"]["rules"])
+        names = cand["names"]
+        scale = min(1.0, max_width / img.shape[1])
+        if scale < 1.0:
+            img = cv2.resize(img, (int(round(img.shape[1] * scale)), int(round(img.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        lw = max(1, int(round(2 * max(scale, 0.5))))
+
+        def box(b: Any, color: tuple[int, int, int], pad: int) -> None:
+            x1, y1, x2, y2 = (int(round(v * scale)) for v in b)
+            cv2.rectangle(img, (x1 - pad, y1 - pad), (x2 + pad, y2 + pad), color, lw)
+
+        for t in cand["images"][index]["truth"]:
+            box(t[1:5], (80, 220, 80), 2 * lw)
+        for side, color in (("current", (255, 160, 60)), ("candidate", (40, 150, 255))):
+            r = res.get(side)
+            if not r:
+                continue
+            for d in r["images"][index]["dets"]:
+                c = int(d[0])
+                if 0 <= c < len(names) and d[1] >= rules.for_class(names[c]).uncertain_conf:
+                    box(d[2:6], color, 0)
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            raise ServiceError(500, "JPEG encoding failed")
+        return bytes(buf)
+
+    # ------------------------------------------------------------------ threshold tuning
+
+    def _eval_result(self, eval_id: str, side: str) -> tuple[Any, dict[str, Any]]:
+        from .model_eval import EvalError, result_from_json
+
+        try:
+            res = self.evals.result(eval_id)
+        except LookupError as e:
+            raise ServiceError(404, str(e)) from None
+        except EvalError as e:
+            raise ServiceError(409, str(e)) from None
+        if res.get("status") != "succeeded":
+            raise ServiceError(409, f"evaluation {eval_id} failed: {res.get('error')}")
+        r = res.get(side)
+        if not r:
+            raise ServiceError(409, f"evaluation {eval_id} has no {side} model")
+        return result_from_json(r), r
+
+    def tune(self, eval_id: str, side: str, target: float) -> dict[str, Any]:
+        """Per-class thresholds for ``target`` escape rate on the evaluated golden set, and the false rejects they cost."""
+        from models.evaluate import tune_thresholds
+
+        result, raw = self._eval_result(eval_id, side)
+        t = tune_thresholds(result, target, calibration=self.station.decider.calibration)
+        names = list(result.names)
+        before = rules_overrides.thresholds_of(result.rules, names)
+        after = rules_overrides.thresholds_of(t.rules, names)
+        return {
+            "eval_id": eval_id, "model": side, "model_sha": result.model_sha, "model_id": result.model_id, "golden_id": result.golden_id,
+            "target_escape_rate": target, "achieved": t.achieved, "floor_escape_rate": t.floor_escape_rate,
+            "before": {"escape_rate": _num(result.escape_rate), "false_reject_rate": _num(result.false_reject_rate), "thresholds": before},
+            "after": {"escape_rate": _num(t.escape_rate), "false_reject_rate": _num(t.false_reject_rate), "thresholds": after},
+            "eject_at": {k: round(v, 4) for k, v in t.thresholds.items()},
+            "per_class_escape": {k: _num(v.escape_rate) for k, v in t.result.per_class.items()},
+            "running_on_line": bool(self.running_sha12() and result.model_sha.startswith(self.running_sha12() or "-")),
+        }
+
+    def apply_tuning(self, eval_id: str, side: str, target: float, reason: str, user: str) -> dict[str, Any]:
+        """Write the tuned thresholds as the line's rules override (audited) and switch the line to them now."""
+        proposal = self.tune(eval_id, side, target)
+        if not proposal["running_on_line"]:
+            raise ServiceError(409, f"model {proposal['model_id']} is not the model on the line ({self.station.inspector.model_id}): "
+                                    "thresholds belong to a model; promote it first, then tune")
+        classes = proposal["after"]["thresholds"]
+        source = {k: proposal[k] for k in ("eval_id", "model", "model_sha", "golden_id", "target_escape_rate", "achieved")}
+        source.update({"escape_rate": proposal["after"]["escape_rate"], "false_reject_rate": proposal["after"]["false_reject_rate"]})
+        return self._set_override(classes, reason, user, source)
+
+    def reset_rules(self, reason: str, user: str) -> dict[str, Any]:
+        """Back to the configured rules (an audited row with no classes)."""
+        with self.state.db.use() as db:
+            ov = rules_overrides.latest(db)
+        if ov is None or not ov.classes:
+            raise ServiceError(409, "no threshold override is in force: the line runs its configured rules")
+        return self._set_override({}, reason, user, {"reset_of": ov.id})
+
+    def _set_override(self, classes: Mapping[str, Mapping[str, float]], reason: str, user: str, source: Mapping[str, Any]) -> dict[str, Any]:
+        base = self.station.cfg.rules
+        with self._lock:
+            with self.state.db.use() as db:
+                try:
+                    ov = rules_overrides.record(db, user, classes, reason=reason, source=source, base=base)
+                except rules_overrides.RulesOverrideError as e:
+                    raise ServiceError(422, str(e)) from None
+                rules, eff = rules_overrides.effective(db, base)
+            self.station.set_rules(rules, rules_overrides.tagged_hash(self.station.config_hash, eff))
+        log.info("line rules now %s (override %d by %s)", "overridden" if classes else "as configured", ov.id, user)
+        return self.rules_view()
+
+    def rules_view(self) -> dict[str, Any]:
+        """Configured and effective per-class thresholds, the override in force and the history."""
+        names = [str(n) for n in self.station.inspector.names]
+        with self.state.db.use() as db:
+            ov = rules_overrides.latest(db)
+            hist = rules_overrides.history(db)
+        return {
+            "configured": rules_overrides.thresholds_of(self.station.cfg.rules, names),
+            "effective": rules_overrides.thresholds_of(self.station.decider.rules, names),
+            "config_hash": self.station.decider.config_hash,
+            "override": ov.as_dict() if ov and ov.classes else None,
+            "history": [h.as_dict() for h in hist],
+        }
+
+    # ------------------------------------------------------------------ promote / rollback
+
+    def _swap(self, rec: "ModelRecord", user: str, reason: str | None) -> dict[str, Any]:
+        """Hot-swap the line to ``rec`` (audited when done); what the answer says about the swap."""
+        state = self.state
+        before = self.station.inspector.model_id
+
+        def done(error: Exception | None) -> None:
+            if error is None:
+                self.station.alarms.report("model", "ok", f"model {self.station.inspector.model_id} loaded")
+            else:
+                self.station.alarms.report("model", "alarm", f"model swap to {rec.short} failed: {error}")
+            try:
+                with state.db.use() as db:
+                    auth.audit(db, user, "model_swap" if error is None else "model_swap_failed", "model", rec.sha256, before=before,
+                               after=None if error else self.station.inspector.model_id, reason=reason or (str(error) if error else None))
+            except RuntimeError:
+                log.warning("model swap finished after the web app closed its database")
+
+        try:
+            self.station.swap_model(Path(rec.path), done)
+        except ValueError as e:
+            return {"status": "not swapped", "message": f"{e}; restart the station with this model"}
+        return {"status": "loading", "from": before}
+
+    def promote(self, sha: str, override: bool, reason: str | None, user: str) -> dict[str, Any]:
+        """Promote through the gate (override needs a reason); the line hot-swaps to it."""
+        from models import registry
+
+        with self.state.db.use() as db:
+            try:
+                cand = registry.get(db, sha)
+                cur = registry.current(db)
+                gate = registry.gate(cand, cur)
+                rec = registry.promote(db, cand.sha256, user, reason=reason, override=override)
+            except registry.PromotionRefused as e:
+                raise ServiceError(409, str(e)) from None
+            except registry.RegistryError as e:
+                raise ServiceError(404 if "no registered model" in str(e) else 409, str(e)) from None
+        return {"model": record_dict(rec), "gate": gate.as_dict(), "overridden": bool(override and not gate.passed),
+                "swap": self._swap(rec, user, reason)}
+
+    def rollback(self, sha: str | None, reason: str | None, user: str) -> dict[str, Any]:
+        """Back to a model that ran before (default: the one the last change replaced); the line hot-swaps to it."""
+        from models import registry
+
+        with self.state.db.use() as db:
+            try:
+                rec = registry.rollback(db, sha, user=user, reason=reason)
+            except registry.RegistryError as e:
+                raise ServiceError(404 if "no registered model" in str(e) else 409, str(e)) from None
+        return {"model": record_dict(rec), "swap": self._swap(rec, user, reason)}
+
+    # ------------------------------------------------------------------ shadow
+
+    def start_shadow(self, sha: str, queue_size: int, user: str) -> dict[str, Any]:
+        """Run a registered model in shadow mode on the line."""
+        from ..shadow import ShadowError
+
+        rec = self.record(sha)
+        try:
+            runner = self.station.start_shadow(Path(rec.path), queue_size=queue_size)
+        except ShadowError as e:
+            raise ServiceError(409, str(e)) from None
+        except (ValueError, OSError) as e:
+            raise ServiceError(422, f"model {rec.short} cannot run in shadow mode: {e}") from None
+        with self.state.db.use() as db:
+            auth.audit(db, user, "shadow_start", "model", rec.sha256, after=json.dumps({"queue_size": queue_size}))
+        return runner.snapshot()
+
+    def stop_shadow(self, user: str) -> dict[str, Any]:
+        """Stop shadow mode (no-op answer when it was not running)."""
+        final = self.station.stop_shadow()
+        if final is None:
+            return {"running": False, "stopped": None}
+        self.last_shadow = final
+        with self.state.db.use() as db:
+            auth.audit(db, user, "shadow_stop", "model", final["model_sha"], after=json.dumps(final))
+        return {"running": False, "stopped": final}
+
+    def shadow_view(self, sha: str | None, limit: int) -> dict[str, Any]:
+        """Shadow mode now: the running counters (or the last run's) and the recorded disagreements."""
+        from ..shadow import disagreements, summary
+
+        runner = self.station.shadow
+        snap = runner.snapshot() if runner is not None else self.last_shadow
+        sha = sha or (snap["model_sha"] if snap else None)
+        if sha is None:
+            with self.state.db.use() as db:
+                row = db.execute("SELECT model_sha FROM shadow_results ORDER BY id DESC LIMIT 1").fetchone()
+            sha = row[0] if row else None
+        if sha is None:
+            return {"running": None, "model_sha": None, "summary": None, "disagreements": []}
+        with self.state.db.use() as db:
+            return {"running": snap if runner is not None else None, "last": snap if runner is None else None, "model_sha": sha,
+                    "summary": summary(db, sha), "disagreements": disagreements(db, model_sha=sha, limit=limit)}
+
+
+def _num(v: Any) -> Any:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if f != f else round(f, 5)
+
+
+def job_dict(st: Any) -> dict[str, Any]:
+    """A training job's state for the page (no server paths)."""
+    d = st.as_dict()
+    res = d.get("result") or {}
+    d["result"] = {
+        "sha256": res.get("sha256"),
+        "registered": bool(res.get("registered")),
+        "train": {k: (res.get("train") or {}).get(k) for k in ("metrics", "epochs", "seconds")} if res.get("train") else None,
+        "comparison": res.get("comparison"),
+    } if res else None
+    for k in ("job_dir", "log_path", "pid"):
+        d.pop(k, None)
+    return d
+
+
+_services_lock = threading.Lock()
+
+
+def service(state: "WebState") -> ModelsService:
+    """The app's ModelsService (created on first use)."""
+    with _services_lock:
+        svc = getattr(state, "_models_service", None)
+        if svc is None:
+            svc = ModelsService(state)
+            state._models_service = svc  # type: ignore[attr-defined]
+        return svc

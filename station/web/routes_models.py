@@ -1,0 +1,328 @@
+"""The models page and its API: registry, training runs, evaluation, shadow mode, promotion, rollback, thresholds.
+
+Roles: reading, training, evaluating, shadow mode and threshold proposals need ``qa``;
+promotion, rollback and applying thresholds to the line need ``admin`` (they change what the
+line rejects). Models are named by sha256, golden sets by golden id, snapshots, jobs and
+evaluations by their ids: never a path. The work is in :mod:`station.web.models_service`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import Path as PathParam
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from .auth import Session, require, session_of
+from .models_service import ModelsService, ServiceError, service
+from .pages import render
+from .state import WebState
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["models"])
+
+QA = require("qa")
+ADMIN = require("admin")
+Sha = Annotated[str, PathParam(pattern=r"^[0-9a-fA-F]{8,64}$", description="sha256 of a registered model (or a unique prefix of 8+ hex digits).")]
+JobId = Annotated[str, PathParam(pattern=r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$", description="Training job id.")]
+EvalId = Annotated[str, PathParam(pattern=r"^e[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$", description="Evaluation id.")]
+GoldenId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="Golden set id (16 hex digits).")]
+Reason = Annotated[str, Field("", max_length=300, description="Why (kept in the audit trail).")]
+
+
+def _state(request: Request) -> WebState:
+    return request.app.state.web
+
+
+def _svc(request: Request) -> ModelsService:
+    return service(_state(request))
+
+
+async def _call(fn: Any, *args: Any) -> Any:
+    """Run a service call in the thread pool; its ServiceError becomes the HTTP answer."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except ServiceError as e:
+        raise HTTPException(e.status, str(e)) from None
+
+
+# -- bodies ---------------------------------------------------------------------------------------
+class TrainBody(BaseModel):
+    """A training run on a frozen dataset snapshot."""
+
+    snapshot_id: int = Field(..., ge=1, le=2**62, description="Dataset snapshot (QA review page) to train on.")
+    epochs: int = Field(30, ge=1, le=1000, description="Training epochs.")
+    imgsz: int = Field(640, ge=32, le=2048, description="Training image size (multiple of 32).")
+    batch: int = Field(8, ge=1, le=256, description="Images per batch.")
+    export_hw: list[int] | None = Field(None, min_length=2, max_length=2, description="ONNX input [height, width] (multiples of 32); default imgsz x imgsz.")
+    base: Literal["scratch", "current"] = Field("scratch", description="Train a new model (scratch) or fine-tune the current model's weights.")
+    golden_id: GoldenId | None = Field(None, description="Evaluate the result against the current model on this golden set (default: the newest).")
+    val_fraction: float = Field(0.2, ge=0.0, le=0.5, description="Share of the snapshot's parts (newest) used for validation.")
+    seed: int = Field(0, ge=0, le=2**31, description="Training seed.")
+
+    @field_validator("imgsz")
+    @classmethod
+    def _stride(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"imgsz must be a multiple of 32 (got {v}); use {max(32, round(v / 32) * 32)}")
+        return v
+
+    @field_validator("export_hw")
+    @classmethod
+    def _hw(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(x < 32 or x > 4096 or x % 32 for x in v):
+            raise ValueError(f"export_hw {v}: two multiples of 32 between 32 and 4096")
+        return v
+
+
+class EvaluateBody(BaseModel):
+    """Evaluate a model against the current one."""
+
+    golden_id: GoldenId | None = Field(None, description="Golden set (default: the newest).")
+
+
+class PromoteBody(BaseModel):
+    """Promote a candidate; the gate refuses a worse escape rate unless overridden with a reason."""
+
+    override: bool = Field(False, description="Promote even though the gate refuses (needs a reason; audited).")
+    reason: Reason
+
+    @field_validator("reason")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+
+class RollbackBody(BaseModel):
+    """Back to a model that ran before."""
+
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{8,64}$", description="Default: the model the last change replaced.")
+    reason: Reason
+
+
+class ShadowBody(BaseModel):
+    """Shadow mode settings."""
+
+    queue_size: int = Field(16, ge=1, le=1000, description="Parts waiting for the shadow model; more are dropped for it (counted).")
+
+
+class TuneBody(BaseModel):
+    """Threshold tuning on an evaluation."""
+
+    target_escape_rate: float = Field(..., ge=0.0, le=1.0, description="Largest acceptable escape rate on the golden set, e.g. 0.01.")
+    model: Literal["candidate", "current"] = Field("current", description="Which model of the evaluation to tune.")
+
+
+class ApplyRulesBody(TuneBody):
+    """Apply tuned thresholds to the line (audited)."""
+
+    eval_id: str = Field(..., pattern=r"^e[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$", description="The evaluation the thresholds come from.")
+    reason: str = Field(..., min_length=3, max_length=300, description="Why the line's thresholds change (audit trail).")
+
+
+class ResetRulesBody(BaseModel):
+    """Back to the configured thresholds."""
+
+    reason: str = Field(..., min_length=3, max_length=300, description="Why (audit trail).")
+
+
+class GoldenBody(BaseModel):
+    """Freeze a dataset snapshot as a golden set."""
+
+    snapshot_id: int = Field(..., ge=1, le=2**62, description="Dataset snapshot to freeze (every image; keep it apart from training data).")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9._-]{1,60}$", description="Folder name of the golden set.")
+
+
+# -- page ---------------------------------------------------------------------------------------
+@router.get("/models", include_in_schema=False)
+def models_page(request: Request) -> Response:
+    """The models page: login first (redirect), then role qa (403 page)."""
+    state = _state(request)
+    s = session_of(request)
+    if s is None:
+        return RedirectResponse("/login?next=/models", status.HTTP_303_SEE_OTHER)
+    station = state.station.cfg.name
+    if not s.user.has("qa"):
+        return render("models_denied.html", status_code=403, station=station, user=s.user.username, role=s.user.role)
+    return render("models.html", station=station, user=s.user.username, role=s.user.role)
+
+
+# -- reads (qa) ---------------------------------------------------------------------------------
+@router.get("/api/models", summary="Registry, the model on the line, recent swaps (qa)")
+async def overview(request: Request, _: Session = Depends(QA)) -> dict[str, Any]:
+    """Every registered model (sha, task, classes, input size, dataset snapshot, parent, metrics, who trained/promoted it, status)."""
+    return await _call(_svc(request).overview)
+
+
+@router.get("/api/models/history", summary="Promotions, refusals, overrides, rollbacks (qa)")
+async def history(request: Request, _: Session = Depends(QA)) -> list[dict[str, Any]]:
+    """From the audit trail, newest first."""
+    return await _call(_svc(request).history)
+
+
+@router.get("/api/models/golden", summary="Golden sets (qa)")
+async def golden_sets(request: Request, _: Session = Depends(QA)) -> list[dict[str, Any]]:
+    """The frozen golden sets evaluations can use."""
+    return await _call(_svc(request).golden_sets)
+
+
+@router.get("/api/models/snapshots", summary="Dataset snapshots to train on (qa)")
+async def snapshots(request: Request, _: Session = Depends(QA)) -> list[dict[str, Any]]:
+    """Dataset snapshots, newest first."""
+    import labeling
+
+    def read() -> list[dict[str, Any]]:
+        with _state(request).db.use() as db:
+            snaps = labeling.list_snapshots(db)
+        return [{"id": s.id, "name": s.name, "created_at": s.created_at, "created_by": s.created_by, "n_images": len(s.image_ids),
+                 "n_labels": s.n_labels, "class_names": list(s.class_names), "sha": s.sha} for s in reversed(snaps)]
+
+    return await _call(read)
+
+
+@router.get("/api/models/jobs", summary="Training jobs, newest first (qa)")
+async def jobs(request: Request, _: Session = Depends(QA)) -> dict[str, Any]:
+    """``active``: the running job (or null); ``jobs``: all jobs with their last state."""
+    from .models_service import job_dict
+
+    svc = _svc(request)
+
+    def read() -> dict[str, Any]:
+        active = svc.runner.active()
+        return {"active": job_dict(active) if active else None, "jobs": [job_dict(j) for j in svc.runner.list_jobs()[:30]]}
+
+    return await _call(read)
+
+
+@router.get("/api/models/jobs/{job_id}", summary="One training job: phase, epoch, losses, metrics (qa)")
+async def job(request: Request, job_id: JobId, _: Session = Depends(QA)) -> dict[str, Any]:
+    """Live progress while it runs (poll it), the registered model's sha and comparison when it is done."""
+    return await _call(_svc(request).job, job_id)
+
+
+@router.get("/api/models/jobs/{job_id}/log", summary="A training job's log (qa)")
+async def job_log(request: Request, job_id: JobId, offset: int = Query(-1, ge=-1, le=2**40, description="Byte offset; -1 = the last 64 KB."),
+                  _: Session = Depends(QA)) -> dict[str, Any]:
+    """Text from ``offset`` (at most 64 KB) and ``next_offset`` to continue from."""
+    return await _call(_svc(request).job_log, job_id, offset)
+
+
+@router.get("/api/models/evaluations", summary="Evaluations, newest first (qa)")
+async def evaluations(request: Request, _: Session = Depends(QA)) -> list[dict[str, Any]]:
+    """State of each evaluation job."""
+    svc = _svc(request)
+    return await _call(lambda: [e.as_dict() for e in svc.evals.list()])
+
+
+@router.get("/api/models/evaluations/{eval_id}", summary="Candidate vs current on the golden set (qa)")
+async def evaluation(request: Request, eval_id: EvalId, _: Session = Depends(QA)) -> dict[str, Any]:
+    """Side by side: escape / false-reject / uncertain rates, precision, recall, mAP50, per class, confusion; images where they disagree."""
+    return await _call(_svc(request).evaluation, eval_id)
+
+
+@router.get(
+    "/api/models/evaluations/{eval_id}/images/{index}",
+    summary="A golden image with truth and both models' boxes (qa)",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}},
+)
+async def evaluation_image(request: Request, eval_id: EvalId, index: Annotated[int, PathParam(ge=0, le=10**7)],
+                           _: Session = Depends(QA)) -> Response:
+    """Golden-set image ``index``: truth green (outer box), candidate orange, current blue (at their uncertain threshold)."""
+    jpeg = await _call(_svc(request).evaluation_image, eval_id, index)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/api/models/shadow", summary="Shadow mode: counters and disagreements (qa)")
+async def shadow(request: Request, sha: str | None = Query(None, pattern=r"^[0-9a-fA-F]{64}$", description="A model's recorded shadow results."),
+                 limit: int = Query(50, ge=1, le=1000), _: Session = Depends(QA)) -> dict[str, Any]:
+    """The running (or last) shadow run's counters and the parts where its verdict differs from the line's."""
+    return await _call(_svc(request).shadow_view, sha.lower() if sha else None, limit)
+
+
+@router.get("/api/models/rules", summary="The line's per-class thresholds: configured, in force, overrides (qa)")
+async def rules(request: Request, _: Session = Depends(QA)) -> dict[str, Any]:
+    """Thresholds of the running model's classes and the override history."""
+    return await _call(_svc(request).rules_view)
+
+
+# -- writes: qa ---------------------------------------------------------------------------------
+@router.post("/api/models/train", status_code=202, summary="Start a training run on a dataset snapshot (qa)")
+async def train(request: Request, body: TrainBody, session: Session = Depends(QA)) -> dict[str, Any]:
+    """Export the snapshot, train (job runner: one at a time, subprocess), export ONNX, evaluate against the current model, register.
+
+    404 unknown snapshot / golden set, 409 a job is running or the snapshot cannot be used.
+    """
+    return await _call(_svc(request).start_training, body, session.user.username)
+
+
+@router.post("/api/models/jobs/{job_id}/cancel", summary="Cancel the running training job (qa)")
+async def cancel(request: Request, job_id: JobId, session: Session = Depends(QA)) -> dict[str, Any]:
+    """Training stops at the next batch (409 when that job is not running)."""
+    return await _call(_svc(request).cancel_training, job_id, session.user.username)
+
+
+@router.post("/api/models/{sha}/evaluate", status_code=202, summary="Evaluate a model against the current one (qa)")
+async def evaluate(request: Request, sha: Sha, body: EvaluateBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
+    """Both models through the production path on the golden set (a worker process); both results go to the registry (the gate reads them)."""
+    return await _call(_svc(request).start_evaluation, sha.lower(), body.golden_id if body else None, session.user.username)
+
+
+@router.post("/api/models/evaluations/{eval_id}/tune", summary="Per-class thresholds for a target escape rate (qa)")
+async def tune(request: Request, eval_id: EvalId, body: TuneBody, _: Session = Depends(QA)) -> dict[str, Any]:
+    """A proposal only (nothing changes): thresholds, the escape rate they reach and the false-reject rate they cost."""
+    return await _call(_svc(request).tune, eval_id, body.model, body.target_escape_rate)
+
+
+@router.post("/api/models/{sha}/shadow", status_code=201, summary="Start shadow mode with a model (qa)")
+async def shadow_start(request: Request, sha: Sha, body: ShadowBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
+    """The model judges every part beside the line without acting; 409 while another shadow runs."""
+    return await _call(_svc(request).start_shadow, sha.lower(), body.queue_size if body else 16, session.user.username)
+
+
+@router.post("/api/models/shadow/stop", summary="Stop shadow mode (qa)")
+async def shadow_stop(request: Request, session: Session = Depends(QA)) -> dict[str, Any]:
+    """The final counters (``stopped`` null when it was not running)."""
+    return await _call(_svc(request).stop_shadow, session.user.username)
+
+
+@router.post("/api/models/golden", status_code=201, summary="Freeze a dataset snapshot as a golden set (qa)")
+async def golden_freeze(request: Request, body: GoldenBody, session: Session = Depends(QA)) -> dict[str, Any]:
+    """Every image of the snapshot with its labels, hashed; never overwritten. Keep golden parts out of training snapshots."""
+    return await _call(_svc(request).freeze_golden, body.snapshot_id, body.name, session.user.username)
+
+
+# -- writes: admin --------------------------------------------------------------------------------
+@router.post("/api/models/{sha}/promote", summary="Promote a model; the line hot-swaps to it (admin)")
+async def promote(request: Request, sha: Sha, body: PromoteBody | None = None, session: Session = Depends(ADMIN)) -> dict[str, Any]:
+    """Refused (409, audited) when its escape rate on the golden set is worse than the current model's, unless ``override`` with a reason."""
+    b = body or PromoteBody()
+    if b.override and not b.reason:
+        raise HTTPException(422, "reason: an override needs a reason (it is kept in the audit trail)")
+    return await _call(_svc(request).promote, sha.lower(), b.override, b.reason or None, session.user.username)
+
+
+@router.post("/api/models/rollback", summary="Roll back to an earlier model in one action (admin)")
+async def rollback(request: Request, body: RollbackBody | None = None, session: Session = Depends(ADMIN)) -> dict[str, Any]:
+    """Default: the model the last change replaced; the line hot-swaps to it. Audited, not gated."""
+    b = body or RollbackBody()
+    return await _call(_svc(request).rollback, b.sha256.lower() if b.sha256 else None, b.reason or None, session.user.username)
+
+
+@router.post("/api/models/rules", summary="Apply tuned thresholds to the line (admin)")
+async def apply_rules(request: Request, body: ApplyRulesBody, session: Session = Depends(ADMIN)) -> dict[str, Any]:
+    """Recomputes the tuning of ``eval_id`` and writes it as the line's threshold override (audited, kept across restarts); in force from the next part.
+
+    409 when the evaluated model is not the one on the line.
+    """
+    return await _call(_svc(request).apply_tuning, body.eval_id, body.model, body.target_escape_rate, body.reason.strip(), session.user.username)
+
+
+@router.post("/api/models/rules/reset", summary="Back to the configured thresholds (admin)")
+async def reset_rules(request: Request, body: ResetRulesBody, session: Session = Depends(ADMIN)) -> dict[str, Any]:
+    """Audited; 409 when no override is in force."""
+    return await _call(_svc(request).reset_rules, body.reason.strip(), session.user.username)

@@ -1,0 +1,581 @@
+"""QA review: the queue, the image editor, dataset snapshots, export and import (role qa or admin).
+
+Every route here needs the ``qa`` role, reads included: review data (images,
+labels, who changed what) is not for the anonymous line-side panel. Every
+change goes through :mod:`labeling` (append-only labels, an audit row per
+change, in one transaction). Images are named by their integer id only; the
+file is found through the database and :meth:`ImageStore.open_path`, never
+from a path the client sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, RedirectResponse
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+import labeling
+from labeling.importer import import_images, read_coco, read_yolo
+
+from ..store import queries
+from .auth import Session, require, session_of
+from .pages import render
+from .review_files import (
+    Limits, UploadError, clean_message, new_work_dir, portable_data_yaml, prepare_coco, prepare_yolo, remove_tree, save_upload,
+    thumbnail_jpeg, unpack, zip_folder,
+)
+from .state import WebState
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["review"])
+
+ROLE = "qa"
+QA = require(ROLE)
+MAX_ID = 2**62  # larger integers overflow SQLite
+ImageId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Image id (integer, from the queue).")]
+LabelId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Label id (integer, from the image's labels).")]
+SnapshotId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Dataset snapshot id.")]
+Coord = Annotated[float, Field(allow_inf_nan=False, ge=-1e7, le=1e7)]
+Reason = Annotated[str | None, Field(None, max_length=200, description="Why (kept in the audit trail).")]
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream", "multipart/x-zip")
+_CONFLICT = ("no longer current", "deletion record", "deleted by the disk budget")
+
+
+def _state(request: Request) -> WebState:
+    return request.app.state.web
+
+
+# -- request bodies ------------------------------------------------------------------------
+class NewLabel(BaseModel):
+    """A missed defect drawn by QA."""
+
+    box: list[Coord] = Field(..., min_length=4, max_length=4, description="x1, y1, x2, y2 in image pixels (x1 < x2, y1 < y2).")
+    class_name: str = Field(..., min_length=1, max_length=64, description="One of the classes the image's detail lists.")
+    reason: Reason
+
+
+class LabelChange(BaseModel):
+    """Move / resize and/or reclassify a label (at least one of box and class_name)."""
+
+    box: list[Coord] | None = Field(None, min_length=4, max_length=4, description="New x1, y1, x2, y2 in image pixels.")
+    class_name: str | None = Field(None, min_length=1, max_length=64, description="New class.")
+    reason: Reason
+
+
+class ConfirmBody(BaseModel):
+    """Confirm labels of one image (none given: every current label, and the image counts as reviewed)."""
+
+    label_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(None, max_length=1000, description="Labels to confirm.")
+
+
+class GoodBody(BaseModel):
+    """Mark an image good (no defect): every current label is deleted."""
+
+    reason: Reason
+
+
+class BulkBody(BaseModel):
+    """Several images at once (all or nothing)."""
+
+    image_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(..., min_length=1, max_length=500, description="Image ids.")
+    reason: Reason
+
+
+class SnapshotBody(BaseModel):
+    """Freeze the current labels into a dataset snapshot."""
+
+    name: str | None = Field(None, max_length=80, pattern=r"^[A-Za-z0-9 ._-]*$", description="Snapshot name (default snapshot-<UTC time>).")
+    only_reviewed: bool = Field(True, description="Only images a QA reviewer has reviewed (recommended).")
+    since: float | None = Field(None, ge=0, le=1e11, description="Only parts triggered at or after this UNIX time.")
+    until: float | None = Field(None, ge=0, le=1e11, description="Only parts triggered before this UNIX time.")
+    class_names: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None, max_length=1000, description="Class order (class index = position); default: the model's classes, then any other known class."
+    )
+
+
+# -- helpers ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _labeling_errors() -> Iterator[None]:
+    """labeling's errors as HTTP answers: 404 unknown, 409 changed meanwhile, 422 invalid input."""
+    try:
+        yield
+    except KeyError:
+        raise
+    except LookupError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except sqlite3.IntegrityError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"someone changed this image meanwhile ({exc}): reload it and retry") from None
+    except ValueError as exc:
+        msg = str(exc)
+        code = status.HTTP_409_CONFLICT if any(k in msg for k in _CONFLICT) else status.HTTP_422_UNPROCESSABLE_CONTENT
+        raise HTTPException(code, msg) from None
+
+
+def ordered_classes(state: WebState, db: Any) -> list[str]:
+    """The classes a reviewer may pick: the running model's, in its order (keys 1..9), then other known ones."""
+    names = [str(n) for n in state.station.inspector.names]
+    extra = [c for c in labeling.known_classes(db) if c not in names]
+    return names + extra
+
+
+def _label(lab: labeling.Label) -> dict[str, Any]:
+    return lab.as_dict()
+
+
+def _audit_rows(db: Any, image_id: int) -> list[dict[str, Any]]:
+    """Audit rows about this image and its labels, oldest first."""
+    cur = db.execute(
+        "SELECT id, t_wall, user, action, object_type, object_id, before, after, reason FROM audit "
+        "WHERE (object_type = 'label' AND object_id IN (SELECT CAST(id AS TEXT) FROM labels WHERE image_id = ?)) "
+        "OR (object_type = 'image' AND object_id = ?) ORDER BY id",
+        [image_id, str(image_id)],
+    )
+    keys = [d[0] for d in cur.description]
+    out = []
+    for r in cur.fetchall():
+        row = dict(zip(keys, r))
+        for k in ("before", "after"):
+            row[k] = json.loads(row[k]) if row[k] else None
+        out.append(row)
+    return out
+
+
+def image_detail(state: WebState, db: Any, image_id: int) -> dict[str, Any]:
+    """Everything the editor shows for one image: the image, its part, current labels, history, audit, classes."""
+    img = labeling.image_info(db, image_id)
+    insp = queries.get_inspection(db, img.part_id) or {}
+    review = labeling.review_state(db, image_id)
+    return {
+        "image": {**dataclasses.asdict(img), "url": f"/api/review/images/{img.id}/file"},
+        "inspection": {
+            "part_id": img.part_id,
+            "outcome": insp.get("outcome"),
+            "reasons": insp.get("reasons") or [],
+            "model_id": insp.get("model_id"),
+            "t_wall": insp.get("t_trigger_wall") or insp.get("t_recorded_wall"),
+            "max_score": insp.get("max_score"),
+            "source": insp.get("source"),
+            "images": [{"id": i["id"], "camera_id": i["camera_id"], "deleted": i["deleted_at"] is not None} for i in insp.get("images", [])],
+        },
+        "labels": [_label(lab) for lab in labeling.current_labels(db, image_id)],
+        "review": dataclasses.asdict(review) if review else None,
+        "history": [_label(lab) for lab in labeling.label_history(db, image_id)],
+        "audit": _audit_rows(db, image_id),
+        "classes": ordered_classes(state, db),
+    }
+
+
+def _after_change(state: WebState, db: Any, image_id: int, changed: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(changed) and not isinstance(changed, type):
+        changed = dataclasses.asdict(changed)
+    elif isinstance(changed, list):
+        changed = [dataclasses.asdict(c) for c in changed]
+    return {"changed": changed, "detail": image_detail(state, db, image_id)}
+
+
+def review_page(request: Request, template: str, **values: str) -> Response:
+    """A review page: login first (redirect), then role qa (403 page)."""
+    state = _state(request)
+    s = session_of(request)
+    if s is None:
+        return RedirectResponse(f"/login?next={request.url.path}", status.HTTP_303_SEE_OTHER)
+    station = state.station.cfg.name
+    if not s.user.has(ROLE):
+        return render("review_denied.html", status_code=403, station=station, user=s.user.username, role=s.user.role)
+    return render(template, station=station, user=s.user.username, role=s.user.role, **values)
+
+
+# -- pages ------------------------------------------------------------------------------------
+@router.get("/review", include_in_schema=False)
+def queue_page(request: Request) -> Response:
+    """The review queue with the thumbnail gallery."""
+    return review_page(request, "review.html")
+
+
+@router.get("/review/image/{image_id}", include_in_schema=False)
+def editor_page(request: Request, image_id: ImageId) -> Response:
+    """The editor of one image."""
+    return review_page(request, "review_image.html", image_id=str(image_id))
+
+
+@router.get("/review/dataset", include_in_schema=False)
+def dataset_page(request: Request) -> Response:
+    """Snapshots, exports and imports."""
+    return review_page(request, "review_dataset.html", max_upload_mb=f"{_state(request).cfg.max_upload_mb:g}")
+
+
+# -- queue --------------------------------------------------------------------------------------
+@router.get("/api/review/queue", summary="The review queue, most useful first (qa)")
+def review_queue(
+    request: Request,
+    outcome: Literal["PASS", "FAIL", "UNCERTAIN", "FAILSAFE"] | None = Query(None, description="Only this verdict."),
+    class_name: str | None = Query(None, min_length=1, max_length=64, description="Only images with a current label of this class."),
+    min_conf: float | None = Query(None, ge=0, le=1, description="Part's max score at least this."),
+    max_conf: float | None = Query(None, ge=0, le=1, description="Part's max score at most this."),
+    since: float | None = Query(None, ge=0, le=1e11, description="Triggered at or after this UNIX time."),
+    until: float | None = Query(None, ge=0, le=1e11, description="Triggered before this UNIX time."),
+    model_id: str | None = Query(None, min_length=1, max_length=200, description="Only parts decided by this model."),
+    reviewed: Literal["no", "yes", "all"] = Query("no", description="no = not yet reviewed (default), yes = reviewed, all = both."),
+    limit: int = Query(48, ge=1, le=200, description="Page size."),
+    offset: int = Query(0, ge=0, le=10_000_000, description="Items to skip."),
+    session: Session = Depends(QA),
+) -> dict[str, Any]:
+    """One page of :func:`labeling.review_queue` (tiers: uncertain, disagreement, pass sample, fail, other),
+    each item with its image size, current boxes (for the gallery overlay) and latest review verdict,
+    plus the count per tier.
+    """
+    state = _state(request)
+    filters: dict[str, Any] = {
+        "outcome": outcome, "class_name": class_name, "min_conf": min_conf, "max_conf": max_conf, "since": since, "until": until,
+        "model_id": model_id, "reviewed": {"no": False, "yes": True, "all": None}[reviewed], "rules": state.station.cfg.rules,
+    }
+    with state.db.use() as db, _labeling_errors():
+        items = labeling.review_queue(db, limit=limit, offset=offset, **filters)
+        counts = labeling.queue_counts(db, **filters)
+        ids = [it.image_id for it in items]
+        labels = labeling.current_labels_many(db, ids)
+        sizes: dict[int, tuple[int, int]] = {}
+        verdicts: dict[int, str] = {}
+        if ids:
+            marks = ",".join("?" * len(ids))
+            sizes = {int(r[0]): (int(r[1]), int(r[2])) for r in db.execute(f"SELECT id, width, height FROM images WHERE id IN ({marks})", ids)}
+            verdicts = {int(r[0]): str(r[1]) for r in db.execute(f"SELECT image_id, verdict FROM image_review_latest WHERE image_id IN ({marks})", ids)}
+    out = []
+    for it in items:
+        w, h = sizes.get(it.image_id, (0, 0))
+        out.append({
+            **dataclasses.asdict(it), "width": w, "height": h, "verdict": verdicts.get(it.image_id),
+            "thumb": f"/api/review/images/{it.image_id}/thumb",
+            "boxes": [[lab.x1, lab.y1, lab.x2, lab.y2, lab.class_name, lab.source] for lab in labels.get(it.image_id, [])],
+        })
+    return {"items": out, "counts": counts, "total": sum(counts.values()), "offset": offset, "limit": limit}
+
+
+@router.get("/api/review/facets", summary="Values for the queue filters (qa)")
+def facets(request: Request, session: Session = Depends(QA)) -> dict[str, Any]:
+    """Classes (model order first), model ids seen on the line, outcomes, and the time range of the recorded parts."""
+    state = _state(request)
+    with state.db.use() as db:
+        classes = ordered_classes(state, db)
+        models = [r[0] for r in db.execute(
+            "SELECT model_id FROM inspections WHERE source != 'import' GROUP BY model_id ORDER BY MAX(part_id) DESC LIMIT 100"
+        )]
+        t = db.execute(
+            "SELECT MIN(COALESCE(t_trigger_wall, t_recorded_wall)), MAX(COALESCE(t_trigger_wall, t_recorded_wall)) FROM inspections "
+            "WHERE source != 'import'"
+        ).fetchone()
+    return {"classes": classes, "models": models, "outcomes": ["UNCERTAIN", "FAIL", "FAILSAFE", "PASS"], "t_first": t[0], "t_last": t[1]}
+
+
+# -- one image ----------------------------------------------------------------------------------
+@router.get("/api/review/images/{image_id}", summary="One image with its part, labels, history and audit (qa)")
+def get_image(request: Request, image_id: ImageId, session: Session = Depends(QA)) -> dict[str, Any]:
+    """404 for an unknown image id."""
+    state = _state(request)
+    with state.db.use() as db, _labeling_errors():
+        return image_detail(state, db, image_id)
+
+
+def _image_file(state: WebState, image_id: int) -> tuple[Path, int, int, str]:
+    """(file, width, height, format) of a kept image, found by id through the database; 404 otherwise."""
+    with state.db.use() as db:
+        found = queries.image_for(db, image_id)
+        row = db.execute("SELECT width, height FROM images WHERE id = ?", [image_id]).fetchone()
+    if found is None or row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no kept image {image_id} (unknown, or deleted by the disk budget)")
+    sha, fmt = found
+    try:
+        path = state.station.images.open_path(sha, fmt)
+    except FileNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the file of image {image_id} is gone (deleted by the disk budget?)") from None
+    return path, int(row[0]), int(row[1]), fmt
+
+
+@router.get(
+    "/api/review/images/{image_id}/thumb",
+    summary="Downscaled JPEG of one image (qa)",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}},
+)
+def thumbnail(
+    request: Request, image_id: ImageId, size: int = Query(320, ge=32, le=1024, description="Longer side in pixels."),
+    session: Session = Depends(QA),
+) -> Response:
+    """The image downscaled on the server (never upscaled); may be cached by the browser (an image id's content never changes)."""
+    path, w, h, _ = _image_file(_state(request), image_id)
+    try:
+        jpeg = thumbnail_jpeg(path, size, w, h)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get(
+    "/api/review/images/{image_id}/file",
+    summary="One image at full resolution (qa)",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The stored image file"}},
+)
+def image_file(request: Request, image_id: ImageId, session: Session = Depends(QA)) -> FileResponse:
+    """The stored file itself (PNG or JPEG, as recorded)."""
+    path, _, _, fmt = _image_file(_state(request), image_id)
+    return FileResponse(path, media_type="image/png" if fmt == "png" else "image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+# -- label changes ------------------------------------------------------------------------------
+@router.post("/api/review/images/{image_id}/labels", status_code=201, summary="Add a missed defect (qa)")
+def add_label(request: Request, image_id: ImageId, body: NewLabel, session: Session = Depends(QA)) -> dict[str, Any]:
+    """A new box; 422 when the box is outside the image or the class unknown. Returns the label and the refreshed image."""
+    state = _state(request)
+    with state.db.use() as db, _labeling_errors():
+        lab = labeling.add_label(db, session.user.username, image_id, body.box, body.class_name,
+                                 classes=ordered_classes(state, db), reason=body.reason)
+        return _after_change(state, db, image_id, lab)
+
+
+@router.patch("/api/review/images/{image_id}/labels/{label_id}", summary="Move, resize or reclassify a label (qa)")
+def change_label(request: Request, image_id: ImageId, label_id: LabelId, body: LabelChange, session: Session = Depends(QA)) -> dict[str, Any]:
+    """Appends a label that supersedes ``label_id``; 409 when someone changed it meanwhile (reload and retry)."""
+    if body.box is None and body.class_name is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give a new box and/or a new class_name")
+    state = _state(request)
+    with state.db.use() as db, _labeling_errors():
+        lab = labeling.update_label(db, session.user.username, image_id, label_id, box=body.box, class_name=body.class_name,
+                                    classes=ordered_classes(state, db), reason=body.reason)
+        return _after_change(state, db, image_id, lab)
+
+
+@router.delete("/api/review/images/{image_id}/labels/{label_id}", summary="Delete a label: false positive (qa)")
+def delete_label(
+    request: Request, image_id: ImageId, label_id: LabelId,
+    reason: str | None = Query(None, max_length=200, description="Why (audit trail)."), session: Session = Depends(QA),
+) -> dict[str, Any]:
+    """Appends a ``deleted`` row superseding the label; 409 when it is no longer current."""
+    state = _state(request)
+    with state.db.use() as db, _labeling_errors():
+        gone = labeling.delete_label(db, session.user.username, image_id, label_id, reason or "false positive")
+        return _after_change(state, db, image_id, gone)
+
+
+@router.post("/api/review/images/{image_id}/confirm", summary="Confirm labels of an image (qa)")
+def confirm(request: Request, image_id: ImageId, body: ConfirmBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
+    """With ``label_ids``: those labels are right. Without: every current label is right and the image is reviewed."""
+    state = _state(request)
+    user = session.user.username
+    with state.db.use() as db, _labeling_errors():
+        if body is not None and body.label_ids:
+            changed: Any = labeling.confirm(db, user, image_id, body.label_ids)
+        else:
+            changed = labeling.mark_reviewed(db, user, image_id)
+        return _after_change(state, db, image_id, changed)
+
+
+@router.post("/api/review/images/{image_id}/good", summary="Mark an image good: no defect (qa)")
+def mark_good(request: Request, image_id: ImageId, body: GoodBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
+    """Every current label is deleted and a 'good' review recorded."""
+    state = _state(request)
+    with state.db.use() as db, _labeling_errors():
+        review = labeling.mark_image_good(db, session.user.username, image_id, body.reason if body else None)
+        return _after_change(state, db, image_id, review)
+
+
+@router.post("/api/review/bulk/confirm", summary="Confirm every label of several images (qa)")
+def bulk_confirm(request: Request, body: BulkBody, session: Session = Depends(QA)) -> dict[str, Any]:
+    """All or nothing: one unknown or deleted image refuses the whole request (404 / 409)."""
+    with _state(request).db.use() as db, _labeling_errors():
+        n = labeling.bulk_confirm(db, session.user.username, body.image_ids)
+    return {"images": n}
+
+
+@router.post("/api/review/bulk/good", summary="Mark several images good (qa)")
+def bulk_good(request: Request, body: BulkBody, session: Session = Depends(QA)) -> dict[str, Any]:
+    """All or nothing, like bulk confirm."""
+    with _state(request).db.use() as db, _labeling_errors():
+        n = labeling.bulk_mark_good(db, session.user.username, body.image_ids, body.reason)
+    return {"images": n}
+
+
+# -- snapshots and export ---------------------------------------------------------------------------
+def _snapshot(s: labeling.Snapshot) -> dict[str, Any]:
+    d = dataclasses.asdict(s)
+    d["n_images"] = len(d.pop("image_ids"))
+    return d
+
+
+@router.get("/api/review/snapshots", summary="Dataset snapshots, newest first (qa)")
+def snapshots(request: Request, session: Session = Depends(QA)) -> list[dict[str, Any]]:
+    """Every snapshot: id, name, who and when, images, labels, classes, content sha256."""
+    with _state(request).db.use() as db:
+        return [_snapshot(s) for s in reversed(labeling.list_snapshots(db))]
+
+
+@router.post("/api/review/snapshots", status_code=201, summary="Create a dataset snapshot (qa)")
+def create_snapshot(request: Request, body: SnapshotBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
+    """Freezes the current labels (only reviewed images by default); 422 when nothing matches."""
+    body = body or SnapshotBody()
+    state = _state(request)
+    with state.db.use() as db, _labeling_errors():
+        snap = labeling.create_snapshot(
+            db, session.user.username, name=body.name or None, since=body.since, until=body.until, only_reviewed=body.only_reviewed,
+            class_names=body.class_names if body.class_names is not None else ordered_classes(state, db),
+        )
+    return _snapshot(snap)
+
+
+def _download(path: Path, media_type: str, filename: str, work: Path) -> FileResponse:
+    return FileResponse(path, media_type=media_type, filename=filename, background=BackgroundTask(remove_tree, work))
+
+
+def _export_errors(work: Path) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def guard() -> Iterator[None]:
+        try:
+            with _labeling_errors():
+                try:
+                    yield
+                except FileNotFoundError as exc:
+                    raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        except BaseException:
+            remove_tree(work)
+            raise
+
+    return guard()
+
+
+@router.get(
+    "/api/review/snapshots/{snapshot_id}/yolo",
+    summary="Download a snapshot as an Ultralytics YOLO dataset zip (qa)",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {}}, "description": "data.yaml, images/, labels/, dataset.json"}},
+)
+def export_yolo(
+    request: Request, snapshot_id: SnapshotId,
+    val_fraction: float = Query(0.2, ge=0, le=0.9, description="Fraction of parts in val (split by part)."),
+    split: Literal["time", "group"] = Query("time", description="time: newest parts in val; group: seeded random parts."),
+    seed: int = Query(0, ge=0, le=2**31 - 1, description="Seed of the group split."),
+    session: Session = Depends(QA),
+) -> FileResponse:
+    """Built in a temporary folder next to the image store and streamed; data.yaml has no absolute path (unzip anywhere)."""
+    state = _state(request)
+    work = new_work_dir(state.station.cfg.store.images_dir, "export-yolo-")
+    arc = f"snapshot-{snapshot_id}-yolo"
+    with _export_errors(work):
+        with state.db.use() as db:
+            data_yaml = labeling.export_yolo(db, state.station.images, snapshot_id, work / arc, val_fraction, seed, split=split)
+        portable_data_yaml(data_yaml)
+        zipped = zip_folder(work / arc, work / f"{arc}.zip", arc)
+    log.info("snapshot %d exported as YOLO for %s", snapshot_id, session.user.username)
+    return _download(zipped, "application/zip", f"{arc}.zip", work)
+
+
+@router.get(
+    "/api/review/snapshots/{snapshot_id}/coco",
+    summary="Download a snapshot as COCO JSON, or a zip with the images (qa)",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/json": {}, "application/zip": {}}, "description": "COCO annotations"}},
+)
+def export_coco(
+    request: Request, snapshot_id: SnapshotId,
+    images: bool = Query(False, description="true: a zip with annotations.json and images/ (what the import accepts)."),
+    session: Session = Depends(QA),
+) -> FileResponse:
+    """COCO detection JSON (CVAT, Label Studio); category ids from 1 in snapshot class order."""
+    state = _state(request)
+    work = new_work_dir(state.station.cfg.store.images_dir, "export-coco-")
+    arc = f"snapshot-{snapshot_id}-coco"
+    with _export_errors(work):
+        with state.db.use() as db:
+            out = labeling.export_coco(db, state.station.images, snapshot_id, work / arc / "annotations.json", copy_images=images)
+        if images:
+            zipped = zip_folder(work / arc, work / f"{arc}.zip", arc)
+            return _download(zipped, "application/zip", f"{arc}.zip", work)
+    return _download(out, "application/json", f"{arc}.json", work)
+
+
+# -- import -------------------------------------------------------------------------------------------
+_IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The dataset zip as the raw request body.",
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in ("application/zip", "application/octet-stream")},
+    }
+}
+
+
+@router.post(
+    "/api/review/import",
+    summary="Import a YOLO or COCO dataset zip (qa)",
+    openapi_extra=_IMPORT_BODY,
+    responses={400: {"description": "unsafe zip entry"}, 413: {"description": "too large"}, 415: {"description": "not a zip"},
+               422: {"description": "invalid dataset"}, 507: {"description": "not enough disk space"}},
+)
+async def import_dataset(
+    request: Request,
+    format: Literal["yolo", "coco"] = Query(..., description="yolo: a zip with data.yaml, images/, labels/; coco: a zip with one JSON and its images."),  # noqa: A002
+    name: str | None = Query(None, max_length=80, pattern=r"^[A-Za-z0-9 ._-]*$", description="Dataset name for the audit trail."),
+    session: Session = Depends(QA),
+) -> dict[str, Any]:
+    """The zip is the request body (``Content-Type: application/zip``).
+
+    Refused before anything is stored: 413 when larger than ``web.max_upload_mb`` (or unpacking
+    to more than ``web.max_upload_unpacked_mb``), 415 when it is not a zip, 400 for an unsafe
+    entry (absolute name, ``..``, link: zip slip), 422 when the dataset is invalid (the message
+    names the file and line). Images already in the database get the imported boxes as their
+    labels; new images are stored with a synthetic inspection (see :mod:`labeling.importer`).
+    """
+    state = _state(request)
+    cfg = state.cfg
+    limits = Limits(int(cfg.max_upload_mb * 2**20), int(cfg.max_upload_unpacked_mb * 2**20), cfg.max_upload_files)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ZIP_TYPES:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"send the dataset zip as the body with Content-Type application/zip, not {ctype or 'nothing'!r}")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limits.max_bytes:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload of {int(length) / 2**20:.1f} MB is larger than web.max_upload_mb ({cfg.max_upload_mb:g} MB)")
+    work = await run_in_threadpool(new_work_dir, state.station.cfg.store.images_dir, "import-")
+    try:
+        upload = work / "upload.zip"
+        await save_upload(request.stream(), upload, limits)
+        label = name or time.strftime("upload-%Y%m%d-%H%M%S", time.gmtime())
+        result = await run_in_threadpool(_import_zip, state, upload, work / "unpacked", format, label, session.user.username)
+    except UploadError as exc:
+        raise HTTPException(exc.status, clean_message(str(exc), work)) from None
+    finally:
+        await run_in_threadpool(remove_tree, work)
+    return result
+
+
+def _import_zip(state: WebState, upload: Path, root: Path, fmt: str, name: str, user: str) -> dict[str, Any]:
+    cfg = state.cfg
+    limits = Limits(int(cfg.max_upload_mb * 2**20), int(cfg.max_upload_unpacked_mb * 2**20), cfg.max_upload_files)
+    root.mkdir()
+    files = unpack(upload, root, limits)
+    try:
+        if fmt == "yolo":
+            _, items = read_yolo(prepare_yolo(files, root))
+        else:
+            coco_json, images_dir = prepare_coco(files, root)
+            _, items = read_coco(coco_json, images_dir)
+        with state.db.use() as db:
+            res = import_images(db, state.station.images, items, user, name=f"upload:{name}")
+    except ValueError as exc:
+        if isinstance(exc, UploadError):
+            raise
+        raise UploadError(422, f"the dataset was refused, nothing was imported: {exc}") from None
+    log.info("import %s by %s: %d images (%d new), %d labels", name, user, res.n_images, res.n_new, res.n_labels)
+    return {
+        "name": f"upload:{name}", "format": fmt, "images": res.n_images, "new": res.n_new, "existing": res.n_existing,
+        "labels": res.n_labels, "image_ids": list(res.image_ids[:1000]), "parts_created": len(res.part_ids),
+    }
