@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
@@ -106,7 +107,7 @@ def alarms(request: Request, limit: int = Query(30, ge=1, le=500), _: Any = Depe
 
 
 @router.get("/api/live/image", summary="JPEG of the last part's first frame")
-def live_image(request: Request, part_id: int | None = Query(None, ge=0), _: Any = Depends(viewer)) -> Response:
+def live_image(request: Request, part_id: int | None = Query(None, ge=0, le=2**63 - 1), _: Any = Depends(viewer)) -> Response:
     """The downscaled image of ``part_id`` if still cached, else of the newest part (``X-Part-Id`` says which).
 
     Encoded on demand, at most ``web.live_fps`` new images per second. 404 before the first image.
@@ -144,7 +145,7 @@ def events(request: Request, session: Session | None = Depends(viewer)) -> Event
 
 # -- writes (login + role + CSRF) ----------------------------------------------------
 @router.post("/api/alarms/{alarm_id}/ack", summary="Acknowledge one alarm (operator)")
-def ack_alarm(request: Request, alarm_id: int, session: Session = Depends(require("operator"))) -> dict[str, Any]:
+def ack_alarm(request: Request, alarm_id: int = PathParam(..., ge=1, le=2**63 - 1), session: Session = Depends(require("operator"))) -> dict[str, Any]:
     """404 unknown alarm, 409 already acknowledged (the answer says by whom)."""
     state = _state(request)
     user, now = session.user.username, time.time()

@@ -30,6 +30,7 @@ import labeling
 from labeling.importer import import_images, read_coco, read_yolo
 
 from ..store import queries
+from ..store.db import open_db
 from .auth import Session, require, session_of
 from .pages import render
 from .review_files import (
@@ -438,20 +439,28 @@ def _download(path: Path, media_type: str, filename: str, work: Path) -> FileRes
     return FileResponse(path, media_type=media_type, filename=filename, background=BackgroundTask(remove_tree, work))
 
 
-def _export_errors(work: Path) -> contextlib.AbstractContextManager[None]:
-    @contextlib.contextmanager
-    def guard() -> Iterator[None]:
-        try:
-            with _labeling_errors():
-                try:
-                    yield
-                except FileNotFoundError as exc:
-                    raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-        except BaseException:
-            remove_tree(work)
-            raise
+@contextlib.contextmanager
+def _export_errors(work: Path) -> Iterator[None]:
+    """labeling's errors as HTTP answers (409 when image files of the snapshot are gone); the work folder goes on error."""
+    try:
+        with _labeling_errors():
+            try:
+                yield
+            except FileNotFoundError as exc:
+                raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except BaseException:
+        remove_tree(work)
+        raise
 
-    return guard()
+
+@contextlib.contextmanager
+def _own_db(state: WebState) -> Iterator[Any]:
+    """A connection of its own for a long export or import, so other requests do not wait on the shared one."""
+    db = open_db(state.station.cfg.store.db_path, migrate=False)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 @router.get(
@@ -472,7 +481,7 @@ def export_yolo(
     work = new_work_dir(state.station.cfg.store.images_dir, "export-yolo-")
     arc = f"snapshot-{snapshot_id}-yolo"
     with _export_errors(work):
-        with state.db.use() as db:
+        with _own_db(state) as db:
             data_yaml = labeling.export_yolo(db, state.station.images, snapshot_id, work / arc, val_fraction, seed, split=split)
         portable_data_yaml(data_yaml)
         zipped = zip_folder(work / arc, work / f"{arc}.zip", arc)
@@ -496,7 +505,7 @@ def export_coco(
     work = new_work_dir(state.station.cfg.store.images_dir, "export-coco-")
     arc = f"snapshot-{snapshot_id}-coco"
     with _export_errors(work):
-        with state.db.use() as db:
+        with _own_db(state) as db:
             out = labeling.export_coco(db, state.station.images, snapshot_id, work / arc / "annotations.json", copy_images=images)
         if images:
             zipped = zip_folder(work / arc, work / f"{arc}.zip", arc)
@@ -568,7 +577,7 @@ def _import_zip(state: WebState, upload: Path, root: Path, fmt: str, name: str, 
         else:
             coco_json, images_dir = prepare_coco(files, root)
             _, items = read_coco(coco_json, images_dir)
-        with state.db.use() as db:
+        with _own_db(state) as db:
             res = import_images(db, state.station.images, items, user, name=f"upload:{name}")
     except ValueError as exc:
         if isinstance(exc, UploadError):

@@ -135,6 +135,7 @@ def test_editor_changes_are_append_only_and_audited(line: Station, qa: tuple[Tes
     d0 = c.get(f"/api/review/images/{iid}").json()
     assert d0["image"]["id"] == iid and d0["inspection"]["part_id"] == m.part_id and d0["review"] is None
     assert d0["classes"][:3] == ["scratch", "spot", "missing"]
+    assert d0["inspection"]["images"] == [{"id": iid, "camera_id": "cam0", "deleted": False}]
     n_rows = query(line, "SELECT COUNT(*) FROM labels")[0][0]
 
     # delete the false positive

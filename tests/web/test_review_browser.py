@@ -186,6 +186,18 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     assert query(station, "SELECT verdict, reviewed_by FROM image_review_latest WHERE image_id = ?", [good_id]) == [("good", "qa")]
     assert current(station, good_id) == []
 
+    # -- the editor moved on to the next image: c confirms all its boxes as they are --------------------
+    page.wait_for_selector("body[data-ready='1']")
+    confirmed_id = int(page.locator("body").get_attribute("data-image-id") or 0)
+    assert confirmed_id not in edited | {good_id}
+    boxes_before = [r[1:6] for r in current(station, confirmed_id)]
+    page.keyboard.press("c")
+    page.wait_for_function(f"() => Number(document.body.dataset.imageId) !== {confirmed_id}")
+    after = current(station, confirmed_id)
+    assert [r[1:6] for r in after] == boxes_before and all(r[6] == "qa" for r in after)
+    assert query(station, "SELECT reviewed_by FROM image_review_latest WHERE image_id = ?", [confirmed_id]) == [("qa",)]
+    edited |= {confirmed_id}
+
     # -- snapshot and downloads ---------------------------------------------------------------------------
     page.click("nav a[href='/review/dataset']")
     page.wait_for_url(base + "/review/dataset")
@@ -201,7 +213,6 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     assert query(station, "SELECT name, n_images, n_labels, created_by FROM dataset_snapshots WHERE id = ?", [snap_id]) == [
         ("browser review", len(reviewed), n_boxes, "qa")]
     expect(row.locator("td").nth(5)).to_have_text(str(n_boxes))
-    shot(page, "dataset")
 
     with page.expect_download() as dl:
         row.locator("a[data-export='yolo']").click()
@@ -232,6 +243,16 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     assert {c["name"] for c in coco.loadCats(coco.getCatIds())} == set(station.inspector.names)
     assert json.loads(cpath.read_text())["info"]["version"] == query(station, "SELECT content_sha256 FROM dataset_snapshots WHERE id = ?", [snap_id])[0][0]
 
+    # -- the downloaded zip goes back in through the import form (as after relabelling it elsewhere) ----------
+    page.select_option("#i-format", "yolo")
+    page.set_input_files("#i-file", str(zpath))
+    page.fill("#i-name", "round trip")
+    page.click("#import-btn")
+    expect(page.locator("#import-result")).to_have_text(
+        f"Imported {len(reviewed)} images (0 new, {len(reviewed)} already recorded), {n_boxes} boxes, as upload:round trip.")
+    assert sum(len(current(station, i)) for i in reviewed) == n_boxes  # the same boxes came back: nothing changed
+    shot(page, "dataset")
+
     # -- statistics show the relabels ------------------------------------------------------------------
     page.click("nav a[href='/review/stats']")
     page.wait_for_selector("body[data-ready='1']")
@@ -248,6 +269,7 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     assert ("qa", "move", "label", str(lid)) in audit
     assert ("qa", "mark_good", "image", str(good_id)) in audit
     assert ("qa", "create", "dataset_snapshot", str(snap_id)) in audit
+    assert ("qa", "import_dataset", "dataset", "upload:round trip") in audit
 
 
 def test_bulk_actions_in_the_gallery(served: tuple[Station, str], page: Page) -> None:

@@ -48,6 +48,19 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/api/review/snapshots"): {**QA_ONLY, "qa": 201, "admin": 201},
     # a JSON body is not a zip: 415 proves the request passed the role check
     ("POST", "/api/review/import"): {**QA_ONLY, "qa": 415, "admin": 415},
+    # models page (station/web/routes_models.py): qa trains / evaluates / shadows, admin promotes / rolls back / applies
+    # thresholds; unknown ids give 404 (or 409: nothing running / no override), proving the role check passed
+    ("POST", "/api/models/train"): {**QA_ONLY, "qa": 404, "admin": 404},
+    ("POST", "/api/models/jobs/{job_id}/cancel"): {**QA_ONLY, "qa": 409, "admin": 409},
+    ("POST", "/api/models/{sha}/evaluate"): {**QA_ONLY, "qa": 404, "admin": 404},
+    ("POST", "/api/models/evaluations/{eval_id}/tune"): {**QA_ONLY, "qa": 404, "admin": 404},
+    ("POST", "/api/models/{sha}/shadow"): {**QA_ONLY, "qa": 404, "admin": 404},
+    ("POST", "/api/models/shadow/stop"): QA_ONLY,
+    ("POST", "/api/models/golden"): {**QA_ONLY, "qa": 404, "admin": 404},
+    ("POST", "/api/models/{sha}/promote"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 404},
+    ("POST", "/api/models/rollback"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 404},
+    ("POST", "/api/models/rules"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 404},
+    ("POST", "/api/models/rules/reset"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 409},
     ("POST", "/api/logout"): ALL,
 }
 # Read routes that need a role even when anonymous view is on.
@@ -68,6 +81,13 @@ EXPECTED_READ: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/api/review/snapshots/{snapshot_id}/yolo"): QA_ONLY,
     ("GET", "/api/review/snapshots/{snapshot_id}/coco"): QA_ONLY,
     ("GET", "/api/review/stats"): QA_ONLY,
+    ("GET", "/models"): QA_PAGE,
+    ("GET", "/api/models"): QA_ONLY,
+    ("GET", "/api/models/history"): QA_ONLY,
+    ("GET", "/api/models/jobs"): QA_ONLY,
+    ("GET", "/api/models/evaluations"): QA_ONLY,
+    ("GET", "/api/models/shadow"): QA_ONLY,
+    ("GET", "/api/models/rules"): QA_ONLY,
 }
 NOT_ROLE_GATED = {("POST", "/api/login")}  # checks its own double-submit token
 
@@ -100,6 +120,16 @@ def body_for(route: tuple[str, str], role: str) -> tuple[str, dict[str, Any] | N
         "/api/review/bulk/good": (path, {"image_ids": [REVIEW_IDS["image_id"]] if REVIEW_IDS else [1]}),
         "/api/review/snapshots": (path, {"name": f"matrix-{role}"}),
         "/api/review/import": (path + "?format=yolo", {"not": "a zip"}),
+        "/api/models/train": (path, {"snapshot_id": 999999, "epochs": 1, "imgsz": 64}),
+        "/api/models/jobs/{job_id}/cancel": ("/api/models/jobs/20250101-000000-abcdef/cancel", None),
+        "/api/models/{sha}/evaluate": (f"/api/models/{'ab' * 32}/evaluate", {}),
+        "/api/models/evaluations/{eval_id}/tune": ("/api/models/evaluations/e20250101-000000-abcdef/tune", {"target_escape_rate": 0.05}),
+        "/api/models/{sha}/shadow": (f"/api/models/{'ab' * 32}/shadow", {}),
+        "/api/models/golden": (path, {"snapshot_id": 999999, "name": f"matrix-{role}"}),
+        "/api/models/{sha}/promote": (f"/api/models/{'ab' * 32}/promote", {}),
+        "/api/models/rollback": (path, {"sha256": "ab" * 32, "reason": f"matrix {role}"}),
+        "/api/models/rules": (path, {"eval_id": "e20250101-000000-abcdef", "target_escape_rate": 0.05, "reason": f"matrix {role}"}),
+        "/api/models/rules/reset": (path, {"reason": f"matrix {role}"}),
     }.get(path, (path, None))
 
 
@@ -413,7 +443,9 @@ def test_no_route_takes_a_filesystem_path(client: TestClient) -> None:
     allowed = {"alarm_id", "part_id", "limit", "next",
                # review (ids are integers, the rest are filters and options; none names a file)
                "image_id", "label_id", "snapshot_id", "outcome", "class_name", "min_conf", "max_conf", "since", "until", "model_id",
-               "reviewed", "offset", "size", "reason", "val_fraction", "split", "seed", "images", "format", "name", "bucket", "tz"}
+               "reviewed", "offset", "size", "reason", "val_fraction", "split", "seed", "images", "format", "name", "bucket", "tz",
+               # models page (models by sha256, jobs / evaluations by id, golden images by index)
+               "sha", "job_id", "eval_id", "index"}
     routes = list(api_routes(client.app.routes))
     assert len(routes) > 20
     for r in routes:

@@ -475,6 +475,13 @@
       o.dataset.outcome = d.inspection.outcome || "";
       $("part-id").textContent = d.inspection.part_id;
       $("img-meta").textContent = "#" + d.image.id + " \u00B7 " + d.image.camera_id + " \u00B7 " + d.image.width + "\u00D7" + d.image.height + " " + d.image.format;
+      const cams = $("cameras");  // every image of this part, one per camera
+      cams.replaceChildren(...d.inspection.images.map((im, i) => {
+        const node = el(im.id === d.image.id ? "b" : im.deleted ? "s" : "a", null, im.camera_id);
+        if (node.tagName === "A") node.href = "/review/image/" + im.id;
+        if (im.deleted) node.title = "image deleted by the disk budget";
+        return i ? [document.createTextNode(" \u00B7 "), node] : [node];
+      }).flat());
       $("model-id").textContent = d.inspection.model_id || "-";
       $("t-wall").textContent = fmtTime(d.inspection.t_wall);
       $("reasons").textContent = d.inspection.reasons.length ? d.inspection.reasons.join(" \u00B7 ") : "-";
@@ -611,7 +618,8 @@
         const r = await api(method, url, body);
         ed.detail = r.detail;
         ed.preview = null;
-        if (selectChanged && r.changed && r.changed.status === "active") ed.selected = r.changed.id;
+        const one = Array.isArray(r.changed) && r.changed.length === 1 ? r.changed[0] : r.changed;
+        if (selectChanged && one && one.status === "active") ed.selected = one.id;
         else if (!byId(ed.selected)) ed.selected = null;
         renderPanel();
         render();
@@ -806,6 +814,8 @@
       if (typing(ev) || ev.ctrlKey || ev.metaKey || ev.altKey) return;
       if (!help.hidden && ev.key !== "?") return;
       const k = ev.key;
+      const onControl = ev.target && (ev.target.tagName === "BUTTON" || ev.target.tagName === "A");
+      if (onControl && (k === "Enter" || k === " ")) return;  // the focused button or link acts itself
       if (k === " ") { ed.space = true; ev.preventDefault(); return; }
       if (k === "?") { toggleHelp(); return; }
       if (k === "n") { go(1); return; }
