@@ -42,6 +42,11 @@ TEST_START = 20_000_000
 GOLDEN_START = 30_000_000
 MANIFEST = "dataset.json"
 _FORMAT = 1
+MIN_BOX_PX = 32.0
+"""Labelling policy of synthetic data: a defect box is at least this many frame pixels wide and high,
+centred on the defect (as a QA labeller draws a box around a hairline scratch or a pin-prick spot).
+Besides matching how people label, it matters for training: Ultralytics' assigner only learns from
+grid points inside a box, and a 3 px-high box of a horizontal scratch may contain none at stride 8."""
 
 
 class DatasetError(ValueError):
@@ -54,32 +59,52 @@ class TrainView:
 
     ``input_hw`` (h, w): resize each frame exactly as the station's letterbox into a model input of
     this size does (same scale, INTER_LINEAR), so the model trains at the pixel scale it will run at.
-    ``crop``: then cut a ``crop`` x ``crop`` window around the frame centre, shifted at random by up to
-    ``jitter`` of the crop size (the part sits in the middle of the frame; most of the belt is cut away,
-    which makes an epoch several times cheaper). A defect box cut by the window is clipped and kept
-    when at least ``min_visible`` of its area is inside, else dropped.
+    ``crop``: then cut a ``crop`` x ``crop`` window: with probability ``focus`` (defective parts only)
+    around one of the part's defects, placed at random so that the defect lies inside the window;
+    otherwise around the frame centre (where the part is), shifted at random by up to ``jitter`` x
+    the crop size in x and y. Small windows make a training step several times cheaper than a whole
+    letterboxed frame, and defect-centred windows put a defect in almost every image; the model is
+    fully convolutional and sees the same pixel scale on whole frames at inference. A defect box
+    cut by the window is clipped and kept when at least ``min_visible`` of its area is inside, else
+    dropped.
     """
 
     input_hw: tuple[int, int] | None = None
     crop: int | None = None
     jitter: float = 0.12
     min_visible: float = 0.4
+    focus: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready parameters."""
         return {"input_hw": list(self.input_hw) if self.input_hw else None, "crop": self.crop, "jitter": self.jitter,
-                "min_visible": self.min_visible}
+                "min_visible": self.min_visible, "focus": self.focus}
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any] | None) -> "TrainView":
+        """Inverse of :meth:`as_dict` (missing keys take their defaults)."""
+        d = dict(d or {})
+        hw = d.pop("input_hw", None)
+        return TrainView(input_hw=tuple(hw) if hw else None, **d)  # type: ignore[arg-type]
 
 
-def yolo_label_lines(part: RenderedPart, width: int, height: int) -> list[str]:
+def yolo_label_lines(part: RenderedPart, width: int, height: int, min_box_px: float = MIN_BOX_PX) -> list[str]:
     """YOLO detect label lines ("cls cx cy w h", normalised) of a rendered part's defects (full frame)."""
-    ids, boxes = _boxes(part)
+    ids, boxes = _boxes(part, min_box_px)
     return label_lines(ids, boxes, width, height)
 
 
-def _boxes(part: RenderedPart) -> tuple[np.ndarray, np.ndarray]:
+def _boxes(part: RenderedPart, min_box_px: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Class ids and boxes (xyxy, frame px) of a part's defects, grown to ``min_box_px`` and clipped to the frame."""
     ids = np.array([NAMES.index(t.class_name) for t in part.truth], np.int32)
     boxes = np.array([t.box_xyxy for t in part.truth], np.float64).reshape(-1, 4)
+    if min_box_px > 0 and len(boxes):
+        h, w = part.image.shape[:2]
+        for lo, hi, limit in ((0, 2, w), (1, 3, h)):
+            size = boxes[:, hi] - boxes[:, lo]
+            grow = np.clip(min_box_px - size, 0, None) / 2
+            boxes[:, lo] = np.clip(boxes[:, lo] - grow, 0, limit)
+            boxes[:, hi] = np.clip(boxes[:, hi] + grow, 0, limit)
     return ids, boxes
 
 
@@ -98,9 +123,23 @@ def apply_view(
         c = int(view.crop)
         if c > h or c > w:
             raise DatasetError(f"crop {c} is larger than the (resized) frame {w}x{h}; use a smaller crop")
-        jx, jy = min((w - c) / 2, view.jitter * c), min((h - c) / 2, view.jitter * c)
-        x0 = int(round((w - c) / 2 + rng.uniform(-jx, jx)))
-        y0 = int(round((h - c) / 2 + rng.uniform(-jy, jy)))
+        focused = len(boxes) > 0 and rng.random() < view.focus
+        if focused:
+            bx1, by1, bx2, by2 = boxes[int(rng.integers(0, len(boxes)))]
+            # window origin so that the box lies inside (when it fits), at a random place
+            lo_x, hi_x = bx2 - c, bx1
+            lo_y, hi_y = by2 - c, by1
+            if lo_x > hi_x:
+                lo_x = hi_x = (bx1 + bx2 - c) / 2
+            if lo_y > hi_y:
+                lo_y = hi_y = (by1 + by2 - c) / 2
+            x0f, y0f = rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
+        else:
+            jx, jy = view.jitter * c, view.jitter * c
+            x0f = (w - c) / 2 + rng.uniform(-jx, jx)
+            y0f = (h - c) / 2 + rng.uniform(-jy, jy)
+        x0 = int(round(min(max(x0f, 0), w - c)))
+        y0 = int(round(min(max(y0f, 0), h - c)))
         image = image[y0:y0 + c, x0:x0 + c]
         if len(boxes):
             area = np.prod(boxes[:, 2:] - boxes[:, :2], 1)
@@ -132,6 +171,7 @@ def _write_split(
     start_id: int,
     n: int,
     view: TrainView,
+    min_box_px: float,
     on_image: Callable[[int], None] | None,
 ) -> dict[str, int]:
     img_dir, lab_dir = root / "images" / split, root / "labels" / split
@@ -141,7 +181,7 @@ def _write_split(
     seed = 0 if cfg.seed is None else cfg.seed
     for part_id, part in iter_parts(cfg, start_id, n):
         stem = f"{split}_{part_id:08d}"
-        ids, boxes = _boxes(part)
+        ids, boxes = _boxes(part, min_box_px)
         crop_rng = np.random.default_rng([seed, part_id, 7])  # the window of part N never depends on other parts
         image, ids, boxes, dropped = apply_view(part.image, ids, boxes, view, crop_rng)
         if not cv2.imwrite(str(img_dir / f"{stem}.png"), image):
@@ -158,9 +198,12 @@ def _write_split(
     return counts
 
 
-def _params(n_train: int, n_val: int, n_test: int, seed: int, cfg: SyntheticCameraConfig, view: TrainView) -> dict[str, Any]:
+def _params(
+    n_train: int, n_val: int, n_test: int, seed: int, cfg: SyntheticCameraConfig, view: TrainView, min_box_px: float
+) -> dict[str, Any]:
     return {
         "view": view.as_dict(),
+        "min_box_px": float(min_box_px),
         "format": _FORMAT,
         "generator": "synthetic",
         "seed": int(seed),
@@ -183,13 +226,14 @@ def make_synthetic_dataset(
     *,
     n_test: int = 0,
     view: TrainView | None = None,
+    min_box_px: float = MIN_BOX_PX,
     on_image: Callable[[int], None] | None = None,
 ) -> Path:
     """Render a YOLO detect dataset of the synthetic line into ``out_dir``; returns its ``data.yaml``.
 
     ``camera_cfg`` sets the product, frame size, defect rate and the rest (its ``seed`` is replaced
     by ``seed``). ``view`` resizes/crops the frames for cheaper training (:class:`TrainView`; default:
-    full frames). Re-running with the same parameters on an existing dataset returns it unchanged
+    full frames). Boxes are grown to ``min_box_px`` (:data:`MIN_BOX_PX`, frame pixels). Re-running with the same parameters on an existing dataset returns it unchanged
     (after checking it is complete); different parameters on a non-empty folder is an error.
     ``on_image(1)`` is called after each image (progress).
     """
@@ -200,7 +244,7 @@ def make_synthetic_dataset(
     root = Path(out_dir)
     cfg = (camera_cfg or SyntheticCameraConfig()).model_copy(update={"seed": int(seed)})
     view = view or TrainView()
-    params = _params(n_train, n_val, n_test, seed, cfg, view)
+    params = _params(n_train, n_val, n_test, seed, cfg, view, min_box_px)
     data_yaml = root / "data.yaml"
     existing = _existing(root, params)
     if existing is not None:
@@ -212,11 +256,11 @@ def make_synthetic_dataset(
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     counts = {
-        "train": _write_split(root, "train", cfg, TRAIN_START, n_train, view, on_image),
-        "val": _write_split(root, "val", cfg, VAL_START, n_val, view, on_image),
+        "train": _write_split(root, "train", cfg, TRAIN_START, n_train, view, min_box_px, on_image),
+        "val": _write_split(root, "val", cfg, VAL_START, n_val, view, min_box_px, on_image),
     }
     if n_test:
-        counts["test"] = _write_split(root, "test", cfg, TEST_START, n_test, view, on_image)
+        counts["test"] = _write_split(root, "test", cfg, TEST_START, n_test, view, min_box_px, on_image)
     names = "".join(f"  {i}: {n}\n" for i, n in enumerate(NAMES))
     test_line = "test: images/test\n" if n_test else ""
     data_yaml.write_text(f"path: {root.resolve()}\ntrain: images/train\nval: images/val\n{test_line}names:\n{names}")
@@ -282,15 +326,19 @@ def make_golden_set(
     camera_cfg: SyntheticCameraConfig | None = None,
     *,
     start_id: int = GOLDEN_START,
+    min_box_px: float = MIN_BOX_PX,
 ) -> GoldenSet:
     """Render and freeze a golden set of ``n`` synthetic parts (ids ``start_id..``), never seen in training.
+
+    Full frames, labelled with the same box policy as the training data (``min_box_px``).
 
     An existing golden set at ``out_dir`` made with the same parameters is loaded (and verified)
     instead; a golden set is never overwritten.
     """
     out = Path(out_dir)
     cfg = (camera_cfg or SyntheticCameraConfig()).model_copy(update={"seed": int(seed)})
-    source = {"generator": "synthetic", "seed": int(seed), "start_id": int(start_id), "n": int(n), "camera": cfg.model_dump(mode="json")}
+    source = {"generator": "synthetic", "seed": int(seed), "start_id": int(start_id), "n": int(n), "camera": cfg.model_dump(mode="json"),
+              "min_box_px": float(min_box_px)}
     if (out / "golden.json").exists():
         gs = load_golden(out)
         if dict(gs.source) != source:
@@ -304,7 +352,7 @@ def make_golden_set(
     for part_id, part in iter_parts(cfg, start_id, n):
         stem = f"golden_{part_id:08d}"
         cv2.imwrite(str(tmp / "images" / f"{stem}.png"), part.image)
-        lines = yolo_label_lines(part, cfg.width, cfg.height)
+        lines = yolo_label_lines(part, cfg.width, cfg.height, min_box_px)
         (tmp / "labels" / f"{stem}.txt").write_text("".join(f"{ln}\n" for ln in lines))
     write_manifest(tmp, NAMES, source)
     out.parent.mkdir(parents=True, exist_ok=True)

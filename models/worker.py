@@ -78,7 +78,7 @@ def _run(spec: JobSpec, work: Path, events: _Events, cancel: threading.Event) ->
         syn = dict(spec.synthetic)
         cam = SyntheticCameraConfig.model_validate(syn.get("camera") or {})
         v = syn.get("view") or {}
-        view = TrainView(tuple(v["input_hw"]) if v.get("input_hw") else None, v.get("crop"), v.get("jitter", 0.12), v.get("min_visible", 0.4))
+        view = TrainView.from_dict(v)
         out = Path(syn.get("out_dir") or work / "dataset")
         data_yaml = make_synthetic_dataset(out, int(syn["n_train"]), int(syn["n_val"]), int(syn["seed"]), cam,
                                            n_test=int(syn.get("n_test", 0)), view=view)

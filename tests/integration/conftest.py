@@ -19,6 +19,9 @@ def station_config(tmp_path: Path, **overrides: Any) -> StationConfig:
         "reject": {"travel_ms": 400, "safety_margin_ms": 100, "pulse_ms": 20},
         "store": {"db_path": str(tmp_path / "station.db"), "images_dir": str(tmp_path / "images"), "keep_pass_every": 10},
         "web": {"enabled": False},
+        # SCHED_FIFO for the station's threads when permitted (root in CI): reject edges on time
+        # even when other processes load the CPU (see docs/architecture.md)
+        "pipeline": {"realtime_priority": 1},
     }
     for k, v in overrides.items():
         data[k] = v

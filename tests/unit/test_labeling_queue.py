@@ -40,8 +40,13 @@ def queue_line(line):
     ]
     line.record(results)
     db = line.db
-    db.execute("CREATE TABLE shadow_results (id INTEGER PRIMARY KEY, part_id INTEGER, outcome TEXT, model_id TEXT)")
-    db.execute("INSERT INTO shadow_results (part_id, outcome, model_id) VALUES (23, 'FAIL', 'cand'), (23, 'PASS', 'cand'), (80, 'FAIL', 'cand')")
+    # the table comes from the shadow-mode migration; rows as the shadow runner writes them
+    db.execute(
+        "INSERT INTO shadow_results (part_id, t_wall, production_outcome, production_model_id, outcome, model_id,"
+        " model_sha, differs, eject_differs) VALUES"
+        " (23, 1, 'PASS', 'm', 'FAIL', 'cand', 'c', 1, 1), (23, 2, 'PASS', 'm', 'PASS', 'cand', 'c', 0, 0),"
+        " (80, 1, 'FAIL', 'm', 'FAIL', 'cand', 'c', 0, 0)"
+    )
     db.conn.commit()
     return line
 

@@ -32,7 +32,7 @@ def _labels(path: Path) -> list[list[float]]:
 
 
 def test_dataset_labels_are_the_renderer_truth(tmp_path: Path) -> None:
-    data = make_synthetic_dataset(tmp_path / "ds", 6, 3, seed=41, camera_cfg=CAM, n_test=2)
+    data = make_synthetic_dataset(tmp_path / "ds", 6, 3, seed=41, camera_cfg=CAM, n_test=2, min_box_px=0)
     cfg = yaml.safe_load(data.read_text())
     assert cfg["names"] == dict(enumerate(NAMES))
     assert (cfg["train"], cfg["val"], cfg["test"]) == ("images/train", "images/val", "images/test")
@@ -75,7 +75,7 @@ def test_dataset_is_reproducible_and_splits_never_share_parts(tmp_path: Path) ->
 def test_train_view_resizes_like_the_letterbox_and_crops_around_the_part(tmp_path: Path) -> None:
     cam = SyntheticCameraConfig(defect_rate=1.0)  # 1280x800
     view = TrainView(input_hw=(416, 640), crop=384)
-    data = make_synthetic_dataset(tmp_path / "v", 5, 1, seed=3, camera_cfg=cam, view=view)
+    data = make_synthetic_dataset(tmp_path / "v", 5, 1, seed=3, camera_cfg=cam, view=view, min_box_px=0)
     root = data.parent
     seeded = cam.model_copy(update={"seed": 3})
     n_boxes = 0
@@ -96,6 +96,24 @@ def test_train_view_resizes_like_the_letterbox_and_crops_around_the_part(tmp_pat
             assert any(abs(fx1 - max(t.box_xyxy[0], x0 * 2)) < 1.5 and abs(fy1 - max(t.box_xyxy[1], y0 * 2)) < 1.5 for t in part.truth)
         n_boxes += len(rows)
     assert n_boxes >= 5
+
+
+def test_small_and_thin_boxes_are_grown_to_the_labelling_minimum(tmp_path: Path) -> None:
+    data = make_synthetic_dataset(tmp_path / "m", 12, 1, seed=8, camera_cfg=CAM, min_box_px=32)
+    seeded = CAM.model_copy(update={"seed": 8})
+    grown = 0
+    for part_id, part in iter_parts(seeded, 0, 12):
+        rows = _labels(data.parent / "labels" / "train" / f"train_{part_id:08d}.txt")
+        for row, t in zip(rows, part.truth):
+            x1, y1, x2, y2 = t.box_xyxy
+            cx, cy, w, h = row[1] * 640, row[2] * 400, row[3] * 640, row[4] * 400
+            # at least 32 px (unless clipped by the frame edge), never smaller than the truth, same centre when not clipped
+            assert w >= min(32.0, 640.0) - 1e-3 or cx - w / 2 <= 1e-3 or cx + w / 2 >= 640 - 1e-3
+            assert w >= (x2 - x1) - 1e-3 and h >= (y2 - y1) - 1e-3
+            assert cx - w / 2 <= x1 + 1e-3 and cx + w / 2 >= x2 - 1e-3 and cy - h / 2 <= y1 + 1e-3 and cy + h / 2 >= y2 - 1e-3
+            grown += (x2 - x1) < 32 or (y2 - y1) < 32
+    assert grown > 0
+    assert json.loads((data.parent / "dataset.json").read_text())["min_box_px"] == 32.0
 
 
 def test_golden_set_is_frozen(tmp_path: Path) -> None:

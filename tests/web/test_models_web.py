@@ -9,7 +9,6 @@ See tests/fixtures_models_web.py for the images and models.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -176,7 +175,7 @@ def test_train_evaluate_gate_override_rollback(line: Line, client: TestClient, m
     t = client.get(img["thumb"])
     assert t.status_code == 200 and t.headers["content-type"] == "image/jpeg" and t.content[:2] == b"\xff\xd8"
     assert client.get(f"/api/models/evaluations/{ev['state']['eval_id']}/images/999").status_code == 404
-    busy_ev = None  # one at a time: a second start while one runs is refused
+    # one evaluation at a time: a second start while one runs is refused
     r1 = client.post(f"/api/models/{weak}/evaluate", json={}, headers=h(qa))
     busy_ev = client.post(f"/api/models/{good}/evaluate", json={}, headers=h(qa))
     assert r1.status_code == 202 and busy_ev.status_code == 409
@@ -336,4 +335,3 @@ def test_models_page_needs_qa(line: Line, client: TestClient) -> None:
     assert client.get("/api/models/jobs/20250101-000000-abcdef").status_code == 404
     assert client.get("/api/models/jobs/..%2F..%2Fetc").status_code in (404, 422)
     assert client.get("/api/models/evaluations/not-an-id").status_code == 422
-    _ = time

@@ -624,7 +624,12 @@
       const pairs = [["model", short(run.model_sha)], ["state", v.running ? "running" : "stopped"], ["judged", run.recorded], ["dropped", run.dropped], ["differs", run.differs],
         ["eject differs", run.eject_differs], ["queued", run.pending], ["errors", run.errors], ["ms / part", run.mean_inspect_ms],
         ["abandoned", run.abandoned]];
-      for (const [k, val] of pairs) { dl.appendChild(el("dt", null, k)); dl.appendChild(el("dd", null, val === null || val === undefined ? "-" : String(val))); }
+      for (const [k, val] of pairs) {
+        const item = el("div", "md-kv-item");
+        item.appendChild(el("dt", null, k));
+        item.appendChild(el("dd", null, val === null || val === undefined ? "-" : String(val)));
+        dl.appendChild(item);
+      }
     }
     const body = $("shadow-body");
     clear(body);

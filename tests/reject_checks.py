@@ -1,0 +1,22 @@
+"""Shared checks of reject pulses against what the scheduler fired."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from station.actuate.scheduler import FiredReject
+
+
+def expected_rising_edges(fired: Iterable[FiredReject], pulse_ms: float) -> list[int]:
+    """Actual times of the rejects that start a new pulse.
+
+    Parts closer together than the pulse width share one pulse: the line stays
+    high until the last release, so only the first of them makes a rising edge.
+    """
+    pulse_ns = int(pulse_ms * 1e6)
+    rises, high_until = [], 0
+    for f in sorted(fired, key=lambda f: f.actual_ns):
+        if f.actual_ns > high_until:
+            rises.append(f.actual_ns)
+        high_until = max(high_until, f.scheduled_ns + pulse_ns)
+    return rises
