@@ -65,7 +65,10 @@ class StationConfig(StrictModel):
         description="Cameras that view each part; with several, their frames are combined into one verdict.",
     )
     trigger: TriggerConfig = Field(default_factory=TimerTriggerConfig, description="What starts the inspection of a part.")
-    inspector: InspectorConfig = Field(default_factory=ReferenceInspectorConfig, description="The defect model backend.")
+    inspector: InspectorConfig = Field(
+        default_factory=OnnxInspectorConfig,
+        description="The defect model backend; default: the shipped ONNX model on the CPU (`type: reference` needs no model).",
+    )
     rules: RulesConfig = Field(default_factory=RulesConfig, description="How detections become a verdict.")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="Pixel scale of the part plane.")
     reject: RejectConfig = Field(default_factory=RejectConfig, description="Reject timing and output.")

@@ -10,6 +10,10 @@ from pydantic import Field, field_validator
 from .base import StrictModel
 
 
+# The shipped default model: models/default/ sits beside station/ both in the repo and when installed.
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "default" / "model.onnx"
+
+
 class ReferenceInspectorConfig(StrictModel):
     """Golden-template comparison learned from good parts: no labels needed."""
 
@@ -97,7 +101,10 @@ class OnnxInspectorConfig(StrictModel):
     """An Ultralytics model exported to ONNX, run by onnxruntime."""
 
     type: Literal["onnx"] = Field("onnx", description="Backend: Ultralytics ONNX export through onnxruntime.")
-    model: Path = Field(Path("models/default/model.onnx"), description="Path of the .onnx file (metadata gives names, imgsz, task).")
+    model: Path = Field(
+        default_factory=lambda: SHIPPED_MODEL,
+        description="Path of the .onnx file (metadata gives names, imgsz, task); default: the model shipped in models/default/.",
+    )
     providers: list[str] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
         description="Execution providers in order of preference, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]; unavailable ones are skipped with a log line, CPU is always the fallback.",
