@@ -5,11 +5,10 @@ Run: python bench_synthetic_reference.py  (one core: cv2.setNumThreads(1); numbe
 import sys, time
 import cv2, numpy as np
 from station.config import SyntheticCameraConfig, ReferenceInspectorConfig
-from station.config.rules import ClassRule
 from station.acquire.render import render_part, part_rng
-from station.acquire.synthetic import iter_parts, SyntheticCamera
+from station.acquire.synthetic import iter_parts
 from station.inspect.reference import ReferenceInspector
-from station.types import Frame, Trigger
+from station.types import Frame
 
 RENDER_TARGET_MS, INSPECT_TARGET_MS = 10.0, 5.0
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1

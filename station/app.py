@@ -17,7 +17,6 @@ from typing import Any
 from .acquire.base import CAMERAS, CameraDriver
 from .acquire.triggers import TRIGGERS, TriggerSource
 from .actuate.base import OUTPUTS, OutputDriver
-from .actuate.scheduler import RejectScheduler
 from .actuate.modes import prepare_output, scheduler_factory
 from .alarms import AlarmBoard
 from .bus import Bus
@@ -49,9 +48,21 @@ def effective_calibration(cfg: CalibrationConfig) -> CalibrationConfig:
     return cfg.model_copy(update={"id": res.id, "mm_per_px": res.mm_per_px})
 
 
-def build_inspector(cfg: StationConfig) -> Inspector:
-    """The configured inspector backend (not yet warmed up)."""
-    return INSPECTORS.create(cfg.inspector)
+def build_inspector(cfg: StationConfig, db: Any = None) -> Inspector:
+    """The configured inspector backend (not yet warmed up).
+
+    With an ONNX inspector that follows the registry, the model promoted in the
+    station database runs instead of ``inspector.model`` (a promotion survives restarts).
+    """
+    icfg = cfg.inspector
+    if db is not None and icfg.type == "onnx" and icfg.follow_registry:
+        from models.registry import current  # light: no torch
+
+        rec = current(db)
+        if rec is not None and Path(rec.path).is_file():
+            log.info("running the registry's current model %s (%s)", rec.sha256[:12], rec.path)
+            icfg = icfg.model_copy(update={"model": Path(rec.path)})
+    return INSPECTORS.create(icfg)
 
 
 class Station:
@@ -115,7 +126,7 @@ class Station:
         self.cameras: list[CameraDriver] = (
             cameras if cameras is not None else [CAMERAS.create(c, on_status=self.alarms.report) for c in cfg.cameras]
         )
-        self.inspector = SwappableInspector(inspector if inspector is not None else build_inspector(cfg))
+        self.inspector = SwappableInspector(inspector if inspector is not None else build_inspector(cfg, self.db))
         # an output hosted by a station camera (pylon UserOutput) shares that camera's open device
         out_kw: dict[str, Any] = {"cameras": {c.camera_id: c for c in self.cameras}} if getattr(cfg.reject.output, "camera_id", None) else {}
         self.output: OutputDriver = output if output is not None else OUTPUTS.create(cfg.reject.output, **out_kw)

@@ -105,6 +105,10 @@ class OnnxInspectorConfig(StrictModel):
         default_factory=lambda: SHIPPED_MODEL,
         description="Path of the .onnx file (metadata gives names, imgsz, task); default: the model shipped in models/default/.",
     )
+    follow_registry: bool = Field(
+        True,
+        description="At start, run the model promoted in the station's model registry (if any) instead of `model`, so a promotion survives a restart.",
+    )
     providers: list[str] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
         description="Execution providers in order of preference, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]; unavailable ones are skipped with a log line, CPU is always the fallback.",

@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
-import pytest
 
 from station.app import Station
 from tests.reject_checks import expected_rising_edges

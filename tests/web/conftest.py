@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 from fastapi.testclient import TestClient
 
 from station.app import Station
 from station.web import create_app
 
-from .helpers import add_users, web_station_config
+from .helpers import CHROMIUM, CHROMIUM_ARGS, add_users, web_station_config
 
 
 @pytest.fixture
@@ -43,3 +46,32 @@ def client(station: Station) -> Iterator[TestClient]:
     """A TestClient on the station's app (http://testserver)."""
     with TestClient(create_app(station)) as c:
         yield c
+
+
+@pytest.fixture
+def viewport() -> dict[str, int]:
+    """Browser window size; a test module overrides it (the operator screen is 1920x1080)."""
+    return {"width": 1600, "height": 1000}
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator["Browser"]:
+    """Debian's headless Chromium driven by Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: "Browser", viewport: dict[str, int]) -> Iterator["Page"]:
+    """A fresh page; any JavaScript error on it fails the test."""
+    ctx = browser.new_context(viewport=viewport, accept_downloads=True)
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -89,3 +91,13 @@ def decided(station: Station, n: int, timeout_s: float = 15.0) -> None:
         assert station.trigger("test") is not None
         time.sleep(0.03)
     wait_for(lambda: station.counters.snapshot().verdicts >= start + n, timeout_s, f"{n} verdicts")
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# Outside CI a machine without Debian's chromium skips the browser tests; in CI they must run.
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="needs /usr/bin/chromium (apt-get install chromium)"
+)
