@@ -242,7 +242,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     rules, calib, insp = _rules_and_inspector(args.config)
     res = evaluate(args.model, args.golden, rules=rules, calibration=calib, inspector_cfg=insp)
-    t = tune_thresholds(res, args.target, calibration=calib)
+    t = tune_thresholds(res, args.target, calibration=calib, min_conf=insp.conf if insp is not None else None)
     print(t.table())
     print("\nrules (paste under `rules:` in the station config):")
     import yaml
@@ -341,13 +341,17 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_build_default(args: argparse.Namespace) -> int:
     from . import DEFAULT_DIR
-    from .default_model import QUICK, DefaultRecipe, build_default
+    from .default_model import QUICK, DefaultRecipe, build_default, finish_default
 
     recipe = QUICK if args.quick else DefaultRecipe()
     out = Path(args.out) if args.out else DEFAULT_DIR
     t0 = time.monotonic()
-    card = build_default(out, Path(args.work) if args.work else None, recipe, on_event=ProgressPrinter(),
-                         command="models build-default" + (" --quick" if args.quick else ""))
+    command = "models build-default" + (" --quick" if args.quick else "")
+    work = Path(args.work) if args.work else None
+    if args.from_job:
+        card = finish_default(Path(args.from_job), out, work, recipe, command=command)
+    else:
+        card = build_default(out, work, recipe, on_event=ProgressPrinter(), command=command)
     m = card["test"]["metrics"]
     print(f"\ndefault model {card['sha256'][:12]} in {out} ({time.monotonic() - t0:.0f} s): "
           f"test precision {m['precision']}, recall {m['recall']}, escape {m['escape_rate']}, false reject {m['false_reject_rate']}")
@@ -359,7 +363,7 @@ def cmd_build_default(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``models`` command."""
-    p = argparse.ArgumentParser(prog="models", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="models", description="Model lifecycle: dataset, golden set, train, export, evaluate, tune, register, promote, roll back.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -474,10 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     db_args(sp)
     sp.set_defaults(fn=cmd_history)
 
-    sp = sub.add_parser("build-default", help="reproduce the shipped default model (trains ~25 min on 2 CPU cores)")
+    sp = sub.add_parser("build-default", help="reproduce the shipped default model (about 20 min on 2 CPU cores)")
     sp.add_argument("--out", default=None, help="default: models/default/")
     sp.add_argument("--work", default=None, help="working folder (dataset, jobs, test set)")
     sp.add_argument("--quick", action="store_true", help="a tiny smoke run of the whole script (useless model)")
+    sp.add_argument("--from-job", default=None, metavar="JOB_DIR", help="finish a build whose training job already succeeded (test + card)")
     sp.set_defaults(fn=cmd_build_default)
     return p
 
@@ -492,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.fn(args) or 0)
-    except (RegistryError, JobError, GoldenSetError, FileNotFoundError, ValueError) as e:
+    except (RegistryError, JobError, GoldenSetError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -233,8 +233,9 @@ def make_synthetic_dataset(
 
     ``camera_cfg`` sets the product, frame size, defect rate and the rest (its ``seed`` is replaced
     by ``seed``). ``view`` resizes/crops the frames for cheaper training (:class:`TrainView`; default:
-    full frames). Boxes are grown to ``min_box_px`` (:data:`MIN_BOX_PX`, frame pixels). Re-running with the same parameters on an existing dataset returns it unchanged
-    (after checking it is complete); different parameters on a non-empty folder is an error.
+    full frames). Boxes are grown to ``min_box_px`` (:data:`MIN_BOX_PX`, frame pixels). Re-running
+    with the same parameters on an existing dataset returns it unchanged (after checking it is
+    complete); different parameters on a non-empty folder is an error.
     ``on_image(1)`` is called after each image (progress).
     """
     if n_train < 1 or n_val < 1 or n_test < 0:

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -149,26 +150,52 @@ def build_default(
     unseen test set is frozen under ``work_dir/test-golden-*``. Returns the card (also written to
     ``model.json``).
     """
-    out_dir = Path(out_dir)
-    work = Path(work_dir or Path("data") / "build-default")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
+    work = Path(work_dir or Path("data") / "build-default").resolve()
     runner = JobRunner(work / "jobs")
-    tmp_onnx = work / "model.onnx"
-    state = runner.start(recipe.job_spec(tmp_onnx), on_event)
+    state = runner.start(recipe.job_spec(work / "model.onnx"), on_event)
     runner.wait(state.job_id)
     if state.status != "succeeded":
         raise RuntimeError(f"default model training {state.status}: {state.error} (log: {state.log_path})")
-    train_s = time.monotonic() - t0
+    return finish_default(state.job_dir, out_dir, work, recipe, command=command)
+
+
+def finish_default(
+    job_dir: Path,
+    out_dir: Path = DEFAULT_DIR,
+    work_dir: Path | None = None,
+    recipe: DefaultRecipe = DefaultRecipe(),
+    *,
+    command: str = "models build-default",
+) -> dict[str, Any]:
+    """Test the model of a finished build job on unseen parts and write it with its card into ``out_dir``.
+
+    ``models build-default --from-job JOB_DIR`` uses it to complete a build whose training finished
+    (the job's ``spec.json`` must be the recipe's).
+    """
+    job_dir = Path(job_dir).resolve()
+    out_dir = Path(out_dir)
+    work = Path(work_dir or Path("data") / "build-default").resolve()
+    state = JobState.from_dict(json.loads((job_dir / "state.json").read_text()))
+    if state.status != "succeeded" or not state.result:
+        raise RuntimeError(f"job {job_dir} did not succeed ({state.status}: {state.error})")
+    spec = json.loads((job_dir / "spec.json").read_text())
+    want = recipe.job_spec(Path("x")).as_dict()
+    differs = sorted(k for k in ("synthetic", "model", "epochs", "imgsz", "batch", "seed", "hyp", "export_imgsz") if spec.get(k) != want.get(k))
+    if differs:
+        raise RuntimeError(f"job {job_dir} was not made with this recipe (differs in: {', '.join(differs)})")
+    result = state.result
+    src_onnx = Path(result["onnx"])
+    if not src_onnx.is_absolute():  # the worker runs in <job>/work
+        src_onnx = job_dir / "work" / src_onnx
     golden = make_golden_set(work / f"test-golden-{recipe.test_seed}-{recipe.n_test}", recipe.n_test, recipe.test_seed,
                              recipe.test_camera(), start_id=GOLDEN_START)
     rules = RulesConfig()
-    res = evaluate(tmp_onnx, golden, rules=rules)
+    res = evaluate(src_onnx, golden, rules=rules)
     print(res.table(), flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     onnx_dst, pt_dst = out_dir / "model.onnx", out_dir / "model.pt"
-    tmp_onnx.replace(onnx_dst)
-    tmp_onnx.with_suffix(".pt").replace(pt_dst)
-    result = state.result or {}
+    shutil.copyfile(src_onnx, onnx_dst)
+    shutil.copyfile(src_onnx.with_suffix(".pt"), pt_dst)
     card = {
         "file": "model.onnx",
         "weights": "model.pt",
@@ -178,16 +205,17 @@ def build_default(
         "classes": list(NAMES),
         "imgsz": list(recipe.input_hw),
         "arch": recipe.arch,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.finished_at or time.time())),
         "training": {
             "command": command,
             "recipe": recipe.as_dict(),
             "dataset_snapshot": (result.get("lineage") or {}).get("dataset_snapshot"),
             "epochs_done": (result.get("train") or {}).get("epochs"),
             "train_seconds": (result.get("train") or {}).get("seconds"),
-            "job_seconds": round(train_s, 1),
+            "job_seconds": round((state.finished_at or 0.0) - state.started_at, 1),
             "ultralytics_val_on_crops": (result.get("train") or {}).get("metrics"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU (CPU training)",
+            "versions": _versions(job_dir),
         },
         "test": {
             "what": "unseen synthetic parts (other seed, part ids from 30,000,000) as full 1280x800 frames through the "
@@ -202,3 +230,12 @@ def build_default(
     (out_dir / "model.json").write_text(json.dumps(card, indent=1) + "\n")
     log.info("default model written to %s (sha256 %s)", out_dir, card["sha256"][:12])
     return card
+
+
+def _versions(job_dir: Path) -> dict[str, str]:
+    """Ultralytics and torch versions the worker logged (no torch import here)."""
+    import re
+
+    text = (job_dir / "job.log").read_text(errors="replace") if (job_dir / "job.log").exists() else ""
+    m = re.search(r"Ultralytics ([0-9][^ ]*) .*?torch-([0-9][^ ]*)", text)
+    return {"ultralytics": m.group(1), "torch": m.group(2)} if m else {}

@@ -597,16 +597,17 @@ def tune_thresholds(
     Greedy (not guaranteed optimal): start with nothing ejecting; repeatedly lower the one class
     threshold whose next step removes the most escapes per added false reject, until the target
     is met; then raise each threshold back as far as the target allows. Only detections the rules
-    would consider (zones, areas, enabled classes) count, and never below ``min_conf`` (default:
-    the evaluation conf - lower scores were not recorded). Assumes ``max_count`` 0. The returned
-    ``rules`` keep the uncertain band where possible and are checked by re-deciding the golden set
-    with the production Decider.
+    would consider (zones, areas, enabled classes) count, and no threshold goes below ``min_conf``
+    (default: the line inspector's default ``conf``, 0.1 - the line never sees lower scores; pass the
+    line's own ``inspector.conf``). Assumes ``max_count`` 0. Thresholds are rounded down to 4
+    decimals. The returned ``rules`` keep the uncertain band where possible and are checked by
+    re-deciding the golden set with the production Decider (the reported rates come from that).
     """
     if not 0.0 <= target_escape_rate <= 1.0:
         raise ValueError(f"target_escape_rate must be in 0..1, got {target_escape_rate}")
     names = result.names
     nc = len(names)
-    min_conf = result.conf if min_conf is None else min_conf
+    min_conf = max(result.conf, OnnxInspectorConfig().conf if min_conf is None else min_conf)
     s = _part_scores(result)
     defective = np.array([im.defective for im in result.images], bool)
     n_def, n_good = int(defective.sum()), int((~defective).sum())
@@ -647,7 +648,7 @@ def tune_thresholds(
             else:
                 break
     floor = float(rates(np.full(nc, min_conf))[0]) / n_def if n_def else 0.0
-    thresholds = {names[c]: float(min(t[c], 1.0)) for c in range(nc)}
+    thresholds = {names[c]: float(min(np.floor(t[c] * 1e4) / 1e4, 1.0)) for c in range(nc)}
     rules = _rules_with(result.rules, thresholds)
     checked = redecide(result, rules, calibration)
     return Tuning(

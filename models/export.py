@@ -62,8 +62,9 @@ def export_onnx(
     missing = [k for k in ("names", "imgsz", "stride", "task") if k not in props]
     if missing:
         raise ExportError(f"Ultralytics export {produced} lacks metadata {missing}; this Ultralytics version is not supported")
-    lin = {str(k): v for k, v in dict(lineage or {}).items() if v is not None}
-    _set_props(proto, {**{f"{LINEAGE_PREFIX}{k}": _text(v) for k, v in lin.items()}, LINEAGE_KEY: json.dumps(lin, sort_keys=True, default=str)})
+    lin = {str(k): v for k, v in dict(lineage or {}).items()}  # None kept in the JSON: "no parent" is lineage too
+    per_key = {f"{LINEAGE_PREFIX}{k}": _text(v) for k, v in lin.items() if v is not None}
+    _set_props(proto, {**per_key, LINEAGE_KEY: json.dumps(lin, sort_keys=True, default=str)})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     onnx.save(proto, str(tmp))

@@ -109,6 +109,24 @@ class JobSpec:
         d["export_imgsz"] = list(self.export_imgsz) if self.export_imgsz else None
         return d
 
+    def resolved(self, base: Path | str) -> "JobSpec":
+        """The spec with its relative file paths made absolute against ``base`` (the worker runs elsewhere)."""
+        base = Path(base)
+
+        def ab(v: str | None) -> str | None:
+            return None if v is None else str((base / v).resolve()) if not Path(v).is_absolute() else v
+
+        model = self.model
+        if Path(model).suffix in (".pt", ".onnx") or (base / model).is_file():
+            model = ab(model)  # type: ignore[assignment]
+        synthetic = dict(self.synthetic) if self.synthetic is not None else None
+        if synthetic is not None and synthetic.get("out_dir"):
+            synthetic["out_dir"] = ab(synthetic["out_dir"])
+        return dataclasses.replace(
+            self, data_yaml=ab(self.data_yaml), export_path=ab(self.export_path), golden=ab(self.golden),
+            current_model=ab(self.current_model), db=ab(self.db), store_dir=ab(self.store_dir), model=model, synthetic=synthetic,
+        )
+
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> "JobSpec":
         """Inverse of :meth:`as_dict` (unknown keys are an error)."""
@@ -200,7 +218,11 @@ class JobRunner:
     # ------------------------------------------------------------------ public
 
     def start(self, spec: JobSpec, on_event: EventCallback | None = None) -> JobState:
-        """Start ``spec`` in a worker subprocess; raises :class:`JobBusyError` if a job is running."""
+        """Start ``spec`` in a worker subprocess; raises :class:`JobBusyError` if a job is running.
+
+        Relative paths in ``spec`` are taken relative to the current directory.
+        """
+        spec = spec.resolved(Path.cwd())
         spec.validate()
         with self._lock:
             if self._active is not None and not self._active.finished:

@@ -317,8 +317,9 @@ def promote(
     cur = current(db)
     if cur is not None and cur.sha256 == cand.sha256:
         raise RegistryError(f"model {cand.short} is already the current model")
-    if cand.task != "detect" and cur is not None and cur.task != cand.task:
-        raise RegistryError(f"candidate task {cand.task} differs from the current model's {cur.task}")
+    if cur is not None and cur.task != cand.task:
+        raise RegistryError(f"candidate task {cand.task} differs from the current model's {cur.task}: the station's rules and "
+                            "outputs are made for one task; change the station configuration instead")
     decision = gate(cand, cur, golden_id)
     before = {"sha": cur.sha256 if cur else None}
     after = {"sha": cand.sha256, "gate": decision.as_dict()}

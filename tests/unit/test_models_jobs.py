@@ -1,0 +1,83 @@
+"""The training job runner (models.jobs): spec checks, a failing worker, state on disk, the progress printer.
+
+A real worker subprocess is started; it fails fast on a broken dataset (no training happens here:
+a real training run is in tests/integration/test_training.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from models.cli import ProgressPrinter
+from models.jobs import FAILED, JobError, JobRunner, JobSpec, JobState
+from models.train import Progress, TrainingError, resolve_parent
+
+
+def test_spec_is_checked_before_anything_starts(tmp_path: Path) -> None:
+    with pytest.raises(JobError, match="exactly one of data_yaml"):
+        JobSpec().validate()
+    with pytest.raises(JobError, match="does not exist"):
+        JobSpec(data_yaml=str(tmp_path / "nope.yaml")).validate()
+    with pytest.raises(JobError, match="lack n_val"):
+        JobSpec(synthetic={"n_train": 2, "seed": 1}).validate()
+    with pytest.raises(JobError, match="not a golden set"):
+        JobSpec(synthetic={"n_train": 2, "n_val": 1, "seed": 1}, golden=str(tmp_path)).validate()
+    with pytest.raises(JobError, match="store_dir"):
+        JobSpec(synthetic={"n_train": 2, "n_val": 1, "seed": 1}, db=str(tmp_path / "s.db")).validate()
+    with pytest.raises(JobError, match="unknown job spec fields: colour"):
+        JobSpec.from_dict({"colour": "red"})
+    spec = JobSpec(synthetic={"n_train": 2, "n_val": 1, "seed": 1}, export_imgsz=(416, 640))
+    assert JobSpec.from_dict(json.loads(json.dumps(spec.as_dict()))) == spec
+    runner = JobRunner(tmp_path / "jobs")
+    with pytest.raises(JobError):
+        runner.start(JobSpec())
+    assert runner.list_jobs() == [] and runner.active() is None
+
+
+def test_parents_are_resolved_or_refused(tmp_path: Path) -> None:
+    assert resolve_parent("yolov8n.yaml") == "yolov8n.yaml"
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x")
+    with pytest.raises(TrainingError, match="ONNX cannot be fine-tuned"):
+        resolve_parent(onnx)
+    (tmp_path / "m.pt").write_bytes(b"w")
+    assert resolve_parent(onnx) == str(tmp_path / "m.pt")
+    with pytest.raises(TrainingError, match="do not exist"):
+        resolve_parent(tmp_path / "other.pt")
+    with pytest.raises(TrainingError, match="expected a .yaml"):
+        resolve_parent("model.bin")
+
+
+def test_a_failing_worker_ends_failed_with_its_error_and_log(tmp_path: Path) -> None:
+    data = tmp_path / "data.yaml"
+    data.write_text("path: /nonexistent/dataset\ntrain: images/train\nval: images/val\nnames:\n  0: scratch\n")
+    runner = JobRunner(tmp_path / "jobs")
+    seen: list[str] = []
+    state = runner.start(JobSpec(data_yaml=str(data), epochs=1, imgsz=64, batch=2), lambda st, ev: seen.append(ev["event"]))
+    runner.wait(state.job_id, timeout=300)
+    assert state.status == FAILED and state.returncode == 1
+    assert state.error and "nonexistent" in state.error  # Ultralytics' own message, passed on
+    assert "Traceback" in state.log_path.read_text()
+    assert seen[0] == "phase" and seen[-2:] == ["error", "finished"]
+    on_disk = JobState.from_dict(json.loads((state.job_dir / "state.json").read_text()))
+    assert on_disk.status == FAILED and on_disk.error == state.error
+    assert [j.job_id for j in runner.list_jobs()] == [state.job_id]
+    assert runner.get(state.job_id) is state and JobRunner(tmp_path / "jobs").get(state.job_id).status == FAILED
+
+
+def test_progress_printer_lines() -> None:
+    out = io.StringIO()
+    pr = ProgressPrinter(out)
+    st = JobState("j1", Path("/tmp/j1"))
+    pr(st, {"event": "phase", "phase": "train"})
+    pr(st, {"event": "progress", **Progress("batch", 2, 4, 5, 10, {"box_loss": 1.5}, elapsed_s=3, eta_s=30).as_dict()})
+    pr(st, {"event": "progress", **Progress("epoch", 2, 4, losses={"box_loss": 1.25}, metrics={"precision": 0.5, "recall": 0.25, "mAP50": 0.4}).as_dict()})
+    pr(st, {"event": "finished", "status": "succeeded"})
+    text = out.getvalue()
+    assert "[train]" in text and "epoch 2/4 [" in text and "mAP50=0.400" in text and "job j1 succeeded" in text
+    assert "batch 5/10" not in text  # not a terminal: only whole lines
+    assert Progress("batch", 2, 4, 5, 10).fraction == pytest.approx((1 + 0.5) / 4)
