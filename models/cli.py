@@ -215,6 +215,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         finally:
             db.close()
         current = str(cur.path) if cur else None
+    if current is not None and Path(current).resolve() == Path(cand).resolve():
+        current = None  # the candidate is the current model: nothing to compare with
     comp = compare(cand, current, args.golden, rules=rules, calibration=calib, inspector_cfg=insp)
     print(comp.table())
     if args.json:

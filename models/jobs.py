@@ -251,6 +251,7 @@ class JobRunner:
                     [self.python, "-m", "models.worker", str(job_dir)],
                     cwd=str(job_dir / "work"), env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                     start_new_session=True,  # a Ctrl-C in the terminal reaches the runner, which cancels cleanly
+                    pass_fds=(fh.fileno(),),  # the worker shares the lock: it stays held while the worker lives
                 )
             except OSError as e:
                 logf.close()
@@ -287,17 +288,53 @@ class JobRunner:
         p = self.jobs_dir / job_id / "state.json"
         if not p.is_file():
             raise JobError(f"no job {job_id} in {self.jobs_dir}")
-        return JobState.from_dict(json.loads(p.read_text()))
+        return self._reconcile(JobState.from_dict(json.loads(p.read_text())))
 
     def list_jobs(self) -> list[JobState]:
         """All jobs in ``jobs_dir`` (newest first), from their state files."""
         out = []
         for p in sorted(self.jobs_dir.glob("*/state.json"), reverse=True):
             try:
-                out.append(JobState.from_dict(json.loads(p.read_text())))
+                st = JobState.from_dict(json.loads(p.read_text()))
             except (ValueError, KeyError):
                 log.warning("unreadable job state %s", p)
+                continue
+            a = self._active
+            out.append(a if a is not None and a.job_id == st.job_id else self._reconcile(st))
         return out
+
+    def _reconcile(self, state: JobState) -> JobState:
+        """A state file left 'running' by a process that died: if nobody holds the lock, the worker is gone."""
+        if state.finished or (self._active is not None and self._active.job_id == state.job_id):
+            return state
+        with open(self.jobs_dir / "runner.lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return state  # a runner or its worker is alive: it may well be this job
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        # replay the worker's events: it may have finished after the process that watched it died
+        state.epochs = []
+        path = state.job_dir / "progress.jsonl"
+        kinds: list[str] = []
+        for line in (path.read_text(errors="replace").splitlines() if path.exists() else []):
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            self._apply(state, ev)
+            kinds.append(str(ev.get("event")))
+        if "result" in kinds and state.result is not None:
+            state.status = SUCCEEDED
+        elif "cancelled" in kinds:
+            state.status = CANCELLED
+        else:
+            state.status = FAILED
+            state.error = state.error or "abandoned: the process running this job stopped before it finished"
+        state.phase = "finished"
+        state.finished_at = state.finished_at or time.time()
+        self._save(state)
+        return state
 
     def cancel(self, job_id: str | None = None, grace_s: float = 60.0) -> JobState:
         """Ask the running job to stop (SIGTERM); kill it if it has not stopped after ``grace_s``. Returns at once."""

@@ -67,12 +67,16 @@ def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc):
     falls = [w.t_ns for w in writes if w.values == (0,)]
     # Pulses of parts closer than pulse_ms (trigger jitter under load) merge into one: the coil stays on.
     pulse_ns = int(cfg.reject.pulse_ms * 1e6)
+    # The line is high from a fire until the last release (scheduled + pulse) of the parts fired
+    # meanwhile: a part fired after that release starts a new pulse, whatever its schedule.
     groups: list[list] = []
-    for f in fired:
-        if groups and f.scheduled_ns < groups[-1][-1].scheduled_ns + pulse_ns:
+    high_until = 0
+    for f in sorted(fired, key=lambda f: f.actual_ns):
+        if groups and f.actual_ns <= high_until:
             groups[-1].append(f)
         else:
             groups.append([f])
+        high_until = max(high_until, f.scheduled_ns + pulse_ns)
     assert len(rises) == len(groups), "one FC5 write of 1 per reject pulse"
     for g, rise in zip(groups, rises):
         late_ms = (rise - g[0].scheduled_ns) / 1e6

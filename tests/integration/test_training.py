@@ -57,6 +57,28 @@ def test_shipped_model_finds_defects_on_unseen_parts(golden: GoldenSet) -> None:
     assert r.per_class["spot"].recall >= 0.85 and r.per_class["missing"].recall >= 0.85, r.table()  # both measured 1.0
 
 
+def test_cli_evaluate_record_and_tune(tmp_path: Path, golden: GoldenSet, capsys: pytest.CaptureFixture[str]) -> None:
+    from models.cli import main
+
+    dbp = str(tmp_path / "station.db")
+    db = open_db(dbp)
+    shipped = registry.ensure_current(db, DEFAULT_ONNX, store_dir=tmp_path / "store")
+    db.close()
+    out_json = tmp_path / "cmp.json"
+    assert main(["evaluate", "--candidate", shipped.sha256[:12], "--golden", str(golden.root), "--use-db", "--record",
+                 "--db", dbp, "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert "escape rate" in text and f"recorded evaluation of {shipped.sha256[:12]}" in text
+    summary = json.loads(out_json.read_text())
+    db = open_db(dbp)
+    rec = registry.get(db, shipped.sha256).golden(golden.golden_id)
+    db.close()
+    assert rec is not None and rec["escape_rate"] == summary["candidate"]["escape_rate"]
+    assert main(["tune", "--model", str(DEFAULT_ONNX), "--golden", str(golden.root), "--target", "0.0"]) == 0
+    text = capsys.readouterr().out
+    assert "target escape rate" in text and "uncertain_action: reject" in text
+
+
 def _tiny_spec(tmp: Path, **kw: Any) -> JobSpec:
     base: dict[str, Any] = dict(
         synthetic={"n_train": 8, "n_val": 4, "seed": 5, "camera": {"defect_rate": 0.8}, "view": {"input_hw": [128, 128]}},

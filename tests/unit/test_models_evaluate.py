@@ -145,6 +145,8 @@ def test_tune_thresholds_meets_the_target_at_the_least_false_rejects() -> None:
     assert t2.achieved and t2.result.escapes == 1
     assert t2.thresholds["scratch"] == pytest.approx(0.2) and t2.thresholds["spot"] == pytest.approx(0.15)
     assert t2.false_reject_rate == pytest.approx(1 / 4)
+    t4 = tune_thresholds(base, 0.2, min_conf=0.16)  # the line drops scores below its inspector conf: spot 0.15 is out of reach
+    assert not t4.achieved and t4.result.escapes == 2 and t4.thresholds["spot"] == pytest.approx(1.0)
     t3 = tune_thresholds(base, 0.0)  # d5 has no detection: unreachable
     assert not t3.achieved and t3.escape_rate == pytest.approx(1 / 5)
     assert "NOT met" in t3.table() and "never ejects" in t.table()

@@ -81,3 +81,21 @@ def test_progress_printer_lines() -> None:
     assert "[train]" in text and "epoch 2/4 [" in text and "mAP50=0.400" in text and "job j1 succeeded" in text
     assert "batch 5/10" not in text  # not a terminal: only whole lines
     assert Progress("batch", 2, 4, 5, 10).fraction == pytest.approx((1 + 0.5) / 4)
+
+
+def test_a_job_left_running_by_a_dead_process_is_settled_from_its_events(tmp_path: Path) -> None:
+    runner = JobRunner(tmp_path / "jobs")
+    for job_id, events in (
+        ("j-done", [{"event": "phase", "phase": "train"},
+                    {"event": "progress", **Progress("epoch", 1, 1, metrics={"mAP50": 0.5}).as_dict()},
+                    {"event": "result", "result": {"onnx": "/x/model.onnx"}}]),
+        ("j-lost", [{"event": "phase", "phase": "train"}]),
+    ):
+        d = tmp_path / "jobs" / job_id
+        d.mkdir(parents=True)
+        (d / "progress.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + "{truncated")
+        (d / "state.json").write_text(json.dumps(JobState(job_id, d, phase="train", started_at=1.0).as_dict()))
+    done, lost = runner.get("j-done"), runner.get("j-lost")
+    assert done.status == "succeeded" and done.result == {"onnx": "/x/model.onnx"} and len(done.epochs) == 1
+    assert lost.status == FAILED and "abandoned" in (lost.error or "")
+    assert {j.job_id: j.status for j in JobRunner(tmp_path / "jobs").list_jobs()} == {"j-done": "succeeded", "j-lost": FAILED}
