@@ -57,7 +57,10 @@ def viewport() -> dict[str, int]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator["Browser"]:
     """Debian's headless Chromium driven by Playwright (no browser download)."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # Assertions wait for the page; a busy 2-core CI machine needs more than the default 5 s.
+    expect.set_options(timeout=20_000)
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
