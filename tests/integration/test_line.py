@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import queue
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 import cv2
 
 from station.app import Station
+from tests.fixtures_plant import Results
 from tests.reject_checks import expected_rising_edges
 from station.inspect.base import INSPECTORS, InspectorError
 from station.types import Detections, Frame, Outcome, PartResult
@@ -27,41 +26,16 @@ def run_until(station: Station, n_parts: int, timeout_s: float = 60.0) -> None:
     raise AssertionError(f"line did not finish {n_parts} parts in {timeout_s}s: {station.counters.snapshot()}")
 
 
-class Collector:
-    """Every final result of a station, gathered from its bus (subscribe before start)."""
-
-    def __init__(self, station: Station):
-        self.sub = station.bus.subscribe("test", maxsize=100_000)
-        self.results: list[PartResult] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        while not self._stop.is_set() or self.sub.pending:
-            try:
-                ev = self.sub.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if isinstance(ev, PartResult):
-                self.results.append(ev)
-
-    def close(self) -> list[PartResult]:
-        self._stop.set()
-        self._thread.join(2)
-        return self.results
-
-
 def run_station(station: Station, n_parts: int, timeout_s: float = 60.0) -> list[PartResult]:
     """Start, run ``n_parts`` parts, stop; return their final results."""
-    col = Collector(station)
+    col = Results(station)
     station.start()
     try:
         run_until(station, n_parts, timeout_s)
     finally:
         station.stop()
         col.close()
-    return col.results
+    return col.items
 
 
 def assert_rejects_match(station: Station, results: list[PartResult], tolerance_ms: float = 5.0) -> None:
@@ -188,7 +162,7 @@ def test_stalled_database_does_not_stop_the_line(make_config):
     n = 120
     cfg = make_config(trigger={"type": "timer", "parts_per_minute": 1800})
     station = Station(cfg, max_parts=n)
-    col = Collector(station)
+    col = Results(station)
     blocker = sqlite3.connect(cfg.store.db_path, timeout=0.1)
     station.start()
     try:
