@@ -37,12 +37,12 @@ from .labels import (
     review_state,
     update_label,
 )
-from .queue import QueueItem, queue_counts, review_queue
+from .queue import QueueItem, QueueQuery, queue_counts, review_queue
 from .snapshot import Snapshot, create_snapshot, get_snapshot, list_snapshots, snapshot_items
 from .stats import defect_pareto, defects_by_class_over_time, false_positive_rate, yield_by_hour, yield_by_shift
 
 __all__ = [
-    "AuditEntry", "ImageInfo", "ImportResult", "Label", "QueueItem", "Review", "Snapshot", "add_label", "bulk_confirm", "bulk_mark_good",
+    "AuditEntry", "ImageInfo", "ImportResult", "Label", "QueueItem", "QueueQuery", "Review", "Snapshot", "add_label", "bulk_confirm", "bulk_mark_good",
     "confirm", "create_snapshot", "current_labels", "current_labels_many", "defect_pareto", "defects_by_class_over_time", "delete_label",
     "export_coco", "export_yolo", "false_positive_rate", "get_label", "get_snapshot", "history", "image_info", "import_coco", "import_yolo",
     "known_classes", "label_history", "list_snapshots", "mark_image_good", "mark_reviewed", "queue_counts", "record",

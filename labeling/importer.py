@@ -28,12 +28,8 @@ naming the file and line / field, and nothing is written to the database.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +40,7 @@ import numpy as np
 import sqlite_utils
 import yaml
 
-from station.store.images import ImageStore, StoredImage, relpath_for
+from station.store.images import ImageStore, StoredImage
 
 from . import audit
 from ._db import transaction
@@ -118,23 +114,7 @@ def _store_file(images: ImageStore, path: Path) -> StoredImage:
         if not ok:
             raise ValueError(f"{path}: cannot re-encode the image as PNG")
         data, fmt = buf.tobytes(), "png"
-    sha = hashlib.sha256(data).hexdigest()
-    rel = relpath_for(sha, fmt)
-    dst = images.root / rel
-    if not (dst.is_file() and dst.stat().st_size == len(data)):
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + fmt, dir=dst.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dst)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-    return StoredImage(sha, rel, len(data), w, h, fmt)
+    return images.put(data, fmt, w, h)
 
 
 def _group_of(path: Path, dataset: str) -> tuple[str, str]:

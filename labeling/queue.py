@@ -32,7 +32,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import sqlite_utils
 
@@ -67,6 +67,36 @@ class QueueItem:
     reviewed: bool
     n_labels: int
     classes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueQuery:
+    """What the queue holds and how it is ranked: the keyword arguments of :func:`review_queue`
+    and :func:`queue_counts` (one definition for both).
+
+    Filters: ``outcome`` (PASS/FAIL/UNCERTAIN/FAILSAFE), ``class_name`` (a current label of that
+    class), ``min_conf``/``max_conf`` (on the part's max score, 0 when it has no detection),
+    ``since`` (inclusive) / ``until`` (exclusive) UNIX seconds of the trigger, ``model_id``,
+    ``reviewed`` (False: not yet reviewed, True: reviewed, None: both). Ranking: ``rules`` gives
+    the per-class reject thresholds (default :class:`~station.config.RulesConfig`); ``seed`` and
+    ``pass_sample_fraction`` the PASS sample.
+    """
+
+    outcome: Outcome | str | None = None
+    class_name: str | None = None
+    min_conf: float | None = None
+    max_conf: float | None = None
+    since: float | None = None
+    until: float | None = None
+    model_id: str | None = None
+    reviewed: bool | None = False
+    seed: int = 0
+    rules: RulesConfig | None = None
+    pass_sample_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.pass_sample_fraction <= 1.0:
+            raise ValueError(f"pass_sample_fraction must be in [0, 1], not {self.pass_sample_fraction}")
 
 
 def seeded_uniform(seed: int, part_id: int) -> float:
@@ -190,46 +220,32 @@ def _truth_for(raw: str | None, camera_id: str) -> list[tuple[str, tuple[float, 
     return out
 
 
-def _candidates(
-    db: sqlite_utils.Database,
-    *,
-    outcome: Outcome | str | None,
-    class_name: str | None,
-    min_conf: float | None,
-    max_conf: float | None,
-    since: float | None,
-    until: float | None,
-    model_id: str | None,
-    reviewed: bool | None,
-) -> list[dict[str, Any]]:
+# QueueQuery field -> (SQL condition with one placeholder, how the value is bound); None skips it
+_FILTERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "outcome": ("p.outcome = ?", lambda v: Outcome(v).value),
+    "min_conf": ("COALESCE(p.max_score, 0) >= ?", float),
+    "max_conf": ("COALESCE(p.max_score, 0) <= ?", float),
+    "since": ("COALESCE(p.t_trigger_wall, p.t_recorded_wall) >= ?", float),
+    "until": ("COALESCE(p.t_trigger_wall, p.t_recorded_wall) < ?", float),
+    "model_id": ("p.model_id = ?", str),
+    "class_name": (
+        "EXISTS (SELECT 1 FROM labels l WHERE l.image_id = i.id AND l.class_name = ? AND l.status = 'active' "
+        "AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id))",
+        str,
+    ),
+}
+
+
+def _candidates(db: sqlite_utils.Database, q: QueueQuery) -> list[dict[str, Any]]:
     where = ["i.deleted_at IS NULL", "p.source != 'import'"]
     params: list[Any] = []
-    if outcome is not None:
-        where.append("p.outcome = ?")
-        params.append(Outcome(outcome).value)
-    if min_conf is not None:
-        where.append("COALESCE(p.max_score, 0) >= ?")
-        params.append(float(min_conf))
-    if max_conf is not None:
-        where.append("COALESCE(p.max_score, 0) <= ?")
-        params.append(float(max_conf))
-    if since is not None:
-        where.append("COALESCE(p.t_trigger_wall, p.t_recorded_wall) >= ?")
-        params.append(float(since))
-    if until is not None:
-        where.append("COALESCE(p.t_trigger_wall, p.t_recorded_wall) < ?")
-        params.append(float(until))
-    if model_id is not None:
-        where.append("p.model_id = ?")
-        params.append(str(model_id))
-    if reviewed is not None:
-        where.append(("" if reviewed else "NOT ") + "EXISTS (SELECT 1 FROM image_reviews r WHERE r.image_id = i.id)")
-    if class_name is not None:
-        where.append(
-            "EXISTS (SELECT 1 FROM labels l WHERE l.image_id = i.id AND l.class_name = ? AND l.status = 'active' "
-            "AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id))"
-        )
-        params.append(str(class_name))
+    for name, (cond, bind) in _FILTERS.items():
+        value = getattr(q, name)
+        if value is not None:
+            where.append(cond)
+            params.append(bind(value))
+    if q.reviewed is not None:
+        where.append(("" if q.reviewed else "NOT ") + "EXISTS (SELECT 1 FROM image_reviews r WHERE r.image_id = i.id)")
     sql = f"""
         SELECT i.id AS image_id, i.part_id, i.camera_id, p.outcome, p.max_score, p.model_id,
                COALESCE(p.t_trigger_wall, p.t_recorded_wall) AS t_wall, p.ground_truth,
@@ -292,29 +308,10 @@ class _Ranked:
     disagreement: float
 
 
-def _ranked(
-    db: sqlite_utils.Database,
-    *,
-    outcome: Outcome | str | None = None,
-    class_name: str | None = None,
-    min_conf: float | None = None,
-    max_conf: float | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    model_id: str | None = None,
-    reviewed: bool | None = False,
-    seed: int = 0,
-    rules: RulesConfig | None = None,
-    pass_sample_fraction: float = 0.1,
-) -> list[_Ranked]:
+def _ranked(db: sqlite_utils.Database, q: QueueQuery) -> list[_Ranked]:
     """Every candidate with its tier and score, in queue order (labels are not loaded here)."""
-    if not 0.0 <= pass_sample_fraction <= 1.0:
-        raise ValueError(f"pass_sample_fraction must be in [0, 1], not {pass_sample_fraction}")
-    rules = rules or RulesConfig()
-    cands = _candidates(
-        db, outcome=outcome, class_name=class_name, min_conf=min_conf, max_conf=max_conf, since=since, until=until,
-        model_id=model_id, reviewed=reviewed,
-    )
+    rules = q.rules or RulesConfig()
+    cands = _candidates(db, q)
     # detections matter only for parts that can be UNCERTAIN or disagree with a ground truth / shadow
     shadow = _shadow_outcomes(db, sorted({int(c["part_id"]) for c in cands}))
     need = sorted({int(c["part_id"]) for c in cands if c["outcome"] == _UNCERTAIN or c["ground_truth"] or int(c["part_id"]) in shadow})
@@ -325,7 +322,7 @@ def _ranked(
     out = []
     for c in cands:
         pid, cam = int(c["part_id"]), str(c["camera_id"])
-        tier, score, why, dis = _rank(c, defects.get((pid, cam), []), by_part.get(pid, []), shadow.get(pid), rules, seed, pass_sample_fraction)
+        tier, score, why, dis = _rank(c, defects.get((pid, cam), []), by_part.get(pid, []), shadow.get(pid), rules, q.seed, q.pass_sample_fraction)
         out.append(_Ranked((tier, float(score), int(c["image_id"])), c, tier, float(score), why, dis))
     out.sort(key=lambda r: r.key)
     return out
@@ -349,45 +346,23 @@ def _items(db: sqlite_utils.Database, ranked: Sequence[_Ranked]) -> list[QueueIt
     return items
 
 
-def review_queue(
-    db: sqlite_utils.Database,
-    *,
-    outcome: Outcome | str | None = None,
-    class_name: str | None = None,
-    min_conf: float | None = None,
-    max_conf: float | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    model_id: str | None = None,
-    reviewed: bool | None = False,
-    limit: int = 50,
-    offset: int = 0,
-    seed: int = 0,
-    rules: RulesConfig | None = None,
-    pass_sample_fraction: float = 0.1,
-) -> list[QueueItem]:
+def review_queue(db: sqlite_utils.Database, *, limit: int = 50, offset: int = 0, **query: Any) -> list[QueueItem]:
     """One page of the review queue, most useful to label first (tiers and scores in the module docstring).
 
-    Filters: ``outcome`` (PASS/FAIL/UNCERTAIN/FAILSAFE), ``class_name`` (a current label of that
-    class), ``min_conf``/``max_conf`` (on the part's max score, 0 when it has no detection),
-    ``since`` (inclusive) / ``until`` (exclusive) UNIX seconds of the trigger, ``model_id``,
-    ``reviewed`` (False: not yet reviewed, True: reviewed, None: both). ``rules`` gives the
-    per-class reject thresholds; ``seed`` and ``pass_sample_fraction`` the PASS sample.
+    ``query``: the filters and ranking parameters, the fields of :class:`QueueQuery`
+    (``outcome``, ``class_name``, ``min_conf``, ``max_conf``, ``since``, ``until``, ``model_id``,
+    ``reviewed``, ``seed``, ``rules``, ``pass_sample_fraction``); an unknown name is a TypeError.
     """
     if limit < 1:
         raise ValueError(f"limit must be >= 1, not {limit}")
     if offset < 0:
         raise ValueError(f"offset must be >= 0, not {offset}")
-    ranked = _ranked(
-        db, outcome=outcome, class_name=class_name, min_conf=min_conf, max_conf=max_conf, since=since, until=until,
-        model_id=model_id, reviewed=reviewed, seed=seed, rules=rules, pass_sample_fraction=pass_sample_fraction,
-    )
-    return _items(db, ranked[offset : offset + limit])
+    return _items(db, _ranked(db, QueueQuery(**query))[offset : offset + limit])
 
 
-def queue_counts(db: sqlite_utils.Database, **filters: Any) -> dict[str, int]:
-    """How many images each tier of the queue holds (same filters as :func:`review_queue`, without paging)."""
+def queue_counts(db: sqlite_utils.Database, **query: Any) -> dict[str, int]:
+    """How many images each tier of the queue holds (``query`` as in :func:`review_queue`, without paging)."""
     counts = {t: 0 for t in TIERS}
-    for r in _ranked(db, **filters):
+    for r in _ranked(db, QueueQuery(**query)):
         counts[TIERS[r.tier]] += 1
     return counts

@@ -7,22 +7,38 @@ Only ``train``, ``export`` and ``build-default`` need the ``train`` extra (torch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("data/station.db")
 
 
-def _db(args: argparse.Namespace) -> Any:
+@contextlib.contextmanager
+def _db(path: Path | str) -> Iterator[Any]:
+    """The station database at ``path`` (``--db``), closed on the way out."""
     from station.store.db import open_db
 
-    return open_db(args.db)
+    db = open_db(path)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _current_model_path(db_path: Path | str) -> str | None:
+    """The file of the registered current model, None when there is none."""
+    from . import registry
+
+    with _db(db_path) as db:
+        cur = registry.current(db)
+    return str(cur.path) if cur else None
 
 
 def _store(args: argparse.Namespace) -> Path:
@@ -142,14 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     current = args.current
     if args.register and not current:
-        from . import registry
-
-        db = _db(args)
-        try:
-            cur = registry.current(db)
-        finally:
-            db.close()
-        current = str(cur.path) if cur else None
+        current = _current_model_path(args.db)
     synthetic = None
     if args.synthetic:
         n_train, n_val, seed = args.synthetic
@@ -186,15 +195,10 @@ def _resolve_model(arg: str, db_path: Path | None) -> str:
     if Path(arg).is_file():
         return arg
     if db_path is not None:
-        from station.store.db import open_db
-
         from . import registry
 
-        db = open_db(db_path)
-        try:
+        with _db(db_path) as db:
             return str(registry.get(db, arg).path)
-        finally:
-            db.close()
     raise SystemExit(f"model {arg}: no such file (give --db to name a registered model by its sha256)")
 
 
@@ -207,14 +211,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.current:
         current = _resolve_model(args.current, args.db if args.use_db else None)
     elif args.use_db:
-        from . import registry
-
-        db = _db(args)
-        try:
-            cur = registry.current(db)
-        finally:
-            db.close()
-        current = str(cur.path) if cur else None
+        current = _current_model_path(args.db)
     if current is not None and Path(current).resolve() == Path(cand).resolve():
         current = None  # the candidate is the current model: nothing to compare with
     comp = compare(cand, current, args.golden, rules=rules, calibration=calib, inspector_cfg=insp)
@@ -224,8 +221,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.use_db and args.record:
         from . import registry
 
-        db = _db(args)
-        try:
+        with _db(args.db) as db:
             for res in (comp.candidate, comp.current):
                 if res is None:
                     continue
@@ -234,8 +230,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     print(f"recorded evaluation of {res.model_sha[:12]} on golden set {res.golden_id}")
                 except registry.RegistryError as e:
                     print(f"not recorded for {res.model_sha[:12]}: {e} (register it first)", file=sys.stderr)
-        finally:
-            db.close()
     return 0
 
 
@@ -256,12 +250,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_register(args: argparse.Namespace) -> int:
     from . import registry
 
-    db = _db(args)
-    try:
+    with _db(args.db) as db:
         rec = registry.register(db, args.onnx, store_dir=_store(args), trained_by=args.user, weights=args.weights,
                                 dataset_snapshot=args.dataset_snapshot, parent_sha=args.parent_sha)
-    finally:
-        db.close()
     print(f"registered {rec.sha256} ({rec.status}) -> {rec.path}")
     return 0
 
@@ -276,23 +267,17 @@ def _fmt_record(r: Any) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from . import registry
 
-    db = _db(args)
-    try:
+    with _db(args.db) as db:
         for r in registry.list_models(db, args.status):
             print(_fmt_record(r))
-    finally:
-        db.close()
     return 0
 
 
 def cmd_current(args: argparse.Namespace) -> int:
     from . import registry
 
-    db = _db(args)
-    try:
+    with _db(args.db) as db:
         r = registry.current(db)
-    finally:
-        db.close()
     if r is None:
         print("no current model")
         return 1
@@ -304,14 +289,12 @@ def cmd_current(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from . import registry
 
-    db = _db(args)
-    try:
-        r = registry.promote(db, args.sha, args.user, reason=args.reason, override=args.override, golden_id=args.golden_id)
-    except registry.PromotionRefused as e:
-        print(str(e), file=sys.stderr)
-        return 3
-    finally:
-        db.close()
+    with _db(args.db) as db:
+        try:
+            r = registry.promote(db, args.sha, args.user, reason=args.reason, override=args.override, golden_id=args.golden_id)
+        except registry.PromotionRefused as e:
+            print(str(e), file=sys.stderr)
+            return 3
     print(f"current model: {r.sha256} -> {r.path}\n(a running station loads it with its model swap: web UI or POST /api/model/swap)")
     return 0
 
@@ -319,11 +302,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from . import registry
 
-    db = _db(args)
-    try:
+    with _db(args.db) as db:
         r = registry.rollback(db, args.sha, args.user, reason=args.reason)
-    finally:
-        db.close()
     print(f"current model: {r.sha256} -> {r.path}")
     return 0
 
@@ -331,13 +311,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from . import registry
 
-    db = _db(args)
-    try:
+    with _db(args.db) as db:
         for h in registry.history(db):
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["t_wall"]))
             print(f"{when} {h['user']:<12} {h['action']:<24} {str(h['object_id'])[:12]}  {h['reason'] or ''}")
-    finally:
-        db.close()
     return 0
 
 

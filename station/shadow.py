@@ -311,6 +311,19 @@ def _rows(db: sqlite_utils.Database, sql: str, params: list[Any]) -> list[dict[s
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
+def _of_model_since(model_sha: str | None, since_wall: float | None) -> tuple[list[str], list[Any]]:
+    """Conditions on ``shadow_results s`` (and their parameters): one shadow model's rows, recorded since a time."""
+    where: list[str] = []
+    params: list[Any] = []
+    if model_sha:
+        where.append("s.model_sha = ?")
+        params.append(model_sha)
+    if since_wall is not None:
+        where.append("s.t_wall >= ?")
+        params.append(float(since_wall))
+    return where, params
+
+
 def disagreements(
     db: sqlite_utils.Database,
     *,
@@ -325,14 +338,8 @@ def disagreements(
     part, both outcomes and model ids, the shadow's reasons and defects (parsed) and
     ``image_ids``: the part's kept images (for thumbnails; empty when the recorder did not keep one).
     """
-    where = ["s.eject_differs = 1" if eject_only else "s.differs = 1"]
-    params: list[Any] = []
-    if model_sha:
-        where.append("s.model_sha = ?")
-        params.append(model_sha)
-    if since_wall is not None:
-        where.append("s.t_wall >= ?")
-        params.append(float(since_wall))
+    where, params = _of_model_since(model_sha, since_wall)
+    where.append("s.eject_differs = 1" if eject_only else "s.differs = 1")
     rows = _rows(
         db,
         "SELECT s.id, s.part_id, s.t_wall, s.production_outcome, s.production_model_id, s.outcome AS shadow_outcome, "
@@ -351,19 +358,13 @@ def disagreements(
 
 def summary(db: sqlite_utils.Database, model_sha: str | None = None, since_wall: float | None = None) -> dict[str, Any]:
     """Counts of recorded shadow verdicts: total, differing, and the (production, shadow) outcome table."""
-    where, params = ["1 = 1"], []
-    if model_sha:
-        where.append("model_sha = ?")
-        params.append(model_sha)
-    if since_wall is not None:
-        where.append("t_wall >= ?")
-        params.append(float(since_wall))
-    w = " AND ".join(where)
+    where, params = _of_model_since(model_sha, since_wall)
+    w = " AND ".join(where or ["1 = 1"])
     n, differs, ejd = db.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(differs), 0), COALESCE(SUM(eject_differs), 0) FROM shadow_results WHERE {w}", params
+        f"SELECT COUNT(*), COALESCE(SUM(differs), 0), COALESCE(SUM(eject_differs), 0) FROM shadow_results s WHERE {w}", params
     ).fetchone()
     pairs = db.execute(
-        f"SELECT production_outcome, outcome, COUNT(*) FROM shadow_results WHERE {w} GROUP BY production_outcome, outcome ORDER BY 1, 2",
+        f"SELECT production_outcome, outcome, COUNT(*) FROM shadow_results s WHERE {w} GROUP BY production_outcome, outcome ORDER BY 1, 2",
         params,
     ).fetchall()
     return {"n": int(n), "differs": int(differs), "eject_differs": int(ejd),

@@ -1,5 +1,6 @@
 """Real plant-floor peers for the PLC / MQTT / OPC UA tests: a pymodbus server playing the PLC,
-a mosquitto broker, free loopback ports. Everything listens on 127.0.0.1 only."""
+a mosquitto broker, free loopback ports. Everything listens on 127.0.0.1 only. Also
+:class:`Results`, the collector of a station's final results that every station test shares."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
+
+if TYPE_CHECKING:
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.simulator import SimDevice
+
+    from station.types import PartResult
 
 FC_READ = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 FC_SET = {"coil": 5, "discrete": 2, "holding": 6, "input": 4}  # the datastore maps these codes to the tables
@@ -83,6 +88,8 @@ class PlcSim:
 
             async def main() -> None:
                 try:
+                    from pymodbus.server import ModbusTcpServer  # lazy: Results et al. need no pymodbus
+
                     self._server = ModbusTcpServer(self._device(), address=("127.0.0.1", self.port))
                     await self._server.serve_forever(background=True)
                 except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
@@ -157,6 +164,8 @@ class PlcSim:
 
     # -- datastore ----------------------------------------------------------
     def _device(self) -> SimDevice:
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
         n = self.SIZE
         return SimDevice(
             id=0,
@@ -279,15 +288,21 @@ class PlcProgram:
 
 
 class Results:
-    """Every final result of a station, gathered from its bus (create before ``start``)."""
+    """Every final result of a station, gathered from its bus (create before ``start``).
+
+    ``items`` holds the PartResults in publication order, ``by_id`` the latest one of each part id,
+    ``status`` every other bus event; :meth:`wait` blocks until a given part's result is in.
+    """
 
     def __init__(self, station: Any):
         from station.types import PartResult
 
         self._kind = PartResult
         self.sub = station.bus.subscribe("test-results", maxsize=100_000)
-        self.items: list[Any] = []
+        self.items: list[PartResult] = []
+        self.by_id: dict[int, PartResult] = {}
         self.status: list[Any] = []
+        self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
@@ -300,9 +315,23 @@ class Results:
                 ev = self.sub.get(timeout=0.02)
             except _q.Empty:
                 continue
-            (self.items if isinstance(ev, self._kind) else self.status).append(ev)
+            with self._cond:
+                if isinstance(ev, self._kind):
+                    self.items.append(ev)
+                    self.by_id[ev.trigger.part_id] = ev
+                    self._cond.notify_all()
+                else:
+                    self.status.append(ev)
 
-    def close(self) -> list[Any]:
+    def wait(self, part_id: int, timeout_s: float = 10.0) -> PartResult:
+        """The final result of ``part_id`` (test pacing: blocks until it is published)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: part_id in self.by_id, timeout=timeout_s):
+                raise AssertionError(f"no result for part {part_id} within {timeout_s} s")
+            return self.by_id[part_id]
+
+    def close(self) -> list[PartResult]:
+        """Stop gathering (after draining what is queued); returns ``items``."""
         self._stop.set()
         self._thread.join(2)
         return self.items

@@ -8,11 +8,8 @@ process whatever imported pypylon first.
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -22,6 +19,7 @@ from station.acquire.render import RenderedPart, part_rng, render_part
 from station.config import SyntheticCameraConfig, parse_config
 from station.config import StationConfig
 from station.types import PartResult
+from tests.fixtures_plant import Results
 
 EMULATED_CAMERAS = 3  # serials 0815-0000, 0815-0001, 0815-0002
 FRAME_W, FRAME_H = 640, 400
@@ -70,54 +68,11 @@ def pylon_station_config(tmp_path: Path, cameras: list[dict[str, Any]], **overri
     return parse_config(data)
 
 
-class Results:
-    """Every final PartResult of a station, by part id (subscribe before start)."""
-
-    def __init__(self, station: Any):
-        self.sub = station.bus.subscribe("test-results", maxsize=100_000)
-        self.by_id: dict[int, PartResult] = {}
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        while not self._stop.is_set() or self.sub.pending:
-            try:
-                ev = self.sub.get(timeout=0.02)
-            except queue.Empty:
-                continue
-            if isinstance(ev, PartResult):
-                with self._cond:
-                    self.by_id[ev.trigger.part_id] = ev
-                    self._cond.notify_all()
-
-    def wait(self, part_id: int, timeout_s: float = 10.0) -> PartResult:
-        """The final result of ``part_id`` (test pacing: polls until it is published)."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: part_id in self.by_id, timeout=timeout_s):
-                raise AssertionError(f"no result for part {part_id} within {timeout_s} s")
-            return self.by_id[part_id]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-
-
 def run_part(station: Any, results: Results, timeout_s: float = 10.0) -> PartResult:
-    """Trigger one part by software and wait for its final result."""
+    """Trigger one part by software and wait for its final result (gathered by ``results``)."""
     trig = station.trigger()
     assert trig is not None, "station refused the trigger (paused or not running)"
     return results.wait(trig.part_id, timeout_s)
-
-
-def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    """Poll ``pred`` until true (test pacing only); fail naming ``what`` on timeout."""
-    end = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def write_video(path: Path, levels: list[int], size: tuple[int, int] = (160, 120), fps: float = 20.0) -> None:

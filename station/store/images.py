@@ -140,17 +140,24 @@ class ImageStore:
 
     def save(self, image: np.ndarray) -> StoredImage:
         """Encode and store ``image``; storing the same content twice writes it once."""
-        data = self.encode(image)
+        return self.put(self.encode(image), self.fmt, int(image.shape[1]), int(image.shape[0]))
+
+    def put(self, data: bytes, fmt: str, width: int, height: int) -> StoredImage:
+        """Store already-encoded image bytes (``fmt`` png or jpg, ``width`` x ``height`` pixels) as they are.
+
+        The same content is written once; a new file is written atomically (see the module docstring).
+        """
         sha = hashlib.sha256(data).hexdigest()
-        rel = relpath_for(sha, self.fmt)
+        rel = relpath_for(sha, fmt)
+        stored = StoredImage(sha, rel, len(data), int(width), int(height), fmt)
         path = self.root / rel
         try:
             if path.stat().st_size == len(data):
-                return StoredImage(sha, rel, len(data), int(image.shape[1]), int(image.shape[0]), self.fmt)
+                return stored
         except FileNotFoundError:
             pass
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + self.fmt, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + fmt, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -164,7 +171,7 @@ class ImageStore:
             raise
         if self._used_estimate is not None:
             self._used_estimate += len(data)
-        return StoredImage(sha, rel, len(data), int(image.shape[1]), int(image.shape[0]), self.fmt)
+        return stored
 
     def open_path(self, sha256: str, fmt: str | None = None) -> Path:
         """The file of image ``sha256`` (format ``fmt``, default the store's).

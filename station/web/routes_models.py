@@ -11,15 +11,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from .auth import Session, require, session_of
+from .auth import Session, require
 from .models_service import ModelsService, ServiceError, service
-from .pages import render
+from .pages import desk_page
 from .state import WebState
 
 log = logging.getLogger(__name__)
@@ -141,14 +140,8 @@ class GoldenBody(BaseModel):
 @router.get("/models", include_in_schema=False)
 def models_page(request: Request) -> Response:
     """The models page: login first (redirect), then role qa (403 page)."""
-    state = _state(request)
-    s = session_of(request)
-    if s is None:
-        return RedirectResponse("/login?next=/models", status.HTTP_303_SEE_OTHER)
-    station = state.station.cfg.name
-    if not s.user.has("qa"):
-        return render("models_denied.html", status_code=403, station=station, user=s.user.username, role=s.user.role)
-    return render("models.html", station=station, user=s.user.username, role=s.user.role)
+    why = "Training, evaluating and shadow mode need a qa account; promoting and rolling back need an admin."
+    return desk_page(request, "models.html", nav="models", area="The models page", why=why)
 
 
 # -- reads (qa) ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Iterator, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -31,8 +31,8 @@ from labeling.importer import import_images, read_coco, read_yolo
 
 from ..store import queries
 from ..store.db import open_db
-from .auth import Session, require, session_of
-from .pages import render
+from .auth import Session, require
+from .pages import desk_page
 from .review_files import (
     Limits, UploadError, clean_message, new_work_dir, portable_data_yaml, prepare_coco, prepare_yolo, remove_tree, save_upload,
     thumbnail_jpeg, unpack, zip_folder,
@@ -186,16 +186,9 @@ def _after_change(state: WebState, db: Any, image_id: int, changed: Any) -> dict
     return {"changed": changed, "detail": image_detail(state, db, image_id)}
 
 
-def review_page(request: Request, template: str, **values: str) -> Response:
+def review_page(request: Request, template: str, nav: str = "review", **values: str) -> Response:
     """A review page: login first (redirect), then role qa (403 page)."""
-    state = _state(request)
-    s = session_of(request)
-    if s is None:
-        return RedirectResponse(f"/login?next={request.url.path}", status.HTTP_303_SEE_OTHER)
-    station = state.station.cfg.name
-    if not s.user.has(ROLE):
-        return render("review_denied.html", status_code=403, station=station, user=s.user.username, role=s.user.role)
-    return render(template, station=station, user=s.user.username, role=s.user.role, **values)
+    return desk_page(request, template, nav=nav, area="QA review", **values)
 
 
 # -- pages ------------------------------------------------------------------------------------
@@ -214,7 +207,7 @@ def editor_page(request: Request, image_id: ImageId) -> Response:
 @router.get("/review/dataset", include_in_schema=False)
 def dataset_page(request: Request) -> Response:
     """Snapshots, exports and imports."""
-    return review_page(request, "review_dataset.html", max_upload_mb=f"{_state(request).cfg.max_upload_mb:g}")
+    return review_page(request, "review_dataset.html", nav="dataset", max_upload_mb=f"{_state(request).cfg.max_upload_mb:g}")
 
 
 # -- queue --------------------------------------------------------------------------------------

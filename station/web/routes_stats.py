@@ -20,7 +20,7 @@ router = APIRouter(tags=["stats"])
 @router.get("/review/stats", include_in_schema=False)
 def stats_page(request: Request) -> Response:
     """Charts and tables of the statistics below."""
-    return review_page(request, "stats.html")
+    return review_page(request, "stats.html", nav="stats")
 
 
 @router.get("/api/review/stats", summary="Quality statistics (qa)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labeling import labels as L
-from labeling.queue import disagreement, match_boxes, queue_counts, review_queue, seeded_uniform
+from labeling.queue import QueueQuery, disagreement, match_boxes, queue_counts, review_queue, seeded_uniform
 from station.config.rules import ClassRule, RulesConfig
 from station.types import Outcome
 from tests.fixtures_labeling import T0, line, part  # noqa: F401  (fixture)
@@ -150,3 +150,17 @@ def test_disagreement_signal() -> None:
     assert disagreement([], [], "PASS", "FAIL")[0] == 0.9
     assert disagreement([], [], "UNCERTAIN", "FAIL")[0] == 0.0  # both reject
     assert match_boxes([("a", B1), ("a", B2)], [("a", B2), ("a", B1), ("b", B1)]) == (2, 0, 1)
+
+
+def test_queue_query_is_the_one_set_of_keywords(queue_line) -> None:
+    db = queue_line.db
+    q = QueueQuery(outcome="FAIL", seed=3, pass_sample_fraction=0.5)
+    as_kwargs = {f: getattr(q, f) for f in QueueQuery.__dataclass_fields__}
+    assert review_queue(db, limit=1000, **as_kwargs) == review_queue(db, limit=1000, outcome="FAIL", seed=3, pass_sample_fraction=0.5)
+    assert queue_counts(db, **as_kwargs)["fail"] == 4
+    with pytest.raises(TypeError, match="outcom"):
+        review_queue(db, outcom="FAIL")  # a misspelt filter is an error, not "no filter"
+    with pytest.raises(TypeError, match="limit"):
+        queue_counts(db, limit=5)  # counts are not paged
+    with pytest.raises(ValueError, match="pass_sample_fraction"):
+        queue_counts(db, pass_sample_fraction=1.5)

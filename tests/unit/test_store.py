@@ -14,7 +14,7 @@ import pytest
 
 from station.store import queries
 from station.store.db import StoreError, open_db, write_transaction
-from station.store.images import ImageStore
+from station.store.images import ImageStore, StoredImage
 from station.store.migrations import MIGRATIONS, applied_migrations, apply_migrations
 
 TABLES = {"_migrations", "inspections", "defects", "images", "labels", "audit", "models", "counters", "alarms", "users", "sessions"}
@@ -156,6 +156,23 @@ def test_jpg_and_gray_images(tmp_path: Path) -> None:
     assert cv2.imread(str(store.open_path(s.sha256, "jpg")), cv2.IMREAD_UNCHANGED).shape == (20, 24)
     with pytest.raises(ValueError, match="2-D or 3-D"):
         store.save(np.zeros((0,), np.uint8))
+
+
+def test_put_stores_encoded_bytes_as_they_are(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path, "png", 10, 10.0)
+    img = np.random.default_rng(2).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".jpg", img)
+    assert ok
+    data = buf.tobytes()
+    s = store.put(data, "jpg", 24, 20)  # another format than the store's own: kept byte for byte
+    assert s == StoredImage(hashlib.sha256(data).hexdigest(), s.relpath, len(data), 24, 20, "jpg")
+    assert s.relpath.endswith(".jpg") and store.open_path(s.sha256, "jpg").read_bytes() == data
+    assert store.put(data, "jpg", 24, 20) == s
+    assert [p.name for p in store.open_path(s.sha256, "jpg").parent.iterdir()] == [f"{s.sha256}.jpg"]
+    png = store.save(img)
+    assert store.put(store.open_path(png.sha256).read_bytes(), "png", 24, 20) == png  # save is put of the encoded image
+    with pytest.raises(ValueError, match="image format"):
+        store.put(data, "bmp", 24, 20)
 
 
 def test_bad_store_settings_name_the_field(tmp_path: Path) -> None:

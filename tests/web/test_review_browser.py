@@ -237,7 +237,7 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     page.wait_for_selector("body[data-ready='1']")
     expect(page.locator("#k-fp")).not_to_have_text("-")
     expect(page.locator("#k-missed")).to_have_text("1")
-    expect(page.locator("#t-pareto tr").first).not_to_have_class("rv-empty-row")
+    expect(page.locator("#t-pareto tr").first).not_to_have_class("ui-empty-row")
     assert page.locator("#c-pareto").get_attribute("data-empty") is None
     page.screenshot(path=str(ARTIFACTS / "review_stats.png"), full_page=True)
 

@@ -2,63 +2,20 @@
 // promotion through the gate (admin), rollback (admin), threshold tuning. Everything goes through /api/models/*.
 "use strict";
 (function () {
-  const $ = (id) => document.getElementById(id);
+  const { $, el, clear, fmtTime, fmtPct: pct, toast, api } = window.UI;
   const ROLE = document.body.dataset.role;
   const ADMIN = ROLE === "admin";
-  const st = { me: null, over: null, golden: [], evals: [], evalId: null, evalData: null, jobId: null, logOffset: -1, tuneArgs: null };
+  const st = { over: null, golden: [], evals: [], evalId: null, evalData: null, jobId: null, logOffset: -1, tuneArgs: null };
   const timers = {};
 
-  // -- helpers ---------------------------------------------------------------------------------
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = text;
-    return e;
-  }
+  // -- helpers of this page ---------------------------------------------------------------------
   function td(text, cls) { return el("td", cls, text); }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
-  function pct(v, d) { return v === null || v === undefined ? "-" : (100 * v).toFixed(d === undefined ? 1 : d) + "%"; }
-  function num(v, d) { return v === null || v === undefined ? "-" : Number(v).toFixed(d === undefined ? 3 : d); }
+  function num(v, d) { return window.UI.fmtNum(v, d === undefined ? 3 : d); }
   function short(sha) { return sha ? sha.slice(0, 12) : "-"; }
   // a registered model's file is <sha256>.onnx, so its model id is "<sha256>:<sha12>": show the 12 digits
   function label(modelId) { const m = /^[0-9a-f]{64}:([0-9a-f]{12})$/.exec(modelId || ""); return m ? m[1] : (modelId || "-"); }
-  function fmtTime(t) {
-    if (!t) return "-";
-    const d = new Date(t * 1000);
-    return d.toLocaleDateString("en-CA") + " " + d.toLocaleTimeString([], { hour12: false });
-  }
   function chip(node, s, text) { node.dataset.s = s || ""; node.textContent = text === undefined ? (s || "") : text; }
-  function badge(outcome) { const b = el("span", "md-badge", outcome); b.dataset.o = outcome; return b; }
-  let toastTimer = null;
-  function toast(msg, kind) {
-    const t = $("toast");
-    t.textContent = msg;
-    t.dataset.kind = kind || "info";
-    t.hidden = false;
-    clearTimeout(toastTimer);
-    toastTimer = setTimeout(() => { t.hidden = true; }, kind === "error" ? 8000 : 3500);
-  }
-  function errText(data, res) {
-    if (data && data.detail) {
-      if (typeof data.detail === "string") return data.detail;
-      if (Array.isArray(data.detail)) return data.detail.map((d) => (d.loc || []).slice(1).join(".") + ": " + d.msg).join("; ");
-    }
-    return res.status + " " + res.statusText;
-  }
-  async function api(method, url, body) {
-    const opt = { method, credentials: "same-origin", headers: {} };
-    if (method !== "GET") {
-      opt.headers["X-CSRF-Token"] = st.me ? st.me.csrf : "";
-      opt.headers["Content-Type"] = "application/json";
-      opt.body = JSON.stringify(body || {});
-    }
-    const res = await fetch(url, opt);
-    let data = null;
-    try { data = await res.json(); } catch (e) { data = null; }
-    if (res.status === 401) { window.location.assign("/login?next=/models"); throw new Error("login required"); }
-    if (!res.ok) { const err = new Error(errText(data, res)); err.status = res.status; throw err; }
-    return data;
-  }
+  function badge(outcome) { const b = el("span", "ui-badge", outcome); b.dataset.outcome = outcome; return b; }
   function every(name, ms, fn) {
     clearInterval(timers[name]);
     timers[name] = setInterval(fn, ms);
@@ -116,7 +73,7 @@
     clear(body);
     const models = st.over.models;
     if (!models.length) {
-      const tr = el("tr", "md-empty-row");
+      const tr = el("tr", "ui-empty-row");
       const c = td("No model registered yet: train one below, or `models register FILE`.");
       c.colSpan = 15;
       tr.appendChild(c);
@@ -152,33 +109,18 @@
       tr.appendChild(td(m.trained_by || "-"));
       tr.appendChild(td(m.promoted_by ? m.promoted_by + ", " + fmtTime(m.promoted_at) : "-"));
       const act = td("");
-      act.className = "md-row";
-      const evalBtn = el("button", "md-btn md-btn-small", "Evaluate");
-      evalBtn.type = "button";
-      evalBtn.dataset.action = "evaluate";
-      evalBtn.addEventListener("click", () => startEval(m));
-      act.appendChild(evalBtn);
-      if (m.status !== "current") {
-        const sh = el("button", "md-btn md-btn-small", "Shadow");
-        sh.type = "button";
-        sh.dataset.action = "shadow";
-        sh.addEventListener("click", () => startShadow(m.sha256));
-        act.appendChild(sh);
-      }
-      if (ADMIN && m.status === "candidate") {
-        const p = el("button", "md-btn md-btn-small md-btn-good", "Promote");
-        p.type = "button";
-        p.dataset.action = "promote";
-        p.addEventListener("click", () => promote(m));
-        act.appendChild(p);
-      }
-      if (ADMIN && m.status === "retired") {
-        const r = el("button", "md-btn md-btn-small", "Roll back to this");
-        r.type = "button";
-        r.dataset.action = "rollback";
-        r.addEventListener("click", () => rollback(m));
-        act.appendChild(r);
-      }
+      act.className = "ui-row";
+      const button = (action, text, onClick, cls) => {
+        const b = el("button", "ui-btn ui-btn-small" + (cls ? " " + cls : ""), text);
+        b.type = "button";
+        b.dataset.action = action;
+        b.addEventListener("click", onClick);
+        act.appendChild(b);
+      };
+      button("evaluate", "Evaluate", () => startEval(m));
+      if (m.status !== "current") button("shadow", "Shadow", () => startShadow(m.sha256));
+      if (ADMIN && m.status === "candidate") button("promote", "Promote", () => promote(m), "ui-btn-good");
+      if (ADMIN && m.status === "retired") button("rollback", "Roll back to this", () => rollback(m));
       tr.appendChild(act);
       body.appendChild(tr);
     }
@@ -238,10 +180,10 @@
     const ul = $("history");
     clear(ul);
     const shown = h.filter((x) => /^model_(promote|rollback|swap$|swap_failed|train_start|train_cancel|evaluate)/.test(x.action)).slice(0, 60);
-    if (!shown.length) { ul.appendChild(el("li", "md-muted", "Nothing yet")); return; }
+    if (!shown.length) { ul.appendChild(el("li", "ui-muted", "Nothing yet")); return; }
     for (const x of shown) {
       const li = el("li");
-      li.appendChild(el("span", "md-muted", fmtTime(x.t_wall) + " "));
+      li.appendChild(el("span", "ui-muted", fmtTime(x.t_wall) + " "));
       const a = el("span", "act", x.action.replace("model_", "").replace(/_/g, " "));
       a.dataset.a = x.action;
       li.appendChild(a);
@@ -441,7 +383,7 @@
 
   function confusion(table, summary) {
     clear(table);
-    if (!summary) { table.appendChild(el("caption", "md-muted", "no current model")); return; }
+    if (!summary) { table.appendChild(el("caption", "ui-muted", "no current model")); return; }
     const labels = summary.confusion.labels;
     const rows = summary.confusion.rows_truth_cols_predicted;
     const head = el("tr");
@@ -498,7 +440,7 @@
     confusion($("e-conf-cur"), k);
     const grid = $("e-images");
     clear(grid);
-    if (!d.images.length) grid.appendChild(el("p", "md-muted", k ? "The two models decide every golden image the same way." : "No mistake on the golden set."));
+    if (!d.images.length) grid.appendChild(el("p", "ui-muted", k ? "The two models decide every golden image the same way." : "No mistake on the golden set."));
     for (const im of d.images.slice(0, 60)) {
       const tile = el("figure", "md-tile");
       tile.dataset.right = im.current ? (im.candidate_right ? "candidate" : "current") : "";
@@ -509,12 +451,12 @@
       tile.appendChild(img);
       const meta = el("figcaption", "md-tile-meta");
       meta.appendChild(el("div", null, "#" + im.index + " " + im.stem + " - truth: " + im.truth.join(", ")));
-      const r1 = el("div", "md-row");
-      r1.appendChild(el("span", "md-muted", "cand."));
+      const r1 = el("div", "ui-row");
+      r1.appendChild(el("span", "ui-muted", "cand."));
       r1.appendChild(badge(im.candidate.outcome));
-      if (im.current) { r1.appendChild(el("span", "md-muted", "cur.")); r1.appendChild(badge(im.current.outcome)); }
+      if (im.current) { r1.appendChild(el("span", "ui-muted", "cur.")); r1.appendChild(badge(im.current.outcome)); }
       meta.appendChild(r1);
-      meta.appendChild(el("div", "md-muted", im.current ? (im.candidate_right ? "candidate is right" : "current is right") : "a mistake"));
+      meta.appendChild(el("div", "ui-muted", im.current ? (im.candidate_right ? "candidate is right" : "current is right") : "a mistake"));
       tile.appendChild(meta);
       grid.appendChild(tile);
     }
@@ -634,7 +576,7 @@
     const body = $("shadow-body");
     clear(body);
     if (!v.disagreements.length) {
-      const tr = el("tr", "md-empty-row");
+      const tr = el("tr", "ui-empty-row");
       const c = td(v.model_sha ? "No disagreement recorded for " + short(v.model_sha) : "Shadow mode has not run yet");
       c.colSpan = 6;
       tr.appendChild(c);
@@ -674,12 +616,7 @@
   }
 
   async function init() {
-    try {
-      st.me = await api("GET", "/api/me");
-    } catch (e) { return; }
-    $("logout").addEventListener("click", async () => {
-      try { await api("POST", "/api/logout", {}); } finally { window.location.assign("/login?next=/models"); }
-    });
+    if (!(await window.UI.startDesk())) return;
     for (const n of document.querySelectorAll(".md-admin")) if (!ADMIN) n.hidden = true;
     $("golden-pick").addEventListener("change", () => { renderRegistry(); loadGolden(); });
     $("train-form").addEventListener("submit", startTraining);

@@ -2,7 +2,8 @@
 // Live data comes from Server-Sent Events (/api/events); nothing reloads the page.
 "use strict";
 (function () {
-  const $ = (id) => document.getElementById(id);
+  const { $, el, fmtClock: fmtTime, toast, api } = window.UI;
+  const session = window.UI.session;  // session.me: {username, role, csrf} when logged in
   const OUTCOME_WORD = { PASS: "PASS", FAIL: "FAIL", UNCERTAIN: "UNCERTAIN", FAILSAFE: "FAILSAFE" };
   const ACTION_STYLE = {
     reject: { color: "#ff3b30", dash: [], label: "REJECT" },
@@ -13,7 +14,6 @@
   const MAX_ALARM_ROWS = 6;
 
   const st = {
-    me: null,            // {username, role, csrf} when logged in
     status: null,
     liveFps: 5,
     rejectOutcomes: ["FAIL", "FAILSAFE", "UNCERTAIN"],
@@ -29,55 +29,18 @@
   };
 
   // -- helpers ---------------------------------------------------------------
-  function fmtTime(tWall) {
-    if (!tWall) return "-";
-    const d = new Date(tWall * 1000);
-    return d.toLocaleTimeString([], { hour12: false });
-  }
   function fmtInt(v) { return v === null || v === undefined ? "-" : Number(v).toLocaleString("en-US"); }
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
-  let toastTimer = null;
-  function toast(msg, kind) {
-    const t = $("toast");
-    t.textContent = msg;
-    t.dataset.kind = kind || "info";
-    t.hidden = false;
-    clearTimeout(toastTimer);
-    toastTimer = setTimeout(() => { t.hidden = true; }, 4000);
-  }
   function hasRole(role) {
     const rank = { operator: 0, qa: 1, admin: 2 };
-    return !!st.me && rank[st.me.role] >= rank[role];
+    return !!session.me && rank[session.me.role] >= rank[role];
   }
-
-  async function api(method, url, body) {
-    const opt = { method, credentials: "same-origin", headers: {} };
-    if (method !== "GET") {
-      opt.headers["X-CSRF-Token"] = st.me ? st.me.csrf : "";
-      if (body !== undefined) {
-        opt.headers["Content-Type"] = "application/json";
-        opt.body = JSON.stringify(body);
-      }
-    }
-    const res = await fetch(url, opt);
-    let data = null;
-    try { data = await res.json(); } catch (e) { /* empty body */ }
-    if (!res.ok) {
-      const detail = data && data.detail ? (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail)) : res.statusText;
-      if (res.status === 401 && method !== "GET") { setMe(null); }
-      throw new Error(res.status + ": " + detail);
-    }
-    return data;
-  }
+  // The line-side screen keeps showing without a login: a write refused for want of one shows the anonymous view.
+  window.UI.settings.onUnauthorized = (method) => { if (method !== "GET") setMe(null); };
+  window.UI.settings.toastMs = window.UI.settings.errorToastMs = 4000;
 
   // -- user ------------------------------------------------------------------
   function setMe(me) {
-    st.me = me;
+    session.me = me;
     $("user-name").textContent = me ? me.username + " (" + me.role + ")" : "";
     $("login-link").hidden = !!me;
     $("logout").hidden = !me;
@@ -86,12 +49,7 @@
     $("controls-anon").hidden = op;
     renderAlarms(st.alarms);
   }
-  async function loadMe() {
-    try {
-      const res = await fetch("/api/me", { credentials: "same-origin" });
-      setMe(res.ok ? await res.json() : null);
-    } catch (e) { setMe(null); }
-  }
+  async function loadMe() { setMe(await window.UI.loadMe()); }
   $("logout").addEventListener("click", async () => {
     try { await api("POST", "/api/logout"); toast("Logged out"); } catch (e) { toast(String(e.message), "error"); }
     setMe(null);

@@ -2,18 +2,12 @@
 // Every change is a call to /api/review/* (labeling: append-only labels, audited); nothing is edited in place.
 "use strict";
 (function () {
-  const $ = (id) => document.getElementById(id);
+  const { $, el, fmtTime, fmtNum, toast, errText, api } = window.UI;
   const PAGE = document.body.dataset.page;
   const PALETTE = ["#ff5d5d", "#4aa3ff", "#ffd23f", "#3ddc84", "#c77dff", "#ff9f43", "#2ee6d6", "#ff7eb6", "#a3e635", "#f97316"];
-  const st = { me: null, classes: [] };
+  const st = { classes: [] };
 
-  // -- shared helpers ------------------------------------------------------------------------
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = text;
-    return e;
-  }
+  // -- helpers of the review pages -------------------------------------------------------------
   // The SVG namespace, taken from an <svg> the HTML parser made (templates/review.html).
   const svgProto = document.getElementById("svg-proto");
   const SVG_NS = svgProto ? svgProto.content.firstElementChild.namespaceURI : null;
@@ -22,11 +16,6 @@
     for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
     return e;
   }
-  function fmtTime(t) {
-    if (t === null || t === undefined) return "-";
-    const d = new Date(t * 1000);
-    return d.toLocaleDateString("en-CA") + " " + d.toLocaleTimeString([], { hour12: false });
-  }
   function fmtShort(t) {  // time of day today, else month-day and time
     if (t === null || t === undefined) return "-";
     const d = new Date(t * 1000), now = new Date();
@@ -34,8 +23,6 @@
     if (d.toDateString() === now.toDateString()) return time;
     return String(d.getMonth() + 1).padStart(2, "0") + "-" + String(d.getDate()).padStart(2, "0") + " " + time.slice(0, 5);
   }
-  function fmtPct(v, digits) { return v === null || v === undefined ? "-" : (100 * v).toFixed(digits === undefined ? 1 : digits) + "%"; }
-  function fmtNum(v, digits) { return v === null || v === undefined ? "-" : Number(v).toFixed(digits === undefined ? 2 : digits); }
   function classColor(name) {
     let i = st.classes.indexOf(name);
     if (i < 0) { // a class outside the known list: a stable colour from its name
@@ -43,59 +30,6 @@
       for (const ch of String(name)) i = (i * 31 + ch.charCodeAt(0)) >>> 0;
     }
     return PALETTE[i % PALETTE.length];
-  }
-  let toastTimer = null;
-  function toast(msg, kind) {
-    const t = $("toast");
-    if (!t) return;
-    t.textContent = msg;
-    t.dataset.kind = kind || "info";
-    t.hidden = false;
-    clearTimeout(toastTimer);
-    toastTimer = setTimeout(() => { t.hidden = true; }, kind === "error" ? 7000 : 3500);
-  }
-  function errText(data, res) {
-    if (data && data.detail) {
-      if (typeof data.detail === "string") return data.detail;
-      if (Array.isArray(data.detail)) return data.detail.map((d) => (d.loc || []).slice(1).join(".") + ": " + d.msg).join("; ");
-    }
-    return res.status + " " + res.statusText;
-  }
-  async function api(method, url, body) {
-    const opt = { method, credentials: "same-origin", headers: {} };
-    if (method !== "GET") {
-      opt.headers["X-CSRF-Token"] = st.me ? st.me.csrf : "";
-      if (body !== undefined) {
-        opt.headers["Content-Type"] = "application/json";
-        opt.body = JSON.stringify(body);
-      }
-    }
-    const res = await fetch(url, opt);
-    let data = null;
-    try { data = await res.json(); } catch (e) { /* no JSON body */ }
-    if (res.status === 401) {
-      window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
-      throw new Error("login required");
-    }
-    if (!res.ok) {
-      const err = new Error(errText(data, res));
-      err.status = res.status;
-      throw err;
-    }
-    return data;
-  }
-  async function loadMe() {
-    const res = await fetch("/api/me", { credentials: "same-origin" });
-    if (!res.ok) { window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname)); return; }
-    st.me = await res.json();
-    $("user-name").textContent = st.me.username + " (" + st.me.role + ")";
-  }
-  const logout = $("logout");
-  if (logout) {
-    logout.addEventListener("click", async () => {
-      try { await api("POST", "/api/logout"); } catch (e) { /* gone anyway */ }
-      window.location.assign("/login?next=/review");
-    });
   }
   function toLocalInput(t) {
     if (t === null || t === undefined || t === "") return "";
@@ -190,13 +124,13 @@
       }
       a.addEventListener("click", () => rememberNav(it.image_id));
       const meta = el("div", "rv-tile-meta");
-      const row = el("div", "rv-row");
-      const badge = el("span", "rv-badge", it.outcome);
+      const row = el("div", "ui-row");
+      const badge = el("span", "ui-badge", it.outcome);
       badge.dataset.outcome = it.outcome;
-      row.append(badge, el("span", null, "part " + it.part_id), el("span", "rv-muted", it.camera_id));
-      if (it.max_score !== null) row.append(el("span", "rv-muted", "max " + fmtNum(it.max_score)));
+      row.append(badge, el("span", null, "part " + it.part_id), el("span", "ui-muted", it.camera_id));
+      if (it.max_score !== null) row.append(el("span", "ui-muted", "max " + fmtNum(it.max_score)));
       if (it.reviewed) {
-        const r = el("span", "rv-badge", it.verdict === "good" ? "\u2713 GOOD" : "\u2713 LABELED");
+        const r = el("span", "ui-badge", it.verdict === "good" ? "\u2713 GOOD" : "\u2713 LABELED");
         r.dataset.state = "reviewed";
         r.title = it.verdict === "good" ? "Reviewed: no defect" : "Reviewed: the boxes are right";
         row.append(r);
@@ -204,8 +138,8 @@
       row.append(el("span", "rv-tier", it.tier.replace("_", " ")));
       meta.append(row);
       meta.append(el("div", "rv-why", it.why));
-      meta.append(el("div", "rv-muted", it.n_labels ? it.n_labels + " box" + (it.n_labels > 1 ? "es" : "") + ": " + it.classes.join(", ") : "no boxes"));
-      meta.append(el("div", "rv-muted rv-small", fmtTime(it.t_wall)));
+      meta.append(el("div", "ui-muted", it.n_labels ? it.n_labels + " box" + (it.n_labels > 1 ? "es" : "") + ": " + it.classes.join(", ") : "no boxes"));
+      meta.append(el("div", "ui-muted ui-small", fmtTime(it.t_wall)));
       art.append(check, a, meta);
       return art;
     }
@@ -501,7 +435,7 @@
       const ul = $("label-list");
       const labs = labels();
       $("label-count").textContent = labs.length ? "(" + labs.length + ")" : "";
-      if (!labs.length) { ul.replaceChildren(el("li", "rv-empty-row", "No boxes: the image shows no defect" + (ed.detail.review ? "." : " (not reviewed yet).")) ); }
+      if (!labs.length) { ul.replaceChildren(el("li", "ui-empty-row", "No boxes: the image shows no defect" + (ed.detail.review ? "." : " (not reviewed yet).")) ); }
       else {
         ul.replaceChildren(...labs.map((lab) => {
           const li = el("li");
@@ -560,7 +494,7 @@
       }));
     }
     function row1(text, cols) {
-      const tr = el("tr", "rv-empty-row");
+      const tr = el("tr", "ui-empty-row");
       const td = el("td", null, text);
       td.colSpan = cols;
       tr.append(td);
@@ -890,7 +824,7 @@
         ["COCO + images", "/api/review/snapshots/" + s.id + "/coco?images=true", "coco-zip"],
       ];
       for (const [text, href, kind] of links) {
-        const a = el("a", "rv-btn rv-btn-small", text);
+        const a = el("a", "ui-btn ui-btn-small", text);
         a.href = href;
         a.setAttribute("download", "");
         a.dataset.export = kind;
@@ -903,7 +837,7 @@
       try { list = await api("GET", "/api/review/snapshots"); } catch (e) { toast("Cannot list snapshots: " + e.message, "error"); return; }
       const tb = $("snapshot-body");
       if (!list.length) {
-        const tr = el("tr", "rv-empty-row");
+        const tr = el("tr", "ui-empty-row");
         const td = el("td", null, "No snapshot yet: review some images, then create one.");
         td.colSpan = 9;
         tr.append(td);
@@ -961,7 +895,7 @@
       const btn = $("import-btn");
       xhr.open("POST", "/api/review/import?" + p);
       xhr.setRequestHeader("Content-Type", "application/zip");
-      xhr.setRequestHeader("X-CSRF-Token", st.me ? st.me.csrf : "");
+      xhr.setRequestHeader("X-CSRF-Token", window.UI.csrf());
       xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = e.loaded / e.total; };
       xhr.onload = () => {
         btn.disabled = false;
@@ -989,7 +923,10 @@
   }
 
   // -- start ----------------------------------------------------------------------------------
-  window.Review = { api, toast, el, fmtTime, fmtPct, fmtNum, classColor, PALETTE, ready: null, setClasses: (c) => { st.classes = c; } };
+  // stats.js draws with the class colours of these pages and starts once the login is known
   const init = { queue: initQueue, editor: initEditor, dataset: initDataset }[PAGE];
-  window.Review.ready = loadMe().then(() => { if (init) init(); });
+  window.Review = {
+    classColor, PALETTE, setClasses: (c) => { st.classes = c; },
+    ready: window.UI.startDesk().then((me) => { if (me && init) init(); return me; }),
+  };
 })();

@@ -1,8 +1,8 @@
 // Statistics page: charts drawn on <canvas> by this file (no library), with the same numbers in tables.
 "use strict";
 (function () {
-  const $ = (id) => document.getElementById(id);
-  const R = window.Review;
+  const { $, el, fmtPct, toast, api } = window.UI;
+  const R = window.Review;  // class colours shared with the review pages
   const OUTCOME_COLOR = { PASS: "#2ea04f", FAIL: "#e5484d", UNCERTAIN: "#f5b800", FAILSAFE: "#b061e0" };
   const FP_KINDS = [["confirmed", "Confirmed", "#2ea04f"], ["moved", "Moved", "#4aa3ff"], ["reclassified", "Reclassified", "#f5b800"],
     ["false_positives", "Deleted (false positive)", "#e5484d"]];
@@ -123,8 +123,8 @@
   }
   function legend(div, items) {
     div.replaceChildren(...items.map(([name, color]) => {
-      const s = R.el("span");
-      const i = R.el("i");
+      const s = el("span");
+      const i = el("i");
       i.style.background = color;
       s.append(i, document.createTextNode(name));
       return s;
@@ -133,21 +133,21 @@
   function cells(tr, values) {
     for (const v of values) {
       const numeric = typeof v === "number" || /^(-|[0-9.]+%)$/.test(String(v));
-      const td = R.el("td", numeric ? "num" : null, typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : v);
+      const td = el("td", numeric ? "num" : null, typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : v);
       tr.append(td);
     }
     return tr;
   }
   function fill(tbody, rows, cols) {
     if (!rows.length) {
-      const tr = R.el("tr", "rv-empty-row");
-      const td = R.el("td", null, "No data in this period");
+      const tr = el("tr", "ui-empty-row");
+      const td = el("td", null, "No data in this period");
       td.colSpan = cols;
       tr.append(td);
       tbody.replaceChildren(tr);
       return;
     }
-    tbody.replaceChildren(...rows.map((r) => cells(R.el("tr"), r)));
+    tbody.replaceChildren(...rows.map((r) => cells(el("tr"), r)));
   }
   function hourLabel(iso, bucket) {
     const d = new Date(iso);
@@ -167,9 +167,9 @@
     }));
     stackedBars($("c-defects"), buckets.map((b) => hourLabel(b, data.bucket)), series);
     legend($("l-defects"), series.map((s) => [s.name, s.color]));
-    const head = R.el("tr");
+    const head = el("tr");
     cells(head, [data.bucket === "day" ? "Day" : "Hour", ...classes, "Total"]);
-    head.querySelectorAll("td").forEach((td, i) => { td.replaceWith(R.el("th", i ? "num" : null, td.textContent)); });
+    head.querySelectorAll("td").forEach((td, i) => { td.replaceWith(el("th", i ? "num" : null, td.textContent)); });
     $("t-defects-head").replaceChildren(head);
     fill($("t-defects"), buckets.map((b, i) => [new Date(b).toLocaleString([], { hour12: false }), ...series.map((s) => s.values[i]),
       series.reduce((t, s) => t + s.values[i], 0)]), classes.length + 2);
@@ -178,7 +178,7 @@
     const src = $("pareto-source").value;
     const rows = src === "labels" ? data.pareto_labels : data.pareto_model;
     const canvas = $("c-pareto");
-    fill($("t-pareto"), rows.map((r) => [r.class_name, r.count, R.fmtPct(r.share), R.fmtPct(r.cumulative_share)]), 4);
+    fill($("t-pareto"), rows.map((r) => [r.class_name, r.count, fmtPct(r.share), fmtPct(r.cumulative_share)]), 4);
     if (!rows.length) { empty(canvas, src === "labels" ? "No reviewed labels in this period" : "No defects in this period"); return; }
     const series = rows.map((r, k) => ({ name: r.class_name, color: R.classColor(r.class_name), values: rows.map((_, i) => (i === k ? r.count : 0)) }));
     const drawn = stackedBars(canvas, rows.map((r) => r.class_name), series, { pct: true });
@@ -201,12 +201,12 @@
     const drawn = stackedBars(canvas, rows.map((r) => hourLabel(r.bucket, "hour")), series, { pct: true });
     if (drawn) line(drawn.ctx, drawn.box, drawn.slot, rows.map((r) => r.yield), "#e8ecf1", 1);
     legend($("l-yield-hour"), [...series.map((x) => [x.name.toLowerCase() + " parts", x.color]), ["yield (right axis)", "#e8ecf1"]]);
-    fill($("t-yield-hour"), rows.map((r) => [new Date(r.bucket).toLocaleString([], { hour12: false }), r.total, r.PASS, r.FAIL, r.UNCERTAIN, r.FAILSAFE, R.fmtPct(r.yield)]), 7);
+    fill($("t-yield-hour"), rows.map((r) => [new Date(r.bucket).toLocaleString([], { hour12: false }), r.total, r.PASS, r.FAIL, r.UNCERTAIN, r.FAILSAFE, fmtPct(r.yield)]), 7);
   }
   function drawYieldShift() {
     const rows = data.yield_by_shift;
     const canvas = $("c-yield-shift");
-    fill($("t-yield-shift"), rows.map((r) => [r.date, r.shift, r.total, r.PASS, r.FAIL, r.UNCERTAIN, r.FAILSAFE, R.fmtPct(r.yield)]), 8);
+    fill($("t-yield-shift"), rows.map((r) => [r.date, r.shift, r.total, r.PASS, r.FAIL, r.UNCERTAIN, r.FAILSAFE, fmtPct(r.yield)]), 8);
     delete canvas.dataset.empty;
     if (!rows.length) { empty(canvas); return; }
     const { ctx, w, h } = setup(canvas);
@@ -233,8 +233,8 @@
     const classes = Object.keys(fp.by_class);
     const canvas = $("c-fp");
     legend($("l-fp"), FP_KINDS.map((k) => [k[1], k[2]]));
-    const rows = classes.map((c) => { const v = fp.by_class[c]; return [c, v.reviewed, v.confirmed, v.moved, v.reclassified, v.false_positives, R.fmtPct(v.rate)]; });
-    if (classes.length) rows.push(["all classes", fp.reviewed, fp.confirmed, fp.moved, fp.reclassified, fp.false_positives, R.fmtPct(fp.rate)]);
+    const rows = classes.map((c) => { const v = fp.by_class[c]; return [c, v.reviewed, v.confirmed, v.moved, v.reclassified, v.false_positives, fmtPct(v.rate)]; });
+    if (classes.length) rows.push(["all classes", fp.reviewed, fp.confirmed, fp.moved, fp.reclassified, fp.false_positives, fmtPct(fp.rate)]);
     fill($("t-fp"), rows, 7);
     delete canvas.dataset.empty;
     canvas.style.height = Math.max(120, 24 + 44 * classes.length) + "px";  // one bar per class
@@ -264,22 +264,22 @@
       }
       ctx.fillStyle = TEXT;
       ctx.textAlign = "left";
-      ctx.fillText(R.fmtPct(v.rate, 0) + " FP", w - right + 6, y + rowH / 2);
+      ctx.fillText(fmtPct(v.rate, 0) + " FP", w - right + 6, y + rowH / 2);
     });
     ctx.textBaseline = "alphabetic";
   }
   function drawKpis() {
     const hours = data.yield_by_hour;
     const total = hours.reduce((s, r) => s + r.total, 0), pass = hours.reduce((s, r) => s + r.PASS, 0);
-    $("k-yield").textContent = total ? R.fmtPct(pass / total) : "-";
+    $("k-yield").textContent = total ? fmtPct(pass / total) : "-";
     $("k-parts").textContent = total + " parts";
     const fp = data.false_positives;
-    $("k-fp").textContent = R.fmtPct(fp.rate);
+    $("k-fp").textContent = fmtPct(fp.rate);
     $("k-fp-n").textContent = fp.false_positives + " of " + fp.reviewed + " reviewed model boxes deleted";
     $("k-missed").textContent = fp.missed;
     const top = data.pareto_model[0];
     $("k-top").textContent = top ? top.class_name : "-";
-    $("k-top-share").textContent = top ? R.fmtPct(top.share) + " of " + data.pareto_model.reduce((s, r) => s + r.count, 0) + " detections" : "";
+    $("k-top-share").textContent = top ? fmtPct(top.share) + " of " + data.pareto_model.reduce((s, r) => s + r.count, 0) + " detections" : "";
   }
   function drawAll() {
     if (!data) return;
@@ -300,9 +300,9 @@
       if (tz && /^[A-Za-z0-9_+\-/]+$/.test(tz)) p.set("tz", tz);
     } catch (e) { /* the station's zone then */ }
     try {
-      data = await R.api("GET", "/api/review/stats?" + p);
+      data = await api("GET", "/api/review/stats?" + p);
     } catch (e) {
-      R.toast("Cannot load the statistics: " + e.message, "error");
+      toast("Cannot load the statistics: " + e.message, "error");
       return;
     }
     drawAll();
@@ -316,8 +316,9 @@
   $("pareto-source").addEventListener("change", drawPareto);
   let resizeTimer = null;
   window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(drawAll, 150); });
-  R.ready.then(async () => {
-    try { R.setClasses((await R.api("GET", "/api/review/facets")).classes); } catch (e) { /* colours from names then */ }
+  R.ready.then(async (me) => {
+    if (!me) return;
+    try { R.setClasses((await api("GET", "/api/review/facets")).classes); } catch (e) { /* colours from names then */ }
     load();
   });
 })();
