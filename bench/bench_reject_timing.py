@@ -162,7 +162,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0, help="run time per row")
     ap.add_argument("--quick", action="store_true", help="8 s per row")
+    ap.add_argument("--rows", default="idle,load,load nice,load boost,load modbus", help="which rows, comma separated")
     args = ap.parse_args()
+    wanted = {r.strip() for r in args.rows.split(",")}
     seconds = 8.0 if args.quick else args.seconds
     logging.basicConfig(level=logging.ERROR)
     rt_ok = True
@@ -178,12 +180,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         try:
-            rows.append(("idle", run(seconds, False, 10, None, tmp)))
-            rows.append(("load", run(seconds, True, 10, None, tmp)))
-            rows.append(("load nice", run(seconds, True, 0, None, tmp)))
-            rows.append(("load boost", run(seconds, True, 10, None, tmp, boost=1)))
-            modbus = {"type": "modbus", "port": port, "timeout_ms": 50}
-            rows.append(("load modbus", run(seconds, True, 10, modbus, tmp)))
+            plan = {
+                "idle": lambda: run(seconds, False, 10, None, tmp),
+                "load": lambda: run(seconds, True, 10, None, tmp),
+                "load nice": lambda: run(seconds, True, 0, None, tmp),
+                "load boost": lambda: run(seconds, True, 10, None, tmp, boost=1),
+                "load modbus": lambda: run(seconds, True, 10, {"type": "modbus", "port": port, "timeout_ms": 50}, tmp),
+            }
+            unknown = wanted - plan.keys()
+            if unknown:
+                raise SystemExit(f"--rows: unknown {sorted(unknown)}; choose from {list(plan)}")
+            rows = [(name, fn()) for name, fn in plan.items() if name in wanted]
         finally:
             plc.kill()
     print(f"{'row':<12} {'parts':>6} {'cpu':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'min ms':>8} {'p99/target':>11} {'errors':>7}")

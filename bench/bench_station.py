@@ -90,7 +90,7 @@ def run_at(rate: float, seconds: float, cam: dict, learn: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--rates", default="10,20,40,60,80")
+    ap.add_argument("--rates", default="10,40,80,120,160")
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=800)
     ap.add_argument("--learn", type=int, default=10)
