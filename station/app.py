@@ -176,10 +176,11 @@ class Station:
         for t in self.line.threads:
             set_realtime(self.cfg.pipeline.realtime_priority, f"thread {t.name}", t.native_id)
         self.plant.start()
-        self.trigger_source.start()
-        # Move everything built so far out of the collector's view: fewer, shorter GC pauses.
+        # Move everything built so far out of the collector's view, before the first part: a full
+        # collection of a large heap holds the GIL for tens of ms, which no reject edge can wait for.
         gc.collect()
         gc.freeze()
+        self.trigger_source.start()
         self._started = True
         self.alarms.report("station", "ok", "running")
         log.info("station %s running (config %s, model %s)", self.cfg.name, self.config_hash, self.inspector.model_id)
