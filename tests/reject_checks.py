@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import pytest
+
 from station.actuate.scheduler import FiredReject
+
+# Millisecond edge timing asserted on a shared 2-vCPU VM, from a pytest process that also loads
+# torch: a stall of the whole VM or process (hypervisor steal, a C library holding the GIL) can
+# make one edge late although the station did nothing wrong. Such a test runs again once, in full,
+# with the same tolerance; the rerun is shown in the pytest summary. A late edge in both runs fails.
+realtime_rerun = pytest.mark.flaky(reruns=1, reruns_delay=2, only_rerun=["AssertionError"])
 
 
 def expected_rising_edges(fired: Iterable[FiredReject], pulse_ms: float) -> list[int]:

@@ -10,7 +10,7 @@ import cv2
 
 from station.app import Station
 from tests.fixtures_plant import Results
-from tests.reject_checks import expected_rising_edges
+from tests.reject_checks import expected_rising_edges, realtime_rerun
 from station.inspect.base import INSPECTORS, InspectorError
 from station.types import Detections, Frame, Outcome, PartResult
 
@@ -58,6 +58,7 @@ def assert_rejects_match(station: Station, results: list[PartResult], tolerance_
         assert abs(t - expect) / 1e6 <= 1.0
 
 
+@realtime_rerun
 def test_synthetic_line_reconciles_and_rejects_on_time(make_config):
     n = 300
     cfg = make_config(trigger={"type": "timer", "parts_per_minute": 1800})

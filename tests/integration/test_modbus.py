@@ -16,6 +16,7 @@ from station.app import Station
 from station.plc import registers as R
 from station.types import Outcome
 from tests.fixtures_plant import PlcProgram, PlcSim, Results, plc, wait_for, wait_parts  # noqa: F401 - plc is a fixture
+from tests.reject_checks import realtime_rerun
 
 CODE = {Outcome.PASS: 1, Outcome.FAIL: 2, Outcome.UNCERTAIN: 3, Outcome.FAILSAFE: 4}
 FAST = {"timeout_ms": 100, "reconnect_min_s": 0.1, "reconnect_max_s": 0.4}
@@ -42,6 +43,7 @@ class CoilSampler:
         return sum(1 for (_, a), (_, b) in zip(self.samples, self.samples[1:]) if b and not a)
 
 
+@realtime_rerun
 def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc):
     cfg = make_config(
         reject={"travel_ms": 300, "safety_margin_ms": 100, "pulse_ms": 20, "output": {"type": "modbus", "port": plc.port, **FAST}},
