@@ -181,6 +181,10 @@ class Station:
         gc.collect()
         gc.freeze()
         self.trigger_source.start()
+        # The trigger thread takes the scheduler's lock for every part (deadline registration): at
+        # normal priority it can be preempted holding it while real-time threads fill the cores.
+        for t in self.trigger_source.threads:
+            set_realtime(self.cfg.pipeline.realtime_priority, f"thread {t.name}", t.native_id)
         self._started = True
         self.alarms.report("station", "ok", "running")
         log.info("station %s running (config %s, model %s)", self.cfg.name, self.config_hash, self.inspector.model_id)

@@ -97,6 +97,11 @@ class CameraTrigger:
                 break
         self.done.set()
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The thread that turns frames into parts, once started."""
+        return [self._thread] if self._thread is not None else []
+
     def stop(self) -> None:
         """Stop waiting for frames (the frame being waited for, if any, is not turned into a part)."""
         self._stop.set()

@@ -24,6 +24,11 @@ class TriggerSource(Protocol):
     def stop(self) -> None:
         """Stop producing triggers."""
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The threads that call ``fire`` (the station gives them the line's real-time priority)."""
+        ...
+
 
 class TimerTrigger:
     """A part every ``60 / parts_per_minute`` s on an absolute schedule (no drift)."""
@@ -59,6 +64,11 @@ class TimerTrigger:
                 next_t = now + self.period_ns
         self.done.set()
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The timer thread, once started."""
+        return [self._thread] if self._thread is not None else []
+
     def stop(self) -> None:
         """Stop the timer thread."""
         self._stop.set()
@@ -75,6 +85,11 @@ class SoftwareTrigger:
 
     def start(self) -> None:
         """Nothing to start."""
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """None: ``fire`` runs in the caller's thread."""
+        return []
 
     def stop(self) -> None:
         """Nothing to stop."""
