@@ -104,9 +104,11 @@ class RejectScheduler:
     def stop(self, drain_s: float = 0.0) -> None:
         """Stop; with ``drain_s`` first wait that long for pending parts and pulses."""
         end = time.monotonic() + drain_s
+        # Poll without the lock: a normal-priority caller holding it could be preempted and make
+        # the real-time thread wait for it (priority inversion) while the last pulses fire.
+        while self._heap and time.monotonic() < end:
+            time.sleep(0.02)
         with self._cond:
-            while self._heap and time.monotonic() < end:
-                self._cond.wait(0.05)
             self._stop = True
             self._cond.notify_all()
         if self._thread:
@@ -150,15 +152,18 @@ class RejectScheduler:
 
     @property
     def in_flight(self) -> int:
-        """Parts registered without a verdict yet."""
-        with self._cond:
-            return len(self._inflight)
+        """Parts registered without a verdict yet (lock-free read, see :meth:`pending_rejects`)."""
+        return len(self._inflight)
 
     @property
     def pending_rejects(self) -> int:
-        """Rejects scheduled that have not fired yet."""
-        with self._cond:
-            return len(self._fire_at)
+        """Rejects scheduled that have not fired yet.
+
+        Read without the lock (one ``len`` is atomic under the GIL): pollers such as metrics and
+        reconciliation run at normal priority and must never hold the lock the real-time thread
+        needs to fire.
+        """
+        return len(self._fire_at)
 
     # -- internals ----------------------------------------------------------
     def _push(self, t_ns: int, kind: int, part_id: int) -> None:
