@@ -173,8 +173,7 @@ class Station:
         for cam in self.cameras:
             cam.open()
         self.line.start()
-        for t in self.line.threads:
-            set_realtime(self.cfg.pipeline.realtime_priority, f"thread {t.name}", t.native_id)
+        self._make_realtime(self.line.threads)
         self.plant.start()
         # Move everything built so far out of the collector's view, before the first part: a full
         # collection of a large heap holds the GIL for tens of ms, which no reject edge can wait for.
@@ -183,11 +182,15 @@ class Station:
         self.trigger_source.start()
         # The trigger thread takes the scheduler's lock for every part (deadline registration): at
         # normal priority it can be preempted holding it while real-time threads fill the cores.
-        for t in self.trigger_source.threads:
-            set_realtime(self.cfg.pipeline.realtime_priority, f"thread {t.name}", t.native_id)
+        self._make_realtime(self.trigger_source.threads)
         self._started = True
         self.alarms.report("station", "ok", "running")
         log.info("station %s running (config %s, model %s)", self.cfg.name, self.config_hash, self.inspector.model_id)
+
+    def _make_realtime(self, threads: list[threading.Thread]) -> None:
+        """Give started decision-path threads the line's real-time priority (``pipeline.realtime_priority``)."""
+        for t in threads:
+            set_realtime(self.cfg.pipeline.realtime_priority, f"thread {t.name}", t.native_id)
 
     def stop(self, drain_s: float | None = None) -> None:
         """Stop in reverse order; parts in flight get their verdicts and pulses first."""

@@ -15,16 +15,24 @@ from station.actuate.scheduler import FiredReject
 realtime_rerun = pytest.mark.flaky(reruns=1, reruns_delay=2, only_rerun=["AssertionError"])
 
 
-def expected_rising_edges(fired: Iterable[FiredReject], pulse_ms: float) -> list[int]:
-    """Actual times of the rejects that start a new pulse.
+def pulse_groups(fired: Iterable[FiredReject], pulse_ms: float) -> list[list[FiredReject]]:
+    """The fired rejects grouped by the pulse they share, in firing order.
 
-    Parts closer together than the pulse width share one pulse: the line stays
-    high until the last release, so only the first of them makes a rising edge.
+    The line is high from a fire until the last release (scheduled + pulse) of the parts
+    fired meanwhile: a part fired after that release starts a new pulse, whatever its schedule.
     """
     pulse_ns = int(pulse_ms * 1e6)
-    rises, high_until = [], 0
+    groups: list[list[FiredReject]] = []
+    high_until = 0
     for f in sorted(fired, key=lambda f: f.actual_ns):
-        if f.actual_ns > high_until:
-            rises.append(f.actual_ns)
+        if groups and f.actual_ns <= high_until:
+            groups[-1].append(f)
+        else:
+            groups.append([f])
         high_until = max(high_until, f.scheduled_ns + pulse_ns)
-    return rises
+    return groups
+
+
+def expected_rising_edges(fired: Iterable[FiredReject], pulse_ms: float) -> list[int]:
+    """Actual times of the rejects that start a new pulse (the first of each of :func:`pulse_groups`)."""
+    return [g[0].actual_ns for g in pulse_groups(fired, pulse_ms)]

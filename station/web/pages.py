@@ -48,13 +48,18 @@ def _template(name: str) -> str:
     return _HOLE.sub(lambda h: blocks.get(h.group(1), h.group(0)), layout)
 
 
+@lru_cache(maxsize=32)
+def _page(name: str) -> str:
+    """The template ready to fill: layouts joined, holes no block filled removed."""
+    return _HOLE.sub("", _template(name))
+
+
 def render(name: str, status_code: int = 200, **values: str) -> HTMLResponse:
     """The template ``name`` with every ``{{key}}`` replaced by ``html.escape(values[key])``.
 
     A slot without a value is an error (KeyError), so a typo cannot ship.
     """
-    text = _HOLE.sub("", _template(name))
-    text = _SLOT.sub(lambda m: html.escape(str(values[m.group(1)]), quote=True), text)
+    text = _SLOT.sub(lambda m: html.escape(str(values[m.group(1)]), quote=True), _page(name))
     return HTMLResponse(text, status_code=status_code)
 
 

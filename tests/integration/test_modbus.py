@@ -16,7 +16,7 @@ from station.app import Station
 from station.plc import registers as R
 from station.types import Outcome
 from tests.fixtures_plant import PlcProgram, PlcSim, Results, plc, wait_for, wait_parts  # noqa: F401 - plc is a fixture
-from tests.reject_checks import realtime_rerun
+from tests.reject_checks import pulse_groups, realtime_rerun
 
 CODE = {Outcome.PASS: 1, Outcome.FAIL: 2, Outcome.UNCERTAIN: 3, Outcome.FAILSAFE: 4}
 FAST = {"timeout_ms": 100, "reconnect_min_s": 0.1, "reconnect_max_s": 0.4}
@@ -68,17 +68,7 @@ def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc):
     rises = [w.t_ns for w in writes if w.values == (1,)]
     falls = [w.t_ns for w in writes if w.values == (0,)]
     # Pulses of parts closer than pulse_ms (trigger jitter under load) merge into one: the coil stays on.
-    pulse_ns = int(cfg.reject.pulse_ms * 1e6)
-    # The line is high from a fire until the last release (scheduled + pulse) of the parts fired
-    # meanwhile: a part fired after that release starts a new pulse, whatever its schedule.
-    groups: list[list] = []
-    high_until = 0
-    for f in sorted(fired, key=lambda f: f.actual_ns):
-        if groups and f.actual_ns <= high_until:
-            groups[-1].append(f)
-        else:
-            groups.append([f])
-        high_until = max(high_until, f.scheduled_ns + pulse_ns)
+    groups = pulse_groups(fired, cfg.reject.pulse_ms)
     assert len(rises) == len(groups), "one FC5 write of 1 per reject pulse"
     for g, rise in zip(groups, rises):
         late_ms = (rise - g[0].scheduled_ns) / 1e6
