@@ -16,7 +16,7 @@ from station.app import Station
 from station.plc import registers as R
 from station.types import Outcome
 from tests.fixtures_plant import PlcProgram, PlcSim, Results, plc, wait_for, wait_parts  # noqa: F401 - plc is a fixture
-from tests.reject_checks import pulse_groups, realtime_rerun
+from tests.reject_checks import check_edge_times, pulse_groups, realtime_rerun
 
 CODE = {Outcome.PASS: 1, Outcome.FAIL: 2, Outcome.UNCERTAIN: 3, Outcome.FAILSAFE: 4}
 FAST = {"timeout_ms": 100, "reconnect_min_s": 0.1, "reconnect_max_s": 0.4}
@@ -44,7 +44,7 @@ class CoilSampler:
 
 
 @realtime_rerun
-def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc):
+def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc, host_stalls):
     cfg = make_config(
         reject={"travel_ms": 300, "safety_margin_ms": 100, "pulse_ms": 20, "output": {"type": "modbus", "port": plc.port, **FAST}},
         trigger={"type": "timer", "parts_per_minute": 1200},
@@ -70,13 +70,14 @@ def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc):
     # Pulses of parts closer than pulse_ms (trigger jitter under load) merge into one: the coil stays on.
     groups = pulse_groups(fired, cfg.reject.pulse_ms)
     assert len(rises) == len(groups), "one FC5 write of 1 per reject pulse"
+    sets, releases = [], []
     for g, rise in zip(groups, rises):
-        late_ms = (rise - g[0].scheduled_ns) / 1e6
-        assert 0 <= late_ms <= 15, f"part {g[0].part_id}: coil set {late_ms:.2f} ms after its schedule"
+        sets.append((f"part {g[0].part_id}: coil set", g[0].scheduled_ns, rise))
+        # the coil drops again after pulse_ms (after the group's last part)
         fall = next(t for t in falls if t > rise)
-        held_ms = (fall - rise) / 1e6
-        expect_ms = (g[-1].scheduled_ns - g[0].scheduled_ns) / 1e6 + cfg.reject.pulse_ms
-        assert expect_ms - 10 <= held_ms <= expect_ms + 15, f"the coil drops again after pulse_ms ({held_ms:.1f} ms held)"
+        releases.append((f"part {g[-1].part_id}: coil release", rise + g[-1].scheduled_ns - g[0].scheduled_ns + int(cfg.reject.pulse_ms * 1e6), fall))
+    check_edge_times(sets, 0, 15, host_stalls)
+    check_edge_times(releases, 10, 15, host_stalls)
     assert n_pulses_seen == len(groups), "a PLC scanning its memory sees every pulse"
     assert plc.bit("coil", R.REJECT.address) is False
     assert station.scheduler.output_errors == 0
@@ -255,7 +256,7 @@ def test_refused_address_is_an_output_error_not_a_disconnect(plc, bad):
         out.close()
 
 
-def test_station_in_encoder_mode_rejects_at_the_count(make_config):
+def test_station_in_encoder_mode_rejects_at_the_count(make_config, host_stalls):
     """A whole station with reject timing by encoder: the belt speed varies 3:1 during the run."""
     from tests.fixtures_plant import BeltProcess
 
@@ -281,13 +282,18 @@ def test_station_in_encoder_mode_rejects_at_the_count(make_config):
     fired = {f.part_id: f for f in station.scheduler.fired}
     assert set(fired) == set(rejecting) and station.scheduler.time_fallbacks == 0
     targets = {pid: target for pid, target, _ in station.scheduler.tracker.fired_log}
-    travel = []
+    travel, arrivals, readable = [], [], []
     for pid, f in fired.items():
         trig = rejecting[pid].trigger
         target = targets[pid]
         assert abs(target - 9000 - belt.register_at(trig.t_trigger_ns)) <= 200, f"part {pid}: count at trigger off"
-        err_ms = (f.actual_ns - belt.register_crossing_ns(target)) / 1e6
-        assert -4 <= err_ms <= 15, f"part {pid}: reject {err_ms:+.1f} ms from its count"
+        # Never before the part is at the ejector (the belt's true count, which the station predicts
+        # between polls), and soon after the PLC's register showed it (what the station can know:
+        # the register lags the belt when the PLC process is held up).
+        arrivals.append((f"part {pid}: reject vs belt", belt.crossing_ns(target), f.actual_ns))
+        readable.append((f"part {pid}: reject vs register", belt.register_crossing_ns(target), f.actual_ns))
         travel.append((belt.register_crossing_ns(target) - trig.t_trigger_ns) / 1e6)
+    check_edge_times(arrivals, 4, float("inf"), None)
+    check_edge_times(readable, float("inf"), 15, host_stalls)
     assert max(travel) - min(travel) > 60, f"travel time followed the belt speed: {sorted(travel)}"
     assert station.reconcile() == []
