@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Iterable
 
@@ -14,7 +15,8 @@ from tests.host_stalls import HostStallProbe
 # torch. A late edge is excused only when the host stall probe saw the host itself stalled around
 # it (see check_edge_times); a late edge without such a stall fails the test, which then runs again
 # once, in full, with the same tolerance (the rerun is shown in the pytest summary).
-realtime_rerun = pytest.mark.flaky(reruns=int(__import__("os").environ.get("RT_RERUNS", "1")), reruns_delay=2, only_rerun=["AssertionError"])
+# RT_RERUNS=0 turns the rerun off, to see every late edge while investigating.
+realtime_rerun = pytest.mark.flaky(reruns=int(os.environ.get("RT_RERUNS", "1")), reruns_delay=2, only_rerun=["AssertionError"])
 
 
 def pulse_groups(fired: Iterable[FiredReject], pulse_ms: float) -> list[list[FiredReject]]:
