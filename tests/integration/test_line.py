@@ -111,6 +111,7 @@ class FaultyInspector:
         self.inner.close()
 
 
+@realtime_rerun
 def test_inspector_errors_and_deadline_misses_are_failsafe(make_config, host_stalls):
     n = 60
     cfg = make_config(trigger={"type": "timer", "parts_per_minute": 600}, reject={"travel_ms": 300, "safety_margin_ms": 100, "pulse_ms": 20})
@@ -159,6 +160,7 @@ def test_grab_failure_is_failsafe_and_line_continues(make_config, tmp_path: Path
     assert station.reconcile() == []
 
 
+@realtime_rerun
 def test_stalled_database_does_not_stop_the_line(make_config, host_stalls):
     n = 120
     cfg = make_config(trigger={"type": "timer", "parts_per_minute": 1800})

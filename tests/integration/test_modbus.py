@@ -256,6 +256,7 @@ def test_refused_address_is_an_output_error_not_a_disconnect(plc, bad):
         out.close()
 
 
+@realtime_rerun
 def test_station_in_encoder_mode_rejects_at_the_count(make_config, host_stalls):
     """A whole station with reject timing by encoder: the belt speed varies 3:1 during the run."""
     from tests.fixtures_plant import BeltProcess

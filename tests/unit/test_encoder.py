@@ -13,7 +13,7 @@ from station.counters import Counters
 from station.decide import Decider
 from station.types import Outcome, PartResult, Trigger, Verdict
 from tests.fixtures_plant import Belt, BeltProcess, PlcSim, plc, wait_for  # noqa: F401 - plc is a fixture
-from tests.reject_checks import check_edge_times
+from tests.reject_checks import check_edge_times, realtime_rerun
 
 
 def test_unwrapper_32_bit_wraps_and_steps_back():
@@ -62,6 +62,7 @@ class Harness:
         return [e.t_ns for e in self.out.edges("reject") if e.value]
 
 
+@realtime_rerun
 def test_rejects_fire_at_their_count_while_the_belt_speed_varies(host_stalls):
     belt = BeltProcess()  # PLC + encoder in their own process, like PLC hardware
     h = Harness(belt)

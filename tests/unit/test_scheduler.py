@@ -13,7 +13,7 @@ from station.config import CalibrationConfig, RejectConfig, RulesConfig, Simulat
 from station.counters import Counters, reconcile
 from station.decide import Decider
 from station.types import Outcome, PartResult, Trigger, Verdict
-from tests.reject_checks import check_edge_times
+from tests.reject_checks import check_edge_times, realtime_rerun
 
 
 class Harness:
@@ -54,6 +54,7 @@ def rising_edges(out: SimulatedOutput) -> list[int]:
     return [e.t_ns for e in out.edges("reject") if e.value]
 
 
+@realtime_rerun
 def test_fail_fires_at_travel_time_and_pass_does_not(host_stalls):
     h = Harness()
     t1, t2 = h.trigger(1), h.trigger(2)
@@ -90,6 +91,7 @@ def test_uncertain_action(reject_uncertain, expected):
     assert len(rising_edges(h.out)) == expected
 
 
+@realtime_rerun
 def test_overlapping_pulses_keep_line_high_until_last_release(host_stalls):
     h = Harness(travel_ms=100, margin_ms=50, pulse_ms=60)
     t1 = h.trigger(1)
@@ -104,6 +106,7 @@ def test_overlapping_pulses_keep_line_high_until_last_release(host_stalls):
     assert h.counters.snapshot().rejects_fired == 2
 
 
+@realtime_rerun
 def test_many_parts_reconcile(host_stalls):
     h = Harness(travel_ms=60, margin_ms=20, pulse_ms=5)
     outcomes = [Outcome.PASS, Outcome.FAIL, Outcome.UNCERTAIN, None] * 25
