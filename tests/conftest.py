@@ -14,3 +14,21 @@ def host_stalls() -> Iterator[HostStallProbe]:
     """A :class:`~tests.host_stalls.HostStallProbe` running for the test: edge-timing checks excuse host stalls only."""
     with HostStallProbe() as probe:
         yield probe
+
+
+_reruns: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep why a test was rerun (pytest-rerunfailures shows only that it was)."""
+    if report.outcome == "rerun":
+        lines = [line for line in report.longreprtext.splitlines() if line.startswith("E ")]
+        _reruns.append((report.nodeid, "\n".join(lines[:6]) or report.longreprtext[-500:]))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print why each rerun test failed its first run."""
+    if _reruns:
+        terminalreporter.section("why tests were rerun")
+        for nodeid, why in _reruns:
+            terminalreporter.write_line(f"{nodeid}\n{why}")
