@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
+from station.rt import set_realtime
+
 if TYPE_CHECKING:
     from pymodbus.server import ModbusTcpServer
     from pymodbus.simulator import SimDevice
@@ -105,6 +107,8 @@ class PlcSim:
 
         self._thread = threading.Thread(target=run, name=f"plc-sim-{self.port}", daemon=True)
         self._thread.start()
+        # A PLC has its own CPU: here its thread must not wait behind the station's real-time threads.
+        set_realtime(20, "PLC simulator", self._thread.native_id)
         ready.wait(5)
         if errors:
             raise errors[0]

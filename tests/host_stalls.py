@@ -85,13 +85,17 @@ class HostStallProbe:
         return list(self._stalls)
 
     def stalled_ms(self, start_ns: int, end_ns: int) -> float:
-        """The longest time one CPU spent stalled within ``[start_ns, end_ns]``, in ms."""
-        per_cpu: dict[int, int] = {}
-        for s in self.stalls():
-            overlap = min(s.end_ns, end_ns) - max(s.start_ns, start_ns)
-            if overlap > 0:
-                per_cpu[s.cpu] = per_cpu.get(s.cpu, 0) + overlap
-        return max(per_cpu.values(), default=0) / 1e6
+        """How long, within ``[start_ns, end_ns]``, at least one CPU was stalled, in ms.
+
+        Any CPU counts: a thread waits as well for the GIL held by a thread on a stalled CPU.
+        """
+        total, reach = 0, start_ns
+        for a, b in sorted((max(s.start_ns, start_ns), min(s.end_ns, end_ns)) for s in self.stalls()):
+            a = max(a, reach)
+            if b > a:
+                total += b - a
+                reach = b
+        return total / 1e6
 
     def close(self) -> None:
         """Stop the probes."""
