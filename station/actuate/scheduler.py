@@ -104,13 +104,19 @@ class RejectScheduler:
     def stop(self, drain_s: float = 0.0) -> None:
         """Stop; with ``drain_s`` first wait that long for pending parts and pulses."""
         end = time.monotonic() + drain_s
-        # Poll without the lock: a normal-priority caller holding it could be preempted and make
-        # the real-time thread wait for it (priority inversion) while the last pulses fire.
-        while self._heap and time.monotonic() < end:
-            time.sleep(0.02)
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
+        while True:
+            # Poll without the lock: a normal-priority caller holding it could be preempted and make
+            # the real-time thread wait for it (priority inversion) while the last pulses fire.
+            while self._heap and time.monotonic() < end:
+                time.sleep(0.02)
+            with self._cond:
+                # The heap looks empty for a moment while the thread fires the last reject (its
+                # release is pushed after the output write): only under the lock is it really empty.
+                if self._heap and time.monotonic() < end:
+                    continue
+                self._stop = True
+                self._cond.notify_all()
+                break
         if self._thread:
             self._thread.join(timeout=5)
         try:

@@ -17,9 +17,9 @@ from tests.reject_checks import check_edge_times, realtime_rerun
 
 
 class Harness:
-    def __init__(self, travel_ms=120.0, margin_ms=40.0, pulse_ms=20.0, reject_uncertain=True):
+    def __init__(self, travel_ms=120.0, margin_ms=40.0, pulse_ms=20.0, reject_uncertain=True, out=None):
         self.cfg = RejectConfig(travel_ms=travel_ms, safety_margin_ms=margin_ms, pulse_ms=pulse_ms)
-        self.out = SimulatedOutput(SimulatedOutputConfig())
+        self.out = out or SimulatedOutput(SimulatedOutputConfig())
         self.decider = Decider(RulesConfig(), CalibrationConfig(), "cfg")
         self.counters = Counters()
         self.final: list[PartResult] = []
@@ -124,3 +124,25 @@ def test_many_parts_reconcile(host_stalls):
     assert snap.FAILSAFE == 25 and snap.PASS == 25 and snap.FAIL == 25 and snap.UNCERTAIN == 25
     assert snap.rejects_fired == 75
     check_edge_times(((f"part {f.part_id}", f.scheduled_ns, f.actual_ns) for f in h.sched.fired), 5, 5, host_stalls)
+
+
+class SlowOutput(SimulatedOutput):
+    """An output whose every write takes 30 ms, like a slow PLC link (the edge lands when it returns)."""
+
+    def set(self, line: str, value: bool) -> None:
+        time.sleep(0.03)  # the write's round trip, simulated
+        super().set(line, value)
+
+
+def test_stop_right_after_the_last_fire_still_holds_its_whole_pulse():
+    """While the last reject's slow write runs, the scheduler's heap is briefly empty: stop must not take that as drained."""
+    for _ in range(5):  # the window is 30 ms of each run; five runs leave a broken drain no chance
+        h = Harness(travel_ms=120, margin_ms=40, pulse_ms=100, out=SlowOutput(SimulatedOutputConfig()))
+        t = h.trigger(1)
+        h.verdict(t, Outcome.FAIL)
+        time.sleep(0.125)  # test pacing: stop while the fire's write is in progress
+        h.finish()
+        edges = h.out.edges("reject")
+        assert [e.value for e in edges] == [True, False]
+        held_ms = (edges[1].t_ns - edges[0].t_ns) / 1e6
+        assert held_ms >= 95, f"the pulse was cut to {held_ms:.1f} ms by stop()"
