@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Iterator
 
@@ -16,8 +17,16 @@ def host_stalls() -> Iterator[HostStallProbe]:
     # Flush what is waiting to be written (a CI machine has just installed a virtualenv of several
     # GB, the previous test wrote images and databases) before a timed run, not during it.
     os.sync()
-    with HostStallProbe() as probe:
-        yield probe
+    # As Station.start() does: out of the collector's view before the timed run. An automatic full
+    # collection of a test process's heap (pytest, torch, ultralytics loaded) holds the GIL for
+    # 50-250 ms, in whichever thread allocates, and the reject thread waits for it.
+    gc.collect()
+    gc.freeze()
+    try:
+        with HostStallProbe() as probe:
+            yield probe
+    finally:
+        gc.unfreeze()
 
 
 _reruns: list[tuple[str, str]] = []
