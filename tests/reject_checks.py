@@ -15,8 +15,9 @@ from tests.host_stalls import HostStallProbe
 # torch. A late edge is excused only when the host stall probe saw the host itself stalled around
 # it (see check_edge_times). A late edge without such a stall fails the attempt; the test then runs
 # again, in full, with the same tolerance, at most twice (each rerun and why is shown in the pytest
-# summary). Fresh-clone CI runs showed attempts late by 14-100 ms more than the host stalled and
-# reruns on time; the likely cause is GIL priority inversion (docs/architecture.md).
+# summary). Attempts late by more than the host stalled came from the test process's own garbage
+# collector (the host_stalls fixture now freezes the heap, as Station.start() does); what may be
+# left is GIL priority inversion (docs/architecture.md).
 # RT_RERUNS=0 turns the reruns off, to see every late edge while investigating.
 realtime_rerun = pytest.mark.flaky(reruns=int(os.environ.get("RT_RERUNS", "2")), reruns_delay=2, only_rerun=["AssertionError"])
 
