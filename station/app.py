@@ -7,7 +7,6 @@ and model hot swap all hang off it.
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 import threading
@@ -26,7 +25,7 @@ from .decide import Decider
 from .inspect.base import INSPECTORS, Inspector
 from .inspect.swap import SwappableInspector
 from .pipeline import Line
-from .rt import set_realtime
+from .rt import freeze_heap, set_realtime
 from .plant import PlantServices
 from .serialize import event_to_dict
 from .store import queries
@@ -175,10 +174,7 @@ class Station:
         self.line.start()
         self._make_realtime(self.line.threads)
         self.plant.start()
-        # Move everything built so far out of the collector's view, before the first part: a full
-        # collection of a large heap holds the GIL for tens of ms, which no reject edge can wait for.
-        gc.collect()
-        gc.freeze()
+        freeze_heap()  # before the first part: no full collection of the start-up heap on the line
         self.trigger_source.start()
         # The trigger thread takes the scheduler's lock for every part (deadline registration): at
         # normal priority it can be preempted holding it while real-time threads fill the cores.

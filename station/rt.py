@@ -11,6 +11,7 @@ systemd unit); without it threads run normally and a log line says so.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -30,3 +31,14 @@ def set_realtime(priority: int, what: str, native_id: int | None = None) -> bool
         return False
     log.info("%s runs with SCHED_FIFO priority %d", what, priority)
     return True
+
+
+def freeze_heap() -> None:
+    """Collect, then move every live object out of the collector's view (``gc.freeze``).
+
+    A full collection of a large heap holds the GIL for tens of ms (50-250 ms in a process that
+    loaded torch), in whichever thread happens to allocate, and no reject edge can wait that long.
+    Done before the first part, later collections only scan objects made since.
+    """
+    gc.collect()
+    gc.freeze()

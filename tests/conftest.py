@@ -8,6 +8,7 @@ from typing import Iterator
 
 import pytest
 
+from station.rt import freeze_heap
 from tests.host_stalls import HostStallProbe
 
 
@@ -17,11 +18,7 @@ def host_stalls() -> Iterator[HostStallProbe]:
     # Flush what is waiting to be written (a CI machine has just installed a virtualenv of several
     # GB, the previous test wrote images and databases) before a timed run, not during it.
     os.sync()
-    # As Station.start() does: out of the collector's view before the timed run. An automatic full
-    # collection of a test process's heap (pytest, torch, ultralytics loaded) holds the GIL for
-    # 50-250 ms, in whichever thread allocates, and the reject thread waits for it.
-    gc.collect()
-    gc.freeze()
+    freeze_heap()  # as Station.start() does: the test process's heap holds pytest, torch, Ultralytics
     try:
         with HostStallProbe() as probe:
             yield probe

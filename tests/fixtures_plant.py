@@ -544,11 +544,8 @@ class BeltProcess(_BeltTimeline):
         assert self.proc.stdout is not None
         port, t0 = self.proc.stdout.readline().split()
         self.port, self.t0 = int(port), float(t0)
-        try:
-            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
-                os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(20))
-        except (PermissionError, OSError):
-            pass
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            set_realtime(20, "belt PLC process", int(tid))
 
     def stop(self) -> None:
         if self.proc.poll() is not None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import pytest
 
 from station.actuate.scheduler import FiredReject
 from tests.host_stalls import HostStallProbe
+
+if TYPE_CHECKING:
+    from tests.fixtures_plant import BeltProcess
 
 # Millisecond edge timing asserted on a shared 2-vCPU VM, from a pytest process that also loads
 # torch. A late edge is excused only when the host stall probe saw the host itself stalled around
@@ -72,3 +75,17 @@ def check_edge_times(
     for e in excused:
         warnings.warn(e, HostStallWarning, stacklevel=2)
     return excused
+
+
+def check_count_edges(
+    belt: BeltProcess, edges: Iterable[tuple[str, int, int]], early_ms: float, late_ms: float, host: HostStallProbe | None
+) -> None:
+    """Encoder-timed edges ``(what, target count, actual_ns)``.
+
+    Never more than ``early_ms`` before the belt's true count reached the target (the station
+    predicts it between polls), and at most ``late_ms`` after the PLC's register showed it (what the
+    station could know: the register lags the belt when the PLC process is held up).
+    """
+    edges = list(edges)
+    check_edge_times([(f"{what} vs belt", belt.crossing_ns(c), t) for what, c, t in edges], early_ms, float("inf"), None)
+    check_edge_times([(f"{what} vs register", belt.register_crossing_ns(c), t) for what, c, t in edges], float("inf"), late_ms, host)
