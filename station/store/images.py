@@ -15,6 +15,11 @@ The row is committed as deleted before the file is unlinked: a crash in
 between leaves an orphan file (wasted space), never a row pointing at a
 missing file. Usage is accounted from the database, so files written but whose
 rows were never committed (a crash between the two) are not counted.
+
+Heat maps (``anomaly_maps`` rows, :mod:`station.store.heatmaps`) are grayscale PNGs stored the
+same way under ``<root>/maps``; each belongs to one image row and is deleted with it: the
+budget marks the map rows of the images it deletes in the same transaction, and removes a map
+file once no live row uses it. Their bytes count towards the budget.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMATS = ("png", "jpg")
+MAPS_DIR = "maps"  # heat maps: <root>/maps/ab/cd/<sha256>.png
 _SHA_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -97,6 +103,7 @@ class ImageStore:
         if not 0 < low_water <= 1:
             raise ValueError(f"low_water must be in (0, 1], not {low_water}")
         self.root = Path(root)
+        self.maps_root = self.root / MAPS_DIR
         self.fmt = fmt
         self.keep_pass_every = keep_pass_every
         self.budget_bytes = int(disk_budget_mb * 1024 * 1024)
@@ -147,10 +154,27 @@ class ImageStore:
 
         The same content is written once; a new file is written atomically (see the module docstring).
         """
+        return self._put(self.root, data, fmt, width, height)
+
+    def save_map(self, anomaly_map: np.ndarray) -> StoredImage:
+        """Store a heat map (``Detections.anomaly_map``) as a grayscale PNG of at most 256 px a side, under ``maps/``.
+
+        ``relpath`` of the result is relative to :attr:`maps_root`. ValueError for an invalid map.
+        """
+        from .heatmaps import encode_map
+
+        data, w, h = encode_map(anomaly_map)
+        return self._put(self.maps_root, data, "png", w, h)
+
+    def open_map_path(self, sha256: str) -> Path:
+        """The file of heat map ``sha256``: validated like :meth:`open_path`; FileNotFoundError when gone."""
+        return self._open(self.maps_root, sha256, "png", "heat map")
+
+    def _put(self, root: Path, data: bytes, fmt: str, width: int, height: int) -> StoredImage:
         sha = hashlib.sha256(data).hexdigest()
         rel = relpath_for(sha, fmt)
         stored = StoredImage(sha, rel, len(data), int(width), int(height), fmt)
-        path = self.root / rel
+        path = root / rel
         try:
             if path.stat().st_size == len(data):
                 return stored
@@ -180,12 +204,16 @@ class ImageStore:
         path outside the store (``../``, absolute paths and encoded variants are
         refused with ValueError). Raises FileNotFoundError if the file is gone.
         """
-        path = self.root / relpath_for(sha256, fmt or self.fmt)
+        return self._open(self.root, sha256, fmt or self.fmt, "image")
+
+    @staticmethod
+    def _open(root: Path, sha256: str, fmt: str, what: str) -> Path:
+        path = root / relpath_for(sha256, fmt)
         # defence in depth: the validated name cannot escape root, check anyway
-        if os.path.commonpath([os.path.abspath(path), os.path.abspath(self.root)]) != os.path.abspath(self.root):
-            raise ValueError(f"image path escapes the store: {sha256!r}")
+        if os.path.commonpath([os.path.abspath(path), os.path.abspath(root)]) != os.path.abspath(root):
+            raise ValueError(f"{what} path escapes the store: {sha256!r}")
         if not path.is_file():
-            raise FileNotFoundError(f"image {sha256.lower()}.{fmt or self.fmt} is not in {self.root} (deleted by the disk budget?)")
+            raise FileNotFoundError(f"{what} {sha256.lower()}.{fmt} is not in {root} (deleted by the disk budget?)")
         return path
 
     # -- budget -------------------------------------------------------------
@@ -194,7 +222,10 @@ class ImageStore:
         row = db.execute(
             "SELECT COALESCE(SUM(b), 0) FROM (SELECT MAX(bytes) AS b FROM images WHERE deleted_at IS NULL GROUP BY sha256, format)"
         ).fetchone()
-        return int(row[0])
+        maps = db.execute(
+            "SELECT COALESCE(SUM(b), 0) FROM (SELECT MAX(bytes) AS b FROM anomaly_maps WHERE deleted_at IS NULL GROUP BY sha256)"
+        ).fetchone()
+        return int(row[0]) + int(maps[0])
 
     def enforce_budget(self, db: "sqlite_utils.Database", *, force: bool = False) -> int:
         """Delete oldest PASS images, then oldest others, until under budget; return bytes freed.
@@ -212,12 +243,14 @@ class ImageStore:
             return 0
         target = int(self.budget_bytes * self.low_water)
         # One entry per file: a file is as precious as the most precious row using it,
-        # and as old as its newest row.
+        # and as old as its newest row. Its heat maps go with it (``with_maps``: an estimate,
+        # since a map file shared with a part that stays is not freed).
         cur = db.execute(
             """
             SELECT i.sha256, i.format, MAX(i.bytes),
                    MAX(CASE WHEN p.outcome = 'PASS' THEN 0 ELSE 1 END) AS precious,
-                   MAX(i.id) AS newest
+                   MAX(i.id) AS newest,
+                   COALESCE(SUM((SELECT SUM(m.bytes) FROM anomaly_maps m WHERE m.image_id = i.id AND m.deleted_at IS NULL)), 0)
             FROM images i JOIN inspections p ON p.part_id = i.part_id
             WHERE i.deleted_at IS NULL
             GROUP BY i.sha256, i.format
@@ -226,11 +259,11 @@ class ImageStore:
         )
         victims: list[tuple[str, str, int]] = []
         freeing = 0
-        for sha, fmt, nbytes, _precious, _newest in cur:
+        for sha, fmt, nbytes, _precious, _newest, with_maps in cur:
             if used - freeing <= target:
                 break
             victims.append((sha, fmt, int(nbytes)))
-            freeing += int(nbytes)
+            freeing += int(nbytes) + int(with_maps)
         cur.close()
         if not victims:
             return 0
@@ -242,14 +275,47 @@ class ImageStore:
                 "UPDATE images SET deleted_at = ?, deleted_reason = 'disk budget' WHERE sha256 = ? AND format = ? AND deleted_at IS NULL",
                 [(now, sha, fmt) for sha, fmt, _ in victims],
             )
-        freed = 0
+            map_files = self._delete_maps_of_deleted_images(db, now, "disk budget")
+        maps_freed = self._unlink_maps(map_files)
+        freed = maps_freed
         for sha, fmt, nbytes in victims:
             try:
                 os.unlink(self.root / relpath_for(sha, fmt))
                 freed += nbytes
             except FileNotFoundError:
                 log.warning("image %s.%s was already missing from %s", sha, fmt, self.root)
-        self._used_estimate = used - freeing
+        self._used_estimate = self.used_bytes(db)  # exact: shared map files make ``freeing`` an estimate
         log.info("disk budget %.0f MB: deleted %d image files, freed %.1f MB", self.budget_bytes / 2**20, len(victims), freed / 2**20)
         return freed
 
+    def _delete_maps_of_deleted_images(self, db: "sqlite_utils.Database", now: float, reason: str) -> list[tuple[str, int]]:
+        """Inside the caller's write transaction: mark the heat maps of deleted images deleted.
+
+        Returns (sha256, bytes) of the map files no live row uses any more (to unlink after COMMIT).
+        """
+        cur = db.conn.execute(
+            "SELECT DISTINCT m.sha256, m.bytes FROM anomaly_maps m JOIN images i ON i.id = m.image_id "
+            "WHERE m.deleted_at IS NULL AND i.deleted_at IS NOT NULL"
+        )
+        touched = [(str(r[0]), int(r[1])) for r in cur.fetchall()]
+        if not touched:
+            return []
+        db.conn.execute(
+            "UPDATE anomaly_maps SET deleted_at = ?, deleted_reason = ? WHERE deleted_at IS NULL "
+            "AND image_id IN (SELECT id FROM images WHERE deleted_at IS NOT NULL)",
+            [now, reason],
+        )
+        return [
+            (sha, n) for sha, n in dict(touched).items()
+            if db.conn.execute("SELECT 1 FROM anomaly_maps WHERE sha256 = ? AND deleted_at IS NULL LIMIT 1", [sha]).fetchone() is None
+        ]
+
+    def _unlink_maps(self, files: list[tuple[str, int]]) -> int:
+        freed = 0
+        for sha, nbytes in files:
+            try:
+                os.unlink(self.maps_root / relpath_for(sha, "png"))
+                freed += nbytes
+            except FileNotFoundError:
+                log.warning("heat map %s.png was already missing from %s", sha, self.maps_root)
+        return freed

@@ -483,3 +483,39 @@ def m0007_shadow_rules_overrides(db: sqlite_utils.Database) -> None:
         END;
         """,
     )
+
+
+@migration
+def m0008_anomaly_maps(db: sqlite_utils.Database) -> None:
+    """Heat maps of no-labels inspectors (``Detections.anomaly_map``) and the per-part image score.
+
+    - ``inspections.image_score``: the highest ``Detections.image_score`` over the part's frames
+      (1.0 = at the decision threshold); NULL for supervised models.
+    - ``anomaly_maps``: one row per kept image whose frame had a heat map: a grayscale PNG
+      (0 normal, 128 the threshold, 255 twice it or more) stored by content hash under
+      ``<images_dir>/maps``. It lives and dies with its image: the disk budget marks the map
+      deleted in the transaction that marks its image deleted, and removes the file once no
+      live row uses it (two parts may share the same map file).
+    """
+    _script(
+        db,
+        """
+        ALTER TABLE inspections ADD COLUMN image_score REAL;
+
+        CREATE TABLE anomaly_maps (
+            id INTEGER PRIMARY KEY,
+            image_id INTEGER NOT NULL UNIQUE REFERENCES images (id),
+            part_id INTEGER NOT NULL REFERENCES inspections (part_id),
+            camera_id TEXT NOT NULL,
+            sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            image_score REAL,
+            deleted_at REAL,
+            deleted_reason TEXT
+        );
+        CREATE INDEX anomaly_maps_part ON anomaly_maps (part_id);
+        CREATE INDEX anomaly_maps_sha ON anomaly_maps (sha256);
+        """,
+    )

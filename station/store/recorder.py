@@ -26,6 +26,12 @@ dropped record too. The recorder mirrors ``records_dropped`` into
 
 A record that the database refuses (IntegrityError) is dropped, logged and
 counted rather than retried forever: retrying cannot fix bad data.
+
+Heat maps: for each kept image whose frame's ``Detections`` carry an ``anomaly_map``, the map
+is stored too (:meth:`ImageStore.save_map`, a small grayscale PNG) and gets an
+``anomaly_maps`` row tied to the image row, so it is deleted with the image. The part's
+``image_score`` (the highest over its frames) goes into ``inspections.image_score``. A map
+that cannot be stored is logged and skipped; the part is recorded anyway.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from ..bus import Subscription
 from ..counters import Counters
 from ..types import Outcome, PartResult, StatusEvent
 from .db import StoreError, is_memory, open_db, write_transaction
+from .heatmaps import frame_score, part_score
 from .images import ImageStore, StoredImage
 
 log = logging.getLogger(__name__)
@@ -82,13 +89,14 @@ class _Prepared:
     inspection: tuple[Any, ...]
     defects: list[tuple[Any, ...]]
     images: list[tuple[str, StoredImage, str]]  # camera_id, stored file, kept reason
+    maps: dict[int, tuple[StoredImage, float | None]] = dataclasses.field(default_factory=dict)  # images index -> heat map, score
 
 
 _INSERT_INSPECTION = """
 INSERT INTO inspections (part_id, seq, t_trigger_wall, t_decided_wall, t_recorded_wall, outcome, reasons, model_id,
     config_hash, calibration_id, timings, deadline_slack_ms, ground_truth, defect_count, max_score, source, station,
-    n_frames, rejected)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    n_frames, rejected, image_score)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_DEFECT = """
 INSERT INTO defects (part_id, camera_id, class_name, confidence, x1, y1, x2, y2, area_mm2, action, rule, model_id)
@@ -97,6 +105,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 _INSERT_IMAGE = """
 INSERT INTO images (part_id, camera_id, sha256, relpath, width, height, format, bytes, kept_reason)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_MAP = """
+INSERT INTO anomaly_maps (image_id, part_id, camera_id, sha256, width, height, bytes, image_score)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_ALARM = "INSERT INTO alarms (t_wall, component, state, message) VALUES (?, ?, ?, ?)"
 _UPSERT_COUNTERS = """
@@ -347,6 +359,7 @@ class Recorder:
             self.station,
             len(r.frames),
             int(r.reject_fire_at_ns is not None),
+            part_score(r.detections),
         )
         defects = [
             (int(t.part_id), str(d.camera_id), str(d.class_name), float(d.confidence), *(float(x) for x in d.box_xyxy),
@@ -354,11 +367,18 @@ class Recorder:
             for d in v.defects
         ]
         images: list[tuple[str, StoredImage, str]] = []
+        maps: dict[int, tuple[StoredImage, float | None]] = {}
         reason = self.images.should_keep(outcome, int(t.part_id))
         if reason is not None:
-            for f in r.frames:
+            for i, f in enumerate(r.frames):
                 try:
                     images.append((f.camera_id, self.images.save(f.image), reason))
+                    det = r.detections[i] if i < len(r.detections) else None
+                    if det is not None and det.anomaly_map is not None:
+                        try:
+                            maps[len(images) - 1] = (self.images.save_map(det.anomaly_map), frame_score(det))
+                        except (OSError, ValueError) as exc:  # the image is still worth recording
+                            log.error("heat map of part %s camera %s not saved: %s", t.part_id, f.camera_id, exc)
                 except (OSError, ValueError) as exc:
                     log.error("image of part %s camera %s not saved: %s", t.part_id, f.camera_id, exc)
                     if not self._image_failing:
@@ -368,7 +388,7 @@ class Recorder:
                 if self._image_failing:
                     self._image_failing = False
                     self._status("ok", "images saved again", f"{self.component}:images")
-        return _Prepared(int(t.part_id), inspection, defects, images)
+        return _Prepared(int(t.part_id), inspection, defects, images, maps)
 
     def _write(self, db: Any) -> bool:
         """Write the batch in one transaction; False if the database refused (retry later)."""
@@ -384,11 +404,13 @@ class Recorder:
                         conn.execute(_INSERT_INSPECTION, p.inspection)
                         if p.defects:
                             conn.executemany(_INSERT_DEFECT, p.defects)
-                        if p.images:
+                        if p.images and not p.maps:
                             conn.executemany(
                                 _INSERT_IMAGE,
                                 [(p.part_id, cam, s.sha256, s.relpath, s.width, s.height, s.format, s.bytes, why) for cam, s, why in p.images],
                             )
+                        elif p.images:
+                            self._insert_images_with_maps(conn, p)
                         conn.execute("RELEASE part")
                         accepted.append(p.part_id)
                     except sqlite3.IntegrityError as exc:
@@ -428,6 +450,15 @@ class Recorder:
             except Exception:
                 log.exception("recorder on_commit callback failed")
         return True
+
+    @staticmethod
+    def _insert_images_with_maps(conn: sqlite3.Connection, p: _Prepared) -> None:
+        """Image rows one by one (each map row needs its image's id), then the map rows."""
+        for i, (cam, s, why) in enumerate(p.images):
+            cur = conn.execute(_INSERT_IMAGE, (p.part_id, cam, s.sha256, s.relpath, s.width, s.height, s.format, s.bytes, why))
+            if i in p.maps:
+                m, score = p.maps[i]
+                conn.execute(_INSERT_MAP, (cur.lastrowid, p.part_id, cam, m.sha256, m.width, m.height, m.bytes, score))
 
     def _failed(self, exc: sqlite3.Error) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"

@@ -24,7 +24,7 @@ from station.store import queries
 from station.store.db import StoreError, open_db
 from station.store.images import ImageStore
 from station.store.recorder import Recorder
-from station.types import Frame, Outcome, PartResult, StatusEvent
+from station.types import Detections, Frame, Outcome, PartResult, StatusEvent
 
 REPO = Path(__file__).resolve().parents[2]
 CYCLE = (Outcome.PASS, Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.UNCERTAIN, Outcome.FAILSAFE)
@@ -242,6 +242,77 @@ def test_an_image_that_cannot_be_encoded_loses_only_the_image(tmp_store, make_re
     assert rows[3]["images"] == [] and len(rows[4]["images"]) == 1 and len(rows[5]["images"]) == 1
     assert [(s.component, s.state) for s in statuses] == [("recorder:images", "warning"), ("recorder:images", "ok")]
     assert "2-D or 3-D" in statuses[0].message
+    assert rec.records_written == 3 and rec.records_dropped == 0
+
+
+def _with_maps(r: PartResult, maps: list[np.ndarray | None], scores: list[float | None]) -> PartResult:
+    """``r`` with one anomaly-backend Detections per frame: the given heat maps and image scores."""
+    dets = []
+    for m, sc in zip(maps, scores):
+        d = Detections.empty(("anomaly",), "anomaly-test")
+        dets.append(dataclasses.replace(d, anomaly_map=m, image_score=sc))
+    return dataclasses.replace(r, detections=tuple(dets))
+
+
+def _hot_map(h: int, w: int, y: int, x: int, value: int = 250) -> np.ndarray:
+    """A (h, w) heat map, normal (10) everywhere but one hot pixel at (y, x)."""
+    m = np.full((h, w), 10, np.uint8)
+    m[y, x] = value
+    return m
+
+
+def test_heat_maps_and_image_scores_are_recorded_with_the_kept_images(tmp_store, make_result) -> None:
+    bus, counters = Bus(), Counters()
+    rec = _recorder(tmp_store, bus, counters)
+    rec.start()
+    big = _hot_map(600, 1000, 301, 777)  # larger than 256 px: stored downscaled, the hot pixel kept
+    small = _hot_map(48, 64, 5, 9, 140)
+    two_cams = _with_maps(make_result(1, Outcome.FAIL, cameras=("top", "side")), [big, small], [2.5, 0.7])
+    one_map = _with_maps(make_result(2, Outcome.UNCERTAIN, cameras=("top", "side")), [None, small], [None, 1.25])
+    no_map = make_result(3, Outcome.FAIL)  # a supervised model: no map, no score
+    not_kept = _with_maps(make_result(4, Outcome.PASS), [big], [0.2])  # PASS 4 is not sampled (1 in 5): no image, no map
+    _publish(bus, counters, [two_cams, one_map, no_map, not_kept])
+    assert rec.stop()
+
+    db = tmp_store.db
+    scores = dict(db.execute("SELECT part_id, image_score FROM inspections").fetchall())
+    assert scores == {1: pytest.approx(2.5), 2: pytest.approx(1.25), 3: None, 4: pytest.approx(0.2)}
+    rows = db.execute(
+        "SELECT m.part_id, m.camera_id, m.sha256, m.width, m.height, m.bytes, m.image_score, i.camera_id FROM anomaly_maps m "
+        "JOIN images i ON i.id = m.image_id ORDER BY m.id"
+    ).fetchall()
+    assert [(r[0], r[1], r[7]) for r in rows] == [(1, "top", "top"), (1, "side", "side"), (2, "side", "side")]
+    assert [r[6] for r in rows] == [pytest.approx(2.5), pytest.approx(0.7), pytest.approx(1.25)]
+    assert (rows[0][3], rows[0][4]) == (250, 150)  # long side 256 at most, aspect ratio kept (1000/4, 600/4)
+    assert (rows[1][3], rows[1][4]) == (64, 48)  # small maps stay as they are
+    assert rows[1][2] == rows[2][2]  # the same map content is one file
+    for _, _, sha, w, h, nbytes, _, _ in rows:
+        path = tmp_store.images.open_map_path(sha)
+        data = path.read_bytes()
+        assert len(data) == nbytes and hashlib.sha256(data).hexdigest() == sha
+        assert path.parent.parent.parent == tmp_store.images_dir / "maps"
+        back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert back.dtype == np.uint8 and back.shape == (h, w)
+    top = cv2.imread(str(tmp_store.images.open_map_path(rows[0][2])), cv2.IMREAD_UNCHANGED)
+    assert top.max() == 250 and tuple(np.argwhere(top == 250)[0]) == (301 // 4, 777 // 4)  # the hot spot survives, in place
+    assert (top == 10).mean() > 0.99
+    side = cv2.imread(str(tmp_store.images.open_map_path(rows[1][2])), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(side, small)
+    assert rec.records_written == 4 and rec.records_dropped == 0
+
+
+def test_a_bad_heat_map_loses_only_the_map(tmp_store, make_result) -> None:
+    bus, counters = Bus(), Counters()
+    rec = _recorder(tmp_store, bus, counters)
+    rec.start()
+    wrong_dtype = _with_maps(make_result(1, Outcome.FAIL), [np.zeros((8, 8), np.float32)], [3.0])
+    wrong_shape = _with_maps(make_result(2, Outcome.FAIL), [np.zeros((8, 8, 3), np.uint8)], [None])
+    _publish(bus, counters, [wrong_dtype, wrong_shape, _with_maps(make_result(3, Outcome.FAIL), [_hot_map(8, 8, 1, 1)], [1.0])])
+    assert rec.stop()
+    db = tmp_store.db
+    assert [len(queries.get_inspection(db, p)["images"]) for p in (1, 2, 3)] == [1, 1, 1]
+    assert [r[0] for r in db.execute("SELECT part_id FROM anomaly_maps")] == [3]
+    assert db.execute("SELECT image_score FROM inspections WHERE part_id = 1").fetchone()[0] == pytest.approx(3.0)
     assert rec.records_written == 3 and rec.records_dropped == 0
 
 

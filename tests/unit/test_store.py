@@ -309,6 +309,68 @@ def test_budget_keeps_a_file_shared_with_a_fail_longer(tmp_path: Path) -> None:
     db.close()
 
 
+def _insert_map(db, store: ImageStore, image_id: int, part_id: int, heat: np.ndarray) -> StoredImage:
+    m = store.save_map(heat)
+    db.execute(
+        "INSERT INTO anomaly_maps (image_id, part_id, camera_id, sha256, width, height, bytes, image_score) VALUES (?,?,?,?,?,?,?,?)",
+        [image_id, part_id, "cam0", m.sha256, m.width, m.height, m.bytes, 1.5],
+    )
+    return m
+
+
+def test_budget_deletes_heat_maps_with_their_images(tmp_path: Path) -> None:
+    """A heat map lives and dies with its image; a map file shared by two parts goes with the last of them."""
+    db = open_db(tmp_path / "s.db")
+    store = ImageStore(tmp_path / "img", "png", 1, 1000.0, low_water=1.0)
+    shared_heat = np.zeros((30, 40), np.uint8)  # e.g. a normal part: the same all-zero map
+    own_heat = np.random.default_rng(3).integers(0, 256, (30, 40), dtype=np.uint8)
+    parts = {1: ("PASS", shared_heat), 2: ("FAIL", shared_heat), 3: ("PASS", own_heat), 4: ("FAIL", None)}
+    images, maps = {}, {}
+    for pid, (outcome, heat) in parts.items():
+        _insert_inspection(db, pid, outcome)
+        images[pid] = _insert_image(db, store, pid, _rand(100 + pid), outcome.lower())
+        if heat is not None:
+            maps[pid] = _insert_map(db, store, images[pid][0], pid, heat)
+    assert maps[1].sha256 == maps[2].sha256 != maps[3].sha256
+    img_bytes = sum(b for _, b, _ in images.values())
+    assert store.used_bytes(db) == img_bytes + maps[1].bytes + maps[3].bytes  # maps count, a shared file once
+
+    def live_maps() -> set[int]:
+        return {r[0] for r in db.execute("SELECT part_id FROM anomaly_maps WHERE deleted_at IS NULL")}
+
+    # the two PASS images go first: part 1's map row goes with its image, but part 2 still uses the file
+    store.budget_bytes = images[2][1] + images[4][1] + maps[2].bytes
+    freed = store.enforce_budget(db)
+    assert {r[0] for r in db.execute("SELECT part_id FROM images WHERE deleted_at IS NOT NULL")} == {1, 3}
+    assert live_maps() == {2}
+    assert freed == images[1][1] + images[3][1] + maps[3].bytes
+    assert store.open_map_path(maps[2].sha256).exists()
+    with pytest.raises(FileNotFoundError):
+        store.open_map_path(maps[3].sha256)
+    assert {r[0] for r in db.execute("SELECT deleted_reason FROM anomaly_maps WHERE deleted_at IS NOT NULL")} == {"disk budget"}
+
+    # part 2's image goes: now nobody uses the shared map file
+    store.budget_bytes = images[4][1]
+    assert store.enforce_budget(db) == images[2][1] + maps[2].bytes
+    assert live_maps() == set()
+    with pytest.raises(FileNotFoundError):
+        store.open_map_path(maps[2].sha256)
+    assert store.open_path(images[4][2]).exists()
+    assert store.used_bytes(db) == images[4][1]
+    db.close()
+
+
+def test_heat_map_names_cannot_leave_the_store(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "img", "png", 1, 1000.0)
+    for bad in ("../" * 3 + "etc/passwd", "a" * 63, "/" + "a" * 63, "g" * 64):
+        with pytest.raises(ValueError):
+            store.open_map_path(bad)
+    with pytest.raises(FileNotFoundError):
+        store.open_map_path("a" * 64)
+    with pytest.raises(ValueError):
+        store.save_map(np.zeros((4, 4), np.float32))
+
+
 def test_budget_estimate_follows_saves(tmp_path: Path) -> None:
     db = open_db(tmp_path / "s.db")
     store = ImageStore(tmp_path / "img", "png", 1, 1000.0, low_water=0.5)
