@@ -1,6 +1,7 @@
 """QA review back end: label store, review queue, audit, dataset snapshots, export and import.
 
 - :mod:`labeling.labels` - the label model of an image and the QA operations (append-only history).
+- :mod:`labeling.anomaly` - an anomaly box of a no-labels inspector turned into a labelled defect.
 - :mod:`labeling.queue` - the review queue, most useful to label first.
 - :mod:`labeling.audit` - who changed what, with before/after.
 - :mod:`labeling.snapshot` - frozen datasets (lineage for trained models).
@@ -14,6 +15,7 @@ must be used by one thread at a time: open one per worker thread.
 Command line: ``python -m labeling --help``.
 """
 
+from .anomaly import ANOMALY_CLASS, label_anomaly
 from .audit import AuditEntry, history, record
 from .export import export_coco, export_yolo
 from .importer import ImportResult, import_coco, import_yolo
@@ -42,6 +44,7 @@ from .snapshot import Snapshot, create_snapshot, get_snapshot, list_snapshots, s
 from .stats import defect_pareto, defects_by_class_over_time, false_positive_rate, yield_by_hour, yield_by_shift
 
 __all__ = [
+    "ANOMALY_CLASS", "label_anomaly",
     "AuditEntry", "ImageInfo", "ImportResult", "Label", "QueueItem", "QueueQuery", "Review", "Snapshot", "add_label", "bulk_confirm", "bulk_mark_good",
     "confirm", "create_snapshot", "current_labels", "current_labels_many", "defect_pareto", "defects_by_class_over_time", "delete_label",
     "export_coco", "export_yolo", "false_positive_rate", "get_label", "get_snapshot", "history", "image_info", "import_coco", "import_yolo",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from .types import Defect, PartResult, StatusEvent, Verdict
@@ -47,9 +48,24 @@ def verdict_to_dict(v: Verdict) -> dict[str, Any]:
     }
 
 
+def _score(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return round(f, 4) if math.isfinite(f) else None
+
+
 def result_to_dict(r: PartResult) -> dict[str, Any]:
-    """A part's result as JSON: verdict, trigger, per-frame facts and ground truth (if any)."""
+    """A part's result as JSON: verdict, trigger, per-frame facts and ground truth (if any).
+
+    ``image_score``: the highest image score over the frames of a no-labels inspector (1.0 = at
+    the threshold), else None; ``heatmap``: whether some frame has a heat map (``anomaly_map``).
+    """
     d = verdict_to_dict(r.verdict)
+    scores = [s for s in (_score(det.image_score) for det in r.detections if det.image_score is not None) if s is not None]
+    d["image_score"] = max(scores) if scores else None
+    d["heatmap"] = any(det.anomaly_map is not None for det in r.detections)
     d["seq"] = r.trigger.seq
     d["t_trigger_wall"] = r.trigger.t_trigger_wall
     d["source"] = r.trigger.source

@@ -2,7 +2,8 @@
 
 - :class:`LiveImages` turns the first frame of ``station.last_result`` into a
   downscaled JPEG on demand, caches a few by part id, and encodes at most
-  ``live_fps`` new images per second whatever the number of screens.
+  ``live_fps`` new images per second whatever the number of screens. The frame's
+  heat map (``Detections.anomaly_map``), if any, is encoded with it as a grayscale PNG.
 - :class:`RateMeter` gives parts/min over a rolling 60 s from counter samples.
 - :class:`EventStream` is one Server-Sent Events client: its own bounded bus
   subscription (dropped events are counted, the hot path never waits),
@@ -28,6 +29,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..serialize import event_to_dict, result_to_dict
+from ..store.heatmaps import encode_map
 from ..types import Outcome, PartResult, StatusEvent
 
 if TYPE_CHECKING:
@@ -85,6 +87,19 @@ class LiveImage:
     frame_height: int
     width: int
     height: int
+    heatmap_png: bytes | None = None  # the frame's heat map (grayscale PNG), None when the inspector gave none
+
+
+def live_heatmap(r: PartResult) -> bytes | None:
+    """The first frame's heat map as a grayscale PNG, or None (no map, or an invalid one: logged)."""
+    det = r.detections[0] if r.detections else None
+    if det is None or det.anomaly_map is None:
+        return None
+    try:
+        return encode_map(det.anomaly_map)[0]
+    except ValueError as exc:
+        log.warning("heat map of part %d not shown: %s", r.verdict.part_id, exc)
+        return None
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -124,6 +139,11 @@ class LiveImages:
         self._last_encode = -math.inf
         self._lock = threading.Lock()
 
+    def cached(self, part_id: int) -> LiveImage | None:
+        """The already encoded image of ``part_id``, or None (never encodes)."""
+        with self._lock:
+            return self._cache.get(part_id)
+
     def get(self, latest: PartResult | None, part_id: int | None = None, now: float | None = None) -> LiveImage | None:
         """The image of ``part_id`` if still available, else the newest one allowed by the rate limit.
 
@@ -144,7 +164,7 @@ class LiveImages:
                 return newest  # rate limit: the screen gets the newest already encoded image
             frame = latest.frames[0]
             jpeg, w, h = encode_live(frame.image, self.max_width, self.quality)
-            img = LiveImage(pid, frame.camera_id, jpeg, int(frame.image.shape[1]), int(frame.image.shape[0]), w, h)
+            img = LiveImage(pid, frame.camera_id, jpeg, int(frame.image.shape[1]), int(frame.image.shape[0]), w, h, live_heatmap(latest))
             self._last_encode = now
             self.encoded += 1
             self._cache[pid] = img

@@ -130,6 +130,26 @@ def live_image(request: Request, part_id: int | None = Query(None, ge=0, le=2**6
     )
 
 
+@router.get(
+    "/api/live/heatmap",
+    summary="Heat map of a live part (grayscale PNG)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "0 normal, 128 at the threshold, 255 twice it or more"},
+               404: {"description": "No heat map for this part (supervised model, or no longer cached)"}},
+)
+def live_heatmap(request: Request, part_id: int = Query(..., ge=0, le=2**63 - 1), _: Any = Depends(viewer)) -> Response:
+    """The heat map of ``part_id``'s live image (as ``/api/live/image`` served it), at most 256 px a side.
+
+    Covers the whole frame (stretch it over the image). 404 when the part's image is no longer
+    cached or its inspector gave no heat map.
+    """
+    img = _state(request).live.cached(part_id)
+    if img is None or img.heatmap_png is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no heat map for part {part_id}")
+    return Response(img.heatmap_png, media_type="image/png",
+                    headers={"X-Part-Id": str(part_id), "Cache-Control": "private, max-age=60"})
+
+
 @router.get("/api/events", summary="Server-Sent Events: results, status, counters")
 def events(request: Request, session: Session | None = Depends(viewer)) -> EventStream:
     """``text/event-stream`` with ``hello``, ``result``, ``status`` and ``counters`` events (see live.EventStream).

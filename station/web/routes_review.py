@@ -75,6 +75,13 @@ class LabelChange(BaseModel):
     reason: Reason
 
 
+class AnomalyLabel(BaseModel):
+    """The defect class an anomaly box shows: a known class, or a new name."""
+
+    class_name: str = Field(..., min_length=1, max_length=64, description="A class of the image's detail, or a new class name.")
+    reason: Reason
+
+
 class ConfirmBody(BaseModel):
     """Confirm labels of one image (none given: every current label, and the image counts as reviewed)."""
 
@@ -153,13 +160,29 @@ def _audit_rows(db: Any, image_id: int) -> list[dict[str, Any]]:
     return out
 
 
+def _heatmap_row(db: Any, image_id: int) -> tuple[str, int, int, float | None] | None:
+    """(sha256, width, height, image_score) of the image's live heat map, or None."""
+    row = db.execute(
+        "SELECT sha256, width, height, image_score FROM anomaly_maps WHERE image_id = ? AND deleted_at IS NULL", [image_id]
+    ).fetchone()
+    return (str(row[0]), int(row[1]), int(row[2]), row[3]) if row else None
+
+
 def image_detail(state: WebState, db: Any, image_id: int) -> dict[str, Any]:
-    """Everything the editor shows for one image: the image, its part, current labels, history, audit, classes."""
+    """Everything the editor shows for one image: the image, its part, current labels, history, audit, classes.
+
+    ``heatmap``: the no-labels inspector's heat map of this image (url, size, image score), or None.
+    """
     img = labeling.image_info(db, image_id)
     insp = queries.get_inspection(db, img.part_id) or {}
     review = labeling.review_state(db, image_id)
+    heat = None if img.deleted else _heatmap_row(db, image_id)
     return {
         "image": {**dataclasses.asdict(img), "url": f"/api/review/images/{img.id}/file"},
+        "heatmap": None if heat is None else {
+            "url": f"/api/review/images/{img.id}/heatmap", "width": heat[1], "height": heat[2], "image_score": heat[3],
+        },
+        "anomaly_class": labeling.ANOMALY_CLASS,
         "inspection": {
             "part_id": img.part_id,
             "outcome": insp.get("outcome"),
@@ -167,6 +190,7 @@ def image_detail(state: WebState, db: Any, image_id: int) -> dict[str, Any]:
             "model_id": insp.get("model_id"),
             "t_wall": insp.get("t_trigger_wall") or insp.get("t_recorded_wall"),
             "max_score": insp.get("max_score"),
+            "image_score": insp.get("image_score"),
             "source": insp.get("source"),
             "images": [{"id": i["id"], "camera_id": i["camera_id"], "deleted": i["deleted_at"] is not None} for i in insp.get("images", [])],
         },
@@ -328,6 +352,27 @@ def image_file(request: Request, image_id: ImageId, session: Session = Depends(Q
     return FileResponse(path, media_type="image/png" if fmt == "png" else "image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
+@router.get(
+    "/api/review/images/{image_id}/heatmap",
+    summary="Heat map of one image: grayscale PNG (qa)",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}, "description": "0 normal, 128 at the threshold, 255 twice it or more"},
+               404: {"description": "No heat map (supervised model), or deleted with its image"}},
+)
+def heatmap_file(request: Request, image_id: ImageId, session: Session = Depends(QA)) -> FileResponse:
+    """The no-labels inspector's heat map of the image's frame (at most 256 px a side, stretch it over the image)."""
+    state = _state(request)
+    with state.db.use() as db:
+        heat = _heatmap_row(db, image_id)
+    if heat is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"image {image_id} has no heat map (unknown image, supervised model, or deleted)")
+    try:
+        path = state.station.images.open_map_path(heat[0])
+    except FileNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the heat map file of image {image_id} is gone") from None
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
 # -- label changes ------------------------------------------------------------------------------
 @router.post("/api/review/images/{image_id}/labels", status_code=201, summary="Add a missed defect (qa)")
 def add_label(request: Request, image_id: ImageId, body: NewLabel, session: Session = Depends(QA)) -> dict[str, Any]:
@@ -348,6 +393,19 @@ def change_label(request: Request, image_id: ImageId, label_id: LabelId, body: L
     with state.db.use() as db, _labeling_errors():
         lab = labeling.update_label(db, session.user.username, image_id, label_id, box=body.box, class_name=body.class_name,
                                     classes=ordered_classes(state, db), reason=body.reason)
+        return _after_change(state, db, image_id, lab)
+
+
+@router.post("/api/review/images/{image_id}/labels/{label_id}/as-defect", summary="Label an anomaly box as a defect class (qa)")
+def anomaly_as_defect(request: Request, image_id: ImageId, label_id: LabelId, body: AnomalyLabel, session: Session = Depends(QA)) -> dict[str, Any]:
+    """The anomaly box ``label_id`` becomes a label of ``class_name`` (a known class or a new name), like a reclass.
+
+    422 when the label is not an ``anomaly`` box or the name is unusable; 409 when it changed meanwhile.
+    """
+    state = _state(request)
+    with state.db.use() as db, _labeling_errors():
+        lab = labeling.label_anomaly(db, session.user.username, image_id, label_id, body.class_name,
+                                     classes=ordered_classes(state, db), reason=body.reason)
         return _after_change(state, db, image_id, lab)
 
 

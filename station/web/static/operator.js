@@ -26,6 +26,8 @@
     rejects: [],
     alarmsTimer: null,
     alarms: null,        // last /api/alarms answer
+    heat: null,          // {partId, canvas}: the coloured heat map of the shown part (no-labels inspectors)
+    heatOn: true,        // the operator's choice; a part with a heat map shows it unless switched off
   };
 
   // -- helpers ---------------------------------------------------------------
@@ -286,7 +288,44 @@
       ctx.fillText(label, lx + 6, ly - 2);
     }
   }
-  window.addEventListener("resize", drawOverlay);
+  window.addEventListener("resize", () => { drawOverlay(); drawHeat(); });
+
+  // -- heat map (no-labels inspectors): under the boxes, only where the part looks anomalous -----------
+  const heatCanvas = $("heat");
+  const heatBtn = $("heat-toggle");
+  function drawHeat() {
+    const s = st.shown;
+    const heat = st.heat && s && st.heat.partId === s.partId ? st.heat.canvas : null;
+    heatBtn.hidden = !heat;
+    heatBtn.setAttribute("aria-pressed", st.heatOn ? "true" : "false");
+    heatCanvas.hidden = !heat || !st.heatOn;
+    const r = s ? st.results.get(s.partId) : null;
+    const score = r ? r.image_score : null;
+    $("live-score").hidden = score === null || score === undefined;
+    $("image-score").textContent = window.Heat.fmtScore(score);
+    if (heatCanvas.hidden) return;
+    const w = img.clientWidth, h = img.clientHeight;
+    heatCanvas.style.left = img.offsetLeft + "px";
+    heatCanvas.style.top = img.offsetTop + "px";
+    heatCanvas.style.width = w + "px";
+    heatCanvas.style.height = h + "px";
+    heatCanvas.width = Math.max(1, w);
+    heatCanvas.height = Math.max(1, h);
+    const ctx = heatCanvas.getContext("2d");
+    ctx.clearRect(0, 0, w, h);
+    window.Heat.draw(ctx, heat, 0, 0, w, h);
+    heatCanvas.dataset.partId = String(s.partId);
+  }
+  async function loadHeat(partId) {
+    const r = st.results.get(partId);
+    if (!r || !r.heatmap) { st.heat = null; drawHeat(); return; }
+    if (st.heat && st.heat.partId === partId) { drawHeat(); return; }
+    const canvas = await window.Heat.load("/api/live/heatmap?part_id=" + partId);
+    if (!st.shown || st.shown.partId !== partId) return;  // a newer image is shown meanwhile
+    st.heat = canvas ? { partId, canvas } : null;
+    drawHeat();
+  }
+  heatBtn.addEventListener("click", () => { st.heatOn = !st.heatOn; drawHeat(); });
 
   async function fetchImage() {
     const want = st.latest ? st.latest.part_id : null;
@@ -324,6 +363,8 @@
         note.hidden = true;
       }
       drawOverlay();
+      drawHeat();
+      loadHeat(shown.partId);
     } catch (e) {
       /* connection state shows the problem */
     } finally {

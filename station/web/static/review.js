@@ -259,6 +259,7 @@
     const ed = {
       detail: null, loaded: false, scale: 1, ox: 0, oy: 0, fit: 1,
       selected: null, mode: "select", drag: null, preview: null, drawClass: null, busy: false, space: false,
+      heat: null, heatOn: true,  // the coloured heat map of a no-labels inspector (window.Heat), and whether it is shown
     };
 
     // -- geometry ----------------------------------------------------------------------------
@@ -352,6 +353,8 @@
       if (!ed.loaded) return;
       ctx.imageSmoothingEnabled = ed.scale < 2;
       ctx.drawImage(img, ed.ox, ed.oy, W() * ed.scale, H() * ed.scale);
+      if (ed.heat && ed.heatOn) window.Heat.draw(ctx, ed.heat, ed.ox, ed.oy, W() * ed.scale, H() * ed.scale);
+      canvas.dataset.heat = !ed.heat ? "none" : ed.heatOn ? "on" : "off";
       ctx.strokeStyle = "#3a4350";
       ctx.lineWidth = 1;
       ctx.strokeRect(ed.ox - 0.5, ed.oy - 0.5, W() * ed.scale + 1, H() * ed.scale + 1);
@@ -419,6 +422,7 @@
       $("model-id").textContent = d.inspection.model_id || "-";
       $("t-wall").textContent = fmtTime(d.inspection.t_wall);
       $("reasons").textContent = d.inspection.reasons.length ? d.inspection.reasons.join(" \u00B7 ") : "-";
+      $("image-score").textContent = window.Heat.fmtScore(d.inspection.image_score);
       $("review-state").textContent = d.review ? (d.review.verdict === "good" ? "GOOD (no defect)" : "LABELED") + " by " + d.review.reviewed_by + ", " + fmtTime(d.review.reviewed_at) : "not reviewed";
       document.title = "Part " + d.inspection.part_id + " (image " + d.image.id + ") - review";
       st.classes = d.classes;
@@ -456,6 +460,36 @@
       }
       $("confirm-selected").disabled = ed.selected === null;
       $("delete-selected").disabled = ed.selected === null;
+      renderAnomalyForm();
+    }
+    // An anomaly box (no-labels inspector) selected: QA names the defect it shows, a known class or a new one.
+    function renderAnomalyForm() {
+      const lab = byId(ed.selected);
+      const form = $("anomaly-form");
+      const show = !!lab && !!ed.detail && lab.class_name === ed.detail.anomaly_class;
+      if (show && form.hidden) $("anomaly-class").value = "";
+      form.hidden = !show;
+      if (!show) return;
+      $("anomaly-classes").replaceChildren(...st.classes.filter((c) => c !== ed.detail.anomaly_class).map((c) => new Option(c, c)));
+    }
+    function labelAnomaly(ev) {
+      ev.preventDefault();
+      const lab = byId(ed.selected);
+      const name = $("anomaly-class").value.trim();
+      if (!lab || !name) { toast("Pick or type the defect class first"); return; }
+      send("POST", base + "/labels/" + lab.id + "/as-defect", { class_name: name }, "Anomaly labelled as " + name, true);
+      stage.focus({ preventScroll: true });
+    }
+    function renderHeatToggle() {
+      const b = $("heat-toggle");
+      b.hidden = !ed.heat;
+      b.setAttribute("aria-pressed", ed.heatOn ? "true" : "false");
+    }
+    function toggleHeat() {
+      if (!ed.heat) { toast("No heat map for this image (the model is not a no-labels inspector)"); return; }
+      ed.heatOn = !ed.heatOn;
+      renderHeatToggle();
+      render();
     }
     function boxText(v) {
       if (!v || v.x1 === undefined) return "";
@@ -532,7 +566,12 @@
       renderPanel();
       if (!keepView) {
         if (ed.detail.image.deleted) { note("The image file was deleted by the disk budget; its labels are shown in the history only."); return; }
-        img.onload = () => { ed.loaded = true; $("stage-note").hidden = true; fitView(); document.body.dataset.ready = "1"; };
+        const heat = ed.detail.heatmap ? window.Heat.load(ed.detail.heatmap.url) : Promise.resolve(null);
+        img.onload = async () => {
+          ed.heat = await heat;
+          renderHeatToggle();
+          ed.loaded = true; $("stage-note").hidden = true; fitView(); document.body.dataset.ready = "1";
+        };
         img.onerror = () => note("The image file cannot be loaded.");
         note("Loading image\u2026");
         img.src = ed.detail.image.url;
@@ -756,6 +795,7 @@
       if (k === "p") { go(-1); return; }
       if (k === "c") { confirmAll(); return; }
       if (k === "g") { markGood(); return; }
+      if (k === "h") { toggleHeat(); return; }
       if (k === "b" || k === "a") { setMode(ed.mode === "draw" ? "select" : "draw"); return; }
       if (k === "Delete" || k === "Backspace") { ev.preventDefault(); deleteSelected(); return; }
       if (k === "Enter") { ev.preventDefault(); confirmSelected(); return; }
@@ -791,6 +831,8 @@
     $("mark-good").addEventListener("click", markGood);
     $("confirm-selected").addEventListener("click", confirmSelected);
     $("delete-selected").addEventListener("click", deleteSelected);
+    $("heat-toggle").addEventListener("click", () => { toggleHeat(); stage.focus({ preventScroll: true }); });
+    $("anomaly-form").addEventListener("submit", labelAnomaly);
     $("help-btn").addEventListener("click", () => toggleHelp(true));
     $("help-close").addEventListener("click", () => { toggleHelp(false); stage.focus(); });
     help.addEventListener("click", (ev) => { if (ev.target === help) toggleHelp(false); });
