@@ -37,21 +37,49 @@ class ReferenceInspectorConfig(StrictModel):
         "euclidean", description="Register each frame to the template before comparing."
     )
     score_scale: float = Field(
-        3.0,
+        40.0,
         gt=0,
-        description="A blob's score is 1 - exp(-mean_excess / score_scale), where mean_excess is the mean over the blob of how far "
-        "each pixel lies beyond its threshold, in units of its learned spread (std): a soft confidence in 0..1.",
+        description="A blob's score is m / (m + score_scale), where m is its defect mass: the sum over the blob's pixels of how far "
+        "each lies beyond its threshold, as a fraction of that threshold, in full-resolution pixels (a faint or small blob scores "
+        "low, a large or high-contrast one high; 0.5 when m = score_scale). Ranks defects; never saturates.",
     )
     std_floor: float = Field(2.0, ge=0, le=255, description="Floor on the learned per-pixel spread, in grey levels (a pixel never looked steadier than this).")
     edge_tolerance_px: float = Field(
         1.0,
         ge=0,
         le=20,
-        description="Residual misalignment tolerated at strong template edges, in full-resolution pixels: the threshold there is raised "
-        "to this x the local grey-level gradient, so jitter does not create blobs along edges.",
+        description="Residual misalignment tolerated at template edges, in full-resolution pixels (at least one working pixel when "
+        "above 0): a pixel is abnormal only when it lies outside [min - thr, max + thr] of the template over its +- this "
+        "neighbourhood (a dilated/eroded template band), so an edge that moves a little passes while an open, a bite, a spur or a "
+        "short, which leave that band, is found.",
     )
     border_px: int = Field(
-        6, ge=0, le=200, description="Ignore this many full-resolution pixels inside the part's outline (the outline itself moves with jitter)."
+        6,
+        ge=0,
+        le=200,
+        description="Ignore this many full-resolution pixels inside the part's outline (the outline itself moves with jitter). Only "
+        "when an outline is found; when that would leave nothing, the un-eroded outline is used.",
+    )
+    part: Literal["auto", "outline", "full_frame"] = Field(
+        "auto",
+        description="Where to compare: `outline` = inside the outline of the part found in the template (a part on a conveyor); "
+        "`full_frame` = the whole frame is the part (a fixtured board filling the view, AOI); `auto` = the outline when the "
+        "template shows one part on a plain background, else the whole frame.",
+    )
+    roi: tuple[int, int, int, int] | None = Field(
+        None,
+        description="Compare only inside this rectangle [x0, y0, x1, y1] in frame pixels (template coordinates); unset = everywhere.",
+    )
+    ignore_mask: Path | None = Field(
+        None,
+        description="Image file of the frame's size (or aspect): non-zero pixels are never compared (labels, fiducials, "
+        "areas allowed to vary); unset = none.",
+    )
+    merge_px: int = Field(
+        6, ge=0, le=200, description="Abnormal fragments closer than this, in full-resolution pixels, are one defect (one box)."
+    )
+    box_margin_px: int = Field(
+        3, ge=0, le=200, description="Grow every box by this many full-resolution pixels on each side (boxes as a person draws them)."
     )
     lowpass_px: int = Field(
         32,
@@ -77,6 +105,13 @@ class ReferenceInspectorConfig(StrictModel):
     def _odd_blur(cls, v: int) -> int:
         if v and v % 2 == 0:
             raise ValueError(f"blur_px must be 0 or odd (got {v}); use {v - 1} or {v + 1}")
+        return v
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_order(cls, v: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if v is not None and (v[0] < 0 or v[1] < 0 or v[2] <= v[0] or v[3] <= v[1]):
+            raise ValueError(f"roi must be [x0, y0, x1, y1] with 0 <= x0 < x1 and 0 <= y0 < y1 (got {list(v)})")
         return v
 
 

@@ -73,6 +73,7 @@ import numpy.ma  # noqa: F401 - np.median imports it on first use: 14 ms holding
 from ..config.inspect import ReferenceInspectorConfig
 from ..types import Detections, Frame
 from .base import InspectorError, ModelLoadError
+from .reference_util import BLOCK_PX, Aligner, Normaliser, bbox, fit_span, part_mask
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,8 @@ NAMES: tuple[str, ...] = ("scratch", "spot", "missing")
 _SCRATCH, _SPOT, _MISSING = 0, 1, 2
 _FORMAT = 1  # version of the saved template file
 _FEATURE_CONTRAST = 30.0  # grey levels from the surface level that make a template pixel a "feature"
-_BLOCK_PX = 16  # brightness-fit block size at working scale
 _ALIGN_MIN_PX = 160  # the alignment level is at least this wide
 _LP_CLIP = 2.0  # the low-pass of the residual sees each pixel clipped at this x min_abs_diff
-_ECC_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 6, 1e-4)  # 6 steps: as accurate as 10 here, half the time
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -96,101 +95,6 @@ def _gray(image: np.ndarray) -> np.ndarray:
     raise InspectorError(f"reference inspector: unsupported image shape {image.shape} (expected Mono8 or BGR)")
 
 
-def _level_map(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
-    """3x3 affine from pixel-centre coords of a (w, h) image to those of its resize to dst (w, h)."""
-    fx, fy = dst[0] / src[0], dst[1] / src[1]
-    return np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1]], np.float64)
-
-
-class _Aligner:
-    """Estimates the warp template -> frame (working-scale pixel centres).
-
-    ``roi`` (working pixels x0, y0, x1, y1) limits the ECC template to the
-    part's box (plus a small margin): faster, and the moving conveyor around
-    the part does not pull the estimate.
-    """
-
-    def __init__(self, ref_work: np.ndarray, mode: str, tiny_size: tuple[int, int], roi: tuple[int, int, int, int] | None = None):
-        self.mode = mode
-        h, w = ref_work.shape
-        self.work_size = (w, h)
-        self.tiny_size = tiny_size
-        self.tref = cv2.resize(ref_work, tiny_size, interpolation=cv2.INTER_AREA).astype(np.float32)
-        self.win = cv2.createHanningWindow(tiny_size, cv2.CV_32F)
-        self.up = np.linalg.inv(_level_map(self.work_size, tiny_size))  # tiny -> work
-        self.down = _level_map(self.work_size, tiny_size)  # work -> tiny
-        tx0, ty0, tx1, ty1 = 0, 0, tiny_size[0], tiny_size[1]
-        if roi is not None:
-            fx, fy = tiny_size[0] / w, tiny_size[1] / h
-            tx0, ty0 = max(int(roi[0] * fx) - 2, 0), max(int(roi[1] * fy) - 2, 0)
-            tx1, ty1 = min(int(math.ceil(roi[2] * fx)) + 2, tiny_size[0]), min(int(math.ceil(roi[3] * fy)) + 2, tiny_size[1])
-            if (tx1 - tx0) < 16 or (ty1 - ty0) < 16:
-                tx0, ty0, tx1, ty1 = 0, 0, tiny_size[0], tiny_size[1]
-        self.ecc_off = (tx0, ty0)
-        self.ecc_tpl = np.ascontiguousarray(self.tref[ty0:ty1, tx0:tx1])
-        self.failures = 0
-
-    def estimate(self, work: np.ndarray) -> np.ndarray:
-        """2x3 float64 warp W with frame(W p) ~ template(p), working pixels."""
-        if self.mode == "none":
-            return np.eye(2, 3)
-        tiny = cv2.resize(work, self.tiny_size, interpolation=cv2.INTER_AREA).astype(np.float32)
-        # phaseCorrelate applies the window in place (OpenCV 5.0): give it copies
-        (dx, dy), _resp = cv2.phaseCorrelate(self.tref.copy(), tiny.copy(), self.win)
-        shift = np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]], np.float64)
-        w3 = shift
-        if self.mode == "euclidean":
-            ox, oy = self.ecc_off
-            init = np.array([[1, 0, dx + ox], [0, 1, dy + oy]], np.float32)  # ECC template is the part's box
-            try:
-                _cc, warp = cv2.findTransformECC(self.ecc_tpl, tiny, init, cv2.MOTION_EUCLIDEAN, _ECC_CRITERIA, None, 1)
-                w3 = np.vstack([warp.astype(np.float64), [0, 0, 1]]) @ np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]], np.float64)
-            except cv2.error as exc:  # no convergence (no part, wrong product): keep the shift
-                self.failures += 1
-                log.debug("ECC did not converge (%s); using the phase-correlation shift", str(exc).splitlines()[0][:120])
-        return (self.up @ w3 @ self.down)[:2]
-
-
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    x, y, w, h = cv2.boundingRect(mask)
-    return (x, y, x + w, y + h) if w and h else None
-
-
-def _fit_span(a: int, b: int, size: int, block: int) -> tuple[int, int]:
-    """Grow [a, b) about its centre to a multiple of ``block`` inside [0, size) (fast integer-factor resizes)."""
-    want = -(-(b - a) // block) * block
-    if want > size:
-        want = (size // block) * block
-        if want == 0:
-            return a, b
-    a2 = max(min((a + b - want) // 2, size - want), 0)
-    return a2, a2 + want
-
-
-def _part_mask(mean: np.ndarray) -> np.ndarray:
-    """Filled outline of the part in the template (uint8 0/255); whole image if none is found.
-
-    The background level is taken from a strip along the image border.
-    """
-    h, w = mean.shape
-    b = max(2, min(h, w) // 50)
-    border = np.concatenate([mean[:b].ravel(), mean[-b:].ravel(), mean[:, :b].ravel(), mean[:, -b:].ravel()])
-    level = float(np.median(border))
-    spread = float(np.median(np.abs(border - level))) * 1.4826
-    diff = np.abs(mean - level) > max(4.0 * spread, 12.0)
-    m = cv2.morphologyEx(diff.astype(np.uint8) * 255, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    out = np.zeros((h, w), np.uint8)
-    if contours:
-        big = max(contours, key=cv2.contourArea)
-        if cv2.contourArea(big) >= 0.01 * h * w:
-            cv2.drawContours(out, [big], -1, 255, -1)
-            return out
-    log.warning("reference inspector: no part outline found in the template; comparing the whole frame")
-    out[:] = 255
-    return out
-
-
 @dataclass(frozen=True)
 class _Template:
     """What is learned (and saved): per-pixel mean and std at working scale."""
@@ -199,66 +103,6 @@ class _Template:
     std: np.ndarray  # (h, w) float32
     frame_size: tuple[int, int]  # (W, H) of the frames learned from
     n: int  # frames learned from
-
-
-class _Normaliser:
-    """Brightness and low-frequency normalisation over one masked region.
-
-    ``brightness``: fit ``gain = a + b*u + c*v`` to the ratios of reference /
-    frame block means inside the mask (refit without outlier blocks, so a
-    defect does not bend the plane) and multiply.
-
-    ``residual``: ``r = x - ref`` minus a robust low-pass of ``r`` (each
-    pixel's ``r`` clipped at +/- ``clip`` before a masked block average, so a
-    real defect barely moves the low-pass while slow tint and shading
-    differences between parts are removed).
-    """
-
-    def __init__(self, ref: np.ndarray, mask: np.ndarray, clip: float, lowpass_px: int):
-        h, w = ref.shape
-        self.ref = ref
-        self.m01 = (mask > 0).astype(np.float32)
-        self.size = (w, h)
-        self.grid = (max(w // _BLOCK_PX, 1), max(h // _BLOCK_PX, 1))
-        self.ref_blocks = cv2.resize(ref * self.m01, self.grid, interpolation=cv2.INTER_AREA).ravel()
-        self.block_ok = cv2.resize(self.m01, self.grid, interpolation=cv2.INTER_AREA).ravel() > 0.5
-        gu = (np.arange(self.grid[0], dtype=np.float32) + 0.5) / self.grid[0]
-        gv = (np.arange(self.grid[1], dtype=np.float32) + 0.5) / self.grid[1]
-        self.block_u = np.broadcast_to(gu[None, :], (self.grid[1], self.grid[0])).ravel()
-        self.block_v = np.broadcast_to(gv[:, None], (self.grid[1], self.grid[0])).ravel()
-        self.U = np.ascontiguousarray(np.broadcast_to((np.arange(w, dtype=np.float32) + 0.5)[None, :] / w, (h, w)))
-        self.V = np.ascontiguousarray(np.broadcast_to((np.arange(h, dtype=np.float32) + 0.5)[:, None] / h, (h, w)))
-        self.clip = float(clip)
-        self.lp_grid: tuple[int, int] | None = None
-        if lowpass_px > 0 and clip > 0:
-            self.lp_grid = (max(w // lowpass_px, 1), max(h // lowpass_px, 1))
-            cover = cv2.resize(cv2.resize(self.m01, self.lp_grid, interpolation=cv2.INTER_AREA), self.size, interpolation=cv2.INTER_LINEAR)
-            self.lp_inv_cover = (1.0 / np.maximum(cover, 0.05)).astype(np.float32)
-
-    def brightness(self, x: np.ndarray) -> np.ndarray:
-        """``x`` (float32) times the gain plane that maps it onto the reference's brightness."""
-        blocks = cv2.resize(x * self.m01, self.grid, interpolation=cv2.INTER_AREA).ravel()
-        ok = self.block_ok & (blocks > 1.0)
-        if ok.sum() < 3:
-            return x
-        ratio = self.ref_blocks[ok] / blocks[ok]
-        A = np.stack([np.ones(int(ok.sum()), np.float32), self.block_u[ok], self.block_v[ok]], 1)
-        coef = np.linalg.lstsq(A, ratio, rcond=None)[0]
-        res = ratio - A @ coef
-        keep = np.abs(res) <= 3.0 * float(np.median(np.abs(res))) * 1.4826 + 0.005
-        if keep.sum() >= 3 and not keep.all():
-            coef = np.linalg.lstsq(A[keep], ratio[keep], rcond=None)[0]
-        a, b, c = (float(v) for v in coef)
-        return cv2.multiply(x, cv2.addWeighted(self.U, b, self.V, c, a))
-
-    def residual(self, x: np.ndarray) -> np.ndarray:
-        """``x - ref`` without its robust low-frequency part (float32)."""
-        r = cv2.subtract(x, self.ref)
-        if self.lp_grid is None:
-            return r
-        rc = cv2.multiply(np.clip(r, -self.clip, self.clip), self.m01)
-        lp = cv2.resize(cv2.resize(rc, self.lp_grid, interpolation=cv2.INTER_AREA), self.size, interpolation=cv2.INTER_LINEAR)
-        return cv2.subtract(r, cv2.multiply(lp, self.lp_inv_cover))
 
 
 class _Model:
@@ -272,32 +116,41 @@ class _Model:
         self.sx, self.sy = w / W, h / H
         mean = tpl.mean
 
-        outline = _part_mask(mean)
-        er = int(round(cfg.border_px * self.sx))
-        mask = cv2.erode(outline, np.ones((2 * er + 1, 2 * er + 1), np.uint8)) if er > 0 else outline
+        outline, found = part_mask(mean, cfg.part)
+        mask = outline
+        er = int(round(cfg.border_px * self.sx)) if found else 0
+        if er > 0:
+            mask = cv2.erode(outline, np.ones((2 * er + 1, 2 * er + 1), np.uint8))
+            if not mask.any():
+                log.warning("reference template: border_px %d leaves nothing of the part; using its un-eroded outline", cfg.border_px)
+                mask = outline
+        mask = _restrict(mask, cfg, (W, H))
         ys, xs = np.nonzero(mask)
         if len(xs) == 0:
-            raise ModelLoadError("reference template: the part mask is empty after border erosion (lower border_px)")
+            raise ModelLoadError("reference template: nothing left to compare (roi and ignore_mask cover the whole part)")
         lp = _lowpass_work_px(cfg, self.sx)
-        block = math.lcm(_BLOCK_PX, lp) if lp > 0 and math.lcm(_BLOCK_PX, lp) <= 128 else _BLOCK_PX
-        x0, x1 = _fit_span(int(xs.min()), int(xs.max()) + 1, w, block)
-        y0, y1 = _fit_span(int(ys.min()), int(ys.max()) + 1, h, block)
+        block = math.lcm(BLOCK_PX, lp) if lp > 0 and math.lcm(BLOCK_PX, lp) <= 128 else BLOCK_PX
+        x0, x1 = fit_span(int(xs.min()), int(xs.max()) + 1, w, block)
+        y0, y1 = fit_span(int(ys.min()), int(ys.max()) + 1, h, block)
         self.roi = (x0, y0, x1, y1)
         sl = (slice(y0, y1), slice(x0, x1))
         self.mask = np.ascontiguousarray(mask[sl])
         self.mean = np.ascontiguousarray(mean[sl])
-        self.norm = _Normaliser(self.mean, self.mask, _LP_CLIP * cfg.min_abs_diff, lp)
+        self.norm = Normaliser(self.mean, self.mask, _LP_CLIP * cfg.min_abs_diff, lp)
         tiny = _tiny_size(tpl.frame_size, self.work_size, cfg)
-        self.aligner = _Aligner(np.clip(mean, 0, 255).astype(np.uint8), cfg.align, tiny, _bbox(outline))
+        self.aligner = Aligner(np.clip(mean, 0, 255).astype(np.uint8), cfg.align, tiny, bbox(outline))
 
         # few learning parts give noisy per-pixel stds: never trust a pixel to be steadier than its 3x3 neighbours
         spread = np.maximum(cv2.dilate(tpl.std, np.ones((3, 3), np.uint8)), cfg.std_floor)
-        gx = cv2.Sobel(mean, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-        gy = cv2.Sobel(mean, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-        grad = cv2.dilate(cv2.magnitude(gx, gy), np.ones((3, 3), np.uint8))
-        thr = np.maximum(np.maximum(cfg.sigma_k * spread, cfg.min_abs_diff), cfg.edge_tolerance_px * self.sx * grad)
+        thr = np.maximum(cfg.sigma_k * spread, cfg.min_abs_diff)
         self.thr = np.ascontiguousarray(thr[sl].astype(np.float32))
-        self.inv_spread = np.ascontiguousarray((1.0 / spread[sl]).astype(np.float32))  # excess = (d - thr) / spread
+        self.inv_thr = np.ascontiguousarray((1.0 / np.maximum(thr[sl], 1e-3)).astype(np.float32))
+        # the template band: a pixel may take any value of the template within +- b working pixels (residual misalignment)
+        b = max(1, int(round(cfg.edge_tolerance_px * self.sx))) if cfg.edge_tolerance_px > 0 else 0
+        k = np.ones((2 * b + 1, 2 * b + 1), np.uint8)
+        self.band_up = np.ascontiguousarray((cv2.dilate(mean, k) - mean)[sl]) if b else np.zeros_like(self.mean)
+        self.band_ndn = np.ascontiguousarray((cv2.erode(mean, k) - mean)[sl]) if b else np.zeros_like(self.mean)
+        self.merge = int(math.ceil(cfg.merge_px * self.sx / 2))
 
         inside = mask > 0
         self.surface = float(np.median(mean[inside]))  # the dominant surface: most of the part's pixels
@@ -320,6 +173,26 @@ def _lowpass_work_px(cfg: ReferenceInspectorConfig, sx: float) -> int:
     return int(round(cfg.lowpass_px * sx)) if cfg.lowpass_px > 0 else 0
 
 
+def _restrict(mask: np.ndarray, cfg: ReferenceInspectorConfig, frame_size: tuple[int, int]) -> np.ndarray:
+    """``mask`` (working scale) limited to ``cfg.roi`` and without ``cfg.ignore_mask``."""
+    h, w = mask.shape
+    W, H = frame_size
+    if cfg.roi is not None:
+        x0, y0, x1, y1 = cfg.roi
+        keep = np.zeros_like(mask)
+        keep[int(y0 * h / H):int(math.ceil(y1 * h / H)), int(x0 * w / W):int(math.ceil(x1 * w / W))] = 255
+        mask = cv2.bitwise_and(mask, keep)
+    if cfg.ignore_mask is not None:
+        ign = cv2.imread(str(cfg.ignore_mask), cv2.IMREAD_GRAYSCALE)
+        if ign is None:
+            raise ModelLoadError(f"reference inspector ignore_mask: cannot read {cfg.ignore_mask}")
+        if abs(ign.shape[1] / ign.shape[0] - W / H) > 0.01:
+            raise ModelLoadError(f"reference inspector ignore_mask {cfg.ignore_mask}: {ign.shape[1]}x{ign.shape[0]} is not the frame's aspect ({W}x{H})")
+        ign = cv2.resize(ign, (w, h), interpolation=cv2.INTER_AREA) > 0
+        mask = np.where(ign, 0, mask).astype(np.uint8)
+    return mask
+
+
 class ReferenceInspector:
     """An :class:`~station.inspect.base.Inspector` comparing frames with a learned template.
 
@@ -337,8 +210,8 @@ class ReferenceInspector:
         self._model: _Model | None = None
         self._lock = threading.Lock()
         # learning state
-        self._norm: _Normaliser | None = None
-        self._ref_aligner: _Aligner | None = None
+        self._norm: Normaliser | None = None
+        self._ref_aligner: Aligner | None = None
         self._frame_size: tuple[int, int] | None = None
         self._sum: np.ndarray | None = None
         self._sumsq: np.ndarray | None = None
@@ -405,15 +278,16 @@ class ReferenceInspector:
         t1 = time.perf_counter()
 
         r = model.norm.residual(x)
-        d = np.abs(r)
+        # distance outside the template band [min, max] of the +-b neighbourhood (|r| when b = 0)
+        d = cv2.max(cv2.subtract(r, model.band_up), cv2.subtract(model.band_ndn, r))
         bad = cv2.compare(d, model.thr, cv2.CMP_GT)
         bad = cv2.bitwise_and(bad, model.mask)
         bad = cv2.morphologyEx(bad, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
         bad = cv2.bitwise_and(bad, model.mask)
+        q = cv2.multiply(cv2.max(d, 0.0), model.inv_thr)  # d / thr: 1 = at the threshold
         t2 = time.perf_counter()
 
-        return self._blobs(model, bad, d, r, warp, (t1 - t0, t2 - t1, t2))
-
+        return self._blobs(model, bad, q, r, warp, (t1 - t0, t2 - t1, t2))
     def warmup(self) -> None:
         """Inspect the template itself once (allocations, code paths) when ready."""
         model = self._model
@@ -475,11 +349,11 @@ class ReferenceInspector:
             ref = work.astype(np.float32)
             if self.cfg.blur_px:
                 ref = cv2.GaussianBlur(ref, (self.cfg.blur_px, self.cfg.blur_px), 0)
-            outline = _part_mask(ref)
+            outline, _ = part_mask(ref, self.cfg.part)
             tiny = _tiny_size((W, H), (work.shape[1], work.shape[0]), self.cfg)
-            self._ref_aligner = _Aligner(work, self.cfg.align, tiny, _bbox(outline))
+            self._ref_aligner = Aligner(work, self.cfg.align, tiny, bbox(outline))
             sx = work.shape[1] / W
-            self._norm = _Normaliser(ref, outline, _LP_CLIP * self.cfg.min_abs_diff, _lowpass_work_px(self.cfg, sx))
+            self._norm = Normaliser(ref, outline, _LP_CLIP * self.cfg.min_abs_diff, _lowpass_work_px(self.cfg, sx))
             self._sum = np.zeros(work.shape, np.float64)
             self._sumsq = np.zeros(work.shape, np.float64)
         assert self._ref_aligner is not None and self._sum is not None and self._sumsq is not None
@@ -533,61 +407,77 @@ class ReferenceInspector:
         self._finish_learning()
         log.info("reference template learned from %d images in %s", len(files), folder)
 
-    def _blobs(self, model: _Model, bad: np.ndarray, d: np.ndarray, r: np.ndarray, warp: np.ndarray,
+    def _blobs(self, model: _Model, bad: np.ndarray, q: np.ndarray, r: np.ndarray, warp: np.ndarray,
                times: tuple[float, float, float]) -> Detections:
         cfg = self.cfg
-        # labelling only the box around the abnormal pixels: on a whole ROI it costs ~0.7 ms even when empty
+        x0, y0 = model.roi[0], model.roi[1]
+        # heat map in frame orientation (working scale) and the frame's score
+        qm = cv2.bitwise_and(cv2.convertScaleAbs(q, alpha=128.0), model.mask)
+        image_score = float(cv2.minMaxLoc(q, model.mask)[1])
+        w_roi = warp.copy()
+        w_roi[:, 2] += warp[:, 0] * x0 + warp[:, 1] * y0
+        amap = cv2.warpAffine(qm, w_roi, model.work_size, flags=cv2.INTER_NEAREST)
+        # labelling only the box around the abnormal pixels (grown by the merge distance): a whole ROI costs ~0.7 ms even when empty
         rx, ry, rw, rh = cv2.boundingRect(bad)
         if rw and rh:
-            n, labels, stats, _ = cv2.connectedComponentsWithStats(bad[ry:ry + rh, rx:rx + rw], connectivity=8)
+            m = model.merge
+            hh, ww = bad.shape
+            rx, ry = max(rx - m, 0), max(ry - m, 0)
+            rw, rh = min(rw + 2 * m, ww - rx), min(rh + 2 * m, hh - ry)
+            crop = bad[ry:ry + rh, rx:rx + rw]
+            joined = cv2.dilate(crop, np.ones((2 * m + 1, 2 * m + 1), np.uint8)) if m else crop
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
         else:
-            n, labels, stats = 1, None, np.zeros((1, 5), np.int32)
+            n, labels, stats, crop = 1, None, np.zeros((1, 5), np.int32), bad[:0, :0]
         px_full = 1.0 / (model.sx * model.sy)
         min_area = cfg.min_blob_px / px_full
-        cand = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area]
-        if len(cand) > cfg.max_blobs:
-            cand = sorted(cand, key=lambda i: -stats[i, cv2.CC_STAT_AREA])[: cfg.max_blobs]
-        d, r = d[ry:ry + rh, rx:rx + rw], r[ry:ry + rh, rx:rx + rw]
-        thr = model.thr[ry:ry + rh, rx:rx + rw]
-        inv_spread = model.inv_spread[ry:ry + rh, rx:rx + rw]
+        q, r = q[ry:ry + rh, rx:rx + rw], r[ry:ry + rh, rx:rx + rw]
         feat = model.feature_sign[ry:ry + rh, rx:rx + rw]
-        x0, y0 = model.roi[0] + rx, model.roi[1] + ry
-        boxes, scores, classes, areas = [], [], [], []
-        for i in cand:
-            bx, by, bw, bh, area = (int(v) for v in stats[i])
+        cand = []
+        for i in range(1, n):
+            bx, by, bw, bh, _a = (int(v) for v in stats[i])
             sl = (slice(by, by + bh), slice(bx, bx + bw))
-            blob = labels[sl] == i  # type: ignore[index]
-            excess = float(np.mean((d[sl][blob] - thr[sl][blob]) * inv_spread[sl][blob]))
-            scores.append(1.0 - math.exp(-max(excess, 0.0) / cfg.score_scale))
+            blob = (labels[sl] == i) & (crop[sl] > 0)  # type: ignore[index]
+            area = int(np.count_nonzero(blob))
+            if area >= min_area:
+                mass = float(np.sum(np.maximum(q[sl][blob] - 1.0, 0.0))) * px_full
+                cand.append((mass, area, sl, blob))
+        if len(cand) > cfg.max_blobs:
+            cand = sorted(cand, key=lambda c: -c[0])[: cfg.max_blobs]
+        ox, oy = x0 + rx, y0 + ry
+        mg = cfg.box_margin_px
+        boxes, scores, classes, areas = [], [], [], []
+        for mass, area, sl, blob in cand:
+            scores.append(mass / (mass + cfg.score_scale))
             classes.append(_classify(blob, r[sl][blob], feat[sl][blob], model.sx))
             areas.append(area * px_full)
+            bx, by, bw, bh = cv2.boundingRect(blob.view(np.uint8))
+            bx, by = bx + sl[1].start, by + sl[0].start
             # box corners (template working pixel edges) -> frame working centres -> full-res edges
-            ex = np.array([bx + x0, bx + x0 + bw], np.float64) - 0.5
-            ey = np.array([by + y0, by + y0 + bh], np.float64) - 0.5
+            ex = np.array([bx + ox, bx + ox + bw], np.float64) - 0.5
+            ey = np.array([by + oy, by + oy + bh], np.float64) - 0.5
             cx, cy = np.meshgrid(ex, ey)
             qx = warp[0, 0] * cx + warp[0, 1] * cy + warp[0, 2] + 0.5
             qy = warp[1, 0] * cx + warp[1, 1] * cy + warp[1, 2] + 0.5
-            boxes.append((qx.min() / model.sx, qy.min() / model.sy, qx.max() / model.sx, qy.max() / model.sy))
+            boxes.append((qx.min() / model.sx - mg, qy.min() / model.sy - mg, qx.max() / model.sx + mg, qy.max() / model.sy + mg))
         t3 = time.perf_counter()
         pre, infer, t2 = times
         timings = {"preprocess": pre * 1e3, "infer": infer * 1e3, "postprocess": (t3 - t2) * 1e3}
-        if not boxes:
-            empty = Detections.empty(NAMES, model.model_id, timings)
-            return Detections(empty.boxes_xyxy, empty.scores, empty.class_ids, NAMES, model.model_id,
-                              areas_px=np.zeros((0,), np.float32), timings_ms=timings)
-        order = np.argsort(-np.asarray(scores), kind="stable")
         W, H = model.tpl.frame_size
-        b = np.asarray(boxes, np.float32)[order]
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        b = np.asarray(boxes, np.float32).reshape(-1, 4)[order]
         b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, W)
         b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, H)
         return Detections(
             boxes_xyxy=b,
-            scores=np.asarray(scores, np.float32)[order],
-            class_ids=np.asarray(classes, np.int32)[order],
+            scores=np.asarray(scores, np.float32).reshape(-1)[order],
+            class_ids=np.asarray(classes, np.int32).reshape(-1)[order],
             names=NAMES,
             model_id=model.model_id,
-            areas_px=np.asarray(areas, np.float32)[order],
+            areas_px=np.asarray(areas, np.float32).reshape(-1)[order],
             timings_ms=timings,
+            anomaly_map=amap,
+            image_score=image_score,
         )
 
 
