@@ -68,6 +68,11 @@ class Detections:
     (N,) int32. ``masks`` is an optional (N, H, W) bool array at frame size.
     ``areas_px`` is the defect area in pixels when the backend knows it better
     than the box (blobs, masks); otherwise the box area is used.
+
+    No-labels backends also report ``anomaly_map``: a (h, w) uint8 heat map over the whole
+    frame (any resolution with the frame's aspect ratio; 0 = normal, 128 = the decision
+    threshold, 255 = twice the threshold or more), and ``image_score``: one number per frame,
+    higher = more anomalous, on the same scale (1.0 = at the threshold).
     """
 
     boxes_xyxy: np.ndarray
@@ -78,6 +83,8 @@ class Detections:
     masks: np.ndarray | None = None
     areas_px: np.ndarray | None = None
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    anomaly_map: np.ndarray | None = None
+    image_score: float | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
