@@ -81,6 +81,13 @@ class ReferenceInspectorConfig(StrictModel):
     box_margin_px: int = Field(
         3, ge=0, le=200, description="Grow every box by this many full-resolution pixels on each side (boxes as a person draws them)."
     )
+    box_margin_frac: float = Field(
+        0.25,
+        ge=0,
+        le=2,
+        description="And by this fraction of the abnormal region's larger side, on each side: a person draws a box around the "
+        "whole defect with some room, larger for a larger defect.",
+    )
     lowpass_px: int = Field(
         32,
         ge=0,

@@ -459,7 +459,9 @@ class ReferenceInspector:
             cx, cy = np.meshgrid(ex, ey)
             qx = warp[0, 0] * cx + warp[0, 1] * cy + warp[0, 2] + 0.5
             qy = warp[1, 0] * cx + warp[1, 1] * cy + warp[1, 2] + 0.5
-            boxes.append((qx.min() / model.sx - mg, qy.min() / model.sy - mg, qx.max() / model.sx + mg, qy.max() / model.sy + mg))
+            fx0, fy0, fx1, fy1 = qx.min() / model.sx, qy.min() / model.sy, qx.max() / model.sx, qy.max() / model.sy
+            m = mg + cfg.box_margin_frac * max(fx1 - fx0, fy1 - fy0)
+            boxes.append((fx0 - m, fy0 - m, fx1 + m, fy1 + m))
         t3 = time.perf_counter()
         pre, infer, t2 = times
         timings = {"preprocess": pre * 1e3, "infer": infer * 1e3, "postprocess": (t3 - t2) * 1e3}

@@ -92,7 +92,8 @@ def part_mask(mean: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, bool]:
     level of a strip along the image border (whole image, with a warning, if
     none is found). ``full_frame``: the whole image. ``auto``: the outline when
     the border strip is plain background (at most 5 % of it differs from its
-    level) and the part covers 1 to 95 % of the image; else the whole image,
+    level), the part covers 1 to 95 % of the image and holds 90 % of what
+    differs from the background (not one track of a board); else the whole image,
     without a warning (a board that fills the frame has no outline).
     """
     h, w = mean.shape
@@ -113,7 +114,9 @@ def part_mask(mean: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, bool]:
         if 0.01 * h * w <= cv2.contourArea(big) <= (0.95 * h * w if mode == "auto" else h * w):
             filled = np.zeros((h, w), np.uint8)
             cv2.drawContours(filled, [big], -1, 255, -1)
-            return filled, True
+            # one part holds (nearly) everything that differs from the background; separate tracks or pads do not
+            if mode == "outline" or np.count_nonzero(diff & (filled > 0)) >= 0.9 * np.count_nonzero(diff):
+                return filled, True
     if mode == "outline":
         log.warning("reference inspector: no part outline found in the template; comparing the whole frame")
     else:
