@@ -100,7 +100,7 @@ def warp_boxes(boxes: np.ndarray, M: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.float64).reshape(-1, 4)
 
 
-def load_cases(data: Path, seed: int) -> list[Case]:
+def load_cases(data: Path, seed: int, mp: float = MEGAPIXELS) -> list[Case]:
     boxes = read_boxes(data / "boxes.txt")
     files = sorted((data / "images").glob("*.jpg"))
     boards: dict[str, list[Path]] = {}
@@ -135,7 +135,7 @@ def load_cases(data: Path, seed: int) -> list[Case]:
                 tpl_full = np.clip(np.round(tpl), 0, 255).astype(np.uint8)
                 cv2.imwrite(str(cpath), tpl_full)
             H, W = tpl_full.shape
-            k = min(1.0, (MEGAPIXELS * 1e6 / (W * H)) ** 0.5)
+            k = min(1.0, (mp * 1e6 / (W * H)) ** 0.5)
             size = (int(round(W * k)), int(round(H * k)))
             tpl = cv2.resize(tpl_full, size, interpolation=cv2.INTER_AREA)
             test = cv2.resize(greys[f.stem], size, interpolation=cv2.INTER_AREA)
@@ -277,6 +277,7 @@ def main() -> None:
     g.add_argument("--test", action="store_true", help="report the held-back split (default)")
     ap_.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     ap_.add_argument("--seed", type=int, default=0)
+    ap_.add_argument("--mp", type=float, default=MEGAPIXELS, help="downscale every image to about this many megapixels (default 1)")
     ap_.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an inspector config field")
     args = ap_.parse_args()
     cv2.setNumThreads(1)
@@ -285,7 +286,7 @@ def main() -> None:
         k, v = kv.split("=", 1)
         cfg[k] = json.loads(v)
 
-    cases = load_cases(args.data, args.seed)
+    cases = load_cases(args.data, args.seed, args.mp)
     dev, test = split(cases, args.seed)
     split_name, report = ("dev", dev) if args.dev else ("test", test)
 
