@@ -20,17 +20,23 @@ Per frame (all cv2 operations, no Python loop over pixels):
    each pixel clipped at 2 x ``min_abs_diff`` first): slow tint and shading
    differences between parts go, defects stay. Learning applies the same
    steps, so the learned spread is the spread of this residual;
-6. ``|r| > thr`` where, per pixel,
-   ``thr = max(sigma_k * spread, min_abs_diff, edge_tolerance * |grad mean|)``;
-   ``spread`` is the learned std, 3x3 max-filtered and floored at
-   ``std_floor``; the gradient term lets strong edges move by the residual
-   alignment error without creating blobs;
-7. only inside the part mask (the filled outline of the part found in the
-   template, eroded by ``border_px``: the conveyor and the moving outline are
-   ignored); a 3x3 closing joins the fragments of thin scratches;
-8. connected components; blobs of at least ``min_blob_px`` (full-resolution
-   pixels) become detections, boxes mapped back through the inverse alignment
-   and the scale into frame pixels, ``areas_px`` in full-resolution pixels.
+6. ``d > thr`` where ``d`` is how far the (normalised) frame lies outside the
+   template band ``[min, max]`` of the template over +- ``edge_tolerance_px``
+   (a dilated/eroded template: an edge that moves by the residual alignment
+   error stays inside, an open, bite, spur or short leaves it) and, per pixel,
+   ``thr = max(sigma_k * spread, min_abs_diff)``; ``spread`` is the learned
+   std, 3x3 max-filtered and floored at ``std_floor``;
+7. only inside the part mask (``part``: the filled outline of a part found on
+   a plain background, eroded by ``border_px``, falling back to the un-eroded
+   outline; or the whole frame when the part fills it), limited to ``roi`` and
+   outside ``ignore_mask``; a 3x3 closing joins the fragments of thin scratches;
+8. connected components of the abnormal pixels dilated by ``merge_px`` / 2
+   (nearby fragments make one defect); blobs of at least ``min_blob_px``
+   (full-resolution pixels) become detections, boxes mapped back through the
+   inverse alignment and the scale into frame pixels and grown by
+   ``box_margin_px`` + ``box_margin_frac`` x their larger side, ``areas_px`` in
+   full-resolution pixels. ``anomaly_map`` is ``128 * d / thr`` (uint8, frame
+   orientation, working scale), ``image_score`` its maximum ratio ``d / thr``.
 
 Blob classes (a shape heuristic, no training):
 
@@ -44,9 +50,9 @@ Blob classes (a shape heuristic, no training):
   full-resolution pixels;
 - ``spot``: anything else (dent, stain, blob).
 
-Score: ``1 - exp(-mean_excess / score_scale)``, with ``mean_excess`` the mean
-over the blob of ``(|r| - thr) / spread``: how far beyond its threshold the
-blob lies, in units of the learned spread.
+Score: ``m / (m + score_scale)``, with ``m`` the blob's defect mass: the sum
+over its pixels of ``max(d / thr - 1, 0)`` in full-resolution pixels (faint or
+small: low; large or high contrast: high; never saturates).
 
 The template is saved with :meth:`ReferenceInspector.save` (``np.savez``) and
 loaded at start from ``cfg.template_path`` so a restart does not relearn. One
