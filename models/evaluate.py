@@ -239,13 +239,11 @@ def ejected(outcome: str, rules: RulesConfig) -> bool:
     return outcome in (Outcome.FAIL, Outcome.FAILSAFE) or (outcome == Outcome.UNCERTAIN and rules.uncertain_action == "reject")
 
 
-def open_inspector(model_path: Path | str, inspector_cfg: OnnxInspectorConfig | None = None, conf: float = EVAL_CONF) -> Inspector:
-    """The production ONNX inspector for ``model_path`` (keep-alive off, evaluation ``conf``)."""
-    from station.inspect.onnx_backend import OnnxInspector
+def open_inspector(model_path: Path | str, inspector_cfg: Any = None, conf: float = EVAL_CONF) -> Inspector:
+    """The production inspector for ``model_path`` (onnx: keep-alive off, evaluation ``conf``; or an anomaly model)."""
+    from station.inspect.loader import inspector_for_file
 
-    base = inspector_cfg or OnnxInspectorConfig()
-    cfg = base.model_copy(update={"model": Path(model_path), "keepalive_s": 0.0, "conf": float(conf)})
-    return OnnxInspector(cfg)
+    return inspector_for_file(model_path, inspector_cfg, onnx_overrides={"keepalive_s": 0.0, "conf": float(conf)})
 
 
 def evaluate(
@@ -268,6 +266,10 @@ def evaluate(
     rules = rules or RulesConfig()
     calibration = calibration or CalibrationConfig()
     meta = read_model_meta(model_path)
+    anomaly = meta.task == "anomaly"
+    if anomaly:  # class-agnostic: every labelled defect of the golden set is an anomaly to find
+        gs = dataclasses.replace(gs, names=meta.names, items=tuple([
+            dataclasses.replace(it, class_ids=np.zeros_like(np.asarray(it.class_ids))) for it in gs.items]))
     if tuple(meta.names) != tuple(gs.names):
         raise ValueError(
             f"model {model_path} classes {list(meta.names)} differ from golden set {gs.root} classes {list(gs.names)}; "

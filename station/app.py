@@ -54,11 +54,12 @@ def build_inspector(cfg: StationConfig, db: Any = None) -> Inspector:
     station database runs instead of ``inspector.model`` (a promotion survives restarts).
     """
     icfg = cfg.inspector
-    if db is not None and icfg.type == "onnx" and icfg.follow_registry:
+    if db is not None and icfg.type in ("onnx", "anomaly") and icfg.follow_registry:
         from models.registry import current  # light: no torch
 
         rec = current(db)
-        if rec is not None and Path(rec.path).is_file():
+        # an anomaly line follows anomaly models, an onnx line Ultralytics exports
+        if rec is not None and Path(rec.path).is_file() and (rec.task == "anomaly") == (icfg.type == "anomaly"):
             log.info("running the registry's current model %s (%s)", rec.sha256[:12], rec.path)
             icfg = icfg.model_copy(update={"model": Path(rec.path)})
     return INSPECTORS.create(icfg)
@@ -237,11 +238,16 @@ class Station:
         self.alarms.report("line", "info" if paused else "ok", "paused" if paused else "running")
 
     def swap_model(self, path: Path, on_done: Any = None) -> None:
-        """Load another ONNX model in the background and swap it in between two parts."""
-        new_cfg = self.cfg.inspector.model_copy(update={"model": Path(path)}) if self.cfg.inspector.type == "onnx" else None
-        if new_cfg is None:
-            raise ValueError("hot swap needs an onnx inspector (inspector.type: onnx)")
-        self.inspector.load_async(lambda: INSPECTORS.create(new_cfg), on_done)
+        """Load another model file (Ultralytics ONNX or anomaly model) in the background and swap it in between two parts.
+
+        An anomaly model learned on frames of another size is refused (the running model keeps running).
+        """
+        if self.cfg.inspector.type not in ("onnx", "anomaly"):
+            raise ValueError("hot swap needs an onnx or anomaly inspector (inspector.type: onnx or anomaly)")
+        from .inspect.loader import inspector_for_file
+
+        expect = getattr(self.inspector.current, "frame_size", None)
+        self.inspector.load_async(lambda: inspector_for_file(Path(path), self.cfg.inspector, expect_frame_size=expect), on_done)
 
     def start_shadow(self, model_path: Path, *, queue_size: int = 16) -> Any:
         """Run ``model_path`` beside the line on every part, without acting (station/shadow.py); returns the runner.

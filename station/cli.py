@@ -105,6 +105,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 result = inspect_part(inspector, decider, trig, [frame])
             row = result_to_dict(result)
             row["file"] = path.name
+            row["anomaly_score"] = row["image_score"]  # no-labels backends: the image score (1.0 = at the threshold)
             out.write(json.dumps(row) + "\n")
             counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
     finally:

@@ -71,16 +71,15 @@ class ShadowStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_shadow_inspector(model_path: Path, base: OnnxInspectorConfig | None = None) -> Inspector:
-    """The candidate's ONNX inspector: the line's onnx settings, one onnxruntime thread, no keep-alive, no spinning.
+def build_shadow_inspector(model_path: Path, base: Any = None) -> Inspector:
+    """The candidate's inspector (onnx or anomaly, by the file's task): the line's settings, one thread, no keep-alive, no spinning.
 
     One thread so it cannot take both cores from the line; raises the backend's ModelLoadError for
     a file that is not a usable model.
     """
-    cfg = (base or OnnxInspectorConfig()).model_copy(
-        update={"model": Path(model_path), "keepalive_s": 0.0, "intra_op_threads": 1, "allow_spinning": False}
-    )
-    return INSPECTORS.create(cfg)
+    from .inspect.loader import inspector_for_file
+
+    return inspector_for_file(model_path, base, onnx_overrides={"keepalive_s": 0.0, "allow_spinning": False}, threads=1)
 
 
 class ShadowRunner:
@@ -293,7 +292,7 @@ def start_for_station(station: Any, model_path: Path, *, queue_size: int = 16, n
     """A started :class:`ShadowRunner` for ``station`` (its bus, database, onnx settings and Decider)."""
     path = Path(model_path)
     meta = read_model_meta(path)  # raises ModelLoadError naming the file
-    base = station.cfg.inspector if station.cfg.inspector.type == "onnx" else None
+    base = station.cfg.inspector if station.cfg.inspector.type in ("onnx", "anomaly") else None
     inspector = build_shadow_inspector(path, base)
     runner = ShadowRunner(
         station.bus, station.cfg.store.db_path, inspector, lambda: station.decider, model_sha=meta.sha256,

@@ -341,3 +341,39 @@ def untrained_model(task: Task, imgsz: int = 640, cache_dir: Path | None = None)
         shutil.copyfile(out, tmp)
         os.replace(tmp, final)
     return final
+
+
+# --------------------------------------------------------------------------- anomaly models (models/anomaly.py)
+
+ANOMALY_CAMERA = {"type": "synthetic", "id": "cam0", "product": "pcb", "width": 640, "height": 400, "seed": 51}
+
+
+def synthetic_good_frames(n: int, camera: dict | None = None, first: int = 0) -> list[np.ndarray]:
+    """``n`` defect-free Mono8 frames of the synthetic line (the camera's own renderer)."""
+    from station.acquire.synthetic import iter_parts
+    from station.config import SyntheticCameraConfig
+
+    cfg = SyntheticCameraConfig.model_validate({**(camera or ANOMALY_CAMERA), "defect_rate": 0.0, "harmless_mark_rate": 0.0})
+    return [p.image for _, p in iter_parts(cfg, first, n)]
+
+
+def anomaly_model(*, n_good: int = 24, steps: int = 120, long_side: int = 128, seed: int = 0,
+                  camera: dict | None = None, cache_dir: Path | None = None) -> Path:
+    """Learn (once, cached) a real anomaly model from good frames of the synthetic line; returns its ONNX file.
+
+    Few steps: the tests that use it check the station's paths (line, replay, swap, shadow,
+    evaluation), not its accuracy (that is tests/unit/test_anomaly.py on real ELPV cells).
+    """
+    from models.anomaly import LearnSettings, learn
+
+    cam = camera or ANOMALY_CAMERA
+    blob = json.dumps({"n_good": n_good, "steps": steps, "long_side": long_side, "seed": seed, "camera": cam,
+                       "v": _FACTORY_VERSION}, sort_keys=True)
+    root = (cache_dir or default_cache_dir()) / f"anomaly-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+    final = root / "anomaly.onnx"
+    if final.exists():
+        return final
+    with _file_lock(root.with_suffix(".lock")):
+        if not final.exists():
+            learn(synthetic_good_frames(n_good, cam), final, LearnSettings(steps=steps, long_side=long_side, batch=8, seed=seed, min_images=8))
+    return final

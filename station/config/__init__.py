@@ -20,13 +20,13 @@ from .actuate import GpiodOutputConfig, ModbusOutputConfig, OpcUaOutputConfig
 from .plant import EncoderConfig, ModbusEndpointConfig, MqttConfig, OpcUaServerConfig, PlcConfig, PublishConfig, RejectVerifyConfig
 from .base import StrictModel
 from .camera import CameraConfig, FolderCameraConfig, SoftwareTriggerConfig, SyntheticCameraConfig, TimerTriggerConfig, TriggerConfig
-from .inspect import InspectorConfig, OnnxInspectorConfig, ReferenceInspectorConfig, TilingConfig
+from .inspect import AnomalyInspectorConfig, AnomalyRegion, InspectorConfig, OnnxInspectorConfig, ReferenceInspectorConfig, TilingConfig
 from .rules import ClassRule, IgnoreZone, RulesConfig
 from .store import StoreConfig
 from .web import WebConfig
 
 __all__ = [
-    "CalibrationConfig", "CameraConfig", "ClassRule", "ConfigError", "FolderCameraConfig", "IgnoreZone",
+    "AnomalyInspectorConfig", "AnomalyRegion", "CalibrationConfig", "CameraConfig", "ClassRule", "ConfigError", "FolderCameraConfig", "IgnoreZone",
     "InspectorConfig", "OnnxInspectorConfig", "OutputConfig", "PipelineConfig", "ReferenceInspectorConfig",
     "RejectConfig", "RulesConfig", "SimulatedOutputConfig", "SoftwareTriggerConfig", "StationConfig", "StoreConfig",
     "StrictModel", "SyntheticCameraConfig", "TilingConfig", "TimerTriggerConfig", "TriggerConfig", "WebConfig",

@@ -167,7 +167,64 @@ class OnnxInspectorConfig(StrictModel):
     )
 
 
+class AnomalyRegion(StrictModel):
+    """A rectangle of the frame with its own anomaly threshold (a critical face strict, a cosmetic one lenient)."""
+
+    name: str = Field("region", description="Name shown in logs and reasons.")
+    x1: float = Field(..., description="Left edge in frame pixels.")
+    y1: float = Field(..., description="Top edge in frame pixels.")
+    x2: float = Field(..., description="Right edge in frame pixels.")
+    y2: float = Field(..., description="Bottom edge in frame pixels.")
+    threshold_scale: float = Field(
+        ..., gt=0.0, le=100.0, description="Multiply the model's threshold by this inside the rectangle (< 1 stricter, > 1 more lenient)."
+    )
+
+
+class AnomalyInspectorConfig(StrictModel):
+    """Anomaly detection learned from good parts only: a heat map per part, its blobs become defects."""
+
+    type: Literal["anomaly"] = Field("anomaly", description="Backend: anomaly model (ONNX) learned from good images, no labels.")
+    model: Path = Field(
+        Path("data/anomaly.onnx"),
+        description="The learned anomaly model (.onnx, written by `python -m models.anomaly` or by learning at start). Loaded "
+        "when it exists; otherwise learned from `learn_from` or from the line's first `learn_parts` good parts and written here.",
+    )
+    follow_registry: bool = Field(
+        True, description="At start, run the model promoted in the station's model registry (if it is an anomaly model) instead of `model`."
+    )
+    learn_from: Path | None = Field(
+        None, description="Folder of good images (one camera view, one size, at least 8; 50-200 recommended) to learn from when `model` does not exist."
+    )
+    learn_parts: int = Field(
+        100, ge=8, le=2000, description="With no model and no `learn_from`: learn from this many good parts of the line (they are FAILSAFE meanwhile)."
+    )
+    learn_only_good: bool = Field(True, description="When learning from the line, skip frames whose ground truth says defective (synthetic camera only).")
+    learn_steps: int = Field(1200, ge=50, le=100000, description="Training steps when learning (about 0.1-0.2 s each on 2 CPU cores).")
+    long_side: int = Field(
+        256, ge=64, le=2048, description="Working size of the frame's long side when learning (the model keeps it): larger finds smaller defects, slower."
+    )
+    target_frr: float = Field(
+        0.01, gt=0.0, lt=0.5, description="When learning: the threshold is set so that this share of held-out good parts would score above it."
+    )
+    threshold_scale: float = Field(
+        1.0, gt=0.0, le=100.0, description="Multiply the model's learned threshold by this (< 1 catches fainter anomalies and rejects more good parts)."
+    )
+    blob_level: float = Field(
+        0.6, gt=0.0, le=10.0, description="Report blobs of the heat map above this fraction of the threshold, so the rules' uncertain band sees "
+        "near misses (a blob's score is 1 - 0.5^peak: 0.5 at the threshold, 0.34 at 0.6 of it, 0.75 at twice it).",
+    )
+    min_blob_px: int = Field(0, ge=0, description="Ignore blobs smaller than this, in frame pixels (rules' min_area_mm2 applies as well).")
+    max_blobs: int = Field(32, ge=1, le=1000, description="Report at most this many blobs per frame (the strongest first).")
+    regions: list[AnomalyRegion] = Field(
+        default_factory=list, description="Rectangles with their own threshold (later entries win where they overlap)."
+    )
+    providers: list[str] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"], description="onnxruntime execution providers in order of preference; CPU is always the fallback."
+    )
+    intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads (0 = one per core).")
+
+
 InspectorConfig = Annotated[
-    Union[ReferenceInspectorConfig, OnnxInspectorConfig],
+    Union[ReferenceInspectorConfig, OnnxInspectorConfig, AnomalyInspectorConfig],
     Field(discriminator="type"),
 ]

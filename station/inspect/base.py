@@ -51,5 +51,6 @@ INSPECTORS: Registry[Inspector] = Registry(
     {
         "reference": "station.inspect.reference:ReferenceInspector",
         "onnx": "station.inspect.onnx_backend:OnnxInspector",
+        "anomaly": "station.inspect.anomaly:AnomalyInspector",
     },
 )

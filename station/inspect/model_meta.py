@@ -20,7 +20,7 @@ from .base import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-TASKS = ("detect", "segment", "classify")
+TASKS = ("detect", "segment", "classify", "anomaly")  # anomaly: learned from good parts (station.inspect.anomaly)
 
 # ONNX protobuf field numbers (onnx/onnx.proto3)
 _MODEL_IR_VERSION, _MODEL_GRAPH, _MODEL_METADATA, _MODEL_FUNCTIONS = 1, 7, 14, 25
@@ -341,6 +341,10 @@ def check_io(
         shapes = ", ".join(f"{n}{list(s)}" for n, s in outputs)
         return ModelLoadError(f"model {p} ({meta.task}, {nc} classes): {msg}; outputs are {shapes}")
 
+    if meta.task == "anomaly":
+        if len(outputs) != 1 or len(outputs[0][1]) != 4 or _dim(outputs[0][1][1]) not in (None, 1):
+            raise bad("an anomaly model must have one output (N, 1, h, w): its anomaly map")
+        return
     if meta.task == "classify":
         if len(outputs) != 1 or len(outputs[0][1]) != 2 or _dim(outputs[0][1][1]) not in (None, nc):
             raise bad(f"a classify model must have one output (N, {nc})")

@@ -90,6 +90,8 @@ class OnnxInspector:
         path = cfg.model
         data = read_model_bytes(path)
         self.meta: ModelMeta = parse_model(path, data)
+        if self.meta.task == "anomaly":
+            raise ModelLoadError(f"model {path} is an anomaly model: run it with `inspector: {{type: anomaly, model: {path}}}`")
         providers = choose_providers(list(cfg.providers))
         try:
             self.session = ort.InferenceSession(data, sess_options=session_options(cfg), providers=providers)

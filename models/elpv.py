@@ -1,0 +1,97 @@
+"""The ELPV data set (``pip install elpv-dataset``): 2,624 real electroluminescence images of solar cells.
+
+Each 300x300 Mono8 cell has a defect probability (0, 1/3, 2/3 or 1, from experts) and a cell type
+(``mono`` or ``poly``). Read straight from the installed package's ``labels.csv`` and PNG files
+with OpenCV (the package's own loader needs Pillow).
+
+The no-labels protocol used by the anomaly bench and tests (:func:`anomaly_split`): per cell
+type, learn from half of the functional cells (probability 0, seeded permutation), test on the
+other half against the cells with probability 1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class ElpvMissing(RuntimeError):
+    """The elpv-dataset package is not installed."""
+
+
+@dataclass(frozen=True)
+class ElpvCell:
+    path: Path
+    probability: float
+    cell_type: str  # "mono" | "poly"
+
+    def image(self) -> np.ndarray:
+        img = cv2.imread(str(self.path), cv2.IMREAD_GRAYSCALE)
+        if img is None:
+            raise OSError(f"cannot read {self.path}")
+        return img
+
+
+def data_dir() -> Path:
+    """Folder holding ``labels.csv`` and ``images/`` of the installed package."""
+    spec = importlib.util.find_spec("elpv_dataset")
+    if spec is None or spec.origin is None:
+        raise ElpvMissing("the ELPV images come from `pip install elpv-dataset` (in the test extra)")
+    return Path(spec.origin).parent / "data"
+
+
+def cells() -> list[ElpvCell]:
+    """Every cell of the data set, in the file's order."""
+    root = data_dir()
+    out = []
+    for line in (root / "labels.csv").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            out.append(ElpvCell(root / parts[0], float(parts[1]), parts[2]))
+    return out
+
+
+@dataclass(frozen=True)
+class AnomalySplit:
+    learn: list[ElpvCell]  # half of the functional cells
+    good: list[ElpvCell]  # the other half: must pass
+    bad: list[ElpvCell]  # probability 1: must be found
+
+
+def anomaly_split(cell_type: str, seed: int = 0, all_cells: list[ElpvCell] | None = None) -> AnomalySplit:
+    """Per cell type: learn from half of the functional cells (seeded), test on the rest vs probability-1 cells."""
+    cs = [c for c in (all_cells or cells()) if c.cell_type == cell_type]
+    if not cs:
+        raise ValueError(f"no ELPV cells of type {cell_type!r} (types: mono, poly)")
+    good = [c for c in cs if c.probability == 0.0]
+    bad = [c for c in cs if c.probability == 1.0]
+    order = np.random.default_rng(seed).permutation(len(good))
+    half = len(good) // 2
+    return AnomalySplit([good[i] for i in order[:half]], [good[i] for i in order[half:]], bad)
+
+
+def auroc(good_scores: np.ndarray | list[float], bad_scores: np.ndarray | list[float]) -> float:
+    """Area under the ROC curve: the chance that a random bad part scores above a random good one (ties count half)."""
+    g, b = np.asarray(good_scores, np.float64), np.asarray(bad_scores, np.float64)
+    if len(g) == 0 or len(b) == 0:
+        raise ValueError("AUROC needs good and bad scores")
+    s = np.concatenate([g, b])
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    ranks[order] = np.arange(1, len(s) + 1)
+    for v in np.unique(s):  # average ranks over ties
+        idx = s == v
+        if idx.sum() > 1:
+            ranks[idx] = ranks[idx].mean()
+    return float((ranks[len(g):].sum() - len(b) * (len(b) + 1) / 2) / (len(g) * len(b)))
+
+
+def zscore_template_scores(learn: list[np.ndarray], test: list[np.ndarray]) -> np.ndarray:
+    """The plain baseline: per-pixel mean/std template, score = 99.5th percentile of |z| over the image."""
+    x = np.stack(learn).astype(np.float32)
+    mu, sd = x.mean(0), x.std(0) + 2.0
+    return np.array([np.percentile(np.abs(t.astype(np.float32) - mu) / sd, 99.5) for t in test])
