@@ -57,7 +57,7 @@ MARGIN = 12  # crop margin at the bench scale (px)
 MAX_SHIFT, MAX_ROT_DEG = 4.0, 0.25
 NOISE = 2.0  # grey levels of sensor noise on every inspected image
 # the AOI settings (chosen on the dev split; see --dev)
-AOI_CFG = dict(learn_parts=1, scale=0.5, box_margin_px=6, box_margin_frac=0.25)
+AOI_CFG = dict(learn_parts=1, scale=1.0, align_patches=16, box_margin_px=6, box_margin_frac=0.25)
 BASELINE_THRESHOLDS = (20, 25, 30, 35, 40, 50, 60, 70, 80)
 BASELINE_MIN_AREAS = (4, 9, 16, 25, 40)
 BASELINE_MARGINS = (0, 3, 6, 9)  # the baseline may grow its boxes too (tuned on dev): a fair box comparison

@@ -11,6 +11,9 @@ Per frame (all cv2 operations, no Python loop over pixels):
 2. alignment to the template: phase correlation for the shift, then ECC with
    ``MOTION_EUCLIDEAN`` (shift + rotation), both on a small pyramid level
    (``cfg.align_scale`` of the frame); the ECC template is the part's box;
+   with ``cfg.align_patches`` > 0, refined at working scale: the residual
+   shift of each textured template patch (phase correlation), a rigid fit
+   without outlier patches (sub-pixel; fine-pitch AOI boards);
 3. warp the working image into template coordinates, only over the template's
    part region (the bounding box of its mask, grown to whole 16-px blocks);
 4. brightness: fit ``gain(x, y) = a + b*x + c*y`` to the ratios of template /
@@ -144,7 +147,7 @@ class _Model:
         self.mean = np.ascontiguousarray(mean[sl])
         self.norm = Normaliser(self.mean, self.mask, _LP_CLIP * cfg.min_abs_diff, lp)
         tiny = _tiny_size(tpl.frame_size, self.work_size, cfg)
-        self.aligner = Aligner(np.clip(mean, 0, 255).astype(np.uint8), cfg.align, tiny, bbox(outline))
+        self.aligner = Aligner(np.clip(mean, 0, 255).astype(np.uint8), cfg.align, tiny, bbox(outline), cfg.align_patches)
 
         # few learning parts give noisy per-pixel stds: never trust a pixel to be steadier than its 3x3 neighbours
         spread = np.maximum(cv2.dilate(tpl.std, np.ones((3, 3), np.uint8)), cfg.std_floor)
@@ -357,7 +360,7 @@ class ReferenceInspector:
                 ref = cv2.GaussianBlur(ref, (self.cfg.blur_px, self.cfg.blur_px), 0)
             outline, _ = part_mask(ref, self.cfg.part)
             tiny = _tiny_size((W, H), (work.shape[1], work.shape[0]), self.cfg)
-            self._ref_aligner = Aligner(work, self.cfg.align, tiny, bbox(outline))
+            self._ref_aligner = Aligner(work, self.cfg.align, tiny, bbox(outline), self.cfg.align_patches)
             sx = work.shape[1] / W
             self._norm = Normaliser(ref, outline, _LP_CLIP * self.cfg.min_abs_diff, _lowpass_work_px(self.cfg, sx))
             self._sum = np.zeros(work.shape, np.float64)
