@@ -274,7 +274,7 @@ class ReferenceInspector:
                 f"frame of camera {frame.camera_id} is {gray.shape[1]}x{gray.shape[0]} but the reference template was learned on "
                 f"{W}x{H} frames (relearn: delete {self.cfg.template_path or 'the template'} or fix the camera size)"
             )
-        work = cv2.resize(gray, model.work_size, interpolation=cv2.INTER_AREA)
+        work = gray if model.work_size == (W, H) else cv2.resize(gray, model.work_size, interpolation=cv2.INTER_AREA)
         warp = model.aligner.estimate(work)
         x0, y0, x1, y1 = model.roi
         w_roi = warp.copy()

@@ -176,3 +176,36 @@ def test_roi_and_ignore_mask(golden: np.ndarray, tmp_path: Path) -> None:
     cv2.imwrite(str(path), ign)
     right = _learned(golden, ignore_mask=path).inspect(_frame(img))
     assert len(right) == 1 and right.boxes_xyxy[0, 0] > 320
+
+
+def test_align_patches_register_to_a_fraction_of_a_pixel(golden: np.ndarray) -> None:
+    from station.inspect.reference_util import Aligner
+
+    def corner_error(aligner: Aligner, pose: tuple[float, float, float]) -> float:
+        img, M = _pose(golden, pose, binarise=False)  # frame(M p) = board(p): the warp to find is M
+        Wt = aligner.estimate(img)
+        corners = np.array([[0, 0, 1], [W - 1, 0, 1], [0, H - 1, 1], [W - 1, H - 1, 1]], np.float64)
+        return float(np.abs(corners @ Wt.T - corners @ M.T).max())
+
+    poses = (POSE, (-2.5, 1.5, -0.25), (1.3, -3.7, 0.2))
+    coarse = Aligner(golden, "euclidean", (160, 120))
+    fine = Aligner(golden, "euclidean", (160, 120), patches=16)
+    assert len(fine.patches) >= 3
+    e_coarse = [corner_error(coarse, p) for p in poses]
+    e_fine = [corner_error(fine, p) for p in poses]
+    assert max(e_fine) < 0.3, e_fine
+    assert max(e_fine) < max(e_coarse), (e_fine, e_coarse)
+
+
+def test_full_resolution_with_align_patches_finds_every_defect_and_passes_good_boards(golden: np.ndarray) -> None:
+    insp = _learned(golden, scale=1.0, align_patches=16)
+    for pose in (POSE, (-2.5, 1.5, -0.25)):
+        assert len(insp.inspect(_frame(_pose(golden, pose)[0]))) == 0
+    bad = golden.copy()
+    for _, rect, level in DEFECTS:
+        cv2.rectangle(bad, rect[:2], rect[2:], level, -1)
+    img, M = _pose(bad)
+    d = insp.inspect(_frame(img))
+    assert len(d) == len(DEFECTS), d.boxes_xyxy
+    for _, rect, _ in DEFECTS:
+        assert max(_iou(_box_after(M, rect), b) for b in d.boxes_xyxy) >= 0.33, (rect, d.boxes_xyxy)
