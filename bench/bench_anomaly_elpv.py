@@ -5,11 +5,11 @@ seeded), test on the other half against the cells with probability 1. The learne
 through the station's own AnomalyInspector (onnxruntime, as on the line); its image score ranks
 the cells. Printed side by side, in one run: the plain baseline (per-pixel mean/std template,
 99.5th percentile |z|) on the same split, and the false-reject / escape rates at the model's own
-learned threshold (set from held-out good cells for a 1 % false-reject target).
+learned threshold (set from the learning cells' leave-one-out scores for a 1 % false-reject target).
 
-Run: python bench/bench_anomaly_elpv.py [--types mono poly] [--steps 1200] [--long-side 256] [--json]
+Run: python bench/bench_anomaly_elpv.py [--types mono poly] [--long-side 256] [--json]
      [--limit N] (fewer cells per set, for a quick look)  [--seed S]
-Needs: pip install elpv-dataset torch (the test extra).
+Needs: pip install elpv-dataset torch (the test extra; torch only builds and exports the graph).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def run_type(cell_type: str, args: argparse.Namespace, all_cells: list, workdir:
         learn_c, good_c, bad_c = learn_c[: args.limit], good_c[: args.limit], bad_c[: args.limit]
     learn_imgs = [c.image() for c in learn_c]
     good_imgs, bad_imgs = [c.image() for c in good_c], [c.image() for c in bad_c]
-    s = LearnSettings(steps=args.steps, long_side=args.long_side, seed=args.seed)
+    s = LearnSettings(long_side=args.long_side, seed=args.seed)
     res = learn(learn_imgs, workdir / f"elpv_{cell_type}.onnx", s, source=f"elpv {cell_type}")
     insp = AnomalyInspector(AnomalyInspectorConfig(model=res.path))
     insp.warmup()
@@ -68,7 +68,6 @@ def run_type(cell_type: str, args: argparse.Namespace, all_cells: list, workdir:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--types", nargs="+", default=["mono", "poly"])
-    ap.add_argument("--steps", type=int, default=LearnSettings.steps)
     ap.add_argument("--long-side", type=int, default=LearnSettings.long_side)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0)
@@ -86,7 +85,7 @@ def main() -> int:
                       f"{r['escape_rate_at_threshold']:.1%}  [learn {r['n_learn']} cells in {r['learn_s']:.0f} s; test {r['n_good']} good, "
                       f"{r['n_bad']} bad; {r['inspect_ms_median']:.1f} ms/cell]", flush=True)
     if args.json:
-        print(json.dumps({"bench": "anomaly_elpv", "steps": args.steps, "long_side": args.long_side, "seed": args.seed, "types": rows}))
+        print(json.dumps({"bench": "anomaly_elpv", "long_side": args.long_side, "seed": args.seed, "types": rows}))
     return 0
 
 

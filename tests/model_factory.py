@@ -357,17 +357,17 @@ def synthetic_good_frames(n: int, camera: dict | None = None, first: int = 0) ->
     return [p.image for _, p in iter_parts(cfg, first, n)]
 
 
-def anomaly_model(*, n_good: int = 24, steps: int = 120, long_side: int = 128, seed: int = 0,
+def anomaly_model(*, n_good: int = 24, long_side: int = 256, seed: int = 0,
                   camera: dict | None = None, cache_dir: Path | None = None) -> Path:
     """Learn (once, cached) a real anomaly model from good frames of the synthetic line; returns its ONNX file.
 
-    Few steps: the tests that use it check the station's paths (line, replay, swap, shadow,
-    evaluation), not its accuracy (that is tests/unit/test_anomaly.py on real ELPV cells).
+    The tests that use it check the station's paths (line, replay, swap, shadow, evaluation) and the
+    inspector's contract; its accuracy on real parts is tests/unit/test_anomaly.py on ELPV cells.
     """
     from models.anomaly import LearnSettings, learn
 
     cam = camera or ANOMALY_CAMERA
-    blob = json.dumps({"n_good": n_good, "steps": steps, "long_side": long_side, "seed": seed, "camera": cam,
+    blob = json.dumps({"n_good": n_good, "long_side": long_side, "seed": seed, "camera": cam,
                        "v": _FACTORY_VERSION}, sort_keys=True)
     root = (cache_dir or default_cache_dir()) / f"anomaly-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
     final = root / "anomaly.onnx"
@@ -375,5 +375,5 @@ def anomaly_model(*, n_good: int = 24, steps: int = 120, long_side: int = 128, s
         return final
     with _file_lock(root.with_suffix(".lock")):
         if not final.exists():
-            learn(synthetic_good_frames(n_good, cam), final, LearnSettings(steps=steps, long_side=long_side, batch=8, seed=seed, min_images=8))
+            learn(synthetic_good_frames(n_good, cam, first=1000 * seed), final, LearnSettings(long_side=long_side, seed=seed))
     return final

@@ -207,7 +207,6 @@ class AnomalyInspectorConfig(StrictModel):
         100, ge=8, le=2000, description="With no model and no `learn_from`: learn from this many good parts of the line (they are FAILSAFE meanwhile)."
     )
     learn_only_good: bool = Field(True, description="When learning from the line, skip frames whose ground truth says defective (synthetic camera only).")
-    learn_steps: int = Field(1200, ge=20, le=100000, description="Training steps when learning (about 0.1-0.2 s each on 2 CPU cores).")
     long_side: int = Field(
         256, ge=64, le=2048, description="Working size of the frame's long side when learning (the model keeps it): larger finds smaller defects, slower."
     )

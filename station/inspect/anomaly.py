@@ -1,13 +1,15 @@
 """The anomaly inspector: a model learned from good parts only, run by onnxruntime (no torch here).
 
 The model (an ONNX file written by :mod:`models.anomaly`, ``task: anomaly`` in its metadata) maps
-the preprocessed frame to a probability map at 1/4 of the working size. Per frame:
+the preprocessed frame to a map at 1/8 of the working size: per 8x8 cell, the distance of its
+filter-bank features to the nearest good part's at that cell or a neighbour. Per frame:
 
 1. grey, resize to the model's working size (``INTER_AREA``), divide by the frame's mean
    brightness (:func:`preprocess`, shared with the learner so both see the same input);
-2. one onnxruntime run -> probability map; a 3x3 Gaussian, then divided by the threshold
-   (learned from held-out good parts at a target false-reject rate, times ``threshold_scale``
-   and per-region scales): the map is in *threshold units*, 1.0 = at the threshold;
+2. one onnxruntime run -> distance map; a 3x3 Gaussian, then divided by the threshold (set
+   from the good parts' leave-one-out scores at a target false-reject rate, times
+   ``threshold_scale`` and per-region scales): the map is in *threshold units*, 1.0 = at the
+   threshold;
 3. ``image_score`` = the map's maximum; ``anomaly_map`` = ``clip(128 x map)`` as uint8 (128 at
    the threshold) for the screens;
 4. blobs of ``map >= blob_level`` (connected components on the small map) become detections of
@@ -18,8 +20,8 @@ the preprocessed frame to a probability map at 1/4 of the working size. Per fram
 With no model file the inspector learns: from ``learn_from`` at start (blocking, like the
 reference inspector), or from the first ``learn_parts`` good parts of the line (kept as PNG files
 next to the model, then learned in a ``python -m models.anomaly`` subprocess at low CPU priority;
-the parts are FAILSAFE meanwhile). The learner needs torch (the ``train`` extra); the station
-process never imports it.
+the parts are FAILSAFE meanwhile). Learning takes seconds; the learner builds and exports the
+graph with torch (the ``train`` extra); the station process never imports it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from .model_meta import ModelMeta, check_io, parse_model, read_model_bytes
 
 log = logging.getLogger(__name__)
 
-STRIDE = 4  # the map is 1/4 of the working size
+STRIDE = 8  # the map is 1/8 of the working size (one value per 8x8 cell)
 NAMES: tuple[str, ...] = ("anomaly",)
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,7 +83,7 @@ def smooth(prob: np.ndarray) -> np.ndarray:
 
 
 def image_score_of(prob: np.ndarray) -> float:
-    """Image score of a probability map (before the threshold): the maximum of the smoothed map."""
+    """Image score of a raw map (before the threshold): the maximum of the smoothed map."""
     return float(smooth(prob).max())
 
 
@@ -273,9 +275,9 @@ class AnomalyInspector:
     def _learn_subprocess(self, folder: Path) -> None:
         """Run ``python -m models.anomaly folder model`` (nice 10); ModelLoadError with its message on failure."""
         cfg = self.cfg
-        cmd = [sys.executable, "-m", "models.anomaly", str(folder), str(cfg.model), "--steps", str(cfg.learn_steps),
-               "--long-side", str(cfg.long_side), "--target-frr", str(cfg.target_frr)]
-        log.info("learning the anomaly model from %s (%d steps; a few minutes): %s", folder, cfg.learn_steps, " ".join(cmd))
+        cmd = [sys.executable, "-m", "models.anomaly", str(folder), str(cfg.model), "--long-side", str(cfg.long_side),
+               "--target-frr", str(cfg.target_frr)]
+        log.info("learning the anomaly model from %s: %s", folder, " ".join(cmd))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH", "")])))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, preexec_fn=lambda: os.nice(10), check=False)
         if proc.returncode != 0:

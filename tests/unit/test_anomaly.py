@@ -25,8 +25,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 pytestmark = pytest.mark.slow
 
 # ELPV floor: a fixed subset of mono cells (CI-sized learning); the full protocol is bench/bench_anomaly_elpv.py
-ELPV_LEARN, ELPV_TEST, ELPV_STEPS, ELPV_SIDE = 120, 80, 500, 160
-ELPV_FLOOR = 0.80
+ELPV_LEARN, ELPV_TEST = 150, 100
+ELPV_FLOOR = 0.88  # measured 0.930 on this subset (z-score template 0.820)
 
 
 def frame(img: np.ndarray, pid: int = 1) -> Frame:
@@ -35,11 +35,12 @@ def frame(img: np.ndarray, pid: int = 1) -> Frame:
 
 def test_learns_real_solar_cells_and_ranks_defective_ones_first(tmp_path: Path) -> None:
     sp = anomaly_split("mono", seed=0)
-    learn_imgs = [c.image() for c in sp.learn[:ELPV_LEARN]]
-    good = [c.image() for c in sp.good[:ELPV_TEST]]
-    bad = [c.image() for c in sp.bad[:ELPV_TEST]]
+    pick = np.random.default_rng(1)  # a fixed random subset (the data set's order groups similar cells)
+    learn_imgs = [sp.learn[i].image() for i in pick.permutation(len(sp.learn))[:ELPV_LEARN]]
+    good = [sp.good[i].image() for i in pick.permutation(len(sp.good))[:ELPV_TEST]]
+    bad = [sp.bad[i].image() for i in pick.permutation(len(sp.bad))[:ELPV_TEST]]
     t0 = time.monotonic()
-    res = learn(learn_imgs, tmp_path / "elpv.onnx", LearnSettings(steps=ELPV_STEPS, long_side=ELPV_SIDE))
+    res = learn(learn_imgs, tmp_path / "elpv.onnx", LearnSettings())
     learn_s = time.monotonic() - t0
     insp = AnomalyInspector(AnomalyInspectorConfig(model=res.path))
     sg = np.array([insp.inspect(frame(g)).image_score for g in good])
