@@ -46,7 +46,7 @@ def _store(args: argparse.Namespace) -> Path:
 
 
 def _rules_and_inspector(config: str | None) -> tuple[Any, Any, Any]:
-    """(rules, calibration, onnx inspector config or None) from a station config file, or the defaults."""
+    """(rules, calibration, onnx or anomaly inspector config or None) from a station config file, or the defaults."""
     from station.config import CalibrationConfig, RulesConfig
 
     if not config:
@@ -54,7 +54,7 @@ def _rules_and_inspector(config: str | None) -> tuple[Any, Any, Any]:
     from station.config import load_config
 
     cfg = load_config(Path(config))
-    insp = cfg.inspector if cfg.inspector.type == "onnx" else None
+    insp = cfg.inspector if cfg.inspector.type in ("onnx", "anomaly") else None
     return cfg.rules, cfg.calibration, insp
 
 
@@ -257,6 +257,28 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_learn_anomaly(args: argparse.Namespace) -> int:
+    """Learn an anomaly model from a folder of good images (seconds), optionally register it as a candidate."""
+    from .anomaly import AnomalyLearnError, LearnSettings, learn_folder
+
+    s = LearnSettings(long_side=args.long_side, target_frr=args.target_frr)
+    try:
+        res = learn_folder(args.folder, args.out, s)
+    except AnomalyLearnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    q = sorted(res.loo_scores)
+    print(f"learned {res.path} from {res.n_images} good images in {res.seconds:.1f} s; "
+          f"threshold {res.threshold:.4f} (good parts' leave-one-out scores: median {q[len(q) // 2]:.4f}, max {q[-1]:.4f})")
+    if args.register:
+        from . import registry
+
+        with _db(args.db) as db:
+            rec = registry.register(db, res.path, store_dir=_store(args), trained_by=args.user)
+        print(f"registered {rec.sha256} ({rec.status}) -> {rec.path}")
+    return 0
+
+
 def _fmt_record(r: Any) -> str:
     golden = r.metrics.get("golden") or {}
     esc = ", ".join(f"{g}: escape {v.get('escape_rate')}" for g, v in golden.items())
@@ -427,6 +449,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--user", default="cli")
     db_args(sp)
     sp.set_defaults(fn=cmd_register)
+
+    sp = sub.add_parser("learn-anomaly", help="learn an anomaly model from a folder of good images (no labels; seconds)")
+    sp.add_argument("folder", type=Path, help="good images of one camera view (one size; 50-200 recommended)")
+    sp.add_argument("out", type=Path, help="the ONNX model to write")
+    sp.add_argument("--long-side", type=int, default=256, help="working size of the frame's long side (default 256)")
+    sp.add_argument("--target-frr", type=float, default=0.01, help="false-reject rate on good parts the threshold is set for")
+    sp.add_argument("--register", action="store_true", help="also register it as a candidate in the station's registry")
+    sp.add_argument("--user", default="cli")
+    db_args(sp)
+    sp.set_defaults(fn=cmd_learn_anomaly)
 
     sp = sub.add_parser("list", help="registered models")
     sp.add_argument("--status", default=None, choices=["candidate", "current", "retired"])
