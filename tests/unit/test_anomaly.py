@@ -139,3 +139,30 @@ def test_wrong_model_files_are_refused_and_the_running_model_keeps_running(tmp_p
     # and a frame of another size never reaches the model
     with pytest.raises(Exception, match="was learned on 640x400 frames"):
         sw.inspect(frame(np.zeros((480, 480), np.uint8)))
+
+
+def test_models_learn_anomaly_command_learns_and_registers(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from models import registry
+    from station.store.db import open_db
+
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for i, img in enumerate(synthetic_good_frames(10, first=300)):
+        cv2.imwrite(str(folder / f"g{i}.png"), img)
+    out, db_path = tmp_path / "a.onnx", tmp_path / "station.db"
+    proc = subprocess.run([sys.executable, "-m", "models.cli", "learn-anomaly", str(folder), str(out), "--register", "--db", str(db_path)],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    assert "from 10 good images" in proc.stdout and "threshold" in proc.stdout and "registered" in proc.stdout
+    db = open_db(db_path)
+    try:
+        (rec,) = registry.list_models(db)
+        assert rec.task == "anomaly" and rec.status == "candidate" and Path(rec.path).is_file()
+    finally:
+        db.close()
+    bad = subprocess.run([sys.executable, "-m", "models.cli", "learn-anomaly", str(tmp_path / "nowhere"), str(tmp_path / "b.onnx")],
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and not (tmp_path / "b.onnx").exists()
