@@ -211,7 +211,7 @@ class AnomalyInspectorConfig(StrictModel):
         256, ge=64, le=2048, description="Working size of the frame's long side when learning (the model keeps it): larger finds smaller defects, slower."
     )
     target_frr: float = Field(
-        0.01, gt=0.0, lt=0.5, description="When learning: the threshold is set so that this share of held-out good parts would score above it."
+        0.01, gt=0.0, lt=0.5, description="When learning: the threshold is set so that this share of the good images would score above it (each scored against the others)."
     )
     threshold_scale: float = Field(
         1.0, gt=0.0, le=100.0, description="Multiply the model's learned threshold by this (< 1 catches fainter anomalies and rejects more good parts)."

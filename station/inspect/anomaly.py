@@ -45,6 +45,7 @@ from ..config.inspect import AnomalyInspectorConfig
 from ..types import Detections, Frame
 from .base import InspectorError, ModelLoadError
 from .model_meta import ModelMeta, check_io, parse_model, read_model_bytes
+from .preprocess import to_gray
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,7 @@ def work_size(frame_size: tuple[int, int], long_side: int) -> tuple[int, int]:
 
 def gray(image: np.ndarray) -> np.ndarray:
     """Mono8 view of a Mono8 or BGR frame."""
-    if image.ndim == 2:
-        return image
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    if image.ndim == 3 and image.shape[2] == 1:
-        return image[:, :, 0]
-    raise InspectorError(f"anomaly inspector: unsupported image shape {image.shape} (expected Mono8 or BGR)")
+    return to_gray(image, "anomaly inspector")
 
 
 def preprocess(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -95,6 +95,19 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def to_gray(image: np.ndarray, who: str) -> np.ndarray:
+    """Mono8 view of a Mono8, (H, W, 1) or BGR frame; InspectorError naming ``who`` for any other shape."""
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    from .base import InspectorError
+
+    raise InspectorError(f"{who}: unsupported image shape {image.shape} (expected Mono8 or BGR)")
+
+
 class InputTensor:
     """A preallocated (batch, C, H, W) float32 model input and the buffers to fill it.
 

@@ -82,6 +82,7 @@ import numpy.ma  # noqa: F401 - np.median imports it on first use: 14 ms holding
 from ..config.inspect import ReferenceInspectorConfig
 from ..types import Detections, Frame
 from .base import InspectorError, ModelLoadError
+from .preprocess import to_gray
 from .reference_util import BLOCK_PX, Aligner, Normaliser, bbox, fit_span, part_mask
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,7 @@ _LP_CLIP = 2.0  # the low-pass of the residual sees each pixel clipped at this x
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return image
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    if image.ndim == 3 and image.shape[2] == 1:
-        return image[:, :, 0]
-    raise InspectorError(f"reference inspector: unsupported image shape {image.shape} (expected Mono8 or BGR)")
+    return to_gray(image, "reference inspector")
 
 
 @dataclass(frozen=True)
