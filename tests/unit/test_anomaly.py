@@ -82,24 +82,23 @@ def test_heat_map_score_and_blobs_follow_the_threshold(tmp_path: Path) -> None:
     assert lenient.inspect(frame(bad)).image_score == pytest.approx(db.image_score / 4, rel=1e-3)
 
 
+def good_folder(folder: Path, n: int, first: int = 0) -> Path:
+    """``folder`` holding ``n`` good frames of the synthetic line as g0.png, g1.png, ..."""
+    folder.mkdir()
+    for i, img in enumerate(synthetic_good_frames(n, first=first)):
+        cv2.imwrite(str(folder / f"g{i}.png"), img)
+    return folder
+
+
 def test_bad_learning_input_names_the_file_and_the_fix(tmp_path: Path) -> None:
-    few = tmp_path / "few"
-    few.mkdir()
-    for i, img in enumerate(synthetic_good_frames(3)):
-        cv2.imwrite(str(few / f"g{i}.png"), img)
+    few = good_folder(tmp_path / "few", 3)
     with pytest.raises(AnomalyLearnError, match=r"has 3 image\(s\); at least 8 good images"):
         load_good_images(few)
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
-    for i, img in enumerate(synthetic_good_frames(8)):
-        cv2.imwrite(str(mixed / f"g{i}.png"), img)
+    mixed = good_folder(tmp_path / "mixed", 8)
     cv2.imwrite(str(mixed / "odd.png"), np.zeros((100, 120), np.uint8))
     with pytest.raises(AnomalyLearnError, match=r"odd\.png is 120x100 but .* must come from the same camera view"):
         load_good_images(mixed)
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for i, img in enumerate(synthetic_good_frames(8)):
-        cv2.imwrite(str(broken / f"g{i}.png"), img)
+    broken = good_folder(tmp_path / "broken", 8)
     (broken / "g3.png").write_bytes(b"not a png")
     with pytest.raises(AnomalyLearnError, match=r"cannot decode image file .*g3\.png.*remove or replace"):
         load_good_images(broken)
@@ -148,10 +147,7 @@ def test_models_learn_anomaly_command_learns_and_registers(tmp_path: Path) -> No
     from models import registry
     from station.store.db import open_db
 
-    folder = tmp_path / "good"
-    folder.mkdir()
-    for i, img in enumerate(synthetic_good_frames(10, first=300)):
-        cv2.imwrite(str(folder / f"g{i}.png"), img)
+    folder = good_folder(tmp_path / "good", 10, first=300)
     out, db_path = tmp_path / "a.onnx", tmp_path / "station.db"
     proc = subprocess.run([sys.executable, "-m", "models.cli", "learn-anomaly", str(folder), str(out), "--register", "--db", str(db_path)],
                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
