@@ -98,7 +98,9 @@ def run(eval_dir: Path) -> int:
     """Evaluate as ``eval_dir/spec.json`` says; write ``result.json``; return the exit code."""
     from models.evaluate import compare
 
-    from ..config import CalibrationConfig, OnnxInspectorConfig, RulesConfig
+    from pydantic import TypeAdapter
+
+    from ..config import CalibrationConfig, InspectorConfig, RulesConfig
 
     spec = json.loads((eval_dir / "spec.json").read_text())
     if spec.get("nice"):
@@ -112,7 +114,7 @@ def run(eval_dir: Path) -> int:
             spec["candidate_path"], spec.get("current_path"), spec["golden_root"],
             rules=RulesConfig.model_validate(spec["rules"]),
             calibration=CalibrationConfig.model_validate(spec["calibration"]),
-            inspector_cfg=OnnxInspectorConfig.model_validate(spec["inspector"]) if spec.get("inspector") else None,
+            inspector_cfg=TypeAdapter(InspectorConfig).validate_python(spec["inspector"]) if spec.get("inspector") else None,
         )
     except Exception as e:  # noqa: BLE001 - every failure is reported to the page, with the traceback in the log
         log.exception("evaluation failed")

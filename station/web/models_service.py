@@ -105,7 +105,7 @@ class ModelsService:
         from models import registry
 
         insp = self.station.cfg.inspector
-        if insp.type != "onnx" or not Path(insp.model).is_file():
+        if insp.type not in ("onnx", "anomaly") or not Path(insp.model).is_file():
             return
         with self.state.db.use() as db:
             if registry.current(db) is None:
@@ -333,7 +333,7 @@ class ModelsService:
             "candidate_path": str(cand.path), "current_path": str(cur.path) if cur else None, "golden_root": str(root),
             "rules": self.station.decider.rules.model_dump(mode="json"),
             "calibration": self.station.decider.calibration.model_dump(mode="json"),
-            "inspector": insp.model_dump(mode="json") if insp.type == "onnx" else None,
+            "inspector": insp.model_dump(mode="json") if insp.type in ("onnx", "anomaly") else None,
         }
         fields = {"candidate_sha": cand.sha256, "current_sha": cur.sha256 if cur else None, "golden_id": gid, "golden_name": gname,
                   "started_by": user}
