@@ -31,7 +31,7 @@ from .serialize import event_to_dict
 from .store import queries
 from .store.db import open_db
 from .store.images import ImageStore
-from .store.recorder import Recorder
+from .store.recorder import Recorder, replay_at_start
 from .types import PartResult, StatusEvent, Trigger
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,8 @@ class Station:
         output: OutputDriver | None,
     ) -> None:
         """Build every driver and service from ``cfg`` (called once by ``__init__``)."""
+        images = ImageStore.from_config(cfg.store)
+        replay_at_start(self.db, cfg.store.spill_path, images)  # an earlier run's unwritten records, before counting
         persisted = queries.load_counters(self.db)
         restored = queries.resume_counters(self.db)
         if persisted and restored and persisted["triggers"] > restored["triggers"]:
@@ -113,7 +115,7 @@ class Station:
         self.counters = Counters(CounterValues(**restored) if restored else None)
         first_part_id = queries.last_part_id(self.db) + 1
 
-        self.images = ImageStore(cfg.store.images_dir, cfg.store.image_format, cfg.store.keep_pass_every, cfg.store.disk_budget_mb)
+        self.images = images
         self.recorder = Recorder(
             cfg.store.db_path,
             self.images,
@@ -121,6 +123,8 @@ class Station:
             self.bus.subscribe("recorder", maxsize=cfg.store.queue_size),
             batch_size=cfg.store.batch_size,
             on_status=self._on_status,
+            spill_path=cfg.store.spill_path,
+            synchronous=cfg.store.synchronous,
         )
 
         self.cameras: list[CameraDriver] = (

@@ -72,7 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         station.stop()
     snap = station.counters.snapshot()
-    print(json.dumps({"counters": snap.as_dict(), "reconcile": station.reconcile()}, indent=None))
+    # "records": written / dropped / spilled at stop, said plainly (counters that add up can still mean records were lost)
+    print(json.dumps({"counters": snap.as_dict(), "reconcile": station.reconcile(), "records": station.recorder.stop_report}, indent=None))
     return 0
 
 

@@ -16,6 +16,21 @@ between leaves an orphan file (wasted space), never a row pointing at a
 missing file. Usage is accounted from the database, so files written but whose
 rows were never committed (a crash between the two) are not counted.
 
+Free-space watermark: the budget is a fixed size and does not see the disk. So
+:meth:`ImageStore.enforce_free_space` also measures the free space of the disk
+holding ``root`` (``os.statvfs``: a cheap system call, made by the recorder
+thread after a commit or a failed write, never on the decision path). Below the
+floor (the smaller of ``min_free_mb`` and ``min_free_percent`` of the disk) it
+deletes, in the same order as the budget (oldest PASS first, then the oldest
+others), until free space is back at ``free_target_factor`` times the floor.
+Images are the first thing to go so that SQLite, usually on the same disk,
+never runs short: verdict rows are the last. Each sweep logs one line (free
+before and after, files deleted). If the rows cannot be marked deleted (the
+database itself cannot write, e.g. the disk is already full), the oldest
+*PASS* files are unlinked anyway and their rows marked at the next sweep that
+can write: a row may then point at a missing file for a while
+(``open_path`` says so), which is better than a database that cannot record.
+
 Heat maps (``anomaly_maps`` rows, :mod:`station.store.heatmaps`) are grayscale PNGs stored the
 same way under ``<root>/maps``; each belongs to one image row and is deleted with it: the
 budget marks the map rows of the images it deletes in the same transaction, and removes a map
@@ -92,8 +107,16 @@ class ImageStore:
         jpeg_quality: int = 95,
         fsync: bool = True,
         low_water: float = 0.9,
+        min_free_mb: float = 0.0,
+        min_free_percent: float = 0.0,
+        free_target_factor: float = 1.5,
     ):
-        """``low_water``: when over budget, delete down to this fraction of it (fewer, larger sweeps)."""
+        """``low_water``: when over budget, delete down to this fraction of it (fewer, larger sweeps).
+
+        ``min_free_mb`` / ``min_free_percent``: the free-space floor of the images disk (the
+        smaller of the two that are > 0; both 0 = no watermark); a sweep frees space up to
+        ``free_target_factor`` times the floor.
+        """
         if fmt not in FORMATS:
             raise ValueError(f"store.image_format must be one of {FORMATS}, not {fmt!r}")
         if keep_pass_every < 0:
@@ -111,11 +134,22 @@ class ImageStore:
         self.fsync = fsync
         self.low_water = low_water
         self._used_estimate: int | None = None  # None = unknown: ask the database
+        if min_free_mb < 0 or not 0 <= min_free_percent < 100:
+            raise ValueError(f"store.min_free_mb must be >= 0 and min_free_percent in [0, 100), not {min_free_mb}, {min_free_percent}")
+        if free_target_factor < 1:
+            raise ValueError(f"free_target_factor must be >= 1, not {free_target_factor}")
+        self.min_free_bytes = int(min_free_mb * 1024 * 1024)
+        self.min_free_percent = float(min_free_percent)
+        self.free_target_factor = float(free_target_factor)
+        self.unmarked: list[tuple[str, str]] = []  # files unlinked while the database could not write (rows to mark)
 
     @classmethod
     def from_config(cls, cfg: "StoreConfig") -> "ImageStore":
         """Build from a :class:`~station.config.StoreConfig`."""
-        return cls(cfg.images_dir, cfg.image_format, cfg.keep_pass_every, cfg.disk_budget_mb)
+        return cls(
+            cfg.images_dir, cfg.image_format, cfg.keep_pass_every, cfg.disk_budget_mb,
+            min_free_mb=cfg.min_free_mb, min_free_percent=cfg.min_free_percent,
+        )
 
     # -- policy -------------------------------------------------------------
     def should_keep(self, outcome: Outcome | str, part_id: int) -> str | None:
@@ -242,6 +276,13 @@ class ImageStore:
         if used <= self.budget_bytes:
             return 0
         target = int(self.budget_bytes * self.low_water)
+        victims, freed = self._sweep(db, used - target, "disk budget")
+        if victims:
+            log.info("disk budget %.0f MB: deleted %d image files, freed %.1f MB", self.budget_bytes / 2**20, victims, freed / 2**20)
+        return freed
+
+    def _victims(self, db: "sqlite_utils.Database", need: int, pass_only: bool = False) -> list[tuple[str, str, int]]:
+        """Files to delete to free ``need`` bytes: oldest PASS first, then the oldest others."""
         # One entry per file: a file is as precious as the most precious row using it,
         # and as old as its newest row. Its heat maps go with it (``with_maps``: an estimate,
         # since a map file shared with a part that stays is not freed).
@@ -259,25 +300,33 @@ class ImageStore:
         )
         victims: list[tuple[str, str, int]] = []
         freeing = 0
-        for sha, fmt, nbytes, _precious, _newest, with_maps in cur:
-            if used - freeing <= target:
+        skip = set(self.unmarked)
+        for sha, fmt, nbytes, precious, _newest, with_maps in cur:
+            if freeing >= need or (pass_only and precious):
                 break
+            if (sha, fmt) in skip:
+                continue
             victims.append((sha, fmt, int(nbytes)))
             freeing += int(nbytes) + int(with_maps)
         cur.close()
-        if not victims:
-            return 0
+        return victims
+
+    def _sweep(self, db: "sqlite_utils.Database", need: int, reason: str) -> tuple[int, int]:
+        """Mark rows deleted (one transaction), then unlink their files; (files, bytes freed)."""
+        victims = self._victims(db, need)
+        if not victims and not self.unmarked:
+            return 0, 0
         now = time.time()
         from .db import write_transaction
 
+        marks = [(now, reason, sha, fmt) for sha, fmt, _ in victims] + [(now, reason + " (unlinked earlier)", sha, fmt) for sha, fmt in self.unmarked]
         with write_transaction(db):
             db.conn.executemany(
-                "UPDATE images SET deleted_at = ?, deleted_reason = 'disk budget' WHERE sha256 = ? AND format = ? AND deleted_at IS NULL",
-                [(now, sha, fmt) for sha, fmt, _ in victims],
+                "UPDATE images SET deleted_at = ?, deleted_reason = ? WHERE sha256 = ? AND format = ? AND deleted_at IS NULL", marks
             )
-            map_files = self._delete_maps_of_deleted_images(db, now, "disk budget")
-        maps_freed = self._unlink_maps(map_files)
-        freed = maps_freed
+            map_files = self._delete_maps_of_deleted_images(db, now, reason)
+        self.unmarked = []
+        freed = self._unlink_maps(map_files)
         for sha, fmt, nbytes in victims:
             try:
                 os.unlink(self.root / relpath_for(sha, fmt))
@@ -285,8 +334,68 @@ class ImageStore:
             except FileNotFoundError:
                 log.warning("image %s.%s was already missing from %s", sha, fmt, self.root)
         self._used_estimate = self.used_bytes(db)  # exact: shared map files make ``freeing`` an estimate
-        log.info("disk budget %.0f MB: deleted %d image files, freed %.1f MB", self.budget_bytes / 2**20, len(victims), freed / 2**20)
-        return freed
+        return len(victims), freed
+
+    # -- free space ---------------------------------------------------------
+    def disk_space(self) -> tuple[int, int]:
+        """(free bytes for an unprivileged writer, total bytes) of the disk holding ``root`` (``os.statvfs``)."""
+        p = self.root
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        st = os.statvfs(p)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+    def free_floor(self, total: int) -> int:
+        """The free-space floor in bytes for a disk of ``total`` bytes (0 = no watermark)."""
+        floors = [f for f in (self.min_free_bytes, int(total * self.min_free_percent / 100)) if f > 0]
+        return min(floors) if floors else 0
+
+    def enforce_free_space(self, db: "sqlite_utils.Database") -> tuple[bool, int, int]:
+        """Delete images while the images disk is below its free-space floor.
+
+        Returns (short, free bytes after, floor): ``short`` is True when free space is
+        still below the floor after the sweep (nothing left to delete, or the deletions
+        could not be recorded). Must run on the thread that writes ``db``.
+        """
+        free, total = self.disk_space()
+        floor = self.free_floor(total)
+        if floor <= 0 or (free >= floor and not self.unmarked):
+            return False, free, floor
+        target = int(floor * self.free_target_factor)
+        need = max(0, target - free)
+        try:
+            files, freed = self._sweep(db, need, "free space")
+        except Exception as exc:  # sqlite3.Error: the database cannot write (the disk is full?)
+            files, freed = self._emergency_unlink(db, need), 0
+            free_after = self.disk_space()[0]
+            log.error(
+                "free space %.1f MB < floor %.1f MB on %s and the database cannot record deletions (%s): unlinked %d PASS "
+                "image files (rows marked later), free now %.1f MB", free / 2**20, floor / 2**20, self.root, exc, files, free_after / 2**20,
+            )
+            return free_after < floor, free_after, floor
+        free_after = self.disk_space()[0]
+        if files or free < floor:
+            log.warning(
+                "free-space sweep on %s: free %.1f MB < floor %.1f MB; deleted %d image files (oldest PASS first, %.1f MB); free now %.1f MB%s",
+                self.root, free / 2**20, floor / 2**20, files, freed / 2**20, free_after / 2**20,
+                "" if free_after >= floor else " (still short: nothing more to delete)",
+            )
+        return free_after < floor, free_after, floor
+
+    def _emergency_unlink(self, db: "sqlite_utils.Database", need: int) -> int:
+        """Unlink the oldest PASS files without marking their rows (the database cannot write); remember them."""
+        try:
+            victims = self._victims(db, need, pass_only=True)
+        except Exception as exc:
+            log.error("free space: cannot even read which images to delete: %s", exc)
+            return 0
+        n = 0
+        for sha, fmt, _ in victims:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.root / relpath_for(sha, fmt))
+                n += 1
+            self.unmarked.append((sha, fmt))
+        return n
 
     def _delete_maps_of_deleted_images(self, db: "sqlite_utils.Database", now: float, reason: str) -> list[tuple[str, int]]:
         """Inside the caller's write transaction: mark the heat maps of deleted images deleted.

@@ -336,7 +336,10 @@ def test_stop_gives_up_on_a_database_that_stays_locked(tmp_store, make_result, w
         wait_until(lambda: rec.stalled, what="stall")
         assert rec.stop(timeout=0.5) is False
         assert not rec.running
-        assert rec.pending == 5  # not lost silently: still counted as pending
+        # not lost silently, and not "pending" in a stopped recorder either: counted as dropped
+        assert rec.pending == 0 and rec.records_dropped == 5
+        assert counters.snapshot().records_dropped == 5
+        assert rec.stop_report is not None and (rec.stop_report["dropped"], rec.stop_report["lost_at_stop"]) == (5, 5)
         assert reconcile(counters.snapshot(), pending_records=rec.pending) == []
     finally:
         blocker.execute("ROLLBACK")
