@@ -33,6 +33,7 @@ from .store.db import open_db
 from .store.images import ImageStore
 from .store.recorder import Recorder, replay_at_start
 from .types import PartResult, StatusEvent, Trigger
+from .watchdog import SdNotifier, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,16 @@ class Station:
         self.last_result: PartResult | None = None
         self._started = False
         self._lock = threading.Lock()
+        self._stop_lock = threading.Lock()  # the watchdog's give-up and the caller may both stop
+        self.failure: str | None = None  # why the station stopped itself (the watchdog gave up)
+        self.failed = threading.Event()
+        self._on_failure: list[Any] = []
+        self.notifier = SdNotifier()  # systemd Type=notify: READY=1, WATCHDOG=1 (no-op outside systemd)
 
         cfg.store.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db = open_db(cfg.store.db_path)  # migrations run here, before any thread starts
+        self._db_thread = threading.get_ident()  # sqlite: only this thread may close it
+        self._db_close_pending = False
         try:
             self._build(cfg, max_parts, cameras, inspector, output)
         except BaseException:
@@ -163,6 +171,18 @@ class Station:
             {"cameras": {c.camera_id: c for c in self.cameras}, "on_frame": self.line.trigger_from_camera} if cfg.trigger.type == "camera" else {}
         )
         self.trigger_source: TriggerSource = TRIGGERS.create(cfg.trigger, fire=self._fire, max_parts=max_parts, **trig_kw)
+        self.watchdog: Watchdog | None = None
+        if cfg.watchdog.enabled:
+            self.watchdog = Watchdog(
+                cfg.watchdog,
+                self.line,
+                self.alarms,
+                notifier=self.notifier,
+                grab_timeout_s=cfg.pipeline.grab_timeout_ms / 1000,
+                on_restart=self._on_worker_restart,
+                on_give_up=self.fail,
+                fatal=self._fatal_check,
+            )
         self.plant = PlantServices(self)  # PLC handshake, MQTT, OPC UA: only the configured ones
 
     # -- lifecycle ----------------------------------------------------------
@@ -185,7 +205,10 @@ class Station:
         # normal priority it can be preempted holding it while real-time threads fill the cores.
         self._make_realtime(self.trigger_source.threads)
         self._started = True
+        if self.watchdog is not None:
+            self.watchdog.start()
         self.alarms.report("station", "ok", "running")
+        self.notifier.notify("READY=1", f"STATUS=running, model {self.inspector.model_id}")
         log.info("station %s running (config %s, model %s)", self.cfg.name, self.config_hash, self.inspector.model_id)
 
     def _make_realtime(self, threads: list[threading.Thread]) -> None:
@@ -195,9 +218,20 @@ class Station:
 
     def stop(self, drain_s: float | None = None) -> None:
         """Stop in reverse order; parts in flight get their verdicts and pulses first."""
+        with self._stop_lock:
+            self._stop(drain_s)
+            # the watchdog's stop runs in a thread of its own: the database is closed by the owner's stop()
+            if self._db_close_pending and threading.get_ident() == self._db_thread:
+                self._db_close_pending = False
+                self.db.close()
+
+    def _stop(self, drain_s: float | None) -> None:
         if not self._started:
             return
         self._started = False
+        self.notifier.notify("STOPPING=1")
+        if self.watchdog is not None:
+            self.watchdog.stop()  # a stopping line is not a stuck one
         self.trigger_source.stop()
         self.stop_shadow()
         self.line.stop()
@@ -208,8 +242,77 @@ class Station:
         self.inspector.close()
         self.output.close()
         self.recorder.stop()
-        self.db.close()
+        self._db_close_pending = True  # closed by stop() in the thread that opened it
+        self.notifier.close()
         log.info("station stopped: %s", self.counters.snapshot().as_dict())
+        if self.failure is not None:
+            log.critical("station stopped itself: %s", self.failure)
+
+    # -- watchdog -----------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        """False while the watchdog sees a stuck or dead worker (PLC heartbeat and STATION_READY stop)."""
+        return self.watchdog is None or self.watchdog.healthy
+
+    def on_failure(self, callback: Any) -> None:
+        """Call ``callback(reason)`` when the station stops itself (``station run`` then exits with 1)."""
+        self._on_failure.append(callback)
+        if self.failure is not None:
+            callback(self.failure)
+
+    def fail(self, reason: str) -> None:
+        """Stop the station from inside (the watchdog gave up): in a thread of its own, then tell ``on_failure``."""
+        if self.failure is not None:
+            return
+        self.failure = reason
+        self.alarms.report("station", "alarm", f"stopping: {reason}")
+
+        def stop_then_tell() -> None:
+            try:
+                self.stop()
+            finally:
+                self.failed.set()
+                for cb in list(self._on_failure):
+                    try:
+                        cb(reason)
+                    except Exception:  # noqa: BLE001 - one broken listener must not hide the failure from the others
+                        log.exception("on_failure callback failed")
+
+        threading.Thread(target=stop_then_tell, name="station-fail-stop", daemon=True).start()
+
+    def _fatal_check(self) -> str | None:
+        """A failure no thread restart can mend (checked by the watchdog)."""
+        t = getattr(self.scheduler, "_thread", None)
+        if t is not None and not t.is_alive() and self._started:
+            return "the reject scheduler thread died (pending rejects cannot be handed to a fresh one)"
+        return None
+
+    def _on_worker_restart(self, stall: Any, thread: threading.Thread) -> None:
+        """A fresh hot-path thread: the line's priority; after a stuck inspection, a fresh model instance."""
+        self._make_realtime([thread])
+        if stall.slot != "inference" or stall.kind != "stuck":
+            return
+        factory = self._fresh_inspector_factory()
+        if factory is None:
+            return  # the same instance under a fresh lock (e.g. a reference template that took N parts to learn)
+
+        def done(error: Exception | None) -> None:
+            if error is not None:
+                self.alarms.report("watchdog:model", "warning", f"fresh inspector instance failed to load: {error}")
+
+        self.inspector.load_async(factory, done)
+
+    def _fresh_inspector_factory(self) -> Any:
+        """Builds a fresh instance of the running model file (onnx/anomaly), or None."""
+        if self.cfg.inspector.type not in ("onnx", "anomaly"):
+            return None
+        model = getattr(getattr(self.inspector.current, "cfg", None), "model", None)
+        if model is None or not Path(model).is_file():
+            return None
+        from .inspect.loader import inspector_for_file
+
+        expect = getattr(self.inspector.current, "frame_size", None)
+        return lambda: inspector_for_file(Path(model), self.cfg.inspector, expect_frame_size=expect)
 
     def __enter__(self) -> "Station":
         self.start()
@@ -312,6 +415,8 @@ class Station:
             "paused": self.line.paused,
             "model_id": self.inspector.model_id,
             "config_hash": self.config_hash,
+            "healthy": self.healthy,
+            "failure": self.failure,
             "components": comps,
             "alarms": [event_to_dict(e) for e in self.alarms.active()],
         }

@@ -58,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     station = Station(cfg, max_parts=args.parts)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    station.on_failure(lambda _reason: stop.set())  # the watchdog gave up: stop, exit 1, systemd restarts
     station.start()
     try:
         if cfg.web.enabled and not args.no_web:
@@ -74,6 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     snap = station.counters.snapshot()
     # "records": written / dropped / spilled at stop, said plainly (counters that add up can still mean records were lost)
     print(json.dumps({"counters": snap.as_dict(), "reconcile": station.reconcile(), "records": station.recorder.stop_report}, indent=None))
+    if station.failure is not None:
+        print(f"station stopped itself: {station.failure}", file=sys.stderr)
+        return 1
     return 0
 
 

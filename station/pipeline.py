@@ -7,6 +7,11 @@ hangs still gets a FAILSAFE verdict and a reject at its deadline.
 
 Nothing here touches disk, the database or the network: results leave
 through ``on_final`` -> :class:`~station.bus.Bus`, which never blocks.
+
+Each thread is a :class:`Worker` slot that notes when it starts and ends a
+part (two attribute writes): :class:`~station.watchdog.Watchdog` reads them
+to find a worker stuck in a call or dead, and :meth:`Line.restart` abandons
+it (its late result is ignored) and starts a fresh thread in its place.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ def _put_sentinel(q: "queue.Queue[Any]") -> None:
                 pass
 
 
+class WorkerAbandoned(RuntimeError):
+    """The worker was declared stuck and replaced while inspecting this part: stop, do not report."""
+
+
 def inspect_part(
     inspector: Inspector,
     decider: Decider,
@@ -50,11 +59,14 @@ def inspect_part(
     frames: Sequence[Frame],
     pre_timings_ms: dict[str, float] | None = None,
     deadline_ns: int | None = None,
+    worker: "Worker | None" = None,
 ) -> PartResult:
     """Inspect every frame of a part and decide: the code path shared by the line and replay.
 
     An inspector exception becomes a FAILSAFE verdict naming it; so does an
     inspector still learning its reference (the frames are given to it to learn).
+    ``worker``: the line's worker; once the watchdog has abandoned it, the
+    remaining frames are not inspected (the fresh worker owns the inspector).
     """
     t0 = time.monotonic_ns()
     timings: dict[str, float] = dict(pre_timings_ms or {})
@@ -66,10 +78,14 @@ def inspect_part(
     detections: list[Detections] = []
     try:
         for f in frames:
+            if worker is not None and worker.abandoned:
+                raise WorkerAbandoned(f"worker {worker.name} was abandoned")
             det = inspector.inspect(f)
             detections.append(det)
             for k, ms in det.timings_ms.items():
                 timings[k] = timings.get(k, 0.0) + ms
+    except WorkerAbandoned:
+        raise
     except Exception as exc:  # noqa: BLE001 - any inspector failure must become a FAILSAFE verdict, not a lost part
         log.exception("inspector failed on part %d", trigger.part_id)
         v = decider.failsafe(trigger, f"inspector error: {type(exc).__name__}: {exc}", inspector.model_id, timings)
@@ -82,6 +98,49 @@ def inspect_part(
     if deadline_ns is not None:
         timings["deadline_slack_ms"] = (deadline_ns - verdict.t_decided_ns) / 1e6
     return PartResult(trigger, replace(verdict, timings_ms=timings), tuple(frames), tuple(detections))
+
+
+@dataclass(eq=False)
+class Worker:
+    """One hot-path thread and what it is doing, for the watchdog.
+
+    ``busy_since_ns`` is 0 while the thread waits for work, else when it
+    started ``busy_what`` ("inspect", "grab") on ``part_id``. An abandoned
+    worker's thread may still be stuck in a call; when that returns, the
+    thread drops what it holds and exits.
+    """
+
+    slot: str  # "inference" or "acquire-<camera id>"
+    generation: int
+    thread: threading.Thread | None = None
+    started_ns: int = 0
+    busy_since_ns: int = 0
+    busy_what: str = ""
+    part_id: int = 0
+    done: int = 0
+    abandoned: bool = False
+
+    @property
+    def name(self) -> str:
+        """The thread's name."""
+        return self.slot if self.generation == 1 else f"{self.slot}#{self.generation}"
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A worker the watchdog must replace: stuck in one call, or its thread gone."""
+
+    slot: str
+    kind: str  # "stuck" or "dead"
+    what: str  # "inspect", "grab", or "" (dead thread)
+    part_id: int
+    seconds: float
+
+    def describe(self) -> str:
+        """One line for the alarm and the log."""
+        if self.kind == "dead":
+            return f"{self.slot} thread died"
+        return f"{self.slot} stuck {self.seconds:.1f} s in {self.what} (part {self.part_id})"
 
 
 @dataclass
@@ -123,6 +182,10 @@ class Line:
         self._asm_lock = threading.Lock()
         self._frames: queue.Queue[_Assembly | None] = queue.Queue(maxsize=frame_queue)
         self._threads: list[threading.Thread] = []
+        self._workers: dict[str, Worker] = {}
+        self._abandoned: list[Worker] = []
+        self._worker_lock = threading.Lock()
+        self.late_abandoned = 0  # results of abandoned workers that came back late (ignored)
         self._running = False
         self.paused = False
 
@@ -130,26 +193,109 @@ class Line:
     def start(self) -> None:
         """Start the acquisition threads and the inference worker."""
         self._running = True
-        for cam in self.cameras:
-            t = threading.Thread(target=self._acquire_loop, args=(cam,), name=f"acquire-{cam.camera_id}", daemon=True)
-            self._threads.append(t)
-        self._threads.append(threading.Thread(target=self._infer_loop, name="inference", daemon=True))
-        for t in self._threads:
-            t.start()
+        slots = [f"acquire-{cam.camera_id}" for cam in self.cameras] + ["inference"]
+        for slot in slots:
+            self._spawn(slot, 1)
+
+    def _spawn(self, slot: str, generation: int) -> threading.Thread:
+        w = Worker(slot, generation, started_ns=time.monotonic_ns())
+        if slot == "inference":
+            t = threading.Thread(target=self._infer_loop, args=(w,), name=w.name, daemon=True)
+        else:
+            cam = next(c for c in self.cameras if f"acquire-{c.camera_id}" == slot)
+            t = threading.Thread(target=self._acquire_loop, args=(cam, w), name=w.name, daemon=True)
+        w.thread = t
+        with self._worker_lock:
+            self._workers[slot] = w
+            self._threads = [x.thread for x in self._workers.values() if x.thread is not None]
+        t.start()
+        return t
 
     def stop(self) -> None:
-        """Stop the threads (parts in flight still get their verdict from the scheduler)."""
+        """Stop the threads (parts in flight still get their verdict from the scheduler).
+
+        A thread stuck in a call is not waited for longer than 5 s; abandoned ones not at all.
+        """
         self._running = False
         for q in [*self._cam_queues.values(), self._frames]:
             _put_sentinel(q)
-        for t in self._threads:
-            t.join(timeout=5)
-        self._threads.clear()
+        end = time.monotonic() + 5
+        for t in self.threads:
+            t.join(timeout=max(0.0, end - time.monotonic()))
+        with self._worker_lock:
+            self._workers.clear()
+            self._threads = []
 
     @property
     def threads(self) -> list[threading.Thread]:
-        """The running acquisition and inference threads."""
+        """The running acquisition and inference threads (not the abandoned ones)."""
         return list(self._threads)
+
+    # -- watchdog -----------------------------------------------------------
+    def workers(self) -> dict[str, Worker]:
+        """The current worker of each slot."""
+        with self._worker_lock:
+            return dict(self._workers)
+
+    def stalled(self, stall_s: float, grab_stall_s: float | None = None) -> list[Stall]:
+        """Workers stuck in one call longer than ``stall_s`` (grabs: ``grab_stall_s``), or whose thread died.
+
+        Reads the workers' fields without a lock (each is one atomic read): never slows the line.
+        """
+        if not self._running:
+            return []
+        now = time.monotonic_ns()
+        out: list[Stall] = []
+        for w in self.workers().values():
+            if w.abandoned:
+                continue
+            since = w.busy_since_ns
+            limit = stall_s if w.slot == "inference" or grab_stall_s is None else grab_stall_s
+            if since and now - since > limit * 1e9:
+                out.append(Stall(w.slot, "stuck", w.busy_what, w.part_id, (now - since) / 1e9))
+            elif w.thread is not None and not w.thread.is_alive() and self._running:
+                out.append(Stall(w.slot, "dead", w.busy_what, w.part_id, 0.0))
+        return out
+
+    def recovered(self, slot: str, settle_s: float) -> bool:
+        """The worker of ``slot`` finished a part, or waited ``settle_s`` for work without sticking."""
+        w = self._workers.get(slot)
+        if w is None or w.thread is None or not w.thread.is_alive():
+            return False
+        if w.done > 0 and not w.busy_since_ns:
+            return True
+        return not w.busy_since_ns and time.monotonic_ns() - w.started_ns > settle_s * 1e9
+
+    def abandon(self, stall: Stall) -> Worker | None:
+        """Give up on a stuck or dead worker: its late result will be ignored.
+
+        A grab in progress fails its part (FAILSAFE, counted as dropped, as any failed grab);
+        an inspection in progress is left to the scheduler's deadline. A stuck inspection holds
+        the inspector's lock: the inspector gets a fresh one (``abandon_stuck``) for the next worker.
+        """
+        with self._worker_lock:
+            w = self._workers.get(stall.slot)
+            if w is None or w.abandoned:
+                return None
+            w.abandoned = True
+            self._abandoned.append(w)
+            del self._workers[stall.slot]
+            self._threads = [x.thread for x in self._workers.values() if x.thread is not None]
+        if stall.kind == "stuck" and stall.what == "inspect":
+            abandon_stuck = getattr(self.inspector, "abandon_stuck", None)
+            if abandon_stuck is not None:
+                abandon_stuck()
+        if stall.kind == "stuck" and stall.what == "grab" and stall.part_id:
+            self._drop(stall.part_id, f"{stall.slot}: grab stuck {stall.seconds:.1f} s (watchdog)")
+        return w
+
+    def restart(self, stall: Stall) -> threading.Thread | None:
+        """Abandon the worker of ``stall`` and start a fresh thread in its slot (None when the line stopped)."""
+        old = self.abandon(stall)
+        if old is None or not self._running:
+            return None
+        log.error("%s: abandoned, starting a fresh thread", stall.describe())
+        return self._spawn(stall.slot, old.generation + 1)
 
     @property
     def acquiring(self) -> int:
@@ -210,12 +356,15 @@ class Line:
         return trig
 
     # -- threads ------------------------------------------------------------
-    def _acquire_loop(self, cam: CameraDriver) -> None:
+    def _acquire_loop(self, cam: CameraDriver, w: Worker) -> None:
         q = self._cam_queues[cam.camera_id]
-        while self._running:
+        while self._running and not w.abandoned:
             trig = q.get()
             if trig is None:
                 return
+            w.part_id = trig.part_id
+            w.busy_what = "grab"
+            w.busy_since_ns = time.monotonic_ns()
             try:
                 frame = cam.grab(trig, self.grab_timeout_s)
             except CameraError as exc:
@@ -227,6 +376,12 @@ class Line:
                 self.alarms.report(f"camera:{cam.camera_id}", "alarm", f"{type(exc).__name__}: {exc}")
                 self._drop(trig.part_id, f"camera {cam.camera_id}: {type(exc).__name__}: {exc}")
                 continue
+            finally:
+                w.busy_since_ns = 0
+                w.done += 1
+            if w.abandoned:  # the watchdog gave up on this grab: its part is already FAILSAFE
+                self.late_abandoned += 1
+                return
             self.alarms.report(f"camera:{cam.camera_id}", "ok", "grabbing")
             self._add_frame(frame)
 
@@ -257,18 +412,18 @@ class Line:
         self.counters.add("dropped")
         self.scheduler.submit(PartResult(trig, self.decider.failsafe(trig, reason, self.inspector.model_id)))
 
-    def _infer_loop(self) -> None:
-        while True:
+    def _infer_loop(self, w: Worker) -> None:
+        while not w.abandoned:
             asm = self._frames.get()
             if asm is None:
                 return
             try:
-                self._infer_one(asm)
+                self._infer_one(asm, w)
             except Exception as exc:  # noqa: BLE001 - the worker must survive; the part goes FAILSAFE at its deadline
                 log.exception("inference worker error on part %d", asm.trigger.part_id)
                 self.alarms.report("inference", "alarm", f"worker error: {type(exc).__name__}: {exc}")
 
-    def _infer_one(self, asm: _Assembly) -> None:
+    def _infer_one(self, asm: _Assembly, w: Worker) -> None:
         """Inspect and decide one assembled part, unless its deadline already passed."""
         trig = asm.trigger
         frames = [asm.frames[c.camera_id] for c in self.cameras]
@@ -277,4 +432,19 @@ class Line:
         if t0 >= deadline:
             return  # already FAILSAFE at its deadline: spend no time on it, catch up
         pre = {"acquire": (asm.t_acquired_ns - trig.t_trigger_ns) / 1e6, "queue": (t0 - asm.t_acquired_ns) / 1e6}
-        self.scheduler.submit(inspect_part(self.inspector, self.decider, trig, frames, pre, deadline))
+        w.part_id = trig.part_id
+        w.busy_what = "inspect"
+        w.busy_since_ns = t0
+        result: PartResult | None = None
+        try:
+            result = inspect_part(self.inspector, self.decider, trig, frames, pre, deadline, w)
+        except WorkerAbandoned:
+            pass
+        finally:
+            w.busy_since_ns = 0
+            w.done += 1
+        if result is None or w.abandoned:  # declared stuck meanwhile: the part went FAILSAFE at its deadline
+            self.late_abandoned += 1
+            log.warning("late result of abandoned worker %s for part %d ignored", w.name, trig.part_id)
+            return
+        self.scheduler.submit(result)

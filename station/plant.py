@@ -40,9 +40,10 @@ class PlantServices:
                 cfg.plc,
                 station.bus.subscribe("plc", maxsize=cfg.plc.queue_size),
                 report=report,
-                ready=lambda: bool(station._started and not station.line.paused),
+                ready=lambda: bool(station._started and not station.line.paused and station.healthy),
                 alarm_active=lambda: any(not e.component.startswith("plc") for e in station.alarms.active()),
                 on_recipe=self.select_recipe,
+                healthy=lambda: station.healthy,  # the watchdog: no HEARTBEAT toggles while a worker is stuck
             )
         if cfg.publish.mqtt is not None:
             from .publish.mqtt import MqttPublisher

@@ -29,7 +29,7 @@ __all__ = [
     "AnomalyInspectorConfig", "AnomalyRegion", "CalibrationConfig", "CameraConfig", "ClassRule", "ConfigError", "FolderCameraConfig", "IgnoreZone",
     "InspectorConfig", "OnnxInspectorConfig", "OutputConfig", "PipelineConfig", "ReferenceInspectorConfig",
     "RejectConfig", "RulesConfig", "SimulatedOutputConfig", "SoftwareTriggerConfig", "StationConfig", "StoreConfig",
-    "StrictModel", "SyntheticCameraConfig", "TilingConfig", "TimerTriggerConfig", "TriggerConfig", "WebConfig",
+    "StrictModel", "SyntheticCameraConfig", "TilingConfig", "TimerTriggerConfig", "TriggerConfig", "WatchdogConfig", "WebConfig",
     "config_hash", "load_config", "parse_config",
 ]
 __all__ += ["GpiodOutputConfig", "ModbusOutputConfig", "OpcUaOutputConfig", "EncoderConfig", "ModbusEndpointConfig", "MqttConfig", "OpcUaServerConfig", "PlcConfig", "PublishConfig", "RejectVerifyConfig"]
@@ -56,6 +56,26 @@ class PipelineConfig(StrictModel):
     )
 
 
+class WatchdogConfig(StrictModel):
+    """Stuck and dead hot-path workers, and the systemd watchdog (station/watchdog.py)."""
+
+    enabled: bool = Field(True, description="Watch the inference worker and the camera threads; restart a stuck or dead one.")
+    stall_s: float = Field(
+        1.5,
+        gt=0.05,
+        le=60,
+        description="A worker busy with one part longer than this is stuck (a camera grab: at least twice pipeline.grab_timeout_ms). "
+        "Detected within stall_s + period_s; keep it above the slowest normal inspection.",
+    )
+    period_s: float = Field(0.1, gt=0, le=5, description="How often the health check runs.")
+    max_restarts: int = Field(3, ge=0, le=1000, description="Restarts allowed within restart_window_s; one more and the station stops (exit code 1) for systemd to restart it.")
+    restart_window_s: float = Field(60.0, gt=0, le=86400, description="The window max_restarts counts over.")
+    recover_s: float = Field(0.5, gt=0, le=60, description="A restarted worker that finished a part, or waited this long for work without sticking, has recovered (the alarm clears).")
+    notify_s: float = Field(
+        1.0, gt=0, le=60, description="Send WATCHDOG=1 to systemd this often (at least twice per WatchdogSec) while every worker is healthy."
+    )
+
+
 class StationConfig(StrictModel):
     """The whole station."""
 
@@ -73,6 +93,7 @@ class StationConfig(StrictModel):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="Pixel scale of the part plane.")
     reject: RejectConfig = Field(default_factory=RejectConfig, description="Reject timing and output.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Hot-path queues.")
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig, description="Stuck or dead workers: restart, or stop for systemd; systemd notifications.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="SQLite and image storage.")
     web: WebConfig = Field(default_factory=WebConfig, description="Operator screen and review UI.")
     publish: PublishConfig = Field(default_factory=PublishConfig, description="MQTT and OPC UA publishing of results and status.")
@@ -151,5 +172,6 @@ def load_config(path: str | Path | None) -> StationConfig:
 
 def config_hash(cfg: StationConfig) -> str:
     """Short stable hash of the effective config, stored with every verdict."""
-    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    # the watchdog does not change a verdict: leaving it out keeps the hash of existing configs
+    blob = json.dumps(cfg.model_dump(mode="json", exclude={"watchdog"}), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -6,6 +6,11 @@ model meanwhile), then swaps under the same lock ``inspect()`` holds - a part in
 on the old model, the next part uses the new one - and closes the old model. A load that fails
 (:class:`~station.inspect.base.ModelLoadError` or anything else) leaves the running model
 untouched and is reported through ``on_done`` and ``history``.
+
+A model call that never returns holds the lock forever. The watchdog then calls
+:meth:`SwappableInspector.abandon_stuck`: the stuck call keeps the old lock, every later call
+takes a fresh one, and the stuck instance is never closed (closing a model under a running C
+call can crash the process); ``load_async`` may swap in a fresh instance meanwhile.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class SwappableInspector:
         self._load_lock = threading.Lock()  # one load at a time, in call order
         self._history: list[SwapRecord] = []
         self._closed = False
+        self._stuck: list[Inspector] = []  # instances abandoned in a call that never returned: never closed
 
     # ------------------------------------------------------------------ Inspector protocol
 
@@ -87,12 +93,57 @@ class SwappableInspector:
         with self._lock:
             self._current.warmup()
 
-    def close(self) -> None:
-        """Close the current inspector (waits for a load in progress to finish first)."""
-        with self._load_lock:
-            with self._lock:
-                self._closed = True
-                self._current.close()
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Close the current inspector (waits up to ``timeout_s`` for a load or a call in progress)."""
+        got_load = self._load_lock.acquire(timeout=timeout_s)
+        try:
+            lock = self._acquire_current(timeout_s)
+            self._closed = True
+            if lock is None:
+                log.warning("inspector %s is stuck in a call: not closed", self._current.model_id)
+                return
+            try:
+                if not self._is_stuck(self._current):
+                    self._current.close()
+            finally:
+                lock.release()
+        finally:
+            if got_load:
+                self._load_lock.release()
+
+    @property
+    def stuck(self) -> tuple[Inspector, ...]:
+        """Instances abandoned in a call that never returned."""
+        return tuple(self._stuck)
+
+    def abandon_stuck(self) -> Inspector:
+        """The call in progress never returns and holds the lock: leave it behind.
+
+        Later calls take a fresh lock, on the same instance until a fresh one is swapped in
+        (``load_async``); the stuck instance is never closed. Returns it.
+        """
+        stuck = self._current
+        if not self._is_stuck(stuck):
+            self._stuck.append(stuck)
+        self._lock = threading.Lock()
+        log.error("inspector %s abandoned in a call that does not return: later parts take a fresh lock", stuck.model_id)
+        return stuck
+
+    def _is_stuck(self, inspector: Inspector) -> bool:
+        return any(inspector is s for s in self._stuck)
+
+    def _acquire_current(self, timeout_s: float | None = None) -> threading.Lock | None:
+        """Acquire the lock in force (it changes when a stuck call is abandoned); None after ``timeout_s``."""
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            lock = self._lock
+            if lock.acquire(timeout=0.05):
+                if lock is self._lock:
+                    return lock
+                lock.release()  # abandoned meanwhile: take the new one
+                continue
+            if end is not None and time.monotonic() >= end:
+                return None
 
     # ------------------------------------------------------------------ swapping
 
@@ -131,13 +182,18 @@ class SwappableInspector:
                 log.error("model load failed, keeping %s: %s", old_id, error)
             else:
                 assert new is not None
-                with self._lock:  # between two parts
+                lock = self._acquire_current()  # between two parts (the lock in force, not a stuck one)
+                assert lock is not None
+                try:
                     old = self._current
                     self._current = new
                     rec = SwapRecord(time.time(), time.monotonic_ns(), old.model_id, new.model_id, True, "", load_s)
                     self._history.append(rec)
+                finally:
+                    lock.release()
                 log.info("model swapped: %s -> %s (loaded in %.2f s)", old.model_id, new.model_id, load_s)
-                _close_quietly(old)
+                if not self._is_stuck(old):
+                    _close_quietly(old)
         if on_done is not None:
             try:
                 on_done(error)

@@ -52,6 +52,7 @@ class PlcHandshake:
         ready: Callable[[], bool] = lambda: True,
         alarm_active: Callable[[], bool] = lambda: False,
         on_recipe: Callable[[int], bool] | None = None,
+        healthy: Callable[[], bool] = lambda: True,
     ):
         self.cfg = cfg
         self.sub = sub
@@ -59,6 +60,7 @@ class PlcHandshake:
         self._ready_fn = ready
         self._alarm_fn = alarm_active
         self._on_recipe = on_recipe
+        self._healthy_fn = healthy  # False while the watchdog sees a stuck worker: HEARTBEAT stands still
         self.link = ModbusLink(cfg.modbus, self.component, report)
         self._queue: deque[PartResult] = deque()
         self._state = _IDLE
@@ -168,7 +170,7 @@ class PlcHandshake:
             self._was_connected = True
             self._next_heartbeat = now
             self._write_coil_if_changed("valid", cb + R.RESULT_VALID.address, False)
-        if now >= self._next_heartbeat:
+        if now >= self._next_heartbeat and self._healthy_fn():
             self._heartbeat = not self._heartbeat
             self.link.write_coil(cb + R.HEARTBEAT.address, self._heartbeat)
             self._next_heartbeat = max(self._next_heartbeat + self.cfg.heartbeat_s, now)
