@@ -22,7 +22,9 @@ holding ``root`` (``os.statvfs``: a cheap system call, made by the recorder
 thread after a commit or a failed write, never on the decision path). Below the
 floor (the smaller of ``min_free_mb`` and ``min_free_percent`` of the disk) it
 deletes, in the same order as the budget (oldest PASS first, then the oldest
-others), until free space is back at ``free_target_factor`` times the floor.
+others), until free space is back at ``free_target_factor`` times the floor;
+before deleting anything it checkpoints the WAL (``wal_checkpoint(TRUNCATE)``),
+which can hold ~4 MB of already-committed pages between checkpoints.
 Images are the first thing to go so that SQLite, usually on the same disk,
 never runs short: verdict rows are the last. Each sweep logs one line (free
 before and after, files deleted). If the rows cannot be marked deleted (the
@@ -142,6 +144,8 @@ class ImageStore:
         self.min_free_percent = float(min_free_percent)
         self.free_target_factor = float(free_target_factor)
         self.unmarked: list[tuple[str, str]] = []  # files unlinked while the database could not write (rows to mark)
+        self.bytes_since_check = 0  # written since the last free-space check (the recorder checks again after floor/4)
+        self.last_floor = 0
 
     @classmethod
     def from_config(cls, cfg: "StoreConfig") -> "ImageStore":
@@ -229,6 +233,7 @@ class ImageStore:
             raise
         if self._used_estimate is not None:
             self._used_estimate += len(data)
+        self.bytes_since_check += len(data)
         return stored
 
     def open_path(self, sha256: str, fmt: str | None = None) -> Path:
@@ -345,6 +350,11 @@ class ImageStore:
         st = os.statvfs(p)
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
+    @property
+    def watermark(self) -> bool:
+        """True when a free-space floor is configured."""
+        return self.min_free_bytes > 0 or self.min_free_percent > 0
+
     def free_floor(self, total: int) -> int:
         """The free-space floor in bytes for a disk of ``total`` bytes (0 = no watermark)."""
         floors = [f for f in (self.min_free_bytes, int(total * self.min_free_percent / 100)) if f > 0]
@@ -357,11 +367,23 @@ class ImageStore:
         still below the floor after the sweep (nothing left to delete, or the deletions
         could not be recorded). Must run on the thread that writes ``db``.
         """
+        self.bytes_since_check = 0
         free, total = self.disk_space()
-        floor = self.free_floor(total)
+        floor = self.last_floor = self.free_floor(total)
         if floor <= 0 or (free >= floor and not self.unmarked):
             return False, free, floor
         target = int(floor * self.free_target_factor)
+        if free < target:  # the WAL grows up to ~4 MB between checkpoints: give that back first (loses nothing)
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except Exception as exc:  # sqlite3.Error: a reader holds it, the disk is full
+                log.debug("WAL checkpoint before the free-space sweep failed: %s", exc)
+            free_wal = self.disk_space()[0]
+            if free_wal >= target and not self.unmarked:
+                log.warning("free space on %s was %.1f MB < floor %.1f MB: WAL checkpointed, free now %.1f MB; no image deleted",
+                            self.root, free / 2**20, floor / 2**20, free_wal / 2**20)
+                return False, free_wal, floor
+            free = free_wal
         need = max(0, target - free)
         try:
             files, freed = self._sweep(db, need, "free space")

@@ -448,12 +448,14 @@ class Recorder:
             while True:
                 self._sync_dropped()
                 stopping = self._stopping.is_set()
-                if not self._batch and not self._alarm_rows:
+                if not self._batch:  # held alarm rows alone must not stop the recorder taking records (and spilling them)
                     if stopping and (self.subscription.queue.empty() or time.monotonic() > self._deadline):
-                        if self._spilled and not self.stalled:
-                            self._replay_own()
-                        break
-                    self._collect(block=not stopping)
+                        if not self._alarm_rows:
+                            if self._spilled and not self.stalled:
+                                self._replay_own()
+                            break
+                    else:
+                        self._collect(block=not stopping and not self._alarm_rows)
                 if not self._batch and not self._alarm_rows:
                     continue
                 if self._write():
@@ -520,6 +522,11 @@ class Recorder:
         if q.maxsize and q.qsize() < q.maxsize // 2 and not self._stopping.is_set():
             return False
         n = self._spill_batch()
+        # the writes are failing: move what is queued too, without a write attempt (a lock wait) per batch
+        while n and self.subscription.queue.qsize():
+            self._collect(block=False)
+            if not self._batch or not self._spill_batch():
+                break
         return n > 0
 
     def _spill_batch(self) -> int:
@@ -664,6 +671,7 @@ class Recorder:
         maps: dict[int, tuple[StoredImage, float | None]] = {}
         reason = self.images.should_keep(outcome, int(t.part_id)) if keep_images else None
         if reason is not None:
+            self._check_free_space()  # images saved since the last check may be nearing the floor
             for i, f in enumerate(r.frames):
                 try:
                     images.append((f.camera_id, self.images.save(f.image), reason))
@@ -775,8 +783,10 @@ class Recorder:
 
     def _check_free_space(self, force: bool = False) -> None:
         """The free-space watermark of the images disk (``os.statvfs``), at most every ``free_check_s``."""
+        if not self.images.watermark:
+            return
         now = time.monotonic()
-        if not force and now < self._next_free_check:
+        if not force and now < self._next_free_check and self.images.bytes_since_check < max(1, self.images.last_floor // 4):
             return
         self._next_free_check = now + self.free_check_s
         try:
