@@ -6,8 +6,12 @@ Prints each figure next to its reference, as a ratio, in one run:
   synchronous=FULL settings, same batch size): the recorder's overhead.
 - rows with one 1 MP PNG each (all kept)  vs  cv2.imencode of the same images
   alone: how close the recorder gets to the encode bound (encoding dominates).
+- the cost of ``store.synchronous: FULL`` (the default: a committed batch
+  survives a power cut) against NORMAL (loses the last batches on a power cut,
+  see docs/storage.md): recorder rows/s side by side, at the configured batch
+  size and at batch 1 (one fsync per part: the worst case).
 
-Usage: python bench/bench_recorder.py [--rows 5000] [--images 80] [--batch 64] [--fmt png]
+Usage: python bench/bench_recorder.py [--rows 5000] [--images 80] [--batch 64] [--fmt png] [--sync-rows-batch1 1000]
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from station.bus import Bus  # noqa: E402
 from station.counters import Counters  # noqa: E402
 from station.store.db import open_db  # noqa: E402
 from station.store.images import ImageStore  # noqa: E402
-from station.store.recorder import Recorder  # noqa: E402
+from station.store.recorder import _INSERT_INSPECTION, Recorder  # noqa: E402
 from station.types import Defect, Frame, Outcome, PartResult, Trigger, Verdict  # noqa: E402
 
 
@@ -52,12 +56,12 @@ def make_result(pid: int, image: np.ndarray | None) -> PartResult:
     return PartResult(trig, verdict, frames)
 
 
-def run_recorder(root: Path, results_iter, n: int, batch: int, fmt: str, queue_size: int) -> float:
+def run_recorder(root: Path, results_iter, n: int, batch: int, fmt: str, queue_size: int, synchronous: str = "FULL") -> float:
     """Seconds for the recorder to commit ``n`` results fed by a publisher thread."""
     bus, counters = Bus(), Counters()
     sub = bus.subscribe("recorder", maxsize=queue_size)
     store = ImageStore(root / "img", fmt, keep_pass_every=1, disk_budget_mb=1e6)
-    rec = Recorder(root / "s.db", store, counters, sub, batch_size=batch)
+    rec = Recorder(root / "s.db", store, counters, sub, batch_size=batch, synchronous=synchronous)
     rec.start()
     done = threading.Event()
 
@@ -82,13 +86,13 @@ def raw_sqlite(root: Path, n: int, batch: int) -> float:
     db = open_db(root / "raw.db")  # same schema and pragmas (WAL, synchronous=FULL)
     conn = db.conn
     rows = [(pid, pid, time.time(), None, time.time(), "FAIL", '["scratch (conf)"]', "model", "cfg", "cal",
-             '{"acquire":1.0,"inspect":8.0,"total":10.0,"deadline_slack":40.0}', 40.0, None, 1, 0.91, "timer", "")
+             '{"acquire":1.0,"inspect":8.0,"total":10.0,"deadline_slack":40.0}', 40.0, None, 1, 0.91, "timer", "", 0, 1, None)
             for pid in range(1, n + 1)]
     t0 = time.perf_counter()
     for i in range(0, n, batch):
         chunk = rows[i:i + batch]
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO inspections VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", chunk)
+        conn.executemany(_INSERT_INSPECTION, chunk)
         conn.executemany(
             "INSERT INTO defects (part_id, camera_id, class_name, confidence, x1, y1, x2, y2, area_mm2, action, rule, model_id) "
             "VALUES (?, 'cam0', 'scratch', 0.91, 10, 20, 60, 25, 1.2, 'reject', 'conf', 'model')",
@@ -106,6 +110,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=80, help="parts with one 1 MP image each")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--fmt", choices=["png", "jpg"], default="png")
+    ap.add_argument("--sync-rows-batch1", type=int, default=1000, help="rows for the batch-1 FULL vs NORMAL run")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     print(f"sqlite {sqlite3.sqlite_version}, opencv {cv2.__version__}, batch {a.batch}, synchronous=FULL, WAL")
@@ -116,6 +121,15 @@ def main() -> None:
         t_raw = raw_sqlite(root / "b", a.rows, a.batch)
     r_rec, r_raw = a.rows / t_rec, a.rows / t_raw
     print(f"{'no images':<28} recorder {r_rec:9.0f} rows/s | raw executemany {r_raw:9.0f} rows/s | ratio {r_rec / r_raw:5.2f}")
+
+    # store.synchronous: FULL (default) vs NORMAL, same run, same disk
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1]) as d:  # the repo's disk, not a tmpfs /tmp
+        for batch, n in ((a.batch, a.rows), (1, a.sync_rows_batch1)):
+            t = {}
+            for sync in ("FULL", "NORMAL"):
+                t[sync] = run_recorder(Path(d) / f"{sync}{batch}", (make_result(p, None) for p in range(1, n + 1)), n, batch, a.fmt, 10_000, sync)
+            full, normal = n / t["FULL"], n / t["NORMAL"]
+            print(f"{f'synchronous, batch {batch}':<28} FULL     {full:9.0f} rows/s | NORMAL          {normal:9.0f} rows/s | FULL/NORMAL {full / normal:5.2f}")
 
     base = [part_image(rng) for _ in range(4)]
 

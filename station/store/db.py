@@ -11,7 +11,8 @@ factory floor, so the default here is ``synchronous=FULL``: every COMMIT
 fsyncs the WAL. That costs one fsync per transaction, which is cheap because
 the only writer (:class:`~station.store.recorder.Recorder`) commits batches
 of rows, not single rows. Readers (web, tools) may pass ``NORMAL``; the
-setting only matters for connections that write.
+setting only matters for connections that write. The recorder's mode is
+``store.synchronous`` (FULL or NORMAL); docs/storage.md has the measured cost.
 
 Other settings: ``foreign_keys=ON`` (rows of ``defects``/``images`` must
 belong to an inspection), ``busy_timeout`` so a reader never fails at once on a
