@@ -32,6 +32,8 @@ from .decide import Decider
 from .inspect.base import Inspector
 from .types import Detections, Frame, PartResult, Trigger
 
+INSPECTOR_ERROR = "inspector error: "  # prefix of the FAILSAFE reason when the inspector raised
+
 log = logging.getLogger(__name__)
 
 
@@ -88,7 +90,7 @@ def inspect_part(
         raise
     except Exception as exc:  # noqa: BLE001 - any inspector failure must become a FAILSAFE verdict, not a lost part
         log.exception("inspector failed on part %d", trigger.part_id)
-        v = decider.failsafe(trigger, f"inspector error: {type(exc).__name__}: {exc}", inspector.model_id, timings)
+        v = decider.failsafe(trigger, f"{INSPECTOR_ERROR}{type(exc).__name__}: {exc}", inspector.model_id, timings)
         return PartResult(trigger, v, tuple(frames))
     t1 = time.monotonic_ns()
     timings["inspect"] = (t1 - t0) / 1e6
@@ -185,6 +187,7 @@ class Line:
         self._workers: dict[str, Worker] = {}
         self._abandoned: list[Worker] = []
         self._worker_lock = threading.Lock()
+        self._inspector_failing = False  # the last inspected part's inspector raised (the "inspector" alarm)
         self.late_abandoned = 0  # results of abandoned workers that came back late (ignored)
         self._running = False
         self.paused = False
@@ -448,3 +451,12 @@ class Line:
             log.warning("late result of abandoned worker %s for part %d ignored", w.name, trig.part_id)
             return
         self.scheduler.submit(result)
+        # an inspector that raises is an alarm until it inspects a part again (reported on changes only)
+        reasons = result.verdict.reasons
+        failed = bool(reasons) and reasons[0].startswith(INSPECTOR_ERROR)
+        if failed != self._inspector_failing:
+            self._inspector_failing = failed
+            if failed:
+                self.alarms.report("inspector", "alarm", f"part {trig.part_id}: {reasons[0]}")
+            else:
+                self.alarms.report("inspector", "ok", f"inspecting again (part {trig.part_id})")
