@@ -1,13 +1,13 @@
 """Soak, CI size (issue 12): 20,000 parts through the real Station, counted exactly.
 
-The 1,000,000-part version is ``bench/bench_soak.py`` (see docs/architecture.md, "Soak").
+The 1,000,000-part version is ``bench/bench_soak.py`` (docs/storage.md, "Figures").
 Frames are pre-rendered (a pool the camera cycles), small (320x200) so that the
 station, not the inspector, is what runs 20,000 times in about 100 s. The frame queue is
 32 deep instead of 4: on a shared CI host a scheduling hiccup of more than 4 parts
 (20 ms at 200/s) would otherwise drop parts (FAILSAFE "frame queue full", correctly
 counted); this test is about counting and memory, the drop-new policy has its own tests.
 
-RSS bound: 4 % from 10 % to 100 % of the parts. Measured here 1.7-1.9 % (2.5-3 MiB
+RSS bound: 4 % from 10 % to 100 % of the parts. Measured here 0.9-1.9 % (1.5-3 MiB
 on ~150 MiB): SQLite's page cache (2 MB per connection) filling as the database grows
 to ~14 MB, and the bounded histories (the scheduler's last 100,000 fired rejects, the
 simulated output's edges) filling at ~200 B per reject. A leak of 400 B per part
