@@ -5,7 +5,9 @@ features that need no training and nothing downloaded). Each working-size image 
 default, brightness-normalised by :func:`station.inspect.anomaly.preprocess`) is described on a
 grid of 8x8-pixel cells by 14 fixed filter responses at three scales (Gaussian sigma 1, 2, 4):
 the smoothed intensity, the gradient magnitude, the two eigenvalues of the Hessian (ridges and
-valleys: cracks, scratches, tracks) and the local standard deviation (texture) at two scales.
+valleys: cracks, scratches, tracks) and the local standard deviation (texture) at two scales;
+and by the same 14 on the contrast-normalised image (``(x - local mean) / local std`` over sigma
+8), so a faint crack on a smooth surface weighs as much as a strong edge in heavy texture.
 Learning keeps every good image's cell features, per cell, standardised by their spread (the
 *bank*). A new image's anomaly map is, per cell, the distance to the nearest good feature at that
 cell or one of its 8 neighbours (a part may sit a cell off). Nothing is trained: learning 200
@@ -49,9 +51,11 @@ from station.inspect.anomaly import STRIDE, anomaly_meta, image_score_of, prepro
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # version of the anomaly metadata
+FORMAT = 3  # version of the anomaly metadata
 SIGMAS = (1.0, 2.0, 4.0)  # scales of the filter bank (working pixels)
 STD_SIGMAS = (2.0, 4.0)  # scales of the local standard deviation
+CN_SIGMA, CN_EPS = 8.0, 0.025  # contrast normalisation: (x - local mean) / (local std + eps), local = Gaussian sigma 8
+MIN_SHORT_SIDE = 64  # working size: the sigma-8 filters need room
 MAX_BANK = 600  # at most this many good images per cell (a random subset beyond)
 
 
@@ -137,7 +141,7 @@ def _derivative_kernels() -> np.ndarray:
 
 
 def feature_net() -> Any:
-    """The fixed filter bank: (1, 1, H, W) -> (1, 14, H/8, W/8) cell features (see the module docstring)."""
+    """The fixed filter bank: (1, 1, H, W) -> (1, 28, H/8, W/8) cell features (see the module docstring)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -145,7 +149,7 @@ def feature_net() -> Any:
     class Features(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.sigmas = sorted(set(SIGMAS) | set(STD_SIGMAS))
+            self.sigmas = sorted(set(SIGMAS) | set(STD_SIGMAS) | {CN_SIGMA})
             for s in self.sigmas:
                 self.register_buffer(f"g{int(s * 10)}", torch.from_numpy(_gauss(s)))
             self.register_buffer("deriv", torch.from_numpy(_derivative_kernels()))
@@ -156,7 +160,7 @@ def feature_net() -> Any:
             x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
             return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
 
-        def forward(self, x: Any) -> Any:
+        def hand(self, x: Any) -> list[Any]:
             feats = []
             for s in SIGMAS:
                 b = self.blur(x, s)
@@ -167,7 +171,13 @@ def feature_net() -> Any:
             for s in STD_SIGMAS:
                 m = self.blur(x, s)
                 feats.append(torch.sqrt(torch.relu(self.blur(x * x, s) - m * m) + 1e-12))
-            return F.avg_pool2d(torch.cat(feats, 1), STRIDE)
+            return feats
+
+        def forward(self, x: Any) -> Any:
+            # the same filters on the contrast-normalised image: line structure counts, the texture's own contrast less
+            r = x - self.blur(x, CN_SIGMA)
+            j = r / (torch.sqrt(self.blur(r * r, CN_SIGMA) + 1e-12) + CN_EPS)
+            return F.avg_pool2d(torch.cat(self.hand(x) + self.hand(j), 1), STRIDE)
 
     return Features().eval()
 
@@ -282,6 +292,11 @@ def learn(
     torch.set_num_threads(s.threads)
     H, W = images[0].shape[:2]
     size = work_size((W, H), s.long_side)
+    if min(size) < MIN_SHORT_SIDE:
+        raise AnomalyLearnError(
+            f"anomaly learning: a {W}x{H} frame at long side {s.long_side} is {size[0]}x{size[1]}, under {MIN_SHORT_SIDE} px on its "
+            f"short side: raise long_side to at least {int(s.long_side * MIN_SHORT_SIDE / min(size)) + 8}"
+        )
     if len(images) > MAX_BANK:
         keep = np.sort(np.random.default_rng(s.seed).choice(len(images), MAX_BANK, replace=False))
         images = [images[i] for i in keep]
@@ -306,7 +321,7 @@ def learn(
     tmp = path.with_name(path.name + ".export.onnx")
     _export(net, size, tmp, anomaly_meta(size, info))
     err = _parity(tmp, net, np.ascontiguousarray(pre[0][::-1, ::-1]))  # not in the bank: distances well above 0
-    if err > 1e-3:
+    if err > 1e-2:  # float32 rounding is ~0.1-0.2 %; an export bug is tens of %
         tmp.unlink(missing_ok=True)
         raise AnomalyLearnError(f"anomaly learning: the exported model differs from the learner by {err:.2%} (export bug); nothing written")
     tmp.replace(path)

@@ -364,11 +364,11 @@ def anomaly_model(*, n_good: int = 24, long_side: int = 256, seed: int = 0,
     The tests that use it check the station's paths (line, replay, swap, shadow, evaluation) and the
     inspector's contract; its accuracy on real parts is tests/unit/test_anomaly.py on ELPV cells.
     """
-    from models.anomaly import LearnSettings, learn
+    from models.anomaly import FORMAT, LearnSettings, learn
 
     cam = camera or ANOMALY_CAMERA
     blob = json.dumps({"n_good": n_good, "long_side": long_side, "seed": seed, "camera": cam,
-                       "v": _FACTORY_VERSION}, sort_keys=True)
+                       "v": _FACTORY_VERSION, "format": FORMAT}, sort_keys=True)
     root = (cache_dir or default_cache_dir()) / f"anomaly-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
     final = root / "anomaly.onnx"
     if final.exists():
