@@ -115,8 +115,10 @@ def test_small_defect_on_5mp_found_with_tiles_missed_by_one_pass() -> None:
         single.close()
         tiled.close()
     assert not any(_iou(truth, b) > 0.3 for b in d1.boxes_xyxy), "one downscaled pass should lose an 18-px defect"
-    hits = [b for b in d2.boxes_xyxy if _iou(truth, b) > 0.5]
-    assert len(hits) == 1, f"tiles should find it exactly once: {d2.boxes_xyxy}"
+    hits = [int(c) for b, c in zip(d2.boxes_xyxy, d2.class_ids) if _iou(truth, b) > 0.5]
+    # exactly once per class: the tile overlap must not duplicate it (the tiny model may also call the
+    # same square a disc at a lower score, which per-class NMS rightly keeps: seen at 0.51 square + 0.44 disc)
+    assert hits and len(hits) == len(set(hits)), f"tiles should find it exactly once: {d2.boxes_xyxy} {d2.class_ids}"
     assert len(d2) <= 3, f"false positives on a plain background: {d2.boxes_xyxy}"
     assert d2.timings_ms["infer"] > 0 and set(d2.timings_ms) == {"preprocess", "infer", "postprocess"}
 
