@@ -236,7 +236,8 @@ class AnomalyInspector:
             model.run(np.full((model.size[1], model.size[0]), 0.5, np.float32))
 
     def close(self) -> None:
-        """Nothing to release (the session goes with the object)."""
+        """Drop the onnxruntime session (the inspector is not ready afterwards)."""
+        self._model = None
 
     # ------------------------------------------------------------------ internals
 

@@ -194,6 +194,7 @@ class SwappableInspector:
                 log.info("model swapped: %s -> %s (loaded in %.2f s)", old.model_id, new.model_id, load_s)
                 if not self._is_stuck(old):
                     _close_quietly(old)
+                del old, new  # the old model's memory goes now, not at the next load
         if on_done is not None:
             try:
                 on_done(error)
