@@ -27,6 +27,7 @@ from station.store.images import ImageStore
 from station.store.recorder import Recorder, replay_at_start, replay_spill
 from station.store.spill import SpillFile
 from station.types import Outcome, PartResult, StatusEvent
+from tests.unit.test_recorder import _publish
 
 CYCLE = (Outcome.PASS, Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.UNCERTAIN, Outcome.FAILSAFE)
 BIG = (120, 160, 3)  # random pixels: ~57 kB PNG each
@@ -56,14 +57,6 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         yield disk
     finally:
         _umount(disk)
-
-
-def _publish(bus: Bus, counters: Counters, results: list[PartResult]) -> None:
-    for r in results:
-        counters.add("triggers")
-        counters.add("frames")
-        counters.verdict(r.verdict.outcome)
-        bus.publish(r)
 
 
 class Watch:
