@@ -42,9 +42,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import cv2
 import numpy as np
 
 from station.inspect.anomaly import STRIDE, anomaly_meta, image_score_of, preprocess, work_size

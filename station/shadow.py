@@ -33,9 +33,8 @@ from typing import Any, Callable
 import sqlite_utils
 
 from .bus import Bus, Subscription
-from .config import OnnxInspectorConfig
 from .decide import Decider
-from .inspect.base import INSPECTORS, Inspector
+from .inspect.base import Inspector
 from .inspect.model_meta import read_model_meta
 from .pipeline import inspect_part
 from .store.db import open_db, write_transaction

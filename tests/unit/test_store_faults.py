@@ -26,7 +26,7 @@ from station.store.db import open_db
 from station.store.images import ImageStore
 from station.store.recorder import Recorder, replay_at_start, replay_spill
 from station.store.spill import SpillFile
-from station.types import Outcome, PartResult, StatusEvent
+from station.types import Outcome
 from tests.unit.test_recorder import _publish
 
 CYCLE = (Outcome.PASS, Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.UNCERTAIN, Outcome.FAILSAFE)
