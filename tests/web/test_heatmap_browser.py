@@ -11,9 +11,10 @@ from playwright.sync_api import Page, expect
 from station.app import Station
 from station.web.server import start_in_thread
 from tests.fixtures_review import query
+from tests.web.test_review_browser import login_via_review
 
 from .anomaly_parts import BOX, H, W, anomaly_part, publish_part
-from .helpers import ARTIFACTS, PASSWORDS, needs_chromium, wait_for
+from .helpers import ARTIFACTS, needs_chromium, wait_for
 
 pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -88,16 +89,6 @@ def test_operator_screen_shows_the_heat_map_and_its_toggle_hides_it(served: tupl
     expect(page.locator("#live-score")).to_be_hidden()
 
 
-def _login_review(page: Page, base: str, path: str) -> None:
-    page.goto(base + path)
-    page.wait_for_url(f"{base}/login?next={path}")
-    page.fill("#username", "qa")
-    page.fill("#password", PASSWORDS["qa"])
-    page.click("#login-btn")
-    page.wait_for_url(base + path)
-    page.wait_for_selector("body[data-ready='1']")
-
-
 def _current(station: Station, image_id: int) -> list[tuple[Any, ...]]:
     return query(station, "SELECT id, class_name, source, supersedes FROM labels l WHERE image_id = ? AND status = 'active' "
                           "AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id) ORDER BY id", [image_id])
@@ -111,7 +102,7 @@ def test_review_editor_heat_map_and_anomaly_to_defect(served: tuple[Station, str
     (anomaly_id, cls, _, _), = _current(station, image_id)
     assert cls == "anomaly"
 
-    _login_review(page, base, f"/review/image/{image_id}")
+    login_via_review(page, base, f"/review/image/{image_id}")
     canvas = page.locator("#canvas")
     expect(canvas).to_have_attribute("data-heat", "on")
     expect(page.locator("#heat-toggle")).to_be_visible()
