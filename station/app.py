@@ -25,7 +25,7 @@ from .decide import Decider
 from .inspect.base import INSPECTORS, Inspector
 from .inspect.swap import SwappableInspector
 from .pipeline import Line
-from .rt import freeze_heap, set_realtime
+from .rt import fix_mmap_threshold, freeze_heap, set_realtime
 from .plant import PlantServices
 from .serialize import event_to_dict
 from .store import queries
@@ -81,6 +81,7 @@ class Station:
         """Build every component from ``cfg``; ``cameras``/``inspector``/``output`` replace the configured ones."""
         self.cfg = cfg
         self.config_hash = config_hash(cfg)
+        fix_mmap_threshold(cfg.pipeline.malloc_mmap_threshold_kb)  # before frames and models are allocated
         self.bus = Bus()
         self.alarms = AlarmBoard(self.bus.publish)
         self.last_result: PartResult | None = None
@@ -419,6 +420,14 @@ class Station:
             "failure": self.failure,
             "components": comps,
             "alarms": [event_to_dict(e) for e in self.alarms.active()],
+            # where every verdict's record is: pending includes spilled (in the spill file, replayed
+            # into the database when it can be written again, or at the next start)
+            "records": {
+                "written": self.recorder.records_written,
+                "dropped": self.recorder.records_dropped,
+                "pending": self.recorder.pending,
+                "spilled": self.recorder.spilled,
+            },
         }
 
     # -- callbacks ----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Real-time scheduling for the threads that time the reject.
+"""Real-time scheduling for the threads that time the reject, and the process's heap settings.
 
 Python threads share one GIL. Under CPU load the OS may preempt whichever
 thread holds it, and a real-time reject thread then waits for a thread that
@@ -11,6 +11,8 @@ systemd unit); without it threads run normally and a log line says so.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -42,3 +44,27 @@ def freeze_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+
+
+def fix_mmap_threshold(kb: int) -> bool:
+    """Serve allocations of ``kb`` KiB and more from their own memory maps, at a fixed threshold.
+
+    glibc starts at 128 KiB and raises the threshold to the size of each large block freed (up to
+    32 MiB), so after the first frame is freed every later frame comes from the heap and a long-running
+    process that loads models and frees frames in many threads fragments it: RSS creeps though
+    nothing leaks. Setting it once turns the dynamic adjustment off (``mallopt(3)``). Returns False
+    where it does not apply (``kb`` 0, or not glibc).
+    """
+    if kb <= 0:
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        ok = bool(libc and libc.mallopt(M_MMAP_THRESHOLD, kb * 1024))
+    except (OSError, AttributeError):  # not glibc (musl, macOS): no mallopt
+        ok = False
+    log.debug("malloc mmap threshold %d KiB: %s", kb, "fixed" if ok else "not applied")
+    return ok

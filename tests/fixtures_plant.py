@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
 import pytest
 
 from station.rt import set_realtime
@@ -291,17 +292,34 @@ class PlcProgram:
         self._thread.join(2)
 
 
+_NO_PIXELS = np.zeros((0, 0), np.uint8)
+
+
+def without_pixels(r: Any) -> Any:
+    """``r`` (a PartResult) with empty images and heat maps: its verdict, boxes and scores only."""
+    from dataclasses import replace
+
+    return replace(
+        r,
+        frames=tuple(replace(f, image=_NO_PIXELS) for f in r.frames),
+        detections=tuple(replace(d, anomaly_map=None) if d.anomaly_map is not None else d for d in r.detections),
+    )
+
+
 class Results:
     """Every final result of a station, gathered from its bus (create before ``start``).
 
     ``items`` holds the PartResults in publication order, ``by_id`` the latest one of each part id,
     ``status`` every other bus event; :meth:`wait` blocks until a given part's result is in.
+    ``keep_images=False`` keeps each result without its pixels (images and heat maps), so a test
+    that measures the station's memory over thousands of parts does not measure its own collector.
     """
 
-    def __init__(self, station: Any):
+    def __init__(self, station: Any, *, keep_images: bool = True):
         from station.types import PartResult
 
         self._kind = PartResult
+        self._keep_images = keep_images
         self.sub = station.bus.subscribe("test-results", maxsize=100_000)
         self.items: list[PartResult] = []
         self.by_id: dict[int, PartResult] = {}
@@ -321,6 +339,8 @@ class Results:
                 continue
             with self._cond:
                 if isinstance(ev, self._kind):
+                    if not self._keep_images:
+                        ev = without_pixels(ev)
                     self.items.append(ev)
                     self.by_id[ev.trigger.part_id] = ev
                     self._cond.notify_all()

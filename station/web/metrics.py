@@ -94,6 +94,8 @@ def render_metrics(state: "WebState") -> str:
           c["parts_per_min"] if c["parts_per_min"] is not None else math.nan)
     e.one("station_parts_in_flight", "gauge", "Parts triggered without a verdict yet.", st.scheduler.in_flight)
     e.one("station_records_pending", "gauge", "Verdicts not yet committed to the database.", st.recorder.pending)
+    e.one("station_records_spilled", "gauge",
+          "Verdicts held in the spill file while the database cannot be written (part of pending).", st.recorder.spilled)
     e.one("station_rejects_pending", "gauge", "Reject pulses scheduled that have not fired yet.", st.scheduler.pending_rejects)
     problems = settled_reconcile(st)
     e.one("station_counters_reconciled", "gauge", "1 when the counter invariants add up (see /health).", 0 if problems else 1)

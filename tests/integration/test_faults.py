@@ -31,7 +31,7 @@ FAILSAFE_EXPECTED = {"camera_unplug", "inspector_hang", "inspector_exception"}  
 
 
 def check(res: FaultResult, name: str) -> None:
-    problems = [p for p in res.problems if not p.startswith("RSS")]  # hot swaps' RSS: checked last, in test_fault
+    problems = [p for p in res.problems if not p.startswith("RSS")]  # hot swaps' RSS: asserted in test_fault
     assert problems == [], f"{res.fault}: {problems} ({res.notes})"
     assert res.during > 0 or name == "sigkill_restart", f"{res.fault}: no part ran during the fault"
     if res.expect_alarm and ALARM[name] is not None:
@@ -50,8 +50,8 @@ def test_fault(name: str, tmp_path: Path) -> None:
     if any(n.startswith("skipped") for n in res.notes):
         pytest.skip(res.notes[0])
     check(res, name)
-    if name == "hot_swaps" and not res.rss_growth < RSS_LIMIT:
-        # Measured here: RSS (after gc + malloc_trim, the test's own held frames subtracted) grows by
-        # 10-18 % over 100 swaps of two 640x400 anomaly models with one inspector instance alive:
-        # native memory (onnxruntime sessions / allocator), not Python objects. Open: not fixed yet.
-        pytest.xfail(f"RSS not stable over 100 hot swaps: {'; '.join(res.notes)}")
+    if name == "hot_swaps":
+        # RSS after gc + malloc_trim, one sample per swap, median of the first third after warm-up vs
+        # the last third; the collector keeps verdicts without pixels. With glibc's dynamic mmap
+        # threshold RSS crept 3-14 %; the station fixes it (pipeline.malloc_mmap_threshold_kb).
+        assert res.rss_growth < RSS_LIMIT, f"RSS not stable over 100 hot swaps: {'; '.join(res.notes)}"

@@ -209,3 +209,15 @@ def test_wait_frame_returns_none_while_away_and_raises_for_a_broken_frame():
     assert dev.wait_frame(0.05) is None and dev.lifecycle.wait_state(DeviceState.BACKOFF, 1)
     assert dev.health()["state"] == "alarm" and "attempt 1 in" in dev.health()["message"]
     dev.close()
+
+
+def test_fixed_mmap_threshold_applies_on_glibc() -> None:
+    """The station fixes glibc's mmap threshold (frames then go back to the OS when freed); 0 leaves it alone."""
+    import platform
+
+    from station.rt import fix_mmap_threshold
+
+    assert fix_mmap_threshold(0) is False
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert fix_mmap_threshold(128) is True

@@ -249,6 +249,7 @@ def test_health_and_metrics(client: TestClient, station: Station) -> None:
     assert h.status_code == 200
     body = h.json()
     assert body["running"] and body["reconcile"] == [] and body["components"]["camera:cam0"]["state"] == "ok"
+    assert body["records"] == {"written": 8, "dropped": 0, "pending": 0, "spilled": 0}
     text = client.get("/metrics")
     assert text.headers["content-type"].startswith("text/plain; version=0.0.4")
     samples = {}
@@ -263,6 +264,7 @@ def test_health_and_metrics(client: TestClient, station: Station) -> None:
     assert samples["station_verdicts_total"] == snap.verdicts == 8
     assert sum(samples[f'station_verdicts_by_outcome_total{{outcome="{o}"}}'] for o in ("PASS", "FAIL", "UNCERTAIN", "FAILSAFE")) == 8
     assert samples["station_records_written_total"] == 8 and samples["station_counters_reconciled"] == 1
+    assert samples["station_records_pending"] == samples["station_records_spilled"] == 0
     assert samples['station_bus_dropped_total{subscriber="recorder"}'] == 0
     assert samples['station_timing_p50_ms{stage="total"}'] > 0
     station.stop()
