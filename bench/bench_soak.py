@@ -124,20 +124,21 @@ def soak(
     data: Path | None = None,
     frame_queue: int = 4,
     progress: Any = None,
+    realtime: int = 0,
 ) -> dict[str, Any]:
     """Run ``parts`` parts at ``rate`` parts/s through a Station; return the figures."""
     logger = logging.getLogger("station")
     level = logger.level
     logger.setLevel(logging.WARNING)  # the run's INFO lines; put back after
     try:
-        return _soak(parts, rate, width, height, pool, learn, keep_pass_every, data, frame_queue, progress)
+        return _soak(parts, rate, width, height, pool, learn, keep_pass_every, data, frame_queue, progress, realtime)
     finally:
         logger.setLevel(level)
 
 
 def _soak(
     parts: int, rate: float, width: int, height: int, pool: int, learn: int, keep_pass_every: int,
-    data: Path | None, frame_queue: int, progress: Any,
+    data: Path | None, frame_queue: int, progress: Any, realtime: int = 0,
 ) -> dict[str, Any]:
     tmp = Path(data) if data is not None else Path(tempfile.mkdtemp(prefix="bench-soak-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -149,7 +150,7 @@ def _soak(
             "trigger": {"type": "timer", "parts_per_minute": rate * 60},
             "inspector": {"type": "reference", "learn_parts": learn},
             "reject": {"travel_ms": 500, "safety_margin_ms": 100, "pulse_ms": 20},
-            "pipeline": {"frame_queue": frame_queue},
+            "pipeline": {"frame_queue": frame_queue, "realtime_priority": realtime},
             "store": {"db_path": str(tmp / "soak.db"), "images_dir": str(tmp / "img"), "keep_pass_every": keep_pass_every},
             "web": {"enabled": False},
         }
@@ -233,6 +234,7 @@ def _soak(
         "parts": snap.triggers,
         "frame": f"{width}x{height}",
         "rate_asked": rate,
+        "realtime_priority": realtime,
         "rate_achieved": round(snap.triggers / elapsed, 2) if elapsed > 0 else 0.0,
         "elapsed_s": round(elapsed, 1),
         "counters": {k: v for k, v in snap.as_dict().items() if k != "started_wall"},
@@ -271,13 +273,16 @@ def main() -> None:
     ap.add_argument("--learn", type=int, default=10)
     ap.add_argument("--frame-queue", type=int, default=4, help="pipeline.frame_queue (default: the station's default, 4)")
     ap.add_argument("--keep-pass-every", type=int, default=1000)
+    ap.add_argument("--realtime", type=int, default=0,
+                    help="pipeline.realtime_priority (SCHED_FIFO for the line's threads, needs root/CAP_SYS_NICE): "
+                         "the station's setting for a CPU shared with other busy programs (default 0: normal priority)")
     ap.add_argument("--data", type=Path, default=None, help="keep the database and images here (default: a temporary folder, removed)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     r = soak(
         a.parts, a.rate, width=a.width, height=a.height, pool=a.pool, learn=a.learn, keep_pass_every=a.keep_pass_every, data=a.data,
-        frame_queue=a.frame_queue,
+        frame_queue=a.frame_queue, realtime=a.realtime,
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     if a.json:

@@ -1,15 +1,19 @@
 """Driver registries: a driver is chosen by the ``type`` field of its config.
 
-Built-in drivers are named as ``"module:Class"`` strings and imported only
-when used, so a station without a Basler camera never imports pypylon.
-Tests and plug-ins add drivers with :meth:`Registry.register`.
+Each driver is declared once, on its config class: ``type`` (the name in the
+YAML) and ``driver`` (``"module:Class"``, the implementation). A registry is
+derived from a config union (:meth:`Registry.from_union`), so the set of types
+the config accepts and the set of drivers are the same set by construction.
+Implementations are imported only when used, so a station without a Basler
+camera never imports pypylon. A new driver is a new config class in the union.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
 log = logging.getLogger(__name__)
 
@@ -20,26 +24,38 @@ class UnknownDriverError(LookupError):
     """No driver is registered for a config ``type``."""
 
 
+def union_members(union: Any) -> tuple[type, ...]:
+    """The config classes of a (possibly ``Annotated``) ``Union`` of driver configs."""
+    if get_origin(union) is Annotated:
+        union = get_args(union)[0]
+    return get_args(union) if get_origin(union) is Union else (union,)
+
+
 class Registry(Generic[T]):
     """Maps a config ``type`` to the class (or factory) that implements it."""
 
-    def __init__(self, kind: str, builtins: dict[str, str]):
+    def __init__(self, kind: str, drivers: Mapping[str, str]):
         self.kind = kind
-        self._paths = dict(builtins)
+        self._paths = dict(drivers)
         self._loaded: dict[str, Callable[..., T]] = {}
 
-    def register(self, type_name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator: register a class or factory under ``type_name``."""
-
-        def deco(factory: Callable[..., T]) -> Callable[..., T]:
-            self._loaded[type_name] = factory
-            return factory
-
-        return deco
+    @classmethod
+    def from_union(cls, kind: str, union: Any) -> Registry[T]:
+        """The registry of every config class in ``union``: its ``type`` default to its ``driver``."""
+        drivers: dict[str, str] = {}
+        for member in union_members(union):
+            type_name = member.model_fields["type"].default  # type: ignore[attr-defined]
+            path = getattr(member, "driver", None)
+            if not isinstance(path, str) or ":" not in path:
+                raise TypeError(f"{member.__name__} has no driver = 'module:Class' (station/registry.py)")
+            if type_name in drivers:
+                raise TypeError(f"two {kind} configs declare type {type_name!r}")
+            drivers[type_name] = path
+        return cls(kind, drivers)
 
     def types(self) -> list[str]:
-        """All registered type names."""
-        return sorted(set(self._paths) | set(self._loaded))
+        """All type names."""
+        return sorted(self._paths)
 
     def get(self, type_name: str) -> Callable[..., T]:
         """The factory for ``type_name``, importing it on first use."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from ..config.camera import CameraConfig
 from ..registry import Registry
 from ..types import Frame, Trigger
 
@@ -36,12 +37,4 @@ class CameraDriver(Protocol):
         """State for the status page: at least ``{"state": "ok"|"warning"|"alarm", "message": str}``."""
 
 
-CAMERAS: Registry[CameraDriver] = Registry(
-    "camera",
-    {
-        "synthetic": "station.acquire.synthetic:SyntheticCamera",
-        "folder": "station.acquire.folder:FolderCamera",
-        "pylon": "station.acquire.pylon:PylonCamera",
-        "opencv": "station.acquire.opencv_cam:OpenCvCamera",
-    },
-)
+CAMERAS: Registry[CameraDriver] = Registry.from_union("camera", CameraConfig)

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Callable, Protocol
 
-from ..config import SoftwareTriggerConfig, TimerTriggerConfig
+from ..config import SoftwareTriggerConfig, TimerTriggerConfig, TriggerConfig
 from ..registry import Registry
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,4 @@ class SoftwareTrigger:
         self.done.set()
 
 
-TRIGGERS: Registry[TriggerSource] = Registry(
-    "trigger",
-    {
-        "timer": "station.acquire.triggers:TimerTrigger",
-        "software": "station.acquire.triggers:SoftwareTrigger",
-        "camera": "station.acquire.camera_trigger:CameraTrigger",
-    },
-)
+TRIGGERS: Registry[TriggerSource] = Registry.from_union("trigger", TriggerConfig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from ..config.actuate import OutputConfig
 from ..registry import Registry
 
 
@@ -32,13 +33,4 @@ class OutputDriver(Protocol):
         """``{"state": "ok"|"warning"|"alarm", "message": str}``."""
 
 
-OUTPUTS: Registry[OutputDriver] = Registry(
-    "output",
-    {
-        "simulated": "station.actuate.simulated:SimulatedOutput",
-        "pylon": "station.actuate.pylon_output:PylonOutput",
-        "modbus": "station.actuate.modbus_output:ModbusOutput",
-        "gpiod": "station.actuate.gpiod_output:GpiodOutput",
-        "opcua": "station.actuate.opcua_output:OpcUaOutput",
-    },
-)
+OUTPUTS: Registry[OutputDriver] = Registry.from_union("output", OutputConfig)

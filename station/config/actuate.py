@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -15,6 +15,7 @@ class SimulatedOutputConfig(StrictModel):
     """Records every edge with its timestamp in memory: the default output."""
 
     type: Literal["simulated"] = Field("simulated", description="Driver: in-memory edge recorder.")
+    driver: ClassVar[str] = "station.actuate.simulated:SimulatedOutput"  # the implementation, imported when first used (station/registry.py)
     max_edges: int = Field(100000, ge=10, description="Edges kept in memory (oldest dropped first).")
 
 
@@ -22,6 +23,7 @@ class ModbusOutputConfig(ModbusEndpointConfig):
     """Output lines as coils (or holding registers) of a PLC / remote I/O over Modbus TCP."""
 
     type: Literal["modbus"] = Field("modbus", description="Driver: Modbus TCP coils / holding registers.")
+    driver: ClassVar[str] = "station.actuate.modbus_output:ModbusOutput"  # the implementation, imported when first used (station/registry.py)
     coils: dict[str, int] = Field(
         default_factory=lambda: {"reject": 0},
         description="Output line name -> coil address (FC5). The reject line defaults to coil 0 (REJECT in docs/plc.md).",
@@ -44,6 +46,7 @@ class GpiodOutputConfig(StrictModel):
     """Linux GPIO lines (Jetson, Raspberry Pi, industrial PCs) through libgpiod v2."""
 
     type: Literal["gpiod"] = Field("gpiod", description="Driver: libgpiod v2 character-device GPIO.")
+    driver: ClassVar[str] = "station.actuate.gpiod_output:GpiodOutput"  # the implementation, imported when first used (station/registry.py)
     chip: str = Field("/dev/gpiochip0", description="GPIO chip device path (see `gpiodetect`).")
     lines: dict[str, int | str] = Field(
         default_factory=lambda: {"reject": 0},
@@ -66,6 +69,7 @@ class OpcUaOutputConfig(StrictModel):
     """Output lines as Boolean variables of a remote OPC UA server (a PLC's OPC UA interface)."""
 
     type: Literal["opcua"] = Field("opcua", description="Driver: write Boolean nodes on an OPC UA server.")
+    driver: ClassVar[str] = "station.actuate.opcua_output:OpcUaOutput"  # the implementation, imported when first used (station/registry.py)
     endpoint: str = Field("opc.tcp://127.0.0.1:4840", description="Server endpoint URL.")
     nodes: dict[str, str] = Field(
         default_factory=lambda: {"reject": "ns=2;s=Reject"}, description="Output line name -> NodeId string of a writable Boolean variable."
@@ -93,6 +97,7 @@ class PylonOutputConfig(StrictModel):
     """Output lines of a Basler camera (UserOutput -> LineN), e.g. an ejector wired to the camera's opto output."""
 
     type: Literal["pylon"] = Field("pylon", description="Driver: Basler camera user outputs (pypylon).")
+    driver: ClassVar[str] = "station.actuate.pylon_output:PylonOutput"  # the implementation, imported when first used (station/registry.py)
     camera_id: str | None = Field(
         None,
         description="Use the device of this station camera (a `pylon` camera): the output shares the open device, is re-configured "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -14,6 +14,7 @@ class SyntheticCameraConfig(StrictModel):
     """Renders procedural parts with known defects: the embedded default."""
 
     type: Literal["synthetic"] = Field("synthetic", description="Driver: procedural parts with ground truth.")
+    driver: ClassVar[str] = "station.acquire.synthetic:SyntheticCamera"  # the implementation, imported when first used (station/registry.py)
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     product: Literal["machined", "pcb"] = Field("machined", description="What the parts look like: a machined flange or a PCB-like board.")
     width: int = Field(1280, ge=64, le=8192, description="Frame width in pixels.")
@@ -43,6 +44,7 @@ class FolderCameraConfig(StrictModel):
     """Replays the images of a folder in name order."""
 
     type: Literal["folder"] = Field("folder", description="Driver: replay image files from a folder.")
+    driver: ClassVar[str] = "station.acquire.folder:FolderCamera"  # the implementation, imported when first used (station/registry.py)
     id: str = Field("cam0", description="Camera id, unique on the station.")
     path: Path = Field(..., description="Folder of .png/.jpg/.jpeg/.bmp/.tif/.tiff images, replayed sorted by file name.")
     loop: bool = Field(
@@ -85,6 +87,7 @@ class PylonCameraConfig(StrictModel):
     """A Basler camera through pypylon (GigE, USB3; the pylon camera emulator in tests)."""
 
     type: Literal["pylon"] = Field("pylon", description="Driver: Basler pylon camera (pypylon).")
+    driver: ClassVar[str] = "station.acquire.pylon:PylonCamera"  # the implementation, imported when first used (station/registry.py)
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     serial: str | None = Field(None, description="Open the camera with this serial number (e.g. '40012345'; '0815-0000' for the emulator).")
     user_name: str | None = Field(
@@ -139,6 +142,7 @@ class OpenCvCameraConfig(StrictModel):
     """A USB camera, an RTSP/HTTP stream or a video file through OpenCV's VideoCapture."""
 
     type: Literal["opencv"] = Field("opencv", description="Driver: OpenCV VideoCapture (USB/V4L2 index, RTSP URL or video file).")
+    driver: ClassVar[str] = "station.acquire.opencv_cam:OpenCvCamera"  # the implementation, imported when first used (station/registry.py)
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     index: int | None = Field(None, ge=0, description="USB / V4L2 camera index (0 = /dev/video0). Set exactly one of index, url, file.")
     url: str | None = Field(None, description="Stream URL, e.g. rtsp://192.0.2.10:554/stream1. Set exactly one of index, url, file.")
@@ -189,6 +193,7 @@ class TimerTriggerConfig(StrictModel):
     """A part every 60/parts_per_minute seconds (a simulated photo-eye)."""
 
     type: Literal["timer"] = Field("timer", description="Trigger: fixed rate from a timer.")
+    driver: ClassVar[str] = "station.acquire.triggers:TimerTrigger"  # the implementation, imported when first used (station/registry.py)
     parts_per_minute: float = Field(120.0, gt=0, le=60000, description="Parts per minute arriving at the camera.")
 
 
@@ -196,12 +201,14 @@ class SoftwareTriggerConfig(StrictModel):
     """Parts are triggered by an API call (`POST /api/trigger`) or by code."""
 
     type: Literal["software"] = Field("software", description="Trigger: by API call or by code.")
+    driver: ClassVar[str] = "station.acquire.triggers:SoftwareTrigger"  # the implementation, imported when first used (station/registry.py)
 
 
 class CameraTriggerConfig(StrictModel):
     """A camera's own frames create the parts (hardware-triggered or free-running camera)."""
 
     type: Literal["camera"] = Field("camera", description="Trigger: every frame of camera `camera_id` is one part.")
+    driver: ClassVar[str] = "station.acquire.camera_trigger:CameraTrigger"  # the implementation, imported when first used (station/registry.py)
     camera_id: str = Field(
         "cam0",
         description="The camera whose frame arrival creates each part: a pylon camera with trigger_mode hardware or freerun, "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator
 
@@ -18,6 +18,7 @@ class ReferenceInspectorConfig(StrictModel):
     """Golden-template comparison learned from good parts: no labels needed."""
 
     type: Literal["reference"] = Field("reference", description="Backend: golden template / variation model.")
+    driver: ClassVar[str] = "station.inspect.reference:ReferenceInspector"  # the implementation, imported when first used (station/registry.py)
     learn_from: Path | None = Field(
         None,
         description="Folder of good images to learn from at start (all of its images, same size as the camera frames); if unset, "
@@ -151,6 +152,7 @@ class OnnxInspectorConfig(StrictModel):
     """An Ultralytics model exported to ONNX, run by onnxruntime."""
 
     type: Literal["onnx"] = Field("onnx", description="Backend: Ultralytics ONNX export through onnxruntime.")
+    driver: ClassVar[str] = "station.inspect.onnx_backend:OnnxInspector"  # the implementation, imported when first used (station/registry.py)
     model: Path = Field(
         default_factory=lambda: SHIPPED_MODEL,
         description="Path of the .onnx file (metadata gives names, imgsz, task); default: the model shipped in models/default/.",
@@ -192,6 +194,7 @@ class AnomalyInspectorConfig(StrictModel):
     """Anomaly detection learned from good parts only: a heat map per part, its blobs become defects."""
 
     type: Literal["anomaly"] = Field("anomaly", description="Backend: anomaly model (ONNX) learned from good images, no labels.")
+    driver: ClassVar[str] = "station.inspect.anomaly:AnomalyInspector"  # the implementation, imported when first used (station/registry.py)
     model: Path = Field(
         Path("data/anomaly.onnx"),
         description="The learned anomaly model (.onnx, written by `python -m models.anomaly` or by learning at start). Loaded "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from ..config.inspect import InspectorConfig
 from ..registry import Registry
 from ..types import Detections, Frame
 
@@ -46,11 +47,4 @@ class Inspector(Protocol):
         """Release resources."""
 
 
-INSPECTORS: Registry[Inspector] = Registry(
-    "inspector",
-    {
-        "reference": "station.inspect.reference:ReferenceInspector",
-        "onnx": "station.inspect.onnx_backend:OnnxInspector",
-        "anomaly": "station.inspect.anomaly:AnomalyInspector",
-    },
-)
+INSPECTORS: Registry[Inspector] = Registry.from_union("inspector", InspectorConfig)

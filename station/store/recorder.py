@@ -320,7 +320,6 @@ class Recorder:
         self._rejected = 0
         self._dropped_synced = 0
         self._max_part_id = 0
-        self._last_committed = 0
         self._stalled_since: float | None = None
         self.last_error: str | None = None
         self._image_failing = False
@@ -370,11 +369,6 @@ class Recorder:
     def records_rejected(self) -> int:
         """PartResults the database refused (duplicate part id, invalid values); included in records_dropped."""
         return self._rejected
-
-    @property
-    def last_committed_part_id(self) -> int:
-        """Highest part id committed so far (0 before the first commit)."""
-        return self._last_committed
 
     @property
     def stalled(self) -> bool:
@@ -731,8 +725,6 @@ class Recorder:
         self._sync_dropped()
         for part_id, why in refused:
             log.error("part %d refused by the database and dropped: %s", part_id, why)
-        if accepted:
-            self._last_committed = max(self._last_committed, max(accepted))
         if self._stalled_since is not None:
             secs = time.monotonic() - self._stalled_since
             self._stalled_since = None
