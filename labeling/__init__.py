@@ -3,7 +3,7 @@
 - :mod:`labeling.labels` - the label model of an image and the QA operations (append-only history).
 - :mod:`labeling.anomaly` - an anomaly box of a no-labels inspector turned into a labelled defect.
 - :mod:`labeling.queue` - the review queue, most useful to label first.
-- :mod:`labeling.audit` - who changed what, with before/after.
+- :mod:`station.store.audit` - who changed what, with before/after (the station's one audit writer).
 - :mod:`labeling.snapshot` - frozen datasets (lineage for trained models).
 - :mod:`labeling.export` / :mod:`labeling.importer` - YOLO (Ultralytics) and COCO (CVAT, Label Studio).
 - :mod:`labeling.stats` - defects over time, false-positive rate, yield by hour / shift, Pareto.
@@ -15,14 +15,15 @@ must be used by one thread at a time: open one per worker thread.
 Command line: ``python -m labeling --help``.
 """
 
+from station.store.audit import AuditEntry, history, record
+
 from .anomaly import ANOMALY_CLASS, label_anomaly
-from .audit import AuditEntry, history, record
 from .export import export_coco, export_yolo
 from .importer import ImportResult, import_coco, import_yolo
 from .labels import (
+    ImageInfo,
     Label,
     Review,
-    ImageInfo,
     add_label,
     bulk_confirm,
     bulk_mark_good,
@@ -40,8 +41,20 @@ from .labels import (
     update_label,
 )
 from .queue import QueueItem, QueueQuery, queue_counts, review_queue
-from .snapshot import Snapshot, create_snapshot, get_snapshot, list_snapshots, snapshot_items
-from .stats import defect_pareto, defects_by_class_over_time, false_positive_rate, yield_by_hour, yield_by_shift
+from .snapshot import (
+    Snapshot,
+    create_snapshot,
+    get_snapshot,
+    list_snapshots,
+    snapshot_items,
+)
+from .stats import (
+    defect_pareto,
+    defects_by_class_over_time,
+    false_positive_rate,
+    yield_by_hour,
+    yield_by_shift,
+)
 
 __all__ = [
     "ANOMALY_CLASS", "label_anomaly",

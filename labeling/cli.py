@@ -19,15 +19,14 @@ given). ``export --format coco`` writes ``DIR/annotations.json`` and the images 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import getpass
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from station.serialize import dumps
 from station.store.db import StoreError, open_db
 from station.store.images import ImageStore
 
@@ -99,14 +98,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _jsonable(v: Any) -> Any:
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return dataclasses.asdict(v)
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(type(v).__name__)
-
-
 def _run(args: argparse.Namespace) -> Any:
     from . import export, importer, queue, snapshot, stats
 
@@ -164,5 +155,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, LookupError, OSError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=1, default=_jsonable))
+    print(dumps(result, indent=1))
     return 0

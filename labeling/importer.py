@@ -40,9 +40,9 @@ import numpy as np
 import sqlite_utils
 import yaml
 
+from station.store import audit
 from station.store.images import ImageStore, StoredImage
 
-from . import audit
 from ._db import transaction
 from .export import STEM_RE
 from .labels import ImageInfo, Label, _insert, _review, current_labels, image_info

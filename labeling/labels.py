@@ -21,7 +21,7 @@ an error instead of a fork (reload and retry).
 Every operation also appends a review row (``image_reviews``: who, when, verdict 'labeled'
 when labels remain, 'good' when none remain): an image with zero labels *and* a review is a
 reviewed negative, one with no review is unreviewed. Every change writes an audit row
-(:mod:`labeling.audit`) in the same transaction.
+(:mod:`station.store.audit`) in the same transaction.
 
 Errors: an unknown image or label raises :class:`LookupError`; invalid input (box outside the
 image, x1 >= x2, unknown class, label no longer current, image file deleted) raises
@@ -39,7 +39,8 @@ from typing import Any, Iterable, Literal, Sequence
 
 import sqlite_utils
 
-from . import audit
+from station.store import audit
+
 from ._db import check_finite, transaction
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,10 @@ from typing import Any, Sequence
 
 import sqlite_utils
 
-from . import audit
-from ._db import canonical_json, rows, transaction
+from station.serialize import dumps
+from station.store import audit
+
+from ._db import rows, transaction
 from .labels import clip_box, current_labels_many
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ def content_sha(class_names: Sequence[str], items: Sequence[SnapshotItem]) -> st
         for it in items
     )
     doc = {"classes": list(class_names), "images": images}
-    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+    return hashlib.sha256(dumps(doc, canonical=True).encode()).hexdigest()
 
 
 def _select(db: sqlite_utils.Database, since: float | None, until: float | None, only_reviewed: bool) -> list[dict[str, Any]]:
@@ -178,7 +180,7 @@ def create_snapshot(
         cur = db.execute(
             "INSERT INTO dataset_snapshots (name, created_at, created_by, params, class_names, content_sha256, n_images, n_labels) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [name, now, user, canonical_json(params), json.dumps(classes), sha, len(items), n_labels],
+            [name, now, user, dumps(params, canonical=True), dumps(classes), sha, len(items), n_labels],
         )
         sid = int(cur.lastrowid)
         db.conn.executemany(

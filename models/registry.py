@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import sqlite_utils
 
 from station.inspect.model_meta import read_model_meta
+from station.store import audit
 from station.store.db import write_transaction
 
 from .export import read_lineage
@@ -115,15 +116,6 @@ def _rows(db: sqlite_utils.Database, where: str = "", params: list[Any] | None =
     cur = db.execute(f"SELECT * FROM models {where}", params or [])
     cols = [d[0] for d in cur.description]
     return [_record(dict(zip(cols, r))) for r in cur.fetchall()]
-
-
-def _audit(db: sqlite_utils.Database, user: str, action: str, sha: str | None, before: Any, after: Any, reason: str | None) -> None:
-    """Append to the audit trail (caller holds the write transaction)."""
-    db.execute(
-        "INSERT INTO audit (t_wall, user, action, object_type, object_id, before, after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [time.time(), user, action, "model", sha, None if before is None else json.dumps(before, sort_keys=True),
-         None if after is None else json.dumps(after, sort_keys=True), reason],
-    )
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
@@ -325,7 +317,7 @@ def promote(
     after = {"sha": cand.sha256, "gate": decision.as_dict()}
     if not decision.passed and not override:
         with write_transaction(db):
-            _audit(db, user, "model_promote_refused", cand.sha256, before, after, reason)
+            audit.record(db, user, "model_promote_refused", "model", cand.sha256, before, after, reason)
         raise PromotionRefused(f"promotion of {cand.short} refused: {decision.message}; promote with override and a reason to force it")
     action = "model_promote" if decision.passed else "model_promote_override"
     _make_current(db, cand, user, action, before, after, reason)
@@ -341,7 +333,7 @@ def _make_current(db: sqlite_utils.Database, rec: ModelRecord, user: str, action
             "UPDATE models SET status = ?, promoted_by = ?, promoted_at = ? WHERE sha256 = ?",
             [CURRENT, user, now, rec.sha256],
         )
-        _audit(db, user, action, rec.sha256, before, after, reason)
+        audit.record(db, user, action, "model", rec.sha256, before, after, reason)
 
 
 def history(db: sqlite_utils.Database) -> list[dict[str, Any]]:

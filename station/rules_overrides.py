@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import sqlite_utils
 
 from .config import ClassRule, RulesConfig
+from .store import audit
 from .store.db import write_transaction
 
 log = logging.getLogger(__name__)
@@ -128,11 +129,8 @@ def record(
             [now, user, reason, json.dumps(checked, sort_keys=True), json.dumps(dict(source or {}), sort_keys=True, default=str)],
         )
         oid = int(cur.lastrowid)
-        db.execute(
-            "INSERT INTO audit (t_wall, user, action, object_type, object_id, before, after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [now, user, "rules_override" if checked else "rules_override_reset", "rules", str(oid),
-             json.dumps(dict(before.classes) if before else {}, sort_keys=True), json.dumps(checked, sort_keys=True), reason],
-        )
+        audit.record(db, user, "rules_override" if checked else "rules_override_reset", "rules", oid,
+                     dict(before.classes) if before else {}, checked, reason, t_wall=now)
     log.info("rules override %d by %s: %s (%s)", oid, user, checked or "back to the configured rules", reason)
     return RulesOverride(oid, now, user, reason, checked, dict(source or {}))
 

@@ -1,24 +1,46 @@
-"""JSON forms of the stage contracts, shared by replay, the web and publishers."""
+"""The station's one JSON encoding: :func:`to_jsonable`, :func:`dumps`, and the JSON forms of the
+stage contracts, shared by the recorder, replay, the web, the audit trail and the publishers."""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import json
 import math
 from typing import Any
 
 from .types import Defect, PartResult, StatusEvent, Verdict
 
 
-def _jsonable(v: Any) -> Any:
+def to_jsonable(v: Any) -> Any:
+    """Dataclasses, mappings, sequences, numpy scalars/arrays, enums -> plain JSON values.
+
+    Non-finite floats become None (JSON has no NaN); anything else unknown becomes its ``str``.
+    """
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: _jsonable(getattr(v, f.name)) for f in dataclasses.fields(v)}
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if hasattr(v, "item") and callable(v.item):  # numpy scalar
-        return v.item()
-    return v
+        return {f.name: to_jsonable(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, dict) or hasattr(v, "items") and callable(v.items):
+        return {str(k): to_jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [to_jsonable(x) for x in v]
+    if isinstance(v, enum.Enum):
+        return to_jsonable(v.value)
+    if hasattr(v, "tolist") and callable(v.tolist):  # numpy array or scalar
+        return to_jsonable(v.tolist())
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)  # paths, datetimes, ...
+
+
+def dumps(v: Any, *, canonical: bool = False, indent: int | None = None) -> str:
+    """JSON of anything :func:`to_jsonable` understands: compact, or ``indent``-ed for people.
+
+    ``canonical=True``: keys sorted, compact: stable bytes for hashes and the audit trail.
+    """
+    seps = (",", ":") if indent is None else None
+    return json.dumps(to_jsonable(v), separators=seps, indent=indent, sort_keys=canonical, allow_nan=False)
 
 
 def defect_to_dict(d: Defect) -> dict[str, Any]:
@@ -74,7 +96,7 @@ def result_to_dict(r: PartResult) -> dict[str, Any]:
             "camera_id": f.camera_id,
             "width": int(f.image.shape[1]),
             "height": int(f.image.shape[0]),
-            **{k: _jsonable(x) for k, x in f.meta.items()},
+            **{k: to_jsonable(x) for k, x in f.meta.items()},
         }
         for f in r.frames
     ]

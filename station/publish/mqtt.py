@@ -21,7 +21,6 @@ at-least-once: consumers dedupe on ``part_id``).
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -34,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from ..bus import Subscription
 from ..config import MqttConfig
 from ..plc.link import Backoff
-from ..serialize import event_to_dict, result_to_dict
+from ..serialize import dumps, event_to_dict, result_to_dict
 from ..types import PartResult, StatusEvent
 from .outbox import Outbox
 
@@ -188,11 +187,11 @@ class MqttPublisher:
             d.pop("frames", None)
         d["station"] = self.station_name
         d["reject_fire_at_ns"] = r.reject_fire_at_ns
-        return json.dumps(d, default=str, separators=(",", ":")).encode()
+        return dumps(d).encode()
 
     def _status_payload(self, ev: StatusEvent | None) -> bytes:
         d = {"station": self.station_name, "event": None if ev is None else event_to_dict(ev), **self._status_fn()}
-        return json.dumps(d, default=str, separators=(",", ":")).encode()
+        return dumps(d).encode()
 
     # -- broker -------------------------------------------------------------
     def _connect(self) -> None:

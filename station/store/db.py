@@ -23,10 +23,11 @@ Jetson (Ubuntu 20.04) links SQLite 3.31.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Any, Iterator, Literal, Sequence
 
 import sqlite_utils
 
@@ -123,3 +124,36 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Databa
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+_savepoints = itertools.count(1)
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """A write transaction that nests: :func:`write_transaction` normally, a SAVEPOINT inside one already open.
+
+    Lets a bulk operation run many single operations atomically, and lets a caller that holds its
+    own transaction include another operation (a label change, its audit row) in it.
+    """
+    conn = db.conn
+    if not conn.in_transaction:
+        with write_transaction(db):
+            yield db
+        return
+    name = f"sp_{next(_savepoints)}"
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield db
+    except BaseException:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+        raise
+    conn.execute(f"RELEASE {name}")
+
+
+def rows(db: sqlite_utils.Database, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Run ``sql`` and return every row as a dict."""
+    cur = db.execute(sql, list(params))
+    keys = [d[0] for d in cur.description]
+    return [dict(zip(keys, r)) for r in cur.fetchall()]

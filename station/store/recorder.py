@@ -60,7 +60,6 @@ that cannot be stored is logged and skipped; the part is recorded anyway.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -74,6 +73,7 @@ from typing import Any, Callable
 
 from ..bus import Subscription
 from ..counters import Counters
+from ..serialize import dumps
 from ..types import Outcome, PartResult, StatusEvent
 from .db import StoreError, is_memory, open_db, write_transaction
 from .heatmaps import frame_score, part_score
@@ -83,28 +83,6 @@ from .spill import SpillFile
 log = logging.getLogger(__name__)
 
 SLACK_KEYS = ("deadline_slack", "deadline_slack_ms", "slack")
-
-
-def to_jsonable(v: Any) -> Any:
-    """Dataclasses, tuples, numpy scalars/arrays, enums -> plain JSON values."""
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return to_jsonable(dataclasses.asdict(v))
-    if isinstance(v, dict) or hasattr(v, "items") and callable(v.items):
-        return {str(k): to_jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, set, frozenset)):
-        return [to_jsonable(x) for x in v]
-    if hasattr(v, "tolist") and callable(v.tolist):  # numpy array or scalar
-        return to_jsonable(v.tolist())
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return str(v)
-
-
-def dumps(v: Any) -> str:
-    """Compact JSON of anything :func:`to_jsonable` understands."""
-    return json.dumps(to_jsonable(v), separators=(",", ":"), allow_nan=False)
 
 
 @dataclasses.dataclass

@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..serialize import dumps
+
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +35,7 @@ class SpillFile:
 
     def append(self, records: Iterable[dict[str, Any]]) -> int:
         """Append ``records`` and fsync; returns how many. Raises OSError (disk full, read-only, ...)."""
-        lines = [json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records]
+        lines = [dumps(r) + "\n" for r in records]
         if not lines:
             return 0
         self.path.parent.mkdir(parents=True, exist_ok=True)

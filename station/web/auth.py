@@ -287,16 +287,6 @@ def csrf_ok(expected: str | None, given: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
-def audit(db: sqlite_utils.Database, user: str, action: str, object_type: str, object_id: Any = None,
-          before: str | None = None, after: str | None = None, reason: str | None = None) -> None:
-    """Append one row to the audit trail (its own transaction)."""
-    with write_transaction(db):
-        db.execute(
-            "INSERT INTO audit (t_wall, user, action, object_type, object_id, before, after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [time.time(), user, action, object_type, None if object_id is None else str(object_id), before, after, reason],
-        )
-
-
 # -- failed-login limit ---------------------------------------------------------
 class LoginLimiter:
     """At most ``max_failures`` failed logins per key within ``window_s`` (sliding window).

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import queue
@@ -28,7 +27,7 @@ import numpy as np
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..serialize import event_to_dict, result_to_dict
+from ..serialize import dumps, event_to_dict, result_to_dict
 from ..store.heatmaps import encode_map
 from ..types import Outcome, PartResult, StatusEvent
 
@@ -41,24 +40,6 @@ COUNTERS_EVERY_S = 0.5
 COUNTERS_KEEPALIVE_S = 5.0
 PING_EVERY_S = 15.0
 POLL_S = 0.1
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON that browsers can parse (NaN/inf become null, unknown objects become strings)."""
-    try:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str)
-    except ValueError:
-        return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False, default=str)
 
 
 def safe_result_dict(r: PartResult) -> dict[str, Any]:

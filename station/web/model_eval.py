@@ -28,6 +28,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..serialize import dumps
+
 log = logging.getLogger(__name__)
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
@@ -96,9 +98,9 @@ def result_from_json(d: Mapping[str, Any]) -> Any:
 
 def run(eval_dir: Path) -> int:
     """Evaluate as ``eval_dir/spec.json`` says; write ``result.json``; return the exit code."""
-    from models.evaluate import compare
-
     from pydantic import TypeAdapter
+
+    from models.evaluate import compare
 
     from ..config import CalibrationConfig, InspectorConfig, RulesConfig
 
@@ -136,18 +138,8 @@ def run(eval_dir: Path) -> int:
 
 def _write(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, default=_default))
+    tmp.write_text(dumps(data))
     os.replace(tmp, path)
-
-
-def _default(v: Any) -> Any:
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return str(v)
 
 
 def main(argv: list[str] | None = None) -> int:

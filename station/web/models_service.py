@@ -18,7 +18,6 @@ Threshold overrides (:mod:`station.rules_overrides`) are applied to the running 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -28,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .. import rules_overrides
+from ..store import audit
 from ..store.db import open_db
-from . import auth
 from .model_eval import EvalRunner, EvalState
 
 if TYPE_CHECKING:
@@ -205,7 +204,7 @@ class ModelsService:
             except (FileNotFoundError, FileExistsError) as e:
                 raise ServiceError(409, str(e)) from None
             gs = freeze_split(data_yaml, "train", out, source={"snapshot_id": snap.id, "snapshot_sha": snap.sha, "frozen_by": user})
-            auth.audit(db, user, "golden_freeze", "golden", gs.golden_id, after=json.dumps({"name": name, "snapshot_id": snap.id, "n": len(gs)}))
+            audit.record(db, user, "golden_freeze", "golden", gs.golden_id, after={"name": name, "snapshot_id": snap.id, "n": len(gs)})
         finally:
             db.close()
             shutil.rmtree(tmp, ignore_errors=True)
@@ -272,8 +271,7 @@ class ModelsService:
         except JobError as e:
             raise ServiceError(422, str(e)) from None
         with self.state.db.use() as wdb:
-            auth.audit(wdb, user, "model_train_start", "job", st.job_id, after=json.dumps(
-                {"snapshot_id": snap.id, "epochs": body.epochs, "imgsz": body.imgsz, "base": body.base, "golden_id": golden_id}))
+            audit.record(wdb, user, "model_train_start", "job", st.job_id, after={"snapshot_id": snap.id, "epochs": body.epochs, "imgsz": body.imgsz, "base": body.base, "golden_id": golden_id})
         return job_dict(st)
 
     def cancel_training(self, job_id: str, user: str) -> dict[str, Any]:
@@ -285,7 +283,7 @@ class ModelsService:
         except JobError as e:
             raise ServiceError(409, str(e)) from None
         with self.state.db.use() as db:
-            auth.audit(db, user, "model_train_cancel", "job", job_id)
+            audit.record(db, user, "model_train_cancel", "job", job_id)
         return job_dict(st)
 
     def job(self, job_id: str | None) -> dict[str, Any]:
@@ -346,8 +344,8 @@ class ModelsService:
         except EvalError as e:
             raise ServiceError(500, str(e)) from None
         with self.state.db.use() as db:
-            auth.audit(db, user, "model_evaluate", "model", cand.sha256, after=json.dumps({"eval_id": st.eval_id, "golden_id": gid,
-                                                                                              "current": fields["current_sha"]}))
+            audit.record(db, user, "model_evaluate", "model", cand.sha256, after={"eval_id": st.eval_id, "golden_id": gid,
+                                                                                              "current": fields["current_sha"]})
         return st.as_dict()
 
     def _record_evaluation(self, st: EvalState, result: Mapping[str, Any]) -> None:
@@ -554,7 +552,7 @@ class ModelsService:
                 self.station.alarms.report("model", "alarm", f"model swap to {rec.short} failed: {error}")
             try:
                 with state.db.use() as db:
-                    auth.audit(db, user, "model_swap" if error is None else "model_swap_failed", "model", rec.sha256, before=before,
+                    audit.record(db, user, "model_swap" if error is None else "model_swap_failed", "model", rec.sha256, before=before,
                                after=None if error else self.station.inspector.model_id, reason=reason or (str(error) if error else None))
             except RuntimeError:
                 log.warning("model swap finished after the web app closed its database")
@@ -607,7 +605,7 @@ class ModelsService:
         except (ValueError, OSError) as e:
             raise ServiceError(422, f"model {rec.short} cannot run in shadow mode: {e}") from None
         with self.state.db.use() as db:
-            auth.audit(db, user, "shadow_start", "model", rec.sha256, after=json.dumps({"queue_size": queue_size}))
+            audit.record(db, user, "shadow_start", "model", rec.sha256, after={"queue_size": queue_size})
         return runner.snapshot()
 
     def stop_shadow(self, user: str) -> dict[str, Any]:
@@ -617,7 +615,7 @@ class ModelsService:
             return {"running": False, "stopped": None}
         self.last_shadow = final
         with self.state.db.use() as db:
-            auth.audit(db, user, "shadow_stop", "model", final["model_sha"], after=json.dumps(final))
+            audit.record(db, user, "shadow_stop", "model", final["model_sha"], after=final)
         return {"running": False, "stopped": final}
 
     def shadow_view(self, sha: str | None, limit: int) -> dict[str, Any]:

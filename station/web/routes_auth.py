@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -14,9 +13,18 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ..store import audit
 from . import auth
 from .auth import (
-    CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE, AuthError, Session, client_address, csrf_ok, require, session_of,
+    CSRF_HEADER,
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    AuthError,
+    Session,
+    client_address,
+    csrf_ok,
+    require,
+    session_of,
 )
 from .pages import render
 
@@ -158,7 +166,7 @@ def _check_login(state: Any, username: str, password: str) -> tuple[str, Session
 
 def _audit(state: Any, user: str, action: str, reason: str | None) -> None:
     with state.db.use() as db:
-        auth.audit(db, user, action, "session", reason=reason)
+        audit.record(db, user, action, "session", reason=reason)
 
 
 def _me(s: Session) -> dict[str, Any]:
@@ -171,7 +179,7 @@ def logout(request: Request, session: Session = Depends(require("operator"))) ->
     state = request.app.state.web
     with state.db.use() as db:
         auth.end_session(db, session)
-        auth.audit(db, session.user.username, "logout", "session")
+        audit.record(db, session.user.username, "logout", "session")
     resp = JSONResponse({"ok": True})
     resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=secure_cookie(request))
     return resp
@@ -205,7 +213,7 @@ def change_password(request: Request, body: PasswordChange, session: Session = D
         with state.db.use() as db:
             auth.set_password(db, name, body.new_password)
             token, new = auth.new_session(db, user, state.cfg.session_hours * 3600)
-            auth.audit(db, name, "password_change", "user", name)
+            audit.record(db, name, "password_change", "user", name)
     except AuthError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     resp = JSONResponse(_me(new))
@@ -230,5 +238,5 @@ def add_user(request: Request, body: NewUser, session: Session = Depends(require
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         except AuthError as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-        auth.audit(db, session.user.username, "user_create", "user", user.username, after=json.dumps({"role": user.role}))
+        audit.record(db, session.user.username, "user_create", "user", user.username, after={"role": user.role})
     return {"username": user.username, "role": user.role}

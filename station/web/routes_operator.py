@@ -13,6 +13,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
+from ..store import audit
 from . import auth
 from .auth import Session, require, session_of, viewer
 from .live import EventStream, counters_payload, safe_result_dict, status_payload
@@ -180,7 +181,7 @@ def ack_alarm(request: Request, alarm_id: int = PathParam(..., ge=1, le=2**63 - 
                 "UPDATE alarms SET acknowledged_by = ?, acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL",
                 [user, now, alarm_id],
             )
-        auth.audit(db, user, "alarm_ack", "alarm", alarm_id, reason=f"{row[1]}: {row[2]}")
+        audit.record(db, user, "alarm_ack", "alarm", alarm_id, reason=f"{row[1]}: {row[2]}")
     return {"id": alarm_id, "acknowledged_by": user, "acknowledged_at": now}
 
 
@@ -195,7 +196,7 @@ def ack_all(request: Request, session: Session = Depends(require("operator"))) -
                 "UPDATE alarms SET acknowledged_by = ?, acknowledged_at = ? WHERE acknowledged_at IS NULL", [user, now]
             ).rowcount
         if n:
-            auth.audit(db, user, "alarm_ack_all", "alarm", reason=f"{n} alarms")
+            audit.record(db, user, "alarm_ack_all", "alarm", reason=f"{n} alarms")
     return {"acknowledged": n, "acknowledged_by": user, "acknowledged_at": now}
 
 
@@ -209,7 +210,7 @@ def pause(request: Request, body: PauseBody, session: Session = Depends(require(
     state.pause = PauseInfo(session.user.username, reason, time.time())
     state.station.pause(True)
     with state.db.use() as db:
-        auth.audit(db, session.user.username, "pause", "line", state.station.cfg.name, reason=reason)
+        audit.record(db, session.user.username, "pause", "line", state.station.cfg.name, reason=reason)
     return status_payload(state)
 
 
@@ -220,7 +221,7 @@ def resume(request: Request, body: ResumeBody | None = None, session: Session = 
     state.station.pause(False)
     state.pause = None
     with state.db.use() as db:
-        auth.audit(db, session.user.username, "resume", "line", state.station.cfg.name, reason=(body.reason if body else "") or None)
+        audit.record(db, session.user.username, "resume", "line", state.station.cfg.name, reason=(body.reason if body else "") or None)
     return status_payload(state)
 
 
@@ -258,7 +259,7 @@ def swap_model(request: Request, body: SwapBody, session: Session = Depends(requ
             state.station.alarms.report("model", "alarm", f"model swap to {sha[:12]} failed: {error}")
         try:
             with state.db.use() as db:
-                auth.audit(db, user, "model_swap" if error is None else "model_swap_failed", "model", sha,
+                audit.record(db, user, "model_swap" if error is None else "model_swap_failed", "model", sha,
                            before=before, after=None if error else state.station.inspector.model_id,
                            reason=body.reason or (str(error) if error else None))
         except RuntimeError:
@@ -269,5 +270,5 @@ def swap_model(request: Request, body: SwapBody, session: Session = Depends(requ
     except ValueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     with state.db.use() as db:
-        auth.audit(db, user, "model_swap_requested", "model", sha, before=before, reason=body.reason or None)
+        audit.record(db, user, "model_swap_requested", "model", sha, before=before, reason=body.reason or None)
     return {"sha256": sha, "status": "loading", "current_model_id": before}

@@ -8,7 +8,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from labeling import audit, labels as L
+from labeling import labels as L
+from station.store import audit
 from labeling.export import export_coco, export_yolo
 from labeling.importer import import_coco, import_yolo
 from labeling.snapshot import create_snapshot, snapshot_items

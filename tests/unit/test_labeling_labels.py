@@ -6,7 +6,8 @@ import sqlite3
 
 import pytest
 
-from labeling import audit, labels as L
+from labeling import labels as L
+from station.store import audit
 from station.types import Outcome
 from tests.fixtures_labeling import CLASSES, part, line  # noqa: F401  (fixture)
 

@@ -146,6 +146,8 @@ def test_live_image_is_the_last_part_downscaled(make_station: Any) -> None:
         assert c.get("/api/live/image").status_code == 404  # no part yet
         decided(station, 2)
         last = station.last_result.verdict.part_id
+        # the live view takes results from its own bus subscription: it may be a moment behind
+        wait_for(lambda: c.get("/api/live/image", params={"part_id": last}).status_code == 200, 10, "the last part's live image")
         r = c.get("/api/live/image", params={"part_id": last})
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
         assert int(r.headers["X-Part-Id"]) == last and r.headers["X-Camera-Id"] == "cam0"

@@ -1,8 +1,10 @@
-"""The audit trail of QA changes: who did what to which object, with before/after JSON.
+"""The audit trail: who did what to which object, with before/after JSON. Its one writer.
 
-:func:`record` writes one row inside the caller's transaction (so the change and its
-audit row commit or roll back together); :func:`history` reads rows back. The
-``audit`` table is append-only (database triggers refuse UPDATE and DELETE).
+Every change a person or a tool makes (labels, models, rules, users, sessions, alarms, the
+line) is recorded here. :func:`record` writes one row inside the caller's transaction (so the
+change and its audit row commit or roll back together), or commits at once when none is open;
+:func:`history` reads rows back. The ``audit`` table is append-only (database triggers refuse
+UPDATE and DELETE).
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from typing import Any
 
 import sqlite_utils
 
-from station.store.recorder import to_jsonable
-
-from ._db import canonical_json, rows, transaction
+from ..serialize import dumps
+from .db import rows, transaction
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def _json(value: Any) -> str | None:
         return None
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
-    return canonical_json(to_jsonable(value))
+    return dumps(value, canonical=True)
 
 
 def check_user(user: object) -> str:
@@ -58,9 +59,9 @@ def record(
     user: str,
     action: str,
     object_type: str,
-    object_id: Any,
-    before: Any,
-    after: Any,
+    object_id: Any = None,
+    before: Any = None,
+    after: Any = None,
     reason: str | None = None,
     *,
     t_wall: float | None = None,
