@@ -34,6 +34,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from fastapi import HTTPException, Request, status
 
 from ..store.db import write_transaction
+from ..store.audit import insert_audit
 
 if TYPE_CHECKING:
     from .state import WebState
@@ -291,10 +292,7 @@ def audit(db: sqlite_utils.Database, user: str, action: str, object_type: str, o
           before: str | None = None, after: str | None = None, reason: str | None = None) -> None:
     """Append one row to the audit trail (its own transaction)."""
     with write_transaction(db):
-        db.execute(
-            "INSERT INTO audit (t_wall, user, action, object_type, object_id, before, after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [time.time(), user, action, object_type, None if object_id is None else str(object_id), before, after, reason],
-        )
+        insert_audit(db, user, action, object_type, object_id, before, after, reason)
 
 
 # -- failed-login limit ---------------------------------------------------------
