@@ -166,6 +166,7 @@ class Station:
             frame_queue=cfg.pipeline.frame_queue,
             grab_timeout_s=cfg.pipeline.grab_timeout_ms / 1000,
         )
+        self._set_undistort(self.decider.setup)
         # a camera trigger: the frames of a hardware-triggered / free-running camera create the parts
         trig_kw: dict[str, Any] = (
             {"cameras": {c.camera_id: c for c in self.cameras}, "on_frame": self.line.trigger_from_camera} if cfg.trigger.type == "camera" else {}
@@ -396,7 +397,14 @@ class Station:
     def set_camera_setup(self, setup: Any) -> None:
         """Judge the next parts by ``setup`` (:func:`station.camera_setup.load`, read by the caller on its own connection)."""
         d = self.decider
+        self._set_undistort(setup)
         self.set_rules(d.rules, d.base_config_hash, setup=setup)
+
+    def _set_undistort(self, setup: Any) -> None:
+        if self.cfg.calibration.undistort:
+            from .camera_setup import undistorters
+
+            self.line.undistort = undistorters(setup)  # one dict swap: the acquisition threads read it once per frame
 
     def _apply_rules_override(self) -> None:
         from . import rules_overrides

@@ -9,7 +9,7 @@ the line, ``station replay`` and the golden-set evaluation, so all three judge a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import sqlite_utils
@@ -144,3 +144,41 @@ def save_regions(db: sqlite_utils.Database, station: str, camera_id: str, spec: 
                  reason: str | None = None) -> store.SetupVersion:
     """Store ``spec`` as the camera's next regions version and put it in force (audited)."""
     return store.save(db, "regions", station, camera_id, user=user, ref=None, body=spec.model_dump(mode="json"), reason=reason)
+
+
+def zero_thresholds(setup: Mapping[str, CameraSetup]) -> dict[str, CameraSetup]:
+    """``setup`` with the named regions' own thresholds at 0 (evaluation: does a detection count at all?)."""
+    out: dict[str, CameraSetup] = {}
+    for cam, s in setup.items():
+        if s.regions_spec is None:
+            out[cam] = s
+            continue
+        regs = [r.model_copy(update={"reject_conf": 0.0 if r.reject_conf is not None else None,
+                                     "uncertain_conf": 0.0 if r.uncertain_conf is not None else None}) for r in s.regions_spec.regions]
+        spec = s.regions_spec.model_copy(update={"regions": regs})
+        out[cam] = replace(s, regions_spec=spec, regions=Regions.of(spec))
+    return out
+
+
+def to_json(setup: Mapping[str, CameraSetup]) -> dict[str, Any]:
+    """What the decision needs of ``setup`` as JSON (an evaluation worker's spec); :func:`from_json` reads it back."""
+    return {cam: s.as_dict() for cam, s in setup.items()}
+
+
+def from_json(data: Mapping[str, Any] | None) -> dict[str, CameraSetup]:
+    """The inverse of :func:`to_json` (no lens model: evaluations judge stored, already undistorted frames)."""
+    out: dict[str, CameraSetup] = {}
+    for cam, d in (data or {}).items():
+        spec = CameraRegions.model_validate(d["regions"]) if d.get("regions") else None
+        out[cam] = CameraSetup(cam, calibration_ref=d.get("calibration"), calibration_version=d.get("calibration_version"),
+                               mm_per_px=d.get("mm_per_px"), regions=Regions.of(spec) if spec else None, regions_spec=spec,
+                               regions_version=d.get("regions_version"))
+    return out
+
+
+def undistorters(setup: Mapping[str, CameraSetup]) -> dict[str, Any]:
+    """camera id -> a precomputed undistortion remap, for each camera whose calibration in force has a lens model."""
+    from calibration.undistort import Undistorter
+
+    return {cam: Undistorter(s.camera_matrix, s.dist_coeffs, s.image_size)
+            for cam, s in setup.items() if s.camera_matrix is not None and s.dist_coeffs is not None and s.image_size is not None}
