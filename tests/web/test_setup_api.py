@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import cv2
 import numpy as np
@@ -88,3 +89,34 @@ def test_calibration_upload_refusal_and_rollback(station: Station, client: TestC
     assert judge(station).calibration_id == first["ref"]
     actions = [r[0] for r in station.db.execute("SELECT action FROM audit WHERE object_type = 'calibration' ORDER BY id")]
     assert actions == ["calibration_new", "calibration_new", "calibration_rollback"]
+
+
+def test_undistortion_on_the_line(make_station, tmp_path) -> None:
+    """calibration.undistort: each frame is remapped before inspection; a frame of another size fails its part, saying why."""
+    from calibration.camera import CameraCalibration
+    from calibration.records import record
+    from station import camera_setup
+
+    station = make_station(calibration={"undistort": True})
+    identity = CameraCalibration("cal-ident", (640, 400), [[500.0, 0, 320], [0, 500.0, 200], [0, 0, 1]], [0.0] * 5, 0.1, 0.2, 1.0, {}, "v0")
+    other = CameraCalibration("cal-other", (960, 720), [[800.0, 0, 480], [0, 800.0, 360], [0, 0, 1]], [-0.1, 0, 0, 0, 0], 0.1, 0.2, 1.0, {}, "v0")
+
+    def run_part() -> tuple:
+        before = station.counters.snapshot().verdicts
+        assert station.trigger("test") is not None
+        deadline = time.monotonic() + 20
+        while station.counters.snapshot().verdicts == before:
+            assert time.monotonic() < deadline, "no verdict"
+            time.sleep(0.05)
+        return station.last_result.verdict.reasons
+
+    for cal in (identity, other):
+        record(station.db, station.cfg.name, "cam0", cal, user="boss")
+        station.set_camera_setup(camera_setup.load(station.db, station.cfg.name, ["cam0"]))
+        assert set(station.line.undistort) == {"cam0"}
+        reasons = run_part()
+        if cal is identity:
+            assert not any("calibration" in r for r in reasons), reasons  # remapped (same size): inspected as usual
+            assert station.last_result.verdict.calibration_id == "cal-ident"
+        else:
+            assert reasons == ("camera cam0: frame 640x400 but the calibration is for 960x720: recalibrate this camera",)
