@@ -17,6 +17,7 @@ from .chessboard import find_corners
 
 ARUCO_DICTS = {"4x4_50": cv2.aruco.DICT_4X4_50, "4x4_100": cv2.aruco.DICT_4X4_100, "5x5_100": cv2.aruco.DICT_5X5_100,
                "5x5_250": cv2.aruco.DICT_5X5_250, "6x6_250": cv2.aruco.DICT_6X6_250}
+DICT_SIZE = {"4x4_50": 50, "4x4_100": 100, "5x5_100": 100, "5x5_250": 250, "6x6_250": 250}
 MIN_CHARUCO_CORNERS = 6  # fewer and the view's pose (and so its use for intrinsics) is unreliable
 
 
@@ -47,6 +48,9 @@ class Target:
                 raise ValueError(f"marker_mm {self.marker_mm}: a ChArUco board needs 0 < marker_mm < square_mm ({self.square_mm})")
             if self.dictionary not in ARUCO_DICTS:
                 raise ValueError(f"dictionary {self.dictionary!r}: use one of {', '.join(ARUCO_DICTS)}")
+            if self.cols * self.rows // 2 > DICT_SIZE[self.dictionary]:
+                raise ValueError(f"a {self.cols}x{self.rows} ChArUco board has {self.cols * self.rows // 2} markers, more than dictionary "
+                                 f"{self.dictionary} holds ({DICT_SIZE[self.dictionary]}): use a larger dictionary")
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready (stored with the calibration)."""
