@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .. import rules_overrides
-from .. import camera_setup
+from .. import camera_setup, rules_overrides
 from ..store.db import open_db
 from . import auth
 from .model_eval import EvalRunner, EvalState

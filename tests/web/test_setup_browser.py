@@ -3,35 +3,18 @@ defect lies in it passes (decided by the station's decision in force), with the 
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
 from playwright.sync_api import Page, expect
 
 from station.app import Station
 from station.types import PartResult
-from station.web.server import start_in_thread
 
-from .anomaly_parts import BOX, H, W, anomaly_part, publish_part
+from .anomaly_parts import H, W, anomaly_part, publish_part
 from .helpers import ARTIFACTS, PASSWORDS, needs_chromium
+from .test_heatmap_browser import served, viewport  # noqa: F401 - fixtures: a software-triggered station served on a free port, 1920x1080
 
 pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 ZONE = [(390, 110), (490, 110), (490, 210), (390, 210)]  # frame pixels around BOX
-
-
-@pytest.fixture
-def viewport() -> dict[str, int]:
-    return {"width": 1920, "height": 1080}
-
-
-@pytest.fixture
-def served(station: Station) -> Iterator[tuple[Station, str]]:
-    server, thread, port = start_in_thread(station, station.cfg.web)
-    try:
-        yield station, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def decided(station: Station, part_id: int) -> PartResult:
