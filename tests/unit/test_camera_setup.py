@@ -95,3 +95,20 @@ def test_bad_regions_are_refused_naming_the_polygon() -> None:
         CameraRegions(ignore=[{"points": [(0, 0), (10, 10), (20, 20)]}])
     with pytest.raises(ValueError, match="region names must be unique; repeated: a"):
         CameraRegions(regions=[{"name": "a", "points": SEAL}, {"name": "a", "points": SEAL}])
+
+
+def test_setup_travels_to_the_evaluation_worker_and_eligibility_ignores_region_thresholds(fresh_db: sqlite_utils.Database) -> None:
+    """The models page's evaluation worker gets the setup as JSON; the evaluation's eligibility check zeroes region thresholds."""
+    from models.evaluate import _eligibility_decider
+
+    camera_setup.save_regions(fresh_db, "line-7", "cam0", SPEC, user="boss")
+    setup = camera_setup.load(fresh_db, "line-7", ["cam0"])
+    back = camera_setup.from_json(json.loads(json.dumps(camera_setup.to_json(setup))))
+    d1, d2 = (Decider(RulesConfig(), CalibrationConfig(), "cfg", s) for s in (setup, back))
+    for box, conf in (((10, 40, 20, 50), 0.25), ((60, 40, 70, 50), 0.95), ((110, 10, 130, 20), 0.6), ((150, 70, 160, 80), 0.6)):
+        a, b = verdict(d1, box, conf), verdict(d2, box, conf)
+        assert (a.outcome, a.defects, a.config_hash) == (b.outcome, b.defects, b.config_hash)
+    elig = _eligibility_decider(RulesConfig(), CalibrationConfig(), setup)
+    det = Detections(np.array([(60, 40, 80, 60)], np.float32), np.array([0.05], np.float32), np.array([0], np.int32), ("spot",), "m1")
+    judged = elig.judge(det, 0, "cam0")  # in the lenient region: counted (its size decides), though far below its reject_conf
+    assert judged is not None and judged.rule.startswith("region cosmetic: area")
