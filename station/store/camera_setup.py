@@ -134,3 +134,10 @@ def _put_in_force(db: sqlite_utils.Database, kind: str, station: str, camera_id:
                   reason: str | None) -> None:
     db.execute("INSERT INTO camera_setup_in_force (kind, station, camera_id, setup_id, t_wall, user, action, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                [kind, station, camera_id, setup_id, time.time(), user, action, reason])
+
+
+def newest_image(db: sqlite_utils.Database, camera_id: str) -> tuple[str, str, int, int] | None:
+    """(sha256, format, width, height) of the camera's newest kept image, or None (a reference image after a restart)."""
+    r = db.execute("SELECT sha256, format, width, height FROM images WHERE camera_id = ? AND deleted_at IS NULL ORDER BY id DESC LIMIT 1",
+                   [camera_id]).fetchone()
+    return (r[0], r[1], int(r[2]), int(r[3])) if r else None

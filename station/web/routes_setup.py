@@ -128,18 +128,34 @@ def setup_history(request: Request, camera_id: CameraId, kind: Kind, _: Session 
 
 @router.get("/api/setup/{camera_id}/reference.jpg", summary="The reference image to draw on: the camera's last frame")
 def reference_image(request: Request, camera_id: CameraId, _: Session = Depends(QA)) -> Response:
-    """The camera's frame of the last part, full size (``X-Frame-Width``/``X-Frame-Height``); 404 before the first part."""
+    """The camera's frame of the last part, full size, else its newest stored image (``X-Frame-Width``/``-Height``); 404 when neither."""
     state = _state(request)
     _camera(state, camera_id)
     last = state.station.last_result
     frame = next((f for f in (last.frames if last else ()) if f.camera_id == camera_id), None)
-    if frame is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no frame from {camera_id} yet: trigger a part, then reload")
-    ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-    if not ok:
-        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "the frame could not be encoded")
-    h, w = frame.image.shape[:2]
-    return Response(buf.tobytes(), media_type="image/jpeg", headers={"X-Frame-Width": str(w), "X-Frame-Height": str(h), "Cache-Control": "no-store"})
+    if frame is not None:
+        ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not ok:
+            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "the frame could not be encoded")
+        data, media, (h, w) = buf.tobytes(), "image/jpeg", frame.image.shape[:2]
+    else:
+        with state.db.use() as db:
+            stored = store.newest_image(db, camera_id)
+        data = _stored_bytes(state, stored)
+        if stored is None or data is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no frame from {camera_id} yet: trigger a part, then reload")
+        media, w, h = "image/png" if stored[1] == "png" else "image/jpeg", stored[2], stored[3]
+    return Response(data, media_type=media, headers={"X-Frame-Width": str(w), "X-Frame-Height": str(h), "Cache-Control": "no-store"})
+
+
+def _stored_bytes(state: WebState, stored: tuple[str, str, int, int] | None) -> bytes | None:
+    """The file of a stored image (by its sha256, through the image store), or None when there is none or it is gone."""
+    if stored is None:
+        return None
+    try:
+        return state.station.images.open_path(stored[0], stored[1]).read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 # -- write (admin) ------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ from fastapi.testclient import TestClient
 
 from station.app import Station
 from station.types import Detections, Frame, Outcome, Trigger
+from station.web import create_app
 from tests.calib_views import CHESS, views
+from tests.fixtures_review import query, recorded_station
 
 from .anomaly_parts import BOX, anomaly_part, publish_part
 from .helpers import login
@@ -64,6 +66,17 @@ def test_reference_image_is_the_cameras_last_frame(station: Station, client: Tes
     r = client.get("/api/setup/cam0/reference.jpg")
     assert r.status_code == 200 and (r.headers["x-frame-width"], r.headers["x-frame-height"]) == ("640", "400")
     assert cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR).shape == (400, 640, 3)
+
+
+def test_reference_image_after_a_restart_is_the_newest_stored_one(make_station) -> None:
+    station = recorded_station(make_station, parts=6)
+    station.last_result = None  # as after a restart: no frame in memory
+    newest = query(station, "SELECT sha256 FROM images WHERE camera_id = 'cam0' ORDER BY id DESC LIMIT 1")[0][0]
+    with TestClient(create_app(station)) as client:
+        login(client, "qa")
+        r = client.get("/api/setup/cam0/reference.jpg")
+    assert r.status_code == 200 and r.content == station.images.open_path(newest).read_bytes()
+    assert (r.headers["x-frame-width"], r.headers["x-frame-height"]) == ("640", "400")
 
 
 def _png(img: np.ndarray) -> str:
