@@ -17,6 +17,7 @@ from station.config.regions import CameraRegions
 from station.store.db import open_db
 from tests.model_factory import ANOMALY_CAMERA, anomaly_model, synthetic_good_frames
 
+pytestmark = pytest.mark.slow  # a learned anomaly model (cached after its first use), like test_anomaly_line.py
 DEFECT = (300, 150, 340, 260)  # the painted defect (x1, y1, x2, y2)
 AROUND = [(280, 130), (360, 130), (360, 280), (280, 280)]  # an ignore zone around it
 
