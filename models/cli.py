@@ -45,6 +45,17 @@ def _store(args: argparse.Namespace) -> Path:
     return Path(args.store) if args.store else Path(args.db).resolve().parent / "models"
 
 
+def _camera_setup(config: str | None) -> dict[str, Any]:
+    """The calibrations and drawn regions in force in the station database of ``config`` ({} without a config)."""
+    if not config:
+        return {}
+    from station.camera_setup import load_file
+    from station.config import load_config
+
+    cfg = load_config(Path(config))
+    return load_file(cfg.store.db_path, cfg.name, [c.id for c in cfg.cameras])
+
+
 def _rules_and_inspector(config: str | None) -> tuple[Any, Any, Any]:
     """(rules, calibration, onnx or anomaly inspector config or None) from a station config file, or the defaults."""
     from station.config import CalibrationConfig, RulesConfig
@@ -214,7 +225,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         current = _current_model_path(args.db)
     if current is not None and Path(current).resolve() == Path(cand).resolve():
         current = None  # the candidate is the current model: nothing to compare with
-    comp = compare(cand, current, args.golden, rules=rules, calibration=calib, inspector_cfg=insp)
+    comp = compare(cand, current, args.golden, rules=rules, calibration=calib, inspector_cfg=insp, setup=_camera_setup(args.config))
     print(comp.table())
     if args.json:
         Path(args.json).write_text(json.dumps(comp.summary(), indent=1) + "\n")
@@ -237,8 +248,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, tune_thresholds
 
     rules, calib, insp = _rules_and_inspector(args.config)
-    res = evaluate(args.model, args.golden, rules=rules, calibration=calib, inspector_cfg=insp)
-    t = tune_thresholds(res, args.target, calibration=calib, min_conf=insp.conf if insp is not None else None)
+    setup = _camera_setup(args.config)
+    res = evaluate(args.model, args.golden, rules=rules, calibration=calib, inspector_cfg=insp, setup=setup)
+    t = tune_thresholds(res, args.target, calibration=calib, min_conf=insp.conf if insp is not None else None, setup=setup)
     print(t.table())
     print("\nrules (paste under `rules:` in the station config):")
     import yaml

@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from station.camera_setup import CameraSetup, zero_thresholds
 from station.config import CalibrationConfig, ClassRule, OnnxInspectorConfig, RulesConfig
 from station.decide import Decider
 from station.inspect.base import Inspector
@@ -222,8 +223,8 @@ def _num(v: Any) -> Any:
 # --------------------------------------------------------------------------- running
 
 
-def _eligibility_decider(rules: RulesConfig, calibration: CalibrationConfig) -> Decider:
-    """A Decider with every threshold at 0: its ``judge`` says whether zones/area/enabled let a detection count."""
+def _eligibility_decider(rules: RulesConfig, calibration: CalibrationConfig, setup: Mapping[str, CameraSetup] | None = None) -> Decider:
+    """A Decider with every threshold at 0 (drawn regions' too): its ``judge`` says whether zones/area/enabled let a detection count."""
     zero = {"reject_conf": 0.0, "uncertain_conf": 0.0}
     r0 = rules.model_copy(
         update={
@@ -231,7 +232,7 @@ def _eligibility_decider(rules: RulesConfig, calibration: CalibrationConfig) -> 
             "classes": {k: v.model_copy(update=zero) for k, v in rules.classes.items()},
         }
     )
-    return Decider(r0, calibration, "eligibility")
+    return Decider(r0, calibration, "eligibility", zero_thresholds(setup or {}))
 
 
 def ejected(outcome: str, rules: RulesConfig) -> bool:
@@ -255,12 +256,14 @@ def evaluate(
     inspector_cfg: OnnxInspectorConfig | None = None,
     conf: float = EVAL_CONF,
     camera_id: str = "cam0",
+    setup: Mapping[str, CameraSetup] | None = None,
 ) -> EvalResult:
     """Run ``model_path`` on every image of ``golden`` through the production path and score it.
 
     ``rules``/``calibration``/``inspector_cfg`` default to the station defaults; pass the line's own
     to evaluate at its operating point (the inspector's ``model``, ``conf`` and ``keepalive_s`` are
-    replaced). Class names must match the golden set's.
+    replaced). Class names must match the golden set's. ``setup``: the line's calibrations and drawn
+    regions in force (:func:`station.camera_setup.load`), so the golden set is judged as the line judges.
     """
     gs = golden if isinstance(golden, GoldenSet) else load_golden(golden)
     rules = rules or RulesConfig()
@@ -278,8 +281,8 @@ def evaluate(
     t0 = time.monotonic()
     inspector = open_inspector(model_path, inspector_cfg, conf)
     try:
-        decider = Decider(rules, calibration, "evaluate")
-        elig = _eligibility_decider(rules, calibration)
+        decider = Decider(rules, calibration, "evaluate", setup)
+        elig = _eligibility_decider(rules, calibration, setup)
         images = []
         for i, (item, img) in enumerate(iter_images(gs.items), 1):
             t_ns = time.monotonic_ns()
@@ -411,10 +414,11 @@ def confusion_matrix(images: Sequence[ImageResult], nc: int, rules: RulesConfig,
     return m
 
 
-def redecide(result: EvalResult, rules: RulesConfig, calibration: CalibrationConfig | None = None, camera_id: str = "cam0") -> EvalResult:
+def redecide(result: EvalResult, rules: RulesConfig, calibration: CalibrationConfig | None = None, camera_id: str = "cam0",
+             setup: Mapping[str, CameraSetup] | None = None) -> EvalResult:
     """The same detections decided again by the production Decider under other ``rules`` (no re-inference)."""
-    decider = Decider(rules, calibration or CalibrationConfig(), "redecide")
-    elig = _eligibility_decider(rules, calibration or CalibrationConfig())
+    decider = Decider(rules, calibration or CalibrationConfig(), "redecide", setup)
+    elig = _eligibility_decider(rules, calibration or CalibrationConfig(), setup)
     out = []
     for i, im in enumerate(result.images, 1):
         trig = Trigger(part_id=i, seq=i, t_trigger_ns=time.monotonic_ns(), source="redecide")
@@ -593,6 +597,7 @@ def tune_thresholds(
     *,
     calibration: CalibrationConfig | None = None,
     min_conf: float | None = None,
+    setup: Mapping[str, CameraSetup] | None = None,
 ) -> Tuning:
     """Per-class eject thresholds reaching ``target_escape_rate`` on the golden set at the least false-reject cost.
 
@@ -652,7 +657,7 @@ def tune_thresholds(
     floor = float(rates(np.full(nc, min_conf))[0]) / n_def if n_def else 0.0
     thresholds = {names[c]: float(min(np.floor(t[c] * 1e4) / 1e4, 1.0)) for c in range(nc)}
     rules = _rules_with(result.rules, thresholds)
-    checked = redecide(result, rules, calibration)
+    checked = redecide(result, rules, calibration, setup=setup)
     return Tuning(
         thresholds=thresholds,
         rules=rules,

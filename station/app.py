@@ -144,7 +144,7 @@ class Station:
         out_kw: dict[str, Any] = {"cameras": {c.camera_id: c for c in self.cameras}} if getattr(cfg.reject.output, "camera_id", None) else {}
         self.output: OutputDriver = output if output is not None else OUTPUTS.create(cfg.reject.output, **out_kw)
         self.output = prepare_output(cfg.reject, self.output, self.alarms.report)  # alarms + optional reject verification
-        self.decider = Decider(cfg.rules, effective_calibration(cfg.calibration), self.config_hash)
+        self.decider = Decider(cfg.rules, effective_calibration(cfg.calibration), self.config_hash, self._load_camera_setup())
         self._apply_rules_override()  # thresholds tuned from the web (station/rules_overrides.py), kept across restarts
         self.shadow: Any = None  # a ShadowRunner while shadow mode runs (start_shadow)
         self.scheduler = scheduler_factory(cfg.reject, self.alarms.report)(
@@ -167,6 +167,7 @@ class Station:
             frame_queue=cfg.pipeline.frame_queue,
             grab_timeout_s=cfg.pipeline.grab_timeout_ms / 1000,
         )
+        self._set_undistort(self.decider.setup)
         # a camera trigger: the frames of a hardware-triggered / free-running camera create the parts
         trig_kw: dict[str, Any] = (
             {"cameras": {c.camera_id: c for c in self.cameras}, "on_frame": self.line.trigger_from_camera} if cfg.trigger.type == "camera" else {}
@@ -376,19 +377,42 @@ class Station:
             runner, self.shadow = self.shadow, None
         return runner.stop() if runner is not None else None
 
-    def set_rules(self, rules: Any, config_hash: str) -> None:
-        """Decide the next parts by ``rules`` (verdicts carry ``config_hash``): a new Decider, swapped in between two parts."""
-        new = Decider(rules, self.decider.calibration, config_hash)
+    def set_rules(self, rules: Any, config_hash: str, setup: Any = None) -> None:
+        """Decide the next parts by ``rules`` (verdicts carry ``config_hash``): a new Decider, swapped in between two parts.
+
+        ``setup``: the per-camera calibration and regions (default: those of the running decider).
+        """
+        new = Decider(rules, self.decider.calibration, config_hash, self.decider.setup if setup is None else setup)
         self.decider = new
         self.line.decider = new  # read once per part by the inference worker
         self.scheduler.decider = new  # FAILSAFE verdicts at the deadline
+
+    def _load_camera_setup(self) -> dict[str, Any]:
+        from . import camera_setup
+
+        setup = camera_setup.load(self.db, self.cfg.name, [c.id for c in self.cfg.cameras])
+        for cam, s in setup.items():
+            log.info("camera %s: calibration %s, regions v%s in force", cam, s.calibration_ref or "(config)", s.regions_version)
+        return setup
+
+    def set_camera_setup(self, setup: Any) -> None:
+        """Judge the next parts by ``setup`` (:func:`station.camera_setup.load`, read by the caller on its own connection)."""
+        d = self.decider
+        self._set_undistort(setup)
+        self.set_rules(d.rules, d.base_config_hash, setup=setup)
+
+    def _set_undistort(self, setup: Any) -> None:
+        if self.cfg.calibration.undistort:
+            from .camera_setup import undistorters
+
+            self.line.undistort = undistorters(setup)  # one dict swap: the acquisition threads read it once per frame
 
     def _apply_rules_override(self) -> None:
         from . import rules_overrides
 
         rules, ov = rules_overrides.effective(self.db, self.cfg.rules)
         if ov is not None and ov.classes:
-            self.decider = Decider(rules, self.decider.calibration, rules_overrides.tagged_hash(self.config_hash, ov))
+            self.decider = Decider(rules, self.decider.calibration, rules_overrides.tagged_hash(self.config_hash, ov), self.decider.setup)
             log.info("rules override %d (by %s) in force: %s", ov.id, ov.user, dict(ov.classes))
 
     def reconcile(self) -> list[str]:

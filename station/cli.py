@@ -83,20 +83,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Run the production inspect+decide path over a folder; one JSON line per image."""
+    from dataclasses import replace
+
     from .acquire.base import CameraError
     from .acquire.folder import FolderCamera
     from .app import build_inspector, effective_calibration
+    from .camera_setup import load_file, undistorters
     from .decide import Decider
     from .pipeline import inspect_part
     from .serialize import result_to_dict
     from .types import PartResult, Trigger
 
     cfg = _load(args.config)
-    cam = FolderCamera(FolderCameraConfig(path=Path(args.folder), loop=False, grayscale=not args.color))
+    camera_id = args.camera or cfg.cameras[0].id
+    cam = FolderCamera(FolderCameraConfig(id=camera_id, path=Path(args.folder), loop=False, grayscale=not args.color))
     cam.open()
     inspector = build_inspector(cfg)
     inspector.warmup()
-    decider = Decider(cfg.rules, effective_calibration(cfg.calibration), config_hash(cfg))
+    setup = load_file(cfg.store.db_path, cfg.name, [c.id for c in cfg.cameras])  # the line's calibrations and regions in force
+    decider = Decider(cfg.rules, effective_calibration(cfg.calibration), config_hash(cfg), setup)
+    undistort = undistorters(setup).get(camera_id) if cfg.calibration.undistort else None
     out = open(args.out, "w") if args.out != "-" else sys.stdout
     counts: dict[str, int] = {}
     try:
@@ -104,7 +110,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             trig = Trigger(part_id=i, seq=i, t_trigger_ns=time.monotonic_ns(), source="replay", t_trigger_wall=time.time())
             try:
                 frame = cam.grab(trig, timeout_s=5.0)
-            except CameraError as exc:
+                if undistort is not None:
+                    frame = replace(frame, image=undistort(frame.image))
+            except (CameraError, ValueError) as exc:
                 result = PartResult(trig, decider.failsafe(trig, f"camera: {exc}", inspector.model_id))
             else:
                 result = inspect_part(inspector, decider, trig, [frame])
@@ -180,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="-", help="JSON-lines output file (default stdout)")
     rp.add_argument("-c", "--config", help="YAML config file (inspector and rules)")
     rp.add_argument("--color", action="store_true", help="load images as BGR instead of Mono8")
+    rp.add_argument("--camera", default=None, help="judge as this camera (its calibration and drawn regions in force; default: the config's first)")
     rp.set_defaults(func=cmd_replay)
 
     c = sub.add_parser("check-config", help="validate a config file")

@@ -3,7 +3,9 @@
 :class:`Decider` turns the detections of every frame of a part into one
 :class:`~station.types.Verdict` by the configured rules: per-class
 confidence thresholds with an uncertain band, minimum defect area in mm²
-(from calibration), ignore zones and a tolerated count. It also makes the
+(from calibration), ignore zones and a tolerated count, and each camera's setup
+in force (:mod:`station.camera_setup`: its own mm per pixel, the drawn ROI,
+ignore polygons and named regions with their own thresholds). It also makes the
 FAILSAFE verdicts (dropped frame, grab failure, inspector error, deadline
 missed), so every outcome comes from here.
 """
@@ -14,7 +16,9 @@ import logging
 import time
 from typing import Mapping, Sequence
 
-from .config import CalibrationConfig, IgnoreZone, RulesConfig
+from .camera_setup import CameraSetup, calibration_tag, regions_tag
+from .config import CalibrationConfig, ClassRule, IgnoreZone, RulesConfig
+from .config.regions import NamedRegion
 from .types import Defect, Detections, Frame, Outcome, Trigger, Verdict
 
 log = logging.getLogger(__name__)
@@ -32,14 +36,30 @@ def _overlap_fraction(box: Sequence[float], zone: IgnoreZone) -> float:
     return ix * iy / area
 
 
+def _region_rule(rule: ClassRule, region: "NamedRegion") -> ClassRule:
+    """The class rule with the region's own thresholds and minimum size laid over it."""
+    upd = {k: v for k in ("reject_conf", "uncertain_conf", "min_area_mm2") if (v := getattr(region, k)) is not None}
+    if "reject_conf" in upd and "uncertain_conf" not in upd:
+        upd["uncertain_conf"] = min(rule.uncertain_conf, upd["reject_conf"])
+    if "uncertain_conf" in upd and "reject_conf" not in upd:
+        upd["reject_conf"] = max(rule.reject_conf, upd["uncertain_conf"])
+    return rule.model_copy(update=upd) if upd else rule
+
+
 class Decider:
     """Applies :class:`~station.config.RulesConfig` to detections."""
 
-    def __init__(self, rules: RulesConfig, calibration: CalibrationConfig, config_hash: str):
+    def __init__(self, rules: RulesConfig, calibration: CalibrationConfig, config_hash: str,
+                 setup: Mapping[str, CameraSetup] | None = None):
+        """``setup``: per-camera calibration and regions in force; verdicts then carry their versions."""
         self.rules = rules
         self.calibration = calibration
-        self.config_hash = config_hash
+        self.setup: Mapping[str, CameraSetup] = dict(setup or {})
+        self.base_config_hash = config_hash
+        self.config_hash = config_hash + regions_tag(self.setup)
+        self.calibration_id = calibration_tag(calibration.id, self.setup)
         self._mm2_per_px = calibration.mm_per_px**2
+        self._mm2 = {c: s.mm_per_px**2 for c, s in self.setup.items() if s.mm_per_px is not None}
 
     def judge(self, det: Detections, i: int, camera_id: str) -> Defect | None:
         """Judge detection ``i``; None when it is too weak to be worth recording."""
@@ -47,15 +67,26 @@ class Decider:
         conf = float(det.scores[i])
         rule = self.rules.for_class(name)
         box = tuple(float(v) for v in det.boxes_xyxy[i])
-        area_mm2 = det.area_px(i) * self._mm2_per_px
+        area_mm2 = det.area_px(i) * self._mm2.get(camera_id, self._mm2_per_px)
+        where = ""
+        cam = self.setup.get(camera_id)
+        if cam is not None and cam.regions is not None:
+            ignored, region = cam.regions.place((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+            if region is not None:
+                rule = _region_rule(rule, region)
+                where = f"region {region.name}: "
+        else:
+            ignored = None
 
         def defect(action: str, why: str) -> Defect:
-            return Defect(name, conf, box, area_mm2, camera_id, action, why)  # type: ignore[arg-type]
+            return Defect(name, conf, box, area_mm2, camera_id, action, where + why)  # type: ignore[arg-type]
 
         if conf < rule.uncertain_conf:
             return None
         if not rule.enabled:
             return defect("ignore", "class disabled")
+        if ignored is not None:
+            return defect("ignore", ignored)
         for zone in self.rules.ignore_zones:
             if (zone.camera_id in (None, camera_id)) and _overlap_fraction(box, zone) >= zone.min_overlap:
                 return defect("ignore", "ignore zone")
@@ -99,7 +130,7 @@ class Decider:
             defects=tuple(defects),
             model_id=model_id,
             config_hash=self.config_hash,
-            calibration_id=self.calibration.id,
+            calibration_id=self.calibration_id,
             timings_ms=dict(timings_ms),
             t_trigger_ns=trigger.t_trigger_ns,
             t_decided_ns=time.monotonic_ns(),
@@ -130,7 +161,7 @@ class Decider:
             defects=(),
             model_id=model_id,
             config_hash=self.config_hash,
-            calibration_id=self.calibration.id,
+            calibration_id=self.calibration_id,
             timings_ms=dict(timings_ms or {}),
             t_trigger_ns=trigger.t_trigger_ns,
             t_decided_ns=time.monotonic_ns(),

@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .acquire.base import CameraDriver, CameraError
 from .actuate.scheduler import RejectScheduler
@@ -189,6 +189,7 @@ class Line:
         self._worker_lock = threading.Lock()
         self._inspector_failing = False  # the last inspected part's inspector raised (the "inspector" alarm)
         self.late_abandoned = 0  # results of abandoned workers that came back late (ignored)
+        self.undistort: dict[str, Callable[[Any], Any]] = {}  # camera id -> remap (calibration.undistort)
         self._running = False
         self.paused = False
 
@@ -385,6 +386,14 @@ class Line:
             if w.abandoned:  # the watchdog gave up on this grab: its part is already FAILSAFE
                 self.late_abandoned += 1
                 return
+            undistort = self.undistort.get(cam.camera_id)
+            if undistort is not None:
+                try:
+                    frame = replace(frame, image=undistort(frame.image))
+                except ValueError as exc:  # a frame of another size than the calibration's
+                    self.alarms.report(f"camera:{cam.camera_id}", "alarm", str(exc))
+                    self._drop(trig.part_id, f"camera {cam.camera_id}: {exc}")
+                    continue
             self.alarms.report(f"camera:{cam.camera_id}", "ok", "grabbing")
             self._add_frame(frame)
 

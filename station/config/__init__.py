@@ -26,7 +26,7 @@ from .store import StoreConfig
 from .web import WebConfig
 
 __all__ = [
-    "AnomalyInspectorConfig", "AnomalyRegion", "CalibrationConfig", "CameraConfig", "ClassRule", "ConfigError", "FolderCameraConfig", "IgnoreZone",
+    "AnomalyInspectorConfig", "AnomalyRegion", "CalibrationConfig", "CalibrationLimits", "CameraConfig", "ClassRule", "ConfigError", "FolderCameraConfig", "IgnoreZone",
     "InspectorConfig", "OnnxInspectorConfig", "OutputConfig", "PipelineConfig", "ReferenceInspectorConfig",
     "RejectConfig", "RulesConfig", "SimulatedOutputConfig", "SoftwareTriggerConfig", "StationConfig", "StoreConfig",
     "StrictModel", "SyntheticCameraConfig", "TilingConfig", "TimerTriggerConfig", "TriggerConfig", "WatchdogConfig", "WebConfig",
@@ -35,12 +35,27 @@ __all__ = [
 __all__ += ["GpiodOutputConfig", "ModbusOutputConfig", "OpcUaOutputConfig", "EncoderConfig", "ModbusEndpointConfig", "MqttConfig", "OpcUaServerConfig", "PlcConfig", "PublishConfig", "RejectVerifyConfig"]
 
 
+class CalibrationLimits(StrictModel):
+    """When a camera calibration (`python -m calibration calibrate`, the admin page) is refused."""
+
+    min_views: int = Field(5, ge=3, le=200, description="Fewer usable board views than this: refused (add views).")
+    min_coverage: float = Field(0.5, ge=0.0, le=1.0, description="Share of the frame (4x4 cells) the board corners must reach over all views.")
+    max_rms_px: float = Field(1.0, gt=0, description="Reprojection error (px, RMS) above this: refused.")
+    min_sharpness: float = Field(100.0, ge=0, description="A view whose board has a lower variance of the Laplacian is blurred and not used.")
+
+
 class CalibrationConfig(StrictModel):
-    """Pixel-to-millimetre scale, referenced by every verdict."""
+    """Pixel-to-millimetre scale, referenced by every verdict.
+
+    A camera with a calibration in force in the database (versioned per camera, from the CLI or the
+    admin page) uses that one's mm per pixel and id; these values apply to the others.
+    """
 
     id: str = Field("nominal", description="Calibration id stored with every verdict (from `calibration` runs).")
     mm_per_px: float = Field(0.1, gt=0, description="Millimetres per pixel on the part plane (used for min_area_mm2).")
     file: Path | None = Field(None, description="A calibration JSON written by `python -m calibration`; overrides id and mm_per_px.")
+    undistort: bool = Field(False, description="Undistort every frame of a camera with a calibration in force (a precomputed remap) before inspection.")
+    limits: CalibrationLimits = Field(default_factory=CalibrationLimits, description="When a new calibration is refused.")
 
 
 class PipelineConfig(StrictModel):
@@ -179,5 +194,9 @@ def load_config(path: str | Path | None) -> StationConfig:
 def config_hash(cfg: StationConfig) -> str:
     """Short stable hash of the effective config, stored with every verdict."""
     # the watchdog does not change a verdict: leaving it out keeps the hash of existing configs
-    blob = json.dumps(cfg.model_dump(mode="json", exclude={"watchdog"}), sort_keys=True).encode()
+    # nor do the calibration limits (they only refuse new calibrations); undistort counts when on
+    data = cfg.model_dump(mode="json", exclude={"watchdog": True, "calibration": {"limits"}})
+    if not data["calibration"]["undistort"]:
+        del data["calibration"]["undistort"]
+    blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

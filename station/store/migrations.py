@@ -519,3 +519,61 @@ def m0008_anomaly_maps(db: sqlite_utils.Database) -> None:
         CREATE INDEX anomaly_maps_sha ON anomaly_maps (sha256);
         """,
     )
+
+
+@migration
+def m0009_camera_setup(db: sqlite_utils.Database) -> None:
+    """Versioned setup of each camera: calibrations and drawn regions (station/store/camera_setup.py).
+
+    - ``camera_setup``: append-only; one row per version of a ``kind`` ('calibration' or
+      'regions') of one station's camera: who, when, the images used (JSON list: name, sha256,
+      used or why not) and the ``body`` (calibration figures, or the region polygons and rules).
+      ``ref`` is a short id stamped on verdicts (a calibration's content hash, ``regions-v<n>``).
+    - ``camera_setup_in_force``: append-only; the newest row per (kind, station, camera) names the
+      version in force. A new version goes in force when saved; a rollback appends a row naming an
+      older one, so the history of what was in force, and when, is kept.
+    """
+    _script(
+        db,
+        """
+        CREATE TABLE camera_setup (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('calibration', 'regions')),
+            station TEXT NOT NULL,
+            camera_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            ref TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            images TEXT NOT NULL DEFAULT '[]',
+            body TEXT NOT NULL,
+            reason TEXT,
+            UNIQUE (kind, station, camera_id, version)
+        );
+        CREATE TRIGGER camera_setup_no_update BEFORE UPDATE ON camera_setup BEGIN
+            SELECT RAISE(ABORT, 'camera setup versions are append-only: save a new version');
+        END;
+        CREATE TRIGGER camera_setup_no_delete BEFORE DELETE ON camera_setup BEGIN
+            SELECT RAISE(ABORT, 'camera setup versions are append-only: save a new version');
+        END;
+
+        CREATE TABLE camera_setup_in_force (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            station TEXT NOT NULL,
+            camera_id TEXT NOT NULL,
+            setup_id INTEGER NOT NULL REFERENCES camera_setup (id),
+            t_wall REAL NOT NULL,
+            user TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('new', 'rollback')),
+            reason TEXT
+        );
+        CREATE INDEX camera_setup_in_force_key ON camera_setup_in_force (kind, station, camera_id, id);
+        CREATE TRIGGER camera_setup_in_force_no_update BEFORE UPDATE ON camera_setup_in_force BEGIN
+            SELECT RAISE(ABORT, 'the in-force history is append-only');
+        END;
+        CREATE TRIGGER camera_setup_in_force_no_delete BEFORE DELETE ON camera_setup_in_force BEGIN
+            SELECT RAISE(ABORT, 'the in-force history is append-only');
+        END;
+        """,
+    )

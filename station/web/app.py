@@ -18,6 +18,7 @@ from .routes_auth import router as auth_router
 from .routes_models import router as models_router
 from .routes_operator import router as operator_router
 from .routes_review import router as review_router
+from .routes_setup import router as setup_router
 from .routes_stats import router as stats_router
 from .routes_system import router as system_router
 from .security import SecurityMiddleware
@@ -68,6 +69,7 @@ def create_app(station: "Station", web_cfg: WebConfig | None = None, *, bootstra
     app.include_router(review_router)
     app.include_router(stats_router)
     app.include_router(models_router)
+    app.include_router(setup_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

@@ -102,6 +102,7 @@ def run(eval_dir: Path) -> int:
 
     from models.evaluate import compare
 
+    from .. import camera_setup
     from ..config import CalibrationConfig, InspectorConfig, RulesConfig
 
     spec = json.loads((eval_dir / "spec.json").read_text())
@@ -116,6 +117,7 @@ def run(eval_dir: Path) -> int:
             spec["candidate_path"], spec.get("current_path"), spec["golden_root"],
             rules=RulesConfig.model_validate(spec["rules"]),
             calibration=CalibrationConfig.model_validate(spec["calibration"]),
+            setup=camera_setup.from_json(spec.get("setup")),
             inspector_cfg=TypeAdapter(InspectorConfig).validate_python(spec["inspector"]) if spec.get("inspector") else None,
         )
     except Exception as e:  # noqa: BLE001 - every failure is reported to the page, with the traceback in the log

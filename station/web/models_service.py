@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .. import rules_overrides
+from .. import camera_setup, rules_overrides
 from ..store import audit
 from ..store.db import open_db
 from .model_eval import EvalRunner, EvalState
@@ -331,6 +331,7 @@ class ModelsService:
             "candidate_path": str(cand.path), "current_path": str(cur.path) if cur else None, "golden_root": str(root),
             "rules": self.station.decider.rules.model_dump(mode="json"),
             "calibration": self.station.decider.calibration.model_dump(mode="json"),
+            "setup": camera_setup.to_json(self.station.decider.setup),  # drawn regions and calibrations in force
             "inspector": insp.model_dump(mode="json") if insp.type in ("onnx", "anomaly") else None,
         }
         fields = {"candidate_sha": cand.sha256, "current_sha": cur.sha256 if cur else None, "golden_id": gid, "golden_name": gname,
@@ -478,7 +479,7 @@ class ModelsService:
         from models.evaluate import tune_thresholds
 
         result, raw = self._eval_result(eval_id, side)
-        t = tune_thresholds(result, target, calibration=self.station.decider.calibration)
+        t = tune_thresholds(result, target, calibration=self.station.decider.calibration, setup=self.station.decider.setup)
         names = list(result.names)
         before = rules_overrides.thresholds_of(result.rules, names)
         after = rules_overrides.thresholds_of(t.rules, names)

@@ -63,6 +63,10 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/api/models/rollback"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 404},
     ("POST", "/api/models/rules"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 404},
     ("POST", "/api/models/rules/reset"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 409},
+    # camera setup (admin): empty regions saved; views that are no image; a version that does not exist
+    ("POST", "/api/setup/{camera_id}/regions"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 200},
+    ("POST", "/api/setup/{camera_id}/calibration"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 422},
+    ("POST", "/api/setup/{camera_id}/{kind}/rollback"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 409},
     ("POST", "/api/logout"): ALL,
 }
 # Read routes that need a role even when anonymous view is on.
@@ -91,6 +95,9 @@ EXPECTED_READ: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/api/models/evaluations"): QA_ONLY,
     ("GET", "/api/models/shadow"): QA_ONLY,
     ("GET", "/api/models/rules"): QA_ONLY,
+    ("GET", "/setup"): {"anonymous": 303, "operator": 403, "qa": 403, "admin": 200},
+    ("GET", "/api/setup/{camera_id}/{kind}/history"): QA_ONLY,
+    ("GET", "/api/setup/{camera_id}/reference.jpg"): {**QA_ONLY, "qa": 200, "admin": 200},
 }
 NOT_ROLE_GATED = {("POST", "/api/login")}  # checks its own double-submit token
 
@@ -134,6 +141,9 @@ def body_for(route: tuple[str, str], role: str) -> tuple[str, dict[str, Any] | N
         "/api/models/rollback": (path, {"sha256": "ab" * 32, "reason": f"matrix {role}"}),
         "/api/models/rules": (path, {"eval_id": "e20250101-000000-abcdef", "target_escape_rate": 0.05, "reason": f"matrix {role}"}),
         "/api/models/rules/reset": (path, {"reason": f"matrix {role}"}),
+        "/api/setup/{camera_id}/regions": (path, {"regions": {}, "reason": f"matrix {role}"}),
+        "/api/setup/{camera_id}/calibration": (path, {"views": [{"name": "x.png", "data": "bm90IGFuIGltYWdl"}], "cols": 9, "rows": 6, "square_mm": 5}),
+        "/api/setup/{camera_id}/{kind}/rollback": (path, {"version": 99, "reason": f"matrix {role}"}),
     }.get(path, (path, None))
 
 
@@ -171,7 +181,7 @@ def concrete(station: Station, path: str) -> str:
         path = path.replace("{label_id}", str(newest or 10**12))
     for key, value in REVIEW_IDS.items():
         path = path.replace("{" + key + "}", str(value))
-    return path
+    return path.replace("{camera_id}", "cam0").replace("{kind}", "regions")
 
 
 def api_routes(routes: Any) -> Iterator[APIRoute]:
@@ -452,7 +462,9 @@ def test_no_route_takes_a_filesystem_path(client: TestClient) -> None:
                "image_id", "label_id", "snapshot_id", "outcome", "class_name", "min_conf", "max_conf", "since", "until", "model_id",
                "reviewed", "offset", "size", "reason", "val_fraction", "split", "seed", "images", "format", "name", "bucket", "tz",
                # models page (models by sha256, jobs / evaluations by id, golden images by index)
-               "sha", "job_id", "eval_id", "index"}
+               "sha", "job_id", "eval_id", "index",
+               # camera setup (a camera id from the config, calibration or regions)
+               "camera_id", "kind"}
     routes = list(api_routes(client.app.routes))
     assert len(routes) > 20
     for r in routes:

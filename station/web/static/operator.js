@@ -18,6 +18,7 @@
     liveFps: 5,
     rejectOutcomes: ["FAIL", "FAILSAFE", "UNCERTAIN"],
     results: new Map(),  // part_id -> result (recent only), for overlays
+    regions: {},         // camera id -> drawn regions in force (GET /api/setup)
     latest: null,        // newest result
     lastRequested: null, // part id of the last image request
     shown: null,         // {partId, cameraId, frameWidth, frameHeight}
@@ -263,6 +264,7 @@
       ? shownDefects.map((d) => (ACTION_STYLE[d.action] || ACTION_STYLE.reject).label + " " + d.class_name + " " + Math.round(d.confidence * 100) + "%").join(" \u00B7 ")
       : r.outcome === "PASS" ? "PASS: no defect" : r.outcome + ": " + ((r.reasons || []).join(" \u00B7 ") || "no defect marked");
     const sx = w / s.frameWidth, sy = h / s.frameHeight;
+    if (window.Regions) window.Regions.draw(ctx, st.regions[s.cameraId], sx, sy);  // the drawn ROI, ignore zones, regions
     ctx.font = "bold 20px 'DejaVu Sans', Arial, sans-serif";
     ctx.textBaseline = "bottom";
     for (const d of shownDefects) {
@@ -410,8 +412,21 @@
     renderAge();
   }
 
+  // the regions drawn on the setup page (per camera), under the defect boxes
+  async function loadRegions() {
+    try {
+      const res = await fetch("/api/setup", { credentials: "same-origin" });
+      if (!res.ok) return;
+      const d = await res.json();
+      st.regions = Object.fromEntries(d.cameras.map((c) => [c.camera_id, c.regions]));
+      drawOverlay();
+    } catch (e) { /* the next poll tries again */ }
+  }
+
   loadMe();
   connect();
+  loadRegions();
+  setInterval(loadRegions, 15000);
   imageLoop();
   clock();
   setInterval(clock, 1000);
