@@ -11,9 +11,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Any
+from typing import Union
+
+from .types import PartResult, StatusEvent
 
 log = logging.getLogger(__name__)
+
+BusEvent = Union[PartResult, StatusEvent]
+"""What the bus carries: a part's final result, or a component's status change (alarms)."""
 
 
 class Subscription:
@@ -21,14 +26,38 @@ class Subscription:
 
     def __init__(self, name: str, maxsize: int):
         self.name = name
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self.queue: queue.Queue[BusEvent] = queue.Queue(maxsize=maxsize)
         self.dropped = 0
         self.delivered = 0
         self._dropped_by_kind: dict[type, int] = {}
 
-    def get(self, timeout: float | None = None) -> Any:
-        """Next event; raises ``queue.Empty`` after ``timeout``."""
+    def get(self, timeout: float | None = None) -> BusEvent:
+        """Next event, waiting up to ``timeout`` s (0: not at all); raises ``queue.Empty``."""
+        if timeout == 0:
+            return self.queue.get_nowait()
         return self.queue.get(timeout=timeout)
+
+    def drain(self, max_n: int | None = None) -> list[BusEvent]:
+        """The events waiting now, oldest first, at most ``max_n``; never blocks."""
+        out: list[BusEvent] = []
+        while max_n is None or len(out) < max_n:
+            try:
+                out.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+    def results_waiting(self) -> int:
+        """PartResults waiting in the queue (a consistent copy taken under the queue's lock)."""
+        q = self.queue
+        with q.mutex:  # a C-level copy: the publisher waits microseconds at most
+            queued = list(q.queue)
+        return sum(1 for e in queued if isinstance(e, PartResult))
+
+    @property
+    def maxsize(self) -> int:
+        """The queue's bound."""
+        return self.queue.maxsize
 
     def dropped_of(self, kind: type) -> int:
         """Events of type ``kind`` this subscriber lost to a full queue."""
@@ -59,7 +88,7 @@ class Bus:
         with self._lock:
             self._subs = [s for s in self._subs if s is not sub]
 
-    def publish(self, event: Any) -> None:
+    def publish(self, event: BusEvent) -> None:
         """Offer ``event`` to every subscriber without ever blocking."""
         for sub in self._subs:  # copy-on-write list: no lock needed to read
             try:

@@ -148,12 +148,7 @@ class ShadowRunner:
         if self.stats.stopped_wall is None:
             self.stats.stopped_wall = time.time()
         if sub is not None:  # parts still queued when shadow mode stopped: never judged, counted
-            while True:
-                try:
-                    ev = sub.queue.get_nowait()
-                except queue.Empty:
-                    break
-                self.stats.abandoned += isinstance(ev, PartResult)
+            self.stats.abandoned += sum(isinstance(ev, PartResult) for ev in sub.drain())
         return self.snapshot()
 
     def snapshot(self) -> dict[str, Any]:

@@ -21,7 +21,6 @@ has applied its own fail-safe for parts without RESULT_VALID.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -143,11 +142,7 @@ class PlcHandshake:
             self._stop.wait(period)
 
     def _drain_bus(self) -> None:
-        while True:
-            try:
-                ev = self.sub.queue.get_nowait()
-            except queue.Empty:
-                return
+        for ev in self.sub.drain():
             if isinstance(ev, PartResult):
                 if len(self._queue) >= self.cfg.queue_size:
                     self._queue.popleft()

@@ -153,14 +153,11 @@ class MqttPublisher:
             self._outbox.close()
 
     def _drain(self, wait_s: float) -> list[Any]:
-        events: list[Any] = []
         try:
-            events.append(self.sub.get(timeout=wait_s) if wait_s > 0 else self.sub.queue.get_nowait())
-            while len(events) < 1000:
-                events.append(self.sub.queue.get_nowait())
+            first = self.sub.get(timeout=max(wait_s, 0.0))
         except queue.Empty:
-            pass
-        return events
+            return []
+        return [first, *self.sub.drain(999)]
 
     def _store(self, events: list[Any]) -> None:
         rows = []

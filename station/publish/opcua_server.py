@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -195,11 +194,7 @@ class OpcUaServer:
 
     async def _refresh(self) -> None:
         last: PartResult | None = None
-        while True:
-            try:
-                ev = self.sub.queue.get_nowait()
-            except queue.Empty:
-                break
+        for ev in self.sub.drain():
             if isinstance(ev, PartResult):
                 last = ev
         snap = self._snapshot()

@@ -321,10 +321,7 @@ class Recorder:
     @property
     def pending(self) -> int:
         """PartResults queued for the recorder plus those in its hands, not yet committed."""
-        q = self.subscription.queue
-        with q.mutex:  # a C-level copy: the publisher waits microseconds at most
-            queued = list(q.queue)
-        n = sum(1 for e in queued if isinstance(e, PartResult))
+        n = self.subscription.results_waiting()
         with self._lock:
             return n + self._in_hand + self._spilled
 
@@ -421,7 +418,7 @@ class Recorder:
                 self._sync_dropped()
                 stopping = self._stopping.is_set()
                 if not self._batch:  # held alarm rows alone must not stop the recorder taking records (and spilling them)
-                    if stopping and (self.subscription.queue.empty() or time.monotonic() > self._deadline):
+                    if stopping and (not self.subscription.pending or time.monotonic() > self._deadline):
                         if not self._alarm_rows:
                             if self._spilled and not self.stalled:
                                 self._replay_own()
@@ -490,12 +487,12 @@ class Recorder:
         """While writes fail: move the held batch to the spill file once the queue is half full."""
         if self.spill is None or not self._batch:
             return False
-        q = self.subscription.queue
-        if q.maxsize and q.qsize() < q.maxsize // 2 and not self._stopping.is_set():
+        sub = self.subscription
+        if sub.maxsize and sub.pending < sub.maxsize // 2 and not self._stopping.is_set():
             return False
         n = self._spill_batch()
         # the writes are failing: move what is queued too, without a write attempt (a lock wait) per batch
-        while n and self.subscription.queue.qsize():
+        while n and self.subscription.pending:
             self._collect(block=False)
             if not self._batch or not self._spill_batch():
                 break
@@ -544,11 +541,7 @@ class Recorder:
 
     def _dispose_unwritten(self) -> None:
         """At stop: what could not be written (held + still queued) is spilled, or counted as dropped."""
-        while True:
-            try:
-                event = self.subscription.queue.get_nowait()
-            except queue.Empty:
-                break
+        for event in self.subscription.drain():
             if isinstance(event, PartResult):
                 self._take(event, keep_images=False)
         if not self._batch:
@@ -568,10 +561,7 @@ class Recorder:
         t_first: float | None = None
         for taken in range(self.batch_size):
             try:
-                if taken == 0 and block:
-                    event = self.subscription.get(timeout=self.poll_s)
-                else:
-                    event = self.subscription.queue.get_nowait()
+                event = self.subscription.get(timeout=self.poll_s if taken == 0 and block else 0)
             except queue.Empty:
                 return
             if t_first is None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -338,13 +337,7 @@ class EventStream(Response):
 
 
 def _drain(sub: Any, limit: int = 10000) -> list[Any]:
-    out = []
-    for _ in range(limit):
-        try:
-            out.append(sub.queue.get_nowait())
-        except queue.Empty:
-            break
-    return out
+    return sub.drain(limit)
 
 
 __all__ = [

@@ -69,11 +69,7 @@ class Collector:
         self.events: list[tuple[float, StatusEvent]] = []
 
     def drain(self) -> None:
-        while True:
-            try:
-                ev = self.sub.queue.get_nowait()
-            except queue.Empty:
-                return
+        for ev in self.sub.drain():
             if isinstance(ev, PartResult):
                 assert ev.trigger.part_id not in self.results, f"two verdicts for part {ev.trigger.part_id}"
                 self.results[ev.trigger.part_id] = ev
