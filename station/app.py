@@ -25,7 +25,7 @@ from .decide import Decider
 from .inspect.base import INSPECTORS, Inspector
 from .inspect.swap import SwappableInspector
 from .pipeline import Line
-from .rt import fix_mmap_threshold, freeze_heap, set_realtime
+from .rt import freeze_heap, limit_malloc_arenas, set_realtime
 from .plant import PlantServices
 from .serialize import event_to_dict
 from .store import queries
@@ -81,7 +81,7 @@ class Station:
         """Build every component from ``cfg``; ``cameras``/``inspector``/``output`` replace the configured ones."""
         self.cfg = cfg
         self.config_hash = config_hash(cfg)
-        fix_mmap_threshold(cfg.pipeline.malloc_mmap_threshold_kb)  # before frames and models are allocated
+        limit_malloc_arenas(cfg.pipeline.malloc_arenas)  # before the station's threads start
         self.bus = Bus()
         self.alarms = AlarmBoard(self.bus.publish)
         self.last_result: PartResult | None = None

@@ -46,25 +46,25 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+M_ARENA_MAX = -8  # glibc <malloc.h>
 
 
-def fix_mmap_threshold(kb: int) -> bool:
-    """Serve allocations of ``kb`` KiB and more from their own memory maps, at a fixed threshold.
+def limit_malloc_arenas(n: int) -> bool:
+    """At most ``n`` glibc malloc arenas for threads started from now on (``mallopt(M_ARENA_MAX)``).
 
-    glibc starts at 128 KiB and raises the threshold to the size of each large block freed (up to
-    32 MiB), so after the first frame is freed every later frame comes from the heap and a long-running
-    process that loads models and frees frames in many threads fragments it: RSS creeps though
-    nothing leaks. Setting it once turns the dynamic adjustment off (``mallopt(3)``). Returns False
-    where it does not apply (``kb`` 0, or not glibc).
+    glibc gives threads their own arenas (up to 8 per core). The station allocates a frame in the
+    acquisition thread and frees it in the inference or recorder thread, and loads models in yet
+    another: with many arenas the freed memory is scattered and RSS creeps though nothing leaks.
+    Large blocks stay on the heap (no per-frame mmap/munmap, which costs page faults and TLB
+    shootdowns in the real-time threads). Returns False where it does not apply (``n`` 0, not glibc).
     """
-    if kb <= 0:
+    if n <= 0:
         return False
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
-        ok = bool(libc and libc.mallopt(M_MMAP_THRESHOLD, kb * 1024))
+        ok = bool(libc and libc.mallopt(M_ARENA_MAX, n))
     except (OSError, AttributeError):  # not glibc (musl, macOS): no mallopt
         ok = False
-    log.debug("malloc mmap threshold %d KiB: %s", kb, "fixed" if ok else "not applied")
+    log.debug("malloc arenas at most %d: %s", n, "set" if ok else "not applied")
     return ok

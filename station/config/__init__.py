@@ -69,11 +69,11 @@ class PipelineConfig(StrictModel):
         le=98,
         description="SCHED_FIFO priority for the acquisition and inference threads (0 = normal). Set it (e.g. 1, below reject.realtime_priority) on a dedicated station PC to keep reject edges on time when the CPU is saturated; needs CAP_SYS_NICE.",
     )
-    malloc_mmap_threshold_kb: int = Field(
-        128,
+    malloc_arenas: int = Field(
+        1,
         ge=0,
-        le=32768,
-        description="Allocations of at least this size (frames, heat maps, model buffers) get their own memory map and go back to the OS when freed (glibc mallopt M_MMAP_THRESHOLD, fixed). glibc otherwise raises the threshold after the first large free, frames then come from the heap and fragment it: RSS drifted 3-14 % over 100 model hot swaps (bench/bench_faults.py hot_swaps). 0 = leave glibc's dynamic default.",
+        le=64,
+        description="glibc malloc arenas for the station process (mallopt M_ARENA_MAX). Frames are allocated in one thread and freed in others; with an arena per thread the heaps fragment and RSS crept 3-14 % over 100 model hot swaps (bench/bench_faults.py hot_swaps); one arena keeps it flat (+0.2 %). 0 = glibc's default (8 per core).",
     )
 
 

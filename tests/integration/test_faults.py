@@ -52,6 +52,6 @@ def test_fault(name: str, tmp_path: Path) -> None:
     check(res, name)
     if name == "hot_swaps":
         # RSS after gc + malloc_trim, one sample per swap, median of the first third after warm-up vs
-        # the last third; the collector keeps verdicts without pixels. With glibc's dynamic mmap
-        # threshold RSS crept 3-14 %; the station fixes it (pipeline.malloc_mmap_threshold_kb).
+        # the last third; the collector keeps verdicts without pixels. With glibc's malloc
+        # arenas per thread RSS crept 3-14 %; the station limits them (pipeline.malloc_arenas).
         assert res.rss_growth < RSS_LIMIT, f"RSS not stable over 100 hot swaps: {'; '.join(res.notes)}"

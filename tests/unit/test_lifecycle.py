@@ -211,13 +211,13 @@ def test_wait_frame_returns_none_while_away_and_raises_for_a_broken_frame():
     dev.close()
 
 
-def test_fixed_mmap_threshold_applies_on_glibc() -> None:
-    """The station fixes glibc's mmap threshold (frames then go back to the OS when freed); 0 leaves it alone."""
+def test_malloc_arena_limit_applies_on_glibc() -> None:
+    """The station limits glibc's malloc arenas (RSS stays flat over hot swaps); 0 leaves glibc's default."""
     import platform
 
-    from station.rt import fix_mmap_threshold
+    from station.rt import limit_malloc_arenas
 
-    assert fix_mmap_threshold(0) is False
+    assert limit_malloc_arenas(0) is False
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
-    assert fix_mmap_threshold(128) is True
+    assert limit_malloc_arenas(1) is True
