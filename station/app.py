@@ -22,6 +22,7 @@ from .bus import Bus
 from .config import CalibrationConfig, StationConfig, config_hash
 from .counters import CounterValues, Counters, reconcile
 from .decide import Decider
+from .health import HealthMonitor
 from .inspect.base import INSPECTORS, Inspector
 from .inspect.swap import SwappableInspector
 from .pipeline import Line
@@ -155,6 +156,8 @@ class Station:
             reject_uncertain=cfg.rules.uncertain_action == "reject",
             model_id=lambda: self.inspector.model_id,
         )
+        # image health and model drift on every part (station/health/), fed by the inference worker
+        self.health: HealthMonitor | None = HealthMonitor(cfg.health, self.alarms.report) if cfg.health.enabled else None
         self.line = Line(
             self.cameras,
             self.inspector,
@@ -165,6 +168,7 @@ class Station:
             first_part_id=first_part_id,
             frame_queue=cfg.pipeline.frame_queue,
             grab_timeout_s=cfg.pipeline.grab_timeout_ms / 1000,
+            health=self.health,
         )
         # a camera trigger: the frames of a hardware-triggered / free-running camera create the parts
         trig_kw: dict[str, Any] = (
