@@ -157,7 +157,7 @@ class Station:
             model_id=lambda: self.inspector.model_id,
         )
         # image health and model drift on every part (station/health/), fed by the inference worker
-        self.health: HealthMonitor | None = HealthMonitor(cfg.health, self.alarms.report) if cfg.health.enabled else None
+        self.image_health: HealthMonitor | None = HealthMonitor(cfg.health, self.alarms.report) if cfg.health.enabled else None
         self.line = Line(
             self.cameras,
             self.inspector,
@@ -168,7 +168,7 @@ class Station:
             first_part_id=first_part_id,
             frame_queue=cfg.pipeline.frame_queue,
             grab_timeout_s=cfg.pipeline.grab_timeout_ms / 1000,
-            health=self.health,
+            health=self.image_health,
         )
         # a camera trigger: the frames of a hardware-triggered / free-running camera create the parts
         trig_kw: dict[str, Any] = (

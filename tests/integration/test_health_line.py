@@ -76,8 +76,8 @@ def test_degraded_frames_raise_the_right_alarm_and_clear(make_config, tmp_path):
     )
     station = Station(cfg, max_parts=n)
     results = {r.trigger.part_id: r for r in run_station(station, n)}
-    assert station.health is not None
-    events = list(station.health.events)
+    assert station.image_health is not None
+    events = list(station.image_health.events)
     active: set[str] = set()
     drifting: set[int] = set()  # parts decided while an image alarm was active
     by_part: dict[int, list] = {}
