@@ -1,0 +1,135 @@
+"""Image health figures, bands and model drift on real rendered frames and the real reference inspector."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from station.acquire.synthetic import iter_parts
+from station.alarms import AlarmBoard
+from station.config import ConfigError, ReferenceInspectorConfig, SyntheticCameraConfig, config_hash, parse_config
+from station.config.health import HealthConfig
+from station.health import HealthMonitor
+from station.health.bands import Streak, ks_distance, learn_band
+from station.health.measure import PhaseShift, measure
+from station.inspect.reference import ReferenceInspector
+from station.types import Frame, StatusEvent
+
+W, H = 640, 400
+
+
+def _images(n: int, start: int = 1, **kw: object) -> list[np.ndarray]:
+    cfg = SyntheticCameraConfig(width=W, height=H, harmless_mark_rate=0.0, jitter_px=0, rotation_deg=0.0, seed=21, **kw)  # type: ignore[arg-type]
+    return [p.image for _, p in iter_parts(cfg, start, n)]
+
+
+def _shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    return cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_figures_follow_blur_light_and_position() -> None:
+    img = _images(1, defect_rate=0.0)[0]
+    ref = PhaseShift(img)
+    base = measure(img, ref.shift(img))
+    dark = measure(cv2.convertScaleAbs(img, alpha=0.5), (0, 0))
+    blur = measure(cv2.GaussianBlur(img, (0, 0), 2.0), (0, 0))
+    over = measure(cv2.convertScaleAbs(img, alpha=2.0), (0, 0))
+    assert dark.brightness == pytest.approx(base.brightness * 0.5, rel=0.03)
+    assert dark.sharpness == pytest.approx(base.sharpness, rel=0.1), "sharpness does not depend on the light"
+    assert blur.sharpness < 0.4 * base.sharpness
+    assert base.clipped < 0.01 < 0.1 < over.clipped
+    for dx, dy in ((40, 0), (-25, 30), (7, -12)):
+        sx, sy = ref.shift(_shifted(img, dx, dy))
+        assert sx == pytest.approx(dx, abs=4) and sy == pytest.approx(dy, abs=4)
+    # a colour frame is measured on its green channel
+    assert measure(cv2.cvtColor(img, cv2.COLOR_GRAY2BGR), (0, 0)).brightness == pytest.approx(base.brightness)
+
+
+def test_bands_streaks_and_ks() -> None:
+    b = learn_band([10.0, 10.2, 9.8], rel_low=0.3, rel_high=None, sigma=4)
+    assert b.low == pytest.approx(7.0) and b.high == float("inf") and not b.outside(7.5) and b.outside(6.9)
+    wide = learn_band([5.0, 15.0], rel_low=0.1, rel_high=0.1, sigma=1)
+    assert (wide.low, wide.high) == (5.0, 15.0), "a spread setup widens the band to band_sigma deviations"
+    s = Streak(3, 2)
+    assert [s.update(x) for x in (True, True, False, True, True, True, True, False, False)] == [None, None, None, None, None, "raise", None, None, "clear"]
+    rng = np.random.default_rng(0)
+    a = np.sort(rng.normal(0, 1, 200))
+    assert ks_distance(a, a) == 0.0
+    assert ks_distance(a, rng.normal(0, 1, 200)) < 0.2
+    assert ks_distance(a, a + 100) == 1.0
+    assert ks_distance(np.zeros(10), np.ones(10)) == 1.0
+
+
+def test_reference_alignment_gives_the_position() -> None:
+    insp = ReferenceInspector(ReferenceInspectorConfig(learn_parts=5))
+    for i, img in enumerate(_images(5, defect_rate=0.0)):
+        insp.learn(Frame(i, "cam0", img, 0))
+    img = _images(1, start=50, defect_rate=0.0)[0]
+    det = insp.inspect(Frame(50, "cam0", _shifted(img, 30, -20), 0))
+    assert det.align_shift_px is not None
+    assert det.align_shift_px[0] == pytest.approx(30, abs=2) and det.align_shift_px[1] == pytest.approx(-20, abs=2)
+
+
+def test_model_whose_scores_shift_raises_the_drift_alarm() -> None:
+    """The real reference model: a baseline on good parts, then a run of defective parts, then good parts again."""
+    insp = ReferenceInspector(ReferenceInspectorConfig(learn_parts=8))
+    for i, img in enumerate(_images(8, start=1, defect_rate=0.0)):
+        insp.learn(Frame(i, "cam0", img, 0))
+    published: list[StatusEvent] = []
+    cfg = HealthConfig(setup_parts=5, model_baseline_parts=12, model_window_parts=8, alarm_after_parts=2, clear_after_parts=2)
+    mon = HealthMonitor(cfg, AlarmBoard(published.append).report)
+    good = _images(40, start=100, defect_rate=0.0)
+    bad = _images(16, start=300, defect_rate=1.0, defect_classes=["spot", "missing"])
+    pid = 0
+    for img in good[:20] + bad + good[20:]:
+        pid += 1
+        frame = Frame(pid, "cam0", img, time.monotonic_ns())
+        mon.observe(pid, [frame], [insp.inspect(frame)])
+    events = [e for e in mon.events if e.component.startswith("drift:")]
+    comp = f"drift:{insp.model_id}:scores"
+    raised = [e for e in events if e.component == comp and e.state == "alarm"]
+    assert raised and 21 <= raised[0].part_id <= 20 + cfg.model_window_parts, events
+    assert raised[0].message.startswith(f"model {insp.model_id}: image scores drifted from the baseline taken at promotion")
+    cleared = [e for e in events if e.component == comp and e.state == "ok"]
+    assert cleared and cleared[0].part_id > 36, "clears once the window holds good parts again"
+    assert any(e.component == comp and e.state == "alarm" for e in published), "raised on the alarm board (screen, MQTT, OPC UA)"
+    assert not [e for e in mon.events if e.component.startswith("health:") and e.state == "alarm"], "the picture itself did not change"
+    snap = mon.snapshot()
+    assert snap["model"]["ready"] and snap["model"]["ks"] < cfg.score_ks_limit and not snap["model"]["alarms"]
+
+
+def test_model_swap_takes_a_new_baseline_and_clears_the_old_alarm() -> None:
+    from station.types import Detections
+
+    published: list[StatusEvent] = []
+    mon = HealthMonitor(HealthConfig(setup_parts=3, model_baseline_parts=3, model_window_parts=3, alarm_after_parts=1), AlarmBoard(published.append).report)
+    img = _images(1, defect_rate=0.0)[0]
+
+    def det(model: str, n: int) -> Detections:
+        d = Detections.empty(("spot",), model)
+        if n:
+            d = Detections(np.tile(np.float32([[1, 1, 5, 5]]), (n, 1)), np.full(n, 0.9, np.float32), np.zeros(n, np.int32), ("spot",), model)
+        return d
+
+    for pid, (model, n) in enumerate([("a", 0)] * 3 + [("a", 3)] * 3 + [("b", 3)] * 2, start=1):
+        mon.observe(pid, [Frame(pid, "cam0", img, 0)], [det(model, n)])
+    states = [(e.component, e.state) for e in mon.events]
+    assert ("drift:a:detections", "alarm") in states and ("drift:a:scores", "alarm") in states
+    assert set(states[-2:]) == {("drift:a:scores", "ok"), ("drift:a:detections", "ok")}
+    assert mon.model is not None and mon.model.model_id == "b" and not mon.model.ready
+    assert "model replaced by b" in [e.message for e in published if e.state == "ok"]
+
+
+def test_config_errors_and_hash() -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse_config({"health": {"sharpnes_drop": 0.2}})
+    assert "health.sharpnes_drop" in str(ei.value) and "unknown key" in str(ei.value)
+    with pytest.raises(ConfigError) as ei:
+        parse_config({"health": {"sharpness_drop": 1.5}})
+    assert "health.sharpness_drop" in str(ei.value)
+    plain = config_hash(parse_config({}))
+    assert config_hash(parse_config({"health": {"setup_parts": 50}})) == plain, "bands and alarms change no verdict"
+    assert config_hash(parse_config({"health": {"uncertain_on_drift": True}})) != plain, "UNCERTAIN while drifting changes verdicts"
