@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,7 @@ from station.acquire.synthetic import iter_parts
 from station.app import Station
 from station.config import SyntheticCameraConfig
 from station.types import Outcome
+from tests.fixtures_plant import Mosquitto, MqttCollector, wait_for
 
 from .test_line import run_station
 
@@ -68,7 +70,18 @@ def _write_line(folder: Path) -> list[tuple[int, int, set[str], set[str]]]:
 def test_degraded_frames_raise_the_right_alarm_and_clear(make_config, tmp_path):
     segments = _write_line(tmp_path / "line")
     n = sum(s[1] for s in SEGMENTS)
+    broker = Mosquitto(tmp_path).start()
+    col = MqttCollector(broker.port, "station/station-1/status")
+    try:
+        _run_degraded_line(make_config, tmp_path, segments, n, broker, col)
+    finally:
+        col.close()
+        broker.stop()
+
+
+def _run_degraded_line(make_config, tmp_path, segments, n, broker, col) -> None:
     cfg = make_config(
+        publish={"mqtt": {"port": broker.port, "outbox_path": str(tmp_path / "outbox.db")}},
         cameras=[{"type": "folder", "id": "cam0", "path": str(tmp_path / "line"), "loop": False}],
         inspector={"type": "reference", "learn_parts": 5},
         trigger={"type": "timer", "parts_per_minute": 900},
@@ -106,3 +119,12 @@ def test_degraded_frames_raise_the_right_alarm_and_clear(make_config, tmp_path):
     assert any(results[p].verdict.outcome is Outcome.UNCERTAIN and "image health: camera cam0" in results[p].verdict.reasons[-1] for p in drifting)
     clean_after = [first + count + N_CLEAR + k for first, count, _, _ in segments for k in range(2)]
     assert all(results[p].verdict.outcome is Outcome.PASS for p in clean_after if p <= n), [(p, results[p].verdict.outcome) for p in clean_after]
+    # every alarm and its clearing went out over MQTT, in order
+    expected = [(e.component, e.state, e.message) for e in events]
+
+    def over_mqtt() -> list[tuple[str, str, str]]:
+        published = [json.loads(p)["event"] for p, _ in col.of("/status")]
+        return [(e["component"], e["state"], e["message"]) for e in published if e and e["component"].startswith("health:")]
+
+    wait_for(lambda: len(over_mqtt()) >= len(expected), 5, "the health alarms over MQTT")
+    assert over_mqtt() == expected
