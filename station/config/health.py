@@ -31,7 +31,7 @@ class HealthConfig(StrictModel):
     )
     count_change: float = Field(1.0, gt=0, le=1000, description="Alarm when the window's mean detections per frame differs from the baseline's by more than this.")
     uncertain_on_drift: bool = Field(
-        False, description="While an image drift alarm is active on a camera, parts that would PASS are UNCERTAIN (a blurred image is no basis for a PASS)."
+        False, description="While a drift alarm is active (image or model), parts that would PASS are UNCERTAIN (a blurred image is no basis for a PASS)."
     )
     trend_points: int = Field(120, ge=10, le=5000, description="Recent frames kept per camera for the trend charts of the health panel.")
 

@@ -208,7 +208,7 @@ class HealthMonitor:
 
     @property
     def uncertain_reason(self) -> str | None:
-        """Why the next parts may not PASS (an image drift alarm is active and ``uncertain_on_drift``), else None."""
+        """Why the next parts may not PASS (a drift alarm, image or model, is active and ``uncertain_on_drift``), else None."""
         return self._uncertain
 
     def relearn(self) -> None:
@@ -229,9 +229,10 @@ class HealthMonitor:
             if det is not None:
                 self._observe_model(part_id, det)
         if self.cfg.uncertain_on_drift:
-            self._uncertain = next(
-                (f"image health: {cam.messages[c]}" for cam in self.cameras.values() for c in IMAGE_CHECKS if cam.streaks[c].active), None
-            )
+            active = [f"image health: {cam.messages[c]}" for cam in self.cameras.values() for c in IMAGE_CHECKS if cam.streaks[c].active]
+            if self.model is not None:
+                active += [f"model drift: {self.model.messages[c]}" for c in MODEL_CHECKS if self.model.streaks[c].active]
+            self._uncertain = active[0] if active else None
 
     def _observe_frame(self, part_id: int, frame: Frame, det: Detections | None) -> None:
         cam = self.cameras.get(frame.camera_id)

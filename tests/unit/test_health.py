@@ -79,8 +79,10 @@ def test_model_whose_scores_shift_raises_the_drift_alarm() -> None:
     for i, img in enumerate(_images(8, start=1, defect_rate=0.0)):
         insp.learn(Frame(i, "cam0", img, 0))
     published: list[StatusEvent] = []
-    cfg = HealthConfig(setup_parts=5, model_baseline_parts=12, model_window_parts=8, alarm_after_parts=2, clear_after_parts=2)
+    cfg = HealthConfig(setup_parts=5, model_baseline_parts=12, model_window_parts=8, alarm_after_parts=2, clear_after_parts=2,
+                       uncertain_on_drift=True)
     mon = HealthMonitor(cfg, AlarmBoard(published.append).report)
+    uncertain: dict[int, str | None] = {}
     good = _images(40, start=100, defect_rate=0.0)
     bad = _images(16, start=300, defect_rate=1.0, defect_classes=["spot", "missing"])
     pid = 0
@@ -88,6 +90,7 @@ def test_model_whose_scores_shift_raises_the_drift_alarm() -> None:
         pid += 1
         frame = Frame(pid, "cam0", img, time.monotonic_ns())
         mon.observe(pid, [frame], [insp.inspect(frame)])
+        uncertain[pid] = mon.uncertain_reason
     events = [e for e in mon.events if e.component.startswith("drift:")]
     comp = f"drift:{insp.model_id}:scores"
     raised = [e for e in events if e.component == comp and e.state == "alarm"]
@@ -95,6 +98,9 @@ def test_model_whose_scores_shift_raises_the_drift_alarm() -> None:
     assert raised[0].message.startswith(f"model {insp.model_id}: image scores drifted from the baseline taken at promotion")
     cleared = [e for e in events if e.component == comp and e.state == "ok"]
     assert cleared and cleared[0].part_id > 36, "clears once the window holds good parts again"
+    # uncertain_on_drift: the next parts may not PASS exactly while the alarm lasts
+    assert [p for p, r in uncertain.items() if r] == list(range(raised[0].part_id, cleared[0].part_id))
+    assert uncertain[raised[0].part_id] == f"model drift: {raised[0].message}"
     assert any(e.component == comp and e.state == "alarm" for e in published), "raised on the alarm board (screen, MQTT, OPC UA)"
     assert not [e for e in mon.events if e.component.startswith("health:") and e.state == "alarm"], "the picture itself did not change"
     snap = mon.snapshot()
