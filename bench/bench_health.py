@@ -4,7 +4,7 @@ Run: python bench/bench_health.py [--frames 200] [--threads 1] [--json]
 
 Three numbers per frame, medians (wall and CPU of this thread), same frames, same process:
 * ``health``: ``HealthMonitor.observe`` for a frame whose inspector gives no alignment (ONNX/anomaly backends):
-  the figures, the phase-correlation shift, the bands and the model's score window: the worst case;
+  the figures, the edge-profile shift, the bands and the model's score window: the worst case;
 * ``health_aligned``: the same for the reference backend, whose alignment gives the position;
 * ``inspect``: the reference inspector's ``inspect`` of the frame (the per-part time it sits beside).
 The budget is 1 ms at 1 MP (issue 13); the ratio health / inspect says what share of a part it adds.
@@ -83,10 +83,10 @@ def main() -> None:
         print(json.dumps(out))
         return
     print(f"{out['frame']}, cv2 threads {a.threads}, {len(frames)} frames")
-    print(f"health (phase shift)   wall {h_wall:6.3f} ms  CPU {h_cpu:6.3f} ms  (budget {BUDGET_MS} ms: CPU ratio {h_cpu / BUDGET_MS:.2f})")
+    print(f"health (profile shift) wall {h_wall:6.3f} ms  CPU {h_cpu:6.3f} ms  (budget {BUDGET_MS} ms: CPU ratio {h_cpu / BUDGET_MS:.2f})")
     print(f"health (aligned)       wall {ha_wall:6.3f} ms  CPU {ha_cpu:6.3f} ms")
     print(f"reference inspect      wall {i_wall:6.3f} ms  CPU {i_cpu:6.3f} ms")
-    print(f"health / inspect (CPU): {h_cpu / i_cpu:.3f} (phase shift), {ha_cpu / i_cpu:.3f} (aligned)")
+    print(f"health / inspect (CPU): {h_cpu / i_cpu:.3f} (profile shift), {ha_cpu / i_cpu:.3f} (aligned)")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 from ..config.health import HealthConfig
 from ..types import Detections, Frame
 from .bands import Band, Streak, ks_distance, learn_band
-from .measure import FrameHealth, PhaseShift, gray_view, measure, position_from
+from .measure import FrameHealth, ProfileShift, gray_view, measure, position_from
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class CameraHealth:
         """Forget the bands: the next ``setup_parts`` frames are learned."""
         self.setup: list[FrameHealth] = []
         self.bands: dict[str, Band] = {}
-        self.phase: PhaseShift | None = None
+        self.profile: ProfileShift | None = None
         self.width = 0
         self.shift_limit = 0.0
 
@@ -79,9 +79,9 @@ class CameraHealth:
         shift = position_from(det)
         if shift is None:
             gray = gray_view(frame.image)
-            if self.phase is None:
-                self.phase = PhaseShift(gray)  # the first frame since setup began is the position reference
-            shift = self.phase.shift(gray)
+            if self.profile is None:
+                self.profile = ProfileShift(gray)  # the first frame since setup began is the position reference
+            shift = self.profile.shift(gray)
         self.width = frame.image.shape[1]
         return measure(frame.image, shift)
 

@@ -122,7 +122,7 @@ def image_health_metrics(e: Exposition, snap: dict[str, Any]) -> None:
     cams = snap["cameras"]
     last = {c: v["last"] for c, v in cams.items() if v["last"] is not None}
     for key, name, help_ in (
-        ("sharpness", "station_image_sharpness", "Sharpness of the camera's last frame (Brenner / grey variance; compare with its setup band)."),
+        ("sharpness", "station_image_sharpness", "Sharpness of the camera's last frame (Brenner at 2 px over Brenner at 8 px; compare with its setup band)."),
         ("brightness", "station_image_brightness", "Mean grey level of the camera's last frame, 0-255."),
         ("clipped", "station_image_clipped_ratio", "Share of clipped (black or white) pixels in the camera's last frame."),
     ):

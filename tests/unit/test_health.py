@@ -14,7 +14,7 @@ from station.config import ConfigError, ReferenceInspectorConfig, SyntheticCamer
 from station.config.health import HealthConfig
 from station.health import HealthMonitor
 from station.health.bands import Streak, ks_distance, learn_band
-from station.health.measure import PhaseShift, measure
+from station.health.measure import ProfileShift, measure
 from station.inspect.reference import ReferenceInspector
 from station.types import Frame, StatusEvent
 
@@ -32,7 +32,7 @@ def _shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
 
 def test_figures_follow_blur_light_and_position() -> None:
     img = _images(1, defect_rate=0.0)[0]
-    ref = PhaseShift(img)
+    ref = ProfileShift(img)
     base = measure(img, ref.shift(img))
     dark = measure(cv2.convertScaleAbs(img, alpha=0.5), (0, 0))
     blur = measure(cv2.GaussianBlur(img, (0, 0), 2.0), (0, 0))
@@ -139,3 +139,44 @@ def test_config_errors_and_hash() -> None:
     plain = config_hash(parse_config({}))
     assert config_hash(parse_config({"health": {"setup_parts": 50}})) == plain, "bands and alarms change no verdict"
     assert config_hash(parse_config({"health": {"uncertain_on_drift": True}})) != plain, "UNCERTAIN while drifting changes verdicts"
+
+
+def test_real_cells_no_false_alarm_then_each_fault_its_own_alarm() -> None:
+    """Real ELPV solar cells (every cell a different real part): normal part-to-part variation raises nothing;
+    blurred, darkened, over-exposed and shifted cells each raise their own alarm within N parts."""
+    from models.elpv import cells
+
+    from station.types import Detections
+
+    mono = [c for c in cells() if c.cell_type == "mono" and c.probability == 0.0][:60]
+    imgs = [c.image() for c in mono]
+    n_alarm = 3
+    # real cells differ more from one another than rendered parts: a band of 2 setup deviations, 20 % for sharpness
+    cfg = HealthConfig(setup_parts=20, alarm_after_parts=n_alarm, clear_after_parts=2, band_sigma=2.0, sharpness_drop=0.2)
+    mon = HealthMonitor(cfg, AlarmBoard(lambda ev: None).report)
+    empty = Detections.empty(("defect",), "elpv")  # no alignment: the position comes from the edge profiles
+    pid = 0
+
+    def feed(batch: list[np.ndarray]) -> list[tuple[str, str]]:
+        nonlocal pid
+        before = len(mon.events)
+        for img in batch:
+            pid += 1
+            mon.observe(pid, [Frame(pid, "cam0", img, 0)], [empty])
+        return [(e.component.split(":")[-1], e.state) for e in list(mon.events)[before:]]
+
+    assert feed(imgs[:20]) == [] and not mon.cameras["cam0"].messages
+    assert feed(imgs[20:40]) == [], "twenty more real cells, none of them a false alarm"
+    faults = {
+        "sharpness": lambda x: cv2.GaussianBlur(x, (0, 0), 3.0),
+        "brightness": lambda x: cv2.convertScaleAbs(x, alpha=0.3),  # ELPV cells' own brightness varies 24 % (1 sd)
+        "clipped": lambda x: cv2.convertScaleAbs(x, alpha=2.5),
+        "position": lambda x: _shifted(x, 30, 0),
+    }
+    for k, (check, fault) in enumerate(faults.items()):
+        batch = imgs[40 + 4 * k : 44 + 4 * k]
+        got = feed([fault(x) for x in batch[:n_alarm]])
+        assert (check, "alarm") in got, (check, got)
+        assert ("position", "alarm") not in got or check == "position", (check, got)
+        cleared = feed(imgs[:2])
+        assert (check, "ok") in cleared and not [c for c, s in cleared if s == "alarm"], (check, cleared)
