@@ -52,6 +52,8 @@ def test_api_metrics_alarm_and_relearn(blurred_station: Station) -> None:
         assert len(cam["trend"]["sharpness"]) == LEARN + SETUP + BLURRED
         assert cam["trend"]["sharpness"][-1] < cam["bands"]["sharpness"]["low"] < cam["trend"]["sharpness"][LEARN]
         assert h["model"]["model_id"] == st.inspector.model_id
+        assert h["uncertain_on_drift"] is False and st.last_result is not None
+        assert not any("image health" in r for r in st.last_result.verdict.reasons), "off by default: the alarm changes no verdict"
         text = c.get("/metrics").text
         assert 'station_image_health_alarm{camera="cam0",check="sharpness"} 1' in text
         assert 'station_image_health_alarm{camera="cam0",check="position"} 0' in text

@@ -3,9 +3,8 @@
 // its drift alarm is active. Drawn on <canvas> by this file (no library), like the statistics page.
 "use strict";
 (function () {
-  const { $, el, api } = window.UI;
-  const FONT = "14px DejaVu Sans, Liberation Sans, sans-serif";
-  const LINE = "#4aa3ff", BAND = "rgba(46,160,79,0.22)", BAD = "#e5484d", MUTED = "#98a2b0";
+  const { $, el, api, hidpi } = window.UI;
+  const LINE = "#4aa3ff", BAND = "rgba(46,160,79,0.22)", BAD = "#e5484d";
   // [check (alarm key), trend key, label, band key, value format]
   const CHARTS = [
     ["sharpness", "sharpness", "Sharpness", "sharpness", (v) => v.toFixed(3)],
@@ -16,13 +15,7 @@
   const POLL_MS = 2000;
 
   function spark(canvas, values, band, bad) {
-    const dpr = window.devicePixelRatio || 1;
-    const w = canvas.clientWidth, h = canvas.clientHeight;
-    canvas.width = Math.max(1, Math.round(w * dpr));
-    canvas.height = Math.max(1, Math.round(h * dpr));
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, w, h);
+    const { ctx, w, h } = hidpi(canvas);
     if (!values.length) return;
     let lo = Math.min(...values), hi = Math.max(...values);
     if (band) {
