@@ -103,3 +103,15 @@ def test_health_panel_draws_the_trends(blurred_station: Station, page: Any) -> N
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_health_off(make_station: Any) -> None:
+    st = make_station(health={"enabled": False})
+    decided(st, 2)
+    assert st.image_health is None and st.line.health is None
+    with TestClient(create_app(st)) as c:
+        assert c.get("/api/health/image").json() == {"enabled": False}
+        assert "station_image_" not in c.get("/metrics").text
+        csrf = login(c, "op")
+        r = c.post("/api/health/relearn", json={"reason": "x"}, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 409 and "health.enabled" in r.json()["detail"]
