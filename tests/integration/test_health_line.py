@@ -86,7 +86,7 @@ def _run_degraded_line(make_config, tmp_path, segments, n, broker, col) -> None:
         inspector={"type": "reference", "learn_parts": 5},
         trigger={"type": "timer", "parts_per_minute": 900},
         # a slow CI machine must not miss a deadline: a FAILSAFE part is not measured, and the test counts parts
-        reject={"travel_ms": 3000, "safety_margin_ms": 100, "pulse_ms": 20},
+        reject={"travel_ms": 1500, "safety_margin_ms": 100, "pulse_ms": 20},
         health={"setup_parts": SETUP, "alarm_after_parts": N_ALARM, "clear_after_parts": N_CLEAR, "uncertain_on_drift": True},
     )
     station = Station(cfg, max_parts=n)
