@@ -28,13 +28,17 @@ class Band:
 
 
 def learn_band(values: list[float], *, rel_low: float | None, rel_high: float | None, abs_high: float | None = None, sigma: float) -> Band:
-    """The band around the mean of ``values``: the wider of the relative (or absolute) tolerance and ``sigma`` standard deviations.
+    """The band around the mean of ``values`` (see :func:`band`)."""
+    a = np.asarray(values, np.float64)
+    return band(float(a.mean()), float(a.std()), rel_low=rel_low, rel_high=rel_high, abs_high=abs_high, sigma=sigma)
+
+
+def band(mean: float, std: float, *, rel_low: float | None, rel_high: float | None, abs_high: float | None = None, sigma: float) -> Band:
+    """The band around ``mean``: the wider of the relative (or absolute) tolerance and ``sigma`` standard deviations.
 
     ``rel_low`` / ``rel_high``: allowed fall / rise as a fraction of the mean (None: that side open);
     ``abs_high``: allowed rise in the figure's own units (clipped share).
     """
-    a = np.asarray(values, np.float64)
-    mean, std = float(a.mean()), float(a.std())
     low = -math.inf if rel_low is None else min(mean * (1 - rel_low), mean - sigma * std)
     high = math.inf
     if rel_high is not None:

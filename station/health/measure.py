@@ -112,11 +112,15 @@ class ProfileShift:
     first and locked onto the texture of real solar cells (ELPV), calling a different cell a shifted one.
     """
 
-    def __init__(self, ref_gray: np.ndarray):
+    def __init__(self, ref_x: np.ndarray, ref_y: np.ndarray, scale: float):
+        self.ref_x, self.ref_y, self.scale = ref_x.astype(np.float32), ref_y.astype(np.float32), float(scale)
+        self.shape = (len(ref_y) + 1, len(ref_x) + 1)
+
+    @classmethod
+    def of(cls, ref_gray: np.ndarray) -> "ProfileShift":
+        """The reference is ``ref_gray``'s profiles."""
         t = thumbnail(ref_gray)
-        self.shape = t.shape
-        self.ref_x, self.ref_y = _edge_profile(t, 0), _edge_profile(t, 1)
-        self.scale = ref_gray.shape[1] / THUMB_W
+        return cls(_edge_profile(t, 0), _edge_profile(t, 1), ref_gray.shape[1] / THUMB_W)
 
     def shift(self, gray: np.ndarray) -> tuple[float, float]:
         """(dx, dy) of ``gray`` relative to the reference; (0, 0) for a frame of another size."""

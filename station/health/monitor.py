@@ -27,13 +27,14 @@ import numpy as np
 
 from ..config.health import HealthConfig
 from ..types import Detections, Frame
-from .bands import Band, Streak, ks_distance, learn_band
+from .bands import Band, Streak, band, ks_distance
 from .measure import FrameHealth, ProfileShift, gray_view, measure, position_from
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[str, str, str], None]
 IMAGE_CHECKS = ("sharpness", "brightness", "clipped", "position")
+FIGURES = ("sharpness", "brightness", "clipped", "shift_x", "shift_y")  # the figures of a FrameHealth, in its order
 MODEL_CHECKS = ("scores", "detections")
 
 
@@ -66,7 +67,9 @@ class CameraHealth:
         """Forget the bands: the next ``setup_parts`` frames are learned."""
         self.setup: list[FrameHealth] = []
         self.bands: dict[str, Band] = {}
+        self.stats: dict[str, tuple[float, float]] = {}
         self.profile: ProfileShift | None = None
+        self.frame_hw: tuple[int, ...] = ()
         self.width = 0
         self.shift_limit = 0.0
 
@@ -76,13 +79,18 @@ class CameraHealth:
 
     def measure(self, frame: Frame, det: Detections | None) -> FrameHealth:
         """The figures of ``frame``; the position from the inspector's alignment when it has one."""
+        if self.bands and frame.image.shape[:2] != self.frame_hw:  # restored from a run with another frame size
+            log.warning("image health %s: frames are now %s, the bands were learned on %s: learning them again",
+                        self.camera_id, frame.image.shape[:2], self.frame_hw)
+            self.reset()
+        self.frame_hw = frame.image.shape[:2]
         shift = position_from(det)
         if shift is None:
             gray = gray_view(frame.image)
             if self.profile is None:
-                self.profile = ProfileShift(gray)  # the first frame since setup began is the position reference
+                self.profile = ProfileShift.of(gray)  # the first frame since setup began is the position reference
             shift = self.profile.shift(gray)
-        self.width = frame.image.shape[1]
+        self.width = self.frame_hw[1]
         return measure(frame.image, shift)
 
     def learn(self, h: FrameHealth) -> None:
@@ -90,19 +98,41 @@ class CameraHealth:
         self.setup.append(h)
         if len(self.setup) < self.cfg.setup_parts:
             return
-        c, s = self.cfg, self.setup
-        self.bands = {
-            "sharpness": learn_band([x.sharpness for x in s], rel_low=c.sharpness_drop, rel_high=None, sigma=c.band_sigma),
-            "brightness": learn_band([x.brightness for x in s], rel_low=c.brightness_change, rel_high=c.brightness_change, sigma=c.band_sigma),
-            "clipped": learn_band([x.clipped for x in s], rel_low=None, rel_high=None, abs_high=c.clipped_rise, sigma=c.band_sigma),
-            "shift_x": learn_band([x.shift_x for x in s], rel_low=None, rel_high=None, sigma=0),
-            "shift_y": learn_band([x.shift_y for x in s], rel_low=None, rel_high=None, sigma=0),
-        }
-        spread = math.hypot(self.bands["shift_x"].std, self.bands["shift_y"].std)
-        self.shift_limit = max(c.shift_frac * self.width, c.band_sigma * spread)
+        a = np.asarray([(x.sharpness, x.brightness, x.clipped, x.shift_x, x.shift_y) for x in self.setup], np.float64)
+        self.set_stats({k: (float(a[:, i].mean()), float(a[:, i].std())) for i, k in enumerate(FIGURES)})
         self.setup = []
-        log.info("image health %s: bands learned from %d frames: %s", self.camera_id, c.setup_parts,
+        log.info("image health %s: bands learned from %d frames: %s", self.camera_id, self.cfg.setup_parts,
                  {k: b.as_dict() for k, b in self.bands.items()})
+
+    def set_stats(self, stats: dict[str, tuple[float, float]]) -> None:
+        """The bands from the setup (mean, std) of each figure and the tolerances of the config."""
+        c = self.cfg
+        self.stats = stats
+        self.bands = {
+            "sharpness": band(*stats["sharpness"], rel_low=c.sharpness_drop, rel_high=None, sigma=c.band_sigma),
+            "brightness": band(*stats["brightness"], rel_low=c.brightness_change, rel_high=c.brightness_change, sigma=c.band_sigma),
+            "clipped": band(*stats["clipped"], rel_low=None, rel_high=None, abs_high=c.clipped_rise, sigma=c.band_sigma),
+            "shift_x": band(*stats["shift_x"], rel_low=None, rel_high=None, sigma=0),
+            "shift_y": band(*stats["shift_y"], rel_low=None, rel_high=None, sigma=0),
+        }
+        spread = math.hypot(stats["shift_x"][1], stats["shift_y"][1])
+        self.shift_limit = max(c.shift_frac * self.width, c.band_sigma * spread)
+
+    def export(self) -> dict[str, Any] | None:
+        """What was learned, JSON-able (None while learning)."""
+        if not self.bands:
+            return None
+        p = self.profile
+        return {"stats": self.stats, "frame_hw": list(self.frame_hw),
+                "profile": None if p is None else {"x": p.ref_x.tolist(), "y": p.ref_y.tolist(), "scale": p.scale}}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take up what an earlier run learned (:meth:`export`)."""
+        self.frame_hw = tuple(int(v) for v in data["frame_hw"])
+        self.width = self.frame_hw[1]
+        p = data.get("profile")
+        self.profile = None if p is None else ProfileShift(np.asarray(p["x"], np.float32), np.asarray(p["y"], np.float32), p["scale"])
+        self.set_stats({k: (float(v[0]), float(v[1])) for k, v in data["stats"].items()})
 
     def outside(self, h: FrameHealth) -> dict[str, bool]:
         """Which checks ``h`` fails (bands learned)."""
@@ -155,6 +185,16 @@ class ModelDrift:
         """True once the baseline is taken."""
         return self.base_sorted.size > 0
 
+    def export(self) -> dict[str, Any] | None:
+        """The baseline, JSON-able (None until taken)."""
+        return {"scores": self.base_sorted.tolist(), "mean_count": self.base_mean_count} if self.ready else None
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take up the baseline an earlier run took of this model (:meth:`export`)."""
+        self.base_sorted = np.sort(np.asarray(data["scores"], np.float64))
+        self.base_scores = self.base_sorted.tolist()
+        self.base_mean_count = float(data["mean_count"])
+
     def component(self, check: str) -> str:
         """The alarm board component of one check."""
         return f"drift:{self.model_id}:{check}"
@@ -205,6 +245,32 @@ class HealthMonitor:
         self.events: deque[HealthEvent] = deque(maxlen=events_kept)
         self._relearn = False
         self._uncertain: str | None = None  # the first active image alarm's message, when uncertain_on_drift
+        self._saved_models: dict[str, dict[str, Any]] = {}  # model baselines of earlier runs, by model id
+        self.relearned = False  # the image bands were relearned since start-up (the saved ones are stale)
+
+    def restore(self, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Take up what earlier runs learned (``station.store.health_baselines.load``), before the first part."""
+        for kind, key, data in rows:
+            if kind == "camera":
+                cam = self.cameras[key] = CameraHealth(key, self.cfg)
+                cam.restore(data)
+            elif kind == "model":
+                self._saved_models[key] = data
+        if rows:
+            log.info("image health: bands of %s and baselines of %d model(s) taken up from the last run",
+                     sorted(self.cameras) or "no camera", len(self._saved_models))
+
+    def export(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """What is learned now, as (kind, key, data) rows to save (at a clean stop)."""
+        rows: list[tuple[str, str, dict[str, Any]]] = []
+        for cam_id, cam in list(self.cameras.items()):
+            data = cam.export()
+            if data is not None:
+                rows.append(("camera", cam_id, data))
+        m = self.model
+        if m is not None and (data := m.export()) is not None:
+            rows.append(("model", m.model_id, data))
+        return rows
 
     @property
     def uncertain_reason(self) -> str | None:
@@ -219,6 +285,7 @@ class HealthMonitor:
         """Measure one part's frames and update bands, windows and alarms (the inference worker, after the verdict)."""
         if self._relearn:
             self._relearn = False
+            self.relearned = True
             for cam in self.cameras.values():
                 cam.reset()
                 for check in IMAGE_CHECKS:
@@ -257,6 +324,9 @@ class HealthMonitor:
     def _observe_model(self, part_id: int, det: Detections) -> None:
         if self.model is None or self.model.model_id != det.model_id:
             old, self.model = self.model, ModelDrift(det.model_id, self.cfg)
+            saved = self._saved_models.pop(det.model_id, None)
+            if saved is not None:
+                self.model.restore(saved)
             if old is not None:
                 for check in MODEL_CHECKS:
                     self._drop(part_id, old.component(check), old.streaks[check], f"model replaced by {det.model_id}")

@@ -131,3 +131,11 @@ def _run_degraded_line(make_config, tmp_path, segments, n, broker, col) -> None:
 
     wait_for(lambda: len(over_mqtt()) >= len(expected), 5, "the health alarms over MQTT")
     assert over_mqtt() == expected
+    # the bands were saved at the stop: the next run on this database starts with them, not with a new setup
+    again = Station(cfg)
+    try:
+        assert again.image_health is not None
+        restored, learned = again.image_health.cameras["cam0"], station.image_health.cameras["cam0"]
+        assert restored.bands == learned.bands and restored.shift_limit == learned.shift_limit
+    finally:
+        again.db.close()

@@ -32,7 +32,7 @@ def _shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
 
 def test_figures_follow_blur_light_and_position() -> None:
     img = _images(1, defect_rate=0.0)[0]
-    ref = ProfileShift(img)
+    ref = ProfileShift.of(img)
     base = measure(img, ref.shift(img))
     dark = measure(cv2.convertScaleAbs(img, alpha=0.5), (0, 0))
     blur = measure(cv2.GaussianBlur(img, (0, 0), 2.0), (0, 0))
@@ -180,3 +180,38 @@ def test_real_cells_no_false_alarm_then_each_fault_its_own_alarm() -> None:
         assert ("position", "alarm") not in got or check == "position", (check, got)
         cleared = feed(imgs[:2])
         assert (check, "ok") in cleared and not [c for c, s in cleared if s == "alarm"], (check, cleared)
+
+
+def test_bands_and_baselines_survive_a_restart(tmp_path) -> None:
+    """What was learned is saved in the real station database and taken up by the next run; another frame size learns again."""
+    from station.store import health_baselines
+    from station.store.db import open_db
+    from station.types import Detections
+
+    imgs = _images(12, defect_rate=0.0)
+    cfg = HealthConfig(setup_parts=6, model_baseline_parts=6, model_window_parts=4, alarm_after_parts=2)
+    det = Detections.empty(("spot",), "model-a")
+    first = HealthMonitor(cfg, AlarmBoard(lambda ev: None).report)
+    for pid, img in enumerate(imgs[:8], start=1):
+        first.observe(pid, [Frame(pid, "cam0", img, 0)], [det])
+    db = open_db(tmp_path / "station.db")
+    try:
+        health_baselines.save(db, first.export())
+        rows = health_baselines.load(db)
+    finally:
+        db.close()
+    assert [(k, key) for k, key, _ in rows] == [("camera", "cam0"), ("model", "model-a")]
+
+    events: list[StatusEvent] = []
+    second = HealthMonitor(cfg, AlarmBoard(events.append).report)
+    second.restore(rows)
+    cam = second.cameras["cam0"]
+    assert cam.bands["sharpness"].low == pytest.approx(first.cameras["cam0"].bands["sharpness"].low)
+    blurred = [cv2.GaussianBlur(x, (0, 0), 2.0) for x in imgs[8:10]]
+    for pid, img in enumerate(blurred, start=100):  # no setup: the alarm comes within N parts of the new run
+        second.observe(pid, [Frame(pid, "cam0", img, 0)], [det])
+    assert [(e.component, e.state) for e in events] == [("health:cam0:sharpness", "alarm")]
+    assert second.model is not None and second.model.ready, "the model's baseline was taken up, not taken again"
+    small = cv2.resize(imgs[10], (W // 2, H // 2))
+    second.observe(200, [Frame(200, "cam0", small, 0)], [det])
+    assert not cam.bands and len(cam.setup) == 1, "frames of another size: the bands are learned again"
