@@ -27,7 +27,8 @@ import numpy as np
 
 from ..config.health import HealthConfig
 from ..types import Detections, Frame
-from .bands import Band, Streak, band, ks_distance
+from .bands import Band, Streak, band
+from .drift import MODEL_CHECKS, ModelDrift
 from .measure import FrameHealth, ProfileShift, gray_view, measure, position_from
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 Report = Callable[[str, str, str], None]
 IMAGE_CHECKS = ("sharpness", "brightness", "clipped", "position")
 FIGURES = ("sharpness", "brightness", "clipped", "shift_x", "shift_y")  # the figures of a FrameHealth, in its order
-MODEL_CHECKS = ("scores", "detections")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,76 +164,6 @@ class CameraHealth:
                 "camera knocked or part guide moved")
 
 
-class ModelDrift:
-    """One model's baseline of image scores and detection counts, and the sliding window compared with it."""
-
-    def __init__(self, model_id: str, cfg: HealthConfig):
-        self.model_id = model_id
-        self.cfg = cfg
-        self.base_scores: list[float] = []
-        self.base_counts: list[int] = []
-        self.base_sorted = np.zeros(0)
-        self.base_mean_count = 0.0
-        self.scores: deque[float] = deque(maxlen=cfg.model_window_parts)
-        self.counts: deque[int] = deque(maxlen=cfg.model_window_parts)
-        self.streaks = {c: Streak(cfg.alarm_after_parts, cfg.clear_after_parts) for c in MODEL_CHECKS}
-        self.ks = 0.0
-        self.messages: dict[str, str] = {}
-
-    @property
-    def ready(self) -> bool:
-        """True once the baseline is taken."""
-        return self.base_sorted.size > 0
-
-    def export(self) -> dict[str, Any] | None:
-        """The baseline, JSON-able (None until taken)."""
-        return {"scores": self.base_sorted.tolist(), "mean_count": self.base_mean_count} if self.ready else None
-
-    def restore(self, data: dict[str, Any]) -> None:
-        """Take up the baseline an earlier run took of this model (:meth:`export`)."""
-        self.base_sorted = np.sort(np.asarray(data["scores"], np.float64))
-        self.base_scores = self.base_sorted.tolist()
-        self.base_mean_count = float(data["mean_count"])
-
-    def component(self, check: str) -> str:
-        """The alarm board component of one check."""
-        return f"drift:{self.model_id}:{check}"
-
-    def add(self, det: Detections) -> dict[str, bool] | None:
-        """Count one frame's detections; which checks fail once the baseline is taken and the window full, else None."""
-        score = det.image_score if det.image_score is not None else (float(det.scores.max()) if len(det) else 0.0)
-        if not self.ready:
-            self.base_scores.append(float(score))
-            self.base_counts.append(len(det))
-            if len(self.base_scores) >= self.cfg.model_baseline_parts:
-                self.base_sorted = np.sort(np.asarray(self.base_scores))
-                self.base_mean_count = float(np.mean(self.base_counts))
-                log.info("model %s: score baseline taken from %d frames (median %.3f, %.2f detections per frame)", self.model_id,
-                         len(self.base_scores), float(np.median(self.base_sorted)), self.base_mean_count)
-            return None
-        self.scores.append(float(score))
-        self.counts.append(len(det))
-        if len(self.scores) < self.cfg.model_window_parts:
-            return None
-        self.ks = ks_distance(self.base_sorted, np.asarray(self.scores))
-        return {"scores": self.ks > self.cfg.score_ks_limit, "detections": abs(self.mean_count - self.base_mean_count) > self.cfg.count_change}
-
-    @property
-    def mean_count(self) -> float:
-        """Mean detections per frame over the window."""
-        c = self.counts.copy()
-        return float(np.mean(c)) if c else math.nan
-
-    def message(self, check: str) -> str:
-        """The plain-words alarm of ``check``."""
-        m = f"model {self.model_id}"
-        if check == "scores":
-            return (f"{m}: image scores drifted from the baseline taken at promotion (median {np.median(self.base_sorted):.2f} -> "
-                    f"{np.median(self.scores.copy()):.2f}, KS distance {self.ks:.2f}): the parts or the picture changed")
-        return (f"{m}: {self.mean_count:.1f} detections per frame over the last {len(self.counts)} frames, "
-                f"{self.base_mean_count:.1f} at promotion: the parts or the picture changed")
-
-
 class HealthMonitor:
     """Every camera's image health and the running model's drift, fed once per part by the inference worker."""
 
@@ -252,8 +182,13 @@ class HealthMonitor:
         """Take up what earlier runs learned (``station.store.health_baselines.load``), before the first part."""
         for kind, key, data in rows:
             if kind == "camera":
-                cam = self.cameras[key] = CameraHealth(key, self.cfg)
-                cam.restore(data)
+                cam = CameraHealth(key, self.cfg)
+                try:
+                    cam.restore(data)
+                except (KeyError, TypeError, ValueError, IndexError) as exc:  # a row this version cannot read: learn again
+                    log.warning("image health %s: saved bands unreadable (%r): learning them again", key, exc)
+                    continue
+                self.cameras[key] = cam
             elif kind == "model":
                 self._saved_models[key] = data
         if rows:
@@ -326,7 +261,11 @@ class HealthMonitor:
             old, self.model = self.model, ModelDrift(det.model_id, self.cfg)
             saved = self._saved_models.pop(det.model_id, None)
             if saved is not None:
-                self.model.restore(saved)
+                try:
+                    self.model.restore(saved)
+                except (KeyError, TypeError, ValueError) as exc:  # a row this version cannot read: take the baseline again
+                    log.warning("model %s: saved baseline unreadable (%r): taking it again", det.model_id, exc)
+                    self.model = ModelDrift(det.model_id, self.cfg)
             if old is not None:
                 for check in MODEL_CHECKS:
                     self._drop(part_id, old.component(check), old.streaks[check], f"model replaced by {det.model_id}")

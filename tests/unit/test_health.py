@@ -215,3 +215,9 @@ def test_bands_and_baselines_survive_a_restart(tmp_path) -> None:
     small = cv2.resize(imgs[10], (W // 2, H // 2))
     second.observe(200, [Frame(200, "cam0", small, 0)], [det])
     assert not cam.bands and len(cam.setup) == 1, "frames of another size: the bands are learned again"
+
+
+def test_an_unreadable_saved_row_is_learned_again() -> None:
+    mon = HealthMonitor(HealthConfig(), AlarmBoard(lambda ev: None).report)
+    mon.restore([("camera", "cam0", {"stats": {"sharpness": [1.0, 0.1]}}), ("camera", "cam1", {"frame_hw": "x"})])
+    assert mon.cameras == {}, "the station starts and learns those bands again"
