@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +19,12 @@ from tests.integration.test_opcua import read as read_opcua
 from .helpers import ARTIFACTS, decided, login, needs_chromium, wait_for
 
 LEARN, SETUP, N_ALARM, BLURRED = 3, 5, 3, 4
+
+
+def _read_opcua(station: Station, *paths: str) -> dict[str, Any]:
+    """An asyncua client read, in a thread of its own: Playwright's sync API keeps an event loop in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(read_opcua, station, *paths).result(timeout=20)
 
 
 def _folder(tmp_path: Path) -> Path:
@@ -71,7 +78,7 @@ def test_api_metrics_alarm_and_relearn(blurred_station: Station) -> None:
         # the operator screen's alarm list, and the OPC UA server's ActiveAlarms read by a real asyncua client
         alarms = c.get("/api/status").json()["alarms"]
         assert any(a["component"] == "health:cam0:sharpness" and "less sharp" in a["message"] for a in alarms)
-        ua = wait_for(lambda: (lambda v: v if v["State.ActiveAlarms"] else None)(read_opcua(st, "State.ActiveAlarms")), 5, "OPC UA alarms")
+        ua = wait_for(lambda: (lambda v: v if v["State.ActiveAlarms"] else None)(_read_opcua(st, "State.ActiveAlarms")), 5, "OPC UA alarms")
         assert any(a.startswith("health:cam0:sharpness: camera cam0: image") for a in ua["State.ActiveAlarms"])
 
         # relearning needs an operator, and clears the alarm at the next part
