@@ -8,6 +8,7 @@ and model hot swap all hang off it.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -22,14 +23,15 @@ from .bus import Bus
 from .config import CalibrationConfig, StationConfig, config_hash
 from .counters import CounterValues, Counters, reconcile
 from .decide import Decider
+from .health import HealthMonitor
 from .inspect.base import INSPECTORS, Inspector
 from .inspect.swap import SwappableInspector
 from .pipeline import Line
 from .rt import freeze_heap, limit_malloc_arenas, set_realtime
 from .plant import PlantServices
 from .serialize import event_to_dict
-from .store import queries
-from .store.db import open_db
+from .store import health_baselines, queries
+from .store.db import StoreError, open_db
 from .store.images import ImageStore
 from .store.recorder import Recorder, replay_at_start
 from .types import PartResult, StatusEvent, Trigger
@@ -156,6 +158,10 @@ class Station:
             reject_uncertain=cfg.rules.uncertain_action == "reject",
             model_id=lambda: self.inspector.model_id,
         )
+        # image health and model drift on every part (station/health/), fed by the inference worker
+        self.image_health: HealthMonitor | None = HealthMonitor(cfg.health, self.alarms.report) if cfg.health.enabled else None
+        if self.image_health is not None:
+            self.image_health.restore(health_baselines.load(self.db))  # bands and baselines of the last run
         self.line = Line(
             self.cameras,
             self.inspector,
@@ -166,6 +172,7 @@ class Station:
             first_part_id=first_part_id,
             frame_queue=cfg.pipeline.frame_queue,
             grab_timeout_s=cfg.pipeline.grab_timeout_ms / 1000,
+            health=self.image_health,
         )
         self._set_undistort(self.decider.setup)
         # a camera trigger: the frames of a hardware-triggered / free-running camera create the parts
@@ -213,6 +220,17 @@ class Station:
         self.notifier.notify("READY=1", f"STATUS=running, model {self.inspector.model_id}")
         log.info("station %s running (config %s, model %s)", self.cfg.name, self.config_hash, self.inspector.model_id)
 
+    def _save_health(self) -> None:
+        """Keep what image health learned for the next start (the line is stopped: nothing measures now)."""
+        if self.image_health is None:
+            return
+        try:
+            if self.image_health.relearned:
+                health_baselines.forget(self.db, "camera")  # relearned on purpose: the old bands must not come back
+            health_baselines.save(self.db, self.image_health.export())
+        except (sqlite3.Error, StoreError) as exc:
+            log.warning("image health bands not saved (they are learned again at the next start): %s", exc)
+
     def _make_realtime(self, threads: list[threading.Thread]) -> None:
         """Give started decision-path threads the line's real-time priority (``pipeline.realtime_priority``)."""
         for t in threads:
@@ -225,6 +243,7 @@ class Station:
             # the watchdog's stop runs in a thread of its own: the database is closed by the owner's stop()
             if self._db_close_pending and threading.get_ident() == self._db_thread:
                 self._db_close_pending = False
+                self._save_health()
                 self.db.close()
 
     def _stop(self, drain_s: float | None) -> None:

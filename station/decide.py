@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Mapping, Sequence
 
 from .camera_setup import CameraSetup, calibration_tag, regions_tag
@@ -151,6 +152,10 @@ class Decider:
             else d
             for d in defects
         ]
+
+    def uncertain(self, verdict: Verdict, reason: str) -> Verdict:
+        """``verdict`` made UNCERTAIN for ``reason`` (image health: a drifting picture is no basis for a PASS)."""
+        return replace(verdict, outcome=Outcome.UNCERTAIN, reasons=(*verdict.reasons, reason))
 
     def failsafe(self, trigger: Trigger, reason: str, model_id: str = "none", timings_ms: Mapping[str, float] | None = None) -> Verdict:
         """A FAILSAFE verdict: the part is rejected because it could not be judged."""

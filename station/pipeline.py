@@ -29,8 +29,9 @@ from .actuate.scheduler import RejectScheduler
 from .alarms import AlarmBoard
 from .counters import Counters
 from .decide import Decider
+from .health import HealthMonitor
 from .inspect.base import Inspector
-from .types import Detections, Frame, PartResult, Trigger
+from .types import Detections, Frame, Outcome, PartResult, Trigger
 
 INSPECTOR_ERROR = "inspector error: "  # prefix of the FAILSAFE reason when the inspector raised
 
@@ -167,6 +168,7 @@ class Line:
         first_part_id: int = 1,
         frame_queue: int = 4,
         grab_timeout_s: float = 0.5,
+        health: HealthMonitor | None = None,
     ):
         self.cameras = list(cameras)
         self.inspector = inspector
@@ -175,6 +177,7 @@ class Line:
         self.counters = counters
         self.alarms = alarms
         self.grab_timeout_s = grab_timeout_s
+        self.health = health  # image health and model drift, fed after each verdict (station/health/)
         self._deadline_ns = int(scheduler.cfg.deadline_ms * 1e6)
         self._ids = itertools.count(first_part_id)
         self._seq = itertools.count(1)
@@ -459,7 +462,13 @@ class Line:
             self.late_abandoned += 1
             log.warning("late result of abandoned worker %s for part %d ignored", w.name, trig.part_id)
             return
+        health = self.health
+        reason = health.uncertain_reason if health is not None else None
+        if reason is not None and result.verdict.outcome is Outcome.PASS:
+            result = replace(result, verdict=self.decider.uncertain(result.verdict, reason))
         self.scheduler.submit(result)
+        if health is not None:
+            self._observe_health(health, result)
         # an inspector that raises is an alarm until it inspects a part again (reported on changes only)
         reasons = result.verdict.reasons
         failed = bool(reasons) and reasons[0].startswith(INSPECTOR_ERROR)
@@ -469,3 +478,11 @@ class Line:
                 self.alarms.report("inspector", "alarm", f"part {trig.part_id}: {reasons[0]}")
             else:
                 self.alarms.report("inspector", "ok", f"inspecting again (part {trig.part_id})")
+
+    def _observe_health(self, health: HealthMonitor, result: PartResult) -> None:
+        """Image health and model drift of a decided part (after its verdict went to the scheduler)."""
+        try:
+            health.observe(result.trigger.part_id, result.frames, result.detections)
+        except Exception as exc:  # noqa: BLE001 - a health measurement must never stop the line
+            log.exception("image health failed on part %d", result.trigger.part_id)
+            self.alarms.report("health", "warning", f"image health not measured: {type(exc).__name__}: {exc}")

@@ -73,6 +73,9 @@ class Detections:
     frame (any resolution with the frame's aspect ratio; 0 = normal, 128 = the decision
     threshold, 255 = twice the threshold or more), and ``image_score``: one number per frame,
     higher = more anomalous, on the same scale (1.0 = at the threshold).
+
+    ``align_shift_px``: (dx, dy) of the part against the backend's reference, in frame pixels,
+    when the backend aligns frames itself (reference backend); read by the image health monitor.
     """
 
     boxes_xyxy: np.ndarray
@@ -85,6 +88,7 @@ class Detections:
     timings_ms: Mapping[str, float] = field(default_factory=dict)
     anomaly_map: np.ndarray | None = None
     image_score: float | None = None
+    align_shift_px: tuple[float, float] | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])

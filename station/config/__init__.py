@@ -20,6 +20,7 @@ from .actuate import GpiodOutputConfig, ModbusOutputConfig, OpcUaOutputConfig
 from .plant import EncoderConfig, ModbusEndpointConfig, MqttConfig, OpcUaServerConfig, PlcConfig, PublishConfig, RejectVerifyConfig
 from .base import StrictModel
 from .camera import CameraConfig, FolderCameraConfig, SoftwareTriggerConfig, SyntheticCameraConfig, TimerTriggerConfig, TriggerConfig
+from .health import HealthConfig
 from .inspect import AnomalyInspectorConfig, AnomalyRegion, InspectorConfig, OnnxInspectorConfig, ReferenceInspectorConfig, TilingConfig
 from .rules import ClassRule, IgnoreZone, RulesConfig
 from .store import StoreConfig
@@ -32,7 +33,7 @@ __all__ = [
     "StrictModel", "SyntheticCameraConfig", "TilingConfig", "TimerTriggerConfig", "TriggerConfig", "WatchdogConfig", "WebConfig",
     "config_hash", "load_config", "parse_config",
 ]
-__all__ += ["GpiodOutputConfig", "ModbusOutputConfig", "OpcUaOutputConfig", "EncoderConfig", "ModbusEndpointConfig", "MqttConfig", "OpcUaServerConfig", "PlcConfig", "PublishConfig", "RejectVerifyConfig"]
+__all__ += ["HealthConfig", "GpiodOutputConfig", "ModbusOutputConfig", "OpcUaOutputConfig", "EncoderConfig", "ModbusEndpointConfig", "MqttConfig", "OpcUaServerConfig", "PlcConfig", "PublishConfig", "RejectVerifyConfig"]
 
 
 class CalibrationLimits(StrictModel):
@@ -118,6 +119,9 @@ class StationConfig(StrictModel):
     store: StoreConfig = Field(default_factory=StoreConfig, description="SQLite and image storage.")
     web: WebConfig = Field(default_factory=WebConfig, description="Operator screen and review UI.")
     publish: PublishConfig = Field(default_factory=PublishConfig, description="MQTT and OPC UA publishing of results and status.")
+    health: HealthConfig = Field(
+        default_factory=HealthConfig, description="Image health (sharpness, brightness, clipping, position) and model drift alarms on every part (docs/health.md)."
+    )
     plc: PlcConfig | None = Field(None, description="Modbus TCP handshake with the line PLC (ready, heartbeat, results, recipe); off when absent.")
     recipes: dict[int, Path] = Field(
         default_factory=dict,
@@ -193,9 +197,13 @@ def load_config(path: str | Path | None) -> StationConfig:
 
 def config_hash(cfg: StationConfig) -> str:
     """Short stable hash of the effective config, stored with every verdict."""
-    # the watchdog does not change a verdict: leaving it out keeps the hash of existing configs
-    # nor do the calibration limits (they only refuse new calibrations); undistort counts when on
-    data = cfg.model_dump(mode="json", exclude={"watchdog": True, "calibration": {"limits"}})
+    # the watchdog does not change a verdict: leaving it out keeps the hash of existing configs;
+    # nor do the calibration limits (they only refuse new calibrations); undistort counts when on;
+    # image health only changes verdicts with uncertain_on_drift, and only then is it hashed
+    exclude: dict[str, Any] = {"watchdog": True, "calibration": {"limits"}}
+    if not cfg.health.uncertain_on_drift:
+        exclude["health"] = True
+    data = cfg.model_dump(mode="json", exclude=exclude)
     if not data["calibration"]["undistort"]:
         del data["calibration"]["undistort"]
     blob = json.dumps(data, sort_keys=True).encode()

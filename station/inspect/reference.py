@@ -484,7 +484,17 @@ class ReferenceInspector:
             timings_ms=timings,
             anomaly_map=amap,
             image_score=image_score,
+            align_shift_px=_centre_shift(model, warp),
         )
+
+
+def _centre_shift(model: _Model, warp: np.ndarray) -> tuple[float, float]:
+    """Where the template's centre lies in the frame, relative to the template, in frame pixels (for image health)."""
+    w, h = model.work_size
+    cx, cy = w / 2, h / 2
+    qx = warp[0, 0] * cx + warp[0, 1] * cy + warp[0, 2]
+    qy = warp[1, 0] * cx + warp[1, 1] * cy + warp[1, 2]
+    return float((qx - cx) / model.sx), float((qy - cy) / model.sy)
 
 
 def _classify(blob: np.ndarray, signed: np.ndarray, feat: np.ndarray, scale: float) -> int:

@@ -577,3 +577,25 @@ def m0009_camera_setup(db: sqlite_utils.Database) -> None:
         END;
         """,
     )
+
+
+@migration
+def m0011_health_baselines(db: sqlite_utils.Database) -> None:
+    """What image health learned (station/health/), kept across restarts.
+
+    One row per camera (``kind`` 'camera', ``key`` the camera id: the setup mean and spread of each
+    figure and the position reference) and per model (``kind`` 'model', ``key`` the model id: the
+    baseline of image scores and detection counts). ``data`` is JSON; a relearn replaces the row.
+    """
+    _script(
+        db,
+        """
+        CREATE TABLE health_baselines (
+            kind TEXT NOT NULL CHECK (kind IN ('camera', 'model')),
+            key TEXT NOT NULL,
+            data TEXT NOT NULL,
+            saved_wall REAL NOT NULL,
+            PRIMARY KEY (kind, key)
+        );
+        """,
+    )

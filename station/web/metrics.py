@@ -107,6 +107,8 @@ def render_metrics(state: "WebState") -> str:
     web_dropped += sum(s.dropped for s in st.bus.subscriptions() if s.name.startswith("web-live-"))
     e.one("station_web_events_dropped_total", "counter", "Live events missed by slow operator screens.", web_dropped)
     e.one("station_web_live_clients", "gauge", "Connected live screens.", clients)
+    if st.image_health is not None:
+        image_health_metrics(e, st.image_health.snapshot())
     with state.db.use() as db:
         rows = queries.recent_inspections(db, TIMING_PARTS)
     qs = timing_quantiles(rows)
@@ -115,3 +117,32 @@ def render_metrics(state: "WebState") -> str:
     e.family("station_timing_p95_ms", "gauge", f"95th percentile stage time over the last {TIMING_PARTS} recorded parts, ms.",
              [({"stage": k}, v[0.95]) for k, v in sorted(qs.items())])
     return e.text()
+
+
+def image_health_metrics(e: Exposition, snap: dict[str, Any]) -> None:
+    """Image health of each camera's last frame, its alarms, and the running model's drift (station/health/)."""
+    cams = snap["cameras"]
+    last = {c: v["last"] for c, v in cams.items() if v["last"] is not None}
+    for key, name, help_ in (
+        ("sharpness", "station_image_sharpness", "Sharpness of the camera's last frame (Brenner at 2 px over Brenner at 8 px; compare with its setup band)."),
+        ("brightness", "station_image_brightness", "Mean grey level of the camera's last frame, 0-255."),
+        ("clipped", "station_image_clipped_ratio", "Share of clipped (black or white) pixels in the camera's last frame."),
+    ):
+        e.family(name, "gauge", help_, [({"camera": c}, h[key]) for c, h in sorted(last.items())])
+    e.family("station_image_shift_px", "gauge", "Distance of the part from its setup position in the camera's last frame, px.",
+             [({"camera": c}, math.hypot(h["shift_x"] - (cams[c]["bands"].get("shift_x") or {}).get("mean", 0.0),
+                                         h["shift_y"] - (cams[c]["bands"].get("shift_y") or {}).get("mean", 0.0)))
+              for c, h in sorted(last.items())])
+    e.family("station_image_health_alarm", "gauge", "1 while the camera's figure is out of its setup band (a drift alarm).",
+             [({"camera": c, "check": k}, 1 if k in v["alarms"] else 0) for c, v in sorted(cams.items()) if not v["learning"]
+              for k in ("sharpness", "brightness", "clipped", "position")])
+    m = snap["model"]
+    if m is not None and m["ready"]:
+        e.family("station_model_score_ks", "gauge", "Kolmogorov-Smirnov distance of the model's recent image scores from its baseline (0 = same).",
+                 [({"model_id": m["model_id"]}, m["ks"])])
+        e.family("station_model_detections_per_frame", "gauge", "Mean detections per frame: the model's baseline and its recent window.",
+                 [({"model_id": m["model_id"], "over": "baseline"}, m["baseline_detections_per_frame"]),
+                  ({"model_id": m["model_id"], "over": "window"}, math.nan if m["window_detections_per_frame"] is None else m["window_detections_per_frame"])])
+        e.family("station_model_drift_alarm", "gauge", "1 while the model's scores or detection counts drifted from its baseline.",
+                 [({"model_id": m["model_id"], "check": k}, 1 if k in m["alarms"] else 0) for k in ("scores", "detections")])
+

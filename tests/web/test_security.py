@@ -67,6 +67,7 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/api/setup/{camera_id}/regions"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 200},
     ("POST", "/api/setup/{camera_id}/calibration"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 422},
     ("POST", "/api/setup/{camera_id}/{kind}/rollback"): {"anonymous": 401, "operator": 403, "qa": 403, "admin": 409},
+    ("POST", "/api/health/relearn"): ALL,  # image health (station/web/routes_health.py)
     ("POST", "/api/logout"): ALL,
 }
 # Read routes that need a role even when anonymous view is on.
@@ -120,6 +121,7 @@ def body_for(route: tuple[str, str], role: str) -> tuple[str, dict[str, Any] | N
     return {
         "/api/line/pause": (path, {"reason": f"matrix {role}"}),
         "/api/line/resume": (path, {}),
+        "/api/health/relearn": (path, {"reason": f"matrix {role}"}),
         "/api/model/swap": (path, {"sha256": "ab" * 32}),
         "/api/users": (path, {"username": f"new-{role}", "password": "new-user-pass-1", "role": "operator"}),
         "/api/me/password": (path, {"old_password": PASSWORDS.get(user, "x" * 10), "new_password": PASSWORDS.get(user, "x") + "-2"}),

@@ -23,6 +23,17 @@ window.UI = (function () {
     return e;
   }
   function clear(node) { node.replaceChildren(); }
+  // A canvas sized to its CSS box at the screen's pixel ratio, cleared; draw in CSS pixels on the returned ctx.
+  function hidpi(canvas) {
+    const dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth, h = canvas.clientHeight;
+    canvas.width = Math.max(1, Math.round(w * dpr));
+    canvas.height = Math.max(1, Math.round(h * dpr));
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    return { ctx, w, h };
+  }
 
   // -- formats (all "-" for a missing value) ----------------------------------------------------------
   const missing = (v) => v === null || v === undefined;
@@ -105,5 +116,5 @@ window.UI = (function () {
     return me;
   }
 
-  return { $, el, clear, fmtTime, fmtClock, fmtPct, fmtNum, toast, errText, api, csrf, loadMe, loginUrl, startDesk, session, settings };
+  return { $, el, clear, hidpi, fmtTime, fmtClock, fmtPct, fmtNum, toast, errText, api, csrf, loadMe, loginUrl, startDesk, session, settings };
 })();

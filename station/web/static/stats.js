@@ -12,15 +12,9 @@
 
   // -- drawing primitives ----------------------------------------------------------------------
   function setup(canvas) {
-    const dpr = window.devicePixelRatio || 1;
-    const w = canvas.clientWidth, h = canvas.clientHeight;
-    canvas.width = Math.max(1, Math.round(w * dpr));
-    canvas.height = Math.max(1, Math.round(h * dpr));
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, w, h);
-    ctx.font = FONT;
-    return { ctx, w, h };
+    const r = window.UI.hidpi(canvas);
+    r.ctx.font = FONT;
+    return r;
   }
   function empty(canvas, text) {
     const { ctx, w, h } = setup(canvas);
