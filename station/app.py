@@ -26,7 +26,7 @@ from .inspect.base import INSPECTORS, Inspector
 from .inspect.swap import SwappableInspector
 from .pipeline import Line
 from .rt import freeze_heap, set_realtime
-from .plant import PlantServices
+from .floor import FloorServices
 from .serialize import event_to_dict
 from .store import queries
 from .store.db import open_db
@@ -183,7 +183,7 @@ class Station:
                 on_give_up=self.fail,
                 fatal=self._fatal_check,
             )
-        self.plant = PlantServices(self)  # PLC handshake, MQTT, OPC UA: only the configured ones
+        self.floor = FloorServices(self)  # PLC handshake, MQTT, OPC UA: only the configured ones
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
@@ -198,7 +198,7 @@ class Station:
             cam.open()
         self.line.start()
         self._make_realtime(self.line.threads)
-        self.plant.start()
+        self.floor.start()
         freeze_heap()  # before the first part: no full collection of the start-up heap on the line
         self.trigger_source.start()
         # The trigger thread takes the scheduler's lock for every part (deadline registration): at
@@ -236,7 +236,7 @@ class Station:
         self.stop_shadow()
         self.line.stop()
         self.scheduler.stop(drain_s=self.cfg.reject.travel_ms / 1000 + 0.5 if drain_s is None else drain_s)
-        self.plant.stop()
+        self.floor.stop()
         for cam in self.cameras:
             cam.close()
         self.inspector.close()
@@ -409,7 +409,7 @@ class Station:
         """Health of every component (for /health and the operator screen)."""
         comps = {f"camera:{c.camera_id}": c.health() for c in self.cameras}
         comps["output"] = self.output.health()
-        comps.update(self.plant.health())
+        comps.update(self.floor.health())
         return {
             "running": self._started,
             "paused": self.line.paused,

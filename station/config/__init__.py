@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from .actuate import OutputConfig, RejectConfig, SimulatedOutputConfig
 from .actuate import GpiodOutputConfig, ModbusOutputConfig, OpcUaOutputConfig
-from .plant import EncoderConfig, ModbusEndpointConfig, MqttConfig, OpcUaServerConfig, PlcConfig, PublishConfig, RejectVerifyConfig
+from .floor import EncoderConfig, ModbusEndpointConfig, MqttConfig, OpcUaServerConfig, PlcConfig, PublishConfig, RejectVerifyConfig
 from .base import StrictModel
 from .camera import CameraConfig, FolderCameraConfig, SoftwareTriggerConfig, SyntheticCameraConfig, TimerTriggerConfig, TriggerConfig
 from .inspect import AnomalyInspectorConfig, AnomalyRegion, InspectorConfig, OnnxInspectorConfig, ReferenceInspectorConfig, TilingConfig

@@ -515,7 +515,7 @@ class Belt(_BeltTimeline):
 _BELT_PROCESS = """
 import sys
 sys.path.insert(0, {repo!r})
-from tests.fixtures_plant import Belt, PlcSim
+from tests.fixtures_floor import Belt, PlcSim
 plc = PlcSim().start()
 belt = Belt(plc, v0={v0!r}, a={a!r}, period_s={period!r}, start={start!r})
 print(plc.port, repr(belt.t0), flush=True)
