@@ -184,6 +184,11 @@ class Station:
                 fatal=self._fatal_check,
             )
         self.floor = FloorServices(self)  # PLC handshake, MQTT, OPC UA: only the configured ones
+        self.uplink: Any = None  # the plant tier (station/plant/uplink.py), only with a `plant:` section
+        if cfg.plant is not None:
+            from .plant.uplink import PlantUplink
+
+            self.uplink = PlantUplink(cfg.plant, cfg.name, self.bus.subscribe("plant", maxsize=cfg.plant.queue_size), report=self.alarms.report)
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
@@ -199,6 +204,8 @@ class Station:
         self.line.start()
         self._make_realtime(self.line.threads)
         self.floor.start()
+        if self.uplink is not None:
+            self.uplink.start()
         freeze_heap()  # before the first part: no full collection of the start-up heap on the line
         self.trigger_source.start()
         # The trigger thread takes the scheduler's lock for every part (deadline registration): at
@@ -237,6 +244,8 @@ class Station:
         self.line.stop()
         self.scheduler.stop(drain_s=self.cfg.reject.travel_ms / 1000 + 0.5 if drain_s is None else drain_s)
         self.floor.stop()
+        if self.uplink is not None:
+            self.uplink.stop()
         for cam in self.cameras:
             cam.close()
         self.inspector.close()
@@ -410,6 +419,8 @@ class Station:
         comps = {f"camera:{c.camera_id}": c.health() for c in self.cameras}
         comps["output"] = self.output.health()
         comps.update(self.floor.health())
+        if self.uplink is not None:
+            comps[self.uplink.component] = self.uplink.health()
         return {
             "running": self._started,
             "paused": self.line.paused,

@@ -19,6 +19,7 @@ from .actuate import OutputConfig, RejectConfig, SimulatedOutputConfig
 from .actuate import GpiodOutputConfig, ModbusOutputConfig, OpcUaOutputConfig
 from .floor import EncoderConfig, ModbusEndpointConfig, MqttConfig, OpcUaServerConfig, PlcConfig, PublishConfig, RejectVerifyConfig
 from .base import StrictModel
+from .plant import PlantLinkConfig
 from .camera import CameraConfig, FolderCameraConfig, SoftwareTriggerConfig, SyntheticCameraConfig, TimerTriggerConfig, TriggerConfig
 from .inspect import AnomalyInspectorConfig, AnomalyRegion, InspectorConfig, OnnxInspectorConfig, ReferenceInspectorConfig, TilingConfig
 from .rules import ClassRule, IgnoreZone, RulesConfig
@@ -32,7 +33,7 @@ __all__ = [
     "StrictModel", "SyntheticCameraConfig", "TilingConfig", "TimerTriggerConfig", "TriggerConfig", "WatchdogConfig", "WebConfig",
     "config_hash", "load_config", "parse_config",
 ]
-__all__ += ["GpiodOutputConfig", "ModbusOutputConfig", "OpcUaOutputConfig", "EncoderConfig", "ModbusEndpointConfig", "MqttConfig", "OpcUaServerConfig", "PlcConfig", "PublishConfig", "RejectVerifyConfig"]
+__all__ += ["PlantLinkConfig", "GpiodOutputConfig", "ModbusOutputConfig", "OpcUaOutputConfig", "EncoderConfig", "ModbusEndpointConfig", "MqttConfig", "OpcUaServerConfig", "PlcConfig", "PublishConfig", "RejectVerifyConfig"]
 
 
 class CalibrationConfig(StrictModel):
@@ -98,6 +99,7 @@ class StationConfig(StrictModel):
     web: WebConfig = Field(default_factory=WebConfig, description="Operator screen and review UI.")
     publish: PublishConfig = Field(default_factory=PublishConfig, description="MQTT and OPC UA publishing of results and status.")
     plc: PlcConfig | None = Field(None, description="Modbus TCP handshake with the line PLC (ready, heartbeat, results, recipe); off when absent.")
+    plant: PlantLinkConfig | None = Field(None, description="Uplink of results and images to the plant tier (docs/plant.md); off when absent: the station runs on its own.")
     recipes: dict[int, Path] = Field(
         default_factory=dict,
         description="Recipe (product) number -> ONNX model file; selected by the PLC (RECIPE_REQUEST) or OPC UA (SelectRecipe). Needs inspector.type onnx.",
@@ -172,6 +174,6 @@ def load_config(path: str | Path | None) -> StationConfig:
 
 def config_hash(cfg: StationConfig) -> str:
     """Short stable hash of the effective config, stored with every verdict."""
-    # the watchdog does not change a verdict: leaving it out keeps the hash of existing configs
-    blob = json.dumps(cfg.model_dump(mode="json", exclude={"watchdog"}), sort_keys=True).encode()
+    # the watchdog and the plant link do not change a verdict: leaving them out keeps the hash of existing configs
+    blob = json.dumps(cfg.model_dump(mode="json", exclude={"watchdog", "plant"}), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
