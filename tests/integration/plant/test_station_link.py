@@ -1,0 +1,56 @@
+"""A real Station with a `plant:` section: its results reach PostgreSQL through the uplink and the
+ingest; with the plant unreachable it runs exactly as without one, storing for later."""
+
+from __future__ import annotations
+
+import psycopg
+
+from station.app import Station
+from station.config import config_hash
+from station.plant.engines import free_port
+from station.plant.ingest import Ingest
+from station.plant import wire
+from tests.fixtures_floor import Results, wait_for
+from tests.fixtures_plant import Plant, wait_until
+
+
+def test_station_results_and_images_reach_the_plant(make_config, plant: Plant, tmp_path):
+    ing = Ingest(plant.dsn, plant.engines.nats.url, prefix=plant.prefix).start()
+    link = plant.link(outbox_path=str(tmp_path / "plant.db"), line="line-9", product="cell", images="rejects")
+    station = Station(make_config(name="st-real", plant=link.model_dump(mode="json")), max_parts=30)
+    results = Results(station)
+    station.start()
+    try:
+        wait_for(station.trigger_source_done, 30, "30 triggers")
+        wait_until(lambda: station.uplink.outbox_pending == 0 and station.uplink.published >= station.counters.snapshot().verdicts, 30, "all sent")
+    finally:
+        station.stop()
+        results.close()
+    decided = {r.trigger.seq: r for r in results.items}
+    wait_until(lambda: ing.stats.written >= len(decided), 30, "all ingested")
+    ing.stop()
+    with psycopg.connect(plant.dsn) as c:
+        got = c.execute("SELECT part_id, outcome, line, product, images FROM inspections WHERE station_id = 'st-real' ORDER BY seq").fetchall()
+    assert [(p, o) for p, o, *_ in got] == [(r.verdict.part_id, r.verdict.outcome.value) for r in results.items]
+    assert {(ln, pr) for _, _, ln, pr, _ in got} == {("line-9", "cell")}
+    rejected = [imgs for _, o, _, _, imgs in got if o != "PASS"]
+    assert rejected and all(len(i) == 1 for i in rejected) and all(not imgs for _, o, _, _, imgs in got if o == "PASS"), "images: rejects only"
+    s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
+    body = s3.get_object(Bucket=plant.bucket, Key=rejected[0][0])["Body"].read()
+    assert body[:2] == b"\xff\xd8"
+
+
+def test_station_runs_as_before_with_the_plant_unreachable(make_config, plant: Plant, tmp_path):
+    link = plant.link(nats_url=f"nats://127.0.0.1:{free_port()}", s3_endpoint=f"http://127.0.0.1:{free_port()}", outbox_path=str(tmp_path / "plant.db"))
+    station = Station(make_config(name="st-alone", plant=link.model_dump(mode="json")), max_parts=30)
+    station.start()
+    try:
+        wait_for(station.trigger_source_done, 30, "30 triggers")
+        wait_until(lambda: station.uplink.outbox_pending == station.counters.snapshot().verdicts, 10, "results kept for later")
+        health = station.health()["components"]["plant-link"]
+        assert health["state"] == "warning" and "not connected" in health["message"]
+    finally:
+        station.stop()
+    snap = station.counters.snapshot()
+    assert snap.verdicts >= 25 and station.uplink.dropped == 0
+    assert station.config_hash == config_hash(make_config(name="st-alone")), "the plant link changes no verdict: same config hash"
