@@ -189,6 +189,11 @@ class Station:
             from .plant.uplink import PlantUplink
 
             self.uplink = PlantUplink(cfg.plant, cfg.name, self.bus.subscribe("plant", maxsize=cfg.plant.queue_size), report=self.alarms.report)
+        self.follower: Any = None  # staged rollout: the plant's desired model for this station's group, through swap_model
+        if cfg.plant is not None and cfg.plant.follow_models:
+            from .plant.follower import follower_for_station
+
+            self.follower = follower_for_station(self)
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
@@ -206,6 +211,8 @@ class Station:
         self.floor.start()
         if self.uplink is not None:
             self.uplink.start()
+        if self.follower is not None:
+            self.follower.start()
         freeze_heap()  # before the first part: no full collection of the start-up heap on the line
         self.trigger_source.start()
         # The trigger thread takes the scheduler's lock for every part (deadline registration): at
@@ -244,6 +251,8 @@ class Station:
         self.line.stop()
         self.scheduler.stop(drain_s=self.cfg.reject.travel_ms / 1000 + 0.5 if drain_s is None else drain_s)
         self.floor.stop()
+        if self.follower is not None:
+            self.follower.stop()
         if self.uplink is not None:
             self.uplink.stop()
         for cam in self.cameras:

@@ -32,5 +32,9 @@ class PlantLinkConfig(StrictModel):
     jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of uploaded images.")
     batch: int = Field(256, ge=1, le=10000, description="Results sent per round trip (published together, deleted on their stored acks).")
     queue_size: int = Field(2000, ge=10, le=1_000_000, description="Bus queue of the uplink thread; when full, results are dropped and counted (the line never waits).")
+    follow_models: bool = Field(
+        False, description="Run the model the plant desires for this station's group (staged rollout): download, check sha256, hot-swap (needs inspector.type onnx or anomaly)."
+    )
+    models_dir: Path = Field(Path("data/plant_models"), description="Where downloaded model files are kept (named by sha256).")
     reconnect_min_s: float = Field(0.5, gt=0, description="First retry delay after the plant became unreachable.")
     reconnect_max_s: float = Field(10.0, gt=0, description="Longest retry delay (exponential backoff).")

@@ -141,7 +141,11 @@ def ensure_bucket(s3: Any, bucket: str) -> None:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError:
-        s3.create_bucket(Bucket=bucket)
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except ClientError as exc:  # another station made it meanwhile
+            if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
 
 
 def s3_client(endpoint: str, access_key: str, secret_key: str, timeout_s: float = 5.0) -> Any:

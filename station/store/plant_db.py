@@ -75,6 +75,24 @@ CREATE TABLE IF NOT EXISTS defect_rollups (
     n bigint NOT NULL,
     PRIMARY KEY (line, station_id, product, hour, shift, class_name)
 );
+CREATE TABLE IF NOT EXISTS models (
+    sha256 text PRIMARY KEY,
+    version text NOT NULL,
+    key text NOT NULL,
+    size bigint NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id bigserial PRIMARY KEY,
+    version text NOT NULL,
+    sha256 text NOT NULL REFERENCES models (sha256),
+    groups text[] NOT NULL,
+    state text NOT NULL CHECK (state IN ('running', 'done', 'rolled_back')),
+    reached text[] NOT NULL DEFAULT '{}',
+    reason text NOT NULL DEFAULT '',
+    started_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
 CREATE TABLE IF NOT EXISTS stations (
     station_id text PRIMARY KEY,
     line text NOT NULL,
@@ -207,6 +225,45 @@ def insert_plain(conn: Any, results: Sequence[Result], shift_of: ShiftFn, partit
                 f"INSERT INTO inspections ({', '.join(INSPECTION_COLUMNS)}) VALUES ({', '.join(['%s'] * len(INSPECTION_COLUMNS))})",
                 [(r.station, r.seq, _ts(r.t), r.line, r.product, r.outcome, r.part_id, r.model_id, r.latency_ms, list(r.defects), list(r.images), shift_of(r.t)) for r in results],
             )
+
+
+def register_model(conn: Any, sha256: str, version: str, key: str, size: int) -> None:
+    """Add a model file to the central registry (idempotent)."""
+    with conn.transaction():
+        conn.execute("INSERT INTO models (sha256, version, key, size) VALUES (%s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING", (sha256, version, key, size))
+
+
+def start_rollout(conn: Any, version: str, sha256: str, groups: Sequence[str]) -> int:
+    """A new rollout row; returns its id."""
+    with conn.transaction():
+        return int(conn.execute("INSERT INTO rollouts (version, sha256, groups, state) VALUES (%s, %s, %s, 'running') RETURNING id", (version, sha256, list(groups))).fetchone()[0])
+
+
+def update_rollout(conn: Any, rollout_id: int, *, reached: Sequence[str], state: str = "running", reason: str = "") -> None:
+    """Record the groups reached, and the end (done / rolled_back, with the reason)."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE rollouts SET reached = %s, state = %s, reason = %s, finished_at = CASE WHEN %s = 'running' THEN NULL ELSE now() END WHERE id = %s",
+            (list(reached), state, reason, state, rollout_id),
+        )
+
+
+def rollout(conn: Any, rollout_id: int) -> dict[str, Any]:
+    """One rollout as a dict."""
+    cur = conn.execute("SELECT id, version, sha256, groups, state, reached, reason FROM rollouts WHERE id = %s", (rollout_id,))
+    return dict(zip([d.name for d in cur.description], cur.fetchone()))
+
+
+def group_metrics(conn: Any, stations: Sequence[str], model_ids: Sequence[str], since: dt.datetime) -> dict[str, float]:
+    """Parts of ``stations`` under ``model_ids`` received since ``since``: count, reject and FAILSAFE rates, p95 latency."""
+    conn.commit()  # a fresh snapshot
+    n, rej, fs, p95 = conn.execute(
+        "SELECT count(*), coalesce(avg((outcome <> 'PASS')::int), 0), coalesce(avg((outcome = 'FAILSAFE')::int), 0), "
+        "coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms), 0) FROM inspections "
+        "WHERE station_id = ANY(%s) AND model_id = ANY(%s) AND received_at >= %s",
+        (list(stations), list(model_ids), since),
+    ).fetchone()
+    return {"parts": int(n), "reject_rate": float(rej), "failsafe_rate": float(fs), "latency_ms_p95": float(p95)}
 
 
 def counts(conn: Any) -> dict[str, Any]:
