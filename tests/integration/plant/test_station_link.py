@@ -54,3 +54,38 @@ def test_station_runs_as_before_with_the_plant_unreachable(make_config, plant: P
     snap = station.counters.snapshot()
     assert snap.verdicts >= 25 and station.uplink.dropped == 0
     assert station.config_hash == config_hash(make_config(name="st-alone")), "the plant link changes no verdict: same config hash"
+
+
+def test_station_follows_a_rollout_through_its_hot_swap_and_refuses_a_broken_model(make_config, plant: Plant, tmp_path):
+    from station.plant.controller import Limits, RolloutController
+    from tests.model_factory import detecting_model, tiny_model
+
+    model_a, model_b = tiny_model("detect"), detecting_model()
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(model_b.read_bytes()[:100])
+    link = plant.link(outbox_path=str(tmp_path / "plant.db"), group="canary", follow_models=True, models_dir=str(tmp_path / "models"), images="none")
+    cfg = make_config(name="st-onnx", inspector={"type": "onnx", "model": str(model_a), "keepalive_s": 0}, plant=link.model_dump(mode="json"),
+                      trigger={"type": "timer", "parts_per_minute": 600})  # fmt: skip
+    ing = Ingest(plant.dsn, plant.engines.nats.url, prefix=plant.prefix).start()
+    station = Station(cfg)
+    station.start()
+    conn = psycopg.connect(plant.dsn)
+    try:
+        id_a = station.inspector.model_id
+        s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
+        wire.ensure_bucket(s3, plant.bucket)
+        ctl = RolloutController(conn, plant.engines.nats.url, s3, plant.bucket, prefix=plant.prefix)
+        loose = Limits(min_parts=5, max_reject_rate=1.0, max_failsafe_rate=1.0, max_latency_ms_p95=10_000, timeout_s=60)
+        assert ctl.promote(model_b, "b", ["canary"], loose)["state"] == "done"
+        id_b = station.inspector.model_id
+        assert id_b != id_a, "swapped through Station.swap_model"
+        res = ctl.promote(broken, "broken", ["canary"], loose)
+        assert res["state"] == "rolled_back" and "could not run it" in res["reason"], res
+        assert station.inspector.model_id == id_b, "the last good model keeps running"
+    finally:
+        conn.close()
+        station.stop()
+        ing.stop()
+    with psycopg.connect(plant.dsn) as c:
+        models = {m for (m,) in c.execute("SELECT DISTINCT model_id FROM inspections WHERE station_id = 'st-onnx'")}
+    assert {id_a, id_b} <= models
