@@ -188,7 +188,10 @@ class Station:
         if cfg.plant is not None:
             from .plant.uplink import PlantUplink
 
-            self.uplink = PlantUplink(cfg.plant, cfg.name, self.bus.subscribe("plant", maxsize=cfg.plant.queue_size), report=self.alarms.report)
+            self.uplink = PlantUplink(
+                cfg.plant, cfg.name, self.bus.subscribe("plant", maxsize=cfg.plant.queue_size), report=self.alarms.report,
+                status=lambda: {"model_id": self.inspector.model_id, "alarms": [f"{e.component}: {e.message}" for e in self.alarms.active()]},
+            )  # fmt: skip
         self.follower: Any = None  # staged rollout: the plant's desired model for this station's group, through swap_model
         if cfg.plant is not None and cfg.plant.follow_models:
             from .plant.follower import follower_for_station

@@ -23,6 +23,7 @@ Nothing here is on the hot path, and a station without ``plant:`` never imports 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import threading
@@ -59,8 +60,15 @@ class PlantUplink:
 
     component = "plant-link"
 
-    def __init__(self, cfg: PlantLinkConfig, station_name: str, sub: Subscription, *, report: ReportFn | None = None):
+    def __init__(
+        self, cfg: PlantLinkConfig, station_name: str, sub: Subscription, *, report: ReportFn | None = None,
+        status: Callable[[], dict[str, Any]] = dict, status_s: float = 5.0,
+    ):  # fmt: skip
         self.cfg = cfg
+        self._status_fn = status
+        self.status_s = status_s
+        self._status_kv: Any = None
+        self._status_due = 0.0
         self.station = station_name
         self.sub = sub
         self.subject = wire.results_subject(cfg.subject_prefix, station_name)
@@ -144,6 +152,8 @@ class PlantUplink:
                     sent = await self._send_batch()
                 except Exception as exc:  # noqa: BLE001 - any failure of NATS or S3 means "offline": keep storing, retry
                     await self._offline(exc)
+            if self._connected and time.monotonic() >= self._status_due:
+                await self._put_status()
             if not stored and not sent:
                 await asyncio.sleep(0.02)
         self._store(self._drain())
@@ -222,6 +232,8 @@ class PlantUplink:
             if self._s3 is None:
                 self._s3 = wire.s3_client(self.cfg.s3_endpoint, self.cfg.s3_access_key, self.cfg.s3_secret_key)
             await asyncio.to_thread(wire.ensure_bucket, self._s3, self.cfg.s3_bucket)
+            self._status_kv = await wire.status_bucket(self._js, self.cfg.subject_prefix)
+            self._status_due = 0.0
         except Exception as exc:  # noqa: BLE001 - unreachable plant: stay offline, retry after the backoff
             await self._offline(exc)
             return
@@ -278,6 +290,16 @@ class PlantUplink:
         if failed is not None:
             raise failed
         return len(done)
+
+    async def _put_status(self) -> None:
+        """The station's state for the plant dashboard (KV ``<prefix>_status``, key: the station)."""
+        self._status_due = time.monotonic() + self.status_s
+        d = {"station": self.station, "line": self.cfg.line, "group": self.cfg.group, "t": time.time(), "outbox": self.outbox_pending,
+             "dropped": self.dropped, "published": self.published, **self._status_fn()}  # fmt: skip
+        try:
+            await self._status_kv.put(self.station, json.dumps(d, default=str).encode())
+        except Exception as exc:  # noqa: BLE001 - any NATS failure: offline, retried with the results
+            await self._offline(exc)
 
     def _upload(self, images: list[bytes]) -> None:
         for img in images:

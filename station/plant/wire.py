@@ -157,3 +157,10 @@ def s3_client(endpoint: str, access_key: str, secret_key: str, timeout_s: float 
         "s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name="us-east-1",
         config=Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
     )  # fmt: skip
+
+
+async def status_bucket(js: Any, prefix: str) -> Any:
+    """The KV bucket where stations put their state (outbox depth, alarms, model) for the dashboard."""
+    from nats.js.api import KeyValueConfig, StorageType
+
+    return await js.create_key_value(KeyValueConfig(bucket=f"{prefix}_status", history=1, storage=StorageType.FILE))

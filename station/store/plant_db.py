@@ -266,6 +266,69 @@ def group_metrics(conn: Any, stations: Sequence[str], model_ids: Sequence[str], 
     return {"parts": int(n), "reject_rate": float(rej), "failsafe_rate": float(fs), "latency_ms_p95": float(p95)}
 
 
+DIMENSIONS = ("line", "station_id", "shift", "product")
+
+
+def _dim(by: str) -> str:
+    if by not in DIMENSIONS:
+        raise ValueError(f"by must be one of {', '.join(DIMENSIONS)}, not {by!r}")
+    return by
+
+
+def yield_by(conn: Any, by: str, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
+    """Counts per outcome and yield (PASS / total) per ``by`` (line, station_id, shift, product), from the rollups."""
+    col = _dim(by)
+    cur = conn.execute(
+        f"SELECT {col} AS key, sum(total)::bigint AS total, sum(pass)::bigint AS pass, sum(fail)::bigint AS fail, "
+        f"sum(uncertain)::bigint AS uncertain, sum(failsafe)::bigint AS failsafe, sum(latency_ms_sum) / nullif(sum(total), 0) AS latency_ms_mean "
+        f"FROM rollups WHERE hour >= %s AND hour < %s GROUP BY {col} ORDER BY {col}",
+        (since, until),
+    )
+    names = [d.name for d in cur.description]
+    rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    for r in rows:
+        r["yield"] = r["pass"] / r["total"] if r["total"] else None
+    return rows
+
+
+def pareto(conn: Any, by: str, key: str | None, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
+    """Defects per class, most frequent first, with the cumulative share; for one ``by`` = ``key`` or all."""
+    col = _dim(by)
+    where, params = "hour >= %s AND hour < %s", [since, until]
+    if key is not None:
+        where += f" AND {col} = %s"
+        params.append(key)
+    rows = conn.execute(f"SELECT class_name, sum(n)::bigint FROM defect_rollups WHERE {where} GROUP BY class_name ORDER BY 2 DESC, 1", params).fetchall()
+    total, acc, out = sum(n for _, n in rows), 0, []
+    for c, n in rows:
+        acc += n
+        out.append({"class_name": c, "count": n, "cumulative_share": acc / total})
+    return out
+
+
+def stations(conn: Any) -> list[dict[str, Any]]:
+    """Every station: line, last seen, newest part time, model id of its newest part."""
+    cur = conn.execute("SELECT station_id, line, last_seen, last_t, model_id FROM stations ORDER BY line, station_id")
+    return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+
+
+def parts(conn: Any, *, station: str | None = None, outcome: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest parts, optionally of one station and/or outcome."""
+    where, params = ["true"], []
+    if station is not None:
+        where.append("station_id = %s")
+        params.append(station)
+    if outcome is not None:
+        where.append("outcome = %s")
+        params.append(outcome)
+    cur = conn.execute(
+        f"SELECT station_id, seq, t, line, product, outcome, part_id, model_id, latency_ms, defects, images FROM inspections "
+        f"WHERE {' AND '.join(where)} ORDER BY t DESC LIMIT %s",
+        (*params, limit),
+    )
+    return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+
+
 def counts(conn: Any) -> dict[str, Any]:
     """Totals for checks: rows, distinct (station, seq), keys, rollup sums per outcome, defect sums."""
     one = lambda sql: conn.execute(sql).fetchone()  # noqa: E731
