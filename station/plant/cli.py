@@ -70,6 +70,45 @@ def cmd_engines(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    """Serve the plant dashboard until Ctrl-C."""
+    from ..config import WebConfig
+    from . import wire
+    from .web import PlantWebState, build_server
+
+    state = PlantWebState(
+        dsn=args.dsn, users_db=Path(args.users), s3=wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key), bucket=args.bucket,
+        nats_url=args.nats, prefix=args.prefix, cfg=WebConfig(host=args.host, port=args.port),
+    )  # fmt: skip
+    server, sock = build_server(state, args.host, args.port)
+    log.info("plant dashboard on http://%s:%d/", args.host, sock.getsockname()[1])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        state.close()
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Roll a model out group by group (canary first); exit 1 when it was rolled back."""
+    import psycopg
+
+    from . import wire
+    from .controller import Limits, RolloutController
+
+    limits = Limits(args.min_parts, args.max_reject_rate, args.max_failsafe_rate, args.max_latency_ms, args.timeout)
+    s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key)
+    wire.ensure_bucket(s3, args.bucket)
+    with psycopg.connect(args.dsn) as conn:
+        from ..store import plant_db
+
+        plant_db.create_schema(conn)
+        res = RolloutController(conn, args.nats, s3, args.bucket, prefix=args.prefix).promote(Path(args.model), args.version, args.groups.split(","), limits)
+    print(json.dumps(res, default=str), flush=True)
+    return 0 if res["state"] == "done" else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Engines, ingest and two synthetic stations; prints the plant's counts every few seconds."""
     from .demo import run_demo
@@ -92,6 +131,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shifts", type=_shifts, default=None, help="shifts for the rollups, NAME=HH:MM-HH:MM,... (default A/B/C at 06/14/22)")
     p.add_argument("--tz", default="UTC", help="IANA time zone of the shifts")
     p.set_defaults(fn=cmd_ingest)
+
+    def plant_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+        p.add_argument("--nats", required=True, help="NATS URL(s)")
+        p.add_argument("--prefix", default="plant", help="subject prefix (plant.subject_prefix of the stations)")
+        p.add_argument("--s3", required=True, help="S3 endpoint URL")
+        p.add_argument("--bucket", default="plant", help="S3 bucket (plant.s3_bucket of the stations)")
+        p.add_argument("--s3-access-key", default="plant")
+        p.add_argument("--s3-secret-key", default="plant")
+
+    p = sub.add_parser("web", help="the plant dashboard (same login and roles as the station)")
+    plant_args(p)
+    p.add_argument("--users", default="data/plant_users.db", help="SQLite file of the dashboard's users and sessions")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.set_defaults(fn=cmd_web)
+
+    p = sub.add_parser("promote", help="staged rollout of a model file: canary group first, automatic rollback")
+    plant_args(p)
+    p.add_argument("--model", required=True, help="ONNX model file")
+    p.add_argument("--version", required=True, help="version name shown to the stations")
+    p.add_argument("--groups", required=True, help="station groups in rollout order, e.g. canary,wave-1,wave-2")
+    p.add_argument("--min-parts", type=int, default=200, help="parts per group under the new model before judging it")
+    p.add_argument("--max-reject-rate", type=float, default=0.05)
+    p.add_argument("--max-failsafe-rate", type=float, default=0.005)
+    p.add_argument("--max-latency-ms", type=float, default=200.0, help="p95 latency limit")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds a group may take to show min-parts parts")
+    p.set_defaults(fn=cmd_promote)
 
     p = sub.add_parser("engines", help="start NATS, PostgreSQL and SeaweedFS on loopback (development)")
     p.add_argument("--dir", default=None, help="data folder (default: a new temporary one)")
