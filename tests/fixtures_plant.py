@@ -47,7 +47,7 @@ def part(part_id: int, *, outcome: Outcome | None = None, t_wall: float | None =
 
 @dataclass
 class Plant:
-    """One test's slice of the shared engines: its own subject prefix, database and bucket."""
+    """One test's slice of the shared engines: its own subject prefix and database."""
 
     engines: Engines
     prefix: str
@@ -68,9 +68,9 @@ _ids = itertools.count()
 
 
 def new_plant(engines: Engines, tmp_path: Path) -> Plant:
-    """A fresh prefix, database and bucket on the shared engines."""
+    """A fresh subject prefix and database on the shared engines (and the one image bucket)."""
     tag = f"t{next(_ids)}{uuid.uuid4().hex[:6]}"
-    return Plant(engines, tag, engines.pg.create_database(tag), f"img-{tag}", tmp_path)
+    return Plant(engines, tag, engines.pg.create_database(tag), "plant-test", tmp_path)  # keys are content hashes: one bucket serves all
 
 
 class SimStation:

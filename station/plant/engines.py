@@ -270,7 +270,7 @@ class SeaweedS3(Engine):
         return [
             self.exe, "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.root / 'data'}",
             *(f"-{k.replace('.grpc', '.port.grpc') if '.grpc' in k else k + '.port'}={p}" for k, p in self.ports.items()),
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=16",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=0",
         ]  # fmt: skip
 
     def ready(self) -> bool:
