@@ -44,7 +44,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except (ValueError, KeyError) as exc:
         print(f"--shifts/--tz: {exc}", file=sys.stderr)
         return 2
-    ing = Ingest(args.dsn, args.nats, prefix=args.prefix, durable=args.durable, batch=args.batch, shift_of=shift_of, ack_wait_s=args.ack_wait)
+    ing = Ingest(args.dsn, args.nats, prefix=args.prefix, durable=args.durable, batch=args.batch, shift_of=shift_of, ack_wait_s=args.ack_wait, replicas=args.replicas)
     stop = _wait_for_signal()
     ing.start()
     log.info("plant ingest: %s -> %s (durable %s)", args.nats, args.dsn, args.durable)
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ack-wait", type=float, default=30.0, help="seconds before an unacknowledged batch is redelivered")
     p.add_argument("--shifts", type=_shifts, default=None, help="shifts for the rollups, NAME=HH:MM-HH:MM,... (default A/B/C at 06/14/22)")
     p.add_argument("--tz", default="UTC", help="IANA time zone of the shifts")
+    p.add_argument("--replicas", type=int, default=1, choices=(1, 3, 5), help="stream replicas (3 on a 3-node NATS cluster)")
     p.set_defaults(fn=cmd_ingest)
 
     def plant_args(p: argparse.ArgumentParser) -> None:

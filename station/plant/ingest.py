@@ -61,8 +61,9 @@ class Ingest:
 
     def __init__(
         self, dsn: str, nats_url: str, *, prefix: str = "plant", durable: str = "plant-ingest", batch: int = 500,
-        shift_of: plant_db.ShiftFn | None = None, ack_wait_s: float = 10.0, keep_lag: bool = False,
+        shift_of: plant_db.ShiftFn | None = None, ack_wait_s: float = 10.0, keep_lag: bool = False, replicas: int = 1,
     ):  # fmt: skip
+        self.replicas = replicas
         self.dsn = dsn
         self.nats_url = nats_url
         self.prefix = prefix
@@ -119,7 +120,7 @@ class Ingest:
         from nats.js.api import AckPolicy, ConsumerConfig
 
         js = nc.jetstream(timeout=5)
-        await wire.ensure_stream(js, self.prefix)
+        await wire.ensure_stream(js, self.prefix, self.replicas)
         cfg = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s, max_ack_pending=50 * self.batch, max_deliver=-1)
         return await js.pull_subscribe(f"{self.prefix}.results.>", durable=self.durable, stream=wire.stream_name(self.prefix), config=cfg)
 
