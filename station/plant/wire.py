@@ -64,8 +64,8 @@ def unpack(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
             (n,) = struct.unpack_from("<I", data, pos)
             images.append(data[pos + 4 : pos + 4 + n])
             pos += 4 + n
-    except struct.error as exc:
-        raise ValueError(f"truncated plant outbox entry: {exc}") from None
+    except (struct.error, ValueError) as exc:
+        raise ValueError(f"truncated or damaged plant outbox entry: {exc}") from None
     return meta, images
 
 

@@ -15,7 +15,6 @@ from station.config import WebConfig
 from station.plant import wire
 from station.plant.ingest import Ingest
 from station.plant.web import PlantWebState, build_server
-from station.types import Outcome
 from tests.fixtures_plant import Plant, SimStation, wait_until
 from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, add_users, needs_chromium
 
