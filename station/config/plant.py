@@ -35,6 +35,10 @@ class PlantLinkConfig(StrictModel):
     follow_models: bool = Field(
         False, description="Run the model the plant desires for this station's group (staged rollout): download, check sha256, hot-swap (needs inspector.type onnx or anomaly)."
     )
+    shadow_parts: int = Field(
+        0, ge=0, le=1_000_000, description="With follow_models: run a new model in shadow mode on this many parts before swapping it in (0 = swap at once)."
+    )
+    shadow_timeout_s: float = Field(600.0, gt=0, description="A shadow run that has not judged shadow_parts parts in this time fails the model (the running one stays).")
     models_dir: Path = Field(Path("data/plant_models"), description="Where downloaded model files are kept (named by sha256).")
     reconnect_min_s: float = Field(0.5, gt=0, description="First retry delay after the plant became unreachable.")
     reconnect_max_s: float = Field(10.0, gt=0, description="Longest retry delay (exponential backoff).")

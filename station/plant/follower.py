@@ -94,7 +94,10 @@ class ModelFollower:
     def __init__(
         self, *, station: str, group: str, prefix: str, nats_url: str, s3: Callable[[], Any], bucket: str, models_dir: Path,
         swap: SwapFn, model_id: Callable[[], str], swap_timeout_s: float = 120.0, retry_s: float = 0.5,
+        shadow: Callable[[Path], dict[str, Any]] | None = None,
     ):  # fmt: skip
+        self._shadow = shadow
+        self.last_shadow: dict[str, Any] | None = None
         self.station = station
         self.group = group
         self.prefix = prefix
@@ -169,6 +172,8 @@ class ModelFollower:
             return False
         try:
             path = await asyncio.to_thread(self._fetch, d)
+            if self._shadow is not None:  # shadow first: judged beside the line, acting on nothing
+                self.last_shadow = await asyncio.to_thread(self._shadow, path)
             await asyncio.to_thread(self._swap_and_wait, path)
         except (OSError, RuntimeError, ValueError, TimeoutError) as exc:
             self.failed.add(d.sha256)
@@ -225,4 +230,25 @@ def follower_for_station(station: Any) -> ModelFollower:
         station=station.cfg.name, group=cfg.group, prefix=cfg.subject_prefix, nats_url=cfg.nats_url, bucket=cfg.s3_bucket,
         s3=s3_factory(cfg.s3_endpoint, cfg.s3_access_key, cfg.s3_secret_key), models_dir=cfg.models_dir,
         swap=station.swap_model, model_id=lambda: station.inspector.model_id, retry_s=cfg.reconnect_min_s,
+        shadow=(lambda path: shadow_run(station, path, cfg.shadow_parts, cfg.shadow_timeout_s)) if cfg.shadow_parts else None,
     )  # fmt: skip
+
+
+def shadow_run(station: Any, path: Path, parts: int, timeout_s: float) -> dict[str, Any]:
+    """Run ``path`` in the station's shadow mode until it judged ``parts`` parts; its final counters.
+
+    RuntimeError when it cannot start (another shadow run, a file that does not load) or is too slow.
+    """
+    try:
+        runner = station.start_shadow(path)
+    except Exception as exc:  # noqa: BLE001 - loading raises onnxruntime's own types (no common base): the model is refused
+        raise RuntimeError(f"shadow mode refused it: {exc}") from None
+    end = time.monotonic() + timeout_s
+    try:
+        while runner.snapshot()["recorded"] < parts:
+            if not runner.running or time.monotonic() > end:
+                raise RuntimeError(f"shadow run judged {runner.snapshot()['recorded']} of {parts} parts ({runner.snapshot()['last_error'] or 'too slow'})")
+            time.sleep(0.1)  # the follower's thread, not the line
+    finally:
+        final = station.stop_shadow()
+    return final or {}

@@ -56,14 +56,15 @@ def test_station_runs_as_before_with_the_plant_unreachable(make_config, plant: P
     assert station.config_hash == config_hash(make_config(name="st-alone")), "the plant link changes no verdict: same config hash"
 
 
-def test_station_follows_a_rollout_through_its_hot_swap_and_refuses_a_broken_model(make_config, plant: Plant, tmp_path):
+def test_station_follows_a_rollout_shadow_first_through_its_hot_swap_and_refuses_a_broken_model(make_config, plant: Plant, tmp_path):
     from station.plant.controller import Limits, RolloutController
     from tests.model_factory import detecting_model, tiny_model
 
     model_a, model_b = tiny_model("detect"), detecting_model()
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(model_b.read_bytes()[:100])
-    link = plant.link(outbox_path=str(tmp_path / "plant.db"), group="canary", follow_models=True, models_dir=str(tmp_path / "models"), images="none")
+    link = plant.link(outbox_path=str(tmp_path / "plant.db"), group="canary", follow_models=True, models_dir=str(tmp_path / "models"), images="none",
+                     shadow_parts=4)
     cfg = make_config(name="st-onnx", inspector={"type": "onnx", "model": str(model_a), "keepalive_s": 0}, plant=link.model_dump(mode="json"),
                       trigger={"type": "timer", "parts_per_minute": 600})  # fmt: skip
     ing = Ingest(plant.dsn, plant.engines.nats.url, prefix=plant.prefix).start()
@@ -79,8 +80,9 @@ def test_station_follows_a_rollout_through_its_hot_swap_and_refuses_a_broken_mod
         assert ctl.promote(model_b, "b", ["canary"], loose)["state"] == "done"
         id_b = station.inspector.model_id
         assert id_b != id_a, "swapped through Station.swap_model"
+        assert station.follower.last_shadow["recorded"] >= 4, "shadow mode first"
         res = ctl.promote(broken, "broken", ["canary"], loose)
-        assert res["state"] == "rolled_back" and "could not run it" in res["reason"], res
+        assert res["state"] == "rolled_back" and "shadow mode refused it" in res["reason"], res
         assert station.inspector.model_id == id_b, "the last good model keeps running"
     finally:
         conn.close()
