@@ -101,9 +101,6 @@ def cmd_promote(args: argparse.Namespace) -> int:
     s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key)
     wire.ensure_bucket(s3, args.bucket)
     with psycopg.connect(args.dsn) as conn:
-        from ..store import plant_db
-
-        plant_db.create_schema(conn)
         res = RolloutController(conn, args.nats, s3, args.bucket, prefix=args.prefix).promote(Path(args.model), args.version, args.groups.split(","), limits)
     print(json.dumps(res, default=str), flush=True)
     return 0 if res["state"] == "done" else 1

@@ -74,6 +74,7 @@ class RolloutController:
 
         if not groups:
             raise ValueError("promote: name at least one station group (the first is the canary)")
+        plant_db.create_schema(self.conn)  # idempotent: the controller may run before any ingest
         body = model.read_bytes()
         sha = hashlib.sha256(body).hexdigest()
         key = f"models/{sha}.onnx"

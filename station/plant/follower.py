@@ -83,9 +83,13 @@ class Reported:
 async def ensure_buckets(js: Any, prefix: str) -> None:
     """Create the two KV buckets (file storage, 10 versions of history) if missing."""
     from nats.js.api import KeyValueConfig, StorageType
+    from nats.js.errors import BadRequestError
 
     for name in (desired_bucket(prefix), reported_bucket(prefix)):
-        await js.create_key_value(KeyValueConfig(bucket=name, history=10, storage=StorageType.FILE))
+        try:
+            await js.create_key_value(KeyValueConfig(bucket=name, history=10, storage=StorageType.FILE))
+        except BadRequestError:  # made meanwhile by a station or the controller (a race on first use): use it
+            await js.key_value(name)
 
 
 class ModelFollower:

@@ -80,6 +80,7 @@ class PlantWebState:
         with self._pg_lock:
             if self._pg is None or self._pg.closed:
                 self._pg = psycopg.connect(self.dsn, autocommit=True)
+                plant_db.create_schema(self._pg)  # an empty plant shows empty tables, not errors
             try:
                 return fn(self._pg, *args, **kw)
             except ValueError as exc:

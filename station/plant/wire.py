@@ -162,5 +162,9 @@ def s3_client(endpoint: str, access_key: str, secret_key: str, timeout_s: float 
 async def status_bucket(js: Any, prefix: str) -> Any:
     """The KV bucket where stations put their state (outbox depth, alarms, model) for the dashboard."""
     from nats.js.api import KeyValueConfig, StorageType
+    from nats.js.errors import BadRequestError
 
-    return await js.create_key_value(KeyValueConfig(bucket=f"{prefix}_status", history=1, storage=StorageType.FILE))
+    try:
+        return await js.create_key_value(KeyValueConfig(bucket=f"{prefix}_status", history=1, storage=StorageType.FILE))
+    except BadRequestError:  # made meanwhile by another station (a race on first use)
+        return await js.key_value(f"{prefix}_status")
