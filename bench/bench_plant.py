@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -154,8 +155,11 @@ def main() -> int:
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-plant-"))
     os.chmod(root, 0o755)
-    with Engines(root) as e:
-        out = {"capacity": capacity(e, args.stations, args.backlog, args.batch), "lag": lag(e, root, args.stations, args.ppm, args.seconds, args.batch)}
+    try:
+        with Engines(root) as e:
+            out = {"capacity": capacity(e, args.stations, args.backlog, args.batch), "lag": lag(e, root, args.stations, args.ppm, args.seconds, args.batch)}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -35,7 +36,22 @@ def station_config(root: Path, name: str, line: str, group: str, engines: Any, p
 
 
 def run_demo(*, parts: int = 200, seconds: float = 60.0, root: Path | None = None, ppm: float = 600.0) -> int:
-    """Run the demo until each station decided ``parts`` parts or ``seconds`` passed; 0 when every result arrived."""
+    """Run the demo until each station decided ``parts`` parts or ``seconds`` passed; 0 when every result arrived.
+
+    A temporary folder (no ``root``) is removed at the end.
+    """
+    temporary = root is None
+    root = root or Path(tempfile.mkdtemp(prefix="plant-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    try:
+        return _run(root, parts, seconds, ppm)
+    finally:
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(root: Path, parts: int, seconds: float, ppm: float) -> int:
     import psycopg
 
     from ..app import Station
@@ -46,9 +62,6 @@ def run_demo(*, parts: int = 200, seconds: float = 60.0, root: Path | None = Non
     from .ingest import Ingest
     from .web import PlantWebState, build_server
 
-    root = root or Path(tempfile.mkdtemp(prefix="plant-demo-"))
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o755)
     with Engines(root / "engines") as e:
         ing = Ingest(e.pg.dsn, e.nats.url).start()
         state = PlantWebState(dsn=e.pg.dsn, users_db=root / "plant_users.db", s3=wire.s3_client(e.s3.endpoint, "plant", "plant"), bucket="plant",
