@@ -1,6 +1,6 @@
 """Modbus TCP round trips against a local pymodbus server, side by side with a raw TCP echo.
 
-The PLC simulator (tests/fixtures_plant.PlcSim: pymodbus ModbusTcpServer) runs in its own
+The PLC simulator (tests/fixtures_floor.PlcSim: pymodbus ModbusTcpServer) runs in its own
 process, like a PLC on the network; so does the reference, a minimal TCP echo server answering
 12-byte messages (the size of a Modbus write-coil request). Measured from the station side:
 
@@ -38,7 +38,7 @@ from station.plc.link import ModbusLink  # noqa: E402
 
 PLC = """
 import sys, time; sys.path.insert(0, %r)
-from tests.fixtures_plant import PlcSim
+from tests.fixtures_floor import PlcSim
 p = PlcSim().start(); print(p.port, flush=True); time.sleep(3600)
 """
 ECHO = """

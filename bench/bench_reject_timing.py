@@ -78,7 +78,7 @@ def start_plc() -> tuple[subprocess.Popen[bytes], int]:
     """The PLC simulator (pymodbus server) in its own process, as a real PLC would be."""
     code = (
         "import sys, time; sys.path.insert(0, %r)\n"
-        "from tests.fixtures_plant import PlcSim\n"
+        "from tests.fixtures_floor import PlcSim\n"
         "p = PlcSim().start(); print(p.port, flush=True)\n"
         "time.sleep(3600)\n"
     ) % str(REPO)

@@ -2,7 +2,7 @@
 # Set up (or update) the project's virtualenv in .venv.
 #   scripts/setup.sh run    runtime only: onnxruntime (CPU), OpenCV, FastAPI, SQLite; no torch
 #   scripts/setup.sh test   + plant protocols, training (torch, ultralytics) and test tools,
-#                           + Debian packages for the tests (mosquitto, chromium)
+#                           + Debian packages for the tests (mosquitto, chromium, postgresql)
 # Idempotent: skips pip when pyproject.toml has not changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ apt_install() {  # apt_install PKG... : install missing Debian packages when we 
 
 if command -v dpkg >/dev/null; then
     apt_install libgl1 libglib2.0-0   # OpenCV's shared libraries
-    [ "$profile" = test ] && apt_install mosquitto chromium
+    [ "$profile" = test ] && apt_install mosquitto chromium postgresql  # postgresql: the plant tier's tests
 fi
 
 if [ ! -x .venv/bin/python ]; then

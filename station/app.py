@@ -27,8 +27,8 @@ from .health import HealthMonitor
 from .inspect.base import INSPECTORS, Inspector
 from .inspect.swap import SwappableInspector
 from .pipeline import Line
+from .floor import FloorServices
 from .rt import freeze_heap, limit_malloc_arenas, set_realtime
-from .plant import PlantServices
 from .serialize import event_to_dict
 from .store import health_baselines, queries
 from .store.db import StoreError, open_db
@@ -192,7 +192,20 @@ class Station:
                 on_give_up=self.fail,
                 fatal=self._fatal_check,
             )
-        self.plant = PlantServices(self)  # PLC handshake, MQTT, OPC UA: only the configured ones
+        self.floor = FloorServices(self)  # PLC handshake, MQTT, OPC UA: only the configured ones
+        self.uplink: Any = None  # the plant tier (station/plant/uplink.py), only with a `plant:` section
+        if cfg.plant is not None:
+            from .plant.uplink import PlantUplink
+
+            self.uplink = PlantUplink(
+                cfg.plant, cfg.name, self.bus.subscribe("plant", maxsize=cfg.plant.queue_size), report=self.alarms.report,
+                status=lambda: {"model_id": self.inspector.model_id, "alarms": [f"{e.component}: {e.message}" for e in self.alarms.active()]},
+            )  # fmt: skip
+        self.follower: Any = None  # staged rollout: the plant's desired model for this station's group, through swap_model
+        if cfg.plant is not None and cfg.plant.follow_models:
+            from .plant.follower import follower_for_station
+
+            self.follower = follower_for_station(self)
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
@@ -207,7 +220,11 @@ class Station:
             cam.open()
         self.line.start()
         self._make_realtime(self.line.threads)
-        self.plant.start()
+        self.floor.start()
+        if self.uplink is not None:
+            self.uplink.start()
+        if self.follower is not None:
+            self.follower.start()
         freeze_heap()  # before the first part: no full collection of the start-up heap on the line
         self.trigger_source.start()
         # The trigger thread takes the scheduler's lock for every part (deadline registration): at
@@ -257,7 +274,11 @@ class Station:
         self.stop_shadow()
         self.line.stop()
         self.scheduler.stop(drain_s=self.cfg.reject.travel_ms / 1000 + 0.5 if drain_s is None else drain_s)
-        self.plant.stop()
+        self.floor.stop()
+        if self.follower is not None:
+            self.follower.stop()
+        if self.uplink is not None:
+            self.uplink.stop()
         for cam in self.cameras:
             cam.close()
         self.inspector.close()
@@ -453,7 +474,9 @@ class Station:
         """Health of every component (for /health and the operator screen)."""
         comps = {f"camera:{c.camera_id}": c.health() for c in self.cameras}
         comps["output"] = self.output.health()
-        comps.update(self.plant.health())
+        comps.update(self.floor.health())
+        if self.uplink is not None:
+            comps[self.uplink.component] = self.uplink.health()
         return {
             "running": self._started,
             "paused": self.line.paused,

@@ -18,7 +18,7 @@ clear, stops, and returns a :class:`FaultResult`:
 * ``recovery_s``: from the fault's removal (or, for a one-shot fault, its injection) until the
   alarm cleared and a part was inspected again (not FAILSAFE).
 
-The existing peers and fault tools are reused, not copied: :mod:`tests.fixtures_plant`,
+The existing peers and fault tools are reused, not copied: :mod:`tests.fixtures_floor`,
 :mod:`tests.fixtures_pylon`, the tmpfs helpers of ``tests/unit/test_store_faults.py``, the hanging
 and faulty inspectors of ``test_watchdog.py`` / ``test_line.py``, the SIGKILL config of ``test_crash.py``.
 """
@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator
 from station.app import Station
 from station.inspect.base import INSPECTORS, InspectorError
 from station.types import Detections, Frame, Outcome
-from tests.fixtures_plant import Mosquitto, MqttCollector, PlcSim, Results, wait_for
+from tests.fixtures_floor import Mosquitto, MqttCollector, PlcSim, Results, wait_for
 from tests.integration.conftest import station_config
 
 RATE_PPM = 600  # 10 parts/s: enough parts in every phase, light on a 2-core machine

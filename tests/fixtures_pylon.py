@@ -19,7 +19,7 @@ from station.acquire.render import RenderedPart, part_rng, render_part
 from station.config import SyntheticCameraConfig, parse_config
 from station.config import StationConfig
 from station.types import PartResult
-from tests.fixtures_plant import Results
+from tests.fixtures_floor import Results
 
 EMULATED_CAMERAS = 3  # serials 0815-0000, 0815-0001, 0815-0002
 FRAME_W, FRAME_H = 640, 400

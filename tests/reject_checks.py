@@ -12,7 +12,7 @@ from station.actuate.scheduler import FiredReject
 from tests.host_stalls import HostStallProbe
 
 if TYPE_CHECKING:
-    from tests.fixtures_plant import BeltProcess
+    from tests.fixtures_floor import BeltProcess
 
 # Millisecond edge timing asserted on a shared 2-vCPU VM, from a pytest process that also loads
 # torch. A late edge is excused only when the host stall probe saw the host itself stalled around

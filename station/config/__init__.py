@@ -17,8 +17,9 @@ from pydantic import Field, ValidationError, model_validator
 
 from .actuate import OutputConfig, RejectConfig, SimulatedOutputConfig
 from .actuate import GpiodOutputConfig, ModbusOutputConfig, OpcUaOutputConfig
-from .plant import EncoderConfig, ModbusEndpointConfig, MqttConfig, OpcUaServerConfig, PlcConfig, PublishConfig, RejectVerifyConfig
+from .floor import EncoderConfig, ModbusEndpointConfig, MqttConfig, OpcUaServerConfig, PlcConfig, PublishConfig, RejectVerifyConfig
 from .base import StrictModel
+from .plant import PlantLinkConfig
 from .camera import CameraConfig, FolderCameraConfig, SoftwareTriggerConfig, SyntheticCameraConfig, TimerTriggerConfig, TriggerConfig
 from .health import HealthConfig
 from .inspect import AnomalyInspectorConfig, AnomalyRegion, InspectorConfig, OnnxInspectorConfig, ReferenceInspectorConfig, TilingConfig
@@ -33,7 +34,7 @@ __all__ = [
     "StrictModel", "SyntheticCameraConfig", "TilingConfig", "TimerTriggerConfig", "TriggerConfig", "WatchdogConfig", "WebConfig",
     "config_hash", "load_config", "parse_config",
 ]
-__all__ += ["HealthConfig", "GpiodOutputConfig", "ModbusOutputConfig", "OpcUaOutputConfig", "EncoderConfig", "ModbusEndpointConfig", "MqttConfig", "OpcUaServerConfig", "PlcConfig", "PublishConfig", "RejectVerifyConfig"]
+__all__ += ["HealthConfig", "PlantLinkConfig", "GpiodOutputConfig", "ModbusOutputConfig", "OpcUaOutputConfig", "EncoderConfig", "ModbusEndpointConfig", "MqttConfig", "OpcUaServerConfig", "PlcConfig", "PublishConfig", "RejectVerifyConfig"]
 
 
 class CalibrationLimits(StrictModel):
@@ -123,6 +124,7 @@ class StationConfig(StrictModel):
         default_factory=HealthConfig, description="Image health (sharpness, brightness, clipping, position) and model drift alarms on every part (docs/health.md)."
     )
     plc: PlcConfig | None = Field(None, description="Modbus TCP handshake with the line PLC (ready, heartbeat, results, recipe); off when absent.")
+    plant: PlantLinkConfig | None = Field(None, description="Uplink of results and images to the plant tier (docs/plant.md); off when absent: the station runs on its own.")
     recipes: dict[int, Path] = Field(
         default_factory=dict,
         description="Recipe (product) number -> ONNX model file; selected by the PLC (RECIPE_REQUEST) or OPC UA (SelectRecipe). Needs inspector.type onnx.",
@@ -197,10 +199,10 @@ def load_config(path: str | Path | None) -> StationConfig:
 
 def config_hash(cfg: StationConfig) -> str:
     """Short stable hash of the effective config, stored with every verdict."""
-    # the watchdog does not change a verdict: leaving it out keeps the hash of existing configs;
+    # the watchdog and the plant link do not change a verdict: leaving it out keeps the hash of existing configs;
     # nor do the calibration limits (they only refuse new calibrations); undistort counts when on;
     # image health only changes verdicts with uncertain_on_drift, and only then is it hashed
-    exclude: dict[str, Any] = {"watchdog": True, "calibration": {"limits"}}
+    exclude: dict[str, Any] = {"watchdog": True, "plant": True, "calibration": {"limits"}}
     if not cfg.health.uncertain_on_drift:
         exclude["health"] = True
     data = cfg.model_dump(mode="json", exclude=exclude)

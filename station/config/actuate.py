@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from .base import StrictModel
 from .camera import ReconnectConfig
-from .plant import EncoderConfig, ModbusEndpointConfig, RejectVerifyConfig
+from .floor import EncoderConfig, ModbusEndpointConfig, RejectVerifyConfig
 
 
 class SimulatedOutputConfig(StrictModel):

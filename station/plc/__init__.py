@@ -1,1 +1,1 @@
-"""The line PLC: register map, Modbus link, handshake, plant services wiring."""
+"""The line PLC: register map, Modbus link, handshake, floor services wiring."""

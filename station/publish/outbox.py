@@ -3,14 +3,18 @@
 A message is committed to the outbox before it is sent and deleted only when
 the broker acknowledged it, so neither a broker outage nor a station restart
 loses it (it may be delivered twice: MQTT QoS 1 is at-least-once). Beyond
-``max_rows`` the oldest messages are dropped and counted.
+``max_rows`` the oldest messages are dropped (``drop_oldest``) or the new ones
+refused (``drop_newest``), and counted. Used by the MQTT publisher and by the
+plant uplink (:mod:`station.plant.uplink`), each with its own file.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable, Literal, NamedTuple
+
+OverflowPolicy = Literal["drop_oldest", "drop_newest"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -37,10 +41,11 @@ class Message(NamedTuple):
 class Outbox:
     """Used from one thread (the publisher's); ``len()`` may be read from any thread."""
 
-    def __init__(self, path: Path, max_rows: int):
+    def __init__(self, path: Path, max_rows: int, *, policy: OverflowPolicy = "drop_oldest", setting: str = "publish.mqtt.outbox_path"):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_rows = max_rows
+        self.policy = policy
         self.dropped = 0
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -50,12 +55,16 @@ class Outbox:
             self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         except sqlite3.DatabaseError as exc:
             raise RuntimeError(
-                f"MQTT outbox {path} is not usable ({exc}); move it aside (its unsent messages are in it) or set publish.mqtt.outbox_path"
+                f"outbox {path} is not usable ({exc}); move it aside (its unsent messages are in it) or set {setting}"
             ) from None
 
     def append(self, rows: Iterable[tuple[str, bytes, int, bool, float]]) -> int:
-        """Store messages (topic, payload, qos, retain, t_wall) in one transaction; returns how many."""
+        """Store messages (topic, payload, qos, retain, t_wall) in one transaction; returns how many were stored."""
         rows = list(rows)
+        if self.policy == "drop_newest" and self._count + len(rows) > self.max_rows:
+            keep = max(0, self.max_rows - self._count)
+            self.dropped += len(rows) - keep
+            rows = rows[:keep]
         if not rows:
             return 0
         with self._tx():

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 
 from station.app import Station
-from tests.fixtures_plant import Results
+from tests.fixtures_floor import Results
 from tests.host_stalls import HostStallProbe
 from tests.reject_checks import check_edge_times, expected_rising_edges, realtime_rerun
 from station.inspect.base import INSPECTORS, InspectorError

@@ -15,7 +15,7 @@ import pytest
 from station.app import Station
 from station.plc import registers as R
 from station.types import Outcome
-from tests.fixtures_plant import PlcProgram, PlcSim, Results, plc, wait_for, wait_parts  # noqa: F401 - plc is a fixture
+from tests.fixtures_floor import PlcProgram, PlcSim, Results, plc, wait_for, wait_parts  # noqa: F401 - plc is a fixture
 from tests.reject_checks import check_count_edges, check_edge_times, pulse_groups, realtime_rerun
 
 CODE = {Outcome.PASS: 1, Outcome.FAIL: 2, Outcome.UNCERTAIN: 3, Outcome.FAILSAFE: 4}
@@ -107,7 +107,7 @@ def test_plc_handshake_hands_every_result_over_in_order(make_config, plc):
     verdicts = [(r.trigger.part_id, CODE[r.verdict.outcome]) for r in results.items]
     assert [(h.part_id, h.code) for h in program.handed] == verdicts, "every verdict once, in order, with its code"
     assert [h.counter for h in program.handed] == list(range(1, 26))
-    hs = station.plant.handshake
+    hs = station.floor.handshake
     assert hs.acked == 25 and hs.ack_timeouts == 0 and hs.stale_dropped == 0
     assert station.scheduler.fired == type(station.scheduler.fired)(), "the PLC times the reject in plc mode"
     beats = plc.coil_writes(R.HEARTBEAT.address)
@@ -141,21 +141,21 @@ def test_plc_away_alarm_then_recovery_and_the_line_keeps_deciding(make_config, p
         wait_for(lambda: not any(e.component == "plc" for e in station.alarms.active()), 5, "plc alarm cleared")
         wait_for(lambda: len(program.handed) > n_before + 3, 5, "handshake resumed")
         wait_parts(station, 40)
-        wait_for(lambda: not station.plant.handshake._queue and station.plant.handshake._state == "idle", 5, "handshake drained")
+        wait_for(lambda: not station.floor.handshake._queue and station.floor.handshake._state == "idle", 5, "handshake drained")
     finally:
         station.stop()
         results.close()
         program.stop()
 
     handed = [h.part_id for h in program.handed]
-    hs = station.plant.handshake
+    hs = station.floor.handshake
     all_ids = [r.trigger.part_id for r in results.items]
     assert len(all_ids) == 40
     assert handed == sorted(set(handed)), "no result handed twice, order kept"
     assert hs.stale_dropped > 0, "results decided during the outage were too old to hand over"
     assert set(handed) | set(range(min(all_ids), max(all_ids) + 1)) == set(all_ids)
     assert len(handed) + hs.stale_dropped >= 40 - 1, "every result is handed over or counted as stale (one may be in flight at the cut)"
-    assert station.plant.handshake.link.reconnects >= 1
+    assert station.floor.handshake.link.reconnects >= 1
     assert any(s.component == "plc" and s.state == "ok" for s in results.status)
 
 
@@ -259,7 +259,7 @@ def test_refused_address_is_an_output_error_not_a_disconnect(plc, bad):
 @realtime_rerun
 def test_station_in_encoder_mode_rejects_at_the_count(make_config, host_stalls):
     """A whole station with reject timing by encoder: the belt speed varies 3:1 during the run."""
-    from tests.fixtures_plant import BeltProcess
+    from tests.fixtures_floor import BeltProcess
 
     belt = BeltProcess(v0=20000, a=0.5, period_s=1.0)  # 10 000 .. 30 000 counts/s; PLC in its own process
     cfg = make_config(

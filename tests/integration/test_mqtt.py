@@ -13,7 +13,7 @@ from pathlib import Path
 
 from station.app import Station
 from station.types import Outcome
-from tests.fixtures_plant import Mosquitto, MqttCollector, Results, wait_for, wait_parts
+from tests.fixtures_floor import Mosquitto, MqttCollector, Results, wait_for, wait_parts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,7 +64,7 @@ def test_every_verdict_once_in_order_status_retained_online_offline(make_config,
         assert [s["event"] for s in statuses[1:]] == [
             {"component": e.component, "state": e.state, "message": e.message, "t_wall": e.t_wall} for e in results.status
         ], "every status change, in order"
-        assert station.plant.mqtt.acked == station.plant.mqtt.published >= n + len(statuses)
+        assert station.floor.mqtt.acked == station.floor.mqtt.published >= n + len(statuses)
     finally:
         col.close()
 
@@ -89,11 +89,11 @@ def test_broker_restart_mid_run_loses_nothing(make_config, tmp_path):
         try:
             wait_for(lambda: len(col.of("/result")) >= 8, 10, "first results")
             broker.stop()  # mid-run
-            wait_for(lambda: not station.plant.mqtt.connected, 5, "publisher notices")
+            wait_for(lambda: not station.floor.mqtt.connected, 5, "publisher notices")
             during = station.counters.snapshot().verdicts
             time.sleep(1.2)
             assert station.counters.snapshot().verdicts >= during + 8, "the line keeps deciding"
-            assert station.plant.mqtt.health()["state"] == "warning"
+            assert station.floor.mqtt.health()["state"] == "warning"
             broker.start()
             wait_parts(station, 40)
             wait_for(lambda: len(set(result_ids(col))) >= 40, 15, "every result after the restart")
@@ -111,7 +111,7 @@ def test_broker_restart_mid_run_loses_nothing(make_config, tmp_path):
     dups = len(got) - len(firsts)
     assert dups <= cfg.publish.mqtt.max_inflight, f"QoS 1 may repeat only what was in flight at the cut ({dups} repeats)"
     assert any(s.component == "mqtt" and s.state == "warning" for s in results.status), "the outage is reported"
-    assert station.plant.mqtt.health()["outbox_dropped"] == 0
+    assert station.floor.mqtt.health()["outbox_dropped"] == 0
 
 
 def test_outbox_carries_messages_across_a_station_restart(make_config, tmp_path):
@@ -123,7 +123,7 @@ def test_outbox_carries_messages_across_a_station_restart(make_config, tmp_path)
         wait_parts(first, 12)
     finally:
         first.stop()
-    assert first.plant.mqtt.published == 0
+    assert first.floor.mqtt.published == 0
 
     broker.start()
     col = MqttCollector(broker.port, "station/s2/result")

@@ -16,7 +16,7 @@ pytest.importorskip("pypylon", reason="pypylon is in the `plant` extra: pip inst
 
 from station.app import Station  # noqa: E402
 from station.types import Outcome  # noqa: E402
-from tests.fixtures_plant import Results  # noqa: E402
+from tests.fixtures_floor import Results  # noqa: E402
 from tests.fixtures_pylon import FRAME_H, FRAME_W, pylon_emulator, pylon_station_config, render_parts, run_part  # noqa: E402, F401
 
 pytestmark = pytest.mark.usefixtures("pylon_emulator")

@@ -14,7 +14,7 @@ from asyncua import Client, ua
 
 from station.app import Station
 from station.types import Outcome
-from tests.fixtures_plant import RemoteOpcUaServer, Results, wait_for, wait_parts
+from tests.fixtures_floor import RemoteOpcUaServer, Results, wait_for, wait_parts
 from tests.reject_checks import expected_rising_edges
 
 
@@ -34,7 +34,7 @@ async def _select(endpoint: str, uri: str, recipe: int) -> bool:
 
 
 def read(station: Station, *paths: str) -> dict[str, Any]:
-    return asyncio.run(_read(station.plant.opcua.endpoint, station.cfg.publish.opcua.namespace, list(paths)))
+    return asyncio.run(_read(station.floor.opcua.endpoint, station.cfg.publish.opcua.namespace, list(paths)))
 
 
 def test_client_reads_state_counters_and_last_result(make_config):
@@ -43,8 +43,8 @@ def test_client_reads_state_counters_and_last_result(make_config):
     results = Results(station)
     station.start()
     try:
-        assert station.plant.opcua.port != 0, "port 0 picks a free port; the real one is published"
-        assert station.health()["components"]["opcua"]["endpoint"].endswith(f":{station.plant.opcua.port}")
+        assert station.floor.opcua.port != 0, "port 0 picks a free port; the real one is published"
+        assert station.health()["components"]["opcua"]["endpoint"].endswith(f":{station.floor.opcua.port}")
         wait_parts(station, 20)
         wait_for(lambda: station.scheduler.pending_rejects == 0, 5, "last reject pulses")
         time.sleep(0.2)  # a few refresh periods
@@ -54,7 +54,7 @@ def test_client_reads_state_counters_and_last_result(make_config):
             "LastResult.PartId", "LastResult.Outcome", "LastResult.OutcomeCode", "LastResult.Reasons", "LastResult.ModelId", "LastResult.Time",
         )  # fmt: skip
         station.pause(True)
-        refused = asyncio.run(_select(station.plant.opcua.endpoint, cfg.publish.opcua.namespace, 5))  # no recipes configured
+        refused = asyncio.run(_select(station.floor.opcua.endpoint, cfg.publish.opcua.namespace, 5))  # no recipes configured
         time.sleep(0.2)
         paused = read(station, "State.Paused", "State.SystemState", "State.ActiveAlarmCount", "State.ActiveAlarms")
     finally:
@@ -95,16 +95,16 @@ def test_select_recipe_method_switches_the_model(make_config):
     try:
         id_a = station.inspector.model_id
         assert read(station, "RecipeManagement.Recipes")["RecipeManagement.Recipes"] == [1, 2]
-        assert asyncio.run(_select(station.plant.opcua.endpoint, uri, 2)) is True
+        assert asyncio.run(_select(station.floor.opcua.endpoint, uri, 2)) is True
         wait_for(lambda: station.inspector.model_id != id_a, 15, "model switch")
         time.sleep(0.2)
         v = read(station, "RecipeManagement.ActiveRecipe", "State.ModelId")
         assert v == {"RecipeManagement.ActiveRecipe": 2, "State.ModelId": station.inspector.model_id}
-        assert asyncio.run(_select(station.plant.opcua.endpoint, uri, 9)) is False, "unknown recipe refused"
+        assert asyncio.run(_select(station.floor.opcua.endpoint, uri, 9)) is False, "unknown recipe refused"
         assert any(e.component == "recipe" and "unknown recipe 9" in e.message for e in station.alarms.active())
     finally:
         station.stop()
-    assert station.plant.opcua.recipe_calls == 2
+    assert station.floor.opcua.recipe_calls == 2
 
 
 def test_opcua_output_pulses_a_remote_boolean_node(make_config):

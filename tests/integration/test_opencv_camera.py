@@ -23,7 +23,7 @@ from station.app import Station
 from station.config import ConfigError, parse_config
 from station.config.camera import OpenCvCameraConfig
 from station.types import Outcome, Trigger
-from tests.fixtures_plant import Results, wait_for
+from tests.fixtures_floor import Results, wait_for
 from tests.fixtures_pylon import FRAME_H, FRAME_W, frame_level, pylon_station_config, render_parts, run_part, write_video
 
 

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class PlantServices:
-    """The configured plant services of one station, and recipe selection."""
+class FloorServices:
+    """The configured plant-floor protocol services of one station, and recipe selection."""
 
     def __init__(self, station: "Station"):
         self.station = station

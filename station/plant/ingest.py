@@ -1,0 +1,171 @@
+"""``plant ingest``: JetStream results -> PostgreSQL, each (station, seq) once.
+
+A durable pull consumer on the results stream: fetch a batch, write it in one
+transaction (:func:`station.store.plant_db.write_results`: keys ``ON CONFLICT
+(station_id, seq) DO NOTHING``, rows, rollups from the new rows only), commit,
+then acknowledge every message of the batch. A crash or a lost connection
+before the acks means JetStream redelivers the batch after ``ack_wait`` and the
+keys turn it into a no-op: nothing is counted twice, nothing is lost. A message
+that is not a result is terminated (never redelivered) and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+from zoneinfo import ZoneInfo
+
+from ..store import plant_db
+from . import wire
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHIFTS: tuple[tuple[str, str, str], ...] = (("A", "06:00", "14:00"), ("B", "14:00", "22:00"), ("C", "22:00", "06:00"))
+
+
+def shift_function(shifts: Sequence[tuple[str, str, str]] = DEFAULT_SHIFTS, tz: str = "UTC") -> plant_db.ShiftFn:
+    """t (UNIX s) -> shift name, with the station's shift rules (labeling.stats: quarter hours, across midnight)."""
+    from labeling.stats import _shift_table
+
+    table = _shift_table(shifts)
+    zone = ZoneInfo(tz)
+
+    def shift_of(t: float) -> str:
+        local = dt.datetime.fromtimestamp(t, zone)
+        return table[(local.hour * 60 + local.minute) // 15][0]
+
+    return shift_of
+
+
+@dataclass
+class IngestStats:
+    """What the ingest did, for health and tests."""
+
+    received: int = 0
+    written: int = 0  # new rows
+    duplicates: int = 0
+    rejected: int = 0  # not a result message: terminated
+    batches: int = 0
+    errors: int = 0
+    last_error: str = ""
+    lag_ms: list[float] = field(default_factory=list)  # receive time - part time, of new rows (the bench reads it)
+
+
+class Ingest:
+    """One ingest worker; several may share the durable consumer (each batch is one transaction)."""
+
+    def __init__(
+        self, dsn: str, nats_url: str, *, prefix: str = "plant", durable: str = "plant-ingest", batch: int = 500,
+        shift_of: plant_db.ShiftFn | None = None, ack_wait_s: float = 10.0, keep_lag: bool = False, replicas: int = 1,
+    ):  # fmt: skip
+        self.replicas = replicas
+        self.dsn = dsn
+        self.nats_url = nats_url
+        self.prefix = prefix
+        self.durable = durable
+        self.batch = batch
+        self.shift_of = shift_of or shift_function()
+        self.ack_wait_s = ack_wait_s
+        self.keep_lag = keep_lag
+        self.stats = IngestStats()
+        self._partitions: set[dt.date] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- as a thread (tests, demo) or in the foreground (plant ingest) --------
+    def start(self) -> "Ingest":
+        """Run in a background thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="plant-ingest", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Finish the batch in hand and stop."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def run(self) -> None:
+        """Run until ``stop()``."""
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        import nats
+        import psycopg
+
+        conn = psycopg.connect(self.dsn)
+        try:
+            plant_db.create_schema(conn)
+            nc = await nats.connect(
+                self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.25, connect_timeout=2,
+                name=f"plant-ingest-{self.durable}", error_cb=self._nats_error,
+            )  # fmt: skip
+            try:
+                await self._consume(nc, conn)
+            finally:
+                await nc.close()
+        finally:
+            conn.close()
+
+    async def _nats_error(self, exc: Exception) -> None:
+        self.stats.last_error = f"NATS: {exc}"
+
+    async def _subscribe(self, nc: Any) -> Any:
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        js = nc.jetstream(timeout=5)
+        await wire.ensure_stream(js, self.prefix, self.replicas)
+        cfg = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s, max_ack_pending=50 * self.batch, max_deliver=-1)
+        return await js.pull_subscribe(f"{self.prefix}.results.>", durable=self.durable, stream=wire.stream_name(self.prefix), config=cfg)
+
+    async def _consume(self, nc: Any, conn: Any) -> None:
+        import nats.errors
+
+        sub = None
+        while not self._stop.is_set():
+            try:
+                if sub is None:
+                    sub = await self._subscribe(nc)
+                msgs = await sub.fetch(self.batch, timeout=0.5)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue
+            except nats.errors.Error as exc:  # NATS restarting: the client reconnects; subscribe again then
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                sub = None
+                await asyncio.sleep(0.25)
+                continue
+            await self._handle(msgs, conn)
+
+    async def _handle(self, msgs: list[Any], conn: Any) -> None:
+        results, bad = [], []
+        for m in msgs:
+            try:
+                results.append(wire.ResultMsg.from_json(m.data))
+            except ValueError as exc:
+                log.error("not a result on %s, terminated: %s", m.subject, exc)
+                bad.append(m)
+        new = await asyncio.to_thread(plant_db.write_results, conn, results, self.shift_of, self._partitions)  # commits
+        now = time.time()
+        self.stats.received += len(results)
+        self.stats.written += new
+        self.stats.duplicates += len(results) - new
+        self.stats.rejected += len(bad)
+        self.stats.batches += 1
+        if self.keep_lag:
+            self.stats.lag_ms.extend((now - r.t) * 1000 for r in results)
+        import nats.errors
+
+        bad_ids = {id(m) for m in bad}
+        try:
+            for m in msgs:  # after the commit: a crash before this means a redelivery, which the keys ignore
+                await (m.term() if id(m) in bad_ids else m.ack())
+        except nats.errors.Error as exc:  # unacknowledged: redelivered after ack_wait, and ignored then
+            self.stats.errors += 1
+            self.stats.last_error = f"ack: {type(exc).__name__}: {exc}"

@@ -1,0 +1,106 @@
+"""The plant dashboard on a real plant: login (the station's), yield and Pareto from the rollups equal
+the raw rows, station status from the KV bucket, drill down to a part's image from S3, in Chromium."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from station.config import WebConfig
+from station.plant import wire
+from station.plant.ingest import Ingest
+from station.plant.web import PlantWebState, build_server
+from tests.fixtures_plant import Plant, SimStation, wait_until
+from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, add_users, needs_chromium
+
+
+@pytest.fixture
+def dashboard(plant: Plant, tmp_path: Path):
+    ing = Ingest(plant.dsn, plant.engines.nats.url, prefix=plant.prefix).start()
+    sts = [SimStation(n, plant.link(outbox_path=tmp_path / f"{n}.db", line=line)).start()
+           for n, line in (("st-a", "line-1"), ("st-b", "line-2"))]  # fmt: skip
+    try:
+        for i, st in enumerate(sts):
+            st.send(21 * (i + 1))  # the cycle of outcomes: 3 of 7 are not PASS, FAIL ones have a scratch
+        wait_until(lambda: ing.stats.written == 63, 30, "63 parts ingested")
+        wait_until(lambda: all(s.uplink._status_kv is not None for s in sts), 10, "status published")
+    finally:
+        for st in sts:
+            st.stop()
+        ing.stop()
+    users = tmp_path / "users.db"
+    state = PlantWebState(dsn=plant.dsn, users_db=users, s3=wire.s3_client(plant.engines.s3.endpoint, "k", "s"), bucket=plant.bucket,
+                          nats_url=plant.engines.nats.url, prefix=plant.prefix, cfg=WebConfig(port=0))  # fmt: skip
+    add_users(users)
+    server, sock = build_server(state, "127.0.0.1", 0)
+    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    th.start()
+    wait_until(lambda: server.started, 10, "dashboard up")
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        th.join(10)
+        sock.close()
+        state.close()
+
+
+def login(c: httpx.Client, user: str = "op") -> None:
+    csrf = c.get("/api/login").json()["csrf"]
+    r = c.post("/api/login", json={"username": user, "password": PASSWORDS[user]}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+
+
+def test_dashboard_api(dashboard: str):
+    with httpx.Client(base_url=dashboard) as c:
+        assert c.get("/api/plant/yield").status_code == 401, "login required"
+        login(c)
+        by_line = {r["key"]: r for r in c.get("/api/plant/yield", params={"by": "line"}).json()}
+        assert {k: (r["total"], r["pass"], r["fail"], r["failsafe"], r["uncertain"]) for k, r in by_line.items()} == {
+            "line-1": (21, 12, 3, 3, 3), "line-2": (42, 24, 6, 6, 6)}  # fmt: skip
+        assert by_line["line-1"]["yield"] == pytest.approx(12 / 21)
+        assert c.get("/api/plant/yield", params={"by": "nonsense"}).status_code == 422
+        pareto = c.get("/api/plant/pareto", params={"by": "station_id", "key": "st-b"}).json()
+        assert pareto == [{"class_name": "scratch", "count": 6, "cumulative_share": 1.0}]
+        stations = {s["station_id"]: s for s in c.get("/api/plant/stations").json()}
+        assert set(stations) == {"st-a", "st-b"} and stations["st-a"]["line"] == "line-1"
+        assert stations["st-b"]["status"]["outbox"] == 0 and stations["st-b"]["model_id"] == "m1"
+        part = c.get("/api/plant/parts", params={"station": "st-a", "outcome": "FAIL", "limit": 1}).json()[0]
+        img = c.get(f"/api/plant/image/{part['images'][0]}")
+        assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
+        assert part["images"][0] == f"images/{hashlib.sha256(img.content).hexdigest()}.jpg"
+        assert c.get("/api/plant/image/../../etc/passwd").status_code in (404, 422)
+
+
+@needs_chromium
+def test_dashboard_in_chromium_drills_down_to_an_image(dashboard: str):
+    expect.set_options(timeout=20_000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(dashboard + "/")
+        page.wait_for_url(f"{dashboard}/login?next=/")
+        page.fill("#username", "op")
+        page.fill("#password", PASSWORDS["op"])
+        page.click("#login-btn")
+        page.wait_for_url(dashboard + "/")
+        expect(page.locator("#yield tbody tr")).to_have_count(2)
+        expect(page.locator("#stations tbody tr")).to_have_count(2)
+        page.select_option("#by", "station_id")
+        expect(page.locator("#yield tbody tr").first).to_contain_text("st-a")
+        page.locator("#yield tbody tr").nth(1).click()  # st-b: its Pareto and its parts
+        expect(page.locator("#pareto-key")).to_have_text("(station_id st-b)")
+        expect(page.locator("#parts tbody tr").first).to_contain_text("st-b")
+        page.locator("#parts .image-link").first.click()
+        expect(page.locator("#viewer")).to_be_visible()
+        page.wait_for_function("document.getElementById('part-image').complete && document.getElementById('part-image').naturalWidth > 0")
+        assert page.evaluate("document.getElementById('part-image').naturalWidth") == 64
+        browser.close()
+    assert not errors, errors
