@@ -185,7 +185,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
     lineage = json.loads(args.lineage) if args.lineage else {}
-    out = export_onnx(args.weights, args.out, args.imgsz if len(args.imgsz) == 2 else args.imgsz[0], lineage=lineage)
+    out = export_onnx(args.weights, args.out, args.imgsz if len(args.imgsz) == 2 else args.imgsz[0], lineage=lineage,
+                      parity_golden=args.golden)
     print(out)
     return 0
 
@@ -421,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("out", type=Path)
     sp.add_argument("--imgsz", type=int, nargs="+", default=[640], help="N or H W")
     sp.add_argument("--lineage", default=None, help="JSON object, e.g. '{\"dataset_snapshot\": \"...\"}'")
+    sp.add_argument("--golden", type=Path, default=None, help="golden set for the export parity check (default: fixed synthetic frames)")
     sp.set_defaults(fn=cmd_export)
 
     sp = sub.add_parser("evaluate", help="evaluate a candidate (and the current model) on a golden set via the production path")
