@@ -194,7 +194,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import quantize_int8
 
-    rep = quantize_int8(_resolve_model(args.model, args.db if args.use_db else None), args.out, args.golden, subset_size=args.subset)
+    rep = quantize_int8(_resolve_model(args.model, args.db if args.use_db else None), args.out, args.golden, subset_size=args.subset,
+                        form=args.form)
     print(f"INT8 model {rep.path}: {rep.n_calibration} calibration images ({rep.n_defective} defective) of golden set "
           f"{rep.golden_id}, parent {rep.parent_sha[:12]}, {rep.seconds:.0f} s")
     if args.register:
@@ -446,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("out", type=Path, help="the INT8 ONNX file to write")
     sp.add_argument("--golden", required=True, type=Path, help="golden set of the model's product: its good and bad images calibrate")
     sp.add_argument("--subset", type=int, default=300, help="calibration images at most (good and bad alternated)")
+    sp.add_argument("--form", choices=["openvino", "qdq"], default="openvino",
+                    help="openvino: the INT8 OpenVINO form inside a copy of the FP32 file (fast, default); qdq: an ONNX QDQ graph for onnxruntime")
     sp.add_argument("--register", action="store_true", help="register the INT8 file as a candidate in --db")
     sp.add_argument("--use-db", action="store_true", help="MODEL is a registered sha256")
     sp.add_argument("--user", default="cli")

@@ -2,19 +2,29 @@
 
 The calibration images are the golden set's good AND bad images, prepared exactly as the station
 prepares a part (:class:`station.inspect.preprocess.InputTensor`: letterbox or center-crop), so the
-activation ranges NNCF measures are the ones the line produces. The result is an ONNX file with
-QuantizeLinear/DequantizeLinear pairs (QDQ): OpenVINO runs it in INT8 (fast), onnxruntime runs it
-too (slowly on CPUs without VNNI kernels for every layer; measure with ``bench/bench_inference.py``).
+activation ranges NNCF measures are the ones the line produces.
+
+Two forms (``form``):
+
+- ``openvino`` (default): NNCF's OpenVINO backend quantises the model as OpenVINO reads it, and the
+  INT8 OpenVINO IR (xml + weights) is carried INSIDE a copy of the FP32 ONNX file, as two uint8
+  initializers no node reads (:func:`station.inspect.model_meta.embedded_initializers`). One file,
+  one sha256, one registry entry: OpenVINO runs the INT8 form, onnxruntime (the fallback) the FP32
+  graph. Evaluate it with the runtime the line uses.
+- ``qdq``: an ONNX graph with QuantizeLinear/DequantizeLinear pairs from NNCF's ONNX backend, for
+  onnxruntime. Measured on this AMD EPYC: onnxruntime runs it slower than FP32 (0.8x), and
+  OpenVINO 2026.4 computes it WRONG (mAP50 0.03 instead of 0.87 on the default model); the gate
+  refuses such a candidate, which is why ``openvino`` is the default.
 
 As in Ultralytics' own ``format=openvino, int8=True`` export, the detection head's box decoding
-(DFL, the grid Add/Sub/Mul/Div) and the Sigmoid stay in floating point: quantising them moves the
-boxes and scores the rules read. The file keeps the source's metadata (names, imgsz, task, ...) and
-gets lineage: ``parent_sha`` = the FP32 model's sha256, ``precision`` = int8, the calibration golden
-set id. It is a candidate like any other: ``models register``, ``models evaluate`` (the production
-path on a golden set) and ``models promote`` (refused when its escape rate is worse or its mAP50
-more than 1 point below the current model's).
+(DFL, the grid Add/Sub/Mul/Div) and the Sigmoids stay in floating point. The file keeps the source's
+metadata (names, imgsz, task, ...) and gets lineage: ``parent_sha`` = the FP32 model's sha256,
+``precision`` = int8, the calibration golden set id. It is a candidate like any other:
+``models register``, ``models evaluate`` (the production path on a golden set) and ``models
+promote`` (refused when its escape rate is worse or its mAP50 more than 1 point below the current
+model's).
 
-Needs ``nncf`` and ``onnx`` (the ``train`` extra); the station runtime never imports this module.
+Needs ``nncf``, ``openvino`` and ``onnx`` (the ``train`` extra); the station never imports this module.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from station.inspect.model_meta import read_model_meta
+from station.inspect.model_meta import OPENVINO_BIN, OPENVINO_XML, read_model_meta
 from station.inspect.preprocess import InputTensor
 
 from .export import LINEAGE_KEY, LINEAGE_PREFIX, _set_props, _text, read_lineage
@@ -39,6 +50,7 @@ from .golden import GoldenSet, iter_images, load_golden
 log = logging.getLogger(__name__)
 
 DEFAULT_SUBSET = 300  # NNCF's default calibration size
+FORMS = ("openvino", "qdq")
 
 
 class QuantizeError(RuntimeError):
@@ -82,11 +94,11 @@ def calibration_tensors(golden: GoldenSet, input_hw: tuple[int, int], channels: 
     return out, sum(1 for it in order if it.defective)
 
 
-def _head_ignored_scope(graph: Any) -> Any:
+def _head_ignored_scope(node_names: list[str]) -> Any:
     """NNCF ignored scope: the last ``/model.N/`` module's box decoding and DFL, and every Sigmoid."""
     import nncf
 
-    heads = [int(m.group(1)) for n in graph.node if (m := re.match(r"/model\.(\d+)/", n.name))]
+    heads = [int(m.group(1)) for n in node_names if (m := re.match(r"/model\.(\d+)/", n))]
     if not heads:
         return nncf.IgnoredScope(types=["Sigmoid"], validate=False)
     h = max(heads)
@@ -95,15 +107,37 @@ def _head_ignored_scope(graph: Any) -> Any:
     )
 
 
+def _embed_openvino_int8(proto: Any, src: Path, tensors: list[np.ndarray]) -> None:
+    """Quantise ``src`` with NNCF's OpenVINO backend and add the INT8 IR to ``proto`` as two initializers."""
+    import nncf
+    import openvino as ov
+    from onnx import numpy_helper
+
+    ov_model = ov.convert_model(str(src))
+    q = nncf.quantize(
+        ov_model, nncf.Dataset(tensors), preset=nncf.QuantizationPreset.MIXED, subset_size=len(tensors),
+        ignored_scope=_head_ignored_scope([op.get_friendly_name() for op in ov_model.get_ordered_ops()]),
+    )
+    with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(q, str(xml), compress_to_fp16=False)
+        blobs = {OPENVINO_XML: xml.read_bytes(), OPENVINO_BIN: xml.with_suffix(".bin").read_bytes()}
+    for name, blob in blobs.items():
+        proto.graph.initializer.append(numpy_helper.from_array(np.frombuffer(blob, np.uint8), name))
+
+
 def quantize_int8(
     model_path: Path | str,
     out_path: Path | str,
     golden: GoldenSet | Path | str,
     *,
     subset_size: int = DEFAULT_SUBSET,
+    form: str = "openvino",
     fast_bias_correction: bool = True,
 ) -> QuantizeReport:
-    """Write an INT8 (QDQ) copy of the FP32 ONNX ``model_path`` at ``out_path``, calibrated on ``golden``."""
+    """Write the INT8 candidate of the FP32 ONNX ``model_path`` at ``out_path``, calibrated on ``golden`` (see the module docstring)."""
+    if form not in FORMS:
+        raise QuantizeError(f"form {form!r}: give one of {', '.join(FORMS)}")
     t0 = time.monotonic()
     src, out = Path(model_path), Path(out_path)
     meta = read_model_meta(src)  # ModelLoadError naming the file when it is not a station model
@@ -127,15 +161,19 @@ def quantize_int8(
     import onnx
 
     proto = onnx.load(str(src))
-    input_name = proto.graph.input[0].name
-    dataset = nncf.Dataset(tensors, lambda t: {input_name: t})
-    q = nncf.quantize(
-        proto, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(tensors),
-        fast_bias_correction=fast_bias_correction, ignored_scope=_head_ignored_scope(proto.graph),
-    )
+    if form == "openvino":
+        _embed_openvino_int8(proto, src, tensors)
+        q = proto
+    else:
+        input_name = proto.graph.input[0].name
+        q = nncf.quantize(
+            proto, nncf.Dataset(tensors, lambda t: {input_name: t}), preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(tensors), fast_bias_correction=fast_bias_correction,
+            ignored_scope=_head_ignored_scope([n.name for n in proto.graph.node]),
+        )
     lin = {**read_lineage(meta.raw), "parent_sha": meta.sha256, "precision": "int8",
-           "quantization": {"method": "nncf-ptq", "preset": "mixed", "golden_id": gs.golden_id, "n_calibration": len(tensors),
-                            "nncf": nncf.__version__}}
+           "quantization": {"method": "nncf-ptq", "form": form, "preset": "mixed", "golden_id": gs.golden_id,
+                            "n_calibration": len(tensors), "nncf": nncf.__version__}}
     props = {k: v for k, v in meta.raw.items() if not k.startswith(LINEAGE_PREFIX) and k != LINEAGE_KEY}
     props.update({f"{LINEAGE_PREFIX}{k}": _text(v) for k, v in lin.items() if v is not None})
     props[LINEAGE_KEY] = json.dumps(lin, sort_keys=True, default=str)

@@ -1,13 +1,16 @@
 """Where a model runs: onnxruntime (the fallback, always installed) or OpenVINO (optional, faster on CPU).
 
-Both take the same ONNX file (FP32 or INT8 QDQ from ``models quantize``) and give the same
-outputs, in the file's output order; :class:`~station.inspect.onnx_backend.OnnxInspector` sees only
+Both take the same ONNX file and give the same outputs, in the file's output order. A file from
+``models quantize`` also carries its INT8 OpenVINO form (two initializers no node reads, see
+:func:`~station.inspect.model_meta.embedded_initializers`): OpenVINO runs that form, onnxruntime
+the file's FP32 graph (onnxruntime runs INT8 QDQ slower than FP32 on CPUs without fast int8
+kernels for every layer). :class:`~station.inspect.onnx_backend.OnnxInspector` sees only
 :class:`ModelRuntime`. ``runtime: auto`` picks OpenVINO when the ``openvino`` package is importable
 and only the CPU is asked for (GPU execution providers are onnxruntime's), else onnxruntime.
 
 OpenVINO is compiled with an explicit ``INFERENCE_PRECISION_HINT`` (``f32`` unless configured):
 left alone, it silently runs FP32 models in bf16 on CPUs that have AVX-512 BF16 or AMX, which
-moves scores. An INT8 (QDQ) model runs its quantised layers in INT8 whatever the hint.
+moves scores. An INT8 form runs its quantised layers in INT8 whatever the hint.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import onnxruntime as ort
 
 from ..config.inspect import OnnxInspectorConfig
 from .base import ModelLoadError
+from .model_meta import OPENVINO_BIN, OPENVINO_XML, embedded_initializers
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +158,13 @@ class OpenVinoRuntime:
             "NUM_STREAMS": 1,
             "INFERENCE_NUM_THREADS": cfg.intra_op_threads or (os.cpu_count() or 1),
         }
+        ir = embedded_initializers(data, (OPENVINO_XML, OPENVINO_BIN))
+        self.form = "int8 ir" if len(ir) == 2 else "onnx"
         try:
-            model = core.read_model(data, ov.Tensor(np.empty(0, np.uint8)))
+            if self.form == "int8 ir":  # the INT8 form `models quantize` put in the file
+                model = core.read_model(ir[OPENVINO_XML].decode("utf-8"), ov.Tensor(np.frombuffer(ir[OPENVINO_BIN], np.uint8)))
+            else:
+                model = core.read_model(data, ov.Tensor(np.empty(0, np.uint8)))
             self.compiled = core.compile_model(model, "CPU", props)
         except RuntimeError as e:  # OpenVINO reports parse and compile errors as RuntimeError
             raise ModelLoadError(f"model {label}: OpenVINO cannot load it: {e}; set inspector.runtime to 'onnxruntime'") from e
@@ -168,8 +177,8 @@ class OpenVinoRuntime:
 
     @property
     def devices(self) -> list[str]:
-        """``openvino:CPU:<precision>``."""
-        return [f"openvino:CPU:{self.precision}"]
+        """``openvino:CPU:<precision>``, plus ``:int8`` when it runs the file's INT8 form."""
+        return [f"openvino:CPU:{self.precision}" + (":int8" if self.form == "int8 ir" else "")]
 
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
         """One synchronous inference (the outputs are copies: safe to keep across runs)."""
