@@ -107,8 +107,8 @@ def test_vectorised_nms_equals_opencv_at_any_candidate_count() -> None:
 @pytest.fixture(scope="module")
 def goldens(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("goldens")
-    write_golden(root / "cal", 24, seed=31)
-    write_golden(root / "eval", 30, seed=32)
+    write_golden(root / "cal", 16, seed=31)
+    write_golden(root / "eval", 21, seed=32)
     return root / "cal", root / "eval"
 
 
@@ -116,7 +116,7 @@ def test_int8_candidate_goes_through_the_gate(tmp_path: Path, goldens: tuple[Pat
     cal, ev = goldens
     fp32 = detecting_model()
     rep = quantize_int8(fp32, tmp_path / "int8.onnx", cal)
-    assert rep.n_calibration == 24 and 0 < rep.n_defective < 24
+    assert rep.n_calibration == 16 and 0 < rep.n_defective < 16
     ov_i, ort_i, fp_i = _insp(rep.path, "openvino"), _insp(rep.path, "onnxruntime"), _insp(fp32, "onnxruntime")
     try:  # OpenVINO runs the INT8 form the file carries; onnxruntime, the fallback, its FP32 graph
         assert ov_i.providers == ["openvino:CPU:f32:int8"]
@@ -179,9 +179,10 @@ def test_export_parity_passes_a_good_export_and_catches_altered_weights(tmp_path
     rep = check_parity(weights, out)
     assert rep.n_images == 4 and rep.max_score_diff < 1e-3
     proto = onnx.load(str(out))
-    init = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)))  # the largest conv weights
+    first_conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    init = next(t for t in proto.graph.initializer if t.name == first_conv.input[1])  # as a wrong BatchNorm fold would
     w = numpy_helper.to_array(init).copy()
-    w *= 1.05
+    w *= 1.2
     init.CopyFrom(numpy_helper.from_array(w, init.name))
     broken = tmp_path / "broken.onnx"
     onnx.save(proto, str(broken))
