@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
