@@ -132,7 +132,7 @@ def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, 
     by a kept box of its class with IoU > ``iou``), vectorised so its cost stays flat with the
     number of candidates: boxes are visited in score order in chunks of ``NMS_CHUNK``; a chunk is
     first checked against every box kept so far (one matrix), then its own survivors are resolved
-    with its own IoU matrix (the greedy order as a fixed point, a few matrix steps); it stops as
+    with its own IoU matrix (greedy, one row step per box that overlaps another); it stops as
     soon as ``max_det`` boxes are kept. Classes never suppress each other (each class is shifted
     to its own coordinate range).
     """
@@ -156,13 +156,11 @@ def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, 
         if n_kept:
             idx = idx[~(_iou_matrix(b[idx], area[idx], kb, ka) > iou).any(axis=1)]
         if len(idx) > 1:
-            sup = np.triu(_iou_matrix(b[idx], area[idx], b[idx], area[idx]) > iou, 1)  # sup[j, i]: j (earlier) suppresses i
+            sup = np.triu(_iou_matrix(b[idx], area[idx], b[idx], area[idx]) > iou, 1)  # sup[j, i]: j (earlier) would suppress i
             keep = np.ones(len(idx), bool)
-            while True:  # greedy order as a fixed point: i survives iff no surviving earlier j suppresses it
-                nxt = ~(sup & keep[:, None]).any(axis=0)
-                if np.array_equal(nxt, keep):
-                    break
-                keep = nxt
+            for j in np.flatnonzero(sup.any(axis=1)):  # greedy, in score order, over the boxes that overlap a later one
+                if keep[j]:
+                    keep &= ~sup[j]
             idx = idx[keep]
         if len(idx):
             kept.append(idx)
