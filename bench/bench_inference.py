@@ -144,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.parts, args.rounds, args.pairs, args.idle, args.eval_parts = 20, 8, 15, 10.0, 60
     logging.basicConfig(level=logging.WARNING)
-    say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    json_out = sys.stdout
+    if args.json:  # Ultralytics prints to stdout too: everything but the JSON object goes to stderr
+        sys.stdout = sys.stderr
+    say = (lambda s: print(s, flush=True))
     from station.inspect.model_meta import read_model_meta
 
     meta = read_model_meta(args.model)
@@ -275,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     out["load_end"] = os.getloadavg()
     say(f"\nload average at end: {out['load_end']} (shared machine: compare the ratios, not the milliseconds)")
     if args.json:
-        print(json.dumps(out, default=float))
+        json_out.write(json.dumps(out, default=float) + "\n")
     return 0
 
 
