@@ -69,7 +69,8 @@ def synthetic_frames(n: int = N_SYNTHETIC, hw: tuple[int, int] = (480, 640)) -> 
     return out
 
 
-def _tensors(images: Iterable[np.ndarray], input_hw: tuple[int, int], channels: int, task: str) -> list[np.ndarray]:
+def input_tensors(images: Iterable[np.ndarray], input_hw: tuple[int, int], channels: int, task: str) -> list[np.ndarray]:
+    """(1, C, H, W) float32 model inputs prepared as the station prepares a part (letterbox, or center-crop for classify)."""
     t = InputTensor(input_hw, channels, batch=1)
     out = []
     for img in images:
@@ -99,7 +100,7 @@ def check_parity(weights: Path | str, onnx_path: Path | str, images: Sequence[np
     meta = read_model_meta(onnx_path)
     if images is None:
         images, source = synthetic_frames(), source or f"{N_SYNTHETIC} synthetic frames"
-    tensors = _tensors(images, meta.imgsz, meta.channels, meta.task)
+    tensors = input_tensors(images, meta.imgsz, meta.channels, meta.task)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])

@@ -43,10 +43,10 @@ from typing import Any
 import numpy as np
 
 from station.inspect.model_meta import OPENVINO_BIN, OPENVINO_XML, read_model_meta
-from station.inspect.preprocess import InputTensor
 
 from .export import LINEAGE_KEY, LINEAGE_PREFIX, _set_props, _text, read_lineage
 from .golden import GoldenSet, iter_images, load_golden
+from .parity import input_tensors
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +84,7 @@ def calibration_tensors(golden: GoldenSet, input_hw: tuple[int, int], channels: 
     good = [it for it in golden.items if not it.defective]
     order = [it for pair in zip(bad, good) for it in pair] + bad[len(good):] + good[len(bad):]
     order = order[:limit]
-    tensor = InputTensor(input_hw, channels, batch=1)
-    out = []
-    for _, img in iter_images(order):
-        if task == "classify":
-            tensor.center_crop(img)
-        else:
-            tensor.letterbox(img)
-        out.append(tensor.view(1).copy())
+    out = input_tensors((img for _, img in iter_images(order)), input_hw, channels, task)
     return out, sum(1 for it in order if it.defective)
 
 
