@@ -48,7 +48,14 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=99, help="line seed of the parts (training used 2024, the card's test 777)")
     ap.add_argument("--defect-rate", type=float, default=0.5)
     ap.add_argument("--mark-rate", type=float, default=0.1)
+    ap.add_argument("--station-model", type=Path, default=None,
+                    help="what the station runs (default --model), e.g. its INT8 copy from `models quantize` once the gate passed it")
+    ap.add_argument("--runtime", choices=["auto", "onnxruntime", "openvino"], default="auto", help="the station's inspector.runtime")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
     args = ap.parse_args()
+    json_out = sys.stdout
+    if args.json:
+        sys.stdout = sys.stderr
 
     meta = read_model_meta(args.model)
     rules, calib = RulesConfig(), CalibrationConfig()
@@ -63,7 +70,10 @@ def main() -> int:
     from ultralytics import YOLO  # the reference only
 
     yolo = YOLO(str(args.model), task="detect")
-    inspector = open_inspector(args.model)  # production inspector, evaluation conf 0.01
+    from station.config.inspect import OnnxInspectorConfig
+
+    # production inspector, evaluation conf 0.01
+    inspector = open_inspector(args.station_model or args.model, OnnxInspectorConfig(runtime=args.runtime))
     decider = Decider(rules, calib, "bench")
     elig = _eligibility_decider(rules, calib)
     bgr = [cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img for _, img in frames]
@@ -122,6 +132,15 @@ def main() -> int:
         print(f"{label:<28}{a:>16}{b:>16}")
     print(f"\nspeed ratio (ultralytics / station, median): {med_u / med_s:.2f}x")
     print("(station: Mono8 frame in, verdict out; ultralytics: BGR frame in, detections out - the grey->BGR copy is not timed)")
+    if args.json:
+        import json
+
+        json_out.write(json.dumps({
+            "escape_rate": s.escape_rate, "false_reject_rate": s.false_reject_rate, "mAP50": s.map50, "n_parts": len(st_res),
+            "per_class_recall": {n: s.per_class[n].recall for n in meta.names}, "speed_ratio_vs_ultralytics": med_u / med_s,
+            "station_ms_median": med_s, "ultralytics_ms_median": med_u, "station_model": str(args.station_model or args.model),
+            "station_runs_on": getattr(inspector, "providers", None), "ultralytics": {"escape_rate": u.escape_rate, "mAP50": u.map50},
+        }, default=float) + "\n")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The ``models`` command: dataset, golden, train, export, evaluate, tune, register, list, promote, rollback, build-default.
+"""The ``models`` command: dataset, golden, train, export, quantize, evaluate, tune, register, list, promote, rollback, build-default.
 
 Only ``train``, ``export`` and ``build-default`` need the ``train`` extra (torch, ultralytics, onnx);
 ``train`` and ``build-default`` run the training in a worker subprocess and print its progress.
@@ -196,8 +196,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
     lineage = json.loads(args.lineage) if args.lineage else {}
-    out = export_onnx(args.weights, args.out, args.imgsz if len(args.imgsz) == 2 else args.imgsz[0], lineage=lineage)
+    out = export_onnx(args.weights, args.out, args.imgsz if len(args.imgsz) == 2 else args.imgsz[0], lineage=lineage,
+                      parity_golden=args.golden)
     print(out)
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import quantize_int8
+
+    rep = quantize_int8(_resolve_model(args.model, args.db if args.use_db else None), args.out, args.golden, subset_size=args.subset,
+                        form=args.form)
+    print(f"INT8 model {rep.path}: {rep.n_calibration} calibration images ({rep.n_defective} defective) of golden set "
+          f"{rep.golden_id}, parent {rep.parent_sha[:12]}, {rep.seconds:.0f} s")
+    if args.register:
+        from . import registry
+
+        with _db(args.db) as db:
+            rec = registry.register(db, rep.path, store_dir=_store(args), trained_by=args.user, parent_sha=rep.parent_sha)
+        print(f"registered as candidate {rec.sha256[:12]}; next: `models evaluate --candidate {rec.sha256[:12]} --use-db "
+              f"--golden DIR --config STATION.yaml` (the line's runtime: inspector.runtime openvino or auto), then `models promote`")
     return 0
 
 
@@ -433,7 +451,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("out", type=Path)
     sp.add_argument("--imgsz", type=int, nargs="+", default=[640], help="N or H W")
     sp.add_argument("--lineage", default=None, help="JSON object, e.g. '{\"dataset_snapshot\": \"...\"}'")
+    sp.add_argument("--golden", type=Path, default=None, help="golden set for the export parity check (default: fixed synthetic frames)")
     sp.set_defaults(fn=cmd_export)
+
+    sp = sub.add_parser("quantize", help="INT8 copy of an ONNX model (NNCF, calibrated on a golden set): a new candidate")
+    sp.add_argument("model", help="FP32 ONNX file (or a registered sha256 with --use-db)")
+    sp.add_argument("out", type=Path, help="the INT8 ONNX file to write")
+    sp.add_argument("--golden", required=True, type=Path, help="golden set of the model's product: its good and bad images calibrate")
+    sp.add_argument("--subset", type=int, default=300, help="calibration images at most (good and bad alternated)")
+    sp.add_argument("--form", choices=["openvino", "qdq"], default="openvino",
+                    help="openvino: the INT8 OpenVINO form inside a copy of the FP32 file (fast, default); qdq: an ONNX QDQ graph for onnxruntime")
+    sp.add_argument("--register", action="store_true", help="register the INT8 file as a candidate in --db")
+    sp.add_argument("--use-db", action="store_true", help="MODEL is a registered sha256")
+    sp.add_argument("--user", default="cli")
+    db_args(sp)
+    sp.set_defaults(fn=cmd_quantize)
 
     sp = sub.add_parser("evaluate", help="evaluate a candidate (and the current model) on a golden set via the production path")
     sp.add_argument("--candidate", required=True, help="ONNX file (or a registered sha256 with --use-db)")

@@ -4,7 +4,8 @@ Ultralytics writes ``names``, ``imgsz``, ``stride``, ``task`` (and more) into th
 ``metadata_props``; the station reads them from there (:mod:`station.inspect.model_meta`). This
 module keeps those and adds the model's lineage - dataset snapshot id, parent model sha256, training
 seed, and any other key given - as ``lineage_<key>`` properties plus one ``lineage`` JSON property,
-so a model file alone says where it came from.
+so a model file alone says where it came from. Every export must compute what its weights compute
+(:mod:`models.parity`), or it fails.
 
 Reading lineage (:func:`read_lineage`) needs neither onnx nor torch.
 """
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 LINEAGE_KEY = "lineage"
 LINEAGE_PREFIX = "lineage_"
+PARITY_IMAGES = 16  # golden images the parity check runs (half defective when the set has them)
 
 
 class ExportError(RuntimeError):
@@ -36,6 +38,7 @@ def export_onnx(
     lineage: Mapping[str, Any] | None = None,
     simplify: bool = True,
     keep_weights: bool = True,
+    parity_golden: Path | str | None = None,
 ) -> Path:
     """Export ``best_pt`` to a static-shape ONNX file at ``out_path`` with lineage metadata.
 
@@ -43,6 +46,10 @@ def export_onnx(
     typically holds ``dataset_snapshot``, ``parent_sha``, ``train_seed``. ``simplify`` runs onnxslim
     (offline). ``keep_weights`` copies the ``.pt`` next to the ONNX file with the same stem, so the
     model can later be fine-tuned from (ONNX weights cannot be trained). Returns ``out_path``.
+
+    Every export is checked against its weights (:mod:`models.parity`) on up to ``PARITY_IMAGES``
+    images of the golden set ``parity_golden`` (good and bad), else on fixed synthetic frames; on a
+    mismatch the file is deleted and :class:`ExportError` says where it differs.
     """
     best_pt = Path(best_pt)
     out = Path(out_path)
@@ -71,12 +78,32 @@ def export_onnx(
     os.replace(tmp, out)
     if produced.resolve() != out.resolve():
         produced.unlink(missing_ok=True)
+    _check_parity(best_pt, out, parity_golden)
     if keep_weights:
         pt = out.with_suffix(".pt")
         if pt.resolve() != best_pt.resolve():
             shutil.copyfile(best_pt, pt)
     log.info("exported %s -> %s (imgsz %s, lineage %s)", best_pt, out, size, lin)
     return out
+
+
+def _check_parity(best_pt: Path, out: Path, golden: Path | str | None) -> None:
+    """The export parity check; deletes ``out`` and raises ExportError on a mismatch."""
+    from .parity import ParityError, check_parity
+
+    images, source = None, ""
+    if golden is not None:
+        from .golden import iter_images, load_golden
+
+        gs = load_golden(golden)
+        bad = [it for it in gs.items if it.defective][: PARITY_IMAGES // 2]
+        good = [it for it in gs.items if not it.defective][: PARITY_IMAGES - len(bad)]
+        images, source = [img for _, img in iter_images(bad + good)], f"golden set {gs.golden_id}"
+    try:
+        check_parity(best_pt, out, images, source=source)
+    except ParityError as e:
+        out.unlink(missing_ok=True)
+        raise ExportError(f"export parity check failed, {out} deleted: {e}") from e
 
 
 def _text(v: Any) -> str:

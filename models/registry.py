@@ -9,7 +9,8 @@ sha, seed) from the lineage metadata written by :mod:`models.export` unless give
 Status: ``candidate`` -> ``current`` (exactly one) -> ``retired`` (was current once).
 
 Promotion is gated: a candidate whose escape rate on a golden set is worse than the current
-model's on the same golden set (both recorded with :func:`record_evaluation`) is refused, unless
+model's on the same golden set, or whose mAP50 there is more than 1 point (``MAP50_DROP``) below
+the current model's (both recorded with :func:`record_evaluation`), is refused, unless
 ``override`` is given with a reason. Every promotion, refusal, override and rollback is appended to
 the audit trail. Registering or promoting does not touch a running station: the caller hot-swaps
 the promoted file (``Station.swap_model(record.path)``).
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CANDIDATE, CURRENT, RETIRED = "candidate", "current", "retired"
 PROMOTE_ACTIONS = ("model_promote", "model_promote_override", "model_rollback")
+MAP50_DROP = 0.01  # a candidate (an INT8 or converted copy included) may lose at most 1 point of mAP50
 
 
 class RegistryError(ValueError):
@@ -258,15 +260,26 @@ class GateDecision:
     candidate_escape: float | None
     current_escape: float | None
     message: str
+    candidate_map50: float | None = None
+    current_map50: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (stored in the audit trail)."""
         return {"passed": self.passed, "golden_id": self.golden_id, "candidate_escape_rate": self.candidate_escape,
-                "current_escape_rate": self.current_escape, "message": self.message}
+                "current_escape_rate": self.current_escape, "candidate_mAP50": self.candidate_map50,
+                "current_mAP50": self.current_map50, "message": self.message}
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f and abs(f) != float("inf") else None
 
 
 def gate(candidate: ModelRecord, cur: ModelRecord | None, golden_id: str | None = None) -> GateDecision:
-    """The promotion gate: candidate escape rate <= current escape rate on a golden set both were evaluated on."""
+    """The promotion gate on a golden set both were evaluated on: escape rate not worse, mAP50 at most 1 point lower."""
     if cur is None:
         return GateDecision(True, None, None, None, "no current model: the first promotion is not gated")
     cg, kg = candidate.metrics.get("golden") or {}, cur.metrics.get("golden") or {}
@@ -284,9 +297,15 @@ def gate(candidate: ModelRecord, cur: ModelRecord | None, golden_id: str | None 
     ce, ke = cg[gid].get("escape_rate"), kg[gid].get("escape_rate")
     if ce is None or ke is None:
         return GateDecision(False, gid, ce, ke, f"golden set {gid} has no defective images: escape rates are undefined")
-    if float(ce) <= float(ke) + 1e-12:
-        return GateDecision(True, gid, float(ce), float(ke), f"escape rate {ce:.4f} <= current {ke:.4f} on golden set {gid}")
-    return GateDecision(False, gid, float(ce), float(ke), f"escape rate {ce:.4f} is worse than the current model's {ke:.4f} on golden set {gid}")
+    cm, km = _finite(cg[gid].get("mAP50")), _finite(kg[gid].get("mAP50"))
+    if float(ce) > float(ke) + 1e-12:
+        return GateDecision(False, gid, float(ce), float(ke),
+                            f"escape rate {ce:.4f} is worse than the current model's {ke:.4f} on golden set {gid}", cm, km)
+    if cm is not None and km is not None and cm < km - MAP50_DROP - 1e-12:
+        return GateDecision(False, gid, float(ce), float(ke), f"mAP50 {cm:.4f} is more than {MAP50_DROP * 100:.0f} point below the "
+                            f"current model's {km:.4f} on golden set {gid} (escape rate {ce:.4f} vs {ke:.4f})", cm, km)
+    maps = f", mAP50 {cm:.4f} vs {km:.4f}" if cm is not None and km is not None else ""
+    return GateDecision(True, gid, float(ce), float(ke), f"escape rate {ce:.4f} <= current {ke:.4f}{maps} on golden set {gid}", cm, km)
 
 
 def promote(

@@ -107,7 +107,7 @@ def _run(spec: JobSpec, work: Path, events: _Events, cancel: threading.Event) ->
                "arch": Path(spec.model).name, "epochs": tr.epochs_done, "imgsz": spec.imgsz, **dict(spec.lineage)}
     out_onnx = Path(spec.export_path) if spec.export_path else work / "model.onnx"
     export_imgsz = list(spec.export_imgsz) if spec.export_imgsz else [spec.imgsz, spec.imgsz]
-    onnx_path = export_onnx(tr.best_pt, out_onnx, export_imgsz, lineage=lineage)
+    onnx_path = export_onnx(tr.best_pt, out_onnx, export_imgsz, lineage=lineage, parity_golden=spec.golden)
     from .golden import sha256_file
 
     result["onnx"] = str(onnx_path)

@@ -165,7 +165,19 @@ class OnnxInspectorConfig(StrictModel):
         default_factory=lambda: ["CPUExecutionProvider"],
         description="Execution providers in order of preference, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]; unavailable ones are skipped with a log line, CPU is always the fallback.",
     )
-    intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads (0 = one per core).")
+    runtime: Literal["auto", "onnxruntime", "openvino"] = Field(
+        "auto",
+        description="What runs the model: `openvino` (the optional openvino package: fastest on x86 CPUs, and the only one that runs "
+        "an INT8 model from `models quantize` fast), `onnxruntime` (always installed; needed for GPU execution providers), or "
+        "`auto` = openvino when it is installed and only the CPU is asked for in `providers`, else onnxruntime.",
+    )
+    precision: Literal["f32", "bf16", "f16"] = Field(
+        "f32",
+        description="OpenVINO inference precision of the layers a model keeps in floating point, set explicitly: left alone, OpenVINO "
+        "silently runs bf16 on CPUs with AVX-512 BF16/AMX, which moves scores. Use bf16 only after evaluating that model with it; "
+        "an INT8 model's quantised layers run in INT8 whatever this says. onnxruntime always runs the file's own precision.",
+    )
+    intra_op_threads: int = Field(0, ge=0, le=256, description="Inference threads of onnxruntime or OpenVINO (0 = one per core).")
     allow_spinning: bool = Field(True, description="Let onnxruntime threads spin between runs (lower latency, more CPU).")
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field("all", description="onnxruntime graph optimisation level.")
     conf: float = Field(0.1, ge=0.0, le=1.0, description="Drop candidates below this score before NMS (rules apply the real thresholds).")

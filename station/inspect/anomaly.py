@@ -118,7 +118,7 @@ class _Model:
         so.intra_op_num_threads = cfg.intra_op_threads or (os.cpu_count() or 1)
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        from .onnx_backend import choose_providers
+        from .runtime import choose_providers
 
         try:
             self.session = ort.InferenceSession(data, sess_options=so, providers=choose_providers(list(cfg.providers)))

@@ -197,6 +197,32 @@ def scan_model_bytes(data: bytes) -> tuple[dict[str, str], list[str]]:
     return meta, external
 
 
+OPENVINO_XML, OPENVINO_BIN = "station_openvino_ir_xml", "station_openvino_ir_bin"  # models/quantize.py writes them
+_TENSOR_RAW_DATA = 9
+
+
+def embedded_initializers(data: bytes, names: Sequence[str]) -> dict[str, bytes]:
+    """The raw bytes of the top-level graph initializers called ``names`` (those present).
+
+    ``models quantize`` carries the INT8 OpenVINO form of a model in two uint8 initializers no node
+    reads (:data:`OPENVINO_XML`, :data:`OPENVINO_BIN`), so one file (one sha256) holds both forms.
+    """
+    want, found = set(names), {}
+    for num, wire, graph in _fields(memoryview(data)):
+        if num != _MODEL_GRAPH or wire != 2:
+            continue
+        for tensor in _submessages(graph, _GRAPH_INITIALIZER):
+            name, raw = "", None
+            for n2, w2, v2 in _fields(tensor):
+                if n2 == _TENSOR_NAME and w2 == 2:
+                    name = bytes(v2).decode("utf-8", "replace")
+                elif n2 == _TENSOR_RAW_DATA and w2 == 2:
+                    raw = v2
+            if name in want and raw is not None:
+                found[name] = bytes(raw)
+    return found
+
+
 def read_model_bytes(path: Path) -> bytes:
     """Read the whole model file; a missing or unreadable file is a :class:`ModelLoadError`."""
     path = Path(path)

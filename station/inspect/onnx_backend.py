@@ -1,7 +1,7 @@
-"""The ``onnx`` inspector: an Ultralytics detect/segment/classify export run by onnxruntime.
+"""The ``onnx`` inspector: an Ultralytics detect/segment/classify export run by onnxruntime or OpenVINO.
 
-Load = read the file once, check it (:mod:`.model_meta`), build the session from those bytes with
-the configured execution providers (unavailable ones skipped with a warning, CPU always last),
+Load = read the file once, check it (:mod:`.model_meta`), load those bytes in the configured
+runtime (:mod:`.runtime`: OpenVINO, or onnxruntime with its execution providers, CPU always last),
 check input/output shapes against the task, warm up, and start the keep-alive thread. Loading
 never touches another inspector: swapping a running model is :mod:`.swap`'s job.
 
@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from ..config.inspect import OnnxInspectorConfig
 from ..types import Detections, Frame
@@ -37,47 +35,12 @@ from .postprocess import (
     paste_masks,
 )
 from .preprocess import InputTensor, Letterbox, check_image, letterbox_params
+from .runtime import CPU, ModelRuntime, choose_providers, open_runtime, session_options  # noqa: F401 (re-exported)
 from .tiling import Tile, cluster_boxes, cut_flags, merge_tiled, needs_tiling, tile_grid
 
 log = logging.getLogger(__name__)
 
-CPU = "CPUExecutionProvider"
 WARMUP_RUNS = 3
-_OPT_LEVEL = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
-
-
-def choose_providers(wanted: list[str], available: list[str] | None = None) -> list[str]:
-    """``wanted`` in order, minus the unavailable ones (logged), with CPU always last as the fallback."""
-    available = list(ort.get_available_providers() if available is None else available)
-    chosen: list[str] = []
-    for p in wanted:
-        if p in chosen:
-            continue
-        if p in available:
-            chosen.append(p)
-        else:
-            log.warning("execution provider %s is not available in this onnxruntime (available: %s): skipped", p, ", ".join(available))
-    if CPU in chosen:
-        chosen.remove(CPU)
-    chosen.append(CPU)
-    return chosen
-
-
-def session_options(cfg: OnnxInspectorConfig) -> ort.SessionOptions:
-    """Threads, execution mode, spinning and graph optimisation from the config."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = cfg.intra_op_threads or (os.cpu_count() or 1)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = _OPT_LEVEL[cfg.graph_optimization]
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if cfg.allow_spinning else "0")
-    so.log_severity_level = 3  # onnxruntime's own warnings would flood the station log; errors still show
-    return so
 
 
 class OnnxInspector:
@@ -92,21 +55,15 @@ class OnnxInspector:
         self.meta: ModelMeta = parse_model(path, data)
         if self.meta.task == "anomaly":
             raise ModelLoadError(f"model {path} is an anomaly model: run it with `inspector: {{type: anomaly, model: {path}}}`")
-        providers = choose_providers(list(cfg.providers))
-        try:
-            self.session = ort.InferenceSession(data, sess_options=session_options(cfg), providers=providers)
-        except Exception as e:  # onnxruntime raises its own pybind exception types
-            raise ModelLoadError(f"model {path}: onnxruntime cannot load it: {e}") from e
+        self.runtime: ModelRuntime = open_runtime(data, str(path), cfg)
+        self.session = getattr(self.runtime, "session", None)  # the onnxruntime session, None under OpenVINO
         del data
-        inputs = [(i.name, i.shape) for i in self.session.get_inputs()]
-        outputs = [(o.name, o.shape) for o in self.session.get_outputs()]
+        inputs, outputs = self.runtime.inputs, self.runtime.outputs
         check_io(self.meta, inputs, outputs)
         self.model_id: str = self.meta.model_id
         self.names: tuple[str, ...] = self.meta.names
         self.task = self.meta.task
         self.input_hw = self.meta.imgsz
-        self._input_name = inputs[0][0]
-        self._output_names = [o[0] for o in outputs]
         self.dynamic_batch = not isinstance(inputs[0][1][0], int)
         self._tensor = InputTensor(self.input_hw, self.meta.channels, batch=1)
         self._tile_tensor: InputTensor | None = None
@@ -120,9 +77,9 @@ class OnnxInspector:
         if cfg.tiling.enabled and self.task == "classify":
             log.warning("model %s is a classifier: tiling does not apply and is ignored", self.model_id)
         log.info(
-            "model %s: %s, %d classes, input %s%s, runs on %s (asked %s)",
-            self.model_id, self.task, len(self.names), list(inputs[0][1]),
-            ", end-to-end" if self.meta.end2end else "", self.session.get_providers(), list(cfg.providers),
+            "model %s: %s, %d classes, input %s%s, runs on %s %s (asked %s %s)",
+            self.model_id, self.task, len(self.names), list(inputs[0][1]), ", end-to-end" if self.meta.end2end else "",
+            self.runtime.name, self.runtime.devices, cfg.runtime, list(cfg.providers),
         )
         self.warmup()
         if cfg.keepalive_s > 0:
@@ -138,8 +95,8 @@ class OnnxInspector:
 
     @property
     def providers(self) -> list[str]:
-        """Execution providers onnxruntime actually uses, in order."""
-        return list(self.session.get_providers())
+        """What runs the model: onnxruntime's execution providers in order, or ``openvino:CPU:<precision>``."""
+        return self.runtime.devices
 
     def learn(self, frame: Frame) -> None:
         """Trained models do not learn on the line."""
@@ -180,8 +137,8 @@ class OnnxInspector:
 
     def _run(self, tensor: np.ndarray) -> list[np.ndarray]:
         try:
-            return self.session.run(self._output_names, {self._input_name: tensor})
-        except Exception as e:  # onnxruntime's pybind exceptions
+            return self.runtime.run(tensor)
+        except Exception as e:  # onnxruntime's pybind exceptions, OpenVINO's RuntimeError
             raise InspectorError(f"model {self.model_id}: inference failed: {e}") from e
 
     def _inspect_locked(self, image: np.ndarray) -> Detections:

@@ -8,7 +8,8 @@ Layouts (Ultralytics ONNX exports, one batch element at a time):
 - classify: ``(nc,)`` probabilities (softmax is applied only if the export did not).
 
 The score filter runs first, on a view of the class rows, so only candidates are transposed and
-converted; per-class NMS is ``cv2.dnn.NMSBoxesBatched``. Matches ``ultralytics.utils.nms``:
+converted; per-class NMS is vectorised (:func:`nms_per_class`, flat cost at any number of
+candidates; the same result as ``cv2.dnn.NMSBoxesBatched``). Matches ``ultralytics.utils.nms``:
 strict ``score > conf``, best class per box, NMS IoU ``> iou`` suppresses, at most 30000
 candidates into NMS, ``max_det`` after NMS.
 """
@@ -88,7 +89,7 @@ def decode_yolo(out: np.ndarray, nc: int, conf: float, iou: float, max_det: int)
     boxes[:, :2] = xywh[:, :2] - half
     boxes[:, 2:] = xywh[:, :2] + half
     coefs = sel[:, 4 + nc :] if nm else None
-    keep = nms_per_class(boxes, scores, class_ids, iou)[:max_det]
+    keep = nms_per_class(boxes, scores, class_ids, iou, max_det)
     return Candidates(boxes[keep], scores[keep], class_ids[keep], None if coefs is None else coefs[keep])
 
 
@@ -105,18 +106,71 @@ def decode_end2end(out: np.ndarray, conf: float, max_det: int) -> Candidates:
     )
 
 
-def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float) -> np.ndarray:
-    """Indices kept by per-class NMS, highest score first (``cv2.dnn.NMSBoxesBatched``)."""
-    if len(scores) == 0:
+NMS_CHUNK = 128  # candidates per vectorised NMS step
+
+
+def _iou_matrix(a: np.ndarray, area_a: np.ndarray, b: np.ndarray, area_b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of xyxy boxes (no +1: the cv::Rect2d / torchvision convention)."""
+    w = np.minimum(a[:, None, 2], b[None, :, 2])
+    w -= np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3])
+    h -= np.maximum(a[:, None, 1], b[None, :, 1])
+    np.maximum(w, 0, out=w)
+    np.maximum(h, 0, out=h)
+    w *= h  # intersection
+    h = area_a[:, None] + area_b[None, :]
+    h -= w  # union
+    np.maximum(h, 1e-12, out=h)
+    w /= h
+    return w
+
+
+def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float, max_det: int | None = None) -> np.ndarray:
+    """Indices kept by greedy per-class NMS, highest score first (ties: lower index first), at most ``max_det``.
+
+    The same result as ``cv2.dnn.NMSBoxesBatched`` / torchvision's batched NMS (a box is suppressed
+    by a kept box of its class with IoU > ``iou``), vectorised so its cost stays flat with the
+    number of candidates: boxes are visited in score order in chunks of ``NMS_CHUNK``; a chunk is
+    first checked against every box kept so far (one matrix), then its own survivors are resolved
+    with its own IoU matrix (greedy, one row step per box that overlaps another); it stops as
+    soon as ``max_det`` boxes are kept. Classes never suppress each other (each class is shifted
+    to its own coordinate range).
+    """
+    n = len(scores)
+    if n == 0:
         return np.zeros((0,), np.int64)
-    if len(scores) == 1:
-        return np.zeros((1,), np.int64)
-    xywh = boxes.astype(np.float64)  # cv::Rect2d
-    xywh[:, 2:] -= xywh[:, :2]
-    idx = cv2.dnn.NMSBoxesBatched(xywh, scores.astype(np.float32), class_ids.astype(np.int32), 0.0, float(iou))
-    idx = np.asarray(idx, np.int64).reshape(-1)
-    # NMSBoxes returns score-descending order; make ties deterministic like a stable sort
-    return idx[np.argsort(-scores[idx], kind="stable")]
+    limit = n if max_det is None else min(n, int(max_det))
+    order = np.argsort(-scores, kind="stable")
+    if n == 1:
+        return order[:limit]
+    b = boxes[order].astype(np.float64)
+    span = float(np.abs(b).max()) + 1.0
+    b += (class_ids[order].astype(np.float64) * 2.0 * span)[:, None]
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    kept: list[np.ndarray] = []
+    n_kept = 0
+    kb = np.zeros((0, 4), np.float64)
+    ka = np.zeros((0,), np.float64)
+    for start in range(0, n, NMS_CHUNK):
+        idx = np.arange(start, min(n, start + NMS_CHUNK))
+        if n_kept:
+            idx = idx[~(_iou_matrix(b[idx], area[idx], kb, ka) > iou).any(axis=1)]
+        if len(idx) > 1:
+            sup = np.triu(_iou_matrix(b[idx], area[idx], b[idx], area[idx]) > iou, 1)  # sup[j, i]: j (earlier) would suppress i
+            keep = np.ones(len(idx), bool)
+            for j in np.flatnonzero(sup.any(axis=1)):  # greedy, in score order, over the boxes that overlap a later one
+                if keep[j]:
+                    keep &= ~sup[j]
+            idx = idx[keep]
+        if len(idx):
+            kept.append(idx)
+            n_kept += len(idx)
+            kb, ka = np.concatenate([kb, b[idx]]), np.concatenate([ka, area[idx]])
+        if n_kept >= limit:
+            break
+    if not kept:
+        return np.zeros((0,), np.int64)
+    return order[np.concatenate(kept)[:limit]]
 
 
 def boxes_to_frame(boxes: np.ndarray, lb: Letterbox, clip_hw: tuple[int, int] | None = None) -> np.ndarray:
