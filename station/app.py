@@ -29,6 +29,7 @@ from .inspect.swap import SwappableInspector
 from .pipeline import Line
 from .floor import FloorServices
 from .rt import freeze_heap, limit_malloc_arenas, set_realtime
+from .services import Services
 from .serialize import event_to_dict
 from .store import health_baselines, queries
 from .store.db import StoreError, open_db
@@ -206,33 +207,60 @@ class Station:
             from .plant.follower import follower_for_station
 
             self.follower = follower_for_station(self)
+        self._drain_s: float | None = None  # the scheduler's drain at stop (stop(drain_s))
+        self.services = self._services()
 
     # -- lifecycle ----------------------------------------------------------
-    def start(self) -> None:
-        """Start everything, consumers first, the trigger last."""
-        # Python switches threads every 5 ms by default: too coarse for reject edges.
-        sys.setswitchinterval(0.0005)
-        self.recorder.start()
-        self.output.open()
-        self.scheduler.start()
-        self.inspector.warmup()
+    def _services(self) -> Services:
+        """Everything that runs, in start order (stopped in reverse): consumers first, the trigger last.
+
+        The reject scheduler stops (draining the last pulses) after the line and before the outputs
+        and the plant-floor links that carry those pulses and verdicts; the recorder stops last.
+        """
+        s = Services()
+        s.add("recorder", self.recorder.start, self.recorder.stop)
+        s.add("output", self.output.open, self.output.close)
+        s.add("floor", self.floor.start, self.floor.stop)  # PLC handshake, MQTT, OPC UA
+        if self.uplink is not None:
+            s.add("plant uplink", self.uplink.start, self.uplink.stop)
+        if self.follower is not None:
+            s.add("plant follower", self.follower.start, self.follower.stop)
+        s.add("scheduler", self.scheduler.start, lambda: self.scheduler.stop(drain_s=self._drain_s))
+        s.add("inspector", self.inspector.warmup, self.inspector.close)
         for cam in self.cameras:
-            cam.open()
+            s.add(f"camera:{cam.camera_id}", cam.open, cam.close)
+        s.add("line", self._start_line, self._stop_line)
+        s.add("trigger", self._start_trigger, self.trigger_source.stop)
+        if self.watchdog is not None:
+            s.add("watchdog", self.watchdog.start, self.watchdog.stop)  # first to stop: a stopping line is not a stuck one
+        return s
+
+    def _start_line(self) -> None:
         self.line.start()
         self._make_realtime(self.line.threads)
-        self.floor.start()
-        if self.uplink is not None:
-            self.uplink.start()
-        if self.follower is not None:
-            self.follower.start()
+
+    def _stop_line(self) -> None:
+        self.stop_shadow()
+        self.line.stop()
+
+    def _start_trigger(self) -> None:
         freeze_heap()  # before the first part: no full collection of the start-up heap on the line
         self.trigger_source.start()
         # The trigger thread takes the scheduler's lock for every part (deadline registration): at
         # normal priority it can be preempted holding it while real-time threads fill the cores.
         self._make_realtime(self.trigger_source.threads)
+
+    @property
+    def running(self) -> bool:
+        """True from a completed :meth:`start` until :meth:`stop`."""
+        return self._started
+
+    def start(self) -> None:
+        """Start every service in order (station/services.py), the trigger last."""
+        # Python switches threads every 5 ms by default: too coarse for reject edges.
+        sys.setswitchinterval(0.0005)
+        self.services.start()
         self._started = True
-        if self.watchdog is not None:
-            self.watchdog.start()
         self.alarms.report("station", "ok", "running")
         self.notifier.notify("READY=1", f"STATUS=running, model {self.inspector.model_id}")
         log.info("station %s running (config %s, model %s)", self.cfg.name, self.config_hash, self.inspector.model_id)
@@ -268,22 +296,8 @@ class Station:
             return
         self._started = False
         self.notifier.notify("STOPPING=1")
-        if self.watchdog is not None:
-            self.watchdog.stop()  # a stopping line is not a stuck one
-        self.trigger_source.stop()
-        self.stop_shadow()
-        self.line.stop()
-        self.scheduler.stop(drain_s=self.cfg.reject.travel_ms / 1000 + 0.5 if drain_s is None else drain_s)
-        self.floor.stop()
-        if self.follower is not None:
-            self.follower.stop()
-        if self.uplink is not None:
-            self.uplink.stop()
-        for cam in self.cameras:
-            cam.close()
-        self.inspector.close()
-        self.output.close()
-        self.recorder.stop()
+        self._drain_s = self.cfg.reject.travel_ms / 1000 + 0.5 if drain_s is None else drain_s
+        self.services.stop()  # in reverse: watchdog, trigger, line, cameras, inspector, scheduler (drains), ..., recorder
         self._db_close_pending = True  # closed by stop() in the thread that opened it
         self.notifier.close()
         log.info("station stopped: %s", self.counters.snapshot().as_dict())

@@ -40,7 +40,7 @@ class FloorServices:
                 cfg.plc,
                 station.bus.subscribe("plc", maxsize=cfg.plc.queue_size),
                 report=report,
-                ready=lambda: bool(station._started and not station.line.paused and station.healthy),
+                ready=lambda: bool(station.running and not station.line.paused and station.healthy),
                 alarm_active=lambda: any(not e.component.startswith("plc") for e in station.alarms.active()),
                 on_recipe=self.select_recipe,
                 healthy=lambda: station.healthy,  # the watchdog: no HEARTBEAT toggles while a worker is stuck
@@ -110,7 +110,7 @@ class FloorServices:
         """State, counters and recipe for the OPC UA server."""
         st = self.station
         return {
-            "running": st._started,
+            "running": st.running,
             "paused": st.line.paused,
             "model_id": st.inspector.model_id,
             "config_hash": st.config_hash,
@@ -123,7 +123,7 @@ class FloorServices:
     def _status(self) -> dict[str, Any]:
         st = self.station
         return {
-            "running": st._started,
+            "running": st.running,
             "paused": st.line.paused,
             "model_id": st.inspector.model_id,
             "active_recipe": self.active_recipe,

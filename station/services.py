@@ -1,0 +1,70 @@
+"""The station's one service lifecycle: started in order, stopped in reverse.
+
+Every long-lived part of a station (the recorder, the output, the plant-floor protocols, the plant
+uplink, the reject scheduler, the inspector, the cameras, the line's workers, the trigger, the
+watchdog) is one :class:`Service` in one list. :meth:`Services.start` starts them in the order
+given; if one fails, the ones already started are stopped in reverse and the error is raised, so a
+station that cannot start leaves no thread or device behind. :meth:`Services.stop` stops what was
+started, in reverse: the trigger first (no new parts), the consumers last (nothing is lost).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One thing to start and stop."""
+
+    name: str
+    start: Callable[[], object]
+    stop: Callable[[], object]
+
+
+class Services:
+    """An ordered list of services with one start and one stop."""
+
+    def __init__(self) -> None:
+        self._all: list[Service] = []
+        self._started: list[Service] = []
+
+    def add(self, name: str, start: Callable[[], object], stop: Callable[[], object]) -> None:
+        """Append a service: it starts after, and stops before, those added earlier."""
+        if any(s.name == name for s in self._all):
+            raise ValueError(f"service {name!r} added twice")
+        self._all.append(Service(name, start, stop))
+
+    @property
+    def names(self) -> list[str]:
+        """The services in start order."""
+        return [s.name for s in self._all]
+
+    @property
+    def running(self) -> list[str]:
+        """The services started and not stopped, in start order."""
+        return [s.name for s in self._started]
+
+    def start(self) -> None:
+        """Start every service in order; on a failure stop those started, in reverse, and re-raise."""
+        for svc in self._all:
+            try:
+                svc.start()
+            except BaseException:
+                log.error("service %s failed to start: stopping the %d started before it", svc.name, len(self._started))
+                self.stop()
+                raise
+            self._started.append(svc)
+
+    def stop(self) -> None:
+        """Stop the started services in reverse order; one that raises is logged and the rest still stop."""
+        while self._started:
+            svc = self._started.pop()
+            try:
+                svc.stop()
+            except Exception:
+                log.exception("service %s failed to stop cleanly", svc.name)
