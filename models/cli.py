@@ -92,7 +92,7 @@ class ProgressPrinter:
             bar = "#" * int(round(frac * self.width))
             losses = " ".join(f"{k}={v:.3g}" for k, v in (ev.get("losses") or {}).items())
             m = ev.get("metrics") or {}
-            mets = " ".join(f"{k}={m[k]:.3f}" for k in ("precision", "recall", "mAP50") if k in m)
+            mets = " ".join(f"{k}={m[k]:.3f}" for k in ("precision", "recall", "mAP50", "top1") if k in m)
             eta = ev.get("eta_s")
             eta_s = f" eta {int(eta // 60)}m{int(eta % 60):02d}s" if eta else ""
             if ph == "batch":
