@@ -103,7 +103,7 @@ class ProgressPrinter:
             bar = "#" * int(round(frac * self.width))
             losses = " ".join(f"{k}={v:.3g}" for k, v in (ev.get("losses") or {}).items())
             m = ev.get("metrics") or {}
-            mets = " ".join(f"{k}={m[k]:.3f}" for k in ("precision", "recall", "mAP50") if k in m)
+            mets = " ".join(f"{k}={m[k]:.3f}" for k in ("precision", "recall", "mAP50", "top1") if k in m)
             eta = ev.get("eta_s")
             eta_s = f" eta {int(eta // 60)}m{int(eta % 60):02d}s" if eta else ""
             if ph == "batch":
@@ -231,11 +231,40 @@ def _resolve_model(arg: str, db_path: Path | None) -> str:
     raise SystemExit(f"model {arg}: no such file (give --db to name a registered model by its sha256)")
 
 
+def cmd_import_elpv(args: argparse.Namespace) -> int:
+    from .elpv import import_classify_dataset
+
+    out = import_classify_dataset(args.out, seed=args.seed, fractions=tuple(args.fractions))
+    m = json.loads((out / "dataset.json").read_text())
+    print(f"ELPV classify dataset {m['snapshot']} in {out}: " + ", ".join(f"{k} {sum(v.values())}" for k, v in m["counts"].items()))
+    return 0
+
+
+def _evaluate_classify(args: argparse.Namespace, cand: str, rules: Any, calib: Any, insp: Any) -> int:
+    from .evaluate_classify import evaluate_classify
+
+    if args.good_classes:
+        rules = rules.model_copy(update={"good_classes": list(args.good_classes)})
+    try:
+        res = evaluate_classify(cand, args.golden, rules=rules, calibration=calib, inspector_cfg=insp)
+    except ValueError as e:
+        print(f"models evaluate: {e}", file=sys.stderr)
+        return 2
+    print(res.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(res.summary(), indent=1) + "\n")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from station.inspect.model_meta import read_model_meta
+
     from .evaluate import compare
 
     rules, calib, insp = _rules_and_inspector(args.config)
     cand = _resolve_model(args.candidate, args.db if args.use_db else None)
+    if read_model_meta(cand).task == "classify":  # a split of class folders; verdict figures, no boxes
+        return _evaluate_classify(args, cand, rules, calib, insp)
     current = None
     if args.current:
         current = _resolve_model(args.current, args.db if args.use_db else None)
@@ -429,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="train a model (a background job with progress; Ctrl-C cancels)")
     src = sp.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", default=None, help="YOLO data.yaml")
+    src.add_argument("--data", default=None, help="YOLO data.yaml, or a classify dataset folder (train/ val/ of class folders)")
     src.add_argument("--synthetic", type=int, nargs=3, metavar=("N_TRAIN", "N_VAL", "SEED"), help="render a synthetic dataset first")
     sp.add_argument("--model", default="yolov8n.yaml", help="architecture .yaml, or a parent .pt/.onnx to fine-tune")
     sp.add_argument("--epochs", type=int, default=50)
@@ -470,13 +499,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("evaluate", help="evaluate a candidate (and the current model) on a golden set via the production path")
     sp.add_argument("--candidate", required=True, help="ONNX file (or a registered sha256 with --use-db)")
     sp.add_argument("--current", default=None, help="ONNX file to compare with (default with --use-db: the registry's current)")
-    sp.add_argument("--golden", required=True, type=Path)
+    sp.add_argument("--golden", required=True, type=Path, help="golden set; for a classify model a split of class folders")
     sp.add_argument("--config", default=None, help="station config: its rules, calibration and inspector settings")
+    sp.add_argument("--good-classes", nargs="+", default=None, help="classify: the good classes (replaces rules.good_classes)")
     sp.add_argument("--use-db", action="store_true", help="resolve models through the registry in --db")
     sp.add_argument("--record", action="store_true", help="with --use-db: store the results in the registry (for the promotion gate)")
     sp.add_argument("--json", default=None, help="also write the comparison as JSON here")
     db_args(sp)
     sp.set_defaults(fn=cmd_evaluate)
+
+    sp = sub.add_parser("import-elpv", help="the ELPV solar cells (pip elpv-dataset) as a classify dataset: seeded split")
+    sp.add_argument("--out", type=Path, required=True, help="new folder for train/ val/ test/ class folders")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
+    sp.set_defaults(fn=cmd_import_elpv)
 
     sp = sub.add_parser("tune", help="per-class thresholds for a target escape rate, and the false rejects they cost")
     sp.add_argument("--model", required=True)

@@ -296,8 +296,8 @@ def _existing(root: Path, params: Mapping[str, Any]) -> Path | None:
 
 
 def read_manifest(data_yaml: Path | str) -> dict[str, Any]:
-    """The ``dataset.json`` next to a data.yaml ({} when the dataset was not made here)."""
-    p = Path(data_yaml).parent / MANIFEST
+    """The ``dataset.json`` next to a data.yaml, or in a classify dataset folder ({} when the dataset was not made here)."""
+    p = (Path(data_yaml) if Path(data_yaml).is_dir() else Path(data_yaml).parent) / MANIFEST
     if not p.is_file():
         return {}
     return json.loads(p.read_text())
@@ -308,10 +308,10 @@ def dataset_snapshot(data_yaml: Path | str) -> str:
     m = read_manifest(data_yaml)
     if m.get("snapshot"):
         return str(m["snapshot"])
-    root = Path(data_yaml).parent
+    root = Path(data_yaml) if Path(data_yaml).is_dir() else Path(data_yaml).parent
     files = {
         str(p.relative_to(root)): sha256_file(p)
-        for sub in ("images", "labels")
+        for sub in (("train", "val", "test") if Path(data_yaml).is_dir() else ("images", "labels"))
         for p in sorted((root / sub).rglob("*"))
         if p.is_file()
     }

@@ -12,6 +12,7 @@ other half against the cells with probability 1.
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +96,81 @@ def zscore_template_scores(learn: list[np.ndarray], test: list[np.ndarray]) -> n
     x = np.stack(learn).astype(np.float32)
     mu, sd = x.mean(0), x.std(0) + 2.0
     return np.array([np.percentile(np.abs(t.astype(np.float32) - mu) / sd, 99.5) for t in test])
+
+
+# --------------------------------------------------------------------------- classify dataset import
+
+CLASSIFY_NAMES = ("defective", "functional")  # class id = index (Ultralytics sorts the class folders by name)
+DEFECTIVE_MIN_P = 2 / 3  # probability >= 2/3: defective; 0: functional; 1/3: left out (the experts were unsure)
+SPLITS = ("train", "val", "test")
+CLASSIFY_MANIFEST = "dataset.json"
+
+
+def classify_label(c: ElpvCell) -> str | None:
+    """``defective`` (probability >= 2/3), ``functional`` (probability 0), None (1/3: left out)."""
+    if c.probability >= DEFECTIVE_MIN_P - 1e-6:
+        return "defective"
+    if c.probability == 0.0:
+        return "functional"
+    return None
+
+
+def classify_split(
+    seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), all_cells: list[ElpvCell] | None = None
+) -> dict[str, list[tuple[ElpvCell, str]]]:
+    """A fixed, seeded split by image, stratified by class and cell type: ``{split: [(cell, class), ...]}``.
+
+    Each stratum (class x cell type) is permuted with its own seeded generator and cut by ``fractions``
+    (train, val, test), so a cell's split depends only on the seed and the stratum's content.
+    """
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"fractions {fractions!r}: give three positive numbers (train, val, test) that sum to 1")
+    out: dict[str, list[tuple[ElpvCell, str]]] = {s: [] for s in SPLITS}
+    labelled = [(c, classify_label(c)) for c in (all_cells or cells())]
+    for k, (name, ctype) in enumerate((n, t) for n in CLASSIFY_NAMES for t in ("mono", "poly")):
+        stratum = sorted((c for c, lab in labelled if lab == name and c.cell_type == ctype), key=lambda c: c.path.name)
+        order = np.random.default_rng([seed, k]).permutation(len(stratum))
+        n_train = int(round(fractions[0] * len(stratum)))
+        n_val = int(round(fractions[1] * len(stratum)))
+        for pos, i in enumerate(order):
+            split = "train" if pos < n_train else "val" if pos < n_train + n_val else "test"
+            out[split].append((stratum[i], name))
+    return out
+
+
+def import_classify_dataset(
+    out_dir: Path | str, seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+) -> Path:
+    """Write the ELPV cells as an Ultralytics classify dataset; returns the folder (``models train --data``).
+
+    Layout ``<out>/{train,val,test}/{defective,functional}/<cell>.png`` (the original PNG bytes,
+    copied) and ``<out>/dataset.json``: the split parameters, counts per split/class/cell type and a
+    content id over every file (the dataset snapshot id in the model's lineage). ``test`` is never read
+    by training: it is the held-back split for the final figures; ``val`` is for tuning.
+    """
+    from .golden import content_id, sha256_file  # models.golden imports nothing heavy
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty: give a new folder for the ELPV import")
+    parts = classify_split(seed, fractions)
+    files: dict[str, str] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for split, items in parts.items():
+        counts[split] = {}
+        for cell, name in items:
+            rel = f"{split}/{name}/{cell.path.stem}_{cell.cell_type}.png"
+            dst = out / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(cell.path.read_bytes())
+            files[rel] = sha256_file(dst)
+            key = f"{name}_{cell.cell_type}"
+            counts[split][key] = counts[split].get(key, 0) + 1
+    manifest = {
+        "format": 1, "kind": "classify", "source": "elpv-dataset", "snapshot": content_id(files),
+        "names": list(CLASSIFY_NAMES), "seed": seed, "fractions": list(fractions),
+        "rule": "defective: probability >= 2/3; functional: probability 0; probability 1/3 left out",
+        "counts": counts,
+    }
+    (out / CLASSIFY_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return out

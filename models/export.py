@@ -62,7 +62,7 @@ def export_onnx(
     import onnx  # lazy: export only
     from ultralytics import YOLO
 
-    model = YOLO(str(best_pt), task="detect")
+    model = YOLO(str(best_pt))  # the task (detect, segment, classify) comes from the checkpoint
     produced = Path(model.export(format="onnx", imgsz=size, simplify=simplify, dynamic=False, nms=False, device="cpu"))
     proto = onnx.load(str(produced))
     props = {p.key: p.value for p in proto.metadata_props}

@@ -88,8 +88,8 @@ class JobSpec:
         """Raise :class:`JobError` naming the field when the spec cannot run."""
         if (self.data_yaml is None) == (self.synthetic is None):
             raise JobError("give exactly one of data_yaml (an existing dataset) or synthetic (dataset parameters)")
-        if self.data_yaml is not None and not Path(self.data_yaml).is_file():
-            raise JobError(f"data_yaml {self.data_yaml} does not exist")
+        if self.data_yaml is not None and not (Path(self.data_yaml).is_file() or Path(self.data_yaml).is_dir()):
+            raise JobError(f"data_yaml {self.data_yaml} does not exist (a YOLO data.yaml, or a classify dataset folder)")
         if self.synthetic is not None:
             missing = [k for k in ("n_train", "n_val", "seed") if k not in self.synthetic]
             if missing:

@@ -30,6 +30,8 @@ METRIC_KEYS = {
     "metrics/recall(B)": "recall",
     "metrics/mAP50(B)": "mAP50",
     "metrics/mAP50-95(B)": "mAP50-95",
+    "metrics/accuracy_top1": "top1",  # classify
+    "metrics/accuracy_top5": "top5",
 }
 
 
@@ -98,6 +100,20 @@ class TrainResult:
     epochs_done: int
     seconds: float
     args: Mapping[str, Any]
+
+
+def data_task(data: Path | str) -> str:
+    """The task a dataset trains: ``classify`` for a folder of class folders (``train/<class>/*.png``,
+    e.g. :func:`models.elpv.import_classify_dataset`), ``detect`` for a YOLO ``data.yaml``."""
+    p = Path(data)
+    if p.is_dir():
+        if not (p / "train").is_dir() or not (p / "val").is_dir():
+            raise TrainingError(f"dataset folder {p} has no train/ and val/ class folders: a classify dataset is "
+                                "<root>/{train,val}/<class>/<image> (make one with `models import-elpv`)")
+        return "classify"
+    if not p.is_file():
+        raise TrainingError(f"dataset {p} does not exist: make one with `models dataset` or export labels first")
+    return "detect"
 
 
 def resolve_parent(model: str | Path) -> str:
@@ -235,7 +251,10 @@ def train(
     hyp: Mapping[str, Any] | None = None,
     batch_every_s: float = 2.0,
 ) -> TrainResult:
-    """Train a detector on ``data_yaml``; weights and ``train.log`` go to ``out_dir``.
+    """Train a model on ``data_yaml``; weights and ``train.log`` go to ``out_dir``.
+
+    ``data_yaml``: a YOLO ``data.yaml`` (detect/segment) or a classify dataset folder (see
+    :func:`data_task`; then ``model`` must be a classify model, e.g. ``yolov8n-cls.yaml``).
 
     ``model``: a ``.yaml`` (new model, random weights), or a parent ``.pt`` / ``.onnx`` (with its
     ``.pt`` next to it) to fine-tune. ``on_progress`` gets a :class:`Progress` at start, every
@@ -245,8 +264,9 @@ def train(
     CPU only, deterministic for a given ``seed``.
     """
     data_yaml = Path(data_yaml)
-    if not data_yaml.is_file():
-        raise TrainingError(f"dataset {data_yaml} does not exist: make one with `models dataset` or export labels first")
+    task = data_task(data_yaml)
+    if task == "classify" and str(model).endswith(".yaml") and "-cls" not in Path(str(model)).stem:
+        raise TrainingError(f"model {model}: a classify dataset needs a classify model (e.g. yolov8n-cls.yaml, yolo11n-cls.yaml)")
     if epochs < 1 or batch < 1 or imgsz < 32:
         raise TrainingError(f"epochs >= 1, batch >= 1 and imgsz >= 32 are required (got {epochs}, {batch}, {imgsz})")
     start = resolve_parent(model)
@@ -285,7 +305,7 @@ def train(
     t0 = time.monotonic()
     try:
         LOGGER.info(f"models.train: start={start} args={args}")
-        yolo = YOLO(start, task="detect")
+        yolo = YOLO(start, task=task)
         for event in ("on_train_start", "on_train_epoch_start", "on_train_batch_end", "on_fit_epoch_end"):
             yolo.add_callback(event, getattr(reporter, event))
         yolo.train(**args)

@@ -22,7 +22,7 @@ from .alarms import AlarmBoard
 from .bus import Bus
 from .config import CalibrationConfig, StationConfig, config_hash
 from .counters import CounterValues, Counters, reconcile
-from .decide import Decider
+from .decide import Decider, check_rules_for_model
 from .health import HealthMonitor
 from .inspect.base import INSPECTORS, Inspector
 from .inspect.swap import SwappableInspector
@@ -143,6 +143,11 @@ class Station:
             cameras if cameras is not None else [CAMERAS.create(c, on_status=self.alarms.report) for c in cfg.cameras]
         )
         self.inspector = SwappableInspector(inspector if inspector is not None else build_inspector(cfg, self.db))
+        try:
+            check_rules_for_model(cfg.rules, getattr(self.inspector.current, "task", None), self.inspector.names)
+        except ValueError:
+            self.inspector.close()
+            raise
         # an output hosted by a station camera (pylon UserOutput) shares that camera's open device
         out_kw: dict[str, Any] = {"cameras": {c.camera_id: c for c in self.cameras}} if getattr(cfg.reject.output, "camera_id", None) else {}
         self.output: OutputDriver = output if output is not None else OUTPUTS.create(cfg.reject.output, **out_kw)

@@ -55,7 +55,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if args.port is not None:
         cfg = cfg.model_copy(update={"web": cfg.web.model_copy(update={"port": args.port})})
-    station = Station(cfg, max_parts=args.parts)
+    try:
+        station = Station(cfg, max_parts=args.parts)
+    except ValueError as e:  # rules that cannot judge the model (check_rules_for_model)
+        print(f"{args.config}: {e}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     station.on_failure(lambda _reason: stop.set())  # the watchdog gave up: stop, exit 1, systemd restarts
@@ -89,7 +93,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .acquire.folder import FolderCamera
     from .app import build_inspector, effective_calibration
     from .camera_setup import load_file, undistorters
-    from .decide import Decider
+    from .decide import Decider, check_rules_for_model
     from .pipeline import inspect_part
     from .serialize import result_to_dict
     from .types import PartResult, Trigger
@@ -99,6 +103,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cam = FolderCamera(FolderCameraConfig(id=camera_id, path=Path(args.folder), loop=False, grayscale=not args.color))
     cam.open()
     inspector = build_inspector(cfg)
+    try:
+        check_rules_for_model(cfg.rules, getattr(inspector, "task", None), inspector.names)
+    except ValueError as e:
+        inspector.close()
+        print(f"{args.config}: {e}", file=sys.stderr)
+        return 2
     inspector.warmup()
     setup = load_file(cfg.store.db_path, cfg.name, [c.id for c in cfg.cameras])  # the line's calibrations and regions in force
     decider = Decider(cfg.rules, effective_calibration(cfg.calibration), config_hash(cfg), setup)

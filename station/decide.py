@@ -5,7 +5,10 @@
 confidence thresholds with an uncertain band, minimum defect area in mm²
 (from calibration), ignore zones and a tolerated count, and each camera's setup
 in force (:mod:`station.camera_setup`: its own mm per pixel, the drawn ROI,
-ignore polygons and named regions with their own thresholds). It also makes the
+ignore polygons and named regions with their own thresholds). A classify model's
+detections are one full-frame entry per class (its probability): a defect
+class rejects at ``reject_conf``, is UNCERTAIN from ``uncertain_conf``, and the
+``good_classes`` are recorded but never reject. It also makes the
 FAILSAFE verdicts (dropped frame, grab failure, inspector error, deadline
 missed), so every outcome comes from here.
 """
@@ -23,6 +26,26 @@ from .config.regions import NamedRegion
 from .types import Defect, Detections, Frame, Outcome, Trigger, Verdict
 
 log = logging.getLogger(__name__)
+
+GOOD_CLASS = "good class"  # the rule text of a classify model's good-class probability (recorded, never rejects)
+
+
+def check_rules_for_model(rules: RulesConfig, task: str | None, names: Sequence[str]) -> None:
+    """Refuse rules that cannot judge a model's output: ValueError naming the field and the fix.
+
+    A classify model gives one probability per class; the rules must say which classes are good
+    (``rules.good_classes``), else a confident good part would be judged as a defect of its class.
+    """
+    if task != "classify":
+        return
+    if not rules.good_classes:
+        raise ValueError(
+            f"rules.good_classes: a classify model (classes {list(names)}) needs its good classes named, "
+            "e.g. good_classes: [functional]; the other classes reject at their rules.classes.<name>.reject_conf"
+        )
+    unknown = [c for c in rules.good_classes if c not in names]
+    if unknown:
+        raise ValueError(f"rules.good_classes: {unknown} not among the model's classes {list(names)}; fix the spelling")
 
 
 def _overlap_fraction(box: Sequence[float], zone: IgnoreZone) -> float:
@@ -84,6 +107,8 @@ class Decider:
 
         if conf < rule.uncertain_conf:
             return None
+        if name in self.rules.good_classes:  # classify: a good class is recorded and shown, never a defect
+            return defect("ignore", GOOD_CLASS)
         if not rule.enabled:
             return defect("ignore", "class disabled")
         if ignored is not None:

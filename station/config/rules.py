@@ -52,6 +52,20 @@ class RulesConfig(StrictModel):
     uncertain_action: Literal["reject", "pass"] = Field(
         "reject", description="What the ejector does with an UNCERTAIN part (it is queued for review either way)."
     )
+    good_classes: list[str] = Field(
+        default_factory=list,
+        description="Classify models: the classes that mean a good part (e.g. ['functional']). Their probability is "
+        "recorded and shown (action 'ignore', rule 'good class') but never rejects; every other class is a defect "
+        "class judged by its rule (reject when P(class) >= reject_conf, UNCERTAIN from uncertain_conf). Required "
+        "when the model's task is classify.",
+    )
+
+    @model_validator(mode="after")
+    def _good_classes_unique(self) -> "RulesConfig":
+        dup = sorted({c for c in self.good_classes if self.good_classes.count(c) > 1})
+        if dup:
+            raise ValueError(f"good_classes lists {dup} more than once; list each good class once")
+        return self
 
     def for_class(self, name: str) -> ClassRule:
         """The rule that applies to class ``name``."""

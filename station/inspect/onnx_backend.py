@@ -199,13 +199,14 @@ class OnnxInspector:
         )
 
     def _classify(self, out: np.ndarray, frame_hw: tuple[int, int]) -> Detections:
+        """One full-frame entry per class with its probability, most probable first (the Decider judges each)."""
         probs = classify_probs(out)
-        top = int(np.argmax(probs))
+        order = np.argsort(-probs, kind="stable")
         h, w = frame_hw
         return Detections(
-            boxes_xyxy=np.array([[0, 0, w, h]], np.float32),
-            scores=np.array([probs[top]], np.float32),
-            class_ids=np.array([top], np.int32),
+            boxes_xyxy=np.tile(np.array([[0, 0, w, h]], np.float32), (len(order), 1)),
+            scores=np.ascontiguousarray(probs[order], np.float32),
+            class_ids=order.astype(np.int32),
             names=self.names,
             model_id=self.model_id,
         )

@@ -9,7 +9,9 @@
     reject: { color: "#ff3b30", dash: [], label: "REJECT" },
     uncertain: { color: "#ffcc00", dash: [14, 8], label: "UNCERTAIN" },
     ignore: { color: "#b0b0b0", dash: [3, 6], label: "IGNORED" },
+    good: { color: "#34c759", dash: [3, 6], label: "GOOD" },  // a classify model's good class (rule "good class")
   };
+  const styleOf = (d) => (d.action === "ignore" && d.rule === "good class" ? ACTION_STYLE.good : ACTION_STYLE[d.action] || ACTION_STYLE.reject);
   const MAX_REJECT_ROWS = 8;
   const MAX_ALARM_ROWS = 6;
 
@@ -261,14 +263,14 @@
     if (!r) { caption.textContent = ""; return; }
     const shownDefects = (r.defects || []).filter((d) => !(d.camera_id && s.cameraId && d.camera_id !== s.cameraId));
     caption.textContent = shownDefects.length
-      ? shownDefects.map((d) => (ACTION_STYLE[d.action] || ACTION_STYLE.reject).label + " " + d.class_name + " " + Math.round(d.confidence * 100) + "%").join(" \u00B7 ")
+      ? shownDefects.map((d) => styleOf(d).label + " " + d.class_name + " " + Math.round(d.confidence * 100) + "%").join(" \u00B7 ")
       : r.outcome === "PASS" ? "PASS: no defect" : r.outcome + ": " + ((r.reasons || []).join(" \u00B7 ") || "no defect marked");
     const sx = w / s.frameWidth, sy = h / s.frameHeight;
     if (window.Regions) window.Regions.draw(ctx, st.regions[s.cameraId], sx, sy);  // the drawn ROI, ignore zones, regions
     ctx.font = "bold 20px 'DejaVu Sans', Arial, sans-serif";
     ctx.textBaseline = "bottom";
     for (const d of shownDefects) {
-      const style = ACTION_STYLE[d.action] || ACTION_STYLE.reject;
+      const style = styleOf(d);
       const [x1, y1, x2, y2] = d.box_xyxy;
       const x = x1 * sx, y = y1 * sy, bw = Math.max(2, (x2 - x1) * sx), bh = Math.max(2, (y2 - y1) * sy);
       const pad = 4;
