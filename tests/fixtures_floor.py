@@ -39,13 +39,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition", step: float = 0.005) -> None:
-    """Poll (test pacing only) until ``pred()``; fail the test on timeout."""
+def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition", step: float = 0.005) -> Any:
+    """Poll (test pacing only) until ``pred()`` is truthy and return its value; fail the test on timeout."""
     end = time.monotonic() + timeout
-    while not pred():
+    while not (v := pred()):
         if time.monotonic() > end:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(step)
+    return v
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ the same :mod:`labeling` functions the review page calls.
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -26,6 +25,7 @@ from models.golden import GoldenSet, load_golden, write_manifest
 from station.app import Station
 from station.config import StationConfig, parse_config
 from station.store.db import open_db
+from tests.fixtures_floor import wait_for
 from tests.model_factory import DET_NAMES, draw_scene
 
 SIZE = 64
@@ -83,18 +83,6 @@ def line_config(tmp: Path, model: Path, scenes: Path, **web: Any) -> StationConf
                   "image_format": "png"},
         "web": {"port": 0, **web},
     })
-
-
-def wait_for(pred: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``pred`` until truthy; AssertionError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def run_parts(st: Station, n: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +17,7 @@ from models.evaluate import evaluate
 from station.app import Station
 from station.config import SyntheticCameraConfig, parse_config
 from station.store.db import open_db
+from tests.fixtures_floor import wait_for
 from tests.model_factory import ANOMALY_CAMERA, anomaly_model, synthetic_good_frames
 
 pytestmark = pytest.mark.slow
@@ -35,15 +35,6 @@ def config(tmp: Path, inspector: dict[str, Any]) -> Any:
         "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
         "web": {"enabled": False},
     })
-
-
-def wait_for(pred: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (v := pred()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-    return v
 
 
 def run_parts(st: Station, n: int) -> None:

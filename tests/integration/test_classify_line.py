@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,13 @@ from station.inspect.onnx_backend import OnnxInspector
 from station.serialize import result_to_dict
 from station.store.db import open_db
 from station.types import Frame, PartResult
-from tests.model_factory import CLS_NAMES, _write_cls_dataset, classifying_model, draw_scene
+from tests.fixtures_floor import wait_for
+from tests.model_factory import (
+    CLS_NAMES,
+    _write_cls_dataset,
+    classifying_model,
+    draw_scene,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFECTS = [c for c in CLS_NAMES if c != "good"]
@@ -81,15 +86,6 @@ def config(tmp: Path, folder: Path, model: Path, rules: dict[str, Any]) -> dict[
         "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
         "web": {"enabled": False},
     }
-
-
-def wait_for(pred: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (v := pred()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-    return v
 
 
 def test_the_line_gives_pass_uncertain_reject_by_class_probability(tmp_path: Path) -> None:

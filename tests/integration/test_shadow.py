@@ -23,6 +23,7 @@ from station.pipeline import inspect_part
 from station.shadow import ShadowError, build_shadow_inspector, disagreements, summary
 from station.store.db import open_db
 from station.types import Frame, Trigger
+from tests.fixtures_floor import wait_for
 from tests.model_factory import detecting_model, tiny_model
 
 N_PARTS = 36
@@ -58,17 +59,6 @@ def config(tmp: Path, model: Path) -> Any:
         "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
         "web": {"enabled": False},
     })
-
-
-def wait_for(pred: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def run_parts(st: Station, n: int, pace_s: float = 0.0) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +15,7 @@ from station.app import Station
 from station.config import StationConfig, parse_config
 from station.store.db import open_db
 from station.web import auth
+from tests.fixtures_floor import wait_for
 
 PASSWORDS = {"op": "operator-secret-1", "qa": "qa-secret-12345", "boss": "admin-secret-123"}
 ROLES = {"op": "operator", "qa": "qa", "boss": "admin"}
@@ -72,18 +73,6 @@ def login(client: TestClient, username: str, password: str | None = None) -> str
     return r.json()["csrf"]
 
 
-def wait_for(pred: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``pred`` until it returns something truthy; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def decided(station: Station, n: int, timeout_s: float = 15.0) -> None:
     """Trigger parts until ``n`` more verdicts exist (software trigger)."""
     start = station.counters.snapshot().verdicts
@@ -101,3 +90,16 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="needs /usr/bin/chromium (apt-get install chromium)"
 )
+
+
+@contextlib.contextmanager
+def served_url(station: Station) -> Iterator[str]:
+    """``station``'s web app served by uvicorn on a free 127.0.0.1 port: its base URL, stopped after."""
+    from station.web.server import start_in_thread
+
+    server, thread, port = start_in_thread(station, station.cfg.web)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

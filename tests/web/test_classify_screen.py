@@ -7,7 +7,6 @@ path (inspect_part: OnnxInspector + Decider with good_classes), then published a
 from __future__ import annotations
 
 import time
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -19,28 +18,13 @@ from station.decide import Decider
 from station.inspect.onnx_backend import OnnxInspector
 from station.pipeline import inspect_part
 from station.types import Frame, PartResult, Trigger
-from station.web.server import start_in_thread
 from tests.model_factory import classifying_model, draw_scene
 
 from .anomaly_parts import publish_part
 from .helpers import needs_chromium
+from .test_heatmap_browser import served, viewport  # noqa: F401  (the served station and the panel's viewport)
 
 pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-
-
-@pytest.fixture
-def viewport() -> dict[str, int]:
-    return {"width": 1920, "height": 1080}
-
-
-@pytest.fixture
-def served(station: Station) -> Iterator[tuple[Station, str]]:
-    server, thread, port = start_in_thread(station, station.cfg.web)
-    try:
-        yield station, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def judged(part_id: int, shape: int | None, reject_conf: float) -> tuple[PartResult, dict[str, float]]:

@@ -16,7 +16,7 @@ from station.config import SyntheticCameraConfig
 from station.web import create_app
 from tests.integration.test_opcua import read as read_opcua
 
-from .helpers import ARTIFACTS, decided, login, needs_chromium, wait_for
+from .helpers import ARTIFACTS, decided, login, needs_chromium, served_url, wait_for
 
 LEARN, SETUP, N_ALARM, BLURRED = 3, 5, 3, 4
 
@@ -96,14 +96,11 @@ def test_api_metrics_alarm_and_relearn(blurred_station: Station) -> None:
 def test_health_panel_draws_the_trends(make_station: Any, tmp_path: Path, page: Any) -> None:
     from playwright.sync_api import expect
 
-    from station.web.server import start_in_thread
-
     blurred_station = _blurred(make_station, tmp_path)
 
     page.set_viewport_size({"width": 1920, "height": 1080})
-    server, thread, port = start_in_thread(blurred_station, blurred_station.cfg.web)
-    try:
-        page.goto(f"http://127.0.0.1:{port}/")
+    with served_url(blurred_station) as url:
+        page.goto(f"{url}/")
         chart = page.locator('#health .health-cam[data-camera="cam0"] .health-chart[data-check="sharpness"]')
         expect(chart).to_have_class("health-chart bad")
         expect(chart).to_have_attribute("title", blurred_station.image_health.cameras["cam0"].messages["sharpness"])
@@ -119,9 +116,6 @@ def test_health_panel_draws_the_trends(make_station: Any, tmp_path: Path, page: 
         assert box["height"] >= 60 and img["y"] + img["height"] <= box["y"] and box["y"] + box["height"] <= lists["y"]
         assert img["height"] >= 400, "the live image keeps most of its room"
         page.screenshot(path=str(ARTIFACTS / "health_panel.png"))
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_health_off(make_station: Any) -> None:

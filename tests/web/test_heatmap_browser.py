@@ -9,12 +9,11 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from station.app import Station
-from station.web.server import start_in_thread
 from tests.fixtures_review import query
 from tests.web.test_review_browser import login_via_review
 
 from .anomaly_parts import BOX, H, W, anomaly_part, publish_part
-from .helpers import ARTIFACTS, needs_chromium, wait_for
+from .helpers import ARTIFACTS, needs_chromium, served_url, wait_for
 
 pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -28,12 +27,8 @@ def viewport() -> dict[str, int]:
 @pytest.fixture
 def served(station: Station) -> Iterator[tuple[Station, str]]:
     """A software-triggered station (no parts unless published), served on a free port."""
-    server, thread, port = start_in_thread(station, station.cfg.web)
-    try:
-        yield station, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with served_url(station) as url:
+        yield station, url
 
 
 # Pixels of a canvas painted (alpha > 0) inside and outside a rectangle given as fractions of its size.

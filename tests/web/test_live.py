@@ -145,7 +145,8 @@ def test_live_image_is_the_last_part_downscaled(make_station: Any) -> None:
     with TestClient(create_app(station)) as c:
         assert c.get("/api/live/image").status_code == 404  # no part yet
         decided(station, 2)
-        last = station.last_result.verdict.part_id
+        res = station.last_result  # later parts may come: compare with this one
+        last = res.verdict.part_id
         # the live view takes results from its own bus subscription: it may be a moment behind
         wait_for(lambda: c.get("/api/live/image", params={"part_id": last}).status_code == 200, 10, "the last part's live image")
         r = c.get("/api/live/image", params={"part_id": last})
@@ -155,7 +156,7 @@ def test_live_image_is_the_last_part_downscaled(make_station: Any) -> None:
         img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
         assert img.shape[:2] == (625, 1000)  # web.live_width 1000, aspect kept
         # the encoded image is the frame, not something else
-        frame = cv2.resize(station.last_result.frames[0].image, (1000, 625), interpolation=cv2.INTER_AREA)
+        frame = cv2.resize(res.frames[0].image, (1000, 625), interpolation=cv2.INTER_AREA)
         assert np.abs(img.astype(int) - frame.astype(int)).mean() < 4
         again = c.get("/api/live/image", params={"part_id": last})
         assert again.content == r.content and "max-age" in again.headers["cache-control"]

@@ -19,11 +19,10 @@ from playwright.sync_api import Page, expect
 from models import registry
 from station.app import Station
 from station.store.db import open_db
-from station.web.server import start_in_thread
 from tests.fixtures_models_web import line_config, review_recorded_images, run_parts, snapshot, wait_for, write_golden, write_scenes
 from tests.model_factory import detecting_model, tiny_model
 
-from .helpers import ARTIFACTS, PASSWORDS, add_users, needs_chromium
+from .helpers import ARTIFACTS, PASSWORDS, add_users, needs_chromium, served_url
 
 
 pytestmark = needs_chromium
@@ -49,12 +48,10 @@ def served(tmp_path: Path) -> Iterator[tuple[Station, str, dict[str, str], dict]
         cand = registry.register(db, good, store_dir=data / "models", trained_by="model_factory")
     finally:
         db.close()
-    server, thread, port = start_in_thread(st, cfg.web)
     try:
-        yield st, f"http://127.0.0.1:{port}", {"weak": cur.sha256, "good": cand.sha256}, truth
+        with served_url(st) as url:
+            yield st, url, {"weak": cur.sha256, "good": cand.sha256}, truth
     finally:
-        server.should_exit = True
-        thread.join(10)
         st.stop()
 
 

@@ -17,10 +17,9 @@ from playwright.sync_api import Page, expect
 
 from labeling.queue import iou
 from station.app import Station
-from station.web.server import start_in_thread
 from tests.fixtures_review import mistakes, query, recorded_station
 
-from .helpers import ARTIFACTS, PASSWORDS, wait_for, needs_chromium
+from .helpers import ARTIFACTS, PASSWORDS, needs_chromium, served_url, wait_for
 
 
 pytestmark = [
@@ -35,12 +34,8 @@ pytestmark = [
 def served(make_station: Callable[..., Station]) -> Iterator[tuple[Station, str]]:
     """A station after 24 recorded parts of the synthetic line, served by uvicorn on a free port."""
     station = recorded_station(make_station, parts=24)
-    server, thread, port = start_in_thread(station, station.cfg.web)
-    try:
-        yield station, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with served_url(station) as url:
+        yield station, url
 
 
 def shot(page: Page, name: str) -> None:
