@@ -35,6 +35,7 @@ from .store import health_baselines, queries
 from .store.db import StoreError, open_db
 from .store.images import ImageStore
 from .store.recorder import Recorder, replay_at_start
+from .timings import StageTimings
 from .types import PartResult, StatusEvent, Trigger
 from .watchdog import SdNotifier, Watchdog
 
@@ -125,6 +126,7 @@ class Station:
                 persisted["triggers"] - restored["triggers"],
             )
         self.counters = Counters(CounterValues(**restored) if restored else None)
+        self.stage_timings = StageTimings()  # per-stage latency histograms since start (/metrics)
         first_part_id = queries.last_part_id(self.db) + 1
 
         self.images = images
@@ -521,6 +523,7 @@ class Station:
 
     def _on_final(self, result: PartResult) -> None:
         self.last_result = result
+        self.stage_timings.observe(result.verdict.timings_ms)
         self.bus.publish(result)
 
     def _on_status(self, event: StatusEvent) -> None:

@@ -15,6 +15,7 @@ from ..config import WebConfig
 from ..store.db import open_db
 from .auth import LoginLimiter
 from .live import LiveImages, RateMeter
+from .metrics import build_registry
 
 if TYPE_CHECKING:
     from ..app import Station
@@ -77,6 +78,7 @@ class WebState:
         self.sse_dropped = 0  # events missed by live clients (cumulative, also of clients gone)
         self._lock = threading.Lock()
         self._client_seq = 0
+        self.metrics_registry = build_registry(self)  # /metrics: this app's own Prometheus registry
 
     def next_client_name(self) -> str:
         """A unique bus subscriber name for a new live client."""
