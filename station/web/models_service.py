@@ -543,23 +543,9 @@ class ModelsService:
 
     def _swap(self, rec: "ModelRecord", user: str, reason: str | None) -> dict[str, Any]:
         """Hot-swap the line to ``rec`` (audited when done); what the answer says about the swap."""
-        state = self.state
         before = self.station.inspector.model_id
-
-        def done(error: Exception | None) -> None:
-            if error is None:
-                self.station.alarms.report("model", "ok", f"model {self.station.inspector.model_id} loaded")
-            else:
-                self.station.alarms.report("model", "alarm", f"model swap to {rec.short} failed: {error}")
-            try:
-                with state.db.use() as db:
-                    audit.record(db, user, "model_swap" if error is None else "model_swap_failed", "model", rec.sha256, before=before,
-                               after=None if error else self.station.inspector.model_id, reason=reason or (str(error) if error else None))
-            except RuntimeError:
-                log.warning("model swap finished after the web app closed its database")
-
         try:
-            self.station.swap_model(Path(rec.path), done)
+            self.station.swap_model(Path(rec.path), user=user, reason=reason, sha256=rec.sha256)
         except ValueError as e:
             return {"status": "not swapped", "message": f"{e}; restart the station with this model"}
         return {"status": "loading", "from": before}
