@@ -434,17 +434,23 @@ class Station:
         if user is not None:
             user = audit.check_user(user)
             before = self.inspector.model_id
+            # opened here, handed to the loader thread: the audit row is written as soon as the swap ends
+            db = open_db(self.cfg.store.db_path, synchronous="NORMAL", migrate=False, check_same_thread=False)
 
             def done(error: Exception | None) -> None:
-                self._swap_done(Path(path), error, user, reason, sha256, before)  # type: ignore[arg-type]
+                try:
+                    self._swap_done(db, Path(path), error, user, reason, sha256, before)  # type: ignore[arg-type]
+                finally:
+                    db.close()
                 if on_done is not None:
                     on_done(error)
 
         expect = getattr(self.inspector.current, "frame_size", None)
         self.inspector.load_async(lambda: inspector_for_file(Path(path), self.cfg.inspector, expect_frame_size=expect), done)
 
-    def _swap_done(self, path: Path, error: Exception | None, user: str, reason: str | None, sha256: str | None, before: str) -> None:
-        """A person's swap ended (model-load thread): the ``model`` alarm and the audit row, on a connection of its own."""
+    def _swap_done(self, db: Any, path: Path, error: Exception | None, user: str, reason: str | None, sha256: str | None,
+                   before: str) -> None:
+        """A person's swap ended (model-load thread): the ``model`` alarm and the audit row, on the swap's own connection."""
         if sha256 is None:
             sha256 = _file_sha256(path) or str(path)
         if error is None:
@@ -452,17 +458,10 @@ class Station:
         else:
             self.alarms.report("model", "alarm", f"model swap to {sha256[:12]} failed: {error}")
         try:
-            db = open_db(self.cfg.store.db_path, migrate=False)  # the station's own connection belongs to its thread
-        except (StoreError, sqlite3.Error) as e:
-            log.warning("model swap by %s not audited: %s", user, e)
-            return
-        try:
             audit.record(db, user, "model_swap" if error is None else "model_swap_failed", "model", sha256, before=before,
                          after=None if error else self.inspector.model_id, reason=reason or (str(error) if error else None))
         except sqlite3.Error as e:
             log.warning("model swap by %s not audited: %s", user, e)
-        finally:
-            db.close()
 
     def start_shadow(self, model_path: Path, *, queue_size: int = 16) -> Any:
         """Run ``model_path`` beside the line on every part, without acting (station/shadow.py); returns the runner.
