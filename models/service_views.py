@@ -98,16 +98,8 @@ def evaluation_jpeg(evals: Evaluations, eval_id: str, index: int, max_width: int
     import cv2
     import numpy as np
 
-    try:
-        st = evals.get(eval_id)
-        res = evals.result(eval_id)
-        spec = evals.spec(eval_id)
-    except LookupError as e:
-        raise ServiceError(404, str(e)) from None
-    except EvalError as e:
-        raise ServiceError(409, str(e)) from None
-    if res.get("status") != "succeeded":
-        raise ServiceError(409, f"evaluation {st.job_id} has no images ({res.get('error')})")
+    res = _succeeded(evals, eval_id, "has no images ({})")
+    spec = evals.spec(eval_id)
     cand = res["candidate"]
     if not 0 <= index < len(cand["images"]):
         raise ServiceError(404, f"evaluation {eval_id} has {len(cand['images'])} images (0..{len(cand['images']) - 1})")
@@ -146,10 +138,8 @@ def evaluation_jpeg(evals: Evaluations, eval_id: str, index: int, max_width: int
     return bytes(buf)
 
 
-def eval_result(evals: Evaluations, eval_id: str, side: str) -> tuple[Any, dict[str, Any]]:
-    """The EvalResult of one model (``candidate``/``current``) of a finished evaluation, and its JSON."""
-    from .eval_worker import result_from_json
-
+def _succeeded(evals: Evaluations, eval_id: str, failed: str) -> dict[str, Any]:
+    """The result.json of a succeeded evaluation; 404 unknown, 409 running or ``failed`` (formatted with its error)."""
     try:
         res = evals.result(eval_id)
     except LookupError as e:
@@ -157,7 +147,15 @@ def eval_result(evals: Evaluations, eval_id: str, side: str) -> tuple[Any, dict[
     except EvalError as e:
         raise ServiceError(409, str(e)) from None
     if res.get("status") != "succeeded":
-        raise ServiceError(409, f"evaluation {eval_id} failed: {res.get('error')}")
+        raise ServiceError(409, f"evaluation {eval_id} " + failed.format(res.get("error")))
+    return res
+
+
+def eval_result(evals: Evaluations, eval_id: str, side: str) -> tuple[Any, dict[str, Any]]:
+    """The EvalResult of one model (``candidate``/``current``) of a finished evaluation, and its JSON."""
+    from .eval_worker import result_from_json
+
+    res = _succeeded(evals, eval_id, "failed: {}")
     r = res.get(side)
     if not r:
         raise ServiceError(409, f"evaluation {eval_id} has no {side} model")
