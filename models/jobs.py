@@ -1,16 +1,18 @@
-"""Training jobs: one at a time, in a subprocess, with live progress, cancellable, logs kept.
+"""Model jobs (training, evaluation): one at a time, in a subprocess, with live progress, cancellable, logs kept.
 
-The station (web UI) and the ``models`` CLI start training through :class:`JobRunner`. Each job
-gets a folder ``<jobs_dir>/<job_id>/`` holding:
+The station (web UI) and the ``models`` CLI start training through :class:`JobRunner`; the web
+models page runs its evaluations through one as well (``JobRunner(..., worker="models.eval_worker",
+kind="evaluation")``, see :mod:`models.eval_jobs`): one runner for every kind of model job. Each
+job gets a folder ``<jobs_dir>/<job_id>/`` holding:
 
-- ``spec.json``       what to do (:class:`JobSpec`);
+- ``spec.json``       what to do (:class:`JobSpec` for training; the worker's own JSON for others);
 - ``progress.jsonl``  one JSON event per line, written by the worker (``phase``, ``progress``,
                       ``result``, ``error``, ``cancelled``), read by the runner while it runs;
 - ``job.log``         the worker's stdout and stderr (Ultralytics' log and progress bars);
 - ``state.json``      the last known :class:`JobState` (survives a restart of the station);
 - ``work/``           dataset, weights, exported ONNX.
 
-The worker is ``python -m models.worker <job_dir>``: torch and ultralytics are imported only there,
+The worker is ``python -m <worker> <job_dir>`` (``models.worker`` trains): torch and ultralytics are imported only there,
 never in the station process; it runs at a lower CPU priority (``nice``) so the line keeps the CPU.
 One job at a time per ``jobs_dir``, across processes: the runner holds an exclusive ``flock`` on
 ``<jobs_dir>/runner.lock`` while a job runs, and a second start is refused with :class:`JobBusyError`.
@@ -49,7 +51,7 @@ class JobError(RuntimeError):
 
 
 class JobBusyError(JobError):
-    """Another training job is running (one at a time)."""
+    """Another job of the same runner is running (one at a time)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class JobState:
     started_at: float = 0.0
     finished_at: float | None = None
     returncode: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # what the starter wants kept with the job (who, what on)
 
     @property
     def log_path(self) -> Path:
@@ -183,6 +186,7 @@ class JobState:
             "finished_at": self.finished_at,
             "returncode": self.returncode,
             "log_path": str(self.log_path),
+            "meta": self.meta,
         }
 
     @staticmethod
@@ -193,6 +197,7 @@ class JobState:
             progress=Progress.from_dict(d["progress"]) if d.get("progress") else None,
             epochs=[Progress.from_dict(p) for p in d.get("epochs") or []], result=d.get("result"), error=d.get("error"),
             pid=d.get("pid"), started_at=d.get("started_at", 0.0), finished_at=d.get("finished_at"), returncode=d.get("returncode"),
+            meta=dict(d.get("meta") or {}),
         )
 
 
@@ -200,13 +205,19 @@ EventCallback = Callable[[JobState, Mapping[str, Any]], None]
 
 
 class JobRunner:
-    """Starts and watches training jobs (see the module docstring)."""
+    """Starts and watches model jobs of one kind (see the module docstring).
 
-    def __init__(self, jobs_dir: Path | str, *, python: str | None = None, poll_s: float = 0.2):
+    ``worker``: the module run as ``python -m <worker> <job_dir>``; ``kind``: what its jobs are
+    called in messages; ``id_prefix``: put before every job id (tells the kinds' ids apart).
+    """
+
+    def __init__(self, jobs_dir: Path | str, *, python: str | None = None, poll_s: float = 0.2,
+                 worker: str = "models.worker", kind: str = "training", id_prefix: str = ""):
         self.jobs_dir = Path(jobs_dir).resolve()
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.python = python or sys.executable
         self.poll_s = poll_s
+        self.worker, self.kind, self.id_prefix = worker, kind, id_prefix
         self._lock = threading.Lock()
         self._active: JobState | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -217,16 +228,23 @@ class JobRunner:
 
     # ------------------------------------------------------------------ public
 
-    def start(self, spec: JobSpec, on_event: EventCallback | None = None) -> JobState:
+    def start(self, spec: JobSpec | Mapping[str, Any], on_event: EventCallback | None = None, *,
+              meta: Mapping[str, Any] | None = None) -> JobState:
         """Start ``spec`` in a worker subprocess; raises :class:`JobBusyError` if a job is running.
 
-        Relative paths in ``spec`` are taken relative to the current directory.
+        A :class:`JobSpec` (training) is checked and its relative paths are taken relative to the
+        current directory; another worker's spec (a JSON-ready mapping) is written as it is.
+        ``meta`` is kept in the job's state (``JobState.meta``).
         """
-        spec = spec.resolved(Path.cwd())
-        spec.validate()
+        if isinstance(spec, JobSpec):
+            spec = spec.resolved(Path.cwd())
+            spec.validate()
+            spec_dict = spec.as_dict()
+        else:
+            spec_dict = dict(spec)
         with self._lock:
             if self._active is not None and not self._active.finished:
-                raise JobBusyError(f"training job {self._active.job_id} is running (phase {self._active.phase}); "
+                raise JobBusyError(f"{self.kind} job {self._active.job_id} is running (phase {self._active.phase}); "
                                    "wait for it or cancel it first: one job at a time")
             fh = open(self.jobs_dir / "runner.lock", "a+")
             try:
@@ -235,20 +253,20 @@ class JobRunner:
                 fh.close()
                 holder = self._lock_holder()
                 raise JobBusyError(
-                    f"another process is running a training job in {self.jobs_dir}{holder}: one job at a time; "
+                    f"another process is running a {self.kind} job in {self.jobs_dir}{holder}: one job at a time; "
                     "wait for it or cancel it there"
                 ) from None
-            job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+            job_id = self.id_prefix + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
             job_dir = self.jobs_dir / job_id
             (job_dir / "work").mkdir(parents=True)
-            (job_dir / "spec.json").write_text(json.dumps(spec.as_dict(), indent=1, sort_keys=True) + "\n")
+            (job_dir / "spec.json").write_text(json.dumps(spec_dict, indent=1, sort_keys=True, default=str) + "\n")
             (job_dir / "progress.jsonl").touch()
             env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
             env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
             logf = open(job_dir / "job.log", "ab")
             try:
                 proc = subprocess.Popen(
-                    [self.python, "-m", "models.worker", str(job_dir)],
+                    [self.python, "-m", self.worker, str(job_dir)],
                     cwd=str(job_dir / "work"), env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                     start_new_session=True,  # a Ctrl-C in the terminal reaches the runner, which cancels cleanly
                     pass_fds=(fh.fileno(),),  # the worker shares the lock: it stays held while the worker lives
@@ -257,20 +275,20 @@ class JobRunner:
                 logf.close()
                 fcntl.flock(fh, fcntl.LOCK_UN)
                 fh.close()
-                raise JobError(f"cannot start the training worker ({self.python}): {e}") from e
+                raise JobError(f"cannot start the {self.kind} worker ({self.python}): {e}") from e
             logf.close()
             fh.seek(0)
             fh.truncate()
             fh.write(f"{os.getpid()} {job_id}\n")
             fh.flush()
-            state = JobState(job_id, job_dir, pid=proc.pid, started_at=time.time())
+            state = JobState(job_id, job_dir, pid=proc.pid, started_at=time.time(), meta=dict(meta or {}))
             self._active, self._proc, self._lock_fh = state, proc, fh
             self._cancel_requested = False
             self._done = threading.Event()
             self._save(state)
             self._monitor = threading.Thread(target=self._watch, args=(state, proc, on_event), name=f"job-{job_id}", daemon=True)
             self._monitor.start()
-            log.info("training job %s started (pid %d) in %s", job_id, proc.pid, job_dir)
+            log.info("%s job %s started (pid %d) in %s", self.kind, job_id, proc.pid, job_dir)
             return state
 
     def active(self) -> JobState | None:
@@ -348,7 +366,7 @@ class JobRunner:
             except ProcessLookupError:
                 pass
         threading.Thread(target=self._kill_after, args=(proc, grace_s), name="job-kill", daemon=True).start()
-        log.info("training job %s: cancel requested", state.job_id)
+        log.info("%s job %s: cancel requested", self.kind, state.job_id)
         return state
 
     def wait(self, job_id: str | None = None, timeout: float | None = None) -> JobState:
@@ -371,7 +389,7 @@ class JobRunner:
         try:
             proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            log.warning("training worker %d ignored SIGTERM for %.0f s: killed", proc.pid, grace_s)
+            log.warning("%s worker %d ignored SIGTERM for %.0f s: killed", self.kind, proc.pid, grace_s)
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -456,11 +474,11 @@ class JobRunner:
             state.error = state.error or "cancelled"
         else:
             state.status = FAILED
-            state.error = state.error or f"training worker exited with code {proc.returncode}; see {state.log_path}"
+            state.error = state.error or f"{self.kind} worker exited with code {proc.returncode}; see {state.log_path}"
         state.phase = "finished"
         state.finished_at = time.time()
         self._save(state)
-        log.info("training job %s %s%s", state.job_id, state.status, f": {state.error}" if state.error else "")
+        log.info("%s job %s %s%s", self.kind, state.job_id, state.status, f": {state.error}" if state.error else "")
         if on_event is not None:
             try:
                 on_event(state, {"event": "finished", "status": state.status})

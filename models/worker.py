@@ -27,7 +27,7 @@ log = logging.getLogger("models.worker")
 EXIT_CANCELLED = 3
 
 
-class _Events:
+class EventLog:
     """Appends JSON lines to the progress file, flushed after each one."""
 
     def __init__(self, path: Path):
@@ -45,7 +45,7 @@ class _Events:
 
 def run(job_dir: Path, cancel: threading.Event) -> int:
     """Run the job in ``job_dir``; returns the process exit code."""
-    events = _Events(job_dir / "progress.jsonl")
+    events = EventLog(job_dir / "progress.jsonl")
     try:
         spec = JobSpec.from_dict(json.loads((job_dir / "spec.json").read_text()))
         result = _run(spec, job_dir / "work", events, cancel)
@@ -65,7 +65,7 @@ def _check(cancel: threading.Event, step: str) -> None:
         raise TrainingCancelled(f"cancelled before {step}")
 
 
-def _run(spec: JobSpec, work: Path, events: _Events, cancel: threading.Event) -> dict[str, Any]:
+def _run(spec: JobSpec, work: Path, events: EventLog, cancel: threading.Event) -> dict[str, Any]:
     from .dataset import TrainView, dataset_snapshot, make_synthetic_dataset
     from .export import export_onnx
     from .train import resolve_parent, train

@@ -7,6 +7,7 @@ and model hot swap all hang off it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import sys
@@ -31,7 +32,7 @@ from .floor import FloorServices
 from .rt import freeze_heap, limit_malloc_arenas, set_realtime
 from .services import Services
 from .serialize import event_to_dict
-from .store import health_baselines, queries
+from .store import audit, health_baselines, queries
 from .store.db import StoreError, open_db
 from .store.images import ImageStore
 from .store.recorder import Recorder, replay_at_start
@@ -40,6 +41,15 @@ from .types import PartResult, StatusEvent, Trigger
 from .watchdog import SdNotifier, Watchdog
 
 log = logging.getLogger(__name__)
+
+
+def _file_sha256(path: Path) -> str | None:
+    """The sha256 of a model file (its registry id), None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def effective_calibration(cfg: CalibrationConfig) -> CalibrationConfig:
@@ -407,17 +417,53 @@ class Station:
         # "info": shown on screens and published, but not an alarm someone must acknowledge
         self.alarms.report("line", "info" if paused else "ok", "paused" if paused else "running")
 
-    def swap_model(self, path: Path, on_done: Any = None) -> None:
+    def swap_model(
+        self, path: Path, on_done: Any = None, *, user: str | None = None, reason: str | None = None, sha256: str | None = None,
+    ) -> None:
         """Load another model file (Ultralytics ONNX or anomaly model) in the background and swap it in between two parts.
 
         An anomaly model learned on frames of another size is refused (the running model keeps running).
+        ``on_done(error)`` is called when the load ends (None: swapped in). With ``user`` (a person's
+        swap: web promotion, rollback, operator swap) the outcome is also reported as the ``model``
+        alarm component and written to the audit trail (``model_swap`` / ``model_swap_failed``, the
+        model named by ``sha256``, else by the sha256 of the file) by :meth:`_swap_done`.
         """
         if self.cfg.inspector.type not in ("onnx", "anomaly"):
             raise ValueError("hot swap needs an onnx or anomaly inspector (inspector.type: onnx or anomaly)")
         from .inspect.loader import inspector_for_file
 
+        done = on_done
+        if user is not None:
+            user = audit.check_user(user)
+            before = self.inspector.model_id
+            # opened here, handed to the loader thread: the audit row is written as soon as the swap ends
+            db = open_db(self.cfg.store.db_path, synchronous="NORMAL", migrate=False, check_same_thread=False)
+
+            def done(error: Exception | None) -> None:
+                try:
+                    self._swap_done(db, Path(path), error, user, reason, sha256, before)  # type: ignore[arg-type]
+                finally:
+                    db.close()
+                if on_done is not None:
+                    on_done(error)
+
         expect = getattr(self.inspector.current, "frame_size", None)
-        self.inspector.load_async(lambda: inspector_for_file(Path(path), self.cfg.inspector, expect_frame_size=expect), on_done)
+        self.inspector.load_async(lambda: inspector_for_file(Path(path), self.cfg.inspector, expect_frame_size=expect), done)
+
+    def _swap_done(self, db: Any, path: Path, error: Exception | None, user: str, reason: str | None, sha256: str | None,
+                   before: str) -> None:
+        """A person's swap ended (model-load thread): the ``model`` alarm and the audit row, on the swap's own connection."""
+        if sha256 is None:
+            sha256 = _file_sha256(path) or str(path)
+        if error is None:
+            self.alarms.report("model", "ok", f"model {self.inspector.model_id} loaded")
+        else:
+            self.alarms.report("model", "alarm", f"model swap to {sha256[:12]} failed: {error}")
+        try:
+            audit.record(db, user, "model_swap" if error is None else "model_swap_failed", "model", sha256, before=before,
+                         after=None if error else self.inspector.model_id, reason=reason or (str(error) if error else None))
+        except sqlite3.Error as e:
+            log.warning("model swap by %s not audited: %s", user, e)
 
     def start_shadow(self, model_path: Path, *, queue_size: int = 16) -> Any:
         """Run ``model_path`` beside the line on every part, without acting (station/shadow.py); returns the runner.

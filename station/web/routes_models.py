@@ -3,12 +3,13 @@
 Roles: reading, training, evaluating, shadow mode and threshold proposals need ``qa``;
 promotion, rollback and applying thresholds to the line need ``admin`` (they change what the
 line rejects). Models are named by sha256, golden sets by golden id, snapshots, jobs and
-evaluations by their ids: never a path. The work is in :mod:`station.web.models_service`.
+evaluations by their ids: never a path. The work is in :mod:`models.service` (outside the web package).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -16,8 +17,10 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from models.eval_jobs import eval_dict
+from models.service import ModelsService, ServiceError, job_dict
+
 from .auth import Session, require
-from .models_service import ModelsService, ServiceError, service
 from .pages import desk_page
 from .state import WebState
 
@@ -37,8 +40,16 @@ def _state(request: Request) -> WebState:
     return request.app.state.web
 
 
+_service_lock = threading.Lock()
+
+
 def _svc(request: Request) -> ModelsService:
-    return service(_state(request))
+    """The app's ModelsService (made on first use: it registers the configured model as the first current one)."""
+    state = _state(request)
+    with _service_lock:
+        if state.models is None:
+            state.models = ModelsService(state.station, state.db)
+        return state.models
 
 
 async def _call(fn: Any, *args: Any) -> Any:
@@ -180,8 +191,6 @@ async def snapshots(request: Request, _: Session = Depends(QA)) -> list[dict[str
 @router.get("/api/models/jobs", summary="Training jobs, newest first (qa)")
 async def jobs(request: Request, _: Session = Depends(QA)) -> dict[str, Any]:
     """``active``: the running job (or null); ``jobs``: all jobs with their last state."""
-    from .models_service import job_dict
-
     svc = _svc(request)
 
     def read() -> dict[str, Any]:
@@ -208,7 +217,7 @@ async def job_log(request: Request, job_id: JobId, offset: int = Query(-1, ge=-1
 async def evaluations(request: Request, _: Session = Depends(QA)) -> list[dict[str, Any]]:
     """State of each evaluation job."""
     svc = _svc(request)
-    return await _call(lambda: [e.as_dict() for e in svc.evals.list()])
+    return await _call(lambda: [eval_dict(e) for e in svc.evals.list()])
 
 
 @router.get("/api/models/evaluations/{eval_id}", summary="Candidate vs current on the golden set (qa)")

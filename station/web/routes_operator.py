@@ -251,22 +251,8 @@ def swap_model(request: Request, body: SwapBody, session: Session = Depends(requ
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no registered model with sha256 {sha}")
     before = state.station.inspector.model_id
-
-    def done(error: Exception | None) -> None:
-        if error is None:
-            state.station.alarms.report("model", "ok", f"model {state.station.inspector.model_id} loaded")
-        else:
-            state.station.alarms.report("model", "alarm", f"model swap to {sha[:12]} failed: {error}")
-        try:
-            with state.db.use() as db:
-                audit.record(db, user, "model_swap" if error is None else "model_swap_failed", "model", sha,
-                           before=before, after=None if error else state.station.inspector.model_id,
-                           reason=body.reason or (str(error) if error else None))
-        except RuntimeError:
-            log.warning("model swap finished after the web app closed its database")
-
     try:
-        state.station.swap_model(Path(row[0]), done)
+        state.station.swap_model(Path(row[0]), user=user, reason=body.reason or None, sha256=sha)
     except ValueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     with state.db.use() as db:

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import sqlite_utils
 
@@ -73,6 +73,7 @@ class WebState:
         self.live = LiveImages(cfg.live_fps, cfg.live_width, cfg.live_jpeg_quality)
         self.rate = RateMeter(window_s=60.0)
         self.pause: PauseInfo | None = None
+        self.models: Any = None  # models.service.ModelsService, made by the models routes on first use
         self.started_wall = time.time()
         self.sse_clients = 0
         self.sse_dropped = 0  # events missed by live clients (cumulative, also of clients gone)

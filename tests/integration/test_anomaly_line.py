@@ -95,6 +95,33 @@ def test_swap_and_shadow_take_anomaly_models_and_refuse_another_frame_size(stati
     assert final is not None and final["recorded"] >= 6 and final["errors"] == 0
 
 
+def test_a_persons_swap_is_audited_and_alarmed_by_the_station(station: Station) -> None:
+    import hashlib
+
+    from station.store import audit
+
+    other = anomaly_model(seed=1)
+    wrong_size = anomaly_model(camera={**ANOMALY_CAMERA, "width": 480, "height": 480})
+    before = station.inspector.model_id
+    done: list[Exception | None] = []
+    station.swap_model(wrong_size, done.append, user="qa", reason="try the 480 model")
+    wait_for(lambda: done, 60, "the refused load")
+    assert [(e.state, e.message.startswith("model swap to")) for e in station.alarms.active() if e.component == "model"] == [("alarm", True)]
+    station.swap_model(other, done.append, user="boss", reason="night shift", sha256="ab" * 32)
+    wait_for(lambda: len(done) == 2, 60, "the swap")
+    assert done[1] is None and not [e for e in station.alarms.active() if e.component == "model"]  # "ok" clears the alarm
+    db = open_db(station.cfg.store.db_path, migrate=False)
+    try:
+        rows = [e for e in audit.history(db, "model") if e.action.startswith("model_swap")]
+    finally:
+        db.close()
+    assert [(r.user, r.action, r.reason) for r in rows] == [("qa", "model_swap_failed", "try the 480 model"), ("boss", "model_swap", "night shift")]
+    assert rows[0].object_id == hashlib.sha256(Path(wrong_size).read_bytes()).hexdigest() and rows[0].before == before and rows[0].after is None
+    assert rows[1].object_id == "ab" * 32 and rows[1].before == before and rows[1].after == station.inspector.model_id != before
+    with pytest.raises(ValueError, match="user"):
+        station.swap_model(other, user=" ")
+
+
 def test_learns_from_the_line_then_inspects(tmp_path: Path) -> None:
     model = tmp_path / "learned.onnx"
     st = Station(config(tmp_path, {"model": str(model), "learn_parts": 8, "long_side": 128,

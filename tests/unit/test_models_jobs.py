@@ -99,3 +99,31 @@ def test_a_job_left_running_by_a_dead_process_is_settled_from_its_events(tmp_pat
     assert done.status == "succeeded" and done.result == {"onnx": "/x/model.onnx"} and len(done.epochs) == 1
     assert lost.status == FAILED and "abandoned" in (lost.error or "")
     assert {j.job_id: j.status for j in JobRunner(tmp_path / "jobs").list_jobs()} == {"j-done": "succeeded", "j-lost": FAILED}
+
+
+def test_an_evaluation_runs_on_the_same_runner_and_ends_failed_with_its_error(tmp_path: Path) -> None:
+    from models.eval_jobs import EvalError, Evaluations, eval_dict
+    from models.jobs import JobBusyError
+
+    evals = Evaluations(tmp_path / "evaluations")
+    assert isinstance(evals.runner, JobRunner) and evals.runner.worker == "models.eval_worker"
+    with pytest.raises(EvalError, match="unknown evaluation meta fields: colour"):
+        evals.start({}, {"colour": "red"})
+    recorded: list[str] = []
+    spec = {"candidate_path": str(tmp_path / "missing.onnx"), "current_path": None, "golden_root": str(tmp_path / "no-golden"),
+            "rules": {}, "calibration": {}}
+    st = evals.start(spec, {"candidate_sha": "ab" * 32, "golden_id": "0" * 16, "started_by": "qa"}, lambda s, r: recorded.append(s.job_id))
+    assert st.job_id.startswith("e") and evals.active() is st
+    with pytest.raises(JobBusyError, match="evaluation job .* is running"):
+        evals.start(spec, {})
+    evals.wait(timeout=120)
+    assert st.status == FAILED and st.returncode == 1 and recorded == []  # nothing recorded for a failed evaluation
+    assert st.error and "no-golden" in st.error  # the worker's own message, through its error event
+    d = eval_dict(evals.get(st.job_id))
+    assert d["eval_id"] == st.job_id and d["candidate_sha"] == "ab" * 32 and d["started_by"] == "qa" and not d["recorded"]
+    assert evals.result(st.job_id) == {"status": FAILED, "error": st.error}
+    assert evals.spec(st.job_id)["nice"] == 10 and [e.job_id for e in Evaluations(tmp_path / "evaluations").list()] == [st.job_id]
+    on_disk = Evaluations(tmp_path / "evaluations").get(st.job_id)  # another process: read back from state.json
+    assert on_disk.status == FAILED and on_disk.meta["golden_id"] == "0" * 16
+    with pytest.raises(LookupError):
+        evals.get("e20260101-000000-abcdef")

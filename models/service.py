@@ -1,11 +1,12 @@
-"""The model lifecycle behind the web models page: train, evaluate, shadow, promote, roll back, tune.
+"""The model lifecycle of a running station: train, evaluate, shadow, promote, roll back, tune.
 
-One :class:`ModelsService` per web app (created on first use by :func:`service`). Files live next
+The web models page (:mod:`station.web.routes_models`) is a thin layer over one
+:class:`ModelsService` per web app; the work is here, outside the web package. Files live next
 to the station database (the same places the ``models`` command uses by default)::
 
     <data>/models/<sha256>.onnx   the registry's content-addressed model store (+ .pt weights)
     <data>/jobs/<job id>/         training jobs (models.jobs.JobRunner: one at a time, subprocess)
-    <data>/evaluations/<eval id>/ evaluation jobs (station.web.model_eval: one at a time, subprocess)
+    <data>/evaluations/<eval id>/ evaluation jobs (models.eval_jobs, the same runner: one at a time, subprocess)
     <data>/golden/<name>/         frozen golden sets (models.golden); the page lists every one
     <data>/exports/<...>/         YOLO exports of dataset snapshots, made for training runs
 
@@ -18,81 +19,59 @@ Threshold overrides (:mod:`station.rules_overrides`) are applied to the running 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
-from .. import camera_setup, rules_overrides
-from ..store import audit
-from ..store.db import open_db
-from .model_eval import EvalRunner, EvalState
+import sqlite_utils
+
+from station import camera_setup, rules_overrides
+from station.store import audit
+from station.store.db import open_db
+
+from .eval_jobs import Evaluations, eval_dict
+from .jobs import JobState
+from .service_views import ServiceError, eval_result, evaluation_jpeg, evaluation_view, job_dict, record_dict, rounded
+
+__all__ = ["Connection", "ModelsService", "ServiceError", "job_dict", "record_dict"]
 
 if TYPE_CHECKING:
-    from models.registry import ModelRecord
+    from station.app import Station
 
-    from .state import WebState
+    from .registry import ModelRecord
 
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,60}$")
 
 
-class ServiceError(RuntimeError):
-    """A request cannot be done now; ``status`` is the HTTP status to answer with."""
+class Connection(Protocol):
+    """A shared database connection, held for a ``with`` block (the web app's ``WebDB``)."""
 
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def _compact_eval(e: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("escape_rate", "false_reject_rate", "uncertain_rate", "precision", "recall", "mAP50", "n_images", "n_defective", "n_good",
-            "escapes", "false_rejects", "evaluated_at")
-    return {k: e.get(k) for k in keys}
-
-
-def record_dict(rec: "ModelRecord") -> dict[str, Any]:
-    """A registry record for the page (no server paths)."""
-    golden = rec.metrics.get("golden") or {}
-    return {
-        "sha256": rec.sha256,
-        "short": rec.short,
-        "task": rec.task,
-        "names": list(rec.names),
-        "imgsz": rec.imgsz,
-        "input_hw": list(rec.input_hw) if rec.input_hw else None,
-        "created_at": rec.created_at,
-        "parent_sha": rec.parent_sha,
-        "dataset_snapshot": rec.dataset_snapshot,
-        "trained_by": rec.trained_by,
-        "promoted_by": rec.promoted_by,
-        "promoted_at": rec.promoted_at,
-        "status": rec.status,
-        "has_weights": bool(rec.weights_path and rec.weights_path.exists()),
-        "train_metrics": dict(rec.metrics.get("train") or {}),
-        "golden": {gid: _compact_eval(v) for gid, v in golden.items()},
-    }
+    def use(self) -> contextlib.AbstractContextManager[sqlite_utils.Database]:
+        """The connection, held exclusively for the ``with`` block."""
 
 
 class ModelsService:
-    """Everything the models routes do, with the station and the web app's database connection."""
+    """Everything the models routes do, with the station and a shared database connection (``db.use()``)."""
 
-    def __init__(self, state: "WebState"):
-        from models.jobs import JobRunner
+    def __init__(self, station: "Station", db: Connection):
+        from .jobs import JobRunner
 
-        self.state = state
-        self.station = state.station
+        self.db = db
+        self.station = station
         self.data_dir = Path(self.station.cfg.store.db_path).resolve().parent
         self.store_dir = self.data_dir / "models"
         self.jobs_dir = self.data_dir / "jobs"
         self.golden_dir = self.data_dir / "golden"
         self.exports_dir = self.data_dir / "exports"
         self.runner = JobRunner(self.jobs_dir)
-        self.evals = EvalRunner(self.data_dir / "evaluations")
+        self.evals = Evaluations(self.data_dir / "evaluations")
         self.last_shadow: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._ensure_current()
@@ -101,12 +80,12 @@ class ModelsService:
 
     def _ensure_current(self) -> None:
         """Register the model the line was configured with as the first current model (when none is yet)."""
-        from models import registry
+        from . import registry
 
         insp = self.station.cfg.inspector
         if insp.type not in ("onnx", "anomaly") or not Path(insp.model).is_file():
             return
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             if registry.current(db) is None:
                 rec = registry.ensure_current(db, insp.model, store_dir=self.store_dir, user="system")
                 log.info("registry: the configured model %s is the first current model", rec.short)
@@ -119,9 +98,9 @@ class ModelsService:
 
     def overview(self) -> dict[str, Any]:
         """The registry, what runs on the line, active jobs: what the page shows at the top."""
-        from models import registry
+        from . import registry
 
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             recs = registry.list_models(db)
             cur = registry.current(db)
         run12 = self.running_sha12()
@@ -138,9 +117,9 @@ class ModelsService:
 
     def record(self, sha: str) -> "ModelRecord":
         """A registered model by sha256 (404 when unknown)."""
-        from models import registry
+        from . import registry
 
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             try:
                 return registry.get(db, sha)
             except registry.RegistryError as e:
@@ -148,16 +127,16 @@ class ModelsService:
 
     def history(self) -> list[dict[str, Any]]:
         """Promotions, refusals, overrides and rollbacks, newest first."""
-        from models import registry
+        from . import registry
 
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             return list(reversed(registry.history(db)))
 
     # ------------------------------------------------------------------ golden sets
 
     def golden_sets(self) -> list[dict[str, Any]]:
         """Every golden set under ``<data>/golden`` (not re-hashed here: the evaluation verifies)."""
-        from models.golden import GoldenSetError, load_golden
+        from .golden import GoldenSetError, load_golden
 
         out = []
         for m in sorted(self.golden_dir.glob("*/golden.json")):
@@ -186,7 +165,7 @@ class ModelsService:
     def freeze_golden(self, snapshot_id: int, name: str, user: str) -> dict[str, Any]:
         """Freeze a dataset snapshot (every image, no split) as a new golden set ``<data>/golden/<name>``."""
         import labeling
-        from models.golden import freeze_split
+        from .golden import freeze_split
 
         if not NAME_RE.match(name):
             raise ServiceError(422, "name: 1-60 letters, digits, '.', '_' or '-'")
@@ -215,8 +194,8 @@ class ModelsService:
     def start_training(self, body: Any, user: str) -> dict[str, Any]:
         """Export the snapshot as a YOLO dataset and start a training job (train -> export -> evaluate -> register)."""
         import labeling
-        from models import registry
-        from models.jobs import JobBusyError, JobError, JobSpec
+        from . import registry
+        from .jobs import JobBusyError, JobError, JobSpec
 
         if self.runner.active() is not None:
             raise ServiceError(409, f"training job {self.runner.active().job_id} is running: one job at a time")  # type: ignore[union-attr]
@@ -231,7 +210,7 @@ class ModelsService:
                 raise ServiceError(404, str(e)) from None
             cur = registry.current(db)
             if golden_root is not None:
-                from models.golden import load_golden
+                from .golden import load_golden
 
                 gnames = tuple(load_golden(golden_root, verify=False).names)
                 if tuple(snap.class_names) != gnames:
@@ -270,25 +249,25 @@ class ModelsService:
             raise ServiceError(409, str(e)) from None
         except JobError as e:
             raise ServiceError(422, str(e)) from None
-        with self.state.db.use() as wdb:
+        with self.db.use() as wdb:
             audit.record(wdb, user, "model_train_start", "job", st.job_id, after={"snapshot_id": snap.id, "epochs": body.epochs, "imgsz": body.imgsz, "base": body.base, "golden_id": golden_id})
         return job_dict(st)
 
     def cancel_training(self, job_id: str, user: str) -> dict[str, Any]:
         """Ask the running job to stop."""
-        from models.jobs import JobError
+        from .jobs import JobError
 
         try:
             st = self.runner.cancel(job_id)
         except JobError as e:
             raise ServiceError(409, str(e)) from None
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             audit.record(db, user, "model_train_cancel", "job", job_id)
         return job_dict(st)
 
     def job(self, job_id: str | None) -> dict[str, Any]:
         """A job's state (None: this app's current/last job)."""
-        from models.jobs import JobError
+        from .jobs import JobError
 
         try:
             return job_dict(self.runner.get(job_id))
@@ -297,7 +276,7 @@ class ModelsService:
 
     def job_log(self, job_id: str, offset: int, max_bytes: int = 65536) -> dict[str, Any]:
         """A piece of a job's log from byte ``offset`` (``offset`` < 0: the last ``max_bytes``)."""
-        from models.jobs import JobError
+        from .jobs import JobError
 
         try:
             st = self.runner.get(job_id)
@@ -318,11 +297,11 @@ class ModelsService:
 
     def start_evaluation(self, sha: str, golden_id: str | None, user: str) -> dict[str, Any]:
         """Evaluate a registered model against the current one on a golden set (a worker process)."""
-        from models import registry
+        from . import registry
 
         cand = self.record(sha)
         root, gid, gname = self.golden_root(golden_id)
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             cur = registry.current(db)
         if cur is not None and cur.sha256 == cand.sha256:
             cur = None  # the current model alone
@@ -336,24 +315,24 @@ class ModelsService:
         }
         fields = {"candidate_sha": cand.sha256, "current_sha": cur.sha256 if cur else None, "golden_id": gid, "golden_name": gname,
                   "started_by": user}
-        from .model_eval import EvalBusyError, EvalError
+        from .jobs import JobBusyError, JobError
 
         try:
             st = self.evals.start(spec, fields, self._record_evaluation)
-        except EvalBusyError as e:
+        except JobBusyError as e:
             raise ServiceError(409, str(e)) from None
-        except EvalError as e:
+        except JobError as e:
             raise ServiceError(500, str(e)) from None
-        with self.state.db.use() as db:
-            audit.record(db, user, "model_evaluate", "model", cand.sha256, after={"eval_id": st.eval_id, "golden_id": gid,
+        with self.db.use() as db:
+            audit.record(db, user, "model_evaluate", "model", cand.sha256, after={"eval_id": st.job_id, "golden_id": gid,
                                                                                               "current": fields["current_sha"]})
-        return st.as_dict()
+        return eval_dict(st)
 
-    def _record_evaluation(self, st: EvalState, result: Mapping[str, Any]) -> None:
+    def _record_evaluation(self, st: JobState, result: Mapping[str, Any]) -> None:
         """Store both models' figures in the registry (the promotion gate reads them)."""
-        from models import registry
+        from . import registry
 
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             for side in ("candidate", "current"):
                 r = result.get(side)
                 if r:
@@ -361,124 +340,19 @@ class ModelsService:
 
     def evaluation(self, eval_id: str) -> dict[str, Any]:
         """An evaluation: its state and, once done, the side-by-side figures and the images where the models disagree."""
-        from .model_eval import EvalError
-
-        try:
-            st = self.evals.get(eval_id)
-        except LookupError as e:
-            raise ServiceError(404, str(e)) from None
-        out: dict[str, Any] = {"state": st.as_dict()}
-        if st.status == "running":
-            return out
-        try:
-            res = self.evals.result(eval_id)
-        except EvalError as e:
-            out["error"] = str(e)
-            return out
-        if res.get("status") != "succeeded":
-            out["error"] = res.get("error")
-            return out
-        cand, cur = res["candidate"], res.get("current")
-        names = cand["names"]
-        images = []
-        for i, im in enumerate(cand["images"]):
-            other = cur["images"][i] if cur else None
-            if other is not None and other["outcome"] == im["outcome"]:
-                continue
-            if other is None and im["ejected"] == bool(im["truth"]):
-                continue  # alone: show the mistakes
-            images.append({
-                "index": i, "stem": im["stem"], "truth": sorted({names[t[0]] for t in im["truth"]}) or ["good"],
-                "candidate": {"outcome": im["outcome"], "ejected": im["ejected"], "reasons": im["reasons"]},
-                "current": {"outcome": other["outcome"], "ejected": other["ejected"], "reasons": other["reasons"]} if other else None,
-                "candidate_right": im["ejected"] == bool(im["truth"]),
-                "thumb": f"/api/models/evaluations/{eval_id}/images/{i}",
-            })
-        out.update({
-            "names": names,
-            "candidate": cand["summary"], "current": cur["summary"] if cur else None,
-            "candidate_model_id": cand["model_id"], "current_model_id": cur["model_id"] if cur else None,
-            "escape_not_worse": res["escape_not_worse"], "images": images, "seconds": res.get("seconds"),
-        })
-        return out
+        return evaluation_view(self.evals, eval_id)
 
     def evaluation_image(self, eval_id: str, index: int, max_width: int = 360) -> bytes:
-        """JPEG of golden image ``index`` with the truth (green, solid), candidate (orange) and current (blue) boxes at reject_conf."""
-        import cv2
-        import numpy as np
-
-        from .model_eval import EvalError
-
-        try:
-            st = self.evals.get(eval_id)
-            res = self.evals.result(eval_id)
-            spec = self.evals.spec(eval_id)
-        except LookupError as e:
-            raise ServiceError(404, str(e)) from None
-        except EvalError as e:
-            raise ServiceError(409, str(e)) from None
-        if res.get("status") != "succeeded":
-            raise ServiceError(409, f"evaluation {st.eval_id} has no images ({res.get('error')})")
-        cand = res["candidate"]
-        if not 0 <= index < len(cand["images"]):
-            raise ServiceError(404, f"evaluation {eval_id} has {len(cand['images'])} images (0..{len(cand['images']) - 1})")
-        stem = cand["images"][index]["stem"]
-        root = Path(spec["golden_root"])
-        files = [p for p in (root / "images").glob(f"{stem}.*") if p.is_file()]
-        img = cv2.imread(str(files[0]), cv2.IMREAD_COLOR) if files else None
-        if img is None:
-            raise ServiceError(410, f"golden image {stem} is gone from its golden set")
-        from ..config import RulesConfig
-
-        rules = RulesConfig.model_validate(cand["summary"]["rules"])
-        names = cand["names"]
-        scale = min(1.0, max_width / img.shape[1])
-        if scale < 1.0:
-            img = cv2.resize(img, (int(round(img.shape[1] * scale)), int(round(img.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-        lw = max(1, int(round(2 * max(scale, 0.5))))
-
-        def box(b: Any, color: tuple[int, int, int], pad: int) -> None:
-            x1, y1, x2, y2 = (int(round(v * scale)) for v in b)
-            cv2.rectangle(img, (x1 - pad, y1 - pad), (x2 + pad, y2 + pad), color, lw)
-
-        for t in cand["images"][index]["truth"]:
-            box(t[1:5], (80, 220, 80), 2 * lw)
-        for side, color in (("current", (255, 160, 60)), ("candidate", (40, 150, 255))):
-            r = res.get(side)
-            if not r:
-                continue
-            for d in r["images"][index]["dets"]:
-                c = int(d[0])
-                if 0 <= c < len(names) and d[1] >= rules.for_class(names[c]).uncertain_conf:
-                    box(d[2:6], color, 0)
-        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img), [cv2.IMWRITE_JPEG_QUALITY, 85])
-        if not ok:
-            raise ServiceError(500, "JPEG encoding failed")
-        return bytes(buf)
+        """JPEG of golden image ``index`` with the truth, candidate and current boxes."""
+        return evaluation_jpeg(self.evals, eval_id, index, max_width)
 
     # ------------------------------------------------------------------ threshold tuning
 
-    def _eval_result(self, eval_id: str, side: str) -> tuple[Any, dict[str, Any]]:
-        from .model_eval import EvalError, result_from_json
-
-        try:
-            res = self.evals.result(eval_id)
-        except LookupError as e:
-            raise ServiceError(404, str(e)) from None
-        except EvalError as e:
-            raise ServiceError(409, str(e)) from None
-        if res.get("status") != "succeeded":
-            raise ServiceError(409, f"evaluation {eval_id} failed: {res.get('error')}")
-        r = res.get(side)
-        if not r:
-            raise ServiceError(409, f"evaluation {eval_id} has no {side} model")
-        return result_from_json(r), r
-
     def tune(self, eval_id: str, side: str, target: float) -> dict[str, Any]:
         """Per-class thresholds for ``target`` escape rate on the evaluated golden set, and the false rejects they cost."""
-        from models.evaluate import tune_thresholds
+        from .evaluate import tune_thresholds
 
-        result, raw = self._eval_result(eval_id, side)
+        result, raw = eval_result(self.evals, eval_id, side)
         t = tune_thresholds(result, target, calibration=self.station.decider.calibration, setup=self.station.decider.setup)
         names = list(result.names)
         before = rules_overrides.thresholds_of(result.rules, names)
@@ -486,10 +360,10 @@ class ModelsService:
         return {
             "eval_id": eval_id, "model": side, "model_sha": result.model_sha, "model_id": result.model_id, "golden_id": result.golden_id,
             "target_escape_rate": target, "achieved": t.achieved, "floor_escape_rate": t.floor_escape_rate,
-            "before": {"escape_rate": _num(result.escape_rate), "false_reject_rate": _num(result.false_reject_rate), "thresholds": before},
-            "after": {"escape_rate": _num(t.escape_rate), "false_reject_rate": _num(t.false_reject_rate), "thresholds": after},
+            "before": {"escape_rate": rounded(result.escape_rate), "false_reject_rate": rounded(result.false_reject_rate), "thresholds": before},
+            "after": {"escape_rate": rounded(t.escape_rate), "false_reject_rate": rounded(t.false_reject_rate), "thresholds": after},
             "eject_at": {k: round(v, 4) for k, v in t.thresholds.items()},
-            "per_class_escape": {k: _num(v.escape_rate) for k, v in t.result.per_class.items()},
+            "per_class_escape": {k: rounded(v.escape_rate) for k, v in t.result.per_class.items()},
             "running_on_line": bool(self.running_sha12() and result.model_sha.startswith(self.running_sha12() or "-")),
         }
 
@@ -506,7 +380,7 @@ class ModelsService:
 
     def reset_rules(self, reason: str, user: str) -> dict[str, Any]:
         """Back to the configured rules (an audited row with no classes)."""
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             ov = rules_overrides.latest(db)
         if ov is None or not ov.classes:
             raise ServiceError(409, "no threshold override is in force: the line runs its configured rules")
@@ -515,7 +389,7 @@ class ModelsService:
     def _set_override(self, classes: Mapping[str, Mapping[str, float]], reason: str, user: str, source: Mapping[str, Any]) -> dict[str, Any]:
         base = self.station.cfg.rules
         with self._lock:
-            with self.state.db.use() as db:
+            with self.db.use() as db:
                 try:
                     ov = rules_overrides.record(db, user, classes, reason=reason, source=source, base=base)
                 except rules_overrides.RulesOverrideError as e:
@@ -528,7 +402,7 @@ class ModelsService:
     def rules_view(self) -> dict[str, Any]:
         """Configured and effective per-class thresholds, the override in force and the history."""
         names = [str(n) for n in self.station.inspector.names]
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             ov = rules_overrides.latest(db)
             hist = rules_overrides.history(db)
         return {
@@ -543,32 +417,18 @@ class ModelsService:
 
     def _swap(self, rec: "ModelRecord", user: str, reason: str | None) -> dict[str, Any]:
         """Hot-swap the line to ``rec`` (audited when done); what the answer says about the swap."""
-        state = self.state
         before = self.station.inspector.model_id
-
-        def done(error: Exception | None) -> None:
-            if error is None:
-                self.station.alarms.report("model", "ok", f"model {self.station.inspector.model_id} loaded")
-            else:
-                self.station.alarms.report("model", "alarm", f"model swap to {rec.short} failed: {error}")
-            try:
-                with state.db.use() as db:
-                    audit.record(db, user, "model_swap" if error is None else "model_swap_failed", "model", rec.sha256, before=before,
-                               after=None if error else self.station.inspector.model_id, reason=reason or (str(error) if error else None))
-            except RuntimeError:
-                log.warning("model swap finished after the web app closed its database")
-
         try:
-            self.station.swap_model(Path(rec.path), done)
+            self.station.swap_model(Path(rec.path), user=user, reason=reason, sha256=rec.sha256)
         except ValueError as e:
             return {"status": "not swapped", "message": f"{e}; restart the station with this model"}
         return {"status": "loading", "from": before}
 
     def promote(self, sha: str, override: bool, reason: str | None, user: str) -> dict[str, Any]:
         """Promote through the gate (override needs a reason); the line hot-swaps to it."""
-        from models import registry
+        from . import registry
 
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             try:
                 cand = registry.get(db, sha)
                 cur = registry.current(db)
@@ -583,9 +443,9 @@ class ModelsService:
 
     def rollback(self, sha: str | None, reason: str | None, user: str) -> dict[str, Any]:
         """Back to a model that ran before (default: the one the last change replaced); the line hot-swaps to it."""
-        from models import registry
+        from . import registry
 
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             try:
                 rec = registry.rollback(db, sha, user=user, reason=reason)
             except registry.RegistryError as e:
@@ -596,7 +456,7 @@ class ModelsService:
 
     def start_shadow(self, sha: str, queue_size: int, user: str) -> dict[str, Any]:
         """Run a registered model in shadow mode on the line."""
-        from ..shadow import ShadowError
+        from station.shadow import ShadowError
 
         rec = self.record(sha)
         try:
@@ -605,7 +465,7 @@ class ModelsService:
             raise ServiceError(409, str(e)) from None
         except (ValueError, OSError) as e:
             raise ServiceError(422, f"model {rec.short} cannot run in shadow mode: {e}") from None
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             audit.record(db, user, "shadow_start", "model", rec.sha256, after={"queue_size": queue_size})
         return runner.snapshot()
 
@@ -615,59 +475,23 @@ class ModelsService:
         if final is None:
             return {"running": False, "stopped": None}
         self.last_shadow = final
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             audit.record(db, user, "shadow_stop", "model", final["model_sha"], after=final)
         return {"running": False, "stopped": final}
 
     def shadow_view(self, sha: str | None, limit: int) -> dict[str, Any]:
         """Shadow mode now: the running counters (or the last run's) and the recorded disagreements."""
-        from ..shadow import disagreements, summary
+        from station.shadow import disagreements, summary
 
         runner = self.station.shadow
         snap = runner.snapshot() if runner is not None else self.last_shadow
         sha = sha or (snap["model_sha"] if snap else None)
         if sha is None:
-            with self.state.db.use() as db:
+            with self.db.use() as db:
                 row = db.execute("SELECT model_sha FROM shadow_results ORDER BY id DESC LIMIT 1").fetchone()
             sha = row[0] if row else None
         if sha is None:
             return {"running": None, "model_sha": None, "summary": None, "disagreements": []}
-        with self.state.db.use() as db:
+        with self.db.use() as db:
             return {"running": snap if runner is not None else None, "last": snap if runner is None else None, "model_sha": sha,
                     "summary": summary(db, sha), "disagreements": disagreements(db, model_sha=sha, limit=limit)}
-
-
-def _num(v: Any) -> Any:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if f != f else round(f, 5)
-
-
-def job_dict(st: Any) -> dict[str, Any]:
-    """A training job's state for the page (no server paths)."""
-    d = st.as_dict()
-    res = d.get("result") or {}
-    d["result"] = {
-        "sha256": res.get("sha256"),
-        "registered": bool(res.get("registered")),
-        "train": {k: (res.get("train") or {}).get(k) for k in ("metrics", "epochs", "seconds")} if res.get("train") else None,
-        "comparison": res.get("comparison"),
-    } if res else None
-    for k in ("job_dir", "log_path", "pid"):
-        d.pop(k, None)
-    return d
-
-
-_services_lock = threading.Lock()
-
-
-def service(state: "WebState") -> ModelsService:
-    """The app's ModelsService (created on first use)."""
-    with _services_lock:
-        svc = getattr(state, "_models_service", None)
-        if svc is None:
-            svc = ModelsService(state)
-            state._models_service = svc  # type: ignore[attr-defined]
-        return svc
