@@ -29,11 +29,15 @@ templates = Jinja2Templates(env=jinja2.Environment(
 ))
 
 
+def _who(request: Request, s: Session) -> dict[str, str]:
+    """The values every page with a logged-in user shows: the station's name, the user and their role."""
+    return {"station": request.app.state.web.station.cfg.name, "user": s.user.username, "role": s.user.role}
+
+
 def denied(request: Request, s: Session, *, area: str, needed: str, why: str = "") -> Response:
     """403 with templates/denied.html: ``area`` needs the role ``needed`` (and ``why``, when given)."""
     return templates.TemplateResponse(request, "denied.html", {
-        "station": request.app.state.web.station.cfg.name, "user": s.user.username, "role": s.user.role,
-        "area": area, "needed": needed, "why": why, "next": request.url.path,
+        **_who(request, s), "area": area, "needed": needed, "why": why, "next": request.url.path,
     }, status_code=status.HTTP_403_FORBIDDEN)
 
 
@@ -49,6 +53,4 @@ def desk_page(request: Request, template: str, *, nav: str, area: str, why: str 
         return RedirectResponse(f"/login?next={request.url.path}", status.HTTP_303_SEE_OTHER)
     if not s.user.has(DESK_ROLE):
         return denied(request, s, area=area, needed=DESK_ROLE, why=why)
-    return templates.TemplateResponse(request, template, {
-        "station": request.app.state.web.station.cfg.name, "user": s.user.username, "role": s.user.role, "nav": nav, **values,
-    })
+    return templates.TemplateResponse(request, template, {**_who(request, s), "nav": nav, **values})
