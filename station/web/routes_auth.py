@@ -26,7 +26,7 @@ from .auth import (
     require,
     session_of,
 )
-from .pages import render
+from .pages import templates
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -86,7 +86,8 @@ def _safe_next(nxt: str | None) -> str:
 def login_page(request: Request, next: str = "/") -> Response:  # noqa: A002 - the query parameter is called next
     """The login form (works without JavaScript too)."""
     token = _login_token(request)
-    resp = render("login.html", station=request.app.state.web.station.cfg.name, csrf=token, error="", next=_safe_next(next))
+    resp = templates.TemplateResponse(request, "login.html", {
+        "station": request.app.state.web.station.cfg.name, "csrf": token, "error": "", "next": _safe_next(next)})
     _set_login_cookie(request, resp, token)
     return resp
 
@@ -139,8 +140,9 @@ async def login(request: Request) -> Response:
         state.limiter.failed(username, client)
         await run_in_threadpool(_audit, state, username, "login_failed", f"from {client}")
         if is_form:
-            return render("login.html", status_code=401, station=state.station.cfg.name, csrf=given or "", next=nxt,
-                          error="Wrong username or password.")
+            return templates.TemplateResponse(request, "login.html", {
+                "station": state.station.cfg.name, "csrf": given or "", "next": nxt, "error": "Wrong username or password."},
+                status_code=status.HTTP_401_UNAUTHORIZED)
         return JSONResponse({"detail": "wrong username or password"}, 401)
     state.limiter.succeeded(username, client)
     token, session = result

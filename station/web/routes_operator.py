@@ -17,7 +17,7 @@ from ..store import audit
 from . import auth
 from .auth import Session, require, session_of, viewer
 from .live import EventStream, counters_payload, safe_result_dict, status_payload
-from .pages import render
+from .pages import templates
 from .state import PauseInfo, WebState
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def operator_screen(request: Request) -> Response:
     state = _state(request)
     if not state.cfg.anonymous_view and session_of(request) is None:
         return RedirectResponse("/login?next=/", status.HTTP_303_SEE_OTHER)
-    return render("index.html", station=state.station.cfg.name)
+    return templates.TemplateResponse(request, "index.html", {"station": state.station.cfg.name})
 
 
 # -- read-only live API ---------------------------------------------------------

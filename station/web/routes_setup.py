@@ -25,7 +25,7 @@ from .. import camera_setup
 from ..config.regions import CameraRegions
 from ..store import camera_setup as store
 from .auth import Session, require, session_of, viewer
-from .pages import render
+from .pages import denied, templates
 from .state import WebState
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,9 @@ def setup_page(request: Request) -> Response:
     s = session_of(request)
     if s is None:
         return RedirectResponse("/login?next=/setup", status.HTTP_303_SEE_OTHER)
-    name = _state(request).station.cfg.name
     if not s.user.has("admin"):
-        return render("denied.html", status_code=403, area="camera setup", needed="admin", why="it changes what the line rejects",
-                      next="/setup", station=name, user=s.user.username, role=s.user.role)
-    return render("setup.html", station=name)
+        return denied(request, s, area="camera setup", needed="admin", why="it changes what the line rejects")
+    return templates.TemplateResponse(request, "setup.html", {"station": _state(request).station.cfg.name})
 
 
 # -- read ---------------------------------------------------------------------------------------

@@ -1,60 +1,96 @@
-"""station.web.pages: templates built on layouts ({{#extends}}, {{#block}}, {{>hole}}) with escaped {{slots}}."""
+"""station.web.pages: the HTML pages rendered by Jinja2 (Starlette's Jinja2Templates) with autoescape on."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator
+from html.parser import HTMLParser
 
+import jinja2
 import pytest
+from starlette.requests import Request
 
 from station.web import pages
 
 DESK = {"review.html": "review", "review_image.html": "review", "review_dataset.html": "dataset", "stats.html": "stats", "models.html": "models"}
-VALUES = {"station": "line <7>", "user": "qa", "role": "qa", "image_id": "3", "max_upload_mb": "500"}
+LAYOUTS = {"doc.html", "desk.html"}
+HOSTILE = '"><script>alert(1)</script>&\''
+VALUES = {"station": "line <7>", "user": "qa", "role": "qa", "image_id": "3", "max_upload_mb": "500", "csrf": "t", "error": "",
+          "next": "/", "area": "QA review", "needed": "qa", "why": "", "nav": "review"}
 
 
-@pytest.fixture
-def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty template folder in place of station/web/templates (the cache cleared before and after)."""
-    monkeypatch.setattr(pages, "TEMPLATES", tmp_path)
-    pages._template.cache_clear()
-    yield tmp_path
-    pages._template.cache_clear()
+def _request(path: str = "/") -> Request:
+    return Request({"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""})
+
+
+def _render(name: str, status_code: int = 200, **values: str) -> str:
+    resp = pages.templates.TemplateResponse(_request(), name, values, status_code=status_code)
+    assert resp.status_code == status_code and resp.media_type == "text/html"
+    return bytes(resp.body).decode()
+
+
+class _Attrs(HTMLParser):
+    """Every element's attributes by id, and the text of the page, as a browser would read them."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.by_id: dict[str, dict[str, str | None]] = {}
+        self.tags: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        a = dict(attrs)
+        if a.get("id"):
+            self.by_id[str(a["id"])] = a
+
+
+def test_every_template_is_a_page_or_a_layout() -> None:
+    names = {p.name for p in pages.TEMPLATES.glob("*.html")}
+    assert names == LAYOUTS | set(DESK) | {"index.html", "login.html", "setup.html", "denied.html"}
+
+
+@pytest.mark.parametrize("name", sorted({p.name for p in pages.TEMPLATES.glob("*.html")} - LAYOUTS))
+def test_each_page_renders_a_whole_document_with_its_values_escaped(name: str) -> None:
+    text = _render(name, **{**VALUES, "station": HOSTILE})
+    assert text.startswith("<!doctype html>\n") and text.endswith("</html>\n")
+    assert "{{" not in text and "{%" not in text and "{#" not in text
+    assert "<script>" not in text  # the hostile value is escaped; no inline script either (CSP script-src 'self')
+    assert "&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&amp;&#39;" in text
+    parsed = _Attrs(text)
+    assert parsed.tags.count("html") == parsed.tags.count("head") == parsed.tags.count("body") == parsed.tags.count("title") == 1
 
 
 @pytest.mark.parametrize("name", sorted(DESK))
 def test_desk_pages_share_one_header_and_mark_their_link(name: str) -> None:
-    nav = {f"nav_{k}": "page" if k == DESK[name] else "false" for k in pages.DESK_NAV}
-    text = pages.render(name, **VALUES, **nav).body.decode()
-    assert text.startswith("<!doctype html>") and text.rstrip().endswith("</html>")
+    text = _render(name, **{**VALUES, "nav": DESK[name]})
     for once in ('id="user-name"', 'id="logout"', 'id="toast"', "<header", "/static/common.css", "/static/common.js"):
         assert text.count(once) == 1, (name, once)
     assert text.index("/static/common.js") < text.index("/static/" + ("models" if name == "models.html" else "review") + ".js")
-    assert text.count('aria-current="page"') == 1
-    assert "line &lt;7&gt;" in text and "line <7>" not in text  # slots inside blocks are escaped too
-    assert "{{" not in text and "<script>" not in text  # nothing left unfilled; no inline script (CSP script-src 'self')
+    assert text.count('aria-current="page"') == 1 and text.count('aria-current="false"') == 3
+    href = {"review": "/review", "dataset": "/review/dataset", "stats": "/review/stats", "models": "/models"}[DESK[name]]
+    assert f'<a href="{href}" aria-current="page">' in text
+    assert "<title>" + {"review.html": "Review queue", "review_image.html": "Image 3 - review", "review_dataset.html": "Dataset - review",
+                        "stats.html": "Statistics", "models.html": "Models"}[name] + " - line &lt;7&gt;</title>" in text
+
+
+def test_login_form_carries_hostile_values_back_unchanged() -> None:
+    """The CSRF token and the next path sit in attributes: a browser reads back exactly what the route passed."""
+    text = _render("login.html", status_code=401, station="s", csrf=HOSTILE, next=HOSTILE, error=HOSTILE)
+    parsed = _Attrs(text)
+    assert parsed.by_id["csrf_token"]["value"] == HOSTILE and parsed.by_id["next"]["value"] == HOSTILE
+    assert parsed.tags.count("script") == 1  # only /static/login.js
+    assert 'id="login-error" role="alert">&#34;&gt;&lt;script&gt;' in text
 
 
 def test_denied_page_names_the_area_and_the_role() -> None:
-    text = pages.render("denied.html", station="s", user="op", role="operator", area="The models page", needed="qa", why="", next="/models").body.decode()
-    assert "The models page needs the qa role" in text and 'href="/login?next=/models"' in text and "{{" not in text
+    text = _render("denied.html", 403, station="s", user="op", role="operator", area="The models page", needed="qa", why="", next="/models")
+    assert "The models page needs the qa role" in text and 'href="/login?next=/models"' in text
 
 
-def test_nested_layouts_fill_holes_and_empty_the_rest(templates: Path) -> None:
-    (templates / "outer.html").write_text("<t>{{>title}}</t><h>{{>head}}</h><b>{{>body}}</b>")
-    (templates / "mid.html").write_text("{{#extends outer.html}}\n{{#block title}}{{>title}} - {{site}}{{/block}}\n{{#block body}}\n[{{>body}}]\n{{/block}}\n")
-    (templates / "page.html").write_text("{{#extends mid.html}}\n{{#block title}}Page{{/block}}\n{{#block body}}\n<p>{{x}}</p>\n{{/block}}\n")
-    assert pages.render("page.html", site="S", x="a&b").body.decode() == "<t>Page - S</t><h></h><b>[<p>a&amp;b</p>]</b>"
+def test_a_value_the_route_forgets_is_an_error() -> None:
+    with pytest.raises(jinja2.UndefinedError, match="station"):
+        _render("index.html")
 
 
-def test_a_block_without_a_hole_or_text_outside_blocks_is_an_error(templates: Path) -> None:
-    (templates / "outer.html").write_text("<b>{{>body}}</b>")
-    (templates / "typo.html").write_text("{{#extends outer.html}}\n{{#block bdy}}x{{/block}}\n")
-    with pytest.raises(ValueError, match=r"typo.html.*\['bdy'\].*outer.html"):
-        pages.render("typo.html")
-    (templates / "stray.html").write_text("{{#extends outer.html}}\nlost text\n{{#block body}}x{{/block}}\n")
-    with pytest.raises(ValueError, match="stray.html.*lost text"):
-        pages.render("stray.html")
-    with pytest.raises(KeyError):
-        (templates / "slot.html").write_text("{{#extends outer.html}}\n{{#block body}}{{missing}}{{/block}}\n")
-        pages.render("slot.html")
+def test_autoescape_is_on_for_every_template_name() -> None:
+    """Autoescape does not depend on the file extension (Starlette's default only escapes .html/.htm/.xml)."""
+    assert pages.templates.env.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
