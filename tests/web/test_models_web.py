@@ -221,8 +221,11 @@ def test_train_evaluate_gate_override_rollback(line: Line, client: TestClient, m
     assert statuses == {weak: "current", good: "retired", trained: "retired"}
     hist = [x for x in client.get("/api/models/history").json() if x["action"].startswith(("model_promote", "model_rollback"))]
     assert [x["action"] for x in hist[:2]] == ["model_rollback", "model_rollback"] and hist[1]["reason"] == "night shift trial over"
+    # promote, override, rollback, rollback: each one loaded on the line; the audit row is written
+    # once the swap's callback runs, just after the new model is in place
+    wait_for(lambda: len([a for a in line.audit("model_swap") if a[1] == "model_swap"]) >= 4, 10, "4 model_swap audit rows")
     swaps = [a for a in line.audit("model_swap") if a[1] == "model_swap"]
-    assert len(swaps) == 4  # promote, override, rollback, rollback: each one loaded on the line
+    assert len(swaps) == 4
     assert client.post(f"/api/models/{'ab' * 32}/promote", json={}, headers=h(boss)).status_code == 404
 
 
