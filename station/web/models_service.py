@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .. import camera_setup, rules_overrides
-from ..store import audit
+from ..store import audit, queries
 from ..store.db import open_db
 from .model_eval import EvalRunner, EvalState
 
@@ -628,8 +628,7 @@ class ModelsService:
         sha = sha or (snap["model_sha"] if snap else None)
         if sha is None:
             with self.state.db.use() as db:
-                row = db.execute("SELECT model_sha FROM shadow_results ORDER BY id DESC LIMIT 1").fetchone()
-            sha = row[0] if row else None
+                sha = queries.latest_shadow_model(db)
         if sha is None:
             return {"running": None, "model_sha": None, "summary": None, "disagreements": []}
         with self.state.db.use() as db:
