@@ -12,7 +12,7 @@ from station.store.db import rows, transaction  # noqa: F401  (the store's, re-e
 
 def table_exists(db: sqlite_utils.Database, name: str) -> bool:
     """True if a table or view called ``name`` exists."""
-    return db.execute("SELECT 1 FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')", [name]).fetchone() is not None
+    return db[name].exists()
 
 
 def check_finite(name: str, value: Any) -> float:
