@@ -1,4 +1,4 @@
-"""Small shared helpers of the labeling package (transactions and rows come from station.store.db)."""
+"""Small shared helpers of the labeling package (transactions come from station.store.db)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlite_utils
 
-from station.store.db import rows, transaction  # noqa: F401  (the store's, re-exported for labeling)
+from station.store.db import transaction  # noqa: F401  (the store's, re-exported for labeling)
 
 
 def table_exists(db: sqlite_utils.Database, name: str) -> bool:
