@@ -621,7 +621,7 @@ class ModelsService:
 
     def shadow_view(self, sha: str | None, limit: int) -> dict[str, Any]:
         """Shadow mode now: the running counters (or the last run's) and the recorded disagreements."""
-        from ..shadow import disagreements, summary
+        from ..store.shadow_results import disagreements, summary
 
         runner = self.station.shadow
         snap = runner.snapshot() if runner is not None else self.last_shadow
