@@ -27,7 +27,8 @@ _CHUNK = 500
 def image_row(db: sqlite_utils.Database, image_id: int) -> tuple[Any, ...] | None:
     """(id, part_id, camera_id, sha256, format, width, height, deleted_at) of image ``image_id``, or None."""
     return db.execute(
-        "SELECT id, part_id, camera_id, sha256, format, width, height, deleted_at FROM images WHERE id = ?", [int(image_id)]
+        "SELECT id, part_id, camera_id, sha256, format, width, height, deleted_at FROM images WHERE id = ?",
+        [int(image_id)],
     ).fetchone()
 
 
@@ -37,7 +38,8 @@ def current_label_rows(db: sqlite_utils.Database, image_ids: Iterable[int]) -> l
     out: list[tuple[Any, ...]] = []
     for k in range(0, len(ids), _CHUNK):
         chunk = ids[k : k + _CHUNK]
-        out.extend(db.execute(f"{_LABEL_SQL} WHERE l.image_id IN ({','.join('?' * len(chunk))}) AND {_CURRENT} ORDER BY l.id", chunk))
+        marks = ",".join("?" * len(chunk))
+        out.extend(db.execute(f"{_LABEL_SQL} WHERE l.image_id IN ({marks}) AND {_CURRENT} ORDER BY l.id", chunk))
     return out
 
 
@@ -59,7 +61,8 @@ def successor(db: sqlite_utils.Database, label_id: int) -> tuple[int, str] | Non
 def latest_review_row(db: sqlite_utils.Database, image_id: int) -> tuple[Any, ...] | None:
     """(image_id, verdict, reviewed_by, reviewed_at) of the latest review of ``image_id``, or None."""
     return db.execute(
-        "SELECT image_id, verdict, reviewed_by, reviewed_at FROM image_reviews WHERE image_id = ? ORDER BY id DESC LIMIT 1",
+        "SELECT image_id, verdict, reviewed_by, reviewed_at FROM image_reviews WHERE image_id = ? "
+        "ORDER BY id DESC LIMIT 1",
         [int(image_id)],
     ).fetchone()
 
@@ -82,7 +85,8 @@ def insert_label(
 ) -> int:
     """Append one label row; returns its id."""
     cur = db.execute(
-        "INSERT INTO labels (part_id, image_id, class_name, x1, y1, x2, y2, source, status, created_by, created_at, supersedes) "
+        "INSERT INTO labels (part_id, image_id, class_name, x1, y1, x2, y2, source, status, created_by, created_at, "
+        "supersedes) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [part_id, image_id, class_name, *(float(v) for v in box), source, status, user, now, supersedes],
     )

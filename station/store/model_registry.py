@@ -60,9 +60,11 @@ def set_model_metrics(db: sqlite_utils.Database, sha: str, metrics_json: str) ->
 
 
 def make_current(db: sqlite_utils.Database, sha: str, user: str, t_wall: float, *, current: str, retired: str) -> None:
-    """Retire the model(s) with status ``current`` and give model ``sha`` that status, promoted by ``user`` at ``t_wall``."""
+    """Retire the model(s) with status ``current``; give model ``sha`` that status, by ``user`` at ``t_wall``."""
     db.execute("UPDATE models SET status = ? WHERE status = ?", [retired, current])
-    db.execute("UPDATE models SET status = ?, promoted_by = ?, promoted_at = ? WHERE sha256 = ?", [current, user, t_wall, sha])
+    db.execute(
+        "UPDATE models SET status = ?, promoted_by = ?, promoted_at = ? WHERE sha256 = ?", [current, user, t_wall, sha]
+    )
 
 
 def model_changes(db: sqlite_utils.Database) -> list[dict[str, Any]]:

@@ -29,7 +29,9 @@ def _marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
-def outcome_slots(db: sqlite_utils.Database, slot_s: int, since: float | None, until: float | None) -> list[tuple[int, str, int]]:
+def outcome_slots(
+    db: sqlite_utils.Database, slot_s: int, since: float | None, until: float | None
+) -> list[tuple[int, str, int]]:
     """(slot, outcome, parts) per ``slot_s``-second UTC slot (slot = time // slot_s) and outcome."""
     where, params = _time_where(since, until)
     sql = (f"SELECT CAST({T_WALL} / {int(slot_s)} AS INTEGER) AS slot, p.outcome, COUNT(*) FROM inspections p "
@@ -44,13 +46,16 @@ def defect_class_slots(
     where, params = _time_where(since, until)
     sql = (
         f"SELECT CAST({T_WALL} / {int(slot_s)} AS INTEGER) AS slot, d.class_name, COUNT(*) FROM defects d "
-        f"JOIN inspections p ON p.part_id = d.part_id WHERE {where} AND {T_WALL} IS NOT NULL AND d.action IN ({_marks(actions)}) "
+        f"JOIN inspections p ON p.part_id = d.part_id WHERE {where} AND {T_WALL} IS NOT NULL "
+        f"AND d.action IN ({_marks(actions)}) "
         "GROUP BY slot, d.class_name"
     )
     return [(int(s), str(c), int(n)) for s, c, n in db.execute(sql, [*params, *actions])]
 
 
-def defect_class_counts(db: sqlite_utils.Database, actions: Sequence[str], since: float | None, until: float | None) -> dict[str, int]:
+def defect_class_counts(
+    db: sqlite_utils.Database, actions: Sequence[str], since: float | None, until: float | None
+) -> dict[str, int]:
     """``{class name: detections}`` of the line's detections whose action is in ``actions``."""
     where, params = _time_where(since, until)
     rows = db.query(

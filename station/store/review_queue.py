@@ -66,7 +66,10 @@ def queue_candidates(db: sqlite_utils.Database, *, reviewed: bool | None, **filt
 
 
 def shadow_outcomes(db: sqlite_utils.Database, part_ids: Sequence[int]) -> dict[int, str]:
-    """``{part id: outcome}`` the shadow model gave (its latest row per part); {} without a usable ``shadow_results`` table."""
+    """``{part id: outcome}`` the shadow model gave (its latest row per part).
+
+    {} without a usable ``shadow_results`` table.
+    """
     table = db["shadow_results"]
     if not table.exists():
         return {}
@@ -76,12 +79,15 @@ def shadow_outcomes(db: sqlite_utils.Database, part_ids: Sequence[int]) -> dict[
         return {}
     out: dict[int, str] = {}
     for chunk in _chunks(part_ids):
-        for r in table.rows_where(f"part_id IN ({','.join('?' * len(chunk))})", chunk, select="part_id, outcome", order_by="rowid"):
+        marks = ",".join("?" * len(chunk))
+        for r in table.rows_where(f"part_id IN ({marks})", chunk, select="part_id, outcome", order_by="rowid"):
             out[int(r["part_id"])] = str(r["outcome"])  # later rows win
     return out
 
 
-def detections_of_parts(db: sqlite_utils.Database, part_ids: Sequence[int]) -> dict[tuple[int, str], list[dict[str, Any]]]:
+def detections_of_parts(
+    db: sqlite_utils.Database, part_ids: Sequence[int]
+) -> dict[tuple[int, str], list[dict[str, Any]]]:
     """The recorded detections of ``part_ids`` by (part id, camera id), in detection order."""
     out: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for chunk in _chunks(part_ids):

@@ -17,10 +17,15 @@ def newest_overrides(db: sqlite_utils.Database, limit: int) -> list[dict[str, An
     table = db[TABLE]
     if not table.exists():
         return []
-    return list(table.rows_where(select="id, t_wall, user, reason, classes, source", order_by="id DESC", limit=int(limit)))
+    return list(
+        table.rows_where(select="id, t_wall, user, reason, classes, source", order_by="id DESC", limit=int(limit))
+    )
 
 
-def append_override(db: sqlite_utils.Database, t_wall: float, user: str, reason: str | None, classes_json: str, source_json: str) -> int:
+def append_override(
+    db: sqlite_utils.Database, t_wall: float, user: str, reason: str | None, classes_json: str, source_json: str
+) -> int:
     """Append one row (in the caller's transaction if one is open); returns its id."""
-    table = db[TABLE].insert({"t_wall": t_wall, "user": user, "reason": reason, "classes": classes_json, "source": source_json})
+    row = {"t_wall": t_wall, "user": user, "reason": reason, "classes": classes_json, "source": source_json}
+    table = db[TABLE].insert(row)
     return int(table.last_rowid)  # type: ignore[arg-type]

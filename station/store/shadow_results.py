@@ -1,4 +1,4 @@
-"""The ``shadow_results`` table: the shadow runner's rows (:mod:`station.shadow`) and what the models page reads back."""
+"""The ``shadow_results`` table: the shadow runner's rows (:mod:`station.shadow`), read back by the models page."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import sqlite_utils
 from .db import rows, write_transaction
 
 _COLUMNS = (
-    "part_id, t_wall, production_outcome, production_model_id, outcome, model_id, model_sha, reasons, defects, differs, eject_differs, ms"
+    "part_id, t_wall, production_outcome, production_model_id, outcome, model_id, model_sha, reasons, defects, "
+    "differs, eject_differs, ms"
 )
 
 
@@ -70,10 +71,12 @@ def summary(db: sqlite_utils.Database, model_sha: str | None = None, since_wall:
     where, params = _of_model_since(model_sha, since_wall)
     w = " AND ".join(where or ["1 = 1"])
     n, differs, ejd = db.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(differs), 0), COALESCE(SUM(eject_differs), 0) FROM shadow_results s WHERE {w}", params
+        f"SELECT COUNT(*), COALESCE(SUM(differs), 0), COALESCE(SUM(eject_differs), 0) FROM shadow_results s WHERE {w}",
+        params,
     ).fetchone()
     pairs = db.execute(
-        f"SELECT production_outcome, outcome, COUNT(*) FROM shadow_results s WHERE {w} GROUP BY production_outcome, outcome ORDER BY 1, 2",
+        f"SELECT production_outcome, outcome, COUNT(*) FROM shadow_results s WHERE {w} "
+        "GROUP BY production_outcome, outcome ORDER BY 1, 2",
         params,
     ).fetchall()
     return {"n": int(n), "differs": int(differs), "eject_differs": int(ejd),

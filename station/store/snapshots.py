@@ -16,7 +16,9 @@ from .db import rows
 _T_WALL = "COALESCE(p.t_trigger_wall, p.t_recorded_wall)"
 
 
-def snapshot_candidates(db: sqlite_utils.Database, since: float | None, until: float | None, only_reviewed: bool) -> list[dict[str, Any]]:
+def snapshot_candidates(
+    db: sqlite_utils.Database, since: float | None, until: float | None, only_reviewed: bool
+) -> list[dict[str, Any]]:
     """Images with a kept file triggered in [``since``, ``until``) (reviewed ones only if ``only_reviewed``), by id.
 
     Each row: image_id, part_id, camera_id, sha256, format, width, height, t_wall, verdict (latest review or None).
@@ -61,7 +63,9 @@ def snapshot_row(db: sqlite_utils.Database, snapshot_id: int) -> dict[str, Any] 
 
 def snapshot_image_ids(db: sqlite_utils.Database, snapshot_id: int) -> tuple[int, ...]:
     """The image ids frozen in snapshot ``snapshot_id``, ascending."""
-    found = db["dataset_snapshot_items"].rows_where("snapshot_id = ?", [int(snapshot_id)], select="image_id", order_by="image_id")
+    found = db["dataset_snapshot_items"].rows_where(
+        "snapshot_id = ?", [int(snapshot_id)], select="image_id", order_by="image_id"
+    )
     return tuple(int(r["image_id"]) for r in found)
 
 
