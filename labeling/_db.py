@@ -1,4 +1,4 @@
-"""Small shared helpers of the labeling package (transactions and rows come from station.store.db)."""
+"""Small shared helpers of the labeling package (transactions come from station.store.db)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 
 import sqlite_utils
 
-from station.store.db import rows, transaction  # noqa: F401  (the store's, re-exported for labeling)
+from station.store.db import transaction  # noqa: F401  (the store's, re-exported for labeling)
 
 
 def table_exists(db: sqlite_utils.Database, name: str) -> bool:
     """True if a table or view called ``name`` exists."""
-    return db.execute("SELECT 1 FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')", [name]).fetchone() is not None
+    return db[name].exists()
 
 
 def check_finite(name: str, value: Any) -> float:

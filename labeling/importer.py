@@ -40,7 +40,7 @@ import numpy as np
 import sqlite_utils
 import yaml
 
-from station.store import audit
+from station.store import audit, imports
 from station.store.images import ImageStore, StoredImage
 
 from ._db import transaction
@@ -332,7 +332,7 @@ def _sync_existing(db: sqlite_utils.Database, user: str, img: ImageInfo, boxes: 
 
 def _new_part_ids(db: sqlite_utils.Database, n: int) -> list[int]:
     """``n`` unused negative part ids, ascending (import order), below every existing id."""
-    low = int(db.execute("SELECT MIN(COALESCE(MIN(part_id), 0), 0) FROM inspections").fetchone()[0])
+    low = imports.lowest_part_id(db)
     return list(range(low - n, low))
 
 
@@ -349,10 +349,7 @@ def import_images(
     with transaction(db):
         existing: dict[tuple[str, str], list[int]] = {}
         for s in stored:
-            ids = [int(r[0]) for r in db.execute(
-                "SELECT id FROM images WHERE sha256 = ? AND format = ? AND deleted_at IS NULL ORDER BY id", [s.sha256, s.format]
-            )]
-            existing[(s.sha256, s.format)] = ids
+            existing[(s.sha256, s.format)] = imports.kept_image_ids(db, s.sha256, s.format)
         new_groups = [g for g in groups if any(it.group == g and not existing[(s.sha256, s.format)] for it, s in zip(items, stored))]
         part_of = dict(zip(new_groups, _new_part_ids(db, len(new_groups))))
         made_parts: set[int] = set()
@@ -368,19 +365,9 @@ def import_images(
             if pid not in made_parts:
                 members = [(x, y) for x, y in zip(items, stored) if x.group == it.group]
                 n_boxes = sum(len(x.boxes) for x, _ in members)
-                db.execute(
-                    "INSERT INTO inspections (part_id, seq, t_trigger_wall, t_decided_wall, t_recorded_wall, outcome, reasons, model_id, "
-                    "config_hash, calibration_id, timings, ground_truth, defect_count, max_score, source, station, n_frames, rejected) "
-                    "VALUES (?, 0, ?, NULL, ?, ?, '[]', 'import', '', '', '{}', NULL, ?, NULL, 'import', ?, ?, 0)",
-                    [pid, it.t_wall, now, "FAIL" if n_boxes else "PASS", n_boxes, f"import:{name}", len(members)],
-                )
+                imports.insert_imported_part(db, pid, it.t_wall, now, n_boxes, f"import:{name}", len(members))
                 made_parts.add(pid)
-            cur = db.execute(
-                "INSERT INTO images (part_id, camera_id, sha256, relpath, width, height, format, bytes, kept_reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'import')",
-                [pid, it.camera_id, s.sha256, s.relpath, s.width, s.height, s.format, s.bytes],
-            )
-            iid = int(cur.lastrowid)
+            iid = imports.insert_imported_image(db, pid, it.camera_id, s)
             existing[(s.sha256, s.format)] = [iid]  # the same file twice in one import: one image
             img = image_info(db, iid)
             labs = [

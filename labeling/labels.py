@@ -40,6 +40,7 @@ from typing import Any, Iterable, Literal, Sequence
 import sqlite_utils
 
 from station.store import audit
+from station.store import labels as label_rows
 
 from ._db import check_finite, transaction
 
@@ -103,14 +104,6 @@ class ImageInfo:
 
 # --------------------------------------------------------------------------- reading
 
-_LABEL_SQL = """
-SELECT l.id, l.image_id, l.class_name, l.x1, l.y1, l.x2, l.y2, l.source, l.status, l.created_by, l.created_at,
-       l.supersedes, d.confidence
-FROM labels l LEFT JOIN defects d ON d.id = l.defect_id
-"""
-_CURRENT = "l.status = 'active' AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id)"
-
-
 def _label(r: Sequence[Any]) -> Label:
     return Label(
         int(r[0]), int(r[1]), str(r[2]), float(r[3]), float(r[4]), float(r[5]), float(r[6]), str(r[7]), str(r[8]),
@@ -120,9 +113,7 @@ def _label(r: Sequence[Any]) -> Label:
 
 def image_info(db: sqlite_utils.Database, image_id: int) -> ImageInfo:
     """The image row ``image_id``; LookupError if there is none."""
-    row = db.execute(
-        "SELECT id, part_id, camera_id, sha256, format, width, height, deleted_at FROM images WHERE id = ?", [int(image_id)]
-    ).fetchone()
+    row = label_rows.image_row(db, image_id)
     if row is None:
         raise LookupError(f"image {image_id} does not exist")
     return ImageInfo(int(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]), int(row[5]), int(row[6]), row[7] is not None)
@@ -135,25 +126,21 @@ def current_labels(db: sqlite_utils.Database, image_id: int) -> list[Label]:
 
 def current_labels_many(db: sqlite_utils.Database, image_ids: Iterable[int]) -> dict[int, list[Label]]:
     """:func:`current_labels` for many images at once: {image_id: labels} (images without labels absent)."""
-    ids = sorted({int(i) for i in image_ids})
     out: dict[int, list[Label]] = {}
-    for k in range(0, len(ids), 500):
-        chunk = ids[k : k + 500]
-        marks = ",".join("?" * len(chunk))
-        for r in db.execute(f"{_LABEL_SQL} WHERE l.image_id IN ({marks}) AND {_CURRENT} ORDER BY l.id", chunk):
-            lab = _label(r)
-            out.setdefault(lab.image_id, []).append(lab)
+    for r in label_rows.current_label_rows(db, image_ids):
+        lab = _label(r)
+        out.setdefault(lab.image_id, []).append(lab)
     return out
 
 
 def label_history(db: sqlite_utils.Database, image_id: int) -> list[Label]:
     """Every label row ever written for ``image_id`` (superseded and deleted ones too), oldest first."""
-    return [_label(r) for r in db.execute(f"{_LABEL_SQL} WHERE l.image_id = ? ORDER BY l.id", [int(image_id)])]
+    return [_label(r) for r in label_rows.label_rows_of_image(db, image_id)]
 
 
 def get_label(db: sqlite_utils.Database, label_id: int) -> Label:
     """One label row by id; LookupError if there is none."""
-    r = db.execute(f"{_LABEL_SQL} WHERE l.id = ?", [int(label_id)]).fetchone()
+    r = label_rows.label_row(db, label_id)
     if r is None:
         raise LookupError(f"label {label_id} does not exist")
     return _label(r)
@@ -161,21 +148,14 @@ def get_label(db: sqlite_utils.Database, label_id: int) -> Label:
 
 def review_state(db: sqlite_utils.Database, image_id: int) -> Review | None:
     """The latest review of ``image_id``, or None if nobody reviewed it."""
-    r = db.execute(
-        "SELECT image_id, verdict, reviewed_by, reviewed_at FROM image_reviews WHERE image_id = ? ORDER BY id DESC LIMIT 1",
-        [int(image_id)],
-    ).fetchone()
+    r = label_rows.latest_review_row(db, image_id)
     return Review(int(r[0]), str(r[1]), str(r[2]), float(r[3])) if r else None
 
 
 def known_classes(db: sqlite_utils.Database) -> list[str]:
     """Class names the database knows: registered models' names, detections and labels (sorted)."""
-    names: set[str] = set()
-    for (n,) in db.execute("SELECT DISTINCT class_name FROM labels"):
-        names.add(str(n))
-    for (n,) in db.execute("SELECT DISTINCT class_name FROM defects"):
-        names.add(str(n))
-    for (raw,) in db.execute("SELECT names FROM models"):
+    names = label_rows.used_class_names(db)
+    for raw in label_rows.model_names_json(db):
         try:
             v = json.loads(raw or "[]")
         except ValueError:
@@ -235,7 +215,7 @@ def _current_label(db: sqlite_utils.Database, img: ImageInfo, label_id: int) -> 
     lab = get_label(db, label_id)
     if lab.image_id != img.id:
         raise ValueError(f"label {label_id} belongs to image {lab.image_id}, not image {img.id}")
-    nxt = db.execute("SELECT id, status FROM labels WHERE supersedes = ?", [lab.id]).fetchone()
+    nxt = label_rows.successor(db, lab.id)
     if nxt is not None:
         raise ValueError(
             f"label {label_id} on image {img.id} is no longer current (replaced by label {nxt[0]}, {nxt[1]}): "
@@ -265,22 +245,17 @@ def _insert(
     now: float,
     supersedes: int | None,
 ) -> Label:
-    cur = db.execute(
-        "INSERT INTO labels (part_id, image_id, class_name, x1, y1, x2, y2, source, status, created_by, created_at, supersedes) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [img.part_id, img.id, class_name, *(float(v) for v in box), source, status, user, now, supersedes],
+    lid = label_rows.insert_label(
+        db, img.part_id, img.id, class_name, box, source=source, status=status, user=user, now=now, supersedes=supersedes
     )
-    return Label(int(cur.lastrowid), img.id, class_name, *(float(v) for v in box), source, status, user, now, supersedes)  # type: ignore[misc]
+    return Label(lid, img.id, class_name, *(float(v) for v in box), source, status, user, now, supersedes)  # type: ignore[misc]
 
 
 def _review(db: sqlite_utils.Database, user: str, img: ImageInfo, now: float, verdict: ReviewVerdict | None = None) -> Review:
     """Append a review row; the verdict follows from the labels left unless given."""
     if verdict is None:
         verdict = "labeled" if current_labels(db, img.id) else "good"
-    db.execute(
-        "INSERT INTO image_reviews (image_id, verdict, reviewed_by, reviewed_at) VALUES (?, ?, ?, ?)",
-        [img.id, verdict, user, now],
-    )
+    label_rows.insert_review(db, img.id, verdict, user, now)
     return Review(img.id, verdict, user, now)
 
 

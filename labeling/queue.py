@@ -32,14 +32,14 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import sqlite_utils
 
 from station.config.rules import RulesConfig
+from station.store import review_queue as queue_rows
 from station.types import Outcome
 
-from ._db import rows, table_exists
 from .labels import current_labels_many
 
 log = logging.getLogger(__name__)
@@ -171,39 +171,6 @@ def disagreement(
     return score, reason
 
 
-def _shadow_outcomes(db: sqlite_utils.Database, part_ids: Sequence[int]) -> dict[int, str]:
-    if not table_exists(db, "shadow_results"):
-        return {}
-    cols = {r[1] for r in db.execute("PRAGMA table_info(shadow_results)")}
-    if not {"part_id", "outcome"} <= cols:
-        log.warning("shadow_results has no part_id/outcome columns (%s): shadow disagreements ignored", sorted(cols))
-        return {}
-    order = "rowid"
-    out: dict[int, str] = {}
-    for k in range(0, len(part_ids), 500):
-        chunk = list(part_ids[k : k + 500])
-        marks = ",".join("?" * len(chunk))
-        for pid, outcome in db.execute(
-            f"SELECT part_id, outcome FROM shadow_results WHERE part_id IN ({marks}) ORDER BY {order}", chunk
-        ):
-            out[int(pid)] = str(outcome)  # later rows win
-    return out
-
-
-def _defects_by_image(db: sqlite_utils.Database, part_ids: Sequence[int]) -> dict[tuple[int, str], list[dict[str, Any]]]:
-    out: dict[tuple[int, str], list[dict[str, Any]]] = {}
-    for k in range(0, len(part_ids), 500):
-        chunk = list(part_ids[k : k + 500])
-        marks = ",".join("?" * len(chunk))
-        for d in rows(
-            db,
-            f"SELECT part_id, camera_id, class_name, confidence, action, x1, y1, x2, y2 FROM defects WHERE part_id IN ({marks}) ORDER BY id",
-            chunk,
-        ):
-            out.setdefault((int(d["part_id"]), str(d["camera_id"])), []).append(d)
-    return out
-
-
 def _truth_for(raw: str | None, camera_id: str) -> list[tuple[str, tuple[float, ...]]] | None:
     if not raw:
         return None
@@ -218,42 +185,6 @@ def _truth_for(raw: str | None, camera_id: str) -> list[tuple[str, tuple[float, 
         if isinstance(t, Mapping) and "class_name" in t and "box_xyxy" in t:
             out.append((str(t["class_name"]), tuple(float(v) for v in t["box_xyxy"])))
     return out
-
-
-# QueueQuery field -> (SQL condition with one placeholder, how the value is bound); None skips it
-_FILTERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "outcome": ("p.outcome = ?", lambda v: Outcome(v).value),
-    "min_conf": ("COALESCE(p.max_score, 0) >= ?", float),
-    "max_conf": ("COALESCE(p.max_score, 0) <= ?", float),
-    "since": ("COALESCE(p.t_trigger_wall, p.t_recorded_wall) >= ?", float),
-    "until": ("COALESCE(p.t_trigger_wall, p.t_recorded_wall) < ?", float),
-    "model_id": ("p.model_id = ?", str),
-    "class_name": (
-        "EXISTS (SELECT 1 FROM labels l WHERE l.image_id = i.id AND l.class_name = ? AND l.status = 'active' "
-        "AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id))",
-        str,
-    ),
-}
-
-
-def _candidates(db: sqlite_utils.Database, q: QueueQuery) -> list[dict[str, Any]]:
-    where = ["i.deleted_at IS NULL", "p.source != 'import'"]
-    params: list[Any] = []
-    for name, (cond, bind) in _FILTERS.items():
-        value = getattr(q, name)
-        if value is not None:
-            where.append(cond)
-            params.append(bind(value))
-    if q.reviewed is not None:
-        where.append(("" if q.reviewed else "NOT ") + "EXISTS (SELECT 1 FROM image_reviews r WHERE r.image_id = i.id)")
-    sql = f"""
-        SELECT i.id AS image_id, i.part_id, i.camera_id, p.outcome, p.max_score, p.model_id,
-               COALESCE(p.t_trigger_wall, p.t_recorded_wall) AS t_wall, p.ground_truth,
-               EXISTS (SELECT 1 FROM image_reviews r WHERE r.image_id = i.id) AS reviewed
-        FROM images i JOIN inspections p ON p.part_id = i.part_id
-        WHERE {' AND '.join(where)}
-    """
-    return rows(db, sql, params)
 
 
 def _rank(
@@ -311,11 +242,11 @@ class _Ranked:
 def _ranked(db: sqlite_utils.Database, q: QueueQuery) -> list[_Ranked]:
     """Every candidate with its tier and score, in queue order (labels are not loaded here)."""
     rules = q.rules or RulesConfig()
-    cands = _candidates(db, q)
+    cands = queue_rows.queue_candidates(db, reviewed=q.reviewed, **{name: getattr(q, name) for name in queue_rows.FILTERS})
     # detections matter only for parts that can be UNCERTAIN or disagree with a ground truth / shadow
-    shadow = _shadow_outcomes(db, sorted({int(c["part_id"]) for c in cands}))
+    shadow = queue_rows.shadow_outcomes(db, sorted({int(c["part_id"]) for c in cands}))
     need = sorted({int(c["part_id"]) for c in cands if c["outcome"] == _UNCERTAIN or c["ground_truth"] or int(c["part_id"]) in shadow})
-    defects = _defects_by_image(db, need)
+    defects = queue_rows.detections_of_parts(db, need)
     by_part: dict[int, list[dict[str, Any]]] = {}
     for (pid, _cam), ds in defects.items():
         by_part.setdefault(pid, []).extend(ds)

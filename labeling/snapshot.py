@@ -24,9 +24,9 @@ from typing import Any, Sequence
 import sqlite_utils
 
 from station.serialize import dumps
-from station.store import audit
+from station.store import audit, snapshots
 
-from ._db import rows, transaction
+from ._db import transaction
 from .labels import clip_box, current_labels_many
 
 log = logging.getLogger(__name__)
@@ -89,31 +89,6 @@ def content_sha(class_names: Sequence[str], items: Sequence[SnapshotItem]) -> st
     return hashlib.sha256(dumps(doc, canonical=True).encode()).hexdigest()
 
 
-def _select(db: sqlite_utils.Database, since: float | None, until: float | None, only_reviewed: bool) -> list[dict[str, Any]]:
-    where = ["i.deleted_at IS NULL"]
-    params: list[Any] = []
-    if since is not None:
-        where.append("COALESCE(p.t_trigger_wall, p.t_recorded_wall) >= ?")
-        params.append(float(since))
-    if until is not None:
-        where.append("COALESCE(p.t_trigger_wall, p.t_recorded_wall) < ?")
-        params.append(float(until))
-    if only_reviewed:
-        where.append("r.verdict IS NOT NULL")
-    return rows(
-        db,
-        f"""
-        SELECT i.id AS image_id, i.part_id, i.camera_id, i.sha256, i.format, i.width, i.height,
-               COALESCE(p.t_trigger_wall, p.t_recorded_wall) AS t_wall, r.verdict
-        FROM images i JOIN inspections p ON p.part_id = i.part_id
-        LEFT JOIN image_review_latest r ON r.image_id = i.id
-        WHERE {' AND '.join(where)}
-        ORDER BY i.id
-        """,
-        params,
-    )
-
-
 def create_snapshot(
     db: sqlite_utils.Database,
     user: str,
@@ -137,7 +112,7 @@ def create_snapshot(
     user = audit.check_user(user)
     now = time.time()
     with transaction(db):
-        sel = _select(db, since, until, only_reviewed)
+        sel = snapshots.snapshot_candidates(db, since, until, only_reviewed)
         if not sel:
             what = "reviewed " if only_reviewed else ""
             raise ValueError(
@@ -177,20 +152,14 @@ def create_snapshot(
         n_labels = sum(len(it.labels) for it in items)
         params = {"since": since, "until": until, "only_reviewed": bool(only_reviewed)}
         name = name or time.strftime("snapshot-%Y%m%d-%H%M%S", time.gmtime(now))
-        cur = db.execute(
-            "INSERT INTO dataset_snapshots (name, created_at, created_by, params, class_names, content_sha256, n_images, n_labels) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [name, now, user, dumps(params, canonical=True), dumps(classes), sha, len(items), n_labels],
-        )
-        sid = int(cur.lastrowid)
-        db.conn.executemany(
-            "INSERT INTO dataset_snapshot_items (snapshot_id, image_id, part_id, camera_id, sha256, format, width, height, t_wall, "
-            "verdict, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        sid = snapshots.insert_snapshot(
+            db,
+            {"name": name, "created_at": now, "created_by": user, "params": dumps(params, canonical=True),
+             "class_names": dumps(classes), "content_sha256": sha, "n_images": len(items), "n_labels": n_labels},
             [
-                (
-                    sid, it.image_id, it.part_id, it.camera_id, it.sha256, it.format, it.width, it.height, it.t_wall, it.verdict,
-                    json.dumps([[lab.label_id, lab.class_name, lab.x1, lab.y1, lab.x2, lab.y2] for lab in it.labels]),
-                )
+                {"image_id": it.image_id, "part_id": it.part_id, "camera_id": it.camera_id, "sha256": it.sha256, "format": it.format,
+                 "width": it.width, "height": it.height, "t_wall": it.t_wall, "verdict": it.verdict,
+                 "labels": json.dumps([[lab.label_id, lab.class_name, lab.x1, lab.y1, lab.x2, lab.y2] for lab in it.labels])}
                 for it in items
             ],
         )
@@ -206,26 +175,26 @@ def create_snapshot(
 
 def get_snapshot(db: sqlite_utils.Database, snapshot_id: int) -> Snapshot:
     """A snapshot by id; LookupError if there is none."""
-    r = db.execute(
-        "SELECT id, created_at, class_names, content_sha256, name, created_by, n_labels, params FROM dataset_snapshots WHERE id = ?",
-        [int(snapshot_id)],
-    ).fetchone()
+    r = snapshots.snapshot_row(db, snapshot_id)
     if r is None:
         raise LookupError(f"dataset snapshot {snapshot_id} does not exist; list them with `python -m labeling snapshots`")
-    ids = tuple(int(x[0]) for x in db.execute("SELECT image_id FROM dataset_snapshot_items WHERE snapshot_id = ? ORDER BY image_id", [int(r[0])]))
-    return Snapshot(int(r[0]), float(r[1]), ids, tuple(json.loads(r[2])), str(r[3]), str(r[4]), str(r[5]), int(r[6]), json.loads(r[7]))
+    sid = int(r["id"])
+    return Snapshot(
+        sid, float(r["created_at"]), snapshots.snapshot_image_ids(db, sid), tuple(json.loads(r["class_names"])), str(r["content_sha256"]),
+        str(r["name"]), str(r["created_by"]), int(r["n_labels"]), json.loads(r["params"]),
+    )
 
 
 def list_snapshots(db: sqlite_utils.Database) -> list[Snapshot]:
     """Every snapshot, oldest first."""
-    return [get_snapshot(db, int(r[0])) for r in db.execute("SELECT id FROM dataset_snapshots ORDER BY id")]
+    return [get_snapshot(db, sid) for sid in snapshots.snapshot_ids(db)]
 
 
 def snapshot_items(db: sqlite_utils.Database, snapshot_id: int) -> list[SnapshotItem]:
     """The frozen images and labels of a snapshot, in image id order."""
     get_snapshot(db, snapshot_id)  # LookupError if unknown
     out = []
-    for r in rows(db, "SELECT * FROM dataset_snapshot_items WHERE snapshot_id = ? ORDER BY image_id", [int(snapshot_id)]):
+    for r in snapshots.snapshot_item_rows(db, snapshot_id):
         labs = tuple(SnapshotLabel(int(x[0]), str(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5])) for x in json.loads(r["labels"]))
         out.append(
             SnapshotItem(

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import sqlite_utils
 
+from station.store import quality_stats
 from station.types import Outcome
 
 from .labels import current_labels_many
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 SLOT_S = 900
 DEFAULT_SHIFTS: tuple[tuple[str, str, str], ...] = (("A", "06:00", "14:00"), ("B", "14:00", "22:00"), ("C", "22:00", "06:00"))
-_T = "COALESCE(p.t_trigger_wall, p.t_recorded_wall)"
 _OUTCOMES = tuple(o.value for o in Outcome)
 
 
@@ -46,17 +46,6 @@ def _local(ts: float, tz: dt.tzinfo | None) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, tz) if tz is not None else dt.datetime.fromtimestamp(ts).astimezone()
 
 
-def _time_where(since: float | None, until: float | None) -> tuple[str, list[Any]]:
-    where, params = ["p.source != 'import'"], []
-    if since is not None:
-        where.append(f"{_T} >= ?")
-        params.append(float(since))
-    if until is not None:
-        where.append(f"{_T} < ?")
-        params.append(float(until))
-    return " AND ".join(where), params
-
-
 def _floor(d: dt.datetime, bucket: str) -> dt.datetime:
     if bucket == "hour":
         return d.replace(minute=0, second=0, microsecond=0)
@@ -70,12 +59,6 @@ def _yield_row(counts: dict[str, int]) -> dict[str, Any]:
     row: dict[str, Any] = {"total": total, **{o: counts.get(o, 0) for o in _OUTCOMES}}
     row["yield"] = counts.get("PASS", 0) / total if total else None
     return row
-
-
-def _outcome_slots(db: sqlite_utils.Database, since: float | None, until: float | None) -> list[tuple[int, str, int]]:
-    where, params = _time_where(since, until)
-    sql = f"SELECT CAST({_T} / {SLOT_S} AS INTEGER) AS slot, p.outcome, COUNT(*) FROM inspections p WHERE {where} AND {_T} IS NOT NULL GROUP BY slot, p.outcome"
-    return [(int(s), str(o), int(n)) for s, o, n in db.execute(sql, params)]
 
 
 def defects_by_class_over_time(
@@ -94,16 +77,9 @@ def defects_by_class_over_time(
     """
     zone = _tz(tz)
     _floor(dt.datetime.now(), bucket)  # validates bucket
-    where, params = _time_where(since, until)
-    marks = ",".join("?" * len(actions))
-    sql = (
-        f"SELECT CAST({_T} / {SLOT_S} AS INTEGER) AS slot, d.class_name, COUNT(*) FROM defects d "
-        f"JOIN inspections p ON p.part_id = d.part_id WHERE {where} AND {_T} IS NOT NULL AND d.action IN ({marks}) "
-        "GROUP BY slot, d.class_name"
-    )
     acc: dict[tuple[dt.datetime, str], int] = defaultdict(int)
-    for slot, cls, n in db.execute(sql, [*params, *actions]):
-        acc[(_floor(_local(int(slot) * SLOT_S, zone), bucket), str(cls))] += int(n)
+    for slot, cls, n in quality_stats.defect_class_slots(db, SLOT_S, actions, since, until):
+        acc[(_floor(_local(slot * SLOT_S, zone), bucket), cls)] += n
     return [
         {"bucket": b.isoformat(), "t": b.timestamp(), "class_name": c, "count": n}
         for (b, c), n in sorted(acc.items(), key=lambda kv: (kv[0][0].timestamp(), kv[0][1]))
@@ -116,7 +92,7 @@ def yield_by_hour(
     """Verdicts per local hour: ``[{bucket, t, total, PASS, FAIL, UNCERTAIN, FAILSAFE, yield}]``, in time order."""
     zone = _tz(tz)
     acc: dict[dt.datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for slot, outcome, n in _outcome_slots(db, since, until):
+    for slot, outcome, n in quality_stats.outcome_slots(db, SLOT_S, since, until):
         acc[_floor(_local(slot * SLOT_S, zone), "hour")][outcome] += n
     return [{"bucket": b.isoformat(), "t": b.timestamp(), **_yield_row(c)} for b, c in sorted(acc.items(), key=lambda kv: kv[0].timestamp())]
 
@@ -167,7 +143,7 @@ def yield_by_shift(
     zone = _tz(tz)
     table = _shift_table(shifts)
     acc: dict[tuple[dt.date, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for slot, outcome, n in _outcome_slots(db, since, until):
+    for slot, outcome, n in quality_stats.outcome_slots(db, SLOT_S, since, until):
         d = _local(slot * SLOT_S, zone)
         name, day = table[(d.hour * 60 + d.minute) // 15]
         acc[(d.date() + dt.timedelta(days=day), name)][outcome] += n
@@ -189,16 +165,7 @@ def false_positive_rate(db: sqlite_utils.Database, *, since: float | None = None
     Returns ``{reviewed, false_positives, rate, reclassified, moved, confirmed, missed, by_class}``
     with the same counts per model class in ``by_class``.
     """
-    where, params = _time_where(since, until)
-    labels = db.execute(
-        f"""
-        SELECT l.id, l.supersedes, l.status, l.class_name, l.x1, l.y1, l.x2, l.y2, l.source
-        FROM labels l JOIN inspections p ON p.part_id = l.part_id
-        WHERE {where} AND l.image_id IN (SELECT image_id FROM image_reviews)
-        ORDER BY l.id
-        """,
-        params,
-    ).fetchall()
+    labels = quality_stats.reviewed_label_rows(db, since, until)
     nxt = {r[1]: r for r in labels if r[1] is not None}
 
     def end(r: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -247,22 +214,11 @@ def defect_pareto(
     ``source="model"``: the line's detections (``actions`` as in :func:`defects_by_class_over_time`);
     ``source="labels"``: the current labels of QA-reviewed images (the corrected truth).
     """
-    where, params = _time_where(since, until)
     counts: dict[str, int] = defaultdict(int)
     if source == "model":
-        marks = ",".join("?" * len(actions))
-        for cls, n in db.execute(
-            f"SELECT d.class_name, COUNT(*) FROM defects d JOIN inspections p ON p.part_id = d.part_id "
-            f"WHERE {where} AND d.action IN ({marks}) GROUP BY d.class_name",
-            [*params, *actions],
-        ):
-            counts[str(cls)] += int(n)
+        counts.update(quality_stats.defect_class_counts(db, actions, since, until))
     elif source == "labels":
-        ids = [int(r[0]) for r in db.execute(
-            f"SELECT DISTINCT i.id FROM images i JOIN inspections p ON p.part_id = i.part_id "
-            f"JOIN image_reviews r ON r.image_id = i.id WHERE {where}",
-            params,
-        )]
+        ids = quality_stats.reviewed_image_ids(db, since, until)
         for labs in current_labels_many(db, ids).values():
             for lab in labs:
                 counts[lab.class_name] += 1

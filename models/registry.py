@@ -31,6 +31,7 @@ import sqlite_utils
 
 from station.inspect.model_meta import read_model_meta
 from station.store import audit
+from station.store import model_registry as model_rows
 from station.store.db import write_transaction
 
 from .export import read_lineage
@@ -114,12 +115,6 @@ def _record(row: Mapping[str, Any]) -> ModelRecord:
     )
 
 
-def _rows(db: sqlite_utils.Database, where: str = "", params: list[Any] | None = None) -> list[ModelRecord]:
-    cur = db.execute(f"SELECT * FROM models {where}", params or [])
-    cols = [d[0] for d in cur.description]
-    return [_record(dict(zip(cols, r))) for r in cur.fetchall()]
-
-
 def _copy_atomic(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
@@ -151,7 +146,7 @@ def register(
     src = Path(onnx_path)
     meta = read_model_meta(src)  # raises ModelLoadError naming the problem
     lineage = read_lineage(meta.raw)
-    existing = _rows(db, "WHERE sha256 = ?", [meta.sha256])
+    existing = [_record(r) for r in model_rows.models_with_sha(db, meta.sha256)]
     if existing:
         if metrics:
             return _merge_metrics(db, meta.sha256, dict(metrics))
@@ -184,10 +179,7 @@ def register(
         "weights_path": str(wdst) if wdst else None,
         "lineage": json.dumps(lineage, sort_keys=True),
     }
-    with write_transaction(db):
-        db.execute(
-            f"INSERT INTO models ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})", list(row.values())
-        )
+    model_rows.insert_model(db, row)
     log.info("registered model %s (%s, %s) from %s", meta.sha256[:12], meta.task, list(meta.names), src)
     return get(db, meta.sha256)
 
@@ -198,13 +190,12 @@ def _str_or_none(v: Any) -> str | None:
 
 def _merge_metrics(db: sqlite_utils.Database, sha: str, new: dict[str, Any]) -> ModelRecord:
     with write_transaction(db):
-        row = db.execute("SELECT metrics FROM models WHERE sha256 = ?", [sha]).fetchone()
-        m = _loads(row[0], {}) if row else {}
+        m = _loads(model_rows.model_metrics(db, sha), {})
         golden = {**(m.get("golden") or {}), **(new.pop("golden", None) or {})}
         m.update(new)
         if golden:
             m["golden"] = golden
-        db.execute("UPDATE models SET metrics = ? WHERE sha256 = ?", [json.dumps(m, sort_keys=True), sha])
+        model_rows.set_model_metrics(db, sha, json.dumps(m, sort_keys=True))
     return get(db, sha)
 
 
@@ -221,31 +212,29 @@ def record_evaluation(db: sqlite_utils.Database, sha: str, summary: Mapping[str,
 
 def list_models(db: sqlite_utils.Database, status: str | None = None) -> list[ModelRecord]:
     """Registered models, newest first (optionally only one status)."""
-    if status:
-        return _rows(db, "WHERE status = ? ORDER BY created_at DESC, id DESC", [status])
-    return _rows(db, "ORDER BY created_at DESC, id DESC")
+    return [_record(r) for r in model_rows.models_newest_first(db, status)]
 
 
 def get(db: sqlite_utils.Database, sha: str) -> ModelRecord:
     """The model with this sha256 (or a unique prefix of at least 8 hex digits)."""
     sha = sha.strip().lower()
     if len(sha) == 64:
-        rows = _rows(db, "WHERE sha256 = ?", [sha])
+        rows = model_rows.models_with_sha(db, sha)
     elif len(sha) >= 8:
-        rows = _rows(db, "WHERE sha256 LIKE ?", [sha + "%"])
+        rows = model_rows.models_with_prefix(db, sha)
     else:
         raise RegistryError(f"model id {sha!r}: give the sha256 or a prefix of at least 8 hex digits")
     if not rows:
         raise RegistryError(f"no registered model {sha}; see `models list`")
     if len(rows) > 1:
         raise RegistryError(f"model prefix {sha} is ambiguous ({len(rows)} models); give more digits")
-    return rows[0]
+    return _record(rows[0])
 
 
 def current(db: sqlite_utils.Database) -> ModelRecord | None:
     """The promoted model the line should run (None before the first promotion)."""
-    rows = _rows(db, "WHERE status = ? ORDER BY promoted_at DESC LIMIT 1", [CURRENT])
-    return rows[0] if rows else None
+    row = model_rows.last_promoted(db, CURRENT)
+    return _record(row) if row is not None else None
 
 
 # --------------------------------------------------------------------------- promote / rollback
@@ -347,26 +336,15 @@ def promote(
 def _make_current(db: sqlite_utils.Database, rec: ModelRecord, user: str, action: str, before: Any, after: Any, reason: str | None) -> None:
     now = time.time()
     with write_transaction(db):
-        db.execute("UPDATE models SET status = ? WHERE status = ?", [RETIRED, CURRENT])
-        db.execute(
-            "UPDATE models SET status = ?, promoted_by = ?, promoted_at = ? WHERE sha256 = ?",
-            [CURRENT, user, now, rec.sha256],
-        )
+        model_rows.make_current(db, rec.sha256, user, now, current=CURRENT, retired=RETIRED)
         audit.record(db, user, action, "model", rec.sha256, before, after, reason)
 
 
 def history(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """Promotions, overrides, refusals and rollbacks from the audit trail, oldest first."""
-    cur = db.execute(
-        "SELECT id, t_wall, user, action, object_id, before, after, reason FROM audit "
-        "WHERE object_type = 'model' AND action LIKE 'model_%' ORDER BY id"
-    )
-    cols = [d[0] for d in cur.description]
-    out = []
-    for r in cur.fetchall():
-        d = dict(zip(cols, r))
+    out = model_rows.model_changes(db)
+    for d in out:
         d["before"], d["after"] = _loads(d["before"], d["before"]), _loads(d["after"], d["after"])
-        out.append(d)
     return out
 
 

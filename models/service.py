@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol
 import sqlite_utils
 
 from station import camera_setup, rules_overrides
-from station.store import audit
+from station.store import audit, queries
 from station.store.db import open_db
 
 from .eval_jobs import Evaluations, eval_dict
@@ -481,15 +481,14 @@ class ModelsService:
 
     def shadow_view(self, sha: str | None, limit: int) -> dict[str, Any]:
         """Shadow mode now: the running counters (or the last run's) and the recorded disagreements."""
-        from station.shadow import disagreements, summary
+        from station.store.shadow_results import disagreements, summary
 
         runner = self.station.shadow
         snap = runner.snapshot() if runner is not None else self.last_shadow
         sha = sha or (snap["model_sha"] if snap else None)
         if sha is None:
             with self.db.use() as db:
-                row = db.execute("SELECT model_sha FROM shadow_results ORDER BY id DESC LIMIT 1").fetchone()
-            sha = row[0] if row else None
+                sha = queries.latest_shadow_model(db)
         if sha is None:
             return {"running": None, "model_sha": None, "summary": None, "disagreements": []}
         with self.db.use() as db:

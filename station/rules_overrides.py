@@ -26,10 +26,10 @@ import sqlite_utils
 from .config import ClassRule, RulesConfig
 from .store import audit
 from .store.db import write_transaction
+from .store.rules_override_rows import append_override, newest_overrides
 
 log = logging.getLogger(__name__)
 
-TABLE = "rules_overrides"
 
 
 class RulesOverrideError(ValueError):
@@ -91,18 +91,18 @@ def thresholds_of(rules: RulesConfig, names: Any) -> dict[str, dict[str, float]]
 
 def latest(db: sqlite_utils.Database) -> RulesOverride | None:
     """The override in force (the newest row), or None when none was ever written."""
-    if TABLE not in db.table_names():
-        return None
-    r = db.execute(f"SELECT id, t_wall, user, reason, classes, source FROM {TABLE} ORDER BY id DESC LIMIT 1").fetchone()
-    if r is None:
-        return None
-    return RulesOverride(int(r[0]), float(r[1]), str(r[2]), r[3], json.loads(r[4] or "{}"), json.loads(r[5] or "{}"))
+    found = newest_overrides(db, 1)
+    return _override(found[0]) if found else None
 
 
 def history(db: sqlite_utils.Database, limit: int = 50) -> list[RulesOverride]:
     """Overrides, newest first."""
-    rows = db.execute(f"SELECT id, t_wall, user, reason, classes, source FROM {TABLE} ORDER BY id DESC LIMIT ?", [limit]).fetchall()
-    return [RulesOverride(int(r[0]), float(r[1]), str(r[2]), r[3], json.loads(r[4] or "{}"), json.loads(r[5] or "{}")) for r in rows]
+    return [_override(r) for r in newest_overrides(db, limit)]
+
+
+def _override(r: Mapping[str, Any]) -> RulesOverride:
+    return RulesOverride(int(r["id"]), float(r["t_wall"]), str(r["user"]), r["reason"], json.loads(r["classes"] or "{}"),
+                         json.loads(r["source"] or "{}"))
 
 
 def record(
@@ -124,11 +124,9 @@ def record(
     before = latest(db)
     now = time.time()
     with write_transaction(db):
-        cur = db.execute(
-            f"INSERT INTO {TABLE} (t_wall, user, reason, classes, source) VALUES (?, ?, ?, ?, ?)",
-            [now, user, reason, json.dumps(checked, sort_keys=True), json.dumps(dict(source or {}), sort_keys=True, default=str)],
+        oid = append_override(
+            db, now, user, reason, json.dumps(checked, sort_keys=True), json.dumps(dict(source or {}), sort_keys=True, default=str)
         )
-        oid = int(cur.lastrowid)
         audit.record(db, user, "rules_override" if checked else "rules_override_reset", "rules", oid,
                      dict(before.classes) if before else {}, checked, reason, t_wall=now)
     log.info("rules override %d by %s: %s (%s)", oid, user, checked or "back to the configured rules", reason)

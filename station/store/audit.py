@@ -118,15 +118,25 @@ def history(
         params.append(int(limit))
     else:
         sql += " ORDER BY id"
-    out = []
-    for r in rows(db, sql, params):
-        out.append(
-            AuditEntry(
-                id=r["id"], t_wall=r["t_wall"], user=r["user"], action=r["action"], object_type=r["object_type"],
-                object_id=r["object_id"],
-                before=json.loads(r["before"]) if r["before"] is not None else None,
-                after=json.loads(r["after"]) if r["after"] is not None else None,
-                reason=r["reason"],
-            )
-        )
-    return out
+    return [_entry(r) for r in rows(db, sql, params)]
+
+
+def image_history(db: sqlite_utils.Database, image_id: int) -> list[AuditEntry]:
+    """Audit rows about image ``image_id`` and about any of its labels, oldest first."""
+    found = db["audit"].rows_where(
+        "(object_type = 'label' AND object_id IN (SELECT CAST(id AS TEXT) FROM labels WHERE image_id = ?)) "
+        "OR (object_type = 'image' AND object_id = ?)",
+        [image_id, str(image_id)],
+        order_by="id",
+    )
+    return [_entry(r) for r in found]
+
+
+def _entry(r: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(
+        id=r["id"], t_wall=r["t_wall"], user=r["user"], action=r["action"], object_type=r["object_type"],
+        object_id=r["object_id"],
+        before=json.loads(r["before"]) if r["before"] else None,
+        after=json.loads(r["after"]) if r["after"] else None,
+        reason=r["reason"],
+    )

@@ -17,6 +17,7 @@ from typing import Iterable
 
 import cv2
 import numpy as np
+import sqlite_utils
 
 from ..types import Detections
 
@@ -75,3 +76,12 @@ def part_score(detections: Iterable[Detections]) -> float | None:
 def has_map(detections: Iterable[Detections]) -> bool:
     """True when some frame of the part carries a heat map."""
     return any(getattr(d, "anomaly_map", None) is not None for d in detections)
+
+
+def live_map_of(db: sqlite_utils.Database, image_id: int) -> tuple[str, int, int, float | None] | None:
+    """(sha256, width, height, image_score) of image ``image_id``'s heat map not yet deleted, or None."""
+    for r in db["anomaly_maps"].rows_where(
+        "image_id = ? AND deleted_at IS NULL", [image_id], select="sha256, width, height, image_score"
+    ):
+        return str(r["sha256"]), int(r["width"]), int(r["height"]), r["image_score"]
+    return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import sqlite_utils
 
@@ -132,3 +132,56 @@ def resume_counters(db: sqlite_utils.Database) -> dict[str, Any] | None:
         "records_dropped": 0,
     }
     return resumed
+
+
+def recent_rejects(db: sqlite_utils.Database, outcomes: Sequence[str], limit: int) -> list[dict[str, Any]]:
+    """The newest parts whose outcome is one of ``outcomes``: part_id, t_wall (trigger time), outcome, reasons (decoded)."""
+    if not outcomes:
+        return []
+    rows = db["inspections"].rows_where(
+        f"outcome IN ({','.join('?' * len(outcomes))})", list(outcomes),
+        select="part_id, t_trigger_wall AS t_wall, outcome, reasons", order_by="part_id DESC", limit=int(limit),
+    )
+    return [{**r, "reasons": json.loads(r["reasons"] or "[]")} for r in rows]
+
+
+def image_sizes(db: sqlite_utils.Database, image_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """``{image id: (width, height)}`` of the known images among ``image_ids`` (deleted ones included)."""
+    if not image_ids:
+        return {}
+    rows = db["images"].rows_where(f"id IN ({','.join('?' * len(image_ids))})", list(image_ids), select="id, width, height")
+    return {int(r["id"]): (int(r["width"]), int(r["height"])) for r in rows}
+
+
+def review_verdicts(db: sqlite_utils.Database, image_ids: Sequence[int]) -> dict[int, str]:
+    """``{image id: verdict}`` of the latest review of each reviewed image among ``image_ids``."""
+    if not image_ids:
+        return {}
+    rows = db.query(
+        f"SELECT image_id, verdict FROM image_review_latest WHERE image_id IN ({','.join('?' * len(image_ids))})", list(image_ids)
+    )
+    return {int(r["image_id"]): str(r["verdict"]) for r in rows}
+
+
+def line_models(db: sqlite_utils.Database, limit: int = 100) -> list[str]:
+    """Model ids that decided parts on the line (imports excluded), the most recently used first."""
+    rows = db.query(
+        "SELECT model_id FROM inspections WHERE source != 'import' GROUP BY model_id ORDER BY MAX(part_id) DESC LIMIT ?", [int(limit)]
+    )
+    return [r["model_id"] for r in rows]
+
+
+def line_time_range(db: sqlite_utils.Database) -> tuple[float | None, float | None]:
+    """(first, last) UNIX time of the parts recorded on the line (imports excluded); (None, None) when there are none."""
+    row = db.execute(
+        "SELECT MIN(COALESCE(t_trigger_wall, t_recorded_wall)), MAX(COALESCE(t_trigger_wall, t_recorded_wall)) FROM inspections "
+        "WHERE source != 'import'"
+    ).fetchone()
+    return row[0], row[1]
+
+
+def latest_shadow_model(db: sqlite_utils.Database) -> str | None:
+    """sha256 of the model that shadow mode ran last (its newest ``shadow_results`` row), or None."""
+    for r in db["shadow_results"].rows_where(select="model_sha", order_by="id DESC", limit=1):
+        return r["model_sha"]
+    return None

@@ -33,7 +33,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import HTTPException, Request, status
 
-from ..store.db import write_transaction
+from ..store import users as user_rows
 
 if TYPE_CHECKING:
     from .state import WebState
@@ -116,13 +116,8 @@ def create_user(db: sqlite_utils.Database, name: str, password: str, role: str) 
     _check_username(name)
     _check_role(role)
     pw_hash = hash_password(password)
-    with write_transaction(db):
-        if db.execute("SELECT 1 FROM users WHERE username = ?", [name]).fetchone():
-            raise UserExists(f"user {name!r} already exists: use set_password (station user passwd) to change its password")
-        db.execute(
-            "INSERT INTO users (username, password_hash, role, created_at, disabled) VALUES (?, ?, ?, ?, 0)",
-            [name, pw_hash, role, time.time()],
-        )
+    if not user_rows.add_user(db, name, pw_hash, role, time.time()):
+        raise UserExists(f"user {name!r} already exists: use set_password (station user passwd) to change its password")
     log.info("user %s created with role %s", name, role)
     return User(name, role)
 
@@ -130,38 +125,27 @@ def create_user(db: sqlite_utils.Database, name: str, password: str, role: str) 
 def set_password(db: sqlite_utils.Database, name: str, password: str) -> None:
     """Change a user's password and end all of that user's sessions; AuthError if unknown."""
     pw_hash = hash_password(password)
-    with write_transaction(db):
-        cur = db.execute("UPDATE users SET password_hash = ? WHERE username = ?", [pw_hash, name])
-        if cur.rowcount != 1:
-            raise AuthError(f"no user {name!r}: create it first (station user add)")
-        db.execute("DELETE FROM sessions WHERE username = ?", [name])
+    if not user_rows.update_user(db, name, password_hash=pw_hash, end_sessions=True):
+        raise AuthError(f"no user {name!r}: create it first (station user add)")
     log.info("password of %s changed; its sessions ended", name)
 
 
 def set_role(db: sqlite_utils.Database, name: str, role: str) -> None:
     """Change a user's role and end that user's sessions; AuthError if unknown."""
     _check_role(role)
-    with write_transaction(db):
-        cur = db.execute("UPDATE users SET role = ? WHERE username = ?", [role, name])
-        if cur.rowcount != 1:
-            raise AuthError(f"no user {name!r}")
-        db.execute("DELETE FROM sessions WHERE username = ?", [name])
+    if not user_rows.update_user(db, name, role=role, end_sessions=True):
+        raise AuthError(f"no user {name!r}")
 
 
 def set_disabled(db: sqlite_utils.Database, name: str, disabled: bool = True) -> None:
     """Disable (or re-enable) a user; disabling ends the user's sessions."""
-    with write_transaction(db):
-        cur = db.execute("UPDATE users SET disabled = ? WHERE username = ?", [1 if disabled else 0, name])
-        if cur.rowcount != 1:
-            raise AuthError(f"no user {name!r}")
-        if disabled:
-            db.execute("DELETE FROM sessions WHERE username = ?", [name])
+    if not user_rows.update_user(db, name, disabled=1 if disabled else 0, end_sessions=disabled):
+        raise AuthError(f"no user {name!r}")
 
 
 def list_users(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """Every user: username, role, created_at, disabled (no hashes)."""
-    rows = db.execute("SELECT username, role, created_at, disabled FROM users ORDER BY username").fetchall()
-    return [{"username": r[0], "role": r[1], "created_at": r[2], "disabled": bool(r[3])} for r in rows]
+    return user_rows.list_users(db)
 
 
 def _dummy() -> str:
@@ -176,8 +160,7 @@ def fetch_credentials(db: sqlite_utils.Database, name: str) -> tuple[str, str, b
     """(password_hash, role, disabled) of user ``name``, or None. Quick: no hashing."""
     if not isinstance(name, str) or len(name) > 64:
         return None
-    row = db.execute("SELECT password_hash, role, disabled FROM users WHERE username = ?", [name]).fetchone()
-    return (row[0], row[1], bool(row[2])) if row else None
+    return user_rows.credentials(db, name)
 
 
 def check_password(creds: tuple[str, str, bool] | None, name: str, password: str) -> tuple[User | None, bool]:
@@ -201,8 +184,7 @@ def check_password(creds: tuple[str, str, bool] | None, name: str, password: str
 
 def rehash(db: sqlite_utils.Database, name: str, password: str) -> None:
     """Store a fresh hash of a verified password (after the hashing parameters changed)."""
-    with write_transaction(db):
-        db.execute("UPDATE users SET password_hash = ? WHERE username = ?", [_hasher.hash(password), name])
+    user_rows.update_user(db, name, password_hash=_hasher.hash(password))
 
 
 def verify_user(db: sqlite_utils.Database, name: str, password: str) -> User | None:
@@ -220,9 +202,9 @@ def ensure_admin(db: sqlite_utils.Database, announce: Any = print) -> str | None
     as a warning without the password; it is never stored in clear. Returns
     the password, or None when an admin already exists.
     """
-    if db.execute("SELECT 1 FROM users WHERE role = 'admin' AND disabled = 0").fetchone():
+    if user_rows.has_enabled_admin(db):
         return None
-    if db.execute("SELECT 1 FROM users WHERE username = 'admin'").fetchone():
+    if user_rows.user_exists(db, "admin"):
         log.error("no enabled admin user, and user 'admin' exists with another role or disabled: "
                   "add one with `station user add NAME --role admin`")
         return None
@@ -250,12 +232,7 @@ def new_session(db: sqlite_utils.Database, user: User, ttl_s: float) -> tuple[st
     token = secrets.token_urlsafe(32)
     now = time.time()
     s = Session(user, secrets.token_urlsafe(32), now + ttl_s, token_hash(token))
-    with write_transaction(db):
-        db.execute("DELETE FROM sessions WHERE expires_at <= ?", [now])
-        db.execute(
-            "INSERT INTO sessions (token_hash, username, created_at, expires_at, csrf) VALUES (?, ?, ?, ?, ?)",
-            [s.token_hash, user.username, now, s.expires_at, s.csrf],
-        )
+    user_rows.start_session(db, s.token_hash, user.username, now, s.expires_at, s.csrf)
     return token, s
 
 
@@ -264,11 +241,7 @@ def get_session(db: sqlite_utils.Database, token: str | None) -> Session | None:
     if not token or len(token) > 256:
         return None
     th = token_hash(token)
-    row = db.execute(
-        "SELECT u.username, u.role, s.csrf, s.expires_at FROM sessions s JOIN users u ON u.username = s.username "
-        "WHERE s.token_hash = ? AND s.expires_at > ? AND u.disabled = 0",
-        [th, time.time()],
-    ).fetchone()
+    row = user_rows.live_session(db, th, time.time())
     if row is None or row[1] not in ROLE_RANK:
         return None
     return Session(User(row[0], row[1]), row[2], row[3], th)
@@ -276,8 +249,7 @@ def get_session(db: sqlite_utils.Database, token: str | None) -> Session | None:
 
 def end_session(db: sqlite_utils.Database, session: Session) -> None:
     """Log out: delete the session."""
-    with write_transaction(db):
-        db.execute("DELETE FROM sessions WHERE token_hash = ?", [session.token_hash])
+    user_rows.end_session(db, session.token_hash)
 
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
@@ -13,8 +11,10 @@ from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
-from ..store import audit
-from . import auth
+from models import registry
+
+from ..store import alarms as alarm_rows
+from ..store import audit, queries
 from .auth import Session, require, session_of, viewer
 from .live import EventStream, counters_payload, safe_result_dict, status_payload
 from .pages import templates
@@ -81,14 +81,8 @@ def last_result(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
 def rejects(request: Request, limit: int = Query(20, ge=1, le=500), _: Any = Depends(viewer)) -> list[dict[str, Any]]:
     """The newest recorded parts whose outcome fires the ejector: part id, time, outcome, reasons."""
     state = _state(request)
-    outcomes = state.reject_outcomes()
-    sql = (
-        "SELECT part_id, t_trigger_wall, outcome, reasons FROM inspections WHERE outcome IN ("
-        + ",".join("?" * len(outcomes)) + ") ORDER BY part_id DESC LIMIT ?"
-    )
     with state.db.use() as db:
-        rows = db.execute(sql, [*outcomes, limit]).fetchall()
-    return [{"part_id": r[0], "t_wall": r[1], "outcome": r[2], "reasons": json.loads(r[3] or "[]")} for r in rows]
+        return queries.recent_rejects(db, state.reject_outcomes(), limit)
 
 
 @router.get("/api/alarms", summary="Active alarms and the alarm log")
@@ -96,15 +90,9 @@ def alarms(request: Request, limit: int = Query(30, ge=1, le=500), _: Any = Depe
     """``active``: components not ok now; ``log``: recorded alarms, unacknowledged first, newest first."""
     state = _state(request)
     with state.db.use() as db:
-        cur = db.execute(
-            "SELECT id, t_wall, component, state, message, acknowledged_by, acknowledged_at FROM alarms "
-            "ORDER BY acknowledged_at IS NOT NULL, t_wall DESC, id DESC LIMIT ?",
-            [limit],
-        )
-        keys = [d[0] for d in cur.description]
-        rows = [dict(zip(keys, r)) for r in cur.fetchall()]
-        unacked = db.execute("SELECT COUNT(*) FROM alarms WHERE acknowledged_at IS NULL").fetchone()[0]
-    return {"active": status_payload(state)["alarms"], "log": rows, "unacknowledged": int(unacked)}
+        rows = alarm_rows.alarm_log(db, limit)
+        unacked = alarm_rows.unacknowledged_count(db)
+    return {"active": status_payload(state)["alarms"], "log": rows, "unacknowledged": unacked}
 
 
 @router.get("/api/live/image", summary="JPEG of the last part's first frame")
@@ -171,17 +159,13 @@ def ack_alarm(request: Request, alarm_id: int = PathParam(..., ge=1, le=2**63 - 
     state = _state(request)
     user, now = session.user.username, time.time()
     with state.db.use() as db:
-        row = db.execute("SELECT acknowledged_by, component, message FROM alarms WHERE id = ?", [alarm_id]).fetchone()
+        row = alarm_rows.get_alarm(db, alarm_id)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alarm {alarm_id}")
-        if row[0] is not None:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"alarm {alarm_id} was already acknowledged by {row[0]}")
-        with auth.write_transaction(db):
-            db.execute(
-                "UPDATE alarms SET acknowledged_by = ?, acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL",
-                [user, now, alarm_id],
-            )
-        audit.record(db, user, "alarm_ack", "alarm", alarm_id, reason=f"{row[1]}: {row[2]}")
+        if row["acknowledged_by"] is not None:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"alarm {alarm_id} was already acknowledged by {row['acknowledged_by']}")
+        alarm_rows.acknowledge(db, alarm_id, user, now)
+        audit.record(db, user, "alarm_ack", "alarm", alarm_id, reason=f"{row['component']}: {row['message']}")
     return {"id": alarm_id, "acknowledged_by": user, "acknowledged_at": now}
 
 
@@ -191,10 +175,7 @@ def ack_all(request: Request, session: Session = Depends(require("operator"))) -
     state = _state(request)
     user, now = session.user.username, time.time()
     with state.db.use() as db:
-        with auth.write_transaction(db):
-            n = db.execute(
-                "UPDATE alarms SET acknowledged_by = ?, acknowledged_at = ? WHERE acknowledged_at IS NULL", [user, now]
-            ).rowcount
+        n = alarm_rows.acknowledge_all(db, user, now)
         if n:
             audit.record(db, user, "alarm_ack_all", "alarm", reason=f"{n} alarms")
     return {"acknowledged": n, "acknowledged_by": user, "acknowledged_at": now}
@@ -247,12 +228,13 @@ def swap_model(request: Request, body: SwapBody, session: Session = Depends(requ
     sha = body.sha256.lower()
     user = session.user.username
     with state.db.use() as db:
-        row = db.execute("SELECT path, status FROM models WHERE sha256 = ?", [sha]).fetchone()
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no registered model with sha256 {sha}")
+        try:
+            model_path = registry.get(db, sha).path
+        except registry.RegistryError:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no registered model with sha256 {sha}") from None
     before = state.station.inspector.model_id
     try:
-        state.station.swap_model(Path(row[0]), user=user, reason=body.reason or None, sha256=sha)
+        state.station.swap_model(model_path, user=user, reason=body.reason or None, sha256=sha)
     except ValueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     with state.db.use() as db:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import sqlite3
 import time
@@ -29,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 import labeling
 from labeling.importer import import_images, read_coco, read_yolo
 
-from ..store import queries
+from ..store import audit, heatmaps, queries
 from ..store.db import open_db
 from .auth import Session, require
 from .pages import desk_page
@@ -142,32 +141,6 @@ def _label(lab: labeling.Label) -> dict[str, Any]:
     return lab.as_dict()
 
 
-def _audit_rows(db: Any, image_id: int) -> list[dict[str, Any]]:
-    """Audit rows about this image and its labels, oldest first."""
-    cur = db.execute(
-        "SELECT id, t_wall, user, action, object_type, object_id, before, after, reason FROM audit "
-        "WHERE (object_type = 'label' AND object_id IN (SELECT CAST(id AS TEXT) FROM labels WHERE image_id = ?)) "
-        "OR (object_type = 'image' AND object_id = ?) ORDER BY id",
-        [image_id, str(image_id)],
-    )
-    keys = [d[0] for d in cur.description]
-    out = []
-    for r in cur.fetchall():
-        row = dict(zip(keys, r))
-        for k in ("before", "after"):
-            row[k] = json.loads(row[k]) if row[k] else None
-        out.append(row)
-    return out
-
-
-def _heatmap_row(db: Any, image_id: int) -> tuple[str, int, int, float | None] | None:
-    """(sha256, width, height, image_score) of the image's live heat map, or None."""
-    row = db.execute(
-        "SELECT sha256, width, height, image_score FROM anomaly_maps WHERE image_id = ? AND deleted_at IS NULL", [image_id]
-    ).fetchone()
-    return (str(row[0]), int(row[1]), int(row[2]), row[3]) if row else None
-
-
 def image_detail(state: WebState, db: Any, image_id: int) -> dict[str, Any]:
     """Everything the editor shows for one image: the image, its part, current labels, history, audit, classes.
 
@@ -176,7 +149,7 @@ def image_detail(state: WebState, db: Any, image_id: int) -> dict[str, Any]:
     img = labeling.image_info(db, image_id)
     insp = queries.get_inspection(db, img.part_id) or {}
     review = labeling.review_state(db, image_id)
-    heat = None if img.deleted else _heatmap_row(db, image_id)
+    heat = None if img.deleted else heatmaps.live_map_of(db, image_id)
     return {
         "image": {**dataclasses.asdict(img), "url": f"/api/review/images/{img.id}/file"},
         "heatmap": None if heat is None else {
@@ -197,7 +170,7 @@ def image_detail(state: WebState, db: Any, image_id: int) -> dict[str, Any]:
         "labels": [_label(lab) for lab in labeling.current_labels(db, image_id)],
         "review": dataclasses.asdict(review) if review else None,
         "history": [_label(lab) for lab in labeling.label_history(db, image_id)],
-        "audit": _audit_rows(db, image_id),
+        "audit": [dataclasses.asdict(e) for e in audit.image_history(db, image_id)],
         "classes": ordered_classes(state, db),
     }
 
@@ -264,12 +237,8 @@ def review_queue(
         counts = labeling.queue_counts(db, **filters)
         ids = [it.image_id for it in items]
         labels = labeling.current_labels_many(db, ids)
-        sizes: dict[int, tuple[int, int]] = {}
-        verdicts: dict[int, str] = {}
-        if ids:
-            marks = ",".join("?" * len(ids))
-            sizes = {int(r[0]): (int(r[1]), int(r[2])) for r in db.execute(f"SELECT id, width, height FROM images WHERE id IN ({marks})", ids)}
-            verdicts = {int(r[0]): str(r[1]) for r in db.execute(f"SELECT image_id, verdict FROM image_review_latest WHERE image_id IN ({marks})", ids)}
+        sizes = queries.image_sizes(db, ids)
+        verdicts = queries.review_verdicts(db, ids)
     out = []
     for it in items:
         w, h = sizes.get(it.image_id, (0, 0))
@@ -287,13 +256,8 @@ def facets(request: Request, session: Session = Depends(QA)) -> dict[str, Any]:
     state = _state(request)
     with state.db.use() as db:
         classes = ordered_classes(state, db)
-        models = [r[0] for r in db.execute(
-            "SELECT model_id FROM inspections WHERE source != 'import' GROUP BY model_id ORDER BY MAX(part_id) DESC LIMIT 100"
-        )]
-        t = db.execute(
-            "SELECT MIN(COALESCE(t_trigger_wall, t_recorded_wall)), MAX(COALESCE(t_trigger_wall, t_recorded_wall)) FROM inspections "
-            "WHERE source != 'import'"
-        ).fetchone()
+        models = queries.line_models(db, limit=100)
+        t = queries.line_time_range(db)
     return {"classes": classes, "models": models, "outcomes": ["UNCERTAIN", "FAIL", "FAILSAFE", "PASS"], "t_first": t[0], "t_last": t[1]}
 
 
@@ -310,15 +274,15 @@ def _image_file(state: WebState, image_id: int) -> tuple[Path, int, int, str]:
     """(file, width, height, format) of a kept image, found by id through the database; 404 otherwise."""
     with state.db.use() as db:
         found = queries.image_for(db, image_id)
-        row = db.execute("SELECT width, height FROM images WHERE id = ?", [image_id]).fetchone()
-    if found is None or row is None:
+        size = queries.image_sizes(db, [image_id]).get(image_id)
+    if found is None or size is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no kept image {image_id} (unknown, or deleted by the disk budget)")
     sha, fmt = found
     try:
         path = state.station.images.open_path(sha, fmt)
     except FileNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"the file of image {image_id} is gone (deleted by the disk budget?)") from None
-    return path, int(row[0]), int(row[1]), fmt
+    return path, size[0], size[1], fmt
 
 
 @router.get(
@@ -363,7 +327,7 @@ def heatmap_file(request: Request, image_id: ImageId, session: Session = Depends
     """The no-labels inspector's heat map of the image's frame (at most 256 px a side, stretch it over the image)."""
     state = _state(request)
     with state.db.use() as db:
-        heat = _heatmap_row(db, image_id)
+        heat = heatmaps.live_map_of(db, image_id)
     if heat is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"image {image_id} has no heat map (unknown image, supervised model, or deleted)")
     try:
