@@ -9,13 +9,10 @@ from pydantic import BaseModel, Field
 
 from ..store import audit
 from .auth import Session, require, viewer
-from .state import WebState
+from .state import web_state
 
 router = APIRouter()
 
-
-def _state(request: Request) -> WebState:
-    return request.app.state.web
 
 
 class RelearnBody(BaseModel):
@@ -28,7 +25,7 @@ class RelearnBody(BaseModel):
 def image_health(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
     """``{"enabled": false}`` when ``health.enabled`` is off; else per camera its bands, active alarms and the last
     ``health.trend_points`` frames (sharpness, brightness, clipped share, shift in px), and the running model's drift figures."""
-    health = _state(request).station.image_health
+    health = web_state(request).station.image_health
     if health is None:
         return {"enabled": False}
     return health.snapshot()
@@ -37,7 +34,7 @@ def image_health(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
 @router.post("/api/health/relearn", summary="Learn the image bands again from the next frames (operator)")
 def relearn(request: Request, body: RelearnBody, session: Session = Depends(require("operator"))) -> dict[str, Any]:
     """After a deliberate change (lens, light, camera mount): active image alarms clear and the next ``health.setup_parts`` frames set the bands."""
-    state = _state(request)
+    state = web_state(request)
     health = state.station.image_health
     if health is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "image health is off (set health.enabled: true in the station config)")

@@ -22,7 +22,7 @@ from models.service import ModelsService, ServiceError, job_dict
 
 from .auth import Session, require
 from .pages import desk_page
-from .state import WebState
+from .state import web_state
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["models"])
@@ -36,16 +36,13 @@ GoldenId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="Golden s
 Reason = Annotated[str, Field("", max_length=300, description="Why (kept in the audit trail).")]
 
 
-def _state(request: Request) -> WebState:
-    return request.app.state.web
-
 
 _service_lock = threading.Lock()
 
 
 def _svc(request: Request) -> ModelsService:
     """The app's ModelsService (made on first use: it registers the configured model as the first current one)."""
-    state = _state(request)
+    state = web_state(request)
     with _service_lock:
         if state.models is None:
             state.models = ModelsService(state.station, state.db)
@@ -180,7 +177,7 @@ async def snapshots(request: Request, _: Session = Depends(QA)) -> list[dict[str
     import labeling
 
     def read() -> list[dict[str, Any]]:
-        with _state(request).db.use() as db:
+        with web_state(request).db.use() as db:
             snaps = labeling.list_snapshots(db)
         return [{"id": s.id, "name": s.name, "created_at": s.created_at, "created_by": s.created_by, "n_images": len(s.image_ids),
                  "n_labels": s.n_labels, "class_names": list(s.class_names), "sha": s.sha} for s in reversed(snaps)]

@@ -18,14 +18,11 @@ from ..store import audit, queries
 from .auth import Session, require, session_of, viewer
 from .live import EventStream, counters_payload, safe_result_dict, status_payload
 from .pages import templates
-from .state import PauseInfo, WebState
+from .state import PauseInfo, web_state
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-
-def _state(request: Request) -> WebState:
-    return request.app.state.web
 
 
 class PauseBody(BaseModel):
@@ -51,7 +48,7 @@ class SwapBody(BaseModel):
 @router.get("/", include_in_schema=False)
 def operator_screen(request: Request) -> Response:
     """The line-side operator screen (read-only without login when web.anonymous_view)."""
-    state = _state(request)
+    state = web_state(request)
     if not state.cfg.anonymous_view and session_of(request) is None:
         return RedirectResponse("/login?next=/", status.HTTP_303_SEE_OTHER)
     return templates.TemplateResponse(request, "index.html", {"station": state.station.cfg.name})
@@ -61,26 +58,26 @@ def operator_screen(request: Request) -> Response:
 @router.get("/api/status", summary="Station state for the screen header")
 def get_status(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
     """Running, paused (by whom and why), model, trigger type, active alarms."""
-    return status_payload(_state(request))
+    return status_payload(web_state(request))
 
 
 @router.get("/api/counters", summary="Counters with yield and parts/min")
 def get_counters(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
     """The station counters plus ``yield_pct``, ``parts_per_min`` (rolling 60 s) and ``rejects``."""
-    return counters_payload(_state(request))
+    return counters_payload(web_state(request))
 
 
 @router.get("/api/result/last", summary="The last part's result")
 def last_result(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
     """``{"result": ...}`` as sent on the event stream, or ``{"result": null}`` before the first part."""
-    r = _state(request).station.last_result
+    r = web_state(request).station.last_result
     return {"result": safe_result_dict(r) if r is not None else None}
 
 
 @router.get("/api/rejects", summary="Recent rejected parts")
 def rejects(request: Request, limit: int = Query(20, ge=1, le=500), _: Any = Depends(viewer)) -> list[dict[str, Any]]:
     """The newest recorded parts whose outcome fires the ejector: part id, time, outcome, reasons."""
-    state = _state(request)
+    state = web_state(request)
     with state.db.use() as db:
         return queries.recent_rejects(db, state.reject_outcomes(), limit)
 
@@ -88,7 +85,7 @@ def rejects(request: Request, limit: int = Query(20, ge=1, le=500), _: Any = Dep
 @router.get("/api/alarms", summary="Active alarms and the alarm log")
 def alarms(request: Request, limit: int = Query(30, ge=1, le=500), _: Any = Depends(viewer)) -> dict[str, Any]:
     """``active``: components not ok now; ``log``: recorded alarms, unacknowledged first, newest first."""
-    state = _state(request)
+    state = web_state(request)
     with state.db.use() as db:
         rows = alarm_rows.alarm_log(db, limit)
         unacked = alarm_rows.unacknowledged_count(db)
@@ -101,7 +98,7 @@ def live_image(request: Request, part_id: int | None = Query(None, ge=0, le=2**6
 
     Encoded on demand, at most ``web.live_fps`` new images per second. 404 before the first image.
     """
-    state = _state(request)
+    state = web_state(request)
     img = state.live.get(state.station.last_result, part_id)
     if img is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no image yet")
@@ -132,7 +129,7 @@ def live_heatmap(request: Request, part_id: int = Query(..., ge=0, le=2**63 - 1)
     Covers the whole frame (stretch it over the image). 404 when the part's image is no longer
     cached or its inspector gave no heat map.
     """
-    img = _state(request).live.cached(part_id)
+    img = web_state(request).live.cached(part_id)
     if img is None or img.heatmap_png is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no heat map for part {part_id}")
     return Response(img.heatmap_png, media_type="image/png",
@@ -145,7 +142,7 @@ def events(request: Request, session: Session | None = Depends(viewer)) -> Event
 
     503 when ``web.max_live_clients`` screens are already connected.
     """
-    state = _state(request)
+    state = web_state(request)
     if not state.client_opened():
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{state.cfg.max_live_clients} live screens already connected",
                             headers={"Retry-After": "5"})
@@ -156,7 +153,7 @@ def events(request: Request, session: Session | None = Depends(viewer)) -> Event
 @router.post("/api/alarms/{alarm_id}/ack", summary="Acknowledge one alarm (operator)")
 def ack_alarm(request: Request, alarm_id: int = PathParam(..., ge=1, le=2**63 - 1), session: Session = Depends(require("operator"))) -> dict[str, Any]:
     """404 unknown alarm, 409 already acknowledged (the answer says by whom)."""
-    state = _state(request)
+    state = web_state(request)
     user, now = session.user.username, time.time()
     with state.db.use() as db:
         row = alarm_rows.get_alarm(db, alarm_id)
@@ -172,7 +169,7 @@ def ack_alarm(request: Request, alarm_id: int = PathParam(..., ge=1, le=2**63 - 
 @router.post("/api/alarms/ack-all", summary="Acknowledge every open alarm (operator)")
 def ack_all(request: Request, session: Session = Depends(require("operator"))) -> dict[str, Any]:
     """Acknowledges every alarm recorded so far; returns how many."""
-    state = _state(request)
+    state = web_state(request)
     user, now = session.user.username, time.time()
     with state.db.use() as db:
         n = alarm_rows.acknowledge_all(db, user, now)
@@ -184,7 +181,7 @@ def ack_all(request: Request, session: Session = Depends(require("operator"))) -
 @router.post("/api/line/pause", summary="Pause the line (operator)")
 def pause(request: Request, body: PauseBody, session: Session = Depends(require("operator"))) -> dict[str, Any]:
     """Stop accepting triggers (parts in flight finish); the reason is shown on every screen."""
-    state = _state(request)
+    state = web_state(request)
     reason = body.reason.strip()
     if not reason:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "reason must not be blank")
@@ -198,7 +195,7 @@ def pause(request: Request, body: PauseBody, session: Session = Depends(require(
 @router.post("/api/line/resume", summary="Resume the line (operator)")
 def resume(request: Request, body: ResumeBody | None = None, session: Session = Depends(require("operator"))) -> dict[str, Any]:
     """Accept triggers again."""
-    state = _state(request)
+    state = web_state(request)
     state.station.pause(False)
     state.pause = None
     with state.db.use() as db:
@@ -209,7 +206,7 @@ def resume(request: Request, body: ResumeBody | None = None, session: Session = 
 @router.post("/api/trigger", summary="Software trigger: inspect one part now (operator)")
 def trigger(request: Request, session: Session = Depends(require("operator"))) -> dict[str, Any]:
     """409 when the line is paused or not running."""
-    t = _state(request).station.trigger("api")
+    t = web_state(request).station.trigger("api")
     if t is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "the line is paused or not running: resume it first")
     return {"part_id": t.part_id, "seq": t.seq, "t_trigger_wall": t.t_trigger_wall}
@@ -224,7 +221,7 @@ def swap_model(request: Request, body: SwapBody, session: Session = Depends(requ
     cannot swap (not an onnx inspector). The outcome is reported as the
     ``model`` alarm component (and in the audit trail).
     """
-    state = _state(request)
+    state = web_state(request)
     sha = body.sha256.lower()
     user = session.user.username
     with state.db.use() as db:

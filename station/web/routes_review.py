@@ -36,7 +36,7 @@ from .review_files import (
     Limits, UploadError, clean_message, new_work_dir, portable_data_yaml, prepare_coco, prepare_yolo, remove_tree, save_upload,
     thumbnail_jpeg, unpack, zip_folder,
 )
-from .state import WebState
+from .state import WebState, web_state
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["review"])
@@ -52,9 +52,6 @@ Reason = Annotated[str | None, Field(None, max_length=200, description="Why (kep
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream", "multipart/x-zip")
 _CONFLICT = ("no longer current", "deletion record", "deleted by the disk budget")
 
-
-def _state(request: Request) -> WebState:
-    return request.app.state.web
 
 
 # -- request bodies ------------------------------------------------------------------------
@@ -204,7 +201,7 @@ def editor_page(request: Request, image_id: ImageId) -> Response:
 @router.get("/review/dataset", include_in_schema=False)
 def dataset_page(request: Request) -> Response:
     """Snapshots, exports and imports."""
-    return review_page(request, "review_dataset.html", nav="dataset", max_upload_mb=f"{_state(request).cfg.max_upload_mb:g}")
+    return review_page(request, "review_dataset.html", nav="dataset", max_upload_mb=f"{web_state(request).cfg.max_upload_mb:g}")
 
 
 # -- queue --------------------------------------------------------------------------------------
@@ -227,7 +224,7 @@ def review_queue(
     each item with its image size, current boxes (for the gallery overlay) and latest review verdict,
     plus the count per tier.
     """
-    state = _state(request)
+    state = web_state(request)
     filters: dict[str, Any] = {
         "outcome": outcome, "class_name": class_name, "min_conf": min_conf, "max_conf": max_conf, "since": since, "until": until,
         "model_id": model_id, "reviewed": {"no": False, "yes": True, "all": None}[reviewed], "rules": state.station.cfg.rules,
@@ -253,7 +250,7 @@ def review_queue(
 @router.get("/api/review/facets", summary="Values for the queue filters (qa)")
 def facets(request: Request, session: Session = Depends(QA)) -> dict[str, Any]:
     """Classes (model order first), model ids seen on the line, outcomes, and the time range of the recorded parts."""
-    state = _state(request)
+    state = web_state(request)
     with state.db.use() as db:
         classes = ordered_classes(state, db)
         models = queries.line_models(db, limit=100)
@@ -265,7 +262,7 @@ def facets(request: Request, session: Session = Depends(QA)) -> dict[str, Any]:
 @router.get("/api/review/images/{image_id}", summary="One image with its part, labels, history and audit (qa)")
 def get_image(request: Request, image_id: ImageId, session: Session = Depends(QA)) -> dict[str, Any]:
     """404 for an unknown image id."""
-    state = _state(request)
+    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         return image_detail(state, db, image_id)
 
@@ -296,7 +293,7 @@ def thumbnail(
     session: Session = Depends(QA),
 ) -> Response:
     """The image downscaled on the server (never upscaled); may be cached by the browser (an image id's content never changes)."""
-    path, w, h, _ = _image_file(_state(request), image_id)
+    path, w, h, _ = _image_file(web_state(request), image_id)
     try:
         jpeg = thumbnail_jpeg(path, size, w, h)
     except ValueError as exc:
@@ -312,7 +309,7 @@ def thumbnail(
 )
 def image_file(request: Request, image_id: ImageId, session: Session = Depends(QA)) -> FileResponse:
     """The stored file itself (PNG or JPEG, as recorded)."""
-    path, _, _, fmt = _image_file(_state(request), image_id)
+    path, _, _, fmt = _image_file(web_state(request), image_id)
     return FileResponse(path, media_type="image/png" if fmt == "png" else "image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -325,7 +322,7 @@ def image_file(request: Request, image_id: ImageId, session: Session = Depends(Q
 )
 def heatmap_file(request: Request, image_id: ImageId, session: Session = Depends(QA)) -> FileResponse:
     """The no-labels inspector's heat map of the image's frame (at most 256 px a side, stretch it over the image)."""
-    state = _state(request)
+    state = web_state(request)
     with state.db.use() as db:
         heat = heatmaps.live_map_of(db, image_id)
     if heat is None:
@@ -341,7 +338,7 @@ def heatmap_file(request: Request, image_id: ImageId, session: Session = Depends
 @router.post("/api/review/images/{image_id}/labels", status_code=201, summary="Add a missed defect (qa)")
 def add_label(request: Request, image_id: ImageId, body: NewLabel, session: Session = Depends(QA)) -> dict[str, Any]:
     """A new box; 422 when the box is outside the image or the class unknown. Returns the label and the refreshed image."""
-    state = _state(request)
+    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         lab = labeling.add_label(db, session.user.username, image_id, body.box, body.class_name,
                                  classes=ordered_classes(state, db), reason=body.reason)
@@ -353,7 +350,7 @@ def change_label(request: Request, image_id: ImageId, label_id: LabelId, body: L
     """Appends a label that supersedes ``label_id``; 409 when someone changed it meanwhile (reload and retry)."""
     if body.box is None and body.class_name is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give a new box and/or a new class_name")
-    state = _state(request)
+    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         lab = labeling.update_label(db, session.user.username, image_id, label_id, box=body.box, class_name=body.class_name,
                                     classes=ordered_classes(state, db), reason=body.reason)
@@ -366,7 +363,7 @@ def anomaly_as_defect(request: Request, image_id: ImageId, label_id: LabelId, bo
 
     422 when the label is not an ``anomaly`` box or the name is unusable; 409 when it changed meanwhile.
     """
-    state = _state(request)
+    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         lab = labeling.label_anomaly(db, session.user.username, image_id, label_id, body.class_name,
                                      classes=ordered_classes(state, db), reason=body.reason)
@@ -379,7 +376,7 @@ def delete_label(
     reason: str | None = Query(None, max_length=200, description="Why (audit trail)."), session: Session = Depends(QA),
 ) -> dict[str, Any]:
     """Appends a ``deleted`` row superseding the label; 409 when it is no longer current."""
-    state = _state(request)
+    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         gone = labeling.delete_label(db, session.user.username, image_id, label_id, reason or "false positive")
         return _after_change(state, db, image_id, gone)
@@ -388,7 +385,7 @@ def delete_label(
 @router.post("/api/review/images/{image_id}/confirm", summary="Confirm labels of an image (qa)")
 def confirm(request: Request, image_id: ImageId, body: ConfirmBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
     """With ``label_ids``: those labels are right. Without: every current label is right and the image is reviewed."""
-    state = _state(request)
+    state = web_state(request)
     user = session.user.username
     with state.db.use() as db, _labeling_errors():
         if body is not None and body.label_ids:
@@ -401,7 +398,7 @@ def confirm(request: Request, image_id: ImageId, body: ConfirmBody | None = None
 @router.post("/api/review/images/{image_id}/good", summary="Mark an image good: no defect (qa)")
 def mark_good(request: Request, image_id: ImageId, body: GoodBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
     """Every current label is deleted and a 'good' review recorded."""
-    state = _state(request)
+    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         review = labeling.mark_image_good(db, session.user.username, image_id, body.reason if body else None)
         return _after_change(state, db, image_id, review)
@@ -410,7 +407,7 @@ def mark_good(request: Request, image_id: ImageId, body: GoodBody | None = None,
 @router.post("/api/review/bulk/confirm", summary="Confirm every label of several images (qa)")
 def bulk_confirm(request: Request, body: BulkBody, session: Session = Depends(QA)) -> dict[str, Any]:
     """All or nothing: one unknown or deleted image refuses the whole request (404 / 409)."""
-    with _state(request).db.use() as db, _labeling_errors():
+    with web_state(request).db.use() as db, _labeling_errors():
         n = labeling.bulk_confirm(db, session.user.username, body.image_ids)
     return {"images": n}
 
@@ -418,7 +415,7 @@ def bulk_confirm(request: Request, body: BulkBody, session: Session = Depends(QA
 @router.post("/api/review/bulk/good", summary="Mark several images good (qa)")
 def bulk_good(request: Request, body: BulkBody, session: Session = Depends(QA)) -> dict[str, Any]:
     """All or nothing, like bulk confirm."""
-    with _state(request).db.use() as db, _labeling_errors():
+    with web_state(request).db.use() as db, _labeling_errors():
         n = labeling.bulk_mark_good(db, session.user.username, body.image_ids, body.reason)
     return {"images": n}
 
@@ -433,7 +430,7 @@ def _snapshot(s: labeling.Snapshot) -> dict[str, Any]:
 @router.get("/api/review/snapshots", summary="Dataset snapshots, newest first (qa)")
 def snapshots(request: Request, session: Session = Depends(QA)) -> list[dict[str, Any]]:
     """Every snapshot: id, name, who and when, images, labels, classes, content sha256."""
-    with _state(request).db.use() as db:
+    with web_state(request).db.use() as db:
         return [_snapshot(s) for s in reversed(labeling.list_snapshots(db))]
 
 
@@ -441,7 +438,7 @@ def snapshots(request: Request, session: Session = Depends(QA)) -> list[dict[str
 def create_snapshot(request: Request, body: SnapshotBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
     """Freezes the current labels (only reviewed images by default); 422 when nothing matches."""
     body = body or SnapshotBody()
-    state = _state(request)
+    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         snap = labeling.create_snapshot(
             db, session.user.username, name=body.name or None, since=body.since, until=body.until, only_reviewed=body.only_reviewed,
@@ -492,7 +489,7 @@ def export_yolo(
     session: Session = Depends(QA),
 ) -> FileResponse:
     """Built in a temporary folder next to the image store and streamed; data.yaml has no absolute path (unzip anywhere)."""
-    state = _state(request)
+    state = web_state(request)
     work = new_work_dir(state.station.cfg.store.images_dir, "export-yolo-")
     arc = f"snapshot-{snapshot_id}-yolo"
     with _export_errors(work):
@@ -516,7 +513,7 @@ def export_coco(
     session: Session = Depends(QA),
 ) -> FileResponse:
     """COCO detection JSON (CVAT, Label Studio); category ids from 1 in snapshot class order."""
-    state = _state(request)
+    state = web_state(request)
     work = new_work_dir(state.station.cfg.store.images_dir, "export-coco-")
     arc = f"snapshot-{snapshot_id}-coco"
     with _export_errors(work):
@@ -559,7 +556,7 @@ async def import_dataset(
     names the file and line). Images already in the database get the imported boxes as their
     labels; new images are stored with a synthetic inspection (see :mod:`labeling.importer`).
     """
-    state = _state(request)
+    state = web_state(request)
     cfg = state.cfg
     limits = Limits(int(cfg.max_upload_mb * 2**20), int(cfg.max_upload_unpacked_mb * 2**20), cfg.max_upload_files)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()

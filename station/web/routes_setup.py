@@ -26,7 +26,7 @@ from ..config.regions import CameraRegions
 from ..store import camera_setup as store
 from .auth import Session, require, session_of, viewer
 from .pages import denied, templates
-from .state import WebState
+from .state import WebState, web_state
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["setup"])
@@ -37,9 +37,6 @@ CameraId = Annotated[str, PathParam(pattern=r"^[\w.-]{1,64}$", description="Came
 Reason = Annotated[str, Field("", max_length=300, description="Why (kept with the version and in the audit trail).")]
 Kind = Literal["calibration", "regions"]
 
-
-def _state(request: Request) -> WebState:
-    return request.app.state.web
 
 
 def _camera(state: WebState, camera_id: str) -> str:
@@ -101,14 +98,14 @@ def setup_page(request: Request) -> Response:
         return RedirectResponse("/login?next=/setup", status.HTTP_303_SEE_OTHER)
     if not s.user.has("admin"):
         return denied(request, s, area="camera setup", needed="admin", why="it changes what the line rejects")
-    return templates.TemplateResponse(request, "setup.html", {"station": _state(request).station.cfg.name})
+    return templates.TemplateResponse(request, "setup.html", {"station": web_state(request).station.cfg.name})
 
 
 # -- read ---------------------------------------------------------------------------------------
 @router.get("/api/setup", summary="Calibration and regions in force per camera")
 def setup_in_force(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
     """For each camera: the calibration and regions the line judges by (the operator screen draws the regions)."""
-    st = _state(request).station
+    st = web_state(request).station
     setup = st.decider.setup
     return {"cameras": [setup[c.id].as_dict() if c.id in setup else camera_setup.CameraSetup(c.id).as_dict() for c in st.cfg.cameras]}
 
@@ -116,7 +113,7 @@ def setup_in_force(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]
 @router.get("/api/setup/{camera_id}/{kind}/history", summary="Versions of a camera's calibration or regions")
 def setup_history(request: Request, camera_id: CameraId, kind: Kind, _: Session = Depends(QA)) -> dict[str, Any]:
     """Every version, newest first, and which is in force."""
-    state = _state(request)
+    state = web_state(request)
     _camera(state, camera_id)
     with state.db.use() as db:
         cur = store.in_force(db, kind, state.station.cfg.name, camera_id)
@@ -127,7 +124,7 @@ def setup_history(request: Request, camera_id: CameraId, kind: Kind, _: Session 
 @router.get("/api/setup/{camera_id}/reference.jpg", summary="The reference image to draw on: the camera's last frame")
 def reference_image(request: Request, camera_id: CameraId, _: Session = Depends(QA)) -> Response:
     """The camera's frame of the last part, full size, else its newest stored image (``X-Frame-Width``/``-Height``); 404 when neither."""
-    state = _state(request)
+    state = web_state(request)
     _camera(state, camera_id)
     last = state.station.last_result
     frame = next((f for f in (last.frames if last else ()) if f.camera_id == camera_id), None)
@@ -160,7 +157,7 @@ def _stored_bytes(state: WebState, stored: tuple[str, str, int, int] | None) -> 
 @router.post("/api/setup/{camera_id}/regions", summary="Save drawn regions as the camera's new version (admin)")
 def save_regions(request: Request, camera_id: CameraId, body: RegionsBody, session: Session = Depends(ADMIN)) -> dict[str, Any]:
     """Stored versioned and audited; the line judges its next part by them."""
-    state = _state(request)
+    state = web_state(request)
     _camera(state, camera_id)
     with state.db.use() as db:
         v = camera_setup.save_regions(db, state.station.cfg.name, camera_id, body.regions, user=session.user.username,
@@ -173,7 +170,7 @@ def save_regions(request: Request, camera_id: CameraId, body: RegionsBody, sessi
 @router.post("/api/setup/{camera_id}/{kind}/rollback", summary="Put an older calibration or regions version back in force (admin)")
 def rollback(request: Request, camera_id: CameraId, kind: Kind, body: RollbackBody, session: Session = Depends(ADMIN)) -> dict[str, Any]:
     """Audited; the line judges its next part by it."""
-    state = _state(request)
+    state = web_state(request)
     _camera(state, camera_id)
     try:
         with state.db.use() as db:
@@ -206,7 +203,7 @@ async def calibrate(request: Request, camera_id: CameraId, body: CalibrateBody, 
     from calibration.records import record
     from calibration.targets import Target
 
-    state = _state(request)
+    state = web_state(request)
     _camera(state, camera_id)
     try:
         target = Target(body.target, body.cols, body.rows, body.square_mm, body.marker_mm, body.dictionary)

@@ -7,9 +7,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Iterator
 
 import sqlite_utils
+from fastapi import Depends, Request
 
 from ..config import WebConfig
 from ..store.db import open_db
@@ -110,3 +111,11 @@ class WebState:
         """The outcomes that fire the ejector on this station."""
         extra = ("UNCERTAIN",) if self.station.cfg.rules.uncertain_action == "reject" else ()
         return ("FAIL", "FAILSAFE", *extra)
+
+
+def web_state(request: Request) -> WebState:
+    """The app's :class:`WebState` (usable as a FastAPI dependency: ``state: StateDep``)."""
+    return request.app.state.web  # type: ignore[no-any-return]
+
+
+StateDep = Annotated[WebState, Depends(web_state)]
