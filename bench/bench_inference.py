@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"   ultralytics YOLO(fp32 onnx).predict      median {med(per['ultralytics_onnx']):8.2f} ms   ratio {out['speed_ratio_vs_ultralytics']:5.2f}x   target >= 2x")
     say(f"   ultralytics YOLO(openvino int8).predict  median {med(per['ultralytics_openvino_int8']):8.2f} ms   ratio "
         f"{out['speed_ratio_vs_ultralytics_openvino_int8']:5.2f}x")
-    del ultra_onnx, ultra_ov
+    calls.clear()
+    ultra_onnx = ultra_ov = None  # free the Ultralytics predictors before the next section
 
     # 3. overhead over the raw runtime call at several candidate counts -------------------------------------
     say("\n3) station inspect() minus the raw runtime call on the same compiled model (paired), by candidates into NMS:")

@@ -617,7 +617,7 @@ def tune_thresholds(
     min_conf = max(result.conf, OnnxInspectorConfig().conf if min_conf is None else min_conf)
     s = _part_scores(result)
     defective = np.array([im.defective for im in result.images], bool)
-    n_def, n_good = int(defective.sum()), int((~defective).sum())
+    n_def = int(defective.sum())
     never = 1.0 + 1e-9
     t = np.full(nc, never)
     cand = [np.unique(s[:, c][s[:, c] >= min_conf])[::-1] for c in range(nc)]  # descending

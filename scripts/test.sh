@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
+.venv/bin/python -m ruff check .   # lint rules in pyproject.toml [tool.ruff]
 exec .venv/bin/python -m pytest "$@"

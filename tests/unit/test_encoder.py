@@ -107,7 +107,7 @@ def test_part_at_the_ejector_without_verdict_is_rejected_once(plc):
     try:
         wait_for(lambda: h.sched.tracker.count is not None, what="first encoder reading")
         t1 = h.trigger(1)
-        t2 = h.trigger(2)
+        h.trigger(2)
         wait_for(lambda: h.sched.tracker.pending == 0, timeout=5, what="parts past the ejector")
         h.verdict(t1, Outcome.PASS)  # too late to save it: the part was already rejected (fail safe)
         wait_for(lambda: len(h.final) == 2, timeout=5, what="deadline of part 2")
