@@ -100,7 +100,8 @@ def test_dashboard_in_chromium_drills_down_to_an_image(dashboard: str):
         expect(page.locator("#parts tbody tr").first).to_contain_text("st-b")
         page.locator("#parts .image-link").first.click()
         expect(page.locator("#viewer")).to_be_visible()
-        page.wait_for_function("document.getElementById('part-image').complete && document.getElementById('part-image').naturalWidth > 0")
+        # a function, not an expression string: the page's CSP forbids eval, which a polled string needs
+        page.wait_for_function("() => { const i = document.getElementById('part-image'); return i.complete && i.naturalWidth > 0; }")
         assert page.evaluate("document.getElementById('part-image').naturalWidth") == 64
         browser.close()
     assert not errors, errors
