@@ -8,9 +8,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from station.app import Station
-from station.web.server import start_in_thread
 
-from .helpers import ARTIFACTS, PASSWORDS, wait_for, needs_chromium
+from .helpers import ARTIFACTS, PASSWORDS, needs_chromium, served_url, wait_for
 
 
 pytestmark = needs_chromium
@@ -22,15 +21,6 @@ def viewport() -> dict[str, int]:
     return {"width": 1920, "height": 1080}
 
 
-def serve(station: Station) -> Iterator[str]:
-    server, thread, port = start_in_thread(station, station.cfg.web)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture
 def running_line(make_station: Any) -> Iterator[tuple[Station, str]]:
     """A timer-triggered line at 300 parts/min with 1280x800 frames, served on a free port."""
@@ -39,14 +29,14 @@ def running_line(make_station: Any) -> Iterator[tuple[Station, str]]:
         cameras=[{"type": "synthetic", "id": "cam0", "width": 1280, "height": 800, "defect_rate": 0.5, "seed": 5}],
         inspector={"type": "reference", "learn_parts": 5},
     )
-    for base in serve(st):
+    with served_url(st) as base:
         yield st, base
 
 
 @pytest.fixture
 def quiet_line(station: Station) -> Iterator[tuple[Station, str]]:
     """A software-triggered station (no parts unless triggered), served on a free port."""
-    for base in serve(station):
+    with served_url(station) as base:
         yield station, base
 
 
