@@ -168,7 +168,9 @@ class PlcHandshake:
         if now >= self._next_heartbeat and self._healthy_fn():
             self._heartbeat = not self._heartbeat
             self.link.write_coil(cb + R.HEARTBEAT.address, self._heartbeat)
-            self._next_heartbeat = max(self._next_heartbeat + self.cfg.heartbeat_s, now)
+            # measured from this edge, not from a schedule: a first edge held back until the station was
+            # healthy (or a late cycle) must not be followed by a short gap the PLC could take for jitter
+            self._next_heartbeat = now + self.cfg.heartbeat_s
         self._write_coil_if_changed("ready", cb + R.STATION_READY.address, bool(self._ready_fn()))
         self._write_coil_if_changed("alarm", cb + R.STATION_ALARM.address, bool(self._alarm_fn()))
         if self._written.get("recipe") != self.active_recipe:
