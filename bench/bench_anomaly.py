@@ -7,6 +7,7 @@ cores at the default setting (long side 256, 100 good parts learned).
 
 Run: python bench/bench_anomaly.py [--parts 100] [--learn 100] [--product machined|pcb] [--long-side 256] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,14 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     cam = SyntheticCameraConfig(product=args.product, width=1280, height=800, seed=11)
-    good = [p.image for _, p in iter_parts(cam.model_copy(update={"defect_rate": 0.0, "harmless_mark_rate": 0.0}), 0, args.learn)]
-    frames = [Frame(pid, "cam0", p.image, 0) for pid, p in iter_parts(cam.model_copy(update={"defect_rate": 0.5}), 10_000, args.parts)]
+    good = [
+        p.image
+        for _, p in iter_parts(cam.model_copy(update={"defect_rate": 0.0, "harmless_mark_rate": 0.0}), 0, args.learn)
+    ]
+    frames = [
+        Frame(pid, "cam0", p.image, 0)
+        for pid, p in iter_parts(cam.model_copy(update={"defect_rate": 0.5}), 10_000, args.parts)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
         res = learn(good, Path(tmp) / "a.onnx", LearnSettings(long_side=args.long_side))
@@ -61,17 +68,25 @@ def main() -> int:
             ref.learn(Frame(0, "cam0", img, 0, {"defective": False}))
         ta, tr = timed(anomaly, frames), timed(ref, frames)
     row = {
-        "frame": "1280x800 Mono8", "product": args.product, "parts": args.parts, "learned_from": len(good),
-        "learn_s": round(learn_s, 1), "anomaly_ms_median": round(float(np.median(ta)), 2),
-        "anomaly_ms_p95": round(float(np.percentile(ta, 95)), 2), "reference_ms_median": round(float(np.median(tr)), 2),
-        "reference_ms_p95": round(float(np.percentile(tr, 95)), 2), "target_ms": TARGET_MS,
+        "frame": "1280x800 Mono8",
+        "product": args.product,
+        "parts": args.parts,
+        "learned_from": len(good),
+        "learn_s": round(learn_s, 1),
+        "anomaly_ms_median": round(float(np.median(ta)), 2),
+        "anomaly_ms_p95": round(float(np.percentile(ta, 95)), 2),
+        "reference_ms_median": round(float(np.median(tr)), 2),
+        "reference_ms_p95": round(float(np.percentile(tr, 95)), 2),
+        "target_ms": TARGET_MS,
         "anomaly_vs_reference": round(float(np.median(ta) / np.median(tr)), 2),
     }
     if args.json:
         print(json.dumps(row))
     else:
-        print(f"anomaly   median {row['anomaly_ms_median']:6.2f} ms  p95 {row['anomaly_ms_p95']:6.2f} ms  (target {TARGET_MS:.0f} ms; "
-              f"learned {len(good)} parts in {learn_s:.1f} s)")
+        print(
+            f"anomaly   median {row['anomaly_ms_median']:6.2f} ms  p95 {row['anomaly_ms_p95']:6.2f} ms  (target {TARGET_MS:.0f} ms; "
+            f"learned {len(good)} parts in {learn_s:.1f} s)"
+        )
         print(f"reference median {row['reference_ms_median']:6.2f} ms  p95 {row['reference_ms_p95']:6.2f} ms")
         print(f"anomaly / reference: {row['anomaly_vs_reference']:.2f}x")
     return 0

@@ -11,6 +11,7 @@ Run: python bench/bench_anomaly_elpv.py [--types mono poly] [--long-side 256] [-
      [--limit N] (fewer cells per set, for a quick look)  [--seed S]
 Needs: pip install elpv-dataset torch (the test extra; torch only builds and exports the graph).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,11 +57,16 @@ def run_type(cell_type: str, args: argparse.Namespace, all_cells: list, workdir:
     sb, ms_b = scores(bad_imgs)
     zg, zb = zscore_template_scores(learn_imgs, good_imgs), zscore_template_scores(learn_imgs, bad_imgs)
     return {
-        "cell_type": cell_type, "n_learn": len(learn_imgs), "n_good": len(good_imgs), "n_bad": len(bad_imgs),
-        "auroc": round(auroc(sg, sb), 4), "baseline_zscore_auroc": round(auroc(zg, zb), 4),
+        "cell_type": cell_type,
+        "n_learn": len(learn_imgs),
+        "n_good": len(good_imgs),
+        "n_bad": len(bad_imgs),
+        "auroc": round(auroc(sg, sb), 4),
+        "baseline_zscore_auroc": round(auroc(zg, zb), 4),
         "false_reject_rate_at_threshold": round(float((sg >= 1.0).mean()), 4),
         "escape_rate_at_threshold": round(float((sb < 1.0).mean()), 4),
-        "learn_s": round(res.seconds, 1), "threshold": round(res.threshold, 4),
+        "learn_s": round(res.seconds, 1),
+        "threshold": round(res.threshold, 4),
         "inspect_ms_median": round(float(np.median(ms_g + ms_b)), 2),
     }
 
@@ -80,10 +86,13 @@ def main() -> int:
             rows.append(run_type(t, args, all_cells, Path(tmp)))
             if not args.json:
                 r = rows[-1]
-                print(f"{t:5s} AUROC {r['auroc']:.3f} (baseline z-score {r['baseline_zscore_auroc']:.3f}, target 0.90)  "
-                      f"at the learned threshold: false rejects {r['false_reject_rate_at_threshold']:.1%}, escapes "
-                      f"{r['escape_rate_at_threshold']:.1%}  [learn {r['n_learn']} cells in {r['learn_s']:.0f} s; test {r['n_good']} good, "
-                      f"{r['n_bad']} bad; {r['inspect_ms_median']:.1f} ms/cell]", flush=True)
+                print(
+                    f"{t:5s} AUROC {r['auroc']:.3f} (baseline z-score {r['baseline_zscore_auroc']:.3f}, target 0.90)  "
+                    f"at the learned threshold: false rejects {r['false_reject_rate_at_threshold']:.1%}, escapes "
+                    f"{r['escape_rate_at_threshold']:.1%}  [learn {r['n_learn']} cells in {r['learn_s']:.0f} s; test {r['n_good']} good, "
+                    f"{r['n_bad']} bad; {r['inspect_ms_median']:.1f} ms/cell]",
+                    flush=True,
+                )
     if args.json:
         print(json.dumps({"bench": "anomaly_elpv", "long_side": args.long_side, "seed": args.seed, "types": rows}))
     return 0

@@ -54,14 +54,38 @@ from station.app import Station  # noqa: E402
 from station.config import RulesConfig, SyntheticCameraConfig, parse_config  # noqa: E402
 from station.store.db import open_db  # noqa: E402
 
-CAMERA = {"product": "machined", "width": 320, "height": 200, "defect_rate": 0.6, "defect_classes": ["missing", "spot"],
-          "harmless_mark_rate": 0.3}
+CAMERA = {
+    "product": "machined",
+    "width": 320,
+    "height": 200,
+    "defect_rate": 0.6,
+    "defect_classes": ["missing", "spot"],
+    "harmless_mark_rate": 0.3,
+}
 DROPPED = "missing"  # the class the starting model's labels never name
-MIN_BOX_PX = float(getattr(models.dataset, "MIN_BOX_PX", 0.0))  # the labelling convention of models.dataset (small defects grown)
+MIN_BOX_PX = float(
+    getattr(models.dataset, "MIN_BOX_PX", 0.0)
+)  # the labelling convention of models.dataset (small defects grown)
 EXPORT_HW = (224, 320)  # the model input: 320x200 frames at scale 1
 TRAIN_SEED, LINE_SEED, GOLDEN_SEED, TEST_SEED = 3, 11, 21, 31
-HYP = {"cache": "ram", "nbs": 16, "optimizer": "AdamW", "lr0": 0.003, "lrf": 0.1, "warmup_epochs": 1, "close_mosaic": 3, "mosaic": 1.0,
-       "scale": 0.2, "translate": 0.1, "degrees": 0.0, "fliplr": 0.5, "flipud": 0.5, "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.3}
+HYP = {
+    "cache": "ram",
+    "nbs": 16,
+    "optimizer": "AdamW",
+    "lr0": 0.003,
+    "lrf": 0.1,
+    "warmup_epochs": 1,
+    "close_mosaic": 3,
+    "mosaic": 1.0,
+    "scale": 0.2,
+    "translate": 0.1,
+    "degrees": 0.0,
+    "fliplr": 0.5,
+    "flipud": 0.5,
+    "hsv_h": 0.0,
+    "hsv_s": 0.0,
+    "hsv_v": 0.3,
+}
 FINETUNE_HYP = {**HYP, "lr0": 0.002, "close_mosaic": 5}
 
 
@@ -115,7 +139,9 @@ def write_flawed_dataset(root: Path, cam: SyntheticCameraConfig, plan: Plan) -> 
             (root / "labels" / split / f"{split}_{pid:08d}.txt").write_text("".join(f"{ln}\n" for ln in lines))
     names = "".join(f"  {i}: {n}\n" for i, n in enumerate(NAMES))
     (root / "data.yaml").write_text(f"path: {root.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}")
-    (root / "dataset.json").write_text(json.dumps({"snapshot": f"bench-flawed-no-{DROPPED}-s{TRAIN_SEED}-n{plan.n_train}"}))
+    (root / "dataset.json").write_text(
+        json.dumps({"snapshot": f"bench-flawed-no-{DROPPED}-s{TRAIN_SEED}-n{plan.n_train}"})
+    )
     return root / "data.yaml"
 
 
@@ -125,8 +151,10 @@ def run_job(runner: JobRunner, spec: JobSpec, what: str) -> JobState:
     def on_event(st: JobState, ev: Any) -> None:
         if ev.get("event") == "progress" and ev.get("phase") == "epoch":
             m = ev.get("metrics") or {}
-            log(f"  {what}: epoch {ev['epoch']}/{ev['epochs']} {ev['elapsed_s']:.0f} s, box loss {ev['losses'].get('box_loss', 0):.3f}, "
-                f"val P {m.get('precision', 0):.2f} R {m.get('recall', 0):.2f} mAP50 {m.get('mAP50', 0):.3f}")
+            log(
+                f"  {what}: epoch {ev['epoch']}/{ev['epochs']} {ev['elapsed_s']:.0f} s, box loss {ev['losses'].get('box_loss', 0):.3f}, "
+                f"val P {m.get('precision', 0):.2f} R {m.get('recall', 0):.2f} mAP50 {m.get('mAP50', 0):.3f}"
+            )
         elif ev.get("event") == "phase":
             log(f"  {what}: {ev.get('phase')}")
 
@@ -141,16 +169,22 @@ def run_job(runner: JobRunner, spec: JobSpec, what: str) -> JobState:
 
 
 def line_config(work: Path, model: Path, seed: int) -> Any:
-    return parse_config({
-        "name": "closed-loop",
-        "cameras": [{"type": "synthetic", "id": "cam0", **CAMERA, "seed": seed}],
-        "trigger": {"type": "software"},
-        "inspector": {"type": "onnx", "model": str(model), "keepalive_s": 0},
-        "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
-        "store": {"db_path": str(work / "station" / "station.db"), "images_dir": str(work / "station" / "images"), "keep_pass_every": 1,
-                  "image_format": "png"},
-        "web": {"enabled": False},
-    })
+    return parse_config(
+        {
+            "name": "closed-loop",
+            "cameras": [{"type": "synthetic", "id": "cam0", **CAMERA, "seed": seed}],
+            "trigger": {"type": "software"},
+            "inspector": {"type": "onnx", "model": str(model), "keepalive_s": 0},
+            "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
+            "store": {
+                "db_path": str(work / "station" / "station.db"),
+                "images_dir": str(work / "station" / "images"),
+                "keep_pass_every": 1,
+                "image_format": "png",
+            },
+            "web": {"enabled": False},
+        }
+    )
 
 
 def run_parts(st: Station, n: int) -> None:
@@ -174,7 +208,9 @@ def run_parts(st: Station, n: int) -> None:
 def line_rates(db: Any, first: int, last: int, reject_uncertain: bool) -> dict[str, Any]:
     """Escape / false-reject rates of recorded parts ``first..last`` against their synthetic ground truth."""
     ej = ("FAIL", "FAILSAFE", "UNCERTAIN") if reject_uncertain else ("FAIL", "FAILSAFE")
-    rows = db.execute("SELECT outcome, ground_truth FROM inspections WHERE part_id BETWEEN ? AND ?", [first, last]).fetchall()
+    rows = db.execute(
+        "SELECT outcome, ground_truth FROM inspections WHERE part_id BETWEEN ? AND ?", [first, last]
+    ).fetchall()
     d = g = esc = fr = 0
     for outcome, gt in rows:
         defective = any(json.loads(gt or "{}").values())
@@ -184,8 +220,15 @@ def line_rates(db: Any, first: int, last: int, reject_uncertain: bool) -> dict[s
         else:
             g += 1
             fr += outcome in ej
-    return {"n": len(rows), "defective": d, "good": g, "escapes": esc, "false_rejects": fr,
-            "escape_rate": esc / d if d else float("nan"), "false_reject_rate": fr / g if g else float("nan")}
+    return {
+        "n": len(rows),
+        "defective": d,
+        "good": g,
+        "escapes": esc,
+        "false_rejects": fr,
+        "escape_rate": esc / d if d else float("nan"),
+        "false_reject_rate": fr / g if g else float("nan"),
+    }
 
 
 # --------------------------------------------------------------------------- 3. QA review
@@ -206,7 +249,7 @@ def review(db: Any, user: str) -> dict[str, int]:
         "SELECT i.id, i.camera_id, p.ground_truth FROM images i JOIN inspections p ON p.part_id = i.part_id "
         "WHERE i.deleted_at IS NULL ORDER BY i.id"
     ).fetchall()
-    sizes = dict(((r[0], (r[1], r[2])) for r in db.execute("SELECT id, width, height FROM images")))
+    sizes = dict((r[0], (r[1], r[2])) for r in db.execute("SELECT id, width, height FROM images"))
     for image_id, cam, gt in rows:
         w, h = sizes[image_id]
         truth = [(t["class_name"], grow(t["box_xyxy"], w, h)) for t in json.loads(gt or "{}").get(cam, [])]
@@ -215,7 +258,14 @@ def review(db: Any, user: str) -> dict[str, int]:
         used: set[int] = set()
         keep, wrong = [], []
         for lab in current:
-            j = next((k for k, (c, b) in enumerate(truth) if k not in used and c == lab.class_name and _iou(lab.box, b) >= 0.5), None)
+            j = next(
+                (
+                    k
+                    for k, (c, b) in enumerate(truth)
+                    if k not in used and c == lab.class_name and _iou(lab.box, b) >= 0.5
+                ),
+                None,
+            )
             if j is None:
                 wrong.append(lab)
             else:
@@ -224,7 +274,9 @@ def review(db: Any, user: str) -> dict[str, int]:
         missed = [t for k, t in enumerate(truth) if k not in used]
         counts["mistaken_images"] += bool(wrong or missed)
         if not truth:
-            labeling.mark_image_good(db, user, image_id, reason="no defect" + (f": {len(wrong)} false positive(s)" if wrong else ""))
+            labeling.mark_image_good(
+                db, user, image_id, reason="no defect" + (f": {len(wrong)} false positive(s)" if wrong else "")
+            )
             counts["good"] += 1
             counts["deleted"] += len(wrong)
             continue
@@ -257,8 +309,12 @@ def ratio(after: float, before: float) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny counts: a smoke run of every step (the figures mean nothing)")
-    ap.add_argument("--work", type=Path, default=None, help="working folder (default: a new temporary one, removed unless --keep)")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny counts: a smoke run of every step (the figures mean nothing)"
+    )
+    ap.add_argument(
+        "--work", type=Path, default=None, help="working folder (default: a new temporary one, removed unless --keep)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
     args = ap.parse_args()
     plan = QUICK if args.quick else Plan()
@@ -268,18 +324,31 @@ def main() -> int:
     rules = RulesConfig()
     timings: dict[str, float] = {}
     t_all = time.monotonic()
-    log(f"closed loop on the synthetic line ({CAMERA['width']}x{CAMERA['height']}, defects {CAMERA['defect_classes']}, "
+    log(
+        f"closed loop on the synthetic line ({CAMERA['width']}x{CAMERA['height']}, defects {CAMERA['defect_classes']}, "
         f"{CAMERA['harmless_mark_rate']:.0%} harmless marks; the starting model never saw a '{DROPPED}' label), work folder {work}"
-        f"{' (QUICK: figures meaningless)' if args.quick else ''}")
+        f"{' (QUICK: figures meaningless)' if args.quick else ''}"
+    )
 
     # 1. the flawed starting model
     t = time.monotonic()
     data = write_flawed_dataset(work / "flawed-data", cam.model_copy(update={"seed": TRAIN_SEED}), plan)
     runner = JobRunner(work / "jobs")
-    flawed = run_job(runner, JobSpec(
-        data_yaml=str(data), epochs=plan.epochs, imgsz=plan.crop, batch=16, seed=0, hyp=HYP, export_imgsz=EXPORT_HW,
-        lineage={"flaw": f"labels never name {DROPPED}"}, trained_by="bench: flawed labels",
-    ), "flawed model")
+    flawed = run_job(
+        runner,
+        JobSpec(
+            data_yaml=str(data),
+            epochs=plan.epochs,
+            imgsz=plan.crop,
+            batch=16,
+            seed=0,
+            hyp=HYP,
+            export_imgsz=EXPORT_HW,
+            lineage={"flaw": f"labels never name {DROPPED}"},
+            trained_by="bench: flawed labels",
+        ),
+        "flawed model",
+    )
     flawed_onnx = Path(flawed.result["onnx"])  # type: ignore[index]
     timings["train flawed model"] = time.monotonic() - t
 
@@ -309,11 +378,26 @@ def main() -> int:
         # 4. retrain through the job runner: fine-tune the current model, evaluate against it on the golden set, register
         t = time.monotonic()
         golden = make_golden_set(work / "golden", plan.n_golden, GOLDEN_SEED, cam, start_id=GOLDEN_START)
-        retrained = run_job(runner, JobSpec(
-            data_yaml=str(export), model=str(current.weights_path), epochs=plan.retrain_epochs, imgsz=plan.retrain_imgsz, batch=16, seed=0,
-            hyp=FINETUNE_HYP, export_imgsz=EXPORT_HW, golden=str(golden.root), current_model=str(current.path),
-            rules=rules.model_dump(mode="json"), db=str(db_path), store_dir=str(store), trained_by="bench: QA loop",
-        ), "retrain")
+        retrained = run_job(
+            runner,
+            JobSpec(
+                data_yaml=str(export),
+                model=str(current.weights_path),
+                epochs=plan.retrain_epochs,
+                imgsz=plan.retrain_imgsz,
+                batch=16,
+                seed=0,
+                hyp=FINETUNE_HYP,
+                export_imgsz=EXPORT_HW,
+                golden=str(golden.root),
+                current_model=str(current.path),
+                rules=rules.model_dump(mode="json"),
+                db=str(db_path),
+                store_dir=str(store),
+                trained_by="bench: QA loop",
+            ),
+            "retrain",
+        )
         new_sha = retrained.result["registered"]["sha256"]  # type: ignore[index]
         timings["retrain + evaluate + register"] = time.monotonic() - t
 
@@ -337,7 +421,9 @@ def main() -> int:
                 raise SystemExit(f"hot swap failed: {errors[0]}")
             log(f"the line now runs {st.inspector.model_id}")
             run_parts(st, plan.after_parts)
-            after_line = line_rates(db, plan.line_parts + 1, plan.line_parts + plan.after_parts, rules.uncertain_action == "reject")
+            after_line = line_rates(
+                db, plan.line_parts + 1, plan.line_parts + plan.after_parts, rules.uncertain_action == "reject"
+            )
             log(f"line, retrained model: {after_line}")
         else:
             after_line = None
@@ -356,12 +442,18 @@ def main() -> int:
     assert b is not None
 
     print()
-    print(f"CLOSED LOOP on an unseen synthetic test set: {len(a.images)} parts (seed {TEST_SEED}, ids from {GOLDEN_START + 5_000_000}), "
-          f"{a.n_defective} defective, {a.n_good} good; {CAMERA['harmless_mark_rate']:.0%} carry a harmless mark")
-    print(f"starting model: trained {plan.epochs} epochs on {plan.n_train} parts whose labels never name '{DROPPED}' defects")
-    print(f"loop: {plan.line_parts} line parts reviewed ({counts['mistaken_images']} images with mistakes: {counts['deleted']} false "
-          f"positives deleted, {counts['added']} missed defects added, {counts['confirmed']} boxes confirmed, {counts['good']} marked good), "
-          f"fine-tuned {plan.retrain_epochs} epochs")
+    print(
+        f"CLOSED LOOP on an unseen synthetic test set: {len(a.images)} parts (seed {TEST_SEED}, ids from {GOLDEN_START + 5_000_000}), "
+        f"{a.n_defective} defective, {a.n_good} good; {CAMERA['harmless_mark_rate']:.0%} carry a harmless mark"
+    )
+    print(
+        f"starting model: trained {plan.epochs} epochs on {plan.n_train} parts whose labels never name '{DROPPED}' defects"
+    )
+    print(
+        f"loop: {plan.line_parts} line parts reviewed ({counts['mistaken_images']} images with mistakes: {counts['deleted']} false "
+        f"positives deleted, {counts['added']} missed defects added, {counts['confirmed']} boxes confirmed, {counts['good']} marked good), "
+        f"fine-tuned {plan.retrain_epochs} epochs"
+    )
     print(f"{'':34}{'flawed (before)':>18}{'retrained (after)':>20}{'after/before':>14}")
     rows = [
         ("escape rate", b.escape_rate, a.escape_rate, f"({b.escapes})", f"({a.escapes})"),
@@ -376,16 +468,24 @@ def main() -> int:
     for name in NAMES:
         pb, pa = b.per_class[name], a.per_class[name]
         if pb.n_parts:
-            print(f"{name + ': escape':34}{pct(pb.escape_rate) + f' of {pb.n_parts}':>18}{pct(pa.escape_rate) + f' of {pa.n_parts}':>20}"
-                  f"{ratio(pa.escape_rate, pb.escape_rate):>14}")
+            print(
+                f"{name + ': escape':34}{pct(pb.escape_rate) + f' of {pb.n_parts}':>18}{pct(pa.escape_rate) + f' of {pa.n_parts}':>20}"
+                f"{ratio(pa.escape_rate, pb.escape_rate):>14}"
+            )
     fp_b, fp_a = int(b.confusion[-1, :-1].sum()), int(a.confusion[-1, :-1].sum())
     print(f"{'boxes on defect-free areas':34}{fp_b:>18}{fp_a:>20}{ratio(fp_a, fp_b):>14}")
     if after_line is not None:
-        print(f"on the line: escape {pct(before_line['escape_rate'])} -> {pct(after_line['escape_rate'])}, false reject "
-              f"{pct(before_line['false_reject_rate'])} -> {pct(after_line['false_reject_rate'])} "
-              f"(parts 1-{plan.line_parts} flawed, {plan.line_parts + 1}-{plan.line_parts + plan.after_parts} retrained)")
+        print(
+            f"on the line: escape {pct(before_line['escape_rate'])} -> {pct(after_line['escape_rate'])}, false reject "
+            f"{pct(before_line['false_reject_rate'])} -> {pct(after_line['false_reject_rate'])} "
+            f"(parts 1-{plan.line_parts} flawed, {plan.line_parts + 1}-{plan.line_parts + plan.after_parts} retrained)"
+        )
     print(f"gate: {'promoted' if promoted else 'REFUSED'} ({decision.message})")
-    print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s ({total / 60:.1f} min)")
+    print(
+        "time: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        + f"; total {total:.0f} s ({total / 60:.1f} min)"
+    )
     if not args.keep and args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -45,12 +45,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=DEFAULT_DIR / "model.onnx")
     ap.add_argument("--n", type=int, default=300, help="unseen parts")
-    ap.add_argument("--seed", type=int, default=99, help="line seed of the parts (training used 2024, the card's test 777)")
+    ap.add_argument(
+        "--seed", type=int, default=99, help="line seed of the parts (training used 2024, the card's test 777)"
+    )
     ap.add_argument("--defect-rate", type=float, default=0.5)
     ap.add_argument("--mark-rate", type=float, default=0.1)
-    ap.add_argument("--station-model", type=Path, default=None,
-                    help="what the station runs (default --model), e.g. its INT8 copy from `models quantize` once the gate passed it")
-    ap.add_argument("--runtime", choices=["auto", "onnxruntime", "openvino"], default="auto", help="the station's inspector.runtime")
+    ap.add_argument(
+        "--station-model",
+        type=Path,
+        default=None,
+        help="what the station runs (default --model), e.g. its INT8 copy from `models quantize` once the gate passed it",
+    )
+    ap.add_argument(
+        "--runtime", choices=["auto", "onnxruntime", "openvino"], default="auto", help="the station's inspector.runtime"
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
     args = ap.parse_args()
     json_out = sys.stdout
@@ -64,8 +72,10 @@ def main() -> int:
     t0 = time.monotonic()
     golden = make_golden_set(tmp / "parts", args.n, args.seed, cam, start_id=GOLDEN_START + 2_000_000)
     frames = list(iter_images(golden.items))
-    print(f"model {meta.model_id}: {meta.task} {list(meta.names)} input {list(meta.imgsz)}; "
-          f"{len(frames)} unseen parts (seed {args.seed}, {golden.n_defective} defective) rendered in {time.monotonic() - t0:.1f} s")
+    print(
+        f"model {meta.model_id}: {meta.task} {list(meta.names)} input {list(meta.imgsz)}; "
+        f"{len(frames)} unseen parts (seed {args.seed}, {golden.n_defective} defective) rendered in {time.monotonic() - t0:.1f} s"
+    )
 
     from ultralytics import YOLO  # the reference only
 
@@ -91,20 +101,52 @@ def main() -> int:
         res = inspect_part(inspector, decider, trig, [Frame(i, "cam0", img, t_ns)])
         st_ms.append((time.perf_counter() - a) * 1e3)
         det = res.detections[0]
-        ok = np.array([(d := elig.judge(det, j, "cam0")) is not None and d.action != "ignore" for j in range(len(det))], bool)
-        st_res.append(ImageResult(item.stem, item.class_ids, truth_boxes, det, ok, str(res.verdict.outcome), (),
-                                  ejected(res.verdict.outcome, rules), st_ms[-1]))
+        ok = np.array(
+            [(d := elig.judge(det, j, "cam0")) is not None and d.action != "ignore" for j in range(len(det))], bool
+        )
+        st_res.append(
+            ImageResult(
+                item.stem,
+                item.class_ids,
+                truth_boxes,
+                det,
+                ok,
+                str(res.verdict.outcome),
+                (),
+                ejected(res.verdict.outcome, rules),
+                st_ms[-1],
+            )
+        )
         # Ultralytics predictor on the same frame
         a = time.perf_counter()
         pred = yolo.predict(img_bgr, imgsz=list(meta.imgsz), conf=0.01, iou=0.5, verbose=False, device="cpu")[0]
         ul_ms.append((time.perf_counter() - a) * 1e3)
         b = pred.boxes
-        udet = Detections(b.xyxy.numpy().astype(np.float32), b.conf.numpy().astype(np.float32), b.cls.numpy().astype(np.int32),
-                          meta.names, "ultralytics")
+        udet = Detections(
+            b.xyxy.numpy().astype(np.float32),
+            b.conf.numpy().astype(np.float32),
+            b.cls.numpy().astype(np.int32),
+            meta.names,
+            "ultralytics",
+        )
         # Ultralytics has no rules: the part is ejected by the same Decider on its detections
         v = decider.decide(trig, [Frame(i, "cam0", img, t_ns)], [udet], {})
-        uok = np.array([(d := elig.judge(udet, j, "cam0")) is not None and d.action != "ignore" for j in range(len(udet))], bool)
-        ul_res.append(ImageResult(item.stem, item.class_ids, truth_boxes, udet, uok, str(v.outcome), (), ejected(v.outcome, rules), ul_ms[-1]))
+        uok = np.array(
+            [(d := elig.judge(udet, j, "cam0")) is not None and d.action != "ignore" for j in range(len(udet))], bool
+        )
+        ul_res.append(
+            ImageResult(
+                item.stem,
+                item.class_ids,
+                truth_boxes,
+                udet,
+                uok,
+                str(v.outcome),
+                (),
+                ejected(v.outcome, rules),
+                ul_ms[-1],
+            )
+        )
     inspector.close()
     s = score(st_res, meta.names, rules, model_id="station path", golden_id=golden.golden_id)
     u = score(ul_res, meta.names, rules, model_id="ultralytics", golden_id=golden.golden_id)
@@ -118,11 +160,20 @@ def main() -> int:
         ("recall @ reject_conf", f"{s.recall:.3f}", f"{u.recall:.3f}"),
         ("mAP50", f"{s.map50:.3f}", f"{u.map50:.3f}"),
         ("escape rate", f"{pct(s.escape_rate)} ({s.escapes})", f"{pct(u.escape_rate)} ({u.escapes})"),
-        ("false-reject rate", f"{pct(s.false_reject_rate)} ({s.false_rejects})", f"{pct(u.false_reject_rate)} ({u.false_rejects})"),
+        (
+            "false-reject rate",
+            f"{pct(s.false_reject_rate)} ({s.false_rejects})",
+            f"{pct(u.false_reject_rate)} ({u.false_rejects})",
+        ),
     ]
     for name in meta.names:
-        rows.append((f"{name}: P / R", f"{s.per_class[name].precision:.3f} / {s.per_class[name].recall:.3f}",
-                     f"{u.per_class[name].precision:.3f} / {u.per_class[name].recall:.3f}"))
+        rows.append(
+            (
+                f"{name}: P / R",
+                f"{s.per_class[name].precision:.3f} / {s.per_class[name].recall:.3f}",
+                f"{u.per_class[name].precision:.3f} / {u.per_class[name].recall:.3f}",
+            )
+        )
     med_s, med_u = statistics.median(st_ms), statistics.median(ul_ms)
     rows += [
         ("ms / part, median", f"{med_s:.1f}", f"{med_u:.1f}"),
@@ -131,16 +182,31 @@ def main() -> int:
     for label, a, b in rows:
         print(f"{label:<28}{a:>16}{b:>16}")
     print(f"\nspeed ratio (ultralytics / station, median): {med_u / med_s:.2f}x")
-    print("(station: Mono8 frame in, verdict out; ultralytics: BGR frame in, detections out - the grey->BGR copy is not timed)")
+    print(
+        "(station: Mono8 frame in, verdict out; ultralytics: BGR frame in, detections out - the grey->BGR copy is not timed)"
+    )
     if args.json:
         import json
 
-        json_out.write(json.dumps({
-            "escape_rate": s.escape_rate, "false_reject_rate": s.false_reject_rate, "mAP50": s.map50, "n_parts": len(st_res),
-            "per_class_recall": {n: s.per_class[n].recall for n in meta.names}, "speed_ratio_vs_ultralytics": med_u / med_s,
-            "station_ms_median": med_s, "ultralytics_ms_median": med_u, "station_model": str(args.station_model or args.model),
-            "station_runs_on": getattr(inspector, "providers", None), "ultralytics": {"escape_rate": u.escape_rate, "mAP50": u.map50},
-        }, default=float) + "\n")
+        json_out.write(
+            json.dumps(
+                {
+                    "escape_rate": s.escape_rate,
+                    "false_reject_rate": s.false_reject_rate,
+                    "mAP50": s.map50,
+                    "n_parts": len(st_res),
+                    "per_class_recall": {n: s.per_class[n].recall for n in meta.names},
+                    "speed_ratio_vs_ultralytics": med_u / med_s,
+                    "station_ms_median": med_s,
+                    "ultralytics_ms_median": med_u,
+                    "station_model": str(args.station_model or args.model),
+                    "station_runs_on": getattr(inspector, "providers", None),
+                    "ultralytics": {"escape_rate": u.escape_rate, "mAP50": u.map50},
+                },
+                default=float,
+            )
+            + "\n"
+        )
     return 0
 
 

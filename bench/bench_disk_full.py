@@ -55,7 +55,9 @@ def fill(path: Path) -> int:
     return n
 
 
-def run_station(cfg_path: Path, seconds: float | None, parts: int | None, log_path: Path, filler: tuple[float, Path] | None = None) -> dict[str, Any]:
+def run_station(
+    cfg_path: Path, seconds: float | None, parts: int | None, log_path: Path, filler: tuple[float, Path] | None = None
+) -> dict[str, Any]:
     """``station run`` for ``seconds`` (then SIGTERM) or ``parts``; its stop summary and log."""
     cmd = [*STATION, "run", "-c", str(cfg_path), "--no-web"] + (["--parts", str(parts)] if parts else [])
     filled = 0
@@ -84,7 +86,9 @@ def run_station(cfg_path: Path, seconds: float | None, parts: int | None, log_pa
             summary = json.loads(line)
             break
     text = log_path.read_text()
-    stop_lines = [ln.split(": ", 1)[-1] for ln in text.splitlines() if "recorder stopped" in ln or "station stopped itself" in ln]
+    stop_lines = [
+        ln.split(": ", 1)[-1] for ln in text.splitlines() if "recorder stopped" in ln or "station stopped itself" in ln
+    ]
     replay = [ln.split(": ", 1)[-1] for ln in text.splitlines() if "spill file" in ln]
     m = re.findall(r"replayed: (\d+) records written", text)
     return {
@@ -116,7 +120,9 @@ def failsafe_reasons(db: Path) -> dict[str, int]:
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            for reasons, n in con.execute("SELECT reasons, count(*) FROM inspections WHERE outcome = 'FAILSAFE' GROUP BY reasons"):
+            for reasons, n in con.execute(
+                "SELECT reasons, count(*) FROM inspections WHERE outcome = 'FAILSAFE' GROUP BY reasons"
+            ):
                 k = re.sub(r"\d+(\.\d+)?", "N", str((json.loads(reasons) or [""])[0]))
                 out[k] = out.get(k, 0) + n
         finally:
@@ -175,12 +181,21 @@ def brief(r: dict[str, Any]) -> dict[str, Any]:
     c = s.get("counters", {})
     rec = s.get("records") or {}
     return {
-        "verdicts": c.get("verdicts"), "PASS": c.get("PASS"), "FAIL": c.get("FAIL"), "UNCERTAIN": c.get("UNCERTAIN"),
-        "FAILSAFE": c.get("FAILSAFE"), "dropped_parts": c.get("dropped"),
-        "rejects_scheduled": c.get("rejects_scheduled"), "rejects_fired": c.get("rejects_fired"),
-        "records_written": c.get("records_written"), "records_dropped": c.get("records_dropped"),
-        "spilled": rec.get("spilled"), "pending": rec.get("pending"), "lost_at_stop": rec.get("lost_at_stop"),
-        "db_rows": r.get("db_rows"), "reconcile": s.get("reconcile"),
+        "verdicts": c.get("verdicts"),
+        "PASS": c.get("PASS"),
+        "FAIL": c.get("FAIL"),
+        "UNCERTAIN": c.get("UNCERTAIN"),
+        "FAILSAFE": c.get("FAILSAFE"),
+        "dropped_parts": c.get("dropped"),
+        "rejects_scheduled": c.get("rejects_scheduled"),
+        "rejects_fired": c.get("rejects_fired"),
+        "records_written": c.get("records_written"),
+        "records_dropped": c.get("records_dropped"),
+        "spilled": rec.get("spilled"),
+        "pending": rec.get("pending"),
+        "lost_at_stop": rec.get("lost_at_stop"),
+        "db_rows": r.get("db_rows"),
+        "reconcile": s.get("reconcile"),
     }
 
 
@@ -190,17 +205,29 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=600, help="parts per minute")
     ap.add_argument("--seconds", type=float, default=75)
     ap.add_argument("--mount", default="/mnt/soakdisk")
-    ap.add_argument("--spill", type=Path, default=None, help="also run with store.spill_path in this folder (another disk)")
+    ap.add_argument(
+        "--spill", type=Path, default=None, help="also run with store.spill_path in this folder (another disk)"
+    )
     ap.add_argument("--only-spill", action="store_true", help="skip the run without a spill file")
-    ap.add_argument("--fill-at", type=float, default=None,
-                    help="from this many seconds on another program keeps the disk full (its file is removed before the restart)")
+    ap.add_argument(
+        "--fill-at",
+        type=float,
+        default=None,
+        help="from this many seconds on another program keeps the disk full (its file is removed before the restart)",
+    )
     ap.add_argument("--restart-parts", type=int, default=20, help="parts of the restart that replays the spill file")
     ap.add_argument("--work", type=Path, default=None, help="configs and logs go here (default: a temporary folder)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="disk-full-"))
     work.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Any] = {"size_mb": a.size_mb, "rate_per_min": a.rate, "seconds": a.seconds, "work": str(work), "runs": {}}
+    out: dict[str, Any] = {
+        "size_mb": a.size_mb,
+        "rate_per_min": a.rate,
+        "seconds": a.seconds,
+        "work": str(work),
+        "runs": {},
+    }
     if not a.only_spill:
         out["runs"]["without_spill"] = one_run(a, None, work)
     if a.spill is not None:
@@ -212,11 +239,15 @@ def main() -> None:
         b = brief(r["run"])
         print(f"{name}: {json.dumps(b)}")
         print(f"  stop log: {r['run']['stop_log']}")
-        print(f"  disk free after: {r['run']['disk_free_mb_after']} MB (filler {r['run']['filler_mb']} MB); "
-              f"spill lines: {r['run']['spill_lines']}; FAILSAFE rows: {r['run']['failsafe_reasons']}")
+        print(
+            f"  disk free after: {r['run']['disk_free_mb_after']} MB (filler {r['run']['filler_mb']} MB); "
+            f"spill lines: {r['run']['spill_lines']}; FAILSAFE rows: {r['run']['failsafe_reasons']}"
+        )
         if "restart" in r:
             rr = r["restart"]
-            print(f"  restart: replayed {rr['replayed']}, rows now {rr['db_rows']}, spill file left: {rr['spill_left']}; {rr['replay_log']}")
+            print(
+                f"  restart: replayed {rr['replayed']}, rows now {rr['db_rows']}, spill file left: {rr['spill_left']}; {rr['replay_log']}"
+            )
             print(f"  restart summary: {json.dumps(brief(rr))}")
 
 

@@ -24,6 +24,7 @@ Run: nice -n 10 python bench/bench_elpv_classify.py --out /tmp/elpv [--epochs 30
 The trained model stays under ``--out`` (never in git). Needs the test and train extras
 (elpv-dataset, ultralytics).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,23 @@ from station.config import RulesConfig  # noqa: E402
 REFERENCE_ACCURACY = 0.884  # Deitsch et al. 2019, CNN
 TARGET = 0.90
 GOOD = "functional"
-HYP = {"fliplr": 0.5, "flipud": 0.5, "scale": 0.1, "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.2, "erasing": 0.0,
-       "auto_augment": None, "cache": "ram"}  # EL cells: flips are label-preserving; no random crops that cut a crack away
-FINETUNE_HYP = {"optimizer": "AdamW", "lr0": 0.0007, "lrf": 0.05, "warmup_epochs": 0}  # stage 2: small steps from stage 1
+HYP = {
+    "fliplr": 0.5,
+    "flipud": 0.5,
+    "scale": 0.1,
+    "hsv_h": 0.0,
+    "hsv_s": 0.0,
+    "hsv_v": 0.2,
+    "erasing": 0.0,
+    "auto_augment": None,
+    "cache": "ram",
+}  # EL cells: flips are label-preserving; no random crops that cut a crack away
+FINETUNE_HYP = {
+    "optimizer": "AdamW",
+    "lr0": 0.0007,
+    "lrf": 0.05,
+    "warmup_epochs": 0,
+}  # stage 2: small steps from stage 1
 
 
 def _job(args: argparse.Namespace, spec: object) -> dict:
@@ -53,7 +68,9 @@ def _job(args: argparse.Namespace, spec: object) -> dict:
     state = runner.start(spec)  # type: ignore[arg-type]
     state = runner.wait(state.job_id)
     if state.status != "succeeded":
-        raise SystemExit(f"training {state.status}: {state.error} (log: {args.out / 'jobs' / state.job_id / 'job.log'})")
+        raise SystemExit(
+            f"training {state.status}: {state.error} (log: {args.out / 'jobs' / state.job_id / 'job.log'})"
+        )
     return dict(state.result or {})
 
 
@@ -65,14 +82,36 @@ def train_job(args: argparse.Namespace, data: Path) -> tuple[Path, dict]:
     """
     from models.jobs import JobSpec
 
-    first = _job(args, JobSpec(data_yaml=str(data), model=args.arch, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                               seed=args.seed, hyp=HYP, export_path=str(args.out / "elpv_cls_stage1.onnx"),
-                               trained_by="bench_elpv_classify"))
+    first = _job(
+        args,
+        JobSpec(
+            data_yaml=str(data),
+            model=args.arch,
+            epochs=args.epochs,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            seed=args.seed,
+            hyp=HYP,
+            export_path=str(args.out / "elpv_cls_stage1.onnx"),
+            trained_by="bench_elpv_classify",
+        ),
+    )
     if not args.finetune_epochs:
         return Path(first["onnx"]), {"train": first.get("train")}
-    second = _job(args, JobSpec(data_yaml=str(data), model=first["onnx"], epochs=args.finetune_epochs, imgsz=args.finetune_imgsz,
-                                batch=args.batch, seed=args.seed, hyp={**HYP, **FINETUNE_HYP},
-                                export_path=str(args.out / "elpv_cls.onnx"), trained_by="bench_elpv_classify"))
+    second = _job(
+        args,
+        JobSpec(
+            data_yaml=str(data),
+            model=first["onnx"],
+            epochs=args.finetune_epochs,
+            imgsz=args.finetune_imgsz,
+            batch=args.batch,
+            seed=args.seed,
+            hyp={**HYP, **FINETUNE_HYP},
+            export_path=str(args.out / "elpv_cls.onnx"),
+            trained_by="bench_elpv_classify",
+        ),
+    )
     return Path(second["onnx"]), {"train": {"stage1": first.get("train"), "stage2": second.get("train")}}
 
 
@@ -82,23 +121,34 @@ def export_given(args: argparse.Namespace, data: Path) -> tuple[Path, dict]:
     from models.export import export_onnx
 
     imgsz = args.finetune_imgsz if args.finetune_epochs else args.imgsz
-    lineage = {"dataset_snapshot": dataset_snapshot(data), "parent_sha": None, "train_seed": args.seed,
-               "arch": args.arch, "imgsz": imgsz}
+    lineage = {
+        "dataset_snapshot": dataset_snapshot(data),
+        "parent_sha": None,
+        "train_seed": args.seed,
+        "arch": args.arch,
+        "imgsz": imgsz,
+    }
     out = export_onnx(args.weights, args.out / "elpv_cls.onnx", imgsz, lineage=lineage)
     return out, {"weights": str(args.weights)}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True, help="work folder: dataset, training job, model (kept out of git)")
+    ap.add_argument(
+        "--out", type=Path, required=True, help="work folder: dataset, training job, model (kept out of git)"
+    )
     ap.add_argument("--seed", type=int, default=0, help="split and training seed")
     ap.add_argument("--arch", default="yolov8n-cls.yaml")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--imgsz", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--finetune-epochs", type=int, default=0, help="stage 2: fine-tune stage 1's weights this many epochs")
+    ap.add_argument(
+        "--finetune-epochs", type=int, default=0, help="stage 2: fine-tune stage 1's weights this many epochs"
+    )
     ap.add_argument("--finetune-imgsz", type=int, default=160, help="stage 2 image size")
-    ap.add_argument("--weights", type=Path, default=None, help="skip training: export these weights (an earlier run's best.pt)")
+    ap.add_argument(
+        "--weights", type=Path, default=None, help="skip training: export these weights (an earlier run's best.pt)"
+    )
     ap.add_argument("--band", type=float, default=0.1, help="review band: UNCERTAIN from threshold - band")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
@@ -118,17 +168,40 @@ def main() -> int:
     banded = evaluate_classify(onnx, data / "test", rules=classify_rules(base, defect, threshold, args.band))
     s, b = test.summary(), banded.summary()
     out = {
-        "balanced_accuracy": s["balanced_accuracy"], "per_class_recall": s["per_class_recall"], "confusion": s["confusion"],
-        "threshold": round(threshold, 4), "val_balanced_accuracy": round(val_ba, 4),
-        "n_per_split": {k: sum(v.values()) for k, v in manifest["counts"].items()}, "counts": manifest["counts"],
+        "balanced_accuracy": s["balanced_accuracy"],
+        "per_class_recall": s["per_class_recall"],
+        "confusion": s["confusion"],
+        "threshold": round(threshold, 4),
+        "val_balanced_accuracy": round(val_ba, 4),
+        "n_per_split": {k: sum(v.values()) for k, v in manifest["counts"].items()},
+        "counts": manifest["counts"],
         "n_test_per_class": s["n_per_class"],
-        "with_review_band": {"band": args.band, "balanced_accuracy": b["balanced_accuracy"], "review_rate": b["review_rate"],
-                             "per_class_recall": b["per_class_recall"], "confusion": b["confusion"]},
-        "reference_accuracy_deitsch2019": REFERENCE_ACCURACY, "target": TARGET, "meets_target": s["balanced_accuracy"] >= TARGET,
-        "model": str(onnx), "model_sha": test.model_sha, "dataset_snapshot": manifest["snapshot"],
-        "train": {"arch": args.arch, "epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch, "seed": args.seed,
-                  "hyp": HYP, "finetune": {"epochs": args.finetune_epochs, "imgsz": args.finetune_imgsz, "hyp": FINETUNE_HYP}
-                  if args.finetune_epochs else None, "seconds": round(train_s, 1), **{k: v for k, v in trained.items() if k in ("train", "weights")}},
+        "with_review_band": {
+            "band": args.band,
+            "balanced_accuracy": b["balanced_accuracy"],
+            "review_rate": b["review_rate"],
+            "per_class_recall": b["per_class_recall"],
+            "confusion": b["confusion"],
+        },
+        "reference_accuracy_deitsch2019": REFERENCE_ACCURACY,
+        "target": TARGET,
+        "meets_target": s["balanced_accuracy"] >= TARGET,
+        "model": str(onnx),
+        "model_sha": test.model_sha,
+        "dataset_snapshot": manifest["snapshot"],
+        "train": {
+            "arch": args.arch,
+            "epochs": args.epochs,
+            "imgsz": args.imgsz,
+            "batch": args.batch,
+            "seed": args.seed,
+            "hyp": HYP,
+            "finetune": {"epochs": args.finetune_epochs, "imgsz": args.finetune_imgsz, "hyp": FINETUNE_HYP}
+            if args.finetune_epochs
+            else None,
+            "seconds": round(train_s, 1),
+            **{k: v for k, v in trained.items() if k in ("train", "weights")},
+        },
         "eval_seconds": round(val.seconds + test.seconds + banded.seconds, 1),
     }
     if args.json:
@@ -136,10 +209,14 @@ def main() -> int:
     else:
         print(test.table())
         print(f"threshold P(defective) >= {threshold:.4f} (chosen on val: balanced accuracy {100 * val_ba:.1f} %)")
-        print(f"with a review band of {args.band}: balanced accuracy {100 * b['balanced_accuracy']:.1f} %, "
-              f"{100 * b['review_rate']:.1f} % of cells to review")
-        print(f"target >= {100 * TARGET:.0f} %: {'met' if out['meets_target'] else 'NOT met'} "
-              f"(reference: CNN {100 * REFERENCE_ACCURACY:.1f} % accuracy, Deitsch et al. 2019)")
+        print(
+            f"with a review band of {args.band}: balanced accuracy {100 * b['balanced_accuracy']:.1f} %, "
+            f"{100 * b['review_rate']:.1f} % of cells to review"
+        )
+        print(
+            f"target >= {100 * TARGET:.0f} %: {'met' if out['meets_target'] else 'NOT met'} "
+            f"(reference: CNN {100 * REFERENCE_ACCURACY:.1f} % accuracy, Deitsch et al. 2019)"
+        )
     return 0
 
 

@@ -41,7 +41,11 @@ def main() -> int:
     for name in args.faults or list(FAULTS):
         t0 = time.monotonic()
         res = FAULTS[name]()
-        print(f"{name}: {time.monotonic() - t0:.1f} s{'; ' + '; '.join(res.notes) if res.notes else ''}", file=sys.stderr, flush=True)
+        print(
+            f"{name}: {time.monotonic() - t0:.1f} s{'; ' + '; '.join(res.notes) if res.notes else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
         rows.append(res)
     print(table(rows))
     return 1 if any(r.problems for r in rows) else 0

@@ -44,7 +44,9 @@ def timed(fn, items) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=200, help="frames timed per figure (default 200)")
-    ap.add_argument("--threads", type=int, default=1, help="cv2 threads (default 1: the inference worker's share of a station PC)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="cv2 threads (default 1: the inference worker's share of a station PC)"
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     a = ap.parse_args()
     cv2.setNumThreads(a.threads)
@@ -83,7 +85,9 @@ def main() -> None:
         print(json.dumps(out))
         return
     print(f"{out['frame']}, cv2 threads {a.threads}, {len(frames)} frames")
-    print(f"health (profile shift) wall {h_wall:6.3f} ms  CPU {h_cpu:6.3f} ms  (budget {BUDGET_MS} ms: CPU ratio {h_cpu / BUDGET_MS:.2f})")
+    print(
+        f"health (profile shift) wall {h_wall:6.3f} ms  CPU {h_cpu:6.3f} ms  (budget {BUDGET_MS} ms: CPU ratio {h_cpu / BUDGET_MS:.2f})"
+    )
     print(f"health (aligned)       wall {ha_wall:6.3f} ms  CPU {ha_cpu:6.3f} ms")
     print(f"reference inspect      wall {i_wall:6.3f} ms  CPU {i_cpu:6.3f} ms")
     print(f"health / inspect (CPU): {h_cpu / i_cpu:.3f} (profile shift), {ha_cpu / i_cpu:.3f} (aligned)")

@@ -36,9 +36,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -49,7 +49,10 @@ from station.inspect.onnx_backend import OnnxInspector  # noqa: E402
 from station.types import Frame  # noqa: E402
 
 CACHE = Path(os.environ.get("STATION_MODEL_CACHE", Path.home() / ".cache" / "station-models")) / "bench-inference-v2"
-CAL_SEED, EVAL_SEED = 5151, 4242  # calibration and evaluation golden sets: other parts than each other and than training
+CAL_SEED, EVAL_SEED = (
+    5151,
+    4242,
+)  # calibration and evaluation golden sets: other parts than each other and than training
 
 
 def med(v: list[float]) -> float:
@@ -86,7 +89,9 @@ def int8_model(model: Path, cal_root: Path, form: str, log: Callable[[str], None
     return out
 
 
-def ultralytics_ov_int8(weights: Path, cal_root: Path, imgsz: tuple[int, int], names: tuple[str, ...], log: Callable[[str], None]) -> Path:
+def ultralytics_ov_int8(
+    weights: Path, cal_root: Path, imgsz: tuple[int, int], names: tuple[str, ...], log: Callable[[str], None]
+) -> Path:
     """Ultralytics' own ``format=openvino, int8=True`` export of ``weights``, calibrated on the same golden images (cached)."""
     from models.golden import sha256_file
 
@@ -97,8 +102,12 @@ def ultralytics_ov_int8(weights: Path, cal_root: Path, imgsz: tuple[int, int], n
 
     log(f"exporting {weights} with Ultralytics format=openvino int8=True (calibration {cal_root}) ...")
     data = CACHE / "cal-data.yaml"
-    data.write_text(json.dumps({"path": str(cal_root), "train": "images", "val": "images", "names": dict(enumerate(names))}))
-    produced = Path(YOLO(str(weights)).export(format="openvino", int8=True, imgsz=list(imgsz), data=str(data), device="cpu"))
+    data.write_text(
+        json.dumps({"path": str(cal_root), "train": "images", "val": "images", "names": dict(enumerate(names))})
+    )
+    produced = Path(
+        YOLO(str(weights)).export(format="openvino", int8=True, imgsz=list(imgsz), data=str(data), device="cpu")
+    )
     shutil.move(str(produced), str(out))
     return out
 
@@ -119,8 +128,13 @@ def accuracy_gate(fp32: Path, int8: Path, eval_root: Path, runtime: str) -> dict
                 res = evaluate(rec.path, eval_root, inspector_cfg=OnnxInspectorConfig(runtime=rt))  # type: ignore[arg-type]
                 registry.record_evaluation(db, rec.sha256, res.summary())
                 out["golden_id"] = res.golden_id
-                out[label] = {"escape_rate": res.escape_rate, "false_reject_rate": res.false_reject_rate, "mAP50": res.map50,
-                              "n_images": len(res.images), "runtime": rt}
+                out[label] = {
+                    "escape_rate": res.escape_rate,
+                    "false_reject_rate": res.false_reject_rate,
+                    "mAP50": res.map50,
+                    "n_images": len(res.images),
+                    "runtime": rt,
+                }
             decision = registry.gate(registry.get(db, cand.sha256), registry.get(db, cur.sha256))
             out.update(passed=decision.passed, message=decision.message)
             return out
@@ -130,14 +144,21 @@ def accuracy_gate(fp32: Path, int8: Path, eval_root: Path, runtime: str) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=DEFAULT_DIR / "model.onnx", help="FP32 ONNX (its .pt beside it for the Ultralytics export)")
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_DIR / "model.onnx",
+        help="FP32 ONNX (its .pt beside it for the Ultralytics export)",
+    )
     ap.add_argument("--parts", type=int, default=60, help="parts per side in the station vs Ultralytics comparison")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds of the runtime comparison")
     ap.add_argument("--pairs", type=int, default=40, help="paired station/raw runs per candidate count")
     ap.add_argument("--idle", type=float, default=60.0, help="idle pause (s) before the first-part measurement")
     ap.add_argument("--eval-parts", type=int, default=200, help="parts of the evaluation golden set (accuracy gate)")
     ap.add_argument("--cal-parts", type=int, default=120, help="parts of the calibration golden set")
-    ap.add_argument("--no-gate", action="store_true", help="skip the accuracy gate (INT8 is then NOT used for the station row)")
+    ap.add_argument(
+        "--no-gate", action="store_true", help="skip the accuracy gate (INT8 is then NOT used for the station row)"
+    )
     ap.add_argument("--quick", action="store_true", help="fewer parts and rounds, 10 s idle, 60-part evaluation")
     ap.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
     args = ap.parse_args(argv)
@@ -147,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     json_out = sys.stdout
     if args.json:  # Ultralytics prints to stdout too: everything but the JSON object goes to stderr
         sys.stdout = sys.stderr
-    say = (lambda s: print(s, flush=True))
+    say = lambda s: print(s, flush=True)
     from station.inspect.model_meta import read_model_meta
 
     meta = read_model_meta(args.model)
@@ -159,19 +180,32 @@ def main(argv: list[str] | None = None) -> int:
     from models.golden import iter_images
 
     frames = [img for _, img in iter_images(ev.items[:16])]
-    out: dict[str, Any] = {"model": str(args.model), "int8_model": str(int8), "qdq_model": str(qdq), "input_hw": list(meta.imgsz),
-                           "frame_hw": list(frames[0].shape[:2]), "cpus": os.cpu_count(), "load_start": os.getloadavg()}
-    say(f"model {args.model} ({meta.task}, input {list(meta.imgsz)}), INT8 copy {int8}; frames {frames[0].shape[1]}x{frames[0].shape[0]} Mono8; "
-        f"cpus {os.cpu_count()}, load {os.getloadavg()}")
+    out: dict[str, Any] = {
+        "model": str(args.model),
+        "int8_model": str(int8),
+        "qdq_model": str(qdq),
+        "input_hw": list(meta.imgsz),
+        "frame_hw": list(frames[0].shape[:2]),
+        "cpus": os.cpu_count(),
+        "load_start": os.getloadavg(),
+    }
+    say(
+        f"model {args.model} ({meta.task}, input {list(meta.imgsz)}), INT8 copy {int8}; frames {frames[0].shape[1]}x{frames[0].shape[0]} Mono8; "
+        f"cpus {os.cpu_count()}, load {os.getloadavg()}"
+    )
 
     # 0. accuracy gate ---------------------------------------------------------------------------
     gate: dict[str, Any] = {"passed": False, "message": "skipped (--no-gate)"}
     if not args.no_gate:
-        say(f"\n0) accuracy gate on golden set {ev.golden_id} ({len(ev)} parts, {ev.n_defective} defective), production path ...")
+        say(
+            f"\n0) accuracy gate on golden set {ev.golden_id} ({len(ev)} parts, {ev.n_defective} defective), production path ..."
+        )
         gate = accuracy_gate(args.model, int8, ev.root, "openvino")
         for k in ("fp32", "int8"):
             g = gate[k]
-            say(f"   {k}: escape rate {g['escape_rate']:.4f}  false rejects {g['false_reject_rate']:.4f}  mAP50 {g['mAP50']:.4f}")
+            say(
+                f"   {k}: escape rate {g['escape_rate']:.4f}  false rejects {g['false_reject_rate']:.4f}  mAP50 {g['mAP50']:.4f}"
+            )
         say(f"   gate {'PASSED' if gate['passed'] else 'REFUSED'}: {gate['message']}")
     out["gate"] = gate
 
@@ -179,8 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     def insp(model: Path, runtime: str, keepalive: float = 0.0, conf: float = 0.25) -> OnnxInspector:
         return OnnxInspector(OnnxInspectorConfig(model=model, runtime=runtime, keepalive_s=keepalive, conf=conf))  # type: ignore[arg-type]
 
-    variants = {"onnxruntime_fp32": (args.model, "onnxruntime"), "openvino_fp32": (args.model, "openvino"),
-                "openvino_int8": (int8, "openvino"), "onnxruntime_int8_qdq": (qdq, "onnxruntime")}
+    variants = {
+        "onnxruntime_fp32": (args.model, "onnxruntime"),
+        "openvino_fp32": (args.model, "openvino"),
+        "openvino_int8": (int8, "openvino"),
+        "onnxruntime_int8_qdq": (qdq, "onnxruntime"),
+    }
     loaded = {k: insp(m, rt) for k, (m, rt) in variants.items()}
     frame0 = Frame(part_id=0, camera_id="bench", image=frames[0], t_exposure_ns=0)
     first = next(iter(loaded.values()))
@@ -193,12 +231,16 @@ def main(argv: list[str] | None = None) -> int:
     base = med(raw["onnxruntime_fp32"])
     out["runtimes_ms"] = {k: round(med(v), 2) for k, v in raw.items()}
     out["runtimes_speedup_vs_onnxruntime_fp32"] = {k: round(base / med(v), 2) for k, v in raw.items()}
-    allowed = [k for k in loaded if "int8" not in k or (k == "openvino_int8" and gate.get("passed"))]  # the gate judged that one
+    allowed = [
+        k for k in loaded if "int8" not in k or (k == "openvino_int8" and gate.get("passed"))
+    ]  # the gate judged that one
     best = min(allowed, key=lambda k: med(raw[k]))
     out["best_runtime"] = best
     say(f"\n1) raw runtime call, same tensor, {args.rounds} interleaved rounds (precision hint f32 for FP32 runs):")
     for k, v in raw.items():
-        say(f"   {k:22s} median {med(v):8.2f} ms   {base / med(v):5.2f}x onnxruntime FP32{'   <- best passing the gate' if k == best else ''}")
+        say(
+            f"   {k:22s} median {med(v):8.2f} ms   {base / med(v):5.2f}x onnxruntime FP32{'   <- best passing the gate' if k == best else ''}"
+        )
     for i in loaded.values():
         i.close()
 
@@ -215,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     fr = [Frame(part_id=i, camera_id="bench", image=f, t_exposure_ns=0) for i, f in enumerate(frames)]
     calls = {
         "station": lambda j: station.inspect(fr[j % len(fr)]),
-        "ultralytics_onnx": lambda j: ultra_onnx.predict(bgr[j % len(bgr)], imgsz=list(meta.imgsz), conf=0.25, verbose=False),
-        "ultralytics_openvino_int8": lambda j: ultra_ov.predict(bgr[j % len(bgr)], imgsz=list(meta.imgsz), conf=0.25, verbose=False),
+        "ultralytics_onnx": lambda j: ultra_onnx.predict(
+            bgr[j % len(bgr)], imgsz=list(meta.imgsz), conf=0.25, verbose=False
+        ),
+        "ultralytics_openvino_int8": lambda j: ultra_ov.predict(
+            bgr[j % len(bgr)], imgsz=list(meta.imgsz), conf=0.25, verbose=False
+        ),
     }
     for c in calls.values():
         for j in range(3):
@@ -232,14 +278,20 @@ def main(argv: list[str] | None = None) -> int:
     out["speed_ratio_vs_ultralytics_openvino_int8"] = round(med(per["ultralytics_openvino_int8"]) / st, 2)
     say(f"\n2) per part, {len(per['station'])} parts each, interleaved blocks of {block} (station on {best}):")
     say(f"   station inspect()                        median {st:8.2f} ms")
-    say(f"   ultralytics YOLO(fp32 onnx).predict      median {med(per['ultralytics_onnx']):8.2f} ms   ratio {out['speed_ratio_vs_ultralytics']:5.2f}x   target >= 2x")
-    say(f"   ultralytics YOLO(openvino int8).predict  median {med(per['ultralytics_openvino_int8']):8.2f} ms   ratio "
-        f"{out['speed_ratio_vs_ultralytics_openvino_int8']:5.2f}x")
+    say(
+        f"   ultralytics YOLO(fp32 onnx).predict      median {med(per['ultralytics_onnx']):8.2f} ms   ratio {out['speed_ratio_vs_ultralytics']:5.2f}x   target >= 2x"
+    )
+    say(
+        f"   ultralytics YOLO(openvino int8).predict  median {med(per['ultralytics_openvino_int8']):8.2f} ms   ratio "
+        f"{out['speed_ratio_vs_ultralytics_openvino_int8']:5.2f}x"
+    )
     calls.clear()
     ultra_onnx = ultra_ov = None  # free the Ultralytics predictors before the next section
 
     # 3. overhead over the raw runtime call at several candidate counts -------------------------------------
-    say("\n3) station inspect() minus the raw runtime call on the same compiled model (paired), by candidates into NMS:")
+    say(
+        "\n3) station inspect() minus the raw runtime call on the same compiled model (paired), by candidates into NMS:"
+    )
     rows = []
     for conf in (0.5, 0.1, 0.01, 0.001, 0.0):
         i = insp(model_b, rt_b, conf=conf)
@@ -253,8 +305,17 @@ def main(argv: list[str] | None = None) -> int:
             b = timed(lambda: i.runtime.run(t))
             diffs.append(a - b)
         post = med([p["preprocess"] + p["postprocess"] for p in posts])
-        rows.append({"conf": conf, "candidates": n_cand, "overhead_ms": round(med(diffs), 2), "pre_plus_post_ms": round(post, 2)})
-        say(f"   conf {conf:<6} {n_cand:5d} candidates   overhead median {med(diffs):6.2f} ms   (preprocess + postprocess {post:.2f} ms)   target <= 2 ms")
+        rows.append(
+            {
+                "conf": conf,
+                "candidates": n_cand,
+                "overhead_ms": round(med(diffs), 2),
+                "pre_plus_post_ms": round(post, 2),
+            }
+        )
+        say(
+            f"   conf {conf:<6} {n_cand:5d} candidates   overhead median {med(diffs):6.2f} ms   (preprocess + postprocess {post:.2f} ms)   target <= 2 ms"
+        )
         i.close()
     out["overhead"] = rows
     out["overhead_max_ms"] = max(r["overhead_ms"] for r in rows)
@@ -266,15 +327,21 @@ def main(argv: list[str] | None = None) -> int:
         warm = [timed(lambda: i.inspect(frame0)) for _ in range(15)]
         time.sleep(args.idle)  # the bench idles on purpose; never done on the station's hot path
         first_ms = timed(lambda: i.inspect(frame0))
-        idle[label] = {"first_ms": round(first_ms, 2), "warm_median_ms": round(med(warm), 2), "ratio": round(first_ms / med(warm), 2),
-                       "keepalive_runs": i.keepalive_runs}
+        idle[label] = {
+            "first_ms": round(first_ms, 2),
+            "warm_median_ms": round(med(warm), 2),
+            "ratio": round(first_ms / med(warm), 2),
+            "keepalive_runs": i.keepalive_runs,
+        }
         i.close()
     out["idle_s"] = args.idle
     out["first_after_idle"] = idle
     say(f"\n4) first part after {args.idle:.0f} s idle / warm median (target <= 1.5x):")
     for label, d in idle.items():
-        say(f"   {label:14s} first {d['first_ms']:8.2f} ms   warm median {d['warm_median_ms']:7.2f} ms   ratio {d['ratio']:5.2f}   "
-            f"({d['keepalive_runs']} keep-alive runs)")
+        say(
+            f"   {label:14s} first {d['first_ms']:8.2f} ms   warm median {d['warm_median_ms']:7.2f} ms   ratio {d['ratio']:5.2f}   "
+            f"({d['keepalive_runs']} keep-alive runs)"
+        )
     station.close()
     out["load_end"] = os.getloadavg()
     say(f"\nload average at end: {out['load_end']} (shared machine: compare the ratios, not the milliseconds)")

@@ -24,8 +24,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -123,7 +123,9 @@ def main() -> None:
         echo.kill()
 
     ref_p50 = float(np.percentile(rows[0][1], 50))
-    print(f"Modbus TCP on loopback, pymodbus {__import__('pymodbus').__version__} server in its own process, {n} requests per row")
+    print(
+        f"Modbus TCP on loopback, pymodbus {__import__('pymodbus').__version__} server in its own process, {n} requests per row"
+    )
     print(f"{'row':<12} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'p50 / reference':>16}")
     for name, a in rows:
         p50, p99 = float(np.percentile(a, 50)), float(np.percentile(a, 99))

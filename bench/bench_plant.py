@@ -35,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg  # noqa: E402
 
 from station.config.camera import TimerTriggerConfig  # noqa: E402
+from station.config.plant import PlantLinkConfig  # noqa: E402
 from station.plant import wire  # noqa: E402
 from station.plant.engines import Engines  # noqa: E402
 from station.plant.ingest import Ingest, shift_function  # noqa: E402
 from station.store import plant_db  # noqa: E402
 from tests.fixtures_plant import OUTCOME_CYCLE, SimStation  # noqa: E402
-from station.config.plant import PlantLinkConfig  # noqa: E402
 
 
 def messages(stations: int, per_station: int, t0: float) -> list[wire.ResultMsg]:
@@ -48,7 +48,21 @@ def messages(stations: int, per_station: int, t0: float) -> list[wire.ResultMsg]
     for s in range(stations):
         for i in range(1, per_station + 1):
             o = OUTCOME_CYCLE[i % len(OUTCOME_CYCLE)].value
-            out.append(wire.ResultMsg(f"st-{s}", i, "line-1", "p", t0 + i * 0.5, o, i, "m1", 12.5, ("scratch",) if o == "FAIL" else (), (f"images/{i:064x}.jpg",)))
+            out.append(
+                wire.ResultMsg(
+                    f"st-{s}",
+                    i,
+                    "line-1",
+                    "p",
+                    t0 + i * 0.5,
+                    o,
+                    i,
+                    "m1",
+                    12.5,
+                    ("scratch",) if o == "FAIL" else (),
+                    (f"images/{i:064x}.jpg",),
+                )
+            )
     return out
 
 
@@ -60,7 +74,16 @@ async def publish_all(url: str, prefix: str, msgs: list[wire.ResultMsg]) -> None
     await wire.ensure_stream(js, prefix)
     for k in range(0, len(msgs), 500):
         chunk = msgs[k : k + 500]
-        await asyncio.gather(*(js.publish(wire.results_subject(prefix, m.station), m.to_json(), headers={"Nats-Msg-Id": wire.msg_id(m.station, m.seq)}) for m in chunk))
+        await asyncio.gather(
+            *(
+                js.publish(
+                    wire.results_subject(prefix, m.station),
+                    m.to_json(),
+                    headers={"Nats-Msg-Id": wire.msg_id(m.station, m.seq)},
+                )
+                for m in chunk
+            )
+        )
     await nc.close()
 
 
@@ -101,15 +124,24 @@ def capacity(e: Engines, stations: int, backlog: int, batch: int) -> dict[str, f
             plant_db.insert_plain(conn, msgs[k : k + batch], shift_of, parts)
         ref_s = time.perf_counter() - t
     n = len(msgs)
-    return {"results": n, "ingest_per_s": n / ingest_s, "executemany_per_s": n / ref_s, "ratio": (n / ingest_s) / (n / ref_s)}
+    return {
+        "results": n,
+        "ingest_per_s": n / ingest_s,
+        "executemany_per_s": n / ref_s,
+        "ratio": (n / ingest_s) / (n / ref_s),
+    }
 
 
 def lag(e: Engines, root: Path, stations: int, ppm: float, seconds: float, batch: int) -> dict[str, float]:
     dsn = e.pg.create_database("lag")
     ing = Ingest(dsn, e.nats.url, prefix="lag", batch=batch, keep_lag=True)
     ing.start()
-    cfg = dict(nats_url=e.nats.url, s3_endpoint=e.s3.endpoint, s3_bucket="bench-lag", subject_prefix="lag", reconnect_min_s=0.1)
-    sts = [SimStation(f"st-{i}", PlantLinkConfig(**cfg, outbox_path=root / f"st-{i}.db")).start() for i in range(stations)]
+    cfg = dict(
+        nats_url=e.nats.url, s3_endpoint=e.s3.endpoint, s3_bucket="bench-lag", subject_prefix="lag", reconnect_min_s=0.1
+    )
+    sts = [
+        SimStation(f"st-{i}", PlantLinkConfig(**cfg, outbox_path=root / f"st-{i}.db")).start() for i in range(stations)
+    ]
     period = 60.0 / ppm
     stop = threading.Event()
 
@@ -147,7 +179,12 @@ def lag(e: Engines, root: Path, stations: int, ppm: float, seconds: float, batch
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stations", type=int, default=10)
-    ap.add_argument("--ppm", type=float, default=TimerTriggerConfig().parts_per_minute, help="parts per minute per station (default: the synthetic line's)")
+    ap.add_argument(
+        "--ppm",
+        type=float,
+        default=TimerTriggerConfig().parts_per_minute,
+        help="parts per minute per station (default: the synthetic line's)",
+    )
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--backlog", type=int, default=1000, help="results per station for the capacity run")
     ap.add_argument("--batch", type=int, default=500)
@@ -157,15 +194,22 @@ def main() -> int:
     os.chmod(root, 0o755)
     try:
         with Engines(root) as e:
-            out = {"capacity": capacity(e, args.stations, args.backlog, args.batch), "lag": lag(e, root, args.stations, args.ppm, args.seconds, args.batch)}
+            out = {
+                "capacity": capacity(e, args.stations, args.backlog, args.batch),
+                "lag": lag(e, root, args.stations, args.ppm, args.seconds, args.batch),
+            }
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         c, lg = out["capacity"], out["lag"]
-        print(f"ingest {c['ingest_per_s']:.0f} results/s vs plain executemany {c['executemany_per_s']:.0f} rows/s: ratio {c['ratio']:.2f} ({c['results']} results)")
-        print(f"{lg['stations']} stations x {lg['parts_per_minute_each']:g} parts/min: lag p50 {lg['lag_ms_p50']:.0f} ms, p99 {lg['lag_ms_p99']:.0f} ms, max {lg['lag_ms_max']:.0f} ms")
+        print(
+            f"ingest {c['ingest_per_s']:.0f} results/s vs plain executemany {c['executemany_per_s']:.0f} rows/s: ratio {c['ratio']:.2f} ({c['results']} results)"
+        )
+        print(
+            f"{lg['stations']} stations x {lg['parts_per_minute_each']:g} parts/min: lag p50 {lg['lag_ms_p50']:.0f} ms, p99 {lg['lag_ms_p99']:.0f} ms, max {lg['lag_ms_max']:.0f} ms"
+        )
     return 0
 
 

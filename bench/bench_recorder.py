@@ -50,13 +50,23 @@ def part_image(rng: np.random.Generator, h: int = 1000, w: int = 1000) -> np.nda
 def make_result(pid: int, image: np.ndarray | None) -> PartResult:
     defects = (Defect("scratch", 0.91, (10.0, 20.0, 60.0, 25.0), 1.2, "cam0", "reject", "conf"),)
     trig = Trigger(pid, pid, time.monotonic_ns(), t_trigger_wall=time.time())
-    verdict = Verdict(pid, Outcome.FAIL, ("scratch (conf)",), defects, "model", "cfg", "cal",
-                      {"acquire": 1.0, "inspect": 8.0, "total": 10.0, "deadline_slack": 40.0})
+    verdict = Verdict(
+        pid,
+        Outcome.FAIL,
+        ("scratch (conf)",),
+        defects,
+        "model",
+        "cfg",
+        "cal",
+        {"acquire": 1.0, "inspect": 8.0, "total": 10.0, "deadline_slack": 40.0},
+    )
     frames = (Frame(pid, "cam0", image, 0, {}),) if image is not None else ()
     return PartResult(trig, verdict, frames)
 
 
-def run_recorder(root: Path, results_iter, n: int, batch: int, fmt: str, queue_size: int, synchronous: str = "FULL") -> float:
+def run_recorder(
+    root: Path, results_iter, n: int, batch: int, fmt: str, queue_size: int, synchronous: str = "FULL"
+) -> float:
     """Seconds for the recorder to commit ``n`` results fed by a publisher thread."""
     bus, counters = Bus(), Counters()
     sub = bus.subscribe("recorder", maxsize=queue_size)
@@ -85,12 +95,34 @@ def raw_sqlite(root: Path, n: int, batch: int) -> float:
     """Seconds to insert ``n`` equivalent inspection + defect rows with plain executemany."""
     db = open_db(root / "raw.db")  # same schema and pragmas (WAL, synchronous=FULL)
     conn = db.conn
-    rows = [(pid, pid, time.time(), None, time.time(), "FAIL", '["scratch (conf)"]', "model", "cfg", "cal",
-             '{"acquire":1.0,"inspect":8.0,"total":10.0,"deadline_slack":40.0}', 40.0, None, 1, 0.91, "timer", "", 0, 1, None)
-            for pid in range(1, n + 1)]
+    rows = [
+        (
+            pid,
+            pid,
+            time.time(),
+            None,
+            time.time(),
+            "FAIL",
+            '["scratch (conf)"]',
+            "model",
+            "cfg",
+            "cal",
+            '{"acquire":1.0,"inspect":8.0,"total":10.0,"deadline_slack":40.0}',
+            40.0,
+            None,
+            1,
+            0.91,
+            "timer",
+            "",
+            0,
+            1,
+            None,
+        )
+        for pid in range(1, n + 1)
+    ]
     t0 = time.perf_counter()
     for i in range(0, n, batch):
-        chunk = rows[i:i + batch]
+        chunk = rows[i : i + batch]
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(_INSERT_INSPECTION, chunk)
         conn.executemany(
@@ -117,19 +149,33 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
-        t_rec = run_recorder(root / "a", (make_result(p, None) for p in range(1, a.rows + 1)), a.rows, a.batch, a.fmt, 10_000)
+        t_rec = run_recorder(
+            root / "a", (make_result(p, None) for p in range(1, a.rows + 1)), a.rows, a.batch, a.fmt, 10_000
+        )
         t_raw = raw_sqlite(root / "b", a.rows, a.batch)
     r_rec, r_raw = a.rows / t_rec, a.rows / t_raw
-    print(f"{'no images':<28} recorder {r_rec:9.0f} rows/s | raw executemany {r_raw:9.0f} rows/s | ratio {r_rec / r_raw:5.2f}")
+    print(
+        f"{'no images':<28} recorder {r_rec:9.0f} rows/s | raw executemany {r_raw:9.0f} rows/s | ratio {r_rec / r_raw:5.2f}"
+    )
 
     # store.synchronous: FULL (default) vs NORMAL, same run, same disk
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1]) as d:  # the repo's disk, not a tmpfs /tmp
         for batch, n in ((a.batch, a.rows), (1, a.sync_rows_batch1)):
             t = {}
             for sync in ("FULL", "NORMAL"):
-                t[sync] = run_recorder(Path(d) / f"{sync}{batch}", (make_result(p, None) for p in range(1, n + 1)), n, batch, a.fmt, 10_000, sync)
+                t[sync] = run_recorder(
+                    Path(d) / f"{sync}{batch}",
+                    (make_result(p, None) for p in range(1, n + 1)),
+                    n,
+                    batch,
+                    a.fmt,
+                    10_000,
+                    sync,
+                )
             full, normal = n / t["FULL"], n / t["NORMAL"]
-            print(f"{f'synchronous, batch {batch}':<28} FULL     {full:9.0f} rows/s | NORMAL          {normal:9.0f} rows/s | FULL/NORMAL {full / normal:5.2f}")
+            print(
+                f"{f'synchronous, batch {batch}':<28} FULL     {full:9.0f} rows/s | NORMAL          {normal:9.0f} rows/s | FULL/NORMAL {full / normal:5.2f}"
+            )
 
     base = [part_image(rng) for _ in range(4)]
 
@@ -145,7 +191,9 @@ def main() -> None:
         sizes.append(len(buf))
     t_enc = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as d:
-        t_rec_img = run_recorder(Path(d), (make_result(p, image_for(p)) for p in range(1, a.images + 1)), a.images, a.batch, a.fmt, 16)
+        t_rec_img = run_recorder(
+            Path(d), (make_result(p, image_for(p)) for p in range(1, a.images + 1)), a.images, a.batch, a.fmt, 16
+        )
     r_img, r_enc = a.images / t_rec_img, a.images / t_enc
     print(
         f"{'1 MP mono ' + a.fmt + f' ({np.mean(sizes) / 1024:.0f} KiB)':<28} recorder {r_img:9.1f} rows/s | "

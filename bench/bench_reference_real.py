@@ -131,11 +131,13 @@ def load_cases(data: Path, seed: int, mp: float = MEGAPIXELS) -> list[Case]:
                     img = greys[g.stem].astype(np.float32)
                     ok = np.ones(img.shape, bool)
                     for x0, y0, x1, y1 in boxes.get(g.stem, np.zeros((0, 4))):
-                        ok[max(int(y0) - 8, 0):int(y1) + 8, max(int(x0) - 8, 0):int(x1) + 8] = False
+                        ok[max(int(y0) - 8, 0) : int(y1) + 8, max(int(x0) - 8, 0) : int(x1) + 8] = False
                     stack.append(np.where(ok, img, np.nan))
                     valid.append(ok)
                 tpl = np.nanmedian(np.stack(stack), axis=0)
-                tpl = np.where(np.isnan(tpl), np.median(np.stack([greys[g.stem] for g in members if g != f]), axis=0), tpl)
+                tpl = np.where(
+                    np.isnan(tpl), np.median(np.stack([greys[g.stem] for g in members if g != f]), axis=0), tpl
+                )
                 tpl_full = np.clip(np.round(tpl), 0, 255).astype(np.uint8)
                 cv2.imwrite(str(cpath), tpl_full)
             H, W = tpl_full.shape
@@ -155,7 +157,9 @@ def load_cases(data: Path, seed: int, mp: float = MEGAPIXELS) -> list[Case]:
                 return cv2.warpAffine(img, M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101), M
 
             def sensor(img: np.ndarray) -> np.ndarray:  # another capture: gain and noise
-                return np.clip(img.astype(np.float32) * rng.uniform(0.95, 1.05) + rng.normal(0, NOISE, img.shape), 0, 255).astype(np.uint8)
+                return np.clip(
+                    img.astype(np.float32) * rng.uniform(0.95, 1.05) + rng.normal(0, NOISE, img.shape), 0, 255
+                ).astype(np.uint8)
 
             # a good part: another capture of the board (its own texture and noise), its annotated defects covered by the template
             others = [g for g in members if g != f and g.stem in boxes]
@@ -167,9 +171,18 @@ def load_cases(data: Path, seed: int, mp: float = MEGAPIXELS) -> list[Case]:
             moved, M = jitter(test)
             moved, test = sensor(moved), sensor(test)
             good = sensor(jitter(cv2.resize(g_full, size, interpolation=cv2.INTER_AREA))[0])
-            cases.append(Case(board, f.stem, np.ascontiguousarray(tpl[crop]), np.ascontiguousarray(moved[crop]),
-                              np.ascontiguousarray(test[crop]), np.ascontiguousarray(good[crop]),
-                              warp_boxes(gt, M) - off, gt - off))
+            cases.append(
+                Case(
+                    board,
+                    f.stem,
+                    np.ascontiguousarray(tpl[crop]),
+                    np.ascontiguousarray(moved[crop]),
+                    np.ascontiguousarray(test[crop]),
+                    np.ascontiguousarray(good[crop]),
+                    warp_boxes(gt, M) - off,
+                    gt - off,
+                )
+            )
     return cases
 
 
@@ -257,7 +270,9 @@ def _baseline_blobs(template: np.ndarray, test: np.ndarray, thr: float) -> tuple
     return _BLOBS[key]
 
 
-def baseline(template: np.ndarray, test: np.ndarray, thr: float, min_area: int, margin: int) -> tuple[np.ndarray, np.ndarray]:
+def baseline(
+    template: np.ndarray, test: np.ndarray, thr: float, min_area: int, margin: int
+) -> tuple[np.ndarray, np.ndarray]:
     """absdiff -> threshold -> 3x3 open -> connected components; score = blob area x mean difference / 255."""
     stats, scores = _baseline_blobs(template, test, thr)
     keep = stats[:, 4] >= min_area
@@ -310,8 +325,12 @@ def main() -> None:
     g.add_argument("--test", action="store_true", help="report the held-back split (default)")
     ap_.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     ap_.add_argument("--seed", type=int, default=0)
-    ap_.add_argument("--mp", type=float, default=MEGAPIXELS, help="downscale every image to about this many megapixels (default 1)")
-    ap_.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an inspector config field")
+    ap_.add_argument(
+        "--mp", type=float, default=MEGAPIXELS, help="downscale every image to about this many megapixels (default 1)"
+    )
+    ap_.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override an inspector config field"
+    )
     args = ap_.parse_args()
     cv2.setNumThreads(1)
     cfg = dict(AOI_CFG)
@@ -348,34 +367,55 @@ def main() -> None:
         "images": len(report),
         "defects": ref.n_truth,
         "config": cfg,
-        "baseline_params": {"threshold": b_thr, "min_area": b_area, "box_margin": b_mg,
-                            "prealigned": {"threshold": o_thr, "min_area": o_area, "box_margin": o_mg}},
-        "methods": {k: dict(zip(("precision", "recall", "f1", "ap", "score_threshold"), map(float, v))) for k, v in rows.items()},
+        "baseline_params": {
+            "threshold": b_thr,
+            "min_area": b_area,
+            "box_margin": b_mg,
+            "prealigned": {"threshold": o_thr, "min_area": o_area, "box_margin": o_mg},
+        },
+        "methods": {
+            k: dict(zip(("precision", "recall", "f1", "ap", "score_threshold"), map(float, v))) for k, v in rows.items()
+        },
         "good_parts": {
             "n": len(good_img),
-            "image_score_p50": q(good_img, 50), "image_score_p95": q(good_img, 95), "image_score_max": max(good_img, default=0.0),
-            "best_detection_score_p50": q(good_det, 50), "best_detection_score_p95": q(good_det, 95),
+            "image_score_p50": q(good_img, 50),
+            "image_score_p95": q(good_img, 95),
+            "image_score_max": max(good_img, default=0.0),
+            "best_detection_score_p50": q(good_det, 50),
+            "best_detection_score_p95": q(good_det, 95),
             "best_detection_score_max": max(good_det, default=0.0),
         },
-        "defect_scores": {"tp_p05": q([s for s, t in ref.hits if t], 5), "tp_p50": q([s for s, t in ref.hits if t], 50),
-                          "fp_p50": q([s for s, t in ref.hits if not t], 50), "fp_p95": q([s for s, t in ref.hits if not t], 95)},
+        "defect_scores": {
+            "tp_p05": q([s for s, t in ref.hits if t], 5),
+            "tp_p50": q([s for s, t in ref.hits if t], 50),
+            "fp_p50": q([s for s, t in ref.hits if not t], 50),
+            "fp_p95": q([s for s, t in ref.hits if not t], 95),
+        },
         "inspect_ms_median": float(np.median(ms)) if ms else 0.0,
         "frame_size": list(report[0].test.shape[::-1]) if report else [],
     }
     if args.json:
         print(json.dumps(res, indent=1))
         return
-    print(f"split {split_name}: boards {' '.join(res['boards'])}, {res['images']} images, {res['defects']} defects, "
-          f"frames {res['frame_size'][0]}x{res['frame_size'][1]}, IoU >= {IOU}")
+    print(
+        f"split {split_name}: boards {' '.join(res['boards'])}, {res['images']} images, {res['defects']} defects, "
+        f"frames {res['frame_size'][0]}x{res['frame_size'][1]}, IoU >= {IOU}"
+    )
     print(f"{'method':24s} {'P':>6s} {'R':>6s} {'F1':>6s} {'AP':>6s}  score thr (from dev)")
     for k, (p, r, f1, a, t) in rows.items():
         print(f"{k:24s} {p:6.3f} {r:6.3f} {f1:6.3f} {a:6.3f}  {t:.3f}")
-    print(f"baseline: threshold {b_thr}, min area {b_area} px, box margin {b_mg} px (pre-aligned: {o_thr}, {o_area} px, {o_mg} px), tuned on dev")
+    print(
+        f"baseline: threshold {b_thr}, min area {b_area} px, box margin {b_mg} px (pre-aligned: {o_thr}, {o_area} px, {o_mg} px), tuned on dev"
+    )
     gp = res["good_parts"]
-    print(f"good parts ({gp['n']}): image_score p50 {gp['image_score_p50']:.2f} p95 {gp['image_score_p95']:.2f} max {gp['image_score_max']:.2f}; "
-          f"best detection score p50 {gp['best_detection_score_p50']:.3f} p95 {gp['best_detection_score_p95']:.3f} max {gp['best_detection_score_max']:.3f}")
+    print(
+        f"good parts ({gp['n']}): image_score p50 {gp['image_score_p50']:.2f} p95 {gp['image_score_p95']:.2f} max {gp['image_score_max']:.2f}; "
+        f"best detection score p50 {gp['best_detection_score_p50']:.3f} p95 {gp['best_detection_score_p95']:.3f} max {gp['best_detection_score_max']:.3f}"
+    )
     ds = res["defect_scores"]
-    print(f"detection scores: true p05 {ds['tp_p05']:.3f} p50 {ds['tp_p50']:.3f}; false p50 {ds['fp_p50']:.3f} p95 {ds['fp_p95']:.3f}")
+    print(
+        f"detection scores: true p05 {ds['tp_p05']:.3f} p50 {ds['tp_p50']:.3f}; false p50 {ds['fp_p50']:.3f} p95 {ds['fp_p95']:.3f}"
+    )
     print(f"reference inspect median {res['inspect_ms_median']:.2f} ms per frame (1 cv2 thread)")
 
 

@@ -63,7 +63,7 @@ class Load:
             a = np.tanh(a @ a.T / 256.0)
             self.iterations += 1
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self._threads:
             t.start()
         return self
@@ -111,14 +111,18 @@ def boost_station_threads(priority: int) -> int:
     return n
 
 
-def run(seconds: float, load: bool, rt_priority: int, output: dict | None, tmp: Path, boost: int = 0) -> dict[str, float]:
+def run(
+    seconds: float, load: bool, rt_priority: int, output: dict | None, tmp: Path, boost: int = 0
+) -> dict[str, float]:
     reject: dict = {"travel_ms": 500, "safety_margin_ms": 150, "pulse_ms": 30, "realtime_priority": rt_priority}
     if output:
         reject["output"] = output
     db = tmp / f"bench-{time.monotonic_ns()}.db"
     cfg = parse_config(
         {
-            "cameras": [{"type": "synthetic", "id": "cam0", "width": 1280, "height": 800, "defect_rate": 1.0, "seed": 3}],
+            "cameras": [
+                {"type": "synthetic", "id": "cam0", "width": 1280, "height": 800, "defect_rate": 1.0, "seed": 3}
+            ],
             "trigger": {"type": "timer", "parts_per_minute": 600},
             "inspector": {"type": "reference", "learn_parts": 10},
             "reject": reject,
@@ -173,8 +177,10 @@ def main() -> None:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     except (PermissionError, OSError, AttributeError):
         rt_ok = False
-    print(f"reject timing at 10 parts/s, 1 MP reference inspection, {seconds:.0f} s per row, {os.cpu_count()} cores, "
-          f"SCHED_FIFO {'available' if rt_ok else 'NOT permitted (rows run at normal priority)'}")
+    print(
+        f"reject timing at 10 parts/s, 1 MP reference inspection, {seconds:.0f} s per row, {os.cpu_count()} cores, "
+        f"SCHED_FIFO {'available' if rt_ok else 'NOT permitted (rows run at normal priority)'}"
+    )
     plc, port = start_plc()
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -193,7 +199,9 @@ def main() -> None:
             rows = [(name, fn()) for name, fn in plan.items() if name in wanted]
         finally:
             plc.kill()
-    print(f"{'row':<12} {'parts':>6} {'cpu':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'min ms':>8} {'p99/target':>11} {'errors':>7}")
+    print(
+        f"{'row':<12} {'parts':>6} {'cpu':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'min ms':>8} {'p99/target':>11} {'errors':>7}"
+    )
     for name, r in rows:
         print(
             f"{name:<12} {r['n']:>6.0f} {r['cpu']:>5.0%} {r['p50']:>8.3f} {r['p99']:>8.3f} {r['max']:>8.3f} {r['min']:>8.3f} "

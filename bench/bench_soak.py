@@ -37,12 +37,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from station.actuate.base import OUTPUTS
 from station.acquire.synthetic import SyntheticCamera
+from station.actuate.base import OUTPUTS
 from station.app import Station
 from station.config import SyntheticCameraConfig, parse_config
 from station.types import Frame, Trigger
-
 
 # drop-new FAILSAFE: the line had no room for a part because the CPU was taken (a shared host)
 OVERLOAD_REASONS = ("frame queue full (drop-new)", "busy: trigger overrun")
@@ -137,8 +136,17 @@ def soak(
 
 
 def _soak(
-    parts: int, rate: float, width: int, height: int, pool: int, learn: int, keep_pass_every: int,
-    data: Path | None, frame_queue: int, progress: Any, realtime: int = 0,
+    parts: int,
+    rate: float,
+    width: int,
+    height: int,
+    pool: int,
+    learn: int,
+    keep_pass_every: int,
+    data: Path | None,
+    frame_queue: int,
+    progress: Any,
+    realtime: int = 0,
 ) -> dict[str, Any]:
     tmp = Path(data) if data is not None else Path(tempfile.mkdtemp(prefix="bench-soak-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -151,7 +159,11 @@ def _soak(
             "inspector": {"type": "reference", "learn_parts": learn},
             "reject": {"travel_ms": 500, "safety_margin_ms": 100, "pulse_ms": 20},
             "pipeline": {"frame_queue": frame_queue, "realtime_priority": realtime},
-            "store": {"db_path": str(tmp / "soak.db"), "images_dir": str(tmp / "img"), "keep_pass_every": keep_pass_every},
+            "store": {
+                "db_path": str(tmp / "soak.db"),
+                "images_dir": str(tmp / "img"),
+                "keep_pass_every": keep_pass_every,
+            },
             "web": {"enabled": False},
         }
     )
@@ -183,7 +195,9 @@ def _soak(
                         hist_len[k][f"p{pct}"] = len(h())
             if progress is not None and time.monotonic() >= next_report:
                 next_report += 60
-                progress(f"{n}/{parts} parts, RSS {rss_bytes() / 2**20:.1f} MiB, {st.counters.snapshot().FAILSAFE} FAILSAFE")
+                progress(
+                    f"{n}/{parts} parts, RSS {rss_bytes() / 2**20:.1f} MiB, {st.counters.snapshot().FAILSAFE} FAILSAFE"
+                )
 
     rss["start"] = rss_bytes()
     mon = threading.Thread(target=monitor, name="soak-monitor", daemon=True)
@@ -211,7 +225,9 @@ def _soak(
     db_path = cfg.store.db_path
     con = sqlite3.connect(db_path)
     rows = con.execute("SELECT count(*) FROM inspections").fetchone()[0]
-    fs_rows = con.execute("SELECT reasons, count(*) FROM inspections WHERE outcome = 'FAILSAFE' GROUP BY reasons").fetchall()
+    fs_rows = con.execute(
+        "SELECT reasons, count(*) FROM inspections WHERE outcome = 'FAILSAFE' GROUP BY reasons"
+    ).fetchall()
     con.close()
     failsafe: Counter[str] = Counter()
     for reasons, n in fs_rows:
@@ -226,9 +242,11 @@ def _soak(
         problems.append(
             f"rows {rows}, verdicts {snap.verdicts}, records written {snap.records_written}, dropped {snap.records_dropped}, pending {rec.pending}"
         )
-    if snap.FAILSAFE != sum(failsafe.values()):
+    if sum(failsafe.values()) != snap.FAILSAFE:
         problems.append(f"FAILSAFE counter {snap.FAILSAFE} != FAILSAFE rows {sum(failsafe.values())}")
-    db_bytes = sum(Path(str(db_path) + s).stat().st_size for s in ("", "-wal", "-shm") if Path(str(db_path) + s).exists())
+    db_bytes = sum(
+        Path(str(db_path) + s).stat().st_size for s in ("", "-wal", "-shm") if Path(str(db_path) + s).exists()
+    )
     growth = (rss["p100"] - rss["p10"]) / rss["p10"] if "p10" in rss else float("nan")
     out = {
         "parts": snap.triggers,
@@ -245,9 +263,15 @@ def _soak(
         "rss_growth_after_warmup": round(growth, 5),
         "bounded_histories": hist_len,
         "bounded_histories_growth_mib": round(hist_bytes / 2**20, 2),
-        "rss_growth_after_warmup_less_histories": round(growth - hist_bytes / rss["p10"], 5) if "p10" in rss else float("nan"),
+        "rss_growth_after_warmup_less_histories": round(growth - hist_bytes / rss["p10"], 5)
+        if "p10" in rss
+        else float("nan"),
         "max_depth": maxdepth,
-        "queue_limits": {"frame_queue": cfg.pipeline.frame_queue, "camera_queue": cfg.pipeline.frame_queue + 2, "recorder_queue": cfg.store.queue_size},
+        "queue_limits": {
+            "frame_queue": cfg.pipeline.frame_queue,
+            "camera_queue": cfg.pipeline.frame_queue + 2,
+            "recorder_queue": cfg.store.queue_size,
+        },
         "db_mb": round(db_bytes / 1e6, 2),
         "images_mb": round(dir_bytes(cfg.store.images_dir) / 1e6, 2),
         "failsafe": dict(failsafe.most_common()),
@@ -266,46 +290,84 @@ def _soak(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", type=int, default=1_000_000)
-    ap.add_argument("--rate", type=float, default=100.0, help="trigger rate, parts/s (default: what this shared 2-core machine holds at 640x400 under nice 19)")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="trigger rate, parts/s (default: what this shared 2-core machine holds at 640x400 under nice 19)",
+    )
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=400)
     ap.add_argument("--pool", type=int, default=64, help="pre-rendered frames cycled by the camera")
     ap.add_argument("--learn", type=int, default=10)
-    ap.add_argument("--frame-queue", type=int, default=4, help="pipeline.frame_queue (default: the station's default, 4)")
+    ap.add_argument(
+        "--frame-queue", type=int, default=4, help="pipeline.frame_queue (default: the station's default, 4)"
+    )
     ap.add_argument("--keep-pass-every", type=int, default=1000)
-    ap.add_argument("--realtime", type=int, default=0,
-                    help="pipeline.realtime_priority (SCHED_FIFO for the line's threads, needs root/CAP_SYS_NICE): "
-                         "the station's setting for a CPU shared with other busy programs (default 0: normal priority)")
-    ap.add_argument("--data", type=Path, default=None, help="keep the database and images here (default: a temporary folder, removed)")
+    ap.add_argument(
+        "--realtime",
+        type=int,
+        default=0,
+        help="pipeline.realtime_priority (SCHED_FIFO for the line's threads, needs root/CAP_SYS_NICE): "
+        "the station's setting for a CPU shared with other busy programs (default 0: normal priority)",
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="keep the database and images here (default: a temporary folder, removed)",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     r = soak(
-        a.parts, a.rate, width=a.width, height=a.height, pool=a.pool, learn=a.learn, keep_pass_every=a.keep_pass_every, data=a.data,
-        frame_queue=a.frame_queue, realtime=a.realtime,
+        a.parts,
+        a.rate,
+        width=a.width,
+        height=a.height,
+        pool=a.pool,
+        learn=a.learn,
+        keep_pass_every=a.keep_pass_every,
+        data=a.data,
+        frame_queue=a.frame_queue,
+        realtime=a.realtime,
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     if a.json:
         print(json.dumps(r))
         return
     c = r["counters"]
-    print(f"parts {r['parts']} ({r['frame']} Mono8, reference inspector), rate {r['rate_achieved']:.1f}/s "
-          f"(asked {r['rate_asked']:g}/s), {r['elapsed_s']:.0f} s")
-    print(f"verdicts {c['verdicts']}: PASS {c['PASS']} FAIL {c['FAIL']} UNCERTAIN {c['UNCERTAIN']} FAILSAFE {c['FAILSAFE']}; "
-          f"rejects {c['rejects_fired']}/{c['rejects_scheduled']}; records written {c['records_written']} dropped {c['records_dropped']}; "
-          f"rows {r['db_rows']}")
+    print(
+        f"parts {r['parts']} ({r['frame']} Mono8, reference inspector), rate {r['rate_achieved']:.1f}/s "
+        f"(asked {r['rate_asked']:g}/s), {r['elapsed_s']:.0f} s"
+    )
+    print(
+        f"verdicts {c['verdicts']}: PASS {c['PASS']} FAIL {c['FAIL']} UNCERTAIN {c['UNCERTAIN']} FAILSAFE {c['FAILSAFE']}; "
+        f"rejects {c['rejects_fired']}/{c['rejects_scheduled']}; records written {c['records_written']} dropped {c['records_dropped']}; "
+        f"rows {r['db_rows']}"
+    )
     print(f"reconciled: {'exact' if r['reconciled'] else '; '.join(r['problems'])}")
     m = r["rss_mib"]
-    print(f"RSS start {m['start']:.1f} MiB, at 10 % {m.get('p10', float('nan')):.1f} MiB, at 50 % {m.get('p50', float('nan')):.1f} MiB, at 100 % {m['p100']:.1f} MiB: "
-          f"growth after warm-up {100 * r['rss_growth_after_warmup']:.2f} %")
-    print(f"  of which bounded histories filling up: {r['bounded_histories_growth_mib']:.2f} MiB {r['bounded_histories']}; "
-          f"growth less these: {100 * r['rss_growth_after_warmup_less_histories']:.2f} %")
+    print(
+        f"RSS start {m['start']:.1f} MiB, at 10 % {m.get('p10', float('nan')):.1f} MiB, at 50 % {m.get('p50', float('nan')):.1f} MiB, at 100 % {m['p100']:.1f} MiB: "
+        f"growth after warm-up {100 * r['rss_growth_after_warmup']:.2f} %"
+    )
+    print(
+        f"  of which bounded histories filling up: {r['bounded_histories_growth_mib']:.2f} MiB {r['bounded_histories']}; "
+        f"growth less these: {100 * r['rss_growth_after_warmup_less_histories']:.2f} %"
+    )
     d, lim = r["max_depth"], r["queue_limits"]
-    print(f"largest depth: frame queue {d['frame_queue']}/{lim['frame_queue']}, camera queue {d['camera_queue']}/{lim['camera_queue']}, "
-          f"recorder queue {d['recorder_queue']}/{lim['recorder_queue']}, parts in flight {d['in_flight']}")
+    print(
+        f"largest depth: frame queue {d['frame_queue']}/{lim['frame_queue']}, camera queue {d['camera_queue']}/{lim['camera_queue']}, "
+        f"recorder queue {d['recorder_queue']}/{lim['recorder_queue']}, parts in flight {d['in_flight']}"
+    )
     print(f"database {r['db_mb']:.1f} MB, images {r['images_mb']:.1f} MB")
-    print(f"FAILSAFE: {r['failsafe'] or 'none'} ({r['failsafe_learning']} learning, "
-          f"{r['failsafe_overload']} overload (drop-new: no room, CPU taken), {r['failsafe_unexplained']} unexplained)")
+    print(
+        f"FAILSAFE: {r['failsafe'] or 'none'} ({r['failsafe_learning']} learning, "
+        f"{r['failsafe_overload']} overload (drop-new: no room, CPU taken), {r['failsafe_unexplained']} unexplained)"
+    )
 
 
 if __name__ == "__main__":

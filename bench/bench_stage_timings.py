@@ -17,7 +17,8 @@ import argparse
 import json
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -45,10 +46,18 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     a = ap.parse_args()
     rnd = random.Random(7)
-    parts = [{s: rnd.lognormvariate(1.5, 1.0) for s in STAGES} | {"deadline_slack_ms": rnd.uniform(-5, 50)} for _ in range(a.parts)]
+    parts = [
+        {s: rnd.lognormvariate(1.5, 1.0) for s in STAGES} | {"deadline_slack_ms": rnd.uniform(-5, 50)}
+        for _ in range(a.parts)
+    ]
     st = StageTimings()
-    hist = Histogram("bench_stage_duration_seconds", "bench", ["stage"], buckets=[b / 1000 for b in BUCKETS_MS],
-                     registry=CollectorRegistry())
+    hist = Histogram(
+        "bench_stage_duration_seconds",
+        "bench",
+        ["stage"],
+        buckets=[b / 1000 for b in BUCKETS_MS],
+        registry=CollectorRegistry(),
+    )
 
     def prom(t: dict[str, float]) -> None:
         for k, ms in t.items():
@@ -64,7 +73,9 @@ def main() -> None:
         st.snapshot()
     snap_us = (time.perf_counter() - t0) / 100 * 1e6
     out = {
-        "parts": a.parts, "stages_per_part": len(STAGES), "buckets": len(BUCKETS_MS) + 1,
+        "parts": a.parts,
+        "stages_per_part": len(STAGES),
+        "buckets": len(BUCKETS_MS) + 1,
         "stage_timings_us_per_part": round(ours, 3),
         "prometheus_histogram_us_per_part": round(ref, 3),
         "counters_verdict_us_per_part": round(cnt, 3),

@@ -100,7 +100,9 @@ def main() -> None:
     raw = raw_inspector_rate(SyntheticCameraConfig(**{k: v for k, v in cam.items() if k != "type"}), a.learn, 300)
     print(f"frame {a.width}x{a.height} Mono8, reference inspector")
     print(f"raw reference inspector alone (reference): {raw:7.1f} parts/s ({1000 / raw:.2f} ms/part)")
-    print(f"{'rate/s':>7} {'parts':>6} {'dropped':>7} {'failsafe':>8} {'lat p50':>8} {'p99':>7} {'max':>7} {'rej p50':>8} {'p99':>6} {'max':>6}  reconcile")
+    print(
+        f"{'rate/s':>7} {'parts':>6} {'dropped':>7} {'failsafe':>8} {'lat p50':>8} {'p99':>7} {'max':>7} {'rej p50':>8} {'p99':>6} {'max':>6}  reconcile"
+    )
     best = None
     for rate in (float(x) for x in a.rates.split(",")):
         r = run_at(rate, a.seconds, cam, a.learn)
@@ -115,9 +117,11 @@ def main() -> None:
         if ok:
             best = r
     if best:
-        print(f"sustained: {best['rate']:.0f} parts/s = {best['rate'] / raw:.2f} x the raw inspector's rate "
-              f"(latency p50 {np.percentile(best['lat'], 50):.2f} ms, p99 {np.percentile(best['lat'], 99):.2f} ms; "
-              f"reject error p99 {np.percentile(np.abs(best['err']), 99):.2f} ms)")
+        print(
+            f"sustained: {best['rate']:.0f} parts/s = {best['rate'] / raw:.2f} x the raw inspector's rate "
+            f"(latency p50 {np.percentile(best['lat'], 50):.2f} ms, p99 {np.percentile(best['lat'], 99):.2f} ms; "
+            f"reject error p99 {np.percentile(np.abs(best['err']), 99):.2f} ms)"
+        )
 
 
 if __name__ == "__main__":

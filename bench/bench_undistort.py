@@ -41,9 +41,27 @@ DIST = [-0.18, 0.06, 0.0, 0.0, 0.0]
 SPEC = CameraRegions(
     image_size=(1280, 800),
     roi=[(40, 40), (1240, 40), (1240, 760), (40, 760)],
-    ignore=[{"name": f"z{i}", "points": [(100 + 300 * i, 60), (250 + 300 * i, 60), (250 + 300 * i, 200), (100 + 300 * i, 200)]} for i in range(3)],
-    regions=[{"name": "seal", "points": [(400, 300), (880, 300), (880, 500), (400, 500)], "reject_conf": 0.2, "min_area_mm2": 0.0},
-             {"name": "cosmetic", "points": [(40, 500), (1240, 500), (1240, 760), (40, 760)], "reject_conf": 0.9, "min_area_mm2": 5.0}],
+    ignore=[
+        {
+            "name": f"z{i}",
+            "points": [(100 + 300 * i, 60), (250 + 300 * i, 60), (250 + 300 * i, 200), (100 + 300 * i, 200)],
+        }
+        for i in range(3)
+    ],
+    regions=[
+        {
+            "name": "seal",
+            "points": [(400, 300), (880, 300), (880, 500), (400, 500)],
+            "reject_conf": 0.2,
+            "min_area_mm2": 0.0,
+        },
+        {
+            "name": "cosmetic",
+            "points": [(40, 500), (1240, 500), (1240, 760), (40, 760)],
+            "reject_conf": 0.9,
+            "min_area_mm2": 5.0,
+        },
+    ],
 )
 
 
@@ -64,8 +82,15 @@ def main() -> int:
     und = Undistorter(K, DIST, (1280, 800))
     build_ms = (time.perf_counter() - t0) * 1e3
     fx1, fx2 = cv2.initUndistortRectifyMap(np.array(K), np.array(DIST), None, np.array(K), (1280, 800), cv2.CV_16SC2)
-    setup = {"cam0": CameraSetup("cam0", "cal-bench", 1, 0.05, regions=Regions.of(SPEC), regions_spec=SPEC, regions_version=1)}
-    plain, zoned = Decider(RulesConfig(), CalibrationConfig(), "bench"), Decider(RulesConfig(), CalibrationConfig(), "bench", setup)
+    setup = {
+        "cam0": CameraSetup(
+            "cam0", "cal-bench", 1, 0.05, regions=Regions.of(SPEC), regions_spec=SPEC, regions_version=1
+        )
+    }
+    plain, zoned = (
+        Decider(RulesConfig(), CalibrationConfig(), "bench"),
+        Decider(RulesConfig(), CalibrationConfig(), "bench", setup),
+    )
 
     t_insp, t_und, t_fix, t_dec, t_dec_zones, n_det = [], [], [], [], [], []
     for f in frames:
@@ -79,8 +104,13 @@ def main() -> int:
         cv2.remap(f.image, fx1, fx2, cv2.INTER_LINEAR)
         t_fix.append(time.perf_counter() - t0)
         if len(det) == 0:  # judge a few detections anyway, so the decision has work
-            det = Detections(np.array([[600, 380, 640, 420], [120, 90, 160, 130], [200, 600, 260, 650]], np.float32),
-                             np.array([0.9, 0.6, 0.4], np.float32), np.zeros(3, np.int32), ("defect",), "bench")
+            det = Detections(
+                np.array([[600, 380, 640, 420], [120, 90, 160, 130], [200, 600, 260, 650]], np.float32),
+                np.array([0.9, 0.6, 0.4], np.float32),
+                np.zeros(3, np.int32),
+                ("defect",),
+                "bench",
+            )
         n_det.append(len(det))
         trig = Trigger(f.part_id, f.part_id, 0)
         t0 = time.perf_counter()
@@ -94,18 +124,28 @@ def main() -> int:
         return statistics.median(ts) * 1e3
 
     out = {
-        "parts": len(frames), "frame": "1280x800 Mono8", "cv2_threads": 1, "maps_build_ms": round(build_ms, 2),
-        "reference_inspect_ms": round(med(t_insp), 3), "undistort_ms": round(med(t_und), 3),
-        "undistort_over_inspect": round(med(t_und) / med(t_insp), 3), "undistort_fixed_point_maps_ms": round(med(t_fix), 3),
-        "decide_ms": round(med(t_dec), 4), "decide_with_regions_ms": round(med(t_dec_zones), 4),
+        "parts": len(frames),
+        "frame": "1280x800 Mono8",
+        "cv2_threads": 1,
+        "maps_build_ms": round(build_ms, 2),
+        "reference_inspect_ms": round(med(t_insp), 3),
+        "undistort_ms": round(med(t_und), 3),
+        "undistort_over_inspect": round(med(t_und) / med(t_insp), 3),
+        "undistort_fixed_point_maps_ms": round(med(t_fix), 3),
+        "decide_ms": round(med(t_dec), 4),
+        "decide_with_regions_ms": round(med(t_dec_zones), 4),
         "detections_per_part_median": statistics.median(n_det),
     }
     print(f"{out['parts']} parts, {out['frame']}, one OpenCV thread; maps built once in {build_ms:.1f} ms")
     print(f"reference inspector   median {out['reference_inspect_ms']:7.3f} ms/part  (the reference)")
-    print(f"undistortion remap    median {out['undistort_ms']:7.3f} ms/part  ratio {out['undistort_over_inspect']:.2f} of the inspector")
+    print(
+        f"undistortion remap    median {out['undistort_ms']:7.3f} ms/part  ratio {out['undistort_over_inspect']:.2f} of the inspector"
+    )
     print(f"  (fixed-point maps   median {out['undistort_fixed_point_maps_ms']:7.3f} ms/part)")
-    print(f"decide                median {out['decide_ms']:7.4f} ms/part; with regions {out['decide_with_regions_ms']:.4f} ms/part "
-          f"({out['detections_per_part_median']:g} detections per part)")
+    print(
+        f"decide                median {out['decide_ms']:7.4f} ms/part; with regions {out['decide_with_regions_ms']:.4f} ms/part "
+        f"({out['detections_per_part_median']:g} detections per part)"
+    )
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0

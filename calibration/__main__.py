@@ -22,7 +22,7 @@ import cv2
 from .chessboard import CalibrationError, calibrate
 
 
-def _read(paths: list[Path]) -> list[tuple[str, "cv2.typing.MatLike"]] | str:
+def _read(paths: list[Path]) -> list[tuple[str, cv2.typing.MatLike]] | str:
     out = []
     for path in paths:
         img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -58,7 +58,10 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     cfg, db = _db_and_station(a.config)
     try:
         if a.camera not in {c.id for c in cfg.cameras}:
-            print(f"--camera {a.camera}: not a camera of {cfg.name} (cameras: {', '.join(c.id for c in cfg.cameras)})", file=sys.stderr)
+            print(
+                f"--camera {a.camera}: not a camera of {cfg.name} (cameras: {', '.join(c.id for c in cfg.cameras)})",
+                file=sys.stderr,
+            )
             return 2
         try:
             cal = calibrate_camera(views, target, Limits(**cfg.calibration.limits.model_dump()), a.plane_view)
@@ -68,8 +71,10 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
         v = record(db, cfg.name, a.camera, cal, user=a.user, reason=a.reason or None)
     finally:
         db.close()
-    print(f"{cfg.name}/{a.camera}: version {v.version} in force, id {cal.id}, reprojection error {cal.rms_px:.3f} px, "
-          f"{cal.mm_per_px:.5f} mm/px, coverage {cal.coverage:.0%}, {sum(x.used for x in cal.views)}/{len(cal.views)} views used")
+    print(
+        f"{cfg.name}/{a.camera}: version {v.version} in force, id {cal.id}, reprojection error {cal.rms_px:.3f} px, "
+        f"{cal.mm_per_px:.5f} mm/px, coverage {cal.coverage:.0%}, {sum(x.used for x in cal.views)}/{len(cal.views)} views used"
+    )
     return 0
 
 
@@ -89,7 +94,9 @@ def cmd_list(a: argparse.Namespace) -> int:
     for r in rows:
         when = dt.datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M")
         mark = "*" if cur is not None and cur.id == r.id else " "
-        print(f"{mark} v{r.version:<3d} {r.ref} {when} {r.created_by:12s} {r.body['rms_px']:.3f} px  {r.body['mm_per_px']:.5f} mm/px  {r.reason or ''}")
+        print(
+            f"{mark} v{r.version:<3d} {r.ref} {when} {r.created_by:12s} {r.body['rms_px']:.3f} px  {r.body['mm_per_px']:.5f} mm/px  {r.reason or ''}"
+        )
     if not rows:
         print(f"{cfg.name}/{a.camera}: no calibration stored (the config's calibration applies)")
     return 0
@@ -132,15 +139,21 @@ def cmd_chessboard(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    p = argparse.ArgumentParser(prog="calibration", description="camera calibration, versioned per camera in the station database")
+    p = argparse.ArgumentParser(
+        prog="calibration", description="camera calibration, versioned per camera in the station database"
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("-c", "--config", help="station config (its name, cameras, store.db_path, calibration.limits)")
         sp.add_argument("--camera", default="cam0", help="camera id (default cam0)")
 
-    k = sub.add_parser("calibrate", help="intrinsics, distortion and mm/px from board views; stored as the camera's new version")
-    k.add_argument("views", nargs="+", type=Path, help="board views; the first (see --plane-view) lies on the inspection plane")
+    k = sub.add_parser(
+        "calibrate", help="intrinsics, distortion and mm/px from board views; stored as the camera's new version"
+    )
+    k.add_argument(
+        "views", nargs="+", type=Path, help="board views; the first (see --plane-view) lies on the inspection plane"
+    )
     common(k)
     k.add_argument("--target", choices=["chessboard", "charuco"], default="chessboard")
     k.add_argument("--cols", type=int, required=True, help="chessboard: inner corners across; ChArUco: squares across")
@@ -148,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--square-mm", type=float, required=True)
     k.add_argument("--marker-mm", type=float, default=None, help="ChArUco marker size")
     k.add_argument("--dictionary", default="5x5_100", help="ChArUco ArUco dictionary (4x4_50 ... 6x6_250)")
-    k.add_argument("--plane-view", type=int, default=0, help="index of the view with the board lying where parts pass (mm/px)")
+    k.add_argument(
+        "--plane-view", type=int, default=0, help="index of the view with the board lying where parts pass (mm/px)"
+    )
     k.add_argument("--user", required=True, help="who calibrates (kept with the version and in the audit trail)")
     k.add_argument("--reason", default="")
     k.set_defaults(func=cmd_calibrate)
@@ -165,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--reason", default="")
     rb.set_defaults(func=cmd_rollback)
 
-    c = sub.add_parser("chessboard", help="scale and intrinsics from chessboard images into a JSON file (first image on the part plane)")
+    c = sub.add_parser(
+        "chessboard",
+        help="scale and intrinsics from chessboard images into a JSON file (first image on the part plane)",
+    )
     c.add_argument("images", nargs="+", type=Path)
     c.add_argument("--pattern", default="9x6", help="inner corners, COLSxROWS")
     c.add_argument("--square-mm", type=float, required=True)

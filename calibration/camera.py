@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np
 
 from .targets import Points, Target, neighbour_distances
 
-UNDISTORT_ITER = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-9)  # OpenCV's default: 5 iterations, no convergence test
+UNDISTORT_ITER = (
+    cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS,
+    40,
+    1e-9,
+)  # OpenCV's default: 5 iterations, no convergence test
 
 
 class CalibrationRefused(ValueError):
     """The views do not give a calibration to trust; ``reasons`` says why (one line each) and ``views`` what each view gave."""
 
-    def __init__(self, reasons: list[str], views: Sequence["ViewReport"] = ()):
+    def __init__(self, reasons: list[str], views: Sequence[ViewReport] = ()):
         self.reasons = reasons
         self.views = tuple(views)
         super().__init__("; ".join(reasons))
@@ -117,38 +121,77 @@ def calibrate_camera(
         gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         digest = hashlib.sha256(np.ascontiguousarray(gray).tobytes()).hexdigest()
         if (gray.shape[1], gray.shape[0]) != size:
-            reports.append(ViewReport(name, digest, False, f"size {gray.shape[1]}x{gray.shape[0]} differs from the first view's {size[0]}x{size[1]}", 0, 0.0))
+            reports.append(
+                ViewReport(
+                    name,
+                    digest,
+                    False,
+                    f"size {gray.shape[1]}x{gray.shape[0]} differs from the first view's {size[0]}x{size[1]}",
+                    0,
+                    0.0,
+                )
+            )
             continue
         pts = target.detect(gray)
         sharp = sharpness(gray, pts)
         if pts is None:
-            reports.append(ViewReport(name, digest, False, f"no {target.kind} {target.cols}x{target.rows} found", 0, sharp))
+            reports.append(
+                ViewReport(name, digest, False, f"no {target.kind} {target.cols}x{target.rows} found", 0, sharp)
+            )
         elif sharp < limits.min_sharpness:
-            reports.append(ViewReport(name, digest, False, f"blurred (sharpness {sharp:.1f} < {limits.min_sharpness:g}): refocus or hold the board still", len(pts.img), sharp))
+            reports.append(
+                ViewReport(
+                    name,
+                    digest,
+                    False,
+                    f"blurred (sharpness {sharp:.1f} < {limits.min_sharpness:g}): refocus or hold the board still",
+                    len(pts.img),
+                    sharp,
+                )
+            )
         else:
             reports.append(ViewReport(name, digest, True, "used", len(pts.img), sharp))
             used.append((i, pts))
     reasons = [f"view {r.name}: {r.reason}" for r in reports if not r.used]
     if len(used) < limits.min_views:
-        raise CalibrationRefused([f"too few usable views: {len(used)} of {len(views)} (need {limits.min_views})"] + reasons, reports)
+        raise CalibrationRefused(
+            [f"too few usable views: {len(used)} of {len(views)} (need {limits.min_views})"] + reasons, reports
+        )
     if plane_view not in {i for i, _ in used}:
         name = views[plane_view][0] if 0 <= plane_view < len(views) else str(plane_view)
-        raise CalibrationRefused([f"the plane view {name} (the board lying on the inspection plane) is not usable; it gives mm per pixel"] + reasons, reports)
+        raise CalibrationRefused(
+            [f"the plane view {name} (the board lying on the inspection plane) is not usable; it gives mm per pixel"]
+            + reasons,
+            reports,
+        )
     cov = coverage([p for _, p in used], size, limits.grid)
     if cov < limits.min_coverage:
-        raise CalibrationRefused([f"poor coverage of the frame: corners in {cov:.0%} of it (need {limits.min_coverage:.0%}): "
-                                  "add views with the board near the corners and edges"], reports)
-    rms, K, dist, _, _ = cv2.calibrateCamera([p.obj for _, p in used], [p.img for _, p in used], size, None, None,
-                                             flags=cv2.CALIB_FIX_K3)
+        raise CalibrationRefused(
+            [
+                f"poor coverage of the frame: corners in {cov:.0%} of it (need {limits.min_coverage:.0%}): "
+                "add views with the board near the corners and edges"
+            ],
+            reports,
+        )
+    rms, K, dist, _, _ = cv2.calibrateCamera(
+        [p.obj for _, p in used], [p.img for _, p in used], size, None, None, flags=cv2.CALIB_FIX_K3
+    )
     if rms > limits.max_rms_px:
-        raise CalibrationRefused([f"reprojection error {rms:.3f} px above the limit {limits.max_rms_px:g} px: "
-                                  "remove blurred or moving views, check the board's size"], reports)
+        raise CalibrationRefused(
+            [
+                f"reprojection error {rms:.3f} px above the limit {limits.max_rms_px:g} px: "
+                "remove blurred or moving views, check the board's size"
+            ],
+            reports,
+        )
     plane = dict(used)[plane_view]
     und = cv2.undistortPoints(plane.img.reshape(-1, 1, 2), K, dist, P=K, criteria=UNDISTORT_ITER).reshape(-1, 2)
     mm_per_px = float(target.square_mm / np.median(neighbour_distances(plane.grid, und)))
     K_l, dist_l = np.asarray(K).tolist(), np.asarray(dist).ravel().tolist()
-    payload = json.dumps([K_l, dist_l, round(mm_per_px, 9), size, target.as_dict(), sorted(r.sha256 for r in reports if r.used)],
-                         sort_keys=True).encode()
+    payload = json.dumps(
+        [K_l, dist_l, round(mm_per_px, 9), size, target.as_dict(), sorted(r.sha256 for r in reports if r.used)],
+        sort_keys=True,
+    ).encode()
     return CameraCalibration(
         id="cal-" + hashlib.sha256(payload).hexdigest()[:10],
         image_size=size,

@@ -41,7 +41,9 @@ class CalibrationResult:
 
 def find_corners(gray: np.ndarray, pattern: tuple[int, int]) -> np.ndarray | None:
     """Sub-pixel inner corners of a chessboard with ``pattern`` = (cols, rows) inner corners."""
-    ok, corners = cv2.findChessboardCorners(gray, pattern, flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE)
+    ok, corners = cv2.findChessboardCorners(
+        gray, pattern, flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE
+    )
     if not ok:
         return None
     crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 1e-3)
@@ -51,7 +53,9 @@ def find_corners(gray: np.ndarray, pattern: tuple[int, int]) -> np.ndarray | Non
 def mm_per_px_from_corners(corners: np.ndarray, pattern: tuple[int, int], square_mm: float) -> float:
     """Scale on the board plane: median neighbour-corner distance over the square size."""
     grid = corners.reshape(pattern[1], pattern[0], 2)
-    d = np.concatenate([np.linalg.norm(np.diff(grid, axis=1), axis=2).ravel(), np.linalg.norm(np.diff(grid, axis=0), axis=2).ravel()])
+    d = np.concatenate(
+        [np.linalg.norm(np.diff(grid, axis=1), axis=2).ravel(), np.linalg.norm(np.diff(grid, axis=0), axis=2).ravel()]
+    )
     return float(square_mm / np.median(d))
 
 
@@ -66,7 +70,9 @@ def calibrate(images: list[np.ndarray], pattern: tuple[int, int], square_mm: flo
     size = (images[0].shape[1], images[0].shape[0])
     found = [(i, c) for i, img in enumerate(images) if (c := find_corners(img, pattern)) is not None]
     if not found:
-        raise CalibrationError(f"no {pattern[0]}x{pattern[1]} chessboard found in {len(images)} image(s): check `pattern` (inner corners)")
+        raise CalibrationError(
+            f"no {pattern[0]}x{pattern[1]} chessboard found in {len(images)} image(s): check `pattern` (inner corners)"
+        )
     mm_per_px = mm_per_px_from_corners(found[0][1], pattern, square_mm)
     K = dist = err = None
     if len(found) >= 3:

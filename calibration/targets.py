@@ -15,8 +15,13 @@ import numpy as np
 
 from .chessboard import find_corners
 
-ARUCO_DICTS = {"4x4_50": cv2.aruco.DICT_4X4_50, "4x4_100": cv2.aruco.DICT_4X4_100, "5x5_100": cv2.aruco.DICT_5X5_100,
-               "5x5_250": cv2.aruco.DICT_5X5_250, "6x6_250": cv2.aruco.DICT_6X6_250}
+ARUCO_DICTS = {
+    "4x4_50": cv2.aruco.DICT_4X4_50,
+    "4x4_100": cv2.aruco.DICT_4X4_100,
+    "5x5_100": cv2.aruco.DICT_5X5_100,
+    "5x5_250": cv2.aruco.DICT_5X5_250,
+    "6x6_250": cv2.aruco.DICT_6X6_250,
+}
 DICT_SIZE = {"4x4_50": 50, "4x4_100": 100, "5x5_100": 100, "5x5_250": 250, "6x6_250": 250}
 MIN_CHARUCO_CORNERS = 6  # fewer and the view's pose (and so its use for intrinsics) is unreliable
 
@@ -45,24 +50,34 @@ class Target:
             raise ValueError(f"square_mm {self.square_mm}: must be > 0")
         if self.kind == "charuco":
             if self.marker_mm is None or not 0 < self.marker_mm < self.square_mm:
-                raise ValueError(f"marker_mm {self.marker_mm}: a ChArUco board needs 0 < marker_mm < square_mm ({self.square_mm})")
+                raise ValueError(
+                    f"marker_mm {self.marker_mm}: a ChArUco board needs 0 < marker_mm < square_mm ({self.square_mm})"
+                )
             if self.dictionary not in ARUCO_DICTS:
                 raise ValueError(f"dictionary {self.dictionary!r}: use one of {', '.join(ARUCO_DICTS)}")
             if self.cols * self.rows // 2 > DICT_SIZE[self.dictionary]:
-                raise ValueError(f"a {self.cols}x{self.rows} ChArUco board has {self.cols * self.rows // 2} markers, more than dictionary "
-                                 f"{self.dictionary} holds ({DICT_SIZE[self.dictionary]}): use a larger dictionary")
+                raise ValueError(
+                    f"a {self.cols}x{self.rows} ChArUco board has {self.cols * self.rows // 2} markers, more than dictionary "
+                    f"{self.dictionary} holds ({DICT_SIZE[self.dictionary]}): use a larger dictionary"
+                )
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready (stored with the calibration)."""
-        return {"kind": self.kind, "cols": self.cols, "rows": self.rows, "square_mm": self.square_mm,
-                "marker_mm": self.marker_mm, "dictionary": self.dictionary}
+        return {
+            "kind": self.kind,
+            "cols": self.cols,
+            "rows": self.rows,
+            "square_mm": self.square_mm,
+            "marker_mm": self.marker_mm,
+            "dictionary": self.dictionary,
+        }
 
-    def charuco_board(self) -> "cv2.aruco.CharucoBoard":
+    def charuco_board(self) -> cv2.aruco.CharucoBoard:
         """The OpenCV board object (ChArUco only); units: mm."""
         d = cv2.aruco.getPredefinedDictionary(ARUCO_DICTS[self.dictionary])
         return cv2.aruco.CharucoBoard((self.cols, self.rows), self.square_mm, float(self.marker_mm or 0), d)
 
-    def detect(self, gray: np.ndarray) -> "Points | None":
+    def detect(self, gray: np.ndarray) -> Points | None:
         """The target's corners in ``gray`` (sub-pixel), or None when it is not found."""
         if self.kind == "chessboard":
             c = find_corners(gray, (self.cols, self.rows))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -17,7 +17,9 @@ class Undistorter:
     (bench/bench_undistort.py; docs/camera_setup.md has the figures).
     """
 
-    def __init__(self, camera_matrix: Sequence[Sequence[float]], dist_coeffs: Sequence[float], image_size: tuple[int, int]):
+    def __init__(
+        self, camera_matrix: Sequence[Sequence[float]], dist_coeffs: Sequence[float], image_size: tuple[int, int]
+    ):
         K = np.asarray(camera_matrix, np.float64)
         d = np.asarray(dist_coeffs, np.float64)
         self.size = (int(image_size[0]), int(image_size[1]))
@@ -27,5 +29,7 @@ class Undistorter:
         """The undistorted frame; a frame of another size is an error naming both sizes."""
         h, w = image.shape[:2]
         if (w, h) != self.size:
-            raise ValueError(f"frame {w}x{h} but the calibration is for {self.size[0]}x{self.size[1]}: recalibrate this camera")
+            raise ValueError(
+                f"frame {w}x{h} but the calibration is for {self.size[0]}x{self.size[1]}: recalibrate this camera"
+            )
         return cv2.remap(image, self.map1, self.map2, cv2.INTER_LINEAR)

@@ -11,7 +11,7 @@ name - so a supervised model can be trained from it. This is a reclassification 
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import sqlite_utils
 
@@ -61,10 +61,17 @@ def label_anomaly(
     if lab.image_id != int(image_id):
         raise ValueError(f"label {label_id} belongs to image {lab.image_id}, not image {image_id}")
     if lab.class_name != ANOMALY_CLASS:
-        raise ValueError(f"label {label_id} is a {lab.class_name!r} box, not an {ANOMALY_CLASS!r} box: change its class instead")
+        raise ValueError(
+            f"label {label_id} is a {lab.class_name!r} box, not an {ANOMALY_CLASS!r} box: change its class instead"
+        )
     known = list(labels.known_classes(db) if classes is None else classes)
     # update_label re-checks, in its transaction, that the label is still current
     return labels.update_label(
-        db, user, image_id, label_id, class_name=name, classes=[*known, name],
+        db,
+        user,
+        image_id,
+        label_id,
+        class_name=name,
+        classes=[*known, name],
         reason=reason or f"{ANOMALY_CLASS} labelled as {name}",
     )

@@ -23,8 +23,9 @@ import datetime as dt
 import getpass
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from station.serialize import dumps
 from station.store.db import StoreError, open_db
@@ -41,12 +42,16 @@ def _time(s: str) -> float:
     try:
         d = dt.datetime.fromisoformat(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a time: {s!r} (UNIX seconds or ISO 8601 such as 2024-05-01T06:00)") from None
+        raise argparse.ArgumentTypeError(
+            f"not a time: {s!r} (UNIX seconds or ISO 8601 such as 2024-05-01T06:00)"
+        ) from None
     return d.timestamp()
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m labeling", description="QA labels: snapshots, dataset export and import.")
+    p = argparse.ArgumentParser(
+        prog="python -m labeling", description="QA labels: snapshots, dataset export and import."
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -61,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--since", type=_time, help="only parts triggered at or after this time")
     s.add_argument("--until", type=_time, help="only parts triggered before this time")
     s.add_argument("--all", action="store_true", help="include images nobody reviewed (model labels as they are)")
-    s.add_argument("--classes", help="comma-separated class names in class-index order (default: sorted classes present)")
+    s.add_argument(
+        "--classes", help="comma-separated class names in class-index order (default: sorted classes present)"
+    )
     s.add_argument("--user", default=getpass.getuser(), help="who takes the snapshot (audit)")
 
     s = sub.add_parser("snapshots", help="list the dataset snapshots")
@@ -74,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path, help="new or empty output folder")
     s.add_argument("--val-fraction", type=float, default=0.2, help="YOLO: fraction of parts in val (default 0.2)")
     s.add_argument("--seed", type=int, default=0, help="YOLO: seed of the group split")
-    s.add_argument("--split", choices=("time", "group"), default="time", help="YOLO: latest parts in val (time) or seeded (group)")
+    s.add_argument(
+        "--split", choices=("time", "group"), default="time", help="YOLO: latest parts in val (time) or seeded (group)"
+    )
     s.add_argument("--copy", action="store_true", help="copy the images instead of hard-linking them")
 
     s = sub.add_parser("import", help="import labelled images (YOLO data.yaml or COCO JSON)")
@@ -106,18 +115,49 @@ def _run(args: argparse.Namespace) -> Any:
         if args.cmd == "snapshot":
             classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
             snap = snapshot.create_snapshot(
-                db, args.user, name=args.name, since=args.since, until=args.until, only_reviewed=not args.all, class_names=classes
+                db,
+                args.user,
+                name=args.name,
+                since=args.since,
+                until=args.until,
+                only_reviewed=not args.all,
+                class_names=classes,
             )
-            return {"id": snap.id, "name": snap.name, "sha256": snap.sha, "n_images": len(snap.image_ids), "n_labels": snap.n_labels,
-                    "class_names": list(snap.class_names)}
+            return {
+                "id": snap.id,
+                "name": snap.name,
+                "sha256": snap.sha,
+                "n_images": len(snap.image_ids),
+                "n_labels": snap.n_labels,
+                "class_names": list(snap.class_names),
+            }
         if args.cmd == "snapshots":
-            return [{"id": s.id, "name": s.name, "created_at": s.created_at, "created_by": s.created_by, "sha256": s.sha,
-                     "n_images": len(s.image_ids), "n_labels": s.n_labels, "class_names": list(s.class_names)}
-                    for s in snapshot.list_snapshots(db)]
+            return [
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "created_at": s.created_at,
+                    "created_by": s.created_by,
+                    "sha256": s.sha,
+                    "n_images": len(s.image_ids),
+                    "n_labels": s.n_labels,
+                    "class_names": list(s.class_names),
+                }
+                for s in snapshot.list_snapshots(db)
+            ]
         if args.cmd == "export":
             store = ImageStore(args.images)
             if args.format == "yolo":
-                path = export.export_yolo(db, store, args.snapshot, args.out, args.val_fraction, args.seed, split=args.split, link=not args.copy)
+                path = export.export_yolo(
+                    db,
+                    store,
+                    args.snapshot,
+                    args.out,
+                    args.val_fraction,
+                    args.seed,
+                    split=args.split,
+                    link=not args.copy,
+                )
             else:
                 args.out.mkdir(parents=True, exist_ok=True)
                 path = export.export_coco(db, store, args.snapshot, args.out / "annotations.json", link=not args.copy)
@@ -149,7 +189,9 @@ def _run(args: argparse.Namespace) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 2 error)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         result = _run(args)
     except (ValueError, LookupError, OSError, StoreError) as exc:

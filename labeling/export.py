@@ -32,8 +32,9 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import sqlite_utils
 import yaml
@@ -53,6 +54,8 @@ MANIFEST = "dataset.json"  # the name models.dataset reads for lineage
 def snapshot_ref(snapshot_id: int, sha: str) -> str:
     """The dataset reference a trained model records: ``labeling:<snapshot id>:<content sha256>``."""
     return f"labeling:{int(snapshot_id)}:{sha}"
+
+
 Split = Literal["time", "group"]
 
 
@@ -62,7 +65,9 @@ def stem_for(item: SnapshotItem) -> str:
     return f"p{item.part_id}_{cam}_{item.image_id}"
 
 
-def split_parts(items: Sequence[SnapshotItem], val_fraction: float, seed: int = 0, split: Split = "time") -> tuple[set[int], set[int]]:
+def split_parts(
+    items: Sequence[SnapshotItem], val_fraction: float, seed: int = 0, split: Split = "time"
+) -> tuple[set[int], set[int]]:
     """(train part ids, val part ids) as described in the module docstring."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
@@ -75,7 +80,9 @@ def split_parts(items: Sequence[SnapshotItem], val_fraction: float, seed: int = 
     if split == "time":
         parts = sorted(first_t, key=lambda p: (first_t[p], p))
     else:
-        parts = sorted(first_t, key=lambda p: (-seeded_uniform(seed, p), p))  # val = the highest draws, taken from the end
+        parts = sorted(
+            first_t, key=lambda p: (-seeded_uniform(seed, p), p)
+        )  # val = the highest draws, taken from the end
     n = len(parts)
     n_val = 0
     if val_fraction > 0 and n >= 2:
@@ -105,7 +112,8 @@ def _sources(images: ImageStore, items: Sequence[SnapshotItem]) -> dict[int, Pat
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} image file(s) of the snapshot are no longer in {images.root} (deleted by the disk budget?): "
-            + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            + ", ".join(missing[:10])
+            + (" ..." if len(missing) > 10 else "")
             + "; export snapshots soon after taking them, or raise store.disk_budget_mb"
         )
     return found
@@ -154,7 +162,12 @@ def export_yolo(
     items = snapshot_items(db, snapshot_id)
     train_parts, val_parts = split_parts(items, val_fraction, seed, split)
     if not val_parts:
-        log.warning("snapshot %d: no val split (val_fraction=%g, %d part(s)): val points at the train images", snap.id, val_fraction, len(train_parts))
+        log.warning(
+            "snapshot %d: no val split (val_fraction=%g, %d part(s)): val points at the train images",
+            snap.id,
+            val_fraction,
+            len(train_parts),
+        )
     src = _sources(images, items)
     out = Path(out_dir).resolve()
     _empty_dir(out)
@@ -189,14 +202,28 @@ def export_yolo(
     data_yaml = out / "data.yaml"
     data_yaml.write_text(header + yaml.safe_dump(data, sort_keys=False))
     manifest = {
-        "snapshot": snapshot_ref(snap.id, snap.sha), "snapshot_id": snap.id, "name": snap.name, "sha256": snap.sha,
+        "snapshot": snapshot_ref(snap.id, snap.sha),
+        "snapshot_id": snap.id,
+        "name": snap.name,
+        "sha256": snap.sha,
         "class_names": list(snap.class_names),
-        "split": split, "val_fraction": val_fraction, "seed": seed,
-        "train_parts": sorted(train_parts), "val_parts": sorted(val_parts),
-        "train": listing["train"], "val": listing["val"],
+        "split": split,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "train_parts": sorted(train_parts),
+        "val_parts": sorted(val_parts),
+        "train": listing["train"],
+        "val": listing["val"],
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    log.info("exported snapshot %d to %s: %d train / %d val images, %d boxes", snap.id, out, len(listing["train"]), len(listing["val"]), n_boxes)
+    log.info(
+        "exported snapshot %d to %s: %d train / %d val images, %d boxes",
+        snap.id,
+        out,
+        len(listing["train"]),
+        len(listing["val"]),
+        n_boxes,
+    )
     return data_yaml
 
 
@@ -229,8 +256,15 @@ def export_coco(
     for it in items:
         file_name = f"{stem_for(it)}.{it.format}"
         coco_images.append(
-            {"id": it.image_id, "file_name": file_name, "width": it.width, "height": it.height,
-             "part_id": it.part_id, "camera_id": it.camera_id, "t_wall": it.t_wall}
+            {
+                "id": it.image_id,
+                "file_name": file_name,
+                "width": it.width,
+                "height": it.height,
+                "part_id": it.part_id,
+                "camera_id": it.camera_id,
+                "t_wall": it.t_wall,
+            }
         )
         if copy_images:
             _place(src[it.image_id], out.parent / "images" / file_name, link)
@@ -240,14 +274,21 @@ def export_coco(
                 continue
             w, h = b[2] - b[0], b[3] - b[1]
             anns.append(
-                {"id": len(anns) + 1, "image_id": it.image_id, "category_id": cat_id[lab.class_name],
-                 "bbox": [b[0], b[1], w, h], "area": w * h, "iscrowd": 0, "segmentation": []}
+                {
+                    "id": len(anns) + 1,
+                    "image_id": it.image_id,
+                    "category_id": cat_id[lab.class_name],
+                    "bbox": [b[0], b[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                    "segmentation": [],
+                }
             )
     doc = {
         "info": {
             "description": f"dataset snapshot {snap.id} {snap.name}",
             "version": snap.sha,
-            "date_created": dt.datetime.fromtimestamp(snap.created_at, dt.timezone.utc).isoformat(),
+            "date_created": dt.datetime.fromtimestamp(snap.created_at, dt.UTC).isoformat(),
         },
         "licenses": [],
         "images": coco_images,

@@ -31,9 +31,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -177,7 +178,9 @@ def _parse_yolo_labels(label_file: Path, names: Sequence[str], w: int, h: int) -
             continue
         where = f"{label_file}:{n}"
         if len(vals) != 5:
-            raise ValueError(f"{where}: expected 'class cx cy w h' (5 numbers), got {len(vals)} values; only detection boxes can be imported")
+            raise ValueError(
+                f"{where}: expected 'class cx cy w h' (5 numbers), got {len(vals)} values; only detection boxes can be imported"
+            )
         try:
             c = int(vals[0])
             cx, cy, bw, bh = (float(v) for v in vals[1:])
@@ -189,12 +192,16 @@ def _parse_yolo_labels(label_file: Path, names: Sequence[str], w: int, h: int) -
             raise ValueError(f"{where}: box width and height must be > 0: {line.strip()!r}")
         x1, y1, x2, y2 = cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2
         if x1 < -_EPS or y1 < -_EPS or x2 > 1 + _EPS or y2 > 1 + _EPS:
-            raise ValueError(f"{where}: box {line.strip()!r} is not inside 0..1 (coordinates must be normalised to the image)")
+            raise ValueError(
+                f"{where}: box {line.strip()!r} is not inside 0..1 (coordinates must be normalised to the image)"
+            )
         boxes.append(ImportedBox(names[c], max(0.0, x1) * w, max(0.0, y1) * h, min(1.0, x2) * w, min(1.0, y2) * h))
     return tuple(boxes)
 
 
-def read_yolo(data_yaml: Path | str, splits: Sequence[str] = ("train", "val", "test")) -> tuple[list[str], list[ImportedImage]]:
+def read_yolo(
+    data_yaml: Path | str, splits: Sequence[str] = ("train", "val", "test")
+) -> tuple[list[str], list[ImportedImage]]:
     """Validate a YOLO detection dataset: (class names, images with boxes in pixels). Nothing is written."""
     data_yaml = Path(data_yaml)
     where = str(data_yaml)
@@ -261,7 +268,9 @@ def read_coco(coco_json: Path | str, images_dir: Path | str) -> tuple[list[str],
             raise ValueError(f"{where}: image {iid} file {im['file_name']!r} is not in {images_dir}")
         _, w, h = _read_image(path)
         if ("width" in im and int(im["width"]) != w) or ("height" in im and int(im["height"]) != h):
-            raise ValueError(f"{where}: image {iid} ({path.name}) is {w}x{h} but the JSON says {im.get('width')}x{im.get('height')}")
+            raise ValueError(
+                f"{where}: image {iid} ({path.name}) is {w}x{h} but the JSON says {im.get('width')}x{im.get('height')}"
+            )
         sizes[iid] = (w, h, path)
     for i, a in enumerate(doc["annotations"]):
         field_ = f"{where}: annotations[{i}]"
@@ -309,22 +318,54 @@ def _same(lab: Label, box: ImportedBox, tol: float) -> bool:
     )
 
 
-def _sync_existing(db: sqlite_utils.Database, user: str, img: ImageInfo, boxes: Sequence[ImportedBox], now: float, tol: float) -> int:
+def _sync_existing(
+    db: sqlite_utils.Database, user: str, img: ImageInfo, boxes: Sequence[ImportedBox], now: float, tol: float
+) -> int:
     """Make the imported boxes the current labels of an existing image; return the boxes now current."""
     current = current_labels(db, img.id)
     todo = list(boxes)
     for lab in current:
         k = next((i for i, b in enumerate(todo) if _same(lab, b, tol)), None)
         if k is None:
-            gone = _insert(db, img, lab.class_name, lab.box, source="import", status="deleted", user=user, now=now, supersedes=lab.id)
+            gone = _insert(
+                db,
+                img,
+                lab.class_name,
+                lab.box,
+                source="import",
+                status="deleted",
+                user=user,
+                now=now,
+                supersedes=lab.id,
+            )
             audit.record(db, user, "import_delete", "label", lab.id, lab.as_dict(), gone.as_dict(), t_wall=now)
             continue
         todo.pop(k)
         if lab.source == "model":
-            new = _insert(db, img, lab.class_name, lab.box, source="import", status="active", user=user, now=now, supersedes=lab.id)
+            new = _insert(
+                db,
+                img,
+                lab.class_name,
+                lab.box,
+                source="import",
+                status="active",
+                user=user,
+                now=now,
+                supersedes=lab.id,
+            )
             audit.record(db, user, "import_confirm", "label", lab.id, lab.as_dict(), new.as_dict(), t_wall=now)
     for b in todo:
-        new = _insert(db, img, b.class_name, (b.x1, b.y1, b.x2, b.y2), source="import", status="active", user=user, now=now, supersedes=None)
+        new = _insert(
+            db,
+            img,
+            b.class_name,
+            (b.x1, b.y1, b.x2, b.y2),
+            source="import",
+            status="active",
+            user=user,
+            now=now,
+            supersedes=None,
+        )
         audit.record(db, user, "import_add", "label", new.id, None, new.as_dict(), t_wall=now)
     _review(db, user, img, now)
     return len(boxes)
@@ -337,7 +378,13 @@ def _new_part_ids(db: sqlite_utils.Database, n: int) -> list[int]:
 
 
 def import_images(
-    db: sqlite_utils.Database, images: ImageStore, items: Sequence[ImportedImage], user: str, *, name: str, tol_px: float = 0.5
+    db: sqlite_utils.Database,
+    images: ImageStore,
+    items: Sequence[ImportedImage],
+    user: str,
+    *,
+    name: str,
+    tol_px: float = 0.5,
 ) -> ImportResult:
     """Write validated images (from :func:`read_yolo` / :func:`read_coco`) in one transaction."""
     user = audit.check_user(user)
@@ -350,7 +397,11 @@ def import_images(
         existing: dict[tuple[str, str], list[int]] = {}
         for s in stored:
             existing[(s.sha256, s.format)] = imports.kept_image_ids(db, s.sha256, s.format)
-        new_groups = [g for g in groups if any(it.group == g and not existing[(s.sha256, s.format)] for it, s in zip(items, stored))]
+        new_groups = [
+            g
+            for g in groups
+            if any(it.group == g and not existing[(s.sha256, s.format)] for it, s in zip(items, stored))
+        ]
         part_of = dict(zip(new_groups, _new_part_ids(db, len(new_groups))))
         made_parts: set[int] = set()
         for it, s in zip(items, stored):
@@ -371,34 +422,66 @@ def import_images(
             existing[(s.sha256, s.format)] = [iid]  # the same file twice in one import: one image
             img = image_info(db, iid)
             labs = [
-                _insert(db, img, b.class_name, (b.x1, b.y1, b.x2, b.y2), source="import", status="active", user=user, now=now, supersedes=None)
+                _insert(
+                    db,
+                    img,
+                    b.class_name,
+                    (b.x1, b.y1, b.x2, b.y2),
+                    source="import",
+                    status="active",
+                    user=user,
+                    now=now,
+                    supersedes=None,
+                )
                 for b in it.boxes
             ]
             _review(db, user, img, now)
             audit.record(
-                db, user, "import", "image", iid, None,
-                {"file": str(it.path), "part_id": pid, "sha256": s.sha256, "labels": [lab.as_dict() for lab in labs]}, name, t_wall=now,
+                db,
+                user,
+                "import",
+                "image",
+                iid,
+                None,
+                {"file": str(it.path), "part_id": pid, "sha256": s.sha256, "labels": [lab.as_dict() for lab in labs]},
+                name,
+                t_wall=now,
             )
             image_ids.append(iid)
             n_new += 1
             n_labels += len(labs)
         audit.record(
-            db, user, "import_dataset", "dataset", name, None,
-            {"images": len(items), "new": n_new, "existing": n_existing, "labels": n_labels}, t_wall=now,
+            db,
+            user,
+            "import_dataset",
+            "dataset",
+            name,
+            None,
+            {"images": len(items), "new": n_new, "existing": n_existing, "labels": n_labels},
+            t_wall=now,
         )
-    log.info("import %s: %d images (%d new, %d already known), %d labels", name, len(items), n_new, n_existing, n_labels)
+    log.info(
+        "import %s: %d images (%d new, %d already known), %d labels", name, len(items), n_new, n_existing, n_labels
+    )
     return ImportResult(len(items), n_new, n_existing, n_labels, tuple(image_ids), tuple(sorted(made_parts)))
 
 
 def import_yolo(
-    db: sqlite_utils.Database, images: ImageStore, data_yaml: Path | str, user: str, *, splits: Sequence[str] = ("train", "val", "test")
+    db: sqlite_utils.Database,
+    images: ImageStore,
+    data_yaml: Path | str,
+    user: str,
+    *,
+    splits: Sequence[str] = ("train", "val", "test"),
 ) -> ImportResult:
     """Import a YOLO detection dataset (``data.yaml`` with path/train/val/names); see the module docstring."""
     _, items = read_yolo(data_yaml, splits)
     return import_images(db, images, items, user, name=str(Path(data_yaml).resolve()))
 
 
-def import_coco(db: sqlite_utils.Database, images: ImageStore, coco_json: Path | str, images_dir: Path | str, user: str) -> ImportResult:
+def import_coco(
+    db: sqlite_utils.Database, images: ImageStore, coco_json: Path | str, images_dir: Path | str, user: str
+) -> ImportResult:
     """Import a COCO detection file whose images are in ``images_dir``; see the module docstring."""
     _, items = read_coco(coco_json, images_dir)
     return import_images(db, images, items, user, name=str(Path(coco_json).resolve()))

@@ -34,8 +34,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import sqlite_utils
 
@@ -104,10 +105,22 @@ class ImageInfo:
 
 # --------------------------------------------------------------------------- reading
 
+
 def _label(r: Sequence[Any]) -> Label:
     return Label(
-        int(r[0]), int(r[1]), str(r[2]), float(r[3]), float(r[4]), float(r[5]), float(r[6]), str(r[7]), str(r[8]),
-        str(r[9]), float(r[10]), None if r[11] is None else int(r[11]), None if r[12] is None else float(r[12]),
+        int(r[0]),
+        int(r[1]),
+        str(r[2]),
+        float(r[3]),
+        float(r[4]),
+        float(r[5]),
+        float(r[6]),
+        str(r[7]),
+        str(r[8]),
+        str(r[9]),
+        float(r[10]),
+        None if r[11] is None else int(r[11]),
+        None if r[12] is None else float(r[12]),
     )
 
 
@@ -116,7 +129,9 @@ def image_info(db: sqlite_utils.Database, image_id: int) -> ImageInfo:
     row = label_rows.image_row(db, image_id)
     if row is None:
         raise LookupError(f"image {image_id} does not exist")
-    return ImageInfo(int(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]), int(row[5]), int(row[6]), row[7] is not None)
+    return ImageInfo(
+        int(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]), int(row[5]), int(row[6]), row[7] is not None
+    )
 
 
 def current_labels(db: sqlite_utils.Database, image_id: int) -> list[Label]:
@@ -173,7 +188,9 @@ def check_class(class_name: object, classes: Sequence[str]) -> str:
         raise ValueError(f"class_name must be a non-empty string, not {class_name!r}")
     if class_name not in classes:
         known = ", ".join(classes) if classes else "none yet"
-        raise ValueError(f"class {class_name!r} is not a known class (known: {known}); add it to the class list (classes=...) first")
+        raise ValueError(
+            f"class {class_name!r} is not a known class (known: {known}); add it to the class list (classes=...) first"
+        )
     return class_name
 
 
@@ -207,7 +224,9 @@ def clip_box(box: Sequence[float], width: int, height: int) -> Box | None:
 def _editable_image(db: sqlite_utils.Database, image_id: int) -> ImageInfo:
     img = image_info(db, image_id)
     if img.deleted:
-        raise ValueError(f"image {image_id} (part {img.part_id}) was deleted by the disk budget: it can no longer be reviewed")
+        raise ValueError(
+            f"image {image_id} (part {img.part_id}) was deleted by the disk budget: it can no longer be reviewed"
+        )
     return img
 
 
@@ -246,12 +265,23 @@ def _insert(
     supersedes: int | None,
 ) -> Label:
     lid = label_rows.insert_label(
-        db, img.part_id, img.id, class_name, box, source=source, status=status, user=user, now=now, supersedes=supersedes
+        db,
+        img.part_id,
+        img.id,
+        class_name,
+        box,
+        source=source,
+        status=status,
+        user=user,
+        now=now,
+        supersedes=supersedes,
     )
     return Label(lid, img.id, class_name, *(float(v) for v in box), source, status, user, now, supersedes)  # type: ignore[misc]
 
 
-def _review(db: sqlite_utils.Database, user: str, img: ImageInfo, now: float, verdict: ReviewVerdict | None = None) -> Review:
+def _review(
+    db: sqlite_utils.Database, user: str, img: ImageInfo, now: float, verdict: ReviewVerdict | None = None
+) -> Review:
     """Append a review row; the verdict follows from the labels left unless given."""
     if verdict is None:
         verdict = "labeled" if current_labels(db, img.id) else "good"
@@ -259,7 +289,9 @@ def _review(db: sqlite_utils.Database, user: str, img: ImageInfo, now: float, ve
     return Review(img.id, verdict, user, now)
 
 
-def _confirm_in_tx(db: sqlite_utils.Database, user: str, img: ImageInfo, label_ids: Iterable[int], now: float) -> list[Label]:
+def _confirm_in_tx(
+    db: sqlite_utils.Database, user: str, img: ImageInfo, label_ids: Iterable[int], now: float
+) -> list[Label]:
     out = []
     for lid in dict.fromkeys(int(x) for x in label_ids):
         lab = _current_label(db, img, lid)
@@ -269,7 +301,9 @@ def _confirm_in_tx(db: sqlite_utils.Database, user: str, img: ImageInfo, label_i
             continue
         box = clip_box(lab.box, img.width, img.height)
         if box is None:
-            raise ValueError(f"label {lab.id} lies outside the {img.width}x{img.height} image and cannot be confirmed; delete it")
+            raise ValueError(
+                f"label {lab.id} lies outside the {img.width}x{img.height} image and cannot be confirmed; delete it"
+            )
         new = _insert(db, img, lab.class_name, box, source="qa", status="active", user=user, now=now, supersedes=lab.id)
         audit.record(db, user, "confirm", "label", lab.id, lab.as_dict(), new.as_dict(), t_wall=now)
         out.append(new)
@@ -291,14 +325,18 @@ def confirm(db: sqlite_utils.Database, user: str, image_id: int, label_ids: Iter
     return out
 
 
-def delete_label(db: sqlite_utils.Database, user: str, image_id: int, label_id: int, reason: str | None = None) -> Label:
+def delete_label(
+    db: sqlite_utils.Database, user: str, image_id: int, label_id: int, reason: str | None = None
+) -> Label:
     """QA removes a label (false positive); returns the appended ``deleted`` row."""
     user = audit.check_user(user)
     now = time.time()
     with transaction(db):
         img = _editable_image(db, image_id)
         lab = _current_label(db, img, label_id)
-        gone = _insert(db, img, lab.class_name, lab.box, source="qa", status="deleted", user=user, now=now, supersedes=lab.id)
+        gone = _insert(
+            db, img, lab.class_name, lab.box, source="qa", status="deleted", user=user, now=now, supersedes=lab.id
+        )
         audit.record(db, user, "delete", "label", lab.id, lab.as_dict(), gone.as_dict(), reason, t_wall=now)
         _review(db, user, img, now)
     return gone
@@ -353,9 +391,15 @@ def update_label(
         cls = lab.class_name if class_name is None else check_class(class_name, _classes(db, classes))
         b = lab.box if box is None else check_box(box, img.width, img.height)
         if box is None and clip_box(b, img.width, img.height) != b:
-            raise ValueError(f"label {lab.id}'s box lies partly outside the image: give a corrected box with the new class")
+            raise ValueError(
+                f"label {lab.id}'s box lies partly outside the image: give a corrected box with the new class"
+            )
         new = _insert(db, img, cls, b, source="qa", status="active", user=user, now=now, supersedes=lab.id)
-        action = "reclass" if box is None else ("move" if class_name is None or class_name == lab.class_name else "move+reclass")
+        action = (
+            "reclass"
+            if box is None
+            else ("move" if class_name is None or class_name == lab.class_name else "move+reclass")
+        )
         audit.record(db, user, action, "label", lab.id, lab.as_dict(), new.as_dict(), reason, t_wall=now)
         _review(db, user, img, now)
     return new
@@ -364,14 +408,32 @@ def update_label(
 def _mark_good_in_tx(db: sqlite_utils.Database, user: str, img: ImageInfo, now: float, reason: str | None) -> Review:
     before = current_labels(db, img.id)
     for lab in before:
-        gone = _insert(db, img, lab.class_name, lab.box, source="qa", status="deleted", user=user, now=now, supersedes=lab.id)
-        audit.record(db, user, "delete", "label", lab.id, lab.as_dict(), gone.as_dict(), reason or "image marked good", t_wall=now)
+        gone = _insert(
+            db, img, lab.class_name, lab.box, source="qa", status="deleted", user=user, now=now, supersedes=lab.id
+        )
+        audit.record(
+            db,
+            user,
+            "delete",
+            "label",
+            lab.id,
+            lab.as_dict(),
+            gone.as_dict(),
+            reason or "image marked good",
+            t_wall=now,
+        )
     prev = review_state(db, img.id)
     review = _review(db, user, img, now, "good")
     audit.record(
-        db, user, "mark_good", "image", img.id,
+        db,
+        user,
+        "mark_good",
+        "image",
+        img.id,
         {"labels": [lab.as_dict() for lab in before], "review": prev},
-        {"labels": [], "review": review}, reason, t_wall=now,
+        {"labels": [], "review": review},
+        reason,
+        t_wall=now,
     )
     return review
 

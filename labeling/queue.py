@@ -31,8 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -114,7 +115,11 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_boxes(truth: Sequence[tuple[str, Sequence[float]]], found: Sequence[tuple[str, Sequence[float]]], min_iou: float = MATCH_IOU) -> tuple[int, int, int]:
+def match_boxes(
+    truth: Sequence[tuple[str, Sequence[float]]],
+    found: Sequence[tuple[str, Sequence[float]]],
+    min_iou: float = MATCH_IOU,
+) -> tuple[int, int, int]:
     """Greedy same-class matching by IoU: (matched, missed truth, unmatched found)."""
     pairs = sorted(
         ((iou(t[1], f[1]), ti, fi) for ti, t in enumerate(truth) for fi, f in enumerate(found) if t[0] == f[0]),
@@ -166,7 +171,7 @@ def disagreement(
     if shadow_outcome is not None:
         station_rejects = outcome != Outcome.PASS.value
         shadow_rejects = shadow_outcome != Outcome.PASS.value
-        if station_rejects != shadow_rejects and 0.9 > score:
+        if station_rejects != shadow_rejects and score < 0.9:
             score, reason = 0.9, f"shadow: the shadow model says {shadow_outcome}, the station said {outcome}"
     return score, reason
 
@@ -203,7 +208,11 @@ def _rank(
         found = [(str(d["class_name"]), (d["x1"], d["y1"], d["x2"], d["y2"])) for d in dets if d["action"] != "ignore"]
         dis, dis_why = disagreement(found, _truth_for(c["ground_truth"], c["camera_id"]), outcome, shadow)
     if outcome == _UNCERTAIN:
-        dists = [(abs(float(d["confidence"]) - rules.for_class(d["class_name"]).reject_conf), d) for d in part_dets if d["action"] == "uncertain"]
+        dists = [
+            (abs(float(d["confidence"]) - rules.for_class(d["class_name"]).reject_conf), d)
+            for d in part_dets
+            if d["action"] == "uncertain"
+        ]
         if dists:
             dist, d = min(dists, key=lambda x: x[0])
             why = f"uncertain: {d['class_name']} at {float(d['confidence']):.2f}, {dist:.2f} from its reject threshold"
@@ -242,10 +251,18 @@ class _Ranked:
 def _ranked(db: sqlite_utils.Database, q: QueueQuery) -> list[_Ranked]:
     """Every candidate with its tier and score, in queue order (labels are not loaded here)."""
     rules = q.rules or RulesConfig()
-    cands = queue_rows.queue_candidates(db, reviewed=q.reviewed, **{name: getattr(q, name) for name in queue_rows.FILTERS})
+    cands = queue_rows.queue_candidates(
+        db, reviewed=q.reviewed, **{name: getattr(q, name) for name in queue_rows.FILTERS}
+    )
     # detections matter only for parts that can be UNCERTAIN or disagree with a ground truth / shadow
     shadow = queue_rows.shadow_outcomes(db, sorted({int(c["part_id"]) for c in cands}))
-    need = sorted({int(c["part_id"]) for c in cands if c["outcome"] == _UNCERTAIN or c["ground_truth"] or int(c["part_id"]) in shadow})
+    need = sorted(
+        {
+            int(c["part_id"])
+            for c in cands
+            if c["outcome"] == _UNCERTAIN or c["ground_truth"] or int(c["part_id"]) in shadow
+        }
+    )
     defects = queue_rows.detections_of_parts(db, need)
     by_part: dict[int, list[dict[str, Any]]] = {}
     for (pid, _cam), ds in defects.items():
@@ -253,7 +270,9 @@ def _ranked(db: sqlite_utils.Database, q: QueueQuery) -> list[_Ranked]:
     out = []
     for c in cands:
         pid, cam = int(c["part_id"]), str(c["camera_id"])
-        tier, score, why, dis = _rank(c, defects.get((pid, cam), []), by_part.get(pid, []), shadow.get(pid), rules, q.seed, q.pass_sample_fraction)
+        tier, score, why, dis = _rank(
+            c, defects.get((pid, cam), []), by_part.get(pid, []), shadow.get(pid), rules, q.seed, q.pass_sample_fraction
+        )
         out.append(_Ranked((tier, float(score), int(c["image_id"])), c, tier, float(score), why, dis))
     out.sort(key=lambda r: r.key)
     return out
@@ -267,10 +286,19 @@ def _items(db: sqlite_utils.Database, ranked: Sequence[_Ranked]) -> list[QueueIt
         labs = labels.get(int(c["image_id"]), [])
         items.append(
             QueueItem(
-                image_id=int(c["image_id"]), part_id=int(c["part_id"]), camera_id=str(c["camera_id"]), outcome=str(c["outcome"]),
-                max_score=None if c["max_score"] is None else float(c["max_score"]), model_id=str(c["model_id"]),
-                t_wall=None if c["t_wall"] is None else float(c["t_wall"]), tier=TIERS[r.tier], score=r.score, why=r.why,
-                disagreement=float(r.disagreement), reviewed=bool(c["reviewed"]), n_labels=len(labs),
+                image_id=int(c["image_id"]),
+                part_id=int(c["part_id"]),
+                camera_id=str(c["camera_id"]),
+                outcome=str(c["outcome"]),
+                max_score=None if c["max_score"] is None else float(c["max_score"]),
+                model_id=str(c["model_id"]),
+                t_wall=None if c["t_wall"] is None else float(c["t_wall"]),
+                tier=TIERS[r.tier],
+                score=r.score,
+                why=r.why,
+                disagreement=float(r.disagreement),
+                reviewed=bool(c["reviewed"]),
+                n_labels=len(labs),
                 classes=tuple(sorted({lab.class_name for lab in labs})),
             )
         )

@@ -18,8 +18,9 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -82,7 +83,12 @@ def _round(v: float) -> float:
 def content_sha(class_names: Sequence[str], items: Sequence[SnapshotItem]) -> str:
     """The content hash of a class list and snapshot items (see the module docstring)."""
     images = sorted(
-        [it.sha256, sorted([lab.class_name, _round(lab.x1), _round(lab.y1), _round(lab.x2), _round(lab.y2)] for lab in it.labels)]
+        [
+            it.sha256,
+            sorted(
+                [lab.class_name, _round(lab.x1), _round(lab.y1), _round(lab.x2), _round(lab.y2)] for lab in it.labels
+            ),
+        ]
         for it in items
     )
     doc = {"classes": list(class_names), "images": images}
@@ -131,9 +137,16 @@ def create_snapshot(
                 labs.append(SnapshotLabel(lab.id, lab.class_name, *box))
             items.append(
                 SnapshotItem(
-                    int(r["image_id"]), int(r["part_id"]), str(r["camera_id"]), str(r["sha256"]), str(r["format"]),
-                    int(r["width"]), int(r["height"]), None if r["t_wall"] is None else float(r["t_wall"]),
-                    r["verdict"], tuple(labs),
+                    int(r["image_id"]),
+                    int(r["part_id"]),
+                    str(r["camera_id"]),
+                    str(r["sha256"]),
+                    str(r["format"]),
+                    int(r["width"]),
+                    int(r["height"]),
+                    None if r["t_wall"] is None else float(r["t_wall"]),
+                    r["verdict"],
+                    tuple(labs),
                 )
             )
         present = sorted({lab.class_name for it in items for lab in it.labels})
@@ -145,7 +158,9 @@ def create_snapshot(
                 raise ValueError(f"class_names has duplicates: {classes}")
             unknown = [c for c in present if c not in classes]
             if unknown:
-                raise ValueError(f"labels use classes not in class_names: {', '.join(unknown)}; add them to class_names")
+                raise ValueError(
+                    f"labels use classes not in class_names: {', '.join(unknown)}; add them to class_names"
+                )
         if not classes:
             raise ValueError("the selected images have no labels and no class_names were given: pass class_names")
         sha = content_sha(classes, items)
@@ -154,18 +169,42 @@ def create_snapshot(
         name = name or time.strftime("snapshot-%Y%m%d-%H%M%S", time.gmtime(now))
         sid = snapshots.insert_snapshot(
             db,
-            {"name": name, "created_at": now, "created_by": user, "params": dumps(params, canonical=True),
-             "class_names": dumps(classes), "content_sha256": sha, "n_images": len(items), "n_labels": n_labels},
+            {
+                "name": name,
+                "created_at": now,
+                "created_by": user,
+                "params": dumps(params, canonical=True),
+                "class_names": dumps(classes),
+                "content_sha256": sha,
+                "n_images": len(items),
+                "n_labels": n_labels,
+            },
             [
-                {"image_id": it.image_id, "part_id": it.part_id, "camera_id": it.camera_id, "sha256": it.sha256, "format": it.format,
-                 "width": it.width, "height": it.height, "t_wall": it.t_wall, "verdict": it.verdict,
-                 "labels": json.dumps([[lab.label_id, lab.class_name, lab.x1, lab.y1, lab.x2, lab.y2] for lab in it.labels])}
+                {
+                    "image_id": it.image_id,
+                    "part_id": it.part_id,
+                    "camera_id": it.camera_id,
+                    "sha256": it.sha256,
+                    "format": it.format,
+                    "width": it.width,
+                    "height": it.height,
+                    "t_wall": it.t_wall,
+                    "verdict": it.verdict,
+                    "labels": json.dumps(
+                        [[lab.label_id, lab.class_name, lab.x1, lab.y1, lab.x2, lab.y2] for lab in it.labels]
+                    ),
+                }
                 for it in items
             ],
         )
         snap = Snapshot(sid, now, tuple(it.image_id for it in items), tuple(classes), sha, name, user, n_labels, params)
         audit.record(
-            db, user, "create", "dataset_snapshot", sid, None,
+            db,
+            user,
+            "create",
+            "dataset_snapshot",
+            sid,
+            None,
             {"name": name, "sha": sha, "n_images": len(items), "n_labels": n_labels, "class_names": classes, **params},
             t_wall=now,
         )
@@ -177,11 +216,20 @@ def get_snapshot(db: sqlite_utils.Database, snapshot_id: int) -> Snapshot:
     """A snapshot by id; LookupError if there is none."""
     r = snapshots.snapshot_row(db, snapshot_id)
     if r is None:
-        raise LookupError(f"dataset snapshot {snapshot_id} does not exist; list them with `python -m labeling snapshots`")
+        raise LookupError(
+            f"dataset snapshot {snapshot_id} does not exist; list them with `python -m labeling snapshots`"
+        )
     sid = int(r["id"])
     return Snapshot(
-        sid, float(r["created_at"]), snapshots.snapshot_image_ids(db, sid), tuple(json.loads(r["class_names"])), str(r["content_sha256"]),
-        str(r["name"]), str(r["created_by"]), int(r["n_labels"]), json.loads(r["params"]),
+        sid,
+        float(r["created_at"]),
+        snapshots.snapshot_image_ids(db, sid),
+        tuple(json.loads(r["class_names"])),
+        str(r["content_sha256"]),
+        str(r["name"]),
+        str(r["created_by"]),
+        int(r["n_labels"]),
+        json.loads(r["params"]),
     )
 
 
@@ -195,11 +243,22 @@ def snapshot_items(db: sqlite_utils.Database, snapshot_id: int) -> list[Snapshot
     get_snapshot(db, snapshot_id)  # LookupError if unknown
     out = []
     for r in snapshots.snapshot_item_rows(db, snapshot_id):
-        labs = tuple(SnapshotLabel(int(x[0]), str(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5])) for x in json.loads(r["labels"]))
+        labs = tuple(
+            SnapshotLabel(int(x[0]), str(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5]))
+            for x in json.loads(r["labels"])
+        )
         out.append(
             SnapshotItem(
-                int(r["image_id"]), int(r["part_id"]), str(r["camera_id"]), str(r["sha256"]), str(r["format"]), int(r["width"]),
-                int(r["height"]), r["t_wall"], r["verdict"], labs,
+                int(r["image_id"]),
+                int(r["part_id"]),
+                str(r["camera_id"]),
+                str(r["sha256"]),
+                str(r["format"]),
+                int(r["width"]),
+                int(r["height"]),
+                r["t_wall"],
+                r["verdict"],
+                labs,
             )
         )
     return out

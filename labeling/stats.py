@@ -16,7 +16,8 @@ import datetime as dt
 import logging
 import re
 from collections import defaultdict
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import sqlite_utils
@@ -29,7 +30,11 @@ from .labels import current_labels_many
 log = logging.getLogger(__name__)
 
 SLOT_S = 900
-DEFAULT_SHIFTS: tuple[tuple[str, str, str], ...] = (("A", "06:00", "14:00"), ("B", "14:00", "22:00"), ("C", "22:00", "06:00"))
+DEFAULT_SHIFTS: tuple[tuple[str, str, str], ...] = (
+    ("A", "06:00", "14:00"),
+    ("B", "14:00", "22:00"),
+    ("C", "22:00", "06:00"),
+)
 _OUTCOMES = tuple(o.value for o in Outcome)
 
 
@@ -39,7 +44,9 @@ def _tz(tz: str | dt.tzinfo | None) -> dt.tzinfo | None:
     try:
         return ZoneInfo(tz)
     except (KeyError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {tz!r} ({exc}); use an IANA name such as 'Europe/Berlin' or 'UTC'") from None
+        raise ValueError(
+            f"unknown time zone {tz!r} ({exc}); use an IANA name such as 'Europe/Berlin' or 'UTC'"
+        ) from None
 
 
 def _local(ts: float, tz: dt.tzinfo | None) -> dt.datetime:
@@ -87,14 +94,21 @@ def defects_by_class_over_time(
 
 
 def yield_by_hour(
-    db: sqlite_utils.Database, *, since: float | None = None, until: float | None = None, tz: str | dt.tzinfo | None = None
+    db: sqlite_utils.Database,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    tz: str | dt.tzinfo | None = None,
 ) -> list[dict[str, Any]]:
     """Verdicts per local hour: ``[{bucket, t, total, PASS, FAIL, UNCERTAIN, FAILSAFE, yield}]``, in time order."""
     zone = _tz(tz)
     acc: dict[dt.datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for slot, outcome, n in quality_stats.outcome_slots(db, SLOT_S, since, until):
         acc[_floor(_local(slot * SLOT_S, zone), "hour")][outcome] += n
-    return [{"bucket": b.isoformat(), "t": b.timestamp(), **_yield_row(c)} for b, c in sorted(acc.items(), key=lambda kv: kv[0].timestamp())]
+    return [
+        {"bucket": b.isoformat(), "t": b.timestamp(), **_yield_row(c)}
+        for b, c in sorted(acc.items(), key=lambda kv: kv[0].timestamp())
+    ]
 
 
 def _minutes(s: str, what: str) -> int:
@@ -154,7 +168,9 @@ def yield_by_shift(
     ]
 
 
-def false_positive_rate(db: sqlite_utils.Database, *, since: float | None = None, until: float | None = None) -> dict[str, Any]:
+def false_positive_rate(
+    db: sqlite_utils.Database, *, since: float | None = None, until: float | None = None
+) -> dict[str, Any]:
     """How often QA removed the model's detections, on reviewed images.
 
     Each ``model`` label of a reviewed image is followed along its supersede chain to its end:
@@ -181,9 +197,12 @@ def false_positive_rate(db: sqlite_utils.Database, *, since: float | None = None
             continue
         e = end(r)
         kind = (
-            "false_positives" if e[2] == "deleted"
-            else "reclassified" if e[3] != r[3]
-            else "moved" if tuple(e[4:8]) != tuple(r[4:8])
+            "false_positives"
+            if e[2] == "deleted"
+            else "reclassified"
+            if e[3] != r[3]
+            else "moved"
+            if tuple(e[4:8]) != tuple(r[4:8])
             else "confirmed"
         )
         c = by_class.setdefault(str(r[3]), dict(zero))

@@ -40,9 +40,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,12 @@ class LearnResult:
     loo_scores: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "threshold": self.threshold, "n_images": self.n_images, "seconds": round(self.seconds, 1)}
+        return {
+            "path": str(self.path),
+            "threshold": self.threshold,
+            "n_images": self.n_images,
+            "seconds": round(self.seconds, 1),
+        }
 
 
 # ---------------------------------------------------------------------------- data
@@ -211,10 +217,18 @@ def distance_net(features: Any, bank: np.ndarray, mean: np.ndarray, inv_std: np.
             best = None
             for dy in range(-nb, nb + 1):
                 for dx in range(-nb, nb + 1):
-                    fs = fp[:, :, nb - dy:nb - dy + gh, nb - dx:nb - dx + gw].reshape(d, gh * gw).t()  # f(q - s) at bank cell q
-                    d2 = self.bank_sq - 2 * torch.bmm(self.bank, fs.unsqueeze(-1)).squeeze(-1) + (fs * fs).sum(-1, keepdim=True)
+                    fs = (
+                        fp[:, :, nb - dy : nb - dy + gh, nb - dx : nb - dx + gw].reshape(d, gh * gw).t()
+                    )  # f(q - s) at bank cell q
+                    d2 = (
+                        self.bank_sq
+                        - 2 * torch.bmm(self.bank, fs.unsqueeze(-1)).squeeze(-1)
+                        + (fs * fs).sum(-1, keepdim=True)
+                    )
                     dmin = d2.min(-1).values.view(1, 1, gh, gw)
-                    shifted = F.pad(dmin, (nb, nb, nb, nb), value=1e9)[:, :, nb + dy:nb + dy + gh, nb + dx:nb + dx + gw]
+                    shifted = F.pad(dmin, (nb, nb, nb, nb), value=1e9)[
+                        :, :, nb + dy : nb + dy + gh, nb + dx : nb + dx + gw
+                    ]
                     best = shifted if best is None else torch.minimum(best, shifted)
             return torch.sqrt(torch.clamp(best, min=0.0))
 
@@ -231,8 +245,12 @@ def _loo_maps(std_feats: np.ndarray, nb: int) -> np.ndarray:
     eye = np.eye(n, dtype=bool)
     for dy in range(-nb, nb + 1):
         for dx in range(-nb, nb + 1):
-            fs = fp[:, :, nb - dy:nb - dy + gh, nb - dx:nb - dx + gw].transpose(2, 3, 0, 1).reshape(gh * gw, n, d)  # (L, N, D)
-            d2 = bsq[:, None, :] - 2 * np.matmul(fs, b.transpose(0, 2, 1)) + (fs * fs).sum(-1)[:, :, None]  # (L, Ntest, Nbank)
+            fs = (
+                fp[:, :, nb - dy : nb - dy + gh, nb - dx : nb - dx + gw].transpose(2, 3, 0, 1).reshape(gh * gw, n, d)
+            )  # (L, N, D)
+            d2 = (
+                bsq[:, None, :] - 2 * np.matmul(fs, b.transpose(0, 2, 1)) + (fs * fs).sum(-1)[:, :, None]
+            )  # (L, Ntest, Nbank)
             d2[:, eye] = np.inf  # not against itself
             dmin = d2.min(-1).T.reshape(n, gh, gw)
             shifted = np.full((n, gh, gw), np.inf, np.float32)
@@ -249,8 +267,15 @@ def _export(net: Any, size: tuple[int, int], path: Path, meta: dict[str, str]) -
 
     w, h = size
     tmp = path.with_name(path.name + ".tmp")
-    torch.onnx.export(net, (torch.zeros(1, 1, h, w),), str(tmp), input_names=["images"], output_names=["map"],
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        net,
+        (torch.zeros(1, 1, h, w),),
+        str(tmp),
+        input_names=["images"],
+        output_names=["map"],
+        opset_version=17,
+        dynamo=False,
+    )
     model = onnx.load(str(tmp))
     del model.metadata_props[:]
     for k, v in meta.items():
@@ -302,17 +327,26 @@ def learn(
     pre = np.stack([preprocess(im, size) for im in images])
     feats_net = feature_net()
     with torch.no_grad():
-        raw = np.concatenate([feats_net(torch.from_numpy(pre[i:i + 32, None])).numpy() for i in range(0, len(pre), 32)])
+        raw = np.concatenate(
+            [feats_net(torch.from_numpy(pre[i : i + 32, None])).numpy() for i in range(0, len(pre), 32)]
+        )
     mean = raw.mean(axis=(0, 2, 3)).astype(np.float32)
     inv_std = (1.0 / (raw.std(axis=(0, 2, 3)) + 1e-6)).astype(np.float32)
     std_feats = ((raw - mean[None, :, None, None]) * inv_std[None, :, None, None]).astype(np.float32)
     loo = np.array([image_score_of(m) for m in _loo_maps(std_feats, s.neighbourhood)])
     threshold = max(float(np.quantile(loo, 1.0 - s.target_frr)) * s.margin, 1e-3)
     info = {
-        "format": FORMAT, "method": "patch distance to good parts (fixed filter bank, no training)", "threshold": threshold,
-        "target_frr": s.target_frr, "margin": s.margin, "frame_size": [W, H], "neighbourhood": s.neighbourhood,
+        "format": FORMAT,
+        "method": "patch distance to good parts (fixed filter bank, no training)",
+        "threshold": threshold,
+        "target_frr": s.target_frr,
+        "margin": s.margin,
+        "frame_size": [W, H],
+        "neighbourhood": s.neighbourhood,
         "loo_quantiles": {str(k): float(np.quantile(loo, k)) for k in (0.5, 0.9, 0.95, 0.99, 1.0)},
-        "n_images": len(pre), "source": source, "learned_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "n_images": len(pre),
+        "source": source,
+        "learned_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     net = distance_net(feats_net, raw, mean, inv_std, s.neighbourhood)
     path = Path(out)
@@ -322,11 +356,19 @@ def learn(
     err = _parity(tmp, net, np.ascontiguousarray(pre[0][::-1, ::-1]))  # not in the bank: distances well above 0
     if err > 1e-2:  # float32 rounding is ~0.1-0.2 %; an export bug is tens of %
         tmp.unlink(missing_ok=True)
-        raise AnomalyLearnError(f"anomaly learning: the exported model differs from the learner by {err:.2%} (export bug); nothing written")
+        raise AnomalyLearnError(
+            f"anomaly learning: the exported model differs from the learner by {err:.2%} (export bug); nothing written"
+        )
     tmp.replace(path)
     res = LearnResult(path, threshold, len(pre), time.monotonic() - t0, loo.tolist())
-    log.info("anomaly model learned from %d good images in %.1f s: threshold %.4f (parity %.1e) -> %s",
-             len(pre), res.seconds, threshold, err, path)
+    log.info(
+        "anomaly model learned from %d good images in %.1f s: threshold %.4f (parity %.1e) -> %s",
+        len(pre),
+        res.seconds,
+        threshold,
+        err,
+        path,
+    )
     return res
 
 

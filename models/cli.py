@@ -12,8 +12,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,14 @@ class ProgressPrinter:
             eta = ev.get("eta_s")
             eta_s = f" eta {int(eta // 60)}m{int(eta % 60):02d}s" if eta else ""
             if ph == "batch":
-                self._line(f"epoch {ev['epoch']}/{ev['epochs']} [{bar:<{self.width}}] batch {ev['batch']}/{ev['batches']} {losses}{eta_s}", False)
+                self._line(
+                    f"epoch {ev['epoch']}/{ev['epochs']} [{bar:<{self.width}}] batch {ev['batch']}/{ev['batches']} {losses}{eta_s}",
+                    False,
+                )
             elif ph == "epoch":
-                self._line(f"epoch {ev['epoch']}/{ev['epochs']} [{bar:<{self.width}}] {losses} | val {mets}{eta_s}", True)
+                self._line(
+                    f"epoch {ev['epoch']}/{ev['epochs']} [{bar:<{self.width}}] {losses} | val {mets}{eta_s}", True
+                )
             elif ph == "final":
                 self._line(f"best weights: val {mets}", True)
         elif kind in ("error", "cancelled"):
@@ -158,7 +164,9 @@ def cmd_golden(args: argparse.Namespace) -> int:
 
         from .dataset import make_golden_set
 
-        cam = SyntheticCameraConfig(product=args.product, defect_rate=args.defect_rate, harmless_mark_rate=args.mark_rate)
+        cam = SyntheticCameraConfig(
+            product=args.product, defect_rate=args.defect_rate, harmless_mark_rate=args.mark_rate
+        )
         gs = make_golden_set(args.out, args.n, args.seed, cam)
     print(f"golden set {gs.golden_id}: {len(gs)} images ({gs.n_defective} defective) in {gs.root}")
     return 0
@@ -175,10 +183,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         n_train, n_val, seed = args.synthetic
         synthetic = {"n_train": n_train, "n_val": n_val, "seed": seed}
     spec = JobSpec(
-        data_yaml=args.data, synthetic=synthetic, model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-        seed=args.seed, hyp=json.loads(args.hyp) if args.hyp else {}, export_imgsz=tuple(args.export_imgsz) if args.export_imgsz else None,
-        golden=args.golden, current_model=current, db=str(args.db) if args.register else None,
-        store_dir=str(_store(args)) if args.register else None, trained_by=args.user,
+        data_yaml=args.data,
+        synthetic=synthetic,
+        model=args.model,
+        epochs=args.epochs,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        seed=args.seed,
+        hyp=json.loads(args.hyp) if args.hyp else {},
+        export_imgsz=tuple(args.export_imgsz) if args.export_imgsz else None,
+        golden=args.golden,
+        current_model=current,
+        db=str(args.db) if args.register else None,
+        store_dir=str(_store(args)) if args.register else None,
+        trained_by=args.user,
     )
     runner = JobRunner(args.jobs_dir)
     state = _run_job(runner, spec)
@@ -196,8 +214,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
     lineage = json.loads(args.lineage) if args.lineage else {}
-    out = export_onnx(args.weights, args.out, args.imgsz if len(args.imgsz) == 2 else args.imgsz[0], lineage=lineage,
-                      parity_golden=args.golden)
+    out = export_onnx(
+        args.weights,
+        args.out,
+        args.imgsz if len(args.imgsz) == 2 else args.imgsz[0],
+        lineage=lineage,
+        parity_golden=args.golden,
+    )
     print(out)
     return 0
 
@@ -205,17 +228,28 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import quantize_int8
 
-    rep = quantize_int8(_resolve_model(args.model, args.db if args.use_db else None), args.out, args.golden, subset_size=args.subset,
-                        form=args.form)
-    print(f"INT8 model {rep.path}: {rep.n_calibration} calibration images ({rep.n_defective} defective) of golden set "
-          f"{rep.golden_id}, parent {rep.parent_sha[:12]}, {rep.seconds:.0f} s")
+    rep = quantize_int8(
+        _resolve_model(args.model, args.db if args.use_db else None),
+        args.out,
+        args.golden,
+        subset_size=args.subset,
+        form=args.form,
+    )
+    print(
+        f"INT8 model {rep.path}: {rep.n_calibration} calibration images ({rep.n_defective} defective) of golden set "
+        f"{rep.golden_id}, parent {rep.parent_sha[:12]}, {rep.seconds:.0f} s"
+    )
     if args.register:
         from . import registry
 
         with _db(args.db) as db:
-            rec = registry.register(db, rep.path, store_dir=_store(args), trained_by=args.user, parent_sha=rep.parent_sha)
-        print(f"registered as candidate {rec.sha256[:12]}; next: `models evaluate --candidate {rec.sha256[:12]} --use-db "
-              f"--golden DIR --config STATION.yaml` (the line's runtime: inspector.runtime openvino or auto), then `models promote`")
+            rec = registry.register(
+                db, rep.path, store_dir=_store(args), trained_by=args.user, parent_sha=rep.parent_sha
+            )
+        print(
+            f"registered as candidate {rec.sha256[:12]}; next: `models evaluate --candidate {rec.sha256[:12]} --use-db "
+            f"--golden DIR --config STATION.yaml` (the line's runtime: inspector.runtime openvino or auto), then `models promote`"
+        )
     return 0
 
 
@@ -236,7 +270,10 @@ def cmd_import_elpv(args: argparse.Namespace) -> int:
 
     out = import_classify_dataset(args.out, seed=args.seed, fractions=tuple(args.fractions))
     m = json.loads((out / "dataset.json").read_text())
-    print(f"ELPV classify dataset {m['snapshot']} in {out}: " + ", ".join(f"{k} {sum(v.values())}" for k, v in m["counts"].items()))
+    print(
+        f"ELPV classify dataset {m['snapshot']} in {out}: "
+        + ", ".join(f"{k} {sum(v.values())}" for k, v in m["counts"].items())
+    )
     return 0
 
 
@@ -272,7 +309,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         current = _current_model_path(args.db)
     if current is not None and Path(current).resolve() == Path(cand).resolve():
         current = None  # the candidate is the current model: nothing to compare with
-    comp = compare(cand, current, args.golden, rules=rules, calibration=calib, inspector_cfg=insp, setup=_camera_setup(args.config))
+    comp = compare(
+        cand, current, args.golden, rules=rules, calibration=calib, inspector_cfg=insp, setup=_camera_setup(args.config)
+    )
     print(comp.table())
     if args.json:
         Path(args.json).write_text(json.dumps(comp.summary(), indent=1) + "\n")
@@ -297,7 +336,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     rules, calib, insp = _rules_and_inspector(args.config)
     setup = _camera_setup(args.config)
     res = evaluate(args.model, args.golden, rules=rules, calibration=calib, inspector_cfg=insp, setup=setup)
-    t = tune_thresholds(res, args.target, calibration=calib, min_conf=insp.conf if insp is not None else None, setup=setup)
+    t = tune_thresholds(
+        res, args.target, calibration=calib, min_conf=insp.conf if insp is not None else None, setup=setup
+    )
     print(t.table())
     print("\nrules (paste under `rules:` in the station config):")
     import yaml
@@ -310,8 +351,15 @@ def cmd_register(args: argparse.Namespace) -> int:
     from . import registry
 
     with _db(args.db) as db:
-        rec = registry.register(db, args.onnx, store_dir=_store(args), trained_by=args.user, weights=args.weights,
-                                dataset_snapshot=args.dataset_snapshot, parent_sha=args.parent_sha)
+        rec = registry.register(
+            db,
+            args.onnx,
+            store_dir=_store(args),
+            trained_by=args.user,
+            weights=args.weights,
+            dataset_snapshot=args.dataset_snapshot,
+            parent_sha=args.parent_sha,
+        )
     print(f"registered {rec.sha256} ({rec.status}) -> {rec.path}")
     return 0
 
@@ -327,8 +375,10 @@ def cmd_learn_anomaly(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     q = sorted(res.loo_scores)
-    print(f"learned {res.path} from {res.n_images} good images in {res.seconds:.1f} s; "
-          f"threshold {res.threshold:.4f} (good parts' leave-one-out scores: median {q[len(q) // 2]:.4f}, max {q[-1]:.4f})")
+    print(
+        f"learned {res.path} from {res.n_images} good images in {res.seconds:.1f} s; "
+        f"threshold {res.threshold:.4f} (good parts' leave-one-out scores: median {q[len(q) // 2]:.4f}, max {q[-1]:.4f})"
+    )
     if args.register:
         from . import registry
 
@@ -372,11 +422,15 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     with _db(args.db) as db:
         try:
-            r = registry.promote(db, args.sha, args.user, reason=args.reason, override=args.override, golden_id=args.golden_id)
+            r = registry.promote(
+                db, args.sha, args.user, reason=args.reason, override=args.override, golden_id=args.golden_id
+            )
         except registry.PromotionRefused as e:
             print(str(e), file=sys.stderr)
             return 3
-    print(f"current model: {r.sha256} -> {r.path}\n(a running station loads it with its model swap: web UI or POST /api/model/swap)")
+    print(
+        f"current model: {r.sha256} -> {r.path}\n(a running station loads it with its model swap: web UI or POST /api/model/swap)"
+    )
     return 0
 
 
@@ -413,8 +467,10 @@ def cmd_build_default(args: argparse.Namespace) -> int:
     else:
         card = build_default(out, work, recipe, on_event=ProgressPrinter(), command=command)
     m = card["test"]["metrics"]
-    print(f"\ndefault model {card['sha256'][:12]} in {out} ({time.monotonic() - t0:.0f} s): "
-          f"test precision {m['precision']}, recall {m['recall']}, escape {m['escape_rate']}, false reject {m['false_reject_rate']}")
+    print(
+        f"\ndefault model {card['sha256'][:12]} in {out} ({time.monotonic() - t0:.0f} s): "
+        f"test precision {m['precision']}, recall {m['recall']}, escape {m['escape_rate']}, false reject {m['false_reject_rate']}"
+    )
     return 0
 
 
@@ -423,13 +479,18 @@ def cmd_build_default(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``models`` command."""
-    p = argparse.ArgumentParser(prog="models", description="Model lifecycle: dataset, golden set, train, export, evaluate, tune, register, promote, roll back.")
+    p = argparse.ArgumentParser(
+        prog="models",
+        description="Model lifecycle: dataset, golden set, train, export, evaluate, tune, register, promote, roll back.",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
     def db_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--db", type=Path, default=DEFAULT_DB, help="station database (default data/station.db)")
-        sp.add_argument("--store", type=Path, default=None, help="model file store (default: models/ next to the database)")
+        sp.add_argument(
+            "--store", type=Path, default=None, help="model file store (default: models/ next to the database)"
+        )
 
     def synth_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--product", default="machined", choices=["machined", "pcb"])
@@ -442,7 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--val", type=int, required=True)
     sp.add_argument("--test", type=int, default=0)
     sp.add_argument("--seed", type=int, required=True)
-    sp.add_argument("--input-hw", type=int, nargs=2, default=None, metavar=("H", "W"), help="resize frames as a letterbox into HxW does")
+    sp.add_argument(
+        "--input-hw",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="resize frames as a letterbox into HxW does",
+    )
     sp.add_argument("--crop", type=int, default=None, help="then cut a CROPxCROP window around the part")
     synth_args(sp)
     sp.set_defaults(fn=cmd_dataset)
@@ -458,8 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="train a model (a background job with progress; Ctrl-C cancels)")
     src = sp.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", default=None, help="YOLO data.yaml, or a classify dataset folder (train/ val/ of class folders)")
-    src.add_argument("--synthetic", type=int, nargs=3, metavar=("N_TRAIN", "N_VAL", "SEED"), help="render a synthetic dataset first")
+    src.add_argument(
+        "--data", default=None, help="YOLO data.yaml, or a classify dataset folder (train/ val/ of class folders)"
+    )
+    src.add_argument(
+        "--synthetic", type=int, nargs=3, metavar=("N_TRAIN", "N_VAL", "SEED"), help="render a synthetic dataset first"
+    )
     sp.add_argument("--model", default="yolov8n.yaml", help="architecture .yaml, or a parent .pt/.onnx to fine-tune")
     sp.add_argument("--epochs", type=int, default=50)
     sp.add_argument("--imgsz", type=int, default=640)
@@ -468,7 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hyp", default=None, help="more Ultralytics train arguments as JSON, e.g. '{\"mosaic\": 0}'")
     sp.add_argument("--export-imgsz", type=int, nargs=2, default=None, metavar=("H", "W"))
     sp.add_argument("--golden", default=None, help="evaluate the new model on this golden set")
-    sp.add_argument("--current", default=None, help="compare with this model (default with --register: the current model)")
+    sp.add_argument(
+        "--current", default=None, help="compare with this model (default with --register: the current model)"
+    )
     sp.add_argument("--register", action="store_true", help="register the new model as a candidate in --db")
     sp.add_argument("--user", default="cli")
     sp.add_argument("--jobs-dir", type=Path, default=Path("data/jobs"))
@@ -479,36 +553,66 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("weights", type=Path)
     sp.add_argument("out", type=Path)
     sp.add_argument("--imgsz", type=int, nargs="+", default=[640], help="N or H W")
-    sp.add_argument("--lineage", default=None, help="JSON object, e.g. '{\"dataset_snapshot\": \"...\"}'")
-    sp.add_argument("--golden", type=Path, default=None, help="golden set for the export parity check (default: fixed synthetic frames)")
+    sp.add_argument("--lineage", default=None, help='JSON object, e.g. \'{"dataset_snapshot": "..."}\'')
+    sp.add_argument(
+        "--golden",
+        type=Path,
+        default=None,
+        help="golden set for the export parity check (default: fixed synthetic frames)",
+    )
     sp.set_defaults(fn=cmd_export)
 
-    sp = sub.add_parser("quantize", help="INT8 copy of an ONNX model (NNCF, calibrated on a golden set): a new candidate")
+    sp = sub.add_parser(
+        "quantize", help="INT8 copy of an ONNX model (NNCF, calibrated on a golden set): a new candidate"
+    )
     sp.add_argument("model", help="FP32 ONNX file (or a registered sha256 with --use-db)")
     sp.add_argument("out", type=Path, help="the INT8 ONNX file to write")
-    sp.add_argument("--golden", required=True, type=Path, help="golden set of the model's product: its good and bad images calibrate")
+    sp.add_argument(
+        "--golden",
+        required=True,
+        type=Path,
+        help="golden set of the model's product: its good and bad images calibrate",
+    )
     sp.add_argument("--subset", type=int, default=300, help="calibration images at most (good and bad alternated)")
-    sp.add_argument("--form", choices=["openvino", "qdq"], default="openvino",
-                    help="openvino: the INT8 OpenVINO form inside a copy of the FP32 file (fast, default); qdq: an ONNX QDQ graph for onnxruntime")
+    sp.add_argument(
+        "--form",
+        choices=["openvino", "qdq"],
+        default="openvino",
+        help="openvino: the INT8 OpenVINO form inside a copy of the FP32 file (fast, default); qdq: an ONNX QDQ graph for onnxruntime",
+    )
     sp.add_argument("--register", action="store_true", help="register the INT8 file as a candidate in --db")
     sp.add_argument("--use-db", action="store_true", help="MODEL is a registered sha256")
     sp.add_argument("--user", default="cli")
     db_args(sp)
     sp.set_defaults(fn=cmd_quantize)
 
-    sp = sub.add_parser("evaluate", help="evaluate a candidate (and the current model) on a golden set via the production path")
+    sp = sub.add_parser(
+        "evaluate", help="evaluate a candidate (and the current model) on a golden set via the production path"
+    )
     sp.add_argument("--candidate", required=True, help="ONNX file (or a registered sha256 with --use-db)")
-    sp.add_argument("--current", default=None, help="ONNX file to compare with (default with --use-db: the registry's current)")
-    sp.add_argument("--golden", required=True, type=Path, help="golden set; for a classify model a split of class folders")
+    sp.add_argument(
+        "--current", default=None, help="ONNX file to compare with (default with --use-db: the registry's current)"
+    )
+    sp.add_argument(
+        "--golden", required=True, type=Path, help="golden set; for a classify model a split of class folders"
+    )
     sp.add_argument("--config", default=None, help="station config: its rules, calibration and inspector settings")
-    sp.add_argument("--good-classes", nargs="+", default=None, help="classify: the good classes (replaces rules.good_classes)")
+    sp.add_argument(
+        "--good-classes", nargs="+", default=None, help="classify: the good classes (replaces rules.good_classes)"
+    )
     sp.add_argument("--use-db", action="store_true", help="resolve models through the registry in --db")
-    sp.add_argument("--record", action="store_true", help="with --use-db: store the results in the registry (for the promotion gate)")
+    sp.add_argument(
+        "--record",
+        action="store_true",
+        help="with --use-db: store the results in the registry (for the promotion gate)",
+    )
     sp.add_argument("--json", default=None, help="also write the comparison as JSON here")
     db_args(sp)
     sp.set_defaults(fn=cmd_evaluate)
 
-    sp = sub.add_parser("import-elpv", help="the ELPV solar cells (pip elpv-dataset) as a classify dataset: seeded split")
+    sp = sub.add_parser(
+        "import-elpv", help="the ELPV solar cells (pip elpv-dataset) as a classify dataset: seeded split"
+    )
     sp.add_argument("--out", type=Path, required=True, help="new folder for train/ val/ test/ class folders")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
@@ -530,11 +634,15 @@ def build_parser() -> argparse.ArgumentParser:
     db_args(sp)
     sp.set_defaults(fn=cmd_register)
 
-    sp = sub.add_parser("learn-anomaly", help="learn an anomaly model from a folder of good images (no labels; seconds)")
+    sp = sub.add_parser(
+        "learn-anomaly", help="learn an anomaly model from a folder of good images (no labels; seconds)"
+    )
     sp.add_argument("folder", type=Path, help="good images of one camera view (one size; 50-200 recommended)")
     sp.add_argument("out", type=Path, help="the ONNX model to write")
     sp.add_argument("--long-side", type=int, default=256, help="working size of the frame's long side (default 256)")
-    sp.add_argument("--target-frr", type=float, default=0.01, help="false-reject rate on good parts the threshold is set for")
+    sp.add_argument(
+        "--target-frr", type=float, default=0.01, help="false-reject rate on good parts the threshold is set for"
+    )
     sp.add_argument("--register", action="store_true", help="also register it as a candidate in the station's registry")
     sp.add_argument("--user", default="cli")
     db_args(sp)
@@ -554,7 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--user", required=True)
     sp.add_argument("--override", action="store_true", help="promote despite the gate (needs --reason; audited)")
     sp.add_argument("--reason", default=None)
-    sp.add_argument("--golden-id", default=None, help="gate on this golden set (default: the latest both were evaluated on)")
+    sp.add_argument(
+        "--golden-id", default=None, help="gate on this golden set (default: the latest both were evaluated on)"
+    )
     db_args(sp)
     sp.set_defaults(fn=cmd_promote)
 
@@ -573,7 +683,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=None, help="default: models/default/")
     sp.add_argument("--work", default=None, help="working folder (dataset, jobs, test set)")
     sp.add_argument("--quick", action="store_true", help="a tiny smoke run of the whole script (useless model)")
-    sp.add_argument("--from-job", default=None, metavar="JOB_DIR", help="finish a build whose training job already succeeded (test + card)")
+    sp.add_argument(
+        "--from-job",
+        default=None,
+        metavar="JOB_DIR",
+        help="finish a build whose training job already succeeded (test + card)",
+    )
     sp.set_defaults(fn=cmd_build_default)
     return p
 
@@ -581,7 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``models`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     from .golden import GoldenSetError
     from .jobs import JobError
     from .registry import RegistryError

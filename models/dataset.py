@@ -18,12 +18,12 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import cv2
-
 import numpy as np
 
 from station.acquire.render import DEFECT_CLASSES, RenderedPart
@@ -77,11 +77,16 @@ class TrainView:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready parameters."""
-        return {"input_hw": list(self.input_hw) if self.input_hw else None, "crop": self.crop, "jitter": self.jitter,
-                "min_visible": self.min_visible, "focus": self.focus}
+        return {
+            "input_hw": list(self.input_hw) if self.input_hw else None,
+            "crop": self.crop,
+            "jitter": self.jitter,
+            "min_visible": self.min_visible,
+            "focus": self.focus,
+        }
 
     @staticmethod
-    def from_dict(d: Mapping[str, Any] | None) -> "TrainView":
+    def from_dict(d: Mapping[str, Any] | None) -> TrainView:
         """Inverse of :meth:`as_dict` (missing keys take their defaults)."""
         d = dict(d or {})
         hw = d.pop("input_hw", None)
@@ -140,7 +145,7 @@ def apply_view(
             y0f = (h - c) / 2 + rng.uniform(-jy, jy)
         x0 = int(round(min(max(x0f, 0), w - c)))
         y0 = int(round(min(max(y0f, 0), h - c)))
-        image = image[y0:y0 + c, x0:x0 + c]
+        image = image[y0 : y0 + c, x0 : x0 + c]
         if len(boxes):
             area = np.prod(boxes[:, 2:] - boxes[:, :2], 1)
             cb = boxes - np.array([x0, y0, x0, y0])
@@ -160,7 +165,9 @@ def label_lines(ids: np.ndarray, boxes: np.ndarray, width: int, height: int) -> 
         y1, y2 = max(0.0, y1), min(float(height), y2)
         if x2 <= x1 or y2 <= y1:
             continue
-        lines.append(f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
+        lines.append(
+            f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}"
+        )
     return lines
 
 
@@ -271,7 +278,12 @@ def make_synthetic_dataset(
         for p in sorted((root / sub).rglob("*"))
         if p.is_file()
     }
-    manifest = {**params, "snapshot": f"synthetic-{content_id(files)}", "counts": counts, "render_s": round(time.monotonic() - t0, 1)}
+    manifest = {
+        **params,
+        "snapshot": f"synthetic-{content_id(files)}",
+        "counts": counts,
+        "render_s": round(time.monotonic() - t0, 1),
+    }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     log.info("dataset %s: %s in %.1f s", root, counts, time.monotonic() - t0)
     return data_yaml
@@ -338,12 +350,20 @@ def make_golden_set(
     """
     out = Path(out_dir)
     cfg = (camera_cfg or SyntheticCameraConfig()).model_copy(update={"seed": int(seed)})
-    source = {"generator": "synthetic", "seed": int(seed), "start_id": int(start_id), "n": int(n), "camera": cfg.model_dump(mode="json"),
-              "min_box_px": float(min_box_px)}
+    source = {
+        "generator": "synthetic",
+        "seed": int(seed),
+        "start_id": int(start_id),
+        "n": int(n),
+        "camera": cfg.model_dump(mode="json"),
+        "min_box_px": float(min_box_px),
+    }
     if (out / "golden.json").exists():
         gs = load_golden(out)
         if dict(gs.source) != source:
-            raise DatasetError(f"{out} already holds a different golden set (source {dict(gs.source)}); choose another folder")
+            raise DatasetError(
+                f"{out} already holds a different golden set (source {dict(gs.source)}); choose another folder"
+            )
         return gs
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():

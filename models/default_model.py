@@ -34,9 +34,10 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from station.config import RulesConfig
 from station.config.camera import SyntheticCameraConfig
@@ -96,11 +97,15 @@ class DefaultRecipe:
 
     def camera(self) -> SyntheticCameraConfig:
         """The synthetic camera of the training parts."""
-        return SyntheticCameraConfig(product=self.product, defect_rate=self.defect_rate, harmless_mark_rate=self.harmless_mark_rate)
+        return SyntheticCameraConfig(
+            product=self.product, defect_rate=self.defect_rate, harmless_mark_rate=self.harmless_mark_rate
+        )
 
     def test_camera(self) -> SyntheticCameraConfig:
         """The synthetic camera of the unseen test parts."""
-        return SyntheticCameraConfig(product=self.product, defect_rate=self.test_defect_rate, harmless_mark_rate=self.test_mark_rate)
+        return SyntheticCameraConfig(
+            product=self.product, defect_rate=self.test_defect_rate, harmless_mark_rate=self.test_mark_rate
+        )
 
     def job_spec(self, export_path: Path) -> JobSpec:
         """The training job that makes the model."""
@@ -110,7 +115,12 @@ class DefaultRecipe:
                 "n_val": self.n_val,
                 "seed": self.train_seed,
                 "camera": self.camera().model_dump(mode="json"),
-                "view": {"input_hw": list(self.input_hw), "crop": self.crop, "focus": self.focus, "jitter": self.jitter},
+                "view": {
+                    "input_hw": list(self.input_hw),
+                    "crop": self.crop,
+                    "focus": self.focus,
+                    "jitter": self.jitter,
+                },
             },
             model=self.arch,
             epochs=self.epochs,
@@ -133,7 +143,9 @@ class DefaultRecipe:
         return d
 
 
-QUICK = DefaultRecipe(n_train=24, n_val=8, epochs=1, n_test=20)  # a smoke run of the whole script (minutes, a useless model)
+QUICK = DefaultRecipe(
+    n_train=24, n_val=8, epochs=1, n_test=20
+)  # a smoke run of the whole script (minutes, a useless model)
 
 
 def build_default(
@@ -180,15 +192,24 @@ def finish_default(
         raise RuntimeError(f"job {job_dir} did not succeed ({state.status}: {state.error})")
     spec = json.loads((job_dir / "spec.json").read_text())
     want = recipe.job_spec(Path("x")).as_dict()
-    differs = sorted(k for k in ("synthetic", "model", "epochs", "imgsz", "batch", "seed", "hyp", "export_imgsz") if spec.get(k) != want.get(k))
+    differs = sorted(
+        k
+        for k in ("synthetic", "model", "epochs", "imgsz", "batch", "seed", "hyp", "export_imgsz")
+        if spec.get(k) != want.get(k)
+    )
     if differs:
         raise RuntimeError(f"job {job_dir} was not made with this recipe (differs in: {', '.join(differs)})")
     result = state.result
     src_onnx = Path(result["onnx"])
     if not src_onnx.is_absolute():  # the worker runs in <job>/work
         src_onnx = job_dir / "work" / src_onnx
-    golden = make_golden_set(work / f"test-golden-{recipe.test_seed}-{recipe.n_test}", recipe.n_test, recipe.test_seed,
-                             recipe.test_camera(), start_id=GOLDEN_START)
+    golden = make_golden_set(
+        work / f"test-golden-{recipe.test_seed}-{recipe.n_test}",
+        recipe.n_test,
+        recipe.test_seed,
+        recipe.test_camera(),
+        start_id=GOLDEN_START,
+    )
     rules = RulesConfig()
     res = evaluate(src_onnx, golden, rules=rules)
     print(res.table(), flush=True)
@@ -219,7 +240,7 @@ def finish_default(
         },
         "test": {
             "what": "unseen synthetic parts (other seed, part ids from 30,000,000) as full 1280x800 frames through the "
-                    "station's production path (OnnxInspector + Decider) at the default rules",
+            "station's production path (OnnxInspector + Decider) at the default rules",
             "golden_id": golden.golden_id,
             "seed": recipe.test_seed,
             "n": recipe.n_test,

@@ -88,7 +88,7 @@ def auroc(good_scores: np.ndarray | list[float], bad_scores: np.ndarray | list[f
         idx = s == v
         if idx.sum() > 1:
             ranks[idx] = ranks[idx].mean()
-    return float((ranks[len(g):].sum() - len(b) * (len(b) + 1) / 2) / (len(g) * len(b)))
+    return float((ranks[len(g) :].sum() - len(b) * (len(b) + 1) / 2) / (len(g) * len(b)))
 
 
 def zscore_template_scores(learn: list[np.ndarray], test: list[np.ndarray]) -> np.ndarray:
@@ -167,8 +167,13 @@ def import_classify_dataset(
             key = f"{name}_{cell.cell_type}"
             counts[split][key] = counts[split].get(key, 0) + 1
     manifest = {
-        "format": 1, "kind": "classify", "source": "elpv-dataset", "snapshot": content_id(files),
-        "names": list(CLASSIFY_NAMES), "seed": seed, "fractions": list(fractions),
+        "format": 1,
+        "kind": "classify",
+        "source": "elpv-dataset",
+        "snapshot": content_id(files),
+        "names": list(CLASSIFY_NAMES),
+        "seed": seed,
+        "fractions": list(fractions),
         "rule": "defective: probability >= 2/3; functional: probability 0; probability 1/3 left out",
         "counts": counts,
     }

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .eval_worker import RESULT_FILE
 from .jobs import FINISHED, JobError, JobRunner, JobState
@@ -30,14 +31,17 @@ class EvalError(JobError):
     """An evaluation cannot start, or has no result; the message says why."""
 
 
-
-
 def eval_dict(st: JobState) -> dict[str, Any]:
     """An evaluation's state for the page (no server paths)."""
     m = st.meta
     return {
-        "eval_id": st.job_id, **{k: m.get(k) for k in META_KEYS}, "started_at": st.started_at, "status": st.status,
-        "finished_at": st.finished_at, "error": st.error, "recorded": bool(m.get("recorded")),
+        "eval_id": st.job_id,
+        **{k: m.get(k) for k in META_KEYS},
+        "started_at": st.started_at,
+        "status": st.status,
+        "finished_at": st.finished_at,
+        "error": st.error,
+        "recorded": bool(m.get("recorded")),
     }
 
 

@@ -19,8 +19,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -42,27 +43,37 @@ def result_to_json(r: Any) -> dict[str, Any]:
     images = []
     for i, im in enumerate(r.images):
         det = im.detections
-        images.append({
-            "index": i,
-            "stem": im.stem,
-            "truth": [[int(c), *[round(float(v), 2) for v in b]] for c, b in zip(im.truth_classes, im.truth_boxes)],
-            "dets": [[int(c), round(float(s), 5), *[round(float(v), 2) for v in b]]
-                     for c, s, b in zip(det.class_ids, det.scores, det.boxes_xyxy)],
-            "eligible": [bool(e) for e in im.eligible],
-            "outcome": im.outcome,
-            "reasons": list(im.reasons),
-            "ejected": bool(im.ejected),
-            "ms": round(float(im.ms), 3),
-        })
-    return {"summary": r.summary(), "model_id": r.model_id, "names": list(r.names), "seconds": round(r.seconds, 2), "images": images}
+        images.append(
+            {
+                "index": i,
+                "stem": im.stem,
+                "truth": [[int(c), *[round(float(v), 2) for v in b]] for c, b in zip(im.truth_classes, im.truth_boxes)],
+                "dets": [
+                    [int(c), round(float(s), 5), *[round(float(v), 2) for v in b]]
+                    for c, s, b in zip(det.class_ids, det.scores, det.boxes_xyxy)
+                ],
+                "eligible": [bool(e) for e in im.eligible],
+                "outcome": im.outcome,
+                "reasons": list(im.reasons),
+                "ejected": bool(im.ejected),
+                "ms": round(float(im.ms), 3),
+            }
+        )
+    return {
+        "summary": r.summary(),
+        "model_id": r.model_id,
+        "names": list(r.names),
+        "seconds": round(r.seconds, 2),
+        "images": images,
+    }
 
 
 def result_from_json(d: Mapping[str, Any]) -> Any:
     """Inverse of :func:`result_to_json` (scores recomputed from the per-image records by ``models.evaluate.score``)."""
-    from .evaluate import ImageResult, score
-
     from station.config import RulesConfig
     from station.types import Detections
+
+    from .evaluate import ImageResult, score
 
     s = d["summary"]
     names = tuple(d["names"])
@@ -71,15 +82,35 @@ def result_from_json(d: Mapping[str, Any]) -> Any:
         dets = np.asarray(im["dets"], np.float64).reshape(-1, 6)
         truth = np.asarray(im["truth"], np.float64).reshape(-1, 5)
         det = Detections(
-            boxes_xyxy=dets[:, 2:6].astype(np.float32), scores=dets[:, 1].astype(np.float32), class_ids=dets[:, 0].astype(np.int32),
-            names=names, model_id=d["model_id"],
+            boxes_xyxy=dets[:, 2:6].astype(np.float32),
+            scores=dets[:, 1].astype(np.float32),
+            class_ids=dets[:, 0].astype(np.int32),
+            names=names,
+            model_id=d["model_id"],
         )
-        images.append(ImageResult(
-            im["stem"], truth[:, 0].astype(np.int32), truth[:, 1:5].astype(np.float32), det, np.asarray(im["eligible"], bool),
-            im["outcome"], tuple(im["reasons"]), bool(im["ejected"]), float(im["ms"]),
-        ))
-    return score(images, names, RulesConfig.model_validate(s["rules"]), model_sha=s["model_sha"], model_id=d["model_id"],
-                 golden_id=s["golden_id"], conf=float(s["conf"]), seconds=float(d.get("seconds", 0.0)))
+        images.append(
+            ImageResult(
+                im["stem"],
+                truth[:, 0].astype(np.int32),
+                truth[:, 1:5].astype(np.float32),
+                det,
+                np.asarray(im["eligible"], bool),
+                im["outcome"],
+                tuple(im["reasons"]),
+                bool(im["ejected"]),
+                float(im["ms"]),
+            )
+        )
+    return score(
+        images,
+        names,
+        RulesConfig.model_validate(s["rules"]),
+        model_sha=s["model_sha"],
+        model_id=d["model_id"],
+        golden_id=s["golden_id"],
+        conf=float(s["conf"]),
+        seconds=float(d.get("seconds", 0.0)),
+    )
 
 
 # --------------------------------------------------------------------------- the worker
@@ -105,11 +136,15 @@ def run(eval_dir: Path) -> int:
     t0 = time.monotonic()
     try:
         comp = compare(
-            spec["candidate_path"], spec.get("current_path"), spec["golden_root"],
+            spec["candidate_path"],
+            spec.get("current_path"),
+            spec["golden_root"],
             rules=RulesConfig.model_validate(spec["rules"]),
             calibration=CalibrationConfig.model_validate(spec["calibration"]),
             setup=camera_setup.from_json(spec.get("setup")),
-            inspector_cfg=TypeAdapter(InspectorConfig).validate_python(spec["inspector"]) if spec.get("inspector") else None,
+            inspector_cfg=TypeAdapter(InspectorConfig).validate_python(spec["inspector"])
+            if spec.get("inspector")
+            else None,
         )
     except Exception as e:  # noqa: BLE001 - every failure is reported to the page, with the traceback in the log
         log.exception("evaluation failed")

@@ -31,9 +31,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,9 @@ def average_precision(tp: np.ndarray, scores: np.ndarray, n_truth: int) -> float
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
-def match_greedy(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndarray, iou: float = IOU) -> tuple[np.ndarray, np.ndarray]:
+def match_greedy(
+    det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndarray, iou: float = IOU
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy score-ordered matching of one class on one image.
 
     Returns (tp flags per detection, index of the matched truth per detection or -1).
@@ -223,7 +226,9 @@ def _num(v: Any) -> Any:
 # --------------------------------------------------------------------------- running
 
 
-def _eligibility_decider(rules: RulesConfig, calibration: CalibrationConfig, setup: Mapping[str, CameraSetup] | None = None) -> Decider:
+def _eligibility_decider(
+    rules: RulesConfig, calibration: CalibrationConfig, setup: Mapping[str, CameraSetup] | None = None
+) -> Decider:
     """A Decider with every threshold at 0 (drawn regions' too): its ``judge`` says whether zones/area/enabled let a detection count."""
     zero = {"reject_conf": 0.0, "uncertain_conf": 0.0}
     r0 = rules.model_copy(
@@ -237,7 +242,9 @@ def _eligibility_decider(rules: RulesConfig, calibration: CalibrationConfig, set
 
 def ejected(outcome: str, rules: RulesConfig) -> bool:
     """Does a part with this outcome leave the line?"""
-    return outcome in (Outcome.FAIL, Outcome.FAILSAFE) or (outcome == Outcome.UNCERTAIN and rules.uncertain_action == "reject")
+    return outcome in (Outcome.FAIL, Outcome.FAILSAFE) or (
+        outcome == Outcome.UNCERTAIN and rules.uncertain_action == "reject"
+    )
 
 
 def open_inspector(model_path: Path | str, inspector_cfg: Any = None, conf: float = EVAL_CONF) -> Inspector:
@@ -271,8 +278,13 @@ def evaluate(
     meta = read_model_meta(model_path)
     anomaly = meta.task == "anomaly"
     if anomaly:  # class-agnostic: every labelled defect of the golden set is an anomaly to find
-        gs = dataclasses.replace(gs, names=meta.names, items=tuple([
-            dataclasses.replace(it, class_ids=np.zeros_like(np.asarray(it.class_ids))) for it in gs.items]))
+        gs = dataclasses.replace(
+            gs,
+            names=meta.names,
+            items=tuple(
+                [dataclasses.replace(it, class_ids=np.zeros_like(np.asarray(it.class_ids))) for it in gs.items]
+            ),
+        )
     if tuple(meta.names) != tuple(gs.names):
         raise ValueError(
             f"model {model_path} classes {list(meta.names)} differ from golden set {gs.root} classes {list(gs.names)}; "
@@ -290,19 +302,38 @@ def evaluate(
             frame = Frame(part_id=i, camera_id=camera_id, image=img, t_exposure_ns=t_ns, meta={"golden": item.stem})
             res = inspect_part(inspector, decider, trig, [frame])
             det = res.detections[0] if res.detections else Detections.empty(tuple(meta.names), inspector.model_id)
-            ok = np.array([(d := elig.judge(det, j, camera_id)) is not None and d.action != "ignore" for j in range(len(det))], bool)
+            ok = np.array(
+                [(d := elig.judge(det, j, camera_id)) is not None and d.action != "ignore" for j in range(len(det))],
+                bool,
+            )
             h, w = img.shape[:2]
             ms = float(res.verdict.timings_ms.get("inspect", 0.0)) + float(res.verdict.timings_ms.get("decide", 0.0))
             images.append(
                 ImageResult(
-                    item.stem, item.class_ids, item.boxes_xyxy(w, h), det, ok, str(res.verdict.outcome),
-                    tuple(res.verdict.reasons), ejected(res.verdict.outcome, rules), ms,
+                    item.stem,
+                    item.class_ids,
+                    item.boxes_xyxy(w, h),
+                    det,
+                    ok,
+                    str(res.verdict.outcome),
+                    tuple(res.verdict.reasons),
+                    ejected(res.verdict.outcome, rules),
+                    ms,
                 )
             )
     finally:
         inspector.close()
-    return score(images, meta.names, rules, model_path=str(model_path), model_sha=meta.sha256, model_id=meta.model_id,
-                 golden_id=gs.golden_id, conf=conf, seconds=time.monotonic() - t0)
+    return score(
+        images,
+        meta.names,
+        rules,
+        model_path=str(model_path),
+        model_sha=meta.sha256,
+        model_id=meta.model_id,
+        golden_id=gs.golden_id,
+        conf=conf,
+        seconds=time.monotonic() - t0,
+    )
 
 
 def score(
@@ -343,13 +374,22 @@ def score(
             tp_op, _ = match_greedy(boxes[op], sc[op], gt)
             op_tp += int(tp_op.sum())
             op_fp += int((~tp_op).sum())
-        ap = average_precision(np.concatenate(flags) if flags else np.zeros(0, bool), np.concatenate(scores) if scores else np.zeros(0), n_truth)
+        ap = average_precision(
+            np.concatenate(flags) if flags else np.zeros(0, bool),
+            np.concatenate(scores) if scores else np.zeros(0),
+            n_truth,
+        )
         if n_truth:
             aps.append(ap)
         fn = n_truth - op_tp
         all_tp, all_fp, all_fn = all_tp + op_tp, all_fp + op_fp, all_fn + fn
         per_class[name] = ClassMetrics(
-            name, n_truth, n_parts, op_tp, op_fp, fn,
+            name,
+            n_truth,
+            n_parts,
+            op_tp,
+            op_fp,
+            fn,
             op_tp / (op_tp + op_fp) if op_tp + op_fp else float("nan"),
             op_tp / n_truth if n_truth else float("nan"),
             ap,
@@ -414,8 +454,13 @@ def confusion_matrix(images: Sequence[ImageResult], nc: int, rules: RulesConfig,
     return m
 
 
-def redecide(result: EvalResult, rules: RulesConfig, calibration: CalibrationConfig | None = None, camera_id: str = "cam0",
-             setup: Mapping[str, CameraSetup] | None = None) -> EvalResult:
+def redecide(
+    result: EvalResult,
+    rules: RulesConfig,
+    calibration: CalibrationConfig | None = None,
+    camera_id: str = "cam0",
+    setup: Mapping[str, CameraSetup] | None = None,
+) -> EvalResult:
     """The same detections decided again by the production Decider under other ``rules`` (no re-inference)."""
     decider = Decider(rules, calibration or CalibrationConfig(), "redecide", setup)
     elig = _eligibility_decider(rules, calibration or CalibrationConfig(), setup)
@@ -425,10 +470,25 @@ def redecide(result: EvalResult, rules: RulesConfig, calibration: CalibrationCon
         frame = Frame(part_id=i, camera_id=camera_id, image=np.zeros((2, 2), np.uint8), t_exposure_ns=trig.t_trigger_ns)
         v = decider.decide(trig, [frame], [im.detections], {})
         det = im.detections
-        ok = np.array([(d := elig.judge(det, j, camera_id)) is not None and d.action != "ignore" for j in range(len(det))], bool)
-        out.append(dataclasses.replace(im, outcome=str(v.outcome), reasons=tuple(v.reasons), ejected=ejected(v.outcome, rules), eligible=ok))
-    return score(out, result.names, rules, model_path=result.model_path, model_sha=result.model_sha, model_id=result.model_id,
-                 golden_id=result.golden_id, conf=result.conf, seconds=result.seconds)
+        ok = np.array(
+            [(d := elig.judge(det, j, camera_id)) is not None and d.action != "ignore" for j in range(len(det))], bool
+        )
+        out.append(
+            dataclasses.replace(
+                im, outcome=str(v.outcome), reasons=tuple(v.reasons), ejected=ejected(v.outcome, rules), eligible=ok
+            )
+        )
+    return score(
+        out,
+        result.names,
+        rules,
+        model_path=result.model_path,
+        model_sha=result.model_sha,
+        model_id=result.model_id,
+        golden_id=result.golden_id,
+        conf=result.conf,
+        seconds=result.seconds,
+    )
 
 
 # --------------------------------------------------------------------------- comparison
@@ -470,7 +530,9 @@ class Comparison:
                 out.append(f"  {'image':<24} {'truth':<22} {'candidate':<10} {'current':<10} right")
                 for d in self.disagreements:
                     truth = ",".join(d.truth) or "good"
-                    out.append(f"  {d.stem:<24} {truth:<22} {d.candidate:<10} {d.current:<10} {'candidate' if d.candidate_right else 'current'}")
+                    out.append(
+                        f"  {d.stem:<24} {truth:<22} {d.candidate:<10} {d.current:<10} {'candidate' if d.candidate_right else 'current'}"
+                    )
             out.append(f"gate (escape rate not worse): {'PASS' if self.escape_not_worse else 'FAIL'}")
         return "\n".join(out)
 
@@ -497,7 +559,9 @@ def compare(
     dis: list[Disagreement] = []
     if cur is not None:
         if cur.golden_id != cand.golden_id:
-            raise ValueError(f"results are on different golden sets ({cand.golden_id} vs {cur.golden_id}): not comparable")
+            raise ValueError(
+                f"results are on different golden sets ({cand.golden_id} vs {cur.golden_id}): not comparable"
+            )
         for a, b in zip(cand.images, cur.images, strict=True):
             if a.outcome != b.outcome:
                 truth = tuple(cand.names[int(c)] for c in a.truth_classes)
@@ -519,8 +583,10 @@ def format_table(results: Sequence[EvalResult], headers: Sequence[str] | None = 
     headers = list(headers or [r.model_id for r in results])
     w = max(14, *(len(h) + 2 for h in headers), *((len(r.model_id) + 2 for r in results) if named else ()))
     r0 = results[0]
-    lines = [f"golden set {r0.golden_id}: {len(r0.images)} images, {r0.n_defective} defective, {r0.n_good} good; "
-             f"eval conf {r0.conf}, eject = FAIL/FAILSAFE{' + UNCERTAIN' if r0.rules.uncertain_action == 'reject' else ''}"]
+    lines = [
+        f"golden set {r0.golden_id}: {len(r0.images)} images, {r0.n_defective} defective, {r0.n_good} good; "
+        f"eval conf {r0.conf}, eject = FAIL/FAILSAFE{' + UNCERTAIN' if r0.rules.uncertain_action == 'reject' else ''}"
+    ]
     lines.append(f"{'':<28}" + "".join(f"{h:>{w}}" for h in headers))
     if named:
         lines.append(f"{'model':<28}" + "".join(f"{r.model_id:>{w}}" for r in results))
@@ -536,9 +602,14 @@ def format_table(results: Sequence[EvalResult], headers: Sequence[str] | None = 
     row("mAP50", [_f3(r.map50) for r in results])
     row("ms / part (inspect+decide)", [f"{r.ms_per_part:.1f}" for r in results])
     for name in r0.names:
-        row(f"{name}: P / R", [f"{_f3(r.per_class[name].precision)} / {_f3(r.per_class[name].recall)}" for r in results])
+        row(
+            f"{name}: P / R", [f"{_f3(r.per_class[name].precision)} / {_f3(r.per_class[name].recall)}" for r in results]
+        )
         row(f"{name}: AP50", [_f3(r.per_class[name].ap50) for r in results])
-        row(f"{name}: escape", [f"{_pct(r.per_class[name].escape_rate)} of {r.per_class[name].n_parts}" for r in results])
+        row(
+            f"{name}: escape",
+            [f"{_pct(r.per_class[name].escape_rate)} of {r.per_class[name].n_parts}" for r in results],
+        )
     for r, h in zip(results, headers):
         lines.append(f"\n{h}: truth x outcome   " + "  ".join(f"{o}" for o in Outcome))
         for t in ("good", "defective"):
@@ -569,8 +640,10 @@ class Tuning:
 
     def table(self) -> str:
         """Printable."""
-        lines = [f"target escape rate {_pct(self.target_escape_rate)}: {'met' if self.achieved else 'NOT met'} "
-                 f"(lowest reachable {_pct(self.floor_escape_rate)})"]
+        lines = [
+            f"target escape rate {_pct(self.target_escape_rate)}: {'met' if self.achieved else 'NOT met'} "
+            f"(lowest reachable {_pct(self.floor_escape_rate)})"
+        ]
         for k, v in self.thresholds.items():
             lines.append(f"  {k:<12} " + (f"eject at conf >= {v:.3f}" if v < 1.0 else "never ejects (1.0)"))
         lines.append(f"  escape rate {_pct(self.escape_rate)}, false-reject rate {_pct(self.false_reject_rate)}")

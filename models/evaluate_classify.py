@@ -19,9 +19,10 @@ balanced accuracy on a *validation* split; report the result on a split never us
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -114,20 +115,28 @@ class ClassifyResult:
         """JSON-ready figures."""
         truth = np.array(self.truth)
         return {
-            "model": self.model_path, "model_sha": self.model_sha, "split": self.split,
-            "n": len(self.truth), "n_per_class": {c: int((truth == c).sum()) for c in sorted(set(self.truth))},
+            "model": self.model_path,
+            "model_sha": self.model_sha,
+            "split": self.split,
+            "n": len(self.truth),
+            "n_per_class": {c: int((truth == c).sum()) for c in sorted(set(self.truth))},
             "balanced_accuracy": round(self.balanced_accuracy, 4),
             "per_class_recall": {k: round(v, 4) for k, v in self.per_class_recall().items()},
-            "confusion": self.confusion(), "review_rate": round(float(np.mean([o == Outcome.UNCERTAIN for o in self.outcomes])), 4),
+            "confusion": self.confusion(),
+            "review_rate": round(float(np.mean([o == Outcome.UNCERTAIN for o in self.outcomes])), 4),
             "seconds": round(self.seconds, 1),
         }
 
     def table(self) -> str:
         """Human-readable figures."""
         s = self.summary()
-        lines = [f"classify model {Path(self.model_path).name} ({self.model_sha[:12]}) on {self.split}: {s['n']} images",
-                 f"balanced accuracy  {100 * s['balanced_accuracy']:.1f} %   (good classes: {', '.join(self.good_classes)})"]
-        lines += [f"recall {c:<12} {100 * r:.1f} %  (n={s['n_per_class'][c]})" for c, r in s["per_class_recall"].items()]
+        lines = [
+            f"classify model {Path(self.model_path).name} ({self.model_sha[:12]}) on {self.split}: {s['n']} images",
+            f"balanced accuracy  {100 * s['balanced_accuracy']:.1f} %   (good classes: {', '.join(self.good_classes)})",
+        ]
+        lines += [
+            f"recall {c:<12} {100 * r:.1f} %  (n={s['n_per_class'][c]})" for c, r in s["per_class_recall"].items()
+        ]
         lines.append(f"{'truth / verdict':<16}" + "".join(f"{str(o):>11}" for o in OUTCOMES))
         for c, row in s["confusion"].items():
             lines.append(f"{c:<16}" + "".join(f"{row[str(o)]:>11}" for o in OUTCOMES))
@@ -170,8 +179,16 @@ def evaluate_classify(
     finally:
         inspector.close()
     return ClassifyResult(
-        str(model_path), meta.sha256, str(split_dir), tuple(meta.names), tuple(rules.good_classes),
-        tuple(str(p) for p, _ in items), tuple(t for _, t in items), tuple(outcomes), np.array(out_ej, bool), probs,
+        str(model_path),
+        meta.sha256,
+        str(split_dir),
+        tuple(meta.names),
+        tuple(rules.good_classes),
+        tuple(str(p) for p, _ in items),
+        tuple(t for _, t in items),
+        tuple(outcomes),
+        np.array(out_ej, bool),
+        probs,
         time.monotonic() - t0,
     )
 
@@ -197,7 +214,9 @@ def choose_threshold(p_defect: np.ndarray, is_defect: np.ndarray) -> tuple[float
     return best_t, best_ba
 
 
-def classify_rules(base: RulesConfig, defect_classes: Sequence[str], reject_conf: float, band: float = 0.0) -> RulesConfig:
+def classify_rules(
+    base: RulesConfig, defect_classes: Sequence[str], reject_conf: float, band: float = 0.0
+) -> RulesConfig:
     """``base`` with each defect class rejecting at ``reject_conf`` and UNCERTAIN (review) from ``reject_conf - band``."""
     rule = ClassRule(reject_conf=float(reject_conf), uncertain_conf=max(0.0, float(reject_conf) - float(band)))
     return base.model_copy(update={"classes": {**base.classes, **{c: rule for c in defect_classes}}})

@@ -16,8 +16,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,9 @@ def export_onnx(
     props = {p.key: p.value for p in proto.metadata_props}
     missing = [k for k in ("names", "imgsz", "stride", "task") if k not in props]
     if missing:
-        raise ExportError(f"Ultralytics export {produced} lacks metadata {missing}; this Ultralytics version is not supported")
+        raise ExportError(
+            f"Ultralytics export {produced} lacks metadata {missing}; this Ultralytics version is not supported"
+        )
     lin = {str(k): v for k, v in dict(lineage or {}).items()}  # None kept in the JSON: "no parent" is lineage too
     per_key = {f"{LINEAGE_PREFIX}{k}": _text(v) for k, v in lin.items() if v is not None}
     _set_props(proto, {**per_key, LINEAGE_KEY: json.dumps(lin, sort_keys=True, default=str)})
@@ -129,4 +132,4 @@ def read_lineage(raw: Mapping[str, str]) -> dict[str, Any]:
                 return d
         except ValueError:
             log.warning("model metadata 'lineage' is not JSON: ignored")
-    return {k[len(LINEAGE_PREFIX):]: v for k, v in raw.items() if k.startswith(LINEAGE_PREFIX)}
+    return {k[len(LINEAGE_PREFIX) :]: v for k, v in raw.items() if k.startswith(LINEAGE_PREFIX)}

@@ -20,9 +20,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -176,7 +177,9 @@ def load_golden(root: Path | str, *, verify: bool = True) -> GoldenSet:
         raise GoldenSetError(f"{root}: the golden set has no images")
     gid = content_id(files)
     if manifest.get("golden_id") not in (None, gid):
-        raise GoldenSetError(f"{mpath}: golden_id {manifest.get('golden_id')} does not match its file list ({gid}); re-freeze it")
+        raise GoldenSetError(
+            f"{mpath}: golden_id {manifest.get('golden_id')} does not match its file list ({gid}); re-freeze it"
+        )
     return GoldenSet(root, names, tuple(items), gid, manifest.get("source") or {})
 
 
@@ -203,7 +206,9 @@ def _split_dirs(data_yaml: Path, split: str) -> tuple[Path, Path, tuple[str, ...
     except (OSError, yaml.YAMLError) as e:
         raise GoldenSetError(f"{data_yaml}: cannot read the dataset yaml: {e}") from None
     if split not in data:
-        raise GoldenSetError(f"{data_yaml}: no '{split}' split (has: {', '.join(k for k in data if k in ('train', 'val', 'test'))})")
+        raise GoldenSetError(
+            f"{data_yaml}: no '{split}' split (has: {', '.join(k for k in data if k in ('train', 'val', 'test'))})"
+        )
     base = Path(data.get("path") or Path(data_yaml).parent)
     if not base.is_absolute():
         base = Path(data_yaml).parent / base
@@ -213,7 +218,9 @@ def _split_dirs(data_yaml: Path, split: str) -> tuple[Path, Path, tuple[str, ...
     head = str(images).rstrip(os.sep) + os.sep
     pieces = head.rsplit(sa, 1)
     if len(pieces) != 2:
-        raise GoldenSetError(f"{data_yaml}: split '{split}' ({images}) is not under an 'images' folder, so its labels cannot be found")
+        raise GoldenSetError(
+            f"{data_yaml}: split '{split}' ({images}) is not under an 'images' folder, so its labels cannot be found"
+        )
     labels = Path(sb.join(pieces))
     names = data["names"]
     if isinstance(names, dict):
@@ -221,12 +228,16 @@ def _split_dirs(data_yaml: Path, split: str) -> tuple[Path, Path, tuple[str, ...
     return images, labels, tuple(str(n) for n in names)
 
 
-def freeze_split(data_yaml: Path | str, split: str, out_dir: Path | str, source: Mapping[str, Any] | None = None) -> GoldenSet:
+def freeze_split(
+    data_yaml: Path | str, split: str, out_dir: Path | str, source: Mapping[str, Any] | None = None
+) -> GoldenSet:
     """Copy one split of a YOLO dataset into a new frozen golden set at ``out_dir``."""
     images, labels, names = _split_dirs(Path(data_yaml), split)
     out = Path(out_dir)
     if (out / MANIFEST).exists():
-        raise GoldenSetError(f"{out} already holds a golden set; a golden set is never overwritten: choose another folder")
+        raise GoldenSetError(
+            f"{out} already holds a golden set; a golden set is never overwritten: choose another folder"
+        )
     imgs = sorted(p for p in images.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not imgs:
         raise GoldenSetError(f"{images}: no images in split '{split}' of {data_yaml}")

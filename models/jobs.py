@@ -33,9 +33,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .train import Progress
 
@@ -91,13 +92,17 @@ class JobSpec:
         if (self.data_yaml is None) == (self.synthetic is None):
             raise JobError("give exactly one of data_yaml (an existing dataset) or synthetic (dataset parameters)")
         if self.data_yaml is not None and not (Path(self.data_yaml).is_file() or Path(self.data_yaml).is_dir()):
-            raise JobError(f"data_yaml {self.data_yaml} does not exist (a YOLO data.yaml, or a classify dataset folder)")
+            raise JobError(
+                f"data_yaml {self.data_yaml} does not exist (a YOLO data.yaml, or a classify dataset folder)"
+            )
         if self.synthetic is not None:
             missing = [k for k in ("n_train", "n_val", "seed") if k not in self.synthetic]
             if missing:
                 raise JobError(f"synthetic dataset parameters lack {', '.join(missing)}")
         if self.epochs < 1 or self.batch < 1 or self.imgsz < 32:
-            raise JobError(f"epochs >= 1, batch >= 1, imgsz >= 32 required (got {self.epochs}, {self.batch}, {self.imgsz})")
+            raise JobError(
+                f"epochs >= 1, batch >= 1, imgsz >= 32 required (got {self.epochs}, {self.batch}, {self.imgsz})"
+            )
         if self.golden is not None and not (Path(self.golden) / "golden.json").is_file():
             raise JobError(f"golden {self.golden} is not a golden set (no golden.json)")
         if self.current_model is not None and not Path(self.current_model).is_file():
@@ -111,7 +116,7 @@ class JobSpec:
         d["export_imgsz"] = list(self.export_imgsz) if self.export_imgsz else None
         return d
 
-    def resolved(self, base: Path | str) -> "JobSpec":
+    def resolved(self, base: Path | str) -> JobSpec:
         """The spec with its relative file paths made absolute against ``base`` (the worker runs elsewhere)."""
         base = Path(base)
 
@@ -125,12 +130,19 @@ class JobSpec:
         if synthetic is not None and synthetic.get("out_dir"):
             synthetic["out_dir"] = ab(synthetic["out_dir"])
         return dataclasses.replace(
-            self, data_yaml=ab(self.data_yaml), export_path=ab(self.export_path), golden=ab(self.golden),
-            current_model=ab(self.current_model), db=ab(self.db), store_dir=ab(self.store_dir), model=model, synthetic=synthetic,
+            self,
+            data_yaml=ab(self.data_yaml),
+            export_path=ab(self.export_path),
+            golden=ab(self.golden),
+            current_model=ab(self.current_model),
+            db=ab(self.db),
+            store_dir=ab(self.store_dir),
+            model=model,
+            synthetic=synthetic,
         )
 
     @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> "JobSpec":
+    def from_dict(d: Mapping[str, Any]) -> JobSpec:
         """Inverse of :meth:`as_dict` (unknown keys are an error)."""
         names = {f.name for f in dataclasses.fields(JobSpec)}
         unknown = sorted(set(d) - names)
@@ -190,13 +202,21 @@ class JobState:
         }
 
     @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> "JobState":
+    def from_dict(d: Mapping[str, Any]) -> JobState:
         """Inverse of :meth:`as_dict`."""
         return JobState(
-            job_id=d["job_id"], job_dir=Path(d["job_dir"]), status=d["status"], phase=d.get("phase", ""),
+            job_id=d["job_id"],
+            job_dir=Path(d["job_dir"]),
+            status=d["status"],
+            phase=d.get("phase", ""),
             progress=Progress.from_dict(d["progress"]) if d.get("progress") else None,
-            epochs=[Progress.from_dict(p) for p in d.get("epochs") or []], result=d.get("result"), error=d.get("error"),
-            pid=d.get("pid"), started_at=d.get("started_at", 0.0), finished_at=d.get("finished_at"), returncode=d.get("returncode"),
+            epochs=[Progress.from_dict(p) for p in d.get("epochs") or []],
+            result=d.get("result"),
+            error=d.get("error"),
+            pid=d.get("pid"),
+            started_at=d.get("started_at", 0.0),
+            finished_at=d.get("finished_at"),
+            returncode=d.get("returncode"),
             meta=dict(d.get("meta") or {}),
         )
 
@@ -211,8 +231,16 @@ class JobRunner:
     called in messages; ``id_prefix``: put before every job id (tells the kinds' ids apart).
     """
 
-    def __init__(self, jobs_dir: Path | str, *, python: str | None = None, poll_s: float = 0.2,
-                 worker: str = "models.worker", kind: str = "training", id_prefix: str = ""):
+    def __init__(
+        self,
+        jobs_dir: Path | str,
+        *,
+        python: str | None = None,
+        poll_s: float = 0.2,
+        worker: str = "models.worker",
+        kind: str = "training",
+        id_prefix: str = "",
+    ):
         self.jobs_dir = Path(jobs_dir).resolve()
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.python = python or sys.executable
@@ -228,8 +256,13 @@ class JobRunner:
 
     # ------------------------------------------------------------------ public
 
-    def start(self, spec: JobSpec | Mapping[str, Any], on_event: EventCallback | None = None, *,
-              meta: Mapping[str, Any] | None = None) -> JobState:
+    def start(
+        self,
+        spec: JobSpec | Mapping[str, Any],
+        on_event: EventCallback | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> JobState:
         """Start ``spec`` in a worker subprocess; raises :class:`JobBusyError` if a job is running.
 
         A :class:`JobSpec` (training) is checked and its relative paths are taken relative to the
@@ -244,8 +277,10 @@ class JobRunner:
             spec_dict = dict(spec)
         with self._lock:
             if self._active is not None and not self._active.finished:
-                raise JobBusyError(f"{self.kind} job {self._active.job_id} is running (phase {self._active.phase}); "
-                                   "wait for it or cancel it first: one job at a time")
+                raise JobBusyError(
+                    f"{self.kind} job {self._active.job_id} is running (phase {self._active.phase}); "
+                    "wait for it or cancel it first: one job at a time"
+                )
             fh = open(self.jobs_dir / "runner.lock", "a+")
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -267,7 +302,11 @@ class JobRunner:
             try:
                 proc = subprocess.Popen(
                     [self.python, "-m", self.worker, str(job_dir)],
-                    cwd=str(job_dir / "work"), env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                    cwd=str(job_dir / "work"),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,  # a Ctrl-C in the terminal reaches the runner, which cancels cleanly
                     pass_fds=(fh.fileno(),),  # the worker shares the lock: it stays held while the worker lives
                 )
@@ -286,7 +325,9 @@ class JobRunner:
             self._cancel_requested = False
             self._done = threading.Event()
             self._save(state)
-            self._monitor = threading.Thread(target=self._watch, args=(state, proc, on_event), name=f"job-{job_id}", daemon=True)
+            self._monitor = threading.Thread(
+                target=self._watch, args=(state, proc, on_event), name=f"job-{job_id}", daemon=True
+            )
             self._monitor.start()
             log.info("%s job %s started (pid %d) in %s", self.kind, job_id, proc.pid, job_dir)
             return state
@@ -335,7 +376,7 @@ class JobRunner:
         state.epochs = []
         path = state.job_dir / "progress.jsonl"
         kinds: list[str] = []
-        for line in (path.read_text(errors="replace").splitlines() if path.exists() else []):
+        for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
             try:
                 ev = json.loads(line)
             except ValueError:

@@ -13,9 +13,10 @@ Needs torch and ultralytics (the ``train`` extra): never imported by the station
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +46,12 @@ class ParityReport:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (goes into the export's log line)."""
-        return {"n_images": self.n_images, "max_box_diff_px": self.max_box_diff_px, "max_score_diff": self.max_score_diff,
-                "source": self.source}
+        return {
+            "n_images": self.n_images,
+            "max_box_diff_px": self.max_box_diff_px,
+            "max_score_diff": self.max_score_diff,
+            "source": self.source,
+        }
 
 
 def synthetic_frames(n: int = N_SYNTHETIC, hw: tuple[int, int] = (480, 640)) -> list[np.ndarray]:
@@ -69,7 +74,9 @@ def synthetic_frames(n: int = N_SYNTHETIC, hw: tuple[int, int] = (480, 640)) -> 
     return out
 
 
-def input_tensors(images: Iterable[np.ndarray], input_hw: tuple[int, int], channels: int, task: str) -> list[np.ndarray]:
+def input_tensors(
+    images: Iterable[np.ndarray], input_hw: tuple[int, int], channels: int, task: str
+) -> list[np.ndarray]:
     """(1, C, H, W) float32 model inputs prepared as the station prepares a part (letterbox, or center-crop for classify)."""
     t = InputTensor(input_hw, channels, batch=1)
     out = []
@@ -91,7 +98,9 @@ def _flat(x: Any) -> list[np.ndarray]:
     return [x.detach().cpu().numpy()] if hasattr(x, "detach") else []
 
 
-def check_parity(weights: Path | str, onnx_path: Path | str, images: Sequence[np.ndarray] | None = None, *, source: str = "") -> ParityReport:
+def check_parity(
+    weights: Path | str, onnx_path: Path | str, images: Sequence[np.ndarray] | None = None, *, source: str = ""
+) -> ParityReport:
     """Compare ``onnx_path`` (run by onnxruntime, FP32) with ``weights`` (PyTorch) on ``images``; ParityError on a mismatch."""
     import onnxruntime as ort
     import torch
@@ -114,11 +123,18 @@ def check_parity(weights: Path | str, onnx_path: Path | str, images: Sequence[np
         for o, g in zip(sess.get_outputs(), got):
             ref = next((r for r in ref_all if r.shape == g.shape), None)
             if ref is None:
-                raise ParityError(f"{onnx_path}: output {o.name}{list(g.shape)} has no counterpart in the weights' outputs "
-                                  f"{[list(r.shape) for r in ref_all]}: the export changed the model's outputs")
+                raise ParityError(
+                    f"{onnx_path}: output {o.name}{list(g.shape)} has no counterpart in the weights' outputs "
+                    f"{[list(r.shape) for r in ref_all]}: the export changed the model's outputs"
+                )
             diff = np.abs(g.astype(np.float64) - ref.astype(np.float64))
             tol = RTOL * np.abs(ref)
-            if meta.task in ("detect", "segment") and o.name == sess.get_outputs()[0].name and g.ndim == 3 and g.shape[1] >= 4 + nc:
+            if (
+                meta.task in ("detect", "segment")
+                and o.name == sess.get_outputs()[0].name
+                and g.ndim == 3
+                and g.shape[1] >= 4 + nc
+            ):
                 box, rest = diff[:, :4], diff[:, 4:]
                 box_bad = box > ATOL_PX + tol[:, :4]
                 rest_bad = rest > ATOL + tol[:, 4:]

@@ -71,18 +71,26 @@ class QuantizeReport:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"path": str(self.path), "parent_sha": self.parent_sha, "golden_id": self.golden_id,
-                "n_calibration": self.n_calibration, "n_defective": self.n_defective, "seconds": round(self.seconds, 1)}
+        return {
+            "path": str(self.path),
+            "parent_sha": self.parent_sha,
+            "golden_id": self.golden_id,
+            "n_calibration": self.n_calibration,
+            "n_defective": self.n_defective,
+            "seconds": round(self.seconds, 1),
+        }
 
 
-def calibration_tensors(golden: GoldenSet, input_hw: tuple[int, int], channels: int, task: str, limit: int) -> tuple[list[np.ndarray], int]:
+def calibration_tensors(
+    golden: GoldenSet, input_hw: tuple[int, int], channels: int, task: str, limit: int
+) -> tuple[list[np.ndarray], int]:
     """Up to ``limit`` (1, C, H, W) float32 inputs from the golden set, good and bad images alternated.
 
     Returns (tensors, how many came from defective images).
     """
     bad = [it for it in golden.items if it.defective]
     good = [it for it in golden.items if not it.defective]
-    order = [it for pair in zip(bad, good) for it in pair] + bad[len(good):] + good[len(bad):]
+    order = [it for pair in zip(bad, good) for it in pair] + bad[len(good) :] + good[len(bad) :]
     order = order[:limit]
     out = input_tensors((img for _, img in iter_images(order)), input_hw, channels, task)
     return out, sum(1 for it in order if it.defective)
@@ -112,7 +120,10 @@ def _embed_openvino_int8(proto: Any, src: Path, tensors: list[np.ndarray]) -> No
 
     ov_model = ov.convert_model(str(src))
     q = nncf.quantize(
-        ov_model, nncf.Dataset(tensors), preset=nncf.QuantizationPreset.MIXED, subset_size=len(tensors),
+        ov_model,
+        nncf.Dataset(tensors),
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=len(tensors),
         ignored_scope=_head_ignored_scope([op.get_friendly_name() for op in ov_model.get_ordered_ops()]),
     )
     with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
@@ -139,7 +150,9 @@ def quantize_int8(
     src, out = Path(model_path), Path(out_path)
     meta = read_model_meta(src)  # ModelLoadError naming the file when it is not a station model
     if meta.task == "anomaly":
-        raise QuantizeError(f"model {src} is an anomaly model: quantise Ultralytics detect/segment/classify exports only")
+        raise QuantizeError(
+            f"model {src} is an anomaly model: quantise Ultralytics detect/segment/classify exports only"
+        )
     if read_lineage(meta.raw).get("precision") == "int8":
         raise QuantizeError(f"model {src} is already INT8 (lineage precision int8): quantise its FP32 parent instead")
     gs = golden if isinstance(golden, GoldenSet) else load_golden(golden)
@@ -152,7 +165,12 @@ def quantize_int8(
         raise QuantizeError(f"subset_size {subset_size}: give at least 1 calibration image (300 recommended)")
     tensors, n_bad = calibration_tensors(gs, meta.imgsz, meta.channels, meta.task, subset_size)
     if n_bad == 0 or n_bad == len(tensors):
-        log.warning("golden set %s gave %d defective of %d calibration images: calibrate on good and bad parts", gs.golden_id, n_bad, len(tensors))
+        log.warning(
+            "golden set %s gave %d defective of %d calibration images: calibrate on good and bad parts",
+            gs.golden_id,
+            n_bad,
+            len(tensors),
+        )
     os.environ.setdefault("NNCF_TELEMETRY", "0")  # no network on the line
     import nncf  # lazy: the train extra
     import onnx
@@ -164,13 +182,26 @@ def quantize_int8(
     else:
         input_name = proto.graph.input[0].name
         q = nncf.quantize(
-            proto, nncf.Dataset(tensors, lambda t: {input_name: t}), preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(tensors), fast_bias_correction=fast_bias_correction,
+            proto,
+            nncf.Dataset(tensors, lambda t: {input_name: t}),
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(tensors),
+            fast_bias_correction=fast_bias_correction,
             ignored_scope=_head_ignored_scope([n.name for n in proto.graph.node]),
         )
-    lin = {**read_lineage(meta.raw), "parent_sha": meta.sha256, "precision": "int8",
-           "quantization": {"method": "nncf-ptq", "form": form, "preset": "mixed", "golden_id": gs.golden_id,
-                            "n_calibration": len(tensors), "nncf": nncf.__version__}}
+    lin = {
+        **read_lineage(meta.raw),
+        "parent_sha": meta.sha256,
+        "precision": "int8",
+        "quantization": {
+            "method": "nncf-ptq",
+            "form": form,
+            "preset": "mixed",
+            "golden_id": gs.golden_id,
+            "n_calibration": len(tensors),
+            "nncf": nncf.__version__,
+        },
+    }
     props = {k: v for k, v in meta.raw.items() if not k.startswith(LINEAGE_PREFIX) and k != LINEAGE_KEY}
     props.update({f"{LINEAGE_PREFIX}{k}": _text(v) for k, v in lin.items() if v is not None})
     props[LINEAGE_KEY] = json.dumps(lin, sort_keys=True, default=str)

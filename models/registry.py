@@ -23,9 +23,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import sqlite_utils
 
@@ -254,9 +255,15 @@ class GateDecision:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (stored in the audit trail)."""
-        return {"passed": self.passed, "golden_id": self.golden_id, "candidate_escape_rate": self.candidate_escape,
-                "current_escape_rate": self.current_escape, "candidate_mAP50": self.candidate_map50,
-                "current_mAP50": self.current_map50, "message": self.message}
+        return {
+            "passed": self.passed,
+            "golden_id": self.golden_id,
+            "candidate_escape_rate": self.candidate_escape,
+            "current_escape_rate": self.current_escape,
+            "candidate_mAP50": self.candidate_map50,
+            "current_mAP50": self.current_map50,
+            "message": self.message,
+        }
 
 
 def _finite(v: Any) -> float | None:
@@ -278,7 +285,10 @@ def gate(candidate: ModelRecord, cur: ModelRecord | None, golden_id: str | None 
     if not common:
         on = f" {golden_id}" if golden_id else ""
         return GateDecision(
-            False, golden_id, None, None,
+            False,
+            golden_id,
+            None,
+            None,
             f"candidate {candidate.short} and current {cur.short} have no evaluation on a common golden set{on}: "
             f"run `models evaluate --candidate {candidate.short} --golden DIR --db ...` (it evaluates both)",
         )
@@ -288,13 +298,30 @@ def gate(candidate: ModelRecord, cur: ModelRecord | None, golden_id: str | None 
         return GateDecision(False, gid, ce, ke, f"golden set {gid} has no defective images: escape rates are undefined")
     cm, km = _finite(cg[gid].get("mAP50")), _finite(kg[gid].get("mAP50"))
     if float(ce) > float(ke) + 1e-12:
-        return GateDecision(False, gid, float(ce), float(ke),
-                            f"escape rate {ce:.4f} is worse than the current model's {ke:.4f} on golden set {gid}", cm, km)
+        return GateDecision(
+            False,
+            gid,
+            float(ce),
+            float(ke),
+            f"escape rate {ce:.4f} is worse than the current model's {ke:.4f} on golden set {gid}",
+            cm,
+            km,
+        )
     if cm is not None and km is not None and cm < km - MAP50_DROP - 1e-12:
-        return GateDecision(False, gid, float(ce), float(ke), f"mAP50 {cm:.4f} is more than {MAP50_DROP * 100:.0f} point below the "
-                            f"current model's {km:.4f} on golden set {gid} (escape rate {ce:.4f} vs {ke:.4f})", cm, km)
+        return GateDecision(
+            False,
+            gid,
+            float(ce),
+            float(ke),
+            f"mAP50 {cm:.4f} is more than {MAP50_DROP * 100:.0f} point below the "
+            f"current model's {km:.4f} on golden set {gid} (escape rate {ce:.4f} vs {ke:.4f})",
+            cm,
+            km,
+        )
     maps = f", mAP50 {cm:.4f} vs {km:.4f}" if cm is not None and km is not None else ""
-    return GateDecision(True, gid, float(ce), float(ke), f"escape rate {ce:.4f} <= current {ke:.4f}{maps} on golden set {gid}", cm, km)
+    return GateDecision(
+        True, gid, float(ce), float(ke), f"escape rate {ce:.4f} <= current {ke:.4f}{maps} on golden set {gid}", cm, km
+    )
 
 
 def promote(
@@ -318,22 +345,28 @@ def promote(
     if cur is not None and cur.sha256 == cand.sha256:
         raise RegistryError(f"model {cand.short} is already the current model")
     if cur is not None and cur.task != cand.task:
-        raise RegistryError(f"candidate task {cand.task} differs from the current model's {cur.task}: the station's rules and "
-                            "outputs are made for one task; change the station configuration instead")
+        raise RegistryError(
+            f"candidate task {cand.task} differs from the current model's {cur.task}: the station's rules and "
+            "outputs are made for one task; change the station configuration instead"
+        )
     decision = gate(cand, cur, golden_id)
     before = {"sha": cur.sha256 if cur else None}
     after = {"sha": cand.sha256, "gate": decision.as_dict()}
     if not decision.passed and not override:
         with write_transaction(db):
             audit.record(db, user, "model_promote_refused", "model", cand.sha256, before, after, reason)
-        raise PromotionRefused(f"promotion of {cand.short} refused: {decision.message}; promote with override and a reason to force it")
+        raise PromotionRefused(
+            f"promotion of {cand.short} refused: {decision.message}; promote with override and a reason to force it"
+        )
     action = "model_promote" if decision.passed else "model_promote_override"
     _make_current(db, cand, user, action, before, after, reason)
     log.info("%s: %s by %s (%s)", action, cand.short, user, decision.message)
     return get(db, cand.sha256)
 
 
-def _make_current(db: sqlite_utils.Database, rec: ModelRecord, user: str, action: str, before: Any, after: Any, reason: str | None) -> None:
+def _make_current(
+    db: sqlite_utils.Database, rec: ModelRecord, user: str, action: str, before: Any, after: Any, reason: str | None
+) -> None:
     now = time.time()
     with write_transaction(db):
         model_rows.make_current(db, rec.sha256, user, now, current=CURRENT, retired=RETIRED)
@@ -348,7 +381,9 @@ def history(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     return out
 
 
-def rollback(db: sqlite_utils.Database, sha: str | None = None, user: str = "unknown", reason: str | None = None) -> ModelRecord:
+def rollback(
+    db: sqlite_utils.Database, sha: str | None = None, user: str = "unknown", reason: str | None = None
+) -> ModelRecord:
     """Make a model that ran before current again (default: the one the last change replaced). Audited; not gated."""
     cur = current(db)
     if sha is None:
@@ -365,17 +400,28 @@ def rollback(db: sqlite_utils.Database, sha: str | None = None, user: str = "unk
             f"model {target.short} is a {target.status}, it never ran as the current model: rollback only returns to a "
             "previous model; promote a candidate instead"
         )
-    _make_current(db, target, user, "model_rollback", {"sha": cur.sha256 if cur else None}, {"sha": target.sha256}, reason)
+    _make_current(
+        db, target, user, "model_rollback", {"sha": cur.sha256 if cur else None}, {"sha": target.sha256}, reason
+    )
     log.info("rollback to %s by %s", target.short, user)
     return get(db, target.sha256)
 
 
-def ensure_current(db: sqlite_utils.Database, onnx_path: Path | str, *, store_dir: Path | str, user: str = "system") -> ModelRecord:
+def ensure_current(
+    db: sqlite_utils.Database, onnx_path: Path | str, *, store_dir: Path | str, user: str = "system"
+) -> ModelRecord:
     """Register ``onnx_path`` (e.g. the shipped default) and make it current when no model is current yet."""
     cur = current(db)
     if cur is not None:
         return cur
     rec = register(db, onnx_path, store_dir=store_dir, trained_by="shipped")
-    _make_current(db, rec, user, "model_promote", {"sha": None}, {"sha": rec.sha256, "gate": gate(rec, None).as_dict()},
-                  "first model: the station's starting model")
+    _make_current(
+        db,
+        rec,
+        user,
+        "model_promote",
+        {"sha": None},
+        {"sha": rec.sha256, "gate": gate(rec, None).as_dict()},
+        "first model: the station's starting model",
+    )
     return get(db, rec.sha256)

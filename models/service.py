@@ -25,8 +25,9 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlite_utils
 
@@ -60,7 +61,7 @@ class Connection(Protocol):
 class ModelsService:
     """Everything the models routes do, with the station and a shared database connection (``db.use()``)."""
 
-    def __init__(self, station: "Station", db: Connection):
+    def __init__(self, station: Station, db: Connection):
         from .jobs import JobRunner
 
         self.db = db
@@ -107,15 +108,20 @@ class ModelsService:
         return {
             "station": self.station.cfg.name,
             "inspector_type": self.station.cfg.inspector.type,
-            "running": {"model_id": self.station.inspector.model_id, "sha12": run12,
-                        "is_current": bool(cur and run12 and cur.sha256.startswith(run12))},
+            "running": {
+                "model_id": self.station.inspector.model_id,
+                "sha12": run12,
+                "is_current": bool(cur and run12 and cur.sha256.startswith(run12)),
+            },
             "current": cur.sha256 if cur else None,
             "models": [record_dict(r) for r in recs],
-            "swaps": [{"t_wall": s.t_wall, "old": s.old_model_id, "new": s.new_model_id, "ok": s.ok, "error": s.error}
-                      for s in self.station.inspector.history[-10:]],
+            "swaps": [
+                {"t_wall": s.t_wall, "old": s.old_model_id, "new": s.new_model_id, "ok": s.ok, "error": s.error}
+                for s in self.station.inspector.history[-10:]
+            ],
         }
 
-    def record(self, sha: str) -> "ModelRecord":
+    def record(self, sha: str) -> ModelRecord:
         """A registered model by sha256 (404 when unknown)."""
         from . import registry
 
@@ -145,15 +151,26 @@ class ModelsService:
             except GoldenSetError as e:
                 log.warning("golden set %s unusable: %s", m.parent, e)
                 continue
-            out.append({"golden_id": gs.golden_id, "name": m.parent.name, "n": len(gs), "n_defective": gs.n_defective,
-                        "names": list(gs.names), "source": dict(gs.source)})
+            out.append(
+                {
+                    "golden_id": gs.golden_id,
+                    "name": m.parent.name,
+                    "n": len(gs),
+                    "n_defective": gs.n_defective,
+                    "names": list(gs.names),
+                    "source": dict(gs.source),
+                }
+            )
         return out
 
     def golden_root(self, golden_id: str | None) -> tuple[Path, str, str]:
         """(root, golden_id, name) of a golden set (the newest when ``golden_id`` is None); 404 when unknown."""
         sets = self.golden_sets()
         if not sets:
-            raise ServiceError(409, f"no golden set yet: freeze one from a dataset snapshot on this page (or `models golden` into {self.golden_dir})")
+            raise ServiceError(
+                409,
+                f"no golden set yet: freeze one from a dataset snapshot on this page (or `models golden` into {self.golden_dir})",
+            )
         if golden_id is None:
             g = max(sets, key=lambda s: (self.golden_dir / s["name"] / "golden.json").stat().st_mtime)
         else:
@@ -165,35 +182,56 @@ class ModelsService:
     def freeze_golden(self, snapshot_id: int, name: str, user: str) -> dict[str, Any]:
         """Freeze a dataset snapshot (every image, no split) as a new golden set ``<data>/golden/<name>``."""
         import labeling
+
         from .golden import freeze_split
 
         if not NAME_RE.match(name):
             raise ServiceError(422, "name: 1-60 letters, digits, '.', '_' or '-'")
         out = self.golden_dir / name
         if out.exists():
-            raise ServiceError(409, f"golden set {name} exists already: a golden set is never overwritten; choose another name")
+            raise ServiceError(
+                409, f"golden set {name} exists already: a golden set is never overwritten; choose another name"
+            )
         tmp = self.exports_dir / f"golden-{name}-{int(time.time())}"
         db = open_db(self.station.cfg.store.db_path, migrate=False)
         try:
             try:
                 snap = labeling.get_snapshot(db, snapshot_id)
-                data_yaml = labeling.export_yolo(db, self.station.images, snapshot_id, tmp, val_fraction=0.0, link=False)
+                data_yaml = labeling.export_yolo(
+                    db, self.station.images, snapshot_id, tmp, val_fraction=0.0, link=False
+                )
             except LookupError as e:
                 raise ServiceError(404, str(e)) from None
             except (FileNotFoundError, FileExistsError) as e:
                 raise ServiceError(409, str(e)) from None
-            gs = freeze_split(data_yaml, "train", out, source={"snapshot_id": snap.id, "snapshot_sha": snap.sha, "frozen_by": user})
-            audit.record(db, user, "golden_freeze", "golden", gs.golden_id, after={"name": name, "snapshot_id": snap.id, "n": len(gs)})
+            gs = freeze_split(
+                data_yaml, "train", out, source={"snapshot_id": snap.id, "snapshot_sha": snap.sha, "frozen_by": user}
+            )
+            audit.record(
+                db,
+                user,
+                "golden_freeze",
+                "golden",
+                gs.golden_id,
+                after={"name": name, "snapshot_id": snap.id, "n": len(gs)},
+            )
         finally:
             db.close()
             shutil.rmtree(tmp, ignore_errors=True)
-        return {"golden_id": gs.golden_id, "name": name, "n": len(gs), "n_defective": gs.n_defective, "names": list(gs.names)}
+        return {
+            "golden_id": gs.golden_id,
+            "name": name,
+            "n": len(gs),
+            "n_defective": gs.n_defective,
+            "names": list(gs.names),
+        }
 
     # ------------------------------------------------------------------ training
 
     def start_training(self, body: Any, user: str) -> dict[str, Any]:
         """Export the snapshot as a YOLO dataset and start a training job (train -> export -> evaluate -> register)."""
         import labeling
+
         from . import registry
         from .jobs import JobBusyError, JobError, JobSpec
 
@@ -214,11 +252,16 @@ class ModelsService:
 
                 gnames = tuple(load_golden(golden_root, verify=False).names)
                 if tuple(snap.class_names) != gnames:
-                    raise ServiceError(409, f"snapshot {snap.id} classes {list(snap.class_names)} differ from golden set {golden_id} classes "
-                                            f"{list(gnames)}: make the snapshot with the model's class order")
+                    raise ServiceError(
+                        409,
+                        f"snapshot {snap.id} classes {list(snap.class_names)} differ from golden set {golden_id} classes "
+                        f"{list(gnames)}: make the snapshot with the model's class order",
+                    )
             if body.base == "current":
                 if cur is None or not (cur.weights_path and cur.weights_path.exists()):
-                    raise ServiceError(409, "the current model has no .pt weights to fine-tune from: train from scratch")
+                    raise ServiceError(
+                        409, "the current model has no .pt weights to fine-tune from: train from scratch"
+                    )
                 model = str(cur.weights_path)
             else:
                 model = "yolov8n.yaml"
@@ -228,7 +271,9 @@ class ModelsService:
                 if out.exists():
                     shutil.rmtree(out)
                 try:
-                    labeling.export_yolo(db, self.station.images, snap.id, out, val_fraction=body.val_fraction, seed=body.seed)
+                    labeling.export_yolo(
+                        db, self.station.images, snap.id, out, val_fraction=body.val_fraction, seed=body.seed
+                    )
                 except (FileNotFoundError, FileExistsError, ValueError) as e:
                     raise ServiceError(409, f"cannot export snapshot {snap.id}: {e}") from None
         finally:
@@ -236,12 +281,20 @@ class ModelsService:
         export_hw = tuple(body.export_hw) if body.export_hw else (body.imgsz, body.imgsz)
         compare_with = cur.path if (cur is not None and golden_root is not None and Path(cur.path).is_file()) else None
         spec = JobSpec(
-            data_yaml=str(data_yaml), model=model, epochs=body.epochs, imgsz=body.imgsz, batch=body.batch, seed=body.seed,
+            data_yaml=str(data_yaml),
+            model=model,
+            epochs=body.epochs,
+            imgsz=body.imgsz,
+            batch=body.batch,
+            seed=body.seed,
             export_imgsz=export_hw,  # type: ignore[arg-type]
             lineage={"snapshot_id": snap.id, "parent_sha": cur.sha256 if body.base == "current" and cur else None},
-            golden=str(golden_root) if golden_root else None, current_model=str(compare_with) if compare_with else None,
-            rules=self.station.decider.rules.model_dump(mode="json"), db=str(self.station.cfg.store.db_path),
-            store_dir=str(self.store_dir), trained_by=user,
+            golden=str(golden_root) if golden_root else None,
+            current_model=str(compare_with) if compare_with else None,
+            rules=self.station.decider.rules.model_dump(mode="json"),
+            db=str(self.station.cfg.store.db_path),
+            store_dir=str(self.store_dir),
+            trained_by=user,
         )
         try:
             st = self.runner.start(spec)
@@ -250,7 +303,20 @@ class ModelsService:
         except JobError as e:
             raise ServiceError(422, str(e)) from None
         with self.db.use() as wdb:
-            audit.record(wdb, user, "model_train_start", "job", st.job_id, after={"snapshot_id": snap.id, "epochs": body.epochs, "imgsz": body.imgsz, "base": body.base, "golden_id": golden_id})
+            audit.record(
+                wdb,
+                user,
+                "model_train_start",
+                "job",
+                st.job_id,
+                after={
+                    "snapshot_id": snap.id,
+                    "epochs": body.epochs,
+                    "imgsz": body.imgsz,
+                    "base": body.base,
+                    "golden_id": golden_id,
+                },
+            )
         return job_dict(st)
 
     def cancel_training(self, job_id: str, user: str) -> dict[str, Any]:
@@ -290,8 +356,14 @@ class ModelsService:
             with open(p, "rb") as fh:
                 fh.seek(start)
                 data = fh.read(max_bytes)
-        return {"job_id": st.job_id, "offset": start, "next_offset": start + len(data), "size": size,
-                "text": data.decode("utf-8", "replace"), "finished": st.finished}
+        return {
+            "job_id": st.job_id,
+            "offset": start,
+            "next_offset": start + len(data),
+            "size": size,
+            "text": data.decode("utf-8", "replace"),
+            "finished": st.finished,
+        }
 
     # ------------------------------------------------------------------ evaluation
 
@@ -307,14 +379,21 @@ class ModelsService:
             cur = None  # the current model alone
         insp = self.station.cfg.inspector
         spec = {
-            "candidate_path": str(cand.path), "current_path": str(cur.path) if cur else None, "golden_root": str(root),
+            "candidate_path": str(cand.path),
+            "current_path": str(cur.path) if cur else None,
+            "golden_root": str(root),
             "rules": self.station.decider.rules.model_dump(mode="json"),
             "calibration": self.station.decider.calibration.model_dump(mode="json"),
             "setup": camera_setup.to_json(self.station.decider.setup),  # drawn regions and calibrations in force
             "inspector": insp.model_dump(mode="json") if insp.type in ("onnx", "anomaly") else None,
         }
-        fields = {"candidate_sha": cand.sha256, "current_sha": cur.sha256 if cur else None, "golden_id": gid, "golden_name": gname,
-                  "started_by": user}
+        fields = {
+            "candidate_sha": cand.sha256,
+            "current_sha": cur.sha256 if cur else None,
+            "golden_id": gid,
+            "golden_name": gname,
+            "started_by": user,
+        }
         from .jobs import JobBusyError, JobError
 
         try:
@@ -324,8 +403,14 @@ class ModelsService:
         except JobError as e:
             raise ServiceError(500, str(e)) from None
         with self.db.use() as db:
-            audit.record(db, user, "model_evaluate", "model", cand.sha256, after={"eval_id": st.job_id, "golden_id": gid,
-                                                                                              "current": fields["current_sha"]})
+            audit.record(
+                db,
+                user,
+                "model_evaluate",
+                "model",
+                cand.sha256,
+                after={"eval_id": st.job_id, "golden_id": gid, "current": fields["current_sha"]},
+            )
         return eval_dict(st)
 
     def _record_evaluation(self, st: JobState, result: Mapping[str, Any]) -> None:
@@ -353,15 +438,31 @@ class ModelsService:
         from .evaluate import tune_thresholds
 
         result, raw = eval_result(self.evals, eval_id, side)
-        t = tune_thresholds(result, target, calibration=self.station.decider.calibration, setup=self.station.decider.setup)
+        t = tune_thresholds(
+            result, target, calibration=self.station.decider.calibration, setup=self.station.decider.setup
+        )
         names = list(result.names)
         before = rules_overrides.thresholds_of(result.rules, names)
         after = rules_overrides.thresholds_of(t.rules, names)
         return {
-            "eval_id": eval_id, "model": side, "model_sha": result.model_sha, "model_id": result.model_id, "golden_id": result.golden_id,
-            "target_escape_rate": target, "achieved": t.achieved, "floor_escape_rate": t.floor_escape_rate,
-            "before": {"escape_rate": rounded(result.escape_rate), "false_reject_rate": rounded(result.false_reject_rate), "thresholds": before},
-            "after": {"escape_rate": rounded(t.escape_rate), "false_reject_rate": rounded(t.false_reject_rate), "thresholds": after},
+            "eval_id": eval_id,
+            "model": side,
+            "model_sha": result.model_sha,
+            "model_id": result.model_id,
+            "golden_id": result.golden_id,
+            "target_escape_rate": target,
+            "achieved": t.achieved,
+            "floor_escape_rate": t.floor_escape_rate,
+            "before": {
+                "escape_rate": rounded(result.escape_rate),
+                "false_reject_rate": rounded(result.false_reject_rate),
+                "thresholds": before,
+            },
+            "after": {
+                "escape_rate": rounded(t.escape_rate),
+                "false_reject_rate": rounded(t.false_reject_rate),
+                "thresholds": after,
+            },
             "eject_at": {k: round(v, 4) for k, v in t.thresholds.items()},
             "per_class_escape": {k: rounded(v.escape_rate) for k, v in t.result.per_class.items()},
             "running_on_line": bool(self.running_sha12() and result.model_sha.startswith(self.running_sha12() or "-")),
@@ -371,11 +472,21 @@ class ModelsService:
         """Write the tuned thresholds as the line's rules override (audited) and switch the line to them now."""
         proposal = self.tune(eval_id, side, target)
         if not proposal["running_on_line"]:
-            raise ServiceError(409, f"model {proposal['model_id']} is not the model on the line ({self.station.inspector.model_id}): "
-                                    "thresholds belong to a model; promote it first, then tune")
+            raise ServiceError(
+                409,
+                f"model {proposal['model_id']} is not the model on the line ({self.station.inspector.model_id}): "
+                "thresholds belong to a model; promote it first, then tune",
+            )
         classes = proposal["after"]["thresholds"]
-        source = {k: proposal[k] for k in ("eval_id", "model", "model_sha", "golden_id", "target_escape_rate", "achieved")}
-        source.update({"escape_rate": proposal["after"]["escape_rate"], "false_reject_rate": proposal["after"]["false_reject_rate"]})
+        source = {
+            k: proposal[k] for k in ("eval_id", "model", "model_sha", "golden_id", "target_escape_rate", "achieved")
+        }
+        source.update(
+            {
+                "escape_rate": proposal["after"]["escape_rate"],
+                "false_reject_rate": proposal["after"]["false_reject_rate"],
+            }
+        )
         return self._set_override(classes, reason, user, source)
 
     def reset_rules(self, reason: str, user: str) -> dict[str, Any]:
@@ -386,7 +497,9 @@ class ModelsService:
             raise ServiceError(409, "no threshold override is in force: the line runs its configured rules")
         return self._set_override({}, reason, user, {"reset_of": ov.id})
 
-    def _set_override(self, classes: Mapping[str, Mapping[str, float]], reason: str, user: str, source: Mapping[str, Any]) -> dict[str, Any]:
+    def _set_override(
+        self, classes: Mapping[str, Mapping[str, float]], reason: str, user: str, source: Mapping[str, Any]
+    ) -> dict[str, Any]:
         base = self.station.cfg.rules
         with self._lock:
             with self.db.use() as db:
@@ -415,7 +528,7 @@ class ModelsService:
 
     # ------------------------------------------------------------------ promote / rollback
 
-    def _swap(self, rec: "ModelRecord", user: str, reason: str | None) -> dict[str, Any]:
+    def _swap(self, rec: ModelRecord, user: str, reason: str | None) -> dict[str, Any]:
         """Hot-swap the line to ``rec`` (audited when done); what the answer says about the swap."""
         before = self.station.inspector.model_id
         try:
@@ -438,8 +551,12 @@ class ModelsService:
                 raise ServiceError(409, str(e)) from None
             except registry.RegistryError as e:
                 raise ServiceError(404 if "no registered model" in str(e) else 409, str(e)) from None
-        return {"model": record_dict(rec), "gate": gate.as_dict(), "overridden": bool(override and not gate.passed),
-                "swap": self._swap(rec, user, reason)}
+        return {
+            "model": record_dict(rec),
+            "gate": gate.as_dict(),
+            "overridden": bool(override and not gate.passed),
+            "swap": self._swap(rec, user, reason),
+        }
 
     def rollback(self, sha: str | None, reason: str | None, user: str) -> dict[str, Any]:
         """Back to a model that ran before (default: the one the last change replaced); the line hot-swaps to it."""
@@ -492,5 +609,10 @@ class ModelsService:
         if sha is None:
             return {"running": None, "model_sha": None, "summary": None, "disagreements": []}
         with self.db.use() as db:
-            return {"running": snap if runner is not None else None, "last": snap if runner is None else None, "model_sha": sha,
-                    "summary": summary(db, sha), "disagreements": disagreements(db, model_sha=sha, limit=limit)}
+            return {
+                "running": snap if runner is not None else None,
+                "last": snap if runner is None else None,
+                "model_sha": sha,
+                "summary": summary(db, sha),
+                "disagreements": disagreements(db, model_sha=sha, limit=limit),
+            }

@@ -6,8 +6,9 @@ Views for :class:`models.service.ModelsService` (no server paths in what they re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .eval_jobs import EvalError, Evaluations, eval_dict
 
@@ -24,12 +25,24 @@ class ServiceError(RuntimeError):
 
 
 def _compact_eval(e: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("escape_rate", "false_reject_rate", "uncertain_rate", "precision", "recall", "mAP50", "n_images", "n_defective", "n_good",
-            "escapes", "false_rejects", "evaluated_at")
+    keys = (
+        "escape_rate",
+        "false_reject_rate",
+        "uncertain_rate",
+        "precision",
+        "recall",
+        "mAP50",
+        "n_images",
+        "n_defective",
+        "n_good",
+        "escapes",
+        "false_rejects",
+        "evaluated_at",
+    )
     return {k: e.get(k) for k in keys}
 
 
-def record_dict(rec: "ModelRecord") -> dict[str, Any]:
+def record_dict(rec: ModelRecord) -> dict[str, Any]:
     """A registry record for the page (no server paths)."""
     golden = rec.metrics.get("golden") or {}
     return {
@@ -78,20 +91,33 @@ def evaluation_view(evals: Evaluations, eval_id: str) -> dict[str, Any]:
             continue
         if other is None and im["ejected"] == bool(im["truth"]):
             continue  # alone: show the mistakes
-        images.append({
-            "index": i, "stem": im["stem"], "truth": sorted({names[t[0]] for t in im["truth"]}) or ["good"],
-            "candidate": {"outcome": im["outcome"], "ejected": im["ejected"], "reasons": im["reasons"]},
-            "current": {"outcome": other["outcome"], "ejected": other["ejected"], "reasons": other["reasons"]} if other else None,
-            "candidate_right": im["ejected"] == bool(im["truth"]),
-            "thumb": f"/api/models/evaluations/{eval_id}/images/{i}",
-        })
-    out.update({
-        "names": names,
-        "candidate": cand["summary"], "current": cur["summary"] if cur else None,
-        "candidate_model_id": cand["model_id"], "current_model_id": cur["model_id"] if cur else None,
-        "escape_not_worse": res["escape_not_worse"], "images": images, "seconds": res.get("seconds"),
-    })
+        images.append(
+            {
+                "index": i,
+                "stem": im["stem"],
+                "truth": sorted({names[t[0]] for t in im["truth"]}) or ["good"],
+                "candidate": {"outcome": im["outcome"], "ejected": im["ejected"], "reasons": im["reasons"]},
+                "current": {"outcome": other["outcome"], "ejected": other["ejected"], "reasons": other["reasons"]}
+                if other
+                else None,
+                "candidate_right": im["ejected"] == bool(im["truth"]),
+                "thumb": f"/api/models/evaluations/{eval_id}/images/{i}",
+            }
+        )
+    out.update(
+        {
+            "names": names,
+            "candidate": cand["summary"],
+            "current": cur["summary"] if cur else None,
+            "candidate_model_id": cand["model_id"],
+            "current_model_id": cur["model_id"] if cur else None,
+            "escape_not_worse": res["escape_not_worse"],
+            "images": images,
+            "seconds": res.get("seconds"),
+        }
+    )
     return out
+
 
 def evaluation_jpeg(evals: Evaluations, eval_id: str, index: int, max_width: int = 360) -> bytes:
     """JPEG of golden image ``index`` with the truth (green, solid), candidate (orange) and current (blue) boxes at reject_conf."""
@@ -115,7 +141,9 @@ def evaluation_jpeg(evals: Evaluations, eval_id: str, index: int, max_width: int
     names = cand["names"]
     scale = min(1.0, max_width / img.shape[1])
     if scale < 1.0:
-        img = cv2.resize(img, (int(round(img.shape[1] * scale)), int(round(img.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(
+            img, (int(round(img.shape[1] * scale)), int(round(img.shape[0] * scale))), interpolation=cv2.INTER_AREA
+        )
     lw = max(1, int(round(2 * max(scale, 0.5))))
 
     def box(b: Any, color: tuple[int, int, int], pad: int) -> None:
@@ -175,12 +203,18 @@ def job_dict(st: Any) -> dict[str, Any]:
     """A training job's state for the page (no server paths)."""
     d = st.as_dict()
     res = d.get("result") or {}
-    d["result"] = {
-        "sha256": res.get("sha256"),
-        "registered": bool(res.get("registered")),
-        "train": {k: (res.get("train") or {}).get(k) for k in ("metrics", "epochs", "seconds")} if res.get("train") else None,
-        "comparison": res.get("comparison"),
-    } if res else None
+    d["result"] = (
+        {
+            "sha256": res.get("sha256"),
+            "registered": bool(res.get("registered")),
+            "train": {k: (res.get("train") or {}).get(k) for k in ("metrics", "epochs", "seconds")}
+            if res.get("train")
+            else None,
+            "comparison": res.get("comparison"),
+        }
+        if res
+        else None
+    )
     for k in ("job_dir", "log_path", "pid", "meta"):
         d.pop(k, None)
     return d

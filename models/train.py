@@ -16,9 +16,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class Progress:
         return d
 
     @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> "Progress":
+    def from_dict(d: Mapping[str, Any]) -> Progress:
         """Inverse of :meth:`as_dict`."""
         keys = {f for f in Progress.__dataclass_fields__}
         return Progress(**{k: v for k, v in d.items() if k in keys})
@@ -108,8 +109,10 @@ def data_task(data: Path | str) -> str:
     p = Path(data)
     if p.is_dir():
         if not (p / "train").is_dir() or not (p / "val").is_dir():
-            raise TrainingError(f"dataset folder {p} has no train/ and val/ class folders: a classify dataset is "
-                                "<root>/{train,val}/<class>/<image> (make one with `models import-elpv`)")
+            raise TrainingError(
+                f"dataset folder {p} has no train/ and val/ class folders: a classify dataset is "
+                "<root>/{train,val}/<class>/<image> (make one with `models import-elpv`)"
+            )
         return "classify"
     if not p.is_file():
         raise TrainingError(f"dataset {p} does not exist: make one with `models dataset` or export labels first")
@@ -138,7 +141,9 @@ def resolve_parent(model: str | Path) -> str:
         if not p.is_file():
             raise TrainingError(f"parent weights {p} do not exist")
         return s
-    raise TrainingError(f"model {s!r}: expected a .yaml (new model), a .pt (fine-tune) or an .onnx with its .pt next to it")
+    raise TrainingError(
+        f"model {s!r}: expected a .yaml (new model), a .pt (fine-tune) or an .onnx with its .pt next to it"
+    )
 
 
 def _floats(d: Mapping[str, Any]) -> dict[str, float]:
@@ -172,7 +177,9 @@ def _losses(trainer: Any) -> dict[str, float]:
 class _Reporter:
     """Ultralytics callbacks -> :class:`Progress`; raises :class:`TrainingCancelled` between batches."""
 
-    def __init__(self, on_progress: Callable[[Progress], None] | None, cancel: threading.Event | None, batch_every_s: float):
+    def __init__(
+        self, on_progress: Callable[[Progress], None] | None, cancel: threading.Event | None, batch_every_s: float
+    ):
         self.on_progress = on_progress
         self.cancel = cancel
         self.batch_every_s = batch_every_s
@@ -202,7 +209,11 @@ class _Reporter:
 
     def on_train_start(self, trainer: Any) -> None:
         self._check_cancel(trainer)
-        self._emit(Progress("start", 0, int(trainer.epochs), batches=len(trainer.train_loader), elapsed_s=time.monotonic() - self.t0))
+        self._emit(
+            Progress(
+                "start", 0, int(trainer.epochs), batches=len(trainer.train_loader), elapsed_s=time.monotonic() - self.t0
+            )
+        )
 
     def on_train_epoch_start(self, trainer: Any) -> None:
         self.batch = 0
@@ -215,20 +226,46 @@ class _Reporter:
         if now - self.last_batch_report >= self.batch_every_s:
             self.last_batch_report = now
             nb = len(trainer.train_loader)
-            p = Progress("batch", int(trainer.epoch) + 1, int(trainer.epochs), self.batch, nb, _losses(trainer), elapsed_s=now - self.t0)
+            p = Progress(
+                "batch",
+                int(trainer.epoch) + 1,
+                int(trainer.epochs),
+                self.batch,
+                nb,
+                _losses(trainer),
+                elapsed_s=now - self.t0,
+            )
             self._emit(Progress(**{**asdict(p), "eta_s": self._eta(p.fraction)}))
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         now = time.monotonic()
         if self.loop_done:  # final_eval: best.pt validated again
             self.final_metrics = _metrics(trainer)
-            self._emit(Progress("final", self.epochs_done, int(trainer.epochs), metrics=self.final_metrics, elapsed_s=now - self.t0, eta_s=0.0))
+            self._emit(
+                Progress(
+                    "final",
+                    self.epochs_done,
+                    int(trainer.epochs),
+                    metrics=self.final_metrics,
+                    elapsed_s=now - self.t0,
+                    eta_s=0.0,
+                )
+            )
             return
         self.epochs_done = int(trainer.epoch) + 1
         epochs = int(trainer.epochs)
         frac = self.epochs_done / max(epochs, 1)
-        self._emit(Progress("epoch", self.epochs_done, epochs, losses=_losses(trainer), metrics=_metrics(trainer),
-                            elapsed_s=now - self.t0, eta_s=self._eta(frac)))
+        self._emit(
+            Progress(
+                "epoch",
+                self.epochs_done,
+                epochs,
+                losses=_losses(trainer),
+                metrics=_metrics(trainer),
+                elapsed_s=now - self.t0,
+                eta_s=self._eta(frac),
+            )
+        )
         if trainer.stop:
             self.loop_done = True
         else:
@@ -266,7 +303,9 @@ def train(
     data_yaml = Path(data_yaml)
     task = data_task(data_yaml)
     if task == "classify" and str(model).endswith(".yaml") and "-cls" not in Path(str(model)).stem:
-        raise TrainingError(f"model {model}: a classify dataset needs a classify model (e.g. yolov8n-cls.yaml, yolo11n-cls.yaml)")
+        raise TrainingError(
+            f"model {model}: a classify dataset needs a classify model (e.g. yolov8n-cls.yaml, yolo11n-cls.yaml)"
+        )
     if epochs < 1 or batch < 1 or imgsz < 32:
         raise TrainingError(f"epochs >= 1, batch >= 1 and imgsz >= 32 are required (got {epochs}, {batch}, {imgsz})")
     start = resolve_parent(model)
@@ -323,6 +362,8 @@ def train(
     seconds = time.monotonic() - t0
     metrics = reporter.final_metrics or _metrics(trainer)
     if on_progress is not None:
-        reporter._emit(Progress("done", reporter.epochs_done, int(epochs), metrics=metrics, elapsed_s=seconds, eta_s=0.0))
+        reporter._emit(
+            Progress("done", reporter.epochs_done, int(epochs), metrics=metrics, elapsed_s=seconds, eta_s=0.0)
+        )
     log.info("trained %s on %s: %d epochs in %.0f s, %s", start, data_yaml, reporter.epochs_done, seconds, metrics)
     return TrainResult(best, last, metrics, log_path, reporter.epochs_done, seconds, {**args, "model": start})

@@ -80,8 +80,15 @@ def _run(spec: JobSpec, work: Path, events: EventLog, cancel: threading.Event) -
         v = syn.get("view") or {}
         view = TrainView.from_dict(v)
         out = Path(syn.get("out_dir") or work / "dataset")
-        data_yaml = make_synthetic_dataset(out, int(syn["n_train"]), int(syn["n_val"]), int(syn["seed"]), cam,
-                                           n_test=int(syn.get("n_test", 0)), view=view)
+        data_yaml = make_synthetic_dataset(
+            out,
+            int(syn["n_train"]),
+            int(syn["n_val"]),
+            int(syn["seed"]),
+            cam,
+            n_test=int(syn.get("n_test", 0)),
+            view=view,
+        )
     else:
         data_yaml = Path(spec.data_yaml)  # type: ignore[arg-type]
     result["data_yaml"] = str(data_yaml)
@@ -89,10 +96,26 @@ def _run(spec: JobSpec, work: Path, events: EventLog, cancel: threading.Event) -
 
     events.emit("phase", phase="train")
     parent = resolve_parent(spec.model)
-    tr = train(data_yaml, work / "train", model=spec.model, epochs=spec.epochs, imgsz=spec.imgsz, batch=spec.batch,
-               seed=spec.seed, on_progress=events.progress, cancel=cancel, hyp=spec.hyp)
-    result["train"] = {"best_pt": str(tr.best_pt), "metrics": dict(tr.metrics), "epochs": tr.epochs_done,
-                       "seconds": round(tr.seconds, 1), "log": str(tr.log_path), "args": {k: str(v) for k, v in tr.args.items()}}
+    tr = train(
+        data_yaml,
+        work / "train",
+        model=spec.model,
+        epochs=spec.epochs,
+        imgsz=spec.imgsz,
+        batch=spec.batch,
+        seed=spec.seed,
+        on_progress=events.progress,
+        cancel=cancel,
+        hyp=spec.hyp,
+    )
+    result["train"] = {
+        "best_pt": str(tr.best_pt),
+        "metrics": dict(tr.metrics),
+        "epochs": tr.epochs_done,
+        "seconds": round(tr.seconds, 1),
+        "log": str(tr.log_path),
+        "args": {k: str(v) for k, v in tr.args.items()},
+    }
     _check(cancel, "export")
 
     events.emit("phase", phase="export")
@@ -103,8 +126,15 @@ def _run(spec: JobSpec, work: Path, events: EventLog, cancel: threading.Event) -
         onnx_parent = Path(spec.model).with_suffix(".onnx")
         parent_sha = sha256_file(onnx_parent) if onnx_parent.is_file() else sha256_file(Path(parent))
     snapshot = dataset_snapshot(data_yaml)
-    lineage = {"dataset_snapshot": snapshot, "parent_sha": parent_sha, "train_seed": spec.seed,
-               "arch": Path(spec.model).name, "epochs": tr.epochs_done, "imgsz": spec.imgsz, **dict(spec.lineage)}
+    lineage = {
+        "dataset_snapshot": snapshot,
+        "parent_sha": parent_sha,
+        "train_seed": spec.seed,
+        "arch": Path(spec.model).name,
+        "epochs": tr.epochs_done,
+        "imgsz": spec.imgsz,
+        **dict(spec.lineage),
+    }
     out_onnx = Path(spec.export_path) if spec.export_path else work / "model.onnx"
     export_imgsz = list(spec.export_imgsz) if spec.export_imgsz else [spec.imgsz, spec.imgsz]
     onnx_path = export_onnx(tr.best_pt, out_onnx, export_imgsz, lineage=lineage, parity_golden=spec.golden)
@@ -136,8 +166,13 @@ def _run(spec: JobSpec, work: Path, events: EventLog, cancel: threading.Event) -
 
         db = open_db(spec.db)
         try:
-            rec = registry.register(db, onnx_path, store_dir=spec.store_dir, trained_by=spec.trained_by,  # type: ignore[arg-type]
-                                    metrics={"train": dict(tr.metrics)})
+            rec = registry.register(
+                db,
+                onnx_path,
+                store_dir=spec.store_dir,
+                trained_by=spec.trained_by,  # type: ignore[arg-type]
+                metrics={"train": dict(tr.metrics)},
+            )
             if comparison is not None:
                 registry.record_evaluation(db, rec.sha256, comparison.candidate.summary())
                 if comparison.current is not None:

@@ -22,16 +22,16 @@ from .actuate.modes import prepare_output, scheduler_factory
 from .alarms import AlarmBoard
 from .bus import Bus
 from .config import CalibrationConfig, StationConfig, config_hash
-from .counters import CounterValues, Counters, reconcile
+from .counters import Counters, CounterValues, reconcile
 from .decide import Decider, check_rules_for_model
+from .floor import FloorServices
 from .health import HealthMonitor
 from .inspect.base import INSPECTORS, Inspector
 from .inspect.swap import SwappableInspector
 from .pipeline import Line
-from .floor import FloorServices
 from .rt import freeze_heap, limit_malloc_arenas, set_realtime
-from .services import Services
 from .serialize import event_to_dict
+from .services import Services
 from .store import audit, health_baselines, queries
 from .store.db import StoreError, open_db
 from .store.images import ImageStore
@@ -161,10 +161,16 @@ class Station:
             self.inspector.close()
             raise
         # an output hosted by a station camera (pylon UserOutput) shares that camera's open device
-        out_kw: dict[str, Any] = {"cameras": {c.camera_id: c for c in self.cameras}} if getattr(cfg.reject.output, "camera_id", None) else {}
+        out_kw: dict[str, Any] = (
+            {"cameras": {c.camera_id: c for c in self.cameras}} if getattr(cfg.reject.output, "camera_id", None) else {}
+        )
         self.output: OutputDriver = output if output is not None else OUTPUTS.create(cfg.reject.output, **out_kw)
-        self.output = prepare_output(cfg.reject, self.output, self.alarms.report)  # alarms + optional reject verification
-        self.decider = Decider(cfg.rules, effective_calibration(cfg.calibration), self.config_hash, self._load_camera_setup())
+        self.output = prepare_output(
+            cfg.reject, self.output, self.alarms.report
+        )  # alarms + optional reject verification
+        self.decider = Decider(
+            cfg.rules, effective_calibration(cfg.calibration), self.config_hash, self._load_camera_setup()
+        )
         self._apply_rules_override()  # thresholds tuned from the web (station/rules_overrides.py), kept across restarts
         self.shadow: Any = None  # a ShadowRunner while shadow mode runs (start_shadow)
         self.scheduler = scheduler_factory(cfg.reject, self.alarms.report)(
@@ -177,7 +183,9 @@ class Station:
             model_id=lambda: self.inspector.model_id,
         )
         # image health and model drift on every part (station/health/), fed by the inference worker
-        self.image_health: HealthMonitor | None = HealthMonitor(cfg.health, self.alarms.report) if cfg.health.enabled else None
+        self.image_health: HealthMonitor | None = (
+            HealthMonitor(cfg.health, self.alarms.report) if cfg.health.enabled else None
+        )
         if self.image_health is not None:
             self.image_health.restore(health_baselines.load(self.db))  # bands and baselines of the last run
         self.line = Line(
@@ -195,9 +203,13 @@ class Station:
         self._set_undistort(self.decider.setup)
         # a camera trigger: the frames of a hardware-triggered / free-running camera create the parts
         trig_kw: dict[str, Any] = (
-            {"cameras": {c.camera_id: c for c in self.cameras}, "on_frame": self.line.trigger_from_camera} if cfg.trigger.type == "camera" else {}
+            {"cameras": {c.camera_id: c for c in self.cameras}, "on_frame": self.line.trigger_from_camera}
+            if cfg.trigger.type == "camera"
+            else {}
         )
-        self.trigger_source: TriggerSource = TRIGGERS.create(cfg.trigger, fire=self._fire, max_parts=max_parts, **trig_kw)
+        self.trigger_source: TriggerSource = TRIGGERS.create(
+            cfg.trigger, fire=self._fire, max_parts=max_parts, **trig_kw
+        )
         self.watchdog: Watchdog | None = None
         if cfg.watchdog.enabled:
             self.watchdog = Watchdog(
@@ -219,7 +231,9 @@ class Station:
                 cfg.plant, cfg.name, self.bus.subscribe("plant", maxsize=cfg.plant.queue_size), report=self.alarms.report,
                 status=lambda: {"model_id": self.inspector.model_id, "alarms": [f"{e.component}: {e.message}" for e in self.alarms.active()]},
             )  # fmt: skip
-        self.follower: Any = None  # staged rollout: the plant's desired model for this station's group, through swap_model
+        self.follower: Any = (
+            None  # staged rollout: the plant's desired model for this station's group, through swap_model
+        )
         if cfg.plant is not None and cfg.plant.follow_models:
             from .plant.follower import follower_for_station
 
@@ -249,7 +263,9 @@ class Station:
         s.add("line", self._start_line, self._stop_line)
         s.add("trigger", self._start_trigger, self.trigger_source.stop)
         if self.watchdog is not None:
-            s.add("watchdog", self.watchdog.start, self.watchdog.stop)  # first to stop: a stopping line is not a stuck one
+            s.add(
+                "watchdog", self.watchdog.start, self.watchdog.stop
+            )  # first to stop: a stopping line is not a stuck one
         return s
 
     def _start_line(self) -> None:
@@ -387,7 +403,7 @@ class Station:
         expect = getattr(self.inspector.current, "frame_size", None)
         return lambda: inspector_for_file(Path(model), self.cfg.inspector, expect_frame_size=expect)
 
-    def __enter__(self) -> "Station":
+    def __enter__(self) -> Station:
         self.start()
         return self
 
@@ -418,7 +434,13 @@ class Station:
         self.alarms.report("line", "info" if paused else "ok", "paused" if paused else "running")
 
     def swap_model(
-        self, path: Path, on_done: Any = None, *, user: str | None = None, reason: str | None = None, sha256: str | None = None,
+        self,
+        path: Path,
+        on_done: Any = None,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+        sha256: str | None = None,
     ) -> None:
         """Load another model file (Ultralytics ONNX or anomaly model) in the background and swap it in between two parts.
 
@@ -448,10 +470,20 @@ class Station:
                     on_done(error)
 
         expect = getattr(self.inspector.current, "frame_size", None)
-        self.inspector.load_async(lambda: inspector_for_file(Path(path), self.cfg.inspector, expect_frame_size=expect), done)
+        self.inspector.load_async(
+            lambda: inspector_for_file(Path(path), self.cfg.inspector, expect_frame_size=expect), done
+        )
 
-    def _swap_done(self, db: Any, path: Path, error: Exception | None, user: str, reason: str | None, sha256: str | None,
-                   before: str) -> None:
+    def _swap_done(
+        self,
+        db: Any,
+        path: Path,
+        error: Exception | None,
+        user: str,
+        reason: str | None,
+        sha256: str | None,
+        before: str,
+    ) -> None:
         """A person's swap ended (model-load thread): the ``model`` alarm and the audit row, on the swap's own connection."""
         if sha256 is None:
             sha256 = _file_sha256(path) or str(path)
@@ -460,8 +492,16 @@ class Station:
         else:
             self.alarms.report("model", "alarm", f"model swap to {sha256[:12]} failed: {error}")
         try:
-            audit.record(db, user, "model_swap" if error is None else "model_swap_failed", "model", sha256, before=before,
-                         after=None if error else self.inspector.model_id, reason=reason or (str(error) if error else None))
+            audit.record(
+                db,
+                user,
+                "model_swap" if error is None else "model_swap_failed",
+                "model",
+                sha256,
+                before=before,
+                after=None if error else self.inspector.model_id,
+                reason=reason or (str(error) if error else None),
+            )
         except sqlite3.Error as e:
             log.warning("model swap by %s not audited: %s", user, e)
 
@@ -499,7 +539,12 @@ class Station:
 
         setup = camera_setup.load(self.db, self.cfg.name, [c.id for c in self.cfg.cameras])
         for cam, s in setup.items():
-            log.info("camera %s: calibration %s, regions v%s in force", cam, s.calibration_ref or "(config)", s.regions_version)
+            log.info(
+                "camera %s: calibration %s, regions v%s in force",
+                cam,
+                s.calibration_ref or "(config)",
+                s.regions_version,
+            )
         return setup
 
     def set_camera_setup(self, setup: Any) -> None:
@@ -519,7 +564,9 @@ class Station:
 
         rules, ov = rules_overrides.effective(self.db, self.cfg.rules)
         if ov is not None and ov.classes:
-            self.decider = Decider(rules, self.decider.calibration, rules_overrides.tagged_hash(self.config_hash, ov), self.decider.setup)
+            self.decider = Decider(
+                rules, self.decider.calibration, rules_overrides.tagged_hash(self.config_hash, ov), self.decider.setup
+            )
             log.info("rules override %d (by %s) in force: %s", ov.id, ov.user, dict(ov.classes))
 
     def reconcile(self) -> list[str]:

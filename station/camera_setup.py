@@ -9,8 +9,9 @@ the line, ``station replay`` and the golden-set evaluation, so all three judge a
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -43,7 +44,7 @@ class Regions:
     named: tuple[tuple[NamedRegion, Poly], ...]
 
     @classmethod
-    def of(cls, spec: CameraRegions) -> "Regions":
+    def of(cls, spec: CameraRegions) -> Regions:
         """Compile a validated spec."""
         roi = tuple(map(tuple, spec.roi)) if spec.roi else None
         ign = tuple((z.name or f"zone {i + 1}", tuple(map(tuple, z.points))) for i, z in enumerate(spec.ignore))
@@ -79,9 +80,14 @@ class CameraSetup:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (screens, API)."""
-        return {"camera_id": self.camera_id, "calibration": self.calibration_ref, "calibration_version": self.calibration_version,
-                "mm_per_px": self.mm_per_px, "regions_version": self.regions_version,
-                "regions": self.regions_spec.model_dump(mode="json") if self.regions_spec else None}
+        return {
+            "camera_id": self.camera_id,
+            "calibration": self.calibration_ref,
+            "calibration_version": self.calibration_version,
+            "mm_per_px": self.mm_per_px,
+            "regions_version": self.regions_version,
+            "regions": self.regions_spec.model_dump(mode="json") if self.regions_spec else None,
+        }
 
 
 def from_versions(camera_id: str, cal: store.SetupVersion | None, reg: store.SetupVersion | None) -> CameraSetup:
@@ -89,9 +95,14 @@ def from_versions(camera_id: str, cal: store.SetupVersion | None, reg: store.Set
     kw: dict[str, Any] = {}
     if cal is not None:
         b = cal.body
-        kw.update(calibration_ref=cal.ref, calibration_version=cal.version, mm_per_px=float(b["mm_per_px"]),
-                  camera_matrix=tuple(tuple(r) for r in b["camera_matrix"]), dist_coeffs=tuple(b["dist_coeffs"]),
-                  image_size=tuple(b["image_size"]))
+        kw.update(
+            calibration_ref=cal.ref,
+            calibration_version=cal.version,
+            mm_per_px=float(b["mm_per_px"]),
+            camera_matrix=tuple(tuple(r) for r in b["camera_matrix"]),
+            dist_coeffs=tuple(b["dist_coeffs"]),
+            image_size=tuple(b["image_size"]),
+        )
     if reg is not None:
         spec = CameraRegions.model_validate(reg.body)
         kw.update(regions=Regions.of(spec), regions_spec=spec, regions_version=reg.version)
@@ -140,10 +151,19 @@ def calibration_tag(default_id: str, setup: Mapping[str, CameraSetup]) -> str:
     return "+".join(f"{c}:{r}" for c, r in refs)
 
 
-def save_regions(db: sqlite_utils.Database, station: str, camera_id: str, spec: CameraRegions, *, user: str,
-                 reason: str | None = None) -> store.SetupVersion:
+def save_regions(
+    db: sqlite_utils.Database,
+    station: str,
+    camera_id: str,
+    spec: CameraRegions,
+    *,
+    user: str,
+    reason: str | None = None,
+) -> store.SetupVersion:
     """Store ``spec`` as the camera's next regions version and put it in force (audited)."""
-    return store.save(db, "regions", station, camera_id, user=user, ref=None, body=spec.model_dump(mode="json"), reason=reason)
+    return store.save(
+        db, "regions", station, camera_id, user=user, ref=None, body=spec.model_dump(mode="json"), reason=reason
+    )
 
 
 def zero_thresholds(setup: Mapping[str, CameraSetup]) -> dict[str, CameraSetup]:
@@ -153,8 +173,15 @@ def zero_thresholds(setup: Mapping[str, CameraSetup]) -> dict[str, CameraSetup]:
         if s.regions_spec is None:
             out[cam] = s
             continue
-        regs = [r.model_copy(update={"reject_conf": 0.0 if r.reject_conf is not None else None,
-                                     "uncertain_conf": 0.0 if r.uncertain_conf is not None else None}) for r in s.regions_spec.regions]
+        regs = [
+            r.model_copy(
+                update={
+                    "reject_conf": 0.0 if r.reject_conf is not None else None,
+                    "uncertain_conf": 0.0 if r.uncertain_conf is not None else None,
+                }
+            )
+            for r in s.regions_spec.regions
+        ]
         spec = s.regions_spec.model_copy(update={"regions": regs})
         out[cam] = replace(s, regions_spec=spec, regions=Regions.of(spec))
     return out
@@ -170,9 +197,15 @@ def from_json(data: Mapping[str, Any] | None) -> dict[str, CameraSetup]:
     out: dict[str, CameraSetup] = {}
     for cam, d in (data or {}).items():
         spec = CameraRegions.model_validate(d["regions"]) if d.get("regions") else None
-        out[cam] = CameraSetup(cam, calibration_ref=d.get("calibration"), calibration_version=d.get("calibration_version"),
-                               mm_per_px=d.get("mm_per_px"), regions=Regions.of(spec) if spec else None, regions_spec=spec,
-                               regions_version=d.get("regions_version"))
+        out[cam] = CameraSetup(
+            cam,
+            calibration_ref=d.get("calibration"),
+            calibration_version=d.get("calibration_version"),
+            mm_per_px=d.get("mm_per_px"),
+            regions=Regions.of(spec) if spec else None,
+            regions_spec=spec,
+            regions_version=d.get("regions_version"),
+        )
     return out
 
 
@@ -180,5 +213,8 @@ def undistorters(setup: Mapping[str, CameraSetup]) -> dict[str, Any]:
     """camera id -> a precomputed undistortion remap, for each camera whose calibration in force has a lens model."""
     from calibration.undistort import Undistorter
 
-    return {cam: Undistorter(s.camera_matrix, s.dist_coeffs, s.image_size)
-            for cam, s in setup.items() if s.camera_matrix is not None and s.dist_coeffs is not None and s.image_size is not None}
+    return {
+        cam: Undistorter(s.camera_matrix, s.dist_coeffs, s.image_size)
+        for cam, s in setup.items()
+        if s.camera_matrix is not None and s.dist_coeffs is not None and s.image_size is not None
+    }

@@ -38,7 +38,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(f"{args.config}: ok (config hash {config_hash(cfg)}; {len(cfg.cameras)} camera(s), inspector {cfg.inspector.type})")
+    print(
+        f"{args.config}: ok (config hash {config_hash(cfg)}; {len(cfg.cameras)} camera(s), inspector {cfg.inspector.type})"
+    )
     return 0
 
 
@@ -78,7 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         station.stop()
     snap = station.counters.snapshot()
     # "records": written / dropped / spilled at stop, said plainly (counters that add up can still mean records were lost)
-    print(json.dumps({"counters": snap.as_dict(), "reconcile": station.reconcile(), "records": station.recorder.stop_report}, indent=None))
+    print(
+        json.dumps(
+            {"counters": snap.as_dict(), "reconcile": station.reconcile(), "records": station.recorder.stop_report},
+            indent=None,
+        )
+    )
     if station.failure is not None:
         print(f"station stopped itself: {station.failure}", file=sys.stderr)
         return 1
@@ -110,14 +117,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"{args.config}: {e}", file=sys.stderr)
         return 2
     inspector.warmup()
-    setup = load_file(cfg.store.db_path, cfg.name, [c.id for c in cfg.cameras])  # the line's calibrations and regions in force
+    setup = load_file(
+        cfg.store.db_path, cfg.name, [c.id for c in cfg.cameras]
+    )  # the line's calibrations and regions in force
     decider = Decider(cfg.rules, effective_calibration(cfg.calibration), config_hash(cfg), setup)
     undistort = undistorters(setup).get(camera_id) if cfg.calibration.undistort else None
     out = open(args.out, "w") if args.out != "-" else sys.stdout
     counts: dict[str, int] = {}
     try:
         for i, path in enumerate(cam.files, start=1):
-            trig = Trigger(part_id=i, seq=i, t_trigger_ns=time.monotonic_ns(), source="replay", t_trigger_wall=time.time())
+            trig = Trigger(
+                part_id=i, seq=i, t_trigger_ns=time.monotonic_ns(), source="replay", t_trigger_wall=time.time()
+            )
             try:
                 frame = cam.grab(trig, timeout_s=5.0)
                 if undistort is not None:
@@ -198,7 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="-", help="JSON-lines output file (default stdout)")
     rp.add_argument("-c", "--config", help="YAML config file (inspector and rules)")
     rp.add_argument("--color", action="store_true", help="load images as BGR instead of Mono8")
-    rp.add_argument("--camera", default=None, help="judge as this camera (its calibration and drawn regions in force; default: the config's first)")
+    rp.add_argument(
+        "--camera",
+        default=None,
+        help="judge as this camera (its calibration and drawn regions in force; default: the config's first)",
+    )
     rp.set_defaults(func=cmd_replay)
 
     c = sub.add_parser("check-config", help="validate a config file")

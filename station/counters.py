@@ -70,13 +70,17 @@ def reconcile(
     """
     problems = []
     if v.triggers != v.frames + v.dropped + pending_frames:
-        problems.append(f"triggers {v.triggers} != frames {v.frames} + dropped {v.dropped} + being acquired {pending_frames}")
+        problems.append(
+            f"triggers {v.triggers} != frames {v.frames} + dropped {v.dropped} + being acquired {pending_frames}"
+        )
     if v.verdicts + pending_verdicts != v.triggers:
         problems.append(f"verdicts {v.verdicts} + in flight {pending_verdicts} != triggers {v.triggers}")
-    if v.PASS + v.FAIL + v.UNCERTAIN + v.FAILSAFE != v.verdicts:
+    if v.verdicts != v.PASS + v.FAIL + v.UNCERTAIN + v.FAILSAFE:
         problems.append(f"PASS+FAIL+UNCERTAIN+FAILSAFE != verdicts {v.verdicts}")
     if v.rejects_fired + pending_rejects != v.rejects_scheduled:
-        problems.append(f"rejects fired {v.rejects_fired} + pending {pending_rejects} != scheduled {v.rejects_scheduled}")
+        problems.append(
+            f"rejects fired {v.rejects_fired} + pending {pending_rejects} != scheduled {v.rejects_scheduled}"
+        )
     if v.records_written + v.records_dropped + pending_records != v.verdicts:
         problems.append(
             f"records written {v.records_written} + dropped {v.records_dropped} + pending {pending_records} != verdicts {v.verdicts}"

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Mapping, Sequence
 
 from .camera_setup import CameraSetup, calibration_tag, regions_tag
 from .config import CalibrationConfig, ClassRule, IgnoreZone, RulesConfig
@@ -60,7 +60,7 @@ def _overlap_fraction(box: Sequence[float], zone: IgnoreZone) -> float:
     return ix * iy / area
 
 
-def _region_rule(rule: ClassRule, region: "NamedRegion") -> ClassRule:
+def _region_rule(rule: ClassRule, region: NamedRegion) -> ClassRule:
     """The class rule with the region's own thresholds and minimum size laid over it."""
     upd = {k: v for k in ("reject_conf", "uncertain_conf", "min_area_mm2") if (v := getattr(region, k)) is not None}
     if "reject_conf" in upd and "uncertain_conf" not in upd:
@@ -73,8 +73,13 @@ def _region_rule(rule: ClassRule, region: "NamedRegion") -> ClassRule:
 class Decider:
     """Applies :class:`~station.config.RulesConfig` to detections."""
 
-    def __init__(self, rules: RulesConfig, calibration: CalibrationConfig, config_hash: str,
-                 setup: Mapping[str, CameraSetup] | None = None):
+    def __init__(
+        self,
+        rules: RulesConfig,
+        calibration: CalibrationConfig,
+        config_hash: str,
+        setup: Mapping[str, CameraSetup] | None = None,
+    ):
         """``setup``: per-camera calibration and regions in force; verdicts then carry their versions."""
         self.rules = rules
         self.calibration = calibration
@@ -87,7 +92,9 @@ class Decider:
 
     def judge(self, det: Detections, i: int, camera_id: str) -> Defect | None:
         """Judge detection ``i``; None when it is too weak to be worth recording."""
-        name = det.names[int(det.class_ids[i])] if int(det.class_ids[i]) < len(det.names) else str(int(det.class_ids[i]))
+        name = (
+            det.names[int(det.class_ids[i])] if int(det.class_ids[i]) < len(det.names) else str(int(det.class_ids[i]))
+        )
         conf = float(det.scores[i])
         rule = self.rules.for_class(name)
         box = tuple(float(v) for v in det.boxes_xyxy[i])
@@ -172,7 +179,15 @@ class Decider:
         if not tolerated:
             return defects
         return [
-            Defect(d.class_name, d.confidence, d.box_xyxy, d.area_mm2, d.camera_id, "ignore", f"count {counts[d.class_name]} tolerated")
+            Defect(
+                d.class_name,
+                d.confidence,
+                d.box_xyxy,
+                d.area_mm2,
+                d.camera_id,
+                "ignore",
+                f"count {counts[d.class_name]} tolerated",
+            )
             if d.action == "reject" and d.class_name in tolerated
             else d
             for d in defects
@@ -182,7 +197,9 @@ class Decider:
         """``verdict`` made UNCERTAIN for ``reason`` (image health: a drifting picture is no basis for a PASS)."""
         return replace(verdict, outcome=Outcome.UNCERTAIN, reasons=(*verdict.reasons, reason))
 
-    def failsafe(self, trigger: Trigger, reason: str, model_id: str = "none", timings_ms: Mapping[str, float] | None = None) -> Verdict:
+    def failsafe(
+        self, trigger: Trigger, reason: str, model_id: str = "none", timings_ms: Mapping[str, float] | None = None
+    ) -> Verdict:
         """A FAILSAFE verdict: the part is rejected because it could not be judged."""
         return Verdict(
             part_id=trigger.part_id,

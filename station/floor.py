@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class FloorServices:
     """The configured plant-floor protocol services of one station, and recipe selection."""
 
-    def __init__(self, station: "Station"):
+    def __init__(self, station: Station):
         self.station = station
         cfg = station.cfg
         report = station.alarms.report
@@ -49,13 +49,21 @@ class FloorServices:
             from .publish.mqtt import MqttPublisher
 
             self.mqtt = MqttPublisher(
-                cfg.publish.mqtt, cfg.name, station.bus.subscribe("mqtt", maxsize=10000), report=report, status=self._status
+                cfg.publish.mqtt,
+                cfg.name,
+                station.bus.subscribe("mqtt", maxsize=10000),
+                report=report,
+                status=self._status,
             )
         if cfg.publish.opcua is not None:
             from .publish.opcua_server import OpcUaServer
 
             self.opcua = OpcUaServer(
-                cfg.publish.opcua, cfg.name, station.bus.subscribe("opcua", maxsize=1000), snapshot=self.snapshot, on_recipe=self.select_recipe
+                cfg.publish.opcua,
+                cfg.name,
+                station.bus.subscribe("opcua", maxsize=1000),
+                snapshot=self.snapshot,
+                on_recipe=self.select_recipe,
             )
 
     def start(self) -> None:
@@ -82,10 +90,14 @@ class FloorServices:
         cfg = self.station.cfg
         path = cfg.recipes.get(int(n))
         if path is None:
-            self.station.alarms.report("recipe", "alarm", f"unknown recipe {n}: configured are {sorted(cfg.recipes) or 'none'} (`recipes:`)")
+            self.station.alarms.report(
+                "recipe", "alarm", f"unknown recipe {n}: configured are {sorted(cfg.recipes) or 'none'} (`recipes:`)"
+            )
             return False
         if cfg.inspector.type != "onnx":
-            self.station.alarms.report("recipe", "alarm", f"recipe {n} needs inspector.type onnx to switch models (is {cfg.inspector.type})")
+            self.station.alarms.report(
+                "recipe", "alarm", f"recipe {n} needs inspector.type onnx to switch models (is {cfg.inspector.type})"
+            )
             return False
         if not Path(path).is_file():
             self.station.alarms.report("recipe", "alarm", f"recipe {n}: model file {path} not found")
@@ -93,7 +105,9 @@ class FloorServices:
 
         def done(error: Exception | None) -> None:
             if error is not None:
-                self.station.alarms.report("recipe", "alarm", f"recipe {n}: model {path} failed to load, keeping the running one: {error}")
+                self.station.alarms.report(
+                    "recipe", "alarm", f"recipe {n}: model {path} failed to load, keeping the running one: {error}"
+                )
                 return
             with self._recipe_lock:
                 self.active_recipe = int(n)

@@ -21,8 +21,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .acquire.base import CameraDriver, CameraError
 from .actuate.scheduler import RejectScheduler
@@ -38,7 +39,7 @@ INSPECTOR_ERROR = "inspector error: "  # prefix of the FAILSAFE reason when the 
 log = logging.getLogger(__name__)
 
 
-def _put_sentinel(q: "queue.Queue[Any]") -> None:
+def _put_sentinel(q: queue.Queue[Any]) -> None:
     """Wake a consumer blocked on ``q`` to stop it, dropping queued work if the queue is full."""
     while True:
         try:
@@ -62,7 +63,7 @@ def inspect_part(
     frames: Sequence[Frame],
     pre_timings_ms: dict[str, float] | None = None,
     deadline_ns: int | None = None,
-    worker: "Worker | None" = None,
+    worker: Worker | None = None,
 ) -> PartResult:
     """Inspect every frame of a part and decide: the code path shared by the line and replay.
 
@@ -182,7 +183,9 @@ class Line:
         self._ids = itertools.count(first_part_id)
         self._seq = itertools.count(1)
         self._id_lock = threading.Lock()
-        self._cam_queues: dict[str, queue.Queue[Trigger | None]] = {c.camera_id: queue.Queue(maxsize=frame_queue + 2) for c in self.cameras}
+        self._cam_queues: dict[str, queue.Queue[Trigger | None]] = {
+            c.camera_id: queue.Queue(maxsize=frame_queue + 2) for c in self.cameras
+        }
         self._assembly: dict[int, _Assembly] = {}
         self._asm_lock = threading.Lock()
         self._frames: queue.Queue[_Assembly | None] = queue.Queue(maxsize=frame_queue)

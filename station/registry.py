@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import types
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
@@ -28,7 +29,7 @@ def union_members(union: Any) -> tuple[type, ...]:
     """The config classes of a (possibly ``Annotated``) ``Union`` of driver configs."""
     if get_origin(union) is Annotated:
         union = get_args(union)[0]
-    return get_args(union) if get_origin(union) is Union else (union,)
+    return get_args(union) if get_origin(union) in (Union, types.UnionType) else (union,)
 
 
 class Registry(Generic[T]):
@@ -62,7 +63,9 @@ class Registry(Generic[T]):
         if type_name not in self._loaded:
             path = self._paths.get(type_name)
             if path is None:
-                raise UnknownDriverError(f"no {self.kind} driver of type {type_name!r}; known: {', '.join(self.types())}")
+                raise UnknownDriverError(
+                    f"no {self.kind} driver of type {type_name!r}; known: {', '.join(self.types())}"
+                )
             module, _, attr = path.partition(":")
             self._loaded[type_name] = getattr(importlib.import_module(module), attr)
         return self._loaded[type_name]

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import sqlite_utils
 
@@ -29,7 +30,6 @@ from .store.db import write_transaction
 from .store.rules_override_rows import append_override, newest_overrides
 
 log = logging.getLogger(__name__)
-
 
 
 class RulesOverrideError(ValueError):
@@ -49,8 +49,14 @@ class RulesOverride:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"id": self.id, "t_wall": self.t_wall, "user": self.user, "reason": self.reason,
-                "classes": {k: dict(v) for k, v in self.classes.items()}, "source": dict(self.source)}
+        return {
+            "id": self.id,
+            "t_wall": self.t_wall,
+            "user": self.user,
+            "reason": self.reason,
+            "classes": {k: dict(v) for k, v in self.classes.items()},
+            "source": dict(self.source),
+        }
 
 
 def _check(classes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -60,7 +66,9 @@ def _check(classes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, floa
             raise RulesOverrideError(f"class name {name!r}: give 1-64 characters")
         unknown = set(th) - {"reject_conf", "uncertain_conf"}
         if unknown:
-            raise RulesOverrideError(f"class {name}: only reject_conf and uncertain_conf can be overridden, not {sorted(unknown)}")
+            raise RulesOverrideError(
+                f"class {name}: only reject_conf and uncertain_conf can be overridden, not {sorted(unknown)}"
+            )
         vals = {}
         for k, v in th.items():
             f = float(v)
@@ -85,8 +93,13 @@ def overlay(base: RulesConfig, classes: Mapping[str, Mapping[str, float]]) -> Ru
 
 def thresholds_of(rules: RulesConfig, names: Any) -> dict[str, dict[str, float]]:
     """{class: {reject_conf, uncertain_conf}} of ``rules`` for each class in ``names``."""
-    return {str(n): {"reject_conf": rules.for_class(str(n)).reject_conf, "uncertain_conf": rules.for_class(str(n)).uncertain_conf}
-            for n in names}
+    return {
+        str(n): {
+            "reject_conf": rules.for_class(str(n)).reject_conf,
+            "uncertain_conf": rules.for_class(str(n)).uncertain_conf,
+        }
+        for n in names
+    }
 
 
 def latest(db: sqlite_utils.Database) -> RulesOverride | None:
@@ -101,8 +114,14 @@ def history(db: sqlite_utils.Database, limit: int = 50) -> list[RulesOverride]:
 
 
 def _override(r: Mapping[str, Any]) -> RulesOverride:
-    return RulesOverride(int(r["id"]), float(r["t_wall"]), str(r["user"]), r["reason"], json.loads(r["classes"] or "{}"),
-                         json.loads(r["source"] or "{}"))
+    return RulesOverride(
+        int(r["id"]),
+        float(r["t_wall"]),
+        str(r["user"]),
+        r["reason"],
+        json.loads(r["classes"] or "{}"),
+        json.loads(r["source"] or "{}"),
+    )
 
 
 def record(
@@ -125,10 +144,24 @@ def record(
     now = time.time()
     with write_transaction(db):
         oid = append_override(
-            db, now, user, reason, json.dumps(checked, sort_keys=True), json.dumps(dict(source or {}), sort_keys=True, default=str)
+            db,
+            now,
+            user,
+            reason,
+            json.dumps(checked, sort_keys=True),
+            json.dumps(dict(source or {}), sort_keys=True, default=str),
         )
-        audit.record(db, user, "rules_override" if checked else "rules_override_reset", "rules", oid,
-                     dict(before.classes) if before else {}, checked, reason, t_wall=now)
+        audit.record(
+            db,
+            user,
+            "rules_override" if checked else "rules_override_reset",
+            "rules",
+            oid,
+            dict(before.classes) if before else {},
+            checked,
+            reason,
+            t_wall=now,
+        )
     log.info("rules override %d by %s: %s (%s)", oid, user, checked or "back to the configured rules", reason)
     return RulesOverride(oid, now, user, reason, checked, dict(source or {}))
 
@@ -141,7 +174,11 @@ def effective(db: sqlite_utils.Database, base: RulesConfig) -> tuple[RulesConfig
     try:
         return overlay(base, ov.classes), ov
     except RulesOverrideError as e:
-        log.error("rules override %d no longer fits the configured rules (%s): ignored, running the configured rules", ov.id, e)
+        log.error(
+            "rules override %d no longer fits the configured rules (%s): ignored, running the configured rules",
+            ov.id,
+            e,
+        )
         return base, None
 
 

@@ -85,7 +85,9 @@ def result_to_dict(r: PartResult) -> dict[str, Any]:
     the threshold), else None; ``heatmap``: whether some frame has a heat map (``anomaly_map``).
     """
     d = verdict_to_dict(r.verdict)
-    scores = [s for s in (_score(det.image_score) for det in r.detections if det.image_score is not None) if s is not None]
+    scores = [
+        s for s in (_score(det.image_score) for det in r.detections if det.image_score is not None) if s is not None
+    ]
     d["image_score"] = max(scores) if scores else None
     d["heatmap"] = any(det.anomaly_map is not None for det in r.detections)
     d["seq"] = r.trigger.seq

@@ -26,9 +26,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import sqlite_utils
 
@@ -125,7 +126,7 @@ class ShadowRunner:
         """True between :meth:`start` and :meth:`stop`."""
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
-    def start(self) -> "ShadowRunner":
+    def start(self) -> ShadowRunner:
         """Subscribe to the bus and start the worker thread (the model is warmed up first, off the line)."""
         if self._thread is not None:
             raise ShadowError("this shadow runner was already started")
@@ -133,7 +134,9 @@ class ShadowRunner:
         self._thread.start()
         self._ready.wait(60)
         if self._startup_error is not None:
-            raise ShadowError(f"shadow model {self.stats.model_id} could not start: {self._startup_error}") from self._startup_error
+            raise ShadowError(
+                f"shadow model {self.stats.model_id} could not start: {self._startup_error}"
+            ) from self._startup_error
         log.info("shadow mode: %s judges every part beside the line (queue %d)", self.stats.model_id, self.queue_size)
         return self
 
@@ -252,13 +255,29 @@ class ShadowRunner:
         self.stats.eject_differs += eject_differs
         self.stats.inspect_ms_total += ms
         defects = [
-            {"class_name": d.class_name, "confidence": round(d.confidence, 4), "box": [round(v, 1) for v in d.box_xyxy],
-             "camera_id": d.camera_id, "action": d.action, "rule": d.rule}
+            {
+                "class_name": d.class_name,
+                "confidence": round(d.confidence, 4),
+                "box": [round(v, 1) for v in d.box_xyxy],
+                "camera_id": d.camera_id,
+                "action": d.action,
+                "rule": d.rule,
+            }
             for d in shadow.verdict.defects
         ]
         return (
-            result.trigger.part_id, time.time(), prod, result.verdict.model_id, sh, shadow.verdict.model_id, self.stats.model_sha,
-            json.dumps(list(shadow.verdict.reasons)), json.dumps(defects), int(differs), int(eject_differs), round(ms, 3),
+            result.trigger.part_id,
+            time.time(),
+            prod,
+            result.verdict.model_id,
+            sh,
+            shadow.verdict.model_id,
+            self.stats.model_sha,
+            json.dumps(list(shadow.verdict.reasons)),
+            json.dumps(defects),
+            int(differs),
+            int(eject_differs),
+            round(ms, 3),
         )
 
     def _flush(self, db: sqlite_utils.Database, rows: list[tuple[Any, ...]]) -> None:
@@ -286,7 +305,13 @@ def start_for_station(station: Any, model_path: Path, *, queue_size: int = 16, n
     base = station.cfg.inspector if station.cfg.inspector.type in ("onnx", "anomaly") else None
     inspector = build_shadow_inspector(path, base)
     runner = ShadowRunner(
-        station.bus, station.cfg.store.db_path, inspector, lambda: station.decider, model_sha=meta.sha256,
-        reject_uncertain=station.cfg.rules.uncertain_action == "reject", queue_size=queue_size, nice=nice,
+        station.bus,
+        station.cfg.store.db_path,
+        inspector,
+        lambda: station.decider,
+        model_sha=meta.sha256,
+        reject_uncertain=station.cfg.rules.uncertain_action == "reject",
+        queue_size=queue_size,
+        nice=nice,
     )
     return runner.start()

@@ -16,8 +16,8 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 # Upper bounds of the buckets, ms (the +Inf bucket is implicit): 0.5 ms to 10 s.
 BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)

@@ -10,10 +10,11 @@ otherwise (``*_wall`` is UNIX time in seconds).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,7 @@ class Detections:
         return int(self.scores.shape[0])
 
     @staticmethod
-    def empty(names: tuple[str, ...], model_id: str, timings_ms: Mapping[str, float] = _EMPTY) -> "Detections":
+    def empty(names: tuple[str, ...], model_id: str, timings_ms: Mapping[str, float] = _EMPTY) -> Detections:
         """No detections."""
         return Detections(
             boxes_xyxy=np.zeros((0, 4), np.float32),

@@ -35,8 +35,8 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from .alarms import AlarmBoard
 from .config import WatchdogConfig
@@ -209,7 +209,11 @@ class Watchdog:
         self._restart_ns.append(now)
         self.restarts.append(RestartRecord(time.time(), now, s))
         n = len(self._restart_ns)
-        self.alarms.report(COMPONENT, "alarm", f"{s.describe()}: restarted in a fresh thread ({n} in {self.cfg.restart_window_s:.0f} s)")
+        self.alarms.report(
+            COMPONENT,
+            "alarm",
+            f"{s.describe()}: restarted in a fresh thread ({n} in {self.cfg.restart_window_s:.0f} s)",
+        )
         t = self.line.restart(s)
         if t is None:
             return True  # the line is stopping

@@ -22,8 +22,15 @@ PLANE_Z = 500.0  # mm from the camera to the plane view's board
 CHESS = Target("chessboard", 9, 6, 15.0)
 CHARUCO = Target("charuco", 8, 6, 18.0, 13.0, "5x5_100")
 # (rotation about x, about y, about z in degrees; board centre x, y in mm; distance z in mm); the first is the plane view
-POSES = [(0, 0, 0, 0, 0, PLANE_Z), (22, -18, 5, -120, -85, 560), (-20, 22, -8, 120, -85, 560), (18, 20, 10, -120, 85, 560),
-         (-22, -20, -5, 120, 85, 560), (30, 0, 0, 0, 0, 520), (0, -30, 15, 0, 0, 520)]
+POSES = [
+    (0, 0, 0, 0, 0, PLANE_Z),
+    (22, -18, 5, -120, -85, 560),
+    (-20, 22, -8, 120, -85, 560),
+    (18, 20, 10, -120, 85, 560),
+    (-22, -20, -5, 120, 85, 560),
+    (30, 0, 0, 0, 0, 520),
+    (0, -30, 15, 0, 0, 520),
+]
 
 
 def texture(target: Target) -> tuple[np.ndarray, float]:
@@ -57,7 +64,11 @@ def render(target: Target, pose: tuple[float, ...], blur_sigma: float = 0.0) -> 
     """The grayscale view of ``target`` at ``pose`` (see :data:`POSES`), optionally blurred."""
     tex, origin = texture(target)
     rx, ry, rz, cx, cy, z = pose
-    R = cv2.Rodrigues(np.deg2rad([rx, 0, 0]))[0] @ cv2.Rodrigues(np.deg2rad([0, ry, 0]))[0] @ cv2.Rodrigues(np.deg2rad([0, 0, rz]))[0]
+    R = (
+        cv2.Rodrigues(np.deg2rad([rx, 0, 0]))[0]
+        @ cv2.Rodrigues(np.deg2rad([0, ry, 0]))[0]
+        @ cv2.Rodrigues(np.deg2rad([0, 0, rz]))[0]
+    )
     ext = target.cols * target.square_mm if target.kind == "charuco" else (target.cols - 1) * target.square_mm
     eyt = target.rows * target.square_mm if target.kind == "charuco" else (target.rows - 1) * target.square_mm
     centre = np.array([ext / 2, eyt / 2, 0.0])

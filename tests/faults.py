@@ -30,16 +30,17 @@ import gc
 import json
 import os
 import signal
-import statistics
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from station.app import Station
 from station.inspect.base import INSPECTORS, InspectorError
@@ -95,10 +96,16 @@ class FaultResult:
 
     def row(self) -> list[str]:
         alarm = ",".join(self.alarm) if self.alarm else "-"
-        return [self.fault, str(self.parts), str(self.during), str(self.failsafe), str(self.lost),
-                f"{self.recovery_s:.2f}" if self.recovery_s == self.recovery_s else "-",
-                f"{alarm} {'cleared' if self.cleared else 'ACTIVE'}" if self.alarm else "-",
-                "ok" if not self.problems else "; ".join(self.problems)]
+        return [
+            self.fault,
+            str(self.parts),
+            str(self.during),
+            str(self.failsafe),
+            str(self.lost),
+            f"{self.recovery_s:.2f}" if self.recovery_s == self.recovery_s else "-",
+            f"{alarm} {'cleared' if self.cleared else 'ACTIVE'}" if self.alarm else "-",
+            "ok" if not self.problems else "; ".join(self.problems),
+        ]
 
 
 HEADER = ["fault", "parts", "during fault", "FAILSAFE", "lost", "recovery s", "alarm", "result"]
@@ -162,11 +169,16 @@ class LineRun:
         self.t_remove_wall = time.time()
 
     def alarms_raised(self) -> set[str]:
-        return {e.component for e in self.results.status[self._status_seen:]
-                if e.state in ("alarm", "warning") and e.component not in QUIET_ALARMS}
+        return {
+            e.component
+            for e in self.results.status[self._status_seen :]
+            if e.state in ("alarm", "warning") and e.component not in QUIET_ALARMS
+        }
 
     def wait_alarm(self, timeout: float = 10.0, prefix: str = "") -> None:
-        wait_for(lambda: any(c.startswith(prefix) for c in self.alarms_raised()), timeout, f"an alarm {prefix}", step=0.01)
+        wait_for(
+            lambda: any(c.startswith(prefix) for c in self.alarms_raised()), timeout, f"an alarm {prefix}", step=0.01
+        )
 
     def recover(self, timeout: float = 20.0) -> None:
         """Wait for the raised alarms to clear and for a part inspected (not FAILSAFE) after the removal."""
@@ -176,12 +188,25 @@ class LineRun:
         active = lambda: {e.component for e in self.station.alarms.active()} & raised  # noqa: E731
         with contextlib.suppress(BaseException):
             wait_for(lambda: not active(), timeout, f"alarms {sorted(raised)} to clear", step=0.01)
-        t_clear = max((e.t_wall for e in self.results.status[self._status_seen:] if e.component in raised and e.state == "ok"),
-                      default=self.t_remove_wall) if raised and not active() else float("nan")
+        t_clear = (
+            max(
+                (
+                    e.t_wall
+                    for e in self.results.status[self._status_seen :]
+                    if e.component in raised and e.state == "ok"
+                ),
+                default=self.t_remove_wall,
+            )
+            if raised and not active()
+            else float("nan")
+        )
 
         def good() -> list[Any]:
-            return [r for r in list(self.results.items)
-                    if r.trigger.t_trigger_ns >= self.t_remove_ns and r.verdict.outcome is not Outcome.FAILSAFE]
+            return [
+                r
+                for r in list(self.results.items)
+                if r.trigger.t_trigger_ns >= self.t_remove_ns and r.verdict.outcome is not Outcome.FAILSAFE
+            ]
 
         with contextlib.suppress(BaseException):
             wait_for(lambda: bool(good()), timeout, "a part inspected after the fault", step=0.01)
@@ -252,10 +277,20 @@ def camera_unplug(tmp: Path | None = None) -> FaultResult:
     try:
         with _tmpdir(tmp) as d:
             render_parts(d / "frames", 6)
-            cam = {"type": "pylon", "id": "cam0", "serial": "0815-0000", "emulator_folder": str(d / "frames"),
-                   "width": FRAME_W, "height": FRAME_H, "reconnect": {"initial_s": 1.0, "max_s": 2}}
-            st = Station(pylon_station_config(d, [cam], trigger={"type": "timer", "parts_per_minute": RATE_PPM},
-                                              pipeline={"grab_timeout_ms": 300}))
+            cam = {
+                "type": "pylon",
+                "id": "cam0",
+                "serial": "0815-0000",
+                "emulator_folder": str(d / "frames"),
+                "width": FRAME_W,
+                "height": FRAME_H,
+                "reconnect": {"initial_s": 1.0, "max_s": 2},
+            }
+            st = Station(
+                pylon_station_config(
+                    d, [cam], trigger={"type": "timer", "parts_per_minute": RATE_PPM}, pipeline={"grab_timeout_ms": 300}
+                )
+            )
             run = LineRun("camera unplug + return (pylon)", st)
             try:
                 run.parts(10)
@@ -285,8 +320,17 @@ def plc_gone(tmp: Path | None = None) -> FaultResult:
     try:
         with _tmpdir(tmp) as d:
             fast = {"timeout_ms": 100, "reconnect_min_s": 0.1, "reconnect_max_s": 0.4}
-            st = Station(_cfg(d, reject={"travel_ms": 400, "safety_margin_ms": 100, "pulse_ms": 20,
-                                         "output": {"type": "modbus", "port": plc.port, **fast}}))
+            st = Station(
+                _cfg(
+                    d,
+                    reject={
+                        "travel_ms": 400,
+                        "safety_margin_ms": 100,
+                        "pulse_ms": 20,
+                        "output": {"type": "modbus", "port": plc.port, **fast},
+                    },
+                )
+            )
             run = LineRun("PLC gone + back (modbus)", st)
             try:
                 run.parts(10)
@@ -313,7 +357,14 @@ def broker_gone(tmp: Path | None = None) -> FaultResult:
         broker = Mosquitto(d, persistence=True).start()
         col = MqttCollector(broker.port, "station/faults/result", client_id="fault-collector", persistent=True)
         try:
-            mqtt = {"mqtt": {"port": broker.port, "outbox_path": str(d / "outbox.db"), "reconnect_min_s": 0.2, "reconnect_max_s": 0.5}}
+            mqtt = {
+                "mqtt": {
+                    "port": broker.port,
+                    "outbox_path": str(d / "outbox.db"),
+                    "reconnect_min_s": 0.2,
+                    "reconnect_max_s": 0.5,
+                }
+            }
             st = Station(_cfg(d, name="faults", publish=mqtt))
             run = LineRun("broker gone + back (mosquitto)", st)
             try:
@@ -348,7 +399,9 @@ def inspector_hang(tmp: Path | None = None) -> FaultResult:
 
     insp = HangingInspector()
     with _tmpdir(tmp) as d:
-        st = Station(_cfg(d, inspector={"type": "reference"}, watchdog={"stall_s": 1.5, "period_s": 0.05}), inspector=insp)
+        st = Station(
+            _cfg(d, inspector={"type": "reference"}, watchdog={"stall_s": 1.5, "period_s": 0.05}), inspector=insp
+        )
         run = LineRun("inspector hang (watchdog)", st)
         try:
             run.parts(10)
@@ -357,7 +410,10 @@ def inspector_hang(tmp: Path | None = None) -> FaultResult:
             insp.entered.get(timeout=5)
             insp.hang.clear()  # only that call hangs
             run.remove()  # one-shot: recovery counts from the hang
-            run.t_remove_ns, run.t_remove_wall = run.t_inject_ns, time.time() - (time.monotonic_ns() - run.t_inject_ns) / 1e9
+            run.t_remove_ns, run.t_remove_wall = (
+                run.t_inject_ns,
+                time.time() - (time.monotonic_ns() - run.t_inject_ns) / 1e9,
+            )
             run.wait_alarm(5, "watchdog")
             run.recover()
             run.t_window_end_ns = run.t_recovered_ns  # the fault lasts until the fresh worker runs
@@ -424,8 +480,13 @@ def disk_full(tmp: Path | None = None) -> FaultResult:
             res.notes.append(f"skipped: cannot mount a tmpfs here: {exc}")
             return res
         try:
-            store = {"db_path": str(disk / "station.db"), "images_dir": str(disk / "images"), "keep_pass_every": 1,
-                     "min_free_mb": 1.0, "spill_path": str(d / "spill" / "spill.jsonl")}
+            store = {
+                "db_path": str(disk / "station.db"),
+                "images_dir": str(disk / "images"),
+                "keep_pass_every": 1,
+                "min_free_mb": 1.0,
+                "spill_path": str(d / "spill" / "spill.jsonl"),
+            }
             st = Station(_cfg(d, store=store))
             run = LineRun("disk full (tmpfs)", st)
             filler: Path | None = None
@@ -506,7 +567,9 @@ def sigkill_restart(tmp: Path | None = None) -> FaultResult:
             if c.execute("pragma integrity_check").fetchone()[0] != "ok":
                 res.notes.append("integrity_check failed")
         n = 20
-        restart = subprocess.Popen(cmd + ["--parts", str(n)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        restart = subprocess.Popen(
+            cmd + ["--parts", str(n)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         try:
             end = time.monotonic() + 60
             t_first = float("nan")
@@ -527,9 +590,15 @@ def sigkill_restart(tmp: Path | None = None) -> FaultResult:
         ids = sorted(_db_ids(db_path))
         res.parts = len(ids)
         res.during = 0  # parts in flight at the kill were never decided; after the restart ids continue
-        with contextlib.closing(sqlite3.connect(db_path)) as con:  # the reference re-learns after the restart: not a fault
-            res.failsafe = con.execute("SELECT COUNT(*) FROM inspections WHERE outcome = 'FAILSAFE' AND reasons NOT LIKE '%learning%'").fetchone()[0]
-        if int(c.get("verdicts", 0)) != int(c.get("FAILSAFE", 0)) + int(c.get("PASS", 0)) + int(c.get("FAIL", 0)) + int(c.get("UNCERTAIN", 0)):
+        with contextlib.closing(
+            sqlite3.connect(db_path)
+        ) as con:  # the reference re-learns after the restart: not a fault
+            res.failsafe = con.execute(
+                "SELECT COUNT(*) FROM inspections WHERE outcome = 'FAILSAFE' AND reasons NOT LIKE '%learning%'"
+            ).fetchone()[0]
+        if int(c.get("verdicts", 0)) != int(c.get("FAILSAFE", 0)) + int(c.get("PASS", 0)) + int(c.get("FAIL", 0)) + int(
+            c.get("UNCERTAIN", 0)
+        ):
             res.reconcile.append(f"restart counters do not add up: {c}")
         res.no_verdict = 0 if ids[-n:] == list(range(max(after) + 1, max(after) + n + 1)) else n
         res.lost += len(after - set(ids))
@@ -543,10 +612,15 @@ def sigkill_restart(tmp: Path | None = None) -> FaultResult:
 def _anomaly_station(d: Path, model: Path) -> Station:
     from tests.model_factory import ANOMALY_CAMERA
 
-    return Station(_cfg(d, cameras=[{**ANOMALY_CAMERA, "defect_rate": 0.3, "seed": 77}],
-                        inspector={"type": "anomaly", "model": str(model), "follow_registry": False, "intra_op_threads": 1},
-                        trigger={"type": "timer", "parts_per_minute": 300},
-                        reject={"travel_ms": 2000, "safety_margin_ms": 200, "pulse_ms": 10}))
+    return Station(
+        _cfg(
+            d,
+            cameras=[{**ANOMALY_CAMERA, "defect_rate": 0.3, "seed": 77}],
+            inspector={"type": "anomaly", "model": str(model), "follow_registry": False, "intra_op_threads": 1},
+            trigger={"type": "timer", "parts_per_minute": 300},
+            reject={"travel_ms": 2000, "safety_margin_ms": 200, "pulse_ms": 10},
+        )
+    )
 
 
 def _swap(st: Station, path: Path, timeout: float = 60.0) -> Exception | None:
@@ -638,8 +712,12 @@ def hot_swaps(tmp: Path | None = None, n: int = 100, warmup: int = 10) -> FaultR
         first, last = (statistics.median(rss[:k]), statistics.median(rss[-k:])) if k >= 5 else (0, 0)
         growth = (last - first) / first if first else float("nan")
         res.rss_mib = [round(r / 1024) for r in rss]  # type: ignore[attr-defined]
-        res.notes.append(f"RSS median {first / 1024:.0f} MiB (swaps {warmup + 1}-{warmup + k}) -> {last / 1024:.0f} MiB "
-                         f"(swaps {n - k + 1}-{n}): {growth * 100:+.1f} %" if first else "no RSS")
+        res.notes.append(
+            f"RSS median {first / 1024:.0f} MiB (swaps {warmup + 1}-{warmup + k}) -> {last / 1024:.0f} MiB "
+            f"(swaps {n - k + 1}-{n}): {growth * 100:+.1f} %"
+            if first
+            else "no RSS"
+        )
         res.rss_growth = growth if first else float("inf")
         return res
 

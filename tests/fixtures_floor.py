@@ -12,9 +12,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -81,7 +82,7 @@ class PlcSim:
         self.running = False
 
     # -- lifecycle ----------------------------------------------------------
-    def start(self) -> "PlcSim":
+    def start(self) -> PlcSim:
         ready = threading.Event()
         errors: list[BaseException] = []
 
@@ -157,7 +158,9 @@ class PlcSim:
         vals = [bool(v) for v in values] if table in ("coil", "discrete") else [int(v) & 0xFFFF for v in values]
         assert self._loop is not None and self._server is not None
         server = self._server
-        self._loop.call_later(delay_s, lambda: self._loop.create_task(server.async_setValues(0, FC_SET[table], address, vals)))  # type: ignore[union-attr]
+        self._loop.call_later(
+            delay_s, lambda: self._loop.create_task(server.async_setValues(0, FC_SET[table], address, vals))
+        )  # type: ignore[union-attr]
 
     def coil_writes(self, address: int) -> list[Write]:
         """FC5 writes to one coil, in arrival order."""
@@ -221,8 +224,10 @@ class Mosquitto:
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Mosquitto":
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def start(self) -> Mosquitto:
+        self.proc = subprocess.Popen(
+            [self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         end = time.monotonic() + 10
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -364,7 +369,9 @@ class Results:
 
 def wait_parts(station: Any, n: int, timeout: float = 30.0) -> None:
     """Wait until ``n`` verdicts exist (and a bounded trigger source is done)."""
-    wait_for(lambda: station.counters.snapshot().verdicts >= n and station.trigger_source_done(), timeout, f"{n} verdicts")
+    wait_for(
+        lambda: station.counters.snapshot().verdicts >= n and station.trigger_source_done(), timeout, f"{n} verdicts"
+    )
 
 
 class MqttCollector:
@@ -427,7 +434,7 @@ class RemoteOpcUaServer:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
 
-    def start(self) -> "RemoteOpcUaServer":
+    def start(self) -> RemoteOpcUaServer:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="remote-opcua", daemon=True)
         self._thread.start()
         if not self._ready.wait(15):
@@ -447,7 +454,9 @@ class RemoteOpcUaServer:
         idx = await server.register_namespace("urn:test-plc")
         plc = await server.nodes.objects.add_object(ua.NodeId("PLC", idx), ua.QualifiedName("PLC", idx))
         for name in self.names:
-            var = await plc.add_variable(ua.NodeId(name, idx), ua.QualifiedName(name, idx), ua.Variant(False, ua.VariantType.Boolean))
+            var = await plc.add_variable(
+                ua.NodeId(name, idx), ua.QualifiedName(name, idx), ua.Variant(False, ua.VariantType.Boolean)
+            )
             await var.set_writable()
 
         async def on_write(event: Any, dispatcher: Any) -> None:
@@ -508,7 +517,9 @@ class Belt(_BeltTimeline):
     """The PLC's encoder on a belt of varying speed, written to ENCODER_COUNT (input registers 0-1) every ~0.5 ms,
     by a thread of this process (fine for behaviour; for timing use :class:`BeltProcess`)."""
 
-    def __init__(self, plc: PlcSim, v0: float = 20000.0, a: float = 0.6, period_s: float = 0.7, start: int = BELT_START):
+    def __init__(
+        self, plc: PlcSim, v0: float = 20000.0, a: float = 0.6, period_s: float = 0.7, start: int = BELT_START
+    ):
         self.plc, self.v0, self.a, self.period, self.start = plc, v0, a, period_s, start
         self._stop = threading.Event()
         self.t0 = time.monotonic_ns() / 1e9
@@ -561,7 +572,9 @@ class BeltProcess(_BeltTimeline):
         self.writes = []
         repo = str(Path(__file__).resolve().parents[1])
         code = _BELT_PROCESS.format(repo=repo, v0=v0, a=a, period=period_s, start=start)
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout is not None
         port, t0 = self.proc.stdout.readline().split()
         self.port, self.t0 = int(port), float(t0)

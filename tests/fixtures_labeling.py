@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -45,12 +45,19 @@ class Line:
 
     def image_id(self, part_id: int, camera_id: str = "cam0") -> int:
         """The image row of one part and camera."""
-        row = self.db.execute("SELECT id FROM images WHERE part_id = ? AND camera_id = ?", [part_id, camera_id]).fetchone()
+        row = self.db.execute(
+            "SELECT id FROM images WHERE part_id = ? AND camera_id = ?", [part_id, camera_id]
+        ).fetchone()
         assert row is not None, f"no image for part {part_id} camera {camera_id}"
         return int(row[0])
 
 
-def draw(part_id: int, boxes: Sequence[tuple[float, float, float, float]], shape: tuple[int, int] = (H, W), camera_id: str = "") -> np.ndarray:
+def draw(
+    part_id: int,
+    boxes: Sequence[tuple[float, float, float, float]],
+    shape: tuple[int, int] = (H, W),
+    camera_id: str = "",
+) -> np.ndarray:
     """A dark noisy BGR image with a bright filled rectangle at every box (so a detector could learn them).
 
     The noise depends on the part and the camera, so every image of a test is a different file.
@@ -87,8 +94,16 @@ def part(
             meta["truth"] = tuple({"class_name": c, "box_xyxy": list(b), "area_px": 1.0} for c, b in truth)
         frames.append(Frame(part_id, cam, draw(part_id, [b for _, _, b in defects], shape, cam), t0 + 1000, meta))
     verdict = Verdict(
-        part_id=part_id, outcome=outcome, reasons=tuple(d.rule for d in defs), defects=defs, model_id=model_id,
-        config_hash="cfg", calibration_id="nominal", timings_ms={"total": 5.0}, t_trigger_ns=t0, t_decided_ns=t0 + 5_000_000,
+        part_id=part_id,
+        outcome=outcome,
+        reasons=tuple(d.rule for d in defs),
+        defects=defs,
+        model_id=model_id,
+        config_hash="cfg",
+        calibration_id="nominal",
+        timings_ms={"total": 5.0},
+        t_trigger_ns=t0,
+        t_decided_ns=t0 + 5_000_000,
     )
     trig = Trigger(part_id=part_id, seq=part_id, t_trigger_ns=t0, source="timer", t_trigger_wall=t_wall)
     return PartResult(trigger=trig, verdict=verdict, frames=tuple(frames))
@@ -99,6 +114,11 @@ def line(tmp_path: Path) -> Iterator[Line]:
     """An empty station database file and image store (every image kept)."""
     db_path = tmp_path / "station.db"
     db = open_db(db_path)
-    ln = Line(tmp_path, db_path, ImageStore(tmp_path / "images", "png", keep_pass_every=1, disk_budget_mb=100.0, fsync=False), db)
+    ln = Line(
+        tmp_path,
+        db_path,
+        ImageStore(tmp_path / "images", "png", keep_pass_every=1, disk_budget_mb=100.0, fsync=False),
+        db,
+    )
     yield ln
     db.close()

@@ -64,8 +64,11 @@ def write_golden(root: Path, n: int, seed: int) -> GoldenSet:
         img, t = _scene(rng, empty=i % 3 == 0)
         stem = f"g{i:04d}"
         cv2.imwrite(str(root / "images" / f"{stem}.png"), img)
-        lines = [f"{DET_NAMES.index(c)} {(b[0] + b[2]) / 2 / SIZE:.6f} {(b[1] + b[3]) / 2 / SIZE:.6f} "
-                 f"{(b[2] - b[0]) / SIZE:.6f} {(b[3] - b[1]) / SIZE:.6f}" for c, b in t]
+        lines = [
+            f"{DET_NAMES.index(c)} {(b[0] + b[2]) / 2 / SIZE:.6f} {(b[1] + b[3]) / 2 / SIZE:.6f} "
+            f"{(b[2] - b[0]) / SIZE:.6f} {(b[3] - b[1]) / SIZE:.6f}"
+            for c, b in t
+        ]
         (root / "labels" / f"{stem}.txt").write_text("".join(f"{ln}\n" for ln in lines))
     write_manifest(root, DET_NAMES, {"generator": "tests/fixtures_models_web.py", "seed": seed, "n": n})
     return load_golden(root)
@@ -73,16 +76,22 @@ def write_golden(root: Path, n: int, seed: int) -> GoldenSet:
 
 def line_config(tmp: Path, model: Path, scenes: Path, **web: Any) -> StationConfig:
     """A software-triggered line replaying ``scenes`` through ``model``; every image kept (PNG)."""
-    return parse_config({
-        "name": "models-line",
-        "cameras": [{"type": "folder", "id": "cam0", "path": str(scenes), "loop": True, "grayscale": True}],
-        "trigger": {"type": "software"},
-        "inspector": {"type": "onnx", "model": str(model), "keepalive_s": 0, "intra_op_threads": 1},
-        "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
-        "store": {"db_path": str(tmp / "data" / "station.db"), "images_dir": str(tmp / "data" / "images"), "keep_pass_every": 1,
-                  "image_format": "png"},
-        "web": {"port": 0, **web},
-    })
+    return parse_config(
+        {
+            "name": "models-line",
+            "cameras": [{"type": "folder", "id": "cam0", "path": str(scenes), "loop": True, "grayscale": True}],
+            "trigger": {"type": "software"},
+            "inspector": {"type": "onnx", "model": str(model), "keepalive_s": 0, "intra_op_threads": 1},
+            "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
+            "store": {
+                "db_path": str(tmp / "data" / "station.db"),
+                "images_dir": str(tmp / "data" / "images"),
+                "keep_pass_every": 1,
+                "image_format": "png",
+            },
+            "web": {"port": 0, **web},
+        }
+    )
 
 
 def run_parts(st: Station, n: int) -> None:
@@ -91,7 +100,9 @@ def run_parts(st: Station, n: int) -> None:
         before = st.counters.snapshot().verdicts
         assert st.trigger("test") is not None
         wait_for(lambda: st.counters.snapshot().verdicts > before, 20, "a verdict")
-    wait_for(lambda: (lambda c: c.records_written + c.records_dropped >= c.verdicts)(st.counters.snapshot()), 20, "records")
+    wait_for(
+        lambda: (lambda c: c.records_written + c.records_dropped >= c.verdicts)(st.counters.snapshot()), 20, "records"
+    )
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -115,7 +126,10 @@ def review_from_truth(db: Any, user: str, image_id: int, truth: Truth, classes: 
     used: set[int] = set()
     keep: list[int] = []
     for lab in current:
-        j = next((k for k, (c, b) in enumerate(truth) if k not in used and c == lab.class_name and _iou(lab.box, b) >= 0.5), None)
+        j = next(
+            (k for k, (c, b) in enumerate(truth) if k not in used and c == lab.class_name and _iou(lab.box, b) >= 0.5),
+            None,
+        )
         if j is None:
             labeling.delete_label(db, user, image_id, lab.id, reason="false positive")
         else:

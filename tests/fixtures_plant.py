@@ -9,9 +9,9 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -22,7 +22,15 @@ from station.plant.engines import Engines
 from station.plant.uplink import PlantUplink
 from station.types import Defect, Frame, Outcome, PartResult, Trigger, Verdict
 
-OUTCOME_CYCLE = (Outcome.PASS, Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.FAILSAFE, Outcome.UNCERTAIN, Outcome.PASS)
+OUTCOME_CYCLE = (
+    Outcome.PASS,
+    Outcome.PASS,
+    Outcome.FAIL,
+    Outcome.PASS,
+    Outcome.FAILSAFE,
+    Outcome.UNCERTAIN,
+    Outcome.PASS,
+)
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
@@ -34,13 +42,26 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, step: float 
         time.sleep(step)
 
 
-def part(part_id: int, *, outcome: Outcome | None = None, t_wall: float | None = None, image: np.ndarray | None = None, model_id: str = "m1") -> PartResult:
+def part(
+    part_id: int,
+    *,
+    outcome: Outcome | None = None,
+    t_wall: float | None = None,
+    image: np.ndarray | None = None,
+    model_id: str = "m1",
+) -> PartResult:
     """One part's result as a station's decision stage makes it (real types, one camera frame)."""
     outcome = outcome or OUTCOME_CYCLE[part_id % len(OUTCOME_CYCLE)]
     now_ns = time.monotonic_ns()
     img = image if image is not None else np.full((48, 64), part_id % 251, np.uint8)
-    defects = (Defect("scratch", 0.9, (1.0, 2.0, 10.0, 12.0), 1.2, "cam0", "reject", "scratch"),) if outcome == Outcome.FAIL else ()
-    verdict = Verdict(part_id, outcome, (), defects, model_id, "cfg", "cal", {"inference": 3.0}, now_ns - 4_000_000, now_ns)
+    defects = (
+        (Defect("scratch", 0.9, (1.0, 2.0, 10.0, 12.0), 1.2, "cam0", "reject", "scratch"),)
+        if outcome == Outcome.FAIL
+        else ()
+    )
+    verdict = Verdict(
+        part_id, outcome, (), defects, model_id, "cfg", "cal", {"inference": 3.0}, now_ns - 4_000_000, now_ns
+    )
     trig = Trigger(part_id, part_id, now_ns - 4_000_000, t_trigger_wall=t_wall if t_wall is not None else time.time())
     return PartResult(trig, verdict, (Frame(part_id, "cam0", img, now_ns),))
 
@@ -70,7 +91,9 @@ _ids = itertools.count()
 def new_plant(engines: Engines, tmp_path: Path) -> Plant:
     """A fresh subject prefix and database on the shared engines (and the one image bucket)."""
     tag = f"t{next(_ids)}{uuid.uuid4().hex[:6]}"
-    return Plant(engines, tag, engines.pg.create_database(tag), "plant-test", tmp_path)  # keys are content hashes: one bucket serves all
+    return Plant(
+        engines, tag, engines.pg.create_database(tag), "plant-test", tmp_path
+    )  # keys are content hashes: one bucket serves all
 
 
 class SimStation:
@@ -80,10 +103,12 @@ class SimStation:
         self.name = name
         self.bus = Bus()
         self.alarms: list[tuple[str, str, str]] = []
-        self.uplink = PlantUplink(cfg, name, self.bus.subscribe("plant", maxsize=cfg.queue_size), report=lambda *a: self.alarms.append(a))
+        self.uplink = PlantUplink(
+            cfg, name, self.bus.subscribe("plant", maxsize=cfg.queue_size), report=lambda *a: self.alarms.append(a)
+        )
         self.sent = 0
 
-    def start(self) -> "SimStation":
+    def start(self) -> SimStation:
         self.uplink.start()
         return self
 

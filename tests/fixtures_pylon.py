@@ -8,16 +8,16 @@ process whatever imported pypylon first.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
 from station.acquire.render import RenderedPart, part_rng, render_part
-from station.config import SyntheticCameraConfig, parse_config
-from station.config import StationConfig
+from station.config import StationConfig, SyntheticCameraConfig, parse_config
 from station.types import PartResult
 from tests.fixtures_floor import Results
 
@@ -61,7 +61,11 @@ def pylon_station_config(tmp_path: Path, cameras: list[dict[str, Any]], **overri
         "inspector": {"type": "reference", "learn_parts": 3},
         "reject": {"travel_ms": 400, "safety_margin_ms": 100, "pulse_ms": 20},
         "pipeline": {"grab_timeout_ms": 1000},
-        "store": {"db_path": str(tmp_path / "station.db"), "images_dir": str(tmp_path / "images"), "keep_pass_every": 1},
+        "store": {
+            "db_path": str(tmp_path / "station.db"),
+            "images_dir": str(tmp_path / "images"),
+            "keep_pass_every": 1,
+        },
         "web": {"enabled": False},
     }
     data.update(overrides)

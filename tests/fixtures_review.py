@@ -6,14 +6,14 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from labeling.queue import iou
 from station.app import Station
 from station.store.db import open_db
-
 from tests.web.helpers import decided, wait_for
 
 LINE = {
@@ -27,7 +27,11 @@ def recorded_station(make_station: Callable[..., Station], parts: int = 24, **ov
     """A started station (software trigger, reference inspector) after ``parts`` inspected and recorded parts."""
     st = make_station(**{**LINE, **overrides})
     decided(st, parts)
-    wait_for(lambda: st.counters.snapshot().records_written >= st.counters.snapshot().verdicts, 15, "the recorder to catch up")
+    wait_for(
+        lambda: st.counters.snapshot().records_written >= st.counters.snapshot().verdicts,
+        15,
+        "the recorder to catch up",
+    )
     return st
 
 
@@ -56,17 +60,37 @@ def mistakes(station: Station, min_side: float = 8.0) -> list[Mistake]:
     ``min_side``: only missed boxes at least this many pixels wide and high (a person can drag them).
     """
     out = []
-    images = query(station, "SELECT i.id, i.part_id, i.camera_id, p.ground_truth FROM images i JOIN inspections p ON p.part_id = i.part_id "
-                            "WHERE i.deleted_at IS NULL AND p.source != 'import' ORDER BY i.id")
+    images = query(
+        station,
+        "SELECT i.id, i.part_id, i.camera_id, p.ground_truth FROM images i JOIN inspections p ON p.part_id = i.part_id "
+        "WHERE i.deleted_at IS NULL AND p.source != 'import' ORDER BY i.id",
+    )
     for image_id, part_id, cam, raw in images:
         truth = [(t["class_name"], tuple(t["box_xyxy"])) for t in (json.loads(raw or "{}").get(cam) or [])]
-        labels = query(station, "SELECT l.id, l.class_name, l.x1, l.y1, l.x2, l.y2 FROM labels l WHERE l.image_id = ? AND l.status = 'active' "
-                                "AND l.source = 'model' AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id)", [image_id])
-        fp = next(((lid, c, (x1, y1, x2, y2)) for lid, c, x1, y1, x2, y2 in labels
-                   if not any(t[0] == c and iou(t[1], (x1, y1, x2, y2)) >= 0.5 for t in truth)), None)
-        missed = next(((c, b) for c, b in truth
-                       if b[2] - b[0] >= min_side and b[3] - b[1] >= min_side
-                       and not any(lab[1] == c and iou(b, lab[2:]) >= 0.5 for lab in labels)), None)
+        labels = query(
+            station,
+            "SELECT l.id, l.class_name, l.x1, l.y1, l.x2, l.y2 FROM labels l WHERE l.image_id = ? AND l.status = 'active' "
+            "AND l.source = 'model' AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id)",
+            [image_id],
+        )
+        fp = next(
+            (
+                (lid, c, (x1, y1, x2, y2))
+                for lid, c, x1, y1, x2, y2 in labels
+                if not any(t[0] == c and iou(t[1], (x1, y1, x2, y2)) >= 0.5 for t in truth)
+            ),
+            None,
+        )
+        missed = next(
+            (
+                (c, b)
+                for c, b in truth
+                if b[2] - b[0] >= min_side
+                and b[3] - b[1] >= min_side
+                and not any(lab[1] == c and iou(b, lab[2:]) >= 0.5 for lab in labels)
+            ),
+            None,
+        )
         if fp or missed:
             out.append(Mistake(image_id, part_id, fp, missed))
     return out
@@ -81,7 +105,7 @@ def zip_bytes(files: dict[str, bytes | str], *, symlink: str | None = None) -> b
             zf.writestr(zipfile.ZipInfo(name), data)
         if symlink is not None:
             info = zipfile.ZipInfo(symlink)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, "/etc/passwd")
     return buf.getvalue()
 

@@ -60,7 +60,12 @@ class HostStallProbe:
         self.realtime = True
         args = [str(priority), str(int(tick_ms * 1e6)), str(int(min_late_ms * 1e6))]
         for cpu in sorted(os.sched_getaffinity(0)):
-            p = subprocess.Popen([sys.executable, "-c", _PROBE, str(cpu), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            p = subprocess.Popen(
+                [sys.executable, "-c", _PROBE, str(cpu), *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             self._procs[cpu] = p
         for p in self._procs.values():
             assert p.stdout is not None
@@ -110,7 +115,7 @@ class HostStallProbe:
                 p.kill()
                 p.wait()
 
-    def __enter__(self) -> "HostStallProbe":
+    def __enter__(self) -> HostStallProbe:
         return self
 
     def __exit__(self, *exc: object) -> None:

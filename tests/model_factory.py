@@ -25,9 +25,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -102,7 +103,9 @@ def draw_scene(
         else:
             c = (x1 + s / 2, y1 + s / 2)
             r = s / 2
-            cv2.circle(img, (int(round(c[0] * 16)), int(round(c[1] * 16))), int(round(r * 16)), color, -1, cv2.LINE_AA, 4)
+            cv2.circle(
+                img, (int(round(c[0] * 16)), int(round(c[1] * 16))), int(round(r * 16)), color, -1, cv2.LINE_AA, 4
+            )
             ang = np.linspace(0, 2 * np.pi, 24, endpoint=False)
             poly = tuple((float(c[0] + r * np.cos(a)), float(c[1] + r * np.sin(a))) for a in ang)
         shapes.append(Shape(cls, box, tuple((float(px), float(py)) for px, py in poly)))
@@ -353,12 +356,15 @@ def synthetic_good_frames(n: int, camera: dict | None = None, first: int = 0) ->
     from station.acquire.synthetic import iter_parts
     from station.config import SyntheticCameraConfig
 
-    cfg = SyntheticCameraConfig.model_validate({**(camera or ANOMALY_CAMERA), "defect_rate": 0.0, "harmless_mark_rate": 0.0})
+    cfg = SyntheticCameraConfig.model_validate(
+        {**(camera or ANOMALY_CAMERA), "defect_rate": 0.0, "harmless_mark_rate": 0.0}
+    )
     return [p.image for _, p in iter_parts(cfg, first, n)]
 
 
-def anomaly_model(*, n_good: int = 24, long_side: int = 256, seed: int = 0,
-                  camera: dict | None = None, cache_dir: Path | None = None) -> Path:
+def anomaly_model(
+    *, n_good: int = 24, long_side: int = 256, seed: int = 0, camera: dict | None = None, cache_dir: Path | None = None
+) -> Path:
     """Learn (once, cached) a real anomaly model from good frames of the synthetic line; returns its ONNX file.
 
     The tests that use it check the station's paths (line, replay, swap, shadow, evaluation) and the
@@ -367,13 +373,26 @@ def anomaly_model(*, n_good: int = 24, long_side: int = 256, seed: int = 0,
     from models.anomaly import FORMAT, LearnSettings, learn
 
     cam = camera or ANOMALY_CAMERA
-    blob = json.dumps({"n_good": n_good, "long_side": long_side, "seed": seed, "camera": cam,
-                       "v": _FACTORY_VERSION, "format": FORMAT}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "n_good": n_good,
+            "long_side": long_side,
+            "seed": seed,
+            "camera": cam,
+            "v": _FACTORY_VERSION,
+            "format": FORMAT,
+        },
+        sort_keys=True,
+    )
     root = (cache_dir or default_cache_dir()) / f"anomaly-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
     final = root / "anomaly.onnx"
     if final.exists():
         return final
     with _file_lock(root.with_suffix(".lock")):
         if not final.exists():
-            learn(synthetic_good_frames(n_good, cam, first=1000 * seed), final, LearnSettings(long_side=long_side, seed=seed))
+            learn(
+                synthetic_good_frames(n_good, cam, first=1000 * seed),
+                final,
+                LearnSettings(long_side=long_side, seed=seed),
+            )
     return final

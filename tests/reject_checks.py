@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
 # collector (the host_stalls fixture now freezes the heap, as Station.start() does); what may be
 # left is GIL priority inversion (docs/architecture.md).
 # RT_RERUNS=0 turns the reruns off, to see every late edge while investigating.
-realtime_rerun = pytest.mark.flaky(reruns=int(os.environ.get("RT_RERUNS", "2")), reruns_delay=2, only_rerun=["AssertionError"])
+realtime_rerun = pytest.mark.flaky(
+    reruns=int(os.environ.get("RT_RERUNS", "2")), reruns_delay=2, only_rerun=["AssertionError"]
+)
 
 
 def pulse_groups(fired: Iterable[FiredReject], pulse_ms: float) -> list[list[FiredReject]]:
@@ -53,7 +56,11 @@ class HostStallWarning(UserWarning):
 
 
 def check_edge_times(
-    edges: Iterable[tuple[str, int, int]], early_ms: float, late_ms: float, host: HostStallProbe | None, max_excused: int = 3
+    edges: Iterable[tuple[str, int, int]],
+    early_ms: float,
+    late_ms: float,
+    host: HostStallProbe | None,
+    max_excused: int = 3,
 ) -> list[str]:
     """Assert each edge ``(what, due_ns, actual_ns)`` came within ``[due - early_ms, due + late_ms]``.
 
@@ -78,7 +85,11 @@ def check_edge_times(
 
 
 def check_count_edges(
-    belt: BeltProcess, edges: Iterable[tuple[str, int, int]], early_ms: float, late_ms: float, host: HostStallProbe | None
+    belt: BeltProcess,
+    edges: Iterable[tuple[str, int, int]],
+    early_ms: float,
+    late_ms: float,
+    host: HostStallProbe | None,
 ) -> None:
     """Encoder-timed edges ``(what, target count, actual_ns)``.
 
@@ -87,5 +98,9 @@ def check_count_edges(
     station could know: the register lags the belt when the PLC process is held up).
     """
     edges = list(edges)
-    check_edge_times([(f"{what} vs belt", belt.crossing_ns(c), t) for what, c, t in edges], early_ms, float("inf"), None)
-    check_edge_times([(f"{what} vs register", belt.register_crossing_ns(c), t) for what, c, t in edges], float("inf"), late_ms, host)
+    check_edge_times(
+        [(f"{what} vs belt", belt.crossing_ns(c), t) for what, c, t in edges], early_ms, float("inf"), None
+    )
+    check_edge_times(
+        [(f"{what} vs register", belt.register_crossing_ns(c), t) for what, c, t in edges], float("inf"), late_ms, host
+    )

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Mapping, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
 
 from ..config.camera import CameraTriggerConfig
 from ..types import Frame
@@ -51,10 +52,14 @@ class CameraTrigger:
         on_frame: OnFrame | None = None,
     ):
         if cameras is None or on_frame is None:
-            raise ValueError("trigger type 'camera' needs the station's cameras and line (build it through station.app.Station)")
+            raise ValueError(
+                "trigger type 'camera' needs the station's cameras and line (build it through station.app.Station)"
+            )
         cam = cameras.get(cfg.camera_id)
         if cam is None:
-            raise ValueError(f"trigger.camera_id: {cfg.camera_id!r} is not one of the cameras ({', '.join(cameras)}); use one of their ids")
+            raise ValueError(
+                f"trigger.camera_id: {cfg.camera_id!r} is not one of the cameras ({', '.join(cameras)}); use one of their ids"
+            )
         if not isinstance(cam, FrameSource) or not cam.self_triggered:
             raise ValueError(
                 f"trigger.camera_id: camera {cfg.camera_id!r} does not deliver frames on its own; use a pylon camera with "

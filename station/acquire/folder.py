@@ -34,9 +34,13 @@ def list_images(folder: Path) -> list[Path]:
         raise CameraError(f"folder camera: {folder} does not exist (set `path` to a folder of images)")
     if not folder.is_dir():
         raise CameraError(f"folder camera: {folder} is not a folder (set `path` to a folder of images)")
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: p.name)
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: p.name
+    )
     if not files:
-        raise CameraError(f"folder camera: no images in {folder} (expected files ending in {', '.join(IMAGE_EXTENSIONS)})")
+        raise CameraError(
+            f"folder camera: no images in {folder} (expected files ending in {', '.join(IMAGE_EXTENSIONS)})"
+        )
     return files
 
 

@@ -34,9 +34,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -102,7 +103,10 @@ class _SharedLock:
 
     def acquire_shared(self, timeout_s: float) -> bool:
         with self._cond:
-            return self._cond.wait_for(lambda: not self._exclusive and not self._waiting_writers, timeout=timeout_s) and self._inc()
+            return (
+                self._cond.wait_for(lambda: not self._exclusive and not self._waiting_writers, timeout=timeout_s)
+                and self._inc()
+            )
 
     def _inc(self) -> bool:
         self._shared += 1
@@ -229,7 +233,9 @@ class Lifecycle:
         with self._cond:
             if self._thread is not None and self._thread.is_alive() and self._thread is not threading.current_thread():
                 return
-            self._thread = threading.Thread(target=self._reconnect_loop, name=f"reconnect-{self.component}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._reconnect_loop, name=f"reconnect-{self.component}", daemon=True
+            )
             self._thread.start()
 
     # -- use ----------------------------------------------------------------
@@ -379,7 +385,9 @@ class LifecycleCamera:
         """True when the device is known to be gone."""
         return False
 
-    def grab_raw(self, trigger: Trigger | None, timeout_s: float) -> tuple[np.ndarray, int, dict[str, Any]]:  # pragma: no cover
+    def grab_raw(
+        self, trigger: Trigger | None, timeout_s: float
+    ) -> tuple[np.ndarray, int, dict[str, Any]]:  # pragma: no cover
         """One image: ``(image, t_exposure_ns, meta)``; ``trigger`` None = the next frame that arrives on its own.
 
         Raise ``CameraError`` for a bad frame or a timeout, ``DeviceLost`` when the device is gone.

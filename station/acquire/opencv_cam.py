@@ -27,7 +27,8 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -98,7 +99,9 @@ class _Reader:
             if self.stop.is_set():
                 return
             if not ok or img is None:
-                self._fail("stream stopped: no frame could be read" if self.seq else "stream opened but delivers no frames")
+                self._fail(
+                    "stream stopped: no frame could be read" if self.seq else "stream opened but delivers no frames"
+                )
                 return
             t = time.monotonic_ns()
             with self.cond:
@@ -261,7 +264,9 @@ class OpenCvCamera(LifecycleCamera):
         ok, img = cap.read()
         if not ok or img is None:
             if self._pos == 0:
-                raise DeviceLost(f"{self._where}.file: no frame could be read from {self.cfg.file} (empty or not a video)")
+                raise DeviceLost(
+                    f"{self._where}.file: no frame could be read from {self.cfg.file} (empty or not a video)"
+                )
             if self.cfg.at_end == "lost":
                 raise DeviceLost(f"video file {self.cfg.file} ended after {self._pos} frames (at_end: lost)")
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
@@ -284,4 +289,3 @@ class OpenCvCamera(LifecycleCamera):
         else:
             h.update(loops=self.loops)
         return h
-

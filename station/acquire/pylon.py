@@ -31,8 +31,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from pypylon import genicam, pylon
@@ -76,7 +77,10 @@ def find_device(serial: str | None, user_name: str | None, where: str) -> Any:
         match, wanted = devices[:1], "any camera"
     if match:
         return match[0]
-    found = "; ".join(describe_device(d) for d in devices) or "none (check cabling / power, or set PYLON_CAMEMU=1 for the emulator)"
+    found = (
+        "; ".join(describe_device(d) for d in devices)
+        or "none (check cabling / power, or set PYLON_CAMEMU=1 for the emulator)"
+    )
     raise DeviceLost(f"no pylon camera with {wanted}; cameras found: {found}")
 
 
@@ -182,7 +186,9 @@ class PylonCamera(LifecycleCamera):
         """Find the camera (serial, user name or first), register the removal handler and open it."""
         info = find_device(self.cfg.serial, self.cfg.user_name, self._where)
         if self.cfg.emulator_folder is not None and info.GetDeviceClass() != EMULATOR_DEVICE_CLASS:
-            raise CameraError(f"{self._where}.emulator_folder is for the pylon emulator only; {describe_device(info)} is a real camera (remove the field)")
+            raise CameraError(
+                f"{self._where}.emulator_folder is for the pylon emulator only; {describe_device(info)} is a real camera (remove the field)"
+            )
         with _enum_lock:
             cam = pylon.InstantCamera(pylon.TlFactory.GetInstance().CreateDevice(info))
         self._cam = cam
@@ -220,7 +226,9 @@ class PylonCamera(LifecycleCamera):
         self._set_roi(cam, applied)
         if cfg.exposure_us is not None:
             _try_set(cam, "ExposureAuto", "Off")
-            applied["ExposureTime"] = _set_first(cam, ("ExposureTime", "ExposureTimeAbs"), float(cfg.exposure_us), f"{w}.exposure_us")
+            applied["ExposureTime"] = _set_first(
+                cam, ("ExposureTime", "ExposureTimeAbs"), float(cfg.exposure_us), f"{w}.exposure_us"
+            )
         if cfg.gain_db is not None:
             _try_set(cam, "GainAuto", "Off")
             applied["Gain"] = _set_first(cam, ("Gain", "GainAbs"), float(cfg.gain_db), f"{w}.gain_db")
@@ -241,7 +249,9 @@ class PylonCamera(LifecycleCamera):
         # SFNC names first (BGR8); older GigE cameras and the emulator call them BGR8Packed
         name = next((n for n in (want, f"{want}Packed") if n in offered), None)
         if name is None:
-            raise CameraError(f"{self._where}.pixel_format: {want} is not offered by this camera ({', '.join(offered)})")
+            raise CameraError(
+                f"{self._where}.pixel_format: {want} is not offered by this camera ({', '.join(offered)})"
+            )
         value = set_feature(cam, "PixelFormat", name, f"{self._where}.pixel_format")
         out = self.cfg.output
         if out == "auto":
@@ -285,7 +295,9 @@ class PylonCamera(LifecycleCamera):
             applied["TriggerSource"] = set_feature(cam, "TriggerSource", "Software", f"{w}.trigger_mode")
         else:
             applied["TriggerSource"] = set_feature(cam, "TriggerSource", cfg.trigger_line, f"{w}.trigger_line")
-            applied["TriggerActivation"] = set_feature(cam, "TriggerActivation", cfg.trigger_activation, f"{w}.trigger_activation")
+            applied["TriggerActivation"] = set_feature(
+                cam, "TriggerActivation", cfg.trigger_activation, f"{w}.trigger_activation"
+            )
 
     def disconnect(self) -> None:
         """Release outputs, stop grabbing, close and destroy the device; never raises (the device may be gone)."""
@@ -385,5 +397,10 @@ class PylonCamera(LifecycleCamera):
     def health(self) -> dict[str, Any]:
         """Lifecycle health plus the device and the settings applied at the last (re)connect."""
         h = super().health()
-        h.update(device=dict(self.device_info), applied=dict(self.applied), trigger_mode=self.cfg.trigger_mode, stale_discarded=self.stale_discarded)
+        h.update(
+            device=dict(self.device_info),
+            applied=dict(self.applied),
+            trigger_mode=self.cfg.trigger_mode,
+            stale_discarded=self.stale_discarded,
+        )
         return h

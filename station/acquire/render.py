@@ -116,7 +116,9 @@ class _Base:
     tex_weights: tuple[tuple[float, float], ...]  # per-layer random weight range
     mask: np.ndarray  # uint8 0/255 silhouette of the part in the crop
     features: tuple[_Feature, ...]
-    region: tuple[str, tuple[float, ...]]  # where surface defects go: ("annulus", (cx, cy, r1, r2)) | ("rect", (x0, y0, x1, y1))
+    region: tuple[
+        str, tuple[float, ...]
+    ]  # where surface defects go: ("annulus", (cx, cy, r1, r2)) | ("rect", (x0, y0, x1, y1))
     belt: np.ndarray  # (H, W + _BELT_PAD) uint8
 
 
@@ -164,8 +166,12 @@ def _feature_from(crop: np.ndarray, empty: np.ndarray, box: tuple[int, int, int,
         return _Feature(x0, y0, x0 + 1, y0 + 1, np.zeros((1, 1), np.uint8), 0)
     bx0, bx1, by0, by1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     return _Feature(
-        x0 + int(bx0), y0 + int(by0), x0 + int(bx1), y0 + int(by1),
-        np.ascontiguousarray(m[by0:by1, bx0:bx1]), int(np.count_nonzero(changed)),
+        x0 + int(bx0),
+        y0 + int(by0),
+        x0 + int(bx1),
+        y0 + int(by1),
+        np.ascontiguousarray(m[by0:by1, bx0:bx1]),
+        int(np.count_nonzero(changed)),
     )
 
 
@@ -304,7 +310,9 @@ def _build_pcb(rng: np.random.Generator, s: float) -> _Drawn:
         vertical = bool(prng.integers(0, 2))
         if any(abs(px - qx) < 60 and abs(py - qy) < 60 for qx, qy, _ in passives):
             continue
-        if any(cx - w / 2 - 45 < px < cx + w / 2 + 45 and cy - h / 2 - 50 < py < cy + h / 2 + 50 for cx, cy, w, h in ics):
+        if any(
+            cx - w / 2 - 45 < px < cx + w / 2 + 45 and cy - h / 2 - 50 < py < cy + h / 2 + 50 for cx, cy, w, h in ics
+        ):
             continue
         passives.append((px, py, vertical))
     for px, py, vertical in passives:
@@ -313,8 +321,13 @@ def _build_pcb(rng: np.random.Generator, s: float) -> _Drawn:
             ox, oy = (0, sgn * 22) if vertical else (sgn * 22, 0)
             for img in (crop, empty):
                 cv2.rectangle(img, P(px + ox - 9, py + oy - 9), P(px + ox + 9, py + oy + 9), 180.0, -1)
-        cv2.rectangle(crop, P(px - hw + (0 if vertical else 6), py - hh + (6 if vertical else 0)),
-                      P(px + hw - (0 if vertical else 6), py + hh - (6 if vertical else 0)), 45.0, -1)
+        cv2.rectangle(
+            crop,
+            P(px - hw + (0 if vertical else 6), py - hh + (6 if vertical else 0)),
+            P(px + hw - (0 if vertical else 6), py + hh - (6 if vertical else 0)),
+            45.0,
+            -1,
+        )
         boxes.append((*P(px - hw - 2, py - hh - 2), *P(px + hw + 2, py + hh + 2)))
 
     weave = 4.0 * np.sin(np.add.outer(np.arange(ch), np.arange(cw)).astype(np.float32) * (2 * np.pi / max(7 * s, 3)))
@@ -435,7 +448,7 @@ def _apply_delta(img: np.ndarray, x0: int, y0: int, alpha: np.ndarray, delta: fl
     cx1, cy1 = min(x0 + aw, w), min(y0 + ah, h)
     if cx1 <= cx0 or cy1 <= cy0:
         return 0, 0, 0, 0, 0
-    a = alpha[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    a = alpha[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
     roi = img[cy0:cy1, cx0:cx1]
     new = roi.astype(np.float32) + a.astype(np.float32) * (delta / 255.0)
     roi[...] = np.clip(np.rint(new), 0, 255).astype(np.uint8)
@@ -450,7 +463,9 @@ def _draw_scratch(img: np.ndarray, p: tuple[float, ...]) -> tuple[int, int, int,
     x, y, length, ang, bend, width, delta = p
     ux, uy = math.cos(ang), math.sin(ang)
     t = np.linspace(-0.5, 0.5, 9)
-    pts = np.stack([x + t * length * ux - (1 - 4 * t * t) * bend * uy, y + t * length * uy + (1 - 4 * t * t) * bend * ux], 1)
+    pts = np.stack(
+        [x + t * length * ux - (1 - 4 * t * t) * bend * uy, y + t * length * uy + (1 - 4 * t * t) * bend * ux], 1
+    )
     pad = int(width) + 3
     x0, y0 = int(pts[:, 0].min()) - pad, int(pts[:, 1].min()) - pad
     x1, y1 = int(pts[:, 0].max()) + pad + 1, int(pts[:, 1].max()) + pad + 1
@@ -484,7 +499,9 @@ def _draw_ring_mark(img: np.ndarray, p: tuple[float, ...]) -> tuple[int, int, in
     return _apply_delta(img, x0, y0, alpha, delta)
 
 
-def _draw_missing(img: np.ndarray, base: _Base, p: tuple[float, ...], tex_w: tuple[float, ...]) -> tuple[int, int, int, int, int]:
+def _draw_missing(
+    img: np.ndarray, base: _Base, p: tuple[float, ...], tex_w: tuple[float, ...]
+) -> tuple[int, int, int, int, int]:
     f = base.features[int(p[0])]
     ys, xs = slice(f.y0, f.y1), slice(f.x0, f.x1)
     patch = base.empty[ys, xs]
@@ -494,7 +511,9 @@ def _draw_missing(img: np.ndarray, base: _Base, p: tuple[float, ...], tex_w: tup
     return f.x0, f.y0, f.x1, f.y1, f.area
 
 
-def _box_to_frame(M: np.ndarray, box: tuple[int, int, int, int], width: int, height: int) -> tuple[float, float, float, float]:
+def _box_to_frame(
+    M: np.ndarray, box: tuple[int, int, int, int], width: int, height: int
+) -> tuple[float, float, float, float]:
     """Map a crop box (pixel edges) through the crop->frame affine; clip to the frame."""
     x0, y0, x1, y1 = box
     corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64) - 0.5  # edges -> centre coords
@@ -502,8 +521,10 @@ def _box_to_frame(M: np.ndarray, box: tuple[int, int, int, int], width: int, hei
     fx0, fy0 = mapped.min(0) - 0.5  # half a pixel for the bilinear spread
     fx1, fy1 = mapped.max(0) + 0.5
     return (
-        float(np.clip(fx0, 0, width)), float(np.clip(fy0, 0, height)),
-        float(np.clip(fx1, 0, width)), float(np.clip(fy1, 0, height)),
+        float(np.clip(fx0, 0, width)),
+        float(np.clip(fy0, 0, height)),
+        float(np.clip(fx1, 0, width)),
+        float(np.clip(fy1, 0, height)),
     )
 
 
@@ -559,7 +580,7 @@ def render_part(rng: np.random.Generator, cfg: SyntheticCameraConfig, *, draw_de
         (harmless if mk.kind == "mark" else truth).append(td)
 
     # 2. onto the belt: warp only into the part's bounding box
-    out = np.ascontiguousarray(base.belt[:, belt_off:belt_off + W])
+    out = np.ascontiguousarray(base.belt[:, belt_off : belt_off + W])
     corners = np.array([[-0.5, -0.5], [cw - 0.5, -0.5], [-0.5, ch - 0.5], [cw - 0.5, ch - 0.5]]) @ M[:, :2].T + M[:, 2]
     x0, y0 = max(int(math.floor(corners[:, 0].min())), 0), max(int(math.floor(corners[:, 1].min())), 0)
     x1, y1 = min(int(math.ceil(corners[:, 0].max())) + 1, W), min(int(math.ceil(corners[:, 1].max())) + 1, H)
@@ -569,7 +590,9 @@ def render_part(rng: np.random.Generator, cfg: SyntheticCameraConfig, *, draw_de
         Mr[1, 2] -= y0
         size = (x1 - x0, y1 - y0)
         warped = cv2.warpAffine(part, Mr, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        wmask = cv2.warpAffine(base.mask, Mr, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        wmask = cv2.warpAffine(
+            base.mask, Mr, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
         cv2.copyTo(warped, wmask, out[y0:y1, x0:x1])
 
     # 3. lighting: gain x (1 + linear gradient), as an 8-bit multiply (gain/128)
@@ -584,8 +607,8 @@ def render_part(rng: np.random.Generator, cfg: SyntheticCameraConfig, *, draw_de
     # 4. sensor noise from the bank at this part's offset
     if cfg.noise_sigma > 0:
         pos, neg = _noise_bank(W, H, float(cfg.noise_sigma))
-        out = cv2.add(out, pos[ny:ny + H, nx:nx + W])
-        out = cv2.subtract(out, neg[ny:ny + H, nx:nx + W])
+        out = cv2.add(out, pos[ny : ny + H, nx : nx + W])
+        out = cv2.subtract(out, neg[ny : ny + H, nx : nx + W])
 
     return RenderedPart(out, cfg.product, tuple(truth), tuple(harmless), (dx, dy, ang), gain)
 

@@ -18,7 +18,7 @@ import logging
 import secrets
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..config.camera import SyntheticCameraConfig
 from ..types import Frame, Trigger
@@ -74,7 +74,9 @@ class SyntheticCamera:
             "seed": self.seed,
             "pose": part.pose,
         }
-        return Frame(part_id=trigger.part_id, camera_id=self.camera_id, image=part.image, t_exposure_ns=t_exposure, meta=meta)
+        return Frame(
+            part_id=trigger.part_id, camera_id=self.camera_id, image=part.image, t_exposure_ns=t_exposure, meta=meta
+        )
 
     def close(self) -> None:
         """Nothing to release; safe to call twice."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from ..config import SoftwareTriggerConfig, TimerTriggerConfig, TriggerConfig
 from ..registry import Registry

@@ -24,14 +24,15 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..config import EncoderConfig, RejectConfig
 from ..plc.link import ModbusLink, ModbusLinkError, ReportFn
 from ..plc.registers import join_u32
-from ..types import PartResult, RejectCommand, Trigger
 from ..rt import set_realtime
+from ..types import PartResult, RejectCommand, Trigger
 from .scheduler import _FIRE, RejectScheduler
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,10 @@ class EncoderTracker:
             self.read_errors += 1
             if not self._stale and time.monotonic_ns() - self._last_ok_ns > self.cfg.stale_ms * 1e6:
                 self._stale = True
-                self._emit("alarm", f"no encoder count for {self.cfg.stale_ms:.0f} ms ({exc}); {self.pending} rejects wait for it")
+                self._emit(
+                    "alarm",
+                    f"no encoder count for {self.cfg.stale_ms:.0f} ms ({exc}); {self.pending} rejects wait for it",
+                )
             return
         t_b = time.monotonic_ns()
         t = (t_a + t_b) // 2  # the register was read somewhere in between
@@ -286,7 +290,10 @@ class EncoderTracker:
                     self.fired_log.append((slot.part_id, slot.target, t_fire))
         for part_id, t_fire, decided in fires:
             if not decided:
-                log.warning("part %d reached the ejector before its verdict: rejected (belt faster than travel_ms allows)", part_id)
+                log.warning(
+                    "part %d reached the ejector before its verdict: rejected (belt faster than travel_ms allows)",
+                    part_id,
+                )
             self._fire(part_id, t_fire, decided)
 
     def _speed(self, t: int, count: int) -> float | None:
@@ -332,7 +339,9 @@ class EncoderRejectScheduler(RejectScheduler):
         **kwargs: object,
     ):
         super().__init__(cfg, *args, **kwargs)  # type: ignore[arg-type]
-        assert cfg.encoder is not None and cfg.travel_counts is not None, "RejectConfig validation guarantees these in encoder mode"
+        assert cfg.encoder is not None and cfg.travel_counts is not None, (
+            "RejectConfig validation guarantees these in encoder mode"
+        )
         self.tracker = EncoderTracker(
             cfg.encoder,
             cfg.travel_counts,
@@ -368,7 +377,9 @@ class EncoderRejectScheduler(RejectScheduler):
         target = self.tracker.target_of(trigger.part_id)
         if target is None:
             return super().command_for(trigger)
-        return RejectCommand(part_id=trigger.part_id, pulse_ms=self.cfg.pulse_ms, line=self.cfg.line, fire_at_count=target)
+        return RejectCommand(
+            part_id=trigger.part_id, pulse_ms=self.cfg.pulse_ms, line=self.cfg.line, fire_at_count=target
+        )
 
     def _schedule_reject(self, result: PartResult) -> PartResult:
         """Called with the lock held: mark the part in the shift register (the tracker fires it)."""
@@ -382,7 +393,11 @@ class EncoderRejectScheduler(RejectScheduler):
         if part_id in self._fired_early:
             self._fired_early.discard(part_id)
             if not rejects:
-                log.warning("part %d (%s) was already rejected: it reached the ejector before its verdict", part_id, result.verdict.outcome)
+                log.warning(
+                    "part %d (%s) was already rejected: it reached the ejector before its verdict",
+                    part_id,
+                    result.verdict.outcome,
+                )
             return result
         self.time_fallbacks += 1
         return super()._schedule_reject(result)

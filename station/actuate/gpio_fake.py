@@ -18,10 +18,10 @@ from __future__ import annotations
 import errno
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from types import SimpleNamespace
-from typing import Iterable
 
 
 class Direction(Enum):
@@ -153,7 +153,7 @@ class FakeChip:
     def close(self) -> None:
         """Nothing to close."""
 
-    def __enter__(self) -> "FakeChip":
+    def __enter__(self) -> FakeChip:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -29,12 +29,16 @@ def libgpiod_api() -> SimpleNamespace:
         gpiod = importlib.import_module("gpiod")
         line = importlib.import_module("gpiod.line")
     except ImportError:
-        raise OutputError("the gpiod output needs the libgpiod v2 bindings: pip install 'gpiod>=2.2' (see docs/gpio.md)") from None
+        raise OutputError(
+            "the gpiod output needs the libgpiod v2 bindings: pip install 'gpiod>=2.2' (see docs/gpio.md)"
+        ) from None
     if not hasattr(gpiod, "request_lines"):
         raise OutputError(
             f"gpiod {getattr(gpiod, '__version__', '?')} is the v1 API; the station needs v2: pip install 'gpiod>=2.2' (see docs/gpio.md)"
         )
-    return SimpleNamespace(Chip=gpiod.Chip, LineSettings=gpiod.LineSettings, line=line, request_lines=gpiod.request_lines)
+    return SimpleNamespace(
+        Chip=gpiod.Chip, LineSettings=gpiod.LineSettings, line=line, request_lines=gpiod.request_lines
+    )
 
 
 GPIO_APIS: Registry[Any] = Registry(
@@ -74,7 +78,9 @@ class GpiodOutput:
                 f"GPIO chip {self.cfg.chip} not found (reject.output.chip); list the chips with `gpiodetect`"
             ) from None
         except PermissionError:
-            raise OutputError(f"no permission to open {self.cfg.chip}: add the station user to the 'gpio' group (see docs/gpio.md)") from None
+            raise OutputError(
+                f"no permission to open {self.cfg.chip}: add the station user to the 'gpio' group (see docs/gpio.md)"
+            ) from None
         try:
             for name, spec in self.cfg.lines.items():
                 try:
@@ -104,7 +110,9 @@ class GpiodOutput:
         """Drive ``line`` active/inactive (active_low inverts the pin level)."""
         offset = self._offsets.get(line)
         if offset is None:
-            raise OutputError(f"output line {line!r} is not mapped; add it under reject.output.lines (mapped: {sorted(self._offsets)})")
+            raise OutputError(
+                f"output line {line!r} is not mapped; add it under reject.output.lines (mapped: {sorted(self._offsets)})"
+            )
         if self._request is None:
             raise OutputError("gpiod output is not open")
         v = self._api.line.Value.ACTIVE if value else self._api.line.Value.INACTIVE
@@ -133,4 +141,7 @@ class GpiodOutput:
         if self._request is None:
             return {"state": "alarm", "message": f"{self.cfg.chip}: lines not requested"}
         state = "ok" if self.errors == 0 else "warning"
-        return {"state": state, "message": f"{self.cfg.chip} {self._offsets}: {self.writes} writes, {self.errors} errors"}
+        return {
+            "state": state,
+            "message": f"{self.cfg.chip} {self._offsets}: {self.writes} writes, {self.errors} errors",
+        }

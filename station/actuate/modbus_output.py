@@ -24,7 +24,9 @@ class ModbusOutput(ReconnectingOutput):
     def __init__(self, cfg: ModbusOutputConfig, report: ReportFn | None = None):
         super().__init__(Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s), report)
         self.cfg = cfg
-        self._client = ModbusTcpClient(cfg.host, port=cfg.port, timeout=cfg.timeout_ms / 1000, retries=0, name=self.component)
+        self._client = ModbusTcpClient(
+            cfg.host, port=cfg.port, timeout=cfg.timeout_ms / 1000, retries=0, name=self.component
+        )
 
     @property
     def peer(self) -> str:
@@ -48,4 +50,3 @@ class ModbusOutput(ReconnectingOutput):
 
     def _disconnect(self) -> None:
         self._client.close()
-

@@ -62,13 +62,17 @@ class OpcUaOutput(ReconnectingOutput):
             try:
                 nodes[line] = client.get_node(nodeid)
             except Exception as exc:  # noqa: BLE001 - a malformed NodeId string is a config error
-                raise OutputError(f"reject.output.nodes.{line}: {nodeid!r} is not a NodeId ({exc}); e.g. 'ns=2;s=Reject'") from None
+                raise OutputError(
+                    f"reject.output.nodes.{line}: {nodeid!r} is not a NodeId ({exc}); e.g. 'ns=2;s=Reject'"
+                ) from None
         self._nodes = nodes
 
     def _write_line(self, line: str, value: bool) -> None:
         node = self._nodes.get(line)
         if node is None:
-            raise OutputError(f"output line {line!r} is not mapped; add it under reject.output.nodes (mapped: {sorted(self.cfg.nodes)})")
+            raise OutputError(
+                f"output line {line!r} is not mapped; add it under reject.output.nodes (mapped: {sorted(self.cfg.nodes)})"
+            )
         dv = ua.DataValue(ua.Variant(bool(value), ua.VariantType.Boolean))
         try:
             self._post(node.write_attribute(ua.AttributeIds.Value, dv))

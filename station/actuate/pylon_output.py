@@ -25,9 +25,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from pypylon import genicam, pylon
 
@@ -52,7 +53,7 @@ class OutputEdge:
 class _OwnDevice:
     """Lifecycle hooks for a camera opened only for its outputs."""
 
-    def __init__(self, out: "PylonOutput"):
+    def __init__(self, out: PylonOutput):
         self.out = out
         self.cam: Any | None = None
         self.info: Any | None = None
@@ -110,9 +111,13 @@ class PylonOutput:
             cam = (cameras or {}).get(cfg.camera_id)
             if cam is None:
                 known = ", ".join(cameras or {}) or "none passed"
-                raise ValueError(f"reject.output.camera_id: {cfg.camera_id!r} is not one of the station's cameras ({known})")
+                raise ValueError(
+                    f"reject.output.camera_id: {cfg.camera_id!r} is not one of the station's cameras ({known})"
+                )
             if not isinstance(cam, PylonCamera):
-                raise ValueError(f"reject.output.camera_id: camera {cfg.camera_id!r} is not a pylon camera; its user outputs cannot be driven")
+                raise ValueError(
+                    f"reject.output.camera_id: camera {cfg.camera_id!r} is not a pylon camera; its user outputs cannot be driven"
+                )
             self.camera = cam
         else:
             self._own = _OwnDevice(self)
@@ -178,7 +183,9 @@ class PylonOutput:
         """Drive ``line`` (a name under ``lines``) high or low; OutputError when the camera is away or refuses."""
         spec = self.cfg.lines.get(line)
         if spec is None:
-            raise OutputError(f"pylon output has no line {line!r}; add it under reject.output.lines (known: {', '.join(self.cfg.lines)})")
+            raise OutputError(
+                f"pylon output has no line {line!r}; add it under reject.output.lines (known: {', '.join(self.cfg.lines)})"
+            )
         try:
             with self._device(self.cfg.lock_timeout_ms / 1000) as cam, self._lock:
                 cam.UserOutputSelector.SetValue(spec.user_output)
@@ -194,7 +201,9 @@ class PylonOutput:
         except (CameraError, genicam.GenericException, OutputError) as exc:
             self.errors += 1
             self.last_error = str(exc).split(" : ")[0]
-            raise OutputError(f"pylon output {line} ({spec.line}/{spec.user_output}) = {value}: {self.last_error}") from None
+            raise OutputError(
+                f"pylon output {line} ({spec.line}/{spec.user_output}) = {value}: {self.last_error}"
+            ) from None
         self.last_error = ""
 
     def get(self, line: str) -> bool:
@@ -207,7 +216,9 @@ class PylonOutput:
                 cam.UserOutputSelector.SetValue(spec.user_output)
                 return bool(cam.UserOutputValue.GetValue())
         except (CameraError, genicam.GenericException) as exc:
-            raise OutputError(f"pylon output {line}: cannot read {spec.user_output}: {str(exc).split(' : ')[0]}") from None
+            raise OutputError(
+                f"pylon output {line}: cannot read {spec.user_output}: {str(exc).split(' : ')[0]}"
+            ) from None
 
     def edges(self, line: str | None = None) -> list[OutputEdge]:
         """Every confirmed edge so far (optionally of one line)."""
@@ -228,7 +239,11 @@ class PylonOutput:
         """Alarm while the device is away, warning after a failed write."""
         if self.camera is not None:
             ch = self.camera.health()
-            state, msg = ("ok", f"on camera {self.camera.camera_id}") if ch.get("lifecycle") == "streaming" else ("alarm", f"camera {self.camera.camera_id}: {ch['message']}")
+            state, msg = (
+                ("ok", f"on camera {self.camera.camera_id}")
+                if ch.get("lifecycle") == "streaming"
+                else ("alarm", f"camera {self.camera.camera_id}: {ch['message']}")
+            )
         else:
             assert self._life is not None
             h = self._life.health()
@@ -236,4 +251,3 @@ class PylonOutput:
         if state == "ok" and self.last_error:
             state, msg = "warning", self.last_error
         return {"state": state, "message": msg, "lines": dict(self._state), "errors": self.errors}
-

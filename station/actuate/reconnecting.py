@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ..plc.link import Backoff
 from .base import OutputError
@@ -112,7 +112,10 @@ class ReconnectingOutput:
             self.connected = False
             self._disconnect()
             wait = self._backoff.failed()
-            self._emit("alarm", f"lost {self.peer} writing {line}={value}: {type(exc).__name__}: {exc}; reconnecting in {wait:.1f} s")
+            self._emit(
+                "alarm",
+                f"lost {self.peer} writing {line}={value}: {type(exc).__name__}: {exc}; reconnecting in {wait:.1f} s",
+            )
             raise OutputError(f"{self.component}: {line}={value} failed: {type(exc).__name__}: {exc}") from None
         self.writes += 1
 

@@ -25,8 +25,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..config import RejectConfig
 from ..counters import Counters
@@ -141,7 +141,11 @@ class RejectScheduler:
             entry = self._inflight.pop(result.trigger.part_id, None)
             if entry is None:
                 self.late_verdicts += 1
-                log.warning("verdict for part %d came after its deadline: ignored (%s)", result.trigger.part_id, result.verdict.outcome)
+                log.warning(
+                    "verdict for part %d came after its deadline: ignored (%s)",
+                    result.trigger.part_id,
+                    result.verdict.outcome,
+                )
                 return False
             result = self._schedule_reject(result)
         self._finalize(result)

@@ -20,7 +20,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..config import RejectVerifyConfig
 from ..plc.link import ModbusLink, ModbusLinkError
@@ -126,7 +127,10 @@ class VerifiedOutput:
         if expired:
             self.unconfirmed += expired
             why = "sensor unreadable" if level is None else "no sensor edge"
-            self._emit("alarm", f"reject not confirmed within {self.cfg.window_ms:.0f} ms ({why}); {self.unconfirmed} unconfirmed so far")
+            self._emit(
+                "alarm",
+                f"reject not confirmed within {self.cfg.window_ms:.0f} ms ({why}); {self.unconfirmed} unconfirmed so far",
+            )
 
     def _confirm(self, now: int) -> None:
         """A sensor edge: it confirms the open pulse whose age is closest to ``delay_ms`` (within the window)."""

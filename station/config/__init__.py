@@ -15,35 +15,105 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from .actuate import OutputConfig, RejectConfig, SimulatedOutputConfig
-from .actuate import GpiodOutputConfig, ModbusOutputConfig, OpcUaOutputConfig
-from .floor import EncoderConfig, ModbusEndpointConfig, MqttConfig, OpcUaServerConfig, PlcConfig, PublishConfig, RejectVerifyConfig
+from .actuate import (
+    GpiodOutputConfig,
+    ModbusOutputConfig,
+    OpcUaOutputConfig,
+    OutputConfig,
+    RejectConfig,
+    SimulatedOutputConfig,
+)
 from .base import StrictModel
-from .plant import PlantLinkConfig
-from .camera import CameraConfig, FolderCameraConfig, SoftwareTriggerConfig, SyntheticCameraConfig, TimerTriggerConfig, TriggerConfig
+from .camera import (
+    CameraConfig,
+    FolderCameraConfig,
+    SoftwareTriggerConfig,
+    SyntheticCameraConfig,
+    TimerTriggerConfig,
+    TriggerConfig,
+)
+from .floor import (
+    EncoderConfig,
+    ModbusEndpointConfig,
+    MqttConfig,
+    OpcUaServerConfig,
+    PlcConfig,
+    PublishConfig,
+    RejectVerifyConfig,
+)
 from .health import HealthConfig
-from .inspect import AnomalyInspectorConfig, AnomalyRegion, InspectorConfig, OnnxInspectorConfig, ReferenceInspectorConfig, TilingConfig
+from .inspect import (
+    AnomalyInspectorConfig,
+    AnomalyRegion,
+    InspectorConfig,
+    OnnxInspectorConfig,
+    ReferenceInspectorConfig,
+    TilingConfig,
+)
+from .plant import PlantLinkConfig
 from .rules import ClassRule, IgnoreZone, RulesConfig
 from .store import StoreConfig
 from .web import WebConfig
 
 __all__ = [
-    "AnomalyInspectorConfig", "AnomalyRegion", "CalibrationConfig", "CalibrationLimits", "CameraConfig", "ClassRule", "ConfigError", "FolderCameraConfig", "IgnoreZone",
-    "InspectorConfig", "OnnxInspectorConfig", "OutputConfig", "PipelineConfig", "ReferenceInspectorConfig",
-    "RejectConfig", "RulesConfig", "SimulatedOutputConfig", "SoftwareTriggerConfig", "StationConfig", "StoreConfig",
-    "StrictModel", "SyntheticCameraConfig", "TilingConfig", "TimerTriggerConfig", "TriggerConfig", "WatchdogConfig", "WebConfig",
-    "config_hash", "load_config", "parse_config",
+    "AnomalyInspectorConfig",
+    "AnomalyRegion",
+    "CalibrationConfig",
+    "CalibrationLimits",
+    "CameraConfig",
+    "ClassRule",
+    "ConfigError",
+    "FolderCameraConfig",
+    "IgnoreZone",
+    "InspectorConfig",
+    "OnnxInspectorConfig",
+    "OutputConfig",
+    "PipelineConfig",
+    "ReferenceInspectorConfig",
+    "RejectConfig",
+    "RulesConfig",
+    "SimulatedOutputConfig",
+    "SoftwareTriggerConfig",
+    "StationConfig",
+    "StoreConfig",
+    "StrictModel",
+    "SyntheticCameraConfig",
+    "TilingConfig",
+    "TimerTriggerConfig",
+    "TriggerConfig",
+    "WatchdogConfig",
+    "WebConfig",
+    "config_hash",
+    "load_config",
+    "parse_config",
 ]
-__all__ += ["HealthConfig", "PlantLinkConfig", "GpiodOutputConfig", "ModbusOutputConfig", "OpcUaOutputConfig", "EncoderConfig", "ModbusEndpointConfig", "MqttConfig", "OpcUaServerConfig", "PlcConfig", "PublishConfig", "RejectVerifyConfig"]
+__all__ += [
+    "HealthConfig",
+    "PlantLinkConfig",
+    "GpiodOutputConfig",
+    "ModbusOutputConfig",
+    "OpcUaOutputConfig",
+    "EncoderConfig",
+    "ModbusEndpointConfig",
+    "MqttConfig",
+    "OpcUaServerConfig",
+    "PlcConfig",
+    "PublishConfig",
+    "RejectVerifyConfig",
+]
 
 
 class CalibrationLimits(StrictModel):
     """When a camera calibration (`python -m calibration calibrate`, the admin page) is refused."""
 
     min_views: int = Field(5, ge=3, le=200, description="Fewer usable board views than this: refused (add views).")
-    min_coverage: float = Field(0.5, ge=0.0, le=1.0, description="Share of the frame (4x4 cells) the board corners must reach over all views.")
+    min_coverage: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of the frame (4x4 cells) the board corners must reach over all views."
+    )
     max_rms_px: float = Field(1.0, gt=0, description="Reprojection error (px, RMS) above this: refused.")
-    min_sharpness: float = Field(100.0, ge=0, description="A view whose board has a lower variance of the Laplacian is blurred and not used.")
+    min_sharpness: float = Field(
+        100.0, ge=0, description="A view whose board has a lower variance of the Laplacian is blurred and not used."
+    )
 
 
 class CalibrationConfig(StrictModel):
@@ -55,16 +125,30 @@ class CalibrationConfig(StrictModel):
 
     id: str = Field("nominal", description="Calibration id stored with every verdict (from `calibration` runs).")
     mm_per_px: float = Field(0.1, gt=0, description="Millimetres per pixel on the part plane (used for min_area_mm2).")
-    file: Path | None = Field(None, description="A calibration JSON written by `python -m calibration`; overrides id and mm_per_px.")
-    undistort: bool = Field(False, description="Undistort every frame of a camera with a calibration in force (a precomputed remap) before inspection.")
-    limits: CalibrationLimits = Field(default_factory=CalibrationLimits, description="When a new calibration is refused.")
+    file: Path | None = Field(
+        None, description="A calibration JSON written by `python -m calibration`; overrides id and mm_per_px."
+    )
+    undistort: bool = Field(
+        False,
+        description="Undistort every frame of a camera with a calibration in force (a precomputed remap) before inspection.",
+    )
+    limits: CalibrationLimits = Field(
+        default_factory=CalibrationLimits, description="When a new calibration is refused."
+    )
 
 
 class PipelineConfig(StrictModel):
     """Queues between the threads of the hot path."""
 
-    frame_queue: int = Field(4, ge=1, le=1000, description="Frames waiting for the inspector; when full the newest part is FAILSAFE (drop-new).")
-    grab_timeout_ms: float = Field(500.0, gt=0, description="A camera that returns no frame within this time fails the part (FAILSAFE).")
+    frame_queue: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Frames waiting for the inspector; when full the newest part is FAILSAFE (drop-new).",
+    )
+    grab_timeout_ms: float = Field(
+        500.0, gt=0, description="A camera that returns no frame within this time fails the part (FAILSAFE)."
+    )
     realtime_priority: int = Field(
         0,
         ge=0,
@@ -82,7 +166,9 @@ class PipelineConfig(StrictModel):
 class WatchdogConfig(StrictModel):
     """Stuck and dead hot-path workers, and the systemd watchdog (station/watchdog.py)."""
 
-    enabled: bool = Field(True, description="Watch the inference worker and the camera threads; restart a stuck or dead one.")
+    enabled: bool = Field(
+        True, description="Watch the inference worker and the camera threads; restart a stuck or dead one."
+    )
     stall_s: float = Field(
         1.5,
         gt=0.05,
@@ -91,11 +177,24 @@ class WatchdogConfig(StrictModel):
         "Detected within stall_s + period_s; keep it above the slowest normal inspection.",
     )
     period_s: float = Field(0.1, gt=0, le=5, description="How often the health check runs.")
-    max_restarts: int = Field(3, ge=0, le=1000, description="Restarts allowed within restart_window_s; one more and the station stops (exit code 1) for systemd to restart it.")
+    max_restarts: int = Field(
+        3,
+        ge=0,
+        le=1000,
+        description="Restarts allowed within restart_window_s; one more and the station stops (exit code 1) for systemd to restart it.",
+    )
     restart_window_s: float = Field(60.0, gt=0, le=86400, description="The window max_restarts counts over.")
-    recover_s: float = Field(0.5, gt=0, le=60, description="A restarted worker that finished a part, or waited this long for work without sticking, has recovered (the alarm clears).")
+    recover_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="A restarted worker that finished a part, or waited this long for work without sticking, has recovered (the alarm clears).",
+    )
     notify_s: float = Field(
-        1.0, gt=0, le=60, description="Send WATCHDOG=1 to systemd this often (at least twice per WatchdogSec) while every worker is healthy."
+        1.0,
+        gt=0,
+        le=60,
+        description="Send WATCHDOG=1 to systemd this often (at least twice per WatchdogSec) while every worker is healthy.",
     )
 
 
@@ -107,37 +206,52 @@ class StationConfig(StrictModel):
         default_factory=lambda: [SyntheticCameraConfig()],
         description="Cameras that view each part; with several, their frames are combined into one verdict.",
     )
-    trigger: TriggerConfig = Field(default_factory=TimerTriggerConfig, description="What starts the inspection of a part.")
+    trigger: TriggerConfig = Field(
+        default_factory=TimerTriggerConfig, description="What starts the inspection of a part."
+    )
     inspector: InspectorConfig = Field(
         default_factory=OnnxInspectorConfig,
         description="The defect model backend; default: the shipped ONNX model on the CPU (`type: reference` needs no model).",
     )
     rules: RulesConfig = Field(default_factory=RulesConfig, description="How detections become a verdict.")
-    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="Pixel scale of the part plane.")
+    calibration: CalibrationConfig = Field(
+        default_factory=CalibrationConfig, description="Pixel scale of the part plane."
+    )
     reject: RejectConfig = Field(default_factory=RejectConfig, description="Reject timing and output.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Hot-path queues.")
-    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig, description="Stuck or dead workers: restart, or stop for systemd; systemd notifications.")
+    watchdog: WatchdogConfig = Field(
+        default_factory=WatchdogConfig,
+        description="Stuck or dead workers: restart, or stop for systemd; systemd notifications.",
+    )
     store: StoreConfig = Field(default_factory=StoreConfig, description="SQLite and image storage.")
     web: WebConfig = Field(default_factory=WebConfig, description="Operator screen and review UI.")
-    publish: PublishConfig = Field(default_factory=PublishConfig, description="MQTT and OPC UA publishing of results and status.")
-    health: HealthConfig = Field(
-        default_factory=HealthConfig, description="Image health (sharpness, brightness, clipping, position) and model drift alarms on every part (docs/health.md)."
+    publish: PublishConfig = Field(
+        default_factory=PublishConfig, description="MQTT and OPC UA publishing of results and status."
     )
-    plc: PlcConfig | None = Field(None, description="Modbus TCP handshake with the line PLC (ready, heartbeat, results, recipe); off when absent.")
-    plant: PlantLinkConfig | None = Field(None, description="Uplink of results and images to the plant tier (docs/plant.md); off when absent: the station runs on its own.")
+    health: HealthConfig = Field(
+        default_factory=HealthConfig,
+        description="Image health (sharpness, brightness, clipping, position) and model drift alarms on every part (docs/health.md).",
+    )
+    plc: PlcConfig | None = Field(
+        None, description="Modbus TCP handshake with the line PLC (ready, heartbeat, results, recipe); off when absent."
+    )
+    plant: PlantLinkConfig | None = Field(
+        None,
+        description="Uplink of results and images to the plant tier (docs/plant.md); off when absent: the station runs on its own.",
+    )
     recipes: dict[int, Path] = Field(
         default_factory=dict,
         description="Recipe (product) number -> ONNX model file; selected by the PLC (RECIPE_REQUEST) or OPC UA (SelectRecipe). Needs inspector.type onnx.",
     )
 
     @model_validator(mode="after")
-    def _plc_mode_needs_plc(self) -> "StationConfig":
+    def _plc_mode_needs_plc(self) -> StationConfig:
         if self.reject.mode == "plc" and self.plc is None:
             raise ValueError("reject.mode: plc needs a `plc:` section (the PLC endpoint that receives the results)")
         return self
 
     @model_validator(mode="after")
-    def _camera_ids_unique(self) -> "StationConfig":
+    def _camera_ids_unique(self) -> StationConfig:
         ids = [c.id for c in self.cameras]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:

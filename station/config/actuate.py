@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,7 +15,9 @@ class SimulatedOutputConfig(StrictModel):
     """Records every edge with its timestamp in memory: the default output."""
 
     type: Literal["simulated"] = Field("simulated", description="Driver: in-memory edge recorder.")
-    driver: ClassVar[str] = "station.actuate.simulated:SimulatedOutput"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.actuate.simulated:SimulatedOutput"  # the implementation, imported when first used (station/registry.py)
+    )
     max_edges: int = Field(100000, ge=10, description="Edges kept in memory (oldest dropped first).")
 
 
@@ -23,17 +25,20 @@ class ModbusOutputConfig(ModbusEndpointConfig):
     """Output lines as coils (or holding registers) of a PLC / remote I/O over Modbus TCP."""
 
     type: Literal["modbus"] = Field("modbus", description="Driver: Modbus TCP coils / holding registers.")
-    driver: ClassVar[str] = "station.actuate.modbus_output:ModbusOutput"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.actuate.modbus_output:ModbusOutput"  # the implementation, imported when first used (station/registry.py)
+    )
     coils: dict[str, int] = Field(
         default_factory=lambda: {"reject": 0},
         description="Output line name -> coil address (FC5). The reject line defaults to coil 0 (REJECT in docs/plc.md).",
     )
     registers: dict[str, int] = Field(
-        default_factory=dict, description="Output line name -> holding register address, written 1/0 (FC6), for PLCs that expose no coils."
+        default_factory=dict,
+        description="Output line name -> holding register address, written 1/0 (FC6), for PLCs that expose no coils.",
     )
 
     @model_validator(mode="after")
-    def _lines_unique(self) -> "ModbusOutputConfig":
+    def _lines_unique(self) -> ModbusOutputConfig:
         both = sorted(set(self.coils) & set(self.registers))
         if both:
             raise ValueError(f"lines {both} are mapped both to a coil and to a register; keep one")
@@ -46,20 +51,25 @@ class GpiodOutputConfig(StrictModel):
     """Linux GPIO lines (Jetson, Raspberry Pi, industrial PCs) through libgpiod v2."""
 
     type: Literal["gpiod"] = Field("gpiod", description="Driver: libgpiod v2 character-device GPIO.")
-    driver: ClassVar[str] = "station.actuate.gpiod_output:GpiodOutput"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.actuate.gpiod_output:GpiodOutput"  # the implementation, imported when first used (station/registry.py)
+    )
     chip: str = Field("/dev/gpiochip0", description="GPIO chip device path (see `gpiodetect`).")
     lines: dict[str, int | str] = Field(
         default_factory=lambda: {"reject": 0},
         description="Output line name -> line offset on the chip, or the line's name (e.g. 'PQ.05' on a Jetson; see `gpioinfo`).",
     )
     active_low: bool = Field(False, description="The ejector fires when the pin is low (inverted driver stage).")
-    consumer: str = Field("inspection-station", description="Consumer label shown by `gpioinfo` for the requested lines.")
+    consumer: str = Field(
+        "inspection-station", description="Consumer label shown by `gpioinfo` for the requested lines."
+    )
     backend: str = Field(
-        "libgpiod", description="GPIO API implementation: 'libgpiod' (the gpiod Python package) or 'fake' (in-memory chip for tests and demos)."
+        "libgpiod",
+        description="GPIO API implementation: 'libgpiod' (the gpiod Python package) or 'fake' (in-memory chip for tests and demos).",
     )
 
     @model_validator(mode="after")
-    def _has_lines(self) -> "GpiodOutputConfig":
+    def _has_lines(self) -> GpiodOutputConfig:
         if not self.lines:
             raise ValueError("no output lines: map at least the reject line under `lines` (e.g. reject: 17)")
         return self
@@ -69,17 +79,20 @@ class OpcUaOutputConfig(StrictModel):
     """Output lines as Boolean variables of a remote OPC UA server (a PLC's OPC UA interface)."""
 
     type: Literal["opcua"] = Field("opcua", description="Driver: write Boolean nodes on an OPC UA server.")
-    driver: ClassVar[str] = "station.actuate.opcua_output:OpcUaOutput"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.actuate.opcua_output:OpcUaOutput"  # the implementation, imported when first used (station/registry.py)
+    )
     endpoint: str = Field("opc.tcp://127.0.0.1:4840", description="Server endpoint URL.")
     nodes: dict[str, str] = Field(
-        default_factory=lambda: {"reject": "ns=2;s=Reject"}, description="Output line name -> NodeId string of a writable Boolean variable."
+        default_factory=lambda: {"reject": "ns=2;s=Reject"},
+        description="Output line name -> NodeId string of a writable Boolean variable.",
     )
     timeout_s: float = Field(1.0, gt=0, le=60, description="Request timeout; a write that takes longer fails the edge.")
     reconnect_min_s: float = Field(0.5, gt=0, le=60, description="First wait before reconnecting after a failure.")
     reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Longest wait between reconnect attempts.")
 
     @model_validator(mode="after")
-    def _has_nodes(self) -> "OpcUaOutputConfig":
+    def _has_nodes(self) -> OpcUaOutputConfig:
         if not self.nodes:
             raise ValueError("no output lines: map at least the reject line under `nodes`")
         return self
@@ -88,8 +101,13 @@ class OpcUaOutputConfig(StrictModel):
 class PylonOutputLineConfig(StrictModel):
     """One camera I/O line driven by a camera user output."""
 
-    line: str = Field("Line2", description="Camera I/O line (LineSelector), set to LineMode Output with LineSource = `user_output`.")
-    user_output: str = Field("UserOutput1", description="The user output (UserOutputSelector) that drives the line; its UserOutputValue is the level.")
+    line: str = Field(
+        "Line2", description="Camera I/O line (LineSelector), set to LineMode Output with LineSource = `user_output`."
+    )
+    user_output: str = Field(
+        "UserOutput1",
+        description="The user output (UserOutputSelector) that drives the line; its UserOutputValue is the level.",
+    )
     invert: bool = Field(False, description="Invert the line electrically (LineInverter): the ejector fires on low.")
 
 
@@ -97,31 +115,43 @@ class PylonOutputConfig(StrictModel):
     """Output lines of a Basler camera (UserOutput -> LineN), e.g. an ejector wired to the camera's opto output."""
 
     type: Literal["pylon"] = Field("pylon", description="Driver: Basler camera user outputs (pypylon).")
-    driver: ClassVar[str] = "station.actuate.pylon_output:PylonOutput"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.actuate.pylon_output:PylonOutput"  # the implementation, imported when first used (station/registry.py)
+    )
     camera_id: str | None = Field(
         None,
         description="Use the device of this station camera (a `pylon` camera): the output shares the open device, is re-configured "
         "after every camera reconnect and reports an error while the camera is away. Leave unset to open a camera of its own "
         "with `serial` / `user_name`.",
     )
-    serial: str | None = Field(None, description="Own device only: serial number of the camera whose outputs are driven.")
+    serial: str | None = Field(
+        None, description="Own device only: serial number of the camera whose outputs are driven."
+    )
     user_name: str | None = Field(None, description="Own device only: user-defined name (DeviceUserID) of that camera.")
     lines: dict[str, PylonOutputLineConfig] = Field(
         default_factory=lambda: {"reject": PylonOutputLineConfig()},
         description="Station output line name (e.g. reject) -> camera line and user output.",
     )
     verify: bool = Field(
-        False, description="Read UserOutputValue back after every write and fail the edge when it differs (one more round trip per edge)."
+        False,
+        description="Read UserOutputValue back after every write and fail the edge when it differs (one more round trip per edge).",
     )
     lock_timeout_ms: float = Field(
-        20.0, gt=0, le=1000, description="Longest wait for the camera device (while it is being reconfigured) before an edge fails."
+        20.0,
+        gt=0,
+        le=1000,
+        description="Longest wait for the camera device (while it is being reconfigured) before an edge fails.",
     )
-    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Own device only: reconnection after the camera is lost.")
+    reconnect: ReconnectConfig = Field(
+        default_factory=ReconnectConfig, description="Own device only: reconnection after the camera is lost."
+    )
 
     @model_validator(mode="after")
-    def _identity_and_lines(self) -> "PylonOutputConfig":
+    def _identity_and_lines(self) -> PylonOutputConfig:
         if self.camera_id is not None and (self.serial is not None or self.user_name is not None):
-            raise ValueError("set either `camera_id` (share a station camera) or `serial`/`user_name` (own device), not both")
+            raise ValueError(
+                "set either `camera_id` (share a station camera) or `serial`/`user_name` (own device), not both"
+            )
         if self.serial is not None and self.user_name is not None:
             raise ValueError("set either `serial` or `user_name`, not both")
         if not self.lines:
@@ -130,12 +160,14 @@ class PylonOutputConfig(StrictModel):
             values = [getattr(v, attr) for v in self.lines.values()]
             dup = sorted({v for v in values if values.count(v) > 1})
             if dup:
-                raise ValueError(f"`lines`: {attr} {', '.join(dup)} used by more than one output line; give each its own")
+                raise ValueError(
+                    f"`lines`: {attr} {', '.join(dup)} used by more than one output line; give each its own"
+                )
         return self
 
 
 OutputConfig = Annotated[
-    Union[SimulatedOutputConfig, ModbusOutputConfig, GpiodOutputConfig, OpcUaOutputConfig, PylonOutputConfig],
+    SimulatedOutputConfig | ModbusOutputConfig | GpiodOutputConfig | OpcUaOutputConfig | PylonOutputConfig,
     Field(discriminator="type"),
 ]
 
@@ -174,11 +206,12 @@ class RejectConfig(StrictModel):
     )
     encoder: EncoderConfig | None = Field(None, description="encoder mode: where the belt encoder count is read.")
     verify: RejectVerifyConfig | None = Field(
-        None, description="Optional sensor confirming each rejected part left the line; unconfirmed pulses raise an alarm."
+        None,
+        description="Optional sensor confirming each rejected part left the line; unconfirmed pulses raise an alarm.",
     )
 
     @model_validator(mode="after")
-    def _deadline_positive(self) -> "RejectConfig":
+    def _deadline_positive(self) -> RejectConfig:
         if self.safety_margin_ms >= self.travel_ms:
             raise ValueError(
                 f"safety_margin_ms ({self.safety_margin_ms}) must be smaller than travel_ms ({self.travel_ms}): "
@@ -187,11 +220,13 @@ class RejectConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _encoder_mode_complete(self) -> "RejectConfig":
+    def _encoder_mode_complete(self) -> RejectConfig:
         if self.mode == "encoder":
             missing = [k for k in ("travel_counts", "encoder") if getattr(self, k) is None]
             if missing:
-                raise ValueError(f"mode: encoder needs {' and '.join(missing)} (counts from camera to ejector, and where to read the count)")
+                raise ValueError(
+                    f"mode: encoder needs {' and '.join(missing)} (counts from camera to ejector, and where to read the count)"
+                )
         return self
 
     @property

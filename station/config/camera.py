@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -14,9 +14,13 @@ class SyntheticCameraConfig(StrictModel):
     """Renders procedural parts with known defects: the embedded default."""
 
     type: Literal["synthetic"] = Field("synthetic", description="Driver: procedural parts with ground truth.")
-    driver: ClassVar[str] = "station.acquire.synthetic:SyntheticCamera"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.acquire.synthetic:SyntheticCamera"  # the implementation, imported when first used (station/registry.py)
+    )
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
-    product: Literal["machined", "pcb"] = Field("machined", description="What the parts look like: a machined flange or a PCB-like board.")
+    product: Literal["machined", "pcb"] = Field(
+        "machined", description="What the parts look like: a machined flange or a PCB-like board."
+    )
     width: int = Field(1280, ge=64, le=8192, description="Frame width in pixels.")
     height: int = Field(800, ge=64, le=8192, description="Frame height in pixels.")
     defect_rate: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of parts that carry at least one defect.")
@@ -27,8 +31,12 @@ class SyntheticCameraConfig(StrictModel):
     )
     jitter_px: int = Field(12, ge=0, le=200, description="Maximum random shift of the part in x and y, in pixels.")
     rotation_deg: float = Field(1.0, ge=0.0, le=45.0, description="Maximum random rotation of the part, in degrees.")
-    noise_sigma: float = Field(3.0, ge=0.0, le=50.0, description="Standard deviation of the sensor noise, in grey levels.")
-    lighting_variation: float = Field(0.06, ge=0.0, le=0.5, description="Relative brightness variation between parts (0.06 = +/-6 %).")
+    noise_sigma: float = Field(
+        3.0, ge=0.0, le=50.0, description="Standard deviation of the sensor noise, in grey levels."
+    )
+    lighting_variation: float = Field(
+        0.06, ge=0.0, le=0.5, description="Relative brightness variation between parts (0.06 = +/-6 %)."
+    )
     harmless_mark_rate: float = Field(
         0.0,
         ge=0.0,
@@ -36,7 +44,8 @@ class SyntheticCameraConfig(StrictModel):
         description="Fraction of parts that carry a harmless ink mark (class 'mark', NOT a defect; listed under meta['marks']).",
     )
     seed: int | None = Field(
-        None, description="Random seed; set it for a reproducible line (part N is then always the same part). None = a new seed per start."
+        None,
+        description="Random seed; set it for a reproducible line (part N is then always the same part). None = a new seed per start.",
     )
 
 
@@ -44,9 +53,13 @@ class FolderCameraConfig(StrictModel):
     """Replays the images of a folder in name order."""
 
     type: Literal["folder"] = Field("folder", description="Driver: replay image files from a folder.")
-    driver: ClassVar[str] = "station.acquire.folder:FolderCamera"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.acquire.folder:FolderCamera"  # the implementation, imported when first used (station/registry.py)
+    )
     id: str = Field("cam0", description="Camera id, unique on the station.")
-    path: Path = Field(..., description="Folder of .png/.jpg/.jpeg/.bmp/.tif/.tiff images, replayed sorted by file name.")
+    path: Path = Field(
+        ..., description="Folder of .png/.jpg/.jpeg/.bmp/.tif/.tiff images, replayed sorted by file name."
+    )
     loop: bool = Field(
         True,
         description="Start again at the first image after the last one. When false, every grab after the last image fails with "
@@ -58,9 +71,13 @@ class FolderCameraConfig(StrictModel):
 class ReconnectConfig(StrictModel):
     """How a camera (or camera-hosted output) that went away is reconnected: exponential backoff, capped."""
 
-    initial_s: float = Field(0.5, gt=0, le=60, description="Wait before the first reconnect attempt after the device was lost, in seconds.")
+    initial_s: float = Field(
+        0.5, gt=0, le=60, description="Wait before the first reconnect attempt after the device was lost, in seconds."
+    )
     factor: float = Field(2.0, ge=1.0, le=10.0, description="Each failed attempt multiplies the wait by this factor.")
-    max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between two reconnect attempts, in seconds (the cap).")
+    max_s: float = Field(
+        30.0, gt=0, le=3600, description="Longest wait between two reconnect attempts, in seconds (the cap)."
+    )
     require_at_start: bool = Field(
         True,
         description="True: the station refuses to start when the device cannot be opened (a wrong serial is caught at once). "
@@ -74,7 +91,7 @@ class ReconnectConfig(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _cap_above_start(self) -> "ReconnectConfig":
+    def _cap_above_start(self) -> ReconnectConfig:
         if self.max_s < self.initial_s:
             raise ValueError(f"max_s ({self.max_s}) must be at least initial_s ({self.initial_s})")
         return self
@@ -87,11 +104,16 @@ class PylonCameraConfig(StrictModel):
     """A Basler camera through pypylon (GigE, USB3; the pylon camera emulator in tests)."""
 
     type: Literal["pylon"] = Field("pylon", description="Driver: Basler pylon camera (pypylon).")
-    driver: ClassVar[str] = "station.acquire.pylon:PylonCamera"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.acquire.pylon:PylonCamera"  # the implementation, imported when first used (station/registry.py)
+    )
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
-    serial: str | None = Field(None, description="Open the camera with this serial number (e.g. '40012345'; '0815-0000' for the emulator).")
+    serial: str | None = Field(
+        None, description="Open the camera with this serial number (e.g. '40012345'; '0815-0000' for the emulator)."
+    )
     user_name: str | None = Field(
-        None, description="Open the camera with this user-defined name (DeviceUserID, set in pylon Viewer); used when `serial` is not set."
+        None,
+        description="Open the camera with this user-defined name (DeviceUserID, set in pylon Viewer); used when `serial` is not set.",
     )
     trigger_mode: Literal["software", "hardware", "freerun"] = Field(
         "software",
@@ -99,20 +121,37 @@ class PylonCameraConfig(StrictModel):
         "`trigger_line` exposes each frame (e.g. a photo-eye wired to the camera); freerun: the camera streams at `frame_rate`. "
         "With hardware/freerun, use trigger `{type: camera, camera_id: <this id>}` so each frame creates its part.",
     )
-    trigger_line: str = Field("Line1", description="hardware mode: the camera input line that triggers exposure (TriggerSource).")
-    trigger_activation: Literal["RisingEdge", "FallingEdge"] = Field("RisingEdge", description="hardware mode: the edge of `trigger_line` that triggers.")
-    frame_rate: float | None = Field(None, gt=0, le=10000, description="freerun mode: frames per second (AcquisitionFrameRate); None = as fast as the camera goes.")
-    exposure_us: float | None = Field(None, gt=0, description="Exposure time in microseconds (ExposureTime; auto exposure is switched off). None = keep the camera's.")
-    gain_db: float | None = Field(None, ge=0, description="Gain in dB (Gain; auto gain is switched off). None = keep the camera's.")
+    trigger_line: str = Field(
+        "Line1", description="hardware mode: the camera input line that triggers exposure (TriggerSource)."
+    )
+    trigger_activation: Literal["RisingEdge", "FallingEdge"] = Field(
+        "RisingEdge", description="hardware mode: the edge of `trigger_line` that triggers."
+    )
+    frame_rate: float | None = Field(
+        None,
+        gt=0,
+        le=10000,
+        description="freerun mode: frames per second (AcquisitionFrameRate); None = as fast as the camera goes.",
+    )
+    exposure_us: float | None = Field(
+        None,
+        gt=0,
+        description="Exposure time in microseconds (ExposureTime; auto exposure is switched off). None = keep the camera's.",
+    )
+    gain_db: float | None = Field(
+        None, ge=0, description="Gain in dB (Gain; auto gain is switched off). None = keep the camera's."
+    )
     width: int | None = Field(None, ge=1, description="ROI width in pixels. None = the full sensor width.")
     height: int | None = Field(None, ge=1, description="ROI height in pixels. None = the full sensor height.")
     offset_x: int = Field(0, ge=0, description="ROI left edge in pixels (OffsetX).")
     offset_y: int = Field(0, ge=0, description="ROI top edge in pixels (OffsetY).")
     pixel_format: PylonPixelFormat = Field(
-        "Mono8", description="Camera pixel format: Mono8, BGR8, RGB8 or a Bayer 8-bit pattern (converted to BGR on the host)."
+        "Mono8",
+        description="Camera pixel format: Mono8, BGR8, RGB8 or a Bayer 8-bit pattern (converted to BGR on the host).",
     )
     output: Literal["auto", "mono8", "bgr8"] = Field(
-        "auto", description="Frame layout given to the inspector: auto = Mono8 stays grey, colour formats become BGR; or force mono8 / bgr8."
+        "auto",
+        description="Frame layout given to the inspector: auto = Mono8 stays grey, colour formats become BGR; or force mono8 / bgr8.",
     )
     user_set: str | None = Field(
         "Default",
@@ -129,10 +168,12 @@ class PylonCameraConfig(StrictModel):
         "set PYLON_CAMEMU=<n> in the environment to get n emulated cameras.",
     )
     max_buffers: int = Field(10, ge=1, le=1000, description="Host buffers for grabbed frames (MaxNumBuffer).")
-    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Reconnection after the camera is lost.")
+    reconnect: ReconnectConfig = Field(
+        default_factory=ReconnectConfig, description="Reconnection after the camera is lost."
+    )
 
     @model_validator(mode="after")
-    def _one_identity(self) -> "PylonCameraConfig":
+    def _one_identity(self) -> PylonCameraConfig:
         if self.serial is not None and self.user_name is not None:
             raise ValueError("set either `serial` or `user_name`, not both (neither = the first camera found)")
         return self
@@ -141,21 +182,46 @@ class PylonCameraConfig(StrictModel):
 class OpenCvCameraConfig(StrictModel):
     """A USB camera, an RTSP/HTTP stream or a video file through OpenCV's VideoCapture."""
 
-    type: Literal["opencv"] = Field("opencv", description="Driver: OpenCV VideoCapture (USB/V4L2 index, RTSP URL or video file).")
-    driver: ClassVar[str] = "station.acquire.opencv_cam:OpenCvCamera"  # the implementation, imported when first used (station/registry.py)
+    type: Literal["opencv"] = Field(
+        "opencv", description="Driver: OpenCV VideoCapture (USB/V4L2 index, RTSP URL or video file)."
+    )
+    driver: ClassVar[str] = (
+        "station.acquire.opencv_cam:OpenCvCamera"  # the implementation, imported when first used (station/registry.py)
+    )
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
-    index: int | None = Field(None, ge=0, description="USB / V4L2 camera index (0 = /dev/video0). Set exactly one of index, url, file.")
-    url: str | None = Field(None, description="Stream URL, e.g. rtsp://192.0.2.10:554/stream1. Set exactly one of index, url, file.")
+    index: int | None = Field(
+        None, ge=0, description="USB / V4L2 camera index (0 = /dev/video0). Set exactly one of index, url, file."
+    )
+    url: str | None = Field(
+        None, description="Stream URL, e.g. rtsp://192.0.2.10:554/stream1. Set exactly one of index, url, file."
+    )
     file: Path | None = Field(None, description="Video file (.avi, .mp4, ...). Set exactly one of index, url, file.")
-    backend: Literal["any", "v4l2", "ffmpeg", "gstreamer"] = Field("any", description="VideoCapture backend (any = OpenCV's choice).")
-    width: int | None = Field(None, ge=1, description="Requested frame width (USB cameras pick the nearest mode; checked and logged).")
+    backend: Literal["any", "v4l2", "ffmpeg", "gstreamer"] = Field(
+        "any", description="VideoCapture backend (any = OpenCV's choice)."
+    )
+    width: int | None = Field(
+        None, ge=1, description="Requested frame width (USB cameras pick the nearest mode; checked and logged)."
+    )
     height: int | None = Field(None, ge=1, description="Requested frame height.")
-    fps: float | None = Field(None, gt=0, le=1000, description="Requested frames per second; for a file in realtime playback, overrides the file's rate.")
-    fourcc: str | None = Field(None, min_length=4, max_length=4, description="Requested codec of a USB camera, e.g. MJPG (needed for high resolutions over USB2).")
-    exposure: float | None = Field(None, description="CAP_PROP_EXPOSURE in the driver's own units (V4L2: 100 us steps); None = leave auto.")
+    fps: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="Requested frames per second; for a file in realtime playback, overrides the file's rate.",
+    )
+    fourcc: str | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="Requested codec of a USB camera, e.g. MJPG (needed for high resolutions over USB2).",
+    )
+    exposure: float | None = Field(
+        None, description="CAP_PROP_EXPOSURE in the driver's own units (V4L2: 100 us steps); None = leave auto."
+    )
     grayscale: bool = Field(True, description="Deliver Mono8 (True) or BGR (False) frames.")
     at_end: Literal["loop", "lost"] = Field(
-        "loop", description="Video file only: at its end start again (loop) or treat the camera as lost and reopen the file with backoff (lost)."
+        "loop",
+        description="Video file only: at its end start again (loop) or treat the camera as lost and reopen the file with backoff (lost).",
     )
     playback: Literal["per_grab", "realtime"] = Field(
         "per_grab",
@@ -163,15 +229,23 @@ class OpenCvCameraConfig(StrictModel):
         "file's frame rate like a live stream (grabs take the next frame after the trigger).",
     )
     stream_timeout_ms: float = Field(
-        5000.0, gt=0, le=600000, description="Streams (url/index): open and read timeout; a stream silent for this long is lost and reopened."
+        5000.0,
+        gt=0,
+        le=600000,
+        description="Streams (url/index): open and read timeout; a stream silent for this long is lost and reopened.",
     )
     buffer_frames: int = Field(
-        4, ge=1, le=1000, description="Streams: frames kept between the reader thread and the line; older ones are dropped and counted (overruns)."
+        4,
+        ge=1,
+        le=1000,
+        description="Streams: frames kept between the reader thread and the line; older ones are dropped and counted (overruns).",
     )
-    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Reconnection after the stream stops or the file is gone.")
+    reconnect: ReconnectConfig = Field(
+        default_factory=ReconnectConfig, description="Reconnection after the stream stops or the file is gone."
+    )
 
     @model_validator(mode="after")
-    def _one_source(self) -> "OpenCvCameraConfig":
+    def _one_source(self) -> OpenCvCameraConfig:
         given = [k for k in ("index", "url", "file") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"set exactly one of index, url, file (got {', '.join(given) or 'none'})")
@@ -184,7 +258,7 @@ class OpenCvCameraConfig(StrictModel):
 
 
 CameraConfig = Annotated[
-    Union[SyntheticCameraConfig, FolderCameraConfig, PylonCameraConfig, OpenCvCameraConfig],
+    SyntheticCameraConfig | FolderCameraConfig | PylonCameraConfig | OpenCvCameraConfig,
     Field(discriminator="type"),
 ]
 
@@ -193,7 +267,9 @@ class TimerTriggerConfig(StrictModel):
     """A part every 60/parts_per_minute seconds (a simulated photo-eye)."""
 
     type: Literal["timer"] = Field("timer", description="Trigger: fixed rate from a timer.")
-    driver: ClassVar[str] = "station.acquire.triggers:TimerTrigger"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.acquire.triggers:TimerTrigger"  # the implementation, imported when first used (station/registry.py)
+    )
     parts_per_minute: float = Field(120.0, gt=0, le=60000, description="Parts per minute arriving at the camera.")
 
 
@@ -201,23 +277,29 @@ class SoftwareTriggerConfig(StrictModel):
     """Parts are triggered by an API call (`POST /api/trigger`) or by code."""
 
     type: Literal["software"] = Field("software", description="Trigger: by API call or by code.")
-    driver: ClassVar[str] = "station.acquire.triggers:SoftwareTrigger"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.acquire.triggers:SoftwareTrigger"  # the implementation, imported when first used (station/registry.py)
+    )
 
 
 class CameraTriggerConfig(StrictModel):
     """A camera's own frames create the parts (hardware-triggered or free-running camera)."""
 
     type: Literal["camera"] = Field("camera", description="Trigger: every frame of camera `camera_id` is one part.")
-    driver: ClassVar[str] = "station.acquire.camera_trigger:CameraTrigger"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.acquire.camera_trigger:CameraTrigger"  # the implementation, imported when first used (station/registry.py)
+    )
     camera_id: str = Field(
         "cam0",
         description="The camera whose frame arrival creates each part: a pylon camera with trigger_mode hardware or freerun, "
         "or an opencv stream / realtime file. The other cameras are then asked for their frame of that part.",
     )
-    poll_ms: float = Field(200.0, gt=0, le=10000, description="How long one wait for the next frame lasts before checking for stop.")
+    poll_ms: float = Field(
+        200.0, gt=0, le=10000, description="How long one wait for the next frame lasts before checking for stop."
+    )
 
 
 TriggerConfig = Annotated[
-    Union[TimerTriggerConfig, SoftwareTriggerConfig, CameraTriggerConfig],
+    TimerTriggerConfig | SoftwareTriggerConfig | CameraTriggerConfig,
     Field(discriminator="type"),
 ]

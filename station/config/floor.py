@@ -22,13 +22,18 @@ class ModbusEndpointConfig(StrictModel):
     port: int = Field(502, ge=1, le=65535, description="Modbus TCP port of the PLC.")
     device_id: int = Field(1, ge=0, le=255, description="Modbus unit / device id (slave id).")
     timeout_ms: float = Field(
-        50.0, gt=0, le=10000, description="Give up on one request after this long; the connection is then dropped and re-opened."
+        50.0,
+        gt=0,
+        le=10000,
+        description="Give up on one request after this long; the connection is then dropped and re-opened.",
     )
     reconnect_min_s: float = Field(0.2, gt=0, le=60, description="First wait before reconnecting after a failure.")
-    reconnect_max_s: float = Field(5.0, gt=0, le=600, description="Longest wait between reconnect attempts (the wait doubles up to this).")
+    reconnect_max_s: float = Field(
+        5.0, gt=0, le=600, description="Longest wait between reconnect attempts (the wait doubles up to this)."
+    )
 
     @model_validator(mode="after")
-    def _backoff_ordered(self) -> "ModbusEndpointConfig":
+    def _backoff_ordered(self) -> ModbusEndpointConfig:
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError(
                 f"reconnect_min_s ({self.reconnect_min_s}) must be <= reconnect_max_s ({self.reconnect_max_s})"
@@ -39,30 +44,58 @@ class ModbusEndpointConfig(StrictModel):
 class EncoderConfig(StrictModel):
     """Where the belt encoder count is read: a register of the PLC or of a counter module."""
 
-    modbus: ModbusEndpointConfig = Field(default_factory=ModbusEndpointConfig, description="The Modbus server holding the count.")
-    table: Literal["input", "holding"] = Field("input", description="Register table of the count: input registers (FC4) or holding registers (FC3).")
-    address: int = Field(0, ge=0, le=65534, description="Address of the count (its first register when 32-bit).")
-    bits: Literal[16, 32] = Field(32, description="Counter width; the count wraps around at 2**bits and the station unwraps it.")
-    word_order: Literal["big", "little"] = Field(
-        "big", description="32-bit counts: 'big' = high word in the first register (Modbus convention), 'little' = low word first."
+    modbus: ModbusEndpointConfig = Field(
+        default_factory=ModbusEndpointConfig, description="The Modbus server holding the count."
     )
-    poll_ms: float = Field(2.0, gt=0, le=1000, description="Read the count this often; the reject lands within about one poll of its count.")
+    table: Literal["input", "holding"] = Field(
+        "input", description="Register table of the count: input registers (FC4) or holding registers (FC3)."
+    )
+    address: int = Field(0, ge=0, le=65534, description="Address of the count (its first register when 32-bit).")
+    bits: Literal[16, 32] = Field(
+        32, description="Counter width; the count wraps around at 2**bits and the station unwraps it."
+    )
+    word_order: Literal["big", "little"] = Field(
+        "big",
+        description="32-bit counts: 'big' = high word in the first register (Modbus convention), 'little' = low word first.",
+    )
+    poll_ms: float = Field(
+        2.0,
+        gt=0,
+        le=1000,
+        description="Read the count this often; the reject lands within about one poll of its count.",
+    )
     stale_ms: float = Field(
-        500.0, gt=0, le=60000, description="Raise an alarm when no count could be read for this long (pending rejects wait for the count)."
+        500.0,
+        gt=0,
+        le=60000,
+        description="Raise an alarm when no count could be read for this long (pending rejects wait for the count).",
     )
 
 
 class RejectVerifyConfig(StrictModel):
     """A sensor after the ejector that confirms each rejected part left the line."""
 
-    modbus: ModbusEndpointConfig = Field(default_factory=ModbusEndpointConfig, description="The Modbus server with the confirmation bit.")
-    table: Literal["discrete", "coil"] = Field("discrete", description="Bit table of the sensor: discrete inputs (FC2) or coils (FC1).")
-    address: int = Field(1, ge=0, le=65535, description="Address of the confirmation bit (default: REJECT_CONFIRM of the PLC map).")
-    delay_ms: float = Field(
-        50.0, ge=0, le=60000, description="Usual time from the pulse's rising edge to the sensor; a sensor edge confirms the open pulse whose age is closest to it."
+    modbus: ModbusEndpointConfig = Field(
+        default_factory=ModbusEndpointConfig, description="The Modbus server with the confirmation bit."
     )
-    window_ms: float = Field(500.0, gt=0, le=60000, description="A pulse not confirmed within this time after its rising edge is an alarm.")
-    poll_ms: float = Field(5.0, gt=0, le=1000, description="Read the confirmation bit this often while a pulse waits for it.")
+    table: Literal["discrete", "coil"] = Field(
+        "discrete", description="Bit table of the sensor: discrete inputs (FC2) or coils (FC1)."
+    )
+    address: int = Field(
+        1, ge=0, le=65535, description="Address of the confirmation bit (default: REJECT_CONFIRM of the PLC map)."
+    )
+    delay_ms: float = Field(
+        50.0,
+        ge=0,
+        le=60000,
+        description="Usual time from the pulse's rising edge to the sensor; a sensor edge confirms the open pulse whose age is closest to it.",
+    )
+    window_ms: float = Field(
+        500.0, gt=0, le=60000, description="A pulse not confirmed within this time after its rising edge is an alarm."
+    )
+    poll_ms: float = Field(
+        5.0, gt=0, le=1000, description="Read the confirmation bit this often while a pulse waits for it."
+    )
 
 
 class PlcConfig(StrictModel):
@@ -73,14 +106,27 @@ class PlcConfig(StrictModel):
     """
 
     modbus: ModbusEndpointConfig = Field(default_factory=ModbusEndpointConfig, description="The PLC.")
-    coil_base: int = Field(0, ge=0, le=65000, description="Address of coil 0 of the map (STATION_READY is coil_base + 1, ...).")
-    discrete_base: int = Field(0, ge=0, le=65000, description="Address of discrete input 0 of the map (RESULT_ACK, REJECT_CONFIRM).")
-    holding_base: int = Field(0, ge=0, le=65000, description="Address of holding register 0 of the map (PART_ID, RESULT_CODE, ...).")
-    input_base: int = Field(0, ge=0, le=65000, description="Address of input register 0 of the map (ENCODER_COUNT, RECIPE_REQUEST).")
+    coil_base: int = Field(
+        0, ge=0, le=65000, description="Address of coil 0 of the map (STATION_READY is coil_base + 1, ...)."
+    )
+    discrete_base: int = Field(
+        0, ge=0, le=65000, description="Address of discrete input 0 of the map (RESULT_ACK, REJECT_CONFIRM)."
+    )
+    holding_base: int = Field(
+        0, ge=0, le=65000, description="Address of holding register 0 of the map (PART_ID, RESULT_CODE, ...)."
+    )
+    input_base: int = Field(
+        0, ge=0, le=65000, description="Address of input register 0 of the map (ENCODER_COUNT, RECIPE_REQUEST)."
+    )
     heartbeat_s: float = Field(1.0, gt=0, le=60, description="The HEARTBEAT coil toggles this often.")
-    poll_ms: float = Field(10.0, gt=0, le=1000, description="Handshake cycle: read acknowledge and recipe, write the next result.")
+    poll_ms: float = Field(
+        10.0, gt=0, le=1000, description="Handshake cycle: read acknowledge and recipe, write the next result."
+    )
     ack_timeout_ms: float = Field(
-        500.0, gt=0, le=60000, description="A result the PLC has not acknowledged by then raises an alarm; the station moves on to the next part."
+        500.0,
+        gt=0,
+        le=60000,
+        description="A result the PLC has not acknowledged by then raises an alarm; the station moves on to the next part.",
     )
     result_max_age_ms: float = Field(
         2000.0,
@@ -88,8 +134,15 @@ class PlcConfig(StrictModel):
         le=600000,
         description="Results older than this (e.g. decided while the PLC was away) are not handed over: the part has passed the ejector and the PLC has applied its own fail-safe.",
     )
-    queue_size: int = Field(1000, ge=1, le=1_000_000, description="Results waiting for the PLC; beyond this the oldest are dropped and counted.")
-    follow_recipe: bool = Field(True, description="Switch the model when the PLC writes a new product number to RECIPE_REQUEST.")
+    queue_size: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Results waiting for the PLC; beyond this the oldest are dropped and counted.",
+    )
+    follow_recipe: bool = Field(
+        True, description="Switch the model when the PLC writes a new product number to RECIPE_REQUEST."
+    )
 
 
 class MqttConfig(StrictModel):
@@ -102,22 +155,37 @@ class MqttConfig(StrictModel):
     password: str | None = Field(None, description="Broker password (prefer a file readable only by the station user).")
     topic_prefix: str = Field("station", description="Topics are <prefix>/<station name>/result|status|online.")
     qos: Literal[0, 1] = Field(1, description="MQTT quality of service of results and status (1 = at least once).")
-    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive; the broker publishes the last will 'offline' after 1.5x this silence.")
-    outbox_path: Path = Field(
-        Path("data/mqtt_outbox.db"), description="SQLite file holding messages until the broker acknowledges them (survives restarts)."
+    keepalive_s: int = Field(
+        30,
+        ge=5,
+        le=3600,
+        description="MQTT keepalive; the broker publishes the last will 'offline' after 1.5x this silence.",
     )
-    outbox_max: int = Field(100000, ge=10, le=100_000_000, description="Most messages kept while the broker is away; the oldest are dropped beyond this.")
+    outbox_path: Path = Field(
+        Path("data/mqtt_outbox.db"),
+        description="SQLite file holding messages until the broker acknowledges them (survives restarts).",
+    )
+    outbox_max: int = Field(
+        100000,
+        ge=10,
+        le=100_000_000,
+        description="Most messages kept while the broker is away; the oldest are dropped beyond this.",
+    )
     max_inflight: int = Field(20, ge=1, le=1000, description="Messages sent and not yet acknowledged at once.")
     reconnect_min_s: float = Field(0.5, gt=0, le=60, description="First wait before reconnecting to the broker.")
     reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Longest wait between reconnect attempts.")
-    include_frames: bool = Field(True, description="Include per-frame facts (camera, size, driver meta) in result messages.")
+    include_frames: bool = Field(
+        True, description="Include per-frame facts (camera, size, driver meta) in result messages."
+    )
 
 
 class OpcUaServerConfig(StrictModel):
     """An OPC UA server exposing state, counters, the last result and recipe selection."""
 
     host: str = Field("127.0.0.1", description="Listen address (loopback unless the OPC UA client is elsewhere).")
-    port: int = Field(4840, ge=0, le=65535, description="TCP port (0 = pick a free one; the chosen one is in Station.health()).")
+    port: int = Field(
+        4840, ge=0, le=65535, description="TCP port (0 = pick a free one; the chosen one is in Station.health())."
+    )
     namespace: str = Field("urn:inspection-station", description="Namespace URI of the station's nodes.")
     update_ms: float = Field(200.0, gt=0, le=60000, description="Counters and state are refreshed this often.")
 

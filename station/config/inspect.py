@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from .base import StrictModel
-
 
 # The shipped default model: models/default/ sits beside station/ both in the repo and when installed.
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "default" / "model.onnx"
@@ -18,21 +17,39 @@ class ReferenceInspectorConfig(StrictModel):
     """Golden-template comparison learned from good parts: no labels needed."""
 
     type: Literal["reference"] = Field("reference", description="Backend: golden template / variation model.")
-    driver: ClassVar[str] = "station.inspect.reference:ReferenceInspector"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.inspect.reference:ReferenceInspector"  # the implementation, imported when first used (station/registry.py)
+    )
     learn_from: Path | None = Field(
         None,
         description="Folder of good images to learn from at start (all of its images, same size as the camera frames); if unset, "
         "learn from the first `learn_parts` parts of the line.",
     )
-    learn_parts: int = Field(20, ge=1, le=10000, description="Number of parts used to learn the template when no folder is given.")
+    learn_parts: int = Field(
+        20, ge=1, le=10000, description="Number of parts used to learn the template when no folder is given."
+    )
     learn_only_good: bool = Field(
         True,
         description="When learning from the line, skip frames whose ground truth says defective (synthetic camera only).",
     )
-    scale: float = Field(0.5, gt=0.05, le=1.0, description="Work at this fraction of the frame size (speed vs smallest defect).")
-    blur_px: int = Field(0, ge=0, le=31, description="Gaussian blur kernel at working scale (odd, 0 = none) applied before comparison; the downscale already averages noise.")
-    sigma_k: float = Field(5.0, gt=0, le=50, description="A pixel is abnormal when it differs from the template by more than k x its learned spread.")
-    min_abs_diff: float = Field(12.0, ge=0, le=255, description="Floor on the abnormal-pixel threshold, in grey levels.")
+    scale: float = Field(
+        0.5, gt=0.05, le=1.0, description="Work at this fraction of the frame size (speed vs smallest defect)."
+    )
+    blur_px: int = Field(
+        0,
+        ge=0,
+        le=31,
+        description="Gaussian blur kernel at working scale (odd, 0 = none) applied before comparison; the downscale already averages noise.",
+    )
+    sigma_k: float = Field(
+        5.0,
+        gt=0,
+        le=50,
+        description="A pixel is abnormal when it differs from the template by more than k x its learned spread.",
+    )
+    min_abs_diff: float = Field(
+        12.0, ge=0, le=255, description="Floor on the abnormal-pixel threshold, in grey levels."
+    )
     min_blob_px: int = Field(12, ge=1, description="Ignore blobs smaller than this, in full-resolution pixels.")
     align: Literal["none", "translation", "euclidean"] = Field(
         "euclidean", description="Register each frame to the template before comparing."
@@ -44,7 +61,12 @@ class ReferenceInspectorConfig(StrictModel):
         "each lies beyond its threshold, as a fraction of that threshold, in full-resolution pixels (a faint or small blob scores "
         "low, a large or high-contrast one high; 0.5 when m = score_scale). Ranks defects; never saturates.",
     )
-    std_floor: float = Field(2.0, ge=0, le=255, description="Floor on the learned per-pixel spread, in grey levels (a pixel never looked steadier than this).")
+    std_floor: float = Field(
+        2.0,
+        ge=0,
+        le=255,
+        description="Floor on the learned per-pixel spread, in grey levels (a pixel never looked steadier than this).",
+    )
     edge_tolerance_px: float = Field(
         1.0,
         ge=0,
@@ -77,10 +99,16 @@ class ReferenceInspectorConfig(StrictModel):
         "areas allowed to vary); unset = none.",
     )
     merge_px: int = Field(
-        6, ge=0, le=200, description="Abnormal fragments closer than this, in full-resolution pixels, are one defect (one box)."
+        6,
+        ge=0,
+        le=200,
+        description="Abnormal fragments closer than this, in full-resolution pixels, are one defect (one box).",
     )
     box_margin_px: int = Field(
-        3, ge=0, le=200, description="Grow every box by this many full-resolution pixels on each side (boxes as a person draws them)."
+        3,
+        ge=0,
+        le=200,
+        description="Grow every box by this many full-resolution pixels on each side (boxes as a person draws them).",
     )
     box_margin_frac: float = Field(
         0.25,
@@ -98,8 +126,11 @@ class ReferenceInspectorConfig(StrictModel):
         "(0 = off; also off when min_abs_diff is 0).",
     )
     align_scale: float = Field(
-        0.125, gt=0.02, le=1.0, description="Estimate the alignment on the frame downscaled to this fraction (small = fast; 0.125 for ~1 MP frames), "
-        "but never to less than 160 px wide."
+        0.125,
+        gt=0.02,
+        le=1.0,
+        description="Estimate the alignment on the frame downscaled to this fraction (small = fast; 0.125 for ~1 MP frames), "
+        "but never to less than 160 px wide.",
     )
     align_patches: int = Field(
         0,
@@ -109,7 +140,9 @@ class ReferenceInspectorConfig(StrictModel):
         "patch, rigid fit, outliers dropped): sub-pixel registration for fine-pitch AOI at ~0.05 ms a patch (16 for a board "
         "that fills the frame); 0 = off (the coarse level only, good to a pixel or two).",
     )
-    max_blobs: int = Field(64, ge=1, le=10000, description="Report at most this many blobs per frame (the largest first).")
+    max_blobs: int = Field(
+        64, ge=1, le=10000, description="Report at most this many blobs per frame (the largest first)."
+    )
     template_path: Path | None = Field(
         None,
         description="Learned template file (.npz). Loaded at start when it exists (no relearning after a restart); written when the "
@@ -135,16 +168,29 @@ class TilingConfig(StrictModel):
     """Split large frames into overlapping tiles at the model's input size."""
 
     enabled: bool = Field(False, description="Run the model on overlapping tiles and merge the detections.")
-    overlap: float = Field(0.2, ge=0.0, lt=0.9, description="Overlap between neighbouring tiles, as a fraction of the tile size.")
-    include_full_frame: bool = Field(False, description="Also run one downscaled pass over the whole frame (for large defects).")
+    overlap: float = Field(
+        0.2, ge=0.0, lt=0.9, description="Overlap between neighbouring tiles, as a fraction of the tile size."
+    )
+    include_full_frame: bool = Field(
+        False, description="Also run one downscaled pass over the whole frame (for large defects)."
+    )
     min_frame_ratio: float = Field(
-        1.5, ge=1.0, le=100.0, description="Tile only frames at least this many times the model input size in width or height; smaller frames get one letterboxed pass."
+        1.5,
+        ge=1.0,
+        le=100.0,
+        description="Tile only frames at least this many times the model input size in width or height; smaller frames get one letterboxed pass.",
     )
     max_batch: int = Field(
-        8, ge=1, le=256, description="Tiles per onnxruntime run when the model has a dynamic batch dimension (memory: 4.9 MB per tile at 640x640); static-batch models run one tile at a time."
+        8,
+        ge=1,
+        le=256,
+        description="Tiles per onnxruntime run when the model has a dynamic batch dimension (memory: 4.9 MB per tile at 640x640); static-batch models run one tile at a time.",
     )
     merge_ios: float = Field(
-        0.5, gt=0.0, le=1.0, description="Pieces of one defect cut by a tile border are merged when their overlap exceeds this fraction of the smaller box."
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Pieces of one defect cut by a tile border are merged when their overlap exceeds this fraction of the smaller box.",
     )
 
 
@@ -152,7 +198,9 @@ class OnnxInspectorConfig(StrictModel):
     """An Ultralytics model exported to ONNX, run by onnxruntime."""
 
     type: Literal["onnx"] = Field("onnx", description="Backend: Ultralytics ONNX export through onnxruntime.")
-    driver: ClassVar[str] = "station.inspect.onnx_backend:OnnxInspector"  # the implementation, imported when first used (station/registry.py)
+    driver: ClassVar[str] = (
+        "station.inspect.onnx_backend:OnnxInspector"  # the implementation, imported when first used (station/registry.py)
+    )
     model: Path = Field(
         default_factory=lambda: SHIPPED_MODEL,
         description="Path of the .onnx file (metadata gives names, imgsz, task); default: the model shipped in models/default/.",
@@ -177,15 +225,30 @@ class OnnxInspectorConfig(StrictModel):
         "silently runs bf16 on CPUs with AVX-512 BF16/AMX, which moves scores. Use bf16 only after evaluating that model with it; "
         "an INT8 model's quantised layers run in INT8 whatever this says. onnxruntime always runs the file's own precision.",
     )
-    intra_op_threads: int = Field(0, ge=0, le=256, description="Inference threads of onnxruntime or OpenVINO (0 = one per core).")
-    allow_spinning: bool = Field(True, description="Let onnxruntime threads spin between runs (lower latency, more CPU).")
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field("all", description="onnxruntime graph optimisation level.")
-    conf: float = Field(0.1, ge=0.0, le=1.0, description="Drop candidates below this score before NMS (rules apply the real thresholds).")
+    intra_op_threads: int = Field(
+        0, ge=0, le=256, description="Inference threads of onnxruntime or OpenVINO (0 = one per core)."
+    )
+    allow_spinning: bool = Field(
+        True, description="Let onnxruntime threads spin between runs (lower latency, more CPU)."
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime graph optimisation level."
+    )
+    conf: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Drop candidates below this score before NMS (rules apply the real thresholds).",
+    )
     iou: float = Field(0.5, gt=0.0, le=1.0, description="IoU threshold of the per-class NMS.")
     max_det: int = Field(300, ge=1, le=10000, description="Keep at most this many detections per frame.")
-    tiling: TilingConfig = Field(default_factory=TilingConfig, description="Tiling for frames much larger than the model input.")
+    tiling: TilingConfig = Field(
+        default_factory=TilingConfig, description="Tiling for frames much larger than the model input."
+    )
     keepalive_s: float = Field(
-        5.0, ge=0.0, description="Run a dummy inference after this many idle seconds so the next part is not slow (0 = off)."
+        5.0,
+        ge=0.0,
+        description="Run a dummy inference after this many idle seconds so the next part is not slow (0 = off).",
     )
 
 
@@ -198,58 +261,93 @@ class AnomalyRegion(StrictModel):
     x2: float = Field(..., description="Right edge in frame pixels.")
     y2: float = Field(..., description="Bottom edge in frame pixels.")
     threshold_scale: float = Field(
-        ..., gt=0.0, le=100.0, description="Multiply the model's threshold by this inside the rectangle (< 1 stricter, > 1 more lenient)."
+        ...,
+        gt=0.0,
+        le=100.0,
+        description="Multiply the model's threshold by this inside the rectangle (< 1 stricter, > 1 more lenient).",
     )
 
 
 class AnomalyInspectorConfig(StrictModel):
     """Anomaly detection learned from good parts only: a heat map per part, its blobs become defects."""
 
-    type: Literal["anomaly"] = Field("anomaly", description="Backend: anomaly model (ONNX) learned from good images, no labels.")
-    driver: ClassVar[str] = "station.inspect.anomaly:AnomalyInspector"  # the implementation, imported when first used (station/registry.py)
+    type: Literal["anomaly"] = Field(
+        "anomaly", description="Backend: anomaly model (ONNX) learned from good images, no labels."
+    )
+    driver: ClassVar[str] = (
+        "station.inspect.anomaly:AnomalyInspector"  # the implementation, imported when first used (station/registry.py)
+    )
     model: Path = Field(
         Path("data/anomaly.onnx"),
         description="The learned anomaly model (.onnx, written by `python -m models.anomaly` or by learning at start). Loaded "
         "when it exists; otherwise learned from `learn_from` or from the line's first `learn_parts` good parts and written here.",
     )
     follow_registry: bool = Field(
-        True, description="At start, run the model promoted in the station's model registry (if it is an anomaly model) instead of `model`."
+        True,
+        description="At start, run the model promoted in the station's model registry (if it is an anomaly model) instead of `model`.",
     )
     learn_from: Path | None = Field(
-        None, description="Folder of good images (one camera view, one size, at least 8; 50-200 recommended) to learn from when `model` does not exist."
+        None,
+        description="Folder of good images (one camera view, one size, at least 8; 50-200 recommended) to learn from when `model` does not exist.",
     )
     learn_parts: int = Field(
-        100, ge=8, le=2000, description="With no model and no `learn_from`: learn from this many good parts of the line (they are FAILSAFE meanwhile)."
+        100,
+        ge=8,
+        le=2000,
+        description="With no model and no `learn_from`: learn from this many good parts of the line (they are FAILSAFE meanwhile).",
     )
-    learn_only_good: bool = Field(True, description="When learning from the line, skip frames whose ground truth says defective (synthetic camera only).")
+    learn_only_good: bool = Field(
+        True,
+        description="When learning from the line, skip frames whose ground truth says defective (synthetic camera only).",
+    )
     long_side: int = Field(
-        256, ge=64, le=2048, description="Working size of the frame's long side when learning (the model keeps it): larger finds smaller defects, slower."
+        256,
+        ge=64,
+        le=2048,
+        description="Working size of the frame's long side when learning (the model keeps it): larger finds smaller defects, slower.",
     )
     target_frr: float = Field(
-        0.01, gt=0.0, lt=0.5, description="When learning: the threshold is set so that this share of the good images would score above it (each scored against the others)."
+        0.01,
+        gt=0.0,
+        lt=0.5,
+        description="When learning: the threshold is set so that this share of the good images would score above it (each scored against the others).",
     )
     threshold_scale: float = Field(
-        1.0, gt=0.0, le=100.0, description="Multiply the model's learned threshold by this (< 1 catches fainter anomalies and rejects more good parts)."
+        1.0,
+        gt=0.0,
+        le=100.0,
+        description="Multiply the model's learned threshold by this (< 1 catches fainter anomalies and rejects more good parts).",
     )
     blob_level: float = Field(
-        0.6, gt=0.0, le=10.0, description="Report blobs of the heat map above this fraction of the threshold, so the rules' uncertain band sees "
+        0.6,
+        gt=0.0,
+        le=10.0,
+        description="Report blobs of the heat map above this fraction of the threshold, so the rules' uncertain band sees "
         "near misses (a blob's score is 1 - 0.5^peak: 0.5 at the threshold, 0.34 at 0.6 of it, 0.75 at twice it).",
     )
-    min_blob_px: int = Field(0, ge=0, description="Ignore blobs smaller than this, in frame pixels (rules' min_area_mm2 applies as well).")
-    max_blobs: int = Field(32, ge=1, le=1000, description="Report at most this many blobs per frame (the strongest first).")
+    min_blob_px: int = Field(
+        0, ge=0, description="Ignore blobs smaller than this, in frame pixels (rules' min_area_mm2 applies as well)."
+    )
+    max_blobs: int = Field(
+        32, ge=1, le=1000, description="Report at most this many blobs per frame (the strongest first)."
+    )
     regions: list[AnomalyRegion] = Field(
         default_factory=list, description="Rectangles with their own threshold (later entries win where they overlap)."
     )
     providers: list[str] = Field(
-        default_factory=lambda: ["CPUExecutionProvider"], description="onnxruntime execution providers in order of preference; CPU is always the fallback."
+        default_factory=lambda: ["CPUExecutionProvider"],
+        description="onnxruntime execution providers in order of preference; CPU is always the fallback.",
     )
     intra_op_threads: int = Field(
-        1, ge=0, le=256, description="onnxruntime intra-op threads (0 = one per core). One is fastest for the default working size: "
-        "the graph is many small operations (bench/bench_anomaly.py: 13.6 ms with 1 thread, 26.7 ms with 2 on 2 cores)."
+        1,
+        ge=0,
+        le=256,
+        description="onnxruntime intra-op threads (0 = one per core). One is fastest for the default working size: "
+        "the graph is many small operations (bench/bench_anomaly.py: 13.6 ms with 1 thread, 26.7 ms with 2 on 2 cores).",
     )
 
 
 InspectorConfig = Annotated[
-    Union[ReferenceInspectorConfig, OnnxInspectorConfig, AnomalyInspectorConfig],
+    ReferenceInspectorConfig | OnnxInspectorConfig | AnomalyInspectorConfig,
     Field(discriminator="type"),
 ]

@@ -38,11 +38,31 @@ class Zone(StrictModel):
 class NamedRegion(StrictModel):
     """A region with its own thresholds and minimum defect size (e.g. a strict sealing face, a lenient cosmetic face)."""
 
-    name: str = Field(..., min_length=1, max_length=40, pattern=r"^[\w .-]+$", description="Region name, shown in the reasons of verdicts.")
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=40,
+        pattern=r"^[\w .-]+$",
+        description="Region name, shown in the reasons of verdicts.",
+    )
     points: list[Point] = Field(..., max_length=200, description="Polygon vertices [x, y] in frame pixels (3 to 200).")
-    reject_conf: float | None = Field(None, ge=0.0, le=1.0, description="Reject at or above this confidence inside the region (None: the class rule's).")
-    uncertain_conf: float | None = Field(None, ge=0.0, le=1.0, description="UNCERTAIN at or above this confidence inside the region (None: the class rule's).")
-    min_area_mm2: float | None = Field(None, ge=0.0, description="Defects smaller than this (mm^2) are ignored inside the region (None: the class rule's).")
+    reject_conf: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Reject at or above this confidence inside the region (None: the class rule's).",
+    )
+    uncertain_conf: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="UNCERTAIN at or above this confidence inside the region (None: the class rule's).",
+    )
+    min_area_mm2: float | None = Field(
+        None,
+        ge=0.0,
+        description="Defects smaller than this (mm^2) are ignored inside the region (None: the class rule's).",
+    )
 
     @field_validator("points")
     @classmethod
@@ -50,19 +70,31 @@ class NamedRegion(StrictModel):
         return _check_polygon(v, "region")
 
     @model_validator(mode="after")
-    def _band(self) -> "NamedRegion":
+    def _band(self) -> NamedRegion:
         if self.reject_conf is not None and self.uncertain_conf is not None and self.uncertain_conf > self.reject_conf:
-            raise ValueError(f"region {self.name}: uncertain_conf ({self.uncertain_conf}) must be <= reject_conf ({self.reject_conf})")
+            raise ValueError(
+                f"region {self.name}: uncertain_conf ({self.uncertain_conf}) must be <= reject_conf ({self.reject_conf})"
+            )
         return self
 
 
 class CameraRegions(StrictModel):
     """Everything drawn on one camera's reference image."""
 
-    image_size: tuple[int, int] | None = Field(None, description="[width, height] of the reference image the polygons were drawn on.")
-    roi: list[Point] | None = Field(None, max_length=200, description="Inspection ROI polygon; detections outside it never count (None: the whole frame).")
+    image_size: tuple[int, int] | None = Field(
+        None, description="[width, height] of the reference image the polygons were drawn on."
+    )
+    roi: list[Point] | None = Field(
+        None,
+        max_length=200,
+        description="Inspection ROI polygon; detections outside it never count (None: the whole frame).",
+    )
     ignore: list[Zone] = Field(default_factory=list, max_length=50, description="Ignore zones.")
-    regions: list[NamedRegion] = Field(default_factory=list, max_length=50, description="Named regions; the first that holds a detection's centre gives its rule.")
+    regions: list[NamedRegion] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Named regions; the first that holds a detection's centre gives its rule.",
+    )
 
     @field_validator("roi")
     @classmethod
@@ -70,15 +102,18 @@ class CameraRegions(StrictModel):
         return None if v is None else _check_polygon(v, "roi")
 
     @model_validator(mode="after")
-    def _inside_and_unique(self) -> "CameraRegions":
+    def _inside_and_unique(self) -> CameraRegions:
         names = [r.name for r in self.regions]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"region names must be unique; repeated: {', '.join(dup)}")
         if self.image_size is not None:
             w, h = self.image_size
-            polys = [("roi", self.roi or [])] + [(f"zone {i + 1}", z.points) for i, z in enumerate(self.ignore)] + [
-                (f"region {r.name}", r.points) for r in self.regions]
+            polys = (
+                [("roi", self.roi or [])]
+                + [(f"zone {i + 1}", z.points) for i, z in enumerate(self.ignore)]
+                + [(f"region {r.name}", r.points) for r in self.regions]
+            )
             for what, pts in polys:
                 bad = [p for p in pts if not (-1 <= p[0] <= w + 1 and -1 <= p[1] <= h + 1)]
                 if bad:

@@ -12,18 +12,22 @@ from .base import StrictModel
 class ClassRule(StrictModel):
     """Thresholds for one defect class."""
 
-    reject_conf: float = Field(0.5, ge=0.0, le=1.0, description="Confidence at or above which the defect rejects the part.")
+    reject_conf: float = Field(
+        0.5, ge=0.0, le=1.0, description="Confidence at or above which the defect rejects the part."
+    )
     uncertain_conf: float = Field(
         0.3, ge=0.0, le=1.0, description="Confidence at or above which (and below reject_conf) the part is UNCERTAIN."
     )
-    min_area_mm2: float = Field(0.0, ge=0.0, description="Defects smaller than this (in mm^2, from calibration) are ignored.")
+    min_area_mm2: float = Field(
+        0.0, ge=0.0, description="Defects smaller than this (in mm^2, from calibration) are ignored."
+    )
     max_count: int = Field(
         0, ge=0, description="Up to this many rejecting defects of the class are tolerated (0 = any one rejects)."
     )
     enabled: bool = Field(True, description="False: detections of this class never affect the verdict.")
 
     @model_validator(mode="after")
-    def _band_is_ordered(self) -> "ClassRule":
+    def _band_is_ordered(self) -> ClassRule:
         if self.uncertain_conf > self.reject_conf:
             raise ValueError(
                 f"uncertain_conf ({self.uncertain_conf}) must be <= reject_conf ({self.reject_conf}); "
@@ -40,7 +44,9 @@ class IgnoreZone(StrictModel):
     y1: float = Field(..., description="Top edge in frame pixels.")
     x2: float = Field(..., description="Right edge in frame pixels.")
     y2: float = Field(..., description="Bottom edge in frame pixels.")
-    min_overlap: float = Field(0.5, gt=0.0, le=1.0, description="Ignore a detection when this fraction of its box lies in the zone.")
+    min_overlap: float = Field(
+        0.5, gt=0.0, le=1.0, description="Ignore a detection when this fraction of its box lies in the zone."
+    )
 
 
 class RulesConfig(StrictModel):
@@ -61,7 +67,7 @@ class RulesConfig(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _good_classes_unique(self) -> "RulesConfig":
+    def _good_classes_unique(self) -> RulesConfig:
         dup = sorted({c for c in self.good_classes if self.good_classes.count(c) > 1})
         if dup:
             raise ValueError(f"good_classes lists {dup} more than once; list each good class once")

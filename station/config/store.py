@@ -15,19 +15,30 @@ class StoreConfig(StrictModel):
 
     db_path: Path = Field(Path("data/station.db"), description="SQLite database file (WAL mode).")
     images_dir: Path = Field(Path("data/images"), description="Folder for images, stored by content hash.")
-    queue_size: int = Field(5000, ge=10, description="Records waiting for the writer; beyond this they are dropped and counted.")
+    queue_size: int = Field(
+        5000, ge=10, description="Records waiting for the writer; beyond this they are dropped and counted."
+    )
     batch_size: int = Field(64, ge=1, le=10000, description="Rows written per transaction at most.")
     image_format: Literal["png", "jpg"] = Field("png", description="png is lossless (for relabelling); jpg is smaller.")
-    keep_pass_every: int = Field(25, ge=0, description="Keep the image of one PASS part in N (0 = none); FAIL/UNCERTAIN/FAILSAFE are always kept.")
-    disk_budget_mb: float = Field(2000.0, gt=0, description="Delete the oldest PASS images, then the oldest others, to stay under this.")
+    keep_pass_every: int = Field(
+        25,
+        ge=0,
+        description="Keep the image of one PASS part in N (0 = none); FAIL/UNCERTAIN/FAILSAFE are always kept.",
+    )
+    disk_budget_mb: float = Field(
+        2000.0, gt=0, description="Delete the oldest PASS images, then the oldest others, to stay under this."
+    )
     min_free_mb: float = Field(
-        1024.0, ge=0,
+        1024.0,
+        ge=0,
         description="Free-space floor on the disk of images_dir, in MB: below it the oldest PASS images, then the oldest "
         "others, are deleted (images go before the database runs short) and an alarm is raised while space stays short. "
         "The floor is the smaller of this and min_free_percent of the disk; 0 for both turns the watermark off.",
     )
     min_free_percent: float = Field(
-        10.0, ge=0, le=90,
+        10.0,
+        ge=0,
+        le=90,
         description="Free-space floor as a percentage of the images disk's size (see min_free_mb; the smaller one applies, 0 = not used).",
     )
     spill_path: Path | None = Field(
@@ -45,9 +56,16 @@ class StoreConfig(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _spill_is_elsewhere(self) -> "StoreConfig":
+    def _spill_is_elsewhere(self) -> StoreConfig:
         if self.spill_path is not None:
-            names = {self.db_path, Path(f"{self.db_path}-wal"), Path(f"{self.db_path}-shm"), Path(f"{self.db_path}-journal")}
+            names = {
+                self.db_path,
+                Path(f"{self.db_path}-wal"),
+                Path(f"{self.db_path}-shm"),
+                Path(f"{self.db_path}-journal"),
+            }
             if self.spill_path in names:
-                raise ValueError(f"store.spill_path must not be the database or its journal ({self.spill_path}); put it on another disk")
+                raise ValueError(
+                    f"store.spill_path must not be the database or its journal ({self.spill_path}); put it on another disk"
+                )
         return self

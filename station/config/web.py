@@ -14,11 +14,22 @@ class WebConfig(StrictModel):
     """The FastAPI app: operator screen, review UI, REST API."""
 
     enabled: bool = Field(True, description="Serve the web app.")
-    host: str = Field("127.0.0.1", description="Listen address; loopback unless the station must be reached from the network.")
+    host: str = Field(
+        "127.0.0.1", description="Listen address; loopback unless the station must be reached from the network."
+    )
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = pick a free one).")
-    live_fps: float = Field(5.0, gt=0, le=60, description="Most live-image updates per second sent to each operator screen.")
-    live_width: int = Field(1000, ge=160, le=4096, description="The live image is downscaled to at most this width in pixels (never upscaled).")
-    live_jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of the live image (higher = sharper and larger).")
+    live_fps: float = Field(
+        5.0, gt=0, le=60, description="Most live-image updates per second sent to each operator screen."
+    )
+    live_width: int = Field(
+        1000,
+        ge=160,
+        le=4096,
+        description="The live image is downscaled to at most this width in pixels (never upscaled).",
+    )
+    live_jpeg_quality: int = Field(
+        80, ge=10, le=100, description="JPEG quality of the live image (higher = sharper and larger)."
+    )
     sse_queue: int = Field(
         32,
         ge=4,
@@ -40,18 +51,26 @@ class WebConfig(StrictModel):
         ),
     )
     metrics_anonymous: bool = Field(
-        True, description="Serve /metrics (Prometheus) without login so a scraper needs no credentials; it holds counters only."
+        True,
+        description="Serve /metrics (Prometheus) without login so a scraper needs no credentials; it holds counters only.",
     )
-    session_hours: float = Field(12.0, gt=0, le=24 * 90, description="A login session expires this many hours after login.")
+    session_hours: float = Field(
+        12.0, gt=0, le=24 * 90, description="A login session expires this many hours after login."
+    )
     cookie_secure: Literal["auto", "always", "never"] = Field(
         "auto",
         description="Mark the session cookie Secure: auto = when the request came over https (TLS here or a trusted proxy), always, never.",
     )
     login_max_failures: int = Field(
-        5, ge=1, le=1000, description="Failed logins allowed per username and client address within login_window_s; more get HTTP 429."
+        5,
+        ge=1,
+        le=1000,
+        description="Failed logins allowed per username and client address within login_window_s; more get HTTP 429.",
     )
     login_window_s: float = Field(60.0, gt=0, le=86400, description="Window of the failed-login limit, in seconds.")
-    ssl_certfile: Path | None = Field(None, description="Serve HTTPS with this PEM certificate (needs ssl_keyfile); cookies are then Secure.")
+    ssl_certfile: Path | None = Field(
+        None, description="Serve HTTPS with this PEM certificate (needs ssl_keyfile); cookies are then Secure."
+    )
     ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile.")
     access_log: bool = Field(False, description="Log every HTTP request (the live screen makes several per second).")
     max_upload_mb: float = Field(
@@ -74,7 +93,7 @@ class WebConfig(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> "WebConfig":
+    def _tls_pair(self) -> WebConfig:
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile go together: set both for HTTPS, or neither")
         return self

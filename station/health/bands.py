@@ -23,17 +23,29 @@ class Band:
 
     def as_dict(self) -> dict[str, float | None]:
         """JSON-able (None for an open side)."""
-        return {k: (None if math.isinf(x) else round(x, 6)) for k, x in
-                (("mean", self.mean), ("std", self.std), ("low", self.low), ("high", self.high))}
+        return {
+            k: (None if math.isinf(x) else round(x, 6))
+            for k, x in (("mean", self.mean), ("std", self.std), ("low", self.low), ("high", self.high))
+        }
 
 
-def learn_band(values: list[float], *, rel_low: float | None, rel_high: float | None, abs_high: float | None = None, sigma: float) -> Band:
+def learn_band(
+    values: list[float], *, rel_low: float | None, rel_high: float | None, abs_high: float | None = None, sigma: float
+) -> Band:
     """The band around the mean of ``values`` (see :func:`band`)."""
     a = np.asarray(values, np.float64)
     return band(float(a.mean()), float(a.std()), rel_low=rel_low, rel_high=rel_high, abs_high=abs_high, sigma=sigma)
 
 
-def band(mean: float, std: float, *, rel_low: float | None, rel_high: float | None, abs_high: float | None = None, sigma: float) -> Band:
+def band(
+    mean: float,
+    std: float,
+    *,
+    rel_low: float | None,
+    rel_high: float | None,
+    abs_high: float | None = None,
+    sigma: float,
+) -> Band:
     """The band around ``mean``: the wider of the relative (or absolute) tolerance and ``sigma`` standard deviations.
 
     ``rel_low`` / ``rel_high``: allowed fall / rise as a fraction of the mean (None: that side open);

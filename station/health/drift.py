@@ -62,15 +62,23 @@ class ModelDrift:
             if len(self.base_scores) >= self.cfg.model_baseline_parts:
                 self.base_sorted = np.sort(np.asarray(self.base_scores))
                 self.base_mean_count = float(np.mean(self.base_counts))
-                log.info("model %s: score baseline taken from %d frames (median %.3f, %.2f detections per frame)", self.model_id,
-                         len(self.base_scores), float(np.median(self.base_sorted)), self.base_mean_count)
+                log.info(
+                    "model %s: score baseline taken from %d frames (median %.3f, %.2f detections per frame)",
+                    self.model_id,
+                    len(self.base_scores),
+                    float(np.median(self.base_sorted)),
+                    self.base_mean_count,
+                )
             return None
         self.scores.append(float(score))
         self.counts.append(len(det))
         if len(self.scores) < self.cfg.model_window_parts:
             return None
         self.ks = ks_distance(self.base_sorted, np.asarray(self.scores))
-        return {"scores": self.ks > self.cfg.score_ks_limit, "detections": abs(self.mean_count - self.base_mean_count) > self.cfg.count_change}
+        return {
+            "scores": self.ks > self.cfg.score_ks_limit,
+            "detections": abs(self.mean_count - self.base_mean_count) > self.cfg.count_change,
+        }
 
     @property
     def mean_count(self) -> float:
@@ -82,7 +90,11 @@ class ModelDrift:
         """The plain-words alarm of ``check``."""
         m = f"model {self.model_id}"
         if check == "scores":
-            return (f"{m}: image scores drifted from the baseline taken at promotion (median {np.median(self.base_sorted):.2f} -> "
-                    f"{np.median(self.scores.copy()):.2f}, KS distance {self.ks:.2f}): the parts or the picture changed")
-        return (f"{m}: {self.mean_count:.1f} detections per frame over the last {len(self.counts)} frames, "
-                f"{self.base_mean_count:.1f} at promotion: the parts or the picture changed")
+            return (
+                f"{m}: image scores drifted from the baseline taken at promotion (median {np.median(self.base_sorted):.2f} -> "
+                f"{np.median(self.scores.copy()):.2f}, KS distance {self.ks:.2f}): the parts or the picture changed"
+            )
+        return (
+            f"{m}: {self.mean_count:.1f} detections per frame over the last {len(self.counts)} frames, "
+            f"{self.base_mean_count:.1f} at promotion: the parts or the picture changed"
+        )

@@ -56,7 +56,7 @@ def _brenner(gray: np.ndarray, d: int) -> float:
         n += rows.shape[0] * (gray.shape[1] - d)
     below = gray[d::ROW_STEP]
     if below.shape[0]:
-        s += cv2.norm(below, gray[0 : -d : ROW_STEP][: below.shape[0]], cv2.NORM_L2SQR)
+        s += cv2.norm(below, gray[0:-d:ROW_STEP][: below.shape[0]], cv2.NORM_L2SQR)
         n += below.size
     return s / max(n, 1.0)
 
@@ -117,7 +117,7 @@ class ProfileShift:
         self.shape = (len(ref_y) + 1, len(ref_x) + 1)
 
     @classmethod
-    def of(cls, ref_gray: np.ndarray) -> "ProfileShift":
+    def of(cls, ref_gray: np.ndarray) -> ProfileShift:
         """The reference is ``ref_gray``'s profiles."""
         t = thumbnail(ref_gray)
         return cls(_edge_profile(t, 0), _edge_profile(t, 1), ref_gray.shape[1] / THUMB_W)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,8 +81,12 @@ class CameraHealth:
     def measure(self, frame: Frame, det: Detections | None) -> FrameHealth:
         """The figures of ``frame``; the position from the inspector's alignment when it has one."""
         if self.bands and frame.image.shape[:2] != self.frame_hw:  # restored from a run with another frame size
-            log.warning("image health %s: frames are now %s, the bands were learned on %s: learning them again",
-                        self.camera_id, frame.image.shape[:2], self.frame_hw)
+            log.warning(
+                "image health %s: frames are now %s, the bands were learned on %s: learning them again",
+                self.camera_id,
+                frame.image.shape[:2],
+                self.frame_hw,
+            )
             self.reset()
         self.frame_hw = frame.image.shape[:2]
         shift = position_from(det)
@@ -101,8 +106,12 @@ class CameraHealth:
         a = np.asarray([(x.sharpness, x.brightness, x.clipped, x.shift_x, x.shift_y) for x in self.setup], np.float64)
         self.set_stats({k: (float(a[:, i].mean()), float(a[:, i].std())) for i, k in enumerate(FIGURES)})
         self.setup = []
-        log.info("image health %s: bands learned from %d frames: %s", self.camera_id, self.cfg.setup_parts,
-                 {k: b.as_dict() for k, b in self.bands.items()})
+        log.info(
+            "image health %s: bands learned from %d frames: %s",
+            self.camera_id,
+            self.cfg.setup_parts,
+            {k: b.as_dict() for k, b in self.bands.items()},
+        )
 
     def set_stats(self, stats: dict[str, tuple[float, float]]) -> None:
         """The bands from the setup (mean, std) of each figure and the tolerances of the config."""
@@ -110,8 +119,12 @@ class CameraHealth:
         self.stats = stats
         self.bands = {
             "sharpness": band(*stats["sharpness"], rel_low=c.sharpness_drop, rel_high=None, sigma=c.band_sigma),
-            "brightness": band(*stats["brightness"], rel_low=c.brightness_change, rel_high=c.brightness_change, sigma=c.band_sigma),
-            "clipped": band(*stats["clipped"], rel_low=None, rel_high=None, abs_high=c.clipped_rise, sigma=c.band_sigma),
+            "brightness": band(
+                *stats["brightness"], rel_low=c.brightness_change, rel_high=c.brightness_change, sigma=c.band_sigma
+            ),
+            "clipped": band(
+                *stats["clipped"], rel_low=None, rel_high=None, abs_high=c.clipped_rise, sigma=c.band_sigma
+            ),
             "shift_x": band(*stats["shift_x"], rel_low=None, rel_high=None, sigma=0),
             "shift_y": band(*stats["shift_y"], rel_low=None, rel_high=None, sigma=0),
         }
@@ -123,15 +136,22 @@ class CameraHealth:
         if not self.bands:
             return None
         p = self.profile
-        return {"stats": self.stats, "frame_hw": list(self.frame_hw),
-                "profile": None if p is None else {"x": p.ref_x.tolist(), "y": p.ref_y.tolist(), "scale": p.scale}}
+        return {
+            "stats": self.stats,
+            "frame_hw": list(self.frame_hw),
+            "profile": None if p is None else {"x": p.ref_x.tolist(), "y": p.ref_y.tolist(), "scale": p.scale},
+        }
 
     def restore(self, data: dict[str, Any]) -> None:
         """Take up what an earlier run learned (:meth:`export`)."""
         self.frame_hw = tuple(int(v) for v in data["frame_hw"])
         self.width = self.frame_hw[1]
         p = data.get("profile")
-        self.profile = None if p is None else ProfileShift(np.asarray(p["x"], np.float32), np.asarray(p["y"], np.float32), p["scale"])
+        self.profile = (
+            None
+            if p is None
+            else ProfileShift(np.asarray(p["x"], np.float32), np.asarray(p["y"], np.float32), p["scale"])
+        )
         self.set_stats({k: (float(v[0]), float(v[1])) for k, v in data["stats"].items()})
 
     def outside(self, h: FrameHealth) -> dict[str, bool]:
@@ -157,11 +177,15 @@ class CameraHealth:
                 return f"{cam}: image {pct:.0f} % darker than at setup: light ageing or failing, or exposure or aperture changed"
             return f"{cam}: image {pct:.0f} % brighter than at setup: exposure, gain or ambient light changed"
         if check == "clipped":
-            return (f"{cam}: {100 * h.clipped:.1f} % of pixels clipped ({100 * b['clipped'].mean:.1f} % at setup): "
-                    "over- or under-exposed, check exposure, gain and light")
+            return (
+                f"{cam}: {100 * h.clipped:.1f} % of pixels clipped ({100 * b['clipped'].mean:.1f} % at setup): "
+                "over- or under-exposed, check exposure, gain and light"
+            )
         dx, dy = h.shift_x - b["shift_x"].mean, h.shift_y - b["shift_y"].mean
-        return (f"{cam}: part {math.hypot(dx, dy):.0f} px from its setup position ({dx:+.0f} px x, {dy:+.0f} px y): "
-                "camera knocked or part guide moved")
+        return (
+            f"{cam}: part {math.hypot(dx, dy):.0f} px from its setup position ({dx:+.0f} px x, {dy:+.0f} px y): "
+            "camera knocked or part guide moved"
+        )
 
 
 class HealthMonitor:
@@ -185,15 +209,23 @@ class HealthMonitor:
                 cam = CameraHealth(key, self.cfg)
                 try:
                     cam.restore(data)
-                except (KeyError, TypeError, ValueError, IndexError) as exc:  # a row this version cannot read: learn again
+                except (
+                    KeyError,
+                    TypeError,
+                    ValueError,
+                    IndexError,
+                ) as exc:  # a row this version cannot read: learn again
                     log.warning("image health %s: saved bands unreadable (%r): learning them again", key, exc)
                     continue
                 self.cameras[key] = cam
             elif kind == "model":
                 self._saved_models[key] = data
         if rows:
-            log.info("image health: bands of %s and baselines of %d model(s) taken up from the last run",
-                     sorted(self.cameras) or "no camera", len(self._saved_models))
+            log.info(
+                "image health: bands of %s and baselines of %d model(s) taken up from the last run",
+                sorted(self.cameras) or "no camera",
+                len(self._saved_models),
+            )
 
     def export(self) -> list[tuple[str, str, dict[str, Any]]]:
         """What is learned now, as (kind, key, data) rows to save (at a clean stop)."""
@@ -224,16 +256,25 @@ class HealthMonitor:
             for cam in self.cameras.values():
                 cam.reset()
                 for check in IMAGE_CHECKS:
-                    self._drop(part_id, cam.component(check), cam.streaks[check], "bands relearned from the next frames")
+                    self._drop(
+                        part_id, cam.component(check), cam.streaks[check], "bands relearned from the next frames"
+                    )
         for i, frame in enumerate(frames):
             det = detections[i] if i < len(detections) else None
             self._observe_frame(part_id, frame, det)
             if det is not None:
                 self._observe_model(part_id, det)
         if self.cfg.uncertain_on_drift:
-            active = [f"image health: {cam.messages[c]}" for cam in self.cameras.values() for c in IMAGE_CHECKS if cam.streaks[c].active]
+            active = [
+                f"image health: {cam.messages[c]}"
+                for cam in self.cameras.values()
+                for c in IMAGE_CHECKS
+                if cam.streaks[c].active
+            ]
             if self.model is not None:
-                active += [f"model drift: {self.model.messages[c]}" for c in MODEL_CHECKS if self.model.streaks[c].active]
+                active += [
+                    f"model drift: {self.model.messages[c]}" for c in MODEL_CHECKS if self.model.streaks[c].active
+                ]
             self._uncertain = active[0] if active else None
 
     def _observe_frame(self, part_id: int, frame: Frame, det: Detections | None) -> None:
@@ -263,7 +304,11 @@ class HealthMonitor:
             if saved is not None:
                 try:
                     self.model.restore(saved)
-                except (KeyError, TypeError, ValueError) as exc:  # a row this version cannot read: take the baseline again
+                except (
+                    KeyError,
+                    TypeError,
+                    ValueError,
+                ) as exc:  # a row this version cannot read: take the baseline again
                     log.warning("model %s: saved baseline unreadable (%r): taking it again", det.model_id, exc)
                     self.model = ModelDrift(det.model_id, self.cfg)
             if old is not None:
@@ -337,4 +382,10 @@ class HealthMonitor:
 
 
 def _health_dict(h: FrameHealth) -> dict[str, float]:
-    return {"sharpness": h.sharpness, "brightness": h.brightness, "clipped": h.clipped, "shift_x": h.shift_x, "shift_y": h.shift_y}
+    return {
+        "sharpness": h.sharpness,
+        "brightness": h.brightness,
+        "clipped": h.clipped,
+        "shift_x": h.shift_x,
+        "shift_y": h.shift_y,
+    }

@@ -86,8 +86,13 @@ def anomaly_meta(size: tuple[int, int], info: dict[str, Any]) -> dict[str, str]:
     """metadata_props of an anomaly model of working size ``size`` (w, h)."""
     w, h = size
     return {
-        "task": "anomaly", "names": "{0: 'anomaly'}", "imgsz": f"[{h}, {w}]", "stride": str(STRIDE), "channels": "1",
-        "batch": "1", "description": "anomaly model learned from good parts (station models.anomaly)",
+        "task": "anomaly",
+        "names": "{0: 'anomaly'}",
+        "imgsz": f"[{h}, {w}]",
+        "stride": str(STRIDE),
+        "channels": "1",
+        "batch": "1",
+        "description": "anomaly model learned from good parts (station models.anomaly)",
         "anomaly": json.dumps(info, sort_keys=True),
     }
 
@@ -95,13 +100,17 @@ def anomaly_meta(size: tuple[int, int], info: dict[str, Any]) -> dict[str, str]:
 def read_anomaly_info(meta: ModelMeta) -> dict[str, Any]:
     """The ``anomaly`` metadata of a model (threshold, frame size, ...); ModelLoadError if absent or bad."""
     if meta.task != "anomaly":
-        raise ModelLoadError(f"model {meta.path} is a {meta.task} model, not an anomaly model (use inspector type onnx for it)")
+        raise ModelLoadError(
+            f"model {meta.path} is a {meta.task} model, not an anomaly model (use inspector type onnx for it)"
+        )
     try:
         info = json.loads(meta.raw["anomaly"])
         float(info["threshold"])
         W, H = (int(v) for v in info["frame_size"])
     except (KeyError, ValueError, TypeError) as exc:
-        raise ModelLoadError(f"model {meta.path}: anomaly metadata missing or corrupt ({exc}); relearn it with `python -m models.anomaly`") from None
+        raise ModelLoadError(
+            f"model {meta.path}: anomaly metadata missing or corrupt ({exc}); relearn it with `python -m models.anomaly`"
+        ) from None
     if float(info["threshold"]) <= 0 or W <= 0 or H <= 0:
         raise ModelLoadError(f"model {meta.path}: anomaly threshold/frame size must be positive; relearn it")
     return info
@@ -140,7 +149,7 @@ class _Model:
         for r in cfg.regions:  # later regions win where they overlap
             x0, x1 = sorted((int(math.floor(r.x1 * mw / W)), int(math.ceil(r.x2 * mw / W))))
             y0, y1 = sorted((int(math.floor(r.y1 * mh / H)), int(math.ceil(r.y2 * mh / H))))
-            inv[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 1.0 / (thr * r.threshold_scale)
+            inv[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 1.0 / (thr * r.threshold_scale)
         self.inv_thr = inv
         self.cell_px = (W / mw) * (H / mh)
 
@@ -197,22 +206,28 @@ class AnomalyInspector:
             return
         img = gray(frame.image)
         if self._frames and img.shape != self._frames[0].shape:
-            raise InspectorError(f"learning frame is {img.shape[1]}x{img.shape[0]}, earlier ones {self._frames[0].shape[1]}x{self._frames[0].shape[0]}")
+            raise InspectorError(
+                f"learning frame is {img.shape[1]}x{img.shape[0]}, earlier ones {self._frames[0].shape[1]}x{self._frames[0].shape[0]}"
+            )
         self._frames.append(img.copy())
         if len(self._frames) >= self.cfg.learn_parts:
             frames, self._frames = self._frames, []
-            self._learner = threading.Thread(target=self._learn_from_line, args=(frames,), name="anomaly-learn", daemon=True)
+            self._learner = threading.Thread(
+                target=self._learn_from_line, args=(frames,), name="anomaly-learn", daemon=True
+            )
             self._learner.start()
 
     def inspect(self, frame: Frame) -> Detections:
         """Heat map, image score and blobs of one frame; boxes in frame pixels."""
         model = self._model
         if model is None:
-            raise InspectorError(f"anomaly inspector is still learning ({len(self._frames)}/{self.cfg.learn_parts} good parts)")
+            raise InspectorError(
+                f"anomaly inspector is still learning ({len(self._frames)}/{self.cfg.learn_parts} good parts)"
+            )
         t0 = time.perf_counter()
         img = gray(frame.image)
         H, W = img.shape
-        if (W, H) != model.frame_size:
+        if model.frame_size != (W, H):
             raise InspectorError(
                 f"frame of camera {frame.camera_id} is {W}x{H} but the anomaly model {model.meta.path.name} was learned on "
                 f"{model.frame_size[0]}x{model.frame_size[1]} frames (learn a model from this camera's images)"
@@ -226,8 +241,17 @@ class AnomalyInspector:
         t3 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
         heat = np.clip(m * 128.0, 0, 255).astype(np.uint8)
-        return Detections(boxes, scores, np.zeros(len(scores), np.int32), NAMES, model.model_id, areas_px=areas,
-                          timings_ms=timings, anomaly_map=heat, image_score=float(m.max()))
+        return Detections(
+            boxes,
+            scores,
+            np.zeros(len(scores), np.int32),
+            NAMES,
+            model.model_id,
+            areas_px=areas,
+            timings_ms=timings,
+            anomaly_map=heat,
+            image_score=float(m.max()),
+        )
 
     def warmup(self) -> None:
         """One run on a grey frame (allocations, code paths)."""
@@ -244,8 +268,14 @@ class AnomalyInspector:
     def _set(self, model: _Model) -> None:
         self._model = model
         self.model_id = model.model_id
-        log.info("anomaly model %s: frames %dx%d, working size %dx%d, threshold %.4f x %.2f", model.model_id,
-                 *model.frame_size, *model.size, float(model.info["threshold"]), self.cfg.threshold_scale)
+        log.info(
+            "anomaly model %s: frames %dx%d, working size %dx%d, threshold %.4f x %.2f",
+            model.model_id,
+            *model.frame_size,
+            *model.size,
+            float(model.info["threshold"]),
+            self.cfg.threshold_scale,
+        )
 
     def _blobs(self, model: _Model, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (frame pixels), scores and areas of the map's blobs above ``blob_level``, strongest first."""
@@ -260,8 +290,8 @@ class AnomalyInspector:
             area = cells * model.cell_px
             if area < cfg.min_blob_px:
                 continue
-            peak = float(m[y:y + h, x:x + w][labels[y:y + h, x:x + w] == i].max())
-            rows.append((1.0 - 0.5 ** peak, (x * sx, y * sy, (x + w) * sx, (y + h) * sy), area))
+            peak = float(m[y : y + h, x : x + w][labels[y : y + h, x : x + w] == i].max())
+            rows.append((1.0 - 0.5**peak, (x * sx, y * sy, (x + w) * sx, (y + h) * sy), area))
         rows.sort(key=lambda r: -r[0])
         rows = rows[: cfg.max_blobs]
         boxes = np.asarray([r[1] for r in rows], np.float32).reshape(-1, 4)
@@ -271,10 +301,21 @@ class AnomalyInspector:
     def _learn_subprocess(self, folder: Path) -> None:
         """Run ``python -m models.anomaly folder model`` (nice 10); ModelLoadError with its message on failure."""
         cfg = self.cfg
-        cmd = [sys.executable, "-m", "models.anomaly", str(folder), str(cfg.model), "--long-side", str(cfg.long_side),
-               "--target-frr", str(cfg.target_frr)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "models.anomaly",
+            str(folder),
+            str(cfg.model),
+            "--long-side",
+            str(cfg.long_side),
+            "--target-frr",
+            str(cfg.target_frr),
+        ]
         log.info("learning the anomaly model from %s: %s", folder, " ".join(cmd))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH", "")])))
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+        )
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, preexec_fn=lambda: os.nice(10), check=False)
         if proc.returncode != 0:
             lines = [ln for ln in (proc.stdout + proc.stderr).strip().splitlines() if ln.strip()]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import ast
 import hashlib
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from .base import ModelLoadError
 
@@ -113,9 +114,7 @@ def _tensor_external(tensor: memoryview) -> str | None:
     for num, wire, val in _fields(tensor):
         if num == _TENSOR_NAME and wire == 2:
             name = bytes(val).decode("utf-8", "replace")
-        elif num == _TENSOR_DATA_LOCATION and wire == 0 and val == 1:
-            external = True
-        elif num == _TENSOR_EXTERNAL_DATA and wire == 2:
+        elif num == _TENSOR_DATA_LOCATION and wire == 0 and val == 1 or num == _TENSOR_EXTERNAL_DATA and wire == 2:
             external = True
     return (name or "<unnamed>") if external else None
 
@@ -361,7 +360,9 @@ def check_io(
     for axis, want in ((2, meta.imgsz[0]), (3, meta.imgsz[1])):
         got = _dim(shape[axis])
         if got is not None and got != want:
-            raise ModelLoadError(f"model {p}: input {name!r} shape {list(shape)} disagrees with metadata imgsz {meta.imgsz}")
+            raise ModelLoadError(
+                f"model {p}: input {name!r} shape {list(shape)} disagrees with metadata imgsz {meta.imgsz}"
+            )
 
     def bad(msg: str) -> ModelLoadError:
         shapes = ", ".join(f"{n}{list(s)}" for n, s in outputs)

@@ -54,7 +54,9 @@ class OnnxInspector:
         data = read_model_bytes(path)
         self.meta: ModelMeta = parse_model(path, data)
         if self.meta.task == "anomaly":
-            raise ModelLoadError(f"model {path} is an anomaly model: run it with `inspector: {{type: anomaly, model: {path}}}`")
+            raise ModelLoadError(
+                f"model {path} is an anomaly model: run it with `inspector: {{type: anomaly, model: {path}}}`"
+            )
         self.runtime: ModelRuntime = open_runtime(data, str(path), cfg)
         self.session = getattr(self.runtime, "session", None)  # the onnxruntime session, None under OpenVINO
         del data
@@ -78,12 +80,21 @@ class OnnxInspector:
             log.warning("model %s is a classifier: tiling does not apply and is ignored", self.model_id)
         log.info(
             "model %s: %s, %d classes, input %s%s, runs on %s %s (asked %s %s)",
-            self.model_id, self.task, len(self.names), list(inputs[0][1]), ", end-to-end" if self.meta.end2end else "",
-            self.runtime.name, self.runtime.devices, cfg.runtime, list(cfg.providers),
+            self.model_id,
+            self.task,
+            len(self.names),
+            list(inputs[0][1]),
+            ", end-to-end" if self.meta.end2end else "",
+            self.runtime.name,
+            self.runtime.devices,
+            cfg.runtime,
+            list(cfg.providers),
         )
         self.warmup()
         if cfg.keepalive_s > 0:
-            self._keepalive = threading.Thread(target=self._keepalive_loop, name=f"keepalive-{self.model_id}", daemon=True)
+            self._keepalive = threading.Thread(
+                target=self._keepalive_loop, name=f"keepalive-{self.model_id}", daemon=True
+            )
             self._keepalive.start()
 
     # ------------------------------------------------------------------ Inspector protocol

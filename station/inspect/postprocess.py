@@ -42,7 +42,7 @@ class Candidates:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
-    def take(self, idx: np.ndarray) -> "Candidates":
+    def take(self, idx: np.ndarray) -> Candidates:
         """A subset (in the order of ``idx``)."""
         return Candidates(
             self.boxes[idx], self.scores[idx], self.class_ids[idx], None if self.coefs is None else self.coefs[idx]
@@ -65,7 +65,9 @@ class SparseMask:
 
 def _empty(nm: int) -> Candidates:
     return Candidates(
-        np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int32),
+        np.zeros((0, 4), np.float32),
+        np.zeros((0,), np.float32),
+        np.zeros((0,), np.int32),
         np.zeros((0, nm), np.float32) if nm else None,
     )
 
@@ -125,7 +127,9 @@ def _iou_matrix(a: np.ndarray, area_a: np.ndarray, b: np.ndarray, area_b: np.nda
     return w
 
 
-def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float, max_det: int | None = None) -> np.ndarray:
+def nms_per_class(
+    boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float, max_det: int | None = None
+) -> np.ndarray:
     """Indices kept by greedy per-class NMS, highest score first (ties: lower index first), at most ``max_det``.
 
     The same result as ``cv2.dnn.NMSBoxesBatched`` / torchvision's batched NMS (a box is suppressed
@@ -156,7 +160,9 @@ def nms_per_class(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, 
         if n_kept:
             idx = idx[~(_iou_matrix(b[idx], area[idx], kb, ka) > iou).any(axis=1)]
         if len(idx) > 1:
-            sup = np.triu(_iou_matrix(b[idx], area[idx], b[idx], area[idx]) > iou, 1)  # sup[j, i]: j (earlier) would suppress i
+            sup = np.triu(
+                _iou_matrix(b[idx], area[idx], b[idx], area[idx]) > iou, 1
+            )  # sup[j, i]: j (earlier) would suppress i
             keep = np.ones(len(idx), bool)
             for j in np.flatnonzero(sup.any(axis=1)):  # greedy, in score order, over the boxes that overlap a later one
                 if keep[j]:
@@ -230,7 +236,11 @@ def masks_to_frame(
             continue
         m = np.array([[ax, 0.0, ax * c0 + bx], [0.0, ay, ay * r0 + by]], np.float64)
         roi = cv2.warpAffine(
-            logits[i], m, (c1 - c0, r1 - r0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+            logits[i],
+            m,
+            (c1 - c0, r1 - r0),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
         )
         out.append(SparseMask(c0, r0, roi > 0))
     return out

@@ -126,12 +126,17 @@ class _Model:
         if er > 0:
             mask = cv2.erode(outline, np.ones((2 * er + 1, 2 * er + 1), np.uint8))
             if not mask.any():
-                log.warning("reference template: border_px %d leaves nothing of the part; using its un-eroded outline", cfg.border_px)
+                log.warning(
+                    "reference template: border_px %d leaves nothing of the part; using its un-eroded outline",
+                    cfg.border_px,
+                )
                 mask = outline
         mask = _restrict(mask, cfg, (W, H))
         ys, xs = np.nonzero(mask)
         if len(xs) == 0:
-            raise ModelLoadError("reference template: nothing left to compare (roi and ignore_mask cover the whole part)")
+            raise ModelLoadError(
+                "reference template: nothing left to compare (roi and ignore_mask cover the whole part)"
+            )
         lp = _lowpass_work_px(cfg, self.sx)
         block = math.lcm(BLOCK_PX, lp) if lp > 0 and math.lcm(BLOCK_PX, lp) <= 128 else BLOCK_PX
         x0, x1 = fit_span(int(xs.min()), int(xs.max()) + 1, w, block)
@@ -142,7 +147,9 @@ class _Model:
         self.mean = np.ascontiguousarray(mean[sl])
         self.norm = Normaliser(self.mean, self.mask, _LP_CLIP * cfg.min_abs_diff, lp)
         tiny = _tiny_size(tpl.frame_size, self.work_size, cfg)
-        self.aligner = Aligner(np.clip(mean, 0, 255).astype(np.uint8), cfg.align, tiny, bbox(outline), cfg.align_patches)
+        self.aligner = Aligner(
+            np.clip(mean, 0, 255).astype(np.uint8), cfg.align, tiny, bbox(outline), cfg.align_patches
+        )
 
         # few learning parts give noisy per-pixel stds: never trust a pixel to be steadier than its 3x3 neighbours
         spread = np.maximum(cv2.dilate(tpl.std, np.ones((3, 3), np.uint8)), cfg.std_floor)
@@ -165,7 +172,9 @@ class _Model:
         self.model_id = f"reference:{digest}"
 
 
-def _tiny_size(frame_size: tuple[int, int], work_size: tuple[int, int], cfg: ReferenceInspectorConfig) -> tuple[int, int]:
+def _tiny_size(
+    frame_size: tuple[int, int], work_size: tuple[int, int], cfg: ReferenceInspectorConfig
+) -> tuple[int, int]:
     """Size of the alignment level: ``align_scale`` of the frame, but at least _ALIGN_MIN_PX wide
     (smaller levels lose the detail that pins the pose down), and never above the working size."""
     W, H = frame_size
@@ -184,14 +193,16 @@ def _restrict(mask: np.ndarray, cfg: ReferenceInspectorConfig, frame_size: tuple
     if cfg.roi is not None:
         x0, y0, x1, y1 = cfg.roi
         keep = np.zeros_like(mask)
-        keep[int(y0 * h / H):int(math.ceil(y1 * h / H)), int(x0 * w / W):int(math.ceil(x1 * w / W))] = 255
+        keep[int(y0 * h / H) : int(math.ceil(y1 * h / H)), int(x0 * w / W) : int(math.ceil(x1 * w / W))] = 255
         mask = cv2.bitwise_and(mask, keep)
     if cfg.ignore_mask is not None:
         ign = cv2.imread(str(cfg.ignore_mask), cv2.IMREAD_GRAYSCALE)
         if ign is None:
             raise ModelLoadError(f"reference inspector ignore_mask: cannot read {cfg.ignore_mask}")
         if abs(ign.shape[1] / ign.shape[0] - W / H) > 0.01:
-            raise ModelLoadError(f"reference inspector ignore_mask {cfg.ignore_mask}: {ign.shape[1]}x{ign.shape[0]} is not the frame's aspect ({W}x{H})")
+            raise ModelLoadError(
+                f"reference inspector ignore_mask {cfg.ignore_mask}: {ign.shape[1]}x{ign.shape[0]} is not the frame's aspect ({W}x{H})"
+            )
         ign = cv2.resize(ign, (w, h), interpolation=cv2.INTER_AREA) > 0
         mask = np.where(ign, 0, mask).astype(np.uint8)
     return mask
@@ -274,8 +285,13 @@ class ReferenceInspector:
         x0, y0, x1, y1 = model.roi
         w_roi = warp.copy()
         w_roi[:, 2] += warp[:, 0] * x0 + warp[:, 1] * y0
-        al = cv2.warpAffine(work, w_roi, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_REPLICATE)
+        al = cv2.warpAffine(
+            work,
+            w_roi,
+            (x1 - x0, y1 - y0),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         if self.cfg.blur_px:
             al = cv2.GaussianBlur(al, (self.cfg.blur_px, self.cfg.blur_px), 0)
         x = model.norm.brightness(al.astype(np.float32))
@@ -292,6 +308,7 @@ class ReferenceInspector:
         t2 = time.perf_counter()
 
         return self._blobs(model, bad, q, r, warp, (t1 - t0, t2 - t1, t2))
+
     def warmup(self) -> None:
         """Inspect the template itself once (allocations, code paths) when ready."""
         model = self._model
@@ -314,15 +331,20 @@ class ReferenceInspector:
         tmp = p.with_name(p.name + ".tmp.npz")
         t = model.tpl
         np.savez_compressed(
-            tmp, format=np.int32(_FORMAT), mean=t.mean, std=t.std, frame_size=np.array(t.frame_size, np.int32),
-            n=np.int32(t.n), scale=np.float64(self.cfg.scale),
+            tmp,
+            format=np.int32(_FORMAT),
+            mean=t.mean,
+            std=t.std,
+            frame_size=np.array(t.frame_size, np.int32),
+            n=np.int32(t.n),
+            scale=np.float64(self.cfg.scale),
         )
         tmp.replace(p)  # atomic: a crash never leaves half a template
         log.info("reference template saved to %s (%s, %d parts)", p, self.model_id, t.n)
         return p
 
     @classmethod
-    def load(cls, path: str | Path, cfg: ReferenceInspectorConfig | None = None) -> "ReferenceInspector":
+    def load(cls, path: str | Path, cfg: ReferenceInspectorConfig | None = None) -> ReferenceInspector:
         """An inspector using the template saved at ``path`` (thresholds from ``cfg``)."""
         base = cfg or ReferenceInspectorConfig()
         insp = cls(base.model_copy(update={"template_path": None, "learn_from": None}))
@@ -347,7 +369,9 @@ class ReferenceInspector:
         if self._frame_size is None:
             self._frame_size = (W, H)
         elif self._frame_size != (W, H):
-            raise InspectorError(f"learning frame is {W}x{H} but earlier ones were {self._frame_size[0]}x{self._frame_size[1]}")
+            raise InspectorError(
+                f"learning frame is {W}x{H} but earlier ones were {self._frame_size[0]}x{self._frame_size[1]}"
+            )
         work = self._work(gray)
         if self._norm is None:
             ref = work.astype(np.float32)
@@ -363,7 +387,9 @@ class ReferenceInspector:
         assert self._ref_aligner is not None and self._sum is not None and self._sumsq is not None
         warp = self._ref_aligner.estimate(work)
         h, w = work.shape
-        al = cv2.warpAffine(work, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        al = cv2.warpAffine(
+            work, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        )
         if self.cfg.blur_px:
             al = cv2.GaussianBlur(al, (self.cfg.blur_px, self.cfg.blur_px), 0)
         x = self._norm.brightness(al.astype(np.float32))
@@ -411,8 +437,15 @@ class ReferenceInspector:
         self._finish_learning()
         log.info("reference template learned from %d images in %s", len(files), folder)
 
-    def _blobs(self, model: _Model, bad: np.ndarray, q: np.ndarray, r: np.ndarray, warp: np.ndarray,
-               times: tuple[float, float, float]) -> Detections:
+    def _blobs(
+        self,
+        model: _Model,
+        bad: np.ndarray,
+        q: np.ndarray,
+        r: np.ndarray,
+        warp: np.ndarray,
+        times: tuple[float, float, float],
+    ) -> Detections:
         cfg = self.cfg
         x0, y0 = model.roi[0], model.roi[1]
         # heat map in frame orientation (working scale) and the frame's score
@@ -428,15 +461,15 @@ class ReferenceInspector:
             hh, ww = bad.shape
             rx, ry = max(rx - m, 0), max(ry - m, 0)
             rw, rh = min(rw + 2 * m, ww - rx), min(rh + 2 * m, hh - ry)
-            crop = bad[ry:ry + rh, rx:rx + rw]
+            crop = bad[ry : ry + rh, rx : rx + rw]
             joined = cv2.dilate(crop, np.ones((2 * m + 1, 2 * m + 1), np.uint8)) if m else crop
             n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
         else:
             n, labels, stats, crop = 1, None, np.zeros((1, 5), np.int32), bad[:0, :0]
         px_full = 1.0 / (model.sx * model.sy)
         min_area = cfg.min_blob_px / px_full
-        q, r = q[ry:ry + rh, rx:rx + rw], r[ry:ry + rh, rx:rx + rw]
-        feat = model.feature_sign[ry:ry + rh, rx:rx + rw]
+        q, r = q[ry : ry + rh, rx : rx + rw], r[ry : ry + rh, rx : rx + rw]
+        feat = model.feature_sign[ry : ry + rh, rx : rx + rw]
         cand = []
         for i in range(1, n):
             bx, by, bw, bh, _a = (int(v) for v in stats[i])
@@ -522,7 +555,9 @@ def _load_template(path: Path, cfg: ReferenceInspectorConfig) -> _Template:
         with np.load(path, allow_pickle=False) as z:
             fmt = int(z["format"])
             if fmt != _FORMAT:
-                raise ModelLoadError(f"{path}: template format {fmt}, this station reads format {_FORMAT} (relearn: delete the file)")
+                raise ModelLoadError(
+                    f"{path}: template format {fmt}, this station reads format {_FORMAT} (relearn: delete the file)"
+                )
             scale = float(z["scale"])
             if abs(scale - cfg.scale) > 1e-9:
                 raise ModelLoadError(
@@ -536,5 +571,7 @@ def _load_template(path: Path, cfg: ReferenceInspectorConfig) -> _Template:
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ModelLoadError(f"{path}: not a reference template file ({exc}); delete it to relearn") from None
     if tpl.mean.shape != tpl.std.shape or tpl.mean.ndim != 2:
-        raise ModelLoadError(f"{path}: corrupt template (mean {tpl.mean.shape}, std {tpl.std.shape}); delete it to relearn")
+        raise ModelLoadError(
+            f"{path}: corrupt template (mean {tpl.mean.shape}, std {tpl.std.shape}); delete it to relearn"
+        )
     return tpl

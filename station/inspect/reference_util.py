@@ -11,7 +11,11 @@ import numpy as np
 log = logging.getLogger("station.inspect.reference")
 
 BLOCK_PX = 16  # brightness-fit block size at working scale
-_ECC_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 6, 1e-4)  # 6 steps: as accurate as 10 here, half the time
+_ECC_CRITERIA = (
+    cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS,
+    6,
+    1e-4,
+)  # 6 steps: as accurate as 10 here, half the time
 
 
 def level_map(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
@@ -37,8 +41,15 @@ class Aligner:
     pixel, i.e. a pixel or two at full resolution.
     """
 
-    def __init__(self, ref_work: np.ndarray, mode: str, tiny_size: tuple[int, int], roi: tuple[int, int, int, int] | None = None,
-                 patches: int = 0, patch_px: int = 64):
+    def __init__(
+        self,
+        ref_work: np.ndarray,
+        mode: str,
+        tiny_size: tuple[int, int],
+        roi: tuple[int, int, int, int] | None = None,
+        patches: int = 0,
+        patch_px: int = 64,
+    ):
         self.mode = mode
         h, w = ref_work.shape
         self.work_size = (w, h)
@@ -51,13 +62,18 @@ class Aligner:
         if roi is not None:
             fx, fy = tiny_size[0] / w, tiny_size[1] / h
             tx0, ty0 = max(int(roi[0] * fx) - 2, 0), max(int(roi[1] * fy) - 2, 0)
-            tx1, ty1 = min(int(math.ceil(roi[2] * fx)) + 2, tiny_size[0]), min(int(math.ceil(roi[3] * fy)) + 2, tiny_size[1])
+            tx1, ty1 = (
+                min(int(math.ceil(roi[2] * fx)) + 2, tiny_size[0]),
+                min(int(math.ceil(roi[3] * fy)) + 2, tiny_size[1]),
+            )
             if (tx1 - tx0) < 16 or (ty1 - ty0) < 16:
                 tx0, ty0, tx1, ty1 = 0, 0, tiny_size[0], tiny_size[1]
         self.ecc_off = (tx0, ty0)
         self.ecc_tpl = np.ascontiguousarray(self.tref[ty0:ty1, tx0:tx1])
         self.failures = 0
-        self.patches = _pick_patches(ref_work.astype(np.float32), roi, patches, patch_px) if patches > 0 and mode != "none" else []
+        self.patches = (
+            _pick_patches(ref_work.astype(np.float32), roi, patches, patch_px) if patches > 0 and mode != "none" else []
+        )
         if self.patches:
             self.pwin = cv2.createHanningWindow((patch_px, patch_px), cv2.CV_32F)
             self.patch_px = patch_px
@@ -76,10 +92,14 @@ class Aligner:
             init = np.array([[1, 0, dx + ox], [0, 1, dy + oy]], np.float32)  # ECC template is the part's box
             try:
                 _cc, warp = cv2.findTransformECC(self.ecc_tpl, tiny, init, cv2.MOTION_EUCLIDEAN, _ECC_CRITERIA, None, 1)
-                w3 = np.vstack([warp.astype(np.float64), [0, 0, 1]]) @ np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]], np.float64)
+                w3 = np.vstack([warp.astype(np.float64), [0, 0, 1]]) @ np.array(
+                    [[1, 0, -ox], [0, 1, -oy], [0, 0, 1]], np.float64
+                )
             except cv2.error as exc:  # no convergence (no part, wrong product): keep the shift
                 self.failures += 1
-                log.debug("ECC did not converge (%s); using the phase-correlation shift", str(exc).splitlines()[0][:120])
+                log.debug(
+                    "ECC did not converge (%s); using the phase-correlation shift", str(exc).splitlines()[0][:120]
+                )
         warp = (self.up @ w3 @ self.down)[:2]
         return self._refine(work, warp) if self.patches else warp
 
@@ -90,7 +110,9 @@ class Aligner:
         for (px, py), tpl in self.patches:
             w = warp.copy()
             w[:, 2] += warp[:, 0] * px + warp[:, 1] * py
-            fr = cv2.warpAffine(work, w, (P, P), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+            fr = cv2.warpAffine(
+                work, w, (P, P), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+            )
             (dx, dy), resp = cv2.phaseCorrelate(tpl.copy(), fr.astype(np.float32), self.pwin.copy())
             if resp > 0.1 and abs(dx) < P / 4 and abs(dy) < P / 4:
                 pts.append((px + (P - 1) / 2, py + (P - 1) / 2))
@@ -118,11 +140,15 @@ class Aligner:
         tx, ty, th = sol
         ct, st = math.cos(th), math.sin(th)
         # template p -> p + d(p): rotation by th about c, then shift t
-        corr = np.array([[ct, -st, c[0] - ct * c[0] + st * c[1] + tx], [st, ct, c[1] - st * c[0] - ct * c[1] + ty], [0, 0, 1]])
+        corr = np.array(
+            [[ct, -st, c[0] - ct * c[0] + st * c[1] + tx], [st, ct, c[1] - st * c[0] - ct * c[1] + ty], [0, 0, 1]]
+        )
         return (np.vstack([warp, [0, 0, 1]]) @ corr)[:2]
 
 
-def _pick_patches(ref: np.ndarray, roi: tuple[int, int, int, int] | None, n: int, P: int) -> list[tuple[tuple[int, int], np.ndarray]]:
+def _pick_patches(
+    ref: np.ndarray, roi: tuple[int, int, int, int] | None, n: int, P: int
+) -> list[tuple[tuple[int, int], np.ndarray]]:
     """Up to ``n`` patches (top-left, P x P float32 pixels) of ``ref`` with the most 2-D texture, one per grid cell over ``roi``:
     the patch whose smaller structure-tensor eigenvalue sum is largest in its cell, if it is at least 10 % of the best one."""
     h, w = ref.shape
@@ -151,7 +177,11 @@ def _pick_patches(ref: np.ndarray, roi: tuple[int, int, int, int] | None, n: int
     if not cands:
         return []
     top = max(v for v, _, _ in cands)
-    return [((px, py), np.ascontiguousarray(ref[py:py + P, px:px + P])) for v, px, py in cands if top > 0 and v >= 0.1 * top]
+    return [
+        ((px, py), np.ascontiguousarray(ref[py : py + P, px : px + P]))
+        for v, px, py in cands
+        if top > 0 and v >= 0.1 * top
+    ]
 
 
 def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -205,7 +235,9 @@ def part_mask(mean: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, bool]:
     if mode == "outline":
         log.warning("reference inspector: no part outline found in the template; comparing the whole frame")
     else:
-        log.info("reference inspector: the part fills the frame (no outline on a plain background); comparing the whole frame")
+        log.info(
+            "reference inspector: the part fills the frame (no outline on a plain background); comparing the whole frame"
+        )
     return out, False
 
 
@@ -240,7 +272,11 @@ class Normaliser:
         self.lp_grid: tuple[int, int] | None = None
         if lowpass_px > 0 and clip > 0:
             self.lp_grid = (max(w // lowpass_px, 1), max(h // lowpass_px, 1))
-            cover = cv2.resize(cv2.resize(self.m01, self.lp_grid, interpolation=cv2.INTER_AREA), self.size, interpolation=cv2.INTER_LINEAR)
+            cover = cv2.resize(
+                cv2.resize(self.m01, self.lp_grid, interpolation=cv2.INTER_AREA),
+                self.size,
+                interpolation=cv2.INTER_LINEAR,
+            )
             self.lp_inv_cover = (1.0 / np.maximum(cover, 0.05)).astype(np.float32)
 
     def brightness(self, x: np.ndarray) -> np.ndarray:
@@ -265,5 +301,7 @@ class Normaliser:
         if self.lp_grid is None:
             return r
         rc = cv2.multiply(np.clip(r, -self.clip, self.clip), self.m01)
-        lp = cv2.resize(cv2.resize(rc, self.lp_grid, interpolation=cv2.INTER_AREA), self.size, interpolation=cv2.INTER_LINEAR)
+        lp = cv2.resize(
+            cv2.resize(rc, self.lp_grid, interpolation=cv2.INTER_AREA), self.size, interpolation=cv2.INTER_LINEAR
+        )
         return cv2.subtract(r, cv2.multiply(lp, self.lp_inv_cover))

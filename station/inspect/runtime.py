@@ -63,7 +63,11 @@ def choose_providers(wanted: list[str], available: list[str] | None = None) -> l
         if p in available:
             chosen.append(p)
         else:
-            log.warning("execution provider %s is not available in this onnxruntime (available: %s): skipped", p, ", ".join(available))
+            log.warning(
+                "execution provider %s is not available in this onnxruntime (available: %s): skipped",
+                p,
+                ", ".join(available),
+            )
     if CPU in chosen:
         chosen.remove(CPU)
     chosen.append(CPU)
@@ -107,7 +111,9 @@ class OrtRuntime:
 
     def __init__(self, data: bytes, label: str, cfg: OnnxInspectorConfig):
         try:
-            self.session = ort.InferenceSession(data, sess_options=session_options(cfg), providers=choose_providers(list(cfg.providers)))
+            self.session = ort.InferenceSession(
+                data, sess_options=session_options(cfg), providers=choose_providers(list(cfg.providers))
+            )
         except Exception as e:  # onnxruntime raises its own pybind exception types
             raise ModelLoadError(f"model {label}: onnxruntime cannot load it: {e}") from e
         self.inputs = [(i.name, list(i.shape)) for i in self.session.get_inputs()]
@@ -162,12 +168,16 @@ class OpenVinoRuntime:
         self.form = "int8 ir" if len(ir) == 2 else "onnx"
         try:
             if self.form == "int8 ir":  # the INT8 form `models quantize` put in the file
-                model = core.read_model(ir[OPENVINO_XML].decode("utf-8"), ov.Tensor(np.frombuffer(ir[OPENVINO_BIN], np.uint8)))
+                model = core.read_model(
+                    ir[OPENVINO_XML].decode("utf-8"), ov.Tensor(np.frombuffer(ir[OPENVINO_BIN], np.uint8))
+                )
             else:
                 model = core.read_model(data, ov.Tensor(np.empty(0, np.uint8)))
             self.compiled = core.compile_model(model, "CPU", props)
         except RuntimeError as e:  # OpenVINO reports parse and compile errors as RuntimeError
-            raise ModelLoadError(f"model {label}: OpenVINO cannot load it: {e}; set inspector.runtime to 'onnxruntime'") from e
+            raise ModelLoadError(
+                f"model {label}: OpenVINO cannot load it: {e}; set inspector.runtime to 'onnxruntime'"
+            ) from e
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
         self.inputs = [(p.get_any_name(), _ov_shape(p)) for p in model.inputs]
@@ -192,4 +202,3 @@ def open_runtime(data: bytes, label: str, cfg: OnnxInspectorConfig) -> ModelRunt
     if kind == "openvino":
         return OpenVinoRuntime(data, label, cfg)
     return OrtRuntime(data, label, cfg)
-

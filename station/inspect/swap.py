@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..types import Detections, Frame
 from .base import Inspector
@@ -126,7 +126,9 @@ class SwappableInspector:
         if not self._is_stuck(stuck):
             self._stuck.append(stuck)
         self._lock = threading.Lock()
-        log.error("inspector %s abandoned in a call that does not return: later parts take a fresh lock", stuck.model_id)
+        log.error(
+            "inspector %s abandoned in a call that does not return: later parts take a fresh lock", stuck.model_id
+        )
         return stuck
 
     def _is_stuck(self, inspector: Inspector) -> bool:
@@ -178,7 +180,9 @@ class SwappableInspector:
                     _close_quietly(new)
             load_s = time.monotonic() - t0
             if error is not None:
-                self._history.append(SwapRecord(time.time(), time.monotonic_ns(), old_id, None, False, str(error), load_s))
+                self._history.append(
+                    SwapRecord(time.time(), time.monotonic_ns(), old_id, None, False, str(error), load_s)
+                )
                 log.error("model load failed, keeping %s: %s", old_id, error)
             else:
                 assert new is not None

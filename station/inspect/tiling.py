@@ -51,11 +51,7 @@ def tile_grid(frame_hw: tuple[int, int], tile_hw: tuple[int, int], overlap: floa
     """
     fh, fw = frame_hw
     th, tw = tile_hw
-    return [
-        Tile(x, y, min(tw, fw), min(th, fh))
-        for y in _starts(fh, th, overlap)
-        for x in _starts(fw, tw, overlap)
-    ]
+    return [Tile(x, y, min(tw, fw), min(th, fh)) for y in _starts(fh, th, overlap) for x in _starts(fw, tw, overlap)]
 
 
 def needs_tiling(frame_hw: tuple[int, int], input_hw: tuple[int, int], min_ratio: float = 1.5) -> bool:
@@ -125,7 +121,9 @@ def merge_tiled(
             union = a_box + area[cand] - inter
             iou_v = inter / np.maximum(union, 1e-9)
             ios_v = inter / np.maximum(np.minimum(a_box, area[cand]), 1e-9)
-            ortho = np.maximum(_overlap_1d(b[:, 0], b[:, 2], box[0], box[2]), _overlap_1d(b[:, 1], b[:, 3], box[1], box[3]))
+            ortho = np.maximum(
+                _overlap_1d(b[:, 0], b[:, 2], box[0], box[2]), _overlap_1d(b[:, 1], b[:, 3], box[1], box[3])
+            )
             either_cut = cut[cand] | any_cut
             both_cut = cut[cand] & any_cut
             match = (iou_v > iou) | (either_cut & (ios_v > ios)) | (both_cut & (inter > 0) & (ortho > 0.5))

@@ -43,7 +43,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except (ValueError, KeyError) as exc:
         print(f"--shifts/--tz: {exc}", file=sys.stderr)
         return 2
-    ing = Ingest(args.dsn, args.nats, prefix=args.prefix, durable=args.durable, batch=args.batch, shift_of=shift_of, ack_wait_s=args.ack_wait, replicas=args.replicas)
+    ing = Ingest(
+        args.dsn,
+        args.nats,
+        prefix=args.prefix,
+        durable=args.durable,
+        batch=args.batch,
+        shift_of=shift_of,
+        ack_wait_s=args.ack_wait,
+        replicas=args.replicas,
+    )
     stop = _wait_for_signal()
     ing.start()
     log.info("plant ingest: %s -> %s (durable %s)", args.nats, args.dsn, args.durable)
@@ -100,7 +109,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key)
     wire.ensure_bucket(s3, args.bucket)
     with psycopg.connect(args.dsn) as conn:
-        res = RolloutController(conn, args.nats, s3, args.bucket, prefix=args.prefix).promote(Path(args.model), args.version, args.groups.split(","), limits)
+        res = RolloutController(conn, args.nats, s3, args.bucket, prefix=args.prefix).promote(
+            Path(args.model), args.version, args.groups.split(","), limits
+        )
     print(json.dumps(res, default=str), flush=True)
     return 0 if res["state"] == "done" else 1
 
@@ -113,20 +124,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="plant", description="The plant tier: ingest, local engines, demo (docs/plant.md).")
+    ap = argparse.ArgumentParser(
+        prog="plant", description="The plant tier: ingest, local engines, demo (docs/plant.md)."
+    )
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("ingest", help="JetStream results -> PostgreSQL (durable consumer, exactly once per station:seq)")
+    p = sub.add_parser(
+        "ingest", help="JetStream results -> PostgreSQL (durable consumer, exactly once per station:seq)"
+    )
     p.add_argument("--dsn", required=True, help="PostgreSQL connection string, e.g. 'host=db user=plant dbname=plant'")
     p.add_argument("--nats", required=True, help="NATS URL(s), e.g. nats://n1:4222,nats://n2:4222")
     p.add_argument("--prefix", default="plant", help="subject prefix of the stations (plant.subject_prefix)")
-    p.add_argument("--durable", default="plant-ingest", help="durable consumer name (workers sharing it split the work)")
+    p.add_argument(
+        "--durable", default="plant-ingest", help="durable consumer name (workers sharing it split the work)"
+    )
     p.add_argument("--batch", type=int, default=500, help="messages per transaction")
     p.add_argument("--ack-wait", type=float, default=30.0, help="seconds before an unacknowledged batch is redelivered")
-    p.add_argument("--shifts", type=_shifts, default=None, help="shifts for the rollups, NAME=HH:MM-HH:MM,... (default A/B/C at 06/14/22)")
+    p.add_argument(
+        "--shifts",
+        type=_shifts,
+        default=None,
+        help="shifts for the rollups, NAME=HH:MM-HH:MM,... (default A/B/C at 06/14/22)",
+    )
     p.add_argument("--tz", default="UTC", help="IANA time zone of the shifts")
-    p.add_argument("--replicas", type=int, default=1, choices=(1, 3, 5), help="stream replicas (3 on a 3-node NATS cluster)")
+    p.add_argument(
+        "--replicas", type=int, default=1, choices=(1, 3, 5), help="stream replicas (3 on a 3-node NATS cluster)"
+    )
     p.set_defaults(fn=cmd_ingest)
 
     def plant_args(p: argparse.ArgumentParser) -> None:
@@ -168,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_demo)
 
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
     return int(args.fn(args))
 
 

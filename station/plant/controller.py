@@ -22,9 +22,10 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..store import plant_db
 from .follower import Desired, Reported, desired_bucket, ensure_buckets, reported_bucket
@@ -92,7 +93,7 @@ class RolloutController:
             reached: list[str] = []
             for group in groups:
                 previous[group] = await self._get(desired, group)
-                since = dt.datetime.now(dt.timezone.utc)
+                since = dt.datetime.now(dt.UTC)
                 await desired.put(group, new.to_json())
                 reached.append(group)
                 plant_db.update_rollout(self.conn, rid, reached=reached)
@@ -131,7 +132,13 @@ class RolloutController:
             if failed:
                 return f"station {failed[0].station} could not run it: {failed[0].error}"
             if on_it:
-                m = await asyncio.to_thread(plant_db.group_metrics, self.conn, [r.station for r in on_it], sorted({r.model_id for r in on_it}), since)
+                m = await asyncio.to_thread(
+                    plant_db.group_metrics,
+                    self.conn,
+                    [r.station for r in on_it],
+                    sorted({r.model_id for r in on_it}),
+                    since,
+                )
                 if m["parts"] >= limits.min_parts:
                     why = limits.breach(m)
                     log.info("group %s under the new model: %s%s", group, m, f" -> {why}" if why else "")

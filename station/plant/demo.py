@@ -78,7 +78,15 @@ def _run(root: Path, parts: int, seconds: float, ppm: float) -> int:
         try:
             while time.monotonic() < end and not all(st.trigger_source_done() for st in stations):
                 time.sleep(2.0)
-                print(json.dumps({"decided": {st.cfg.name: st.counters.snapshot().verdicts for st in stations}, "ingested": ing.stats.written}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "decided": {st.cfg.name: st.counters.snapshot().verdicts for st in stations},
+                            "ingested": ing.stats.written,
+                        }
+                    ),
+                    flush=True,
+                )
         finally:
             for st in stations:
                 st.stop()
@@ -88,7 +96,11 @@ def _run(root: Path, parts: int, seconds: float, ppm: float) -> int:
             time.sleep(0.2)
         ing.stop()
         with psycopg.connect(e.pg.dsn) as conn:
-            summary = {"decided": decided, "ingested": ing.stats.written, "yield_by_line": plant_db.yield_by(conn, "line", *_all_time())}
+            summary = {
+                "decided": decided,
+                "ingested": ing.stats.written,
+                "yield_by_line": plant_db.yield_by(conn, "line", *_all_time()),
+            }
         print(json.dumps(summary, default=str, indent=2), flush=True)
         server.should_exit = True
         web.join(10)
@@ -100,4 +112,4 @@ def _run(root: Path, parts: int, seconds: float, ppm: float) -> int:
 def _all_time() -> tuple[Any, Any]:
     import datetime as dt
 
-    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc), dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)

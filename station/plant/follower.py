@@ -20,10 +20,11 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import wire
 
@@ -54,7 +55,7 @@ class Desired:
         return json.dumps(asdict(self)).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "Desired":
+    def from_json(cls, data: bytes) -> Desired:
         d = json.loads(data)
         return cls(str(d["version"]), str(d["key"]), str(d["sha256"]))
 
@@ -76,7 +77,7 @@ class Reported:
         return json.dumps(asdict(self)).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "Reported":
+    def from_json(cls, data: bytes) -> Reported:
         return cls(**json.loads(data))
 
 
@@ -122,9 +123,11 @@ class ModelFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "ModelFollower":
+    def start(self) -> ModelFollower:
         self._stop.clear()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="plant-model-follower", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main()), name="plant-model-follower", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -134,7 +137,9 @@ class ModelFollower:
             self._thread.join(timeout=10)
 
     def report(self) -> Reported:
-        return Reported(self.station, self.group, self.version, self.sha256, self._model_id(), self.state, self.error, time.time())
+        return Reported(
+            self.station, self.group, self.version, self.sha256, self._model_id(), self.state, self.error, time.time()
+        )
 
     async def _main(self) -> None:
         import nats
@@ -143,7 +148,16 @@ class ModelFollower:
         while not self._stop.is_set():
             nc = None
             try:
-                nc = await asyncio.wait_for(nats.connect(self.nats_url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.1), 5)
+                nc = await asyncio.wait_for(
+                    nats.connect(
+                        self.nats_url,
+                        connect_timeout=2,
+                        allow_reconnect=False,
+                        max_reconnect_attempts=1,
+                        reconnect_time_wait=0.1,
+                    ),
+                    5,
+                )
                 js = nc.jetstream(timeout=5)
                 await ensure_buckets(js, self.prefix)
                 desired = await js.key_value(desired_bucket(self.prefix))
@@ -159,7 +173,7 @@ class ModelFollower:
                         continue  # the end of the initial values, or a deleted key: keep what runs
                     if await self._apply(Desired.from_json(entry.value)):
                         await reported.put(self.station, self.report().to_json())
-            except (OSError, asyncio.TimeoutError, nats.errors.Error, ValueError, KeyError) as exc:
+            except (TimeoutError, OSError, nats.errors.Error, ValueError, KeyError) as exc:
                 log.debug("model follower offline: %s", exc)
                 await asyncio.sleep(self.retry_s)  # offline: the watch restarts with the latest value
             finally:
@@ -181,7 +195,10 @@ class ModelFollower:
             await asyncio.to_thread(self._swap_and_wait, path)
         except (OSError, RuntimeError, ValueError, TimeoutError) as exc:
             self.failed.add(d.sha256)
-            self.state, self.error = "failed", f"model {d.version} ({d.sha256[:12]}) not loaded, keeping {self.version or 'the start-up model'}: {exc}"
+            self.state, self.error = (
+                "failed",
+                f"model {d.version} ({d.sha256[:12]}) not loaded, keeping {self.version or 'the start-up model'}: {exc}",
+            )
             log.error("%s", self.error)
             return True
         self.version, self.sha256, self.state, self.error = d.version, d.sha256, "running", ""
@@ -209,7 +226,9 @@ class ModelFollower:
 
     def _swap_and_wait(self, path: Path) -> None:
         done: Future[None] = Future()
-        self._swap(path, lambda err: done.set_exception(RuntimeError(str(err))) if err is not None else done.set_result(None))
+        self._swap(
+            path, lambda err: done.set_exception(RuntimeError(str(err))) if err is not None else done.set_result(None)
+        )
         done.result(timeout=self.swap_timeout_s)
 
 
@@ -229,7 +248,9 @@ def follower_for_station(station: Any) -> ModelFollower:
     """The follower of a :class:`station.app.Station` with ``plant.follow_models``: swaps through ``Station.swap_model``."""
     cfg = station.cfg.plant
     if station.cfg.inspector.type not in ("onnx", "anomaly"):
-        raise ValueError(f"plant.follow_models needs inspector.type onnx or anomaly (hot swap), not {station.cfg.inspector.type}")
+        raise ValueError(
+            f"plant.follow_models needs inspector.type onnx or anomaly (hot swap), not {station.cfg.inspector.type}"
+        )
     return ModelFollower(
         station=station.cfg.name, group=cfg.group, prefix=cfg.subject_prefix, nats_url=cfg.nats_url, bucket=cfg.s3_bucket,
         s3=s3_factory(cfg.s3_endpoint, cfg.s3_access_key, cfg.s3_secret_key), models_dir=cfg.models_dir,
@@ -251,7 +272,9 @@ def shadow_run(station: Any, path: Path, parts: int, timeout_s: float) -> dict[s
     try:
         while runner.snapshot()["recorded"] < parts:
             if not runner.running or time.monotonic() > end:
-                raise RuntimeError(f"shadow run judged {runner.snapshot()['recorded']} of {parts} parts ({runner.snapshot()['last_error'] or 'too slow'})")
+                raise RuntimeError(
+                    f"shadow run judged {runner.snapshot()['recorded']} of {parts} parts ({runner.snapshot()['last_error'] or 'too slow'})"
+                )
             time.sleep(0.1)  # the follower's thread, not the line
     finally:
         final = station.stop_shadow()

@@ -16,8 +16,9 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..store import plant_db
@@ -25,7 +26,11 @@ from . import wire
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SHIFTS: tuple[tuple[str, str, str], ...] = (("A", "06:00", "14:00"), ("B", "14:00", "22:00"), ("C", "22:00", "06:00"))
+DEFAULT_SHIFTS: tuple[tuple[str, str, str], ...] = (
+    ("A", "06:00", "14:00"),
+    ("B", "14:00", "22:00"),
+    ("C", "22:00", "06:00"),
+)
 
 
 def shift_function(shifts: Sequence[tuple[str, str, str]] = DEFAULT_SHIFTS, tz: str = "UTC") -> plant_db.ShiftFn:
@@ -78,7 +83,7 @@ class Ingest:
         self._thread: threading.Thread | None = None
 
     # -- as a thread (tests, demo) or in the foreground (plant ingest) --------
-    def start(self) -> "Ingest":
+    def start(self) -> Ingest:
         """Run in a background thread."""
         self._stop.clear()
         self._thread = threading.Thread(target=self.run, name="plant-ingest", daemon=True)
@@ -121,8 +126,12 @@ class Ingest:
 
         js = nc.jetstream(timeout=5)
         await wire.ensure_stream(js, self.prefix, self.replicas)
-        cfg = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s, max_ack_pending=50 * self.batch, max_deliver=-1)
-        return await js.pull_subscribe(f"{self.prefix}.results.>", durable=self.durable, stream=wire.stream_name(self.prefix), config=cfg)
+        cfg = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s, max_ack_pending=50 * self.batch, max_deliver=-1
+        )
+        return await js.pull_subscribe(
+            f"{self.prefix}.results.>", durable=self.durable, stream=wire.stream_name(self.prefix), config=cfg
+        )
 
     async def _consume(self, nc: Any, conn: Any) -> None:
         import nats.errors
@@ -133,7 +142,7 @@ class Ingest:
                 if sub is None:
                     sub = await self._subscribe(nc)
                 msgs = await sub.fetch(self.batch, timeout=0.5)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except nats.errors.Error as exc:  # NATS restarting: the client reconnects; subscribe again then
                 self.stats.errors += 1

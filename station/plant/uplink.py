@@ -28,7 +28,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cv2
 
@@ -47,7 +48,11 @@ ReportFn = Callable[[str, str, str], None]
 def result_meta(r: PartResult, station: str, cfg: PlantLinkConfig, image_keys: list[str]) -> dict[str, Any]:
     """The message fields of a part (without ``seq``: the outbox gives it)."""
     v = r.verdict
-    latency = (v.t_decided_ns - v.t_trigger_ns) / 1e6 if v.t_decided_ns and v.t_trigger_ns else float(sum(v.timings_ms.values()))
+    latency = (
+        (v.t_decided_ns - v.t_trigger_ns) / 1e6
+        if v.t_decided_ns and v.t_trigger_ns
+        else float(sum(v.timings_ms.values()))
+    )
     return {
         "station": station, "line": cfg.line, "product": cfg.product, "t": r.trigger.t_trigger_wall or time.time(),
         "outcome": str(v.outcome), "part_id": int(v.part_id), "model_id": v.model_id, "latency_ms": round(latency, 3),
@@ -90,9 +95,15 @@ class PlantUplink:
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
         """Open the outbox (entries of an earlier run are sent first) and start the thread."""
-        self._outbox = Outbox(self.cfg.outbox_path, self.cfg.outbox_max, policy=self.cfg.overflow, setting="plant.outbox_path")
+        self._outbox = Outbox(
+            self.cfg.outbox_path, self.cfg.outbox_max, policy=self.cfg.overflow, setting="plant.outbox_path"
+        )
         if len(self._outbox):
-            log.info("plant outbox %s holds %d results from before: sending them first", self.cfg.outbox_path, len(self._outbox))
+            log.info(
+                "plant outbox %s holds %d results from before: sending them first",
+                self.cfg.outbox_path,
+                len(self._outbox),
+            )
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="plant-uplink", daemon=True)
         self._thread.start()
@@ -204,7 +215,10 @@ class PlantUplink:
         assert self._outbox is not None
         n, cap = len(self._outbox), self.cfg.outbox_max
         if newly_dropped:
-            self._emit("alarm", f"plant outbox full ({cap}): {self._outbox.dropped} results dropped ({self.cfg.overflow}); the plant has been unreachable too long")
+            self._emit(
+                "alarm",
+                f"plant outbox full ({cap}): {self._outbox.dropped} results dropped ({self.cfg.overflow}); the plant has been unreachable too long",
+            )
         elif n >= self.cfg.alarm_fill * cap:
             if self._alarm_state == "ok":
                 self._emit("warning", f"plant outbox {n}/{cap} results: the plant is unreachable ({self._last_error})")
@@ -239,7 +253,9 @@ class PlantUplink:
             return
         self._connected = True
         self._backoff.succeeded()
-        log.info("plant link up: %s, %s (%d results waiting)", self.cfg.nats_url, self.cfg.s3_endpoint, self.outbox_pending)
+        log.info(
+            "plant link up: %s, %s (%d results waiting)", self.cfg.nats_url, self.cfg.s3_endpoint, self.outbox_pending
+        )
 
     async def _nats_error(self, exc: Exception) -> None:
         self._last_error = f"NATS: {exc}"
@@ -258,7 +274,7 @@ class PlantUplink:
         if nc is not None and not nc.is_closed:
             try:
                 await asyncio.wait_for(nc.close(), 2)
-            except (asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError) as exc:
                 log.debug("closing the NATS connection: %s", exc)
 
     async def _send_batch(self) -> int:
@@ -279,7 +295,10 @@ class PlantUplink:
             msgs.append((e.seq, msg))
         self._outbox.delete(bad)
         acks = await asyncio.gather(
-            *(self._js.publish(self.subject, m.to_json(), headers={"Nats-Msg-Id": wire.msg_id(self.station, seq)}) for seq, m in msgs),
+            *(
+                self._js.publish(self.subject, m.to_json(), headers={"Nats-Msg-Id": wire.msg_id(self.station, seq)})
+                for seq, m in msgs
+            ),
             return_exceptions=True,
         )
         done = [seq for (seq, _), ack in zip(msgs, acks) if not isinstance(ack, BaseException)]

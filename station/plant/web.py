@@ -97,7 +97,7 @@ def _st(request: Request) -> PlantWebState:
 
 
 def _range(days: float) -> tuple[dt.datetime, dt.datetime]:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return now - dt.timedelta(days=days), now + dt.timedelta(hours=1)
 
 
@@ -109,17 +109,31 @@ def page(request: Request) -> Response:
 
 
 @router.get("/api/plant/yield", summary="Yield per line, station, shift or product (from the rollups)")
-def yield_(request: Request, by: str = "line", days: float = Query(7.0, gt=0, le=3660), _s: Any = Depends(READ)) -> list[dict[str, Any]]:
+def yield_(
+    request: Request, by: str = "line", days: float = Query(7.0, gt=0, le=3660), _s: Any = Depends(READ)
+) -> list[dict[str, Any]]:
     return _st(request).query(plant_db.yield_by, by, *_range(days))
 
 
 @router.get("/api/plant/pareto", summary="Defect Pareto, overall or for one line/station/shift/product")
-def pareto(request: Request, by: str = "line", key: str | None = None, days: float = Query(7.0, gt=0, le=3660), _s: Any = Depends(READ)) -> list[dict[str, Any]]:
+def pareto(
+    request: Request,
+    by: str = "line",
+    key: str | None = None,
+    days: float = Query(7.0, gt=0, le=3660),
+    _s: Any = Depends(READ),
+) -> list[dict[str, Any]]:
     return _st(request).query(plant_db.pareto, by, key, *_range(days))
 
 
 @router.get("/api/plant/parts", summary="The newest parts (drill down: each lists its image keys)")
-def parts(request: Request, station: str | None = None, outcome: str | None = None, limit: int = Query(50, ge=1, le=1000), _s: Any = Depends(READ)) -> list[dict[str, Any]]:
+def parts(
+    request: Request,
+    station: str | None = None,
+    outcome: str | None = None,
+    limit: int = Query(50, ge=1, le=1000),
+    _s: Any = Depends(READ),
+) -> list[dict[str, Any]]:
     return _st(request).query(plant_db.parts, station=station, outcome=outcome, limit=limit)
 
 
@@ -130,7 +144,17 @@ async def stations(request: Request, _s: Any = Depends(READ)) -> list[dict[str, 
     status = await _status(state)
     for r in rows:
         r["status"] = status.pop(r["station_id"], None)
-    rows += [{"station_id": k, "line": v.get("line", ""), "last_seen": None, "last_t": None, "model_id": v.get("model_id", ""), "status": v} for k, v in status.items()]
+    rows += [
+        {
+            "station_id": k,
+            "line": v.get("line", ""),
+            "last_seen": None,
+            "last_t": None,
+            "model_id": v.get("model_id", ""),
+            "status": v,
+        }
+        for k, v in status.items()
+    ]
     return rows
 
 
@@ -139,8 +163,10 @@ async def _status(state: PlantWebState) -> dict[str, dict[str, Any]]:
     import nats.errors
 
     try:
-        nc = await asyncio.wait_for(nats.connect(state.nats_url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=1), 3)
-    except (OSError, asyncio.TimeoutError, nats.errors.Error):
+        nc = await asyncio.wait_for(
+            nats.connect(state.nats_url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=1), 3
+        )
+    except (TimeoutError, OSError, nats.errors.Error):
         return {}  # NATS away: the table from PostgreSQL alone
     try:
         kv = await wire.status_bucket(nc.jetstream(timeout=2), state.prefix)
@@ -167,7 +193,9 @@ def image(request: Request, key: str, _s: Any = Depends(READ)) -> Response:
         body = state.s3.get_object(Bucket=state.bucket, Key=key)["Body"].read()
     except ClientError:
         raise HTTPException(404, f"no image {key} in bucket {state.bucket}") from None
-    return Response(body, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})  # content-addressed: never changes
+    return Response(
+        body, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+    )  # content-addressed: never changes
 
 
 def create_plant_app(state: PlantWebState, *, bootstrap_admin: bool = True) -> FastAPI:
@@ -181,7 +209,9 @@ def create_plant_app(state: PlantWebState, *, bootstrap_admin: bool = True) -> F
     app.include_router(auth_router)
     app.include_router(router)
     app.mount("/plant-static", StaticFiles(directory=STATIC), name="plant-static")
-    app.mount("/static", StaticFiles(directory=Path(__file__).parents[1] / "web" / "static"), name="static")  # the login page's assets
+    app.mount(
+        "/static", StaticFiles(directory=Path(__file__).parents[1] / "web" / "static"), name="static"
+    )  # the login page's assets
     return app
 
 
@@ -191,5 +221,7 @@ def build_server(state: PlantWebState, host: str = "127.0.0.1", port: int = 8090
 
     from ..web.server import bind
 
-    server = uvicorn.Server(uvicorn.Config(create_plant_app(state), host=host, port=port, log_level="warning", server_header=False))
+    server = uvicorn.Server(
+        uvicorn.Config(create_plant_app(state), host=host, port=port, log_level="warning", server_header=False)
+    )
     return server, bind(host, port)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 DUPLICATE_WINDOW_S = 3600.0  # the stream's own de-duplication; the database's covers the rest
 _MAGIC = b"PLU1"
@@ -92,7 +93,7 @@ class ResultMsg:
         return json.dumps(d, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, body: bytes) -> "ResultMsg":
+    def from_json(cls, body: bytes) -> ResultMsg:
         """Parse and check a message body; ValueError names the field."""
         try:
             d = json.loads(body)
@@ -101,7 +102,7 @@ class ResultMsg:
         return cls.from_dict(d)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "ResultMsg":
+    def from_dict(cls, d: Any) -> ResultMsg:
         """Check the fields of a decoded message; ValueError names the field."""
         if not isinstance(d, dict):
             raise ValueError("result message must be a JSON object")
@@ -126,7 +127,11 @@ async def ensure_stream(js: Any, prefix: str = "plant", replicas: int = 1) -> No
     from nats.js.errors import BadRequestError
 
     cfg = StreamConfig(
-        name=stream_name(prefix), subjects=[f"{prefix}.results.>"], storage=StorageType.FILE, num_replicas=replicas, duplicate_window=DUPLICATE_WINDOW_S
+        name=stream_name(prefix),
+        subjects=[f"{prefix}.results.>"],
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW_S,
     )
     try:
         await js.add_stream(cfg)

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from ..bus import Subscription
 from ..config import PlcConfig
@@ -94,7 +94,9 @@ class PlcHandshake:
     def stop(self, drain_s: float = 1.0) -> None:
         """Hand over what is queued (up to ``drain_s``), drop STATION_READY, stop, disconnect."""
         end = time.monotonic() + drain_s
-        while (self._queue or self.sub.pending or self._state != _IDLE) and self.link.connected and time.monotonic() < end:
+        while (
+            (self._queue or self.sub.pending or self._state != _IDLE) and self.link.connected and time.monotonic() < end
+        ):
             time.sleep(0.01)  # shutdown only
         self._stop.set()
         if self._thread is not None:
@@ -237,7 +239,10 @@ class PlcHandshake:
         if stale:
             log.warning(
                 "%d results (parts %d..%d) older than %.0f ms not handed to the PLC: it applied its own fail-safe to them",
-                len(stale), stale[0], stale[-1], self.cfg.result_max_age_ms,
+                len(stale),
+                stale[0],
+                stale[-1],
+                self.cfg.result_max_age_ms,
             )
 
     def _enter_wait_low(self, cb: int, t_ns: int) -> None:

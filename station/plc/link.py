@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -67,7 +68,9 @@ class ModbusLink:
         self.cfg = cfg
         self.component = component
         self.report = report
-        self._client = ModbusTcpClient(cfg.host, port=cfg.port, timeout=cfg.timeout_ms / 1000, retries=0, name=component)
+        self._client = ModbusTcpClient(
+            cfg.host, port=cfg.port, timeout=cfg.timeout_ms / 1000, retries=0, name=component
+        )
         self._lock = threading.Lock()
         self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
         self.connected = False
@@ -115,7 +118,11 @@ class ModbusLink:
 
     def write_register(self, address: int, value: int) -> None:
         """FC6."""
-        self._call("write register", address, lambda c: c.write_register(address, int(value) & 0xFFFF, device_id=self.cfg.device_id))
+        self._call(
+            "write register",
+            address,
+            lambda c: c.write_register(address, int(value) & 0xFFFF, device_id=self.cfg.device_id),
+        )
 
     def write_registers(self, address: int, values: list[int]) -> None:
         """FC16."""
@@ -125,17 +132,31 @@ class ModbusLink:
     def read_bits(self, table: str, address: int, count: int = 1) -> list[bool]:
         """FC1 (``coil``) or FC2 (``discrete``)."""
         if table == "coil":
-            rr = self._call("read coils", address, lambda c: c.read_coils(address, count=count, device_id=self.cfg.device_id))
+            rr = self._call(
+                "read coils", address, lambda c: c.read_coils(address, count=count, device_id=self.cfg.device_id)
+            )
         else:
-            rr = self._call("read discrete inputs", address, lambda c: c.read_discrete_inputs(address, count=count, device_id=self.cfg.device_id))
+            rr = self._call(
+                "read discrete inputs",
+                address,
+                lambda c: c.read_discrete_inputs(address, count=count, device_id=self.cfg.device_id),
+            )
         return [bool(b) for b in rr.bits[:count]]
 
     def read_registers(self, table: str, address: int, count: int = 1) -> list[int]:
         """FC3 (``holding``) or FC4 (``input``)."""
         if table == "holding":
-            rr = self._call("read holding registers", address, lambda c: c.read_holding_registers(address, count=count, device_id=self.cfg.device_id))
+            rr = self._call(
+                "read holding registers",
+                address,
+                lambda c: c.read_holding_registers(address, count=count, device_id=self.cfg.device_id),
+            )
         else:
-            rr = self._call("read input registers", address, lambda c: c.read_input_registers(address, count=count, device_id=self.cfg.device_id))
+            rr = self._call(
+                "read input registers",
+                address,
+                lambda c: c.read_input_registers(address, count=count, device_id=self.cfg.device_id),
+            )
         return list(rr.registers[:count])
 
     def _call(self, what: str, address: int, fn: Callable[[ModbusTcpClient], Any]) -> Any:

@@ -49,25 +49,109 @@ RESULT_CODE_OF: dict[Outcome, ResultCode] = {
 }
 
 # -- coils (FC1 read / FC5 write): written by the station ---------------------
-REJECT = Point("REJECT", "coil", 0, "bit", "station", "Reject pulse (only with `reject.output.type: modbus`, station-timed modes time/encoder).")
-STATION_READY = Point("STATION_READY", "coil", 1, "bit", "station", "1 while the station runs and accepts parts (0 when stopped or paused).")
-HEARTBEAT = Point("HEARTBEAT", "coil", 2, "bit", "station", "Toggles every `plc.heartbeat_s` (1 s); a PLC that sees it stand still must treat the station as gone.")
-RESULT_VALID = Point("RESULT_VALID", "coil", 3, "bit", "station", "1 = PART_ID / RESULT_CODE hold a new result; cleared by the station once RESULT_ACK is seen.")
-STATION_ALARM = Point("STATION_ALARM", "coil", 4, "bit", "station", "1 while the station has an active alarm (camera, writer, encoder, ...).")
+REJECT = Point(
+    "REJECT",
+    "coil",
+    0,
+    "bit",
+    "station",
+    "Reject pulse (only with `reject.output.type: modbus`, station-timed modes time/encoder).",
+)
+STATION_READY = Point(
+    "STATION_READY",
+    "coil",
+    1,
+    "bit",
+    "station",
+    "1 while the station runs and accepts parts (0 when stopped or paused).",
+)
+HEARTBEAT = Point(
+    "HEARTBEAT",
+    "coil",
+    2,
+    "bit",
+    "station",
+    "Toggles every `plc.heartbeat_s` (1 s); a PLC that sees it stand still must treat the station as gone.",
+)
+RESULT_VALID = Point(
+    "RESULT_VALID",
+    "coil",
+    3,
+    "bit",
+    "station",
+    "1 = PART_ID / RESULT_CODE hold a new result; cleared by the station once RESULT_ACK is seen.",
+)
+STATION_ALARM = Point(
+    "STATION_ALARM",
+    "coil",
+    4,
+    "bit",
+    "station",
+    "1 while the station has an active alarm (camera, writer, encoder, ...).",
+)
 
 # -- discrete inputs (FC2 read): written by the PLC ---------------------------
-RESULT_ACK = Point("RESULT_ACK", "discrete", 0, "bit", "PLC", "PLC sets it after copying the result; clears it when RESULT_VALID drops.")
-REJECT_CONFIRM = Point("REJECT_CONFIRM", "discrete", 1, "bit", "PLC", "Sensor after the ejector: 1 when a rejected part left the line (optional `reject.verify`).")
+RESULT_ACK = Point(
+    "RESULT_ACK",
+    "discrete",
+    0,
+    "bit",
+    "PLC",
+    "PLC sets it after copying the result; clears it when RESULT_VALID drops.",
+)
+REJECT_CONFIRM = Point(
+    "REJECT_CONFIRM",
+    "discrete",
+    1,
+    "bit",
+    "PLC",
+    "Sensor after the ejector: 1 when a rejected part left the line (optional `reject.verify`).",
+)
 
 # -- holding registers (FC3 read / FC6, FC16 write): written by the station ---
 PART_ID = Point("PART_ID", "holding", 0, "uint32", "station", "Part id of the result (registers 0-1, high word first).")
-RESULT_CODE = Point("RESULT_CODE", "holding", 2, "uint16", "station", "1 PASS, 2 FAIL, 3 UNCERTAIN, 4 FAILSAFE (reject on 2, 3*, 4; *per station config).")
-RESULT_COUNTER = Point("RESULT_COUNTER", "holding", 3, "uint16", "station", "+1 per result handed over (wraps at 65536): lets the PLC spot a missed result.")
-ACTIVE_RECIPE = Point("ACTIVE_RECIPE", "holding", 4, "uint16", "station", "Recipe the station runs now (0 = none / default model); follows RECIPE_REQUEST once the model is loaded.")
+RESULT_CODE = Point(
+    "RESULT_CODE",
+    "holding",
+    2,
+    "uint16",
+    "station",
+    "1 PASS, 2 FAIL, 3 UNCERTAIN, 4 FAILSAFE (reject on 2, 3*, 4; *per station config).",
+)
+RESULT_COUNTER = Point(
+    "RESULT_COUNTER",
+    "holding",
+    3,
+    "uint16",
+    "station",
+    "+1 per result handed over (wraps at 65536): lets the PLC spot a missed result.",
+)
+ACTIVE_RECIPE = Point(
+    "ACTIVE_RECIPE",
+    "holding",
+    4,
+    "uint16",
+    "station",
+    "Recipe the station runs now (0 = none / default model); follows RECIPE_REQUEST once the model is loaded.",
+)
 
 # -- input registers (FC4 read): written by the PLC ---------------------------
-ENCODER_COUNT = Point("ENCODER_COUNT", "input", 0, "uint32", "PLC", "Belt encoder count (registers 0-1, high word first, wraps at 2^32) for `reject.mode: encoder`.")
-RECIPE_REQUEST = Point("RECIPE_REQUEST", "input", 2, "uint16", "PLC", "Product number to inspect next (0 = no request); mapped to a model by `recipes:`.")
+ENCODER_COUNT = Point(
+    "ENCODER_COUNT",
+    "input",
+    0,
+    "uint32",
+    "PLC",
+    "Belt encoder count (registers 0-1, high word first, wraps at 2^32) for `reject.mode: encoder`.",
+)
+RECIPE_REQUEST = Point(
+    "RECIPE_REQUEST",
+    "input",
+    2,
+    "uint16",
+    "PLC",
+    "Product number to inspect next (0 = no request); mapped to a model by `recipes:`.",
+)
 
 MAP: tuple[Point, ...] = (
     REJECT, STATION_READY, HEARTBEAT, RESULT_VALID, STATION_ALARM,

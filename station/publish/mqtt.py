@@ -25,7 +25,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -93,7 +94,9 @@ class MqttPublisher:
         self._outbox = Outbox(self.cfg.outbox_path, self.cfg.outbox_max)
         left = len(self._outbox)
         if left:
-            log.info("MQTT outbox %s holds %d unsent messages from before: sending them first", self.cfg.outbox_path, left)
+            log.info(
+                "MQTT outbox %s holds %d unsent messages from before: sending them first", self.cfg.outbox_path, left
+            )
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._thread.start()
@@ -176,7 +179,9 @@ class MqttPublisher:
             before = self._outbox.dropped
             self._outbox.append(rows)
             if self._outbox.dropped != before:
-                self._emit("warning", f"outbox full ({self.cfg.outbox_max}): {self._outbox.dropped} oldest messages dropped")
+                self._emit(
+                    "warning", f"outbox full ({self.cfg.outbox_max}): {self._outbox.dropped} oldest messages dropped"
+                )
 
     def _result_payload(self, r: PartResult) -> bytes:
         d = result_to_dict(r)
@@ -192,7 +197,9 @@ class MqttPublisher:
 
     # -- broker -------------------------------------------------------------
     def _connect(self) -> None:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id, clean_session=True, protocol=mqtt.MQTTv311)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self._client_id, clean_session=True, protocol=mqtt.MQTTv311
+        )
         if self.cfg.username:
             c.username_pw_set(self.cfg.username, self.cfg.password)
         c.will_set(self.topics["online"], "offline", qos=1, retain=True)
@@ -262,7 +269,9 @@ class MqttPublisher:
         assert self._client is not None
         rc = self._client.loop(timeout=timeout)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._dropped_reason is not None:
-            self._lost(self._dropped_reason or f"connection to {self.cfg.host}:{self.cfg.port} lost: {mqtt.error_string(rc)}")
+            self._lost(
+                self._dropped_reason or f"connection to {self.cfg.host}:{self.cfg.port} lost: {mqtt.error_string(rc)}"
+            )
 
     def _lost(self, why: str) -> None:
         self._connected = False

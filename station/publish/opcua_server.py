@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from asyncua import Node, Server, ua
 
@@ -44,7 +45,15 @@ RecipeFn = Callable[[int], bool]
 class OpcUaServer:
     """The station's OPC UA server; ``start()`` returns once it listens."""
 
-    def __init__(self, cfg: OpcUaServerConfig, station_name: str, sub: Subscription, *, snapshot: SnapshotFn, on_recipe: RecipeFn | None = None):
+    def __init__(
+        self,
+        cfg: OpcUaServerConfig,
+        station_name: str,
+        sub: Subscription,
+        *,
+        snapshot: SnapshotFn,
+        on_recipe: RecipeFn | None = None,
+    ):
         self.cfg = cfg
         self.station_name = station_name
         self.sub = sub
@@ -90,7 +99,11 @@ class OpcUaServer:
     def health(self) -> dict[str, object]:
         """Listening endpoint."""
         alive = self._thread is not None and self._thread.is_alive()
-        return {"state": "ok" if alive else "alarm", "message": self.endpoint if alive else "not running", "endpoint": self.endpoint}
+        return {
+            "state": "ok" if alive else "alarm",
+            "message": self.endpoint if alive else "not running",
+            "endpoint": self.endpoint,
+        }
 
     # -- server thread ------------------------------------------------------
     def _thread_main(self) -> None:
@@ -125,7 +138,7 @@ class OpcUaServer:
             while not self._stopping.is_set():
                 try:
                     await asyncio.wait_for(self._stopping.wait(), self.cfg.update_ms / 1000)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 await self._refresh()
         finally:
@@ -136,7 +149,9 @@ class OpcUaServer:
 
     async def _var(self, parent: Node, path: str, value: Any, vtype: ua.VariantType) -> None:
         name = path.rsplit(".", 1)[-1]
-        self._vars[path] = await parent.add_variable(self._nid(path), ua.QualifiedName(name, self.ns), ua.Variant(value, vtype))
+        self._vars[path] = await parent.add_variable(
+            self._nid(path), ua.QualifiedName(name, self.ns), ua.Variant(value, vtype)
+        )
         self._last_written[path] = value
 
     async def _build(self, server: Server) -> None:
@@ -165,7 +180,7 @@ class OpcUaServer:
         await self._var(last, "LastResult.ModelId", "", ua.VariantType.String)
         await self._var(last, "LastResult.ConfigHash", "", ua.VariantType.String)
         await self._var(last, "LastResult.TotalMs", 0.0, ua.VariantType.Double)
-        await self._var(last, "LastResult.Time", datetime(1970, 1, 1, tzinfo=timezone.utc), ua.VariantType.DateTime)
+        await self._var(last, "LastResult.Time", datetime(1970, 1, 1, tzinfo=UTC), ua.VariantType.DateTime)
 
         recipes = await root.add_object(self._nid("RecipeManagement"), ua.QualifiedName("RecipeManagement", ns))
         await self._var(recipes, "RecipeManagement.ActiveRecipe", 0, ua.VariantType.Int32)
@@ -175,7 +190,11 @@ class OpcUaServer:
         arg_out = ua.Argument(Name="Accepted", DataType=ua.NodeId(ua.ObjectIds.Boolean), ValueRank=-1)
         arg_out.Description = ua.LocalizedText("True when the recipe is known and its model is being loaded")
         await recipes.add_method(
-            self._nid("RecipeManagement.SelectRecipe"), ua.QualifiedName("SelectRecipe", ns), self._select_recipe, [arg_in], [arg_out]
+            self._nid("RecipeManagement.SelectRecipe"),
+            ua.QualifiedName("SelectRecipe", ns),
+            self._select_recipe,
+            [arg_in],
+            [arg_out],
         )
 
     def _select_recipe(self, parent: ua.NodeId, recipe: ua.Variant) -> list[ua.Variant]:
@@ -202,7 +221,9 @@ class OpcUaServer:
         running, paused = bool(snap.get("running")), bool(snap.get("paused"))
         await self._set("State.Running", running, S.Boolean)
         await self._set("State.Paused", paused, S.Boolean)
-        await self._set("State.SystemState", "Stopped" if not running else "Paused" if paused else "Operational", S.String)
+        await self._set(
+            "State.SystemState", "Stopped" if not running else "Paused" if paused else "Operational", S.String
+        )
         await self._set("State.ModelId", str(snap.get("model_id", "")), S.String)
         await self._set("State.ConfigHash", str(snap.get("config_hash", "")), S.String)
         alarms = [str(a) for a in snap.get("alarms", [])]
@@ -223,5 +244,5 @@ class OpcUaServer:
             await self._set("LastResult.ConfigHash", v.config_hash, S.String)
             await self._set("LastResult.TotalMs", float(v.timings_ms.get("total", 0.0)), S.Double)
             t = last.trigger.t_trigger_wall or 0.0
-            await self._set("LastResult.Time", datetime.fromtimestamp(t, tz=timezone.utc), S.DateTime)
+            await self._set("LastResult.Time", datetime.fromtimestamp(t, tz=UTC), S.DateTime)
         self.updates += 1

@@ -11,8 +11,9 @@ plant uplink (:mod:`station.plant.uplink`), each with its own file.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 OverflowPolicy = Literal["drop_oldest", "drop_newest"]
 
@@ -41,7 +42,14 @@ class Message(NamedTuple):
 class Outbox:
     """Used from one thread (the publisher's); ``len()`` may be read from any thread."""
 
-    def __init__(self, path: Path, max_rows: int, *, policy: OverflowPolicy = "drop_oldest", setting: str = "publish.mqtt.outbox_path"):
+    def __init__(
+        self,
+        path: Path,
+        max_rows: int,
+        *,
+        policy: OverflowPolicy = "drop_oldest",
+        setting: str = "publish.mqtt.outbox_path",
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_rows = max_rows
@@ -68,11 +76,15 @@ class Outbox:
         if not rows:
             return 0
         with self._tx():
-            self._db.executemany("INSERT INTO outbox (topic, payload, qos, retain, t_wall) VALUES (?, ?, ?, ?, ?)", rows)
+            self._db.executemany(
+                "INSERT INTO outbox (topic, payload, qos, retain, t_wall) VALUES (?, ?, ?, ?, ?)", rows
+            )
             count = self._count + len(rows)
             excess = count - self.max_rows
             if excess > 0:
-                self._db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (excess,))
+                self._db.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (excess,)
+                )
                 self.dropped += excess
                 count -= excess
         self._count = count
@@ -101,7 +113,7 @@ class Outbox:
         """Close the file."""
         self._db.close()
 
-    def _tx(self) -> "_Tx":
+    def _tx(self) -> _Tx:
         return _Tx(self._db)
 
 

@@ -12,6 +12,14 @@ from .migrations import MIGRATIONS, applied_migrations, apply_migrations, migrat
 from .recorder import Recorder
 
 __all__ = [
-    "MIGRATIONS", "ImageStore", "Recorder", "StoreError", "StoredImage", "applied_migrations", "apply_migrations",
-    "migration", "open_db", "write_transaction",
+    "MIGRATIONS",
+    "ImageStore",
+    "Recorder",
+    "StoreError",
+    "StoredImage",
+    "applied_migrations",
+    "apply_migrations",
+    "migration",
+    "open_db",
+    "write_transaction",
 ]

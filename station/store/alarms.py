@@ -16,11 +16,13 @@ from .db import write_transaction
 
 def alarm_log(db: sqlite_utils.Database, limit: int) -> list[dict[str, Any]]:
     """Recorded alarms, unacknowledged first, newest first within each group, at most ``limit``."""
-    return list(db["alarms"].rows_where(
-        select="id, t_wall, component, state, message, acknowledged_by, acknowledged_at",
-        order_by="acknowledged_at IS NOT NULL, t_wall DESC, id DESC",
-        limit=int(limit),
-    ))
+    return list(
+        db["alarms"].rows_where(
+            select="id, t_wall, component, state, message, acknowledged_by, acknowledged_at",
+            order_by="acknowledged_at IS NOT NULL, t_wall DESC, id DESC",
+            limit=int(limit),
+        )
+    )
 
 
 def unacknowledged_count(db: sqlite_utils.Database) -> int:

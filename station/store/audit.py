@@ -134,7 +134,11 @@ def image_history(db: sqlite_utils.Database, image_id: int) -> list[AuditEntry]:
 
 def _entry(r: dict[str, Any]) -> AuditEntry:
     return AuditEntry(
-        id=r["id"], t_wall=r["t_wall"], user=r["user"], action=r["action"], object_type=r["object_type"],
+        id=r["id"],
+        t_wall=r["t_wall"],
+        user=r["user"],
+        action=r["action"],
+        object_type=r["object_type"],
         object_id=r["object_id"],
         before=json.loads(r["before"]) if r["before"] else None,
         after=json.loads(r["after"]) if r["after"] else None,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import sqlite_utils
 
@@ -42,14 +43,35 @@ class SetupVersion:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"id": self.id, "kind": self.kind, "station": self.station, "camera_id": self.camera_id, "version": self.version,
-                "ref": self.ref, "created_by": self.created_by, "created_at": self.created_at, "images": [dict(i) for i in self.images],
-                "body": dict(self.body), "reason": self.reason}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "station": self.station,
+            "camera_id": self.camera_id,
+            "version": self.version,
+            "ref": self.ref,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+            "images": [dict(i) for i in self.images],
+            "body": dict(self.body),
+            "reason": self.reason,
+        }
 
 
 def _row(r: Sequence[Any]) -> SetupVersion:
-    return SetupVersion(int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], r[6], float(r[7]), tuple(json.loads(r[8] or "[]")),
-                        json.loads(r[9]), r[10])
+    return SetupVersion(
+        int(r[0]),
+        r[1],
+        r[2],
+        r[3],
+        int(r[4]),
+        r[5],
+        r[6],
+        float(r[7]),
+        tuple(json.loads(r[8] or "[]")),
+        json.loads(r[9]),
+        r[10],
+    )
 
 
 def in_force(db: sqlite_utils.Database, kind: Kind, station: str, camera_id: str) -> SetupVersion | None:
@@ -75,10 +97,14 @@ def history(db: sqlite_utils.Database, kind: Kind, station: str, camera_id: str,
 
 def get(db: sqlite_utils.Database, kind: Kind, station: str, camera_id: str, version: int) -> SetupVersion:
     """One version; SetupError when there is none."""
-    r = db.execute(f"SELECT {_COLS} FROM camera_setup s WHERE s.kind = ? AND s.station = ? AND s.camera_id = ? AND s.version = ?",
-                   [kind, station, camera_id, version]).fetchone()
+    r = db.execute(
+        f"SELECT {_COLS} FROM camera_setup s WHERE s.kind = ? AND s.station = ? AND s.camera_id = ? AND s.version = ?",
+        [kind, station, camera_id, version],
+    ).fetchone()
     if r is None:
-        raise SetupError(f"{kind} of {station}/{camera_id}: no version {version} (see the history for the versions there are)")
+        raise SetupError(
+            f"{kind} of {station}/{camera_id}: no version {version} (see the history for the versions there are)"
+        )
     return _row(r)
 
 
@@ -100,8 +126,12 @@ def save(
     images_json = json.dumps([dict(i) for i in images], sort_keys=True)
     with write_transaction(db):
         before = in_force(db, kind, station, camera_id)
-        version = int(db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM camera_setup WHERE kind = ? AND station = ? AND camera_id = ?",
-                                 [kind, station, camera_id]).fetchone()[0])
+        version = int(
+            db.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM camera_setup WHERE kind = ? AND station = ? AND camera_id = ?",
+                [kind, station, camera_id],
+            ).fetchone()[0]
+        )
         ref = ref or f"{kind}-v{version}"
         cur = db.execute(
             "INSERT INTO camera_setup (kind, station, camera_id, version, ref, created_by, created_at, images, body, reason) "
@@ -110,13 +140,34 @@ def save(
         )
         sid = int(cur.lastrowid)
         _put_in_force(db, kind, station, camera_id, sid, user, "new", reason)
-        audit.record(db, user, f"{kind}_new", kind, f"{station}/{camera_id}/v{version}",
-                     before={"version": before.version, "ref": before.ref} if before else None,
-                     after={"version": version, "ref": ref}, reason=reason)
-    return SetupVersion(sid, kind, station, camera_id, version, ref, user, now, tuple(json.loads(images_json)), json.loads(body_json), reason)
+        audit.record(
+            db,
+            user,
+            f"{kind}_new",
+            kind,
+            f"{station}/{camera_id}/v{version}",
+            before={"version": before.version, "ref": before.ref} if before else None,
+            after={"version": version, "ref": ref},
+            reason=reason,
+        )
+    return SetupVersion(
+        sid,
+        kind,
+        station,
+        camera_id,
+        version,
+        ref,
+        user,
+        now,
+        tuple(json.loads(images_json)),
+        json.loads(body_json),
+        reason,
+    )
 
 
-def rollback(db: sqlite_utils.Database, kind: Kind, station: str, camera_id: str, version: int, *, user: str, reason: str | None) -> SetupVersion:
+def rollback(
+    db: sqlite_utils.Database, kind: Kind, station: str, camera_id: str, version: int, *, user: str, reason: str | None
+) -> SetupVersion:
     """Put an older (or any stored) ``version`` back in force, audited; returns it."""
     with write_transaction(db):
         target = get(db, kind, station, camera_id, version)
@@ -124,20 +175,39 @@ def rollback(db: sqlite_utils.Database, kind: Kind, station: str, camera_id: str
         if before is not None and before.id == target.id:
             raise SetupError(f"{kind} of {station}/{camera_id}: version {version} is already in force")
         _put_in_force(db, kind, station, camera_id, target.id, user, "rollback", reason)
-        audit.record(db, user, f"{kind}_rollback", kind, f"{station}/{camera_id}/v{version}",
-                     before={"version": before.version, "ref": before.ref} if before else None,
-                     after={"version": target.version, "ref": target.ref}, reason=reason)
+        audit.record(
+            db,
+            user,
+            f"{kind}_rollback",
+            kind,
+            f"{station}/{camera_id}/v{version}",
+            before={"version": before.version, "ref": before.ref} if before else None,
+            after={"version": target.version, "ref": target.ref},
+            reason=reason,
+        )
     return target
 
 
-def _put_in_force(db: sqlite_utils.Database, kind: str, station: str, camera_id: str, setup_id: int, user: str, action: str,
-                  reason: str | None) -> None:
-    db.execute("INSERT INTO camera_setup_in_force (kind, station, camera_id, setup_id, t_wall, user, action, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-               [kind, station, camera_id, setup_id, time.time(), user, action, reason])
+def _put_in_force(
+    db: sqlite_utils.Database,
+    kind: str,
+    station: str,
+    camera_id: str,
+    setup_id: int,
+    user: str,
+    action: str,
+    reason: str | None,
+) -> None:
+    db.execute(
+        "INSERT INTO camera_setup_in_force (kind, station, camera_id, setup_id, t_wall, user, action, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [kind, station, camera_id, setup_id, time.time(), user, action, reason],
+    )
 
 
 def newest_image(db: sqlite_utils.Database, camera_id: str) -> tuple[str, str, int, int] | None:
     """(sha256, format, width, height) of the camera's newest kept image, or None (a reference image after a restart)."""
-    r = db.execute("SELECT sha256, format, width, height FROM images WHERE camera_id = ? AND deleted_at IS NULL ORDER BY id DESC LIMIT 1",
-                   [camera_id]).fetchone()
+    r = db.execute(
+        "SELECT sha256, format, width, height FROM images WHERE camera_id = ? AND deleted_at IS NULL ORDER BY id DESC LIMIT 1",
+        [camera_id],
+    ).fetchone()
     return (r[0], r[1], int(r[2]), int(r[3])) if r else None

@@ -26,8 +26,9 @@ import contextlib
 import itertools
 import logging
 import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import sqlite_utils
 
@@ -75,7 +76,9 @@ def open_db(
             p.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(p), timeout=busy_timeout_ms / 1000, check_same_thread=check_same_thread)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{where}: cannot open the database ({exc}); check that the folder exists and is writable (store.db_path)") from None
+            raise StoreError(
+                f"{where}: cannot open the database ({exc}); check that the folder exists and is writable (store.db_path)"
+            ) from None
     try:
         db = sqlite_utils.Database(conn, execute_plugins=False)
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -92,7 +95,9 @@ def open_db(
     except sqlite3.DatabaseError as exc:
         conn.close()
         if "locked" in str(exc) or "busy" in str(exc):
-            raise StoreError(f"{where}: the database is locked by another process ({exc}); stop it or wait and retry") from None
+            raise StoreError(
+                f"{where}: the database is locked by another process ({exc}); stop it or wait and retry"
+            ) from None
         raise StoreError(
             f"{where}: not a usable station database ({exc}); point store.db_path at a new file or restore a backup"
         ) from None

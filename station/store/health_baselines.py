@@ -25,7 +25,10 @@ def save(db: sqlite_utils.Database, rows: list[tuple[str, str, dict[str, Any]]])
 
 def load(db: sqlite_utils.Database) -> list[tuple[str, str, dict[str, Any]]]:
     """Every saved (kind, key, data)."""
-    return [(r[0], r[1], json.loads(r[2])) for r in db.execute("SELECT kind, key, data FROM health_baselines ORDER BY kind, key")]
+    return [
+        (r[0], r[1], json.loads(r[2]))
+        for r in db.execute("SELECT kind, key, data FROM health_baselines ORDER BY kind, key")
+    ]
 
 
 def forget(db: sqlite_utils.Database, kind: str) -> None:

@@ -13,7 +13,7 @@ The files live in the image store (:meth:`ImageStore.save_map`), one row per kep
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
@@ -27,7 +27,9 @@ MAX_SIDE = 256
 def check_map(anomaly_map: object) -> np.ndarray:
     """``anomaly_map`` as a 2-D uint8 array; ValueError for anything else (wrong type, shape, dtype, empty)."""
     if not isinstance(anomaly_map, np.ndarray) or anomaly_map.ndim != 2 or anomaly_map.size == 0:
-        raise ValueError(f"anomaly_map must be a non-empty (h, w) array, not {getattr(anomaly_map, 'shape', type(anomaly_map))}")
+        raise ValueError(
+            f"anomaly_map must be a non-empty (h, w) array, not {getattr(anomaly_map, 'shape', type(anomaly_map))}"
+        )
     if anomaly_map.dtype != np.uint8:
         raise ValueError(f"anomaly_map must be uint8 (0 normal, 128 threshold, 255 twice it), not {anomaly_map.dtype}")
     return anomaly_map

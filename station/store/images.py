@@ -137,7 +137,9 @@ class ImageStore:
         self.low_water = low_water
         self._used_estimate: int | None = None  # None = unknown: ask the database
         if min_free_mb < 0 or not 0 <= min_free_percent < 100:
-            raise ValueError(f"store.min_free_mb must be >= 0 and min_free_percent in [0, 100), not {min_free_mb}, {min_free_percent}")
+            raise ValueError(
+                f"store.min_free_mb must be >= 0 and min_free_percent in [0, 100), not {min_free_mb}, {min_free_percent}"
+            )
         if free_target_factor < 1:
             raise ValueError(f"free_target_factor must be >= 1, not {free_target_factor}")
         self.min_free_bytes = int(min_free_mb * 1024 * 1024)
@@ -148,11 +150,15 @@ class ImageStore:
         self.last_floor = 0
 
     @classmethod
-    def from_config(cls, cfg: "StoreConfig") -> "ImageStore":
+    def from_config(cls, cfg: StoreConfig) -> ImageStore:
         """Build from a :class:`~station.config.StoreConfig`."""
         return cls(
-            cfg.images_dir, cfg.image_format, cfg.keep_pass_every, cfg.disk_budget_mb,
-            min_free_mb=cfg.min_free_mb, min_free_percent=cfg.min_free_percent,
+            cfg.images_dir,
+            cfg.image_format,
+            cfg.keep_pass_every,
+            cfg.disk_budget_mb,
+            min_free_mb=cfg.min_free_mb,
+            min_free_percent=cfg.min_free_percent,
         )
 
     # -- policy -------------------------------------------------------------
@@ -173,7 +179,9 @@ class ImageStore:
     def encode(self, image: np.ndarray) -> bytes:
         """Encode ``image`` (uint8/uint16 gray or BGR) in the store's format."""
         if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
-            raise ValueError(f"cannot store image: expected a 2-D or 3-D array, got {getattr(image, 'shape', type(image))}")
+            raise ValueError(
+                f"cannot store image: expected a 2-D or 3-D array, got {getattr(image, 'shape', type(image))}"
+            )
         params = [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality] if self.fmt == "jpg" else []
         try:
             ok, buf = cv2.imencode("." + self.fmt, image, params)
@@ -256,7 +264,7 @@ class ImageStore:
         return path
 
     # -- budget -------------------------------------------------------------
-    def used_bytes(self, db: "sqlite_utils.Database") -> int:
+    def used_bytes(self, db: sqlite_utils.Database) -> int:
         """Bytes of the image files the database says are on disk (each file once)."""
         row = db.execute(
             "SELECT COALESCE(SUM(b), 0) FROM (SELECT MAX(bytes) AS b FROM images WHERE deleted_at IS NULL GROUP BY sha256, format)"
@@ -266,7 +274,7 @@ class ImageStore:
         ).fetchone()
         return int(row[0]) + int(maps[0])
 
-    def enforce_budget(self, db: "sqlite_utils.Database", *, force: bool = False) -> int:
+    def enforce_budget(self, db: sqlite_utils.Database, *, force: bool = False) -> int:
         """Delete oldest PASS images, then oldest others, until under budget; return bytes freed.
 
         Must run on the thread that writes ``db`` (the recorder), so no new row
@@ -283,10 +291,15 @@ class ImageStore:
         target = int(self.budget_bytes * self.low_water)
         victims, freed = self._sweep(db, used - target, "disk budget")
         if victims:
-            log.info("disk budget %.0f MB: deleted %d image files, freed %.1f MB", self.budget_bytes / 2**20, victims, freed / 2**20)
+            log.info(
+                "disk budget %.0f MB: deleted %d image files, freed %.1f MB",
+                self.budget_bytes / 2**20,
+                victims,
+                freed / 2**20,
+            )
         return freed
 
-    def _victims(self, db: "sqlite_utils.Database", need: int, pass_only: bool = False) -> list[tuple[str, str, int]]:
+    def _victims(self, db: sqlite_utils.Database, need: int, pass_only: bool = False) -> list[tuple[str, str, int]]:
         """Files to delete to free ``need`` bytes: oldest PASS first, then the oldest others."""
         # One entry per file: a file is as precious as the most precious row using it,
         # and as old as its newest row. Its heat maps go with it (``with_maps``: an estimate,
@@ -316,7 +329,7 @@ class ImageStore:
         cur.close()
         return victims
 
-    def _sweep(self, db: "sqlite_utils.Database", need: int, reason: str) -> tuple[int, int]:
+    def _sweep(self, db: sqlite_utils.Database, need: int, reason: str) -> tuple[int, int]:
         """Mark rows deleted (one transaction), then unlink their files; (files, bytes freed)."""
         victims = self._victims(db, need)
         if not victims and not self.unmarked:
@@ -324,10 +337,13 @@ class ImageStore:
         now = time.time()
         from .db import write_transaction
 
-        marks = [(now, reason, sha, fmt) for sha, fmt, _ in victims] + [(now, reason + " (unlinked earlier)", sha, fmt) for sha, fmt in self.unmarked]
+        marks = [(now, reason, sha, fmt) for sha, fmt, _ in victims] + [
+            (now, reason + " (unlinked earlier)", sha, fmt) for sha, fmt in self.unmarked
+        ]
         with write_transaction(db):
             db.conn.executemany(
-                "UPDATE images SET deleted_at = ?, deleted_reason = ? WHERE sha256 = ? AND format = ? AND deleted_at IS NULL", marks
+                "UPDATE images SET deleted_at = ?, deleted_reason = ? WHERE sha256 = ? AND format = ? AND deleted_at IS NULL",
+                marks,
             )
             map_files = self._delete_maps_of_deleted_images(db, now, reason)
         self.unmarked = []
@@ -360,7 +376,7 @@ class ImageStore:
         floors = [f for f in (self.min_free_bytes, int(total * self.min_free_percent / 100)) if f > 0]
         return min(floors) if floors else 0
 
-    def enforce_free_space(self, db: "sqlite_utils.Database") -> tuple[bool, int, int]:
+    def enforce_free_space(self, db: sqlite_utils.Database) -> tuple[bool, int, int]:
         """Delete images while the images disk is below its free-space floor.
 
         Returns (short, free bytes after, floor): ``short`` is True when free space is
@@ -380,8 +396,13 @@ class ImageStore:
                 log.debug("WAL checkpoint before the free-space sweep failed: %s", exc)
             free_wal = self.disk_space()[0]
             if free_wal >= target and not self.unmarked:
-                log.warning("free space on %s was %.1f MB < floor %.1f MB: WAL checkpointed, free now %.1f MB; no image deleted",
-                            self.root, free / 2**20, floor / 2**20, free_wal / 2**20)
+                log.warning(
+                    "free space on %s was %.1f MB < floor %.1f MB: WAL checkpointed, free now %.1f MB; no image deleted",
+                    self.root,
+                    free / 2**20,
+                    floor / 2**20,
+                    free_wal / 2**20,
+                )
                 return False, free_wal, floor
             free = free_wal
         need = max(0, target - free)
@@ -392,19 +413,30 @@ class ImageStore:
             free_after = self.disk_space()[0]
             log.error(
                 "free space %.1f MB < floor %.1f MB on %s and the database cannot record deletions (%s): unlinked %d PASS "
-                "image files (rows marked later), free now %.1f MB", free / 2**20, floor / 2**20, self.root, exc, files, free_after / 2**20,
+                "image files (rows marked later), free now %.1f MB",
+                free / 2**20,
+                floor / 2**20,
+                self.root,
+                exc,
+                files,
+                free_after / 2**20,
             )
             return free_after < floor, free_after, floor
         free_after = self.disk_space()[0]
         if files or free < floor:
             log.warning(
                 "free-space sweep on %s: free %.1f MB < floor %.1f MB; deleted %d image files (oldest PASS first, %.1f MB); free now %.1f MB%s",
-                self.root, free / 2**20, floor / 2**20, files, freed / 2**20, free_after / 2**20,
+                self.root,
+                free / 2**20,
+                floor / 2**20,
+                files,
+                freed / 2**20,
+                free_after / 2**20,
                 "" if free_after >= floor else " (still short: nothing more to delete)",
             )
         return free_after < floor, free_after, floor
 
-    def _emergency_unlink(self, db: "sqlite_utils.Database", need: int) -> int:
+    def _emergency_unlink(self, db: sqlite_utils.Database, need: int) -> int:
         """Unlink the oldest PASS files without marking their rows (the database cannot write); remember them."""
         try:
             victims = self._victims(db, need, pass_only=True)
@@ -419,7 +451,9 @@ class ImageStore:
             self.unmarked.append((sha, fmt))
         return n
 
-    def _delete_maps_of_deleted_images(self, db: "sqlite_utils.Database", now: float, reason: str) -> list[tuple[str, int]]:
+    def _delete_maps_of_deleted_images(
+        self, db: sqlite_utils.Database, now: float, reason: str
+    ) -> list[tuple[str, int]]:
         """Inside the caller's write transaction: mark the heat maps of deleted images deleted.
 
         Returns (sha256, bytes) of the map files no live row uses any more (to unlink after COMMIT).
@@ -437,8 +471,12 @@ class ImageStore:
             [now, reason],
         )
         return [
-            (sha, n) for sha, n in dict(touched).items()
-            if db.conn.execute("SELECT 1 FROM anomaly_maps WHERE sha256 = ? AND deleted_at IS NULL LIMIT 1", [sha]).fetchone() is None
+            (sha, n)
+            for sha, n in dict(touched).items()
+            if db.conn.execute(
+                "SELECT 1 FROM anomaly_maps WHERE sha256 = ? AND deleted_at IS NULL LIMIT 1", [sha]
+            ).fetchone()
+            is None
         ]
 
     def _unlink_maps(self, files: list[tuple[str, int]]) -> int:

@@ -38,19 +38,41 @@ def insert_imported_part(
 ) -> None:
     """The ``inspections`` row of an imported group: FAIL when it has boxes, else PASS."""
     row: dict[str, Any] = {
-        "part_id": part_id, "seq": 0, "t_trigger_wall": t_wall, "t_decided_wall": None, "t_recorded_wall": recorded_at,
-        "outcome": "FAIL" if n_boxes else "PASS", "reasons": "[]", "model_id": "import", "config_hash": "",
-        "calibration_id": "", "timings": "{}", "ground_truth": None, "defect_count": n_boxes, "max_score": None,
-        "source": "import", "station": station, "n_frames": n_frames, "rejected": 0,
+        "part_id": part_id,
+        "seq": 0,
+        "t_trigger_wall": t_wall,
+        "t_decided_wall": None,
+        "t_recorded_wall": recorded_at,
+        "outcome": "FAIL" if n_boxes else "PASS",
+        "reasons": "[]",
+        "model_id": "import",
+        "config_hash": "",
+        "calibration_id": "",
+        "timings": "{}",
+        "ground_truth": None,
+        "defect_count": n_boxes,
+        "max_score": None,
+        "source": "import",
+        "station": station,
+        "n_frames": n_frames,
+        "rejected": 0,
     }
     db["inspections"].insert(row)
 
 
 def insert_imported_image(db: sqlite_utils.Database, part_id: int, camera_id: str, stored: StoredImage) -> int:
     """The ``images`` row of an imported file (kept reason ``import``); returns its id."""
-    table = db["images"].insert({
-        "part_id": part_id, "camera_id": camera_id, "sha256": stored.sha256, "relpath": stored.relpath,
-        "width": stored.width, "height": stored.height, "format": stored.format, "bytes": stored.bytes,
-        "kept_reason": "import",
-    })
+    table = db["images"].insert(
+        {
+            "part_id": part_id,
+            "camera_id": camera_id,
+            "sha256": stored.sha256,
+            "relpath": stored.relpath,
+            "width": stored.width,
+            "height": stored.height,
+            "format": stored.format,
+            "bytes": stored.bytes,
+            "kept_reason": "import",
+        }
+    )
     return int(table.last_rowid)  # type: ignore[arg-type]

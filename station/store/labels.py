@@ -8,7 +8,8 @@ writers run in the caller's transaction.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -80,8 +81,17 @@ def model_names_json(db: sqlite_utils.Database) -> list[str | None]:
 
 
 def insert_label(
-    db: sqlite_utils.Database, part_id: int, image_id: int, class_name: str, box: Sequence[float], *,
-    source: str, status: str, user: str, now: float, supersedes: int | None,
+    db: sqlite_utils.Database,
+    part_id: int,
+    image_id: int,
+    class_name: str,
+    box: Sequence[float],
+    *,
+    source: str,
+    status: str,
+    user: str,
+    now: float,
+    supersedes: int | None,
 ) -> int:
     """Append one label row; returns its id."""
     cur = db.execute(

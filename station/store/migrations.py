@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import sqlite_utils
 

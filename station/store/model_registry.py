@@ -8,7 +8,8 @@ caller's :func:`~station.store.db.write_transaction`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import sqlite_utils
 
@@ -69,7 +70,10 @@ def make_current(db: sqlite_utils.Database, sha: str, user: str, t_wall: float, 
 
 def model_changes(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """Audit rows of model changes (actions ``model_*`` on object type ``model``), oldest first, JSON still encoded."""
-    return list(db["audit"].rows_where(
-        "object_type = 'model' AND action LIKE 'model_%'",
-        select="id, t_wall, user, action, object_id, before, after, reason", order_by="id",
-    ))
+    return list(
+        db["audit"].rows_where(
+            "object_type = 'model' AND action LIKE 'model_%'",
+            select="id, t_wall, user, action, object_id, before, after, reason",
+            order_by="id",
+        )
+    )

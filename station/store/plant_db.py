@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 SCHEMA_VERSION = 1
 
@@ -120,7 +121,20 @@ ON CONFLICT (station_id) DO UPDATE SET line = EXCLUDED.line, last_seen = now(),
     last_t = GREATEST(stations.last_t, EXCLUDED.last_t),
     model_id = CASE WHEN EXCLUDED.last_t >= stations.last_t THEN EXCLUDED.model_id ELSE stations.model_id END
 """
-INSPECTION_COLUMNS = ("station_id", "seq", "t", "line", "product", "outcome", "part_id", "model_id", "latency_ms", "defects", "images", "shift")
+INSPECTION_COLUMNS = (
+    "station_id",
+    "seq",
+    "t",
+    "line",
+    "product",
+    "outcome",
+    "part_id",
+    "model_id",
+    "latency_ms",
+    "defects",
+    "images",
+    "shift",
+)
 _OUTCOMES = ("PASS", "FAIL", "UNCERTAIN", "FAILSAFE")
 
 
@@ -152,7 +166,7 @@ def create_schema(conn: Any) -> None:
 
 
 def _month(t: float) -> dt.date:
-    d = dt.datetime.fromtimestamp(t, dt.timezone.utc)
+    d = dt.datetime.fromtimestamp(t, dt.UTC)
     return dt.date(d.year, d.month, 1)
 
 
@@ -168,7 +182,7 @@ def ensure_partitions(conn: Any, months: Iterable[dt.date], known: set[dt.date])
 
 
 def _ts(t: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(t, dt.UTC)
 
 
 def write_results(conn: Any, results: Sequence[Result], shift_of: ShiftFn, partitions: set[dt.date]) -> int:
@@ -193,7 +207,20 @@ def write_results(conn: Any, results: Sequence[Result], shift_of: ShiftFn, parti
         with conn.cursor().copy(f"COPY inspections ({', '.join(INSPECTION_COLUMNS)}) FROM STDIN") as copy:
             for r, shift in zip(new, shifts):
                 copy.write_row(
-                    (r.station, r.seq, _ts(r.t), r.line, r.product, r.outcome, r.part_id, r.model_id, r.latency_ms, list(r.defects), list(r.images), shift)
+                    (
+                        r.station,
+                        r.seq,
+                        _ts(r.t),
+                        r.line,
+                        r.product,
+                        r.outcome,
+                        r.part_id,
+                        r.model_id,
+                        r.latency_ms,
+                        list(r.defects),
+                        list(r.images),
+                        shift,
+                    )
                 )
         roll: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0.0])
         defects: dict[tuple[Any, ...], int] = defaultdict(int)
@@ -209,7 +236,9 @@ def write_results(conn: Any, results: Sequence[Result], shift_of: ShiftFn, parti
             if r.station not in last or r.t >= last[r.station].t:
                 last[r.station] = r
         with conn.cursor() as c:
-            c.executemany(_ROLLUP_UPSERT, [(*k, *v) for k, v in sorted(roll.items())])  # sorted: two writers lock rows in one order
+            c.executemany(
+                _ROLLUP_UPSERT, [(*k, *v) for k, v in sorted(roll.items())]
+            )  # sorted: two writers lock rows in one order
             if defects:
                 c.executemany(_DEFECT_UPSERT, [(*k, n) for k, n in sorted(defects.items())])
             c.executemany(_STATION_UPSERT, [(s, r.line, _ts(r.t), r.model_id) for s, r in sorted(last.items())])
@@ -223,23 +252,49 @@ def insert_plain(conn: Any, results: Sequence[Result], shift_of: ShiftFn, partit
         with conn.cursor() as c:
             c.executemany(
                 f"INSERT INTO inspections ({', '.join(INSPECTION_COLUMNS)}) VALUES ({', '.join(['%s'] * len(INSPECTION_COLUMNS))})",
-                [(r.station, r.seq, _ts(r.t), r.line, r.product, r.outcome, r.part_id, r.model_id, r.latency_ms, list(r.defects), list(r.images), shift_of(r.t)) for r in results],
+                [
+                    (
+                        r.station,
+                        r.seq,
+                        _ts(r.t),
+                        r.line,
+                        r.product,
+                        r.outcome,
+                        r.part_id,
+                        r.model_id,
+                        r.latency_ms,
+                        list(r.defects),
+                        list(r.images),
+                        shift_of(r.t),
+                    )
+                    for r in results
+                ],
             )
 
 
 def register_model(conn: Any, sha256: str, version: str, key: str, size: int) -> None:
     """Add a model file to the central registry (idempotent)."""
     with conn.transaction():
-        conn.execute("INSERT INTO models (sha256, version, key, size) VALUES (%s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING", (sha256, version, key, size))
+        conn.execute(
+            "INSERT INTO models (sha256, version, key, size) VALUES (%s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING",
+            (sha256, version, key, size),
+        )
 
 
 def start_rollout(conn: Any, version: str, sha256: str, groups: Sequence[str]) -> int:
     """A new rollout row; returns its id."""
     with conn.transaction():
-        return int(conn.execute("INSERT INTO rollouts (version, sha256, groups, state) VALUES (%s, %s, %s, 'running') RETURNING id", (version, sha256, list(groups))).fetchone()[0])
+        return int(
+            conn.execute(
+                "INSERT INTO rollouts (version, sha256, groups, state) VALUES (%s, %s, %s, 'running') RETURNING id",
+                (version, sha256, list(groups)),
+            ).fetchone()[0]
+        )
 
 
-def update_rollout(conn: Any, rollout_id: int, *, reached: Sequence[str], state: str = "running", reason: str = "") -> None:
+def update_rollout(
+    conn: Any, rollout_id: int, *, reached: Sequence[str], state: str = "running", reason: str = ""
+) -> None:
     """Record the groups reached, and the end (done / rolled_back, with the reason)."""
     with conn.transaction():
         conn.execute(
@@ -250,7 +305,9 @@ def update_rollout(conn: Any, rollout_id: int, *, reached: Sequence[str], state:
 
 def rollout(conn: Any, rollout_id: int) -> dict[str, Any]:
     """One rollout as a dict."""
-    cur = conn.execute("SELECT id, version, sha256, groups, state, reached, reason FROM rollouts WHERE id = %s", (rollout_id,))
+    cur = conn.execute(
+        "SELECT id, version, sha256, groups, state, reached, reason FROM rollouts WHERE id = %s", (rollout_id,)
+    )
     return dict(zip([d.name for d in cur.description], cur.fetchone()))
 
 
@@ -298,7 +355,10 @@ def pareto(conn: Any, by: str, key: str | None, since: dt.datetime, until: dt.da
     if key is not None:
         where += f" AND {col} = %s"
         params.append(key)
-    rows = conn.execute(f"SELECT class_name, sum(n)::bigint FROM defect_rollups WHERE {where} GROUP BY class_name ORDER BY 2 DESC, 1", params).fetchall()
+    rows = conn.execute(
+        f"SELECT class_name, sum(n)::bigint FROM defect_rollups WHERE {where} GROUP BY class_name ORDER BY 2 DESC, 1",
+        params,
+    ).fetchall()
     total, acc, out = sum(n for _, n in rows), 0, []
     for c, n in rows:
         acc += n
@@ -312,7 +372,9 @@ def stations(conn: Any) -> list[dict[str, Any]]:
     return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
 
 
-def parts(conn: Any, *, station: str | None = None, outcome: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def parts(
+    conn: Any, *, station: str | None = None, outcome: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
     """The newest parts, optionally of one station and/or outcome."""
     where, params = ["true"], []
     if station is not None:
@@ -334,9 +396,13 @@ def counts(conn: Any) -> dict[str, Any]:
     one = lambda sql: conn.execute(sql).fetchone()  # noqa: E731
     rows, distinct = one("SELECT count(*), count(DISTINCT (station_id, seq)) FROM inspections")
     raw = dict(conn.execute("SELECT outcome, count(*) FROM inspections GROUP BY outcome").fetchall())
-    r = one("SELECT coalesce(sum(total),0), coalesce(sum(pass),0), coalesce(sum(fail),0), coalesce(sum(uncertain),0), coalesce(sum(failsafe),0) FROM rollups")
+    r = one(
+        "SELECT coalesce(sum(total),0), coalesce(sum(pass),0), coalesce(sum(fail),0), coalesce(sum(uncertain),0), coalesce(sum(failsafe),0) FROM rollups"
+    )
     raw_defects = dict(conn.execute("SELECT d, count(*) FROM inspections, unnest(defects) d GROUP BY d").fetchall())
-    roll_defects = dict(conn.execute("SELECT class_name, sum(n)::bigint FROM defect_rollups GROUP BY class_name").fetchall())
+    roll_defects = dict(
+        conn.execute("SELECT class_name, sum(n)::bigint FROM defect_rollups GROUP BY class_name").fetchall()
+    )
     return {
         "rows": rows, "distinct": distinct, "keys": one("SELECT count(*) FROM result_keys")[0],
         "raw": {o: raw.get(o, 0) for o in _OUTCOMES}, "rollup_total": r[0], "rollup": dict(zip(_OUTCOMES, r[1:])),
@@ -346,4 +412,9 @@ def counts(conn: Any) -> dict[str, Any]:
 
 def per_station(conn: Any) -> dict[str, tuple[int, int, int]]:
     """station -> (rows, min seq, max seq)."""
-    return {s: (n, lo, hi) for s, n, lo, hi in conn.execute("SELECT station_id, count(*), min(seq), max(seq) FROM inspections GROUP BY station_id")}
+    return {
+        s: (n, lo, hi)
+        for s, n, lo, hi in conn.execute(
+            "SELECT station_id, count(*), min(seq), max(seq) FROM inspections GROUP BY station_id"
+        )
+    }

@@ -7,7 +7,8 @@ Only line inspections count (``inspections.source != 'import'``); times are the 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -34,8 +35,10 @@ def outcome_slots(
 ) -> list[tuple[int, str, int]]:
     """(slot, outcome, parts) per ``slot_s``-second UTC slot (slot = time // slot_s) and outcome."""
     where, params = _time_where(since, until)
-    sql = (f"SELECT CAST({T_WALL} / {int(slot_s)} AS INTEGER) AS slot, p.outcome, COUNT(*) FROM inspections p "
-           f"WHERE {where} AND {T_WALL} IS NOT NULL GROUP BY slot, p.outcome")
+    sql = (
+        f"SELECT CAST({T_WALL} / {int(slot_s)} AS INTEGER) AS slot, p.outcome, COUNT(*) FROM inspections p "
+        f"WHERE {where} AND {T_WALL} IS NOT NULL GROUP BY slot, p.outcome"
+    )
     return [(int(s), str(o), int(n)) for s, o, n in db.execute(sql, params)]
 
 
@@ -81,12 +84,15 @@ def reviewed_label_rows(db: sqlite_utils.Database, since: float | None, until: f
     """Every label row (superseded ones included) of reviewed images of parts in the time range, by id:
     (id, supersedes, status, class_name, x1, y1, x2, y2, source)."""
     where, params = _time_where(since, until)
-    return [tuple(r) for r in db.execute(
-        f"""
+    return [
+        tuple(r)
+        for r in db.execute(
+            f"""
         SELECT l.id, l.supersedes, l.status, l.class_name, l.x1, l.y1, l.x2, l.y2, l.source
         FROM labels l JOIN inspections p ON p.part_id = l.part_id
         WHERE {where} AND l.image_id IN (SELECT image_id FROM image_reviews)
         ORDER BY l.id
         """,
-        params,
-    ).fetchall()]
+            params,
+        ).fetchall()
+    ]

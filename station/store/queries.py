@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -47,7 +48,11 @@ def recent_inspections(
     if before_part_id is not None:
         where.append("part_id < ?")
         params.append(int(before_part_id))
-    sql = "SELECT * FROM inspections" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY part_id DESC LIMIT ?"
+    sql = (
+        "SELECT * FROM inspections"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY part_id DESC LIMIT ?"
+    )
     params.append(int(limit))
     return [_decode(r) for r in _rows(db, sql, params)]
 
@@ -65,7 +70,9 @@ def get_inspection(db: sqlite_utils.Database, part_id: int) -> dict[str, Any] | 
 
 def image_for(db: sqlite_utils.Database, image_id: int) -> tuple[str, str] | None:
     """(sha256, format) of image ``image_id``; None if unknown or deleted by the disk budget."""
-    row = db.execute("SELECT sha256, format FROM images WHERE id = ? AND deleted_at IS NULL", [int(image_id)]).fetchone()
+    row = db.execute(
+        "SELECT sha256, format FROM images WHERE id = ? AND deleted_at IS NULL", [int(image_id)]
+    ).fetchone()
     return (row[0], row[1]) if row else None
 
 
@@ -99,7 +106,11 @@ def outcome_counts(db: sqlite_utils.Database) -> dict[str, int]:
 
 def recent_alarms(db: sqlite_utils.Database, limit: int = 50, unacknowledged: bool = False) -> list[dict[str, Any]]:
     """The newest alarms first; only those nobody acknowledged if ``unacknowledged``."""
-    sql = "SELECT * FROM alarms" + (" WHERE acknowledged_at IS NULL" if unacknowledged else "") + " ORDER BY t_wall DESC, id DESC LIMIT ?"
+    sql = (
+        "SELECT * FROM alarms"
+        + (" WHERE acknowledged_at IS NULL" if unacknowledged else "")
+        + " ORDER BY t_wall DESC, id DESC LIMIT ?"
+    )
     return _rows(db, sql, [int(limit)])
 
 
@@ -139,8 +150,11 @@ def recent_rejects(db: sqlite_utils.Database, outcomes: Sequence[str], limit: in
     if not outcomes:
         return []
     rows = db["inspections"].rows_where(
-        f"outcome IN ({','.join('?' * len(outcomes))})", list(outcomes),
-        select="part_id, t_trigger_wall AS t_wall, outcome, reasons", order_by="part_id DESC", limit=int(limit),
+        f"outcome IN ({','.join('?' * len(outcomes))})",
+        list(outcomes),
+        select="part_id, t_trigger_wall AS t_wall, outcome, reasons",
+        order_by="part_id DESC",
+        limit=int(limit),
     )
     return [{**r, "reasons": json.loads(r["reasons"] or "[]")} for r in rows]
 
@@ -149,7 +163,9 @@ def image_sizes(db: sqlite_utils.Database, image_ids: Sequence[int]) -> dict[int
     """``{image id: (width, height)}`` of the known images among ``image_ids`` (deleted ones included)."""
     if not image_ids:
         return {}
-    rows = db["images"].rows_where(f"id IN ({','.join('?' * len(image_ids))})", list(image_ids), select="id, width, height")
+    rows = db["images"].rows_where(
+        f"id IN ({','.join('?' * len(image_ids))})", list(image_ids), select="id, width, height"
+    )
     return {int(r["id"]): (int(r["width"]), int(r["height"])) for r in rows}
 
 
@@ -158,7 +174,8 @@ def review_verdicts(db: sqlite_utils.Database, image_ids: Sequence[int]) -> dict
     if not image_ids:
         return {}
     rows = db.query(
-        f"SELECT image_id, verdict FROM image_review_latest WHERE image_id IN ({','.join('?' * len(image_ids))})", list(image_ids)
+        f"SELECT image_id, verdict FROM image_review_latest WHERE image_id IN ({','.join('?' * len(image_ids))})",
+        list(image_ids),
     )
     return {int(r["image_id"]): str(r["verdict"]) for r in rows}
 
@@ -166,7 +183,8 @@ def review_verdicts(db: sqlite_utils.Database, image_ids: Sequence[int]) -> dict
 def line_models(db: sqlite_utils.Database, limit: int = 100) -> list[str]:
     """Model ids that decided parts on the line (imports excluded), the most recently used first."""
     rows = db.query(
-        "SELECT model_id FROM inspections WHERE source != 'import' GROUP BY model_id ORDER BY MAX(part_id) DESC LIMIT ?", [int(limit)]
+        "SELECT model_id FROM inspections WHERE source != 'import' GROUP BY model_id ORDER BY MAX(part_id) DESC LIMIT ?",
+        [int(limit)],
     )
     return [r["model_id"] for r in rows]
 

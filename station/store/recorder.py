@@ -68,8 +68,9 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..bus import Subscription
 from ..counters import Counters
@@ -93,7 +94,9 @@ class _Prepared:
     inspection: tuple[Any, ...]
     defects: list[tuple[Any, ...]]
     images: list[tuple[str, StoredImage, str]]  # camera_id, stored file, kept reason
-    maps: dict[int, tuple[StoredImage, float | None]] = dataclasses.field(default_factory=dict)  # images index -> heat map, score
+    maps: dict[int, tuple[StoredImage, float | None]] = dataclasses.field(
+        default_factory=dict
+    )  # images index -> heat map, score
 
 
 _INSERT_INSPECTION = """
@@ -130,11 +133,16 @@ def _insert_part(conn: sqlite3.Connection, p: _Prepared) -> None:
     if p.images and not p.maps:
         conn.executemany(
             _INSERT_IMAGE,
-            [(p.part_id, cam, s.sha256, s.relpath, s.width, s.height, s.format, s.bytes, why) for cam, s, why in p.images],
+            [
+                (p.part_id, cam, s.sha256, s.relpath, s.width, s.height, s.format, s.bytes, why)
+                for cam, s, why in p.images
+            ],
         )
     elif p.images:
         for i, (cam, s, why) in enumerate(p.images):
-            cur = conn.execute(_INSERT_IMAGE, (p.part_id, cam, s.sha256, s.relpath, s.width, s.height, s.format, s.bytes, why))
+            cur = conn.execute(
+                _INSERT_IMAGE, (p.part_id, cam, s.sha256, s.relpath, s.width, s.height, s.format, s.bytes, why)
+            )
             if i in p.maps:
                 m, score = p.maps[i]
                 conn.execute(_INSERT_MAP, (cur.lastrowid, p.part_id, cam, m.sha256, m.width, m.height, m.bytes, score))
@@ -142,7 +150,11 @@ def _insert_part(conn: sqlite3.Connection, p: _Prepared) -> None:
 
 def _to_spill(p: _Prepared, run: str) -> dict[str, Any]:
     return {
-        "v": 1, "run": run, "part_id": p.part_id, "inspection": list(p.inspection), "defects": [list(d) for d in p.defects],
+        "v": 1,
+        "run": run,
+        "part_id": p.part_id,
+        "inspection": list(p.inspection),
+        "defects": [list(d) for d in p.defects],
         "images": [[cam, dataclasses.asdict(s), why] for cam, s, why in p.images],
         "maps": {str(i): [dataclasses.asdict(m), score] for i, (m, score) in p.maps.items()},
     }
@@ -162,7 +174,9 @@ def _from_spill(rec: dict[str, Any], images: ImageStore | None) -> _Prepared:
             if images is None or (images.maps_root / ms.relpath).is_file():
                 maps[len(kept)] = (ms, m[1])
         kept.append((str(cam), stored, str(why)))
-    return _Prepared(int(rec["part_id"]), tuple(rec["inspection"]), [tuple(d) for d in rec.get("defects", [])], kept, maps)
+    return _Prepared(
+        int(rec["part_id"]), tuple(rec["inspection"]), [tuple(d) for d in rec.get("defects", [])], kept, maps
+    )
 
 
 @dataclasses.dataclass
@@ -176,7 +190,9 @@ class ReplayResult:
     own_inserted: int = 0  # of ``inserted``, records spilled by the run named ``run``
 
 
-def replay_spill(db: Any, spill_path: Path | str | None, images: ImageStore | None = None, *, run: str | None = None) -> ReplayResult:
+def replay_spill(
+    db: Any, spill_path: Path | str | None, images: ImageStore | None = None, *, run: str | None = None
+) -> ReplayResult:
     """Write the records of the spill file into ``db`` in one transaction, then remove the file.
 
     Idempotent: a part already in the database is skipped. Image rows whose file is gone
@@ -216,7 +232,11 @@ def replay_spill(db: Any, spill_path: Path | str | None, images: ImageStore | No
     spill.remove()
     log.warning(
         "spill file %s replayed: %d records written, %d already in the database, %d refused, %d unreadable lines",
-        spill_path, res.inserted, res.already, res.refused, res.unreadable,
+        spill_path,
+        res.inserted,
+        res.already,
+        res.refused,
+        res.unreadable,
     )
     return res
 
@@ -230,7 +250,11 @@ def replay_at_start(db: Any, spill_path: Path | str | None, images: ImageStore |
     try:
         return replay_spill(db, spill_path, images)
     except (sqlite3.Error, OSError) as exc:
-        log.error("spill file %s not replayed at start (%s); the recorder will retry when the database can be written", spill_path, exc)
+        log.error(
+            "spill file %s not replayed at start (%s); the recorder will retry when the database can be written",
+            spill_path,
+            exc,
+        )
         return ReplayResult()
 
 
@@ -389,18 +413,31 @@ class Recorder:
         self._sync_dropped()
         left = self.pending
         report = {
-            "written": self._written, "dropped": self.records_dropped, "spilled": self._spilled, "pending": left - self._spilled,
-            "lost_at_stop": self._lost, "spill_path": str(self.spill.path) if self.spill else None,
+            "written": self._written,
+            "dropped": self.records_dropped,
+            "spilled": self._spilled,
+            "pending": left - self._spilled,
+            "lost_at_stop": self._lost,
+            "spill_path": str(self.spill.path) if self.spill else None,
         }
         self.stop_report = report
         if self._lost or self._spilled:
             log.error(
                 "recorder stopped: %d records written this run; NOT written to %s: %d spilled to %s (replayed at the next start), "
                 "%d dropped at stop; records_dropped %d in all",
-                self._written, self.db_path, self._spilled, report["spill_path"], self._lost, report["dropped"],
+                self._written,
+                self.db_path,
+                self._spilled,
+                report["spill_path"],
+                self._lost,
+                report["dropped"],
             )
         elif report["dropped"]:
-            log.warning("recorder stopped: %d records written, %d dropped (counted in records_dropped)", self._written, report["dropped"])
+            log.warning(
+                "recorder stopped: %d records written, %d dropped (counted in records_dropped)",
+                self._written,
+                report["dropped"],
+            )
         return left == 0 and self._lost == 0
 
     # -- thread -------------------------------------------------------------
@@ -417,7 +454,9 @@ class Recorder:
             while True:
                 self._sync_dropped()
                 stopping = self._stopping.is_set()
-                if not self._batch:  # held alarm rows alone must not stop the recorder taking records (and spilling them)
+                if (
+                    not self._batch
+                ):  # held alarm rows alone must not stop the recorder taking records (and spilling them)
                     if stopping and (not self.subscription.pending or time.monotonic() > self._deadline):
                         if not self._alarm_rows:
                             if self._spilled and not self.stalled:
@@ -464,7 +503,9 @@ class Recorder:
             if self.db_path.parent.is_dir():  # the file alone was removed: start a new one in its folder
                 self._reopen()
                 return
-            raise sqlite3.OperationalError(f"database file {self.db_path} is gone (its folder was deleted or unmounted)") from None
+            raise sqlite3.OperationalError(
+                f"database file {self.db_path} is gone (its folder was deleted or unmounted)"
+            ) from None
         except OSError as exc:
             raise sqlite3.OperationalError(f"database file {self.db_path}: {exc}") from None
         if (st.st_dev, st.st_ino) != self._db_id:
@@ -476,7 +517,9 @@ class Recorder:
         try:
             self._open()
         except (StoreError, OSError, sqlite3.Error) as exc:
-            raise sqlite3.OperationalError(f"database file {self.db_path} was deleted or replaced and cannot be reopened: {exc}") from None
+            raise sqlite3.OperationalError(
+                f"database file {self.db_path} was deleted or replaced and cannot be reopened: {exc}"
+            ) from None
         if old is not None:
             try:
                 old.close()
@@ -512,7 +555,13 @@ class Recorder:
             self._spilled += len(batch)
             self._spilled_total += len(batch)
             self._batch = []
-        log.warning("recorder: %d records spilled to %s (%d there in all) while %s is not writable", len(batch), self.spill.path, self._spilled, self.db_path)
+        log.warning(
+            "recorder: %d records spilled to %s (%d there in all) while %s is not writable",
+            len(batch),
+            self.spill.path,
+            self._spilled,
+            self.db_path,
+        )
         return len(batch)
 
     def _replay_own(self) -> None:
@@ -535,7 +584,9 @@ class Recorder:
     def _persist_counters(self) -> None:
         try:
             with write_transaction(self._db):
-                self._db.conn.execute(_UPSERT_COUNTERS, (dumps(self.counters.snapshot().as_dict()), self._max_part_id, time.time()))
+                self._db.conn.execute(
+                    _UPSERT_COUNTERS, (dumps(self.counters.snapshot().as_dict()), self._max_part_id, time.time())
+                )
         except sqlite3.Error as exc:
             log.debug("counters not persisted: %s", exc)
 
@@ -587,7 +638,9 @@ class Recorder:
         elif isinstance(event, StatusEvent):
             # our own alarms are written directly (they may be raised while the DB is down)
             if event.component != self.component and event.state in ("warning", "alarm"):
-                self._alarm_rows.append((event.t_wall or time.time(), str(event.component), event.state, str(event.message)))
+                self._alarm_rows.append(
+                    (event.t_wall or time.time(), str(event.component), event.state, str(event.message))
+                )
         else:
             log.debug("recorder ignores %s", type(event).__name__)
 
@@ -625,8 +678,17 @@ class Recorder:
             part_score(r.detections),
         )
         defects = [
-            (int(t.part_id), str(d.camera_id), str(d.class_name), float(d.confidence), *(float(x) for x in d.box_xyxy),
-             float(d.area_mm2), str(d.action), str(d.rule), str(v.model_id))
+            (
+                int(t.part_id),
+                str(d.camera_id),
+                str(d.class_name),
+                float(d.confidence),
+                *(float(x) for x in d.box_xyxy),
+                float(d.area_mm2),
+                str(d.action),
+                str(d.rule),
+                str(v.model_id),
+            )
             for d in v.defects
         ]
         images: list[tuple[str, StoredImage, str]] = []
@@ -678,7 +740,9 @@ class Recorder:
                     conn.executemany(_INSERT_ALARM, self._alarm_rows)
                 snap = self.counters.snapshot().as_dict()
                 snap["records_written"] += len(accepted)
-                snap["records_dropped"] = snap["records_dropped"] + (self.records_dropped + len(refused) - self._dropped_synced)
+                snap["records_dropped"] = snap["records_dropped"] + (
+                    self.records_dropped + len(refused) - self._dropped_synced
+                )
                 conn.execute(_UPSERT_COUNTERS, (dumps(snap), self._max_part_id, time.time()))
         except sqlite3.Error as exc:
             self._failed(exc)
@@ -746,7 +810,11 @@ class Recorder:
         if not self.images.watermark:
             return
         now = time.monotonic()
-        if not force and now < self._next_free_check and self.images.bytes_since_check < max(1, self.images.last_floor // 4):
+        if (
+            not force
+            and now < self._next_free_check
+            and self.images.bytes_since_check < max(1, self.images.last_floor // 4)
+        ):
             return
         self._next_free_check = now + self.free_check_s
         try:
@@ -757,8 +825,10 @@ class Recorder:
         if short and not self._disk_short:
             self._disk_short = True
             self._status(
-                "alarm", f"free space on {self.images.root} is {free / 2**20:.1f} MB, below the floor of {floor / 2**20:.1f} MB "
-                "and no image is left to delete", f"{self.component}:disk",
+                "alarm",
+                f"free space on {self.images.root} is {free / 2**20:.1f} MB, below the floor of {floor / 2**20:.1f} MB "
+                "and no image is left to delete",
+                f"{self.component}:disk",
             )
         elif not short and self._disk_short:
             self._disk_short = False

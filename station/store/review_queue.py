@@ -7,7 +7,8 @@ Lists of part ids are bound in chunks of 500 (SQLite's variable limit on old bui
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -60,7 +61,7 @@ def queue_candidates(db: sqlite_utils.Database, *, reviewed: bool | None, **filt
                COALESCE(p.t_trigger_wall, p.t_recorded_wall) AS t_wall, p.ground_truth,
                EXISTS (SELECT 1 FROM image_reviews r WHERE r.image_id = i.id) AS reviewed
         FROM images i JOIN inspections p ON p.part_id = i.part_id
-        WHERE {' AND '.join(where)}
+        WHERE {" AND ".join(where)}
     """
     return rows(db, sql, params)
 
@@ -92,8 +93,10 @@ def detections_of_parts(
     out: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for chunk in _chunks(part_ids):
         for d in db["defects"].rows_where(
-            f"part_id IN ({','.join('?' * len(chunk))})", chunk,
-            select="part_id, camera_id, class_name, confidence, action, x1, y1, x2, y2", order_by="id",
+            f"part_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+            select="part_id, camera_id, class_name, confidence, action, x1, y1, x2, y2",
+            order_by="id",
         ):
             out.setdefault((int(d["part_id"]), str(d["camera_id"])), []).append(d)
     return out

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -79,5 +80,9 @@ def summary(db: sqlite_utils.Database, model_sha: str | None = None, since_wall:
         "GROUP BY production_outcome, outcome ORDER BY 1, 2",
         params,
     ).fetchall()
-    return {"n": int(n), "differs": int(differs), "eject_differs": int(ejd),
-            "pairs": [{"production": p, "shadow": s, "n": int(c)} for p, s, c in pairs]}
+    return {
+        "n": int(n),
+        "differs": int(differs),
+        "eject_differs": int(ejd),
+        "pairs": [{"production": p, "shadow": s, "n": int(c)} for p, s, c in pairs],
+    }

@@ -7,7 +7,8 @@ run in the caller's transaction (:func:`~station.store.db.transaction`).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -40,7 +41,7 @@ def snapshot_candidates(
                {_T_WALL} AS t_wall, r.verdict
         FROM images i JOIN inspections p ON p.part_id = i.part_id
         LEFT JOIN image_review_latest r ON r.image_id = i.id
-        WHERE {' AND '.join(where)}
+        WHERE {" AND ".join(where)}
         ORDER BY i.id
         """,
         params,

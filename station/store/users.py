@@ -74,8 +74,13 @@ def start_session(
     with write_transaction(db):
         db["sessions"].delete_where("expires_at <= ?", [created_at])
         db["sessions"].insert(
-            {"token_hash": token_hash, "username": username, "created_at": created_at, "expires_at": expires_at,
-             "csrf": csrf}
+            {
+                "token_hash": token_hash,
+                "username": username,
+                "created_at": created_at,
+                "expires_at": expires_at,
+                "csrf": csrf,
+            }
         )
 
 

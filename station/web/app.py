@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(station: "Station", web_cfg: WebConfig | None = None, *, bootstrap_admin: bool = True) -> FastAPI:
+def create_app(station: Station, web_cfg: WebConfig | None = None, *, bootstrap_admin: bool = True) -> FastAPI:
     """The web app serving ``station``: operator screen, REST API, live events, /health, /metrics.
 
     ``web_cfg`` defaults to ``station.cfg.web``. The app opens its own
@@ -79,7 +80,9 @@ def create_app(station: "Station", web_cfg: WebConfig | None = None, *, bootstra
 async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
     """422 for an integer parameter beyond SQLite's 64-bit range (sqlite3 raises OverflowError), not a 500."""
     log.info("%s %s: number out of range (%s)", request.method, request.url.path, exc)
-    return JSONResponse({"detail": f"a number in the request is out of range ({exc}): ids are 64-bit integers"}, status_code=422)
+    return JSONResponse(
+        {"detail": f"a number in the request is out of range ({exc}): ids are 64-bit integers"}, status_code=422
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -25,8 +25,9 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 from argon2 import PasswordHasher
@@ -205,8 +206,10 @@ def ensure_admin(db: sqlite_utils.Database, announce: Any = print) -> str | None
     if user_rows.has_enabled_admin(db):
         return None
     if user_rows.user_exists(db, "admin"):
-        log.error("no enabled admin user, and user 'admin' exists with another role or disabled: "
-                  "add one with `station user add NAME --role admin`")
+        log.error(
+            "no enabled admin user, and user 'admin' exists with another role or disabled: "
+            "add one with `station user add NAME --role admin`"
+        )
         return None
     password = secrets.token_urlsafe(15)
     try:
@@ -319,7 +322,7 @@ class LoginLimiter:
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _web(request: Request) -> "WebState":
+def _web(request: Request) -> WebState:
     return request.app.state.web
 
 
@@ -339,7 +342,9 @@ def session_of(request: Request) -> Session | None:
 def check_csrf(request: Request, session: Session) -> None:
     """403 unless a non-GET request carries the session's CSRF token in X-CSRF-Token."""
     if request.method not in SAFE_METHODS and not csrf_ok(session.csrf, request.headers.get(CSRF_HEADER)):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"missing or wrong {CSRF_HEADER} header (read the token from GET /api/me)")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"missing or wrong {CSRF_HEADER} header (read the token from GET /api/me)"
+        )
 
 
 def require(role: str) -> Callable[[Request], Session]:

@@ -50,7 +50,8 @@ def safe_result_dict(r: PartResult) -> dict[str, Any]:
         r2 = PartResult(r.trigger, r.verdict, (), r.detections, r.reject_fire_at_ns)
         d = result_to_dict(r2)
         d["frames"] = [
-            {"camera_id": f.camera_id, "width": int(f.image.shape[1]), "height": int(f.image.shape[0])} for f in r.frames
+            {"camera_id": f.camera_id, "width": int(f.image.shape[1]), "height": int(f.image.shape[0])}
+            for f in r.frames
         ]
         return d
 
@@ -144,7 +145,16 @@ class LiveImages:
                 return newest  # rate limit: the screen gets the newest already encoded image
             frame = latest.frames[0]
             jpeg, w, h = encode_live(frame.image, self.max_width, self.quality)
-            img = LiveImage(pid, frame.camera_id, jpeg, int(frame.image.shape[1]), int(frame.image.shape[0]), w, h, live_heatmap(latest))
+            img = LiveImage(
+                pid,
+                frame.camera_id,
+                jpeg,
+                int(frame.image.shape[1]),
+                int(frame.image.shape[0]),
+                w,
+                h,
+                live_heatmap(latest),
+            )
             self._last_encode = now
             self.encoded += 1
             self._cache[pid] = img
@@ -183,7 +193,7 @@ class RateMeter:
         return max(0.0, (total - old[1]) * 60.0 / (now - old[0]))
 
 
-def counters_payload(state: "WebState") -> dict[str, Any]:
+def counters_payload(state: WebState) -> dict[str, Any]:
     """The counters with yield, parts/min and the reject total, for the screen and the API."""
     st = state.station
     snap = st.counters.snapshot().as_dict()
@@ -216,7 +226,7 @@ def settled_reconcile(station: Any, tries: int = 4, gap_s: float = 0.025) -> lis
     return problems
 
 
-def status_payload(state: "WebState") -> dict[str, Any]:
+def status_payload(state: WebState) -> dict[str, Any]:
     """Station state for the screen header: running, paused (by whom, why), model, alarms."""
     st = state.station
     health = st.health()
@@ -247,8 +257,10 @@ def select_events(batch: list[Any]) -> list[Any]:
     """What a screen needs from a burst: every status event, every non-PASS result, the newest result."""
     last_result = max((i for i, e in enumerate(batch) if isinstance(e, PartResult)), default=-1)
     return [
-        e for i, e in enumerate(batch)
-        if isinstance(e, StatusEvent) or (isinstance(e, PartResult) and (i == last_result or e.verdict.outcome != Outcome.PASS))
+        e
+        for i, e in enumerate(batch)
+        if isinstance(e, StatusEvent)
+        or (isinstance(e, PartResult) and (i == last_result or e.verdict.outcome != Outcome.PASS))
     ]
 
 
@@ -264,7 +276,7 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, state: "WebState", poll_s: float = POLL_S, until_wall: float | None = None):
+    def __init__(self, state: WebState, poll_s: float = POLL_S, until_wall: float | None = None):
         """``until_wall``: end the stream at this UNIX time (the viewer's session expiry)."""
         super().__init__(headers={"cache-control": "no-store", "x-accel-buffering": "no"})
         self.state = state
@@ -308,8 +320,16 @@ class EventStream(Response):
         last = state.station.last_result
         counters = counters_payload(state)
         await out(b"retry: 2000\n\n")
-        await out(sse("hello", {"status": status_payload(state), "counters": counters,
-                                "result": safe_result_dict(last) if last is not None else None}))
+        await out(
+            sse(
+                "hello",
+                {
+                    "status": status_payload(state),
+                    "counters": counters,
+                    "result": safe_result_dict(last) if last is not None else None,
+                },
+            )
+        )
         t_counters = t_sent_counters = t_ping = time.monotonic()
         while not gone.is_set():
             if self.until_wall is not None and time.time() >= self.until_wall:
@@ -341,6 +361,15 @@ def _drain(sub: Any, limit: int = 10000) -> list[Any]:
 
 
 __all__ = [
-    "EventStream", "LiveImage", "LiveImages", "RateMeter", "counters_payload", "dumps", "encode_live", "safe_result_dict",
-    "select_events", "sse", "status_payload",
+    "EventStream",
+    "LiveImage",
+    "LiveImages",
+    "RateMeter",
+    "counters_payload",
+    "dumps",
+    "encode_live",
+    "safe_result_dict",
+    "select_events",
+    "sse",
+    "status_payload",
 ]

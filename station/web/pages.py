@@ -23,10 +23,15 @@ from .auth import Session, session_of
 TEMPLATES = Path(__file__).parent / "templates"
 DESK_ROLE = "qa"
 
-templates = Jinja2Templates(env=jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
-    trim_blocks=True, keep_trailing_newline=True,
-))
+templates = Jinja2Templates(
+    env=jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        keep_trailing_newline=True,
+    )
+)
 
 
 def _who(request: Request, s: Session) -> dict[str, str]:
@@ -36,9 +41,18 @@ def _who(request: Request, s: Session) -> dict[str, str]:
 
 def denied(request: Request, s: Session, *, area: str, needed: str, why: str = "") -> Response:
     """403 with templates/denied.html: ``area`` needs the role ``needed`` (and ``why``, when given)."""
-    return templates.TemplateResponse(request, "denied.html", {
-        **_who(request, s), "area": area, "needed": needed, "why": why, "next": request.url.path,
-    }, status_code=status.HTTP_403_FORBIDDEN)
+    return templates.TemplateResponse(
+        request,
+        "denied.html",
+        {
+            **_who(request, s),
+            "area": area,
+            "needed": needed,
+            "why": why,
+            "next": request.url.path,
+        },
+        status_code=status.HTTP_403_FORBIDDEN,
+    )
 
 
 def desk_page(request: Request, template: str, *, nav: str, area: str, why: str = "", **values: Any) -> Response:

@@ -18,9 +18,10 @@ import stat
 import tempfile
 import time
 import zipfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 import cv2
@@ -97,7 +98,9 @@ async def save_upload(chunks: AsyncIterator[bytes], dest: Path, limits: Limits) 
             if len(head) < 4:
                 head = (head + chunk)[:4]
                 if len(head) == 4 and head not in ZIP_MAGIC:
-                    raise UploadError(415, "the upload is not a zip file (no zip signature): send the dataset as a .zip")
+                    raise UploadError(
+                        415, "the upload is not a zip file (no zip signature): send the dataset as a .zip"
+                    )
             await anyio.to_thread.run_sync(f.write, chunk)  # large uploads must not stall the event loop
     if n == 0:
         raise UploadError(422, "the upload is empty: send the dataset zip as the request body")
@@ -111,7 +114,9 @@ def _check_name(name: str) -> PurePosixPath:
     if not name or "\x00" in name:
         raise UploadError(400, f"zip entry with an empty or invalid name {name!r}: refused")
     if "\\" in name:
-        raise UploadError(400, f"zip entry {name!r} uses backslashes: refused (only '/' separated relative names are accepted)")
+        raise UploadError(
+            400, f"zip entry {name!r} uses backslashes: refused (only '/' separated relative names are accepted)"
+        )
     p = PurePosixPath(name)
     if p.is_absolute() or re.match(r"^[A-Za-z]:", name):
         raise UploadError(400, f"zip entry {name!r} has an absolute name: refused (zip slip)")
@@ -134,7 +139,9 @@ def unpack(zip_path: Path, dest: Path, limits: Limits) -> list[Path]:
     with zf:
         infos = zf.infolist()
         if len(infos) > limits.max_files:
-            raise UploadError(413, f"the zip holds {len(infos)} entries; at most web.max_upload_files = {limits.max_files}")
+            raise UploadError(
+                413, f"the zip holds {len(infos)} entries; at most web.max_upload_files = {limits.max_files}"
+            )
         total = 0
         for info in infos:
             _check_name(info.filename)
@@ -144,10 +151,13 @@ def unpack(zip_path: Path, dest: Path, limits: Limits) -> list[Path]:
             total += info.file_size
         if total > limits.max_unpacked_bytes:
             raise UploadError(
-                413, f"the zip unpacks to {total / 2**20:.0f} MB; at most web.max_upload_unpacked_mb = {limits.max_unpacked_bytes / 2**20:g} MB"
+                413,
+                f"the zip unpacks to {total / 2**20:.0f} MB; at most web.max_upload_unpacked_mb = {limits.max_unpacked_bytes / 2**20:g} MB",
             )
         if not disk_free_ok(dest, total + RESERVE_BYTES):  # the recorder writes images on this file system too
-            raise UploadError(507, f"not enough free disk space to unpack {total / 2**20:.0f} MB next to the image store")
+            raise UploadError(
+                507, f"not enough free disk space to unpack {total / 2**20:.0f} MB next to the image store"
+            )
         root = dest.resolve()
         written: list[Path] = []
         budget = limits.max_unpacked_bytes
@@ -167,7 +177,10 @@ def unpack(zip_path: Path, dest: Path, limits: Limits) -> list[Path]:
                             break
                         budget -= len(block)
                         if budget < 0:  # sizes in the directory lied
-                            raise UploadError(413, f"the zip unpacks to more than web.max_upload_unpacked_mb = {limits.max_unpacked_bytes / 2**20:g} MB")
+                            raise UploadError(
+                                413,
+                                f"the zip unpacks to more than web.max_upload_unpacked_mb = {limits.max_unpacked_bytes / 2**20:g} MB",
+                            )
                         out.write(block)
             except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as exc:
                 raise UploadError(422, f"zip entry {info.filename!r} cannot be unpacked ({exc})") from None
@@ -188,7 +201,9 @@ def _one(files: list[Path], root: Path, what: str, pick: Any) -> Path:
     shallow = [f for f in found if len(f.relative_to(root).parts) == len(found[0].relative_to(root).parts)]
     if len(shallow) > 1:
         names = ", ".join(str(f.relative_to(root)) for f in shallow[:5])
-        raise UploadError(422, f"the zip holds several {what} files at the same level ({names}): send one dataset per zip")
+        raise UploadError(
+            422, f"the zip holds several {what} files at the same level ({names}): send one dataset per zip"
+        )
     return found[0]
 
 
@@ -222,8 +237,15 @@ def prepare_yolo(files: list[Path], root: Path) -> Path:
             if target.is_file():
                 for n, line in enumerate(target.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
                     line = line.strip()
-                    if line and (PurePosixPath(line).is_absolute() or ".." in PurePosixPath(line).parts or not inside(root, base / line)):
-                        raise UploadError(422, f"{target.relative_to(root)}:{n}: image {line!r} must be a relative name inside the zip")
+                    if line and (
+                        PurePosixPath(line).is_absolute()
+                        or ".." in PurePosixPath(line).parts
+                        or not inside(root, base / line)
+                    ):
+                        raise UploadError(
+                            422,
+                            f"{target.relative_to(root)}:{n}: image {line!r} must be a relative name inside the zip",
+                        )
     data["path"] = str(base)
     safe = base / ".upload-data.yaml"
     safe.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
@@ -277,7 +299,9 @@ def portable_data_yaml(data_yaml: Path) -> None:
     data = yaml.safe_load(text)
     data.pop("path", None)
     data_yaml.write_text(
-        header + "# no 'path': train and val are relative to this file's folder\n" + yaml.safe_dump(data, sort_keys=False),
+        header
+        + "# no 'path': train and val are relative to this file's folder\n"
+        + yaml.safe_dump(data, sort_keys=False),
         encoding="utf-8",
     )
 
@@ -291,7 +315,11 @@ def thumbnail_jpeg(path: Path, size: int, width: int, height: int, quality: int 
     """
     longest = max(width, height, 1)
     flag = cv2.IMREAD_COLOR
-    for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
+    for factor, reduced in (
+        (8, cv2.IMREAD_REDUCED_COLOR_8),
+        (4, cv2.IMREAD_REDUCED_COLOR_4),
+        (2, cv2.IMREAD_REDUCED_COLOR_2),
+    ):
         if longest / factor >= size:
             flag = reduced
             break
@@ -327,6 +355,19 @@ def disk_free_ok(folder: Path, need_bytes: int) -> bool:
 
 
 __all__ = [
-    "Limits", "UploadError", "clean_message", "disk_free_ok", "inside", "new_work_dir", "portable_data_yaml", "prepare_coco",
-    "prepare_yolo", "remove_tree", "save_upload", "thumbnail_jpeg", "unpack", "work_root", "zip_folder",
+    "Limits",
+    "UploadError",
+    "clean_message",
+    "disk_free_ok",
+    "inside",
+    "new_work_dir",
+    "portable_data_yaml",
+    "prepare_coco",
+    "prepare_yolo",
+    "remove_tree",
+    "save_upload",
+    "thumbnail_jpeg",
+    "unpack",
+    "work_root",
+    "zip_folder",
 ]

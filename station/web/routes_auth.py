@@ -45,14 +45,20 @@ class PasswordChange(BaseModel):
     """Change one's own password."""
 
     old_password: str = Field(..., min_length=1, max_length=auth.MAX_PASSWORD_LEN, description="Current password.")
-    new_password: str = Field(..., min_length=auth.MIN_PASSWORD_LEN, max_length=auth.MAX_PASSWORD_LEN, description="New password.")
+    new_password: str = Field(
+        ..., min_length=auth.MIN_PASSWORD_LEN, max_length=auth.MAX_PASSWORD_LEN, description="New password."
+    )
 
 
 class NewUser(BaseModel):
     """A user to create (admin only)."""
 
-    username: str = Field(..., min_length=1, max_length=64, description="User name: letters, digits, '_', '.', '@', '-'.")
-    password: str = Field(..., min_length=auth.MIN_PASSWORD_LEN, max_length=auth.MAX_PASSWORD_LEN, description="Initial password.")
+    username: str = Field(
+        ..., min_length=1, max_length=64, description="User name: letters, digits, '_', '.', '@', '-'."
+    )
+    password: str = Field(
+        ..., min_length=auth.MIN_PASSWORD_LEN, max_length=auth.MAX_PASSWORD_LEN, description="Initial password."
+    )
     role: Literal["operator", "qa", "admin"] = Field(..., description="operator < qa < admin.")
 
 
@@ -64,7 +70,13 @@ def secure_cookie(request: Request) -> bool:
 
 def _set_session_cookie(request: Request, response: Response, token: str, ttl_s: float) -> None:
     response.set_cookie(
-        SESSION_COOKIE, token, max_age=int(ttl_s), path="/", httponly=True, samesite="strict", secure=secure_cookie(request)
+        SESSION_COOKIE,
+        token,
+        max_age=int(ttl_s),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookie(request),
     )
 
 
@@ -75,7 +87,15 @@ def _login_token(request: Request) -> str:
 
 
 def _set_login_cookie(request: Request, response: Response, token: str) -> None:
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, path="/", httponly=True, samesite="strict", secure=secure_cookie(request))
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=3600,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookie(request),
+    )
 
 
 def _safe_next(nxt: str | None) -> str:
@@ -86,8 +106,11 @@ def _safe_next(nxt: str | None) -> str:
 def login_page(request: Request, next: str = "/") -> Response:  # noqa: A002 - the query parameter is called next
     """The login form (works without JavaScript too)."""
     token = _login_token(request)
-    resp = templates.TemplateResponse(request, "login.html", {
-        "station": request.app.state.web.station.cfg.name, "csrf": token, "error": "", "next": _safe_next(next)})
+    resp = templates.TemplateResponse(
+        request,
+        "login.html",
+        {"station": request.app.state.web.station.cfg.name, "csrf": token, "error": "", "next": _safe_next(next)},
+    )
     _set_login_cookie(request, resp, token)
     return resp
 
@@ -112,37 +135,59 @@ async def login(request: Request) -> Response:
     state = request.app.state.web
     length = request.headers.get("content-length", "")
     if not length.isdigit() or int(length) > MAX_LOGIN_BODY:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"send a login body with Content-Length of at most {MAX_LOGIN_BODY} bytes")
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"send a login body with Content-Length of at most {MAX_LOGIN_BODY} bytes",
+        )
     ctype = request.headers.get("content-type", "")
     is_form = ctype.startswith("application/x-www-form-urlencoded") or ctype.startswith("multipart/form-data")
     if is_form:
         form = await request.form(max_files=0, max_fields=8)
         username, password = str(form.get("username", "")), str(form.get("password", ""))
-        given, nxt = str(form.get("csrf_token", "")) or request.headers.get(CSRF_HEADER), _safe_next(str(form.get("next", "/")))
+        given, nxt = (
+            str(form.get("csrf_token", "")) or request.headers.get(CSRF_HEADER),
+            _safe_next(str(form.get("next", "/"))),
+        )
     else:
         try:
             body = LoginBody.model_validate_json(await request.body())
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"send JSON {{username, password}} or a form ({problems})") from None
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY, f"send JSON {{username, password}} or a form ({problems})"
+            ) from None
         username, password, given, nxt = body.username, body.password, request.headers.get(CSRF_HEADER), "/"
     if not csrf_ok(request.cookies.get(LOGIN_CSRF_COOKIE), given):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong login token: GET /login or /api/login first, send it as X-CSRF-Token")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "missing or wrong login token: GET /login or /api/login first, send it as X-CSRF-Token",
+        )
     username = username[:64]
     client = client_address(request)
     wait = state.limiter.retry_after(username, client)
     if wait > 0:
         log.warning("login of %r from %s refused: too many failures", username, client)
-        return JSONResponse({"detail": f"too many failed logins; retry in {math.ceil(wait)} s"}, 429,
-                            headers={"Retry-After": str(math.ceil(wait))})
+        return JSONResponse(
+            {"detail": f"too many failed logins; retry in {math.ceil(wait)} s"},
+            429,
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
     result = await run_in_threadpool(_check_login, state, username, password)
     if result is None:
         state.limiter.failed(username, client)
         await run_in_threadpool(_audit, state, username, "login_failed", f"from {client}")
         if is_form:
-            return templates.TemplateResponse(request, "login.html", {
-                "station": state.station.cfg.name, "csrf": given or "", "next": nxt, "error": "Wrong username or password."},
-                status_code=status.HTTP_401_UNAUTHORIZED)
+            return templates.TemplateResponse(
+                request,
+                "login.html",
+                {
+                    "station": state.station.cfg.name,
+                    "csrf": given or "",
+                    "next": nxt,
+                    "error": "Wrong username or password.",
+                },
+                status_code=status.HTTP_401_UNAUTHORIZED,
+            )
         return JSONResponse({"detail": "wrong username or password"}, 401)
     state.limiter.succeeded(username, client)
     token, session = result
@@ -197,14 +242,19 @@ def me(request: Request) -> dict[str, Any]:
 
 
 @router.post("/api/me/password", summary="Change your own password")
-def change_password(request: Request, body: PasswordChange, session: Session = Depends(require("operator"))) -> JSONResponse:
+def change_password(
+    request: Request, body: PasswordChange, session: Session = Depends(require("operator"))
+) -> JSONResponse:
     """Needs the current password; every session of the user ends and a new one is returned."""
     state = request.app.state.web
     name, client = session.user.username, client_address(request)
     wait = state.limiter.retry_after(name, client)
     if wait > 0:
-        return JSONResponse({"detail": f"too many failed attempts; retry in {math.ceil(wait)} s"}, 429,
-                            headers={"Retry-After": str(math.ceil(wait))})
+        return JSONResponse(
+            {"detail": f"too many failed attempts; retry in {math.ceil(wait)} s"},
+            429,
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
     with state.db.use() as db:
         creds = auth.fetch_credentials(db, name)
     user, _ = auth.check_password(creds, name, body.old_password)

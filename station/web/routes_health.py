@@ -14,14 +14,17 @@ from .state import web_state
 router = APIRouter()
 
 
-
 class RelearnBody(BaseModel):
     """Why the image bands are learned again (audit trail)."""
 
-    reason: str = Field(..., min_length=1, max_length=200, description="What changed on purpose, e.g. 'lens replaced', 'new light bar'.")
+    reason: str = Field(
+        ..., min_length=1, max_length=200, description="What changed on purpose, e.g. 'lens replaced', 'new light bar'."
+    )
 
 
-@router.get("/api/health/image", summary="Image health and model drift: bands, alarms, latest figures and trends per camera")
+@router.get(
+    "/api/health/image", summary="Image health and model drift: bands, alarms, latest figures and trends per camera"
+)
 def image_health(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
     """``{"enabled": false}`` when ``health.enabled`` is off; else per camera its bands, active alarms and the last
     ``health.trend_points`` frames (sharpness, brightness, clipped share, shift in px), and the running model's drift figures."""
@@ -37,7 +40,9 @@ def relearn(request: Request, body: RelearnBody, session: Session = Depends(requ
     state = web_state(request)
     health = state.station.image_health
     if health is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, "image health is off (set health.enabled: true in the station config)")
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "image health is off (set health.enabled: true in the station config)"
+        )
     health.relearn()
     with state.db.use() as db:
         audit.record(db, session.user.username, "health_relearn", "health", reason=body.reason.strip())

@@ -29,12 +29,17 @@ router = APIRouter(tags=["models"])
 
 QA = require("qa")
 ADMIN = require("admin")
-Sha = Annotated[str, PathParam(pattern=r"^[0-9a-fA-F]{8,64}$", description="sha256 of a registered model (or a unique prefix of 8+ hex digits).")]
+Sha = Annotated[
+    str,
+    PathParam(
+        pattern=r"^[0-9a-fA-F]{8,64}$",
+        description="sha256 of a registered model (or a unique prefix of 8+ hex digits).",
+    ),
+]
 JobId = Annotated[str, PathParam(pattern=r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$", description="Training job id.")]
 EvalId = Annotated[str, PathParam(pattern=r"^e[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$", description="Evaluation id.")]
 GoldenId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="Golden set id (16 hex digits).")]
 Reason = Annotated[str, Field("", max_length=300, description="Why (kept in the audit trail).")]
-
 
 
 _service_lock = threading.Lock()
@@ -65,10 +70,21 @@ class TrainBody(BaseModel):
     epochs: int = Field(30, ge=1, le=1000, description="Training epochs.")
     imgsz: int = Field(640, ge=32, le=2048, description="Training image size (multiple of 32).")
     batch: int = Field(8, ge=1, le=256, description="Images per batch.")
-    export_hw: list[int] | None = Field(None, min_length=2, max_length=2, description="ONNX input [height, width] (multiples of 32); default imgsz x imgsz.")
-    base: Literal["scratch", "current"] = Field("scratch", description="Train a new model (scratch) or fine-tune the current model's weights.")
-    golden_id: GoldenId | None = Field(None, description="Evaluate the result against the current model on this golden set (default: the newest).")
-    val_fraction: float = Field(0.2, ge=0.0, le=0.5, description="Share of the snapshot's parts (newest) used for validation.")
+    export_hw: list[int] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="ONNX input [height, width] (multiples of 32); default imgsz x imgsz.",
+    )
+    base: Literal["scratch", "current"] = Field(
+        "scratch", description="Train a new model (scratch) or fine-tune the current model's weights."
+    )
+    golden_id: GoldenId | None = Field(
+        None, description="Evaluate the result against the current model on this golden set (default: the newest)."
+    )
+    val_fraction: float = Field(
+        0.2, ge=0.0, le=0.5, description="Share of the snapshot's parts (newest) used for validation."
+    )
     seed: int = Field(0, ge=0, le=2**31, description="Training seed.")
 
     @field_validator("imgsz")
@@ -107,28 +123,38 @@ class PromoteBody(BaseModel):
 class RollbackBody(BaseModel):
     """Back to a model that ran before."""
 
-    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{8,64}$", description="Default: the model the last change replaced.")
+    sha256: str | None = Field(
+        None, pattern=r"^[0-9a-fA-F]{8,64}$", description="Default: the model the last change replaced."
+    )
     reason: Reason
 
 
 class ShadowBody(BaseModel):
     """Shadow mode settings."""
 
-    queue_size: int = Field(16, ge=1, le=1000, description="Parts waiting for the shadow model; more are dropped for it (counted).")
+    queue_size: int = Field(
+        16, ge=1, le=1000, description="Parts waiting for the shadow model; more are dropped for it (counted)."
+    )
 
 
 class TuneBody(BaseModel):
     """Threshold tuning on an evaluation."""
 
-    target_escape_rate: float = Field(..., ge=0.0, le=1.0, description="Largest acceptable escape rate on the golden set, e.g. 0.01.")
+    target_escape_rate: float = Field(
+        ..., ge=0.0, le=1.0, description="Largest acceptable escape rate on the golden set, e.g. 0.01."
+    )
     model: Literal["candidate", "current"] = Field("current", description="Which model of the evaluation to tune.")
 
 
 class ApplyRulesBody(TuneBody):
     """Apply tuned thresholds to the line (audited)."""
 
-    eval_id: str = Field(..., pattern=r"^e[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$", description="The evaluation the thresholds come from.")
-    reason: str = Field(..., min_length=3, max_length=300, description="Why the line's thresholds change (audit trail).")
+    eval_id: str = Field(
+        ..., pattern=r"^e[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$", description="The evaluation the thresholds come from."
+    )
+    reason: str = Field(
+        ..., min_length=3, max_length=300, description="Why the line's thresholds change (audit trail)."
+    )
 
 
 class ResetRulesBody(BaseModel):
@@ -140,7 +166,9 @@ class ResetRulesBody(BaseModel):
 class GoldenBody(BaseModel):
     """Freeze a dataset snapshot as a golden set."""
 
-    snapshot_id: int = Field(..., ge=1, le=2**62, description="Dataset snapshot to freeze (every image; keep it apart from training data).")
+    snapshot_id: int = Field(
+        ..., ge=1, le=2**62, description="Dataset snapshot to freeze (every image; keep it apart from training data)."
+    )
     name: str = Field(..., pattern=r"^[A-Za-z0-9._-]{1,60}$", description="Folder name of the golden set.")
 
 
@@ -179,8 +207,19 @@ async def snapshots(request: Request, _: Session = Depends(QA)) -> list[dict[str
     def read() -> list[dict[str, Any]]:
         with web_state(request).db.use() as db:
             snaps = labeling.list_snapshots(db)
-        return [{"id": s.id, "name": s.name, "created_at": s.created_at, "created_by": s.created_by, "n_images": len(s.image_ids),
-                 "n_labels": s.n_labels, "class_names": list(s.class_names), "sha": s.sha} for s in reversed(snaps)]
+        return [
+            {
+                "id": s.id,
+                "name": s.name,
+                "created_at": s.created_at,
+                "created_by": s.created_by,
+                "n_images": len(s.image_ids),
+                "n_labels": s.n_labels,
+                "class_names": list(s.class_names),
+                "sha": s.sha,
+            }
+            for s in reversed(snaps)
+        ]
 
     return await _call(read)
 
@@ -192,7 +231,10 @@ async def jobs(request: Request, _: Session = Depends(QA)) -> dict[str, Any]:
 
     def read() -> dict[str, Any]:
         active = svc.runner.active()
-        return {"active": job_dict(active) if active else None, "jobs": [job_dict(j) for j in svc.runner.list_jobs()[:30]]}
+        return {
+            "active": job_dict(active) if active else None,
+            "jobs": [job_dict(j) for j in svc.runner.list_jobs()[:30]],
+        }
 
     return await _call(read)
 
@@ -204,8 +246,12 @@ async def job(request: Request, job_id: JobId, _: Session = Depends(QA)) -> dict
 
 
 @router.get("/api/models/jobs/{job_id}/log", summary="A training job's log (qa)")
-async def job_log(request: Request, job_id: JobId, offset: int = Query(-1, ge=-1, le=2**40, description="Byte offset; -1 = the last 64 KB."),
-                  _: Session = Depends(QA)) -> dict[str, Any]:
+async def job_log(
+    request: Request,
+    job_id: JobId,
+    offset: int = Query(-1, ge=-1, le=2**40, description="Byte offset; -1 = the last 64 KB."),
+    _: Session = Depends(QA),
+) -> dict[str, Any]:
     """Text from ``offset`` (at most 64 KB) and ``next_offset`` to continue from."""
     return await _call(_svc(request).job_log, job_id, offset)
 
@@ -229,16 +275,21 @@ async def evaluation(request: Request, eval_id: EvalId, _: Session = Depends(QA)
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}},
 )
-async def evaluation_image(request: Request, eval_id: EvalId, index: Annotated[int, PathParam(ge=0, le=10**7)],
-                           _: Session = Depends(QA)) -> Response:
+async def evaluation_image(
+    request: Request, eval_id: EvalId, index: Annotated[int, PathParam(ge=0, le=10**7)], _: Session = Depends(QA)
+) -> Response:
     """Golden-set image ``index``: truth green (outer box), candidate orange, current blue (at their uncertain threshold)."""
     jpeg = await _call(_svc(request).evaluation_image, eval_id, index)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/api/models/shadow", summary="Shadow mode: counters and disagreements (qa)")
-async def shadow(request: Request, sha: str | None = Query(None, pattern=r"^[0-9a-fA-F]{64}$", description="A model's recorded shadow results."),
-                 limit: int = Query(50, ge=1, le=1000), _: Session = Depends(QA)) -> dict[str, Any]:
+async def shadow(
+    request: Request,
+    sha: str | None = Query(None, pattern=r"^[0-9a-fA-F]{64}$", description="A model's recorded shadow results."),
+    limit: int = Query(50, ge=1, le=1000),
+    _: Session = Depends(QA),
+) -> dict[str, Any]:
     """The running (or last) shadow run's counters and the parts where its verdict differs from the line's."""
     return await _call(_svc(request).shadow_view, sha.lower() if sha else None, limit)
 
@@ -266,9 +317,13 @@ async def cancel(request: Request, job_id: JobId, session: Session = Depends(QA)
 
 
 @router.post("/api/models/{sha}/evaluate", status_code=202, summary="Evaluate a model against the current one (qa)")
-async def evaluate(request: Request, sha: Sha, body: EvaluateBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
+async def evaluate(
+    request: Request, sha: Sha, body: EvaluateBody | None = None, session: Session = Depends(QA)
+) -> dict[str, Any]:
     """Both models through the production path on the golden set (a worker process); both results go to the registry (the gate reads them)."""
-    return await _call(_svc(request).start_evaluation, sha.lower(), body.golden_id if body else None, session.user.username)
+    return await _call(
+        _svc(request).start_evaluation, sha.lower(), body.golden_id if body else None, session.user.username
+    )
 
 
 @router.post("/api/models/evaluations/{eval_id}/tune", summary="Per-class thresholds for a target escape rate (qa)")
@@ -278,7 +333,9 @@ async def tune(request: Request, eval_id: EvalId, body: TuneBody, _: Session = D
 
 
 @router.post("/api/models/{sha}/shadow", status_code=201, summary="Start shadow mode with a model (qa)")
-async def shadow_start(request: Request, sha: Sha, body: ShadowBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
+async def shadow_start(
+    request: Request, sha: Sha, body: ShadowBody | None = None, session: Session = Depends(QA)
+) -> dict[str, Any]:
     """The model judges every part beside the line without acting; 409 while another shadow runs."""
     return await _call(_svc(request).start_shadow, sha.lower(), body.queue_size if body else 16, session.user.username)
 
@@ -297,7 +354,9 @@ async def golden_freeze(request: Request, body: GoldenBody, session: Session = D
 
 # -- writes: admin --------------------------------------------------------------------------------
 @router.post("/api/models/{sha}/promote", summary="Promote a model; the line hot-swaps to it (admin)")
-async def promote(request: Request, sha: Sha, body: PromoteBody | None = None, session: Session = Depends(ADMIN)) -> dict[str, Any]:
+async def promote(
+    request: Request, sha: Sha, body: PromoteBody | None = None, session: Session = Depends(ADMIN)
+) -> dict[str, Any]:
     """Refused (409, audited) when its escape rate on the golden set is worse than the current model's, unless ``override`` with a reason."""
     b = body or PromoteBody()
     if b.override and not b.reason:
@@ -306,10 +365,14 @@ async def promote(request: Request, sha: Sha, body: PromoteBody | None = None, s
 
 
 @router.post("/api/models/rollback", summary="Roll back to an earlier model in one action (admin)")
-async def rollback(request: Request, body: RollbackBody | None = None, session: Session = Depends(ADMIN)) -> dict[str, Any]:
+async def rollback(
+    request: Request, body: RollbackBody | None = None, session: Session = Depends(ADMIN)
+) -> dict[str, Any]:
     """Default: the model the last change replaced; the line hot-swaps to it. Audited, not gated."""
     b = body or RollbackBody()
-    return await _call(_svc(request).rollback, b.sha256.lower() if b.sha256 else None, b.reason or None, session.user.username)
+    return await _call(
+        _svc(request).rollback, b.sha256.lower() if b.sha256 else None, b.reason or None, session.user.username
+    )
 
 
 @router.post("/api/models/rules", summary="Apply tuned thresholds to the line (admin)")
@@ -318,7 +381,14 @@ async def apply_rules(request: Request, body: ApplyRulesBody, session: Session =
 
     409 when the evaluated model is not the one on the line.
     """
-    return await _call(_svc(request).apply_tuning, body.eval_id, body.model, body.target_escape_rate, body.reason.strip(), session.user.username)
+    return await _call(
+        _svc(request).apply_tuning,
+        body.eval_id,
+        body.model,
+        body.target_escape_rate,
+        body.reason.strip(),
+        session.user.username,
+    )
 
 
 @router.post("/api/models/rules/reset", summary="Back to the configured thresholds (admin)")

@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-
 class PauseBody(BaseModel):
     """Why the line stops (shown on every screen and kept in the audit trail)."""
 
-    reason: str = Field(..., min_length=1, max_length=200, description="Why the line is paused, e.g. 'material change'.")
+    reason: str = Field(
+        ..., min_length=1, max_length=200, description="Why the line is paused, e.g. 'material change'."
+    )
 
 
 class ResumeBody(BaseModel):
@@ -93,7 +94,9 @@ def alarms(request: Request, limit: int = Query(30, ge=1, le=500), _: Any = Depe
 
 
 @router.get("/api/live/image", summary="JPEG of the last part's first frame")
-def live_image(request: Request, part_id: int | None = Query(None, ge=0, le=2**63 - 1), _: Any = Depends(viewer)) -> Response:
+def live_image(
+    request: Request, part_id: int | None = Query(None, ge=0, le=2**63 - 1), _: Any = Depends(viewer)
+) -> Response:
     """The downscaled image of ``part_id`` if still cached, else of the newest part (``X-Part-Id`` says which).
 
     Encoded on demand, at most ``web.live_fps`` new images per second. 404 before the first image.
@@ -120,8 +123,10 @@ def live_image(request: Request, part_id: int | None = Query(None, ge=0, le=2**6
     "/api/live/heatmap",
     summary="Heat map of a live part (grayscale PNG)",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "0 normal, 128 at the threshold, 255 twice it or more"},
-               404: {"description": "No heat map for this part (supervised model, or no longer cached)"}},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "0 normal, 128 at the threshold, 255 twice it or more"},
+        404: {"description": "No heat map for this part (supervised model, or no longer cached)"},
+    },
 )
 def live_heatmap(request: Request, part_id: int = Query(..., ge=0, le=2**63 - 1), _: Any = Depends(viewer)) -> Response:
     """The heat map of ``part_id``'s live image (as ``/api/live/image`` served it), at most 256 px a side.
@@ -132,8 +137,11 @@ def live_heatmap(request: Request, part_id: int = Query(..., ge=0, le=2**63 - 1)
     img = web_state(request).live.cached(part_id)
     if img is None or img.heatmap_png is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no heat map for part {part_id}")
-    return Response(img.heatmap_png, media_type="image/png",
-                    headers={"X-Part-Id": str(part_id), "Cache-Control": "private, max-age=60"})
+    return Response(
+        img.heatmap_png,
+        media_type="image/png",
+        headers={"X-Part-Id": str(part_id), "Cache-Control": "private, max-age=60"},
+    )
 
 
 @router.get("/api/events", summary="Server-Sent Events: results, status, counters")
@@ -144,14 +152,21 @@ def events(request: Request, session: Session | None = Depends(viewer)) -> Event
     """
     state = web_state(request)
     if not state.client_opened():
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{state.cfg.max_live_clients} live screens already connected",
-                            headers={"Retry-After": "5"})
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"{state.cfg.max_live_clients} live screens already connected",
+            headers={"Retry-After": "5"},
+        )
     return EventStream(state, until_wall=session.expires_at if session is not None else None)
 
 
 # -- writes (login + role + CSRF) ----------------------------------------------------
 @router.post("/api/alarms/{alarm_id}/ack", summary="Acknowledge one alarm (operator)")
-def ack_alarm(request: Request, alarm_id: int = PathParam(..., ge=1, le=2**63 - 1), session: Session = Depends(require("operator"))) -> dict[str, Any]:
+def ack_alarm(
+    request: Request,
+    alarm_id: int = PathParam(..., ge=1, le=2**63 - 1),
+    session: Session = Depends(require("operator")),
+) -> dict[str, Any]:
     """404 unknown alarm, 409 already acknowledged (the answer says by whom)."""
     state = web_state(request)
     user, now = session.user.username, time.time()
@@ -160,7 +175,9 @@ def ack_alarm(request: Request, alarm_id: int = PathParam(..., ge=1, le=2**63 - 
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alarm {alarm_id}")
         if row["acknowledged_by"] is not None:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"alarm {alarm_id} was already acknowledged by {row['acknowledged_by']}")
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"alarm {alarm_id} was already acknowledged by {row['acknowledged_by']}"
+            )
         alarm_rows.acknowledge(db, alarm_id, user, now)
         audit.record(db, user, "alarm_ack", "alarm", alarm_id, reason=f"{row['component']}: {row['message']}")
     return {"id": alarm_id, "acknowledged_by": user, "acknowledged_at": now}
@@ -193,13 +210,22 @@ def pause(request: Request, body: PauseBody, session: Session = Depends(require(
 
 
 @router.post("/api/line/resume", summary="Resume the line (operator)")
-def resume(request: Request, body: ResumeBody | None = None, session: Session = Depends(require("operator"))) -> dict[str, Any]:
+def resume(
+    request: Request, body: ResumeBody | None = None, session: Session = Depends(require("operator"))
+) -> dict[str, Any]:
     """Accept triggers again."""
     state = web_state(request)
     state.station.pause(False)
     state.pause = None
     with state.db.use() as db:
-        audit.record(db, session.user.username, "resume", "line", state.station.cfg.name, reason=(body.reason if body else "") or None)
+        audit.record(
+            db,
+            session.user.username,
+            "resume",
+            "line",
+            state.station.cfg.name,
+            reason=(body.reason if body else "") or None,
+        )
     return status_payload(state)
 
 

@@ -15,8 +15,9 @@ import dataclasses
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
@@ -33,8 +34,18 @@ from ..store.db import open_db
 from .auth import Session, require
 from .pages import desk_page
 from .review_files import (
-    Limits, UploadError, clean_message, new_work_dir, portable_data_yaml, prepare_coco, prepare_yolo, remove_tree, save_upload,
-    thumbnail_jpeg, unpack, zip_folder,
+    Limits,
+    UploadError,
+    clean_message,
+    new_work_dir,
+    portable_data_yaml,
+    prepare_coco,
+    prepare_yolo,
+    remove_tree,
+    save_upload,
+    thumbnail_jpeg,
+    unpack,
+    zip_folder,
 )
 from .state import WebState, web_state
 
@@ -53,13 +64,16 @@ ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/oct
 _CONFLICT = ("no longer current", "deletion record", "deleted by the disk budget")
 
 
-
 # -- request bodies ------------------------------------------------------------------------
 class NewLabel(BaseModel):
     """A missed defect drawn by QA."""
 
-    box: list[Coord] = Field(..., min_length=4, max_length=4, description="x1, y1, x2, y2 in image pixels (x1 < x2, y1 < y2).")
-    class_name: str = Field(..., min_length=1, max_length=64, description="One of the classes the image's detail lists.")
+    box: list[Coord] = Field(
+        ..., min_length=4, max_length=4, description="x1, y1, x2, y2 in image pixels (x1 < x2, y1 < y2)."
+    )
+    class_name: str = Field(
+        ..., min_length=1, max_length=64, description="One of the classes the image's detail lists."
+    )
     reason: Reason
 
 
@@ -74,14 +88,18 @@ class LabelChange(BaseModel):
 class AnomalyLabel(BaseModel):
     """The defect class an anomaly box shows: a known class, or a new name."""
 
-    class_name: str = Field(..., min_length=1, max_length=64, description="A class of the image's detail, or a new class name.")
+    class_name: str = Field(
+        ..., min_length=1, max_length=64, description="A class of the image's detail, or a new class name."
+    )
     reason: Reason
 
 
 class ConfirmBody(BaseModel):
     """Confirm labels of one image (none given: every current label, and the image counts as reviewed)."""
 
-    label_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(None, max_length=1000, description="Labels to confirm.")
+    label_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(
+        None, max_length=1000, description="Labels to confirm."
+    )
 
 
 class GoodBody(BaseModel):
@@ -93,19 +111,25 @@ class GoodBody(BaseModel):
 class BulkBody(BaseModel):
     """Several images at once (all or nothing)."""
 
-    image_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(..., min_length=1, max_length=500, description="Image ids.")
+    image_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        ..., min_length=1, max_length=500, description="Image ids."
+    )
     reason: Reason
 
 
 class SnapshotBody(BaseModel):
     """Freeze the current labels into a dataset snapshot."""
 
-    name: str | None = Field(None, max_length=80, pattern=r"^[A-Za-z0-9 ._-]*$", description="Snapshot name (default snapshot-<UTC time>).")
+    name: str | None = Field(
+        None, max_length=80, pattern=r"^[A-Za-z0-9 ._-]*$", description="Snapshot name (default snapshot-<UTC time>)."
+    )
     only_reviewed: bool = Field(True, description="Only images a QA reviewer has reviewed (recommended).")
     since: float | None = Field(None, ge=0, le=1e11, description="Only parts triggered at or after this UNIX time.")
     until: float | None = Field(None, ge=0, le=1e11, description="Only parts triggered before this UNIX time.")
     class_names: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
-        None, max_length=1000, description="Class order (class index = position); default: the model's classes, then any other known class."
+        None,
+        max_length=1000,
+        description="Class order (class index = position); default: the model's classes, then any other known class.",
     )
 
 
@@ -120,7 +144,9 @@ def _labeling_errors() -> Iterator[None]:
     except LookupError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except sqlite3.IntegrityError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"someone changed this image meanwhile ({exc}): reload it and retry") from None
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"someone changed this image meanwhile ({exc}): reload it and retry"
+        ) from None
     except ValueError as exc:
         msg = str(exc)
         code = status.HTTP_409_CONFLICT if any(k in msg for k in _CONFLICT) else status.HTTP_422_UNPROCESSABLE_CONTENT
@@ -149,8 +175,13 @@ def image_detail(state: WebState, db: Any, image_id: int) -> dict[str, Any]:
     heat = None if img.deleted else heatmaps.live_map_of(db, image_id)
     return {
         "image": {**dataclasses.asdict(img), "url": f"/api/review/images/{img.id}/file"},
-        "heatmap": None if heat is None else {
-            "url": f"/api/review/images/{img.id}/heatmap", "width": heat[1], "height": heat[2], "image_score": heat[3],
+        "heatmap": None
+        if heat is None
+        else {
+            "url": f"/api/review/images/{img.id}/heatmap",
+            "width": heat[1],
+            "height": heat[2],
+            "image_score": heat[3],
         },
         "anomaly_class": labeling.ANOMALY_CLASS,
         "inspection": {
@@ -162,7 +193,10 @@ def image_detail(state: WebState, db: Any, image_id: int) -> dict[str, Any]:
             "max_score": insp.get("max_score"),
             "image_score": insp.get("image_score"),
             "source": insp.get("source"),
-            "images": [{"id": i["id"], "camera_id": i["camera_id"], "deleted": i["deleted_at"] is not None} for i in insp.get("images", [])],
+            "images": [
+                {"id": i["id"], "camera_id": i["camera_id"], "deleted": i["deleted_at"] is not None}
+                for i in insp.get("images", [])
+            ],
         },
         "labels": [_label(lab) for lab in labeling.current_labels(db, image_id)],
         "review": dataclasses.asdict(review) if review else None,
@@ -201,7 +235,9 @@ def editor_page(request: Request, image_id: ImageId) -> Response:
 @router.get("/review/dataset", include_in_schema=False)
 def dataset_page(request: Request) -> Response:
     """Snapshots, exports and imports."""
-    return review_page(request, "review_dataset.html", nav="dataset", max_upload_mb=f"{web_state(request).cfg.max_upload_mb:g}")
+    return review_page(
+        request, "review_dataset.html", nav="dataset", max_upload_mb=f"{web_state(request).cfg.max_upload_mb:g}"
+    )
 
 
 # -- queue --------------------------------------------------------------------------------------
@@ -209,13 +245,17 @@ def dataset_page(request: Request) -> Response:
 def review_queue(
     request: Request,
     outcome: Literal["PASS", "FAIL", "UNCERTAIN", "FAILSAFE"] | None = Query(None, description="Only this verdict."),
-    class_name: str | None = Query(None, min_length=1, max_length=64, description="Only images with a current label of this class."),
+    class_name: str | None = Query(
+        None, min_length=1, max_length=64, description="Only images with a current label of this class."
+    ),
     min_conf: float | None = Query(None, ge=0, le=1, description="Part's max score at least this."),
     max_conf: float | None = Query(None, ge=0, le=1, description="Part's max score at most this."),
     since: float | None = Query(None, ge=0, le=1e11, description="Triggered at or after this UNIX time."),
     until: float | None = Query(None, ge=0, le=1e11, description="Triggered before this UNIX time."),
     model_id: str | None = Query(None, min_length=1, max_length=200, description="Only parts decided by this model."),
-    reviewed: Literal["no", "yes", "all"] = Query("no", description="no = not yet reviewed (default), yes = reviewed, all = both."),
+    reviewed: Literal["no", "yes", "all"] = Query(
+        "no", description="no = not yet reviewed (default), yes = reviewed, all = both."
+    ),
     limit: int = Query(48, ge=1, le=200, description="Page size."),
     offset: int = Query(0, ge=0, le=10_000_000, description="Items to skip."),
     session: Session = Depends(QA),
@@ -226,8 +266,15 @@ def review_queue(
     """
     state = web_state(request)
     filters: dict[str, Any] = {
-        "outcome": outcome, "class_name": class_name, "min_conf": min_conf, "max_conf": max_conf, "since": since, "until": until,
-        "model_id": model_id, "reviewed": {"no": False, "yes": True, "all": None}[reviewed], "rules": state.station.cfg.rules,
+        "outcome": outcome,
+        "class_name": class_name,
+        "min_conf": min_conf,
+        "max_conf": max_conf,
+        "since": since,
+        "until": until,
+        "model_id": model_id,
+        "reviewed": {"no": False, "yes": True, "all": None}[reviewed],
+        "rules": state.station.cfg.rules,
     }
     with state.db.use() as db, _labeling_errors():
         items = labeling.review_queue(db, limit=limit, offset=offset, **filters)
@@ -239,11 +286,18 @@ def review_queue(
     out = []
     for it in items:
         w, h = sizes.get(it.image_id, (0, 0))
-        out.append({
-            **dataclasses.asdict(it), "width": w, "height": h, "verdict": verdicts.get(it.image_id),
-            "thumb": f"/api/review/images/{it.image_id}/thumb",
-            "boxes": [[lab.x1, lab.y1, lab.x2, lab.y2, lab.class_name, lab.source] for lab in labels.get(it.image_id, [])],
-        })
+        out.append(
+            {
+                **dataclasses.asdict(it),
+                "width": w,
+                "height": h,
+                "verdict": verdicts.get(it.image_id),
+                "thumb": f"/api/review/images/{it.image_id}/thumb",
+                "boxes": [
+                    [lab.x1, lab.y1, lab.x2, lab.y2, lab.class_name, lab.source] for lab in labels.get(it.image_id, [])
+                ],
+            }
+        )
     return {"items": out, "counts": counts, "total": sum(counts.values()), "offset": offset, "limit": limit}
 
 
@@ -255,7 +309,13 @@ def facets(request: Request, session: Session = Depends(QA)) -> dict[str, Any]:
         classes = ordered_classes(state, db)
         models = queries.line_models(db, limit=100)
         t = queries.line_time_range(db)
-    return {"classes": classes, "models": models, "outcomes": ["UNCERTAIN", "FAIL", "FAILSAFE", "PASS"], "t_first": t[0], "t_last": t[1]}
+    return {
+        "classes": classes,
+        "models": models,
+        "outcomes": ["UNCERTAIN", "FAIL", "FAILSAFE", "PASS"],
+        "t_first": t[0],
+        "t_last": t[1],
+    }
 
 
 # -- one image ----------------------------------------------------------------------------------
@@ -273,12 +333,16 @@ def _image_file(state: WebState, image_id: int) -> tuple[Path, int, int, str]:
         found = queries.image_for(db, image_id)
         size = queries.image_sizes(db, [image_id]).get(image_id)
     if found is None or size is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no kept image {image_id} (unknown, or deleted by the disk budget)")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"no kept image {image_id} (unknown, or deleted by the disk budget)"
+        )
     sha, fmt = found
     try:
         path = state.station.images.open_path(sha, fmt)
     except FileNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the file of image {image_id} is gone (deleted by the disk budget?)") from None
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"the file of image {image_id} is gone (deleted by the disk budget?)"
+        ) from None
     return path, size[0], size[1], fmt
 
 
@@ -289,7 +353,9 @@ def _image_file(state: WebState, image_id: int) -> tuple[Path, int, int, str]:
     responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}},
 )
 def thumbnail(
-    request: Request, image_id: ImageId, size: int = Query(320, ge=32, le=1024, description="Longer side in pixels."),
+    request: Request,
+    image_id: ImageId,
+    size: int = Query(320, ge=32, le=1024, description="Longer side in pixels."),
     session: Session = Depends(QA),
 ) -> Response:
     """The image downscaled on the server (never upscaled); may be cached by the browser (an image id's content never changes)."""
@@ -310,15 +376,21 @@ def thumbnail(
 def image_file(request: Request, image_id: ImageId, session: Session = Depends(QA)) -> FileResponse:
     """The stored file itself (PNG or JPEG, as recorded)."""
     path, _, _, fmt = _image_file(web_state(request), image_id)
-    return FileResponse(path, media_type="image/png" if fmt == "png" else "image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+    return FileResponse(
+        path,
+        media_type="image/png" if fmt == "png" else "image/jpeg",
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
 
 
 @router.get(
     "/api/review/images/{image_id}/heatmap",
     summary="Heat map of one image: grayscale PNG (qa)",
     response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}, "description": "0 normal, 128 at the threshold, 255 twice it or more"},
-               404: {"description": "No heat map (supervised model), or deleted with its image"}},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "0 normal, 128 at the threshold, 255 twice it or more"},
+        404: {"description": "No heat map (supervised model), or deleted with its image"},
+    },
 )
 def heatmap_file(request: Request, image_id: ImageId, session: Session = Depends(QA)) -> FileResponse:
     """The no-labels inspector's heat map of the image's frame (at most 256 px a side, stretch it over the image)."""
@@ -326,7 +398,9 @@ def heatmap_file(request: Request, image_id: ImageId, session: Session = Depends
     with state.db.use() as db:
         heat = heatmaps.live_map_of(db, image_id)
     if heat is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"image {image_id} has no heat map (unknown image, supervised model, or deleted)")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"image {image_id} has no heat map (unknown image, supervised model, or deleted)"
+        )
     try:
         path = state.station.images.open_map_path(heat[0])
     except FileNotFoundError:
@@ -340,40 +414,71 @@ def add_label(request: Request, image_id: ImageId, body: NewLabel, session: Sess
     """A new box; 422 when the box is outside the image or the class unknown. Returns the label and the refreshed image."""
     state = web_state(request)
     with state.db.use() as db, _labeling_errors():
-        lab = labeling.add_label(db, session.user.username, image_id, body.box, body.class_name,
-                                 classes=ordered_classes(state, db), reason=body.reason)
+        lab = labeling.add_label(
+            db,
+            session.user.username,
+            image_id,
+            body.box,
+            body.class_name,
+            classes=ordered_classes(state, db),
+            reason=body.reason,
+        )
         return _after_change(state, db, image_id, lab)
 
 
 @router.patch("/api/review/images/{image_id}/labels/{label_id}", summary="Move, resize or reclassify a label (qa)")
-def change_label(request: Request, image_id: ImageId, label_id: LabelId, body: LabelChange, session: Session = Depends(QA)) -> dict[str, Any]:
+def change_label(
+    request: Request, image_id: ImageId, label_id: LabelId, body: LabelChange, session: Session = Depends(QA)
+) -> dict[str, Any]:
     """Appends a label that supersedes ``label_id``; 409 when someone changed it meanwhile (reload and retry)."""
     if body.box is None and body.class_name is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give a new box and/or a new class_name")
     state = web_state(request)
     with state.db.use() as db, _labeling_errors():
-        lab = labeling.update_label(db, session.user.username, image_id, label_id, box=body.box, class_name=body.class_name,
-                                    classes=ordered_classes(state, db), reason=body.reason)
+        lab = labeling.update_label(
+            db,
+            session.user.username,
+            image_id,
+            label_id,
+            box=body.box,
+            class_name=body.class_name,
+            classes=ordered_classes(state, db),
+            reason=body.reason,
+        )
         return _after_change(state, db, image_id, lab)
 
 
-@router.post("/api/review/images/{image_id}/labels/{label_id}/as-defect", summary="Label an anomaly box as a defect class (qa)")
-def anomaly_as_defect(request: Request, image_id: ImageId, label_id: LabelId, body: AnomalyLabel, session: Session = Depends(QA)) -> dict[str, Any]:
+@router.post(
+    "/api/review/images/{image_id}/labels/{label_id}/as-defect", summary="Label an anomaly box as a defect class (qa)"
+)
+def anomaly_as_defect(
+    request: Request, image_id: ImageId, label_id: LabelId, body: AnomalyLabel, session: Session = Depends(QA)
+) -> dict[str, Any]:
     """The anomaly box ``label_id`` becomes a label of ``class_name`` (a known class or a new name), like a reclass.
 
     422 when the label is not an ``anomaly`` box or the name is unusable; 409 when it changed meanwhile.
     """
     state = web_state(request)
     with state.db.use() as db, _labeling_errors():
-        lab = labeling.label_anomaly(db, session.user.username, image_id, label_id, body.class_name,
-                                     classes=ordered_classes(state, db), reason=body.reason)
+        lab = labeling.label_anomaly(
+            db,
+            session.user.username,
+            image_id,
+            label_id,
+            body.class_name,
+            classes=ordered_classes(state, db),
+            reason=body.reason,
+        )
         return _after_change(state, db, image_id, lab)
 
 
 @router.delete("/api/review/images/{image_id}/labels/{label_id}", summary="Delete a label: false positive (qa)")
 def delete_label(
-    request: Request, image_id: ImageId, label_id: LabelId,
-    reason: str | None = Query(None, max_length=200, description="Why (audit trail)."), session: Session = Depends(QA),
+    request: Request,
+    image_id: ImageId,
+    label_id: LabelId,
+    reason: str | None = Query(None, max_length=200, description="Why (audit trail)."),
+    session: Session = Depends(QA),
 ) -> dict[str, Any]:
     """Appends a ``deleted`` row superseding the label; 409 when it is no longer current."""
     state = web_state(request)
@@ -383,7 +488,9 @@ def delete_label(
 
 
 @router.post("/api/review/images/{image_id}/confirm", summary="Confirm labels of an image (qa)")
-def confirm(request: Request, image_id: ImageId, body: ConfirmBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
+def confirm(
+    request: Request, image_id: ImageId, body: ConfirmBody | None = None, session: Session = Depends(QA)
+) -> dict[str, Any]:
     """With ``label_ids``: those labels are right. Without: every current label is right and the image is reviewed."""
     state = web_state(request)
     user = session.user.username
@@ -396,7 +503,9 @@ def confirm(request: Request, image_id: ImageId, body: ConfirmBody | None = None
 
 
 @router.post("/api/review/images/{image_id}/good", summary="Mark an image good: no defect (qa)")
-def mark_good(request: Request, image_id: ImageId, body: GoodBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
+def mark_good(
+    request: Request, image_id: ImageId, body: GoodBody | None = None, session: Session = Depends(QA)
+) -> dict[str, Any]:
     """Every current label is deleted and a 'good' review recorded."""
     state = web_state(request)
     with state.db.use() as db, _labeling_errors():
@@ -435,13 +544,20 @@ def snapshots(request: Request, session: Session = Depends(QA)) -> list[dict[str
 
 
 @router.post("/api/review/snapshots", status_code=201, summary="Create a dataset snapshot (qa)")
-def create_snapshot(request: Request, body: SnapshotBody | None = None, session: Session = Depends(QA)) -> dict[str, Any]:
+def create_snapshot(
+    request: Request, body: SnapshotBody | None = None, session: Session = Depends(QA)
+) -> dict[str, Any]:
     """Freezes the current labels (only reviewed images by default); 422 when nothing matches."""
     body = body or SnapshotBody()
     state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         snap = labeling.create_snapshot(
-            db, session.user.username, name=body.name or None, since=body.since, until=body.until, only_reviewed=body.only_reviewed,
+            db,
+            session.user.username,
+            name=body.name or None,
+            since=body.since,
+            until=body.until,
+            only_reviewed=body.only_reviewed,
             class_names=body.class_names if body.class_names is not None else ordered_classes(state, db),
         )
     return _snapshot(snap)
@@ -482,9 +598,12 @@ def _own_db(state: WebState) -> Iterator[Any]:
     responses={200: {"content": {"application/zip": {}}, "description": "data.yaml, images/, labels/, dataset.json"}},
 )
 def export_yolo(
-    request: Request, snapshot_id: SnapshotId,
+    request: Request,
+    snapshot_id: SnapshotId,
     val_fraction: float = Query(0.2, ge=0, le=0.9, description="Fraction of parts in val (split by part)."),
-    split: Literal["time", "group"] = Query("time", description="time: newest parts in val; group: seeded random parts."),
+    split: Literal["time", "group"] = Query(
+        "time", description="time: newest parts in val; group: seeded random parts."
+    ),
     seed: int = Query(0, ge=0, le=2**31 - 1, description="Seed of the group split."),
     session: Session = Depends(QA),
 ) -> FileResponse:
@@ -494,7 +613,9 @@ def export_yolo(
     arc = f"snapshot-{snapshot_id}-yolo"
     with _export_errors(work):
         with _own_db(state) as db:
-            data_yaml = labeling.export_yolo(db, state.station.images, snapshot_id, work / arc, val_fraction, seed, split=split)
+            data_yaml = labeling.export_yolo(
+                db, state.station.images, snapshot_id, work / arc, val_fraction, seed, split=split
+            )
         portable_data_yaml(data_yaml)
         zipped = zip_folder(work / arc, work / f"{arc}.zip", arc)
     log.info("snapshot %d exported as YOLO for %s", snapshot_id, session.user.username)
@@ -508,7 +629,8 @@ def export_yolo(
     responses={200: {"content": {"application/json": {}, "application/zip": {}}, "description": "COCO annotations"}},
 )
 def export_coco(
-    request: Request, snapshot_id: SnapshotId,
+    request: Request,
+    snapshot_id: SnapshotId,
     images: bool = Query(False, description="true: a zip with annotations.json and images/ (what the import accepts)."),
     session: Session = Depends(QA),
 ) -> FileResponse:
@@ -518,7 +640,9 @@ def export_coco(
     arc = f"snapshot-{snapshot_id}-coco"
     with _export_errors(work):
         with _own_db(state) as db:
-            out = labeling.export_coco(db, state.station.images, snapshot_id, work / arc / "annotations.json", copy_images=images)
+            out = labeling.export_coco(
+                db, state.station.images, snapshot_id, work / arc / "annotations.json", copy_images=images
+            )
         if images:
             zipped = zip_folder(work / arc, work / f"{arc}.zip", arc)
             return _download(zipped, "application/zip", f"{arc}.zip", work)
@@ -530,7 +654,10 @@ _IMPORT_BODY = {
     "requestBody": {
         "required": True,
         "description": "The dataset zip as the raw request body.",
-        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in ("application/zip", "application/octet-stream")},
+        "content": {
+            t: {"schema": {"type": "string", "format": "binary"}}
+            for t in ("application/zip", "application/octet-stream")
+        },
     }
 }
 
@@ -539,13 +666,22 @@ _IMPORT_BODY = {
     "/api/review/import",
     summary="Import a YOLO or COCO dataset zip (qa)",
     openapi_extra=_IMPORT_BODY,
-    responses={400: {"description": "unsafe zip entry"}, 413: {"description": "too large"}, 415: {"description": "not a zip"},
-               422: {"description": "invalid dataset"}, 507: {"description": "not enough disk space"}},
+    responses={
+        400: {"description": "unsafe zip entry"},
+        413: {"description": "too large"},
+        415: {"description": "not a zip"},
+        422: {"description": "invalid dataset"},
+        507: {"description": "not enough disk space"},
+    },
 )
 async def import_dataset(
     request: Request,
-    format: Literal["yolo", "coco"] = Query(..., description="yolo: a zip with data.yaml, images/, labels/; coco: a zip with one JSON and its images."),  # noqa: A002
-    name: str | None = Query(None, max_length=80, pattern=r"^[A-Za-z0-9 ._-]*$", description="Dataset name for the audit trail."),
+    format: Literal["yolo", "coco"] = Query(
+        ..., description="yolo: a zip with data.yaml, images/, labels/; coco: a zip with one JSON and its images."
+    ),  # noqa: A002
+    name: str | None = Query(
+        None, max_length=80, pattern=r"^[A-Za-z0-9 ._-]*$", description="Dataset name for the audit trail."
+    ),
     session: Session = Depends(QA),
 ) -> dict[str, Any]:
     """The zip is the request body (``Content-Type: application/zip``).
@@ -561,16 +697,24 @@ async def import_dataset(
     limits = Limits(int(cfg.max_upload_mb * 2**20), int(cfg.max_upload_unpacked_mb * 2**20), cfg.max_upload_files)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ZIP_TYPES:
-        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"send the dataset zip as the body with Content-Type application/zip, not {ctype or 'nothing'!r}")
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"send the dataset zip as the body with Content-Type application/zip, not {ctype or 'nothing'!r}",
+        )
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limits.max_bytes:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"upload of {int(length) / 2**20:.1f} MB is larger than web.max_upload_mb ({cfg.max_upload_mb:g} MB)")
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"upload of {int(length) / 2**20:.1f} MB is larger than web.max_upload_mb ({cfg.max_upload_mb:g} MB)",
+        )
     work = await run_in_threadpool(new_work_dir, state.station.cfg.store.images_dir, "import-")
     try:
         upload = work / "upload.zip"
         await save_upload(request.stream(), upload, limits)
         label = name or time.strftime("upload-%Y%m%d-%H%M%S", time.gmtime())
-        result = await run_in_threadpool(_import_zip, state, upload, work / "unpacked", format, label, session.user.username)
+        result = await run_in_threadpool(
+            _import_zip, state, upload, work / "unpacked", format, label, session.user.username
+        )
     except UploadError as exc:
         raise HTTPException(exc.status, clean_message(str(exc), work)) from None
     finally:
@@ -597,6 +741,12 @@ def _import_zip(state: WebState, upload: Path, root: Path, fmt: str, name: str, 
         raise UploadError(422, f"the dataset was refused, nothing was imported: {exc}") from None
     log.info("import %s by %s: %d images (%d new), %d labels", name, user, res.n_images, res.n_new, res.n_labels)
     return {
-        "name": f"upload:{name}", "format": fmt, "images": res.n_images, "new": res.n_new, "existing": res.n_existing,
-        "labels": res.n_labels, "image_ids": list(res.image_ids[:1000]), "parts_created": len(res.part_ids),
+        "name": f"upload:{name}",
+        "format": fmt,
+        "images": res.n_images,
+        "new": res.n_new,
+        "existing": res.n_existing,
+        "labels": res.n_labels,
+        "image_ids": list(res.image_ids[:1000]),
+        "parts_created": len(res.part_ids),
     }

@@ -38,11 +38,12 @@ Reason = Annotated[str, Field("", max_length=300, description="Why (kept with th
 Kind = Literal["calibration", "regions"]
 
 
-
 def _camera(state: WebState, camera_id: str) -> str:
     ids = [c.id for c in state.station.cfg.cameras]
     if camera_id not in ids:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"camera {camera_id}: not a camera of this station (cameras: {', '.join(ids)})")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"camera {camera_id}: not a camera of this station (cameras: {', '.join(ids)})"
+        )
     return camera_id
 
 
@@ -64,7 +65,9 @@ class RegionsBody(BaseModel):
 class View(BaseModel):
     """One uploaded board view."""
 
-    name: str = Field(..., min_length=1, max_length=120, pattern=r"^[\w .()-]+$", description="File name (shown in the report).")
+    name: str = Field(
+        ..., min_length=1, max_length=120, pattern=r"^[\w .()-]+$", description="File name (shown in the report)."
+    )
     data: str = Field(..., max_length=24_000_000, description="The image file (PNG, JPEG, BMP, TIFF), base64-encoded.")
 
 
@@ -78,7 +81,9 @@ class CalibrateBody(BaseModel):
     square_mm: float = Field(..., gt=0, le=1000, description="Square size in mm.")
     marker_mm: float | None = Field(None, gt=0, le=1000, description="ChArUco marker size in mm.")
     dictionary: str = Field("5x5_100", max_length=20, description="ChArUco ArUco dictionary.")
-    plane_view: int = Field(0, ge=0, le=59, description="Index of the view with the board lying where parts pass (gives mm per pixel).")
+    plane_view: int = Field(
+        0, ge=0, le=59, description="Index of the view with the board lying where parts pass (gives mm per pixel)."
+    )
     reason: Reason
 
 
@@ -107,7 +112,11 @@ def setup_in_force(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]
     """For each camera: the calibration and regions the line judges by (the operator screen draws the regions)."""
     st = web_state(request).station
     setup = st.decider.setup
-    return {"cameras": [setup[c.id].as_dict() if c.id in setup else camera_setup.CameraSetup(c.id).as_dict() for c in st.cfg.cameras]}
+    return {
+        "cameras": [
+            setup[c.id].as_dict() if c.id in setup else camera_setup.CameraSetup(c.id).as_dict() for c in st.cfg.cameras
+        ]
+    }
 
 
 @router.get("/api/setup/{camera_id}/{kind}/history", summary="Versions of a camera's calibration or regions")
@@ -138,9 +147,13 @@ def reference_image(request: Request, camera_id: CameraId, _: Session = Depends(
             stored = store.newest_image(db, camera_id)
         data = _stored_bytes(state, stored)
         if stored is None or data is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no frame from {camera_id} yet: trigger a part, then reload")
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no frame from {camera_id} yet: trigger a part, then reload"
+            )
         media, w, h = "image/png" if stored[1] == "png" else "image/jpeg", stored[2], stored[3]
-    return Response(data, media_type=media, headers={"X-Frame-Width": str(w), "X-Frame-Height": str(h), "Cache-Control": "no-store"})
+    return Response(
+        data, media_type=media, headers={"X-Frame-Width": str(w), "X-Frame-Height": str(h), "Cache-Control": "no-store"}
+    )
 
 
 def _stored_bytes(state: WebState, stored: tuple[str, str, int, int] | None) -> bytes | None:
@@ -155,27 +168,42 @@ def _stored_bytes(state: WebState, stored: tuple[str, str, int, int] | None) -> 
 
 # -- write (admin) ------------------------------------------------------------------------------
 @router.post("/api/setup/{camera_id}/regions", summary="Save drawn regions as the camera's new version (admin)")
-def save_regions(request: Request, camera_id: CameraId, body: RegionsBody, session: Session = Depends(ADMIN)) -> dict[str, Any]:
+def save_regions(
+    request: Request, camera_id: CameraId, body: RegionsBody, session: Session = Depends(ADMIN)
+) -> dict[str, Any]:
     """Stored versioned and audited; the line judges its next part by them."""
     state = web_state(request)
     _camera(state, camera_id)
     with state.db.use() as db:
-        v = camera_setup.save_regions(db, state.station.cfg.name, camera_id, body.regions, user=session.user.username,
-                                      reason=body.reason or None)
+        v = camera_setup.save_regions(
+            db, state.station.cfg.name, camera_id, body.regions, user=session.user.username, reason=body.reason or None
+        )
     _apply(state)
     log.info("regions of %s: version %d saved by %s", camera_id, v.version, session.user.username)
     return v.as_dict()
 
 
-@router.post("/api/setup/{camera_id}/{kind}/rollback", summary="Put an older calibration or regions version back in force (admin)")
-def rollback(request: Request, camera_id: CameraId, kind: Kind, body: RollbackBody, session: Session = Depends(ADMIN)) -> dict[str, Any]:
+@router.post(
+    "/api/setup/{camera_id}/{kind}/rollback",
+    summary="Put an older calibration or regions version back in force (admin)",
+)
+def rollback(
+    request: Request, camera_id: CameraId, kind: Kind, body: RollbackBody, session: Session = Depends(ADMIN)
+) -> dict[str, Any]:
     """Audited; the line judges its next part by it."""
     state = web_state(request)
     _camera(state, camera_id)
     try:
         with state.db.use() as db:
-            v = store.rollback(db, kind, state.station.cfg.name, camera_id, body.version, user=session.user.username,
-                               reason=body.reason or None)
+            v = store.rollback(
+                db,
+                kind,
+                state.station.cfg.name,
+                camera_id,
+                body.version,
+                user=session.user.username,
+                reason=body.reason or None,
+            )
     except store.SetupError as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     _apply(state)
@@ -197,7 +225,9 @@ def _decode(views: list[View]) -> list[tuple[str, np.ndarray]]:
 
 
 @router.post("/api/setup/{camera_id}/calibration", summary="Calibrate from uploaded board views (admin)")
-async def calibrate(request: Request, camera_id: CameraId, body: CalibrateBody, session: Session = Depends(ADMIN)) -> dict[str, Any]:
+async def calibrate(
+    request: Request, camera_id: CameraId, body: CalibrateBody, session: Session = Depends(ADMIN)
+) -> dict[str, Any]:
     """Intrinsics, distortion, mm per pixel; 422 with the reasons when refused; else the camera's new version, in force."""
     from calibration.camera import CalibrationRefused, Limits, calibrate_camera
     from calibration.records import record
@@ -214,12 +244,20 @@ async def calibrate(request: Request, camera_id: CameraId, body: CalibrateBody, 
     try:
         cal = await run_in_threadpool(calibrate_camera, views, target, limits, body.plane_view)
     except CalibrationRefused as e:
-        raise HTTPException(422, {"message": "calibration refused", "reasons": e.reasons,
-                                  "views": [{"name": v.name, "used": v.used, "reason": v.reason} for v in e.views]}) from None
+        raise HTTPException(
+            422,
+            {
+                "message": "calibration refused",
+                "reasons": e.reasons,
+                "views": [{"name": v.name, "used": v.used, "reason": v.reason} for v in e.views],
+            },
+        ) from None
 
     def store_it() -> Any:
         with state.db.use() as db:
-            return record(db, state.station.cfg.name, camera_id, cal, user=session.user.username, reason=body.reason or None)
+            return record(
+                db, state.station.cfg.name, camera_id, cal, user=session.user.username, reason=body.reason or None
+            )
 
     v = await run_in_threadpool(store_it)
     await run_in_threadpool(_apply, state)

@@ -26,11 +26,18 @@ def stats_page(request: Request) -> Response:
 @router.get("/api/review/stats", summary="Quality statistics (qa)")
 def stats(
     request: Request,
-    since: float | None = Query(None, ge=0, le=1e11, description="Parts triggered at or after this UNIX time (default: all)."),
+    since: float | None = Query(
+        None, ge=0, le=1e11, description="Parts triggered at or after this UNIX time (default: all)."
+    ),
     until: float | None = Query(None, ge=0, le=1e11, description="Parts triggered before this UNIX time."),
     bucket: Literal["hour", "day"] = Query("hour", description="Time bucket of the defects-over-time series."),
-    tz: str | None = Query(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-/]+$",
-                           description="IANA time zone for hours and shifts, e.g. Europe/Berlin (default: the station's)."),
+    tz: str | None = Query(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_+\-/]+$",
+        description="IANA time zone for hours and shifts, e.g. Europe/Berlin (default: the station's).",
+    ),
     session: Session = Depends(QA),
 ) -> dict[str, Any]:
     """``defects_over_time`` (detections that rejected or made a part uncertain, per class and bucket),

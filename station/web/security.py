@@ -48,7 +48,7 @@ CSRF_EXEMPT = frozenset({"/api/login"})  # checks a double-submit token itself (
 class SecurityMiddleware:
     """Login + CSRF on every write, security headers on every response."""
 
-    def __init__(self, app: ASGIApp, state: "WebState"):
+    def __init__(self, app: ASGIApp, state: WebState):
         self.app = app
         self.state = state
 
@@ -75,10 +75,17 @@ class SecurityMiddleware:
             if token:
                 session = await anyio.to_thread.run_sync(self._lookup, token)
             if session is None:
-                await JSONResponse({"detail": "login required (POST /api/login)"}, 401)(scope, receive, send_with_headers)
+                await JSONResponse({"detail": "login required (POST /api/login)"}, 401)(
+                    scope, receive, send_with_headers
+                )
                 return
             if not csrf_ok(session.csrf, headers.get(CSRF_HEADER)):
-                log.warning("refused %s %s by %s: missing or wrong CSRF token", scope["method"], scope["path"], session.user.username)
+                log.warning(
+                    "refused %s %s by %s: missing or wrong CSRF token",
+                    scope["method"],
+                    scope["path"],
+                    session.user.username,
+                )
                 await JSONResponse(
                     {"detail": f"missing or wrong {CSRF_HEADER} header (read the token from GET /api/me)"}, 403
                 )(scope, receive, send_with_headers)

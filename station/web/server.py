@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_server(station: "Station", web_cfg: WebConfig) -> uvicorn.Server:
+def build_server(station: Station, web_cfg: WebConfig) -> uvicorn.Server:
     """A uvicorn server for ``create_app(station)`` (not started)."""
     app = create_app(station, web_cfg)
     ssl = {}
@@ -47,13 +47,15 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise OSError(f"web: cannot listen on {host}:{port} ({exc}); change web.port or stop the other server") from None
+        raise OSError(
+            f"web: cannot listen on {host}:{port} ({exc}); change web.port or stop the other server"
+        ) from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
 
 
-def serve(station: "Station", web_cfg: WebConfig, stop_event: threading.Event | None = None) -> None:
+def serve(station: Station, web_cfg: WebConfig, stop_event: threading.Event | None = None) -> None:
     """Serve the web app in the calling thread until Ctrl-C, SIGTERM or ``stop_event`` is set."""
     server = build_server(station, web_cfg)
     sock = bind(web_cfg.host, web_cfg.port)
@@ -61,6 +63,7 @@ def serve(station: "Station", web_cfg: WebConfig, stop_event: threading.Event | 
     log.info("operator screen on %s://%s:%d/", scheme, web_cfg.host, sock.getsockname()[1])
     watcher = None
     if stop_event is not None:
+
         def watch() -> None:
             stop_event.wait()
             server.should_exit = True
@@ -75,7 +78,9 @@ def serve(station: "Station", web_cfg: WebConfig, stop_event: threading.Event | 
             stop_event.set()  # also ends the watcher when uvicorn stopped on its own (Ctrl-C)
 
 
-def start_in_thread(station: "Station", web_cfg: WebConfig, timeout_s: float = 10.0) -> tuple[uvicorn.Server, threading.Thread, int]:
+def start_in_thread(
+    station: Station, web_cfg: WebConfig, timeout_s: float = 10.0
+) -> tuple[uvicorn.Server, threading.Thread, int]:
     """Start the server in a daemon thread; returns (server, thread, port) once it accepts connections.
 
     Stop it with ``server.should_exit = True; thread.join()``.

@@ -6,8 +6,9 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlite_utils
 from fastapi import Depends, Request
@@ -66,7 +67,7 @@ class WebDB:
 class WebState:
     """Everything the routes share; one per app."""
 
-    def __init__(self, station: "Station", cfg: WebConfig) -> None:
+    def __init__(self, station: Station, cfg: WebConfig) -> None:
         self.station = station
         self.cfg = cfg
         self.db = WebDB(str(station.cfg.store.db_path))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import pytest
@@ -26,15 +27,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def config(tmp: Path, inspector: dict[str, Any]) -> Any:
-    return parse_config({
-        "name": "anomaly-line",
-        "cameras": [CAMERA],
-        "trigger": {"type": "software"},
-        "inspector": {"type": "anomaly", "intra_op_threads": 1, **inspector},
-        "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
-        "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
-        "web": {"enabled": False},
-    })
+    return parse_config(
+        {
+            "name": "anomaly-line",
+            "cameras": [CAMERA],
+            "trigger": {"type": "software"},
+            "inspector": {"type": "anomaly", "intra_op_threads": 1, **inspector},
+            "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
+            "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
+            "web": {"enabled": False},
+        }
+    )
 
 
 def run_parts(st: Station, n: int) -> None:
@@ -47,7 +50,12 @@ def run_parts(st: Station, n: int) -> None:
 def rows(db_path: Path) -> list[dict[str, Any]]:
     db = open_db(db_path, migrate=False)
     try:
-        return [dict(r) for r in db.query("SELECT part_id, outcome, reasons, model_id, image_score FROM inspections ORDER BY part_id")]
+        return [
+            dict(r)
+            for r in db.query(
+                "SELECT part_id, outcome, reasons, model_id, image_score FROM inspections ORDER BY part_id"
+            )
+        ]
     finally:
         db.close()
 
@@ -106,26 +114,40 @@ def test_a_persons_swap_is_audited_and_alarmed_by_the_station(station: Station) 
     done: list[Exception | None] = []
     station.swap_model(wrong_size, done.append, user="qa", reason="try the 480 model")
     wait_for(lambda: done, 60, "the refused load")
-    assert [(e.state, e.message.startswith("model swap to")) for e in station.alarms.active() if e.component == "model"] == [("alarm", True)]
+    assert [
+        (e.state, e.message.startswith("model swap to")) for e in station.alarms.active() if e.component == "model"
+    ] == [("alarm", True)]
     station.swap_model(other, done.append, user="boss", reason="night shift", sha256="ab" * 32)
     wait_for(lambda: len(done) == 2, 60, "the swap")
-    assert done[1] is None and not [e for e in station.alarms.active() if e.component == "model"]  # "ok" clears the alarm
+    assert done[1] is None and not [
+        e for e in station.alarms.active() if e.component == "model"
+    ]  # "ok" clears the alarm
     db = open_db(station.cfg.store.db_path, migrate=False)
     try:
         rows = [e for e in audit.history(db, "model") if e.action.startswith("model_swap")]
     finally:
         db.close()
-    assert [(r.user, r.action, r.reason) for r in rows] == [("qa", "model_swap_failed", "try the 480 model"), ("boss", "model_swap", "night shift")]
-    assert rows[0].object_id == hashlib.sha256(Path(wrong_size).read_bytes()).hexdigest() and rows[0].before == before and rows[0].after is None
-    assert rows[1].object_id == "ab" * 32 and rows[1].before == before and rows[1].after == station.inspector.model_id != before
+    assert [(r.user, r.action, r.reason) for r in rows] == [
+        ("qa", "model_swap_failed", "try the 480 model"),
+        ("boss", "model_swap", "night shift"),
+    ]
+    assert (
+        rows[0].object_id == hashlib.sha256(Path(wrong_size).read_bytes()).hexdigest()
+        and rows[0].before == before
+        and rows[0].after is None
+    )
+    assert (
+        rows[1].object_id == "ab" * 32
+        and rows[1].before == before
+        and rows[1].after == station.inspector.model_id != before
+    )
     with pytest.raises(ValueError, match="user"):
         station.swap_model(other, user=" ")
 
 
 def test_learns_from_the_line_then_inspects(tmp_path: Path) -> None:
     model = tmp_path / "learned.onnx"
-    st = Station(config(tmp_path, {"model": str(model), "learn_parts": 8, "long_side": 128,
-                                   "follow_registry": False}))
+    st = Station(config(tmp_path, {"model": str(model), "learn_parts": 8, "long_side": 128, "follow_registry": False}))
     st.start()
     try:
         run_parts(st, 24)  # good parts feed learning (8 needed); defective ones are skipped (ground truth)
@@ -152,16 +174,30 @@ def test_replay_scores_a_folder_from_the_command_line(tmp_path: Path) -> None:
     cv2.rectangle(bad, (300, 150), (340, 260), 0, -1)
     cv2.imwrite(str(folder / "bad.png"), bad)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(json.dumps({"cameras": [CAMERA], "inspector": {"type": "anomaly", "model": str(anomaly_model())},
-                               "store": {"db_path": str(tmp_path / "s.db"), "images_dir": str(tmp_path / "i")}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "cameras": [CAMERA],
+                "inspector": {"type": "anomaly", "model": str(anomaly_model())},
+                "store": {"db_path": str(tmp_path / "s.db"), "images_dir": str(tmp_path / "i")},
+            }
+        )
+    )
     out = tmp_path / "r.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "station", "replay", str(folder), "--out", str(out), "-c", str(cfg)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "station", "replay", str(folder), "--out", str(out), "-c", str(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = {r["file"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert set(lines) == {"bad.png", "good_0.png", "good_1.png", "good_2.png"}
     for r in lines.values():
-        assert isinstance(r["anomaly_score"], float) and "defects" in r and r["outcome"] in ("PASS", "FAIL", "UNCERTAIN")
+        assert (
+            isinstance(r["anomaly_score"], float) and "defects" in r and r["outcome"] in ("PASS", "FAIL", "UNCERTAIN")
+        )
     assert lines["bad.png"]["anomaly_score"] > lines["good_0.png"]["anomaly_score"]
     assert lines["bad.png"]["defects"] and all(len(d["box_xyxy"]) == 4 for d in lines["bad.png"]["defects"])
 
@@ -171,8 +207,12 @@ def test_registry_evaluates_promotes_and_the_station_follows(tmp_path: Path) -> 
     try:
         rec = registry.register(db, anomaly_model(), store_dir=tmp_path / "models")
         assert rec.task == "anomaly" and rec.names == ("anomaly",)
-        golden = make_golden_set(tmp_path / "golden", 12, seed=4242,
-                                 camera_cfg=SyntheticCameraConfig.model_validate({**CAMERA, "defect_rate": 0.5}))
+        golden = make_golden_set(
+            tmp_path / "golden",
+            12,
+            seed=4242,
+            camera_cfg=SyntheticCameraConfig.model_validate({**CAMERA, "defect_rate": 0.5}),
+        )
         ev = evaluate(rec.path, golden)
         assert ev.n_defective + ev.n_good == 12 and ev.n_defective > 0 and ev.n_good > 0
         assert 0.0 <= ev.escape_rate <= 1.0 and 0.0 <= ev.false_reject_rate <= 1.0

@@ -140,15 +140,25 @@ def test_replay_gives_the_same_verdicts(tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(json.dumps(config(tmp_path, folder, model, rules)))
     out = tmp_path / "r.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "station", "replay", str(folder), "--out", str(out), "-c", str(cfg)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "station", "replay", str(folder), "--out", str(out), "-c", str(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = {r["file"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert {n: r["outcome"] for n, r in lines.items()} == expect
     # rules that cannot judge a classify model: refused at start, naming the field
     cfg.write_text(json.dumps(config(tmp_path, folder, model, {"classes": rules["classes"]})))
-    proc = subprocess.run([sys.executable, "-m", "station", "replay", str(folder), "--out", str(out), "-c", str(cfg)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "station", "replay", str(folder), "--out", str(out), "-c", str(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "rules.good_classes" in proc.stderr
 
 
@@ -162,8 +172,15 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"rules\.good_classes: a classify model"):
         Station(parse_config(base))
     with pytest.raises(ConfigError) as ei:
-        parse_config({**base, "rules": {"good_classes": ["good"], "classes": {"square": {"reject_conf": 0.4, "uncertain_conf": 0.6}}}})
-    assert "rules.classes.square" in str(ei.value) and "uncertain_conf (0.6) must be <= reject_conf (0.4)" in str(ei.value)
+        parse_config(
+            {
+                **base,
+                "rules": {"good_classes": ["good"], "classes": {"square": {"reject_conf": 0.4, "uncertain_conf": 0.6}}},
+            }
+        )
+    assert "rules.classes.square" in str(ei.value) and "uncertain_conf (0.6) must be <= reject_conf (0.4)" in str(
+        ei.value
+    )
     with pytest.raises(ConfigError, match=r"rules: .*good_classes lists \['good'\] more than once"):
         parse_config({**base, "rules": {"good_classes": ["good", "good"]}})
     with pytest.raises(ConfigError, match=r"rules\.good_classes"):
@@ -174,7 +191,12 @@ def test_models_evaluate_prints_balanced_accuracy(tmp_path: Path, capsys: pytest
     model = classifying_model()
     split = _write_cls_dataset(tmp_path / "data", 0, 30, 64, seed=99) / "val"  # 10 unseen images per class
     js = tmp_path / "eval.json"
-    assert models_main(["evaluate", "--candidate", str(model), "--golden", str(split), "--good-classes", "good", "--json", str(js)]) == 0
+    assert (
+        models_main(
+            ["evaluate", "--candidate", str(model), "--golden", str(split), "--good-classes", "good", "--json", str(js)]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     s = json.loads(js.read_text())
     assert f"balanced accuracy  {100 * s['balanced_accuracy']:.1f} %" in printed

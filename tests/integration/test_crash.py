@@ -40,8 +40,12 @@ def test_sigkill_then_restart(tmp_path: Path):
     cfg_path = write_config(tmp_path)
     db_path = tmp_path / "station.db"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "station", "run", "-c", str(cfg_path), "--no-web"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "station", "run", "-c", str(cfg_path), "--no-web"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         seen: set[int] = set()
@@ -70,8 +74,13 @@ def test_sigkill_then_restart(tmp_path: Path):
     con.close()
 
     # restart: part ids continue, counters resume from the persisted snapshot
-    out = subprocess.run([sys.executable, "-m", "station", "run", "-c", str(cfg_path), "--no-web", "--parts", "20"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "station", "run", "-c", str(cfg_path), "--no-web", "--parts", "20"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["reconcile"] == [] or all("in flight" not in p for p in summary["reconcile"])

@@ -27,7 +27,11 @@ ALARM = {  # the component whose alarm (or warning) each fault must raise; None:
     "hot_swaps": None,
 }
 NEEDS = {"camera_unplug": "pypylon"}
-FAILSAFE_EXPECTED = {"camera_unplug", "inspector_hang", "inspector_exception"}  # parts of these faults cannot be inspected
+FAILSAFE_EXPECTED = {
+    "camera_unplug",
+    "inspector_hang",
+    "inspector_exception",
+}  # parts of these faults cannot be inspected
 
 
 def check(res: FaultResult, name: str) -> None:
@@ -35,7 +39,9 @@ def check(res: FaultResult, name: str) -> None:
     assert problems == [], f"{res.fault}: {problems} ({res.notes})"
     assert res.during > 0 or name == "sigkill_restart", f"{res.fault}: no part ran during the fault"
     if res.expect_alarm and ALARM[name] is not None:
-        assert any(c.startswith(ALARM[name]) for c in res.alarm), f"{res.fault}: alarms {res.alarm}, expected {ALARM[name]}"
+        assert any(c.startswith(ALARM[name]) for c in res.alarm), (
+            f"{res.fault}: alarms {res.alarm}, expected {ALARM[name]}"
+        )
     if name in FAILSAFE_EXPECTED:
         assert res.failsafe > 0, f"{res.fault}: expected FAILSAFE parts during the fault"
     else:

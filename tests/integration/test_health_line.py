@@ -33,7 +33,9 @@ def _over(img: np.ndarray) -> np.ndarray:
 
 
 def _shift(img: np.ndarray) -> np.ndarray:
-    return cv2.warpAffine(img, np.float32([[1, 0, 60], [0, 1, 30]]), (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        img, np.float32([[1, 0, 60], [0, 1, 30]]), (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 # (what is done to the frames, how many, the alarms it must raise, alarms it must not raise)
@@ -87,11 +89,18 @@ def _run_degraded_line(make_config, tmp_path, segments, n, broker, col) -> None:
         trigger={"type": "timer", "parts_per_minute": 900},
         # a slow CI machine must not miss a deadline: a FAILSAFE part is not measured, and the test counts parts
         reject={"travel_ms": 1500, "safety_margin_ms": 100, "pulse_ms": 20},
-        health={"setup_parts": SETUP, "alarm_after_parts": N_ALARM, "clear_after_parts": N_CLEAR, "uncertain_on_drift": True},
+        health={
+            "setup_parts": SETUP,
+            "alarm_after_parts": N_ALARM,
+            "clear_after_parts": N_CLEAR,
+            "uncertain_on_drift": True,
+        },
     )
     station = Station(cfg, max_parts=n)
     results = {r.trigger.part_id: r for r in run_station(station, n)}
-    assert not [p for p, r in results.items() if r.verdict.outcome is Outcome.FAILSAFE and p > 5], "every part after learning was inspected"
+    assert not [p for p, r in results.items() if r.verdict.outcome is Outcome.FAILSAFE and p > 5], (
+        "every part after learning was inspected"
+    )
     assert station.image_health is not None
     events = list(station.image_health.events)
     active: set[str] = set()
@@ -106,28 +115,46 @@ def _run_degraded_line(make_config, tmp_path, segments, n, broker, col) -> None:
             (active.add if e.state == "alarm" else active.discard)(e.component)
     assert not active, f"alarms still active at the end: {active}"
     for first, count, must, must_not in segments:
-        raised = {e.component.split(":")[-1]: e for e in events if e.state == "alarm" and first <= e.part_id < first + count}
-        assert must <= set(raised), f"segment at part {first}: raised {sorted(raised)}, expected {sorted(must)}: {events}"
+        raised = {
+            e.component.split(":")[-1]: e for e in events if e.state == "alarm" and first <= e.part_id < first + count
+        }
+        assert must <= set(raised), (
+            f"segment at part {first}: raised {sorted(raised)}, expected {sorted(must)}: {events}"
+        )
         assert not (must_not & set(raised)), f"segment at part {first}: raised {sorted(raised)}"
         for check in must:
             assert raised[check].part_id <= first + N_ALARM - 1  # within N parts
-            cleared = [e for e in events if e.component == f"health:cam0:{check}" and e.state == "ok" and e.part_id >= first + count]
-            assert cleared and cleared[0].part_id <= first + count + N_CLEAR - 1, f"{check} not cleared after part {first + count}"
+            cleared = [
+                e
+                for e in events
+                if e.component == f"health:cam0:{check}" and e.state == "ok" and e.part_id >= first + count
+            ]
+            assert cleared and cleared[0].part_id <= first + count + N_CLEAR - 1, (
+                f"{check} not cleared after part {first + count}"
+            )
     msg = next(e.message for e in events if e.component == "health:cam0:sharpness" and e.state == "alarm")
     assert msg.startswith("camera cam0: image ") and "% less sharp than at setup: lens dirty or focus moved" in msg
     # UNCERTAIN while drifting: no part decided under an active image alarm passes; the clean parts after it do
     assert drifting
     for pid in drifting:
         assert results[pid].verdict.outcome is not Outcome.PASS, (pid, results[pid].verdict)
-    assert any(results[p].verdict.outcome is Outcome.UNCERTAIN and "image health: camera cam0" in results[p].verdict.reasons[-1] for p in drifting)
+    assert any(
+        results[p].verdict.outcome is Outcome.UNCERTAIN
+        and "image health: camera cam0" in results[p].verdict.reasons[-1]
+        for p in drifting
+    )
     clean_after = [first + count + N_CLEAR + k for first, count, _, _ in segments for k in range(2)]
-    assert all(results[p].verdict.outcome is Outcome.PASS for p in clean_after if p <= n), [(p, results[p].verdict.outcome) for p in clean_after]
+    assert all(results[p].verdict.outcome is Outcome.PASS for p in clean_after if p <= n), [
+        (p, results[p].verdict.outcome) for p in clean_after
+    ]
     # every alarm and its clearing went out over MQTT, in order
     expected = [(e.component, e.state, e.message) for e in events]
 
     def over_mqtt() -> list[tuple[str, str, str]]:
         published = [json.loads(p)["event"] for p, _ in col.of("/status")]
-        return [(e["component"], e["state"], e["message"]) for e in published if e and e["component"].startswith("health:")]
+        return [
+            (e["component"], e["state"], e["message"]) for e in published if e and e["component"].startswith("health:")
+        ]
 
     wait_for(lambda: len(over_mqtt()) >= len(expected), 5, "the health alarms over MQTT")
     assert over_mqtt() == expected

@@ -9,11 +9,11 @@ from pathlib import Path
 import cv2
 
 from station.app import Station
+from station.inspect.base import INSPECTORS, InspectorError
+from station.types import Detections, Frame, Outcome, PartResult
 from tests.fixtures_floor import Results
 from tests.host_stalls import HostStallProbe
 from tests.reject_checks import check_edge_times, expected_rising_edges, realtime_rerun
-from station.inspect.base import INSPECTORS, InspectorError
-from station.types import Detections, Frame, Outcome, PartResult
 
 
 def run_until(station: Station, n_parts: int, timeout_s: float = 60.0) -> None:
@@ -39,17 +39,26 @@ def run_station(station: Station, n_parts: int, timeout_s: float = 60.0) -> list
     return col.items
 
 
-def assert_rejects_match(station: Station, results: list[PartResult], host: HostStallProbe, tolerance_ms: float = 5.0) -> None:
+def assert_rejects_match(
+    station: Station, results: list[PartResult], host: HostStallProbe, tolerance_ms: float = 5.0
+) -> None:
     """Every rejecting verdict has one pulse at trigger + travel (± tolerance, unless the host stalled); PASS parts none."""
     fired = {f.part_id: f for f in station.scheduler.fired}
-    rejecting = {r.trigger.part_id for r in results if r.verdict.outcome in (Outcome.FAIL, Outcome.FAILSAFE, Outcome.UNCERTAIN)}
+    rejecting = {
+        r.trigger.part_id for r in results if r.verdict.outcome in (Outcome.FAIL, Outcome.FAILSAFE, Outcome.UNCERTAIN)
+    }
     assert set(fired) == rejecting
     travel_ns = int(station.cfg.reject.travel_ms * 1e6)
     by_id = {r.trigger.part_id: r for r in results}
     rising = sorted(e.t_ns for e in station.output.edges("reject") if e.value)  # type: ignore[attr-defined]
     for pid, f in fired.items():
         assert f.scheduled_ns == by_id[pid].trigger.t_trigger_ns + travel_ns
-    check_edge_times(((f"part {pid} fired", f.scheduled_ns, f.actual_ns) for pid, f in fired.items()), tolerance_ms, tolerance_ms, host)
+    check_edge_times(
+        ((f"part {pid} fired", f.scheduled_ns, f.actual_ns) for pid, f in fired.items()),
+        tolerance_ms,
+        tolerance_ms,
+        host,
+    )
     # Pulses of parts closer together than the pulse width merge into one (the line stays high
     # until the last release): every rising edge is a fired reject, and the fired rejects
     # that do not start a new pulse fall inside the previous one.
@@ -115,7 +124,10 @@ class FaultyInspector:
 def test_inspector_errors_and_deadline_misses_are_failsafe(make_config, host_stalls):
     n = 60
     # deadline 500 ms: the failing parts' own verdicts come in time even through a VM stall; part 40 hangs longer
-    cfg = make_config(trigger={"type": "timer", "parts_per_minute": 600}, reject={"travel_ms": 600, "safety_margin_ms": 100, "pulse_ms": 20})
+    cfg = make_config(
+        trigger={"type": "timer", "parts_per_minute": 600},
+        reject={"travel_ms": 600, "safety_margin_ms": 100, "pulse_ms": 20},
+    )
     inner = INSPECTORS.create(cfg.inspector)
     faulty = FaultyInspector(inner, raise_on={20, 30}, slow_on={40}, slow_s=0.8)
     station = Station(cfg, max_parts=n, inspector=faulty)

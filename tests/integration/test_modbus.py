@@ -46,7 +46,12 @@ class CoilSampler:
 @realtime_rerun
 def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc, host_stalls):
     cfg = make_config(
-        reject={"travel_ms": 300, "safety_margin_ms": 100, "pulse_ms": 20, "output": {"type": "modbus", "port": plc.port, **FAST}},
+        reject={
+            "travel_ms": 300,
+            "safety_margin_ms": 100,
+            "pulse_ms": 20,
+            "output": {"type": "modbus", "port": plc.port, **FAST},
+        },
         trigger={"type": "timer", "parts_per_minute": 1200},
     )
     station = Station(cfg, max_parts=30)
@@ -76,7 +81,9 @@ def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc, host
         sets.append((f"part {g[0].part_id}: coil set", g[0].scheduled_ns, rise))
         # the coil drops again pulse_ms after the group's last part was scheduled
         fall = next(t for t in falls if t > rise)
-        releases.append((f"part {g[-1].part_id}: coil release", g[-1].scheduled_ns + int(cfg.reject.pulse_ms * 1e6), fall))
+        releases.append(
+            (f"part {g[-1].part_id}: coil release", g[-1].scheduled_ns + int(cfg.reject.pulse_ms * 1e6), fall)
+        )
     check_edge_times(sets, 0, 15, host_stalls)
     check_edge_times(releases, 0, 15, host_stalls)
     assert n_pulses_seen == len(groups), "a PLC scanning its memory sees every pulse"
@@ -132,7 +139,9 @@ def test_plc_away_alarm_then_recovery_and_the_line_keeps_deciding(make_config, p
     try:
         wait_for(lambda: len(program.handed) >= 5, 10, "first results handed over")
         plc.stop()
-        wait_for(lambda: any(e.component == "plc" and e.state == "alarm" for e in station.alarms.active()), 5, "plc alarm")
+        wait_for(
+            lambda: any(e.component == "plc" and e.state == "alarm" for e in station.alarms.active()), 5, "plc alarm"
+        )
         v0 = station.counters.snapshot().verdicts
         time.sleep(1.0)
         assert station.counters.snapshot().verdicts >= v0 + 7, "the line keeps deciding while the PLC is away"
@@ -141,7 +150,11 @@ def test_plc_away_alarm_then_recovery_and_the_line_keeps_deciding(make_config, p
         wait_for(lambda: not any(e.component == "plc" for e in station.alarms.active()), 5, "plc alarm cleared")
         wait_for(lambda: len(program.handed) > n_before + 3, 5, "handshake resumed")
         wait_parts(station, 40)
-        wait_for(lambda: not station.floor.handshake._queue and station.floor.handshake._state == "idle", 5, "handshake drained")
+        wait_for(
+            lambda: not station.floor.handshake._queue and station.floor.handshake._state == "idle",
+            5,
+            "handshake drained",
+        )
     finally:
         station.stop()
         results.close()
@@ -154,7 +167,9 @@ def test_plc_away_alarm_then_recovery_and_the_line_keeps_deciding(make_config, p
     assert handed == sorted(set(handed)), "no result handed twice, order kept"
     assert hs.stale_dropped > 0, "results decided during the outage were too old to hand over"
     assert set(handed) | set(range(min(all_ids), max(all_ids) + 1)) == set(all_ids)
-    assert len(handed) + hs.stale_dropped >= 40 - 1, "every result is handed over or counted as stale (one may be in flight at the cut)"
+    assert len(handed) + hs.stale_dropped >= 40 - 1, (
+        "every result is handed over or counted as stale (one may be in flight at the cut)"
+    )
     assert station.floor.handshake.link.reconnects >= 1
     assert any(s.component == "plc" and s.state == "ok" for s in results.status)
 
@@ -184,7 +199,11 @@ def test_recipe_request_switches_the_model(make_config, plc):
         n = len(results.items)
         wait_for(lambda: len(results.items) >= n + 3, 10, "parts on recipe B")
         plc.set("input", R.RECIPE_REQUEST.address, [7])  # not configured
-        wait_for(lambda: any(e.component == "recipe" and e.state == "alarm" for e in station.alarms.active()), 5, "unknown recipe alarm")
+        wait_for(
+            lambda: any(e.component == "recipe" and e.state == "alarm" for e in station.alarms.active()),
+            5,
+            "unknown recipe alarm",
+        )
         time.sleep(0.3)
         assert station.inspector.model_id == id_b, "an unknown recipe keeps the running model"
         assert plc.read("holding", R.ACTIVE_RECIPE.address)[0] == 2
@@ -195,7 +214,9 @@ def test_recipe_request_switches_the_model(make_config, plc):
     ids = [r.verdict.model_id for r in results.items]
     assert ids[0] == id_a and ids[-1] == id_b and id_a != id_b
     switch = ids.index(id_b)
-    assert all(i == id_a for i in ids[:switch]) and all(i == id_b for i in ids[switch:]), "one clean switch between two parts"
+    assert all(i == id_a for i in ids[:switch]) and all(i == id_b for i in ids[switch:]), (
+        "one clean switch between two parts"
+    )
 
 
 def test_unconfirmed_reject_raises_an_alarm(make_config, plc):
@@ -274,7 +295,9 @@ def test_station_in_encoder_mode_rejects_at_the_count(make_config, host_stalls):
     station.start()
     try:
         wait_parts(station, 25)
-        wait_for(lambda: station.scheduler.tracker.pending == 0 and station.scheduler.pending_rejects == 0, 5, "belt emptied")
+        wait_for(
+            lambda: station.scheduler.tracker.pending == 0 and station.scheduler.pending_rejects == 0, 5, "belt emptied"
+        )
     finally:
         station.stop()
         results.close()
@@ -289,6 +312,8 @@ def test_station_in_encoder_mode_rejects_at_the_count(make_config, host_stalls):
         target = targets[pid]
         assert abs(target - 9000 - belt.register_at(trig.t_trigger_ns)) <= 200, f"part {pid}: count at trigger off"
         travel.append((belt.register_crossing_ns(target) - trig.t_trigger_ns) / 1e6)
-    check_count_edges(belt, ((f"part {pid}: reject", targets[pid], f.actual_ns) for pid, f in fired.items()), 4, 15, host_stalls)
+    check_count_edges(
+        belt, ((f"part {pid}: reject", targets[pid], f.actual_ns) for pid, f in fired.items()), 4, 15, host_stalls
+    )
     assert max(travel) - min(travel) > 60, f"travel time followed the belt speed: {sorted(travel)}"
     assert station.reconcile() == []

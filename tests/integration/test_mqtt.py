@@ -19,7 +19,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def mqtt_section(broker: Mosquitto, tmp_path: Path, **kw: object) -> dict:
-    return {"mqtt": {"port": broker.port, "outbox_path": str(tmp_path / "outbox.db"), "reconnect_min_s": 0.2, "reconnect_max_s": 0.5, **kw}}
+    return {
+        "mqtt": {
+            "port": broker.port,
+            "outbox_path": str(tmp_path / "outbox.db"),
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 0.5,
+            **kw,
+        }
+    }
 
 
 def result_ids(col: MqttCollector) -> list[int]:
@@ -30,7 +38,9 @@ def test_every_verdict_once_in_order_status_retained_online_offline(make_config,
     broker = Mosquitto(tmp_path).start()
     col = MqttCollector(broker.port, "station/line-7/#")
     try:
-        cfg = make_config(name="line-7", publish=mqtt_section(broker, tmp_path), trigger={"type": "timer", "parts_per_minute": 1200})
+        cfg = make_config(
+            name="line-7", publish=mqtt_section(broker, tmp_path), trigger={"type": "timer", "parts_per_minute": 1200}
+        )
         station = Station(cfg, max_parts=30)
         results = Results(station)
         station.start()
@@ -62,7 +72,8 @@ def test_every_verdict_once_in_order_status_retained_online_offline(make_config,
         assert ("line", "paused") in changes and ("line", "running") in changes
         assert changes.index(("line", "paused")) < changes.index(("line", "running"))
         assert [s["event"] for s in statuses[1:]] == [
-            {"component": e.component, "state": e.state, "message": e.message, "t_wall": e.t_wall} for e in results.status
+            {"component": e.component, "state": e.state, "message": e.message, "t_wall": e.t_wall}
+            for e in results.status
         ], "every status change, in order"
         assert station.floor.mqtt.acked == station.floor.mqtt.published >= n + len(statuses)
     finally:
@@ -82,7 +93,9 @@ def test_broker_restart_mid_run_loses_nothing(make_config, tmp_path):
     broker = Mosquitto(tmp_path, persistence=True).start()
     col = MqttCollector(broker.port, "station/s1/result", client_id="qa-dashboard", persistent=True)
     try:
-        cfg = make_config(name="s1", publish=mqtt_section(broker, tmp_path), trigger={"type": "timer", "parts_per_minute": 600})
+        cfg = make_config(
+            name="s1", publish=mqtt_section(broker, tmp_path), trigger={"type": "timer", "parts_per_minute": 600}
+        )
         station = Station(cfg, max_parts=40)
         results = Results(station)
         station.start()
@@ -109,14 +122,18 @@ def test_broker_restart_mid_run_loses_nothing(make_config, tmp_path):
     firsts = list(dict.fromkeys(got))
     assert firsts == decided, "nothing lost, order kept"
     dups = len(got) - len(firsts)
-    assert dups <= cfg.publish.mqtt.max_inflight, f"QoS 1 may repeat only what was in flight at the cut ({dups} repeats)"
+    assert dups <= cfg.publish.mqtt.max_inflight, (
+        f"QoS 1 may repeat only what was in flight at the cut ({dups} repeats)"
+    )
     assert any(s.component == "mqtt" and s.state == "warning" for s in results.status), "the outage is reported"
     assert station.floor.mqtt.health()["outbox_dropped"] == 0
 
 
 def test_outbox_carries_messages_across_a_station_restart(make_config, tmp_path):
     broker = Mosquitto(tmp_path)  # not started: the broker is away during the first run
-    cfg = make_config(name="s2", publish=mqtt_section(broker, tmp_path), trigger={"type": "timer", "parts_per_minute": 1200})
+    cfg = make_config(
+        name="s2", publish=mqtt_section(broker, tmp_path), trigger={"type": "timer", "parts_per_minute": 1200}
+    )
     first = Station(cfg, max_parts=12)
     first.start()
     try:
@@ -161,7 +178,9 @@ def test_last_will_says_offline_when_the_station_dies(tmp_path):
         time.sleep(60)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
         wait_for(lambda: col.of("/online") == [(b"online", False)], 5, "online")

@@ -23,7 +23,14 @@ pytestmark = pytest.mark.usefixtures("pylon_emulator")
 
 
 def _cam(cam_id: str, serial: str, folder: Path) -> dict:
-    return {"type": "pylon", "id": cam_id, "serial": serial, "emulator_folder": str(folder), "width": FRAME_W, "height": FRAME_H}
+    return {
+        "type": "pylon",
+        "id": cam_id,
+        "serial": serial,
+        "emulator_folder": str(folder),
+        "width": FRAME_W,
+        "height": FRAME_H,
+    }
 
 
 def test_defect_seen_by_one_camera_fails_the_part(tmp_path: Path):
@@ -54,7 +61,9 @@ def test_defect_seen_by_one_camera_fails_the_part(tmp_path: Path):
         assert np.array_equal(r.frames[0].image, top[i].image) and np.array_equal(r.frames[1].image, bottom[i].image)
     outcomes = [r.verdict.outcome for r in rs]
     assert outcomes[:3] == [Outcome.FAILSAFE] * 3  # learning
-    assert outcomes[3:] == [Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.FAIL, Outcome.PASS], [r.verdict.reasons for r in rs]
+    assert outcomes[3:] == [Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.FAIL, Outcome.PASS], [
+        r.verdict.reasons for r in rs
+    ]
 
     under, over = rs[4].verdict, rs[6].verdict
     assert {d.camera_id for d in under.defects if d.action == "reject"} == {"bottom"}
@@ -63,7 +72,9 @@ def test_defect_seen_by_one_camera_fails_the_part(tmp_path: Path):
     for verdict, truth in ((under, bottom[4].truth), (over, top[6].truth)):
         for d in (d for d in verdict.defects if d.action == "reject"):
             x1, y1, x2, y2 = d.box_xyxy
-            assert any(x1 < t.box_xyxy[2] and t.box_xyxy[0] < x2 and y1 < t.box_xyxy[3] and t.box_xyxy[1] < y2 for t in truth), (d, truth)
+            assert any(
+                x1 < t.box_xyxy[2] and t.box_xyxy[0] < x2 and y1 < t.box_xyxy[3] and t.box_xyxy[1] < y2 for t in truth
+            ), (d, truth)
 
     assert broken.verdict.outcome is Outcome.FAILSAFE and "camera bottom" in broken.verdict.reasons[0]
     snap = station.counters.snapshot()

@@ -30,7 +30,9 @@ async def _select(endpoint: str, uri: str, recipe: int) -> bool:
     async with Client(endpoint, timeout=5) as client:
         ns = await client.get_namespace_index(uri)
         rm = client.get_node(ua.NodeId("InspectionStation.RecipeManagement", ns))
-        return bool(await rm.call_method(ua.QualifiedName("SelectRecipe", ns), ua.Variant(recipe, ua.VariantType.Int32)))
+        return bool(
+            await rm.call_method(ua.QualifiedName("SelectRecipe", ns), ua.Variant(recipe, ua.VariantType.Int32))
+        )
 
 
 def read(station: Station, *paths: str) -> dict[str, Any]:
@@ -38,7 +40,9 @@ def read(station: Station, *paths: str) -> dict[str, Any]:
 
 
 def test_client_reads_state_counters_and_last_result(make_config):
-    cfg = make_config(publish={"opcua": {"port": 0, "update_ms": 50}}, trigger={"type": "timer", "parts_per_minute": 1200})
+    cfg = make_config(
+        publish={"opcua": {"port": 0, "update_ms": 50}}, trigger={"type": "timer", "parts_per_minute": 1200}
+    )
     station = Station(cfg, max_parts=20)
     results = Results(station)
     station.start()
@@ -54,7 +58,9 @@ def test_client_reads_state_counters_and_last_result(make_config):
             "LastResult.PartId", "LastResult.Outcome", "LastResult.OutcomeCode", "LastResult.Reasons", "LastResult.ModelId", "LastResult.Time",
         )  # fmt: skip
         station.pause(True)
-        refused = asyncio.run(_select(station.floor.opcua.endpoint, cfg.publish.opcua.namespace, 5))  # no recipes configured
+        refused = asyncio.run(
+            _select(station.floor.opcua.endpoint, cfg.publish.opcua.namespace, 5)
+        )  # no recipes configured
         time.sleep(0.2)
         paused = read(station, "State.Paused", "State.SystemState", "State.ActiveAlarmCount", "State.ActiveAlarms")
     finally:
@@ -69,7 +75,10 @@ def test_client_reads_state_counters_and_last_result(make_config):
     assert v["Counters.RejectsFired"] == snap.rejects_fired
     assert v["LastResult.PartId"] == last.trigger.part_id
     assert v["LastResult.Outcome"] == last.verdict.outcome.value
-    assert v["LastResult.OutcomeCode"] == {Outcome.PASS: 1, Outcome.FAIL: 2, Outcome.UNCERTAIN: 3, Outcome.FAILSAFE: 4}[last.verdict.outcome]
+    assert (
+        v["LastResult.OutcomeCode"]
+        == {Outcome.PASS: 1, Outcome.FAIL: 2, Outcome.UNCERTAIN: 3, Outcome.FAILSAFE: 4}[last.verdict.outcome]
+    )
     assert v["LastResult.Reasons"] == list(last.verdict.reasons)
     assert v["LastResult.ModelId"] == last.verdict.model_id
     assert abs(v["LastResult.Time"].timestamp() - last.trigger.t_trigger_wall) < 0.01

@@ -24,7 +24,15 @@ from station.config import ConfigError, parse_config
 from station.config.camera import OpenCvCameraConfig
 from station.types import Outcome, Trigger
 from tests.fixtures_floor import Results, wait_for
-from tests.fixtures_pylon import FRAME_H, FRAME_W, frame_level, pylon_station_config, render_parts, run_part, write_video
+from tests.fixtures_pylon import (
+    FRAME_H,
+    FRAME_W,
+    frame_level,
+    pylon_station_config,
+    render_parts,
+    run_part,
+    write_video,
+)
 
 
 def write_part_video(path: Path, images: list[np.ndarray], fps: float = 20.0) -> None:
@@ -65,7 +73,9 @@ def test_recorded_line_replays_one_frame_per_part(tmp_path: Path):
         assert frame.image.shape == (FRAME_H, FRAME_W) and frame.meta["frame_index"] == k % 5
         assert which(frame.image, originals) == k % 5
     assert rs[5].frames[0].meta["loops"] == 1  # the file started again after its end
-    assert [r.verdict.outcome for r in rs[3:]] == [Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.PASS], [r.verdict.reasons for r in rs]
+    assert [r.verdict.outcome for r in rs[3:]] == [Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.PASS], [
+        r.verdict.reasons for r in rs
+    ]
     assert station.reconcile() == []
 
 
@@ -131,7 +141,9 @@ def test_stream_drives_the_line_as_camera_trigger(tmp_path: Path):
     write_part_video(video, [p.image for p in parts], fps=15)
     cam = {"type": "opencv", "id": "cam0", "file": str(video), "playback": "realtime", "at_end": "loop"}
     n = 7
-    station = Station(opencv_station_config(tmp_path, cam, trigger={"type": "camera", "camera_id": "cam0"}), max_parts=n)
+    station = Station(
+        opencv_station_config(tmp_path, cam, trigger={"type": "camera", "camera_id": "cam0"}), max_parts=n
+    )
     results = Results(station)
     station.start()
     try:

@@ -84,9 +84,15 @@ def test_folder_stream_failed_buffer_unplug_and_reconnect(tmp_path: Path):
         with cam.device() as dev:
             dev.FirePnPCallback.Execute()
         wait_for(lambda: cam.state is not DeviceState.STREAMING, 5, "the removal to be noticed")
-        wait_for(lambda: any(e.component == "camera:cam0" and e.state == "alarm" for e in station.alarms.active()), 5, "camera alarm")
+        wait_for(
+            lambda: any(e.component == "camera:cam0" and e.state == "alarm" for e in station.alarms.active()),
+            5,
+            "camera alarm",
+        )
         outage = [run_part(station, results) for _ in range(2)]
-        assert cam.state is not DeviceState.STREAMING, "the outage ended before the test parts: raise reconnect.initial_s"
+        assert cam.state is not DeviceState.STREAMING, (
+            "the outage ended before the test parts: raise reconnect.initial_s"
+        )
         for r in outage:
             assert r.verdict.outcome is Outcome.FAILSAFE and not r.frames
             assert "camera cam0" in r.verdict.reasons[0] and "device removed" in r.verdict.reasons[0], r.verdict.reasons
@@ -102,10 +108,16 @@ def test_folder_stream_failed_buffer_unplug_and_reconnect(tmp_path: Path):
         h = cam.health()
         assert h["lost"] == 1 and h["reconnects"] == 1 and h["lifecycle"] == "streaming"
         resumed = [run_part(station, results) for _ in range(3)]
-        assert all(r.verdict.outcome is Outcome.PASS and len(r.frames) == 1 for r in resumed), [r.verdict for r in resumed]
+        assert all(r.verdict.outcome is Outcome.PASS and len(r.frames) == 1 for r in resumed), [
+            r.verdict for r in resumed
+        ]
         # the emulator restarts its folder after a reconnect: first image again
         assert np.array_equal(resumed[0].frames[0].image, parts[0].image)
-        wait_for(lambda: not any(e.component == "camera:cam0" for e in station.alarms.active()), 5, "the camera alarm to clear")
+        wait_for(
+            lambda: not any(e.component == "camera:cam0" for e in station.alarms.active()),
+            5,
+            "the camera alarm to clear",
+        )
     finally:
         station.stop()
         results.close()
@@ -137,7 +149,12 @@ def test_user_output_is_the_reject_output_and_survives_reconnect(tmp_path: Path)
             "safety_margin_ms": 100,
             "pulse_ms": 60,
             "realtime_priority": 0,
-            "output": {"type": "pylon", "camera_id": "top", "lines": {"reject": {"line": "Line2", "user_output": "UserOutput1"}}, "verify": True},
+            "output": {
+                "type": "pylon",
+                "camera_id": "top",
+                "lines": {"reject": {"line": "Line2", "user_output": "UserOutput1"}},
+                "verify": True,
+            },
         },
     )
     station = Station(cfg)
@@ -169,7 +186,9 @@ def test_user_output_is_the_reject_output_and_survives_reconnect(tmp_path: Path)
             time.sleep(0.4)  # let this part's pulse end before the next part (pulses must not merge)
         outcomes = [r.verdict.outcome for r in got]
         assert outcomes[:3] == [Outcome.FAILSAFE] * 3  # learning: rejected to be safe
-        assert outcomes[3:] == [Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.FAIL, Outcome.PASS], [r.verdict.reasons for r in got]
+        assert outcomes[3:] == [Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.FAIL, Outcome.PASS], [
+            r.verdict.reasons for r in got
+        ]
         rejecting = [r.trigger.part_id for r in got if r.verdict.rejects]
         wait_for(lambda: station.scheduler.pending_rejects == 0, 5, "the last pulse")
         assert sorted(f.part_id for f in station.scheduler.fired) == rejecting
@@ -238,19 +257,27 @@ def test_free_running_camera_creates_the_parts(tmp_path: Path):
         assert frame.part_id == r.trigger.part_id and frame.t_exposure_ns == r.trigger.t_trigger_ns
     numbers = [r.frames[0].meta["image_number"] for r in good]
     steps = np.diff(numbers).tolist()
-    assert set(steps) <= {1, 2} and steps.count(2) <= 1, numbers  # one part per camera frame; only the broken one missing
+    assert set(steps) <= {1, 2} and steps.count(2) <= 1, (
+        numbers
+    )  # one part per camera frame; only the broken one missing
     assert sum(r.verdict.outcome is Outcome.PASS for r in rs) == n - 4
     snap = station.counters.snapshot()
     assert snap.triggers == n and snap.dropped == 1 and station.reconcile() == []
 
 
 def test_hardware_trigger_mode_waits_for_the_line(tmp_path: Path):
-    cam_cfg = PylonCameraConfig(id="hw", serial="0815-0000", trigger_mode="hardware", trigger_line="Line1", width=320, height=240)
+    cam_cfg = PylonCameraConfig(
+        id="hw", serial="0815-0000", trigger_mode="hardware", trigger_line="Line1", width=320, height=240
+    )
     cam = PylonCamera(cam_cfg)
     cam.open()
     try:
         with cam.device() as dev:
-            assert (dev.TriggerMode.GetValue(), dev.TriggerSource.GetValue(), dev.TriggerActivation.GetValue()) == ("On", "Line1", "RisingEdge")
+            assert (dev.TriggerMode.GetValue(), dev.TriggerSource.GetValue(), dev.TriggerActivation.GetValue()) == (
+                "On",
+                "Line1",
+                "RisingEdge",
+            )
         assert cam.self_triggered
         assert cam.wait_frame(0.3) is None  # no edge on Line1: no frame, so no part
         with pytest.raises(GrabTimeout):
@@ -262,7 +289,12 @@ def test_hardware_trigger_mode_waits_for_the_line(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("fmt", "output", "shape"),
-    [("Mono8", "auto", (240, 320)), ("BGR8", "auto", (240, 320, 3)), ("BayerRG8", "auto", (240, 320, 3)), ("BayerRG8", "mono8", (240, 320))],
+    [
+        ("Mono8", "auto", (240, 320)),
+        ("BGR8", "auto", (240, 320, 3)),
+        ("BayerRG8", "auto", (240, 320, 3)),
+        ("BayerRG8", "mono8", (240, 320)),
+    ],
 )
 def test_pixel_formats_are_converted(fmt: str, output: str, shape: tuple[int, ...]):
     cam = PylonCamera(PylonCameraConfig(serial="0815-0001", pixel_format=fmt, output=output, width=320, height=240))  # type: ignore[arg-type]
@@ -290,9 +322,19 @@ def test_bad_settings_name_the_field(tmp_path: Path):
     with pytest.raises(Exception, match="either `serial` or `user_name`"):
         parse_config({"cameras": [{"type": "pylon", "serial": "1", "user_name": "x"}]})
     with pytest.raises(Exception, match="is not one of the station's cameras"):
-        Station(pylon_station_config(tmp_path, [{"type": "pylon", "serial": "0815-0000"}], reject={"output": {"type": "pylon", "camera_id": "nope"}}))
+        Station(
+            pylon_station_config(
+                tmp_path,
+                [{"type": "pylon", "serial": "0815-0000"}],
+                reject={"output": {"type": "pylon", "camera_id": "nope"}},
+            )
+        )
     with pytest.raises(Exception, match="does not deliver frames on its own"):
-        Station(pylon_station_config(tmp_path, [{"type": "pylon", "serial": "0815-0000"}], trigger={"type": "camera", "camera_id": "cam0"}))
+        Station(
+            pylon_station_config(
+                tmp_path, [{"type": "pylon", "serial": "0815-0000"}], trigger={"type": "camera", "camera_id": "cam0"}
+            )
+        )
 
 
 def test_camera_missing_at_start_is_retried_in_the_background():
@@ -313,7 +355,15 @@ def test_camera_missing_at_start_is_retried_in_the_background():
 
 
 def test_own_device_output_reads_back():
-    out = PylonOutput(PylonOutputConfig(serial="0815-0002", lines={"reject": {"line": "Line3", "user_output": "UserOutput2"}, "ready": {"line": "Line2", "user_output": "UserOutput1"}}))
+    out = PylonOutput(
+        PylonOutputConfig(
+            serial="0815-0002",
+            lines={
+                "reject": {"line": "Line3", "user_output": "UserOutput2"},
+                "ready": {"line": "Line2", "user_output": "UserOutput1"},
+            },
+        )
+    )
     out.open()
     try:
         out.set("ready", True)
@@ -326,4 +376,9 @@ def test_own_device_output_reads_back():
         assert out.health()["state"] == "ok"
     finally:
         out.close()
-    assert [(e.line, e.value) for e in out.edges()] == [("ready", True), ("reject", True), ("reject", False), ("ready", False)]
+    assert [(e.line, e.value) for e in out.edges()] == [
+        ("ready", True),
+        ("reject", True),
+        ("reject", False),
+        ("ready", False),
+    ]

@@ -37,9 +37,19 @@ def test_replay_uses_the_regions_in_force(tmp_path: Path, capsys) -> None:
     cv2.rectangle(bad, DEFECT[:2], DEFECT[2:], 0, -1)
     cv2.imwrite(str(folder / "bad.png"), bad)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(json.dumps({"name": "line-r", "cameras": [ANOMALY_CAMERA], "inspector": {"type": "anomaly", "model": str(anomaly_model())},
-                               "rules": {"default": {"reject_conf": 0.5, "uncertain_conf": 0.5}},  # no uncertain band: weak blobs elsewhere pass
-                               "store": {"db_path": str(tmp_path / "s.db"), "images_dir": str(tmp_path / "i")}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "name": "line-r",
+                "cameras": [ANOMALY_CAMERA],
+                "inspector": {"type": "anomaly", "model": str(anomaly_model())},
+                "rules": {
+                    "default": {"reject_conf": 0.5, "uncertain_conf": 0.5}
+                },  # no uncertain band: weak blobs elsewhere pass
+                "store": {"db_path": str(tmp_path / "s.db"), "images_dir": str(tmp_path / "i")},
+            }
+        )
+    )
 
     def replay() -> dict:
         out = tmp_path / "r.jsonl"
@@ -55,8 +65,12 @@ def test_replay_uses_the_regions_in_force(tmp_path: Path, capsys) -> None:
 
 
 def test_golden_set_evaluation_uses_the_regions(tmp_path: Path) -> None:
-    golden = make_golden_set(tmp_path / "golden", 8, seed=4242,
-                             camera_cfg=SyntheticCameraConfig.model_validate({**ANOMALY_CAMERA, "defect_rate": 0.6}))
+    golden = make_golden_set(
+        tmp_path / "golden",
+        8,
+        seed=4242,
+        camera_cfg=SyntheticCameraConfig.model_validate({**ANOMALY_CAMERA, "defect_rate": 0.6}),
+    )
     plain = evaluate(anomaly_model(), golden)
     assert any(im.outcome == "FAIL" for im in plain.images)
     # an ROI on a corner where no part is: nothing counts, every part passes

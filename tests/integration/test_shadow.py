@@ -9,8 +9,9 @@ tests/model_factory.py (trained once, cached).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -27,8 +28,16 @@ from tests.fixtures_floor import wait_for
 from tests.model_factory import detecting_model, tiny_model
 
 N_PARTS = 36
-CAMERA = {"type": "synthetic", "id": "cam0", "product": "pcb", "width": 640, "height": 400, "defect_rate": 0.4,
-          "harmless_mark_rate": 0.2, "seed": 31}
+CAMERA = {
+    "type": "synthetic",
+    "id": "cam0",
+    "product": "pcb",
+    "width": 640,
+    "height": 400,
+    "defect_rate": 0.4,
+    "harmless_mark_rate": 0.2,
+    "seed": 31,
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +59,17 @@ def slow() -> Path:
 
 
 def config(tmp: Path, model: Path) -> Any:
-    return parse_config({
-        "name": "shadow-line",
-        "cameras": [CAMERA],
-        "trigger": {"type": "software"},
-        "inspector": {"type": "onnx", "model": str(model), "keepalive_s": 0, "intra_op_threads": 1},
-        "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
-        "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
-        "web": {"enabled": False},
-    })
+    return parse_config(
+        {
+            "name": "shadow-line",
+            "cameras": [CAMERA],
+            "trigger": {"type": "software"},
+            "inspector": {"type": "onnx", "model": str(model), "keepalive_s": 0, "intra_op_threads": 1},
+            "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
+            "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
+            "web": {"enabled": False},
+        }
+    )
 
 
 def run_parts(st: Station, n: int, pace_s: float = 0.0) -> None:
@@ -74,7 +85,10 @@ def run_parts(st: Station, n: int, pace_s: float = 0.0) -> None:
 def outcomes(db_path: Path) -> dict[int, tuple[str, str]]:
     db = open_db(db_path, migrate=False)
     try:
-        return {int(p): (str(o), str(m)) for p, o, m in db.execute("SELECT part_id, outcome, model_id FROM inspections ORDER BY part_id")}
+        return {
+            int(p): (str(o), str(m))
+            for p, o, m in db.execute("SELECT part_id, outcome, model_id FROM inspections ORDER BY part_id")
+        }
     finally:
         db.close()
 
@@ -119,8 +133,14 @@ def test_shadow_records_disagreements_and_leaves_verdicts_alone(
     wait_for(lambda: runner.snapshot()["recorded"] >= N_PARTS, 60, "the shadow to judge every part")
     final = station.stop_shadow()
     assert station.shadow is None and final is not None and not final["running"]
-    assert (final["received"], final["recorded"], final["dropped"], final["skipped"], final["errors"], final["abandoned"]) == (
-        N_PARTS, N_PARTS, 0, 0, 0, 0)
+    assert (
+        final["received"],
+        final["recorded"],
+        final["dropped"],
+        final["skipped"],
+        final["errors"],
+        final["abandoned"],
+    ) == (N_PARTS, N_PARTS, 0, 0, 0, 0)
     wait_for(lambda: recorded_all(station), 20, "records")
 
     # production verdicts are exactly those of the run without a shadow
@@ -129,20 +149,30 @@ def test_shadow_records_disagreements_and_leaves_verdicts_alone(
 
     db = open_db(station.cfg.store.db_path, migrate=False)
     try:
-        rows = {int(r[0]): r[1:] for r in db.execute(
-            "SELECT part_id, production_outcome, outcome, model_id, model_sha, differs, eject_differs FROM shadow_results ORDER BY part_id")}
+        rows = {
+            int(r[0]): r[1:]
+            for r in db.execute(
+                "SELECT part_id, production_outcome, outcome, model_id, model_sha, differs, eject_differs FROM shadow_results ORDER BY part_id"
+            )
+        }
         assert sorted(rows) == sorted(baseline)
         shadow_outcomes = {p: r[1] for p, r in rows.items()}
         differing = sorted(p for p, r in rows.items() if r[1] != r[0])
         # measured, not arranged: the 40-epoch model flags some PCB parts the 1-epoch model passes
         assert differing, f"no disagreement on {N_PARTS} parts: {shadow_outcomes}"
         assert all(rows[p][0] == baseline[p][0] for p in rows)  # production outcome as the line decided it
-        assert {r[2] for r in rows.values()} == {runner.stats.model_id} and {r[3] for r in rows.values()} == {final["model_sha"]}
+        assert {r[2] for r in rows.values()} == {runner.stats.model_id} and {r[3] for r in rows.values()} == {
+            final["model_sha"]
+        }
         assert final["differs"] == len(differing)
         dis = disagreements(db, model_sha=final["model_sha"], limit=1000)
         assert sorted(d["part_id"] for d in dis) == differing
         for d in dis:
-            assert d["production_outcome"] == "PASS" and d["shadow_outcome"] in ("FAIL", "UNCERTAIN") and d["eject_differs"]
+            assert (
+                d["production_outcome"] == "PASS"
+                and d["shadow_outcome"] in ("FAIL", "UNCERTAIN")
+                and d["eject_differs"]
+            )
             assert d["defects"] and d["image_ids"], d  # every image is kept on this line (keep_pass_every 1)
         s = summary(db, final["model_sha"])
         assert s["n"] == N_PARTS and s["differs"] == len(differing)
@@ -169,7 +199,9 @@ def test_shadow_records_disagreements_and_leaves_verdicts_alone(
         insp.close()
 
 
-def test_slow_shadow_drops_parts_not_the_line(station: Station, slow: Path, baseline: dict[int, tuple[str, str]]) -> None:
+def test_slow_shadow_drops_parts_not_the_line(
+    station: Station, slow: Path, baseline: dict[int, tuple[str, str]]
+) -> None:
     runner = station.start_shadow(slow, queue_size=1)
     run_parts(station, N_PARTS)
     snap = runner.snapshot()

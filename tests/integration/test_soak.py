@@ -33,8 +33,17 @@ RATE = 200.0  # parts/s: 2/3 of what this 2-core machine holds at 320x200 (~300/
 
 @pytest.mark.timeout(240)
 def test_soak_20k_parts_reconcile_exactly(tmp_path):
-    r = soak(PARTS, RATE, width=320, height=200, pool=64, learn=10, keep_pass_every=1000, data=tmp_path / "soak",
-             frame_queue=32)
+    r = soak(
+        PARTS,
+        RATE,
+        width=320,
+        height=200,
+        pool=64,
+        learn=10,
+        keep_pass_every=1000,
+        data=tmp_path / "soak",
+        frame_queue=32,
+    )
     print(json.dumps(r))  # the figures, with -s
     c = r["counters"]
     # every part triggered has a verdict, every verdict a row, every reject scheduled fired

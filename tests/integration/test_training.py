@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,9 @@ MAP50_FLOOR = 0.80  # measured 0.91
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory: pytest.TempPathFactory) -> GoldenSet:
     cam = SyntheticCameraConfig(defect_rate=0.5)  # the line's 1280x800 frames
-    return make_golden_set(tmp_path_factory.mktemp("golden") / "g", 40, seed=4242, camera_cfg=cam, start_id=GOLDEN_START + 500_000)
+    return make_golden_set(
+        tmp_path_factory.mktemp("golden") / "g", 40, seed=4242, camera_cfg=cam, start_id=GOLDEN_START + 500_000
+    )
 
 
 def test_shipped_model_finds_defects_on_unseen_parts(golden: GoldenSet) -> None:
@@ -48,7 +51,10 @@ def test_shipped_model_finds_defects_on_unseen_parts(golden: GoldenSet) -> None:
     card = json.loads((DEFAULT_DIR / "model.json").read_text())
     assert card["sha256"] == meta.sha256  # the card describes the shipped file
     lineage = read_lineage(meta.raw)
-    assert lineage["dataset_snapshot"] == card["training"]["dataset_snapshot"] and lineage["train_seed"] == card["training"]["recipe"]["seed"]
+    assert (
+        lineage["dataset_snapshot"] == card["training"]["dataset_snapshot"]
+        and lineage["train_seed"] == card["training"]["recipe"]["seed"]
+    )
     r = evaluate(DEFAULT_ONNX, golden)
     assert r.n_defective >= 15
     assert r.recall >= RECALL_FLOOR, r.table()
@@ -65,8 +71,24 @@ def test_cli_evaluate_record_and_tune(tmp_path: Path, golden: GoldenSet, capsys:
     shipped = registry.ensure_current(db, DEFAULT_ONNX, store_dir=tmp_path / "store")
     db.close()
     out_json = tmp_path / "cmp.json"
-    assert main(["evaluate", "--candidate", shipped.sha256[:12], "--golden", str(golden.root), "--use-db", "--record",
-                 "--db", dbp, "--json", str(out_json)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--candidate",
+                shipped.sha256[:12],
+                "--golden",
+                str(golden.root),
+                "--use-db",
+                "--record",
+                "--db",
+                dbp,
+                "--json",
+                str(out_json),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "escape rate" in text and f"recorded evaluation of {shipped.sha256[:12]}" in text
     summary = json.loads(out_json.read_text())
@@ -81,8 +103,20 @@ def test_cli_evaluate_record_and_tune(tmp_path: Path, golden: GoldenSet, capsys:
 
 def _tiny_spec(tmp: Path, **kw: Any) -> JobSpec:
     base: dict[str, Any] = dict(
-        synthetic={"n_train": 8, "n_val": 4, "seed": 5, "camera": {"defect_rate": 0.8}, "view": {"input_hw": [128, 128]}},
-        model="yolov8n.yaml", epochs=1, imgsz=128, batch=8, seed=1, hyp={"mosaic": 0.0}, export_imgsz=(128, 128),
+        synthetic={
+            "n_train": 8,
+            "n_val": 4,
+            "seed": 5,
+            "camera": {"defect_rate": 0.8},
+            "view": {"input_hw": [128, 128]},
+        },
+        model="yolov8n.yaml",
+        epochs=1,
+        imgsz=128,
+        batch=8,
+        seed=1,
+        hyp={"mosaic": 0.0},
+        export_imgsz=(128, 128),
     )
     base.update(kw)
     return JobSpec(**base)
@@ -95,8 +129,14 @@ def test_training_job_evaluate_register_gate_rollback(tmp_path: Path, golden: Go
     shipped = registry.ensure_current(db, DEFAULT_ONNX, store_dir=store)
     events: list[Mapping[str, Any]] = []
     runner = JobRunner(tmp_path / "jobs")
-    spec = _tiny_spec(tmp_path, golden=str(golden.root), current_model=str(shipped.path), db=str(db_path), store_dir=str(store),
-                      trained_by="pytest")
+    spec = _tiny_spec(
+        tmp_path,
+        golden=str(golden.root),
+        current_model=str(shipped.path),
+        db=str(db_path),
+        store_dir=str(store),
+        trained_by="pytest",
+    )
     state = runner.start(spec, lambda st, ev: events.append(ev))
     with pytest.raises(JobBusyError, match="one job at a time"):
         runner.start(spec)
@@ -121,10 +161,18 @@ def test_training_job_evaluate_register_gate_rollback(tmp_path: Path, golden: Go
     meta = read_model_meta(res["onnx"])
     assert meta.names == NAMES and meta.imgsz == (128, 128) and meta.stride == 32
     lineage = read_lineage(meta.raw)
-    assert lineage["train_seed"] == 1 and lineage["dataset_snapshot"].startswith("synthetic-") and lineage["parent_sha"] is None
+    assert (
+        lineage["train_seed"] == 1
+        and lineage["dataset_snapshot"].startswith("synthetic-")
+        and lineage["parent_sha"] is None
+    )
     # registered as a candidate, with both evaluations recorded on the golden set
     tiny = registry.get(db, res["registered"]["sha256"])
-    assert tiny.status == "candidate" and tiny.dataset_snapshot == lineage["dataset_snapshot"] and tiny.trained_by == "pytest"
+    assert (
+        tiny.status == "candidate"
+        and tiny.dataset_snapshot == lineage["dataset_snapshot"]
+        and tiny.trained_by == "pytest"
+    )
     assert tiny.weights_path is not None and tiny.weights_path.exists()
     ge_tiny = tiny.golden(golden.golden_id)
     ge_shipped = registry.get(db, shipped.sha256).golden(golden.golden_id)
@@ -140,8 +188,12 @@ def test_training_job_evaluate_register_gate_rollback(tmp_path: Path, golden: Go
     # rollback restores the sha the last change replaced
     assert registry.rollback(db, user="qa", reason="check").sha256 == tiny.sha256
     actions = [(h["action"], h["reason"]) for h in registry.history(db)]
-    assert actions[1:] == [("model_promote_refused", None), ("model_promote_override", "trial on line 2"),
-                           ("model_promote", None), ("model_rollback", "check")]
+    assert actions[1:] == [
+        ("model_promote_refused", None),
+        ("model_promote_override", "trial on line 2"),
+        ("model_promote", None),
+        ("model_rollback", "check"),
+    ]
     # the comparison shows the same figures side by side and lists the disagreements
     comp = compare(tiny.path, shipped.path, golden)
     assert comp.candidate.escape_rate == pytest.approx(ge_tiny["escape_rate"])
@@ -159,8 +211,18 @@ def test_cancel_stops_a_training_job(tmp_path: Path) -> None:
         if ev.get("event") == "progress" and ev.get("phase") == "batch":
             first_batch.set()
 
-    spec = _tiny_spec(tmp_path, epochs=200, synthetic={"n_train": 16, "n_val": 2, "seed": 6, "camera": {"defect_rate": 0.8},
-                                                       "view": {"input_hw": [128, 128]}}, batch=2)
+    spec = _tiny_spec(
+        tmp_path,
+        epochs=200,
+        synthetic={
+            "n_train": 16,
+            "n_val": 2,
+            "seed": 6,
+            "camera": {"defect_rate": 0.8},
+            "view": {"input_hw": [128, 128]},
+        },
+        batch=2,
+    )
     state = runner.start(spec, on_event)
     assert first_batch.wait(300), state.log_path.read_text()[-2000:]
     t0 = time.monotonic()

@@ -87,12 +87,16 @@ class Collector:
                     return t
             seen = len(self.events)
             time.sleep(0.005)
-        raise AssertionError(f"no {component} {state} within {timeout} s; events: {[(e.component, e.state, e.message) for _, e in self.events]}")
+        raise AssertionError(
+            f"no {component} {state} within {timeout} s; events: {[(e.component, e.state, e.message) for _, e in self.events]}"
+        )
 
 
 def _config(tmp_path: Path, **watchdog: Any):
     # 20 parts/s, deadline 300 ms: the stuck part's deadline passes long before the watchdog (1.5 s) acts
-    return station_config(tmp_path, inspector={"type": "reference"}, watchdog={"stall_s": 1.5, "period_s": 0.05, **watchdog}, pipeline={})
+    return station_config(
+        tmp_path, inspector={"type": "reference"}, watchdog={"stall_s": 1.5, "period_s": 0.05, **watchdog}, pipeline={}
+    )
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -126,7 +130,11 @@ def test_hung_inspector_parts_failsafe_alarm_restart(tmp_path: Path):
         t_ok = col.wait_event("watchdog", "ok", timeout=3)
         assert st.healthy
         t_after = time.monotonic()
-        _wait(lambda: any(pid for pid, name in insp.inspected_by.items() if name == "inference#2"), 3, "a part inspected by the fresh worker")
+        _wait(
+            lambda: any(pid for pid, name in insp.inspected_by.items() if name == "inference#2"),
+            3,
+            "a part inspected by the fresh worker",
+        )
         time.sleep(1.0)  # more parts through the new worker
         insp.release.set()  # the stuck call returns now: its result must be ignored
         _wait(lambda: st.line.late_abandoned == 1, 3, "the abandoned worker's late result")
@@ -150,7 +158,9 @@ def test_hung_inspector_parts_failsafe_alarm_restart(tmp_path: Path):
     # parts after the restart are inspected normally by the fresh worker
     after = [pid for pid, r in res.items() if r.trigger.t_trigger_ns / 1e9 > t_after]
     assert len(after) >= 10
-    assert all(res[pid].verdict.outcome is not Outcome.FAILSAFE for pid in after), [res[p].verdict.reasons for p in after]
+    assert all(res[pid].verdict.outcome is not Outcome.FAILSAFE for pid in after), [
+        res[p].verdict.reasons for p in after
+    ]
     assert all(insp.inspected_by.get(pid) == "inference#2" for pid in after)
     assert len(st.watchdog.restarts) == 1 and st.watchdog.restarts[0].stall.part_id == stuck_part
     assert st.failure is None
@@ -249,7 +259,7 @@ def notify_socket(monkeypatch):
         while not stop.is_set():
             try:
                 data = sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             got.append((time.monotonic(), data.decode()))
 
@@ -382,7 +392,9 @@ def test_plc_heartbeat_stands_still_while_unhealthy():
     from station.plc.handshake import PlcHandshake
 
     healthy = [True]
-    hs = PlcHandshake(PlcConfig(heartbeat_s=0.01, follow_recipe=False), Bus().subscribe("plc"), healthy=lambda: healthy[0])
+    hs = PlcHandshake(
+        PlcConfig(heartbeat_s=0.01, follow_recipe=False), Bus().subscribe("plc"), healthy=lambda: healthy[0]
+    )
     hs.link = _FakeLink()  # type: ignore[assignment]
 
     def beats(n: int) -> list[bool]:

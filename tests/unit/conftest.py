@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -84,14 +84,18 @@ def build_result(
         for i in range(n_defects)
     )
     t0 = 1_000_000_000 + part_id * 10_000_000
-    trig = Trigger(part_id=part_id, seq=part_id - 1, t_trigger_ns=t0, source="timer", t_trigger_wall=1.7e9 + part_id * 0.01)
+    trig = Trigger(
+        part_id=part_id, seq=part_id - 1, t_trigger_ns=t0, source="timer", t_trigger_wall=1.7e9 + part_id * 0.01
+    )
     frames = []
     for cam in cameras:
         meta: dict = {"exposure_us": 500}
         if truth == "dataclass":
             meta["truth"] = tuple(Truth(d.class_name, d.box_xyxy, 42.0) for d in defects)
         elif truth == "dict":
-            meta["truth"] = [{"class_name": d.class_name, "box_xyxy": list(d.box_xyxy), "area_px": np.float32(42.0)} for d in defects]
+            meta["truth"] = [
+                {"class_name": d.class_name, "box_xyxy": list(d.box_xyxy), "area_px": np.float32(42.0)} for d in defects
+            ]
         img = rng.integers(0, 256, size=shape, dtype=np.uint8)
         frames.append(Frame(part_id=part_id, camera_id=cam, image=img, t_exposure_ns=t0 + 1000, meta=meta))
     verdict = Verdict(

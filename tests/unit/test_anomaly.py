@@ -129,7 +129,9 @@ def test_wrong_model_files_are_refused_and_the_running_model_keeps_running(tmp_p
     img = synthetic_good_frames(1, first=700)[0]
     before = sw.inspect(frame(img)).model_id
     done: list[Exception | None] = []
-    sw.load_async(lambda: inspector_for_file(other_size, None, expect_frame_size=running.frame_size), done.append).join(60)
+    sw.load_async(lambda: inspector_for_file(other_size, None, expect_frame_size=running.frame_size), done.append).join(
+        60
+    )
     assert len(done) == 1 and isinstance(done[0], ModelLoadError)
     assert "learned on 480x480 frames but this camera gives 640x400" in str(done[0])
     sw.load_async(lambda: inspector_for_file(corrupt, None), done.append).join(60)
@@ -149,8 +151,23 @@ def test_models_learn_anomaly_command_learns_and_registers(tmp_path: Path) -> No
 
     folder = good_folder(tmp_path / "good", 10, first=300)
     out, db_path = tmp_path / "a.onnx", tmp_path / "station.db"
-    proc = subprocess.run([sys.executable, "-m", "models.cli", "learn-anomaly", str(folder), str(out), "--register", "--db", str(db_path)],
-                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "models.cli",
+            "learn-anomaly",
+            str(folder),
+            str(out),
+            "--register",
+            "--db",
+            str(db_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert proc.returncode == 0, proc.stderr
     assert "from 10 good images" in proc.stdout and "threshold" in proc.stdout and "registered" in proc.stdout
     db = open_db(db_path)
@@ -159,6 +176,11 @@ def test_models_learn_anomaly_command_learns_and_registers(tmp_path: Path) -> No
         assert rec.task == "anomaly" and rec.status == "candidate" and Path(rec.path).is_file()
     finally:
         db.close()
-    bad = subprocess.run([sys.executable, "-m", "models.cli", "learn-anomaly", str(tmp_path / "nowhere"), str(tmp_path / "b.onnx")],
-                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    bad = subprocess.run(
+        [sys.executable, "-m", "models.cli", "learn-anomaly", str(tmp_path / "nowhere"), str(tmp_path / "b.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert bad.returncode == 2 and "does not exist" in bad.stderr and not (tmp_path / "b.onnx").exists()

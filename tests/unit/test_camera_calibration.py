@@ -7,7 +7,7 @@ import pytest
 
 from calibration.camera import CalibrationRefused, Limits, calibrate_camera
 from calibration.undistort import Undistorter
-from tests.calib_views import CHARUCO, CHESS, DIST, K, PLANE_Z, SIZE, render, views
+from tests.calib_views import CHARUCO, CHESS, DIST, PLANE_Z, SIZE, K, render, views
 
 TRUE_MM_PER_PX = PLANE_Z / K[0, 0]  # the plane view: the board square to the camera at PLANE_Z
 
@@ -61,7 +61,10 @@ def test_blurred_views_are_refused_with_the_reason() -> None:
 
 
 def test_poor_coverage_and_high_error_are_refused() -> None:
-    centred = [(f"c{i}.png", render(CHESS, (a, b, 0, 0, 0, 560))) for i, (a, b) in enumerate([(0, 0), (20, 0), (-20, 0), (0, 20), (0, -20)])]
+    centred = [
+        (f"c{i}.png", render(CHESS, (a, b, 0, 0, 0, 560)))
+        for i, (a, b) in enumerate([(0, 0), (20, 0), (-20, 0), (0, 20), (0, -20)])
+    ]
     with pytest.raises(CalibrationRefused, match=r"poor coverage of the frame: corners in \d+% of it \(need 50%\)"):
         calibrate_camera(centred, CHESS)
     with pytest.raises(CalibrationRefused, match=r"reprojection error 0\.\d+ px above the limit 0\.001 px"):

@@ -20,7 +20,9 @@ from tests.calib_views import CHESS, views
 
 
 def audit_rows(db: sqlite_utils.Database) -> list[tuple]:
-    return db.execute("SELECT user, action, object_type, object_id, before, after, reason FROM audit ORDER BY id").fetchall()
+    return db.execute(
+        "SELECT user, action, object_type, object_id, before, after, reason FROM audit ORDER BY id"
+    ).fetchall()
 
 
 def test_calibration_versions_rollback_and_audit(fresh_db: sqlite_utils.Database) -> None:
@@ -39,7 +41,11 @@ def test_calibration_versions_rollback_and_audit(fresh_db: sqlite_utils.Database
     assert [v.version for v in store.history(fresh_db, "calibration", "line-7", "cam0")] == [2, 1]
     rows = audit_rows(fresh_db)
     assert [r[1] for r in rows] == ["calibration_new", "calibration_new", "calibration_rollback"]
-    assert rows[2][3] == "line-7/cam0/v1" and json.loads(rows[2][4]) == {"version": 2, "ref": v2.ref} and rows[2][6] == "v2 looked wrong"
+    assert (
+        rows[2][3] == "line-7/cam0/v1"
+        and json.loads(rows[2][4]) == {"version": 2, "ref": v2.ref}
+        and rows[2][6] == "v2 looked wrong"
+    )
     with pytest.raises(store.SetupError, match="version 1 is already in force"):
         records.rollback(fresh_db, "line-7", "cam0", 1, user="boss")
     with pytest.raises(store.SetupError, match="no version 9"):
@@ -55,13 +61,22 @@ SPEC = CameraRegions(
     image_size=(200, 100),
     roi=[(0, 0), (180, 0), (180, 100), (0, 100)],
     ignore=[{"name": "fixture", "points": [(100, 0), (140, 0), (120, 60)]}],
-    regions=[{"name": "seal", "points": SEAL, "reject_conf": 0.2, "min_area_mm2": 0.0},
-             {"name": "cosmetic", "points": [(50, 0), (100, 0), (100, 100), (50, 100)], "reject_conf": 0.9, "min_area_mm2": 50.0}],
+    regions=[
+        {"name": "seal", "points": SEAL, "reject_conf": 0.2, "min_area_mm2": 0.0},
+        {
+            "name": "cosmetic",
+            "points": [(50, 0), (100, 0), (100, 100), (50, 100)],
+            "reject_conf": 0.9,
+            "min_area_mm2": 50.0,
+        },
+    ],
 )
 
 
 def verdict(decider: Decider, box: tuple[float, float, float, float], conf: float = 0.6):
-    det = Detections(np.array([box], np.float32), np.array([conf], np.float32), np.array([0], np.int32), ("spot",), "m1")
+    det = Detections(
+        np.array([box], np.float32), np.array([conf], np.float32), np.array([0], np.int32), ("spot",), "m1"
+    )
     return decider.decide(Trigger(1, 1, 0), [Frame(1, "cam0", np.zeros((100, 200), np.uint8), 0)], [det], {})
 
 
@@ -72,7 +87,12 @@ def test_regions_versions_and_what_the_decider_does_with_them(fresh_db: sqlite_u
     assert v.ref == "regions-v1"
     setup = camera_setup.load(fresh_db, "line-7", ["cam0", "cam1"])
     assert list(setup) == ["cam0"] and setup["cam0"].mm_per_px == cal.mm_per_px
-    d = Decider(RulesConfig(default=ClassRule(reject_conf=0.5, uncertain_conf=0.3)), CalibrationConfig(id="nominal"), "cfg", setup)
+    d = Decider(
+        RulesConfig(default=ClassRule(reject_conf=0.5, uncertain_conf=0.3)),
+        CalibrationConfig(id="nominal"),
+        "cfg",
+        setup,
+    )
     assert d.config_hash == "cfg+gcam0:v1" and d.calibration_id == cal.id
     # seal: strict threshold
     v_seal = verdict(d, (10, 40, 20, 50), conf=0.25)
@@ -89,7 +109,9 @@ def test_regions_versions_and_what_the_decider_does_with_them(fresh_db: sqlite_u
 
 
 def test_bad_regions_are_refused_naming_the_polygon() -> None:
-    with pytest.raises(ValueError, match="region seal: point \\[250.0, 0.0\\] lies outside the 200x100 reference image"):
+    with pytest.raises(
+        ValueError, match="region seal: point \\[250.0, 0.0\\] lies outside the 200x100 reference image"
+    ):
         CameraRegions(image_size=(200, 100), regions=[{"name": "seal", "points": [(0, 0), (250, 0), (0, 50)]}])
     with pytest.raises(ValueError, match="zone: the polygon has no area"):
         CameraRegions(ignore=[{"points": [(0, 0), (10, 10), (20, 20)]}])
@@ -97,7 +119,9 @@ def test_bad_regions_are_refused_naming_the_polygon() -> None:
         CameraRegions(regions=[{"name": "a", "points": SEAL}, {"name": "a", "points": SEAL}])
 
 
-def test_setup_travels_to_the_evaluation_worker_and_eligibility_ignores_region_thresholds(fresh_db: sqlite_utils.Database) -> None:
+def test_setup_travels_to_the_evaluation_worker_and_eligibility_ignores_region_thresholds(
+    fresh_db: sqlite_utils.Database,
+) -> None:
     """The models page's evaluation worker gets the setup as JSON; the evaluation's eligibility check zeroes region thresholds."""
     from models.evaluate import _eligibility_decider
 
@@ -105,10 +129,19 @@ def test_setup_travels_to_the_evaluation_worker_and_eligibility_ignores_region_t
     setup = camera_setup.load(fresh_db, "line-7", ["cam0"])
     back = camera_setup.from_json(json.loads(json.dumps(camera_setup.to_json(setup))))
     d1, d2 = (Decider(RulesConfig(), CalibrationConfig(), "cfg", s) for s in (setup, back))
-    for box, conf in (((10, 40, 20, 50), 0.25), ((60, 40, 70, 50), 0.95), ((110, 10, 130, 20), 0.6), ((150, 70, 160, 80), 0.6)):
+    for box, conf in (
+        ((10, 40, 20, 50), 0.25),
+        ((60, 40, 70, 50), 0.95),
+        ((110, 10, 130, 20), 0.6),
+        ((150, 70, 160, 80), 0.6),
+    ):
         a, b = verdict(d1, box, conf), verdict(d2, box, conf)
         assert (a.outcome, a.defects, a.config_hash) == (b.outcome, b.defects, b.config_hash)
     elig = _eligibility_decider(RulesConfig(), CalibrationConfig(), setup)
-    det = Detections(np.array([(60, 40, 80, 60)], np.float32), np.array([0.05], np.float32), np.array([0], np.int32), ("spot",), "m1")
-    judged = elig.judge(det, 0, "cam0")  # in the lenient region: counted (its size decides), though far below its reject_conf
+    det = Detections(
+        np.array([(60, 40, 80, 60)], np.float32), np.array([0.05], np.float32), np.array([0], np.int32), ("spot",), "m1"
+    )
+    judged = elig.judge(
+        det, 0, "cam0"
+    )  # in the lenient region: counted (its size decides), though far below its reject_conf
     assert judged is not None and judged.rule.startswith("region cosmetic: area")

@@ -13,7 +13,9 @@ from station.web.auth import verify_user
 
 
 def run(cfg: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "station", "user", *args, "-c", str(cfg)], input=stdin, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "station", "user", *args, "-c", str(cfg)], input=stdin, capture_output=True, text=True
+    )
 
 
 def test_user_lifecycle(tmp_path: Path):

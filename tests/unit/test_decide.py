@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from station.config import CalibrationConfig, ClassRule, IgnoreZone, RulesConfig, parse_config, ConfigError
+from station.config import CalibrationConfig, ClassRule, ConfigError, IgnoreZone, RulesConfig, parse_config
 from station.decide import Decider
 from station.types import Detections, Frame, Outcome, Trigger
 
@@ -41,7 +41,13 @@ def test_no_detections_pass():
 
 @pytest.mark.parametrize(
     "conf,outcome",
-    [(0.29, Outcome.PASS), (0.3, Outcome.UNCERTAIN), (0.49, Outcome.UNCERTAIN), (0.5, Outcome.FAIL), (0.99, Outcome.FAIL)],
+    [
+        (0.29, Outcome.PASS),
+        (0.3, Outcome.UNCERTAIN),
+        (0.49, Outcome.UNCERTAIN),
+        (0.5, Outcome.FAIL),
+        (0.99, Outcome.FAIL),
+    ],
 )
 def test_threshold_band(conf, outcome):
     assert decide(RulesConfig(), ("spot", conf, BOX)).outcome is outcome
@@ -105,7 +111,12 @@ def test_multi_camera_combines():
 def test_failsafe_verdict():
     d = Decider(RulesConfig(), CalibrationConfig(id="cal-3"), "abc")
     v = d.failsafe(Trigger(5, 5, 0), "deadline missed")
-    assert v.outcome is Outcome.FAILSAFE and v.rejects and v.calibration_id == "cal-3" and v.reasons == ("deadline missed",)
+    assert (
+        v.outcome is Outcome.FAILSAFE
+        and v.rejects
+        and v.calibration_id == "cal-3"
+        and v.reasons == ("deadline missed",)
+    )
 
 
 def test_band_must_be_ordered():

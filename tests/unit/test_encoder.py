@@ -8,7 +8,14 @@ import pytest
 
 from station.actuate.encoder import CounterUnwrapper, EncoderRejectScheduler
 from station.actuate.simulated import SimulatedOutput
-from station.config import CalibrationConfig, EncoderConfig, ModbusEndpointConfig, RejectConfig, RulesConfig, SimulatedOutputConfig
+from station.config import (
+    CalibrationConfig,
+    EncoderConfig,
+    ModbusEndpointConfig,
+    RejectConfig,
+    RulesConfig,
+    SimulatedOutputConfig,
+)
 from station.counters import Counters
 from station.decide import Decider
 from station.types import Outcome, PartResult, Trigger, Verdict
@@ -37,15 +44,32 @@ def test_unwrapper_16_bit_counts_many_turns():
 
 
 class Harness:
-    def __init__(self, plc: PlcSim | BeltProcess, travel_counts: int = 6000, travel_ms: float = 150.0, margin_ms: float = 50.0):
-        enc = EncoderConfig(modbus=ModbusEndpointConfig(port=plc.port, timeout_ms=100, reconnect_min_s=0.05, reconnect_max_s=0.2), poll_ms=2.0, stale_ms=100)
-        self.cfg = RejectConfig(mode="encoder", travel_ms=travel_ms, safety_margin_ms=margin_ms, pulse_ms=10, travel_counts=travel_counts, encoder=enc)
+    def __init__(
+        self, plc: PlcSim | BeltProcess, travel_counts: int = 6000, travel_ms: float = 150.0, margin_ms: float = 50.0
+    ):
+        enc = EncoderConfig(
+            modbus=ModbusEndpointConfig(port=plc.port, timeout_ms=100, reconnect_min_s=0.05, reconnect_max_s=0.2),
+            poll_ms=2.0,
+            stale_ms=100,
+        )
+        self.cfg = RejectConfig(
+            mode="encoder",
+            travel_ms=travel_ms,
+            safety_margin_ms=margin_ms,
+            pulse_ms=10,
+            travel_counts=travel_counts,
+            encoder=enc,
+        )
         self.out = SimulatedOutput(SimulatedOutputConfig())
         self.counters = Counters()
         self.final: list[PartResult] = []
         self.alarms: list[tuple[str, str, str]] = []
         self.sched = EncoderRejectScheduler(
-            self.cfg, self.out, Decider(RulesConfig(), CalibrationConfig(), "cfg"), self.counters, self.final.append,
+            self.cfg,
+            self.out,
+            Decider(RulesConfig(), CalibrationConfig(), "cfg"),
+            self.counters,
+            self.final.append,
             report=lambda c, s, m: self.alarms.append((c, s, m)),
         )
 
@@ -76,7 +100,11 @@ def test_rejects_fire_at_their_count_while_the_belt_speed_varies(host_stalls):
             h.verdict(t, pattern[i % len(pattern)])
             parts.append((t, pattern[i % len(pattern)]))
             time.sleep(0.06 + 0.03 * (i % 3))  # irregular part spacing
-        wait_for(lambda: h.sched.tracker.pending == 0 and h.sched.pending_rejects == 0, timeout=10, what="all parts past the ejector")
+        wait_for(
+            lambda: h.sched.tracker.pending == 0 and h.sched.pending_rejects == 0,
+            timeout=10,
+            what="all parts past the ejector",
+        )
     finally:
         h.sched.stop(drain_s=1.0)
         belt.stop()
@@ -91,9 +119,17 @@ def test_rejects_fire_at_their_count_while_the_belt_speed_varies(host_stalls):
     for t, target in rejecting:
         # the count at trigger is what the register held then (interpolated between polls)
         at_trigger = belt.register_at(t.t_trigger_ns)
-        assert abs(target - h.sched.tracker.travel_counts - at_trigger) <= 150, f"part {t.part_id}: count at trigger off"
+        assert abs(target - h.sched.tracker.travel_counts - at_trigger) <= 150, (
+            f"part {t.part_id}: count at trigger off"
+        )
     # within a few polls (2 ms) of the register showing the count
-    check_count_edges(belt, ((f"part {t.part_id}: edge", target, edge) for (t, target), edge in zip(rejecting, rising)), 3, 12, host_stalls)
+    check_count_edges(
+        belt,
+        ((f"part {t.part_id}: edge", target, edge) for (t, target), edge in zip(rejecting, rising)),
+        3,
+        12,
+        host_stalls,
+    )
     travel_ms = [(belt.crossing_ns(tgt) - t.t_trigger_ns) / 1e6 for t, tgt in rejecting]
     assert max(travel_ms) - min(travel_ms) > 40, f"belt speed did vary: travel times {travel_ms}"
     snap = h.counters.snapshot()
@@ -119,7 +155,9 @@ def test_part_at_the_ejector_without_verdict_is_rejected_once(plc):
     by_id = {r.trigger.part_id: r.verdict.outcome for r in h.final}
     assert by_id == {1: Outcome.PASS, 2: Outcome.FAILSAFE}
     snap = h.counters.snapshot()
-    assert snap.rejects_fired == snap.rejects_scheduled == 2, "an early reject is counted once, not again at the verdict"
+    assert snap.rejects_fired == snap.rejects_scheduled == 2, (
+        "an early reject is counted once, not again at the verdict"
+    )
 
 
 def test_encoder_lost_then_back_pending_rejects_follow_the_count(plc):
@@ -152,7 +190,13 @@ def test_explicit_trigger_count_is_unwrapped(plc, word_order):
     plc.set("holding", 10, regs)
     enc = EncoderConfig(modbus=ModbusEndpointConfig(port=plc.port), table="holding", address=10, word_order=word_order)
     cfg = RejectConfig(mode="encoder", travel_ms=200, safety_margin_ms=50, pulse_ms=10, travel_counts=500, encoder=enc)
-    sched = EncoderRejectScheduler(cfg, SimulatedOutput(SimulatedOutputConfig()), Decider(RulesConfig(), CalibrationConfig(), "c"), Counters(), lambda r: None)
+    sched = EncoderRejectScheduler(
+        cfg,
+        SimulatedOutput(SimulatedOutputConfig()),
+        Decider(RulesConfig(), CalibrationConfig(), "c"),
+        Counters(),
+        lambda r: None,
+    )
     sched.start()
     try:
         assert sched.tracker.count == 0xFFFFFF00

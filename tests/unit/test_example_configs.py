@@ -26,7 +26,9 @@ def test_examples_exist():
 
 def test_check_config_names_field_and_fix(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("cameras:\n  - {type: synthetic, id: cam0, widht: 640}\nreject: {travel_ms: 100, safety_margin_ms: 150}\ninspector: {type: nosuch}\n")
+    bad.write_text(
+        "cameras:\n  - {type: synthetic, id: cam0, widht: 640}\nreject: {travel_ms: 100, safety_margin_ms: 150}\ninspector: {type: nosuch}\n"
+    )
     out = subprocess.run([sys.executable, "-m", "station", "check-config", str(bad)], capture_output=True, text=True)
     assert out.returncode == 2
     assert "cameras.0.synthetic.widht: unknown key" in out.stderr
@@ -47,5 +49,7 @@ def test_yaml_errors_are_clear(tmp_path: Path):
 
 
 def test_good_config_prints_ok():
-    out = subprocess.run([sys.executable, "-m", "station", "check-config", str(EXAMPLES[0])], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "station", "check-config", str(EXAMPLES[0])], capture_output=True, text=True
+    )
     assert out.returncode == 0 and ": ok (config hash" in out.stdout

@@ -104,7 +104,9 @@ def test_scheduler_pulses_a_gpio_line(chip):
     for t in trigs:
         sched.register(t)
     for t, o in zip(trigs, (Outcome.FAIL, Outcome.PASS)):
-        sched.submit(PartResult(t, Verdict(t.part_id, o, (), (), "m", "c", "cal", {}, t.t_trigger_ns, time.monotonic_ns())))
+        sched.submit(
+            PartResult(t, Verdict(t.part_id, o, (), (), "m", "c", "cal", {}, t.t_trigger_ns, time.monotonic_ns()))
+        )
     sched.stop(drain_s=1.0)
     out.close()
     edges = chip.edges_of(5)

@@ -27,7 +27,9 @@ def _images(n: int, start: int = 1, **kw: object) -> list[np.ndarray]:
 
 
 def _shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    return cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        img, np.float32([[1, 0, dx], [0, 1, dy]]), (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def test_figures_follow_blur_light_and_position() -> None:
@@ -54,7 +56,17 @@ def test_bands_streaks_and_ks() -> None:
     wide = learn_band([5.0, 15.0], rel_low=0.1, rel_high=0.1, sigma=1)
     assert (wide.low, wide.high) == (5.0, 15.0), "a spread setup widens the band to band_sigma deviations"
     s = Streak(3, 2)
-    assert [s.update(x) for x in (True, True, False, True, True, True, True, False, False)] == [None, None, None, None, None, "raise", None, None, "clear"]
+    assert [s.update(x) for x in (True, True, False, True, True, True, True, False, False)] == [
+        None,
+        None,
+        None,
+        None,
+        None,
+        "raise",
+        None,
+        None,
+        "clear",
+    ]
     rng = np.random.default_rng(0)
     a = np.sort(rng.normal(0, 1, 200))
     assert ks_distance(a, a) == 0.0
@@ -79,8 +91,14 @@ def test_model_whose_scores_shift_raises_the_drift_alarm() -> None:
     for i, img in enumerate(_images(8, start=1, defect_rate=0.0)):
         insp.learn(Frame(i, "cam0", img, 0))
     published: list[StatusEvent] = []
-    cfg = HealthConfig(setup_parts=5, model_baseline_parts=12, model_window_parts=8, alarm_after_parts=2, clear_after_parts=2,
-                       uncertain_on_drift=True)
+    cfg = HealthConfig(
+        setup_parts=5,
+        model_baseline_parts=12,
+        model_window_parts=8,
+        alarm_after_parts=2,
+        clear_after_parts=2,
+        uncertain_on_drift=True,
+    )
     mon = HealthMonitor(cfg, AlarmBoard(published.append).report)
     uncertain: dict[int, str | None] = {}
     good = _images(40, start=100, defect_rate=0.0)
@@ -95,14 +113,20 @@ def test_model_whose_scores_shift_raises_the_drift_alarm() -> None:
     comp = f"drift:{insp.model_id}:scores"
     raised = [e for e in events if e.component == comp and e.state == "alarm"]
     assert raised and 21 <= raised[0].part_id <= 20 + cfg.model_window_parts, events
-    assert raised[0].message.startswith(f"model {insp.model_id}: image scores drifted from the baseline taken at promotion")
+    assert raised[0].message.startswith(
+        f"model {insp.model_id}: image scores drifted from the baseline taken at promotion"
+    )
     cleared = [e for e in events if e.component == comp and e.state == "ok"]
     assert cleared and cleared[0].part_id > 36, "clears once the window holds good parts again"
     # uncertain_on_drift: the next parts may not PASS exactly while the alarm lasts
     assert [p for p, r in uncertain.items() if r] == list(range(raised[0].part_id, cleared[0].part_id))
     assert uncertain[raised[0].part_id] == f"model drift: {raised[0].message}"
-    assert any(e.component == comp and e.state == "alarm" for e in published), "raised on the alarm board (screen, MQTT, OPC UA)"
-    assert not [e for e in mon.events if e.component.startswith("health:") and e.state == "alarm"], "the picture itself did not change"
+    assert any(e.component == comp and e.state == "alarm" for e in published), (
+        "raised on the alarm board (screen, MQTT, OPC UA)"
+    )
+    assert not [e for e in mon.events if e.component.startswith("health:") and e.state == "alarm"], (
+        "the picture itself did not change"
+    )
     snap = mon.snapshot()
     assert snap["model"]["ready"] and snap["model"]["ks"] < cfg.score_ks_limit and not snap["model"]["alarms"]
 
@@ -111,13 +135,22 @@ def test_model_swap_takes_a_new_baseline_and_clears_the_old_alarm() -> None:
     from station.types import Detections
 
     published: list[StatusEvent] = []
-    mon = HealthMonitor(HealthConfig(setup_parts=3, model_baseline_parts=3, model_window_parts=3, alarm_after_parts=1), AlarmBoard(published.append).report)
+    mon = HealthMonitor(
+        HealthConfig(setup_parts=3, model_baseline_parts=3, model_window_parts=3, alarm_after_parts=1),
+        AlarmBoard(published.append).report,
+    )
     img = _images(1, defect_rate=0.0)[0]
 
     def det(model: str, n: int) -> Detections:
         d = Detections.empty(("spot",), model)
         if n:
-            d = Detections(np.tile(np.float32([[1, 1, 5, 5]]), (n, 1)), np.full(n, 0.9, np.float32), np.zeros(n, np.int32), ("spot",), model)
+            d = Detections(
+                np.tile(np.float32([[1, 1, 5, 5]]), (n, 1)),
+                np.full(n, 0.9, np.float32),
+                np.zeros(n, np.int32),
+                ("spot",),
+                model,
+            )
         return d
 
     for pid, (model, n) in enumerate([("a", 0)] * 3 + [("a", 3)] * 3 + [("b", 3)] * 2, start=1):
@@ -138,21 +171,24 @@ def test_config_errors_and_hash() -> None:
     assert "health.sharpness_drop" in str(ei.value)
     plain = config_hash(parse_config({}))
     assert config_hash(parse_config({"health": {"setup_parts": 50}})) == plain, "bands and alarms change no verdict"
-    assert config_hash(parse_config({"health": {"uncertain_on_drift": True}})) != plain, "UNCERTAIN while drifting changes verdicts"
+    assert config_hash(parse_config({"health": {"uncertain_on_drift": True}})) != plain, (
+        "UNCERTAIN while drifting changes verdicts"
+    )
 
 
 def test_real_cells_no_false_alarm_then_each_fault_its_own_alarm() -> None:
     """Real ELPV solar cells (every cell a different real part): normal part-to-part variation raises nothing;
     blurred, darkened, over-exposed and shifted cells each raise their own alarm within N parts."""
     from models.elpv import cells
-
     from station.types import Detections
 
     mono = [c for c in cells() if c.cell_type == "mono" and c.probability == 0.0][:60]
     imgs = [c.image() for c in mono]
     n_alarm = 3
     # real cells differ more from one another than rendered parts: a band of 2 setup deviations, 20 % for sharpness
-    cfg = HealthConfig(setup_parts=20, alarm_after_parts=n_alarm, clear_after_parts=2, band_sigma=2.0, sharpness_drop=0.2)
+    cfg = HealthConfig(
+        setup_parts=20, alarm_after_parts=n_alarm, clear_after_parts=2, band_sigma=2.0, sharpness_drop=0.2
+    )
     mon = HealthMonitor(cfg, AlarmBoard(lambda ev: None).report)
     empty = Detections.empty(("defect",), "elpv")  # no alignment: the position comes from the edge profiles
     pid = 0

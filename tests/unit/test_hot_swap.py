@@ -95,7 +95,12 @@ def test_swap_under_a_running_loop(tmp_path: Path) -> None:
 
     ok, failed = sw.history
     assert ok.ok and (ok.old_model_id, ok.new_model_id) == (id_a, id_b) and ok.load_s > 0
-    assert not failed.ok and failed.old_model_id == id_b and failed.new_model_id is None and "not a valid ONNX" in failed.error
+    assert (
+        not failed.ok
+        and failed.old_model_id == id_b
+        and failed.new_model_id is None
+        and "not a valid ONNX" in failed.error
+    )
     assert t_swap_asked < ok.t_ns < failed.t_ns
     # a part that started after the swap ran on B; a part that ended before it ran on A
     assert all(c.model_id == id_b for c in calls if c.t0 > ok.t_ns)

@@ -23,7 +23,12 @@ def _cli(*args: str | Path) -> subprocess.CompletedProcess:
 
 
 def test_snapshot_export_import_from_the_command_line(line, tmp_path) -> None:
-    line.record([part(i, Outcome.FAIL if i % 2 else Outcome.PASS, [("dent", 0.9, (3.0, 4.0, 20.0, 30.0))] if i % 2 else []) for i in range(1, 7)])
+    line.record(
+        [
+            part(i, Outcome.FAIL if i % 2 else Outcome.PASS, [("dent", 0.9, (3.0, 4.0, 20.0, 30.0))] if i % 2 else [])
+            for i in range(1, 7)
+        ]
+    )
     L.bulk_confirm(line.db, "qa", [line.image_id(i) for i in (1, 3, 5)])
     L.bulk_mark_good(line.db, "qa", [line.image_id(i) for i in (2, 4)])
     db = line.db_path
@@ -35,23 +40,71 @@ def test_snapshot_export_import_from_the_command_line(line, tmp_path) -> None:
     listed = json.loads(_cli("snapshots", "--db", db).stdout)
     assert [s["sha256"] for s in listed] == [snap["sha256"]]
 
-    r = _cli("export", "--db", db, "--images", line.images.root, "--snapshot", snap["id"], "--format", "yolo", "--out", tmp_path / "yolo")
+    r = _cli(
+        "export",
+        "--db",
+        db,
+        "--images",
+        line.images.root,
+        "--snapshot",
+        snap["id"],
+        "--format",
+        "yolo",
+        "--out",
+        tmp_path / "yolo",
+    )
     assert r.returncode == 0, r.stderr
     data_yaml = Path(json.loads(r.stdout)["written"])
     assert yaml.safe_load(data_yaml.read_text())["names"] == {0: "dent"}
     assert len(list((tmp_path / "yolo" / "images").rglob("*.png"))) == 5
 
-    r = _cli("export", "--db", db, "--images", line.images.root, "--snapshot", snap["id"], "--format", "coco", "--out", tmp_path / "coco", "--copy")
+    r = _cli(
+        "export",
+        "--db",
+        db,
+        "--images",
+        line.images.root,
+        "--snapshot",
+        snap["id"],
+        "--format",
+        "coco",
+        "--out",
+        tmp_path / "coco",
+        "--copy",
+    )
     assert r.returncode == 0, r.stderr
     coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
     assert len(coco["images"]) == 5 and len(coco["annotations"]) == 3
 
     fresh = tmp_path / "fresh.db"
-    r = _cli("import", "--db", fresh, "--images", tmp_path / "store2", "--format", "yolo", "--data", data_yaml, "--user", "ci")
+    r = _cli(
+        "import",
+        "--db",
+        fresh,
+        "--images",
+        tmp_path / "store2",
+        "--format",
+        "yolo",
+        "--data",
+        data_yaml,
+        "--user",
+        "ci",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n_new"] == 5
-    r = _cli("import", "--db", tmp_path / "fresh2.db", "--images", tmp_path / "store3", "--format", "coco",
-             "--coco", tmp_path / "coco" / "annotations.json", "--images-dir", tmp_path / "coco" / "images")
+    r = _cli(
+        "import",
+        "--db",
+        tmp_path / "fresh2.db",
+        "--images",
+        tmp_path / "store3",
+        "--format",
+        "coco",
+        "--coco",
+        tmp_path / "coco" / "annotations.json",
+        "--images-dir",
+        tmp_path / "coco" / "images",
+    )
     assert r.returncode == 0, r.stderr
     r = _cli("snapshot", "--db", tmp_path / "fresh2.db", "--user", "ci")
     assert json.loads(r.stdout)["sha256"] == snap["sha256"]
@@ -63,7 +116,19 @@ def test_snapshot_export_import_from_the_command_line(line, tmp_path) -> None:
 
 
 def test_command_line_errors_name_the_problem(line, tmp_path) -> None:
-    r = _cli("export", "--db", line.db_path, "--images", line.images.root, "--snapshot", "7", "--format", "yolo", "--out", tmp_path / "x")
+    r = _cli(
+        "export",
+        "--db",
+        line.db_path,
+        "--images",
+        line.images.root,
+        "--snapshot",
+        "7",
+        "--format",
+        "yolo",
+        "--out",
+        tmp_path / "x",
+    )
     assert r.returncode == 2 and "dataset snapshot 7 does not exist" in r.stderr
     r = _cli("snapshot", "--db", line.db_path)
     assert r.returncode == 2 and "no reviewed images" in r.stderr

@@ -60,7 +60,9 @@ def _expected(db, item_ids, names):
         rows = []
         for lab in L.current_labels(db, iid):
             x1, y1, x2, y2 = max(lab.x1, 0), max(lab.y1, 0), min(lab.x2, W), min(lab.y2, H)
-            rows.append((names.index(lab.class_name), (x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W, (y2 - y1) / H))
+            rows.append(
+                (names.index(lab.class_name), (x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W, (y2 - y1) / H)
+            )
         out[iid] = sorted(rows)
     return out
 
@@ -122,7 +124,12 @@ def test_yolo_export_is_split_by_part_and_time(reviewed_line, tmp_path) -> None:
     data_yaml = export_yolo(db, store, snap.id, tmp_path / "ds", val_fraction=0.25)
     root = data_yaml.parent
     data = yaml.safe_load(data_yaml.read_text())
-    assert data == {"path": str(root), "train": "images/train", "val": "images/val", "names": {0: "dent", 1: "scratch", 2: "stain"}}
+    assert data == {
+        "path": str(root),
+        "train": "images/train",
+        "val": "images/val",
+        "names": {0: "dent", 1: "scratch", 2: "stain"},
+    }
     assert snap.sha in data_yaml.read_text()
 
     items = {it.image_id: it for it in snapshot_items(db, snap.id)}
@@ -206,7 +213,9 @@ def test_export_refuses_a_used_folder_and_missing_files(reviewed_line, tmp_path)
     assert [p.name for p in (tmp_path / "used").iterdir()] == ["x.txt"]
     victim = snapshot_items(db, snap.id)[0]
     store.open_path(victim.sha256, "png").unlink()
-    with pytest.raises(FileNotFoundError, match=rf"1 image file\(s\) .*image {victim.image_id} \(part {victim.part_id}"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"1 image file\(s\) .*image {victim.image_id} \(part {victim.part_id}"
+    ):
         export_yolo(db, store, snap.id, tmp_path / "new")
     assert not (tmp_path / "new").exists()
     with pytest.raises(ValueError, match="val_fraction"):
@@ -250,8 +259,20 @@ def test_ultralytics_trains_one_epoch_on_the_export(reviewed_line, tmp_path, mon
     data_yaml = export_yolo(db, store, snap.id, tmp_path / "ds", val_fraction=0.25)
     model = YOLO("yolov8n.yaml")
     model.train(
-        data=str(data_yaml), epochs=1, imgsz=64, batch=8, plots=False, device="cpu", workers=0, project=str(tmp_path / "runs"),
-        name="t", exist_ok=True, verbose=False, amp=False, pretrained=False, seed=0,
+        data=str(data_yaml),
+        epochs=1,
+        imgsz=64,
+        batch=8,
+        plots=False,
+        device="cpu",
+        workers=0,
+        project=str(tmp_path / "runs"),
+        name="t",
+        exist_ok=True,
+        verbose=False,
+        amp=False,
+        pretrained=False,
+        seed=0,
     )
     assert (tmp_path / "runs" / "t" / "weights" / "last.pt").is_file()
 
@@ -271,10 +292,15 @@ def test_coco_export_loads_in_pycocotools(reviewed_line, tmp_path) -> None:
         assert (img["width"], img["height"]) == (W, H) and (path.parent / "images" / img["file_name"]).is_file()
         anns = coco.loadAnns(coco.getAnnIds(imgIds=it.image_id))
         got = sorted((coco.loadCats(a["category_id"])[0]["name"], *a["bbox"], a["area"]) for a in anns)
-        want = sorted((lab.class_name, lab.x1, lab.y1, lab.x2 - lab.x1, lab.y2 - lab.y1, (lab.x2 - lab.x1) * (lab.y2 - lab.y1)) for lab in it.labels)
+        want = sorted(
+            (lab.class_name, lab.x1, lab.y1, lab.x2 - lab.x1, lab.y2 - lab.y1, (lab.x2 - lab.x1) * (lab.y2 - lab.y1))
+            for lab in it.labels
+        )
         assert [g[0] for g in got] == [w[0] for w in want]
         assert [g[1:] for g in got] == [pytest.approx(w[1:]) for w in want]
     dent = coco.getCatIds(catNms=["dent"])
-    assert len(coco.getAnnIds(catIds=dent)) == sum(lab.class_name == "dent" for it in snapshot_items(db, snap.id) for lab in it.labels)
+    assert len(coco.getAnnIds(catIds=dent)) == sum(
+        lab.class_name == "dent" for it in snapshot_items(db, snap.id) for lab in it.labels
+    )
     with pytest.raises(FileExistsError):
         export_coco(db, store, snap.id, path)

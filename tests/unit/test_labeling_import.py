@@ -9,11 +9,10 @@ import cv2
 import pytest
 
 from labeling import labels as L
-from station.store import audit
 from labeling.export import export_coco, export_yolo
 from labeling.importer import import_coco, import_yolo
 from labeling.snapshot import create_snapshot, snapshot_items
-from station.store import queries
+from station.store import audit, queries
 from station.store.db import open_db
 from station.store.images import ImageStore
 from station.types import Outcome
@@ -25,8 +24,15 @@ CAMS = ("top", "side")
 @pytest.fixture
 def snap_line(line):
     """6 two-camera parts reviewed (one good part, one relabelled box) and a snapshot of them."""
-    results = [part(i, Outcome.FAIL if i % 3 else Outcome.PASS, [(CLASSES[i % 3], 0.9, (2.0 + i, 3.0, 20.0 + i, 25.5))] if i % 3 else [], cameras=CAMS)
-               for i in range(1, 7)]
+    results = [
+        part(
+            i,
+            Outcome.FAIL if i % 3 else Outcome.PASS,
+            [(CLASSES[i % 3], 0.9, (2.0 + i, 3.0, 20.0 + i, 25.5))] if i % 3 else [],
+            cameras=CAMS,
+        )
+        for i in range(1, 7)
+    ]
     line.record(results)
     db = line.db
     for i in range(1, 7):
@@ -69,8 +75,14 @@ def test_yolo_round_trip_into_a_fresh_database(snap_line, tmp_path) -> None:
     assert (res.n_images, res.n_new, res.n_existing, res.n_labels) == (12, 12, 0, snap.n_labels)
     _assert_same_labels(_by_sha(db2), _by_sha(ln.db), abs_px=1e-4)
     # the synthetic inspections: negative part ids, grouped by the original part, cameras kept
-    insp = db2.execute("SELECT part_id, source, model_id, outcome, n_frames FROM inspections ORDER BY part_id").fetchall()
-    assert [r[0] for r in insp] == list(range(-6, 0)) and {r[1] for r in insp} == {"import"} and {r[4] for r in insp} == {2}
+    insp = db2.execute(
+        "SELECT part_id, source, model_id, outcome, n_frames FROM inspections ORDER BY part_id"
+    ).fetchall()
+    assert (
+        [r[0] for r in insp] == list(range(-6, 0))
+        and {r[1] for r in insp} == {"import"}
+        and {r[4] for r in insp} == {2}
+    )
     assert {r[3] for r in insp} == {"PASS", "FAIL"}
     cams = db2.execute("SELECT part_id, GROUP_CONCAT(camera_id) FROM images GROUP BY part_id").fetchall()
     assert all(sorted(c.split(",")) == ["side", "top"] for _, c in cams)
@@ -98,7 +110,10 @@ def test_coco_round_trip_into_a_fresh_database(snap_line, tmp_path) -> None:
     assert create_snapshot(db2, "t").sha == snap.sha
     # trigger times travel in the COCO file, so a time split sees the same order
     t1 = {it.sha256: it.t_wall for it in snapshot_items(ln.db, snap.id)}
-    t2 = {sha: t for sha, t in db2.execute("SELECT i.sha256, p.t_trigger_wall FROM images i JOIN inspections p USING (part_id)")}
+    t2 = {
+        sha: t
+        for sha, t in db2.execute("SELECT i.sha256, p.t_trigger_wall FROM images i JOIN inspections p USING (part_id)")
+    }
     assert t1 == t2
 
 
@@ -115,7 +130,9 @@ def test_relabel_round_trip_into_the_same_database(snap_line, tmp_path) -> None:
     for a in doc["annotations"]:
         if a["image_id"] == img_p5:
             a["bbox"] = [10.0, 11.0, 12.0, 13.0]  # moved
-    doc["annotations"].append({"id": 999, "image_id": img_p1, "category_id": 1, "bbox": [40, 30, 10, 10], "area": 100, "iscrowd": 0})
+    doc["annotations"].append(
+        {"id": 999, "image_id": img_p1, "category_id": 1, "bbox": [40, 30, 10, 10], "area": 100, "iscrowd": 0}
+    )
     path.write_text(json.dumps(doc))
     n_insp = db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0]
     before_p1 = L.current_labels(db, img_p1)
@@ -128,7 +145,9 @@ def test_relabel_round_trip_into_the_same_database(snap_line, tmp_path) -> None:
     assert [(lab.box, lab.source) for lab in p5] == [((10.0, 11.0, 22.0, 24.0), "import")]
     p1 = L.current_labels(db, img_p1)
     assert [lab.id for lab in p1][:1] == [before_p1[0].id]  # unchanged QA box kept as is
-    assert [(lab.class_name, lab.box, lab.source) for lab in p1[1:]] == [(snap.class_names[0], (40.0, 30.0, 50.0, 40.0), "import")]
+    assert [(lab.class_name, lab.box, lab.source) for lab in p1[1:]] == [
+        (snap.class_names[0], (40.0, 30.0, 50.0, 40.0), "import")
+    ]
     assert L.review_state(db, img_p4).reviewed_by == "cvat.user"
     actions = [a.action for a in audit.history(db, user="cvat.user")]
     assert actions.count("import_delete") == 2 and actions.count("import_add") == 2 and actions[-1] == "import_dataset"
@@ -177,7 +196,9 @@ def test_third_party_yolo_dataset(tmp_path) -> None:
     assert got[rows[1][0]] == [] and L.review_state(db, rows[1][0]).verdict == "good"
     assert got[rows[2][0]] == [("crack", (0.0, 0.0, 64.0, 48.0))]
     for r in rows:
-        assert store.open_path(db.execute("SELECT sha256 FROM images WHERE id = ?", [r[0]]).fetchone()[0], r[1]).is_file()
+        assert store.open_path(
+            db.execute("SELECT sha256 FROM images WHERE id = ?", [r[0]]).fetchone()[0], r[1]
+        ).is_file()
     db.close()
 
 
@@ -229,8 +250,14 @@ def test_bad_coco_files(snap_line, tmp_path) -> None:
     db = open_db(tmp_path / "s.db")
     store = ImageStore(tmp_path / "store")
     cases = [
-        (lambda d: d["annotations"][0].update(bbox=[60, 0, 10, 10]), r"annotations\[0\]: bbox \[60, 0, 10, 10\] is not inside the 64x48 image"),
-        (lambda d: d["annotations"][0].update(category_id=42), r"annotations\[0\]: category_id 42 is not in 'categories'"),
+        (
+            lambda d: d["annotations"][0].update(bbox=[60, 0, 10, 10]),
+            r"annotations\[0\]: bbox \[60, 0, 10, 10\] is not inside the 64x48 image",
+        ),
+        (
+            lambda d: d["annotations"][0].update(category_id=42),
+            r"annotations\[0\]: category_id 42 is not in 'categories'",
+        ),
         (lambda d: d["annotations"][0].update(image_id=4242), r"annotations\[0\]: image_id 4242 is not in 'images'"),
         (lambda d: d["images"][0].update(file_name="nope.png"), r"file 'nope.png' is not in"),
         (lambda d: d["images"][0].update(width=100), r"is 64x48 but the JSON says 100x48"),

@@ -9,7 +9,7 @@ import pytest
 from labeling import labels as L
 from station.store import audit
 from station.types import Outcome
-from tests.fixtures_labeling import CLASSES, part, line  # noqa: F401  (fixture)
+from tests.fixtures_labeling import CLASSES, line, part  # noqa: F401  (fixture)
 
 BOX_A = (5.0, 5.0, 20.0, 20.0)
 BOX_B = (30.0, 10.0, 50.0, 30.0)
@@ -18,10 +18,12 @@ BOX_B = (30.0, 10.0, 50.0, 30.0)
 @pytest.fixture
 def fail_image(line):
     """Part 1 FAIL with two model detections (scratch, dent) and part 2 PASS without any; returns (line, img1, img2)."""
-    line.record([
-        part(1, Outcome.FAIL, [("scratch", 0.9, BOX_A), ("dent", 0.7, BOX_B)]),
-        part(2, Outcome.PASS),
-    ])
+    line.record(
+        [
+            part(1, Outcome.FAIL, [("scratch", 0.9, BOX_A), ("dent", 0.7, BOX_B)]),
+            part(2, Outcome.PASS),
+        ]
+    )
     return line, line.image_id(1), line.image_id(2)
 
 
@@ -56,19 +58,30 @@ def test_history_resolution_add_move_reclass_delete(fail_image) -> None:
     scratch, dent = L.current_labels(db, img)
 
     moved = L.update_label(db, "qa.anna", img, scratch.id, box=(6, 6, 22, 21))
-    assert (moved.supersedes, moved.source, moved.class_name, moved.box) == (scratch.id, "qa", "scratch", (6.0, 6.0, 22.0, 21.0))
+    assert (moved.supersedes, moved.source, moved.class_name, moved.box) == (
+        scratch.id,
+        "qa",
+        "scratch",
+        (6.0, 6.0, 22.0, 21.0),
+    )
     reclassed = L.update_label(db, "qa.anna", img, moved.id, class_name="stain", classes=CLASSES)
     assert (reclassed.supersedes, reclassed.class_name, reclassed.box) == (moved.id, "stain", (6.0, 6.0, 22.0, 21.0))
     gone = L.delete_label(db, "qa.anna", img, dent.id, reason="reflection")
     assert (gone.status, gone.supersedes, gone.box) == ("deleted", dent.id, BOX_B)
     added = L.add_label(db, "qa.anna", img, (40, 35, 60, 47), "dent")
 
-    assert _boxes(db, img) == sorted([("stain", (6.0, 6.0, 22.0, 21.0), "qa"), ("dent", (40.0, 35.0, 60.0, 47.0), "qa")])
+    assert _boxes(db, img) == sorted(
+        [("stain", (6.0, 6.0, 22.0, 21.0), "qa"), ("dent", (40.0, 35.0, 60.0, 47.0), "qa")]
+    )
     assert [lab.id for lab in L.current_labels(db, img)] == [reclassed.id, added.id]
     hist = L.label_history(db, img)
     assert [(h.id, h.status, h.supersedes) for h in hist] == [
-        (scratch.id, "active", None), (dent.id, "active", None), (moved.id, "active", scratch.id),
-        (reclassed.id, "active", moved.id), (gone.id, "deleted", dent.id), (added.id, "active", None),
+        (scratch.id, "active", None),
+        (dent.id, "active", None),
+        (moved.id, "active", scratch.id),
+        (reclassed.id, "active", moved.id),
+        (gone.id, "deleted", dent.id),
+        (added.id, "active", None),
     ]
     review = L.review_state(db, img)
     assert review is not None and (review.verdict, review.reviewed_by) == ("labeled", "qa.anna")
@@ -276,7 +289,9 @@ def test_labels_of_images_recorded_before_the_migration_are_backfilled(tmp_path)
         "INSERT INTO inspections (part_id, seq, t_recorded_wall, outcome, model_id, config_hash, calibration_id, source) "
         "VALUES (1, 1, 5.0, 'FAIL', 'm', 'c', 'k', 'timer')"
     )
-    db.execute("INSERT INTO defects (part_id, camera_id, class_name, confidence, x1, y1, x2, y2, action, model_id) VALUES (1, 'c0', 'dent', 0.9, 1, 2, 3, 4, 'reject', 'm')")
+    db.execute(
+        "INSERT INTO defects (part_id, camera_id, class_name, confidence, x1, y1, x2, y2, action, model_id) VALUES (1, 'c0', 'dent', 0.9, 1, 2, 3, 4, 'reject', 'm')"
+    )
     db.execute(
         "INSERT INTO images (part_id, camera_id, sha256, relpath, width, height, format, bytes, kept_reason) "
         "VALUES (1, 'c0', ?, 'x', 64, 48, 'png', 10, 'fail')",
@@ -285,7 +300,9 @@ def test_labels_of_images_recorded_before_the_migration_are_backfilled(tmp_path)
     db.conn.commit()
     apply_migrations(db)
     labs = L.current_labels(db, 1)
-    assert [(lab.class_name, lab.box, lab.source, lab.created_at) for lab in labs] == [("dent", (1.0, 2.0, 3.0, 4.0), "model", 5.0)]
+    assert [(lab.class_name, lab.box, lab.source, lab.created_at) for lab in labs] == [
+        ("dent", (1.0, 2.0, 3.0, 4.0), "model", 5.0)
+    ]
     db.close()
 
 
@@ -293,7 +310,9 @@ def test_audit_record_on_its_own_is_committed_at_once(line) -> None:
     rid = audit.record(line.db, "admin", "login", "user", "admin", None, {"ok": True}, reason="web")
     conn = sqlite3.connect(line.db_path)
     try:
-        row = conn.execute("SELECT user, action, object_type, object_id, before, after, reason FROM audit WHERE id = ?", [rid]).fetchone()
+        row = conn.execute(
+            "SELECT user, action, object_type, object_id, before, after, reason FROM audit WHERE id = ?", [rid]
+        ).fetchone()
     finally:
         conn.close()
     assert row == ("admin", "login", "user", "admin", None, '{"ok":true}', "web")

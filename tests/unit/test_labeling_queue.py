@@ -102,8 +102,13 @@ def test_pages_concatenate_to_the_whole_queue(queue_line) -> None:
     assert pages == whole
     assert review_queue(db, limit=7, offset=len(whole)) == []
     counts = queue_counts(db)
-    assert counts == {"uncertain": 3, "disagreement": 4, "pass_sample": counts["pass_sample"], "fail": 4,
-                      "other": len(whole) - 11 - counts["pass_sample"]}
+    assert counts == {
+        "uncertain": 3,
+        "disagreement": 4,
+        "pass_sample": counts["pass_sample"],
+        "fail": 4,
+        "other": len(whole) - 11 - counts["pass_sample"],
+    }
 
 
 def test_filters(queue_line) -> None:
@@ -156,7 +161,9 @@ def test_queue_query_is_the_one_set_of_keywords(queue_line) -> None:
     db = queue_line.db
     q = QueueQuery(outcome="FAIL", seed=3, pass_sample_fraction=0.5)
     as_kwargs = {f: getattr(q, f) for f in QueueQuery.__dataclass_fields__}
-    assert review_queue(db, limit=1000, **as_kwargs) == review_queue(db, limit=1000, outcome="FAIL", seed=3, pass_sample_fraction=0.5)
+    assert review_queue(db, limit=1000, **as_kwargs) == review_queue(
+        db, limit=1000, outcome="FAIL", seed=3, pass_sample_fraction=0.5
+    )
     assert queue_counts(db, **as_kwargs)["fail"] == 4
     with pytest.raises(TypeError, match="outcom"):
         review_queue(db, outcom="FAIL")  # a misspelt filter is an error, not "no filter"

@@ -15,25 +15,27 @@ B1, B2 = (5.0, 5.0, 20.0, 20.0), (30.0, 10.0, 50.0, 30.0)
 
 
 def _t(s: str) -> float:
-    return dt.datetime.fromisoformat(s).replace(tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime.fromisoformat(s).replace(tzinfo=dt.UTC).timestamp()
 
 
 @pytest.fixture
 def known(line):
     P, F, U, S = Outcome.PASS, Outcome.FAIL, Outcome.UNCERTAIN, Outcome.FAILSAFE
-    line.record([
-        part(1, P, t_wall=_t("2024-03-01T06:10:00")),
-        part(2, P, [("dent", 0.35, B1)], t_wall=_t("2024-03-01T06:20:00")),  # an ignored detection
-        part(3, F, [("scratch", 0.9, B1)], t_wall=_t("2024-03-01T06:30:00")),
-        part(4, U, [("dent", 0.4, B1)], t_wall=_t("2024-03-01T06:59:59")),
-        part(5, F, [("scratch", 0.8, B1), ("stain", 0.7, B2)], t_wall=_t("2024-03-01T07:05:00")),
-        part(6, S, t_wall=_t("2024-03-01T07:45:00")),
-        part(7, P, t_wall=_t("2024-03-01T13:59:59")),
-        part(8, F, [("dent", 0.95, B2)], t_wall=_t("2024-03-01T14:00:00")),
-        part(9, P, t_wall=_t("2024-03-01T23:30:00")),
-        part(10, F, [("scratch", 0.6, B1)], t_wall=_t("2024-03-02T02:00:00")),
-        part(11, P, t_wall=_t("2024-03-02T06:00:00")),
-    ])
+    line.record(
+        [
+            part(1, P, t_wall=_t("2024-03-01T06:10:00")),
+            part(2, P, [("dent", 0.35, B1)], t_wall=_t("2024-03-01T06:20:00")),  # an ignored detection
+            part(3, F, [("scratch", 0.9, B1)], t_wall=_t("2024-03-01T06:30:00")),
+            part(4, U, [("dent", 0.4, B1)], t_wall=_t("2024-03-01T06:59:59")),
+            part(5, F, [("scratch", 0.8, B1), ("stain", 0.7, B2)], t_wall=_t("2024-03-01T07:05:00")),
+            part(6, S, t_wall=_t("2024-03-01T07:45:00")),
+            part(7, P, t_wall=_t("2024-03-01T13:59:59")),
+            part(8, F, [("dent", 0.95, B2)], t_wall=_t("2024-03-01T14:00:00")),
+            part(9, P, t_wall=_t("2024-03-01T23:30:00")),
+            part(10, F, [("scratch", 0.6, B1)], t_wall=_t("2024-03-02T02:00:00")),
+            part(11, P, t_wall=_t("2024-03-02T06:00:00")),
+        ]
+    )
     db = line.db
     # an imported image: never production
     db.execute(
@@ -90,14 +92,25 @@ def test_yield_by_shift(known) -> None:
         ("C", 2, 1, 1, 0, 0, 0.5),  # 23:30 and 02:00 the next morning: the same night shift
         ("A", 1, 1, 0, 0, 0, 1.0),
     ]
-    assert [r["date"] for r in yield_by_shift(known.db, tz="UTC")] == ["2024-03-01", "2024-03-01", "2024-03-01", "2024-03-02"]
+    assert [r["date"] for r in yield_by_shift(known.db, tz="UTC")] == [
+        "2024-03-01",
+        "2024-03-01",
+        "2024-03-01",
+        "2024-03-02",
+    ]
     berlin = yield_by_shift(known.db, tz="Europe/Berlin")  # UTC+1: part 7 (14:59:59) moves to shift B
     assert [(r["date"], r["shift"], r["total"]) for r in berlin] == [
-        ("2024-03-01", "A", 6), ("2024-03-01", "B", 2), ("2024-03-01", "C", 2), ("2024-03-02", "A", 1)
+        ("2024-03-01", "A", 6),
+        ("2024-03-01", "B", 2),
+        ("2024-03-01", "C", 2),
+        ("2024-03-02", "A", 1),
     ]
     two = yield_by_shift(known.db, [("day", "06:00", "18:00")], tz="UTC")
     assert [(r["date"], r["shift"], r["total"]) for r in two] == [
-        ("2024-03-01", "day", 8), ("2024-03-01", "-", 1), ("2024-03-02", "day", 1), ("2024-03-02", "-", 1)
+        ("2024-03-01", "day", 8),
+        ("2024-03-01", "-", 1),
+        ("2024-03-02", "day", 1),
+        ("2024-03-02", "-", 1),
     ]
 
 
@@ -118,11 +131,17 @@ def test_bad_shifts(known, shifts, match) -> None:
 def test_defects_by_class_over_time(known) -> None:
     day = defects_by_class_over_time(known.db, "day", tz="UTC")
     assert [(r["bucket"][:10], r["class_name"], r["count"]) for r in day] == [
-        ("2024-03-01", "dent", 2), ("2024-03-01", "scratch", 2), ("2024-03-01", "stain", 1), ("2024-03-02", "scratch", 1)
+        ("2024-03-01", "dent", 2),
+        ("2024-03-01", "scratch", 2),
+        ("2024-03-01", "stain", 1),
+        ("2024-03-02", "scratch", 1),
     ]
     hour = defects_by_class_over_time(known.db, "hour", tz="UTC", until=_t("2024-03-01T08:00:00"))
     assert [(r["bucket"][11:16], r["class_name"], r["count"]) for r in hour] == [
-        ("06:00", "dent", 1), ("06:00", "scratch", 1), ("07:00", "scratch", 1), ("07:00", "stain", 1)
+        ("06:00", "dent", 1),
+        ("06:00", "scratch", 1),
+        ("07:00", "scratch", 1),
+        ("07:00", "stain", 1),
     ]
     everything = defects_by_class_over_time(known.db, "day", tz="UTC", actions=("reject", "uncertain", "ignore"))
     assert sum(r["count"] for r in everything) == 7
@@ -136,7 +155,15 @@ def test_false_positive_rate(known) -> None:
     fp = false_positive_rate(known.db)
     by_class = fp.pop("by_class")
     # reviewed model labels: p2 dent (ignored detection, deleted), p3 scratch (deleted), p5 scratch + stain, p8 dent
-    assert fp == {"reviewed": 5, "false_positives": 2, "reclassified": 1, "moved": 1, "confirmed": 1, "rate": 0.4, "missed": 1}
+    assert fp == {
+        "reviewed": 5,
+        "false_positives": 2,
+        "reclassified": 1,
+        "moved": 1,
+        "confirmed": 1,
+        "rate": 0.4,
+        "missed": 1,
+    }
     assert by_class == {
         "dent": {"reviewed": 2, "false_positives": 1, "reclassified": 1, "moved": 0, "confirmed": 0, "rate": 0.5},
         "scratch": {"reviewed": 2, "false_positives": 1, "reclassified": 0, "moved": 0, "confirmed": 1, "rate": 0.5},

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 from station.acquire.base import CameraError
-from station.acquire.lifecycle import DeviceLost, DeviceState, DeviceUnavailable, GrabTimeout, LifecycleCamera, backoff_delays
+from station.acquire.lifecycle import (
+    DeviceLost,
+    DeviceState,
+    DeviceUnavailable,
+    GrabTimeout,
+    LifecycleCamera,
+    backoff_delays,
+)
 from station.config.camera import ReconnectConfig
 from station.types import Trigger
 
@@ -109,7 +116,9 @@ def test_unplug_alarm_failsafe_backoff_reconnect_reconfigure():
 
     assert [e[1] for e in events[:2]] == ["ok", "alarm"] and "lost: transfer error" in events[1][2]
     assert any(e[1] == "alarm" and "reconnect attempt 3 failed: no such device" in e[2] for e in events)
-    assert events[-1][1] == "ok" and "reconnected after" in events[-1][2] and "configuration re-applied" in events[-1][2]
+    assert (
+        events[-1][1] == "ok" and "reconnected after" in events[-1][2] and "configuration re-applied" in events[-1][2]
+    )
     assert dev.lifecycle.configured == 2 and dev.lifecycle.lost_count == 1 and dev.lifecycle.reconnects == 1
     assert dev.state is DeviceState.CLOSED and dev.log[-1] == "disconnect"
 
@@ -131,7 +140,9 @@ def test_repeated_bad_frames_count_as_lost_but_a_good_frame_resets():
     assert dev.state is not DeviceState.STREAMING  # three in a row: reopened
     assert dev.lifecycle.wait_state(DeviceState.STREAMING, 2)
     assert dev.lifecycle.reconnects == 1
-    assert [e[2] for e in events if e[1] == "alarm"] == ["lost: 3 failed grabs in a row, last: failed buffer; reconnecting"]
+    assert [e[2] for e in events if e[1] == "alarm"] == [
+        "lost: 3 failed grabs in a row, last: failed buffer; reconnecting"
+    ]
     dev.close()
 
 

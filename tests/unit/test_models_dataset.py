@@ -48,7 +48,9 @@ def test_dataset_labels_are_the_renderer_truth(tmp_path: Path) -> None:
             for row, t in zip(rows, part.truth):
                 x1, y1, x2, y2 = t.box_xyxy
                 assert int(row[0]) == NAMES.index(t.class_name)
-                assert row[1:] == pytest.approx([(x1 + x2) / 2 / 640, (y1 + y2) / 2 / 400, (x2 - x1) / 640, (y2 - y1) / 400], abs=2e-6)
+                assert row[1:] == pytest.approx(
+                    [(x1 + x2) / 2 / 640, (y1 + y2) / 2 / 400, (x2 - x1) / 640, (y2 - y1) / 400], abs=2e-6
+                )
     manifest = json.loads((root / "dataset.json").read_text())
     counts = manifest["counts"]
     assert counts["train"]["images"] == 6 and counts["val"]["images"] == 3 and counts["test"]["images"] == 2
@@ -86,14 +88,17 @@ def test_train_view_resizes_like_the_letterbox_and_crops_around_the_part(tmp_pat
         # the crop is a window of the half-scale frame near its centre
         res = cv2.matchTemplate(half, img, cv2.TM_SQDIFF)
         _, _, (x0, y0), _ = cv2.minMaxLoc(res)
-        assert np.array_equal(half[y0:y0 + 384, x0:x0 + 384], img)
+        assert np.array_equal(half[y0 : y0 + 384, x0 : x0 + 384], img)
         assert abs(x0 - 128) <= 0.12 * 384 + 1 and 0 <= y0 <= 16
         rows = _labels(root / "labels" / "train" / f"train_{part_id:08d}.txt")
         for row in rows:  # every label box is inside the crop and is a truth box at half scale, shifted
             cx, cy, w, h = (v * 384 for v in row[1:])
-            assert 0 <= cx - w / 2 and cx + w / 2 <= 384 + 1e-3
+            assert cx - w / 2 >= 0 and cx + w / 2 <= 384 + 1e-3
             fx1, fy1 = (cx - w / 2 + x0) * 2, (cy - h / 2 + y0) * 2
-            assert any(abs(fx1 - max(t.box_xyxy[0], x0 * 2)) < 1.5 and abs(fy1 - max(t.box_xyxy[1], y0 * 2)) < 1.5 for t in part.truth)
+            assert any(
+                abs(fx1 - max(t.box_xyxy[0], x0 * 2)) < 1.5 and abs(fy1 - max(t.box_xyxy[1], y0 * 2)) < 1.5
+                for t in part.truth
+            )
         n_boxes += len(rows)
     assert n_boxes >= 5
 
@@ -110,7 +115,12 @@ def test_small_and_thin_boxes_are_grown_to_the_labelling_minimum(tmp_path: Path)
             # at least 32 px (unless clipped by the frame edge), never smaller than the truth, same centre when not clipped
             assert w >= min(32.0, 640.0) - 1e-3 or cx - w / 2 <= 1e-3 or cx + w / 2 >= 640 - 1e-3
             assert w >= (x2 - x1) - 1e-3 and h >= (y2 - y1) - 1e-3
-            assert cx - w / 2 <= x1 + 1e-3 and cx + w / 2 >= x2 - 1e-3 and cy - h / 2 <= y1 + 1e-3 and cy + h / 2 >= y2 - 1e-3
+            assert (
+                cx - w / 2 <= x1 + 1e-3
+                and cx + w / 2 >= x2 - 1e-3
+                and cy - h / 2 <= y1 + 1e-3
+                and cy + h / 2 >= y2 - 1e-3
+            )
             grown += (x2 - x1) < 32 or (y2 - y1) < 32
     assert grown > 0
     assert json.loads((data.parent / "dataset.json").read_text())["min_box_px"] == 32.0

@@ -31,7 +31,11 @@ def _det(rows: list[tuple[int, float, tuple[float, float, float, float]]]) -> De
     )
 
 
-def _image(stem: str, truth: list[tuple[int, tuple[float, ...]]], dets: list[tuple[int, float, tuple[float, float, float, float]]]) -> ImageResult:
+def _image(
+    stem: str,
+    truth: list[tuple[int, tuple[float, ...]]],
+    dets: list[tuple[int, float, tuple[float, float, float, float]]],
+) -> ImageResult:
     det = _det(dets)
     return ImageResult(
         stem=stem,
@@ -46,7 +50,7 @@ def _image(stem: str, truth: list[tuple[int, tuple[float, ...]]], dets: list[tup
     )
 
 
-def _decided(images: list[ImageResult], rules: RulesConfig) -> "object":
+def _decided(images: list[ImageResult], rules: RulesConfig) -> object:
     """Score hand-made images after the production Decider has judged them."""
     base = score(images, NAMES, rules, golden_id="hand")
     return redecide(base, rules)
@@ -60,8 +64,13 @@ def test_iou_and_greedy_matching() -> None:
     a = np.array([[0, 0, 10, 10], [5, 0, 15, 10]], np.float32)
     assert box_iou(a, a[:1]).ravel() == pytest.approx([1.0, 50 / 150])
     gt = np.array([[0, 0, 10, 10]], np.float32)
-    tp, which = match_greedy(np.array([[0, 0, 10, 10], [0, 0, 10, 9]], np.float32), np.array([0.5, 0.9], np.float32), gt)
-    assert tp.tolist() == [False, True] and which.tolist() == [-1, 0]  # the higher score takes the truth; the duplicate is FP
+    tp, which = match_greedy(
+        np.array([[0, 0, 10, 10], [0, 0, 10, 9]], np.float32), np.array([0.5, 0.9], np.float32), gt
+    )
+    assert tp.tolist() == [False, True] and which.tolist() == [
+        -1,
+        0,
+    ]  # the higher score takes the truth; the duplicate is FP
 
 
 def test_average_precision_all_point_interpolation() -> None:
@@ -145,7 +154,9 @@ def test_tune_thresholds_meets_the_target_at_the_least_false_rejects() -> None:
     assert t2.achieved and t2.result.escapes == 1
     assert t2.thresholds["scratch"] == pytest.approx(0.2) and t2.thresholds["spot"] == pytest.approx(0.15)
     assert t2.false_reject_rate == pytest.approx(1 / 4)
-    t4 = tune_thresholds(base, 0.2, min_conf=0.16)  # the line drops scores below its inspector conf: spot 0.15 is out of reach
+    t4 = tune_thresholds(
+        base, 0.2, min_conf=0.16
+    )  # the line drops scores below its inspector conf: spot 0.15 is out of reach
     assert not t4.achieved and t4.result.escapes == 2 and t4.thresholds["spot"] == pytest.approx(1.0)
     t3 = tune_thresholds(base, 0.0)  # d5 has no detection: unreachable
     assert not t3.achieved and t3.escape_rate == pytest.approx(1 / 5)

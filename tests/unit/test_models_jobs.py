@@ -57,7 +57,9 @@ def test_a_failing_worker_ends_failed_with_its_error_and_log(tmp_path: Path) -> 
     data.write_text("path: /nonexistent/dataset\ntrain: images/train\nval: images/val\nnames:\n  0: scratch\n")
     runner = JobRunner(tmp_path / "jobs")
     seen: list[str] = []
-    state = runner.start(JobSpec(data_yaml=str(data), epochs=1, imgsz=64, batch=2), lambda st, ev: seen.append(ev["event"]))
+    state = runner.start(
+        JobSpec(data_yaml=str(data), epochs=1, imgsz=64, batch=2), lambda st, ev: seen.append(ev["event"])
+    )
     runner.wait(state.job_id, timeout=300)
     assert state.status == FAILED and state.returncode == 1
     assert state.error and "nonexistent" in state.error  # Ultralytics' own message, passed on
@@ -75,7 +77,15 @@ def test_progress_printer_lines() -> None:
     st = JobState("j1", Path("/tmp/j1"))
     pr(st, {"event": "phase", "phase": "train"})
     pr(st, {"event": "progress", **Progress("batch", 2, 4, 5, 10, {"box_loss": 1.5}, elapsed_s=3, eta_s=30).as_dict()})
-    pr(st, {"event": "progress", **Progress("epoch", 2, 4, losses={"box_loss": 1.25}, metrics={"precision": 0.5, "recall": 0.25, "mAP50": 0.4}).as_dict()})
+    pr(
+        st,
+        {
+            "event": "progress",
+            **Progress(
+                "epoch", 2, 4, losses={"box_loss": 1.25}, metrics={"precision": 0.5, "recall": 0.25, "mAP50": 0.4}
+            ).as_dict(),
+        },
+    )
     pr(st, {"event": "finished", "status": "succeeded"})
     text = out.getvalue()
     assert "[train]" in text and "epoch 2/4 [" in text and "mAP50=0.400" in text and "job j1 succeeded" in text
@@ -86,9 +96,14 @@ def test_progress_printer_lines() -> None:
 def test_a_job_left_running_by_a_dead_process_is_settled_from_its_events(tmp_path: Path) -> None:
     runner = JobRunner(tmp_path / "jobs")
     for job_id, events in (
-        ("j-done", [{"event": "phase", "phase": "train"},
-                    {"event": "progress", **Progress("epoch", 1, 1, metrics={"mAP50": 0.5}).as_dict()},
-                    {"event": "result", "result": {"onnx": "/x/model.onnx"}}]),
+        (
+            "j-done",
+            [
+                {"event": "phase", "phase": "train"},
+                {"event": "progress", **Progress("epoch", 1, 1, metrics={"mAP50": 0.5}).as_dict()},
+                {"event": "result", "result": {"onnx": "/x/model.onnx"}},
+            ],
+        ),
         ("j-lost", [{"event": "phase", "phase": "train"}]),
     ):
         d = tmp_path / "jobs" / job_id
@@ -98,7 +113,10 @@ def test_a_job_left_running_by_a_dead_process_is_settled_from_its_events(tmp_pat
     done, lost = runner.get("j-done"), runner.get("j-lost")
     assert done.status == "succeeded" and done.result == {"onnx": "/x/model.onnx"} and len(done.epochs) == 1
     assert lost.status == FAILED and "abandoned" in (lost.error or "")
-    assert {j.job_id: j.status for j in JobRunner(tmp_path / "jobs").list_jobs()} == {"j-done": "succeeded", "j-lost": FAILED}
+    assert {j.job_id: j.status for j in JobRunner(tmp_path / "jobs").list_jobs()} == {
+        "j-done": "succeeded",
+        "j-lost": FAILED,
+    }
 
 
 def test_an_evaluation_runs_on_the_same_runner_and_ends_failed_with_its_error(tmp_path: Path) -> None:
@@ -110,9 +128,18 @@ def test_an_evaluation_runs_on_the_same_runner_and_ends_failed_with_its_error(tm
     with pytest.raises(EvalError, match="unknown evaluation meta fields: colour"):
         evals.start({}, {"colour": "red"})
     recorded: list[str] = []
-    spec = {"candidate_path": str(tmp_path / "missing.onnx"), "current_path": None, "golden_root": str(tmp_path / "no-golden"),
-            "rules": {}, "calibration": {}}
-    st = evals.start(spec, {"candidate_sha": "ab" * 32, "golden_id": "0" * 16, "started_by": "qa"}, lambda s, r: recorded.append(s.job_id))
+    spec = {
+        "candidate_path": str(tmp_path / "missing.onnx"),
+        "current_path": None,
+        "golden_root": str(tmp_path / "no-golden"),
+        "rules": {},
+        "calibration": {},
+    }
+    st = evals.start(
+        spec,
+        {"candidate_sha": "ab" * 32, "golden_id": "0" * 16, "started_by": "qa"},
+        lambda s, r: recorded.append(s.job_id),
+    )
     assert st.job_id.startswith("e") and evals.active() is st
     with pytest.raises(JobBusyError, match="evaluation job .* is running"):
         evals.start(spec, {})
@@ -120,9 +147,13 @@ def test_an_evaluation_runs_on_the_same_runner_and_ends_failed_with_its_error(tm
     assert st.status == FAILED and st.returncode == 1 and recorded == []  # nothing recorded for a failed evaluation
     assert st.error and "no-golden" in st.error  # the worker's own message, through its error event
     d = eval_dict(evals.get(st.job_id))
-    assert d["eval_id"] == st.job_id and d["candidate_sha"] == "ab" * 32 and d["started_by"] == "qa" and not d["recorded"]
+    assert (
+        d["eval_id"] == st.job_id and d["candidate_sha"] == "ab" * 32 and d["started_by"] == "qa" and not d["recorded"]
+    )
     assert evals.result(st.job_id) == {"status": FAILED, "error": st.error}
-    assert evals.spec(st.job_id)["nice"] == 10 and [e.job_id for e in Evaluations(tmp_path / "evaluations").list()] == [st.job_id]
+    assert evals.spec(st.job_id)["nice"] == 10 and [e.job_id for e in Evaluations(tmp_path / "evaluations").list()] == [
+        st.job_id
+    ]
     on_disk = Evaluations(tmp_path / "evaluations").get(st.job_id)  # another process: read back from state.json
     assert on_disk.status == FAILED and on_disk.meta["golden_id"] == "0" * 16
     with pytest.raises(LookupError):

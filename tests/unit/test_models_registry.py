@@ -46,8 +46,14 @@ def test_register_copies_by_content_and_reads_the_metadata(db, tmp_path: Path, o
     src = tmp_path / "m.onnx"
     shutil.copyfile(onnx_a, src)
     (tmp_path / "m.pt").write_bytes(b"weights")
-    rec = registry.register(db, src, store_dir=tmp_path / "store", trained_by="alice", dataset_snapshot="snap-1",
-                            metrics={"train": {"mAP50": 0.5}})
+    rec = registry.register(
+        db,
+        src,
+        store_dir=tmp_path / "store",
+        trained_by="alice",
+        dataset_snapshot="snap-1",
+        metrics={"train": {"mAP50": 0.5}},
+    )
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     assert rec.sha256 == sha and rec.status == "candidate" and rec.task == "detect"
     assert rec.names == ("square", "disc") and rec.input_hw == (64, 64) and rec.imgsz == 64
@@ -100,8 +106,14 @@ def test_promotion_gate_override_and_rollback(db, tmp_path: Path, onnx_a: Path, 
     assert rb.sha256 == b.sha256 and registry.current(db).sha256 == b.sha256
     rows = _audit(db)
     actions = [r[1] for r in rows]
-    assert actions == ["model_promote", "model_promote_refused", "model_promote_refused", "model_promote_override",
-                       "model_promote", "model_rollback"]
+    assert actions == [
+        "model_promote",
+        "model_promote_refused",
+        "model_promote_refused",
+        "model_promote_override",
+        "model_promote",
+        "model_rollback",
+    ]
     override = rows[3]
     assert override[0] == "qa1" and override[2] == b.sha256 and override[5] == "line trial approved by M. Smith"
     assert json.loads(override[3]) == {"sha": a.sha256}
@@ -129,7 +141,9 @@ def test_rollback_only_to_a_model_that_ran(db, tmp_path: Path, onnx_a: Path, onn
         db.execute("UPDATE models SET status = 'current' WHERE sha256 = ?", [b.sha256])
 
 
-def test_cli_register_promote_rollback(tmp_path: Path, onnx_a: Path, onnx_b: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_register_promote_rollback(
+    tmp_path: Path, onnx_a: Path, onnx_b: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from models.cli import main
 
     dbp = str(tmp_path / "station.db")

@@ -220,7 +220,12 @@ def test_segment_matches_ultralytics(seg_path: Path, conf: float) -> None:
                 assert inter / union > 0.8 or union < 40, f"mask {i} IoU {inter / union:.2f} on {img.shape}"
                 x1, y1, x2, y2 = det.boxes_xyxy[i]
                 ys, xs = np.nonzero(m)
-                assert xs.min() >= np.floor(x1) and xs.max() < np.ceil(x2) and ys.min() >= np.floor(y1) and ys.max() < np.ceil(y2)
+                assert (
+                    xs.min() >= np.floor(x1)
+                    and xs.max() < np.ceil(x2)
+                    and ys.min() >= np.floor(y1)
+                    and ys.max() < np.ceil(y2)
+                )
             total += len(det)
     finally:
         insp.close()
@@ -348,7 +353,9 @@ def test_refuses_external_data(det_path: Path, tmp_path: Path) -> None:
 
     m = onnx.load(str(det_path))
     out = tmp_path / "ext.onnx"
-    onnx.save_model(m, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data", size_threshold=1024)
+    onnx.save_model(
+        m, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data", size_threshold=1024
+    )
     assert (tmp_path / "ext.data").exists()
     _refused(out, "external data", "self-contained")
 
@@ -389,7 +396,9 @@ def test_unavailable_providers_are_skipped_and_cpu_appended(det_path: Path, capl
     try:
         assert insp.providers == ["CPUExecutionProvider"]
         warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        assert any("TensorrtExecutionProvider" in m for m in warned) and any("CUDAExecutionProvider" in m for m in warned)
+        assert any("TensorrtExecutionProvider" in m for m in warned) and any(
+            "CUDAExecutionProvider" in m for m in warned
+        )
         info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "runs on" in r.getMessage()]
         assert len(info) == 1 and "CPUExecutionProvider" in info[0] and insp.model_id in info[0]
     finally:
@@ -452,7 +461,12 @@ def test_preprocess_equals_ultralytics_letterbox() -> None:
     from ultralytics.data.augment import LetterBox
 
     rng = np.random.default_rng(0)
-    for shape, dst in (((1024, 1280), (640, 640)), ((333, 500, 3), (64, 64)), ((50, 70), (64, 96)), ((2048, 2448, 3), (320, 320))):
+    for shape, dst in (
+        ((1024, 1280), (640, 640)),
+        ((333, 500, 3), (64, 64)),
+        ((50, 70), (64, 96)),
+        ((2048, 2448, 3), (320, 320)),
+    ):
         img = rng.integers(0, 256, shape, dtype=np.uint8)
         t = InputTensor(dst)
         lb = t.letterbox(img)

@@ -46,7 +46,7 @@ def test_keys_ids_and_names():
 
 def test_shifts_follow_the_station_rules():
     shift = shift_function((("N", "22:00", "06:00"), ("D", "06:00", "14:00")), "UTC")
-    at = lambda h, m=0: dt.datetime(2026, 3, 1, h, m, tzinfo=dt.timezone.utc).timestamp()  # noqa: E731
+    at = lambda h, m=0: dt.datetime(2026, 3, 1, h, m, tzinfo=dt.UTC).timestamp()  # noqa: E731
     assert [shift(at(23)), shift(at(5, 59)), shift(at(6)), shift(at(15))] == ["N", "N", "D", "-"]
 
 

@@ -66,9 +66,15 @@ def test_rows_match_what_was_published(tmp_store, make_result) -> None:
         v, t = r.verdict, r.trigger
         row = queries.get_inspection(db, t.part_id)
         assert row is not None
-        assert (row["seq"], row["outcome"], row["model_id"], row["config_hash"], row["calibration_id"], row["source"], row["station"]) == (
-            t.seq, v.outcome.value, "model-abc", "cfg123", "nominal", "timer", "line-3"
-        )
+        assert (
+            row["seq"],
+            row["outcome"],
+            row["model_id"],
+            row["config_hash"],
+            row["calibration_id"],
+            row["source"],
+            row["station"],
+        ) == (t.seq, v.outcome.value, "model-abc", "cfg123", "nominal", "timer", "line-3")
         assert row["reasons"] == list(v.reasons)
         assert row["timings"] == dict(v.timings_ms)
         assert row["deadline_slack_ms"] == 41.0
@@ -77,18 +83,40 @@ def test_rows_match_what_was_published(tmp_store, make_result) -> None:
         assert row["defect_count"] == len(v.defects)
         assert row["max_score"] == (pytest.approx(max(d.confidence for d in v.defects)) if v.defects else None)
         expected_defects = [
-            (d.camera_id, d.class_name, pytest.approx(d.confidence), *d.box_xyxy, pytest.approx(d.area_mm2), d.action, d.rule)
+            (
+                d.camera_id,
+                d.class_name,
+                pytest.approx(d.confidence),
+                *d.box_xyxy,
+                pytest.approx(d.area_mm2),
+                d.action,
+                d.rule,
+            )
             for d in v.defects
         ]
         got_defects = [
-            (d["camera_id"], d["class_name"], d["confidence"], d["x1"], d["y1"], d["x2"], d["y2"], d["area_mm2"], d["action"], d["rule"])
+            (
+                d["camera_id"],
+                d["class_name"],
+                d["confidence"],
+                d["x1"],
+                d["y1"],
+                d["x2"],
+                d["y2"],
+                d["area_mm2"],
+                d["action"],
+                d["rule"],
+            )
             for d in row["defects"]
         ]
         assert got_defects == expected_defects
         truths = {f.camera_id: f.meta["truth"] for f in r.frames if "truth" in f.meta}
         if truths:
             expected_truth = {
-                cam: [dataclasses.asdict(x) if dataclasses.is_dataclass(x) else {**x, "area_px": float(x["area_px"])} for x in tr]
+                cam: [
+                    dataclasses.asdict(x) if dataclasses.is_dataclass(x) else {**x, "area_px": float(x["area_px"])}
+                    for x in tr
+                ]
                 for cam, tr in truths.items()
             }
             assert row["ground_truth"] == json.loads(json.dumps(expected_truth))
@@ -138,7 +166,16 @@ def test_status_events_become_alarm_rows(tmp_store, make_result) -> None:
 def test_stalled_database_does_not_block_publish_and_catches_up(tmp_store, make_result, wait_until) -> None:
     bus, counters = Bus(), Counters()
     statuses: list[StatusEvent] = []
-    rec = _recorder(tmp_store, bus, counters, maxsize=300, batch_size=8, busy_timeout_ms=100, max_backoff_s=0.2, on_status=statuses.append)
+    rec = _recorder(
+        tmp_store,
+        bus,
+        counters,
+        maxsize=300,
+        batch_size=8,
+        busy_timeout_ms=100,
+        max_backoff_s=0.2,
+        on_status=statuses.append,
+    )
     rec.start()
     _publish(bus, counters, [make_result(1)])
     wait_until(lambda: rec.records_written == 1, what="first row")
@@ -218,7 +255,11 @@ def test_invalid_records_are_refused_counted_and_do_not_stop_the_recorder(tmp_st
     assert rec.records_written == 2 and rec.records_rejected == 2 and rec.records_dropped == 2
     _publish(bus, counters, [make_result(8)])
     assert rec.stop()
-    assert sorted(r[0] for r in sqlite3.connect(tmp_store.db_path).execute("SELECT part_id FROM inspections")) == [5, 7, 8]
+    assert sorted(r[0] for r in sqlite3.connect(tmp_store.db_path).execute("SELECT part_id FROM inspections")) == [
+        5,
+        7,
+        8,
+    ]
     assert queries.get_inspection(tmp_store.db, 5)["outcome"] == "FAIL"  # the first one stays
     # nothing of the refused part 6 was half-written
     assert _count(tmp_store.db_path, "SELECT COUNT(*) FROM defects WHERE part_id = 6") == 0
@@ -234,7 +275,9 @@ def test_an_image_that_cannot_be_encoded_loses_only_the_image(tmp_store, make_re
     r = make_result(3, Outcome.FAIL)
     bad = dataclasses.replace(r, frames=(Frame(3, "cam0", np.zeros((2, 2, 2, 2), np.uint8), 0),))
     odd = dataclasses.replace(r, frames=(Frame(4, "cam0", np.zeros((8, 8), np.float64), 0),))
-    odd = dataclasses.replace(odd, trigger=dataclasses.replace(r.trigger, part_id=4), verdict=dataclasses.replace(r.verdict, part_id=4))
+    odd = dataclasses.replace(
+        odd, trigger=dataclasses.replace(r.trigger, part_id=4), verdict=dataclasses.replace(r.verdict, part_id=4)
+    )
     _publish(bus, counters, [bad, odd, make_result(5, Outcome.FAIL)])
     assert rec.stop()
     rows = {p: queries.get_inspection(tmp_store.db, p) for p in (3, 4, 5)}
@@ -270,7 +313,9 @@ def test_heat_maps_and_image_scores_are_recorded_with_the_kept_images(tmp_store,
     two_cams = _with_maps(make_result(1, Outcome.FAIL, cameras=("top", "side")), [big, small], [2.5, 0.7])
     one_map = _with_maps(make_result(2, Outcome.UNCERTAIN, cameras=("top", "side")), [None, small], [None, 1.25])
     no_map = make_result(3, Outcome.FAIL)  # a supervised model: no map, no score
-    not_kept = _with_maps(make_result(4, Outcome.PASS), [big], [0.2])  # PASS 4 is not sampled (1 in 5): no image, no map
+    not_kept = _with_maps(
+        make_result(4, Outcome.PASS), [big], [0.2]
+    )  # PASS 4 is not sampled (1 in 5): no image, no map
     _publish(bus, counters, [two_cams, one_map, no_map, not_kept])
     assert rec.stop()
 
@@ -294,7 +339,10 @@ def test_heat_maps_and_image_scores_are_recorded_with_the_kept_images(tmp_store,
         back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         assert back.dtype == np.uint8 and back.shape == (h, w)
     top = cv2.imread(str(tmp_store.images.open_map_path(rows[0][2])), cv2.IMREAD_UNCHANGED)
-    assert top.max() == 250 and tuple(np.argwhere(top == 250)[0]) == (301 // 4, 777 // 4)  # the hot spot survives, in place
+    assert top.max() == 250 and tuple(np.argwhere(top == 250)[0]) == (
+        301 // 4,
+        777 // 4,
+    )  # the hot spot survives, in place
     assert (top == 10).mean() > 0.99
     side = cv2.imread(str(tmp_store.images.open_map_path(rows[1][2])), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(side, small)
@@ -307,7 +355,11 @@ def test_a_bad_heat_map_loses_only_the_map(tmp_store, make_result) -> None:
     rec.start()
     wrong_dtype = _with_maps(make_result(1, Outcome.FAIL), [np.zeros((8, 8), np.float32)], [3.0])
     wrong_shape = _with_maps(make_result(2, Outcome.FAIL), [np.zeros((8, 8, 3), np.uint8)], [None])
-    _publish(bus, counters, [wrong_dtype, wrong_shape, _with_maps(make_result(3, Outcome.FAIL), [_hot_map(8, 8, 1, 1)], [1.0])])
+    _publish(
+        bus,
+        counters,
+        [wrong_dtype, wrong_shape, _with_maps(make_result(3, Outcome.FAIL), [_hot_map(8, 8, 1, 1)], [1.0])],
+    )
     assert rec.stop()
     db = tmp_store.db
     assert [len(queries.get_inspection(db, p)["images"]) for p in (1, 2, 3)] == [1, 1, 1]
@@ -395,7 +447,13 @@ while True:
 
 def test_sigkill_loses_no_committed_row(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     committed: list[int] = []
     try:
         assert child.stdout is not None
@@ -428,7 +486,12 @@ def test_sigkill_loses_no_committed_row(tmp_path: Path) -> None:
     stored = json.loads(conn.execute("SELECT counters FROM counters WHERE key = 'station'").fetchone()[0])
     assert stored["records_written"] == n
     assert conn.execute("SELECT last_part_id FROM counters").fetchone()[0] >= max(ids)
-    assert conn.execute("SELECT COUNT(*) FROM defects WHERE part_id NOT IN (SELECT part_id FROM inspections)").fetchone()[0] == 0
+    assert (
+        conn.execute("SELECT COUNT(*) FROM defects WHERE part_id NOT IN (SELECT part_id FROM inspections)").fetchone()[
+            0
+        ]
+        == 0
+    )
     # every image row points at a complete file: files are written before their rows commit
     store = ImageStore(tmp_path / "img")
     rows = conn.execute("SELECT sha256, format, bytes FROM images").fetchall()

@@ -45,7 +45,9 @@ DEFECTS = (
 )
 
 
-def _pose(img: np.ndarray, pose: tuple[float, float, float] = POSE, binarise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _pose(
+    img: np.ndarray, pose: tuple[float, float, float] = POSE, binarise: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     dx, dy, deg = pose
     M = cv2.getRotationMatrix2D((W / 2, H / 2), deg, 1.0)
     M[:, 2] += (dx, dy)
@@ -59,7 +61,9 @@ def _box_after(M: np.ndarray, r: tuple[int, int, int, int], margin: float = 3.0)
     """The defect's box on the posed board, as a person draws it (a few px of room)."""
     x0, y0, x1, y1 = r
     pts = np.array([[x0, y0, 1], [x1 + 1, y0, 1], [x0, y1 + 1, 1], [x1 + 1, y1 + 1, 1]], np.float64) @ M.T
-    return np.array([pts[:, 0].min() - margin, pts[:, 1].min() - margin, pts[:, 0].max() + margin, pts[:, 1].max() + margin])
+    return np.array(
+        [pts[:, 0].min() - margin, pts[:, 1].min() - margin, pts[:, 0].max() + margin, pts[:, 1].max() + margin]
+    )
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,7 +89,9 @@ def _learned(golden: np.ndarray, **cfg: object) -> ReferenceInspector:
     return insp
 
 
-def test_learning_a_full_frame_board_from_one_image_does_not_warn(golden: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:
+def test_learning_a_full_frame_board_from_one_image_does_not_warn(
+    golden: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING):
         insp = _learned(golden)
         insp.inspect(_frame(_pose(golden)[0]))
@@ -142,7 +148,11 @@ def test_a_faint_difference_scores_lower_than_a_gross_one(golden: np.ndarray) ->
     """Same place, same size: a faint residue (40 grey levels) scores below solid copper, and a bigger blob above both."""
     insp = _learned(golden)
     scores = []
-    for rect, level in (((250, 210, 262, 222), SUBSTRATE + 40), ((250, 210, 262, 222), COPPER), ((250, 210, 290, 250), COPPER)):
+    for rect, level in (
+        ((250, 210, 262, 222), SUBSTRATE + 40),
+        ((250, 210, 262, 222), COPPER),
+        ((250, 210, 290, 250), COPPER),
+    ):
         bad = golden.copy()
         cv2.rectangle(bad, rect[:2], rect[2:], level, -1)
         d = insp.inspect(_frame(_pose(bad, binarise=False)[0]))

@@ -15,7 +15,12 @@ from station.config import CameraConfig, InspectorConfig, OutputConfig, StrictMo
 from station.inspect.base import INSPECTORS
 from station.registry import Registry, UnknownDriverError, union_members
 
-REGISTRIES = [(CAMERAS, CameraConfig), (TRIGGERS, TriggerConfig), (OUTPUTS, OutputConfig), (INSPECTORS, InspectorConfig)]
+REGISTRIES = [
+    (CAMERAS, CameraConfig),
+    (TRIGGERS, TriggerConfig),
+    (OUTPUTS, OutputConfig),
+    (INSPECTORS, InspectorConfig),
+]
 
 
 @pytest.mark.parametrize(("registry", "union"), REGISTRIES, ids=lambda v: getattr(v, "kind", ""))
@@ -52,7 +57,9 @@ def test_unknown_type_and_undeclared_driver_are_refused() -> None:
 
 def test_building_the_registries_imports_no_optional_driver() -> None:
     """pypylon, pymodbus, asyncua and torch are imported only by the driver that uses them."""
-    code = ("import sys, station.app, station.acquire.base, station.actuate.base, station.inspect.base; "
-            "print(sorted(m for m in ('pypylon', 'pymodbus', 'asyncua', 'torch') if m in sys.modules))")
+    code = (
+        "import sys, station.app, station.acquire.base, station.actuate.base, station.inspect.base; "
+        "print(sorted(m for m in ('pypylon', 'pymodbus', 'asyncua', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

@@ -64,7 +64,12 @@ def test_fail_fires_at_travel_time_and_pass_does_not(host_stalls):
     edges = rising_edges(h.out)
     assert len(edges) == 1
     falls = [e.t_ns for e in h.out.edges("reject") if not e.value]
-    check_edge_times([("rise", t1.t_trigger_ns + 120_000_000, edges[0]), ("fall", edges[0] + 20_000_000, falls[0])], 5, 5, host_stalls)
+    check_edge_times(
+        [("rise", t1.t_trigger_ns + 120_000_000, edges[0]), ("fall", edges[0] + 20_000_000, falls[0])],
+        5,
+        5,
+        host_stalls,
+    )
     assert h.counters.snapshot().rejects_fired == 1
 
 

@@ -53,7 +53,9 @@ def test_openvino_gives_the_same_detections_as_onnxruntime(make) -> None:
     model = make()
     ort_i, ov_i = _insp(model, "onnxruntime"), _insp(model, "openvino")
     try:
-        assert ov_i.providers == ["openvino:CPU:f32"] and ov_i.session is None  # precision set explicitly, never bf16 silently
+        assert (
+            ov_i.providers == ["openvino:CPU:f32"] and ov_i.session is None
+        )  # precision set explicitly, never bf16 silently
         assert ort_i.providers == ["CPUExecutionProvider"]
         found = 0
         for f in _frames(6):
@@ -79,7 +81,10 @@ def test_runtime_choice_and_config_errors_name_the_field() -> None:
         OnnxInspectorConfig(runtime="tensorrt")
     with pytest.raises(ValidationError, match=r"precision\n.*'f32', 'bf16' or 'f16'"):
         OnnxInspectorConfig(precision="int8")
-    with pytest.raises(ConfigError, match=r"inspector\.onnx\.runtime: Input should be 'auto', 'onnxruntime' or 'openvino' \(got 'openvin'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"inspector\.onnx\.runtime: Input should be 'auto', 'onnxruntime' or 'openvino' \(got 'openvin'\)",
+    ):
         parse_config({"inspector": {"type": "onnx", "runtime": "openvin"}})
     with pytest.raises(ConfigError, match=r"inspector\.onnx\.precison"):
         parse_config({"inspector": {"type": "onnx", "precison": "f32"}})
@@ -165,7 +170,9 @@ def test_gate_refuses_an_map50_drop_of_more_than_one_point(tmp_path: Path) -> No
         summary = {"golden_id": "g1", "escape_rate": 0.05, "false_reject_rate": 0.0}
         registry.record_evaluation(db, cur.sha256, {**summary, "model_sha": cur.sha256, "mAP50": 0.80})
         registry.record_evaluation(db, cand.sha256, {**summary, "model_sha": cand.sha256, "mAP50": 0.785})
-        with pytest.raises(PromotionRefused, match=r"mAP50 0\.7850 is more than 1 point below the current model's 0\.8000"):
+        with pytest.raises(
+            PromotionRefused, match=r"mAP50 0\.7850 is more than 1 point below the current model's 0\.8000"
+        ):
             registry.promote(db, cand.sha256, "qa")
         registry.record_evaluation(db, cand.sha256, {**summary, "model_sha": cand.sha256, "mAP50": 0.795})
         assert registry.promote(db, cand.sha256, "qa").status == "current"
@@ -173,7 +180,9 @@ def test_gate_refuses_an_map50_drop_of_more_than_one_point(tmp_path: Path) -> No
         db.close()
 
 
-def test_export_parity_passes_a_good_export_and_catches_altered_weights(tmp_path: Path, goldens: tuple[Path, Path]) -> None:
+def test_export_parity_passes_a_good_export_and_catches_altered_weights(
+    tmp_path: Path, goldens: tuple[Path, Path]
+) -> None:
     weights = trained_weights("detect", **DETECTING)
     out = export_onnx(weights, tmp_path / "m.onnx", 64, parity_golden=goldens[1], keep_weights=False)
     rep = check_parity(weights, out)

@@ -15,8 +15,8 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -71,7 +71,9 @@ class Watch:
 
     def _check(self) -> list[str]:
         problems: list[str] = []
-        for _ in range(20):  # the snapshot and pending are read apart, and bus drops reach the counters at the recorder's next loop
+        for _ in range(
+            20
+        ):  # the snapshot and pending are read apart, and bus drops reach the counters at the recorder's next loop
             problems = reconcile(self.counters.snapshot(), pending_records=self.rec.pending)
             if not problems:
                 return []
@@ -84,7 +86,7 @@ class Watch:
             self.broken += self._check()
             time.sleep(0.005)
 
-    def __enter__(self) -> "Watch":
+    def __enter__(self) -> Watch:
         self._t.start()
         return self
 
@@ -126,8 +128,15 @@ def test_images_go_first_so_the_database_keeps_writing_on_a_small_disk(tmpfs: Pa
     """Images fill a 3 MB disk: the watermark deletes the oldest PASS images (then others), every verdict row is written."""
     bus, counters, statuses = Bus(), Counters(), []
     images = ImageStore(tmpfs / "images", "png", 1, 1000.0, min_free_mb=0.6, fsync=False)
-    rec = Recorder(tmpfs / "s.db", images, counters, bus.subscribe("recorder", maxsize=1000), batch_size=8,
-                   on_status=statuses.append, free_check_s=0.0)
+    rec = Recorder(
+        tmpfs / "s.db",
+        images,
+        counters,
+        bus.subscribe("recorder", maxsize=1000),
+        batch_size=8,
+        on_status=statuses.append,
+        free_check_s=0.0,
+    )
     rec.start()
     n = 150  # ~8.5 MB of images through a 3 MB disk
     with Watch(rec, counters) as w:
@@ -158,8 +167,18 @@ def test_disk_full_by_another_program_spills_and_replays_every_record(tmpfs: Pat
     bus, counters, statuses = Bus(), Counters(), []
     images = ImageStore(tmpfs / "images", "png", 0, 1000.0, min_free_mb=0.5, fsync=False)
     spill = tmp_path / "elsewhere" / "spill.jsonl"
-    rec = Recorder(tmpfs / "s.db", images, counters, bus.subscribe("recorder", maxsize=100), batch_size=8,
-                   on_status=statuses.append, busy_timeout_ms=50, max_backoff_s=0.05, spill_path=spill, free_check_s=0.2)
+    rec = Recorder(
+        tmpfs / "s.db",
+        images,
+        counters,
+        bus.subscribe("recorder", maxsize=100),
+        batch_size=8,
+        on_status=statuses.append,
+        busy_timeout_ms=50,
+        max_backoff_s=0.05,
+        spill_path=spill,
+        free_check_s=0.2,
+    )
     rec.start()
     n = 200
     with Watch(rec, counters) as w:
@@ -207,8 +226,17 @@ def test_read_only_database_spills_then_replays_idempotently(tmpfs: Path, tmp_pa
             _mount("-o", "remount,bind,ro", str(dbdir))
             bus, counters, statuses = Bus(), Counters(), []
             spill = tmp_path / "spill.jsonl"
-            rec = Recorder(db_path, ImageStore(tmp_path / "images", "png", 5, 100.0), counters, bus.subscribe("recorder", maxsize=60),
-                           batch_size=4, on_status=statuses.append, busy_timeout_ms=50, max_backoff_s=0.05, spill_path=spill)
+            rec = Recorder(
+                db_path,
+                ImageStore(tmp_path / "images", "png", 5, 100.0),
+                counters,
+                bus.subscribe("recorder", maxsize=60),
+                batch_size=4,
+                on_status=statuses.append,
+                busy_timeout_ms=50,
+                max_backoff_s=0.05,
+                spill_path=spill,
+            )
             rec.start()
             n = 60
             with Watch(rec, counters) as w:
@@ -244,8 +272,17 @@ def test_deleted_database_folder(tmp_path: Path, make_result, with_spill: bool) 
     db_path = dbdir / "s.db"
     bus, counters, statuses = Bus(), Counters(), []
     spill = tmp_path / "spill.jsonl" if with_spill else None
-    rec = Recorder(db_path, ImageStore(tmp_path / "images", "png", 5, 100.0), counters, bus.subscribe("recorder", maxsize=60),
-                   batch_size=4, on_status=statuses.append, busy_timeout_ms=50, max_backoff_s=0.05, spill_path=spill)
+    rec = Recorder(
+        db_path,
+        ImageStore(tmp_path / "images", "png", 5, 100.0),
+        counters,
+        bus.subscribe("recorder", maxsize=60),
+        batch_size=4,
+        on_status=statuses.append,
+        busy_timeout_ms=50,
+        max_backoff_s=0.05,
+        spill_path=spill,
+    )
     rec.start()
     n = 50
     with Watch(rec, counters) as w:
@@ -278,12 +315,22 @@ def test_deleted_database_folder(tmp_path: Path, make_result, with_spill: bool) 
         assert counters.snapshot().records_dropped == n - 10
 
 
-def test_database_back_while_running_replays_the_spill_and_counts_it_written(tmp_store, tmp_path: Path, make_result) -> None:
+def test_database_back_while_running_replays_the_spill_and_counts_it_written(
+    tmp_store, tmp_path: Path, make_result
+) -> None:
     """A lock held long enough to spill; when it goes, the spill file is replayed at run time and counted as written."""
     bus, counters = Bus(), Counters()
     spill = tmp_path / "spill.jsonl"
-    rec = Recorder(tmp_store.db_path, tmp_store.images, counters, bus.subscribe("recorder", maxsize=60), batch_size=4,
-                   busy_timeout_ms=50, max_backoff_s=0.05, spill_path=spill)
+    rec = Recorder(
+        tmp_store.db_path,
+        tmp_store.images,
+        counters,
+        bus.subscribe("recorder", maxsize=60),
+        batch_size=4,
+        busy_timeout_ms=50,
+        max_backoff_s=0.05,
+        spill_path=spill,
+    )
     rec.start()
     blocker = sqlite3.connect(tmp_store.db_path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")

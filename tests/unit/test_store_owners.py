@@ -41,11 +41,13 @@ def test_sqlite_utils_writes_roll_back_with_the_callers_transaction(fresh_db) ->
 
 def test_alarm_acknowledgements(fresh_db) -> None:
     db = fresh_db
-    db["alarms"].insert_all([
-        {"t_wall": 1.0, "component": "camera", "state": "alarm", "message": "lost"},
-        {"t_wall": 2.0, "component": "plc", "state": "warning", "message": "slow"},
-        {"t_wall": 3.0, "component": "disk", "state": "alarm", "message": "full"},
-    ])
+    db["alarms"].insert_all(
+        [
+            {"t_wall": 1.0, "component": "camera", "state": "alarm", "message": "lost"},
+            {"t_wall": 2.0, "component": "plc", "state": "warning", "message": "slow"},
+            {"t_wall": 3.0, "component": "disk", "state": "alarm", "message": "full"},
+        ]
+    )
     assert alarms.unacknowledged_count(db) == 3
     assert alarms.acknowledge(db, 3, "op", 10.0)
     assert not alarms.acknowledge(db, 3, "op2", 11.0)  # already: the first acknowledgement stays

@@ -24,7 +24,10 @@ FRAME_HW = (2048, 2448)  # 5 MP
 # ---------------------------------------------------------------------------- pure functions
 
 
-@pytest.mark.parametrize("frame_hw,tile_hw,overlap", [((2048, 2448), (640, 640), 0.2), ((2048, 2448), (320, 320), 0.0), ((300, 1000), (320, 320), 0.5)])
+@pytest.mark.parametrize(
+    "frame_hw,tile_hw,overlap",
+    [((2048, 2448), (640, 640), 0.2), ((2048, 2448), (320, 320), 0.0), ((300, 1000), (320, 320), 0.5)],
+)
 def test_grid_covers_the_frame_with_the_overlap(frame_hw, tile_hw, overlap) -> None:
     tiles = tile_grid(frame_hw, tile_hw, overlap)
     cover = np.zeros(frame_hw, np.int32)
@@ -193,5 +196,7 @@ def test_segment_masks_survive_tiling() -> None:
         assert det.areas_px[i] == m.sum() > 0
         x1, y1, x2, y2 = det.boxes_xyxy[i]
         ys, xs = np.nonzero(m)
-        assert xs.min() >= np.floor(x1) and xs.max() < np.ceil(x2) and ys.min() >= np.floor(y1) and ys.max() < np.ceil(y2)
+        assert (
+            xs.min() >= np.floor(x1) and xs.max() < np.ceil(x2) and ys.min() >= np.floor(y1) and ys.max() < np.ceil(y2)
+        )
     assert len(det) >= 1

@@ -10,11 +10,29 @@ from starlette.requests import Request
 
 from station.web import pages
 
-DESK = {"review.html": "review", "review_image.html": "review", "review_dataset.html": "dataset", "stats.html": "stats", "models.html": "models"}
+DESK = {
+    "review.html": "review",
+    "review_image.html": "review",
+    "review_dataset.html": "dataset",
+    "stats.html": "stats",
+    "models.html": "models",
+}
 LAYOUTS = {"doc.html", "desk.html"}
-HOSTILE = '"><script>alert(1)</script>&\''
-VALUES = {"station": "line <7>", "user": "qa", "role": "qa", "image_id": "3", "max_upload_mb": "500", "csrf": "t", "error": "",
-          "next": "/", "area": "QA review", "needed": "qa", "why": "", "nav": "review"}
+HOSTILE = "\"><script>alert(1)</script>&'"
+VALUES = {
+    "station": "line <7>",
+    "user": "qa",
+    "role": "qa",
+    "image_id": "3",
+    "max_upload_mb": "500",
+    "csrf": "t",
+    "error": "",
+    "next": "/",
+    "area": "QA review",
+    "needed": "qa",
+    "why": "",
+    "nav": "review",
+}
 
 
 def _request(path: str = "/") -> Request:
@@ -56,7 +74,13 @@ def test_each_page_renders_a_whole_document_with_its_values_escaped(name: str) -
     assert "<script>" not in text  # the hostile value is escaped; no inline script either (CSP script-src 'self')
     assert "&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&amp;&#39;" in text
     parsed = _Attrs(text)
-    assert parsed.tags.count("html") == parsed.tags.count("head") == parsed.tags.count("body") == parsed.tags.count("title") == 1
+    assert (
+        parsed.tags.count("html")
+        == parsed.tags.count("head")
+        == parsed.tags.count("body")
+        == parsed.tags.count("title")
+        == 1
+    )
 
 
 @pytest.mark.parametrize("name", sorted(DESK))
@@ -64,12 +88,26 @@ def test_desk_pages_share_one_header_and_mark_their_link(name: str) -> None:
     text = _render(name, **{**VALUES, "nav": DESK[name]})
     for once in ('id="user-name"', 'id="logout"', 'id="toast"', "<header", "/static/common.css", "/static/common.js"):
         assert text.count(once) == 1, (name, once)
-    assert text.index("/static/common.js") < text.index("/static/" + ("models" if name == "models.html" else "review") + ".js")
+    assert text.index("/static/common.js") < text.index(
+        "/static/" + ("models" if name == "models.html" else "review") + ".js"
+    )
     assert text.count('aria-current="page"') == 1 and text.count('aria-current="false"') == 3
-    href = {"review": "/review", "dataset": "/review/dataset", "stats": "/review/stats", "models": "/models"}[DESK[name]]
+    href = {"review": "/review", "dataset": "/review/dataset", "stats": "/review/stats", "models": "/models"}[
+        DESK[name]
+    ]
     assert f'<a href="{href}" aria-current="page">' in text
-    assert "<title>" + {"review.html": "Review queue", "review_image.html": "Image 3 - review", "review_dataset.html": "Dataset - review",
-                        "stats.html": "Statistics", "models.html": "Models"}[name] + " - line &lt;7&gt;</title>" in text
+    assert (
+        "<title>"
+        + {
+            "review.html": "Review queue",
+            "review_image.html": "Image 3 - review",
+            "review_dataset.html": "Dataset - review",
+            "stats.html": "Statistics",
+            "models.html": "Models",
+        }[name]
+        + " - line &lt;7&gt;</title>"
+        in text
+    )
 
 
 def test_login_form_carries_hostile_values_back_unchanged() -> None:
@@ -82,7 +120,17 @@ def test_login_form_carries_hostile_values_back_unchanged() -> None:
 
 
 def test_denied_page_names_the_area_and_the_role() -> None:
-    text = _render("denied.html", 403, station="s", user="op", role="operator", area="The models page", needed="qa", why="", next="/models")
+    text = _render(
+        "denied.html",
+        403,
+        station="s",
+        user="op",
+        role="operator",
+        area="The models page",
+        needed="qa",
+        why="",
+        next="/models",
+    )
     assert "The models page needs the qa role" in text and 'href="/login?next=/models"' in text
 
 

@@ -42,7 +42,9 @@ def heat_map(peak: int = 255) -> np.ndarray:
     return np.clip(10 + (peak - 10) * blob, 0, 255).astype(np.uint8)
 
 
-def anomaly_part(part_id: int, *, with_map: bool = True, score: float | None = 1.8, outcome: Outcome = Outcome.FAIL) -> PartResult:
+def anomaly_part(
+    part_id: int, *, with_map: bool = True, score: float | None = 1.8, outcome: Outcome = Outcome.FAIL
+) -> PartResult:
     """A part with one ``anomaly`` detection at :data:`BOX`; ``with_map=False``: a supervised model's result (no map, no score)."""
     now_ns = time.monotonic_ns()
     frame = Frame(part_id=part_id, camera_id="cam0", image=part_image(part_id), t_exposure_ns=now_ns)
@@ -56,11 +58,20 @@ def anomaly_part(part_id: int, *, with_map: bool = True, score: float | None = 1
         image_score=score if with_map else None,
     )
     action = {Outcome.FAIL: "reject", Outcome.UNCERTAIN: "uncertain"}.get(outcome, "ignore")
-    defects = (Defect("anomaly", 0.9, BOX, 3.5, "cam0", action, "anomaly score >= 1"),) if outcome is not Outcome.PASS else ()
+    defects = (
+        (Defect("anomaly", 0.9, BOX, 3.5, "cam0", action, "anomaly score >= 1"),) if outcome is not Outcome.PASS else ()
+    )
     verdict = Verdict(
-        part_id=part_id, outcome=outcome, reasons=tuple(f"anomaly ({d.rule})" for d in defects), defects=defects,
-        model_id="anomaly-test", config_hash="cfg-test", calibration_id="nominal", timings_ms={"inspect": 5.0},
-        t_trigger_ns=now_ns, t_decided_ns=now_ns + 5_000_000,
+        part_id=part_id,
+        outcome=outcome,
+        reasons=tuple(f"anomaly ({d.rule})" for d in defects),
+        defects=defects,
+        model_id="anomaly-test",
+        config_hash="cfg-test",
+        calibration_id="nominal",
+        timings_ms={"inspect": 5.0},
+        t_trigger_ns=now_ns,
+        t_decided_ns=now_ns + 5_000_000,
     )
     trig = Trigger(part_id=part_id, seq=part_id, t_trigger_ns=now_ns, source="test", t_trigger_wall=time.time())
     return PartResult(trig, verdict, (frame,), (det,))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def viewport() -> dict[str, int]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator["Browser"]:
+def browser() -> Iterator[Browser]:
     """Debian's headless Chromium driven by Playwright (no browser download)."""
     from playwright.sync_api import expect, sync_playwright
 
@@ -69,7 +70,7 @@ def browser() -> Iterator["Browser"]:
 
 
 @pytest.fixture
-def page(browser: "Browser", viewport: dict[str, int]) -> Iterator["Page"]:
+def page(browser: Browser, viewport: dict[str, int]) -> Iterator[Page]:
     """A fresh page; any JavaScript error on it fails the test."""
     ctx = browser.new_context(viewport=viewport, accept_downloads=True)
     pg = ctx.new_page()

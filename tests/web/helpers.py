@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -29,7 +30,11 @@ def web_station_config(tmp_path: Path, **overrides: Any) -> StationConfig:
         "trigger": {"type": "software"},
         "inspector": {"type": "reference", "learn_parts": 3},
         "reject": {"travel_ms": 600, "safety_margin_ms": 100, "pulse_ms": 20},
-        "store": {"db_path": str(tmp_path / "station.db"), "images_dir": str(tmp_path / "images"), "keep_pass_every": 5},
+        "store": {
+            "db_path": str(tmp_path / "station.db"),
+            "images_dir": str(tmp_path / "images"),
+            "keep_pass_every": 5,
+        },
         "web": {"port": 0},
     }
     for k, v in overrides.items():
@@ -52,13 +57,17 @@ def add_users(db_path: Path) -> None:
         try:
             for name, pw in PASSWORDS.items():
                 auth.create_user(first, name, pw, ROLES[name])
-            _USER_ROWS.extend(first.execute("SELECT username, password_hash, role, created_at, disabled FROM users").fetchall())
+            _USER_ROWS.extend(
+                first.execute("SELECT username, password_hash, role, created_at, disabled FROM users").fetchall()
+            )
         finally:
             first.close()
         return
     db = open_db(db_path)
     try:
-        db.conn.executemany("INSERT INTO users (username, password_hash, role, created_at, disabled) VALUES (?, ?, ?, ?, ?)", _USER_ROWS)
+        db.conn.executemany(
+            "INSERT INTO users (username, password_hash, role, created_at, disabled) VALUES (?, ?, ?, ?, ?)", _USER_ROWS
+        )
         db.conn.commit()
     finally:
         db.close()
@@ -67,8 +76,11 @@ def add_users(db_path: Path) -> None:
 def login(client: TestClient, username: str, password: str | None = None) -> str:
     """Log ``username`` in through the API; returns the session's CSRF token."""
     tok = client.get("/api/login").json()["csrf"]
-    r = client.post("/api/login", json={"username": username, "password": password or PASSWORDS[username]},
-                    headers={"X-CSRF-Token": tok})
+    r = client.post(
+        "/api/login",
+        json={"username": username, "password": password or PASSWORDS[username]},
+        headers={"X-CSRF-Token": tok},
+    )
     assert r.status_code == 200, r.text
     return r.json()["csrf"]
 
@@ -83,12 +95,20 @@ def decided(station: Station, n: int, timeout_s: float = 15.0) -> None:
 
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Outside CI a machine without Debian's chromium skips the browser tests; in CI they must run.
 needs_chromium = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="needs /usr/bin/chromium (apt-get install chromium)"
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+    reason="needs /usr/bin/chromium (apt-get install chromium)",
 )
 
 

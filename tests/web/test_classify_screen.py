@@ -29,14 +29,18 @@ pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore::DeprecationWar
 
 def judged(part_id: int, shape: int | None, reject_conf: float) -> tuple[PartResult, dict[str, float]]:
     """A 64x64 scene (None: background only, 0: a square) judged by the classify model; returns it and its probabilities."""
-    img, _ = draw_scene(np.random.default_rng(part_id), (64, 64), 0 if shape is None else 1, 16, 32, classes=(shape or 0,))
+    img, _ = draw_scene(
+        np.random.default_rng(part_id), (64, 64), 0 if shape is None else 1, 16, 32, classes=(shape or 0,)
+    )
     rule = ClassRule(reject_conf=reject_conf, uncertain_conf=reject_conf)
     rules = RulesConfig(good_classes=["good"], classes={"square": rule, "disc": rule})
     insp = OnnxInspector(OnnxInspectorConfig(model=classifying_model(), keepalive_s=0.0))
     try:
         now = time.monotonic_ns()
         trig = Trigger(part_id=part_id, seq=part_id, t_trigger_ns=now, source="test", t_trigger_wall=time.time())
-        res = inspect_part(insp, Decider(rules, CalibrationConfig(), "cfg-test"), trig, [Frame(part_id, "cam0", img, now)])
+        res = inspect_part(
+            insp, Decider(rules, CalibrationConfig(), "cfg-test"), trig, [Frame(part_id, "cam0", img, now)]
+        )
     finally:
         insp.close()
     det = res.detections[0]

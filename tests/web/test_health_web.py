@@ -35,7 +35,9 @@ def _folder(tmp_path: Path) -> Path:
     n = LEARN + SETUP + BLURRED + 6
     for pid, part in iter_parts(cfg, 1, n):
         blurred = LEARN + SETUP < pid <= LEARN + SETUP + BLURRED
-        cv2.imwrite(str(folder / f"{pid:03d}.png"), cv2.GaussianBlur(part.image, (0, 0), 2.5) if blurred else part.image)
+        cv2.imwrite(
+            str(folder / f"{pid:03d}.png"), cv2.GaussianBlur(part.image, (0, 0), 2.5) if blurred else part.image
+        )
     return folder
 
 
@@ -69,7 +71,9 @@ def test_api_metrics_alarm_and_relearn(blurred_station: Station) -> None:
         assert cam["trend"]["sharpness"][-1] < cam["bands"]["sharpness"]["low"] < cam["trend"]["sharpness"][LEARN]
         assert h["model"]["model_id"] == st.inspector.model_id
         assert h["uncertain_on_drift"] is False and st.last_result is not None
-        assert not any("image health" in r for r in st.last_result.verdict.reasons), "off by default: the alarm changes no verdict"
+        assert not any("image health" in r for r in st.last_result.verdict.reasons), (
+            "off by default: the alarm changes no verdict"
+        )
         text = c.get("/metrics").text
         assert 'station_image_health_alarm{camera="cam0",check="sharpness"} 1' in text
         assert 'station_image_health_alarm{camera="cam0",check="position"} 0' in text
@@ -78,7 +82,11 @@ def test_api_metrics_alarm_and_relearn(blurred_station: Station) -> None:
         # the operator screen's alarm list, and the OPC UA server's ActiveAlarms read by a real asyncua client
         alarms = c.get("/api/status").json()["alarms"]
         assert any(a["component"] == "health:cam0:sharpness" and "less sharp" in a["message"] for a in alarms)
-        ua = wait_for(lambda: (lambda v: v if v["State.ActiveAlarms"] else None)(_read_opcua(st, "State.ActiveAlarms")), 5, "OPC UA alarms")
+        ua = wait_for(
+            lambda: (lambda v: v if v["State.ActiveAlarms"] else None)(_read_opcua(st, "State.ActiveAlarms")),
+            5,
+            "OPC UA alarms",
+        )
         assert any(a.startswith("health:cam0:sharpness: camera cam0: image") for a in ua["State.ActiveAlarms"])
 
         # relearning needs an operator, and clears the alarm at the next part

@@ -8,8 +8,9 @@ the label store (a ``qa`` label superseding it, an audit row).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,8 +32,18 @@ A, B = 1001, 1002  # part with a heat map, part without (a supervised model's re
 
 
 def _recorded(station: Station, *part_ids: int) -> None:
-    wait_for(lambda: len(query(station, f"SELECT 1 FROM inspections WHERE part_id IN ({','.join('?' * len(part_ids))})", part_ids))
-             == len(part_ids), 15, "the recorder to write the parts")
+    wait_for(
+        lambda: (
+            len(
+                query(
+                    station, f"SELECT 1 FROM inspections WHERE part_id IN ({','.join('?' * len(part_ids))})", part_ids
+                )
+            )
+            == len(part_ids)
+        ),
+        15,
+        "the recorder to write the parts",
+    )
 
 
 def _image_id(station: Station, part_id: int) -> int:
@@ -57,12 +68,16 @@ def _png(content: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
 
 
-def test_heat_map_is_recorded_served_and_deleted_with_its_image(parts: Station, qa: tuple[TestClient, dict[str, str]]) -> None:
+def test_heat_map_is_recorded_served_and_deleted_with_its_image(
+    parts: Station, qa: tuple[TestClient, dict[str, str]]
+) -> None:
     station, (c, _) = parts, qa
     img_a, img_b = _image_id(station, A), _image_id(station, B)
     assert dict(query(station, "SELECT part_id, image_score FROM inspections WHERE part_id IN (?, ?)", [A, B])) == {
-        A: pytest.approx(1.8), B: None}
-    (sha, map_image_id), = query(station, "SELECT sha256, image_id FROM anomaly_maps WHERE part_id = ?", [A])
+        A: pytest.approx(1.8),
+        B: None,
+    }
+    ((sha, map_image_id),) = query(station, "SELECT sha256, image_id FROM anomaly_maps WHERE part_id = ?", [A])
     assert map_image_id == img_a
     path = station.images.open_map_path(sha)
     assert path.is_file() and Path(station.cfg.store.images_dir) / "maps" in path.parents
@@ -73,7 +88,9 @@ def test_heat_map_is_recorded_served_and_deleted_with_its_image(parts: Station, 
     detail = c.get(f"/api/review/images/{img_a}").json()
     assert detail["heatmap"]["url"] == f"/api/review/images/{img_a}/heatmap"
     assert (detail["heatmap"]["width"], detail["heatmap"]["height"]) == (160, 100)
-    assert detail["heatmap"]["image_score"] == pytest.approx(1.8) and detail["inspection"]["image_score"] == pytest.approx(1.8)
+    assert detail["heatmap"]["image_score"] == pytest.approx(1.8) and detail["inspection"][
+        "image_score"
+    ] == pytest.approx(1.8)
     assert detail["anomaly_class"] == "anomaly"
 
     # no map: 404, and the detail says so
@@ -108,7 +125,9 @@ def test_live_heat_map_and_score(station: Station) -> None:
         wait_for(lambda: c.get("/api/result/last").json()["result"], 10, "the last result")
         last = c.get("/api/result/last").json()["result"]
         assert last["part_id"] == A and last["heatmap"] is True and last["image_score"] == pytest.approx(2.25)
-        assert c.get("/api/live/heatmap", params={"part_id": A}).status_code == 404  # no image served yet: nothing cached
+        assert (
+            c.get("/api/live/heatmap", params={"part_id": A}).status_code == 404
+        )  # no image served yet: nothing cached
         r = c.get("/api/live/image", params={"part_id": A})
         assert r.status_code == 200 and r.headers["x-part-id"] == str(A)
         r = c.get("/api/live/heatmap", params={"part_id": A})
@@ -124,21 +143,28 @@ def test_live_heat_map_and_score(station: Station) -> None:
 
 
 def _current(station: Station, image_id: int) -> list[tuple[Any, ...]]:
-    return query(station, "SELECT id, class_name, source, supersedes, x1, y1, x2, y2 FROM labels l WHERE image_id = ? AND status = 'active' "
-                          "AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id) ORDER BY id", [image_id])
+    return query(
+        station,
+        "SELECT id, class_name, source, supersedes, x1, y1, x2, y2 FROM labels l WHERE image_id = ? AND status = 'active' "
+        "AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id) ORDER BY id",
+        [image_id],
+    )
 
 
 def test_anomaly_box_becomes_a_labelled_defect(parts: Station, qa: tuple[TestClient, dict[str, str]]) -> None:
     station, (c, h) = parts, qa
     img = _image_id(station, A)
-    (anomaly_id, cls, src, _, *box), = _current(station, img)
+    ((anomaly_id, cls, src, _, *box),) = _current(station, img)
     assert (cls, src, tuple(box)) == ("anomaly", "model", BOX)
 
     # a name that cannot be a class, or the anomaly class itself: refused, nothing written
     for bad in ("anomaly", " ", "../x", "a" * 65):
         r = c.post(f"/api/review/images/{img}/labels/{anomaly_id}/as-defect", json={"class_name": bad}, headers=h)
         assert r.status_code == 422, (bad, r.text)
-    assert c.post(f"/api/review/images/{img}/labels/{anomaly_id}/as-defect", json={"class_name": "burr"}).status_code == 403  # no CSRF
+    assert (
+        c.post(f"/api/review/images/{img}/labels/{anomaly_id}/as-defect", json={"class_name": "burr"}).status_code
+        == 403
+    )  # no CSRF
     assert _current(station, img)[0][0] == anomaly_id
 
     r = c.post(f"/api/review/images/{img}/labels/{anomaly_id}/as-defect", json={"class_name": " burr "}, headers=h)
@@ -149,7 +175,9 @@ def test_anomaly_box_becomes_a_labelled_defect(parts: Station, qa: tuple[TestCli
     assert "burr" in r.json()["detail"]["classes"]  # a new class: offered from now on
     audit = query(station, "SELECT user, action, object_id, reason FROM audit WHERE object_type = 'label' ORDER BY id")
     assert audit[-1] == ("qa", "reclass", str(anomaly_id), "anomaly labelled as burr")
-    review = query(station, "SELECT verdict, reviewed_by FROM image_reviews WHERE image_id = ? ORDER BY id DESC LIMIT 1", [img])
+    review = query(
+        station, "SELECT verdict, reviewed_by FROM image_reviews WHERE image_id = ? ORDER BY id DESC LIMIT 1", [img]
+    )
     assert review == [("labeled", "qa")]
 
     # the anomaly box is gone: a second try is a conflict; a box that is not an anomaly is refused
@@ -160,4 +188,9 @@ def test_anomaly_box_becomes_a_labelled_defect(parts: Station, qa: tuple[TestCli
     other = _image_id(station, B)
     r = c.post(f"/api/review/images/{other}/labels/{anomaly_id}/as-defect", json={"class_name": "dent"}, headers=h)
     assert r.status_code == 422 and "belongs to image" in r.json()["detail"]
-    assert c.post(f"/api/review/images/{img}/labels/99999999/as-defect", json={"class_name": "dent"}, headers=h).status_code == 404
+    assert (
+        c.post(
+            f"/api/review/images/{img}/labels/99999999/as-defect", json={"class_name": "dent"}, headers=h
+        ).status_code
+        == 404
+    )

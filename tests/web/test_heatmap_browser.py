@@ -3,7 +3,8 @@ overlay, toggle and "label this anomaly as a defect" form, against a real statio
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -62,7 +63,9 @@ def test_operator_screen_shows_the_heat_map_and_its_toggle_hides_it(served: tupl
     assert img_box and heat_box and all(abs(img_box[k] - heat_box[k]) < 1.5 for k in ("x", "y", "width", "height"))
     x1, y1, x2, y2 = BOX
     pad = 60  # the blob's tail beyond the box, in frame pixels
-    inside, outside, total = page.evaluate(PAINTED, ["heat", (x1 - pad) / W, (y1 - pad) / H, (x2 + pad) / W, (y2 + pad) / H])
+    inside, outside, total = page.evaluate(
+        PAINTED, ["heat", (x1 - pad) / W, (y1 - pad) / H, (x2 + pad) / W, (y2 + pad) / H]
+    )
     assert inside > 0.3 * ((x2 - x1) / W) * ((y2 - y1) / H) * total, (inside, total)
     assert outside == 0, outside
     ARTIFACTS.mkdir(exist_ok=True)
@@ -85,8 +88,12 @@ def test_operator_screen_shows_the_heat_map_and_its_toggle_hides_it(served: tupl
 
 
 def _current(station: Station, image_id: int) -> list[tuple[Any, ...]]:
-    return query(station, "SELECT id, class_name, source, supersedes FROM labels l WHERE image_id = ? AND status = 'active' "
-                          "AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id) ORDER BY id", [image_id])
+    return query(
+        station,
+        "SELECT id, class_name, source, supersedes FROM labels l WHERE image_id = ? AND status = 'active' "
+        "AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id) ORDER BY id",
+        [image_id],
+    )
 
 
 def test_review_editor_heat_map_and_anomaly_to_defect(served: tuple[Station, str], page: Page) -> None:
@@ -94,7 +101,7 @@ def test_review_editor_heat_map_and_anomaly_to_defect(served: tuple[Station, str
     publish_part(station, anomaly_part(1001))
     wait_for(lambda: query(station, "SELECT id FROM anomaly_maps WHERE part_id = 1001"), 15, "the recorded heat map")
     image_id = int(query(station, "SELECT id FROM images WHERE part_id = 1001")[0][0])
-    (anomaly_id, cls, _, _), = _current(station, image_id)
+    ((anomaly_id, cls, _, _),) = _current(station, image_id)
     assert cls == "anomaly"
 
     login_via_review(page, base, f"/review/image/{image_id}")
@@ -133,8 +140,12 @@ def test_review_editor_heat_map_and_anomaly_to_defect(served: tuple[Station, str
     expect(page.locator("#anomaly-form")).to_be_hidden()  # the selected box is a burr now
     expect(page.locator("#audit-body tr").first).to_contain_text("reclass")
     expect(page.locator("#audit-body tr").first).to_contain_text("anomaly")
-    (new_id, new_cls, src, supersedes), = _current(station, image_id)
+    ((new_id, new_cls, src, supersedes),) = _current(station, image_id)
     assert (new_cls, src, supersedes) == ("burr", "qa", anomaly_id)
-    audit = query(station, "SELECT user, action, reason FROM audit WHERE object_type = 'label' AND object_id = ?", [str(anomaly_id)])
+    audit = query(
+        station,
+        "SELECT user, action, reason FROM audit WHERE object_type = 'label' AND object_id = ?",
+        [str(anomaly_id)],
+    )
     assert audit == [("qa", "reclass", "anomaly labelled as burr")]
     page.screenshot(path=str(ARTIFACTS / "heatmap_review_labelled.png"))

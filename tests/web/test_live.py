@@ -6,7 +6,8 @@ import json
 import re
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import cv2
 import httpx
@@ -67,7 +68,9 @@ def test_event_stream_results_counters_and_unsubscribe(served: tuple[Station, st
                 assert len(web_subs(station)) == 1  # one bus subscription per client
                 threading.Thread(target=decided, args=(station, 3), daemon=True).start()
             results = [d for n, d in evs if n == "result"]
-            return len(results) >= 3 and any(n == "counters" and d["verdicts"] >= results[-1]["part_id"] for n, d in evs)
+            return len(results) >= 3 and any(
+                n == "counters" and d["verdicts"] >= results[-1]["part_id"] for n, d in evs
+            )
 
         events = read_events(resp.iter_lines(), until)
     hello = got_hello[0]
@@ -110,7 +113,12 @@ def test_event_stream_ends_when_the_viewer_session_expires(make_station: Any) ->
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
             assert c.get("/api/events").status_code == 401
             tok = c.get("/api/login").json()["csrf"]
-            assert c.post("/api/login", json={"username": "qa", "password": PASSWORDS["qa"]}, headers={"X-CSRF-Token": tok}).status_code == 200
+            assert (
+                c.post(
+                    "/api/login", json={"username": "qa", "password": PASSWORDS["qa"]}, headers={"X-CSRF-Token": tok}
+                ).status_code
+                == 200
+            )
             db = open_db(station.cfg.store.db_path, migrate=False)
             try:
                 db.execute("UPDATE sessions SET expires_at = ?", [time.time() + 1.5])
@@ -120,7 +128,9 @@ def test_event_stream_ends_when_the_viewer_session_expires(make_station: Any) ->
             t0 = time.monotonic()
             with c.stream("GET", "/api/events") as resp:
                 assert resp.status_code == 200
-                names = [line for line in resp.iter_lines() if line.startswith("event: ")]  # ends when the server ends it
+                names = [
+                    line for line in resp.iter_lines() if line.startswith("event: ")
+                ]  # ends when the server ends it
             assert names[0] == "event: hello" and time.monotonic() - t0 < 8
             assert c.get("/api/events").status_code == 401
     finally:
@@ -148,7 +158,11 @@ def test_live_image_is_the_last_part_downscaled(make_station: Any) -> None:
         res = station.last_result  # later parts may come: compare with this one
         last = res.verdict.part_id
         # the live view takes results from its own bus subscription: it may be a moment behind
-        wait_for(lambda: c.get("/api/live/image", params={"part_id": last}).status_code == 200, 10, "the last part's live image")
+        wait_for(
+            lambda: c.get("/api/live/image", params={"part_id": last}).status_code == 200,
+            10,
+            "the last part's live image",
+        )
         r = c.get("/api/live/image", params={"part_id": last})
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
         assert int(r.headers["X-Part-Id"]) == last and r.headers["X-Camera-Id"] == "cam0"
@@ -260,12 +274,18 @@ def test_health_and_metrics(client: TestClient, station: Station) -> None:
         if line.startswith("#"):
             assert re.match(r"^# (HELP|TYPE) station_\w+ ", line), line
             continue
-        m = re.match(r'^(station_\w+)(\{[^}]*\})? (\S+)$', line)
+        m = re.match(r"^(station_\w+)(\{[^}]*\})? (\S+)$", line)
         assert m, f"not a Prometheus sample line: {line!r}"
         samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
     snap = station.counters.snapshot()
     assert samples["station_verdicts_total"] == snap.verdicts == 8
-    assert sum(samples[f'station_verdicts_by_outcome_total{{outcome="{o}"}}'] for o in ("PASS", "FAIL", "UNCERTAIN", "FAILSAFE")) == 8
+    assert (
+        sum(
+            samples[f'station_verdicts_by_outcome_total{{outcome="{o}"}}']
+            for o in ("PASS", "FAIL", "UNCERTAIN", "FAILSAFE")
+        )
+        == 8
+    )
     assert samples["station_records_written_total"] == 8 and samples["station_counters_reconciled"] == 1
     assert samples["station_records_pending"] == samples["station_records_spilled"] == 0
     assert samples['station_bus_dropped_total{subscriber="recorder"}'] == 0

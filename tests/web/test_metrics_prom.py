@@ -20,20 +20,39 @@ from .helpers import decided, wait_for
 
 # every family the hand-written page had (their names and labels must not change)
 FAMILIES = {
-    "station_info": "gauge", "station_running": "gauge", "station_paused": "gauge", "station_triggers": "counter",
-    "station_frames": "counter", "station_dropped": "counter", "station_verdicts": "counter",
-    "station_rejects_scheduled": "counter", "station_rejects_fired": "counter", "station_records_written": "counter",
-    "station_records_dropped": "counter", "station_verdicts_by_outcome": "counter", "station_yield_ratio": "gauge",
-    "station_parts_per_minute": "gauge", "station_parts_in_flight": "gauge", "station_records_pending": "gauge",
-    "station_records_spilled": "gauge", "station_rejects_pending": "gauge", "station_counters_reconciled": "gauge",
-    "station_alarms_active": "gauge", "station_bus_dropped": "counter", "station_web_events_dropped": "counter",
-    "station_web_live_clients": "gauge", "station_timing_p50_ms": "gauge", "station_timing_p95_ms": "gauge",
+    "station_info": "gauge",
+    "station_running": "gauge",
+    "station_paused": "gauge",
+    "station_triggers": "counter",
+    "station_frames": "counter",
+    "station_dropped": "counter",
+    "station_verdicts": "counter",
+    "station_rejects_scheduled": "counter",
+    "station_rejects_fired": "counter",
+    "station_records_written": "counter",
+    "station_records_dropped": "counter",
+    "station_verdicts_by_outcome": "counter",
+    "station_yield_ratio": "gauge",
+    "station_parts_per_minute": "gauge",
+    "station_parts_in_flight": "gauge",
+    "station_records_pending": "gauge",
+    "station_records_spilled": "gauge",
+    "station_rejects_pending": "gauge",
+    "station_counters_reconciled": "gauge",
+    "station_alarms_active": "gauge",
+    "station_bus_dropped": "counter",
+    "station_web_events_dropped": "counter",
+    "station_web_live_clients": "gauge",
+    "station_timing_p50_ms": "gauge",
+    "station_timing_p95_ms": "gauge",
     "station_stage_duration_seconds": "histogram",
 }
 
 
 def test_stage_histograms_count_every_decided_part(client: TestClient, station: Station) -> None:
-    decided(station, 8)  # the first parts are FAILSAFE while the reference learns (acquire, queue only), then full timings
+    decided(
+        station, 8
+    )  # the first parts are FAILSAFE while the reference learns (acquire, queue only), then full timings
     wait_for(lambda: station.recorder.pending == 0, 10, "records written")
     r = client.get("/metrics")
     assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -80,7 +99,11 @@ def test_stage_timings_buckets() -> None:
     snap = {h.stage: h for h in t.snapshot()}
     assert set(snap) == {"infer", "total"}
     assert snap["infer"].bounds_ms == (1.0, 10.0, math.inf)
-    assert snap["infer"].cumulative == (2, 3, 3) and snap["infer"].count == 3 and snap["infer"].sum_ms == pytest.approx(8.2)
+    assert (
+        snap["infer"].cumulative == (2, 3, 3)
+        and snap["infer"].count == 3
+        and snap["infer"].sum_ms == pytest.approx(8.2)
+    )
     assert snap["total"].cumulative == (0, 0, 1) and snap["total"].sum_ms == 10.5
     with pytest.raises(ValueError, match="buckets_ms"):
         StageTimings((10, 1))

@@ -9,9 +9,8 @@ training run from the form and watches its live progress. Screenshots: test-arti
 from __future__ import annotations
 
 import re
-
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -19,15 +18,20 @@ from playwright.sync_api import Page, expect
 from models import registry
 from station.app import Station
 from station.store.db import open_db
-from tests.fixtures_models_web import line_config, review_recorded_images, run_parts, snapshot, wait_for, write_golden, write_scenes
+from tests.fixtures_models_web import (
+    line_config,
+    review_recorded_images,
+    run_parts,
+    snapshot,
+    wait_for,
+    write_golden,
+    write_scenes,
+)
 from tests.model_factory import detecting_model, tiny_model
 
 from .helpers import ARTIFACTS, PASSWORDS, add_users, needs_chromium, served_url
 
-
 pytestmark = needs_chromium
-
-
 
 
 @pytest.fixture
@@ -73,7 +77,9 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"models_{name}.png"), full_page=True)
 
 
-def test_evaluate_shadow_promote_rollback_in_browser(served: tuple[Station, str, dict[str, str], dict], page: Page) -> None:
+def test_evaluate_shadow_promote_rollback_in_browser(
+    served: tuple[Station, str, dict[str, str], dict], page: Page
+) -> None:
     st, base, sha, _ = served
     login(page, base, "boss")
     expect(page.locator("#user-name")).to_have_text("boss (admin)")
@@ -89,8 +95,10 @@ def test_evaluate_shadow_promote_rollback_in_browser(served: tuple[Station, str,
     expect(page.locator("#e-classes tbody tr")).to_have_count(2)
     tiles = page.locator("#e-images figure")
     expect(tiles.first).to_be_visible()
-    page.wait_for_function("() => [...document.querySelectorAll('#e-images img')].slice(0, 4).every(i => i.complete && i.naturalWidth > 0)",
-                           timeout=15_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#e-images img')].slice(0, 4).every(i => i.complete && i.naturalWidth > 0)",
+        timeout=15_000,
+    )
     # the registry row now shows the candidate's golden-set figures
     expect(row(page, sha["good"]).locator("td.num").first).not_to_have_text("-", timeout=10_000)
     shot(page, "evaluation")
@@ -136,7 +144,9 @@ def test_evaluate_shadow_promote_rollback_in_browser(served: tuple[Station, str,
 
 
 @pytest.mark.slow
-def test_training_run_with_live_progress_in_browser(served: tuple[Station, str, dict[str, str], dict], page: Page) -> None:
+def test_training_run_with_live_progress_in_browser(
+    served: tuple[Station, str, dict[str, str], dict], page: Page
+) -> None:
     st, base, sha, truth = served
     run_parts(st, 16)
     review_recorded_images(st, truth)

@@ -9,8 +9,9 @@ See tests/fixtures_models_web.py for the images and models.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,7 +21,15 @@ from models.golden import GoldenSet
 from station.app import Station
 from station.store.db import open_db
 from station.web import create_app
-from tests.fixtures_models_web import line_config, review_recorded_images, run_parts, snapshot, wait_for, write_golden, write_scenes
+from tests.fixtures_models_web import (
+    line_config,
+    review_recorded_images,
+    run_parts,
+    snapshot,
+    wait_for,
+    write_golden,
+    write_scenes,
+)
 from tests.model_factory import DET_NAMES, detecting_model, tiny_model
 
 from .helpers import add_users, login
@@ -53,7 +62,12 @@ class Line:
     def audit(self, action_prefix: str) -> list[tuple[str, str, str | None]]:
         db = self.db()
         try:
-            return [tuple(r) for r in db.execute("SELECT user, action, reason FROM audit WHERE action LIKE ? ORDER BY id", [action_prefix + "%"])]
+            return [
+                tuple(r)
+                for r in db.execute(
+                    "SELECT user, action, reason FROM audit WHERE action LIKE ? ORDER BY id", [action_prefix + "%"]
+                )
+            ]
         finally:
             db.close()
 
@@ -117,7 +131,9 @@ def test_train_evaluate_gate_override_rollback(line: Line, client: TestClient, m
 
     over = client.get("/api/models").json()
     weak = over["current"]
-    assert over["running"]["is_current"] and weak.startswith(over["running"]["sha12"])  # the configured model became current
+    assert over["running"]["is_current"] and weak.startswith(
+        over["running"]["sha12"]
+    )  # the configured model became current
     assert [m["status"] for m in over["models"]] == ["current"]
     good = line.register(models["good"], "model_factory")
     assert [g["golden_id"] for g in client.get("/api/models/golden").json()] == [line.golden.golden_id]
@@ -127,8 +143,11 @@ def test_train_evaluate_gate_override_rollback(line: Line, client: TestClient, m
     bad = client.post("/api/models/train", json={"snapshot_id": snap_id, "imgsz": 70}, headers=h(qa))
     assert bad.status_code == 422 and "multiple of 32" in bad.text
     assert client.post("/api/models/train", json={"snapshot_id": 999}, headers=h(qa)).status_code == 404
-    r = client.post("/api/models/train", json={"snapshot_id": snap_id, "epochs": 2, "imgsz": 64, "batch": 8, "val_fraction": 0.25},
-                    headers=h(qa))
+    r = client.post(
+        "/api/models/train",
+        json={"snapshot_id": snap_id, "epochs": 2, "imgsz": 64, "batch": 8, "val_fraction": 0.25},
+        headers=h(qa),
+    )
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
     busy = client.post("/api/models/train", json={"snapshot_id": snap_id, "epochs": 1, "imgsz": 64}, headers=h(qa))
@@ -154,7 +173,11 @@ def test_train_evaluate_gate_override_rollback(line: Line, client: TestClient, m
     part = client.get(f"/api/models/jobs/{job_id}/log", params={"offset": 0}).json()
     assert part["offset"] == 0 and part["next_offset"] == min(part["size"], 65536)
     rec = {m["sha256"]: m for m in client.get("/api/models").json()["models"]}[trained]
-    assert rec["status"] == "candidate" and rec["trained_by"] == "qa" and rec["dataset_snapshot"].startswith(f"labeling:{snap_id}:")
+    assert (
+        rec["status"] == "candidate"
+        and rec["trained_by"] == "qa"
+        and rec["dataset_snapshot"].startswith(f"labeling:{snap_id}:")
+    )
     assert rec["input_hw"] == [64, 64] and rec["names"] == list(DET_NAMES) and line.golden.golden_id in rec["golden"]
     assert ("qa", "model_train_start", None) in line.audit("model_train")
 
@@ -171,7 +194,9 @@ def test_train_evaluate_gate_override_rollback(line: Line, client: TestClient, m
     assert cand["escape_rate"] < cur["escape_rate"], (cand["escape_rate"], cur["escape_rate"])
     assert ev["escape_not_worse"] and ev["images"], ev
     img = ev["images"][0]
-    assert img["candidate"]["outcome"] != img["current"]["outcome"] and img["thumb"].startswith(f"/api/models/evaluations/{ev['state']['eval_id']}/images/")
+    assert img["candidate"]["outcome"] != img["current"]["outcome"] and img["thumb"].startswith(
+        f"/api/models/evaluations/{ev['state']['eval_id']}/images/"
+    )
     t = client.get(img["thumb"])
     assert t.status_code == 200 and t.headers["content-type"] == "image/jpeg" and t.content[:2] == b"\xff\xd8"
     assert client.get(f"/api/models/evaluations/{ev['state']['eval_id']}/images/999").status_code == 404
@@ -190,14 +215,20 @@ def test_train_evaluate_gate_override_rollback(line: Line, client: TestClient, m
     wait_model(st, good)
 
     # -- the trained 2-epoch model is worse than the good one: refused, audited ------------------------
-    esc = {m["sha256"]: m["golden"][gid]["escape_rate"] for m in client.get("/api/models").json()["models"] if gid in m["golden"]}
+    esc = {
+        m["sha256"]: m["golden"][gid]["escape_rate"]
+        for m in client.get("/api/models").json()["models"]
+        if gid in m["golden"]
+    }
     assert esc[trained] > esc[good], esc  # measured precondition of the refusal
     r = client.post(f"/api/models/{trained}/promote", json={}, headers=h(boss))
     assert r.status_code == 409 and "worse than the current model" in r.json()["detail"]
     assert sha12(st) == good[:12]  # the line keeps running the good model
     no_reason = client.post(f"/api/models/{trained}/promote", json={"override": True}, headers=h(boss))
     assert no_reason.status_code == 422 and "reason" in no_reason.text
-    r = client.post(f"/api/models/{trained}/promote", json={"override": True, "reason": "trial on the night shift"}, headers=h(boss))
+    r = client.post(
+        f"/api/models/{trained}/promote", json={"override": True, "reason": "trial on the night shift"}, headers=h(boss)
+    )
     assert r.status_code == 200 and r.json()["overridden"] and not r.json()["gate"]["passed"]
     wait_model(st, trained)
     assert line.audit("model_promote") == [
@@ -219,11 +250,19 @@ def test_train_evaluate_gate_override_rollback(line: Line, client: TestClient, m
     wait_model(st, weak)
     statuses = {m["sha256"]: m["status"] for m in client.get("/api/models").json()["models"]}
     assert statuses == {weak: "current", good: "retired", trained: "retired"}
-    hist = [x for x in client.get("/api/models/history").json() if x["action"].startswith(("model_promote", "model_rollback"))]
-    assert [x["action"] for x in hist[:2]] == ["model_rollback", "model_rollback"] and hist[1]["reason"] == "night shift trial over"
+    hist = [
+        x
+        for x in client.get("/api/models/history").json()
+        if x["action"].startswith(("model_promote", "model_rollback"))
+    ]
+    assert [x["action"] for x in hist[:2]] == ["model_rollback", "model_rollback"] and hist[1][
+        "reason"
+    ] == "night shift trial over"
     # promote, override, rollback, rollback: each one loaded on the line; the audit row is written
     # once the swap's callback runs, just after the new model is in place
-    wait_for(lambda: len([a for a in line.audit("model_swap") if a[1] == "model_swap"]) >= 4, 10, "4 model_swap audit rows")
+    wait_for(
+        lambda: len([a for a in line.audit("model_swap") if a[1] == "model_swap"]) >= 4, 10, "4 model_swap audit rows"
+    )
     swaps = [a for a in line.audit("model_swap") if a[1] == "model_swap"]
     assert len(swaps) == 4
     assert client.post(f"/api/models/{'ab' * 32}/promote", json={}, headers=h(boss)).status_code == 404
@@ -246,7 +285,9 @@ def test_shadow_mode_from_the_web(line: Line, client: TestClient, models: dict[s
     assert view["summary"]["n"] == N_SCENES and view["summary"]["differs"] == len(view["disagreements"]) > 0
     d = view["disagreements"][0]
     assert d["production_outcome"] == "PASS" and d["shadow_outcome"] != "PASS" and d["image_ids"] and d["defects"]
-    assert {c.PASS for c in [st.counters.snapshot()]} == {N_SCENES}  # the line itself passed every part: the shadow acted on none
+    assert {c.PASS for c in [st.counters.snapshot()]} == {
+        N_SCENES
+    }  # the line itself passed every part: the shadow acted on none
     stop = client.post("/api/models/shadow/stop", headers=h(qa)).json()
     assert stop["stopped"]["recorded"] == N_SCENES and st.shadow is None
     assert client.post("/api/models/shadow/stop", headers=h(qa)).json() == {"running": False, "stopped": None}
@@ -265,7 +306,11 @@ def test_threshold_tuning_apply_restart_reset(line: Line, client: TestClient, mo
     before = client.get("/api/models/rules").json()
     assert before["override"] is None and before["effective"] == before["configured"]
     target = 0.25
-    p = client.post(f"/api/models/evaluations/{eval_id}/tune", json={"target_escape_rate": target, "model": "candidate"}, headers=h(qa))
+    p = client.post(
+        f"/api/models/evaluations/{eval_id}/tune",
+        json={"target_escape_rate": target, "model": "candidate"},
+        headers=h(qa),
+    )
     assert p.status_code == 200, p.text
     prop = p.json()
     assert prop["running_on_line"] and set(prop["after"]["thresholds"]) == set(DET_NAMES)
@@ -274,7 +319,10 @@ def test_threshold_tuning_apply_restart_reset(line: Line, client: TestClient, mo
     else:
         assert prop["after"]["escape_rate"] >= prop["floor_escape_rate"]
     # what it costs: lowering thresholds never lowers the false-reject rate
-    assert prop["after"]["false_reject_rate"] >= prop["before"]["false_reject_rate"] or prop["after"]["escape_rate"] > prop["before"]["escape_rate"]
+    assert (
+        prop["after"]["false_reject_rate"] >= prop["before"]["false_reject_rate"]
+        or prop["after"]["escape_rate"] > prop["before"]["escape_rate"]
+    )
     assert client.get("/api/models/rules").json()["override"] is None  # a proposal changes nothing
     body = {"eval_id": eval_id, "model": "candidate", "target_escape_rate": target, "reason": "weekly tuning"}
     assert client.post("/api/models/rules", json=body, headers=h(qa)).status_code == 403
@@ -290,7 +338,9 @@ def test_threshold_tuning_apply_restart_reset(line: Line, client: TestClient, mo
     db = line.db()
     try:
         hashes = [r[0] for r in db.execute("SELECT config_hash FROM inspections ORDER BY part_id DESC LIMIT 2")]
-        audit = db.execute("SELECT user, action, reason, after FROM audit WHERE object_type = 'rules' ORDER BY id").fetchall()
+        audit = db.execute(
+            "SELECT user, action, reason, after FROM audit WHERE object_type = 'rules' ORDER BY id"
+        ).fetchall()
     finally:
         db.close()
     assert hashes == [view["config_hash"]] * 2
@@ -307,9 +357,13 @@ def test_threshold_tuning_apply_restart_reset(line: Line, client: TestClient, mo
         st2.start()
         with TestClient(create_app(st2)) as c2:
             boss2 = login(c2, "boss")
-            assert c2.post("/api/models/rules/reset", json={"reason": "x"}, headers=h(boss2)).status_code == 422  # reason too short
+            assert (
+                c2.post("/api/models/rules/reset", json={"reason": "x"}, headers=h(boss2)).status_code == 422
+            )  # reason too short
             r = c2.post("/api/models/rules/reset", json={"reason": "back to the config"}, headers=h(boss2))
-            assert r.status_code == 200 and r.json()["override"] is None and r.json()["effective"] == before["configured"]
+            assert (
+                r.status_code == 200 and r.json()["override"] is None and r.json()["effective"] == before["configured"]
+            )
             assert st2.decider.config_hash == st2.config_hash
             assert c2.post("/api/models/rules/reset", json={"reason": "again"}, headers=h(boss2)).status_code == 409
     finally:
@@ -320,8 +374,13 @@ def test_threshold_tuning_apply_restart_reset(line: Line, client: TestClient, mo
 
 
 def rules_of(st: Station) -> dict[str, dict[str, float]]:
-    return {n: {"reject_conf": st.decider.rules.for_class(n).reject_conf, "uncertain_conf": st.decider.rules.for_class(n).uncertain_conf}
-            for n in DET_NAMES}
+    return {
+        n: {
+            "reject_conf": st.decider.rules.for_class(n).reject_conf,
+            "uncertain_conf": st.decider.rules.for_class(n).uncertain_conf,
+        }
+        for n in DET_NAMES
+    }
 
 
 def test_models_page_needs_qa(line: Line, client: TestClient) -> None:
@@ -333,7 +392,14 @@ def test_models_page_needs_qa(line: Line, client: TestClient) -> None:
     login(client, "qa")
     page = client.get("/models")
     assert page.status_code == 200 and "/static/models.js" in page.text
-    for path in ("/api/models", "/api/models/golden", "/api/models/jobs", "/api/models/evaluations", "/api/models/rules", "/api/models/shadow"):
+    for path in (
+        "/api/models",
+        "/api/models/golden",
+        "/api/models/jobs",
+        "/api/models/evaluations",
+        "/api/models/rules",
+        "/api/models/shadow",
+    ):
         assert client.get(path).status_code == 200, path
     assert client.get("/api/models/jobs/20250101-000000-abcdef").status_code == 404
     assert client.get("/api/models/jobs/..%2F..%2Fetc").status_code in (404, 422)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -10,7 +11,6 @@ from playwright.sync_api import Page, expect
 from station.app import Station
 
 from .helpers import ARTIFACTS, PASSWORDS, needs_chromium, served_url, wait_for
-
 
 pytestmark = needs_chromium
 
@@ -55,12 +55,16 @@ def test_operator_screen_updates_live(running_line: tuple[Station, str], page: P
     first_part = num(page, "#verdict-part")
     first_triggers = num(page, "#c-triggers")
     # the verdict follows the line: several new parts arrive without any reload
-    page.wait_for_function(f"() => Number(document.getElementById('verdict-part').textContent) >= {first_part + 4}", timeout=15_000)
+    page.wait_for_function(
+        f"() => Number(document.getElementById('verdict-part').textContent) >= {first_part + 4}", timeout=15_000
+    )
     word = page.locator("#verdict-word").inner_text()
     assert word in {"PASS", "FAIL", "UNCERTAIN", "FAILSAFE"}
     assert page.locator("#verdict").get_attribute("data-outcome") == word
-    page.wait_for_function(f"() => Number(document.getElementById('c-triggers').textContent.replace(/,/g, '')) >= {first_triggers + 4}",
-                           timeout=15_000)
+    page.wait_for_function(
+        f"() => Number(document.getElementById('c-triggers').textContent.replace(/,/g, '')) >= {first_triggers + 4}",
+        timeout=15_000,
+    )
     assert num(page, "#c-triggers") <= station.counters.snapshot().triggers
     expect(page.locator("#c-ppm")).not_to_have_text("-", timeout=10_000)
 
@@ -70,7 +74,9 @@ def test_operator_screen_updates_live(running_line: tuple[Station, str], page: P
     assert num(page, "#live-part") >= first_part
 
     # a rejected part shows its boxes with a text label (not colour alone)
-    page.wait_for_function("() => document.getElementById('live-defects').textContent.includes('REJECT')", timeout=30_000)
+    page.wait_for_function(
+        "() => document.getElementById('live-defects').textContent.includes('REJECT')", timeout=30_000
+    )
     painted = page.evaluate("""() => {
         const c = document.getElementById('overlay');
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;

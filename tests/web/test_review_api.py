@@ -10,8 +10,9 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -72,7 +73,10 @@ def test_queue_is_labelings_order_with_filters_and_pages(line: Station, qa: tupl
         expected = [it.image_id for it in labeling.review_queue(db, limit=1000, rules=line.cfg.rules)]
         fails = [it.image_id for it in labeling.review_queue(db, outcome="FAIL", limit=1000, rules=line.cfg.rules)]
         spot = [it.image_id for it in labeling.review_queue(db, class_name="spot", limit=1000, rules=line.cfg.rules)]
-        confident = [it.image_id for it in labeling.review_queue(db, min_conf=0.6, max_conf=1.0, limit=1000, rules=line.cfg.rules)]
+        confident = [
+            it.image_id
+            for it in labeling.review_queue(db, min_conf=0.6, max_conf=1.0, limit=1000, rules=line.cfg.rules)
+        ]
         labels = labeling.current_labels_many(db, expected)
     finally:
         db.close()
@@ -87,15 +91,23 @@ def test_queue_is_labelings_order_with_filters_and_pages(line: Station, qa: tupl
     assert first["tier"] in ("uncertain", "disagreement") and first["why"]
     for it in body["items"]:  # the gallery overlay: size and the current boxes of each image
         assert (it["width"], it["height"]) == (640, 400)
-        assert sorted(b[:5] for b in it["boxes"]) == sorted([lab.x1, lab.y1, lab.x2, lab.y2, lab.class_name] for lab in labels.get(it["image_id"], []))
+        assert sorted(b[:5] for b in it["boxes"]) == sorted(
+            [lab.x1, lab.y1, lab.x2, lab.y2, lab.class_name] for lab in labels.get(it["image_id"], [])
+        )
 
     # pages concatenate to the whole queue
-    pages = [c.get("/api/review/queue", params={"limit": 5, "offset": o}).json()["items"] for o in range(0, len(expected), 5)]
+    pages = [
+        c.get("/api/review/queue", params={"limit": 5, "offset": o}).json()["items"] for o in range(0, len(expected), 5)
+    ]
     assert [it["image_id"] for p in pages for it in p] == expected
 
-    assert [it["image_id"] for it in c.get("/api/review/queue", params={"outcome": "FAIL", "limit": 200}).json()["items"]] == fails
+    assert [
+        it["image_id"] for it in c.get("/api/review/queue", params={"outcome": "FAIL", "limit": 200}).json()["items"]
+    ] == fails
     assert all(it["outcome"] == "FAIL" for it in c.get("/api/review/queue", params={"outcome": "FAIL"}).json()["items"])
-    assert [it["image_id"] for it in c.get("/api/review/queue", params={"class_name": "spot", "limit": 200}).json()["items"]] == spot
+    assert [
+        it["image_id"] for it in c.get("/api/review/queue", params={"class_name": "spot", "limit": 200}).json()["items"]
+    ] == spot
     got = c.get("/api/review/queue", params={"min_conf": 0.6, "max_conf": 1.0, "limit": 200}).json()["items"]
     assert [it["image_id"] for it in got] == confident and all(it["max_score"] >= 0.6 for it in got)
     t_last = max(it["t_wall"] for it in body["items"])
@@ -107,14 +119,23 @@ def test_queue_is_labelings_order_with_filters_and_pages(line: Station, qa: tupl
 
     # reviewed / not reviewed
     c.post(f"/api/review/images/{expected[0]}/good", json={}, headers=qa[1]).raise_for_status()
-    assert expected[0] not in [it["image_id"] for it in c.get("/api/review/queue", params={"limit": 200}).json()["items"]]
+    assert expected[0] not in [
+        it["image_id"] for it in c.get("/api/review/queue", params={"limit": 200}).json()["items"]
+    ]
     done = c.get("/api/review/queue", params={"reviewed": "yes"}).json()["items"]
     assert [(it["image_id"], it["reviewed"], it["verdict"]) for it in done] == [(expected[0], True, "good")]
     assert body["items"][1]["verdict"] is None
     assert c.get("/api/review/queue", params={"reviewed": "all", "limit": 200}).json()["total"] == len(expected)
 
     # bad filters: 422 naming the field, never a 500
-    for params in ({"outcome": "MAYBE"}, {"min_conf": 2}, {"limit": 0}, {"offset": -1}, {"since": "nan"}, {"reviewed": "perhaps"}):
+    for params in (
+        {"outcome": "MAYBE"},
+        {"min_conf": 2},
+        {"limit": 0},
+        {"offset": -1},
+        {"since": "nan"},
+        {"reviewed": "perhaps"},
+    ):
         r = c.get("/api/review/queue", params=params)
         assert r.status_code == 422, params
         assert next(iter(params)) in json.dumps(r.json()["detail"])
@@ -146,7 +167,9 @@ def test_editor_changes_are_append_only_and_audited(line: Station, qa: tuple[Tes
     assert fp_id not in [lab["id"] for lab in d["labels"]]
     assert d["review"]["verdict"] in ("labeled", "good") and d["review"]["reviewed_by"] == "qa"
     # add a missed defect, move it, reclassify it
-    r = c.post(f"/api/review/images/{iid}/labels", json={"box": [100, 120, 140.5, 150], "class_name": "scratch"}, headers=h)
+    r = c.post(
+        f"/api/review/images/{iid}/labels", json={"box": [100, 120, 140.5, 150], "class_name": "scratch"}, headers=h
+    )
     assert r.status_code == 201
     added = r.json()["changed"]
     assert added["source"] == "qa" and added["supersedes"] is None and added["created_by"] == "qa"
@@ -166,18 +189,37 @@ def test_editor_changes_are_append_only_and_audited(line: Station, qa: tuple[Tes
     stale = c.patch(f"/api/review/images/{iid}/labels/{added['id']}", json={"box": [1, 1, 5, 5]}, headers=h)
     assert stale.status_code == 409 and "no longer current" in stale.json()["detail"]
     assert c.delete(f"/api/review/images/{iid}/labels/{fp_id}", headers=h).status_code == 409
-    outside = c.post(f"/api/review/images/{iid}/labels", json={"box": [600, 10, 700, 40], "class_name": "spot"}, headers=h)
+    outside = c.post(
+        f"/api/review/images/{iid}/labels", json={"box": [600, 10, 700, 40], "class_name": "spot"}, headers=h
+    )
     assert outside.status_code == 422 and "inside the 640x400 image" in outside.json()["detail"]
-    assert c.post(f"/api/review/images/{iid}/labels", json={"box": [30, 10, 20, 40], "class_name": "spot"}, headers=h).status_code == 422
-    unknown = c.post(f"/api/review/images/{iid}/labels", json={"box": [10, 10, 20, 20], "class_name": "dragon"}, headers=h)
+    assert (
+        c.post(
+            f"/api/review/images/{iid}/labels", json={"box": [30, 10, 20, 40], "class_name": "spot"}, headers=h
+        ).status_code
+        == 422
+    )
+    unknown = c.post(
+        f"/api/review/images/{iid}/labels", json={"box": [10, 10, 20, 20], "class_name": "dragon"}, headers=h
+    )
     assert unknown.status_code == 422 and "dragon" in unknown.json()["detail"]
     assert c.patch(f"/api/review/images/{iid}/labels/{reclassed['id']}", json={}, headers=h).status_code == 422
-    assert c.post("/api/review/images/999999/labels", json={"box": [1, 1, 5, 5], "class_name": "spot"}, headers=h).status_code == 404
+    assert (
+        c.post(
+            "/api/review/images/999999/labels", json={"box": [1, 1, 5, 5], "class_name": "spot"}, headers=h
+        ).status_code
+        == 404
+    )
     assert c.delete(f"/api/review/images/{iid}/labels/999999", headers=h).status_code == 404
     other_image = next(x for x in query(line, "SELECT id FROM images WHERE id != ?", [iid]))[0]
     assert c.delete(f"/api/review/images/{other_image}/labels/{reclassed['id']}", headers=h).status_code == 422
-    for bad in ({"box": [1, 2, 3], "class_name": "spot"}, {"box": [1, 2, 3, "x"], "class_name": "spot"}, {"box": [1, 2, 3, 4]},
-                {"box": [1, 2, 3, 4], "class_name": ""}, {"box": [1e308, 2, 3, 4], "class_name": "spot"}):
+    for bad in (
+        {"box": [1, 2, 3], "class_name": "spot"},
+        {"box": [1, 2, 3, "x"], "class_name": "spot"},
+        {"box": [1, 2, 3, 4]},
+        {"box": [1, 2, 3, 4], "class_name": ""},
+        {"box": [1e308, 2, 3, 4], "class_name": "spot"},
+    ):
         assert c.post(f"/api/review/images/{iid}/labels", json=bad, headers=h).status_code == 422, bad
 
     # nothing was changed in place: rows were only appended, and every change has its audit row
@@ -193,20 +235,37 @@ def test_editor_changes_are_append_only_and_audited(line: Station, qa: tuple[Tes
     assert ("qa", "reclass", str(moved["id"])) in actions
     fp_row = next(a for a in hist["audit"] if a["action"] == "delete")
     assert fp_row["reason"] == "false positive: reflection" and fp_row["before"]["id"] == fp_id
-    assert [r[0] for r in query(line, "SELECT action FROM audit WHERE user = 'qa' AND action IN ('delete', 'add', 'move', 'reclass')")] \
-        == ["delete", "add", "move", "reclass"]
+    assert [
+        r[0]
+        for r in query(
+            line, "SELECT action FROM audit WHERE user = 'qa' AND action IN ('delete', 'add', 'move', 'reclass')"
+        )
+    ] == ["delete", "add", "move", "reclass"]
 
 
-def test_mark_good_confirm_all_and_bulk_are_all_or_nothing(line: Station, qa: tuple[TestClient, dict[str, str]]) -> None:
+def test_mark_good_confirm_all_and_bulk_are_all_or_nothing(
+    line: Station, qa: tuple[TestClient, dict[str, str]]
+) -> None:
     c, h = qa
-    with_boxes = [r[0] for r in query(line, "SELECT DISTINCT image_id FROM labels WHERE source = 'model' ORDER BY image_id")]
+    with_boxes = [
+        r[0] for r in query(line, "SELECT DISTINCT image_id FROM labels WHERE source = 'model' ORDER BY image_id")
+    ]
     assert len(with_boxes) >= 4
     a, b, x, y = with_boxes[:4]
     r = c.post(f"/api/review/images/{a}/good", json={"reason": "reflection, no defect"}, headers=h)
-    assert r.status_code == 200 and r.json()["detail"]["labels"] == [] and r.json()["detail"]["review"]["verdict"] == "good"
+    assert (
+        r.status_code == 200
+        and r.json()["detail"]["labels"] == []
+        and r.json()["detail"]["review"]["verdict"] == "good"
+    )
     r = c.post(f"/api/review/images/{b}/confirm", headers=h)  # no body: every label, image reviewed
     d = r.json()["detail"]
-    assert r.status_code == 200 and d["labels"] and all(lab["source"] == "qa" for lab in d["labels"]) and d["review"]["verdict"] == "labeled"
+    assert (
+        r.status_code == 200
+        and d["labels"]
+        and all(lab["source"] == "qa" for lab in d["labels"])
+        and d["review"]["verdict"] == "labeled"
+    )
 
     before = query(line, "SELECT COUNT(*) FROM labels")[0][0], query(line, "SELECT COUNT(*) FROM audit")[0][0]
     assert c.post("/api/review/bulk/good", json={"image_ids": [x, 999999]}, headers=h).status_code == 404
@@ -234,19 +293,35 @@ def test_images_are_served_by_integer_id_only(line: Station, qa: tuple[TestClien
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     img = cv2.imdecode(np.frombuffer(thumb.content, np.uint8), cv2.IMREAD_COLOR)
     assert img.shape[:2] == (80, 128)  # 640x400 downsized on the server, aspect kept
-    big = cv2.imdecode(np.frombuffer(c.get(f"/api/review/images/{iid}/thumb", params={"size": 1024}).content, np.uint8), cv2.IMREAD_COLOR)
+    big = cv2.imdecode(
+        np.frombuffer(c.get(f"/api/review/images/{iid}/thumb", params={"size": 1024}).content, np.uint8),
+        cv2.IMREAD_COLOR,
+    )
     assert big.shape[:2] == (400, 640)  # never upscaled
     assert c.get(f"/api/review/images/{iid}/thumb", params={"size": 5000}).status_code == 422
 
     secret = Path(line.cfg.store.db_path).resolve()
     attempts = [
-        "/api/review/images/../../etc/passwd/file", "/api/review/images/..%2F..%2Fetc%2Fpasswd/file",
-        "/api/review/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd/file", "/api/review/images/%2e%2e/file", "/api/review/images/..%252f..%252fetc/file",
-        f"/api/review/images/{secret}/file", f"/api/review/images/%2F{str(secret).lstrip('/').replace('/', '%2F')}/file",
-        "/api/review/images//etc/passwd/file", "/api/review/images/1.5/file", "/api/review/images/-1/file", "/api/review/images/0/thumb",
-        "/api/review/images/0x1/file", "/api/review/images/1e3/file", f"/api/review/images/{sha}/file", "/api/review/images/999999/file",
-        "/api/review/images/99999999999999999999999/thumb", "/api/review/images/1%00/file", "/api/review/images/%20/file",
-        "/api/review/images/1/file/../../../../etc/passwd", "/api/review/images/1/thumb?size=../../etc/passwd",
+        "/api/review/images/../../etc/passwd/file",
+        "/api/review/images/..%2F..%2Fetc%2Fpasswd/file",
+        "/api/review/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd/file",
+        "/api/review/images/%2e%2e/file",
+        "/api/review/images/..%252f..%252fetc/file",
+        f"/api/review/images/{secret}/file",
+        f"/api/review/images/%2F{str(secret).lstrip('/').replace('/', '%2F')}/file",
+        "/api/review/images//etc/passwd/file",
+        "/api/review/images/1.5/file",
+        "/api/review/images/-1/file",
+        "/api/review/images/0/thumb",
+        "/api/review/images/0x1/file",
+        "/api/review/images/1e3/file",
+        f"/api/review/images/{sha}/file",
+        "/api/review/images/999999/file",
+        "/api/review/images/99999999999999999999999/thumb",
+        "/api/review/images/1%00/file",
+        "/api/review/images/%20/file",
+        "/api/review/images/1/file/../../../../etc/passwd",
+        "/api/review/images/1/thumb?size=../../etc/passwd",
     ]
     for path in attempts:
         r = c.get(path)
@@ -260,7 +335,10 @@ def test_images_are_served_by_integer_id_only(line: Station, qa: tuple[TestClien
         assert store.enforce_budget(db, force=True) > 0
     finally:
         db.close()
-    gone = query(line, "SELECT id FROM images WHERE deleted_at IS NOT NULL AND id IN (SELECT image_id FROM labels) ORDER BY id LIMIT 1")[0][0]
+    gone = query(
+        line,
+        "SELECT id FROM images WHERE deleted_at IS NOT NULL AND id IN (SELECT image_id FROM labels) ORDER BY id LIMIT 1",
+    )[0][0]
     assert c.get(f"/api/review/images/{gone}/file").status_code == 404
     assert c.get(f"/api/review/images/{gone}/thumb").status_code == 404
     assert c.get(f"/api/review/images/{gone}").json()["image"]["deleted"] is True
@@ -274,10 +352,19 @@ def _review_some(c: TestClient, h: dict[str, str], line: Station) -> tuple[list[
     ms = [m for m in mistakes(line) if m.false_positive]
     fp = ms[0]
     c.delete(f"/api/review/images/{fp.image_id}/labels/{fp.false_positive[0]}", headers=h).raise_for_status()
-    c.post(f"/api/review/images/{fp.image_id}/labels", json={"box": [300, 100, 340, 130], "class_name": "spot"}, headers=h).raise_for_status()
-    other = next(r[0] for r in query(line, "SELECT DISTINCT image_id FROM labels WHERE image_id != ? ORDER BY image_id", [fp.image_id]))
+    c.post(
+        f"/api/review/images/{fp.image_id}/labels", json={"box": [300, 100, 340, 130], "class_name": "spot"}, headers=h
+    ).raise_for_status()
+    other = next(
+        r[0]
+        for r in query(
+            line, "SELECT DISTINCT image_id FROM labels WHERE image_id != ? ORDER BY image_id", [fp.image_id]
+        )
+    )
     c.post(f"/api/review/images/{other}/confirm", headers=h).raise_for_status()
-    good = next(r[0] for r in query(line, "SELECT id FROM images WHERE id NOT IN (?, ?) ORDER BY id DESC", [fp.image_id, other]))
+    good = next(
+        r[0] for r in query(line, "SELECT id FROM images WHERE id NOT IN (?, ?) ORDER BY id DESC", [fp.image_id, other])
+    )
     c.post(f"/api/review/images/{good}/good", json={}, headers=h).raise_for_status()
     ids = sorted([fp.image_id, other, good])
     db = db_of(line)
@@ -330,7 +417,11 @@ def test_snapshot_and_exports_download(line: Station, qa: tuple[TestClient, dict
 def _exported(c: TestClient, h: dict[str, str], line: Station, kind: str) -> tuple[bytes, dict[str, Any]]:
     _review_some(c, h, line)
     snap = c.post("/api/review/snapshots", json={}, headers=h).json()
-    url = f"/api/review/snapshots/{snap['id']}/yolo" if kind == "yolo" else f"/api/review/snapshots/{snap['id']}/coco?images=true"
+    url = (
+        f"/api/review/snapshots/{snap['id']}/yolo"
+        if kind == "yolo"
+        else f"/api/review/snapshots/{snap['id']}/coco?images=true"
+    )
     return c.get(url).content, snap
 
 
@@ -362,8 +453,12 @@ def test_import_yolo_zip_relabels_known_images(line: Station, qa: tuple[TestClie
         return content
 
     relabelled = _rezip(data, edit)
-    r = c.post("/api/review/import", params={"format": "yolo", "name": "cvat round 1"}, content=relabelled,
-               headers={**h, "Content-Type": "application/zip"})
+    r = c.post(
+        "/api/review/import",
+        params={"format": "yolo", "name": "cvat round 1"},
+        content=relabelled,
+        headers={**h, "Content-Type": "application/zip"},
+    )
     assert r.status_code == 200, r.text
     res = r.json()
     assert res["images"] == snap["n_images"] and res["existing"] == snap["n_images"] and res["new"] == 0
@@ -387,40 +482,63 @@ def test_import_coco_zip_adds_new_images(line: Station, qa: tuple[TestClient, di
         if name.endswith("annotations.json"):
             doc = json.loads(content)
             doc["images"].append({"id": 99001, "file_name": "vendor_part.png", "width": 160, "height": 120})
-            doc["annotations"].append({"id": 99001, "image_id": 99001, "category_id": 2, "bbox": [40, 30, 51, 41], "area": 51 * 41, "iscrowd": 0})
+            doc["annotations"].append(
+                {
+                    "id": 99001,
+                    "image_id": 99001,
+                    "category_id": 2,
+                    "bbox": [40, 30, 51, 41],
+                    "area": 51 * 41,
+                    "iscrowd": 0,
+                }
+            )
             return json.dumps(doc).encode()
         return content
 
     zipped = _rezip(data, edit, {f"snapshot-{snap['id']}-coco/images/vendor_part.png": png})
-    r = c.post("/api/review/import", params={"format": "coco"}, content=zipped, headers={**h, "Content-Type": "application/zip"})
+    r = c.post(
+        "/api/review/import",
+        params={"format": "coco"},
+        content=zipped,
+        headers={**h, "Content-Type": "application/zip"},
+    )
     assert r.status_code == 200, r.text
     res = r.json()
     assert res["new"] == 1 and res["existing"] == snap["n_images"] and res["parts_created"] == 1
     sha = hashlib.sha256(png).hexdigest()
-    (iid, pid), = query(line, "SELECT i.id, i.part_id FROM images i WHERE sha256 = ?", [sha])
+    ((iid, pid),) = query(line, "SELECT i.id, i.part_id FROM images i WHERE sha256 = ?", [sha])
     assert pid < 0  # a synthetic inspection, never a line part id
     labs = c.get(f"/api/review/images/{iid}").json()["labels"]
-    assert [(lab["class_name"], lab["x1"], lab["y2"], lab["source"]) for lab in labs] == [("spot", 40.0, 71.0, "import")]
+    assert [(lab["class_name"], lab["x1"], lab["y2"], lab["source"]) for lab in labs] == [
+        ("spot", 40.0, 71.0, "import")
+    ]
     assert hashlib.sha256(c.get(f"/api/review/images/{iid}/file").content).hexdigest() == sha
     # imported images are not line production: not in the queue, not in the statistics
-    assert iid not in [it["image_id"] for it in c.get("/api/review/queue", params={"reviewed": "all", "limit": 200}).json()["items"]]
+    assert iid not in [
+        it["image_id"] for it in c.get("/api/review/queue", params={"reviewed": "all", "limit": 200}).json()["items"]
+    ]
     assert leftovers(line) == []
 
 
 # -- upload limits ----------------------------------------------------------------------------------------
 def test_upload_size_type_and_zip_slip_are_refused(make_station: Callable[..., Station]) -> None:
-    line = recorded_station(make_station, parts=6, web={"max_upload_mb": 0.05, "max_upload_unpacked_mb": 0.2, "max_upload_files": 50})
+    line = recorded_station(
+        make_station, parts=6, web={"max_upload_mb": 0.05, "max_upload_unpacked_mb": 0.2, "max_upload_files": 50}
+    )
     images_before = query(line, "SELECT COUNT(*) FROM images")[0][0]
     outside = Path(line.cfg.store.images_dir).resolve().parent
     for c, h in qa_client(line):
+
         def post(body: Any, ctype: str = "application/zip", fmt: str = "yolo") -> Any:
-            return c.post("/api/review/import", params={"format": fmt}, content=body, headers={**h, "Content-Type": ctype})
+            return c.post(
+                "/api/review/import", params={"format": fmt}, content=body, headers={**h, "Content-Type": ctype}
+            )
 
         # too big: refused from Content-Length before reading, and while streaming when there is none
         big = zip_bytes({"data.yaml": "names: [a]\n", "noise.bin": np.random.default_rng(0).bytes(80_000)})
         r = post(big)
         assert r.status_code == 413 and "max_upload_mb" in r.json()["detail"]
-        r = post(iter([big[i:i + 8192] for i in range(0, len(big), 8192)]))  # chunked: no Content-Length
+        r = post(iter([big[i : i + 8192] for i in range(0, len(big), 8192)]))  # chunked: no Content-Length
         assert r.status_code == 413
         # wrong type
         assert post(b"name,box\n1,2\n", "text/csv").status_code == 415
@@ -429,7 +547,14 @@ def test_upload_size_type_and_zip_slip_are_refused(make_station: Callable[..., S
         assert post(b"").status_code == 422
         assert post(b"PK\x03\x04 broken zip").status_code == 422
         # zip slip and friends: 400, and nothing lands outside the upload folder
-        for name in ("../evil.txt", "../../evil.txt", "/tmp/evil.txt", "ok/../../evil.txt", "C:/evil.txt", "a\\..\\..\\evil.txt"):
+        for name in (
+            "../evil.txt",
+            "../../evil.txt",
+            "/tmp/evil.txt",
+            "ok/../../evil.txt",
+            "C:/evil.txt",
+            "a\\..\\..\\evil.txt",
+        ):
             r = post(zip_bytes({"data.yaml": "names: [a]\ntrain: images\nval: images\n", name: "pwned"}))
             assert r.status_code == 400 and "refused" in r.json()["detail"], name
         r = post(zip_bytes({"data.yaml": "names: [a]\n"}, symlink="images/link.png"))
@@ -451,11 +576,17 @@ def test_upload_size_type_and_zip_slip_are_refused(make_station: Callable[..., S
         assert r.status_code == 422 and "inside the zip" in r.json()["detail"]
         r = post(zip_bytes({"a.json": "{not json"}), fmt="coco")
         assert r.status_code == 422 and "JSON" in r.json()["detail"]
-        coco = {"images": [{"id": 1, "file_name": "../../station.db", "width": 1, "height": 1}], "annotations": [], "categories": []}
+        coco = {
+            "images": [{"id": 1, "file_name": "../../station.db", "width": 1, "height": 1}],
+            "annotations": [],
+            "categories": [],
+        }
         r = post(zip_bytes({"a.json": json.dumps(coco)}), fmt="coco")
         assert r.status_code == 422 and "inside the zip" in r.json()["detail"]
         r = post(zip_bytes({"data.yaml": "names: [a]\ntrain: images\nval: images\n", "images/x.png": b"not a png"}))
-        assert r.status_code == 422 and "nothing was imported" in r.json()["detail"] and "<upload>" in r.json()["detail"]
+        assert (
+            r.status_code == 422 and "nothing was imported" in r.json()["detail"] and "<upload>" in r.json()["detail"]
+        )
         assert post(zip_bytes({"data.yaml": "names: [a]\n"}), fmt="xml").status_code == 422
     assert query(line, "SELECT COUNT(*) FROM images")[0][0] == images_before
     assert not query(line, "SELECT 1 FROM audit WHERE action LIKE 'import%'")
@@ -480,7 +611,10 @@ def test_stats_are_labelings_numbers(line: Station, qa: tuple[TestClient, dict[s
     finally:
         db.close()
     assert s["false_positives"]["false_positives"] >= 1 and s["false_positives"]["missed"] >= 1
-    assert sum(row["total"] for row in s["yield_by_hour"]) == query(line, "SELECT COUNT(*) FROM inspections WHERE source != 'import'")[0][0]
+    assert (
+        sum(row["total"] for row in s["yield_by_hour"])
+        == query(line, "SELECT COUNT(*) FROM inspections WHERE source != 'import'")[0][0]
+    )
     day = c.get("/api/review/stats", params={"bucket": "day", "tz": "Europe/Berlin"}).json()
     assert sum(x["count"] for x in day["defects_over_time"]) == sum(x["count"] for x in s["defects_over_time"])
     r = c.get("/api/review/stats", params={"tz": "Mars/Olympus"})
@@ -490,8 +624,15 @@ def test_stats_are_labelings_numbers(line: Station, qa: tuple[TestClient, dict[s
 
 def test_openapi_documents_the_review_api(qa: tuple[TestClient, dict[str, str]]) -> None:
     paths = qa[0].get("/openapi.json").json()["paths"]
-    for p in ("/api/review/queue", "/api/review/images/{image_id}", "/api/review/images/{image_id}/labels",
-              "/api/review/images/{image_id}/labels/{label_id}", "/api/review/snapshots", "/api/review/import", "/api/review/stats"):
+    for p in (
+        "/api/review/queue",
+        "/api/review/images/{image_id}",
+        "/api/review/images/{image_id}/labels",
+        "/api/review/images/{image_id}/labels/{label_id}",
+        "/api/review/snapshots",
+        "/api/review/import",
+        "/api/review/stats",
+    ):
         assert p in paths, p
         for op in paths[p].values():
             assert op["summary"] and "(qa)" in op["summary"]
@@ -510,8 +651,12 @@ def test_review_pages_need_qa_and_render(line: Station) -> None:
         r = c.get("/review")
         assert r.status_code == 403 and "needs the qa role" in r.text
         login(c, "boss")
-        for path, marker in (("/review", 'id="grid"'), ("/review/image/3", 'data-image-id="3"'), ("/review/dataset", 'data-max-upload-mb="500"'),
-                             ("/review/stats", 'id="c-pareto"')):
+        for path, marker in (
+            ("/review", 'id="grid"'),
+            ("/review/image/3", 'data-image-id="3"'),
+            ("/review/dataset", 'data-max-upload-mb="500"'),
+            ("/review/stats", 'id="c-pareto"'),
+        ):
             r = c.get(path)
             assert r.status_code == 200 and marker in r.text and "/static/review.css" in r.text, path
             assert "boss (admin)" in r.text

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -21,13 +22,10 @@ from tests.fixtures_review import mistakes, query, recorded_station
 
 from .helpers import ARTIFACTS, PASSWORDS, needs_chromium, served_url, wait_for
 
-
 pytestmark = [
     needs_chromium,
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
-
-
 
 
 @pytest.fixture
@@ -64,11 +62,17 @@ def on_screen(page: Page, x: float, y: float) -> tuple[float, float]:
 
 def current(station: Station, image_id: int) -> list[tuple[Any, ...]]:
     """(id, class, x1, y1, x2, y2, source, supersedes) of the image's current labels."""
-    return query(station, "SELECT l.id, l.class_name, l.x1, l.y1, l.x2, l.y2, l.source, l.supersedes FROM labels l WHERE l.image_id = ? "
-                          "AND l.status = 'active' AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id) ORDER BY l.id", [image_id])
+    return query(
+        station,
+        "SELECT l.id, l.class_name, l.x1, l.y1, l.x2, l.y2, l.source, l.supersedes FROM labels l WHERE l.image_id = ? "
+        "AND l.status = 'active' AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id) ORDER BY l.id",
+        [image_id],
+    )
 
 
-def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page: Page, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_qa_fixes_labels_and_exports_a_dataset(
+    served: tuple[Station, str], page: Page, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     station, base = served
     found = mistakes(station, min_side=10)
     fp = next((m for m in found if m.false_positive and m.missed), None) or next(m for m in found if m.false_positive)
@@ -81,7 +85,9 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     expect(page.locator(".rv-tile")).to_have_count(query(station, "SELECT COUNT(*) FROM images")[0][0])
     first_tile = page.locator(".rv-tile").first
     expect(first_tile.locator(".rv-why")).not_to_be_empty()
-    page.wait_for_function("() => [...document.querySelectorAll('.rv-thumb img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.rv-thumb img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
     shot(page, "queue")
 
     # -- open the image with the false positive, select it on the canvas, Delete --------------
@@ -97,7 +103,9 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     expect(page.locator(f'#label-list li[data-label-id="{fp_label}"]')).to_have_count(0)
     expect(page.locator("#audit-body tr[data-action='delete']")).to_have_count(1)
     assert fp_label not in [r[0] for r in current(station, fp.image_id)]
-    assert query(station, "SELECT status, source, created_by FROM labels WHERE supersedes = ?", [fp_label]) == [("deleted", "qa", "qa")]
+    assert query(station, "SELECT status, source, created_by FROM labels WHERE supersedes = ?", [fp_label]) == [
+        ("deleted", "qa", "qa")
+    ]
 
     # -- draw the missed defect: pick its class with its number key, b, drag ----------------------
     if miss.image_id != fp.image_id:
@@ -133,7 +141,9 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     page.mouse.up()
     wait_for(lambda: any(r[7] == lid for r in current(station, miss.image_id)), 10, "the resized label")
     resized = next(r for r in current(station, miss.image_id) if r[7] == lid)
-    assert resized[2:4] == pytest.approx(tuple(box[:2]), abs=0.11) and resized[4] > box[2] + 5 and resized[5] > box[3] + 3
+    assert (
+        resized[2:4] == pytest.approx(tuple(box[:2]), abs=0.11) and resized[4] > box[2] + 5 and resized[5] > box[3] + 3
+    )
     expect(page.locator("#audit-body tr[data-action='move']")).to_have_count(1)
     fit = float(page.locator("#canvas").get_attribute("data-scale") or 0)
     page.mouse.move(*on_screen(page, 320, 200))
@@ -157,7 +167,9 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     assert good_id not in edited
     page.keyboard.press("g")
     page.wait_for_function(f"() => Number(document.body.dataset.imageId) !== {good_id}")
-    assert query(station, "SELECT verdict, reviewed_by FROM image_review_latest WHERE image_id = ?", [good_id]) == [("good", "qa")]
+    assert query(station, "SELECT verdict, reviewed_by FROM image_review_latest WHERE image_id = ?", [good_id]) == [
+        ("good", "qa")
+    ]
     assert current(station, good_id) == []
 
     # -- the editor moved on to the next image: c confirms all its boxes as they are --------------------
@@ -184,8 +196,9 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     reviewed = sorted(r[0] for r in query(station, "SELECT image_id FROM image_review_latest"))
     assert reviewed == sorted(edited | {good_id})
     n_boxes = sum(len(current(station, i)) for i in reviewed)
-    assert query(station, "SELECT name, n_images, n_labels, created_by FROM dataset_snapshots WHERE id = ?", [snap_id]) == [
-        ("browser review", len(reviewed), n_boxes, "qa")]
+    assert query(
+        station, "SELECT name, n_images, n_labels, created_by FROM dataset_snapshots WHERE id = ?", [snap_id]
+    ) == [("browser review", len(reviewed), n_boxes, "qa")]
     expect(row.locator("td").nth(5)).to_have_text(str(n_boxes))
 
     with page.expect_download() as dl:
@@ -201,7 +214,9 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
 
     data = check_det_dataset(str(data_yaml))
     assert data["nc"] == 3 and data["names"] == dict(enumerate(station.inspector.names))
-    label_lines = [ln for f in (tmp_path / "yolo").rglob("labels/*/*.txt") for ln in f.read_text().splitlines() if ln.strip()]
+    label_lines = [
+        ln for f in (tmp_path / "yolo").rglob("labels/*/*.txt") for ln in f.read_text().splitlines() if ln.strip()
+    ]
     assert len(label_lines) == n_boxes
     n_images = sum(1 for split in ("train", "val") for _ in Path(data[split]).glob("*.png"))
     assert n_images == len(reviewed) or (data["val"] == data["train"] and n_images == 2 * len(reviewed))
@@ -215,7 +230,10 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     coco = COCO(str(cpath))
     assert len(coco.getAnnIds()) == n_boxes and sorted(coco.getImgIds()) == reviewed
     assert {c["name"] for c in coco.loadCats(coco.getCatIds())} == set(station.inspector.names)
-    assert json.loads(cpath.read_text())["info"]["version"] == query(station, "SELECT content_sha256 FROM dataset_snapshots WHERE id = ?", [snap_id])[0][0]
+    assert (
+        json.loads(cpath.read_text())["info"]["version"]
+        == query(station, "SELECT content_sha256 FROM dataset_snapshots WHERE id = ?", [snap_id])[0][0]
+    )
 
     # -- the downloaded zip goes back in through the import form (as after relabelling it elsewhere) ----------
     page.select_option("#i-format", "yolo")
@@ -223,7 +241,8 @@ def test_qa_fixes_labels_and_exports_a_dataset(served: tuple[Station, str], page
     page.fill("#i-name", "round trip")
     page.click("#import-btn")
     expect(page.locator("#import-result")).to_have_text(
-        f"Imported {len(reviewed)} images (0 new, {len(reviewed)} already recorded), {n_boxes} boxes, as upload:round trip.")
+        f"Imported {len(reviewed)} images (0 new, {len(reviewed)} already recorded), {n_boxes} boxes, as upload:round trip."
+    )
     assert sum(len(current(station, i)) for i in reviewed) == n_boxes  # the same boxes came back: nothing changed
     shot(page, "dataset")
 

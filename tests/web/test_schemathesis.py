@@ -11,7 +11,8 @@ training / evaluation / shadow work; their roles are covered by test_security.py
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -82,7 +83,9 @@ def fuzz_operation(op: Any, mode: GenerationMode, session: dict[str, Any], seen:
     """
 
     @given(case=op.as_strategy(mode))
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+    @settings(
+        max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+    )
     def run(case: Any) -> None:
         headers = {**(case.headers or {}), **session["headers"]}
         response = case.call_and_validate(headers=headers, cookies=session["cookies"], checks=[not_a_server_error])
@@ -112,8 +115,13 @@ def test_no_server_error_on_any_route(api_schema: Any, admin_session: dict[str, 
     assert not failures, "\n\n".join(failures)
     assert len(statuses) >= 30
     # the session really was logged in: role-gated operations answered beyond 401/403
-    for label in ("GET /api/review/queue", "GET /api/review/images/{image_id}", "POST /api/review/images/{image_id}/labels",
-                  "GET /api/review/stats", "GET /api/users"):
+    for label in (
+        "GET /api/review/queue",
+        "GET /api/review/images/{image_id}",
+        "POST /api/review/images/{image_id}/labels",
+        "GET /api/review/stats",
+        "GET /api/users",
+    ):
         assert statuses[label] - {401, 403}, (label, statuses[label])
     assert 200 in statuses["GET /api/review/queue"] and 422 in statuses["GET /api/review/queue"]
 
@@ -121,8 +129,16 @@ def test_no_server_error_on_any_route(api_schema: Any, admin_session: dict[str, 
 def test_the_fuzzer_reaches_the_review_api(fuzz_target: tuple[FastAPI, Station], api_schema: Any) -> None:
     """The schema the fuzzer walks holds the review, dataset and statistics operations."""
     ops = {f"{op.method.upper()} {op.path}" for op in (r.ok() for r in api_schema.get_all_operations())}
-    for needed in ("GET /api/review/queue", "POST /api/review/images/{image_id}/labels", "PATCH /api/review/images/{image_id}/labels/{label_id}",
-                   "DELETE /api/review/images/{image_id}/labels/{label_id}", "POST /api/review/import", "GET /api/review/stats",
-                   "GET /api/review/snapshots/{snapshot_id}/yolo", "POST /api/login", "POST /api/line/pause"):
+    for needed in (
+        "GET /api/review/queue",
+        "POST /api/review/images/{image_id}/labels",
+        "PATCH /api/review/images/{image_id}/labels/{label_id}",
+        "DELETE /api/review/images/{image_id}/labels/{label_id}",
+        "POST /api/review/import",
+        "GET /api/review/stats",
+        "GET /api/review/snapshots/{snapshot_id}/yolo",
+        "POST /api/login",
+        "POST /api/line/pause",
+    ):
         assert needed in ops, needed
     assert not any(op.split(" ", 1)[1] in EXCLUDED for op in ops)

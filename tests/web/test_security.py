@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
@@ -16,7 +17,6 @@ from station.app import Station
 from station.store.db import open_db
 from station.web import auth, create_app
 from station.web.auth import LoginLimiter
-
 from tests.fixtures_review import recorded_station
 
 from .helpers import PASSWORDS, login, wait_for
@@ -124,9 +124,18 @@ def body_for(route: tuple[str, str], role: str) -> tuple[str, dict[str, Any] | N
         "/api/health/relearn": (path, {"reason": f"matrix {role}"}),
         "/api/model/swap": (path, {"sha256": "ab" * 32}),
         "/api/users": (path, {"username": f"new-{role}", "password": "new-user-pass-1", "role": "operator"}),
-        "/api/me/password": (path, {"old_password": PASSWORDS.get(user, "x" * 10), "new_password": PASSWORDS.get(user, "x") + "-2"}),
-        "/api/review/images/{image_id}/labels": (path, {"box": [10, 10, 40, 30], "class_name": "scratch", "reason": f"matrix {role}"}),
-        "/api/review/images/{image_id}/labels/{label_id}": (path, {"box": [12, 12, 44, 33]} if route[0] == "PATCH" else None),
+        "/api/me/password": (
+            path,
+            {"old_password": PASSWORDS.get(user, "x" * 10), "new_password": PASSWORDS.get(user, "x") + "-2"},
+        ),
+        "/api/review/images/{image_id}/labels": (
+            path,
+            {"box": [10, 10, 40, 30], "class_name": "scratch", "reason": f"matrix {role}"},
+        ),
+        "/api/review/images/{image_id}/labels/{label_id}": (
+            path,
+            {"box": [12, 12, 44, 33]} if route[0] == "PATCH" else None,
+        ),
         "/api/review/images/{image_id}/good": (path, {"reason": f"matrix {role}"}),
         "/api/review/images/{image_id}/labels/{label_id}/as-defect": (path, {"class_name": "burr"}),
         "/api/review/bulk/confirm": (path, {"image_ids": [REVIEW_IDS["image_id"]] if REVIEW_IDS else [1]}),
@@ -136,15 +145,24 @@ def body_for(route: tuple[str, str], role: str) -> tuple[str, dict[str, Any] | N
         "/api/models/train": (path, {"snapshot_id": 999999, "epochs": 1, "imgsz": 64}),
         "/api/models/jobs/{job_id}/cancel": ("/api/models/jobs/20250101-000000-abcdef/cancel", None),
         "/api/models/{sha}/evaluate": (f"/api/models/{'ab' * 32}/evaluate", {}),
-        "/api/models/evaluations/{eval_id}/tune": ("/api/models/evaluations/e20250101-000000-abcdef/tune", {"target_escape_rate": 0.05}),
+        "/api/models/evaluations/{eval_id}/tune": (
+            "/api/models/evaluations/e20250101-000000-abcdef/tune",
+            {"target_escape_rate": 0.05},
+        ),
         "/api/models/{sha}/shadow": (f"/api/models/{'ab' * 32}/shadow", {}),
         "/api/models/golden": (path, {"snapshot_id": 999999, "name": f"matrix-{role}"}),
         "/api/models/{sha}/promote": (f"/api/models/{'ab' * 32}/promote", {}),
         "/api/models/rollback": (path, {"sha256": "ab" * 32, "reason": f"matrix {role}"}),
-        "/api/models/rules": (path, {"eval_id": "e20250101-000000-abcdef", "target_escape_rate": 0.05, "reason": f"matrix {role}"}),
+        "/api/models/rules": (
+            path,
+            {"eval_id": "e20250101-000000-abcdef", "target_escape_rate": 0.05, "reason": f"matrix {role}"},
+        ),
         "/api/models/rules/reset": (path, {"reason": f"matrix {role}"}),
         "/api/setup/{camera_id}/regions": (path, {"regions": {}, "reason": f"matrix {role}"}),
-        "/api/setup/{camera_id}/calibration": (path, {"views": [{"name": "x.png", "data": "bm90IGFuIGltYWdl"}], "cols": 9, "rows": 6, "square_mm": 5}),
+        "/api/setup/{camera_id}/calibration": (
+            path,
+            {"views": [{"name": "x.png", "data": "bm90IGFuIGltYWdl"}], "cols": 9, "rows": 6, "square_mm": 5},
+        ),
         "/api/setup/{camera_id}/{kind}/rollback": (path, {"version": 99, "reason": f"matrix {role}"}),
     }.get(path, (path, None))
 
@@ -178,8 +196,12 @@ def _rows(station: Station, sql: str, params: list[Any] | None = None) -> list[t
 def concrete(station: Station, path: str) -> str:
     """``path`` with its {image_id}, {label_id} and {snapshot_id} replaced by real ids."""
     if "{label_id}" in path:
-        newest = _rows(station, "SELECT MAX(l.id) FROM labels l WHERE l.image_id = ? AND l.status = 'active' AND NOT EXISTS "
-                                "(SELECT 1 FROM labels s WHERE s.supersedes = l.id)", [REVIEW_IDS["image_id"]])[0][0]
+        newest = _rows(
+            station,
+            "SELECT MAX(l.id) FROM labels l WHERE l.image_id = ? AND l.status = 'active' AND NOT EXISTS "
+            "(SELECT 1 FROM labels s WHERE s.supersedes = l.id)",
+            [REVIEW_IDS["image_id"]],
+        )[0][0]
         path = path.replace("{label_id}", str(newest or 10**12))
     for key, value in REVIEW_IDS.items():
         path = path.replace("{" + key + "}", str(value))
@@ -200,7 +222,9 @@ def api_routes(routes: Any) -> Iterator[APIRoute]:
 def test_every_write_route_is_in_the_matrix_and_role_gated(client: TestClient) -> None:
     """A new non-GET route without an entry here (or without require(role)) fails this test."""
     app = client.app
-    in_schema = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops if m.upper() not in ("GET", "HEAD")}
+    in_schema = {
+        (m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops if m.upper() not in ("GET", "HEAD")
+    }
     routes = {(m, r.path): r for r in api_routes(app.routes) for m in r.methods if m not in ("GET", "HEAD")}
     assert set(routes) == in_schema == set(EXPECTED) | NOT_ROLE_GATED
     for key, r in routes.items():
@@ -231,7 +255,9 @@ def _role_matrix(client: TestClient, station: Station) -> None:
         client.cookies.clear()
         csrf = login(client, ROLE_USER[role]) if role != "anonymous" else "not-a-token"
         for route in EXPECTED_READ:
-            got[(route, role)] = client.request(route[0], concrete(station, route[1]), follow_redirects=False).status_code
+            got[(route, role)] = client.request(
+                route[0], concrete(station, route[1]), follow_redirects=False
+            ).status_code
         for route in EXPECTED:  # logout comes last
             path, body = body_for(route, role)
             path = concrete(station, path)
@@ -241,8 +267,15 @@ def _role_matrix(client: TestClient, station: Station) -> None:
             got[(route, role)] = r.status_code
             if route[1] == "/api/me/password" and r.status_code == 200:
                 csrf = r.json()["csrf"]  # a password change ends the session and starts a new one
-    expected = {(route, role): code for table in (EXPECTED, EXPECTED_READ) for route, codes in table.items() for role, code in codes.items()}
-    if not _rows(station, "SELECT 1 FROM anomaly_maps WHERE image_id = ? AND deleted_at IS NULL", [REVIEW_IDS["image_id"]]):
+    expected = {
+        (route, role): code
+        for table in (EXPECTED, EXPECTED_READ)
+        for route, codes in table.items()
+        for role, code in codes.items()
+    }
+    if not _rows(
+        station, "SELECT 1 FROM anomaly_maps WHERE image_id = ? AND deleted_at IS NULL", [REVIEW_IDS["image_id"]]
+    ):
         # the inspector made no heat map of this image (a supervised model): 404 proves the role check passed
         expected.update({(("GET", "/api/review/images/{image_id}/heatmap"), role): 404 for role in ("qa", "admin")})
     wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
@@ -266,8 +299,11 @@ def _role_matrix(client: TestClient, station: Station) -> None:
 
 def test_every_review_read_route_is_in_the_matrix(client: TestClient) -> None:
     """A new GET route of the review pages or API without an entry in EXPECTED_READ fails this test."""
-    reads = {("GET", r.path) for r in api_routes(client.app.routes) if "GET" in r.methods
-             and (r.path.startswith("/review") or r.path.startswith("/api/review"))}
+    reads = {
+        ("GET", r.path)
+        for r in api_routes(client.app.routes)
+        if "GET" in r.methods and (r.path.startswith("/review") or r.path.startswith("/api/review"))
+    }
     assert reads and reads <= set(EXPECTED_READ), reads - set(EXPECTED_READ)
 
 
@@ -298,7 +334,9 @@ def test_login_needs_its_double_submit_token(client: TestClient) -> None:
     assert client.post("/api/login", json=creds).status_code == 403  # cookie but no header
     assert client.post("/api/login", json=creds, headers={"X-CSRF-Token": tok + "x"}).status_code == 403
     client.cookies.clear()
-    assert client.post("/api/login", json=creds, headers={"X-CSRF-Token": tok}).status_code == 403  # header but no cookie
+    assert (
+        client.post("/api/login", json=creds, headers={"X-CSRF-Token": tok}).status_code == 403
+    )  # header but no cookie
     tok = client.get("/api/login").json()["csrf"]
     r = client.post("/api/login", json=creds, headers={"X-CSRF-Token": tok})
     assert r.status_code == 200 and r.json()["role"] == "operator"
@@ -310,8 +348,11 @@ def test_form_login_without_javascript(client: TestClient) -> None:
     tok = re.search(r'name="csrf_token" id="csrf_token" value="([^"]+)"', page.text).group(1)
     bad = client.post("/api/login", data={"username": "op", "password": "nope-nope", "csrf_token": tok})
     assert bad.status_code == 401 and "Wrong username or password" in bad.text
-    r = client.post("/api/login", data={"username": "op", "password": PASSWORDS["op"], "csrf_token": tok, "next": "//evil.example/x"},
-                    follow_redirects=False)
+    r = client.post(
+        "/api/login",
+        data={"username": "op", "password": PASSWORDS["op"], "csrf_token": tok, "next": "//evil.example/x"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and r.headers["location"] == "/"  # no open redirect
     assert client.get("/api/me").json()["username"] == "op"
 
@@ -320,7 +361,10 @@ def test_failed_login_rate_limit(client: TestClient) -> None:
     tok = client.get("/api/login").json()["csrf"]
     h = {"X-CSRF-Token": tok}
     for _ in range(5):
-        assert client.post("/api/login", json={"username": "op", "password": "wrong-password"}, headers=h).status_code == 401
+        assert (
+            client.post("/api/login", json={"username": "op", "password": "wrong-password"}, headers=h).status_code
+            == 401
+        )
     r = client.post("/api/login", json={"username": "op", "password": "wrong-password"}, headers=h)
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     # even the right password is refused while limited
@@ -351,7 +395,9 @@ def test_session_expiry(client: TestClient, station: Station) -> None:
     token = client.cookies.get(auth.SESSION_COOKIE)
     db = open_db(station.cfg.store.db_path, migrate=False)
     try:
-        n = db.execute("UPDATE sessions SET expires_at = ? WHERE token_hash = ?", [time.time() - 1, auth.token_hash(token)]).rowcount
+        n = db.execute(
+            "UPDATE sessions SET expires_at = ? WHERE token_hash = ?", [time.time() - 1, auth.token_hash(token)]
+        ).rowcount
         db.conn.commit()
     finally:
         db.close()
@@ -369,7 +415,12 @@ def test_disabled_user_loses_its_session(client: TestClient, station: Station) -
         db.close()
     assert client.post("/api/trigger", headers={"X-CSRF-Token": csrf}).status_code == 401
     tok = client.get("/api/login").json()["csrf"]
-    assert client.post("/api/login", json={"username": "qa", "password": PASSWORDS["qa"]}, headers={"X-CSRF-Token": tok}).status_code == 401
+    assert (
+        client.post(
+            "/api/login", json={"username": "qa", "password": PASSWORDS["qa"]}, headers={"X-CSRF-Token": tok}
+        ).status_code
+        == 401
+    )
 
 
 def _set_cookie(resp: Any, name: str) -> str:
@@ -395,14 +446,24 @@ def test_session_cookie_flags_over_http(client: TestClient, station: Station) ->
     assert pw.startswith("$argon2id$") and PASSWORDS["op"] not in pw
 
 
-@pytest.mark.parametrize("mode,base_url,secure", [("auto", "https://testserver", True), ("always", "https://testserver", True),
-                                                  ("never", "https://testserver", False)])
+@pytest.mark.parametrize(
+    "mode,base_url,secure",
+    [
+        ("auto", "https://testserver", True),
+        ("always", "https://testserver", True),
+        ("never", "https://testserver", False),
+    ],
+)
 def test_session_cookie_secure_flag(make_station: Any, mode: str, base_url: str, secure: bool) -> None:
     st = make_station(web={"cookie_secure": mode})
     with TestClient(create_app(st), base_url=base_url) as c:
         first = c.get("/api/login")
         assert ("; secure" in _set_cookie(first, auth.LOGIN_CSRF_COOKIE).lower()) is secure
-        r = c.post("/api/login", json={"username": "op", "password": PASSWORDS["op"]}, headers={"X-CSRF-Token": first.json()["csrf"]})
+        r = c.post(
+            "/api/login",
+            json={"username": "op", "password": PASSWORDS["op"]},
+            headers={"X-CSRF-Token": first.json()["csrf"]},
+        )
         assert r.status_code == 200
         assert ("; secure" in _set_cookie(r, auth.SESSION_COOKIE).lower()) is secure
 
@@ -421,7 +482,15 @@ def test_anonymous_view_off_needs_login_everywhere(make_station: Any) -> None:
     with TestClient(create_app(st)) as c:
         r = c.get("/", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].startswith("/login")
-        for path in ("/api/events", "/api/live/image", "/api/status", "/api/counters", "/api/rejects", "/api/alarms", "/health"):
+        for path in (
+            "/api/events",
+            "/api/live/image",
+            "/api/status",
+            "/api/counters",
+            "/api/rejects",
+            "/api/alarms",
+            "/health",
+        ):
             assert c.get(path).status_code == 401, path
         assert c.get("/metrics").status_code == 200  # metrics_anonymous (default)
         login(c, "op")
@@ -459,14 +528,43 @@ def test_security_headers_and_no_external_assets(client: TestClient) -> None:
 
 
 def test_no_route_takes_a_filesystem_path(client: TestClient) -> None:
-    allowed = {"alarm_id", "part_id", "limit", "next",
-               # review (ids are integers, the rest are filters and options; none names a file)
-               "image_id", "label_id", "snapshot_id", "outcome", "class_name", "min_conf", "max_conf", "since", "until", "model_id",
-               "reviewed", "offset", "size", "reason", "val_fraction", "split", "seed", "images", "format", "name", "bucket", "tz",
-               # models page (models by sha256, jobs / evaluations by id, golden images by index)
-               "sha", "job_id", "eval_id", "index",
-               # camera setup (a camera id from the config, calibration or regions)
-               "camera_id", "kind"}
+    allowed = {
+        "alarm_id",
+        "part_id",
+        "limit",
+        "next",
+        # review (ids are integers, the rest are filters and options; none names a file)
+        "image_id",
+        "label_id",
+        "snapshot_id",
+        "outcome",
+        "class_name",
+        "min_conf",
+        "max_conf",
+        "since",
+        "until",
+        "model_id",
+        "reviewed",
+        "offset",
+        "size",
+        "reason",
+        "val_fraction",
+        "split",
+        "seed",
+        "images",
+        "format",
+        "name",
+        "bucket",
+        "tz",
+        # models page (models by sha256, jobs / evaluations by id, golden images by index)
+        "sha",
+        "job_id",
+        "eval_id",
+        "index",
+        # camera setup (a camera id from the config, calibration or regions)
+        "camera_id",
+        "kind",
+    }
     routes = list(api_routes(client.app.routes))
     assert len(routes) > 20
     for r in routes:
@@ -485,7 +583,10 @@ def test_model_swap_by_registry_id_only(client: TestClient, station: Station) ->
     sha = "cd" * 32
     db = open_db(station.cfg.store.db_path, migrate=False)
     try:
-        db.execute("INSERT INTO models (sha256, path, task, created_at) VALUES (?, ?, 'detect', ?)", [sha, "models/x.onnx", time.time()])
+        db.execute(
+            "INSERT INTO models (sha256, path, task, created_at) VALUES (?, ?, 'detect', ?)",
+            [sha, "models/x.onnx", time.time()],
+        )
         db.conn.commit()
     finally:
         db.close()
@@ -521,11 +622,17 @@ def test_password_change_needs_old_password_and_ends_other_sessions(client: Test
     csrf = login(client, "op")
     other = TestClient(client.app)  # no `with`: the app's lifespan belongs to `client`
     other_csrf = login(other, "op")
-    r = client.post("/api/me/password", json={"old_password": "not-it-at-all", "new_password": "op-new-password"},
-                    headers={"X-CSRF-Token": csrf})
+    r = client.post(
+        "/api/me/password",
+        json={"old_password": "not-it-at-all", "new_password": "op-new-password"},
+        headers={"X-CSRF-Token": csrf},
+    )
     assert r.status_code == 403
-    r = client.post("/api/me/password", json={"old_password": PASSWORDS["op"], "new_password": "op-new-password"},
-                    headers={"X-CSRF-Token": csrf})
+    r = client.post(
+        "/api/me/password",
+        json={"old_password": PASSWORDS["op"], "new_password": "op-new-password"},
+        headers={"X-CSRF-Token": csrf},
+    )
     assert r.status_code == 200
     assert client.get("/api/me").status_code == 200  # this client got a new session
     assert other.post("/api/trigger", headers={"X-CSRF-Token": other_csrf}).status_code == 401
@@ -539,5 +646,9 @@ def test_login_body_limits_and_no_password_echo(client: TestClient) -> None:
     assert r.status_code == 422 and "password" in r.json()["detail"]
     csrf = login(client, "op")
     secret = "my-secret-pw-that-is-much-too-long" * 40
-    r = client.post("/api/me/password", json={"old_password": PASSWORDS["op"], "new_password": secret}, headers={"X-CSRF-Token": csrf})
+    r = client.post(
+        "/api/me/password",
+        json={"old_password": PASSWORDS["op"], "new_password": secret},
+        headers={"X-CSRF-Token": csrf},
+    )
     assert r.status_code == 422 and "new_password" in r.text and secret not in r.text

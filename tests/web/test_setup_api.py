@@ -23,7 +23,9 @@ ZONE = {"name": "clamp", "points": [[390, 110], [490, 110], [490, 210], [390, 21
 
 def judge(station: Station) -> object:
     """The station's decision in force on a part whose only defect is at BOX."""
-    det = Detections(np.array([BOX], np.float32), np.array([0.9], np.float32), np.array([0], np.int32), ("anomaly",), "m")
+    det = Detections(
+        np.array([BOX], np.float32), np.array([0.9], np.float32), np.array([0], np.int32), ("anomaly",), "m"
+    )
     return station.decider.decide(Trigger(1, 1, 0), [Frame(1, "cam0", np.zeros((400, 640), np.uint8), 0)], [det], {})
 
 
@@ -38,16 +40,31 @@ def test_regions_roles_apply_and_rollback(station: Station, client: TestClient) 
         client.post("/api/logout", headers={"X-CSRF-Token": tok})
     tok = login(client, "boss")
     hdr = {"X-CSRF-Token": tok}
-    assert client.post("/api/setup/cam0/regions", json={"regions": {"ignore": [ZONE]}}).status_code == 403  # no CSRF token
-    bad = client.post("/api/setup/cam0/regions", json={"regions": {"image_size": [640, 400], "ignore": [{"points": [[0, 0], [900, 0], [0, 9]]}]}}, headers=hdr)
+    assert (
+        client.post("/api/setup/cam0/regions", json={"regions": {"ignore": [ZONE]}}).status_code == 403
+    )  # no CSRF token
+    bad = client.post(
+        "/api/setup/cam0/regions",
+        json={"regions": {"image_size": [640, 400], "ignore": [{"points": [[0, 0], [900, 0], [0, 9]]}]}},
+        headers=hdr,
+    )
     assert bad.status_code == 422 and "outside the 640x400 reference image" in bad.text
     assert client.post("/api/setup/cam9/regions", json={"regions": {}}, headers=hdr).status_code == 404
-    r = client.post("/api/setup/cam0/regions", json={"regions": {"image_size": [640, 400], "ignore": [ZONE]}, "reason": "clamp"}, headers=hdr)
+    r = client.post(
+        "/api/setup/cam0/regions",
+        json={"regions": {"image_size": [640, 400], "ignore": [ZONE]}, "reason": "clamp"},
+        headers=hdr,
+    )
     assert r.status_code == 200 and r.json()["version"] == 1
     v = judge(station)
-    assert v.outcome is Outcome.PASS and v.defects[0].rule == "ignore zone clamp" and v.config_hash.endswith("+gcam0:v1")
+    assert (
+        v.outcome is Outcome.PASS and v.defects[0].rule == "ignore zone clamp" and v.config_hash.endswith("+gcam0:v1")
+    )
     assert client.get("/api/setup").json()["cameras"][0]["regions"]["ignore"][0]["name"] == "clamp"
-    assert client.post("/api/setup/cam0/regions", json={"regions": {}, "reason": "none"}, headers=hdr).json()["version"] == 2
+    assert (
+        client.post("/api/setup/cam0/regions", json={"regions": {}, "reason": "none"}, headers=hdr).json()["version"]
+        == 2
+    )
     assert judge(station).outcome is Outcome.FAIL
     r = client.post("/api/setup/cam0/regions/rollback", json={"version": 1, "reason": "back"}, headers=hdr)
     assert r.status_code == 200 and judge(station).outcome is Outcome.PASS
@@ -87,20 +104,43 @@ def test_calibration_upload_refusal_and_rollback(station: Station, client: TestC
     hdr = {"X-CSRF-Token": login(client, "boss")}
     vs = views(CHESS)
     board = {"target": "chessboard", "cols": 9, "rows": 6, "square_mm": 15.0}
-    few = client.post("/api/setup/cam0/calibration", json={**board, "views": [{"name": n, "data": _png(i)} for n, i in vs[:2]]}, headers=hdr)
+    few = client.post(
+        "/api/setup/cam0/calibration",
+        json={**board, "views": [{"name": n, "data": _png(i)} for n, i in vs[:2]]},
+        headers=hdr,
+    )
     assert few.status_code == 422 and few.json()["detail"]["reasons"] == ["too few usable views: 2 of 2 (need 5)"]
-    junk = client.post("/api/setup/cam0/calibration", json={**board, "views": [{"name": "x.png", "data": base64.b64encode(b"no image").decode()}]}, headers=hdr)
+    junk = client.post(
+        "/api/setup/cam0/calibration",
+        json={**board, "views": [{"name": "x.png", "data": base64.b64encode(b"no image").decode()}]},
+        headers=hdr,
+    )
     assert junk.status_code == 422 and "views[0] (x.png): not an image" in junk.text
-    ok = client.post("/api/setup/cam0/calibration", json={**board, "views": [{"name": n, "data": _png(i)} for n, i in vs], "reason": "setup"}, headers=hdr)
+    ok = client.post(
+        "/api/setup/cam0/calibration",
+        json={**board, "views": [{"name": n, "data": _png(i)} for n, i in vs], "reason": "setup"},
+        headers=hdr,
+    )
     assert ok.status_code == 200, ok.text
     first = ok.json()
     assert first["version"] == 1 and first["body"]["rms_px"] < 0.3 and len(first["images"]) == 7
     assert judge(station).calibration_id == first["ref"]  # every verdict now names it
-    ok2 = client.post("/api/setup/cam0/calibration", json={**board, "views": [{"name": n, "data": _png(i)} for n, i in vs[:6]]}, headers=hdr)
+    ok2 = client.post(
+        "/api/setup/cam0/calibration",
+        json={**board, "views": [{"name": n, "data": _png(i)} for n, i in vs[:6]]},
+        headers=hdr,
+    )
     assert ok2.json()["version"] == 2 and judge(station).calibration_id == ok2.json()["ref"] != first["ref"]
-    assert client.post("/api/setup/cam0/calibration/rollback", json={"version": 1, "reason": "v2 off"}, headers=hdr).status_code == 200
+    assert (
+        client.post(
+            "/api/setup/cam0/calibration/rollback", json={"version": 1, "reason": "v2 off"}, headers=hdr
+        ).status_code
+        == 200
+    )
     assert judge(station).calibration_id == first["ref"]
-    actions = [r[0] for r in station.db.execute("SELECT action FROM audit WHERE object_type = 'calibration' ORDER BY id")]
+    actions = [
+        r[0] for r in station.db.execute("SELECT action FROM audit WHERE object_type = 'calibration' ORDER BY id")
+    ]
     assert actions == ["calibration_new", "calibration_new", "calibration_rollback"]
 
 
@@ -111,8 +151,20 @@ def test_undistortion_on_the_line(make_station, tmp_path) -> None:
     from station import camera_setup
 
     station = make_station(calibration={"undistort": True})
-    identity = CameraCalibration("cal-ident", (640, 400), [[500.0, 0, 320], [0, 500.0, 200], [0, 0, 1]], [0.0] * 5, 0.1, 0.2, 1.0, {}, "v0")
-    other = CameraCalibration("cal-other", (960, 720), [[800.0, 0, 480], [0, 800.0, 360], [0, 0, 1]], [-0.1, 0, 0, 0, 0], 0.1, 0.2, 1.0, {}, "v0")
+    identity = CameraCalibration(
+        "cal-ident", (640, 400), [[500.0, 0, 320], [0, 500.0, 200], [0, 0, 1]], [0.0] * 5, 0.1, 0.2, 1.0, {}, "v0"
+    )
+    other = CameraCalibration(
+        "cal-other",
+        (960, 720),
+        [[800.0, 0, 480], [0, 800.0, 360], [0, 0, 1]],
+        [-0.1, 0, 0, 0, 0],
+        0.1,
+        0.2,
+        1.0,
+        {},
+        "v0",
+    )
 
     def run_part() -> tuple:
         before = station.counters.snapshot().verdicts
@@ -132,4 +184,6 @@ def test_undistortion_on_the_line(make_station, tmp_path) -> None:
             assert not any("calibration" in r for r in reasons), reasons  # remapped (same size): inspected as usual
             assert station.last_result.verdict.calibration_id == "cal-ident"
         else:
-            assert reasons == ("camera cam0: frame 640x400 but the calibration is for 960x720: recalibrate this camera",)
+            assert reasons == (
+                "camera cam0: frame 640x400 but the calibration is for 960x720: recalibrate this camera",
+            )

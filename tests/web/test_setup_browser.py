@@ -60,16 +60,21 @@ def test_draw_a_zone_save_and_the_part_passes(served: tuple[Station, str], page:
     xs, ys = [p[0] for p in zone.points], [p[1] for p in zone.points]
     assert abs(min(xs) - 390) < 3 and abs(max(xs) - 490) < 3 and abs(min(ys) - 110) < 3 and abs(max(ys) - 210) < 3
 
-    publish_part(station, after)  # before the screen opens: the live image is rate-limited (web.live_fps), not the point here
+    publish_part(
+        station, after
+    )  # before the screen opens: the live image is rate-limited (web.live_fps), not the point here
     page.goto(base + "/")
     expect(page.locator("#conn-text")).to_have_text("LIVE", timeout=10_000)
     expect(page.locator("#live-part")).to_have_text("2002", timeout=10_000)
     expect(page.locator("#verdict-word")).to_have_text("PASS")
     expect(page.locator("#live-defects")).to_contain_text("IGNORED anomaly")
     # the zone is painted on the operator screen's overlay (grey fill inside it; the regions load with the screen)
-    page.wait_for_function("""([fx, fy]) => {
+    page.wait_for_function(
+        """([fx, fy]) => {
         const c = document.getElementById('overlay');
         if (!c.width) return false;
         return c.getContext('2d').getImageData(Math.round(fx * c.width), Math.round(fy * c.height), 1, 1).data[3] > 0; }""",
-        arg=[395 / W, 205 / H], timeout=10_000)  # inside the zone, clear of the defect box and its label
+        arg=[395 / W, 205 / H],
+        timeout=10_000,
+    )  # inside the zone, clear of the defect box and its label
     page.screenshot(path=str(ARTIFACTS / "setup_regions_operator.png"))

@@ -101,7 +101,9 @@ def test_dashboard_in_chromium_drills_down_to_an_image(dashboard: str):
         page.locator("#parts .image-link").first.click()
         expect(page.locator("#viewer")).to_be_visible()
         # a function, not an expression string: the page's CSP forbids eval, which a polled string needs
-        page.wait_for_function("() => { const i = document.getElementById('part-image'); return i.complete && i.naturalWidth > 0; }")
+        page.wait_for_function(
+            "() => { const i = document.getElementById('part-image'); return i.complete && i.naturalWidth > 0; }"
+        )
         assert page.evaluate("document.getElementById('part-image').naturalWidth") == 64
         browser.close()
     assert not errors, errors

@@ -25,7 +25,7 @@ from tests.fixtures_plant import Plant, SimStation, wait_until
 REPO = Path(__file__).resolve().parents[3]
 N = 240  # parts per station
 # parts every 30 s from 23:00 UTC on the last day of a month: two monthly partitions, several hours and shifts
-T0 = dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.timezone.utc).timestamp()
+T0 = dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.UTC).timestamp()
 
 
 def start_ingest(plant: Plant, log: Path) -> subprocess.Popen[bytes]:
@@ -55,7 +55,9 @@ async def republish_raw(url: str, prefix: str, outbox_copy: Path) -> int:
         for e in ob.after(0, 10**6):
             meta, _ = wire.unpack(e.payload)
             msg = wire.ResultMsg.from_dict({**meta, "seq": e.seq})
-            await js.publish(wire.results_subject(prefix, msg.station), msg.to_json(), headers={"Nats-Msg-Id": f"replay-{e.seq}"})
+            await js.publish(
+                wire.results_subject(prefix, msg.station), msg.to_json(), headers={"Nats-Msg-Id": f"replay-{e.seq}"}
+            )
             n += 1
         return n
     finally:
@@ -88,7 +90,10 @@ def feed(stations: list[SimStation], n: int) -> None:
 
 def test_three_stations_crashes_and_replays_store_each_part_once(plant: Plant, tmp_path):
     log = tmp_path / "ingest.log"
-    links = {name: plant.link(outbox_path=tmp_path / f"{name}.db", batch=32, outbox_max=10000) for name in ("st-1", "st-2", "st-3")}
+    links = {
+        name: plant.link(outbox_path=tmp_path / f"{name}.db", batch=32, outbox_max=10000)
+        for name in ("st-1", "st-2", "st-3")
+    }
     # st-1 fills its outbox while the plant is away; a copy of that outbox is replayed later
     offline = SimStation("st-1", links["st-1"].model_copy(update={"nats_url": "nats://127.0.0.1:9"})).start()
     feed([offline], 60)
@@ -116,11 +121,17 @@ def test_three_stations_crashes_and_replays_store_each_part_once(plant: Plant, t
         wait_until(lambda: rows(plant) >= 300, 30, "ingest resumed after the NATS restart")
         os.kill(ingest.pid, signal.SIGKILL)  # the ingest dies with a batch committed or not, unacknowledged
         ingest.wait(5)
-        replay = SimStation("st-1", links["st-1"].model_copy(update={"outbox_path": tmp_path / "st-1-replay.db"})).start()
-        wait_until(lambda: replay.uplink.outbox_pending == 0, 30, "the replayed outbox re-sent (JetStream drops its ids)")
+        replay = SimStation(
+            "st-1", links["st-1"].model_copy(update={"outbox_path": tmp_path / "st-1-replay.db"})
+        ).start()
+        wait_until(
+            lambda: replay.uplink.outbox_pending == 0, 30, "the replayed outbox re-sent (JetStream drops its ids)"
+        )
         assert asyncio.run(republish_raw(plant.engines.nats.url, plant.prefix, tmp_path / "st-1-raw.db")) == 60
         ingest = start_ingest(plant, log)
-        wait_until(lambda: all(s.uplink.outbox_pending == 0 and s.sent == N for s in stations), 60, "every station drained")
+        wait_until(
+            lambda: all(s.uplink.outbox_pending == 0 and s.sent == N for s in stations), 60, "every station drained"
+        )
         wait_until(lambda: rows(plant) >= 3 * N, 60, f"{3 * N} rows")
         wait_until(lambda: _idle(plant), 30, "the ingest idle (redeliveries processed)")
     finally:
@@ -139,7 +150,10 @@ def test_three_stations_crashes_and_replays_store_each_part_once(plant: Plant, t
         counts = plant_db.counts(c)
         per = plant_db.per_station(c)
         months = {r[0] for r in c.execute("SELECT tableoid::regclass::text FROM inspections")}
-        parts = {s: sorted(p for (p,) in c.execute("SELECT part_id FROM inspections WHERE station_id = %s", (s,))) for s in links}
+        parts = {
+            s: sorted(p for (p,) in c.execute("SELECT part_id FROM inspections WHERE station_id = %s", (s,)))
+            for s in links
+        }
     assert per == {name: (N, 1, N) for name in links}, "every (station, seq) once, 1..N without a gap"
     assert all(parts[s] == list(range(1, N + 1)) for s in links), "nothing lost"
     assert counts["rows"] == counts["distinct"] == counts["keys"] == 3 * N
@@ -147,4 +161,3 @@ def test_three_stations_crashes_and_replays_store_each_part_once(plant: Plant, t
     assert counts["rollup_defects"] == counts["raw_defects"] and counts["raw_defects"]["scratch"] > 0
     assert months == {"inspections_2026_11", "inspections_2026_12"}, "partitioned by month"
     assert all(s.uplink.dropped == 0 for s in stations)
-

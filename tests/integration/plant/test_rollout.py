@@ -5,8 +5,8 @@ station that cannot load a model keeps its last good one and reports why."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import onnx
 import onnxruntime as ort
@@ -35,7 +35,9 @@ class LineStation:
     """A simulated station that runs ONNX models: a real uplink, a real follower, onnxruntime loads."""
 
     def __init__(self, plant: Plant, name: str, group: str, quality: Callable[[str], Outcome]):
-        self.sim = SimStation(name, plant.link(outbox_path=plant.root / f"{name}.db", batch=64, group=group, images="none"))
+        self.sim = SimStation(
+            name, plant.link(outbox_path=plant.root / f"{name}.db", batch=64, group=group, images="none")
+        )
         self.session: ort.InferenceSession | None = None
         self.model_id = "v0"
         self.quality = quality  # outcome of a part under a model id: the test's "bad metrics"
@@ -63,7 +65,7 @@ class LineStation:
         while not self._stop.wait(0.01):
             self.sim.send(1, outcome=self.quality(self.model_id), model_id=self.model_id)
 
-    def start(self, follow: bool = True) -> "LineStation":
+    def start(self, follow: bool = True) -> LineStation:
         self.sim.start()
         if follow:
             self.follower.start()
@@ -103,7 +105,9 @@ def test_canary_with_bad_metrics_rolls_back_and_an_offline_station_converges(pla
         back = ctl.promote(v2, "v2", ["canary", "wave-1"], limits)
         assert back["state"] == "rolled_back" and back["reached"] == ["canary"], back
         assert "group canary: reject rate" in back["reason"]
-        wait_until(lambda: canary.follower.version == "v1" and canary.model_id != v2_id, 20, "the canary swapped back to v1")
+        wait_until(
+            lambda: canary.follower.version == "v1" and canary.model_id != v2_id, 20, "the canary swapped back to v1"
+        )
         assert canary.follower.swaps == 3, "v1, v2, v1 again"
         assert wave.follower.swaps == 1 and late.follower.swaps == 1, "wave-1 never saw v2"
     finally:
@@ -128,7 +132,9 @@ def test_a_model_that_does_not_load_keeps_the_last_good_one_and_is_reported(plan
         assert ctl.promote(v1, "v1", ["canary"], limits)["state"] == "done"
         good = st.model_id
         res = ctl.promote(broken, "v-broken", ["canary"], limits)
-        assert res["state"] == "rolled_back" and "could not run it" in res["reason"] and "keeping v1" in res["reason"], res
+        assert (
+            res["state"] == "rolled_back" and "could not run it" in res["reason"] and "keeping v1" in res["reason"]
+        ), res
         assert st.model_id == good and st.follower.version == "v1", "the last good model kept running"
         assert len(st.follower.failed) == 1 and st.follower.swaps == 1, "the broken model is not tried again"
     finally:

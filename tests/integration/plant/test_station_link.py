@@ -7,9 +7,9 @@ import psycopg
 
 from station.app import Station
 from station.config import config_hash
+from station.plant import wire
 from station.plant.engines import free_port
 from station.plant.ingest import Ingest
-from station.plant import wire
 from tests.fixtures_floor import Results, wait_for
 from tests.fixtures_plant import Plant, wait_until
 
@@ -22,7 +22,13 @@ def test_station_results_and_images_reach_the_plant(make_config, plant: Plant, t
     station.start()
     try:
         wait_for(station.trigger_source_done, 30, "30 triggers")
-        wait_until(lambda: station.uplink.outbox_pending == 0 and station.uplink.published >= station.counters.snapshot().verdicts, 30, "all sent")
+        wait_until(
+            lambda: (
+                station.uplink.outbox_pending == 0 and station.uplink.published >= station.counters.snapshot().verdicts
+            ),
+            30,
+            "all sent",
+        )
     finally:
         station.stop()
         results.close()
@@ -30,41 +36,61 @@ def test_station_results_and_images_reach_the_plant(make_config, plant: Plant, t
     wait_until(lambda: ing.stats.written >= len(decided), 30, "all ingested")
     ing.stop()
     with psycopg.connect(plant.dsn) as c:
-        got = c.execute("SELECT part_id, outcome, line, product, images FROM inspections WHERE station_id = 'st-real' ORDER BY seq").fetchall()
+        got = c.execute(
+            "SELECT part_id, outcome, line, product, images FROM inspections WHERE station_id = 'st-real' ORDER BY seq"
+        ).fetchall()
     assert [(p, o) for p, o, *_ in got] == [(r.verdict.part_id, r.verdict.outcome.value) for r in results.items]
     assert {(ln, pr) for _, _, ln, pr, _ in got} == {("line-9", "cell")}
     rejected = [imgs for _, o, _, _, imgs in got if o != "PASS"]
-    assert rejected and all(len(i) == 1 for i in rejected) and all(not imgs for _, o, _, _, imgs in got if o == "PASS"), "images: rejects only"
+    assert (
+        rejected and all(len(i) == 1 for i in rejected) and all(not imgs for _, o, _, _, imgs in got if o == "PASS")
+    ), "images: rejects only"
     s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
     body = s3.get_object(Bucket=plant.bucket, Key=rejected[0][0])["Body"].read()
     assert body[:2] == b"\xff\xd8"
 
 
 def test_station_runs_as_before_with_the_plant_unreachable(make_config, plant: Plant, tmp_path):
-    link = plant.link(nats_url=f"nats://127.0.0.1:{free_port()}", s3_endpoint=f"http://127.0.0.1:{free_port()}", outbox_path=str(tmp_path / "plant.db"))
+    link = plant.link(
+        nats_url=f"nats://127.0.0.1:{free_port()}",
+        s3_endpoint=f"http://127.0.0.1:{free_port()}",
+        outbox_path=str(tmp_path / "plant.db"),
+    )
     station = Station(make_config(name="st-alone", plant=link.model_dump(mode="json")), max_parts=30)
     station.start()
     try:
         wait_for(station.trigger_source_done, 30, "30 triggers")
-        wait_until(lambda: station.uplink.outbox_pending == station.counters.snapshot().verdicts, 10, "results kept for later")
+        wait_until(
+            lambda: station.uplink.outbox_pending == station.counters.snapshot().verdicts, 10, "results kept for later"
+        )
         health = station.health()["components"]["plant-link"]
         assert health["state"] == "warning" and "not connected" in health["message"]
     finally:
         station.stop()
     snap = station.counters.snapshot()
     assert snap.verdicts >= 25 and station.uplink.dropped == 0
-    assert station.config_hash == config_hash(make_config(name="st-alone")), "the plant link changes no verdict: same config hash"
+    assert station.config_hash == config_hash(make_config(name="st-alone")), (
+        "the plant link changes no verdict: same config hash"
+    )
 
 
-def test_station_follows_a_rollout_shadow_first_through_its_hot_swap_and_refuses_a_broken_model(make_config, plant: Plant, tmp_path):
+def test_station_follows_a_rollout_shadow_first_through_its_hot_swap_and_refuses_a_broken_model(
+    make_config, plant: Plant, tmp_path
+):
     from station.plant.controller import Limits, RolloutController
     from tests.model_factory import detecting_model, tiny_model
 
     model_a, model_b = tiny_model("detect"), detecting_model()
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(model_b.read_bytes()[:100])
-    link = plant.link(outbox_path=str(tmp_path / "plant.db"), group="canary", follow_models=True, models_dir=str(tmp_path / "models"), images="none",
-                     shadow_parts=4)
+    link = plant.link(
+        outbox_path=str(tmp_path / "plant.db"),
+        group="canary",
+        follow_models=True,
+        models_dir=str(tmp_path / "models"),
+        images="none",
+        shadow_parts=4,
+    )
     cfg = make_config(name="st-onnx", inspector={"type": "onnx", "model": str(model_a), "keepalive_s": 0}, plant=link.model_dump(mode="json"),
                       trigger={"type": "timer", "parts_per_minute": 600})  # fmt: skip
     ing = Ingest(plant.dsn, plant.engines.nats.url, prefix=plant.prefix).start()

@@ -44,12 +44,16 @@ def test_uplink_sends_images_and_results_once_and_empties_the_outbox(plant: Plan
     st = SimStation("st-a", plant.link(outbox_path=plant.root / "a.db", batch=16)).start()
     try:
         st.send(40)
-        wait_until(lambda: st.uplink.published == 40 and st.uplink.outbox_pending == 0, 30, "40 results stored by JetStream")
+        wait_until(
+            lambda: st.uplink.published == 40 and st.uplink.outbox_pending == 0, 30, "40 results stored by JetStream"
+        )
         assert st.uplink.connected and st.uplink.dropped == 0
     finally:
         st.stop()
     msgs = asyncio.run(_stream_messages(plant.engines.nats.url, plant.prefix))
-    assert [mid for mid, _ in msgs] == [f"st-a:{i}" for i in range(1, 41)], "one message per part, oldest first, id station:seq"
+    assert [mid for mid, _ in msgs] == [f"st-a:{i}" for i in range(1, 41)], (
+        "one message per part, oldest first, id station:seq"
+    )
     assert [m["part_id"] for _, m in msgs] == list(range(1, 41))
     s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
     for _, m in msgs[:5]:
@@ -72,7 +76,9 @@ def test_offline_outbox_is_bounded_alarmed_counted_and_drains_oldest_first(plant
         st.send(15)  # 35 > 30: the 5 oldest go, counted
         wait_until(lambda: st.uplink.dropped == 5, 10, "5 dropped by the overflow policy")
         assert st.uplink.outbox_pending == 30
-        assert any(state == "alarm" and "5 results dropped (drop_oldest)" in msg for _, state, msg in st.alarms), st.alarms
+        assert any(state == "alarm" and "5 results dropped (drop_oldest)" in msg for _, state, msg in st.alarms), (
+            st.alarms
+        )
         assert st.uplink.health()["state"] == "alarm"
         nats_srv.start()
         asyncio.run(_make_stream(nats_srv.url, plant.prefix))
@@ -87,7 +93,9 @@ def test_offline_outbox_is_bounded_alarmed_counted_and_drains_oldest_first(plant
 
 
 def test_drop_newest_policy_keeps_the_oldest(plant: Plant, tmp_path):
-    link = plant.link(nats_url=f"nats://127.0.0.1:{free_port()}", outbox_path=tmp_path / "n.db", outbox_max=10, overflow="drop_newest")
+    link = plant.link(
+        nats_url=f"nats://127.0.0.1:{free_port()}", outbox_path=tmp_path / "n.db", outbox_max=10, overflow="drop_newest"
+    )
     st = SimStation("st-new", link).start()
     try:
         st.send(14)
