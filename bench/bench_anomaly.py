@@ -84,7 +84,8 @@ def main() -> int:
         print(json.dumps(row))
     else:
         print(
-            f"anomaly   median {row['anomaly_ms_median']:6.2f} ms  p95 {row['anomaly_ms_p95']:6.2f} ms  (target {TARGET_MS:.0f} ms; "
+            f"anomaly   median {row['anomaly_ms_median']:6.2f} ms  p95 {row['anomaly_ms_p95']:6.2f} ms  (target "
+            f"{TARGET_MS:.0f} ms; "
             f"learned {len(good)} parts in {learn_s:.1f} s)"
         )
         print(f"reference median {row['reference_ms_median']:6.2f} ms  p95 {row['reference_ms_p95']:6.2f} ms")

@@ -89,7 +89,8 @@ def main() -> int:
                 print(
                     f"{t:5s} AUROC {r['auroc']:.3f} (baseline z-score {r['baseline_zscore_auroc']:.3f}, target 0.90)  "
                     f"at the learned threshold: false rejects {r['false_reject_rate_at_threshold']:.1%}, escapes "
-                    f"{r['escape_rate_at_threshold']:.1%}  [learn {r['n_learn']} cells in {r['learn_s']:.0f} s; test {r['n_good']} good, "
+                    f"{r['escape_rate_at_threshold']:.1%}  [learn {r['n_learn']} cells in {r['learn_s']:.0f} s; test "
+                    f"{r['n_good']} good, "
                     f"{r['n_bad']} bad; {r['inspect_ms_median']:.1f} ms/cell]",
                     flush=True,
                 )

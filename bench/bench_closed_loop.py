@@ -152,7 +152,8 @@ def run_job(runner: JobRunner, spec: JobSpec, what: str) -> JobState:
         if ev.get("event") == "progress" and ev.get("phase") == "epoch":
             m = ev.get("metrics") or {}
             log(
-                f"  {what}: epoch {ev['epoch']}/{ev['epochs']} {ev['elapsed_s']:.0f} s, box loss {ev['losses'].get('box_loss', 0):.3f}, "
+                f"  {what}: epoch {ev['epoch']}/{ev['epochs']} {ev['elapsed_s']:.0f} s, box loss "
+                f"{ev['losses'].get('box_loss', 0):.3f}, "
                 f"val P {m.get('precision', 0):.2f} R {m.get('recall', 0):.2f} mAP50 {m.get('mAP50', 0):.3f}"
             )
         elif ev.get("event") == "phase":
@@ -326,7 +327,8 @@ def main() -> int:
     t_all = time.monotonic()
     log(
         f"closed loop on the synthetic line ({CAMERA['width']}x{CAMERA['height']}, defects {CAMERA['defect_classes']}, "
-        f"{CAMERA['harmless_mark_rate']:.0%} harmless marks; the starting model never saw a '{DROPPED}' label), work folder {work}"
+        f"{CAMERA['harmless_mark_rate']:.0%} harmless marks; the starting model never saw a '{DROPPED}' label), work "
+        f"folder {work}"
         f"{' (QUICK: figures meaningless)' if args.quick else ''}"
     )
 
@@ -375,7 +377,8 @@ def main() -> int:
         timings["QA review + snapshot + export"] = time.monotonic() - t
         log(f"QA review: {counts}; snapshot {snap.id} ({len(snap.image_ids)} images, {snap.n_labels} boxes)")
 
-        # 4. retrain through the job runner: fine-tune the current model, evaluate against it on the golden set, register
+        # 4. retrain through the job runner: fine-tune the current model, evaluate against it on the golden set,
+        # register
         t = time.monotonic()
         golden = make_golden_set(work / "golden", plan.n_golden, GOLDEN_SEED, cam, start_id=GOLDEN_START)
         retrained = run_job(
@@ -443,15 +446,19 @@ def main() -> int:
 
     print()
     print(
-        f"CLOSED LOOP on an unseen synthetic test set: {len(a.images)} parts (seed {TEST_SEED}, ids from {GOLDEN_START + 5_000_000}), "
+        f"CLOSED LOOP on an unseen synthetic test set: {len(a.images)} parts (seed {TEST_SEED}, ids from "
+        f"{GOLDEN_START + 5_000_000}), "
         f"{a.n_defective} defective, {a.n_good} good; {CAMERA['harmless_mark_rate']:.0%} carry a harmless mark"
     )
     print(
-        f"starting model: trained {plan.epochs} epochs on {plan.n_train} parts whose labels never name '{DROPPED}' defects"
+        f"starting model: trained {plan.epochs} epochs on {plan.n_train} parts whose labels never name '{DROPPED}' "
+        "defects"
     )
     print(
-        f"loop: {plan.line_parts} line parts reviewed ({counts['mistaken_images']} images with mistakes: {counts['deleted']} false "
-        f"positives deleted, {counts['added']} missed defects added, {counts['confirmed']} boxes confirmed, {counts['good']} marked good), "
+        f"loop: {plan.line_parts} line parts reviewed ({counts['mistaken_images']} images with mistakes: "
+        f"{counts['deleted']} false "
+        f"positives deleted, {counts['added']} missed defects added, {counts['confirmed']} boxes confirmed, "
+        f"{counts['good']} marked good), "
         f"fine-tuned {plan.retrain_epochs} epochs"
     )
     print(f"{'':34}{'flawed (before)':>18}{'retrained (after)':>20}{'after/before':>14}")
@@ -469,7 +476,8 @@ def main() -> int:
         pb, pa = b.per_class[name], a.per_class[name]
         if pb.n_parts:
             print(
-                f"{name + ': escape':34}{pct(pb.escape_rate) + f' of {pb.n_parts}':>18}{pct(pa.escape_rate) + f' of {pa.n_parts}':>20}"
+                f"{name + ': escape':34}{pct(pb.escape_rate) + f' of {pb.n_parts}':>18}"
+                f"{pct(pa.escape_rate) + f' of {pa.n_parts}':>20}"
                 f"{ratio(pa.escape_rate, pb.escape_rate):>14}"
             )
     fp_b, fp_a = int(b.confusion[-1, :-1].sum()), int(a.confusion[-1, :-1].sum())

@@ -54,7 +54,8 @@ def main() -> int:
         "--station-model",
         type=Path,
         default=None,
-        help="what the station runs (default --model), e.g. its INT8 copy from `models quantize` once the gate passed it",
+        help="what the station runs (default --model), e.g. its INT8 copy from `models quantize` once the gate passed "
+        "it",
     )
     ap.add_argument(
         "--runtime", choices=["auto", "onnxruntime", "openvino"], default="auto", help="the station's inspector.runtime"
@@ -74,7 +75,8 @@ def main() -> int:
     frames = list(iter_images(golden.items))
     print(
         f"model {meta.model_id}: {meta.task} {list(meta.names)} input {list(meta.imgsz)}; "
-        f"{len(frames)} unseen parts (seed {args.seed}, {golden.n_defective} defective) rendered in {time.monotonic() - t0:.1f} s"
+        f"{len(frames)} unseen parts (seed {args.seed}, {golden.n_defective} defective) rendered in "
+        f"{time.monotonic() - t0:.1f} s"
     )
 
     from ultralytics import YOLO  # the reference only
@@ -183,7 +185,8 @@ def main() -> int:
         print(f"{label:<28}{a:>16}{b:>16}")
     print(f"\nspeed ratio (ultralytics / station, median): {med_u / med_s:.2f}x")
     print(
-        "(station: Mono8 frame in, verdict out; ultralytics: BGR frame in, detections out - the grey->BGR copy is not timed)"
+        "(station: Mono8 frame in, verdict out; ultralytics: BGR frame in, detections out - the grey->BGR copy is not "
+        "timed)"
     )
     if args.json:
         import json

@@ -5,7 +5,8 @@ default except: database and images on that disk, ``keep_pass_every: 1``, a time
 trigger at ``--rate`` parts/min, web off, and (``--spill DIR``) ``store.spill_path``
 on another disk. Runs ``station run -c cfg.yaml`` for ``--seconds``, stops it with
 SIGTERM (``--fill-at S``: from S seconds on another program keeps the disk full to
-the last byte, taking whatever the image sweeps give back), and reads its stop summary (the last stdout line) and the database. With a
+the last byte, taking whatever the image sweeps give back), and reads its stop summary (the last stdout line) and the
+database. With a
 spill file it then restarts the station on the same disk for ``--restart-parts``
 parts and counts the records replayed from the spill file. Unmounts at the end.
 
@@ -160,7 +161,9 @@ def one_run(args: argparse.Namespace, spill: Path | None, work: Path) -> dict[st
         first["db_rows"] = db_rows(db)
         first["failsafe_reasons"] = failsafe_reasons(db)
         first["spill_lines"] = (
-            sum(1 for _ in open(spill / "spill.jsonl")) if spill is not None and (spill / "spill.jsonl").exists() else 0
+            len((spill / "spill.jsonl").read_bytes().splitlines())
+            if spill is not None and (spill / "spill.jsonl").exists()
+            else 0
         )
         res: dict[str, Any] = {"spill_path": cfg["store"].get("spill_path"), "run": first}
         if spill is not None:
@@ -246,7 +249,8 @@ def main() -> None:
         if "restart" in r:
             rr = r["restart"]
             print(
-                f"  restart: replayed {rr['replayed']}, rows now {rr['db_rows']}, spill file left: {rr['spill_left']}; {rr['replay_log']}"
+                f"  restart: replayed {rr['replayed']}, rows now {rr['db_rows']}, spill file left: {rr['spill_left']}; "
+                f"{rr['replay_log']}"
             )
             print(f"  restart summary: {json.dumps(brief(rr))}")
 

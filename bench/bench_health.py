@@ -86,7 +86,8 @@ def main() -> None:
         return
     print(f"{out['frame']}, cv2 threads {a.threads}, {len(frames)} frames")
     print(
-        f"health (profile shift) wall {h_wall:6.3f} ms  CPU {h_cpu:6.3f} ms  (budget {BUDGET_MS} ms: CPU ratio {h_cpu / BUDGET_MS:.2f})"
+        f"health (profile shift) wall {h_wall:6.3f} ms  CPU {h_cpu:6.3f} ms  (budget {BUDGET_MS} ms: CPU ratio "
+        f"{h_cpu / BUDGET_MS:.2f})"
     )
     print(f"health (aligned)       wall {ha_wall:6.3f} ms  CPU {ha_cpu:6.3f} ms")
     print(f"reference inspect      wall {i_wall:6.3f} ms  CPU {i_cpu:6.3f} ms")

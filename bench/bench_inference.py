@@ -92,7 +92,8 @@ def int8_model(model: Path, cal_root: Path, form: str, log: Callable[[str], None
 def ultralytics_ov_int8(
     weights: Path, cal_root: Path, imgsz: tuple[int, int], names: tuple[str, ...], log: Callable[[str], None]
 ) -> Path:
-    """Ultralytics' own ``format=openvino, int8=True`` export of ``weights``, calibrated on the same golden images (cached)."""
+    """Ultralytics' own ``format=openvino, int8=True`` export of ``weights``, calibrated on the same golden images
+    (cached)."""
     from models.golden import sha256_file
 
     out = CACHE / f"ultra-int8-{sha256_file(weights)[:16]}_openvino_model"  # Ultralytics knows OpenVINO by this suffix
@@ -168,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     json_out = sys.stdout
     if args.json:  # Ultralytics prints to stdout too: everything but the JSON object goes to stderr
         sys.stdout = sys.stderr
-    say = lambda s: print(s, flush=True)
+
+    def say(s: str) -> None:
+        print(s, flush=True)
+
     from station.inspect.model_meta import read_model_meta
 
     meta = read_model_meta(args.model)
@@ -190,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_start": os.getloadavg(),
     }
     say(
-        f"model {args.model} ({meta.task}, input {list(meta.imgsz)}), INT8 copy {int8}; frames {frames[0].shape[1]}x{frames[0].shape[0]} Mono8; "
+        f"model {args.model} ({meta.task}, input {list(meta.imgsz)}), INT8 copy {int8}; frames "
+        f"{frames[0].shape[1]}x{frames[0].shape[0]} Mono8; "
         f"cpus {os.cpu_count()}, load {os.getloadavg()}"
     )
 
@@ -198,13 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     gate: dict[str, Any] = {"passed": False, "message": "skipped (--no-gate)"}
     if not args.no_gate:
         say(
-            f"\n0) accuracy gate on golden set {ev.golden_id} ({len(ev)} parts, {ev.n_defective} defective), production path ..."
+            f"\n0) accuracy gate on golden set {ev.golden_id} ({len(ev)} parts, {ev.n_defective} defective), "
+            "production path ..."
         )
         gate = accuracy_gate(args.model, int8, ev.root, "openvino")
         for k in ("fp32", "int8"):
             g = gate[k]
             say(
-                f"   {k}: escape rate {g['escape_rate']:.4f}  false rejects {g['false_reject_rate']:.4f}  mAP50 {g['mAP50']:.4f}"
+                f"   {k}: escape rate {g['escape_rate']:.4f}  false rejects {g['false_reject_rate']:.4f}  mAP50 "
+                f"{g['mAP50']:.4f}"
             )
         say(f"   gate {'PASSED' if gate['passed'] else 'REFUSED'}: {gate['message']}")
     out["gate"] = gate
@@ -239,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"\n1) raw runtime call, same tensor, {args.rounds} interleaved rounds (precision hint f32 for FP32 runs):")
     for k, v in raw.items():
         say(
-            f"   {k:22s} median {med(v):8.2f} ms   {base / med(v):5.2f}x onnxruntime FP32{'   <- best passing the gate' if k == best else ''}"
+            f"   {k:22s} median {med(v):8.2f} ms   {base / med(v):5.2f}x onnxruntime "
+            f"FP32{'   <- best passing the gate' if k == best else ''}"
         )
     for i in loaded.values():
         i.close()
@@ -279,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"\n2) per part, {len(per['station'])} parts each, interleaved blocks of {block} (station on {best}):")
     say(f"   station inspect()                        median {st:8.2f} ms")
     say(
-        f"   ultralytics YOLO(fp32 onnx).predict      median {med(per['ultralytics_onnx']):8.2f} ms   ratio {out['speed_ratio_vs_ultralytics']:5.2f}x   target >= 2x"
+        f"   ultralytics YOLO(fp32 onnx).predict      median {med(per['ultralytics_onnx']):8.2f} ms   ratio "
+        f"{out['speed_ratio_vs_ultralytics']:5.2f}x   target >= 2x"
     )
     say(
         f"   ultralytics YOLO(openvino int8).predict  median {med(per['ultralytics_openvino_int8']):8.2f} ms   ratio "
@@ -314,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         say(
-            f"   conf {conf:<6} {n_cand:5d} candidates   overhead median {med(diffs):6.2f} ms   (preprocess + postprocess {post:.2f} ms)   target <= 2 ms"
+            f"   conf {conf:<6} {n_cand:5d} candidates   overhead median {med(diffs):6.2f} ms   (preprocess + "
+            f"postprocess {post:.2f} ms)   target <= 2 ms"
         )
         i.close()
     out["overhead"] = rows
@@ -339,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"\n4) first part after {args.idle:.0f} s idle / warm median (target <= 1.5x):")
     for label, d in idle.items():
         say(
-            f"   {label:14s} first {d['first_ms']:8.2f} ms   warm median {d['warm_median_ms']:7.2f} ms   ratio {d['ratio']:5.2f}   "
+            f"   {label:14s} first {d['first_ms']:8.2f} ms   warm median {d['warm_median_ms']:7.2f} ms   ratio "
+            f"{d['ratio']:5.2f}   "
             f"({d['keepalive_runs']} keep-alive runs)"
         )
     station.close()

@@ -124,7 +124,8 @@ def main() -> None:
 
     ref_p50 = float(np.percentile(rows[0][1], 50))
     print(
-        f"Modbus TCP on loopback, pymodbus {__import__('pymodbus').__version__} server in its own process, {n} requests per row"
+        f"Modbus TCP on loopback, pymodbus {__import__('pymodbus').__version__} server in its own process, {n} "
+        "requests per row"
     )
     print(f"{'row':<12} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'p50 / reference':>16}")
     for name, a in rows:

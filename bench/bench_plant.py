@@ -171,9 +171,14 @@ def lag(e: Engines, root: Path, stations: int, ppm: float, seconds: float, batch
     ing.stop()
     lags = sorted(ing.stats.lag_ms)
     return {
-        "stations": stations, "parts_per_minute_each": ppm, "results": sent, "rate_per_s": sent / seconds,
-        "lag_ms_p50": statistics.median(lags), "lag_ms_p99": lags[int(0.99 * (len(lags) - 1))], "lag_ms_max": lags[-1],
-    }  # fmt: skip
+        "stations": stations,
+        "parts_per_minute_each": ppm,
+        "results": sent,
+        "rate_per_s": sent / seconds,
+        "lag_ms_p50": statistics.median(lags),
+        "lag_ms_p99": lags[int(0.99 * (len(lags) - 1))],
+        "lag_ms_max": lags[-1],
+    }
 
 
 def main() -> int:
@@ -205,10 +210,12 @@ def main() -> int:
     else:
         c, lg = out["capacity"], out["lag"]
         print(
-            f"ingest {c['ingest_per_s']:.0f} results/s vs plain executemany {c['executemany_per_s']:.0f} rows/s: ratio {c['ratio']:.2f} ({c['results']} results)"
+            f"ingest {c['ingest_per_s']:.0f} results/s vs plain executemany {c['executemany_per_s']:.0f} rows/s: ratio "
+            f"{c['ratio']:.2f} ({c['results']} results)"
         )
         print(
-            f"{lg['stations']} stations x {lg['parts_per_minute_each']:g} parts/min: lag p50 {lg['lag_ms_p50']:.0f} ms, p99 {lg['lag_ms_p99']:.0f} ms, max {lg['lag_ms_max']:.0f} ms"
+            f"{lg['stations']} stations x {lg['parts_per_minute_each']:g} parts/min: lag p50 {lg['lag_ms_p50']:.0f} "
+            f"ms, p99 {lg['lag_ms_p99']:.0f} ms, max {lg['lag_ms_max']:.0f} ms"
         )
     return 0
 

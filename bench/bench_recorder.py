@@ -126,7 +126,8 @@ def raw_sqlite(root: Path, n: int, batch: int) -> float:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(_INSERT_INSPECTION, chunk)
         conn.executemany(
-            "INSERT INTO defects (part_id, camera_id, class_name, confidence, x1, y1, x2, y2, area_mm2, action, rule, model_id) "
+            "INSERT INTO defects (part_id, camera_id, class_name, confidence, x1, y1, x2, y2, area_mm2, action, rule, "
+            "model_id) "
             "VALUES (?, 'cam0', 'scratch', 0.91, 10, 20, 60, 25, 1.2, 'reject', 'conf', 'model')",
             [(r[0],) for r in chunk],
         )
@@ -155,7 +156,8 @@ def main() -> None:
         t_raw = raw_sqlite(root / "b", a.rows, a.batch)
     r_rec, r_raw = a.rows / t_rec, a.rows / t_raw
     print(
-        f"{'no images':<28} recorder {r_rec:9.0f} rows/s | raw executemany {r_raw:9.0f} rows/s | ratio {r_rec / r_raw:5.2f}"
+        f"{'no images':<28} recorder {r_rec:9.0f} rows/s | raw executemany {r_raw:9.0f} rows/s | ratio "
+        f"{r_rec / r_raw:5.2f}"
     )
 
     # store.synchronous: FULL (default) vs NORMAL, same run, same disk
@@ -174,7 +176,8 @@ def main() -> None:
                 )
             full, normal = n / t["FULL"], n / t["NORMAL"]
             print(
-                f"{f'synchronous, batch {batch}':<28} FULL     {full:9.0f} rows/s | NORMAL          {normal:9.0f} rows/s | FULL/NORMAL {full / normal:5.2f}"
+                f"{f'synchronous, batch {batch}':<28} FULL     {full:9.0f} rows/s | NORMAL          {normal:9.0f} "
+                f"rows/s | FULL/NORMAL {full / normal:5.2f}"
             )
 
     base = [part_image(rng) for _ in range(4)]

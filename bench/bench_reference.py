@@ -55,8 +55,11 @@ for product in ("machined", "pcb"):
     i = np.median(ts) * 1e3
     ic = np.median(cs) * 1e3
     print(
-        f"{product:9s} render  wall median {r:6.2f} ms, CPU median {rc:6.2f} ms  (target {RENDER_TARGET_MS:.0f} ms, CPU ratio {rc / RENDER_TARGET_MS:.2f})"
+        f"{product:9s} render  wall median {r:6.2f} ms, CPU median {rc:6.2f} ms  (target {RENDER_TARGET_MS:.0f} ms, "
+        f"CPU ratio {rc / RENDER_TARGET_MS:.2f})"
     )
     print(
-        f"{product:9s} inspect wall median {i:6.2f} ms, CPU median {ic:6.2f} ms  (target {INSPECT_TARGET_MS:.0f} ms, CPU ratio {ic / INSPECT_TARGET_MS:.2f})  wall p95 {np.percentile(ts, 95) * 1e3:.2f}  min {min(ts) * 1e3:.2f} ms"
+        f"{product:9s} inspect wall median {i:6.2f} ms, CPU median {ic:6.2f} ms  (target {INSPECT_TARGET_MS:.0f} ms, "
+        f"CPU ratio {ic / INSPECT_TARGET_MS:.2f})  wall p95 {np.percentile(ts, 95) * 1e3:.2f}  min "
+        f"{min(ts) * 1e3:.2f} ms"
     )

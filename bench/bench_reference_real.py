@@ -161,7 +161,8 @@ def load_cases(data: Path, seed: int, mp: float = MEGAPIXELS) -> list[Case]:
                     img.astype(np.float32) * rng.uniform(0.95, 1.05) + rng.normal(0, NOISE, img.shape), 0, 255
                 ).astype(np.uint8)
 
-            # a good part: another capture of the board (its own texture and noise), its annotated defects covered by the template
+            # a good part: another capture of the board (its own texture and noise), its annotated defects covered by
+            # the template
             others = [g for g in members if g != f and g.stem in boxes]
             other = others[0] if others else f
             g_full = greys[other.stem].copy()
@@ -405,16 +406,20 @@ def main() -> None:
     for k, (p, r, f1, a, t) in rows.items():
         print(f"{k:24s} {p:6.3f} {r:6.3f} {f1:6.3f} {a:6.3f}  {t:.3f}")
     print(
-        f"baseline: threshold {b_thr}, min area {b_area} px, box margin {b_mg} px (pre-aligned: {o_thr}, {o_area} px, {o_mg} px), tuned on dev"
+        f"baseline: threshold {b_thr}, min area {b_area} px, box margin {b_mg} px (pre-aligned: {o_thr}, {o_area} px, "
+        f"{o_mg} px), tuned on dev"
     )
     gp = res["good_parts"]
     print(
-        f"good parts ({gp['n']}): image_score p50 {gp['image_score_p50']:.2f} p95 {gp['image_score_p95']:.2f} max {gp['image_score_max']:.2f}; "
-        f"best detection score p50 {gp['best_detection_score_p50']:.3f} p95 {gp['best_detection_score_p95']:.3f} max {gp['best_detection_score_max']:.3f}"
+        f"good parts ({gp['n']}): image_score p50 {gp['image_score_p50']:.2f} p95 {gp['image_score_p95']:.2f} max "
+        f"{gp['image_score_max']:.2f}; "
+        f"best detection score p50 {gp['best_detection_score_p50']:.3f} p95 {gp['best_detection_score_p95']:.3f} max "
+        f"{gp['best_detection_score_max']:.3f}"
     )
     ds = res["defect_scores"]
     print(
-        f"detection scores: true p05 {ds['tp_p05']:.3f} p50 {ds['tp_p50']:.3f}; false p50 {ds['fp_p50']:.3f} p95 {ds['fp_p95']:.3f}"
+        f"detection scores: true p05 {ds['tp_p05']:.3f} p50 {ds['tp_p50']:.3f}; false p50 {ds['fp_p50']:.3f} p95 "
+        f"{ds['fp_p95']:.3f}"
     )
     print(f"reference inspect median {res['inspect_ms_median']:.2f} ms per frame (1 cv2 thread)")
 

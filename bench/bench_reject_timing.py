@@ -77,11 +77,11 @@ class Load:
 def start_plc() -> tuple[subprocess.Popen[bytes], int]:
     """The PLC simulator (pymodbus server) in its own process, as a real PLC would be."""
     code = (
-        "import sys, time; sys.path.insert(0, %r)\n"
+        f"import sys, time; sys.path.insert(0, {str(REPO)!r})\n"
         "from tests.fixtures_floor import PlcSim\n"
         "p = PlcSim().start(); print(p.port, flush=True)\n"
         "time.sleep(3600)\n"
-    ) % str(REPO)
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
@@ -200,11 +200,13 @@ def main() -> None:
         finally:
             plc.kill()
     print(
-        f"{'row':<12} {'parts':>6} {'cpu':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'min ms':>8} {'p99/target':>11} {'errors':>7}"
+        f"{'row':<12} {'parts':>6} {'cpu':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'min ms':>8} "
+        f"{'p99/target':>11} {'errors':>7}"
     )
     for name, r in rows:
         print(
-            f"{name:<12} {r['n']:>6.0f} {r['cpu']:>5.0%} {r['p50']:>8.3f} {r['p99']:>8.3f} {r['max']:>8.3f} {r['min']:>8.3f} "
+            f"{name:<12} {r['n']:>6.0f} {r['cpu']:>5.0%} {r['p50']:>8.3f} {r['p99']:>8.3f} {r['max']:>8.3f} "
+            f"{r['min']:>8.3f} "
             f"{r['p99'] / TARGET_P99_MS:>10.2f}x {r['errors']:>7.0f}"
         )
     print(f"target: p99 <= {TARGET_P99_MS} ms (ratio <= 1.00x)")

@@ -48,7 +48,8 @@ OVERLOAD_REASONS = ("frame queue full (drop-new)", "busy: trigger overrun")
 
 
 class PoolCamera:
-    """A :class:`~station.acquire.base.CameraDriver` that cycles pre-rendered frames (part id ``n`` gets frame ``n % pool``)."""
+    """A :class:`~station.acquire.base.CameraDriver` that cycles pre-rendered frames (part id ``n`` gets frame ``n %
+    pool``)."""
 
     def __init__(self, frames: list[Frame], camera_id: str = "cam0"):
         self.camera_id = camera_id
@@ -91,7 +92,8 @@ def dir_bytes(path: Path) -> int:
 
 
 def item_bytes(item: Any) -> int:
-    """Bytes one history entry holds: the object, its own field values (ints; shared strings and bools not counted), a deque slot."""
+    """Bytes one history entry holds: the object, its own field values (ints; shared strings and bools not counted), a
+    deque slot."""
     n = sys.getsizeof(item) + 8
     if hasattr(item, "__dict__"):
         n += sys.getsizeof(item.__dict__)
@@ -240,7 +242,8 @@ def _soak(
         problems.append(f"triggers {snap.triggers} != parts asked {parts}")
     if rows != snap.verdicts or snap.records_written != rows or snap.records_dropped or rec.pending:
         problems.append(
-            f"rows {rows}, verdicts {snap.verdicts}, records written {snap.records_written}, dropped {snap.records_dropped}, pending {rec.pending}"
+            f"rows {rows}, verdicts {snap.verdicts}, records written {snap.records_written}, dropped "
+            f"{snap.records_dropped}, pending {rec.pending}"
         )
     if sum(failsafe.values()) != snap.FAILSAFE:
         problems.append(f"FAILSAFE counter {snap.FAILSAFE} != FAILSAFE rows {sum(failsafe.values())}")
@@ -344,23 +347,28 @@ def main() -> None:
         f"(asked {r['rate_asked']:g}/s), {r['elapsed_s']:.0f} s"
     )
     print(
-        f"verdicts {c['verdicts']}: PASS {c['PASS']} FAIL {c['FAIL']} UNCERTAIN {c['UNCERTAIN']} FAILSAFE {c['FAILSAFE']}; "
-        f"rejects {c['rejects_fired']}/{c['rejects_scheduled']}; records written {c['records_written']} dropped {c['records_dropped']}; "
+        f"verdicts {c['verdicts']}: PASS {c['PASS']} FAIL {c['FAIL']} UNCERTAIN {c['UNCERTAIN']} FAILSAFE "
+        f"{c['FAILSAFE']}; "
+        f"rejects {c['rejects_fired']}/{c['rejects_scheduled']}; records written {c['records_written']} dropped "
+        f"{c['records_dropped']}; "
         f"rows {r['db_rows']}"
     )
     print(f"reconciled: {'exact' if r['reconciled'] else '; '.join(r['problems'])}")
     m = r["rss_mib"]
     print(
-        f"RSS start {m['start']:.1f} MiB, at 10 % {m.get('p10', float('nan')):.1f} MiB, at 50 % {m.get('p50', float('nan')):.1f} MiB, at 100 % {m['p100']:.1f} MiB: "
+        f"RSS start {m['start']:.1f} MiB, at 10 % {m.get('p10', float('nan')):.1f} MiB, at 50 % "
+        f"{m.get('p50', float('nan')):.1f} MiB, at 100 % {m['p100']:.1f} MiB: "
         f"growth after warm-up {100 * r['rss_growth_after_warmup']:.2f} %"
     )
     print(
-        f"  of which bounded histories filling up: {r['bounded_histories_growth_mib']:.2f} MiB {r['bounded_histories']}; "
+        f"  of which bounded histories filling up: {r['bounded_histories_growth_mib']:.2f} MiB "
+        f"{r['bounded_histories']}; "
         f"growth less these: {100 * r['rss_growth_after_warmup_less_histories']:.2f} %"
     )
     d, lim = r["max_depth"], r["queue_limits"]
     print(
-        f"largest depth: frame queue {d['frame_queue']}/{lim['frame_queue']}, camera queue {d['camera_queue']}/{lim['camera_queue']}, "
+        f"largest depth: frame queue {d['frame_queue']}/{lim['frame_queue']}, camera queue "
+        f"{d['camera_queue']}/{lim['camera_queue']}, "
         f"recorder queue {d['recorder_queue']}/{lim['recorder_queue']}, parts in flight {d['in_flight']}"
     )
     print(f"database {r['db_mb']:.1f} MB, images {r['images_mb']:.1f} MB")

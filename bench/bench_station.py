@@ -101,7 +101,8 @@ def main() -> None:
     print(f"frame {a.width}x{a.height} Mono8, reference inspector")
     print(f"raw reference inspector alone (reference): {raw:7.1f} parts/s ({1000 / raw:.2f} ms/part)")
     print(
-        f"{'rate/s':>7} {'parts':>6} {'dropped':>7} {'failsafe':>8} {'lat p50':>8} {'p99':>7} {'max':>7} {'rej p50':>8} {'p99':>6} {'max':>6}  reconcile"
+        f"{'rate/s':>7} {'parts':>6} {'dropped':>7} {'failsafe':>8} {'lat p50':>8} {'p99':>7} {'max':>7} "
+        f"{'rej p50':>8} {'p99':>6} {'max':>6}  reconcile"
     )
     best = None
     for rate in (float(x) for x in a.rates.split(",")):

@@ -139,11 +139,13 @@ def main() -> int:
     print(f"{out['parts']} parts, {out['frame']}, one OpenCV thread; maps built once in {build_ms:.1f} ms")
     print(f"reference inspector   median {out['reference_inspect_ms']:7.3f} ms/part  (the reference)")
     print(
-        f"undistortion remap    median {out['undistort_ms']:7.3f} ms/part  ratio {out['undistort_over_inspect']:.2f} of the inspector"
+        f"undistortion remap    median {out['undistort_ms']:7.3f} ms/part  ratio {out['undistort_over_inspect']:.2f} "
+        "of the inspector"
     )
     print(f"  (fixed-point maps   median {out['undistort_fixed_point_maps_ms']:7.3f} ms/part)")
     print(
-        f"decide                median {out['decide_ms']:7.4f} ms/part; with regions {out['decide_with_regions_ms']:.4f} ms/part "
+        f"decide                median {out['decide_ms']:7.4f} ms/part; with regions "
+        f"{out['decide_with_regions_ms']:.4f} ms/part "
         f"({out['detections_per_part_median']:g} detections per part)"
     )
     if args.json:

@@ -73,7 +73,8 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
         db.close()
     print(
         f"{cfg.name}/{a.camera}: version {v.version} in force, id {cal.id}, reprojection error {cal.rms_px:.3f} px, "
-        f"{cal.mm_per_px:.5f} mm/px, coverage {cal.coverage:.0%}, {sum(x.used for x in cal.views)}/{len(cal.views)} views used"
+        f"{cal.mm_per_px:.5f} mm/px, coverage {cal.coverage:.0%}, {sum(x.used for x in cal.views)}/{len(cal.views)} "
+        "views used"
     )
     return 0
 
@@ -95,7 +96,8 @@ def cmd_list(a: argparse.Namespace) -> int:
         when = dt.datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M")
         mark = "*" if cur is not None and cur.id == r.id else " "
         print(
-            f"{mark} v{r.version:<3d} {r.ref} {when} {r.created_by:12s} {r.body['rms_px']:.3f} px  {r.body['mm_per_px']:.5f} mm/px  {r.reason or ''}"
+            f"{mark} v{r.version:<3d} {r.ref} {when} {r.created_by:12s} {r.body['rms_px']:.3f} px  "
+            f"{r.body['mm_per_px']:.5f} mm/px  {r.reason or ''}"
         )
     if not rows:
         print(f"{cfg.name}/{a.camera}: no calibration stored (the config's calibration applies)")

@@ -27,7 +27,8 @@ UNDISTORT_ITER = (
 
 
 class CalibrationRefused(ValueError):
-    """The views do not give a calibration to trust; ``reasons`` says why (one line each) and ``views`` what each view gave."""
+    """The views do not give a calibration to trust; ``reasons`` says why (one line each) and ``views`` what each view
+    gave."""
 
     def __init__(self, reasons: list[str], views: Sequence[ViewReport] = ()):
         self.reasons = reasons
@@ -108,7 +109,8 @@ def calibrate_camera(
     limits: Limits = Limits(),
     plane_view: int = 0,
 ) -> CameraCalibration:
-    """Calibrate from ``views`` = [(name, grayscale image)]; ``plane_view``: index of the board lying on the inspection plane.
+    """Calibrate from ``views`` = [(name, grayscale image)]; ``plane_view``: index of the board lying on the inspection
+    plane.
 
     Raises :class:`CalibrationRefused` naming each problem (and the fix).
     """

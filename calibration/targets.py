@@ -57,7 +57,8 @@ class Target:
                 raise ValueError(f"dictionary {self.dictionary!r}: use one of {', '.join(ARUCO_DICTS)}")
             if self.cols * self.rows // 2 > DICT_SIZE[self.dictionary]:
                 raise ValueError(
-                    f"a {self.cols}x{self.rows} ChArUco board has {self.cols * self.rows // 2} markers, more than dictionary "
+                    f"a {self.cols}x{self.rows} ChArUco board has {self.cols * self.rows // 2} markers, more than "
+                    "dictionary "
                     f"{self.dictionary} holds ({DICT_SIZE[self.dictionary]}): use a larger dictionary"
                 )
 
@@ -100,7 +101,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Points:
-    """Matched points of one view: ``obj`` (N, 3) mm on the board, ``img`` (N, 2) px, ``grid`` (N, 2) integer board positions."""
+    """Matched points of one view: ``obj`` (N, 3) mm on the board, ``img`` (N, 2) px, ``grid`` (N, 2) integer board
+    positions."""
 
     obj: np.ndarray
     img: np.ndarray

@@ -2,12 +2,14 @@
 
 ::
 
-    python -m labeling snapshot  --db data/station.db [--name N] [--since T] [--until T] [--all] [--classes a,b] [--user U]
+    python -m labeling snapshot  --db data/station.db [--name N] [--since T] [--until T] [--all] [--classes a,b]
+    [--user U]
     python -m labeling snapshots --db data/station.db
     python -m labeling export    --db data/station.db --images data/images --snapshot ID --format yolo|coco --out DIR
                                  [--val-fraction 0.2] [--seed 0] [--split time|group] [--copy]
     python -m labeling import    --db data/station.db --images data/images --format yolo --data DIR/data.yaml [--user U]
-    python -m labeling import    --db data/station.db --images data/images --format coco --coco FILE --images-dir DIR [--user U]
+    python -m labeling import    --db data/station.db --images data/images --format coco --coco FILE --images-dir DIR
+    [--user U]
     python -m labeling queue     --db data/station.db [--limit 20] [--outcome UNCERTAIN] [--seed 0]
     python -m labeling stats     --db data/station.db [--tz Europe/Berlin]
 

@@ -111,7 +111,8 @@ def _sources(images: ImageStore, items: Sequence[SnapshotItem]) -> dict[int, Pat
             missing.append(f"image {it.image_id} (part {it.part_id}, {it.sha256[:12]}.{it.format})")
     if missing:
         raise FileNotFoundError(
-            f"{len(missing)} image file(s) of the snapshot are no longer in {images.root} (deleted by the disk budget?): "
+            f"{len(missing)} image file(s) of the snapshot are no longer in {images.root} (deleted by the disk "
+            "budget?): "
             + ", ".join(missing[:10])
             + (" ..." if len(missing) > 10 else "")
             + "; export snapshots soon after taking them, or raise store.disk_budget_mb"

@@ -179,7 +179,8 @@ def _parse_yolo_labels(label_file: Path, names: Sequence[str], w: int, h: int) -
         where = f"{label_file}:{n}"
         if len(vals) != 5:
             raise ValueError(
-                f"{where}: expected 'class cx cy w h' (5 numbers), got {len(vals)} values; only detection boxes can be imported"
+                f"{where}: expected 'class cx cy w h' (5 numbers), got {len(vals)} values; only detection boxes can be "
+                "imported"
             )
         try:
             c = int(vals[0])

@@ -77,7 +77,8 @@ def defects_by_class_over_time(
     tz: str | dt.tzinfo | None = None,
     actions: Sequence[str] = ("reject", "uncertain"),
 ) -> list[dict[str, Any]]:
-    """Detections per class per local hour or day: ``[{bucket (ISO), t (UNIX start), class_name, count}]``, in time order.
+    """Detections per class per local hour or day: ``[{bucket (ISO), t (UNIX start), class_name, count}]``, in time
+    order.
 
     ``actions``: which detections count (default those that rejected or made the part
     uncertain; add ``"ignore"`` for every recorded detection).

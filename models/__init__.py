@@ -8,7 +8,8 @@ Modules (each one job):
 - :mod:`models.export`   ONNX export keeping Ultralytics' metadata, plus lineage metadata;
 - :mod:`models.evaluate` evaluation through the station's production path, comparison, threshold tuning;
 - :mod:`models.registry` the ``models`` table: register, list, promote (gated), rollback;
-- :mod:`models.jobs`     the one job runner: one job at a time in a subprocess, with live progress (training, evaluation);
+- :mod:`models.jobs`     the one job runner: one job at a time in a subprocess, with live progress (training,
+evaluation);
 - :mod:`models.eval_worker` / :mod:`models.eval_jobs` the evaluation worker and its jobs on that runner;
 - :mod:`models.service`  the model lifecycle of a running station (the web models page's domain work);
 - :mod:`models.default_model` the recipe of the shipped default model (``models build-default``);

@@ -285,7 +285,8 @@ def _export(net: Any, size: tuple[int, int], path: Path, meta: dict[str, str]) -
 
 
 def _parity(path: Path, net: Any, x: np.ndarray) -> float:
-    """Largest |ONNX - torch| over the map of ``x``, relative to the map's largest value (``x`` must not be in the bank)."""
+    """Largest |ONNX - torch| over the map of ``x``, relative to the map's largest value (``x`` must not be in the
+    bank)."""
     import onnxruntime as ort
     import torch
 
@@ -318,7 +319,8 @@ def learn(
     size = work_size((W, H), s.long_side)
     if min(size) < MIN_SHORT_SIDE:
         raise AnomalyLearnError(
-            f"anomaly learning: a {W}x{H} frame at long side {s.long_side} is {size[0]}x{size[1]}, under {MIN_SHORT_SIDE} px on its "
+            f"anomaly learning: a {W}x{H} frame at long side {s.long_side} is {size[0]}x{size[1]}, under "
+            f"{MIN_SHORT_SIDE} px on its "
             f"short side: raise long_side to at least {int(s.long_side * MIN_SHORT_SIDE / min(size)) + 8}"
         )
     if len(images) > MAX_BANK:

@@ -1,4 +1,5 @@
-"""The ``models`` command: dataset, golden, train, export, quantize, evaluate, tune, register, list, promote, rollback, build-default.
+"""The ``models`` command: dataset, golden, train, export, quantize, evaluate, tune, register, list, promote, rollback,
+build-default.
 
 Only ``train``, ``export`` and ``build-default`` need the ``train`` extra (torch, ultralytics, onnx);
 ``train`` and ``build-default`` run the training in a worker subprocess and print its progress.
@@ -109,7 +110,8 @@ class ProgressPrinter:
             eta_s = f" eta {int(eta // 60)}m{int(eta % 60):02d}s" if eta else ""
             if ph == "batch":
                 self._line(
-                    f"epoch {ev['epoch']}/{ev['epochs']} [{bar:<{self.width}}] batch {ev['batch']}/{ev['batches']} {losses}{eta_s}",
+                    f"epoch {ev['epoch']}/{ev['epochs']} "
+                    f"[{bar:<{self.width}}] batch {ev['batch']}/{ev['batches']} {losses}{eta_s}",
                     False,
                 )
             elif ph == "epoch":
@@ -248,7 +250,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             )
         print(
             f"registered as candidate {rec.sha256[:12]}; next: `models evaluate --candidate {rec.sha256[:12]} --use-db "
-            f"--golden DIR --config STATION.yaml` (the line's runtime: inspector.runtime openvino or auto), then `models promote`"
+            "--golden DIR --config STATION.yaml` (the line's runtime: inspector.runtime openvino or auto), then "
+            "`models promote`"
         )
     return 0
 
@@ -377,7 +380,8 @@ def cmd_learn_anomaly(args: argparse.Namespace) -> int:
     q = sorted(res.loo_scores)
     print(
         f"learned {res.path} from {res.n_images} good images in {res.seconds:.1f} s; "
-        f"threshold {res.threshold:.4f} (good parts' leave-one-out scores: median {q[len(q) // 2]:.4f}, max {q[-1]:.4f})"
+        f"threshold {res.threshold:.4f} (good parts' leave-one-out scores: median {q[len(q) // 2]:.4f}, max "
+        f"{q[-1]:.4f})"
     )
     if args.register:
         from . import registry
@@ -429,7 +433,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
             print(str(e), file=sys.stderr)
             return 3
     print(
-        f"current model: {r.sha256} -> {r.path}\n(a running station loads it with its model swap: web UI or POST /api/model/swap)"
+        f"current model: {r.sha256} -> {r.path}\n(a running station loads it with its model swap: web UI or POST "
+        "/api/model/swap)"
     )
     return 0
 
@@ -469,7 +474,8 @@ def cmd_build_default(args: argparse.Namespace) -> int:
     m = card["test"]["metrics"]
     print(
         f"\ndefault model {card['sha256'][:12]} in {out} ({time.monotonic() - t0:.0f} s): "
-        f"test precision {m['precision']}, recall {m['recall']}, escape {m['escape_rate']}, false reject {m['false_reject_rate']}"
+        f"test precision {m['precision']}, recall {m['recall']}, escape {m['escape_rate']}, false reject "
+        f"{m['false_reject_rate']}"
     )
     return 0
 
@@ -481,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``models`` command."""
     p = argparse.ArgumentParser(
         prog="models",
-        description="Model lifecycle: dataset, golden set, train, export, evaluate, tune, register, promote, roll back.",
+        description="Model lifecycle: dataset, golden set, train, export, evaluate, tune, register, promote, "
+        "roll back.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -578,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--form",
         choices=["openvino", "qdq"],
         default="openvino",
-        help="openvino: the INT8 OpenVINO form inside a copy of the FP32 file (fast, default); qdq: an ONNX QDQ graph for onnxruntime",
+        help="openvino: the INT8 OpenVINO form inside a copy of the FP32 file (fast, default); qdq: an ONNX QDQ graph "
+        "for onnxruntime",
     )
     sp.add_argument("--register", action="store_true", help="register the INT8 file as a candidate in --db")
     sp.add_argument("--use-db", action="store_true", help="MODEL is a registered sha256")

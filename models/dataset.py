@@ -166,7 +166,8 @@ def label_lines(ids: np.ndarray, boxes: np.ndarray, width: int, height: int) -> 
         if x2 <= x1 or y2 <= y1:
             continue
         lines.append(
-            f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}"
+            f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
+            f"{(y2 - y1) / height:.6f}"
         )
     return lines
 
@@ -308,7 +309,8 @@ def _existing(root: Path, params: Mapping[str, Any]) -> Path | None:
 
 
 def read_manifest(data_yaml: Path | str) -> dict[str, Any]:
-    """The ``dataset.json`` next to a data.yaml, or in a classify dataset folder ({} when the dataset was not made here)."""
+    """The ``dataset.json`` next to a data.yaml, or in a classify dataset folder ({} when the dataset was not made
+    here)."""
     p = (Path(data_yaml) if Path(data_yaml).is_dir() else Path(data_yaml).parent) / MANIFEST
     if not p.is_file():
         return {}

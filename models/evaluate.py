@@ -229,7 +229,8 @@ def _num(v: Any) -> Any:
 def _eligibility_decider(
     rules: RulesConfig, calibration: CalibrationConfig, setup: Mapping[str, CameraSetup] | None = None
 ) -> Decider:
-    """A Decider with every threshold at 0 (drawn regions' too): its ``judge`` says whether zones/area/enabled let a detection count."""
+    """A Decider with every threshold at 0 (drawn regions' too): its ``judge`` says whether zones/area/enabled let a
+    detection count."""
     zero = {"reject_conf": 0.0, "uncertain_conf": 0.0}
     r0 = rules.model_copy(
         update={
@@ -531,7 +532,8 @@ class Comparison:
                 for d in self.disagreements:
                     truth = ",".join(d.truth) or "good"
                     out.append(
-                        f"  {d.stem:<24} {truth:<22} {d.candidate:<10} {d.current:<10} {'candidate' if d.candidate_right else 'current'}"
+                        f"  {d.stem:<24} {truth:<22} {d.candidate:<10} {d.current:<10} "
+                        f"{'candidate' if d.candidate_right else 'current'}"
                     )
             out.append(f"gate (escape rate not worse): {'PASS' if self.escape_not_worse else 'FAIL'}")
         return "\n".join(out)

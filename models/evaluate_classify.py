@@ -217,6 +217,7 @@ def choose_threshold(p_defect: np.ndarray, is_defect: np.ndarray) -> tuple[float
 def classify_rules(
     base: RulesConfig, defect_classes: Sequence[str], reject_conf: float, band: float = 0.0
 ) -> RulesConfig:
-    """``base`` with each defect class rejecting at ``reject_conf`` and UNCERTAIN (review) from ``reject_conf - band``."""
+    """``base`` with each defect class rejecting at ``reject_conf`` and UNCERTAIN (review) from ``reject_conf -
+    band``."""
     rule = ClassRule(reject_conf=float(reject_conf), uncertain_conf=max(0.0, float(reject_conf) - float(band)))
     return base.model_copy(update={"classes": {**base.classes, **{c: rule for c in defect_classes}}})

@@ -110,7 +110,8 @@ def parse_label_file(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray
             continue
         if len(parts) != 5:
             raise GoldenSetError(
-                f"{path}:{lineno}: expected 5 numbers 'class cx cy w h' (detect labels), got {len(parts)}: {line[:80]!r}"
+                f"{path}:{lineno}: expected 5 numbers 'class cx cy w h' (detect labels), got {len(parts)}: "
+                f"{line[:80]!r}"
             )
         try:
             c = int(parts[0])

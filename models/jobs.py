@@ -12,7 +12,8 @@ job gets a folder ``<jobs_dir>/<job_id>/`` holding:
 - ``state.json``      the last known :class:`JobState` (survives a restart of the station);
 - ``work/``           dataset, weights, exported ONNX.
 
-The worker is ``python -m <worker> <job_dir>`` (``models.worker`` trains): torch and ultralytics are imported only there,
+The worker is ``python -m <worker> <job_dir>`` (``models.worker`` trains): torch and ultralytics are imported only
+there,
 never in the station process; it runs at a lower CPU priority (``nice``) so the line keeps the CPU.
 One job at a time per ``jobs_dir``, across processes: the runner holds an exclusive ``flock`` on
 ``<jobs_dir>/runner.lock`` while a job runs, and a second start is refused with :class:`JobBusyError`.
@@ -22,6 +23,7 @@ Cancel sends SIGTERM: the worker stops at the next training batch (or between st
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -281,7 +283,7 @@ class JobRunner:
                     f"{self.kind} job {self._active.job_id} is running (phase {self._active.phase}); "
                     "wait for it or cancel it first: one job at a time"
                 )
-            fh = open(self.jobs_dir / "runner.lock", "a+")
+            fh = open(self.jobs_dir / "runner.lock", "a+")  # noqa: SIM115 - held (flock) while the job runs
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -298,7 +300,7 @@ class JobRunner:
             (job_dir / "progress.jsonl").touch()
             env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
             env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-            logf = open(job_dir / "job.log", "ab")
+            logf = open(job_dir / "job.log", "ab")  # noqa: SIM115 - handed to the child process
             try:
                 proc = subprocess.Popen(
                     [self.python, "-m", self.worker, str(job_dir)],
@@ -402,10 +404,8 @@ class JobRunner:
             if state is None or proc is None or state.finished or (job_id is not None and state.job_id != job_id):
                 raise JobError(f"no running job{' ' + job_id if job_id else ''} to cancel")
             self._cancel_requested = True
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         threading.Thread(target=self._kill_after, args=(proc, grace_s), name="job-kill", daemon=True).start()
         log.info("%s job %s: cancel requested", self.kind, state.job_id)
         return state
@@ -431,10 +431,8 @@ class JobRunner:
             proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             log.warning("%s worker %d ignored SIGTERM for %.0f s: killed", self.kind, proc.pid, grace_s)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def _save(self, state: JobState) -> None:
         tmp = state.job_dir / "state.json.tmp"

@@ -77,7 +77,8 @@ def synthetic_frames(n: int = N_SYNTHETIC, hw: tuple[int, int] = (480, 640)) -> 
 def input_tensors(
     images: Iterable[np.ndarray], input_hw: tuple[int, int], channels: int, task: str
 ) -> list[np.ndarray]:
-    """(1, C, H, W) float32 model inputs prepared as the station prepares a part (letterbox, or center-crop for classify)."""
+    """(1, C, H, W) float32 model inputs prepared as the station prepares a part (letterbox, or center-crop for
+    classify)."""
     t = InputTensor(input_hw, channels, batch=1)
     out = []
     for img in images:
@@ -101,7 +102,8 @@ def _flat(x: Any) -> list[np.ndarray]:
 def check_parity(
     weights: Path | str, onnx_path: Path | str, images: Sequence[np.ndarray] | None = None, *, source: str = ""
 ) -> ParityReport:
-    """Compare ``onnx_path`` (run by onnxruntime, FP32) with ``weights`` (PyTorch) on ``images``; ParityError on a mismatch."""
+    """Compare ``onnx_path`` (run by onnxruntime, FP32) with ``weights`` (PyTorch) on ``images``; ParityError on a
+    mismatch."""
     import onnxruntime as ort
     import torch
     from ultralytics import YOLO
@@ -146,9 +148,11 @@ def check_parity(
                 bad = int((diff > ATOL + tol).sum())
             if bad:
                 raise ParityError(
-                    f"{onnx_path} does not match its weights {weights} on parity image {i + 1} of {len(tensors)} ({source}): "
+                    f"{onnx_path} does not match its weights {weights} on parity image {i + 1} of {len(tensors)} "
+                    f"({source}): "
                     f"output {o.name} differs in {bad} of {diff.size} values (max {float(diff.max()):.4g}; tolerance "
-                    f"{ATOL_PX} px for boxes, {ATOL} otherwise). Do not deploy it: re-export, check the Ultralytics/onnx "
+                    f"{ATOL_PX} px for boxes, {ATOL} otherwise). Do not deploy it: re-export, check the "
+                    "Ultralytics/onnx "
                     "versions, and report the model"
                 )
     report = ParityReport(len(tensors), round(worst_box, 6), round(worst_score, 6), source)

@@ -18,7 +18,8 @@ Two forms (``form``):
 
 The detection head (its convolutions, DFL and box arithmetic) and the Sigmoids stay in floating
 point: more than Ultralytics' own ``format=openvino, int8=True`` export keeps, because quantising
-the head's convolutions failed the gate on the default model (see :func:`_head_ignored_scope`). The file keeps the source's
+the head's convolutions failed the gate on the default model (see :func:`_head_ignored_scope`). The file keeps the
+source's
 metadata (names, imgsz, task, ...) and gets lineage: ``parent_sha`` = the FP32 model's sha256,
 ``precision`` = int8, the calibration golden set id. It is a candidate like any other:
 ``models register``, ``models evaluate`` (the production path on a golden set) and ``models
@@ -143,7 +144,8 @@ def quantize_int8(
     form: str = "openvino",
     fast_bias_correction: bool = True,
 ) -> QuantizeReport:
-    """Write the INT8 candidate of the FP32 ONNX ``model_path`` at ``out_path``, calibrated on ``golden`` (see the module docstring)."""
+    """Write the INT8 candidate of the FP32 ONNX ``model_path`` at ``out_path``, calibrated on ``golden`` (see the
+    module docstring)."""
     if form not in FORMS:
         raise QuantizeError(f"form {form!r}: give one of {', '.join(FORMS)}")
     t0 = time.monotonic()

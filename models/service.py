@@ -169,7 +169,8 @@ class ModelsService:
         if not sets:
             raise ServiceError(
                 409,
-                f"no golden set yet: freeze one from a dataset snapshot on this page (or `models golden` into {self.golden_dir})",
+                "no golden set yet: freeze one from a dataset snapshot on this page (or `models golden` into "
+                f"{self.golden_dir})",
             )
         if golden_id is None:
             g = max(sets, key=lambda s: (self.golden_dir / s["name"] / "golden.json").stat().st_mtime)
@@ -254,7 +255,8 @@ class ModelsService:
                 if tuple(snap.class_names) != gnames:
                     raise ServiceError(
                         409,
-                        f"snapshot {snap.id} classes {list(snap.class_names)} differ from golden set {golden_id} classes "
+                        f"snapshot {snap.id} classes {list(snap.class_names)} differ from golden set {golden_id} "
+                        "classes "
                         f"{list(gnames)}: make the snapshot with the model's class order",
                     )
             if body.base == "current":
@@ -424,7 +426,8 @@ class ModelsService:
                     registry.record_evaluation(db, r["summary"]["model_sha"], r["summary"])
 
     def evaluation(self, eval_id: str) -> dict[str, Any]:
-        """An evaluation: its state and, once done, the side-by-side figures and the images where the models disagree."""
+        """An evaluation: its state and, once done, the side-by-side figures and the images where the models
+        disagree."""
         return evaluation_view(self.evals, eval_id)
 
     def evaluation_image(self, eval_id: str, index: int, max_width: int = 360) -> bytes:
@@ -434,7 +437,8 @@ class ModelsService:
     # ------------------------------------------------------------------ threshold tuning
 
     def tune(self, eval_id: str, side: str, target: float) -> dict[str, Any]:
-        """Per-class thresholds for ``target`` escape rate on the evaluated golden set, and the false rejects they cost."""
+        """Per-class thresholds for ``target`` escape rate on the evaluated golden set, and the false rejects they
+        cost."""
         from .evaluate import tune_thresholds
 
         result, raw = eval_result(self.evals, eval_id, side)

@@ -120,7 +120,8 @@ def evaluation_view(evals: Evaluations, eval_id: str) -> dict[str, Any]:
 
 
 def evaluation_jpeg(evals: Evaluations, eval_id: str, index: int, max_width: int = 360) -> bytes:
-    """JPEG of golden image ``index`` with the truth (green, solid), candidate (orange) and current (blue) boxes at reject_conf."""
+    """JPEG of golden image ``index`` with the truth (green, solid), candidate (orange) and current (blue) boxes at
+    reject_conf."""
     import cv2
     import numpy as np
 

@@ -31,7 +31,7 @@ class EventLog:
     """Appends JSON lines to the progress file, flushed after each one."""
 
     def __init__(self, path: Path):
-        self.fh = open(path, "a", encoding="utf-8")
+        self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the job's life, closed by close()
         self.lock = threading.Lock()
 
     def emit(self, event: str, **data: Any) -> None:

@@ -228,9 +228,15 @@ class Station:
             from .plant.uplink import PlantUplink
 
             self.uplink = PlantUplink(
-                cfg.plant, cfg.name, self.bus.subscribe("plant", maxsize=cfg.plant.queue_size), report=self.alarms.report,
-                status=lambda: {"model_id": self.inspector.model_id, "alarms": [f"{e.component}: {e.message}" for e in self.alarms.active()]},
-            )  # fmt: skip
+                cfg.plant,
+                cfg.name,
+                self.bus.subscribe("plant", maxsize=cfg.plant.queue_size),
+                report=self.alarms.report,
+                status=lambda: {
+                    "model_id": self.inspector.model_id,
+                    "alarms": [f"{e.component}: {e.message}" for e in self.alarms.active()],
+                },
+            )
         self.follower: Any = (
             None  # staged rollout: the plant's desired model for this station's group, through swap_model
         )
@@ -330,7 +336,8 @@ class Station:
         self._started = False
         self.notifier.notify("STOPPING=1")
         self._drain_s = self.cfg.reject.travel_ms / 1000 + 0.5 if drain_s is None else drain_s
-        self.services.stop()  # in reverse: watchdog, trigger, line, cameras, inspector, scheduler (drains), ..., recorder
+        # in reverse: watchdog, trigger, line, cameras, inspector, scheduler (drains), ..., recorder
+        self.services.stop()
         self._db_close_pending = True  # closed by stop() in the thread that opened it
         self.notifier.close()
         log.info("station stopped: %s", self.counters.snapshot().as_dict())
@@ -442,7 +449,8 @@ class Station:
         reason: str | None = None,
         sha256: str | None = None,
     ) -> None:
-        """Load another model file (Ultralytics ONNX or anomaly model) in the background and swap it in between two parts.
+        """Load another model file (Ultralytics ONNX or anomaly model) in the background and swap it in between two
+        parts.
 
         An anomaly model learned on frames of another size is refused (the running model keeps running).
         ``on_done(error)`` is called when the load ends (None: swapped in). With ``user`` (a person's
@@ -484,7 +492,8 @@ class Station:
         sha256: str | None,
         before: str,
     ) -> None:
-        """A person's swap ended (model-load thread): the ``model`` alarm and the audit row, on the swap's own connection."""
+        """A person's swap ended (model-load thread): the ``model`` alarm and the audit row, on the swap's own
+        connection."""
         if sha256 is None:
             sha256 = _file_sha256(path) or str(path)
         if error is None:
@@ -525,7 +534,8 @@ class Station:
         return runner.stop() if runner is not None else None
 
     def set_rules(self, rules: Any, config_hash: str, setup: Any = None) -> None:
-        """Decide the next parts by ``rules`` (verdicts carry ``config_hash``): a new Decider, swapped in between two parts.
+        """Decide the next parts by ``rules`` (verdicts carry ``config_hash``): a new Decider, swapped in between two
+        parts.
 
         ``setup``: the per-camera calibration and regions (default: those of the running decider).
         """
@@ -548,7 +558,8 @@ class Station:
         return setup
 
     def set_camera_setup(self, setup: Any) -> None:
-        """Judge the next parts by ``setup`` (:func:`station.camera_setup.load`, read by the caller on its own connection)."""
+        """Judge the next parts by ``setup`` (:func:`station.camera_setup.load`, read by the caller on its own
+        connection)."""
         d = self.decider
         self._set_undistort(setup)
         self.set_rules(d.rules, d.base_config_hash, setup=setup)

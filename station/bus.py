@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Union
 
 from .types import PartResult, StatusEvent
 
 log = logging.getLogger(__name__)
 
-BusEvent = Union[PartResult, StatusEvent]
+BusEvent = PartResult | StatusEvent
 """What the bus carries: a part's final result, or a component's status change (alarms)."""
 
 

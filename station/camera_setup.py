@@ -121,7 +121,8 @@ def load(db: sqlite_utils.Database, station: str, camera_ids: Iterable[str]) -> 
 
 
 def load_file(db_path: Any, station: str, camera_ids: Sequence[str]) -> dict[str, CameraSetup]:
-    """:func:`load` from a database file opened read-only for the call (replay, evaluation); {} when it does not exist."""
+    """:func:`load` from a database file opened read-only for the call (replay, evaluation); {} when it does not
+    exist."""
     from pathlib import Path
 
     from .store.db import open_db

@@ -39,7 +39,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     print(
-        f"{args.config}: ok (config hash {config_hash(cfg)}; {len(cfg.cameras)} camera(s), inspector {cfg.inspector.type})"
+        f"{args.config}: ok (config hash {config_hash(cfg)}; {len(cfg.cameras)} camera(s), inspector "
+        f"{cfg.inspector.type})"
     )
     return 0
 
@@ -79,7 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         station.stop()
     snap = station.counters.snapshot()
-    # "records": written / dropped / spilled at stop, said plainly (counters that add up can still mean records were lost)
+    # "records": written / dropped / spilled at stop, said plainly (counters that add up can still mean records were
+    # lost)
     print(
         json.dumps(
             {"counters": snap.as_dict(), "reconcile": station.reconcile(), "records": station.recorder.stop_report},
@@ -122,7 +124,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )  # the line's calibrations and regions in force
     decider = Decider(cfg.rules, effective_calibration(cfg.calibration), config_hash(cfg), setup)
     undistort = undistorters(setup).get(camera_id) if cfg.calibration.undistort else None
-    out = open(args.out, "w") if args.out != "-" else sys.stdout
+    out = open(args.out, "w") if args.out != "-" else sys.stdout  # noqa: SIM115 - closed in the finally below
     counts: dict[str, int] = {}
     try:
         for i, path in enumerate(cam.files, start=1):

@@ -83,6 +83,7 @@ def reconcile(
         )
     if v.records_written + v.records_dropped + pending_records != v.verdicts:
         problems.append(
-            f"records written {v.records_written} + dropped {v.records_dropped} + pending {pending_records} != verdicts {v.verdicts}"
+            f"records written {v.records_written} + dropped {v.records_dropped} + pending {pending_records} != "
+            f"verdicts {v.verdicts}"
         )
     return problems

@@ -16,6 +16,7 @@ it (its late result is ignored) and starts a fresh thread in its place.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -46,10 +47,8 @@ def _put_sentinel(q: queue.Queue[Any]) -> None:
             q.put_nowait(None)
             return
         except queue.Full:
-            try:
+            with contextlib.suppress(queue.Empty):
                 q.get_nowait()
-            except queue.Empty:
-                pass
 
 
 class WorkerAbandoned(RuntimeError):

@@ -74,7 +74,8 @@ class ShadowStats:
 
 
 def build_shadow_inspector(model_path: Path, base: Any = None) -> Inspector:
-    """The candidate's inspector (onnx or anomaly, by the file's task): the line's settings, one thread, no keep-alive, no spinning.
+    """The candidate's inspector (onnx or anomaly, by the file's task): the line's settings, one thread, no keep-alive,
+    no spinning.
 
     One thread so it cannot take both cores from the line; raises the backend's ModelLoadError for
     a file that is not a usable model.

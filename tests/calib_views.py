@@ -21,7 +21,8 @@ PPM = 8.0  # texture pixels per mm
 PLANE_Z = 500.0  # mm from the camera to the plane view's board
 CHESS = Target("chessboard", 9, 6, 15.0)
 CHARUCO = Target("charuco", 8, 6, 18.0, 13.0, "5x5_100")
-# (rotation about x, about y, about z in degrees; board centre x, y in mm; distance z in mm); the first is the plane view
+# (rotation about x, about y, about z in degrees; board centre x, y in mm; distance z in mm); the first is the plane
+# view
 POSES = [
     (0, 0, 0, 0, 0, PLANE_Z),
     (22, -18, 5, -120, -85, 560),

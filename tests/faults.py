@@ -640,7 +640,8 @@ def _swap(st: Station, path: Path, timeout: float = 60.0) -> Exception | None:
 
 
 def corrupt_model(tmp: Path | None = None) -> FaultResult:
-    """A truncated ONNX file is pushed to the line: refused, the running model keeps inspecting; a good push clears it."""
+    """A truncated ONNX file is pushed to the line: refused, the running model keeps inspecting; a good push clears
+    it."""
     from tests.model_factory import anomaly_model
 
     good, other = anomaly_model(), anomaly_model(seed=1)
@@ -684,7 +685,8 @@ def _rss_kb() -> int:
 
 
 def hot_swaps(tmp: Path | None = None, n: int = 100, warmup: int = 10) -> FaultResult:
-    """``n`` hot swaps between two anomaly models while the line runs; RSS at the end within 5 % of RSS after ``warmup`` swaps."""
+    """``n`` hot swaps between two anomaly models while the line runs; RSS at the end within 5 % of RSS after
+    ``warmup`` swaps."""
     from tests.model_factory import anomaly_model
 
     models = [anomaly_model(), anomaly_model(seed=1)]

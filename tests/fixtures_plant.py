@@ -79,9 +79,13 @@ class Plant:
     def link(self, **kw: object) -> PlantLinkConfig:
         """A station's ``plant:`` section pointing at this plant."""
         base: dict[str, object] = {
-            "nats_url": self.engines.nats.url, "s3_endpoint": self.engines.s3.endpoint, "s3_bucket": self.bucket,
-            "subject_prefix": self.prefix, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5,
-        }  # fmt: skip
+            "nats_url": self.engines.nats.url,
+            "s3_endpoint": self.engines.s3.endpoint,
+            "s3_bucket": self.bucket,
+            "subject_prefix": self.prefix,
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 0.5,
+        }
         return PlantLinkConfig(**{**base, **kw})
 
 

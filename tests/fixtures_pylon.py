@@ -54,7 +54,8 @@ def render_parts(folder: Path, n: int, *, defective: set[int] = frozenset(), see
 
 
 def pylon_station_config(tmp_path: Path, cameras: list[dict[str, Any]], **overrides: Any) -> StationConfig:
-    """A station on pylon cameras, software trigger, reference inspector learning from 3 parts, web off, store in tmp_path."""
+    """A station on pylon cameras, software trigger, reference inspector learning from 3 parts, web off, store in
+    tmp_path."""
     data: dict[str, Any] = {
         "cameras": cameras,
         "trigger": {"type": "software"},
@@ -92,7 +93,8 @@ def write_video(path: Path, levels: list[int], size: tuple[int, int] = (160, 120
 
 
 def frame_level(image: np.ndarray) -> int:
-    """The flat grey level of a frame written by :func:`write_video` (its corner, away from the digits), to the nearest 10.
+    """The flat grey level of a frame written by :func:`write_video` (its corner, away from the digits), to the nearest
+    10.
 
     Levels are multiples of 10; MJPG moves flat areas by a grey level or two.
     """

@@ -69,7 +69,8 @@ def mistakes(station: Station, min_side: float = 8.0) -> list[Mistake]:
         truth = [(t["class_name"], tuple(t["box_xyxy"])) for t in (json.loads(raw or "{}").get(cam) or [])]
         labels = query(
             station,
-            "SELECT l.id, l.class_name, l.x1, l.y1, l.x2, l.y2 FROM labels l WHERE l.image_id = ? AND l.status = 'active' "
+            "SELECT l.id, l.class_name, l.x1, l.y1, l.x2, l.y2 FROM labels l WHERE l.image_id = ? AND l.status = "
+            "'active' "
             "AND l.source = 'model' AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id)",
             [image_id],
         )

@@ -58,11 +58,13 @@ class CameraTrigger:
         cam = cameras.get(cfg.camera_id)
         if cam is None:
             raise ValueError(
-                f"trigger.camera_id: {cfg.camera_id!r} is not one of the cameras ({', '.join(cameras)}); use one of their ids"
+                f"trigger.camera_id: {cfg.camera_id!r} is not one of the cameras ({', '.join(cameras)}); use one of "
+                "their ids"
             )
         if not isinstance(cam, FrameSource) or not cam.self_triggered:
             raise ValueError(
-                f"trigger.camera_id: camera {cfg.camera_id!r} does not deliver frames on its own; use a pylon camera with "
+                f"trigger.camera_id: camera {cfg.camera_id!r} does not deliver frames on its own; use a pylon camera "
+                "with "
                 "trigger_mode hardware or freerun, or an opencv stream / realtime file (or trigger type software/timer)"
             )
         self.cfg = cfg

@@ -94,7 +94,8 @@ class FolderCamera:
                 if not self.cfg.loop:
                     self._exhausted = True
                     raise CameraError(
-                        f"folder exhausted: all {len(self._files)} images of {self.cfg.path} were replayed (set loop: true to repeat)"
+                        f"folder exhausted: all {len(self._files)} images of {self.cfg.path} were replayed (set loop: "
+                        "true to repeat)"
                     )
                 self._next = 0
             i = self._next

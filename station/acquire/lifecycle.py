@@ -185,7 +185,8 @@ class Lifecycle:
 
     # -- control ------------------------------------------------------------
     def open(self) -> None:
-        """Connect and configure once; on failure raise, or keep trying in the background (``require_at_start: false``)."""
+        """Connect and configure once; on failure raise, or keep trying in the background (``require_at_start:
+        false``)."""
         if self._state is not DeviceState.CLOSED:
             return
         self._stop.clear()
@@ -217,7 +218,8 @@ class Lifecycle:
         self._set_state(DeviceState.CLOSED, "closed")
 
     def lost(self, reason: str) -> None:
-        """The device is gone: alarm and reconnect in the background. Safe from any thread, including driver callbacks."""
+        """The device is gone: alarm and reconnect in the background. Safe from any thread, including driver
+        callbacks."""
         with self._cond:
             if self._state is not DeviceState.STREAMING or self._stop.is_set():
                 return
@@ -409,7 +411,8 @@ class LifecycleCamera:
         self.lifecycle.close()
 
     def grab(self, trigger: Trigger, timeout_s: float) -> Frame:
-        """The frame of ``trigger``'s part; ``CameraError`` (FAILSAFE) on any failure, at once while the device is away."""
+        """The frame of ``trigger``'s part; ``CameraError`` (FAILSAFE) on any failure, at once while the device is
+        away."""
         image, t_exp, meta = self._grab(trigger, timeout_s)
         return Frame(part_id=trigger.part_id, camera_id=self.camera_id, image=image, t_exposure_ns=t_exp, meta=meta)
 

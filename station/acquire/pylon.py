@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import numpy as np
@@ -65,7 +65,8 @@ def describe_device(info: Any) -> str:
 
 
 def find_device(serial: str | None, user_name: str | None, where: str) -> Any:
-    """The ``DeviceInfo`` of the camera with ``serial`` / ``user_name`` (or the first one); CameraError listing what is there."""
+    """The ``DeviceInfo`` of the camera with ``serial`` / ``user_name`` (or the first one); CameraError listing what is
+    there."""
     devices = list_devices()
     if serial is not None:
         match = [d for d in devices if d.GetSerialNumber() == serial]
@@ -118,10 +119,8 @@ def set_feature(cam: Any, name: str, value: Any, field: str) -> Any:
     except genicam.GenericException as exc:
         detail = str(exc).split(" : ")[0]
         if hasattr(node, "GetMin") and hasattr(node, "GetInc") and not isinstance(value, (str, bool)):
-            try:
+            with suppress(genicam.GenericException):
                 detail += f" (allowed {node.GetMin()}..{node.GetMax()}, step {node.GetInc()})"
-            except genicam.GenericException:
-                pass
         raise CameraError(f"{field}={value!r}: camera rejected {name}: {detail}") from None
 
 
@@ -187,7 +186,8 @@ class PylonCamera(LifecycleCamera):
         info = find_device(self.cfg.serial, self.cfg.user_name, self._where)
         if self.cfg.emulator_folder is not None and info.GetDeviceClass() != EMULATOR_DEVICE_CLASS:
             raise CameraError(
-                f"{self._where}.emulator_folder is for the pylon emulator only; {describe_device(info)} is a real camera (remove the field)"
+                f"{self._where}.emulator_folder is for the pylon emulator only; {describe_device(info)} is a real "
+                "camera (remove the field)"
             )
         with _enum_lock:
             cam = pylon.InstantCamera(pylon.TlFactory.GetInstance().CreateDevice(info))
@@ -205,7 +205,8 @@ class PylonCamera(LifecycleCamera):
         log.info("camera %s: opened %s", self.camera_id, describe_device(info))
 
     def configure(self) -> None:
-        """Apply the whole configuration (user set, emulator folder, format, ROI, exposure, gain, trigger, nodes, I/O) and start grabbing."""
+        """Apply the whole configuration (user set, emulator folder, format, ROI, exposure, gain, trigger, nodes, I/O)
+        and start grabbing."""
         cam = self._cam
         assert cam is not None
         cfg, w = self.cfg, self._where
@@ -359,7 +360,8 @@ class PylonCamera(LifecycleCamera):
         try:
             if not res.GrabSucceeded():
                 raise CameraError(
-                    f"camera {self.camera_id}: failed buffer: {res.GetErrorDescription()} (error 0x{res.GetErrorCode():08x})"
+                    f"camera {self.camera_id}: failed buffer: {res.GetErrorDescription()} (error "
+                    f"0x{res.GetErrorCode():08x})"
                 )
             image = self._to_array(res)
             meta = {

@@ -297,7 +297,8 @@ class EncoderTracker:
             self._fire(part_id, t_fire, decided)
 
     def _speed(self, t: int, count: int) -> float | None:
-        """Counts per ns over the last speed window (None when the history is too short or the belt stands). Lock held."""
+        """Counts per ns over the last speed window (None when the history is too short or the belt stands). Lock
+        held."""
         old = None
         for ts, c in reversed(self._samples):
             if t - ts >= self._speed_window_ns:
@@ -308,7 +309,8 @@ class EncoderTracker:
         return (count - old[1]) / (t - old[0])
 
     def _due(self, target: int, prev: tuple[int, int] | None, t: int, count: int, speed: float | None) -> int | None:
-        """When the count reaches ``target``: the crossing time if it is past, or predicted before the next poll, else None."""
+        """When the count reaches ``target``: the crossing time if it is past, or predicted before the next poll, else
+        None."""
         if count >= target:
             if prev is None or count == prev[1] or prev[1] >= target:
                 return t

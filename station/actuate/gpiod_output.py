@@ -34,7 +34,8 @@ def libgpiod_api() -> SimpleNamespace:
         ) from None
     if not hasattr(gpiod, "request_lines"):
         raise OutputError(
-            f"gpiod {getattr(gpiod, '__version__', '?')} is the v1 API; the station needs v2: pip install 'gpiod>=2.2' (see docs/gpio.md)"
+            f"gpiod {getattr(gpiod, '__version__', '?')} is the v1 API; the station needs v2: pip install 'gpiod>=2.2' "
+            "(see docs/gpio.md)"
         )
     return SimpleNamespace(
         Chip=gpiod.Chip, LineSettings=gpiod.LineSettings, line=line, request_lines=gpiod.request_lines
@@ -87,7 +88,8 @@ class GpiodOutput:
                     self._offsets[name] = chip.line_offset_from_id(spec)
                 except (OSError, ValueError) as exc:
                     raise OutputError(
-                        f"reject.output.lines.{name}: {spec!r} is not a line of {self.cfg.chip} ({exc}); see `gpioinfo {self.cfg.chip}`"
+                        f"reject.output.lines.{name}: {spec!r} is not a line of {self.cfg.chip} ({exc}); see `gpioinfo "
+                        f"{self.cfg.chip}`"
                     ) from None
         finally:
             chip.close()
@@ -101,7 +103,8 @@ class GpiodOutput:
         except OSError as exc:
             if exc.errno == errno.EBUSY:
                 raise OutputError(
-                    f"GPIO lines {self._offsets} of {self.cfg.chip} are held by another program (`gpioinfo` shows the consumer)"
+                    f"GPIO lines {self._offsets} of {self.cfg.chip} are held by another program (`gpioinfo` shows the "
+                    "consumer)"
                 ) from None
             raise OutputError(f"cannot request GPIO lines {self._offsets} of {self.cfg.chip}: {exc}") from None
         log.info("gpiod output on %s: %s (active_low=%s)", self.cfg.chip, self._offsets, self.cfg.active_low)
@@ -111,7 +114,8 @@ class GpiodOutput:
         offset = self._offsets.get(line)
         if offset is None:
             raise OutputError(
-                f"output line {line!r} is not mapped; add it under reject.output.lines (mapped: {sorted(self._offsets)})"
+                f"output line {line!r} is not mapped; add it under reject.output.lines (mapped: "
+                f"{sorted(self._offsets)})"
             )
         if self._request is None:
             raise OutputError("gpiod output is not open")

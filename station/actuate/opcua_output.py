@@ -8,6 +8,7 @@ timestamps: several PLC servers refuse writes that carry them.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from asyncua import Client, ua
@@ -71,7 +72,8 @@ class OpcUaOutput(ReconnectingOutput):
         node = self._nodes.get(line)
         if node is None:
             raise OutputError(
-                f"output line {line!r} is not mapped; add it under reject.output.nodes (mapped: {sorted(self.cfg.nodes)})"
+                f"output line {line!r} is not mapped; add it under reject.output.nodes (mapped: "
+                f"{sorted(self.cfg.nodes)})"
             )
         dv = ua.DataValue(ua.Variant(bool(value), ua.VariantType.Boolean))
         try:
@@ -87,10 +89,8 @@ class OpcUaOutput(ReconnectingOutput):
         self._nodes = {}
         if client is None or self._tloop is None:
             return
-        try:
+        with contextlib.suppress(Exception):  # the connection is already gone; nothing to release
             self._post(client.disconnect())
-        except Exception:  # noqa: BLE001 - the connection is already gone; nothing to release
-            pass
 
 
 def _is_connection_status(exc: ua.UaStatusCodeError) -> bool:

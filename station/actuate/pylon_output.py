@@ -116,7 +116,8 @@ class PylonOutput:
                 )
             if not isinstance(cam, PylonCamera):
                 raise ValueError(
-                    f"reject.output.camera_id: camera {cfg.camera_id!r} is not a pylon camera; its user outputs cannot be driven"
+                    f"reject.output.camera_id: camera {cfg.camera_id!r} is not a pylon camera; its user outputs cannot "
+                    "be driven"
                 )
             self.camera = cam
         else:
@@ -149,7 +150,8 @@ class PylonOutput:
                 log.debug("pylon output: could not drive %s low: %s", line.line, exc)
 
     def bind_alarms(self, report: StatusFn) -> None:
-        """Own device: report lost / reconnected through ``report(component, state, message)`` (the station's alarms)."""
+        """Own device: report lost / reconnected through ``report(component, state, message)`` (the station's
+        alarms)."""
         if self._life is not None:
             self._life.on_status = report
 
@@ -184,7 +186,8 @@ class PylonOutput:
         spec = self.cfg.lines.get(line)
         if spec is None:
             raise OutputError(
-                f"pylon output has no line {line!r}; add it under reject.output.lines (known: {', '.join(self.cfg.lines)})"
+                f"pylon output has no line {line!r}; add it under reject.output.lines (known: "
+                f"{', '.join(self.cfg.lines)})"
             )
         try:
             with self._device(self.cfg.lock_timeout_ms / 1000) as cam, self._lock:

@@ -129,7 +129,8 @@ class VerifiedOutput:
             why = "sensor unreadable" if level is None else "no sensor edge"
             self._emit(
                 "alarm",
-                f"reject not confirmed within {self.cfg.window_ms:.0f} ms ({why}); {self.unconfirmed} unconfirmed so far",
+                f"reject not confirmed within {self.cfg.window_ms:.0f} ms ({why}); {self.unconfirmed} unconfirmed so "
+                "far",
             )
 
     def _confirm(self, now: int) -> None:

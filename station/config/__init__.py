@@ -130,7 +130,8 @@ class CalibrationConfig(StrictModel):
     )
     undistort: bool = Field(
         False,
-        description="Undistort every frame of a camera with a calibration in force (a precomputed remap) before inspection.",
+        description="Undistort every frame of a camera with a calibration in force (a precomputed remap) before "
+        "inspection.",
     )
     limits: CalibrationLimits = Field(
         default_factory=CalibrationLimits, description="When a new calibration is refused."
@@ -153,13 +154,18 @@ class PipelineConfig(StrictModel):
         0,
         ge=0,
         le=98,
-        description="SCHED_FIFO priority for the acquisition and inference threads (0 = normal). Set it (e.g. 1, below reject.realtime_priority) on a dedicated station PC to keep reject edges on time when the CPU is saturated; needs CAP_SYS_NICE.",
+        description="SCHED_FIFO priority for the acquisition and inference threads (0 = normal). Set it (e.g. 1, below "
+        "reject.realtime_priority) on a dedicated station PC to keep reject edges on time when the CPU "
+        "is saturated; needs CAP_SYS_NICE.",
     )
     malloc_arenas: int = Field(
         1,
         ge=0,
         le=64,
-        description="glibc malloc arenas for the station process (mallopt M_ARENA_MAX). Frames are allocated in one thread and freed in others; with an arena per thread the heaps fragment and RSS crept 3-14 % over 100 model hot swaps (bench/bench_faults.py hot_swaps); one arena keeps it flat (+0.2 %). 0 = glibc's default (8 per core).",
+        description="glibc malloc arenas for the station process (mallopt M_ARENA_MAX). Frames are allocated in one "
+        "thread and freed in others; with an arena per thread the heaps fragment and RSS crept 3-14 % "
+        "over 100 model hot swaps (bench/bench_faults.py hot_swaps); one arena keeps it flat (+0.2 %). 0 "
+        "= glibc's default (8 per core).",
     )
 
 
@@ -173,7 +179,8 @@ class WatchdogConfig(StrictModel):
         1.5,
         gt=0.05,
         le=60,
-        description="A worker busy with one part longer than this is stuck (a camera grab: at least twice pipeline.grab_timeout_ms). "
+        description="A worker busy with one part longer than this is stuck (a camera grab: at least twice "
+        "pipeline.grab_timeout_ms). "
         "Detected within stall_s + period_s; keep it above the slowest normal inspection.",
     )
     period_s: float = Field(0.1, gt=0, le=5, description="How often the health check runs.")
@@ -181,20 +188,23 @@ class WatchdogConfig(StrictModel):
         3,
         ge=0,
         le=1000,
-        description="Restarts allowed within restart_window_s; one more and the station stops (exit code 1) for systemd to restart it.",
+        description="Restarts allowed within restart_window_s; one more and the station stops (exit code 1) for "
+        "systemd to restart it.",
     )
     restart_window_s: float = Field(60.0, gt=0, le=86400, description="The window max_restarts counts over.")
     recover_s: float = Field(
         0.5,
         gt=0,
         le=60,
-        description="A restarted worker that finished a part, or waited this long for work without sticking, has recovered (the alarm clears).",
+        description="A restarted worker that finished a part, or waited this long for work without sticking, has "
+        "recovered (the alarm clears).",
     )
     notify_s: float = Field(
         1.0,
         gt=0,
         le=60,
-        description="Send WATCHDOG=1 to systemd this often (at least twice per WatchdogSec) while every worker is healthy.",
+        description="Send WATCHDOG=1 to systemd this often (at least twice per WatchdogSec) while every worker is "
+        "healthy.",
     )
 
 
@@ -211,7 +221,8 @@ class StationConfig(StrictModel):
     )
     inspector: InspectorConfig = Field(
         default_factory=OnnxInspectorConfig,
-        description="The defect model backend; default: the shipped ONNX model on the CPU (`type: reference` needs no model).",
+        description="The defect model backend; default: the shipped ONNX model on the CPU (`type: reference` needs no "
+        "model).",
     )
     rules: RulesConfig = Field(default_factory=RulesConfig, description="How detections become a verdict.")
     calibration: CalibrationConfig = Field(
@@ -230,18 +241,21 @@ class StationConfig(StrictModel):
     )
     health: HealthConfig = Field(
         default_factory=HealthConfig,
-        description="Image health (sharpness, brightness, clipping, position) and model drift alarms on every part (docs/health.md).",
+        description="Image health (sharpness, brightness, clipping, position) and model drift alarms on every part "
+        "(docs/health.md).",
     )
     plc: PlcConfig | None = Field(
         None, description="Modbus TCP handshake with the line PLC (ready, heartbeat, results, recipe); off when absent."
     )
     plant: PlantLinkConfig | None = Field(
         None,
-        description="Uplink of results and images to the plant tier (docs/plant.md); off when absent: the station runs on its own.",
+        description="Uplink of results and images to the plant tier (docs/plant.md); off when absent: the station runs "
+        "on its own.",
     )
     recipes: dict[int, Path] = Field(
         default_factory=dict,
-        description="Recipe (product) number -> ONNX model file; selected by the PLC (RECIPE_REQUEST) or OPC UA (SelectRecipe). Needs inspector.type onnx.",
+        description="Recipe (product) number -> ONNX model file; selected by the PLC (RECIPE_REQUEST) or OPC UA "
+        "(SelectRecipe). Needs inspector.type onnx.",
     )
 
     @model_validator(mode="after")

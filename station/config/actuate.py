@@ -16,7 +16,7 @@ class SimulatedOutputConfig(StrictModel):
 
     type: Literal["simulated"] = Field("simulated", description="Driver: in-memory edge recorder.")
     driver: ClassVar[str] = (
-        "station.actuate.simulated:SimulatedOutput"  # the implementation, imported when first used (station/registry.py)
+        "station.actuate.simulated:SimulatedOutput"  # imported when first used (station/registry.py)
     )
     max_edges: int = Field(100000, ge=10, description="Edges kept in memory (oldest dropped first).")
 
@@ -26,11 +26,12 @@ class ModbusOutputConfig(ModbusEndpointConfig):
 
     type: Literal["modbus"] = Field("modbus", description="Driver: Modbus TCP coils / holding registers.")
     driver: ClassVar[str] = (
-        "station.actuate.modbus_output:ModbusOutput"  # the implementation, imported when first used (station/registry.py)
+        "station.actuate.modbus_output:ModbusOutput"  # imported when first used (station/registry.py)
     )
     coils: dict[str, int] = Field(
         default_factory=lambda: {"reject": 0},
-        description="Output line name -> coil address (FC5). The reject line defaults to coil 0 (REJECT in docs/plc.md).",
+        description="Output line name -> coil address (FC5). The reject line defaults to coil 0 (REJECT in "
+        "docs/plc.md).",
     )
     registers: dict[str, int] = Field(
         default_factory=dict,
@@ -51,13 +52,12 @@ class GpiodOutputConfig(StrictModel):
     """Linux GPIO lines (Jetson, Raspberry Pi, industrial PCs) through libgpiod v2."""
 
     type: Literal["gpiod"] = Field("gpiod", description="Driver: libgpiod v2 character-device GPIO.")
-    driver: ClassVar[str] = (
-        "station.actuate.gpiod_output:GpiodOutput"  # the implementation, imported when first used (station/registry.py)
-    )
+    driver: ClassVar[str] = "station.actuate.gpiod_output:GpiodOutput"  # imported when first used (station/registry.py)
     chip: str = Field("/dev/gpiochip0", description="GPIO chip device path (see `gpiodetect`).")
     lines: dict[str, int | str] = Field(
         default_factory=lambda: {"reject": 0},
-        description="Output line name -> line offset on the chip, or the line's name (e.g. 'PQ.05' on a Jetson; see `gpioinfo`).",
+        description="Output line name -> line offset on the chip, or the line's name (e.g. 'PQ.05' on a Jetson; see "
+        "`gpioinfo`).",
     )
     active_low: bool = Field(False, description="The ejector fires when the pin is low (inverted driver stage).")
     consumer: str = Field(
@@ -65,7 +65,8 @@ class GpiodOutputConfig(StrictModel):
     )
     backend: str = Field(
         "libgpiod",
-        description="GPIO API implementation: 'libgpiod' (the gpiod Python package) or 'fake' (in-memory chip for tests and demos).",
+        description="GPIO API implementation: 'libgpiod' (the gpiod Python package) or 'fake' (in-memory chip for "
+        "tests and demos).",
     )
 
     @model_validator(mode="after")
@@ -79,9 +80,7 @@ class OpcUaOutputConfig(StrictModel):
     """Output lines as Boolean variables of a remote OPC UA server (a PLC's OPC UA interface)."""
 
     type: Literal["opcua"] = Field("opcua", description="Driver: write Boolean nodes on an OPC UA server.")
-    driver: ClassVar[str] = (
-        "station.actuate.opcua_output:OpcUaOutput"  # the implementation, imported when first used (station/registry.py)
-    )
+    driver: ClassVar[str] = "station.actuate.opcua_output:OpcUaOutput"  # imported when first used (station/registry.py)
     endpoint: str = Field("opc.tcp://127.0.0.1:4840", description="Server endpoint URL.")
     nodes: dict[str, str] = Field(
         default_factory=lambda: {"reject": "ns=2;s=Reject"},
@@ -115,13 +114,13 @@ class PylonOutputConfig(StrictModel):
     """Output lines of a Basler camera (UserOutput -> LineN), e.g. an ejector wired to the camera's opto output."""
 
     type: Literal["pylon"] = Field("pylon", description="Driver: Basler camera user outputs (pypylon).")
-    driver: ClassVar[str] = (
-        "station.actuate.pylon_output:PylonOutput"  # the implementation, imported when first used (station/registry.py)
-    )
+    driver: ClassVar[str] = "station.actuate.pylon_output:PylonOutput"  # imported when first used (station/registry.py)
     camera_id: str | None = Field(
         None,
-        description="Use the device of this station camera (a `pylon` camera): the output shares the open device, is re-configured "
-        "after every camera reconnect and reports an error while the camera is away. Leave unset to open a camera of its own "
+        description="Use the device of this station camera (a `pylon` camera): the output shares the open device, is "
+        "re-configured "
+        "after every camera reconnect and reports an error while the camera is away. Leave unset to open a camera of "
+        "its own "
         "with `serial` / `user_name`.",
     )
     serial: str | None = Field(
@@ -134,7 +133,8 @@ class PylonOutputConfig(StrictModel):
     )
     verify: bool = Field(
         False,
-        description="Read UserOutputValue back after every write and fail the edge when it differs (one more round trip per edge).",
+        description="Read UserOutputValue back after every write and fail the edge when it differs (one more round "
+        "trip per edge).",
     )
     lock_timeout_ms: float = Field(
         20.0,
@@ -187,7 +187,8 @@ class RejectConfig(StrictModel):
         1000.0,
         gt=0,
         le=600000,
-        description="Time for a part to travel from the camera to the ejector; in encoder mode, the SHORTEST such time (fastest belt): it sets the decision deadline.",
+        description="Time for a part to travel from the camera to the ejector; in encoder mode, the SHORTEST such time "
+        "(fastest belt): it sets the decision deadline.",
     )
     safety_margin_ms: float = Field(
         100.0, ge=0, description="The decision deadline is travel_ms - safety_margin_ms; a later verdict is FAILSAFE."
@@ -199,7 +200,8 @@ class RejectConfig(StrictModel):
         10,
         ge=0,
         le=99,
-        description="SCHED_FIFO priority of the reject scheduler thread so edges stay on time under load (needs CAP_SYS_NICE; 0 = normal priority).",
+        description="SCHED_FIFO priority of the reject scheduler thread so edges stay on time under load (needs "
+        "CAP_SYS_NICE; 0 = normal priority).",
     )
     travel_counts: int | None = Field(
         None, ge=1, le=2**31 - 1, description="encoder mode: encoder counts from the camera to the ejector."
@@ -225,7 +227,8 @@ class RejectConfig(StrictModel):
             missing = [k for k in ("travel_counts", "encoder") if getattr(self, k) is None]
             if missing:
                 raise ValueError(
-                    f"mode: encoder needs {' and '.join(missing)} (counts from camera to ejector, and where to read the count)"
+                    f"mode: encoder needs {' and '.join(missing)} (counts from camera to ejector, and where to read "
+                    "the count)"
                 )
         return self
 

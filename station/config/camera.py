@@ -15,7 +15,7 @@ class SyntheticCameraConfig(StrictModel):
 
     type: Literal["synthetic"] = Field("synthetic", description="Driver: procedural parts with ground truth.")
     driver: ClassVar[str] = (
-        "station.acquire.synthetic:SyntheticCamera"  # the implementation, imported when first used (station/registry.py)
+        "station.acquire.synthetic:SyntheticCamera"  # imported when first used (station/registry.py)
     )
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     product: Literal["machined", "pcb"] = Field(
@@ -27,7 +27,8 @@ class SyntheticCameraConfig(StrictModel):
     defect_classes: list[Literal["scratch", "spot", "missing"]] = Field(
         default_factory=lambda: ["scratch", "spot", "missing"],
         min_length=1,
-        description="Defect classes to draw, from: scratch (thin line), spot (dent/stain blob), missing (bolt hole / component absent).",
+        description="Defect classes to draw, from: scratch (thin line), spot (dent/stain blob), missing (bolt hole / "
+        "component absent).",
     )
     jitter_px: int = Field(12, ge=0, le=200, description="Maximum random shift of the part in x and y, in pixels.")
     rotation_deg: float = Field(1.0, ge=0.0, le=45.0, description="Maximum random rotation of the part, in degrees.")
@@ -41,11 +42,13 @@ class SyntheticCameraConfig(StrictModel):
         0.0,
         ge=0.0,
         le=1.0,
-        description="Fraction of parts that carry a harmless ink mark (class 'mark', NOT a defect; listed under meta['marks']).",
+        description="Fraction of parts that carry a harmless ink mark (class 'mark', NOT a defect; listed under "
+        "meta['marks']).",
     )
     seed: int | None = Field(
         None,
-        description="Random seed; set it for a reproducible line (part N is then always the same part). None = a new seed per start.",
+        description="Random seed; set it for a reproducible line (part N is then always the same part). None = a new "
+        "seed per start.",
     )
 
 
@@ -53,16 +56,15 @@ class FolderCameraConfig(StrictModel):
     """Replays the images of a folder in name order."""
 
     type: Literal["folder"] = Field("folder", description="Driver: replay image files from a folder.")
-    driver: ClassVar[str] = (
-        "station.acquire.folder:FolderCamera"  # the implementation, imported when first used (station/registry.py)
-    )
+    driver: ClassVar[str] = "station.acquire.folder:FolderCamera"  # imported when first used (station/registry.py)
     id: str = Field("cam0", description="Camera id, unique on the station.")
     path: Path = Field(
         ..., description="Folder of .png/.jpg/.jpeg/.bmp/.tif/.tiff images, replayed sorted by file name."
     )
     loop: bool = Field(
         True,
-        description="Start again at the first image after the last one. When false, every grab after the last image fails with "
+        description="Start again at the first image after the last one. When false, every grab after the last image "
+        "fails with "
         "'folder exhausted' (those parts are FAILSAFE).",
     )
     grayscale: bool = Field(True, description="Load images as Mono8 (True) or BGR (False).")
@@ -80,14 +82,16 @@ class ReconnectConfig(StrictModel):
     )
     require_at_start: bool = Field(
         True,
-        description="True: the station refuses to start when the device cannot be opened (a wrong serial is caught at once). "
+        description="True: the station refuses to start when the device cannot be opened (a wrong serial is caught at "
+        "once). "
         "False: start anyway, raise an alarm and keep trying in the background.",
     )
     lost_after_failures: int = Field(
         3,
         ge=1,
         le=1000,
-        description="Consecutive failed grabs (timeouts, failed buffers) after which the device is treated as lost and reopened.",
+        description="Consecutive failed grabs (timeouts, failed buffers) after which the device is treated as lost and "
+        "reopened.",
     )
 
     @model_validator(mode="after")
@@ -104,21 +108,22 @@ class PylonCameraConfig(StrictModel):
     """A Basler camera through pypylon (GigE, USB3; the pylon camera emulator in tests)."""
 
     type: Literal["pylon"] = Field("pylon", description="Driver: Basler pylon camera (pypylon).")
-    driver: ClassVar[str] = (
-        "station.acquire.pylon:PylonCamera"  # the implementation, imported when first used (station/registry.py)
-    )
+    driver: ClassVar[str] = "station.acquire.pylon:PylonCamera"  # imported when first used (station/registry.py)
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     serial: str | None = Field(
         None, description="Open the camera with this serial number (e.g. '40012345'; '0815-0000' for the emulator)."
     )
     user_name: str | None = Field(
         None,
-        description="Open the camera with this user-defined name (DeviceUserID, set in pylon Viewer); used when `serial` is not set.",
+        description="Open the camera with this user-defined name (DeviceUserID, set in pylon Viewer); used when "
+        "`serial` is not set.",
     )
     trigger_mode: Literal["software", "hardware", "freerun"] = Field(
         "software",
-        description="software: the station triggers each frame (TriggerSoftware) when a part arrives; hardware: the camera input "
-        "`trigger_line` exposes each frame (e.g. a photo-eye wired to the camera); freerun: the camera streams at `frame_rate`. "
+        description="software: the station triggers each frame (TriggerSoftware) when a part arrives; hardware: the "
+        "camera input "
+        "`trigger_line` exposes each frame (e.g. a photo-eye wired to the camera); freerun: the camera streams at "
+        "`frame_rate`. "
         "With hardware/freerun, use trigger `{type: camera, camera_id: <this id>}` so each frame creates its part.",
     )
     trigger_line: str = Field(
@@ -136,7 +141,8 @@ class PylonCameraConfig(StrictModel):
     exposure_us: float | None = Field(
         None,
         gt=0,
-        description="Exposure time in microseconds (ExposureTime; auto exposure is switched off). None = keep the camera's.",
+        description="Exposure time in microseconds (ExposureTime; auto exposure is switched off). None = keep the "
+        "camera's.",
     )
     gain_db: float | None = Field(
         None, ge=0, description="Gain in dB (Gain; auto gain is switched off). None = keep the camera's."
@@ -151,20 +157,24 @@ class PylonCameraConfig(StrictModel):
     )
     output: Literal["auto", "mono8", "bgr8"] = Field(
         "auto",
-        description="Frame layout given to the inspector: auto = Mono8 stays grey, colour formats become BGR; or force mono8 / bgr8.",
+        description="Frame layout given to the inspector: auto = Mono8 stays grey, colour formats become BGR; or force "
+        "mono8 / bgr8.",
     )
     user_set: str | None = Field(
         "Default",
-        description="Load this camera user set (UserSetSelector/UserSetLoad) before applying the fields above, so the camera starts "
+        description="Load this camera user set (UserSetSelector/UserSetLoad) before applying the fields above, so the "
+        "camera starts "
         "from a known state after every (re)connect; None = keep whatever the camera holds.",
     )
     nodes: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
-        description="Any other camera feature by its GenICam name, applied last in this order (e.g. {BlackLevel: 4, ReverseX: true}).",
+        description="Any other camera feature by its GenICam name, applied last in this order (e.g. {BlackLevel: 4, "
+        "ReverseX: true}).",
     )
     emulator_folder: Path | None = Field(
         None,
-        description="pylon camera emulator only: stream the images of this folder (ImageFileMode) instead of the test pattern; "
+        description="pylon camera emulator only: stream the images of this folder (ImageFileMode) instead of the test "
+        "pattern; "
         "set PYLON_CAMEMU=<n> in the environment to get n emulated cameras.",
     )
     max_buffers: int = Field(10, ge=1, le=1000, description="Host buffers for grabbed frames (MaxNumBuffer).")
@@ -185,9 +195,7 @@ class OpenCvCameraConfig(StrictModel):
     type: Literal["opencv"] = Field(
         "opencv", description="Driver: OpenCV VideoCapture (USB/V4L2 index, RTSP URL or video file)."
     )
-    driver: ClassVar[str] = (
-        "station.acquire.opencv_cam:OpenCvCamera"  # the implementation, imported when first used (station/registry.py)
-    )
+    driver: ClassVar[str] = "station.acquire.opencv_cam:OpenCvCamera"  # imported when first used (station/registry.py)
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     index: int | None = Field(
         None, ge=0, description="USB / V4L2 camera index (0 = /dev/video0). Set exactly one of index, url, file."
@@ -221,11 +229,13 @@ class OpenCvCameraConfig(StrictModel):
     grayscale: bool = Field(True, description="Deliver Mono8 (True) or BGR (False) frames.")
     at_end: Literal["loop", "lost"] = Field(
         "loop",
-        description="Video file only: at its end start again (loop) or treat the camera as lost and reopen the file with backoff (lost).",
+        description="Video file only: at its end start again (loop) or treat the camera as lost and reopen the file "
+        "with backoff (lost).",
     )
     playback: Literal["per_grab", "realtime"] = Field(
         "per_grab",
-        description="Video file only: per_grab = one file frame per grab (replay a recorded line part by part); realtime = play at the "
+        description="Video file only: per_grab = one file frame per grab (replay a recorded line part by part); "
+        "realtime = play at the "
         "file's frame rate like a live stream (grabs take the next frame after the trigger).",
     )
     stream_timeout_ms: float = Field(
@@ -238,7 +248,8 @@ class OpenCvCameraConfig(StrictModel):
         4,
         ge=1,
         le=1000,
-        description="Streams: frames kept between the reader thread and the line; older ones are dropped and counted (overruns).",
+        description="Streams: frames kept between the reader thread and the line; older ones are dropped and counted "
+        "(overruns).",
     )
     reconnect: ReconnectConfig = Field(
         default_factory=ReconnectConfig, description="Reconnection after the stream stops or the file is gone."
@@ -267,9 +278,7 @@ class TimerTriggerConfig(StrictModel):
     """A part every 60/parts_per_minute seconds (a simulated photo-eye)."""
 
     type: Literal["timer"] = Field("timer", description="Trigger: fixed rate from a timer.")
-    driver: ClassVar[str] = (
-        "station.acquire.triggers:TimerTrigger"  # the implementation, imported when first used (station/registry.py)
-    )
+    driver: ClassVar[str] = "station.acquire.triggers:TimerTrigger"  # imported when first used (station/registry.py)
     parts_per_minute: float = Field(120.0, gt=0, le=60000, description="Parts per minute arriving at the camera.")
 
 
@@ -277,9 +286,7 @@ class SoftwareTriggerConfig(StrictModel):
     """Parts are triggered by an API call (`POST /api/trigger`) or by code."""
 
     type: Literal["software"] = Field("software", description="Trigger: by API call or by code.")
-    driver: ClassVar[str] = (
-        "station.acquire.triggers:SoftwareTrigger"  # the implementation, imported when first used (station/registry.py)
-    )
+    driver: ClassVar[str] = "station.acquire.triggers:SoftwareTrigger"  # imported when first used (station/registry.py)
 
 
 class CameraTriggerConfig(StrictModel):
@@ -287,11 +294,12 @@ class CameraTriggerConfig(StrictModel):
 
     type: Literal["camera"] = Field("camera", description="Trigger: every frame of camera `camera_id` is one part.")
     driver: ClassVar[str] = (
-        "station.acquire.camera_trigger:CameraTrigger"  # the implementation, imported when first used (station/registry.py)
+        "station.acquire.camera_trigger:CameraTrigger"  # imported when first used (station/registry.py)
     )
     camera_id: str = Field(
         "cam0",
-        description="The camera whose frame arrival creates each part: a pylon camera with trigger_mode hardware or freerun, "
+        description="The camera whose frame arrival creates each part: a pylon camera with trigger_mode hardware or "
+        "freerun, "
         "or an opencv stream / realtime file. The other cameras are then asked for their frame of that part.",
     )
     poll_ms: float = Field(

@@ -56,7 +56,8 @@ class EncoderConfig(StrictModel):
     )
     word_order: Literal["big", "little"] = Field(
         "big",
-        description="32-bit counts: 'big' = high word in the first register (Modbus convention), 'little' = low word first.",
+        description="32-bit counts: 'big' = high word in the first register (Modbus convention), 'little' = low word "
+        "first.",
     )
     poll_ms: float = Field(
         2.0,
@@ -88,7 +89,8 @@ class RejectVerifyConfig(StrictModel):
         50.0,
         ge=0,
         le=60000,
-        description="Usual time from the pulse's rising edge to the sensor; a sensor edge confirms the open pulse whose age is closest to it.",
+        description="Usual time from the pulse's rising edge to the sensor; a sensor edge confirms the open pulse "
+        "whose age is closest to it.",
     )
     window_ms: float = Field(
         500.0, gt=0, le=60000, description="A pulse not confirmed within this time after its rising edge is an alarm."
@@ -126,13 +128,15 @@ class PlcConfig(StrictModel):
         500.0,
         gt=0,
         le=60000,
-        description="A result the PLC has not acknowledged by then raises an alarm; the station moves on to the next part.",
+        description="A result the PLC has not acknowledged by then raises an alarm; the station moves on to the next "
+        "part.",
     )
     result_max_age_ms: float = Field(
         2000.0,
         gt=0,
         le=600000,
-        description="Results older than this (e.g. decided while the PLC was away) are not handed over: the part has passed the ejector and the PLC has applied its own fail-safe.",
+        description="Results older than this (e.g. decided while the PLC was away) are not handed over: the part has "
+        "passed the ejector and the PLC has applied its own fail-safe.",
     )
     queue_size: int = Field(
         1000,

@@ -17,7 +17,8 @@ class HealthConfig(StrictModel):
 
     enabled: bool = Field(
         True,
-        description="Measure every frame (about 0.5 ms at 1 MP, after the verdict is handed to the ejector) and raise drift alarms.",
+        description="Measure every frame (about 0.5 ms at 1 MP, after the verdict is handed to the ejector) and raise "
+        "drift alarms.",
     )
     setup_parts: int = Field(
         20,
@@ -41,7 +42,8 @@ class HealthConfig(StrictModel):
         0.3,
         gt=0,
         lt=1,
-        description="Alarm when the image is this much less sharp than at setup (0.3 = 30 % less): lens dirty or focus moved.",
+        description="Alarm when the image is this much less sharp than at setup (0.3 = 30 % less): lens dirty or focus "
+        "moved.",
     )
     brightness_change: float = Field(
         0.25,
@@ -53,7 +55,8 @@ class HealthConfig(StrictModel):
         0.02,
         gt=0,
         le=1,
-        description="Alarm when the share of clipped (black or white) pixels rises this much above setup (0.02 = 2 points).",
+        description="Alarm when the share of clipped (black or white) pixels rises this much above setup (0.02 = 2 "
+        "points).",
     )
     shift_frac: float = Field(
         0.03,
@@ -65,7 +68,8 @@ class HealthConfig(StrictModel):
         50,
         ge=3,
         le=10000,
-        description="Frames a model's score and detection-count baseline is taken from, at start-up and after each model swap (promotion).",
+        description="Frames a model's score and detection-count baseline is taken from, at start-up and after each "
+        "model swap (promotion).",
     )
     model_window_parts: int = Field(
         50, ge=3, le=10000, description="Sliding window of recent frames compared with the model's baseline."
@@ -74,7 +78,8 @@ class HealthConfig(StrictModel):
         0.5,
         gt=0,
         le=1,
-        description="Alarm when the Kolmogorov-Smirnov distance between the window's and the baseline's image scores exceeds this (0..1).",
+        description="Alarm when the Kolmogorov-Smirnov distance between the window's and the baseline's image scores "
+        "exceeds this (0..1).",
     )
     count_change: float = Field(
         1.0,
@@ -84,7 +89,8 @@ class HealthConfig(StrictModel):
     )
     uncertain_on_drift: bool = Field(
         False,
-        description="While a drift alarm is active (image or model), parts that would PASS are UNCERTAIN (a blurred image is no basis for a PASS).",
+        description="While a drift alarm is active (image or model), parts that would PASS are UNCERTAIN (a blurred "
+        "image is no basis for a PASS).",
     )
     trend_points: int = Field(
         120, ge=10, le=5000, description="Recent frames kept per camera for the trend charts of the health panel."

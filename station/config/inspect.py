@@ -18,11 +18,12 @@ class ReferenceInspectorConfig(StrictModel):
 
     type: Literal["reference"] = Field("reference", description="Backend: golden template / variation model.")
     driver: ClassVar[str] = (
-        "station.inspect.reference:ReferenceInspector"  # the implementation, imported when first used (station/registry.py)
+        "station.inspect.reference:ReferenceInspector"  # imported when first used (station/registry.py)
     )
     learn_from: Path | None = Field(
         None,
-        description="Folder of good images to learn from at start (all of its images, same size as the camera frames); if unset, "
+        description="Folder of good images to learn from at start (all of its images, same size as the camera frames); "
+        "if unset, "
         "learn from the first `learn_parts` parts of the line.",
     )
     learn_parts: int = Field(
@@ -30,7 +31,8 @@ class ReferenceInspectorConfig(StrictModel):
     )
     learn_only_good: bool = Field(
         True,
-        description="When learning from the line, skip frames whose ground truth says defective (synthetic camera only).",
+        description="When learning from the line, skip frames whose ground truth says defective (synthetic camera "
+        "only).",
     )
     scale: float = Field(
         0.5, gt=0.05, le=1.0, description="Work at this fraction of the frame size (speed vs smallest defect)."
@@ -39,7 +41,8 @@ class ReferenceInspectorConfig(StrictModel):
         0,
         ge=0,
         le=31,
-        description="Gaussian blur kernel at working scale (odd, 0 = none) applied before comparison; the downscale already averages noise.",
+        description="Gaussian blur kernel at working scale (odd, 0 = none) applied before comparison; the downscale "
+        "already averages noise.",
     )
     sigma_k: float = Field(
         5.0,
@@ -57,8 +60,10 @@ class ReferenceInspectorConfig(StrictModel):
     score_scale: float = Field(
         40.0,
         gt=0,
-        description="A blob's score is m / (m + score_scale), where m is its defect mass: the sum over the blob's pixels of how far "
-        "each lies beyond its threshold, as a fraction of that threshold, in full-resolution pixels (a faint or small blob scores "
+        description="A blob's score is m / (m + score_scale), where m is its defect mass: the sum over the blob's "
+        "pixels of how far "
+        "each lies beyond its threshold, as a fraction of that threshold, in full-resolution pixels (a faint or small "
+        "blob scores "
         "low, a large or high-contrast one high; 0.5 when m = score_scale). Ranks defects; never saturates.",
     )
     std_floor: float = Field(
@@ -71,31 +76,39 @@ class ReferenceInspectorConfig(StrictModel):
         1.0,
         ge=0,
         le=20,
-        description="Residual misalignment tolerated at template edges, in full-resolution pixels (at least one working pixel when "
-        "above 0): a pixel is abnormal only when it lies outside [min - thr, max + thr] of the template over its +- this "
-        "neighbourhood (a dilated/eroded template band), so an edge that moves a little passes while an open, a bite, a spur or a "
+        description="Residual misalignment tolerated at template edges, in full-resolution pixels (at least one "
+        "working pixel when "
+        "above 0): a pixel is abnormal only when it lies outside [min - thr, max + thr] of the template over its +- "
+        "this "
+        "neighbourhood (a dilated/eroded template band), so an edge that moves a little passes while an open, a bite, "
+        "a spur or a "
         "short, which leave that band, is found.",
     )
     border_px: int = Field(
         6,
         ge=0,
         le=200,
-        description="Ignore this many full-resolution pixels inside the part's outline (the outline itself moves with jitter). Only "
+        description="Ignore this many full-resolution pixels inside the part's outline (the outline itself moves with "
+        "jitter). Only "
         "when an outline is found; when that would leave nothing, the un-eroded outline is used.",
     )
     part: Literal["auto", "outline", "full_frame"] = Field(
         "auto",
-        description="Where to compare: `outline` = inside the outline of the part found in the template (a part on a conveyor); "
-        "`full_frame` = the whole frame is the part (a fixtured board filling the view, AOI); `auto` = the outline when the "
+        description="Where to compare: `outline` = inside the outline of the part found in the template (a part on a "
+        "conveyor); "
+        "`full_frame` = the whole frame is the part (a fixtured board filling the view, AOI); `auto` = the outline "
+        "when the "
         "template shows one part on a plain background, else the whole frame.",
     )
     roi: tuple[int, int, int, int] | None = Field(
         None,
-        description="Compare only inside this rectangle [x0, y0, x1, y1] in frame pixels (template coordinates); unset = everywhere.",
+        description="Compare only inside this rectangle [x0, y0, x1, y1] in frame pixels (template coordinates); unset "
+        "= everywhere.",
     )
     ignore_mask: Path | None = Field(
         None,
-        description="Image file of the frame's size (or aspect): non-zero pixels are never compared (labels, fiducials, "
+        description="Image file of the frame's size (or aspect): non-zero pixels are never compared (labels, "
+        "fiducials, "
         "areas allowed to vary); unset = none.",
     )
     merge_px: int = Field(
@@ -114,30 +127,36 @@ class ReferenceInspectorConfig(StrictModel):
         0.25,
         ge=0,
         le=2,
-        description="And by this fraction of the abnormal region's larger side, on each side: a person draws a box around the "
+        description="And by this fraction of the abnormal region's larger side, on each side: a person draws a box "
+        "around the "
         "whole defect with some room, larger for a larger defect.",
     )
     lowpass_px: int = Field(
         32,
         ge=0,
         le=1000,
-        description="Remove slow deviations (tint, coating, shading) wider than about this many full-resolution pixels from the "
-        "difference to the template; each pixel's difference is clipped at 2 x min_abs_diff first, so real defects are kept "
+        description="Remove slow deviations (tint, coating, shading) wider than about this many full-resolution pixels "
+        "from the "
+        "difference to the template; each pixel's difference is clipped at 2 x min_abs_diff first, so real defects are "
+        "kept "
         "(0 = off; also off when min_abs_diff is 0).",
     )
     align_scale: float = Field(
         0.125,
         gt=0.02,
         le=1.0,
-        description="Estimate the alignment on the frame downscaled to this fraction (small = fast; 0.125 for ~1 MP frames), "
+        description="Estimate the alignment on the frame downscaled to this fraction (small = fast; 0.125 for ~1 MP "
+        "frames), "
         "but never to less than 160 px wide.",
     )
     align_patches: int = Field(
         0,
         ge=0,
         le=64,
-        description="Refine the alignment at working scale with up to this many textured 64-px patches (phase correlation per "
-        "patch, rigid fit, outliers dropped): sub-pixel registration for fine-pitch AOI at ~0.05 ms a patch (16 for a board "
+        description="Refine the alignment at working scale with up to this many textured 64-px patches (phase "
+        "correlation per "
+        "patch, rigid fit, outliers dropped): sub-pixel registration for fine-pitch AOI at ~0.05 ms a patch (16 for a "
+        "board "
         "that fills the frame); 0 = off (the coarse level only, good to a pixel or two).",
     )
     max_blobs: int = Field(
@@ -145,7 +164,8 @@ class ReferenceInspectorConfig(StrictModel):
     )
     template_path: Path | None = Field(
         None,
-        description="Learned template file (.npz). Loaded at start when it exists (no relearning after a restart); written when the "
+        description="Learned template file (.npz). Loaded at start when it exists (no relearning after a restart); "
+        "written when the "
         "template has been learned from the line or from `learn_from`. Delete it to relearn.",
     )
 
@@ -178,19 +198,22 @@ class TilingConfig(StrictModel):
         1.5,
         ge=1.0,
         le=100.0,
-        description="Tile only frames at least this many times the model input size in width or height; smaller frames get one letterboxed pass.",
+        description="Tile only frames at least this many times the model input size in width or height; smaller frames "
+        "get one letterboxed pass.",
     )
     max_batch: int = Field(
         8,
         ge=1,
         le=256,
-        description="Tiles per onnxruntime run when the model has a dynamic batch dimension (memory: 4.9 MB per tile at 640x640); static-batch models run one tile at a time.",
+        description="Tiles per onnxruntime run when the model has a dynamic batch dimension (memory: 4.9 MB per tile "
+        "at 640x640); static-batch models run one tile at a time.",
     )
     merge_ios: float = Field(
         0.5,
         gt=0.0,
         le=1.0,
-        description="Pieces of one defect cut by a tile border are merged when their overlap exceeds this fraction of the smaller box.",
+        description="Pieces of one defect cut by a tile border are merged when their overlap exceeds this fraction of "
+        "the smaller box.",
     )
 
 
@@ -199,31 +222,40 @@ class OnnxInspectorConfig(StrictModel):
 
     type: Literal["onnx"] = Field("onnx", description="Backend: Ultralytics ONNX export through onnxruntime.")
     driver: ClassVar[str] = (
-        "station.inspect.onnx_backend:OnnxInspector"  # the implementation, imported when first used (station/registry.py)
+        "station.inspect.onnx_backend:OnnxInspector"  # imported when first used (station/registry.py)
     )
     model: Path = Field(
         default_factory=lambda: SHIPPED_MODEL,
-        description="Path of the .onnx file (metadata gives names, imgsz, task); default: the model shipped in models/default/.",
+        description="Path of the .onnx file (metadata gives names, imgsz, task); default: the model shipped in "
+        "models/default/.",
     )
     follow_registry: bool = Field(
         True,
-        description="At start, run the model promoted in the station's model registry (if any) instead of `model`, so a promotion survives a restart.",
+        description="At start, run the model promoted in the station's model registry (if any) instead of `model`, so "
+        "a promotion survives a restart.",
     )
     providers: list[str] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
-        description="Execution providers in order of preference, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]; unavailable ones are skipped with a log line, CPU is always the fallback.",
+        description="Execution providers in order of preference, e.g. [TensorrtExecutionProvider, "
+        "CUDAExecutionProvider, CPUExecutionProvider]; unavailable ones are skipped with a log line, CPU "
+        "is always the fallback.",
     )
     runtime: Literal["auto", "onnxruntime", "openvino"] = Field(
         "auto",
-        description="What runs the model: `openvino` (the optional openvino package: fastest on x86 CPUs, and the only one that runs "
-        "an INT8 model from `models quantize` fast), `onnxruntime` (always installed; needed for GPU execution providers), or "
+        description="What runs the model: `openvino` (the optional openvino package: fastest on x86 CPUs, and the only "
+        "one that runs "
+        "an INT8 model from `models quantize` fast), `onnxruntime` (always installed; needed for GPU execution "
+        "providers), or "
         "`auto` = openvino when it is installed and only the CPU is asked for in `providers`, else onnxruntime.",
     )
     precision: Literal["f32", "bf16", "f16"] = Field(
         "f32",
-        description="OpenVINO inference precision of the layers a model keeps in floating point, set explicitly: left alone, OpenVINO "
-        "silently runs bf16 on CPUs with AVX-512 BF16/AMX, which moves scores. Use bf16 only after evaluating that model with it; "
-        "an INT8 model's quantised layers run in INT8 whatever this says. onnxruntime always runs the file's own precision.",
+        description="OpenVINO inference precision of the layers a model keeps in floating point, set explicitly: left "
+        "alone, OpenVINO "
+        "silently runs bf16 on CPUs with AVX-512 BF16/AMX, which moves scores. Use bf16 only after evaluating that "
+        "model with it; "
+        "an INT8 model's quantised layers run in INT8 whatever this says. onnxruntime always runs the file's own "
+        "precision.",
     )
     intra_op_threads: int = Field(
         0, ge=0, le=256, description="Inference threads of onnxruntime or OpenVINO (0 = one per core)."
@@ -274,55 +306,63 @@ class AnomalyInspectorConfig(StrictModel):
     type: Literal["anomaly"] = Field(
         "anomaly", description="Backend: anomaly model (ONNX) learned from good images, no labels."
     )
-    driver: ClassVar[str] = (
-        "station.inspect.anomaly:AnomalyInspector"  # the implementation, imported when first used (station/registry.py)
-    )
+    driver: ClassVar[str] = "station.inspect.anomaly:AnomalyInspector"  # imported when first used (station/registry.py)
     model: Path = Field(
         Path("data/anomaly.onnx"),
-        description="The learned anomaly model (.onnx, written by `python -m models.anomaly` or by learning at start). Loaded "
-        "when it exists; otherwise learned from `learn_from` or from the line's first `learn_parts` good parts and written here.",
+        description="The learned anomaly model (.onnx, written by `python -m models.anomaly` or by learning at start). "
+        "Loaded "
+        "when it exists; otherwise learned from `learn_from` or from the line's first `learn_parts` good parts and "
+        "written here.",
     )
     follow_registry: bool = Field(
         True,
-        description="At start, run the model promoted in the station's model registry (if it is an anomaly model) instead of `model`.",
+        description="At start, run the model promoted in the station's model registry (if it is an anomaly model) "
+        "instead of `model`.",
     )
     learn_from: Path | None = Field(
         None,
-        description="Folder of good images (one camera view, one size, at least 8; 50-200 recommended) to learn from when `model` does not exist.",
+        description="Folder of good images (one camera view, one size, at least 8; 50-200 recommended) to learn from "
+        "when `model` does not exist.",
     )
     learn_parts: int = Field(
         100,
         ge=8,
         le=2000,
-        description="With no model and no `learn_from`: learn from this many good parts of the line (they are FAILSAFE meanwhile).",
+        description="With no model and no `learn_from`: learn from this many good parts of the line (they are FAILSAFE "
+        "meanwhile).",
     )
     learn_only_good: bool = Field(
         True,
-        description="When learning from the line, skip frames whose ground truth says defective (synthetic camera only).",
+        description="When learning from the line, skip frames whose ground truth says defective (synthetic camera "
+        "only).",
     )
     long_side: int = Field(
         256,
         ge=64,
         le=2048,
-        description="Working size of the frame's long side when learning (the model keeps it): larger finds smaller defects, slower.",
+        description="Working size of the frame's long side when learning (the model keeps it): larger finds smaller "
+        "defects, slower.",
     )
     target_frr: float = Field(
         0.01,
         gt=0.0,
         lt=0.5,
-        description="When learning: the threshold is set so that this share of the good images would score above it (each scored against the others).",
+        description="When learning: the threshold is set so that this share of the good images would score above it "
+        "(each scored against the others).",
     )
     threshold_scale: float = Field(
         1.0,
         gt=0.0,
         le=100.0,
-        description="Multiply the model's learned threshold by this (< 1 catches fainter anomalies and rejects more good parts).",
+        description="Multiply the model's learned threshold by this (< 1 catches fainter anomalies and rejects more "
+        "good parts).",
     )
     blob_level: float = Field(
         0.6,
         gt=0.0,
         le=10.0,
-        description="Report blobs of the heat map above this fraction of the threshold, so the rules' uncertain band sees "
+        description="Report blobs of the heat map above this fraction of the threshold, so the rules' uncertain band "
+        "sees "
         "near misses (a blob's score is 1 - 0.5^peak: 0.5 at the threshold, 0.34 at 0.6 of it, 0.75 at twice it).",
     )
     min_blob_px: int = Field(
@@ -343,7 +383,8 @@ class AnomalyInspectorConfig(StrictModel):
         ge=0,
         le=256,
         description="onnxruntime intra-op threads (0 = one per core). One is fastest for the default working size: "
-        "the graph is many small operations (bench/bench_anomaly.py: 13.6 ms with 1 thread, 26.7 ms with 2 on 2 cores).",
+        "the graph is many small operations (bench/bench_anomaly.py: 13.6 ms with 1 thread, "
+        "26.7 ms with 2 on 2 cores).",
     )
 
 

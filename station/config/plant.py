@@ -50,7 +50,8 @@ class PlantLinkConfig(StrictModel):
     )
     overflow: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest",
-        description="When the outbox is full: drop the oldest stored results, or refuse the new ones. Either way they are counted and alarmed.",
+        description="When the outbox is full: drop the oldest stored results, or refuse the new ones. Either way they "
+        "are counted and alarmed.",
     )
     alarm_fill: float = Field(
         0.8, gt=0, le=1, description="Outbox fill (fraction of outbox_max) that raises the plant-link warning."
@@ -69,22 +70,26 @@ class PlantLinkConfig(StrictModel):
         2000,
         ge=10,
         le=1_000_000,
-        description="Bus queue of the uplink thread; when full, results are dropped and counted (the line never waits).",
+        description="Bus queue of the uplink thread; when full, results are dropped and counted "
+        "(the line never waits).",
     )
     follow_models: bool = Field(
         False,
-        description="Run the model the plant desires for this station's group (staged rollout): download, check sha256, hot-swap (needs inspector.type onnx or anomaly).",
+        description="Run the model the plant desires for this station's group (staged rollout): download, check "
+        "sha256, hot-swap (needs inspector.type onnx or anomaly).",
     )
     shadow_parts: int = Field(
         0,
         ge=0,
         le=1_000_000,
-        description="With follow_models: run a new model in shadow mode on this many parts before swapping it in (0 = swap at once).",
+        description="With follow_models: run a new model in shadow mode on this many parts before swapping it in (0 = "
+        "swap at once).",
     )
     shadow_timeout_s: float = Field(
         600.0,
         gt=0,
-        description="A shadow run that has not judged shadow_parts parts in this time fails the model (the running one stays).",
+        description="A shadow run that has not judged shadow_parts parts in this time fails the model (the running one "
+        "stays).",
     )
     models_dir: Path = Field(
         Path("data/plant_models"), description="Where downloaded model files are kept (named by sha256)."

@@ -36,7 +36,8 @@ class Zone(StrictModel):
 
 
 class NamedRegion(StrictModel):
-    """A region with its own thresholds and minimum defect size (e.g. a strict sealing face, a lenient cosmetic face)."""
+    """A region with its own thresholds and minimum defect size (e.g. a strict sealing face, a lenient cosmetic
+    face)."""
 
     name: str = Field(
         ...,
@@ -73,7 +74,8 @@ class NamedRegion(StrictModel):
     def _band(self) -> NamedRegion:
         if self.reject_conf is not None and self.uncertain_conf is not None and self.uncertain_conf > self.reject_conf:
             raise ValueError(
-                f"region {self.name}: uncertain_conf ({self.uncertain_conf}) must be <= reject_conf ({self.reject_conf})"
+                f"region {self.name}: uncertain_conf ({self.uncertain_conf}) must be <= reject_conf "
+                f"({self.reject_conf})"
             )
         return self
 

@@ -31,27 +31,34 @@ class StoreConfig(StrictModel):
     min_free_mb: float = Field(
         1024.0,
         ge=0,
-        description="Free-space floor on the disk of images_dir, in MB: below it the oldest PASS images, then the oldest "
-        "others, are deleted (images go before the database runs short) and an alarm is raised while space stays short. "
+        description="Free-space floor on the disk of images_dir, in MB: below it the oldest PASS images, then the "
+        "oldest "
+        "others, are deleted (images go before the database runs short) and an alarm is raised while space stays "
+        "short. "
         "The floor is the smaller of this and min_free_percent of the disk; 0 for both turns the watermark off.",
     )
     min_free_percent: float = Field(
         10.0,
         ge=0,
         le=90,
-        description="Free-space floor as a percentage of the images disk's size (see min_free_mb; the smaller one applies, 0 = not used).",
+        description="Free-space floor as a percentage of the images disk's size (see min_free_mb; the smaller one "
+        "applies, 0 = not used).",
     )
     spill_path: Path | None = Field(
         None,
-        description="Append-only file (JSON lines, fsynced per batch) that takes the records the database cannot: while "
-        "it is unwritable and the queue is half full, and at stop. Replayed into the database when it can be written and "
+        description="Append-only file (JSON lines, fsynced per batch) that takes the records the database cannot: "
+        "while "
+        "it is unwritable and the queue is half full, and at stop. Replayed into the database when it can be written "
+        "and "
         "at the next start (idempotent: part ids are unique). Put it on another disk than db_path. None: records that "
         "cannot be written are dropped and counted in records_dropped.",
     )
     synchronous: Literal["NORMAL", "FULL"] = Field(
         "FULL",
-        description="SQLite synchronous mode of the writer. FULL: a committed batch survives a power cut (one fsync per "
-        "batch). NORMAL: faster, survives a process crash, but a power cut can lose the batches committed since the last "
+        description="SQLite synchronous mode of the writer. FULL: a committed batch survives a power cut (one fsync "
+        "per "
+        "batch). NORMAL: faster, survives a process crash, but a power cut can lose the batches committed since the "
+        "last "
         "checkpoint (see docs/storage.md).",
     )
 
@@ -66,6 +73,7 @@ class StoreConfig(StrictModel):
             }
             if self.spill_path in names:
                 raise ValueError(
-                    f"store.spill_path must not be the database or its journal ({self.spill_path}); put it on another disk"
+                    f"store.spill_path must not be the database or its journal ({self.spill_path}); put it on another "
+                    "disk"
                 )
         return self

@@ -52,14 +52,16 @@ class WebConfig(StrictModel):
     )
     metrics_anonymous: bool = Field(
         True,
-        description="Serve /metrics (Prometheus) without login so a scraper needs no credentials; it holds counters only.",
+        description="Serve /metrics (Prometheus) without login so a scraper needs no credentials; it holds counters "
+        "only.",
     )
     session_hours: float = Field(
         12.0, gt=0, le=24 * 90, description="A login session expires this many hours after login."
     )
     cookie_secure: Literal["auto", "always", "never"] = Field(
         "auto",
-        description="Mark the session cookie Secure: auto = when the request came over https (TLS here or a trusted proxy), always, never.",
+        description="Mark the session cookie Secure: auto = when the request came over https (TLS here or a trusted "
+        "proxy), always, never.",
     )
     login_max_failures: int = Field(
         5,
@@ -78,7 +80,8 @@ class WebConfig(StrictModel):
         gt=0,
         le=100_000,
         description=(
-            "Largest dataset zip (YOLO or COCO) the review page accepts for import, in MB; a bigger upload gets HTTP 413 "
+            "Largest dataset zip (YOLO or COCO) the review page accepts for import, in MB; a bigger upload gets HTTP "
+            "413 "
             "before it is stored. Uploads are written to a temporary folder next to store.images_dir."
         ),
     )

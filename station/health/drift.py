@@ -1,4 +1,5 @@
-"""A model's drift: its image scores and detection counts over a sliding window against a baseline taken at promotion."""
+"""A model's drift: its image scores and detection counts over a sliding window against a baseline taken at
+promotion."""
 
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ class ModelDrift:
         m = f"model {self.model_id}"
         if check == "scores":
             return (
-                f"{m}: image scores drifted from the baseline taken at promotion (median {np.median(self.base_sorted):.2f} -> "
+                f"{m}: image scores drifted from the baseline taken at promotion (median "
+                f"{np.median(self.base_sorted):.2f} -> "
                 f"{np.median(self.scores.copy()):.2f}, KS distance {self.ks:.2f}): the parts or the picture changed"
             )
         return (

@@ -82,14 +82,16 @@ def thumbnail(gray: np.ndarray) -> np.ndarray:
 
 
 def _edge_profile(t: np.ndarray, axis: int) -> np.ndarray:
-    """The derivative of the column (axis 0) or row (axis 1) means, unit length: edges, without light level or gradient."""
+    """The derivative of the column (axis 0) or row (axis 1) means, unit length: edges, without light level or
+    gradient."""
     p = cv2.reduce(t, axis, cv2.REDUCE_AVG, dtype=cv2.CV_32F).ravel()
     d = np.diff(p)
     return d / (float(np.sqrt(np.dot(d, d))) + 1e-6)
 
 
 def _lag(ref: np.ndarray, p: np.ndarray) -> float:
-    """The shift of ``p`` against ``ref`` (cross-correlation peak within a quarter of the length, sub-sample by a parabola)."""
+    """The shift of ``p`` against ``ref`` (cross-correlation peak within a quarter of the length, sub-sample by a
+    parabola)."""
     max_lag = max(1, len(ref) // 4)
     c = np.correlate(p, ref, "full")
     mid = len(ref) - 1

@@ -174,7 +174,10 @@ class CameraHealth:
             m = b["brightness"].mean
             pct = 100 * abs(h.brightness / m - 1) if m > 0 else 100.0
             if h.brightness < m:
-                return f"{cam}: image {pct:.0f} % darker than at setup: light ageing or failing, or exposure or aperture changed"
+                return (
+                    f"{cam}: image {pct:.0f} % darker than at setup: light ageing or failing, or exposure or "
+                    "aperture changed"
+                )
             return f"{cam}: image {pct:.0f} % brighter than at setup: exposure, gain or ambient light changed"
         if check == "clipped":
             return (
@@ -241,7 +244,8 @@ class HealthMonitor:
 
     @property
     def uncertain_reason(self) -> str | None:
-        """Why the next parts may not PASS (a drift alarm, image or model, is active and ``uncertain_on_drift``), else None."""
+        """Why the next parts may not PASS (a drift alarm, image or model, is active and ``uncertain_on_drift``), else
+        None."""
         return self._uncertain
 
     def relearn(self) -> None:
@@ -284,7 +288,8 @@ class HealthMonitor:
         h = cam.measure(frame, det)
         cam.trend.append((part_id, h))
         if det is None:
-            return  # a part not inspected (reference still learning, inspector error): on the trend, but no basis for a band
+            # a part not inspected (reference still learning, inspector error): on the trend, but no basis for a band
+            return
         if not cam.bands:
             cam.learn(h)
             return

@@ -109,7 +109,8 @@ def read_anomaly_info(meta: ModelMeta) -> dict[str, Any]:
         W, H = (int(v) for v in info["frame_size"])
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelLoadError(
-            f"model {meta.path}: anomaly metadata missing or corrupt ({exc}); relearn it with `python -m models.anomaly`"
+            f"model {meta.path}: anomaly metadata missing or corrupt ({exc}); relearn it with `python -m "
+            "models.anomaly`"
         ) from None
     if float(info["threshold"]) <= 0 or W <= 0 or H <= 0:
         raise ModelLoadError(f"model {meta.path}: anomaly threshold/frame size must be positive; relearn it")
@@ -207,7 +208,8 @@ class AnomalyInspector:
         img = gray(frame.image)
         if self._frames and img.shape != self._frames[0].shape:
             raise InspectorError(
-                f"learning frame is {img.shape[1]}x{img.shape[0]}, earlier ones {self._frames[0].shape[1]}x{self._frames[0].shape[0]}"
+                f"learning frame is {img.shape[1]}x{img.shape[0]}, earlier ones "
+                f"{self._frames[0].shape[1]}x{self._frames[0].shape[0]}"
             )
         self._frames.append(img.copy())
         if len(self._frames) >= self.cfg.learn_parts:
@@ -229,7 +231,8 @@ class AnomalyInspector:
         H, W = img.shape
         if model.frame_size != (W, H):
             raise InspectorError(
-                f"frame of camera {frame.camera_id} is {W}x{H} but the anomaly model {model.meta.path.name} was learned on "
+                f"frame of camera {frame.camera_id} is {W}x{H} but the anomaly model {model.meta.path.name} was "
+                "learned on "
                 f"{model.frame_size[0]}x{model.frame_size[1]} frames (learn a model from this camera's images)"
             )
         x = preprocess(img, model.size)
@@ -321,7 +324,10 @@ class AnomalyInspector:
             lines = [ln for ln in (proc.stdout + proc.stderr).strip().splitlines() if ln.strip()]
             last = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "no output")
             if "No module named 'torch'" in proc.stderr:
-                last = "learning needs torch: install the train extra (pip install -e '.[train]') or learn on another machine"
+                last = (
+                    "learning needs torch: install the train extra (pip install -e '.[train]') or learn on another "
+                    "machine"
+                )
             raise ModelLoadError(f"anomaly inspector: learning from {folder} failed: {last.removeprefix('error: ')}")
 
     def _learn_from_line(self, frames: list[np.ndarray]) -> None:

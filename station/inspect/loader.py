@@ -44,7 +44,8 @@ def inspector_for_file(
         if expect_frame_size is not None and insp.frame_size != tuple(expect_frame_size):
             fw, fh = insp.frame_size or (0, 0)
             raise ModelLoadError(
-                f"model {path} was learned on {fw}x{fh} frames but this camera gives {expect_frame_size[0]}x{expect_frame_size[1]}: "
+                f"model {path} was learned on {fw}x{fh} frames but this camera gives "
+                f"{expect_frame_size[0]}x{expect_frame_size[1]}: "
                 "learn the anomaly model from this camera's images"
             )
         return insp

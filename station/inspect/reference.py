@@ -156,7 +156,8 @@ class _Model:
         thr = np.maximum(cfg.sigma_k * spread, cfg.min_abs_diff)
         self.thr = np.ascontiguousarray(thr[sl].astype(np.float32))
         self.inv_thr = np.ascontiguousarray((1.0 / np.maximum(thr[sl], 1e-3)).astype(np.float32))
-        # the template band: a pixel may take any value of the template within +- b working pixels (residual misalignment)
+        # the template band: a pixel may take any value of the template within +- b working pixels (residual
+        # misalignment)
         b = max(1, int(round(cfg.edge_tolerance_px * self.sx))) if cfg.edge_tolerance_px > 0 else 0
         k = np.ones((2 * b + 1, 2 * b + 1), np.uint8)
         self.band_up = np.ascontiguousarray((cv2.dilate(mean, k) - mean)[sl]) if b else np.zeros_like(self.mean)
@@ -201,7 +202,8 @@ def _restrict(mask: np.ndarray, cfg: ReferenceInspectorConfig, frame_size: tuple
             raise ModelLoadError(f"reference inspector ignore_mask: cannot read {cfg.ignore_mask}")
         if abs(ign.shape[1] / ign.shape[0] - W / H) > 0.01:
             raise ModelLoadError(
-                f"reference inspector ignore_mask {cfg.ignore_mask}: {ign.shape[1]}x{ign.shape[0]} is not the frame's aspect ({W}x{H})"
+                f"reference inspector ignore_mask {cfg.ignore_mask}: {ign.shape[1]}x{ign.shape[0]} is not the frame's "
+                f"aspect ({W}x{H})"
             )
         ign = cv2.resize(ign, (w, h), interpolation=cv2.INTER_AREA) > 0
         mask = np.where(ign, 0, mask).astype(np.uint8)
@@ -277,7 +279,8 @@ class ReferenceInspector:
         W, H = model.tpl.frame_size
         if gray.shape != (H, W):
             raise InspectorError(
-                f"frame of camera {frame.camera_id} is {gray.shape[1]}x{gray.shape[0]} but the reference template was learned on "
+                f"frame of camera {frame.camera_id} is {gray.shape[1]}x{gray.shape[0]} but the reference template was "
+                "learned on "
                 f"{W}x{H} frames (relearn: delete {self.cfg.template_path or 'the template'} or fix the camera size)"
             )
         work = gray if model.work_size == (W, H) else cv2.resize(gray, model.work_size, interpolation=cv2.INTER_AREA)
@@ -454,7 +457,8 @@ class ReferenceInspector:
         w_roi = warp.copy()
         w_roi[:, 2] += warp[:, 0] * x0 + warp[:, 1] * y0
         amap = cv2.warpAffine(qm, w_roi, model.work_size, flags=cv2.INTER_NEAREST)
-        # labelling only the box around the abnormal pixels (grown by the merge distance): a whole ROI costs ~0.7 ms even when empty
+        # labelling only the box around the abnormal pixels (grown by the merge distance): a whole ROI costs ~0.7 ms
+        # even when empty
         rx, ry, rw, rh = cv2.boundingRect(bad)
         if rw and rh:
             m = model.merge

@@ -149,8 +149,10 @@ class Aligner:
 def _pick_patches(
     ref: np.ndarray, roi: tuple[int, int, int, int] | None, n: int, P: int
 ) -> list[tuple[tuple[int, int], np.ndarray]]:
-    """Up to ``n`` patches (top-left, P x P float32 pixels) of ``ref`` with the most 2-D texture, one per grid cell over ``roi``:
-    the patch whose smaller structure-tensor eigenvalue sum is largest in its cell, if it is at least 10 % of the best one."""
+    """Up to ``n`` patches (top-left, P x P float32 pixels) of ``ref`` with the most 2-D texture, one per grid cell
+    over ``roi``:
+    the patch whose smaller structure-tensor eigenvalue sum is largest in its cell, if it is at least 10 % of the best
+    one."""
     h, w = ref.shape
     x0, y0, x1, y1 = roi if roi is not None else (0, 0, w, h)
     if x1 - x0 < P or y1 - y0 < P:
@@ -236,7 +238,8 @@ def part_mask(mean: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, bool]:
         log.warning("reference inspector: no part outline found in the template; comparing the whole frame")
     else:
         log.info(
-            "reference inspector: the part fills the frame (no outline on a plain background); comparing the whole frame"
+            "reference inspector: the part fills the frame (no outline on a plain background); comparing the whole "
+            "frame"
         )
     return out, False
 

@@ -85,9 +85,14 @@ def cmd_web(args: argparse.Namespace) -> int:
     from .web import PlantWebState, build_server
 
     state = PlantWebState(
-        dsn=args.dsn, users_db=Path(args.users), s3=wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key), bucket=args.bucket,
-        nats_url=args.nats, prefix=args.prefix, cfg=WebConfig(host=args.host, port=args.port),
-    )  # fmt: skip
+        dsn=args.dsn,
+        users_db=Path(args.users),
+        s3=wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key),
+        bucket=args.bucket,
+        nats_url=args.nats,
+        prefix=args.prefix,
+        cfg=WebConfig(host=args.host, port=args.port),
+    )
     server, sock = build_server(state, args.host, args.port)
     log.info("plant dashboard on http://%s:%d/", args.host, sock.getsockname()[1])
     try:

@@ -23,16 +23,25 @@ def station_config(root: Path, name: str, line: str, group: str, engines: Any, p
     """A synthetic-line station (reference inspector, no web) linked to the local plant."""
     from ..config import parse_config
 
-    return parse_config({
-        "name": name,
-        "cameras": [{"type": "synthetic", "id": "cam0", "width": 640, "height": 400, "defect_rate": 0.2, "seed": seed}],
-        "trigger": {"type": "timer", "parts_per_minute": ppm},
-        "inspector": {"type": "reference", "learn_parts": 10},
-        "store": {"db_path": str(root / name / "station.db"), "images_dir": str(root / name / "images")},
-        "web": {"enabled": False},
-        "plant": {"nats_url": engines.nats.url, "s3_endpoint": engines.s3.endpoint, "line": line, "group": group,
-                  "outbox_path": str(root / name / "plant_outbox.db")},
-    })  # fmt: skip
+    return parse_config(
+        {
+            "name": name,
+            "cameras": [
+                {"type": "synthetic", "id": "cam0", "width": 640, "height": 400, "defect_rate": 0.2, "seed": seed}
+            ],
+            "trigger": {"type": "timer", "parts_per_minute": ppm},
+            "inspector": {"type": "reference", "learn_parts": 10},
+            "store": {"db_path": str(root / name / "station.db"), "images_dir": str(root / name / "images")},
+            "web": {"enabled": False},
+            "plant": {
+                "nats_url": engines.nats.url,
+                "s3_endpoint": engines.s3.endpoint,
+                "line": line,
+                "group": group,
+                "outbox_path": str(root / name / "plant_outbox.db"),
+            },
+        }
+    )
 
 
 def run_demo(*, parts: int = 200, seconds: float = 60.0, root: Path | None = None, ppm: float = 600.0) -> int:
@@ -64,14 +73,23 @@ def _run(root: Path, parts: int, seconds: float, ppm: float) -> int:
 
     with Engines(root / "engines") as e:
         ing = Ingest(e.pg.dsn, e.nats.url).start()
-        state = PlantWebState(dsn=e.pg.dsn, users_db=root / "plant_users.db", s3=wire.s3_client(e.s3.endpoint, "plant", "plant"), bucket="plant",
-                              nats_url=e.nats.url, prefix="plant", cfg=WebConfig(port=0))  # fmt: skip
+        state = PlantWebState(
+            dsn=e.pg.dsn,
+            users_db=root / "plant_users.db",
+            s3=wire.s3_client(e.s3.endpoint, "plant", "plant"),
+            bucket="plant",
+            nats_url=e.nats.url,
+            prefix="plant",
+            cfg=WebConfig(port=0),
+        )
         server, sock = build_server(state, "127.0.0.1", 0)
         web = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         web.start()
         print(f"plant dashboard: http://127.0.0.1:{sock.getsockname()[1]}/  (user admin, password above)", flush=True)
-        stations = [Station(station_config(root, n, line, g, e, ppm, seed), max_parts=parts)
-                    for n, line, g, seed in (("station-a", "line-1", "canary", 1), ("station-b", "line-2", "wave-1", 2))]  # fmt: skip
+        stations = [
+            Station(station_config(root, n, line, g, e, ppm, seed), max_parts=parts)
+            for n, line, g, seed in (("station-a", "line-1", "canary", 1), ("station-b", "line-2", "wave-1", 2))
+        ]
         for st in stations:
             st.start()
         end = time.monotonic() + seconds

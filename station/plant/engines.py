@@ -80,7 +80,7 @@ class Engine:
 
     def start(self, timeout: float = 60.0) -> Engine:
         """Start the process and wait until it serves (``timeout`` s); raises EngineError with its log."""
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the engine process
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **self._popen_kwargs()
         )  # type: ignore[call-overload]
@@ -228,10 +228,22 @@ class Postgres(Engine):
     def command(self) -> list[str]:
         sock = self.root / "sock"
         return [
-            self.postgres, "-D", str(self.data), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-            "-c", f"unix_socket_directories={sock}", "-c", f"fsync={'on' if self.fsync else 'off'}",
-            "-c", "max_connections=100", "-c", "shared_buffers=64MB",
-        ]  # fmt: skip
+            self.postgres,
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={sock}",
+            "-c",
+            f"fsync={'on' if self.fsync else 'off'}",
+            "-c",
+            "max_connections=100",
+            "-c",
+            "shared_buffers=64MB",
+        ]
 
     def ready(self) -> bool:
         return _listening(self.port) and "ready to accept connections" in self._log_tail()
@@ -303,10 +315,21 @@ class SeaweedS3(Engine):
     def command(self) -> list[str]:
         (self.root / "data").mkdir(exist_ok=True)
         return [
-            self.exe, "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.root / 'data'}",
-            *(f"-{k.replace('.grpc', '.port.grpc') if '.grpc' in k else k + '.port'}={p}" for k, p in self.ports.items()),
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=0",
-        ]  # fmt: skip
+            self.exe,
+            "server",
+            "-s3",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={self.root / 'data'}",
+            *(
+                f"-{k.replace('.grpc', '.port.grpc') if '.grpc' in k else k + '.port'}={p}"
+                for k, p in self.ports.items()
+            ),
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=0",
+        ]
 
     def ready(self) -> bool:
         if not _listening(self.ports["s3"]):

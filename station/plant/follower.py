@@ -97,10 +97,21 @@ class ModelFollower:
     """One thread with its own asyncio loop: watch, download, verify, swap, report."""
 
     def __init__(
-        self, *, station: str, group: str, prefix: str, nats_url: str, s3: Callable[[], Any], bucket: str, models_dir: Path,
-        swap: SwapFn, model_id: Callable[[], str], swap_timeout_s: float = 120.0, retry_s: float = 0.5,
+        self,
+        *,
+        station: str,
+        group: str,
+        prefix: str,
+        nats_url: str,
+        s3: Callable[[], Any],
+        bucket: str,
+        models_dir: Path,
+        swap: SwapFn,
+        model_id: Callable[[], str],
+        swap_timeout_s: float = 120.0,
+        retry_s: float = 0.5,
         shadow: Callable[[Path], dict[str, Any]] | None = None,
-    ):  # fmt: skip
+    ):
         self._shadow = shadow
         self.last_shadow: dict[str, Any] | None = None
         self.station = station
@@ -197,7 +208,8 @@ class ModelFollower:
             self.failed.add(d.sha256)
             self.state, self.error = (
                 "failed",
-                f"model {d.version} ({d.sha256[:12]}) not loaded, keeping {self.version or 'the start-up model'}: {exc}",
+                f"model {d.version} ({d.sha256[:12]}) not loaded, "
+                f"keeping {self.version or 'the start-up model'}: {exc}",
             )
             log.error("%s", self.error)
             return True
@@ -245,18 +257,28 @@ def s3_factory(endpoint: str, access_key: str, secret_key: str) -> Callable[[], 
 
 
 def follower_for_station(station: Any) -> ModelFollower:
-    """The follower of a :class:`station.app.Station` with ``plant.follow_models``: swaps through ``Station.swap_model``."""
+    """The follower of a :class:`station.app.Station` with ``plant.follow_models``: swaps through
+    ``Station.swap_model``."""
     cfg = station.cfg.plant
     if station.cfg.inspector.type not in ("onnx", "anomaly"):
         raise ValueError(
             f"plant.follow_models needs inspector.type onnx or anomaly (hot swap), not {station.cfg.inspector.type}"
         )
     return ModelFollower(
-        station=station.cfg.name, group=cfg.group, prefix=cfg.subject_prefix, nats_url=cfg.nats_url, bucket=cfg.s3_bucket,
-        s3=s3_factory(cfg.s3_endpoint, cfg.s3_access_key, cfg.s3_secret_key), models_dir=cfg.models_dir,
-        swap=station.swap_model, model_id=lambda: station.inspector.model_id, retry_s=cfg.reconnect_min_s,
-        shadow=(lambda path: shadow_run(station, path, cfg.shadow_parts, cfg.shadow_timeout_s)) if cfg.shadow_parts else None,
-    )  # fmt: skip
+        station=station.cfg.name,
+        group=cfg.group,
+        prefix=cfg.subject_prefix,
+        nats_url=cfg.nats_url,
+        bucket=cfg.s3_bucket,
+        s3=s3_factory(cfg.s3_endpoint, cfg.s3_access_key, cfg.s3_secret_key),
+        models_dir=cfg.models_dir,
+        swap=station.swap_model,
+        model_id=lambda: station.inspector.model_id,
+        retry_s=cfg.reconnect_min_s,
+        shadow=(lambda path: shadow_run(station, path, cfg.shadow_parts, cfg.shadow_timeout_s))
+        if cfg.shadow_parts
+        else None,
+    )
 
 
 def shadow_run(station: Any, path: Path, parts: int, timeout_s: float) -> dict[str, Any]:
@@ -273,7 +295,8 @@ def shadow_run(station: Any, path: Path, parts: int, timeout_s: float) -> dict[s
         while runner.snapshot()["recorded"] < parts:
             if not runner.running or time.monotonic() > end:
                 raise RuntimeError(
-                    f"shadow run judged {runner.snapshot()['recorded']} of {parts} parts ({runner.snapshot()['last_error'] or 'too slow'})"
+                    f"shadow run judged {runner.snapshot()['recorded']} of {parts} parts "
+                    f"({runner.snapshot()['last_error'] or 'too slow'})"
                 )
             time.sleep(0.1)  # the follower's thread, not the line
     finally:

@@ -65,9 +65,18 @@ class Ingest:
     """One ingest worker; several may share the durable consumer (each batch is one transaction)."""
 
     def __init__(
-        self, dsn: str, nats_url: str, *, prefix: str = "plant", durable: str = "plant-ingest", batch: int = 500,
-        shift_of: plant_db.ShiftFn | None = None, ack_wait_s: float = 10.0, keep_lag: bool = False, replicas: int = 1,
-    ):  # fmt: skip
+        self,
+        dsn: str,
+        nats_url: str,
+        *,
+        prefix: str = "plant",
+        durable: str = "plant-ingest",
+        batch: int = 500,
+        shift_of: plant_db.ShiftFn | None = None,
+        ack_wait_s: float = 10.0,
+        keep_lag: bool = False,
+        replicas: int = 1,
+    ):
         self.replicas = replicas
         self.dsn = dsn
         self.nats_url = nats_url
@@ -108,9 +117,13 @@ class Ingest:
         try:
             plant_db.create_schema(conn)
             nc = await nats.connect(
-                self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.25, connect_timeout=2,
-                name=f"plant-ingest-{self.durable}", error_cb=self._nats_error,
-            )  # fmt: skip
+                self.nats_url,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                connect_timeout=2,
+                name=f"plant-ingest-{self.durable}",
+                error_cb=self._nats_error,
+            )
             try:
                 await self._consume(nc, conn)
             finally:

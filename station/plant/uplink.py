@@ -54,10 +54,17 @@ def result_meta(r: PartResult, station: str, cfg: PlantLinkConfig, image_keys: l
         else float(sum(v.timings_ms.values()))
     )
     return {
-        "station": station, "line": cfg.line, "product": cfg.product, "t": r.trigger.t_trigger_wall or time.time(),
-        "outcome": str(v.outcome), "part_id": int(v.part_id), "model_id": v.model_id, "latency_ms": round(latency, 3),
-        "defects": [d.class_name for d in v.defects], "images": image_keys,
-    }  # fmt: skip
+        "station": station,
+        "line": cfg.line,
+        "product": cfg.product,
+        "t": r.trigger.t_trigger_wall or time.time(),
+        "outcome": str(v.outcome),
+        "part_id": int(v.part_id),
+        "model_id": v.model_id,
+        "latency_ms": round(latency, 3),
+        "defects": [d.class_name for d in v.defects],
+        "images": image_keys,
+    }
 
 
 class PlantUplink:
@@ -66,9 +73,15 @@ class PlantUplink:
     component = "plant-link"
 
     def __init__(
-        self, cfg: PlantLinkConfig, station_name: str, sub: Subscription, *, report: ReportFn | None = None,
-        status: Callable[[], dict[str, Any]] = dict, status_s: float = 5.0,
-    ):  # fmt: skip
+        self,
+        cfg: PlantLinkConfig,
+        station_name: str,
+        sub: Subscription,
+        *,
+        report: ReportFn | None = None,
+        status: Callable[[], dict[str, Any]] = dict,
+        status_s: float = 5.0,
+    ):
         self.cfg = cfg
         self._status_fn = status
         self.status_s = status_s
@@ -136,7 +149,8 @@ class PlantUplink:
         """Connection state and counts."""
         return {
             "state": self._alarm_state if self._alarm_state != "ok" else ("ok" if self._connected else "warning"),
-            "message": f"{self.cfg.nats_url} {'connected' if self._connected else f'not connected: storing ({self._last_error})'}",
+            "message": f"{self.cfg.nats_url} "
+            f"{'connected' if self._connected else f'not connected: storing ({self._last_error})'}",
             "published": self.published,
             "uploaded": self.uploaded,
             "outbox": self.outbox_pending,
@@ -217,7 +231,8 @@ class PlantUplink:
         if newly_dropped:
             self._emit(
                 "alarm",
-                f"plant outbox full ({cap}): {self._outbox.dropped} results dropped ({self.cfg.overflow}); the plant has been unreachable too long",
+                f"plant outbox full ({cap}): {self._outbox.dropped} results dropped ({self.cfg.overflow}); the plant "
+                "has been unreachable too long",
             )
         elif n >= self.cfg.alarm_fill * cap:
             if self._alarm_state == "ok":
@@ -238,9 +253,14 @@ class PlantUplink:
         try:
             # no client-side reconnect: a lost connection is "offline", and this loop retries with its backoff
             conn = nats.connect(
-                self.cfg.nats_url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.1,
-                name=f"station-{self.station}", error_cb=self._nats_error,
-            )  # fmt: skip
+                self.cfg.nats_url,
+                connect_timeout=2,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                name=f"station-{self.station}",
+                error_cb=self._nats_error,
+            )
             self._nc = await asyncio.wait_for(conn, 5)
             self._js = self._nc.jetstream(timeout=5)
             if self._s3 is None:
@@ -313,8 +333,16 @@ class PlantUplink:
     async def _put_status(self) -> None:
         """The station's state for the plant dashboard (KV ``<prefix>_status``, key: the station)."""
         self._status_due = time.monotonic() + self.status_s
-        d = {"station": self.station, "line": self.cfg.line, "group": self.cfg.group, "t": time.time(), "outbox": self.outbox_pending,
-             "dropped": self.dropped, "published": self.published, **self._status_fn()}  # fmt: skip
+        d = {
+            "station": self.station,
+            "line": self.cfg.line,
+            "group": self.cfg.group,
+            "t": time.time(),
+            "outbox": self.outbox_pending,
+            "dropped": self.dropped,
+            "published": self.published,
+            **self._status_fn(),
+        }
         try:
             await self._status_kv.put(self.station, json.dumps(d, default=str).encode())
         except Exception as exc:  # noqa: BLE001 - any NATS failure: offline, retried with the results

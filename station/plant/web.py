@@ -199,7 +199,8 @@ def image(request: Request, key: str, _s: Any = Depends(READ)) -> Response:
 
 
 def create_plant_app(state: PlantWebState, *, bootstrap_admin: bool = True) -> FastAPI:
-    """The dashboard app; with ``bootstrap_admin`` and no admin yet, user ``admin`` gets a random password printed once."""
+    """The dashboard app; with ``bootstrap_admin`` and no admin yet, user ``admin`` gets a random password printed
+    once."""
     if bootstrap_admin:
         with state.db.use() as db:
             auth.ensure_admin(db)

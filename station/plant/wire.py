@@ -113,10 +113,18 @@ class ResultMsg:
             raise ValueError(f"result message: outcome {d['outcome']!r} is not PASS, FAIL, UNCERTAIN or FAILSAFE")
         try:
             return cls(
-                station=str(d["station"]), seq=int(d["seq"]), line=str(d["line"]), product=str(d["product"]), t=float(d["t"]),
-                outcome=str(d["outcome"]), part_id=int(d["part_id"]), model_id=str(d["model_id"]), latency_ms=float(d["latency_ms"]),
-                defects=tuple(str(x) for x in d["defects"]), images=tuple(str(x) for x in d["images"]),
-            )  # fmt: skip
+                station=str(d["station"]),
+                seq=int(d["seq"]),
+                line=str(d["line"]),
+                product=str(d["product"]),
+                t=float(d["t"]),
+                outcome=str(d["outcome"]),
+                part_id=int(d["part_id"]),
+                model_id=str(d["model_id"]),
+                latency_ms=float(d["latency_ms"]),
+                defects=tuple(str(x) for x in d["defects"]),
+                images=tuple(str(x) for x in d["images"]),
+            )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"result message has a field of the wrong type: {exc}") from None
 
@@ -159,9 +167,18 @@ def s3_client(endpoint: str, access_key: str, secret_key: str, timeout_s: float 
     from botocore.config import Config
 
     return boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name="us-east-1",
-        config=Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
-    )  # fmt: skip
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=Config(
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            retries={"max_attempts": 1},
+            s3={"addressing_style": "path"},
+        ),
+    )
 
 
 async def status_bucket(js: Any, prefix: str) -> Any:

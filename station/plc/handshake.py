@@ -207,7 +207,8 @@ class PlcHandshake:
                 self._ack_alarm = True
                 self._emit(
                     "alarm",
-                    f"PLC did not acknowledge part {self._current.trigger.part_id} within {self.cfg.ack_timeout_ms:.0f} ms "
+                    f"PLC did not acknowledge part {self._current.trigger.part_id} within "
+                    f"{self.cfg.ack_timeout_ms:.0f} ms "
                     f"({self.ack_timeouts} timeouts)",
                 )
                 self._enter_wait_low(cb, t_ns)
@@ -238,7 +239,8 @@ class PlcHandshake:
             break
         if stale:
             log.warning(
-                "%d results (parts %d..%d) older than %.0f ms not handed to the PLC: it applied its own fail-safe to them",
+                "%d results (parts %d..%d) older than %.0f ms not handed to the PLC: it applied its own fail-safe to "
+                "them",
                 len(stale),
                 stale[0],
                 stale[-1],

@@ -180,7 +180,8 @@ class ModbusLink:
         if rr.isError():
             # The PLC answered with an exception code: the link is fine, the map is not.
             raise ModbusLinkError(
-                f"{self.component}: {self.address} refused {what} @{address} ({rr}); check the register map / bases in the config",
+                f"{self.component}: {self.address} refused {what} @{address} ({rr}); check the register map / bases in "
+                "the config",
                 transport=False,
             )
         return rr

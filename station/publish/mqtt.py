@@ -21,6 +21,7 @@ at-least-once: consumers dedupe on ``part_id``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -125,7 +126,8 @@ class MqttPublisher:
         """Connection state and counts."""
         return {
             "state": "ok" if self._connected else "warning",
-            "message": f"{self.cfg.host}:{self.cfg.port} {'connected' if self._connected else 'not connected: storing'}",
+            "message": f"{self.cfg.host}:{self.cfg.port} "
+            + ("connected" if self._connected else "not connected: storing"),
             "published": self.published,
             "acked": self.acked,
             "outbox_dropped": self._outbox.dropped if self._outbox is not None else 0,
@@ -289,16 +291,12 @@ class MqttPublisher:
         c, self._client = self._client, None
         if c is not None:
             c.on_disconnect = None
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 c.disconnect()
-            except (OSError, ValueError):
-                pass
             sock = c.socket()
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass
 
     def _goodbye(self) -> None:
         """Clean stop: retained 'offline', then disconnect (the will is not sent on a clean disconnect)."""

@@ -16,6 +16,7 @@ client can never slow the line. Clients are read-only except for the method.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -85,7 +86,8 @@ class OpcUaServer:
             raise RuntimeError(f"OPC UA server did not start within {timeout_s:.0f} s")
         if self._error is not None:
             raise RuntimeError(
-                f"OPC UA server cannot listen on {self.cfg.host}:{self.cfg.port}: {self._error} (publish.opcua.port; 0 picks a free port)"
+                f"OPC UA server cannot listen on {self.cfg.host}:{self.cfg.port}: {self._error} (publish.opcua.port; 0 "
+                "picks a free port)"
             ) from self._error
         log.info("OPC UA server on %s (namespace %d)", self.endpoint, self.ns)
 
@@ -136,10 +138,8 @@ class OpcUaServer:
             await self._refresh()
             self._ready.set()
             while not self._stopping.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.cfg.update_ms / 1000)
-                except TimeoutError:
-                    pass
                 await self._refresh()
         finally:
             await server.stop()

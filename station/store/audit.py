@@ -76,7 +76,8 @@ def record(
         raise ValueError("audit rows need an action and an object_type")
     with transaction(db):  # joins the caller's transaction; commits at once when there is none
         cur = db.execute(
-            "INSERT INTO audit (t_wall, user, action, object_type, object_id, before, after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (t_wall, user, action, object_type, object_id, before, after, reason) VALUES (?, ?, ?, "
+            "?, ?, ?, ?, ?)",
             [
                 time.time() if t_wall is None else float(t_wall),
                 user,

@@ -89,7 +89,8 @@ def in_force(db: sqlite_utils.Database, kind: Kind, station: str, camera_id: str
 def history(db: sqlite_utils.Database, kind: Kind, station: str, camera_id: str, limit: int = 50) -> list[SetupVersion]:
     """Every version of the camera's ``kind``, newest first."""
     rows = db.execute(
-        f"SELECT {_COLS} FROM camera_setup s WHERE s.kind = ? AND s.station = ? AND s.camera_id = ? ORDER BY s.version DESC LIMIT ?",
+        f"SELECT {_COLS} FROM camera_setup s WHERE s.kind = ? AND s.station = ? AND s.camera_id = ? ORDER BY s.version "
+        "DESC LIMIT ?",
         [kind, station, camera_id, limit],
     ).fetchall()
     return [_row(r) for r in rows]
@@ -128,13 +129,15 @@ def save(
         before = in_force(db, kind, station, camera_id)
         version = int(
             db.execute(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM camera_setup WHERE kind = ? AND station = ? AND camera_id = ?",
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM camera_setup WHERE kind = ? AND station = ? AND camera_id = "
+                "?",
                 [kind, station, camera_id],
             ).fetchone()[0]
         )
         ref = ref or f"{kind}-v{version}"
         cur = db.execute(
-            "INSERT INTO camera_setup (kind, station, camera_id, version, ref, created_by, created_at, images, body, reason) "
+            "INSERT INTO camera_setup (kind, station, camera_id, version, ref, created_by, created_at, images, body, "
+            "reason) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [kind, station, camera_id, version, ref, user, now, images_json, body_json, reason],
         )
@@ -199,15 +202,18 @@ def _put_in_force(
     reason: str | None,
 ) -> None:
     db.execute(
-        "INSERT INTO camera_setup_in_force (kind, station, camera_id, setup_id, t_wall, user, action, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO camera_setup_in_force (kind, station, camera_id, setup_id, t_wall, user, action, reason) VALUES "
+        "(?, ?, ?, ?, ?, ?, ?, ?)",
         [kind, station, camera_id, setup_id, time.time(), user, action, reason],
     )
 
 
 def newest_image(db: sqlite_utils.Database, camera_id: str) -> tuple[str, str, int, int] | None:
-    """(sha256, format, width, height) of the camera's newest kept image, or None (a reference image after a restart)."""
+    """(sha256, format, width, height) of the camera's newest kept image, or None (a reference image after a
+    restart)."""
     r = db.execute(
-        "SELECT sha256, format, width, height FROM images WHERE camera_id = ? AND deleted_at IS NULL ORDER BY id DESC LIMIT 1",
+        "SELECT sha256, format, width, height FROM images WHERE camera_id = ? AND deleted_at IS NULL ORDER BY id DESC "
+        "LIMIT 1",
         [camera_id],
     ).fetchone()
     return (r[0], r[1], int(r[2]), int(r[3])) if r else None

@@ -77,7 +77,8 @@ def open_db(
             conn = sqlite3.connect(str(p), timeout=busy_timeout_ms / 1000, check_same_thread=check_same_thread)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(
-                f"{where}: cannot open the database ({exc}); check that the folder exists and is writable (store.db_path)"
+                f"{where}: cannot open the database ({exc}); check that the folder exists and is writable "
+                "(store.db_path)"
             ) from None
     try:
         db = sqlite_utils.Database(conn, execute_plugins=False)

@@ -138,7 +138,8 @@ class ImageStore:
         self._used_estimate: int | None = None  # None = unknown: ask the database
         if min_free_mb < 0 or not 0 <= min_free_percent < 100:
             raise ValueError(
-                f"store.min_free_mb must be >= 0 and min_free_percent in [0, 100), not {min_free_mb}, {min_free_percent}"
+                f"store.min_free_mb must be >= 0 and min_free_percent in [0, 100), not {min_free_mb}, "
+                f"{min_free_percent}"
             )
         if free_target_factor < 1:
             raise ValueError(f"free_target_factor must be >= 1, not {free_target_factor}")
@@ -267,10 +268,12 @@ class ImageStore:
     def used_bytes(self, db: sqlite_utils.Database) -> int:
         """Bytes of the image files the database says are on disk (each file once)."""
         row = db.execute(
-            "SELECT COALESCE(SUM(b), 0) FROM (SELECT MAX(bytes) AS b FROM images WHERE deleted_at IS NULL GROUP BY sha256, format)"
+            "SELECT COALESCE(SUM(b), 0) FROM (SELECT MAX(bytes) AS b FROM images WHERE deleted_at IS NULL GROUP BY "
+            "sha256, format)"
         ).fetchone()
         maps = db.execute(
-            "SELECT COALESCE(SUM(b), 0) FROM (SELECT MAX(bytes) AS b FROM anomaly_maps WHERE deleted_at IS NULL GROUP BY sha256)"
+            "SELECT COALESCE(SUM(b), 0) FROM (SELECT MAX(bytes) AS b FROM anomaly_maps WHERE deleted_at IS NULL GROUP "
+            "BY sha256)"
         ).fetchone()
         return int(row[0]) + int(maps[0])
 
@@ -309,7 +312,8 @@ class ImageStore:
             SELECT i.sha256, i.format, MAX(i.bytes),
                    MAX(CASE WHEN p.outcome = 'PASS' THEN 0 ELSE 1 END) AS precious,
                    MAX(i.id) AS newest,
-                   COALESCE(SUM((SELECT SUM(m.bytes) FROM anomaly_maps m WHERE m.image_id = i.id AND m.deleted_at IS NULL)), 0)
+                   COALESCE(SUM((SELECT SUM(m.bytes) FROM anomaly_maps m WHERE m.image_id = i.id AND m.deleted_at IS
+                   NULL)), 0)
             FROM images i JOIN inspections p ON p.part_id = i.part_id
             WHERE i.deleted_at IS NULL
             GROUP BY i.sha256, i.format
@@ -342,7 +346,8 @@ class ImageStore:
         ]
         with write_transaction(db):
             db.conn.executemany(
-                "UPDATE images SET deleted_at = ?, deleted_reason = ? WHERE sha256 = ? AND format = ? AND deleted_at IS NULL",
+                "UPDATE images SET deleted_at = ?, deleted_reason = ? WHERE sha256 = ? AND format = ? AND deleted_at "
+                "IS NULL",
                 marks,
             )
             map_files = self._delete_maps_of_deleted_images(db, now, reason)
@@ -397,7 +402,8 @@ class ImageStore:
             free_wal = self.disk_space()[0]
             if free_wal >= target and not self.unmarked:
                 log.warning(
-                    "free space on %s was %.1f MB < floor %.1f MB: WAL checkpointed, free now %.1f MB; no image deleted",
+                    "free space on %s was %.1f MB < floor %.1f MB: WAL checkpointed, free now %.1f MB; "
+                    "no image deleted",
                     self.root,
                     free / 2**20,
                     floor / 2**20,
@@ -412,7 +418,8 @@ class ImageStore:
             files, freed = self._emergency_unlink(db, need), 0
             free_after = self.disk_space()[0]
             log.error(
-                "free space %.1f MB < floor %.1f MB on %s and the database cannot record deletions (%s): unlinked %d PASS "
+                "free space %.1f MB < floor %.1f MB on %s and the database cannot record deletions (%s): unlinked %d "
+                "PASS "
                 "image files (rows marked later), free now %.1f MB",
                 free / 2**20,
                 floor / 2**20,
@@ -425,7 +432,8 @@ class ImageStore:
         free_after = self.disk_space()[0]
         if files or free < floor:
             log.warning(
-                "free-space sweep on %s: free %.1f MB < floor %.1f MB; deleted %d image files (oldest PASS first, %.1f MB); free now %.1f MB%s",
+                "free-space sweep on %s: free %.1f MB < floor %.1f MB; deleted %d image files (oldest PASS first, %.1f "
+                "MB); free now %.1f MB%s",
                 self.root,
                 free / 2**20,
                 floor / 2**20,

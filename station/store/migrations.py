@@ -102,7 +102,7 @@ def _split(sql: str) -> list[str]:
         if sqlite3.complete_statement(buf):
             out.append(buf.strip())
             buf = ""
-    if buf.strip() and not all(l.strip().startswith("--") or not l.strip() for l in buf.splitlines()):
+    if buf.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()):
         raise ValueError(f"incomplete SQL statement in migration: {buf.strip()[:80]!r}")
     return out
 

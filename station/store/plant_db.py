@@ -251,7 +251,8 @@ def insert_plain(conn: Any, results: Sequence[Result], shift_of: ShiftFn, partit
         ensure_partitions(conn, (_month(r.t) for r in results), partitions)
         with conn.cursor() as c:
             c.executemany(
-                f"INSERT INTO inspections ({', '.join(INSPECTION_COLUMNS)}) VALUES ({', '.join(['%s'] * len(INSPECTION_COLUMNS))})",
+                f"INSERT INTO inspections ({', '.join(INSPECTION_COLUMNS)}) VALUES "
+                f"({', '.join(['%s'] * len(INSPECTION_COLUMNS))})",
                 [
                     (
                         r.station,
@@ -298,7 +299,8 @@ def update_rollout(
     """Record the groups reached, and the end (done / rolled_back, with the reason)."""
     with conn.transaction():
         conn.execute(
-            "UPDATE rollouts SET reached = %s, state = %s, reason = %s, finished_at = CASE WHEN %s = 'running' THEN NULL ELSE now() END WHERE id = %s",
+            "UPDATE rollouts SET reached = %s, state = %s, reason = %s, finished_at = CASE WHEN %s = 'running' THEN "
+            "NULL ELSE now() END WHERE id = %s",
             (list(reached), state, reason, state, rollout_id),
         )
 
@@ -312,7 +314,8 @@ def rollout(conn: Any, rollout_id: int) -> dict[str, Any]:
 
 
 def group_metrics(conn: Any, stations: Sequence[str], model_ids: Sequence[str], since: dt.datetime) -> dict[str, float]:
-    """Parts of ``stations`` under ``model_ids`` received since ``since``: count, reject and FAILSAFE rates, p95 latency."""
+    """Parts of ``stations`` under ``model_ids`` received since ``since``: count, reject and FAILSAFE rates, p95
+    latency."""
     conn.commit()  # a fresh snapshot
     n, rej, fs, p95 = conn.execute(
         "SELECT count(*), coalesce(avg((outcome <> 'PASS')::int), 0), coalesce(avg((outcome = 'FAILSAFE')::int), 0), "
@@ -337,7 +340,8 @@ def yield_by(conn: Any, by: str, since: dt.datetime, until: dt.datetime) -> list
     col = _dim(by)
     cur = conn.execute(
         f"SELECT {col} AS key, sum(total)::bigint AS total, sum(pass)::bigint AS pass, sum(fail)::bigint AS fail, "
-        f"sum(uncertain)::bigint AS uncertain, sum(failsafe)::bigint AS failsafe, sum(latency_ms_sum) / nullif(sum(total), 0) AS latency_ms_mean "
+        "sum(uncertain)::bigint AS uncertain, sum(failsafe)::bigint AS failsafe, sum(latency_ms_sum) / "
+        "nullif(sum(total), 0) AS latency_ms_mean "
         f"FROM rollups WHERE hour >= %s AND hour < %s GROUP BY {col} ORDER BY {col}",
         (since, until),
     )
@@ -384,7 +388,8 @@ def parts(
         where.append("outcome = %s")
         params.append(outcome)
     cur = conn.execute(
-        f"SELECT station_id, seq, t, line, product, outcome, part_id, model_id, latency_ms, defects, images FROM inspections "
+        "SELECT station_id, seq, t, line, product, outcome, part_id, model_id, latency_ms, defects, images FROM "
+        "inspections "
         f"WHERE {' AND '.join(where)} ORDER BY t DESC LIMIT %s",
         (*params, limit),
     )
@@ -397,17 +402,23 @@ def counts(conn: Any) -> dict[str, Any]:
     rows, distinct = one("SELECT count(*), count(DISTINCT (station_id, seq)) FROM inspections")
     raw = dict(conn.execute("SELECT outcome, count(*) FROM inspections GROUP BY outcome").fetchall())
     r = one(
-        "SELECT coalesce(sum(total),0), coalesce(sum(pass),0), coalesce(sum(fail),0), coalesce(sum(uncertain),0), coalesce(sum(failsafe),0) FROM rollups"
+        "SELECT coalesce(sum(total),0), coalesce(sum(pass),0), coalesce(sum(fail),0), coalesce(sum(uncertain),0), "
+        "coalesce(sum(failsafe),0) FROM rollups"
     )
     raw_defects = dict(conn.execute("SELECT d, count(*) FROM inspections, unnest(defects) d GROUP BY d").fetchall())
     roll_defects = dict(
         conn.execute("SELECT class_name, sum(n)::bigint FROM defect_rollups GROUP BY class_name").fetchall()
     )
     return {
-        "rows": rows, "distinct": distinct, "keys": one("SELECT count(*) FROM result_keys")[0],
-        "raw": {o: raw.get(o, 0) for o in _OUTCOMES}, "rollup_total": r[0], "rollup": dict(zip(_OUTCOMES, r[1:])),
-        "raw_defects": raw_defects, "rollup_defects": {k: int(v) for k, v in roll_defects.items()},
-    }  # fmt: skip
+        "rows": rows,
+        "distinct": distinct,
+        "keys": one("SELECT count(*) FROM result_keys")[0],
+        "raw": {o: raw.get(o, 0) for o in _OUTCOMES},
+        "rollup_total": r[0],
+        "rollup": dict(zip(_OUTCOMES, r[1:])),
+        "raw_defects": raw_defects,
+        "rollup_defects": {k: int(v) for k, v in roll_defects.items()},
+    }
 
 
 def per_station(conn: Any) -> dict[str, tuple[int, int, int]]:

@@ -58,7 +58,8 @@ def recent_inspections(
 
 
 def get_inspection(db: sqlite_utils.Database, part_id: int) -> dict[str, Any] | None:
-    """One inspection with ``defects`` and ``images`` (deleted images included, with ``deleted_at``); None if unknown."""
+    """One inspection with ``defects`` and ``images`` (deleted images included, with ``deleted_at``); None if
+    unknown."""
     rows = _rows(db, "SELECT * FROM inspections WHERE part_id = ?", [int(part_id)])
     if not rows:
         return None
@@ -126,7 +127,8 @@ def resume_counters(db: sqlite_utils.Database) -> dict[str, Any] | None:
     if snap is None:
         return None
     row = db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(n_frames > 0), 0), COALESCE(SUM(rejected), 0) FROM inspections WHERE source != 'import'"
+        "SELECT COUNT(*), COALESCE(SUM(n_frames > 0), 0), COALESCE(SUM(rejected), 0) FROM inspections WHERE source != "
+        "'import'"
     ).fetchone()
     n, with_frames, rejected = (int(x) for x in row)
     counts = outcome_counts(db)
@@ -146,7 +148,8 @@ def resume_counters(db: sqlite_utils.Database) -> dict[str, Any] | None:
 
 
 def recent_rejects(db: sqlite_utils.Database, outcomes: Sequence[str], limit: int) -> list[dict[str, Any]]:
-    """The newest parts whose outcome is one of ``outcomes``: part_id, t_wall (trigger time), outcome, reasons (decoded)."""
+    """The newest parts whose outcome is one of ``outcomes``: part_id, t_wall (trigger time), outcome, reasons
+    (decoded)."""
     if not outcomes:
         return []
     rows = db["inspections"].rows_where(
@@ -183,16 +186,19 @@ def review_verdicts(db: sqlite_utils.Database, image_ids: Sequence[int]) -> dict
 def line_models(db: sqlite_utils.Database, limit: int = 100) -> list[str]:
     """Model ids that decided parts on the line (imports excluded), the most recently used first."""
     rows = db.query(
-        "SELECT model_id FROM inspections WHERE source != 'import' GROUP BY model_id ORDER BY MAX(part_id) DESC LIMIT ?",
+        "SELECT model_id FROM inspections WHERE source != 'import' "
+        "GROUP BY model_id ORDER BY MAX(part_id) DESC LIMIT ?",
         [int(limit)],
     )
     return [r["model_id"] for r in rows]
 
 
 def line_time_range(db: sqlite_utils.Database) -> tuple[float | None, float | None]:
-    """(first, last) UNIX time of the parts recorded on the line (imports excluded); (None, None) when there are none."""
+    """(first, last) UNIX time of the parts recorded on the line (imports excluded); (None, None) when there are
+    none."""
     row = db.execute(
-        "SELECT MIN(COALESCE(t_trigger_wall, t_recorded_wall)), MAX(COALESCE(t_trigger_wall, t_recorded_wall)) FROM inspections "
+        "SELECT MIN(COALESCE(t_trigger_wall, t_recorded_wall)), MAX(COALESCE(t_trigger_wall, t_recorded_wall)) FROM "
+        "inspections "
         "WHERE source != 'import'"
     ).fetchone()
     return row[0], row[1]

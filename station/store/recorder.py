@@ -59,6 +59,7 @@ that cannot be stored is logged and skipped; the part is recorded anyway.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -284,7 +285,8 @@ class Recorder:
         """``on_status`` gets the recorder's own alarms: component ``component`` "alarm" when
         database writes fail and "ok" when they resume (these are also written to the alarms
         table directly, since the database may be down when they happen), and
-        ``<component>:images`` "warning"/"ok" when image files cannot be saved; ``on_commit`` gets the part ids of each committed batch. Both run on the
+        ``<component>:images`` "warning"/"ok" when image files cannot be saved; ``on_commit`` gets the part ids of each
+        committed batch. Both run on the
         recorder thread and must not block. ``max_batch_s`` caps how long a batch is gathered
         before it is written; ``busy_timeout_ms`` is how long one write waits for a lock.
         ``spill_path``: the spill file (None: what cannot be written is dropped and counted);
@@ -423,7 +425,8 @@ class Recorder:
         self.stop_report = report
         if self._lost or self._spilled:
             log.error(
-                "recorder stopped: %d records written this run; NOT written to %s: %d spilled to %s (replayed at the next start), "
+                "recorder stopped: %d records written this run; NOT written to %s: %d spilled to %s (replayed at the "
+                "next start), "
                 "%d dropped at stop; records_dropped %d in all",
                 self._written,
                 self.db_path,
@@ -521,10 +524,8 @@ class Recorder:
                 f"database file {self.db_path} was deleted or replaced and cannot be reopened: {exc}"
             ) from None
         if old is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 old.close()
-            except sqlite3.Error:
-                pass
 
     def _spill_if_filling(self) -> bool:
         """While writes fail: move the held batch to the spill file once the queue is half full."""

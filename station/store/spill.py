@@ -16,6 +16,7 @@ counts only its own records when it replays the file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -57,10 +58,8 @@ class SpillFile:
             os.fsync(fd)
         except BaseException:
             # leave no half batch: cut the file back to where it was (best effort)
-            try:
+            with contextlib.suppress(OSError, UnboundLocalError):
                 os.ftruncate(fd, size)
-            except (OSError, UnboundLocalError):
-                pass
             raise
         finally:
             os.close(fd)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import threading
@@ -299,10 +300,8 @@ class EventStream(Response):
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch)
-                try:
+                with contextlib.suppress(OSError):  # client went away mid-write
                     await self._stream(send, sub, gone)
-                except OSError:  # client went away mid-write
-                    pass
                 tg.cancel_scope.cancel()
         finally:
             bus.unsubscribe(sub)
@@ -333,7 +332,8 @@ class EventStream(Response):
         t_counters = t_sent_counters = t_ping = time.monotonic()
         while not gone.is_set():
             if self.until_wall is not None and time.time() >= self.until_wall:
-                # the session that opened the stream expired: end it cleanly; the browser reconnects and must log in again
+                # the session that opened the stream expired: end it cleanly; the browser reconnects and must log in
+                # again
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             batch = _drain(sub)

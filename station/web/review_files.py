@@ -152,7 +152,8 @@ def unpack(zip_path: Path, dest: Path, limits: Limits) -> list[Path]:
         if total > limits.max_unpacked_bytes:
             raise UploadError(
                 413,
-                f"the zip unpacks to {total / 2**20:.0f} MB; at most web.max_upload_unpacked_mb = {limits.max_unpacked_bytes / 2**20:g} MB",
+                f"the zip unpacks to {total / 2**20:.0f} MB; at most web.max_upload_unpacked_mb = "
+                f"{limits.max_unpacked_bytes / 2**20:g} MB",
             )
         if not disk_free_ok(dest, total + RESERVE_BYTES):  # the recorder writes images on this file system too
             raise UploadError(
@@ -179,7 +180,8 @@ def unpack(zip_path: Path, dest: Path, limits: Limits) -> list[Path]:
                         if budget < 0:  # sizes in the directory lied
                             raise UploadError(
                                 413,
-                                f"the zip unpacks to more than web.max_upload_unpacked_mb = {limits.max_unpacked_bytes / 2**20:g} MB",
+                                "the zip unpacks to more than web.max_upload_unpacked_mb = "
+                                f"{limits.max_unpacked_bytes / 2**20:g} MB",
                             )
                         out.write(block)
             except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as exc:

@@ -1,4 +1,5 @@
-"""Image health and model drift (station/health/): the figures and trends for the health panel, and relearning the bands."""
+"""Image health and model drift (station/health/): the figures and trends for the health panel, and relearning the
+bands."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class RelearnBody(BaseModel):
 )
 def image_health(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
     """``{"enabled": false}`` when ``health.enabled`` is off; else per camera its bands, active alarms and the last
-    ``health.trend_points`` frames (sharpness, brightness, clipped share, shift in px), and the running model's drift figures."""
+    ``health.trend_points`` frames (sharpness, brightness, clipped share, shift in px), and the running model's drift
+    figures."""
     health = web_state(request).station.image_health
     if health is None:
         return {"enabled": False}
@@ -36,7 +38,8 @@ def image_health(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
 
 @router.post("/api/health/relearn", summary="Learn the image bands again from the next frames (operator)")
 def relearn(request: Request, body: RelearnBody, session: Session = Depends(require("operator"))) -> dict[str, Any]:
-    """After a deliberate change (lens, light, camera mount): active image alarms clear and the next ``health.setup_parts`` frames set the bands."""
+    """After a deliberate change (lens, light, camera mount): active image alarms clear and the next
+    ``health.setup_parts`` frames set the bands."""
     state = web_state(request)
     health = state.station.image_health
     if health is None:

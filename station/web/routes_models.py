@@ -183,7 +183,8 @@ def models_page(request: Request) -> Response:
 # -- reads (qa) ---------------------------------------------------------------------------------
 @router.get("/api/models", summary="Registry, the model on the line, recent swaps (qa)")
 async def overview(request: Request, _: Session = Depends(QA)) -> dict[str, Any]:
-    """Every registered model (sha, task, classes, input size, dataset snapshot, parent, metrics, who trained/promoted it, status)."""
+    """Every registered model (sha, task, classes, input size, dataset snapshot, parent, metrics, who trained/promoted
+    it, status)."""
     return await _call(_svc(request).overview)
 
 
@@ -265,7 +266,8 @@ async def evaluations(request: Request, _: Session = Depends(QA)) -> list[dict[s
 
 @router.get("/api/models/evaluations/{eval_id}", summary="Candidate vs current on the golden set (qa)")
 async def evaluation(request: Request, eval_id: EvalId, _: Session = Depends(QA)) -> dict[str, Any]:
-    """Side by side: escape / false-reject / uncertain rates, precision, recall, mAP50, per class, confusion; images where they disagree."""
+    """Side by side: escape / false-reject / uncertain rates, precision, recall, mAP50, per class, confusion; images
+    where they disagree."""
     return await _call(_svc(request).evaluation, eval_id)
 
 
@@ -278,7 +280,8 @@ async def evaluation(request: Request, eval_id: EvalId, _: Session = Depends(QA)
 async def evaluation_image(
     request: Request, eval_id: EvalId, index: Annotated[int, PathParam(ge=0, le=10**7)], _: Session = Depends(QA)
 ) -> Response:
-    """Golden-set image ``index``: truth green (outer box), candidate orange, current blue (at their uncertain threshold)."""
+    """Golden-set image ``index``: truth green (outer box), candidate orange, current blue (at their uncertain
+    threshold)."""
     jpeg = await _call(_svc(request).evaluation_image, eval_id, index)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
@@ -303,7 +306,8 @@ async def rules(request: Request, _: Session = Depends(QA)) -> dict[str, Any]:
 # -- writes: qa ---------------------------------------------------------------------------------
 @router.post("/api/models/train", status_code=202, summary="Start a training run on a dataset snapshot (qa)")
 async def train(request: Request, body: TrainBody, session: Session = Depends(QA)) -> dict[str, Any]:
-    """Export the snapshot, train (job runner: one at a time, subprocess), export ONNX, evaluate against the current model, register.
+    """Export the snapshot, train (job runner: one at a time, subprocess), export ONNX, evaluate against the current
+    model, register.
 
     404 unknown snapshot / golden set, 409 a job is running or the snapshot cannot be used.
     """
@@ -320,7 +324,8 @@ async def cancel(request: Request, job_id: JobId, session: Session = Depends(QA)
 async def evaluate(
     request: Request, sha: Sha, body: EvaluateBody | None = None, session: Session = Depends(QA)
 ) -> dict[str, Any]:
-    """Both models through the production path on the golden set (a worker process); both results go to the registry (the gate reads them)."""
+    """Both models through the production path on the golden set (a worker process); both results go to the registry
+    (the gate reads them)."""
     return await _call(
         _svc(request).start_evaluation, sha.lower(), body.golden_id if body else None, session.user.username
     )
@@ -348,7 +353,8 @@ async def shadow_stop(request: Request, session: Session = Depends(QA)) -> dict[
 
 @router.post("/api/models/golden", status_code=201, summary="Freeze a dataset snapshot as a golden set (qa)")
 async def golden_freeze(request: Request, body: GoldenBody, session: Session = Depends(QA)) -> dict[str, Any]:
-    """Every image of the snapshot with its labels, hashed; never overwritten. Keep golden parts out of training snapshots."""
+    """Every image of the snapshot with its labels, hashed; never overwritten. Keep golden parts out of training
+    snapshots."""
     return await _call(_svc(request).freeze_golden, body.snapshot_id, body.name, session.user.username)
 
 
@@ -357,7 +363,8 @@ async def golden_freeze(request: Request, body: GoldenBody, session: Session = D
 async def promote(
     request: Request, sha: Sha, body: PromoteBody | None = None, session: Session = Depends(ADMIN)
 ) -> dict[str, Any]:
-    """Refused (409, audited) when its escape rate on the golden set is worse than the current model's, unless ``override`` with a reason."""
+    """Refused (409, audited) when its escape rate on the golden set is worse than the current model's, unless
+    ``override`` with a reason."""
     b = body or PromoteBody()
     if b.override and not b.reason:
         raise HTTPException(422, "reason: an override needs a reason (it is kept in the audit trail)")
@@ -377,7 +384,8 @@ async def rollback(
 
 @router.post("/api/models/rules", summary="Apply tuned thresholds to the line (admin)")
 async def apply_rules(request: Request, body: ApplyRulesBody, session: Session = Depends(ADMIN)) -> dict[str, Any]:
-    """Recomputes the tuning of ``eval_id`` and writes it as the line's threshold override (audited, kept across restarts); in force from the next part.
+    """Recomputes the tuning of ``eval_id`` and writes it as the line's threshold override (audited, kept across
+    restarts); in force from the next part.
 
     409 when the evaluated model is not the one on the line.
     """

@@ -358,7 +358,8 @@ def thumbnail(
     size: int = Query(320, ge=32, le=1024, description="Longer side in pixels."),
     session: Session = Depends(QA),
 ) -> Response:
-    """The image downscaled on the server (never upscaled); may be cached by the browser (an image id's content never changes)."""
+    """The image downscaled on the server (never upscaled); may be cached by the browser (an image id's content never
+    changes)."""
     path, w, h, _ = _image_file(web_state(request), image_id)
     try:
         jpeg = thumbnail_jpeg(path, size, w, h)
@@ -411,7 +412,8 @@ def heatmap_file(request: Request, image_id: ImageId, session: Session = Depends
 # -- label changes ------------------------------------------------------------------------------
 @router.post("/api/review/images/{image_id}/labels", status_code=201, summary="Add a missed defect (qa)")
 def add_label(request: Request, image_id: ImageId, body: NewLabel, session: Session = Depends(QA)) -> dict[str, Any]:
-    """A new box; 422 when the box is outside the image or the class unknown. Returns the label and the refreshed image."""
+    """A new box; 422 when the box is outside the image or the class unknown. Returns the label and the refreshed
+    image."""
     state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         lab = labeling.add_label(
@@ -569,7 +571,8 @@ def _download(path: Path, media_type: str, filename: str, work: Path) -> FileRes
 
 @contextlib.contextmanager
 def _export_errors(work: Path) -> Iterator[None]:
-    """labeling's errors as HTTP answers (409 when image files of the snapshot are gone); the work folder goes on error."""
+    """labeling's errors as HTTP answers (409 when image files of the snapshot are gone); the work folder goes on
+    error."""
     try:
         with _labeling_errors():
             try:
@@ -607,7 +610,8 @@ def export_yolo(
     seed: int = Query(0, ge=0, le=2**31 - 1, description="Seed of the group split."),
     session: Session = Depends(QA),
 ) -> FileResponse:
-    """Built in a temporary folder next to the image store and streamed; data.yaml has no absolute path (unzip anywhere)."""
+    """Built in a temporary folder next to the image store and streamed; data.yaml has no absolute path (unzip
+    anywhere)."""
     state = web_state(request)
     work = new_work_dir(state.station.cfg.store.images_dir, "export-yolo-")
     arc = f"snapshot-{snapshot_id}-yolo"

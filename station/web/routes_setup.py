@@ -132,7 +132,8 @@ def setup_history(request: Request, camera_id: CameraId, kind: Kind, _: Session 
 
 @router.get("/api/setup/{camera_id}/reference.jpg", summary="The reference image to draw on: the camera's last frame")
 def reference_image(request: Request, camera_id: CameraId, _: Session = Depends(QA)) -> Response:
-    """The camera's frame of the last part, full size, else its newest stored image (``X-Frame-Width``/``-Height``); 404 when neither."""
+    """The camera's frame of the last part, full size, else its newest stored image (``X-Frame-Width``/``-Height``);
+    404 when neither."""
     state = web_state(request)
     _camera(state, camera_id)
     last = state.station.last_result
@@ -228,7 +229,8 @@ def _decode(views: list[View]) -> list[tuple[str, np.ndarray]]:
 async def calibrate(
     request: Request, camera_id: CameraId, body: CalibrateBody, session: Session = Depends(ADMIN)
 ) -> dict[str, Any]:
-    """Intrinsics, distortion, mm per pixel; 422 with the reasons when refused; else the camera's new version, in force."""
+    """Intrinsics, distortion, mm per pixel; 422 with the reasons when refused; else the camera's new version, in
+    force."""
     from calibration.camera import CalibrationRefused, Limits, calibrate_camera
     from calibration.records import record
     from calibration.targets import Target

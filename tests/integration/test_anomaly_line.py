@@ -1,4 +1,5 @@
-"""The anomaly backend on a real Station: the line, learning from the line, replay, registry, evaluation, swap, shadow."""
+"""The anomaly backend on a real Station: the line, learning from the line, replay, registry, evaluation, swap,
+shadow."""
 
 from __future__ import annotations
 

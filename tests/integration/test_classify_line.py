@@ -66,7 +66,8 @@ def p_defect(model: Path, images: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def banded_rules(p: dict[str, float]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Rules whose thresholds split the images into thirds (PASS / UNCERTAIN / FAIL) and each image's expected verdict."""
+    """Rules whose thresholds split the images into thirds (PASS / UNCERTAIN / FAIL) and each image's expected
+    verdict."""
     v = sorted(p.values())
     assert len(set(v)) == len(v), "tied probabilities: cannot place thresholds between them"
     unc, rej = (v[2] + v[3]) / 2, (v[5] + v[6]) / 2

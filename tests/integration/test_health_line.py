@@ -1,4 +1,5 @@
-"""Image health on the real station: blurred, darkened, over-exposed and shifted frames raise the right alarm and clear."""
+"""Image health on the real station: blurred, darkened, over-exposed and shifted frames raise the right alarm and
+clear."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ SEGMENTS = [
 
 
 def _write_line(folder: Path) -> list[tuple[int, int, set[str], set[str]]]:
-    """Frames 001.png... in the order of SEGMENTS; returns (first part id, count, must, must_not) per degraded segment."""
+    """Frames 001.png... in the order of SEGMENTS; returns (first part id, count, must, must_not) per degraded
+    segment."""
     folder.mkdir()
     n = sum(s[1] for s in SEGMENTS)
     cfg = SyntheticCameraConfig(width=W, height=H, defect_rate=0.0, harmless_mark_rate=0.0, jitter_px=6, seed=11)

@@ -42,7 +42,8 @@ def run_station(station: Station, n_parts: int, timeout_s: float = 60.0) -> list
 def assert_rejects_match(
     station: Station, results: list[PartResult], host: HostStallProbe, tolerance_ms: float = 5.0
 ) -> None:
-    """Every rejecting verdict has one pulse at trigger + travel (± tolerance, unless the host stalled); PASS parts none."""
+    """Every rejecting verdict has one pulse at trigger + travel (± tolerance, unless the host stalled); PASS parts
+    none."""
     fired = {f.part_id: f for f in station.scheduler.fired}
     rejecting = {
         r.trigger.part_id for r in results if r.verdict.outcome in (Outcome.FAIL, Outcome.FAILSAFE, Outcome.UNCERTAIN)

@@ -223,12 +223,14 @@ def test_unconfirmed_reject_raises_an_alarm(make_config, plc):
     """The PLC confirms every reject through REJECT_CONFIRM except one: that one is an alarm and a count."""
     cfg = make_config(
         reject={
-            "travel_ms": 300, "safety_margin_ms": 100, "pulse_ms": 20,
+            "travel_ms": 300,
+            "safety_margin_ms": 100,
+            "pulse_ms": 20,
             "output": {"type": "modbus", "port": plc.port, **FAST},
             "verify": {"modbus": {"port": plc.port, **FAST}, "delay_ms": 40, "window_ms": 250, "poll_ms": 3},
         },
         trigger={"type": "timer", "parts_per_minute": 600},
-    )  # fmt: skip
+    )
     station = Station(cfg, max_parts=20)
     results = Results(station)
     rises: list[int] = []
@@ -285,11 +287,15 @@ def test_station_in_encoder_mode_rejects_at_the_count(make_config, host_stalls):
     belt = BeltProcess(v0=20000, a=0.5, period_s=1.0)  # 10 000 .. 30 000 counts/s; PLC in its own process
     cfg = make_config(
         reject={
-            "mode": "encoder", "travel_counts": 9000, "travel_ms": 300, "safety_margin_ms": 100, "pulse_ms": 15,
+            "mode": "encoder",
+            "travel_counts": 9000,
+            "travel_ms": 300,
+            "safety_margin_ms": 100,
+            "pulse_ms": 15,
             "encoder": {"modbus": {"port": belt.port, **FAST}, "poll_ms": 2},
         },
         trigger={"type": "timer", "parts_per_minute": 600},
-    )  # fmt: skip
+    )
     station = Station(cfg, max_parts=25)
     results = Results(station)
     station.start()
@@ -307,7 +313,7 @@ def test_station_in_encoder_mode_rejects_at_the_count(make_config, host_stalls):
     assert set(fired) == set(rejecting) and station.scheduler.time_fallbacks == 0
     targets = {pid: target for pid, target, _ in station.scheduler.tracker.fired_log}
     travel = []
-    for pid, f in fired.items():
+    for pid in fired:
         trig = rejecting[pid].trigger
         target = targets[pid]
         assert abs(target - 9000 - belt.register_at(trig.t_trigger_ns)) <= 200, f"part {pid}: count at trigger off"

@@ -170,7 +170,8 @@ def test_last_will_says_offline_when_the_station_dies(tmp_path):
         from station.bus import Bus
         from station.config import MqttConfig
         from station.publish.mqtt import MqttPublisher
-        pub = MqttPublisher(MqttConfig(port={broker.port}, outbox_path={str(tmp_path / "o.db")!r}, keepalive_s=5), "doomed", Bus().subscribe("m"))
+        pub = MqttPublisher(MqttConfig(port={broker.port}, outbox_path={str(tmp_path / "o.db")!r}, keepalive_s=5),
+        "doomed", Bus().subscribe("m"))
         pub.start()
         while not pub.connected:
             time.sleep(0.01)

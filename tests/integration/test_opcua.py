@@ -53,10 +53,25 @@ def test_client_reads_state_counters_and_last_result(make_config):
         wait_for(lambda: station.scheduler.pending_rejects == 0, 5, "last reject pulses")
         time.sleep(0.2)  # a few refresh periods
         v = read(
-            station, "StationName", "State.Running", "State.Paused", "State.SystemState", "State.ModelId",
-            "Counters.Verdicts", "Counters.Pass", "Counters.Fail", "Counters.Failsafe", "Counters.Triggers", "Counters.RejectsFired",
-            "LastResult.PartId", "LastResult.Outcome", "LastResult.OutcomeCode", "LastResult.Reasons", "LastResult.ModelId", "LastResult.Time",
-        )  # fmt: skip
+            station,
+            "StationName",
+            "State.Running",
+            "State.Paused",
+            "State.SystemState",
+            "State.ModelId",
+            "Counters.Verdicts",
+            "Counters.Pass",
+            "Counters.Fail",
+            "Counters.Failsafe",
+            "Counters.Triggers",
+            "Counters.RejectsFired",
+            "LastResult.PartId",
+            "LastResult.Outcome",
+            "LastResult.OutcomeCode",
+            "LastResult.Reasons",
+            "LastResult.ModelId",
+            "LastResult.Time",
+        )
         station.pause(True)
         refused = asyncio.run(
             _select(station.floor.opcua.endpoint, cfg.publish.opcua.namespace, 5)
@@ -121,11 +136,18 @@ def test_opcua_output_pulses_a_remote_boolean_node(make_config):
     try:
         cfg = make_config(
             reject={
-                "travel_ms": 400, "safety_margin_ms": 100, "pulse_ms": 30,
-                "output": {"type": "opcua", "endpoint": remote.endpoint, "nodes": {"reject": "ns=2;s=Reject"}, "timeout_s": 1.0},
+                "travel_ms": 400,
+                "safety_margin_ms": 100,
+                "pulse_ms": 30,
+                "output": {
+                    "type": "opcua",
+                    "endpoint": remote.endpoint,
+                    "nodes": {"reject": "ns=2;s=Reject"},
+                    "timeout_s": 1.0,
+                },
             },
             trigger={"type": "timer", "parts_per_minute": 600},
-        )  # fmt: skip
+        )
         station = Station(cfg, max_parts=15)
         results = Results(station)
         station.start()

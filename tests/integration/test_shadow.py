@@ -152,7 +152,8 @@ def test_shadow_records_disagreements_and_leaves_verdicts_alone(
         rows = {
             int(r[0]): r[1:]
             for r in db.execute(
-                "SELECT part_id, production_outcome, outcome, model_id, model_sha, differs, eject_differs FROM shadow_results ORDER BY part_id"
+                "SELECT part_id, production_outcome, outcome, model_id, model_sha, differs, eject_differs FROM "
+                "shadow_results ORDER BY part_id"
             )
         }
         assert sorted(rows) == sorted(baseline)

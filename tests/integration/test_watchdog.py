@@ -26,7 +26,8 @@ _MAX_HANG_S = 30.0
 
 
 class HangingInspector:
-    """Passes every part; while ``hang`` is set, ``inspect()`` blocks on ``release`` (a model call that never returns)."""
+    """Passes every part; while ``hang`` is set, ``inspect()`` blocks on ``release`` (a model call that never
+    returns)."""
 
     model_id = "hanging-test"
     names = ("scratch",)
@@ -88,7 +89,8 @@ class Collector:
             seen = len(self.events)
             time.sleep(0.005)
         raise AssertionError(
-            f"no {component} {state} within {timeout} s; events: {[(e.component, e.state, e.message) for _, e in self.events]}"
+            f"no {component} {state} within {timeout} s; events: "
+            f"{[(e.component, e.state, e.message) for _, e in self.events]}"
         )
 
 

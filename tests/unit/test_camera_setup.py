@@ -122,7 +122,8 @@ def test_bad_regions_are_refused_naming_the_polygon() -> None:
 def test_setup_travels_to_the_evaluation_worker_and_eligibility_ignores_region_thresholds(
     fresh_db: sqlite_utils.Database,
 ) -> None:
-    """The models page's evaluation worker gets the setup as JSON; the evaluation's eligibility check zeroes region thresholds."""
+    """The models page's evaluation worker gets the setup as JSON; the evaluation's eligibility check zeroes region
+    thresholds."""
     from models.evaluate import _eligibility_decider
 
     camera_setup.save_regions(fresh_db, "line-7", "cam0", SPEC, user="boss")

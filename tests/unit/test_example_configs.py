@@ -27,7 +27,8 @@ def test_examples_exist():
 def test_check_config_names_field_and_fix(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "cameras:\n  - {type: synthetic, id: cam0, widht: 640}\nreject: {travel_ms: 100, safety_margin_ms: 150}\ninspector: {type: nosuch}\n"
+        "cameras:\n  - {type: synthetic, id: cam0, widht: 640}\nreject: {travel_ms: 100, safety_margin_ms: "
+        "150}\ninspector: {type: nosuch}\n"
     )
     out = subprocess.run([sys.executable, "-m", "station", "check-config", str(bad)], capture_output=True, text=True)
     assert out.returncode == 2

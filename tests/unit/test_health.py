@@ -103,9 +103,7 @@ def test_model_whose_scores_shift_raises_the_drift_alarm() -> None:
     uncertain: dict[int, str | None] = {}
     good = _images(40, start=100, defect_rate=0.0)
     bad = _images(16, start=300, defect_rate=1.0, defect_classes=["spot", "missing"])
-    pid = 0
-    for img in good[:20] + bad + good[20:]:
-        pid += 1
+    for pid, img in enumerate(good[:20] + bad + good[20:], start=1):
         frame = Frame(pid, "cam0", img, time.monotonic_ns())
         mon.observe(pid, [frame], [insp.inspect(frame)])
         uncertain[pid] = mon.uncertain_reason
@@ -219,7 +217,8 @@ def test_real_cells_no_false_alarm_then_each_fault_its_own_alarm() -> None:
 
 
 def test_bands_and_baselines_survive_a_restart(tmp_path) -> None:
-    """What was learned is saved in the real station database and taken up by the next run; another frame size learns again."""
+    """What was learned is saved in the real station database and taken up by the next run; another frame size learns
+    again."""
     from station.store import health_baselines
     from station.store.db import open_db
     from station.types import Detections

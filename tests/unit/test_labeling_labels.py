@@ -259,8 +259,10 @@ def test_labels_reviews_and_audit_are_append_only(fail_image) -> None:
         first = conn.execute("SELECT id FROM labels WHERE supersedes IS NOT NULL").fetchone()[0]
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
             conn.execute(
-                "INSERT INTO labels (part_id, image_id, class_name, x1, y1, x2, y2, source, status, created_by, created_at, supersedes) "
-                "SELECT part_id, image_id, class_name, x1, y1, x2, y2, 'qa', 'active', 'x', 0, supersedes FROM labels WHERE id = ?",
+                "INSERT INTO labels (part_id, image_id, class_name, x1, y1, x2, y2, source, status, created_by, "
+                "created_at, supersedes) "
+                "SELECT part_id, image_id, class_name, x1, y1, x2, y2, 'qa', 'active', 'x', 0, supersedes FROM labels "
+                "WHERE id = ?",
                 [first],
             )
     finally:
@@ -286,11 +288,13 @@ def test_labels_of_images_recorded_before_the_migration_are_backfilled(tmp_path)
     db = open_db(tmp_path / "old.db", migrate=False)
     apply_migrations(db, [m for m in MIGRATIONS if m[0] < "m0005"])
     db.execute(
-        "INSERT INTO inspections (part_id, seq, t_recorded_wall, outcome, model_id, config_hash, calibration_id, source) "
+        "INSERT INTO inspections (part_id, seq, t_recorded_wall, outcome, model_id, config_hash, calibration_id, "
+        "source) "
         "VALUES (1, 1, 5.0, 'FAIL', 'm', 'c', 'k', 'timer')"
     )
     db.execute(
-        "INSERT INTO defects (part_id, camera_id, class_name, confidence, x1, y1, x2, y2, action, model_id) VALUES (1, 'c0', 'dent', 0.9, 1, 2, 3, 4, 'reject', 'm')"
+        "INSERT INTO defects (part_id, camera_id, class_name, confidence, x1, y1, x2, y2, action, model_id) VALUES (1, "
+        "'c0', 'dent', 0.9, 1, 2, 3, 4, 'reject', 'm')"
     )
     db.execute(
         "INSERT INTO images (part_id, camera_id, sha256, relpath, width, height, format, bytes, kept_reason) "

@@ -130,7 +130,8 @@ def test_reviewed_deleted_and_imported_images_leave_the_default_queue(queue_line
     L.mark_image_good(db, "qa", img12)
     db.execute("UPDATE images SET deleted_at = 1.0 WHERE id = ?", [img10])
     db.execute(
-        "INSERT INTO inspections (part_id, seq, t_recorded_wall, outcome, model_id, config_hash, calibration_id, source) "
+        "INSERT INTO inspections (part_id, seq, t_recorded_wall, outcome, model_id, config_hash, calibration_id, "
+        "source) "
         "VALUES (-1, 0, 1.0, 'UNCERTAIN', 'import', '', '', 'import')"
     )
     db.execute(

@@ -39,7 +39,8 @@ def known(line):
     db = line.db
     # an imported image: never production
     db.execute(
-        "INSERT INTO inspections (part_id, seq, t_trigger_wall, t_recorded_wall, outcome, model_id, config_hash, calibration_id, source) "
+        "INSERT INTO inspections (part_id, seq, t_trigger_wall, t_recorded_wall, outcome, model_id, config_hash, "
+        "calibration_id, source) "
         "VALUES (-1, 0, ?, 1.0, 'FAIL', 'import', '', '', 'import')",
         [_t("2024-03-01T06:15:00")],
     )

@@ -112,7 +112,8 @@ def test_small_and_thin_boxes_are_grown_to_the_labelling_minimum(tmp_path: Path)
         for row, t in zip(rows, part.truth):
             x1, y1, x2, y2 = t.box_xyxy
             cx, cy, w, h = row[1] * 640, row[2] * 400, row[3] * 640, row[4] * 400
-            # at least 32 px (unless clipped by the frame edge), never smaller than the truth, same centre when not clipped
+            # at least 32 px (unless clipped by the frame edge), never smaller than the truth, same centre when not
+            # clipped
             assert w >= min(32.0, 640.0) - 1e-3 or cx - w / 2 <= 1e-3 or cx + w / 2 >= 640 - 1e-3
             assert w >= (x2 - x1) - 1e-3 and h >= (y2 - y1) - 1e-3
             assert (

@@ -11,8 +11,19 @@ from station.plant import wire
 from station.plant.cli import main as plant_main
 from station.plant.ingest import shift_function
 
-GOOD = {"station": "s1", "seq": 7, "line": "l1", "product": "p", "t": 1.5e9, "outcome": "FAIL", "part_id": 3, "model_id": "m",
-        "latency_ms": 4.5, "defects": ["scratch"], "images": ["images/" + "0" * 64 + ".jpg"]}  # fmt: skip
+GOOD = {
+    "station": "s1",
+    "seq": 7,
+    "line": "l1",
+    "product": "p",
+    "t": 1.5e9,
+    "outcome": "FAIL",
+    "part_id": 3,
+    "model_id": "m",
+    "latency_ms": 4.5,
+    "defects": ["scratch"],
+    "images": ["images/" + "0" * 64 + ".jpg"],
+}
 
 
 def test_outbox_entry_round_trip_and_damage_is_a_clear_error():

@@ -323,7 +323,8 @@ def test_heat_maps_and_image_scores_are_recorded_with_the_kept_images(tmp_store,
     scores = dict(db.execute("SELECT part_id, image_score FROM inspections").fetchall())
     assert scores == {1: pytest.approx(2.5), 2: pytest.approx(1.25), 3: None, 4: pytest.approx(0.2)}
     rows = db.execute(
-        "SELECT m.part_id, m.camera_id, m.sha256, m.width, m.height, m.bytes, m.image_score, i.camera_id FROM anomaly_maps m "
+        "SELECT m.part_id, m.camera_id, m.sha256, m.width, m.height, m.bytes, m.image_score, i.camera_id FROM "
+        "anomaly_maps m "
         "JOIN images i ON i.id = m.image_id ORDER BY m.id"
     ).fetchall()
     assert [(r[0], r[1], r[7]) for r in rows] == [(1, "top", "top"), (1, "side", "side"), (2, "side", "side")]
@@ -426,7 +427,8 @@ def committed(ids):
     sys.stdout.write(" ".join(map(str, ids)) + "\n")
     sys.stdout.flush()
 
-rec = Recorder(root / "s.db", ImageStore(root / "img", "png", 3, 100.0), counters, sub, batch_size=16, on_commit=committed)
+rec = Recorder(root / "s.db", ImageStore(root / "img", "png", 3, 100.0), counters, sub, batch_size=16,
+on_commit=committed)
 rec.start()
 rng = np.random.default_rng(0)
 cycle = [Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.UNCERTAIN]

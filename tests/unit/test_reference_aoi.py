@@ -145,7 +145,8 @@ def test_all_defects_on_one_board(golden: np.ndarray) -> None:
 
 
 def test_a_faint_difference_scores_lower_than_a_gross_one(golden: np.ndarray) -> None:
-    """Same place, same size: a faint residue (40 grey levels) scores below solid copper, and a bigger blob above both."""
+    """Same place, same size: a faint residue (40 grey levels) scores below solid copper, and a bigger blob above
+    both."""
     insp = _learned(golden)
     scores = []
     for rect, level in (

@@ -140,7 +140,8 @@ class SlowOutput(SimulatedOutput):
 
 
 def test_stop_right_after_the_last_fire_still_holds_its_whole_pulse():
-    """While the last reject's slow write runs, the scheduler's heap is briefly empty: stop must not take that as drained."""
+    """While the last reject's slow write runs, the scheduler's heap is briefly empty: stop must not take that as
+    drained."""
     for _ in range(5):  # the window is 30 ms of each run; five runs leave a broken drain no chance
         h = Harness(travel_ms=120, margin_ms=40, pulse_ms=100, out=SlowOutput(SimulatedOutputConfig()))
         t = h.trigger(1)

@@ -38,7 +38,8 @@ def test_start_in_order_stop_in_reverse_and_a_failed_start_unwinds() -> None:
 
 
 def test_station_services_order(tmp_path: Path) -> None:
-    """The trigger starts last and stops first; the scheduler drains after the line, before the outputs; the recorder stops last."""
+    """The trigger starts last and stops first; the scheduler drains after the line, before the outputs; the recorder
+    stops last."""
     cfg = parse_config(
         {"store": {"db_path": str(tmp_path / "s.db"), "images_dir": str(tmp_path / "img")}, "web": {"enabled": False}}
     )

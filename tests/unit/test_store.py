@@ -107,7 +107,8 @@ def test_not_a_database_names_the_file(tmp_path: Path) -> None:
 def test_labels_and_audit_are_append_only(fresh_db) -> None:
     _insert_inspection(fresh_db, 1, "FAIL")
     fresh_db.execute(
-        "INSERT INTO labels (part_id, class_name, x1, y1, x2, y2, source, created_by, created_at) VALUES (1, 'dent', 0, 0, 1, 1, 'qa', 'eve', 0)"
+        "INSERT INTO labels (part_id, class_name, x1, y1, x2, y2, source, created_by, created_at) VALUES (1, 'dent', "
+        "0, 0, 1, 1, 'qa', 'eve', 0)"
     )
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         fresh_db.execute("UPDATE labels SET class_name = 'scratch'")
@@ -115,7 +116,8 @@ def test_labels_and_audit_are_append_only(fresh_db) -> None:
         fresh_db.execute("DELETE FROM labels")
     with pytest.raises(sqlite3.IntegrityError, match="source"):
         fresh_db.execute(
-            "INSERT INTO labels (part_id, class_name, x1, y1, x2, y2, source, created_by, created_at) VALUES (1, 'dent', 0, 0, 1, 1, 'guess', 'eve', 0)"
+            "INSERT INTO labels (part_id, class_name, x1, y1, x2, y2, source, created_by, created_at) VALUES (1, "
+            "'dent', 0, 0, 1, 1, 'guess', 'eve', 0)"
         )
     fresh_db.execute("INSERT INTO audit (t_wall, user, action, object_type) VALUES (0, 'eve', 'relabel', 'label')")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -244,7 +246,8 @@ def test_open_path_refuses_a_format_that_is_a_path(tmp_path: Path) -> None:
 
 def _insert_inspection(db, part_id: int, outcome: str) -> None:
     db.execute(
-        "INSERT INTO inspections (part_id, seq, t_recorded_wall, outcome, model_id, config_hash, calibration_id, source) "
+        "INSERT INTO inspections (part_id, seq, t_recorded_wall, outcome, model_id, config_hash, calibration_id, "
+        "source) "
         "VALUES (?, ?, ?, ?, 'm', 'c', 'cal', 'test')",
         [part_id, part_id, time.time(), outcome],
     )
@@ -253,7 +256,8 @@ def _insert_inspection(db, part_id: int, outcome: str) -> None:
 def _insert_image(db, store: ImageStore, part_id: int, img: np.ndarray, reason: str) -> tuple[int, int, str]:
     s = store.save(img)
     cur = db.execute(
-        "INSERT INTO images (part_id, camera_id, sha256, relpath, width, height, format, bytes, kept_reason) VALUES (?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO images (part_id, camera_id, sha256, relpath, width, height, format, bytes, kept_reason) VALUES "
+        "(?,?,?,?,?,?,?,?,?)",
         [part_id, "cam0", s.sha256, s.relpath, s.width, s.height, s.format, s.bytes, reason],
     )
     return cur.lastrowid, s.bytes, s.sha256
@@ -323,7 +327,8 @@ def test_budget_keeps_a_file_shared_with_a_fail_longer(tmp_path: Path) -> None:
 def _insert_map(db, store: ImageStore, image_id: int, part_id: int, heat: np.ndarray) -> StoredImage:
     m = store.save_map(heat)
     db.execute(
-        "INSERT INTO anomaly_maps (image_id, part_id, camera_id, sha256, width, height, bytes, image_score) VALUES (?,?,?,?,?,?,?,?)",
+        "INSERT INTO anomaly_maps (image_id, part_id, camera_id, sha256, width, height, bytes, image_score) VALUES "
+        "(?,?,?,?,?,?,?,?)",
         [image_id, part_id, "cam0", m.sha256, m.width, m.height, m.bytes, 1.5],
     )
     return m

@@ -125,7 +125,8 @@ def _after_stop(rec: Recorder, counters: Counters, n: int) -> dict:
 
 
 def test_images_go_first_so_the_database_keeps_writing_on_a_small_disk(tmpfs: Path, make_result) -> None:
-    """Images fill a 3 MB disk: the watermark deletes the oldest PASS images (then others), every verdict row is written."""
+    """Images fill a 3 MB disk: the watermark deletes the oldest PASS images (then others), every verdict row is
+    written."""
     bus, counters, statuses = Bus(), Counters(), []
     images = ImageStore(tmpfs / "images", "png", 1, 1000.0, min_free_mb=0.6, fsync=False)
     rec = Recorder(
@@ -150,7 +151,8 @@ def test_images_go_first_so_the_database_keeps_writing_on_a_small_disk(tmpfs: Pa
     assert _ids(tmpfs / "s.db") == set(range(1, n + 1))
     with contextlib.closing(sqlite3.connect(tmpfs / "s.db")) as c:
         deleted = c.execute(
-            "SELECT i.deleted_at, p.outcome FROM images i JOIN inspections p USING (part_id) WHERE i.deleted_reason = 'free space' "
+            "SELECT i.deleted_at, p.outcome FROM images i JOIN inspections p USING (part_id) WHERE i.deleted_reason = "
+            "'free space' "
             "ORDER BY i.deleted_at, i.id"
         ).fetchall()
         live = c.execute("SELECT COUNT(*) FROM images WHERE deleted_at IS NULL").fetchone()[0]
@@ -163,7 +165,8 @@ def test_images_go_first_so_the_database_keeps_writing_on_a_small_disk(tmpfs: Pa
 
 
 def test_disk_full_by_another_program_spills_and_replays_every_record(tmpfs: Path, tmp_path: Path, make_result) -> None:
-    """The disk is filled by someone else: nothing to delete, SQLite fails; records go to the spill file on another disk."""
+    """The disk is filled by someone else: nothing to delete, SQLite fails; records go to the spill file on another
+    disk."""
     bus, counters, statuses = Bus(), Counters(), []
     images = ImageStore(tmpfs / "images", "png", 0, 1000.0, min_free_mb=0.5, fsync=False)
     spill = tmp_path / "elsewhere" / "spill.jsonl"
@@ -267,7 +270,8 @@ def test_read_only_database_spills_then_replays_idempotently(tmpfs: Path, tmp_pa
 
 @pytest.mark.parametrize("with_spill", [True, False], ids=["spill", "no-spill"])
 def test_deleted_database_folder(tmp_path: Path, make_result, with_spill: bool) -> None:
-    """The database folder is deleted while the line runs: no write into the deleted file; spilled or counted as dropped."""
+    """The database folder is deleted while the line runs: no write into the deleted file; spilled or counted as
+    dropped."""
     dbdir = tmp_path / "db"
     db_path = dbdir / "s.db"
     bus, counters, statuses = Bus(), Counters(), []

@@ -45,7 +45,8 @@ def heat_map(peak: int = 255) -> np.ndarray:
 def anomaly_part(
     part_id: int, *, with_map: bool = True, score: float | None = 1.8, outcome: Outcome = Outcome.FAIL
 ) -> PartResult:
-    """A part with one ``anomaly`` detection at :data:`BOX`; ``with_map=False``: a supervised model's result (no map, no score)."""
+    """A part with one ``anomaly`` detection at :data:`BOX`; ``with_map=False``: a supervised model's result (no map,
+    no score)."""
     now_ns = time.monotonic_ns()
     frame = Frame(part_id=part_id, camera_id="cam0", image=part_image(part_id), t_exposure_ns=now_ns)
     det = Detections(

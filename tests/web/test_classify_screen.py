@@ -28,7 +28,8 @@ pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore::DeprecationWar
 
 
 def judged(part_id: int, shape: int | None, reject_conf: float) -> tuple[PartResult, dict[str, float]]:
-    """A 64x64 scene (None: background only, 0: a square) judged by the classify model; returns it and its probabilities."""
+    """A 64x64 scene (None: background only, 0: a square) judged by the classify model; returns it and its
+    probabilities."""
     img, _ = draw_scene(
         np.random.default_rng(part_id), (64, 64), 0 if shape is None else 1, 16, 32, classes=(shape or 0,)
     )

@@ -1,4 +1,5 @@
-"""Image health on the web: /api/health/image, /metrics, the alarm on the operator screen and the OPC UA view, relearning, the panel in Chromium."""
+"""Image health on the web: /api/health/image, /metrics, the alarm on the operator screen and the OPC UA view,
+relearning, the panel in Chromium."""
 
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ def test_health_panel_draws_the_trends(make_station: Any, tmp_path: Path, page: 
         expect(chart).to_have_class("health-chart bad")
         expect(chart).to_have_attribute("title", blurred_station.image_health.cameras["cam0"].messages["sharpness"])
         expect(page.locator('#health .health-chart[data-check="brightness"]')).to_have_class("health-chart")
-        page.wait_for_function("""() => { const c = document.querySelector('#health .health-chart[data-check="sharpness"] canvas');
+        page.wait_for_function("""() => {
+            const c = document.querySelector('#health .health-chart[data-check="sharpness"] canvas');
             if (!c || !c.width) return false;
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
             for (let i = 3; i < d.length; i += 4) if (d[i]) return true; return false; }""")

@@ -145,7 +145,8 @@ def test_live_heat_map_and_score(station: Station) -> None:
 def _current(station: Station, image_id: int) -> list[tuple[Any, ...]]:
     return query(
         station,
-        "SELECT id, class_name, source, supersedes, x1, y1, x2, y2 FROM labels l WHERE image_id = ? AND status = 'active' "
+        "SELECT id, class_name, source, supersedes, x1, y1, x2, y2 FROM labels l WHERE image_id = ? AND status = "
+        "'active' "
         "AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id) ORDER BY id",
         [image_id],
     )

@@ -115,7 +115,8 @@ def test_review_editor_heat_map_and_anomaly_to_defect(served: tuple[Station, str
         return page.evaluate("""() => {
             const c = document.getElementById('canvas');
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 150 && d[i] - d[i + 2] > 90) n++; return n; }""")
+            let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 150 && d[i] - d[i + 2] > 90) n++; return n;
+            }""")
 
     on = heat_pixels()
     assert on > 100, on

@@ -36,7 +36,8 @@ def served(station: Station) -> Iterator[tuple[Station, str]]:
 
 
 def read_events(lines: Iterator[str], until: Any, timeout_s: float = 15.0) -> list[tuple[str, Any]]:
-    """Parse SSE messages from ``lines`` (keep the iterator: dropping it closes the connection) until ``until(events)``."""
+    """Parse SSE messages from ``lines`` (keep the iterator: dropping it closes the connection) until
+    ``until(events)``."""
     events: list[tuple[str, Any]] = []
     name, deadline = None, time.monotonic() + timeout_s
     for line in lines:

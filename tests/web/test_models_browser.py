@@ -96,7 +96,8 @@ def test_evaluate_shadow_promote_rollback_in_browser(
     tiles = page.locator("#e-images figure")
     expect(tiles.first).to_be_visible()
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#e-images img')].slice(0, 4).every(i => i.complete && i.naturalWidth > 0)",
+        "() => [...document.querySelectorAll('#e-images img')].slice(0, 4)"
+        ".every(i => i.complete && i.naturalWidth > 0)",
         timeout=15_000,
     )
     # the registry row now shows the candidate's golden-set figures

@@ -337,7 +337,8 @@ def test_images_are_served_by_integer_id_only(line: Station, qa: tuple[TestClien
         db.close()
     gone = query(
         line,
-        "SELECT id FROM images WHERE deleted_at IS NOT NULL AND id IN (SELECT image_id FROM labels) ORDER BY id LIMIT 1",
+        "SELECT id FROM images WHERE deleted_at IS NOT NULL "
+        "AND id IN (SELECT image_id FROM labels) ORDER BY id LIMIT 1",
     )[0][0]
     assert c.get(f"/api/review/images/{gone}/file").status_code == 404
     assert c.get(f"/api/review/images/{gone}/thumb").status_code == 404

@@ -241,7 +241,8 @@ def test_qa_fixes_labels_and_exports_a_dataset(
     page.fill("#i-name", "round trip")
     page.click("#import-btn")
     expect(page.locator("#import-result")).to_have_text(
-        f"Imported {len(reviewed)} images (0 new, {len(reviewed)} already recorded), {n_boxes} boxes, as upload:round trip."
+        f"Imported {len(reviewed)} images (0 new, {len(reviewed)} already recorded), {n_boxes} boxes, as upload:round "
+        "trip."
     )
     assert sum(len(current(station, i)) for i in reviewed) == n_boxes  # the same boxes came back: nothing changed
     shot(page, "dataset")

@@ -1,4 +1,5 @@
-"""The camera setup API on a real station: roles, regions saved and applied at once, calibration from uploads, rollback."""
+"""The camera setup API on a real station: roles, regions saved and applied at once, calibration from uploads,
+rollback."""
 
 from __future__ import annotations
 
@@ -145,7 +146,8 @@ def test_calibration_upload_refusal_and_rollback(station: Station, client: TestC
 
 
 def test_undistortion_on_the_line(make_station, tmp_path) -> None:
-    """calibration.undistort: each frame is remapped before inspection; a frame of another size fails its part, saying why."""
+    """calibration.undistort: each frame is remapped before inspection; a frame of another size fails its part, saying
+    why."""
     from calibration.camera import CameraCalibration
     from calibration.records import record
     from station import camera_setup

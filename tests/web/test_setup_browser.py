@@ -73,7 +73,8 @@ def test_draw_a_zone_save_and_the_part_passes(served: tuple[Station, str], page:
         """([fx, fy]) => {
         const c = document.getElementById('overlay');
         if (!c.width) return false;
-        return c.getContext('2d').getImageData(Math.round(fx * c.width), Math.round(fy * c.height), 1, 1).data[3] > 0; }""",
+        return c.getContext('2d').getImageData(Math.round(fx * c.width), Math.round(fy * c.height), 1, 1).data[3] > 0;
+        }""",
         arg=[395 / W, 205 / H],
         timeout=10_000,
     )  # inside the zone, clear of the defect box and its label

@@ -22,8 +22,10 @@ from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, add_users, nee
 @pytest.fixture
 def dashboard(plant: Plant, tmp_path: Path):
     ing = Ingest(plant.dsn, plant.engines.nats.url, prefix=plant.prefix).start()
-    sts = [SimStation(n, plant.link(outbox_path=tmp_path / f"{n}.db", line=line)).start()
-           for n, line in (("st-a", "line-1"), ("st-b", "line-2"))]  # fmt: skip
+    sts = [
+        SimStation(n, plant.link(outbox_path=tmp_path / f"{n}.db", line=line)).start()
+        for n, line in (("st-a", "line-1"), ("st-b", "line-2"))
+    ]
     try:
         for i, st in enumerate(sts):
             st.send(21 * (i + 1))  # the cycle of outcomes: 3 of 7 are not PASS, FAIL ones have a scratch
@@ -34,8 +36,15 @@ def dashboard(plant: Plant, tmp_path: Path):
             st.stop()
         ing.stop()
     users = tmp_path / "users.db"
-    state = PlantWebState(dsn=plant.dsn, users_db=users, s3=wire.s3_client(plant.engines.s3.endpoint, "k", "s"), bucket=plant.bucket,
-                          nats_url=plant.engines.nats.url, prefix=plant.prefix, cfg=WebConfig(port=0))  # fmt: skip
+    state = PlantWebState(
+        dsn=plant.dsn,
+        users_db=users,
+        s3=wire.s3_client(plant.engines.s3.endpoint, "k", "s"),
+        bucket=plant.bucket,
+        nats_url=plant.engines.nats.url,
+        prefix=plant.prefix,
+        cfg=WebConfig(port=0),
+    )
     add_users(users)
     server, sock = build_server(state, "127.0.0.1", 0)
     th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -62,7 +71,9 @@ def test_dashboard_api(dashboard: str):
         login(c)
         by_line = {r["key"]: r for r in c.get("/api/plant/yield", params={"by": "line"}).json()}
         assert {k: (r["total"], r["pass"], r["fail"], r["failsafe"], r["uncertain"]) for k, r in by_line.items()} == {
-            "line-1": (21, 12, 3, 3, 3), "line-2": (42, 24, 6, 6, 6)}  # fmt: skip
+            "line-1": (21, 12, 3, 3, 3),
+            "line-2": (42, 24, 6, 6, 6),
+        }
         assert by_line["line-1"]["yield"] == pytest.approx(12 / 21)
         assert c.get("/api/plant/yield", params={"by": "nonsense"}).status_code == 422
         pareto = c.get("/api/plant/pareto", params={"by": "station_id", "key": "st-b"}).json()

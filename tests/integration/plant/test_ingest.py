@@ -29,8 +29,22 @@ T0 = dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.UTC).timestamp()
 
 
 def start_ingest(plant: Plant, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "station.plant.cli", "ingest", "--dsn", plant.dsn, "--nats", plant.engines.nats.url,
-           "--prefix", plant.prefix, "--batch", "50", "--ack-wait", "1.5"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "station.plant.cli",
+        "ingest",
+        "--dsn",
+        plant.dsn,
+        "--nats",
+        plant.engines.nats.url,
+        "--prefix",
+        plant.prefix,
+        "--batch",
+        "50",
+        "--ack-wait",
+        "1.5",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log, "ab"), env=env, cwd=REPO)
 

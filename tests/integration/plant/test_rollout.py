@@ -42,10 +42,16 @@ class LineStation:
         self.model_id = "v0"
         self.quality = quality  # outcome of a part under a model id: the test's "bad metrics"
         self.follower = ModelFollower(
-            station=name, group=group, prefix=plant.prefix, nats_url=plant.engines.nats.url, bucket=plant.bucket,
-            s3=s3_factory(plant.engines.s3.endpoint, "k", "s"), models_dir=plant.root / f"{name}-models", swap=self.swap,
+            station=name,
+            group=group,
+            prefix=plant.prefix,
+            nats_url=plant.engines.nats.url,
+            bucket=plant.bucket,
+            s3=s3_factory(plant.engines.s3.endpoint, "k", "s"),
+            models_dir=plant.root / f"{name}-models",
+            swap=self.swap,
             model_id=lambda: self.model_id,
-        )  # fmt: skip
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._line, daemon=True)
 

@@ -91,8 +91,12 @@ def test_station_follows_a_rollout_shadow_first_through_its_hot_swap_and_refuses
         images="none",
         shadow_parts=4,
     )
-    cfg = make_config(name="st-onnx", inspector={"type": "onnx", "model": str(model_a), "keepalive_s": 0}, plant=link.model_dump(mode="json"),
-                      trigger={"type": "timer", "parts_per_minute": 600})  # fmt: skip
+    cfg = make_config(
+        name="st-onnx",
+        inspector={"type": "onnx", "model": str(model_a), "keepalive_s": 0},
+        plant=link.model_dump(mode="json"),
+        trigger={"type": "timer", "parts_per_minute": 600},
+    )
     ing = Ingest(plant.dsn, plant.engines.nats.url, prefix=plant.prefix).start()
     station = Station(cfg)
     station.start()
