@@ -41,7 +41,7 @@ from station.acquire.synthetic import SyntheticCamera
 from station.actuate.base import OUTPUTS
 from station.app import Station
 from station.config import SyntheticCameraConfig, parse_config
-from station.types import Frame, Trigger
+from station.contracts import Frame, Trigger
 
 # drop-new FAILSAFE: the line had no room for a part because the CPU was taken (a shared host)
 OVERLOAD_REASONS = ("frame queue full (drop-new)", "busy: trigger overrun")

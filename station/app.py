@@ -22,12 +22,13 @@ from .actuate.modes import prepare_output, scheduler_factory
 from .alarms import AlarmBoard
 from .bus import Bus
 from .config import CalibrationConfig, StationConfig, config_hash
+from .contracts import PartResult, StatusEvent, Trigger
 from .counters import Counters, CounterValues, reconcile
 from .decide import Decider, check_rules_for_model
 from .floor import FloorServices
 from .health import HealthMonitor
-from .inspect.base import INSPECTORS, Inspector
-from .inspect.swap import SwappableInspector
+from .inspection.base import INSPECTORS, Inspector
+from .inspection.swap import SwappableInspector
 from .pipeline import Line
 from .rt import freeze_heap, limit_malloc_arenas, set_realtime
 from .serialize import event_to_dict
@@ -37,7 +38,6 @@ from .store.db import StoreError, open_db
 from .store.images import ImageStore
 from .store.recorder import Recorder, replay_at_start
 from .timings import StageTimings
-from .types import PartResult, StatusEvent, Trigger
 from .watchdog import SdNotifier, Watchdog
 
 log = logging.getLogger(__name__)
@@ -398,7 +398,7 @@ class Station:
         model = getattr(getattr(self.inspector.current, "cfg", None), "model", None)
         if model is None or not Path(model).is_file():
             return None
-        from .inspect.loader import inspector_for_file
+        from .inspection.loader import inspector_for_file
 
         expect = getattr(self.inspector.current, "frame_size", None)
         return lambda: inspector_for_file(Path(model), self.cfg.inspector, expect_frame_size=expect)
@@ -452,7 +452,7 @@ class Station:
         """
         if self.cfg.inspector.type not in ("onnx", "anomaly"):
             raise ValueError("hot swap needs an onnx or anomaly inspector (inspector.type: onnx or anomaly)")
-        from .inspect.loader import inspector_for_file
+        from .inspection.loader import inspector_for_file
 
         done = on_done
         if user is not None:

@@ -13,7 +13,7 @@ import queue
 import threading
 from typing import Union
 
-from .types import PartResult, StatusEvent
+from .contracts import PartResult, StatusEvent
 
 log = logging.getLogger(__name__)
 

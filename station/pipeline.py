@@ -28,11 +28,11 @@ from typing import Any
 from .acquire.base import CameraDriver, CameraError
 from .actuate.scheduler import RejectScheduler
 from .alarms import AlarmBoard
+from .contracts import Detections, Frame, Outcome, PartResult, Trigger
 from .counters import Counters
 from .decide import Decider
 from .health import HealthMonitor
-from .inspect.base import Inspector
-from .types import Detections, Frame, Outcome, PartResult, Trigger
+from .inspection.base import Inspector
 
 INSPECTOR_ERROR = "inspector error: "  # prefix of the FAILSAFE reason when the inspector raised
 

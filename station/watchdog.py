@@ -8,7 +8,7 @@ never returns) or whose thread died is, within ``stall_s + period_s``:
 
 * abandoned: a thread stuck in a C call cannot be killed, so it is marked and
   its late result ignored; a stuck inspection leaves the inspector's lock to it
-  (:meth:`~station.inspect.swap.SwappableInspector.abandon_stuck`);
+  (:meth:`~station.inspection.swap.SwappableInspector.abandon_stuck`);
 * replaced by a fresh thread (the station also loads a fresh inspector
   instance when it can, through the hot-swap path);
 * reported: the ``watchdog`` alarm, cleared once the fresh worker has

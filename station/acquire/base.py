@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ..config.camera import CameraConfig
+from ..contracts import Frame, Trigger
 from ..registry import Registry
-from ..types import Frame, Trigger
 
 
 class CameraError(RuntimeError):

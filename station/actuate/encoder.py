@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import EncoderConfig, RejectConfig
+from ..contracts import PartResult, RejectCommand, Trigger
 from ..plc.link import ModbusLink, ModbusLinkError, ReportFn
 from ..plc.registers import join_u32
 from ..rt import set_realtime
-from ..types import PartResult, RejectCommand, Trigger
 from .scheduler import _FIRE, RejectScheduler
 
 log = logging.getLogger(__name__)

@@ -29,10 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import RejectConfig
+from ..contracts import Outcome, PartResult, RejectCommand, Trigger
 from ..counters import Counters
 from ..decide import Decider
 from ..rt import set_realtime
-from ..types import Outcome, PartResult, RejectCommand, Trigger
 from .base import OutputDriver
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from station.app import Station
-from station.types import Detections, Frame, Outcome, PartResult, StatusEvent, Trigger
+from station.contracts import Detections, Frame, Outcome, PartResult, StatusEvent, Trigger
 
 from .conftest import station_config
 

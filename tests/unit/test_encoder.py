@@ -16,9 +16,9 @@ from station.config import (
     RulesConfig,
     SimulatedOutputConfig,
 )
+from station.contracts import Outcome, PartResult, Trigger, Verdict
 from station.counters import Counters
 from station.decide import Decider
-from station.types import Outcome, PartResult, Trigger, Verdict
 from tests.fixtures_floor import Belt, BeltProcess, PlcSim, plc, wait_for  # noqa: F401 - plc is a fixture
 from tests.reject_checks import check_count_edges, realtime_rerun
 

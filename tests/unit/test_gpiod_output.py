@@ -16,9 +16,9 @@ from station.actuate.gpio_fake import FakeGpiod
 from station.actuate.gpiod_output import GPIO_APIS, GpiodOutput
 from station.actuate.scheduler import RejectScheduler
 from station.config import CalibrationConfig, GpiodOutputConfig, RejectConfig, RulesConfig, parse_config
+from station.contracts import Outcome, PartResult, Trigger, Verdict
 from station.counters import Counters
 from station.decide import Decider
-from station.types import Outcome, PartResult, Trigger, Verdict
 
 _paths = itertools.count()
 

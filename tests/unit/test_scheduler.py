@@ -10,9 +10,9 @@ import pytest
 from station.actuate.scheduler import RejectScheduler
 from station.actuate.simulated import SimulatedOutput
 from station.config import CalibrationConfig, RejectConfig, RulesConfig, SimulatedOutputConfig
+from station.contracts import Outcome, PartResult, Trigger, Verdict
 from station.counters import Counters, reconcile
 from station.decide import Decider
-from station.types import Outcome, PartResult, Trigger, Verdict
 from tests.reject_checks import check_edge_times, realtime_rerun
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from station.app import Station
-from station.types import Detections, Frame, Outcome, Trigger
+from station.contracts import Detections, Frame, Outcome, Trigger
 from station.web import create_app
 from tests.calib_views import CHESS, views
 from tests.fixtures_review import query, recorded_station
