@@ -179,7 +179,7 @@ def _soak(
     done = threading.Event()
 
     def monitor() -> None:  # 20 Hz: queue depths and RSS at 10 % / 100 % (no hook on the hot path)
-        line, rec_q = st.line, st.recorder.subscription.queue
+        line, rec_q = st.pipeline, st.recorder.subscription.queue
         cam_q = line._cam_queues[cam.camera_id]  # noqa: SLF001 - a bench may look inside
         next_report = time.monotonic() + 60
         while not done.wait(0.05):

@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 from ..config.camera import CameraConfig
 from ..contracts import Frame, Trigger
-from ..registry import Registry
+from ..drivers import Registry
 
 
 class CameraError(RuntimeError):

@@ -366,9 +366,9 @@ class EncoderRejectScheduler(RejectScheduler):
         super().stop(max(0.0, end - time.monotonic()))
         self.tracker.stop()
 
-    def register(self, trigger: Trigger) -> None:
+    def admit(self, trigger: Trigger) -> None:
         """Start the part's deadline clock and put it in the shift register."""
-        super().register(trigger)
+        super().admit(trigger)
         if not self.tracker.add(trigger):
             log.warning("part %d: no encoder count yet; its reject (if any) falls back to travel_ms", trigger.part_id)
 

@@ -16,7 +16,7 @@ class SimulatedOutputConfig(StrictModel):
 
     type: Literal["simulated"] = Field("simulated", description="Driver: in-memory edge recorder.")
     driver: ClassVar[str] = (
-        "station.actuate.simulated:SimulatedOutput"  # the implementation, imported when first used (station/registry.py)
+        "station.actuate.simulated:SimulatedOutput"  # the implementation, imported when first used (station/drivers.py)
     )
     max_edges: int = Field(100000, ge=10, description="Edges kept in memory (oldest dropped first).")
 
@@ -26,7 +26,7 @@ class ModbusOutputConfig(ModbusEndpointConfig):
 
     type: Literal["modbus"] = Field("modbus", description="Driver: Modbus TCP coils / holding registers.")
     driver: ClassVar[str] = (
-        "station.actuate.modbus_output:ModbusOutput"  # the implementation, imported when first used (station/registry.py)
+        "station.actuate.modbus_output:ModbusOutput"  # the implementation, imported when first used (station/drivers.py)
     )
     coils: dict[str, int] = Field(
         default_factory=lambda: {"reject": 0},
@@ -52,7 +52,7 @@ class GpiodOutputConfig(StrictModel):
 
     type: Literal["gpiod"] = Field("gpiod", description="Driver: libgpiod v2 character-device GPIO.")
     driver: ClassVar[str] = (
-        "station.actuate.gpiod_output:GpiodOutput"  # the implementation, imported when first used (station/registry.py)
+        "station.actuate.gpiod_output:GpiodOutput"  # the implementation, imported when first used (station/drivers.py)
     )
     chip: str = Field("/dev/gpiochip0", description="GPIO chip device path (see `gpiodetect`).")
     lines: dict[str, int | str] = Field(
@@ -80,7 +80,7 @@ class OpcUaOutputConfig(StrictModel):
 
     type: Literal["opcua"] = Field("opcua", description="Driver: write Boolean nodes on an OPC UA server.")
     driver: ClassVar[str] = (
-        "station.actuate.opcua_output:OpcUaOutput"  # the implementation, imported when first used (station/registry.py)
+        "station.actuate.opcua_output:OpcUaOutput"  # the implementation, imported when first used (station/drivers.py)
     )
     endpoint: str = Field("opc.tcp://127.0.0.1:4840", description="Server endpoint URL.")
     nodes: dict[str, str] = Field(
@@ -116,7 +116,7 @@ class PylonOutputConfig(StrictModel):
 
     type: Literal["pylon"] = Field("pylon", description="Driver: Basler camera user outputs (pypylon).")
     driver: ClassVar[str] = (
-        "station.actuate.pylon_output:PylonOutput"  # the implementation, imported when first used (station/registry.py)
+        "station.actuate.pylon_output:PylonOutput"  # the implementation, imported when first used (station/drivers.py)
     )
     camera_id: str | None = Field(
         None,

@@ -15,7 +15,7 @@ class SyntheticCameraConfig(StrictModel):
 
     type: Literal["synthetic"] = Field("synthetic", description="Driver: procedural parts with ground truth.")
     driver: ClassVar[str] = (
-        "station.acquire.synthetic:SyntheticCamera"  # the implementation, imported when first used (station/registry.py)
+        "station.acquire.synthetic:SyntheticCamera"  # the implementation, imported when first used (station/drivers.py)
     )
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     product: Literal["machined", "pcb"] = Field(
@@ -54,7 +54,7 @@ class FolderCameraConfig(StrictModel):
 
     type: Literal["folder"] = Field("folder", description="Driver: replay image files from a folder.")
     driver: ClassVar[str] = (
-        "station.acquire.folder:FolderCamera"  # the implementation, imported when first used (station/registry.py)
+        "station.acquire.folder:FolderCamera"  # the implementation, imported when first used (station/drivers.py)
     )
     id: str = Field("cam0", description="Camera id, unique on the station.")
     path: Path = Field(
@@ -105,7 +105,7 @@ class PylonCameraConfig(StrictModel):
 
     type: Literal["pylon"] = Field("pylon", description="Driver: Basler pylon camera (pypylon).")
     driver: ClassVar[str] = (
-        "station.acquire.pylon:PylonCamera"  # the implementation, imported when first used (station/registry.py)
+        "station.acquire.pylon:PylonCamera"  # the implementation, imported when first used (station/drivers.py)
     )
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     serial: str | None = Field(
@@ -186,7 +186,7 @@ class OpenCvCameraConfig(StrictModel):
         "opencv", description="Driver: OpenCV VideoCapture (USB/V4L2 index, RTSP URL or video file)."
     )
     driver: ClassVar[str] = (
-        "station.acquire.opencv_cam:OpenCvCamera"  # the implementation, imported when first used (station/registry.py)
+        "station.acquire.opencv_cam:OpenCvCamera"  # the implementation, imported when first used (station/drivers.py)
     )
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     index: int | None = Field(
@@ -268,7 +268,7 @@ class TimerTriggerConfig(StrictModel):
 
     type: Literal["timer"] = Field("timer", description="Trigger: fixed rate from a timer.")
     driver: ClassVar[str] = (
-        "station.acquire.triggers:TimerTrigger"  # the implementation, imported when first used (station/registry.py)
+        "station.acquire.triggers:TimerTrigger"  # the implementation, imported when first used (station/drivers.py)
     )
     parts_per_minute: float = Field(120.0, gt=0, le=60000, description="Parts per minute arriving at the camera.")
 
@@ -278,7 +278,7 @@ class SoftwareTriggerConfig(StrictModel):
 
     type: Literal["software"] = Field("software", description="Trigger: by API call or by code.")
     driver: ClassVar[str] = (
-        "station.acquire.triggers:SoftwareTrigger"  # the implementation, imported when first used (station/registry.py)
+        "station.acquire.triggers:SoftwareTrigger"  # the implementation, imported when first used (station/drivers.py)
     )
 
 
@@ -287,7 +287,7 @@ class CameraTriggerConfig(StrictModel):
 
     type: Literal["camera"] = Field("camera", description="Trigger: every frame of camera `camera_id` is one part.")
     driver: ClassVar[str] = (
-        "station.acquire.camera_trigger:CameraTrigger"  # the implementation, imported when first used (station/registry.py)
+        "station.acquire.camera_trigger:CameraTrigger"  # the implementation, imported when first used (station/drivers.py)
     )
     camera_id: str = Field(
         "cam0",

@@ -18,7 +18,7 @@ class ReferenceInspectorConfig(StrictModel):
 
     type: Literal["reference"] = Field("reference", description="Backend: golden template / variation model.")
     driver: ClassVar[str] = (
-        "station.inspection.reference:ReferenceInspector"  # the implementation, imported when first used (station/registry.py)
+        "station.inspection.reference:ReferenceInspector"  # the implementation, imported when first used (station/drivers.py)
     )
     learn_from: Path | None = Field(
         None,
@@ -199,7 +199,7 @@ class OnnxInspectorConfig(StrictModel):
 
     type: Literal["onnx"] = Field("onnx", description="Backend: Ultralytics ONNX export through onnxruntime.")
     driver: ClassVar[str] = (
-        "station.inspection.onnx_backend:OnnxInspector"  # the implementation, imported when first used (station/registry.py)
+        "station.inspection.onnx_backend:OnnxInspector"  # the implementation, imported when first used (station/drivers.py)
     )
     model: Path = Field(
         default_factory=lambda: SHIPPED_MODEL,
@@ -275,7 +275,7 @@ class AnomalyInspectorConfig(StrictModel):
         "anomaly", description="Backend: anomaly model (ONNX) learned from good images, no labels."
     )
     driver: ClassVar[str] = (
-        "station.inspection.anomaly:AnomalyInspector"  # the implementation, imported when first used (station/registry.py)
+        "station.inspection.anomaly:AnomalyInspector"  # the implementation, imported when first used (station/drivers.py)
     )
     model: Path = Field(
         Path("data/anomaly.onnx"),

@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 from ..config.inspection import InspectorConfig
 from ..contracts import Detections, Frame
-from ..registry import Registry
+from ..drivers import Registry
 
 
 class InspectorError(RuntimeError):

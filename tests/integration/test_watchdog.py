@@ -137,7 +137,7 @@ def test_hung_inspector_parts_failsafe_alarm_restart(tmp_path: Path):
         )
         time.sleep(1.0)  # more parts through the new worker
         insp.release.set()  # the stuck call returns now: its result must be ignored
-        _wait(lambda: st.line.late_abandoned == 1, 3, "the abandoned worker's late result")
+        _wait(lambda: st.pipeline.late_abandoned == 1, 3, "the abandoned worker's late result")
         time.sleep(0.6)
     finally:
         insp.release.set()

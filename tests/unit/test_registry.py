@@ -12,8 +12,8 @@ from station.acquire.base import CAMERAS
 from station.acquire.triggers import TRIGGERS
 from station.actuate.base import OUTPUTS
 from station.config import CameraConfig, InspectorConfig, OutputConfig, StrictModel, TriggerConfig
+from station.drivers import Registry, UnknownDriverError, union_members
 from station.inspection.base import INSPECTORS
-from station.registry import Registry, UnknownDriverError, union_members
 
 REGISTRIES = [
     (CAMERAS, CameraConfig),

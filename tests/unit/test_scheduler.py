@@ -36,7 +36,7 @@ class Harness:
 
     def trigger(self, part_id: int) -> Trigger:
         t = Trigger(part_id, part_id, time.monotonic_ns())
-        self.sched.register(t)
+        self.sched.admit(t)
         return t
 
     def verdict(self, t: Trigger, outcome: Outcome) -> bool:
