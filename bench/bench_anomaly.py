@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 from models.anomaly import LearnSettings, learn  # noqa: E402
 from station.acquire.synthetic import iter_parts  # noqa: E402
 from station.config import AnomalyInspectorConfig, ReferenceInspectorConfig, SyntheticCameraConfig  # noqa: E402
-from station.inspect.anomaly import AnomalyInspector  # noqa: E402
-from station.inspect.reference import ReferenceInspector  # noqa: E402
-from station.types import Frame  # noqa: E402
+from station.contracts import Frame  # noqa: E402
+from station.inspection.anomaly import AnomalyInspector  # noqa: E402
+from station.inspection.reference import ReferenceInspector  # noqa: E402
 
 TARGET_MS = 30.0
 

@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 from models.anomaly import LearnSettings, learn  # noqa: E402
 from models.elpv import anomaly_split, auroc, cells, zscore_template_scores  # noqa: E402
 from station.config import AnomalyInspectorConfig  # noqa: E402
-from station.inspect.anomaly import AnomalyInspector  # noqa: E402
-from station.types import Frame  # noqa: E402
+from station.contracts import Frame  # noqa: E402
+from station.inspection.anomaly import AnomalyInspector  # noqa: E402
 
 
 def run_type(cell_type: str, args: argparse.Namespace, all_cells: list, workdir: Path) -> dict:

@@ -33,7 +33,7 @@ from station.acquire.opencv_cam import OpenCvCamera  # noqa: E402
 from station.acquire.render import part_rng, render_part  # noqa: E402
 from station.config import FolderCameraConfig, SyntheticCameraConfig  # noqa: E402
 from station.config.camera import OpenCvCameraConfig, PylonCameraConfig  # noqa: E402
-from station.types import Trigger  # noqa: E402
+from station.contracts import Trigger  # noqa: E402
 
 
 def per_grab_ms(grab: Callable[[int], object], n: int) -> float:

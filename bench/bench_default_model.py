@@ -35,10 +35,10 @@ from models.dataset import GOLDEN_START, make_golden_set  # noqa: E402
 from models.evaluate import ImageResult, _eligibility_decider, ejected, open_inspector, score  # noqa: E402
 from models.golden import iter_images  # noqa: E402
 from station.config import CalibrationConfig, RulesConfig, SyntheticCameraConfig  # noqa: E402
+from station.contracts import Detections, Frame, Trigger  # noqa: E402
 from station.decide import Decider  # noqa: E402
-from station.inspect.model_meta import read_model_meta  # noqa: E402
+from station.inspection.model_meta import read_model_meta  # noqa: E402
 from station.pipeline import inspect_part  # noqa: E402
-from station.types import Detections, Frame, Trigger  # noqa: E402
 
 
 def main() -> int:
@@ -82,7 +82,7 @@ def main() -> int:
     from ultralytics import YOLO  # the reference only
 
     yolo = YOLO(str(args.model), task="detect")
-    from station.config.inspect import OnnxInspectorConfig
+    from station.config.inspection import OnnxInspectorConfig
 
     # production inspector, evaluation conf 0.01
     inspector = open_inspector(args.station_model or args.model, OnnxInspectorConfig(runtime=args.runtime))

@@ -23,9 +23,9 @@ from station.acquire.synthetic import iter_parts
 from station.alarms import AlarmBoard
 from station.config import ReferenceInspectorConfig, SyntheticCameraConfig
 from station.config.health import HealthConfig
+from station.contracts import Detections, Frame
 from station.health import HealthMonitor
-from station.inspect.reference import ReferenceInspector
-from station.types import Detections, Frame
+from station.inspection.reference import ReferenceInspector
 
 BUDGET_MS = 1.0
 

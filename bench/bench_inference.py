@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from models import DEFAULT_DIR  # noqa: E402
-from station.config.inspect import OnnxInspectorConfig  # noqa: E402
-from station.inspect.onnx_backend import OnnxInspector  # noqa: E402
-from station.types import Frame  # noqa: E402
+from station.config.inspection import OnnxInspectorConfig  # noqa: E402
+from station.contracts import Frame  # noqa: E402
+from station.inspection.onnx_backend import OnnxInspector  # noqa: E402
 
 CACHE = Path(os.environ.get("STATION_MODEL_CACHE", Path.home() / ".cache" / "station-models")) / "bench-inference-v2"
 CAL_SEED, EVAL_SEED = (
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(s: str) -> None:
         print(s, flush=True)
 
-    from station.inspect.model_meta import read_model_meta
+    from station.inspection.model_meta import read_model_meta
 
     meta = read_model_meta(args.model)
     CACHE.mkdir(parents=True, exist_ok=True)

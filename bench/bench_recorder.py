@@ -30,11 +30,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from station.bus import Bus  # noqa: E402
+from station.contracts import Defect, Frame, Outcome, PartResult, Trigger, Verdict  # noqa: E402
 from station.counters import Counters  # noqa: E402
 from station.store.db import open_db  # noqa: E402
 from station.store.images import ImageStore  # noqa: E402
 from station.store.recorder import _INSERT_INSPECTION, Recorder  # noqa: E402
-from station.types import Defect, Frame, Outcome, PartResult, Trigger, Verdict  # noqa: E402
 
 
 def part_image(rng: np.random.Generator, h: int = 1000, w: int = 1000) -> np.ndarray:

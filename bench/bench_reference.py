@@ -12,8 +12,8 @@ import numpy as np
 from station.acquire.render import part_rng, render_part
 from station.acquire.synthetic import iter_parts
 from station.config import ReferenceInspectorConfig, SyntheticCameraConfig
-from station.inspect.reference import ReferenceInspector
-from station.types import Frame
+from station.contracts import Frame
+from station.inspection.reference import ReferenceInspector
 
 RENDER_TARGET_MS, INSPECT_TARGET_MS = 10.0, 5.0
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1

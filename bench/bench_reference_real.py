@@ -52,8 +52,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from station.config import ReferenceInspectorConfig  # noqa: E402
-from station.inspect.reference import ReferenceInspector  # noqa: E402
-from station.types import Frame  # noqa: E402
+from station.contracts import Frame  # noqa: E402
+from station.inspection.reference import ReferenceInspector  # noqa: E402
 
 IOU = 0.33
 MEGAPIXELS = 1.0

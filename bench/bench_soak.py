@@ -41,7 +41,7 @@ from station.acquire.synthetic import SyntheticCamera
 from station.actuate.base import OUTPUTS
 from station.app import Station
 from station.config import SyntheticCameraConfig, parse_config
-from station.types import Frame, Trigger
+from station.contracts import Frame, Trigger
 
 # drop-new FAILSAFE: the line had no room for a part because the CPU was taken (a shared host)
 OVERLOAD_REASONS = ("frame queue full (drop-new)", "busy: trigger overrun")
@@ -181,7 +181,7 @@ def _soak(
     done = threading.Event()
 
     def monitor() -> None:  # 20 Hz: queue depths and RSS at 10 % / 100 % (no hook on the hot path)
-        line, rec_q = st.line, st.recorder.subscription.queue
+        line, rec_q = st.pipeline, st.recorder.subscription.queue
         cam_q = line._cam_queues[cam.camera_id]  # noqa: SLF001 - a bench may look inside
         next_report = time.monotonic() + 60
         while not done.wait(0.05):

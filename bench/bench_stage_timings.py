@@ -22,9 +22,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 
+from station.contracts import Outcome
 from station.counters import Counters
 from station.timings import BUCKETS_MS, StageTimings
-from station.types import Outcome
 
 STAGES = ("acquire", "queue", "preprocess", "infer", "postprocess", "inspect", "decide", "total")
 

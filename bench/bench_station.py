@@ -23,8 +23,8 @@ import numpy as np
 from station.acquire.synthetic import SyntheticCamera
 from station.app import Station
 from station.config import ReferenceInspectorConfig, SyntheticCameraConfig, parse_config
-from station.inspect.reference import ReferenceInspector
-from station.types import Outcome, Trigger
+from station.contracts import Outcome, Trigger
+from station.inspection.reference import ReferenceInspector
 
 
 def raw_inspector_rate(cam_cfg: SyntheticCameraConfig, learn: int, n: int) -> float:

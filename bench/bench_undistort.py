@@ -32,9 +32,9 @@ from station.acquire.synthetic import iter_parts  # noqa: E402
 from station.camera_setup import CameraSetup, Regions  # noqa: E402
 from station.config import CalibrationConfig, ReferenceInspectorConfig, RulesConfig, SyntheticCameraConfig  # noqa: E402
 from station.config.regions import CameraRegions  # noqa: E402
+from station.contracts import Detections, Frame, Trigger  # noqa: E402
 from station.decide import Decider  # noqa: E402
-from station.inspect.reference import ReferenceInspector  # noqa: E402
-from station.types import Detections, Frame, Trigger  # noqa: E402
+from station.inspection.reference import ReferenceInspector  # noqa: E402
 
 K = [[1100.0, 0.0, 640.0], [0.0, 1100.0, 400.0], [0.0, 0.0, 1.0]]
 DIST = [-0.18, 0.06, 0.0, 0.0, 0.0]

@@ -38,8 +38,8 @@ from typing import Any
 import sqlite_utils
 
 from station.config.rules import RulesConfig
+from station.contracts import Outcome
 from station.store import review_queue as queue_rows
-from station.types import Outcome
 
 from .labels import current_labels_many
 

@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 
 import sqlite_utils
 
+from station.contracts import Outcome
 from station.store import quality_stats
-from station.types import Outcome
 
 from .labels import current_labels_many
 

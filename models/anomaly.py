@@ -2,7 +2,7 @@
 
 Method: **patch distance to the good parts, position by position** (PatchCore/PaDiM-like, with
 features that need no training and nothing downloaded). Each working-size image (long side 256 by
-default, brightness-normalised by :func:`station.inspect.anomaly.preprocess`) is described on a
+default, brightness-normalised by :func:`station.inspection.anomaly.preprocess`) is described on a
 grid of 8x8-pixel cells by 14 fixed filter responses at three scales (Gaussian sigma 1, 2, 4):
 the smoothed intensity, the gradient magnitude, the two eigenvalues of the Hessian (ridges and
 valleys: cracks, scratches, tracks) and the local standard deviation (texture) at two scales;
@@ -20,7 +20,7 @@ false-reject rate on good parts is set, not guessed. The quantiles are written i
 metadata for the operator (uncertain band) and for drift checks.
 
 Output: one ONNX file (input ``images`` (1, 1, H, W) float32 as made by
-:func:`station.inspect.anomaly.preprocess`, output ``map`` (1, 1, H/8, W/8) distances), with
+:func:`station.inspection.anomaly.preprocess`, output ``map`` (1, 1, H/8, W/8) distances), with
 ``metadata_props``: ``task: anomaly``, ``names``, ``imgsz``, ``stride``, ``channels: 1`` and
 ``anomaly`` (JSON: threshold, score quantiles, frame size, method). It is a model like any other:
 registered by sha256, evaluated, shadowed, promoted and hot-swapped. The export is checked
@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from station.inspect.anomaly import STRIDE, anomaly_meta, image_score_of, preprocess, work_size
+from station.inspection.anomaly import STRIDE, anomaly_meta, image_score_of, preprocess, work_size
 
 log = logging.getLogger(__name__)
 

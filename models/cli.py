@@ -297,7 +297,7 @@ def _evaluate_classify(args: argparse.Namespace, cand: str, rules: Any, calib: A
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from station.inspect.model_meta import read_model_meta
+    from station.inspection.model_meta import read_model_meta
 
     from .evaluate import compare
 

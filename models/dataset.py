@@ -29,7 +29,7 @@ import numpy as np
 from station.acquire.render import DEFECT_CLASSES, RenderedPart
 from station.acquire.synthetic import iter_parts
 from station.config.camera import SyntheticCameraConfig
-from station.inspect.preprocess import letterbox_params
+from station.inspection.preprocess import letterbox_params
 
 from .golden import GoldenSet, content_id, load_golden, sha256_file, write_manifest
 

@@ -71,7 +71,7 @@ def result_to_json(r: Any) -> dict[str, Any]:
 def result_from_json(d: Mapping[str, Any]) -> Any:
     """Inverse of :func:`result_to_json` (scores recomputed from the per-image records by ``models.evaluate.score``)."""
     from station.config import RulesConfig
-    from station.types import Detections
+    from station.contracts import Detections
 
     from .evaluate import ImageResult, score
 

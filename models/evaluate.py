@@ -1,7 +1,7 @@
 """Evaluate models on a frozen golden set THROUGH THE PRODUCTION PATH, compare them, tune thresholds.
 
 Every golden image goes through :func:`station.pipeline.inspect_part` with the station's own
-:class:`~station.inspect.onnx_backend.OnnxInspector` and :class:`~station.decide.Decider` - the code
+:class:`~station.inspection.onnx_backend.OnnxInspector` and :class:`~station.decide.Decider` - the code
 the line runs - so a verdict here is the verdict the line would give.
 
 Figures (all on the golden set):
@@ -40,11 +40,11 @@ import numpy as np
 
 from station.camera_setup import CameraSetup, zero_thresholds
 from station.config import CalibrationConfig, ClassRule, OnnxInspectorConfig, RulesConfig
+from station.contracts import Detections, Frame, Outcome, Trigger
 from station.decide import Decider
-from station.inspect.base import Inspector
-from station.inspect.model_meta import read_model_meta
+from station.inspection.base import Inspector
+from station.inspection.model_meta import read_model_meta
 from station.pipeline import inspect_part
-from station.types import Detections, Frame, Outcome, Trigger
 
 from .golden import GoldenSet, iter_images, load_golden
 
@@ -250,7 +250,7 @@ def ejected(outcome: str, rules: RulesConfig) -> bool:
 
 def open_inspector(model_path: Path | str, inspector_cfg: Any = None, conf: float = EVAL_CONF) -> Inspector:
     """The production inspector for ``model_path`` (onnx: keep-alive off, evaluation ``conf``; or an anomaly model)."""
-    from station.inspect.loader import inspector_for_file
+    from station.inspection.loader import inspector_for_file
 
     return inspector_for_file(model_path, inspector_cfg, onnx_overrides={"keepalive_s": 0.0, "conf": float(conf)})
 

@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 
 from station.config import CalibrationConfig, ClassRule, OnnxInspectorConfig, RulesConfig
+from station.contracts import Frame, Outcome, Trigger
 from station.decide import Decider, check_rules_for_model
-from station.inspect.model_meta import read_model_meta
+from station.inspection.model_meta import read_model_meta
 from station.pipeline import inspect_part
-from station.types import Frame, Outcome, Trigger
 
 from .evaluate import ejected, open_inspector
 

@@ -1,7 +1,7 @@
 """ONNX export: Ultralytics' own exporter, plus lineage in the model's metadata.
 
 Ultralytics writes ``names``, ``imgsz``, ``stride``, ``task`` (and more) into the ONNX
-``metadata_props``; the station reads them from there (:mod:`station.inspect.model_meta`). This
+``metadata_props``; the station reads them from there (:mod:`station.inspection.model_meta`). This
 module keeps those and adds the model's lineage - dataset snapshot id, parent model sha256, training
 seed, and any other key given - as ``lineage_<key>`` properties plus one ``lineage`` JSON property,
 so a model file alone says where it came from. Every export must compute what its weights compute

@@ -2,7 +2,7 @@
 
 Every export (:func:`models.export.export_onnx`) runs both on the same input tensors - the golden
 set's images when one is given, else a few fixed synthetic frames - prepared as the station
-prepares a part (:class:`station.inspect.preprocess.InputTensor`), and compares every output
+prepares a part (:class:`station.inspection.preprocess.InputTensor`), and compares every output
 element: boxes in input pixels, class scores, mask coefficients and prototypes, class
 probabilities. A silent export bug (a wrong opset lowering, a dropped layer, altered weights)
 shows as a mismatch and fails the export loudly instead of reaching the line as a worse model.
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from station.inspect.model_meta import read_model_meta
-from station.inspect.preprocess import InputTensor
+from station.inspection.model_meta import read_model_meta
+from station.inspection.preprocess import InputTensor
 
 log = logging.getLogger(__name__)
 

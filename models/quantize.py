@@ -1,14 +1,14 @@
 """INT8 post-training quantisation (NNCF) of an Ultralytics ONNX export, calibrated on a golden set.
 
 The calibration images are the golden set's good AND bad images, prepared exactly as the station
-prepares a part (:class:`station.inspect.preprocess.InputTensor`: letterbox or center-crop), so the
+prepares a part (:class:`station.inspection.preprocess.InputTensor`: letterbox or center-crop), so the
 activation ranges NNCF measures are the ones the line produces.
 
 Two forms (``form``):
 
 - ``openvino`` (default): NNCF's OpenVINO backend quantises the model as OpenVINO reads it, and the
   INT8 OpenVINO IR (xml + weights) is carried INSIDE a copy of the FP32 ONNX file, as two uint8
-  initializers no node reads (:func:`station.inspect.model_meta.embedded_initializers`). One file,
+  initializers no node reads (:func:`station.inspection.model_meta.embedded_initializers`). One file,
   one sha256, one registry entry: OpenVINO runs the INT8 form, onnxruntime (the fallback) the FP32
   graph. Evaluate it with the runtime the line uses.
 - ``qdq``: an ONNX graph with QuantizeLinear/DequantizeLinear pairs from NNCF's ONNX backend, for
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from station.inspect.model_meta import OPENVINO_BIN, OPENVINO_XML, read_model_meta
+from station.inspection.model_meta import OPENVINO_BIN, OPENVINO_XML, read_model_meta
 
 from .export import LINEAGE_KEY, LINEAGE_PREFIX, _set_props, _text, read_lineage
 from .golden import GoldenSet, iter_images, load_golden

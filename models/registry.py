@@ -3,7 +3,7 @@
 A model is registered by the sha256 of its ONNX bytes; the file is copied to
 ``<store_dir>/<sha256>.onnx`` (and its training weights, when given, to ``<sha256>.pt``), so what the
 registry names is exactly what runs. Task, class names and input size come from the file's own
-metadata (:func:`station.inspect.model_meta.read_model_meta`), lineage (dataset snapshot, parent
+metadata (:func:`station.inspection.model_meta.read_model_meta`), lineage (dataset snapshot, parent
 sha, seed) from the lineage metadata written by :mod:`models.export` unless given explicitly.
 
 Status: ``candidate`` -> ``current`` (exactly one) -> ``retired`` (was current once).
@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlite_utils
 
-from station.inspect.model_meta import read_model_meta
+from station.inspection.model_meta import read_model_meta
 from station.store import audit
 from station.store import model_registry as model_rows
 from station.store.db import write_transaction

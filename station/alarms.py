@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .types import StatusEvent
+from .contracts import StatusEvent
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,14 @@ from .actuate.modes import prepare_output, scheduler_factory
 from .alarms import AlarmBoard
 from .bus import Bus
 from .config import CalibrationConfig, StationConfig, config_hash
+from .contracts import PartResult, StatusEvent, Trigger
 from .counters import Counters, CounterValues, reconcile
 from .decide import Decider, check_rules_for_model
 from .floor import FloorServices
 from .health import HealthMonitor
-from .inspect.base import INSPECTORS, Inspector
-from .inspect.swap import SwappableInspector
-from .pipeline import Line
+from .inspection.base import INSPECTORS, Inspector
+from .inspection.swap import SwappableInspector
+from .pipeline import Pipeline
 from .rt import freeze_heap, limit_malloc_arenas, set_realtime
 from .serialize import event_to_dict
 from .services import Services
@@ -37,7 +38,6 @@ from .store.db import StoreError, open_db
 from .store.images import ImageStore
 from .store.recorder import Recorder, replay_at_start
 from .timings import StageTimings
-from .types import PartResult, StatusEvent, Trigger
 from .watchdog import SdNotifier, Watchdog
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class Station:
         )
         if self.image_health is not None:
             self.image_health.restore(health_baselines.load(self.db))  # bands and baselines of the last run
-        self.line = Line(
+        self.pipeline = Pipeline(
             self.cameras,
             self.inspector,
             self.decider,
@@ -203,7 +203,7 @@ class Station:
         self._set_undistort(self.decider.setup)
         # a camera trigger: the frames of a hardware-triggered / free-running camera create the parts
         trig_kw: dict[str, Any] = (
-            {"cameras": {c.camera_id: c for c in self.cameras}, "on_frame": self.line.trigger_from_camera}
+            {"cameras": {c.camera_id: c for c in self.cameras}, "on_frame": self.pipeline.trigger_from_camera}
             if cfg.trigger.type == "camera"
             else {}
         )
@@ -214,7 +214,7 @@ class Station:
         if cfg.watchdog.enabled:
             self.watchdog = Watchdog(
                 cfg.watchdog,
-                self.line,
+                self.pipeline,
                 self.alarms,
                 notifier=self.notifier,
                 grab_timeout_s=cfg.pipeline.grab_timeout_ms / 1000,
@@ -266,7 +266,7 @@ class Station:
         s.add("inspector", self.inspector.warmup, self.inspector.close)
         for cam in self.cameras:
             s.add(f"camera:{cam.camera_id}", cam.open, cam.close)
-        s.add("line", self._start_line, self._stop_line)
+        s.add("line", self._start_pipeline, self._stop_pipeline)
         s.add("trigger", self._start_trigger, self.trigger_source.stop)
         if self.watchdog is not None:
             s.add(
@@ -274,13 +274,13 @@ class Station:
             )  # first to stop: a stopping line is not a stuck one
         return s
 
-    def _start_line(self) -> None:
-        self.line.start()
-        self._make_realtime(self.line.threads)
+    def _start_pipeline(self) -> None:
+        self.pipeline.start()
+        self._make_realtime(self.pipeline.threads)
 
-    def _stop_line(self) -> None:
+    def _stop_pipeline(self) -> None:
         self.stop_shadow()
-        self.line.stop()
+        self.pipeline.stop()
 
     def _start_trigger(self) -> None:
         freeze_heap()  # before the first part: no full collection of the start-up heap on the line
@@ -405,7 +405,7 @@ class Station:
         model = getattr(getattr(self.inspector.current, "cfg", None), "model", None)
         if model is None or not Path(model).is_file():
             return None
-        from .inspect.loader import inspector_for_file
+        from .inspection.loader import inspector_for_file
 
         expect = getattr(self.inspector.current, "frame_size", None)
         return lambda: inspector_for_file(Path(model), self.cfg.inspector, expect_frame_size=expect)
@@ -428,7 +428,7 @@ class Station:
         if self.cfg.trigger.type == "camera":
             log.warning("software trigger from %s refused: parts are triggered by camera frames", source)
             return None
-        return self.line.trigger(source, encoder_count)
+        return self.pipeline.trigger(source, encoder_count)
 
     def trigger_source_done(self) -> bool:
         """True when a bounded run (``max_parts``) has triggered all its parts and decided them."""
@@ -436,7 +436,7 @@ class Station:
 
     def pause(self, paused: bool) -> None:
         """Stop or resume accepting triggers (parts in flight finish)."""
-        self.line.paused = paused
+        self.pipeline.paused = paused
         # "info": shown on screens and published, but not an alarm someone must acknowledge
         self.alarms.report("line", "info" if paused else "ok", "paused" if paused else "running")
 
@@ -460,7 +460,7 @@ class Station:
         """
         if self.cfg.inspector.type not in ("onnx", "anomaly"):
             raise ValueError("hot swap needs an onnx or anomaly inspector (inspector.type: onnx or anomaly)")
-        from .inspect.loader import inspector_for_file
+        from .inspection.loader import inspector_for_file
 
         done = on_done
         if user is not None:
@@ -541,7 +541,7 @@ class Station:
         """
         new = Decider(rules, self.decider.calibration, config_hash, self.decider.setup if setup is None else setup)
         self.decider = new
-        self.line.decider = new  # read once per part by the inference worker
+        self.pipeline.decider = new  # read once per part by the inference worker
         self.scheduler.decider = new  # FAILSAFE verdicts at the deadline
 
     def _load_camera_setup(self) -> dict[str, Any]:
@@ -568,7 +568,9 @@ class Station:
         if self.cfg.calibration.undistort:
             from .camera_setup import undistorters
 
-            self.line.undistort = undistorters(setup)  # one dict swap: the acquisition threads read it once per frame
+            self.pipeline.undistort = undistorters(
+                setup
+            )  # one dict swap: the acquisition threads read it once per frame
 
     def _apply_rules_override(self) -> None:
         from . import rules_overrides
@@ -592,7 +594,7 @@ class Station:
             pending_verdicts=self.scheduler.in_flight,
             pending_records=self.recorder.pending,
             pending_rejects=self.scheduler.pending_rejects,
-            pending_frames=self.line.acquiring,
+            pending_frames=self.pipeline.acquiring,
         )
 
     def health(self) -> dict[str, Any]:
@@ -604,7 +606,7 @@ class Station:
             comps[self.uplink.component] = self.uplink.health()
         return {
             "running": self._started,
-            "paused": self.line.paused,
+            "paused": self.pipeline.paused,
             "model_id": self.inspector.model_id,
             "config_hash": self.config_hash,
             "healthy": self.healthy,
@@ -623,7 +625,7 @@ class Station:
 
     # -- callbacks ----------------------------------------------------------
     def _fire(self, source: str) -> object:
-        return self.line.trigger(source)
+        return self.pipeline.trigger(source)
 
     def _on_final(self, result: PartResult) -> None:
         self.last_result = result

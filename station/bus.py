@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 
-from .types import PartResult, StatusEvent
+from .contracts import PartResult, StatusEvent
 
 log = logging.getLogger(__name__)
 

@@ -102,10 +102,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .acquire.folder import FolderCamera
     from .app import build_inspector, effective_calibration
     from .camera_setup import load_file, undistorters
+    from .contracts import PartResult, Trigger
     from .decide import Decider, check_rules_for_model
     from .pipeline import inspect_part
     from .serialize import result_to_dict
-    from .types import PartResult, Trigger
 
     cfg = _load(args.config)
     camera_id = args.camera or cfg.cameras[0].id

@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from .types import Outcome
+from .contracts import Outcome
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The one place a verdict is made.
 
 :class:`Decider` turns the detections of every frame of a part into one
-:class:`~station.types.Verdict` by the configured rules: per-class
+:class:`~station.contracts.Verdict` by the configured rules: per-class
 confidence thresholds with an uncertain band, minimum defect area in mm²
 (from calibration), ignore zones and a tolerated count, and each camera's setup
 in force (:mod:`station.camera_setup`: its own mm per pixel, the drawn ROI,
@@ -23,7 +23,7 @@ from dataclasses import replace
 from .camera_setup import CameraSetup, calibration_tag, regions_tag
 from .config import CalibrationConfig, ClassRule, IgnoreZone, RulesConfig
 from .config.regions import NamedRegion
-from .types import Defect, Detections, Frame, Outcome, Trigger, Verdict
+from .contracts import Defect, Detections, Frame, Outcome, Trigger, Verdict
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ class FloorServices:
                 cfg.plc,
                 station.bus.subscribe("plc", maxsize=cfg.plc.queue_size),
                 report=report,
-                ready=lambda: bool(station.running and not station.line.paused and station.healthy),
+                ready=lambda: bool(station.running and not station.pipeline.paused and station.healthy),
                 alarm_active=lambda: any(not e.component.startswith("plc") for e in station.alarms.active()),
                 on_recipe=self.select_recipe,
                 healthy=lambda: station.healthy,  # the watchdog: no HEARTBEAT toggles while a worker is stuck
@@ -125,7 +125,7 @@ class FloorServices:
         st = self.station
         return {
             "running": st.running,
-            "paused": st.line.paused,
+            "paused": st.pipeline.paused,
             "model_id": st.inspector.model_id,
             "config_hash": st.config_hash,
             "alarms": [f"{e.component}: {e.message}" for e in st.alarms.active()],
@@ -138,7 +138,7 @@ class FloorServices:
         st = self.station
         return {
             "running": st.running,
-            "paused": st.line.paused,
+            "paused": st.pipeline.paused,
             "model_id": st.inspector.model_id,
             "active_recipe": self.active_recipe,
             "alarms": [event_to_dict(e) for e in st.alarms.active()],

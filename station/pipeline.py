@@ -1,7 +1,7 @@
 """The hot path: trigger -> acquire -> inspect -> decide -> reject scheduler.
 
 Threads: one acquisition thread per camera, one inference worker. Every
-part is registered with the reject scheduler *before* anything can fail,
+part is admitted by the reject scheduler *before* anything can fail,
 so a part whose frame is dropped, whose grab fails or whose inspection
 hangs still gets a FAILSAFE verdict and a reject at its deadline.
 
@@ -10,7 +10,7 @@ through ``on_final`` -> :class:`~station.bus.Bus`, which never blocks.
 
 Each thread is a :class:`Worker` slot that notes when it starts and ends a
 part (two attribute writes): :class:`~station.watchdog.Watchdog` reads them
-to find a worker stuck in a call or dead, and :meth:`Line.restart` abandons
+to find a worker stuck in a call or dead, and :meth:`Pipeline.restart` abandons
 it (its late result is ignored) and starts a fresh thread in its place.
 """
 
@@ -29,11 +29,11 @@ from typing import Any
 from .acquire.base import CameraDriver, CameraError
 from .actuate.scheduler import RejectScheduler
 from .alarms import AlarmBoard
+from .contracts import Detections, Frame, Outcome, PartResult, Trigger
 from .counters import Counters
 from .decide import Decider
 from .health import HealthMonitor
-from .inspect.base import Inspector
-from .types import Detections, Frame, Outcome, PartResult, Trigger
+from .inspection.base import Inspector
 
 INSPECTOR_ERROR = "inspector error: "  # prefix of the FAILSAFE reason when the inspector raised
 
@@ -153,7 +153,7 @@ class _Assembly:
     t_acquired_ns: int = 0
 
 
-class Line:
+class Pipeline:
     """Runs parts through the cameras and the inspector into the scheduler."""
 
     def __init__(
@@ -322,7 +322,7 @@ class Line:
         with self._id_lock:
             trig = Trigger(next(self._ids), next(self._seq), time.monotonic_ns(), encoder_count, source, time.time())
         self.counters.add("triggers")
-        self.scheduler.register(trig)
+        self.scheduler.admit(trig)
         with self._asm_lock:
             self._assembly[trig.part_id] = _Assembly(trig)
         for cam_id, q in self._cam_queues.items():
@@ -347,7 +347,7 @@ class Line:
         with self._id_lock:
             trig = Trigger(next(self._ids), next(self._seq), t_ns, None, f"camera:{camera_id}", time.time())
         self.counters.add("triggers")
-        self.scheduler.register(trig)
+        self.scheduler.admit(trig)
         with self._asm_lock:
             self._assembly[trig.part_id] = _Assembly(trig)
         if frame is None:

@@ -9,7 +9,7 @@ import json
 import math
 from typing import Any
 
-from .types import Defect, PartResult, StatusEvent, Verdict
+from .contracts import Defect, PartResult, StatusEvent, Verdict
 
 
 def to_jsonable(v: Any) -> Any:

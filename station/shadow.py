@@ -1,7 +1,7 @@
 """Shadow mode: a candidate model judges live parts beside the production model, without acting.
 
 :class:`ShadowRunner` is a bus subscriber: the line publishes every final
-:class:`~station.types.PartResult` (with its frames) and goes on; the runner takes it from its own
+:class:`~station.contracts.PartResult` (with its frames) and goes on; the runner takes it from its own
 bounded queue, in its own thread (at a lower CPU priority), runs the candidate through the same
 code the line runs (:func:`station.pipeline.inspect_part` with the production
 :class:`~station.decide.Decider`, so the same rules), and writes one ``shadow_results`` row per
@@ -34,14 +34,14 @@ from typing import Any
 import sqlite_utils
 
 from .bus import Bus, Subscription
+from .contracts import Outcome, PartResult
 from .decide import Decider
-from .inspect.base import Inspector
-from .inspect.model_meta import read_model_meta
+from .inspection.base import Inspector
+from .inspection.model_meta import read_model_meta
 from .pipeline import inspect_part
 from .store import shadow_results
 from .store.db import open_db
 from .store.shadow_results import disagreements, summary  # noqa: F401  (the readers, kept importable from here)
-from .types import Outcome, PartResult
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def build_shadow_inspector(model_path: Path, base: Any = None) -> Inspector:
     One thread so it cannot take both cores from the line; raises the backend's ModelLoadError for
     a file that is not a usable model.
     """
-    from .inspect.loader import inspector_for_file
+    from .inspection.loader import inspector_for_file
 
     return inspector_for_file(model_path, base, onnx_overrides={"keepalive_s": 0.0, "allow_spinning": False}, threads=1)
 

@@ -1,14 +1,14 @@
 """The watchdog: stuck or dead hot-path workers, and systemd's watchdog.
 
 One thread, every ``watchdog.period_s`` (0.1 s), reads what each hot-path
-worker is doing (:meth:`station.pipeline.Line.stalled`: two integers per
+worker is doing (:meth:`station.pipeline.Pipeline.stalled`: two integers per
 worker, no lock the line takes). A worker busy with one part longer than
 ``watchdog.stall_s`` (a model call that never returns, a camera grab that
 never returns) or whose thread died is, within ``stall_s + period_s``:
 
 * abandoned: a thread stuck in a C call cannot be killed, so it is marked and
   its late result ignored; a stuck inspection leaves the inspector's lock to it
-  (:meth:`~station.inspect.swap.SwappableInspector.abandon_stuck`);
+  (:meth:`~station.inspection.swap.SwappableInspector.abandon_stuck`);
 * replaced by a fresh thread (the station also loads a fresh inspector
   instance when it can, through the hot-swap path);
 * reported: the ``watchdog`` alarm, cleared once the fresh worker has
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from .alarms import AlarmBoard
 from .config import WatchdogConfig
-from .pipeline import Line, Stall
+from .pipeline import Pipeline, Stall
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Watchdog:
     def __init__(
         self,
         cfg: WatchdogConfig,
-        line: Line,
+        pipeline: Pipeline,
         alarms: AlarmBoard,
         *,
         notifier: SdNotifier | None = None,
@@ -125,7 +125,7 @@ class Watchdog:
         fatal: Callable[[], str | None] = lambda: None,
     ):
         self.cfg = cfg
-        self.line = line
+        self.pipeline = pipeline
         self.alarms = alarms
         self.notifier = notifier or SdNotifier({})
         self.grab_stall_s = max(cfg.stall_s, 2 * grab_timeout_s)
@@ -176,14 +176,16 @@ class Watchdog:
         if reason:
             self._give_up(reason)
             return
-        stalls = self.line.stalled(self.cfg.stall_s, self.grab_stall_s)
+        stalls = self.pipeline.stalled(self.cfg.stall_s, self.grab_stall_s)
         if stalls:
             self._healthy = False  # stops WATCHDOG=1, the PLC heartbeat and STATION_READY at once
             for s in stalls:
                 if not self._restart(s):
                     return
         elif self._recovering:
-            self._recovering = {slot for slot in self._recovering if not self.line.recovered(slot, self.cfg.recover_s)}
+            self._recovering = {
+                slot for slot in self._recovering if not self.pipeline.recovered(slot, self.cfg.recover_s)
+            }
             if not self._recovering:
                 self._healthy = True
                 last = self.restarts[-1].stall.describe() if self.restarts else ""
@@ -200,7 +202,7 @@ class Watchdog:
         while self._restart_ns and now - self._restart_ns[0] > window_ns:
             self._restart_ns.popleft()
         if len(self._restart_ns) >= self.cfg.max_restarts:
-            self.line.abandon(s)  # its lock must not hold up the stop
+            self.pipeline.abandon(s)  # its lock must not hold up the stop
             self._give_up(
                 f"{s.describe()}; {len(self._restart_ns)} restart(s) within {self.cfg.restart_window_s:.0f} s already: "
                 "giving up, the station stops for systemd to restart it"
@@ -214,7 +216,7 @@ class Watchdog:
             "alarm",
             f"{s.describe()}: restarted in a fresh thread ({n} in {self.cfg.restart_window_s:.0f} s)",
         )
-        t = self.line.restart(s)
+        t = self.pipeline.restart(s)
         if t is None:
             return True  # the line is stopping
         self._recovering.add(s.slot)

@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from station.app import Station
-from station.inspect.base import INSPECTORS, InspectorError
-from station.types import Detections, Frame, Outcome
+from station.contracts import Detections, Frame, Outcome
+from station.inspection.base import INSPECTORS, InspectorError
 from tests.fixtures_floor import Mosquitto, MqttCollector, PlcSim, Results, wait_for
 from tests.integration.conftest import station_config
 

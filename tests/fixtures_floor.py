@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from pymodbus.server import ModbusTcpServer
     from pymodbus.simulator import SimDevice
 
-    from station.types import PartResult
+    from station.contracts import PartResult
 
 FC_READ = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 FC_SET = {"coil": 5, "discrete": 2, "holding": 6, "input": 4}  # the datastore maps these codes to the tables
@@ -322,7 +322,7 @@ class Results:
     """
 
     def __init__(self, station: Any, *, keep_images: bool = True):
-        from station.types import PartResult
+        from station.contracts import PartResult
 
         self._kind = PartResult
         self._keep_images = keep_images

@@ -13,11 +13,11 @@ import pytest
 import sqlite_utils
 
 from station.bus import Bus
+from station.contracts import Defect, Frame, Outcome, PartResult, Trigger, Verdict
 from station.counters import Counters
 from station.store.db import open_db
 from station.store.images import ImageStore
 from station.store.recorder import Recorder
-from station.types import Defect, Frame, Outcome, PartResult, Trigger, Verdict
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 W, H = 64, 48

@@ -18,9 +18,9 @@ import pytest
 
 from station.bus import Bus
 from station.config.plant import PlantLinkConfig
+from station.contracts import Defect, Frame, Outcome, PartResult, Trigger, Verdict
 from station.plant.engines import Engines
 from station.plant.uplink import PlantUplink
-from station.types import Defect, Frame, Outcome, PartResult, Trigger, Verdict
 
 OUTCOME_CYCLE = (
     Outcome.PASS,

@@ -18,7 +18,7 @@ import pytest
 
 from station.acquire.render import RenderedPart, part_rng, render_part
 from station.config import StationConfig, SyntheticCameraConfig, parse_config
-from station.types import PartResult
+from station.contracts import PartResult
 from tests.fixtures_floor import Results
 
 EMULATED_CAMERAS = 3  # serials 0815-0000, 0815-0001, 0815-0002

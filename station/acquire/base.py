@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ..config.camera import CameraConfig
-from ..registry import Registry
-from ..types import Frame, Trigger
+from ..contracts import Frame, Trigger
+from ..drivers import Registry
 
 
 class CameraError(RuntimeError):

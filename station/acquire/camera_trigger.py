@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from ..config.camera import CameraTriggerConfig
-from ..types import Frame
+from ..contracts import Frame
 from .base import CameraError
 
 log = logging.getLogger(__name__)

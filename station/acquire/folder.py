@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..config.camera import FolderCameraConfig
-from ..types import Frame, Trigger
+from ..contracts import Frame, Trigger
 from .base import CameraError
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..config.camera import ReconnectConfig
-from ..types import Frame, Trigger
+from ..contracts import Frame, Trigger
 from .base import CameraError
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from ..config.camera import OpenCvCameraConfig
-from ..types import Trigger
+from ..contracts import Trigger
 from .lifecycle import DeviceLost, GrabTimeout, LifecycleCamera, StatusFn
 
 log = logging.getLogger(__name__)

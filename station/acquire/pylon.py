@@ -39,7 +39,7 @@ import numpy as np
 from pypylon import genicam, pylon
 
 from ..config.camera import PylonCameraConfig
-from ..types import Trigger
+from ..contracts import Trigger
 from .base import CameraError
 from .lifecycle import DeviceLost, GrabTimeout, LifecycleCamera, StatusFn
 

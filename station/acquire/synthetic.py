@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 
 from ..config.camera import SyntheticCameraConfig
-from ..types import Frame, Trigger
+from ..contracts import Frame, Trigger
 from .base import CameraError
 from .render import RenderedPart, part_rng, product_base, render_part
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..config import SoftwareTriggerConfig, TimerTriggerConfig, TriggerConfig
-from ..registry import Registry
+from ..drivers import Registry
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ..config.actuate import OutputConfig
-from ..registry import Registry
+from ..drivers import Registry
 
 
 class OutputError(RuntimeError):

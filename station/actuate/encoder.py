@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import EncoderConfig, RejectConfig
+from ..contracts import PartResult, RejectCommand, Trigger
 from ..plc.link import ModbusLink, ModbusLinkError, ReportFn
 from ..plc.registers import join_u32
 from ..rt import set_realtime
-from ..types import PartResult, RejectCommand, Trigger
 from .scheduler import _FIRE, RejectScheduler
 
 log = logging.getLogger(__name__)
@@ -368,9 +368,9 @@ class EncoderRejectScheduler(RejectScheduler):
         super().stop(max(0.0, end - time.monotonic()))
         self.tracker.stop()
 
-    def register(self, trigger: Trigger) -> None:
+    def admit(self, trigger: Trigger) -> None:
         """Start the part's deadline clock and put it in the shift register."""
-        super().register(trigger)
+        super().admit(trigger)
         if not self.tracker.add(trigger):
             log.warning("part %d: no encoder count yet; its reject (if any) falls back to travel_ms", trigger.part_id)
 

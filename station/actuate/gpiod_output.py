@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..config import GpiodOutputConfig
-from ..registry import Registry
+from ..drivers import Registry
 from .base import OutputError
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import RejectConfig
-from ..types import PartResult
+from ..contracts import PartResult
 from .base import OutputDriver
 from .scheduler import RejectScheduler
 

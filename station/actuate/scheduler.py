@@ -1,6 +1,6 @@
 """The reject scheduler: owns every part from trigger to ejector.
 
-Every triggered part is registered here first, with its decision deadline
+Every triggered part is admitted here first, with its decision deadline
 (``t_trigger + travel - safety margin``). The scheduler thread keeps one
 heap of timed events:
 
@@ -29,10 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import RejectConfig
+from ..contracts import Outcome, PartResult, RejectCommand, Trigger
 from ..counters import Counters
 from ..decide import Decider
 from ..rt import set_realtime
-from ..types import Outcome, PartResult, RejectCommand, Trigger
 from .base import OutputDriver
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class RejectScheduler:
         except Exception as exc:  # noqa: BLE001 - shutting down; nothing else to do but log
             log.warning("could not release reject line on stop: %s", exc)
 
-    def register(self, trigger: Trigger) -> None:
+    def admit(self, trigger: Trigger) -> None:
         """A new part: start its deadline clock. Call before anything else can fail."""
         deadline = trigger.t_trigger_ns + int(self.cfg.deadline_ms * 1e6)
         with self._cond:
@@ -132,7 +132,7 @@ class RejectScheduler:
             self._push(deadline, _DEADLINE, trigger.part_id)
 
     def submit(self, result: PartResult) -> bool:
-        """A verdict for a registered part. Returns False if it came too late.
+        """A verdict for an admitted part. Returns False if it came too late.
 
         A late verdict is not acted upon: the part was already made FAILSAFE
         at its deadline and the reject is scheduled.
@@ -162,7 +162,7 @@ class RejectScheduler:
 
     @property
     def in_flight(self) -> int:
-        """Parts registered without a verdict yet (lock-free read, see :meth:`pending_rejects`)."""
+        """Parts admitted without a verdict yet (lock-free read, see :meth:`pending_rejects`)."""
         return len(self._inflight)
 
     @property

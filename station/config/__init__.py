@@ -42,7 +42,7 @@ from .floor import (
     RejectVerifyConfig,
 )
 from .health import HealthConfig
-from .inspect import (
+from .inspection import (
     AnomalyInspectorConfig,
     AnomalyRegion,
     InspectorConfig,

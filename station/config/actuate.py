@@ -15,9 +15,7 @@ class SimulatedOutputConfig(StrictModel):
     """Records every edge with its timestamp in memory: the default output."""
 
     type: Literal["simulated"] = Field("simulated", description="Driver: in-memory edge recorder.")
-    driver: ClassVar[str] = (
-        "station.actuate.simulated:SimulatedOutput"  # imported when first used (station/registry.py)
-    )
+    driver: ClassVar[str] = "station.actuate.simulated:SimulatedOutput"  # imported when first used (station/drivers.py)
     max_edges: int = Field(100000, ge=10, description="Edges kept in memory (oldest dropped first).")
 
 
@@ -26,7 +24,7 @@ class ModbusOutputConfig(ModbusEndpointConfig):
 
     type: Literal["modbus"] = Field("modbus", description="Driver: Modbus TCP coils / holding registers.")
     driver: ClassVar[str] = (
-        "station.actuate.modbus_output:ModbusOutput"  # imported when first used (station/registry.py)
+        "station.actuate.modbus_output:ModbusOutput"  # imported when first used (station/drivers.py)
     )
     coils: dict[str, int] = Field(
         default_factory=lambda: {"reject": 0},
@@ -52,7 +50,7 @@ class GpiodOutputConfig(StrictModel):
     """Linux GPIO lines (Jetson, Raspberry Pi, industrial PCs) through libgpiod v2."""
 
     type: Literal["gpiod"] = Field("gpiod", description="Driver: libgpiod v2 character-device GPIO.")
-    driver: ClassVar[str] = "station.actuate.gpiod_output:GpiodOutput"  # imported when first used (station/registry.py)
+    driver: ClassVar[str] = "station.actuate.gpiod_output:GpiodOutput"  # imported when first used (station/drivers.py)
     chip: str = Field("/dev/gpiochip0", description="GPIO chip device path (see `gpiodetect`).")
     lines: dict[str, int | str] = Field(
         default_factory=lambda: {"reject": 0},
@@ -80,7 +78,7 @@ class OpcUaOutputConfig(StrictModel):
     """Output lines as Boolean variables of a remote OPC UA server (a PLC's OPC UA interface)."""
 
     type: Literal["opcua"] = Field("opcua", description="Driver: write Boolean nodes on an OPC UA server.")
-    driver: ClassVar[str] = "station.actuate.opcua_output:OpcUaOutput"  # imported when first used (station/registry.py)
+    driver: ClassVar[str] = "station.actuate.opcua_output:OpcUaOutput"  # imported when first used (station/drivers.py)
     endpoint: str = Field("opc.tcp://127.0.0.1:4840", description="Server endpoint URL.")
     nodes: dict[str, str] = Field(
         default_factory=lambda: {"reject": "ns=2;s=Reject"},
@@ -114,7 +112,7 @@ class PylonOutputConfig(StrictModel):
     """Output lines of a Basler camera (UserOutput -> LineN), e.g. an ejector wired to the camera's opto output."""
 
     type: Literal["pylon"] = Field("pylon", description="Driver: Basler camera user outputs (pypylon).")
-    driver: ClassVar[str] = "station.actuate.pylon_output:PylonOutput"  # imported when first used (station/registry.py)
+    driver: ClassVar[str] = "station.actuate.pylon_output:PylonOutput"  # imported when first used (station/drivers.py)
     camera_id: str | None = Field(
         None,
         description="Use the device of this station camera (a `pylon` camera): the output shares the open device, is "

@@ -14,9 +14,7 @@ class SyntheticCameraConfig(StrictModel):
     """Renders procedural parts with known defects: the embedded default."""
 
     type: Literal["synthetic"] = Field("synthetic", description="Driver: procedural parts with ground truth.")
-    driver: ClassVar[str] = (
-        "station.acquire.synthetic:SyntheticCamera"  # imported when first used (station/registry.py)
-    )
+    driver: ClassVar[str] = "station.acquire.synthetic:SyntheticCamera"  # imported when first used (station/drivers.py)
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     product: Literal["machined", "pcb"] = Field(
         "machined", description="What the parts look like: a machined flange or a PCB-like board."
@@ -56,7 +54,7 @@ class FolderCameraConfig(StrictModel):
     """Replays the images of a folder in name order."""
 
     type: Literal["folder"] = Field("folder", description="Driver: replay image files from a folder.")
-    driver: ClassVar[str] = "station.acquire.folder:FolderCamera"  # imported when first used (station/registry.py)
+    driver: ClassVar[str] = "station.acquire.folder:FolderCamera"  # imported when first used (station/drivers.py)
     id: str = Field("cam0", description="Camera id, unique on the station.")
     path: Path = Field(
         ..., description="Folder of .png/.jpg/.jpeg/.bmp/.tif/.tiff images, replayed sorted by file name."
@@ -108,7 +106,7 @@ class PylonCameraConfig(StrictModel):
     """A Basler camera through pypylon (GigE, USB3; the pylon camera emulator in tests)."""
 
     type: Literal["pylon"] = Field("pylon", description="Driver: Basler pylon camera (pypylon).")
-    driver: ClassVar[str] = "station.acquire.pylon:PylonCamera"  # imported when first used (station/registry.py)
+    driver: ClassVar[str] = "station.acquire.pylon:PylonCamera"  # imported when first used (station/drivers.py)
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     serial: str | None = Field(
         None, description="Open the camera with this serial number (e.g. '40012345'; '0815-0000' for the emulator)."
@@ -195,7 +193,7 @@ class OpenCvCameraConfig(StrictModel):
     type: Literal["opencv"] = Field(
         "opencv", description="Driver: OpenCV VideoCapture (USB/V4L2 index, RTSP URL or video file)."
     )
-    driver: ClassVar[str] = "station.acquire.opencv_cam:OpenCvCamera"  # imported when first used (station/registry.py)
+    driver: ClassVar[str] = "station.acquire.opencv_cam:OpenCvCamera"  # imported when first used (station/drivers.py)
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
     index: int | None = Field(
         None, ge=0, description="USB / V4L2 camera index (0 = /dev/video0). Set exactly one of index, url, file."
@@ -278,7 +276,7 @@ class TimerTriggerConfig(StrictModel):
     """A part every 60/parts_per_minute seconds (a simulated photo-eye)."""
 
     type: Literal["timer"] = Field("timer", description="Trigger: fixed rate from a timer.")
-    driver: ClassVar[str] = "station.acquire.triggers:TimerTrigger"  # imported when first used (station/registry.py)
+    driver: ClassVar[str] = "station.acquire.triggers:TimerTrigger"  # imported when first used (station/drivers.py)
     parts_per_minute: float = Field(120.0, gt=0, le=60000, description="Parts per minute arriving at the camera.")
 
 
@@ -286,7 +284,7 @@ class SoftwareTriggerConfig(StrictModel):
     """Parts are triggered by an API call (`POST /api/trigger`) or by code."""
 
     type: Literal["software"] = Field("software", description="Trigger: by API call or by code.")
-    driver: ClassVar[str] = "station.acquire.triggers:SoftwareTrigger"  # imported when first used (station/registry.py)
+    driver: ClassVar[str] = "station.acquire.triggers:SoftwareTrigger"  # imported when first used (station/drivers.py)
 
 
 class CameraTriggerConfig(StrictModel):
@@ -294,7 +292,7 @@ class CameraTriggerConfig(StrictModel):
 
     type: Literal["camera"] = Field("camera", description="Trigger: every frame of camera `camera_id` is one part.")
     driver: ClassVar[str] = (
-        "station.acquire.camera_trigger:CameraTrigger"  # imported when first used (station/registry.py)
+        "station.acquire.camera_trigger:CameraTrigger"  # imported when first used (station/drivers.py)
     )
     camera_id: str = Field(
         "cam0",

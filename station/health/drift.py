@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..config.health import HealthConfig
-from ..types import Detections
+from ..contracts import Detections
 from .bands import Streak, ks_distance
 
 log = logging.getLogger(__name__)

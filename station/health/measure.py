@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..types import Detections
+from ..contracts import Detections
 
 ROW_STEP = 4  # sharpness rows (and column pairs): 1/4 of the frame's rows at full resolution
 THUMB_W = 128  # width of the position thumbnail

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..config.health import HealthConfig
-from ..types import Detections, Frame
+from ..contracts import Detections, Frame
 from .bands import Band, Streak, band
 from .drift import MODEL_CHECKS, ModelDrift
 from .measure import FrameHealth, ProfileShift, gray_view, measure, position_from

@@ -35,9 +35,9 @@ import cv2
 
 from ..bus import Subscription
 from ..config.plant import PlantLinkConfig
+from ..contracts import Outcome, PartResult
 from ..plc.link import Backoff
 from ..publish.outbox import Outbox
-from ..types import Outcome, PartResult
 from . import wire
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from ..bus import Subscription
 from ..config import PlcConfig
-from ..types import PartResult
+from ..contracts import PartResult
 from . import registers as R
 from .link import ModbusLink, ModbusLinkError, ReportFn
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal
 
-from ..types import Outcome
+from ..contracts import Outcome
 
 Table = Literal["coil", "discrete", "holding", "input"]
 

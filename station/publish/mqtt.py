@@ -34,9 +34,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ..bus import Subscription
 from ..config import MqttConfig
+from ..contracts import PartResult, StatusEvent
 from ..plc.link import Backoff
 from ..serialize import dumps, event_to_dict, result_to_dict
-from ..types import PartResult, StatusEvent
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)

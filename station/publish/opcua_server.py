@@ -27,8 +27,8 @@ from asyncua import Node, Server, ua
 
 from ..bus import Subscription
 from ..config import OpcUaServerConfig
+from ..contracts import PartResult
 from ..plc.registers import RESULT_CODE_OF
-from ..types import PartResult
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import sqlite_utils
 
-from ..types import Detections
+from ..contracts import Detections
 
 MAX_SIDE = 256
 

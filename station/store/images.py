@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from ..types import Outcome
+from ..contracts import Outcome
 
 if TYPE_CHECKING:
     import sqlite_utils

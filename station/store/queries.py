@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlite_utils
 
+from ..contracts import Outcome
 from ..counters import CounterValues
-from ..types import Outcome
 
 _JSON_COLUMNS = ("reasons", "timings", "ground_truth")
 

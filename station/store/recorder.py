@@ -74,9 +74,9 @@ from pathlib import Path
 from typing import Any
 
 from ..bus import Subscription
+from ..contracts import Outcome, PartResult, StatusEvent
 from ..counters import Counters
 from ..serialize import dumps
-from ..types import Outcome, PartResult, StatusEvent
 from .db import StoreError, is_memory, open_db, write_transaction
 from .heatmaps import frame_score, part_score
 from .images import ImageStore, StoredImage

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlite_utils
 
-from ..types import Outcome
+from ..contracts import Outcome
 from .db import rows
 
 log = logging.getLogger(__name__)

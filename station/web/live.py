@@ -27,9 +27,9 @@ import numpy as np
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ..contracts import Outcome, PartResult, StatusEvent
 from ..serialize import dumps, event_to_dict, result_to_dict
 from ..store.heatmaps import encode_map
-from ..types import Outcome, PartResult, StatusEvent
 
 if TYPE_CHECKING:
     from .state import WebState

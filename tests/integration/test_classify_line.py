@@ -21,11 +21,11 @@ from models.cli import main as models_main
 from models.evaluate_classify import choose_threshold, evaluate_classify
 from station.app import Station
 from station.config import ConfigError, OnnxInspectorConfig, RulesConfig, parse_config
+from station.contracts import Frame, PartResult
 from station.decide import GOOD_CLASS
-from station.inspect.onnx_backend import OnnxInspector
+from station.inspection.onnx_backend import OnnxInspector
 from station.serialize import result_to_dict
 from station.store.db import open_db
-from station.types import Frame, PartResult
 from tests.fixtures_floor import wait_for
 from tests.model_factory import (
     CLS_NAMES,

@@ -12,7 +12,7 @@ import numpy as np
 from station.acquire.synthetic import iter_parts
 from station.app import Station
 from station.config import SyntheticCameraConfig
-from station.types import Outcome
+from station.contracts import Outcome
 from tests.fixtures_floor import Mosquitto, MqttCollector, wait_for
 
 from .test_line import run_station

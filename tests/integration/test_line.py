@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 
 from station.app import Station
-from station.inspect.base import INSPECTORS, InspectorError
-from station.types import Detections, Frame, Outcome, PartResult
+from station.contracts import Detections, Frame, Outcome, PartResult
+from station.inspection.base import INSPECTORS, InspectorError
 from tests.fixtures_floor import Results
 from tests.host_stalls import HostStallProbe
 from tests.reject_checks import check_edge_times, expected_rising_edges, realtime_rerun
@@ -152,7 +152,7 @@ def test_grab_failure_is_failsafe_and_line_continues(make_config, tmp_path: Path
     cam_cfg = SyntheticCameraConfig(width=640, height=400, defect_rate=0.0, seed=3)
     cam = SyntheticCamera(cam_cfg)
     cam.open()
-    from station.types import Trigger
+    from station.contracts import Trigger
 
     for i in range(1, 16):
         img = cam.grab(Trigger(i, i, time.monotonic_ns()), 1.0).image

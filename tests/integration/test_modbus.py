@@ -13,8 +13,8 @@ import time
 import pytest
 
 from station.app import Station
+from station.contracts import Outcome
 from station.plc import registers as R
-from station.types import Outcome
 from tests.fixtures_floor import PlcProgram, PlcSim, Results, plc, wait_for, wait_parts  # noqa: F401 - plc is a fixture
 from tests.reject_checks import check_count_edges, check_edge_times, pulse_groups, realtime_rerun
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from station.app import Station
-from station.types import Outcome
+from station.contracts import Outcome
 from tests.fixtures_floor import Mosquitto, MqttCollector, Results, wait_for, wait_parts
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("pypylon", reason="pypylon is in the `plant` extra: pip install -e .[plant]")
 
 from station.app import Station  # noqa: E402
-from station.types import Outcome  # noqa: E402
+from station.contracts import Outcome  # noqa: E402
 from tests.fixtures_floor import Results  # noqa: E402
 from tests.fixtures_pylon import FRAME_H, FRAME_W, pylon_emulator, pylon_station_config, render_parts, run_part  # noqa: E402, F401
 

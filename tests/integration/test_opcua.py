@@ -13,7 +13,7 @@ from typing import Any
 from asyncua import Client, ua
 
 from station.app import Station
-from station.types import Outcome
+from station.contracts import Outcome
 from tests.fixtures_floor import RemoteOpcUaServer, Results, wait_for, wait_parts
 from tests.reject_checks import expected_rising_edges
 

@@ -22,7 +22,7 @@ from station.acquire.opencv_cam import OpenCvCamera
 from station.app import Station
 from station.config import ConfigError, parse_config
 from station.config.camera import OpenCvCameraConfig
-from station.types import Outcome, Trigger
+from station.contracts import Outcome, Trigger
 from tests.fixtures_floor import Results, wait_for
 from tests.fixtures_pylon import (
     FRAME_H,

@@ -29,7 +29,7 @@ from station.app import Station  # noqa: E402
 from station.config import parse_config  # noqa: E402
 from station.config.actuate import PylonOutputConfig  # noqa: E402
 from station.config.camera import PylonCameraConfig  # noqa: E402
-from station.types import Outcome, Trigger  # noqa: E402
+from station.contracts import Outcome, Trigger  # noqa: E402
 from tests.fixtures_floor import Results, wait_for  # noqa: E402
 from tests.fixtures_pylon import FRAME_H, FRAME_W, pylon_emulator, pylon_station_config, render_parts, run_part  # noqa: E402, F401
 

@@ -19,11 +19,11 @@ import labeling
 from station.acquire.synthetic import iter_parts
 from station.app import Station
 from station.config import SyntheticCameraConfig, parse_config
+from station.contracts import Frame, Trigger
 from station.decide import Decider
 from station.pipeline import inspect_part
 from station.shadow import ShadowError, build_shadow_inspector, disagreements, summary
 from station.store.db import open_db
-from station.types import Frame, Trigger
 from tests.fixtures_floor import wait_for
 from tests.model_factory import detecting_model, tiny_model
 

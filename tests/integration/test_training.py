@@ -26,7 +26,7 @@ from models.golden import GoldenSet
 from models.jobs import CANCELLED, SUCCEEDED, JobBusyError, JobRunner, JobSpec
 from models.registry import PromotionRefused
 from station.config import SyntheticCameraConfig
-from station.inspect.model_meta import read_model_meta
+from station.inspection.model_meta import read_model_meta
 from station.store.db import open_db
 
 DEFAULT_ONNX = DEFAULT_DIR / "model.onnx"

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from station.app import Station
-from station.types import Detections, Frame, Outcome, PartResult, StatusEvent, Trigger
+from station.contracts import Detections, Frame, Outcome, PartResult, StatusEvent, Trigger
 
 from .conftest import station_config
 
@@ -139,7 +139,7 @@ def test_hung_inspector_parts_failsafe_alarm_restart(tmp_path: Path):
         )
         time.sleep(1.0)  # more parts through the new worker
         insp.release.set()  # the stuck call returns now: its result must be ignored
-        _wait(lambda: st.line.late_abandoned == 1, 3, "the abandoned worker's late result")
+        _wait(lambda: st.pipeline.late_abandoned == 1, 3, "the abandoned worker's late result")
         time.sleep(0.6)
     finally:
         insp.release.set()

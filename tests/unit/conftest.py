@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import sqlite_utils
 
+from station.contracts import Defect, Frame, Outcome, PartResult, Trigger, Verdict
 from station.store.db import open_db
 from station.store.images import ImageStore
-from station.types import Defect, Frame, Outcome, PartResult, Trigger, Verdict
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ import pytest
 from models.anomaly import AnomalyLearnError, LearnSettings, learn, load_good_images
 from models.elpv import anomaly_split, auroc, zscore_template_scores
 from station.config import AnomalyInspectorConfig, AnomalyRegion, OnnxInspectorConfig
-from station.inspect.anomaly import AnomalyInspector
-from station.inspect.base import ModelLoadError
-from station.inspect.loader import inspector_for_file
-from station.inspect.onnx_backend import OnnxInspector
-from station.inspect.swap import SwappableInspector
-from station.types import Frame
+from station.contracts import Frame
+from station.inspection.anomaly import AnomalyInspector
+from station.inspection.base import ModelLoadError
+from station.inspection.loader import inspector_for_file
+from station.inspection.onnx_backend import OnnxInspector
+from station.inspection.swap import SwappableInspector
 from tests.model_factory import ANOMALY_CAMERA, anomaly_model, synthetic_good_frames, tiny_model
 
 os.environ.setdefault("YOLO_OFFLINE", "1")

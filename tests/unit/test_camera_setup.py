@@ -13,9 +13,9 @@ from calibration.camera import calibrate_camera
 from station import camera_setup
 from station.config import CalibrationConfig, ClassRule, RulesConfig
 from station.config.regions import CameraRegions
+from station.contracts import Detections, Frame, Outcome, Trigger
 from station.decide import Decider
 from station.store import camera_setup as store
-from station.types import Detections, Frame, Outcome, Trigger
 from tests.calib_views import CHESS, views
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from station.config import CalibrationConfig, ClassRule, ConfigError, IgnoreZone, RulesConfig, parse_config
+from station.contracts import Detections, Frame, Outcome, Trigger
 from station.decide import Decider
-from station.types import Detections, Frame, Outcome, Trigger
 
 NAMES = ("scratch", "spot", "missing")
 

@@ -16,9 +16,9 @@ from station.config import (
     RulesConfig,
     SimulatedOutputConfig,
 )
+from station.contracts import Outcome, PartResult, Trigger, Verdict
 from station.counters import Counters
 from station.decide import Decider
-from station.types import Outcome, PartResult, Trigger, Verdict
 from tests.fixtures_floor import Belt, BeltProcess, PlcSim, plc, wait_for  # noqa: F401 - plc is a fixture
 from tests.reject_checks import check_count_edges, realtime_rerun
 
@@ -75,7 +75,7 @@ class Harness:
 
     def trigger(self, part_id: int, encoder_count: int | None = None) -> Trigger:
         t = Trigger(part_id, part_id, time.monotonic_ns(), encoder_count)
-        self.sched.register(t)
+        self.sched.admit(t)
         return t
 
     def verdict(self, t: Trigger, outcome: Outcome) -> None:
@@ -200,7 +200,7 @@ def test_explicit_trigger_count_is_unwrapped(plc, word_order):
     sched.start()
     try:
         assert sched.tracker.count == 0xFFFFFF00
-        sched.register(Trigger(1, 1, time.monotonic_ns(), encoder_count=0x10))  # latched by the PLC just after the wrap
+        sched.admit(Trigger(1, 1, time.monotonic_ns(), encoder_count=0x10))  # latched by the PLC just after the wrap
         assert sched.tracker.target_of(1) == 2**32 + 0x10 + 500
         assert sched.command_for(Trigger(1, 1, 0)).fire_at_count == 2**32 + 0x10 + 500
     finally:

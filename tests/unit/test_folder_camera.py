@@ -12,7 +12,7 @@ import pytest
 from station.acquire.base import CAMERAS, CameraDriver, CameraError
 from station.acquire.folder import FolderCamera
 from station.config import FolderCameraConfig
-from station.types import Trigger
+from station.contracts import Trigger
 
 
 def _trigger(part_id: int) -> Trigger:

@@ -16,9 +16,9 @@ from station.actuate.gpio_fake import FakeGpiod
 from station.actuate.gpiod_output import GPIO_APIS, GpiodOutput
 from station.actuate.scheduler import RejectScheduler
 from station.config import CalibrationConfig, GpiodOutputConfig, RejectConfig, RulesConfig, parse_config
+from station.contracts import Outcome, PartResult, Trigger, Verdict
 from station.counters import Counters
 from station.decide import Decider
-from station.types import Outcome, PartResult, Trigger, Verdict
 
 _paths = itertools.count()
 
@@ -102,7 +102,7 @@ def test_scheduler_pulses_a_gpio_line(chip):
     sched.start()
     trigs = [Trigger(i, i, time.monotonic_ns()) for i in (1, 2)]
     for t in trigs:
-        sched.register(t)
+        sched.admit(t)
     for t, o in zip(trigs, (Outcome.FAIL, Outcome.PASS)):
         sched.submit(
             PartResult(t, Verdict(t.part_id, o, (), (), "m", "c", "cal", {}, t.t_trigger_ns, time.monotonic_ns()))

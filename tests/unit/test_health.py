@@ -12,11 +12,11 @@ from station.acquire.synthetic import iter_parts
 from station.alarms import AlarmBoard
 from station.config import ConfigError, ReferenceInspectorConfig, SyntheticCameraConfig, config_hash, parse_config
 from station.config.health import HealthConfig
+from station.contracts import Frame, StatusEvent
 from station.health import HealthMonitor
 from station.health.bands import Streak, ks_distance, learn_band
 from station.health.measure import ProfileShift, measure
-from station.inspect.reference import ReferenceInspector
-from station.types import Frame, StatusEvent
+from station.inspection.reference import ReferenceInspector
 
 W, H = 640, 400
 
@@ -130,7 +130,7 @@ def test_model_whose_scores_shift_raises_the_drift_alarm() -> None:
 
 
 def test_model_swap_takes_a_new_baseline_and_clears_the_old_alarm() -> None:
-    from station.types import Detections
+    from station.contracts import Detections
 
     published: list[StatusEvent] = []
     mon = HealthMonitor(
@@ -178,7 +178,7 @@ def test_real_cells_no_false_alarm_then_each_fault_its_own_alarm() -> None:
     """Real ELPV solar cells (every cell a different real part): normal part-to-part variation raises nothing;
     blurred, darkened, over-exposed and shifted cells each raise their own alarm within N parts."""
     from models.elpv import cells
-    from station.types import Detections
+    from station.contracts import Detections
 
     mono = [c for c in cells() if c.cell_type == "mono" and c.probability == 0.0][:60]
     imgs = [c.image() for c in mono]
@@ -219,9 +219,9 @@ def test_real_cells_no_false_alarm_then_each_fault_its_own_alarm() -> None:
 def test_bands_and_baselines_survive_a_restart(tmp_path) -> None:
     """What was learned is saved in the real station database and taken up by the next run; another frame size learns
     again."""
+    from station.contracts import Detections
     from station.store import health_baselines
     from station.store.db import open_db
-    from station.types import Detections
 
     imgs = _images(12, defect_rate=0.0)
     cfg = HealthConfig(setup_parts=6, model_baseline_parts=6, model_window_parts=4, alarm_after_parts=2)

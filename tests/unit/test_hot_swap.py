@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from station.config.inspect import OnnxInspectorConfig
-from station.inspect.base import Inspector, ModelLoadError
-from station.inspect.onnx_backend import OnnxInspector
-from station.inspect.swap import SwappableInspector
-from station.types import Frame
+from station.config.inspection import OnnxInspectorConfig
+from station.contracts import Frame
+from station.inspection.base import Inspector, ModelLoadError
+from station.inspection.onnx_backend import OnnxInspector
+from station.inspection.swap import SwappableInspector
 from tests.model_factory import CLS_NAMES, classifying_model, detecting_model, draw_scene, tiny_model
 
 os.environ.setdefault("YOLO_OFFLINE", "1")

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from labeling import labels as L
-from station.types import Outcome
+from station.contracts import Outcome
 from tests.fixtures_labeling import line, part  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[2]

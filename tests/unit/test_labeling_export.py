@@ -13,7 +13,7 @@ import yaml
 from labeling import labels as L
 from labeling.export import export_coco, export_yolo, split_parts
 from labeling.snapshot import create_snapshot, get_snapshot, list_snapshots, snapshot_items
-from station.types import Outcome
+from station.contracts import Outcome
 from tests.fixtures_labeling import CLASSES, H, W, line, part  # noqa: F401  (fixture)
 
 CAMS = ("top", "side")

@@ -12,10 +12,10 @@ from labeling import labels as L
 from labeling.export import export_coco, export_yolo
 from labeling.importer import import_coco, import_yolo
 from labeling.snapshot import create_snapshot, snapshot_items
+from station.contracts import Outcome
 from station.store import audit, queries
 from station.store.db import open_db
 from station.store.images import ImageStore
-from station.types import Outcome
 from tests.fixtures_labeling import CLASSES, draw, line, part  # noqa: F401  (fixture)
 
 CAMS = ("top", "side")

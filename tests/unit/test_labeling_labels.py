@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 
 from labeling import labels as L
+from station.contracts import Outcome
 from station.store import audit
-from station.types import Outcome
 from tests.fixtures_labeling import CLASSES, line, part  # noqa: F401  (fixture)
 
 BOX_A = (5.0, 5.0, 20.0, 20.0)

@@ -7,7 +7,7 @@ import pytest
 from labeling import labels as L
 from labeling.queue import QueueQuery, disagreement, match_boxes, queue_counts, review_queue, seeded_uniform
 from station.config.rules import ClassRule, RulesConfig
-from station.types import Outcome
+from station.contracts import Outcome
 from tests.fixtures_labeling import T0, line, part  # noqa: F401  (fixture)
 
 B1 = (5.0, 5.0, 20.0, 20.0)

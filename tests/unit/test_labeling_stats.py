@@ -8,7 +8,7 @@ import pytest
 
 from labeling import labels as L
 from labeling.stats import defect_pareto, defects_by_class_over_time, false_positive_rate, yield_by_hour, yield_by_shift
-from station.types import Outcome
+from station.contracts import Outcome
 from tests.fixtures_labeling import line, part  # noqa: F401  (fixture)
 
 B1, B2 = (5.0, 5.0, 20.0, 20.0), (30.0, 10.0, 50.0, 30.0)

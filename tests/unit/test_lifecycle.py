@@ -24,7 +24,7 @@ from station.acquire.lifecycle import (
     backoff_delays,
 )
 from station.config.camera import ReconnectConfig
-from station.types import Trigger
+from station.contracts import Trigger
 
 
 class CableDevice(LifecycleCamera):

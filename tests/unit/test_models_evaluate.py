@@ -16,7 +16,7 @@ from models.evaluate import (
     tune_thresholds,
 )
 from station.config import ClassRule, RulesConfig
-from station.types import Detections
+from station.contracts import Detections
 
 NAMES = ("scratch", "spot", "missing")
 

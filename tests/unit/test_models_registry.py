@@ -12,7 +12,7 @@ import pytest
 
 from models import registry
 from models.registry import PromotionRefused, RegistryError
-from station.inspect.base import ModelLoadError
+from station.inspection.base import ModelLoadError
 from station.store.db import open_db
 from tests.model_factory import tiny_model
 

@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 import pytest
 
-from station.config.inspect import OnnxInspectorConfig
-from station.inspect.base import INSPECTORS, Inspector, InspectorError, ModelLoadError
-from station.inspect.model_meta import read_model_meta
-from station.inspect.onnx_backend import OnnxInspector, choose_providers
-from station.inspect.preprocess import InputTensor
-from station.types import Frame
+from station.config.inspection import OnnxInspectorConfig
+from station.contracts import Frame
+from station.inspection.base import INSPECTORS, Inspector, InspectorError, ModelLoadError
+from station.inspection.model_meta import read_model_meta
+from station.inspection.onnx_backend import OnnxInspector, choose_providers
+from station.inspection.preprocess import InputTensor
 from tests.model_factory import (
     CLS_NAMES,
     DET_NAMES,
@@ -391,7 +391,7 @@ def test_unavailable_providers_are_skipped_and_cpu_appended(det_path: Path, capl
         "CPUExecutionProvider"
     ]
     assert choose_providers(["A", "B"], ["B", "CPUExecutionProvider"]) == ["B", "CPUExecutionProvider"]
-    with caplog.at_level(logging.INFO, logger="station.inspect.onnx_backend"):
+    with caplog.at_level(logging.INFO, logger="station.inspection.onnx_backend"):
         insp = make(det_path, providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"])
     try:
         assert insp.providers == ["CPUExecutionProvider"]

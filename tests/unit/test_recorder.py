@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from station.bus import Bus
+from station.contracts import Detections, Frame, Outcome, PartResult, StatusEvent
 from station.counters import Counters, reconcile
 from station.store import queries
 from station.store.db import StoreError, open_db
 from station.store.images import ImageStore
 from station.store.recorder import Recorder
-from station.types import Detections, Frame, Outcome, PartResult, StatusEvent
 
 REPO = Path(__file__).resolve().parents[2]
 CYCLE = (Outcome.PASS, Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.UNCERTAIN, Outcome.FAILSAFE)
@@ -416,7 +416,7 @@ from station.bus import Bus
 from station.counters import Counters
 from station.store.images import ImageStore
 from station.store.recorder import Recorder
-from station.types import Defect, Frame, Outcome, PartResult, Trigger, Verdict
+from station.contracts import Defect, Frame, Outcome, PartResult, Trigger, Verdict
 
 root = Path(sys.argv[1])
 bus = Bus()

@@ -18,9 +18,9 @@ import pytest
 from station.acquire.synthetic import SyntheticCamera
 from station.config import ReferenceInspectorConfig, SyntheticCameraConfig
 from station.config.rules import ClassRule
-from station.inspect.base import INSPECTORS, Inspector, InspectorError, ModelLoadError
-from station.inspect.reference import NAMES, ReferenceInspector
-from station.types import Detections, Frame, Trigger
+from station.contracts import Detections, Frame, Trigger
+from station.inspection.base import INSPECTORS, Inspector, InspectorError, ModelLoadError
+from station.inspection.reference import NAMES, ReferenceInspector
 
 REJECT_CONF = ClassRule().reject_conf
 LEARN_IDS = range(0, 20)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from station.config import ReferenceInspectorConfig
-from station.inspect.reference import ReferenceInspector
-from station.types import Frame
+from station.contracts import Frame
+from station.inspection.reference import ReferenceInspector
 
 W, H = 640, 480
 SUBSTRATE, COPPER = 40, 210
@@ -190,7 +190,7 @@ def test_roi_and_ignore_mask(golden: np.ndarray, tmp_path: Path) -> None:
 
 
 def test_align_patches_register_to_a_fraction_of_a_pixel(golden: np.ndarray) -> None:
-    from station.inspect.reference_util import Aligner
+    from station.inspection.reference_util import Aligner
 
     def corner_error(aligner: Aligner, pose: tuple[float, float, float]) -> float:
         img, M = _pose(golden, pose, binarise=False)  # frame(M p) = board(p): the warp to find is M

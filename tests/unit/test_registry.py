@@ -12,8 +12,8 @@ from station.acquire.base import CAMERAS
 from station.acquire.triggers import TRIGGERS
 from station.actuate.base import OUTPUTS
 from station.config import CameraConfig, InspectorConfig, OutputConfig, StrictModel, TriggerConfig
-from station.inspect.base import INSPECTORS
-from station.registry import Registry, UnknownDriverError, union_members
+from station.drivers import Registry, UnknownDriverError, union_members
+from station.inspection.base import INSPECTORS
 
 REGISTRIES = [
     (CAMERAS, CameraConfig),
@@ -58,7 +58,7 @@ def test_unknown_type_and_undeclared_driver_are_refused() -> None:
 def test_building_the_registries_imports_no_optional_driver() -> None:
     """pypylon, pymodbus, asyncua and torch are imported only by the driver that uses them."""
     code = (
-        "import sys, station.app, station.acquire.base, station.actuate.base, station.inspect.base; "
+        "import sys, station.app, station.acquire.base, station.actuate.base, station.inspection.base; "
         "print(sorted(m for m in ('pypylon', 'pymodbus', 'asyncua', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

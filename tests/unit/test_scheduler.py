@@ -10,9 +10,9 @@ import pytest
 from station.actuate.scheduler import RejectScheduler
 from station.actuate.simulated import SimulatedOutput
 from station.config import CalibrationConfig, RejectConfig, RulesConfig, SimulatedOutputConfig
+from station.contracts import Outcome, PartResult, Trigger, Verdict
 from station.counters import Counters, reconcile
 from station.decide import Decider
-from station.types import Outcome, PartResult, Trigger, Verdict
 from tests.reject_checks import check_edge_times, realtime_rerun
 
 
@@ -36,7 +36,7 @@ class Harness:
 
     def trigger(self, part_id: int) -> Trigger:
         t = Trigger(part_id, part_id, time.monotonic_ns())
-        self.sched.register(t)
+        self.sched.admit(t)
         return t
 
     def verdict(self, t: Trigger, outcome: Outcome) -> bool:

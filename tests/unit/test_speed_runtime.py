@@ -22,12 +22,12 @@ from models.parity import ParityError, check_parity
 from models.quantize import QuantizeError, quantize_int8
 from models.registry import PromotionRefused
 from station.config import ConfigError, parse_config
-from station.config.inspect import OnnxInspectorConfig
-from station.inspect.onnx_backend import OnnxInspector
-from station.inspect.postprocess import nms_per_class
-from station.inspect.runtime import resolve_runtime
+from station.config.inspection import OnnxInspectorConfig
+from station.contracts import Frame
+from station.inspection.onnx_backend import OnnxInspector
+from station.inspection.postprocess import nms_per_class
+from station.inspection.runtime import resolve_runtime
 from station.store.db import open_db
-from station.types import Frame
 from tests.fixtures_models_web import write_golden
 from tests.model_factory import DETECTING, detecting_model, draw_scene, segmenting_model, tiny_model, trained_weights
 

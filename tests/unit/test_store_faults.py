@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from station.bus import Bus
+from station.contracts import Outcome
 from station.counters import Counters, reconcile
 from station.store.db import open_db
 from station.store.images import ImageStore
 from station.store.recorder import Recorder, replay_at_start, replay_spill
 from station.store.spill import SpillFile
-from station.types import Outcome
 from tests.unit.test_recorder import _publish
 
 CYCLE = (Outcome.PASS, Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.UNCERTAIN, Outcome.FAILSAFE)

@@ -12,7 +12,7 @@ from station.acquire.base import CAMERAS, CameraDriver, CameraError
 from station.acquire.render import TruthDefect, part_rng, render_part
 from station.acquire.synthetic import SyntheticCamera, iter_parts
 from station.config import SyntheticCameraConfig
-from station.types import Trigger
+from station.contracts import Trigger
 
 PRODUCTS = ("machined", "pcb")
 

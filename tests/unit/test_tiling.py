@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from station.config.inspect import OnnxInspectorConfig, TilingConfig
-from station.inspect.model_meta import read_model_meta
-from station.inspect.onnx_backend import OnnxInspector
-from station.inspect.tiling import Tile, cluster_boxes, cut_flags, merge_tiled, needs_tiling, tile_grid
-from station.types import Frame
+from station.config.inspection import OnnxInspectorConfig, TilingConfig
+from station.contracts import Frame
+from station.inspection.model_meta import read_model_meta
+from station.inspection.onnx_backend import OnnxInspector
+from station.inspection.tiling import Tile, cluster_boxes, cut_flags, merge_tiled, needs_tiling, tile_grid
 from tests.model_factory import detecting_model, draw_scene, segmenting_model
 
 os.environ.setdefault("YOLO_OFFLINE", "1")

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from station.app import Station
-from station.types import Defect, Detections, Frame, Outcome, PartResult, Trigger, Verdict
+from station.contracts import Defect, Detections, Frame, Outcome, PartResult, Trigger, Verdict
 
 W, H = 640, 400  # frame size (the web tests' synthetic camera)
 MAP_W, MAP_H = 160, 100  # heat map size: the frame's aspect ratio, a quarter of its resolution

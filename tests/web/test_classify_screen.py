@@ -14,10 +14,10 @@ from playwright.sync_api import Page, expect
 
 from station.app import Station
 from station.config import CalibrationConfig, ClassRule, OnnxInspectorConfig, RulesConfig
+from station.contracts import Frame, PartResult, Trigger
 from station.decide import Decider
-from station.inspect.onnx_backend import OnnxInspector
+from station.inspection.onnx_backend import OnnxInspector
 from station.pipeline import inspect_part
-from station.types import Frame, PartResult, Trigger
 from tests.model_factory import classifying_model, draw_scene
 
 from .anomaly_parts import publish_part

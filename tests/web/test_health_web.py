@@ -131,7 +131,7 @@ def test_health_panel_draws_the_trends(make_station: Any, tmp_path: Path, page: 
 def test_health_off(make_station: Any) -> None:
     st = make_station(health={"enabled": False})
     decided(st, 2)
-    assert st.image_health is None and st.line.health is None
+    assert st.image_health is None and st.pipeline.health is None
     with TestClient(create_app(st)) as c:
         assert c.get("/api/health/image").json() == {"enabled": False}
         assert "station_image_" not in c.get("/metrics").text

@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from station.app import Station
+from station.contracts import Frame, Outcome, PartResult, StatusEvent, Trigger, Verdict
 from station.store.db import open_db
-from station.types import Frame, Outcome, PartResult, StatusEvent, Trigger, Verdict
 from station.web import create_app
 from station.web.live import LiveImages, RateMeter, select_events
 from station.web.server import serve, start_in_thread

@@ -115,10 +115,10 @@ def test_login_pause_resume_ack_in_browser(quiet_line: tuple[Station, str], page
     expect(page.locator("#pause-banner")).to_be_visible()
     expect(page.locator("#pause-reason")).to_have_text("Maintenance: belt tension")
     expect(page.locator("#run-state")).to_contain_text("PAUSED")
-    assert station.line.paused
+    assert station.pipeline.paused
     page.click("#resume-btn")
     expect(page.locator("#pause-banner")).to_be_hidden()
-    assert not station.line.paused
+    assert not station.pipeline.paused
 
     page.click("#trigger-btn")
     wait_for(lambda: station.counters.snapshot().verdicts >= 1, 10, "the part triggered from the browser")

@@ -294,7 +294,7 @@ def _role_matrix(client: TestClient, station: Station) -> None:
         for action in ("add", "move", "delete", "confirm", "mark_good", "create"):
             assert (user, action) in actions, (user, action)
     assert not any(u in ("op", "nobody") for u, a in actions if a in ("add", "move", "mark_good", "create"))
-    assert not station.line.paused
+    assert not station.pipeline.paused
 
 
 def test_every_review_read_route_is_in_the_matrix(client: TestClient) -> None:
@@ -317,7 +317,7 @@ def test_write_without_csrf_is_refused_and_does_nothing(client: TestClient, stat
     other_csrf = login(other, "qa")
     assert client.post("/api/trigger", headers={"X-CSRF-Token": other_csrf}).status_code == 403
     assert client.post("/api/line/pause", json={"reason": "x"}).status_code == 403
-    assert not station.line.paused
+    assert not station.pipeline.paused
     assert station.counters.snapshot().triggers == before
     ok = client.post("/api/trigger", headers={"X-CSRF-Token": csrf})
     assert ok.status_code == 200 and ok.json()["part_id"] >= 1

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from station.app import Station
-from station.types import Detections, Frame, Outcome, Trigger
+from station.contracts import Detections, Frame, Outcome, Trigger
 from station.web import create_app
 from tests.calib_views import CHESS, views
 from tests.fixtures_review import query, recorded_station
@@ -180,7 +180,7 @@ def test_undistortion_on_the_line(make_station, tmp_path) -> None:
     for cal in (identity, other):
         record(station.db, station.cfg.name, "cam0", cal, user="boss")
         station.set_camera_setup(camera_setup.load(station.db, station.cfg.name, ["cam0"]))
-        assert set(station.line.undistort) == {"cam0"}
+        assert set(station.pipeline.undistort) == {"cam0"}
         reasons = run_part()
         if cal is identity:
             assert not any("calibration" in r for r in reasons), reasons  # remapped (same size): inspected as usual

@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from station.app import Station
-from station.types import PartResult
+from station.contracts import PartResult
 
 from .anomaly_parts import H, W, anomaly_part, publish_part
 from .helpers import ARTIFACTS, PASSWORDS, needs_chromium

@@ -13,11 +13,11 @@ import onnxruntime as ort
 import psycopg
 from onnx import TensorProto, helper
 
+from station.contracts import Outcome
 from station.plant import wire
 from station.plant.controller import Limits, RolloutController
 from station.plant.follower import ModelFollower, s3_factory
 from station.plant.ingest import Ingest
-from station.types import Outcome
 from tests.fixtures_plant import Plant, SimStation, wait_until
 
 

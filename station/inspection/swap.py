@@ -4,7 +4,7 @@
 builds and warms the new inspector in a background thread (the line keeps running on the old
 model meanwhile), then swaps under the same lock ``inspect()`` holds - a part in progress finishes
 on the old model, the next part uses the new one - and closes the old model. A load that fails
-(:class:`~station.inspect.base.ModelLoadError` or anything else) leaves the running model
+(:class:`~station.inspection.base.ModelLoadError` or anything else) leaves the running model
 untouched and is reported through ``on_done`` and ``history``.
 
 A model call that never returns holds the lock forever. The watchdog then calls
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..types import Detections, Frame
+from ..contracts import Detections, Frame
 from .base import Inspector
 
 log = logging.getLogger(__name__)

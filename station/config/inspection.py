@@ -18,7 +18,7 @@ class ReferenceInspectorConfig(StrictModel):
 
     type: Literal["reference"] = Field("reference", description="Backend: golden template / variation model.")
     driver: ClassVar[str] = (
-        "station.inspect.reference:ReferenceInspector"  # imported when first used (station/registry.py)
+        "station.inspection.reference:ReferenceInspector"  # imported when first used (station/drivers.py)
     )
     learn_from: Path | None = Field(
         None,
@@ -222,7 +222,7 @@ class OnnxInspectorConfig(StrictModel):
 
     type: Literal["onnx"] = Field("onnx", description="Backend: Ultralytics ONNX export through onnxruntime.")
     driver: ClassVar[str] = (
-        "station.inspect.onnx_backend:OnnxInspector"  # imported when first used (station/registry.py)
+        "station.inspection.onnx_backend:OnnxInspector"  # imported when first used (station/drivers.py)
     )
     model: Path = Field(
         default_factory=lambda: SHIPPED_MODEL,
@@ -306,7 +306,7 @@ class AnomalyInspectorConfig(StrictModel):
     type: Literal["anomaly"] = Field(
         "anomaly", description="Backend: anomaly model (ONNX) learned from good images, no labels."
     )
-    driver: ClassVar[str] = "station.inspect.anomaly:AnomalyInspector"  # imported when first used (station/registry.py)
+    driver: ClassVar[str] = "station.inspection.anomaly:AnomalyInspector"  # imported when first used (station/drivers.py)
     model: Path = Field(
         Path("data/anomaly.onnx"),
         description="The learned anomaly model (.onnx, written by `python -m models.anomaly` or by learning at start). "

@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 
-log = logging.getLogger("station.inspect.reference")
+log = logging.getLogger("station.inspection.reference")
 
 BLOCK_PX = 16  # brightness-fit block size at working scale
 _ECC_CRITERIA = (

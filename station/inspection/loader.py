@@ -1,8 +1,8 @@
 """One place that decides which backend runs a model file: its own metadata says (``task``).
 
 Registry paths (hot swap, shadow mode, golden-set evaluation) only have a file; an Ultralytics
-export runs in :class:`~station.inspect.onnx_backend.OnnxInspector`, an anomaly model (``task:
-anomaly``) in :class:`~station.inspect.anomaly.AnomalyInspector`, each with the line's settings
+export runs in :class:`~station.inspection.onnx_backend.OnnxInspector`, an anomaly model (``task:
+anomaly``) in :class:`~station.inspection.anomaly.AnomalyInspector`, each with the line's settings
 for that backend when the line runs it, else the defaults.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config.inspect import AnomalyInspectorConfig, OnnxInspectorConfig
+from ..config.inspection import AnomalyInspectorConfig, OnnxInspectorConfig
 from .base import Inspector, ModelLoadError
 from .model_meta import read_model_meta
 

@@ -2,9 +2,9 @@
 
 Both take the same ONNX file and give the same outputs, in the file's output order. A file from
 ``models quantize`` also carries its INT8 OpenVINO form (two initializers no node reads, see
-:func:`~station.inspect.model_meta.embedded_initializers`): OpenVINO runs that form, onnxruntime
+:func:`~station.inspection.model_meta.embedded_initializers`): OpenVINO runs that form, onnxruntime
 the file's FP32 graph (onnxruntime runs INT8 QDQ slower than FP32 on CPUs without fast int8
-kernels for every layer). :class:`~station.inspect.onnx_backend.OnnxInspector` sees only
+kernels for every layer). :class:`~station.inspection.onnx_backend.OnnxInspector` sees only
 :class:`ModelRuntime`. ``runtime: auto`` picks OpenVINO when the ``openvino`` package is importable
 and only the CPU is asked for (GPU execution providers are onnxruntime's), else onnxruntime.
 
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from ..config.inspect import OnnxInspectorConfig
+from ..config.inspection import OnnxInspectorConfig
 from .base import ModelLoadError
 from .model_meta import OPENVINO_BIN, OPENVINO_XML, embedded_initializers
 

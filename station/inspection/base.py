@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from ..config.inspect import InspectorConfig
-from ..registry import Registry
-from ..types import Detections, Frame
+from ..config.inspection import InspectorConfig
+from ..contracts import Detections, Frame
+from ..drivers import Registry
 
 
 class InspectorError(RuntimeError):

@@ -21,7 +21,7 @@ from .base import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-TASKS = ("detect", "segment", "classify", "anomaly")  # anomaly: learned from good parts (station.inspect.anomaly)
+TASKS = ("detect", "segment", "classify", "anomaly")  # anomaly: learned from good parts (station.inspection.anomaly)
 
 # ONNX protobuf field numbers (onnx/onnx.proto3)
 _MODEL_IR_VERSION, _MODEL_GRAPH, _MODEL_METADATA, _MODEL_FUNCTIONS = 1, 7, 14, 25

@@ -79,8 +79,8 @@ import cv2
 import numpy as np
 import numpy.ma  # noqa: F401 - np.median imports it on first use: 14 ms holding the GIL, not on the line
 
-from ..config.inspect import ReferenceInspectorConfig
-from ..types import Detections, Frame
+from ..config.inspection import ReferenceInspectorConfig
+from ..contracts import Detections, Frame
 from .base import InspectorError, ModelLoadError
 from .preprocess import to_gray
 from .reference_util import BLOCK_PX, Aligner, Normaliser, bbox, fit_span, part_mask
@@ -211,7 +211,7 @@ def _restrict(mask: np.ndarray, cfg: ReferenceInspectorConfig, frame_size: tuple
 
 
 class ReferenceInspector:
-    """An :class:`~station.inspect.base.Inspector` comparing frames with a learned template.
+    """An :class:`~station.inspection.base.Inspector` comparing frames with a learned template.
 
     Construction: from ``cfg.template_path`` if that file exists, else from the
     images of ``cfg.learn_from`` if set (ready at once), else not ready until

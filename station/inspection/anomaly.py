@@ -41,8 +41,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from ..config.inspect import AnomalyInspectorConfig
-from ..types import Detections, Frame
+from ..config.inspection import AnomalyInspectorConfig
+from ..contracts import Detections, Frame
 from .base import InspectorError, ModelLoadError
 from .model_meta import ModelMeta, check_io, parse_model, read_model_bytes
 from .preprocess import to_gray
@@ -160,7 +160,7 @@ class _Model:
 
 
 class AnomalyInspector:
-    """An :class:`~station.inspect.base.Inspector` for anomaly models (see the module docstring)."""
+    """An :class:`~station.inspection.base.Inspector` for anomaly models (see the module docstring)."""
 
     names: tuple[str, ...] = NAMES
 

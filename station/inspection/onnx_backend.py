@@ -6,7 +6,7 @@ check input/output shapes against the task, warm up, and start the keep-alive th
 never touches another inspector: swapping a running model is :mod:`.swap`'s job.
 
 Per part: letterbox (or classify center-crop) into a preallocated tensor, one ``session.run``,
-decode + per-class NMS, undo the letterbox -> :class:`~station.types.Detections` in frame pixels
+decode + per-class NMS, undo the letterbox -> :class:`~station.contracts.Detections` in frame pixels
 with ``timings_ms`` {preprocess, infer, postprocess}. Large frames may be tiled (:mod:`.tiling`).
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config.inspect import OnnxInspectorConfig
-from ..types import Detections, Frame
+from ..config.inspection import OnnxInspectorConfig
+from ..contracts import Detections, Frame
 from .base import InspectorError, ModelLoadError
 from .model_meta import ModelMeta, check_io, parse_model, read_model_bytes
 from .postprocess import (

@@ -48,7 +48,7 @@ class Registry(Generic[T]):
             type_name = member.model_fields["type"].default  # type: ignore[attr-defined]
             path = getattr(member, "driver", None)
             if not isinstance(path, str) or ":" not in path:
-                raise TypeError(f"{member.__name__} has no driver = 'module:Class' (station/registry.py)")
+                raise TypeError(f"{member.__name__} has no driver = 'module:Class' (station/drivers.py)")
             if type_name in drivers:
                 raise TypeError(f"two {kind} configs declare type {type_name!r}")
             drivers[type_name] = path
