@@ -13,6 +13,8 @@ modules beside this one). Tables:
   outcome and the latency sum; ``defect_rollups`` — defects per class, same key.
   Both are updated in the same transaction as the insert, from the new rows only.
 * ``stations`` — last seen, last model, per station.
+* ``models`` — the central registry (content hash, S3 key; lineage of a model trained from a
+  dataset snapshot: snapshot id, training host, metrics); ``rollouts`` — each staged rollout.
 
 One transaction per batch: keys, rows, rollups, commit; the caller acks the
 messages after the commit, so a crash before it means a redelivery and the
@@ -83,6 +85,9 @@ CREATE TABLE IF NOT EXISTS models (
     size bigint NOT NULL,
     registered_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE models ADD COLUMN IF NOT EXISTS snapshot_id text;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS trained_on text;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS metrics jsonb;
 CREATE TABLE IF NOT EXISTS rollouts (
     id bigserial PRIMARY KEY,
     version text NOT NULL,
@@ -272,13 +277,44 @@ def insert_plain(conn: Any, results: Sequence[Result], shift_of: ShiftFn, partit
             )
 
 
-def register_model(conn: Any, sha256: str, version: str, key: str, size: int) -> None:
-    """Add a model file to the central registry (idempotent)."""
+def register_model(
+    conn: Any, sha256: str, version: str, key: str, size: int, *, snapshot_id: str | None = None,
+    trained_on: str | None = None, metrics: dict[str, float] | None = None,
+) -> None:  # fmt: skip
+    """Add a model file to the central registry (idempotent), with its lineage when it was trained here."""
+    from psycopg.types.json import Jsonb
+
     with conn.transaction():
         conn.execute(
-            "INSERT INTO models (sha256, version, key, size) VALUES (%s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING",
-            (sha256, version, key, size),
+            "INSERT INTO models (sha256, version, key, size, snapshot_id, trained_on, metrics) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING",
+            (sha256, version, key, size, snapshot_id, trained_on, None if metrics is None else Jsonb(metrics)),
         )
+
+
+_MODEL_COLUMNS = "sha256, version, key, size, snapshot_id, trained_on, metrics, registered_at"
+
+
+def find_model(conn: Any, sha256: str) -> dict[str, Any]:
+    """The registered model whose sha256 is or starts with ``sha256`` (8+ hex digits); ValueError otherwise."""
+    sha = sha256.strip().lower()
+    if len(sha) < 8 or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError(f"model {sha256!r}: give its sha256 (at least 8 hex digits)")
+    cur = conn.execute(
+        f"SELECT {_MODEL_COLUMNS} FROM models WHERE sha256 LIKE %s ORDER BY sha256 LIMIT 2", (sha + "%",)
+    )
+    rows = [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+    if len(rows) != 1:
+        raise ValueError(
+            f"model {sha256!r}: {'no registered model has it' if not rows else 'ambiguous, give more digits'}"
+        )
+    return rows[0]
+
+
+def models(conn: Any) -> list[dict[str, Any]]:
+    """The central registry, newest first."""
+    cur = conn.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY registered_at DESC, sha256")
+    return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
 
 
 def start_rollout(conn: Any, version: str, sha256: str, groups: Sequence[str]) -> int:
