@@ -27,8 +27,9 @@ from tests.web.helpers import add_users
 def site(plant: Plant, tmp_path: Path):
     users = tmp_path / "users.db"
     add_users(users)
-    state = PlantWebState(dsn=plant.dsn, users_db=users, s3=wire.s3_client(plant.engines.s3.endpoint, "k", "s"), bucket=plant.bucket,
-                          nats_url=plant.engines.nats.url, prefix=plant.prefix, cfg=WebConfig(port=0))  # fmt: skip
+    s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
+    state = PlantWebState(dsn=plant.dsn, users_db=users, s3=s3, bucket=plant.bucket, nats_url=plant.engines.nats.url,
+                          prefix=plant.prefix, cfg=WebConfig(port=0))  # fmt: skip
     server, sock = build_server(state, "127.0.0.1", 0)
     th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     th.start()
