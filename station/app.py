@@ -227,9 +227,12 @@ class Station:
         if cfg.plant is not None:
             from .plant.uplink import PlantUplink
 
+            from .plant.labels_up import label_feed
+
             self.uplink = PlantUplink(
                 cfg.plant, cfg.name, self.bus.subscribe("plant", maxsize=cfg.plant.queue_size), report=self.alarms.report,
                 status=lambda: {"model_id": self.inspector.model_id, "alarms": [f"{e.component}: {e.message}" for e in self.alarms.active()]},
+                labels=label_feed(cfg, images) if cfg.plant.labels else None,
             )  # fmt: skip
         self.follower: Any = (
             None  # staged rollout: the plant's desired model for this station's group, through swap_model

@@ -71,6 +71,10 @@ class PlantLinkConfig(StrictModel):
         le=1_000_000,
         description="Bus queue of the uplink thread; when full, results are dropped and counted (the line never waits).",
     )
+    labels: bool = Field(
+        True,
+        description="Send the station's QA label changes (with their image files) to the plant database (central labels).",
+    )
     follow_models: bool = Field(
         False,
         description="Run the model the plant desires for this station's group (staged rollout): download, check sha256, hot-swap (needs inspector.type onnx or anomaly).",

@@ -13,6 +13,8 @@ modules beside this one). Tables:
   outcome and the latency sum; ``defect_rollups`` — defects per class, same key.
   Both are updated in the same transaction as the insert, from the new rows only.
 * ``stations`` — last seen, last model, per station.
+* ``labels``, ``dataset_snapshots`` — QA labels from every station and dataset snapshots
+  across stations (SQL in :mod:`station.store.plant_labels`).
 * ``models`` — the central registry (content hash, S3 key; lineage of a model trained from a
   dataset snapshot: snapshot id, training host, metrics); ``rollouts`` — each staged rollout.
 
@@ -27,6 +29,8 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
+
+from . import plant_labels
 
 SCHEMA_VERSION = 1
 
@@ -167,6 +171,7 @@ def create_schema(conn: Any) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(74831)")  # two ingest processes starting together
         conn.execute(_SCHEMA)
+        conn.execute(plant_labels.SCHEMA)
         conn.execute("INSERT INTO plant_schema (version) VALUES (%s) ON CONFLICT DO NOTHING", (SCHEMA_VERSION,))
 
 
