@@ -160,6 +160,7 @@ def export_yolo(
     """
     snap = get_snapshot(db, snapshot_id)
     items = snapshot_items(db, snapshot_id)
+    split_parts(items, val_fraction, seed, split)  # bad arguments are reported before missing files
     src = _sources(images, items)
     lineage = {
         "snapshot": snapshot_ref(snap.id, snap.sha),

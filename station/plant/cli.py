@@ -1,9 +1,10 @@
-"""The ``plant`` command: ingest, engines, demo (docs/plant.md)."""
+"""The ``plant`` command: ingest, web, promote, pin, rollback, roles, datasets, train, engines, demo (docs/plant.md)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import logging
 import signal
@@ -190,6 +191,64 @@ def cmd_role(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(text: str) -> dt.datetime:
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO time, e.g. 2026-12-01 or 2026-12-01T06:00+01:00"
+        ) from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    """Freeze a dataset snapshot across stations (content-addressed), or list the snapshots."""
+    import psycopg
+
+    from ..store import plant_labels
+    from . import datasets, wire
+
+    with psycopg.connect(args.dsn) as conn:
+        if args.action == "list":
+            print(json.dumps(plant_labels.snapshots(conn), default=str), flush=True)
+            return 0
+        if not args.stations or not args.name:
+            print("dataset snapshot: give --stations a,b and --name", file=sys.stderr)
+            return 2
+        s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key)
+        wire.ensure_bucket(s3, args.bucket)
+        try:
+            row = datasets.snapshot(
+                conn, s3, args.bucket, args.stations.split(","), args.name, since=args.since, until=args.until
+            )
+        except ValueError as exc:
+            print(f"dataset snapshot: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(row, default=str), flush=True)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train on this host from a central snapshot; the new model enters the central registry."""
+    import psycopg
+
+    from . import wire
+    from .train_host import TrainSpec, train_snapshot
+
+    spec = TrainSpec(args.model, args.epochs, args.imgsz, args.batch, args.seed, args.val_fraction)
+    s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key, timeout_s=60.0)
+    with psycopg.connect(args.dsn) as conn:
+        try:
+            row = train_snapshot(
+                conn, s3, args.bucket, args.snapshot, args.host_name, Path(args.work), spec, version=args.version
+            )
+        except ValueError as exc:
+            print(f"train: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(row, default=str), flush=True)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Engines, ingest and two synthetic stations; prints the plant's counts every few seconds."""
     from .demo import run_demo
@@ -283,6 +342,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("role", nargs="?", default="plant_admin", choices=("quality_lead", "plant_admin"))
     p.add_argument("--users", default="data/plant_users.db", help="the dashboard's users file")
     p.set_defaults(fn=cmd_role)
+
+    p = sub.add_parser("dataset", help="dataset snapshots across stations, from the plant's QA labels")
+    p.add_argument("action", choices=("snapshot", "list"))
+    p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    p.add_argument("--s3", default="http://127.0.0.1:8333", help="S3 endpoint URL (snapshot)")
+    p.add_argument("--bucket", default="plant", help="S3 bucket")
+    p.add_argument("--s3-access-key", default="plant")
+    p.add_argument("--s3-secret-key", default="plant")
+    p.add_argument("--stations", default="", help="comma-separated station names")
+    p.add_argument("--since", type=_when, default=None, help="labels reviewed from this time (ISO; UTC if no zone)")
+    p.add_argument("--until", type=_when, default=None, help="labels reviewed before this time (ISO)")
+    p.add_argument("--name", default="", help="a name for people (the id is the content hash)")
+    p.set_defaults(fn=cmd_dataset)
+
+    p = sub.add_parser("train", help="train on this host from a central snapshot; register the ONNX model centrally")
+    p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    p.add_argument("--s3", required=True, help="S3 endpoint URL")
+    p.add_argument("--bucket", default="plant", help="S3 bucket")
+    p.add_argument("--s3-access-key", default="plant")
+    p.add_argument("--s3-secret-key", default="plant")
+    p.add_argument("--snapshot", required=True, help="dataset snapshot id (8+ digits)")
+    p.add_argument("--host-name", required=True, help="this training host's name (recorded in the model's lineage)")
+    p.add_argument("--work", default="data/plant_train", help="local folder for the dataset copy and the run")
+    p.add_argument("--model", default="yolov8n.yaml", help="architecture .yaml (new) or parent .pt (fine-tune)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--imgsz", type=int, default=640, help="training and ONNX input size (multiple of 32)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of parts for validation (split by part)")
+    p.add_argument("--version", default=None, help="version name (default: <snapshot name>-<sha256[:8]>)")
+    p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("engines", help="start NATS, PostgreSQL and SeaweedFS on loopback (development)")
     p.add_argument("--dir", default=None, help="data folder (default: a new temporary one)")

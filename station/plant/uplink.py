@@ -115,7 +115,11 @@ class PlantUplink:
     def stop(self, flush_s: float = 2.0) -> None:
         """Send what is pending (up to ``flush_s`` while connected), then stop; the rest stays in the outbox."""
         end = time.monotonic() + flush_s
-        while time.monotonic() < end and self._connected and (self.sub.pending or self.outbox_pending or self._labels_pending):
+        while (
+            time.monotonic() < end
+            and self._connected
+            and (self.sub.pending or self.outbox_pending or self._labels_pending)
+        ):
             time.sleep(0.01)  # shutdown only
         self._stop.set()
         if self._thread is not None:

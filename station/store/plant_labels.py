@@ -118,7 +118,8 @@ def current_labels(
 def label_history(conn: Any, station: str, image_id: int) -> list[dict[str, Any]]:
     """Every revision of one image of one station, oldest first."""
     cur = conn.execute(
-        f"SELECT {', '.join(_COLUMNS)}, received_at FROM labels WHERE station_id = %s AND image_id = %s ORDER BY revision",
+        f"SELECT {', '.join(_COLUMNS)}, received_at FROM labels WHERE station_id = %s AND image_id = %s "
+        "ORDER BY revision",
         (station, image_id),
     )
     return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
@@ -143,7 +144,9 @@ def snapshot(conn: Any, snapshot_id: str) -> dict[str, Any]:
     cur = conn.execute("SELECT * FROM dataset_snapshots WHERE id LIKE %s LIMIT 2", (snapshot_id.lower() + "%",))
     rows = [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
     if len(rows) != 1:
-        raise ValueError(f"snapshot {snapshot_id!r}: {'no such snapshot' if not rows else 'ambiguous, give more digits'}")
+        raise ValueError(
+            f"snapshot {snapshot_id!r}: {'no such snapshot' if not rows else 'ambiguous, give more digits'}"
+        )
     return rows[0]
 
 
