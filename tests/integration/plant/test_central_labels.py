@@ -112,9 +112,11 @@ def test_labels_snapshot_and_training_across_stations(plant: Plant, tmp_path: Pa
         Path(labels_outbox_path(a.root / "outbox.db").with_suffix(".cursor.json")).unlink()
         ups["st-a"] = uplink(plant, "st-a", a)
         wait_until(lambda: ups["st-a"].labels.published == N_PARTS, 30, "the resend")
-        changes = [wire.LabelMsg.from_json(json.dumps({**r, "station": "st-b", "labels": r["boxes"],
-                                                       "reviewed_at": r["reviewed_at"].timestamp()}, default=str).encode())
-                   for r in plant_labels.current_labels(conn, ["st-b"])]  # fmt: skip
+        changes = [
+            wire.LabelMsg.from_json(json.dumps({**r, "station": "st-b", "labels": r["boxes"],
+                                                "reviewed_at": r["reviewed_at"].timestamp()}, default=str).encode())
+            for r in plant_labels.current_labels(conn, ["st-b"])
+        ]  # fmt: skip
         assert plant_labels.write_labels(conn, changes) == 0, "a replay past the duplicate window is dropped too"
         assert conn.execute("SELECT count(*) FROM labels").fetchone()[0] == 2 * N_PARTS + 1
 
