@@ -1,5 +1,7 @@
 """The plant dashboard's writes: pin, unpin, rollback, promote (``plant_admin``), dataset snapshots (``quality_lead``).
 
+Training runs on the training host (``plant train``, a GPU server), not in the web server.
+
 Reading the dashboard needs any login; writing needs a **plant role** granted on the dashboard's
 users file (:mod:`station.store.plant_roles`, ``plant role grant USER ROLE``): a station role,
 even ``admin``, is not enough. The login, session and CSRF checks are the station's own
@@ -10,6 +12,7 @@ Every route is thin: it calls the code the ``plant`` command line calls.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
@@ -18,8 +21,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..store import audit, plant_db, plant_roles
+from ..store import audit, plant_db, plant_labels, plant_roles
 from ..web import auth
+from . import datasets
 from .controller import Limits, RolloutController
 from .desired import desired_now, pin_station, rollback, unpin_station
 
@@ -85,6 +89,15 @@ class PromoteBody(_Body):
     max_failsafe_rate: float = Field(0.005, ge=0, le=1, description="Largest FAILSAFE rate allowed.")
     max_latency_ms: float = Field(200.0, gt=0, description="Largest p95 latency allowed, ms.")
     timeout_s: float = Field(3600.0, gt=0, description="Seconds a group may take to show min_parts parts.")
+
+
+class SnapshotBody(_Body):
+    """Freeze a dataset snapshot from the plant's QA labels."""
+
+    stations: list[str] = Field(..., min_length=1, max_length=256, description="Station names.")
+    name: str = Field(..., min_length=1, max_length=128, description="A name for people (the id is the content hash).")
+    since: dt.datetime | None = Field(None, description="Labels reviewed from this time (ISO 8601, with zone).")
+    until: dt.datetime | None = Field(None, description="Labels reviewed before this time (ISO 8601, with zone).")
 
 
 def _record(request: Request, s: auth.Session, action: str, object_type: str, object_id: str, after: Any) -> None:
@@ -163,3 +176,21 @@ def promote(request: Request, body: PromoteBody, s: auth.Session = Depends(ADMIN
     threading.Thread(target=run, name=f"plant-promote-{m['sha256'][:12]}", daemon=True).start()
     _record(request, s, "plant.promote", "model", m["sha256"], {"groups": body.groups, **dataclasses.asdict(limits)})
     return {"model": m["sha256"], "version": m["version"], "groups": body.groups, "state": "started"}
+
+
+@router.get("/api/plant/snapshots", summary="Dataset snapshots across stations, newest first")
+def snapshots(request: Request, _s: Any = Depends(READ)) -> list[dict[str, Any]]:
+    return request.app.state.web.query(plant_labels.snapshots)
+
+
+@router.post("/api/plant/snapshot", summary="Freeze a dataset snapshot across stations (quality_lead)")
+def snapshot(request: Request, body: SnapshotBody, s: auth.Session = Depends(QUALITY)) -> dict[str, Any]:
+    st = request.app.state.web
+    row = st.query(
+        lambda conn: datasets.snapshot(conn, st.s3, st.bucket, body.stations, body.name, since=body.since,
+                                       until=body.until, created_by=s.user.username)
+    )  # fmt: skip
+    _record(
+        request, s, "plant.snapshot", "dataset_snapshot", row["id"], {"stations": row["stations"], "name": body.name}
+    )
+    return row

@@ -72,9 +72,15 @@ def test_writes_need_a_plant_role(site, plant: Plant, tmp_path: Path, capsys):
     assert cli.main(["role", "grant", "boss", "plant_admin", "--users", str(users)]) == 0
     assert cli.main(["role", "grant", "qa", "quality_lead", "--users", str(users)]) == 0
     assert cli.main(["role", "grant", "nobody", "plant_admin", "--users", str(users)]) == 2
+    snap = {"stations": ["st-7"], "name": "s"}
     with httpx.Client(base_url=url) as c:
-        login(c, "qa")  # a quality lead may snapshot and train, not roll out
+        login(c, "op")
+        assert c.post("/api/plant/snapshot", json=snap, headers=csrf(c)).status_code == 403
+    with httpx.Client(base_url=url) as c:
+        login(c, "qa")  # a quality lead may snapshot, not roll out
         assert c.post("/api/plant/pin", json=pin, headers=csrf(c)).status_code == 403
+        r = c.post("/api/plant/snapshot", json=snap, headers=csrf(c))  # allowed; this plant has no labels yet
+        assert r.status_code == 422 and "no reviewed images of st-7" in r.json()["detail"], r.text
     with httpx.Client(base_url=url) as c:
         login(c, "boss")
         assert c.post("/api/plant/pin", json=pin).status_code == 403, "no CSRF token"
