@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import plant_db
+from ..store import plant_db, plant_models
 from .desired import get_value
 from .follower import Desired, Reported, desired_bucket, ensure_buckets, reported_bucket
 
@@ -81,7 +81,7 @@ class RolloutController:
             raise ValueError("promote: name at least one station group (the first is the canary)")
         plant_db.create_schema(self.conn)  # idempotent: the controller may run before any ingest
         sha, key = upload_model(self.s3, self.bucket, Path(model).read_bytes())
-        plant_db.register_model(self.conn, sha, version, key, Path(model).stat().st_size)
+        plant_models.register_model(self.conn, sha, version, key, Path(model).stat().st_size)
         return asyncio.run(self._promote(sha, key, version, list(groups), limits))
 
     def promote_registered(self, sha256: str, groups: Sequence[str], limits: Limits) -> dict[str, Any]:
@@ -89,13 +89,13 @@ class RolloutController:
         if not groups:
             raise ValueError("promote: name at least one station group (the first is the canary)")
         plant_db.create_schema(self.conn)
-        m = plant_db.find_model(self.conn, sha256)
+        m = plant_models.find_model(self.conn, sha256)
         return asyncio.run(self._promote(m["sha256"], m["key"], m["version"], list(groups), limits))
 
     async def _promote(self, sha: str, key: str, version: str, groups: list[str], limits: Limits) -> dict[str, Any]:
         import nats
 
-        rid = plant_db.start_rollout(self.conn, version, sha, groups)
+        rid = plant_models.start_rollout(self.conn, version, sha, groups)
         new = Desired(version, key, sha)
         nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.25)
         try:
@@ -110,7 +110,7 @@ class RolloutController:
                 since = dt.datetime.now(dt.UTC)
                 await desired.put(group, new.to_json())
                 reached.append(group)
-                plant_db.update_rollout(self.conn, rid, reached=reached)
+                plant_models.update_rollout(self.conn, rid, reached=reached)
                 log.info("rollout %d: %s desired for group %s", rid, version, group)
                 why = await self._judge(reported, group, sha, since, limits)
                 if why:
@@ -119,10 +119,10 @@ class RolloutController:
                         await (desired.put(g, prev) if prev is not None else desired.delete(g))
                     reason = f"group {group}: {why}; rolled back {', '.join(reached)}"
                     log.warning("rollout %d: %s", rid, reason)
-                    plant_db.update_rollout(self.conn, rid, reached=reached, state="rolled_back", reason=reason)
-                    return plant_db.rollout(self.conn, rid)
-            plant_db.update_rollout(self.conn, rid, reached=reached, state="done")
-            return plant_db.rollout(self.conn, rid)
+                    plant_models.update_rollout(self.conn, rid, reached=reached, state="rolled_back", reason=reason)
+                    return plant_models.rollout(self.conn, rid)
+            plant_models.update_rollout(self.conn, rid, reached=reached, state="done")
+            return plant_models.rollout(self.conn, rid)
         finally:
             await nc.close()
 
@@ -138,7 +138,7 @@ class RolloutController:
                 return f"station {failed[0].station} could not run it: {failed[0].error}"
             if on_it:
                 m = await asyncio.to_thread(
-                    plant_db.group_metrics,
+                    plant_models.group_metrics,
                     self.conn,
                     [r.station for r in on_it],
                     sorted({r.model_id for r in on_it}),

@@ -122,10 +122,10 @@ async def get_value(kv: Any, key: str) -> bytes | None:
 # -- what the command line and the dashboard call (the same code for both) ----
 def pin_station(conn: Any, nats_url: str, prefix: str, station: str, sha256: str) -> Desired:
     """Pin ``station`` to the registered model ``sha256`` (or a unique prefix); the pinned model."""
-    from ..store import plant_db
+    from ..store import plant_db, plant_models
 
     plant_db.create_schema(conn)
-    m = plant_db.find_model(conn, sha256)
+    m = plant_models.find_model(conn, sha256)
     model = Desired(m["version"], m["key"], m["sha256"])
     with_bucket(nats_url, prefix, lambda kv: pin(kv, station, model))
     return model

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import plant_db, plant_labels
+from ..store import plant_db, plant_labels, plant_models
 from . import datasets
 from .controller import upload_model
 
@@ -66,9 +66,9 @@ def train_snapshot(
     body = onnx_path.read_bytes()
     sha, key = upload_model(s3, bucket, body)
     metrics = {k: float(v) for k, v in res.metrics.items()}
-    plant_db.register_model(
+    plant_models.register_model(
         conn, sha, version or f"{snap['name']}-{sha[:8]}", key, len(body), snapshot_id=sid, trained_on=host,
         metrics=metrics,
     )  # fmt: skip
     log.info("model %s registered (snapshot %s, host %s, %s)", sha[:12], sid[:12], host, metrics)
-    return plant_db.find_model(conn, sha)
+    return plant_models.find_model(conn, sha)

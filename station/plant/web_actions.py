@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..store import audit, plant_db, plant_labels, plant_roles
+from ..store import audit, plant_labels, plant_models, plant_roles
 from ..web import auth
 from . import datasets
 from .controller import Limits, RolloutController
@@ -125,7 +125,7 @@ def desired(request: Request, _s: Any = Depends(READ)) -> dict[str, Any]:
 
 @router.get("/api/plant/models", summary="The central model registry, with lineage")
 def models(request: Request, _s: Any = Depends(READ)) -> list[dict[str, Any]]:
-    return request.app.state.web.query(plant_db.models)
+    return request.app.state.web.query(plant_models.models)
 
 
 @router.post("/api/plant/pin", summary="Pin a station to a registered model (plant_admin)")
@@ -160,7 +160,7 @@ def promote(request: Request, body: PromoteBody, s: auth.Session = Depends(ADMIN
     import psycopg
 
     st = request.app.state.web
-    m = st.query(plant_db.find_model, body.model)  # 422 before anything starts
+    m = st.query(plant_models.find_model, body.model)  # 422 before anything starts
     limits = Limits(body.min_parts, body.max_reject_rate, body.max_failsafe_rate, body.max_latency_ms, body.timeout_s)
 
     def run() -> None:  # a rollout takes minutes to hours: its own thread and connection; the record is in rollouts

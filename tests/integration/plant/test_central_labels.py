@@ -19,7 +19,7 @@ from station.plant import cli, datasets, wire
 from station.plant.ingest import Ingest
 from station.plant.labels_up import LabelFeed, labels_outbox_path
 from station.plant.uplink import PlantUplink
-from station.store import plant_db, plant_labels
+from station.store import plant_labels, plant_models
 from station.store.db import open_db
 from station.store.images import ImageStore
 from station.types import Outcome
@@ -148,7 +148,7 @@ def test_labels_snapshot_and_training_across_stations(plant: Plant, tmp_path: Pa
         assert f"plant:{both['id']}" in meta.values() and "gpu-1" in meta.values()
         data = json.loads((work / both["id"][:16] / "dataset" / "dataset.json").read_text())
         assert data["snapshot"] == f"plant:{both['id']}" and len(data["train"]) + len(data["val"]) == 2 * N_PARTS
-        assert plant_db.find_model(conn, model["sha256"][:10])["version"] == f"both-{model['sha256'][:8]}"
+        assert plant_models.find_model(conn, model["sha256"][:10])["version"] == f"both-{model['sha256'][:8]}"
     finally:
         conn.close()
         for up in ups.values():

@@ -16,7 +16,7 @@ from station.plant import cli, wire
 from station.plant.controller import upload_model
 from station.plant.desired import desired_now
 from station.plant.web import PlantWebState, build_server
-from station.store import plant_db
+from station.store import plant_db, plant_models
 from tests.fixtures_plant import Plant, wait_until
 from tests.integration.plant.test_dashboard import login
 from tests.integration.plant.test_rollout import onnx_model
@@ -55,7 +55,7 @@ def test_writes_need_a_plant_role(site, plant: Plant, tmp_path: Path, capsys):
     sha, key = upload_model(s3, plant.bucket, body)
     with psycopg.connect(plant.dsn) as conn:
         plant_db.create_schema(conn)
-        plant_db.register_model(conn, sha, "v5", key, len(body))
+        plant_models.register_model(conn, sha, "v5", key, len(body))
     pin = {"station": "st-7", "model": sha[:16]}
 
     with httpx.Client(base_url=url) as anon:
