@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class LabelFeed:
         self.queued = 0  # label changes put into the outbox
         self.published = 0  # label changes JetStream stored
         self.missing_images = 0  # changes skipped: the image file is gone (disk budget)
+        self.errors = 0  # polls that failed (retried)
 
     def _read_cursor(self) -> int:
         try:
@@ -78,10 +80,22 @@ class LabelFeed:
         return len(self.outbox)
 
     def collect(self, limit: int = 500) -> int:
-        """Queue the label changes since the cursor (at most every ``poll_s``); how many images were queued."""
+        """Queue the label changes since the cursor (at most every ``poll_s``); how many images were queued.
+
+        A failure (the station database busy, an image row gone) is logged and counted, the cursor
+        stays, and the next poll tries again: the uplink's results never wait on the labels.
+        """
         if time.monotonic() < self._due:
             return 0
         self._due = time.monotonic() + self.poll_s
+        try:
+            return self._collect(limit)
+        except (sqlite3.Error, LookupError, OSError) as exc:
+            self.errors += 1
+            log.warning("label changes not queued yet (retried in %.1f s): %s", self.poll_s, exc)
+            return 0
+
+    def _collect(self, limit: int) -> int:
         from labeling.labels import current_labels, image_info
 
         from ..store import labels as label_rows
