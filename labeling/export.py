@@ -32,7 +32,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,18 +161,50 @@ def export_yolo(
     """
     snap = get_snapshot(db, snapshot_id)
     items = snapshot_items(db, snapshot_id)
+    split_parts(items, val_fraction, seed, split)  # bad arguments are reported before missing files
+    src = _sources(images, items)
+    lineage = {
+        "snapshot": snapshot_ref(snap.id, snap.sha),
+        "snapshot_id": snap.id,
+        "name": snap.name,
+        "sha256": snap.sha,
+    }
+    title = f"Dataset snapshot {snap.id} {snap.name!r}, content sha256 {snap.sha}"
+    return write_yolo(items, snap.class_names, src, out_dir, val_fraction, seed, split=split, link=link, title=title,
+                      lineage=lineage)  # fmt: skip
+
+
+def write_yolo(
+    items: Sequence[SnapshotItem],
+    class_names: Sequence[str],
+    src: Mapping[int, Path],
+    out_dir: Path | str,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    *,
+    split: Split = "time",
+    link: bool = True,
+    title: str,
+    lineage: Mapping[str, Any],
+) -> Path:
+    """Write frozen ``items`` (image files ``src[image_id]``) as a YOLO dataset in ``out_dir``; return data.yaml.
+
+    The layout of :func:`export_yolo`; ``lineage`` opens the ``dataset.json`` manifest (its
+    ``snapshot`` is what a model trained on it records) and ``title`` the data.yaml header.
+    Shared by a station's snapshots and the plant's snapshots across stations
+    (:mod:`station.plant.datasets`).
+    """
     train_parts, val_parts = split_parts(items, val_fraction, seed, split)
     if not val_parts:
         log.warning(
-            "snapshot %d: no val split (val_fraction=%g, %d part(s)): val points at the train images",
-            snap.id,
+            "%s: no val split (val_fraction=%g, %d part(s)): val points at the train images",
+            title,
             val_fraction,
             len(train_parts),
         )
-    src = _sources(images, items)
     out = Path(out_dir).resolve()
     _empty_dir(out)
-    index = {name: i for i, name in enumerate(snap.class_names)}
+    index = {name: i for i, name in enumerate(class_names)}
     listing: dict[str, list[str]] = {"train": [], "val": []}
     n_boxes = 0
     for it in items:
@@ -193,21 +225,18 @@ def export_yolo(
         "path": str(out),
         "train": "images/train",
         "val": "images/val" if val_parts else "images/train",
-        "names": {i: n for i, n in enumerate(snap.class_names)},
+        "names": {i: n for i, n in enumerate(class_names)},
     }
     header = (
-        f"# Dataset snapshot {snap.id} {snap.name!r}, content sha256 {snap.sha}\n"
+        f"# {title}\n"
         f"# {len(items)} images ({len(listing['train'])} train, {len(listing['val'])} val), {n_boxes} boxes; "
         f"split by part ({split}, val_fraction={val_fraction:g}, seed={seed})\n"
     )
     data_yaml = out / "data.yaml"
     data_yaml.write_text(header + yaml.safe_dump(data, sort_keys=False))
     manifest = {
-        "snapshot": snapshot_ref(snap.id, snap.sha),
-        "snapshot_id": snap.id,
-        "name": snap.name,
-        "sha256": snap.sha,
-        "class_names": list(snap.class_names),
+        **lineage,
+        "class_names": list(class_names),
         "split": split,
         "val_fraction": val_fraction,
         "seed": seed,
@@ -218,8 +247,8 @@ def export_yolo(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     log.info(
-        "exported snapshot %d to %s: %d train / %d val images, %d boxes",
-        snap.id,
+        "exported %s to %s: %d train / %d val images, %d boxes",
+        title,
         out,
         len(listing["train"]),
         len(listing["val"]),

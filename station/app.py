@@ -225,6 +225,7 @@ class Station:
         self.floor = FloorServices(self)  # PLC handshake, MQTT, OPC UA: only the configured ones
         self.uplink: Any = None  # the plant tier (station/plant/uplink.py), only with a `plant:` section
         if cfg.plant is not None:
+            from .plant.labels_up import label_feed
             from .plant.uplink import PlantUplink
 
             self.uplink = PlantUplink(
@@ -236,6 +237,7 @@ class Station:
                     "model_id": self.inspector.model_id,
                     "alarms": [f"{e.component}: {e.message}" for e in self.alarms.active()],
                 },
+                labels=label_feed(cfg, images) if cfg.plant.labels else None,
             )
         self.follower: Any = (
             None  # staged rollout: the plant's desired model for this station's group, through swap_model

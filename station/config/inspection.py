@@ -306,7 +306,9 @@ class AnomalyInspectorConfig(StrictModel):
     type: Literal["anomaly"] = Field(
         "anomaly", description="Backend: anomaly model (ONNX) learned from good images, no labels."
     )
-    driver: ClassVar[str] = "station.inspection.anomaly:AnomalyInspector"  # imported when first used (station/drivers.py)
+    driver: ClassVar[str] = (
+        "station.inspection.anomaly:AnomalyInspector"  # imported when first used (station/drivers.py)
+    )
     model: Path = Field(
         Path("data/anomaly.onnx"),
         description="The learned anomaly model (.onnx, written by `python -m models.anomaly` or by learning at start). "

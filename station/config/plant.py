@@ -73,6 +73,11 @@ class PlantLinkConfig(StrictModel):
         description="Bus queue of the uplink thread; when full, results are dropped and counted "
         "(the line never waits).",
     )
+    labels: bool = Field(
+        True,
+        description="Send the station's QA label changes (with their image files) to the plant database "
+        "(central labels).",
+    )
     follow_models: bool = Field(
         False,
         description="Run the model the plant desires for this station's group (staged rollout): download, check "

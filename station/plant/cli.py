@@ -1,9 +1,10 @@
-"""The ``plant`` command: ingest, engines, demo (docs/plant.md)."""
+"""The ``plant`` command: ingest, web, promote, pin, rollback, roles, datasets, train, engines, demo (docs/plant.md)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import logging
 import signal
@@ -110,15 +111,147 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from . import wire
     from .controller import Limits, RolloutController
 
+    if (args.model is None) == (args.sha is None):
+        print("promote: give --model FILE --version V, or --sha SHA256 of a registered model", file=sys.stderr)
+        return 2
+    if args.model is not None and not args.version:
+        print("promote: --model needs --version", file=sys.stderr)
+        return 2
     limits = Limits(args.min_parts, args.max_reject_rate, args.max_failsafe_rate, args.max_latency_ms, args.timeout)
     s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key)
     wire.ensure_bucket(s3, args.bucket)
     with psycopg.connect(args.dsn) as conn:
-        res = RolloutController(conn, args.nats, s3, args.bucket, prefix=args.prefix).promote(
-            Path(args.model), args.version, args.groups.split(","), limits
-        )
+        ctl = RolloutController(conn, args.nats, s3, args.bucket, prefix=args.prefix)
+        groups = args.groups.split(",")
+        try:
+            if args.sha is not None:
+                res = ctl.promote_registered(args.sha, groups, limits)
+            else:
+                res = ctl.promote(Path(args.model), args.version, groups, limits)
+        except ValueError as exc:
+            print(f"promote: {exc}", file=sys.stderr)
+            return 2
     print(json.dumps(res, default=str), flush=True)
     return 0 if res["state"] == "done" else 1
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    """Pin one station to a registered model, above its group's desired model."""
+    import psycopg
+
+    from .desired import pin_station
+
+    with psycopg.connect(args.dsn) as conn:
+        try:
+            model = pin_station(conn, args.nats, args.prefix, args.station, args.model)
+        except ValueError as exc:
+            print(f"pin: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps({"station": args.station, "pinned": dataclasses.asdict(model)}), flush=True)
+    return 0
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    """Drop a station's pin: it follows its group again."""
+    from .desired import unpin_station
+
+    had = unpin_station(args.nats, args.prefix, args.station)
+    print(json.dumps({"station": args.station, "unpinned": had}), flush=True)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Write a group's previous desired model back (its stations swap back)."""
+    from .desired import rollback
+
+    try:
+        now = rollback(args.nats, args.prefix, args.group)
+    except ValueError as exc:
+        print(f"rollback: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"group": args.group, "desired": None if now is None else dataclasses.asdict(now)}), flush=True)
+    return 0
+
+
+def cmd_role(args: argparse.Namespace) -> int:
+    """Grant, revoke or list plant roles on the dashboard's users file."""
+    from ..store import plant_roles
+    from ..store.db import open_db
+
+    db = open_db(Path(args.users))
+    try:
+        plant_roles.ensure_table(db)
+        if args.action == "list":
+            print(json.dumps(plant_roles.list_roles(db)), flush=True)
+        elif args.action == "grant":
+            plant_roles.grant(db, args.user, args.role, granted_by="cli")
+        elif not plant_roles.revoke(db, args.user):
+            print(f"role: {args.user} had no plant role", file=sys.stderr)
+            return 1
+    except ValueError as exc:
+        print(f"role: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        db.close()
+    return 0
+
+
+def _when(text: str) -> dt.datetime:
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO time, e.g. 2026-12-01 or 2026-12-01T06:00+01:00"
+        ) from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    """Freeze a dataset snapshot across stations (content-addressed), or list the snapshots."""
+    import psycopg
+
+    from ..store import plant_labels
+    from . import datasets, wire
+
+    with psycopg.connect(args.dsn) as conn:
+        if args.action == "list":
+            print(json.dumps(plant_labels.snapshots(conn), default=str), flush=True)
+            return 0
+        if not args.stations or not args.name:
+            print("dataset snapshot: give --stations a,b and --name", file=sys.stderr)
+            return 2
+        s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key)
+        wire.ensure_bucket(s3, args.bucket)
+        try:
+            row = datasets.snapshot(
+                conn, s3, args.bucket, args.stations.split(","), args.name, since=args.since, until=args.until
+            )
+        except ValueError as exc:
+            print(f"dataset snapshot: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(row, default=str), flush=True)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train on this host from a central snapshot; the new model enters the central registry."""
+    import psycopg
+
+    from . import wire
+    from .train_host import TrainSpec, train_snapshot
+
+    spec = TrainSpec(args.model, args.epochs, args.imgsz, args.batch, args.seed, args.val_fraction)
+    s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key, timeout_s=60.0)
+    with psycopg.connect(args.dsn) as conn:
+        try:
+            row = train_snapshot(
+                conn, s3, args.bucket, args.snapshot, args.host_name, Path(args.work), spec, version=args.version
+            )
+        except ValueError as exc:
+            print(f"train: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(row, default=str), flush=True)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -176,8 +309,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("promote", help="staged rollout of a model file: canary group first, automatic rollback")
     plant_args(p)
-    p.add_argument("--model", required=True, help="ONNX model file")
-    p.add_argument("--version", required=True, help="version name shown to the stations")
+    p.add_argument("--model", default=None, help="ONNX model file (uploaded and registered)")
+    p.add_argument("--version", default=None, help="version name shown to the stations (with --model)")
+    p.add_argument("--sha", default=None, help="or: sha256 (8+ digits) of a model in the central registry")
     p.add_argument("--groups", required=True, help="station groups in rollout order, e.g. canary,wave-1,wave-2")
     p.add_argument("--min-parts", type=int, default=200, help="parts per group under the new model before judging it")
     p.add_argument("--max-reject-rate", type=float, default=0.05)
@@ -185,6 +319,65 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-latency-ms", type=float, default=200.0, help="p95 latency limit")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds a group may take to show min-parts parts")
     p.set_defaults(fn=cmd_promote)
+
+    def kv_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--nats", required=True, help="NATS URL(s)")
+        p.add_argument("--prefix", default="plant", help="subject prefix (plant.subject_prefix of the stations)")
+
+    p = sub.add_parser("pin", help="run one station on a registered model, whatever its group's desired model")
+    kv_args(p)
+    p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    p.add_argument("--station", required=True, help="station name")
+    p.add_argument("--model", required=True, help="sha256 (8+ digits) of a model in the central registry")
+    p.set_defaults(fn=cmd_pin)
+
+    p = sub.add_parser("unpin", help="a pinned station follows its group again")
+    kv_args(p)
+    p.add_argument("--station", required=True, help="station name")
+    p.set_defaults(fn=cmd_unpin)
+
+    p = sub.add_parser("rollback", help="write a group's previous desired model back")
+    kv_args(p)
+    p.add_argument("--group", required=True, help="station group")
+    p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser("role", help="plant roles (quality_lead, plant_admin) of the dashboard's users")
+    p.add_argument("action", choices=("grant", "revoke", "list"))
+    p.add_argument("user", nargs="?", default="", help="user name (grant, revoke)")
+    p.add_argument("role", nargs="?", default="plant_admin", choices=("quality_lead", "plant_admin"))
+    p.add_argument("--users", default="data/plant_users.db", help="the dashboard's users file")
+    p.set_defaults(fn=cmd_role)
+
+    p = sub.add_parser("dataset", help="dataset snapshots across stations, from the plant's QA labels")
+    p.add_argument("action", choices=("snapshot", "list"))
+    p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    p.add_argument("--s3", default="http://127.0.0.1:8333", help="S3 endpoint URL (snapshot)")
+    p.add_argument("--bucket", default="plant", help="S3 bucket")
+    p.add_argument("--s3-access-key", default="plant")
+    p.add_argument("--s3-secret-key", default="plant")
+    p.add_argument("--stations", default="", help="comma-separated station names")
+    p.add_argument("--since", type=_when, default=None, help="labels reviewed from this time (ISO; UTC if no zone)")
+    p.add_argument("--until", type=_when, default=None, help="labels reviewed before this time (ISO)")
+    p.add_argument("--name", default="", help="a name for people (the id is the content hash)")
+    p.set_defaults(fn=cmd_dataset)
+
+    p = sub.add_parser("train", help="train on this host from a central snapshot; register the ONNX model centrally")
+    p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    p.add_argument("--s3", required=True, help="S3 endpoint URL")
+    p.add_argument("--bucket", default="plant", help="S3 bucket")
+    p.add_argument("--s3-access-key", default="plant")
+    p.add_argument("--s3-secret-key", default="plant")
+    p.add_argument("--snapshot", required=True, help="dataset snapshot id (8+ digits)")
+    p.add_argument("--host-name", required=True, help="this training host's name (recorded in the model's lineage)")
+    p.add_argument("--work", default="data/plant_train", help="local folder for the dataset copy and the run")
+    p.add_argument("--model", default="yolov8n.yaml", help="architecture .yaml (new) or parent .pt (fine-tune)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--imgsz", type=int, default=640, help="training and ONNX input size (multiple of 32)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of parts for validation (split by part)")
+    p.add_argument("--version", default=None, help="version name (default: <snapshot name>-<sha256[:8]>)")
+    p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("engines", help="start NATS, PostgreSQL and SeaweedFS on loopback (development)")
     p.add_argument("--dir", default=None, help="data folder (default: a new temporary one)")

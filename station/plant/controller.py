@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import plant_db
+from ..store import plant_db, plant_models
+from .desired import get_value
 from .follower import Desired, Reported, desired_bucket, ensure_buckets, reported_bucket
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,14 @@ class Limits:
         return "; ".join(out)
 
 
+def upload_model(s3: Any, bucket: str, body: bytes) -> tuple[str, str]:
+    """Put a model file into the object store under its content hash; (sha256, key)."""
+    sha = hashlib.sha256(body).hexdigest()
+    key = f"models/{sha}.onnx"
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return sha, key
+
+
 class RolloutController:
     """Promotes one model through the groups; one rollout at a time per controller."""
 
@@ -67,21 +76,26 @@ class RolloutController:
         self.poll_s = poll_s
 
     def promote(self, model: Path, version: str, groups: Sequence[str], limits: Limits) -> dict[str, Any]:
-        """Run a rollout to the end; returns its record (state done or rolled_back, reason)."""
-        return asyncio.run(self._promote(Path(model), version, list(groups), limits))
-
-    async def _promote(self, model: Path, version: str, groups: list[str], limits: Limits) -> dict[str, Any]:
-        import nats
-
+        """Upload and register a model file, then run its rollout to the end; returns the rollout's record."""
         if not groups:
             raise ValueError("promote: name at least one station group (the first is the canary)")
         plant_db.create_schema(self.conn)  # idempotent: the controller may run before any ingest
-        body = model.read_bytes()
-        sha = hashlib.sha256(body).hexdigest()
-        key = f"models/{sha}.onnx"
-        await asyncio.to_thread(self.s3.put_object, Bucket=self.bucket, Key=key, Body=body)
-        plant_db.register_model(self.conn, sha, version, key, len(body))
-        rid = plant_db.start_rollout(self.conn, version, sha, groups)
+        sha, key = upload_model(self.s3, self.bucket, Path(model).read_bytes())
+        plant_models.register_model(self.conn, sha, version, key, Path(model).stat().st_size)
+        return asyncio.run(self._promote(sha, key, version, list(groups), limits))
+
+    def promote_registered(self, sha256: str, groups: Sequence[str], limits: Limits) -> dict[str, Any]:
+        """Roll out a model of the central registry (e.g. from ``plant train``), by sha256 or a unique prefix of it."""
+        if not groups:
+            raise ValueError("promote: name at least one station group (the first is the canary)")
+        plant_db.create_schema(self.conn)
+        m = plant_models.find_model(self.conn, sha256)
+        return asyncio.run(self._promote(m["sha256"], m["key"], m["version"], list(groups), limits))
+
+    async def _promote(self, sha: str, key: str, version: str, groups: list[str], limits: Limits) -> dict[str, Any]:
+        import nats
+
+        rid = plant_models.start_rollout(self.conn, version, sha, groups)
         new = Desired(version, key, sha)
         nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.25)
         try:
@@ -92,11 +106,11 @@ class RolloutController:
             previous: dict[str, bytes | None] = {}
             reached: list[str] = []
             for group in groups:
-                previous[group] = await self._get(desired, group)
+                previous[group] = await get_value(desired, group)
                 since = dt.datetime.now(dt.UTC)
                 await desired.put(group, new.to_json())
                 reached.append(group)
-                plant_db.update_rollout(self.conn, rid, reached=reached)
+                plant_models.update_rollout(self.conn, rid, reached=reached)
                 log.info("rollout %d: %s desired for group %s", rid, version, group)
                 why = await self._judge(reported, group, sha, since, limits)
                 if why:
@@ -105,21 +119,12 @@ class RolloutController:
                         await (desired.put(g, prev) if prev is not None else desired.delete(g))
                     reason = f"group {group}: {why}; rolled back {', '.join(reached)}"
                     log.warning("rollout %d: %s", rid, reason)
-                    plant_db.update_rollout(self.conn, rid, reached=reached, state="rolled_back", reason=reason)
-                    return plant_db.rollout(self.conn, rid)
-            plant_db.update_rollout(self.conn, rid, reached=reached, state="done")
-            return plant_db.rollout(self.conn, rid)
+                    plant_models.update_rollout(self.conn, rid, reached=reached, state="rolled_back", reason=reason)
+                    return plant_models.rollout(self.conn, rid)
+            plant_models.update_rollout(self.conn, rid, reached=reached, state="done")
+            return plant_models.rollout(self.conn, rid)
         finally:
             await nc.close()
-
-    @staticmethod
-    async def _get(kv: Any, key: str) -> bytes | None:
-        from nats.js.errors import KeyNotFoundError
-
-        try:
-            return (await kv.get(key)).value
-        except KeyNotFoundError:
-            return None
 
     async def _judge(self, reported: Any, group: str, sha: str, since: dt.datetime, limits: Limits) -> str:
         """'' when the group's parts under the new model stay within limits over ``min_parts``, else why not."""
@@ -133,7 +138,7 @@ class RolloutController:
                 return f"station {failed[0].station} could not run it: {failed[0].error}"
             if on_it:
                 m = await asyncio.to_thread(
-                    plant_db.group_metrics,
+                    plant_models.group_metrics,
                     self.conn,
                     [r.station for r in on_it],
                     sorted({r.model_id for r in on_it}),
@@ -155,7 +160,7 @@ class RolloutController:
             return []
         out = []
         for k in keys:
-            value = await self._get(reported, k)
+            value = await get_value(reported, k)
             if value is not None:
                 out.append(Reported.from_json(value))
         return out

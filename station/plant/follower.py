@@ -2,9 +2,11 @@
 
 The plant writes the desired model of each station group into the JetStream
 key-value bucket ``<prefix>_desired`` (key: the group; value: :class:`Desired`
-as JSON). This thread watches its group's key (a watch delivers the latest
-value first, so a station that was offline converges when it returns),
-downloads the model file from S3 (cached by content hash), checks its sha256,
+as JSON), and may pin one station to a model of its own (key ``station/<name>``,
+above the group's: :mod:`station.plant.desired`). This thread watches both keys
+(a watch delivers the latest values first, so a station that was offline
+converges when it returns) and runs the station's own model while it has one,
+else the group's. It downloads the model file from S3 (cached by content hash), checks its sha256,
 and swaps it in through the station's own hot-swap path
 (:meth:`station.app.Station.swap_model`, or any ``swap(path, on_done)``). A
 model that fails (download, checksum, load) is not tried again until the
@@ -36,6 +38,14 @@ SwapFn = Callable[[Path, Callable[[Exception | None], None]], None]
 def desired_bucket(prefix: str) -> str:
     """KV bucket of desired models per group."""
     return f"{prefix}_desired"
+
+
+STATION_PREFIX = "station/"
+
+
+def station_key(station: str) -> str:
+    """The KV key of one station's own desired model, above its group's (``plant pin``)."""
+    return f"{STATION_PREFIX}{station}"
 
 
 def reported_bucket(prefix: str) -> str:
@@ -72,6 +82,7 @@ class Reported:
     state: str  # "running" | "failed"
     error: str
     t: float
+    pinned: bool = False  # runs its own desired model (station/<name>), not its group's
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -130,6 +141,8 @@ class ModelFollower:
         self.state = "running"
         self.error = ""
         self.failed: set[str] = set()  # sha256 of desired models that could not run
+        self.group_desired: Desired | None = None  # the group's key
+        self.pinned: Desired | None = None  # the station's own key (station/<name>), above the group's
         self.swaps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,8 +162,25 @@ class ModelFollower:
 
     def report(self) -> Reported:
         return Reported(
-            self.station, self.group, self.version, self.sha256, self._model_id(), self.state, self.error, time.time()
+            self.station,
+            self.group,
+            self.version,
+            self.sha256,
+            self._model_id(),
+            self.state,
+            self.error,
+            time.time(),
+            self.pinned is not None,
         )
+
+    def _desired(self, key: str, entry_value: bytes | None) -> Desired | None:
+        """Note a change of the group's or the station's key; what the station should run now (None: keep it)."""
+        value = None if entry_value is None else Desired.from_json(entry_value)
+        if key == self.group:
+            self.group_desired = value
+        else:
+            self.pinned = value
+        return self.pinned if self.pinned is not None else self.group_desired
 
     async def _main(self) -> None:
         import nats
@@ -174,15 +204,20 @@ class ModelFollower:
                 desired = await js.key_value(desired_bucket(self.prefix))
                 reported = await js.key_value(reported_bucket(self.prefix))
                 await reported.put(self.station, self.report().to_json())
-                watcher = await desired.watch(self.group)
+                keys = (self.group, station_key(self.station))
+                watcher = await desired.watch(">")  # one watch, both keys: the group's and the station's own
                 while not self._stop.is_set():
                     try:
                         entry = await watcher.updates(timeout=0.5)
                     except nats.errors.TimeoutError:
                         continue
-                    if entry is None or entry.value is None or entry.operation is not None:
-                        continue  # the end of the initial values, or a deleted key: keep what runs
-                    if await self._apply(Desired.from_json(entry.value)):
+                    if entry is None or entry.key not in keys:
+                        continue  # the end of the initial values, or another group's or station's key
+                    was_pinned = self.pinned is not None
+                    want = self._desired(entry.key, entry.value if entry.operation is None else None)
+                    # nothing desired (keys deleted): keep what runs
+                    changed = want is not None and await self._apply(want)
+                    if changed or was_pinned != (self.pinned is not None):
                         await reported.put(self.station, self.report().to_json())
             except (TimeoutError, OSError, nats.errors.Error, ValueError, KeyError) as exc:
                 log.debug("model follower offline: %s", exc)

@@ -6,7 +6,9 @@ transaction (:func:`station.store.plant_db.write_results`: keys ``ON CONFLICT
 then acknowledge every message of the batch. A crash or a lost connection
 before the acks means JetStream redelivers the batch after ``ack_wait`` and the
 keys turn it into a no-op: nothing is counted twice, nothing is lost. A message
-that is not a result is terminated (never redelivered) and counted.
+that is not a result is terminated (never redelivered) and counted. QA label changes
+(``<prefix>.labels.>``, same stream) have a durable consumer of their own (``<durable>-labels``)
+and go into ``labels`` the same way: each (station, revision) once, commit, then ack.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..store import plant_db
+from ..store import plant_db, plant_labels
 from . import wire
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class IngestStats:
     batches: int = 0
     errors: int = 0
     last_error: str = ""
+    labels_received: int = 0  # QA label changes
+    labels_written: int = 0  # new (station, revision) rows
     lag_ms: list[float] = field(default_factory=list)  # receive time - part time, of new rows (the bench reads it)
 
 
@@ -114,6 +118,7 @@ class Ingest:
         import psycopg
 
         conn = psycopg.connect(self.dsn)
+        lconn = psycopg.connect(self.dsn)  # the labels' consumer writes in transactions of its own
         try:
             plant_db.create_schema(conn)
             nc = await nats.connect(
@@ -125,16 +130,20 @@ class Ingest:
                 error_cb=self._nats_error,
             )
             try:
-                await self._consume(nc, conn)
+                await asyncio.gather(
+                    self._consume(nc, conn, "results", self._handle),
+                    self._consume(nc, lconn, "labels", self._handle_labels),
+                )
             finally:
                 await nc.close()
         finally:
             conn.close()
+            lconn.close()
 
     async def _nats_error(self, exc: Exception) -> None:
         self.stats.last_error = f"NATS: {exc}"
 
-    async def _subscribe(self, nc: Any) -> Any:
+    async def _subscribe(self, nc: Any, kind: str) -> Any:
         from nats.js.api import AckPolicy, ConsumerConfig
 
         js = nc.jetstream(timeout=5)
@@ -142,18 +151,20 @@ class Ingest:
         cfg = ConsumerConfig(
             ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s, max_ack_pending=50 * self.batch, max_deliver=-1
         )
+        durable = self.durable if kind == "results" else f"{self.durable}-{kind}"
         return await js.pull_subscribe(
-            f"{self.prefix}.results.>", durable=self.durable, stream=wire.stream_name(self.prefix), config=cfg
+            f"{self.prefix}.{kind}.>", durable=durable, stream=wire.stream_name(self.prefix), config=cfg
         )
 
-    async def _consume(self, nc: Any, conn: Any) -> None:
+    async def _consume(self, nc: Any, conn: Any, kind: str, handle: Any) -> None:
+        """Fetch batches of ``kind`` (results or labels) from its durable consumer and ``handle`` them."""
         import nats.errors
 
         sub = None
         while not self._stop.is_set():
             try:
                 if sub is None:
-                    sub = await self._subscribe(nc)
+                    sub = await self._subscribe(nc, kind)
                 msgs = await sub.fetch(self.batch, timeout=0.5)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
@@ -163,7 +174,7 @@ class Ingest:
                 sub = None
                 await asyncio.sleep(0.25)
                 continue
-            await self._handle(msgs, conn)
+            await handle(msgs, conn)
 
     async def _handle(self, msgs: list[Any], conn: Any) -> None:
         results, bad = [], []
@@ -182,6 +193,24 @@ class Ingest:
         self.stats.batches += 1
         if self.keep_lag:
             self.stats.lag_ms.extend((now - r.t) * 1000 for r in results)
+        await self._ack(msgs, bad)
+
+    async def _handle_labels(self, msgs: list[Any], conn: Any) -> None:
+        """QA label changes -> ``labels`` (each (station, revision) once), commit, then ack."""
+        changes, bad = [], []
+        for m in msgs:
+            try:
+                changes.append(wire.LabelMsg.from_json(m.data))
+            except ValueError as exc:
+                log.error("not a label change on %s, terminated: %s", m.subject, exc)
+                bad.append(m)
+        new = await asyncio.to_thread(plant_labels.write_labels, conn, changes)  # commits
+        self.stats.labels_received += len(changes)
+        self.stats.labels_written += new
+        self.stats.rejected += len(bad)
+        await self._ack(msgs, bad)
+
+    async def _ack(self, msgs: list[Any], bad: list[Any]) -> None:
         import nats.errors
 
         bad_ids = {id(m) for m in bad}

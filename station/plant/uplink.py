@@ -15,7 +15,9 @@ One thread, with its own asyncio loop (nats-py is asyncio), does everything:
 3. when the plant is unreachable, keeps storing: the outbox grows up to
    ``outbox_max`` (warning at ``alarm_fill``), then the overflow policy drops
    the oldest or the newest results, counted (``dropped``) and alarmed; on
-   reconnect it drains oldest first.
+   reconnect it drains oldest first;
+4. with a :class:`~station.plant.labels_up.LabelFeed`, also queues and sends the station's QA
+   label changes (central labels), from an outbox of their own.
 
 Nothing here is on the hot path, and a station without ``plant:`` never imports it.
 """
@@ -39,6 +41,7 @@ from ..contracts import Outcome, PartResult
 from ..plc.link import Backoff
 from ..publish.outbox import Outbox
 from . import wire
+from .labels_up import LabelFeed
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +84,10 @@ class PlantUplink:
         report: ReportFn | None = None,
         status: Callable[[], dict[str, Any]] = dict,
         status_s: float = 5.0,
+        labels: LabelFeed | None = None,
     ):
         self.cfg = cfg
+        self.labels = labels  # QA label changes of the station database (central labels), or None
         self._status_fn = status
         self.status_s = status_s
         self._status_kv: Any = None
@@ -124,7 +129,11 @@ class PlantUplink:
     def stop(self, flush_s: float = 2.0) -> None:
         """Send what is pending (up to ``flush_s`` while connected), then stop; the rest stays in the outbox."""
         end = time.monotonic() + flush_s
-        while time.monotonic() < end and self._connected and (self.sub.pending or self.outbox_pending):
+        while (
+            time.monotonic() < end
+            and self._connected
+            and (self.sub.pending or self.outbox_pending or self._labels_pending)
+        ):
             time.sleep(0.01)  # shutdown only
         self._stop.set()
         if self._thread is not None:
@@ -134,6 +143,10 @@ class PlantUplink:
     def outbox_pending(self) -> int:
         """Results not yet stored by JetStream."""
         return len(self._outbox) if self._outbox is not None else 0
+
+    @property
+    def _labels_pending(self) -> int:
+        return self.labels.pending if self.labels is not None else 0
 
     @property
     def dropped(self) -> int:
@@ -156,6 +169,11 @@ class PlantUplink:
             "outbox": self.outbox_pending,
             "outbox_dropped": self._outbox.dropped if self._outbox is not None else 0,
             "queue_dropped": self.sub.dropped,
+            **(
+                {"labels_outbox": self.labels.pending, "labels_published": self.labels.published}
+                if self.labels is not None
+                else {}
+            ),
         }
 
     # -- the thread ---------------------------------------------------------
@@ -165,16 +183,22 @@ class PlantUplink:
             asyncio.run(self._main())
         finally:
             self._outbox.close()
+            if self.labels is not None:
+                self.labels.close()
 
     async def _main(self) -> None:
         while not self._stop.is_set():
             stored = self._store(self._drain())
+            if self.labels is not None:
+                stored += self.labels.collect()
             if not self._connected and self._backoff.due():
                 await self._connect()
             sent = 0
-            if self._connected and self.outbox_pending:
+            if self._connected and (self.outbox_pending or (self.labels is not None and self.labels.pending)):
                 try:
-                    sent = await self._send_batch()
+                    sent = await self._send_batch() if self.outbox_pending else 0
+                    if self.labels is not None:
+                        sent += await self.labels.send(self._js, self._s3, self.cfg.s3_bucket)
                 except Exception as exc:  # noqa: BLE001 - any failure of NATS or S3 means "offline": keep storing, retry
                     await self._offline(exc)
             if self._connected and time.monotonic() >= self._status_due:

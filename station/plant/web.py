@@ -4,8 +4,9 @@ Users and sessions live in a SQLite file of their own (the station's schema and
 :mod:`station.web.auth`, so ``station user`` style management and the same
 login page apply); the data comes from PostgreSQL (:mod:`station.store.plant_db`),
 station state from the NATS status bucket, images from S3. Roles: every
-logged-in user (``operator`` and above) reads the dashboard; rollouts are run
-with ``plant promote`` (an admin's command line), not from the browser.
+logged-in user (``operator`` and above) reads the dashboard; writes (pin,
+rollback, promote, dataset snapshots) need a plant role
+(:mod:`station.plant.web_actions`).
 
 Routes: ``/`` (the page), ``/api/plant/yield``, ``/api/plant/pareto``,
 ``/api/plant/stations``, ``/api/plant/parts``, ``/api/plant/image/{key}``,
@@ -29,14 +30,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from ..config import WebConfig
-from ..store import plant_db
+from ..store import plant_db, plant_roles
 from ..store.db import open_db
 from ..web import auth
 from ..web.auth import LoginLimiter
 from ..web.routes_auth import router as auth_router
 from ..web.security import SecurityMiddleware
 from ..web.state import WebDB
-from . import wire
+from . import web_actions, wire
 
 STATIC = Path(__file__).parent / "static"
 _IMAGE_KEY = re.compile(r"^images/[0-9a-f]{64}\.jpg$")
@@ -61,7 +62,11 @@ class PlantWebState:
 
     def __init__(self, *, dsn: str, users_db: Path, s3: Any, bucket: str, nats_url: str, prefix: str, cfg: WebConfig):
         self.cfg = cfg
-        open_db(users_db).close()  # the station's schema (users, sessions, audit): migrated once here
+        first = open_db(users_db)  # the station's schema (users, sessions, audit): migrated once here
+        try:
+            plant_roles.ensure_table(first)
+        finally:
+            first.close()
         self.db = WebDB(str(users_db))
         self.limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_s)
         self.station = _Owner(_Named("plant"))
@@ -199,16 +204,20 @@ def image(request: Request, key: str, _s: Any = Depends(READ)) -> Response:
 
 
 def create_plant_app(state: PlantWebState, *, bootstrap_admin: bool = True) -> FastAPI:
-    """The dashboard app; with ``bootstrap_admin`` and no admin yet, user ``admin`` gets a random password printed
-    once."""
+    """The dashboard app; with ``bootstrap_admin`` and no admin yet, user ``admin`` gets a random password printed once.
+
+    A user ``admin`` created so is also the first ``plant_admin`` (it grants the others: ``plant role grant``).
+    """
     if bootstrap_admin:
         with state.db.use() as db:
-            auth.ensure_admin(db)
+            if auth.ensure_admin(db) is not None and not plant_roles.has_role(db, "plant_admin"):
+                plant_roles.grant(db, "admin", "plant_admin", granted_by="first start")
     app = FastAPI(title="Plant dashboard", version="1", docs_url=None, redoc_url=None)
     app.state.web = state
     app.add_middleware(SecurityMiddleware, state=state)  # type: ignore[arg-type]
     app.include_router(auth_router)
     app.include_router(router)
+    app.include_router(web_actions.router)
     app.mount("/plant-static", StaticFiles(directory=STATIC), name="plant-static")
     app.mount(
         "/static", StaticFiles(directory=Path(__file__).parents[1] / "web" / "static"), name="static"

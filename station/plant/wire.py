@@ -38,6 +38,21 @@ def msg_id(station: str, seq: int) -> str:
     return f"{station}:{seq}"
 
 
+def labels_subject(prefix: str, station: str) -> str:
+    """The subject a station publishes its QA label changes on (same stream as the results)."""
+    return f"{prefix}.labels.{station}"
+
+
+def label_msg_id(station: str, revision: int) -> str:
+    """JetStream's de-duplication id of a label change: ``<station>:label-<revision>``."""
+    return f"{station}:label-{revision}"
+
+
+def stored_image_key(sha256: str, fmt: str) -> str:
+    """The object key of a station's stored image file (its content hash and format)."""
+    return f"images/{sha256}.{fmt}"
+
+
 def image_key(jpeg: bytes) -> str:
     """The object key of an image: its content hash."""
     return f"images/{hashlib.sha256(jpeg).hexdigest()}.jpg"
@@ -129,6 +144,62 @@ class ResultMsg:
             raise ValueError(f"result message has a field of the wrong type: {exc}") from None
 
 
+@dataclass(frozen=True)
+class LabelMsg:
+    """The labels of one image after a QA change on a station: its whole current label set at ``revision``.
+
+    ``revision`` is the station's review row id (grows with every QA operation), so the newest
+    revision of a (station, image) is its current labels and the older ones are its history.
+    """
+
+    station: str
+    revision: int
+    image_id: int
+    part_id: int
+    camera_id: str
+    image_key: str  # S3 key of the station's image file, images/<sha256>.<png|jpg>
+    sha256: str
+    width: int
+    height: int
+    verdict: str  # labeled | good (no labels left: a reviewed negative)
+    labels: tuple[tuple[str, float, float, float, float], ...]  # (class, x1, y1, x2, y2) in image pixels
+    reviewed_by: str
+    reviewed_at: float
+
+    def to_json(self) -> bytes:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["labels"] = [list(lab) for lab in self.labels]
+        return json.dumps(d, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, body: bytes) -> LabelMsg:
+        """Parse and check a message body; ValueError says what is wrong."""
+        try:
+            d = json.loads(body)
+            missing = [k for k in cls.__dataclass_fields__ if k not in d]
+            if missing:
+                raise ValueError(f"label message lacks {', '.join(missing)}")
+            if d["verdict"] not in ("labeled", "good"):
+                raise ValueError(f"label message: verdict {d['verdict']!r} is not labeled or good")
+            return cls(
+                station=str(d["station"]),
+                revision=int(d["revision"]),
+                image_id=int(d["image_id"]),
+                part_id=int(d["part_id"]),
+                camera_id=str(d["camera_id"]),
+                image_key=str(d["image_key"]),
+                sha256=str(d["sha256"]),
+                width=int(d["width"]),
+                height=int(d["height"]),
+                verdict=str(d["verdict"]),
+                labels=tuple((str(c), float(a), float(b), float(x), float(y)) for c, a, b, x, y in d["labels"]),
+                reviewed_by=str(d["reviewed_by"]),
+                reviewed_at=float(d["reviewed_at"]),
+            )
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"label message has a field of the wrong type: {exc}") from None
+
+
 async def ensure_stream(js: Any, prefix: str = "plant", replicas: int = 1) -> None:
     """Create (or update) the file-backed results stream with its duplicate window."""
     from nats.js.api import StorageType, StreamConfig
@@ -136,7 +207,7 @@ async def ensure_stream(js: Any, prefix: str = "plant", replicas: int = 1) -> No
 
     cfg = StreamConfig(
         name=stream_name(prefix),
-        subjects=[f"{prefix}.results.>"],
+        subjects=[f"{prefix}.results.>", f"{prefix}.labels.>"],
         storage=StorageType.FILE,
         num_replicas=replicas,
         duplicate_window=DUPLICATE_WINDOW_S,

@@ -106,3 +106,19 @@ def insert_label(
 def insert_review(db: sqlite_utils.Database, image_id: int, verdict: str, user: str, now: float) -> None:
     """Append one review row."""
     db["image_reviews"].insert({"image_id": image_id, "verdict": verdict, "reviewed_by": user, "reviewed_at": now})
+
+
+def reviews_after(db: sqlite_utils.Database, after_id: int, limit: int) -> list[tuple[int, int, str, str, float]]:
+    """(id, image_id, verdict, reviewed_by, reviewed_at) of the review rows after ``after_id``, oldest first.
+
+    Every QA operation appends one review row, so the review id is a cursor over label changes
+    (what the plant uplink sends: :mod:`station.plant.labels_up`).
+    """
+    return [
+        tuple(r)
+        for r in db.execute(
+            "SELECT id, image_id, verdict, reviewed_by, reviewed_at FROM image_reviews "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            [int(after_id), int(limit)],
+        )
+    ]

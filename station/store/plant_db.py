@@ -13,6 +13,11 @@ modules beside this one). Tables:
   outcome and the latency sum; ``defect_rollups`` — defects per class, same key.
   Both are updated in the same transaction as the insert, from the new rows only.
 * ``stations`` — last seen, last model, per station.
+* ``labels``, ``dataset_snapshots`` — QA labels from every station and dataset snapshots
+  across stations (SQL in :mod:`station.store.plant_labels`).
+* ``models`` — the central registry (content hash, S3 key; lineage of a model trained from a
+  dataset snapshot: snapshot id, training host, metrics); ``rollouts`` — each staged rollout
+  (SQL in :mod:`station.store.plant_models`).
 
 One transaction per batch: keys, rows, rollups, commit; the caller acks the
 messages after the commit, so a crash before it means a redelivery and the
@@ -25,6 +30,8 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
+
+from . import plant_labels
 
 SCHEMA_VERSION = 1
 
@@ -83,6 +90,9 @@ CREATE TABLE IF NOT EXISTS models (
     size bigint NOT NULL,
     registered_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE models ADD COLUMN IF NOT EXISTS snapshot_id text;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS trained_on text;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS metrics jsonb;
 CREATE TABLE IF NOT EXISTS rollouts (
     id bigserial PRIMARY KEY,
     version text NOT NULL,
@@ -162,6 +172,7 @@ def create_schema(conn: Any) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(74831)")  # two ingest processes starting together
         conn.execute(_SCHEMA)
+        conn.execute(plant_labels.SCHEMA)
         conn.execute("INSERT INTO plant_schema (version) VALUES (%s) ON CONFLICT DO NOTHING", (SCHEMA_VERSION,))
 
 
@@ -271,59 +282,6 @@ def insert_plain(conn: Any, results: Sequence[Result], shift_of: ShiftFn, partit
                     for r in results
                 ],
             )
-
-
-def register_model(conn: Any, sha256: str, version: str, key: str, size: int) -> None:
-    """Add a model file to the central registry (idempotent)."""
-    with conn.transaction():
-        conn.execute(
-            "INSERT INTO models (sha256, version, key, size) VALUES (%s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING",
-            (sha256, version, key, size),
-        )
-
-
-def start_rollout(conn: Any, version: str, sha256: str, groups: Sequence[str]) -> int:
-    """A new rollout row; returns its id."""
-    with conn.transaction():
-        return int(
-            conn.execute(
-                "INSERT INTO rollouts (version, sha256, groups, state) VALUES (%s, %s, %s, 'running') RETURNING id",
-                (version, sha256, list(groups)),
-            ).fetchone()[0]
-        )
-
-
-def update_rollout(
-    conn: Any, rollout_id: int, *, reached: Sequence[str], state: str = "running", reason: str = ""
-) -> None:
-    """Record the groups reached, and the end (done / rolled_back, with the reason)."""
-    with conn.transaction():
-        conn.execute(
-            "UPDATE rollouts SET reached = %s, state = %s, reason = %s, finished_at = CASE WHEN %s = 'running' THEN "
-            "NULL ELSE now() END WHERE id = %s",
-            (list(reached), state, reason, state, rollout_id),
-        )
-
-
-def rollout(conn: Any, rollout_id: int) -> dict[str, Any]:
-    """One rollout as a dict."""
-    cur = conn.execute(
-        "SELECT id, version, sha256, groups, state, reached, reason FROM rollouts WHERE id = %s", (rollout_id,)
-    )
-    return dict(zip([d.name for d in cur.description], cur.fetchone()))
-
-
-def group_metrics(conn: Any, stations: Sequence[str], model_ids: Sequence[str], since: dt.datetime) -> dict[str, float]:
-    """Parts of ``stations`` under ``model_ids`` received since ``since``: count, reject and FAILSAFE rates, p95
-    latency."""
-    conn.commit()  # a fresh snapshot
-    n, rej, fs, p95 = conn.execute(
-        "SELECT count(*), coalesce(avg((outcome <> 'PASS')::int), 0), coalesce(avg((outcome = 'FAILSAFE')::int), 0), "
-        "coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms), 0) FROM inspections "
-        "WHERE station_id = ANY(%s) AND model_id = ANY(%s) AND received_at >= %s",
-        (list(stations), list(model_ids), since),
-    ).fetchone()
-    return {"parts": int(n), "reject_rate": float(rej), "failsafe_rate": float(fs), "latency_ms_p95": float(p95)}
 
 
 DIMENSIONS = ("line", "station_id", "shift", "product")

@@ -1,4 +1,5 @@
-// The plant dashboard: yield and Pareto per line/station/shift/product, stations, parts, drill down to an image.
+// The plant dashboard: yield and Pareto per line/station/shift/product, stations (with the desired model: pinned
+// or the group's), parts, drill down to an image.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -52,11 +53,15 @@
     }
     await pareto(null);
     const st = body("stations");
+    const desired = await get("/api/plant/desired").catch(() => ({ groups: {}, stations: {} }));
     for (const s of await get("/api/plant/stations")) {
       const tr = st.insertRow(); tr.className = "clickable";
       const status = s.status || {};
       cell(tr, s.station_id); cell(tr, s.line); cell(tr, s.last_seen ? new Date(s.last_seen).toLocaleString() : "-");
-      cell(tr, status.model_id || s.model_id || "-"); cell(tr, status.outbox === undefined ? "-" : status.outbox);
+      cell(tr, status.model_id || s.model_id || "-");
+      const pin = desired.stations[s.station_id], group = desired.groups[status.group];
+      cell(tr, pin ? pin.version + " (pinned)" : group ? group.version + " (" + status.group + ")" : "-", pin ? "pinned" : "");
+      cell(tr, status.outbox === undefined ? "-" : status.outbox);
       cell(tr, (status.alarms || []).join("; ") || "-");
       tr.addEventListener("click", () => parts(s.station_id));
     }

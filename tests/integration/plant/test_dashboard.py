@@ -13,6 +13,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from station.config import WebConfig
 from station.plant import wire
+from station.plant.desired import pin, with_bucket
+from station.plant.follower import Desired
 from station.plant.ingest import Ingest
 from station.plant.web import PlantWebState, build_server
 from tests.fixtures_plant import Plant, SimStation, wait_until
@@ -31,6 +33,8 @@ def dashboard(plant: Plant, tmp_path: Path):
             st.send(21 * (i + 1))  # the cycle of outcomes: 3 of 7 are not PASS, FAIL ones have a scratch
         wait_until(lambda: ing.stats.written == 63, 30, "63 parts ingested")
         wait_until(lambda: all(s.uplink._status_kv is not None for s in sts), 10, "status published")
+        pinned = Desired("v-pin", f"models/{'a' * 64}.onnx", "a" * 64)  # the stations table shows a pin
+        with_bucket(plant.engines.nats.url, plant.prefix, lambda kv: pin(kv, "st-b", pinned))
     finally:
         for st in sts:
             st.stop()
@@ -104,6 +108,7 @@ def test_dashboard_in_chromium_drills_down_to_an_image(dashboard: str):
         page.wait_for_url(dashboard + "/")
         expect(page.locator("#yield tbody tr")).to_have_count(2)
         expect(page.locator("#stations tbody tr")).to_have_count(2)
+        expect(page.locator("#stations tbody tr", has_text="st-b")).to_contain_text("v-pin (pinned)")
         page.select_option("#by", "station_id")
         expect(page.locator("#yield tbody tr").first).to_contain_text("st-a")
         page.locator("#yield tbody tr").nth(1).click()  # st-b: its Pareto and its parts
