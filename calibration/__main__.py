@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 from pathlib import Path
 
 import cv2
+
+from station import serialize
 
 from .chessboard import CalibrationError, calibrate
 
@@ -90,7 +91,7 @@ def cmd_list(a: argparse.Namespace) -> int:
     finally:
         db.close()
     if a.json:
-        print(json.dumps({"in_force": cur.version if cur else None, "versions": [r.as_dict() for r in rows]}))
+        print(serialize.dumps({"in_force": cur.version if cur else None, "versions": [r.as_dict() for r in rows]}))
         return 0
     for r in rows:
         when = dt.datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M")

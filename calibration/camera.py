@@ -10,12 +10,13 @@ corners undistorted first, so lens distortion does not bias it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
+
+from station import serialize
 
 from .targets import Points, Target, neighbour_distances
 
@@ -190,9 +191,9 @@ def calibrate_camera(
     und = cv2.undistortPoints(plane.img.reshape(-1, 1, 2), K, dist, P=K, criteria=UNDISTORT_ITER).reshape(-1, 2)
     mm_per_px = float(target.square_mm / np.median(neighbour_distances(plane.grid, und)))
     K_l, dist_l = np.asarray(K).tolist(), np.asarray(dist).ravel().tolist()
-    payload = json.dumps(
+    payload = serialize.dumps(
         [K_l, dist_l, round(mm_per_px, 9), size, target.as_dict(), sorted(r.sha256 for r in reports if r.used)],
-        sort_keys=True,
+        canonical=True,
     ).encode()
     return CameraCalibration(
         id="cal-" + hashlib.sha256(payload).hexdigest()[:10],

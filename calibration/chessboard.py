@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from station import serialize
+
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +38,7 @@ class CalibrationResult:
 
     def save(self, path: Path) -> None:
         """Write as JSON."""
-        path.write_text(json.dumps(asdict(self), indent=2))
+        path.write_text(serialize.dumps(asdict(self), indent=2))
 
 
 def find_corners(gray: np.ndarray, pattern: tuple[int, int]) -> np.ndarray | None:
@@ -80,7 +82,7 @@ def calibrate(images: list[np.ndarray], pattern: tuple[int, int], square_mm: flo
         objp[:, :2] = np.mgrid[0 : pattern[0], 0 : pattern[1]].T.reshape(-1, 2) * square_mm
         err, K_, dist_, _, _ = cv2.calibrateCamera([objp] * len(found), [c for _, c in found], size, None, None)
         K, dist = K_.tolist(), dist_.ravel().tolist()
-    payload = json.dumps([mm_per_px, K, dist, pattern, square_mm], sort_keys=True).encode()
+    payload = serialize.dumps([mm_per_px, K, dist, pattern, square_mm], canonical=True).encode()
     return CalibrationResult(
         id="cal-" + hashlib.sha256(payload).hexdigest()[:10],
         mm_per_px=mm_per_px,

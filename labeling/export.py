@@ -26,7 +26,6 @@ Exports are deterministic: the same snapshot and arguments write the same files.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 import os
@@ -39,6 +38,7 @@ from typing import Any, Literal
 import sqlite_utils
 import yaml
 
+from station import serialize
 from station.store.images import ImageStore
 
 from .labels import clip_box
@@ -245,7 +245,7 @@ def write_yolo(
         "train": listing["train"],
         "val": listing["val"],
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    (out / MANIFEST).write_text(serialize.dumps(manifest, indent=1) + "\n")
     log.info(
         "exported %s to %s: %d train / %d val images, %d boxes",
         title,
@@ -327,7 +327,7 @@ def export_coco(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.write_text(serialize.dumps(doc, indent=1))
     os.replace(tmp, out)
     log.info("exported snapshot %d to %s: %d images, %d annotations", snap.id, out, len(coco_images), len(anns))
     return out

@@ -24,6 +24,7 @@ from typing import Any
 
 import sqlite_utils
 
+from station import serialize
 from station.serialize import dumps
 from station.store import audit, snapshots
 
@@ -190,7 +191,7 @@ def create_snapshot(
                     "height": it.height,
                     "t_wall": it.t_wall,
                     "verdict": it.verdict,
-                    "labels": json.dumps(
+                    "labels": serialize.dumps(
                         [[lab.label_id, lab.class_name, lab.x1, lab.y1, lab.x2, lab.y2] for lab in it.labels]
                     ),
                 }

@@ -36,7 +36,6 @@ this module.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -47,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from station import serialize
 from station.inspection.anomaly import STRIDE, anomaly_meta, image_score_of, preprocess, work_size
 
 log = logging.getLogger(__name__)
@@ -398,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AnomalyLearnError as exc:
         print(f"error: {exc}", flush=True)
         return 2
-    print(json.dumps(res.as_dict()), flush=True)
+    print(serialize.dumps(res.as_dict()), flush=True)
     return 0
 
 

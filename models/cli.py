@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from station import serialize
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("data/station.db")
@@ -292,7 +294,7 @@ def _evaluate_classify(args: argparse.Namespace, cand: str, rules: Any, calib: A
         return 2
     print(res.table())
     if args.json:
-        Path(args.json).write_text(json.dumps(res.summary(), indent=1) + "\n")
+        Path(args.json).write_text(serialize.dumps(res.summary(), indent=1) + "\n")
     return 0
 
 
@@ -317,7 +319,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(comp.table())
     if args.json:
-        Path(args.json).write_text(json.dumps(comp.summary(), indent=1) + "\n")
+        Path(args.json).write_text(serialize.dumps(comp.summary(), indent=1) + "\n")
     if args.use_db and args.record:
         from . import registry
 

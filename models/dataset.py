@@ -26,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from station import serialize
 from station.acquire.render import DEFECT_CLASSES, RenderedPart
 from station.acquire.synthetic import iter_parts
 from station.config.camera import SyntheticCameraConfig
@@ -285,7 +286,7 @@ def make_synthetic_dataset(
         "counts": counts,
         "render_s": round(time.monotonic() - t0, 1),
     }
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    (root / MANIFEST).write_text(serialize.dumps(manifest, indent=1, canonical=True) + "\n")
     log.info("dataset %s: %s in %.1f s", root, counts, time.monotonic() - t0)
     return data_yaml
 

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from station import serialize
 from station.config import RulesConfig
 from station.config.camera import SyntheticCameraConfig
 
@@ -248,7 +249,7 @@ def finish_default(
             "metrics": res.summary(),
         },
     }
-    (out_dir / "model.json").write_text(json.dumps(card, indent=1) + "\n")
+    (out_dir / "model.json").write_text(serialize.dumps(card, indent=1) + "\n")
     log.info("default model written to %s (sha256 %s)", out_dir, card["sha256"][:12])
     return card
 

@@ -12,12 +12,13 @@ other half against the cells with probability 1.
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from station import serialize
 
 
 class ElpvMissing(RuntimeError):
@@ -177,5 +178,5 @@ def import_classify_dataset(
         "rule": "defective: probability >= 2/3; functional: probability 0; probability 1/3 left out",
         "counts": counts,
     }
-    (out / CLASSIFY_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    (out / CLASSIFY_MANIFEST).write_text(serialize.dumps(manifest, indent=1) + "\n")
     return out

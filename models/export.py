@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from station import serialize
+
 log = logging.getLogger(__name__)
 
 LINEAGE_KEY = "lineage"
@@ -74,7 +76,7 @@ def export_onnx(
         )
     lin = {str(k): v for k, v in dict(lineage or {}).items()}  # None kept in the JSON: "no parent" is lineage too
     per_key = {f"{LINEAGE_PREFIX}{k}": _text(v) for k, v in lin.items() if v is not None}
-    _set_props(proto, {**per_key, LINEAGE_KEY: json.dumps(lin, sort_keys=True, default=str)})
+    _set_props(proto, {**per_key, LINEAGE_KEY: serialize.dumps(lin, canonical=True)})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     onnx.save(proto, str(tmp))
@@ -110,7 +112,7 @@ def _check_parity(best_pt: Path, out: Path, golden: Path | str | None) -> None:
 
 
 def _text(v: Any) -> str:
-    return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    return v if isinstance(v, str) else serialize.dumps(v, canonical=True)
 
 
 def _set_props(proto: Any, values: Mapping[str, str]) -> None:

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from station import serialize
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "golden.json"
@@ -142,7 +144,7 @@ def write_manifest(root: Path, names: Sequence[str], source: Mapping[str, Any] |
         "source": dict(source or {}),
         "files": files,
     }
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    (root / MANIFEST).write_text(serialize.dumps(manifest, indent=1, canonical=True) + "\n")
     return gid
 
 

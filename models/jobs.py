@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from station import serialize
+
 from .train import Progress
 
 log = logging.getLogger(__name__)
@@ -296,7 +298,7 @@ class JobRunner:
             job_id = self.id_prefix + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
             job_dir = self.jobs_dir / job_id
             (job_dir / "work").mkdir(parents=True)
-            (job_dir / "spec.json").write_text(json.dumps(spec_dict, indent=1, sort_keys=True, default=str) + "\n")
+            (job_dir / "spec.json").write_text(serialize.dumps(spec_dict, indent=1, canonical=True) + "\n")
             (job_dir / "progress.jsonl").touch()
             env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
             env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -436,7 +438,7 @@ class JobRunner:
 
     def _save(self, state: JobState) -> None:
         tmp = state.job_dir / "state.json.tmp"
-        tmp.write_text(json.dumps(state.as_dict(), indent=1) + "\n")
+        tmp.write_text(serialize.dumps(state.as_dict(), indent=1) + "\n")
         os.replace(tmp, state.job_dir / "state.json")
 
     def _apply(self, state: JobState, ev: Mapping[str, Any]) -> None:

@@ -31,7 +31,6 @@ Needs ``nncf``, ``openvino`` and ``onnx`` (the ``train`` extra); the station nev
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -43,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from station import serialize
 from station.inspection.model_meta import OPENVINO_BIN, OPENVINO_XML, read_model_meta
 
 from .export import LINEAGE_KEY, LINEAGE_PREFIX, _set_props, _text, read_lineage
@@ -206,7 +206,7 @@ def quantize_int8(
     }
     props = {k: v for k, v in meta.raw.items() if not k.startswith(LINEAGE_PREFIX) and k != LINEAGE_KEY}
     props.update({f"{LINEAGE_PREFIX}{k}": _text(v) for k, v in lin.items() if v is not None})
-    props[LINEAGE_KEY] = json.dumps(lin, sort_keys=True, default=str)
+    props[LINEAGE_KEY] = serialize.dumps(lin, canonical=True)
     del q.metadata_props[:]
     _set_props(q, props)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from typing import Any
 
 import sqlite_utils
 
+from station import serialize
 from station.inspection.model_meta import read_model_meta
 from station.store import audit
 from station.store import model_registry as model_rows
@@ -168,17 +169,17 @@ def register(
         "sha256": meta.sha256,
         "path": str(dst),
         "task": meta.task,
-        "names": json.dumps(list(meta.names)),
+        "names": serialize.dumps(list(meta.names)),
         "imgsz": int(max(meta.imgsz)),
-        "input_hw": json.dumps(list(meta.imgsz)),
+        "input_hw": serialize.dumps(list(meta.imgsz)),
         "created_at": time.time(),
         "parent_sha": parent_sha or _str_or_none(lineage.get("parent_sha")),
         "dataset_snapshot": dataset_snapshot or _str_or_none(lineage.get("dataset_snapshot")),
-        "metrics": json.dumps(dict(metrics or {}), sort_keys=True),
+        "metrics": serialize.dumps(dict(metrics or {}), canonical=True),
         "trained_by": trained_by,
         "status": CANDIDATE,
         "weights_path": str(wdst) if wdst else None,
-        "lineage": json.dumps(lineage, sort_keys=True),
+        "lineage": serialize.dumps(lineage, canonical=True),
     }
     model_rows.insert_model(db, row)
     log.info("registered model %s (%s, %s) from %s", meta.sha256[:12], meta.task, list(meta.names), src)
@@ -196,7 +197,7 @@ def _merge_metrics(db: sqlite_utils.Database, sha: str, new: dict[str, Any]) -> 
         m.update(new)
         if golden:
             m["golden"] = golden
-        model_rows.set_model_metrics(db, sha, json.dumps(m, sort_keys=True))
+        model_rows.set_model_metrics(db, sha, serialize.dumps(m, canonical=True))
     return get(db, sha)
 
 

@@ -19,6 +19,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from station import serialize
+
 from .jobs import JobSpec
 from .train import Progress, TrainingCancelled
 
@@ -36,7 +38,7 @@ class EventLog:
 
     def emit(self, event: str, **data: Any) -> None:
         with self.lock:
-            self.fh.write(json.dumps({"event": event, "t": time.time(), **data}, default=str) + "\n")
+            self.fh.write(serialize.dumps({"event": event, "t": time.time(), **data}) + "\n")
             self.fh.flush()
 
     def progress(self, p: Progress) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
+
+from station import serialize
 
 from .config import ConfigError, FolderCameraConfig, StationConfig, config_hash, load_config
 
@@ -47,7 +48,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
     """Print the JSON schema of the config (every field with its description)."""
-    print(json.dumps(StationConfig.model_json_schema(), indent=2))
+    print(serialize.dumps(StationConfig.model_json_schema(), indent=2))
     return 0
 
 
@@ -83,9 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # "records": written / dropped / spilled at stop, said plainly (counters that add up can still mean records were
     # lost)
     print(
-        json.dumps(
+        serialize.dumps(
             {"counters": snap.as_dict(), "reconcile": station.reconcile(), "records": station.recorder.stop_report},
-            indent=None,
         )
     )
     if station.failure is not None:
@@ -142,14 +142,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
             row = result_to_dict(result)
             row["file"] = path.name
             row["anomaly_score"] = row["image_score"]  # no-labels backends: the image score (1.0 = at the threshold)
-            out.write(json.dumps(row) + "\n")
+            out.write(serialize.dumps(row) + "\n")
             counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
     finally:
         if out is not sys.stdout:
             out.close()
         cam.close()
         inspector.close()
-    print(json.dumps({"images": sum(counts.values()), **counts}), file=sys.stderr)
+    print(serialize.dumps({"images": sum(counts.values()), **counts}), file=sys.stderr)
     return 0
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import sqlite_utils
 
+from station import serialize
+
 from .config import ClassRule, RulesConfig
 from .store import audit
 from .store.db import write_transaction
@@ -148,8 +150,8 @@ def record(
             now,
             user,
             reason,
-            json.dumps(checked, sort_keys=True),
-            json.dumps(dict(source or {}), sort_keys=True, default=str),
+            serialize.dumps(checked, canonical=True),
+            serialize.dumps(dict(source or {}), canonical=True),
         )
         audit.record(
             db,

@@ -20,7 +20,6 @@ Reconciliation while running or after :meth:`ShadowRunner.stop`::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
+from station import serialize
 
 from .bus import Bus, Subscription
 from .contracts import Outcome, PartResult
@@ -274,8 +275,8 @@ class ShadowRunner:
             sh,
             shadow.verdict.model_id,
             self.stats.model_sha,
-            json.dumps(list(shadow.verdict.reasons)),
-            json.dumps(defects),
+            serialize.dumps(list(shadow.verdict.reasons)),
+            serialize.dumps(defects),
             int(differs),
             int(eject_differs),
             round(ms, 3),

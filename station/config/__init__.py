@@ -8,12 +8,13 @@ Every section forbids unknown keys and documents every field, so
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
+
+from station import serialize
 
 from .actuate import (
     GpiodOutputConfig,
@@ -336,5 +337,5 @@ def config_hash(cfg: StationConfig) -> str:
     data = cfg.model_dump(mode="json", exclude=exclude)
     if not data["calibration"]["undistort"]:
         del data["calibration"]["undistort"]
-    blob = json.dumps(data, sort_keys=True).encode()
+    blob = serialize.dumps(data, canonical=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -41,6 +41,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from station import serialize
+
 from ..config.inspection import AnomalyInspectorConfig
 from ..contracts import Detections, Frame
 from .base import InspectorError, ModelLoadError
@@ -93,7 +95,7 @@ def anomaly_meta(size: tuple[int, int], info: dict[str, Any]) -> dict[str, str]:
         "channels": "1",
         "batch": "1",
         "description": "anomaly model learned from good parts (station models.anomaly)",
-        "anomaly": json.dumps(info, sort_keys=True),
+        "anomaly": serialize.dumps(info, canonical=True),
     }
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import logging
 import signal
 import sys
 import tempfile
 import threading
 from pathlib import Path
+
+from station import serialize
 
 log = logging.getLogger("plant")
 
@@ -62,7 +63,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             log.error("ingest stopped: %s", ing.stats.last_error)
             return 1
     ing.stop()
-    print(json.dumps({k: v for k, v in dataclasses.asdict(ing.stats).items() if k != "lag_ms"}), flush=True)
+    print(serialize.dumps({k: v for k, v in dataclasses.asdict(ing.stats).items() if k != "lag_ms"}), flush=True)
     return 0
 
 
@@ -74,7 +75,10 @@ def cmd_engines(args: argparse.Namespace) -> int:
     root.chmod(0o755)
     stop = _wait_for_signal()
     with Engines(root) as e:
-        print(json.dumps({"nats": e.nats.url, "postgres": e.pg.dsn, "s3": e.s3.endpoint, "dir": str(root)}), flush=True)
+        print(
+            serialize.dumps({"nats": e.nats.url, "postgres": e.pg.dsn, "s3": e.s3.endpoint, "dir": str(root)}),
+            flush=True,
+        )
         stop.wait()
     return 0
 
@@ -131,7 +135,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"promote: {exc}", file=sys.stderr)
             return 2
-    print(json.dumps(res, default=str), flush=True)
+    print(serialize.dumps(res), flush=True)
     return 0 if res["state"] == "done" else 1
 
 
@@ -147,7 +151,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"pin: {exc}", file=sys.stderr)
             return 2
-    print(json.dumps({"station": args.station, "pinned": dataclasses.asdict(model)}), flush=True)
+    print(serialize.dumps({"station": args.station, "pinned": dataclasses.asdict(model)}), flush=True)
     return 0
 
 
@@ -156,7 +160,7 @@ def cmd_unpin(args: argparse.Namespace) -> int:
     from .desired import unpin_station
 
     had = unpin_station(args.nats, args.prefix, args.station)
-    print(json.dumps({"station": args.station, "unpinned": had}), flush=True)
+    print(serialize.dumps({"station": args.station, "unpinned": had}), flush=True)
     return 0
 
 
@@ -169,7 +173,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"rollback: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"group": args.group, "desired": None if now is None else dataclasses.asdict(now)}), flush=True)
+    print(
+        serialize.dumps({"group": args.group, "desired": None if now is None else dataclasses.asdict(now)}), flush=True
+    )
     return 0
 
 
@@ -182,7 +188,7 @@ def cmd_role(args: argparse.Namespace) -> int:
     try:
         plant_roles.ensure_table(db)
         if args.action == "list":
-            print(json.dumps(plant_roles.list_roles(db)), flush=True)
+            print(serialize.dumps(plant_roles.list_roles(db)), flush=True)
         elif args.action == "grant":
             plant_roles.grant(db, args.user, args.role, granted_by="cli")
         elif not plant_roles.revoke(db, args.user):
@@ -215,7 +221,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
     with psycopg.connect(args.dsn) as conn:
         if args.action == "list":
-            print(json.dumps(plant_labels.snapshots(conn), default=str), flush=True)
+            print(serialize.dumps(plant_labels.snapshots(conn)), flush=True)
             return 0
         if not args.stations or not args.name:
             print("dataset snapshot: give --stations a,b and --name", file=sys.stderr)
@@ -229,7 +235,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"dataset snapshot: {exc}", file=sys.stderr)
             return 2
-    print(json.dumps(row, default=str), flush=True)
+    print(serialize.dumps(row), flush=True)
     return 0
 
 
@@ -250,7 +256,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"train: {exc}", file=sys.stderr)
             return 2
-    print(json.dumps(row, default=str), flush=True)
+    print(serialize.dumps(row), flush=True)
     return 0
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from labeling.export import write_yolo
 from labeling.snapshot import SnapshotItem, SnapshotLabel, content_sha
+from station import serialize
 
 from ..store import plant_db, plant_labels
 
@@ -110,7 +111,9 @@ def snapshot(
         ],
     }
     key = manifest_key(sid)
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, sort_keys=True).encode(), ContentType="application/json")
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=serialize.dumps(doc, canonical=True).encode(), ContentType="application/json"
+    )
     row = {
         "id": sid,
         "name": name,

@@ -7,7 +7,6 @@ printed once by the bootstrap) and the plant's counts while it runs.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -15,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from station import serialize
 
 log = logging.getLogger("plant.demo")
 
@@ -97,7 +98,7 @@ def _run(root: Path, parts: int, seconds: float, ppm: float) -> int:
             while time.monotonic() < end and not all(st.trigger_source_done() for st in stations):
                 time.sleep(2.0)
                 print(
-                    json.dumps(
+                    serialize.dumps(
                         {
                             "decided": {st.cfg.name: st.counters.snapshot().verdicts for st in stations},
                             "ingested": ing.stats.written,
@@ -119,7 +120,7 @@ def _run(root: Path, parts: int, seconds: float, ppm: float) -> int:
                 "ingested": ing.stats.written,
                 "yield_by_line": plant_db.yield_by(conn, "line", *_all_time()),
             }
-        print(json.dumps(summary, default=str, indent=2), flush=True)
+        print(serialize.dumps(summary, indent=2), flush=True)
         server.should_exit = True
         web.join(10)
         sock.close()

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from station import serialize
+
 from . import wire
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class Desired:
     sha256: str
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        return serialize.dumps(asdict(self)).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Desired:
@@ -85,7 +87,7 @@ class Reported:
     pinned: bool = False  # runs its own desired model (station/<name>), not its group's
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        return serialize.dumps(asdict(self)).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Reported:

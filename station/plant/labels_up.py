@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from station import serialize
+
 from ..publish.outbox import Outbox
 from ..store.images import ImageStore
 from . import wire
@@ -79,7 +81,7 @@ class LabelFeed:
 
     def _write_cursor(self, review_id: int) -> None:
         tmp = self._cursor_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"review_id": review_id}))
+        tmp.write_text(serialize.dumps({"review_id": review_id}))
         os.replace(tmp, self._cursor_path)
         self.cursor = review_id
 
@@ -159,7 +161,7 @@ class LabelFeed:
         for e in entries:
             try:
                 meta, images = wire.unpack(e.payload)
-                msg = wire.LabelMsg.from_json(json.dumps(meta).encode())
+                msg = wire.LabelMsg.from_json(serialize.dumps(meta).encode())
             except ValueError as exc:  # a damaged entry must not block the ones behind it
                 log.error("label outbox entry %d is unreadable, dropped: %s", e.seq, exc)
                 bad.append(e.seq)

@@ -25,7 +25,6 @@ Nothing here is on the hot path, and a station without ``plant:`` never imports 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import threading
@@ -34,6 +33,8 @@ from collections.abc import Callable
 from typing import Any
 
 import cv2
+
+from station import serialize
 
 from ..bus import Subscription
 from ..config.plant import PlantLinkConfig
@@ -368,7 +369,7 @@ class PlantUplink:
             **self._status_fn(),
         }
         try:
-            await self._status_kv.put(self.station, json.dumps(d, default=str).encode())
+            await self._status_kv.put(self.station, serialize.dumps(d).encode())
         except Exception as exc:  # noqa: BLE001 - any NATS failure: offline, retried with the results
             await self._offline(exc)
 

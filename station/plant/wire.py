@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from station import serialize
+
 DUPLICATE_WINDOW_S = 3600.0  # the stream's own de-duplication; the database's covers the rest
 _MAGIC = b"PLU1"
 
@@ -60,7 +62,7 @@ def image_key(jpeg: bytes) -> str:
 
 def pack(meta: dict[str, Any], images: Sequence[bytes]) -> bytes:
     """One outbox entry: the result's JSON and its JPEGs."""
-    body = json.dumps(meta, separators=(",", ":")).encode()
+    body = serialize.dumps(meta).encode()
     parts = [_MAGIC, struct.pack("<II", len(body), len(images)), body]
     for img in images:
         parts += [struct.pack("<I", len(img)), img]
@@ -105,7 +107,7 @@ class ResultMsg:
         """The message body."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["defects"], d["images"] = list(self.defects), list(self.images)
-        return json.dumps(d, separators=(",", ":")).encode()
+        return serialize.dumps(d).encode()
 
     @classmethod
     def from_json(cls, body: bytes) -> ResultMsg:
@@ -169,7 +171,7 @@ class LabelMsg:
     def to_json(self) -> bytes:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["labels"] = [list(lab) for lab in self.labels]
-        return json.dumps(d, separators=(",", ":")).encode()
+        return serialize.dumps(d).encode()
 
     @classmethod
     def from_json(cls, body: bytes) -> LabelMsg:

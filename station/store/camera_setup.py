@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import sqlite_utils
 
+from station import serialize
+
 from . import audit
 from .db import write_transaction
 
@@ -123,8 +125,8 @@ def save(
 ) -> SetupVersion:
     """Append a version, put it in force and audit it; ``ref``: the id verdicts carry (None: ``<kind>-v<version>``)."""
     now = time.time()
-    body_json = json.dumps(dict(body), sort_keys=True)
-    images_json = json.dumps([dict(i) for i in images], sort_keys=True)
+    body_json = serialize.dumps(dict(body), canonical=True)
+    images_json = serialize.dumps([dict(i) for i in images], canonical=True)
     with write_transaction(db):
         before = in_force(db, kind, station, camera_id)
         version = int(

@@ -8,6 +8,8 @@ from typing import Any
 
 import sqlite_utils
 
+from station import serialize
+
 from .db import write_transaction
 
 
@@ -19,7 +21,7 @@ def save(db: sqlite_utils.Database, rows: list[tuple[str, str, dict[str, Any]]])
     with write_transaction(db):
         db.conn.executemany(
             "INSERT OR REPLACE INTO health_baselines (kind, key, data, saved_wall) VALUES (?, ?, ?, ?)",
-            [(kind, key, json.dumps(data), now) for kind, key, data in rows],
+            [(kind, key, serialize.dumps(data), now) for kind, key, data in rows],
         )
 
 
