@@ -1,6 +1,6 @@
 // Image health panel of the operator screen: per camera, small trend charts (sharpness, brightness, clipped share,
 // shift from the setup position) of the last frames, with the band learned at setup shaded; a chart turns red while
-// its drift alarm is active. Drawn by Chart.js (static/vendor/chartjs), like the statistics page.
+// its drift alarm is active. Drawn by Chart.js (station/web/vendor/chartjs), like the statistics page.
 "use strict";
 (function () {
   const { $, el, api } = window.UI;
@@ -15,7 +15,7 @@
   ];
   const POLL_MS = 2000;
 
-  // A small line chart (Chart.js, static/vendor/chartjs) of the last values, on a y range that shows the band too.
+  // A small line chart of the last values, on a y range that shows the band too.
   function spark(canvas, values, band, bad) {
     if (!values.length) return;
     let lo = Math.min(...values), hi = Math.max(...values);

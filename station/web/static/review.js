@@ -4,9 +4,9 @@
 import { startDesk } from "./common.js";
 
 const PAGES = {
-  queue: () => import("./review/queue.js").then((m) => m.initQueue()),
-  editor: () => import("./review/editor.js").then((m) => m.initEditor()),
-  dataset: () => import("./review/dataset.js").then((m) => m.initDataset()),
+  queue: () => import("./review-queue.js").then((m) => m.initQueue()),
+  editor: () => import("./review-editor.js").then((m) => m.initEditor()),
+  dataset: () => import("./review-dataset.js").then((m) => m.initDataset()),
   stats: () => import("./stats.js").then((m) => m.initStats()),
 };
 

@@ -1,7 +1,8 @@
-// Statistics page (templates/stats.html): charts drawn by Chart.js (static/vendor/chartjs, loaded before this module,
-// sets window.Chart), with the same numbers in the tables beside them. Started by review.js once the login is known.
+// Statistics page (templates/stats.html): charts drawn by Chart.js (station/web/vendor/chartjs, served at /vendor/, loaded
+// before this module; it sets window.Chart), with the same numbers in the tables beside them. Started by review.js once
+// the login is known.
 import { $, el, fmtPct, toast, api, hidpi } from "./common.js";
-import { st, classColor } from "./review/shared.js";
+import { st, classColor } from "./review-shared.js";
 
 const Chart = window.Chart;
 const OUTCOME_COLOR = { PASS: "#2ea04f", FAIL: "#e5484d", UNCERTAIN: "#f5b800", FAILSAFE: "#b061e0" };

@@ -1,7 +1,7 @@
 // The dataset page (templates/review_dataset.html): snapshots of the reviewed labels, their YOLO / COCO exports,
 // and the import of labels from a YOLO or COCO zip (with upload progress).
-import { $, el, fmtTime, toast, errText, api, csrf } from "../common.js";
-import { fromLocalInput } from "./shared.js";
+import { $, el, fmtTime, toast, errText, api, csrf } from "./common.js";
+import { fromLocalInput } from "./review-shared.js";
 
 export function initDataset() {
   const maxMb = parseFloat(document.body.dataset.maxUploadMb) || 0;

@@ -1,7 +1,7 @@
 // The editor's history tables (templates/review_image.html): the audit rows of the image's labels, newest first,
 // and every label row (append-only). Plain functions of the image detail from GET /api/review/images/{id}.
-import { $, el, fmtTime } from "../common.js";
-import { fmtShort } from "./shared.js";
+import { $, el, fmtTime } from "./common.js";
+import { fmtShort } from "./review-shared.js";
 
 function boxText(v) {
   if (!v || v.x1 === undefined) return "";

@@ -1,7 +1,7 @@
 // The review queue (templates/review.html): the gallery of images most worth a look first, its filters (kept in the
 // URL), and the bulk confirm / mark-good of the selected images.
-import { $, el, fmtTime, fmtNum, toast, api } from "../common.js";
-import { st, svgEl, classColor, toLocalInput, fromLocalInput, saveNav } from "./shared.js";
+import { $, el, fmtTime, fmtNum, toast, api } from "./common.js";
+import { st, svgEl, classColor, toLocalInput, fromLocalInput, saveNav } from "./review-shared.js";
 
 const FILTERS = ["reviewed", "outcome", "class_name", "min_conf", "max_conf", "since", "until", "model_id"];
 const LIMIT = 48;

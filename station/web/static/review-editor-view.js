@@ -1,8 +1,8 @@
 // The editor's canvas (templates/review_image.html): the view transform (zoom and pan), the hit tests of boxes and
 // their handles, and the drawing of the image, its heat map and its boxes. makeView() reads and writes the editor's
 // state object `ed` (scale, ox, oy, fit, detail, selected, preview, drag, heat); the input handling is in editor.js.
-import { $ } from "../common.js";
-import { classColor } from "./shared.js";
+import { $ } from "./common.js";
+import { classColor } from "./review-shared.js";
 
 const HANDLE = 6;  // handle half-size, screen px
 

@@ -1,10 +1,10 @@
 // The image editor (templates/review_image.html): QA confirms, moves, resizes, reclassifies, deletes and draws boxes,
 // marks the image good, and walks the queue with n / p. Every change is one call to /api/review/images/{id}/*
-// (append-only labels, audited). The canvas is drawn by editor_view.js, the history tables by editor_history.js.
-import { $, el, fmtTime, toast, api } from "../common.js";
-import { st, classColor, typing, loadNav, saveNav } from "./shared.js";
-import { makeView } from "./editor_view.js";
-import { renderHistory } from "./editor_history.js";
+// (append-only labels, audited). The canvas is drawn by review-editor-view.js, the history tables by review-editor-history.js.
+import { $, el, fmtTime, toast, api } from "./common.js";
+import { st, classColor, typing, loadNav, saveNav } from "./review-shared.js";
+import { makeView } from "./review-editor-view.js";
+import { renderHistory } from "./review-editor-history.js";
 
 const MIN_BOX = 2;    // smallest box drawn, image px
 
