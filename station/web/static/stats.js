@@ -21,19 +21,25 @@ Chart.defaults.maintainAspectRatio = false;  // the chart fills its .rv-chart bo
 Chart.defaults.plugins.legend.display = false;  // the legends are HTML, beside the chart (.rv-legend)
 
 // -- chart helpers ---------------------------------------------------------------------------------
+const notes = new Map();  // canvas -> its "no data" text (Chart.js resizes its charts; these are redrawn on resize)
+function note(canvas, text) {
+  const { ctx, w, h } = hidpi(canvas);
+  ctx.fillStyle = MUTED;
+  ctx.textAlign = "center";
+  ctx.font = "15px DejaVu Sans, sans-serif";
+  ctx.fillText(text, w / 2, h / 2);
+}
 // A new chart on the canvas (the previous one, if any, is destroyed), or a "no data" note when there is nothing.
 function draw(canvas, config, emptyText) {
   const old = Chart.getChart(canvas);
   if (old) old.destroy();
   if (!config) {
-    const { ctx, w, h } = hidpi(canvas);
-    ctx.fillStyle = MUTED;
-    ctx.textAlign = "center";
-    ctx.font = "15px DejaVu Sans, sans-serif";
-    ctx.fillText(emptyText || "No data in this period", w / 2, h / 2);
+    notes.set(canvas, emptyText || "No data in this period");
+    note(canvas, notes.get(canvas));
     canvas.dataset.empty = "1";
     return null;
   }
+  notes.delete(canvas);
   delete canvas.dataset.empty;
   return new Chart(canvas, config);
 }
@@ -226,6 +232,11 @@ export async function initStats() {
   $("st-range").addEventListener("change", load);
   $("st-bucket").addEventListener("change", load);
   $("pareto-source").addEventListener("change", drawPareto);
+  let resizeTimer = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => notes.forEach((text, canvas) => note(canvas, text)), 150);
+  });
   try { st.classes = (await api("GET", "/api/review/facets")).classes; } catch (e) { /* colours from names then */ }
   await load();
 }
