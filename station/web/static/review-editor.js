@@ -1,10 +1,10 @@
 // The image editor (templates/review_image.html): QA confirms, moves, resizes, reclassifies, deletes and draws boxes,
 // marks the image good, and walks the queue with n / p. Every change is one call to /api/review/images/{id}/*
-// (append-only labels, audited). The canvas is drawn by review-editor-view.js, the history tables by review-editor-history.js.
-import { $, el, fmtTime, toast, api } from "./common.js";
-import { st, classColor, typing, loadNav, saveNav } from "./review-shared.js";
+// (append-only labels, audited). The canvas is drawn by review-editor-view.js, the side panel by review-editor-panel.js.
+import { $, toast, api } from "./common.js";
+import { st, typing, goInQueue } from "./review-shared.js";
 import { makeView } from "./review-editor-view.js";
-import { renderHistory } from "./review-editor-history.js";
+import { makePanel } from "./review-editor-panel.js";
 
 const MIN_BOX = 2;    // smallest box drawn, image px
 
@@ -20,75 +20,9 @@ export function initEditor() {
   };
   const { W, H, toImg, clampX, clampY, localPoint, sizeCanvas, fitView, zoomAt, zoomCenter, labels, byId, boxOf, hitHandle, hitBox, render } =
     makeView(ed, stage, canvas, img);
+  const { renderPanel, renderLabelList } = makePanel(ed, byId, labels, select);
 
-  // -- side panel -------------------------------------------------------------------------------
-  function renderPanel() {
-    const d = ed.detail;
-    const o = $("outcome");
-    o.textContent = d.inspection.outcome || "";
-    o.dataset.outcome = d.inspection.outcome || "";
-    $("part-id").textContent = d.inspection.part_id;
-    $("img-meta").textContent = "#" + d.image.id + " \u00B7 " + d.image.camera_id + " \u00B7 " + d.image.width + "\u00D7" + d.image.height + " " + d.image.format;
-    const cams = $("cameras");  // every image of this part, one per camera
-    cams.replaceChildren(...d.inspection.images.map((im, i) => {
-      const node = el(im.id === d.image.id ? "b" : im.deleted ? "s" : "a", null, im.camera_id);
-      if (node.tagName === "A") node.href = "/review/image/" + im.id;
-      if (im.deleted) node.title = "image deleted by the disk budget";
-      return i ? [document.createTextNode(" \u00B7 "), node] : [node];
-    }).flat());
-    $("model-id").textContent = d.inspection.model_id || "-";
-    $("t-wall").textContent = fmtTime(d.inspection.t_wall);
-    $("reasons").textContent = d.inspection.reasons.length ? d.inspection.reasons.join(" \u00B7 ") : "-";
-    $("image-score").textContent = window.Heat.fmtScore(d.inspection.image_score);
-    $("review-state").textContent = d.review ? (d.review.verdict === "good" ? "GOOD (no defect)" : "LABELED") + " by " + d.review.reviewed_by + ", " + fmtTime(d.review.reviewed_at) : "not reviewed";
-    document.title = "Part " + d.inspection.part_id + " (image " + d.image.id + ") - review";
-    st.classes = d.classes;
-    const sel = $("class-select");
-    const cur = sel.value;
-    sel.replaceChildren(...d.classes.map((c, i) => new Option((i < 9 ? i + 1 + ": " : "") + c, c)));
-    if (!ed.drawClass || !d.classes.includes(ed.drawClass)) ed.drawClass = d.classes[0] || null;
-    const lab = byId(ed.selected);
-    sel.value = lab ? lab.class_name : (cur && d.classes.includes(cur) ? cur : ed.drawClass);
-    renderLabelList();
-    renderHistory(ed.detail);
-  }
-  function renderLabelList() {
-    const ul = $("label-list");
-    const labs = labels();
-    $("label-count").textContent = labs.length ? "(" + labs.length + ")" : "";
-    if (!labs.length) { ul.replaceChildren(el("li", "ui-empty-row", "No boxes: the image shows no defect" + (ed.detail.review ? "." : " (not reviewed yet).")) ); }
-    else {
-      ul.replaceChildren(...labs.map((lab) => {
-        const li = el("li");
-        li.dataset.labelId = lab.id;
-        li.classList.toggle("selected", lab.id === ed.selected);
-        const sw = el("span", "rv-swatch");
-        sw.style.background = classColor(lab.class_name);
-        const text = el("span", "rv-label-text");
-        text.append(el("b", null, lab.class_name + " "), el("small", null,
-          "#" + lab.id + " [" + [lab.x1, lab.y1, lab.x2, lab.y2].map((v) => Math.round(v)).join(", ") + "]" +
-          (lab.confidence !== null && lab.source === "model" ? " conf " + lab.confidence.toFixed(2) : "")));
-        const src = el("span", "rv-src", lab.source === "qa" ? "\u2713 qa" : lab.source);
-        src.dataset.src = lab.source;
-        li.append(sw, text, src);
-        li.addEventListener("click", () => select(lab.id));
-        return li;
-      }));
-    }
-    $("confirm-selected").disabled = ed.selected === null;
-    $("delete-selected").disabled = ed.selected === null;
-    renderAnomalyForm();
-  }
-  // An anomaly box (no-labels inspector) selected: QA names the defect it shows, a known class or a new one.
-  function renderAnomalyForm() {
-    const lab = byId(ed.selected);
-    const form = $("anomaly-form");
-    const show = !!lab && !!ed.detail && lab.class_name === ed.detail.anomaly_class;
-    if (show && form.hidden) $("anomaly-class").value = "";
-    form.hidden = !show;
-    if (!show) return;
-    $("anomaly-classes").replaceChildren(...st.classes.filter((c) => c !== ed.detail.anomaly_class).map((c) => new Option(c, c)));
-  }
+  // -- selection, mode, heat map -----------------------------------------------------------------
   function labelAnomaly(ev) {
     ev.preventDefault();
     const lab = byId(ed.selected);
@@ -213,35 +147,12 @@ export function initEditor() {
   }
   async function confirmAll() {
     const r = await send("POST", base + "/confirm", {}, "Image reviewed: every box confirmed", false);
-    if (r && $("auto-next") && $("auto-next").checked) go(1, true);
+    if (r && $("auto-next") && $("auto-next").checked) goInQueue(id, 1, true);
   }
   async function markGood() {
     const r = await send("POST", base + "/good", { reason: "no defect" }, "Image marked good", false);
     if (r) ed.selected = null;
-    if (r && $("auto-next") && $("auto-next").checked) go(1, true);
-  }
-
-  // -- queue navigation ----------------------------------------------------------------------------
-  async function go(delta, quiet) {
-    const nav = loadNav();
-    let ids = Array.isArray(nav.ids) ? nav.ids.slice() : [];
-    let i = ids.indexOf(id);
-    if (i < 0) { ids = [id]; i = 0; }
-    let t = i + delta;
-    if (t < 0) { toast("This is the first image of the list"); return; }
-    if (t >= ids.length) {
-      const p = new URLSearchParams(nav.query || "");
-      p.set("limit", "200");
-      p.set("offset", "0");
-      try {
-        const data = await api("GET", "/api/review/queue?" + p);
-        const more = data.items.map((it) => it.image_id).filter((x) => !ids.includes(x));
-        ids = ids.concat(more);
-      } catch (e) { toast("Cannot load the queue: " + e.message, "error"); return; }
-      if (t >= ids.length) { if (!quiet) toast("End of the queue"); else toast("Done: end of the queue", "ok"); return; }
-    }
-    saveNav({ query: nav.query || "", ids, current: ids[t] });
-    window.location.assign("/review/image/" + ids[t]);
+    if (r && $("auto-next") && $("auto-next").checked) goInQueue(id, 1, true);
   }
 
   // -- mouse -------------------------------------------------------------------------------------
@@ -365,8 +276,8 @@ export function initEditor() {
     if (onControl && (k === "Enter" || k === " ")) return;  // the focused button or link acts itself
     if (k === " ") { ed.space = true; ev.preventDefault(); return; }
     if (k === "?") { toggleHelp(); return; }
-    if (k === "n") { go(1); return; }
-    if (k === "p") { go(-1); return; }
+    if (k === "n") { goInQueue(id, 1); return; }
+    if (k === "p") { goInQueue(id, -1); return; }
     if (k === "c") { confirmAll(); return; }
     if (k === "g") { markGood(); return; }
     if (k === "h") { toggleHeat(); return; }
@@ -393,8 +304,8 @@ export function initEditor() {
   document.addEventListener("keyup", (ev) => { if (ev.key === " ") ed.space = false; });
 
   // -- buttons ----------------------------------------------------------------------------------
-  $("prev").addEventListener("click", () => go(-1));
-  $("next").addEventListener("click", () => go(1));
+  $("prev").addEventListener("click", () => goInQueue(id, -1));
+  $("next").addEventListener("click", () => goInQueue(id, 1));
   $("zoom-in").addEventListener("click", () => zoomCenter(1.25));
   $("zoom-out").addEventListener("click", () => zoomCenter(0.8));
   $("zoom-fit").addEventListener("click", fitView);

@@ -1,5 +1,6 @@
 // What the review pages (queue, editor, dataset, statistics) share: the class colours, time inputs, the SVG
 // namespace, and the list the editor's next/previous keys walk (kept in sessionStorage by the queue).
+import { toast, api } from "./common.js";
 
 export const PALETTE = ["#ff5d5d", "#4aa3ff", "#ffd23f", "#3ddc84", "#c77dff", "#ff9f43", "#2ee6d6", "#ff7eb6", "#a3e635", "#f97316"];
 export const st = { classes: [] };  // the classes of the label store, in order: colours and the keys 1-9
@@ -47,3 +48,25 @@ export function loadNav() {
   try { return JSON.parse(sessionStorage.getItem(NAV_KEY)) || { query: "", ids: [] }; } catch (e) { return { query: "", ids: [] }; }
 }
 export function saveNav(nav) { sessionStorage.setItem(NAV_KEY, JSON.stringify(nav)); }
+// Open the image `delta` places from image `id` in the list the queue saved (fetching more of the queue at its end).
+export async function goInQueue(id, delta, quiet) {
+  const nav = loadNav();
+  let ids = Array.isArray(nav.ids) ? nav.ids.slice() : [];
+  let i = ids.indexOf(id);
+  if (i < 0) { ids = [id]; i = 0; }
+  let t = i + delta;
+  if (t < 0) { toast("This is the first image of the list"); return; }
+  if (t >= ids.length) {
+    const p = new URLSearchParams(nav.query || "");
+    p.set("limit", "200");
+    p.set("offset", "0");
+    try {
+      const data = await api("GET", "/api/review/queue?" + p);
+      const more = data.items.map((it) => it.image_id).filter((x) => !ids.includes(x));
+      ids = ids.concat(more);
+    } catch (e) { toast("Cannot load the queue: " + e.message, "error"); return; }
+    if (t >= ids.length) { if (!quiet) toast("End of the queue"); else toast("Done: end of the queue", "ok"); return; }
+  }
+  saveNav({ query: nav.query || "", ids, current: ids[t] });
+  window.location.assign("/review/image/" + ids[t]);
+}
