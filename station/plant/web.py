@@ -22,7 +22,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -42,7 +42,7 @@ from . import web_actions, wire
 STATIC = Path(__file__).parent / "static"
 _IMAGE_KEY = re.compile(r"^images/[0-9a-f]{64}\.jpg$")
 router = APIRouter()
-READ = auth.require("operator")
+Reader = auth.OperatorSession  # every logged-in user reads the dashboard
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,12 @@ class PlantWebState:
             self._pg.close()
 
 
-def _st(request: Request) -> PlantWebState:
-    return request.app.state.web
+def plant_state(request: Request) -> PlantWebState:
+    """The app's :class:`PlantWebState` (a FastAPI dependency: ``state: PlantDep``)."""
+    return request.app.state.web  # type: ignore[no-any-return]
+
+
+PlantDep = Annotated[PlantWebState, Depends(plant_state)]
 
 
 def _range(days: float) -> tuple[dt.datetime, dt.datetime]:
@@ -115,36 +119,31 @@ def page(request: Request) -> Response:
 
 @router.get("/api/plant/yield", summary="Yield per line, station, shift or product (from the rollups)")
 def yield_(
-    request: Request, by: str = "line", days: float = Query(7.0, gt=0, le=3660), _s: Any = Depends(READ)
+    state: PlantDep, _s: Reader, by: str = "line", days: float = Query(7.0, gt=0, le=3660)
 ) -> list[dict[str, Any]]:
-    return _st(request).query(plant_db.yield_by, by, *_range(days))
+    return state.query(plant_db.yield_by, by, *_range(days))
 
 
 @router.get("/api/plant/pareto", summary="Defect Pareto, overall or for one line/station/shift/product")
 def pareto(
-    request: Request,
-    by: str = "line",
-    key: str | None = None,
-    days: float = Query(7.0, gt=0, le=3660),
-    _s: Any = Depends(READ),
+    state: PlantDep, _s: Reader, by: str = "line", key: str | None = None, days: float = Query(7.0, gt=0, le=3660)
 ) -> list[dict[str, Any]]:
-    return _st(request).query(plant_db.pareto, by, key, *_range(days))
+    return state.query(plant_db.pareto, by, key, *_range(days))
 
 
 @router.get("/api/plant/parts", summary="The newest parts (drill down: each lists its image keys)")
 def parts(
-    request: Request,
+    state: PlantDep,
+    _s: Reader,
     station: str | None = None,
     outcome: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
-    _s: Any = Depends(READ),
 ) -> list[dict[str, Any]]:
-    return _st(request).query(plant_db.parts, station=station, outcome=outcome, limit=limit)
+    return state.query(plant_db.parts, station=station, outcome=outcome, limit=limit)
 
 
 @router.get("/api/plant/stations", summary="Every station: last seen, model, outbox depth, alarms")
-async def stations(request: Request, _s: Any = Depends(READ)) -> list[dict[str, Any]]:
-    state = _st(request)
+async def stations(state: PlantDep, _s: Reader) -> list[dict[str, Any]]:
     rows = await run_in_threadpool(state.query, plant_db.stations)
     status = await _status(state)
     for r in rows:
@@ -188,12 +187,11 @@ async def _status(state: PlantWebState) -> dict[str, dict[str, Any]]:
 
 
 @router.get("/api/plant/image/{key:path}", summary="A part's image from the object store")
-def image(request: Request, key: str, _s: Any = Depends(READ)) -> Response:
+def image(state: PlantDep, _s: Reader, key: str) -> Response:
     from botocore.exceptions import ClientError
 
     if not _IMAGE_KEY.match(key):
         raise HTTPException(422, "key must be images/<sha256>.jpg (from a part's images list)")
-    state = _st(request)
     try:
         body = state.s3.get_object(Bucket=state.bucket, Key=key)["Body"].read()
     except ClientError:

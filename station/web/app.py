@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+VENDOR = Path(__file__).parent / "vendor"  # third-party browser libraries, as published (vendor/*/README.md)
 
 
 def create_app(station: Station, web_cfg: WebConfig | None = None, *, bootstrap_admin: bool = True) -> FastAPI:
@@ -74,6 +75,7 @@ def create_app(station: Station, web_cfg: WebConfig | None = None, *, bootstrap_
     app.include_router(setup_router)
     app.include_router(health_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/vendor", StaticFiles(directory=VENDOR), name="vendor")
     return app
 
 

@@ -27,12 +27,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlite_utils
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
 
 from ..store import users as user_rows
 
@@ -323,7 +323,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _web(request: Request) -> WebState:
-    return request.app.state.web
+    from .state import web_state  # here, not at the top: state.py imports this module
+
+    return web_state(request)
 
 
 def session_of(request: Request) -> Session | None:
@@ -376,6 +378,13 @@ def viewer(request: Request) -> Session | None:
     if s is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "login required (web.anonymous_view is off)")
     return s
+
+
+# The routes' typed dependencies (``session: QaSession``): who is asking, checked as above.
+ViewerSession = Annotated[Session | None, Depends(viewer)]
+OperatorSession = Annotated[Session, Depends(require("operator"))]
+QaSession = Annotated[Session, Depends(require("qa"))]
+AdminSession = Annotated[Session, Depends(require("admin"))]
 
 
 def client_address(request: Request) -> str:

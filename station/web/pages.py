@@ -19,6 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from .auth import Session, session_of
+from .state import web_state
 
 TEMPLATES = Path(__file__).parent / "templates"
 DESK_ROLE = "qa"
@@ -36,7 +37,7 @@ templates = Jinja2Templates(
 
 def _who(request: Request, s: Session) -> dict[str, str]:
     """The values every page with a logged-in user shows: the station's name, the user and their role."""
-    return {"station": request.app.state.web.station.cfg.name, "user": s.user.username, "role": s.user.role}
+    return {"station": web_state(request).station.cfg.name, "user": s.user.username, "role": s.user.role}
 
 
 def denied(request: Request, s: Session, *, area: str, needed: str, why: str = "") -> Response:

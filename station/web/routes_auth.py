@@ -8,7 +8,7 @@ import re
 import secrets
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -19,14 +19,16 @@ from .auth import (
     CSRF_HEADER,
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
+    AdminSession,
     AuthError,
+    OperatorSession,
     Session,
     client_address,
     csrf_ok,
-    require,
     session_of,
 )
 from .pages import templates
+from .state import StateDep, web_state
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -64,7 +66,7 @@ class NewUser(BaseModel):
 
 def secure_cookie(request: Request) -> bool:
     """Whether cookies get the Secure flag (web.cookie_secure; auto = the request came over https)."""
-    mode = request.app.state.web.cfg.cookie_secure
+    mode = web_state(request).cfg.cookie_secure
     return mode == "always" or (mode == "auto" and request.url.scheme == "https")
 
 
@@ -103,13 +105,13 @@ def _safe_next(nxt: str | None) -> str:
 
 
 @router.get("/login", include_in_schema=False)
-def login_page(request: Request, next: str = "/") -> Response:  # noqa: A002 - the query parameter is called next
+def login_page(request: Request, state: StateDep, next: str = "/") -> Response:  # noqa: A002 - the query parameter is called next
     """The login form (works without JavaScript too)."""
     token = _login_token(request)
     resp = templates.TemplateResponse(
         request,
         "login.html",
-        {"station": request.app.state.web.station.cfg.name, "csrf": token, "error": "", "next": _safe_next(next)},
+        {"station": state.station.cfg.name, "csrf": token, "error": "", "next": _safe_next(next)},
     )
     _set_login_cookie(request, resp, token)
     return resp
@@ -125,14 +127,13 @@ def login_token(request: Request) -> JSONResponse:
 
 
 @router.post("/api/login", summary="Log in (JSON or form)")
-async def login(request: Request) -> Response:
+async def login(request: Request, state: StateDep) -> Response:
     """JSON ``{username, password}`` with the X-CSRF-Token header, or a form with ``csrf_token``.
 
     Success: a session cookie (HttpOnly, SameSite=Strict) and ``{username, role, csrf}``
     (the form gets a 303 redirect instead). 401 wrong credentials, 403 missing
     login token, 429 too many failures (Retry-After says when to retry).
     """
-    state = request.app.state.web
     length = request.headers.get("content-length", "")
     if not length.isdigit() or int(length) > MAX_LOGIN_BODY:
         raise HTTPException(
@@ -221,9 +222,8 @@ def _me(s: Session) -> dict[str, Any]:
 
 
 @router.post("/api/logout", summary="Log out")
-def logout(request: Request, session: Session = Depends(require("operator"))) -> JSONResponse:
+def logout(request: Request, state: StateDep, session: OperatorSession) -> JSONResponse:
     """End the current session and clear its cookie."""
-    state = request.app.state.web
     with state.db.use() as db:
         auth.end_session(db, session)
         audit.record(db, session.user.username, "logout", "session")
@@ -242,11 +242,8 @@ def me(request: Request) -> dict[str, Any]:
 
 
 @router.post("/api/me/password", summary="Change your own password")
-def change_password(
-    request: Request, body: PasswordChange, session: Session = Depends(require("operator"))
-) -> JSONResponse:
+def change_password(request: Request, state: StateDep, session: OperatorSession, body: PasswordChange) -> JSONResponse:
     """Needs the current password; every session of the user ends and a new one is returned."""
-    state = request.app.state.web
     name, client = session.user.username, client_address(request)
     wait = state.limiter.retry_after(name, client)
     if wait > 0:
@@ -274,16 +271,16 @@ def change_password(
 
 
 @router.get("/api/users", summary="List users (admin)")
-def users(request: Request, session: Session = Depends(require("admin"))) -> list[dict[str, Any]]:
+def users(state: StateDep, session: AdminSession) -> list[dict[str, Any]]:
     """Every user with role and state; never a password hash."""
-    with request.app.state.web.db.use() as db:
+    with state.db.use() as db:
         return auth.list_users(db)
 
 
 @router.post("/api/users", status_code=201, summary="Create a user (admin)")
-def add_user(request: Request, body: NewUser, session: Session = Depends(require("admin"))) -> dict[str, Any]:
+def add_user(state: StateDep, session: AdminSession, body: NewUser) -> dict[str, Any]:
     """409 if the name is taken, 400 if the name or password is refused."""
-    with request.app.state.web.db.use() as db:
+    with state.db.use() as db:
         try:
             user = auth.create_user(db, body.username, body.password, body.role)
         except auth.UserExists as exc:

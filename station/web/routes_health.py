@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
 from ..store import audit
-from .auth import Session, require, viewer
-from .state import web_state
+from .auth import OperatorSession, ViewerSession
+from .state import StateDep
 
 router = APIRouter()
 
@@ -26,21 +26,20 @@ class RelearnBody(BaseModel):
 @router.get(
     "/api/health/image", summary="Image health and model drift: bands, alarms, latest figures and trends per camera"
 )
-def image_health(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
+def image_health(state: StateDep, _: ViewerSession) -> dict[str, Any]:
     """``{"enabled": false}`` when ``health.enabled`` is off; else per camera its bands, active alarms and the last
     ``health.trend_points`` frames (sharpness, brightness, clipped share, shift in px), and the running model's drift
     figures."""
-    health = web_state(request).station.image_health
+    health = state.station.image_health
     if health is None:
         return {"enabled": False}
     return health.snapshot()
 
 
 @router.post("/api/health/relearn", summary="Learn the image bands again from the next frames (operator)")
-def relearn(request: Request, body: RelearnBody, session: Session = Depends(require("operator"))) -> dict[str, Any]:
+def relearn(state: StateDep, session: OperatorSession, body: RelearnBody) -> dict[str, Any]:
     """After a deliberate change (lens, light, camera mount): active image alarms clear and the next
     ``health.setup_parts`` frames set the bands."""
-    state = web_state(request)
     health = state.station.image_health
     if health is None:
         raise HTTPException(

@@ -20,15 +20,13 @@ from starlette.concurrency import run_in_threadpool
 from models.eval_jobs import eval_dict
 from models.service import ModelsService, ServiceError, job_dict
 
-from .auth import Session, require
+from .auth import AdminSession, QaSession
 from .pages import desk_page
-from .state import web_state
+from .state import StateDep
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["models"])
 
-QA = require("qa")
-ADMIN = require("admin")
 Sha = Annotated[
     str,
     PathParam(
@@ -45,13 +43,18 @@ Reason = Annotated[str, Field("", max_length=300, description="Why (kept in the 
 _service_lock = threading.Lock()
 
 
-def _svc(request: Request) -> ModelsService:
-    """The app's ModelsService (made on first use: it registers the configured model as the first current one)."""
-    state = web_state(request)
+def models_service(state: StateDep) -> ModelsService:
+    """The app's ModelsService (made on first use: it registers the configured model as the first current one).
+
+    A route dependency (``svc: ServiceDep``); routes name it after their session, so the login is checked first.
+    """
     with _service_lock:
         if state.models is None:
             state.models = ModelsService(state.station, state.db)
         return state.models
+
+
+ServiceDep = Annotated[ModelsService, Depends(models_service)]
 
 
 async def _call(fn: Any, *args: Any) -> Any:
@@ -182,31 +185,31 @@ def models_page(request: Request) -> Response:
 
 # -- reads (qa) ---------------------------------------------------------------------------------
 @router.get("/api/models", summary="Registry, the model on the line, recent swaps (qa)")
-async def overview(request: Request, _: Session = Depends(QA)) -> dict[str, Any]:
+async def overview(_: QaSession, svc: ServiceDep) -> dict[str, Any]:
     """Every registered model (sha, task, classes, input size, dataset snapshot, parent, metrics, who trained/promoted
     it, status)."""
-    return await _call(_svc(request).overview)
+    return await _call(svc.overview)
 
 
 @router.get("/api/models/history", summary="Promotions, refusals, overrides, rollbacks (qa)")
-async def history(request: Request, _: Session = Depends(QA)) -> list[dict[str, Any]]:
+async def history(_: QaSession, svc: ServiceDep) -> list[dict[str, Any]]:
     """From the audit trail, newest first."""
-    return await _call(_svc(request).history)
+    return await _call(svc.history)
 
 
 @router.get("/api/models/golden", summary="Golden sets (qa)")
-async def golden_sets(request: Request, _: Session = Depends(QA)) -> list[dict[str, Any]]:
+async def golden_sets(_: QaSession, svc: ServiceDep) -> list[dict[str, Any]]:
     """The frozen golden sets evaluations can use."""
-    return await _call(_svc(request).golden_sets)
+    return await _call(svc.golden_sets)
 
 
 @router.get("/api/models/snapshots", summary="Dataset snapshots to train on (qa)")
-async def snapshots(request: Request, _: Session = Depends(QA)) -> list[dict[str, Any]]:
+async def snapshots(state: StateDep, _: QaSession) -> list[dict[str, Any]]:
     """Dataset snapshots, newest first."""
     import labeling
 
     def read() -> list[dict[str, Any]]:
-        with web_state(request).db.use() as db:
+        with state.db.use() as db:
             snaps = labeling.list_snapshots(db)
         return [
             {
@@ -226,9 +229,8 @@ async def snapshots(request: Request, _: Session = Depends(QA)) -> list[dict[str
 
 
 @router.get("/api/models/jobs", summary="Training jobs, newest first (qa)")
-async def jobs(request: Request, _: Session = Depends(QA)) -> dict[str, Any]:
+async def jobs(_: QaSession, svc: ServiceDep) -> dict[str, Any]:
     """``active``: the running job (or null); ``jobs``: all jobs with their last state."""
-    svc = _svc(request)
 
     def read() -> dict[str, Any]:
         active = svc.runner.active()
@@ -241,34 +243,33 @@ async def jobs(request: Request, _: Session = Depends(QA)) -> dict[str, Any]:
 
 
 @router.get("/api/models/jobs/{job_id}", summary="One training job: phase, epoch, losses, metrics (qa)")
-async def job(request: Request, job_id: JobId, _: Session = Depends(QA)) -> dict[str, Any]:
+async def job(_: QaSession, svc: ServiceDep, job_id: JobId) -> dict[str, Any]:
     """Live progress while it runs (poll it), the registered model's sha and comparison when it is done."""
-    return await _call(_svc(request).job, job_id)
+    return await _call(svc.job, job_id)
 
 
 @router.get("/api/models/jobs/{job_id}/log", summary="A training job's log (qa)")
 async def job_log(
-    request: Request,
+    _: QaSession,
+    svc: ServiceDep,
     job_id: JobId,
     offset: int = Query(-1, ge=-1, le=2**40, description="Byte offset; -1 = the last 64 KB."),
-    _: Session = Depends(QA),
 ) -> dict[str, Any]:
     """Text from ``offset`` (at most 64 KB) and ``next_offset`` to continue from."""
-    return await _call(_svc(request).job_log, job_id, offset)
+    return await _call(svc.job_log, job_id, offset)
 
 
 @router.get("/api/models/evaluations", summary="Evaluations, newest first (qa)")
-async def evaluations(request: Request, _: Session = Depends(QA)) -> list[dict[str, Any]]:
+async def evaluations(_: QaSession, svc: ServiceDep) -> list[dict[str, Any]]:
     """State of each evaluation job."""
-    svc = _svc(request)
     return await _call(lambda: [eval_dict(e) for e in svc.evals.list()])
 
 
 @router.get("/api/models/evaluations/{eval_id}", summary="Candidate vs current on the golden set (qa)")
-async def evaluation(request: Request, eval_id: EvalId, _: Session = Depends(QA)) -> dict[str, Any]:
+async def evaluation(_: QaSession, svc: ServiceDep, eval_id: EvalId) -> dict[str, Any]:
     """Side by side: escape / false-reject / uncertain rates, precision, recall, mAP50, per class, confusion; images
     where they disagree."""
-    return await _call(_svc(request).evaluation, eval_id)
+    return await _call(svc.evaluation, eval_id)
 
 
 @router.get(
@@ -278,119 +279,107 @@ async def evaluation(request: Request, eval_id: EvalId, _: Session = Depends(QA)
     responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}},
 )
 async def evaluation_image(
-    request: Request, eval_id: EvalId, index: Annotated[int, PathParam(ge=0, le=10**7)], _: Session = Depends(QA)
+    _: QaSession, svc: ServiceDep, eval_id: EvalId, index: Annotated[int, PathParam(ge=0, le=10**7)]
 ) -> Response:
     """Golden-set image ``index``: truth green (outer box), candidate orange, current blue (at their uncertain
     threshold)."""
-    jpeg = await _call(_svc(request).evaluation_image, eval_id, index)
+    jpeg = await _call(svc.evaluation_image, eval_id, index)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/api/models/shadow", summary="Shadow mode: counters and disagreements (qa)")
 async def shadow(
-    request: Request,
+    _: QaSession,
+    svc: ServiceDep,
     sha: str | None = Query(None, pattern=r"^[0-9a-fA-F]{64}$", description="A model's recorded shadow results."),
     limit: int = Query(50, ge=1, le=1000),
-    _: Session = Depends(QA),
 ) -> dict[str, Any]:
     """The running (or last) shadow run's counters and the parts where its verdict differs from the line's."""
-    return await _call(_svc(request).shadow_view, sha.lower() if sha else None, limit)
+    return await _call(svc.shadow_view, sha.lower() if sha else None, limit)
 
 
 @router.get("/api/models/rules", summary="The line's per-class thresholds: configured, in force, overrides (qa)")
-async def rules(request: Request, _: Session = Depends(QA)) -> dict[str, Any]:
+async def rules(_: QaSession, svc: ServiceDep) -> dict[str, Any]:
     """Thresholds of the running model's classes and the override history."""
-    return await _call(_svc(request).rules_view)
+    return await _call(svc.rules_view)
 
 
 # -- writes: qa ---------------------------------------------------------------------------------
 @router.post("/api/models/train", status_code=202, summary="Start a training run on a dataset snapshot (qa)")
-async def train(request: Request, body: TrainBody, session: Session = Depends(QA)) -> dict[str, Any]:
+async def train(session: QaSession, svc: ServiceDep, body: TrainBody) -> dict[str, Any]:
     """Export the snapshot, train (job runner: one at a time, subprocess), export ONNX, evaluate against the current
     model, register.
 
     404 unknown snapshot / golden set, 409 a job is running or the snapshot cannot be used.
     """
-    return await _call(_svc(request).start_training, body, session.user.username)
+    return await _call(svc.start_training, body, session.user.username)
 
 
 @router.post("/api/models/jobs/{job_id}/cancel", summary="Cancel the running training job (qa)")
-async def cancel(request: Request, job_id: JobId, session: Session = Depends(QA)) -> dict[str, Any]:
+async def cancel(session: QaSession, svc: ServiceDep, job_id: JobId) -> dict[str, Any]:
     """Training stops at the next batch (409 when that job is not running)."""
-    return await _call(_svc(request).cancel_training, job_id, session.user.username)
+    return await _call(svc.cancel_training, job_id, session.user.username)
 
 
 @router.post("/api/models/{sha}/evaluate", status_code=202, summary="Evaluate a model against the current one (qa)")
-async def evaluate(
-    request: Request, sha: Sha, body: EvaluateBody | None = None, session: Session = Depends(QA)
-) -> dict[str, Any]:
+async def evaluate(session: QaSession, svc: ServiceDep, sha: Sha, body: EvaluateBody | None = None) -> dict[str, Any]:
     """Both models through the production path on the golden set (a worker process); both results go to the registry
     (the gate reads them)."""
-    return await _call(
-        _svc(request).start_evaluation, sha.lower(), body.golden_id if body else None, session.user.username
-    )
+    return await _call(svc.start_evaluation, sha.lower(), body.golden_id if body else None, session.user.username)
 
 
 @router.post("/api/models/evaluations/{eval_id}/tune", summary="Per-class thresholds for a target escape rate (qa)")
-async def tune(request: Request, eval_id: EvalId, body: TuneBody, _: Session = Depends(QA)) -> dict[str, Any]:
+async def tune(_: QaSession, svc: ServiceDep, eval_id: EvalId, body: TuneBody) -> dict[str, Any]:
     """A proposal only (nothing changes): thresholds, the escape rate they reach and the false-reject rate they cost."""
-    return await _call(_svc(request).tune, eval_id, body.model, body.target_escape_rate)
+    return await _call(svc.tune, eval_id, body.model, body.target_escape_rate)
 
 
 @router.post("/api/models/{sha}/shadow", status_code=201, summary="Start shadow mode with a model (qa)")
-async def shadow_start(
-    request: Request, sha: Sha, body: ShadowBody | None = None, session: Session = Depends(QA)
-) -> dict[str, Any]:
+async def shadow_start(session: QaSession, svc: ServiceDep, sha: Sha, body: ShadowBody | None = None) -> dict[str, Any]:
     """The model judges every part beside the line without acting; 409 while another shadow runs."""
-    return await _call(_svc(request).start_shadow, sha.lower(), body.queue_size if body else 16, session.user.username)
+    return await _call(svc.start_shadow, sha.lower(), body.queue_size if body else 16, session.user.username)
 
 
 @router.post("/api/models/shadow/stop", summary="Stop shadow mode (qa)")
-async def shadow_stop(request: Request, session: Session = Depends(QA)) -> dict[str, Any]:
+async def shadow_stop(session: QaSession, svc: ServiceDep) -> dict[str, Any]:
     """The final counters (``stopped`` null when it was not running)."""
-    return await _call(_svc(request).stop_shadow, session.user.username)
+    return await _call(svc.stop_shadow, session.user.username)
 
 
 @router.post("/api/models/golden", status_code=201, summary="Freeze a dataset snapshot as a golden set (qa)")
-async def golden_freeze(request: Request, body: GoldenBody, session: Session = Depends(QA)) -> dict[str, Any]:
+async def golden_freeze(session: QaSession, svc: ServiceDep, body: GoldenBody) -> dict[str, Any]:
     """Every image of the snapshot with its labels, hashed; never overwritten. Keep golden parts out of training
     snapshots."""
-    return await _call(_svc(request).freeze_golden, body.snapshot_id, body.name, session.user.username)
+    return await _call(svc.freeze_golden, body.snapshot_id, body.name, session.user.username)
 
 
 # -- writes: admin --------------------------------------------------------------------------------
 @router.post("/api/models/{sha}/promote", summary="Promote a model; the line hot-swaps to it (admin)")
-async def promote(
-    request: Request, sha: Sha, body: PromoteBody | None = None, session: Session = Depends(ADMIN)
-) -> dict[str, Any]:
+async def promote(session: AdminSession, svc: ServiceDep, sha: Sha, body: PromoteBody | None = None) -> dict[str, Any]:
     """Refused (409, audited) when its escape rate on the golden set is worse than the current model's, unless
     ``override`` with a reason."""
     b = body or PromoteBody()
     if b.override and not b.reason:
         raise HTTPException(422, "reason: an override needs a reason (it is kept in the audit trail)")
-    return await _call(_svc(request).promote, sha.lower(), b.override, b.reason or None, session.user.username)
+    return await _call(svc.promote, sha.lower(), b.override, b.reason or None, session.user.username)
 
 
 @router.post("/api/models/rollback", summary="Roll back to an earlier model in one action (admin)")
-async def rollback(
-    request: Request, body: RollbackBody | None = None, session: Session = Depends(ADMIN)
-) -> dict[str, Any]:
+async def rollback(session: AdminSession, svc: ServiceDep, body: RollbackBody | None = None) -> dict[str, Any]:
     """Default: the model the last change replaced; the line hot-swaps to it. Audited, not gated."""
     b = body or RollbackBody()
-    return await _call(
-        _svc(request).rollback, b.sha256.lower() if b.sha256 else None, b.reason or None, session.user.username
-    )
+    return await _call(svc.rollback, b.sha256.lower() if b.sha256 else None, b.reason or None, session.user.username)
 
 
 @router.post("/api/models/rules", summary="Apply tuned thresholds to the line (admin)")
-async def apply_rules(request: Request, body: ApplyRulesBody, session: Session = Depends(ADMIN)) -> dict[str, Any]:
+async def apply_rules(session: AdminSession, svc: ServiceDep, body: ApplyRulesBody) -> dict[str, Any]:
     """Recomputes the tuning of ``eval_id`` and writes it as the line's threshold override (audited, kept across
     restarts); in force from the next part.
 
     409 when the evaluated model is not the one on the line.
     """
     return await _call(
-        _svc(request).apply_tuning,
+        svc.apply_tuning,
         body.eval_id,
         body.model,
         body.target_escape_rate,
@@ -400,6 +389,6 @@ async def apply_rules(request: Request, body: ApplyRulesBody, session: Session =
 
 
 @router.post("/api/models/rules/reset", summary="Back to the configured thresholds (admin)")
-async def reset_rules(request: Request, body: ResetRulesBody, session: Session = Depends(ADMIN)) -> dict[str, Any]:
+async def reset_rules(session: AdminSession, svc: ServiceDep, body: ResetRulesBody) -> dict[str, Any]:
     """Audited; 409 when no override is in force."""
-    return await _call(_svc(request).reset_rules, body.reason.strip(), session.user.username)
+    return await _call(svc.reset_rules, body.reason.strip(), session.user.username)

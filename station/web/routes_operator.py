@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
@@ -15,10 +15,10 @@ from models import registry
 
 from ..store import alarms as alarm_rows
 from ..store import audit, queries
-from .auth import Session, require, session_of, viewer
+from .auth import AdminSession, OperatorSession, ViewerSession, session_of
 from .live import EventStream, counters_payload, safe_result_dict, status_payload
 from .pages import templates
-from .state import PauseInfo, web_state
+from .state import PauseInfo, StateDep
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -47,9 +47,8 @@ class SwapBody(BaseModel):
 
 # -- pages --------------------------------------------------------------------
 @router.get("/", include_in_schema=False)
-def operator_screen(request: Request) -> Response:
+def operator_screen(request: Request, state: StateDep) -> Response:
     """The line-side operator screen (read-only without login when web.anonymous_view)."""
-    state = web_state(request)
     if not state.cfg.anonymous_view and session_of(request) is None:
         return RedirectResponse("/login?next=/", status.HTTP_303_SEE_OTHER)
     return templates.TemplateResponse(request, "index.html", {"station": state.station.cfg.name})
@@ -57,36 +56,34 @@ def operator_screen(request: Request) -> Response:
 
 # -- read-only live API ---------------------------------------------------------
 @router.get("/api/status", summary="Station state for the screen header")
-def get_status(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
+def get_status(state: StateDep, _: ViewerSession) -> dict[str, Any]:
     """Running, paused (by whom and why), model, trigger type, active alarms."""
-    return status_payload(web_state(request))
+    return status_payload(state)
 
 
 @router.get("/api/counters", summary="Counters with yield and parts/min")
-def get_counters(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
+def get_counters(state: StateDep, _: ViewerSession) -> dict[str, Any]:
     """The station counters plus ``yield_pct``, ``parts_per_min`` (rolling 60 s) and ``rejects``."""
-    return counters_payload(web_state(request))
+    return counters_payload(state)
 
 
 @router.get("/api/result/last", summary="The last part's result")
-def last_result(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
+def last_result(state: StateDep, _: ViewerSession) -> dict[str, Any]:
     """``{"result": ...}`` as sent on the event stream, or ``{"result": null}`` before the first part."""
-    r = web_state(request).station.last_result
+    r = state.station.last_result
     return {"result": safe_result_dict(r) if r is not None else None}
 
 
 @router.get("/api/rejects", summary="Recent rejected parts")
-def rejects(request: Request, limit: int = Query(20, ge=1, le=500), _: Any = Depends(viewer)) -> list[dict[str, Any]]:
+def rejects(state: StateDep, _: ViewerSession, limit: int = Query(20, ge=1, le=500)) -> list[dict[str, Any]]:
     """The newest recorded parts whose outcome fires the ejector: part id, time, outcome, reasons."""
-    state = web_state(request)
     with state.db.use() as db:
         return queries.recent_rejects(db, state.reject_outcomes(), limit)
 
 
 @router.get("/api/alarms", summary="Active alarms and the alarm log")
-def alarms(request: Request, limit: int = Query(30, ge=1, le=500), _: Any = Depends(viewer)) -> dict[str, Any]:
+def alarms(state: StateDep, _: ViewerSession, limit: int = Query(30, ge=1, le=500)) -> dict[str, Any]:
     """``active``: components not ok now; ``log``: recorded alarms, unacknowledged first, newest first."""
-    state = web_state(request)
     with state.db.use() as db:
         rows = alarm_rows.alarm_log(db, limit)
         unacked = alarm_rows.unacknowledged_count(db)
@@ -94,14 +91,11 @@ def alarms(request: Request, limit: int = Query(30, ge=1, le=500), _: Any = Depe
 
 
 @router.get("/api/live/image", summary="JPEG of the last part's first frame")
-def live_image(
-    request: Request, part_id: int | None = Query(None, ge=0, le=2**63 - 1), _: Any = Depends(viewer)
-) -> Response:
+def live_image(state: StateDep, _: ViewerSession, part_id: int | None = Query(None, ge=0, le=2**63 - 1)) -> Response:
     """The downscaled image of ``part_id`` if still cached, else of the newest part (``X-Part-Id`` says which).
 
     Encoded on demand, at most ``web.live_fps`` new images per second. 404 before the first image.
     """
-    state = web_state(request)
     img = state.live.get(state.station.last_result, part_id)
     if img is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no image yet")
@@ -128,13 +122,13 @@ def live_image(
         404: {"description": "No heat map for this part (supervised model, or no longer cached)"},
     },
 )
-def live_heatmap(request: Request, part_id: int = Query(..., ge=0, le=2**63 - 1), _: Any = Depends(viewer)) -> Response:
+def live_heatmap(state: StateDep, _: ViewerSession, part_id: int = Query(..., ge=0, le=2**63 - 1)) -> Response:
     """The heat map of ``part_id``'s live image (as ``/api/live/image`` served it), at most 256 px a side.
 
     Covers the whole frame (stretch it over the image). 404 when the part's image is no longer
     cached or its inspector gave no heat map.
     """
-    img = web_state(request).live.cached(part_id)
+    img = state.live.cached(part_id)
     if img is None or img.heatmap_png is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no heat map for part {part_id}")
     return Response(
@@ -145,12 +139,11 @@ def live_heatmap(request: Request, part_id: int = Query(..., ge=0, le=2**63 - 1)
 
 
 @router.get("/api/events", summary="Server-Sent Events: results, status, counters")
-def events(request: Request, session: Session | None = Depends(viewer)) -> EventStream:
+def events(state: StateDep, session: ViewerSession) -> EventStream:
     """``text/event-stream`` with ``hello``, ``result``, ``status`` and ``counters`` events (see live.EventStream).
 
     503 when ``web.max_live_clients`` screens are already connected.
     """
-    state = web_state(request)
     if not state.client_opened():
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -163,12 +156,9 @@ def events(request: Request, session: Session | None = Depends(viewer)) -> Event
 # -- writes (login + role + CSRF) ----------------------------------------------------
 @router.post("/api/alarms/{alarm_id}/ack", summary="Acknowledge one alarm (operator)")
 def ack_alarm(
-    request: Request,
-    alarm_id: int = PathParam(..., ge=1, le=2**63 - 1),
-    session: Session = Depends(require("operator")),
+    state: StateDep, session: OperatorSession, alarm_id: int = PathParam(..., ge=1, le=2**63 - 1)
 ) -> dict[str, Any]:
     """404 unknown alarm, 409 already acknowledged (the answer says by whom)."""
-    state = web_state(request)
     user, now = session.user.username, time.time()
     with state.db.use() as db:
         row = alarm_rows.get_alarm(db, alarm_id)
@@ -184,9 +174,8 @@ def ack_alarm(
 
 
 @router.post("/api/alarms/ack-all", summary="Acknowledge every open alarm (operator)")
-def ack_all(request: Request, session: Session = Depends(require("operator"))) -> dict[str, Any]:
+def ack_all(state: StateDep, session: OperatorSession) -> dict[str, Any]:
     """Acknowledges every alarm recorded so far; returns how many."""
-    state = web_state(request)
     user, now = session.user.username, time.time()
     with state.db.use() as db:
         n = alarm_rows.acknowledge_all(db, user, now)
@@ -196,9 +185,8 @@ def ack_all(request: Request, session: Session = Depends(require("operator"))) -
 
 
 @router.post("/api/line/pause", summary="Pause the line (operator)")
-def pause(request: Request, body: PauseBody, session: Session = Depends(require("operator"))) -> dict[str, Any]:
+def pause(state: StateDep, session: OperatorSession, body: PauseBody) -> dict[str, Any]:
     """Stop accepting triggers (parts in flight finish); the reason is shown on every screen."""
-    state = web_state(request)
     reason = body.reason.strip()
     if not reason:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "reason must not be blank")
@@ -210,11 +198,8 @@ def pause(request: Request, body: PauseBody, session: Session = Depends(require(
 
 
 @router.post("/api/line/resume", summary="Resume the line (operator)")
-def resume(
-    request: Request, body: ResumeBody | None = None, session: Session = Depends(require("operator"))
-) -> dict[str, Any]:
+def resume(state: StateDep, session: OperatorSession, body: ResumeBody | None = None) -> dict[str, Any]:
     """Accept triggers again."""
-    state = web_state(request)
     state.station.pause(False)
     state.pause = None
     with state.db.use() as db:
@@ -230,16 +215,16 @@ def resume(
 
 
 @router.post("/api/trigger", summary="Software trigger: inspect one part now (operator)")
-def trigger(request: Request, session: Session = Depends(require("operator"))) -> dict[str, Any]:
+def trigger(state: StateDep, session: OperatorSession) -> dict[str, Any]:
     """409 when the line is paused or not running."""
-    t = web_state(request).station.trigger("api")
+    t = state.station.trigger("api")
     if t is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "the line is paused or not running: resume it first")
     return {"part_id": t.part_id, "seq": t.seq, "t_trigger_wall": t.t_trigger_wall}
 
 
 @router.post("/api/model/swap", status_code=202, summary="Hot-swap the model (admin)")
-def swap_model(request: Request, body: SwapBody, session: Session = Depends(require("admin"))) -> dict[str, Any]:
+def swap_model(state: StateDep, session: AdminSession, body: SwapBody) -> dict[str, Any]:
     """Load a registered model in the background and swap it in between two parts.
 
     The model is named by its sha256 in the registry; the path comes from the
@@ -247,7 +232,6 @@ def swap_model(request: Request, body: SwapBody, session: Session = Depends(requ
     cannot swap (not an onnx inspector). The outcome is reported as the
     ``model`` alarm component (and in the audit trail).
     """
-    state = web_state(request)
     sha = body.sha256.lower()
     user = session.user.username
     with state.db.use() as db:

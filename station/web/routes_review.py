@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
@@ -31,7 +31,7 @@ from labeling.importer import import_images, read_coco, read_yolo
 
 from ..store import audit, heatmaps, queries
 from ..store.db import open_db
-from .auth import Session, require
+from .auth import QaSession
 from .pages import desk_page
 from .review_files import (
     Limits,
@@ -47,13 +47,11 @@ from .review_files import (
     unpack,
     zip_folder,
 )
-from .state import WebState, web_state
+from .state import StateDep, WebState
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["review"])
 
-ROLE = "qa"
-QA = require(ROLE)
 MAX_ID = 2**62  # larger integers overflow SQLite
 ImageId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Image id (integer, from the queue).")]
 LabelId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Label id (integer, from the image's labels).")]
@@ -233,17 +231,16 @@ def editor_page(request: Request, image_id: ImageId) -> Response:
 
 
 @router.get("/review/dataset", include_in_schema=False)
-def dataset_page(request: Request) -> Response:
+def dataset_page(request: Request, state: StateDep) -> Response:
     """Snapshots, exports and imports."""
-    return review_page(
-        request, "review_dataset.html", nav="dataset", max_upload_mb=f"{web_state(request).cfg.max_upload_mb:g}"
-    )
+    return review_page(request, "review_dataset.html", nav="dataset", max_upload_mb=f"{state.cfg.max_upload_mb:g}")
 
 
 # -- queue --------------------------------------------------------------------------------------
 @router.get("/api/review/queue", summary="The review queue, most useful first (qa)")
 def review_queue(
-    request: Request,
+    state: StateDep,
+    session: QaSession,
     outcome: Literal["PASS", "FAIL", "UNCERTAIN", "FAILSAFE"] | None = Query(None, description="Only this verdict."),
     class_name: str | None = Query(
         None, min_length=1, max_length=64, description="Only images with a current label of this class."
@@ -258,13 +255,11 @@ def review_queue(
     ),
     limit: int = Query(48, ge=1, le=200, description="Page size."),
     offset: int = Query(0, ge=0, le=10_000_000, description="Items to skip."),
-    session: Session = Depends(QA),
 ) -> dict[str, Any]:
     """One page of :func:`labeling.review_queue` (tiers: uncertain, disagreement, pass sample, fail, other),
     each item with its image size, current boxes (for the gallery overlay) and latest review verdict,
     plus the count per tier.
     """
-    state = web_state(request)
     filters: dict[str, Any] = {
         "outcome": outcome,
         "class_name": class_name,
@@ -302,9 +297,8 @@ def review_queue(
 
 
 @router.get("/api/review/facets", summary="Values for the queue filters (qa)")
-def facets(request: Request, session: Session = Depends(QA)) -> dict[str, Any]:
+def facets(state: StateDep, session: QaSession) -> dict[str, Any]:
     """Classes (model order first), model ids seen on the line, outcomes, and the time range of the recorded parts."""
-    state = web_state(request)
     with state.db.use() as db:
         classes = ordered_classes(state, db)
         models = queries.line_models(db, limit=100)
@@ -320,9 +314,8 @@ def facets(request: Request, session: Session = Depends(QA)) -> dict[str, Any]:
 
 # -- one image ----------------------------------------------------------------------------------
 @router.get("/api/review/images/{image_id}", summary="One image with its part, labels, history and audit (qa)")
-def get_image(request: Request, image_id: ImageId, session: Session = Depends(QA)) -> dict[str, Any]:
+def get_image(state: StateDep, session: QaSession, image_id: ImageId) -> dict[str, Any]:
     """404 for an unknown image id."""
-    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         return image_detail(state, db, image_id)
 
@@ -353,14 +346,14 @@ def _image_file(state: WebState, image_id: int) -> tuple[Path, int, int, str]:
     responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}},
 )
 def thumbnail(
-    request: Request,
+    state: StateDep,
+    session: QaSession,
     image_id: ImageId,
     size: int = Query(320, ge=32, le=1024, description="Longer side in pixels."),
-    session: Session = Depends(QA),
 ) -> Response:
     """The image downscaled on the server (never upscaled); may be cached by the browser (an image id's content never
     changes)."""
-    path, w, h, _ = _image_file(web_state(request), image_id)
+    path, w, h, _ = _image_file(state, image_id)
     try:
         jpeg = thumbnail_jpeg(path, size, w, h)
     except ValueError as exc:
@@ -374,9 +367,9 @@ def thumbnail(
     response_class=FileResponse,
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The stored image file"}},
 )
-def image_file(request: Request, image_id: ImageId, session: Session = Depends(QA)) -> FileResponse:
+def image_file(state: StateDep, session: QaSession, image_id: ImageId) -> FileResponse:
     """The stored file itself (PNG or JPEG, as recorded)."""
-    path, _, _, fmt = _image_file(web_state(request), image_id)
+    path, _, _, fmt = _image_file(state, image_id)
     return FileResponse(
         path,
         media_type="image/png" if fmt == "png" else "image/jpeg",
@@ -393,9 +386,8 @@ def image_file(request: Request, image_id: ImageId, session: Session = Depends(Q
         404: {"description": "No heat map (supervised model), or deleted with its image"},
     },
 )
-def heatmap_file(request: Request, image_id: ImageId, session: Session = Depends(QA)) -> FileResponse:
+def heatmap_file(state: StateDep, session: QaSession, image_id: ImageId) -> FileResponse:
     """The no-labels inspector's heat map of the image's frame (at most 256 px a side, stretch it over the image)."""
-    state = web_state(request)
     with state.db.use() as db:
         heat = heatmaps.live_map_of(db, image_id)
     if heat is None:
@@ -411,10 +403,9 @@ def heatmap_file(request: Request, image_id: ImageId, session: Session = Depends
 
 # -- label changes ------------------------------------------------------------------------------
 @router.post("/api/review/images/{image_id}/labels", status_code=201, summary="Add a missed defect (qa)")
-def add_label(request: Request, image_id: ImageId, body: NewLabel, session: Session = Depends(QA)) -> dict[str, Any]:
+def add_label(state: StateDep, session: QaSession, image_id: ImageId, body: NewLabel) -> dict[str, Any]:
     """A new box; 422 when the box is outside the image or the class unknown. Returns the label and the refreshed
     image."""
-    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         lab = labeling.add_label(
             db,
@@ -430,12 +421,11 @@ def add_label(request: Request, image_id: ImageId, body: NewLabel, session: Sess
 
 @router.patch("/api/review/images/{image_id}/labels/{label_id}", summary="Move, resize or reclassify a label (qa)")
 def change_label(
-    request: Request, image_id: ImageId, label_id: LabelId, body: LabelChange, session: Session = Depends(QA)
+    state: StateDep, session: QaSession, image_id: ImageId, label_id: LabelId, body: LabelChange
 ) -> dict[str, Any]:
     """Appends a label that supersedes ``label_id``; 409 when someone changed it meanwhile (reload and retry)."""
     if body.box is None and body.class_name is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give a new box and/or a new class_name")
-    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         lab = labeling.update_label(
             db,
@@ -454,13 +444,12 @@ def change_label(
     "/api/review/images/{image_id}/labels/{label_id}/as-defect", summary="Label an anomaly box as a defect class (qa)"
 )
 def anomaly_as_defect(
-    request: Request, image_id: ImageId, label_id: LabelId, body: AnomalyLabel, session: Session = Depends(QA)
+    state: StateDep, session: QaSession, image_id: ImageId, label_id: LabelId, body: AnomalyLabel
 ) -> dict[str, Any]:
     """The anomaly box ``label_id`` becomes a label of ``class_name`` (a known class or a new name), like a reclass.
 
     422 when the label is not an ``anomaly`` box or the name is unusable; 409 when it changed meanwhile.
     """
-    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         lab = labeling.label_anomaly(
             db,
@@ -476,25 +465,21 @@ def anomaly_as_defect(
 
 @router.delete("/api/review/images/{image_id}/labels/{label_id}", summary="Delete a label: false positive (qa)")
 def delete_label(
-    request: Request,
+    state: StateDep,
+    session: QaSession,
     image_id: ImageId,
     label_id: LabelId,
     reason: str | None = Query(None, max_length=200, description="Why (audit trail)."),
-    session: Session = Depends(QA),
 ) -> dict[str, Any]:
     """Appends a ``deleted`` row superseding the label; 409 when it is no longer current."""
-    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         gone = labeling.delete_label(db, session.user.username, image_id, label_id, reason or "false positive")
         return _after_change(state, db, image_id, gone)
 
 
 @router.post("/api/review/images/{image_id}/confirm", summary="Confirm labels of an image (qa)")
-def confirm(
-    request: Request, image_id: ImageId, body: ConfirmBody | None = None, session: Session = Depends(QA)
-) -> dict[str, Any]:
+def confirm(state: StateDep, session: QaSession, image_id: ImageId, body: ConfirmBody | None = None) -> dict[str, Any]:
     """With ``label_ids``: those labels are right. Without: every current label is right and the image is reviewed."""
-    state = web_state(request)
     user = session.user.username
     with state.db.use() as db, _labeling_errors():
         if body is not None and body.label_ids:
@@ -505,28 +490,25 @@ def confirm(
 
 
 @router.post("/api/review/images/{image_id}/good", summary="Mark an image good: no defect (qa)")
-def mark_good(
-    request: Request, image_id: ImageId, body: GoodBody | None = None, session: Session = Depends(QA)
-) -> dict[str, Any]:
+def mark_good(state: StateDep, session: QaSession, image_id: ImageId, body: GoodBody | None = None) -> dict[str, Any]:
     """Every current label is deleted and a 'good' review recorded."""
-    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         review = labeling.mark_image_good(db, session.user.username, image_id, body.reason if body else None)
         return _after_change(state, db, image_id, review)
 
 
 @router.post("/api/review/bulk/confirm", summary="Confirm every label of several images (qa)")
-def bulk_confirm(request: Request, body: BulkBody, session: Session = Depends(QA)) -> dict[str, Any]:
+def bulk_confirm(request: Request, state: StateDep, session: QaSession, body: BulkBody) -> dict[str, Any]:
     """All or nothing: one unknown or deleted image refuses the whole request (404 / 409)."""
-    with web_state(request).db.use() as db, _labeling_errors():
+    with state.db.use() as db, _labeling_errors():
         n = labeling.bulk_confirm(db, session.user.username, body.image_ids)
     return {"images": n}
 
 
 @router.post("/api/review/bulk/good", summary="Mark several images good (qa)")
-def bulk_good(request: Request, body: BulkBody, session: Session = Depends(QA)) -> dict[str, Any]:
+def bulk_good(state: StateDep, session: QaSession, body: BulkBody) -> dict[str, Any]:
     """All or nothing, like bulk confirm."""
-    with web_state(request).db.use() as db, _labeling_errors():
+    with state.db.use() as db, _labeling_errors():
         n = labeling.bulk_mark_good(db, session.user.username, body.image_ids, body.reason)
     return {"images": n}
 
@@ -539,19 +521,16 @@ def _snapshot(s: labeling.Snapshot) -> dict[str, Any]:
 
 
 @router.get("/api/review/snapshots", summary="Dataset snapshots, newest first (qa)")
-def snapshots(request: Request, session: Session = Depends(QA)) -> list[dict[str, Any]]:
+def snapshots(state: StateDep, session: QaSession) -> list[dict[str, Any]]:
     """Every snapshot: id, name, who and when, images, labels, classes, content sha256."""
-    with web_state(request).db.use() as db:
+    with state.db.use() as db:
         return [_snapshot(s) for s in reversed(labeling.list_snapshots(db))]
 
 
 @router.post("/api/review/snapshots", status_code=201, summary="Create a dataset snapshot (qa)")
-def create_snapshot(
-    request: Request, body: SnapshotBody | None = None, session: Session = Depends(QA)
-) -> dict[str, Any]:
+def create_snapshot(state: StateDep, session: QaSession, body: SnapshotBody | None = None) -> dict[str, Any]:
     """Freezes the current labels (only reviewed images by default); 422 when nothing matches."""
     body = body or SnapshotBody()
-    state = web_state(request)
     with state.db.use() as db, _labeling_errors():
         snap = labeling.create_snapshot(
             db,
@@ -601,18 +580,17 @@ def _own_db(state: WebState) -> Iterator[Any]:
     responses={200: {"content": {"application/zip": {}}, "description": "data.yaml, images/, labels/, dataset.json"}},
 )
 def export_yolo(
-    request: Request,
+    state: StateDep,
+    session: QaSession,
     snapshot_id: SnapshotId,
     val_fraction: float = Query(0.2, ge=0, le=0.9, description="Fraction of parts in val (split by part)."),
     split: Literal["time", "group"] = Query(
         "time", description="time: newest parts in val; group: seeded random parts."
     ),
     seed: int = Query(0, ge=0, le=2**31 - 1, description="Seed of the group split."),
-    session: Session = Depends(QA),
 ) -> FileResponse:
     """Built in a temporary folder next to the image store and streamed; data.yaml has no absolute path (unzip
     anywhere)."""
-    state = web_state(request)
     work = new_work_dir(state.station.cfg.store.images_dir, "export-yolo-")
     arc = f"snapshot-{snapshot_id}-yolo"
     with _export_errors(work):
@@ -633,13 +611,12 @@ def export_yolo(
     responses={200: {"content": {"application/json": {}, "application/zip": {}}, "description": "COCO annotations"}},
 )
 def export_coco(
-    request: Request,
+    state: StateDep,
+    session: QaSession,
     snapshot_id: SnapshotId,
     images: bool = Query(False, description="true: a zip with annotations.json and images/ (what the import accepts)."),
-    session: Session = Depends(QA),
 ) -> FileResponse:
     """COCO detection JSON (CVAT, Label Studio); category ids from 1 in snapshot class order."""
-    state = web_state(request)
     work = new_work_dir(state.station.cfg.store.images_dir, "export-coco-")
     arc = f"snapshot-{snapshot_id}-coco"
     with _export_errors(work):
@@ -680,13 +657,14 @@ _IMPORT_BODY = {
 )
 async def import_dataset(
     request: Request,
+    state: StateDep,
+    session: QaSession,
     format: Literal["yolo", "coco"] = Query(
         ..., description="yolo: a zip with data.yaml, images/, labels/; coco: a zip with one JSON and its images."
     ),  # noqa: A002
     name: str | None = Query(
         None, max_length=80, pattern=r"^[A-Za-z0-9 ._-]*$", description="Dataset name for the audit trail."
     ),
-    session: Session = Depends(QA),
 ) -> dict[str, Any]:
     """The zip is the request body (``Content-Type: application/zip``).
 
@@ -696,7 +674,6 @@ async def import_dataset(
     names the file and line). Images already in the database get the imported boxes as their
     labels; new images are stored with a synthetic inspection (see :mod:`labeling.importer`).
     """
-    state = web_state(request)
     cfg = state.cfg
     limits = Limits(int(cfg.max_upload_mb * 2**20), int(cfg.max_upload_unpacked_mb * 2**20), cfg.max_upload_files)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()

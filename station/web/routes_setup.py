@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
@@ -24,15 +24,13 @@ from starlette.concurrency import run_in_threadpool
 from .. import camera_setup
 from ..config.regions import CameraRegions
 from ..store import camera_setup as store
-from .auth import Session, require, session_of, viewer
+from .auth import AdminSession, QaSession, ViewerSession, session_of
 from .pages import denied, templates
-from .state import WebState, web_state
+from .state import StateDep, WebState
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["setup"])
 
-QA = require("qa")
-ADMIN = require("admin")
 CameraId = Annotated[str, PathParam(pattern=r"^[\w.-]{1,64}$", description="Camera id from the station config.")]
 Reason = Annotated[str, Field("", max_length=300, description="Why (kept with the version and in the audit trail).")]
 Kind = Literal["calibration", "regions"]
@@ -96,21 +94,21 @@ class RollbackBody(BaseModel):
 
 # -- page ---------------------------------------------------------------------------------------
 @router.get("/setup", include_in_schema=False)
-def setup_page(request: Request) -> Response:
+def setup_page(request: Request, state: StateDep) -> Response:
     """Calibration and regions of each camera (admin)."""
     s = session_of(request)
     if s is None:
         return RedirectResponse("/login?next=/setup", status.HTTP_303_SEE_OTHER)
     if not s.user.has("admin"):
         return denied(request, s, area="camera setup", needed="admin", why="it changes what the line rejects")
-    return templates.TemplateResponse(request, "setup.html", {"station": web_state(request).station.cfg.name})
+    return templates.TemplateResponse(request, "setup.html", {"station": state.station.cfg.name})
 
 
 # -- read ---------------------------------------------------------------------------------------
 @router.get("/api/setup", summary="Calibration and regions in force per camera")
-def setup_in_force(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
+def setup_in_force(state: StateDep, _: ViewerSession) -> dict[str, Any]:
     """For each camera: the calibration and regions the line judges by (the operator screen draws the regions)."""
-    st = web_state(request).station
+    st = state.station
     setup = st.decider.setup
     return {
         "cameras": [
@@ -120,9 +118,8 @@ def setup_in_force(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]
 
 
 @router.get("/api/setup/{camera_id}/{kind}/history", summary="Versions of a camera's calibration or regions")
-def setup_history(request: Request, camera_id: CameraId, kind: Kind, _: Session = Depends(QA)) -> dict[str, Any]:
+def setup_history(state: StateDep, _: QaSession, camera_id: CameraId, kind: Kind) -> dict[str, Any]:
     """Every version, newest first, and which is in force."""
-    state = web_state(request)
     _camera(state, camera_id)
     with state.db.use() as db:
         cur = store.in_force(db, kind, state.station.cfg.name, camera_id)
@@ -131,10 +128,9 @@ def setup_history(request: Request, camera_id: CameraId, kind: Kind, _: Session 
 
 
 @router.get("/api/setup/{camera_id}/reference.jpg", summary="The reference image to draw on: the camera's last frame")
-def reference_image(request: Request, camera_id: CameraId, _: Session = Depends(QA)) -> Response:
+def reference_image(state: StateDep, _: QaSession, camera_id: CameraId) -> Response:
     """The camera's frame of the last part, full size, else its newest stored image (``X-Frame-Width``/``-Height``);
     404 when neither."""
-    state = web_state(request)
     _camera(state, camera_id)
     last = state.station.last_result
     frame = next((f for f in (last.frames if last else ()) if f.camera_id == camera_id), None)
@@ -169,11 +165,8 @@ def _stored_bytes(state: WebState, stored: tuple[str, str, int, int] | None) -> 
 
 # -- write (admin) ------------------------------------------------------------------------------
 @router.post("/api/setup/{camera_id}/regions", summary="Save drawn regions as the camera's new version (admin)")
-def save_regions(
-    request: Request, camera_id: CameraId, body: RegionsBody, session: Session = Depends(ADMIN)
-) -> dict[str, Any]:
+def save_regions(state: StateDep, session: AdminSession, camera_id: CameraId, body: RegionsBody) -> dict[str, Any]:
     """Stored versioned and audited; the line judges its next part by them."""
-    state = web_state(request)
     _camera(state, camera_id)
     with state.db.use() as db:
         v = camera_setup.save_regions(
@@ -189,10 +182,9 @@ def save_regions(
     summary="Put an older calibration or regions version back in force (admin)",
 )
 def rollback(
-    request: Request, camera_id: CameraId, kind: Kind, body: RollbackBody, session: Session = Depends(ADMIN)
+    state: StateDep, session: AdminSession, camera_id: CameraId, kind: Kind, body: RollbackBody
 ) -> dict[str, Any]:
     """Audited; the line judges its next part by it."""
-    state = web_state(request)
     _camera(state, camera_id)
     try:
         with state.db.use() as db:
@@ -226,16 +218,13 @@ def _decode(views: list[View]) -> list[tuple[str, np.ndarray]]:
 
 
 @router.post("/api/setup/{camera_id}/calibration", summary="Calibrate from uploaded board views (admin)")
-async def calibrate(
-    request: Request, camera_id: CameraId, body: CalibrateBody, session: Session = Depends(ADMIN)
-) -> dict[str, Any]:
+async def calibrate(state: StateDep, session: AdminSession, camera_id: CameraId, body: CalibrateBody) -> dict[str, Any]:
     """Intrinsics, distortion, mm per pixel; 422 with the reasons when refused; else the camera's new version, in
     force."""
     from calibration.camera import CalibrationRefused, Limits, calibrate_camera
     from calibration.records import record
     from calibration.targets import Target
 
-    state = web_state(request)
     _camera(state, camera_id)
     try:
         target = Target(body.target, body.cols, body.rows, body.square_mm, body.marker_mm, body.dictionary)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 import labeling
 
-from .auth import Session
-from .routes_review import QA, review_page
+from .auth import QaSession
+from .routes_review import review_page
+from .state import StateDep
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["stats"])
@@ -25,7 +26,8 @@ def stats_page(request: Request) -> Response:
 
 @router.get("/api/review/stats", summary="Quality statistics (qa)")
 def stats(
-    request: Request,
+    state: StateDep,
+    session: QaSession,
     since: float | None = Query(
         None, ge=0, le=1e11, description="Parts triggered at or after this UNIX time (default: all)."
     ),
@@ -38,7 +40,6 @@ def stats(
         pattern=r"^[A-Za-z0-9_+\-/]+$",
         description="IANA time zone for hours and shifts, e.g. Europe/Berlin (default: the station's).",
     ),
-    session: Session = Depends(QA),
 ) -> dict[str, Any]:
     """``defects_over_time`` (detections that rejected or made a part uncertain, per class and bucket),
     ``false_positives`` (model boxes QA deleted / reclassified / moved / confirmed on reviewed images, and
@@ -46,7 +47,6 @@ def stats(
     ``pareto_model`` (line detections) and ``pareto_labels`` (current labels of reviewed images).
     422 for an unknown time zone.
     """
-    state = request.app.state.web
     window = {"since": since, "until": until}
     try:
         with state.db.use() as db:

@@ -65,7 +65,8 @@ class SecurityMiddleware:
                         headers[k] = v
                 if "cache-control" not in headers:
                     # assets may be kept but revalidated (ETag); everything else is live data
-                    headers["cache-control"] = "no-cache" if scope["path"].startswith("/static/") else "no-store"
+                    asset = scope["path"].startswith(("/static/", "/vendor/"))
+                    headers["cache-control"] = "no-cache" if asset else "no-store"
             await send(message)
 
         if scope["method"] not in SAFE_METHODS and scope["path"] not in CSRF_EXEMPT:

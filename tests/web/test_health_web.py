@@ -119,6 +119,11 @@ def test_health_panel_draws_the_trends(make_station: Any, tmp_path: Path, page: 
             if (!c || !c.width) return false;
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
             for (let i = 3; i < d.length; i += 4) if (d[i]) return true; return false; }""")
+        # drawn by Chart.js (static/vendor/chartjs): a chart on each canvas, its plot the size of the 30 px strip
+        page.wait_for_function("""() => [...document.querySelectorAll('#health .health-chart canvas')].every((c) => {
+            const chart = window.Chart.getChart(c);
+            return chart && chart.chartArea.width > 20 && chart.height >= 20; })""")
+        assert page.locator("#health .health-chart canvas").count() == 4
         # the panel fits the 1920x1080 screen under the live image, above the bottom lists
         box, img = page.locator("#health").bounding_box(), page.locator("#live-frame").bounding_box()
         lists = page.locator("section.lists").bounding_box()

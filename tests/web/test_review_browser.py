@@ -254,6 +254,15 @@ def test_qa_fixes_labels_and_exports_a_dataset(
     expect(page.locator("#k-missed")).to_have_text("1")
     expect(page.locator("#t-pareto tr").first).not_to_have_class("ui-empty-row")
     assert page.locator("#c-pareto").get_attribute("data-empty") is None
+    # every chart is a Chart.js chart (static/vendor/chartjs) with a drawn area;
+    # the Pareto bars are the table's counts
+    page.wait_for_function(
+        """() => ['c-defects', 'c-pareto', 'c-yield-hour', 'c-yield-shift', 'c-fp'].every((id) => {
+            const c = window.Chart && window.Chart.getChart(id);
+            return c && c.chartArea && c.chartArea.width > 50 && c.chartArea.height > 50; })"""
+    )
+    bars = page.evaluate("() => window.Chart.getChart('c-pareto').data.datasets.find((d) => d.type === 'bar').data")
+    assert bars == [int(n) for n in page.locator("#t-pareto tr td:nth-child(2)").all_inner_texts()] and sum(bars) > 0
     page.screenshot(path=str(ARTIFACTS / "review_stats.png"), full_page=True)
 
     # -- every change has its audit row, by qa ------------------------------------------------------------

@@ -1,9 +1,10 @@
 // Image health panel of the operator screen: per camera, small trend charts (sharpness, brightness, clipped share,
 // shift from the setup position) of the last frames, with the band learned at setup shaded; a chart turns red while
-// its drift alarm is active. Drawn on <canvas> by this file (no library), like the statistics page.
+// its drift alarm is active. Drawn by Chart.js (station/web/vendor/chartjs), like the statistics page.
 "use strict";
 (function () {
-  const { $, el, api, hidpi } = window.UI;
+  const { $, el, api } = window.UI;
+  const Chart = window.Chart;  // loaded before this script (templates/index.html)
   const LINE = "#4aa3ff", BAND = "rgba(46,160,79,0.22)", BAD = "#e5484d";
   // [check (alarm key), trend key, label, band key, value format]
   const CHARTS = [
@@ -14,8 +15,8 @@
   ];
   const POLL_MS = 2000;
 
+  // A small line chart of the last values, on a y range that shows the band too.
   function spark(canvas, values, band, bad) {
-    const { ctx, w, h } = hidpi(canvas);
     if (!values.length) return;
     let lo = Math.min(...values), hi = Math.max(...values);
     if (band) {
@@ -24,19 +25,21 @@
     }
     if (!(hi > lo)) { hi = lo + 1; }
     const pad = (hi - lo) * 0.08;
-    lo -= pad; hi += pad;
-    const y = (v) => h - 2 - ((v - lo) / (hi - lo)) * (h - 4);
-    if (band) {  // the band learned at setup: the figure is fine inside it
-      const top = band.high === null ? 0 : y(band.high), bottom = band.low === null ? h : y(band.low);
-      ctx.fillStyle = BAND;
-      ctx.fillRect(0, top, w, bottom - top);
+    const flat = (v) => values.map(() => v);
+    const datasets = [{ data: values, borderColor: bad ? BAD : LINE, borderWidth: 2, pointRadius: 0 }];
+    if (band && (band.low !== null || band.high !== null)) {  // the band learned at setup: the figure is fine inside it
+      datasets.push({ data: flat(band.high === null ? band.low : band.high), borderWidth: 0, pointRadius: 0, backgroundColor: BAND,
+        fill: band.high === null ? "end" : band.low === null ? "start" : { value: band.low } });
     }
-    ctx.strokeStyle = bad ? BAD : LINE;
-    ctx.lineWidth = 2;
-    ctx.beginPath();
-    const step = values.length > 1 ? w / (values.length - 1) : 0;
-    values.forEach((v, i) => { const x = i * step; if (i) ctx.lineTo(x, y(v)); else ctx.moveTo(x, y(v)); });
-    ctx.stroke();
+    new Chart(canvas, {
+      type: "line",
+      data: { labels: values.map((_, i) => i), datasets },
+      options: {
+        animation: false, maintainAspectRatio: false, events: [], layout: { padding: 2 },
+        scales: { x: { display: false }, y: { display: false, min: lo - pad, max: hi + pad } },
+        plugins: { legend: { display: false }, tooltip: { enabled: false } },
+      },
+    });
   }
 
   function cameraRow(camId, cam) {
@@ -52,13 +55,15 @@
       cell.dataset.check = check;
       const last = values.length ? fmt(values[values.length - 1]) : "-";
       cell.append(el("div", "health-label", `${label} ${last}`));
+      const box = el("div", "health-spark");  // Chart.js sizes the canvas to this box
       const canvas = el("canvas");
       canvas.setAttribute("role", "img");
       canvas.setAttribute("aria-label", `${camId} ${label} over the last ${values.length} frames` + (bad ? ": " + cam.alarms[check] : ""));
       cell.title = bad ? cam.alarms[check] : `${label}: last ${values.length} frames; shaded: the band learned at setup`;
-      cell.append(canvas);
+      box.append(canvas);
+      cell.append(box);
       row.append(cell);
-      requestAnimationFrame(() => spark(canvas, values, bandKey ? cam.bands[bandKey] : (cam.shift_limit_px ? { low: null, high: cam.shift_limit_px } : null), bad));
+      requestAnimationFrame(() => canvas.isConnected && spark(canvas, values, bandKey ? cam.bands[bandKey] : (cam.shift_limit_px ? { low: null, high: cam.shift_limit_px } : null), bad));
     }
     return row;
   }
@@ -70,6 +75,7 @@
     try { data = await api("GET", "/api/health/image"); } catch (e) { return; }  // the screen's connection state says why
     if (!data.enabled) { $("health").hidden = true; return; }
     const cams = Object.keys(data.cameras).sort();
+    for (const c of box.querySelectorAll("canvas")) { const chart = Chart.getChart(c); if (chart) chart.destroy(); }  // before they go
     if (!cams.length) { box.replaceChildren(el("div", "muted", "No frames yet")); return; }
     box.replaceChildren(...cams.map((c) => cameraRow(c, data.cameras[c])));
     const m = data.model;
