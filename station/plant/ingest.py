@@ -96,6 +96,11 @@ class Ingest:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
+    @property
+    def died(self) -> bool:
+        """True when the ingest thread was started and has ended (stop() not called, or called and done)."""
+        return self._thread is not None and not self._thread.is_alive()
+
     def run(self) -> None:
         """Run until ``stop()``."""
         asyncio.run(self._main())
