@@ -47,7 +47,7 @@ import labeling  # noqa: E402
 import models.dataset  # noqa: E402
 from models import registry  # noqa: E402
 from models.dataset import GOLDEN_START, NAMES, VAL_START, TrainView, apply_view, label_lines, make_golden_set  # noqa: E402
-from models.evaluate import compare  # noqa: E402
+from models.eval_compare import compare  # noqa: E402
 from models.jobs import SUCCEEDED, JobRunner, JobSpec, JobState  # noqa: E402
 from station.acquire.synthetic import iter_parts  # noqa: E402
 from station.app import Station  # noqa: E402

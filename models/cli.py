@@ -296,7 +296,7 @@ def _evaluate_classify(args: argparse.Namespace, cand: str, rules: Any, calib: A
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from station.inspection.model_meta import read_model_meta
 
-    from .evaluate import compare
+    from .eval_compare import compare
 
     rules, calib, insp = _rules_and_inspector(args.config)
     cand = _resolve_model(args.candidate, args.db if args.use_db else None)
@@ -331,7 +331,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, tune_thresholds
+    from .eval_tuning import tune_thresholds
+    from .evaluate import evaluate
 
     rules, calib, insp = _rules_and_inspector(args.config)
     setup = _camera_setup(args.config)
