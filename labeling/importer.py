@@ -318,6 +318,24 @@ def _same(lab: Label, box: ImportedBox, tol: float) -> bool:
     )
 
 
+def _supersede(
+    db: sqlite_utils.Database, user: str, img: ImageInfo, lab: Label, status: str, action: str, now: float
+) -> None:
+    """Append an imported row with ``status`` over the current label ``lab`` (same class and box), audited."""
+    new = _insert(
+        db,
+        img,
+        lab.class_name,
+        lab.box,
+        source="import",
+        status=status,
+        user=user,
+        now=now,
+        supersedes=lab.id,
+    )
+    audit.record(db, user, action, "label", lab.id, lab.as_dict(), new.as_dict(), t_wall=now)
+
+
 def _sync_existing(
     db: sqlite_utils.Database, user: str, img: ImageInfo, boxes: Sequence[ImportedBox], now: float, tol: float
 ) -> int:
@@ -327,33 +345,11 @@ def _sync_existing(
     for lab in current:
         k = next((i for i, b in enumerate(todo) if _same(lab, b, tol)), None)
         if k is None:
-            gone = _insert(
-                db,
-                img,
-                lab.class_name,
-                lab.box,
-                source="import",
-                status="deleted",
-                user=user,
-                now=now,
-                supersedes=lab.id,
-            )
-            audit.record(db, user, "import_delete", "label", lab.id, lab.as_dict(), gone.as_dict(), t_wall=now)
+            _supersede(db, user, img, lab, "deleted", "import_delete", now)
             continue
         todo.pop(k)
         if lab.source == "model":
-            new = _insert(
-                db,
-                img,
-                lab.class_name,
-                lab.box,
-                source="import",
-                status="active",
-                user=user,
-                now=now,
-                supersedes=lab.id,
-            )
-            audit.record(db, user, "import_confirm", "label", lab.id, lab.as_dict(), new.as_dict(), t_wall=now)
+            _supersede(db, user, img, lab, "active", "import_confirm", now)
     for b in todo:
         new = _insert(
             db,
