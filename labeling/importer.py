@@ -318,6 +318,21 @@ def _same(lab: Label, box: ImportedBox, tol: float) -> bool:
     )
 
 
+def _add_box(db: sqlite_utils.Database, user: str, img: ImageInfo, b: ImportedBox, now: float) -> Label:
+    """An imported box as a new active label of ``img`` (the caller audits it)."""
+    return _insert(
+        db,
+        img,
+        b.class_name,
+        (b.x1, b.y1, b.x2, b.y2),
+        source="import",
+        status="active",
+        user=user,
+        now=now,
+        supersedes=None,
+    )
+
+
 def _supersede(
     db: sqlite_utils.Database, user: str, img: ImageInfo, lab: Label, status: str, action: str, now: float
 ) -> None:
@@ -351,17 +366,7 @@ def _sync_existing(
         if lab.source == "model":
             _supersede(db, user, img, lab, "active", "import_confirm", now)
     for b in todo:
-        new = _insert(
-            db,
-            img,
-            b.class_name,
-            (b.x1, b.y1, b.x2, b.y2),
-            source="import",
-            status="active",
-            user=user,
-            now=now,
-            supersedes=None,
-        )
+        new = _add_box(db, user, img, b, now)
         audit.record(db, user, "import_add", "label", new.id, None, new.as_dict(), t_wall=now)
     _review(db, user, img, now)
     return len(boxes)
@@ -417,20 +422,7 @@ def import_images(
             iid = imports.insert_imported_image(db, pid, it.camera_id, s)
             existing[(s.sha256, s.format)] = [iid]  # the same file twice in one import: one image
             img = image_info(db, iid)
-            labs = [
-                _insert(
-                    db,
-                    img,
-                    b.class_name,
-                    (b.x1, b.y1, b.x2, b.y2),
-                    source="import",
-                    status="active",
-                    user=user,
-                    now=now,
-                    supersedes=None,
-                )
-                for b in it.boxes
-            ]
+            labs = [_add_box(db, user, img, b, now) for b in it.boxes]
             _review(db, user, img, now)
             audit.record(
                 db,
