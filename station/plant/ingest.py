@@ -35,9 +35,9 @@ DEFAULT_SHIFTS: tuple[tuple[str, str, str], ...] = (
 
 def shift_function(shifts: Sequence[tuple[str, str, str]] = DEFAULT_SHIFTS, tz: str = "UTC") -> plant_db.ShiftFn:
     """t (UNIX s) -> shift name, with the station's shift rules (labeling.stats: quarter hours, across midnight)."""
-    from labeling.stats import _shift_table
+    from labeling.stats import shift_table
 
-    table = _shift_table(shifts)
+    table = shift_table(shifts)
     zone = ZoneInfo(tz)
 
     def shift_of(t: float) -> str:
