@@ -47,7 +47,8 @@ import labeling  # noqa: E402
 import models.dataset  # noqa: E402
 from models import registry  # noqa: E402
 from models.dataset import GOLDEN_START, NAMES, VAL_START, TrainView, apply_view, label_lines, make_golden_set  # noqa: E402
-from models.evaluate import compare  # noqa: E402
+from models.default_model import DefaultRecipe  # noqa: E402
+from models.eval_compare import compare  # noqa: E402
 from models.jobs import SUCCEEDED, JobRunner, JobSpec, JobState  # noqa: E402
 from station.acquire.synthetic import iter_parts  # noqa: E402
 from station.app import Station  # noqa: E402
@@ -68,24 +69,7 @@ MIN_BOX_PX = float(
 )  # the labelling convention of models.dataset (small defects grown)
 EXPORT_HW = (224, 320)  # the model input: 320x200 frames at scale 1
 TRAIN_SEED, LINE_SEED, GOLDEN_SEED, TEST_SEED = 3, 11, 21, 31
-HYP = {
-    "cache": "ram",
-    "nbs": 16,
-    "optimizer": "AdamW",
-    "lr0": 0.003,
-    "lrf": 0.1,
-    "warmup_epochs": 1,
-    "close_mosaic": 3,
-    "mosaic": 1.0,
-    "scale": 0.2,
-    "translate": 0.1,
-    "degrees": 0.0,
-    "fliplr": 0.5,
-    "flipud": 0.5,
-    "hsv_h": 0.0,
-    "hsv_s": 0.0,
-    "hsv_v": 0.3,
-}
+HYP = {**DefaultRecipe().hyp, "close_mosaic": 3, "mosaic": 1.0}  # the default model's, with mosaic augmentation
 FINETUNE_HYP = {**HYP, "lr0": 0.002, "close_mosaic": 5}
 
 

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     frame0 = Frame(part_id=0, camera_id="bench", image=frames[0], t_exposure_ns=0)
     first = next(iter(loaded.values()))
     first.inspect(frame0)
-    tensor = first._tensor.view(1).copy()
+    tensor = first.last_input()
     raw: dict[str, list[float]] = {k: [] for k in loaded}
     for _ in range(args.rounds):
         for k, i in loaded.items():
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     for conf in (0.5, 0.1, 0.01, 0.001, 0.0):
         i = insp(model_b, rt_b, conf=conf)
         i.inspect(frame0)
-        t = i._tensor.view(1).copy()
+        t = i.last_input()
         pred = i.runtime.run(t)[0][0]
         n_cand = int((pred[4 : 4 + len(meta.names)].max(axis=0) > conf).sum())
         diffs, posts = [], []

@@ -34,7 +34,8 @@ from station.contracts import Defect, Frame, Outcome, PartResult, Trigger, Verdi
 from station.counters import Counters  # noqa: E402
 from station.store.db import open_db  # noqa: E402
 from station.store.images import ImageStore  # noqa: E402
-from station.store.recorder import _INSERT_INSPECTION, Recorder  # noqa: E402
+from station.store.part_rows import INSERT_INSPECTION  # noqa: E402
+from station.store.recorder import Recorder  # noqa: E402
 
 
 def part_image(rng: np.random.Generator, h: int = 1000, w: int = 1000) -> np.ndarray:
@@ -124,7 +125,7 @@ def raw_sqlite(root: Path, n: int, batch: int) -> float:
     for i in range(0, n, batch):
         chunk = rows[i : i + batch]
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(_INSERT_INSPECTION, chunk)
+        conn.executemany(INSERT_INSPECTION, chunk)
         conn.executemany(
             "INSERT INTO defects (part_id, camera_id, class_name, confidence, x1, y1, x2, y2, area_mm2, action, rule, "
             "model_id) "

@@ -174,7 +174,7 @@ def _soak(
     st = Station(cfg, max_parts=parts, cameras=[cam], output=output)
     # bounded histories that fill up during a soak (not leaks): the scheduler's fired rejects (reject timing
     # statistics) and the simulated output's edges; their fill is measured with RSS to tell them from a leak
-    histories = {"scheduler.fired": lambda: st.scheduler.fired, "simulated output edges": lambda: output._edges}  # noqa: SLF001
+    histories = {"scheduler.fired": lambda: st.scheduler.fired, "simulated output edges": output.edges}
     hist_len: dict[str, dict[str, int]] = {k: {} for k in histories}
     maxdepth = {"frame_queue": 0, "camera_queue": 0, "recorder_queue": 0, "in_flight": 0}
     rss: dict[str, int] = {}
@@ -182,11 +182,10 @@ def _soak(
 
     def monitor() -> None:  # 20 Hz: queue depths and RSS at 10 % / 100 % (no hook on the hot path)
         line, rec_q = st.pipeline, st.recorder.subscription.queue
-        cam_q = line._cam_queues[cam.camera_id]  # noqa: SLF001 - a bench may look inside
         next_report = time.monotonic() + 60
         while not done.wait(0.05):
-            maxdepth["frame_queue"] = max(maxdepth["frame_queue"], line._frames.qsize())  # noqa: SLF001
-            maxdepth["camera_queue"] = max(maxdepth["camera_queue"], cam_q.qsize())
+            maxdepth["frame_queue"] = max(maxdepth["frame_queue"], line.frames_waiting)
+            maxdepth["camera_queue"] = max(maxdepth["camera_queue"], line.triggers_waiting(cam.camera_id))
             maxdepth["recorder_queue"] = max(maxdepth["recorder_queue"], rec_q.qsize())
             maxdepth["in_flight"] = max(maxdepth["in_flight"], st.scheduler.in_flight)
             n = cam.grabs

@@ -319,6 +319,39 @@ def _same(lab: Label, box: ImportedBox, tol: float) -> bool:
     )
 
 
+def _add_box(db: sqlite_utils.Database, user: str, img: ImageInfo, b: ImportedBox, now: float) -> Label:
+    """An imported box as a new active label of ``img`` (the caller audits it)."""
+    return _insert(
+        db,
+        img,
+        b.class_name,
+        (b.x1, b.y1, b.x2, b.y2),
+        source="import",
+        status="active",
+        user=user,
+        now=now,
+        supersedes=None,
+    )
+
+
+def _supersede(
+    db: sqlite_utils.Database, user: str, img: ImageInfo, lab: Label, status: str, action: str, now: float
+) -> None:
+    """Append an imported row with ``status`` over the current label ``lab`` (same class and box), audited."""
+    new = _insert(
+        db,
+        img,
+        lab.class_name,
+        lab.box,
+        source="import",
+        status=status,
+        user=user,
+        now=now,
+        supersedes=lab.id,
+    )
+    audit.record(db, user, action, "label", lab.id, lab.as_dict(), new.as_dict(), t_wall=now)
+
+
 def _sync_existing(
     db: sqlite_utils.Database, user: str, img: ImageInfo, boxes: Sequence[ImportedBox], now: float, tol: float
 ) -> int:
@@ -328,45 +361,13 @@ def _sync_existing(
     for lab in current:
         k = next((i for i, b in enumerate(todo) if _same(lab, b, tol)), None)
         if k is None:
-            gone = _insert(
-                db,
-                img,
-                lab.class_name,
-                lab.box,
-                source="import",
-                status="deleted",
-                user=user,
-                now=now,
-                supersedes=lab.id,
-            )
-            audit.record(db, user, "import_delete", "label", lab.id, lab.as_dict(), gone.as_dict(), t_wall=now)
+            _supersede(db, user, img, lab, "deleted", "import_delete", now)
             continue
         todo.pop(k)
         if lab.source == "model":
-            new = _insert(
-                db,
-                img,
-                lab.class_name,
-                lab.box,
-                source="import",
-                status="active",
-                user=user,
-                now=now,
-                supersedes=lab.id,
-            )
-            audit.record(db, user, "import_confirm", "label", lab.id, lab.as_dict(), new.as_dict(), t_wall=now)
+            _supersede(db, user, img, lab, "active", "import_confirm", now)
     for b in todo:
-        new = _insert(
-            db,
-            img,
-            b.class_name,
-            (b.x1, b.y1, b.x2, b.y2),
-            source="import",
-            status="active",
-            user=user,
-            now=now,
-            supersedes=None,
-        )
+        new = _add_box(db, user, img, b, now)
         audit.record(db, user, "import_add", "label", new.id, None, new.as_dict(), t_wall=now)
     _review(db, user, img, now)
     return len(boxes)
@@ -422,20 +423,7 @@ def import_images(
             iid = imports.insert_imported_image(db, pid, it.camera_id, s)
             existing[(s.sha256, s.format)] = [iid]  # the same file twice in one import: one image
             img = image_info(db, iid)
-            labs = [
-                _insert(
-                    db,
-                    img,
-                    b.class_name,
-                    (b.x1, b.y1, b.x2, b.y2),
-                    source="import",
-                    status="active",
-                    user=user,
-                    now=now,
-                    supersedes=None,
-                )
-                for b in it.boxes
-            ]
+            labs = [_add_box(db, user, img, b, now) for b in it.boxes]
             _review(db, user, img, now)
             audit.record(
                 db,

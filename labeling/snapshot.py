@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,22 @@ class SnapshotItem:
     t_wall: float | None
     verdict: str | None
     labels: tuple[SnapshotLabel, ...]
+
+
+def _item(r: Mapping[str, Any], t_wall: float | None, labels: tuple[SnapshotLabel, ...]) -> SnapshotItem:
+    """A snapshot image from its row (ids, camera, file facts, verdict), its time and its labels."""
+    return SnapshotItem(
+        int(r["image_id"]),
+        int(r["part_id"]),
+        str(r["camera_id"]),
+        str(r["sha256"]),
+        str(r["format"]),
+        int(r["width"]),
+        int(r["height"]),
+        t_wall,
+        r["verdict"],
+        labels,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,20 +152,7 @@ def create_snapshot(
                     log.warning("snapshot: label %d lies outside image %d; left out", lab.id, r["image_id"])
                     continue
                 labs.append(SnapshotLabel(lab.id, lab.class_name, *box))
-            items.append(
-                SnapshotItem(
-                    int(r["image_id"]),
-                    int(r["part_id"]),
-                    str(r["camera_id"]),
-                    str(r["sha256"]),
-                    str(r["format"]),
-                    int(r["width"]),
-                    int(r["height"]),
-                    None if r["t_wall"] is None else float(r["t_wall"]),
-                    r["verdict"],
-                    tuple(labs),
-                )
-            )
+            items.append(_item(r, None if r["t_wall"] is None else float(r["t_wall"]), tuple(labs)))
         present = sorted({lab.class_name for it in items for lab in it.labels})
         if class_names is None:
             classes = present
@@ -248,18 +251,5 @@ def snapshot_items(db: sqlite_utils.Database, snapshot_id: int) -> list[Snapshot
             SnapshotLabel(int(x[0]), str(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5]))
             for x in json.loads(r["labels"])
         )
-        out.append(
-            SnapshotItem(
-                int(r["image_id"]),
-                int(r["part_id"]),
-                str(r["camera_id"]),
-                str(r["sha256"]),
-                str(r["format"]),
-                int(r["width"]),
-                int(r["height"]),
-                r["t_wall"],
-                r["verdict"],
-                labs,
-            )
-        )
+        out.append(_item(r, r["t_wall"], labs))
     return out

@@ -122,7 +122,7 @@ def _minutes(s: str, what: str) -> int:
     return v % 1440
 
 
-def _shift_table(shifts: Sequence[tuple[str, str, str]]) -> list[tuple[str, int]]:
+def shift_table(shifts: Sequence[tuple[str, str, str]]) -> list[tuple[str, int]]:
     """For each 15-minute slot of the day: (shift name, day offset of the shift's start: 0 or -1)."""
     table: list[tuple[str, int] | None] = [None] * 96
     for entry in shifts:
@@ -156,7 +156,7 @@ def yield_by_shift(
     shift ``"-"``.
     """
     zone = _tz(tz)
-    table = _shift_table(shifts)
+    table = shift_table(shifts)
     acc: dict[tuple[dt.date, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for slot, outcome, n in quality_stats.outcome_slots(db, SLOT_S, since, until):
         d = _local(slot * SLOT_S, zone)

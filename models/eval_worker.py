@@ -1,7 +1,7 @@
 """The evaluation worker: candidate vs current model on a golden set, in a process of its own.
 
 ``python -m models.eval_worker JOB_DIR`` (started by :class:`models.jobs.JobRunner` through
-:mod:`models.eval_jobs`) reads ``JOB_DIR/spec.json``, runs :func:`models.evaluate.compare` (the
+:mod:`models.eval_jobs`) reads ``JOB_DIR/spec.json``, runs :func:`models.eval_compare.compare` (the
 production path: OnnxInspector + Decider through ``inspect_part``) and writes
 ``JOB_DIR/result.json``: the side-by-side summary, and per golden image its truth and what each
 model found and decided, so the page can show the images where they disagree and threshold tuning
@@ -123,7 +123,7 @@ def run(eval_dir: Path) -> int:
     from station import camera_setup
     from station.config import CalibrationConfig, InspectorConfig, RulesConfig
 
-    from .evaluate import compare
+    from .eval_compare import compare
 
     spec = json.loads((eval_dir / "spec.json").read_text())
     events = EventLog(eval_dir / "progress.jsonl")

@@ -75,8 +75,8 @@ def export_onnx(
             f"Ultralytics export {produced} lacks metadata {missing}; this Ultralytics version is not supported"
         )
     lin = {str(k): v for k, v in dict(lineage or {}).items()}  # None kept in the JSON: "no parent" is lineage too
-    per_key = {f"{LINEAGE_PREFIX}{k}": _text(v) for k, v in lin.items() if v is not None}
-    _set_props(proto, {**per_key, LINEAGE_KEY: serialize.dumps(lin, canonical=True)})
+    per_key = {f"{LINEAGE_PREFIX}{k}": lineage_text(v) for k, v in lin.items() if v is not None}
+    set_props(proto, {**per_key, LINEAGE_KEY: serialize.dumps(lin, canonical=True)})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     onnx.save(proto, str(tmp))
@@ -111,11 +111,12 @@ def _check_parity(best_pt: Path, out: Path, golden: Path | str | None) -> None:
         raise ExportError(f"export parity check failed, {out} deleted: {e}") from e
 
 
-def _text(v: Any) -> str:
+def lineage_text(v: Any) -> str:
+    """A lineage value as a metadata_props string: strings as they are, anything else as sorted JSON."""
     return v if isinstance(v, str) else serialize.dumps(v, canonical=True)
 
 
-def _set_props(proto: Any, values: Mapping[str, str]) -> None:
+def set_props(proto: Any, values: Mapping[str, str]) -> None:
     """Set (replace) metadata_props keys of an onnx ModelProto."""
     keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in values]
     del proto.metadata_props[:]

@@ -45,7 +45,7 @@ import numpy as np
 from station import serialize
 from station.inspection.model_meta import OPENVINO_BIN, OPENVINO_XML, read_model_meta
 
-from .export import LINEAGE_KEY, LINEAGE_PREFIX, _set_props, _text, read_lineage
+from .export import LINEAGE_KEY, LINEAGE_PREFIX, lineage_text, read_lineage, set_props
 from .golden import GoldenSet, iter_images, load_golden
 from .parity import input_tensors
 
@@ -205,10 +205,10 @@ def quantize_int8(
         },
     }
     props = {k: v for k, v in meta.raw.items() if not k.startswith(LINEAGE_PREFIX) and k != LINEAGE_KEY}
-    props.update({f"{LINEAGE_PREFIX}{k}": _text(v) for k, v in lin.items() if v is not None})
+    props.update({f"{LINEAGE_PREFIX}{k}": lineage_text(v) for k, v in lin.items() if v is not None})
     props[LINEAGE_KEY] = serialize.dumps(lin, canonical=True)
     del q.metadata_props[:]
-    _set_props(q, props)
+    set_props(q, props)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     onnx.save(q, str(tmp))

@@ -439,7 +439,7 @@ class ModelsService:
     def tune(self, eval_id: str, side: str, target: float) -> dict[str, Any]:
         """Per-class thresholds for ``target`` escape rate on the evaluated golden set, and the false rejects they
         cost."""
-        from .evaluate import tune_thresholds
+        from .eval_tuning import tune_thresholds
 
         result, raw = eval_result(self.evals, eval_id, side)
         t = tune_thresholds(

@@ -152,7 +152,7 @@ def _run(spec: JobSpec, work: Path, events: EventLog, cancel: threading.Event) -
         events.emit("phase", phase="evaluate")
         from station.config import RulesConfig
 
-        from .evaluate import compare
+        from .eval_compare import compare
 
         rules = RulesConfig.model_validate(spec.rules or {})
         comparison = compare(onnx_path, spec.current_model, spec.golden, rules=rules)

@@ -380,8 +380,7 @@ class Station:
 
     def _fatal_check(self) -> str | None:
         """A failure no thread restart can mend (checked by the watchdog)."""
-        t = getattr(self.scheduler, "_thread", None)
-        if t is not None and not t.is_alive() and self._started:
+        if self.scheduler.died and self._started:
             return "the reject scheduler thread died (pending rejects cannot be handed to a fresh one)"
         return None
 

@@ -312,6 +312,15 @@ class Pipeline:
         with self._asm_lock:
             return len(self._assembly)
 
+    @property
+    def frames_waiting(self) -> int:
+        """Parts whose frames wait for the inference worker (the frame queue's depth)."""
+        return self._frames.qsize()
+
+    def triggers_waiting(self, camera_id: str) -> int:
+        """Triggers waiting for the acquisition thread of ``camera_id`` (its queue's depth)."""
+        return self._cam_queues[camera_id].qsize()
+
     def trigger(self, source: str = "software", encoder_count: int | None = None) -> Trigger | None:
         """A part is at the camera: register it and ask every camera for its frame.
 

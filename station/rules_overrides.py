@@ -1,6 +1,6 @@
 """Per-class threshold overrides: tuned thresholds applied to the line without editing its YAML.
 
-Threshold tuning (``models.evaluate.tune_thresholds``, from the web models page) proposes, per
+Threshold tuning (``models.eval_tuning.tune_thresholds``, from the web models page) proposes, per
 class, the confidence at which a part is ejected. "Apply" appends a row to ``rules_overrides``
 (append-only, with the user, the reason and where the numbers came from, plus an ``audit`` row)
 and the station switches to the new rules between two parts (:meth:`station.app.Station.set_rules`).

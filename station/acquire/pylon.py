@@ -46,7 +46,7 @@ from .lifecycle import DeviceLost, GrabTimeout, LifecycleCamera, StatusFn
 log = logging.getLogger(__name__)
 
 EMULATOR_DEVICE_CLASS = "BaslerCamEmu"
-_enum_lock = threading.Lock()  # device enumeration / creation from several reconnect threads
+ENUM_LOCK = threading.Lock()  # device enumeration / creation from several reconnect threads
 
 DeviceFn = Callable[[Any], None]
 _RETIRED_HANDLERS: list[Any] = []  # event handlers pylon may still call (see PylonCamera.disconnect)
@@ -54,7 +54,7 @@ _RETIRED_HANDLERS: list[Any] = []  # event handlers pylon may still call (see Py
 
 def list_devices() -> list[Any]:
     """Every pylon device visible now (``pylon.DeviceInfo``)."""
-    with _enum_lock:
+    with ENUM_LOCK:
         return list(pylon.TlFactory.GetInstance().EnumerateDevices())
 
 
@@ -189,7 +189,7 @@ class PylonCamera(LifecycleCamera):
                 f"{self._where}.emulator_folder is for the pylon emulator only; {describe_device(info)} is a real "
                 "camera (remove the field)"
             )
-        with _enum_lock:
+        with ENUM_LOCK:
             cam = pylon.InstantCamera(pylon.TlFactory.GetInstance().CreateDevice(info))
         self._cam = cam
         # Replace the default configuration (it would reset the trigger on open): ours is applied in configure().

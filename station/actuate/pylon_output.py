@@ -34,7 +34,7 @@ from pypylon import genicam, pylon
 
 from ..acquire.base import CameraError
 from ..acquire.lifecycle import Lifecycle, StatusFn
-from ..acquire.pylon import PylonCamera, _enum_lock, describe_device, find_device, get_node, set_feature
+from ..acquire.pylon import ENUM_LOCK, PylonCamera, describe_device, find_device, get_node, set_feature
 from ..config.actuate import PylonOutputConfig
 from .base import OutputError
 
@@ -61,7 +61,7 @@ class _OwnDevice:
     def connect(self) -> None:
         cfg = self.out.cfg
         info = find_device(cfg.serial, cfg.user_name, "reject.output")
-        with _enum_lock:
+        with ENUM_LOCK:
             cam = pylon.InstantCamera(pylon.TlFactory.GetInstance().CreateDevice(info))
         self.cam, self.info = cam, info
         cam.Open()

@@ -124,6 +124,11 @@ class RejectScheduler:
         except Exception as exc:  # noqa: BLE001 - shutting down; nothing else to do but log
             log.warning("could not release reject line on stop: %s", exc)
 
+    @property
+    def died(self) -> bool:
+        """True when the scheduler thread was started and is no longer running."""
+        return self._thread is not None and not self._thread.is_alive()
+
     def admit(self, trigger: Trigger) -> None:
         """A new part: start its deadline clock. Call before anything else can fail."""
         deadline = trigger.t_trigger_ns + int(self.cfg.deadline_ms * 1e6)

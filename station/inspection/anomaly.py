@@ -126,12 +126,9 @@ class _Model:
         data = read_model_bytes(path)
         self.meta = parse_model(path, data)
         self.info = read_anomaly_info(self.meta)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = cfg.intra_op_threads or (os.cpu_count() or 1)
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        from .runtime import choose_providers
+        from .runtime import base_session_options, choose_providers
 
+        so = base_session_options(cfg.intra_op_threads)
         try:
             self.session = ort.InferenceSession(data, sess_options=so, providers=choose_providers(list(cfg.providers)))
         except Exception as exc:  # onnxruntime raises its own pybind exception types

@@ -109,6 +109,11 @@ class OnnxInspector:
         """What runs the model: onnxruntime's execution providers in order, or ``openvino:CPU:<precision>``."""
         return self.runtime.devices
 
+    def last_input(self) -> np.ndarray:
+        """A copy of the model input (batch 1) that the last untiled :meth:`inspect` prepared (benches replay it)."""
+        with self._lock:
+            return self._tensor.view(1).copy()
+
     def learn(self, frame: Frame) -> None:
         """Trained models do not learn on the line."""
 

@@ -74,15 +74,21 @@ def choose_providers(wanted: list[str], available: list[str] | None = None) -> l
     return chosen
 
 
+def base_session_options(intra_op_threads: int) -> ort.SessionOptions:
+    """The options every station session has: ``intra_op_threads`` (0: one a core), one inter-op thread, quiet logs."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # onnxruntime's own warnings would flood the station log; errors still show
+    return so
+
+
 def session_options(cfg: OnnxInspectorConfig) -> ort.SessionOptions:
     """Threads, execution mode, spinning and graph optimisation from the config."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = cfg.intra_op_threads or (os.cpu_count() or 1)
-    so.inter_op_num_threads = 1
+    so = base_session_options(cfg.intra_op_threads)
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = _OPT_LEVEL[cfg.graph_optimization]
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if cfg.allow_spinning else "0")
-    so.log_severity_level = 3  # onnxruntime's own warnings would flood the station log; errors still show
     return so
 
 

@@ -59,7 +59,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     ing.start()
     log.info("plant ingest: %s -> %s (durable %s)", args.nats, args.dsn, args.durable)
     while not stop.wait(0.5):
-        if ing._thread is not None and not ing._thread.is_alive():
+        if ing.died:
             log.error("ingest stopped: %s", ing.stats.last_error)
             return 1
     ing.stop()

@@ -37,9 +37,9 @@ DEFAULT_SHIFTS: tuple[tuple[str, str, str], ...] = (
 
 def shift_function(shifts: Sequence[tuple[str, str, str]] = DEFAULT_SHIFTS, tz: str = "UTC") -> plant_db.ShiftFn:
     """t (UNIX s) -> shift name, with the station's shift rules (labeling.stats: quarter hours, across midnight)."""
-    from labeling.stats import _shift_table
+    from labeling.stats import shift_table
 
-    table = _shift_table(shifts)
+    table = shift_table(shifts)
     zone = ZoneInfo(tz)
 
     def shift_of(t: float) -> str:
@@ -108,6 +108,11 @@ class Ingest:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+    @property
+    def died(self) -> bool:
+        """True when the ingest thread was started and has ended (stop() not called, or called and done)."""
+        return self._thread is not None and not self._thread.is_alive()
 
     def run(self) -> None:
         """Run until ``stop()``."""

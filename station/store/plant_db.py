@@ -196,6 +196,24 @@ def _ts(t: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(t, dt.UTC)
 
 
+def _inspection_row(r: Result, shift: str) -> tuple[Any, ...]:
+    """The ``inspections`` row of one result, in :data:`INSPECTION_COLUMNS` order."""
+    return (
+        r.station,
+        r.seq,
+        _ts(r.t),
+        r.line,
+        r.product,
+        r.outcome,
+        r.part_id,
+        r.model_id,
+        r.latency_ms,
+        list(r.defects),
+        list(r.images),
+        shift,
+    )
+
+
 def write_results(conn: Any, results: Sequence[Result], shift_of: ShiftFn, partitions: set[dt.date]) -> int:
     """Store the new results of a batch and add them to the rollups, in one transaction; returns how many were new.
 
@@ -217,22 +235,7 @@ def write_results(conn: Any, results: Sequence[Result], shift_of: ShiftFn, parti
         shifts = [shift_of(r.t) for r in new]
         with conn.cursor().copy(f"COPY inspections ({', '.join(INSPECTION_COLUMNS)}) FROM STDIN") as copy:
             for r, shift in zip(new, shifts):
-                copy.write_row(
-                    (
-                        r.station,
-                        r.seq,
-                        _ts(r.t),
-                        r.line,
-                        r.product,
-                        r.outcome,
-                        r.part_id,
-                        r.model_id,
-                        r.latency_ms,
-                        list(r.defects),
-                        list(r.images),
-                        shift,
-                    )
-                )
+                copy.write_row(_inspection_row(r, shift))
         roll: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0.0])
         defects: dict[tuple[Any, ...], int] = defaultdict(int)
         last: dict[str, Result] = {}
@@ -264,23 +267,7 @@ def insert_plain(conn: Any, results: Sequence[Result], shift_of: ShiftFn, partit
             c.executemany(
                 f"INSERT INTO inspections ({', '.join(INSPECTION_COLUMNS)}) VALUES "
                 f"({', '.join(['%s'] * len(INSPECTION_COLUMNS))})",
-                [
-                    (
-                        r.station,
-                        r.seq,
-                        _ts(r.t),
-                        r.line,
-                        r.product,
-                        r.outcome,
-                        r.part_id,
-                        r.model_id,
-                        r.latency_ms,
-                        list(r.defects),
-                        list(r.images),
-                        shift_of(r.t),
-                    )
-                    for r in results
-                ],
+                [_inspection_row(r, shift_of(r.t)) for r in results],
             )
 
 

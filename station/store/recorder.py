@@ -60,7 +60,6 @@ that cannot be stored is logged and skipped; the part is recorded anyway.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -78,185 +77,21 @@ from ..contracts import Outcome, PartResult, StatusEvent
 from ..counters import Counters
 from ..serialize import dumps
 from .db import StoreError, is_memory, open_db, write_transaction
-from .heatmaps import frame_score, part_score
+from .heatmaps import frame_score
 from .images import ImageStore, StoredImage
+from .part_rows import PartRows, ReplayResult, insert_part, part_rows, replay_at_start, replay_spill, to_spill
 from .spill import SpillFile
 
 log = logging.getLogger(__name__)
 
-SLACK_KEYS = ("deadline_slack", "deadline_slack_ms", "slack")
+__all__ = ["Recorder", "ReplayResult", "replay_at_start", "replay_spill"]  # replay_*: also importable from here
 
-
-@dataclasses.dataclass
-class _Prepared:
-    """One PartResult turned into rows, its images already on disk."""
-
-    part_id: int
-    inspection: tuple[Any, ...]
-    defects: list[tuple[Any, ...]]
-    images: list[tuple[str, StoredImage, str]]  # camera_id, stored file, kept reason
-    maps: dict[int, tuple[StoredImage, float | None]] = dataclasses.field(
-        default_factory=dict
-    )  # images index -> heat map, score
-
-
-_INSERT_INSPECTION = """
-INSERT INTO inspections (part_id, seq, t_trigger_wall, t_decided_wall, t_recorded_wall, outcome, reasons, model_id,
-    config_hash, calibration_id, timings, deadline_slack_ms, ground_truth, defect_count, max_score, source, station,
-    n_frames, rejected, image_score)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-_INSERT_DEFECT = """
-INSERT INTO defects (part_id, camera_id, class_name, confidence, x1, y1, x2, y2, area_mm2, action, rule, model_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-_INSERT_IMAGE = """
-INSERT INTO images (part_id, camera_id, sha256, relpath, width, height, format, bytes, kept_reason)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-_INSERT_MAP = """
-INSERT INTO anomaly_maps (image_id, part_id, camera_id, sha256, width, height, bytes, image_score)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-"""
 _INSERT_ALARM = "INSERT INTO alarms (t_wall, component, state, message) VALUES (?, ?, ?, ?)"
 _UPSERT_COUNTERS = """
 INSERT INTO counters (key, counters, last_part_id, updated_at) VALUES ('station', ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET counters = excluded.counters,
     last_part_id = MAX(counters.last_part_id, excluded.last_part_id), updated_at = excluded.updated_at
 """
-
-
-def _insert_part(conn: sqlite3.Connection, p: _Prepared) -> None:
-    """The rows of one part (raises sqlite3.IntegrityError for a duplicate part id or invalid values)."""
-    conn.execute(_INSERT_INSPECTION, p.inspection)
-    if p.defects:
-        conn.executemany(_INSERT_DEFECT, p.defects)
-    if p.images and not p.maps:
-        conn.executemany(
-            _INSERT_IMAGE,
-            [
-                (p.part_id, cam, s.sha256, s.relpath, s.width, s.height, s.format, s.bytes, why)
-                for cam, s, why in p.images
-            ],
-        )
-    elif p.images:
-        for i, (cam, s, why) in enumerate(p.images):
-            cur = conn.execute(
-                _INSERT_IMAGE, (p.part_id, cam, s.sha256, s.relpath, s.width, s.height, s.format, s.bytes, why)
-            )
-            if i in p.maps:
-                m, score = p.maps[i]
-                conn.execute(_INSERT_MAP, (cur.lastrowid, p.part_id, cam, m.sha256, m.width, m.height, m.bytes, score))
-
-
-def _to_spill(p: _Prepared, run: str) -> dict[str, Any]:
-    return {
-        "v": 1,
-        "run": run,
-        "part_id": p.part_id,
-        "inspection": list(p.inspection),
-        "defects": [list(d) for d in p.defects],
-        "images": [[cam, dataclasses.asdict(s), why] for cam, s, why in p.images],
-        "maps": {str(i): [dataclasses.asdict(m), score] for i, (m, score) in p.maps.items()},
-    }
-
-
-def _from_spill(rec: dict[str, Any], images: ImageStore | None) -> _Prepared:
-    """A spilled record back to rows; image (and map) files that are gone are left out."""
-    kept: list[tuple[str, StoredImage, str]] = []
-    maps: dict[int, tuple[StoredImage, float | None]] = {}
-    for i, (cam, s, why) in enumerate(rec.get("images", [])):
-        stored = StoredImage(**s)
-        if images is not None and not (images.root / stored.relpath).is_file():
-            continue
-        m = rec.get("maps", {}).get(str(i))
-        if m is not None:
-            ms = StoredImage(**m[0])
-            if images is None or (images.maps_root / ms.relpath).is_file():
-                maps[len(kept)] = (ms, m[1])
-        kept.append((str(cam), stored, str(why)))
-    return _Prepared(
-        int(rec["part_id"]), tuple(rec["inspection"]), [tuple(d) for d in rec.get("defects", [])], kept, maps
-    )
-
-
-@dataclasses.dataclass
-class ReplayResult:
-    """What :func:`replay_spill` did."""
-
-    inserted: int = 0  # records now in the database
-    already: int = 0  # their part was in the database already (an earlier replay): skipped
-    refused: int = 0  # the database refused them (invalid values): dropped
-    unreadable: int = 0  # torn or foreign lines: dropped
-    own_inserted: int = 0  # of ``inserted``, records spilled by the run named ``run``
-
-
-def replay_spill(
-    db: Any, spill_path: Path | str | None, images: ImageStore | None = None, *, run: str | None = None
-) -> ReplayResult:
-    """Write the records of the spill file into ``db`` in one transaction, then remove the file.
-
-    Idempotent: a part already in the database is skipped. Image rows whose file is gone
-    are left out. Raises sqlite3.Error when the database cannot be written (the file stays).
-    """
-    res = ReplayResult()
-    if spill_path is None:
-        return res
-    spill = SpillFile(spill_path)
-    records, res.unreadable = spill.read()
-    if not records and not res.unreadable:
-        return res
-    conn: sqlite3.Connection = db.conn
-    with write_transaction(db):
-        for rec in records:
-            own = run is not None and rec.get("run") == run
-            try:
-                p = _from_spill(rec, images)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("spill file %s: a record cannot be read (%s); dropped", spill_path, exc)
-                res.refused += 1
-                continue
-            if conn.execute("SELECT 1 FROM inspections WHERE part_id = ?", (p.part_id,)).fetchone():
-                res.already += 1
-                continue
-            conn.execute("SAVEPOINT part")
-            try:
-                _insert_part(conn, p)
-                conn.execute("RELEASE part")
-                res.inserted += 1
-                res.own_inserted += own
-            except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK TO part")
-                conn.execute("RELEASE part")
-                log.error("spill file %s: part %d refused by the database and dropped: %s", spill_path, p.part_id, exc)
-                res.refused += 1
-    spill.remove()
-    log.warning(
-        "spill file %s replayed: %d records written, %d already in the database, %d refused, %d unreadable lines",
-        spill_path,
-        res.inserted,
-        res.already,
-        res.refused,
-        res.unreadable,
-    )
-    return res
-
-
-def replay_at_start(db: Any, spill_path: Path | str | None, images: ImageStore | None = None) -> ReplayResult:
-    """At start, before the counters are rebuilt from the rows: replay what an earlier run spilled.
-
-    Never raises for a database that cannot be written: the file stays and the recorder
-    replays it once it can write (its records are then recovered, not counted as this run's).
-    """
-    try:
-        return replay_spill(db, spill_path, images)
-    except (sqlite3.Error, OSError) as exc:
-        log.error(
-            "spill file %s not replayed at start (%s); the recorder will retry when the database can be written",
-            spill_path,
-            exc,
-        )
-        return ReplayResult()
 
 
 class Recorder:
@@ -317,7 +152,7 @@ class Recorder:
         self.run_id = uuid.uuid4().hex
 
         self._lock = threading.Lock()
-        self._batch: list[_Prepared] = []
+        self._batch: list[PartRows] = []
         self._alarm_rows: list[tuple[float, str, str, str]] = []
         self._in_hand = 0  # PartResults taken from the queue and not yet committed or refused
         self._written = 0
@@ -547,7 +382,7 @@ class Recorder:
         assert self.spill is not None
         batch = self._batch
         try:
-            self.spill.append(_to_spill(p, self.run_id) for p in batch)
+            self.spill.append(to_spill(p, self.run_id) for p in batch)
         except (OSError, ValueError) as exc:
             log.error("recorder: spill file %s cannot be written either: %s", self.spill.path, exc)
             return 0
@@ -645,53 +480,11 @@ class Recorder:
         else:
             log.debug("recorder ignores %s", type(event).__name__)
 
-    def _prepare(self, r: PartResult, keep_images: bool = True) -> _Prepared:
+    def _prepare(self, r: PartResult, keep_images: bool = True) -> PartRows:
         """Rows for one part; kept images are encoded and written to disk here (unless not ``keep_images``)."""
-        v, t = r.verdict, r.trigger
-        outcome = Outcome(v.outcome).value
-        slack = next((float(v.timings_ms[k]) for k in SLACK_KEYS if k in v.timings_ms), None)
-        t_trig_wall = float(t.t_trigger_wall) if t.t_trigger_wall else None
-        t_decided_wall = None
-        if t_trig_wall is not None and v.t_decided_ns and (v.t_trigger_ns or t.t_trigger_ns):
-            t_decided_wall = t_trig_wall + (v.t_decided_ns - (v.t_trigger_ns or t.t_trigger_ns)) / 1e9
-        truth = {f.camera_id: f.meta["truth"] for f in r.frames if "truth" in f.meta}
-        scores = [float(d.confidence) for d in v.defects]
-        inspection = (
-            int(t.part_id),
-            int(t.seq),
-            t_trig_wall,
-            t_decided_wall,
-            time.time(),
-            outcome,
-            dumps(list(v.reasons)),
-            str(v.model_id),
-            str(v.config_hash),
-            str(v.calibration_id),
-            dumps({str(k): float(x) for k, x in v.timings_ms.items()}),
-            slack,
-            dumps(truth) if truth else None,
-            len(v.defects),
-            max(scores) if scores else None,
-            str(t.source),
-            self.station,
-            len(r.frames),
-            int(r.reject_fire_at_ns is not None),
-            part_score(r.detections),
-        )
-        defects = [
-            (
-                int(t.part_id),
-                str(d.camera_id),
-                str(d.class_name),
-                float(d.confidence),
-                *(float(x) for x in d.box_xyxy),
-                float(d.area_mm2),
-                str(d.action),
-                str(d.rule),
-                str(v.model_id),
-            )
-            for d in v.defects
-        ]
+        t = r.trigger
+        outcome = Outcome(r.verdict.outcome).value
+        inspection, defects = part_rows(r, self.station)
         images: list[tuple[str, StoredImage, str]] = []
         maps: dict[int, tuple[StoredImage, float | None]] = {}
         reason = self.images.should_keep(outcome, int(t.part_id)) if keep_images else None
@@ -715,7 +508,7 @@ class Recorder:
                 if self._image_failing:
                     self._image_failing = False
                     self._status("ok", "images saved again", f"{self.component}:images")
-        return _Prepared(int(t.part_id), inspection, defects, images, maps)
+        return PartRows(int(t.part_id), inspection, defects, images, maps)
 
     def _write(self) -> bool:
         """Write the batch in one transaction; False if the database refused (retry later)."""
@@ -728,15 +521,11 @@ class Recorder:
             conn: sqlite3.Connection = db.conn
             with write_transaction(db):
                 for p in batch:
-                    conn.execute("SAVEPOINT part")
-                    try:
-                        _insert_part(conn, p)
-                        conn.execute("RELEASE part")
+                    why = insert_part(conn, p)
+                    if why is None:
                         accepted.append(p.part_id)
-                    except sqlite3.IntegrityError as exc:
-                        conn.execute("ROLLBACK TO part")
-                        conn.execute("RELEASE part")
-                        refused.append((p.part_id, str(exc)))
+                    else:
+                        refused.append((p.part_id, why))
                 if self._alarm_rows:
                     conn.executemany(_INSERT_ALARM, self._alarm_rows)
                 snap = self.counters.snapshot().as_dict()

@@ -8,7 +8,7 @@ file is removed only after every record in it is committed to the database.
 Replaying is idempotent because part ids are unique: a record whose part is
 already in the database (a crash between COMMIT and the removal) is skipped.
 
-The record format (``v`` 1) is what :mod:`station.store.recorder` builds: the
+The record format (``v`` 1) is what :mod:`station.store.part_rows` builds: the
 inspection row, its defect rows, and the stored image files with their heat
 maps; ``run`` names the recorder run that spilled it, so a running recorder
 counts only its own records when it replays the file.

@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from ..config import WebConfig
 from . import auth
 from .routes_auth import router as auth_router
+from .routes_dataset import router as dataset_router
 from .routes_health import router as health_router
 from .routes_models import router as models_router
 from .routes_operator import router as operator_router
@@ -70,6 +71,7 @@ def create_app(station: Station, web_cfg: WebConfig | None = None, *, bootstrap_
     app.include_router(operator_router)
     app.include_router(system_router)
     app.include_router(review_router)
+    app.include_router(dataset_router)
     app.include_router(stats_router)
     app.include_router(models_router)
     app.include_router(setup_router)

@@ -20,7 +20,8 @@ import pytest
 
 from models import DEFAULT_DIR, registry
 from models.dataset import GOLDEN_START, NAMES, make_golden_set
-from models.evaluate import compare, evaluate
+from models.eval_compare import compare
+from models.evaluate import evaluate
 from models.export import read_lineage
 from models.golden import GoldenSet
 from models.jobs import CANCELLED, SUCCEEDED, JobBusyError, JobRunner, JobSpec

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.eval_tuning import tune_thresholds
 from models.evaluate import (
     ImageResult,
     average_precision,
@@ -13,7 +14,6 @@ from models.evaluate import (
     match_greedy,
     redecide,
     score,
-    tune_thresholds,
 )
 from station.config import ClassRule, RulesConfig
 from station.contracts import Detections
