@@ -47,6 +47,10 @@ class ModbusOutputConfig(ModbusEndpointConfig):
         return self
 
 
+def _reject_on_line_0() -> dict[str, int | str]:
+    return {"reject": 0}
+
+
 class GpiodOutputConfig(StrictModel):
     """Linux GPIO lines (Jetson, Raspberry Pi, industrial PCs) through libgpiod v2."""
 
@@ -56,7 +60,7 @@ class GpiodOutputConfig(StrictModel):
     )
     chip: str = Field("/dev/gpiochip0", description="GPIO chip device path (see `gpiodetect`).")
     lines: dict[str, int | str] = Field(
-        default_factory=lambda: {"reject": 0},
+        default_factory=_reject_on_line_0,
         description="Output line name -> line offset on the chip, or the line's name (e.g. 'PQ.05' on a Jetson; see `gpioinfo`).",
     )
     active_low: bool = Field(False, description="The ejector fires when the pin is low (inverted driver stage).")

@@ -9,6 +9,9 @@ from pydantic import Field, model_validator
 
 from .base import StrictModel
 
+DefectClass = Literal["scratch", "spot", "missing"]
+DEFECT_CLASSES: tuple[DefectClass, ...] = ("scratch", "spot", "missing")
+
 
 class SyntheticCameraConfig(StrictModel):
     """Renders procedural parts with known defects: the embedded default."""
@@ -24,8 +27,8 @@ class SyntheticCameraConfig(StrictModel):
     width: int = Field(1280, ge=64, le=8192, description="Frame width in pixels.")
     height: int = Field(800, ge=64, le=8192, description="Frame height in pixels.")
     defect_rate: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of parts that carry at least one defect.")
-    defect_classes: list[Literal["scratch", "spot", "missing"]] = Field(
-        default_factory=lambda: ["scratch", "spot", "missing"],
+    defect_classes: list[DefectClass] = Field(
+        default_factory=lambda: list(DEFECT_CLASSES),
         min_length=1,
         description="Defect classes to draw, from: scratch (thin line), spot (dent/stain blob), missing (bolt hole / component absent).",
     )

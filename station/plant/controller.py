@@ -117,7 +117,8 @@ class RolloutController:
         from nats.js.errors import KeyNotFoundError
 
         try:
-            return (await kv.get(key)).value
+            value: bytes | None = (await kv.get(key)).value
+            return value
         except KeyNotFoundError:
             return None
 

@@ -19,9 +19,10 @@ import datetime as dt
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -37,6 +38,8 @@ from ..web.routes_auth import router as auth_router
 from ..web.security import SecurityMiddleware
 from ..web.state import WebDB
 from . import wire
+
+T = TypeVar("T")
 
 STATIC = Path(__file__).parent / "static"
 _IMAGE_KEY = re.compile(r"^images/[0-9a-f]{64}\.jpg$")
@@ -73,7 +76,7 @@ class PlantWebState:
         self._pg_lock = threading.Lock()
         self._pg: Any = None
 
-    def query(self, fn: Any, *args: Any, **kw: Any) -> Any:
+    def query(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """``fn(conn, ...)`` on the one PostgreSQL connection of the app (autocommit reads, one request at a time)."""
         import psycopg
 
@@ -93,7 +96,8 @@ class PlantWebState:
 
 
 def _st(request: Request) -> PlantWebState:
-    return request.app.state.web
+    state: PlantWebState = request.app.state.web
+    return state
 
 
 def _range(days: float) -> tuple[dt.datetime, dt.datetime]:

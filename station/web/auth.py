@@ -323,7 +323,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _web(request: Request) -> WebState:
-    return request.app.state.web
+    state: WebState = request.app.state.web
+    return state
 
 
 def session_of(request: Request) -> Session | None:
@@ -336,7 +337,8 @@ def session_of(request: Request) -> Session | None:
         else:
             with _web(request).db.use() as db:
                 st["session"] = get_session(db, token)
-    return st["session"]
+    session: Session | None = st["session"]
+    return session
 
 
 def check_csrf(request: Request, session: Session) -> None:

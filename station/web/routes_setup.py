@@ -137,6 +137,7 @@ def reference_image(request: Request, camera_id: CameraId, _: Session = Depends(
     _camera(state, camera_id)
     last = state.station.last_result
     frame = next((f for f in (last.frames if last else ()) if f.camera_id == camera_id), None)
+    data: bytes | None
     if frame is not None:
         ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if not ok:
@@ -253,7 +254,7 @@ async def calibrate(
             },
         ) from None
 
-    def store_it() -> Any:
+    def store_it() -> store.SetupVersion:
         with state.db.use() as db:
             return record(
                 db, state.station.cfg.name, camera_id, cal, user=session.user.username, reason=body.reason or None

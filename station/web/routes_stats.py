@@ -4,7 +4,7 @@ yield per hour and per shift, defect Pareto. The numbers come from :mod:`labelin
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
@@ -14,6 +14,13 @@ from .auth import Session
 from .routes_review import QA, review_page
 
 log = logging.getLogger(__name__)
+
+
+class _Window(TypedDict):
+    since: float | None
+    until: float | None
+
+
 router = APIRouter(tags=["stats"])
 
 
@@ -47,7 +54,7 @@ def stats(
     422 for an unknown time zone.
     """
     state = request.app.state.web
-    window = {"since": since, "until": until}
+    window: _Window = {"since": since, "until": until}
     try:
         with state.db.use() as db:
             return {
