@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from station.config import RulesConfig
 from station.config.camera import SyntheticCameraConfig
@@ -56,7 +56,7 @@ class DefaultRecipe:
     """Every parameter of the shipped default model (written to its card)."""
 
     arch: str = "yolov8n.yaml"
-    product: str = "machined"
+    product: Literal["machined", "pcb"] = "machined"
     train_seed: int = 2024  # dataset seed (line seed of the training parts)
     n_train: int = 1800
     n_val: int = 100
@@ -217,7 +217,7 @@ def finish_default(
     onnx_dst, pt_dst = out_dir / "model.onnx", out_dir / "model.pt"
     shutil.copyfile(src_onnx, onnx_dst)
     shutil.copyfile(src_onnx.with_suffix(".pt"), pt_dst)
-    card = {
+    card: dict[str, Any] = {
         "file": "model.onnx",
         "weights": "model.pt",
         "sha256": sha256_file(onnx_dst),
