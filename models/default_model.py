@@ -37,10 +37,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from station.config import RulesConfig
-from station.config.camera import SyntheticCameraConfig
+from station.config.camera import Product, SyntheticCameraConfig
 
 from . import DEFAULT_DIR
 from .dataset import GOLDEN_START, NAMES, make_golden_set
@@ -56,7 +56,7 @@ class DefaultRecipe:
     """Every parameter of the shipped default model (written to its card)."""
 
     arch: str = "yolov8n.yaml"
-    product: Literal["machined", "pcb"] = "machined"
+    product: Product = "machined"
     train_seed: int = 2024  # dataset seed (line seed of the training parts)
     n_train: int = 1800
     n_val: int = 100

@@ -82,7 +82,7 @@ class Plant:
             "nats_url": self.engines.nats.url, "s3_endpoint": self.engines.s3.endpoint, "s3_bucket": self.bucket,
             "subject_prefix": self.prefix, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5,
         }  # fmt: skip
-        return PlantLinkConfig(**{**base, **kw})
+        return PlantLinkConfig.model_validate({**base, **kw})
 
 
 _ids = itertools.count()

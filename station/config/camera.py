@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from .base import StrictModel
 
+Product = Literal["machined", "pcb"]
 DefectClass = Literal["scratch", "spot", "missing"]
 DEFECT_CLASSES: tuple[DefectClass, ...] = ("scratch", "spot", "missing")
 
@@ -21,9 +22,7 @@ class SyntheticCameraConfig(StrictModel):
         "station.acquire.synthetic:SyntheticCamera"  # the implementation, imported when first used (station/registry.py)
     )
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
-    product: Literal["machined", "pcb"] = Field(
-        "machined", description="What the parts look like: a machined flange or a PCB-like board."
-    )
+    product: Product = Field("machined", description="What the parts look like: a machined flange or a PCB-like board.")
     width: int = Field(1280, ge=64, le=8192, description="Frame width in pixels.")
     height: int = Field(800, ge=64, le=8192, description="Frame height in pixels.")
     defect_rate: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of parts that carry at least one defect.")
