@@ -60,7 +60,7 @@ def main() -> None:
         folder.mkdir()
         sc = SyntheticCameraConfig(width=args.width, height=args.height, seed=1)
         video = Path(tmp) / "line.avi"
-        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 20, (args.width, args.height))
+        writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"FFV1"), 20, (args.width, args.height))
         for i in range(args.images):
             img = render_part(part_rng(1, i + 1), sc).image
             cv2.imwrite(str(folder / f"f{i:03d}.png"), img)

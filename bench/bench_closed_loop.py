@@ -305,7 +305,7 @@ def main() -> int:
     plan = QUICK if args.quick else Plan()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-closed-loop-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    cam = SyntheticCameraConfig(**CAMERA)
+    cam = SyntheticCameraConfig.model_validate(CAMERA)
     rules = RulesConfig()
     timings: dict[str, float] = {}
     t_all = time.monotonic()
@@ -402,7 +402,12 @@ def main() -> int:
         if promoted:
             done = threading.Event()
             errors: list[Any] = []
-            st.swap_model(cand.path, lambda err: (errors.append(err), done.set()))
+
+            def swapped(err: Exception | None) -> None:
+                errors.append(err)
+                done.set()
+
+            st.swap_model(cand.path, swapped)
             done.wait(60)
             if errors and errors[0] is not None:
                 raise SystemExit(f"hot swap failed: {errors[0]}")

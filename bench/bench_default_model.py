@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -121,8 +122,9 @@ def main() -> int:
         )
         # Ultralytics predictor on the same frame
         a = time.perf_counter()
-        pred = yolo.predict(img_bgr, imgsz=list(meta.imgsz), conf=0.01, iou=0.5, verbose=False, device="cpu")[0]
+        preds = yolo.predict(img_bgr, imgsz=list(meta.imgsz), conf=0.01, iou=0.5, verbose=False, device="cpu")
         ul_ms.append((time.perf_counter() - a) * 1e3)
+        pred: Any = list(preds)[0]  # a list of Results (predict's annotation also allows a stream and tensors)
         b = pred.boxes
         udet = Detections(
             b.xyxy.numpy().astype(np.float32),
@@ -181,8 +183,8 @@ def main() -> int:
         ("ms / part, median", f"{med_s:.1f}", f"{med_u:.1f}"),
         ("ms / part, p95", f"{np.percentile(st_ms, 95):.1f}", f"{np.percentile(ul_ms, 95):.1f}"),
     ]
-    for label, a, b in rows:
-        print(f"{label:<28}{a:>16}{b:>16}")
+    for label, station_cell, ultra_cell in rows:
+        print(f"{label:<28}{station_cell:>16}{ultra_cell:>16}")
     print(f"\nspeed ratio (ultralytics / station, median): {med_u / med_s:.2f}x")
     print(
         "(station: Mono8 frame in, verdict out; ultralytics: BGR frame in, detections out - the grey->BGR copy is not "

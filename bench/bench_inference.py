@@ -59,6 +59,10 @@ def med(v: list[float]) -> float:
     return float(statistics.median(v))
 
 
+def _bound(fn: Callable[[int], Any], j: int) -> Callable[[], Any]:
+    return lambda: fn(j)
+
+
 def timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -258,17 +262,17 @@ def main(argv: list[str] | None = None) -> int:
 
     model_b, rt_b = variants[best]
     station = insp(model_b, rt_b)
-    ultra_onnx = YOLO(str(args.model), task=meta.task)
+    ultra = {"onnx": YOLO(str(args.model), task=meta.task)}  # a dict: cleared to free the predictors below
     ov_dir = ultralytics_ov_int8(args.model.with_suffix(".pt"), cal.root, meta.imgsz, meta.names, say)
-    ultra_ov = YOLO(str(ov_dir), task=meta.task)
+    ultra["ov"] = YOLO(str(ov_dir), task=meta.task)
     bgr = [cv2.cvtColor(f, cv2.COLOR_GRAY2BGR) for f in frames]  # Ultralytics' input; the conversion is not timed
     fr = [Frame(part_id=i, camera_id="bench", image=f, t_exposure_ns=0) for i, f in enumerate(frames)]
     calls = {
         "station": lambda j: station.inspect(fr[j % len(fr)]),
-        "ultralytics_onnx": lambda j: ultra_onnx.predict(
+        "ultralytics_onnx": lambda j: ultra["onnx"].predict(
             bgr[j % len(bgr)], imgsz=list(meta.imgsz), conf=0.25, verbose=False
         ),
-        "ultralytics_openvino_int8": lambda j: ultra_ov.predict(
+        "ultralytics_openvino_int8": lambda j: ultra["ov"].predict(
             bgr[j % len(bgr)], imgsz=list(meta.imgsz), conf=0.25, verbose=False
         ),
     }
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     block = 5
     for start in range(0, args.parts, block):
         for k, c in calls.items():
-            per[k] += [timed(lambda j=j: c(j)) for j in range(start, start + block)]
+            per[k] += [timed(_bound(c, j)) for j in range(start, start + block)]
     st = med(per["station"])
     out["per_part_ms"] = {k: round(med(v), 2) for k, v in per.items()}
     out["speed_ratio_vs_ultralytics"] = round(med(per["ultralytics_onnx"]) / st, 2)
@@ -295,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{out['speed_ratio_vs_ultralytics_openvino_int8']:5.2f}x"
     )
     calls.clear()
-    ultra_onnx = ultra_ov = None  # free the Ultralytics predictors before the next section
+    ultra.clear()  # free the Ultralytics predictors before the next section
 
     # 3. overhead over the raw runtime call at several candidate counts -------------------------------------
     say(

@@ -67,7 +67,7 @@ def spawn(code: str) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def timed(fn: Callable[[int], None], n: int) -> np.ndarray:
+def timed(fn: Callable[[int], object], n: int) -> np.ndarray:
     for i in range(50):  # warm up
         fn(i)
     out = np.empty(n)

@@ -90,7 +90,9 @@ async def publish_all(url: str, prefix: str, msgs: list[wire.ResultMsg]) -> None
 def rows(dsn: str) -> int:
     with psycopg.connect(dsn) as c:
         try:
-            return int(c.execute("SELECT count(*) FROM inspections").fetchone()[0])
+            row = c.execute("SELECT count(*) FROM inspections").fetchone()
+            assert row is not None  # count(*) returns one row
+            return int(row[0])
         except psycopg.errors.UndefinedTable:
             return 0
 
@@ -136,11 +138,19 @@ def lag(e: Engines, root: Path, stations: int, ppm: float, seconds: float, batch
     dsn = e.pg.create_database("lag")
     ing = Ingest(dsn, e.nats.url, prefix="lag", batch=batch, keep_lag=True)
     ing.start()
-    cfg = dict(
-        nats_url=e.nats.url, s3_endpoint=e.s3.endpoint, s3_bucket="bench-lag", subject_prefix="lag", reconnect_min_s=0.1
-    )
     sts = [
-        SimStation(f"st-{i}", PlantLinkConfig(**cfg, outbox_path=root / f"st-{i}.db")).start() for i in range(stations)
+        SimStation(
+            f"st-{i}",
+            PlantLinkConfig(
+                nats_url=e.nats.url,
+                s3_endpoint=e.s3.endpoint,
+                s3_bucket="bench-lag",
+                subject_prefix="lag",
+                reconnect_min_s=0.1,
+                outbox_path=root / f"st-{i}.db",
+            ),
+        ).start()
+        for i in range(stations)
     ]
     period = 60.0 / ppm
     stop = threading.Event()

@@ -45,6 +45,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -104,6 +105,13 @@ def warp_boxes(boxes: np.ndarray, M: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.float64).reshape(-1, 4)
 
 
+def _grey(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise ValueError(f"{path}: not a readable image (replace the file or remove it from the data folder)")
+    return img
+
+
 def load_cases(data: Path, seed: int, mp: float = MEGAPIXELS) -> list[Case]:
     boxes = read_boxes(data / "boxes.txt")
     files = sorted((data / "images").glob("*.jpg"))
@@ -116,13 +124,13 @@ def load_cases(data: Path, seed: int, mp: float = MEGAPIXELS) -> list[Case]:
     for board, members in sorted(boards.items()):
         if len(members) < 3:
             continue  # fewer than two other images: no clean template
-        greys = {f.stem: cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in members}
+        greys = {f.stem: _grey(f) for f in members}
         for f in members:
             if f.stem not in boxes:
                 continue
             cpath = cache / f"{f.stem}_template.png"
             if cpath.exists():
-                tpl_full = cv2.imread(str(cpath), cv2.IMREAD_GRAYSCALE)
+                tpl_full = _grey(cpath)
             else:
                 stack, valid = [], []
                 for g in members:
@@ -152,7 +160,7 @@ def load_cases(data: Path, seed: int, mp: float = MEGAPIXELS) -> list[Case]:
 
             def jitter(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 ang = rng.uniform(-MAX_ROT_DEG, MAX_ROT_DEG)
-                M = cv2.getRotationMatrix2D((size[0] / 2, size[1] / 2), ang, 1.0)
+                M: np.ndarray = cv2.getRotationMatrix2D((size[0] / 2, size[1] / 2), ang, 1.0)
                 M[:, 2] += rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)
                 return cv2.warpAffine(img, M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101), M
 
@@ -344,7 +352,8 @@ def main() -> None:
     split_name, report = ("dev", dev) if args.dev else ("test", test)
 
     # operating points from the dev split only
-    ref_dev, *dev_rest = run_reference(dev, cfg)
+    dev_scored = run_reference(dev, cfg)
+    ref_dev, dev_rest = dev_scored[0], dev_scored[1:]
     ref_thr = best_threshold(ref_dev)
     b_thr, b_area, b_mg = tune_baseline(dev)
     b_sthr = best_threshold(run_baseline(dev, b_thr, b_area, b_mg))
@@ -352,7 +361,7 @@ def main() -> None:
     o_sthr = best_threshold(run_baseline(dev, o_thr, o_area, o_mg, aligned=True))
 
     g_thr = float(np.nextafter(max(dev_rest[1], default=0.0), 1.0))  # above every dev good-part detection
-    ref, good_img, good_det, ms = run_reference(report, cfg) if report is not dev else (ref_dev, *dev_rest)
+    ref, good_img, good_det, ms = run_reference(report, cfg) if report is not dev else dev_scored
     base = run_baseline(report, b_thr, b_area, b_mg)
     oracle = run_baseline(report, o_thr, o_area, o_mg, aligned=True)
     rows = {
@@ -362,7 +371,7 @@ def main() -> None:
         "baseline_prealigned": (*prf(oracle, o_sthr), ap(oracle), o_sthr),
     }
     q = lambda v, p: float(np.percentile(v, p)) if v else 0.0  # noqa: E731
-    res = {
+    res: dict[str, Any] = {
         "split": split_name,
         "boards": sorted({c.board for c in report}),
         "images": len(report),

@@ -32,13 +32,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from station.acquire.synthetic import SyntheticCamera
 from station.actuate.base import OUTPUTS
+from station.actuate.simulated import SimulatedOutput
 from station.app import Station
 from station.config import SyntheticCameraConfig, parse_config
 from station.contracts import Frame, Trigger
@@ -171,10 +173,14 @@ def _soak(
     )
     cam = PoolCamera(frames)
     output = OUTPUTS.create(cfg.reject.output)  # the default simulated output, held here to read its edge history
+    assert isinstance(output, SimulatedOutput)
     st = Station(cfg, max_parts=parts, cameras=[cam], output=output)
     # bounded histories that fill up during a soak (not leaks): the scheduler's fired rejects (reject timing
     # statistics) and the simulated output's edges; their fill is measured with RSS to tell them from a leak
-    histories = {"scheduler.fired": lambda: st.scheduler.fired, "simulated output edges": output.edges}
+    histories: dict[str, Callable[[], deque[Any]]] = {
+        "scheduler.fired": lambda: st.scheduler.fired,
+        "simulated output edges": output.edges,
+    }
     hist_len: dict[str, dict[str, int]] = {k: {} for k in histories}
     maxdepth = {"frame_queue": 0, "camera_queue": 0, "recorder_queue": 0, "in_flight": 0}
     rss: dict[str, int] = {}

@@ -31,7 +31,7 @@ from calibration.undistort import Undistorter  # noqa: E402
 from station.acquire.synthetic import iter_parts  # noqa: E402
 from station.camera_setup import CameraSetup, Regions  # noqa: E402
 from station.config import CalibrationConfig, ReferenceInspectorConfig, RulesConfig, SyntheticCameraConfig  # noqa: E402
-from station.config.regions import CameraRegions  # noqa: E402
+from station.config.regions import CameraRegions, NamedRegion, Zone  # noqa: E402
 from station.contracts import Detections, Frame, Trigger  # noqa: E402
 from station.decide import Decider  # noqa: E402
 from station.inspection.reference import ReferenceInspector  # noqa: E402
@@ -42,25 +42,25 @@ SPEC = CameraRegions(
     image_size=(1280, 800),
     roi=[(40, 40), (1240, 40), (1240, 760), (40, 760)],
     ignore=[
-        {
-            "name": f"z{i}",
-            "points": [(100 + 300 * i, 60), (250 + 300 * i, 60), (250 + 300 * i, 200), (100 + 300 * i, 200)],
-        }
+        Zone(
+            name=f"z{i}",
+            points=[(100 + 300 * i, 60), (250 + 300 * i, 60), (250 + 300 * i, 200), (100 + 300 * i, 200)],
+        )
         for i in range(3)
     ],
     regions=[
-        {
-            "name": "seal",
-            "points": [(400, 300), (880, 300), (880, 500), (400, 500)],
-            "reject_conf": 0.2,
-            "min_area_mm2": 0.0,
-        },
-        {
-            "name": "cosmetic",
-            "points": [(40, 500), (1240, 500), (1240, 760), (40, 760)],
-            "reject_conf": 0.9,
-            "min_area_mm2": 5.0,
-        },
+        NamedRegion(
+            name="seal",
+            points=[(400, 300), (880, 300), (880, 500), (400, 500)],
+            reject_conf=0.2,
+            min_area_mm2=0.0,
+        ),
+        NamedRegion(
+            name="cosmetic",
+            points=[(40, 500), (1240, 500), (1240, 760), (40, 760)],
+            reject_conf=0.9,
+            min_area_mm2=5.0,
+        ),
     ],
 )
 

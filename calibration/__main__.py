@@ -15,12 +15,18 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 
 from station import serialize
 
 from .chessboard import CalibrationError, calibrate
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+    from station.config import StationConfig
 
 
 def _read(paths: list[Path]) -> list[tuple[str, cv2.typing.MatLike]] | str:
@@ -33,7 +39,7 @@ def _read(paths: list[Path]) -> list[tuple[str, cv2.typing.MatLike]] | str:
     return out
 
 
-def _db_and_station(config: str | None):  # type: ignore[no-untyped-def]
+def _db_and_station(config: str | None) -> tuple[StationConfig, sqlite_utils.Database]:
     from station.config import load_config
     from station.store.db import open_db
 

@@ -96,7 +96,7 @@ def sharpness(gray: np.ndarray, pts: Points | None = None) -> float:
 def coverage(points: Sequence[Points], size: tuple[int, int], grid: int) -> float:
     """Share of the frame's grid x grid cells that hold at least one corner of some view."""
     w, h = size
-    cells = set()
+    cells: set[tuple[int, int]] = set()
     for p in points:
         cx = np.clip((p.img[:, 0] * grid / w).astype(int), 0, grid - 1)
         cy = np.clip((p.img[:, 1] * grid / h).astype(int), 0, grid - 1)

@@ -111,6 +111,8 @@ def _store_file(images: ImageStore, path: Path) -> StoredImage:
     fmt = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg"}.get(suffix)
     if fmt is None:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None:  # _read_image decoded it already
+            raise ValueError(f"{path}: not a readable image (OpenCV cannot decode it)")
         ok, buf = cv2.imencode(".png", img)
         if not ok:
             raise ValueError(f"{path}: cannot re-encode the image as PNG")

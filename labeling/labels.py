@@ -276,7 +276,8 @@ def _insert(
         now=now,
         supersedes=supersedes,
     )
-    return Label(lid, img.id, class_name, *(float(v) for v in box), source, status, user, now, supersedes)  # type: ignore[misc]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return Label(lid, img.id, class_name, x1, y1, x2, y2, source, status, user, now, supersedes)
 
 
 def _review(

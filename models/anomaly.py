@@ -152,6 +152,8 @@ def feature_net() -> Any:
     from torch import nn
 
     class Features(nn.Module):
+        deriv: torch.Tensor  # buffers, registered below (nn.Module's __getattr__ is typed Tensor | Module)
+
         def __init__(self) -> None:
             super().__init__()
             self.sigmas = sorted(set(SIGMAS) | set(STD_SIGMAS) | {CN_SIGMA})
@@ -203,6 +205,9 @@ def distance_net(features: Any, bank: np.ndarray, mean: np.ndarray, inv_std: np.
     b = np.ascontiguousarray(std_bank.transpose(2, 3, 0, 1).reshape(gh * gw, n, d))
 
     class Distance(nn.Module):
+        bank: torch.Tensor  # buffers, registered below
+        bank_sq: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.features = features
@@ -214,7 +219,7 @@ def distance_net(features: Any, bank: np.ndarray, mean: np.ndarray, inv_std: np.
         def forward(self, x: Any) -> Any:
             f = (self.features(x) - self.mean) * self.inv_std
             fp = F.pad(f, (nb, nb, nb, nb), mode="replicate")
-            best = None
+            best: torch.Tensor | None = None
             for dy in range(-nb, nb + 1):
                 for dx in range(-nb, nb + 1):
                     fs = (
@@ -230,6 +235,7 @@ def distance_net(features: Any, bank: np.ndarray, mean: np.ndarray, inv_std: np.
                         :, :, nb + dy : nb + dy + gh, nb + dx : nb + dx + gw
                     ]
                     best = shifted if best is None else torch.minimum(best, shifted)
+            assert best is not None  # nb >= 0: the loops ran
             return torch.sqrt(torch.clamp(best, min=0.0))
 
     return Distance().eval()

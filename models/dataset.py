@@ -91,7 +91,7 @@ class TrainView:
         """Inverse of :meth:`as_dict` (missing keys take their defaults)."""
         d = dict(d or {})
         hw = d.pop("input_hw", None)
-        return TrainView(input_hw=tuple(hw) if hw else None, **d)  # type: ignore[arg-type]
+        return TrainView(input_hw=tuple(hw) if hw else None, **d)
 
 
 def yolo_label_lines(part: RenderedPart, width: int, height: int, min_box_px: float = MIN_BOX_PX) -> list[str]:

@@ -41,7 +41,7 @@ from typing import Any
 
 from station import serialize
 from station.config import RulesConfig
-from station.config.camera import SyntheticCameraConfig
+from station.config.camera import Product, SyntheticCameraConfig
 
 from . import DEFAULT_DIR
 from .dataset import GOLDEN_START, NAMES, make_golden_set
@@ -57,7 +57,7 @@ class DefaultRecipe:
     """Every parameter of the shipped default model (written to its card)."""
 
     arch: str = "yolov8n.yaml"
-    product: str = "machined"
+    product: Product = "machined"
     train_seed: int = 2024  # dataset seed (line seed of the training parts)
     n_train: int = 1800
     n_val: int = 100
@@ -218,7 +218,7 @@ def finish_default(
     onnx_dst, pt_dst = out_dir / "model.onnx", out_dir / "model.pt"
     shutil.copyfile(src_onnx, onnx_dst)
     shutil.copyfile(src_onnx.with_suffix(".pt"), pt_dst)
-    card = {
+    card: dict[str, Any] = {
         "file": "model.onnx",
         "weights": "model.pt",
         "sha256": sha256_file(onnx_dst),

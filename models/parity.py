@@ -115,7 +115,7 @@ def check_parity(
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    net = YOLO(str(weights), task=meta.task).model.float().eval()
+    net = YOLO(str(weights), task=meta.task).model.float().eval()  # type: ignore[union-attr]  # ultralytics types .model as str | None
     nc = len(meta.names)
     worst_box = worst_score = 0.0
     for i, x in enumerate(tensors):

@@ -103,7 +103,7 @@ def _record(row: Mapping[str, Any]) -> ModelRecord:
         task=row["task"],
         names=tuple(_loads(row["names"], [])),
         imgsz=row["imgsz"],
-        input_hw=tuple(hw) if hw else None,  # type: ignore[arg-type]
+        input_hw=tuple(hw) if hw else None,
         created_at=float(row["created_at"]),
         parent_sha=row["parent_sha"],
         dataset_snapshot=row["dataset_snapshot"],

@@ -172,6 +172,7 @@ class ModelsService:
                 "no golden set yet: freeze one from a dataset snapshot on this page (or `models golden` into "
                 f"{self.golden_dir})",
             )
+        g: dict[str, Any] | None
         if golden_id is None:
             g = max(sets, key=lambda s: (self.golden_dir / s["name"] / "golden.json").stat().st_mtime)
         else:
@@ -289,7 +290,7 @@ class ModelsService:
             imgsz=body.imgsz,
             batch=body.batch,
             seed=body.seed,
-            export_imgsz=export_hw,  # type: ignore[arg-type]
+            export_imgsz=export_hw,
             lineage={"snapshot_id": snap.id, "parent_sha": cur.sha256 if body.base == "current" and cur else None},
             golden=str(golden_root) if golden_root else None,
             current_model=str(compare_with) if compare_with else None,

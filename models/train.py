@@ -349,6 +349,7 @@ def train(
             yolo.add_callback(event, getattr(reporter, event))
         yolo.train(**args)
         trainer = yolo.trainer
+        assert trainer is not None  # set by train()
         wdir = Path(trainer.save_dir) / "weights"
     except TrainingCancelled as e:
         LOGGER.info(f"models.train: {e}")

@@ -166,13 +166,14 @@ def _run(spec: JobSpec, work: Path, events: EventLog, cancel: threading.Event) -
 
         from . import registry
 
+        assert spec.store_dir is not None  # JobSpec refuses a db without a store_dir
         db = open_db(spec.db)
         try:
             rec = registry.register(
                 db,
                 onnx_path,
                 store_dir=spec.store_dir,
-                trained_by=spec.trained_by,  # type: ignore[arg-type]
+                trained_by=spec.trained_by,
                 metrics={"train": dict(tr.metrics)},
             )
             if comparison is not None:

@@ -264,7 +264,11 @@ class Station:
             s.add("plant uplink", self.uplink.start, self.uplink.stop)
         if self.follower is not None:
             s.add("plant follower", self.follower.start, self.follower.stop)
-        s.add("scheduler", self.scheduler.start, lambda: self.scheduler.stop(drain_s=self._drain_s))
+        s.add(
+            "scheduler",
+            self.scheduler.start,
+            lambda: self.scheduler.stop(drain_s=0.0 if self._drain_s is None else self._drain_s),
+        )
         s.add("inspector", self.inspector.warmup, self.inspector.close)
         for cam in self.cameras:
             s.add(f"camera:{cam.camera_id}", cam.open, cam.close)
@@ -472,7 +476,7 @@ class Station:
 
             def done(error: Exception | None) -> None:
                 try:
-                    self._swap_done(db, Path(path), error, user, reason, sha256, before)  # type: ignore[arg-type]
+                    self._swap_done(db, Path(path), error, user, reason, sha256, before)
                 finally:
                     db.close()
                 if on_done is not None:

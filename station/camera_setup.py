@@ -148,7 +148,7 @@ def calibration_tag(default_id: str, setup: Mapping[str, CameraSetup]) -> str:
     if not refs:
         return default_id
     if len(refs) == 1 and len(setup) == 1:
-        return refs[0][1]  # type: ignore[return-value]
+        return refs[0][1]
     return "+".join(f"{c}:{r}" for c, r in refs)
 
 

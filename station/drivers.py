@@ -16,6 +16,8 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
+from pydantic import BaseModel
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -25,7 +27,7 @@ class UnknownDriverError(LookupError):
     """No driver is registered for a config ``type``."""
 
 
-def union_members(union: Any) -> tuple[type, ...]:
+def union_members(union: Any) -> tuple[type[BaseModel], ...]:
     """The config classes of a (possibly ``Annotated``) ``Union`` of driver configs."""
     if get_origin(union) is Annotated:
         union = get_args(union)[0]
@@ -45,7 +47,7 @@ class Registry(Generic[T]):
         """The registry of every config class in ``union``: its ``type`` default to its ``driver``."""
         drivers: dict[str, str] = {}
         for member in union_members(union):
-            type_name = member.model_fields["type"].default  # type: ignore[attr-defined]
+            type_name = member.model_fields["type"].default
             path = getattr(member, "driver", None)
             if not isinstance(path, str) or ":" not in path:
                 raise TypeError(f"{member.__name__} has no driver = 'module:Class' (station/drivers.py)")

@@ -226,7 +226,8 @@ class Pipeline:
         A thread stuck in a call is not waited for longer than 5 s; abandoned ones not at all.
         """
         self._running = False
-        for q in [*self._cam_queues.values(), self._frames]:
+        queues: list[queue.Queue[Any]] = [*self._cam_queues.values(), self._frames]
+        for q in queues:
             _put_sentinel(q)
         end = time.monotonic() + 5
         for t in self.threads:

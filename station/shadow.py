@@ -42,7 +42,8 @@ from .inspection.model_meta import read_model_meta
 from .pipeline import inspect_part
 from .store import shadow_results
 from .store.db import open_db
-from .store.shadow_results import disagreements, summary  # noqa: F401  (the readers, kept importable from here)
+from .store.shadow_results import disagreements as disagreements  # the readers, kept importable from here
+from .store.shadow_results import summary as summary
 
 log = logging.getLogger(__name__)
 

@@ -295,12 +295,15 @@ def camera_unplug(tmp: Path | None = None) -> FaultResult:
             try:
                 run.parts(10)
                 run.inject()
-                with st.cameras[0].device() as dev:
+                from station.acquire.lifecycle import DeviceState
+                from station.acquire.pylon import PylonCamera
+
+                pylon_cam = st.cameras[0]
+                assert isinstance(pylon_cam, PylonCamera)
+                with pylon_cam.device() as dev:
                     dev.FirePnPCallback.Execute()
                 run.wait_alarm(5, "camera:")
-                from station.acquire.lifecycle import DeviceState
-
-                st.cameras[0].lifecycle.wait_state(DeviceState.STREAMING, 15)  # it comes back on its own
+                pylon_cam.lifecycle.wait_state(DeviceState.STREAMING, 15)  # it comes back on its own
                 run.remove()
                 run.recover()
                 run.parts(10)

@@ -157,10 +157,8 @@ class PlcSim:
         """From PLC logic (an ``on_write`` callback): change the PLC memory ``delay_s`` from now."""
         vals = [bool(v) for v in values] if table in ("coil", "discrete") else [int(v) & 0xFFFF for v in values]
         assert self._loop is not None and self._server is not None
-        server = self._server
-        self._loop.call_later(
-            delay_s, lambda: self._loop.create_task(server.async_setValues(0, FC_SET[table], address, vals))
-        )  # type: ignore[union-attr]
+        server, loop = self._server, self._loop
+        loop.call_later(delay_s, lambda: loop.create_task(server.async_setValues(0, FC_SET[table], address, vals)))
 
     def coil_writes(self, address: int) -> list[Write]:
         """FC5 writes to one coil, in arrival order."""
@@ -452,10 +450,13 @@ class RemoteOpcUaServer:
         server.set_endpoint(self.endpoint + "/")
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         idx = await server.register_namespace("urn:test-plc")
-        plc = await server.nodes.objects.add_object(ua.NodeId("PLC", idx), ua.QualifiedName("PLC", idx))
+        # asyncua annotates NodeId's fields with its ua.String/ua.Int16 classes, yet takes (and documents) str and int
+        plc = await server.nodes.objects.add_object(ua.NodeId("PLC", idx), ua.QualifiedName("PLC", idx))  # type: ignore[arg-type]
         for name in self.names:
             var = await plc.add_variable(
-                ua.NodeId(name, idx), ua.QualifiedName(name, idx), ua.Variant(False, ua.VariantType.Boolean)
+                ua.NodeId(name, idx),  # type: ignore[arg-type]  # as above
+                ua.QualifiedName(name, idx),
+                ua.Variant(False, ua.VariantType.Boolean),
             )
             await var.set_writable()
 

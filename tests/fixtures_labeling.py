@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import sqlite_utils
 
+from labeling.labels import Review, review_state
 from station.bus import Bus
 from station.contracts import Defect, Frame, Outcome, PartResult, Trigger, Verdict
 from station.counters import Counters
@@ -122,3 +123,10 @@ def line(tmp_path: Path) -> Iterator[Line]:
     )
     yield ln
     db.close()
+
+
+def review_of(db: sqlite_utils.Database, image_id: int) -> Review:
+    """The review state of a reviewed image (fails the test when the image has none)."""
+    state = review_state(db, image_id)
+    assert state is not None, f"image {image_id} has no review"
+    return state

@@ -150,6 +150,7 @@ def review_recorded_images(st: Station, truth: dict[str, Truth], user: str = "qa
         rows = db.execute("SELECT id, sha256, format FROM images WHERE deleted_at IS NULL ORDER BY id").fetchall()
         for image_id, sha, fmt in rows:
             img = cv2.imread(str(st.images.open_path(sha, fmt)), cv2.IMREAD_UNCHANGED)
+            assert img is not None
             review_from_truth(db, user, int(image_id), truth[pixel_key(img)], DET_NAMES)
         return len(rows)
     finally:

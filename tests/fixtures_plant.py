@@ -86,7 +86,7 @@ class Plant:
             "reconnect_min_s": 0.1,
             "reconnect_max_s": 0.5,
         }
-        return PlantLinkConfig(**{**base, **kw})
+        return PlantLinkConfig.model_validate({**base, **kw})
 
 
 _ids = itertools.count()

@@ -83,7 +83,7 @@ def run_part(station: Any, results: Results, timeout_s: float = 10.0) -> PartRes
 def write_video(path: Path, levels: list[int], size: tuple[int, int] = (160, 120), fps: float = 20.0) -> None:
     """A real MJPG .avi whose frame ``i`` is a flat grey ``levels[i]`` with its index drawn on it."""
     w, h = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
     assert writer.isOpened(), f"cannot write {path}"
     for i, level in enumerate(levels):
         img = np.full((h, w, 3), level, np.uint8)

@@ -80,7 +80,7 @@ def draw_scene(
     Returns the image and the drawn shapes (class 0 = square, 1 = disc).
     """
     h, w = size
-    img = np.clip(rng.normal(background, noise, (h, w)), 0, 255).astype(np.uint8)
+    img: np.ndarray = np.clip(rng.normal(background, noise, (h, w)), 0, 255).astype(np.uint8)
     img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     shapes: list[Shape] = []
     tries = 0
@@ -97,6 +97,7 @@ def draw_scene(
         cls = int(rng.choice(classes))
         value = int(rng.integers(190, 256))
         color = (value, value, value)
+        poly: tuple[tuple[float, float], ...]
         if cls == 0:
             cv2.rectangle(img, (x1, y1), (x1 + s - 1, y1 + s - 1), color, -1)
             poly = ((x1, y1), (x1 + s, y1), (x1 + s, y1 + s), (x1, y1 + s))

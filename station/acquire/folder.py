@@ -54,7 +54,7 @@ def read_image(path: Path, grayscale: bool = True) -> np.ndarray:
     if img is None:
         raise CameraError(f"cannot decode image file {path}: corrupt or not an image (remove or replace it)")
     if img.dtype != np.uint8:  # 16-bit PNG/TIFF: keep the top 8 bits
-        img = (img >> 8).astype(np.uint8) if img.dtype == np.uint16 else cv2.convertScaleAbs(img)
+        img = np.right_shift(img, 8).astype(np.uint8) if img.dtype == np.uint16 else cv2.convertScaleAbs(img)
     return img
 
 

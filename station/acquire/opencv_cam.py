@@ -192,7 +192,7 @@ class OpenCvCamera(LifecycleCamera):
         c = self.cfg
         applied: dict[str, Any] = {}
         if c.fourcc is not None:
-            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*c.fourcc))
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*c.fourcc))
         for prop, value, name in (
             (cv2.CAP_PROP_FRAME_WIDTH, c.width, "width"),
             (cv2.CAP_PROP_FRAME_HEIGHT, c.height, "height"),

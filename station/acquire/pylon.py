@@ -85,7 +85,7 @@ def find_device(serial: str | None, user_name: str | None, where: str) -> Any:
     raise DeviceLost(f"no pylon camera with {wanted}; cameras found: {found}")
 
 
-class _RemovalHandler(pylon.ConfigurationEventHandler):
+class _RemovalHandler(pylon.ConfigurationEventHandler):  # type: ignore[misc]  # pypylon has no types: its base is Any
     """Forwards pylon's device-removal event (called on a pylon thread) to the lifecycle."""
 
     def __init__(self, on_removed: Callable[[str], None]):
@@ -389,6 +389,7 @@ class PylonCamera(LifecycleCamera):
             log.warning("camera %s: discarded a late frame of an earlier part", self.camera_id)
 
     def _to_array(self, res: Any) -> np.ndarray:
+        arr: np.ndarray
         if res.GetPixelType() == self._target_pixel_type:
             arr = res.GetArray()  # a copy: the buffer goes back to pylon at once
         else:

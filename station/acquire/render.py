@@ -124,7 +124,7 @@ class _Base:
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian-filtered white noise scaled to unit standard deviation (float32)."""
-    n = rng.standard_normal(shape, dtype=np.float32)
+    n: np.ndarray = rng.standard_normal(shape, dtype=np.float32)
     if sigma > 0:
         n = cv2.GaussianBlur(n, (0, 0), sigma)
     sd = float(n.std()) or 1.0
@@ -189,7 +189,8 @@ class _Drawn:
 
 
 def _u8(a: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    return out
 
 
 def _build_machined(rng: np.random.Generator, s: float) -> _Drawn:
@@ -304,7 +305,7 @@ def _build_pcb(rng: np.random.Generator, s: float) -> _Drawn:
         cv2.circle(crop, P(bx0 + 12, by0 + 12), max(_i(4 * s), 1), 120.0, -1, cv2.LINE_AA)
         boxes.append((*P(bx0 - 6, by0 - 18), *P(bx1 + 6, by1 + 18)))
     prng = np.random.default_rng(99)
-    passives = []
+    passives: list[tuple[float, float, bool]] = []
     while len(passives) < 14:
         px, py = prng.uniform(80, 820), prng.uniform(80, 480)
         vertical = bool(prng.integers(0, 2))
@@ -479,7 +480,7 @@ def _draw_spot(img: np.ndarray, p: tuple[float, ...]) -> tuple[int, int, int, in
     x, y, d, ratio, ang, delta = p
     pad = int(d / 2) + 4
     x0, y0 = int(x) - pad, int(y) - pad
-    alpha = np.zeros((2 * pad + 1, 2 * pad + 1), np.uint8)
+    alpha: np.ndarray = np.zeros((2 * pad + 1, 2 * pad + 1), np.uint8)
     centre = (int(round((x - x0) * 16)), int(round((y - y0) * 16)))
     axes = (max(int(round(d / 2 * 16)), 16), max(int(round(d / 2 * ratio * 16)), 16))
     cv2.ellipse(alpha, centre, axes, ang, 0, 360, 255, -1, cv2.LINE_AA, 4)

@@ -160,6 +160,9 @@ class FakeChip:
         self.close()
 
 
+_LineSettings = LineSettings  # for annotations inside FakeGpiod, where the name is its gpiod-mirroring attribute
+
+
 class FakeGpiod:
     """A stand-in for the ``gpiod`` module; chips are shared by path across instances."""
 
@@ -188,7 +191,10 @@ class FakeGpiod:
         return FakeChip(self._state(path))
 
     def request_lines(
-        self, path: str, config: dict[Iterable[int | str] | int | str, LineSettings | None], consumer: str | None = None
+        self,
+        path: str,
+        config: dict[Iterable[int | str] | int | str, _LineSettings | None],
+        consumer: str | None = None,
     ) -> FakeLineRequest:
         """Request lines; keys are offsets, names, or tuples of them."""
         state = self._state(path)

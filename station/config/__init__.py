@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from station import serialize
 
@@ -209,12 +210,16 @@ class WatchdogConfig(StrictModel):
     )
 
 
+def _default_cameras() -> list[CameraConfig]:
+    return [SyntheticCameraConfig()]
+
+
 class StationConfig(StrictModel):
     """The whole station."""
 
     name: str = Field("station-1", description="Station name shown on screens and in published messages.")
     cameras: list[CameraConfig] = Field(
-        default_factory=lambda: [SyntheticCameraConfig()],
+        default_factory=_default_cameras,
         description="Cameras that view each part; with several, their frames are combined into one verdict.",
     )
     trigger: TriggerConfig = Field(
@@ -286,7 +291,7 @@ class ConfigError(ValueError):
         super().__init__("\n".join(lines))
 
 
-def _hint(err: dict[str, Any]) -> str:
+def _hint(err: ErrorDetails) -> str:
     kind = err["type"]
     msg = err["msg"]
     if kind == "extra_forbidden":

@@ -46,6 +46,10 @@ class ModbusOutputConfig(ModbusEndpointConfig):
         return self
 
 
+def _reject_on_line_0() -> dict[str, int | str]:
+    return {"reject": 0}
+
+
 class GpiodOutputConfig(StrictModel):
     """Linux GPIO lines (Jetson, Raspberry Pi, industrial PCs) through libgpiod v2."""
 
@@ -53,7 +57,7 @@ class GpiodOutputConfig(StrictModel):
     driver: ClassVar[str] = "station.actuate.gpiod_output:GpiodOutput"  # imported when first used (station/drivers.py)
     chip: str = Field("/dev/gpiochip0", description="GPIO chip device path (see `gpiodetect`).")
     lines: dict[str, int | str] = Field(
-        default_factory=lambda: {"reject": 0},
+        default_factory=_reject_on_line_0,
         description="Output line name -> line offset on the chip, or the line's name (e.g. 'PQ.05' on a Jetson; see "
         "`gpioinfo`).",
     )

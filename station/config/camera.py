@@ -9,6 +9,10 @@ from pydantic import Field, model_validator
 
 from .base import StrictModel
 
+Product = Literal["machined", "pcb"]
+DefectClass = Literal["scratch", "spot", "missing"]
+DEFECT_CLASSES: tuple[DefectClass, ...] = ("scratch", "spot", "missing")
+
 
 class SyntheticCameraConfig(StrictModel):
     """Renders procedural parts with known defects: the embedded default."""
@@ -16,14 +20,12 @@ class SyntheticCameraConfig(StrictModel):
     type: Literal["synthetic"] = Field("synthetic", description="Driver: procedural parts with ground truth.")
     driver: ClassVar[str] = "station.acquire.synthetic:SyntheticCamera"  # imported when first used (station/drivers.py)
     id: str = Field("cam0", description="Camera id, unique on the station; stored with every frame.")
-    product: Literal["machined", "pcb"] = Field(
-        "machined", description="What the parts look like: a machined flange or a PCB-like board."
-    )
+    product: Product = Field("machined", description="What the parts look like: a machined flange or a PCB-like board.")
     width: int = Field(1280, ge=64, le=8192, description="Frame width in pixels.")
     height: int = Field(800, ge=64, le=8192, description="Frame height in pixels.")
     defect_rate: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of parts that carry at least one defect.")
-    defect_classes: list[Literal["scratch", "spot", "missing"]] = Field(
-        default_factory=lambda: ["scratch", "spot", "missing"],
+    defect_classes: list[DefectClass] = Field(
+        default_factory=lambda: list(DEFECT_CLASSES),
         min_length=1,
         description="Defect classes to draw, from: scratch (thin line), spot (dent/stain blob), missing (bolt hole / "
         "component absent).",

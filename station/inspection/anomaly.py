@@ -106,7 +106,7 @@ def read_anomaly_info(meta: ModelMeta) -> dict[str, Any]:
             f"model {meta.path} is a {meta.task} model, not an anomaly model (use inspector type onnx for it)"
         )
     try:
-        info = json.loads(meta.raw["anomaly"])
+        info: dict[str, Any] = json.loads(meta.raw["anomaly"])
         float(info["threshold"])
         W, H = (int(v) for v in info["frame_size"])
     except (KeyError, ValueError, TypeError) as exc:

@@ -27,8 +27,13 @@ class Inspector(Protocol):
     reason "learning".
     """
 
-    model_id: str
-    names: tuple[str, ...]
+    @property
+    def model_id(self) -> str:
+        """Identifies the model (sha256 of the file for ONNX models); read-only to the pipeline."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The class names, by class id."""
 
     @property
     def ready(self) -> bool:

@@ -77,6 +77,7 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
 def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
     """Yield (field number, wire type, value) of one protobuf message; value is int or memoryview."""
     pos, end = 0, len(buf)
+    val: int | memoryview
     while pos < end:
         key, pos = _varint(buf, pos)
         num, wire = key >> 3, key & 7

@@ -35,7 +35,8 @@ from .postprocess import (
     paste_masks,
 )
 from .preprocess import InputTensor, Letterbox, check_image, letterbox_params
-from .runtime import CPU, ModelRuntime, choose_providers, open_runtime, session_options  # noqa: F401 (re-exported)
+from .runtime import CPU, ModelRuntime, open_runtime, session_options  # noqa: F401 (re-exported)
+from .runtime import choose_providers as choose_providers  # re-exported
 from .tiling import Tile, cluster_boxes, cut_flags, merge_tiled, needs_tiling, tile_grid
 
 log = logging.getLogger(__name__)

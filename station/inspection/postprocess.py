@@ -113,7 +113,7 @@ NMS_CHUNK = 128  # candidates per vectorised NMS step
 
 def _iou_matrix(a: np.ndarray, area_a: np.ndarray, b: np.ndarray, area_b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) IoU of xyxy boxes (no +1: the cv::Rect2d / torchvision convention)."""
-    w = np.minimum(a[:, None, 2], b[None, :, 2])
+    w: np.ndarray = np.minimum(a[:, None, 2], b[None, :, 2])
     w -= np.maximum(a[:, None, 0], b[None, :, 0])
     h = np.minimum(a[:, None, 3], b[None, :, 3])
     h -= np.maximum(a[:, None, 1], b[None, :, 1])
@@ -176,7 +176,8 @@ def nms_per_class(
             break
     if not kept:
         return np.zeros((0,), np.int64)
-    return order[np.concatenate(kept)[:limit]]
+    picked: np.ndarray = order[np.concatenate(kept)[:limit]]
+    return picked
 
 
 def boxes_to_frame(boxes: np.ndarray, lb: Letterbox, clip_hw: tuple[int, int] | None = None) -> np.ndarray:
@@ -261,4 +262,5 @@ def classify_probs(out: np.ndarray) -> np.ndarray:
     if v.size and float(v.min()) >= 0.0 and float(v.max()) <= 1.0 and abs(float(v.sum()) - 1.0) < 1e-3:
         return v
     e = np.exp(v - v.max())
-    return e / e.sum()
+    probs: np.ndarray = e / e.sum()
+    return probs

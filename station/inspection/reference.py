@@ -205,8 +205,8 @@ def _restrict(mask: np.ndarray, cfg: ReferenceInspectorConfig, frame_size: tuple
                 f"reference inspector ignore_mask {cfg.ignore_mask}: {ign.shape[1]}x{ign.shape[0]} is not the frame's "
                 f"aspect ({W}x{H})"
             )
-        ign = cv2.resize(ign, (w, h), interpolation=cv2.INTER_AREA) > 0
-        mask = np.where(ign, 0, mask).astype(np.uint8)
+        ignored = cv2.resize(ign, (w, h), interpolation=cv2.INTER_AREA) > 0
+        mask = np.where(ignored, 0, mask).astype(np.uint8)
     return mask
 
 
@@ -377,7 +377,7 @@ class ReferenceInspector:
             )
         work = self._work(gray)
         if self._norm is None:
-            ref = work.astype(np.float32)
+            ref: np.ndarray = work.astype(np.float32)
             if self.cfg.blur_px:
                 ref = cv2.GaussianBlur(ref, (self.cfg.blur_px, self.cfg.blur_px), 0)
             outline, _ = part_mask(ref, self.cfg.part)

@@ -91,7 +91,8 @@ class Aligner:
             ox, oy = self.ecc_off
             init = np.array([[1, 0, dx + ox], [0, 1, dy + oy]], np.float32)  # ECC template is the part's box
             try:
-                _cc, warp = cv2.findTransformECC(self.ecc_tpl, tiny, init, cv2.MOTION_EUCLIDEAN, _ECC_CRITERIA, None, 1)
+                # OpenCV takes None for "no mask"; its stubs' 7-argument overload wants an array there
+                _cc, warp = cv2.findTransformECC(self.ecc_tpl, tiny, init, cv2.MOTION_EUCLIDEAN, _ECC_CRITERIA, None, 1)  # type: ignore[call-overload]
                 w3 = np.vstack([warp.astype(np.float64), [0, 0, 1]]) @ np.array(
                     [[1, 0, -ox], [0, 1, -oy], [0, 0, 1]], np.float64
                 )
@@ -143,7 +144,8 @@ class Aligner:
         corr = np.array(
             [[ct, -st, c[0] - ct * c[0] + st * c[1] + tx], [st, ct, c[1] - st * c[0] - ct * c[1] + ty], [0, 0, 1]]
         )
-        return (np.vstack([warp, [0, 0, 1]]) @ corr)[:2]
+        out: np.ndarray = (np.vstack([warp, [0, 0, 1]]) @ corr)[:2]
+        return out
 
 
 def _pick_patches(

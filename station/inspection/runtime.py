@@ -134,7 +134,8 @@ class OrtRuntime:
 
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
         """One ``session.run``."""
-        return self.session.run(self._out, {self._in: tensor})
+        outs: list[np.ndarray] = self.session.run(self._out, {self._in: tensor})
+        return outs
 
 
 def _ov_core() -> Any:

@@ -77,7 +77,8 @@ def cut_flags(boxes: np.ndarray, tile: Tile, frame_hw: tuple[int, int], margin: 
 def _overlap_1d(a0: np.ndarray, a1: np.ndarray, b0: float, b1: float) -> np.ndarray:
     inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None)
     union = np.maximum(a1, b1) - np.minimum(a0, b0)
-    return inter / np.maximum(union, 1e-9)
+    out: np.ndarray = inter / np.maximum(union, 1e-9)
+    return out
 
 
 def merge_tiled(

@@ -20,9 +20,10 @@ import datetime as dt
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -38,6 +39,8 @@ from ..web.routes_auth import router as auth_router
 from ..web.security import SecurityMiddleware
 from ..web.state import WebDB
 from . import web_actions, wire
+
+T = TypeVar("T")
 
 STATIC = Path(__file__).parent / "static"
 _IMAGE_KEY = re.compile(r"^images/[0-9a-f]{64}\.jpg$")
@@ -78,7 +81,7 @@ class PlantWebState:
         self._pg_lock = threading.Lock()
         self._pg: Any = None
 
-    def query(self, fn: Any, *args: Any, **kw: Any) -> Any:
+    def query(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """``fn(conn, ...)`` on the one PostgreSQL connection of the app (autocommit reads, one request at a time)."""
         import psycopg
 

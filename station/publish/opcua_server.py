@@ -145,7 +145,8 @@ class OpcUaServer:
             await server.stop()
 
     def _nid(self, path: str) -> ua.NodeId:
-        return ua.NodeId(f"{ROOT}.{path}" if path else ROOT, self.ns)
+        # asyncua annotates NodeId's fields with its ua.String/ua.Int16 classes, yet takes (and documents) str and int
+        return ua.NodeId(f"{ROOT}.{path}" if path else ROOT, self.ns)  # type: ignore[arg-type]
 
     async def _var(self, parent: Node, path: str, value: Any, vtype: ua.VariantType) -> None:
         name = path.rsplit(".", 1)[-1]
@@ -185,9 +186,10 @@ class OpcUaServer:
         recipes = await root.add_object(self._nid("RecipeManagement"), ua.QualifiedName("RecipeManagement", ns))
         await self._var(recipes, "RecipeManagement.ActiveRecipe", 0, ua.VariantType.Int32)
         await self._var(recipes, "RecipeManagement.Recipes", [], ua.VariantType.Int32)
-        arg_in = ua.Argument(Name="RecipeId", DataType=ua.NodeId(ua.ObjectIds.Int32), ValueRank=-1)
+        # ua.NodeId(int): see _nid
+        arg_in = ua.Argument(Name="RecipeId", DataType=ua.NodeId(ua.ObjectIds.Int32), ValueRank=-1)  # type: ignore[arg-type]
         arg_in.Description = ua.LocalizedText("Recipe (product) number, as configured under `recipes:`")
-        arg_out = ua.Argument(Name="Accepted", DataType=ua.NodeId(ua.ObjectIds.Boolean), ValueRank=-1)
+        arg_out = ua.Argument(Name="Accepted", DataType=ua.NodeId(ua.ObjectIds.Boolean), ValueRank=-1)  # type: ignore[arg-type]
         arg_out.Description = ua.LocalizedText("True when the recipe is known and its model is being loaded")
         await recipes.add_method(
             self._nid("RecipeManagement.SelectRecipe"),

@@ -19,7 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from ..serialize import dumps
-from .db import rows, transaction
+from .db import inserted_id, rows, transaction
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def record(
                 reason,
             ],
         )
-    return int(cur.lastrowid)
+    return inserted_id(cur.lastrowid)
 
 
 def history(
@@ -101,7 +101,8 @@ def history(
     limit: int | None = None,
 ) -> list[AuditEntry]:
     """Audit rows, oldest first, optionally for one object type / object id / user; the newest ``limit`` if given."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[str | int] = []
     if object_type is not None:
         where.append("object_type = ?")
         params.append(object_type)

@@ -17,7 +17,7 @@ import sqlite_utils
 from station import serialize
 
 from . import audit
-from .db import write_transaction
+from .db import inserted_id, write_transaction
 
 Kind = Literal["calibration", "regions"]
 _COLS = "s.id, s.kind, s.station, s.camera_id, s.version, s.ref, s.created_by, s.created_at, s.images, s.body, s.reason"
@@ -143,7 +143,7 @@ def save(
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [kind, station, camera_id, version, ref, user, now, images_json, body_json, reason],
         )
-        sid = int(cur.lastrowid)
+        sid = inserted_id(cur.lastrowid)
         _put_in_force(db, kind, station, camera_id, sid, user, "new", reason)
         audit.record(
             db,

@@ -163,3 +163,10 @@ def rows(db: sqlite_utils.Database, sql: str, params: Sequence[Any] = ()) -> lis
     cur = db.execute(sql, list(params))
     keys = [d[0] for d in cur.description]
     return [dict(zip(keys, r)) for r in cur.fetchall()]
+
+
+def inserted_id(rowid: int | None) -> int:
+    """The id of the row an INSERT just wrote (``cursor.lastrowid`` / ``Table.last_rowid``, typed ``int | None``)."""
+    if rowid is None:
+        raise StoreError("the INSERT reported no row id (was the statement an INSERT into a rowid table?)")
+    return rowid

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlite_utils
 
+from .db import inserted_id
 from .images import StoredImage
 
 
@@ -57,12 +58,12 @@ def insert_imported_part(
         "n_frames": n_frames,
         "rejected": 0,
     }
-    db["inspections"].insert(row)
+    db.table("inspections").insert(row)
 
 
 def insert_imported_image(db: sqlite_utils.Database, part_id: int, camera_id: str, stored: StoredImage) -> int:
     """The ``images`` row of an imported file (kept reason ``import``); returns its id."""
-    table = db["images"].insert(
+    table = db.table("images").insert(
         {
             "part_id": part_id,
             "camera_id": camera_id,
@@ -75,4 +76,4 @@ def insert_imported_image(db: sqlite_utils.Database, part_id: int, camera_id: st
             "kept_reason": "import",
         }
     )
-    return int(table.last_rowid)  # type: ignore[arg-type]
+    return inserted_id(table.last_rowid)

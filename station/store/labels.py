@@ -13,6 +13,8 @@ from typing import Any
 
 import sqlite_utils
 
+from .db import inserted_id
+
 LABEL_COLUMNS = (
     "id, image_id, class_name, x1, y1, x2, y2, source, status, created_by, created_at, supersedes, confidence"
 )
@@ -27,10 +29,11 @@ _CHUNK = 500
 
 def image_row(db: sqlite_utils.Database, image_id: int) -> tuple[Any, ...] | None:
     """(id, part_id, camera_id, sha256, format, width, height, deleted_at) of image ``image_id``, or None."""
-    return db.execute(
+    row: tuple[Any, ...] | None = db.execute(
         "SELECT id, part_id, camera_id, sha256, format, width, height, deleted_at FROM images WHERE id = ?",
         [int(image_id)],
     ).fetchone()
+    return row
 
 
 def current_label_rows(db: sqlite_utils.Database, image_ids: Iterable[int]) -> list[tuple[Any, ...]]:
@@ -51,21 +54,26 @@ def label_rows_of_image(db: sqlite_utils.Database, image_id: int) -> list[tuple[
 
 def label_row(db: sqlite_utils.Database, label_id: int) -> tuple[Any, ...] | None:
     """One label row (:data:`LABEL_COLUMNS`), or None."""
-    return db.execute(f"{_LABEL_SQL} WHERE l.id = ?", [int(label_id)]).fetchone()
+    row: tuple[Any, ...] | None = db.execute(f"{_LABEL_SQL} WHERE l.id = ?", [int(label_id)]).fetchone()
+    return row
 
 
 def successor(db: sqlite_utils.Database, label_id: int) -> tuple[int, str] | None:
     """(id, status) of the label row that supersedes ``label_id``, or None while it is the newest."""
-    return db.execute("SELECT id, status FROM labels WHERE supersedes = ?", [int(label_id)]).fetchone()
+    row: tuple[int, str] | None = db.execute(
+        "SELECT id, status FROM labels WHERE supersedes = ?", [int(label_id)]
+    ).fetchone()
+    return row
 
 
 def latest_review_row(db: sqlite_utils.Database, image_id: int) -> tuple[Any, ...] | None:
     """(image_id, verdict, reviewed_by, reviewed_at) of the latest review of ``image_id``, or None."""
-    return db.execute(
+    row: tuple[Any, ...] | None = db.execute(
         "SELECT image_id, verdict, reviewed_by, reviewed_at FROM image_reviews WHERE image_id = ? "
         "ORDER BY id DESC LIMIT 1",
         [int(image_id)],
     ).fetchone()
+    return row
 
 
 def used_class_names(db: sqlite_utils.Database) -> set[str]:
@@ -100,12 +108,14 @@ def insert_label(
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [part_id, image_id, class_name, *(float(v) for v in box), source, status, user, now, supersedes],
     )
-    return int(cur.lastrowid)
+    return inserted_id(cur.lastrowid)
 
 
 def insert_review(db: sqlite_utils.Database, image_id: int, verdict: str, user: str, now: float) -> None:
     """Append one review row."""
-    db["image_reviews"].insert({"image_id": image_id, "verdict": verdict, "reviewed_by": user, "reviewed_at": now})
+    db.table("image_reviews").insert(
+        {"image_id": image_id, "verdict": verdict, "reviewed_by": user, "reviewed_at": now}
+    )
 
 
 def reviews_after(db: sqlite_utils.Database, after_id: int, limit: int) -> list[tuple[int, int, str, str, float]]:
@@ -115,7 +125,7 @@ def reviews_after(db: sqlite_utils.Database, after_id: int, limit: int) -> list[
     (what the plant uplink sends: :mod:`station.plant.labels_up`).
     """
     return [
-        tuple(r)
+        (int(r[0]), int(r[1]), str(r[2]), str(r[3]), float(r[4]))
         for r in db.execute(
             "SELECT id, image_id, verdict, reviewed_by, reviewed_at FROM image_reviews "
             "WHERE id > ? ORDER BY id LIMIT ?",

@@ -45,13 +45,14 @@ def last_promoted(db: sqlite_utils.Database, status: str) -> dict[str, Any] | No
 def insert_model(db: sqlite_utils.Database, row: Mapping[str, Any]) -> None:
     """Insert one model row (its columns as keys), committed at once."""
     with write_transaction(db):
-        db["models"].insert(dict(row))
+        db.table("models").insert(dict(row))
 
 
 def model_metrics(db: sqlite_utils.Database, sha: str) -> str | None:
     """The ``metrics`` JSON text of model ``sha`` (None when absent or unknown)."""
     for r in db["models"].rows_where("sha256 = ?", [sha], select="metrics"):
-        return r["metrics"]
+        metrics: str | None = r["metrics"]
+        return metrics
     return None
 
 

@@ -149,19 +149,40 @@ _OUTCOMES = ("PASS", "FAIL", "UNCERTAIN", "FAILSAFE")
 
 
 class Result(Protocol):
-    """What a result must offer (station.plant.wire.ResultMsg)."""
+    """What a result must offer (station.plant.wire.ResultMsg, a frozen dataclass: read-only members)."""
 
-    station: str
-    seq: int
-    line: str
-    product: str
-    t: float
-    outcome: str
-    part_id: int
-    model_id: str
-    latency_ms: float
-    defects: tuple[str, ...]
-    images: tuple[str, ...]
+    @property
+    def station(self) -> str: ...
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def line(self) -> str: ...
+
+    @property
+    def product(self) -> str: ...
+
+    @property
+    def t(self) -> float: ...
+
+    @property
+    def outcome(self) -> str: ...
+
+    @property
+    def part_id(self) -> int: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def latency_ms(self) -> float: ...
+
+    @property
+    def defects(self) -> tuple[str, ...]: ...
+
+    @property
+    def images(self) -> tuple[str, ...]: ...
 
 
 ShiftFn = Callable[[float], str]
@@ -300,7 +321,8 @@ def yield_by(conn: Any, by: str, since: dt.datetime, until: dt.datetime) -> list
 def pareto(conn: Any, by: str, key: str | None, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
     """Defects per class, most frequent first, with the cumulative share; for one ``by`` = ``key`` or all."""
     col = _dim(by)
-    where, params = "hour >= %s AND hour < %s", [since, until]
+    where = "hour >= %s AND hour < %s"
+    params: list[dt.datetime | str] = [since, until]
     if key is not None:
         where += f" AND {col} = %s"
         params.append(key)
@@ -343,7 +365,10 @@ def parts(
 
 def counts(conn: Any) -> dict[str, Any]:
     """Totals for checks: rows, distinct (station, seq), keys, rollup sums per outcome, defect sums."""
-    one = lambda sql: conn.execute(sql).fetchone()  # noqa: E731
+
+    def one(sql: str) -> Any:
+        return conn.execute(sql).fetchone()
+
     rows, distinct = one("SELECT count(*), count(DISTINCT (station_id, seq)) FROM inspections")
     raw = dict(conn.execute("SELECT outcome, count(*) FROM inspections GROUP BY outcome").fetchall())
     r = one(

@@ -41,7 +41,8 @@ def recent_inspections(
     """
     if limit < 1:
         raise ValueError(f"limit must be >= 1, not {limit}")
-    where, params = [], []
+    where: list[str] = []
+    params: list[str | int] = []
     if outcome is not None:
         where.append("outcome = ?")
         params.append(Outcome(outcome).value)
@@ -207,5 +208,6 @@ def line_time_range(db: sqlite_utils.Database) -> tuple[float | None, float | No
 def latest_shadow_model(db: sqlite_utils.Database) -> str | None:
     """sha256 of the model that shadow mode ran last (its newest ``shadow_results`` row), or None."""
     for r in db["shadow_results"].rows_where(select="model_sha", order_by="id DESC", limit=1):
-        return r["model_sha"]
+        sha: str | None = r["model_sha"]
+        return sha
     return None

@@ -6,6 +6,8 @@ from typing import Any
 
 import sqlite_utils
 
+from .db import inserted_id
+
 TABLE = "rules_overrides"
 
 
@@ -27,5 +29,5 @@ def append_override(
 ) -> int:
     """Append one row (in the caller's transaction if one is open); returns its id."""
     row = {"t_wall": t_wall, "user": user, "reason": reason, "classes": classes_json, "source": source_json}
-    table = db[TABLE].insert(row)
-    return int(table.last_rowid)  # type: ignore[arg-type]
+    table = db.table(TABLE).insert(row)
+    return inserted_id(table.last_rowid)

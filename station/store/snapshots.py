@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .db import rows
+from .db import inserted_id, rows
 
 _T_WALL = "COALESCE(p.t_trigger_wall, p.t_recorded_wall)"
 
@@ -50,8 +50,8 @@ def snapshot_candidates(
 
 def insert_snapshot(db: sqlite_utils.Database, row: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> int:
     """Append a snapshot row and its item rows (``snapshot_id`` filled in); returns the new snapshot id."""
-    sid = int(db["dataset_snapshots"].insert(dict(row)).last_rowid)  # type: ignore[arg-type]
-    db["dataset_snapshot_items"].insert_all([{"snapshot_id": sid, **it} for it in items])
+    sid = inserted_id(db.table("dataset_snapshots").insert(dict(row)).last_rowid)
+    db.table("dataset_snapshot_items").insert_all([{"snapshot_id": sid, **it} for it in items])
     return sid
 
 

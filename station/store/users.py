@@ -20,7 +20,7 @@ def add_user(db: sqlite_utils.Database, name: str, password_hash: str, role: str
     with write_transaction(db):
         if user_exists(db, name):
             return False
-        db["users"].insert(
+        db.table("users").insert(
             {"username": name, "password_hash": password_hash, "role": role, "created_at": created_at, "disabled": 0}
         )
     return True
@@ -40,7 +40,7 @@ def update_user(db: sqlite_utils.Database, name: str, *, end_sessions: bool = Fa
         if cur.rowcount != 1:
             return False
         if end_sessions:
-            db["sessions"].delete_where("username = ?", [name])
+            db.table("sessions").delete_where("username = ?", [name])
     return True
 
 
@@ -72,8 +72,8 @@ def start_session(
 ) -> None:
     """Store a new session; sessions expired by ``created_at`` are purged in the same transaction."""
     with write_transaction(db):
-        db["sessions"].delete_where("expires_at <= ?", [created_at])
-        db["sessions"].insert(
+        db.table("sessions").delete_where("expires_at <= ?", [created_at])
+        db.table("sessions").insert(
             {
                 "token_hash": token_hash,
                 "username": username,
@@ -98,4 +98,4 @@ def live_session(db: sqlite_utils.Database, token_hash: str, now: float) -> tupl
 def end_session(db: sqlite_utils.Database, token_hash: str) -> None:
     """Delete the session ``token_hash`` (log out)."""
     with write_transaction(db):
-        db["sessions"].delete_where("token_hash = ?", [token_hash])
+        db.table("sessions").delete_where("token_hash = ?", [token_hash])

@@ -338,7 +338,8 @@ def session_of(request: Request) -> Session | None:
         else:
             with _web(request).db.use() as db:
                 st["session"] = get_session(db, token)
-    return st["session"]
+    session: Session | None = st["session"]
+    return session
 
 
 def check_csrf(request: Request, session: Session) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ..bus import BusEvent, Subscription
 from ..contracts import Outcome, PartResult, StatusEvent
 from ..serialize import dumps, event_to_dict, result_to_dict
 from ..store.heatmaps import encode_map
@@ -90,7 +91,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
         return image
     img = image.astype(np.float32)
     top = float(img.max()) if img.size else 0.0
-    return np.clip(img * (255.0 / top if top > 0 else 1.0), 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(img * (255.0 / top if top > 0 else 1.0), 0, 255).astype(np.uint8)
+    return out
 
 
 def encode_live(image: np.ndarray, max_width: int, quality: int) -> tuple[bytes, int, int]:
@@ -356,7 +358,7 @@ class EventStream(Response):
                 await gone.wait()
 
 
-def _drain(sub: Any, limit: int = 10000) -> list[Any]:
+def _drain(sub: Subscription, limit: int = 10000) -> list[BusEvent]:
     return sub.drain(limit)
 
 

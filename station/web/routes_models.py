@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
@@ -37,8 +38,9 @@ Sha = Annotated[
 JobId = Annotated[str, PathParam(pattern=r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$", description="Training job id.")]
 EvalId = Annotated[str, PathParam(pattern=r"^e[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$", description="Evaluation id.")]
 GoldenId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="Golden set id (16 hex digits).")]
-Reason = Annotated[str, Field("", max_length=300, description="Why (kept in the audit trail).")]
+Reason = Annotated[str, Field(max_length=300, description="Why (kept in the audit trail).")]
 
+T = TypeVar("T")
 
 _service_lock = threading.Lock()
 
@@ -57,7 +59,7 @@ def models_service(state: StateDep) -> ModelsService:
 ServiceDep = Annotated[ModelsService, Depends(models_service)]
 
 
-async def _call(fn: Any, *args: Any) -> Any:
+async def _call(fn: Callable[..., T], *args: Any) -> T:
     """Run a service call in the thread pool; its ServiceError becomes the HTTP answer."""
     try:
         return await run_in_threadpool(fn, *args)
@@ -115,7 +117,7 @@ class PromoteBody(BaseModel):
     """Promote a candidate; the gate refuses a worse escape rate unless overridden with a reason."""
 
     override: bool = Field(False, description="Promote even though the gate refuses (needs a reason; audited).")
-    reason: Reason
+    reason: Reason = ""
 
     @field_validator("reason")
     @classmethod
@@ -129,7 +131,7 @@ class RollbackBody(BaseModel):
     sha256: str | None = Field(
         None, pattern=r"^[0-9a-fA-F]{8,64}$", description="Default: the model the last change replaced."
     )
-    reason: Reason
+    reason: Reason = ""
 
 
 class ShadowBody(BaseModel):

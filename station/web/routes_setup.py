@@ -134,6 +134,7 @@ def reference_image(state: StateDep, _: QaSession, camera_id: CameraId) -> Respo
     _camera(state, camera_id)
     last = state.station.last_result
     frame = next((f for f in (last.frames if last else ()) if f.camera_id == camera_id), None)
+    data: bytes | None
     if frame is not None:
         ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if not ok:
@@ -244,7 +245,7 @@ async def calibrate(state: StateDep, session: AdminSession, camera_id: CameraId,
             },
         ) from None
 
-    def store_it() -> Any:
+    def store_it() -> store.SetupVersion:
         with state.db.use() as db:
             return record(
                 db, state.station.cfg.name, camera_id, cal, user=session.user.username, reason=body.reason or None

@@ -4,7 +4,7 @@ yield per hour and per shift, defect Pareto. The numbers come from :mod:`labelin
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
@@ -15,6 +15,13 @@ from .routes_review import review_page
 from .state import StateDep
 
 log = logging.getLogger(__name__)
+
+
+class _Window(TypedDict):
+    since: float | None
+    until: float | None
+
+
 router = APIRouter(tags=["stats"])
 
 
@@ -47,7 +54,7 @@ def stats(
     ``pareto_model`` (line detections) and ``pareto_labels`` (current labels of reviewed images).
     422 for an unknown time zone.
     """
-    window = {"since": since, "until": until}
+    window: _Window = {"since": since, "until": until}
     try:
         with state.db.use() as db:
             return {

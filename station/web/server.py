@@ -21,9 +21,7 @@ log = logging.getLogger(__name__)
 def build_server(station: Station, web_cfg: WebConfig) -> uvicorn.Server:
     """A uvicorn server for ``create_app(station)`` (not started)."""
     app = create_app(station, web_cfg)
-    ssl = {}
-    if web_cfg.ssl_certfile is not None:
-        ssl = {"ssl_certfile": str(web_cfg.ssl_certfile), "ssl_keyfile": str(web_cfg.ssl_keyfile)}
+    tls = web_cfg.ssl_certfile is not None
     config = uvicorn.Config(
         app,
         host=web_cfg.host,
@@ -33,7 +31,8 @@ def build_server(station: Station, web_cfg: WebConfig) -> uvicorn.Server:
         proxy_headers=True,  # X-Forwarded-* only from forwarded_allow_ips (default: 127.0.0.1)
         server_header=False,
         timeout_graceful_shutdown=2,  # live event streams never end by themselves
-        **ssl,
+        ssl_certfile=str(web_cfg.ssl_certfile) if tls else None,
+        ssl_keyfile=str(web_cfg.ssl_keyfile) if tls else None,
     )
     return uvicorn.Server(config)
 

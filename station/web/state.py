@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import sqlite_utils
 from fastapi import Depends, Request
@@ -20,6 +20,8 @@ from .live import LiveImages, RateMeter
 from .metrics import build_registry
 
 if TYPE_CHECKING:
+    from models.service import ModelsService
+
     from ..app import Station
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ class WebState:
         self.live = LiveImages(cfg.live_fps, cfg.live_width, cfg.live_jpeg_quality)
         self.rate = RateMeter(window_s=60.0)
         self.pause: PauseInfo | None = None
-        self.models: Any = None  # models.service.ModelsService, made by the models routes on first use
+        self.models: ModelsService | None = None  # made by the models routes on first use
         self.started_wall = time.time()
         self.sse_clients = 0
         self.sse_dropped = 0  # events missed by live clients (cumulative, also of clients gone)
@@ -116,7 +118,8 @@ class WebState:
 
 def web_state(request: Request) -> WebState:
     """The app's :class:`WebState` (usable as a FastAPI dependency: ``state: StateDep``)."""
-    return request.app.state.web  # type: ignore[no-any-return]
+    state: WebState = request.app.state.web
+    return state
 
 
 StateDep = Annotated[WebState, Depends(web_state)]

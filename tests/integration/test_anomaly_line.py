@@ -219,7 +219,7 @@ def test_registry_evaluates_promotes_and_the_station_follows(tmp_path: Path) -> 
         assert 0.0 <= ev.escape_rate <= 1.0 and 0.0 <= ev.false_reject_rate <= 1.0
         registry.record_evaluation(db, rec.sha256, ev.summary())
         registry.promote(db, rec.sha256, user="qa", reason="first anomaly model", golden_id=golden.golden_id)
-        assert registry.current(db).sha256 == rec.sha256
+        assert (cur := registry.current(db)) is not None and cur.sha256 == rec.sha256
     finally:
         db.close()
     # a station whose configured file does not exist starts on the promoted model (no learning)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -58,7 +59,7 @@ def test_sigkill_then_restart(tmp_path: Path):
                     continue  # schema not created yet
                 if len(seen) >= 80:
                     break
-        assert len(seen) >= 80, proc.stdout.read1().decode() if proc.stdout else ""
+        assert len(seen) >= 80, proc.stdout.read1().decode() if isinstance(proc.stdout, io.BufferedReader) else ""
         seen = committed_ids(db_path)  # committed rows just before the kill
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

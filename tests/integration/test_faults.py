@@ -38,8 +38,9 @@ def check(res: FaultResult, name: str) -> None:
     problems = [p for p in res.problems if not p.startswith("RSS")]  # hot swaps' RSS: asserted in test_fault
     assert problems == [], f"{res.fault}: {problems} ({res.notes})"
     assert res.during > 0 or name == "sigkill_restart", f"{res.fault}: no part ran during the fault"
-    if res.expect_alarm and ALARM[name] is not None:
-        assert any(c.startswith(ALARM[name]) for c in res.alarm), (
+    expected = ALARM[name]
+    if res.expect_alarm and expected is not None:
+        assert any(c.startswith(expected) for c in res.alarm), (
             f"{res.fault}: alarms {res.alarm}, expected {ALARM[name]}"
         )
     if name in FAILSAFE_EXPECTED:

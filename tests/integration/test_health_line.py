@@ -35,7 +35,10 @@ def _over(img: np.ndarray) -> np.ndarray:
 
 def _shift(img: np.ndarray) -> np.ndarray:
     return cv2.warpAffine(
-        img, np.float32([[1, 0, 60], [0, 1, 30]]), (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE
+        img,
+        np.array([[1, 0, 60], [0, 1, 30]], np.float32),
+        (img.shape[1], img.shape[0]),
+        borderMode=cv2.BORDER_REPLICATE,
     )
 
 

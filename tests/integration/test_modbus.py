@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from station.actuate.encoder import EncoderRejectScheduler
+from station.actuate.verify import VerifiedOutput
 from station.app import Station
 from station.contracts import Outcome
 from station.plc import registers as R
@@ -243,17 +245,19 @@ def test_unconfirmed_reject_raises_an_alarm(make_config, plc):
                 plc.set_later(0.090, "discrete", R.REJECT_CONFIRM.address, [False])  # on for 50 ms
 
     plc.on_write.append(light_barrier)
+    output = station.output
+    assert isinstance(output, VerifiedOutput)
     station.start()
     try:
         wait_parts(station, 20)
-        wait_for(lambda: station.output.pending == 0, 3, "verification windows closed")
+        wait_for(lambda: output.pending == 0, 3, "verification windows closed")
     finally:
         station.stop()
         results.close()
     fired = len(station.scheduler.fired)
     assert fired >= 4 and len(rises) == fired
-    assert station.output.unconfirmed == 1
-    assert station.output.confirmed == fired - 1
+    assert output.unconfirmed == 1
+    assert output.confirmed == fired - 1
     assert station.health()["components"]["output"]["rejects_unconfirmed"] == 1
     events = [(e.state, e.message) for e in results.status if e.component == "reject-verify"]
     assert [st for st, _ in events if st == "alarm"] == ["alarm"], f"one alarm for the unconfirmed reject: {events}"
@@ -297,21 +301,21 @@ def test_station_in_encoder_mode_rejects_at_the_count(make_config, host_stalls):
         trigger={"type": "timer", "parts_per_minute": 600},
     )
     station = Station(cfg, max_parts=25)
+    scheduler = station.scheduler
+    assert isinstance(scheduler, EncoderRejectScheduler)
     results = Results(station)
     station.start()
     try:
         wait_parts(station, 25)
-        wait_for(
-            lambda: station.scheduler.tracker.pending == 0 and station.scheduler.pending_rejects == 0, 5, "belt emptied"
-        )
+        wait_for(lambda: scheduler.tracker.pending == 0 and scheduler.pending_rejects == 0, 5, "belt emptied")
     finally:
         station.stop()
         results.close()
         belt.stop()
     rejecting = {r.trigger.part_id: r for r in results.items if r.verdict.outcome is not Outcome.PASS}
     fired = {f.part_id: f for f in station.scheduler.fired}
-    assert set(fired) == set(rejecting) and station.scheduler.time_fallbacks == 0
-    targets = {pid: target for pid, target, _ in station.scheduler.tracker.fired_log}
+    assert set(fired) == set(rejecting) and scheduler.time_fallbacks == 0
+    targets = {pid: target for pid, target, _ in scheduler.tracker.fired_log}
     travel = []
     for pid in fired:
         trig = rejecting[pid].trigger

@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("pypylon", reason="pypylon is in the `plant` extra: pip install -e .[plant]")
 
+from station.acquire.pylon import PylonCamera  # noqa: E402
 from station.app import Station  # noqa: E402
 from station.contracts import Outcome  # noqa: E402
 from tests.fixtures_floor import Results  # noqa: E402
@@ -48,7 +49,9 @@ def test_defect_seen_by_one_camera_fails_the_part(tmp_path: Path):
     station.start()
     try:
         rs = [run_part(station, results) for _ in range(8)]
-        with station.cameras[1].device() as dev:  # one camera fails on the next part: the whole part is FAILSAFE
+        bottom_cam = station.cameras[1]
+        assert isinstance(bottom_cam, PylonCamera)
+        with bottom_cam.device() as dev:  # one camera fails on the next part: the whole part is FAILSAFE
             dev.ForceFailedBufferCount.SetValue(1)
             dev.ForceFailedBuffer.Execute()
         broken = run_part(station, results)

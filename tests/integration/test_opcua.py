@@ -18,10 +18,15 @@ from tests.fixtures_floor import RemoteOpcUaServer, Results, wait_for, wait_part
 from tests.reject_checks import expected_rising_edges
 
 
+def _nid(name: str, ns: int) -> ua.NodeId:
+    # asyncua annotates NodeId's fields with its ua.String/ua.Int16 classes, yet takes (and documents) str and int
+    return ua.NodeId(name, ns)  # type: ignore[arg-type]
+
+
 async def _read(endpoint: str, uri: str, paths: list[str]) -> dict[str, Any]:
     async with Client(endpoint, timeout=5) as client:
         ns = await client.get_namespace_index(uri)
-        nodes = [client.get_node(ua.NodeId(f"InspectionStation.{p}", ns)) for p in paths]
+        nodes = [client.get_node(_nid(f"InspectionStation.{p}", ns)) for p in paths]
         values = await client.read_values(nodes)
         return dict(zip(paths, values))
 
@@ -29,14 +34,16 @@ async def _read(endpoint: str, uri: str, paths: list[str]) -> dict[str, Any]:
 async def _select(endpoint: str, uri: str, recipe: int) -> bool:
     async with Client(endpoint, timeout=5) as client:
         ns = await client.get_namespace_index(uri)
-        rm = client.get_node(ua.NodeId("InspectionStation.RecipeManagement", ns))
+        rm = client.get_node(_nid("InspectionStation.RecipeManagement", ns))
         return bool(
             await rm.call_method(ua.QualifiedName("SelectRecipe", ns), ua.Variant(recipe, ua.VariantType.Int32))
         )
 
 
 def read(station: Station, *paths: str) -> dict[str, Any]:
-    return asyncio.run(_read(station.floor.opcua.endpoint, station.cfg.publish.opcua.namespace, list(paths)))
+    opcua = station.cfg.publish.opcua
+    assert opcua is not None
+    return asyncio.run(_read(station.floor.opcua.endpoint, opcua.namespace, list(paths)))
 
 
 def test_client_reads_state_counters_and_last_result(make_config):

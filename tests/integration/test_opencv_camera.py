@@ -21,7 +21,7 @@ from station.acquire.lifecycle import DeviceState, DeviceUnavailable
 from station.acquire.opencv_cam import OpenCvCamera
 from station.app import Station
 from station.config import ConfigError, parse_config
-from station.config.camera import OpenCvCameraConfig
+from station.config.camera import OpenCvCameraConfig, ReconnectConfig
 from station.contracts import Outcome, Trigger
 from tests.fixtures_floor import Results, wait_for
 from tests.fixtures_pylon import (
@@ -38,7 +38,7 @@ from tests.fixtures_pylon import (
 def write_part_video(path: Path, images: list[np.ndarray], fps: float = 20.0) -> None:
     """A real lossless (FFV1) video of grey part images: the frames read back are the images written."""
     h, w = images[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"FFV1"), fps, (w, h))
     assert writer.isOpened()
     for img in images:
         writer.write(cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
@@ -83,7 +83,7 @@ def test_file_that_ends_is_deleted_and_replaced_reconnects_with_backoff(tmp_path
     video = tmp_path / "cam.avi"
     write_video(video, [30, 90, 150])
     events: list[tuple[str, str, str]] = []
-    cfg = OpenCvCameraConfig(file=video, at_end="lost", reconnect={"initial_s": 0.05, "factor": 2, "max_s": 0.2})
+    cfg = OpenCvCameraConfig(file=video, at_end="lost", reconnect=ReconnectConfig(initial_s=0.05, factor=2, max_s=0.2))
     cam = OpenCvCamera(cfg, on_status=lambda *e: events.append(e))
     cam.open()
     try:
@@ -116,7 +116,7 @@ def test_stream_that_stops_reconnects_by_itself(tmp_path: Path):
     video = tmp_path / "stream.avi"
     write_video(video, [40, 80, 120, 160], fps=40)
     events: list[tuple[str, str, str]] = []
-    cfg = OpenCvCameraConfig(file=video, playback="realtime", at_end="lost", reconnect={"initial_s": 0.05})
+    cfg = OpenCvCameraConfig(file=video, playback="realtime", at_end="lost", reconnect=ReconnectConfig(initial_s=0.05))
     cam = OpenCvCamera(cfg, on_status=lambda *e: events.append(e))
     cam.open()
     got: list[tuple[int, int]] = []

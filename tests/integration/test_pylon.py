@@ -27,8 +27,8 @@ from station.actuate.base import OutputError  # noqa: E402
 from station.actuate.pylon_output import PylonOutput  # noqa: E402
 from station.app import Station  # noqa: E402
 from station.config import parse_config  # noqa: E402
-from station.config.actuate import PylonOutputConfig  # noqa: E402
-from station.config.camera import PylonCameraConfig  # noqa: E402
+from station.config.actuate import PylonOutputConfig, PylonOutputLineConfig  # noqa: E402
+from station.config.camera import PylonCameraConfig, ReconnectConfig  # noqa: E402
 from station.contracts import Outcome, Trigger  # noqa: E402
 from tests.fixtures_floor import Results, wait_for  # noqa: E402
 from tests.fixtures_pylon import FRAME_H, FRAME_W, pylon_emulator, pylon_station_config, render_parts, run_part  # noqa: E402, F401
@@ -57,6 +57,7 @@ def test_folder_stream_failed_buffer_unplug_and_reconnect(tmp_path: Path):
     results = Results(station)
     station.start()
     cam = station.cameras[0]
+    assert isinstance(cam, PylonCamera)
     n_images = len(parts)
     try:
         first = [run_part(station, results) for _ in range(5)]
@@ -161,6 +162,7 @@ def test_user_output_is_the_reject_output_and_survives_reconnect(tmp_path: Path)
     station = Station(cfg)
     out = station.output
     cam = station.cameras[0]
+    assert isinstance(cam, PylonCamera)
     results = Results(station)
     seen: list[tuple[int, bool]] = []
     stop_polling = threading.Event()
@@ -238,7 +240,9 @@ def test_free_running_camera_creates_the_parts(tmp_path: Path):
     station.start()
     try:
         results.wait(4)
-        with station.cameras[0].device() as dev:  # a frame that arrives broken still means a part was there
+        cam = station.cameras[0]
+        assert isinstance(cam, PylonCamera)
+        with cam.device() as dev:  # a frame that arrives broken still means a part was there
             dev.ForceFailedBufferCount.SetValue(1)
             dev.ForceFailedBuffer.Execute()
         wait_for(station.trigger_source_done, 20, f"{n} parts from the camera")
@@ -338,7 +342,9 @@ def test_bad_settings_name_the_field(tmp_path: Path):
 
 def test_camera_missing_at_start_is_retried_in_the_background():
     events: list[tuple[str, str, str]] = []
-    cfg = PylonCameraConfig(serial="0815-0009", reconnect={"initial_s": 0.05, "max_s": 0.2, "require_at_start": False})
+    cfg = PylonCameraConfig(
+        serial="0815-0009", reconnect=ReconnectConfig(initial_s=0.05, max_s=0.2, require_at_start=False)
+    )
     cam = PylonCamera(cfg, on_status=lambda *e: events.append(e))
     cam.open()  # does not raise
     try:
@@ -358,8 +364,8 @@ def test_own_device_output_reads_back():
         PylonOutputConfig(
             serial="0815-0002",
             lines={
-                "reject": {"line": "Line3", "user_output": "UserOutput2"},
-                "ready": {"line": "Line2", "user_output": "UserOutput1"},
+                "reject": PylonOutputLineConfig(line="Line3", user_output="UserOutput2"),
+                "ready": PylonOutputLineConfig(line="Line2", user_output="UserOutput1"),
             },
         )
     )

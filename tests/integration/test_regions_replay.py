@@ -13,13 +13,13 @@ from models.evaluate import evaluate
 from station import camera_setup
 from station.cli import main as station_main
 from station.config import SyntheticCameraConfig
-from station.config.regions import CameraRegions
+from station.config.regions import CameraRegions, Zone
 from station.store.db import open_db
 from tests.model_factory import ANOMALY_CAMERA, anomaly_model, synthetic_good_frames
 
 pytestmark = pytest.mark.slow  # a learned anomaly model (cached after its first use), like test_anomaly_line.py
 DEFECT = (300, 150, 340, 260)  # the painted defect (x1, y1, x2, y2)
-AROUND = [(280, 130), (360, 130), (360, 280), (280, 280)]  # an ignore zone around it
+AROUND: list[tuple[float, float]] = [(280, 130), (360, 130), (360, 280), (280, 280)]  # an ignore zone around it
 
 
 def draw(db_path: Path, spec: CameraRegions) -> None:
@@ -58,7 +58,7 @@ def test_replay_uses_the_regions_in_force(tmp_path: Path, capsys) -> None:
 
     before = replay()
     assert before["outcome"] == "FAIL"
-    draw(tmp_path / "s.db", CameraRegions(image_size=(640, 400), ignore=[{"name": "clamp", "points": AROUND}]))
+    draw(tmp_path / "s.db", CameraRegions(image_size=(640, 400), ignore=[Zone(name="clamp", points=AROUND)]))
     after = replay()
     assert after["outcome"] == "PASS" and after["config_hash"].endswith("+gcam0:v1")
     assert [d["rule"] for d in after["defects"]] == ["ignore zone clamp"]

@@ -183,7 +183,7 @@ def test_training_job_evaluate_register_gate_rollback(tmp_path: Path, golden: Go
     with pytest.raises(PromotionRefused, match="worse than the current model"):
         registry.promote(db, tiny.sha256, "qa")
     registry.promote(db, tiny.sha256, "qa", reason="trial on line 2", override=True)
-    assert registry.current(db).sha256 == tiny.sha256
+    assert (cur := registry.current(db)) is not None and cur.sha256 == tiny.sha256
     # the better model passes the gate against the current (worse) one
     assert registry.promote(db, shipped.sha256, "qa").status == "current"
     # rollback restores the sha the last change replaced

@@ -187,7 +187,7 @@ def test_dead_worker_thread_is_restarted(tmp_path: Path):
     finally:
         st.stop()
     col.drain()
-    assert "died" in st.watchdog.restarts[0].stall.describe()
+    assert st.watchdog is not None and "died" in st.watchdog.restarts[0].stall.describe()
     after = [r for r in col.results.values() if r.trigger.t_trigger_ns / 1e9 > t_after]
     assert len(after) >= 8 and all(r.verdict.outcome is not Outcome.FAILSAFE for r in after)
     assert t_alarm > 0 and st.reconcile() == []
@@ -334,7 +334,7 @@ def test_give_up_stops_station_with_reason(tmp_path: Path, notify_socket):
     assert reasons == [st.failure]
     assert st.failure is not None and "giving up" in st.failure and "inference stuck" in st.failure
     assert not st._started
-    assert len(st.watchdog.restarts) == 1
+    assert st.watchdog is not None and len(st.watchdog.restarts) == 1
     col.drain()
     assert any(e.component == "watchdog" and e.state == "alarm" and "giving up" in e.message for _, e in col.events)
     assert any(m.startswith("STATUS=") and "giving up" in m for _, m in got)
@@ -397,14 +397,15 @@ def test_plc_heartbeat_stands_still_while_unhealthy():
     hs = PlcHandshake(
         PlcConfig(heartbeat_s=0.01, follow_recipe=False), Bus().subscribe("plc"), healthy=lambda: healthy[0]
     )
-    hs.link = _FakeLink()  # type: ignore[assignment]
+    link = _FakeLink()
+    hs.link = link  # type: ignore[assignment]
 
     def beats(n: int) -> list[bool]:
-        hs.link.coils.clear()
+        link.coils.clear()
         for _ in range(n):
             hs._cycle()
             time.sleep(0.012)
-        return [v for a, v in hs.link.coils if a == R.HEARTBEAT.address]
+        return [v for a, v in link.coils if a == R.HEARTBEAT.address]
 
     assert len(beats(5)) >= 4
     healthy[0] = False

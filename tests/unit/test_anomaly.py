@@ -60,6 +60,7 @@ def test_heat_map_score_and_blobs_follow_the_threshold(tmp_path: Path) -> None:
     insp = AnomalyInspector(AnomalyInspectorConfig(model=path))
     assert insp.ready and insp.frame_size == (ANOMALY_CAMERA["width"], ANOMALY_CAMERA["height"])
     d = insp.inspect(frame(good[0]))
+    assert d.anomaly_map is not None and d.image_score is not None  # an anomaly model's detections carry both
     h, w = d.anomaly_map.shape
     assert d.anomaly_map.dtype == np.uint8 and abs(w / h - 640 / 400) < 0.05
     # the heat map is the threshold-unit map: 128 at the threshold, and the image score is its maximum
@@ -68,7 +69,7 @@ def test_heat_map_score_and_blobs_follow_the_threshold(tmp_path: Path) -> None:
     bad = good[1].copy()
     cv2.rectangle(bad, (300, 150), (340, 260), 0, -1)
     db = insp.inspect(frame(bad))
-    assert db.image_score > d.image_score
+    assert db.image_score is not None and db.image_score > d.image_score
     assert len(db) >= 1 and db.names == ("anomaly",)
     x1, y1, x2, y2 = db.boxes_xyxy[0]
     assert x1 <= 340 and x2 >= 300 and y1 <= 260 and y2 >= 150, f"strongest blob {db.boxes_xyxy[0]} misses the defect"

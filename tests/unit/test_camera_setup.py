@@ -12,7 +12,7 @@ from calibration import records
 from calibration.camera import calibrate_camera
 from station import camera_setup
 from station.config import CalibrationConfig, ClassRule, RulesConfig
-from station.config.regions import CameraRegions
+from station.config.regions import CameraRegions, NamedRegion, Zone
 from station.contracts import Detections, Frame, Outcome, Trigger
 from station.decide import Decider
 from station.store import camera_setup as store
@@ -34,10 +34,12 @@ def test_calibration_versions_rollback_and_audit(fresh_db: sqlite_utils.Database
     # a recalibration (here: fewer views, another id) goes in force; the old one is kept
     cal2 = calibrate_camera(views(CHESS, n=6), CHESS)
     v2 = records.record(fresh_db, "line-7", "cam0", cal2, user="boss", reason="camera knocked")
-    assert store.in_force(fresh_db, "calibration", "line-7", "cam0").version == 2
+    now = store.in_force(fresh_db, "calibration", "line-7", "cam0")
+    assert now is not None and now.version == 2
     assert store.in_force(fresh_db, "calibration", "line-7", "cam1") is None
     back = records.rollback(fresh_db, "line-7", "cam0", 1, user="boss", reason="v2 looked wrong")
-    assert back.ref == cal.id and store.in_force(fresh_db, "calibration", "line-7", "cam0").version == 1
+    now = store.in_force(fresh_db, "calibration", "line-7", "cam0")
+    assert back.ref == cal.id and now is not None and now.version == 1
     assert [v.version for v in store.history(fresh_db, "calibration", "line-7", "cam0")] == [2, 1]
     rows = audit_rows(fresh_db)
     assert [r[1] for r in rows] == ["calibration_new", "calibration_new", "calibration_rollback"]
@@ -56,19 +58,19 @@ def test_calibration_versions_rollback_and_audit(fresh_db: sqlite_utils.Database
         fresh_db.execute("DELETE FROM camera_setup_in_force")
 
 
-SEAL = [(0, 0), (50, 0), (50, 100), (0, 100)]  # a strict region on the left
+SEAL: list[tuple[float, float]] = [(0, 0), (50, 0), (50, 100), (0, 100)]  # a strict region on the left
 SPEC = CameraRegions(
     image_size=(200, 100),
     roi=[(0, 0), (180, 0), (180, 100), (0, 100)],
-    ignore=[{"name": "fixture", "points": [(100, 0), (140, 0), (120, 60)]}],
+    ignore=[Zone(name="fixture", points=[(100, 0), (140, 0), (120, 60)])],
     regions=[
-        {"name": "seal", "points": SEAL, "reject_conf": 0.2, "min_area_mm2": 0.0},
-        {
-            "name": "cosmetic",
-            "points": [(50, 0), (100, 0), (100, 100), (50, 100)],
-            "reject_conf": 0.9,
-            "min_area_mm2": 50.0,
-        },
+        NamedRegion(name="seal", points=SEAL, reject_conf=0.2, min_area_mm2=0.0),
+        NamedRegion(
+            name="cosmetic",
+            points=[(50, 0), (100, 0), (100, 100), (50, 100)],
+            reject_conf=0.9,
+            min_area_mm2=50.0,
+        ),
     ],
 )
 
@@ -112,11 +114,13 @@ def test_bad_regions_are_refused_naming_the_polygon() -> None:
     with pytest.raises(
         ValueError, match="region seal: point \\[250.0, 0.0\\] lies outside the 200x100 reference image"
     ):
-        CameraRegions(image_size=(200, 100), regions=[{"name": "seal", "points": [(0, 0), (250, 0), (0, 50)]}])
+        CameraRegions.model_validate(
+            {"image_size": (200, 100), "regions": [{"name": "seal", "points": [(0, 0), (250, 0), (0, 50)]}]}
+        )
     with pytest.raises(ValueError, match="zone: the polygon has no area"):
-        CameraRegions(ignore=[{"points": [(0, 0), (10, 10), (20, 20)]}])
+        CameraRegions.model_validate({"ignore": [{"points": [(0, 0), (10, 10), (20, 20)]}]})
     with pytest.raises(ValueError, match="region names must be unique; repeated: a"):
-        CameraRegions(regions=[{"name": "a", "points": SEAL}, {"name": "a", "points": SEAL}])
+        CameraRegions.model_validate({"regions": [{"name": "a", "points": SEAL}, {"name": "a", "points": SEAL}]})
 
 
 def test_setup_travels_to_the_evaluation_worker_and_eligibility_ignores_region_thresholds(

@@ -23,7 +23,7 @@ def test_user_lifecycle(tmp_path: Path):
     cfg.write_text(yaml.safe_dump({"store": {"db_path": str(tmp_path / "s.db"), "images_dir": str(tmp_path / "img")}}))
     assert run(cfg, "add", "quinn", "--role", "qa", "--password-stdin", stdin="correct horse battery\n").returncode == 0
     db = open_db(tmp_path / "s.db")
-    assert verify_user(db, "quinn", "correct horse battery").role == "qa"
+    assert (user := verify_user(db, "quinn", "correct horse battery")) is not None and user.role == "qa"
     db.close()
     dup = run(cfg, "add", "quinn", "--password-stdin", stdin="another long password\n")
     assert dup.returncode == 2 and "quinn" in dup.stderr
@@ -33,5 +33,5 @@ def test_user_lifecycle(tmp_path: Path):
     assert "quinn" in out.stdout and "admin" in out.stdout
     db = open_db(tmp_path / "s.db")
     assert verify_user(db, "quinn", "correct horse battery") is None
-    assert verify_user(db, "quinn", "a new long password").role == "admin"
+    assert (user := verify_user(db, "quinn", "a new long password")) is not None and user.role == "admin"
     db.close()

@@ -28,7 +28,10 @@ def _images(n: int, start: int = 1, **kw: object) -> list[np.ndarray]:
 
 def _shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return cv2.warpAffine(
-        img, np.float32([[1, 0, dx], [0, 1, dy]]), (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE
+        img,
+        np.array([[1, 0, dx], [0, 1, dy]], np.float32),
+        (img.shape[1], img.shape[0]),
+        borderMode=cv2.BORDER_REPLICATE,
     )
 
 
@@ -143,7 +146,7 @@ def test_model_swap_takes_a_new_baseline_and_clears_the_old_alarm() -> None:
         d = Detections.empty(("spot",), model)
         if n:
             d = Detections(
-                np.tile(np.float32([[1, 1, 5, 5]]), (n, 1)),
+                np.tile(np.array([[1, 1, 5, 5]], np.float32), (n, 1)),
                 np.full(n, 0.9, np.float32),
                 np.zeros(n, np.int32),
                 ("spot",),

@@ -67,8 +67,8 @@ def _expected(db, item_ids, names):
     return out
 
 
-def _read_labels(path: Path) -> list[tuple[int, float, float, float, float]]:
-    rows = []
+def _read_labels(path: Path) -> list[tuple[float, ...]]:
+    rows: list[tuple[float, ...]] = []
     for line_ in path.read_text().splitlines():
         c, *v = line_.split()
         rows.append((int(c), *(float(x) for x in v)))

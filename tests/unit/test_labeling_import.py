@@ -16,7 +16,7 @@ from station.contracts import Outcome
 from station.store import audit, queries
 from station.store.db import open_db
 from station.store.images import ImageStore
-from tests.fixtures_labeling import CLASSES, draw, line, part  # noqa: F401  (fixture)
+from tests.fixtures_labeling import CLASSES, draw, line, part, review_of  # noqa: F401  (fixture)
 
 CAMS = ("top", "side")
 
@@ -52,7 +52,7 @@ def snap_line(line):
 
 def _by_sha(db) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
     """{image sha256: sorted current labels} of every image (the identity that survives a round trip)."""
-    out = {}
+    out: dict[str, list[tuple[str, tuple[float, ...]]]] = {}
     for iid, sha in db.execute("SELECT id, sha256 FROM images WHERE deleted_at IS NULL"):
         out[sha] = sorted((lab.class_name, lab.box) for lab in L.current_labels(db, iid))
     return out
@@ -88,7 +88,7 @@ def test_yolo_round_trip_into_a_fresh_database(snap_line, tmp_path) -> None:
     assert all(sorted(c.split(",")) == ["side", "top"] for _, c in cams)
     assert queries.last_part_id(db2) == 0  # imports never move the next line part id
     # every imported image is a reviewed image with import labels
-    assert {L.review_state(db2, i).verdict for i in res.image_ids} == {"labeled", "good"}
+    assert {review_of(db2, i).verdict for i in res.image_ids} == {"labeled", "good"}
     assert {lab.source for i in res.image_ids for lab in L.current_labels(db2, i)} == {"import"}
     assert [a.action for a in audit.history(db2)].count("import") == 12
     # the same content gives the same snapshot hash in the other database
@@ -148,7 +148,7 @@ def test_relabel_round_trip_into_the_same_database(snap_line, tmp_path) -> None:
     assert [(lab.class_name, lab.box, lab.source) for lab in p1[1:]] == [
         (snap.class_names[0], (40.0, 30.0, 50.0, 40.0), "import")
     ]
-    assert L.review_state(db, img_p4).reviewed_by == "cvat.user"
+    assert review_of(db, img_p4).reviewed_by == "cvat.user"
     actions = [a.action for a in audit.history(db, user="cvat.user")]
     assert actions.count("import_delete") == 2 and actions.count("import_add") == 2 and actions[-1] == "import_dataset"
     # importing the same file again changes nothing
@@ -193,7 +193,7 @@ def test_third_party_yolo_dataset(tmp_path) -> None:
     assert len({r[3] for r in rows}) == 3  # no part information: one part per image
     got = {r[0]: [(lab.class_name, lab.box) for lab in L.current_labels(db, r[0])] for r in rows}
     assert got[rows[0][0]][0][0] == "pit" and got[rows[0][0]][0][1] == pytest.approx((8.0, 8.0, 24.0, 24.0), abs=1e-3)
-    assert got[rows[1][0]] == [] and L.review_state(db, rows[1][0]).verdict == "good"
+    assert got[rows[1][0]] == [] and review_of(db, rows[1][0]).verdict == "good"
     assert got[rows[2][0]] == [("crack", (0.0, 0.0, 64.0, 48.0))]
     for r in rows:
         assert store.open_path(

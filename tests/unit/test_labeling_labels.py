@@ -9,7 +9,7 @@ import pytest
 from labeling import labels as L
 from station.contracts import Outcome
 from station.store import audit
-from tests.fixtures_labeling import CLASSES, line, part  # noqa: F401  (fixture)
+from tests.fixtures_labeling import CLASSES, line, part, review_of  # noqa: F401  (fixture)
 
 BOX_A = (5.0, 5.0, 20.0, 20.0)
 BOX_B = (30.0, 10.0, 50.0, 30.0)
@@ -141,14 +141,14 @@ def test_mark_good_makes_a_reviewed_negative(fail_image) -> None:
     assert L.current_labels(db, img) == []
     assert review.verdict == "good" and L.review_state(db, img) == review
     deletions = [h for h in L.label_history(db, img) if h.status == "deleted"]
-    assert sorted(d.supersedes for d in deletions) == sorted(lab.id for lab in before)
+    assert sorted(d.supersedes or 0 for d in deletions) == sorted(lab.id for lab in before)  # ids start at 1
     # an image that never had labels: unreviewed before, reviewed negative after
     assert L.review_state(db, img2) is None
     L.mark_image_good(db, "qa", img2)
-    assert L.current_labels(db, img2) == [] and L.review_state(db, img2).verdict == "good"
+    assert L.current_labels(db, img2) == [] and review_of(db, img2).verdict == "good"
     # a label added later turns the verdict back to labeled
     L.add_label(db, "qa2", img, (1, 1, 5, 5), "dent")
-    assert L.review_state(db, img).verdict == "labeled"
+    assert review_of(db, img).verdict == "labeled"
 
 
 def test_mark_reviewed_accepts_labels_as_they_are(fail_image) -> None:
@@ -164,10 +164,10 @@ def test_bulk_operations_and_their_atomicity(line) -> None:
     ids = [line.image_id(i) for i in range(1, 5)]
     assert L.bulk_confirm(db, "qa", ids[:2]) == 2
     for i in ids[:2]:
-        assert _boxes(db, i) == [("scratch", BOX_A, "qa")] and L.review_state(db, i).verdict == "labeled"
+        assert _boxes(db, i) == [("scratch", BOX_A, "qa")] and review_of(db, i).verdict == "labeled"
     assert L.bulk_mark_good(db, "qa", ids[2:]) == 2
     for i in ids[2:]:
-        assert L.current_labels(db, i) == [] and L.review_state(db, i).verdict == "good"
+        assert L.current_labels(db, i) == [] and review_of(db, i).verdict == "good"
     n_labels = db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
     n_audit = db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
     # one unknown image: nothing of the bulk operation is written

@@ -42,6 +42,7 @@ def test_dataset_labels_are_the_renderer_truth(tmp_path: Path) -> None:
         for part_id, part in iter_parts(seeded, start, n):
             stem = f"{split}_{part_id:08d}"
             img = cv2.imread(str(root / "images" / split / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+            assert img is not None
             assert np.array_equal(img, part.image)  # exactly the camera's frame
             rows = _labels(root / "labels" / split / f"{stem}.txt")
             assert len(rows) == len(part.truth)  # marks are not labelled
@@ -83,6 +84,7 @@ def test_train_view_resizes_like_the_letterbox_and_crops_around_the_part(tmp_pat
     n_boxes = 0
     for part_id, part in iter_parts(seeded, 0, 5):
         img = cv2.imread(str(root / "images" / "train" / f"train_{part_id:08d}.png"), cv2.IMREAD_UNCHANGED)
+        assert img is not None
         assert img.shape == (384, 384)
         half = cv2.resize(part.image, (640, 400), interpolation=cv2.INTER_LINEAR)
         # the crop is a window of the half-scale frame near its centre
@@ -152,6 +154,7 @@ def test_freeze_split_copies_a_yolo_split(tmp_path: Path) -> None:
     assert len(gs) == 3 and gs.source["split"] == "test"
     item = gs.items[0]
     img = cv2.imread(str(item.image_path), cv2.IMREAD_UNCHANGED)
+    assert img is not None
     ids, boxes = parse_label_file(data.parent / "labels" / "test" / f"{item.stem}.txt", 3)
     assert np.array_equal(ids, item.class_ids) and np.allclose(boxes, item.boxes_cxcywh)
     assert item.boxes_xyxy(img.shape[1], img.shape[0]).shape == (len(ids), 4)

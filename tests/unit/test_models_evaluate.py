@@ -7,6 +7,7 @@ import pytest
 
 from models.eval_tuning import tune_thresholds
 from models.evaluate import (
+    EvalResult,
     ImageResult,
     average_precision,
     box_iou,
@@ -15,7 +16,7 @@ from models.evaluate import (
     redecide,
     score,
 )
-from station.config import ClassRule, RulesConfig
+from station.config import ClassRule, IgnoreZone, RulesConfig
 from station.contracts import Detections
 
 NAMES = ("scratch", "spot", "missing")
@@ -50,7 +51,7 @@ def _image(
     )
 
 
-def _decided(images: list[ImageResult], rules: RulesConfig) -> object:
+def _decided(images: list[ImageResult], rules: RulesConfig) -> EvalResult:
     """Score hand-made images after the production Decider has judged them."""
     base = score(images, NAMES, rules, golden_id="hand")
     return redecide(base, rules)
@@ -116,7 +117,7 @@ def test_ignore_zones_and_disabled_classes_do_not_count() -> None:
     rules = RulesConfig(
         default=ClassRule(reject_conf=0.5, uncertain_conf=0.3),
         classes={"spot": ClassRule(enabled=False)},
-        ignore_zones=[{"x1": 0, "y1": 0, "x2": 100, "y2": 100}],
+        ignore_zones=[IgnoreZone(x1=0, y1=0, x2=100, y2=100)],
     )
     images = [_image("g1", [], [(0, 0.9, BOX)]), _image("g2", [], [(1, 0.9, FAR)]), _image("g3", [], [(0, 0.9, FAR)])]
     r = _decided(images, rules)

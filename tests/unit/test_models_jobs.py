@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,7 +129,7 @@ def test_an_evaluation_runs_on_the_same_runner_and_ends_failed_with_its_error(tm
     with pytest.raises(EvalError, match="unknown evaluation meta fields: colour"):
         evals.start({}, {"colour": "red"})
     recorded: list[str] = []
-    spec = {
+    spec: dict[str, Any] = {
         "candidate_path": str(tmp_path / "missing.onnx"),
         "current_path": None,
         "golden_root": str(tmp_path / "no-golden"),

@@ -82,7 +82,7 @@ def test_bad_files_and_ids_are_refused_with_the_reason(db, tmp_path: Path) -> No
 def test_promotion_gate_override_and_rollback(db, tmp_path: Path, onnx_a: Path, onnx_b: Path) -> None:
     store = tmp_path / "store"
     a = registry.ensure_current(db, onnx_a, store_dir=store)  # the station's starting model
-    assert a.status == "current" and registry.current(db).sha256 == a.sha256
+    assert a.status == "current" and (cur := registry.current(db)) is not None and cur.sha256 == a.sha256
     b = registry.register(db, onnx_b, store_dir=store)
     with pytest.raises(PromotionRefused, match="no evaluation on a common golden set"):
         registry.promote(db, b.sha256, "qa1")
@@ -94,7 +94,7 @@ def test_promotion_gate_override_and_rollback(db, tmp_path: Path, onnx_a: Path, 
         registry.promote(db, b.sha256, "qa1")
     with pytest.raises(RegistryError, match="override needs a reason"):
         registry.promote(db, b.sha256, "qa1", override=True)
-    assert registry.current(db).sha256 == a.sha256
+    assert (cur := registry.current(db)) is not None and cur.sha256 == a.sha256
     r = registry.promote(db, b.sha256, "qa1", reason="line trial approved by M. Smith", override=True)
     assert r.status == "current" and r.promoted_by == "qa1"
     assert registry.get(db, a.sha256).status == "retired"
@@ -103,7 +103,7 @@ def test_promotion_gate_override_and_rollback(db, tmp_path: Path, onnx_a: Path, 
     assert back.status == "current"
     # rollback returns to the model the last change replaced
     rb = registry.rollback(db, user="qa2", reason="operators prefer b")
-    assert rb.sha256 == b.sha256 and registry.current(db).sha256 == b.sha256
+    assert rb.sha256 == b.sha256 and (cur := registry.current(db)) is not None and cur.sha256 == b.sha256
     rows = _audit(db)
     actions = [r[1] for r in rows]
     assert actions == [

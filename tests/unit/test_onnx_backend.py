@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,7 +54,7 @@ def cls_path() -> Path:
     return classifying_model()
 
 
-_YOLO: dict[tuple[str, str], object] = {}
+_YOLO: dict[tuple[str, str], Any] = {}  # ultralytics YOLO models
 
 
 def ultra(path: Path, task: str, img: np.ndarray, conf: float, iou: float, imgsz: int):
@@ -472,6 +473,7 @@ def test_preprocess_equals_ultralytics_letterbox() -> None:
         lb = t.letterbox(img)
         t.letterbox(img)  # second call reuses the buffers and the padding
         bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        ref = LetterBox(dst, auto=False)(image=bgr)[..., ::-1].transpose(2, 0, 1).astype(np.float32) / 255
+        # LetterBox.__call__ is annotated to return the labels dict; given only an image it returns the image
+        ref = LetterBox(dst, auto=False)(image=bgr)[..., ::-1].transpose(2, 0, 1).astype(np.float32) / 255  # type: ignore[index]
         np.testing.assert_allclose(t.tensor[0], ref, atol=1e-6)
         assert lb.new_w <= dst[1] and lb.new_h <= dst[0]

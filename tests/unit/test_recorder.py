@@ -13,10 +13,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+import sqlite_utils
 
 from station.bus import Bus
 from station.contracts import Detections, Frame, Outcome, PartResult, StatusEvent
@@ -41,6 +43,18 @@ def _publish(bus: Bus, counters: Counters, results: list[PartResult]) -> None:
 
 def _recorder(tmp_store, bus: Bus, counters: Counters, maxsize: int = 1000, **kw) -> Recorder:
     return Recorder(tmp_store.db_path, tmp_store.images, counters, bus.subscribe("recorder", maxsize=maxsize), **kw)
+
+
+def _inspection(db: sqlite_utils.Database, part_id: int) -> dict[str, Any]:
+    row = queries.get_inspection(db, part_id)
+    assert row is not None, f"part {part_id} is not stored"
+    return row
+
+
+def _read(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, f"{path}: not a readable image"
+    return img
 
 
 def _count(db_path: Path, sql: str = "SELECT COUNT(*) FROM inspections") -> int:
@@ -114,7 +128,9 @@ def test_rows_match_what_was_published(tmp_store, make_result) -> None:
         if truths:
             expected_truth = {
                 cam: [
-                    dataclasses.asdict(x) if dataclasses.is_dataclass(x) else {**x, "area_px": float(x["area_px"])}
+                    dataclasses.asdict(x)
+                    if dataclasses.is_dataclass(x) and not isinstance(x, type)
+                    else {**x, "area_px": float(x["area_px"])}
                     for x in tr
                 ]
                 for cam, tr in truths.items()
@@ -133,7 +149,7 @@ def test_rows_match_what_was_published(tmp_store, make_result) -> None:
             path = tmp_store.images.open_path(i["sha256"], i["format"])
             assert hashlib.sha256(path.read_bytes()).hexdigest() == i["sha256"]
             assert path.stat().st_size == i["bytes"]
-            assert np.array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), f.image)
+            assert np.array_equal(_read(path), f.image)
 
     assert rec.records_written == 40 and rec.pending == 0 and rec.records_dropped == 0
     snap = counters.snapshot()
@@ -152,7 +168,7 @@ def test_status_events_become_alarm_rows(tmp_store, make_result) -> None:
     bus.publish(StatusEvent("plc", "warning", "slow reply", 1001.0))
     bus.publish(StatusEvent("plc", "ok", "back", 1002.0))  # not an alarm
     bus.publish(StatusEvent("recorder", "alarm", "echo of our own alarm", 1003.0))  # written by the recorder itself
-    bus.publish(object())  # unknown events are ignored
+    bus.publish(object())  # type: ignore[arg-type]  # unknown events are ignored
     _publish(bus, counters, [make_result(1)])
     assert rec.stop()
     rows = queries.recent_alarms(tmp_store.db)
@@ -260,7 +276,7 @@ def test_invalid_records_are_refused_counted_and_do_not_stop_the_recorder(tmp_st
         7,
         8,
     ]
-    assert queries.get_inspection(tmp_store.db, 5)["outcome"] == "FAIL"  # the first one stays
+    assert _inspection(tmp_store.db, 5)["outcome"] == "FAIL"  # the first one stays
     # nothing of the refused part 6 was half-written
     assert _count(tmp_store.db_path, "SELECT COUNT(*) FROM defects WHERE part_id = 6") == 0
     assert _count(tmp_store.db_path, "SELECT COUNT(*) FROM images WHERE part_id = 6") == 0
@@ -280,7 +296,7 @@ def test_an_image_that_cannot_be_encoded_loses_only_the_image(tmp_store, make_re
     )
     _publish(bus, counters, [bad, odd, make_result(5, Outcome.FAIL)])
     assert rec.stop()
-    rows = {p: queries.get_inspection(tmp_store.db, p) for p in (3, 4, 5)}
+    rows = {p: _inspection(tmp_store.db, p) for p in (3, 4, 5)}
     assert all(rows.values())
     assert rows[3]["images"] == [] and len(rows[4]["images"]) == 1 and len(rows[5]["images"]) == 1
     assert [(s.component, s.state) for s in statuses] == [("recorder:images", "warning"), ("recorder:images", "ok")]
@@ -337,15 +353,15 @@ def test_heat_maps_and_image_scores_are_recorded_with_the_kept_images(tmp_store,
         data = path.read_bytes()
         assert len(data) == nbytes and hashlib.sha256(data).hexdigest() == sha
         assert path.parent.parent.parent == tmp_store.images_dir / "maps"
-        back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        back = _read(path)
         assert back.dtype == np.uint8 and back.shape == (h, w)
-    top = cv2.imread(str(tmp_store.images.open_map_path(rows[0][2])), cv2.IMREAD_UNCHANGED)
+    top = _read(tmp_store.images.open_map_path(rows[0][2]))
     assert top.max() == 250 and tuple(np.argwhere(top == 250)[0]) == (
         301 // 4,
         777 // 4,
     )  # the hot spot survives, in place
     assert (top == 10).mean() > 0.99
-    side = cv2.imread(str(tmp_store.images.open_map_path(rows[1][2])), cv2.IMREAD_UNCHANGED)
+    side = _read(tmp_store.images.open_map_path(rows[1][2]))
     assert np.array_equal(side, small)
     assert rec.records_written == 4 and rec.records_dropped == 0
 
@@ -363,7 +379,7 @@ def test_a_bad_heat_map_loses_only_the_map(tmp_store, make_result) -> None:
     )
     assert rec.stop()
     db = tmp_store.db
-    assert [len(queries.get_inspection(db, p)["images"]) for p in (1, 2, 3)] == [1, 1, 1]
+    assert [len(_inspection(db, p)["images"]) for p in (1, 2, 3)] == [1, 1, 1]
     assert [r[0] for r in db.execute("SELECT part_id FROM anomaly_maps")] == [3]
     assert db.execute("SELECT image_score FROM inspections WHERE part_id = 1").fetchone()[0] == pytest.approx(3.0)
     assert rec.records_written == 3 and rec.records_dropped == 0

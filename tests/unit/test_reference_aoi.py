@@ -49,7 +49,7 @@ def _pose(
     img: np.ndarray, pose: tuple[float, float, float] = POSE, binarise: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     dx, dy, deg = pose
-    M = cv2.getRotationMatrix2D((W / 2, H / 2), deg, 1.0)
+    M: np.ndarray = cv2.getRotationMatrix2D((W / 2, H / 2), deg, 1.0)
     M[:, 2] += (dx, dy)
     out = cv2.warpAffine(img, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if binarise:

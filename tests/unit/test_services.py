@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ def test_start_in_order_stop_in_reverse_and_a_failed_start_unwinds() -> None:
     calls: list[str] = []
     s = Services()
     for name in ("a", "b", "c"):
-        s.add(name, lambda n=name: calls.append(f"start {n}"), lambda n=name: calls.append(f"stop {n}"))
+        s.add(name, functools.partial(calls.append, f"start {name}"), functools.partial(calls.append, f"stop {name}"))
     with pytest.raises(ValueError, match="added twice"):
         s.add("a", lambda: None, lambda: None)
     s.start()

@@ -78,9 +78,9 @@ def test_runtime_choice_and_config_errors_name_the_field() -> None:
     assert resolve_runtime(OnnxInspectorConfig(runtime="auto", providers=["CUDAExecutionProvider"])) == "onnxruntime"
     assert resolve_runtime(OnnxInspectorConfig(runtime="onnxruntime")) == "onnxruntime"
     with pytest.raises(ValidationError, match=r"runtime\n.*'auto', 'onnxruntime' or 'openvino'"):
-        OnnxInspectorConfig(runtime="tensorrt")
+        OnnxInspectorConfig(runtime="tensorrt")  # type: ignore[arg-type]  # the wrong value under test
     with pytest.raises(ValidationError, match=r"precision\n.*'f32', 'bf16' or 'f16'"):
-        OnnxInspectorConfig(precision="int8")
+        OnnxInspectorConfig(precision="int8")  # type: ignore[arg-type]  # the wrong value under test
     with pytest.raises(
         ConfigError,
         match=r"inspector\.onnx\.runtime: Input should be 'auto', 'onnxruntime' or 'openvino' \(got 'openvin'\)",
@@ -101,7 +101,9 @@ def test_vectorised_nms_equals_opencv_at_any_candidate_count() -> None:
         cls = rng.integers(0, 3, n).astype(np.int32)
         xywh = boxes.astype(np.float64)
         xywh[:, 2:] -= xywh[:, :2]
-        ref = np.asarray(cv2.dnn.NMSBoxesBatched(xywh, scores, cls, 0.0, 0.5), np.int64).reshape(-1)
+        ref = np.asarray(
+            cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), cls.tolist(), 0.0, 0.5), np.int64
+        ).reshape(-1)
         ref = ref[np.argsort(-scores[ref], kind="stable")]
         got = nms_per_class(boxes, scores, cls, 0.5)
         assert set(got.tolist()) == set(ref.tolist()), f"{n} boxes: kept sets differ"
@@ -150,8 +152,10 @@ def test_int8_candidate_goes_through_the_gate(tmp_path: Path, goldens: tuple[Pat
         assert res[weak.sha256].escape_rate > res[cur.sha256].escape_rate
         with pytest.raises(PromotionRefused, match=r"escape rate .* is worse than the current model's"):
             registry.promote(db, weak.sha256, "qa")
-        a, b = res[int8.sha256], res[cur.sha256]
-        if a.escape_rate > b.escape_rate or a.map50 < b.map50 - 0.01:  # a tiny 64-px model may lose to INT8: refused
+        q8, q32 = res[int8.sha256], res[cur.sha256]
+        if (
+            q8.escape_rate > q32.escape_rate or q8.map50 < q32.map50 - 0.01
+        ):  # a tiny 64-px model may lose to INT8: refused
             with pytest.raises(PromotionRefused, match=r"escape rate .* is worse|mAP50 .* is more than 1 point below"):
                 registry.promote(db, int8.sha256, "qa")
         else:

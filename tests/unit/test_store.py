@@ -152,7 +152,8 @@ def test_save_is_content_addressed_atomic_and_idempotent(tmp_path: Path) -> None
     assert a.sha256 == hashlib.sha256(data).hexdigest()
     assert a.relpath == f"{a.sha256[:2]}/{a.sha256[2:4]}/{a.sha256}.png"
     assert (a.width, a.height, a.bytes, a.format) == (30, 40, len(data), "png")
-    assert np.array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), img)  # png is lossless
+    back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert back is not None and np.array_equal(back, img)  # png is lossless
     mtime = path.stat().st_mtime_ns
     assert store.save(img.copy()) == a
     assert path.stat().st_mtime_ns == mtime  # not rewritten
@@ -166,7 +167,8 @@ def test_jpg_and_gray_images(tmp_path: Path) -> None:
     gray = np.full((20, 24), 128, np.uint8)
     s = store.save(gray)
     assert s.relpath.endswith(".jpg") and (s.width, s.height) == (24, 20)
-    assert cv2.imread(str(store.open_path(s.sha256, "jpg")), cv2.IMREAD_UNCHANGED).shape == (20, 24)
+    back = cv2.imread(str(store.open_path(s.sha256, "jpg")), cv2.IMREAD_UNCHANGED)
+    assert back is not None and back.shape == (20, 24)
     with pytest.raises(ValueError, match="2-D or 3-D"):
         store.save(np.zeros((0,), np.uint8))
 

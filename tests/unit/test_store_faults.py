@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from station.bus import Bus
-from station.contracts import Outcome
+from station.contracts import Outcome, StatusEvent
 from station.counters import Counters, reconcile
 from station.store.db import open_db
 from station.store.images import ImageStore
@@ -127,7 +127,8 @@ def _after_stop(rec: Recorder, counters: Counters, n: int) -> dict:
 def test_images_go_first_so_the_database_keeps_writing_on_a_small_disk(tmpfs: Path, make_result) -> None:
     """Images fill a 3 MB disk: the watermark deletes the oldest PASS images (then others), every verdict row is
     written."""
-    bus, counters, statuses = Bus(), Counters(), []
+    bus, counters = Bus(), Counters()
+    statuses: list[StatusEvent] = []
     images = ImageStore(tmpfs / "images", "png", 1, 1000.0, min_free_mb=0.6, fsync=False)
     rec = Recorder(
         tmpfs / "s.db",
@@ -167,7 +168,8 @@ def test_images_go_first_so_the_database_keeps_writing_on_a_small_disk(tmpfs: Pa
 def test_disk_full_by_another_program_spills_and_replays_every_record(tmpfs: Path, tmp_path: Path, make_result) -> None:
     """The disk is filled by someone else: nothing to delete, SQLite fails; records go to the spill file on another
     disk."""
-    bus, counters, statuses = Bus(), Counters(), []
+    bus, counters = Bus(), Counters()
+    statuses: list[StatusEvent] = []
     images = ImageStore(tmpfs / "images", "png", 0, 1000.0, min_free_mb=0.5, fsync=False)
     spill = tmp_path / "elsewhere" / "spill.jsonl"
     rec = Recorder(
@@ -227,7 +229,8 @@ def test_read_only_database_spills_then_replays_idempotently(tmpfs: Path, tmp_pa
             pytest.skip(f"cannot bind-mount here: {exc}")
         try:
             _mount("-o", "remount,bind,ro", str(dbdir))
-            bus, counters, statuses = Bus(), Counters(), []
+            bus, counters = Bus(), Counters()
+            statuses: list[StatusEvent] = []
             spill = tmp_path / "spill.jsonl"
             rec = Recorder(
                 db_path,
@@ -274,7 +277,8 @@ def test_deleted_database_folder(tmp_path: Path, make_result, with_spill: bool) 
     dropped."""
     dbdir = tmp_path / "db"
     db_path = dbdir / "s.db"
-    bus, counters, statuses = Bus(), Counters(), []
+    bus, counters = Bus(), Counters()
+    statuses: list[StatusEvent] = []
     spill = tmp_path / "spill.jsonl" if with_spill else None
     rec = Recorder(
         db_path,

@@ -12,9 +12,10 @@ from station.acquire.base import CAMERAS, CameraDriver, CameraError
 from station.acquire.render import TruthDefect, part_rng, render_part
 from station.acquire.synthetic import SyntheticCamera, iter_parts
 from station.config import SyntheticCameraConfig
+from station.config.camera import Product
 from station.contracts import Trigger
 
-PRODUCTS = ("machined", "pcb")
+PRODUCTS: tuple[Product, ...] = ("machined", "pcb")
 
 
 def _trigger(part_id: int) -> Trigger:
@@ -28,7 +29,7 @@ def _open(**kw: object) -> SyntheticCamera:
 
 
 @pytest.mark.parametrize("product", PRODUCTS)
-def test_same_seed_and_part_id_give_the_same_part_in_any_order(product: str) -> None:
+def test_same_seed_and_part_id_give_the_same_part_in_any_order(product: Product) -> None:
     cam = _open(product=product, seed=123, defect_rate=0.5)
     first = cam.grab(_trigger(7), 1.0)
     for pid in (3, 9, 1):
@@ -57,7 +58,7 @@ def test_iter_parts_gives_the_cameras_parts() -> None:
 
 
 @pytest.mark.parametrize("product", PRODUCTS)
-def test_frame_follows_the_contract(product: str) -> None:
+def test_frame_follows_the_contract(product: Product) -> None:
     cam = _open(product=product, id="top", seed=1, defect_rate=1.0)
     assert isinstance(cam, CameraDriver)
     t0 = time.monotonic_ns()
@@ -89,7 +90,7 @@ def test_registry_builds_the_synthetic_camera() -> None:
 
 
 @pytest.mark.parametrize("product", PRODUCTS)
-def test_truth_boxes_lie_in_the_frame_and_cover_every_drawn_pixel(product: str) -> None:
+def test_truth_boxes_lie_in_the_frame_and_cover_every_drawn_pixel(product: Product) -> None:
     cfg = SyntheticCameraConfig(product=product, defect_rate=1.0, harmless_mark_rate=1.0, seed=77)
     H, W = cfg.height, cfg.width
     for pid in range(12):
@@ -113,7 +114,7 @@ def test_truth_boxes_lie_in_the_frame_and_cover_every_drawn_pixel(product: str) 
 
 
 @pytest.mark.parametrize("product", PRODUCTS)
-def test_defect_sizes_follow_the_spec(product: str) -> None:
+def test_defect_sizes_follow_the_spec(product: Product) -> None:
     cfg = SyntheticCameraConfig(product=product, defect_rate=1.0, seed=3)
     seen: dict[str, list[TruthDefect]] = {"scratch": [], "spot": [], "missing": []}
     for _, part in iter_parts(cfg, 0, 60):
@@ -180,6 +181,6 @@ def test_config_refuses_bad_values_naming_the_field() -> None:
     with pytest.raises(ValidationError, match="harmless_mark_rate"):
         SyntheticCameraConfig(harmless_mark_rate=1.5)
     with pytest.raises(ValidationError, match="defect_classes"):
-        SyntheticCameraConfig(defect_classes=["crack"])
+        SyntheticCameraConfig(defect_classes=["crack"])  # type: ignore[list-item]  # the wrong value under test
     with pytest.raises(ValidationError, match="defect_classes"):
         SyntheticCameraConfig(defect_classes=[])

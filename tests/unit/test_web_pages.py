@@ -68,7 +68,7 @@ def test_every_template_is_a_page_or_a_layout() -> None:
 
 @pytest.mark.parametrize("name", sorted({p.name for p in pages.TEMPLATES.glob("*.html")} - LAYOUTS))
 def test_each_page_renders_a_whole_document_with_its_values_escaped(name: str) -> None:
-    text = _render(name, **{**VALUES, "station": HOSTILE})
+    text = _render(name, 200, **{**VALUES, "station": HOSTILE})
     assert text.startswith("<!doctype html>\n") and text.endswith("</html>\n")
     assert "{{" not in text and "{%" not in text and "{#" not in text
     assert "<script>" not in text  # the hostile value is escaped; no inline script either (CSP script-src 'self')
@@ -85,7 +85,7 @@ def test_each_page_renders_a_whole_document_with_its_values_escaped(name: str) -
 
 @pytest.mark.parametrize("name", sorted(DESK))
 def test_desk_pages_share_one_header_and_mark_their_link(name: str) -> None:
-    text = _render(name, **{**VALUES, "nav": DESK[name]})
+    text = _render(name, 200, **{**VALUES, "nav": DESK[name]})
     for once in ('id="user-name"', 'id="logout"', 'id="toast"', "<header", "/static/common.css", "/static/common.js"):
         assert text.count(once) == 1, (name, once)
     assert text.index("/static/common.js") < text.index(

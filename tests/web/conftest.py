@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Page, ViewportSize
 from fastapi.testclient import TestClient
 
 from station.app import Station
@@ -50,7 +50,7 @@ def client(station: Station) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def viewport() -> dict[str, int]:
+def viewport() -> ViewportSize:
     """Browser window size; a test module overrides it (the operator screen is 1920x1080)."""
     return {"width": 1600, "height": 1000}
 
@@ -70,7 +70,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, viewport: dict[str, int]) -> Iterator[Page]:
+def page(browser: Browser, viewport: ViewportSize) -> Iterator[Page]:
     """A fresh page; any JavaScript error on it fails the test."""
     ctx = browser.new_context(viewport=viewport, accept_downloads=True)
     pg = ctx.new_page()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from station.app import Station
@@ -123,3 +124,10 @@ def served_url(station: Station) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def fastapi_app(client: TestClient) -> FastAPI:
+    """The FastAPI app behind ``client`` (TestClient types it as any ASGI callable)."""
+    app = client.app
+    assert isinstance(app, FastAPI)
+    return app

@@ -108,11 +108,13 @@ def test_health_panel_draws_the_trends(make_station: Any, tmp_path: Path, page: 
     blurred_station = _blurred(make_station, tmp_path)
 
     page.set_viewport_size({"width": 1920, "height": 1080})
+    health = blurred_station.image_health
+    assert health is not None
     with served_url(blurred_station) as url:
         page.goto(f"{url}/")
         chart = page.locator('#health .health-cam[data-camera="cam0"] .health-chart[data-check="sharpness"]')
         expect(chart).to_have_class("health-chart bad")
-        expect(chart).to_have_attribute("title", blurred_station.image_health.cameras["cam0"].messages["sharpness"])
+        expect(chart).to_have_attribute("title", health.cameras["cam0"].messages["sharpness"])
         expect(page.locator('#health .health-chart[data-check="brightness"]')).to_have_class("health-chart")
         page.wait_for_function("""() => {
             const c = document.querySelector('#health .health-chart[data-check="sharpness"] canvas');

@@ -65,7 +65,9 @@ def qa(parts: Station) -> Iterator[tuple[TestClient, dict[str, str]]]:
 
 
 def _png(content: bytes) -> np.ndarray:
-    return cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
+    img = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert img is not None, "not a decodable image"
+    return img
 
 
 def test_heat_map_is_recorded_served_and_deleted_with_its_image(

@@ -6,7 +6,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import cv2
@@ -35,10 +35,10 @@ def served(station: Station) -> Iterator[tuple[Station, str]]:
     assert not thread.is_alive()
 
 
-def read_events(lines: Iterator[str], until: Any, timeout_s: float = 15.0) -> list[tuple[str, Any]]:
+def read_events(lines: Iterator[str], until: Any, timeout_s: float = 15.0) -> list[tuple[str | None, Any]]:
     """Parse SSE messages from ``lines`` (keep the iterator: dropping it closes the connection) until
     ``until(events)``."""
-    events: list[tuple[str, Any]] = []
+    events: list[tuple[str | None, Any]] = []
     name, deadline = None, time.monotonic() + timeout_s
     for line in lines:
         if line.startswith("event: "):
@@ -94,6 +94,7 @@ def test_live_clients_are_limited(make_station: Any) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
             with c.stream("GET", "/api/events") as first:
                 lines = first.iter_lines()
+                assert isinstance(lines, Generator)  # closed below (typed Iterator by httpx)
                 read_events(lines, lambda evs: evs[0][0] == "hello")
                 with c.stream("GET", "/api/events") as refused:
                     assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
@@ -169,7 +170,7 @@ def test_live_image_is_the_last_part_downscaled(make_station: Any) -> None:
         assert int(r.headers["X-Part-Id"]) == last and r.headers["X-Camera-Id"] == "cam0"
         assert (int(r.headers["X-Frame-Width"]), int(r.headers["X-Frame-Height"])) == (1280, 800)
         img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
-        assert img.shape[:2] == (625, 1000)  # web.live_width 1000, aspect kept
+        assert img is not None and img.shape[:2] == (625, 1000)  # web.live_width 1000, aspect kept
         # the encoded image is the frame, not something else
         frame = cv2.resize(res.frames[0].image, (1000, 625), interpolation=cv2.INTER_AREA)
         assert np.abs(img.astype(int) - frame.astype(int)).mean() < 4
@@ -188,16 +189,19 @@ def test_live_images_rate_limit_and_cache() -> None:
     li = LiveImages(fps=5, max_width=100, quality=80)
     img = np.full((50, 200), 128, np.uint8)
     a = li.get(_result(1, img), 1, now=10.0)
-    assert a.part_id == 1 and (a.width, a.height) == (100, 25)
+    assert a is not None and a.part_id == 1 and (a.width, a.height) == (100, 25)
     b = li.get(_result(2, img), 2, now=10.1)  # sooner than 1/5 s: the newest encoded image instead
-    assert b.part_id == 1 and li.encoded == 1
+    assert b is not None and b.part_id == 1 and li.encoded == 1
     c = li.get(_result(3, img), 3, now=10.25)
-    assert c.part_id == 3 and li.encoded == 2
-    assert li.get(_result(3, img), 1, now=10.3).part_id == 1  # still cached
+    assert c is not None and c.part_id == 3 and li.encoded == 2
+    cached = li.get(_result(3, img), 1, now=10.3)
+    assert cached is not None and cached.part_id == 1  # still cached
     d = li.get(_result(4, None), 4, now=11.0)  # a part without a frame (dropped): the newest image
-    assert d.part_id == 3
+    assert d is not None and d.part_id == 3
     deep = LiveImages(fps=5, max_width=100, quality=80).get(_result(5, np.full((10, 10), 4095, np.uint16)), 5)
-    assert cv2.imdecode(np.frombuffer(deep.jpeg, np.uint8), cv2.IMREAD_UNCHANGED).mean() > 250  # 12-bit scaled to 8-bit
+    assert deep is not None
+    shown = cv2.imdecode(np.frombuffer(deep.jpeg, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert shown is not None and shown.mean() > 250  # 12-bit scaled to 8-bit
 
 
 def test_rate_meter_parts_per_minute() -> None:
@@ -210,8 +214,9 @@ def test_rate_meter_parts_per_minute() -> None:
 
 def test_select_events_keeps_non_pass_and_newest() -> None:
     ev = StatusEvent("cam", "alarm", "lost", 1.0)
-    batch = [_result(1, None), _result(2, None, Outcome.FAIL), _result(3, None), ev, _result(4, None)]
-    assert [getattr(e, "verdict", e) for e in select_events(batch)] == [batch[1].verdict, ev, batch[4].verdict]
+    failed, newest = _result(2, None, Outcome.FAIL), _result(4, None)
+    batch = [_result(1, None), failed, _result(3, None), ev, newest]
+    assert [getattr(e, "verdict", e) for e in select_events(batch)] == [failed.verdict, ev, newest.verdict]
 
 
 def test_counters_rejects_status_and_pause(client: TestClient, station: Station) -> None:

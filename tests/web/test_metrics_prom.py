@@ -4,6 +4,7 @@ per-stage latency histograms count every part a real station decided; one regist
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import prometheus_client
 import pytest
@@ -16,7 +17,7 @@ from station.store.db import open_db
 from station.timings import StageTimings
 from station.web import create_app
 
-from .helpers import decided, wait_for
+from .helpers import decided, fastapi_app, wait_for
 
 # every family the hand-written page had (their names and labels must not change)
 FAMILIES = {
@@ -59,11 +60,11 @@ def test_stage_histograms_count_every_decided_part(client: TestClient, station: 
     fams = {f.name: f for f in text_string_to_metric_families(r.text)}
     assert {n: fams[n].type for n in FAMILIES if n in fams} == FAMILIES
     hist = fams["station_stage_duration_seconds"]
-    by_stage: dict[str, dict[str, object]] = {}
+    by_stage: dict[str, dict[str, Any]] = {}
     for s in hist.samples:
         by_stage.setdefault(s.labels["stage"], {"buckets": []})
         if s.name.endswith("_bucket"):
-            by_stage[s.labels["stage"]]["buckets"].append((float(s.labels["le"]), s.value))  # type: ignore[union-attr]
+            by_stage[s.labels["stage"]]["buckets"].append((float(s.labels["le"]), s.value))
         else:
             by_stage[s.labels["stage"]][s.name.rsplit("_", 1)[1]] = s.value
     assert {"acquire", "inspect", "decide", "total"} <= set(by_stage) and "deadline_slack_ms" not in by_stage
@@ -86,7 +87,7 @@ def test_stage_histograms_count_every_decided_part(client: TestClient, station: 
     # a second app on the same station has its own registry (several stations per process: tests, the plant
     # tier); nothing lands in the process-wide one
     with TestClient(create_app(station)) as other:
-        assert other.app.state.web.metrics_registry is not client.app.state.web.metrics_registry
+        assert fastapi_app(other).state.web.metrics_registry is not fastapi_app(client).state.web.metrics_registry
         assert "station_verdicts_total " in other.get("/metrics").text
     assert not [f.name for f in prometheus_client.REGISTRY.collect() if f.name.startswith("station_")]
 

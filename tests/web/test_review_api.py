@@ -160,6 +160,7 @@ def test_editor_changes_are_append_only_and_audited(line: Station, qa: tuple[Tes
     n_rows = query(line, "SELECT COUNT(*) FROM labels")[0][0]
 
     # delete the false positive
+    assert m.false_positive is not None
     fp_id = m.false_positive[0]
     r = c.delete(f"/api/review/images/{iid}/labels/{fp_id}", params={"reason": "false positive: reflection"}, headers=h)
     assert r.status_code == 200
@@ -292,12 +293,12 @@ def test_images_are_served_by_integer_id_only(line: Station, qa: tuple[TestClien
     thumb = c.get(f"/api/review/images/{iid}/thumb", params={"size": 128})
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     img = cv2.imdecode(np.frombuffer(thumb.content, np.uint8), cv2.IMREAD_COLOR)
-    assert img.shape[:2] == (80, 128)  # 640x400 downsized on the server, aspect kept
+    assert img is not None and img.shape[:2] == (80, 128)  # 640x400 downsized on the server, aspect kept
     big = cv2.imdecode(
         np.frombuffer(c.get(f"/api/review/images/{iid}/thumb", params={"size": 1024}).content, np.uint8),
         cv2.IMREAD_COLOR,
     )
-    assert big.shape[:2] == (400, 640)  # never upscaled
+    assert big is not None and big.shape[:2] == (400, 640)  # never upscaled
     assert c.get(f"/api/review/images/{iid}/thumb", params={"size": 5000}).status_code == 422
 
     secret = Path(line.cfg.store.db_path).resolve()
@@ -352,6 +353,7 @@ def _review_some(c: TestClient, h: dict[str, str], line: Station) -> tuple[list[
     """Review a few images (a false positive deleted, a box added, one marked good); return (image ids, boxes)."""
     ms = [m for m in mistakes(line) if m.false_positive]
     fp = ms[0]
+    assert fp.false_positive is not None
     c.delete(f"/api/review/images/{fp.image_id}/labels/{fp.false_positive[0]}", headers=h).raise_for_status()
     c.post(
         f"/api/review/images/{fp.image_id}/labels", json={"box": [300, 100, 340, 130], "class_name": "spot"}, headers=h

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from station.app import Station
-from station.contracts import Detections, Frame, Outcome, Trigger
+from station.contracts import Detections, Frame, Outcome, Trigger, Verdict
 from station.web import create_app
 from tests.calib_views import CHESS, views
 from tests.fixtures_review import query, recorded_station
@@ -22,7 +22,7 @@ from .helpers import login
 ZONE = {"name": "clamp", "points": [[390, 110], [490, 110], [490, 210], [390, 210]]}
 
 
-def judge(station: Station) -> object:
+def judge(station: Station) -> Verdict:
     """The station's decision in force on a part whose only defect is at BOX."""
     det = Detections(
         np.array([BOX], np.float32), np.array([0.9], np.float32), np.array([0], np.int32), ("anomaly",), "m"
@@ -83,7 +83,8 @@ def test_reference_image_is_the_cameras_last_frame(station: Station, client: Tes
     publish_part(station, anomaly_part(7))
     r = client.get("/api/setup/cam0/reference.jpg")
     assert r.status_code == 200 and (r.headers["x-frame-width"], r.headers["x-frame-height"]) == ("640", "400")
-    assert cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR).shape == (400, 640, 3)
+    ref = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+    assert ref is not None and ref.shape == (400, 640, 3)
 
 
 def test_reference_image_after_a_restart_is_the_newest_stored_one(make_station) -> None:

@@ -56,7 +56,9 @@ def test_draw_a_zone_save_and_the_part_passes(served: tuple[Station, str], page:
     # the zone, as drawn, is in force: the same part now passes
     after = decided(station, 2002)
     assert after.verdict.outcome == "PASS" and [d.rule for d in after.verdict.defects] == ["ignore zone clamp"]
-    zone = station.decider.setup["cam0"].regions_spec.ignore[0]
+    spec = station.decider.setup["cam0"].regions_spec
+    assert spec is not None
+    zone = spec.ignore[0]
     xs, ys = [p[0] for p in zone.points], [p[1] for p in zone.points]
     assert abs(min(xs) - 390) < 3 and abs(max(xs) - 490) < 3 and abs(min(ys) - 110) < 3 and abs(max(ys) - 210) < 3
 

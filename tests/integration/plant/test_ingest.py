@@ -52,7 +52,9 @@ def start_ingest(plant: Plant, log: Path) -> subprocess.Popen[bytes]:
 def rows(plant: Plant) -> int:
     try:
         with psycopg.connect(plant.dsn) as c:
-            return int(c.execute("SELECT count(*) FROM inspections").fetchone()[0])
+            row = c.execute("SELECT count(*) FROM inspections").fetchone()
+            assert row is not None  # count(*) returns one row
+            return int(row[0])
     except psycopg.errors.UndefinedTable:
         return 0
 

@@ -23,6 +23,7 @@ async def _stream_messages(url: str, prefix: str) -> list[tuple[str, dict]]:
         out = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             m = await js.get_msg(wire.stream_name(prefix), seq)
+            assert m.headers is not None and m.data is not None
             out.append((m.headers["Nats-Msg-Id"], json.loads(m.data)))
         return out
     finally:
