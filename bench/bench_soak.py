@@ -32,8 +32,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -177,10 +177,11 @@ def _soak(
     st = Station(cfg, max_parts=parts, cameras=[cam], output=output)
     # bounded histories that fill up during a soak (not leaks): the scheduler's fired rejects (reject timing
     # statistics) and the simulated output's edges; their fill is measured with RSS to tell them from a leak
-    histories: dict[str, Callable[[], deque[Any]]] = {
+    histories: dict[str, Callable[[], Sequence[Any]]] = {
         "scheduler.fired": lambda: st.scheduler.fired,
         "simulated output edges": output.edges,
     }
+    bounds = {"scheduler.fired": st.scheduler.fired.maxlen or 0, "simulated output edges": output.cfg.max_edges}
     hist_len: dict[str, dict[str, int]] = {k: {} for k in histories}
     maxdepth = {"frame_queue": 0, "camera_queue": 0, "recorder_queue": 0, "in_flight": 0}
     rss: dict[str, int] = {}
@@ -219,9 +220,10 @@ def _soak(
     hist_bytes = 0
     for k, h in histories.items():
         hist_len[k]["p100"] = len(h())
-        hist_len[k]["maxlen"] = h().maxlen or 0
-        if h() and "p10" in hist_len[k]:
-            hist_bytes += (hist_len[k]["p100"] - hist_len[k]["p10"]) * item_bytes(h()[-1])
+        hist_len[k]["maxlen"] = bounds[k]
+        items = h()
+        if items and "p10" in hist_len[k]:
+            hist_bytes += (hist_len[k]["p100"] - hist_len[k]["p10"]) * item_bytes(items[-1])
     done.set()
     mon.join()
     st.stop()

@@ -87,7 +87,8 @@ def cmd_web(args: argparse.Namespace) -> int:
     """Serve the plant dashboard until Ctrl-C."""
     from ..config import WebConfig
     from . import wire
-    from .web import PlantWebState, build_server
+    from .web import build_server
+    from .web_state import PlantWebState
 
     state = PlantWebState(
         dsn=args.dsn,

@@ -70,7 +70,8 @@ def _run(root: Path, parts: int, seconds: float, ppm: float) -> int:
     from . import wire
     from .engines import Engines
     from .ingest import Ingest
-    from .web import PlantWebState, build_server
+    from .web import build_server
+    from .web_state import PlantWebState
 
     with Engines(root / "engines") as e:
         ing = Ingest(e.pg.dsn, e.nats.url).start()

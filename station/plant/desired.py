@@ -114,7 +114,8 @@ async def get_value(kv: Any, key: str) -> bytes | None:
     from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
     try:
-        return (await kv.get(key)).value
+        value: bytes | None = (await kv.get(key)).value
+        return value
     except (KeyNotFoundError, KeyDeletedError):
         return None
 

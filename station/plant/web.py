@@ -19,93 +19,24 @@ import asyncio
 import datetime as dt
 import json
 import re
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from ..config import WebConfig
 from ..store import plant_db, plant_roles
-from ..store.db import open_db
 from ..web import auth
-from ..web.auth import LoginLimiter
 from ..web.routes_auth import router as auth_router
 from ..web.security import SecurityMiddleware
-from ..web.state import WebDB
 from . import web_actions, wire
-
-T = TypeVar("T")
+from .web_state import PlantDep, PlantWebState, Reader
 
 STATIC = Path(__file__).parent / "static"
 _IMAGE_KEY = re.compile(r"^images/[0-9a-f]{64}\.jpg$")
 router = APIRouter()
-Reader = auth.OperatorSession  # every logged-in user reads the dashboard
-
-
-@dataclass(frozen=True)
-class _Named:
-    name: str
-
-
-@dataclass(frozen=True)
-class _Owner:
-    """What the station's login routes read of ``state.station``: the name on the login page."""
-
-    cfg: _Named
-
-
-class PlantWebState:
-    """What the routes share (the shape :mod:`station.web.routes_auth` expects: db, cfg, limiter, station)."""
-
-    def __init__(self, *, dsn: str, users_db: Path, s3: Any, bucket: str, nats_url: str, prefix: str, cfg: WebConfig):
-        self.cfg = cfg
-        first = open_db(users_db)  # the station's schema (users, sessions, audit): migrated once here
-        try:
-            plant_roles.ensure_table(first)
-        finally:
-            first.close()
-        self.db = WebDB(str(users_db))
-        self.limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_s)
-        self.station = _Owner(_Named("plant"))
-        self.dsn = dsn
-        self.s3 = s3
-        self.bucket = bucket
-        self.nats_url = nats_url
-        self.prefix = prefix
-        self._pg_lock = threading.Lock()
-        self._pg: Any = None
-
-    def query(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """``fn(conn, ...)`` on the one PostgreSQL connection of the app (autocommit reads, one request at a time)."""
-        import psycopg
-
-        with self._pg_lock:
-            if self._pg is None or self._pg.closed:
-                self._pg = psycopg.connect(self.dsn, autocommit=True)
-                plant_db.create_schema(self._pg)  # an empty plant shows empty tables, not errors
-            try:
-                return fn(self._pg, *args, **kw)
-            except ValueError as exc:
-                raise HTTPException(422, str(exc)) from None
-
-    def close(self) -> None:
-        self.db.close()
-        if self._pg is not None:
-            self._pg.close()
-
-
-def plant_state(request: Request) -> PlantWebState:
-    """The app's :class:`PlantWebState` (a FastAPI dependency: ``state: PlantDep``)."""
-    return request.app.state.web  # type: ignore[no-any-return]
-
-
-PlantDep = Annotated[PlantWebState, Depends(plant_state)]
 
 
 def _range(days: float) -> tuple[dt.datetime, dt.datetime]:

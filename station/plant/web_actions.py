@@ -18,42 +18,19 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..store import audit, plant_labels, plant_models, plant_roles
+from ..store import audit, plant_labels, plant_models
 from ..web import auth
 from . import datasets
 from .controller import Limits, RolloutController
 from .desired import desired_now, pin_station, rollback, unpin_station
+from .web_state import PlantAdmin, PlantDep, PlantWebState, QualityLead, Reader
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 _NAME = r"^[A-Za-z0-9_.-]{1,64}$"
-
-
-def plant_role(role: str) -> Callable[[Request], auth.Session]:
-    """A route dependency: a logged-in user (CSRF checked on writes) holding plant role ``role`` or above."""
-    if role not in plant_roles.PLANT_ROLES:
-        raise ValueError(f"unknown plant role {role!r}")
-    logged_in = auth.require("operator")
-
-    def dependency(request: Request) -> auth.Session:
-        s = logged_in(request)
-        with request.app.state.web.db.use() as db:
-            have = plant_roles.role_of(db, s.user.username)
-        if have is None or plant_roles.PLANT_ROLES.index(have) < plant_roles.PLANT_ROLES.index(role):
-            raise HTTPException(403, f"needs plant role {role}; {s.user.username} has {have or 'none'}")
-        return s
-
-    dependency.required_role = role  # type: ignore[attr-defined]  # read by tests that audit every write route
-    dependency.__name__ = f"require_plant_{role}"
-    return dependency
-
-
-ADMIN = plant_role("plant_admin")
-QUALITY = plant_role("quality_lead")
-READ = auth.require("operator")
 
 
 class _Body(BaseModel):
@@ -100,8 +77,8 @@ class SnapshotBody(_Body):
     until: dt.datetime | None = Field(None, description="Labels reviewed before this time (ISO 8601, with zone).")
 
 
-def _record(request: Request, s: auth.Session, action: str, object_type: str, object_id: str, after: Any) -> None:
-    with request.app.state.web.db.use() as db:
+def _record(state: PlantWebState, s: auth.Session, action: str, object_type: str, object_id: str, after: Any) -> None:
+    with state.db.use() as db:
         audit.record(db, s.user.username, action, object_type, object_id, after=after)
 
 
@@ -118,48 +95,48 @@ def _nats(fn: Callable[[], Any]) -> Any:
 
 
 @router.get("/api/plant/desired", summary="Each group's desired model and each station's pin")
-def desired(request: Request, _s: Any = Depends(READ)) -> dict[str, Any]:
-    st = request.app.state.web
-    return _nats(lambda: desired_now(st.nats_url, st.prefix))
+def desired(state: PlantDep, _s: Reader) -> dict[str, Any]:
+    now: dict[str, Any] = _nats(lambda: desired_now(state.nats_url, state.prefix))
+    return now
 
 
 @router.get("/api/plant/models", summary="The central model registry, with lineage")
-def models(request: Request, _s: Any = Depends(READ)) -> list[dict[str, Any]]:
-    return request.app.state.web.query(plant_models.models)
+def models(state: PlantDep, _s: Reader) -> list[dict[str, Any]]:
+    return state.query(plant_models.models)
 
 
 @router.post("/api/plant/pin", summary="Pin a station to a registered model (plant_admin)")
-def pin(request: Request, body: PinBody, s: auth.Session = Depends(ADMIN)) -> dict[str, Any]:
-    st = request.app.state.web
+def pin(state: PlantDep, body: PinBody, s: PlantAdmin) -> dict[str, Any]:
+    st = state
     model = _nats(lambda: st.query(lambda conn: pin_station(conn, st.nats_url, st.prefix, body.station, body.model)))
-    _record(request, s, "plant.pin", "station", body.station, dataclasses.asdict(model))
+    _record(state, s, "plant.pin", "station", body.station, dataclasses.asdict(model))
     return {"station": body.station, "pinned": dataclasses.asdict(model)}
 
 
 @router.post("/api/plant/unpin", summary="A pinned station follows its group again (plant_admin)")
-def unpin(request: Request, body: UnpinBody, s: auth.Session = Depends(ADMIN)) -> dict[str, Any]:
-    st = request.app.state.web
+def unpin(state: PlantDep, body: UnpinBody, s: PlantAdmin) -> dict[str, Any]:
+    st = state
     had = _nats(lambda: unpin_station(st.nats_url, st.prefix, body.station))
-    _record(request, s, "plant.unpin", "station", body.station, {"had_pin": had})
+    _record(state, s, "plant.unpin", "station", body.station, {"had_pin": had})
     return {"station": body.station, "unpinned": had}
 
 
 @router.post("/api/plant/rollback", summary="Write a group's previous desired model back (plant_admin)")
-def rollback_(request: Request, body: RollbackBody, s: auth.Session = Depends(ADMIN)) -> dict[str, Any]:
-    st = request.app.state.web
+def rollback_(state: PlantDep, body: RollbackBody, s: PlantAdmin) -> dict[str, Any]:
+    st = state
     now = _nats(lambda: rollback(st.nats_url, st.prefix, body.group))
     after = None if now is None else dataclasses.asdict(now)
-    _record(request, s, "plant.rollback", "group", body.group, after)
+    _record(state, s, "plant.rollback", "group", body.group, after)
     return {"group": body.group, "desired": after}
 
 
 @router.post(
     "/api/plant/promote", status_code=202, summary="Start a staged rollout of a registered model (plant_admin)"
 )
-def promote(request: Request, body: PromoteBody, s: auth.Session = Depends(ADMIN)) -> dict[str, Any]:
+def promote(state: PlantDep, body: PromoteBody, s: PlantAdmin) -> dict[str, Any]:
     import psycopg
 
-    st = request.app.state.web
+    st = state
     m = st.query(plant_models.find_model, body.model)  # 422 before anything starts
     limits = Limits(body.min_parts, body.max_reject_rate, body.max_failsafe_rate, body.max_latency_ms, body.timeout_s)
 
@@ -174,18 +151,18 @@ def promote(request: Request, body: PromoteBody, s: auth.Session = Depends(ADMIN
             log.error("rollout of %s from the dashboard failed: %s", m["sha256"][:12], exc)
 
     threading.Thread(target=run, name=f"plant-promote-{m['sha256'][:12]}", daemon=True).start()
-    _record(request, s, "plant.promote", "model", m["sha256"], {"groups": body.groups, **dataclasses.asdict(limits)})
+    _record(state, s, "plant.promote", "model", m["sha256"], {"groups": body.groups, **dataclasses.asdict(limits)})
     return {"model": m["sha256"], "version": m["version"], "groups": body.groups, "state": "started"}
 
 
 @router.get("/api/plant/snapshots", summary="Dataset snapshots across stations, newest first")
-def snapshots(request: Request, _s: Any = Depends(READ)) -> list[dict[str, Any]]:
-    return request.app.state.web.query(plant_labels.snapshots)
+def snapshots(state: PlantDep, _s: Reader) -> list[dict[str, Any]]:
+    return state.query(plant_labels.snapshots)
 
 
 @router.post("/api/plant/snapshot", summary="Freeze a dataset snapshot across stations (quality_lead)")
-def snapshot(request: Request, body: SnapshotBody, s: auth.Session = Depends(QUALITY)) -> dict[str, Any]:
-    st = request.app.state.web
+def snapshot(state: PlantDep, body: SnapshotBody, s: QualityLead) -> dict[str, Any]:
+    st = state
     row = st.query(
         lambda conn: datasets.snapshot(
             conn,
@@ -198,7 +175,5 @@ def snapshot(request: Request, body: SnapshotBody, s: auth.Session = Depends(QUA
             created_by=s.user.username,
         )
     )
-    _record(
-        request, s, "plant.snapshot", "dataset_snapshot", row["id"], {"stations": row["stations"], "name": body.name}
-    )
+    _record(state, s, "plant.snapshot", "dataset_snapshot", row["id"], {"stations": row["stations"], "name": body.name})
     return row

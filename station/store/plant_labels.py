@@ -69,19 +69,44 @@ _COLUMNS = (
 class LabelChange(Protocol):
     """What a label message offers (station.plant.wire.LabelMsg)."""
 
-    station: str
-    revision: int
-    image_id: int
-    part_id: int
-    camera_id: str
-    image_key: str
-    sha256: str
-    width: int
-    height: int
-    verdict: str
-    labels: tuple[tuple[str, float, float, float, float], ...]
-    reviewed_by: str
-    reviewed_at: float
+    @property
+    def station(self) -> str: ...
+
+    @property
+    def revision(self) -> int: ...
+
+    @property
+    def image_id(self) -> int: ...
+
+    @property
+    def part_id(self) -> int: ...
+
+    @property
+    def camera_id(self) -> str: ...
+
+    @property
+    def image_key(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def verdict(self) -> str: ...
+
+    @property
+    def labels(self) -> tuple[tuple[str, float, float, float, float], ...]: ...
+
+    @property
+    def reviewed_by(self) -> str: ...
+
+    @property
+    def reviewed_at(self) -> float: ...
 
 
 def write_labels(conn: Any, changes: Sequence[LabelChange]) -> int:
@@ -124,7 +149,8 @@ def current_labels(
     conn: Any, stations: Sequence[str], since: dt.datetime | None = None, until: dt.datetime | None = None
 ) -> list[dict[str, Any]]:
     """The newest revision of every image of ``stations``, reviewed in [since, until), by station and image."""
-    where, params = ["station_id = ANY(%s)"], [list(stations)]
+    where: list[str] = ["station_id = ANY(%s)"]
+    params: list[Any] = [list(stations)]
     if since is not None:
         where.append("reviewed_at >= %s")
         params.append(since)
@@ -158,7 +184,7 @@ def add_snapshot(conn: Any, row: dict[str, Any]) -> bool:
             "%(n_labels)s, %(key)s, %(created_by)s) ON CONFLICT (id) DO NOTHING",
             row,
         )
-        return cur.rowcount == 1
+        return bool(cur.rowcount == 1)
 
 
 def snapshot(conn: Any, snapshot_id: str) -> dict[str, Any]:

@@ -122,7 +122,9 @@ def test_labels_snapshot_and_training_across_stations(plant: Plant, tmp_path: Pa
         ups["st-a"].stop(flush_s=0)
         Path(labels_outbox_path(a.root / "outbox.db").with_suffix(".cursor.json")).unlink()
         ups["st-a"] = uplink(plant, "st-a", a)
-        wait_until(lambda: ups["st-a"].labels.published == N_PARTS, 30, "the resend")
+        feed = ups["st-a"].labels
+        assert feed is not None
+        wait_until(lambda: feed.published == N_PARTS, 30, "the resend")
         changes = [
             wire.LabelMsg.from_json(
                 json.dumps(
@@ -133,7 +135,8 @@ def test_labels_snapshot_and_training_across_stations(plant: Plant, tmp_path: Pa
             for r in plant_labels.current_labels(conn, ["st-b"])
         ]
         assert plant_labels.write_labels(conn, changes) == 0, "a replay past the duplicate window is dropped too"
-        assert conn.execute("SELECT count(*) FROM labels").fetchone()[0] == 2 * N_PARTS + 1
+        count = conn.execute("SELECT count(*) FROM labels").fetchone()
+        assert count is not None and count[0] == 2 * N_PARTS + 1
 
         # a snapshot across both stations: content-addressed
         since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)

@@ -16,7 +16,8 @@ from station.plant import wire
 from station.plant.desired import pin, with_bucket
 from station.plant.follower import Desired
 from station.plant.ingest import Ingest
-from station.plant.web import PlantWebState, build_server
+from station.plant.web import build_server
+from station.plant.web_state import PlantWebState
 from tests.fixtures_plant import Plant, SimStation, wait_until
 from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, add_users, needs_chromium
 

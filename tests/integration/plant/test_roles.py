@@ -15,7 +15,8 @@ from station.config import WebConfig
 from station.plant import cli, wire
 from station.plant.controller import upload_model
 from station.plant.desired import desired_now
-from station.plant.web import PlantWebState, build_server
+from station.plant.web import build_server
+from station.plant.web_state import PlantWebState
 from station.store import plant_db, plant_models
 from tests.fixtures_plant import Plant, wait_until
 from tests.integration.plant.test_dashboard import login
