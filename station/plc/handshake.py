@@ -165,13 +165,12 @@ class PlcHandshake:
         now = time.monotonic()
         if not self._was_connected:
             self._was_connected = True
-            self._next_heartbeat = now
             self._write_coil_if_changed("valid", cb + R.RESULT_VALID.address, False)
         if now >= self._next_heartbeat and self._healthy_fn():
+            # the first edge at once; then every heartbeat_s measured from the last edge written, across a
+            # reconnect too (a short link drop must not put two edges closer than heartbeat_s)
+            self.link.write_coil(cb + R.HEARTBEAT.address, not self._heartbeat)
             self._heartbeat = not self._heartbeat
-            self.link.write_coil(cb + R.HEARTBEAT.address, self._heartbeat)
-            # measured from this edge, not from a schedule: a first edge held back until the station was
-            # healthy (or a late cycle) must not be followed by a short gap the PLC could take for jitter
             self._next_heartbeat = now + self.cfg.heartbeat_s
         self._write_coil_if_changed("ready", cb + R.STATION_READY.address, bool(self._ready_fn()))
         self._write_coil_if_changed("alarm", cb + R.STATION_ALARM.address, bool(self._alarm_fn()))
