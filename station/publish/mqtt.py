@@ -10,7 +10,7 @@ Topics (``<p>`` = ``publish.mqtt.topic_prefix``, ``<n>`` = station name):
   will (broker-published if the station vanishes) and on a clean stop (retained).
 
 One thread does everything: it drains its bus subscription into the SQLite
-outbox (:mod:`station.publish.outbox`), keeps up to ``max_inflight``
+outbox (:mod:`station.store.outbox`), keeps up to ``max_inflight``
 messages in flight in outbox order, deletes them on PUBACK and drives
 paho's network loop itself. When the broker goes away the paho client is
 discarded and a new one connects later (with backoff) and sends again
@@ -37,7 +37,7 @@ from ..config import MqttConfig
 from ..contracts import PartResult, StatusEvent
 from ..plc.link import Backoff
 from ..serialize import dumps, event_to_dict, result_to_dict
-from .outbox import Outbox
+from ..store.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

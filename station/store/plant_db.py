@@ -188,6 +188,12 @@ class Result(Protocol):
 ShiftFn = Callable[[float], str]
 
 
+def create_database(conn: Any, name: str) -> None:
+    """Create database ``name`` on the server of ``conn`` (an autocommit connection) if it does not exist."""
+    if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
 def create_schema(conn: Any) -> None:
     """Create the tables (idempotent)."""
     with conn.transaction():

@@ -18,8 +18,8 @@ from pathlib import Path
 import psycopg
 
 from station.plant import wire
-from station.publish.outbox import Outbox
 from station.store import plant_db
+from station.store.outbox import Outbox
 from tests.fixtures_plant import Plant, SimStation, wait_until
 
 REPO = Path(__file__).resolve().parents[3]

@@ -104,7 +104,7 @@ def test_drop_newest_policy_keeps_the_oldest(plant: Plant, tmp_path):
         assert st.uplink.outbox_pending == 10
     finally:
         st.stop()
-    from station.publish.outbox import Outbox
+    from station.store.outbox import Outbox
 
     ob = Outbox(tmp_path / "n.db", 10)
     metas = [wire.unpack(e.payload)[0] for e in ob.after(0, 100)]
