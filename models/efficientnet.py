@@ -52,7 +52,7 @@ BLOCKS = (
 )
 STEM, HEAD = 32, 1280
 STRIDE = 32
-BN_EPS, BN_MOMENTUM = 1e-3, 0.01  # TensorFlow's batch norm (decay 0.99)
+BN_EPS, BN_MOMENTUM = 1e-3, 0.1  # eps as trained (TF); momentum 0.1: running stats follow the new images within an epoch
 IN_MEAN, IN_STD = 127.0, 128.0  # EfficientNet-Lite's input normalisation (pixel values 0-255)
 
 
