@@ -6,8 +6,11 @@ Steps, each the project's own code:
    functional = 0, the 1/3 cells left out; a fixed, seeded split by image (70/15/15), stratified by
    class and cell type. ``test`` is never used for training or tuning.
 2. ``models train`` (the training job: :class:`models.jobs.JobRunner` -> ``models.worker`` ->
-   :func:`models.train.train` -> :func:`models.export.export_onnx`) from ``--arch`` (random weights,
-   nothing downloaded), on ``train``; Ultralytics keeps the epoch with the best ``val`` top-1.
+   :func:`models.train.train` -> :func:`models.export.export_onnx`) from ``--arch`` on ``train``:
+   ``yolov8n-cls.yaml`` (Ultralytics, random weights; keeps the epoch with the best ``val`` top-1) or
+   ``efficientnet-lite0`` (ImageNet weights from the installed package, fine-tuned in torch by
+   :mod:`models.train_classify`; keeps the epoch with the best ``val`` balanced accuracy). Nothing
+   is downloaded.
    Skipped with ``--weights`` (an earlier run's best.pt: then only exported here).
 3. The P(defective) threshold: the exported ONNX through the production path
    (:func:`models.evaluate_classify.evaluate_classify`: OnnxInspector + Decider) on ``val``,
@@ -194,6 +197,7 @@ def main() -> int:
     s, b = test.summary(), banded.summary()
     out = {
         "balanced_accuracy": s["balanced_accuracy"],
+        "accuracy": s["accuracy"],
         "per_class_recall": s["per_class_recall"],
         "confusion": s["confusion"],
         "threshold": round(threshold, 4),
