@@ -48,7 +48,7 @@ class FinetuneHyp(BaseModel):
     lr0: float = Field(1e-3, gt=0, description="AdamW learning rate at the start (after warm-up)")
     lrf: float = Field(0.05, gt=0, le=1, description="final learning rate as a fraction of lr0 (cosine schedule)")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
-    warmup_epochs: float = Field(0.5, ge=0, description="linear warm-up of the learning rate, in epochs")
+    warmup_epochs: float = Field(0.3, ge=0, description="linear warm-up of the learning rate, in epochs")
     freeze: int = Field(0, ge=0, le=16, description="stem and this many leading MBConv blocks stay frozen (0: none)")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the classifier")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
