@@ -52,7 +52,10 @@ BLOCKS = (
 )
 STEM, HEAD = 32, 1280
 STRIDE = 32
-BN_EPS, BN_MOMENTUM = 1e-3, 0.1  # eps as trained (TF); momentum 0.1: running stats follow the new images within an epoch
+BN_EPS, BN_MOMENTUM = (
+    1e-3,
+    0.1,
+)  # eps as trained (TF); momentum 0.1: running stats follow the new images within an epoch
 IN_MEAN, IN_STD = 127.0, 128.0  # EfficientNet-Lite's input normalisation (pixel values 0-255)
 
 
@@ -208,6 +211,7 @@ def save_checkpoint(path: Path | str, net: Any, names: Sequence[str], imgsz: int
 
 def is_checkpoint(path: Path | str) -> bool:
     """Whether ``path`` is a checkpoint written by :func:`save_checkpoint` (not an Ultralytics one)."""
+    import pickle
     import zipfile
 
     p = Path(path)
@@ -215,8 +219,8 @@ def is_checkpoint(path: Path | str) -> bool:
         return False
     try:
         return load_checkpoint(p).get("format") == CHECKPOINT_FORMAT
-    except (RuntimeError, ValueError, OSError, AttributeError, ImportError):
-        return False  # not ours: an Ultralytics checkpoint needs its classes to unpickle (weights_only)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, OSError, EOFError, AttributeError, ImportError):
+        return False  # not ours: an Ultralytics checkpoint holds classes that weights_only refuses to unpickle
 
 
 def load_checkpoint(path: Path | str) -> Mapping[str, Any]:
