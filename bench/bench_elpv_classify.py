@@ -6,8 +6,11 @@ Steps, each the project's own code:
    functional = 0, the 1/3 cells left out; a fixed, seeded split by image (70/15/15), stratified by
    class and cell type. ``test`` is never used for training or tuning.
 2. ``models train`` (the training job: :class:`models.jobs.JobRunner` -> ``models.worker`` ->
-   :func:`models.train.train` -> :func:`models.export.export_onnx`) from ``--arch`` (random weights,
-   nothing downloaded), on ``train``; Ultralytics keeps the epoch with the best ``val`` top-1.
+   :func:`models.train.train` -> :func:`models.export.export_onnx`) from ``--arch`` on ``train``:
+   ``yolov8n-cls.yaml`` (Ultralytics, random weights; keeps the epoch with the best ``val`` top-1) or
+   ``efficientnet-lite0`` (ImageNet weights from the installed package, fine-tuned in torch by
+   :mod:`models.train_classify`; keeps the epoch with the best ``val`` balanced accuracy). Nothing
+   is downloaded.
    Skipped with ``--weights`` (an earlier run's best.pt: then only exported here).
 3. The P(defective) threshold: the exported ONNX through the production path
    (:func:`models.evaluate_classify.evaluate_classify`: OnnxInspector + Decider) on ``val``,
@@ -19,6 +22,7 @@ Published reference: a CNN reaches 88.4 % accuracy on ELPV (Deitsch et al., 2019
 balanced accuracy >= 90 % on the held-back test split.
 
 Run: nice -n 10 python bench/bench_elpv_classify.py --out /tmp/elpv [--epochs 30 --imgsz 128]
+     [--arch efficientnet-lite0 --epochs 4 --imgsz 128] (ImageNet-pretrained, fine-tuned in torch)
      [--finetune-epochs 9 --finetune-imgsz 160] [--weights best.pt] [--json]
 (``--weights`` with ``--finetune-epochs``: the weights are stage 2's, exported at ``--finetune-imgsz``.)
 The trained model stays under ``--out`` (never in git). Needs the test and train extras
@@ -59,6 +63,25 @@ FINETUNE_HYP = {
     "lrf": 0.05,
     "warmup_epochs": 0,
 }  # stage 2: small steps from stage 1
+TORCH_HYP = {
+    "lr0": 0.001,
+    "lrf": 0.05,
+    "warmup_epochs": 0.3,
+    "freeze": 5,
+    "flips": True,
+    "rot90": True,
+    "brightness": 0.1,
+    "contrast": 0.1,
+    "balanced": True,
+}  # --arch efficientnet-lite0 (models.train_classify): ImageNet weights; stem + blocks 0-4 (stride <= 8) frozen
+
+
+def hyp_for(args: argparse.Namespace) -> dict:
+    """The training hyperparameters of ``--arch``: Ultralytics' (HYP) or the torch backend's (TORCH_HYP), + --hyp."""
+    from models.train import TORCH_ARCHS
+
+    base = TORCH_HYP if args.arch in TORCH_ARCHS else HYP
+    return {**base, **(json.loads(args.hyp) if args.hyp else {})}
 
 
 def _job(args: argparse.Namespace, spec: object) -> dict:
@@ -91,7 +114,7 @@ def train_job(args: argparse.Namespace, data: Path) -> tuple[Path, dict]:
             imgsz=args.imgsz,
             batch=args.batch,
             seed=args.seed,
-            hyp=HYP,
+            hyp=hyp_for(args),
             export_path=str(args.out / "elpv_cls_stage1.onnx"),
             trained_by="bench_elpv_classify",
         ),
@@ -107,7 +130,7 @@ def train_job(args: argparse.Namespace, data: Path) -> tuple[Path, dict]:
             imgsz=args.finetune_imgsz,
             batch=args.batch,
             seed=args.seed,
-            hyp={**HYP, **FINETUNE_HYP},
+            hyp={**hyp_for(args), **FINETUNE_HYP},
             export_path=str(args.out / "elpv_cls.onnx"),
             trained_by="bench_elpv_classify",
         ),
@@ -138,7 +161,12 @@ def main() -> int:
         "--out", type=Path, required=True, help="work folder: dataset, training job, model (kept out of git)"
     )
     ap.add_argument("--seed", type=int, default=0, help="split and training seed")
-    ap.add_argument("--arch", default="yolov8n-cls.yaml")
+    ap.add_argument(
+        "--arch",
+        default="yolov8n-cls.yaml",
+        help="yolov8n-cls.yaml (Ultralytics, random weights) or efficientnet-lite0",
+    )
+    ap.add_argument("--hyp", default=None, help="JSON overriding the arch's hyperparameters (HYP or TORCH_HYP)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--imgsz", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
@@ -169,6 +197,7 @@ def main() -> int:
     s, b = test.summary(), banded.summary()
     out = {
         "balanced_accuracy": s["balanced_accuracy"],
+        "accuracy": s["accuracy"],
         "per_class_recall": s["per_class_recall"],
         "confusion": s["confusion"],
         "threshold": round(threshold, 4),
@@ -195,7 +224,7 @@ def main() -> int:
             "imgsz": args.imgsz,
             "batch": args.batch,
             "seed": args.seed,
-            "hyp": HYP,
+            "hyp": hyp_for(args),
             "finetune": {"epochs": args.finetune_epochs, "imgsz": args.finetune_imgsz, "hyp": FINETUNE_HYP}
             if args.finetune_epochs
             else None,

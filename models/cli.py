@@ -96,12 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--synthetic", type=int, nargs=3, metavar=("N_TRAIN", "N_VAL", "SEED"), help="render a synthetic dataset first"
     )
-    sp.add_argument("--model", default="yolov8n.yaml", help="architecture .yaml, or a parent .pt/.onnx to fine-tune")
+    sp.add_argument(
+        "--model",
+        default="yolov8n.yaml",
+        help="architecture .yaml, a parent .pt/.onnx to fine-tune, or efficientnet-lite0 (classify: ImageNet weights, "
+        "fine-tuned in torch)",
+    )
     sp.add_argument("--epochs", type=int, default=50)
     sp.add_argument("--imgsz", type=int, default=640)
     sp.add_argument("--batch", type=int, default=16)
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--hyp", default=None, help="more Ultralytics train arguments as JSON, e.g. '{\"mosaic\": 0}'")
+    sp.add_argument(
+        "--hyp",
+        default=None,
+        help="more Ultralytics train arguments as JSON, e.g. '{\"mosaic\": 0}' (efficientnet-lite0: the fields of "
+        "models.train_classify.FinetuneHyp, e.g. '{\"freeze\": 5}')",
+    )
     sp.add_argument("--export-imgsz", type=int, nargs=2, default=None, metavar=("H", "W"))
     sp.add_argument("--golden", default=None, help="evaluate the new model on this golden set")
     sp.add_argument(

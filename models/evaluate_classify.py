@@ -103,6 +103,12 @@ class ClassifyResult:
         r = self.per_class_recall()
         return float(np.mean(list(r.values())))
 
+    @property
+    def accuracy(self) -> float:
+        """Share of all images the line handles right (good kept, defective ejected); depends on the class mix."""
+        right = np.where(self.is_defect, self.ejected, ~self.ejected)
+        return float(right.mean()) if len(right) else 0.0
+
     def confusion(self) -> dict[str, dict[str, int]]:
         """Truth class -> verdict -> count."""
         out: dict[str, dict[str, int]] = {}
@@ -121,6 +127,7 @@ class ClassifyResult:
             "n": len(self.truth),
             "n_per_class": {c: int((truth == c).sum()) for c in sorted(set(self.truth))},
             "balanced_accuracy": round(self.balanced_accuracy, 4),
+            "accuracy": round(self.accuracy, 4),
             "per_class_recall": {k: round(v, 4) for k, v in self.per_class_recall().items()},
             "confusion": self.confusion(),
             "review_rate": round(float(np.mean([o == Outcome.UNCERTAIN for o in self.outcomes])), 4),

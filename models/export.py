@@ -1,4 +1,5 @@
-"""ONNX export: Ultralytics' own exporter, plus lineage in the model's metadata.
+"""ONNX export: Ultralytics' own exporter (or :func:`models.efficientnet.export_onnx` for a checkpoint of the
+torch classify backend, same metadata), plus lineage in the model's metadata.
 
 Ultralytics writes ``names``, ``imgsz``, ``stride``, ``task`` (and more) into the ONNX
 ``metadata_props``; the station reads them from there (:mod:`station.inspection.model_meta`). This
@@ -63,10 +64,18 @@ def export_onnx(
         raise ExportError(f"imgsz {imgsz!r}: give an int or (height, width), multiples of 32")
     os.environ["YOLO_OFFLINE"] = "1"
     import onnx  # lazy: export only
-    from ultralytics import YOLO
 
-    model = YOLO(str(best_pt))  # the task (detect, segment, classify) comes from the checkpoint
-    produced = Path(model.export(format="onnx", imgsz=size, simplify=simplify, dynamic=False, nms=False, device="cpu"))
+    from . import efficientnet
+
+    if efficientnet.is_checkpoint(best_pt):  # a classify network fine-tuned by models.train_classify
+        produced = efficientnet.export_onnx(best_pt, out.with_name(out.stem + ".torch.onnx"), size)
+    else:
+        from ultralytics import YOLO
+
+        model = YOLO(str(best_pt))  # the task (detect, segment, classify) comes from the checkpoint
+        produced = Path(
+            model.export(format="onnx", imgsz=size, simplify=simplify, dynamic=False, nms=False, device="cpu")
+        )
     proto = onnx.load(str(produced))
     props = {p.key: p.value for p in proto.metadata_props}
     missing = [k for k in ("names", "imgsz", "stride", "task") if k not in props]

@@ -99,6 +99,17 @@ def _flat(x: Any) -> list[np.ndarray]:
     return [x.detach().cpu().numpy()] if hasattr(x, "detach") else []
 
 
+def _torch_model(weights: Path | str, task: str) -> Any:
+    """The PyTorch module the ONNX file was exported from (Ultralytics', or the torch classify backend's)."""
+    from . import efficientnet
+
+    if efficientnet.is_checkpoint(weights):
+        return efficientnet.classify_export(efficientnet.load_model(weights)[0])
+    from ultralytics import YOLO
+
+    return YOLO(str(weights), task=task).model.float().eval()  # type: ignore[union-attr]  # ultralytics types .model as str | None
+
+
 def check_parity(
     weights: Path | str, onnx_path: Path | str, images: Sequence[np.ndarray] | None = None, *, source: str = ""
 ) -> ParityReport:
@@ -106,7 +117,6 @@ def check_parity(
     mismatch."""
     import onnxruntime as ort
     import torch
-    from ultralytics import YOLO
 
     meta = read_model_meta(onnx_path)
     if images is None:
@@ -115,7 +125,7 @@ def check_parity(
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    net = YOLO(str(weights), task=meta.task).model.float().eval()  # type: ignore[union-attr]  # ultralytics types .model as str | None
+    net = _torch_model(weights, meta.task)
     nc = len(meta.names)
     worst_box = worst_score = 0.0
     for i, x in enumerate(tensors):

@@ -24,6 +24,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DEFAULT_ARCH = "yolov8n.yaml"
+TORCH_ARCHS = ("efficientnet-lite0",)  # = models.efficientnet.ARCHS (not imported here: that module needs torch)
 
 # Ultralytics' validation metric keys -> short names used in progress and reports
 METRIC_KEYS = {
@@ -127,6 +128,8 @@ def resolve_parent(model: str | Path) -> str:
     """
     s = str(model)
     p = Path(s)
+    if s in TORCH_ARCHS:
+        return s  # ImageNet-pretrained classify network fine-tuned in torch (models.train_classify)
     if p.suffix == ".yaml":
         return s  # Ultralytics resolves its own model yamls (yolov8n.yaml) from the package
     if p.suffix == ".onnx":
@@ -142,8 +145,18 @@ def resolve_parent(model: str | Path) -> str:
             raise TrainingError(f"parent weights {p} do not exist")
         return s
     raise TrainingError(
-        f"model {s!r}: expected a .yaml (new model), a .pt (fine-tune) or an .onnx with its .pt next to it"
+        f"model {s!r}: expected a .yaml (new model), a .pt (fine-tune), an .onnx with its .pt next to it, "
+        f"or a pretrained classify network ({', '.join(TORCH_ARCHS)})"
     )
+
+
+def is_torch_backend(start: str) -> bool:
+    """Whether ``start`` (from :func:`resolve_parent`) trains with :mod:`models.train_classify`, not Ultralytics."""
+    if start in TORCH_ARCHS:
+        return True
+    from .efficientnet import is_checkpoint  # lazy: imports torch
+
+    return Path(start).suffix == ".pt" and is_checkpoint(start)
 
 
 def _floats(d: Mapping[str, Any]) -> dict[str, float]:
@@ -294,7 +307,9 @@ def train(
     :func:`data_task`; then ``model`` must be a classify model, e.g. ``yolov8n-cls.yaml``).
 
     ``model``: a ``.yaml`` (new model, random weights), or a parent ``.pt`` / ``.onnx`` (with its
-    ``.pt`` next to it) to fine-tune. ``on_progress`` gets a :class:`Progress` at start, every
+    ``.pt`` next to it) to fine-tune; for a classify dataset also ``efficientnet-lite0`` (ImageNet
+    weights, fine-tuned in torch by :mod:`models.train_classify`; ``hyp`` is then a
+    :class:`~models.train_classify.FinetuneHyp`). ``on_progress`` gets a :class:`Progress` at start, every
     ``batch_every_s`` seconds during an epoch, after each epoch and for the final validation.
     Setting ``cancel`` stops at the next batch and raises :class:`TrainingCancelled`. ``hyp`` passes
     more Ultralytics train arguments (augmentation etc.); ``patience`` 0 = no early stopping.
@@ -302,13 +317,20 @@ def train(
     """
     data_yaml = Path(data_yaml)
     task = data_task(data_yaml)
+    if epochs < 1 or batch < 1 or imgsz < 32:
+        raise TrainingError(f"epochs >= 1, batch >= 1 and imgsz >= 32 are required (got {epochs}, {batch}, {imgsz})")
+    start = resolve_parent(model)
+    if is_torch_backend(start):
+        if task != "classify":
+            raise TrainingError(f"model {model} is a classify network: give a classify dataset folder, not {data_yaml}")
+        from .train_classify import train_classify
+
+        return train_classify(data_yaml, out_dir, model=start, epochs=epochs, imgsz=imgsz, batch=batch, seed=seed,
+                              on_progress=on_progress, cancel=cancel, hyp=hyp, batch_every_s=batch_every_s)  # fmt: skip
     if task == "classify" and str(model).endswith(".yaml") and "-cls" not in Path(str(model)).stem:
         raise TrainingError(
             f"model {model}: a classify dataset needs a classify model (e.g. yolov8n-cls.yaml, yolo11n-cls.yaml)"
         )
-    if epochs < 1 or batch < 1 or imgsz < 32:
-        raise TrainingError(f"epochs >= 1, batch >= 1 and imgsz >= 32 are required (got {epochs}, {batch}, {imgsz})")
-    start = resolve_parent(model)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train.log"

