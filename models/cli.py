@@ -368,7 +368,7 @@ def cmd_learn_anomaly(args: argparse.Namespace) -> int:
     """Learn an anomaly model from a folder of good images (seconds), optionally register it as a candidate."""
     from .anomaly import AnomalyLearnError, LearnSettings, learn_folder
 
-    s = LearnSettings(long_side=args.long_side, target_frr=args.target_frr)
+    s = LearnSettings(long_side=args.long_side, target_frr=args.target_frr, features=args.features)
     try:
         res = learn_folder(args.folder, args.out, s)
     except AnomalyLearnError as exc:
@@ -642,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--long-side", type=int, default=256, help="working size of the frame's long side (default 256)")
     sp.add_argument(
         "--target-frr", type=float, default=0.01, help="false-reject rate on good parts the threshold is set for"
+    )
+    sp.add_argument(
+        "--features",
+        choices=("filters", "pretrained"),
+        default="filters",
+        help="filters: fixed filter bank; pretrained: ImageNet CNN features, shipped (docs/no_labels.md: which when)",
     )
     sp.add_argument("--register", action="store_true", help="also register it as a candidate in the station's registry")
     sp.add_argument("--user", default="cli")
