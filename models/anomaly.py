@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,15 +280,19 @@ def _export(net: Any, size: tuple[int, int], path: Path, meta: dict[str, str]) -
 
     w, h = size
     tmp = path.with_name(path.name + ".tmp")
-    torch.onnx.export(
-        net,
-        (torch.zeros(1, 1, h, w),),
-        str(tmp),
-        input_names=["images"],
-        output_names=["map"],
-        opset_version=17,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # the pretrained backbone's padding is computed from the input's shape: constant in this graph, which is
+        # exported for one working size only (the inspector refuses frames of another size)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 1, h, w),),
+            str(tmp),
+            input_names=["images"],
+            output_names=["map"],
+            opset_version=17,
+            dynamo=False,
+        )
     model = onnx.load(str(tmp))
     del model.metadata_props[:]
     for k, v in meta.items():
