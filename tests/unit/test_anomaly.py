@@ -132,6 +132,19 @@ def test_bad_learning_input_names_the_file_and_the_fix(tmp_path: Path) -> None:
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_station_learns_with_the_configured_features(tmp_path: Path) -> None:
+    """`features: pretrained` in the inspector config reaches the learning subprocess and the model's metadata."""
+    import json
+
+    import onnx
+
+    folder = good_folder(tmp_path / "good", 8, first=900)
+    insp = AnomalyInspector(AnomalyInspectorConfig(model=tmp_path / "p.onnx", learn_from=folder, features="pretrained"))
+    assert insp.ready
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "p.onnx")).metadata_props}
+    assert json.loads(meta["anomaly"])["features"] == "pretrained"
+
+
 def test_wrong_model_files_are_refused_and_the_running_model_keeps_running(tmp_path: Path) -> None:
     path = anomaly_model()
     other_size = anomaly_model(camera={**ANOMALY_CAMERA, "width": 480, "height": 480})
