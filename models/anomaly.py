@@ -341,8 +341,11 @@ def _feature_map(raw: np.ndarray, s: LearnSettings) -> tuple[np.ndarray, np.ndar
     mean = raw.mean(axis=(0, 2, 3)).astype(np.float32)
     if s.features == "filters":
         return mean, np.diag(1.0 / (raw.std(axis=(0, 2, 3)) + 1e-6)).astype(np.float32)
-    x = (raw - mean[None, :, None, None]).transpose(0, 2, 3, 1).reshape(-1, d).astype(np.float64)
-    _, vecs = np.linalg.eigh(x.T @ x)
+    cov = np.zeros((d, d))
+    for i in range(0, len(raw), 32):  # in chunks: all patches at once would be gigabytes
+        x = (raw[i : i + 32] - mean[None, :, None, None]).transpose(0, 2, 3, 1).reshape(-1, d)
+        cov += (x.T @ x).astype(np.float64)
+    _, vecs = np.linalg.eigh(cov)
     k = min(s.dims, d) if s.dims > 0 else d
     return mean, np.ascontiguousarray(vecs[:, ::-1][:, :k].T).astype(np.float32)
 
@@ -394,6 +397,7 @@ def learn(
         "margin": s.margin,
         "frame_size": [W, H],
         "neighbourhood": s.neighbourhood,
+        "dims": int(proj.shape[0]),
         "loo_quantiles": {str(k): float(np.quantile(loo, k)) for k in (0.5, 0.9, 0.95, 0.99, 1.0)},
         "n_images": len(pre),
         "source": source,
