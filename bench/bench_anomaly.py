@@ -5,7 +5,8 @@ default), then inspect the same parts (half of them defective); the median and p
 part of each, and their ratio, are printed in one run. Target: anomaly <= 30 ms per part on 2 CPU
 cores at the default setting (long side 256, 100 good parts learned).
 
-Run: python bench/bench_anomaly.py [--parts 100] [--learn 100] [--product machined|pcb] [--long-side 256] [--json]
+Run: python bench/bench_anomaly.py [--parts 100] [--learn 100] [--product machined|pcb] [--long-side 256]
+     [--features filters|pretrained] [--json]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from models.anomaly import LearnSettings, learn  # noqa: E402
+from models.anomaly import FEATURES, LearnSettings, learn  # noqa: E402
 from station.acquire.synthetic import iter_parts  # noqa: E402
 from station.config import AnomalyInspectorConfig, ReferenceInspectorConfig, SyntheticCameraConfig  # noqa: E402
 from station.contracts import Frame  # noqa: E402
@@ -47,6 +48,9 @@ def main() -> int:
     ap.add_argument("--learn", type=int, default=100)
     ap.add_argument("--product", default="machined")
     ap.add_argument("--long-side", type=int, default=256)
+    ap.add_argument(
+        "--features", choices=FEATURES, default=LearnSettings.features, help="the anomaly learner's features"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     cam = SyntheticCameraConfig(product=args.product, width=1280, height=800, seed=11)
@@ -60,7 +64,7 @@ def main() -> int:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
-        res = learn(good, Path(tmp) / "a.onnx", LearnSettings(long_side=args.long_side))
+        res = learn(good, Path(tmp) / "a.onnx", LearnSettings(long_side=args.long_side, features=args.features))
         learn_s = time.monotonic() - t0
         anomaly = AnomalyInspector(AnomalyInspectorConfig(model=res.path))
         ref = ReferenceInspector(ReferenceInspectorConfig())
@@ -70,6 +74,7 @@ def main() -> int:
     row = {
         "frame": "1280x800 Mono8",
         "product": args.product,
+        "features": args.features,
         "parts": args.parts,
         "learned_from": len(good),
         "learn_s": round(learn_s, 1),

@@ -7,7 +7,7 @@ the cells. Printed side by side, in one run: the plain baseline (per-pixel mean/
 99.5th percentile |z|) on the same split, and the false-reject / escape rates at the model's own
 learned threshold (set from the learning cells' leave-one-out scores for a 1 % false-reject target).
 
-Run: python bench/bench_anomaly_elpv.py [--types mono poly] [--long-side 256] [--json]
+Run: python bench/bench_anomaly_elpv.py [--types mono poly] [--long-side 256] [--features filters|pretrained] [--json]
      [--limit N] (fewer cells per set, for a quick look)  [--seed S]
 Needs: pip install elpv-dataset torch (the test extra; torch only builds and exports the graph).
 """
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from models.anomaly import LearnSettings, learn  # noqa: E402
+from models.anomaly import FEATURES, LearnSettings, learn  # noqa: E402
 from models.elpv import anomaly_split, auroc, cells, zscore_template_scores  # noqa: E402
 from station.config import AnomalyInspectorConfig  # noqa: E402
 from station.contracts import Frame  # noqa: E402
@@ -39,7 +39,7 @@ def run_type(cell_type: str, args: argparse.Namespace, all_cells: list, workdir:
         learn_c, good_c, bad_c = learn_c[: args.limit], good_c[: args.limit], bad_c[: args.limit]
     learn_imgs = [c.image() for c in learn_c]
     good_imgs, bad_imgs = [c.image() for c in good_c], [c.image() for c in bad_c]
-    s = LearnSettings(long_side=args.long_side, seed=args.seed)
+    s = LearnSettings(long_side=args.long_side, seed=args.seed, features=args.features)
     res = learn(learn_imgs, workdir / f"elpv_{cell_type}.onnx", s, source=f"elpv {cell_type}")
     insp = AnomalyInspector(AnomalyInspectorConfig(model=res.path))
     insp.warmup()
@@ -77,6 +77,7 @@ def main() -> int:
     ap.add_argument("--long-side", type=int, default=LearnSettings.long_side)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--features", choices=FEATURES, default=LearnSettings.features, help="the learner's features")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     all_cells = cells()
@@ -95,7 +96,17 @@ def main() -> int:
                     flush=True,
                 )
     if args.json:
-        print(json.dumps({"bench": "anomaly_elpv", "long_side": args.long_side, "seed": args.seed, "types": rows}))
+        print(
+            json.dumps(
+                {
+                    "bench": "anomaly_elpv",
+                    "features": args.features,
+                    "long_side": args.long_side,
+                    "seed": args.seed,
+                    "types": rows,
+                }
+            )
+        )
     return 0
 
 

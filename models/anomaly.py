@@ -26,6 +26,13 @@ Output: one ONNX file (input ``images`` (1, 1, H, W) float32 as made by
 registered by sha256, evaluated, shadowed, promoted and hot-swapped. The export is checked
 against the learner's own computation on a learning image (parity) before it is written.
 
+``features: pretrained`` (``LearnSettings.features``) replaces the filter bank with features of a
+CNN pretrained on ImageNet and shipped with the station (EfficientNet-Lite0 blocks 0-10,
+:mod:`models.pretrained`, 1.3 MB, Apache 2.0): PatchCore's "locally aware" patch features (stride
+8 and stride 16, each averaged over 3x3, concatenated: 152 channels), compared in Euclidean
+distance in their 32 leading principal components over the good patches (the bank stays the size
+of the filter bank's). Same bank, neighbourhood, calibration, graph and station inspector.
+
 A measured alternative, a small CNN trained from scratch to segment synthetic anomalies (DRAEM /
 CutPaste style), scored lower on real solar cells (poly AUROC 0.80 vs 0.85) and took minutes
 instead of seconds to learn, so it was not kept (docs/no_labels.md).
@@ -39,10 +46,11 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -57,6 +65,8 @@ STD_SIGMAS = (2.0, 4.0)  # scales of the local standard deviation
 CN_SIGMA, CN_EPS = 8.0, 0.025  # contrast normalisation: (x - local mean) / (local std + eps), local = Gaussian sigma 8
 MIN_SHORT_SIDE = 64  # working size: the sigma-8 filters need room
 MAX_BANK = 600  # at most this many good images per cell (a random subset beyond)
+FEATURES = ("filters", "pretrained")  # LearnSettings.features
+PRETRAINED_DIMS = 32  # principal components kept of the 152 pretrained features (bank size, speed)
 
 
 class AnomalyLearnError(ValueError):
@@ -74,6 +84,8 @@ class LearnSettings:
     seed: int = 0
     threads: int = 2
     min_images: int = 8
+    features: str = "filters"  # "filters": the fixed filter bank; "pretrained": ImageNet CNN (models/pretrained.py)
+    dims: int = PRETRAINED_DIMS  # pretrained features: compared in this many principal components of the good patches
 
 
 @dataclass
@@ -189,20 +201,21 @@ def feature_net() -> Any:
     return Features().eval()
 
 
-def distance_net(features: Any, bank: np.ndarray, mean: np.ndarray, inv_std: np.ndarray, nb: int) -> Any:
+def distance_net(features: Any, bank: np.ndarray, mean: np.ndarray, proj: np.ndarray, nb: int) -> Any:
     """Features + the good parts' bank: (1, 1, H, W) -> (1, 1, H/8, W/8) distance to the nearest good cell.
 
-    ``bank`` (N, D, gh, gw) raw features of the good images; each cell of a new image is compared with
-    the bank at the same cell and its neighbours up to ``nb`` cells away (the test features are shifted,
-    never the bank, so the graph holds the bank once).
+    Features are compared as ``proj @ (f - mean)`` (``proj`` (k, D): a per-channel scale for the
+    filter bank, principal components for pretrained features). ``bank`` (N, k, gh, gw): the good
+    images' features, already mapped; each cell of a new image is compared with the bank at the
+    same cell and its neighbours up to ``nb`` cells away (the test features are shifted, never the
+    bank, so the graph holds the bank once).
     """
     import torch
     import torch.nn.functional as F
     from torch import nn
 
     n, d, gh, gw = bank.shape
-    std_bank = (bank - mean[None, :, None, None]) * inv_std[None, :, None, None]
-    b = np.ascontiguousarray(std_bank.transpose(2, 3, 0, 1).reshape(gh * gw, n, d))
+    b = np.ascontiguousarray(bank.transpose(2, 3, 0, 1).reshape(gh * gw, n, d))
 
     class Distance(nn.Module):
         bank: torch.Tensor  # buffers, registered below
@@ -214,10 +227,10 @@ def distance_net(features: Any, bank: np.ndarray, mean: np.ndarray, inv_std: np.
             self.register_buffer("bank", torch.from_numpy(b))
             self.register_buffer("bank_sq", torch.from_numpy((b * b).sum(-1)))
             self.register_buffer("mean", torch.from_numpy(mean.astype(np.float32)).view(1, -1, 1, 1))
-            self.register_buffer("inv_std", torch.from_numpy(inv_std.astype(np.float32)).view(1, -1, 1, 1))
+            self.register_buffer("proj", torch.from_numpy(proj.astype(np.float32))[:, :, None, None])
 
         def forward(self, x: Any) -> Any:
-            f = (self.features(x) - self.mean) * self.inv_std
+            f = F.conv2d(self.features(x) - self.mean, cast(torch.Tensor, self.proj))
             fp = F.pad(f, (nb, nb, nb, nb), mode="replicate")
             best: torch.Tensor | None = None
             for dy in range(-nb, nb + 1):
@@ -273,15 +286,19 @@ def _export(net: Any, size: tuple[int, int], path: Path, meta: dict[str, str]) -
 
     w, h = size
     tmp = path.with_name(path.name + ".tmp")
-    torch.onnx.export(
-        net,
-        (torch.zeros(1, 1, h, w),),
-        str(tmp),
-        input_names=["images"],
-        output_names=["map"],
-        opset_version=17,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # the pretrained backbone's padding is computed from the input's shape: constant in this graph, which is
+        # exported for one working size only (the inspector refuses frames of another size)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 1, h, w),),
+            str(tmp),
+            input_names=["images"],
+            output_names=["map"],
+            opset_version=17,
+            dynamo=False,
+        )
     model = onnx.load(str(tmp))
     del model.metadata_props[:]
     for k, v in meta.items():
@@ -301,6 +318,43 @@ def _parity(path: Path, net: Any, x: np.ndarray) -> float:
     with torch.no_grad():
         want = net(torch.from_numpy(x[None, None])).numpy()
     return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-6))
+
+
+METHODS = {
+    "filters": "patch distance to good parts (fixed filter bank, no training)",
+    "pretrained": "patch distance to good parts (EfficientNet-Lite0 ImageNet features, PCA)",
+}
+
+
+def _feature_net(kind: str) -> Any:
+    """The feature module of ``LearnSettings.features``: (N, 1, H, W) -> (N, D, H/8, W/8)."""
+    if kind == "filters":
+        return feature_net()
+    if kind == "pretrained":
+        from .pretrained import patch_features
+
+        return patch_features()
+    raise AnomalyLearnError(f"anomaly learning: unknown features {kind!r}: use one of {', '.join(FEATURES)}")
+
+
+def _feature_map(raw: np.ndarray, s: LearnSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (D,), proj (k, D)) so that features are compared as ``proj @ (f - mean)``.
+
+    The filter bank: each channel scaled by its spread over the good images (they have unrelated
+    units). Pretrained features: Euclidean as in PatchCore, in the ``dims`` leading principal
+    components of the good patches (they keep the distances that matter and shrink the bank).
+    """
+    d = raw.shape[1]
+    mean = raw.mean(axis=(0, 2, 3)).astype(np.float32)
+    if s.features == "filters":
+        return mean, np.diag(1.0 / (raw.std(axis=(0, 2, 3)) + 1e-6)).astype(np.float32)
+    cov = np.zeros((d, d))
+    for i in range(0, len(raw), 32):  # in chunks: all patches at once would be gigabytes
+        x = (raw[i : i + 32] - mean[None, :, None, None]).transpose(0, 2, 3, 1).reshape(-1, d)
+        cov += (x.T @ x).astype(np.float64)
+    _, vecs = np.linalg.eigh(cov)
+    k = min(s.dims, d) if s.dims > 0 else d
+    return mean, np.ascontiguousarray(vecs[:, ::-1][:, :k].T).astype(np.float32)
 
 
 def learn(
@@ -333,30 +387,31 @@ def learn(
         keep = np.sort(np.random.default_rng(s.seed).choice(len(images), MAX_BANK, replace=False))
         images = [images[i] for i in keep]
     pre = np.stack([preprocess(im, size) for im in images])
-    feats_net = feature_net()
+    feats_net = _feature_net(s.features)
     with torch.no_grad():
         raw = np.concatenate(
             [feats_net(torch.from_numpy(pre[i : i + 32, None])).numpy() for i in range(0, len(pre), 32)]
         )
-    mean = raw.mean(axis=(0, 2, 3)).astype(np.float32)
-    inv_std = (1.0 / (raw.std(axis=(0, 2, 3)) + 1e-6)).astype(np.float32)
-    std_feats = ((raw - mean[None, :, None, None]) * inv_std[None, :, None, None]).astype(np.float32)
+    mean, proj = _feature_map(raw, s)
+    std_feats = np.einsum("kd,ndhw->nkhw", proj, raw - mean[None, :, None, None]).astype(np.float32)
     loo = np.array([image_score_of(m) for m in _loo_maps(std_feats, s.neighbourhood)])
     threshold = max(float(np.quantile(loo, 1.0 - s.target_frr)) * s.margin, 1e-3)
     info = {
         "format": FORMAT,
-        "method": "patch distance to good parts (fixed filter bank, no training)",
+        "method": METHODS[s.features],
+        "features": s.features,
         "threshold": threshold,
         "target_frr": s.target_frr,
         "margin": s.margin,
         "frame_size": [W, H],
         "neighbourhood": s.neighbourhood,
+        "dims": int(proj.shape[0]),
         "loo_quantiles": {str(k): float(np.quantile(loo, k)) for k in (0.5, 0.9, 0.95, 0.99, 1.0)},
         "n_images": len(pre),
         "source": source,
         "learned_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    net = distance_net(feats_net, raw, mean, inv_std, s.neighbourhood)
+    net = distance_net(feats_net, std_feats, mean, proj, s.neighbourhood)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".export.onnx")
@@ -396,9 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--long-side", type=int, default=LearnSettings.long_side)
     ap.add_argument("--target-frr", type=float, default=LearnSettings.target_frr)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--features", choices=FEATURES, default=LearnSettings.features)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = LearnSettings(long_side=args.long_side, target_frr=args.target_frr, seed=args.seed)
+    s = LearnSettings(long_side=args.long_side, target_frr=args.target_frr, seed=args.seed, features=args.features)
     try:
         res = learn_folder(args.folder, args.out, s)
     except AnomalyLearnError as exc:

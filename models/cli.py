@@ -218,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--target-frr", type=float, default=0.01, help="false-reject rate on good parts the threshold is set for"
     )
+    sp.add_argument(
+        "--features",
+        choices=("filters", "pretrained"),
+        default="filters",
+        help="filters: fixed filter bank; pretrained: ImageNet CNN features, shipped (docs/no_labels.md: which when)",
+    )
+    sp.add_argument(
+        "--features",
+        choices=("filters", "pretrained"),
+        default="filters",
+        help="filters: fixed filter bank; pretrained: ImageNet CNN features, shipped (docs/no_labels.md: which when)",
+    )
     sp.add_argument("--register", action="store_true", help="also register it as a candidate in the station's registry")
     sp.add_argument("--user", default="cli")
     db_args(sp)

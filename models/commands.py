@@ -373,7 +373,7 @@ def cmd_learn_anomaly(args: argparse.Namespace) -> int:
     """Learn an anomaly model from a folder of good images (seconds), optionally register it as a candidate."""
     from .anomaly import AnomalyLearnError, LearnSettings, learn_folder
 
-    s = LearnSettings(long_side=args.long_side, target_frr=args.target_frr)
+    s = LearnSettings(long_side=args.long_side, target_frr=args.target_frr, features=args.features)
     try:
         res = learn_folder(args.folder, args.out, s)
     except AnomalyLearnError as exc:

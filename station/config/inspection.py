@@ -352,6 +352,12 @@ class AnomalyInspectorConfig(StrictModel):
         description="When learning: the threshold is set so that this share of the good images would score above it "
         "(each scored against the others).",
     )
+    features: Literal["filters", "pretrained"] = Field(
+        "filters",
+        description="When learning: `filters` (a fixed filter bank: fastest, learns in seconds) or `pretrained` "
+        "(features of an ImageNet-pretrained CNN shipped with the station, EfficientNet-Lite0: better on textured "
+        "surfaces such as poly-crystalline solar cells, costs more per part). See docs/no_labels.md.",
+    )
     threshold_scale: float = Field(
         1.0,
         gt=0.0,

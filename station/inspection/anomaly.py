@@ -313,6 +313,8 @@ class AnomalyInspector:
             str(cfg.long_side),
             "--target-frr",
             str(cfg.target_frr),
+            "--features",
+            cfg.features,
         ]
         log.info("learning the anomaly model from %s: %s", folder, " ".join(cmd))
         env = dict(

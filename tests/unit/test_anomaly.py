@@ -27,18 +27,25 @@ pytestmark = pytest.mark.slow
 # ELPV floor: a fixed subset of mono cells (CI-sized learning); the full protocol is bench/bench_anomaly_elpv.py
 ELPV_LEARN, ELPV_TEST = 150, 100
 ELPV_FLOOR = 0.88  # measured 0.930 on this subset (z-score template 0.820)
+ELPV_POLY_FLOOR = 0.88  # pretrained features on the same-sized poly subset: measured 0.911 (filter bank 0.828)
 
 
 def frame(img: np.ndarray, pid: int = 1) -> Frame:
     return Frame(part_id=pid, camera_id="cam0", image=img, t_exposure_ns=0)
 
 
-def test_learns_real_solar_cells_and_ranks_defective_ones_first(tmp_path: Path) -> None:
-    sp = anomaly_split("mono", seed=0)
+def elpv_subset(cell_type: str) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Learning, good and bad cells: a fixed random subset of the protocol's seed-0 split."""
+    sp = anomaly_split(cell_type, seed=0)
     pick = np.random.default_rng(1)  # a fixed random subset (the data set's order groups similar cells)
     learn_imgs = [sp.learn[i].image() for i in pick.permutation(len(sp.learn))[:ELPV_LEARN]]
     good = [sp.good[i].image() for i in pick.permutation(len(sp.good))[:ELPV_TEST]]
     bad = [sp.bad[i].image() for i in pick.permutation(len(sp.bad))[:ELPV_TEST]]
+    return learn_imgs, good, bad
+
+
+def test_learns_real_solar_cells_and_ranks_defective_ones_first(tmp_path: Path) -> None:
+    learn_imgs, good, bad = elpv_subset("mono")
     t0 = time.monotonic()
     res = learn(learn_imgs, tmp_path / "elpv.onnx", LearnSettings())
     learn_s = time.monotonic() - t0
@@ -52,6 +59,22 @@ def test_learns_real_solar_cells_and_ranks_defective_ones_first(tmp_path: Path) 
     assert a > base + 0.05, f"AUROC {a:.3f} is not clearly above the plain z-score template ({base:.3f})"
     # the learned threshold holds most good parts under it (held-out cells, target 1 % + margin)
     assert (sg >= 1.0).mean() <= 0.10
+
+
+def test_pretrained_features_rank_poly_cells_better_than_the_filter_bank(tmp_path: Path) -> None:
+    """The shipped ImageNet backbone (models/pretrained.py) on the hard cell type: one station model, same inspector."""
+    learn_imgs, good, bad = elpv_subset("poly")
+    aurocs = {}
+    for kind in ("filters", "pretrained"):
+        res = learn(learn_imgs, tmp_path / f"{kind}.onnx", LearnSettings(features=kind))
+        insp = AnomalyInspector(AnomalyInspectorConfig(model=res.path))
+        assert insp.ready and insp.frame_size == (300, 300)
+        sg = np.array([insp.inspect(frame(g)).image_score for g in good])
+        sb = np.array([insp.inspect(frame(b)).image_score for b in bad])
+        aurocs[kind] = auroc(sg, sb)
+    print(f"ELPV poly subset AUROC: {aurocs}")
+    assert aurocs["pretrained"] >= ELPV_POLY_FLOOR, f"pretrained AUROC {aurocs['pretrained']:.3f} below the floor"
+    assert aurocs["pretrained"] > aurocs["filters"] + 0.04, f"pretrained features no better than the filters: {aurocs}"
 
 
 def test_heat_map_score_and_blobs_follow_the_threshold(tmp_path: Path) -> None:
@@ -108,6 +131,19 @@ def test_bad_learning_input_names_the_file_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"learning from .*few failed: .*at least 8 good images"):
         AnomalyInspector(cfg)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_station_learns_with_the_configured_features(tmp_path: Path) -> None:
+    """`features: pretrained` in the inspector config reaches the learning subprocess and the model's metadata."""
+    import json
+
+    import onnx
+
+    folder = good_folder(tmp_path / "good", 8, first=900)
+    insp = AnomalyInspector(AnomalyInspectorConfig(model=tmp_path / "p.onnx", learn_from=folder, features="pretrained"))
+    assert insp.ready
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "p.onnx")).metadata_props}
+    assert json.loads(meta["anomaly"])["features"] == "pretrained"
 
 
 def test_wrong_model_files_are_refused_and_the_running_model_keeps_running(tmp_path: Path) -> None:
