@@ -224,12 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="filters",
         help="filters: fixed filter bank; pretrained: ImageNet CNN features, shipped (docs/no_labels.md: which when)",
     )
-    sp.add_argument(
-        "--features",
-        choices=("filters", "pretrained"),
-        default="filters",
-        help="filters: fixed filter bank; pretrained: ImageNet CNN features, shipped (docs/no_labels.md: which when)",
-    )
     sp.add_argument("--register", action="store_true", help="also register it as a candidate in the station's registry")
     sp.add_argument("--user", default="cli")
     db_args(sp)
