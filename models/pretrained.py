@@ -23,21 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from .efficientnet import BLOCKS as ALL_BLOCKS
+
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "efficientnet_lite0_b10.npz"
 # (expand ratio, kernel, stride, output channels) of blocks 0-10 of EfficientNet-Lite0
-BLOCKS = (
-    (1, 3, 1, 16),
-    (6, 3, 2, 24),
-    (6, 3, 1, 24),
-    (6, 5, 2, 40),
-    (6, 5, 1, 40),
-    (6, 3, 2, 80),
-    (6, 3, 1, 80),
-    (6, 3, 1, 80),
-    (6, 5, 1, 112),
-    (6, 5, 1, 112),
-    (6, 5, 1, 112),
-)
+BLOCKS = ALL_BLOCKS[:11]
 TAP8, TAP16 = 4, 10  # blocks whose outputs are the stride-8 and stride-16 features
 BN_EPS = 1e-3
 IN_MEAN, IN_STD = 127.0, 128.0  # EfficientNet-Lite's input normalisation (pixel values 0-255)
