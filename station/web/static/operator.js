@@ -365,6 +365,9 @@
         note.textContent = "PART " + want + ": NO IMAGE (showing part " + shown.partId + ")";
       } else {
         note.hidden = true;
+        // an older image than asked for (the server's live_fps limit): ask again on the next round, or the
+        // screen would stay on the older part until another part arrives
+        if (want !== null && shown.partId < want) st.lastRequested = null;
       }
       drawOverlay();
       drawHeat();
