@@ -167,11 +167,12 @@ class PlcHandshake:
             self._was_connected = True
             self._write_coil_if_changed("valid", cb + R.RESULT_VALID.address, False)
         if now >= self._next_heartbeat and self._healthy_fn():
-            # the first edge at once; then every heartbeat_s measured from the last edge written, across a
+            # the first edge at once; then every heartbeat_s measured from when the PLC acknowledged the last
+            # edge (a write answered late, e.g. a PLC busy at start-up, must not shorten the next gap), across a
             # reconnect too (a short link drop must not put two edges closer than heartbeat_s)
             self.link.write_coil(cb + R.HEARTBEAT.address, not self._heartbeat)
             self._heartbeat = not self._heartbeat
-            self._next_heartbeat = now + self.cfg.heartbeat_s
+            self._next_heartbeat = time.monotonic() + self.cfg.heartbeat_s
         self._write_coil_if_changed("ready", cb + R.STATION_READY.address, bool(self._ready_fn()))
         self._write_coil_if_changed("alarm", cb + R.STATION_ALARM.address, bool(self._alarm_fn()))
         if self._written.get("recipe") != self.active_recipe:
