@@ -79,7 +79,7 @@ def pretrained_path() -> Path:
     return path
 
 
-def _same_pad(k: int, s: int, size: int) -> tuple[int, int]:
+def same_pad(k: int, s: int, size: int) -> tuple[int, int]:
     """TensorFlow "same" padding (before, after) of one axis."""
     total = max((-(-size // s) - 1) * s + k - size, 0)
     return total // 2, total - total // 2
@@ -94,7 +94,7 @@ def build(num_classes: int, dropout: float = 0.2) -> Any:
         def forward(self, x: Any) -> Any:
             k, s = self.kernel_size[0], self.stride[0]
             if k > 1:
-                py, px = _same_pad(k, s, x.shape[-2]), _same_pad(k, s, x.shape[-1])
+                py, px = same_pad(k, s, x.shape[-2]), same_pad(k, s, x.shape[-1])
                 x = F.pad(x, (px[0], px[1], py[0], py[1]))
             return super().forward(x)
 

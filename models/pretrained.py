@@ -24,13 +24,12 @@ from typing import Any
 import numpy as np
 
 from .efficientnet import BLOCKS as ALL_BLOCKS
+from .efficientnet import BN_EPS, IN_MEAN, IN_STD, same_pad
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "efficientnet_lite0_b10.npz"
 # (expand ratio, kernel, stride, output channels) of blocks 0-10 of EfficientNet-Lite0
 BLOCKS = ALL_BLOCKS[:11]
 TAP8, TAP16 = 4, 10  # blocks whose outputs are the stride-8 and stride-16 features
-BN_EPS = 1e-3
-IN_MEAN, IN_STD = 127.0, 128.0  # EfficientNet-Lite's input normalisation (pixel values 0-255)
 
 
 def _fold(sd: dict[str, Any], conv: str, bn: str) -> tuple[np.ndarray, np.ndarray]:
@@ -62,12 +61,6 @@ def convert(pth: Path | str, out: Path | str = WEIGHTS) -> Path:
     return out
 
 
-def _same_pad(k: int, s: int, size: int) -> tuple[int, int]:
-    """TensorFlow "same" padding (before, after) of one axis."""
-    total = max((-(-size // s) - 1) * s + k - size, 0)
-    return total // 2, total - total // 2
-
-
 def backbone(weights: Path | str = WEIGHTS) -> Any:
     """(1 or N, 1, H, W) images, pixel scale 0-255 -> (features stride 8 (40 ch), features stride 16 (112 ch))."""
     import torch
@@ -87,7 +80,7 @@ def backbone(weights: Path | str = WEIGHTS) -> Any:
             w, b = getattr(self, f"{name}w"), getattr(self, f"{name}b")
             k = w.shape[-1]
             if k > 1:
-                py, px = _same_pad(k, stride, x.shape[-2]), _same_pad(k, stride, x.shape[-1])
+                py, px = same_pad(k, stride, x.shape[-2]), same_pad(k, stride, x.shape[-1])
                 x = F.pad(x, (px[0], px[1], py[0], py[1]))
             return F.conv2d(x, w, b, stride=stride, groups=groups)
 
