@@ -126,16 +126,6 @@ class RolloutController:
         finally:
             await nc.close()
 
-    @staticmethod
-    async def _get(kv: Any, key: str) -> bytes | None:
-        from nats.js.errors import KeyNotFoundError
-
-        try:
-            value: bytes | None = (await kv.get(key)).value
-            return value
-        except KeyNotFoundError:
-            return None
-
     async def _judge(self, reported: Any, group: str, sha: str, since: dt.datetime, limits: Limits) -> str:
         """'' when the group's parts under the new model stay within limits over ``min_parts``, else why not."""
         loop = asyncio.get_running_loop()
