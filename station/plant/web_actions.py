@@ -107,24 +107,23 @@ def models(state: PlantDep, _s: Reader) -> list[dict[str, Any]]:
 
 @router.post("/api/plant/pin", summary="Pin a station to a registered model (plant_admin)")
 def pin(state: PlantDep, body: PinBody, s: PlantAdmin) -> dict[str, Any]:
-    st = state
-    model = _nats(lambda: st.query(lambda conn: pin_station(conn, st.nats_url, st.prefix, body.station, body.model)))
+    model = _nats(
+        lambda: state.query(lambda conn: pin_station(conn, state.nats_url, state.prefix, body.station, body.model))
+    )
     _record(state, s, "plant.pin", "station", body.station, dataclasses.asdict(model))
     return {"station": body.station, "pinned": dataclasses.asdict(model)}
 
 
 @router.post("/api/plant/unpin", summary="A pinned station follows its group again (plant_admin)")
 def unpin(state: PlantDep, body: UnpinBody, s: PlantAdmin) -> dict[str, Any]:
-    st = state
-    had = _nats(lambda: unpin_station(st.nats_url, st.prefix, body.station))
+    had = _nats(lambda: unpin_station(state.nats_url, state.prefix, body.station))
     _record(state, s, "plant.unpin", "station", body.station, {"had_pin": had})
     return {"station": body.station, "unpinned": had}
 
 
 @router.post("/api/plant/rollback", summary="Write a group's previous desired model back (plant_admin)")
 def rollback_(state: PlantDep, body: RollbackBody, s: PlantAdmin) -> dict[str, Any]:
-    st = state
-    now = _nats(lambda: rollback(st.nats_url, st.prefix, body.group))
+    now = _nats(lambda: rollback(state.nats_url, state.prefix, body.group))
     after = None if now is None else dataclasses.asdict(now)
     _record(state, s, "plant.rollback", "group", body.group, after)
     return {"group": body.group, "desired": after}
@@ -136,16 +135,15 @@ def rollback_(state: PlantDep, body: RollbackBody, s: PlantAdmin) -> dict[str, A
 def promote(state: PlantDep, body: PromoteBody, s: PlantAdmin) -> dict[str, Any]:
     import psycopg
 
-    st = state
-    m = st.query(plant_models.find_model, body.model)  # 422 before anything starts
+    m = state.query(plant_models.find_model, body.model)  # 422 before anything starts
     limits = Limits(body.min_parts, body.max_reject_rate, body.max_failsafe_rate, body.max_latency_ms, body.timeout_s)
 
     def run() -> None:  # a rollout takes minutes to hours: its own thread and connection; the record is in rollouts
         try:
-            with psycopg.connect(st.dsn) as conn:
-                res = RolloutController(conn, st.nats_url, st.s3, st.bucket, prefix=st.prefix).promote_registered(
-                    m["sha256"], body.groups, limits
-                )
+            with psycopg.connect(state.dsn) as conn:
+                res = RolloutController(
+                    conn, state.nats_url, state.s3, state.bucket, prefix=state.prefix
+                ).promote_registered(m["sha256"], body.groups, limits)
             log.info("rollout of %s from the dashboard: %s", m["sha256"][:12], res["state"])
         except (OSError, ValueError, psycopg.Error) as exc:
             log.error("rollout of %s from the dashboard failed: %s", m["sha256"][:12], exc)
@@ -162,12 +160,11 @@ def snapshots(state: PlantDep, _s: Reader) -> list[dict[str, Any]]:
 
 @router.post("/api/plant/snapshot", summary="Freeze a dataset snapshot across stations (quality_lead)")
 def snapshot(state: PlantDep, body: SnapshotBody, s: QualityLead) -> dict[str, Any]:
-    st = state
-    row = st.query(
+    row = state.query(
         lambda conn: datasets.snapshot(
             conn,
-            st.s3,
-            st.bucket,
+            state.s3,
+            state.bucket,
             body.stations,
             body.name,
             since=body.since,
