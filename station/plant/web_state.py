@@ -89,10 +89,8 @@ def plant_role(role: str) -> Callable[..., auth.Session]:
     """A route dependency: a logged-in user (CSRF checked on writes) holding plant role ``role`` or above."""
     if role not in plant_roles.PLANT_ROLES:
         raise ValueError(f"unknown plant role {role!r}")
-    logged_in = auth.require("operator")
 
-    def dependency(request: Request, state: PlantDep) -> auth.Session:
-        s = logged_in(request)
+    def dependency(state: PlantDep, s: auth.OperatorSession) -> auth.Session:
         with state.db.use() as db:
             have = plant_roles.role_of(db, s.user.username)
         if have is None or plant_roles.PLANT_ROLES.index(have) < plant_roles.PLANT_ROLES.index(role):
