@@ -51,14 +51,7 @@ class RulesOverride:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {
-            "id": self.id,
-            "t_wall": self.t_wall,
-            "user": self.user,
-            "reason": self.reason,
-            "classes": {k: dict(v) for k, v in self.classes.items()},
-            "source": dict(self.source),
-        }
+        return serialize.fields_to_dict(self)
 
 
 def _check(classes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:

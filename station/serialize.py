@@ -18,7 +18,7 @@ def to_jsonable(v: Any) -> Any:
     Non-finite floats become None (JSON has no NaN); anything else unknown becomes its ``str``.
     """
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: to_jsonable(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        return fields_to_dict(v)
     if isinstance(v, dict) or hasattr(v, "items") and callable(v.items):
         return {str(k): to_jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple, set, frozenset)):
@@ -32,6 +32,13 @@ def to_jsonable(v: Any) -> Any:
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return str(v)  # paths, datetimes, ...
+
+
+def fields_to_dict(v: Any) -> dict[str, Any]:
+    """A dataclass as a JSON object, field by field (:func:`to_jsonable`): the ``as_dict`` of a record."""
+    if not dataclasses.is_dataclass(v) or isinstance(v, type):
+        raise TypeError(f"fields_to_dict takes a dataclass instance, not {type(v).__name__}")
+    return {f.name: to_jsonable(getattr(v, f.name)) for f in dataclasses.fields(v)}
 
 
 def dumps(v: Any, *, canonical: bool = False, indent: int | None = None) -> str:

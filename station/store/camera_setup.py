@@ -45,19 +45,7 @@ class SetupVersion:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "station": self.station,
-            "camera_id": self.camera_id,
-            "version": self.version,
-            "ref": self.ref,
-            "created_by": self.created_by,
-            "created_at": self.created_at,
-            "images": [dict(i) for i in self.images],
-            "body": dict(self.body),
-            "reason": self.reason,
-        }
+        return serialize.fields_to_dict(self)
 
 
 def _row(r: Sequence[Any]) -> SetupVersion:
