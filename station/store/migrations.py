@@ -94,6 +94,16 @@ def _script(db: sqlite_utils.Database, sql: str) -> None:
         db.conn.execute(stmt)
 
 
+def _append_only(db: sqlite_utils.Database, table: str, message: str, *, on_delete: str | None = None) -> None:
+    """Triggers ``<table>_no_update`` / ``_no_delete`` that refuse both with ``message`` (``on_delete`` for DELETE)."""
+    for op, msg in (("UPDATE", message), ("DELETE", on_delete or message)):
+        if "'" in msg:
+            raise ValueError(f"append-only message for {table} must not contain a quote: {msg!r}")
+        db.conn.execute(
+            f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} BEGIN SELECT RAISE(ABORT, '{msg}'); END"
+        )
+
+
 def _split(sql: str) -> list[str]:
     """Split a script into complete statements (trigger bodies stay whole)."""
     out, buf = [], ""
@@ -216,12 +226,6 @@ def m0002_labels_audit_models(db: sqlite_utils.Database) -> None:
         CREATE INDEX labels_image ON labels (image_id, status);
         CREATE INDEX labels_part ON labels (part_id);
         CREATE INDEX labels_supersedes ON labels (supersedes);
-        CREATE TRIGGER labels_no_update BEFORE UPDATE ON labels BEGIN
-            SELECT RAISE(ABORT, 'labels are append-only: insert a row that supersedes this one');
-        END;
-        CREATE TRIGGER labels_no_delete BEFORE DELETE ON labels BEGIN
-            SELECT RAISE(ABORT, 'labels are append-only: insert a row with status deleted');
-        END;
 
         CREATE TABLE audit (
             id INTEGER PRIMARY KEY,
@@ -236,12 +240,6 @@ def m0002_labels_audit_models(db: sqlite_utils.Database) -> None:
         );
         CREATE INDEX audit_t ON audit (t_wall);
         CREATE INDEX audit_object ON audit (object_type, object_id);
-        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN
-            SELECT RAISE(ABORT, 'the audit trail is append-only');
-        END;
-        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN
-            SELECT RAISE(ABORT, 'the audit trail is append-only');
-        END;
 
         CREATE TABLE models (
             id INTEGER PRIMARY KEY,
@@ -262,6 +260,13 @@ def m0002_labels_audit_models(db: sqlite_utils.Database) -> None:
         CREATE INDEX models_status ON models (status);
         """,
     )
+    _append_only(
+        db,
+        "labels",
+        "labels are append-only: insert a row that supersedes this one",
+        on_delete="labels are append-only: insert a row with status deleted",
+    )
+    _append_only(db, "audit", "the audit trail is append-only")
 
 
 @migration
@@ -361,12 +366,6 @@ def m0005_labeling(db: sqlite_utils.Database) -> None:
             reviewed_at REAL NOT NULL
         );
         CREATE INDEX image_reviews_image ON image_reviews (image_id, id);
-        CREATE TRIGGER image_reviews_no_update BEFORE UPDATE ON image_reviews BEGIN
-            SELECT RAISE(ABORT, 'image reviews are append-only: insert a new review');
-        END;
-        CREATE TRIGGER image_reviews_no_delete BEFORE DELETE ON image_reviews BEGIN
-            SELECT RAISE(ABORT, 'image reviews are append-only: insert a new review');
-        END;
         CREATE VIEW image_review_latest AS
             SELECT r.* FROM image_reviews r
             WHERE r.id = (SELECT MAX(r2.id) FROM image_reviews r2 WHERE r2.image_id = r.image_id);
@@ -397,20 +396,11 @@ def m0005_labeling(db: sqlite_utils.Database) -> None:
             labels TEXT NOT NULL DEFAULT '[]',
             PRIMARY KEY (snapshot_id, image_id)
         );
-        CREATE TRIGGER dataset_snapshots_no_update BEFORE UPDATE ON dataset_snapshots BEGIN
-            SELECT RAISE(ABORT, 'dataset snapshots are frozen: create a new snapshot');
-        END;
-        CREATE TRIGGER dataset_snapshots_no_delete BEFORE DELETE ON dataset_snapshots BEGIN
-            SELECT RAISE(ABORT, 'dataset snapshots are frozen: create a new snapshot');
-        END;
-        CREATE TRIGGER dataset_snapshot_items_no_update BEFORE UPDATE ON dataset_snapshot_items BEGIN
-            SELECT RAISE(ABORT, 'dataset snapshots are frozen: create a new snapshot');
-        END;
-        CREATE TRIGGER dataset_snapshot_items_no_delete BEFORE DELETE ON dataset_snapshot_items BEGIN
-            SELECT RAISE(ABORT, 'dataset snapshots are frozen: create a new snapshot');
-        END;
         """,
     )
+    _append_only(db, "image_reviews", "image reviews are append-only: insert a new review")
+    _append_only(db, "dataset_snapshots", "dataset snapshots are frozen: create a new snapshot")
+    _append_only(db, "dataset_snapshot_items", "dataset snapshots are frozen: create a new snapshot")
 
 
 @migration
@@ -475,14 +465,9 @@ def m0007_shadow_rules_overrides(db: sqlite_utils.Database) -> None:
             classes TEXT NOT NULL DEFAULT '{}',
             source TEXT NOT NULL DEFAULT '{}'
         );
-        CREATE TRIGGER rules_overrides_no_update BEFORE UPDATE ON rules_overrides BEGIN
-            SELECT RAISE(ABORT, 'rules overrides are append-only: insert a new row');
-        END;
-        CREATE TRIGGER rules_overrides_no_delete BEFORE DELETE ON rules_overrides BEGIN
-            SELECT RAISE(ABORT, 'rules overrides are append-only: insert a new row');
-        END;
         """,
     )
+    _append_only(db, "rules_overrides", "rules overrides are append-only: insert a new row")
 
 
 @migration
@@ -550,12 +535,6 @@ def m0009_camera_setup(db: sqlite_utils.Database) -> None:
             reason TEXT,
             UNIQUE (kind, station, camera_id, version)
         );
-        CREATE TRIGGER camera_setup_no_update BEFORE UPDATE ON camera_setup BEGIN
-            SELECT RAISE(ABORT, 'camera setup versions are append-only: save a new version');
-        END;
-        CREATE TRIGGER camera_setup_no_delete BEFORE DELETE ON camera_setup BEGIN
-            SELECT RAISE(ABORT, 'camera setup versions are append-only: save a new version');
-        END;
 
         CREATE TABLE camera_setup_in_force (
             id INTEGER PRIMARY KEY,
@@ -569,14 +548,10 @@ def m0009_camera_setup(db: sqlite_utils.Database) -> None:
             reason TEXT
         );
         CREATE INDEX camera_setup_in_force_key ON camera_setup_in_force (kind, station, camera_id, id);
-        CREATE TRIGGER camera_setup_in_force_no_update BEFORE UPDATE ON camera_setup_in_force BEGIN
-            SELECT RAISE(ABORT, 'the in-force history is append-only');
-        END;
-        CREATE TRIGGER camera_setup_in_force_no_delete BEFORE DELETE ON camera_setup_in_force BEGIN
-            SELECT RAISE(ABORT, 'the in-force history is append-only');
-        END;
         """,
     )
+    _append_only(db, "camera_setup", "camera setup versions are append-only: save a new version")
+    _append_only(db, "camera_setup_in_force", "the in-force history is append-only")
 
 
 @migration
