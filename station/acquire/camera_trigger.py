@@ -15,13 +15,13 @@ lifecycle raises the alarm.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from ..config.camera import CameraTriggerConfig
 from ..contracts import Frame
 from .base import CameraError
+from .triggers import ThreadedTrigger
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class FrameSource(Protocol):
         """The next frame (part_id 0), None on timeout; CameraError for a broken frame."""
 
 
-class CameraTrigger:
+class CameraTrigger(ThreadedTrigger):
     """A :class:`~station.acquire.triggers.TriggerSource` fed by a camera's frame arrivals."""
 
     def __init__(
@@ -67,22 +67,11 @@ class CameraTrigger:
                 "with "
                 "trigger_mode hardware or freerun, or an opencv stream / realtime file (or trigger type software/timer)"
             )
+        super().__init__(f"trigger-camera-{cfg.camera_id}", max_parts)
         self.cfg = cfg
         self.camera: FrameSource = cam
         self.on_frame = on_frame
-        self.max_parts = max_parts
-        self.count = 0
         self.failed = 0
-        self.done = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start waiting for frames."""
-        self._stop.clear()
-        self.done.clear()
-        self._thread = threading.Thread(target=self._run, name=f"trigger-camera-{self.cfg.camera_id}", daemon=True)
-        self._thread.start()
 
     def _run(self) -> None:
         cam_id = self.camera.camera_id
@@ -99,19 +88,5 @@ class CameraTrigger:
                 trig = self.on_frame(cam_id, frame, "")
             if trig is None:
                 continue  # line paused: the frame was discarded, no part
-            self.count += 1
-            if self.max_parts is not None and self.count >= self.max_parts:
+            if self._counted():
                 break
-        self.done.set()
-
-    @property
-    def threads(self) -> list[threading.Thread]:
-        """The thread that turns frames into parts, once started."""
-        return [self._thread] if self._thread is not None else []
-
-    def stop(self) -> None:
-        """Stop waiting for frames (the frame being waited for, if any, is not turned into a part)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.done.set()

@@ -31,23 +31,60 @@ class TriggerSource(Protocol):
         ...
 
 
-class TimerTrigger:
+class ThreadedTrigger:
+    """What the trigger sources that run one thread share: the thread, its stop flag, the part count.
+
+    A subclass implements ``_run`` (loop until ``_stop`` is set or ``_counted()`` says the run is
+    complete); ``done`` is set when the thread ends or the source is stopped.
+    """
+
+    def __init__(self, thread_name: str, max_parts: int | None):
+        self.max_parts = max_parts
+        self.count = 0
+        self.done = threading.Event()
+        self._thread_name = thread_name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._stop.clear()
+        self.done.clear()
+        self._thread = threading.Thread(target=self._run_until_done, name=self._thread_name, daemon=True)
+        self._thread.start()
+
+    def _run_until_done(self) -> None:
+        self._run()
+        self.done.set()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _counted(self) -> bool:
+        """Count one part; True when that was the last of a bounded run (``max_parts``)."""
+        self.count += 1
+        return self.max_parts is not None and self.count >= self.max_parts
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The thread that calls ``fire``, once started."""
+        return [self._thread] if self._thread is not None else []
+
+    def stop(self) -> None:
+        """Stop the thread (a part being waited for, if any, is not created)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.done.set()
+
+
+class TimerTrigger(ThreadedTrigger):
     """A part every ``60 / parts_per_minute`` s on an absolute schedule (no drift)."""
 
     def __init__(self, cfg: TimerTriggerConfig, fire: FireFn, max_parts: int | None = None):
+        super().__init__("trigger-timer", max_parts)
         self.period_ns = int(60e9 / cfg.parts_per_minute)
         self.fire = fire
-        self.max_parts = max_parts
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.count = 0
-        self.done = threading.Event()
-
-    def start(self) -> None:
-        """Start the timer thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="trigger-timer", daemon=True)
-        self._thread.start()
 
     def _run(self) -> None:
         next_t = time.monotonic_ns() + self.period_ns
@@ -56,25 +93,12 @@ class TimerTrigger:
             if wait > 0 and self._stop.wait(wait):
                 break
             self.fire("timer")
-            self.count += 1
-            if self.max_parts is not None and self.count >= self.max_parts:
+            if self._counted():
                 break
             next_t += self.period_ns
             now = time.monotonic_ns()
             if next_t < now:  # fell behind (machine stalled): skip, never burst
                 next_t = now + self.period_ns
-        self.done.set()
-
-    @property
-    def threads(self) -> list[threading.Thread]:
-        """The timer thread, once started."""
-        return [self._thread] if self._thread is not None else []
-
-    def stop(self) -> None:
-        """Stop the timer thread."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=2)
 
 
 class SoftwareTrigger:
