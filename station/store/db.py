@@ -165,6 +165,23 @@ def rows(db: sqlite_utils.Database, sql: str, params: Sequence[Any] = ()) -> lis
     return [dict(zip(keys, r)) for r in cur.fetchall()]
 
 
+PART_T_WALL = "COALESCE(p.t_trigger_wall, p.t_recorded_wall)"
+"""When a part (``inspections p``) was made: its trigger time, else when it was recorded (imports have no trigger)."""
+
+
+def part_time_range(since: float | None, until: float | None) -> tuple[list[str], list[float]]:
+    """SQL conditions and their parameters for the parts with ``since <= PART_T_WALL < until`` (None: open end)."""
+    where: list[str] = []
+    params: list[float] = []
+    if since is not None:
+        where.append(f"{PART_T_WALL} >= ?")
+        params.append(float(since))
+    if until is not None:
+        where.append(f"{PART_T_WALL} < ?")
+        params.append(float(until))
+    return where, params
+
+
 def inserted_id(rowid: int | None) -> int:
     """The id of the row an INSERT just wrote (``cursor.lastrowid`` / ``Table.last_rowid``, typed ``int | None``)."""
     if rowid is None:

@@ -12,18 +12,12 @@ from typing import Any
 
 import sqlite_utils
 
-T_WALL = "COALESCE(p.t_trigger_wall, p.t_recorded_wall)"
+from .db import PART_T_WALL, part_time_range
 
 
-def _time_where(since: float | None, until: float | None) -> tuple[str, list[Any]]:
-    where, params = ["p.source != 'import'"], []
-    if since is not None:
-        where.append(f"{T_WALL} >= ?")
-        params.append(float(since))
-    if until is not None:
-        where.append(f"{T_WALL} < ?")
-        params.append(float(until))
-    return " AND ".join(where), params
+def _time_where(since: float | None, until: float | None) -> tuple[str, list[float]]:
+    where, params = part_time_range(since, until)
+    return " AND ".join(["p.source != 'import'", *where]), params
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -36,8 +30,8 @@ def outcome_slots(
     """(slot, outcome, parts) per ``slot_s``-second UTC slot (slot = time // slot_s) and outcome."""
     where, params = _time_where(since, until)
     sql = (
-        f"SELECT CAST({T_WALL} / {int(slot_s)} AS INTEGER) AS slot, p.outcome, COUNT(*) FROM inspections p "
-        f"WHERE {where} AND {T_WALL} IS NOT NULL GROUP BY slot, p.outcome"
+        f"SELECT CAST({PART_T_WALL} / {int(slot_s)} AS INTEGER) AS slot, p.outcome, COUNT(*) FROM inspections p "
+        f"WHERE {where} AND {PART_T_WALL} IS NOT NULL GROUP BY slot, p.outcome"
     )
     return [(int(s), str(o), int(n)) for s, o, n in db.execute(sql, params)]
 
@@ -48,8 +42,8 @@ def defect_class_slots(
     """(slot, class name, detections) per UTC slot and class, counting detections whose action is in ``actions``."""
     where, params = _time_where(since, until)
     sql = (
-        f"SELECT CAST({T_WALL} / {int(slot_s)} AS INTEGER) AS slot, d.class_name, COUNT(*) FROM defects d "
-        f"JOIN inspections p ON p.part_id = d.part_id WHERE {where} AND {T_WALL} IS NOT NULL "
+        f"SELECT CAST({PART_T_WALL} / {int(slot_s)} AS INTEGER) AS slot, d.class_name, COUNT(*) FROM defects d "
+        f"JOIN inspections p ON p.part_id = d.part_id WHERE {where} AND {PART_T_WALL} IS NOT NULL "
         f"AND d.action IN ({_marks(actions)}) "
         "GROUP BY slot, d.class_name"
     )

@@ -15,6 +15,7 @@ import sqlite_utils
 
 from ..contracts import Outcome
 from ..counters import CounterValues
+from .db import rows
 
 _JSON_COLUMNS = ("reasons", "timings", "ground_truth")
 
@@ -24,12 +25,6 @@ def _decode(row: dict[str, Any], columns: tuple[str, ...] = _JSON_COLUMNS) -> di
         if c in row and isinstance(row[c], str):
             row[c] = json.loads(row[c])
     return row
-
-
-def _rows(db: sqlite_utils.Database, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    cur = db.execute(sql, list(params))
-    keys = [d[0] for d in cur.description]
-    return [dict(zip(keys, r)) for r in cur.fetchall()]
 
 
 def recent_inspections(
@@ -55,18 +50,18 @@ def recent_inspections(
         + " ORDER BY part_id DESC LIMIT ?"
     )
     params.append(int(limit))
-    return [_decode(r) for r in _rows(db, sql, params)]
+    return [_decode(r) for r in rows(db, sql, params)]
 
 
 def get_inspection(db: sqlite_utils.Database, part_id: int) -> dict[str, Any] | None:
     """One inspection with ``defects`` and ``images`` (deleted images included, with ``deleted_at``); None if
     unknown."""
-    rows = _rows(db, "SELECT * FROM inspections WHERE part_id = ?", [int(part_id)])
-    if not rows:
+    found = rows(db, "SELECT * FROM inspections WHERE part_id = ?", [int(part_id)])
+    if not found:
         return None
-    out = _decode(rows[0])
-    out["defects"] = _rows(db, "SELECT * FROM defects WHERE part_id = ? ORDER BY id", [int(part_id)])
-    out["images"] = _rows(db, "SELECT * FROM images WHERE part_id = ? ORDER BY id", [int(part_id)])
+    out = _decode(found[0])
+    out["defects"] = rows(db, "SELECT * FROM defects WHERE part_id = ? ORDER BY id", [int(part_id)])
+    out["images"] = rows(db, "SELECT * FROM images WHERE part_id = ? ORDER BY id", [int(part_id)])
     return out
 
 
@@ -113,7 +108,7 @@ def recent_alarms(db: sqlite_utils.Database, limit: int = 50, unacknowledged: bo
         + (" WHERE acknowledged_at IS NULL" if unacknowledged else "")
         + " ORDER BY t_wall DESC, id DESC LIMIT ?"
     )
-    return _rows(db, sql, [int(limit)])
+    return rows(db, sql, [int(limit)])
 
 
 def resume_counters(db: sqlite_utils.Database) -> dict[str, Any] | None:
@@ -153,14 +148,14 @@ def recent_rejects(db: sqlite_utils.Database, outcomes: Sequence[str], limit: in
     (decoded)."""
     if not outcomes:
         return []
-    rows = db["inspections"].rows_where(
+    newest = db["inspections"].rows_where(
         f"outcome IN ({','.join('?' * len(outcomes))})",
         list(outcomes),
         select="part_id, t_trigger_wall AS t_wall, outcome, reasons",
         order_by="part_id DESC",
         limit=int(limit),
     )
-    return [{**r, "reasons": json.loads(r["reasons"] or "[]")} for r in rows]
+    return [{**r, "reasons": json.loads(r["reasons"] or "[]")} for r in newest]
 
 
 def image_sizes(db: sqlite_utils.Database, image_ids: Sequence[int]) -> dict[int, tuple[int, int]]:

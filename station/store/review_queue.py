@@ -13,7 +13,7 @@ from typing import Any
 import sqlite_utils
 
 from ..contracts import Outcome
-from .db import rows
+from .db import PART_T_WALL, rows
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ FILTERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "outcome": ("p.outcome = ?", lambda v: Outcome(v).value),
     "min_conf": ("COALESCE(p.max_score, 0) >= ?", float),
     "max_conf": ("COALESCE(p.max_score, 0) <= ?", float),
-    "since": ("COALESCE(p.t_trigger_wall, p.t_recorded_wall) >= ?", float),
-    "until": ("COALESCE(p.t_trigger_wall, p.t_recorded_wall) < ?", float),
+    "since": (f"{PART_T_WALL} >= ?", float),
+    "until": (f"{PART_T_WALL} < ?", float),
     "model_id": ("p.model_id = ?", str),
     "class_name": (
         "EXISTS (SELECT 1 FROM labels l WHERE l.image_id = i.id AND l.class_name = ? AND l.status = 'active' "
@@ -58,7 +58,7 @@ def queue_candidates(db: sqlite_utils.Database, *, reviewed: bool | None, **filt
         where.append(("" if reviewed else "NOT ") + "EXISTS (SELECT 1 FROM image_reviews r WHERE r.image_id = i.id)")
     sql = f"""
         SELECT i.id AS image_id, i.part_id, i.camera_id, p.outcome, p.max_score, p.model_id,
-               COALESCE(p.t_trigger_wall, p.t_recorded_wall) AS t_wall, p.ground_truth,
+               {PART_T_WALL} AS t_wall, p.ground_truth,
                EXISTS (SELECT 1 FROM image_reviews r WHERE r.image_id = i.id) AS reviewed
         FROM images i JOIN inspections p ON p.part_id = i.part_id
         WHERE {" AND ".join(where)}

@@ -12,9 +12,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .db import inserted_id, rows
-
-_T_WALL = "COALESCE(p.t_trigger_wall, p.t_recorded_wall)"
+from .db import PART_T_WALL, inserted_id, part_time_range, rows
 
 
 def snapshot_candidates(
@@ -24,21 +22,15 @@ def snapshot_candidates(
 
     Each row: image_id, part_id, camera_id, sha256, format, width, height, t_wall, verdict (latest review or None).
     """
-    where = ["i.deleted_at IS NULL"]
-    params: list[Any] = []
-    if since is not None:
-        where.append(f"{_T_WALL} >= ?")
-        params.append(float(since))
-    if until is not None:
-        where.append(f"{_T_WALL} < ?")
-        params.append(float(until))
+    times, params = part_time_range(since, until)
+    where = ["i.deleted_at IS NULL", *times]
     if only_reviewed:
         where.append("r.verdict IS NOT NULL")
     return rows(
         db,
         f"""
         SELECT i.id AS image_id, i.part_id, i.camera_id, i.sha256, i.format, i.width, i.height,
-               {_T_WALL} AS t_wall, r.verdict
+               {PART_T_WALL} AS t_wall, r.verdict
         FROM images i JOIN inspections p ON p.part_id = i.part_id
         LEFT JOIN image_review_latest r ON r.image_id = i.id
         WHERE {" AND ".join(where)}
