@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..config.actuate import OutputConfig
 from ..drivers import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class OutputEdge:
+    """One change of an output line, as a driver that records its edges keeps it (host monotonic time of the write)."""
+
+    line: str
+    value: bool
+    t_ns: int
 
 
 class OutputError(RuntimeError):

@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from pypylon import genicam, pylon
@@ -36,18 +35,9 @@ from ..acquire.base import CameraError
 from ..acquire.lifecycle import Lifecycle, StatusFn
 from ..acquire.pylon import ENUM_LOCK, PylonCamera, describe_device, find_device, get_node, set_feature
 from ..config.actuate import PylonOutputConfig
-from .base import OutputError
+from .base import OutputEdge, OutputError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class OutputEdge:
-    """One confirmed change of an output line (host time after the write)."""
-
-    line: str
-    value: bool
-    t_ns: int
 
 
 class _OwnDevice:

@@ -5,18 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
 from ..config import SimulatedOutputConfig
-
-
-@dataclass(frozen=True, slots=True)
-class Edge:
-    """One change of an output line."""
-
-    line: str
-    value: bool
-    t_ns: int
+from .base import OutputEdge
 
 
 class SimulatedOutput:
@@ -24,7 +15,7 @@ class SimulatedOutput:
 
     def __init__(self, cfg: SimulatedOutputConfig):
         self.cfg = cfg
-        self._edges: deque[Edge] = deque(maxlen=cfg.max_edges)
+        self._edges: deque[OutputEdge] = deque(maxlen=cfg.max_edges)
         self._state: dict[str, bool] = {}
         self._lock = threading.Lock()
 
@@ -38,9 +29,9 @@ class SimulatedOutput:
             if self._state.get(line, False) == value:
                 return
             self._state[line] = value
-            self._edges.append(Edge(line, value, t))
+            self._edges.append(OutputEdge(line, value, t))
 
-    def edges(self, line: str | None = None) -> list[Edge]:
+    def edges(self, line: str | None = None) -> list[OutputEdge]:
         """A copy of the recorded edges, optionally of one line."""
         with self._lock:
             return [e for e in self._edges if line is None or e.line == line]
