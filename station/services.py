@@ -6,11 +6,16 @@ watchdog) is one :class:`Service` in one list. :meth:`Services.start` starts the
 given; if one fails, the ones already started are stopped in reverse and the error is raised, so a
 station that cannot start leaves no thread or device behind. :meth:`Services.stop` stops what was
 started, in reverse: the trigger first (no new parts), the consumers last (nothing is lost).
+
+:class:`ThreadWorker` is the one daemon thread and stop flag of a service that runs a loop (the
+watchdog, the publishers, the PLC handshake, the encoder tracker, the plant uplink, the triggers).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,3 +73,33 @@ class Services:
                 svc.stop()
             except Exception:
                 log.exception("service %s failed to stop cleanly", svc.name)
+
+
+class ThreadWorker:
+    """The one daemon thread of a background worker and its stop flag ``_stop``.
+
+    A worker class calls ``super().__init__(thread_name)``, starts with :meth:`_start_thread` and
+    stops with :meth:`_stop_thread`; its loop runs until ``_stop`` is set.
+    """
+
+    def __init__(self, thread_name: str) -> None:
+        self._thread_name = thread_name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _start_thread(self, target: Callable[[], object]) -> None:
+        """Clear the stop flag and run ``target`` on a new daemon thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=target, name=self._thread_name, daemon=True)
+        self._thread.start()
+
+    def _stop_thread(self, join_s: float, *, drain_s: float = 0.0, busy: Callable[[], object] | None = None) -> None:
+        """Wait up to ``drain_s`` while ``busy()`` is true (shutdown only: let pending work go out), then set the
+        stop flag and wait up to ``join_s`` for the thread (unless called from that thread)."""
+        if busy is not None:
+            end = time.monotonic() + drain_s
+            while time.monotonic() < end and busy():
+                time.sleep(0.01)
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=join_s)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from .alarms import AlarmBoard
 from .config import WatchdogConfig
 from .pipeline import Pipeline, Stall
+from .services import ThreadWorker
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class RestartRecord:
     stall: Stall
 
 
-class Watchdog:
+class Watchdog(ThreadWorker):
     """Health check of the hot-path workers; restarts them, or gives up."""
 
     def __init__(
@@ -140,8 +141,7 @@ class Watchdog:
         self.restarts: list[RestartRecord] = []
         self.gave_up: str | None = None
         self._last_notify = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("watchdog")
 
     @property
     def healthy(self) -> bool:
@@ -150,15 +150,11 @@ class Watchdog:
 
     def start(self) -> None:
         """Start the health-check thread (after the line's threads)."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
-        self._thread.start()
+        self._start_thread(self._run)
 
     def stop(self) -> None:
         """Stop checking (first thing at station stop: a stopping line is not a stuck one)."""
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
+        self._stop_thread(2)
 
     def _run(self) -> None:
         while not self._stop.wait(self.cfg.period_s):

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from ..config import SoftwareTriggerConfig, TimerTriggerConfig, TriggerConfig
 from ..drivers import Registry
+from ..services import ThreadWorker
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class TriggerSource(Protocol):
         ...
 
 
-class ThreadedTrigger:
+class ThreadedTrigger(ThreadWorker):
     """What the trigger sources that run one thread share: the thread, its stop flag, the part count.
 
     A subclass implements ``_run`` (loop until ``_stop`` is set or ``_counted()`` says the run is
@@ -39,19 +40,15 @@ class ThreadedTrigger:
     """
 
     def __init__(self, thread_name: str, max_parts: int | None):
+        super().__init__(thread_name)
         self.max_parts = max_parts
         self.count = 0
         self.done = threading.Event()
-        self._thread_name = thread_name
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the thread."""
-        self._stop.clear()
         self.done.clear()
-        self._thread = threading.Thread(target=self._run_until_done, name=self._thread_name, daemon=True)
-        self._thread.start()
+        self._start_thread(self._run_until_done)
 
     def _run_until_done(self) -> None:
         self._run()
@@ -72,9 +69,7 @@ class ThreadedTrigger:
 
     def stop(self) -> None:
         """Stop the thread (a part being waited for, if any, is not created)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._stop_thread(5)
         self.done.set()
 
 

@@ -33,6 +33,7 @@ from ..contracts import PartResult, RejectCommand, Trigger
 from ..plc.link import ModbusLink, ModbusLinkError, ReportFn
 from ..plc.registers import join_u32
 from ..rt import set_realtime
+from ..services import ThreadWorker
 from .scheduler import _FIRE, RejectScheduler
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class _Slot:
 FireFn = Callable[[int, int, bool], None]  # (part_id, t_ns, decided)
 
 
-class EncoderTracker:
+class EncoderTracker(ThreadWorker):
     """The shift register between camera and ejector, clocked by the encoder."""
 
     def __init__(
@@ -134,8 +135,7 @@ class EncoderTracker:
         self._fifo: deque[_Slot] = deque()
         self._slots: dict[int, _Slot] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("encoder-tracker")
         self._poll_ns = int(cfg.poll_ms * 1e6)
         # a reading whose request took longer than this has an uncertain time: no prediction from it
         self._sharp_ns = max(500_000, self._poll_ns // 4)
@@ -152,17 +152,13 @@ class EncoderTracker:
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
         """Start polling."""
-        self._stop.clear()
         self._last_ok_ns = time.monotonic_ns()
         self._poll_once()  # a first count before the first trigger, when the encoder is there
-        self._thread = threading.Thread(target=self._run, name="encoder-tracker", daemon=True)
-        self._thread.start()
+        self._start_thread(self._run)
 
     def stop(self) -> None:
         """Stop polling and disconnect."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        self._stop_thread(2)
         self._source.close()
 
     # -- the shift register -------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import RejectVerifyConfig
 from ..plc.link import ModbusLink, ModbusLinkError
+from ..services import ThreadWorker
 from .base import OutputDriver
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 ReportFn = Callable[[str, str, str], None]
 
 
-class VerifiedOutput:
+class VerifiedOutput(ThreadWorker):
     """An OutputDriver that also checks every reject pulse against a confirmation sensor."""
 
     component = "reject-verify"
@@ -47,8 +48,7 @@ class VerifiedOutput:
         self._open_lock = threading.Lock()
         self._high = False
         self._sensor_prev: bool | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("reject-verify")
         self.confirmed = 0
         self.unconfirmed = 0
         self.confirm_delays_ms: deque[float] = deque(maxlen=10000)
@@ -62,9 +62,7 @@ class VerifiedOutput:
         """Open the wrapped output and start watching the sensor."""
         self.inner.open()
         self._link.connect_if_due()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="reject-verify", daemon=True)
-        self._thread.start()
+        self._start_thread(self._run)
 
     def set(self, line: str, value: bool) -> None:
         """Drive the wrapped output; a rising edge of the reject line opens a confirmation window."""
@@ -77,12 +75,11 @@ class VerifiedOutput:
 
     def close(self) -> None:
         """Stop watching (open windows are judged first, up to window_ms) and close the wrapped output."""
-        end = time.monotonic() + self.cfg.window_ms / 1000 + 0.1
-        while self._open and time.monotonic() < end and self._thread is not None and self._thread.is_alive():
-            time.sleep(0.01)  # shutdown only: let the last pulses be confirmed
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        self._stop_thread(  # let the last pulses be confirmed first
+            2,
+            drain_s=self.cfg.window_ms / 1000 + 0.1,
+            busy=lambda: self._open and self._thread is not None and self._thread.is_alive(),
+        )
         self._link.close()
         self.inner.close()
 

@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -30,6 +29,7 @@ from typing import Any
 
 from station import serialize
 
+from ..services import ThreadWorker
 from . import wire
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ async def ensure_buckets(js: Any, prefix: str) -> None:
             await js.key_value(name)
 
 
-class ModelFollower:
+class ModelFollower(ThreadWorker):
     """One thread with its own asyncio loop: watch, download, verify, swap, report."""
 
     def __init__(
@@ -146,21 +146,14 @@ class ModelFollower:
         self.group_desired: Desired | None = None  # the group's key
         self.pinned: Desired | None = None  # the station's own key (station/<name>), above the group's
         self.swaps = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("plant-model-follower")
 
     def start(self) -> ModelFollower:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._main()), name="plant-model-follower", daemon=True
-        )
-        self._thread.start()
+        self._start_thread(lambda: asyncio.run(self._main()))
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._stop_thread(10)
 
     def report(self) -> Reported:
         return Reported(

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ..services import ThreadWorker
 from ..store import plant_db, plant_labels
 from . import wire
 
@@ -65,7 +65,7 @@ class IngestStats:
     lag_ms: list[float] = field(default_factory=list)  # receive time - part time, of new rows (the bench reads it)
 
 
-class Ingest:
+class Ingest(ThreadWorker):
     """One ingest worker; several may share the durable consumer (each batch is one transaction)."""
 
     def __init__(
@@ -92,22 +92,17 @@ class Ingest:
         self.keep_lag = keep_lag
         self.stats = IngestStats()
         self._partitions: set[dt.date] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("plant-ingest")
 
     # -- as a thread (tests, demo) or in the foreground (plant ingest) --------
     def start(self) -> Ingest:
         """Run in a background thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="plant-ingest", daemon=True)
-        self._thread.start()
+        self._start_thread(self.run)
         return self
 
     def stop(self) -> None:
         """Finish the batch in hand and stop."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._stop_thread(30)
 
     @property
     def died(self) -> bool:

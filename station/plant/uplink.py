@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +39,7 @@ from ..bus import Subscription
 from ..config.plant import PlantLinkConfig
 from ..contracts import Outcome, PartResult
 from ..plc.link import Backoff
+from ..services import ThreadWorker
 from ..store.outbox import Outbox
 from . import wire
 from .labels_up import LabelFeed
@@ -71,7 +71,7 @@ def result_meta(r: PartResult, station: str, cfg: PlantLinkConfig, image_keys: l
     }
 
 
-class PlantUplink:
+class PlantUplink(ThreadWorker):
     """Bus subscriber -> outbox -> plant (S3 + JetStream)."""
 
     component = "plant-link"
@@ -104,8 +104,7 @@ class PlantUplink:
         self._s3: Any = None
         self._connected = False
         self._last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("plant-uplink")
         self._alarm_state = "ok"
         self.published = 0  # results JetStream stored (acknowledged)
         self.uploaded = 0  # images put to S3
@@ -123,22 +122,15 @@ class PlantUplink:
                 self.cfg.outbox_path,
                 len(self._outbox),
             )
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="plant-uplink", daemon=True)
-        self._thread.start()
+        self._start_thread(self._run)
 
     def stop(self, flush_s: float = 2.0) -> None:
         """Send what is pending (up to ``flush_s`` while connected), then stop; the rest stays in the outbox."""
-        end = time.monotonic() + flush_s
-        while (
-            time.monotonic() < end
-            and self._connected
-            and (self.sub.pending or self.outbox_pending or self._labels_pending)
-        ):
-            time.sleep(0.01)  # shutdown only
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._stop_thread(
+            10,
+            drain_s=flush_s,
+            busy=lambda: self._connected and (self.sub.pending or self.outbox_pending or self._labels_pending),
+        )
 
     @property
     def outbox_pending(self) -> int:

@@ -21,7 +21,6 @@ has applied its own fail-safe for parts without RESULT_VALID.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from collections.abc import Callable
 from ..bus import Subscription
 from ..config import PlcConfig
 from ..contracts import PartResult
+from ..services import ThreadWorker
 from . import registers as R
 from .link import ModbusLink, ModbusLinkError, ReportFn
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _IDLE, _WAIT_ACK, _WAIT_ACK_LOW = "idle", "wait-ack", "wait-ack-low"
 
 
-class PlcHandshake:
+class PlcHandshake(ThreadWorker):
     """One thread, one Modbus connection, the whole handshake."""
 
     component = "plc"
@@ -71,8 +71,7 @@ class PlcHandshake:
         self._written: dict[str, object] = {}  # last values written (re-sent after a reconnect)
         self._recipe_seen: int | None = None
         self.active_recipe = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("plc-handshake")
         self._was_connected = False
         self._ack_alarm = False
         # statistics
@@ -87,20 +86,15 @@ class PlcHandshake:
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
         """Start the handshake thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="plc-handshake", daemon=True)
-        self._thread.start()
+        self._start_thread(self._run)
 
     def stop(self, drain_s: float = 1.0) -> None:
         """Hand over what is queued (up to ``drain_s``), drop STATION_READY, stop, disconnect."""
-        end = time.monotonic() + drain_s
-        while (
-            (self._queue or self.sub.pending or self._state != _IDLE) and self.link.connected and time.monotonic() < end
-        ):
-            time.sleep(0.01)  # shutdown only
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=3)
+        self._stop_thread(
+            3,
+            drain_s=drain_s,
+            busy=lambda: (self._queue or self.sub.pending or self._state != _IDLE) and self.link.connected,
+        )
         if self.link.connected:
             try:
                 self.link.write_coil(self.cfg.coil_base + R.STATION_READY.address, False)

@@ -37,6 +37,7 @@ from ..config import MqttConfig
 from ..contracts import PartResult, StatusEvent
 from ..plc.link import Backoff
 from ..serialize import dumps, event_to_dict, result_to_dict
+from ..services import ThreadWorker
 from ..store.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def topics(cfg: MqttConfig, station_name: str) -> dict[str, str]:
     return {"result": f"{base}/result", "status": f"{base}/status", "online": f"{base}/online"}
 
 
-class MqttPublisher:
+class MqttPublisher(ThreadWorker):
     """Bus subscriber -> SQLite outbox -> broker."""
 
     component = "mqtt"
@@ -81,9 +82,8 @@ class MqttPublisher:
         self._snapshot_due = False
         self._acked: list[int] = []
         self._last_sent = 0
-        self._stop = threading.Event()
+        super().__init__("mqtt-publisher")
         self._flush = threading.Event()
-        self._thread: threading.Thread | None = None
         self.published = 0
         self.acked = 0
         self.connects = 0
@@ -98,19 +98,14 @@ class MqttPublisher:
             log.info(
                 "MQTT outbox %s holds %d unsent messages from before: sending them first", self.cfg.outbox_path, left
             )
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
-        self._thread.start()
+        self._start_thread(self._run)
 
     def stop(self, flush_s: float = 2.0) -> None:
         """Send what is pending (up to ``flush_s`` while connected), say offline, disconnect."""
         self._flush.set()
-        end = time.monotonic() + flush_s
-        while time.monotonic() < end and self._connected and (self.sub.pending or self.outbox_pending):
-            time.sleep(0.01)  # shutdown only
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._stop_thread(
+            5, drain_s=flush_s, busy=lambda: self._connected and (self.sub.pending or self.outbox_pending)
+        )
 
     @property
     def outbox_pending(self) -> int:
