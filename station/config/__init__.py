@@ -25,7 +25,7 @@ from .actuate import (
     RejectConfig,
     SimulatedOutputConfig,
 )
-from .base import StrictModel
+from .base import StrictModel, repeated
 from .camera import (
     CameraConfig,
     FolderCameraConfig,
@@ -272,8 +272,7 @@ class StationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _camera_ids_unique(self) -> StationConfig:
-        ids = [c.id for c in self.cameras]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
+        dup = repeated([c.id for c in self.cameras])
         if dup:
             raise ValueError(f"camera ids must be unique; repeated: {', '.join(dup)} (give each camera its own `id`)")
         if not self.cameras:

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .base import StrictModel
+from .base import StrictModel, repeated
 from .camera import ReconnectConfig
 from .floor import EncoderConfig, ModbusEndpointConfig, RejectVerifyConfig
 
@@ -159,8 +159,7 @@ class PylonOutputConfig(StrictModel):
         if not self.lines:
             raise ValueError("no output lines: map at least the reject line under `lines` (e.g. reject: {line: Line2})")
         for attr in ("line", "user_output"):
-            values = [getattr(v, attr) for v in self.lines.values()]
-            dup = sorted({v for v in values if values.count(v) > 1})
+            dup = repeated([getattr(v, attr) for v in self.lines.values()])
             if dup:
                 raise ValueError(
                     f"`lines`: {attr} {', '.join(dup)} used by more than one output line; give each its own"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import StrictModel
+from .base import StrictModel, repeated
 
 Point = tuple[float, float]
 
@@ -105,8 +105,7 @@ class CameraRegions(StrictModel):
 
     @model_validator(mode="after")
     def _inside_and_unique(self) -> CameraRegions:
-        names = [r.name for r in self.regions]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = repeated([r.name for r in self.regions])
         if dup:
             raise ValueError(f"region names must be unique; repeated: {', '.join(dup)}")
         if self.image_size is not None:

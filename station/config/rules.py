@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import StrictModel
+from .base import StrictModel, repeated
 
 
 class ClassRule(StrictModel):
@@ -68,7 +68,7 @@ class RulesConfig(StrictModel):
 
     @model_validator(mode="after")
     def _good_classes_unique(self) -> RulesConfig:
-        dup = sorted({c for c in self.good_classes if self.good_classes.count(c) > 1})
+        dup = repeated(self.good_classes)
         if dup:
             raise ValueError(f"good_classes lists {dup} more than once; list each good class once")
         return self
