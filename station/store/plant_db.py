@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from . import plant_labels
+from .pg import dict_rows
 
 SCHEMA_VERSION = 1
 
@@ -317,8 +318,7 @@ def yield_by(conn: Any, by: str, since: dt.datetime, until: dt.datetime) -> list
         f"FROM rollups WHERE hour >= %s AND hour < %s GROUP BY {col} ORDER BY {col}",
         (since, until),
     )
-    names = [d.name for d in cur.description]
-    rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    rows = dict_rows(cur)
     for r in rows:
         r["yield"] = r["pass"] / r["total"] if r["total"] else None
     return rows
@@ -346,7 +346,7 @@ def pareto(conn: Any, by: str, key: str | None, since: dt.datetime, until: dt.da
 def stations(conn: Any) -> list[dict[str, Any]]:
     """Every station: line, last seen, newest part time, model id of its newest part."""
     cur = conn.execute("SELECT station_id, line, last_seen, last_t, model_id FROM stations ORDER BY line, station_id")
-    return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+    return dict_rows(cur)
 
 
 def parts(
@@ -366,7 +366,7 @@ def parts(
         f"WHERE {' AND '.join(where)} ORDER BY t DESC LIMIT %s",
         (*params, limit),
     )
-    return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+    return dict_rows(cur)
 
 
 def counts(conn: Any) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from .pg import dict_rows, one_by_prefix
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (
     station_id text NOT NULL,
@@ -162,7 +164,7 @@ def current_labels(
         f"ORDER BY station_id, image_id, revision DESC) cur WHERE {' AND '.join(where)} ORDER BY station_id, image_id",
         params,
     )
-    return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+    return dict_rows(cur)
 
 
 def label_history(conn: Any, station: str, image_id: int) -> list[dict[str, Any]]:
@@ -172,7 +174,7 @@ def label_history(conn: Any, station: str, image_id: int) -> list[dict[str, Any]
         "ORDER BY revision",
         (station, image_id),
     )
-    return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+    return dict_rows(cur)
 
 
 def add_snapshot(conn: Any, row: dict[str, Any]) -> bool:
@@ -192,15 +194,10 @@ def snapshot(conn: Any, snapshot_id: str) -> dict[str, Any]:
     if len(snapshot_id) < 8:
         raise ValueError(f"snapshot {snapshot_id!r}: give its id (at least 8 hex digits)")
     cur = conn.execute("SELECT * FROM dataset_snapshots WHERE id LIKE %s LIMIT 2", (snapshot_id.lower() + "%",))
-    rows = [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
-    if len(rows) != 1:
-        raise ValueError(
-            f"snapshot {snapshot_id!r}: {'no such snapshot' if not rows else 'ambiguous, give more digits'}"
-        )
-    return rows[0]
+    return one_by_prefix(cur, f"snapshot {snapshot_id!r}", "no such snapshot")
 
 
 def snapshots(conn: Any) -> list[dict[str, Any]]:
     """Every dataset snapshot, newest first."""
     cur = conn.execute("SELECT * FROM dataset_snapshots ORDER BY created_at DESC, id")
-    return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+    return dict_rows(cur)

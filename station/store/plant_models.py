@@ -13,6 +13,8 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from .pg import dict_rows, one_by_prefix
+
 
 def register_model(
     conn: Any,
@@ -47,18 +49,13 @@ def find_model(conn: Any, sha256: str) -> dict[str, Any]:
     cur = conn.execute(
         f"SELECT {_MODEL_COLUMNS} FROM models WHERE sha256 LIKE %s ORDER BY sha256 LIMIT 2", (sha + "%",)
     )
-    rows = [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
-    if len(rows) != 1:
-        raise ValueError(
-            f"model {sha256!r}: {'no registered model has it' if not rows else 'ambiguous, give more digits'}"
-        )
-    return rows[0]
+    return one_by_prefix(cur, f"model {sha256!r}", "no registered model has it")
 
 
 def models(conn: Any) -> list[dict[str, Any]]:
     """The central registry, newest first."""
     cur = conn.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY registered_at DESC, sha256")
-    return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+    return dict_rows(cur)
 
 
 def start_rollout(conn: Any, version: str, sha256: str, groups: Sequence[str]) -> int:
@@ -89,7 +86,7 @@ def rollout(conn: Any, rollout_id: int) -> dict[str, Any]:
     cur = conn.execute(
         "SELECT id, version, sha256, groups, state, reached, reason FROM rollouts WHERE id = %s", (rollout_id,)
     )
-    return dict(zip([d.name for d in cur.description], cur.fetchone()))
+    return dict_rows(cur)[0]
 
 
 def group_metrics(conn: Any, stations: Sequence[str], model_ids: Sequence[str], since: dt.datetime) -> dict[str, float]:
