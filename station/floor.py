@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .serialize import event_to_dict
+from .services import Services
 
 if TYPE_CHECKING:
     from .app import Station
@@ -65,24 +66,18 @@ class FloorServices:
                 snapshot=self.snapshot,
                 on_recipe=self.select_recipe,
             )
+        self._services = Services()
+        for name, svc in (("opcua", self.opcua), ("mqtt", self.mqtt), ("plc-handshake", self.handshake)):
+            if svc is not None:
+                self._services.add(name, svc.start, svc.stop)
 
     def start(self) -> None:
         """Start the configured services (OPC UA, MQTT, then the PLC handshake)."""
-        if self.opcua is not None:
-            self.opcua.start()
-        if self.mqtt is not None:
-            self.mqtt.start()
-        if self.handshake is not None:
-            self.handshake.start()
+        self._services.start()
 
     def stop(self) -> None:
         """Stop in reverse order; the PLC gets the last results and STATION_READY = 0 first."""
-        if self.handshake is not None:
-            self.handshake.stop()
-        if self.mqtt is not None:
-            self.mqtt.stop()
-        if self.opcua is not None:
-            self.opcua.stop()
+        self._services.stop()
 
     # -- recipes ------------------------------------------------------------
     def select_recipe(self, n: int) -> bool:
