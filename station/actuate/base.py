@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -20,6 +21,13 @@ class OutputEdge:
 
 class OutputError(RuntimeError):
     """An output could not be set (PLC gone, device error)."""
+
+
+def unmapped_line(line: str, setting: str, mapped: Iterable[str]) -> OutputError:
+    """The error for a line name the driver's config does not map, naming the ``reject.output`` key to add it under."""
+    return OutputError(
+        f"output line {line!r} is not mapped; add it under reject.output.{setting} (mapped: {sorted(mapped)})"
+    )
 
 
 @runtime_checkable

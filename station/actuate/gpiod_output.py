@@ -18,7 +18,7 @@ from typing import Any
 
 from ..config import GpiodOutputConfig
 from ..drivers import Registry
-from .base import OutputError
+from .base import OutputError, unmapped_line
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,7 @@ class GpiodOutput:
         """Drive ``line`` active/inactive (active_low inverts the pin level)."""
         offset = self._offsets.get(line)
         if offset is None:
-            raise OutputError(
-                f"output line {line!r} is not mapped; add it under reject.output.lines (mapped: "
-                f"{sorted(self._offsets)})"
-            )
+            raise unmapped_line(line, "lines", self._offsets)
         if self._request is None:
             raise OutputError("gpiod output is not open")
         v = self._api.line.Value.ACTIVE if value else self._api.line.Value.INACTIVE

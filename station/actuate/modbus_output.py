@@ -12,7 +12,7 @@ from pymodbus.client import ModbusTcpClient
 
 from ..config import ModbusOutputConfig
 from ..plc.link import Backoff
-from .base import OutputError
+from .base import OutputError, unmapped_line
 from .reconnecting import ReconnectingOutput, ReportFn
 
 
@@ -43,8 +43,7 @@ class ModbusOutput(ReconnectingOutput):
         elif line in self.cfg.registers:
             rr = self._client.write_register(self.cfg.registers[line], 1 if value else 0, device_id=self.cfg.device_id)
         else:
-            known = sorted([*self.cfg.coils, *self.cfg.registers])
-            raise OutputError(f"output line {line!r} is not mapped; add it under reject.output.coils (mapped: {known})")
+            raise unmapped_line(line, "coils", [*self.cfg.coils, *self.cfg.registers])
         if rr.isError():  # the PLC answered with an exception code: the mapping is wrong, the link is fine
             raise OutputError(f"{self.peer} refused {line}={value} ({rr}); check reject.output.coils / registers")
 

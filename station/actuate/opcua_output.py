@@ -16,7 +16,7 @@ from asyncua.sync import ThreadLoop
 
 from ..config import OpcUaOutputConfig
 from ..plc.link import Backoff
-from .base import OutputError
+from .base import OutputError, unmapped_line
 from .reconnecting import ReconnectingOutput, ReportFn
 
 
@@ -71,10 +71,7 @@ class OpcUaOutput(ReconnectingOutput):
     def _write_line(self, line: str, value: bool) -> None:
         node = self._nodes.get(line)
         if node is None:
-            raise OutputError(
-                f"output line {line!r} is not mapped; add it under reject.output.nodes (mapped: "
-                f"{sorted(self.cfg.nodes)})"
-            )
+            raise unmapped_line(line, "nodes", self.cfg.nodes)
         dv = ua.DataValue(ua.Variant(bool(value), ua.VariantType.Boolean))
         try:
             self._post(node.write_attribute(ua.AttributeIds.Value, dv))
