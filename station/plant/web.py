@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from ..store import plant_db, plant_roles
 from ..web import auth
+from ..web.pages import templates
 from ..web.routes_auth import router as auth_router
 from ..web.security import SecurityMiddleware
 from . import web_actions, wire
@@ -48,7 +49,7 @@ def _range(days: float) -> tuple[dt.datetime, dt.datetime]:
 def page(request: Request) -> Response:
     if auth.session_of(request) is None:
         return RedirectResponse("/login?next=/", status_code=303)
-    return FileResponse(STATIC / "plant.html", media_type="text/html")
+    return templates.TemplateResponse(request, "plant.html", {})
 
 
 @router.get("/api/plant/yield", summary="Yield per line, station, shift or product (from the rollups)")
