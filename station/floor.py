@@ -66,10 +66,12 @@ class FloorServices:
                 snapshot=self.snapshot,
                 on_recipe=self.select_recipe,
             )
+        # the configured ones, in start order
+        services = (("opcua", self.opcua), ("mqtt", self.mqtt), ("plc", self.handshake))
+        self._configured = {name: svc for name, svc in services if svc is not None}
         self._services = Services()
-        for name, svc in (("opcua", self.opcua), ("mqtt", self.mqtt), ("plc-handshake", self.handshake)):
-            if svc is not None:
-                self._services.add(name, svc.start, svc.stop)
+        for name, svc in self._configured.items():
+            self._services.add(name, svc.start, svc.stop)
 
     def start(self) -> None:
         """Start the configured services (OPC UA, MQTT, then the PLC handshake)."""
@@ -119,33 +121,27 @@ class FloorServices:
         """State, counters and recipe for the OPC UA server."""
         st = self.station
         return {
-            "running": st.running,
-            "paused": st.pipeline.paused,
-            "model_id": st.inspector.model_id,
+            **self._line_state(),
             "config_hash": st.config_hash,
             "alarms": [f"{e.component}: {e.message}" for e in st.alarms.active()],
             "counters": st.counters.snapshot().as_dict(),
-            "active_recipe": self.active_recipe,
             "recipes": sorted(st.cfg.recipes),
         }
 
     def _status(self) -> dict[str, Any]:
+        """The status message of the MQTT publisher."""
+        return {**self._line_state(), "alarms": [event_to_dict(e) for e in self.station.alarms.active()]}
+
+    def _line_state(self) -> dict[str, Any]:
+        """What the OPC UA snapshot and the MQTT status both carry."""
         st = self.station
         return {
             "running": st.running,
             "paused": st.pipeline.paused,
             "model_id": st.inspector.model_id,
             "active_recipe": self.active_recipe,
-            "alarms": [event_to_dict(e) for e in st.alarms.active()],
         }
 
     def health(self) -> dict[str, Any]:
         """Health of each configured service."""
-        out: dict[str, Any] = {}
-        if self.handshake is not None:
-            out["plc"] = self.handshake.health()
-        if self.mqtt is not None:
-            out["mqtt"] = self.mqtt.health()
-        if self.opcua is not None:
-            out["opcua"] = self.opcua.health()
-        return out
+        return {name: svc.health() for name, svc in reversed(self._configured.items())}
