@@ -268,6 +268,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(parts=args.parts, seconds=args.seconds, root=Path(args.dir) if args.dir else None)
 
 
+def _dsn_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+
+
+def _nats_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nats", required=True, help="NATS URL(s)")
+    p.add_argument("--prefix", default="plant", help="subject prefix (plant.subject_prefix of the stations)")
+
+
+def _s3_args(p: argparse.ArgumentParser, endpoint: str | None = None) -> None:
+    """--s3 (required unless ``endpoint`` is its default), --bucket and the keys."""
+    p.add_argument("--s3", required=endpoint is None, default=endpoint, help="S3 endpoint URL")
+    p.add_argument("--bucket", default="plant", help="S3 bucket (plant.s3_bucket of the stations)")
+    p.add_argument("--s3-access-key", default="plant")
+    p.add_argument("--s3-secret-key", default="plant")
+
+
+def _plant_args(p: argparse.ArgumentParser) -> None:
+    """PostgreSQL, NATS and S3: what the dashboard and the rollout controller reach."""
+    _dsn_arg(p)
+    _nats_args(p)
+    _s3_args(p)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="plant", description="The plant tier: ingest, local engines, demo (docs/plant.md)."
@@ -298,24 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.set_defaults(fn=cmd_ingest)
 
-    def plant_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
-        p.add_argument("--nats", required=True, help="NATS URL(s)")
-        p.add_argument("--prefix", default="plant", help="subject prefix (plant.subject_prefix of the stations)")
-        p.add_argument("--s3", required=True, help="S3 endpoint URL")
-        p.add_argument("--bucket", default="plant", help="S3 bucket (plant.s3_bucket of the stations)")
-        p.add_argument("--s3-access-key", default="plant")
-        p.add_argument("--s3-secret-key", default="plant")
-
     p = sub.add_parser("web", help="the plant dashboard (same login and roles as the station)")
-    plant_args(p)
+    _plant_args(p)
     p.add_argument("--users", default="data/plant_users.db", help="SQLite file of the dashboard's users and sessions")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
     p.set_defaults(fn=cmd_web)
 
     p = sub.add_parser("promote", help="staged rollout of a model file: canary group first, automatic rollback")
-    plant_args(p)
+    _plant_args(p)
     p.add_argument("--model", default=None, help="ONNX model file (uploaded and registered)")
     p.add_argument("--version", default=None, help="version name shown to the stations (with --model)")
     p.add_argument("--sha", default=None, help="or: sha256 (8+ digits) of a model in the central registry")
@@ -327,24 +342,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds a group may take to show min-parts parts")
     p.set_defaults(fn=cmd_promote)
 
-    def kv_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--nats", required=True, help="NATS URL(s)")
-        p.add_argument("--prefix", default="plant", help="subject prefix (plant.subject_prefix of the stations)")
-
     p = sub.add_parser("pin", help="run one station on a registered model, whatever its group's desired model")
-    kv_args(p)
-    p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    _nats_args(p)
+    _dsn_arg(p)
     p.add_argument("--station", required=True, help="station name")
     p.add_argument("--model", required=True, help="sha256 (8+ digits) of a model in the central registry")
     p.set_defaults(fn=cmd_pin)
 
     p = sub.add_parser("unpin", help="a pinned station follows its group again")
-    kv_args(p)
+    _nats_args(p)
     p.add_argument("--station", required=True, help="station name")
     p.set_defaults(fn=cmd_unpin)
 
     p = sub.add_parser("rollback", help="write a group's previous desired model back")
-    kv_args(p)
+    _nats_args(p)
     p.add_argument("--group", required=True, help="station group")
     p.set_defaults(fn=cmd_rollback)
 
@@ -357,11 +368,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("dataset", help="dataset snapshots across stations, from the plant's QA labels")
     p.add_argument("action", choices=("snapshot", "list"))
-    p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
-    p.add_argument("--s3", default="http://127.0.0.1:8333", help="S3 endpoint URL (snapshot)")
-    p.add_argument("--bucket", default="plant", help="S3 bucket")
-    p.add_argument("--s3-access-key", default="plant")
-    p.add_argument("--s3-secret-key", default="plant")
+    _dsn_arg(p)
+    _s3_args(p, endpoint="http://127.0.0.1:8333")
     p.add_argument("--stations", default="", help="comma-separated station names")
     p.add_argument("--since", type=_when, default=None, help="labels reviewed from this time (ISO; UTC if no zone)")
     p.add_argument("--until", type=_when, default=None, help="labels reviewed before this time (ISO)")
@@ -369,11 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_dataset)
 
     p = sub.add_parser("train", help="train on this host from a central snapshot; register the ONNX model centrally")
-    p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
-    p.add_argument("--s3", required=True, help="S3 endpoint URL")
-    p.add_argument("--bucket", default="plant", help="S3 bucket")
-    p.add_argument("--s3-access-key", default="plant")
-    p.add_argument("--s3-secret-key", default="plant")
+    _dsn_arg(p)
+    _s3_args(p)
     p.add_argument("--snapshot", required=True, help="dataset snapshot id (8+ digits)")
     p.add_argument("--host-name", required=True, help="this training host's name (recorded in the model's lineage)")
     p.add_argument("--work", default="data/plant_train", help="local folder for the dataset copy and the run")
