@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from .base import StrictModel
+from .rules import Confidence
 
 # The shipped default model: models/default/ sits beside station/ both in the repo and when installed.
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "default" / "model.onnx"
@@ -266,11 +267,8 @@ class OnnxInspectorConfig(StrictModel):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="onnxruntime graph optimisation level."
     )
-    conf: float = Field(
-        0.1,
-        ge=0.0,
-        le=1.0,
-        description="Drop candidates below this score before NMS (rules apply the real thresholds).",
+    conf: Confidence = Field(
+        0.1, description="Drop candidates below this score before NMS (rules apply the real thresholds)."
     )
     iou: float = Field(0.5, gt=0.0, le=1.0, description="IoU threshold of the per-class NMS.")
     max_det: int = Field(300, ge=1, le=10000, description="Keep at most this many detections per frame.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from .base import StrictModel, repeated
+from .rules import Confidence, check_band
 
 Point = tuple[float, float]
 
@@ -47,17 +48,11 @@ class NamedRegion(StrictModel):
         description="Region name, shown in the reasons of verdicts.",
     )
     points: list[Point] = Field(..., max_length=200, description="Polygon vertices [x, y] in frame pixels (3 to 200).")
-    reject_conf: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description="Reject at or above this confidence inside the region (None: the class rule's).",
+    reject_conf: Confidence | None = Field(
+        None, description="Reject at or above this confidence inside the region (None: the class rule's)."
     )
-    uncertain_conf: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description="UNCERTAIN at or above this confidence inside the region (None: the class rule's).",
+    uncertain_conf: Confidence | None = Field(
+        None, description="UNCERTAIN at or above this confidence inside the region (None: the class rule's)."
     )
     min_area_mm2: float | None = Field(
         None,
@@ -72,11 +67,7 @@ class NamedRegion(StrictModel):
 
     @model_validator(mode="after")
     def _band(self) -> NamedRegion:
-        if self.reject_conf is not None and self.uncertain_conf is not None and self.uncertain_conf > self.reject_conf:
-            raise ValueError(
-                f"region {self.name}: uncertain_conf ({self.uncertain_conf}) must be <= reject_conf "
-                f"({self.reject_conf})"
-            )
+        check_band(self.uncertain_conf, self.reject_conf, f"region {self.name}: ")
         return self
 
 

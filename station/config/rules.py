@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from .base import StrictModel, repeated
 
+Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
+"""A detection confidence, or a threshold on one: 0..1."""
+
+
+def check_band(uncertain_conf: float | None, reject_conf: float | None, where: str = "") -> None:
+    """The UNCERTAIN band lies below the reject threshold (a None side is not set): ValueError, prefixed ``where``."""
+    if uncertain_conf is not None and reject_conf is not None and uncertain_conf > reject_conf:
+        raise ValueError(
+            f"{where}uncertain_conf ({uncertain_conf}) must be <= reject_conf ({reject_conf}); "
+            "set uncertain_conf = reject_conf to disable the uncertain band"
+        )
+
 
 class ClassRule(StrictModel):
     """Thresholds for one defect class."""
 
-    reject_conf: float = Field(
-        0.5, ge=0.0, le=1.0, description="Confidence at or above which the defect rejects the part."
-    )
-    uncertain_conf: float = Field(
-        0.3, ge=0.0, le=1.0, description="Confidence at or above which (and below reject_conf) the part is UNCERTAIN."
+    reject_conf: Confidence = Field(0.5, description="Confidence at or above which the defect rejects the part.")
+    uncertain_conf: Confidence = Field(
+        0.3, description="Confidence at or above which (and below reject_conf) the part is UNCERTAIN."
     )
     min_area_mm2: float = Field(
         0.0, ge=0.0, description="Defects smaller than this (in mm^2, from calibration) are ignored."
@@ -28,11 +38,7 @@ class ClassRule(StrictModel):
 
     @model_validator(mode="after")
     def _band_is_ordered(self) -> ClassRule:
-        if self.uncertain_conf > self.reject_conf:
-            raise ValueError(
-                f"uncertain_conf ({self.uncertain_conf}) must be <= reject_conf ({self.reject_conf}); "
-                "set uncertain_conf = reject_conf to disable the uncertain band"
-            )
+        check_band(self.uncertain_conf, self.reject_conf)
         return self
 
 
