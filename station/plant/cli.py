@@ -29,6 +29,18 @@ def _shifts(text: str) -> tuple[tuple[str, str, str], ...]:
     return tuple(out)
 
 
+def _refuse(message: str) -> int:
+    """A command that cannot do what it was asked: ``message`` on stderr, exit status 2."""
+    print(message, file=sys.stderr)
+    return 2
+
+
+def _print_json(value: object) -> int:
+    """A command's result: one line of JSON on stdout, exit status 0."""
+    print(serialize.dumps(value), flush=True)
+    return 0
+
+
 def _wait_for_signal() -> threading.Event:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -43,8 +55,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         shift_of = shift_function(args.shifts or DEFAULT_SHIFTS, args.tz)
     except (ValueError, KeyError) as exc:
-        print(f"--shifts/--tz: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(f"--shifts/--tz: {exc}")
     ing = Ingest(
         args.dsn,
         args.nats,
@@ -63,8 +74,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             log.error("ingest stopped: %s", ing.stats.last_error)
             return 1
     ing.stop()
-    print(serialize.dumps({k: v for k, v in dataclasses.asdict(ing.stats).items() if k != "lag_ms"}), flush=True)
-    return 0
+    return _print_json({k: v for k, v in dataclasses.asdict(ing.stats).items() if k != "lag_ms"})
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
@@ -117,11 +127,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from .controller import Limits, RolloutController
 
     if (args.model is None) == (args.sha is None):
-        print("promote: give --model FILE --version V, or --sha SHA256 of a registered model", file=sys.stderr)
-        return 2
+        return _refuse("promote: give --model FILE --version V, or --sha SHA256 of a registered model")
     if args.model is not None and not args.version:
-        print("promote: --model needs --version", file=sys.stderr)
-        return 2
+        return _refuse("promote: --model needs --version")
     limits = Limits(args.min_parts, args.max_reject_rate, args.max_failsafe_rate, args.max_latency_ms, args.timeout)
     s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key)
     wire.ensure_bucket(s3, args.bucket)
@@ -134,8 +142,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             else:
                 res = ctl.promote(Path(args.model), args.version, groups, limits)
         except ValueError as exc:
-            print(f"promote: {exc}", file=sys.stderr)
-            return 2
+            return _refuse(f"promote: {exc}")
     print(serialize.dumps(res), flush=True)
     return 0 if res["state"] == "done" else 1
 
@@ -150,10 +157,8 @@ def cmd_pin(args: argparse.Namespace) -> int:
         try:
             model = pin_station(conn, args.nats, args.prefix, args.station, args.model)
         except ValueError as exc:
-            print(f"pin: {exc}", file=sys.stderr)
-            return 2
-    print(serialize.dumps({"station": args.station, "pinned": dataclasses.asdict(model)}), flush=True)
-    return 0
+            return _refuse(f"pin: {exc}")
+    return _print_json({"station": args.station, "pinned": dataclasses.asdict(model)})
 
 
 def cmd_unpin(args: argparse.Namespace) -> int:
@@ -161,8 +166,7 @@ def cmd_unpin(args: argparse.Namespace) -> int:
     from .desired import unpin_station
 
     had = unpin_station(args.nats, args.prefix, args.station)
-    print(serialize.dumps({"station": args.station, "unpinned": had}), flush=True)
-    return 0
+    return _print_json({"station": args.station, "unpinned": had})
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -172,12 +176,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     try:
         now = rollback(args.nats, args.prefix, args.group)
     except ValueError as exc:
-        print(f"rollback: {exc}", file=sys.stderr)
-        return 2
-    print(
-        serialize.dumps({"group": args.group, "desired": None if now is None else dataclasses.asdict(now)}), flush=True
-    )
-    return 0
+        return _refuse(f"rollback: {exc}")
+    return _print_json({"group": args.group, "desired": None if now is None else dataclasses.asdict(now)})
 
 
 def cmd_role(args: argparse.Namespace) -> int:
@@ -196,8 +196,7 @@ def cmd_role(args: argparse.Namespace) -> int:
             print(f"role: {args.user} had no plant role", file=sys.stderr)
             return 1
     except ValueError as exc:
-        print(f"role: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(f"role: {exc}")
     finally:
         db.close()
     return 0
@@ -222,11 +221,9 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
     with psycopg.connect(args.dsn) as conn:
         if args.action == "list":
-            print(serialize.dumps(plant_labels.snapshots(conn)), flush=True)
-            return 0
+            return _print_json(plant_labels.snapshots(conn))
         if not args.stations or not args.name:
-            print("dataset snapshot: give --stations a,b and --name", file=sys.stderr)
-            return 2
+            return _refuse("dataset snapshot: give --stations a,b and --name")
         s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key)
         wire.ensure_bucket(s3, args.bucket)
         try:
@@ -234,10 +231,8 @@ def cmd_dataset(args: argparse.Namespace) -> int:
                 conn, s3, args.bucket, args.stations.split(","), args.name, since=args.since, until=args.until
             )
         except ValueError as exc:
-            print(f"dataset snapshot: {exc}", file=sys.stderr)
-            return 2
-    print(serialize.dumps(row), flush=True)
-    return 0
+            return _refuse(f"dataset snapshot: {exc}")
+    return _print_json(row)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -255,10 +250,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 conn, s3, args.bucket, args.snapshot, args.host_name, Path(args.work), spec, version=args.version
             )
         except ValueError as exc:
-            print(f"train: {exc}", file=sys.stderr)
-            return 2
-    print(serialize.dumps(row), flush=True)
-    return 0
+            return _refuse(f"train: {exc}")
+    return _print_json(row)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
