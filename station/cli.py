@@ -12,24 +12,17 @@ from pathlib import Path
 
 from station import serialize
 
+from .cli_common import refuse, setup_logging
 from .config import ConfigError, FolderCameraConfig, StationConfig, config_hash, load_config
 
 log = logging.getLogger("station")
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
 
 
 def _load(path: str | None) -> StationConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(refuse(exc)) from None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -37,8 +30,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        return refuse(exc)
     print(
         f"{args.config}: ok (config hash {config_hash(cfg)}; {len(cfg.cameras)} camera(s), inspector "
         f"{cfg.inspector.type})"
@@ -62,8 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         station = Station(cfg, max_parts=args.parts)
     except ValueError as e:  # rules that cannot judge the model (check_rules_for_model)
-        print(f"{args.config}: {e}", file=sys.stderr)
-        return 2
+        return refuse(f"{args.config}: {e}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     station.on_failure(lambda _reason: stop.set())  # the watchdog gave up: stop, exit 1, systemd restarts
@@ -116,8 +107,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         check_rules_for_model(cfg.rules, getattr(inspector, "task", None), inspector.names)
     except ValueError as e:
         inspector.close()
-        print(f"{args.config}: {e}", file=sys.stderr)
-        return 2
+        return refuse(f"{args.config}: {e}")
     inspector.warmup()
     setup = load_file(
         cfg.store.db_path, cfg.name, [c.id for c in cfg.cameras]
@@ -184,8 +174,7 @@ def cmd_user(args: argparse.Namespace) -> int:
         elif args.action in ("disable", "enable"):
             set_disabled(db, args.name, args.action == "disable")
     except (AuthError, LookupError) as exc:
-        print(f"user {args.action}: {exc}", file=sys.stderr)
-        return 2
+        return refuse(f"user {args.action}: {exc}")
     finally:
         db.close()
     if args.action != "list":
@@ -238,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``station`` command."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     return int(args.func(args) or 0)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from station import serialize
 
+from ..cli_common import print_json, refuse, setup_logging
+
 log = logging.getLogger("plant")
 
 
@@ -27,18 +29,6 @@ def _shifts(text: str) -> tuple[tuple[str, str, str], ...]:
             raise argparse.ArgumentTypeError(f"--shifts: {item!r} is not NAME=HH:MM-HH:MM (e.g. A=06:00-14:00)")
         out.append((name, start, end))
     return tuple(out)
-
-
-def _refuse(message: str) -> int:
-    """A command that cannot do what it was asked: ``message`` on stderr, exit status 2."""
-    print(message, file=sys.stderr)
-    return 2
-
-
-def _print_json(value: object) -> int:
-    """A command's result: one line of JSON on stdout, exit status 0."""
-    print(serialize.dumps(value), flush=True)
-    return 0
 
 
 def _wait_for_signal() -> threading.Event:
@@ -55,7 +45,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         shift_of = shift_function(args.shifts or DEFAULT_SHIFTS, args.tz)
     except (ValueError, KeyError) as exc:
-        return _refuse(f"--shifts/--tz: {exc}")
+        return refuse(f"--shifts/--tz: {exc}")
     ing = Ingest(
         args.dsn,
         args.nats,
@@ -74,7 +64,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             log.error("ingest stopped: %s", ing.stats.last_error)
             return 1
     ing.stop()
-    return _print_json({k: v for k, v in dataclasses.asdict(ing.stats).items() if k != "lag_ms"})
+    return print_json({k: v for k, v in dataclasses.asdict(ing.stats).items() if k != "lag_ms"})
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
@@ -127,9 +117,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from .controller import Limits, RolloutController
 
     if (args.model is None) == (args.sha is None):
-        return _refuse("promote: give --model FILE --version V, or --sha SHA256 of a registered model")
+        return refuse("promote: give --model FILE --version V, or --sha SHA256 of a registered model")
     if args.model is not None and not args.version:
-        return _refuse("promote: --model needs --version")
+        return refuse("promote: --model needs --version")
     limits = Limits(args.min_parts, args.max_reject_rate, args.max_failsafe_rate, args.max_latency_ms, args.timeout)
     s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key)
     wire.ensure_bucket(s3, args.bucket)
@@ -142,7 +132,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             else:
                 res = ctl.promote(Path(args.model), args.version, groups, limits)
         except ValueError as exc:
-            return _refuse(f"promote: {exc}")
+            return refuse(f"promote: {exc}")
     print(serialize.dumps(res), flush=True)
     return 0 if res["state"] == "done" else 1
 
@@ -157,8 +147,8 @@ def cmd_pin(args: argparse.Namespace) -> int:
         try:
             model = pin_station(conn, args.nats, args.prefix, args.station, args.model)
         except ValueError as exc:
-            return _refuse(f"pin: {exc}")
-    return _print_json({"station": args.station, "pinned": dataclasses.asdict(model)})
+            return refuse(f"pin: {exc}")
+    return print_json({"station": args.station, "pinned": dataclasses.asdict(model)})
 
 
 def cmd_unpin(args: argparse.Namespace) -> int:
@@ -166,7 +156,7 @@ def cmd_unpin(args: argparse.Namespace) -> int:
     from .desired import unpin_station
 
     had = unpin_station(args.nats, args.prefix, args.station)
-    return _print_json({"station": args.station, "unpinned": had})
+    return print_json({"station": args.station, "unpinned": had})
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -176,8 +166,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     try:
         now = rollback(args.nats, args.prefix, args.group)
     except ValueError as exc:
-        return _refuse(f"rollback: {exc}")
-    return _print_json({"group": args.group, "desired": None if now is None else dataclasses.asdict(now)})
+        return refuse(f"rollback: {exc}")
+    return print_json({"group": args.group, "desired": None if now is None else dataclasses.asdict(now)})
 
 
 def cmd_role(args: argparse.Namespace) -> int:
@@ -196,7 +186,7 @@ def cmd_role(args: argparse.Namespace) -> int:
             print(f"role: {args.user} had no plant role", file=sys.stderr)
             return 1
     except ValueError as exc:
-        return _refuse(f"role: {exc}")
+        return refuse(f"role: {exc}")
     finally:
         db.close()
     return 0
@@ -221,9 +211,9 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
     with psycopg.connect(args.dsn) as conn:
         if args.action == "list":
-            return _print_json(plant_labels.snapshots(conn))
+            return print_json(plant_labels.snapshots(conn))
         if not args.stations or not args.name:
-            return _refuse("dataset snapshot: give --stations a,b and --name")
+            return refuse("dataset snapshot: give --stations a,b and --name")
         s3 = wire.s3_client(args.s3, args.s3_access_key, args.s3_secret_key)
         wire.ensure_bucket(s3, args.bucket)
         try:
@@ -231,8 +221,8 @@ def cmd_dataset(args: argparse.Namespace) -> int:
                 conn, s3, args.bucket, args.stations.split(","), args.name, since=args.since, until=args.until
             )
         except ValueError as exc:
-            return _refuse(f"dataset snapshot: {exc}")
-    return _print_json(row)
+            return refuse(f"dataset snapshot: {exc}")
+    return print_json(row)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -250,8 +240,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 conn, s3, args.bucket, args.snapshot, args.host_name, Path(args.work), spec, version=args.version
             )
         except ValueError as exc:
-            return _refuse(f"train: {exc}")
-    return _print_json(row)
+            return refuse(f"train: {exc}")
+    return print_json(row)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -395,10 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_demo)
 
     args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    setup_logging(args.verbose)
     return int(args.fn(args))
 
 
