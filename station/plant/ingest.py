@@ -17,14 +17,16 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from ..services import ThreadWorker
 from ..store import plant_db, plant_labels
 from . import wire
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,18 @@ class IngestStats:
     labels_received: int = 0  # QA label changes
     labels_written: int = 0  # new (station, revision) rows
     lag_ms: list[float] = field(default_factory=list)  # receive time - part time, of new rows (the bench reads it)
+
+
+def _parse(msgs: list[Any], parse: Callable[[bytes], T], what: str) -> tuple[list[T], list[Any]]:
+    """The parsed bodies, and the messages that are not a ``what`` (logged; the ack terminates them)."""
+    parsed, bad = [], []
+    for m in msgs:
+        try:
+            parsed.append(parse(m.data))
+        except ValueError as exc:
+            log.error("not a %s on %s, terminated: %s", what, m.subject, exc)
+            bad.append(m)
+    return parsed, bad
 
 
 class Ingest(ThreadWorker):
@@ -177,13 +191,7 @@ class Ingest(ThreadWorker):
             await handle(msgs, conn)
 
     async def _handle(self, msgs: list[Any], conn: Any) -> None:
-        results, bad = [], []
-        for m in msgs:
-            try:
-                results.append(wire.ResultMsg.from_json(m.data))
-            except ValueError as exc:
-                log.error("not a result on %s, terminated: %s", m.subject, exc)
-                bad.append(m)
+        results, bad = _parse(msgs, wire.ResultMsg.from_json, "result")
         new = await asyncio.to_thread(plant_db.write_results, conn, results, self.shift_of, self._partitions)  # commits
         now = time.time()
         self.stats.received += len(results)
@@ -197,13 +205,7 @@ class Ingest(ThreadWorker):
 
     async def _handle_labels(self, msgs: list[Any], conn: Any) -> None:
         """QA label changes -> ``labels`` (each (station, revision) once), commit, then ack."""
-        changes, bad = [], []
-        for m in msgs:
-            try:
-                changes.append(wire.LabelMsg.from_json(m.data))
-            except ValueError as exc:
-                log.error("not a label change on %s, terminated: %s", m.subject, exc)
-                bad.append(m)
+        changes, bad = _parse(msgs, wire.LabelMsg.from_json, "label change")
         new = await asyncio.to_thread(plant_labels.write_labels, conn, changes)  # commits
         self.stats.labels_received += len(changes)
         self.stats.labels_written += new
