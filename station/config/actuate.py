@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -9,6 +10,13 @@ from pydantic import Field, model_validator
 from .base import StrictModel, repeated
 from .camera import ReconnectConfig
 from .floor import EncoderConfig, ModbusEndpointConfig, RejectVerifyConfig
+
+
+def _require_lines(lines: Mapping[str, object], key: str, example: str = "") -> None:
+    """An output driver maps at least one line (the reject line); ValueError naming ``key`` otherwise."""
+    if not lines:
+        hint = f" (e.g. {example})" if example else ""
+        raise ValueError(f"no output lines: map at least the reject line under `{key}`{hint}")
 
 
 class SimulatedOutputConfig(StrictModel):
@@ -41,8 +49,7 @@ class ModbusOutputConfig(ModbusEndpointConfig):
         both = sorted(set(self.coils) & set(self.registers))
         if both:
             raise ValueError(f"lines {both} are mapped both to a coil and to a register; keep one")
-        if not self.coils and not self.registers:
-            raise ValueError("no output lines: map at least the reject line under `coils` (e.g. reject: 0)")
+        _require_lines({**self.coils, **self.registers}, "coils", "reject: 0")
         return self
 
 
@@ -73,8 +80,7 @@ class GpiodOutputConfig(StrictModel):
 
     @model_validator(mode="after")
     def _has_lines(self) -> GpiodOutputConfig:
-        if not self.lines:
-            raise ValueError("no output lines: map at least the reject line under `lines` (e.g. reject: 17)")
+        _require_lines(self.lines, "lines", "reject: 17")
         return self
 
 
@@ -94,8 +100,7 @@ class OpcUaOutputConfig(StrictModel):
 
     @model_validator(mode="after")
     def _has_nodes(self) -> OpcUaOutputConfig:
-        if not self.nodes:
-            raise ValueError("no output lines: map at least the reject line under `nodes`")
+        _require_lines(self.nodes, "nodes")
         return self
 
 
@@ -156,8 +161,7 @@ class PylonOutputConfig(StrictModel):
             )
         if self.serial is not None and self.user_name is not None:
             raise ValueError("set either `serial` or `user_name`, not both")
-        if not self.lines:
-            raise ValueError("no output lines: map at least the reject line under `lines` (e.g. reject: {line: Line2})")
+        _require_lines(self.lines, "lines", "reject: {line: Line2}")
         for attr in ("line", "user_output"):
             dup = repeated([getattr(v, attr) for v in self.lines.values()])
             if dup:
