@@ -11,6 +11,17 @@ from .contracts import StatusEvent
 
 log = logging.getLogger(__name__)
 
+ReportFn = Callable[[str, str, str], None]
+"""(component, state, message): :meth:`AlarmBoard.report`, as the services that raise alarms are given it."""
+
+
+def report_or_log(report: ReportFn | None, component: str, state: str, message: str) -> None:
+    """Set ``component``'s state through ``report``; without an alarm board (tools, tests) log a non-ok state."""
+    if report is not None:
+        report(component, state, message)
+    elif state != "ok":
+        log.warning("%s: %s", component, message)
+
 
 class AlarmBoard:
     """The latest state of every component; ``raise_``/``clear`` publish changes."""

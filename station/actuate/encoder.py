@@ -28,9 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..alarms import ReportFn, report_or_log
 from ..config import EncoderConfig, RejectConfig
 from ..contracts import PartResult, RejectCommand, Trigger
-from ..plc.link import ModbusLink, ModbusLinkError, ReportFn
+from ..plc.link import ModbusLink, ModbusLinkError
 from ..plc.registers import join_u32
 from ..rt import set_realtime
 from ..services import ThreadWorker
@@ -319,10 +320,7 @@ class EncoderTracker(ThreadWorker):
         return None
 
     def _emit(self, state: str, message: str) -> None:
-        if self._report is not None:
-            self._report("encoder", state, message)
-        elif state != "ok":
-            log.warning("encoder: %s", message)
+        report_or_log(self._report, "encoder", state, message)
 
 
 class EncoderRejectScheduler(RejectScheduler):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pymodbus.client import ModbusTcpClient
 
+from ..alarms import ReportFn
 from ..config import ModbusOutputConfig
 from ..plc.link import Backoff
 from .base import OutputError, unmapped_line
-from .reconnecting import ReconnectingOutput, ReportFn
+from .reconnecting import ReconnectingOutput
 
 
 class ModbusOutput(ReconnectingOutput):

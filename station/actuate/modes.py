@@ -6,12 +6,11 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from ..alarms import ReportFn
 from ..config import RejectConfig
 from ..contracts import PartResult
 from .base import OutputDriver
 from .scheduler import RejectScheduler
-
-ReportFn = Callable[[str, str, str], None]
 
 
 class PlcRejectScheduler(RejectScheduler):

@@ -14,10 +14,11 @@ from typing import Any
 from asyncua import Client, ua
 from asyncua.sync import ThreadLoop
 
+from ..alarms import ReportFn
 from ..config import OpcUaOutputConfig
 from ..plc.link import Backoff
 from .base import OutputError, unmapped_line
-from .reconnecting import ReconnectingOutput, ReportFn
+from .reconnecting import ReconnectingOutput
 
 
 class OpcUaOutput(ReconnectingOutput):

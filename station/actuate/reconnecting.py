@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
+from ..alarms import ReportFn, report_or_log
 from ..plc.link import Backoff
 from .base import OutputError
 
 log = logging.getLogger(__name__)
-
-ReportFn = Callable[[str, str, str], None]
 
 
 class ReconnectingOutput:
@@ -148,7 +146,4 @@ class ReconnectingOutput:
                 self._try_connect()
 
     def _emit(self, state: str, message: str) -> None:
-        if self.report is not None:
-            self.report(self.component, state, message)
-        elif state != "ok":
-            log.warning("%s: %s", self.component, message)
+        report_or_log(self.report, self.component, state, message)

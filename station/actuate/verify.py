@@ -20,17 +20,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
+from ..alarms import ReportFn, report_or_log
 from ..config import RejectVerifyConfig
 from ..plc.link import ModbusLink, ModbusLinkError
 from ..services import ThreadWorker
 from .base import OutputDriver
 
 log = logging.getLogger(__name__)
-
-ReportFn = Callable[[str, str, str], None]
 
 
 class VerifiedOutput(ThreadWorker):
@@ -147,7 +145,4 @@ class VerifiedOutput(ThreadWorker):
         self._emit("ok", "last reject confirmed by the sensor")
 
     def _emit(self, state: str, message: str) -> None:
-        if self._report is not None:
-            self._report(self.component, state, message)
-        elif state != "ok":
-            log.warning("%s: %s", self.component, message)
+        report_or_log(self._report, self.component, state, message)

@@ -35,6 +35,7 @@ import cv2
 
 from station import serialize
 
+from ..alarms import ReportFn
 from ..bus import Subscription
 from ..config.plant import PlantLinkConfig
 from ..contracts import Outcome, PartResult
@@ -45,8 +46,6 @@ from . import wire
 from .labels_up import LabelFeed
 
 log = logging.getLogger(__name__)
-
-ReportFn = Callable[[str, str, str], None]
 
 
 def result_meta(r: PartResult, station: str, cfg: PlantLinkConfig, image_keys: list[str]) -> dict[str, Any]:

@@ -25,12 +25,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..alarms import ReportFn, report_or_log
 from ..bus import Subscription
 from ..config import PlcConfig
 from ..contracts import PartResult
 from ..services import ThreadWorker
 from . import registers as R
-from .link import ModbusLink, ModbusLinkError, ReportFn
+from .link import ModbusLink, ModbusLinkError
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,4 @@ class PlcHandshake(ThreadWorker):
             self._written[key] = value
 
     def _emit(self, state: str, message: str) -> None:
-        if self._report is not None:
-            self._report(f"{self.component}:handshake", state, message)
-        elif state != "ok":
-            log.warning("plc: %s", message)
+        report_or_log(self._report, f"{self.component}:handshake", state, message)

@@ -20,11 +20,10 @@ from typing import Any
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from ..alarms import ReportFn, report_or_log
 from ..config import ModbusEndpointConfig
 
 log = logging.getLogger(__name__)
-
-ReportFn = Callable[[str, str, str], None]  # (component, state, message): AlarmBoard.report
 
 
 class ModbusLinkError(RuntimeError):
@@ -187,7 +186,4 @@ class ModbusLink:
         return rr
 
     def _emit(self, state: str, message: str) -> None:
-        if self.report is not None:
-            self.report(self.component, state, message)
-        elif state != "ok":
-            log.warning("%s: %s", self.component, message)
+        report_or_log(self.report, self.component, state, message)

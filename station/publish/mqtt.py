@@ -32,6 +32,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from ..alarms import ReportFn, report_or_log
 from ..bus import Subscription
 from ..config import MqttConfig
 from ..contracts import PartResult, StatusEvent
@@ -41,8 +42,6 @@ from ..services import ThreadWorker
 from ..store.outbox import Outbox
 
 log = logging.getLogger(__name__)
-
-ReportFn = Callable[[str, str, str], None]
 
 
 def topics(cfg: MqttConfig, station_name: str) -> dict[str, str]:
@@ -309,7 +308,4 @@ class MqttPublisher(ThreadWorker):
         self._client = None
 
     def _emit(self, state: str, message: str) -> None:
-        if self._report is not None:
-            self._report(self.component, state, message)
-        else:
-            (log.info if state == "ok" else log.warning)("mqtt: %s", message)
+        report_or_log(self._report, self.component, state, message)
