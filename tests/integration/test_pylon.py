@@ -30,7 +30,7 @@ from station.config import parse_config  # noqa: E402
 from station.config.actuate import PylonOutputConfig, PylonOutputLineConfig  # noqa: E402
 from station.config.camera import PylonCameraConfig, ReconnectConfig  # noqa: E402
 from station.contracts import Outcome, Trigger  # noqa: E402
-from tests.fixtures_floor import Results, wait_for  # noqa: E402
+from tests.fixtures_floor import Results, running, wait_for  # noqa: E402
 from tests.fixtures_pylon import FRAME_H, FRAME_W, pylon_emulator, pylon_station_config, render_parts, run_part  # noqa: E402, F401
 
 pytestmark = pytest.mark.usefixtures("pylon_emulator")
@@ -236,9 +236,7 @@ def test_free_running_camera_creates_the_parts(tmp_path: Path):
     cfg = pylon_station_config(tmp_path, [cam_cfg], trigger={"type": "camera", "camera_id": "cam0"})
     n = 8
     station = Station(cfg, max_parts=n)
-    results = Results(station)
-    station.start()
-    try:
+    with running(station) as results:
         results.wait(4)
         cam = station.cameras[0]
         assert isinstance(cam, PylonCamera)
@@ -247,9 +245,6 @@ def test_free_running_camera_creates_the_parts(tmp_path: Path):
             dev.ForceFailedBuffer.Execute()
         wait_for(station.trigger_source_done, 20, f"{n} parts from the camera")
         rs = [results.wait(pid) for pid in range(1, n + 1)]
-    finally:
-        station.stop()
-        results.close()
     assert [r.trigger.source for r in rs] == ["camera:cam0"] * n
     broken = [r for r in rs if not r.frames]
     assert len(broken) == 1 and broken[0].trigger.part_id > 4

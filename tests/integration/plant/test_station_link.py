@@ -10,7 +10,7 @@ from station.config import config_hash
 from station.plant import wire
 from station.plant.engines import free_port
 from station.plant.ingest import Ingest
-from tests.fixtures_floor import Results, wait_for
+from tests.fixtures_floor import running, wait_for
 from tests.fixtures_plant import Plant, wait_until
 
 
@@ -18,9 +18,7 @@ def test_station_results_and_images_reach_the_plant(make_config, plant: Plant, t
     ing = Ingest(plant.dsn, plant.engines.nats.url, prefix=plant.prefix).start()
     link = plant.link(outbox_path=str(tmp_path / "plant.db"), line="line-9", product="cell", images="rejects")
     station = Station(make_config(name="st-real", plant=link.model_dump(mode="json")), max_parts=30)
-    results = Results(station)
-    station.start()
-    try:
+    with running(station) as results:
         wait_for(station.trigger_source_done, 30, "30 triggers")
         wait_until(
             lambda: (
@@ -29,9 +27,6 @@ def test_station_results_and_images_reach_the_plant(make_config, plant: Plant, t
             30,
             "all sent",
         )
-    finally:
-        station.stop()
-        results.close()
     decided = {r.trigger.seq: r for r in results.items}
     wait_until(lambda: ing.stats.written >= len(decided), 30, "all ingested")
     ing.stop()
