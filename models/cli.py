@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--store", type=Path, default=None, help="model file store (default: models/ next to the database)"
         )
 
+    def registry_args(sp: argparse.ArgumentParser) -> None:
+        """A command that may register a model: ``--user`` names who in the audit trail, then :func:`db_args`."""
+        sp.add_argument("--user", default="cli")
+        db_args(sp)
+
     def synth_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--product", default="machined", choices=["machined", "pcb"])
         sp.add_argument("--defect-rate", type=float, default=0.5)
@@ -118,9 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--current", default=None, help="compare with this model (default with --register: the current model)"
     )
     sp.add_argument("--register", action="store_true", help="register the new model as a candidate in --db")
-    sp.add_argument("--user", default="cli")
     sp.add_argument("--jobs-dir", type=Path, default=Path("data/jobs"))
-    db_args(sp)
+    registry_args(sp)
     sp.set_defaults(fn=cmd_train)
 
     sp = sub.add_parser("export", help="export weights to ONNX with lineage metadata")
@@ -157,8 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--register", action="store_true", help="register the INT8 file as a candidate in --db")
     sp.add_argument("--use-db", action="store_true", help="MODEL is a registered sha256")
-    sp.add_argument("--user", default="cli")
-    db_args(sp)
+    registry_args(sp)
     sp.set_defaults(fn=cmd_quantize)
 
     sp = sub.add_parser(
@@ -205,8 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weights", type=Path, default=None, help="its .pt (default: same stem next to it, if present)")
     sp.add_argument("--dataset-snapshot", default=None)
     sp.add_argument("--parent-sha", default=None)
-    sp.add_argument("--user", default="cli")
-    db_args(sp)
+    registry_args(sp)
     sp.set_defaults(fn=cmd_register)
 
     sp = sub.add_parser(
@@ -225,8 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="filters: fixed filter bank; pretrained: ImageNet CNN features, shipped (docs/no_labels.md: which when)",
     )
     sp.add_argument("--register", action="store_true", help="also register it as a candidate in the station's registry")
-    sp.add_argument("--user", default="cli")
-    db_args(sp)
+    registry_args(sp)
     sp.set_defaults(fn=cmd_learn_anomaly)
 
     sp = sub.add_parser("list", help="registered models")

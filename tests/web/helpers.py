@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi import FastAPI
@@ -18,6 +18,9 @@ from station.config import StationConfig, parse_config
 from station.store.db import open_db
 from station.web import auth
 from tests.fixtures_floor import wait_for
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 PASSWORDS = {"op": "operator-secret-1", "qa": "qa-secret-12345", "boss": "admin-secret-123"}
 ROLES = {"op": "operator", "qa": "qa", "boss": "admin"}
@@ -131,3 +134,16 @@ def fastapi_app(client: TestClient) -> FastAPI:
     app = client.app
     assert isinstance(app, FastAPI)
     return app
+
+
+def browser_login(page: Page, base: str, path: str, user: str, ready: bool = False) -> None:
+    """Opens ``path`` signed out, is sent to the login form, signs in as ``user`` (password from ``PASSWORDS``) and
+    lands back on ``path``; ``ready``: then waits until the page says it has loaded its data (``data-ready``)."""
+    page.goto(base + path)
+    page.wait_for_url(f"{base}/login?next={path}")
+    page.fill("#username", user)
+    page.fill("#password", PASSWORDS[user])
+    page.click("#login-btn")
+    page.wait_for_url(base + path)
+    if ready:
+        page.wait_for_selector("body[data-ready='1']")

@@ -19,7 +19,7 @@ from station.plant.ingest import Ingest
 from station.plant.web import build_server
 from station.plant.web_state import PlantWebState
 from tests.fixtures_plant import Plant, SimStation, wait_until
-from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, add_users, needs_chromium
+from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, add_users, browser_login, needs_chromium
 
 
 @pytest.fixture
@@ -101,12 +101,7 @@ def test_dashboard_in_chromium_drills_down_to_an_image(dashboard: str):
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(dashboard + "/")
-        page.wait_for_url(f"{dashboard}/login?next=/")
-        page.fill("#username", "op")
-        page.fill("#password", PASSWORDS["op"])
-        page.click("#login-btn")
-        page.wait_for_url(dashboard + "/")
+        browser_login(page, dashboard, "/", "op")
         expect(page.locator("#yield tbody tr")).to_have_count(2)
         expect(page.locator("#stations tbody tr")).to_have_count(2)
         expect(page.locator("#stations tbody tr", has_text="st-b")).to_contain_text("v-pin (pinned)")
