@@ -270,22 +270,14 @@ def _cfg(tmp: Path, **overrides: Any) -> Any:
 
 def camera_unplug(tmp: Path | None = None) -> FaultResult:
     """The Basler camera (pylon emulator) is unplugged and comes back by itself (reconnect)."""
-    from tests.fixtures_pylon import FRAME_H, FRAME_W, pylon_station_config, render_parts
+    from tests.fixtures_pylon import emulated_camera, pylon_station_config, render_parts
 
     old = os.environ.get("PYLON_CAMEMU")
     os.environ["PYLON_CAMEMU"] = "1"
     try:
         with _tmpdir(tmp) as d:
             render_parts(d / "frames", 6)
-            cam = {
-                "type": "pylon",
-                "id": "cam0",
-                "serial": "0815-0000",
-                "emulator_folder": str(d / "frames"),
-                "width": FRAME_W,
-                "height": FRAME_H,
-                "reconnect": {"initial_s": 1.0, "max_s": 2},
-            }
+            cam = emulated_camera("cam0", "0815-0000", d / "frames", reconnect={"initial_s": 1.0, "max_s": 2})
             st = Station(
                 pylon_station_config(
                     d, [cam], trigger={"type": "timer", "parts_per_minute": RATE_PPM}, pipeline={"grab_timeout_ms": 300}

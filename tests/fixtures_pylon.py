@@ -53,6 +53,20 @@ def render_parts(folder: Path, n: int, *, defective: set[int] = frozenset(), see
     return parts
 
 
+def emulated_camera(cam_id: str, serial: str, folder: Path, **extra: Any) -> dict[str, Any]:
+    """The config of a pylon emulator device ``serial`` streaming the images of ``folder`` (FRAME_W x FRAME_H);
+    ``extra``: more of its fields."""
+    return {
+        "type": "pylon",
+        "id": cam_id,
+        "serial": serial,
+        "emulator_folder": str(folder),
+        "width": FRAME_W,
+        "height": FRAME_H,
+        **extra,
+    }
+
+
 def pylon_station_config(tmp_path: Path, cameras: list[dict[str, Any]], **overrides: Any) -> StationConfig:
     """A station on pylon cameras, software trigger, reference inspector learning from 3 parts, web off, store in
     tmp_path."""
