@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 from station.config.inspection import OnnxInspectorConfig
-from station.contracts import Frame
+from station.contracts import Detections, Frame
 from station.inspection.base import INSPECTORS, Inspector, InspectorError, ModelLoadError
 from station.inspection.model_meta import read_model_meta
 from station.inspection.onnx_backend import OnnxInspector, choose_providers
@@ -66,6 +67,14 @@ def ultra(path: Path, task: str, img: np.ndarray, conf: float, iou: float, imgsz
         _YOLO[key] = YOLO(str(path), task=task)
     bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
     return _YOLO[key].predict(bgr, conf=conf, iou=iou, imgsz=imgsz, verbose=False, retina_masks=True, max_det=300)[0]
+
+
+def with_ultralytics(
+    insp: OnnxInspector, path: Path, task: str, conf: float, images: list[np.ndarray]
+) -> Iterator[tuple[np.ndarray, Detections, Any]]:
+    """(image, the inspector's detections, Ultralytics' result at the same conf, iou 0.5 and size 64) per image."""
+    for img in images:
+        yield img, insp.inspect(frame(img)), ultra(path, task, img, conf, 0.5, 64)
 
 
 def make(path: Path, **kw) -> OnnxInspector:
@@ -126,9 +135,7 @@ def test_detect_matches_ultralytics(det_path: Path, conf: float) -> None:
     insp = make(det_path, conf=conf, iou=0.5)
     total = 0
     try:
-        for img in scenes(11):
-            det = insp.inspect(frame(img))
-            ref = ultra(det_path, "detect", img, conf, 0.5, 64)
+        for img, det, ref in with_ultralytics(insp, det_path, "detect", conf, scenes(11)):
             rb = ref.boxes
             assert len(det) == len(rb), f"count differs on {img.shape}"
             np.testing.assert_array_equal(det.class_ids, rb.cls.numpy().astype(np.int32))
@@ -183,9 +190,7 @@ def test_end_to_end_export_matches_ultralytics() -> None:
     insp = make(path, conf=0.05)
     total = 0
     try:
-        for img in scenes(3):
-            det = insp.inspect(frame(img))
-            ref = ultra(path, "detect", img, 0.05, 0.5, 64)
+        for _, det, ref in with_ultralytics(insp, path, "detect", 0.05, scenes(3)):
             assert len(det) == len(ref.boxes)
             np.testing.assert_array_equal(det.class_ids, ref.boxes.cls.numpy().astype(np.int32))
             np.testing.assert_allclose(det.boxes_xyxy, ref.boxes.xyxy.numpy(), atol=1.0)
@@ -200,9 +205,7 @@ def test_segment_matches_ultralytics(seg_path: Path, conf: float) -> None:
     insp = make(seg_path, conf=conf, iou=0.5)
     total = 0
     try:
-        for img in scenes(21):
-            det = insp.inspect(frame(img))
-            ref = ultra(seg_path, "segment", img, conf, 0.5, 64)
+        for img, det, ref in with_ultralytics(insp, seg_path, "segment", conf, scenes(21)):
             assert len(det) == len(ref.boxes), f"count differs on {img.shape}"
             h, w = img.shape[:2]
             if len(det) == 0:
