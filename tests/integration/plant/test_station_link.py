@@ -72,7 +72,7 @@ def test_station_runs_as_before_with_the_plant_unreachable(make_config, plant: P
 def test_station_follows_a_rollout_shadow_first_through_its_hot_swap_and_refuses_a_broken_model(
     make_config, plant: Plant, tmp_path
 ):
-    from station.plant.controller import Limits, RolloutController
+    from station.plant.controller import Limits
     from tests.model_factory import detecting_model, tiny_model
 
     model_a, model_b = tiny_model("detect"), detecting_model()
@@ -98,9 +98,7 @@ def test_station_follows_a_rollout_shadow_first_through_its_hot_swap_and_refuses
     conn = psycopg.connect(plant.dsn)
     try:
         id_a = station.inspector.model_id
-        s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
-        wire.ensure_bucket(s3, plant.bucket)
-        ctl = RolloutController(conn, plant.engines.nats.url, s3, plant.bucket, prefix=plant.prefix)
+        ctl = plant.rollout(conn)
         loose = Limits(min_parts=5, max_reject_rate=1.0, max_failsafe_rate=1.0, max_latency_ms_p95=10_000, timeout_s=60)
         assert ctl.promote(model_b, "b", ["canary"], loose)["state"] == "done"
         id_b = station.inspector.model_id
