@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,17 @@ from tests.reject_checks import check_count_edges, check_edge_times, pulse_group
 
 CODE = {Outcome.PASS: 1, Outcome.FAIL: 2, Outcome.UNCERTAIN: 3, Outcome.FAILSAFE: 4}
 FAST = {"timeout_ms": 100, "reconnect_min_s": 0.1, "reconnect_max_s": 0.4}
+
+
+def coil_reject(plc: PlcSim, **more: Any) -> dict[str, Any]:
+    """The ``reject`` section of a station that pulses the PLC's REJECT coil itself (300 ms travel, 20 ms pulse)."""
+    return {
+        "travel_ms": 300,
+        "safety_margin_ms": 100,
+        "pulse_ms": 20,
+        "output": {"type": "modbus", "port": plc.port, **FAST},
+        **more,
+    }
 
 
 class CoilSampler:
@@ -48,12 +60,7 @@ class CoilSampler:
 @realtime_rerun
 def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc, host_stalls):
     cfg = make_config(
-        reject={
-            "travel_ms": 300,
-            "safety_margin_ms": 100,
-            "pulse_ms": 20,
-            "output": {"type": "modbus", "port": plc.port, **FAST},
-        },
+        reject=coil_reject(plc),
         trigger={"type": "timer", "parts_per_minute": 1200},
     )
     station = Station(cfg, max_parts=30)
@@ -203,13 +210,9 @@ def test_recipe_request_switches_the_model(make_config, plc):
 def test_unconfirmed_reject_raises_an_alarm(make_config, plc):
     """The PLC confirms every reject through REJECT_CONFIRM except one: that one is an alarm and a count."""
     cfg = make_config(
-        reject={
-            "travel_ms": 300,
-            "safety_margin_ms": 100,
-            "pulse_ms": 20,
-            "output": {"type": "modbus", "port": plc.port, **FAST},
-            "verify": {"modbus": {"port": plc.port, **FAST}, "delay_ms": 40, "window_ms": 250, "poll_ms": 3},
-        },
+        reject=coil_reject(
+            plc, verify={"modbus": {"port": plc.port, **FAST}, "delay_ms": 40, "window_ms": 250, "poll_ms": 3}
+        ),
         trigger={"type": "timer", "parts_per_minute": 600},
     )
     station = Station(cfg, max_parts=20)

@@ -28,7 +28,7 @@ from station.store.db import open_db
 from station.store.images import ImageStore
 from station.store.recorder import Recorder, replay_at_start, replay_spill
 from station.store.spill import SpillFile
-from tests.unit.test_recorder import _publish
+from tests.unit.test_recorder import _publish, new_recorder
 
 CYCLE = (Outcome.PASS, Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.UNCERTAIN, Outcome.FAILSAFE)
 BIG = (120, 160, 3)  # random pixels: ~57 kB PNG each
@@ -130,21 +130,16 @@ def _spilling_recorder(
 ) -> tuple[Bus, Counters, list[StatusEvent], Recorder]:
     """A recorder (not started) that notices a failing database quickly (50 ms busy timeout, backoff up to 50 ms)
     and spills to ``spill``; with its bus, counters and the status events it sent."""
-    bus, counters = Bus(), Counters()
-    statuses: list[StatusEvent] = []
-    rec = Recorder(
+    return new_recorder(
         db_path,
         images,
-        counters,
-        bus.subscribe("recorder", maxsize=queue),
+        queue=queue,
         batch_size=batch_size,
-        on_status=statuses.append,
         busy_timeout_ms=50,
         max_backoff_s=0.05,
         spill_path=spill,
         **kw,
     )
-    return bus, counters, statuses, rec
 
 
 def _first_ten_written(bus: Bus, counters: Counters, rec: Recorder, make_result: Any) -> None:
