@@ -47,6 +47,7 @@ from station.contracts import Detections, Frame, Outcome
 from station.inspection.base import INSPECTORS, InspectorError
 from tests.fixtures_floor import Mosquitto, MqttCollector, PlcSim, Results, wait_for
 from tests.integration.conftest import station_config
+from tests.station_configs import store_section
 
 RATE_PPM = 600  # 10 parts/s: enough parts in every phase, light on a 2-core machine
 RSS_LIMIT = 0.05  # hot swaps: RSS growth allowed after warm-up
@@ -475,13 +476,7 @@ def disk_full(tmp: Path | None = None) -> FaultResult:
             res.notes.append(f"skipped: cannot mount a tmpfs here: {exc}")
             return res
         try:
-            store = {
-                "db_path": str(disk / "station.db"),
-                "images_dir": str(disk / "images"),
-                "keep_pass_every": 1,
-                "min_free_mb": 1.0,
-                "spill_path": str(d / "spill" / "spill.jsonl"),
-            }
+            store = store_section(disk, keep_pass_every=1, min_free_mb=1.0, spill_path=str(d / "spill" / "spill.jsonl"))
             st = Station(_cfg(d, store=store))
             run = LineRun("disk full (tmpfs)", st)
             filler: Path | None = None

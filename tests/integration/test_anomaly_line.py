@@ -20,6 +20,7 @@ from station.store.db import open_db
 from tests.fixtures_floor import wait_for
 from tests.model_factory import ANOMALY_CAMERA, anomaly_model, synthetic_good_frames
 from tests.replay_cli import replay_results, run_replay
+from tests.station_configs import store_section
 
 pytestmark = pytest.mark.slow
 CAMERA = {**ANOMALY_CAMERA, "defect_rate": 0.5, "seed": 77}
@@ -33,7 +34,7 @@ def config(tmp: Path, inspector: dict[str, Any]) -> Any:
             "trigger": {"type": "software"},
             "inspector": {"type": "anomaly", "intra_op_threads": 1, **inspector},
             "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
-            "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
+            "store": store_section(tmp, keep_pass_every=1),
             "web": {"enabled": False},
         }
     )

@@ -32,6 +32,7 @@ from tests.model_factory import (
     draw_scene,
 )
 from tests.replay_cli import replay_results, run_replay
+from tests.station_configs import store_section
 
 DEFECTS = [c for c in CLS_NAMES if c != "good"]
 
@@ -82,7 +83,7 @@ def config(tmp: Path, folder: Path, model: Path, rules: dict[str, Any]) -> dict[
         "inspector": {"type": "onnx", "model": str(model), "follow_registry": False, "intra_op_threads": 1},
         "rules": rules,
         "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
-        "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
+        "store": store_section(tmp, keep_pass_every=1),
         "web": {"enabled": False},
     }
 

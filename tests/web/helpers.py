@@ -18,6 +18,7 @@ from station.config import StationConfig, parse_config
 from station.store.db import open_db
 from station.web import auth
 from tests.fixtures_floor import wait_for
+from tests.station_configs import store_section
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -34,11 +35,7 @@ def web_station_config(tmp_path: Path, **overrides: Any) -> StationConfig:
         "trigger": {"type": "software"},
         "inspector": {"type": "reference", "learn_parts": 3},
         "reject": {"travel_ms": 600, "safety_margin_ms": 100, "pulse_ms": 20},
-        "store": {
-            "db_path": str(tmp_path / "station.db"),
-            "images_dir": str(tmp_path / "images"),
-            "keep_pass_every": 5,
-        },
+        "store": store_section(tmp_path, keep_pass_every=5),
         "web": {"port": 0},
     }
     for k, v in overrides.items():
