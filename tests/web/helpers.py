@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -74,14 +75,20 @@ def add_users(db_path: Path) -> None:
         db.close()
 
 
-def login(client: TestClient, username: str, password: str | None = None) -> str:
-    """Log ``username`` in through the API; returns the session's CSRF token."""
+def try_login(client: httpx.Client, username: str, password: str | None = None) -> httpx.Response:
+    """One login attempt through the API, with the login form's CSRF token (the password from ``PASSWORDS`` unless
+    given); the caller judges the answer."""
     tok = client.get("/api/login").json()["csrf"]
-    r = client.post(
+    return client.post(
         "/api/login",
         json={"username": username, "password": password or PASSWORDS[username]},
         headers={"X-CSRF-Token": tok},
     )
+
+
+def login(client: httpx.Client, username: str, password: str | None = None) -> str:
+    """Log ``username`` in through the API; returns the session's CSRF token."""
+    r = try_login(client, username, password)
     assert r.status_code == 200, r.text
     return r.json()["csrf"]
 
