@@ -280,6 +280,27 @@ def _insert(
     return Label(lid, img.id, class_name, x1, y1, x2, y2, source, status, user, now, supersedes)
 
 
+def _qa_row(
+    db: sqlite_utils.Database,
+    user: str,
+    img: ImageInfo,
+    now: float,
+    action: str,
+    class_name: str,
+    box: Sequence[float],
+    status: str = "active",
+    *,
+    replaces: Label | None = None,
+    reason: str | None = None,
+) -> Label:
+    """Appends the QA's label row (superseding ``replaces``, if any) and the audit entry of ``action`` on it."""
+    supersedes = None if replaces is None else replaces.id
+    new = _insert(db, img, class_name, box, source="qa", status=status, user=user, now=now, supersedes=supersedes)
+    object_id, before = (new.id, None) if replaces is None else (replaces.id, replaces.as_dict())
+    audit.record(db, user, action, "label", object_id, before, new.as_dict(), reason, t_wall=now)
+    return new
+
+
 def _review(
     db: sqlite_utils.Database, user: str, img: ImageInfo, now: float, verdict: ReviewVerdict | None = None
 ) -> Review:
@@ -305,9 +326,7 @@ def _confirm_in_tx(
             raise ValueError(
                 f"label {lab.id} lies outside the {img.width}x{img.height} image and cannot be confirmed; delete it"
             )
-        new = _insert(db, img, lab.class_name, box, source="qa", status="active", user=user, now=now, supersedes=lab.id)
-        audit.record(db, user, "confirm", "label", lab.id, lab.as_dict(), new.as_dict(), t_wall=now)
-        out.append(new)
+        out.append(_qa_row(db, user, img, now, "confirm", lab.class_name, box, replaces=lab))
     return out
 
 
@@ -335,10 +354,7 @@ def delete_label(
     with transaction(db):
         img = _editable_image(db, image_id)
         lab = _current_label(db, img, label_id)
-        gone = _insert(
-            db, img, lab.class_name, lab.box, source="qa", status="deleted", user=user, now=now, supersedes=lab.id
-        )
-        audit.record(db, user, "delete", "label", lab.id, lab.as_dict(), gone.as_dict(), reason, t_wall=now)
+        gone = _qa_row(db, user, img, now, "delete", lab.class_name, lab.box, "deleted", replaces=lab, reason=reason)
         _review(db, user, img, now)
     return gone
 
@@ -364,8 +380,7 @@ def add_label(
         img = _editable_image(db, image_id)
         cls = check_class(class_name, _classes(db, classes))
         b = check_box(box, img.width, img.height)
-        new = _insert(db, img, cls, b, source="qa", status="active", user=user, now=now, supersedes=None)
-        audit.record(db, user, "add", "label", new.id, None, new.as_dict(), reason, t_wall=now)
+        new = _qa_row(db, user, img, now, "add", cls, b, reason=reason)
         _review(db, user, img, now)
     return new
 
@@ -395,13 +410,12 @@ def update_label(
             raise ValueError(
                 f"label {lab.id}'s box lies partly outside the image: give a corrected box with the new class"
             )
-        new = _insert(db, img, cls, b, source="qa", status="active", user=user, now=now, supersedes=lab.id)
         action = (
             "reclass"
             if box is None
             else ("move" if class_name is None or class_name == lab.class_name else "move+reclass")
         )
-        audit.record(db, user, action, "label", lab.id, lab.as_dict(), new.as_dict(), reason, t_wall=now)
+        new = _qa_row(db, user, img, now, action, cls, b, replaces=lab, reason=reason)
         _review(db, user, img, now)
     return new
 
@@ -409,19 +423,17 @@ def update_label(
 def _mark_good_in_tx(db: sqlite_utils.Database, user: str, img: ImageInfo, now: float, reason: str | None) -> Review:
     before = current_labels(db, img.id)
     for lab in before:
-        gone = _insert(
-            db, img, lab.class_name, lab.box, source="qa", status="deleted", user=user, now=now, supersedes=lab.id
-        )
-        audit.record(
+        _qa_row(
             db,
             user,
+            img,
+            now,
             "delete",
-            "label",
-            lab.id,
-            lab.as_dict(),
-            gone.as_dict(),
-            reason or "image marked good",
-            t_wall=now,
+            lab.class_name,
+            lab.box,
+            "deleted",
+            replaces=lab,
+            reason=reason or "image marked good",
         )
     prev = review_state(db, img.id)
     review = _review(db, user, img, now, "good")
