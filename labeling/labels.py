@@ -30,11 +30,12 @@ image, x1 >= x2, unknown class, label no longer current, image file deleted) rai
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -301,6 +302,18 @@ def _qa_row(
     return new
 
 
+@contextlib.contextmanager
+def _qa_edit(db: sqlite_utils.Database, user: str, image_id: int) -> Iterator[tuple[str, ImageInfo, float]]:
+    """One QA edit of an image, in one transaction: yields the checked user, the editable image and the time; on
+    success the image's review row closes it."""
+    user = audit.check_user(user)
+    now = time.time()
+    with transaction(db):
+        img = _editable_image(db, image_id)
+        yield user, img, now
+        _review(db, user, img, now)
+
+
 def _review(
     db: sqlite_utils.Database, user: str, img: ImageInfo, now: float, verdict: ReviewVerdict | None = None
 ) -> Review:
@@ -336,12 +349,8 @@ def confirm(db: sqlite_utils.Database, user: str, image_id: int, label_ids: Iter
     A model or imported label gets a ``qa`` copy superseding it (boxes clipped to the image);
     an already-``qa`` label stays as it is. The image is marked reviewed.
     """
-    user = audit.check_user(user)
-    now = time.time()
-    with transaction(db):
-        img = _editable_image(db, image_id)
+    with _qa_edit(db, user, image_id) as (user, img, now):
         out = _confirm_in_tx(db, user, img, label_ids, now)
-        _review(db, user, img, now)
     return out
 
 
@@ -349,13 +358,9 @@ def delete_label(
     db: sqlite_utils.Database, user: str, image_id: int, label_id: int, reason: str | None = None
 ) -> Label:
     """QA removes a label (false positive); returns the appended ``deleted`` row."""
-    user = audit.check_user(user)
-    now = time.time()
-    with transaction(db):
-        img = _editable_image(db, image_id)
+    with _qa_edit(db, user, image_id) as (user, img, now):
         lab = _current_label(db, img, label_id)
         gone = _qa_row(db, user, img, now, "delete", lab.class_name, lab.box, "deleted", replaces=lab, reason=reason)
-        _review(db, user, img, now)
     return gone
 
 
@@ -374,14 +379,10 @@ def add_label(
     ``classes`` defaults to :func:`known_classes` (pass the model's class list to allow a class
     the database has not seen yet).
     """
-    user = audit.check_user(user)
-    now = time.time()
-    with transaction(db):
-        img = _editable_image(db, image_id)
+    with _qa_edit(db, user, image_id) as (user, img, now):
         cls = check_class(class_name, _classes(db, classes))
         b = check_box(box, img.width, img.height)
         new = _qa_row(db, user, img, now, "add", cls, b, reason=reason)
-        _review(db, user, img, now)
     return new
 
 
@@ -399,10 +400,7 @@ def update_label(
     """QA moves / resizes (``box``) and/or reclassifies (``class_name``) a label; returns the new row."""
     if box is None and class_name is None:
         raise ValueError("update_label needs a new box and/or a new class_name")
-    user = audit.check_user(user)
-    now = time.time()
-    with transaction(db):
-        img = _editable_image(db, image_id)
+    with _qa_edit(db, user, image_id) as (user, img, now):
         lab = _current_label(db, img, label_id)
         cls = lab.class_name if class_name is None else check_class(class_name, _classes(db, classes))
         b = lab.box if box is None else check_box(box, img.width, img.height)
@@ -416,7 +414,6 @@ def update_label(
             else ("move" if class_name is None or class_name == lab.class_name else "move+reclass")
         )
         new = _qa_row(db, user, img, now, action, cls, b, replaces=lab, reason=reason)
-        _review(db, user, img, now)
     return new
 
 
