@@ -54,6 +54,7 @@ from station.acquire.synthetic import iter_parts  # noqa: E402
 from station.app import Station  # noqa: E402
 from station.config import RulesConfig, SyntheticCameraConfig, parse_config  # noqa: E402
 from station.store.db import open_db  # noqa: E402
+from tests.station_configs import store_section  # noqa: E402
 
 CAMERA = {
     "product": "machined",
@@ -150,6 +151,11 @@ def run_job(runner: JobRunner, spec: JobSpec, what: str) -> JobState:
     return st
 
 
+def train_job(runner: JobRunner, what: str, **spec: Any) -> JobState:
+    """A training job of this bench (batch 16, seed 0, exported at EXPORT_HW) run to its end by :func:`run_job`."""
+    return run_job(runner, JobSpec(batch=16, seed=0, export_imgsz=EXPORT_HW, **spec), what)
+
+
 # --------------------------------------------------------------------------- 2. the line
 
 
@@ -161,12 +167,7 @@ def line_config(work: Path, model: Path, seed: int) -> Any:
             "trigger": {"type": "software"},
             "inspector": {"type": "onnx", "model": str(model), "keepalive_s": 0},
             "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
-            "store": {
-                "db_path": str(work / "station" / "station.db"),
-                "images_dir": str(work / "station" / "images"),
-                "keep_pass_every": 1,
-                "image_format": "png",
-            },
+            "store": store_section(work / "station", keep_pass_every=1, image_format="png"),
             "web": {"enabled": False},
         }
     )
@@ -320,20 +321,15 @@ def main() -> int:
     t = time.monotonic()
     data = write_flawed_dataset(work / "flawed-data", cam.model_copy(update={"seed": TRAIN_SEED}), plan)
     runner = JobRunner(work / "jobs")
-    flawed = run_job(
+    flawed = train_job(
         runner,
-        JobSpec(
-            data_yaml=str(data),
-            epochs=plan.epochs,
-            imgsz=plan.crop,
-            batch=16,
-            seed=0,
-            hyp=HYP,
-            export_imgsz=EXPORT_HW,
-            lineage={"flaw": f"labels never name {DROPPED}"},
-            trained_by="bench: flawed labels",
-        ),
         "flawed model",
+        data_yaml=str(data),
+        epochs=plan.epochs,
+        imgsz=plan.crop,
+        hyp=HYP,
+        lineage={"flaw": f"labels never name {DROPPED}"},
+        trained_by="bench: flawed labels",
     )
     flawed_onnx = Path(flawed.result["onnx"])  # type: ignore[index]
     timings["train flawed model"] = time.monotonic() - t
@@ -365,25 +361,20 @@ def main() -> int:
         # register
         t = time.monotonic()
         golden = make_golden_set(work / "golden", plan.n_golden, GOLDEN_SEED, cam, start_id=GOLDEN_START)
-        retrained = run_job(
+        retrained = train_job(
             runner,
-            JobSpec(
-                data_yaml=str(export),
-                model=str(current.weights_path),
-                epochs=plan.retrain_epochs,
-                imgsz=plan.retrain_imgsz,
-                batch=16,
-                seed=0,
-                hyp=FINETUNE_HYP,
-                export_imgsz=EXPORT_HW,
-                golden=str(golden.root),
-                current_model=str(current.path),
-                rules=rules.model_dump(mode="json"),
-                db=str(db_path),
-                store_dir=str(store),
-                trained_by="bench: QA loop",
-            ),
             "retrain",
+            data_yaml=str(export),
+            model=str(current.weights_path),
+            epochs=plan.retrain_epochs,
+            imgsz=plan.retrain_imgsz,
+            hyp=FINETUNE_HYP,
+            golden=str(golden.root),
+            current_model=str(current.path),
+            rules=rules.model_dump(mode="json"),
+            db=str(db_path),
+            store_dir=str(store),
+            trained_by="bench: QA loop",
         )
         new_sha = retrained.result["registered"]["sha256"]  # type: ignore[index]
         timings["retrain + evaluate + register"] = time.monotonic() - t

@@ -33,13 +33,36 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from models import DEFAULT_DIR  # noqa: E402
 from models.dataset import GOLDEN_START, make_golden_set  # noqa: E402
-from models.evaluate import ImageResult, _eligibility_decider, ejected, open_inspector, score  # noqa: E402
-from models.golden import iter_images  # noqa: E402
+from models.evaluate import ImageResult, _eligibility_decider, ejected, eligible, open_inspector, score  # noqa: E402
+from models.golden import GoldenItem, iter_images  # noqa: E402
 from station.config import CalibrationConfig, RulesConfig, SyntheticCameraConfig  # noqa: E402
 from station.contracts import Detections, Frame, Trigger  # noqa: E402
 from station.decide import Decider  # noqa: E402
 from station.inspection.model_meta import read_model_meta  # noqa: E402
 from station.pipeline import inspect_part  # noqa: E402
+
+
+def _image_result(
+    item: GoldenItem,
+    truth_boxes: np.ndarray,
+    det: Detections,
+    outcome: str,
+    ms: float,
+    elig: Decider,
+    rules: RulesConfig,
+) -> ImageResult:
+    """One golden image's result as the evaluation scores it (the same for both paths)."""
+    return ImageResult(
+        item.stem,
+        item.class_ids,
+        truth_boxes,
+        det,
+        eligible(elig, det, "cam0"),
+        str(outcome),
+        (),
+        ejected(outcome, rules),
+        ms,
+    )
 
 
 def main() -> int:
@@ -104,22 +127,7 @@ def main() -> int:
         res = inspect_part(inspector, decider, trig, [Frame(i, "cam0", img, t_ns)])
         st_ms.append((time.perf_counter() - a) * 1e3)
         det = res.detections[0]
-        ok = np.array(
-            [(d := elig.judge(det, j, "cam0")) is not None and d.action != "ignore" for j in range(len(det))], bool
-        )
-        st_res.append(
-            ImageResult(
-                item.stem,
-                item.class_ids,
-                truth_boxes,
-                det,
-                ok,
-                str(res.verdict.outcome),
-                (),
-                ejected(res.verdict.outcome, rules),
-                st_ms[-1],
-            )
-        )
+        st_res.append(_image_result(item, truth_boxes, det, res.verdict.outcome, st_ms[-1], elig, rules))
         # Ultralytics predictor on the same frame
         a = time.perf_counter()
         preds = yolo.predict(img_bgr, imgsz=list(meta.imgsz), conf=0.01, iou=0.5, verbose=False, device="cpu")
@@ -135,22 +143,7 @@ def main() -> int:
         )
         # Ultralytics has no rules: the part is ejected by the same Decider on its detections
         v = decider.decide(trig, [Frame(i, "cam0", img, t_ns)], [udet], {})
-        uok = np.array(
-            [(d := elig.judge(udet, j, "cam0")) is not None and d.action != "ignore" for j in range(len(udet))], bool
-        )
-        ul_res.append(
-            ImageResult(
-                item.stem,
-                item.class_ids,
-                truth_boxes,
-                udet,
-                uok,
-                str(v.outcome),
-                (),
-                ejected(v.outcome, rules),
-                ul_ms[-1],
-            )
-        )
+        ul_res.append(_image_result(item, truth_boxes, udet, v.outcome, ul_ms[-1], elig, rules))
     inspector.close()
     s = score(st_res, meta.names, rules, model_id="station path", golden_id=golden.golden_id)
     u = score(ul_res, meta.names, rules, model_id="ultralytics", golden_id=golden.golden_id)

@@ -332,20 +332,10 @@ def main() -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    r = soak(
-        a.parts,
-        a.rate,
-        width=a.width,
-        height=a.height,
-        pool=a.pool,
-        learn=a.learn,
-        keep_pass_every=a.keep_pass_every,
-        data=a.data,
-        frame_queue=a.frame_queue,
-        realtime=a.realtime,
-        progress=lambda m: print(m, file=sys.stderr, flush=True),
-    )
-    if a.json:
+    opts = vars(a)  # every option but --json is a keyword of soak()
+    as_json = opts.pop("json")
+    r = soak(**opts, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    if as_json:
         print(json.dumps(r))
         return
     c = r["counters"]

@@ -7,7 +7,7 @@ measured the same way for both kinds (neighbouring grid points are one square ap
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import cv2
@@ -64,14 +64,7 @@ class Target:
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready (stored with the calibration)."""
-        return {
-            "kind": self.kind,
-            "cols": self.cols,
-            "rows": self.rows,
-            "square_mm": self.square_mm,
-            "marker_mm": self.marker_mm,
-            "dictionary": self.dictionary,
-        }
+        return asdict(self)
 
     def charuco_board(self) -> cv2.aruco.CharucoBoard:
         """The OpenCV board object (ChArUco only); units: mm."""

@@ -30,11 +30,12 @@ image, x1 >= x2, unknown class, label no longer current, image file deleted) rai
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -280,6 +281,39 @@ def _insert(
     return Label(lid, img.id, class_name, x1, y1, x2, y2, source, status, user, now, supersedes)
 
 
+def _qa_row(
+    db: sqlite_utils.Database,
+    user: str,
+    img: ImageInfo,
+    now: float,
+    action: str,
+    class_name: str,
+    box: Sequence[float],
+    status: str = "active",
+    *,
+    replaces: Label | None = None,
+    reason: str | None = None,
+) -> Label:
+    """Appends the QA's label row (superseding ``replaces``, if any) and the audit entry of ``action`` on it."""
+    supersedes = None if replaces is None else replaces.id
+    new = _insert(db, img, class_name, box, source="qa", status=status, user=user, now=now, supersedes=supersedes)
+    object_id, before = (new.id, None) if replaces is None else (replaces.id, replaces.as_dict())
+    audit.record(db, user, action, "label", object_id, before, new.as_dict(), reason, t_wall=now)
+    return new
+
+
+@contextlib.contextmanager
+def _qa_edit(db: sqlite_utils.Database, user: str, image_id: int) -> Iterator[tuple[str, ImageInfo, float]]:
+    """One QA edit of an image, in one transaction: yields the checked user, the editable image and the time; on
+    success the image's review row closes it."""
+    user = audit.check_user(user)
+    now = time.time()
+    with transaction(db):
+        img = _editable_image(db, image_id)
+        yield user, img, now
+        _review(db, user, img, now)
+
+
 def _review(
     db: sqlite_utils.Database, user: str, img: ImageInfo, now: float, verdict: ReviewVerdict | None = None
 ) -> Review:
@@ -305,9 +339,7 @@ def _confirm_in_tx(
             raise ValueError(
                 f"label {lab.id} lies outside the {img.width}x{img.height} image and cannot be confirmed; delete it"
             )
-        new = _insert(db, img, lab.class_name, box, source="qa", status="active", user=user, now=now, supersedes=lab.id)
-        audit.record(db, user, "confirm", "label", lab.id, lab.as_dict(), new.as_dict(), t_wall=now)
-        out.append(new)
+        out.append(_qa_row(db, user, img, now, "confirm", lab.class_name, box, replaces=lab))
     return out
 
 
@@ -317,12 +349,8 @@ def confirm(db: sqlite_utils.Database, user: str, image_id: int, label_ids: Iter
     A model or imported label gets a ``qa`` copy superseding it (boxes clipped to the image);
     an already-``qa`` label stays as it is. The image is marked reviewed.
     """
-    user = audit.check_user(user)
-    now = time.time()
-    with transaction(db):
-        img = _editable_image(db, image_id)
+    with _qa_edit(db, user, image_id) as (user, img, now):
         out = _confirm_in_tx(db, user, img, label_ids, now)
-        _review(db, user, img, now)
     return out
 
 
@@ -330,16 +358,9 @@ def delete_label(
     db: sqlite_utils.Database, user: str, image_id: int, label_id: int, reason: str | None = None
 ) -> Label:
     """QA removes a label (false positive); returns the appended ``deleted`` row."""
-    user = audit.check_user(user)
-    now = time.time()
-    with transaction(db):
-        img = _editable_image(db, image_id)
+    with _qa_edit(db, user, image_id) as (user, img, now):
         lab = _current_label(db, img, label_id)
-        gone = _insert(
-            db, img, lab.class_name, lab.box, source="qa", status="deleted", user=user, now=now, supersedes=lab.id
-        )
-        audit.record(db, user, "delete", "label", lab.id, lab.as_dict(), gone.as_dict(), reason, t_wall=now)
-        _review(db, user, img, now)
+        gone = _qa_row(db, user, img, now, "delete", lab.class_name, lab.box, "deleted", replaces=lab, reason=reason)
     return gone
 
 
@@ -358,15 +379,10 @@ def add_label(
     ``classes`` defaults to :func:`known_classes` (pass the model's class list to allow a class
     the database has not seen yet).
     """
-    user = audit.check_user(user)
-    now = time.time()
-    with transaction(db):
-        img = _editable_image(db, image_id)
+    with _qa_edit(db, user, image_id) as (user, img, now):
         cls = check_class(class_name, _classes(db, classes))
         b = check_box(box, img.width, img.height)
-        new = _insert(db, img, cls, b, source="qa", status="active", user=user, now=now, supersedes=None)
-        audit.record(db, user, "add", "label", new.id, None, new.as_dict(), reason, t_wall=now)
-        _review(db, user, img, now)
+        new = _qa_row(db, user, img, now, "add", cls, b, reason=reason)
     return new
 
 
@@ -384,10 +400,7 @@ def update_label(
     """QA moves / resizes (``box``) and/or reclassifies (``class_name``) a label; returns the new row."""
     if box is None and class_name is None:
         raise ValueError("update_label needs a new box and/or a new class_name")
-    user = audit.check_user(user)
-    now = time.time()
-    with transaction(db):
-        img = _editable_image(db, image_id)
+    with _qa_edit(db, user, image_id) as (user, img, now):
         lab = _current_label(db, img, label_id)
         cls = lab.class_name if class_name is None else check_class(class_name, _classes(db, classes))
         b = lab.box if box is None else check_box(box, img.width, img.height)
@@ -395,33 +408,29 @@ def update_label(
             raise ValueError(
                 f"label {lab.id}'s box lies partly outside the image: give a corrected box with the new class"
             )
-        new = _insert(db, img, cls, b, source="qa", status="active", user=user, now=now, supersedes=lab.id)
         action = (
             "reclass"
             if box is None
             else ("move" if class_name is None or class_name == lab.class_name else "move+reclass")
         )
-        audit.record(db, user, action, "label", lab.id, lab.as_dict(), new.as_dict(), reason, t_wall=now)
-        _review(db, user, img, now)
+        new = _qa_row(db, user, img, now, action, cls, b, replaces=lab, reason=reason)
     return new
 
 
 def _mark_good_in_tx(db: sqlite_utils.Database, user: str, img: ImageInfo, now: float, reason: str | None) -> Review:
     before = current_labels(db, img.id)
     for lab in before:
-        gone = _insert(
-            db, img, lab.class_name, lab.box, source="qa", status="deleted", user=user, now=now, supersedes=lab.id
-        )
-        audit.record(
+        _qa_row(
             db,
             user,
+            img,
+            now,
             "delete",
-            "label",
-            lab.id,
-            lab.as_dict(),
-            gone.as_dict(),
-            reason or "image marked good",
-            t_wall=now,
+            lab.class_name,
+            lab.box,
+            "deleted",
+            replaces=lab,
+            reason=reason or "image marked good",
         )
     prev = review_state(db, img.id)
     review = _review(db, user, img, now, "good")

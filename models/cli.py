@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .commands import (
     DEFAULT_DB,
@@ -50,18 +51,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def command(fn: Callable[[argparse.Namespace], int], name: str, **kw: Any) -> argparse.ArgumentParser:
+        """The sub-command ``name``, run by ``fn``."""
+        sp = sub.add_parser(name, **kw)
+        sp.set_defaults(fn=fn)
+        return sp
+
     def db_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--db", type=Path, default=DEFAULT_DB, help="station database (default data/station.db)")
         sp.add_argument(
             "--store", type=Path, default=None, help="model file store (default: models/ next to the database)"
         )
 
+    def registry_args(sp: argparse.ArgumentParser) -> None:
+        """A command that may register a model: ``--user`` names who in the audit trail, then :func:`db_args`."""
+        sp.add_argument("--user", default="cli")
+        db_args(sp)
+
     def synth_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--product", default="machined", choices=["machined", "pcb"])
         sp.add_argument("--defect-rate", type=float, default=0.5)
         sp.add_argument("--mark-rate", type=float, default=0.0, help="fraction of parts with a harmless ink mark")
 
-    sp = sub.add_parser("dataset", help="render a synthetic YOLO dataset")
+    sp = command(cmd_dataset, "dataset", help="render a synthetic YOLO dataset")
     sp.add_argument("out", type=Path)
     sp.add_argument("--train", type=int, required=True)
     sp.add_argument("--val", type=int, required=True)
@@ -77,18 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--crop", type=int, default=None, help="then cut a CROPxCROP window around the part")
     synth_args(sp)
-    sp.set_defaults(fn=cmd_dataset)
 
-    sp = sub.add_parser("golden", help="freeze a golden set (synthetic, or a split of a YOLO dataset)")
+    sp = command(cmd_golden, "golden", help="freeze a golden set (synthetic, or a split of a YOLO dataset)")
     sp.add_argument("out", type=Path)
     sp.add_argument("--n", type=int, default=200)
     sp.add_argument("--seed", type=int, default=777)
     sp.add_argument("--from-yaml", type=Path, default=None, help="freeze a split of this data.yaml instead")
     sp.add_argument("--split", default="test")
     synth_args(sp)
-    sp.set_defaults(fn=cmd_golden)
 
-    sp = sub.add_parser("train", help="train a model (a background job with progress; Ctrl-C cancels)")
+    sp = command(cmd_train, "train", help="train a model (a background job with progress; Ctrl-C cancels)")
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--data", default=None, help="YOLO data.yaml, or a classify dataset folder (train/ val/ of class folders)"
@@ -118,12 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--current", default=None, help="compare with this model (default with --register: the current model)"
     )
     sp.add_argument("--register", action="store_true", help="register the new model as a candidate in --db")
-    sp.add_argument("--user", default="cli")
     sp.add_argument("--jobs-dir", type=Path, default=Path("data/jobs"))
-    db_args(sp)
-    sp.set_defaults(fn=cmd_train)
+    registry_args(sp)
 
-    sp = sub.add_parser("export", help="export weights to ONNX with lineage metadata")
+    sp = command(cmd_export, "export", help="export weights to ONNX with lineage metadata")
     sp.add_argument("weights", type=Path)
     sp.add_argument("out", type=Path)
     sp.add_argument("--imgsz", type=int, nargs="+", default=[640], help="N or H W")
@@ -134,10 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="golden set for the export parity check (default: fixed synthetic frames)",
     )
-    sp.set_defaults(fn=cmd_export)
 
-    sp = sub.add_parser(
-        "quantize", help="INT8 copy of an ONNX model (NNCF, calibrated on a golden set): a new candidate"
+    sp = command(
+        cmd_quantize, "quantize", help="INT8 copy of an ONNX model (NNCF, calibrated on a golden set): a new candidate"
     )
     sp.add_argument("model", help="FP32 ONNX file (or a registered sha256 with --use-db)")
     sp.add_argument("out", type=Path, help="the INT8 ONNX file to write")
@@ -157,12 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--register", action="store_true", help="register the INT8 file as a candidate in --db")
     sp.add_argument("--use-db", action="store_true", help="MODEL is a registered sha256")
-    sp.add_argument("--user", default="cli")
-    db_args(sp)
-    sp.set_defaults(fn=cmd_quantize)
+    registry_args(sp)
 
-    sp = sub.add_parser(
-        "evaluate", help="evaluate a candidate (and the current model) on a golden set via the production path"
+    sp = command(
+        cmd_evaluate,
+        "evaluate",
+        help="evaluate a candidate (and the current model) on a golden set via the production path",
     )
     sp.add_argument("--candidate", required=True, help="ONNX file (or a registered sha256 with --use-db)")
     sp.add_argument(
@@ -183,34 +190,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--json", default=None, help="also write the comparison as JSON here")
     db_args(sp)
-    sp.set_defaults(fn=cmd_evaluate)
 
-    sp = sub.add_parser(
-        "import-elpv", help="the ELPV solar cells (pip elpv-dataset) as a classify dataset: seeded split"
+    sp = command(
+        cmd_import_elpv,
+        "import-elpv",
+        help="the ELPV solar cells (pip elpv-dataset) as a classify dataset: seeded split",
     )
     sp.add_argument("--out", type=Path, required=True, help="new folder for train/ val/ test/ class folders")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
-    sp.set_defaults(fn=cmd_import_elpv)
 
-    sp = sub.add_parser("tune", help="per-class thresholds for a target escape rate, and the false rejects they cost")
+    sp = command(
+        cmd_tune, "tune", help="per-class thresholds for a target escape rate, and the false rejects they cost"
+    )
     sp.add_argument("--model", required=True)
     sp.add_argument("--golden", required=True, type=Path)
     sp.add_argument("--target", type=float, required=True, help="target escape rate, e.g. 0.01")
     sp.add_argument("--config", default=None)
-    sp.set_defaults(fn=cmd_tune)
 
-    sp = sub.add_parser("register", help="register an ONNX model as a candidate")
+    sp = command(cmd_register, "register", help="register an ONNX model as a candidate")
     sp.add_argument("onnx", type=Path)
     sp.add_argument("--weights", type=Path, default=None, help="its .pt (default: same stem next to it, if present)")
     sp.add_argument("--dataset-snapshot", default=None)
     sp.add_argument("--parent-sha", default=None)
-    sp.add_argument("--user", default="cli")
-    db_args(sp)
-    sp.set_defaults(fn=cmd_register)
+    registry_args(sp)
 
-    sp = sub.add_parser(
-        "learn-anomaly", help="learn an anomaly model from a folder of good images (no labels; seconds)"
+    sp = command(
+        cmd_learn_anomaly,
+        "learn-anomaly",
+        help="learn an anomaly model from a folder of good images (no labels; seconds)",
     )
     sp.add_argument("folder", type=Path, help="good images of one camera view (one size; 50-200 recommended)")
     sp.add_argument("out", type=Path, help="the ONNX model to write")
@@ -225,20 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="filters: fixed filter bank; pretrained: ImageNet CNN features, shipped (docs/no_labels.md: which when)",
     )
     sp.add_argument("--register", action="store_true", help="also register it as a candidate in the station's registry")
-    sp.add_argument("--user", default="cli")
-    db_args(sp)
-    sp.set_defaults(fn=cmd_learn_anomaly)
+    registry_args(sp)
 
-    sp = sub.add_parser("list", help="registered models")
+    sp = command(cmd_list, "list", help="registered models")
     sp.add_argument("--status", default=None, choices=["candidate", "current", "retired"])
     db_args(sp)
-    sp.set_defaults(fn=cmd_list)
 
-    sp = sub.add_parser("current", help="the current model")
+    sp = command(cmd_current, "current", help="the current model")
     db_args(sp)
-    sp.set_defaults(fn=cmd_current)
 
-    sp = sub.add_parser("promote", help="make a candidate current (gated on the golden-set escape rate)")
+    sp = command(cmd_promote, "promote", help="make a candidate current (gated on the golden-set escape rate)")
     sp.add_argument("sha")
     sp.add_argument("--user", required=True)
     sp.add_argument("--override", action="store_true", help="promote despite the gate (needs --reason; audited)")
@@ -247,20 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--golden-id", default=None, help="gate on this golden set (default: the latest both were evaluated on)"
     )
     db_args(sp)
-    sp.set_defaults(fn=cmd_promote)
 
-    sp = sub.add_parser("rollback", help="make a previous model current again")
+    sp = command(cmd_rollback, "rollback", help="make a previous model current again")
     sp.add_argument("sha", nargs="?", default=None, help="default: the model the last change replaced")
     sp.add_argument("--user", required=True)
     sp.add_argument("--reason", default=None)
     db_args(sp)
-    sp.set_defaults(fn=cmd_rollback)
 
-    sp = sub.add_parser("history", help="promotions, refusals, overrides and rollbacks (audit trail)")
+    sp = command(cmd_history, "history", help="promotions, refusals, overrides and rollbacks (audit trail)")
     db_args(sp)
-    sp.set_defaults(fn=cmd_history)
 
-    sp = sub.add_parser("build-default", help="reproduce the shipped default model (about 20 min on 2 CPU cores)")
+    sp = command(
+        cmd_build_default, "build-default", help="reproduce the shipped default model (about 20 min on 2 CPU cores)"
+    )
     sp.add_argument("--out", default=None, help="default: models/default/")
     sp.add_argument("--work", default=None, help="working folder (dataset, jobs, test set)")
     sp.add_argument("--quick", action="store_true", help="a tiny smoke run of the whole script (useless model)")
@@ -270,7 +273,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB_DIR",
         help="finish a build whose training job already succeeded (test + card)",
     )
-    sp.set_defaults(fn=cmd_build_default)
     return p
 
 

@@ -243,6 +243,14 @@ def _eligibility_decider(
     return Decider(r0, calibration, "eligibility", zero_thresholds(setup or {}))
 
 
+def eligible(elig: Decider, det: Detections, camera_id: str) -> np.ndarray:
+    """Which of ``det`` the zones, minimum areas and enabled classes let count (``elig`` from
+    :func:`_eligibility_decider`): one bool per detection."""
+    return np.array(
+        [(d := elig.judge(det, j, camera_id)) is not None and d.action != "ignore" for j in range(len(det))], bool
+    )
+
+
 def ejected(outcome: str, rules: RulesConfig) -> bool:
     """Does a part with this outcome leave the line?"""
     return outcome in (Outcome.FAIL, Outcome.FAILSAFE) or (
@@ -305,10 +313,7 @@ def evaluate(
             frame = Frame(part_id=i, camera_id=camera_id, image=img, t_exposure_ns=t_ns, meta={"golden": item.stem})
             res = inspect_part(inspector, decider, trig, [frame])
             det = res.detections[0] if res.detections else Detections.empty(tuple(meta.names), inspector.model_id)
-            ok = np.array(
-                [(d := elig.judge(det, j, camera_id)) is not None and d.action != "ignore" for j in range(len(det))],
-                bool,
-            )
+            ok = eligible(elig, det, camera_id)
             h, w = img.shape[:2]
             ms = float(res.verdict.timings_ms.get("inspect", 0.0)) + float(res.verdict.timings_ms.get("decide", 0.0))
             images.append(
@@ -473,9 +478,7 @@ def redecide(
         frame = Frame(part_id=i, camera_id=camera_id, image=np.zeros((2, 2), np.uint8), t_exposure_ns=trig.t_trigger_ns)
         v = decider.decide(trig, [frame], [im.detections], {})
         det = im.detections
-        ok = np.array(
-            [(d := elig.judge(det, j, camera_id)) is not None and d.action != "ignore" for j in range(len(det))], bool
-        )
+        ok = eligible(elig, det, camera_id)
         out.append(
             dataclasses.replace(
                 im, outcome=str(v.outcome), reasons=tuple(v.reasons), ejected=ejected(v.outcome, rules), eligible=ok

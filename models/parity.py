@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +46,7 @@ class ParityReport:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (goes into the export's log line)."""
-        return {
-            "n_images": self.n_images,
-            "max_box_diff_px": self.max_box_diff_px,
-            "max_score_diff": self.max_score_diff,
-            "source": self.source,
-        }
+        return asdict(self)
 
 
 def synthetic_frames(n: int = N_SYNTHETIC, hw: tuple[int, int] = (480, 640)) -> list[np.ndarray]:

@@ -25,7 +25,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -36,7 +36,7 @@ from station.store import audit, queries
 from station.store.db import open_db
 
 from .eval_jobs import Evaluations, eval_dict
-from .jobs import JobState
+from .jobs import JobBusyError, JobError, JobState
 from .service_views import ServiceError, eval_result, evaluation_jpeg, evaluation_view, job_dict, record_dict, rounded
 
 __all__ = ["Connection", "ModelsService", "ServiceError", "job_dict", "record_dict"]
@@ -49,6 +49,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,60}$")
+
+
+def _start_job(start: Callable[[], JobState], refused_status: int) -> JobState:
+    """Runs ``start`` (a job runner's start): a job already running answers 409, a refused job ``refused_status``."""
+    try:
+        return start()
+    except JobBusyError as e:
+        raise ServiceError(409, str(e)) from None
+    except JobError as e:
+        raise ServiceError(refused_status, str(e)) from None
 
 
 class Connection(Protocol):
@@ -235,7 +245,7 @@ class ModelsService:
         import labeling
 
         from . import registry
-        from .jobs import JobBusyError, JobError, JobSpec
+        from .jobs import JobSpec
 
         if self.runner.active() is not None:
             raise ServiceError(409, f"training job {self.runner.active().job_id} is running: one job at a time")  # type: ignore[union-attr]
@@ -299,12 +309,7 @@ class ModelsService:
             store_dir=str(self.store_dir),
             trained_by=user,
         )
-        try:
-            st = self.runner.start(spec)
-        except JobBusyError as e:
-            raise ServiceError(409, str(e)) from None
-        except JobError as e:
-            raise ServiceError(422, str(e)) from None
+        st = _start_job(lambda: self.runner.start(spec), refused_status=422)
         with self.db.use() as wdb:
             audit.record(
                 wdb,
@@ -324,8 +329,6 @@ class ModelsService:
 
     def cancel_training(self, job_id: str, user: str) -> dict[str, Any]:
         """Ask the running job to stop."""
-        from .jobs import JobError
-
         try:
             st = self.runner.cancel(job_id)
         except JobError as e:
@@ -336,8 +339,6 @@ class ModelsService:
 
     def job(self, job_id: str | None) -> dict[str, Any]:
         """A job's state (None: this app's current/last job)."""
-        from .jobs import JobError
-
         try:
             return job_dict(self.runner.get(job_id))
         except JobError as e:
@@ -345,8 +346,6 @@ class ModelsService:
 
     def job_log(self, job_id: str, offset: int, max_bytes: int = 65536) -> dict[str, Any]:
         """A piece of a job's log from byte ``offset`` (``offset`` < 0: the last ``max_bytes``)."""
-        from .jobs import JobError
-
         try:
             st = self.runner.get(job_id)
         except JobError as e:
@@ -397,14 +396,7 @@ class ModelsService:
             "golden_name": gname,
             "started_by": user,
         }
-        from .jobs import JobBusyError, JobError
-
-        try:
-            st = self.evals.start(spec, fields, self._record_evaluation)
-        except JobBusyError as e:
-            raise ServiceError(409, str(e)) from None
-        except JobError as e:
-            raise ServiceError(500, str(e)) from None
+        st = _start_job(lambda: self.evals.start(spec, fields, self._record_evaluation), refused_status=500)
         with self.db.use() as db:
             audit.record(
                 db,

@@ -19,10 +19,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 log = logging.getLogger(__name__)
 
+# Ultralytics train arguments of every run here: CPU, deterministic for a seed, no plots (no font download), weights
+# in <project>/train (the test model factory trains with them too)
+REPRODUCIBLE_CPU_TRAINING: Mapping[str, Any] = MappingProxyType(
+    dict(device="cpu", plots=False, val=True, name="train", exist_ok=True, deterministic=True, amp=False)
+)
 DEFAULT_ARCH = "yolov8n.yaml"
 TORCH_ARCHS = ("efficientnet-lite0",)  # = models.efficientnet.ARCHS (not imported here: that module needs torch)
 
@@ -349,15 +355,9 @@ def train(
         imgsz=int(imgsz),
         batch=int(batch),
         workers=int(workers),
-        device="cpu",
-        plots=False,
-        val=True,
         project=str(out),
-        name="train",
-        exist_ok=True,
         seed=int(seed),
-        deterministic=True,
-        amp=False,
+        **REPRODUCIBLE_CPU_TRAINING,
         patience=int(patience) if patience else 10_000,
         pretrained=not start.endswith(".yaml"),
         verbose=True,

@@ -47,6 +47,7 @@ from station.contracts import Detections, Frame, Outcome
 from station.inspection.base import INSPECTORS, InspectorError
 from tests.fixtures_floor import Mosquitto, MqttCollector, PlcSim, Results, wait_for
 from tests.integration.conftest import station_config
+from tests.station_configs import store_section
 
 RATE_PPM = 600  # 10 parts/s: enough parts in every phase, light on a 2-core machine
 RSS_LIMIT = 0.05  # hot swaps: RSS growth allowed after warm-up
@@ -270,22 +271,14 @@ def _cfg(tmp: Path, **overrides: Any) -> Any:
 
 def camera_unplug(tmp: Path | None = None) -> FaultResult:
     """The Basler camera (pylon emulator) is unplugged and comes back by itself (reconnect)."""
-    from tests.fixtures_pylon import FRAME_H, FRAME_W, pylon_station_config, render_parts
+    from tests.fixtures_pylon import emulated_camera, pylon_station_config, render_parts
 
     old = os.environ.get("PYLON_CAMEMU")
     os.environ["PYLON_CAMEMU"] = "1"
     try:
         with _tmpdir(tmp) as d:
             render_parts(d / "frames", 6)
-            cam = {
-                "type": "pylon",
-                "id": "cam0",
-                "serial": "0815-0000",
-                "emulator_folder": str(d / "frames"),
-                "width": FRAME_W,
-                "height": FRAME_H,
-                "reconnect": {"initial_s": 1.0, "max_s": 2},
-            }
+            cam = emulated_camera("cam0", "0815-0000", d / "frames", reconnect={"initial_s": 1.0, "max_s": 2})
             st = Station(
                 pylon_station_config(
                     d, [cam], trigger={"type": "timer", "parts_per_minute": RATE_PPM}, pipeline={"grab_timeout_ms": 300}
@@ -483,13 +476,7 @@ def disk_full(tmp: Path | None = None) -> FaultResult:
             res.notes.append(f"skipped: cannot mount a tmpfs here: {exc}")
             return res
         try:
-            store = {
-                "db_path": str(disk / "station.db"),
-                "images_dir": str(disk / "images"),
-                "keep_pass_every": 1,
-                "min_free_mb": 1.0,
-                "spill_path": str(d / "spill" / "spill.jsonl"),
-            }
+            store = store_section(disk, keep_pass_every=1, min_free_mb=1.0, spill_path=str(d / "spill" / "spill.jsonl"))
             st = Station(_cfg(d, store=store))
             run = LineRun("disk full (tmpfs)", st)
             filler: Path | None = None

@@ -5,6 +5,7 @@ a mosquitto broker, free loopback ports. Everything listens on 127.0.0.1 only. A
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import math
 import shutil
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -295,6 +296,12 @@ class PlcProgram:
         self._stop.set()
         self._thread.join(2)
 
+    def __enter__(self) -> PlcProgram:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 _NO_PIXELS = np.zeros((0, 0), np.uint8)
 
@@ -363,6 +370,19 @@ class Results:
         self._stop.set()
         self._thread.join(2)
         return self.items
+
+
+@contextlib.contextmanager
+def running(station: Any) -> Iterator[Results]:
+    """Starts ``station`` with a :class:`Results` collector; on leaving, stops the station, then the collector (its
+    ``items`` stay readable)."""
+    results = Results(station)
+    station.start()
+    try:
+        yield results
+    finally:
+        station.stop()
+        results.close()
 
 
 def wait_parts(station: Any, n: int, timeout: float = 30.0) -> None:

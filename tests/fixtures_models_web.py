@@ -27,6 +27,7 @@ from station.config import StationConfig, parse_config
 from station.store.db import open_db
 from tests.fixtures_floor import wait_for
 from tests.model_factory import DET_NAMES, draw_scene
+from tests.station_configs import store_section
 
 SIZE = 64
 Truth = list[tuple[str, tuple[float, float, float, float]]]
@@ -83,12 +84,7 @@ def line_config(tmp: Path, model: Path, scenes: Path, **web: Any) -> StationConf
             "trigger": {"type": "software"},
             "inspector": {"type": "onnx", "model": str(model), "keepalive_s": 0, "intra_op_threads": 1},
             "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
-            "store": {
-                "db_path": str(tmp / "data" / "station.db"),
-                "images_dir": str(tmp / "data" / "images"),
-                "keep_pass_every": 1,
-                "image_format": "png",
-            },
+            "store": store_section(tmp / "data", keep_pass_every=1, image_format="png"),
             "web": {"port": 0, **web},
         }
     )

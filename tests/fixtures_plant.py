@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -19,8 +20,13 @@ import pytest
 from station.bus import Bus
 from station.config.plant import PlantLinkConfig
 from station.contracts import Defect, Frame, Outcome, PartResult, Trigger, Verdict
+from station.plant import wire
+from station.plant.controller import RolloutController
 from station.plant.engines import Engines
 from station.plant.uplink import PlantUplink
+
+if TYPE_CHECKING:
+    import psycopg
 
 OUTCOME_CYCLE = (
     Outcome.PASS,
@@ -87,6 +93,16 @@ class Plant:
             "reconnect_max_s": 0.5,
         }
         return PlantLinkConfig.model_validate({**base, **kw})
+
+    def s3(self) -> Any:
+        """A client of this plant's object store, its bucket made."""
+        s3 = wire.s3_client(self.engines.s3.endpoint, "k", "s")
+        wire.ensure_bucket(s3, self.bucket)
+        return s3
+
+    def rollout(self, conn: psycopg.Connection) -> RolloutController:
+        """The rollout controller of this plant, on the database connection ``conn``."""
+        return RolloutController(conn, self.engines.nats.url, self.s3(), self.bucket, prefix=self.prefix)
 
 
 _ids = itertools.count()

@@ -20,6 +20,7 @@ from station.acquire.render import RenderedPart, part_rng, render_part
 from station.config import StationConfig, SyntheticCameraConfig, parse_config
 from station.contracts import PartResult
 from tests.fixtures_floor import Results
+from tests.station_configs import store_section
 
 EMULATED_CAMERAS = 3  # serials 0815-0000, 0815-0001, 0815-0002
 FRAME_W, FRAME_H = 640, 400
@@ -53,6 +54,20 @@ def render_parts(folder: Path, n: int, *, defective: set[int] = frozenset(), see
     return parts
 
 
+def emulated_camera(cam_id: str, serial: str, folder: Path, **extra: Any) -> dict[str, Any]:
+    """The config of a pylon emulator device ``serial`` streaming the images of ``folder`` (FRAME_W x FRAME_H);
+    ``extra``: more of its fields."""
+    return {
+        "type": "pylon",
+        "id": cam_id,
+        "serial": serial,
+        "emulator_folder": str(folder),
+        "width": FRAME_W,
+        "height": FRAME_H,
+        **extra,
+    }
+
+
 def pylon_station_config(tmp_path: Path, cameras: list[dict[str, Any]], **overrides: Any) -> StationConfig:
     """A station on pylon cameras, software trigger, reference inspector learning from 3 parts, web off, store in
     tmp_path."""
@@ -62,11 +77,7 @@ def pylon_station_config(tmp_path: Path, cameras: list[dict[str, Any]], **overri
         "inspector": {"type": "reference", "learn_parts": 3},
         "reject": {"travel_ms": 400, "safety_margin_ms": 100, "pulse_ms": 20},
         "pipeline": {"grab_timeout_ms": 1000},
-        "store": {
-            "db_path": str(tmp_path / "station.db"),
-            "images_dir": str(tmp_path / "images"),
-            "keep_pass_every": 1,
-        },
+        "store": store_section(tmp_path, keep_pass_every=1),
         "web": {"enabled": False},
     }
     data.update(overrides)

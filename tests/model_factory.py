@@ -270,6 +270,8 @@ def _train(recipe: Recipe, root: Path) -> Path:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO  # tests only: the station runtime never imports ultralytics
 
+    from models.train import REPRODUCIBLE_CPU_TRAINING
+
     done_marker = root / "train" / "TRAINED"
     weights_dir = root / "train" / "weights"
     if done_marker.exists():
@@ -291,15 +293,9 @@ def _train(recipe: Recipe, root: Path) -> Path:
         imgsz=recipe.imgsz,
         batch=recipe.batch,
         workers=0,
-        device="cpu",
-        plots=False,
-        val=True,
         project=str(root),
-        name="train",
-        exist_ok=True,
         seed=recipe.seed,
-        deterministic=True,
-        amp=False,
+        **REPRODUCIBLE_CPU_TRAINING,
         verbose=False,
         mosaic=0.0 if recipe.task != "classify" else 1.0,
         cache=False,

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from station.config import StationConfig, parse_config
+from tests.station_configs import store_section
 
 
 def station_config(tmp_path: Path, **overrides: Any) -> StationConfig:
@@ -17,11 +18,7 @@ def station_config(tmp_path: Path, **overrides: Any) -> StationConfig:
         "trigger": {"type": "timer", "parts_per_minute": 1200},
         "inspector": {"type": "reference", "learn_parts": 10},
         "reject": {"travel_ms": 400, "safety_margin_ms": 100, "pulse_ms": 20},
-        "store": {
-            "db_path": str(tmp_path / "station.db"),
-            "images_dir": str(tmp_path / "images"),
-            "keep_pass_every": 10,
-        },
+        "store": store_section(tmp_path, keep_pass_every=10),
         "web": {"enabled": False},
         # SCHED_FIFO for the station's threads when permitted (root in CI): reject edges on time
         # even when other processes load the CPU (see docs/architecture.md)

@@ -4,8 +4,6 @@ shadow."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +19,11 @@ from station.config import SyntheticCameraConfig, parse_config
 from station.store.db import open_db
 from tests.fixtures_floor import wait_for
 from tests.model_factory import ANOMALY_CAMERA, anomaly_model, synthetic_good_frames
+from tests.replay_cli import replay_results, run_replay
+from tests.station_configs import store_section
 
 pytestmark = pytest.mark.slow
 CAMERA = {**ANOMALY_CAMERA, "defect_rate": 0.5, "seed": 77}
-REPO = Path(__file__).resolve().parents[2]
 
 
 def config(tmp: Path, inspector: dict[str, Any]) -> Any:
@@ -35,7 +34,7 @@ def config(tmp: Path, inspector: dict[str, Any]) -> Any:
             "trigger": {"type": "software"},
             "inspector": {"type": "anomaly", "intra_op_threads": 1, **inspector},
             "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
-            "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
+            "store": store_section(tmp, keep_pass_every=1),
             "web": {"enabled": False},
         }
     )
@@ -185,15 +184,9 @@ def test_replay_scores_a_folder_from_the_command_line(tmp_path: Path) -> None:
         )
     )
     out = tmp_path / "r.jsonl"
-    proc = subprocess.run(
-        [sys.executable, "-m", "station", "replay", str(folder), "--out", str(out), "-c", str(cfg)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_replay(folder, out, cfg)
     assert proc.returncode == 0, proc.stderr
-    lines = {r["file"]: r for r in map(json.loads, out.read_text().splitlines())}
+    lines = replay_results(out)
     assert set(lines) == {"bad.png", "good_0.png", "good_1.png", "good_2.png"}
     for r in lines.values():
         assert (

@@ -8,8 +8,6 @@ instance measures on the test images, so each image's expected verdict is known 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +31,9 @@ from tests.model_factory import (
     classifying_model,
     draw_scene,
 )
+from tests.replay_cli import replay_results, run_replay
+from tests.station_configs import store_section
 
-REPO = Path(__file__).resolve().parents[2]
 DEFECTS = [c for c in CLS_NAMES if c != "good"]
 
 
@@ -84,7 +83,7 @@ def config(tmp: Path, folder: Path, model: Path, rules: dict[str, Any]) -> dict[
         "inspector": {"type": "onnx", "model": str(model), "follow_registry": False, "intra_op_threads": 1},
         "rules": rules,
         "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
-        "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
+        "store": store_section(tmp, keep_pass_every=1),
         "web": {"enabled": False},
     }
 
@@ -141,25 +140,13 @@ def test_replay_gives_the_same_verdicts(tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(json.dumps(config(tmp_path, folder, model, rules)))
     out = tmp_path / "r.jsonl"
-    proc = subprocess.run(
-        [sys.executable, "-m", "station", "replay", str(folder), "--out", str(out), "-c", str(cfg)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_replay(folder, out, cfg)
     assert proc.returncode == 0, proc.stderr
-    lines = {r["file"]: r for r in map(json.loads, out.read_text().splitlines())}
+    lines = replay_results(out)
     assert {n: r["outcome"] for n, r in lines.items()} == expect
     # rules that cannot judge a classify model: refused at start, naming the field
     cfg.write_text(json.dumps(config(tmp_path, folder, model, {"classes": rules["classes"]})))
-    proc = subprocess.run(
-        [sys.executable, "-m", "station", "replay", str(folder), "--out", str(out), "-c", str(cfg)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_replay(folder, out, cfg)
     assert proc.returncode == 2 and "rules.good_classes" in proc.stderr
 
 

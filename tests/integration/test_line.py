@@ -11,7 +11,7 @@ import cv2
 from station.app import Station
 from station.contracts import Detections, Frame, Outcome, PartResult
 from station.inspection.base import INSPECTORS, InspectorError
-from tests.fixtures_floor import Results
+from tests.fixtures_floor import Results, running
 from tests.host_stalls import HostStallProbe
 from tests.reject_checks import check_edge_times, expected_rising_edges, realtime_rerun
 
@@ -29,13 +29,8 @@ def run_until(station: Station, n_parts: int, timeout_s: float = 60.0) -> None:
 
 def run_station(station: Station, n_parts: int, timeout_s: float = 60.0) -> list[PartResult]:
     """Start, run ``n_parts`` parts, stop; return their final results."""
-    col = Results(station)
-    station.start()
-    try:
+    with running(station) as col:
         run_until(station, n_parts, timeout_s)
-    finally:
-        station.stop()
-        col.close()
     return col.items
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -17,11 +18,22 @@ from station.actuate.verify import VerifiedOutput
 from station.app import Station
 from station.contracts import Outcome
 from station.plc import registers as R
-from tests.fixtures_floor import PlcProgram, PlcSim, Results, plc, wait_for, wait_parts  # noqa: F401 - plc is a fixture
+from tests.fixtures_floor import PlcProgram, PlcSim, Results, plc, running, wait_for, wait_parts  # noqa: F401 - plc is a fixture
 from tests.reject_checks import check_count_edges, check_edge_times, pulse_groups, realtime_rerun
 
 CODE = {Outcome.PASS: 1, Outcome.FAIL: 2, Outcome.UNCERTAIN: 3, Outcome.FAILSAFE: 4}
 FAST = {"timeout_ms": 100, "reconnect_min_s": 0.1, "reconnect_max_s": 0.4}
+
+
+def coil_reject(plc: PlcSim, **more: Any) -> dict[str, Any]:
+    """The ``reject`` section of a station that pulses the PLC's REJECT coil itself (300 ms travel, 20 ms pulse)."""
+    return {
+        "travel_ms": 300,
+        "safety_margin_ms": 100,
+        "pulse_ms": 20,
+        "output": {"type": "modbus", "port": plc.port, **FAST},
+        **more,
+    }
 
 
 class CoilSampler:
@@ -48,12 +60,7 @@ class CoilSampler:
 @realtime_rerun
 def test_every_rejecting_part_pulses_the_plc_coil_on_time(make_config, plc, host_stalls):
     cfg = make_config(
-        reject={
-            "travel_ms": 300,
-            "safety_margin_ms": 100,
-            "pulse_ms": 20,
-            "output": {"type": "modbus", "port": plc.port, **FAST},
-        },
+        reject=coil_reject(plc),
         trigger={"type": "timer", "parts_per_minute": 1200},
     )
     station = Station(cfg, max_parts=30)
@@ -99,19 +106,12 @@ def test_plc_handshake_hands_every_result_over_in_order(make_config, plc):
         plc={"modbus": {"port": plc.port, **FAST}, "poll_ms": 5, "heartbeat_s": 1.0},
         trigger={"type": "timer", "parts_per_minute": 600},
     )
-    program = PlcProgram(plc)
     station = Station(cfg, max_parts=25)
-    results = Results(station)
-    station.start()
-    try:
+    with PlcProgram(plc) as program, running(station) as results:
         wait_for(lambda: plc.bit("coil", R.STATION_READY.address), 5, "STATION_READY")
         wait_parts(station, 25)
         wait_for(lambda: len(program.handed) >= 25, 5, "all results handed over")
         time.sleep(0.6)  # one more heartbeat edge
-    finally:
-        station.stop()
-        results.close()
-        program.stop()
 
     verdicts = [(r.trigger.part_id, CODE[r.verdict.outcome]) for r in results.items]
     assert [(h.part_id, h.code) for h in program.handed] == verdicts, "every verdict once, in order, with its code"
@@ -134,11 +134,8 @@ def test_plc_away_alarm_then_recovery_and_the_line_keeps_deciding(make_config, p
         plc={"modbus": {"port": plc.port, **FAST}, "poll_ms": 5, "ack_timeout_ms": 300, "result_max_age_ms": 400},
         trigger={"type": "timer", "parts_per_minute": 600},
     )
-    program = PlcProgram(plc)
     station = Station(cfg, max_parts=40)
-    results = Results(station)
-    station.start()
-    try:
+    with PlcProgram(plc) as program, running(station) as results:
         wait_for(lambda: len(program.handed) >= 5, 10, "first results handed over")
         plc.stop()
         wait_for(
@@ -157,10 +154,6 @@ def test_plc_away_alarm_then_recovery_and_the_line_keeps_deciding(make_config, p
             5,
             "handshake drained",
         )
-    finally:
-        station.stop()
-        results.close()
-        program.stop()
 
     handed = [h.part_id for h in program.handed]
     hs = station.floor.handshake
@@ -187,11 +180,8 @@ def test_recipe_request_switches_the_model(make_config, plc):
         plc={"modbus": {"port": plc.port, **FAST}, "poll_ms": 5},
         trigger={"type": "timer", "parts_per_minute": 300},
     )
-    program = PlcProgram(plc)
     station = Station(cfg)
-    results = Results(station)
-    station.start()
-    try:
+    with PlcProgram(plc) as program, running(station) as results:
         id_a = station.inspector.model_id
         wait_for(lambda: len(program.handed) >= 2, 10, "parts on recipe A")
         plc.set("input", R.RECIPE_REQUEST.address, [2])
@@ -209,10 +199,6 @@ def test_recipe_request_switches_the_model(make_config, plc):
         time.sleep(0.3)
         assert station.inspector.model_id == id_b, "an unknown recipe keeps the running model"
         assert plc.read("holding", R.ACTIVE_RECIPE.address)[0] == 2
-    finally:
-        station.stop()
-        results.close()
-        program.stop()
     ids = [r.verdict.model_id for r in results.items]
     assert ids[0] == id_a and ids[-1] == id_b and id_a != id_b
     switch = ids.index(id_b)
@@ -224,13 +210,9 @@ def test_recipe_request_switches_the_model(make_config, plc):
 def test_unconfirmed_reject_raises_an_alarm(make_config, plc):
     """The PLC confirms every reject through REJECT_CONFIRM except one: that one is an alarm and a count."""
     cfg = make_config(
-        reject={
-            "travel_ms": 300,
-            "safety_margin_ms": 100,
-            "pulse_ms": 20,
-            "output": {"type": "modbus", "port": plc.port, **FAST},
-            "verify": {"modbus": {"port": plc.port, **FAST}, "delay_ms": 40, "window_ms": 250, "poll_ms": 3},
-        },
+        reject=coil_reject(
+            plc, verify={"modbus": {"port": plc.port, **FAST}, "delay_ms": 40, "window_ms": 250, "poll_ms": 3}
+        ),
         trigger={"type": "timer", "parts_per_minute": 600},
     )
     station = Station(cfg, max_parts=20)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from station.app import Station
 from station.contracts import Outcome
-from tests.fixtures_floor import Mosquitto, MqttCollector, Results, wait_for, wait_parts
+from tests.fixtures_floor import Mosquitto, MqttCollector, running, wait_for, wait_parts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,9 +42,7 @@ def test_every_verdict_once_in_order_status_retained_online_offline(make_config,
             name="line-7", publish=mqtt_section(broker, tmp_path), trigger={"type": "timer", "parts_per_minute": 1200}
         )
         station = Station(cfg, max_parts=30)
-        results = Results(station)
-        station.start()
-        try:
+        with running(station) as results:
             wait_for(lambda: col.of("/online") == [(b"online", False)], 5, "online")
             wait_for(lambda: station.counters.snapshot().verdicts >= 10, 10, "10 verdicts")
             station.pause(True)  # two status changes: line paused, line running
@@ -54,9 +52,6 @@ def test_every_verdict_once_in_order_status_retained_online_offline(make_config,
             n = station.counters.snapshot().verdicts
             assert 15 <= n < 30
             wait_for(lambda: len(col.of("/result")) >= n, 10, "every result message")
-        finally:
-            station.stop()
-            results.close()
         wait_for(lambda: col.of("/online")[-1][0] == b"offline", 5, "offline on a clean stop")
 
         decided = [r.trigger.part_id for r in results.items]
@@ -97,9 +92,7 @@ def test_broker_restart_mid_run_loses_nothing(make_config, tmp_path):
             name="s1", publish=mqtt_section(broker, tmp_path), trigger={"type": "timer", "parts_per_minute": 600}
         )
         station = Station(cfg, max_parts=40)
-        results = Results(station)
-        station.start()
-        try:
+        with running(station) as results:
             wait_for(lambda: len(col.of("/result")) >= 8, 10, "first results")
             broker.stop()  # mid-run
             wait_for(lambda: not station.floor.mqtt.connected, 5, "publisher notices")
@@ -110,9 +103,6 @@ def test_broker_restart_mid_run_loses_nothing(make_config, tmp_path):
             broker.start()
             wait_parts(station, 40)
             wait_for(lambda: len(set(result_ids(col))) >= 40, 15, "every result after the restart")
-        finally:
-            station.stop()
-            results.close()
     finally:
         col.close()
         broker.stop()
@@ -146,14 +136,9 @@ def test_outbox_carries_messages_across_a_station_restart(make_config, tmp_path)
     col = MqttCollector(broker.port, "station/s2/result")
     try:
         second = Station(cfg, max_parts=5)  # same database and outbox: a restarted station
-        results = Results(second)
-        second.start()
-        try:
+        with running(second):
             wait_parts(second, 5)
             wait_for(lambda: len(col.of("/result")) >= 17, 10, "the stored 12 then the new 5")
-        finally:
-            second.stop()
-            results.close()
     finally:
         col.close()
         broker.stop()

@@ -17,21 +17,10 @@ pytest.importorskip("pypylon", reason="pypylon is in the `plant` extra: pip inst
 from station.acquire.pylon import PylonCamera  # noqa: E402
 from station.app import Station  # noqa: E402
 from station.contracts import Outcome  # noqa: E402
-from tests.fixtures_floor import Results  # noqa: E402
-from tests.fixtures_pylon import FRAME_H, FRAME_W, pylon_emulator, pylon_station_config, render_parts, run_part  # noqa: E402, F401
+from tests.fixtures_floor import running  # noqa: E402
+from tests.fixtures_pylon import emulated_camera, pylon_emulator, pylon_station_config, render_parts, run_part  # noqa: E402, F401
 
 pytestmark = pytest.mark.usefixtures("pylon_emulator")
-
-
-def _cam(cam_id: str, serial: str, folder: Path) -> dict:
-    return {
-        "type": "pylon",
-        "id": cam_id,
-        "serial": serial,
-        "emulator_folder": str(folder),
-        "width": FRAME_W,
-        "height": FRAME_H,
-    }
 
 
 def test_defect_seen_by_one_camera_fails_the_part(tmp_path: Path):
@@ -41,13 +30,14 @@ def test_defect_seen_by_one_camera_fails_the_part(tmp_path: Path):
     assert top[6].truth and bottom[4].truth and not top[4].truth and not bottom[6].truth
     cfg = pylon_station_config(
         tmp_path,
-        [_cam("top", "0815-0000", tmp_path / "top"), _cam("bottom", "0815-0001", tmp_path / "bottom")],
+        [
+            emulated_camera("top", "0815-0000", tmp_path / "top"),
+            emulated_camera("bottom", "0815-0001", tmp_path / "bottom"),
+        ],
         inspector={"type": "reference", "learn_parts": 6},  # 3 parts x 2 views
     )
     station = Station(cfg)
-    results = Results(station)
-    station.start()
-    try:
+    with running(station) as results:
         rs = [run_part(station, results) for _ in range(8)]
         bottom_cam = station.cameras[1]
         assert isinstance(bottom_cam, PylonCamera)
@@ -55,9 +45,6 @@ def test_defect_seen_by_one_camera_fails_the_part(tmp_path: Path):
             dev.ForceFailedBufferCount.SetValue(1)
             dev.ForceFailedBuffer.Execute()
         broken = run_part(station, results)
-    finally:
-        station.stop()
-        results.close()
 
     for i, r in enumerate(rs):
         assert [f.camera_id for f in r.frames] == ["top", "bottom"]

@@ -14,7 +14,7 @@ from asyncua import Client, ua
 
 from station.app import Station
 from station.contracts import Outcome
-from tests.fixtures_floor import RemoteOpcUaServer, Results, wait_for, wait_parts
+from tests.fixtures_floor import RemoteOpcUaServer, running, wait_for, wait_parts
 from tests.reject_checks import expected_rising_edges
 
 
@@ -51,9 +51,7 @@ def test_client_reads_state_counters_and_last_result(make_config):
         publish={"opcua": {"port": 0, "update_ms": 50}}, trigger={"type": "timer", "parts_per_minute": 1200}
     )
     station = Station(cfg, max_parts=20)
-    results = Results(station)
-    station.start()
-    try:
+    with running(station) as results:
         assert station.floor.opcua.port != 0, "port 0 picks a free port; the real one is published"
         assert station.health()["components"]["opcua"]["endpoint"].endswith(f":{station.floor.opcua.port}")
         wait_parts(station, 20)
@@ -85,9 +83,6 @@ def test_client_reads_state_counters_and_last_result(make_config):
         )  # no recipes configured
         time.sleep(0.2)
         paused = read(station, "State.Paused", "State.SystemState", "State.ActiveAlarmCount", "State.ActiveAlarms")
-    finally:
-        station.stop()
-        results.close()
     snap = station.counters.snapshot()
     last = results.items[-1]
     assert v["StationName"] == cfg.name and v["State.Running"] is True and v["State.Paused"] is False
@@ -156,13 +151,8 @@ def test_opcua_output_pulses_a_remote_boolean_node(make_config):
             trigger={"type": "timer", "parts_per_minute": 600},
         )
         station = Station(cfg, max_parts=15)
-        results = Results(station)
-        station.start()
-        try:
+        with running(station) as results:
             wait_parts(station, 15)
-        finally:
-            station.stop()
-            results.close()
     finally:
         remote.stop()
     rejecting = [r for r in results.items if r.verdict.outcome is not Outcome.PASS]

@@ -23,7 +23,7 @@ from station.app import Station
 from station.config import ConfigError, parse_config
 from station.config.camera import OpenCvCameraConfig, ReconnectConfig
 from station.contracts import Outcome, Trigger
-from tests.fixtures_floor import Results, wait_for
+from tests.fixtures_floor import running, wait_for
 from tests.fixtures_pylon import (
     FRAME_H,
     FRAME_W,
@@ -60,13 +60,8 @@ def test_recorded_line_replays_one_frame_per_part(tmp_path: Path):
     write_part_video(video, [p.image for p in parts])
     cfg = opencv_station_config(tmp_path, {"type": "opencv", "id": "cam0", "file": str(video), "at_end": "loop"})
     station = Station(cfg)
-    results = Results(station)
-    station.start()
-    try:
+    with running(station) as results:
         rs = [run_part(station, results) for _ in range(7)]
-    finally:
-        station.stop()
-        results.close()
     originals = [p.image for p in parts]
     for k, r in enumerate(rs):
         (frame,) = r.frames
@@ -144,14 +139,9 @@ def test_stream_drives_the_line_as_camera_trigger(tmp_path: Path):
     station = Station(
         opencv_station_config(tmp_path, cam, trigger={"type": "camera", "camera_id": "cam0"}), max_parts=n
     )
-    results = Results(station)
-    station.start()
-    try:
+    with running(station) as results:
         wait_for(station.trigger_source_done, 20, f"{n} parts from the stream")
         rs = [results.wait(pid) for pid in range(1, n + 1)]
-    finally:
-        station.stop()
-        results.close()
     assert all(r.trigger.source == "camera:cam0" for r in rs)
     seqs = [r.frames[0].meta["seq"] for r in rs]
     assert seqs == list(range(1, n + 1)) and rs[0].frames[0].meta["overruns"] == 0

@@ -30,8 +30,16 @@ from station.config import parse_config  # noqa: E402
 from station.config.actuate import PylonOutputConfig, PylonOutputLineConfig  # noqa: E402
 from station.config.camera import PylonCameraConfig, ReconnectConfig  # noqa: E402
 from station.contracts import Outcome, Trigger  # noqa: E402
-from tests.fixtures_floor import Results, wait_for  # noqa: E402
-from tests.fixtures_pylon import FRAME_H, FRAME_W, pylon_emulator, pylon_station_config, render_parts, run_part  # noqa: E402, F401
+from tests.fixtures_floor import Results, running, wait_for  # noqa: E402
+from tests.fixtures_pylon import (  # noqa: E402, F401
+    FRAME_H,
+    FRAME_W,
+    emulated_camera,
+    pylon_emulator,
+    pylon_station_config,
+    render_parts,
+    run_part,
+)
 
 pytestmark = pytest.mark.usefixtures("pylon_emulator")
 
@@ -42,17 +50,14 @@ def _learning(r) -> bool:
 
 def test_folder_stream_failed_buffer_unplug_and_reconnect(tmp_path: Path):
     parts = render_parts(tmp_path / "frames", 6)
-    cam_cfg = {
-        "type": "pylon",
-        "id": "cam0",
-        "serial": "0815-0000",
-        "emulator_folder": str(tmp_path / "frames"),
-        "width": FRAME_W,
-        "height": FRAME_H,
-        "exposure_us": 12345,
-        "gain_db": 3.0,
-        "reconnect": {"initial_s": 1.5, "max_s": 5},
-    }
+    cam_cfg = emulated_camera(
+        "cam0",
+        "0815-0000",
+        tmp_path / "frames",
+        exposure_us=12345,
+        gain_db=3.0,
+        reconnect={"initial_s": 1.5, "max_s": 5},
+    )
     station = Station(pylon_station_config(tmp_path, [cam_cfg]))
     results = Results(station)
     station.start()
@@ -134,15 +139,7 @@ def test_folder_stream_failed_buffer_unplug_and_reconnect(tmp_path: Path):
 
 def test_user_output_is_the_reject_output_and_survives_reconnect(tmp_path: Path):
     render_parts(tmp_path / "frames", 8, defective={4, 6})
-    cam_cfg = {
-        "type": "pylon",
-        "id": "top",
-        "serial": "0815-0001",
-        "emulator_folder": str(tmp_path / "frames"),
-        "width": FRAME_W,
-        "height": FRAME_H,
-        "reconnect": {"initial_s": 0.3},
-    }
+    cam_cfg = emulated_camera("top", "0815-0001", tmp_path / "frames", reconnect={"initial_s": 0.3})
     cfg = pylon_station_config(
         tmp_path,
         [cam_cfg],
@@ -223,22 +220,11 @@ def test_user_output_is_the_reject_output_and_survives_reconnect(tmp_path: Path)
 
 def test_free_running_camera_creates_the_parts(tmp_path: Path):
     render_parts(tmp_path / "frames", 4)
-    cam_cfg = {
-        "type": "pylon",
-        "id": "cam0",
-        "serial": "0815-0002",
-        "emulator_folder": str(tmp_path / "frames"),
-        "width": FRAME_W,
-        "height": FRAME_H,
-        "trigger_mode": "freerun",
-        "frame_rate": 10,
-    }
+    cam_cfg = emulated_camera("cam0", "0815-0002", tmp_path / "frames", trigger_mode="freerun", frame_rate=10)
     cfg = pylon_station_config(tmp_path, [cam_cfg], trigger={"type": "camera", "camera_id": "cam0"})
     n = 8
     station = Station(cfg, max_parts=n)
-    results = Results(station)
-    station.start()
-    try:
+    with running(station) as results:
         results.wait(4)
         cam = station.cameras[0]
         assert isinstance(cam, PylonCamera)
@@ -247,9 +233,6 @@ def test_free_running_camera_creates_the_parts(tmp_path: Path):
             dev.ForceFailedBuffer.Execute()
         wait_for(station.trigger_source_done, 20, f"{n} parts from the camera")
         rs = [results.wait(pid) for pid in range(1, n + 1)]
-    finally:
-        station.stop()
-        results.close()
     assert [r.trigger.source for r in rs] == ["camera:cam0"] * n
     broken = [r for r in rs if not r.frames]
     assert len(broken) == 1 and broken[0].trigger.part_id > 4

@@ -26,6 +26,7 @@ from station.shadow import ShadowError, build_shadow_inspector, disagreements, s
 from station.store.db import open_db
 from tests.fixtures_floor import wait_for
 from tests.model_factory import detecting_model, tiny_model
+from tests.station_configs import store_section
 
 N_PARTS = 36
 CAMERA = {
@@ -66,7 +67,7 @@ def config(tmp: Path, model: Path) -> Any:
             "trigger": {"type": "software"},
             "inspector": {"type": "onnx", "model": str(model), "keepalive_s": 0, "intra_op_threads": 1},
             "reject": {"travel_ms": 3000, "safety_margin_ms": 200, "pulse_ms": 10},
-            "store": {"db_path": str(tmp / "station.db"), "images_dir": str(tmp / "images"), "keep_pass_every": 1},
+            "store": store_section(tmp, keep_pass_every=1),
             "web": {"enabled": False},
         }
     )

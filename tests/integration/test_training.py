@@ -102,15 +102,20 @@ def test_cli_evaluate_record_and_tune(tmp_path: Path, golden: GoldenSet, capsys:
     assert "target escape rate" in text and "uncertain_action: reject" in text
 
 
+def _synthetic(n_train: int, n_val: int, seed: int) -> dict[str, Any]:
+    """A job's ``synthetic`` dataset: mostly defective parts, seen at 128 x 128."""
+    return {
+        "n_train": n_train,
+        "n_val": n_val,
+        "seed": seed,
+        "camera": {"defect_rate": 0.8},
+        "view": {"input_hw": [128, 128]},
+    }
+
+
 def _tiny_spec(tmp: Path, **kw: Any) -> JobSpec:
     base: dict[str, Any] = dict(
-        synthetic={
-            "n_train": 8,
-            "n_val": 4,
-            "seed": 5,
-            "camera": {"defect_rate": 0.8},
-            "view": {"input_hw": [128, 128]},
-        },
+        synthetic=_synthetic(8, 4, seed=5),
         model="yolov8n.yaml",
         epochs=1,
         imgsz=128,
@@ -215,13 +220,7 @@ def test_cancel_stops_a_training_job(tmp_path: Path) -> None:
     spec = _tiny_spec(
         tmp_path,
         epochs=200,
-        synthetic={
-            "n_train": 16,
-            "n_val": 2,
-            "seed": 6,
-            "camera": {"defect_rate": 0.8},
-            "view": {"input_hw": [128, 128]},
-        },
+        synthetic=_synthetic(16, 2, seed=6),
         batch=2,
     )
     state = runner.start(spec, on_event)

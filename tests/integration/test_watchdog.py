@@ -3,6 +3,7 @@ systemd notifications over a real unix datagram socket, and the give-up path."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -10,6 +11,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import yaml
 
 from station.app import Station
 from station.contracts import Detections, Frame, Outcome, PartResult, StatusEvent, Trigger
+from tests.fixtures_floor import wait_for
 
 from .conftest import station_config
 
@@ -101,13 +104,23 @@ def _config(tmp_path: Path, **watchdog: Any):
     )
 
 
-def _wait(cond, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+@contextlib.contextmanager
+def _running(
+    cfg: Any, insp: HangingInspector, first_parts: int, *, cameras: list[Any] | None = None
+) -> Iterator[tuple[Station, Collector]]:
+    """The station started with ``insp``, entered once ``first_parts`` parts are inspected; on leaving, every hung
+    call (the inspector's, the cameras') is released and the station stopped."""
+    st = Station(cfg, inspector=insp, cameras=cameras)
+    col = Collector(st)
+    st.start()
+    try:
+        wait_for(lambda: len(insp.inspected_by) >= first_parts, 10, f"{first_parts} parts inspected")
+        yield st, col
+    finally:
+        insp.release.set()
+        for cam in cameras or ():
+            cam.release.set()
+        st.stop()
 
 
 def _rejected_ids(station: Station) -> set[int]:
@@ -116,11 +129,7 @@ def _rejected_ids(station: Station) -> set[int]:
 
 def test_hung_inspector_parts_failsafe_alarm_restart(tmp_path: Path):
     insp = HangingInspector()
-    st = Station(_config(tmp_path), inspector=insp)
-    col = Collector(st)
-    st.start()
-    try:
-        _wait(lambda: len(insp.inspected_by) >= 10, 10, "10 parts inspected before the hang")
+    with _running(_config(tmp_path), insp, 10) as (st, col):
         assert st.healthy
         t_arm = time.monotonic()
         insp.hang.set()
@@ -132,18 +141,15 @@ def test_hung_inspector_parts_failsafe_alarm_restart(tmp_path: Path):
         t_ok = col.wait_event("watchdog", "ok", timeout=3)
         assert st.healthy
         t_after = time.monotonic()
-        _wait(
+        wait_for(
             lambda: any(pid for pid, name in insp.inspected_by.items() if name == "inference#2"),
             3,
             "a part inspected by the fresh worker",
         )
         time.sleep(1.0)  # more parts through the new worker
         insp.release.set()  # the stuck call returns now: its result must be ignored
-        _wait(lambda: st.pipeline.late_abandoned == 1, 3, "the abandoned worker's late result")
+        wait_for(lambda: st.pipeline.late_abandoned == 1, 3, "the abandoned worker's late result")
         time.sleep(0.6)
-    finally:
-        insp.release.set()
-        st.stop()
     col.drain()
     res = col.results
     # the stuck part: FAILSAFE at its deadline (the scheduler's, not a second mechanism), and rejected
@@ -174,18 +180,12 @@ def test_hung_inspector_parts_failsafe_alarm_restart(tmp_path: Path):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the SystemExit on purpose
 def test_dead_worker_thread_is_restarted(tmp_path: Path):
     insp = HangingInspector()
-    st = Station(_config(tmp_path), inspector=insp)
-    col = Collector(st)
-    st.start()
-    try:
-        _wait(lambda: len(insp.inspected_by) >= 5, 10, "parts inspected")
+    with _running(_config(tmp_path), insp, 5) as (st, col):
         insp.die_once = True
         t_alarm = col.wait_event("watchdog", "alarm", timeout=2)
         col.wait_event("watchdog", "ok", timeout=3)
         t_after = time.monotonic()
         time.sleep(0.8)
-    finally:
-        st.stop()
     col.drain()
     assert st.watchdog is not None and "died" in st.watchdog.restarts[0].stall.describe()
     after = [r for r in col.results.values() if r.trigger.t_trigger_ns / 1e9 > t_after]
@@ -220,11 +220,7 @@ def test_stuck_camera_grab_is_restarted(tmp_path: Path):
     cfg = _config(tmp_path)
     cam = StuckCamera(CAMERAS.create(cfg.cameras[0], on_status=lambda *a: None))
     insp = HangingInspector()
-    st = Station(cfg, inspector=insp, cameras=[cam])
-    col = Collector(st)
-    st.start()
-    try:
-        _wait(lambda: len(insp.inspected_by) >= 5, 10, "parts inspected")
+    with _running(cfg, insp, 5, cameras=[cam]) as (st, col):
         t0 = time.monotonic()
         cam.hang.set()
         t_alarm = col.wait_event("watchdog", "alarm", timeout=3)
@@ -234,9 +230,6 @@ def test_stuck_camera_grab_is_restarted(tmp_path: Path):
         time.sleep(0.8)
         cam.release.set()
         time.sleep(0.2)
-    finally:
-        cam.release.set()
-        st.stop()
     col.drain()
     assert cam.stuck_part is not None
     assert col.results[cam.stuck_part].verdict.outcome is Outcome.FAILSAFE
@@ -289,8 +282,8 @@ def test_sd_notify_ready_watchdog_and_silence_while_stuck(tmp_path: Path, notify
     col = Collector(st)
     st.start()
     try:
-        _wait(lambda: any(m.startswith("READY=1") for _, m in got), 2, "READY=1")
-        _wait(lambda: len(_watchdog_times(got)) >= 5, 3, "WATCHDOG=1 keep-alives")
+        wait_for(lambda: any(m.startswith("READY=1") for _, m in got), 2, "READY=1")
+        wait_for(lambda: len(_watchdog_times(got)) >= 5, 3, "WATCHDOG=1 keep-alives")
         insp.hang.set()  # every call hangs now: each fresh worker sticks too, no recovery
         _, t_stuck = insp.entered.get(timeout=2)
         col.wait_event("watchdog", "alarm", timeout=3)
@@ -303,7 +296,9 @@ def test_sd_notify_ready_watchdog_and_silence_while_stuck(tmp_path: Path, notify
         insp.release.set()
         col.wait_event("watchdog", "ok", timeout=3)
         t_back = time.monotonic()
-        _wait(lambda: len([t for t in _watchdog_times(got) if t > t_back]) >= 3, 2, "WATCHDOG=1 again after recovery")
+        wait_for(
+            lambda: len([t for t in _watchdog_times(got) if t > t_back]) >= 3, 2, "WATCHDOG=1 again after recovery"
+        )
     finally:
         insp.hang.clear()
         insp.release.set()
@@ -319,18 +314,11 @@ def test_sd_notify_ready_watchdog_and_silence_while_stuck(tmp_path: Path, notify
 def test_give_up_stops_station_with_reason(tmp_path: Path, notify_socket):
     got = notify_socket
     insp = HangingInspector()
-    st = Station(_config(tmp_path, max_restarts=1), inspector=insp)
-    col = Collector(st)
     reasons: list[str] = []
-    st.on_failure(reasons.append)
-    st.start()
-    try:
-        _wait(lambda: len(insp.inspected_by) >= 5, 10, "parts inspected")
+    with _running(_config(tmp_path, max_restarts=1), insp, 5) as (st, col):
+        st.on_failure(reasons.append)  # before the hang that makes it give up
         insp.hang.set()  # the fresh worker sticks as well
         assert st.failed.wait(8), "the station did not stop itself"
-    finally:
-        insp.release.set()
-        st.stop()
     assert reasons == [st.failure]
     assert st.failure is not None and "giving up" in st.failure and "inference stuck" in st.failure
     assert not st._started

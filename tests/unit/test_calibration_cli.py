@@ -12,6 +12,9 @@ import yaml
 from calibration.__main__ import main
 from tests.calib_views import CHARUCO, views
 
+GRID = ["--cols", "8", "--rows", "6", "--square-mm", "18"]  # the board of tests.calib_views.CHARUCO
+CHARUCO_BOARD = ["--target", "charuco", *GRID, "--marker-mm", "13"]
+
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Path, list[str]]:
@@ -30,22 +33,7 @@ def setup(tmp_path: Path) -> tuple[Path, list[str]]:
 
 def test_calibrate_list_rollback(setup, capsys) -> None:
     cfg, files = setup
-    board = [
-        "--target",
-        "charuco",
-        "--cols",
-        "8",
-        "--rows",
-        "6",
-        "--square-mm",
-        "18",
-        "--marker-mm",
-        "13",
-        "-c",
-        str(cfg),
-        "--user",
-        "alice",
-    ]
+    board = [*CHARUCO_BOARD, "-c", str(cfg), "--user", "alice"]
     assert main(["calibrate", *files, *board]) == 0
     out = capsys.readouterr().out
     assert out.startswith("line-9/cam0: version 1 in force, id cal-") and "6/7 views used" in out
@@ -62,46 +50,7 @@ def test_calibrate_list_rollback(setup, capsys) -> None:
 
 def test_refused_calibration_exits_2_with_the_reasons(setup, capsys) -> None:
     cfg, files = setup
-    rc = main(
-        [
-            "calibrate",
-            *files[:3],
-            "--target",
-            "charuco",
-            "--cols",
-            "8",
-            "--rows",
-            "6",
-            "--square-mm",
-            "18",
-            "--marker-mm",
-            "13",
-            "-c",
-            str(cfg),
-            "--user",
-            "alice",
-        ]
-    )
+    rc = main(["calibrate", *files[:3], *CHARUCO_BOARD, "-c", str(cfg), "--user", "alice"])
     assert rc == 2 and "too few usable views: 3 of 3 (need 5)" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "calibrate",
-                *files,
-                "--cols",
-                "8",
-                "--rows",
-                "6",
-                "--square-mm",
-                "18",
-                "--camera",
-                "cam9",
-                "-c",
-                str(cfg),
-                "--user",
-                "a",
-            ]
-        )
-        == 2
-    )
+    assert main(["calibrate", *files, *GRID, "--camera", "cam9", "-c", str(cfg), "--user", "a"]) == 2
     assert "--camera cam9: not a camera of line-9" in capsys.readouterr().err

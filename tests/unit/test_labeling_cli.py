@@ -39,16 +39,10 @@ def test_snapshot_export_import_from_the_command_line(line, tmp_path) -> None:
     assert (snap["name"], snap["n_images"], snap["n_labels"], snap["class_names"]) == ("nightly", 5, 3, ["dent"])
     listed = json.loads(_cli("snapshots", "--db", db).stdout)
     assert [s["sha256"] for s in listed] == [snap["sha256"]]
+    export = ("export", "--db", db, "--images", line.images.root, "--snapshot", snap["id"], "--format")
 
     r = _cli(
-        "export",
-        "--db",
-        db,
-        "--images",
-        line.images.root,
-        "--snapshot",
-        snap["id"],
-        "--format",
+        *export,
         "yolo",
         "--out",
         tmp_path / "yolo",
@@ -59,14 +53,7 @@ def test_snapshot_export_import_from_the_command_line(line, tmp_path) -> None:
     assert len(list((tmp_path / "yolo" / "images").rglob("*.png"))) == 5
 
     r = _cli(
-        "export",
-        "--db",
-        db,
-        "--images",
-        line.images.root,
-        "--snapshot",
-        snap["id"],
-        "--format",
+        *export,
         "coco",
         "--out",
         tmp_path / "coco",

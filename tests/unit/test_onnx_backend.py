@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 from station.config.inspection import OnnxInspectorConfig
-from station.contracts import Frame
+from station.contracts import Detections, Frame
 from station.inspection.base import INSPECTORS, Inspector, InspectorError, ModelLoadError
 from station.inspection.model_meta import read_model_meta
 from station.inspection.onnx_backend import OnnxInspector, choose_providers
@@ -66,6 +67,28 @@ def ultra(path: Path, task: str, img: np.ndarray, conf: float, iou: float, imgsz
         _YOLO[key] = YOLO(str(path), task=task)
     bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
     return _YOLO[key].predict(bgr, conf=conf, iou=iou, imgsz=imgsz, verbose=False, retina_masks=True, max_det=300)[0]
+
+
+def with_ultralytics(
+    insp: OnnxInspector, path: Path, task: str, conf: float, images: list[np.ndarray]
+) -> Iterator[tuple[np.ndarray, Detections, Any]]:
+    """(image, the inspector's detections, Ultralytics' result at the same conf, iou 0.5 and size 64) per image."""
+    for img in images:
+        yield img, insp.inspect(frame(img)), ultra(path, task, img, conf, 0.5, 64)
+
+
+@pytest.fixture
+def inspector() -> Iterator[Callable[..., OnnxInspector]]:
+    """``inspector(path, **config)``: an inspector made by :func:`make`, closed when the test ends."""
+    made: list[OnnxInspector] = []
+
+    def _make(path: Path, **kw: Any) -> OnnxInspector:
+        made.append(make(path, **kw))
+        return made[-1]
+
+    yield _make
+    for insp in made:
+        insp.close()
 
 
 def make(path: Path, **kw) -> OnnxInspector:
@@ -122,140 +145,116 @@ def test_registry_builds_an_inspector(det_path: Path) -> None:
 
 
 @pytest.mark.parametrize("conf", [0.25, 0.01])
-def test_detect_matches_ultralytics(det_path: Path, conf: float) -> None:
-    insp = make(det_path, conf=conf, iou=0.5)
+def test_detect_matches_ultralytics(det_path: Path, conf: float, inspector: Callable[..., OnnxInspector]) -> None:
+    insp = inspector(det_path, conf=conf, iou=0.5)
     total = 0
-    try:
-        for img in scenes(11):
-            det = insp.inspect(frame(img))
-            ref = ultra(det_path, "detect", img, conf, 0.5, 64)
-            rb = ref.boxes
-            assert len(det) == len(rb), f"count differs on {img.shape}"
-            np.testing.assert_array_equal(det.class_ids, rb.cls.numpy().astype(np.int32))
-            np.testing.assert_allclose(det.boxes_xyxy, rb.xyxy.numpy(), atol=1.0)
-            np.testing.assert_allclose(det.scores, rb.conf.numpy(), atol=1e-4)
-            h, w = img.shape[:2]
-            assert (det.boxes_xyxy[:, [0, 2]] >= 0).all() and (det.boxes_xyxy[:, [0, 2]] <= w).all()
-            assert (det.boxes_xyxy[:, [1, 3]] >= 0).all() and (det.boxes_xyxy[:, [1, 3]] <= h).all()
-            assert set(det.timings_ms) == {"preprocess", "infer", "postprocess"}
-            assert det.model_id == insp.model_id and det.names == DET_NAMES
-            total += len(det)
-    finally:
-        insp.close()
+    for img, det, ref in with_ultralytics(insp, det_path, "detect", conf, scenes(11)):
+        rb = ref.boxes
+        assert len(det) == len(rb), f"count differs on {img.shape}"
+        np.testing.assert_array_equal(det.class_ids, rb.cls.numpy().astype(np.int32))
+        np.testing.assert_allclose(det.boxes_xyxy, rb.xyxy.numpy(), atol=1.0)
+        np.testing.assert_allclose(det.scores, rb.conf.numpy(), atol=1e-4)
+        h, w = img.shape[:2]
+        assert (det.boxes_xyxy[:, [0, 2]] >= 0).all() and (det.boxes_xyxy[:, [0, 2]] <= w).all()
+        assert (det.boxes_xyxy[:, [1, 3]] >= 0).all() and (det.boxes_xyxy[:, [1, 3]] <= h).all()
+        assert set(det.timings_ms) == {"preprocess", "infer", "postprocess"}
+        assert det.model_id == insp.model_id and det.names == DET_NAMES
+        total += len(det)
     assert total > 0, "nothing detected at all: the comparison proved nothing"
 
 
-def test_detector_finds_the_drawn_objects(det_path: Path) -> None:
+def test_detector_finds_the_drawn_objects(det_path: Path, inspector: Callable[..., OnnxInspector]) -> None:
     """The trained tiny model is a real detector (needed by the tiling test)."""
-    insp = make(det_path, conf=0.25)
+    insp = inspector(det_path, conf=0.25)
     rng = np.random.default_rng(123)
     found = n = 0
-    try:
-        for _ in range(12):
-            img, shapes = draw_scene(rng, (64, 64), 2, 10, 20)
-            det = insp.inspect(frame(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)))
-            for s in shapes:
-                n += 1
-                found += any(iou(np.array(s.box), b) > 0.5 for b in det.boxes_xyxy)
-    finally:
-        insp.close()
+    for _ in range(12):
+        img, shapes = draw_scene(rng, (64, 64), 2, 10, 20)
+        det = insp.inspect(frame(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)))
+        for s in shapes:
+            n += 1
+            found += any(iou(np.array(s.box), b) > 0.5 for b in det.boxes_xyxy)
     assert found / n >= 0.6, f"recall {found}/{n}"
 
 
-def test_mono8_and_bgr_give_the_same_detections(det_path: Path) -> None:
-    insp = make(det_path, conf=0.05)
-    try:
-        for img in scenes(5)[::2]:
-            grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-            a = insp.inspect(frame(grey))
-            b = insp.inspect(frame(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)))
-            c = insp.inspect(frame(grey[:, :, None]))  # (H, W, 1) is Mono8 too
-            for other in (b, c):
-                np.testing.assert_array_equal(a.class_ids, other.class_ids)
-                np.testing.assert_allclose(a.boxes_xyxy, other.boxes_xyxy, atol=1e-3)
-    finally:
-        insp.close()
+def test_mono8_and_bgr_give_the_same_detections(det_path: Path, inspector: Callable[..., OnnxInspector]) -> None:
+    insp = inspector(det_path, conf=0.05)
+    for img in scenes(5)[::2]:
+        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        a = insp.inspect(frame(grey))
+        b = insp.inspect(frame(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)))
+        c = insp.inspect(frame(grey[:, :, None]))  # (H, W, 1) is Mono8 too
+        for other in (b, c):
+            np.testing.assert_array_equal(a.class_ids, other.class_ids)
+            np.testing.assert_allclose(a.boxes_xyxy, other.boxes_xyxy, atol=1e-3)
 
 
-def test_end_to_end_export_matches_ultralytics() -> None:
+def test_end_to_end_export_matches_ultralytics(inspector: Callable[..., OnnxInspector]) -> None:
     path = detecting_model(nms=True)
     assert read_model_meta(path).end2end
-    insp = make(path, conf=0.05)
+    insp = inspector(path, conf=0.05)
     total = 0
-    try:
-        for img in scenes(3):
-            det = insp.inspect(frame(img))
-            ref = ultra(path, "detect", img, 0.05, 0.5, 64)
-            assert len(det) == len(ref.boxes)
-            np.testing.assert_array_equal(det.class_ids, ref.boxes.cls.numpy().astype(np.int32))
-            np.testing.assert_allclose(det.boxes_xyxy, ref.boxes.xyxy.numpy(), atol=1.0)
-            total += len(det)
-    finally:
-        insp.close()
+    for _, det, ref in with_ultralytics(insp, path, "detect", 0.05, scenes(3)):
+        assert len(det) == len(ref.boxes)
+        np.testing.assert_array_equal(det.class_ids, ref.boxes.cls.numpy().astype(np.int32))
+        np.testing.assert_allclose(det.boxes_xyxy, ref.boxes.xyxy.numpy(), atol=1.0)
+        total += len(det)
     assert total > 0
 
 
 @pytest.mark.parametrize("conf", [0.25, 0.02])
-def test_segment_matches_ultralytics(seg_path: Path, conf: float) -> None:
-    insp = make(seg_path, conf=conf, iou=0.5)
+def test_segment_matches_ultralytics(seg_path: Path, conf: float, inspector: Callable[..., OnnxInspector]) -> None:
+    insp = inspector(seg_path, conf=conf, iou=0.5)
     total = 0
-    try:
-        for img in scenes(21):
-            det = insp.inspect(frame(img))
-            ref = ultra(seg_path, "segment", img, conf, 0.5, 64)
-            assert len(det) == len(ref.boxes), f"count differs on {img.shape}"
-            h, w = img.shape[:2]
-            if len(det) == 0:
-                assert det.masks is not None and det.masks.shape == (0, h, w)
-                continue
-            np.testing.assert_array_equal(det.class_ids, ref.boxes.cls.numpy().astype(np.int32))
-            np.testing.assert_allclose(det.boxes_xyxy, ref.boxes.xyxy.numpy(), atol=1.0)
-            assert det.masks is not None and det.masks.shape == (len(det), h, w) and det.masks.dtype == bool
-            ref_masks = ref.masks.data.numpy() > 0.5
-            assert ref_masks.shape == det.masks.shape
-            for i in range(len(det)):
-                m, r = det.masks[i], ref_masks[i]
-                assert det.areas_px is not None and det.areas_px[i] == m.sum()
-                inter, union = (m & r).sum(), (m | r).sum()
-                # tiny masks are all boundary: the two bilinear resamplings may differ by a pixel ring
-                assert inter / union > 0.8 or union < 40, f"mask {i} IoU {inter / union:.2f} on {img.shape}"
-                x1, y1, x2, y2 = det.boxes_xyxy[i]
-                ys, xs = np.nonzero(m)
-                assert (
-                    xs.min() >= np.floor(x1)
-                    and xs.max() < np.ceil(x2)
-                    and ys.min() >= np.floor(y1)
-                    and ys.max() < np.ceil(y2)
-                )
-            total += len(det)
-    finally:
-        insp.close()
+    for img, det, ref in with_ultralytics(insp, seg_path, "segment", conf, scenes(21)):
+        assert len(det) == len(ref.boxes), f"count differs on {img.shape}"
+        h, w = img.shape[:2]
+        if len(det) == 0:
+            assert det.masks is not None and det.masks.shape == (0, h, w)
+            continue
+        np.testing.assert_array_equal(det.class_ids, ref.boxes.cls.numpy().astype(np.int32))
+        np.testing.assert_allclose(det.boxes_xyxy, ref.boxes.xyxy.numpy(), atol=1.0)
+        assert det.masks is not None and det.masks.shape == (len(det), h, w) and det.masks.dtype == bool
+        ref_masks = ref.masks.data.numpy() > 0.5
+        assert ref_masks.shape == det.masks.shape
+        for i in range(len(det)):
+            m, r = det.masks[i], ref_masks[i]
+            assert det.areas_px is not None and det.areas_px[i] == m.sum()
+            inter, union = (m & r).sum(), (m | r).sum()
+            # tiny masks are all boundary: the two bilinear resamplings may differ by a pixel ring
+            assert inter / union > 0.8 or union < 40, f"mask {i} IoU {inter / union:.2f} on {img.shape}"
+            x1, y1, x2, y2 = det.boxes_xyxy[i]
+            ys, xs = np.nonzero(m)
+            assert (
+                xs.min() >= np.floor(x1)
+                and xs.max() < np.ceil(x2)
+                and ys.min() >= np.floor(y1)
+                and ys.max() < np.ceil(y2)
+            )
+        total += len(det)
     assert total > 0, "no masks at all: the comparison proved nothing"
 
 
-def test_classify_matches_ultralytics(cls_path: Path) -> None:
-    insp = make(cls_path)
+def test_classify_matches_ultralytics(cls_path: Path, inspector: Callable[..., OnnxInspector]) -> None:
+    insp = inspector(cls_path)
     rng = np.random.default_rng(8)
     agree = 0
-    try:
-        assert insp.names == CLS_NAMES
-        for k, (h, w) in enumerate(((64, 64), (64, 64), (64, 64), (90, 120), (200, 160), (480, 640))):
-            shape = (None, 0, 1)[k % 3]  # background only, a square, a disc
-            n_obj = 0 if shape is None else 1
-            img, _ = draw_scene(rng, (h, w), n_obj, min(h, w) // 4, min(h, w) // 2, classes=(shape or 0,))
-            img = img if k % 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-            det = insp.inspect(frame(img))
-            ref = ultra(cls_path, "classify", img, 0.25, 0.5, 64)
-            probs = ref.probs.data.numpy()
-            assert len(det) == len(CLS_NAMES)  # one full-frame entry per class, most probable first
-            assert sorted(det.class_ids.tolist()) == list(range(len(CLS_NAMES))) and (np.diff(det.scores) <= 0).all()
-            np.testing.assert_array_equal(det.boxes_xyxy, [[0, 0, w, h]] * len(CLS_NAMES))
-            # same resize when no scaling is involved; PIL's antialiased resize vs OpenCV's otherwise
-            tol = 1e-4 if (h, w) == (64, 64) else 0.05
-            np.testing.assert_allclose(det.scores, probs[det.class_ids], atol=tol)
-            agree += int(det.class_ids[0]) == int(ref.probs.top1)
-    finally:
-        insp.close()
+    assert insp.names == CLS_NAMES
+    for k, (h, w) in enumerate(((64, 64), (64, 64), (64, 64), (90, 120), (200, 160), (480, 640))):
+        shape = (None, 0, 1)[k % 3]  # background only, a square, a disc
+        n_obj = 0 if shape is None else 1
+        img, _ = draw_scene(rng, (h, w), n_obj, min(h, w) // 4, min(h, w) // 2, classes=(shape or 0,))
+        img = img if k % 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        det = insp.inspect(frame(img))
+        ref = ultra(cls_path, "classify", img, 0.25, 0.5, 64)
+        probs = ref.probs.data.numpy()
+        assert len(det) == len(CLS_NAMES)  # one full-frame entry per class, most probable first
+        assert sorted(det.class_ids.tolist()) == list(range(len(CLS_NAMES))) and (np.diff(det.scores) <= 0).all()
+        np.testing.assert_array_equal(det.boxes_xyxy, [[0, 0, w, h]] * len(CLS_NAMES))
+        # same resize when no scaling is involved; PIL's antialiased resize vs OpenCV's otherwise
+        tol = 1e-4 if (h, w) == (64, 64) else 0.05
+        np.testing.assert_allclose(det.scores, probs[det.class_ids], atol=tol)
+        agree += int(det.class_ids[0]) == int(ref.probs.top1)
     assert agree >= 5  # a near-tie between two classes may flip with a different resize kernel
 
 
@@ -377,14 +376,11 @@ def test_a_refused_load_leaves_a_running_inspector_alone(det_path: Path, tmp_pat
 # ---------------------------------------------------------------------------- runtime behaviour
 
 
-def test_bad_frames_raise_inspector_error(det_path: Path) -> None:
-    insp = make(det_path)
-    try:
-        for bad in (np.zeros((64, 64), np.float32), np.zeros((64, 64, 4), np.uint8), np.zeros((1, 64), np.uint8)):
-            with pytest.raises(InspectorError, match="cam0"):
-                insp.inspect(frame(bad))
-    finally:
-        insp.close()
+def test_bad_frames_raise_inspector_error(det_path: Path, inspector: Callable[..., OnnxInspector]) -> None:
+    insp = inspector(det_path)
+    for bad in (np.zeros((64, 64), np.float32), np.zeros((64, 64, 4), np.uint8), np.zeros((1, 64), np.uint8)):
+        with pytest.raises(InspectorError, match="cam0"):
+            insp.inspect(frame(bad))
 
 
 def test_unavailable_providers_are_skipped_and_cpu_appended(det_path: Path, caplog: pytest.LogCaptureFixture) -> None:

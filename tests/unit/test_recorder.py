@@ -41,8 +41,19 @@ def _publish(bus: Bus, counters: Counters, results: list[PartResult]) -> None:
         bus.publish(r)
 
 
-def _recorder(tmp_store, bus: Bus, counters: Counters, maxsize: int = 1000, **kw) -> Recorder:
-    return Recorder(tmp_store.db_path, tmp_store.images, counters, bus.subscribe("recorder", maxsize=maxsize), **kw)
+def new_recorder(
+    db_path: Path, images: ImageStore, *, queue: int = 1000, **kw: Any
+) -> tuple[Bus, Counters, list[StatusEvent], Recorder]:
+    """A recorder (not started) on a bus of its own, subscribed with a queue of ``queue`` events; with its counters
+    and the list that gathers the status events it sends."""
+    bus, counters = Bus(), Counters()
+    statuses: list[StatusEvent] = []
+    sub = bus.subscribe("recorder", maxsize=queue)
+    return bus, counters, statuses, Recorder(db_path, images, counters, sub, on_status=statuses.append, **kw)
+
+
+def _recorder(tmp_store, **kw: Any) -> tuple[Bus, Counters, list[StatusEvent], Recorder]:
+    return new_recorder(tmp_store.db_path, tmp_store.images, **kw)
 
 
 def _inspection(db: sqlite_utils.Database, part_id: int) -> dict[str, Any]:
@@ -63,8 +74,7 @@ def _count(db_path: Path, sql: str = "SELECT COUNT(*) FROM inspections") -> int:
 
 
 def test_rows_match_what_was_published(tmp_store, make_result) -> None:
-    bus, counters = Bus(), Counters()
-    rec = _recorder(tmp_store, bus, counters, batch_size=16, station="line-3")
+    bus, counters, _, rec = _recorder(tmp_store, batch_size=16, station="line-3")
     rec.start()
     results = []
     for pid in range(1, 41):
@@ -161,8 +171,7 @@ def test_rows_match_what_was_published(tmp_store, make_result) -> None:
 
 
 def test_status_events_become_alarm_rows(tmp_store, make_result) -> None:
-    bus, counters = Bus(), Counters()
-    rec = _recorder(tmp_store, bus, counters)
+    bus, counters, _, rec = _recorder(tmp_store)
     rec.start()
     bus.publish(StatusEvent("camera:top", "alarm", "camera lost", 1000.0))
     bus.publish(StatusEvent("plc", "warning", "slow reply", 1001.0))
@@ -180,18 +189,7 @@ def test_status_events_become_alarm_rows(tmp_store, make_result) -> None:
 
 
 def test_stalled_database_does_not_block_publish_and_catches_up(tmp_store, make_result, wait_until) -> None:
-    bus, counters = Bus(), Counters()
-    statuses: list[StatusEvent] = []
-    rec = _recorder(
-        tmp_store,
-        bus,
-        counters,
-        maxsize=300,
-        batch_size=8,
-        busy_timeout_ms=100,
-        max_backoff_s=0.2,
-        on_status=statuses.append,
-    )
+    bus, counters, statuses, rec = _recorder(tmp_store, queue=300, batch_size=8, busy_timeout_ms=100, max_backoff_s=0.2)
     rec.start()
     _publish(bus, counters, [make_result(1)])
     wait_until(lambda: rec.records_written == 1, what="first row")
@@ -229,8 +227,7 @@ def test_stalled_database_does_not_block_publish_and_catches_up(tmp_store, make_
 
 
 def test_beyond_queue_capacity_drops_are_counted_exactly(tmp_store, make_result, wait_until) -> None:
-    bus, counters = Bus(), Counters()
-    rec = _recorder(tmp_store, bus, counters, maxsize=10, batch_size=4, busy_timeout_ms=100, max_backoff_s=0.2)
+    bus, counters, _, rec = _recorder(tmp_store, queue=10, batch_size=4, busy_timeout_ms=100, max_backoff_s=0.2)
     rec.start()
     blocker = sqlite3.connect(tmp_store.db_path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
@@ -258,8 +255,7 @@ def test_beyond_queue_capacity_drops_are_counted_exactly(tmp_store, make_result,
 
 
 def test_invalid_records_are_refused_counted_and_do_not_stop_the_recorder(tmp_store, make_result, wait_until) -> None:
-    bus, counters = Bus(), Counters()
-    rec = _recorder(tmp_store, bus, counters, batch_size=8)
+    bus, counters, _, rec = _recorder(tmp_store, batch_size=8)
     rec.start()
     good = make_result(5, Outcome.FAIL)
     bad_action = make_result(6, Outcome.FAIL, n_defects=1)
@@ -284,9 +280,7 @@ def test_invalid_records_are_refused_counted_and_do_not_stop_the_recorder(tmp_st
 
 
 def test_an_image_that_cannot_be_encoded_loses_only_the_image(tmp_store, make_result) -> None:
-    bus, counters = Bus(), Counters()
-    statuses: list[StatusEvent] = []
-    rec = _recorder(tmp_store, bus, counters, on_status=statuses.append)
+    bus, counters, statuses, rec = _recorder(tmp_store)
     rec.start()
     r = make_result(3, Outcome.FAIL)
     bad = dataclasses.replace(r, frames=(Frame(3, "cam0", np.zeros((2, 2, 2, 2), np.uint8), 0),))
@@ -321,8 +315,7 @@ def _hot_map(h: int, w: int, y: int, x: int, value: int = 250) -> np.ndarray:
 
 
 def test_heat_maps_and_image_scores_are_recorded_with_the_kept_images(tmp_store, make_result) -> None:
-    bus, counters = Bus(), Counters()
-    rec = _recorder(tmp_store, bus, counters)
+    bus, counters, _, rec = _recorder(tmp_store)
     rec.start()
     big = _hot_map(600, 1000, 301, 777)  # larger than 256 px: stored downscaled, the hot pixel kept
     small = _hot_map(48, 64, 5, 9, 140)
@@ -367,8 +360,7 @@ def test_heat_maps_and_image_scores_are_recorded_with_the_kept_images(tmp_store,
 
 
 def test_a_bad_heat_map_loses_only_the_map(tmp_store, make_result) -> None:
-    bus, counters = Bus(), Counters()
-    rec = _recorder(tmp_store, bus, counters)
+    bus, counters, _, rec = _recorder(tmp_store)
     rec.start()
     wrong_dtype = _with_maps(make_result(1, Outcome.FAIL), [np.zeros((8, 8), np.float32)], [3.0])
     wrong_shape = _with_maps(make_result(2, Outcome.FAIL), [np.zeros((8, 8, 3), np.uint8)], [None])
@@ -386,8 +378,7 @@ def test_a_bad_heat_map_loses_only_the_map(tmp_store, make_result) -> None:
 
 
 def test_stop_flushes_everything_queued(tmp_store, make_result) -> None:
-    bus, counters = Bus(), Counters()
-    rec = _recorder(tmp_store, bus, counters, batch_size=32)
+    bus, counters, _, rec = _recorder(tmp_store, batch_size=32)
     _publish(bus, counters, [make_result(pid, CYCLE[pid % len(CYCLE)]) for pid in range(1, 151)])
     rec.start()
     assert rec.stop(timeout=20)
@@ -395,8 +386,7 @@ def test_stop_flushes_everything_queued(tmp_store, make_result) -> None:
 
 
 def test_stop_gives_up_on_a_database_that_stays_locked(tmp_store, make_result, wait_until) -> None:
-    bus, counters = Bus(), Counters()
-    rec = _recorder(tmp_store, bus, counters, busy_timeout_ms=50, max_backoff_s=0.1)
+    bus, counters, _, rec = _recorder(tmp_store, busy_timeout_ms=50, max_backoff_s=0.1)
     rec.start()
     blocker = sqlite3.connect(tmp_store.db_path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ from station.store.db import open_db
 from station.store.images import ImageStore
 from station.store.recorder import Recorder, replay_at_start, replay_spill
 from station.store.spill import SpillFile
-from tests.unit.test_recorder import _publish
+from tests.unit.test_recorder import _publish, new_recorder
 
 CYCLE = (Outcome.PASS, Outcome.PASS, Outcome.FAIL, Outcome.PASS, Outcome.UNCERTAIN, Outcome.FAILSAFE)
 BIG = (120, 160, 3)  # random pixels: ~57 kB PNG each
@@ -124,6 +125,44 @@ def _after_stop(rec: Recorder, counters: Counters, n: int) -> dict:
     return rep
 
 
+def _spilling_recorder(
+    db_path: Path, images: ImageStore, spill: Path | None, *, queue: int = 60, batch_size: int = 4, **kw: Any
+) -> tuple[Bus, Counters, list[StatusEvent], Recorder]:
+    """A recorder (not started) that notices a failing database quickly (50 ms busy timeout, backoff up to 50 ms)
+    and spills to ``spill``; with its bus, counters and the status events it sent."""
+    return new_recorder(
+        db_path,
+        images,
+        queue=queue,
+        batch_size=batch_size,
+        busy_timeout_ms=50,
+        max_backoff_s=0.05,
+        spill_path=spill,
+        **kw,
+    )
+
+
+def _first_ten_written(bus: Bus, counters: Counters, rec: Recorder, make_result: Any) -> None:
+    """Parts 1-10 (PASS, no image kept) published and written while the database still works."""
+    _publish(bus, counters, [make_result(pid, Outcome.PASS) for pid in range(1, 11)])
+    deadline = time.monotonic() + 10
+    while rec.records_written < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _publish_until_stalled(
+    bus: Bus, counters: Counters, rec: Recorder, make_result: Any, parts: range, error: str
+) -> None:
+    """``parts`` published at a line's pace (the queue is the memory, the spill file the rest); the recorder is then
+    stalled on ``error`` and does not stop cleanly."""
+    for pid in parts:
+        _publish(bus, counters, [make_result(pid, CYCLE[pid % len(CYCLE)])])
+        time.sleep(0.005)
+    time.sleep(0.5)
+    assert rec.stalled and error in (rec.last_error or "")
+    assert rec.stop(timeout=0.5) is False
+
+
 def test_images_go_first_so_the_database_keeps_writing_on_a_small_disk(tmpfs: Path, make_result) -> None:
     """Images fill a 3 MB disk: the watermark deletes the oldest PASS images (then others), every verdict row is
     written."""
@@ -168,29 +207,15 @@ def test_images_go_first_so_the_database_keeps_writing_on_a_small_disk(tmpfs: Pa
 def test_disk_full_by_another_program_spills_and_replays_every_record(tmpfs: Path, tmp_path: Path, make_result) -> None:
     """The disk is filled by someone else: nothing to delete, SQLite fails; records go to the spill file on another
     disk."""
-    bus, counters = Bus(), Counters()
-    statuses: list[StatusEvent] = []
     images = ImageStore(tmpfs / "images", "png", 0, 1000.0, min_free_mb=0.5, fsync=False)
     spill = tmp_path / "elsewhere" / "spill.jsonl"
-    rec = Recorder(
-        tmpfs / "s.db",
-        images,
-        counters,
-        bus.subscribe("recorder", maxsize=100),
-        batch_size=8,
-        on_status=statuses.append,
-        busy_timeout_ms=50,
-        max_backoff_s=0.05,
-        spill_path=spill,
-        free_check_s=0.2,
+    bus, counters, statuses, rec = _spilling_recorder(
+        tmpfs / "s.db", images, spill, queue=100, batch_size=8, free_check_s=0.2
     )
     rec.start()
     n = 200
     with Watch(rec, counters) as w:
-        _publish(bus, counters, [make_result(pid, Outcome.PASS) for pid in range(1, 11)])  # PASS, no image kept
-        deadline = time.monotonic() + 10
-        while rec.records_written < 10 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _first_ten_written(bus, counters, rec, make_result)
         filler = _fill(tmpfs)
         for pid in range(11, n + 1):
             _publish(bus, counters, [make_result(pid, CYCLE[pid % len(CYCLE)], shape=BIG)])
@@ -229,29 +254,12 @@ def test_read_only_database_spills_then_replays_idempotently(tmpfs: Path, tmp_pa
             pytest.skip(f"cannot bind-mount here: {exc}")
         try:
             _mount("-o", "remount,bind,ro", str(dbdir))
-            bus, counters = Bus(), Counters()
-            statuses: list[StatusEvent] = []
             spill = tmp_path / "spill.jsonl"
-            rec = Recorder(
-                db_path,
-                ImageStore(tmp_path / "images", "png", 5, 100.0),
-                counters,
-                bus.subscribe("recorder", maxsize=60),
-                batch_size=4,
-                on_status=statuses.append,
-                busy_timeout_ms=50,
-                max_backoff_s=0.05,
-                spill_path=spill,
-            )
+            bus, counters, _, rec = _spilling_recorder(db_path, ImageStore(tmp_path / "images", "png", 5, 100.0), spill)
             rec.start()
             n = 60
             with Watch(rec, counters) as w:
-                for pid in range(1, n + 1):  # at a line's pace: the queue (60) is the memory, the spill file the rest
-                    _publish(bus, counters, [make_result(pid, CYCLE[pid % len(CYCLE)])])
-                    time.sleep(0.005)
-                time.sleep(0.5)
-                assert rec.stalled and "readonly" in (rec.last_error or "")
-                assert rec.stop(timeout=0.5) is False
+                _publish_until_stalled(bus, counters, rec, make_result, range(1, n + 1), "readonly")
             assert w.broken == []
             rep = _after_stop(rec, counters, n)
             assert (rep["written"], rep["dropped"], rep["spilled"]) == (0, 0, n)
@@ -277,34 +285,14 @@ def test_deleted_database_folder(tmp_path: Path, make_result, with_spill: bool) 
     dropped."""
     dbdir = tmp_path / "db"
     db_path = dbdir / "s.db"
-    bus, counters = Bus(), Counters()
-    statuses: list[StatusEvent] = []
     spill = tmp_path / "spill.jsonl" if with_spill else None
-    rec = Recorder(
-        db_path,
-        ImageStore(tmp_path / "images", "png", 5, 100.0),
-        counters,
-        bus.subscribe("recorder", maxsize=60),
-        batch_size=4,
-        on_status=statuses.append,
-        busy_timeout_ms=50,
-        max_backoff_s=0.05,
-        spill_path=spill,
-    )
+    bus, counters, statuses, rec = _spilling_recorder(db_path, ImageStore(tmp_path / "images", "png", 5, 100.0), spill)
     rec.start()
     n = 50
     with Watch(rec, counters) as w:
-        _publish(bus, counters, [make_result(pid) for pid in range(1, 11)])
-        deadline = time.monotonic() + 10
-        while rec.records_written < 10 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _first_ten_written(bus, counters, rec, make_result)
         shutil.rmtree(dbdir)
-        for pid in range(11, n + 1):
-            _publish(bus, counters, [make_result(pid, CYCLE[pid % len(CYCLE)])])
-            time.sleep(0.005)
-        time.sleep(0.5)
-        assert rec.stalled and "gone" in (rec.last_error or "")
-        assert rec.stop(timeout=0.5) is False
+        _publish_until_stalled(bus, counters, rec, make_result, range(11, n + 1), "gone")
     assert w.broken == []
     rep = _after_stop(rec, counters, n)
     assert rep["written"] == 10  # written to the file that was then deleted: nothing after it went there
@@ -327,18 +315,8 @@ def test_database_back_while_running_replays_the_spill_and_counts_it_written(
     tmp_store, tmp_path: Path, make_result
 ) -> None:
     """A lock held long enough to spill; when it goes, the spill file is replayed at run time and counted as written."""
-    bus, counters = Bus(), Counters()
     spill = tmp_path / "spill.jsonl"
-    rec = Recorder(
-        tmp_store.db_path,
-        tmp_store.images,
-        counters,
-        bus.subscribe("recorder", maxsize=60),
-        batch_size=4,
-        busy_timeout_ms=50,
-        max_backoff_s=0.05,
-        spill_path=spill,
-    )
+    bus, counters, _, rec = _spilling_recorder(tmp_store.db_path, tmp_store.images, spill)
     rec.start()
     blocker = sqlite3.connect(tmp_store.db_path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")

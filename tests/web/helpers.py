@@ -7,8 +7,9 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -18,6 +19,10 @@ from station.config import StationConfig, parse_config
 from station.store.db import open_db
 from station.web import auth
 from tests.fixtures_floor import wait_for
+from tests.station_configs import store_section
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 PASSWORDS = {"op": "operator-secret-1", "qa": "qa-secret-12345", "boss": "admin-secret-123"}
 ROLES = {"op": "operator", "qa": "qa", "boss": "admin"}
@@ -31,11 +36,7 @@ def web_station_config(tmp_path: Path, **overrides: Any) -> StationConfig:
         "trigger": {"type": "software"},
         "inspector": {"type": "reference", "learn_parts": 3},
         "reject": {"travel_ms": 600, "safety_margin_ms": 100, "pulse_ms": 20},
-        "store": {
-            "db_path": str(tmp_path / "station.db"),
-            "images_dir": str(tmp_path / "images"),
-            "keep_pass_every": 5,
-        },
+        "store": store_section(tmp_path, keep_pass_every=5),
         "web": {"port": 0},
     }
     for k, v in overrides.items():
@@ -74,14 +75,20 @@ def add_users(db_path: Path) -> None:
         db.close()
 
 
-def login(client: TestClient, username: str, password: str | None = None) -> str:
-    """Log ``username`` in through the API; returns the session's CSRF token."""
+def try_login(client: httpx.Client, username: str, password: str | None = None) -> httpx.Response:
+    """One login attempt through the API, with the login form's CSRF token (the password from ``PASSWORDS`` unless
+    given); the caller judges the answer."""
     tok = client.get("/api/login").json()["csrf"]
-    r = client.post(
+    return client.post(
         "/api/login",
         json={"username": username, "password": password or PASSWORDS[username]},
         headers={"X-CSRF-Token": tok},
     )
+
+
+def login(client: httpx.Client, username: str, password: str | None = None) -> str:
+    """Log ``username`` in through the API; returns the session's CSRF token."""
+    r = try_login(client, username, password)
     assert r.status_code == 200, r.text
     return r.json()["csrf"]
 
@@ -131,3 +138,16 @@ def fastapi_app(client: TestClient) -> FastAPI:
     app = client.app
     assert isinstance(app, FastAPI)
     return app
+
+
+def browser_login(page: Page, base: str, path: str, user: str, ready: bool = False) -> None:
+    """Opens ``path`` signed out, is sent to the login form, signs in as ``user`` (password from ``PASSWORDS``) and
+    lands back on ``path``; ``ready``: then waits until the page says it has loaded its data (``data-ready``)."""
+    page.goto(base + path)
+    page.wait_for_url(f"{base}/login?next={path}")
+    page.fill("#username", user)
+    page.fill("#password", PASSWORDS[user])
+    page.click("#login-btn")
+    page.wait_for_url(base + path)
+    if ready:
+        page.wait_for_selector("body[data-ready='1']")

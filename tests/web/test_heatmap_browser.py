@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from station.app import Station
 from tests.fixtures_review import query
-from tests.web.test_review_browser import login_via_review
+from tests.web.test_review_browser import current, login_via_review
 
 from .anomaly_parts import BOX, H, W, anomaly_part, publish_part
 from .helpers import ARTIFACTS, needs_chromium, served_url, wait_for
@@ -88,12 +88,8 @@ def test_operator_screen_shows_the_heat_map_and_its_toggle_hides_it(served: tupl
 
 
 def _current(station: Station, image_id: int) -> list[tuple[Any, ...]]:
-    return query(
-        station,
-        "SELECT id, class_name, source, supersedes FROM labels l WHERE image_id = ? AND status = 'active' "
-        "AND NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id) ORDER BY id",
-        [image_id],
-    )
+    """(id, class, source, supersedes) of the image's current labels."""
+    return [(r[0], r[1], r[6], r[7]) for r in current(station, image_id)]
 
 
 def test_review_editor_heat_map_and_anomaly_to_defect(served: tuple[Station, str], page: Page) -> None:

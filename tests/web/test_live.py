@@ -22,7 +22,7 @@ from station.web import create_app
 from station.web.live import LiveImages, RateMeter, select_events
 from station.web.server import serve, start_in_thread
 
-from .helpers import PASSWORDS, decided, login, wait_for
+from .helpers import decided, login, try_login, wait_for
 
 
 @pytest.fixture
@@ -114,13 +114,7 @@ def test_event_stream_ends_when_the_viewer_session_expires(make_station: Any) ->
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
             assert c.get("/api/events").status_code == 401
-            tok = c.get("/api/login").json()["csrf"]
-            assert (
-                c.post(
-                    "/api/login", json={"username": "qa", "password": PASSWORDS["qa"]}, headers={"X-CSRF-Token": tok}
-                ).status_code
-                == 200
-            )
+            assert try_login(c, "qa").status_code == 200
             db = open_db(station.cfg.store.db_path, migrate=False)
             try:
                 db.execute("UPDATE sessions SET expires_at = ?", [time.time() + 1.5])

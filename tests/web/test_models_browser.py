@@ -29,7 +29,7 @@ from tests.fixtures_models_web import (
 )
 from tests.model_factory import detecting_model, tiny_model
 
-from .helpers import ARTIFACTS, PASSWORDS, add_users, needs_chromium, served_url
+from .helpers import ARTIFACTS, add_users, browser_login, needs_chromium, served_url
 
 pytestmark = needs_chromium
 
@@ -59,17 +59,19 @@ def served(tmp_path: Path) -> Iterator[tuple[Station, str, dict[str, str], dict]
         st.stop()
 
 
-def login(page: Page, base: str, user: str) -> None:
-    page.goto(base + "/models")
-    page.wait_for_url(base + "/login?next=/models")
-    page.fill("#username", user)
-    page.fill("#password", PASSWORDS[user])
-    page.click("#login-btn")
-    page.wait_for_url(base + "/models")
-
-
 def row(page: Page, sha: str):  # noqa: ANN201 - a playwright Locator
     return page.locator(f"#registry-body tr[data-sha='{sha}']")
+
+
+def confirm_swap(page: Page, st: Station, reason: str, toast: str, sha: str) -> None:
+    """Confirms the open promote/rollback dialog with ``reason``: the page says ``toast`` and marks ``sha`` current,
+    and the line hot-swaps to it."""
+    page.fill("#dlg-reason", reason)
+    page.click("#dlg-ok")
+    expect(page.locator("#toast")).to_contain_text(toast)
+    expect(row(page, sha).locator(".md-chip")).to_have_text("current")
+    wait_for(lambda: st.inspector.model_id.endswith(sha[:12]), 30, f"the hot swap to {sha[:12]}")
+    expect(page.locator("#running-model")).to_contain_text(sha[:12], timeout=10_000)
 
 
 def shot(page: Page, name: str) -> None:
@@ -81,7 +83,7 @@ def test_evaluate_shadow_promote_rollback_in_browser(
     served: tuple[Station, str, dict[str, str], dict], page: Page
 ) -> None:
     st, base, sha, _ = served
-    login(page, base, "boss")
+    browser_login(page, base, "/models", "boss")
     expect(page.locator("#user-name")).to_have_text("boss (admin)")
     expect(row(page, sha["weak"]).locator(".md-chip")).to_have_text("current")
     expect(row(page, sha["good"]).locator(".md-chip")).to_have_text("candidate")
@@ -122,23 +124,13 @@ def test_evaluate_shadow_promote_rollback_in_browser(
     row(page, sha["good"]).locator("button[data-action=promote]").click()
     expect(page.locator("#dlg")).to_be_visible()
     expect(page.locator("#dlg-text")).to_contain_text("escape rate")
-    page.fill("#dlg-reason", "better on the golden set")
-    page.click("#dlg-ok")
-    expect(page.locator("#toast")).to_contain_text("Promoted")
-    expect(row(page, sha["good"]).locator(".md-chip")).to_have_text("current")
-    wait_for(lambda: st.inspector.model_id.endswith(sha["good"][:12]), 30, "the hot swap")
-    expect(page.locator("#running-model")).to_contain_text(sha["good"][:12], timeout=10_000)
+    confirm_swap(page, st, "better on the golden set", "Promoted", sha["good"])
     expect(page.locator("#history")).to_contain_text("promote")
     shot(page, "promoted")
 
     # roll back in one action
     page.click("#rollback-last")
-    page.fill("#dlg-reason", "back to the old model")
-    page.click("#dlg-ok")
-    expect(page.locator("#toast")).to_contain_text("Rolled back")
-    expect(row(page, sha["weak"]).locator(".md-chip")).to_have_text("current")
-    wait_for(lambda: st.inspector.model_id.endswith(sha["weak"][:12]), 30, "the hot swap back")
-    expect(page.locator("#running-model")).to_contain_text(sha["weak"][:12], timeout=10_000)
+    confirm_swap(page, st, "back to the old model", "Rolled back", sha["weak"])
     # the rollback is audited; the hot swap that follows it adds its own line, so it need not be the newest
     expect(page.locator("#history li", has_text="rollback").first).to_contain_text(sha["weak"][:12])
     shot(page, "rolled_back")
@@ -152,7 +144,7 @@ def test_training_run_with_live_progress_in_browser(
     run_parts(st, 16)
     review_recorded_images(st, truth)
     snap = snapshot(st, "browser-scenes")
-    login(page, base, "qa")
+    browser_login(page, base, "/models", "qa")
     expect(page.locator("#user-name")).to_have_text("qa (qa)")
     expect(page.locator("button[data-action=promote]")).to_have_count(0)  # qa does not promote
     page.reload()

@@ -20,7 +20,7 @@ from labeling.queue import iou
 from station.app import Station
 from tests.fixtures_review import mistakes, query, recorded_station
 
-from .helpers import ARTIFACTS, PASSWORDS, needs_chromium, served_url, wait_for
+from .helpers import ARTIFACTS, browser_login, needs_chromium, served_url, wait_for
 
 pytestmark = [
     needs_chromium,
@@ -42,13 +42,7 @@ def shot(page: Page, name: str) -> None:
 
 
 def login_via_review(page: Page, base: str, path: str = "/review") -> None:
-    page.goto(base + path)
-    page.wait_for_url(f"{base}/login?next={path}")
-    page.fill("#username", "qa")
-    page.fill("#password", PASSWORDS["qa"])
-    page.click("#login-btn")
-    page.wait_for_url(base + path)
-    page.wait_for_selector("body[data-ready='1']")
+    browser_login(page, base, path, "qa", ready=True)
 
 
 def on_screen(page: Page, x: float, y: float) -> tuple[float, float]:

@@ -19,7 +19,7 @@ from station.web import auth, create_app
 from station.web.auth import LoginLimiter
 from tests.fixtures_review import recorded_station
 
-from .helpers import PASSWORDS, fastapi_app, login, wait_for
+from .helpers import PASSWORDS, fastapi_app, login, try_login, wait_for
 
 ROLE_USER = {"operator": "op", "qa": "qa", "admin": "boss"}
 ALL = {"anonymous": 401, "operator": 200, "qa": 200, "admin": 200}
@@ -417,13 +417,7 @@ def test_disabled_user_loses_its_session(client: TestClient, station: Station) -
     finally:
         db.close()
     assert client.post("/api/trigger", headers={"X-CSRF-Token": csrf}).status_code == 401
-    tok = client.get("/api/login").json()["csrf"]
-    assert (
-        client.post(
-            "/api/login", json={"username": "qa", "password": PASSWORDS["qa"]}, headers={"X-CSRF-Token": tok}
-        ).status_code
-        == 401
-    )
+    assert try_login(client, "qa").status_code == 401
 
 
 def _set_cookie(resp: Any, name: str) -> str:
@@ -431,8 +425,7 @@ def _set_cookie(resp: Any, name: str) -> str:
 
 
 def test_session_cookie_flags_over_http(client: TestClient, station: Station) -> None:
-    tok = client.get("/api/login").json()["csrf"]
-    r = client.post("/api/login", json={"username": "op", "password": PASSWORDS["op"]}, headers={"X-CSRF-Token": tok})
+    r = try_login(client, "op")
     c = _set_cookie(r, auth.SESSION_COOKIE).lower()
     assert "httponly" in c and "samesite=strict" in c and "path=/" in c
     assert f"max-age={int(station.cfg.web.session_hours * 3600)}" in c
@@ -475,9 +468,7 @@ def test_cookie_secure_always_refuses_plain_http_login(make_station: Any) -> Non
     """With cookie_secure: always, a plain-http client never returns the Secure login cookie, so login fails closed."""
     st = make_station(web={"cookie_secure": "always"})
     with TestClient(create_app(st)) as c:
-        tok = c.get("/api/login").json()["csrf"]
-        r = c.post("/api/login", json={"username": "op", "password": PASSWORDS["op"]}, headers={"X-CSRF-Token": tok})
-        assert r.status_code == 403
+        assert try_login(c, "op").status_code == 403
 
 
 def test_anonymous_view_off_needs_login_everywhere(make_station: Any) -> None:

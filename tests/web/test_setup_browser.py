@@ -10,7 +10,7 @@ from station.app import Station
 from station.contracts import PartResult
 
 from .anomaly_parts import H, W, anomaly_part, publish_part
-from .helpers import ARTIFACTS, PASSWORDS, needs_chromium
+from .helpers import ARTIFACTS, browser_login, needs_chromium
 from .test_heatmap_browser import served, viewport  # noqa: F401 - fixtures: a software-triggered station served on a free port, 1920x1080
 
 pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -30,13 +30,7 @@ def test_draw_a_zone_save_and_the_part_passes(served: tuple[Station, str], page:
     assert before.verdict.outcome == "FAIL"
     publish_part(station, before)  # the reference image: the camera's last frame
 
-    page.goto(base + "/setup")
-    page.wait_for_url(f"{base}/login?next=/setup")
-    page.fill("#username", "boss")
-    page.fill("#password", PASSWORDS["boss"])
-    page.click("#login-btn")
-    page.wait_for_url(base + "/setup")
-    page.wait_for_selector("body[data-ready='1']")
+    browser_login(page, base, "/setup", "boss", ready=True)
     canvas = page.locator("#draw")
     bb = canvas.bounding_box()
     assert bb is not None and bb["width"] > 100

@@ -144,19 +144,12 @@ def test_labels_snapshot_and_training_across_stations(plant: Plant, tmp_path: Pa
         assert both["created"] and both["n_images"] == 2 * N_PARTS and both["stations"] == ["st-a", "st-b"]
         again = datasets.snapshot(conn, s3, plant.bucket, ["st-a", "st-b"], "both again", since=since)
         assert again["id"] == both["id"] and not again["created"], "same inputs, same snapshot"
+        plant_args = ["--dsn", plant.dsn, "--s3", plant.engines.s3.endpoint, "--bucket", plant.bucket]
+        plant_args += ["--s3-access-key", "k", "--s3-secret-key", "s"]
         cmd = [
             "dataset",
             "snapshot",
-            "--dsn",
-            plant.dsn,
-            "--s3",
-            plant.engines.s3.endpoint,
-            "--bucket",
-            plant.bucket,
-            "--s3-access-key",
-            "k",
-            "--s3-secret-key",
-            "s",
+            *plant_args,
             "--stations",
             "st-a",
             "--name",
@@ -171,16 +164,7 @@ def test_labels_snapshot_and_training_across_stations(plant: Plant, tmp_path: Pa
         work = tmp_path / "trainhost"
         cmd = [
             "train",
-            "--dsn",
-            plant.dsn,
-            "--s3",
-            plant.engines.s3.endpoint,
-            "--bucket",
-            plant.bucket,
-            "--s3-access-key",
-            "k",
-            "--s3-secret-key",
-            "s",
+            *plant_args,
             "--snapshot",
             both["id"][:12],
             "--host-name",

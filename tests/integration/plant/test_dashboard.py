@@ -19,7 +19,7 @@ from station.plant.ingest import Ingest
 from station.plant.web import build_server
 from station.plant.web_state import PlantWebState
 from tests.fixtures_plant import Plant, SimStation, wait_until
-from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, add_users, needs_chromium
+from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, add_users, browser_login, login, needs_chromium
 
 
 @pytest.fixture
@@ -64,16 +64,10 @@ def dashboard(plant: Plant, tmp_path: Path):
         state.close()
 
 
-def login(c: httpx.Client, user: str = "op") -> None:
-    csrf = c.get("/api/login").json()["csrf"]
-    r = c.post("/api/login", json={"username": user, "password": PASSWORDS[user]}, headers={"X-CSRF-Token": csrf})
-    assert r.status_code == 200, r.text
-
-
 def test_dashboard_api(dashboard: str):
     with httpx.Client(base_url=dashboard) as c:
         assert c.get("/api/plant/yield").status_code == 401, "login required"
-        login(c)
+        login(c, "op")
         by_line = {r["key"]: r for r in c.get("/api/plant/yield", params={"by": "line"}).json()}
         assert {k: (r["total"], r["pass"], r["fail"], r["failsafe"], r["uncertain"]) for k, r in by_line.items()} == {
             "line-1": (21, 12, 3, 3, 3),
@@ -101,12 +95,7 @@ def test_dashboard_in_chromium_drills_down_to_an_image(dashboard: str):
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(dashboard + "/")
-        page.wait_for_url(f"{dashboard}/login?next=/")
-        page.fill("#username", "op")
-        page.fill("#password", PASSWORDS["op"])
-        page.click("#login-btn")
-        page.wait_for_url(dashboard + "/")
+        browser_login(page, dashboard, "/", "op")
         expect(page.locator("#yield tbody tr")).to_have_count(2)
         expect(page.locator("#stations tbody tr")).to_have_count(2)
         expect(page.locator("#stations tbody tr", has_text="st-b")).to_contain_text("v-pin (pinned)")

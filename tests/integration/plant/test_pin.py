@@ -9,8 +9,8 @@ import json
 import psycopg
 
 from station.contracts import Outcome
-from station.plant import cli, wire
-from station.plant.controller import Limits, RolloutController
+from station.plant import cli
+from station.plant.controller import Limits
 from station.plant.desired import desired_now
 from station.plant.ingest import Ingest
 from tests.fixtures_plant import Plant, wait_until
@@ -26,9 +26,7 @@ def test_a_pinned_station_keeps_its_model_while_its_group_rolls_forward(plant: P
     other = LineStation(plant, "pin-2", "canary", lambda _m: Outcome.PASS).start()
     conn = psycopg.connect(plant.dsn)
     try:
-        s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
-        wire.ensure_bucket(s3, plant.bucket)
-        ctl = RolloutController(conn, plant.engines.nats.url, s3, plant.bucket, prefix=plant.prefix)
+        ctl = plant.rollout(conn)
         limits = Limits(min_parts=20, max_reject_rate=0.2, max_failsafe_rate=0.01, max_latency_ms_p95=100, timeout_s=60)
         assert ctl.promote(v1, "v1", ["canary"], limits)["state"] == "done"
         wait_until(lambda: pinned.follower.version == other.follower.version == "v1", 20, "both on v1")

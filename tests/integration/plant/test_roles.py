@@ -57,8 +57,7 @@ def csrf(c: httpx.Client) -> dict[str, str]:
 
 def test_writes_need_a_plant_role(site, plant: Plant, tmp_path: Path, capsys):
     url, users = site
-    s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
-    wire.ensure_bucket(s3, plant.bucket)
+    s3 = plant.s3()
     body = onnx_model(tmp_path / "m.onnx", 5.0).read_bytes()
     sha, key = upload_model(s3, plant.bucket, body)
     with psycopg.connect(plant.dsn) as conn:

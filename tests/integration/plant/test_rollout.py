@@ -14,8 +14,7 @@ import psycopg
 from onnx import TensorProto, helper
 
 from station.contracts import Outcome
-from station.plant import wire
-from station.plant.controller import Limits, RolloutController
+from station.plant.controller import Limits
 from station.plant.follower import ModelFollower, s3_factory
 from station.plant.ingest import Ingest
 from tests.fixtures_plant import Plant, SimStation, wait_until
@@ -97,9 +96,7 @@ def test_canary_with_bad_metrics_rolls_back_and_an_offline_station_converges(pla
     late = LineStation(plant, "w-2", "wave-1", bad_v2).start(follow=False)  # offline for the rollout
     conn = psycopg.connect(plant.dsn)
     try:
-        s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
-        wire.ensure_bucket(s3, plant.bucket)
-        ctl = RolloutController(conn, plant.engines.nats.url, s3, plant.bucket, prefix=plant.prefix)
+        ctl = plant.rollout(conn)
         limits = Limits(min_parts=40, max_reject_rate=0.2, max_failsafe_rate=0.01, max_latency_ms_p95=100, timeout_s=60)
         done = ctl.promote(v1, "v1", ["canary", "wave-1"], limits)
         assert done["state"] == "done" and done["reached"] == ["canary", "wave-1"], done
@@ -131,9 +128,7 @@ def test_a_model_that_does_not_load_keeps_the_last_good_one_and_is_reported(plan
     st = LineStation(plant, "can-9", "canary", lambda _m: Outcome.PASS).start()
     conn = psycopg.connect(plant.dsn)
     try:
-        s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
-        wire.ensure_bucket(s3, plant.bucket)
-        ctl = RolloutController(conn, plant.engines.nats.url, s3, plant.bucket, prefix=plant.prefix)
+        ctl = plant.rollout(conn)
         limits = Limits(min_parts=20, max_reject_rate=0.2, timeout_s=60)
         assert ctl.promote(v1, "v1", ["canary"], limits)["state"] == "done"
         good = st.model_id

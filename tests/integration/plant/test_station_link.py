@@ -10,7 +10,7 @@ from station.config import config_hash
 from station.plant import wire
 from station.plant.engines import free_port
 from station.plant.ingest import Ingest
-from tests.fixtures_floor import Results, wait_for
+from tests.fixtures_floor import running, wait_for
 from tests.fixtures_plant import Plant, wait_until
 
 
@@ -18,9 +18,7 @@ def test_station_results_and_images_reach_the_plant(make_config, plant: Plant, t
     ing = Ingest(plant.dsn, plant.engines.nats.url, prefix=plant.prefix).start()
     link = plant.link(outbox_path=str(tmp_path / "plant.db"), line="line-9", product="cell", images="rejects")
     station = Station(make_config(name="st-real", plant=link.model_dump(mode="json")), max_parts=30)
-    results = Results(station)
-    station.start()
-    try:
+    with running(station) as results:
         wait_for(station.trigger_source_done, 30, "30 triggers")
         wait_until(
             lambda: (
@@ -29,9 +27,6 @@ def test_station_results_and_images_reach_the_plant(make_config, plant: Plant, t
             30,
             "all sent",
         )
-    finally:
-        station.stop()
-        results.close()
     decided = {r.trigger.seq: r for r in results.items}
     wait_until(lambda: ing.stats.written >= len(decided), 30, "all ingested")
     ing.stop()
@@ -77,7 +72,7 @@ def test_station_runs_as_before_with_the_plant_unreachable(make_config, plant: P
 def test_station_follows_a_rollout_shadow_first_through_its_hot_swap_and_refuses_a_broken_model(
     make_config, plant: Plant, tmp_path
 ):
-    from station.plant.controller import Limits, RolloutController
+    from station.plant.controller import Limits
     from tests.model_factory import detecting_model, tiny_model
 
     model_a, model_b = tiny_model("detect"), detecting_model()
@@ -103,9 +98,7 @@ def test_station_follows_a_rollout_shadow_first_through_its_hot_swap_and_refuses
     conn = psycopg.connect(plant.dsn)
     try:
         id_a = station.inspector.model_id
-        s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
-        wire.ensure_bucket(s3, plant.bucket)
-        ctl = RolloutController(conn, plant.engines.nats.url, s3, plant.bucket, prefix=plant.prefix)
+        ctl = plant.rollout(conn)
         loose = Limits(min_parts=5, max_reject_rate=1.0, max_failsafe_rate=1.0, max_latency_ms_p95=10_000, timeout_s=60)
         assert ctl.promote(model_b, "b", ["canary"], loose)["state"] == "done"
         id_b = station.inspector.model_id
