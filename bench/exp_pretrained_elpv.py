@@ -6,8 +6,9 @@ torch (no ONNX export) so the variants share one feature pass per cell type:
 
 - ``filters``: today's method (fixed filter bank, standardised, nearest good cell at the same
   cell or a neighbour);
-- ``pretrained_pcaK``: EfficientNet-Lite0 ImageNet features (stride 8 + stride 16 upsampled, each
-  3x3-averaged: PatchCore's "locally aware" patches, models.pretrained.patch_features) in their K
+- ``pretrained_pcaK``: EfficientNet-Lite0 ImageNet features (stride 8 + stride 16 upsampled,
+  models.pretrained.patch_features; ``_poolP`` with --pool P: each averaged over P x P cells first,
+  PatchCore's "locally aware" patches) in their K
   leading principal components, nearest good patch at the same cell or a neighbour (what
   ``models.anomaly.learn(features="pretrained")`` exports);
 - ``pretrained`` / ``pretrained_std`` (--full-dims): all 152 features, raw / standardised;
@@ -15,7 +16,7 @@ torch (no ONNX export) so the variants share one feature pass per cell type:
   (PatchCore proper, position-free).
 
 Run: python bench/exp_pretrained_elpv.py [--types mono poly] [--seeds 0 1] [--long-side 256]
-     [--pca 32 ...] [--full-dims] [--coreset 0.01] [--limit N]
+     [--pca 32 ...] [--pool 1 3] [--full-dims] [--coreset 0.01] [--limit N]
 Slow on 2 busy cores (features of every cell once per type, then each split): tens of minutes.
 """
 
@@ -35,7 +36,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from models.anomaly import LearnSettings, _feature_map, feature_net  # noqa: E402
 from models.elpv import anomaly_split, auroc, cells  # noqa: E402
-from models.pretrained import patch_features  # noqa: E402
+from models.pretrained import backbone, join_taps  # noqa: E402
 from station.inspection.anomaly import image_score_of, preprocess, work_size  # noqa: E402
 
 
@@ -44,13 +45,14 @@ def features(net, pre: np.ndarray) -> torch.Tensor:
         return torch.cat([net(torch.from_numpy(pre[i : i + 16, None])) for i in range(0, len(pre), 16)])
 
 
-def positional_maps(bank: torch.Tensor, test: torch.Tensor, nb: int = 1) -> np.ndarray:
+def positional_maps(bank: torch.Tensor, test: torch.Tensor, nb: int = 1, chunk: int = 64) -> np.ndarray:
     """(Nt, gh, gw) distance of each test cell to the nearest bank cell at the same cell or up to nb away."""
     n, d, gh, gw = bank.shape
-    b = bank.permute(2, 3, 0, 1).reshape(gh * gw, n, d)  # (L, N, D)
+    b = bank.permute(2, 3, 0, 1).reshape(gh * gw, n, d).contiguous()  # (L, N, D)
+    bt = b.transpose(1, 2).contiguous()
     bsq = (b * b).sum(-1)  # (L, N)
     out = []
-    for t in test.split(8):
+    for t in test.split(chunk):
         tp = F.pad(t, (nb, nb, nb, nb), mode="replicate")
         best = torch.full((len(t), gh, gw), float("inf"))
         for dy in range(-nb, nb + 1):
@@ -59,9 +61,10 @@ def positional_maps(bank: torch.Tensor, test: torch.Tensor, nb: int = 1) -> np.n
                     tp[:, :, nb - dy : nb - dy + gh, nb - dx : nb - dx + gw]
                     .permute(2, 3, 0, 1)
                     .reshape(gh * gw, len(t), d)
+                    .contiguous()
                 )
-                d2 = bsq[:, None, :] - 2 * torch.bmm(fs, b.transpose(1, 2)) + (fs * fs).sum(-1, keepdim=True)
-                dmin = d2.min(-1).values.t().reshape(len(t), gh, gw)
+                d2 = torch.baddbmm(bsq[:, None, :], fs, bt, alpha=-2)  # |b|^2 - 2 f.b
+                dmin = (d2.min(-1).values + (fs * fs).sum(-1)).t().reshape(len(t), gh, gw)
                 sh = torch.full_like(dmin, float("inf"))
                 ys, xs = slice(max(0, -dy), gh - max(0, dy)), slice(max(0, -dx), gw - max(0, dx))
                 yq, xq = slice(max(0, dy), gh - max(0, -dy)), slice(max(0, dx), gw - max(0, -dx))
@@ -115,7 +118,12 @@ def run_type(cell_type: str, args: argparse.Namespace, all_cells: list) -> list[
     filt = features(feature_net(), pre)
     print(f"  {cell_type}: filter features of {len(pre)} cells {time.monotonic() - t0:.0f} s", flush=True)
     t0 = time.monotonic()
-    pf = features(patch_features(), pre)
+    net = backbone()
+    with torch.no_grad():
+        taps = [net(torch.from_numpy(pre[i : i + 16, None]) * 255.0) for i in range(0, len(pre), 16)]
+        f8, f16 = torch.cat([t[0] for t in taps]), torch.cat([t[1] for t in taps])
+        pf = join_taps(f8, f16)  # what patch_features gives (the shipped model)
+        pooled = {p: join_taps(f8, f16, p) for p in args.pool if p > 1}
     print(f"  {cell_type}: pretrained features {time.monotonic() - t0:.0f} s", flush=True)
     rows = []
     for seed, sp in splits.items():
@@ -140,13 +148,12 @@ def run_type(cell_type: str, args: argparse.Namespace, all_cells: list) -> list[
             pz = standardised(pf)
             res["pretrained_std"] = score(positional_maps(pz[li], pz[ti]))
         for k in args.pca:
-            mean, proj = _feature_map(pf[li].numpy(), LearnSettings(features="pretrained", dims=k))
-            pc = torch.from_numpy(np.einsum("kd,ndhw->nkhw", proj, pf.numpy() - mean[None, :, None, None]))
-            res[f"pretrained_pca{k}"] = score(positional_maps(pc[li], pc[ti]))
-            print(
-                f"  {cell_type} seed {seed}: pretrained, {k} principal components {res[f'pretrained_pca{k}']}",
-                flush=True,
-            )
+            for p, fp in [(1, pf), *pooled.items()]:
+                name = f"pretrained_pca{k}" + (f"_pool{p}" if p > 1 else "")
+                mean, proj = _feature_map(fp[li].numpy(), LearnSettings(features="pretrained", dims=k))
+                pc = torch.from_numpy(np.einsum("kd,ndhw->nkhw", proj, fp.numpy() - mean[None, :, None, None]))
+                res[name] = score(positional_maps(pc[li], pc[ti]))
+                print(f"  {cell_type} seed {seed}: {name} {res[name]}", flush=True)
         if args.coreset > 0:
             patches = pf[li].permute(0, 2, 3, 1).reshape(-1, pf.shape[1])
             core = coreset(patches, args.coreset, seed)
@@ -164,6 +171,9 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--pca", type=int, nargs="*", default=[32], help="pretrained features in k principal components")
     ap.add_argument("--full-dims", action="store_true", help="also all 152 pretrained features, raw and standardised")
+    ap.add_argument(
+        "--pool", type=int, nargs="*", default=[1], help="also the features averaged over p x p cells (3: PatchCore)"
+    )
     ap.add_argument("--coreset", type=float, default=0.0, help="fraction of the good patches kept (0: skip)")
     args = ap.parse_args()
     torch.set_num_threads(2)

@@ -28,8 +28,9 @@ against the learner's own computation on a learning image (parity) before it is 
 
 ``features: pretrained`` (``LearnSettings.features``) replaces the filter bank with features of a
 CNN pretrained on ImageNet and shipped with the station (EfficientNet-Lite0 blocks 0-10,
-:mod:`models.pretrained`, 1.3 MB, Apache 2.0): PatchCore's "locally aware" patch features (stride
-8 and stride 16, each averaged over 3x3, concatenated: 152 channels), compared in Euclidean
+:mod:`models.pretrained`, 1.3 MB, Apache 2.0): patch features as in PatchCore (stride 8 and
+stride 16 upsampled, concatenated: 152 channels; without PatchCore's 3x3 averaging, which blurred
+thin cracks on real solar cells), compared in Euclidean
 distance in their 32 leading principal components over the good patches (the bank stays the size
 of the filter bank's). Same bank, neighbourhood, calibration, graph and station inspector.
 

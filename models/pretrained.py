@@ -100,14 +100,14 @@ def backbone(weights: Path | str = WEIGHTS) -> Any:
 
 
 def patch_features(weights: Path | str = WEIGHTS) -> Any:
-    """(N, 1, H, W) preprocessed images (mean 0.5) -> (N, 152, H/8, W/8) "locally aware" patch features (PatchCore).
+    """(N, 1, H, W) preprocessed images (mean 0.5) -> (N, 152, H/8, W/8) patch features.
 
-    The stride-8 (40 ch) and stride-16 (112 ch) maps, each averaged over its 3x3 neighbourhood, the
-    stride-16 one upsampled (bilinear) to the stride-8 grid, concatenated. The input is scaled to
-    the network's pixel range (mean brightness 0.5 -> 127.5).
+    The stride-8 (40 ch) map and the stride-16 (112 ch) map upsampled (bilinear) to the stride-8
+    grid, concatenated. The input is scaled to the network's pixel range (mean brightness 0.5 ->
+    127.5). PatchCore also averages each map over a 3x3 neighbourhood ("locally aware" patches):
+    on ELPV poly cells that blurred thin cracks into the grain and cost 0.013-0.025 AUROC on every
+    development split (bench/exp_pretrained_elpv.py --pool), so it is not done here.
     """
-    import torch
-    import torch.nn.functional as F
     from torch import nn
 
     class PatchFeatures(nn.Module):
@@ -116,10 +116,22 @@ def patch_features(weights: Path | str = WEIGHTS) -> Any:
             self.backbone = backbone(weights)
 
         def forward(self, x: Any) -> Any:
-            f8, f16 = self.backbone(x * 255.0)
-            f8 = F.avg_pool2d(f8, 3, 1, 1, count_include_pad=False)
-            f16 = F.avg_pool2d(f16, 3, 1, 1, count_include_pad=False)
-            f16 = F.interpolate(f16, size=(f8.shape[-2], f8.shape[-1]), mode="bilinear", align_corners=False)
-            return torch.cat([f8, f16], 1)
+            return join_taps(*self.backbone(x * 255.0))
 
     return PatchFeatures().eval()
+
+
+def join_taps(f8: Any, f16: Any, pool: int = 1) -> Any:
+    """The patch features of the two taps: f16 upsampled (bilinear) to f8's grid, concatenated.
+
+    ``pool`` > 1 first averages each tap over its ``pool`` x ``pool`` neighbourhood on its own grid
+    (PatchCore's "locally aware" patches; kept for bench/exp_pretrained_elpv.py --pool).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if pool > 1:
+        f8 = F.avg_pool2d(f8, pool, 1, pool // 2, count_include_pad=False)
+        f16 = F.avg_pool2d(f16, pool, 1, pool // 2, count_include_pad=False)
+    f16 = F.interpolate(f16, size=(f8.shape[-2], f8.shape[-1]), mode="bilinear", align_corners=False)
+    return torch.cat([f8, f16], 1)
