@@ -3,7 +3,8 @@
 Method: **patch distance to the good parts, position by position** (PatchCore/PaDiM-like, with
 features that need no training and nothing downloaded). Each working-size image (long side 256 by
 default, brightness-normalised by :func:`station.inspection.anomaly.preprocess`) is described on a
-grid of 8x8-pixel cells by 14 fixed filter responses at three scales (Gaussian sigma 1, 2, 4):
+grid of 8x8-pixel cells, by default by ImageNet-pretrained CNN features (``features: pretrained``,
+below); with ``features: filters`` by 14 fixed filter responses at three scales (Gaussian sigma 1, 2, 4):
 the smoothed intensity, the gradient magnitude, the two eigenvalues of the Hessian (ridges and
 valleys: cracks, scratches, tracks) and the local standard deviation (texture) at two scales;
 and by the same 14 on the contrast-normalised image (``(x - local mean) / local std`` over sigma
@@ -26,13 +27,14 @@ Output: one ONNX file (input ``images`` (1, 1, H, W) float32 as made by
 registered by sha256, evaluated, shadowed, promoted and hot-swapped. The export is checked
 against the learner's own computation on a learning image (parity) before it is written.
 
-``features: pretrained`` (``LearnSettings.features``) replaces the filter bank with features of a
-CNN pretrained on ImageNet and shipped with the station (EfficientNet-Lite0 blocks 0-10,
-:mod:`models.pretrained`, 1.3 MB, Apache 2.0): patch features as in PatchCore (stride 8 and
-stride 16 upsampled, concatenated: 152 channels; without PatchCore's 3x3 averaging, which blurred
-thin cracks on real solar cells), compared in Euclidean
-distance in their 32 leading principal components over the good patches (the bank stays the size
-of the filter bank's). Same bank, neighbourhood, calibration, graph and station inspector.
+``features: pretrained`` (``LearnSettings.features``, the default: better on real surfaces and
+faster per part) replaces the filter bank with features of a CNN pretrained on ImageNet and
+shipped with the station (EfficientNet-Lite0 blocks 0-10, :mod:`models.pretrained`, 1.3 MB,
+Apache 2.0): patch features as in PatchCore (stride 8 and stride 16 upsampled, concatenated: 152
+channels; without PatchCore's 3x3 averaging, which blurred thin cracks on real solar cells),
+compared in Euclidean distance in their 32 leading principal components over the good patches
+(the bank stays the size of the filter bank's). Same bank, neighbourhood, calibration, graph and
+station inspector.
 
 A measured alternative, a small CNN trained from scratch to segment synthetic anomalies (DRAEM /
 CutPaste style), scored lower on real solar cells (poly AUROC 0.80 vs 0.85) and took minutes
@@ -85,7 +87,7 @@ class LearnSettings:
     seed: int = 0
     threads: int = 2
     min_images: int = 8
-    features: str = "filters"  # "filters": the fixed filter bank; "pretrained": ImageNet CNN (models/pretrained.py)
+    features: str = "pretrained"  # "pretrained": ImageNet CNN (models/pretrained.py); "filters": fixed filter bank
     dims: int = PRETRAINED_DIMS  # pretrained features: compared in this many principal components of the good patches
 
 

@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--features",
         choices=("filters", "pretrained"),
-        default="filters",
+        default="pretrained",
         help="filters: fixed filter bank; pretrained: ImageNet CNN features, shipped (docs/no_labels.md: which when)",
     )
     sp.add_argument("--register", action="store_true", help="also register it as a candidate in the station's registry")

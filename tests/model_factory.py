@@ -378,6 +378,7 @@ def anomaly_model(
             "camera": cam,
             "v": _FACTORY_VERSION,
             "format": FORMAT,
+            "features": LearnSettings.features,
         },
         sort_keys=True,
     )

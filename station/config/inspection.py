@@ -351,10 +351,10 @@ class AnomalyInspectorConfig(StrictModel):
         "(each scored against the others).",
     )
     features: Literal["filters", "pretrained"] = Field(
-        "filters",
-        description="When learning: `filters` (a fixed filter bank: fastest, learns in seconds) or `pretrained` "
-        "(features of an ImageNet-pretrained CNN shipped with the station, EfficientNet-Lite0: better on textured "
-        "surfaces such as poly-crystalline solar cells, costs more per part). See docs/no_labels.md.",
+        "pretrained",
+        description="When learning: `pretrained` (features of an ImageNet-pretrained CNN shipped with the station, "
+        "EfficientNet-Lite0: best on real textured surfaces such as solar cells, and the faster of the two) or "
+        "`filters` (a fixed filter bank: no weights file needed). See docs/no_labels.md.",
     )
     threshold_scale: float = Field(
         1.0,

@@ -2,7 +2,8 @@
 
 The model (an ONNX file written by :mod:`models.anomaly`, ``task: anomaly`` in its metadata) maps
 the preprocessed frame to a map at 1/8 of the working size: per 8x8 cell, the distance of its
-filter-bank features to the nearest good part's at that cell or a neighbour. Per frame:
+features (pretrained CNN or filter bank, fixed when learned) to the nearest good part's at that
+cell or a neighbour. Per frame:
 
 1. grey, resize to the model's working size (``INTER_AREA``), divide by the frame's mean
    brightness (:func:`preprocess`, shared with the learner so both see the same input);
