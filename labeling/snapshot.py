@@ -62,7 +62,7 @@ class SnapshotItem:
     labels: tuple[SnapshotLabel, ...]
 
 
-def _item(r: Mapping[str, Any], t_wall: float | None, labels: tuple[SnapshotLabel, ...]) -> SnapshotItem:
+def item_from_row(r: Mapping[str, Any], t_wall: float | None, labels: tuple[SnapshotLabel, ...]) -> SnapshotItem:
     """A snapshot image from its row (ids, camera, file facts, verdict), its time and its labels."""
     return SnapshotItem(
         int(r["image_id"]),
@@ -152,7 +152,7 @@ def create_snapshot(
                     log.warning("snapshot: label %d lies outside image %d; left out", lab.id, r["image_id"])
                     continue
                 labs.append(SnapshotLabel(lab.id, lab.class_name, *box))
-            items.append(_item(r, None if r["t_wall"] is None else float(r["t_wall"]), tuple(labs)))
+            items.append(item_from_row(r, None if r["t_wall"] is None else float(r["t_wall"]), tuple(labs)))
         present = sorted({lab.class_name for it in items for lab in it.labels})
         if class_names is None:
             classes = present
@@ -251,5 +251,5 @@ def snapshot_items(db: sqlite_utils.Database, snapshot_id: int) -> list[Snapshot
             SnapshotLabel(int(x[0]), str(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5]))
             for x in json.loads(r["labels"])
         )
-        out.append(_item(r, r["t_wall"], labs))
+        out.append(item_from_row(r, r["t_wall"], labs))
     return out

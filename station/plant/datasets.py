@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from labeling.export import write_yolo
-from labeling.snapshot import SnapshotItem, SnapshotLabel, content_sha
+from labeling.snapshot import SnapshotItem, SnapshotLabel, content_sha, item_from_row
 from station import serialize
 
 from ..store import plant_db, plant_labels
@@ -37,12 +37,17 @@ def manifest_key(snapshot_id: str) -> str:
     return f"datasets/{snapshot_id}.json"
 
 
+def _labels(boxes: Sequence[Sequence[Any]]) -> tuple[SnapshotLabel, ...]:
+    """A manifest's or a label row's ``[class, x1, y1, x2, y2]`` boxes as snapshot labels."""
+    return tuple(SnapshotLabel(0, str(c), float(a), float(b), float(x), float(y)) for c, a, b, x, y in boxes)
+
+
 def _items(rows: Sequence[dict[str, Any]]) -> list[SnapshotItem]:
     parts: dict[tuple[str, int], int] = {}
     out = []
     for n, r in enumerate(rows, 1):
         part = parts.setdefault((r["station_id"], int(r["part_id"])), len(parts) + 1)
-        labels = tuple(SnapshotLabel(0, str(c), float(a), float(b), float(x), float(y)) for c, a, b, x, y in r["boxes"])
+        labels = _labels(r["boxes"])
         out.append(
             SnapshotItem(
                 n,
@@ -133,21 +138,7 @@ def snapshot(
 def read_manifest(s3: Any, bucket: str, snapshot_id: str) -> tuple[dict[str, Any], list[SnapshotItem]]:
     """The manifest and its items; ValueError when its content does not hash to its id."""
     doc = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key(snapshot_id))["Body"].read())
-    items = [
-        SnapshotItem(
-            int(d["image_id"]),
-            int(d["part_id"]),
-            str(d["camera_id"]),
-            str(d["sha256"]),
-            str(d["format"]),
-            int(d["width"]),
-            int(d["height"]),
-            None,
-            d["verdict"],
-            tuple(SnapshotLabel(0, str(c), float(a), float(b), float(x), float(y)) for c, a, b, x, y in d["labels"]),
-        )
-        for d in doc["items"]
-    ]
+    items = [item_from_row(d, None, _labels(d["labels"])) for d in doc["items"]]
     got = content_sha(doc["class_names"], items)
     if got != snapshot_id:
         raise ValueError(f"manifest {manifest_key(snapshot_id)} hashes to {got[:12]}, not its id: damaged or altered")
