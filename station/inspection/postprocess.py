@@ -8,10 +8,10 @@ Layouts (Ultralytics ONNX exports, one batch element at a time):
 - classify: ``(nc,)`` probabilities (softmax is applied only if the export did not).
 
 The score filter runs first, on a view of the class rows, so only candidates are transposed and
-converted; per-class NMS is vectorised (:func:`nms_per_class`, flat cost at any number of
-candidates; the same result as ``cv2.dnn.NMSBoxesBatched``). Matches ``ultralytics.utils.nms``:
-strict ``score > conf``, best class per box, NMS IoU ``> iou`` suppresses, at most 30000
-candidates into NMS, ``max_det`` after NMS.
+converted; per-class NMS (:func:`nms_per_class`) reads only the best-scored candidates it needs
+(``cv2.dnn.NMSBoxesBatched`` on a prefix), so its cost follows the boxes kept, not the
+candidates. Matches ``ultralytics.utils.nms``: strict ``score > conf``, best class per box, NMS
+IoU ``> iou`` suppresses, at most 30000 candidates into NMS, ``max_det`` after NMS.
 """
 
 from __future__ import annotations
@@ -108,23 +108,17 @@ def decode_end2end(out: np.ndarray, conf: float, max_det: int) -> Candidates:
     )
 
 
-NMS_CHUNK = 128  # candidates per vectorised NMS step
+NMS_HEAD = 64  # fewest best-scored candidates one NMS pass reads
 
 
-def _iou_matrix(a: np.ndarray, area_a: np.ndarray, b: np.ndarray, area_b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of xyxy boxes (no +1: the cv::Rect2d / torchvision convention)."""
-    w: np.ndarray = np.minimum(a[:, None, 2], b[None, :, 2])
-    w -= np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3])
-    h -= np.maximum(a[:, None, 1], b[None, :, 1])
-    np.maximum(w, 0, out=w)
-    np.maximum(h, 0, out=h)
-    w *= h  # intersection
-    h = area_a[:, None] + area_b[None, :]
-    h -= w  # union
-    np.maximum(h, 1e-12, out=h)
-    w /= h
-    return w
+def _best_first(neg_scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best scores (ties at the cut included), as ``np.argsort(neg_scores, kind="stable")``."""
+    if k >= len(neg_scores):
+        return np.argsort(neg_scores, kind="stable")
+    cut = np.partition(neg_scores, k - 1)[k - 1]
+    head = np.flatnonzero(neg_scores <= cut)  # ascending indices: the stable sort keeps ties in index order
+    picked: np.ndarray = head[np.argsort(neg_scores[head], kind="stable")]
+    return picked
 
 
 def nms_per_class(
@@ -132,52 +126,33 @@ def nms_per_class(
 ) -> np.ndarray:
     """Indices kept by greedy per-class NMS, highest score first (ties: lower index first), at most ``max_det``.
 
-    The same result as ``cv2.dnn.NMSBoxesBatched`` / torchvision's batched NMS (a box is suppressed
-    by a kept box of its class with IoU > ``iou``), vectorised so its cost stays flat with the
-    number of candidates: boxes are visited in score order in chunks of ``NMS_CHUNK``; a chunk is
-    first checked against every box kept so far (one matrix), then its own survivors are resolved
-    with its own IoU matrix (greedy, one row step per box that overlaps another); it stops as
-    soon as ``max_det`` boxes are kept. Classes never suppress each other (each class is shifted
-    to its own coordinate range).
+    A box is suppressed by a kept box of its class with IoU > ``iou`` (the torchvision / Ultralytics
+    rule). OpenCV's ``cv2.dnn.NMSBoxesBatched`` (C++) does the greedy pass, but on a prefix only:
+    greedy NMS decides each box from the boxes ranked above it, so NMS over the best ``k``
+    candidates keeps exactly the full result's boxes among them. The pass starts with the best
+    ``1.5 x max_det`` and doubles ``k`` until ``max_det`` boxes are kept or every candidate was read;
+    its cost follows the boxes kept, not the thousands of low-score candidates of a low ``conf``
+    (OpenCV alone over all of them: O(candidates x kept)).
     """
     n = len(scores)
     if n == 0:
         return np.zeros((0,), np.int64)
     limit = n if max_det is None else min(n, int(max_det))
-    order = np.argsort(-scores, kind="stable")
-    if n == 1:
-        return order[:limit]
-    b = boxes[order].astype(np.float64)
-    span = float(np.abs(b).max()) + 1.0
-    b += (class_ids[order].astype(np.float64) * 2.0 * span)[:, None]
-    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    kept: list[np.ndarray] = []
-    n_kept = 0
-    kb = np.zeros((0, 4), np.float64)
-    ka = np.zeros((0,), np.float64)
-    for start in range(0, n, NMS_CHUNK):
-        idx = np.arange(start, min(n, start + NMS_CHUNK))
-        if n_kept:
-            idx = idx[~(_iou_matrix(b[idx], area[idx], kb, ka) > iou).any(axis=1)]
-        if len(idx) > 1:
-            sup = np.triu(
-                _iou_matrix(b[idx], area[idx], b[idx], area[idx]) > iou, 1
-            )  # sup[j, i]: j (earlier) would suppress i
-            keep = np.ones(len(idx), bool)
-            for j in np.flatnonzero(sup.any(axis=1)):  # greedy, in score order, over the boxes that overlap a later one
-                if keep[j]:
-                    keep &= ~sup[j]
-            idx = idx[keep]
-        if len(idx):
-            kept.append(idx)
-            n_kept += len(idx)
-            kb, ka = np.concatenate([kb, b[idx]]), np.concatenate([ka, area[idx]])
-        if n_kept >= limit:
-            break
-    if not kept:
-        return np.zeros((0,), np.int64)
-    picked: np.ndarray = order[np.concatenate(kept)[:limit]]
-    return picked
+    neg = -np.asarray(scores, np.float32)
+    below = float(np.asarray(scores, np.float64).min()) - 1.0  # OpenCV drops scores <= its threshold: none here
+    k = min(n, max(NMS_HEAD, limit + limit // 2))
+    while True:
+        order = _best_first(neg, k)
+        xywh = boxes[order].astype(np.float64)
+        xywh[:, 2:] -= xywh[:, :2]
+        pos = np.asarray(
+            cv2.dnn.NMSBoxesBatched(xywh, -neg[order], class_ids[order].astype(np.int32), below, float(iou)), np.int64
+        ).reshape(-1)
+        pos.sort()  # positions in ``order`` = the greedy (score) order
+        if len(pos) >= limit or len(order) == n:
+            kept: np.ndarray = order[pos[:limit]]
+            return kept
+        k = min(n, 2 * k)
 
 
 def boxes_to_frame(boxes: np.ndarray, lb: Letterbox, clip_hw: tuple[int, int] | None = None) -> np.ndarray:

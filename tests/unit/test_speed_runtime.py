@@ -111,6 +111,38 @@ def test_vectorised_nms_equals_opencv_at_any_candidate_count() -> None:
         np.testing.assert_array_equal(nms_per_class(boxes, scores, cls, 0.5, max_det=7), got[:7])
 
 
+def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, cls: np.ndarray, iou: float) -> list[int]:
+    """The textbook greedy per-class NMS, one box at a time (the reference for the prefix passes)."""
+    kept: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        x1, y1, x2, y2 = boxes[i].astype(np.float64)
+        for j in kept:
+            if cls[j] != cls[i]:
+                continue
+            a1, b1, a2, b2 = boxes[j].astype(np.float64)
+            inter = max(0.0, min(x2, a2) - max(x1, a1)) * max(0.0, min(y2, b2) - max(y1, b1))
+            union = (x2 - x1) * (y2 - y1) + (a2 - a1) * (b2 - b1) - inter
+            if inter / union > iou:
+                break
+        else:
+            kept.append(int(i))
+    return kept
+
+
+def test_nms_reads_more_candidates_when_the_best_ones_overlap() -> None:
+    """Most of the best boxes suppress each other: the prefix passes must widen until max_det are kept."""
+    rng = np.random.default_rng(11)
+    for n, max_det in [(900, 50), (3000, 300), (400, 1), (257, None)]:
+        crowd = n * 2 // 3  # the best scores on near-copies of one box; the rest spread out
+        centre = np.concatenate([rng.uniform(318, 322, (crowd, 2)), rng.uniform(0, 640, (n - crowd, 2))])
+        wh = np.concatenate([rng.uniform(60, 62, (crowd, 2)), rng.uniform(4, 40, (n - crowd, 2))])
+        boxes = np.concatenate([centre - wh / 2, centre + wh / 2], 1).astype(np.float32)
+        scores = np.concatenate([rng.uniform(0.5, 1, crowd), rng.uniform(0, 0.5, n - crowd)]).astype(np.float32)
+        cls = rng.integers(0, 2, n).astype(np.int32)
+        want = _greedy_nms(boxes, scores, cls, 0.6)[:max_det]
+        assert nms_per_class(boxes, scores, cls, 0.6, max_det).tolist() == want, f"{n} boxes, max_det {max_det}"
+
+
 @pytest.fixture(scope="module")
 def goldens(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("goldens")
