@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 import labeling
+from models import registry
 from models.golden import GoldenSet, load_golden, write_manifest
 from station.app import Station
 from station.config import StationConfig, parse_config
@@ -28,6 +29,7 @@ from station.store.db import open_db
 from tests.fixtures_floor import wait_for
 from tests.model_factory import DET_NAMES, draw_scene
 from tests.station_configs import store_section
+from tests.web.helpers import add_users
 
 SIZE = 64
 Truth = list[tuple[str, tuple[float, float, float, float]]]
@@ -88,6 +90,48 @@ def line_config(tmp: Path, model: Path, scenes: Path, **web: Any) -> StationConf
             "web": {"port": 0, **web},
         }
     )
+
+
+class ModelsLine:
+    """A running station on a line of ``n_scenes`` scenes (test users added), the scene truth and a golden set.
+
+    ``golden`` is (folder name under the station's ``golden/``, images, seed). Stop it with ``station.stop()``.
+    """
+
+    def __init__(self, tmp: Path, model: Path, n_scenes: int, seed: int, *, golden: tuple[str, int, int]):
+        self.tmp = tmp
+        scenes = tmp / "scenes"
+        self.truth = write_scenes(scenes, n_scenes, seed=seed)
+        self.cfg = line_config(tmp, model, scenes)
+        self.station = Station(self.cfg)
+        add_users(self.cfg.store.db_path)
+        self.station.start()
+        self.data = Path(self.cfg.store.db_path).parent
+        folder, n_golden, golden_seed = golden
+        self.golden: GoldenSet = write_golden(self.data / "golden" / folder, n_golden, seed=golden_seed)
+
+    def db(self) -> Any:
+        return open_db(self.cfg.store.db_path, migrate=False)
+
+    def audit(self, action_prefix: str) -> list[tuple[str, str, str | None]]:
+        db = self.db()
+        try:
+            return [
+                tuple(r)
+                for r in db.execute(
+                    "SELECT user, action, reason FROM audit WHERE action LIKE ? ORDER BY id", [action_prefix + "%"]
+                )
+            ]
+        finally:
+            db.close()
+
+    def register(self, path: Path, by: str) -> str:
+        """What `models register FILE` does (a model trained elsewhere)."""
+        db = self.db()
+        try:
+            return registry.register(db, path, store_dir=self.data / "models", trained_by=by).sha256
+        finally:
+            db.close()
 
 
 def run_parts(st: Station, n: int) -> None:
