@@ -21,7 +21,6 @@ given). ``export --format coco`` writes ``DIR/annotations.json`` and the images 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import getpass
 import logging
 import sys
@@ -29,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from station.cli_common import iso_time
 from station.serialize import dumps
 from station.store.db import StoreError, open_db
 from station.store.images import ImageStore
@@ -41,13 +41,7 @@ def _time(s: str) -> float:
         return float(s)
     except ValueError:
         pass
-    try:
-        d = dt.datetime.fromisoformat(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a time: {s!r} (UNIX seconds or ISO 8601 such as 2024-05-01T06:00)"
-        ) from None
-    return d.timestamp()
+    return iso_time(s, f"not a time: {s!r} (UNIX seconds or ISO 8601 such as 2024-05-01T06:00)").timestamp()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from station import serialize
 
-from ..cli_common import print_json, refuse, setup_logging
+from ..cli_common import iso_time, print_json, refuse, setup_logging
 
 log = logging.getLogger("plant")
 
@@ -193,12 +193,7 @@ def cmd_role(args: argparse.Namespace) -> int:
 
 
 def _when(text: str) -> dt.datetime:
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO time, e.g. 2026-12-01 or 2026-12-01T06:00+01:00"
-        ) from None
+    t = iso_time(text, f"{text!r} is not an ISO time, e.g. 2026-12-01 or 2026-12-01T06:00+01:00")
     return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
