@@ -147,15 +147,9 @@ def image_info(db: sqlite_utils.Database, image_id: int) -> ImageInfo:
     row = label_rows.image_row(db, image_id)
     if row is None:
         raise LookupError(f"image {image_id} does not exist")
+    iid, part, cam, sha, fmt, w, h, deleted_at = row
     return ImageInfo(
-        int(row[1]),
-        str(row[2]),
-        str(row[3]),
-        str(row[4]),
-        int(row[5]),
-        int(row[6]),
-        id=int(row[0]),
-        deleted=row[7] is not None,
+        int(part), str(cam), str(sha), str(fmt), int(w), int(h), id=int(iid), deleted=deleted_at is not None
     )
 
 
