@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .pg import dict_rows, one_by_prefix
+
+if TYPE_CHECKING:  # the message types of the plant wire (the store does not import the plant tier)
+    from station.plant.wire import LabelMsg
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (
@@ -68,50 +71,7 @@ _COLUMNS = (
 )
 
 
-class LabelChange(Protocol):
-    """What a label message offers (station.plant.wire.LabelMsg)."""
-
-    @property
-    def station(self) -> str: ...
-
-    @property
-    def revision(self) -> int: ...
-
-    @property
-    def image_id(self) -> int: ...
-
-    @property
-    def part_id(self) -> int: ...
-
-    @property
-    def camera_id(self) -> str: ...
-
-    @property
-    def image_key(self) -> str: ...
-
-    @property
-    def sha256(self) -> str: ...
-
-    @property
-    def width(self) -> int: ...
-
-    @property
-    def height(self) -> int: ...
-
-    @property
-    def verdict(self) -> str: ...
-
-    @property
-    def labels(self) -> tuple[tuple[str, float, float, float, float], ...]: ...
-
-    @property
-    def reviewed_by(self) -> str: ...
-
-    @property
-    def reviewed_at(self) -> float: ...
-
-
-def write_labels(conn: Any, changes: Sequence[LabelChange]) -> int:
+def write_labels(conn: Any, changes: Sequence[LabelMsg]) -> int:
     """Store the label changes not stored yet, in one transaction; returns how many were new."""
     from psycopg.types.json import Jsonb
 
