@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import plant_labels
+from .db import given
 from .pg import dict_rows
 
 if TYPE_CHECKING:  # the message types of the plant wire (the store does not import the plant tier)
@@ -319,17 +320,11 @@ def parts(
     conn: Any, *, station: str | None = None, outcome: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """The newest parts, optionally of one station and/or outcome."""
-    where, params = ["true"], []
-    if station is not None:
-        where.append("station_id = %s")
-        params.append(station)
-    if outcome is not None:
-        where.append("outcome = %s")
-        params.append(outcome)
+    where, params = given(("station_id = %s", station), ("outcome = %s", outcome))
     cur = conn.execute(
         "SELECT station_id, seq, t, line, product, outcome, part_id, model_id, latency_ms, defects, images FROM "
         "inspections "
-        f"WHERE {' AND '.join(where)} ORDER BY t DESC LIMIT %s",
+        f"WHERE {' AND '.join(['true', *where])} ORDER BY t DESC LIMIT %s",
         (*params, limit),
     )
     return dict_rows(cur)

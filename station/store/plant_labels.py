@@ -15,6 +15,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .db import given
 from .pg import dict_rows, one_by_prefix
 
 if TYPE_CHECKING:  # the message types of the plant wire (the store does not import the plant tier)
@@ -111,14 +112,9 @@ def current_labels(
     conn: Any, stations: Sequence[str], since: dt.datetime | None = None, until: dt.datetime | None = None
 ) -> list[dict[str, Any]]:
     """The newest revision of every image of ``stations``, reviewed in [since, until), by station and image."""
-    where: list[str] = ["station_id = ANY(%s)"]
-    params: list[Any] = [list(stations)]
-    if since is not None:
-        where.append("reviewed_at >= %s")
-        params.append(since)
-    if until is not None:
-        where.append("reviewed_at < %s")
-        params.append(until)
+    where, params = given(
+        ("station_id = ANY(%s)", list(stations)), ("reviewed_at >= %s", since), ("reviewed_at < %s", until)
+    )
     cur = conn.execute(
         f"SELECT * FROM (SELECT DISTINCT ON (station_id, image_id) {', '.join(_COLUMNS)} FROM labels "
         f"ORDER BY station_id, image_id, revision DESC) cur WHERE {' AND '.join(where)} ORDER BY station_id, image_id",
