@@ -307,21 +307,13 @@ class PlantUplink(OutboxSender):
                 await asyncio.to_thread(self._upload, images)
             msgs.append((e.seq, msg))
         self._outbox.delete(bad)
-        acks = await asyncio.gather(
-            *(
-                self._js.publish(self.subject, m.to_json(), headers={"Nats-Msg-Id": wire.msg_id(self.station, seq)})
-                for seq, m in msgs
-            ),
-            return_exceptions=True,
-        )
-        done = [seq for (seq, _), ack in zip(msgs, acks) if not isinstance(ack, BaseException)]
-        self._outbox.delete(done)
-        self.published += len(done)
+        ids = [wire.msg_id(self.station, seq) for seq, _ in msgs]
+        n, failed = await wire.publish_acked(self._js, self.subject, msgs, ids, self._outbox)
+        self.published += n
         self._check_fill(0)
-        failed = next((a for a in acks if isinstance(a, BaseException)), None)
         if failed is not None:
             raise failed
-        return len(done)
+        return n
 
     async def _put_status(self) -> None:
         """The station's state for the plant dashboard (KV ``<prefix>_status``, key: the station)."""
