@@ -119,28 +119,9 @@ def _run(args: argparse.Namespace) -> Any:
                 only_reviewed=not args.all,
                 class_names=classes,
             )
-            return {
-                "id": snap.id,
-                "name": snap.name,
-                "sha256": snap.sha,
-                "n_images": len(snap.image_ids),
-                "n_labels": snap.n_labels,
-                "class_names": list(snap.class_names),
-            }
+            return snap.summary()
         if args.cmd == "snapshots":
-            return [
-                {
-                    "id": s.id,
-                    "name": s.name,
-                    "created_at": s.created_at,
-                    "created_by": s.created_by,
-                    "sha256": s.sha,
-                    "n_images": len(s.image_ids),
-                    "n_labels": s.n_labels,
-                    "class_names": list(s.class_names),
-                }
-                for s in snapshot.list_snapshots(db)
-            ]
+            return [s.summary() for s in snapshot.list_snapshots(db)]
         if args.cmd == "export":
             store = ImageStore(args.images)
             if args.format == "yolo":

@@ -81,6 +81,20 @@ class Snapshot:
     n_labels: int = 0
     params: dict[str, Any] | None = None
 
+    def summary(self, sha_key: str = "sha256") -> dict[str, Any]:
+        """What a listing shows: id, name, who made it and when, the content hash (under ``sha_key``), the numbers of
+        images and labels, the classes."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            sha_key: self.sha,
+            "n_images": len(self.image_ids),
+            "n_labels": self.n_labels,
+            "class_names": list(self.class_names),
+        }
+
 
 def _round(v: float) -> float:
     return round(float(v), 2)
