@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 import labeling
+from labeling.queue import iou
 from models import registry
 from models.golden import GoldenSet, load_golden, write_manifest
 from station.app import Station
@@ -145,14 +146,6 @@ def run_parts(st: Station, n: int) -> None:
     )
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def review_from_truth(db: Any, user: str, image_id: int, truth: Truth, classes: tuple[str, ...]) -> str:
     """Do what a QA reviewer who sees ``truth`` does, with the review page's functions; returns what was done.
 
@@ -167,7 +160,7 @@ def review_from_truth(db: Any, user: str, image_id: int, truth: Truth, classes: 
     keep: list[int] = []
     for lab in current:
         j = next(
-            (k for k, (c, b) in enumerate(truth) if k not in used and c == lab.class_name and _iou(lab.box, b) >= 0.5),
+            (k for k, (c, b) in enumerate(truth) if k not in used and c == lab.class_name and iou(lab.box, b) >= 0.5),
             None,
         )
         if j is None:
