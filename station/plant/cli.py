@@ -40,10 +40,10 @@ def _wait_for_signal() -> threading.Event:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Consume results from JetStream into PostgreSQL until SIGTERM / Ctrl-C; print the counts as JSON at the end."""
-    from .ingest import DEFAULT_SHIFTS, Ingest, shift_function
+    from .ingest import Ingest, shift_function
 
     try:
-        shift_of = shift_function(args.shifts or DEFAULT_SHIFTS, args.tz)
+        shift_of = shift_function(args.shifts or None, args.tz)
     except (ValueError, KeyError) as exc:
         return refuse(f"--shifts/--tz: {exc}")
     ing = Ingest(
