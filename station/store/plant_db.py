@@ -330,6 +330,17 @@ def parts(
     return dict_rows(cur)
 
 
+def result_count(conn: Any) -> int:
+    """Rows of ``inspections``; 0 before the ingest made the schema."""
+    from psycopg.errors import UndefinedTable
+
+    try:
+        row = conn.execute("SELECT count(*) FROM inspections").fetchone()
+    except UndefinedTable:
+        return 0
+    return int(row[0])
+
+
 def counts(conn: Any) -> dict[str, Any]:
     """Totals for checks: rows, distinct (station, seq), keys, rollup sums per outcome, defect sums."""
 
