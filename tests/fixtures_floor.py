@@ -52,6 +52,15 @@ def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condit
     return v
 
 
+def trigger_parts(station: Any, n: int, *, timeout_s: float = 20.0) -> None:
+    """Trigger ``n`` parts one after another, each once the previous one has its verdict (no frame-queue overrun).
+    Fails the test when the line refuses a trigger or a verdict takes longer than ``timeout_s``."""
+    for _ in range(n):
+        before = station.counters.snapshot().verdicts
+        assert station.trigger("test") is not None
+        wait_for(lambda: station.counters.snapshot().verdicts > before, timeout_s, "a verdict")
+
+
 @dataclass(frozen=True)
 class Write:
     """One write request the PLC received, stamped on arrival (time.monotonic_ns)."""

@@ -27,7 +27,7 @@ from models.golden import GoldenSet, load_golden, write_manifest
 from station.app import Station
 from station.config import StationConfig, parse_config
 from station.store.db import open_db
-from tests.fixtures_floor import wait_for
+from tests.fixtures_floor import trigger_parts, wait_for
 from tests.model_factory import DET_NAMES, draw_scene
 from tests.station_configs import store_section
 from tests.web.helpers import add_users
@@ -137,10 +137,7 @@ class ModelsLine:
 
 def run_parts(st: Station, n: int) -> None:
     """Trigger ``n`` parts one at a time (each waits for its verdict), then wait until all are recorded."""
-    for _ in range(n):
-        before = st.counters.snapshot().verdicts
-        assert st.trigger("test") is not None
-        wait_for(lambda: st.counters.snapshot().verdicts > before, 20, "a verdict")
+    trigger_parts(st, n)
     wait_for(
         lambda: (lambda c: c.records_written + c.records_dropped >= c.verdicts)(st.counters.snapshot()), 20, "records"
     )
