@@ -40,6 +40,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from labeling.queue import iou
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -220,14 +222,6 @@ def line_rates(db: Any, first: int, last: int, reject_uncertain: bool) -> dict[s
 # --------------------------------------------------------------------------- 3. QA review
 
 
-def _iou(a: Any, b: Any) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def review(db: Any, user: str) -> dict[str, int]:
     """Review every recorded image against its ground truth with the review page's functions; returns what was done."""
     counts = {"images": 0, "confirmed": 0, "deleted": 0, "added": 0, "good": 0, "mistaken_images": 0}
@@ -248,7 +242,7 @@ def review(db: Any, user: str) -> dict[str, int]:
                 (
                     k
                     for k, (c, b) in enumerate(truth)
-                    if k not in used and c == lab.class_name and _iou(lab.box, b) >= 0.5
+                    if k not in used and c == lab.class_name and iou(lab.box, b) >= 0.5
                 ),
                 None,
             )

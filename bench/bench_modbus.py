@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -35,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from station.actuate.modbus_output import ModbusOutput  # noqa: E402
 from station.config import ModbusEndpointConfig, ModbusOutputConfig  # noqa: E402
 from station.plc.link import ModbusLink  # noqa: E402
+from tests.fixtures_floor import realtime_process  # noqa: E402
 
 PLC = """
 import sys, time; sys.path.insert(0, %r)
@@ -59,11 +59,7 @@ def spawn(code: str) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
-    try:
-        for tid in os.listdir(f"/proc/{proc.pid}/task"):
-            os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(20))
-    except (PermissionError, OSError):
-        pass
+    realtime_process(proc.pid, "bench peer process")
     return proc, port
 
 

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from station.app import Station  # noqa: E402
 from station.config import parse_config  # noqa: E402
+from tests.fixtures_floor import realtime_process  # noqa: E402
 
 TARGET_P99_MS = 2.0
 
@@ -85,11 +86,7 @@ def start_plc() -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
-    try:  # a real PLC is its own hardware: do not let the load starve the simulator
-        for tid in os.listdir(f"/proc/{proc.pid}/task"):
-            os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(20))
-    except (PermissionError, OSError):
-        pass
+    realtime_process(proc.pid, "PLC simulator")  # a real PLC is its own hardware: the load must not starve it
     return proc, port
 
 

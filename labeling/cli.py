@@ -21,7 +21,6 @@ given). ``export --format coco`` writes ``DIR/annotations.json`` and the images 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import getpass
 import logging
 import sys
@@ -29,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from station.cli_common import iso_time
 from station.serialize import dumps
 from station.store.db import StoreError, open_db
 from station.store.images import ImageStore
@@ -41,13 +41,7 @@ def _time(s: str) -> float:
         return float(s)
     except ValueError:
         pass
-    try:
-        d = dt.datetime.fromisoformat(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a time: {s!r} (UNIX seconds or ISO 8601 such as 2024-05-01T06:00)"
-        ) from None
-    return d.timestamp()
+    return iso_time(s, f"not a time: {s!r} (UNIX seconds or ISO 8601 such as 2024-05-01T06:00)").timestamp()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,28 +119,9 @@ def _run(args: argparse.Namespace) -> Any:
                 only_reviewed=not args.all,
                 class_names=classes,
             )
-            return {
-                "id": snap.id,
-                "name": snap.name,
-                "sha256": snap.sha,
-                "n_images": len(snap.image_ids),
-                "n_labels": snap.n_labels,
-                "class_names": list(snap.class_names),
-            }
+            return snap.summary()
         if args.cmd == "snapshots":
-            return [
-                {
-                    "id": s.id,
-                    "name": s.name,
-                    "created_at": s.created_at,
-                    "created_by": s.created_by,
-                    "sha256": s.sha,
-                    "n_images": len(s.image_ids),
-                    "n_labels": s.n_labels,
-                    "class_names": list(s.class_names),
-                }
-                for s in snapshot.list_snapshots(db)
-            ]
+            return [s.summary() for s in snapshot.list_snapshots(db)]
         if args.cmd == "export":
             store = ImageStore(args.images)
             if args.format == "yolo":

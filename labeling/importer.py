@@ -46,7 +46,7 @@ from station.store.images import ImageStore, StoredImage
 
 from ._db import transaction
 from .export import STEM_RE
-from .labels import ImageInfo, Label, _insert, _review, current_labels, image_info
+from .labels import ClassBox, ImageInfo, Label, _insert, _review, current_labels, image_info
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +55,11 @@ _EPS = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
-class ImportedBox:
-    """One box to import, in image pixels."""
-
-    class_name: str
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-
-@dataclass(frozen=True, slots=True)
 class ImportedImage:
     """One validated image to import (its bytes are read again when stored)."""
 
     path: Path
-    boxes: tuple[ImportedBox, ...]
+    boxes: tuple[ClassBox, ...]
     width: int
     height: int
     group: str  # images with the same group share a synthetic part
@@ -170,7 +159,7 @@ def _label_path(img: Path) -> Path:
     return img.with_suffix(".txt")
 
 
-def _parse_yolo_labels(label_file: Path, names: Sequence[str], w: int, h: int) -> tuple[ImportedBox, ...]:
+def _parse_yolo_labels(label_file: Path, names: Sequence[str], w: int, h: int) -> tuple[ClassBox, ...]:
     if not label_file.is_file():
         return ()  # no label file = no defect (Ultralytics' convention)
     boxes = []
@@ -198,7 +187,7 @@ def _parse_yolo_labels(label_file: Path, names: Sequence[str], w: int, h: int) -
             raise ValueError(
                 f"{where}: box {line.strip()!r} is not inside 0..1 (coordinates must be normalised to the image)"
             )
-        boxes.append(ImportedBox(names[c], max(0.0, x1) * w, max(0.0, y1) * h, min(1.0, x2) * w, min(1.0, y2) * h))
+        boxes.append(ClassBox(names[c], max(0.0, x1) * w, max(0.0, y1) * h, min(1.0, x2) * w, min(1.0, y2) * h))
     return tuple(boxes)
 
 
@@ -256,7 +245,7 @@ def read_coco(coco_json: Path | str, images_dir: Path | str) -> tuple[list[str],
         if not isinstance(c, dict) or "id" not in c or not c.get("name"):
             raise ValueError(f"{where}: categories[{i}] needs an id and a name")
         cats[int(c["id"])] = str(c["name"])
-    by_image: dict[int, list[ImportedBox]] = {}
+    by_image: dict[int, list[ClassBox]] = {}
     ims: dict[int, dict[str, Any]] = {}
     for i, im in enumerate(doc["images"]):
         if not isinstance(im, dict) or "id" not in im or not im.get("file_name"):
@@ -295,7 +284,7 @@ def read_coco(coco_json: Path | str, images_dir: Path | str) -> tuple[list[str],
         if x < -tol or y < -tol or x + bw > w + tol or y + bh > h + tol:
             raise ValueError(f"{field_}: bbox {bbox} is not inside the {w}x{h} image")
         by_image.setdefault(iid, []).append(
-            ImportedBox(cats[cid], max(0.0, x), max(0.0, y), min(float(w), x + bw), min(float(h), y + bh))
+            ClassBox(cats[cid], max(0.0, x), max(0.0, y), min(float(w), x + bw), min(float(h), y + bh))
         )
     dataset = coco_json.stem
     out = []
@@ -315,13 +304,13 @@ def read_coco(coco_json: Path | str, images_dir: Path | str) -> tuple[list[str],
 # --------------------------------------------------------------------------- database
 
 
-def _same(lab: Label, box: ImportedBox, tol: float) -> bool:
+def _same(lab: Label, box: ClassBox, tol: float) -> bool:
     return lab.class_name == box.class_name and all(
         abs(a - b) <= tol for a, b in zip(lab.box, (box.x1, box.y1, box.x2, box.y2))
     )
 
 
-def _add_box(db: sqlite_utils.Database, user: str, img: ImageInfo, b: ImportedBox, now: float) -> Label:
+def _add_box(db: sqlite_utils.Database, user: str, img: ImageInfo, b: ClassBox, now: float) -> Label:
     """An imported box as a new active label of ``img`` (the caller audits it)."""
     return _insert(
         db,
@@ -355,7 +344,7 @@ def _supersede(
 
 
 def _sync_existing(
-    db: sqlite_utils.Database, user: str, img: ImageInfo, boxes: Sequence[ImportedBox], now: float, tol: float
+    db: sqlite_utils.Database, user: str, img: ImageInfo, boxes: Sequence[ClassBox], now: float, tol: float
 ) -> int:
     """Make the imported boxes the current labels of an existing image; return the boxes now current."""
     current = current_labels(db, img.id)

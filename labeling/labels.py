@@ -91,16 +91,33 @@ class Review:
 
 
 @dataclass(frozen=True, slots=True)
-class ImageInfo:
-    """The image row a label belongs to."""
+class ClassBox:
+    """A class and its box, in image pixels (an imported box; a snapshot label adds its label id)."""
 
-    id: int
+    class_name: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What labeling knows of an image file: its part, camera, content hash, format and size."""
+
     part_id: int
     camera_id: str
     sha256: str
     format: str
     width: int
     height: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo(ImageFacts):
+    """The image row a label belongs to."""
+
+    id: int
     deleted: bool
 
 
@@ -130,8 +147,9 @@ def image_info(db: sqlite_utils.Database, image_id: int) -> ImageInfo:
     row = label_rows.image_row(db, image_id)
     if row is None:
         raise LookupError(f"image {image_id} does not exist")
+    iid, part, cam, sha, fmt, w, h, deleted_at = row
     return ImageInfo(
-        int(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]), int(row[5]), int(row[6]), row[7] is not None
+        int(part), str(cam), str(sha), str(fmt), int(w), int(h), id=int(iid), deleted=deleted_at is not None
     )
 
 
@@ -265,20 +283,10 @@ def _insert(
     now: float,
     supersedes: int | None,
 ) -> Label:
-    lid = label_rows.insert_label(
-        db,
-        img.part_id,
-        img.id,
-        class_name,
-        box,
-        source=source,
-        status=status,
-        user=user,
-        now=now,
-        supersedes=supersedes,
-    )
     x1, y1, x2, y2 = (float(v) for v in box)
-    return Label(lid, img.id, class_name, x1, y1, x2, y2, source, status, user, now, supersedes)
+    new = Label(0, img.id, class_name, x1, y1, x2, y2, source, status, user, now, supersedes)
+    columns = {k: v for k, v in new.as_dict().items() if k not in ("id", "confidence")}
+    return dataclasses.replace(new, id=label_rows.insert_label(db, {"part_id": img.part_id, **columns}))
 
 
 def _qa_row(

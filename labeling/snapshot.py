@@ -29,34 +29,23 @@ from station.serialize import dumps
 from station.store import audit, snapshots
 
 from ._db import transaction
-from .labels import clip_box, current_labels_many
+from .labels import ClassBox, ImageFacts, clip_box, current_labels_many
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class SnapshotLabel:
-    """One box of a snapshot image, in image pixels."""
+class SnapshotLabel(ClassBox):
+    """One box of a snapshot image, in image pixels, and the label it was frozen from (0: none known)."""
 
     label_id: int
-    class_name: str
-    x1: float
-    y1: float
-    x2: float
-    y2: float
 
 
 @dataclass(frozen=True, slots=True)
-class SnapshotItem:
+class SnapshotItem(ImageFacts):
     """One image of a snapshot with its frozen labels (empty for a reviewed-good image)."""
 
     image_id: int
-    part_id: int
-    camera_id: str
-    sha256: str
-    format: str
-    width: int
-    height: int
     t_wall: float | None
     verdict: str | None
     labels: tuple[SnapshotLabel, ...]
@@ -65,16 +54,16 @@ class SnapshotItem:
 def item_from_row(r: Mapping[str, Any], t_wall: float | None, labels: tuple[SnapshotLabel, ...]) -> SnapshotItem:
     """A snapshot image from its row (ids, camera, file facts, verdict), its time and its labels."""
     return SnapshotItem(
-        int(r["image_id"]),
         int(r["part_id"]),
         str(r["camera_id"]),
         str(r["sha256"]),
         str(r["format"]),
         int(r["width"]),
         int(r["height"]),
-        t_wall,
-        r["verdict"],
-        labels,
+        image_id=int(r["image_id"]),
+        t_wall=t_wall,
+        verdict=r["verdict"],
+        labels=labels,
     )
 
 
@@ -91,6 +80,20 @@ class Snapshot:
     created_by: str = ""
     n_labels: int = 0
     params: dict[str, Any] | None = None
+
+    def summary(self, sha_key: str = "sha256") -> dict[str, Any]:
+        """What a listing shows: id, name, who made it and when, the content hash (under ``sha_key``), the numbers of
+        images and labels, the classes."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            sha_key: self.sha,
+            "n_images": len(self.image_ids),
+            "n_labels": self.n_labels,
+            "class_names": list(self.class_names),
+        }
 
 
 def _round(v: float) -> float:
@@ -151,7 +154,7 @@ def create_snapshot(
                 if box is None:
                     log.warning("snapshot: label %d lies outside image %d; left out", lab.id, r["image_id"])
                     continue
-                labs.append(SnapshotLabel(lab.id, lab.class_name, *box))
+                labs.append(SnapshotLabel(lab.class_name, *box, label_id=lab.id))
             items.append(item_from_row(r, None if r["t_wall"] is None else float(r["t_wall"]), tuple(labs)))
         present = sorted({lab.class_name for it in items for lab in it.labels})
         if class_names is None:
@@ -248,7 +251,7 @@ def snapshot_items(db: sqlite_utils.Database, snapshot_id: int) -> list[Snapshot
     out = []
     for r in snapshots.snapshot_item_rows(db, snapshot_id):
         labs = tuple(
-            SnapshotLabel(int(x[0]), str(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5]))
+            SnapshotLabel(str(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5]), label_id=int(x[0]))
             for x in json.loads(r["labels"])
         )
         out.append(item_from_row(r, r["t_wall"], labs))

@@ -42,7 +42,7 @@ from typing import Any
 
 from station import serialize
 
-from .train import Progress
+from .train import Progress, TrainRun
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class JobBusyError(JobError):
 
 
 @dataclass(frozen=True)
-class JobSpec:
+class JobSpec(TrainRun):
     """What a training job does: [make a synthetic dataset] -> train -> export -> [evaluate] -> [register].
 
     Give ``data_yaml`` (an existing YOLO dataset) or ``synthetic`` (arguments of
@@ -74,11 +74,6 @@ class JobSpec:
 
     data_yaml: str | None = None
     synthetic: Mapping[str, Any] | None = None
-    model: str = "yolov8n.yaml"
-    epochs: int = 50
-    imgsz: int = 640
-    batch: int = 16
-    seed: int = 0
     hyp: Mapping[str, Any] = field(default_factory=dict)
     export_imgsz: tuple[int, int] | None = None
     export_path: str | None = None

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -41,6 +41,25 @@ METRIC_KEYS = {
     "metrics/accuracy_top1": "top1",  # classify
     "metrics/accuracy_top5": "top5",
 }
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """The settings of one training run, with the defaults of a real run (a test passes a tiny one).
+
+    The base of a training job's spec (:class:`models.jobs.JobSpec`) and of the plant training host's
+    (:class:`station.plant.train_host.TrainSpec`); :meth:`train_args` are the matching :func:`train` arguments.
+    """
+
+    model: str = DEFAULT_ARCH
+    epochs: int = 50
+    imgsz: int = 640
+    batch: int = 16
+    seed: int = 0
+
+    def train_args(self) -> dict[str, Any]:
+        """``model``, ``epochs``, ``imgsz``, ``batch`` and ``seed`` as keyword arguments of :func:`train`."""
+        return {f.name: getattr(self, f.name) for f in fields(TrainRun)}
 
 
 class TrainingCancelled(RuntimeError):

@@ -101,11 +101,7 @@ def _run(spec: JobSpec, work: Path, events: EventLog, cancel: threading.Event) -
     tr = train(
         data_yaml,
         work / "train",
-        model=spec.model,
-        epochs=spec.epochs,
-        imgsz=spec.imgsz,
-        batch=spec.batch,
-        seed=spec.seed,
+        **spec.train_args(),
         on_progress=events.progress,
         cancel=cancel,
         hyp=spec.hyp,

@@ -1,10 +1,13 @@
-"""What the project's command-line tools share: their logging, a refusal (exit status 2) and a JSON result.
+"""What the project's command-line tools share: their logging, a refusal (exit status 2), a JSON result and time
+arguments.
 
-Used by ``station`` (:mod:`station.cli`) and ``plant`` (:mod:`station.plant.cli`).
+Used by ``station`` (:mod:`station.cli`), ``plant`` (:mod:`station.plant.cli`) and ``labeling`` (:mod:`labeling.cli`).
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import logging
 import sys
 
@@ -29,3 +32,11 @@ def print_json(value: object) -> int:
     """A command's result: one line of JSON on stdout, exit status 0."""
     print(serialize.dumps(value), flush=True)
     return 0
+
+
+def iso_time(text: str, refusal: str) -> dt.datetime:
+    """An ISO 8601 time argument (``type=`` of an option); argparse says ``refusal`` when ``text`` is not one."""
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(refusal) from None

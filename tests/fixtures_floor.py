@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import getpass
 import math
+import os
 import shutil
 import socket
 import subprocess
@@ -49,6 +50,15 @@ def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condit
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(step)
     return v
+
+
+def trigger_parts(station: Any, n: int, *, timeout_s: float = 20.0) -> None:
+    """Trigger ``n`` parts one after another, each once the previous one has its verdict (no frame-queue overrun).
+    Fails the test when the line refuses a trigger or a verdict takes longer than ``timeout_s``."""
+    for _ in range(n):
+        before = station.counters.snapshot().verdicts
+        assert station.trigger("test") is not None
+        wait_for(lambda: station.counters.snapshot().verdicts > before, timeout_s, "a verdict")
 
 
 @dataclass(frozen=True)
@@ -565,6 +575,17 @@ class Belt(_BeltTimeline):
         self._thread.join(2)
 
 
+def realtime_process(pid: int, what: str, priority: int = 20) -> None:
+    """Every thread of process ``pid`` at SCHED_FIFO ``priority`` when permitted: a peer that has its own hardware
+    in a plant (a PLC) is not starved by the load under test."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return  # the process is gone (or no /proc): nothing to raise
+    for tid in tids:
+        set_realtime(priority, what, int(tid))
+
+
 _BELT_PROCESS = """
 import sys
 sys.path.insert(0, {repo!r})
@@ -586,7 +607,6 @@ class BeltProcess(_BeltTimeline):
     clock is the system-wide monotonic clock) is available after ``stop()``."""
 
     def __init__(self, v0: float = 20000.0, a: float = 0.6, period_s: float = 0.7, start: int = BELT_START):
-        import os
         import sys
 
         self.v0, self.a, self.period, self.start = v0, a, period_s, start
@@ -599,8 +619,7 @@ class BeltProcess(_BeltTimeline):
         assert self.proc.stdout is not None
         port, t0 = self.proc.stdout.readline().split()
         self.port, self.t0 = int(port), float(t0)
-        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
-            set_realtime(20, "belt PLC process", int(tid))
+        realtime_process(self.proc.pid, "belt PLC process")
 
     def stop(self) -> None:
         if self.proc.poll() is not None:

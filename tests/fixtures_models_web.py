@@ -21,13 +21,16 @@ import cv2
 import numpy as np
 
 import labeling
+from labeling.queue import iou
+from models import registry
 from models.golden import GoldenSet, load_golden, write_manifest
 from station.app import Station
 from station.config import StationConfig, parse_config
 from station.store.db import open_db
-from tests.fixtures_floor import wait_for
+from tests.fixtures_floor import trigger_parts, wait_for
 from tests.model_factory import DET_NAMES, draw_scene
 from tests.station_configs import store_section
+from tests.web.helpers import add_users
 
 SIZE = 64
 Truth = list[tuple[str, tuple[float, float, float, float]]]
@@ -90,23 +93,54 @@ def line_config(tmp: Path, model: Path, scenes: Path, **web: Any) -> StationConf
     )
 
 
+class ModelsLine:
+    """A running station on a line of ``n_scenes`` scenes (test users added), the scene truth and a golden set.
+
+    ``golden`` is (folder name under the station's ``golden/``, images, seed). Stop it with ``station.stop()``.
+    """
+
+    def __init__(self, tmp: Path, model: Path, n_scenes: int, seed: int, *, golden: tuple[str, int, int]):
+        self.tmp = tmp
+        scenes = tmp / "scenes"
+        self.truth = write_scenes(scenes, n_scenes, seed=seed)
+        self.cfg = line_config(tmp, model, scenes)
+        self.station = Station(self.cfg)
+        add_users(self.cfg.store.db_path)
+        self.station.start()
+        self.data = Path(self.cfg.store.db_path).parent
+        folder, n_golden, golden_seed = golden
+        self.golden: GoldenSet = write_golden(self.data / "golden" / folder, n_golden, seed=golden_seed)
+
+    def db(self) -> Any:
+        return open_db(self.cfg.store.db_path, migrate=False)
+
+    def audit(self, action_prefix: str) -> list[tuple[str, str, str | None]]:
+        db = self.db()
+        try:
+            return [
+                tuple(r)
+                for r in db.execute(
+                    "SELECT user, action, reason FROM audit WHERE action LIKE ? ORDER BY id", [action_prefix + "%"]
+                )
+            ]
+        finally:
+            db.close()
+
+    def register(self, path: Path, by: str) -> str:
+        """What `models register FILE` does (a model trained elsewhere)."""
+        db = self.db()
+        try:
+            return registry.register(db, path, store_dir=self.data / "models", trained_by=by).sha256
+        finally:
+            db.close()
+
+
 def run_parts(st: Station, n: int) -> None:
     """Trigger ``n`` parts one at a time (each waits for its verdict), then wait until all are recorded."""
-    for _ in range(n):
-        before = st.counters.snapshot().verdicts
-        assert st.trigger("test") is not None
-        wait_for(lambda: st.counters.snapshot().verdicts > before, 20, "a verdict")
+    trigger_parts(st, n)
     wait_for(
         lambda: (lambda c: c.records_written + c.records_dropped >= c.verdicts)(st.counters.snapshot()), 20, "records"
     )
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def review_from_truth(db: Any, user: str, image_id: int, truth: Truth, classes: tuple[str, ...]) -> str:
@@ -123,7 +157,7 @@ def review_from_truth(db: Any, user: str, image_id: int, truth: Truth, classes: 
     keep: list[int] = []
     for lab in current:
         j = next(
-            (k for k, (c, b) in enumerate(truth) if k not in used and c == lab.class_name and _iou(lab.box, b) >= 0.5),
+            (k for k, (c, b) in enumerate(truth) if k not in used and c == lab.class_name and iou(lab.box, b) >= 0.5),
             None,
         )
         if j is None:

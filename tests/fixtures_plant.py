@@ -6,10 +6,12 @@ session by the ``plant_engines`` fixture in tests/integration/plant/conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,12 +20,15 @@ import numpy as np
 import pytest
 
 from station.bus import Bus
+from station.config import WebConfig
 from station.config.plant import PlantLinkConfig
 from station.contracts import Defect, Frame, Outcome, PartResult, Trigger, Verdict
 from station.plant import wire
 from station.plant.controller import RolloutController
 from station.plant.engines import Engines
 from station.plant.uplink import PlantUplink
+from station.plant.web import build_server
+from station.plant.web_state import PlantWebState
 
 if TYPE_CHECKING:
     import psycopg
@@ -103,6 +108,30 @@ class Plant:
     def rollout(self, conn: psycopg.Connection) -> RolloutController:
         """The rollout controller of this plant, on the database connection ``conn``."""
         return RolloutController(conn, self.engines.nats.url, self.s3(), self.bucket, prefix=self.prefix)
+
+    @contextlib.contextmanager
+    def dashboard(self, users: Path) -> Iterator[str]:
+        """The plant dashboard of this plant on a free loopback port, logins from the ``users`` file; its URL."""
+        state = PlantWebState(
+            dsn=self.dsn,
+            users_db=users,
+            s3=wire.s3_client(self.engines.s3.endpoint, "k", "s"),
+            bucket=self.bucket,
+            nats_url=self.engines.nats.url,
+            prefix=self.prefix,
+            cfg=WebConfig(port=0),
+        )
+        server, sock = build_server(state, "127.0.0.1", 0)
+        th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        th.start()
+        wait_until(lambda: server.started, 10, "dashboard up")
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            th.join(10)
+            sock.close()
+            state.close()
 
 
 _ids = itertools.count()

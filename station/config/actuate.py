@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .base import StrictModel, repeated
+from .base import ReconnectMaxS, ReconnectMinS, StrictModel, repeated
 from .camera import ReconnectConfig
 from .floor import EncoderConfig, ModbusEndpointConfig, RejectVerifyConfig
 
@@ -95,8 +95,8 @@ class OpcUaOutputConfig(StrictModel):
         description="Output line name -> NodeId string of a writable Boolean variable.",
     )
     timeout_s: float = Field(1.0, gt=0, le=60, description="Request timeout; a write that takes longer fails the edge.")
-    reconnect_min_s: float = Field(0.5, gt=0, le=60, description="First wait before reconnecting after a failure.")
-    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Longest wait between reconnect attempts.")
+    reconnect_min_s: ReconnectMinS = 0.5
+    reconnect_max_s: ReconnectMaxS = 10.0
 
     @model_validator(mode="after")
     def _has_nodes(self) -> OpcUaOutputConfig:

@@ -12,14 +12,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import StrictModel
+from .base import ListenPort, ReconnectMaxS, ReconnectMinS, StrictModel, TcpPort
 
 
 class ModbusEndpointConfig(StrictModel):
     """A Modbus TCP server (PLC, remote I/O, counter module) the station talks to as a client."""
 
     host: str = Field("127.0.0.1", description="PLC address (IP or host name).")
-    port: int = Field(502, ge=1, le=65535, description="Modbus TCP port of the PLC.")
+    port: TcpPort = Field(502, description="Modbus TCP port of the PLC.")
     device_id: int = Field(1, ge=0, le=255, description="Modbus unit / device id (slave id).")
     timeout_ms: float = Field(
         50.0,
@@ -27,10 +27,8 @@ class ModbusEndpointConfig(StrictModel):
         le=10000,
         description="Give up on one request after this long; the connection is then dropped and re-opened.",
     )
-    reconnect_min_s: float = Field(0.2, gt=0, le=60, description="First wait before reconnecting after a failure.")
-    reconnect_max_s: float = Field(
-        5.0, gt=0, le=600, description="Longest wait between reconnect attempts (the wait doubles up to this)."
-    )
+    reconnect_min_s: ReconnectMinS = 0.2
+    reconnect_max_s: ReconnectMaxS = 5.0
 
     @model_validator(mode="after")
     def _backoff_ordered(self) -> ModbusEndpointConfig:
@@ -153,7 +151,7 @@ class MqttConfig(StrictModel):
     """Publish every verdict and status change to an MQTT broker (QoS 1, store-and-forward)."""
 
     host: str = Field("127.0.0.1", description="Broker address.")
-    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    port: TcpPort = Field(1883, description="Broker port.")
     client_id: str | None = Field(None, description="MQTT client id (default: inspection-<station name>).")
     username: str | None = Field(None, description="Broker user name, if the broker asks for one.")
     password: str | None = Field(None, description="Broker password (prefer a file readable only by the station user).")
@@ -176,8 +174,8 @@ class MqttConfig(StrictModel):
         description="Most messages kept while the broker is away; the oldest are dropped beyond this.",
     )
     max_inflight: int = Field(20, ge=1, le=1000, description="Messages sent and not yet acknowledged at once.")
-    reconnect_min_s: float = Field(0.5, gt=0, le=60, description="First wait before reconnecting to the broker.")
-    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Longest wait between reconnect attempts.")
+    reconnect_min_s: ReconnectMinS = 0.5
+    reconnect_max_s: ReconnectMaxS = 10.0
     include_frames: bool = Field(
         True, description="Include per-frame facts (camera, size, driver meta) in result messages."
     )
@@ -187,9 +185,7 @@ class OpcUaServerConfig(StrictModel):
     """An OPC UA server exposing state, counters, the last result and recipe selection."""
 
     host: str = Field("127.0.0.1", description="Listen address (loopback unless the OPC UA client is elsewhere).")
-    port: int = Field(
-        4840, ge=0, le=65535, description="TCP port (0 = pick a free one; the chosen one is in Station.health())."
-    )
+    port: ListenPort = Field(4840, description="TCP port (0 = pick a free one; the chosen one is in Station.health()).")
     namespace: str = Field("urn:inspection-station", description="Namespace URI of the station's nodes.")
     update_ms: float = Field(200.0, gt=0, le=60000, description="Counters and state are refreshed this often.")
 

@@ -10,6 +10,15 @@ from pydantic import Field, field_validator
 from .base import StrictModel
 from .rules import Confidence
 
+LearnOnlyGood = Annotated[
+    bool,
+    Field(
+        description="When learning from the line, skip frames whose ground truth says defective (synthetic camera "
+        "only)."
+    ),
+]
+"""The template and anomaly inspectors' setting of the same name."""
+
 # The shipped default model: models/default/ sits beside station/ both in the repo and when installed.
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "default" / "model.onnx"
 
@@ -30,11 +39,7 @@ class ReferenceInspectorConfig(StrictModel):
     learn_parts: int = Field(
         20, ge=1, le=10000, description="Number of parts used to learn the template when no folder is given."
     )
-    learn_only_good: bool = Field(
-        True,
-        description="When learning from the line, skip frames whose ground truth says defective (synthetic camera "
-        "only).",
-    )
+    learn_only_good: LearnOnlyGood = True
     scale: float = Field(
         0.5, gt=0.05, le=1.0, description="Work at this fraction of the frame size (speed vs smallest defect)."
     )
@@ -331,11 +336,7 @@ class AnomalyInspectorConfig(StrictModel):
         description="With no model and no `learn_from`: learn from this many good parts of the line (they are FAILSAFE "
         "meanwhile).",
     )
-    learn_only_good: bool = Field(
-        True,
-        description="When learning from the line, skip frames whose ground truth says defective (synthetic camera "
-        "only).",
-    )
+    learn_only_good: LearnOnlyGood = True
     long_side: int = Field(
         256,
         ge=64,

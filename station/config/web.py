@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import StrictModel
+from .base import ListenPort, StrictModel
 
 
 class WebConfig(StrictModel):
@@ -17,7 +17,7 @@ class WebConfig(StrictModel):
     host: str = Field(
         "127.0.0.1", description="Listen address; loopback unless the station must be reached from the network."
     )
-    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = pick a free one).")
+    port: ListenPort = Field(8000, description="TCP port (0 = pick a free one).")
     live_fps: float = Field(
         5.0, gt=0, le=60, description="Most live-image updates per second sent to each operator screen."
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from station import serialize
 
-from ..cli_common import print_json, refuse, setup_logging
+from ..cli_common import iso_time, print_json, refuse, setup_logging
 
 log = logging.getLogger("plant")
 
@@ -40,10 +40,10 @@ def _wait_for_signal() -> threading.Event:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Consume results from JetStream into PostgreSQL until SIGTERM / Ctrl-C; print the counts as JSON at the end."""
-    from .ingest import DEFAULT_SHIFTS, Ingest, shift_function
+    from .ingest import Ingest, shift_function
 
     try:
-        shift_of = shift_function(args.shifts or DEFAULT_SHIFTS, args.tz)
+        shift_of = shift_function(args.shifts or None, args.tz)
     except (ValueError, KeyError) as exc:
         return refuse(f"--shifts/--tz: {exc}")
     ing = Ingest(
@@ -193,12 +193,7 @@ def cmd_role(args: argparse.Namespace) -> int:
 
 
 def _when(text: str) -> dt.datetime:
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO time, e.g. 2026-12-01 or 2026-12-01T06:00+01:00"
-        ) from None
+    t = iso_time(text, f"{text!r} is not an ISO time, e.g. 2026-12-01 or 2026-12-01T06:00+01:00")
     return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 

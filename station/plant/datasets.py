@@ -39,7 +39,7 @@ def manifest_key(snapshot_id: str) -> str:
 
 def _labels(boxes: Sequence[Sequence[Any]]) -> tuple[SnapshotLabel, ...]:
     """A manifest's or a label row's ``[class, x1, y1, x2, y2]`` boxes as snapshot labels."""
-    return tuple(SnapshotLabel(0, str(c), float(a), float(b), float(x), float(y)) for c, a, b, x, y in boxes)
+    return tuple(SnapshotLabel(str(c), float(a), float(b), float(x), float(y), label_id=0) for c, a, b, x, y in boxes)
 
 
 def _items(rows: Sequence[dict[str, Any]]) -> list[SnapshotItem]:
@@ -50,16 +50,16 @@ def _items(rows: Sequence[dict[str, Any]]) -> list[SnapshotItem]:
         labels = _labels(r["boxes"])
         out.append(
             SnapshotItem(
-                n,
                 part,
                 f"{r['station_id']}-{r['camera_id']}",
                 r["sha256"],
                 r["image_key"].rsplit(".", 1)[-1],
                 int(r["width"]),
                 int(r["height"]),
-                None,
-                r["verdict"],
-                labels,
+                image_id=n,
+                t_wall=None,
+                verdict=r["verdict"],
+                labels=labels,
             )
         )
     return out

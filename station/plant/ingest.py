@@ -30,18 +30,13 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SHIFTS: tuple[tuple[str, str, str], ...] = (
-    ("A", "06:00", "14:00"),
-    ("B", "14:00", "22:00"),
-    ("C", "22:00", "06:00"),
-)
 
+def shift_function(shifts: Sequence[tuple[str, str, str]] | None = None, tz: str = "UTC") -> plant_db.ShiftFn:
+    """t (UNIX s) -> shift name, with the station's shift rules (labeling.stats: quarter hours, across midnight);
+    ``shifts`` None: the station's default shifts (``labeling.stats.DEFAULT_SHIFTS``)."""
+    from labeling.stats import DEFAULT_SHIFTS, shift_table
 
-def shift_function(shifts: Sequence[tuple[str, str, str]] = DEFAULT_SHIFTS, tz: str = "UTC") -> plant_db.ShiftFn:
-    """t (UNIX s) -> shift name, with the station's shift rules (labeling.stats: quarter hours, across midnight)."""
-    from labeling.stats import shift_table
-
-    table = shift_table(shifts)
+    table = shift_table(DEFAULT_SHIFTS if shifts is None else shifts)
     zone = ZoneInfo(tz)
 
     def shift_of(t: float) -> str:

@@ -169,20 +169,12 @@ class LabelFeed:
             await asyncio.to_thread(self._upload, s3, bucket, msg.image_key, images[0] if images else b"")
             msgs.append((e.seq, msg))
         self.outbox.delete(bad)
-        acks = await asyncio.gather(
-            *(
-                js.publish(self.subject, m.to_json(), headers={"Nats-Msg-Id": wire.label_msg_id(m.station, m.revision)})
-                for _, m in msgs
-            ),
-            return_exceptions=True,
-        )
-        done = [seq for (seq, _), ack in zip(msgs, acks) if not isinstance(ack, BaseException)]
-        self.outbox.delete(done)
-        self.published += len(done)
-        failed = next((a for a in acks if isinstance(a, BaseException)), None)
+        ids = [wire.label_msg_id(m.station, m.revision) for _, m in msgs]
+        n, failed = await wire.publish_acked(js, self.subject, msgs, ids, self.outbox)
+        self.published += n
         if failed is not None:
             raise failed
-        return len(done)
+        return n
 
     @staticmethod
     def _upload(s3: Any, bucket: str, key: str, body: bytes) -> None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.train import TrainRun
+
 from ..store import plant_db, plant_labels, plant_models
 from . import datasets
 from .controller import upload_model
@@ -27,14 +29,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainSpec:
-    """How to train (the models/ defaults of a real run; a test passes a tiny one)."""
+class TrainSpec(TrainRun):
+    """How to train (:class:`models.train.TrainRun`) and the share of the snapshot that validates."""
 
-    model: str = "yolov8n.yaml"
-    epochs: int = 50
-    imgsz: int = 640
-    batch: int = 16
-    seed: int = 0
     val_fraction: float = 0.2
 
 
@@ -64,15 +61,7 @@ def train_snapshot(
         s3, bucket, sid, data_dir, Path(work_dir) / "image-cache", val_fraction=spec.val_fraction, seed=spec.seed
     )
     log.info("training %s on snapshot %s (%d images) on host %s", spec.model, sid[:12], snap["n_images"], host)
-    res = train(
-        data_yaml,
-        work / "run",
-        model=spec.model,
-        epochs=spec.epochs,
-        imgsz=spec.imgsz,
-        batch=spec.batch,
-        seed=spec.seed,
-    )
+    res = train(data_yaml, work / "run", **spec.train_args())
     onnx_path = export_onnx(
         res.best_pt,
         work / "model.onnx",

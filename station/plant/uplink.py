@@ -40,7 +40,7 @@ from ..bus import Subscription
 from ..config.plant import PlantLinkConfig
 from ..contracts import Outcome, PartResult
 from ..plc.link import Backoff
-from ..services import ThreadWorker
+from ..publish.sender import OutboxSender
 from ..store.outbox import Outbox
 from . import wire
 from .labels_up import LabelFeed
@@ -70,7 +70,7 @@ def result_meta(r: PartResult, station: str, cfg: PlantLinkConfig, image_keys: l
     }
 
 
-class PlantUplink(ThreadWorker):
+class PlantUplink(OutboxSender):
     """Bus subscriber -> outbox -> plant (S3 + JetStream)."""
 
     component = "plant-link"
@@ -86,41 +86,28 @@ class PlantUplink(ThreadWorker):
         status_s: float = 5.0,
         labels: LabelFeed | None = None,
     ):
+        super().__init__("plant-uplink", sub, Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s), report, status)
         self.cfg = cfg
         self.labels = labels  # QA label changes of the station database (central labels), or None
-        self._status_fn = status
         self.status_s = status_s
         self._status_kv: Any = None
         self._status_due = 0.0
         self.station = station_name
-        self.sub = sub
         self.subject = wire.results_subject(cfg.subject_prefix, station_name)
-        self._report = report
-        self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
-        self._outbox: Outbox | None = None
         self._nc: Any = None
         self._js: Any = None
         self._s3: Any = None
-        self._connected = False
         self._last_error: str | None = None
-        super().__init__("plant-uplink")
         self._alarm_state = "ok"
-        self.published = 0  # results JetStream stored (acknowledged)
-        self.uploaded = 0  # images put to S3
-        self.encode_errors = 0
+        self.uploaded = 0  # images put to S3; ``published``: results JetStream stored (acknowledged)
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
         """Open the outbox (entries of an earlier run are sent first) and start the thread."""
-        self._outbox = Outbox(
+        outbox = Outbox(
             self.cfg.outbox_path, self.cfg.outbox_max, policy=self.cfg.overflow, setting="plant.outbox_path"
         )
-        if len(self._outbox):
-            log.info(
-                "plant outbox %s holds %d results from before: sending them first",
-                self.cfg.outbox_path,
-                len(self._outbox),
-            )
+        self._open_outbox(outbox, "results")
         self._start_thread(self._run)
 
     def stop(self, flush_s: float = 2.0) -> None:
@@ -132,23 +119,13 @@ class PlantUplink(ThreadWorker):
         )
 
     @property
-    def outbox_pending(self) -> int:
-        """Results not yet stored by JetStream."""
-        return len(self._outbox) if self._outbox is not None else 0
-
-    @property
     def _labels_pending(self) -> int:
         return self.labels.pending if self.labels is not None else 0
 
     @property
     def dropped(self) -> int:
         """Results lost: the bus queue was full, or the outbox overflowed."""
-        return self.sub.dropped + (self._outbox.dropped if self._outbox is not None else 0)
-
-    @property
-    def connected(self) -> bool:
-        """True while the plant (NATS and S3) answers."""
-        return self._connected
+        return self.sub.dropped + self.outbox_dropped
 
     def health(self) -> dict[str, object]:
         """Connection state and counts."""
@@ -159,7 +136,7 @@ class PlantUplink(ThreadWorker):
             "published": self.published,
             "uploaded": self.uploaded,
             "outbox": self.outbox_pending,
-            "outbox_dropped": self._outbox.dropped if self._outbox is not None else 0,
+            "outbox_dropped": self.outbox_dropped,
             "queue_dropped": self.sub.dropped,
             **(
                 {"labels_outbox": self.labels.pending, "labels_published": self.labels.published}
@@ -330,21 +307,13 @@ class PlantUplink(ThreadWorker):
                 await asyncio.to_thread(self._upload, images)
             msgs.append((e.seq, msg))
         self._outbox.delete(bad)
-        acks = await asyncio.gather(
-            *(
-                self._js.publish(self.subject, m.to_json(), headers={"Nats-Msg-Id": wire.msg_id(self.station, seq)})
-                for seq, m in msgs
-            ),
-            return_exceptions=True,
-        )
-        done = [seq for (seq, _), ack in zip(msgs, acks) if not isinstance(ack, BaseException)]
-        self._outbox.delete(done)
-        self.published += len(done)
+        ids = [wire.msg_id(self.station, seq) for seq, _ in msgs]
+        n, failed = await wire.publish_acked(self._js, self.subject, msgs, ids, self._outbox)
+        self.published += n
         self._check_fill(0)
-        failed = next((a for a in acks if isinstance(a, BaseException)), None)
         if failed is not None:
             raise failed
-        return len(done)
+        return n
 
     async def _put_status(self) -> None:
         """The station's state for the plant dashboard (KV ``<prefix>_status``, key: the station)."""

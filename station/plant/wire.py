@@ -12,14 +12,18 @@ together (:func:`pack` / :func:`unpack`), so an outage loses neither.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from station import serialize
+
+if TYPE_CHECKING:
+    from station.store.outbox import Outbox
 
 DUPLICATE_WINDOW_S = 3600.0  # the stream's own de-duplication; the database's covers the rest
 _MAGIC = b"PLU1"
@@ -218,6 +222,23 @@ async def ensure_stream(js: Any, prefix: str = "plant", replicas: int = 1) -> No
         await js.add_stream(cfg)
     except BadRequestError:  # it exists with another configuration (e.g. an older duplicate window)
         await js.update_stream(cfg)
+
+
+async def publish_acked(
+    js: Any, subject: str, msgs: Sequence[tuple[int, ResultMsg | LabelMsg]], ids: Sequence[str], outbox: Outbox
+) -> tuple[int, BaseException | None]:
+    """Publish ``(outbox seq, message)`` pairs, each with its ``Nats-Msg-Id`` from ``ids``, and wait for JetStream's
+    stored acknowledgements; delete the acknowledged entries from ``outbox``.
+
+    Returns how many were acknowledged and the first failure (None when all were): the caller counts, then raises it.
+    """
+    acks = await asyncio.gather(
+        *(js.publish(subject, m.to_json(), headers={"Nats-Msg-Id": i}) for (_, m), i in zip(msgs, ids)),
+        return_exceptions=True,
+    )
+    done = [seq for (seq, _), ack in zip(msgs, acks) if not isinstance(ack, BaseException)]
+    outbox.delete(done)
+    return len(done), next((a for a in acks if isinstance(a, BaseException)), None)
 
 
 def ensure_bucket(s3: Any, bucket: str) -> None:

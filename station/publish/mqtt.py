@@ -38,8 +38,8 @@ from ..config import MqttConfig
 from ..contracts import PartResult, StatusEvent
 from ..plc.link import Backoff
 from ..serialize import dumps, event_to_dict, result_to_dict
-from ..services import ThreadWorker
 from ..store.outbox import Outbox
+from .sender import OutboxSender
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def topics(cfg: MqttConfig, station_name: str) -> dict[str, str]:
     return {"result": f"{base}/result", "status": f"{base}/status", "online": f"{base}/online"}
 
 
-class MqttPublisher(ThreadWorker):
+class MqttPublisher(OutboxSender):
     """Bus subscriber -> SQLite outbox -> broker."""
 
     component = "mqtt"
@@ -64,39 +64,26 @@ class MqttPublisher(ThreadWorker):
         report: ReportFn | None = None,
         status: Callable[[], dict[str, Any]] = dict,
     ):
+        super().__init__("mqtt-publisher", sub, Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s), report, status)
         self.cfg = cfg
         self.station_name = station_name
-        self.sub = sub
         self.topics = topics(cfg, station_name)
-        self._report = report
-        self._status_fn = status
         self._client_id = cfg.client_id or f"inspection-{station_name}"
-        self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
-        self._outbox: Outbox | None = None
         self._client: mqtt.Client | None = None
-        self._connected = False
         self._conn_failed: str | None = None
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
         self._dropped_reason: str | None = None
         self._snapshot_due = False
         self._acked: list[int] = []
         self._last_sent = 0
-        super().__init__("mqtt-publisher")
         self._flush = threading.Event()
-        self.published = 0
         self.acked = 0
         self.connects = 0
-        self.encode_errors = 0
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
         """Open the outbox (unsent messages of an earlier run go first) and start the thread."""
-        self._outbox = Outbox(self.cfg.outbox_path, self.cfg.outbox_max)
-        left = len(self._outbox)
-        if left:
-            log.info(
-                "MQTT outbox %s holds %d unsent messages from before: sending them first", self.cfg.outbox_path, left
-            )
+        self._open_outbox(Outbox(self.cfg.outbox_path, self.cfg.outbox_max), "unsent messages")
         self._start_thread(self._run)
 
     def stop(self, flush_s: float = 2.0) -> None:
@@ -106,16 +93,6 @@ class MqttPublisher(ThreadWorker):
             5, drain_s=flush_s, busy=lambda: self._connected and (self.sub.pending or self.outbox_pending)
         )
 
-    @property
-    def outbox_pending(self) -> int:
-        """Messages not yet acknowledged by the broker."""
-        return len(self._outbox) if self._outbox is not None else 0
-
-    @property
-    def connected(self) -> bool:
-        """True while a broker session is up."""
-        return self._connected
-
     def health(self) -> dict[str, object]:
         """Connection state and counts."""
         return {
@@ -124,7 +101,7 @@ class MqttPublisher(ThreadWorker):
             + ("connected" if self._connected else "not connected: storing"),
             "published": self.published,
             "acked": self.acked,
-            "outbox_dropped": self._outbox.dropped if self._outbox is not None else 0,
+            "outbox_dropped": self.outbox_dropped,
         }
 
     # -- the thread ---------------------------------------------------------

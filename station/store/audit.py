@@ -19,7 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from ..serialize import dumps
-from .db import inserted_id, rows, transaction
+from .db import given, inserted_id, rows, transaction
 
 log = logging.getLogger(__name__)
 
@@ -101,17 +101,7 @@ def history(
     limit: int | None = None,
 ) -> list[AuditEntry]:
     """Audit rows, oldest first, optionally for one object type / object id / user; the newest ``limit`` if given."""
-    where: list[str] = []
-    params: list[str | int] = []
-    if object_type is not None:
-        where.append("object_type = ?")
-        params.append(object_type)
-    if object_id is not None:
-        where.append("object_id = ?")
-        params.append(str(object_id))
-    if user is not None:
-        where.append("user = ?")
-        params.append(user)
+    where, params = given(("object_type = ?", object_type), ("object_id = ?", object_id, str), ("user = ?", user))
     sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
     if limit is not None:
         if limit < 1:

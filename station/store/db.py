@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -169,17 +169,25 @@ PART_T_WALL = "COALESCE(p.t_trigger_wall, p.t_recorded_wall)"
 """When a part (``inspections p``) was made: its trigger time, else when it was recorded (imports have no trigger)."""
 
 
-def part_time_range(since: float | None, until: float | None) -> tuple[list[str], list[float]]:
-    """SQL conditions and their parameters for the parts with ``since <= PART_T_WALL < until`` (None: open end)."""
+def given(*conditions: tuple[str, Any] | tuple[str, Any, Callable[[Any], Any]]) -> tuple[list[str], list[Any]]:
+    """The SQL conditions whose value is given (not None) and their parameters, in order.
+
+    Each condition is ``(sql, value)`` or ``(sql, value, bind)`` with one placeholder (``?`` in SQLite, ``%s`` in
+    PostgreSQL); ``bind`` converts (and checks) the value. ``given(("outcome = ?", outcome), ("part_id < ?",
+    before, int))``.
+    """
     where: list[str] = []
-    params: list[float] = []
-    if since is not None:
-        where.append(f"{PART_T_WALL} >= ?")
-        params.append(float(since))
-    if until is not None:
-        where.append(f"{PART_T_WALL} < ?")
-        params.append(float(until))
+    params: list[Any] = []
+    for sql, value, *bind in conditions:
+        if value is not None:
+            where.append(sql)
+            params.append(bind[0](value) if bind else value)
     return where, params
+
+
+def part_time_range(since: float | None, until: float | None) -> tuple[list[str], list[Any]]:
+    """SQL conditions and their parameters for the parts with ``since <= PART_T_WALL < until`` (None: open end)."""
+    return given((f"{PART_T_WALL} >= ?", since, float), (f"{PART_T_WALL} < ?", until, float))
 
 
 def inserted_id(rowid: int | None) -> int:

@@ -8,7 +8,7 @@ writers run in the caller's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlite_utils
@@ -88,27 +88,10 @@ def model_names_json(db: sqlite_utils.Database) -> list[str | None]:
     return [r["names"] for r in db["models"].rows_where(select="names")]
 
 
-def insert_label(
-    db: sqlite_utils.Database,
-    part_id: int,
-    image_id: int,
-    class_name: str,
-    box: Sequence[float],
-    *,
-    source: str,
-    status: str,
-    user: str,
-    now: float,
-    supersedes: int | None,
-) -> int:
-    """Append one label row; returns its id."""
-    cur = db.execute(
-        "INSERT INTO labels (part_id, image_id, class_name, x1, y1, x2, y2, source, status, created_by, created_at, "
-        "supersedes) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [part_id, image_id, class_name, *(float(v) for v in box), source, status, user, now, supersedes],
-    )
-    return inserted_id(cur.lastrowid)
+def insert_label(db: sqlite_utils.Database, row: Mapping[str, Any]) -> int:
+    """Append one label row (its columns but ``id``: part_id, image_id, class_name, x1..y2, source, status,
+    created_by, created_at, supersedes); returns its id."""
+    return inserted_id(db.table("labels").insert(dict(row)).last_rowid)
 
 
 def insert_review(db: sqlite_utils.Database, image_id: int, verdict: str, user: str, now: float) -> None:

@@ -29,10 +29,14 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from . import plant_labels
+from .db import given
 from .pg import dict_rows
+
+if TYPE_CHECKING:  # the message types of the plant wire (the store does not import the plant tier)
+    from station.plant.wire import ResultMsg
 
 SCHEMA_VERSION = 1
 
@@ -149,43 +153,6 @@ INSPECTION_COLUMNS = (
 _OUTCOMES = ("PASS", "FAIL", "UNCERTAIN", "FAILSAFE")
 
 
-class Result(Protocol):
-    """What a result must offer (station.plant.wire.ResultMsg, a frozen dataclass: read-only members)."""
-
-    @property
-    def station(self) -> str: ...
-
-    @property
-    def seq(self) -> int: ...
-
-    @property
-    def line(self) -> str: ...
-
-    @property
-    def product(self) -> str: ...
-
-    @property
-    def t(self) -> float: ...
-
-    @property
-    def outcome(self) -> str: ...
-
-    @property
-    def part_id(self) -> int: ...
-
-    @property
-    def model_id(self) -> str: ...
-
-    @property
-    def latency_ms(self) -> float: ...
-
-    @property
-    def defects(self) -> tuple[str, ...]: ...
-
-    @property
-    def images(self) -> tuple[str, ...]: ...
-
-
 ShiftFn = Callable[[float], str]
 
 
@@ -224,7 +191,7 @@ def _ts(t: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(t, dt.UTC)
 
 
-def _inspection_row(r: Result, shift: str) -> tuple[Any, ...]:
+def _inspection_row(r: ResultMsg, shift: str) -> tuple[Any, ...]:
     """The ``inspections`` row of one result, in :data:`INSPECTION_COLUMNS` order."""
     return (
         r.station,
@@ -242,7 +209,7 @@ def _inspection_row(r: Result, shift: str) -> tuple[Any, ...]:
     )
 
 
-def write_results(conn: Any, results: Sequence[Result], shift_of: ShiftFn, partitions: set[dt.date]) -> int:
+def write_results(conn: Any, results: Sequence[ResultMsg], shift_of: ShiftFn, partitions: set[dt.date]) -> int:
     """Store the new results of a batch and add them to the rollups, in one transaction; returns how many were new.
 
     Results already stored (same station and seq: a redelivery or a replay) change nothing.
@@ -266,7 +233,7 @@ def write_results(conn: Any, results: Sequence[Result], shift_of: ShiftFn, parti
                 copy.write_row(_inspection_row(r, shift))
         roll: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0.0])
         defects: dict[tuple[Any, ...], int] = defaultdict(int)
-        last: dict[str, Result] = {}
+        last: dict[str, ResultMsg] = {}
         for r, shift in zip(new, shifts):
             key = (r.line, r.station, r.product, _ts(r.t // 3600 * 3600), shift)
             acc = roll[key]
@@ -287,7 +254,7 @@ def write_results(conn: Any, results: Sequence[Result], shift_of: ShiftFn, parti
     return len(new)
 
 
-def insert_plain(conn: Any, results: Sequence[Result], shift_of: ShiftFn, partitions: set[dt.date]) -> None:
+def insert_plain(conn: Any, results: Sequence[ResultMsg], shift_of: ShiftFn, partitions: set[dt.date]) -> None:
     """The bench's reference: a plain ``executemany`` INSERT of the rows (no de-duplication, no rollups)."""
     with conn.transaction():
         ensure_partitions(conn, (_month(r.t) for r in results), partitions)
@@ -353,20 +320,25 @@ def parts(
     conn: Any, *, station: str | None = None, outcome: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """The newest parts, optionally of one station and/or outcome."""
-    where, params = ["true"], []
-    if station is not None:
-        where.append("station_id = %s")
-        params.append(station)
-    if outcome is not None:
-        where.append("outcome = %s")
-        params.append(outcome)
+    where, params = given(("station_id = %s", station), ("outcome = %s", outcome))
     cur = conn.execute(
         "SELECT station_id, seq, t, line, product, outcome, part_id, model_id, latency_ms, defects, images FROM "
         "inspections "
-        f"WHERE {' AND '.join(where)} ORDER BY t DESC LIMIT %s",
+        f"WHERE {' AND '.join(['true', *where])} ORDER BY t DESC LIMIT %s",
         (*params, limit),
     )
     return dict_rows(cur)
+
+
+def result_count(conn: Any) -> int:
+    """Rows of ``inspections``; 0 before the ingest made the schema."""
+    from psycopg.errors import UndefinedTable
+
+    try:
+        row = conn.execute("SELECT count(*) FROM inspections").fetchone()
+    except UndefinedTable:
+        return 0
+    return int(row[0])
 
 
 def counts(conn: Any) -> dict[str, Any]:

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from .db import given
 from .pg import dict_rows, one_by_prefix
+
+if TYPE_CHECKING:  # the message types of the plant wire (the store does not import the plant tier)
+    from station.plant.wire import LabelMsg
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (
@@ -68,50 +72,7 @@ _COLUMNS = (
 )
 
 
-class LabelChange(Protocol):
-    """What a label message offers (station.plant.wire.LabelMsg)."""
-
-    @property
-    def station(self) -> str: ...
-
-    @property
-    def revision(self) -> int: ...
-
-    @property
-    def image_id(self) -> int: ...
-
-    @property
-    def part_id(self) -> int: ...
-
-    @property
-    def camera_id(self) -> str: ...
-
-    @property
-    def image_key(self) -> str: ...
-
-    @property
-    def sha256(self) -> str: ...
-
-    @property
-    def width(self) -> int: ...
-
-    @property
-    def height(self) -> int: ...
-
-    @property
-    def verdict(self) -> str: ...
-
-    @property
-    def labels(self) -> tuple[tuple[str, float, float, float, float], ...]: ...
-
-    @property
-    def reviewed_by(self) -> str: ...
-
-    @property
-    def reviewed_at(self) -> float: ...
-
-
-def write_labels(conn: Any, changes: Sequence[LabelChange]) -> int:
+def write_labels(conn: Any, changes: Sequence[LabelMsg]) -> int:
     """Store the label changes not stored yet, in one transaction; returns how many were new."""
     from psycopg.types.json import Jsonb
 
@@ -151,14 +112,9 @@ def current_labels(
     conn: Any, stations: Sequence[str], since: dt.datetime | None = None, until: dt.datetime | None = None
 ) -> list[dict[str, Any]]:
     """The newest revision of every image of ``stations``, reviewed in [since, until), by station and image."""
-    where: list[str] = ["station_id = ANY(%s)"]
-    params: list[Any] = [list(stations)]
-    if since is not None:
-        where.append("reviewed_at >= %s")
-        params.append(since)
-    if until is not None:
-        where.append("reviewed_at < %s")
-        params.append(until)
+    where, params = given(
+        ("station_id = ANY(%s)", list(stations)), ("reviewed_at >= %s", since), ("reviewed_at < %s", until)
+    )
     cur = conn.execute(
         f"SELECT * FROM (SELECT DISTINCT ON (station_id, image_id) {', '.join(_COLUMNS)} FROM labels "
         f"ORDER BY station_id, image_id, revision DESC) cur WHERE {' AND '.join(where)} ORDER BY station_id, image_id",

@@ -15,7 +15,7 @@ import sqlite_utils
 
 from ..contracts import Outcome
 from ..counters import CounterValues
-from .db import rows
+from .db import given, rows
 
 _JSON_COLUMNS = ("reasons", "timings", "ground_truth")
 
@@ -36,14 +36,7 @@ def recent_inspections(
     """
     if limit < 1:
         raise ValueError(f"limit must be >= 1, not {limit}")
-    where: list[str] = []
-    params: list[str | int] = []
-    if outcome is not None:
-        where.append("outcome = ?")
-        params.append(Outcome(outcome).value)
-    if before_part_id is not None:
-        where.append("part_id < ?")
-        params.append(int(before_part_id))
+    where, params = given(("outcome = ?", outcome, lambda o: Outcome(o).value), ("part_id < ?", before_part_id, int))
     sql = (
         "SELECT * FROM inspections"
         + (" WHERE " + " AND ".join(where) if where else "")

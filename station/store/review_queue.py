@@ -13,7 +13,7 @@ from typing import Any
 import sqlite_utils
 
 from ..contracts import Outcome
-from .db import PART_T_WALL, rows
+from .db import PART_T_WALL, given, rows
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,8 @@ def queue_candidates(db: sqlite_utils.Database, *, reviewed: bool | None, **filt
     unknown = set(filters) - set(FILTERS)
     if unknown:
         raise ValueError(f"unknown queue filter(s) {sorted(unknown)}: use {', '.join(FILTERS)}")
-    where = ["i.deleted_at IS NULL", "p.source != 'import'"]
-    params: list[Any] = []
-    for name, (cond, bind) in FILTERS.items():
-        value = filters.get(name)
-        if value is not None:
-            where.append(cond)
-            params.append(bind(value))
+    chosen, params = given(*((cond, filters.get(name), bind) for name, (cond, bind) in FILTERS.items()))
+    where = ["i.deleted_at IS NULL", "p.source != 'import'", *chosen]
     if reviewed is not None:
         where.append(("" if reviewed else "NOT ") + "EXISTS (SELECT 1 FROM image_reviews r WHERE r.image_id = i.id)")
     sql = f"""

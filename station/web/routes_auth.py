@@ -70,16 +70,13 @@ def secure_cookie(request: Request) -> bool:
     return mode == "always" or (mode == "auto" and request.url.scheme == "https")
 
 
+def _cookie(request: Request) -> dict[str, Any]:
+    """What every station cookie is: for the whole site, out of scripts' reach, same site only, Secure over HTTPS."""
+    return {"path": "/", "httponly": True, "samesite": "strict", "secure": secure_cookie(request)}
+
+
 def _set_session_cookie(request: Request, response: Response, token: str, ttl_s: float) -> None:
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=int(ttl_s),
-        path="/",
-        httponly=True,
-        samesite="strict",
-        secure=secure_cookie(request),
-    )
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(ttl_s), **_cookie(request))
 
 
 def _login_token(request: Request) -> str:
@@ -89,15 +86,7 @@ def _login_token(request: Request) -> str:
 
 
 def _set_login_cookie(request: Request, response: Response, token: str) -> None:
-    response.set_cookie(
-        LOGIN_CSRF_COOKIE,
-        token,
-        max_age=3600,
-        path="/",
-        httponly=True,
-        samesite="strict",
-        secure=secure_cookie(request),
-    )
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, **_cookie(request))
 
 
 def _safe_next(nxt: str | None) -> str:
@@ -196,7 +185,7 @@ async def login(request: Request, state: StateDep) -> Response:
     ttl_s = state.cfg.session_hours * 3600
     resp = RedirectResponse(nxt, status.HTTP_303_SEE_OTHER) if is_form else JSONResponse(_me(session))
     _set_session_cookie(request, resp, token, ttl_s)
-    resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/", httponly=True, samesite="strict", secure=secure_cookie(request))
+    resp.delete_cookie(LOGIN_CSRF_COOKIE, **_cookie(request))
     return resp
 
 
@@ -228,7 +217,7 @@ def logout(request: Request, state: StateDep, session: OperatorSession) -> JSONR
         auth.end_session(db, session)
         audit.record(db, session.user.username, "logout", "session")
     resp = JSONResponse({"ok": True})
-    resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=secure_cookie(request))
+    resp.delete_cookie(SESSION_COOKIE, **_cookie(request))
     return resp
 
 

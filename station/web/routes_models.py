@@ -213,19 +213,7 @@ async def snapshots(state: StateDep, _: QaSession) -> list[dict[str, Any]]:
     def read() -> list[dict[str, Any]]:
         with state.db.use() as db:
             snaps = labeling.list_snapshots(db)
-        return [
-            {
-                "id": s.id,
-                "name": s.name,
-                "created_at": s.created_at,
-                "created_by": s.created_by,
-                "n_images": len(s.image_ids),
-                "n_labels": s.n_labels,
-                "class_names": list(s.class_names),
-                "sha": s.sha,
-            }
-            for s in reversed(snaps)
-        ]
+        return [s.summary(sha_key="sha") for s in reversed(snaps)]
 
     return await _call(read)
 

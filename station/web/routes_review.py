@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -176,6 +176,16 @@ def _after_change(state: WebState, db: Any, image_id: int, changed: Any) -> dict
     elif isinstance(changed, list):
         changed = [dataclasses.asdict(c) for c in changed]
     return {"changed": changed, "detail": image_detail(state, db, image_id)}
+
+
+def _class_edit(
+    state: WebState, image_id: int, edit: Callable[..., labeling.Label], *args: Any, **kwargs: Any
+) -> dict[str, Any]:
+    """A label edit that names a class (``edit(db, *args, classes=..., **kwargs)``: the reviewer's classes, in
+    :func:`ordered_classes` order), answered with the label and the refreshed image."""
+    with state.db.use() as db, labeling_errors():
+        lab = edit(db, *args, classes=ordered_classes(state, db), **kwargs)
+        return _after_change(state, db, image_id, lab)
 
 
 def review_page(request: Request, template: str, nav: str = "review", **values: str) -> Response:
@@ -372,17 +382,10 @@ def heatmap_file(state: StateDep, session: QaSession, image_id: ImageId) -> File
 def add_label(state: StateDep, session: QaSession, image_id: ImageId, body: NewLabel) -> dict[str, Any]:
     """A new box; 422 when the box is outside the image or the class unknown. Returns the label and the refreshed
     image."""
-    with state.db.use() as db, labeling_errors():
-        lab = labeling.add_label(
-            db,
-            session.user.username,
-            image_id,
-            body.box,
-            body.class_name,
-            classes=ordered_classes(state, db),
-            reason=body.reason,
-        )
-        return _after_change(state, db, image_id, lab)
+    user = session.user.username
+    return _class_edit(
+        state, image_id, labeling.add_label, user, image_id, body.box, body.class_name, reason=body.reason
+    )
 
 
 @router.patch("/api/review/images/{image_id}/labels/{label_id}", summary="Move, resize or reclassify a label (qa)")
@@ -392,18 +395,8 @@ def change_label(
     """Appends a label that supersedes ``label_id``; 409 when someone changed it meanwhile (reload and retry)."""
     if body.box is None and body.class_name is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give a new box and/or a new class_name")
-    with state.db.use() as db, labeling_errors():
-        lab = labeling.update_label(
-            db,
-            session.user.username,
-            image_id,
-            label_id,
-            box=body.box,
-            class_name=body.class_name,
-            classes=ordered_classes(state, db),
-            reason=body.reason,
-        )
-        return _after_change(state, db, image_id, lab)
+    change = {"box": body.box, "class_name": body.class_name, "reason": body.reason}
+    return _class_edit(state, image_id, labeling.update_label, session.user.username, image_id, label_id, **change)
 
 
 @router.post(
@@ -416,17 +409,10 @@ def anomaly_as_defect(
 
     422 when the label is not an ``anomaly`` box or the name is unusable; 409 when it changed meanwhile.
     """
-    with state.db.use() as db, labeling_errors():
-        lab = labeling.label_anomaly(
-            db,
-            session.user.username,
-            image_id,
-            label_id,
-            body.class_name,
-            classes=ordered_classes(state, db),
-            reason=body.reason,
-        )
-        return _after_change(state, db, image_id, lab)
+    user = session.user.username
+    return _class_edit(
+        state, image_id, labeling.label_anomaly, user, image_id, label_id, body.class_name, reason=body.reason
+    )
 
 
 @router.delete("/api/review/images/{image_id}/labels/{label_id}", summary="Delete a label: false positive (qa)")

@@ -17,7 +17,7 @@ from models.evaluate import evaluate
 from station.app import Station
 from station.config import SyntheticCameraConfig, parse_config
 from station.store.db import open_db
-from tests.fixtures_floor import wait_for
+from tests.fixtures_floor import trigger_parts, wait_for
 from tests.model_factory import ANOMALY_CAMERA, anomaly_model, synthetic_good_frames
 from tests.replay_cli import replay_results, run_replay
 from tests.station_configs import store_section
@@ -38,13 +38,6 @@ def config(tmp: Path, inspector: dict[str, Any]) -> Any:
             "web": {"enabled": False},
         }
     )
-
-
-def run_parts(st: Station, n: int) -> None:
-    for _ in range(n):
-        before = st.counters.snapshot().verdicts
-        assert st.trigger("test") is not None
-        wait_for(lambda: st.counters.snapshot().verdicts > before, 30, "a verdict")
 
 
 def rows(db_path: Path) -> list[dict[str, Any]]:
@@ -69,7 +62,7 @@ def station(tmp_path: Path) -> Iterator[Station]:
 
 
 def test_the_line_runs_on_the_anomaly_backend(station: Station) -> None:
-    run_parts(station, 16)
+    trigger_parts(station, 16, timeout_s=30)
     c = station.counters.snapshot()
     assert c.verdicts == 16 and c.FAILSAFE == 0
     wait_for(lambda: station.counters.snapshot().records_written >= 16, 20, "records")
@@ -92,12 +85,12 @@ def test_swap_and_shadow_take_anomaly_models_and_refuse_another_frame_size(stati
     station.swap_model(wrong_size, done.append)
     wait_for(lambda: done, 60, "the refused load")
     assert "learned on 480x480 frames" in str(done[0]) and station.inspector.model_id == before
-    run_parts(station, 2)
+    trigger_parts(station, 2, timeout_s=30)
     station.swap_model(other, done.append)
     wait_for(lambda: len(done) == 2, 60, "the swap")
     assert done[1] is None and station.inspector.model_id != before
     runner = station.start_shadow(anomaly_model(), queue_size=16)
-    run_parts(station, 6)
+    trigger_parts(station, 6, timeout_s=30)
     wait_for(lambda: runner.snapshot()["recorded"] >= 6, 60, "the shadow to judge every part")
     final = station.stop_shadow()
     assert final is not None and final["recorded"] >= 6 and final["errors"] == 0
@@ -150,10 +143,11 @@ def test_learns_from_the_line_then_inspects(tmp_path: Path) -> None:
     st = Station(config(tmp_path, {"model": str(model), "learn_parts": 8, "long_side": 128, "follow_registry": False}))
     st.start()
     try:
-        run_parts(st, 24)  # good parts feed learning (8 needed); defective ones are skipped (ground truth)
+        # good parts feed learning (8 needed); defective ones are skipped (ground truth)
+        trigger_parts(st, 24, timeout_s=30)
         wait_for(lambda: st.inspector.ready, 240, "learning from the line")
         assert model.exists()
-        run_parts(st, 4)
+        trigger_parts(st, 4, timeout_s=30)
         wait_for(lambda: st.counters.snapshot().records_written >= 28, 20, "records")
     finally:
         st.stop()

@@ -24,7 +24,7 @@ from station.decide import Decider
 from station.pipeline import inspect_part
 from station.shadow import ShadowError, build_shadow_inspector, disagreements, summary
 from station.store.db import open_db
-from tests.fixtures_floor import wait_for
+from tests.fixtures_floor import trigger_parts, wait_for
 from tests.model_factory import detecting_model, tiny_model
 from tests.station_configs import store_section
 
@@ -73,16 +73,6 @@ def config(tmp: Path, model: Path) -> Any:
     )
 
 
-def run_parts(st: Station, n: int, pace_s: float = 0.0) -> None:
-    """Trigger ``n`` parts one after another: each waits for the previous verdict (no frame-queue overrun)."""
-    for _ in range(n):
-        before = st.counters.snapshot().verdicts
-        assert st.trigger("test") is not None
-        wait_for(lambda: st.counters.snapshot().verdicts > before, 20, "a verdict")
-        if pace_s:
-            time.sleep(pace_s)
-
-
 def outcomes(db_path: Path) -> dict[int, tuple[str, str]]:
     db = open_db(db_path, migrate=False)
     try:
@@ -106,7 +96,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory, weak: Path) -> dict[int, 
     st = Station(config(tmp, weak))
     st.start()
     try:
-        run_parts(st, N_PARTS)
+        trigger_parts(st, N_PARTS)
         wait_for(lambda: recorded_all(st), 20, "records")
     finally:
         st.stop()
@@ -130,7 +120,7 @@ def test_shadow_records_disagreements_and_leaves_verdicts_alone(
     assert station.shadow is runner and runner.running
     with pytest.raises(ShadowError, match="already runs"):
         station.start_shadow(strong)
-    run_parts(station, N_PARTS)
+    trigger_parts(station, N_PARTS)
     wait_for(lambda: runner.snapshot()["recorded"] >= N_PARTS, 60, "the shadow to judge every part")
     final = station.stop_shadow()
     assert station.shadow is None and final is not None and not final["running"]
@@ -205,7 +195,7 @@ def test_slow_shadow_drops_parts_not_the_line(
     station: Station, slow: Path, baseline: dict[int, tuple[str, str]]
 ) -> None:
     runner = station.start_shadow(slow, queue_size=1)
-    run_parts(station, N_PARTS)
+    trigger_parts(station, N_PARTS)
     snap = runner.snapshot()
     final = station.stop_shadow()
     assert final is not None
@@ -231,5 +221,5 @@ def test_shadow_refuses_a_file_that_is_not_a_model(station: Station, tmp_path: P
     with pytest.raises(Exception, match="not-a-model.onnx"):
         station.start_shadow(bad)
     assert station.shadow is None
-    run_parts(station, 2)  # the line is untouched
+    trigger_parts(station, 2)  # the line is untouched
     assert station.counters.snapshot().PASS == 2

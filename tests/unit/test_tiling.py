@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from labeling.queue import iou
 from station.config.inspection import OnnxInspectorConfig, TilingConfig
 from station.contracts import Frame
 from station.inspection.model_meta import read_model_meta
@@ -91,13 +92,6 @@ def _square(img: np.ndarray, x: int, y: int, s: int) -> tuple[float, float, floa
     return (x, y, x + s, y + s)
 
 
-def _iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def _inspector(path: Path, tiling: TilingConfig) -> OnnxInspector:
     return OnnxInspector(OnnxInspectorConfig(model=path, conf=0.25, keepalive_s=0, tiling=tiling))
 
@@ -117,8 +111,8 @@ def test_small_defect_on_5mp_found_with_tiles_missed_by_one_pass() -> None:
     finally:
         single.close()
         tiled.close()
-    assert not any(_iou(truth, b) > 0.3 for b in d1.boxes_xyxy), "one downscaled pass should lose an 18-px defect"
-    hits = [int(c) for b, c in zip(d2.boxes_xyxy, d2.class_ids) if _iou(truth, b) > 0.5]
+    assert not any(iou(truth, b) > 0.3 for b in d1.boxes_xyxy), "one downscaled pass should lose an 18-px defect"
+    hits = [int(c) for b, c in zip(d2.boxes_xyxy, d2.class_ids) if iou(truth, b) > 0.5]
     # exactly once per class: the tile overlap must not duplicate it (the tiny model may also call the
     # same square a disc at a lower score, which per-class NMS rightly keeps: seen at 0.51 square + 0.44 disc)
     assert hits and len(hits) == len(set(hits)), f"tiles should find it exactly once: {d2.boxes_xyxy} {d2.class_ids}"
@@ -147,10 +141,10 @@ def test_defect_seen_by_two_tiles_is_reported_once(overlap: float) -> None:
         det = insp.inspect(Frame(part_id=1, camera_id="cam0", image=img, t_exposure_ns=0))
     finally:
         insp.close()
-    near = [i for i, b in enumerate(det.boxes_xyxy) if _iou(truth, b) > 0.0]
+    near = [i for i, b in enumerate(det.boxes_xyxy) if iou(truth, b) > 0.0]
     classes = [int(det.class_ids[i]) for i in near]
     assert near and len(classes) == len(set(classes)), f"one box per class: {det.boxes_xyxy[near]} {classes}"
-    assert max(_iou(truth, det.boxes_xyxy[i]) for i in near) > 0.5
+    assert max(iou(truth, det.boxes_xyxy[i]) for i in near) > 0.5
 
 
 @pytest.mark.slow

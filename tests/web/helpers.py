@@ -151,3 +151,10 @@ def browser_login(page: Page, base: str, path: str, user: str, ready: bool = Fal
     page.wait_for_url(base + path)
     if ready:
         page.wait_for_selector("body[data-ready='1']")
+
+
+@pytest.fixture(name="viewport")
+def panel_viewport() -> dict[str, int]:
+    """The line-side panel, 1920x1080: a test module that imports this fixture opens its pages at that size (it
+    overrides the ``viewport`` of tests/web/conftest.py)."""
+    return {"width": 1920, "height": 1080}

@@ -21,8 +21,11 @@ from station.pipeline import inspect_part
 from tests.model_factory import classifying_model, draw_scene
 
 from .anomaly_parts import publish_part
-from .helpers import needs_chromium
-from .test_heatmap_browser import served, viewport  # noqa: F401  (the served station and the panel's viewport)
+from .helpers import (
+    needs_chromium,
+    panel_viewport,  # noqa: F401 - the viewport fixture: the line-side panel
+)
+from .test_heatmap_browser import served  # noqa: F401 - the served station
 
 pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

@@ -14,15 +14,9 @@ from tests.fixtures_review import query
 from tests.web.test_review_browser import current, login_via_review
 
 from .anomaly_parts import BOX, H, W, anomaly_part, publish_part
-from .helpers import ARTIFACTS, needs_chromium, served_url, wait_for
+from .helpers import ARTIFACTS, needs_chromium, panel_viewport, served_url, wait_for  # noqa: F401 - the viewport
 
 pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-
-
-@pytest.fixture
-def viewport() -> dict[str, int]:
-    """The line-side panel: 1920x1080."""
-    return {"width": 1920, "height": 1080}
 
 
 @pytest.fixture

@@ -17,19 +17,10 @@ from playwright.sync_api import Page, expect
 
 from models import registry
 from station.app import Station
-from station.store.db import open_db
-from tests.fixtures_models_web import (
-    line_config,
-    review_recorded_images,
-    run_parts,
-    snapshot,
-    wait_for,
-    write_golden,
-    write_scenes,
-)
+from tests.fixtures_models_web import ModelsLine, review_recorded_images, run_parts, snapshot, wait_for
 from tests.model_factory import detecting_model, tiny_model
 
-from .helpers import ARTIFACTS, add_users, browser_login, needs_chromium, served_url
+from .helpers import ARTIFACTS, browser_login, needs_chromium, served_url
 
 pytestmark = needs_chromium
 
@@ -38,25 +29,18 @@ pytestmark = needs_chromium
 def served(tmp_path: Path) -> Iterator[tuple[Station, str, dict[str, str], dict]]:
     """A running line (weak model current), the good model registered as a candidate, served on a free port."""
     weak, good = tiny_model("detect"), detecting_model()
-    scenes = tmp_path / "scenes"
-    truth = write_scenes(scenes, 16, seed=303)
-    cfg = line_config(tmp_path, weak, scenes)
-    st = Station(cfg)
-    add_users(cfg.store.db_path)
-    st.start()
-    data = Path(cfg.store.db_path).parent
-    write_golden(data / "golden" / "golden-scenes", 30, seed=404)
-    db = open_db(cfg.store.db_path, migrate=False)
+    ln = ModelsLine(tmp_path, weak, 16, 303, golden=("golden-scenes", 30, 404))
+    db = ln.db()
     try:
-        cur = registry.ensure_current(db, weak, store_dir=data / "models")
-        cand = registry.register(db, good, store_dir=data / "models", trained_by="model_factory")
+        cur = registry.ensure_current(db, weak, store_dir=ln.data / "models")
     finally:
         db.close()
+    cand = ln.register(good, "model_factory")
     try:
-        with served_url(st) as url:
-            yield st, url, {"weak": cur.sha256, "good": cand.sha256}, truth
+        with served_url(ln.station) as url:
+            yield ln.station, url, {"weak": cur.sha256, "good": cand}, ln.truth
     finally:
-        st.stop()
+        ln.station.stop()
 
 
 def row(page: Page, sha: str):  # noqa: ANN201 - a playwright Locator

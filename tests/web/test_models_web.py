@@ -16,23 +16,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from models import registry
-from models.golden import GoldenSet
 from station.app import Station
-from station.store.db import open_db
 from station.web import create_app
-from tests.fixtures_models_web import (
-    line_config,
-    review_recorded_images,
-    run_parts,
-    snapshot,
-    wait_for,
-    write_golden,
-    write_scenes,
-)
+from tests.fixtures_models_web import ModelsLine, review_recorded_images, run_parts, snapshot, wait_for
 from tests.model_factory import DET_NAMES, detecting_model, tiny_model
 
-from .helpers import add_users, login
+from .helpers import login
 
 N_SCENES = 24
 
@@ -42,53 +31,15 @@ def models() -> dict[str, Path]:
     return {"good": detecting_model(), "weak": tiny_model("detect")}
 
 
-class Line:
-    """A running station on the scene line, its web app, the scene truth and the golden set."""
-
-    def __init__(self, tmp: Path, model: Path):
-        self.tmp = tmp
-        scenes = tmp / "scenes"
-        self.truth = write_scenes(scenes, N_SCENES, seed=101)
-        self.cfg = line_config(tmp, model, scenes)
-        self.station = Station(self.cfg)
-        add_users(self.cfg.store.db_path)
-        self.station.start()
-        self.data = Path(self.cfg.store.db_path).parent
-        self.golden: GoldenSet = write_golden(self.data / "golden" / "g1", 36, seed=202)
-
-    def db(self) -> Any:
-        return open_db(self.cfg.store.db_path, migrate=False)
-
-    def audit(self, action_prefix: str) -> list[tuple[str, str, str | None]]:
-        db = self.db()
-        try:
-            return [
-                tuple(r)
-                for r in db.execute(
-                    "SELECT user, action, reason FROM audit WHERE action LIKE ? ORDER BY id", [action_prefix + "%"]
-                )
-            ]
-        finally:
-            db.close()
-
-    def register(self, path: Path, by: str) -> str:
-        """What `models register FILE` does (a model trained elsewhere)."""
-        db = self.db()
-        try:
-            return registry.register(db, path, store_dir=self.data / "models", trained_by=by).sha256
-        finally:
-            db.close()
-
-
 @pytest.fixture
-def line(tmp_path: Path, models: dict[str, Path]) -> Iterator[Line]:
-    ln = Line(tmp_path, models["weak"])
+def line(tmp_path: Path, models: dict[str, Path]) -> Iterator[ModelsLine]:
+    ln = ModelsLine(tmp_path, models["weak"], N_SCENES, 101, golden=("g1", 36, 202))
     yield ln
     ln.station.stop()
 
 
 @pytest.fixture
-def client(line: Line) -> Iterator[TestClient]:
+def client(line: ModelsLine) -> Iterator[TestClient]:
     with TestClient(create_app(line.station)) as c:
         yield c
 
@@ -122,7 +73,7 @@ def wait_model(station: Station, sha: str) -> None:
 
 
 @pytest.mark.slow
-def test_train_evaluate_gate_override_rollback(line: Line, client: TestClient, models: dict[str, Path]) -> None:
+def test_train_evaluate_gate_override_rollback(line: ModelsLine, client: TestClient, models: dict[str, Path]) -> None:
     st = line.station
     run_parts(st, N_SCENES)
     assert review_recorded_images(st, line.truth) == N_SCENES
@@ -268,7 +219,7 @@ def test_train_evaluate_gate_override_rollback(line: Line, client: TestClient, m
     assert client.post(f"/api/models/{'ab' * 32}/promote", json={}, headers=h(boss)).status_code == 404
 
 
-def test_shadow_mode_from_the_web(line: Line, client: TestClient, models: dict[str, Path]) -> None:
+def test_shadow_mode_from_the_web(line: ModelsLine, client: TestClient, models: dict[str, Path]) -> None:
     st = line.station
     good = line.register(models["good"], "model_factory")
     qa = login(client, "qa")
@@ -296,7 +247,7 @@ def test_shadow_mode_from_the_web(line: Line, client: TestClient, models: dict[s
     assert [a[1] for a in line.audit("shadow_")] == ["shadow_start", "shadow_stop"]
 
 
-def test_threshold_tuning_apply_restart_reset(line: Line, client: TestClient, models: dict[str, Path]) -> None:
+def test_threshold_tuning_apply_restart_reset(line: ModelsLine, client: TestClient, models: dict[str, Path]) -> None:
     st = line.station
     qa = login(client, "qa")
     weak = client.get("/api/models").json()["current"]
@@ -383,7 +334,7 @@ def rules_of(st: Station) -> dict[str, dict[str, float]]:
     }
 
 
-def test_models_page_needs_qa(line: Line, client: TestClient) -> None:
+def test_models_page_needs_qa(line: ModelsLine, client: TestClient) -> None:
     r = client.get("/models", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login?next=/models"
     login(client, "op")

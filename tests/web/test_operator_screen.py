@@ -10,15 +10,9 @@ from playwright.sync_api import Page, expect
 
 from station.app import Station
 
-from .helpers import ARTIFACTS, PASSWORDS, needs_chromium, served_url, wait_for
+from .helpers import ARTIFACTS, PASSWORDS, needs_chromium, panel_viewport, served_url, wait_for  # noqa: F401 - viewport
 
 pytestmark = needs_chromium
-
-
-@pytest.fixture
-def viewport() -> dict[str, int]:
-    """The line-side panel: 1920x1080."""
-    return {"width": 1920, "height": 1080}
 
 
 @pytest.fixture

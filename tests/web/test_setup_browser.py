@@ -10,8 +10,13 @@ from station.app import Station
 from station.contracts import PartResult
 
 from .anomaly_parts import H, W, anomaly_part, publish_part
-from .helpers import ARTIFACTS, browser_login, needs_chromium
-from .test_heatmap_browser import served, viewport  # noqa: F401 - fixtures: a software-triggered station served on a free port, 1920x1080
+from .helpers import (
+    ARTIFACTS,
+    browser_login,
+    needs_chromium,
+    panel_viewport,  # noqa: F401 - the viewport fixture: the line-side panel, 1920x1080
+)
+from .test_heatmap_browser import served  # noqa: F401 - a software-triggered station served on a free port
 
 pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 ZONE = [(390, 110), (490, 110), (490, 210), (390, 210)]  # frame pixels around BOX

@@ -4,20 +4,15 @@ the raw rows, station status from the KV bucket, drill down to a part's image fr
 from __future__ import annotations
 
 import hashlib
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from station.config import WebConfig
-from station.plant import wire
 from station.plant.desired import pin, with_bucket
 from station.plant.follower import Desired
 from station.plant.ingest import Ingest
-from station.plant.web import build_server
-from station.plant.web_state import PlantWebState
 from tests.fixtures_plant import Plant, SimStation, wait_until
 from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, add_users, browser_login, login, needs_chromium
 
@@ -41,27 +36,9 @@ def dashboard(plant: Plant, tmp_path: Path):
             st.stop()
         ing.stop()
     users = tmp_path / "users.db"
-    state = PlantWebState(
-        dsn=plant.dsn,
-        users_db=users,
-        s3=wire.s3_client(plant.engines.s3.endpoint, "k", "s"),
-        bucket=plant.bucket,
-        nats_url=plant.engines.nats.url,
-        prefix=plant.prefix,
-        cfg=WebConfig(port=0),
-    )
     add_users(users)
-    server, sock = build_server(state, "127.0.0.1", 0)
-    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    th.start()
-    wait_until(lambda: server.started, 10, "dashboard up")
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        th.join(10)
-        sock.close()
-        state.close()
+    with plant.dashboard(users) as url:
+        yield url
 
 
 def test_dashboard_api(dashboard: str):

@@ -50,13 +50,8 @@ def start_ingest(plant: Plant, log: Path) -> subprocess.Popen[bytes]:
 
 
 def rows(plant: Plant) -> int:
-    try:
-        with psycopg.connect(plant.dsn) as c:
-            row = c.execute("SELECT count(*) FROM inspections").fetchone()
-            assert row is not None  # count(*) returns one row
-            return int(row[0])
-    except psycopg.errors.UndefinedTable:
-        return 0
+    with psycopg.connect(plant.dsn) as c:
+        return plant_db.result_count(c)
 
 
 async def republish_raw(url: str, prefix: str, outbox_copy: Path) -> int:

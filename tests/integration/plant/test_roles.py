@@ -4,21 +4,17 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from station.config import WebConfig
-from station.plant import cli, wire
+from station.plant import cli
 from station.plant.controller import upload_model
 from station.plant.desired import desired_now
-from station.plant.web import build_server
-from station.plant.web_state import PlantWebState
 from station.store import plant_db, plant_models
-from tests.fixtures_plant import Plant, wait_until
+from tests.fixtures_plant import Plant
 from tests.integration.plant.test_dashboard import login
 from tests.integration.plant.test_rollout import onnx_model
 from tests.web.helpers import add_users
@@ -28,27 +24,8 @@ from tests.web.helpers import add_users
 def site(plant: Plant, tmp_path: Path):
     users = tmp_path / "users.db"
     add_users(users)
-    s3 = wire.s3_client(plant.engines.s3.endpoint, "k", "s")
-    state = PlantWebState(
-        dsn=plant.dsn,
-        users_db=users,
-        s3=s3,
-        bucket=plant.bucket,
-        nats_url=plant.engines.nats.url,
-        prefix=plant.prefix,
-        cfg=WebConfig(port=0),
-    )
-    server, sock = build_server(state, "127.0.0.1", 0)
-    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    th.start()
-    wait_until(lambda: server.started, 10, "dashboard up")
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", users
-    finally:
-        server.should_exit = True
-        th.join(10)
-        sock.close()
-        state.close()
+    with plant.dashboard(users) as url:
+        yield url, users
 
 
 def csrf(c: httpx.Client) -> dict[str, str]:
