@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -109,10 +110,14 @@ def decode_end2end(out: np.ndarray, conf: float, max_det: int) -> Candidates:
 
 
 NMS_HEAD = 64  # fewest best-scored candidates one NMS pass reads
+NMS_FIRST = 1.5  # the first pass reads the best NMS_FIRST x max_det candidates
 
 
 def _best_first(neg_scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` best scores (ties at the cut included), as ``np.argsort(neg_scores, kind="stable")``."""
+    """Indices of the ``k`` best scores (ties at the cut included), as ``np.argsort(neg_scores, kind="stable")``.
+
+    The first ``k`` of a longer call are the same indices in the same order.
+    """
     if k >= len(neg_scores):
         return np.argsort(neg_scores, kind="stable")
     cut = np.partition(neg_scores, k - 1)[k - 1]
@@ -127,32 +132,40 @@ def nms_per_class(
     """Indices kept by greedy per-class NMS, highest score first (ties: lower index first), at most ``max_det``.
 
     A box is suppressed by a kept box of its class with IoU > ``iou`` (the torchvision / Ultralytics
-    rule). OpenCV's ``cv2.dnn.NMSBoxesBatched`` (C++) does the greedy pass, but on a prefix only:
-    greedy NMS decides each box from the boxes ranked above it, so NMS over the best ``k``
-    candidates keeps exactly the full result's boxes among them. The pass starts with the best
-    ``1.5 x max_det`` and doubles ``k`` until ``max_det`` boxes are kept or every candidate was read;
-    its cost follows the boxes kept, not the thousands of low-score candidates of a low ``conf``
-    (OpenCV alone over all of them: O(candidates x kept)).
+    rule). OpenCV's ``cv2.dnn.NMSBoxesBatched`` (C++) does the greedy pass, on the best-scored
+    candidates only: greedy NMS decides each box from the boxes ranked above it, so NMS over the
+    best ``k`` keeps exactly the full result's boxes among them. The first pass reads the best
+    ``NMS_FIRST x max_det``; while fewer than ``max_det`` are kept and candidates remain, the next
+    pass reads the boxes kept so far (they never suppress each other) followed by the next block,
+    sized from the share kept so far. The cost follows the boxes kept, not the thousands of
+    low-score candidates of a low ``conf`` (OpenCV alone over all of them: candidates x kept).
+    OpenCV gets ranks, not scores, so the order (ties by index) is exactly this function's.
     """
     n = len(scores)
     if n == 0:
         return np.zeros((0,), np.int64)
     limit = n if max_det is None else min(n, int(max_det))
     neg = -np.asarray(scores, np.float32)
-    below = float(np.asarray(scores, np.float64).min()) - 1.0  # OpenCV drops scores <= its threshold: none here
-    k = min(n, max(NMS_HEAD, limit + limit // 2))
+    order = _best_first(neg, max(NMS_HEAD, int(NMS_FIRST * limit)))
+    read, kept = 0, np.zeros((0,), np.int64)
     while True:
-        order = _best_first(neg, k)
-        xywh = boxes[order].astype(np.float64)
+        block = order[read:]
+        idx = np.concatenate([kept, block])
+        xywh = boxes[idx].astype(np.float64)
         xywh[:, 2:] -= xywh[:, :2]
+        rank: Any = np.arange(len(idx), 0, -1).astype(np.float32)  # exact to 2**24 candidates (MAX_NMS: 30000)
         pos = np.asarray(
-            cv2.dnn.NMSBoxesBatched(xywh, -neg[order], class_ids[order].astype(np.int32), below, float(iou)), np.int64
+            cv2.dnn.NMSBoxesBatched(xywh, rank, class_ids[idx].astype(np.int32), 0.0, float(iou)), np.int64
         ).reshape(-1)
-        pos.sort()  # positions in ``order`` = the greedy (score) order
-        if len(pos) >= limit or len(order) == n:
-            kept: np.ndarray = order[pos[:limit]]
-            return kept
-        k = min(n, 2 * k)
+        pos.sort()  # positions in ``idx`` = the greedy (score) order
+        added = len(pos) - len(kept)
+        kept = idx[pos]
+        read = len(order)
+        if len(kept) >= limit or read == n:
+            picked: np.ndarray = kept[:limit]
+            return picked
+        share = max(added / len(block), 1 / 16)  # of the block's boxes, the share that survived
+        order = _best_first(neg, read + int((limit - len(kept)) / share * 1.25) + NMS_HEAD)
 
 
 def boxes_to_frame(boxes: np.ndarray, lb: Letterbox, clip_hw: tuple[int, int] | None = None) -> np.ndarray:
