@@ -12,6 +12,8 @@ saw in training, 1280x800 Mono8 as the synthetic camera gives them):
 
     python bench/bench_default_model.py            # 300 parts
     python bench/bench_default_model.py --n 60     # quicker
+    python bench/bench_default_model.py --n 1000 --config tuned.yaml   # the rules of a station config, e.g. the
+                                                   # per-class thresholds `models tune` chose on another golden set
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from models import DEFAULT_DIR  # noqa: E402
 from models.dataset import GOLDEN_START, make_golden_set  # noqa: E402
 from models.evaluate import ImageResult, _eligibility_decider, ejected, eligible, open_inspector, score  # noqa: E402
 from models.golden import GoldenItem, iter_images  # noqa: E402
-from station.config import CalibrationConfig, RulesConfig, SyntheticCameraConfig  # noqa: E402
+from station.config import CalibrationConfig, RulesConfig, SyntheticCameraConfig, load_config  # noqa: E402
 from station.contracts import Detections, Frame, Trigger  # noqa: E402
 from station.decide import Decider  # noqa: E402
 from station.inspection.model_meta import read_model_meta  # noqa: E402
@@ -84,6 +86,13 @@ def main() -> int:
     ap.add_argument(
         "--runtime", choices=["auto", "onnxruntime", "openvino"], default="auto", help="the station's inspector.runtime"
     )
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="a station config whose rules and calibration decide (e.g. per-class thresholds from `models tune` on "
+        "another golden set); default: the default rules",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
     args = ap.parse_args()
     json_out = sys.stdout
@@ -91,7 +100,11 @@ def main() -> int:
         sys.stdout = sys.stderr
 
     meta = read_model_meta(args.model)
-    rules, calib = RulesConfig(), CalibrationConfig()
+    if args.config is not None:
+        cfg = load_config(args.config)
+        rules, calib = cfg.rules, cfg.calibration
+    else:
+        rules, calib = RulesConfig(), CalibrationConfig()
     cam = SyntheticCameraConfig(defect_rate=args.defect_rate, harmless_mark_rate=args.mark_rate)
     tmp = Path(tempfile.mkdtemp(prefix="bench-default-"))
     t0 = time.monotonic()
@@ -198,6 +211,7 @@ def main() -> int:
                     "station_ms_median": med_s,
                     "ultralytics_ms_median": med_u,
                     "station_model": str(args.station_model or args.model),
+                    "rules": "default" if args.config is None else str(args.config),
                     "station_runs_on": getattr(inspector, "providers", None),
                     "ultralytics": {"escape_rate": u.escape_rate, "mAP50": u.map50},
                 },
