@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_args(sp)
 
     sp = command(
-        cmd_build_default, "build-default", help="reproduce the shipped default model (about 20 min on 2 CPU cores)"
+        cmd_build_default, "build-default", help="reproduce the shipped default model (about 40 min on 2 CPU cores)"
     )
     sp.add_argument("--out", default=None, help="default: models/default/")
     sp.add_argument("--work", default=None, help="working folder (dataset, jobs, test set)")
