@@ -145,7 +145,7 @@ def nms_per_class(
     if n == 0:
         return np.zeros((0,), np.int64)
     limit = n if max_det is None else min(n, int(max_det))
-    neg = -np.asarray(scores, np.float32)
+    neg = -np.asarray(scores)  # the scores as given: no cast that could merge two of them into a tie
     order = _best_first(neg, max(NMS_HEAD, int(NMS_FIRST * limit)))
     read, kept = 0, np.zeros((0,), np.int64)
     while True:

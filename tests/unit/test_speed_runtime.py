@@ -15,6 +15,7 @@ import pytest
 from onnx import numpy_helper
 from pydantic import ValidationError
 
+from labeling.queue import iou as box_iou
 from models import registry
 from models.evaluate import evaluate
 from models.export import export_onnx
@@ -115,16 +116,8 @@ def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, cls: np.ndarray, iou: flo
     """The textbook greedy per-class NMS, one box at a time (the reference for the prefix passes)."""
     kept: list[int] = []
     for i in np.argsort(-scores, kind="stable"):
-        x1, y1, x2, y2 = boxes[i].astype(np.float64)
-        for j in kept:
-            if cls[j] != cls[i]:
-                continue
-            a1, b1, a2, b2 = boxes[j].astype(np.float64)
-            inter = max(0.0, min(x2, a2) - max(x1, a1)) * max(0.0, min(y2, b2) - max(y1, b1))
-            union = (x2 - x1) * (y2 - y1) + (a2 - a1) * (b2 - b1) - inter
-            if inter / union > iou:
-                break
-        else:
+        box = boxes[i].astype(np.float64).tolist()
+        if not any(cls[j] == cls[i] and box_iou(boxes[j].astype(np.float64).tolist(), box) > iou for j in kept):
             kept.append(int(i))
     return kept
 
