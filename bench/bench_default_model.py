@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from models import DEFAULT_DIR  # noqa: E402
+from models import SHIPPED_DIRS  # noqa: E402
 from models.dataset import GOLDEN_START, make_golden_set  # noqa: E402
 from models.evaluate import ImageResult, _eligibility_decider, ejected, eligible, open_inspector, score  # noqa: E402
 from models.golden import GoldenItem, iter_images  # noqa: E402
@@ -69,7 +69,10 @@ def _image_result(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=DEFAULT_DIR / "model.onnx")
+    ap.add_argument(
+        "--product", choices=sorted(SHIPPED_DIRS), default="machined", help="the synthetic line's product to test on"
+    )
+    ap.add_argument("--model", type=Path, default=None, help="default: the product's shipped model")
     ap.add_argument("--n", type=int, default=300, help="unseen parts")
     ap.add_argument(
         "--seed", type=int, default=99, help="line seed of the parts (training used 2024, the card's test 777)"
@@ -99,13 +102,15 @@ def main() -> int:
     if args.json:
         sys.stdout = sys.stderr
 
+    if args.model is None:
+        args.model = SHIPPED_DIRS[args.product] / "model.onnx"
     meta = read_model_meta(args.model)
     if args.config is not None:
         cfg = load_config(args.config)
         rules, calib = cfg.rules, cfg.calibration
     else:
         rules, calib = RulesConfig(), CalibrationConfig()
-    cam = SyntheticCameraConfig(defect_rate=args.defect_rate, harmless_mark_rate=args.mark_rate)
+    cam = SyntheticCameraConfig(product=args.product, defect_rate=args.defect_rate, harmless_mark_rate=args.mark_rate)
     tmp = Path(tempfile.mkdtemp(prefix="bench-default-"))
     t0 = time.monotonic()
     golden = make_golden_set(tmp / "parts", args.n, args.seed, cam, start_id=GOLDEN_START + 2_000_000)
@@ -206,6 +211,7 @@ def main() -> int:
                     "false_reject_rate": s.false_reject_rate,
                     "mAP50": s.map50,
                     "n_parts": len(st_res),
+                    "product": args.product,
                     "per_class_recall": {n: s.per_class[n].recall for n in meta.names},
                     "speed_ratio_vs_ultralytics": med_u / med_s,
                     "station_ms_median": med_s,

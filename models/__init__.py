@@ -26,3 +26,6 @@ from pathlib import Path
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
 """Where the shipped default model (``model.onnx`` + ``model.json``) lives."""
+
+SHIPPED_DIRS = {"machined": DEFAULT_DIR, "pcb": Path(__file__).resolve().parent / "pcb"}
+"""The shipped model of each product of the synthetic line (``models build-default --product``)."""

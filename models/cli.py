@@ -264,7 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command(
         cmd_build_default, "build-default", help="reproduce the shipped default model (about 40 min on 2 CPU cores)"
     )
-    sp.add_argument("--out", default=None, help="default: models/default/")
+    sp.add_argument(
+        "--product",
+        default="machined",
+        choices=["machined", "pcb"],
+        help="which product of the synthetic line (the recipe is the same; machined ships as models/default/, pcb as "
+        "models/pcb/)",
+    )
+    sp.add_argument("--out", default=None, help="default: the product's shipped folder")
     sp.add_argument("--work", default=None, help="working folder (dataset, jobs, test set)")
     sp.add_argument("--quick", action="store_true", help="a tiny smoke run of the whole script (useless model)")
     sp.add_argument(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -461,13 +462,17 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_build_default(args: argparse.Namespace) -> int:
-    from . import DEFAULT_DIR
+    from . import SHIPPED_DIRS
     from .default_model import QUICK, DefaultRecipe, build_default, finish_default
 
-    recipe = QUICK if args.quick else DefaultRecipe()
-    out = Path(args.out) if args.out else DEFAULT_DIR
+    recipe = dataclasses.replace(QUICK if args.quick else DefaultRecipe(), product=args.product)
+    out = Path(args.out) if args.out else SHIPPED_DIRS[args.product]
     t0 = time.monotonic()
-    command = "models build-default" + (" --quick" if args.quick else "")
+    command = (
+        "models build-default"
+        + (f" --product {args.product}" if args.product != "machined" else "")
+        + (" --quick" if args.quick else "")
+    )
     work = Path(args.work) if args.work else None
     if args.from_job:
         card = finish_default(Path(args.from_job), out, work, recipe, command=command)
@@ -475,7 +480,7 @@ def cmd_build_default(args: argparse.Namespace) -> int:
         card = build_default(out, work, recipe, on_event=ProgressPrinter(), command=command)
     m = card["test"]["metrics"]
     print(
-        f"\ndefault model {card['sha256'][:12]} in {out} ({time.monotonic() - t0:.0f} s): "
+        f"\n{args.product} model {card['sha256'][:12]} in {out} ({time.monotonic() - t0:.0f} s): "
         f"test precision {m['precision']}, recall {m['recall']}, escape {m['escape_rate']}, false reject "
         f"{m['false_reject_rate']}"
     )

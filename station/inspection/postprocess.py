@@ -110,7 +110,7 @@ def decode_end2end(out: np.ndarray, conf: float, max_det: int) -> Candidates:
 
 
 NMS_HEAD = 64  # fewest best-scored candidates one NMS pass reads
-NMS_FIRST = 1.5  # the first pass reads the best NMS_FIRST x max_det candidates
+NMS_FIRST = 2.0  # the first pass reads the best NMS_FIRST x max_det (about half survive at conf 0)
 
 
 def _best_first(neg_scores: np.ndarray, k: int) -> np.ndarray:
@@ -126,6 +126,39 @@ def _best_first(neg_scores: np.ndarray, k: int) -> np.ndarray:
     return picked
 
 
+NMS_OWN_CALL = 64  # a class with at least this many boxes gets an OpenCV call of its own
+
+
+def _greedy_positions(xywh: np.ndarray, cls: np.ndarray, iou: float) -> np.ndarray:
+    """Positions (ascending) that greedy per-class NMS keeps, for boxes given best first.
+
+    OpenCV's pass tests each box against every box kept before it, classes offset apart included,
+    so one call costs about boxes x kept. Boxes of different classes never suppress each other: a
+    class with many boxes gets a call of its own (the sum of squares is smaller than the square of
+    the sum), the rest share one batched call. OpenCV gets ranks (exact to 2**24 boxes), not scores.
+    """
+    rank: Any = np.arange(len(cls), 0, -1).astype(np.float32)
+    counts = np.bincount(cls)
+    big = np.flatnonzero(counts >= NMS_OWN_CALL)
+    if len(big) <= 1 and counts.max() == len(cls):  # a single class: one plain call
+        groups: list[tuple[np.ndarray, bool]] = [(np.arange(len(cls)), False)]
+    else:
+        own = np.isin(cls, big)
+        groups = [(np.flatnonzero(cls == c), False) for c in big]
+        if not own.all():
+            groups.append((np.flatnonzero(~own), True))
+    parts = []
+    for sub, batched in groups:
+        if batched:
+            got = cv2.dnn.NMSBoxesBatched(xywh[sub], rank[sub], cls[sub], 0.0, iou)
+        else:
+            got = cv2.dnn.NMSBoxes(xywh[sub], rank[sub], 0.0, iou)
+        parts.append(sub[np.asarray(got, np.int64).reshape(-1)])
+    pos = np.concatenate(parts)
+    pos.sort()  # positions in the given order = the greedy (score) order
+    return pos
+
+
 def nms_per_class(
     boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float, max_det: int | None = None
 ) -> np.ndarray:
@@ -136,8 +169,9 @@ def nms_per_class(
     candidates only: greedy NMS decides each box from the boxes ranked above it, so NMS over the
     best ``k`` keeps exactly the full result's boxes among them. The first pass reads the best
     ``NMS_FIRST x max_det``; while fewer than ``max_det`` are kept and candidates remain, the next
-    pass reads the boxes kept so far (they never suppress each other) followed by the next block,
-    sized from the share kept so far. The cost follows the boxes kept, not the thousands of
+    pass reads the next block, sized from the share kept so far: its boxes that a kept box
+    suppresses are dropped in one array step (every kept box ranks above them), and OpenCV runs
+    the greedy pass on the rest. The cost follows the boxes kept, not the thousands of
     low-score candidates of a low ``conf`` (OpenCV alone over all of them: candidates x kept).
     OpenCV gets ranks, not scores, so the order (ties by index) is exactly this function's.
     """
@@ -150,22 +184,41 @@ def nms_per_class(
     read, kept = 0, np.zeros((0,), np.int64)
     while True:
         block = order[read:]
-        idx = np.concatenate([kept, block])
-        xywh = boxes[idx].astype(np.float64)
+        if len(kept):  # every kept box ranks above the block: drop what they suppress, in one array step
+            block = block[~_suppressed_by(boxes, class_ids, block, kept, iou)]
+        xywh = boxes[block].astype(np.float64)
         xywh[:, 2:] -= xywh[:, :2]
-        rank: Any = np.arange(len(idx), 0, -1).astype(np.float32)  # exact to 2**24 candidates (MAX_NMS: 30000)
-        pos = np.asarray(
-            cv2.dnn.NMSBoxesBatched(xywh, rank, class_ids[idx].astype(np.int32), 0.0, float(iou)), np.int64
-        ).reshape(-1)
-        pos.sort()  # positions in ``idx`` = the greedy (score) order
-        added = len(pos) - len(kept)
-        kept = idx[pos]
-        read = len(order)
+        pos = _greedy_positions(xywh, class_ids[block].astype(np.int32), float(iou))
+        kept = np.concatenate([kept, block[pos]])
+        added, read = len(pos), len(order)
         if len(kept) >= limit or read == n:
             picked: np.ndarray = kept[:limit]
             return picked
-        share = max(added / len(block), 1 / 16)  # of the block's boxes, the share that survived
+        share = max(added / max(len(block), 1), 1 / 16)  # of the block's boxes, the share that survived
         order = _best_first(neg, read + int((limit - len(kept)) / share * 1.25) + NMS_HEAD)
+
+
+def _suppressed_by(
+    boxes: np.ndarray, class_ids: np.ndarray, block: np.ndarray, kept: np.ndarray, iou: float
+) -> np.ndarray:
+    """For each box of ``block``: does a box of ``kept`` of its class overlap it with IoU > ``iou``? (OpenCV's rule).
+
+    Class by class: only boxes of one class can suppress each other.
+    """
+    out = np.zeros(len(block), bool)
+    cb, ck = class_ids[block], class_ids[kept]
+    for c in np.intersect1d(cb, ck):
+        bi = np.flatnonzero(cb == c)
+        b = boxes[block[bi]].astype(np.float64)
+        k = boxes[kept[ck == c]].astype(np.float64).T  # (4, n): rows broadcast against the block's columns
+        iw = np.minimum(b[:, 2:3], k[2]) - np.maximum(b[:, 0:1], k[0])
+        ih = np.minimum(b[:, 3:4], k[3]) - np.maximum(b[:, 1:2], k[1])
+        np.clip(iw, 0, None, out=iw)
+        np.clip(ih, 0, None, out=ih)
+        inter = iw * ih
+        union = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[:, None] + (k[2] - k[0]) * (k[3] - k[1]) - inter
+        out[bi] = (inter > iou * union).any(axis=1)
+    return out
 
 
 def boxes_to_frame(boxes: np.ndarray, lb: Letterbox, clip_hw: tuple[int, int] | None = None) -> np.ndarray:

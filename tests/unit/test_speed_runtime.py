@@ -6,6 +6,7 @@ OpenVINO, NNCF quantisation, real SQLite registries, OpenCV's own NMS as the NMS
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,7 @@ from models import registry
 from models.evaluate import evaluate
 from models.export import export_onnx
 from models.parity import ParityError, check_parity
-from models.quantize import QuantizeError, quantize_int8
+from models.quantize import QuantizeError, head_fp32_patterns, quantize_int8
 from models.registry import PromotionRefused
 from station.config import ConfigError, parse_config
 from station.config.inspection import OnnxInspectorConfig
@@ -134,6 +135,22 @@ def test_nms_reads_more_candidates_when_the_best_ones_overlap() -> None:
         cls = rng.integers(0, 2, n).astype(np.int32)
         want = _greedy_nms(boxes, scores, cls, 0.6)[:max_det]
         assert nms_per_class(boxes, scores, cls, 0.6, max_det).tolist() == want, f"{n} boxes, max_det {max_det}"
+
+
+def test_int8_scheme_keeps_only_the_detect_heads_output_layers_in_fp32() -> None:
+    """The 3x3 convolutions of the head run INT8; each branch's last 1x1 conv, the DFL and the box math stay FP32."""
+    names = [n.name for n in onnx.load(str(detecting_model())).graph.node]
+    pats = head_fp32_patterns(names)
+    fp32 = {n for n in names if any(re.match(p, n) for p in pats)}
+    h = max(int(m.group(1)) for n in names if (m := re.match(r"/model\.(\d+)/", n)))
+    head_convs = {n for n in names if n.startswith(f"/model.{h}/") and n.endswith("/Conv")}
+    out_convs = {n for n in head_convs if re.search(r"/cv\d\.\d+\.2/Conv$", n) or "/dfl/" in n}
+    assert out_convs and len(out_convs) < len(head_convs)
+    assert fp32 & head_convs == out_convs  # the branches' 3x3 convolutions are quantised
+    assert not {n for n in fp32 if not n.startswith(f"/model.{h}/")}  # backbone and neck: all INT8-able
+    assert {n for n in names if n.startswith(f"/model.{h}/") and n.count("/") == 2} <= fp32  # box arithmetic
+    classify = ["/model.1/conv/Conv", "/model.9/conv/conv/Conv", "/model.9/linear/Gemm"]
+    assert [n for n in classify if any(re.match(p, n) for p in head_fp32_patterns(classify))] == classify[1:]
 
 
 @pytest.fixture(scope="module")
