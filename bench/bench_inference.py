@@ -87,7 +87,7 @@ def int8_model(model: Path, cal_root: Path, form: str, log: Callable[[str], None
     from models.golden import sha256_file
     from models.quantize import SCHEME, quantize_int8
 
-    out = CACHE / f"int8-{form}-{SCHEME}-{sha256_file(model)[:16]}.onnx"
+    out = CACHE / f"int8-{form}-{SCHEME}-bc-{sha256_file(model)[:16]}.onnx"  # bc: full bias correction (openvino)
     if not out.is_file():
         log(f"quantising {model} -> {out} (NNCF, form {form}, calibration golden set {cal_root}) ...")
         quantize_int8(model, out, cal_root, form=form)

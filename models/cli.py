@@ -261,15 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command(cmd_history, "history", help="promotions, refusals, overrides and rollbacks (audit trail)")
     db_args(sp)
 
-    sp = command(
-        cmd_build_default, "build-default", help="reproduce the shipped default model (about 40 min on 2 CPU cores)"
-    )
+    sp = command(cmd_build_default, "build-default", help="reproduce a shipped model (about 60 min on 2 CPU cores)")
     sp.add_argument(
         "--product",
         default="machined",
         choices=["machined", "pcb"],
-        help="which product of the synthetic line (the recipe is the same; machined ships as models/default/, pcb as "
-        "models/pcb/)",
+        help="which product of the synthetic line, each with its recipe (models.default_model.RECIPES); machined "
+        "ships as models/default/, pcb as models/pcb/",
     )
     sp.add_argument("--out", default=None, help="default: the product's shipped folder")
     sp.add_argument("--work", default=None, help="working folder (dataset, jobs, test set)")

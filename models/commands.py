@@ -463,9 +463,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_build_default(args: argparse.Namespace) -> int:
     from . import SHIPPED_DIRS
-    from .default_model import QUICK, DefaultRecipe, build_default, finish_default
+    from .default_model import QUICK, RECIPES, build_default, finish_default
 
-    recipe = dataclasses.replace(QUICK if args.quick else DefaultRecipe(), product=args.product)
+    recipe = dataclasses.replace(QUICK, product=args.product) if args.quick else RECIPES[args.product]
     out = Path(args.out) if args.out else SHIPPED_DIRS[args.product]
     t0 = time.monotonic()
     command = (

@@ -97,7 +97,7 @@ def calibration_tensors(
     return out, sum(1 for it in order if it.defective)
 
 
-SCHEME = "detect-head-out-fp32"  # which layers stay in floating point; named in the lineage and the bench's cache
+SCHEME = "detect-head-out-fp32"  # which layers stay in floating point; named in the lineage
 
 
 def head_fp32_patterns(node_names: list[str]) -> list[str]:
@@ -133,7 +133,7 @@ def _head_ignored_scope(node_names: list[str]) -> Any:
     return nncf.IgnoredScope(patterns=head_fp32_patterns(node_names), types=["Sigmoid"], validate=False)
 
 
-def _embed_openvino_int8(proto: Any, src: Path, tensors: list[np.ndarray]) -> None:
+def _embed_openvino_int8(proto: Any, src: Path, tensors: list[np.ndarray], fast_bias_correction: bool) -> None:
     """Quantise ``src`` with NNCF's OpenVINO backend and add the INT8 IR to ``proto`` as two initializers."""
     import nncf
     import openvino as ov
@@ -145,6 +145,7 @@ def _embed_openvino_int8(proto: Any, src: Path, tensors: list[np.ndarray]) -> No
         nncf.Dataset(tensors),
         preset=nncf.QuantizationPreset.MIXED,
         subset_size=len(tensors),
+        fast_bias_correction=fast_bias_correction,
         ignored_scope=_head_ignored_scope([op.get_friendly_name() for op in ov_model.get_ordered_ops()]),
     )
     with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
@@ -162,10 +163,18 @@ def quantize_int8(
     *,
     subset_size: int = DEFAULT_SUBSET,
     form: str = "openvino",
-    fast_bias_correction: bool = True,
+    fast_bias_correction: bool | None = None,
 ) -> QuantizeReport:
     """Write the INT8 candidate of the FP32 ONNX ``model_path`` at ``out_path``, calibrated on ``golden`` (see the
-    module docstring)."""
+    module docstring).
+
+    ``fast_bias_correction`` (default: False for the ``openvino`` form, True for ``qdq``): NNCF's
+    fast bias correction instead of the full one. Measured on the 80-epoch default model (200-part
+    evaluation golden set, OpenVINO): fast, mAP50 0.973 against FP32 0.986, refused by the gate;
+    full, 0.980, passed; the escape rate equal to FP32's either way.
+    """
+    if fast_bias_correction is None:
+        fast_bias_correction = form != "openvino"
     if form not in FORMS:
         raise QuantizeError(f"form {form!r}: give one of {', '.join(FORMS)}")
     t0 = time.monotonic()
@@ -199,7 +208,7 @@ def quantize_int8(
 
     proto = onnx.load(str(src))
     if form == "openvino":
-        _embed_openvino_int8(proto, src, tensors)
+        _embed_openvino_int8(proto, src, tensors, fast_bias_correction)
         q = proto
     else:
         input_name = proto.graph.input[0].name
@@ -220,6 +229,7 @@ def quantize_int8(
             "form": form,
             "preset": "mixed",
             "scheme": SCHEME,
+            "bias_correction": "fast" if fast_bias_correction else "full",
             "golden_id": gs.golden_id,
             "n_calibration": len(tensors),
             "nncf": nncf.__version__,
