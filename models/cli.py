@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import SHIPPED_DIRS
 from .commands import (
     DEFAULT_DB,
     ProgressPrinter,
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--product",
         default="machined",
-        choices=["machined", "pcb"],
+        choices=sorted(SHIPPED_DIRS),
         help="which product of the synthetic line, each with its recipe (models.default_model.RECIPES); machined "
         "ships as models/default/, pcb as models/pcb/",
     )

@@ -44,6 +44,7 @@ from station.contracts import Detections, Frame, Outcome, Trigger
 from station.decide import Decider
 from station.inspection.base import Inspector
 from station.inspection.model_meta import read_model_meta
+from station.inspection.postprocess import box_iou
 from station.pipeline import inspect_part
 
 from .golden import GoldenSet, iter_images, load_golden
@@ -56,20 +57,6 @@ BACKGROUND = "background"
 
 
 # --------------------------------------------------------------------------- geometry + AP
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of xyxy boxes."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float64)
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
 def average_precision(tp: np.ndarray, scores: np.ndarray, n_truth: int) -> float:

@@ -140,7 +140,7 @@ def _greedy_positions(xywh: np.ndarray, cls: np.ndarray, iou: float) -> np.ndarr
     rank: Any = np.arange(len(cls), 0, -1).astype(np.float32)
     counts = np.bincount(cls)
     big = np.flatnonzero(counts >= NMS_OWN_CALL)
-    if len(big) <= 1 and counts.max() == len(cls):  # a single class: one plain call
+    if counts.max() == len(cls):  # a single class: one plain call
         groups: list[tuple[np.ndarray, bool]] = [(np.arange(len(cls)), False)]
     else:
         own = np.isin(cls, big)
@@ -198,10 +198,25 @@ def nms_per_class(
         order = _best_first(neg, read + int((limit - len(kept)) / share * 1.25) + NMS_HEAD)
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of xyxy boxes."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float64)
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    out: np.ndarray = inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+    return out
+
+
 def _suppressed_by(
     boxes: np.ndarray, class_ids: np.ndarray, block: np.ndarray, kept: np.ndarray, iou: float
 ) -> np.ndarray:
-    """For each box of ``block``: does a box of ``kept`` of its class overlap it with IoU > ``iou``? (OpenCV's rule).
+    """For each box of ``block``: does a box of ``kept`` of its class overlap it with IoU > ``iou``?
 
     Class by class: only boxes of one class can suppress each other.
     """
@@ -209,15 +224,7 @@ def _suppressed_by(
     cb, ck = class_ids[block], class_ids[kept]
     for c in np.intersect1d(cb, ck):
         bi = np.flatnonzero(cb == c)
-        b = boxes[block[bi]].astype(np.float64)
-        k = boxes[kept[ck == c]].astype(np.float64).T  # (4, n): rows broadcast against the block's columns
-        iw = np.minimum(b[:, 2:3], k[2]) - np.maximum(b[:, 0:1], k[0])
-        ih = np.minimum(b[:, 3:4], k[3]) - np.maximum(b[:, 1:2], k[1])
-        np.clip(iw, 0, None, out=iw)
-        np.clip(ih, 0, None, out=ih)
-        inter = iw * ih
-        union = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[:, None] + (k[2] - k[0]) * (k[3] - k[1]) - inter
-        out[bi] = (inter > iou * union).any(axis=1)
+        out[bi] = (box_iou(boxes[block[bi]], boxes[kept[ck == c]]) > iou).any(axis=1)
     return out
 
 
