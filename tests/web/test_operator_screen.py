@@ -114,8 +114,16 @@ def test_login_pause_resume_ack_in_browser(quiet_line: tuple[Station, str], page
     expect(page.locator("#pause-banner")).to_be_hidden()
     assert not station.pipeline.paused
 
-    page.click("#trigger-btn")
-    wait_for(lambda: station.counters.snapshot().verdicts >= 1, 10, "the part triggered from the browser")
+    expect(page.locator("#trigger-btn")).to_be_enabled()
+    with page.expect_response(lambda r: r.url.endswith("/api/trigger")) as answer:
+        page.click("#trigger-btn")
+    assert answer.value.status == 200, answer.value.text()
+    part_id = answer.value.json()["part_id"]
+    wait_for(
+        lambda: station.counters.snapshot().verdicts >= 1,
+        20,
+        f"the verdict of part {part_id}, triggered from the browser",
+    )
 
     station.alarms.report("camera:cam0", "alarm", "no frame within 500 ms")
     ack = page.locator("#alarm-list li", has_text="no frame within 500 ms").locator("button.ack")

@@ -31,6 +31,8 @@
     alarms: null,        // last /api/alarms answer
     heat: null,          // {partId, canvas}: the coloured heat map of the shown part (no-labels inspectors)
     heatOn: true,        // the operator's choice; a part with a heat map shows it unless switched off
+    statusAsked: 0,      // status requests sent (GET and the pause/resume POSTs), in order
+    statusShown: 0,      // the newest of them whose answer is on screen
   };
 
   // -- helpers ---------------------------------------------------------------
@@ -81,8 +83,16 @@
     $("resume-btn").disabled = !s.paused;
     $("trigger-btn").disabled = !!s.paused || !s.running;
   }
+  // Status answers can arrive out of order (a GET sent before a RESUME may answer after it): an answer older
+  // than the one on screen is dropped, or a stale "paused" would disable the buttons of a running line.
+  async function statusCall(method, url, body) {
+    const n = ++st.statusAsked;
+    const s = await api(method, url, body);
+    if (n > st.statusShown) { st.statusShown = n; renderStatus(s); }
+    return s;
+  }
   async function refreshStatus() {
-    try { renderStatus(await api("GET", "/api/status")); } catch (e) { /* shown by the connection state */ }
+    try { await statusCall("GET", "/api/status"); } catch (e) { /* shown by the connection state */ }
   }
 
   // -- counters ----------------------------------------------------------------
@@ -231,11 +241,11 @@
     ev.preventDefault();
     const note = $("pause-note").value.trim();
     const reason = $("pause-reason-select").value + (note ? ": " + note : "");
-    try { renderStatus(await api("POST", "/api/line/pause", { reason })); toast("Line paused"); $("pause-note").value = ""; }
+    try { await statusCall("POST", "/api/line/pause", { reason }); toast("Line paused"); $("pause-note").value = ""; }
     catch (e) { toast(e.message, "error"); }
   });
   $("resume-btn").addEventListener("click", async () => {
-    try { renderStatus(await api("POST", "/api/line/resume", {})); toast("Line running"); } catch (e) { toast(e.message, "error"); }
+    try { await statusCall("POST", "/api/line/resume", {}); toast("Line running"); } catch (e) { toast(e.message, "error"); }
   });
   $("trigger-btn").addEventListener("click", async () => {
     try { const r = await api("POST", "/api/trigger"); toast("Part " + r.part_id + " triggered"); } catch (e) { toast(e.message, "error"); }
