@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command(cmd_history, "history", help="promotions, refusals, overrides and rollbacks (audit trail)")
     db_args(sp)
 
-    sp = command(cmd_build_default, "build-default", help="reproduce a shipped model (about 60 min on 2 CPU cores)")
+    sp = command(cmd_build_default, "build-default", help="reproduce a shipped model (about 90 min on 2 CPU cores)")
     sp.add_argument(
         "--product",
         default="machined",

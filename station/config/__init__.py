@@ -53,7 +53,7 @@ from .inspection import (
     TilingConfig,
 )
 from .plant import PlantLinkConfig
-from .rules import ClassRule, IgnoreZone, RulesConfig
+from .rules import ClassRule, IgnoreZone, RulesConfig, default_model_rules
 from .store import StoreConfig
 from .web import WebConfig
 
@@ -86,6 +86,7 @@ __all__ = [
     "WatchdogConfig",
     "WebConfig",
     "config_hash",
+    "default_model_rules",
     "load_config",
     "parse_config",
 ]
@@ -230,7 +231,11 @@ class StationConfig(StrictModel):
         description="The defect model backend; default: the shipped ONNX model on the CPU (`type: reference` needs no "
         "model).",
     )
-    rules: RulesConfig = Field(default_factory=RulesConfig, description="How detections become a verdict.")
+    rules: RulesConfig = Field(
+        default_factory=default_model_rules,
+        description="How detections become a verdict; default: the shipped default model's per-class bands "
+        "(`default_model_rules`), other classes at 0.5 / 0.3.",
+    )
     calibration: CalibrationConfig = Field(
         default_factory=CalibrationConfig, description="Pixel scale of the part plane."
     )

@@ -82,3 +82,21 @@ class RulesConfig(StrictModel):
     def for_class(self, name: str) -> ClassRule:
         """The rule that applies to class ``name``."""
         return self.classes.get(name, self.default)
+
+
+def default_model_rules() -> RulesConfig:
+    """The rules of the embedded default (``rules:`` left out of a config): the shipped default model's bands.
+
+    Reject at 0.5 for every class, as :class:`ClassRule`; the UNCERTAIN band (ejected too, and queued
+    for review) starts at 0.35 for scratches, 0.45 for spots and is closed for ``missing``. Chosen on a
+    development golden set (600 unseen parts, seed 555: the bands on a 0.05 grid with no escape and the
+    fewest false rejects) and checked on 1,000 other unseen parts (seed 99): models/README.md. Classes
+    of another model fall back to ``default`` (0.5 / 0.3).
+    """
+    return RulesConfig(
+        classes={
+            "scratch": ClassRule(reject_conf=0.5, uncertain_conf=0.35),
+            "spot": ClassRule(reject_conf=0.5, uncertain_conf=0.45),
+            "missing": ClassRule(reject_conf=0.5, uncertain_conf=0.5),
+        }
+    )

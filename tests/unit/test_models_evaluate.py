@@ -142,18 +142,20 @@ def test_tune_thresholds_meets_the_target_at_the_least_false_rejects() -> None:
     assert base.escapes == 4  # d2..d5 at 0.5
     t = tune_thresholds(base, 0.4)  # at most 2 escapes of 5
     assert t.achieved and t.result.escapes <= 2
-    # cheapest: scratch down to 0.4 (d2) and spot to 0.15 (d4) cost no good part; scratch at 0.2 would cost g1
-    assert t.thresholds["scratch"] == pytest.approx(0.4)
-    assert t.thresholds["spot"] == pytest.approx(0.15) and t.thresholds["missing"] == pytest.approx(1.0)
+    # cheapest: scratch down to 0.4 (d2) and spot to 0.15 (d4) cost no good part; scratch at 0.2 would cost g1;
+    # then each sits halfway between the good part it spares and the defect it catches: 0.3 | 0.4, 0.12 | 0.15
+    assert t.thresholds["scratch"] == pytest.approx(0.35)
+    assert t.thresholds["spot"] == pytest.approx(0.135) and t.thresholds["missing"] == pytest.approx(1.0)
     assert t.result.escapes == 2 and t.false_reject_rate == 0.0
     assert t.floor_escape_rate == pytest.approx(1 / 5)
     # uncertain_action is "reject": the uncertain band's floor becomes the eject threshold, FAIL stays at 0.5
-    assert t.rules.for_class("scratch").uncertain_conf == pytest.approx(0.4)
+    assert t.rules.for_class("scratch").uncertain_conf == pytest.approx(0.35)
     assert t.rules.for_class("scratch").reject_conf == pytest.approx(0.5)
     assert [im.outcome for im in t.result.images[:2]] == ["FAIL", "UNCERTAIN"]
     t2 = tune_thresholds(base, 0.2)  # 1 escape: d3 must go too -> scratch 0.2, which costs g1
     assert t2.achieved and t2.result.escapes == 1
-    assert t2.thresholds["scratch"] == pytest.approx(0.2) and t2.thresholds["spot"] == pytest.approx(0.15)
+    # halfway between g3's 0.1 (spared) and d3's 0.2; spot as above
+    assert t2.thresholds["scratch"] == pytest.approx(0.15) and t2.thresholds["spot"] == pytest.approx(0.135)
     assert t2.false_reject_rate == pytest.approx(1 / 4)
     t4 = tune_thresholds(
         base, 0.2, min_conf=0.16
