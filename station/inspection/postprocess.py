@@ -7,8 +7,9 @@ Layouts (Ultralytics ONNX exports, one batch element at a time):
 - end-to-end (``nms=True`` exports, YOLO26/v10 heads): ``(N, 6 + nm)`` rows x1, y1, x2, y2, score, class;
 - classify: ``(nc,)`` probabilities (softmax is applied only if the export did not).
 
-The score filter runs first, on a view of the class rows, so only candidates are transposed and
-converted; per-class NMS (:func:`nms_per_class`) reads only the best-scored candidates it needs
+The score filter runs first, on a view of the class rows, so only candidates are gathered (none
+at all when every anchor is one, at ``conf`` 0); classes and corners are computed on whole rows and
+stacked once; per-class NMS (:func:`nms_per_class`) reads only the best-scored candidates it needs
 (``cv2.dnn.NMSBoxesBatched`` on a prefix), so its cost follows the boxes kept, not the
 candidates. Matches ``ultralytics.utils.nms``: strict ``score > conf``, best class per box, NMS
 IoU ``> iou`` suppresses, at most 30000 candidates into NMS, ``max_det`` after NMS.
@@ -83,17 +84,35 @@ def decode_yolo(out: np.ndarray, nc: int, conf: float, iou: float, max_det: int)
         return _empty(nm)
     if cand.size > MAX_NMS:
         cand = cand[np.argsort(-best[cand], kind="stable")[:MAX_NMS]]
-    sel = np.ascontiguousarray(out[:, cand].T, dtype=np.float32)  # (k, C)
-    scores = best[cand].astype(np.float32)
-    class_ids = (sel[:, 4 : 4 + nc].argmax(axis=1) if nc > 1 else np.zeros(len(cand), np.int64)).astype(np.int32)
-    xywh = sel[:, :4]
-    boxes = np.empty_like(xywh)
-    half = xywh[:, 2:4] / 2
-    boxes[:, :2] = xywh[:, :2] - half
-    boxes[:, 2:] = xywh[:, :2] + half
-    coefs = sel[:, 4 + nc :] if nm else None
+    every = cand.size == out.shape[1]  # conf 0: every anchor is a candidate, no gather needed
+    rows = out if every else out[:, cand]  # (C, k): row operations on contiguous rows, one transpose at the end
+    cand_best = best if every else best[cand]
+    class_ids = _best_class(rows[4 : 4 + nc], cand_best)
+    scores = cand_best.astype(np.float32)
+    if rows.dtype != np.float32:
+        rows = rows.astype(np.float32)
+    half_w, half_h = rows[2] * np.float32(0.5), rows[3] * np.float32(0.5)
+    boxes = np.stack([rows[0] - half_w, rows[1] - half_h, rows[0] + half_w, rows[1] + half_h], axis=1)
+    coefs = np.ascontiguousarray(rows[4 + nc :].T, dtype=np.float32) if nm else None
     keep = nms_per_class(boxes, scores, class_ids, iou, max_det)
     return Candidates(boxes[keep], scores[keep], class_ids[keep], None if coefs is None else coefs[keep])
+
+
+def _best_class(cls_rows: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Index of each column's highest class score (ties: the lowest index, as ``argmax``), int32.
+
+    With few classes, one comparison per class against the known best is cheaper than ``argmax``
+    over the (nc, k) rows, whose reduction runs across rows.
+    """
+    nc = cls_rows.shape[0]
+    ids: np.ndarray
+    if nc > 8:
+        ids = cls_rows.argmax(axis=0).astype(np.int32)
+        return ids
+    ids = np.zeros(best.shape[0], np.int32)
+    for c in range(nc - 1, -1, -1):  # descending: the lowest class reaching the best is written last
+        ids[cls_rows[c] == best] = c
+    return ids
 
 
 def decode_end2end(out: np.ndarray, conf: float, max_det: int) -> Candidates:

@@ -27,7 +27,7 @@ from station.config import ConfigError, parse_config
 from station.config.inspection import OnnxInspectorConfig
 from station.contracts import Frame
 from station.inspection.onnx_backend import OnnxInspector
-from station.inspection.postprocess import nms_per_class
+from station.inspection.postprocess import decode_yolo, nms_per_class
 from station.inspection.runtime import resolve_runtime
 from station.store.db import open_db
 from tests.fixtures_models_web import write_golden
@@ -135,6 +135,31 @@ def test_nms_reads_more_candidates_when_the_best_ones_overlap() -> None:
         cls = rng.integers(0, 2, n).astype(np.int32)
         want = _greedy_nms(boxes, scores, cls, 0.6)[:max_det]
         assert nms_per_class(boxes, scores, cls, 0.6, max_det).tolist() == want, f"{n} boxes, max_det {max_det}"
+
+
+@pytest.mark.parametrize("nc", [1, 3, 9])
+def test_decode_gives_the_best_class_and_corner_boxes_with_every_anchor_or_a_subset(nc: int) -> None:
+    """decode_yolo against a plain transpose + argmax + xywh->xyxy decode, at conf 0 (every anchor a
+    candidate: no gather) and with one more anchor below conf (the gathered subset)."""
+    rng = np.random.default_rng(nc)
+    n = 3000
+    out = np.empty((4 + nc, n), np.float32)
+    out[0:2] = rng.uniform(0, 640, (2, n))
+    out[2:4] = rng.uniform(4, 80, (2, n))
+    out[4:] = rng.uniform(0.001, 1, (nc, n))
+    if nc > 1:
+        out[4 + nc - 1, ::5] = out[4, ::5]  # ties between the first and the last class: the first wins, as argmax
+    sel = out.T.astype(np.float64)
+    cls = sel[:, 4:].argmax(axis=1).astype(np.int32)
+    scores = sel[:, 4:].max(axis=1).astype(np.float32)
+    boxes = np.concatenate([sel[:, :2] - sel[:, 2:4] / 2, sel[:, :2] + sel[:, 2:4] / 2], 1).astype(np.float32)
+    keep = nms_per_class(boxes, scores, cls, 0.5, 300)
+    padded = np.concatenate([out, np.zeros((4 + nc, 1), np.float32)], axis=1)  # an anchor at score 0: not a candidate
+    for got in (decode_yolo(out, nc, 0.0, 0.5, 300), decode_yolo(padded, nc, 0.0, 0.5, 300)):
+        np.testing.assert_array_equal(got.class_ids, cls[keep])
+        np.testing.assert_array_equal(got.scores, scores[keep])
+        np.testing.assert_allclose(got.boxes, boxes[keep], atol=1e-3)
+        assert got.boxes.dtype == np.float32 and got.class_ids.dtype == np.int32 and len(got) == 300
 
 
 def test_int8_scheme_keeps_only_the_detect_heads_output_layers_in_fp32() -> None:
