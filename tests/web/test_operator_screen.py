@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import APIResponse, Page, Route, expect
 
 from station.app import Station
 
@@ -134,3 +134,42 @@ def test_login_pause_resume_ack_in_browser(quiet_line: tuple[Station, str], page
     page.click("#logout")
     expect(page.locator("#login-link")).to_be_visible()
     expect(page.locator("#pause-form")).to_be_hidden()
+
+
+def test_a_late_status_answer_never_undoes_a_newer_one(quiet_line: tuple[Station, str], page: Page) -> None:
+    """A status GET sent while the line was paused and answered after RESUME must not show it paused again."""
+    station, base = quiet_line
+    page.goto(base + "/login?next=/")
+    page.fill("#username", "op")
+    page.fill("#password", PASSWORDS["op"])
+    page.click("#login-btn")
+    page.wait_for_url(base + "/")
+    expect(page.locator("#pause-form")).to_be_visible()
+
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold_paused_answers(route: Route) -> None:
+        answer = route.fetch()
+        if answer.json().get("paused"):
+            held.append((route, answer))  # answered later, after RESUME
+        else:
+            route.fulfill(response=answer)
+
+    page.route("**/api/status", hold_paused_answers)
+    page.click("#pause-btn")
+    expect(page.locator("#pause-banner")).to_be_visible()
+    for _ in range(100):  # the pause's status event makes the page ask for the status again
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the page did not ask for the status after the pause"
+    page.click("#resume-btn")
+    expect(page.locator("#pause-banner")).to_be_hidden()
+    expect(page.locator("#trigger-btn")).to_be_enabled()
+    for route, answer in held:
+        route.fulfill(response=answer)  # the stale "paused" answers arrive now
+    page.wait_for_timeout(500)
+    expect(page.locator("#pause-banner")).to_be_hidden()
+    expect(page.locator("#trigger-btn")).to_be_enabled()
+    expect(page.locator("#run-state")).to_contain_text("RUNNING")
+    assert not station.pipeline.paused
