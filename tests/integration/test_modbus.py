@@ -7,6 +7,7 @@ RECIPE_REQUEST -> model switch, reject verification, and the PLC going away and 
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from typing import Any
@@ -123,7 +124,10 @@ def test_plc_handshake_hands_every_result_over_in_order(make_config, plc):
     assert len(beats) >= 3
     assert all(a.values != b.values for a, b in zip(beats, beats[1:])), "the heartbeat toggles"
     gaps = [(b.t_ns - a.t_ns) / 1e9 for a, b in zip(beats, beats[1:])]
-    assert all(0.85 <= g <= 1.25 for g in gaps), f"heartbeat every second: {gaps}"
+    # every second: never faster, and late by at most half a period (a loaded 2-core CI machine once held the link
+    # thread 0.35 s; a PLC watchdog on the heartbeat trips after 2-3 periods)
+    assert all(0.85 <= g <= 1.5 for g in gaps), f"heartbeat every second: {gaps}"
+    assert 0.9 <= statistics.median(gaps) <= 1.15, f"heartbeat every second: {gaps}"
     assert plc.bit("coil", R.STATION_READY.address) is False, "STATION_READY drops on stop"
     assert plc.bit("coil", R.RESULT_VALID.address) is False
 
