@@ -411,6 +411,7 @@
     };
     es.addEventListener("hello", (ev) => {
       const d = JSON.parse(ev.data);
+      st.statusShown = st.statusAsked;  // newer than any status request still on its way: their answers are dropped
       renderStatus(d.status);
       renderCounters(d.counters);
       if (d.result) onResult(d.result);
