@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from .base import StrictModel
+
+# The bounds each kind of health setting shares, declared once; each field picks its default and says what it is.
+Frames = Annotated[int, Field(ge=3, le=10000)]
+"""How many frames a band, baseline or window is computed over."""
+Streak = Annotated[int, Field(ge=1, le=10000)]
+"""How many consecutive frames it takes to raise or clear an alarm."""
+RelativeChange = Annotated[float, Field(gt=0, lt=1)]
+"""A change relative to the setup value (0.3 = 30 %), short of all of it."""
+Limit01 = Annotated[float, Field(gt=0, le=1)]
+"""A positive limit on a quantity that lies in 0..1 (a share, a fraction of the frame, a distance between
+distributions)."""
 
 
 class HealthConfig(StrictModel):
@@ -20,64 +33,46 @@ class HealthConfig(StrictModel):
         description="Measure every frame (about 0.5 ms at 1 MP, after the verdict is handed to the ejector) and raise "
         "drift alarms.",
     )
-    setup_parts: int = Field(
+    setup_parts: Frames = Field(
         20,
-        ge=3,
-        le=10000,
         description="Frames per camera the bands are learned from, at start-up (or after POST /api/health/relearn).",
     )
-    alarm_after_parts: int = Field(
-        5, ge=1, le=10000, description="Consecutive frames outside a band that raise its drift alarm."
-    )
-    clear_after_parts: int = Field(
-        2, ge=1, le=10000, description="Consecutive frames back inside the band that clear the alarm."
-    )
+    alarm_after_parts: Streak = Field(5, description="Consecutive frames outside a band that raise its drift alarm.")
+    clear_after_parts: Streak = Field(2, description="Consecutive frames back inside the band that clear the alarm.")
     band_sigma: float = Field(
         4.0,
         ge=0,
         le=100,
         description="The band is at least this many standard deviations (of the setup frames) wide on each side.",
     )
-    sharpness_drop: float = Field(
+    sharpness_drop: RelativeChange = Field(
         0.3,
-        gt=0,
-        lt=1,
         description="Alarm when the image is this much less sharp than at setup (0.3 = 30 % less): lens dirty or focus "
         "moved.",
     )
-    brightness_change: float = Field(
+    brightness_change: RelativeChange = Field(
         0.25,
-        gt=0,
-        lt=1,
         description="Alarm when the mean grey level is this much darker or brighter than at setup (0.25 = 25 %).",
     )
-    clipped_rise: float = Field(
+    clipped_rise: Limit01 = Field(
         0.02,
-        gt=0,
-        le=1,
         description="Alarm when the share of clipped (black or white) pixels rises this much above setup (0.02 = 2 "
         "points).",
     )
-    shift_frac: float = Field(
+    shift_frac: Limit01 = Field(
         0.03,
-        gt=0,
-        le=1,
         description="Alarm when the part sits this far from its setup position, as a fraction of the frame width.",
     )
-    model_baseline_parts: int = Field(
+    model_baseline_parts: Frames = Field(
         50,
-        ge=3,
-        le=10000,
         description="Frames a model's score and detection-count baseline is taken from, at start-up and after each "
         "model swap (promotion).",
     )
-    model_window_parts: int = Field(
-        50, ge=3, le=10000, description="Sliding window of recent frames compared with the model's baseline."
+    model_window_parts: Frames = Field(
+        50, description="Sliding window of recent frames compared with the model's baseline."
     )
-    score_ks_limit: float = Field(
+    score_ks_limit: Limit01 = Field(
         0.5,
-        gt=0,
-        le=1,
         description="Alarm when the Kolmogorov-Smirnov distance between the window's and the baseline's image scores "
         "exceeds this (0..1).",
     )
