@@ -25,7 +25,7 @@ from .actuate import (
     RejectConfig,
     SimulatedOutputConfig,
 )
-from .base import StrictModel, repeated
+from .base import CountUpTo1k, SecondsUpTo1day, SecondsUpTo1min, Share, StrictModel, repeated
 from .camera import (
     CameraConfig,
     FolderCameraConfig,
@@ -110,8 +110,8 @@ class CalibrationLimits(StrictModel):
     """When a camera calibration (`python -m calibration calibrate`, the admin page) is refused."""
 
     min_views: int = Field(5, ge=3, le=200, description="Fewer usable board views than this: refused (add views).")
-    min_coverage: float = Field(
-        0.5, ge=0.0, le=1.0, description="Share of the frame (4x4 cells) the board corners must reach over all views."
+    min_coverage: Share = Field(
+        0.5, description="Share of the frame (4x4 cells) the board corners must reach over all views."
     )
     max_rms_px: float = Field(1.0, gt=0, description="Reprojection error (px, RMS) above this: refused.")
     min_sharpness: float = Field(
@@ -144,11 +144,8 @@ class CalibrationConfig(StrictModel):
 class PipelineConfig(StrictModel):
     """Queues between the threads of the hot path."""
 
-    frame_queue: int = Field(
-        4,
-        ge=1,
-        le=1000,
-        description="Frames waiting for the inspector; when full the newest part is FAILSAFE (drop-new).",
+    frame_queue: CountUpTo1k = Field(
+        4, description="Frames waiting for the inspector; when full the newest part is FAILSAFE (drop-new)."
     )
     grab_timeout_ms: float = Field(
         500.0, gt=0, description="A camera that returns no frame within this time fails the part (FAILSAFE)."
@@ -194,18 +191,14 @@ class WatchdogConfig(StrictModel):
         description="Restarts allowed within restart_window_s; one more and the station stops (exit code 1) for "
         "systemd to restart it.",
     )
-    restart_window_s: float = Field(60.0, gt=0, le=86400, description="The window max_restarts counts over.")
-    recover_s: float = Field(
+    restart_window_s: SecondsUpTo1day = Field(60.0, description="The window max_restarts counts over.")
+    recover_s: SecondsUpTo1min = Field(
         0.5,
-        gt=0,
-        le=60,
         description="A restarted worker that finished a part, or waited this long for work without sticking, has "
         "recovered (the alarm clears).",
     )
-    notify_s: float = Field(
+    notify_s: SecondsUpTo1min = Field(
         1.0,
-        gt=0,
-        le=60,
         description="Send WATCHDOG=1 to systemd this often (at least twice per WatchdogSec) while every worker is "
         "healthy.",
     )

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .base import ReconnectMaxS, ReconnectMinS, StrictModel, repeated
+from .base import MsUpTo1s, MsUpTo10min, MsUpTo10s, ReconnectMaxS, ReconnectMinS, SecondsUpTo1min, StrictModel, repeated
 from .camera import ReconnectConfig
 from .floor import EncoderConfig, ModbusEndpointConfig, RejectVerifyConfig
 
@@ -94,7 +94,7 @@ class OpcUaOutputConfig(StrictModel):
         default_factory=lambda: {"reject": "ns=2;s=Reject"},
         description="Output line name -> NodeId string of a writable Boolean variable.",
     )
-    timeout_s: float = Field(1.0, gt=0, le=60, description="Request timeout; a write that takes longer fails the edge.")
+    timeout_s: SecondsUpTo1min = Field(1.0, description="Request timeout; a write that takes longer fails the edge.")
     reconnect_min_s: ReconnectMinS = 0.5
     reconnect_max_s: ReconnectMaxS = 10.0
 
@@ -143,11 +143,8 @@ class PylonOutputConfig(StrictModel):
         description="Read UserOutputValue back after every write and fail the edge when it differs (one more round "
         "trip per edge).",
     )
-    lock_timeout_ms: float = Field(
-        20.0,
-        gt=0,
-        le=1000,
-        description="Longest wait for the camera device (while it is being reconfigured) before an edge fails.",
+    lock_timeout_ms: MsUpTo1s = Field(
+        20.0, description="Longest wait for the camera device (while it is being reconfigured) before an edge fails."
     )
     reconnect: ReconnectConfig = Field(
         default_factory=ReconnectConfig, description="Own device only: reconnection after the camera is lost."
@@ -188,17 +185,15 @@ class RejectConfig(StrictModel):
             "plc: hand part id + result to the PLC (section `plc`), which times the reject itself."
         ),
     )
-    travel_ms: float = Field(
+    travel_ms: MsUpTo10min = Field(
         1000.0,
-        gt=0,
-        le=600000,
         description="Time for a part to travel from the camera to the ejector; in encoder mode, the SHORTEST such time "
         "(fastest belt): it sets the decision deadline.",
     )
     safety_margin_ms: float = Field(
         100.0, ge=0, description="The decision deadline is travel_ms - safety_margin_ms; a later verdict is FAILSAFE."
     )
-    pulse_ms: float = Field(50.0, gt=0, le=10000, description="Width of the reject pulse.")
+    pulse_ms: MsUpTo10s = Field(50.0, description="Width of the reject pulse.")
     line: str = Field("reject", description="Name of the output line that drives the ejector.")
     output: OutputConfig = Field(default_factory=SimulatedOutputConfig, description="The output driver.")
     realtime_priority: int = Field(

@@ -31,3 +31,32 @@ ReconnectMaxS = Annotated[
     float, Field(gt=0, le=600, description="Longest wait between reconnect attempts (the wait doubles up to this).")
 ]
 """The cap of the doubling reconnect wait, seconds."""
+
+# Bounded quantities that recur across sections, the unit and the upper bound in the name: a field says what it is in
+# its own description (``poll_ms: MsUpTo1s = Field(2.0, description=...)``) and leaves the bounds to its type.
+SecondsUpTo1min = Annotated[float, Field(gt=0, le=60)]
+"""A positive duration in seconds, at most a minute."""
+SecondsUpTo1day = Annotated[float, Field(gt=0, le=86400)]
+"""A positive duration in seconds, at most a day."""
+MsUpTo1s = Annotated[float, Field(gt=0, le=1000)]
+"""A positive duration in milliseconds, at most a second (a poll period)."""
+MsUpTo10s = Annotated[float, Field(gt=0, le=10000)]
+"""A positive duration in milliseconds, at most ten seconds."""
+MsUpTo1min = Annotated[float, Field(gt=0, le=60000)]
+"""A positive duration in milliseconds, at most a minute."""
+MsUpTo10min = Annotated[float, Field(gt=0, le=600000)]
+"""A positive duration in milliseconds, at most ten minutes."""
+CountUpTo1k = Annotated[int, Field(ge=1, le=1000)]
+"""A count of at least one, at most 1,000."""
+CountUpTo10k = Annotated[int, Field(ge=1, le=10000)]
+"""A count of at least one, at most 10,000."""
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+"""A share or a rate: 0..1."""
+OverlapRatio = Annotated[float, Field(gt=0.0, le=1.0)]
+"""How much two boxes (or a box and a zone) overlap, as a fraction: above 0, at most 1."""
+SmallPx = Annotated[int, Field(ge=0, le=200)]
+"""A small distance in (full-resolution) pixels: a jitter, a margin, a merge distance."""
+JpegQuality = Annotated[int, Field(ge=10, le=100)]
+"""JPEG quality (higher = sharper and larger)."""
+Threads = Annotated[int, Field(ge=0, le=256)]
+"""Threads of a runtime; 0 = one per core."""

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .base import StrictModel
+from .base import CountUpTo1k, MsUpTo10min, MsUpTo10s, SecondsUpTo1min, Share, SmallPx, StrictModel
 
 Product = Literal["machined", "pcb"]
 DefectClass = Literal["scratch", "spot", "missing"]
@@ -23,14 +23,14 @@ class SyntheticCameraConfig(StrictModel):
     product: Product = Field("machined", description="What the parts look like: a machined flange or a PCB-like board.")
     width: int = Field(1280, ge=64, le=8192, description="Frame width in pixels.")
     height: int = Field(800, ge=64, le=8192, description="Frame height in pixels.")
-    defect_rate: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of parts that carry at least one defect.")
+    defect_rate: Share = Field(0.2, description="Fraction of parts that carry at least one defect.")
     defect_classes: list[DefectClass] = Field(
         default_factory=lambda: list(DEFECT_CLASSES),
         min_length=1,
         description="Defect classes to draw, from: scratch (thin line), spot (dent/stain blob), missing (bolt hole / "
         "component absent).",
     )
-    jitter_px: int = Field(12, ge=0, le=200, description="Maximum random shift of the part in x and y, in pixels.")
+    jitter_px: SmallPx = Field(12, description="Maximum random shift of the part in x and y, in pixels.")
     rotation_deg: float = Field(1.0, ge=0.0, le=45.0, description="Maximum random rotation of the part, in degrees.")
     noise_sigma: float = Field(
         3.0, ge=0.0, le=50.0, description="Standard deviation of the sensor noise, in grey levels."
@@ -38,10 +38,8 @@ class SyntheticCameraConfig(StrictModel):
     lighting_variation: float = Field(
         0.06, ge=0.0, le=0.5, description="Relative brightness variation between parts (0.06 = +/-6 %)."
     )
-    harmless_mark_rate: float = Field(
+    harmless_mark_rate: Share = Field(
         0.0,
-        ge=0.0,
-        le=1.0,
         description="Fraction of parts that carry a harmless ink mark (class 'mark', NOT a defect; listed under "
         "meta['marks']).",
     )
@@ -73,8 +71,8 @@ class FolderCameraConfig(StrictModel):
 class ReconnectConfig(StrictModel):
     """How a camera (or camera-hosted output) that went away is reconnected: exponential backoff, capped."""
 
-    initial_s: float = Field(
-        0.5, gt=0, le=60, description="Wait before the first reconnect attempt after the device was lost, in seconds."
+    initial_s: SecondsUpTo1min = Field(
+        0.5, description="Wait before the first reconnect attempt after the device was lost, in seconds."
     )
     factor: float = Field(2.0, ge=1.0, le=10.0, description="Each failed attempt multiplies the wait by this factor.")
     max_s: float = Field(
@@ -86,10 +84,8 @@ class ReconnectConfig(StrictModel):
         "once). "
         "False: start anyway, raise an alarm and keep trying in the background.",
     )
-    lost_after_failures: int = Field(
+    lost_after_failures: CountUpTo1k = Field(
         3,
-        ge=1,
-        le=1000,
         description="Consecutive failed grabs (timeouts, failed buffers) after which the device is treated as lost and "
         "reopened.",
     )
@@ -177,7 +173,7 @@ class PylonCameraConfig(StrictModel):
         "pattern; "
         "set PYLON_CAMEMU=<n> in the environment to get n emulated cameras.",
     )
-    max_buffers: int = Field(10, ge=1, le=1000, description="Host buffers for grabbed frames (MaxNumBuffer).")
+    max_buffers: CountUpTo1k = Field(10, description="Host buffers for grabbed frames (MaxNumBuffer).")
     reconnect: ReconnectConfig = Field(
         default_factory=ReconnectConfig, description="Reconnection after the camera is lost."
     )
@@ -238,16 +234,12 @@ class OpenCvCameraConfig(StrictModel):
         "realtime = play at the "
         "file's frame rate like a live stream (grabs take the next frame after the trigger).",
     )
-    stream_timeout_ms: float = Field(
+    stream_timeout_ms: MsUpTo10min = Field(
         5000.0,
-        gt=0,
-        le=600000,
         description="Streams (url/index): open and read timeout; a stream silent for this long is lost and reopened.",
     )
-    buffer_frames: int = Field(
+    buffer_frames: CountUpTo1k = Field(
         4,
-        ge=1,
-        le=1000,
         description="Streams: frames kept between the reader thread and the line; older ones are dropped and counted "
         "(overruns).",
     )
@@ -302,8 +294,8 @@ class CameraTriggerConfig(StrictModel):
         "freerun, "
         "or an opencv stream / realtime file. The other cameras are then asked for their frame of that part.",
     )
-    poll_ms: float = Field(
-        200.0, gt=0, le=10000, description="How long one wait for the next frame lasts before checking for stop."
+    poll_ms: MsUpTo10s = Field(
+        200.0, description="How long one wait for the next frame lasts before checking for stop."
     )
 
 

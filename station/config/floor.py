@@ -12,7 +12,19 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import ListenPort, ReconnectMaxS, ReconnectMinS, StrictModel, TcpPort
+from .base import (
+    CountUpTo1k,
+    ListenPort,
+    MsUpTo1min,
+    MsUpTo1s,
+    MsUpTo10min,
+    MsUpTo10s,
+    ReconnectMaxS,
+    ReconnectMinS,
+    SecondsUpTo1min,
+    StrictModel,
+    TcpPort,
+)
 
 
 class ModbusEndpointConfig(StrictModel):
@@ -21,11 +33,8 @@ class ModbusEndpointConfig(StrictModel):
     host: str = Field("127.0.0.1", description="PLC address (IP or host name).")
     port: TcpPort = Field(502, description="Modbus TCP port of the PLC.")
     device_id: int = Field(1, ge=0, le=255, description="Modbus unit / device id (slave id).")
-    timeout_ms: float = Field(
-        50.0,
-        gt=0,
-        le=10000,
-        description="Give up on one request after this long; the connection is then dropped and re-opened.",
+    timeout_ms: MsUpTo10s = Field(
+        50.0, description="Give up on one request after this long; the connection is then dropped and re-opened."
     )
     reconnect_min_s: ReconnectMinS = 0.2
     reconnect_max_s: ReconnectMaxS = 5.0
@@ -57,16 +66,11 @@ class EncoderConfig(StrictModel):
         description="32-bit counts: 'big' = high word in the first register (Modbus convention), 'little' = low word "
         "first.",
     )
-    poll_ms: float = Field(
-        2.0,
-        gt=0,
-        le=1000,
-        description="Read the count this often; the reject lands within about one poll of its count.",
+    poll_ms: MsUpTo1s = Field(
+        2.0, description="Read the count this often; the reject lands within about one poll of its count."
     )
-    stale_ms: float = Field(
+    stale_ms: MsUpTo1min = Field(
         500.0,
-        gt=0,
-        le=60000,
         description="Raise an alarm when no count could be read for this long (pending rejects wait for the count).",
     )
 
@@ -90,12 +94,10 @@ class RejectVerifyConfig(StrictModel):
         description="Usual time from the pulse's rising edge to the sensor; a sensor edge confirms the open pulse "
         "whose age is closest to it.",
     )
-    window_ms: float = Field(
-        500.0, gt=0, le=60000, description="A pulse not confirmed within this time after its rising edge is an alarm."
+    window_ms: MsUpTo1min = Field(
+        500.0, description="A pulse not confirmed within this time after its rising edge is an alarm."
     )
-    poll_ms: float = Field(
-        5.0, gt=0, le=1000, description="Read the confirmation bit this often while a pulse waits for it."
-    )
+    poll_ms: MsUpTo1s = Field(5.0, description="Read the confirmation bit this often while a pulse waits for it.")
 
 
 class PlcConfig(StrictModel):
@@ -118,21 +120,15 @@ class PlcConfig(StrictModel):
     input_base: int = Field(
         0, ge=0, le=65000, description="Address of input register 0 of the map (ENCODER_COUNT, RECIPE_REQUEST)."
     )
-    heartbeat_s: float = Field(1.0, gt=0, le=60, description="The HEARTBEAT coil toggles this often.")
-    poll_ms: float = Field(
-        10.0, gt=0, le=1000, description="Handshake cycle: read acknowledge and recipe, write the next result."
-    )
-    ack_timeout_ms: float = Field(
+    heartbeat_s: SecondsUpTo1min = Field(1.0, description="The HEARTBEAT coil toggles this often.")
+    poll_ms: MsUpTo1s = Field(10.0, description="Handshake cycle: read acknowledge and recipe, write the next result.")
+    ack_timeout_ms: MsUpTo1min = Field(
         500.0,
-        gt=0,
-        le=60000,
         description="A result the PLC has not acknowledged by then raises an alarm; the station moves on to the next "
         "part.",
     )
-    result_max_age_ms: float = Field(
+    result_max_age_ms: MsUpTo10min = Field(
         2000.0,
-        gt=0,
-        le=600000,
         description="Results older than this (e.g. decided while the PLC was away) are not handed over: the part has "
         "passed the ejector and the PLC has applied its own fail-safe.",
     )
@@ -173,7 +169,7 @@ class MqttConfig(StrictModel):
         le=100_000_000,
         description="Most messages kept while the broker is away; the oldest are dropped beyond this.",
     )
-    max_inflight: int = Field(20, ge=1, le=1000, description="Messages sent and not yet acknowledged at once.")
+    max_inflight: CountUpTo1k = Field(20, description="Messages sent and not yet acknowledged at once.")
     reconnect_min_s: ReconnectMinS = 0.5
     reconnect_max_s: ReconnectMaxS = 10.0
     include_frames: bool = Field(
@@ -187,7 +183,7 @@ class OpcUaServerConfig(StrictModel):
     host: str = Field("127.0.0.1", description="Listen address (loopback unless the OPC UA client is elsewhere).")
     port: ListenPort = Field(4840, description="TCP port (0 = pick a free one; the chosen one is in Station.health()).")
     namespace: str = Field("urn:inspection-station", description="Namespace URI of the station's nodes.")
-    update_ms: float = Field(200.0, gt=0, le=60000, description="Counters and state are refreshed this often.")
+    update_ms: MsUpTo1min = Field(200.0, description="Counters and state are refreshed this often.")
 
 
 class PublishConfig(StrictModel):

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from .base import StrictModel
+from .base import CountUpTo1k, CountUpTo10k, OverlapRatio, SmallPx, StrictModel, Threads
 from .rules import Confidence
 
 LearnOnlyGood = Annotated[
@@ -36,8 +36,8 @@ class ReferenceInspectorConfig(StrictModel):
         "if unset, "
         "learn from the first `learn_parts` parts of the line.",
     )
-    learn_parts: int = Field(
-        20, ge=1, le=10000, description="Number of parts used to learn the template when no folder is given."
+    learn_parts: CountUpTo10k = Field(
+        20, description="Number of parts used to learn the template when no folder is given."
     )
     learn_only_good: LearnOnlyGood = True
     scale: float = Field(
@@ -90,10 +90,8 @@ class ReferenceInspectorConfig(StrictModel):
         "a spur or a "
         "short, which leave that band, is found.",
     )
-    border_px: int = Field(
+    border_px: SmallPx = Field(
         6,
-        ge=0,
-        le=200,
         description="Ignore this many full-resolution pixels inside the part's outline (the outline itself moves with "
         "jitter). Only "
         "when an outline is found; when that would leave nothing, the un-eroded outline is used.",
@@ -117,17 +115,11 @@ class ReferenceInspectorConfig(StrictModel):
         "fiducials, "
         "areas allowed to vary); unset = none.",
     )
-    merge_px: int = Field(
-        6,
-        ge=0,
-        le=200,
-        description="Abnormal fragments closer than this, in full-resolution pixels, are one defect (one box).",
+    merge_px: SmallPx = Field(
+        6, description="Abnormal fragments closer than this, in full-resolution pixels, are one defect (one box)."
     )
-    box_margin_px: int = Field(
-        3,
-        ge=0,
-        le=200,
-        description="Grow every box by this many full-resolution pixels on each side (boxes as a person draws them).",
+    box_margin_px: SmallPx = Field(
+        3, description="Grow every box by this many full-resolution pixels on each side (boxes as a person draws them)."
     )
     box_margin_frac: float = Field(
         0.25,
@@ -165,9 +157,7 @@ class ReferenceInspectorConfig(StrictModel):
         "board "
         "that fills the frame); 0 = off (the coarse level only, good to a pixel or two).",
     )
-    max_blobs: int = Field(
-        64, ge=1, le=10000, description="Report at most this many blobs per frame (the largest first)."
-    )
+    max_blobs: CountUpTo10k = Field(64, description="Report at most this many blobs per frame (the largest first).")
     template_path: Path | None = Field(
         None,
         description="Learned template file (.npz). Loaded at start when it exists (no relearning after a restart); "
@@ -214,10 +204,8 @@ class TilingConfig(StrictModel):
         description="Tiles per onnxruntime run when the model has a dynamic batch dimension (memory: 4.9 MB per tile "
         "at 640x640); static-batch models run one tile at a time.",
     )
-    merge_ios: float = Field(
+    merge_ios: OverlapRatio = Field(
         0.5,
-        gt=0.0,
-        le=1.0,
         description="Pieces of one defect cut by a tile border are merged when their overlap exceeds this fraction of "
         "the smaller box.",
     )
@@ -263,9 +251,7 @@ class OnnxInspectorConfig(StrictModel):
         "an INT8 model's quantised layers run in INT8 whatever this says. onnxruntime always runs the file's own "
         "precision.",
     )
-    intra_op_threads: int = Field(
-        0, ge=0, le=256, description="Inference threads of onnxruntime or OpenVINO (0 = one per core)."
-    )
+    intra_op_threads: Threads = Field(0, description="Inference threads of onnxruntime or OpenVINO (0 = one per core).")
     allow_spinning: bool = Field(
         True, description="Let onnxruntime threads spin between runs (lower latency, more CPU)."
     )
@@ -275,8 +261,8 @@ class OnnxInspectorConfig(StrictModel):
     conf: Confidence = Field(
         0.1, description="Drop candidates below this score before NMS (rules apply the real thresholds)."
     )
-    iou: float = Field(0.5, gt=0.0, le=1.0, description="IoU threshold of the per-class NMS.")
-    max_det: int = Field(300, ge=1, le=10000, description="Keep at most this many detections per frame.")
+    iou: OverlapRatio = Field(0.5, description="IoU threshold of the per-class NMS.")
+    max_det: CountUpTo10k = Field(300, description="Keep at most this many detections per frame.")
     tiling: TilingConfig = Field(
         default_factory=TilingConfig, description="Tiling for frames much larger than the model input."
     )
@@ -375,9 +361,7 @@ class AnomalyInspectorConfig(StrictModel):
     min_blob_px: int = Field(
         0, ge=0, description="Ignore blobs smaller than this, in frame pixels (rules' min_area_mm2 applies as well)."
     )
-    max_blobs: int = Field(
-        32, ge=1, le=1000, description="Report at most this many blobs per frame (the strongest first)."
-    )
+    max_blobs: CountUpTo1k = Field(32, description="Report at most this many blobs per frame (the strongest first).")
     regions: list[AnomalyRegion] = Field(
         default_factory=list, description="Rectangles with their own threshold (later entries win where they overlap)."
     )
@@ -385,10 +369,8 @@ class AnomalyInspectorConfig(StrictModel):
         default_factory=lambda: ["CPUExecutionProvider"],
         description="onnxruntime execution providers in order of preference; CPU is always the fallback.",
     )
-    intra_op_threads: int = Field(
+    intra_op_threads: Threads = Field(
         1,
-        ge=0,
-        le=256,
         description="onnxruntime intra-op threads (0 = one per core). One is fastest for the default working size: "
         "the graph is many small operations (bench/bench_anomaly.py: 13.6 ms with 1 thread, "
         "26.7 ms with 2 on 2 cores).",

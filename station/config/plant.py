@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import StrictModel
+from .base import CountUpTo10k, JpegQuality, StrictModel
 
 
 class PlantLinkConfig(StrictModel):
@@ -59,12 +59,9 @@ class PlantLinkConfig(StrictModel):
     images: Literal["all", "rejects", "none"] = Field(
         "all", description="Which parts' images are uploaded (JPEG of each frame)."
     )
-    jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of uploaded images.")
-    batch: int = Field(
-        256,
-        ge=1,
-        le=10000,
-        description="Results sent per round trip (published together, deleted on their stored acks).",
+    jpeg_quality: JpegQuality = Field(90, description="JPEG quality of uploaded images.")
+    batch: CountUpTo10k = Field(
+        256, description="Results sent per round trip (published together, deleted on their stored acks)."
     )
     queue_size: int = Field(
         2000,

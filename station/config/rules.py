@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import StrictModel, repeated
+from .base import OverlapRatio, StrictModel, repeated
 
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
 """A detection confidence, or a threshold on one: 0..1."""
@@ -50,8 +50,8 @@ class IgnoreZone(StrictModel):
     y1: float = Field(..., description="Top edge in frame pixels.")
     x2: float = Field(..., description="Right edge in frame pixels.")
     y2: float = Field(..., description="Bottom edge in frame pixels.")
-    min_overlap: float = Field(
-        0.5, gt=0.0, le=1.0, description="Ignore a detection when this fraction of its box lies in the zone."
+    min_overlap: OverlapRatio = Field(
+        0.5, description="Ignore a detection when this fraction of its box lies in the zone."
     )
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import StrictModel
+from .base import CountUpTo10k, StrictModel
 
 
 class StoreConfig(StrictModel):
@@ -18,7 +18,7 @@ class StoreConfig(StrictModel):
     queue_size: int = Field(
         5000, ge=10, description="Records waiting for the writer; beyond this they are dropped and counted."
     )
-    batch_size: int = Field(64, ge=1, le=10000, description="Rows written per transaction at most.")
+    batch_size: CountUpTo10k = Field(64, description="Rows written per transaction at most.")
     image_format: Literal["png", "jpg"] = Field("png", description="png is lossless (for relabelling); jpg is smaller.")
     keep_pass_every: int = Field(
         25,

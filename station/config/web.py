@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import ListenPort, StrictModel
+from .base import CountUpTo1k, JpegQuality, ListenPort, SecondsUpTo1day, StrictModel
 
 
 class WebConfig(StrictModel):
@@ -27,8 +27,8 @@ class WebConfig(StrictModel):
         le=4096,
         description="The live image is downscaled to at most this width in pixels (never upscaled).",
     )
-    live_jpeg_quality: int = Field(
-        80, ge=10, le=100, description="JPEG quality of the live image (higher = sharper and larger)."
+    live_jpeg_quality: JpegQuality = Field(
+        80, description="JPEG quality of the live image (higher = sharper and larger)."
     )
     sse_queue: int = Field(
         32,
@@ -39,8 +39,8 @@ class WebConfig(StrictModel):
             "Each buffered result holds its frames in memory, so keep this small."
         ),
     )
-    max_live_clients: int = Field(
-        16, ge=1, le=1000, description="Most live screens (event streams) at once; one more gets HTTP 503 and retries."
+    max_live_clients: CountUpTo1k = Field(
+        16, description="Most live screens (event streams) at once; one more gets HTTP 503 and retries."
     )
     anonymous_view: bool = Field(
         True,
@@ -63,13 +63,10 @@ class WebConfig(StrictModel):
         description="Mark the session cookie Secure: auto = when the request came over https (TLS here or a trusted "
         "proxy), always, never.",
     )
-    login_max_failures: int = Field(
-        5,
-        ge=1,
-        le=1000,
-        description="Failed logins allowed per username and client address within login_window_s; more get HTTP 429.",
+    login_max_failures: CountUpTo1k = Field(
+        5, description="Failed logins allowed per username and client address within login_window_s; more get HTTP 429."
     )
-    login_window_s: float = Field(60.0, gt=0, le=86400, description="Window of the failed-login limit, in seconds.")
+    login_window_s: SecondsUpTo1day = Field(60.0, description="Window of the failed-login limit, in seconds.")
     ssl_certfile: Path | None = Field(
         None, description="Serve HTTPS with this PEM certificate (needs ssl_keyfile); cookies are then Secure."
     )
