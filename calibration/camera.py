@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from station import serialize
+from station.config import CalibrationLimits
 
 from .targets import Points, Target, neighbour_distances
 
@@ -37,15 +39,15 @@ class CalibrationRefused(ValueError):
         super().__init__("; ".join(reasons))
 
 
-@dataclass(frozen=True)
-class Limits:
-    """When a calibration is refused (the station config's ``calibration.limits``)."""
+class Limits(CalibrationLimits):
+    """When a calibration is refused: the station config's ``calibration.limits`` (defaults and bounds declared there
+    once), and the grid the coverage is counted on."""
 
-    min_views: int = 5
-    min_coverage: float = 0.5
-    max_rms_px: float = 1.0
-    min_sharpness: float = 100.0
-    grid: int = 4  # coverage: share of the grid x grid cells of the frame that hold a corner of some used view
+    grid: int = Field(
+        4,
+        ge=1,
+        description="Coverage: share of the grid x grid cells of the frame that hold a corner of some used view.",
+    )
 
 
 @dataclass(frozen=True)
