@@ -12,6 +12,8 @@ from .base import CountUpTo1k, MsUpTo10min, MsUpTo10s, SecondsUpTo1min, Share, S
 Product = Literal["machined", "pcb"]
 DefectClass = Literal["scratch", "spot", "missing"]
 DEFECT_CLASSES: tuple[DefectClass, ...] = ("scratch", "spot", "missing")
+SidePx = Annotated[int | None, Field(ge=1)]
+"""A frame side in pixels, at least one; None leaves it to the camera (each field says how)."""
 
 
 class SyntheticCameraConfig(StrictModel):
@@ -143,8 +145,8 @@ class PylonCameraConfig(StrictModel):
     gain_db: float | None = Field(
         None, ge=0, description="Gain in dB (Gain; auto gain is switched off). None = keep the camera's."
     )
-    width: int | None = Field(None, ge=1, description="ROI width in pixels. None = the full sensor width.")
-    height: int | None = Field(None, ge=1, description="ROI height in pixels. None = the full sensor height.")
+    width: SidePx = Field(None, description="ROI width in pixels. None = the full sensor width.")
+    height: SidePx = Field(None, description="ROI height in pixels. None = the full sensor height.")
     offset_x: int = Field(0, ge=0, description="ROI left edge in pixels (OffsetX).")
     offset_y: int = Field(0, ge=0, description="ROI top edge in pixels (OffsetY).")
     pixel_format: PylonPixelFormat = Field(
@@ -203,10 +205,10 @@ class OpenCvCameraConfig(StrictModel):
     backend: Literal["any", "v4l2", "ffmpeg", "gstreamer"] = Field(
         "any", description="VideoCapture backend (any = OpenCV's choice)."
     )
-    width: int | None = Field(
-        None, ge=1, description="Requested frame width (USB cameras pick the nearest mode; checked and logged)."
+    width: SidePx = Field(
+        None, description="Requested frame width (USB cameras pick the nearest mode; checked and logged)."
     )
-    height: int | None = Field(None, ge=1, description="Requested frame height.")
+    height: SidePx = Field(None, description="Requested frame height.")
     fps: float | None = Field(
         None,
         gt=0,

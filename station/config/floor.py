@@ -8,7 +8,7 @@ one: they are the documented map in :mod:`station.plc.registers` (and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -25,6 +25,9 @@ from .base import (
     StrictModel,
     TcpPort,
 )
+
+RegisterBase = Annotated[int, Field(ge=0, le=65000)]
+"""Where the PLC program exposes address 0 of one table of the documented register map."""
 
 
 class ModbusEndpointConfig(StrictModel):
@@ -108,17 +111,17 @@ class PlcConfig(StrictModel):
     """
 
     modbus: ModbusEndpointConfig = Field(default_factory=ModbusEndpointConfig, description="The PLC.")
-    coil_base: int = Field(
-        0, ge=0, le=65000, description="Address of coil 0 of the map (STATION_READY is coil_base + 1, ...)."
+    coil_base: RegisterBase = Field(
+        0, description="Address of coil 0 of the map (STATION_READY is coil_base + 1, ...)."
     )
-    discrete_base: int = Field(
-        0, ge=0, le=65000, description="Address of discrete input 0 of the map (RESULT_ACK, REJECT_CONFIRM)."
+    discrete_base: RegisterBase = Field(
+        0, description="Address of discrete input 0 of the map (RESULT_ACK, REJECT_CONFIRM)."
     )
-    holding_base: int = Field(
-        0, ge=0, le=65000, description="Address of holding register 0 of the map (PART_ID, RESULT_CODE, ...)."
+    holding_base: RegisterBase = Field(
+        0, description="Address of holding register 0 of the map (PART_ID, RESULT_CODE, ...)."
     )
-    input_base: int = Field(
-        0, ge=0, le=65000, description="Address of input register 0 of the map (ENCODER_COUNT, RECIPE_REQUEST)."
+    input_base: RegisterBase = Field(
+        0, description="Address of input register 0 of the map (ENCODER_COUNT, RECIPE_REQUEST)."
     )
     heartbeat_s: SecondsUpTo1min = Field(1.0, description="The HEARTBEAT coil toggles this often.")
     poll_ms: MsUpTo1s = Field(10.0, description="Handshake cycle: read acknowledge and recipe, write the next result.")

@@ -10,6 +10,11 @@ from pydantic import Field, field_validator
 from .base import CountUpTo1k, CountUpTo10k, OverlapRatio, SmallPx, StrictModel, Threads
 from .rules import Confidence
 
+GreyLevel = Annotated[float, Field(ge=0, le=255)]
+"""A difference of 8-bit grey levels."""
+ThresholdScale = Annotated[float, Field(gt=0.0, le=100.0)]
+"""A factor on the model's learned threshold (< 1 stricter, > 1 more lenient)."""
+
 LearnOnlyGood = Annotated[
     bool,
     Field(
@@ -56,9 +61,7 @@ class ReferenceInspectorConfig(StrictModel):
         le=50,
         description="A pixel is abnormal when it differs from the template by more than k x its learned spread.",
     )
-    min_abs_diff: float = Field(
-        12.0, ge=0, le=255, description="Floor on the abnormal-pixel threshold, in grey levels."
-    )
+    min_abs_diff: GreyLevel = Field(12.0, description="Floor on the abnormal-pixel threshold, in grey levels.")
     min_blob_px: int = Field(12, ge=1, description="Ignore blobs smaller than this, in full-resolution pixels.")
     align: Literal["none", "translation", "euclidean"] = Field(
         "euclidean", description="Register each frame to the template before comparing."
@@ -72,10 +75,8 @@ class ReferenceInspectorConfig(StrictModel):
         "blob scores "
         "low, a large or high-contrast one high; 0.5 when m = score_scale). Ranks defects; never saturates.",
     )
-    std_floor: float = Field(
+    std_floor: GreyLevel = Field(
         2.0,
-        ge=0,
-        le=255,
         description="Floor on the learned per-pixel spread, in grey levels (a pixel never looked steadier than this).",
     )
     edge_tolerance_px: float = Field(
@@ -281,11 +282,8 @@ class AnomalyRegion(StrictModel):
     y1: float = Field(..., description="Top edge in frame pixels.")
     x2: float = Field(..., description="Right edge in frame pixels.")
     y2: float = Field(..., description="Bottom edge in frame pixels.")
-    threshold_scale: float = Field(
-        ...,
-        gt=0.0,
-        le=100.0,
-        description="Multiply the model's threshold by this inside the rectangle (< 1 stricter, > 1 more lenient).",
+    threshold_scale: ThresholdScale = Field(
+        ..., description="Multiply the model's threshold by this inside the rectangle (< 1 stricter, > 1 more lenient)."
     )
 
 
@@ -343,10 +341,8 @@ class AnomalyInspectorConfig(StrictModel):
         "EfficientNet-Lite0: best on real textured surfaces such as solar cells, and the faster of the two) or "
         "`filters` (a fixed filter bank: no weights file needed). See docs/no_labels.md.",
     )
-    threshold_scale: float = Field(
+    threshold_scale: ThresholdScale = Field(
         1.0,
-        gt=0.0,
-        le=100.0,
         description="Multiply the model's learned threshold by this (< 1 catches fainter anomalies and rejects more "
         "good parts).",
     )

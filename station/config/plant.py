@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from .base import CountUpTo10k, JpegQuality, StrictModel
+
+Name = Annotated[str, Field(min_length=1)]
+"""A name that groups results on the plant's dashboard and rollups: not empty."""
 
 
 class PlantLinkConfig(StrictModel):
@@ -22,17 +25,11 @@ class PlantLinkConfig(StrictModel):
     )
     s3_access_key: str = Field("station", description="S3 access key id.")
     s3_secret_key: str = Field("station", description="S3 secret key.")
-    line: str = Field(
-        "line-1",
-        min_length=1,
-        description="The production line this station inspects (dashboard and rollups group by it).",
+    line: Name = Field(
+        "line-1", description="The production line this station inspects (dashboard and rollups group by it)."
     )
-    product: str = Field(
-        "default", min_length=1, description="Product name sent with every result (Pareto per product)."
-    )
-    group: str = Field(
-        "default", min_length=1, description="Station group for staged model rollout (e.g. canary, wave-1)."
-    )
+    product: Name = Field("default", description="Product name sent with every result (Pareto per product).")
+    group: Name = Field("default", description="Station group for staged model rollout (e.g. canary, wave-1).")
     subject_prefix: str = Field(
         "plant",
         pattern=r"^[A-Za-z0-9_-]+$",
