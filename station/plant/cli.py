@@ -247,11 +247,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _dsn_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    p.add_argument("--dsn", required=True, help="PostgreSQL connection string, e.g. 'host=db user=plant dbname=plant'")
 
 
 def _nats_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nats", required=True, help="NATS URL(s)")
+    p.add_argument("--nats", required=True, help="NATS URL(s), e.g. nats://n1:4222,nats://n2:4222")
     p.add_argument("--prefix", default="plant", help="subject prefix (plant.subject_prefix of the stations)")
 
 
@@ -280,9 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser(
         "ingest", help="JetStream results -> PostgreSQL (durable consumer, exactly once per station:seq)"
     )
-    p.add_argument("--dsn", required=True, help="PostgreSQL connection string, e.g. 'host=db user=plant dbname=plant'")
-    p.add_argument("--nats", required=True, help="NATS URL(s), e.g. nats://n1:4222,nats://n2:4222")
-    p.add_argument("--prefix", default="plant", help="subject prefix of the stations (plant.subject_prefix)")
+    _dsn_arg(p)
+    _nats_args(p)
     p.add_argument(
         "--durable", default="plant-ingest", help="durable consumer name (workers sharing it split the work)"
     )
