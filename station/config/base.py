@@ -25,31 +25,26 @@ TcpPort = Annotated[int, Field(ge=1, le=65535)]
 """A TCP port to connect to."""
 ListenPort = Annotated[int, Field(ge=0, le=65535)]
 """A TCP port to listen on; 0 picks a free one."""
-ReconnectMinS = Annotated[float, Field(gt=0, le=60, description="First wait before reconnecting after a failure.")]
+
+# Durations and counts: positive, the unit and the upper bound in the name (``MsUpTo1s``: milliseconds, above 0, at
+# most a second; ``CountUpTo1k``: 1 to 1,000); a field says what it is in its own description and leaves the bounds to
+# its type (``poll_ms: MsUpTo1s = Field(2.0, description=...)``).
+SecondsUpTo1min = Annotated[float, Field(gt=0, le=60)]
+SecondsUpTo1day = Annotated[float, Field(gt=0, le=86400)]
+MsUpTo1s = Annotated[float, Field(gt=0, le=1000)]
+MsUpTo10s = Annotated[float, Field(gt=0, le=10000)]
+MsUpTo1min = Annotated[float, Field(gt=0, le=60000)]
+MsUpTo10min = Annotated[float, Field(gt=0, le=600000)]
+CountUpTo1k = Annotated[int, Field(ge=1, le=1000)]
+CountUpTo10k = Annotated[int, Field(ge=1, le=10000)]
+
+ReconnectMinS = Annotated[SecondsUpTo1min, Field(description="First wait before reconnecting after a failure.")]
 """Seconds before the first reconnect attempt after a connection failed; the wait doubles after each failure."""
 ReconnectMaxS = Annotated[
     float, Field(gt=0, le=600, description="Longest wait between reconnect attempts (the wait doubles up to this).")
 ]
 """The cap of the doubling reconnect wait, seconds."""
 
-# Bounded quantities that recur across sections, the unit and the upper bound in the name: a field says what it is in
-# its own description (``poll_ms: MsUpTo1s = Field(2.0, description=...)``) and leaves the bounds to its type.
-SecondsUpTo1min = Annotated[float, Field(gt=0, le=60)]
-"""A positive duration in seconds, at most a minute."""
-SecondsUpTo1day = Annotated[float, Field(gt=0, le=86400)]
-"""A positive duration in seconds, at most a day."""
-MsUpTo1s = Annotated[float, Field(gt=0, le=1000)]
-"""A positive duration in milliseconds, at most a second (a poll period)."""
-MsUpTo10s = Annotated[float, Field(gt=0, le=10000)]
-"""A positive duration in milliseconds, at most ten seconds."""
-MsUpTo1min = Annotated[float, Field(gt=0, le=60000)]
-"""A positive duration in milliseconds, at most a minute."""
-MsUpTo10min = Annotated[float, Field(gt=0, le=600000)]
-"""A positive duration in milliseconds, at most ten minutes."""
-CountUpTo1k = Annotated[int, Field(ge=1, le=1000)]
-"""A count of at least one, at most 1,000."""
-CountUpTo10k = Annotated[int, Field(ge=1, le=10000)]
-"""A count of at least one, at most 10,000."""
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 """A share or a rate: 0..1."""
 OverlapRatio = Annotated[float, Field(gt=0.0, le=1.0)]
