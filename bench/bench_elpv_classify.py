@@ -151,8 +151,8 @@ def export_given(args: argparse.Namespace, data: Path) -> tuple[Path, dict]:
         "arch": args.arch,
         "imgsz": imgsz,
     }
-    out = export_onnx(args.weights, args.out / "elpv_cls.onnx", imgsz, lineage=lineage)
-    return out, {"weights": str(args.weights)}
+    out = export_onnx(args.weights, args.out / "elpv_cls.onnx", imgsz, lineage=lineage, tta=args.tta)
+    return out, {"weights": str(args.weights), "tta": args.tta}
 
 
 def main() -> int:
@@ -176,6 +176,12 @@ def main() -> int:
     ap.add_argument("--finetune-imgsz", type=int, default=160, help="stage 2 image size")
     ap.add_argument(
         "--weights", type=Path, default=None, help="skip training: export these weights (an earlier run's best.pt)"
+    )
+    ap.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --weights: export with (--tta) or without (--no-tta) the 8 test-time views (default: as trained)",
     )
     ap.add_argument("--band", type=float, default=0.1, help="review band: UNCERTAIN from threshold - band")
     ap.add_argument("--json", action="store_true", help="print one JSON object")

@@ -279,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB_DIR",
         help="finish a build whose training job already succeeded (test + card)",
     )
+    sp.add_argument(
+        "--retest",
+        action="store_true",
+        help="no training: test the shipped model again at its recipe's rules (after a change of the shipped rules) "
+        "and rewrite its card's test",
+    )
     return p
 
 

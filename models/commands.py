@@ -463,7 +463,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_build_default(args: argparse.Namespace) -> int:
     from . import SHIPPED_DIRS
-    from .default_model import QUICK, RECIPES, build_default, finish_default
+    from .default_model import QUICK, RECIPES, build_default, finish_default, retest_default
 
     recipe = dataclasses.replace(QUICK, product=args.product) if args.quick else RECIPES[args.product]
     out = Path(args.out) if args.out else SHIPPED_DIRS[args.product]
@@ -474,7 +474,9 @@ def cmd_build_default(args: argparse.Namespace) -> int:
         + (" --quick" if args.quick else "")
     )
     work = Path(args.work) if args.work else None
-    if args.from_job:
+    if args.retest:
+        card = retest_default(out, work, recipe)
+    elif args.from_job:
         card = finish_default(Path(args.from_job), out, work, recipe, command=command)
     else:
         card = build_default(out, work, recipe, on_event=ProgressPrinter(), command=command)

@@ -171,22 +171,44 @@ class _Export:
     cls: Any = None
 
 
-def classify_export(net: Any) -> Any:
-    """The network as the station runs it: 0-1 RGB (N, 3, H, W) in, softmax probabilities (N, classes) out."""
+def classify_export(net: Any, tta: bool = False) -> Any:
+    """The network as the station runs it: 0-1 RGB (N, 3, H, W) in, softmax probabilities (N, classes) out.
+
+    ``tta``: the probabilities averaged over the 8 flips and 90 degree rotations of the (square) image, inside
+    the graph (one batched call, 8x the compute): for parts with no fixed orientation, such as solar cells.
+    """
     if _Export.cls is None:
         import torch
         from torch import nn
 
         class ClassifyExport(nn.Module):
-            def __init__(self, inner: nn.Module) -> None:
+            def __init__(self, inner: nn.Module, tta: bool) -> None:
                 super().__init__()
                 self.inner = inner
+                self.tta = tta
 
             def forward(self, x: Any) -> Any:
-                return torch.softmax(self.inner(normalise(x)), dim=1)
+                if not self.tta:
+                    return torch.softmax(self.inner(normalise(x)), dim=1)
+                t = x.transpose(2, 3)
+                views = [x, x.flip(3), x.flip(2), x.flip((2, 3)), t, t.flip(3), t.flip(2), t.flip((2, 3))]
+                p = torch.softmax(self.inner(normalise(torch.cat(views))), dim=1)
+                return p.reshape(len(views), x.shape[0], -1).mean(0)
 
         _Export.cls = ClassifyExport
-    return _Export.cls(net).eval()
+    return _Export.cls(net, tta).eval()
+
+
+def export_module(checkpoint: Path | str, tta: bool | None = None) -> Any:
+    """The module :func:`export_onnx` exports from ``checkpoint``: with the 8 test-time views when ``tta`` (None:
+    as the checkpoint's ``hyp`` says)."""
+    net, ck = load_model(checkpoint)
+    return classify_export(net, tta=checkpoint_tta(ck) if tta is None else tta)
+
+
+def checkpoint_tta(ck: Mapping[str, Any]) -> bool:
+    """Whether the checkpoint was trained with ``hyp.tta`` (export averages the 8 views)."""
+    return bool((ck.get("info") or {}).get("hyp", {}).get("tta", False))
 
 
 def save_checkpoint(path: Path | str, net: Any, names: Sequence[str], imgsz: int, **info: Any) -> Path:
@@ -240,7 +262,9 @@ def load_model(path: Path | str, dropout: float = 0.2) -> tuple[Any, Mapping[str
     return net.eval(), ck
 
 
-def export_onnx(checkpoint: Path | str, out: Path | str, imgsz: Sequence[int], opset: int = 17) -> Path:
+def export_onnx(
+    checkpoint: Path | str, out: Path | str, imgsz: Sequence[int], opset: int = 17, tta: bool | None = None
+) -> Path:
     """Export a checkpoint to a static-shape ONNX file with the metadata Ultralytics' classify export carries.
 
     Input ``images`` (1, 3, H, W) 0-1 RGB, output ``output0`` (1, classes) softmax probabilities;
@@ -252,11 +276,14 @@ def export_onnx(checkpoint: Path | str, out: Path | str, imgsz: Sequence[int], o
     import onnx
     import torch
 
-    net, ck = load_model(checkpoint)
+    ck = load_checkpoint(checkpoint)
     h, w = int(imgsz[0]), int(imgsz[1])
+    tta = checkpoint_tta(ck) if tta is None else tta
+    if tta and h != w:
+        raise ValueError(f"hyp.tta needs a square input (90 degree rotations), not {h}x{w}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = classify_export(net)
+    wrapper = export_module(checkpoint, tta)
     with torch.no_grad():
         torch.onnx.export(
             wrapper,
@@ -282,6 +309,7 @@ def export_onnx(checkpoint: Path | str, out: Path | str, imgsz: Sequence[int], o
         "args": repr({"batch": 1, "dynamic": False, "half": False, "int8": False, "nms": False}),
         "arch": ARCH,
         "pretrained": PRETRAINED_FILE,
+        "tta_views": "8" if tta else "1",
     }
     for k, v in props.items():
         e = proto.metadata_props.add()

@@ -43,13 +43,16 @@ def export_onnx(
     simplify: bool = True,
     keep_weights: bool = True,
     parity_golden: Path | str | None = None,
+    tta: bool | None = None,
 ) -> Path:
     """Export ``best_pt`` to a static-shape ONNX file at ``out_path`` with lineage metadata.
 
     ``imgsz`` is an int (square) or (height, width), multiples of the model stride (32). ``lineage``
     typically holds ``dataset_snapshot``, ``parent_sha``, ``train_seed``. ``simplify`` runs onnxslim
     (offline). ``keep_weights`` copies the ``.pt`` next to the ONNX file with the same stem, so the
-    model can later be fine-tuned from (ONNX weights cannot be trained). Returns ``out_path``.
+    model can later be fine-tuned from (ONNX weights cannot be trained). ``tta``: a torch classify checkpoint
+    exported with (True) or without (False) its 8 test-time views (None: as trained, ``hyp.tta``). Returns
+    ``out_path``.
 
     Every export is checked against its weights (:mod:`models.parity`) on up to ``PARITY_IMAGES``
     images of the golden set ``parity_golden`` (good and bad), else on fixed synthetic frames; on a
@@ -68,7 +71,7 @@ def export_onnx(
     from . import efficientnet
 
     if efficientnet.is_checkpoint(best_pt):  # a classify network fine-tuned by models.train_classify
-        produced = efficientnet.export_onnx(best_pt, out.with_name(out.stem + ".torch.onnx"), size)
+        produced = efficientnet.export_onnx(best_pt, out.with_name(out.stem + ".torch.onnx"), size, tta=tta)
     else:
         from ultralytics import YOLO
 

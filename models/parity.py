@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from station.inspection.model_meta import read_model_meta
+from station.inspection.model_meta import ModelMeta, read_model_meta
 from station.inspection.preprocess import InputTensor
 
 log = logging.getLogger(__name__)
@@ -94,15 +94,15 @@ def _flat(x: Any) -> list[np.ndarray]:
     return [x.detach().cpu().numpy()] if hasattr(x, "detach") else []
 
 
-def _torch_model(weights: Path | str, task: str) -> Any:
+def _torch_model(weights: Path | str, meta: ModelMeta) -> Any:
     """The PyTorch module the ONNX file was exported from (Ultralytics', or the torch classify backend's)."""
     from . import efficientnet
 
     if efficientnet.is_checkpoint(weights):
-        return efficientnet.classify_export(efficientnet.load_model(weights)[0])
+        return efficientnet.export_module(weights, tta=meta.raw.get("tta_views") == "8")
     from ultralytics import YOLO
 
-    return YOLO(str(weights), task=task).model.float().eval()  # type: ignore[union-attr]  # ultralytics types .model as str | None
+    return YOLO(str(weights), task=meta.task).model.float().eval()  # type: ignore[union-attr]  # ultralytics types .model as str | None
 
 
 def check_parity(
@@ -120,7 +120,7 @@ def check_parity(
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    net = _torch_model(weights, meta.task)
+    net = _torch_model(weights, meta)
     nc = len(meta.names)
     worst_box = worst_score = 0.0
     for i, x in enumerate(tensors):

@@ -57,6 +57,11 @@ class FinetuneHyp(BaseModel):
     rot90: bool = Field(True, description="random 90 degree rotations (square inputs)")
     brightness: float = Field(0.1, ge=0, le=1, description="random brightness offset, +- this (0-1 scale)")
     contrast: float = Field(0.1, ge=0, le=1, description="random contrast factor, 1 +- this")
+    tta: bool = Field(
+        False,
+        description="export: the probabilities averaged over the image's 8 flips and 90 degree rotations inside "
+        "the ONNX graph (8x the compute per part; for parts with no fixed orientation, e.g. solar cells)",
+    )
 
 
 def _images(root: Path, names: list[str], imgsz: int) -> tuple[np.ndarray, np.ndarray]:

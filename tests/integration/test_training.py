@@ -83,6 +83,8 @@ def test_shipped_pcb_model_finds_defects_on_unseen_pcb_parts(tmp_path: Path) -> 
     assert "--product pcb" in card["training"]["command"]
     cfg = load_config(Path(__file__).resolve().parents[2] / "deploy" / "config" / "synthetic-pcb.yaml")
     assert cfg.cameras[0].product == "pcb" and Path(cfg.inspector.model).resolve() == PCB_ONNX  # type: ignore[union-attr]
+    assert cfg.rules == RECIPES["pcb"].shipped_rules()  # the example config decides as the model was tested
+    assert card["test"]["rules"] == cfg.rules.model_dump(mode="json")
     cam = SyntheticCameraConfig(product="pcb", defect_rate=0.5)
     golden = make_golden_set(tmp_path / "g", 40, seed=4242, camera_cfg=cam, start_id=GOLDEN_START + 500_000)
     r = evaluate(PCB_ONNX, golden, rules=RECIPES["pcb"].shipped_rules())

@@ -36,3 +36,60 @@ def test_each_product_has_its_own_parts_and_a_single_stage_recipe_has_one_job(tm
     (only,) = DefaultRecipe().job_specs(tmp_path)
     assert only.model == "yolov8n.yaml" and only.export_path == str(tmp_path / "model.onnx")
     assert len(QUICK.job_specs(tmp_path)) == 2  # the smoke run (--quick) runs both stages
+
+
+def test_belt_zones_cover_the_belt_and_never_a_defect_on_the_part() -> None:
+    """The pcb model's ignore zones: outside the widest the board reaches under the line's jitter and rotation,
+    so no drawn defect (200 parts) lies in them by more than a sliver; only what lies mostly on the belt is ignored."""
+    from models.default_model import belt_zones, part_extent
+    from station.acquire.synthetic import iter_parts
+    from station.config.camera import SyntheticCameraConfig
+
+    cam = SyntheticCameraConfig(product="pcb", defect_rate=1.0, seed=31)
+    x1, y1, x2, y2 = part_extent(cam)
+    assert 0 < x1 < x2 < cam.width and 0 < y1 < y2 < cam.height
+    zones = belt_zones(cam)
+    assert RECIPES["pcb"].shipped_rules().model_dump(mode="json")["ignore_zones"] == [
+        {**z, "camera_id": None, "min_overlap": 0.5} for z in zones
+    ]
+    n = 0
+    for _, part in iter_parts(cam, 0, 200):
+        for d in part.truth:
+            bx0, by0, bx1, by1 = d.box_xyxy
+            for z in zones:  # a scratch's box may reach a few px past the board edge; the decider ignores >= 50 %
+                inside = max(0.0, min(bx1, z["x2"]) - max(bx0, z["x1"])) * max(
+                    0.0, min(by1, z["y2"]) - max(by0, z["y1"])
+                )
+                assert inside <= 0.1 * (bx1 - bx0) * (by1 - by0), (d, z)
+            n += 1
+    assert n > 250
+
+
+def test_retest_rewrites_the_cards_test_at_the_recipes_rules_and_refuses_another_model(tmp_path: Path) -> None:
+    """``models build-default --retest``: the shipped file tested again at the rules it now ships with."""
+    import json
+    import shutil
+    from dataclasses import replace
+
+    import pytest
+
+    from models import SHIPPED_DIRS
+    from models.default_model import retest_default
+
+    out = tmp_path / "pcb"
+    shutil.copytree(SHIPPED_DIRS["pcb"], out)
+    before = json.loads((out / "model.json").read_text())
+    strict = {"default": {"reject_conf": 0.4, "uncertain_conf": 0.2}, "uncertain_action": "reject"}
+    recipe = replace(RECIPES["pcb"], n_test=6, rules=strict)
+    card = retest_default(out, tmp_path / "work", recipe)
+    assert card == json.loads((out / "model.json").read_text())
+    assert card["test"]["n"] == 6 and card["test"]["metrics"]["n_images"] == 6
+    assert card["test"]["rules"] == recipe.shipped_rules().model_dump(mode="json")
+    assert card["training"]["recipe"]["rules"] == strict
+    assert {k: v for k, v in card.items() if k != "test" and k != "training"} == {
+        k: v for k, v in before.items() if k != "test" and k != "training"
+    }
+    with (out / "model.onnx").open("ab") as f:  # not the model the card describes any more
+        f.write(b"\0")
+    with pytest.raises(RuntimeError, match="sha256 differs"):
+        retest_default(out, tmp_path / "work", recipe)

@@ -110,3 +110,49 @@ def test_cancel_stops_before_the_next_batch(tiny: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainingCancelled, match="epoch 1/3"):
         train_classify(tiny, tmp_path, model="efficientnet-lite0", epochs=3, imgsz=IMGSZ, batch=8, cancel=cancel)
     assert not (tmp_path / "train" / "weights" / "best.pt").exists()
+
+
+def test_tta_export_averages_the_eight_views_and_is_orientation_free(tiny: Path, tmp_path: Path) -> None:
+    """``hyp.tta``: the exported graph averages the probabilities of the 8 flips/rotations, so a rotated or flipped
+    cell gets the same probabilities; the export's parity check holds the graph to the checkpoint."""
+    import cv2
+    import onnxruntime as ort
+    import torch
+
+    from models.efficientnet import classify_export, export_onnx, pretrained, save_checkpoint
+    from models.parity import check_parity
+
+    torch.manual_seed(0)
+    net = pretrained(2).eval()
+    ck = save_checkpoint(tmp_path / "tta.pt", net, list(CLASSIFY_NAMES), IMGSZ, hyp={"tta": True})
+    onnx_path = export_onnx(ck, tmp_path / "tta.onnx", (IMGSZ, IMGSZ))
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    img = cv2.imread(str(sorted(tiny.glob("test/*/*.png"))[0]), cv2.IMREAD_GRAYSCALE)
+    assert img is not None
+    t = InputTensor((IMGSZ, IMGSZ), 3)
+    t.center_crop(img)
+    x = t.view(1).copy()
+    views = [x, x[..., ::-1], x[:, :, ::-1], np.rot90(x, 1, (2, 3)), np.rot90(x, 3, (2, 3)), x.transpose(0, 1, 3, 2)]
+    got = [sess.run(None, {"images": np.ascontiguousarray(v)})[0][0] for v in views]
+    plain = classify_export(net)  # one view: orientation matters to the bare network
+    with torch.no_grad():
+        single = [plain(torch.from_numpy(np.ascontiguousarray(v)))[0].numpy() for v in views]
+        mean8 = np.mean([plain(torch.from_numpy(np.ascontiguousarray(v)))[0].numpy() for v in _dihedral(x)], 0)
+    assert max(abs(float(s[0] - single[0][0])) for s in single) > 1e-4  # the views do differ one by one
+    for g in got:
+        np.testing.assert_allclose(g, got[0], atol=1e-5)
+    np.testing.assert_allclose(got[0], mean8, atol=1e-5)
+    assert check_parity(ck, onnx_path, [img]).max_score_diff < 1e-4
+    # weights trained without it get the views at export (the parity check follows the file's metadata)
+    plain_ck = save_checkpoint(tmp_path / "plain.pt", net, list(CLASSIFY_NAMES), IMGSZ, hyp={})
+    again = export_onnx(plain_ck, tmp_path / "again.onnx", (IMGSZ, IMGSZ), tta=True)
+    sess2 = ort.InferenceSession(str(again), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess2.run(None, {"images": x})[0][0], got[0], atol=1e-5)
+    assert check_parity(plain_ck, again, [img]).max_score_diff < 1e-4
+    with pytest.raises(ValueError, match="square"):
+        export_onnx(ck, tmp_path / "wide.onnx", (IMGSZ, 2 * IMGSZ))
+
+
+def _dihedral(x: np.ndarray) -> list[np.ndarray]:
+    t = x.transpose(0, 1, 3, 2)
+    return [v for a in (x, t) for v in (a, a[..., ::-1], a[:, :, ::-1], a[:, :, ::-1, ::-1])]
