@@ -140,6 +140,7 @@ def train_job(args: argparse.Namespace, data: Path) -> tuple[Path, dict]:
 
 def export_given(args: argparse.Namespace, data: Path) -> tuple[Path, dict]:
     """Export an earlier run's weights (``--weights``) with the dataset's lineage."""
+    from models import efficientnet
     from models.dataset import dataset_snapshot
     from models.export import export_onnx
 
@@ -152,7 +153,11 @@ def export_given(args: argparse.Namespace, data: Path) -> tuple[Path, dict]:
         "imgsz": imgsz,
     }
     out = export_onnx(args.weights, args.out / "elpv_cls.onnx", imgsz, lineage=lineage, tta=args.tta)
-    return out, {"weights": str(args.weights), "tta": args.tta}
+    given: dict = {"weights": str(args.weights), "tta": args.tta, "imgsz": imgsz}
+    if efficientnet.is_checkpoint(args.weights):  # what they were trained with, not this run's arguments
+        info = efficientnet.load_checkpoint(args.weights).get("info") or {}
+        given.update(best_epoch=info.get("epoch"), hyp=info.get("hyp"), val_metrics=info.get("metrics"))
+    return out, given
 
 
 def main() -> int:
@@ -224,7 +229,9 @@ def main() -> int:
         "model": str(onnx),
         "model_sha": test.model_sha,
         "dataset_snapshot": manifest["snapshot"],
-        "train": {
+        "train": trained
+        if args.weights
+        else {
             "arch": args.arch,
             "epochs": args.epochs,
             "imgsz": args.imgsz,
@@ -235,7 +242,7 @@ def main() -> int:
             if args.finetune_epochs
             else None,
             "seconds": round(train_s, 1),
-            **{k: v for k, v in trained.items() if k in ("train", "weights")},
+            **{k: v for k, v in trained.items() if k == "train"},
         },
         "eval_seconds": round(val.seconds + test.seconds + banded.seconds, 1),
     }
