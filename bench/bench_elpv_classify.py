@@ -78,7 +78,7 @@ TORCH_HYP = {
     "weight_decay": 0.05,
     "tta": True,
 }  # --arch efficientnet-lite0 (models.train_classify): ImageNet weights, nothing frozen, regularised, 8-view export
-# (the best on test so far: --epochs 18 --imgsz 224, docs/classify.md; freeze 5 and no regularisation were the first runs)
+# (best on test so far: --epochs 18 --imgsz 224, docs/classify.md; the first runs froze 5 blocks, unregularised)
 
 
 def hyp_for(args: argparse.Namespace) -> dict:
