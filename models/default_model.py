@@ -196,27 +196,23 @@ class DefaultRecipe:
 
 
 def part_extent(camera: SyntheticCameraConfig) -> tuple[float, float, float, float]:
-    """The widest the part can reach in the frame (x1, y1, x2, y2, frame px) under the camera's jitter and rotation."""
-    import math
-
+    """The widest the part can reach in the frame (x1, y1, x2, y2, frame px) under the camera's jitter and rotation:
+    the corners of the part's mask placed by the renderer's own warp (``part_to_frame``) at the extremes."""
     import numpy as np
 
-    from station.acquire.render import product_base
+    from station.acquire.render import part_to_frame, product_base
 
     base = product_base(camera.product, camera.width, camera.height)
     ys, xs = np.nonzero(base.mask)
-    ch, cw = base.mask.shape
-    px = np.array([xs.min(), xs.max() + 1, xs.min(), xs.max() + 1], np.float64) - 0.5 - (cw - 1) / 2
-    py = np.array([ys.min(), ys.min(), ys.max() + 1, ys.max() + 1], np.float64) - 0.5 - (ch - 1) / 2
+    corners = np.array([[x, y] for x in (xs.min() - 0.5, xs.max() + 0.5) for y in (ys.min() - 0.5, ys.max() + 0.5)])
     j = float(camera.jitter_px)
-    x1 = y1 = math.inf
-    x2 = y2 = -math.inf
-    for deg in np.linspace(-camera.rotation_deg, camera.rotation_deg, 41):  # as render_part's warp rotates
-        c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-        fx, fy = c * px + s * py + (camera.width - 1) / 2, -s * px + c * py + (camera.height - 1) / 2
-        x1, y1 = min(x1, float(fx.min()) - j), min(y1, float(fy.min()) - j)
-        x2, y2 = max(x2, float(fx.max()) + j), max(y2, float(fy.max()) + j)
-    return x1, y1, x2, y2
+    placed = []
+    for ang in np.linspace(-camera.rotation_deg, camera.rotation_deg, 41):
+        M = part_to_frame(base.mask.shape, (camera.width, camera.height), float(ang), 0.0, 0.0)
+        placed.append(corners @ M[:, :2].T + M[:, 2])
+    xy = np.concatenate(placed)
+    (x1, y1), (x2, y2) = xy.min(0) - j, xy.max(0) + j
+    return float(x1), float(y1), float(x2), float(y2)
 
 
 def belt_zones(camera: SyntheticCameraConfig) -> list[dict[str, float]]:

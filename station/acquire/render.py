@@ -529,6 +529,17 @@ def _box_to_frame(
     )
 
 
+def part_to_frame(crop_hw: tuple[int, int], frame_wh: tuple[int, int], ang: float, dx: float, dy: float) -> np.ndarray:
+    """The 2x3 affine matrix that places the part's crop in the frame: rotated by ``ang`` degrees about its centre,
+    centred in the frame, shifted by (dx, dy)."""
+    ch, cw = crop_hw
+    W, H = frame_wh
+    M = cv2.getRotationMatrix2D(((cw - 1) / 2.0, (ch - 1) / 2.0), ang, 1.0)
+    M[0, 2] += (W - 1) / 2.0 - (cw - 1) / 2.0 + dx
+    M[1, 2] += (H - 1) / 2.0 - (ch - 1) / 2.0 + dy
+    return M
+
+
 def render_part(rng: np.random.Generator, cfg: SyntheticCameraConfig, *, draw_defects: bool = True) -> RenderedPart:
     """Render one part of ``cfg.product`` on the belt, with its ground truth.
 
@@ -557,9 +568,7 @@ def render_part(rng: np.random.Generator, cfg: SyntheticCameraConfig, *, draw_de
     if part is base.crop:
         part = part.copy()
     ch, cw = part.shape
-    M = cv2.getRotationMatrix2D(((cw - 1) / 2.0, (ch - 1) / 2.0), ang, 1.0)
-    M[0, 2] += (W - 1) / 2.0 - (cw - 1) / 2.0 + dx
-    M[1, 2] += (H - 1) / 2.0 - (ch - 1) / 2.0 + dy
+    M = part_to_frame((ch, cw), (W, H), ang, dx, dy)
     truth: list[TruthDefect] = []
     harmless: list[TruthDefect] = []
     for mk in marks:
