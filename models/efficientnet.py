@@ -276,14 +276,14 @@ def export_onnx(
     import onnx
     import torch
 
-    ck = load_checkpoint(checkpoint)
+    net, ck = load_model(checkpoint)
     h, w = int(imgsz[0]), int(imgsz[1])
     tta = checkpoint_tta(ck) if tta is None else tta
     if tta and h != w:
         raise ValueError(f"hyp.tta needs a square input (90 degree rotations), not {h}x{w}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = export_module(checkpoint, tta)
+    wrapper = classify_export(net, tta)
     with torch.no_grad():
         torch.onnx.export(
             wrapper,
