@@ -100,6 +100,8 @@ def test_arch_is_accepted_and_foreign_hyperparameters_and_datasets_are_refused(t
     data_yaml.write_text("path: .\n")
     with pytest.raises(TrainingError, match="classify dataset folder"):
         train(data_yaml, tmp_path, model="efficientnet-lite0", epochs=1, imgsz=IMGSZ, batch=8)
+    with pytest.raises(TrainingError, match="multiple of 32 \\(got 300\\); use 288 or 320"):  # before any epoch
+        train(tiny, tmp_path, model="efficientnet-lite0", epochs=1, imgsz=300, batch=8)
 
 
 def test_cancel_stops_before_the_next_batch(tiny: Path, tmp_path: Path) -> None:
