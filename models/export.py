@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 LINEAGE_KEY = "lineage"
 LINEAGE_PREFIX = "lineage_"
 PARITY_IMAGES = 16  # golden images the parity check runs (half defective when the set has them)
+STRIDE = 32  # ONNX inputs are multiples of the models' stride
+
+
+def imgsz_problem(imgsz: int) -> str | None:
+    """Why a square ``imgsz`` cannot be exported (None: it can); training and the web form check it up front."""
+    if imgsz % STRIDE == 0:
+        return None
+    lo = imgsz // STRIDE * STRIDE
+    return f"imgsz must be a multiple of {STRIDE} (got {imgsz}); use {max(lo, STRIDE)} or {lo + STRIDE}"
 
 
 class ExportError(RuntimeError):
@@ -63,8 +72,8 @@ def export_onnx(
     if not best_pt.is_file():
         raise ExportError(f"weights {best_pt} do not exist (train first, or give the path of best.pt)")
     size = [int(imgsz), int(imgsz)] if isinstance(imgsz, int) else [int(v) for v in imgsz]
-    if len(size) != 2 or any(v % 32 or v <= 0 for v in size):
-        raise ExportError(f"imgsz {imgsz!r}: give an int or (height, width), multiples of 32")
+    if len(size) != 2 or any(v % STRIDE or v <= 0 for v in size):
+        raise ExportError(f"imgsz {imgsz!r}: give an int or (height, width), multiples of {STRIDE}")
     os.environ["YOLO_OFFLINE"] = "1"
     import onnx  # lazy: export only
 

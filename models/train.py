@@ -22,6 +22,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .export import imgsz_problem
+
 log = logging.getLogger(__name__)
 
 # Ultralytics train arguments of every run here: CPU, deterministic for a seed, no plots (no font download), weights
@@ -344,10 +346,8 @@ def train(
     task = data_task(data_yaml)
     if epochs < 1 or batch < 1 or imgsz < 32:
         raise TrainingError(f"epochs >= 1, batch >= 1 and imgsz >= 32 are required (got {epochs}, {batch}, {imgsz})")
-    if imgsz % 32:  # export needs it: refused now, not after hours of training
-        raise TrainingError(
-            f"imgsz must be a multiple of 32 (got {imgsz}); use {imgsz // 32 * 32} or {imgsz // 32 * 32 + 32}"
-        )
+    if problem := imgsz_problem(imgsz):  # export needs it: refused now, not after hours of training
+        raise TrainingError(problem)
     start = resolve_parent(model)
     if is_torch_backend(start):
         if task != "classify":

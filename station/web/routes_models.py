@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from models.eval_jobs import eval_dict
+from models.export import imgsz_problem
 from models.service import ModelsService, ServiceError, job_dict
 
 from .auth import AdminSession, QaSession
@@ -95,8 +96,8 @@ class TrainBody(BaseModel):
     @field_validator("imgsz")
     @classmethod
     def _stride(cls, v: int) -> int:
-        if v % 32:
-            raise ValueError(f"imgsz must be a multiple of 32 (got {v}); use {max(32, round(v / 32) * 32)}")
+        if problem := imgsz_problem(v):
+            raise ValueError(problem)
         return v
 
     @field_validator("export_hw")
