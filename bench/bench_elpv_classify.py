@@ -174,7 +174,7 @@ def main() -> int:
     ap.add_argument(
         "--arch",
         default="yolov8n-cls.yaml",
-        help="yolov8n-cls.yaml (Ultralytics, random weights) or efficientnet-lite0",
+        help="yolov8n-cls.yaml (Ultralytics, random weights) or efficientnet-lite0, -lite1, -lite2",
     )
     ap.add_argument("--hyp", default=None, help="JSON overriding the arch's hyperparameters (HYP or TORCH_HYP)")
     ap.add_argument("--epochs", type=int, default=30)

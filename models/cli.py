@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--model",
         default="yolov8n.yaml",
-        help="architecture .yaml, a parent .pt/.onnx to fine-tune, or efficientnet-lite0 (classify: ImageNet weights, "
-        "fine-tuned in torch)",
+        help="architecture .yaml, a parent .pt/.onnx to fine-tune, or efficientnet-lite0/1/2 "
+        "(classify: ImageNet weights, fine-tuned in torch)",
     )
     sp.add_argument("--epochs", type=int, default=50)
     sp.add_argument("--imgsz", type=int, default=640)

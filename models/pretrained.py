@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .efficientnet import BLOCKS as ALL_BLOCKS
-from .efficientnet import BN_EPS, IN_MEAN, IN_STD, same_pad
+from .efficientnet import ARCH_SPECS, BN_EPS, IN_MEAN, IN_STD, same_pad
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "efficientnet_lite0_b10.npz"
 # (expand ratio, kernel, stride, output channels) of blocks 0-10 of EfficientNet-Lite0
-BLOCKS = ALL_BLOCKS[:11]
+BLOCKS = ARCH_SPECS["efficientnet-lite0"].blocks[:11]
 TAP8, TAP16 = 4, 10  # blocks whose outputs are the stride-8 and stride-16 features
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .efficientnet import ARCHS as TORCH_ARCHS  # no torch at import: it is imported inside the functions
 from .export import imgsz_problem
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ REPRODUCIBLE_CPU_TRAINING: Mapping[str, Any] = MappingProxyType(
     dict(device="cpu", plots=False, val=True, name="train", exist_ok=True, deterministic=True, amp=False)
 )
 DEFAULT_ARCH = "yolov8n.yaml"
-TORCH_ARCHS = ("efficientnet-lite0",)  # = models.efficientnet.ARCHS (not imported here: that module needs torch)
 
 # Ultralytics' validation metric keys -> short names used in progress and reports
 METRIC_KEYS = {
@@ -334,8 +334,8 @@ def train(
     :func:`data_task`; then ``model`` must be a classify model, e.g. ``yolov8n-cls.yaml``).
 
     ``model``: a ``.yaml`` (new model, random weights), or a parent ``.pt`` / ``.onnx`` (with its
-    ``.pt`` next to it) to fine-tune; for a classify dataset also ``efficientnet-lite0`` (ImageNet
-    weights, fine-tuned in torch by :mod:`models.train_classify`; ``hyp`` is then a
+    ``.pt`` next to it) to fine-tune; for a classify dataset also ``efficientnet-lite0``, ``-lite1`` or
+    ``-lite2`` (ImageNet weights, fine-tuned in torch by :mod:`models.train_classify`; ``hyp`` is then a
     :class:`~models.train_classify.FinetuneHyp`). ``on_progress`` gets a :class:`Progress` at start, every
     ``batch_every_s`` seconds during an epoch, after each epoch and for the final validation.
     Setting ``cancel`` stops at the next batch and raises :class:`TrainingCancelled`. ``hyp`` passes

@@ -174,12 +174,14 @@ def train_classify(
         torch.manual_seed(seed)
         names = class_names(data)
         if str(model) in eff.ARCHS:
-            net, start = eff.pretrained(len(names), h.dropout), f"{model} (ImageNet: {eff.PRETRAINED_FILE})"
+            arch = str(model)
+            net = eff.pretrained(len(names), h.dropout, arch)
+            start = f"{model} (ImageNet: {eff.arch_spec(arch).weights_file})"
         else:
             net, ck = eff.load_model(model, h.dropout)
             if list(ck["names"]) != names:
                 raise TrainingError(f"parent {model} has classes {ck['names']}, the dataset {names}")
-            start = str(model)
+            arch, start = str(ck.get("arch", eff.ARCH)), str(model)
         xtr, ytr = _images(data / "train", names, imgsz)
         xva, yva = _images(data / "val", names, imgsz)
         log.info("models.train (torch): start=%s train=%d val=%d imgsz=%d hyp=%s", start, len(ytr), len(yva), imgsz, h)
@@ -224,7 +226,7 @@ def train_classify(
                 loss.backward()
                 opt.step()
                 step += 1
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
                 now = time.monotonic()
                 if now - last_report >= batch_every_s:
                     last_report = now
@@ -244,11 +246,13 @@ def train_classify(
                     )
             metrics = _validate(net, xva, yva, len(names), batch)
             losses = {"loss": round(loss_sum / nb, 5)}
-            eff.save_checkpoint(wdir / "last.pt", net, names, imgsz, epoch=epoch, metrics=metrics, hyp=h.model_dump())
+            eff.save_checkpoint(
+                wdir / "last.pt", net, names, imgsz, arch, epoch=epoch, metrics=metrics, hyp=h.model_dump()
+            )
             if metrics["balanced_accuracy"] > best_ba:
                 best_ba, best_metrics = metrics["balanced_accuracy"], metrics
                 eff.save_checkpoint(
-                    wdir / "best.pt", net, names, imgsz, epoch=epoch, metrics=metrics, hyp=h.model_dump()
+                    wdir / "best.pt", net, names, imgsz, arch, epoch=epoch, metrics=metrics, hyp=h.model_dump()
                 )
             el = time.monotonic() - t0
             log.info("epoch %d/%d: %s %s (%.0f s)", epoch, epochs, losses, metrics, el)

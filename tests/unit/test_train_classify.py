@@ -158,3 +158,33 @@ def test_tta_export_averages_the_eight_views_and_is_orientation_free(tiny: Path,
 def _dihedral(x: np.ndarray) -> list[np.ndarray]:
     t = x.transpose(0, 1, 3, 2)
     return [v for a in (x, t) for v in (a, a[..., ::-1], a[:, :, ::-1], a[:, :, ::-1, ::-1])]
+
+
+@pytest.mark.parametrize("arch", ["efficientnet-lite1", "efficientnet-lite2"])
+def test_larger_archs_load_their_imagenet_weights_and_export_as_themselves(
+    arch: str, tiny: Path, tmp_path: Path
+) -> None:
+    """Lite1 and Lite2 (deeper, Lite2 wider): every ImageNet tensor of the installed package fits the rebuilt
+    network (``pretrained`` refuses a partial fit), the checkpoint remembers the arch, and the export carries it
+    and matches the weights (parity check) on a real cell."""
+    import cv2
+    import onnx
+
+    from models.efficientnet import ARCH_SPECS, arch_spec, export_onnx, load_model, pretrained, save_checkpoint
+    from models.parity import check_parity
+
+    spec = arch_spec(arch)
+    pytest.importorskip(spec.module)
+    assert len(spec.blocks) == 21 and spec.blocks[0] == (1, 3, 1, 16) and set(ARCH_SPECS) >= {arch}
+    net = pretrained(2, arch=arch).eval()
+    ck = save_checkpoint(tmp_path / "m.pt", net, list(CLASSIFY_NAMES), IMGSZ, arch)
+    again, blob = load_model(ck)
+    assert blob["arch"] == arch and len(again._blocks) == 21
+    onnx_path = export_onnx(ck, tmp_path / "m.onnx", (IMGSZ, IMGSZ))
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert meta["arch"] == arch and meta["pretrained"] == spec.weights_file
+    img = cv2.imread(str(sorted(tiny.glob("test/*/*.png"))[0]), cv2.IMREAD_GRAYSCALE)
+    assert img is not None
+    assert check_parity(ck, onnx_path, [img]).max_score_diff < 1e-4
+    with pytest.raises(ValueError, match="unknown arch 'efficientnet-lite9': use one of efficientnet-lite0"):
+        arch_spec("efficientnet-lite9")
