@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,16 +80,23 @@ def export_onnx(
 
     from . import efficientnet
 
-    if efficientnet.is_checkpoint(best_pt):  # a classify network fine-tuned by models.train_classify
-        produced = efficientnet.export_onnx(best_pt, out.with_name(out.stem + ".torch.onnx"), size, tta=tta)
-    else:
-        from ultralytics import YOLO
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # the exporters write beside their input: Ultralytics' writes <weights>.onnx next to the weights, which would
+    # overwrite (and then remove) a model already there (models/pcb/model.onnx beside models/pcb/model.pt), so
+    # both work in a folder of their own
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as work:
+        if efficientnet.is_checkpoint(best_pt):  # a classify network fine-tuned by models.train_classify
+            produced = efficientnet.export_onnx(best_pt, Path(work) / "model.onnx", size, tta=tta)
+        else:
+            from ultralytics import YOLO
 
-        model = YOLO(str(best_pt))  # the task (detect, segment, classify) comes from the checkpoint
-        produced = Path(
-            model.export(format="onnx", imgsz=size, simplify=simplify, dynamic=False, nms=False, device="cpu")
-        )
-    proto = onnx.load(str(produced))
+            src = Path(work) / best_pt.name
+            shutil.copyfile(best_pt, src)
+            model = YOLO(str(src))  # the task (detect, segment, classify) comes from the checkpoint
+            produced = Path(
+                model.export(format="onnx", imgsz=size, simplify=simplify, dynamic=False, nms=False, device="cpu")
+            )
+        proto = onnx.load(str(produced))
     props = {p.key: p.value for p in proto.metadata_props}
     missing = [k for k in ("names", "imgsz", "stride", "task") if k not in props]
     if missing:
@@ -98,12 +106,9 @@ def export_onnx(
     lin = {str(k): v for k, v in dict(lineage or {}).items()}  # None kept in the JSON: "no parent" is lineage too
     per_key = {f"{LINEAGE_PREFIX}{k}": lineage_text(v) for k, v in lin.items() if v is not None}
     set_props(proto, {**per_key, LINEAGE_KEY: serialize.dumps(lin, canonical=True)})
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     onnx.save(proto, str(tmp))
     os.replace(tmp, out)
-    if produced.resolve() != out.resolve():
-        produced.unlink(missing_ok=True)
     _check_parity(best_pt, out, parity_golden)
     if keep_weights:
         pt = out.with_suffix(".pt")

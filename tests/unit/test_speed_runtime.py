@@ -26,6 +26,7 @@ from models.registry import PromotionRefused
 from station.config import ConfigError, parse_config
 from station.config.inspection import OnnxInspectorConfig
 from station.contracts import Frame
+from station.inspection.model_meta import read_model_meta
 from station.inspection.onnx_backend import OnnxInspector
 from station.inspection.postprocess import decode_yolo, nms_per_class
 from station.inspection.runtime import resolve_runtime
@@ -249,6 +250,22 @@ def test_gate_refuses_an_map50_drop_of_more_than_one_point(tmp_path: Path) -> No
         assert registry.promote(db, cand.sha256, "qa").status == "current"
     finally:
         db.close()
+
+
+def test_export_leaves_the_weights_folder_as_it_was(tmp_path: Path) -> None:
+    """Ultralytics writes <weights>.onnx beside the weights: exporting models/pcb/model.pt at another size removed the
+    shipped models/pcb/model.onnx next to it. The export works in a folder of its own."""
+    import shutil
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    weights = shutil.copyfile(trained_weights("detect", **DETECTING), shipped / "model.pt")
+    (shipped / "model.onnx").write_bytes(b"the shipped model")
+    out = export_onnx(weights, tmp_path / "elsewhere" / "m96.onnx", 96)
+    assert (shipped / "model.onnx").read_bytes() == b"the shipped model"
+    assert sorted(p.name for p in shipped.iterdir()) == ["model.onnx", "model.pt"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m96.onnx", "m96.pt"]  # no work folder left behind
+    assert read_model_meta(out).imgsz == (96, 96)
 
 
 def test_export_parity_passes_a_good_export_and_catches_altered_weights(
