@@ -170,8 +170,17 @@ def test_larger_archs_load_their_imagenet_weights_and_export_as_themselves(
     import cv2
     import onnx
 
-    from models.efficientnet import ARCH_SPECS, arch_spec, export_onnx, load_model, pretrained, save_checkpoint
+    from models.efficientnet import (
+        ARCH_SPECS,
+        arch_spec,
+        export_onnx,
+        load_checkpoint,
+        load_model,
+        pretrained,
+        save_checkpoint,
+    )
     from models.parity import check_parity
+    from models.train_classify import train_classify
 
     spec = arch_spec(arch)
     pytest.importorskip(spec.module)
@@ -186,5 +195,7 @@ def test_larger_archs_load_their_imagenet_weights_and_export_as_themselves(
     img = cv2.imread(str(sorted(tiny.glob("test/*/*.png"))[0]), cv2.IMREAD_GRAYSCALE)
     assert img is not None
     assert check_parity(ck, onnx_path, [img]).max_score_diff < 1e-4
+    train_classify(tiny, tmp_path / "ft", model=ck, epochs=1, imgsz=IMGSZ, batch=8)  # fine-tuned on: the same arch
+    assert load_checkpoint(next((tmp_path / "ft").rglob("best.pt")))["arch"] == arch
     with pytest.raises(ValueError, match="unknown arch 'efficientnet-lite9': use one of efficientnet-lite0"):
         arch_spec("efficientnet-lite9")
