@@ -250,6 +250,11 @@ def export_module(checkpoint: Path | str, tta: bool | None = None) -> Any:
     return classify_export(net, tta=checkpoint_tta(ck) if tta is None else tta)
 
 
+def checkpoint_arch(ck: Mapping[str, Any]) -> str:
+    """The arch a checkpoint was built as (checkpoints written before Lite1 and Lite2 existed are Lite0)."""
+    return str(ck.get("arch", ARCH))
+
+
 def checkpoint_tta(ck: Mapping[str, Any]) -> bool:
     """Whether the checkpoint was trained with ``hyp.tta`` (export averages the 8 views)."""
     return bool((ck.get("info") or {}).get("hyp", {}).get("tta", False))
@@ -303,7 +308,7 @@ def load_model(path: Path | str, dropout: float = 0.2) -> tuple[Any, Mapping[str
     ck = load_checkpoint(path)
     if ck.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an EfficientNet-Lite classify checkpoint")
-    net = build(len(ck["names"]), dropout, str(ck.get("arch", ARCH)))
+    net = build(len(ck["names"]), dropout, checkpoint_arch(ck))
     net.load_state_dict(ck["state_dict"])
     return net.eval(), ck
 
@@ -323,7 +328,7 @@ def export_onnx(
     import torch
 
     net, ck = load_model(checkpoint)
-    arch = arch_spec(str(ck.get("arch", ARCH)))
+    arch = arch_spec(checkpoint_arch(ck))
     h, w = int(imgsz[0]), int(imgsz[1])
     tta = checkpoint_tta(ck) if tta is None else tta
     if tta and h != w:

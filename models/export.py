@@ -101,7 +101,7 @@ def export_onnx(
     missing = [k for k in ("names", "imgsz", "stride", "task") if k not in props]
     if missing:
         raise ExportError(
-            f"Ultralytics export {produced} lacks metadata {missing}; this Ultralytics version is not supported"
+            f"the ONNX export of {best_pt} lacks metadata {missing}; this Ultralytics version is not supported"
         )
     lin = {str(k): v for k, v in dict(lineage or {}).items()}  # None kept in the JSON: "no parent" is lineage too
     per_key = {f"{LINEAGE_PREFIX}{k}": lineage_text(v) for k, v in lin.items() if v is not None}

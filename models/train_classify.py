@@ -181,7 +181,7 @@ def train_classify(
             net, ck = eff.load_model(model, h.dropout)
             if list(ck["names"]) != names:
                 raise TrainingError(f"parent {model} has classes {ck['names']}, the dataset {names}")
-            arch, start = str(ck.get("arch", eff.ARCH)), str(model)
+            arch, start = eff.checkpoint_arch(ck), str(model)
         xtr, ytr = _images(data / "train", names, imgsz)
         xva, yva = _images(data / "val", names, imgsz)
         log.info("models.train (torch): start=%s train=%d val=%d imgsz=%d hyp=%s", start, len(ytr), len(yva), imgsz, h)
