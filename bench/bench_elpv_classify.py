@@ -3,8 +3,9 @@
 Steps, each the project's own code:
 
 1. ``models import-elpv`` (:func:`models.elpv.import_classify_dataset`): defective = probability >= 2/3,
-   functional = 0, the 1/3 cells left out; a fixed, seeded split by image (70/15/15), stratified by
-   class and cell type. ``test`` is never used for training or tuning.
+   functional = 0, the 1/3 cells in no split (``soft/``, soft targets for ``--hyp '{"soft_labels": true}'``);
+   a fixed, seeded split by image (70/15/15), stratified by class and cell type. ``test`` is never used
+   for training or tuning.
 2. ``models train`` (the training job: :class:`models.jobs.JobRunner` -> ``models.worker`` ->
    :func:`models.train.train` -> :func:`models.export.export_onnx`) from ``--arch`` on ``train``:
    ``yolov8n-cls.yaml`` (Ultralytics, random weights; keeps the epoch with the best ``val`` top-1) or

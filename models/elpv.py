@@ -102,13 +102,15 @@ def zscore_template_scores(learn: list[np.ndarray], test: list[np.ndarray]) -> n
 # --------------------------------------------------------------------------- classify dataset import
 
 CLASSIFY_NAMES = ("defective", "functional")  # class id = index (Ultralytics sorts the class folders by name)
-DEFECTIVE_MIN_P = 2 / 3  # probability >= 2/3: defective; 0: functional; 1/3: left out (the experts were unsure)
+DEFECTIVE_MIN_P = 2 / 3  # probability >= 2/3: defective; 0: functional; 1/3: in no split (soft targets)
 SPLITS = ("train", "val", "test")
 CLASSIFY_MANIFEST = "dataset.json"
+SOFT_LABELS = "soft_labels.json"  # images with class probabilities as training targets (models.train_classify)
+SOFT_DIR = "soft"  # beside train/val/test: Ultralytics' classify loader never reads it
 
 
 def classify_label(c: ElpvCell) -> str | None:
-    """``defective`` (probability >= 2/3), ``functional`` (probability 0), None (1/3: left out)."""
+    """``defective`` (probability >= 2/3), ``functional`` (probability 0), None (1/3: a soft target only)."""
     if c.probability >= DEFECTIVE_MIN_P - 1e-6:
         return "defective"
     if c.probability == 0.0:
@@ -167,6 +169,15 @@ def import_classify_dataset(
             files[rel] = sha256_file(dst)
             key = f"{name}_{cell.cell_type}"
             counts[split][key] = counts[split].get(key, 0) + 1
+    soft: dict[str, dict[str, float]] = {}
+    for cell in sorted((c for c in cells() if classify_label(c) is None), key=lambda c: c.path.name):
+        rel = f"{SOFT_DIR}/{cell.path.stem}_{cell.cell_type}.png"
+        (out / SOFT_DIR).mkdir(exist_ok=True)
+        (out / rel).write_bytes(cell.path.read_bytes())
+        files[rel] = sha256_file(out / rel)
+        soft[rel] = {"defective": round(cell.probability, 6), "functional": round(1.0 - cell.probability, 6)}
+    counts["soft"] = {f"unsure_{t}": sum(1 for r in soft if r.endswith(f"_{t}.png")) for t in ("mono", "poly")}
+    (out / SOFT_LABELS).write_text(serialize.dumps({"format": 1, "targets": soft}, indent=1) + "\n")
     manifest = {
         "format": 1,
         "kind": "classify",
@@ -175,7 +186,8 @@ def import_classify_dataset(
         "names": list(CLASSIFY_NAMES),
         "seed": seed,
         "fractions": list(fractions),
-        "rule": "defective: probability >= 2/3; functional: probability 0; probability 1/3 left out",
+        "rule": "defective: probability >= 2/3; functional: probability 0; probability 1/3 in no split, "
+        "soft targets in soft_labels.json",
         "counts": counts,
     }
     (out / CLASSIFY_MANIFEST).write_text(serialize.dumps(manifest, indent=1) + "\n")

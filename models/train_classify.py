@@ -12,7 +12,9 @@ classify runtime loads like an Ultralytics one.
   so training, the export parity check and the line see the same pixels.
 * **Augmentation** (label-preserving for EL cells): horizontal and vertical flips, 90 degree
   rotations, small brightness and contrast jitter.
-* **Loss**: cross-entropy weighted by inverse class frequency (class-balanced).
+* **Loss**: cross-entropy weighted by inverse class frequency (class-balanced). With ``soft_labels`` the
+  dataset's ``soft_labels.json`` images (e.g. ELPV's cells the experts were unsure of) join ``train`` with
+  their class probabilities as targets (:func:`soft_cross_entropy`); ``val`` stays hard-labelled.
 * **Optimiser**: AdamW, cosine learning rate from ``lr0`` to ``lr0 * lrf``; the stem and the first
   ``freeze`` blocks can stay frozen (ImageNet features, no backward through them: faster on a CPU).
 * **Selection**: the epoch with the best balanced accuracy on ``val`` is kept (``best.pt``).
@@ -22,6 +24,7 @@ Seeded (torch, the sampler and the augmentation); CPU only.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -57,6 +60,11 @@ class FinetuneHyp(BaseModel):
     rot90: bool = Field(True, description="random 90 degree rotations (square inputs)")
     brightness: float = Field(0.1, ge=0, le=1, description="random brightness offset, +- this (0-1 scale)")
     contrast: float = Field(0.1, ge=0, le=1, description="random contrast factor, 1 +- this")
+    soft_labels: bool = Field(
+        False,
+        description="also train on the images listed in the dataset's soft_labels.json, with their class "
+        "probabilities as targets (images whose label is uncertain; never in val or test)",
+    )
     tta: bool = Field(
         False,
         description="export: the probabilities averaged over the image's 8 flips and 90 degree rotations inside "
@@ -64,29 +72,79 @@ class FinetuneHyp(BaseModel):
     )
 
 
-def _images(root: Path, names: list[str], imgsz: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3, S, S) uint8 tensors prepared as the station prepares a part, and (N,) class ids."""
+def _prepared(paths: list[Path], imgsz: int) -> np.ndarray:
+    """(N, 3, S, S) uint8 tensors, each image prepared as the station prepares a part."""
     from station.inspection.preprocess import InputTensor
 
     t = InputTensor((imgsz, imgsz), 3, batch=1)
-    xs, ys = [], []
+    xs = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise TrainingError(f"cannot read image {p}")
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        if img.dtype != np.uint8:
+            img = cv2.convertScaleAbs(img, alpha=255.0 / max(float(img.max()), 1.0))
+        t.center_crop(img)
+        xs.append(np.rint(t.view(1)[0] * 255.0).astype(np.uint8))
+    return np.stack(xs) if xs else np.zeros((0, 3, imgsz, imgsz), np.uint8)
+
+
+def _images(root: Path, names: list[str], imgsz: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, S, S) uint8 tensors prepared as the station prepares a part, and (N,) class ids."""
+    paths, ys = [], []
     for cid, name in enumerate(names):
         for p in sorted((root / name).iterdir()):
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-            if img is None:
-                raise TrainingError(f"cannot read image {p}")
-            if img.ndim == 3 and img.shape[2] == 4:
-                img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-            if img.dtype != np.uint8:
-                img = cv2.convertScaleAbs(img, alpha=255.0 / max(float(img.max()), 1.0))
-            t.center_crop(img)
-            xs.append(np.rint(t.view(1)[0] * 255.0).astype(np.uint8))
-            ys.append(cid)
-    if not xs:
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(p)
+                ys.append(cid)
+    if not paths:
         raise TrainingError(f"no images under {root}/<class>/")
-    return np.stack(xs), np.asarray(ys, np.int64)
+    return _prepared(paths, imgsz), np.asarray(ys, np.int64)
+
+
+def soft_targets(data: Path, names: list[str]) -> tuple[list[Path], np.ndarray]:
+    """The images of ``<data>/soft_labels.json`` and their (N, C) class-probability targets.
+
+    Format ``{"format": 1, "targets": {"<path relative to data>": {"<class>": p, ...}}}``: every class of
+    the dataset named, probabilities in [0, 1] summing to 1, files inside ``data``.
+    """
+    from .elpv import SOFT_LABELS
+
+    f = data / SOFT_LABELS
+    if not f.is_file():
+        raise TrainingError(f"soft_labels is on but {f} does not exist (models import-elpv writes it)")
+    try:
+        targets = json.loads(f.read_text())["targets"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise TrainingError(f"{f}: not a soft-label file ({e}); expected {{'format': 1, 'targets': {{...}}}}") from e
+    root, paths, rows = data.resolve(), [], []
+    for rel, probs in sorted(targets.items()):
+        p = (data / rel).resolve()
+        if not p.is_relative_to(root) or not p.is_file():
+            raise TrainingError(f"{f}: {rel!r} is not an image inside {data}")
+        if not isinstance(probs, dict) or sorted(probs) != sorted(names):
+            raise TrainingError(f"{f}: {rel!r} must give a probability for each class {names}, got {probs!r}")
+        row = [float(probs[n]) for n in names]
+        if min(row) < 0 or abs(sum(row) - 1.0) > 1e-3:
+            raise TrainingError(f"{f}: {rel!r} probabilities {row} must lie in [0, 1] and sum to 1")
+        paths.append(p)
+        rows.append(row)
+    return paths, np.asarray(rows, np.float32).reshape(-1, len(names))
+
+
+def soft_cross_entropy(logits: Any, targets: Any, weight: Any | None = None, label_smoothing: float = 0.0) -> Any:
+    """Cross-entropy against class-probability ``targets`` (B, C), class-weighted and label-smoothed.
+
+    Normalised by the batch's total target weight, so for one-hot targets it is exactly
+    ``F.cross_entropy(logits, class_ids, weight=weight, label_smoothing=label_smoothing)``.
+    """
+    n = logits.shape[1]
+    w = logits.new_ones(n) if weight is None else weight
+    smoothed = targets * (1.0 - label_smoothing) + label_smoothing / n
+    logp = logits.log_softmax(1)
+    return -(smoothed * w * logp).sum() / (targets * w).sum()
 
 
 def class_names(data: Path) -> list[str]:
@@ -144,7 +202,6 @@ def train_classify(
     """Fine-tune ``model`` (an arch of :data:`models.efficientnet.ARCHS`: ImageNet weights, or a checkpoint
     written here) on the classify dataset ``data`` (``train/``, ``val/`` class folders); see the module doc."""
     import torch
-    import torch.nn.functional as F
 
     from . import efficientnet as eff
 
@@ -183,27 +240,32 @@ def train_classify(
                 raise TrainingError(f"parent {model} has classes {ck['names']}, the dataset {names}")
             arch, start = eff.checkpoint_arch(ck), str(model)
         xtr, ytr = _images(data / "train", names, imgsz)
+        ttr = np.eye(len(names), dtype=np.float32)[ytr]
+        if h.soft_labels:
+            soft_paths, tsoft = soft_targets(data, names)
+            xtr, ttr = np.concatenate([xtr, _prepared(soft_paths, imgsz)]), np.concatenate([ttr, tsoft])
         xva, yva = _images(data / "val", names, imgsz)
-        log.info("models.train (torch): start=%s train=%d val=%d imgsz=%d hyp=%s", start, len(ytr), len(yva), imgsz, h)
+        log.info("models.train (torch): start=%s train=%d (%d soft) val=%d imgsz=%d hyp=%s", start, len(ttr),
+                 len(ttr) - len(ytr), len(yva), imgsz, h)  # fmt: skip
         frozen = [net._conv_stem, net._bn0, *net._blocks[: h.freeze]] if h.freeze else []
         for m in frozen:
             m.requires_grad_(False)
         params = [p for p in net.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=h.lr0, weight_decay=h.weight_decay)
-        counts = np.bincount(ytr, minlength=len(names)).astype(np.float64)
+        counts = ttr.sum(0, dtype=np.float64)  # soft images count by their probabilities
         weight = torch.tensor(counts.sum() / (len(names) * np.maximum(counts, 1)), dtype=torch.float32)
         gen = torch.Generator().manual_seed(seed)
-        nb = max(1, math.ceil(len(ytr) / batch))
+        nb = max(1, math.ceil(len(ttr) / batch))
         total, warm = epochs * nb, h.warmup_epochs * nb
         net = net.to(memory_format=torch.channels_last)
-        xtr_t, ytr_t = torch.from_numpy(xtr), torch.from_numpy(ytr)
+        xtr_t, ttr_t = torch.from_numpy(xtr), torch.from_numpy(ttr)
         emit(Progress("start", 0, epochs, batches=nb, elapsed_s=time.monotonic() - t0))
         best_ba, best_metrics, step, last_report = -1.0, {}, 0, 0.0
         for epoch in range(1, epochs + 1):
             net.train()
             for m in frozen:
                 m.eval()  # frozen batch norms keep their ImageNet statistics
-            order = torch.randperm(len(ytr), generator=gen)
+            order = torch.randperm(len(ttr), generator=gen)
             loss_sum = 0.0
             for bi in range(nb):
                 check_cancel(epoch)
@@ -216,11 +278,8 @@ def train_classify(
                 )
                 for g in opt.param_groups:
                     g["lr"] = lr
-                loss = F.cross_entropy(
-                    net(eff.normalise(x)),
-                    ytr_t[idx],
-                    weight=weight if h.balanced else None,
-                    label_smoothing=h.label_smoothing,
+                loss = soft_cross_entropy(
+                    net(eff.normalise(x)), ttr_t[idx], weight if h.balanced else None, h.label_smoothing
                 )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -270,7 +329,8 @@ def train_classify(
         log.removeHandler(handler)
         handler.close()
     args = {"model": start, "data": str(data), "epochs": epochs, "imgsz": imgsz, "batch": batch, "seed": seed,
-            "backend": "torch", **h.model_dump()}  # fmt: skip
+            "backend": "torch", "train_images": len(ttr), "soft_images": len(ttr) - len(ytr),
+            **h.model_dump()}  # fmt: skip
     return TrainResult(wdir / "best.pt", wdir / "last.pt", best_metrics, log_path, epochs, seconds, args)
 
 

