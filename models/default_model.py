@@ -35,9 +35,11 @@ Why these numbers (2-core CPU, a training budget of about an hour; all measured 
   raised the false rejects at the generic 0.3 band to 3.1 %; per-class bands chosen on a 600-part
   development set (``station.config.default_model_rules``, the rules it ships with: the card's
   test runs at them) give 0.2 % escapes and 0.6 % false rejects there (models/README.md).
-- The ``pcb`` product (``RECIPES["pcb"]``) uses the same two stages on its own frames, at the
-  generic bands, with the belt around the board not inspected (:func:`belt_zones`: its seams were
-  false "scratches" on 5-7 % of good boards).
+- The ``pcb`` product (``RECIPES["pcb"]``) uses the same two stages on its own frames, then two
+  more on full-resolution windows (``FinetuneStage.input_hw``/``crop``), so it ships at 800x1280:
+  at half scale one faint solder spot in ten was missed (models/README.md). Its rules: per-class
+  bands, and the belt around the board not inspected (:func:`belt_zones`: its seams were false
+  "scratches" on 5-7 % of good boards).
 """
 
 from __future__ import annotations
@@ -68,12 +70,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FinetuneStage:
-    """A second training stage: the first stage's weights trained on fresh parts (another line seed) at a lower
-    learning rate, without warm-up (the rest of the first stage's settings unchanged)."""
+    """A later training stage: the previous stage's weights trained on fresh parts (another line seed) at a lower
+    learning rate, without warm-up; the rest of the first stage's settings unchanged, except the view when
+    ``input_hw`` / ``crop`` are given (e.g. full-resolution windows; the model is then exported at ``input_hw``)."""
 
     epochs: int = 40
     train_seed: int = 2025
     lr0: float = 0.001
+    input_hw: tuple[int, int] | None = None  # None: the first stage's
+    crop: int | None = None  # None: the first stage's
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,7 @@ class DefaultRecipe:
     test_defect_rate: float = 0.5
     test_mark_rate: float = 0.1
     nice: int = 0  # build-default runs alone; a job started from the station UI runs niced
-    finetune: FinetuneStage | None = None
+    finetune: tuple[FinetuneStage, ...] = ()  # the stages after the first, each from the one before it
     rules: Mapping[str, Any] | None = None  # the shipped rules (a RulesConfig dict) the card's test runs at
 
     def shipped_rules(self) -> RulesConfig:
@@ -141,24 +146,34 @@ class DefaultRecipe:
     def job_specs(self, work: Path) -> list[JobSpec]:
         """The training jobs that make the model, in order; the last one exports ``work/model.onnx``.
 
-        Stage 1 trains the architecture from its yaml; a :class:`FinetuneStage` then starts from stage 1's
-        weights (``work/stage1.pt``, next to its export).
+        Stage 1 trains the architecture from its yaml; each :class:`FinetuneStage` then starts from the stage
+        before it (``work/stage<k>.pt``, next to its export).
         """
-        first = self._spec(work / ("model.onnx" if self.finetune is None else "stage1.onnx"))
-        if self.finetune is None:
-            return [first]
-        ft = self.finetune
-        synthetic = {**dict(first.synthetic or {}), "seed": ft.train_seed}
-        second = replace(
-            first,
-            synthetic=synthetic,
-            model=str(work / "stage1.pt"),
-            epochs=ft.epochs,
-            hyp={**dict(self.hyp), "lr0": ft.lr0, "warmup_epochs": 0},
-            export_path=str(work / "model.onnx"),
-            lineage={"recipe": "models.default_model.DefaultRecipe", "stage": 2},
-        )
-        return [first, second]
+        n = 1 + len(self.finetune)
+        specs = [self._spec(work / ("model.onnx" if n == 1 else "stage1.onnx"))]
+        for k, ft in enumerate(self.finetune, start=2):
+            prev = specs[-1]
+            hw, crop = ft.input_hw or self.input_hw, ft.crop or self.crop
+            view = {**dict((prev.synthetic or {})["view"]), "input_hw": list(hw), "crop": crop}
+            specs.append(
+                replace(
+                    prev,
+                    synthetic={**dict(prev.synthetic or {}), "seed": ft.train_seed, "view": view},
+                    model=str(work / f"stage{k - 1}.pt"),
+                    epochs=ft.epochs,
+                    imgsz=crop,
+                    hyp={**dict(self.hyp), "lr0": ft.lr0, "warmup_epochs": 0},
+                    export_imgsz=hw,
+                    export_path=str(work / ("model.onnx" if k == n else f"stage{k}.onnx")),
+                    lineage={"recipe": "models.default_model.DefaultRecipe", "stage": k},
+                )
+            )
+        return specs
+
+    @property
+    def deploy_hw(self) -> tuple[int, int]:
+        """The input size (h, w) of the shipped model: the last stage's view."""
+        return next((ft.input_hw for ft in reversed(self.finetune) if ft.input_hw), self.input_hw)
 
     def _spec(self, export_path: Path) -> JobSpec:
         return JobSpec(
@@ -192,6 +207,7 @@ class DefaultRecipe:
         d = asdict(self)
         d["hyp"] = dict(self.hyp)
         d["input_hw"] = list(self.input_hw)
+        d["finetune"] = [{**asdict(ft), "input_hw": list(ft.input_hw) if ft.input_hw else None} for ft in self.finetune]
         return d
 
 
@@ -234,12 +250,22 @@ def belt_zones(camera: SyntheticCameraConfig) -> list[dict[str, float]]:
 _STAGE2 = FinetuneStage()
 RECIPES: Mapping[Product, DefaultRecipe] = {
     # ships as models/default/, decided by the embedded default's rules
-    "machined": DefaultRecipe(finetune=_STAGE2, rules=default_model_rules().model_dump(mode="json")),
+    "machined": DefaultRecipe(finetune=(_STAGE2,), rules=default_model_rules().model_dump(mode="json")),
     "pcb": DefaultRecipe(  # ships as models/pcb/, with deploy/config/synthetic-pcb.yaml's rules
         product="pcb",
-        finetune=replace(_STAGE2, train_seed=2026),
+        finetune=(
+            replace(_STAGE2, train_seed=2026),
+            # then at full resolution: the faint solder spots the half-scale model missed (models/README.md)
+            FinetuneStage(epochs=15, train_seed=2027, lr0=0.001, input_hw=(800, 1280), crop=192),
+            FinetuneStage(epochs=25, train_seed=2028, lr0=0.001, input_hw=(800, 1280), crop=192),
+        ),
         rules={
             "default": {"reject_conf": 0.5, "uncertain_conf": 0.3},
+            # bands chosen on a 600-board development set (line seed 555), checked on 1,000 others
+            "classes": {
+                "scratch": {"reject_conf": 0.55, "uncertain_conf": 0.55},
+                "spot": {"reject_conf": 0.65, "uncertain_conf": 0.65},
+            },
             "ignore_zones": belt_zones(SyntheticCameraConfig(product="pcb")),
         },
     ),
@@ -248,7 +274,7 @@ RECIPES: Mapping[Product, DefaultRecipe] = {
 
 
 QUICK = DefaultRecipe(
-    n_train=24, n_val=8, epochs=1, n_test=20, finetune=FinetuneStage(epochs=1)
+    n_train=24, n_val=8, epochs=1, n_test=20, finetune=(FinetuneStage(epochs=1),)
 )  # a smoke run of the whole script (minutes, a useless model)
 
 
@@ -303,7 +329,7 @@ def finish_default(
     want = recipe.job_specs(Path("x"))[-1].as_dict()  # the last stage's job; its parent's folder may differ
 
     def same(k: str) -> bool:
-        if k == "model" and recipe.finetune is not None:  # the first stage's weights, wherever they were kept
+        if k == "model" and recipe.finetune:  # the previous stage's weights, wherever they were kept
             return Path(str(spec.get(k))).suffix == ".pt"
         return bool(spec.get(k) == want.get(k))
 
@@ -328,7 +354,7 @@ def finish_default(
         "size_bytes": onnx_dst.stat().st_size,
         "task": "detect",
         "classes": list(NAMES),
-        "imgsz": list(recipe.input_hw),
+        "imgsz": list(recipe.deploy_hw),
         "arch": recipe.arch,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.finished_at or time.time())),
         "training": {

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.default_model import QUICK, RECIPES, DefaultRecipe, FinetuneStage
+from models.default_model import QUICK, RECIPES, DefaultRecipe
 
 
 def test_a_finetune_stage_starts_from_the_first_stages_weights_on_fresh_parts(tmp_path: Path) -> None:
     recipe = RECIPES["machined"]
-    assert isinstance(recipe.finetune, FinetuneStage)
+    (stage2,) = recipe.finetune
     first, second = recipe.job_specs(tmp_path)
     assert first.model == recipe.arch and first.epochs == recipe.epochs
     assert first.export_path == str(tmp_path / "stage1.onnx")
     # stage 2: the weights exported next to stage 1's ONNX, another line seed, a lower rate, no warm-up
-    assert second.model == str(tmp_path / "stage1.pt") and second.epochs == recipe.finetune.epochs
+    assert second.model == str(tmp_path / "stage1.pt") and second.epochs == stage2.epochs
     assert second.synthetic is not None and first.synthetic is not None
-    assert second.synthetic["seed"] == recipe.finetune.train_seed != first.synthetic["seed"]
+    assert second.synthetic["seed"] == stage2.train_seed != first.synthetic["seed"]
     assert {k: v for k, v in second.synthetic.items() if k != "seed"} == {
         k: v for k, v in first.synthetic.items() if k != "seed"
     }
-    assert second.hyp["lr0"] == recipe.finetune.lr0 < first.hyp["lr0"] and second.hyp["warmup_epochs"] == 0
+    assert second.hyp["lr0"] == stage2.lr0 < first.hyp["lr0"] and second.hyp["warmup_epochs"] == 0
     assert {k: v for k, v in second.hyp.items() if k not in ("lr0", "warmup_epochs")} == {
         k: v for k, v in first.hyp.items() if k not in ("lr0", "warmup_epochs")
     }
@@ -30,12 +30,31 @@ def test_a_finetune_stage_starts_from_the_first_stages_weights_on_fresh_parts(tm
 
 def test_each_product_has_its_own_parts_and_a_single_stage_recipe_has_one_job(tmp_path: Path) -> None:
     machined, pcb = RECIPES["machined"], RECIPES["pcb"]
-    assert pcb.product == "pcb" and pcb.finetune is not None and machined.finetune is not None
-    assert pcb.finetune.train_seed != machined.finetune.train_seed
+    assert pcb.product == "pcb" and pcb.finetune and machined.finetune
+    assert pcb.finetune[0].train_seed != machined.finetune[0].train_seed
     assert pcb.job_specs(tmp_path)[-1].synthetic["camera"]["product"] == "pcb"  # type: ignore[index]
     (only,) = DefaultRecipe().job_specs(tmp_path)
     assert only.model == "yolov8n.yaml" and only.export_path == str(tmp_path / "model.onnx")
     assert len(QUICK.job_specs(tmp_path)) == 2  # the smoke run (--quick) runs both stages
+
+
+def test_later_stages_chain_and_may_train_at_full_resolution(tmp_path: Path) -> None:
+    """pcb: stage 2 at half scale, then two stages on full-resolution windows, each from the one before it;
+    the model is exported (and shipped) at the last stage's input size."""
+    recipe = RECIPES["pcb"]
+    specs = recipe.job_specs(tmp_path)
+    assert len(specs) == 1 + len(recipe.finetune) == 4
+    for k, (prev, spec, ft) in enumerate(zip(specs, specs[1:], recipe.finetune), start=2):
+        assert spec.model == str(tmp_path / f"stage{k - 1}.pt") and Path(prev.export_path or "").stem == f"stage{k - 1}"
+        assert spec.synthetic is not None and spec.synthetic["seed"] == ft.train_seed and spec.epochs == ft.epochs
+        hw, crop = ft.input_hw or recipe.input_hw, ft.crop or recipe.crop
+        assert spec.synthetic["view"]["input_hw"] == list(hw) and spec.synthetic["view"]["crop"] == spec.imgsz == crop
+        assert spec.export_imgsz == hw and spec.lineage["stage"] == k
+    assert specs[1].export_imgsz == recipe.input_hw == (416, 640) and specs[-1].export_imgsz == (800, 1280)
+    assert specs[-1].export_path == str(tmp_path / "model.onnx") and recipe.deploy_hw == (800, 1280)
+    assert len({s.synthetic["seed"] for s in specs if s.synthetic}) == 4  # fresh boards at every stage
+    assert RECIPES["machined"].deploy_hw == (416, 640)
+    assert recipe.as_dict()["finetune"][-1]["input_hw"] == [800, 1280]
 
 
 def test_belt_zones_cover_the_belt_and_never_a_defect_on_the_part() -> None:
