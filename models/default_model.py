@@ -173,7 +173,8 @@ class DefaultRecipe:
     @property
     def deploy_hw(self) -> tuple[int, int]:
         """The input size (h, w) of the shipped model: the last stage's view."""
-        return next((ft.input_hw for ft in reversed(self.finetune) if ft.input_hw), self.input_hw)
+        last = self.finetune[-1].input_hw if self.finetune else None
+        return last or self.input_hw  # a stage without its own view trains (and exports) at the first stage's
 
     def _spec(self, export_path: Path) -> JobSpec:
         return JobSpec(
