@@ -156,27 +156,25 @@ def import_classify_dataset(
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty: give a new folder for the ELPV import")
-    parts = classify_split(seed, fractions)
+    all_cells = cells()
+    placed = [(split, f"{split}/{name}", name, c) for split, v in classify_split(seed, fractions, all_cells).items()
+              for c, name in v]  # fmt: skip
+    unsure = sorted((c for c in all_cells if classify_label(c) is None), key=lambda c: c.path.name)
+    placed += [("soft", SOFT_DIR, "unsure", c) for c in unsure]
     files: dict[str, str] = {}
     counts: dict[str, dict[str, int]] = {}
-    for split, items in parts.items():
-        counts[split] = {}
-        for cell, name in items:
-            rel = f"{split}/{name}/{cell.path.stem}_{cell.cell_type}.png"
-            dst = out / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(cell.path.read_bytes())
-            files[rel] = sha256_file(dst)
-            key = f"{name}_{cell.cell_type}"
-            counts[split][key] = counts[split].get(key, 0) + 1
     soft: dict[str, dict[str, float]] = {}
-    for cell in sorted((c for c in cells() if classify_label(c) is None), key=lambda c: c.path.name):
-        rel = f"{SOFT_DIR}/{cell.path.stem}_{cell.cell_type}.png"
-        (out / SOFT_DIR).mkdir(exist_ok=True)
-        (out / rel).write_bytes(cell.path.read_bytes())
-        files[rel] = sha256_file(out / rel)
-        soft[rel] = {"defective": round(cell.probability, 6), "functional": round(1.0 - cell.probability, 6)}
-    counts["soft"] = {f"unsure_{t}": sum(1 for r in soft if r.endswith(f"_{t}.png")) for t in ("mono", "poly")}
+    for split, folder, kind, cell in placed:
+        rel = f"{folder}/{cell.path.stem}_{cell.cell_type}.png"
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(cell.path.read_bytes())
+        files[rel] = sha256_file(dst)
+        key = f"{kind}_{cell.cell_type}"
+        n = counts.setdefault(split, {})
+        n[key] = n.get(key, 0) + 1
+        if split == "soft":
+            soft[rel] = {"defective": round(cell.probability, 6), "functional": round(1.0 - cell.probability, 6)}
     (out / SOFT_LABELS).write_text(serialize.dumps({"format": 1, "targets": soft}, indent=1) + "\n")
     manifest = {
         "format": 1,
