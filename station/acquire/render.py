@@ -120,6 +120,7 @@ class _Base:
         str, tuple[float, ...]
     ]  # where surface defects go: ("annulus", (cx, cy, r1, r2)) | ("rect", (x0, y0, x1, y1))
     belt: np.ndarray  # (H, W + _BELT_PAD) uint8
+    bright: np.ndarray  # (N, 2) float32 x, y of the bright fixed-feature pixels where surface defects may go
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -360,7 +361,10 @@ def product_base(product: str, width: int, height: int) -> _Base:
     features = tuple(f for f in features if f.area > 0)
     belt = _build_belt(np.random.default_rng(_BASE_SEED[product] + 1), width, height, s)
     log.debug("built %s base %dx%d (crop %s, %d features)", product, width, height, crop.shape, len(features))
-    return _Base(product, s, crop, empty, drawn.textures, drawn.tex_weights, drawn.mask, features, drawn.region, belt)
+    bright = _bright_points(crop, drawn.region, features)
+    return _Base(
+        product, s, crop, empty, drawn.textures, drawn.tex_weights, drawn.mask, features, drawn.region, belt, bright
+    )
 
 
 @lru_cache(maxsize=8)
@@ -383,7 +387,34 @@ class _Mark:
     params: tuple[float, ...]
 
 
-def _sample_point(rng: np.random.Generator, base: _Base) -> tuple[float, float]:
+def _bright_points(
+    crop: np.ndarray, region: tuple[str, tuple[float, ...]], features: tuple[_Feature, ...]
+) -> np.ndarray:
+    """The pixels of the clean part's bright fixed features (pads, silkscreen, vias, holes: 40 grey levels over
+    the bare surface's median) where a surface defect may go: inside the defect region, off the removable
+    features."""
+    where = np.zeros(crop.shape, bool)
+    kind, p = region
+    if kind == "annulus":
+        cx, cy, r1, r2 = p
+        yy, xx = np.mgrid[: crop.shape[0], : crop.shape[1]]
+        d2 = (xx - cx) ** 2 + (yy - cy) ** 2
+        where = (d2 >= r1 * r1) & (d2 <= r2 * r2)
+    else:
+        where[int(p[1]) : int(p[3]) + 1, int(p[0]) : int(p[2]) + 1] = True
+    where &= crop.astype(np.int16) >= np.median(crop[where]) + 40  # brighter than the bare surface
+    for f in features:
+        where[max(f.y0 - 4, 0) : f.y1 + 5, max(f.x0 - 4, 0) : f.x1 + 5] = False
+    ys, xs = np.nonzero(where)
+    return np.stack([xs, ys], 1).astype(np.float32)
+
+
+def _sample_point(rng: np.random.Generator, base: _Base, on_features: float = 0.0) -> tuple[float, float]:
+    """Where a surface defect goes: anywhere on the part's surface off its removable features, or, with
+    probability ``on_features``, on one of its bright fixed features (no draw is made when it is 0)."""
+    if on_features > 0 and len(base.bright) and rng.random() < on_features:
+        bx, by = base.bright[int(rng.integers(0, len(base.bright)))]
+        return float(bx), float(by)
     kind, p = base.region
     for _ in range(12):
         if kind == "annulus":
@@ -411,7 +442,7 @@ def _plan_marks(rng: np.random.Generator, cfg: SyntheticCameraConfig, base: _Bas
         if kind == "missing" and len(used_features) >= len(base.features):
             kind = "spot"
         if kind == "scratch":
-            x, y = _sample_point(rng, base)
+            x, y = _sample_point(rng, base, cfg.defects_on_features)
             length = max(rng.uniform(30, 200) * s, 6.0)
             ang = rng.uniform(0, math.pi)
             bend = rng.uniform(-0.08, 0.08) * length
@@ -419,7 +450,7 @@ def _plan_marks(rng: np.random.Generator, cfg: SyntheticCameraConfig, base: _Bas
             delta = rng.uniform(30, 90) * (1 if rng.random() < 0.5 else -1)
             marks.append(_Mark("scratch", (x, y, length, ang, bend, width, delta)))
         elif kind == "spot":
-            x, y = _sample_point(rng, base)
+            x, y = _sample_point(rng, base, cfg.defects_on_features)
             d = max(rng.uniform(8, 40) * s, 3.0)
             ratio = rng.uniform(0.6, 1.0)
             ang = rng.uniform(0, 180)

@@ -45,6 +45,13 @@ class SyntheticCameraConfig(StrictModel):
         description="Fraction of parts that carry a harmless ink mark (class 'mark', NOT a defect; listed under "
         "meta['marks']).",
     )
+    defects_on_features: Share = Field(
+        0.0,
+        description="Fraction of scratches and spots centred on one of the part's bright fixed features (the "
+        "board's pads, silkscreen, vias and holes; the flange has none, so it changes nothing there) instead of "
+        "anywhere on its surface: training parts for defects that touch the part's own features. 0 = anywhere "
+        "(and the same parts for a given seed as before this setting).",
+    )
     seed: int | None = Field(
         None,
         description="Random seed; set it for a reproducible line (part N is then always the same part). None = a new "

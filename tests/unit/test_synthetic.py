@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from station.acquire.base import CAMERAS, CameraDriver, CameraError
-from station.acquire.render import TruthDefect, part_rng, render_part
+from station.acquire.render import TruthDefect, _plan_marks, part_rng, product_base, render_part
 from station.acquire.synthetic import SyntheticCamera, iter_parts
 from station.config import SyntheticCameraConfig
 from station.config.camera import Product
@@ -141,6 +141,28 @@ def test_defect_rate_and_classes_follow_the_config() -> None:
     assert 0.38 <= rate <= 0.62, rate
     only = [p for _, p in iter_parts(SyntheticCameraConfig(defect_rate=1.0, defect_classes=["scratch"], seed=9), 0, 30)]
     assert {t.class_name for p in only for t in p.truth} == {"scratch"}
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+def test_defects_on_features_centres_surface_defects_on_bright_fixed_features(product: Product) -> None:
+    base = product_base(product, 1280, 800)
+    bright = {(int(x), int(y)) for x, y in base.bright}
+
+    def centres(share: float) -> list[tuple[int, int]]:
+        cfg = SyntheticCameraConfig(
+            product=product, defect_rate=1.0, defect_classes=["scratch", "spot"], defects_on_features=share, seed=3
+        )
+        marks = [m for pid in range(60) for m in _plan_marks(part_rng(3, pid), cfg, base)]
+        return [(int(m.params[0]), int(m.params[1])) for m in marks if m.kind in ("scratch", "spot")]
+
+    on = centres(1.0)
+    if product == "machined":  # the flange has no feature brighter than its surface: the setting changes nothing
+        assert not bright and on == centres(0.0)
+        return
+    assert len(on) >= 60 and all(c in bright for c in on)
+    assert not any(f.x0 - 4 <= x <= f.x1 + 4 and f.y0 - 4 <= y <= f.y1 + 4 for x, y in on for f in base.features)
+    anywhere = centres(0.0)
+    assert sum(c in bright for c in anywhere) < len(anywhere) / 3  # bright features are a small part of the surface
 
 
 def test_harmless_marks_are_not_defects() -> None:
