@@ -326,17 +326,7 @@ def finish_default(
     state = JobState.from_dict(json.loads((job_dir / "state.json").read_text()))
     if state.status != "succeeded" or not state.result:
         raise RuntimeError(f"job {job_dir} did not succeed ({state.status}: {state.error})")
-    spec = json.loads((job_dir / "spec.json").read_text())
-    want = recipe.job_specs(Path("x"))[-1].as_dict()  # the last stage's job; its parent's folder may differ
-
-    def same(k: str) -> bool:
-        if k == "model" and recipe.finetune:  # the previous stage's weights, wherever they were kept
-            return Path(str(spec.get(k))).suffix == ".pt"
-        return bool(spec.get(k) == want.get(k))
-
-    differs = sorted(
-        k for k in ("synthetic", "model", "epochs", "imgsz", "batch", "seed", "hyp", "export_imgsz") if not same(k)
-    )
+    differs = recipe_differs(json.loads((job_dir / "spec.json").read_text()), recipe)
     if differs:
         raise RuntimeError(f"job {job_dir} was not made with this recipe (differs in: {', '.join(differs)})")
     result = state.result
@@ -375,6 +365,30 @@ def finish_default(
     (out_dir / "model.json").write_text(serialize.dumps(card, indent=1) + "\n")
     log.info("default model written to %s (sha256 %s)", out_dir, card["sha256"][:12])
     return card
+
+
+def recipe_differs(spec: Mapping[str, Any], recipe: DefaultRecipe) -> list[str]:
+    """What a finished job's ``spec.json`` sets otherwise than the recipe's last stage (empty: made by it)."""
+    want = recipe.job_specs(Path("x"))[-1].as_dict()  # the last stage's job; its parent's folder may differ
+
+    def camera_read(synthetic: Any) -> Any:  # as the camera reads it: a setting added since is at its default
+        if not isinstance(synthetic, Mapping) or not isinstance(synthetic.get("camera"), Mapping):
+            return synthetic
+        return {
+            **synthetic,
+            "camera": SyntheticCameraConfig.model_validate(synthetic["camera"]).model_dump(mode="json"),
+        }
+
+    def same(k: str) -> bool:
+        if k == "model" and recipe.finetune:  # the previous stage's weights, wherever they were kept
+            return Path(str(spec.get(k))).suffix == ".pt"
+        if k == "synthetic":
+            return bool(camera_read(spec.get(k)) == camera_read(want.get(k)))
+        return bool(spec.get(k) == want.get(k))
+
+    return sorted(
+        k for k in ("synthetic", "model", "epochs", "imgsz", "batch", "seed", "hyp", "export_imgsz") if not same(k)
+    )
 
 
 def card_test(onnx: Path, work: Path, recipe: DefaultRecipe) -> dict[str, Any]:

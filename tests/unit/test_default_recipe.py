@@ -57,6 +57,23 @@ def test_later_stages_chain_and_may_train_at_full_resolution(tmp_path: Path) -> 
     assert recipe.as_dict()["finetune"][-1]["input_hw"] == [800, 1280]
 
 
+def test_a_finished_job_matches_its_recipe_even_when_the_camera_has_gained_a_setting(tmp_path: Path) -> None:
+    """``models build-default --from-job``: a job recorded before a camera setting existed still matches the
+    recipe (the setting at its default), and one trained otherwise is refused with what differs."""
+    import json
+
+    from models.default_model import recipe_differs
+
+    recipe = RECIPES["pcb"]
+    spec = json.loads(json.dumps(recipe.job_specs(tmp_path)[-1].as_dict()))
+    assert recipe_differs(spec, recipe) == []
+    del spec["synthetic"]["camera"]["defects_on_features"]  # as written before that setting existed
+    assert recipe_differs(spec, recipe) == []
+    spec["synthetic"]["camera"]["defects_on_features"] = 0.5
+    spec["epochs"] += 1
+    assert recipe_differs(spec, recipe) == ["epochs", "synthetic"]
+
+
 def test_belt_zones_cover_the_belt_and_never_a_defect_on_the_part() -> None:
     """The pcb model's ignore zones: outside the widest the board reaches under the line's jitter and rotation,
     so no drawn defect (200 parts) lies in them by more than a sliver; only what lies mostly on the belt is ignored."""
