@@ -50,6 +50,7 @@ HARMLESS_CLASSES: tuple[str, ...] = ("mark",)
 
 _BELT_PAD = 256  # extra belt width: the belt texture slides by up to this much
 _NOISE_PAD = 128  # extra noise-bank size in x and y: the read offset range
+_OFF_FEATURE_PX = 4  # surface defects are centred at least this far outside a removable feature's box
 _BASE_SEED = {"machined": 1701, "pcb": 2602}
 
 
@@ -403,8 +404,9 @@ def _bright_points(
     else:
         where[int(p[1]) : int(p[3]) + 1, int(p[0]) : int(p[2]) + 1] = True
     where &= crop.astype(np.int16) >= np.median(crop[where]) + 40  # brighter than the bare surface
+    m = _OFF_FEATURE_PX
     for f in features:
-        where[max(f.y0 - 4, 0) : f.y1 + 5, max(f.x0 - 4, 0) : f.x1 + 5] = False
+        where[max(f.y0 - m, 0) : f.y1 + m + 1, max(f.x0 - m, 0) : f.x1 + m + 1] = False
     ys, xs = np.nonzero(where)
     return np.stack([xs, ys], 1).astype(np.float32)
 
@@ -416,6 +418,7 @@ def _sample_point(rng: np.random.Generator, base: _Base, on_features: float = 0.
         bx, by = base.bright[int(rng.integers(0, len(base.bright)))]
         return float(bx), float(by)
     kind, p = base.region
+    m = _OFF_FEATURE_PX
     for _ in range(12):
         if kind == "annulus":
             cx, cy, r1, r2 = p
@@ -425,7 +428,7 @@ def _sample_point(rng: np.random.Generator, base: _Base, on_features: float = 0.
         else:
             x, y = rng.uniform(p[0], p[2]), rng.uniform(p[1], p[3])
         # keep surface defects off removable features, where they would hide
-        if not any(f.x0 - 4 <= x <= f.x1 + 4 and f.y0 - 4 <= y <= f.y1 + 4 for f in base.features):
+        if not any(f.x0 - m <= x <= f.x1 + m and f.y0 - m <= y <= f.y1 + m for f in base.features):
             break
     return x, y
 
