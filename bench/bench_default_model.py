@@ -5,10 +5,12 @@ saw in training, 1280x800 Mono8 as the synthetic camera gives them):
 
 1. precision / recall / mAP50 / escape rate / false-reject rate at the rules the product's model ships
    with (``models.default_model.RECIPES[product].shipped_rules()``: the embedded default's per-class
-   bands for ``machined``, the generic 0.5 / 0.3 for ``pcb``), through the
+   bands for ``machined``, the pcb model's bands and belt zones for ``pcb``) and the inspector settings it ships
+   with (``shipped_inspector``: for ``pcb`` its template check), through the
    station's production path (OnnxInspector + Decider via ``inspect_part``), and the same detection
    figures from Ultralytics' own predictor on the same frames (a cross-check of the station's
-   pre/post-processing: the two columns should agree);
+   pre/post-processing: the two columns should agree; with the pcb model's template check, which Ultralytics
+   does not have, the Ultralytics column is the model alone, and ``--no-template-check`` makes the two agree);
 2. milliseconds per part: station path (inspect + decide) vs ``YOLO(model.onnx).predict(frame)``,
    each side in blocks of 10 parts, the order alternating block by block, with the ratio.
 
@@ -102,6 +104,11 @@ def main() -> int:
         help="a station config whose rules and calibration decide (e.g. per-class thresholds from `models tune` on "
         "another golden set); default: the rules the product's model ships with",
     )
+    ap.add_argument(
+        "--no-template-check",
+        action="store_true",
+        help="the model alone, without the template check its recipe ships with (pcb)",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
     args = ap.parse_args()
     json_out = sys.stdout
@@ -111,11 +118,19 @@ def main() -> int:
     if args.model is None:
         args.model = SHIPPED_DIRS[args.product] / "model.onnx"
     meta = read_model_meta(args.model)
+    from station.config.inspection import OnnxInspectorConfig
+
+    # the inspector settings the line runs: the config's, else those the product's model ships with
+    icfg = RECIPES[args.product].shipped_inspector(SHIPPED_DIRS[args.product])
     if args.config is not None:
         cfg = load_config(args.config)
         rules, calib = cfg.rules, cfg.calibration
+        icfg = cfg.inspector if isinstance(cfg.inspector, OnnxInspectorConfig) else OnnxInspectorConfig()
     else:
         rules, calib = RECIPES[args.product].shipped_rules(), CalibrationConfig()
+    icfg = icfg.model_copy(update={"runtime": args.runtime})
+    if args.no_template_check:
+        icfg = icfg.model_copy(update={"template_check": None})
     cam = SyntheticCameraConfig(product=args.product, defect_rate=args.defect_rate, harmless_mark_rate=args.mark_rate)
     tmp = Path(tempfile.mkdtemp(prefix="bench-default-"))
     t0 = time.monotonic()
@@ -130,10 +145,8 @@ def main() -> int:
     from ultralytics import YOLO  # the reference only
 
     yolo = YOLO(str(args.model), task="detect")
-    from station.config.inspection import OnnxInspectorConfig
-
     # production inspector, evaluation conf 0.01
-    inspector = open_inspector(args.station_model or args.model, OnnxInspectorConfig(runtime=args.runtime))
+    inspector = open_inspector(args.station_model or args.model, icfg)
     decider = Decider(rules, calib, "bench")
     elig = _eligibility_decider(rules, calib)
     bgr = [cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img for _, img in frames]
@@ -241,6 +254,7 @@ def main() -> int:
                     "ultralytics_ms_median": med_u,
                     "station_model": str(args.station_model or args.model),
                     "rules": "shipped" if args.config is None else str(args.config),
+                    "template_check": icfg.template_check is not None,
                     "station_runs_on": getattr(inspector, "providers", None),
                     "ultralytics": {"escape_rate": u.escape_rate, "mAP50": u.map50},
                 },

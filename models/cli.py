@@ -285,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="no training: test the shipped model again at its recipe's rules (after a change of the shipped rules) "
         "and rewrite its card's test",
     )
+    sp.add_argument(
+        "--check-only",
+        action="store_true",
+        help="no detector training: rebuild the recipe's template check (template.npz, verifier.onnx) beside the "
+        "shipped model, then test the two together and rewrite the card's test",
+    )
     return p
 
 

@@ -474,7 +474,16 @@ def cmd_build_default(args: argparse.Namespace) -> int:
         + (" --quick" if args.quick else "")
     )
     work = Path(args.work) if args.work else None
-    if args.retest:
+    if args.check_only:
+        if recipe.template_check is None:
+            raise ValueError(f"the {args.product} recipe has no template check (models.default_model.RECIPES)")
+        from .template_check import build_template_check
+
+        wk = (work or Path("data") / "build-default").resolve()
+        check = recipe.template_check
+        build_template_check(args.product, out, wk / "template-check", check, on_event=ProgressPrinter())
+        card = retest_default(out, work, recipe)
+    elif args.retest:
         card = retest_default(out, work, recipe)
     elif args.from_job:
         card = finish_default(Path(args.from_job), out, work, recipe, command=command)

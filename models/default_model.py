@@ -58,12 +58,14 @@ from typing import Any
 from station import serialize
 from station.config import RulesConfig, default_model_rules
 from station.config.camera import Product, SyntheticCameraConfig
+from station.config.inspection import OnnxInspectorConfig
 
 from . import DEFAULT_DIR
 from .dataset import GOLDEN_START, NAMES, make_golden_set
 from .evaluate import evaluate
 from .golden import sha256_file
 from .jobs import JobRunner, JobSpec, JobState
+from .template_check import TemplateCheckRecipe, build_template_check, read_card
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +128,16 @@ class DefaultRecipe:
     nice: int = 0  # build-default runs alone; a job started from the station UI runs niced
     finetune: tuple[FinetuneStage, ...] = ()  # the stages after the first, each from the one before it
     rules: Mapping[str, Any] | None = None  # the shipped rules (a RulesConfig dict) the card's test runs at
+    template_check: TemplateCheckRecipe | None = None  # a second look after the model (models/template_check.py)
 
     def shipped_rules(self) -> RulesConfig:
         """The rules the product's model ships with (``rules``; None: the generic :class:`RulesConfig`)."""
         return RulesConfig.model_validate(dict(self.rules)) if self.rules else RulesConfig()
+
+    def shipped_inspector(self, folder: Path) -> OnnxInspectorConfig:
+        """The inspector settings the model ships with, its template check's files in ``folder``."""
+        check = self.template_check.config(folder) if self.template_check else None
+        return OnnxInspectorConfig(template_check=check)
 
     def camera(self) -> SyntheticCameraConfig:
         """The synthetic camera of the training parts."""
@@ -209,6 +217,7 @@ class DefaultRecipe:
         d["hyp"] = dict(self.hyp)
         d["input_hw"] = list(self.input_hw)
         d["finetune"] = [{**asdict(ft), "input_hw": list(ft.input_hw) if ft.input_hw else None} for ft in self.finetune]
+        d["template_check"] = self.template_check.as_dict() if self.template_check else None
         return d
 
 
@@ -269,6 +278,8 @@ RECIPES: Mapping[Product, DefaultRecipe] = {
             },
             "ignore_zones": belt_zones(SyntheticCameraConfig(product="pcb")),
         },
+        # then the golden template's differences the model missed, ink marks told apart by a verifier
+        template_check=TemplateCheckRecipe(),
     ),
 }
 """The recipe of each product's shipped model (``models build-default --product``)."""
@@ -287,7 +298,8 @@ def build_default(
     on_event: Callable[[JobState, Mapping[str, Any]], None] | None = None,
     command: str = "models build-default",
 ) -> dict[str, Any]:
-    """Train, export, test and write the default model into ``out_dir`` (model.onnx, model.pt, model.json).
+    """Train, export, test and write the default model into ``out_dir`` (model.onnx, model.pt, model.json, and the
+    recipe's template check: template.npz, verifier.onnx, template_check.json).
 
     Training runs as a job (subprocess) under ``work_dir/jobs`` (default ``data/build-default``); the
     unseen test set is frozen under ``work_dir/test-golden-*``. Returns the card (also written to
@@ -304,6 +316,8 @@ def build_default(
                 f"default model training (stage {n} of {len(specs)}) {state.status}: {state.error} "
                 f"(log: {state.log_path})"
             )
+    if recipe.template_check is not None:
+        build_template_check(recipe.product, Path(out_dir), work / "template-check", recipe.template_check)
     return finish_default(state.job_dir, out_dir, work, recipe, command=command)
 
 
@@ -333,8 +347,8 @@ def finish_default(
     src_onnx = Path(result["onnx"])
     if not src_onnx.is_absolute():  # the worker runs in <job>/work
         src_onnx = job_dir / "work" / src_onnx
-    test = card_test(src_onnx, work, recipe)
     out_dir.mkdir(parents=True, exist_ok=True)
+    test = card_test(src_onnx, work, recipe, out_dir)
     onnx_dst, pt_dst = out_dir / "model.onnx", out_dir / "model.pt"
     shutil.copyfile(src_onnx, onnx_dst)
     shutil.copyfile(src_onnx.with_suffix(".pt"), pt_dst)
@@ -361,6 +375,7 @@ def finish_default(
             "versions": _versions(job_dir),
         },
         "test": test,
+        "template_check": read_card(out_dir) if recipe.template_check else None,
     }
     (out_dir / "model.json").write_text(serialize.dumps(card, indent=1) + "\n")
     log.info("default model written to %s (sha256 %s)", out_dir, card["sha256"][:12])
@@ -391,9 +406,9 @@ def recipe_differs(spec: Mapping[str, Any], recipe: DefaultRecipe) -> list[str]:
     )
 
 
-def card_test(onnx: Path, work: Path, recipe: DefaultRecipe) -> dict[str, Any]:
+def card_test(onnx: Path, work: Path, recipe: DefaultRecipe, folder: Path) -> dict[str, Any]:
     """The card's ``test`` section: ``onnx`` on the recipe's unseen test parts (frozen under ``work``) through the
-    production path at the rules the model ships with."""
+    production path at the rules and inspector settings the model ships with (its template check in ``folder``)."""
     golden = make_golden_set(
         work / f"test-golden-{recipe.test_seed}-{recipe.n_test}",
         recipe.n_test,
@@ -402,7 +417,7 @@ def card_test(onnx: Path, work: Path, recipe: DefaultRecipe) -> dict[str, Any]:
         start_id=GOLDEN_START,
     )
     rules = recipe.shipped_rules()
-    res = evaluate(onnx, golden, rules=rules)
+    res = evaluate(onnx, golden, rules=rules, inspector_cfg=recipe.shipped_inspector(folder))
     print(res.table(), flush=True)
     return {
         "what": "unseen synthetic parts (other seed, part ids from 30,000,000) as full 1280x800 frames through the "
@@ -413,6 +428,7 @@ def card_test(onnx: Path, work: Path, recipe: DefaultRecipe) -> dict[str, Any]:
         "camera": recipe.test_camera().model_dump(mode="json"),
         "metrics": res.summary(),
         "rules": rules.model_dump(mode="json"),
+        "template_check": recipe.template_check is not None,
     }
 
 
@@ -430,8 +446,10 @@ def retest_default(
     if sha256_file(onnx) != card["sha256"]:
         raise RuntimeError(f"{onnx} is not the model its card describes (sha256 differs): rebuild it")
     work = Path(work_dir or Path("data") / "build-default").resolve()
-    card["test"] = card_test(onnx, work, recipe)
+    card["test"] = card_test(onnx, work, recipe, out_dir)
     card["training"]["recipe"]["rules"] = recipe.as_dict()["rules"]
+    card["training"]["recipe"]["template_check"] = recipe.as_dict()["template_check"]
+    card["template_check"] = read_card(out_dir) if recipe.template_check else None
     (out_dir / "model.json").write_text(serialize.dumps(card, indent=1) + "\n")
     log.info("card of %s re-tested at the shipped rules", out_dir)
     return card

@@ -354,7 +354,7 @@ def score(
         flags, scores = [], []
         op_tp = op_fp = n_truth = n_parts = escapes = 0
         for im in images:
-            det = im.detections
+            det = im.detections.model_rows()  # box figures judge the model's boxes (not a template check's)
             gt = im.truth_boxes[im.truth_classes == c]
             n_truth += len(gt)
             if len(gt):
@@ -432,7 +432,7 @@ def confusion_matrix(images: Sequence[ImageResult], nc: int, rules: RulesConfig,
     m = np.zeros((nc + 1, nc + 1), np.int64)
     thr = np.array([rules.for_class(n).reject_conf for n in names], np.float32)
     for im in images:
-        det = im.detections
+        det = im.detections.model_rows()
         keep = det.scores >= thr[np.clip(det.class_ids, 0, nc - 1)] if len(det) else np.zeros(0, bool)
         boxes, cls, sc = det.boxes_xyxy[keep], det.class_ids[keep], det.scores[keep]
         _, which = match_greedy(boxes, sc, im.truth_boxes)

@@ -11,7 +11,7 @@ otherwise (``*_wall`` is UNIX time in seconds).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
@@ -77,6 +77,10 @@ class Detections:
 
     ``align_shift_px``: (dx, dy) of the part against the backend's reference, in frame pixels,
     when the backend aligns frames itself (reference backend); read by the image health monitor.
+
+    ``check_from``: the rows from this index on were added by the template check after the model
+    (station/inspection/template_check.py); None = every row is the model's. The rules judge all rows;
+    box-level figures (precision, mAP) judge the model's own, :meth:`model_rows`.
     """
 
     boxes_xyxy: np.ndarray
@@ -90,6 +94,7 @@ class Detections:
     anomaly_map: np.ndarray | None = None
     image_score: float | None = None
     align_shift_px: tuple[float, float] | None = None
+    check_from: int | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -104,6 +109,21 @@ class Detections:
             names=names,
             model_id=model_id,
             timings_ms=timings_ms,
+        )
+
+    def model_rows(self) -> Detections:
+        """The model's own detections, without the rows the template check added (``check_from``)."""
+        n = self.check_from
+        if n is None:
+            return self
+        return replace(
+            self,
+            boxes_xyxy=self.boxes_xyxy[:n],
+            scores=self.scores[:n],
+            class_ids=self.class_ids[:n],
+            areas_px=None if self.areas_px is None else self.areas_px[:n],
+            masks=None if self.masks is None else self.masks[:n],
+            check_from=None,
         )
 
     def area_px(self, i: int) -> float:

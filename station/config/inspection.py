@@ -212,6 +212,38 @@ class TilingConfig(StrictModel):
     )
 
 
+class TemplateCheckConfig(StrictModel):
+    """A second look after the model: the golden template's differences that a verifier does not call harmless are
+    added to the model's detections (station/inspection/template_check.py)."""
+
+    reference: ReferenceInspectorConfig = Field(
+        ...,
+        description="The golden template, learned from good parts: set `template_path` to a learned template file "
+        "(`models build-default --check-only` writes one) or `learn_from` to a folder of good images; it must be "
+        "ready when the model loads. Its `score_scale` sets how a difference's size and contrast become a score "
+        "that the rules judge.",
+    )
+    verifier: Path | None = Field(
+        None,
+        description="Classify ONNX model that judges a crop around each difference (trained on crops labelled "
+        "defect / harmless, models/template_check.py); unset = every difference counts.",
+    )
+    harmless_classes: list[str] = Field(
+        default_factory=lambda: ["harmless"],
+        min_length=1,
+        description="The verifier's classes that mean harmless (an ink mark, a label): such differences are dropped.",
+    )
+    harmless_conf: Confidence = Field(
+        0.8,
+        description="Drop a difference only when the verifier gives its harmless classes at least this probability "
+        "(an escape costs more than a false reject: drop only what it is sure of).",
+    )
+    crop_context: float = Field(
+        2.0, ge=1.0, le=8.0, description="The verifier's crop is this many times the difference's larger side."
+    )
+    crop_min_px: int = Field(48, ge=8, le=1024, description="And at least this many frame pixels wide.")
+
+
 class OnnxInspectorConfig(StrictModel):
     """An Ultralytics model exported to ONNX, run by onnxruntime."""
 
@@ -271,6 +303,11 @@ class OnnxInspectorConfig(StrictModel):
         5.0,
         ge=0.0,
         description="Run a dummy inference after this many idle seconds so the next part is not slow (0 = off).",
+    )
+    template_check: TemplateCheckConfig | None = Field(
+        None,
+        description="After a detect model, also compare the part with its golden template and add the differences "
+        "the model missed (unset = the model alone).",
     )
 
 

@@ -37,6 +37,7 @@ from .postprocess import (
 from .preprocess import InputTensor, Letterbox, check_image, letterbox_params
 from .runtime import CPU, ModelRuntime, open_runtime, session_options  # noqa: F401 (re-exported)
 from .runtime import choose_providers as choose_providers  # re-exported
+from .template_check import TemplateCheck
 from .tiling import Tile, cluster_boxes, cut_flags, merge_tiled, needs_tiling, tile_grid
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,14 @@ class OnnxInspector:
         self.parts = 0
         if cfg.tiling.enabled and self.task == "classify":
             log.warning("model %s is a classifier: tiling does not apply and is ignored", self.model_id)
+        self.template_check: TemplateCheck | None = None
+        if cfg.template_check is not None:
+            if self.task != "detect":
+                raise ModelLoadError(
+                    f"model {path} is a {self.task} model: inspector.template_check adds boxes to a detect model's "
+                    "boxes; remove template_check or use a detect model"
+                )
+            self.template_check = TemplateCheck(cfg.template_check, self.names, cfg)
         log.info(
             "model %s: %s, %d classes, input %s%s, runs on %s %s (asked %s %s)",
             self.model_id,
@@ -124,6 +133,8 @@ class OnnxInspector:
         with self._lock:
             for _ in range(WARMUP_RUNS):
                 self._inspect_locked(dummy)
+            if self.template_check is not None:
+                self.template_check.warmup()
             self._last_use = time.monotonic()
 
     def inspect(self, frame: Frame) -> Detections:
@@ -136,7 +147,8 @@ class OnnxInspector:
             if self._closed:
                 raise InspectorError(f"model {self.model_id} is closed")
             try:
-                return self._inspect_locked(image)
+                det = self._inspect_locked(image)
+                return det if self.template_check is None else self.template_check.apply(frame, det)
             finally:
                 self._last_use = time.monotonic()
                 self.parts += 1
@@ -148,6 +160,8 @@ class OnnxInspector:
             self._keepalive.join(timeout=10)
         with self._lock:
             self._closed = True
+            if self.template_check is not None:
+                self.template_check.close()
         log.info("model %s closed after %d parts", self.model_id, self.parts)
 
     # ------------------------------------------------------------------ internals

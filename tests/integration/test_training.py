@@ -85,9 +85,18 @@ def test_shipped_pcb_model_finds_defects_on_unseen_pcb_parts(tmp_path: Path) -> 
     assert cfg.cameras[0].product == "pcb" and Path(cfg.inspector.model).resolve() == PCB_ONNX  # type: ignore[union-attr]
     assert cfg.rules == RECIPES["pcb"].shipped_rules()  # the example config decides as the model was tested
     assert card["test"]["rules"] == cfg.rules.model_dump(mode="json")
+    shipped = RECIPES["pcb"].shipped_inspector(PCB_ONNX.parent)  # and inspects as it was tested: with its check
+    tc, want = cfg.inspector.template_check, shipped.template_check  # type: ignore[union-attr]
+    assert tc is not None and want is not None and tc.verifier and want.verifier
+    assert tc.reference.template_path and want.reference.template_path
+    repo = Path(__file__).resolve().parents[2]  # the example config's paths are relative to the repository
+    assert (repo / tc.reference.template_path).resolve() == want.reference.template_path.resolve()
+    assert (repo / tc.verifier).resolve() == want.verifier.resolve()
+    files: Any = {"verifier": True, "reference": {"template_path"}}
+    assert tc.model_dump(exclude=files) == want.model_dump(exclude=files)
     cam = SyntheticCameraConfig(product="pcb", defect_rate=0.5)
     golden = make_golden_set(tmp_path / "g", 40, seed=4242, camera_cfg=cam, start_id=GOLDEN_START + 500_000)
-    r = evaluate(PCB_ONNX, golden, rules=RECIPES["pcb"].shipped_rules())
+    r = evaluate(PCB_ONNX, golden, rules=RECIPES["pcb"].shipped_rules(), inspector_cfg=shipped)
     assert r.n_defective >= 15
     assert r.recall >= PCB_RECALL_FLOOR, r.table()
     assert r.escape_rate <= PCB_ESCAPE_CEILING, r.table()
