@@ -99,13 +99,14 @@ class Decider:
         rule = self.rules.for_class(name)
         box = tuple(float(v) for v in det.boxes_xyxy[i])
         area_mm2 = det.area_px(i) * self._mm2.get(camera_id, self._mm2_per_px)
-        where = ""
+        # a row the template check added after the model says so in its rule (operator screen, records, review)
+        where = "template check: " if det.check_from is not None and i >= det.check_from else ""
         cam = self.setup.get(camera_id)
         if cam is not None and cam.regions is not None:
             ignored, region = cam.regions.place((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
             if region is not None:
                 rule = _region_rule(rule, region)
-                where = f"region {region.name}: "
+                where += f"region {region.name}: "
         else:
             ignored = None
 

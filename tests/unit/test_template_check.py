@@ -16,7 +16,7 @@ from station.acquire.render import RenderedPart, part_rng, render_part
 from station.config import CalibrationConfig
 from station.config.camera import SyntheticCameraConfig
 from station.config.inspection import OnnxInspectorConfig, ReferenceInspectorConfig, TemplateCheckConfig
-from station.contracts import Frame, Trigger
+from station.contracts import Frame, Trigger, Verdict
 from station.decide import Decider
 from station.inspection.base import ModelLoadError
 from station.inspection.onnx_backend import OnnxInspector
@@ -41,11 +41,15 @@ def test_blob_crop_centres_the_difference_with_its_context() -> None:
     assert 18 <= np.count_nonzero(small[32] > 127) <= 22  # the square at 1:1
 
 
-def _verdict(insp: OnnxInspector, part: RenderedPart, k: int) -> str:
+def _decide(insp: OnnxInspector, part: RenderedPart, k: int) -> Verdict:
     frame = Frame(part_id=k, camera_id="cam0", image=part.image, t_exposure_ns=0)
     det = insp.inspect(frame)
     decider = Decider(RULES, CalibrationConfig(), "test")
-    return decider.decide(Trigger(part_id=k, seq=k, t_trigger_ns=0, source="test"), [frame], [det], {}).outcome
+    return decider.decide(Trigger(part_id=k, seq=k, t_trigger_ns=0, source="test"), [frame], [det], {})
+
+
+def _verdict(insp: OnnxInspector, part: RenderedPart, k: int) -> str:
+    return _decide(insp, part, k).outcome
 
 
 def _inspector(check: TemplateCheckConfig | None) -> OnnxInspector:
@@ -62,7 +66,8 @@ def test_the_shipped_check_catches_a_spot_the_pcb_model_misses_and_passes_the_in
     board = render_part(part_rng(555, 30_000_384), dev)
     assert [t.class_name for t in board.truth] == ["spot"]
     assert _verdict(plain, board, 1) == "PASS"
-    assert _verdict(checked, board, 1) == "FAIL"
+    v = _decide(checked, board, 1)
+    assert v.outcome == "FAIL" and any("template check: conf" in r for r in v.reasons), v.reasons
     frame = Frame(part_id=1, camera_id="cam0", image=board.image, t_exposure_ns=0)
     det, own = checked.inspect(frame), plain.inspect(frame)
     assert "template_check" in det.timings_ms and det.align_shift_px is not None
