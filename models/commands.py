@@ -463,7 +463,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_build_default(args: argparse.Namespace) -> int:
     from . import SHIPPED_DIRS
-    from .default_model import QUICK, RECIPES, build_default, finish_default, retest_default
+    from .default_model import QUICK, RECIPES, build_default, finish_default, rebuild_template_check, retest_default
 
     recipe = dataclasses.replace(QUICK, product=args.product) if args.quick else RECIPES[args.product]
     out = Path(args.out) if args.out else SHIPPED_DIRS[args.product]
@@ -475,14 +475,7 @@ def cmd_build_default(args: argparse.Namespace) -> int:
     )
     work = Path(args.work) if args.work else None
     if args.check_only:
-        if recipe.template_check is None:
-            raise ValueError(f"the {args.product} recipe has no template check (models.default_model.RECIPES)")
-        from .template_check import build_template_check
-
-        wk = (work or Path("data") / "build-default").resolve()
-        check = recipe.template_check
-        build_template_check(args.product, out, wk / "template-check", check, on_event=ProgressPrinter())
-        card = retest_default(out, work, recipe)
+        card = rebuild_template_check(out, work, recipe, on_event=ProgressPrinter())
     elif args.retest:
         card = retest_default(out, work, recipe)
     elif args.from_job:

@@ -64,7 +64,7 @@ from . import DEFAULT_DIR
 from .dataset import GOLDEN_START, NAMES, make_golden_set
 from .evaluate import evaluate
 from .golden import sha256_file
-from .jobs import JobRunner, JobSpec, JobState
+from .jobs import JobRunner, JobSpec, JobState, exported_onnx
 from .template_check import TemplateCheckRecipe, build_template_check, read_card
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ def build_default(
     unseen test set is frozen under ``work_dir/test-golden-*``. Returns the card (also written to
     ``model.json``).
     """
-    work = Path(work_dir or Path("data") / "build-default").resolve()
+    work = _work(work_dir)
     runner = JobRunner(work / "jobs")
     specs = recipe.job_specs(work)
     for n, spec in enumerate(specs, 1):
@@ -336,7 +336,7 @@ def finish_default(
     """
     job_dir = Path(job_dir).resolve()
     out_dir = Path(out_dir)
-    work = Path(work_dir or Path("data") / "build-default").resolve()
+    work = _work(work_dir)
     state = JobState.from_dict(json.loads((job_dir / "state.json").read_text()))
     if state.status != "succeeded" or not state.result:
         raise RuntimeError(f"job {job_dir} did not succeed ({state.status}: {state.error})")
@@ -344,9 +344,7 @@ def finish_default(
     if differs:
         raise RuntimeError(f"job {job_dir} was not made with this recipe (differs in: {', '.join(differs)})")
     result = state.result
-    src_onnx = Path(result["onnx"])
-    if not src_onnx.is_absolute():  # the worker runs in <job>/work
-        src_onnx = job_dir / "work" / src_onnx
+    src_onnx = exported_onnx(job_dir, result)
     out_dir.mkdir(parents=True, exist_ok=True)
     test = card_test(src_onnx, work, recipe, out_dir)
     onnx_dst, pt_dst = out_dir / "model.onnx", out_dir / "model.pt"
@@ -445,14 +443,35 @@ def retest_default(
     onnx = out_dir / "model.onnx"
     if sha256_file(onnx) != card["sha256"]:
         raise RuntimeError(f"{onnx} is not the model its card describes (sha256 differs): rebuild it")
-    work = Path(work_dir or Path("data") / "build-default").resolve()
-    card["test"] = card_test(onnx, work, recipe, out_dir)
+    card["test"] = card_test(onnx, _work(work_dir), recipe, out_dir)
     card["training"]["recipe"]["rules"] = recipe.as_dict()["rules"]
     card["training"]["recipe"]["template_check"] = recipe.as_dict()["template_check"]
     card["template_check"] = read_card(out_dir) if recipe.template_check else None
     (out_dir / "model.json").write_text(serialize.dumps(card, indent=1) + "\n")
     log.info("card of %s re-tested at the shipped rules", out_dir)
     return card
+
+
+def rebuild_template_check(
+    out_dir: Path,
+    work_dir: Path | None = None,
+    recipe: DefaultRecipe = DefaultRecipe(),
+    *,
+    on_event: Callable[[JobState, Mapping[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Rebuild the recipe's template check beside the shipped model in ``out_dir``, then test the two together
+    (``models build-default --check-only``): the detector is not retrained."""
+    if recipe.template_check is None:
+        raise ValueError(f"the {recipe.product} recipe has no template check (models.default_model.RECIPES)")
+    build_template_check(
+        recipe.product, Path(out_dir), _work(work_dir) / "template-check", recipe.template_check, on_event=on_event
+    )
+    return retest_default(out_dir, work_dir, recipe)
+
+
+def _work(work_dir: Path | None) -> Path:
+    """The build's working folder (dataset, jobs, test set): ``work_dir`` or ``data/build-default``."""
+    return Path(work_dir or Path("data") / "build-default").resolve()
 
 
 def _versions(job_dir: Path) -> dict[str, str]:

@@ -153,6 +153,12 @@ class JobSpec(TrainRun):
         return JobSpec(**d)
 
 
+def exported_onnx(job_dir: Path, result: Mapping[str, Any]) -> Path:
+    """The ONNX file a finished job exported (``result["onnx"]``; relative to ``<job>/work``, where the worker runs)."""
+    onnx = Path(result["onnx"])
+    return onnx if onnx.is_absolute() else job_dir / "work" / onnx
+
+
 @dataclass
 class JobState:
     """What is known about a job (mutable: updated by the runner's monitor thread)."""

@@ -23,17 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from station import serialize
 from station.acquire.render import part_rng, render_part
 from station.config.camera import SyntheticCameraConfig
 from station.config.inspection import ReferenceInspectorConfig, TemplateCheckConfig
 from station.contracts import Frame
+from station.inspection.postprocess import box_iou
 from station.inspection.reference import ReferenceInspector
 from station.inspection.template_check import blob_crop
 
 from .golden import sha256_file
-from .jobs import JobRunner, JobSpec, JobState
+from .jobs import JobRunner, JobSpec, JobState, exported_onnx
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +113,10 @@ def verifier_crops(
     for k in range(n):
         part = render_part(part_rng(seed, VERIFIER_START + k), cam)
         det = ref.inspect(Frame(part_id=k, camera_id=cam.id, image=part.image, t_exposure_ns=0))
+        truth = np.array([d.box_xyxy for d in part.truth], np.float64).reshape(-1, 4)
+        touches = np.asarray((box_iou(det.boxes_xyxy, truth) > 0).any(axis=1), bool)  # overlaps a drawn defect
         for j, box in enumerate(det.boxes_xyxy):
-            hit = any(
-                min(box[2], t[2]) > max(box[0], t[0]) and min(box[3], t[3]) > max(box[1], t[1])
-                for t in (d.box_xyxy for d in part.truth)
-            )
-            cls = "defect" if hit else "harmless"
+            cls = "defect" if touches[j] else "harmless"
             counts[cls] += 1
             crop = blob_crop(part.image, box, crop_px, check.crop_context, check.crop_min_px)
             cv2.imwrite(str(out / cls / f"{k:06d}_{j}.png"), crop)
@@ -164,9 +164,7 @@ def build_template_check(
     runner.wait(state.job_id)
     if state.status != "succeeded" or not state.result:
         raise RuntimeError(f"verifier training {state.status}: {state.error} (log: {state.log_path})")
-    src = Path(state.result["onnx"])
-    if not src.is_absolute():  # the worker runs in <job>/work
-        src = state.job_dir / "work" / src
+    src = exported_onnx(state.job_dir, state.result)
     shutil.copyfile(work / "template.npz", out_dir / "template.npz")
     shutil.copyfile(src, out_dir / "verifier.onnx")
     train = state.result.get("train") or {}
