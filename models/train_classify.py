@@ -58,6 +58,9 @@ class FinetuneHyp(BaseModel):
     balanced: bool = Field(True, description="weight the loss by inverse class frequency (class-balanced)")
     flips: bool = Field(True, description="random horizontal and vertical flips")
     rot90: bool = Field(True, description="random 90 degree rotations (square inputs)")
+    degrees: float = Field(0.0, ge=0, le=45, description="random rotation, +- this many degrees (edges: border pixels)")
+    scale: float = Field(0.0, ge=0, lt=1, description="random zoom, 1 +- this")
+    translate: float = Field(0.0, ge=0, lt=0.5, description="random shift, +- this fraction of the image side")
     brightness: float = Field(0.1, ge=0, le=1, description="random brightness offset, +- this (0-1 scale)")
     contrast: float = Field(0.1, ge=0, le=1, description="random contrast factor, 1 +- this")
     soft_labels: bool = Field(
@@ -171,12 +174,29 @@ def augment(x: Any, hyp: FinetuneHyp, gen: Any) -> Any:
     if hyp.rot90 and x.shape[2] == x.shape[3]:
         k = torch.randint(0, 4, (b,), generator=gen)
         x = torch.stack([torch.rot90(x[i], int(k[i]), (1, 2)) for i in range(b)])
+    if hyp.degrees or hyp.scale or hyp.translate:
+        x = _affine(x, hyp, gen)
     if hyp.brightness or hyp.contrast:
         c = 1.0 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * hyp.contrast
         o = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * hyp.brightness
         m = x.mean((1, 2, 3), keepdim=True)
         x = ((x - m) * c + m + o).clamp(0.0, 1.0)
     return x
+
+
+def _affine(x: Any, hyp: FinetuneHyp, gen: Any) -> Any:
+    """A small random rotation, zoom and shift per sample (one bilinear resampling; a part slightly askew)."""
+    import torch
+    import torch.nn.functional as F
+
+    b = x.shape[0]
+    a = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(hyp.degrees)
+    z = 1.0 + (torch.rand(b, generator=gen) * 2 - 1) * hyp.scale
+    t = (torch.rand(b, 2, generator=gen) * 2 - 1) * (2 * hyp.translate)  # grid units: the side is 2 long
+    cos, sin = torch.cos(a) / z, torch.sin(a) / z
+    theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def balanced_accuracy(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
