@@ -175,7 +175,9 @@ def test_affine_augmentation_turns_zooms_and_shifts_within_its_limits() -> None:
     s, r = 129, 40.0
     x = torch.zeros(256, 3, s, s)
     x[:, :, s // 2 - 1 : s // 2 + 2, s // 2 + int(r) - 1 : s // 2 + int(r) + 2] = 1.0
-    off = dict(flips=False, rot90=False, brightness=0.0, contrast=0.0)
+
+    def hyp(**geometry: float) -> FinetuneHyp:  # the geometry alone: no flips, turns or brightness
+        return FinetuneHyp.model_validate({"flips": False, "rot90": False, "brightness": 0, "contrast": 0, **geometry})
 
     def dots(h: FinetuneHyp, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         y = augment(x, h, torch.Generator().manual_seed(seed))[:, 0].numpy()
@@ -183,16 +185,16 @@ def test_affine_augmentation_turns_zooms_and_shifts_within_its_limits() -> None:
         iy, ix = np.unravel_index(y.reshape(len(y), -1).argmax(1), (s, s))
         return ix - s // 2, iy - s // 2
 
-    dx, dy = dots(FinetuneHyp(**off, degrees=8.0))
+    dx, dy = dots(hyp(degrees=8.0))
     angle, radius = np.degrees(np.arctan2(dy, dx)), np.hypot(dx, dy)
     assert np.abs(angle).max() <= 8.0 + 2.0 and np.ptp(angle) > 8.0  # +- 8 degrees, spread over the range
     assert np.abs(radius - r).max() <= 1.5
-    dx, dy = dots(FinetuneHyp(**off, scale=0.2))
+    dx, dy = dots(hyp(scale=0.2))
     assert np.abs(dy).max() <= 1 and dx.min() >= 0.8 * r - 1.5 and dx.max() <= 1.2 * r + 1.5 and np.ptp(dx) > 8
-    dx, dy = dots(FinetuneHyp(**off, translate=0.1))
+    dx, dy = dots(hyp(translate=0.1))
     assert max(np.abs(dx - r).max(), np.abs(dy).max()) <= 0.1 * s + 1.5 and np.ptp(dy) > 0.1 * s
-    a, b = dots(FinetuneHyp(**off, degrees=5.0, scale=0.05, translate=0.03), seed=7)
-    c, d = dots(FinetuneHyp(**off, degrees=5.0, scale=0.05, translate=0.03), seed=7)
+    a, b = dots(hyp(degrees=5.0, scale=0.05, translate=0.03), seed=7)
+    c, d = dots(hyp(degrees=5.0, scale=0.05, translate=0.03), seed=7)
     assert (a == c).all() and (b == d).all()
 
 
