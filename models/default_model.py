@@ -226,7 +226,8 @@ def part_extent(camera: SyntheticCameraConfig) -> tuple[float, float, float, flo
     the corners of the part's mask placed by the renderer's own warp (``part_to_frame``) at the extremes."""
     import numpy as np
 
-    from station.acquire.render import part_to_frame, product_base
+    from station.acquire.products import product_base
+    from station.acquire.render import part_to_frame
 
     base = product_base(camera.product, camera.width, camera.height)
     ys, xs = np.nonzero(base.mask)

@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from ..config.camera import SyntheticCameraConfig
 from ..contracts import Frame, Trigger
 from .base import CameraError
-from .render import RenderedPart, part_rng, product_base, render_part
+from .products import product_base
+from .render import RenderedPart, part_rng, render_part
 
 log = logging.getLogger(__name__)
 

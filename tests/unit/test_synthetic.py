@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from station.acquire.base import CAMERAS, CameraDriver, CameraError
-from station.acquire.render import TruthDefect, _plan_marks, part_rng, product_base, render_part
+from station.acquire.products import product_base
+from station.acquire.render import TruthDefect, _plan_marks, part_rng, render_part
 from station.acquire.synthetic import SyntheticCamera, iter_parts
 from station.config import SyntheticCameraConfig
 from station.config.camera import Product
