@@ -13,31 +13,36 @@ to the station database (the same places the ``models`` command uses by default)
 where ``<data>`` is the folder of ``store.db_path``. Clients name models by sha256, golden sets by
 golden id, snapshots, jobs and evaluations by id - never by a path.
 
-Threshold overrides (:mod:`station.rules_overrides`) are applied to the running line at once
-(:meth:`station.app.Station.set_rules`, between two parts) and again at every start.
+Two parts have their own module and hang off the service: the golden sets (``svc.golden``,
+:class:`models.golden_sets.GoldenSets`: list, resolve, freeze) and the line's thresholds
+(``svc.rules``, :class:`models.line_rules.LineRules`: tune on an evaluation, apply, reset, view).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import re
 import shutil
-import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
-from station import camera_setup, rules_overrides
+from station import camera_setup
 from station.store import audit, queries
 from station.store.db import open_db
 
 from .eval_jobs import Evaluations, eval_dict
+from .golden_sets import GoldenSets
 from .jobs import JobBusyError, JobError, JobState
-from .service_views import ServiceError, eval_result, evaluation_jpeg, evaluation_view, job_dict, record_dict, rounded
+from .line_rules import LineRules
+from .service_views import (
+    Connection,
+    ServiceError,
+    evaluation_jpeg,
+    evaluation_view,
+    job_dict,
+    record_dict,
+    running_sha12,
+)
 
 __all__ = ["Connection", "ModelsService", "ServiceError", "job_dict", "record_dict"]
 
@@ -48,8 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,60}$")
-
 
 def _start_job(start: Callable[[], JobState], refused_status: int) -> JobState:
     """Runs ``start`` (a job runner's start): a job already running answers 409, a refused job ``refused_status``."""
@@ -59,13 +62,6 @@ def _start_job(start: Callable[[], JobState], refused_status: int) -> JobState:
         raise ServiceError(409, str(e)) from None
     except JobError as e:
         raise ServiceError(refused_status, str(e)) from None
-
-
-class Connection(Protocol):
-    """A shared database connection, held for a ``with`` block (the web app's ``WebDB``)."""
-
-    def use(self) -> contextlib.AbstractContextManager[sqlite_utils.Database]:
-        """The connection, held exclusively for the ``with`` block."""
 
 
 class ModelsService:
@@ -79,12 +75,12 @@ class ModelsService:
         self.data_dir = Path(self.station.cfg.store.db_path).resolve().parent
         self.store_dir = self.data_dir / "models"
         self.jobs_dir = self.data_dir / "jobs"
-        self.golden_dir = self.data_dir / "golden"
         self.exports_dir = self.data_dir / "exports"
+        self.golden = GoldenSets(station, self.data_dir / "golden", self.exports_dir)
         self.runner = JobRunner(self.jobs_dir)
         self.evals = Evaluations(self.data_dir / "evaluations")
+        self.rules = LineRules(station, db, self.evals)
         self.last_shadow: dict[str, Any] | None = None
-        self._lock = threading.Lock()
         self._ensure_current()
 
     # ------------------------------------------------------------------ registry
@@ -101,12 +97,6 @@ class ModelsService:
                 rec = registry.ensure_current(db, insp.model, store_dir=self.store_dir, user="system")
                 log.info("registry: the configured model %s is the first current model", rec.short)
 
-    def running_sha12(self) -> str | None:
-        """The first 12 hex digits of the sha256 of the model on the line (onnx inspector), else None."""
-        mid = self.station.inspector.model_id
-        tail = mid.rsplit(":", 1)[-1] if ":" in mid else ""
-        return tail if re.fullmatch(r"[0-9a-f]{12}", tail) else None
-
     def overview(self) -> dict[str, Any]:
         """The registry, what runs on the line, active jobs: what the page shows at the top."""
         from . import registry
@@ -114,7 +104,7 @@ class ModelsService:
         with self.db.use() as db:
             recs = registry.list_models(db)
             cur = registry.current(db)
-        run12 = self.running_sha12()
+        run12 = running_sha12(self.station)
         return {
             "station": self.station.cfg.name,
             "inspector_type": self.station.cfg.inspector.type,
@@ -148,96 +138,6 @@ class ModelsService:
         with self.db.use() as db:
             return list(reversed(registry.history(db)))
 
-    # ------------------------------------------------------------------ golden sets
-
-    def golden_sets(self) -> list[dict[str, Any]]:
-        """Every golden set under ``<data>/golden`` (not re-hashed here: the evaluation verifies)."""
-        from .golden import GoldenSetError, load_golden
-
-        out = []
-        for m in sorted(self.golden_dir.glob("*/golden.json")):
-            try:
-                gs = load_golden(m.parent, verify=False)
-            except GoldenSetError as e:
-                log.warning("golden set %s unusable: %s", m.parent, e)
-                continue
-            out.append(
-                {
-                    "golden_id": gs.golden_id,
-                    "name": m.parent.name,
-                    "n": len(gs),
-                    "n_defective": gs.n_defective,
-                    "names": list(gs.names),
-                    "source": dict(gs.source),
-                }
-            )
-        return out
-
-    def golden_root(self, golden_id: str | None) -> tuple[Path, str, str]:
-        """(root, golden_id, name) of a golden set (the newest when ``golden_id`` is None); 404 when unknown."""
-        sets = self.golden_sets()
-        if not sets:
-            raise ServiceError(
-                409,
-                "no golden set yet: freeze one from a dataset snapshot on this page (or `models golden` into "
-                f"{self.golden_dir})",
-            )
-        g: dict[str, Any] | None
-        if golden_id is None:
-            g = max(sets, key=lambda s: (self.golden_dir / s["name"] / "golden.json").stat().st_mtime)
-        else:
-            g = next((s for s in sets if s["golden_id"] == golden_id), None)
-            if g is None:
-                raise ServiceError(404, f"no golden set {golden_id}")
-        return self.golden_dir / g["name"], g["golden_id"], g["name"]
-
-    def freeze_golden(self, snapshot_id: int, name: str, user: str) -> dict[str, Any]:
-        """Freeze a dataset snapshot (every image, no split) as a new golden set ``<data>/golden/<name>``."""
-        import labeling
-
-        from .golden import freeze_split
-
-        if not NAME_RE.match(name):
-            raise ServiceError(422, "name: 1-60 letters, digits, '.', '_' or '-'")
-        out = self.golden_dir / name
-        if out.exists():
-            raise ServiceError(
-                409, f"golden set {name} exists already: a golden set is never overwritten; choose another name"
-            )
-        tmp = self.exports_dir / f"golden-{name}-{int(time.time())}"
-        db = open_db(self.station.cfg.store.db_path, migrate=False)
-        try:
-            try:
-                snap = labeling.get_snapshot(db, snapshot_id)
-                data_yaml = labeling.export_yolo(
-                    db, self.station.images, snapshot_id, tmp, val_fraction=0.0, link=False
-                )
-            except LookupError as e:
-                raise ServiceError(404, str(e)) from None
-            except (FileNotFoundError, FileExistsError) as e:
-                raise ServiceError(409, str(e)) from None
-            gs = freeze_split(
-                data_yaml, "train", out, source={"snapshot_id": snap.id, "snapshot_sha": snap.sha, "frozen_by": user}
-            )
-            audit.record(
-                db,
-                user,
-                "golden_freeze",
-                "golden",
-                gs.golden_id,
-                after={"name": name, "snapshot_id": snap.id, "n": len(gs)},
-            )
-        finally:
-            db.close()
-            shutil.rmtree(tmp, ignore_errors=True)
-        return {
-            "golden_id": gs.golden_id,
-            "name": name,
-            "n": len(gs),
-            "n_defective": gs.n_defective,
-            "names": list(gs.names),
-        }
-
     # ------------------------------------------------------------------ training
 
     def start_training(self, body: Any, user: str) -> dict[str, Any]:
@@ -250,8 +150,8 @@ class ModelsService:
         if self.runner.active() is not None:
             raise ServiceError(409, f"training job {self.runner.active().job_id} is running: one job at a time")  # type: ignore[union-attr]
         golden_root, golden_id = None, None
-        if body.golden_id is not None or self.golden_sets():
-            golden_root, golden_id, _ = self.golden_root(body.golden_id)
+        if body.golden_id is not None or self.golden.list():
+            golden_root, golden_id, _ = self.golden.root(body.golden_id)
         db = open_db(self.station.cfg.store.db_path, migrate=False)
         try:
             try:
@@ -374,7 +274,7 @@ class ModelsService:
         from . import registry
 
         cand = self.record(sha)
-        root, gid, gname = self.golden_root(golden_id)
+        root, gid, gname = self.golden.root(golden_id)
         with self.db.use() as db:
             cur = registry.current(db)
         if cur is not None and cur.sha256 == cand.sha256:
@@ -426,102 +326,6 @@ class ModelsService:
     def evaluation_image(self, eval_id: str, index: int, max_width: int = 360) -> bytes:
         """JPEG of golden image ``index`` with the truth, candidate and current boxes."""
         return evaluation_jpeg(self.evals, eval_id, index, max_width)
-
-    # ------------------------------------------------------------------ threshold tuning
-
-    def tune(self, eval_id: str, side: str, target: float) -> dict[str, Any]:
-        """Per-class thresholds for ``target`` escape rate on the evaluated golden set, and the false rejects they
-        cost."""
-        from .eval_tuning import tune_thresholds
-
-        result, raw = eval_result(self.evals, eval_id, side)
-        t = tune_thresholds(
-            result, target, calibration=self.station.decider.calibration, setup=self.station.decider.setup
-        )
-        names = list(result.names)
-        before = rules_overrides.thresholds_of(result.rules, names)
-        after = rules_overrides.thresholds_of(t.rules, names)
-        return {
-            "eval_id": eval_id,
-            "model": side,
-            "model_sha": result.model_sha,
-            "model_id": result.model_id,
-            "golden_id": result.golden_id,
-            "target_escape_rate": target,
-            "achieved": t.achieved,
-            "floor_escape_rate": t.floor_escape_rate,
-            "before": {
-                "escape_rate": rounded(result.escape_rate),
-                "false_reject_rate": rounded(result.false_reject_rate),
-                "thresholds": before,
-            },
-            "after": {
-                "escape_rate": rounded(t.escape_rate),
-                "false_reject_rate": rounded(t.false_reject_rate),
-                "thresholds": after,
-            },
-            "eject_at": {k: round(v, 4) for k, v in t.thresholds.items()},
-            "per_class_escape": {k: rounded(v.escape_rate) for k, v in t.result.per_class.items()},
-            "running_on_line": bool(self.running_sha12() and result.model_sha.startswith(self.running_sha12() or "-")),
-        }
-
-    def apply_tuning(self, eval_id: str, side: str, target: float, reason: str, user: str) -> dict[str, Any]:
-        """Write the tuned thresholds as the line's rules override (audited) and switch the line to them now."""
-        proposal = self.tune(eval_id, side, target)
-        if not proposal["running_on_line"]:
-            raise ServiceError(
-                409,
-                f"model {proposal['model_id']} is not the model on the line ({self.station.inspector.model_id}): "
-                "thresholds belong to a model; promote it first, then tune",
-            )
-        classes = proposal["after"]["thresholds"]
-        source = {
-            k: proposal[k] for k in ("eval_id", "model", "model_sha", "golden_id", "target_escape_rate", "achieved")
-        }
-        source.update(
-            {
-                "escape_rate": proposal["after"]["escape_rate"],
-                "false_reject_rate": proposal["after"]["false_reject_rate"],
-            }
-        )
-        return self._set_override(classes, reason, user, source)
-
-    def reset_rules(self, reason: str, user: str) -> dict[str, Any]:
-        """Back to the configured rules (an audited row with no classes)."""
-        with self.db.use() as db:
-            ov = rules_overrides.latest(db)
-        if ov is None or not ov.classes:
-            raise ServiceError(409, "no threshold override is in force: the line runs its configured rules")
-        return self._set_override({}, reason, user, {"reset_of": ov.id})
-
-    def _set_override(
-        self, classes: Mapping[str, Mapping[str, float]], reason: str, user: str, source: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        base = self.station.cfg.rules
-        with self._lock:
-            with self.db.use() as db:
-                try:
-                    ov = rules_overrides.record(db, user, classes, reason=reason, source=source, base=base)
-                except rules_overrides.RulesOverrideError as e:
-                    raise ServiceError(422, str(e)) from None
-                rules, eff = rules_overrides.effective(db, base)
-            self.station.set_rules(rules, rules_overrides.tagged_hash(self.station.config_hash, eff))
-        log.info("line rules now %s (override %d by %s)", "overridden" if classes else "as configured", ov.id, user)
-        return self.rules_view()
-
-    def rules_view(self) -> dict[str, Any]:
-        """Configured and effective per-class thresholds, the override in force and the history."""
-        names = [str(n) for n in self.station.inspector.names]
-        with self.db.use() as db:
-            ov = rules_overrides.latest(db)
-            hist = rules_overrides.history(db)
-        return {
-            "configured": rules_overrides.thresholds_of(self.station.cfg.rules, names),
-            "effective": rules_overrides.thresholds_of(self.station.decider.rules, names),
-            "config_hash": self.station.decider.config_hash,
-            "override": ov.as_dict() if ov and ov.classes else None,
-            "history": [h.as_dict() for h in hist],
-        }
 
     # ------------------------------------------------------------------ promote / rollback
 

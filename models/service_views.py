@@ -6,13 +6,19 @@ Views for :class:`models.service.ModelsService` (no server paths in what they re
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import sqlite_utils
 
 from .eval_jobs import EvalError, Evaluations, eval_dict
 
 if TYPE_CHECKING:
+    from station.app import Station
+
     from .registry import ModelRecord
 
 
@@ -22,6 +28,20 @@ class ServiceError(RuntimeError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+class Connection(Protocol):
+    """A shared database connection, held for a ``with`` block (the web app's ``WebDB``)."""
+
+    def use(self) -> contextlib.AbstractContextManager[sqlite_utils.Database]:
+        """The connection, held exclusively for the ``with`` block."""
+
+
+def running_sha12(station: Station) -> str | None:
+    """The first 12 hex digits of the sha256 of the model on the line (onnx inspector), else None."""
+    mid = station.inspector.model_id
+    tail = mid.rsplit(":", 1)[-1] if ":" in mid else ""
+    return tail if re.fullmatch(r"[0-9a-f]{12}", tail) else None
 
 
 def _compact_eval(e: Mapping[str, Any]) -> dict[str, Any]:

@@ -203,7 +203,7 @@ async def history(_: QaSession, svc: ServiceDep) -> list[dict[str, Any]]:
 @router.get("/api/models/golden", summary="Golden sets (qa)")
 async def golden_sets(_: QaSession, svc: ServiceDep) -> list[dict[str, Any]]:
     """The frozen golden sets evaluations can use."""
-    return await _call(svc.golden_sets)
+    return await _call(svc.golden.list)
 
 
 @router.get("/api/models/snapshots", summary="Dataset snapshots to train on (qa)")
@@ -292,7 +292,7 @@ async def shadow(
 @router.get("/api/models/rules", summary="The line's per-class thresholds: configured, in force, overrides (qa)")
 async def rules(_: QaSession, svc: ServiceDep) -> dict[str, Any]:
     """Thresholds of the running model's classes and the override history."""
-    return await _call(svc.rules_view)
+    return await _call(svc.rules.view)
 
 
 # -- writes: qa ---------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ async def evaluate(session: QaSession, svc: ServiceDep, sha: Sha, body: Evaluate
 @router.post("/api/models/evaluations/{eval_id}/tune", summary="Per-class thresholds for a target escape rate (qa)")
 async def tune(_: QaSession, svc: ServiceDep, eval_id: EvalId, body: TuneBody) -> dict[str, Any]:
     """A proposal only (nothing changes): thresholds, the escape rate they reach and the false-reject rate they cost."""
-    return await _call(svc.tune, eval_id, body.model, body.target_escape_rate)
+    return await _call(svc.rules.tune, eval_id, body.model, body.target_escape_rate)
 
 
 @router.post("/api/models/{sha}/shadow", status_code=201, summary="Start shadow mode with a model (qa)")
@@ -341,7 +341,7 @@ async def shadow_stop(session: QaSession, svc: ServiceDep) -> dict[str, Any]:
 async def golden_freeze(session: QaSession, svc: ServiceDep, body: GoldenBody) -> dict[str, Any]:
     """Every image of the snapshot with its labels, hashed; never overwritten. Keep golden parts out of training
     snapshots."""
-    return await _call(svc.freeze_golden, body.snapshot_id, body.name, session.user.username)
+    return await _call(svc.golden.freeze, body.snapshot_id, body.name, session.user.username)
 
 
 # -- writes: admin --------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ async def apply_rules(session: AdminSession, svc: ServiceDep, body: ApplyRulesBo
     409 when the evaluated model is not the one on the line.
     """
     return await _call(
-        svc.apply_tuning,
+        svc.rules.apply_tuning,
         body.eval_id,
         body.model,
         body.target_escape_rate,
@@ -382,4 +382,4 @@ async def apply_rules(session: AdminSession, svc: ServiceDep, body: ApplyRulesBo
 @router.post("/api/models/rules/reset", summary="Back to the configured thresholds (admin)")
 async def reset_rules(session: AdminSession, svc: ServiceDep, body: ResetRulesBody) -> dict[str, Any]:
     """Audited; 409 when no override is in force."""
-    return await _call(svc.reset_rules, body.reason.strip(), session.user.username)
+    return await _call(svc.rules.reset, body.reason.strip(), session.user.username)
