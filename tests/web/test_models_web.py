@@ -1,4 +1,4 @@
-"""The models page's API against a real station: training job, evaluation, gate, override, rollback, shadow, thresholds.
+"""The models page's API against a real station: training job, evaluation, gate, override, rollback, shadow, thresholds, golden sets.
 
 Everything is real: a Station replaying images through a folder camera and an Ultralytics ONNX
 model, the station's SQLite database, a training run through models.jobs (a subprocess running
@@ -217,6 +217,30 @@ def test_train_evaluate_gate_override_rollback(line: ModelsLine, client: TestCli
     swaps = [a for a in line.audit("model_swap") if a[1] == "model_swap"]
     assert len(swaps) == 4
     assert client.post(f"/api/models/{'ab' * 32}/promote", json={}, headers=h(boss)).status_code == 404
+
+
+def test_freeze_a_reviewed_snapshot_as_a_golden_set(line: ModelsLine, client: TestClient) -> None:
+    """A QA engineer freezes a dataset snapshot as a new golden set (audited); it is listed beside the first one
+    and can be named by its id; a taken name, a bad name and an unknown snapshot are refused."""
+    st = line.station
+    run_parts(st, N_SCENES)
+    assert review_recorded_images(st, line.truth) == N_SCENES
+    snap_id = snapshot(st, "scenes-golden")
+    qa = login(client, "qa")
+    r = client.post("/api/models/golden", json={"snapshot_id": snap_id, "name": "frozen-1"}, headers=h(qa))
+    assert r.status_code in (200, 201), r.text
+    g = r.json()
+    assert g["name"] == "frozen-1" and g["n"] == N_SCENES and g["names"] == list(DET_NAMES)
+    listed = {x["golden_id"]: x for x in client.get("/api/models/golden").json()}
+    assert set(listed) == {line.golden.golden_id, g["golden_id"]}
+    assert listed[g["golden_id"]]["source"]["snapshot_id"] == snap_id and listed[g["golden_id"]]["n"] == N_SCENES
+    again = client.post("/api/models/golden", json={"snapshot_id": snap_id, "name": "frozen-1"}, headers=h(qa))
+    assert again.status_code == 409 and "never overwritten" in again.text
+    bad = client.post("/api/models/golden", json={"snapshot_id": snap_id, "name": "../x"}, headers=h(qa))
+    assert bad.status_code == 422
+    missing = client.post("/api/models/golden", json={"snapshot_id": 999999, "name": "frozen-2"}, headers=h(qa))
+    assert missing.status_code == 404
+    assert line.audit("golden_freeze") == [("qa", "golden_freeze", None)]
 
 
 def test_shadow_mode_from_the_web(line: ModelsLine, client: TestClient, models: dict[str, Path]) -> None:
