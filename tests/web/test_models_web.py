@@ -1,4 +1,5 @@
-"""The models page's API against a real station: training job, evaluation, gate, override, rollback, shadow, thresholds, golden sets.
+"""The models page's API against a real station: training, evaluation, gate, override, rollback, shadow, thresholds,
+golden sets.
 
 Everything is real: a Station replaying images through a folder camera and an Ultralytics ONNX
 model, the station's SQLite database, a training run through models.jobs (a subprocess running
