@@ -58,20 +58,19 @@ over its pixels of ``max(d / thr - 1, 0)`` in full-resolution pixels (faint or
 small: low; large or high contrast: high; never saturates).
 
 The template is saved with :meth:`ReferenceInspector.save` (``np.savez``) and
-loaded at start from ``cfg.template_path`` so a restart does not relearn. One
+loaded at start from ``cfg.template_path`` so a restart does not relearn; the
+template, its file and its preparation for a config (mask, thresholds, band,
+aligner) are in :mod:`station.inspection.reference_template`. One
 template describes one camera view: a station with several cameras of
 different views needs one reference inspector per view.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
 import time
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,131 +82,25 @@ from ..config.inspection import ReferenceInspectorConfig
 from ..contracts import Detections, Frame
 from .base import InspectorError, ModelLoadError
 from .preprocess import to_gray
-from .reference_util import BLOCK_PX, Aligner, Normaliser, bbox, fit_span, part_mask
+from .reference_template import (
+    LP_CLIP,
+    PreparedTemplate,
+    Template,
+    load_template,
+    lowpass_work_px,
+    save_template,
+    tiny_size,
+)
+from .reference_util import Aligner, Normaliser, bbox, part_mask
 
 log = logging.getLogger(__name__)
 
 NAMES: tuple[str, ...] = ("scratch", "spot", "missing")
 _SCRATCH, _SPOT, _MISSING = 0, 1, 2
-_FORMAT = 1  # version of the saved template file
-_FEATURE_CONTRAST = 30.0  # grey levels from the surface level that make a template pixel a "feature"
-_ALIGN_MIN_PX = 160  # the alignment level is at least this wide
-_LP_CLIP = 2.0  # the low-pass of the residual sees each pixel clipped at this x min_abs_diff
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
     return to_gray(image, "reference inspector")
-
-
-@dataclass(frozen=True)
-class _Template:
-    """What is learned (and saved): per-pixel mean and std at working scale."""
-
-    mean: np.ndarray  # (h, w) float32
-    std: np.ndarray  # (h, w) float32
-    frame_size: tuple[int, int]  # (W, H) of the frames learned from
-    n: int  # frames learned from
-
-
-class _Model:
-    """A template prepared for fast inspection with the current config."""
-
-    def __init__(self, tpl: _Template, cfg: ReferenceInspectorConfig):
-        self.tpl = tpl
-        h, w = tpl.mean.shape
-        W, H = tpl.frame_size
-        self.work_size = (w, h)
-        self.sx, self.sy = w / W, h / H
-        mean = tpl.mean
-
-        outline, found = part_mask(mean, cfg.part)
-        mask = outline
-        er = int(round(cfg.border_px * self.sx)) if found else 0
-        if er > 0:
-            mask = cv2.erode(outline, np.ones((2 * er + 1, 2 * er + 1), np.uint8))
-            if not mask.any():
-                log.warning(
-                    "reference template: border_px %d leaves nothing of the part; using its un-eroded outline",
-                    cfg.border_px,
-                )
-                mask = outline
-        mask = _restrict(mask, cfg, (W, H))
-        ys, xs = np.nonzero(mask)
-        if len(xs) == 0:
-            raise ModelLoadError(
-                "reference template: nothing left to compare (roi and ignore_mask cover the whole part)"
-            )
-        lp = _lowpass_work_px(cfg, self.sx)
-        block = math.lcm(BLOCK_PX, lp) if lp > 0 and math.lcm(BLOCK_PX, lp) <= 128 else BLOCK_PX
-        x0, x1 = fit_span(int(xs.min()), int(xs.max()) + 1, w, block)
-        y0, y1 = fit_span(int(ys.min()), int(ys.max()) + 1, h, block)
-        self.roi = (x0, y0, x1, y1)
-        sl = (slice(y0, y1), slice(x0, x1))
-        self.mask = np.ascontiguousarray(mask[sl])
-        self.mean = np.ascontiguousarray(mean[sl])
-        self.norm = Normaliser(self.mean, self.mask, _LP_CLIP * cfg.min_abs_diff, lp)
-        tiny = _tiny_size(tpl.frame_size, self.work_size, cfg)
-        self.aligner = Aligner(
-            np.clip(mean, 0, 255).astype(np.uint8), cfg.align, tiny, bbox(outline), cfg.align_patches
-        )
-
-        # few learning parts give noisy per-pixel stds: never trust a pixel to be steadier than its 3x3 neighbours
-        spread = np.maximum(cv2.dilate(tpl.std, np.ones((3, 3), np.uint8)), cfg.std_floor)
-        thr = np.maximum(cfg.sigma_k * spread, cfg.min_abs_diff)
-        self.thr = np.ascontiguousarray(thr[sl].astype(np.float32))
-        self.inv_thr = np.ascontiguousarray((1.0 / np.maximum(thr[sl], 1e-3)).astype(np.float32))
-        # the template band: a pixel may take any value of the template within +- b working pixels (residual
-        # misalignment)
-        b = max(1, int(round(cfg.edge_tolerance_px * self.sx))) if cfg.edge_tolerance_px > 0 else 0
-        k = np.ones((2 * b + 1, 2 * b + 1), np.uint8)
-        self.band_up = np.ascontiguousarray((cv2.dilate(mean, k) - mean)[sl]) if b else np.zeros_like(self.mean)
-        self.band_ndn = np.ascontiguousarray((cv2.erode(mean, k) - mean)[sl]) if b else np.zeros_like(self.mean)
-        self.merge = int(math.ceil(cfg.merge_px * self.sx / 2))
-
-        inside = mask > 0
-        self.surface = float(np.median(mean[inside]))  # the dominant surface: most of the part's pixels
-        dev = self.mean - self.surface
-        self.feature_sign = np.where(np.abs(dev) > _FEATURE_CONTRAST, np.sign(dev), 0).astype(np.int8)
-
-        digest = hashlib.sha256(tpl.mean.tobytes() + tpl.std.tobytes() + repr(tpl.frame_size).encode()).hexdigest()[:12]
-        self.model_id = f"reference:{digest}"
-
-
-def _tiny_size(
-    frame_size: tuple[int, int], work_size: tuple[int, int], cfg: ReferenceInspectorConfig
-) -> tuple[int, int]:
-    """Size of the alignment level: ``align_scale`` of the frame, but at least _ALIGN_MIN_PX wide
-    (smaller levels lose the detail that pins the pose down), and never above the working size."""
-    W, H = frame_size
-    f = max(cfg.align_scale, min(_ALIGN_MIN_PX / W, 1.0))
-    return (min(max(int(round(W * f)), 16), work_size[0]), min(max(int(round(H * f)), 16), work_size[1]))
-
-
-def _lowpass_work_px(cfg: ReferenceInspectorConfig, sx: float) -> int:
-    return int(round(cfg.lowpass_px * sx)) if cfg.lowpass_px > 0 else 0
-
-
-def _restrict(mask: np.ndarray, cfg: ReferenceInspectorConfig, frame_size: tuple[int, int]) -> np.ndarray:
-    """``mask`` (working scale) limited to ``cfg.roi`` and without ``cfg.ignore_mask``."""
-    h, w = mask.shape
-    W, H = frame_size
-    if cfg.roi is not None:
-        x0, y0, x1, y1 = cfg.roi
-        keep = np.zeros_like(mask)
-        keep[int(y0 * h / H) : int(math.ceil(y1 * h / H)), int(x0 * w / W) : int(math.ceil(x1 * w / W))] = 255
-        mask = cv2.bitwise_and(mask, keep)
-    if cfg.ignore_mask is not None:
-        ign = cv2.imread(str(cfg.ignore_mask), cv2.IMREAD_GRAYSCALE)
-        if ign is None:
-            raise ModelLoadError(f"reference inspector ignore_mask: cannot read {cfg.ignore_mask}")
-        if abs(ign.shape[1] / ign.shape[0] - W / H) > 0.01:
-            raise ModelLoadError(
-                f"reference inspector ignore_mask {cfg.ignore_mask}: {ign.shape[1]}x{ign.shape[0]} is not the frame's "
-                f"aspect ({W}x{H})"
-            )
-        ignored = cv2.resize(ign, (w, h), interpolation=cv2.INTER_AREA) > 0
-        mask = np.where(ignored, 0, mask).astype(np.uint8)
-    return mask
 
 
 class ReferenceInspector:
@@ -224,7 +117,7 @@ class ReferenceInspector:
     def __init__(self, cfg: ReferenceInspectorConfig, **_: Any):
         self.cfg = cfg
         self.model_id = "reference:learning"
-        self._model: _Model | None = None
+        self._model: PreparedTemplate | None = None
         self._lock = threading.Lock()
         # learning state
         self._norm: Normaliser | None = None
@@ -236,7 +129,7 @@ class ReferenceInspector:
         self.skipped = 0  # learning frames refused (defective per ground truth)
 
         if cfg.template_path is not None and Path(cfg.template_path).exists():
-            self._set_template(_load_template(Path(cfg.template_path), cfg))
+            self._set_template(load_template(Path(cfg.template_path), cfg))
             log.info("reference template loaded from %s (%s)", cfg.template_path, self.model_id)
         elif cfg.learn_from is not None:
             self._learn_folder(Path(cfg.learn_from))
@@ -329,21 +222,8 @@ class ReferenceInspector:
         model = self._model
         if model is None:
             raise InspectorError("reference inspector: nothing to save, the template is not learned yet")
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp.npz")
-        t = model.tpl
-        np.savez_compressed(
-            tmp,
-            format=np.int32(_FORMAT),
-            mean=t.mean,
-            std=t.std,
-            frame_size=np.array(t.frame_size, np.int32),
-            n=np.int32(t.n),
-            scale=np.float64(self.cfg.scale),
-        )
-        tmp.replace(p)  # atomic: a crash never leaves half a template
-        log.info("reference template saved to %s (%s, %d parts)", p, self.model_id, t.n)
+        p = save_template(model.tpl, Path(path), self.cfg.scale)
+        log.info("reference template saved to %s (%s, %d parts)", p, self.model_id, model.tpl.n)
         return p
 
     @classmethod
@@ -351,13 +231,13 @@ class ReferenceInspector:
         """An inspector using the template saved at ``path`` (thresholds from ``cfg``)."""
         base = cfg or ReferenceInspectorConfig()
         insp = cls(base.model_copy(update={"template_path": None, "learn_from": None}))
-        insp._set_template(_load_template(Path(path), base))
+        insp._set_template(load_template(Path(path), base))
         return insp
 
     # ------------------------------------------------------------------ internals
 
-    def _set_template(self, tpl: _Template) -> None:
-        model = _Model(tpl, self.cfg)
+    def _set_template(self, tpl: Template) -> None:
+        model = PreparedTemplate(tpl, self.cfg)
         with self._lock:
             self._model = model
             self.model_id = model.model_id
@@ -381,10 +261,10 @@ class ReferenceInspector:
             if self.cfg.blur_px:
                 ref = cv2.GaussianBlur(ref, (self.cfg.blur_px, self.cfg.blur_px), 0)
             outline, _ = part_mask(ref, self.cfg.part)
-            tiny = _tiny_size((W, H), (work.shape[1], work.shape[0]), self.cfg)
+            tiny = tiny_size((W, H), (work.shape[1], work.shape[0]), self.cfg)
             self._ref_aligner = Aligner(work, self.cfg.align, tiny, bbox(outline), self.cfg.align_patches)
             sx = work.shape[1] / W
-            self._norm = Normaliser(ref, outline, _LP_CLIP * self.cfg.min_abs_diff, _lowpass_work_px(self.cfg, sx))
+            self._norm = Normaliser(ref, outline, LP_CLIP * self.cfg.min_abs_diff, lowpass_work_px(self.cfg, sx))
             self._sum = np.zeros(work.shape, np.float64)
             self._sumsq = np.zeros(work.shape, np.float64)
         assert self._ref_aligner is not None and self._sum is not None and self._sumsq is not None
@@ -407,8 +287,8 @@ class ReferenceInspector:
         n = self._n
         mean = self._sum / n
         var = np.maximum(self._sumsq / n - mean * mean, 0.0) * (n / max(n - 1, 1))
-        tpl = _Template(mean.astype(np.float32), np.sqrt(var).astype(np.float32), self._frame_size, n)
-        model = _Model(tpl, self.cfg)
+        tpl = Template(mean.astype(np.float32), np.sqrt(var).astype(np.float32), self._frame_size, n)
+        model = PreparedTemplate(tpl, self.cfg)
         self._model = model
         self.model_id = model.model_id
         self._sum = self._sumsq = None
@@ -442,7 +322,7 @@ class ReferenceInspector:
 
     def _blobs(
         self,
-        model: _Model,
+        model: PreparedTemplate,
         bad: np.ndarray,
         q: np.ndarray,
         r: np.ndarray,
@@ -525,7 +405,7 @@ class ReferenceInspector:
         )
 
 
-def _centre_shift(model: _Model, warp: np.ndarray) -> tuple[float, float]:
+def _centre_shift(model: PreparedTemplate, warp: np.ndarray) -> tuple[float, float]:
     """Where the template's centre lies in the frame, relative to the template, in frame pixels (for image health)."""
     w, h = model.work_size
     cx, cy = w / 2, h / 2
@@ -551,31 +431,3 @@ def _classify(blob: np.ndarray, signed: np.ndarray, feat: np.ndarray, scale: flo
         if math.sqrt(lam1 / lam2) >= 3.0 and length_full >= 20.0:
             return _SCRATCH
     return _SPOT
-
-
-def _load_template(path: Path, cfg: ReferenceInspectorConfig) -> _Template:
-    """Read a template saved by :meth:`ReferenceInspector.save`; ModelLoadError naming the file and the fix."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            fmt = int(z["format"])
-            if fmt != _FORMAT:
-                raise ModelLoadError(
-                    f"{path}: template format {fmt}, this station reads format {_FORMAT} (relearn: delete the file)"
-                )
-            scale = float(z["scale"])
-            if abs(scale - cfg.scale) > 1e-9:
-                raise ModelLoadError(
-                    f"{path}: template learned at scale {scale}, config says scale {cfg.scale} "
-                    f"(set scale: {scale} or delete the file to relearn)"
-                )
-            fs = tuple(int(v) for v in z["frame_size"])
-            tpl = _Template(z["mean"].astype(np.float32), z["std"].astype(np.float32), (fs[0], fs[1]), int(z["n"]))
-    except ModelLoadError:
-        raise
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(f"{path}: not a reference template file ({exc}); delete it to relearn") from None
-    if tpl.mean.shape != tpl.std.shape or tpl.mean.ndim != 2:
-        raise ModelLoadError(
-            f"{path}: corrupt template (mean {tpl.mean.shape}, std {tpl.std.shape}); delete it to relearn"
-        )
-    return tpl
