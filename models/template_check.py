@@ -160,8 +160,7 @@ def build_template_check(
         nice=0,
     )
     runner = JobRunner(work / "jobs")
-    state = runner.start(spec, on_event)
-    runner.wait(state.job_id)
+    state = runner.wait(runner.start(spec, on_event).job_id)
     if state.status != "succeeded" or not state.result:
         raise RuntimeError(f"verifier training {state.status}: {state.error} (log: {state.log_path})")
     src = exported_onnx(state.job_dir, state.result)

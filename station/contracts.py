@@ -130,8 +130,19 @@ class Detections:
         """Area of detection ``i`` in pixels (blob/mask area if known, else box)."""
         if self.areas_px is not None:
             return float(self.areas_px[i])
-        x1, y1, x2, y2 = self.boxes_xyxy[i]
-        return float(max(0.0, x2 - x1) * max(0.0, y2 - y1))
+        return float(_box_areas(self.boxes_xyxy[i]))
+
+    def areas(self) -> np.ndarray:
+        """:meth:`area_px` of every detection, (N,) float32."""
+        a = self.areas_px if self.areas_px is not None else _box_areas(self.boxes_xyxy)
+        return np.asarray(a, np.float32)
+
+
+def _box_areas(boxes_xyxy: np.ndarray) -> np.ndarray:
+    """Areas of (..., 4) x1, y1, x2, y2 boxes; an inverted side counts 0."""
+    b = boxes_xyxy
+    areas: np.ndarray = np.maximum(b[..., 2] - b[..., 0], 0) * np.maximum(b[..., 3] - b[..., 1], 0)
+    return areas
 
 
 @dataclass(frozen=True, slots=True)

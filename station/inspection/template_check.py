@@ -115,16 +115,12 @@ class TemplateCheck:
         if not keep:
             return dataclasses.replace(det, timings_ms=timings, align_shift_px=ref.align_shift_px)
         k = np.asarray(keep)
-        boxes = det.boxes_xyxy
-        box_areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        own_areas = det.areas_px if det.areas_px is not None else box_areas
-        ref_areas = ref.areas_px[k] if ref.areas_px is not None else np.zeros(len(k), np.float32)
         return dataclasses.replace(
             det,
-            boxes_xyxy=np.concatenate([boxes, ref.boxes_xyxy[k]]).astype(np.float32),
+            boxes_xyxy=np.concatenate([det.boxes_xyxy, ref.boxes_xyxy[k]]).astype(np.float32),
             scores=np.concatenate([det.scores, ref.scores[k]]).astype(np.float32),
             class_ids=np.concatenate([det.class_ids, cls[k]]).astype(np.int32),
-            areas_px=np.concatenate([own_areas, ref_areas]).astype(np.float32),
+            areas_px=np.concatenate([det.areas(), ref.areas()[k]]),
             timings_ms=timings,
             align_shift_px=ref.align_shift_px,
             check_from=len(det),
