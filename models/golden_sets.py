@@ -22,6 +22,8 @@ from .service_views import ServiceError
 if TYPE_CHECKING:
     from station.app import Station
 
+    from .golden import GoldenSet
+
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,60}$")
@@ -47,16 +49,7 @@ class GoldenSets:
             except GoldenSetError as e:
                 log.warning("golden set %s unusable: %s", m.parent, e)
                 continue
-            out.append(
-                {
-                    "golden_id": gs.golden_id,
-                    "name": m.parent.name,
-                    "n": len(gs),
-                    "n_defective": gs.n_defective,
-                    "names": list(gs.names),
-                    "source": dict(gs.source),
-                }
-            )
+            out.append({**_golden_dict(gs, m.parent.name), "source": dict(gs.source)})
         return out
 
     def root(self, golden_id: str | None) -> tuple[Path, str, str]:
@@ -116,10 +109,15 @@ class GoldenSets:
         finally:
             db.close()
             shutil.rmtree(tmp, ignore_errors=True)
-        return {
-            "golden_id": gs.golden_id,
-            "name": name,
-            "n": len(gs),
-            "n_defective": gs.n_defective,
-            "names": list(gs.names),
-        }
+        return _golden_dict(gs, name)
+
+
+def _golden_dict(gs: GoldenSet, name: str) -> dict[str, Any]:
+    """What the models page shows of a golden set."""
+    return {
+        "golden_id": gs.golden_id,
+        "name": name,
+        "n": len(gs),
+        "n_defective": gs.n_defective,
+        "names": list(gs.names),
+    }
